@@ -1,0 +1,19 @@
+"""ttamer -- provably taming trade-offs in ML serving (T-Tamer, arXiv 2509.22992).
+
+Markovian Pandora's box on a forest of models: which model to consult next, when to stop,
+and which model answers. See SPEC §1-3 and the book.
+"""
+
+from .errors import InstanceError, SolverError, TraceError, TTamerError
+from .instance import Instance, Node, Skip, load_instance, save_instance
+from .policy import Policy, rollout
+from .simulate import SimulationResult, simulate
+from .solve import Solution, solve
+
+__all__ = [
+    "Instance", "Node", "Skip", "load_instance", "save_instance",
+    "Policy", "rollout", "Solution", "solve", "simulate", "SimulationResult",
+    "TTamerError", "InstanceError", "SolverError", "TraceError",
+]
+
+__version__ = "0.1.0"

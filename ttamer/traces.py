@@ -1,0 +1,386 @@
+"""Traces: the interchange format for measured early-exit workloads (SPEC §5.1).
+
+A trace holds one model with ``L`` exits evaluated on one set of ``N`` examples:
+
+=========  ============================  ==================================================
+key        shape / dtype                 meaning
+=========  ============================  ==================================================
+``probs``  float32 ``[N, L, C]``         softmax output of every exit for every example
+``labels`` int64 ``[N]``                 true class, in ``0..C-1``
+``cost``   float64 ``[L]`` or ``[N, L]`` cost of reaching exit ``i`` from exit ``i-1``
+                                         (exit 0 from the input), per example or on average
+``meta``   JSON object (string on disk)  at least ``model``, ``dataset``, ``cost_unit`` and
+                                         ``exit_names`` (``L`` strings); usually also
+                                         ``split``, ``hardware``, ``versions``, ``seed``
+=========  ============================  ==================================================
+
+On a chain of exits a strategy that consulted exits ``0..k`` paid ``Σ_{i≤k} cost[i]``; the
+full model costs ``Σ_i cost[i]``. :func:`load_trace` and :meth:`Trace.validate` check every
+rule and raise :class:`~ttamer.errors.TraceError` naming the key and the first offending
+index. Nothing is silently renormalised; :meth:`Trace.build` converts dtypes explicitly for
+callers holding e.g. float64 probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import TraceError
+
+#: Tolerance on ``Σ_c probs[n, i, c] = 1`` (float32 softmax outputs).
+PROB_SUM_TOL = 1e-3
+#: Keys every ``meta`` must hold.
+REQUIRED_META = ("model", "dataset", "cost_unit", "exit_names")
+#: Keys of a trace file.
+KEYS = ("probs", "labels", "cost", "meta")
+
+_DTYPES = {"probs": np.float32, "labels": np.int64, "cost": np.float64}
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+@dataclass(eq=False)
+class Trace:
+    """One model with ``L`` exits on ``N`` examples (SPEC §5.1).
+
+    ``probs`` float32 ``[N, L, C]``, ``labels`` int64 ``[N]``, ``cost`` float64 ``[L]`` or
+    ``[N, L]`` (cost of reaching exit ``i`` from exit ``i-1``), ``meta`` a JSON-serialisable
+    dict with at least :data:`REQUIRED_META`. Call :meth:`validate` (done by
+    :func:`load_trace` and :func:`save_trace`) to check every rule.
+    """
+
+    probs: np.ndarray
+    labels: np.ndarray
+    cost: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, probs: Any, labels: Any, cost: Any, meta: Mapping[str, Any] | None = None,
+              **meta_kw: Any) -> "Trace":
+        """Convert to the file dtypes (probs → float32, labels → int64, cost → float64),
+        fill ``exit_names`` (``exit0..``) and ``cost_unit`` (``"unit"``) if absent, and
+        validate. Labels must already be integral (no rounding)."""
+        probs = np.asarray(probs)
+        labels_arr = np.asarray(labels)
+        if labels_arr.dtype.kind == "f":
+            if not np.all(np.isfinite(labels_arr)) or np.any(labels_arr != np.round(labels_arr)):
+                bad = _first(~np.isfinite(labels_arr) | (labels_arr != np.round(labels_arr)))
+                raise TraceError(f"key 'labels': example {bad[0]} is not an integer ({labels_arr[bad]})")
+        elif labels_arr.dtype.kind not in "iub":
+            raise TraceError(f"key 'labels': expected integers, got dtype {labels_arr.dtype}")
+        m = dict(meta or {})
+        m.update(meta_kw)
+        if probs.ndim == 3:
+            m.setdefault("exit_names", [f"exit{i}" for i in range(probs.shape[1])])
+        m.setdefault("cost_unit", "unit")
+        tr = cls(probs.astype(np.float32), labels_arr.astype(np.int64),
+                 np.asarray(cost, dtype=np.float64), m)
+        return tr.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "Trace":
+        """Check every rule of SPEC §5.1; return ``self``. Raises :class:`TraceError`."""
+        self._validate_arrays()
+        self._validate_probs()
+        self._validate_labels()
+        self._validate_cost()
+        self._validate_meta()
+        return self
+
+    def _validate_arrays(self) -> None:
+        for key, dt in _DTYPES.items():
+            arr = getattr(self, key)
+            if not isinstance(arr, np.ndarray):
+                raise TraceError(f"key {key!r}: expected a NumPy array, got {type(arr).__name__}")
+            if arr.dtype != dt:
+                raise TraceError(f"key {key!r}: dtype {arr.dtype}, expected {np.dtype(dt).name} "
+                                 f"(Trace.build converts explicitly)")
+        if self.probs.ndim != 3:
+            raise TraceError(f"key 'probs': expected shape [N, L, C], got {self.probs.shape}")
+        n, L, C = self.probs.shape
+        if n < 1 or L < 1 or C < 2:
+            raise TraceError(f"key 'probs': needs N >= 1 examples, L >= 1 exits, C >= 2 classes; "
+                             f"got shape {self.probs.shape}")
+        if self.labels.shape != (n,):
+            raise TraceError(f"key 'labels': shape {self.labels.shape}, expected ({n},) to match 'probs'")
+        if self.cost.shape not in ((L,), (n, L)):
+            raise TraceError(f"key 'cost': shape {self.cost.shape}, expected ({L},) or ({n}, {L})")
+
+    def _validate_probs(self) -> None:
+        p = self.probs
+        bad = ~np.isfinite(p)
+        if bad.any():
+            i, k, c = _first(bad)
+            raise TraceError(f"key 'probs': example {i}, exit {k}, class {c} is not finite ({p[i, k, c]})")
+        bad = (p < 0) | (p > 1)
+        if bad.any():
+            i, k, c = _first(bad)
+            raise TraceError(f"key 'probs': example {i}, exit {k}, class {c} is {p[i, k, c]!r}, outside [0, 1]")
+        sums = p.sum(axis=2, dtype=np.float64)
+        bad = np.abs(sums - 1.0) > PROB_SUM_TOL
+        if bad.any():
+            i, k = _first(bad)
+            raise TraceError(f"key 'probs': example {i}, exit {k} sums to {sums[i, k]:.6g}, "
+                             f"not 1 (tolerance {PROB_SUM_TOL})")
+
+    def _validate_labels(self) -> None:
+        C = self.probs.shape[2]
+        bad = (self.labels < 0) | (self.labels >= C)
+        if bad.any():
+            (i,) = _first(bad)
+            raise TraceError(f"key 'labels': example {i} has label {int(self.labels[i])}, "
+                             f"outside 0..{C - 1} (C = {C} classes)")
+
+    def _validate_cost(self) -> None:
+        c = self.cost
+        bad = ~np.isfinite(c) | (c < 0)
+        if bad.any():
+            idx = _first(bad)
+            where = f"exit {idx[0]}" if c.ndim == 1 else f"example {idx[0]}, exit {idx[1]}"
+            raise TraceError(f"key 'cost': {where} is {c[idx]!r}; costs must be finite and >= 0")
+
+    def _validate_meta(self) -> None:
+        if not isinstance(self.meta, dict):
+            raise TraceError(f"key 'meta': expected a dict (JSON object), got {type(self.meta).__name__}")
+        try:
+            json.dumps(self.meta, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TraceError(f"key 'meta': not JSON-serialisable ({exc})") from None
+        missing = [k for k in REQUIRED_META if k not in self.meta]
+        if missing:
+            raise TraceError(f"key 'meta': missing required field(s) {missing} "
+                             f"(required: {list(REQUIRED_META)})")
+        names = self.meta["exit_names"]
+        L = self.n_exits
+        if not isinstance(names, list) or len(names) != L or not all(isinstance(s, str) and s for s in names):
+            raise TraceError(f"key 'meta': field 'exit_names' must be a list of {L} non-empty strings, "
+                             f"got {names!r}")
+        if len(set(names)) != L:
+            raise TraceError(f"key 'meta': field 'exit_names' has duplicates: {names!r}")
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_examples(self) -> int:
+        return int(self.probs.shape[0])
+
+    @property
+    def n_exits(self) -> int:
+        return int(self.probs.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.probs.shape[2])
+
+    @property
+    def exit_names(self) -> list[str]:
+        return list(self.meta.get("exit_names") or [f"exit{i}" for i in range(self.n_exits)])
+
+    # ------------------------------------------------------------------ derived arrays
+    @property
+    def cost_matrix(self) -> np.ndarray:
+        """Per-example edge costs ``[N, L]`` (a ``[L]`` cost broadcast over examples)."""
+        return np.broadcast_to(self.cost, (self.n_examples, self.n_exits)) if self.cost.ndim == 1 else self.cost
+
+    @property
+    def mean_cost(self) -> np.ndarray:
+        """Mean cost of each edge, ``[L]``: ``c_i`` of the chain instance."""
+        return self.cost if self.cost.ndim == 1 else self.cost.mean(axis=0)
+
+    @property
+    def cumulative_cost(self) -> np.ndarray:
+        """``[N, L]``: cost paid by an example that stopped after consulting exits ``0..k``."""
+        return np.cumsum(self.cost_matrix, axis=1)
+
+    @property
+    def full_cost(self) -> np.ndarray:
+        """``[N]``: cost of running the full model (every exit) on each example."""
+        return self.cost_matrix.sum(axis=1)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """``[N, L]`` int64: argmax class at every exit."""
+        return self.probs.argmax(axis=2)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """``[N, L]`` bool: exit ``i``'s prediction equals the label."""
+        return self.predictions == self.labels[:, None]
+
+    @property
+    def max_prob(self) -> np.ndarray:
+        """``[N, L]`` float64: the confidence ``max_c probs[n, i, c]``."""
+        return self.probs.max(axis=2).astype(np.float64)
+
+    @property
+    def entropy(self) -> np.ndarray:
+        """``[N, L]`` float64: ``-Σ_c p log p`` (natural log, ``0 log 0 = 0``)."""
+        p = self.probs.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+        return -t.sum(axis=2)
+
+    def accuracy(self) -> np.ndarray:
+        """``[L]``: accuracy of every exit on all examples."""
+        return self.correct.mean(axis=0)
+
+    # ------------------------------------------------------------------ selection
+    def subset(self, idx: Any) -> "Trace":
+        """The trace restricted to examples ``idx`` (indices or a boolean mask); meta copied."""
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            if idx.shape != (self.n_examples,):
+                raise TraceError(f"subset mask has shape {idx.shape}, expected ({self.n_examples},)")
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64, copy=False)
+        if idx.ndim != 1 or len(idx) == 0:
+            raise TraceError("subset: expected a non-empty 1-D array of example indices")
+        if idx.min() < -self.n_examples or idx.max() >= self.n_examples:
+            raise TraceError(f"subset: index out of range for {self.n_examples} examples")
+        cost = self.cost if self.cost.ndim == 1 else self.cost[idx]
+        return Trace(self.probs[idx], self.labels[idx], cost, json.loads(json.dumps(self.meta)))
+
+    def split(self, fraction: float, seed: int = 0) -> tuple["Trace", "Trace"]:
+        """Random split into (calibration, test) with ``round(fraction·N)`` calibration examples
+        (at least 1 on each side)."""
+        if not 0 < fraction < 1:
+            raise TraceError(f"calibration fraction must be in (0, 1), got {fraction}")
+        n = self.n_examples
+        if n < 2:
+            raise TraceError(f"cannot split a trace of {n} example(s)")
+        k = int(min(max(round(fraction * n), 1), n - 1))
+        perm = np.random.default_rng(seed).permutation(n)
+        return self.subset(np.sort(perm[:k])), self.subset(np.sort(perm[k:]))
+
+    def __repr__(self) -> str:
+        return (f"Trace({self.meta.get('model', '?')!r} on {self.meta.get('dataset', '?')!r}: "
+                f"N={self.n_examples}, L={self.n_exits}, C={self.n_classes}, "
+                f"cost {'per example' if self.cost.ndim == 2 else 'per exit'} "
+                f"in {self.meta.get('cost_unit', '?')!r})")
+
+
+# ---------------------------------------------------------------------------------------------
+def save_trace(path: str | Path, trace: Trace) -> None:
+    """Validate ``trace`` and write it to ``path`` (``.npz``; ``meta`` as a JSON string).
+
+    The file is written to a temporary file in the same folder and renamed over ``path``, so
+    a failed write never destroys a good file.
+    """
+    trace.validate()
+    path = Path(path)
+    meta = json.dumps(trace.meta, allow_nan=False, sort_keys=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, probs=trace.probs, labels=trace.labels, cost=trace.cost, meta=np.array(meta))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Read and validate a trace file (SPEC §5.1). Errors name the file and the key."""
+    path = Path(path)
+    if not path.exists():
+        raise TraceError(f"trace file {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise TraceError(f"{str(path)!r}: not an .npz archive (a single array?)")
+            missing = [k for k in KEYS if k not in data.files]
+            if missing:
+                raise TraceError(f"{str(path)!r}: missing key(s) {missing}; a trace holds {list(KEYS)}")
+            arrays = {k: data[k] for k in KEYS}
+    except TraceError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise TraceError(f"cannot read trace file {str(path)!r}: {exc}") from None
+    meta_raw = arrays.pop("meta")
+    if meta_raw.shape != () or meta_raw.dtype.kind not in "US":
+        raise TraceError(f"{str(path)!r}: key 'meta' must be a JSON string, got array of dtype "
+                         f"{meta_raw.dtype} and shape {meta_raw.shape}")
+    try:
+        meta = json.loads(str(meta_raw[()]))
+    except json.JSONDecodeError as exc:
+        raise TraceError(f"{str(path)!r}: key 'meta' is not valid JSON ({exc.msg})") from None
+    try:
+        return Trace(arrays["probs"], arrays["labels"], arrays["cost"], meta).validate()
+    except TraceError as exc:
+        raise TraceError(f"{str(path)!r}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class ExitDecisions:
+    """What a strategy did on the examples of a trace (SPEC §5.3).
+
+    ``answer`` -- exit whose prediction is returned; ``last`` -- last exit consulted;
+    ``cost`` -- total cost paid (trace units). Arrays have shape ``[N]`` for one strategy or
+    ``[P, N]`` for a sweep over ``P`` parameter values (``params``, length ``P``). On a chain
+    without skips the exits consulted are ``0..last``.
+    """
+
+    answer: np.ndarray
+    last: np.ndarray
+    cost: np.ndarray
+    params: np.ndarray | None = None
+    name: str = ""
+
+    @classmethod
+    def from_last(cls, trace: Trace, answer: np.ndarray, last: np.ndarray,
+                  params: np.ndarray | None = None, name: str = "") -> "ExitDecisions":
+        """Decisions of a chain strategy that consulted exits ``0..last``: the cost is the
+        cumulative cost up to ``last`` (per example)."""
+        answer = np.asarray(answer, dtype=np.int64)
+        last = np.asarray(last, dtype=np.int64)
+        cum = trace.cumulative_cost
+        rows = np.arange(trace.n_examples)
+        cost = cum[rows, last] if last.ndim == 1 else cum[rows[None, :], last]
+        return cls(answer, last, cost, None if params is None else np.asarray(params), name)
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.answer.ndim == 2
+
+    def correct(self, trace: Trace, target: str = "label") -> np.ndarray:
+        """Boolean array (shape of ``answer``): the answered exit is right. ``target`` is
+        ``"label"`` (true class) or ``"final"`` (agreement with the last exit)."""
+        truth = target_labels(trace, target)
+        pred = trace.predictions
+        rows = np.arange(trace.n_examples)
+        rows = rows if self.answer.ndim == 1 else rows[None, :]
+        return pred[rows, self.answer] == truth
+
+    def __getitem__(self, p: int) -> "ExitDecisions":
+        """Sweep point ``p`` as a single decision set."""
+        if not self.is_sweep:
+            raise IndexError("not a sweep")
+        par = None if self.params is None else self.params[p : p + 1]
+        return ExitDecisions(self.answer[p], self.last[p], self.cost[p], par, self.name)
+
+    def __len__(self) -> int:
+        return len(self.answer) if self.is_sweep else 1
+
+
+def target_labels(trace: Trace, target: str = "label") -> np.ndarray:
+    """``[N]``: the class an answer is judged against -- the true label (``"label"``) or the
+    final exit's prediction (``"final"``, the paper's and Apparate's convention)."""
+    if target == "label":
+        return trace.labels
+    if target == "final":
+        return trace.predictions[:, -1]
+    raise TraceError(f"target must be 'label' or 'final', got {target!r}")

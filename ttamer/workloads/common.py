@@ -1,0 +1,294 @@
+"""Pieces shared by the early-exit workloads (SPEC §5.1, §5.5).
+
+* the trace cache (``~/.cache/ttamer/traces`` or ``$TTAMER_CACHE``), keyed by workload,
+  profile, seed, device and sizes;
+* seeds, devices and thread counts;
+* :class:`BlockProbe`, which measures the wall-clock time and the multiply-accumulates (MACs)
+  of every block of a network, so that ``cost[i]`` of a trace is the cost of reaching exit
+  ``i`` from exit ``i-1`` (exit 0 from the input), the head of exit ``i`` included;
+* :func:`train_linear_heads`, the exit heads of a frozen backbone (multinomial logistic
+  regression on the exit's features), trained on examples that the trace does not contain;
+* :func:`with_cost_unit`, which swaps the measured time for an alternative cost unit
+  (``"layers"``: one per block, ``"mmacs"``: millions of MACs per example).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import TraceError, TTamerError
+from ..traces import Trace
+
+#: Environment variable overriding the cache folder of the traces.
+CACHE_ENV = "TTAMER_CACHE"
+#: Cost units a workload trace carries: the measured time (the ``cost`` array) and the
+#: alternatives stored in ``meta["alt_costs"]``.
+TIME_UNIT = "ms/example"
+ALT_UNITS = ("layers", "mmacs")
+
+
+# --------------------------------------------------------------------------- cache
+def cache_dir(cache: str | os.PathLike | None = None) -> Path:
+    """The folder holding cached traces: ``cache`` if given, else ``$TTAMER_CACHE``, else
+    ``~/.cache/ttamer/traces``. Created if missing."""
+    if cache is None:
+        cache = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ttamer" / "traces"
+    path = Path(cache).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def trace_key(workload: str, profile: str, seed: int, device: str, sizes: Mapping[str, Any]) -> str:
+    """File name of a cached trace: readable, and distinct for every workload, profile, seed,
+    device and size setting (sizes sorted by name)."""
+    parts = [workload, profile, f"seed{int(seed)}", device]
+    parts += [f"{k}{v}" for k, v in sorted(sizes.items())]
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(parts)) + ".npz"
+
+
+# --------------------------------------------------------------------------- runtime
+def resolve_device(device: str) -> "torch.device":  # noqa: F821
+    """``"cpu"`` or ``"cuda"`` as a :class:`torch.device`; a clear error if CUDA is absent."""
+    import torch
+
+    if device not in ("cpu", "cuda"):
+        raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TTamerError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return torch.device(device)
+
+
+def set_runtime(seed: int, threads: int | None) -> None:
+    """Seed Python's, NumPy's and torch's generators; cap torch's CPU threads at ``threads``."""
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+
+
+def environment_meta(device: "torch.device") -> dict:  # noqa: F821
+    """Hardware and library versions for a trace's ``meta``."""
+    import torch
+
+    hw = {"device": str(device), "machine": platform.machine(), "processor": platform.processor(),
+          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
+    for mod in ("transformers", "datasets"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:  # pragma: no cover - optional
+            pass
+    return {"hardware": hw, "versions": versions}
+
+
+def split_indices(n: int, n_head: int, n_trace: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted index sets (head-train, trace) drawn without replacement from ``range(n)``."""
+    if n_head < 1 or n_trace < 1:
+        raise TTamerError(f"n_head and n_trace must be >= 1, got {n_head} and {n_trace}")
+    if n_head + n_trace > n:
+        raise TTamerError(f"n_head + n_trace = {n_head + n_trace} exceeds the {n} examples available")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[:n_head]), np.sort(perm[n_head:n_head + n_trace])
+
+
+def sample_indices(n: int, k: int | None, seed: int) -> np.ndarray:
+    """``k`` sorted indices of ``range(n)`` drawn without replacement (all if ``k`` is None)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    if k < 1:
+        raise TTamerError(f"sample size must be >= 1, got {k}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+# --------------------------------------------------------------------------- measuring blocks
+class BlockProbe:
+    """Wall-clock time and MACs of consecutive blocks of one forward pass.
+
+    Call :meth:`start` before the first block and :meth:`mark` right after block ``i`` (and its
+    exit head); block ``i`` then took ``t_i - t_{i-1}`` seconds (``t_{-1}`` = start). On CUDA
+    every mark synchronises, so the times are the device's. :meth:`count_macs` adds hooks that
+    count the MACs of every ``nn.Linear`` / ``nn.Conv2d`` (``out.numel() · fan_in``); other
+    MACs (e.g. attention's matrix products) are added with :meth:`add_macs`.
+    """
+
+    def __init__(self, device: "torch.device") -> None:  # noqa: F821
+        import torch
+
+        self._sync: Callable[[], None] = (
+            (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None))
+        self._t0 = 0.0
+        self._times: list[float] = []
+        self._macs_marks: list[int] = []
+        self.macs = 0
+        self._handles: list = []
+
+    def start(self) -> None:
+        self._sync()
+        self._times, self._macs_marks, self.macs = [], [], 0
+        self._t0 = time.perf_counter()
+
+    def mark(self) -> None:
+        self._sync()
+        self._times.append(time.perf_counter())
+        self._macs_marks.append(self.macs)
+
+    def add_macs(self, n: int) -> None:
+        self.macs += int(n)
+
+    def block_seconds(self) -> np.ndarray:
+        """``[L]`` seconds of each block of the last pass."""
+        return np.diff(np.asarray([self._t0] + self._times))
+
+    def block_macs(self) -> np.ndarray:
+        """``[L]`` MACs of each block of the last pass."""
+        return np.diff(np.asarray([0] + self._macs_marks, dtype=np.float64))
+
+    def count_macs(self, module: "torch.nn.Module") -> None:  # noqa: F821
+        from torch import nn
+
+        def linear(mod, _inp, out):
+            self.macs += out.numel() * mod.in_features
+
+        def conv(mod, _inp, out):
+            kh, kw = mod.kernel_size
+            self.macs += out.numel() * (mod.in_channels // mod.groups) * kh * kw
+
+        for m in module.modules():
+            if isinstance(m, nn.Linear):
+                self._handles.append(m.register_forward_hook(linear))
+            elif isinstance(m, nn.Conv2d):
+                self._handles.append(m.register_forward_hook(conv))
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+@dataclass
+class CostRecorder:
+    """Collects per-example block times and MACs over batches; the first ``warmup`` batches
+    are not timed. :meth:`summary` gives the median time per example of every block (ms) and
+    the mean MACs per example (millions)."""
+
+    warmup: int = 2
+    seconds: list = field(default_factory=list)
+    macs: list = field(default_factory=list)
+    sizes: list = field(default_factory=list)
+    seen: int = 0
+
+    def add(self, probe: BlockProbe, batch_size: int) -> None:
+        self.seen += 1
+        self.macs.append(probe.block_macs())
+        self.sizes.append(batch_size)
+        if self.seen > self.warmup:
+            self.seconds.append(probe.block_seconds() / batch_size)
+
+    def summary(self) -> tuple[np.ndarray, np.ndarray, int]:
+        if not self.seconds:
+            raise TTamerError(f"no timed batch: {self.seen} batch(es) seen, {self.warmup} warm-up; "
+                              "use more trace examples or a smaller batch size")
+        ms = 1e3 * np.median(np.stack(self.seconds), axis=0)
+        mmacs = np.stack(self.macs).sum(axis=0) / max(sum(self.sizes), 1) / 1e6
+        return ms, mmacs, len(self.seconds)
+
+
+# --------------------------------------------------------------------------- exit heads
+def train_linear_heads(features: Sequence[np.ndarray], labels: np.ndarray, n_classes: int, *,
+                       weight_decay: float = 1e-3, max_iter: int = 200,
+                       seed: int = 0) -> list["torch.nn.Linear"]:  # noqa: F821
+    """One multinomial logistic-regression head per exit.
+
+    For exit ``i`` with features ``x`` (standardised with the training mean ``m`` and standard
+    deviation ``s``) the head minimises ``mean CE(W z + b, y) + weight_decay · ||W||²``,
+    ``z = (x - m)/s``, by L-BFGS; the standardisation is folded into the returned
+    ``nn.Linear`` (weight ``W/s``, bias ``b - (W/s) m``), so it applies to raw features.
+    """
+    import torch
+    from torch import nn
+
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    heads = []
+    for i, feats in enumerate(features):
+        x = torch.as_tensor(np.asarray(feats), dtype=torch.float32)
+        if x.ndim != 2 or x.shape[0] != len(y):
+            raise TTamerError(f"features of exit {i}: shape {tuple(x.shape)}, expected ({len(y)}, D)")
+        m, s = x.mean(0), x.std(0).clamp_min(1e-6)
+        z = (x - m) / s
+        torch.manual_seed(seed + i)
+        lin = nn.Linear(x.shape[1], n_classes)
+        opt = torch.optim.LBFGS(lin.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(lin(z), y) + weight_decay * lin.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        head = nn.Linear(x.shape[1], n_classes)
+        with torch.no_grad():
+            head.weight.copy_(lin.weight / s)
+            head.bias.copy_(lin.bias - head.weight @ m)
+        heads.append(head)
+    return heads
+
+
+# --------------------------------------------------------------------------- traces
+def finish_meta(meta: dict, cost_ms: np.ndarray, mmacs: np.ndarray, n_timed: int) -> dict:
+    """Add the cost description (unit, alternatives, how it was measured) to ``meta``."""
+    L = len(cost_ms)
+    meta["cost_unit"] = TIME_UNIT
+    meta["cost_measure"] = (f"median over {n_timed} timed batches (after warm-up) of the wall-clock "
+                            "time per example of each block with its exit head")
+    meta["alt_costs"] = {"layers": [1.0] * L, "mmacs": [float(v) for v in mmacs]}
+    return meta
+
+
+def with_cost_unit(trace: Trace, unit: str) -> Trace:
+    """The same trace with its ``cost`` in another unit: ``"time"`` (the measured
+    ``ms/example``, unchanged), or one of :data:`ALT_UNITS` from ``meta["alt_costs"]``."""
+    if unit in ("time", trace.meta.get("cost_unit")):
+        return trace
+    alts = trace.meta.get("alt_costs") or {}
+    if unit not in alts:
+        raise TraceError(f"key 'meta': no alternative cost {unit!r} in field 'alt_costs' "
+                         f"(available: time, {', '.join(alts) or 'none'})")
+    meta = json.loads(json.dumps(trace.meta))
+    meta["cost_unit"] = unit
+    return Trace(trace.probs, trace.labels, np.asarray(alts[unit], dtype=np.float64), meta).validate()
+
+
+@dataclass
+class WorkloadResult:
+    """What a workload run produced: the trace, the examples its exit heads were trained on
+    (``head_split`` / ``head_index``) and those in the trace (``trace_split`` /
+    ``trace_index``), and the per-exit accuracy and seconds of each phase."""
+
+    trace: Trace
+    head_split: str
+    head_index: np.ndarray
+    trace_split: str
+    trace_index: np.ndarray
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def exit_accuracy(self) -> np.ndarray:
+        return self.trace.accuracy()

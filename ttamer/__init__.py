@@ -7,12 +7,13 @@ and which model answers. See SPEC §1-3 and the book.
 from .errors import InstanceError, SolverError, TraceError, TTamerError
 from .instance import Instance, Node, Skip, load_instance, save_instance
 from .policy import Policy, rollout
-from .simulate import SimulationResult, simulate
+from .simulate import ExactEvaluation, SimulationResult, evaluate_exactly, simulate
 from .solve import Solution, solve
 
 __all__ = [
     "Instance", "Node", "Skip", "load_instance", "save_instance",
     "Policy", "rollout", "Solution", "solve", "simulate", "SimulationResult",
+    "evaluate_exactly", "ExactEvaluation",
     "TTamerError", "InstanceError", "SolverError", "TraceError",
 ]
 

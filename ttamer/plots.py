@@ -72,8 +72,9 @@ def policy_annotations(policy: Policy) -> tuple[dict[int, str], str]:
     * :class:`IndexPolicy`: ``σ_v(s)`` for each state ``s`` of ``parent(v)`` (one value for a
       root), written beside ``v``.
     * :class:`LastStatePolicy`: for each state ``s`` of ``v``, the node consulted after ``v``
-      revealed ``s`` ("stop" to stop); with recall, the decision shown is the one for
-      ``X = +∞`` and the note says so.
+      revealed ``s`` ("stop" to stop). With recall the decision also depends on ``X``; the
+      one shown is for ``X = min(λ y, λ ℓ_v(s))``, the case where ``v``'s answer is the best
+      so far (exact for the first node consulted), and the note says so.
     * any other policy: no per-node text.
     """
     inst = policy.instance
@@ -85,16 +86,26 @@ def policy_annotations(policy: Policy) -> tuple[dict[int, str], str]:
         start = "σ_v[s] for each state s of parent(v);\nconsult the smallest σ while it is < X"
     elif isinstance(policy, LastStatePolicy):
         name = lambda u: "stop" if u < 0 else inst.names[u]  # noqa: E731
-        col = -1 if policy.recall else 0
         for v in range(inst.n):
-            acts = [name(int(a)) for a in policy.table[v][:, col]]
+            acts = [name(int(a)) for a in _decisions_after(policy, v)]
             if len(acts) > MAX_STATES_SHOWN:
                 acts = acts[: MAX_STATES_SHOWN - 1] + ["…", acts[-1]]
             notes[v] = "\n".join(f"s={s}→{a}" if a != "…" else "…" for s, a in enumerate(acts))
-        start = f"first: {name(int(policy.start[col]))}"
+        first = policy.decide(np.full((1, inst.n), -1, dtype=np.int64), np.array([-1]))
+        start = f"first: {name(int(first[0]))}"
         if policy.recall:
-            start += "\n(shown for X = +∞)"
+            start += "\n(after v: shown for the case that\nv's answer is the best so far)"
     return notes, start
+
+
+def _decisions_after(policy: Policy, v: int) -> np.ndarray:
+    """``policy.decide`` on the histories where only ``v`` was consulted, one per state of
+    ``v``: the next node (``-1`` stop) after ``v`` revealed ``s``, when ``X`` is set by ``v``
+    alone. Valid for policies whose decision depends on the last node, its state and ``X``."""
+    k = int(policy.instance.n_states[v])
+    states = np.full((k, policy.instance.n), -1, dtype=np.int64)
+    states[:, v] = np.arange(k)
+    return np.asarray(policy.decide(states, np.full(k, v, dtype=np.int64)))
 
 
 def _title(solution: Any, policy: Policy) -> str:

@@ -216,16 +216,29 @@ class LastStatePolicy(Policy):
 
     def describe(self) -> str:
         inst = self.instance
-        name = lambda u: "stop" if u < 0 else inst.nodes[u].name  # noqa: E731
         kind = "recall" if self.recall else "no recall"
-        lines = [f"table policy ({kind}), λ={self.lam:g}", f"  start -> {name(int(self.start[-1]))}"]
+        first = int(self.start[self.level_of(np.full((1, inst.n), -1))[0]])
+        start = "stop (answer with the fallback)" if first < 0 else inst.nodes[first].name
+        lines = [f"table policy ({kind}), λ={self.lam:g}", f"  start -> {start}"]
         for v in inst.order:
-            acts = self.table[v][:, -1] if self.recall else self.table[v][:, 0]
-            row = ", ".join(f"s={s}: {name(int(a))}" for s, a in enumerate(acts))
+            row = "; ".join(f"s={s}: {self._rule(self.table[v][s], self.lam * inst.losses[v][s])}"
+                            for s in range(inst.n_states[v]))
             lines.append(f"  after {inst.nodes[v].name}: {row}")
-        if self.recall:
-            lines.append("  (recall: shown for X = +inf; the table also depends on X)")
         return "\n".join(lines)
+
+    def _rule(self, actions: np.ndarray, x_max: float) -> str:
+        """One row of the table in words: a threshold in ``X`` with recall."""
+        name = lambda u: "stop" if u < 0 else self.instance.nodes[int(u)].name  # noqa: E731
+        if not self.recall:
+            return name(actions[0])
+        reach = self.levels <= x_max
+        acts, lv = actions[reach], self.levels[reach]
+        goes = sorted({name(a) for a in acts if a >= 0})
+        if not goes:
+            return "stop"
+        stops = lv[acts < 0]
+        target = " or ".join(goes)
+        return target if len(stops) == 0 else f"stop if X <= {stops.max():.4g}, else {target}"
 
 
 class ExhaustivePolicy(Policy):

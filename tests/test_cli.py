@@ -1,0 +1,82 @@
+"""The command line: ``ttamer solve`` (and ``python -m ttamer``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from test_instance import EXAMPLE, edited
+
+from ttamer import Instance, solve
+from ttamer.cli import main
+
+
+@pytest.fixture
+def example(tmp_path):
+    path = tmp_path / "three.json"
+    path.write_text(json.dumps(EXAMPLE))
+    return path
+
+
+@pytest.mark.parametrize("recall", [True, False])
+def test_solve_json_prints_the_value(example, capsys, recall):
+    argv = ["solve", str(example), "--lam", "0.9", "--json"] + ([] if recall else ["--no-recall"])
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = solve(Instance.from_dict(EXAMPLE), 0.9, recall=recall).value
+    assert out["value"] == pytest.approx(expected, abs=1e-12)
+    assert out["recall"] is recall and out["method"] == "dp"
+
+
+def test_solve_methods_agree(example, capsys):
+    values = []
+    for method in ("auto", "exhaustive"):
+        assert main(["solve", str(example), "--lam", "0.7", "--method", method, "--json"]) == 0
+        values.append(json.loads(capsys.readouterr().out)["value"])
+    assert values[0] == pytest.approx(values[1], abs=1e-12)
+
+
+def test_solve_text_shows_value_and_policy(example, capsys):
+    assert main(["solve", str(example), "--lam", "0.95"]) == 0
+    out = capsys.readouterr().out
+    assert "optimal expected trade-off" in out and "exit1" in out and "stop" in out
+
+
+@pytest.mark.parametrize("data, culprit", [
+    (edited(node1_transition=[[0.6, 0.3, 0.2], [0.1, 0.2, 0.7]]), "'exit2', field 'transition'"),
+    (edited(node2_parent="ghost"), "unknown node 'ghost'"),
+    (edited(nodes=[]), "empty"),
+])
+def test_bad_input_gives_one_clear_message(tmp_path, capsys, data, culprit):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    assert main(["solve", str(path), "--lam", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert culprit in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_lambda_and_missing_file(example, tmp_path, capsys):
+    assert main(["solve", str(example), "--lam", "2"]) == 2
+    assert "lam must be in [0, 1]" in capsys.readouterr().err
+    assert main(["solve", str(tmp_path / "nope.json"), "--lam", "0.5"]) == 2
+    assert "nope.json" in capsys.readouterr().err
+
+
+def test_no_recall_index_is_refused(example, capsys):
+    flat = dict(EXAMPLE)
+    flat.pop("skips")
+    example.write_text(json.dumps(flat))
+    assert main(["solve", str(example), "--lam", "0.5", "--no-recall", "--method", "index"]) == 2
+    assert "index" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point(example):
+    run = subprocess.run([sys.executable, "-m", "ttamer", "solve", str(example), "--lam", "0.5", "--json"],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "value" in json.loads(run.stdout)
+    bad = subprocess.run([sys.executable, "-m", "ttamer", "solve", str(example), "--lam", "x"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

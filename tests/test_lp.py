@@ -1,0 +1,197 @@
+"""LP certificates (SPEC §3.4): the primal LP against a brute force written here, the lead's
+exhaustive DP and fast solvers; the polynomial chain space against the exhaustive space; the
+budgeted dual; exact policy evaluation; errors."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ttamer
+from strategies import build_random, instances, lams
+from ttamer import Instance, SolverError
+from ttamer import lp
+
+TOL = 1e-6
+LP_SETTINGS = settings(max_examples=100, deadline=None)
+
+
+def brute(inst: Instance, lam: float, recall: bool) -> float:
+    """Optimal trade-off by plain recursion over (states revealed, last node)."""
+    n, kappa, y = inst.n, 1.0 - lam, inst.fallback
+    edges = inst.edges()
+    pos = inst.chain_position if inst.is_chain else None
+
+    @functools.lru_cache(maxsize=None)
+    def V(states: tuple, last: int) -> float:
+        cons = [v for v in range(n) if states[v] >= 0]
+        if recall:
+            cands = [inst.losses[v][states[v]] for v in cons] + ([y] if y is not None else [])
+            X = min(cands) if cands else None
+        else:
+            X = inst.losses[last][states[last]] if last >= 0 else y
+        best = math.inf if X is None else lam * X
+        if inst.skips:
+            deepest = max(cons, key=lambda v: pos[v]) if cons else -1
+            avail = [e for e in edges if e[0] == deepest]
+        else:
+            avail = [e for e in edges if states[e[1]] < 0 and (e[0] < 0 or states[e[0]] >= 0)]
+        for src, tgt, c, P in avail:
+            q = kappa * c
+            for t, p in enumerate(P[0 if src < 0 else states[src]]):
+                if p > 0:
+                    nxt = list(states)
+                    nxt[tgt] = t
+                    q += p * V(tuple(nxt), tgt)
+            best = min(best, q)
+        return best
+
+    return V(tuple([-1] * n), -1)
+
+
+def _tradeoff(inst: Instance, policy, lam: float) -> float:
+    loss, cost = lp.evaluate_policy(inst, policy)
+    return lam * loss + (1 - lam) * cost
+
+
+# ------------------------------------------------------------------ primal LP = ground truth
+@LP_SETTINGS
+@given(inst=instances(max_nodes=4, kmax=3, skips=True), lam=lams, recall=st.booleans())
+def test_lp_equals_brute_force(inst, lam, recall):
+    want = brute(inst, lam, recall)
+    spaces = ["exhaustive", "chain"] if inst.is_chain else ["exhaustive"]
+    for space in spaces:
+        sol = lp.solve_lp(inst, lam, recall, space=space)
+        assert sol.value == pytest.approx(want, abs=TOL), space
+        assert _tradeoff(inst, sol.policy, lam) == pytest.approx(want, abs=TOL), space
+
+
+@LP_SETTINGS
+@given(inst=instances(max_nodes=5, kmax=3, skips=True), lam=lams, recall=st.booleans())
+def test_lp_equals_exhaustive_and_fast_solvers(inst, lam, recall):
+    from ttamer.exhaustive import solve_exhaustive
+
+    ex, _ = solve_exhaustive(inst, lam, recall)
+    sol = lp.solve_lp(inst, lam, recall)
+    assert sol.value == pytest.approx(ex, abs=TOL)
+    if recall or inst.is_chain:  # index / (i, s, X) DP / no-recall chain DP
+        fast = ttamer.solve(inst, lam, recall)
+        assert sol.value == pytest.approx(fast.value, abs=TOL)
+        assert _tradeoff(inst, fast.policy, lam) == pytest.approx(ex, abs=TOL)
+
+
+@LP_SETTINGS
+@given(inst=instances(shapes=("chain",), max_nodes=6, kmax=3, skips=True), lam=lams, recall=st.booleans())
+def test_chain_space_equals_exhaustive_space(inst, lam, recall):
+    a = lp.primal_lp(lp.chain_mdp(inst, recall), lam)
+    b = lp.primal_lp(lp.exhaustive_mdp(inst, recall), lam)
+    assert a.value == pytest.approx(b.value, abs=TOL)
+
+
+def test_two_model_gap_closed_form():
+    """SPEC §4.1: zero costs, λ = 1; recall pays 1/α³, no recall 1/α²."""
+    for alpha in (2.0, 5.0, 20.0):
+        inst = Instance.chain([[1 / alpha**2], [0.0, 1 / alpha]], [1.0], [[[1 - 1 / alpha, 1 / alpha]]], [0.0, 0.0])
+        assert lp.solve_lp(inst, 1.0, True).value == pytest.approx(alpha**-3, abs=1e-9)
+        assert lp.solve_lp(inst, 1.0, False).value == pytest.approx(alpha**-2, abs=1e-9)
+
+
+def test_solution_fields_and_dispatch():
+    inst = build_random(3, 4, 3, "tree", True, "uniform", "uniform")
+    sol = ttamer.solve(inst, 0.7, recall=True, method="lp")
+    assert sol.method == "lp" and sol.recall and sol.lam == 0.7
+    assert sol.details["solver"] == lp.default_solver()
+    assert sol.details["status"] == "optimal"
+    assert sol.details["n_states"] == sol.details["mdp"].n_states > 1
+    res = ttamer.simulate(sol.policy, 4000, seed=1)
+    assert abs(res.tradeoff - sol.value) < 5 * res.tradeoff_se + 1e-9
+
+
+def test_no_fallback_forbids_stopping_at_start():
+    inst = Instance.chain([[0.5]], [1.0], [], [2.0])
+    # must consult: value = κ c + λ ℓ
+    assert lp.solve_lp(inst, 0.25, True).value == pytest.approx(0.75 * 2 + 0.25 * 0.5)
+    inst_y = Instance.chain([[0.5]], [1.0], [], [2.0], fallback=0.9)
+    assert lp.solve_lp(inst_y, 0.25, True).value == pytest.approx(0.25 * 0.9)
+
+
+# ------------------------------------------------------------------ errors
+def test_size_limit_error():
+    inst = build_random(0, 8, 3, "forest", False, "uniform", "uniform")
+    with pytest.raises(SolverError, match="max_states=50"):
+        lp.exhaustive_mdp(inst, True, max_states=50)
+    with pytest.raises(SolverError, match="max_states"):
+        lp.solve_lp(inst, 0.5, False, space="exhaustive", max_states=100)
+
+
+def test_bad_arguments():
+    forest = build_random(1, 4, 2, "forest", True, "uniform", "uniform")
+    if forest.is_chain:  # pragma: no cover - seed gives a forest
+        pytest.skip("seed produced a chain")
+    with pytest.raises(SolverError, match="needs a chain"):
+        lp.chain_mdp(forest)
+    with pytest.raises(SolverError, match="unknown space"):
+        lp.build_mdp(forest, space="tree")
+    with pytest.raises(SolverError, match="lam"):
+        lp.solve_lp(forest, 1.5)
+
+
+# ------------------------------------------------------------------ budgeted dual
+@settings(max_examples=60, deadline=None)
+@given(inst=instances(max_nodes=4, kmax=3, skips=True), lam=st.floats(0.05, 0.95), recall=st.booleans())
+def test_budgeted_lp_at_the_cost_of_an_optimal_policy(inst, lam, recall):
+    """At B = E[cost] of a λ-optimal deterministic policy the least loss is its loss, and the
+    occupation measure is a (basic) policy randomising in at most one state."""
+    sol = lp.solve_lp(inst, lam, recall)
+    loss, cost = lp.evaluate_policy(inst, sol.policy)
+    res = lp.budgeted_lp(inst, cost, recall)
+    assert res.loss == pytest.approx(loss, abs=TOL)
+    assert res.cost <= cost + TOL
+    assert len(res.randomised) <= 1
+    for row in res.table:
+        assert sum(row["actions"].values()) == pytest.approx(1.0)
+    # occupation measures sum to one stop per run
+    stops = res.occupation[res.mdp.row_action < 0].sum()
+    assert stops == pytest.approx(1.0, abs=1e-7)
+
+
+def test_budget_extremes_and_infeasible():
+    inst = build_random(7, 4, 3, "chain", False, "uniform", "uniform", n_skips=1)
+    huge = lp.budgeted_lp(inst, 1e6)
+    assert huge.loss == pytest.approx(lp.solve_lp(inst, 1.0).value, abs=TOL)  # cost free
+    blp = lp.BudgetedLP(lp.build_mdp(inst))
+    cmin = blp.min_cost()
+    assert cmin > 0  # no fallback: a root must be consulted
+    assert blp.solve(cmin).cost == pytest.approx(cmin, abs=TOL)
+    with pytest.raises(SolverError, match="below the least expected cost"):
+        blp.solve(cmin * 0.5)
+    with pytest.raises(SolverError, match="budget"):
+        blp.solve(-1.0)
+
+
+def test_budgeted_randomised_policy_description():
+    inst = Instance.chain([[0.6, 0.05], [0.7, 0.2, 0.01], [0.4, 0.02]], [0.5, 0.5],
+                          [[[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]], [[0.8, 0.2], [0.3, 0.7], [0.0, 1.0]]],
+                          [1.0, 1.0, 1.0], skips=[(0, 2, 1.7)])
+    res = lp.budgeted_lp(inst, 1.5)
+    assert res.cost == pytest.approx(1.5, abs=1e-7)
+    assert len(res.randomised) == 1
+    text = res.describe()
+    assert "randomised" in text and "consult" in text
+
+
+# ------------------------------------------------------------------ exact evaluation
+def test_evaluate_policy_rejects_unavailable_node():
+    inst = build_random(2, 3, 2, "chain", True, "uniform", "uniform")
+
+    class Bad(ttamer.Policy):
+        def decide(self, states, last):
+            return np.where(last < 0, inst.n - 1, -1)
+
+    with pytest.raises(SolverError, match="not available"):
+        lp.evaluate_policy(inst, Bad(inst, 0.5, True))

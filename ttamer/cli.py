@@ -1,0 +1,74 @@
+"""Command line: ``ttamer solve``, ``ttamer evaluate``, ``ttamer traces`` (``python -m ttamer``).
+
+Bad input exits non-zero with one clear message naming the culprit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from .errors import TTamerError
+from .solve import METHODS
+
+
+def _add_solve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("solve", help="solve an instance file (JSON, SPEC §2) for one λ")
+    p.add_argument("path", help="instance file (JSON)")
+    p.add_argument("--lam", type=float, required=True, help="trade-off weight λ in [0, 1]")
+    p.add_argument("--no-recall", action="store_true", help="answer with the last model consulted")
+    p.add_argument("--method", choices=METHODS, default="auto")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(run=_run_solve)
+
+
+def _run_solve(args: argparse.Namespace) -> int:
+    from .instance import load_instance
+    from .solve import solve
+
+    inst = load_instance(args.path)
+    sol = solve(inst, args.lam, recall=not args.no_recall, method=args.method)
+    if args.json:
+        out = {"instance": inst.name, "value": sol.value, "lam": sol.lam, "recall": sol.recall,
+               "method": sol.method, "policy": sol.policy.describe()}
+        if "sigma" in sol.details:
+            out["indices"] = {inst.nodes[v].name: s.tolist() for v, s in enumerate(sol.details["sigma"])}
+        print(json.dumps(out, indent=2))
+    else:
+        kind = "recall" if sol.recall else "no recall"
+        print(f"{inst.name or args.path}: λ={sol.lam:g}, {kind}, method={sol.method}")
+        print(f"optimal expected trade-off: {sol.value:.10g}")
+        print(sol.policy.describe())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ttamer", description="T-Tamer: provably taming trade-offs in ML serving")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_solve(sub)
+    for module in _optional_subcommands():
+        module.add_parser(sub)
+    return parser
+
+
+def _optional_subcommands() -> list:
+    return []  # TODO(lead): register cli_evaluate and cli_traces when they land
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except TTamerError as exc:
+        print(f"ttamer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ttamer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -181,6 +181,7 @@ def test_budgeted_randomised_policy_description():
     res = lp.budgeted_lp(inst, 1.5)
     assert res.cost == pytest.approx(1.5, abs=1e-7)
     assert len(res.randomised) == 1
+    assert res.policy_mixture is res.table
     text = res.describe()
     assert "randomised" in text and "consult" in text
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, special
 
 from .errors import TTamerError
 from .instance import Instance
@@ -191,6 +191,18 @@ def gap(instance: Instance, lam: float, method: str = "auto", recall_method: str
     return {"no_recall": nr, "recall": r, "ratio": ratio_of(nr, r)}
 
 
+def values_by_method(instance: Instance, lam: float, lp: bool = True) -> dict[tuple[str, bool], float]:
+    """``{(method, recall): optimal value}`` for every exact method that applies: the index
+    strategy (forests), the DPs (chains), the exhaustive solver and, if ``lp``, the LP."""
+    methods = [("index", True)] if not instance.skips else []
+    if instance.is_chain:
+        methods += [("dp", True), ("dp", False)]
+    methods += [("exhaustive", True), ("exhaustive", False)]
+    if lp:
+        methods += [("lp", True), ("lp", False)]
+    return {(m, r): solve(instance, lam, recall=r, method=m).value for m, r in methods}
+
+
 def ratio_of(no_recall: float, recall: float) -> float:
     """``no_recall / recall`` with ``0/0 = 1`` (both strategies lose nothing)."""
     if recall <= 0.0:
@@ -234,7 +246,7 @@ def floor_class_decoder(kind: str, n: int, k: int, delta: float,
     def decode(x: np.ndarray) -> Instance:
         losses, mats, pos = [], [], 0
         for p, (nl, nm) in zip(parents, sizes):
-            u = 1.0 / (1.0 + np.exp(-x[pos: pos + nl]))
+            u = special.expit(x[pos: pos + nl])
             losses.append(np.concatenate([[0.0], delta + (1.0 - delta) * u]))
             logits = np.clip(x[pos + nl: pos + nl + nm], -LOGIT, LOGIT)
             mats.append(_softmax(logits) if p is None else _softmax(logits.reshape(k, k)))

@@ -46,12 +46,14 @@ from .errors import TraceError, TTamerError
 from .instance import Instance
 from .policy import rollout
 from .solve import Solution, solve
+from .baselines import agreement_run_length
 from .traces import ExitDecisions, Trace, target_labels
 
-FEATURES = ("max_prob", "entropy", "margin")
+FEATURES = ("max_prob", "entropy", "margin", "learned")
 LOSSES = ("label", "final")
 #: Candidates tried for ``K="auto"`` (those leaving < ``MIN_PER_STATE`` examples per state dropped).
-K_GRID = (2, 3, 4, 6, 8, 12, 16, 24, 32)
+K_GRID = (2, 4, 8, 16, 32)
+FEATURE_GRID = ("max_prob", "learned")
 AGREEMENT_GRID = (0, 1)
 SMOOTHING_GRID = (0.5, 2.0, 8.0)
 #: ``K="auto"`` keeps candidates with at least this many training examples per state on average.
@@ -82,21 +84,24 @@ class StateSpec:
     feature: str = "max_prob"
     agreement: int | bool | str = AUTO
     entropy_bins: int = 0
+    prospect_bins: int = 0
 
     def __post_init__(self) -> None:
         if self.K != AUTO and (isinstance(self.K, bool) or not isinstance(self.K, (int, np.integer)) or self.K < 1):
             raise TTamerError(f"StateSpec.K must be a positive integer or 'auto', got {self.K!r}")
-        if self.feature not in FEATURES:
-            raise TTamerError(f"StateSpec.feature must be one of {FEATURES}, got {self.feature!r}")
+        if self.feature != AUTO and self.feature not in FEATURES:
+            raise TTamerError(f"StateSpec.feature must be one of {FEATURES} or 'auto', got {self.feature!r}")
         ag = self.agreement
         if ag != AUTO and not (isinstance(ag, (bool, int, np.integer)) and int(ag) >= 0):
             raise TTamerError(f"StateSpec.agreement must be a bool, an int >= 0 or 'auto', got {ag!r}")
-        if not isinstance(self.entropy_bins, (int, np.integer)) or self.entropy_bins < 0:
-            raise TTamerError(f"StateSpec.entropy_bins must be an int >= 0, got {self.entropy_bins!r}")
+        for field in ("entropy_bins", "prospect_bins"):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise TTamerError(f"StateSpec.{field} must be an int >= 0, got {v!r}")
 
     @property
     def is_concrete(self) -> bool:
-        return self.K != AUTO and self.agreement != AUTO
+        return AUTO not in (self.K, self.agreement, self.feature)
 
     @property
     def agreement_cap(self) -> int:
@@ -106,6 +111,8 @@ class StateSpec:
         parts = [f"{self.K} {self.feature} bins"]
         if self.entropy_bins:
             parts.append(f"{self.entropy_bins} entropy bins")
+        if self.prospect_bins:
+            parts.append(f"{self.prospect_bins} prospect bins")
         if self.agreement != AUTO and int(self.agreement) == 1:
             parts.append("agreement with the previous exit")
         elif self.agreement != AUTO and int(self.agreement) > 1:
@@ -129,17 +136,8 @@ def confidence_feature(trace: Trace, feature: str) -> np.ndarray:
 
 def agreement_run(pred: np.ndarray, cap: int) -> np.ndarray:
     """``[N, L]``: number of consecutive exits just before ``i`` predicting what exit ``i``
-    predicts, capped at ``cap`` (0 at exit 0). Loop over exits only."""
-    n, L = pred.shape
-    out = np.zeros((n, L), dtype=np.int64)
-    for i in range(1, L):
-        run = np.zeros(n, dtype=np.int64)
-        alive = np.ones(n, dtype=bool)
-        for j in range(i - 1, max(i - 1 - cap, -1), -1):
-            alive &= pred[:, j] == pred[:, i]
-            run += alive
-        out[:, i] = run
-    return out
+    predicts (PABEE's patience counter), capped at ``cap`` (0 at exit 0)."""
+    return np.minimum(agreement_run_length(pred), cap)
 
 
 def _quantile_edges(x: np.ndarray, k: int) -> np.ndarray:
@@ -151,36 +149,119 @@ def _quantile_edges(x: np.ndarray, k: int) -> np.ndarray:
     return e[e < x.max()] if len(e) else e
 
 
+def history_features(trace: Trace) -> np.ndarray:
+    """``[N, L, F]`` features observable once exit ``i`` has run, for ``feature="learned"``:
+    a bias, exit ``i``'s log-odds of max-probability, top-2 margin and normalised entropy,
+    the mean log-odds of the earlier exits, the share of earlier exits predicting exit
+    ``i``'s class and the run of agreeing predictions just before ``i`` (over ``i``)."""
+    n, L = trace.n_examples, trace.n_exits
+    mp = np.clip(trace.max_prob, 1e-6, 1 - 1e-6)
+    lo = np.log(mp) - np.log1p(-mp)
+    pred = trace.predictions
+    prev_lo = np.zeros((n, L))
+    share = np.zeros((n, L))
+    for i in range(1, L):
+        prev_lo[:, i] = lo[:, :i].mean(axis=1)
+        share[:, i] = (pred[:, :i] == pred[:, i : i + 1]).mean(axis=1)
+    run = agreement_run_length(pred) / np.maximum(np.arange(L), 1)[None, :]
+    feats = [np.ones((n, L)), lo, confidence_feature(trace, "margin"),
+             trace.entropy / np.log(trace.n_classes), prev_lo, share, run]
+    return np.stack(feats, axis=2)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2, iters: int = 30) -> np.ndarray:
+    """Ridge-penalised logistic regression by Newton's method: ``w`` minimising
+    ``−Σ [y log σ(xw) + (1−y) log(1−σ(xw))] + ridge·n·|w_{1:}|²/2`` (bias unpenalised)."""
+    n, f = x.shape
+    w = np.zeros(f)
+    pen = np.full(f, ridge * n)
+    pen[0] = 1e-9 * n
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
+        grad = x.T @ (p - y) + pen * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(pen)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+def _logistic_models(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-exit logistic models of ``target [N, L]`` on ``x [N, L, F]``: (weights ``[L, F]``,
+    feature scale ``[F]``)."""
+    scale = np.maximum(x.reshape(-1, x.shape[2]).std(axis=0), 1e-9)
+    scale[0] = 1.0
+    w = np.stack([fit_logistic(x[:, i] / scale, target[:, i]) for i in range(x.shape[1])])
+    return w, scale
+
+
+def _predict(x: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    z = np.einsum("nlf,lf->nl", x / scale, w)
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+
 @dataclass
 class StateEncoder:
-    """A fitted :class:`StateSpec`: per-exit bin edges. ``transform`` maps a trace to
-    ``[N, L]`` int64 states with ``0 ≤ s_i < n_states[i]``."""
+    """A fitted :class:`StateSpec`: per-exit bin edges of each axis of the state (the
+    confidence feature, then optionally entropy and prospect), and the logistic models of
+    the learned features. ``transform`` maps a trace to ``[N, L]`` int64 states with
+    ``0 ≤ s_i < n_states[i]``; the axes are combined in mixed radix, agreement last."""
 
     spec: StateSpec
-    feature_edges: list[np.ndarray]
-    entropy_edges: list[np.ndarray]
+    edges: dict[str, list[np.ndarray]]
+    models: dict[str, tuple[np.ndarray, np.ndarray]]
 
     @classmethod
-    def fit(cls, spec: StateSpec, trace: Trace) -> "StateEncoder":
+    def fit(cls, spec: StateSpec, trace: Trace, loss: str = "label", target: str = "label") -> "StateEncoder":
+        """Fit on ``trace``: the learned feature predicts that exit ``i`` is right in the
+        sense of ``loss``; the prospect, that the final exit is right against ``target``."""
         if not spec.is_concrete:
             raise TTamerError(f"StateEncoder.fit needs a concrete StateSpec (no 'auto'), got {spec}")
-        f = confidence_feature(trace, spec.feature)
-        fe = [_quantile_edges(f[:, i], int(spec.K)) for i in range(trace.n_exits)]
-        if spec.entropy_bins:
-            h = trace.entropy
-            he = [_quantile_edges(h[:, i], spec.entropy_bins) for i in range(trace.n_exits)]
+        enc = cls(spec, {}, {})
+        if spec.feature == "learned" or spec.prospect_bins:
+            x = history_features(trace)
+            if spec.feature == "learned":
+                enc.models["feature"] = _logistic_models(x, 1.0 - exit_losses(trace, loss))
+            if spec.prospect_bins:
+                final_right = (trace.predictions[:, -1] == target_labels(trace, target)).astype(float)
+                enc.models["prospect"] = _logistic_models(x, np.repeat(final_right[:, None], trace.n_exits, 1))
+        vals = enc.axis_values(trace, x if enc.models else None)
+        enc.edges = {name: [_quantile_edges(v[:, i], k) for i in range(trace.n_exits)]
+                     for name, (v, k) in vals.items()}
+        return enc
+
+    def axis_values(self, trace: Trace, x: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, int]]:
+        """``{axis: ([N, L] values, number of bins)}`` for every axis of the state."""
+        spec = self.spec
+        if x is None and self.models:
+            x = history_features(trace)
+        if spec.feature == "learned":
+            f = _predict(x, *self.models["feature"])
         else:
-            he = [np.zeros(0) for _ in range(trace.n_exits)]
-        return cls(spec, fe, he)
+            f = confidence_feature(trace, spec.feature)
+        out = {"feature": (f, int(spec.K))}
+        if spec.entropy_bins:
+            out["entropy"] = (trace.entropy, int(spec.entropy_bins))
+        if spec.prospect_bins:
+            out["prospect"] = (_predict(x, *self.models["prospect"]), int(spec.prospect_bins))
+        return out
+
+    def feature(self, trace: Trace) -> np.ndarray:
+        """``[N, L]`` the binned confidence feature (for ``"learned"``: the fitted P(exit right))."""
+        return self.axis_values(trace)["feature"][0]
 
     @property
     def n_exits(self) -> int:
-        return len(self.feature_edges)
+        return len(self.edges["feature"])
 
     @property
     def base_states(self) -> np.ndarray:
-        """States from the confidence bins alone, per exit."""
-        return np.array([(len(a) + 1) * (len(b) + 1) for a, b in zip(self.feature_edges, self.entropy_edges)])
+        """States from the binned axes alone, per exit."""
+        k = np.ones(self.n_exits, dtype=np.int64)
+        for e in self.edges.values():
+            k *= np.array([len(x) + 1 for x in e])
+        return k
 
     @property
     def n_states(self) -> np.ndarray:
@@ -192,16 +273,15 @@ class StateEncoder:
     def transform(self, trace: Trace) -> np.ndarray:
         if trace.n_exits != self.n_exits:
             raise TraceError(f"trace has {trace.n_exits} exits; the encoder was fitted on {self.n_exits}")
-        f = confidence_feature(trace, self.spec.feature)
-        s = np.stack([np.searchsorted(e, f[:, i], side="right") for i, e in enumerate(self.feature_edges)], 1)
-        if self.spec.entropy_bins:
-            h = trace.entropy
-            hb = np.stack([np.searchsorted(e, h[:, i], side="right") for i, e in enumerate(self.entropy_edges)], 1)
-            s = s * np.array([len(e) + 1 for e in self.entropy_edges]) + hb
+        s = np.zeros((trace.n_examples, self.n_exits), dtype=np.int64)
+        for name, (v, _) in self.axis_values(trace).items():
+            e = self.edges[name]
+            b = np.stack([np.searchsorted(e[i], v[:, i], side="right") for i in range(self.n_exits)], 1)
+            s = s * np.array([len(x) + 1 for x in e]) + b
         cap = self.spec.agreement_cap
         if cap:
             s = s + self.base_states * agreement_run(trace.predictions, cap)
-        return s.astype(np.int64)
+        return s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,8 +328,9 @@ class _Fitted:
     instance: Instance
 
 
-def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, normalize_cost: bool) -> _Fitted:
-    enc = StateEncoder.fit(spec, trace)
+def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, normalize_cost: bool,
+                  target: str = "label") -> _Fitted:
+    enc = StateEncoder.fit(spec, trace, loss, target)
     costs = trace.mean_cost
     if normalize_cost:
         total = costs.sum()
@@ -286,94 +367,135 @@ def _stack(decs: list[ExitDecisions], params: Sequence[float], name: str) -> Exi
                          np.stack([d.cost for d in decs]), np.asarray(params, dtype=float), name)
 
 
+def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, lams: Sequence[float],
+          refine: bool = True, max_gap: float = 0.01, max_points: int = 160, name: str = "") -> ExitDecisions:
+    """Solve ``instance`` for every ``λ`` in ``lams`` and run each policy on ``trace``
+    (states ``[N, L]``): arrays ``[P, N]``, ``params`` = the ``λ`` values, increasing.
+
+    With ``refine``, ``λ`` values are bisected (in ``log λ/(1−λ)``) wherever two neighbours'
+    mean costs on ``trace`` differ by more than ``max_gap`` (a fraction of the full cost), up
+    to ``max_points`` values in all. Only costs are read, never labels.
+    """
+    scale = trace.full_cost.mean()
+    decs = {float(lam): run_policy(solve(instance, lam, recall=recall), states, trace) for lam in lams}
+    while refine and len(decs) < max_points:
+        keys = np.array(sorted(decs))
+        cost = np.array([decs[k].cost.mean() / scale for k in keys])
+        logit = np.log(keys) - np.log1p(-np.minimum(keys, 1 - 1e-15))
+        gaps = np.flatnonzero((np.abs(np.diff(cost)) > max_gap) & (np.diff(logit) > 1e-3))
+        if len(gaps) == 0:
+            break
+        for g in gaps[: max_points - len(decs)]:
+            lam = float(1.0 / (1.0 + np.exp(-0.5 * (logit[g] + logit[g + 1]))))
+            decs[lam] = run_policy(solve(instance, lam, recall=recall), states, trace)
+    keys = sorted(decs)
+    return _stack([decs[k] for k in keys], keys, name)
+
+
 # ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """One concrete configuration tried by the cross-validation of :meth:`EarlyExitTamer.fit`."""
+
+    spec: StateSpec
+    smoothing: float
+    loss: str
+
+    def describe(self) -> str:
+        return f"{self.spec.describe()}, loss={self.loss}, α={self.smoothing:g}"
+
+
 class EarlyExitTamer:
     """T-Tamer for early exit, scikit-learn style (SPEC §5.2).
 
-    ``EarlyExitTamer(lam=0.95, state=StateSpec(...), recall=True, loss="label")``;
-    :meth:`fit` (calibration trace) sets ``spec_``, ``smoothing_``, ``encoder_``,
-    ``instance_``, ``solution_`` (and ``cv_scores_`` when something was ``"auto"``);
-    :meth:`decide` (test trace) returns :class:`~ttamer.traces.ExitDecisions`;
-    :meth:`decide_sweep` re-solves the same instance for several ``λ``.
+    ``EarlyExitTamer(lam=0.95, state=StateSpec(...), recall=True, loss="auto")``.
+    :meth:`fit` (calibration trace) sets ``spec_``, ``smoothing_``, ``loss_``, ``encoder_``,
+    ``instance_``, ``solution_`` and ``cv_scores_`` (list of ``(Candidate, score)``, empty when
+    nothing was ``"auto"``); :meth:`decide` (test trace) returns
+    :class:`~ttamer.traces.ExitDecisions`; :meth:`decide_sweep` re-solves the same instance
+    for many ``λ``.
+
+    ``"auto"`` fields (``state.K``, ``state.agreement``, ``state.feature``, ``loss``,
+    ``smoothing``) are chosen by ``cv_folds``-fold cross-validation inside the calibration
+    examples: each candidate is fitted on the other folds, swept over ``cv_lams`` (refined)
+    on the held-out fold, and scored by the mean normalised area under the held-out
+    accuracy–cost frontier (accuracy against ``target``), over the cost range from exit 0
+    alone to the full model. Ties go to the candidate listed first (fewer states).
     """
 
     def __init__(self, lam: float = 0.95, state: StateSpec | None = None, recall: bool = True,
-                 loss: str = "label", smoothing: float | str = 2.0, normalize_cost: bool = True,
+                 loss: str = AUTO, smoothing: float | str = 2.0, normalize_cost: bool = True,
                  cv_folds: int = 3, cv_lams: Sequence[float] | None = None, target: str = "label",
                  seed: int = 0) -> None:
         self.lam = float(lam)
         self.state = StateSpec() if state is None else state
         self.recall = bool(recall)
-        if loss not in LOSSES:
-            raise TTamerError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if loss != AUTO and loss not in LOSSES:
+            raise TTamerError(f"loss must be one of {LOSSES} or 'auto', got {loss!r}")
         self.loss = loss
-        if smoothing != AUTO and not (isinstance(smoothing, (int, float)) and smoothing > 0):
+        if smoothing != AUTO and not (isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool)
+                                      and np.isfinite(smoothing) and smoothing > 0):
             raise TTamerError(f"smoothing must be > 0 or 'auto', got {smoothing!r}")
         self.smoothing = smoothing
         self.normalize_cost = bool(normalize_cost)
         if int(cv_folds) < 2:
             raise TTamerError(f"cv_folds must be >= 2, got {cv_folds!r}")
         self.cv_folds = int(cv_folds)
-        self.cv_lams = lam_grid(20) if cv_lams is None else np.asarray(cv_lams, dtype=float)
+        self.cv_lams = lam_grid(16) if cv_lams is None else np.asarray(cv_lams, dtype=float)
         self.target = target
         self.seed = int(seed)
 
     # ------------------------------------------------------------------ fitting
-    def candidates(self, n_train: int) -> list[tuple[StateSpec, float]]:
-        """Concrete (spec, smoothing) pairs that ``"auto"`` fields expand to."""
+    def candidates(self, n_train: int) -> list[Candidate]:
+        """Concrete configurations that the ``"auto"`` fields expand to, simplest first;
+        ``K`` values leaving fewer than ``MIN_PER_STATE`` training examples per state are
+        dropped (the smallest ``K`` is always kept)."""
         s = self.state
         ks = [s.K] if s.K != AUTO else list(K_GRID)
         ags = [int(s.agreement)] if s.agreement != AUTO else list(AGREEMENT_GRID)
+        feats = [s.feature] if s.feature != AUTO else list(FEATURE_GRID)
         sms = [float(self.smoothing)] if self.smoothing != AUTO else list(SMOOTHING_GRID)
+        losses = [self.loss] if self.loss != AUTO else list(LOSSES)
         out = []
-        for k, ag, sm in itertools.product(ks, ags, sms):
-            spec = replace(s, K=int(k), agreement=int(ag))
-            states = int(k) * max(s.entropy_bins, 1) * (ag + 1)
+        for k, ag, feat, sm, loss in itertools.product(ks, ags, feats, sms, losses):
+            states = int(k) * max(s.entropy_bins, 1) * max(s.prospect_bins, 1) * (ag + 1)
             if s.K == AUTO and n_train / states < MIN_PER_STATE and k != min(ks):
                 continue
-            out.append((spec, sm))
+            out.append(Candidate(replace(s, K=int(k), agreement=int(ag), feature=feat), sm, loss))
         return out
 
     def fit(self, trace: Trace) -> "EarlyExitTamer":
         """Build the chain instance from calibration examples and solve it at ``lam``."""
         trace.validate()
         cands = self.candidates(int(trace.n_examples * (self.cv_folds - 1) / self.cv_folds))
+        self.cv_scores_: list[tuple[Candidate, float]] = []
+        best = cands[0]
         if len(cands) > 1:
-            scores = [self._cv_score(trace, spec, sm) for spec, sm in cands]
-            best = int(np.argmax(scores))
-            self.cv_scores_ = [(spec, sm, sc) for (spec, sm), sc in zip(cands, scores)]
-        else:
-            best = 0
-            self.cv_scores_ = []
-        spec, sm = cands[best]
-        fitted = _fit_concrete(trace, spec, sm, self.loss, self.normalize_cost)
-        self.spec_, self.smoothing_ = fitted.spec, fitted.smoothing
+            scores = [self._cv_score(trace, c) for c in cands]
+            self.cv_scores_ = list(zip(cands, scores))
+            best = cands[int(np.argmax(scores))]
+        fitted = _fit_concrete(trace, best.spec, best.smoothing, best.loss, self.normalize_cost, self.target)
+        self.spec_, self.smoothing_, self.loss_ = fitted.spec, fitted.smoothing, best.loss
         self.encoder_, self.instance_ = fitted.encoder, fitted.instance
         self.solution_ = solve(self.instance_, self.lam, recall=self.recall)
         return self
 
-    def _cv_score(self, trace: Trace, spec: StateSpec, smoothing: float) -> float:
-        """Held-out normalised area under the accuracy–cost frontier of the ``cv_lams`` sweep,
-        pooled over ``cv_folds`` folds of the calibration examples."""
+    def _cv_score(self, trace: Trace, cand: Candidate) -> float:
+        """Mean over folds of the held-out normalised area under the accuracy–cost frontier."""
         from .evaluation import frontier_auc, pareto_frontier
 
         n = trace.n_examples
         folds = np.random.default_rng(self.seed).permutation(n) % self.cv_folds
-        P = len(self.cv_lams)
-        correct = np.zeros((P, n), dtype=bool)
-        cost = np.zeros((P, n))
+        scores = []
         for f in range(self.cv_folds):
             tr, te = trace.subset(folds != f), trace.subset(folds == f)
-            fitted = _fit_concrete(tr, spec, smoothing, self.loss, self.normalize_cost)
-            st = fitted.encoder.transform(te)
-            for p, lam in enumerate(self.cv_lams):
-                d = run_policy(solve(fitted.instance, lam, recall=self.recall), st, te)
-                correct[p, folds == f] = d.correct(te, self.target)
-                cost[p, folds == f] = d.cost
-        scale = trace.full_cost.mean()
-        front = pareto_frontier(cost.mean(axis=1) / scale, correct.mean(axis=1))
-        lo = trace.cumulative_cost[:, 0].mean() / scale
-        return frontier_auc(front, lo, 1.0)
+            fitted = _fit_concrete(tr, cand.spec, cand.smoothing, cand.loss, self.normalize_cost, self.target)
+            d = sweep(fitted.instance, self.recall, fitted.encoder.transform(te), te, self.cv_lams,
+                      max_gap=0.03, max_points=48)
+            scale = te.full_cost.mean()
+            front = pareto_frontier(d.cost.mean(axis=1) / scale, d.correct(te, self.target).mean(axis=1))
+            scores.append(frontier_auc(front, te.cumulative_cost[:, 0].mean() / scale, 1.0))
+        return float(np.mean(scores))
 
     # ------------------------------------------------------------------ deciding
     def _check_fitted(self) -> None:
@@ -398,19 +520,25 @@ class EarlyExitTamer:
         self._check_fitted()
         return run_policy(self.solution_, self.states(trace), trace, name=self.name)
 
-    def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None) -> ExitDecisions:
-        """:meth:`decide` for every ``λ`` in ``lams`` (default :func:`lam_grid`): arrays ``[P, N]``."""
+    def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None, refine: bool = True,
+                     max_gap: float = 0.01, max_points: int = 160) -> ExitDecisions:
+        """:meth:`decide` for many ``λ`` (default :func:`lam_grid` with 40 values, refined
+        where the mean cost jumps; see :func:`sweep`): arrays ``[P, N]``."""
         self._check_fitted()
-        lams = lam_grid() if lams is None else np.asarray(lams, dtype=float)
-        st = self.states(trace)
-        decs = [run_policy(solve(self.instance_, lam, recall=self.recall), st, trace) for lam in lams]
-        return _stack(decs, lams, self.name)
+        lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
+        return sweep(self.instance_, self.recall, self.states(trace), trace, lams, refine, max_gap,
+                     max_points, self.name)
 
     @property
     def name(self) -> str:
         return "ttamer" if self.recall else "no-recall"
 
+    def describe(self) -> str:
+        """The fitted configuration in words."""
+        self._check_fitted()
+        return Candidate(self.spec_, self.smoothing_, self.loss_).describe()
+
     def __repr__(self) -> str:
-        fitted = f", fitted: {self.spec_.describe()}, α={self.smoothing_:g}" if hasattr(self, "spec_") else ""
+        fitted = f", fitted: {self.describe()}" if hasattr(self, "spec_") else ""
         return (f"EarlyExitTamer(lam={self.lam:g}, recall={self.recall}, loss={self.loss!r}, "
                 f"state={self.state}{fitted})")

@@ -40,6 +40,8 @@ Losses and costs are stored unscaled, so one MDP serves every ``λ`` and every b
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -335,11 +337,54 @@ def build_mdp(instance: Instance, recall: bool = True, space: str = "auto",
 # ---------------------------------------------------------------------------------------------
 # Solvers
 # ---------------------------------------------------------------------------------------------
+_BANNER_SILENCED = False
+
+
+def _silence_highs_banner() -> None:
+    """HiGHS prints a copyright banner on stdout (file descriptor 1, from C++) the first time a
+    solver object is built in a process; build that first one with fd 1 sent to /dev/null."""
+    global _BANNER_SILENCED
+    if _BANNER_SILENCED:
+        return
+    _BANNER_SILENCED = True
+    try:
+        import highspy
+    except ImportError:  # pragma: no cover - HiGHS not installed
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def default_solver() -> str:
     """HiGHS when cvxpy has it, else Clarabel."""
     import cvxpy as cp
 
-    return "HIGHS" if "HIGHS" in cp.installed_solvers() else "CLARABEL"
+    if "HIGHS" in cp.installed_solvers():
+        _silence_highs_banner()
+        return "HIGHS"
+    return "CLARABEL"
+
+
+def _resolve_solver(solver: str | None) -> str:
+    solver = default_solver() if solver is None else str(solver).upper()
+    if solver == "HIGHS":
+        _silence_highs_banner()
+    return solver
+
+
+#: Solver options: tolerances tighter than the defaults (1e-7), so that LP values match the
+#: exact solvers to about 1e-9 rather than 1e-7.
+SOLVER_OPTIONS = {
+    "HIGHS": {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10},
+    "CLARABEL": {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10},
+}
 
 
 def _check_lam(lam: float) -> float:
@@ -368,13 +413,13 @@ def primal_lp(mdp: FiniteMDP, lam: float, solver: str | None = None) -> LPValues
     import cvxpy as cp
 
     lam = _check_lam(lam)
-    solver = solver or default_solver()
+    solver = _resolve_solver(solver)
     r = mdp.rewards(lam)
     V = cp.Variable(mdp.n_states)
     prob = cp.Problem(cp.Maximize(cp.sum(V)), [mdp.A @ V <= r])
     t0 = time.perf_counter()
     try:
-        prob.solve(solver=solver)
+        prob.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
     except cp.error.SolverError as exc:
         raise SolverError(f"LP solver {solver} failed on instance {mdp.instance.name!r}: {exc}") from None
     secs = time.perf_counter() - t0
@@ -384,13 +429,23 @@ def primal_lp(mdp: FiniteMDP, lam: float, solver: str | None = None) -> LPValues
     return LPValues(mdp, lam, v, float(v[mdp.start]), greedy_actions(mdp, lam, v), solver, prob.status, secs)
 
 
+def action_values(mdp: FiniteMDP, lam: float, V: np.ndarray) -> np.ndarray:
+    """``Q(row) = r_λ(row) + Σ_x' P(x' | row) V(x')`` for every (state, action) row."""
+    return mdp.rewards(lam) + mdp.trans @ V
+
+
+def optimal_rows(mdp: FiniteMDP, lam: float, V: np.ndarray, tol: float = TIE_TOL) -> np.ndarray:
+    """Mask of the rows whose action is optimal: ``Q(row) ≤ min_a Q(x, a) + tol``."""
+    q = action_values(mdp, lam, V)
+    best = np.full(mdp.n_states, np.inf)
+    np.minimum.at(best, mdp.row_state, q)
+    return q <= best[mdp.row_state] + tol
+
+
 def greedy_actions(mdp: FiniteMDP, lam: float, V: np.ndarray, tol: float = TIE_TOL) -> np.ndarray:
     """Per state, the action minimising ``r_λ(row) + P(row) V``; within ``tol`` of the
     minimum, stop first, then the node of smallest position."""
-    q = mdp.rewards(lam) + mdp.trans @ V
-    best = np.full(mdp.n_states, np.inf)
-    np.minimum.at(best, mdp.row_state, q)
-    cand = q <= best[mdp.row_state] + tol
+    cand = optimal_rows(mdp, lam, V, tol)
     order = np.lexsort((mdp.row_action, ~cand, mdp.row_state))
     first = order[np.r_[True, np.diff(mdp.row_state[order]) != 0]]
     action = np.empty(mdp.n_states, dtype=np.int64)
@@ -480,6 +535,11 @@ class BudgetResult:
     status: str
     solve_seconds: float
 
+    @property
+    def policy_mixture(self) -> list[dict]:
+        """The randomised policy: ``table`` (states of positive mass, action probabilities)."""
+        return self.table
+
     def describe(self) -> str:
         lines = [f"budget {self.budget:.4g}: E[loss]={self.loss:.6g}, E[cost]={self.cost:.6g}"]
         for row in self.table:
@@ -496,7 +556,7 @@ class BudgetedLP:
     def __init__(self, mdp: FiniteMDP, solver: str | None = None) -> None:
         import cvxpy as cp
 
-        self.mdp, self.solver = mdp, solver or default_solver()
+        self.mdp, self.solver = mdp, _resolve_solver(solver)
         nu = np.zeros(mdp.n_states)
         nu[mdp.start] = 1.0
         self.rho = cp.Variable(mdp.n_rows, nonneg=True)
@@ -517,7 +577,7 @@ class BudgetedLP:
         self.B.value = budget
         t0 = time.perf_counter()
         try:
-            self.problem.solve(solver=self.solver)
+            self.problem.solve(solver=self.solver, **SOLVER_OPTIONS.get(self.solver, {}))
         except cp.error.SolverError as exc:
             raise SolverError(f"budgeted LP: solver {self.solver} failed: {exc}") from None
         secs = time.perf_counter() - t0

@@ -122,11 +122,11 @@ class Trace:
         bad = ~np.isfinite(p)
         if bad.any():
             i, k, c = _first(bad)
-            raise TraceError(f"key 'probs': example {i}, exit {k}, class {c} is not finite ({p[i, k, c]})")
+            raise TraceError(f"key 'probs': example {i}, exit {k}, class {c} is not finite ({float(p[i, k, c])})")
         bad = (p < 0) | (p > 1)
         if bad.any():
             i, k, c = _first(bad)
-            raise TraceError(f"key 'probs': example {i}, exit {k}, class {c} is {p[i, k, c]!r}, outside [0, 1]")
+            raise TraceError(f"key 'probs': example {i}, exit {k}, class {c} is {float(p[i, k, c])}, outside [0, 1]")
         sums = p.sum(axis=2, dtype=np.float64)
         bad = np.abs(sums - 1.0) > PROB_SUM_TOL
         if bad.any():
@@ -148,7 +148,7 @@ class Trace:
         if bad.any():
             idx = _first(bad)
             where = f"exit {idx[0]}" if c.ndim == 1 else f"example {idx[0]}, exit {idx[1]}"
-            raise TraceError(f"key 'cost': {where} is {c[idx]!r}; costs must be finite and >= 0")
+            raise TraceError(f"key 'cost': {where} is {float(c[idx])}; costs must be finite and >= 0")
 
     def _validate_meta(self) -> None:
         if not isinstance(self.meta, dict):
@@ -297,6 +297,15 @@ def load_trace(path: str | Path) -> Trace:
     path = Path(path)
     if not path.exists():
         raise TraceError(f"trace file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise TraceError(f"trace file {str(path)!r} is a folder")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise TraceError(f"cannot read trace file {str(path)!r}: {exc.strerror}") from None
+    if magic != b"PK\x03\x04":
+        raise TraceError(f"{str(path)!r} is not an .npz archive (expected a zip file written by save_trace)")
     try:
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):
@@ -384,3 +393,33 @@ def target_labels(trace: Trace, target: str = "label") -> np.ndarray:
     if target == "final":
         return trace.predictions[:, -1]
     raise TraceError(f"target must be 'label' or 'final', got {target!r}")
+
+
+def synthetic_trace(n: int = 1000, n_exits: int = 6, n_classes: int = 4, seed: int = 0,
+                    per_example_cost: bool = False, rho: float = 0.8) -> Trace:
+    """A trace from a small random process, for tests and illustrations (no model).
+
+    Example ``n`` has label ``y_n`` (uniform), difficulty ``d_n ~ U(0, 1)`` and exit logits
+    ``z_{n,i} = 4 (i+1)/L (1 − d_n) e_{y_n} + ε_{n,i}`` with ``ε_{n,i} = ρ ε_{n,i−1} +
+    √(1−ρ²) ξ_{n,i}`` (standard normal ``ξ``), so exits grow more accurate and their errors
+    are correlated, as in a real backbone. Costs: 1 per exit (jittered per example if
+    ``per_example_cost``).
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    d = rng.random(n)
+    eps = np.empty((n, n_exits, n_classes))
+    eps[:, 0] = rng.standard_normal((n, n_classes))
+    for i in range(1, n_exits):
+        eps[:, i] = rho * eps[:, i - 1] + np.sqrt(1 - rho**2) * rng.standard_normal((n, n_classes))
+    strength = 4.0 * (np.arange(1, n_exits + 1) / n_exits)[None, :] * (1 - d)[:, None]
+    z = eps + strength[:, :, None] * np.eye(n_classes)[y][:, None, :]
+    z -= z.max(axis=2, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=2, keepdims=True)
+    cost = np.ones(n_exits)
+    if per_example_cost:
+        cost = cost[None, :] * rng.uniform(0.8, 1.2, (n, n_exits))
+    meta = {"model": "synthetic", "dataset": f"synthetic(seed={seed})", "split": "all",
+            "cost_unit": "exit", "exit_names": [f"exit{i}" for i in range(n_exits)], "seed": int(seed)}
+    return Trace.build(p, y, cost, meta)

@@ -211,7 +211,7 @@ class CostRecorder:
 
 # --------------------------------------------------------------------------- exit heads
 def train_linear_heads(features: Sequence[np.ndarray], labels: np.ndarray, n_classes: int, *,
-                       weight_decay: float = 1e-3, max_iter: int = 200,
+                       weight_decay: float = 3e-2, max_iter: int = 200,
                        seed: int = 0) -> list["torch.nn.Linear"]:  # noqa: F821
     """One multinomial logistic-regression head per exit.
 

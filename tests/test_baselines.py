@@ -1,0 +1,89 @@
+"""Early-exit heuristics (SPEC §5.3) against simple per-example reference loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ttamer import baselines as bl
+from ttamer.errors import TTamerError
+from ttamer.traces import synthetic_trace
+
+
+@pytest.fixture(scope="module")
+def trace():
+    return synthetic_trace(60, 5, 3, seed=7, per_example_cost=True)
+
+
+def _cum(trace, e, k):
+    return float(trace.cost_matrix[e, : k + 1].sum())
+
+
+def test_max_prob_threshold_matches_loop(trace):
+    th = np.array([0.0, 0.4, 0.6, 0.8, 0.95, 2.0])
+    mp = trace.max_prob
+    for fallback in ("last", "most_confident"):
+        d = bl.max_prob_threshold(trace, th, fallback=fallback)
+        assert d.answer.shape == (len(th), trace.n_examples)
+        for p, t in enumerate(th):
+            for e in range(trace.n_examples):
+                stop = next((i for i in range(trace.n_exits) if mp[e, i] >= t), None)
+                last = trace.n_exits - 1 if stop is None else stop
+                ans = last if stop is not None or fallback == "last" else int(np.argmax(mp[e]))
+                assert d.last[p, e] == last and d.answer[p, e] == ans
+                assert d.cost[p, e] == pytest.approx(_cum(trace, e, last))
+    with pytest.raises(TTamerError, match="fallback"):
+        bl.max_prob_threshold(trace, th, fallback="nope")
+
+
+def test_entropy_threshold_matches_loop(trace):
+    th = np.array([-1.0, 0.3, 0.7, 1.0, 5.0])
+    h = trace.entropy
+    d = bl.entropy_threshold(trace, th)
+    for p, t in enumerate(th):
+        for e in range(trace.n_examples):
+            stop = next((i for i in range(trace.n_exits) if h[e, i] <= t), trace.n_exits - 1)
+            assert d.last[p, e] == stop and d.answer[p, e] == stop
+
+
+def test_patience_matches_loop(trace):
+    pred = trace.predictions
+    d = bl.patience(trace, [0, 1, 2, 3, 4])
+    for p, t in enumerate([0, 1, 2, 3, 4]):
+        for e in range(trace.n_examples):
+            counter, stop = 0, trace.n_exits - 1
+            for i in range(trace.n_exits):
+                if i > 0:
+                    counter = counter + 1 if pred[e, i] == pred[e, i - 1] else 0
+                if counter >= t:
+                    stop = i
+                    break
+            assert d.last[p, e] == stop, (t, e)
+    np.testing.assert_array_equal(d.last[0], 0)
+
+
+def test_static_full_and_oracle(trace):
+    st = bl.static_exit(trace)
+    for k in range(trace.n_exits):
+        np.testing.assert_array_equal(st.answer[k], k)
+    full = bl.full_model(trace)
+    np.testing.assert_array_equal(full.answer[0], trace.n_exits - 1)
+    np.testing.assert_allclose(full.cost[0], trace.full_cost)
+    orc = bl.oracle(trace)
+    right = trace.correct
+    for e in range(trace.n_examples):
+        for k in range(trace.n_exits):
+            first = next((i for i in range(k + 1) if right[e, i]), k)
+            assert orc.answer[k, e] == first
+    # the classical oracle is at least as accurate as any exit and never costs more than the full model
+    acc = orc.correct(trace)[-1].mean()
+    assert acc >= right.mean(axis=0).max() and (orc.cost[-1] <= trace.full_cost + 1e-12).all()
+    with pytest.raises(TTamerError):
+        bl.static_exit(trace, [5])
+
+
+def test_default_thresholds_span_both_extremes(trace):
+    th = bl.default_thresholds(trace.max_prob, 20)
+    d = bl.max_prob_threshold(trace, th)
+    assert (d.last[0] == 0).all()  # lowest threshold: everyone stops at exit 0
+    assert (d.last[-1] == trace.n_exits - 1).all()  # highest: nobody stops early

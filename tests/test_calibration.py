@@ -1,0 +1,187 @@
+"""From traces to a chain instance and T-Tamer on held-out examples (SPEC §5.2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ttamer.calibration import (EarlyExitTamer, StateEncoder, StateSpec, build_instance, exit_losses,
+                                lam_grid)
+from ttamer.errors import TTamerError
+from ttamer.policy import IndexPolicy, LastStatePolicy
+from ttamer.traces import synthetic_trace
+
+
+@pytest.fixture(scope="module")
+def traces():
+    t = synthetic_trace(900, 5, 3, seed=4, per_example_cost=True)
+    return t.split(0.5, seed=0)
+
+
+def test_state_spec_validation():
+    with pytest.raises(TTamerError, match="K"):
+        StateSpec(K=0)
+    with pytest.raises(TTamerError, match="feature"):
+        StateSpec(feature="nope")
+    with pytest.raises(TTamerError, match="agreement"):
+        StateSpec(agreement=-1)
+
+
+@pytest.mark.parametrize("spec", [StateSpec(K=4, agreement=0), StateSpec(K=5, agreement=1),
+                                  StateSpec(K=3, agreement=2, entropy_bins=2), StateSpec(K=4, feature="margin", agreement=0),
+                                  StateSpec(K=6, feature="learned", agreement=1),
+                                  StateSpec(K=3, feature="learned", agreement=1, prospect_bins=3)])
+def test_encoder_states_in_range(traces, spec):
+    cal, test = traces
+    enc = StateEncoder.fit(spec, cal)
+    for tr in (cal, test):
+        s = enc.transform(tr)
+        assert s.shape == (tr.n_examples, tr.n_exits) and s.dtype == np.int64
+        assert (s >= 0).all() and (s < enc.n_states[None, :]).all()
+    base = enc.base_states
+    assert (enc.n_states[1:] == base[1:] * (int(spec.agreement) + 1)).all() and enc.n_states[0] == base[0]
+
+
+def test_quantile_bins_balanced(traces):
+    cal, _ = traces
+    enc = StateEncoder.fit(StateSpec(K=4, agreement=0), cal)
+    s = enc.transform(cal)
+    for i in range(cal.n_exits):
+        counts = np.bincount(s[:, i], minlength=4)
+        assert counts.min() >= 0.2 * cal.n_examples  # about 25 % each
+
+
+def test_agreement_state(traces):
+    cal, _ = traces
+    enc = StateEncoder.fit(StateSpec(K=3, agreement=1), cal)
+    s = enc.transform(cal)
+    agree = cal.predictions[:, 1:] == cal.predictions[:, :-1]
+    np.testing.assert_array_equal(s[:, 1:] >= enc.base_states[1:], agree)
+
+
+def test_build_instance_smoothing_formula():
+    # 2 exits, K = 2; state 1 of exit 1 is never seen (empty bin).
+    states = np.array([[0, 0], [0, 0], [1, 0], [1, 0]])
+    losses = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    a = 2.0
+    inst = build_instance(states, losses, [2, 2], np.array([1.0, 2.0]), smoothing=a)
+    e0 = losses[:, 0].mean()
+    np.testing.assert_allclose(inst.losses[0], [(1 + a * e0) / (2 + a), (2 + a * e0) / (2 + a)])
+    e1 = losses[:, 1].mean()
+    np.testing.assert_allclose(inst.losses[1], [(1 + a * e1) / (4 + a), e1])  # empty bin -> prior mean
+    np.testing.assert_allclose(inst.transitions[0][0], [(2 + a / 2) / (4 + a)] * 2)
+    np.testing.assert_allclose(inst.transitions[1], [[1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(inst.costs, [1.0, 2.0])
+    with pytest.raises(TTamerError, match="smoothing"):
+        build_instance(states, losses, [2, 2], np.ones(2), smoothing=0.0)
+
+
+@pytest.mark.parametrize("loss", ["label", "final"])
+def test_fitted_instance_is_a_valid_chain(traces, loss):
+    cal, _ = traces
+    m = EarlyExitTamer(lam=0.9, state=StateSpec(K=6, agreement=1), loss=loss).fit(cal)
+    inst = m.instance_
+    assert inst.is_chain and inst.n == cal.n_exits and inst.fallback is None
+    for P in inst.transitions:
+        np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-12)
+        assert (P >= 0).all()
+    for ell in inst.losses:
+        assert ((ell >= 0) & (ell <= 1)).all()
+    np.testing.assert_allclose(inst.costs.sum(), 1.0)  # normalised to the full model
+    np.testing.assert_allclose(inst.costs, cal.mean_cost / cal.mean_cost.sum())
+    if loss == "final":
+        np.testing.assert_allclose(inst.losses[-1], 0.0)
+    # the loss of a state is the smoothed calibration error rate
+    s = m.states(cal)
+    err = exit_losses(cal, loss)
+    k = s[:, 2] == 0
+    a = m.smoothing_
+    np.testing.assert_allclose(inst.losses[2][0], (err[k, 2].sum() + a * err[:, 2].mean()) / (k.sum() + a))
+
+
+def _reference_recall(policy: IndexPolicy, states: np.ndarray, lam: float, losses) -> tuple[np.ndarray, np.ndarray]:
+    """Slow per-example loop: the chain threshold rule of SPEC §3.1 (continue iff X > σ_{i+1}(s_i))."""
+    n, L = states.shape
+    answer, last = np.zeros(n, int), np.zeros(n, int)
+    for e in range(n):
+        i = 0
+        x = lam * losses[0][states[e, 0]]
+        while i + 1 < L and policy.sigma[i + 1][states[e, i]] < x:
+            i += 1
+            x = min(x, lam * losses[i][states[e, i]])
+        seen = [losses[j][states[e, j]] for j in range(i + 1)]
+        answer[e], last[e] = int(np.argmin(seen)), i
+    return answer, last
+
+
+def _reference_norecall(policy: LastStatePolicy, states: np.ndarray) -> np.ndarray:
+    n = len(states)
+    last = np.zeros(n, int)
+    for e in range(n):
+        v, nxt = -1, int(policy.start[0])
+        while nxt >= 0:
+            v = nxt
+            nxt = int(policy.table[v][states[e, v], 0])
+        last[e] = v
+    return last
+
+
+@pytest.mark.parametrize("lam", [0.3, 0.7, 0.9, 0.97, 0.995])
+def test_recall_rollout_matches_reference_loop(traces, lam):
+    cal, test = traces
+    m = EarlyExitTamer(lam=lam, state=StateSpec(K=5, agreement=1)).fit(cal)
+    assert isinstance(m.solution_.policy, IndexPolicy)
+    d = m.decide(test)
+    s = m.states(test)
+    answer, last = _reference_recall(m.solution_.policy, s, lam, m.instance_.losses)
+    np.testing.assert_array_equal(d.last, last)
+    np.testing.assert_array_equal(d.answer, answer)
+    cum = np.cumsum(test.cost, axis=1)
+    np.testing.assert_allclose(d.cost, cum[np.arange(test.n_examples), last])
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.9, 0.99])
+def test_norecall_rollout_matches_reference_loop(traces, lam):
+    cal, test = traces
+    m = EarlyExitTamer(lam=lam, state=StateSpec(K=4, agreement=0), recall=False).fit(cal)
+    assert isinstance(m.solution_.policy, LastStatePolicy)
+    d = m.decide(test)
+    last = _reference_norecall(m.solution_.policy, m.states(test))
+    np.testing.assert_array_equal(d.last, last)
+    np.testing.assert_array_equal(d.answer, last)
+
+
+def test_sweep_matches_single_decisions_and_refines(traces):
+    cal, test = traces
+    m = EarlyExitTamer(state=StateSpec(K=4, agreement=1)).fit(cal)
+    lams = lam_grid(8)
+    sw = m.decide_sweep(test, lams, refine=False)
+    assert sw.answer.shape == (8, test.n_examples)
+    one = m.set_lam(lams[5]).decide(test)
+    np.testing.assert_array_equal(sw.answer[5], one.answer)
+    fine = m.decide_sweep(test, lams, max_gap=0.02)
+    assert len(fine) > 8 and np.all(np.diff(fine.params) > 0)
+    costs = fine.cost.mean(axis=1) / test.full_cost.mean()
+    # mean cost grows with λ (more weight on the loss), up to ties
+    assert costs[-1] > costs[0]
+
+
+def test_auto_selection_by_cross_validation(traces):
+    cal, test = traces
+    m = EarlyExitTamer(state=StateSpec(K="auto", agreement="auto"), loss="auto", cv_lams=lam_grid(6)).fit(cal)
+    assert m.spec_.is_concrete and m.loss_ in ("label", "final") and len(m.cv_scores_) >= 8
+    best = max(sc for _, sc in m.cv_scores_)
+    chosen = [sc for c, sc in m.cv_scores_ if c.spec == m.spec_ and c.smoothing == m.smoothing_ and c.loss == m.loss_]
+    assert chosen == [best]
+    assert m.decide(test).answer.shape == (test.n_examples,)
+    fixed = EarlyExitTamer(state=StateSpec(K=4, agreement=0), loss="label").fit(cal)
+    assert fixed.cv_scores_ == []
+
+
+def test_unfitted_and_bad_options(traces):
+    with pytest.raises(TTamerError, match="not fitted"):
+        EarlyExitTamer().decide(traces[1])
+    with pytest.raises(TTamerError, match="loss"):
+        EarlyExitTamer(loss="nope")
+    with pytest.raises(TTamerError, match="smoothing"):
+        EarlyExitTamer(smoothing=-1.0)

@@ -1,0 +1,181 @@
+"""The serving runtime (ttamer.serving): measured decisions equal the trace-simulated ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ttamer import Instance, solve  # noqa: E402
+from ttamer.baselines import max_prob_threshold  # noqa: E402
+from ttamer.calibration import EarlyExitTamer, StateSpec  # noqa: E402
+from ttamer.cascade import CascadeTamer, CascadeTrace, run_tree_policy  # noqa: E402
+from ttamer.errors import TTamerError  # noqa: E402
+from ttamer.policy import rollout  # noqa: E402
+from ttamer.traces import Trace  # noqa: E402
+from ttamer.serving import (CascadeServer, EarlyExitServer, MultiExitModel, cascade_state_fn,  # noqa: E402
+                            tamer_state_fn, threshold_rule)
+
+torch.set_num_threads(1)
+D, C, L = 12, 3, 4
+
+
+class _Residual(torch.nn.Module):
+    def __init__(self, lin):
+        super().__init__()
+        self.lin = lin
+
+    def forward(self, h):
+            return h + 0.4 * torch.tanh(self.lin(h))
+
+
+def _multi_exit(seed: int = 0):
+    """A float64 residual MLP with an exit after each of ``L`` blocks (one shared head), so
+    that deeper exits refine the earlier ones' predictions."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = [_Residual(torch.nn.Linear(D, D).double()) for _ in range(L)]
+    head = torch.nn.Linear(D, C).double()
+    for m in blocks + [head]:
+        for p in m.parameters():
+            p.data = torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.5
+    return MultiExitModel.from_modules(blocks, [head] * L)
+
+
+def _fixed_cost(trace):
+    """The trace with unit costs per exit (measured times are noisy; tests must not be)."""
+    return Trace.build(trace.probs, trace.labels, np.ones(trace.n_exits), trace.meta)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = _multi_exit()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(900, D))
+    with torch.inference_mode():
+        h, _ = model.prepare(x, "cpu")
+        for b in model.blocks:
+            h = b(h, None)
+        deep = model.heads[-1](h, None).numpy()
+    y = np.where(rng.random(len(x)) < 0.8, deep.argmax(1), rng.integers(0, C, len(x)))
+    policy0, fn0 = threshold_rule(L, np.inf)
+    server = EarlyExitServer(model, policy0, fn0)
+    meta = {"model": "mlp", "dataset": "synthetic"}
+    cal = _fixed_cost(server.run_all(x[:600], y[:600], batch_size=100, meta=meta))
+    test = _fixed_cost(server.run_all(x[600:], y[600:], batch_size=100, meta=meta))
+    return model, x[600:], y[600:], cal, test
+
+
+@pytest.mark.parametrize("agreement", [0, 1])
+@pytest.mark.parametrize("lam", [0.6, 0.9])
+def test_runtime_answers_equal_trace_simulation(setup, agreement, lam):
+    """The key property: the served answers (per example and batched) are the ones the
+    trace-simulated policy gives on the same examples."""
+    model, x, y, cal, test = setup
+    tamer = EarlyExitTamer(lam=lam, state=StateSpec(K=4, agreement=agreement), smoothing=2.0).fit(cal)
+    sim = tamer.decide(test)
+    server = EarlyExitServer(model, tamer.solution_.policy, tamer_state_fn(tamer))
+    for bs in (1, 7, 300):
+        res = server.serve(x, batch_size=bs)
+        np.testing.assert_array_equal(res.answer, sim.answer)
+        np.testing.assert_array_equal(res.last, sim.last)
+        np.testing.assert_array_equal(res.prediction, test.predictions[np.arange(len(y)), sim.answer])
+        assert res.accuracy(y) == pytest.approx(sim.correct(test).mean())
+        assert res.latency.shape == (len(y),) and (res.latency > 0).all() and res.seconds > 0
+    assert len(np.unique(sim.last)) > 1  # the policy really exits at several depths
+
+
+def test_batch_and_per_example_agree_and_match_plain_network(setup):
+    model, x, y, cal, test = setup
+    tamer = EarlyExitTamer(lam=0.8, state=StateSpec(K=3, agreement=1)).fit(cal)
+    server = EarlyExitServer(model, tamer.solution_.policy, tamer_state_fn(tamer))
+    a, b = server.serve(x, 1), server.serve(x, 64)
+    for key in ("answer", "prediction", "states", "last"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    np.testing.assert_allclose(a.probs, b.probs, rtol=0, atol=1e-6, equal_nan=True)
+    full = server.run_full(x, batch_size=50)
+    np.testing.assert_array_equal(full.prediction, test.predictions[:, -1])
+
+
+def test_threshold_rule_matches_the_heuristic(setup):
+    model, x, y, cal, test = setup
+    taus = np.quantile(test.max_prob, [0.2, 0.5, 0.8])
+    ref = max_prob_threshold(test, taus)
+    for k, tau in enumerate(taus):
+        server = EarlyExitServer(model, *threshold_rule(L, tau))
+        res = server.serve(x, batch_size=32)
+        np.testing.assert_array_equal(res.last, ref.last[k])
+        np.testing.assert_array_equal(res.answer, ref.answer[k])
+
+
+def test_skip_policy_runs_blocks_without_heads(setup):
+    """A chain-with-skips recall policy: the runtime follows the skip edges (the heads in
+    between are not run) and agrees with a rollout on the trace's states."""
+    model, x, y, cal, test = setup
+    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=4, agreement=0)).fit(cal)
+    inst = tamer.instance_
+    c = inst.costs
+    skipped = Instance.chain(inst.losses, inst.transitions[0][0], inst.transitions[1:], c,
+                             skips=[(0, 2, 0.2 * (c[1] + c[2])), (0, 3, 0.2 * c[1:].sum())])
+    policy = solve(skipped, 0.9, recall=True).policy
+    states = tamer.states(test)
+    ro = rollout(policy, len(states), lambda r, v, s, l: states[r, v])
+    assert ((ro.states >= 0).sum(1) < ro.last + 1).any(), "the policy should use a skip"
+    server = EarlyExitServer(model, policy, tamer_state_fn(tamer))
+    for bs in (1, 50):
+        res = server.serve(x, batch_size=bs)
+        np.testing.assert_array_equal(res.states, ro.states)
+        np.testing.assert_array_equal(res.answer, policy.answer(ro.states, ro.last))
+        assert np.isnan(res.probs[~res.consulted]).all()
+
+
+def test_cascade_server_equals_simulated_tree_policy():
+    rng = np.random.default_rng(3)
+    g = torch.Generator().manual_seed(2)
+    W = [torch.randn(D, C, generator=g, dtype=torch.float64) * s for s in (0.3, 0.8, 1.5)]
+    models = [lambda xb, dev, w=w: torch.as_tensor(np.asarray(xb)) @ w for w in W]
+    x = rng.normal(size=(800, D))
+    y = (torch.as_tensor(x) @ W[2]).argmax(1).numpy()
+    y = np.where(rng.random(len(y)) < 0.85, y, rng.integers(0, C, len(y)))
+    with torch.inference_mode():
+        probs = np.stack([torch.softmax(m(x, "cpu").float(), -1).numpy() for m in models], 1)
+    ct = CascadeTrace.build(probs, y, [0.1, 0.4, 1.0], [None, 0, 0], {"model": "lin", "dataset": "syn"})
+    cal, test = ct.subset(np.arange(500)), ct.subset(np.arange(500, 800))
+    for recall in (True, False):
+        tamer = CascadeTamer(lam=0.9, K=4, agreement=True, recall=recall).fit(cal)
+        sim = tamer.decide(test)
+        server = CascadeServer(models, tamer.solution_.policy, cascade_state_fn(tamer))
+        for bs in (1, 64):
+            res = server.serve(x[500:], batch_size=bs)
+            np.testing.assert_array_equal(res.answer, sim.answer)
+            np.testing.assert_array_equal(res.consulted, sim.consulted)
+    # list inputs work too
+    res = server.serve([row for row in x[500:520]], batch_size=5)
+    assert res.answer.shape == (20,)
+    assert run_tree_policy(tamer.solution_, tamer.states(test), test.cost_matrix).answer.shape == (300,)
+
+
+def test_bad_inputs_give_clear_errors(setup):
+    model, x, y, cal, test = setup
+    policy, fn = threshold_rule(L, 0.5)
+    with pytest.raises(TTamerError, match="one head per block"):
+        MultiExitModel(model.blocks, model.heads[:-1], model.prepare)
+    with pytest.raises(TTamerError, match="nodes but the model has"):
+        EarlyExitServer(model, threshold_rule(L + 1, 0.5)[0], fn)
+    with pytest.raises(TTamerError, match="batch_size"):
+        EarlyExitServer(model, policy, fn).serve(x, batch_size=0)
+    with pytest.raises(TTamerError, match="no inputs"):
+        EarlyExitServer(model, policy, fn).serve(x[:0])
+    with pytest.raises(TTamerError, match="state_fn returned"):
+        EarlyExitServer(model, policy, lambda p, v: np.full(len(p), 7)).serve(x[:3])
+    with pytest.raises(TTamerError, match="callable"):
+        EarlyExitServer(model, policy, None)
+    with pytest.raises(TTamerError, match="device"):
+        EarlyExitServer(model, policy, fn, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(TTamerError, match="cuda"):
+            EarlyExitServer(model, policy, fn, device="cuda")
+    with pytest.raises(TTamerError, match="nan"):
+        threshold_rule(L, float("nan"))
+    with pytest.raises(TTamerError, match="fitted"):
+        tamer_state_fn(EarlyExitTamer())

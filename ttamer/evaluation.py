@@ -1,0 +1,233 @@
+"""Accuracy–cost frontiers and the metrics of SPEC §5.4.
+
+Every strategy is a sweep of points ``(cost, accuracy)`` measured on the **test** examples:
+``cost`` is the mean cost per example as a fraction of the full model's mean cost,
+``accuracy`` the share of examples whose answer is right (``target="label"``: the true class;
+``"final"``: agreement with the full model). The **frontier** of a sweep is its Pareto
+(upper-left) staircase: the points not dominated by a cheaper-or-equal, at-least-as-accurate
+point, sorted by cost. ``acc(c)`` = best accuracy of a point of cost ``≤ c`` (undefined below
+the cheapest point). Metrics, per strategy:
+
+* ``auc`` -- ``(1/(hi−lo)) ∫_lo^hi acc(c) dc`` over the common range ``[lo, hi]``: ``lo`` =
+  the largest of the strategies' cheapest costs (usually exit 0 alone), ``hi = 1`` (the
+  full model); accuracy counts 0 where a frontier is undefined;
+* ``cost_at_full_accuracy`` -- least cost of a frontier point at least as accurate as the
+  full model (and at 0.5 and 1 point below it); ``None`` if never reached;
+  ``cost_saved_at_full_accuracy`` = 1 − that;
+* ``accuracy_at_cost`` -- ``acc(c)`` at 25 / 50 / 75 % of the full cost;
+* ``oracle_gain_share`` -- cost saved at the full model's accuracy divided by the oracle's
+  (the oracle stops at the first correct exit); ``None`` if not reached;
+* ``band`` -- pointwise bootstrap band of ``acc(c)`` on a cost grid: test examples resampled
+  with replacement (``n_boot`` times, all sweep points at once by a multinomial weight
+  matrix), policies held fixed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import baselines
+from .calibration import EarlyExitTamer, StateSpec, lam_grid
+from .errors import TTamerError
+from .traces import ExitDecisions, Trace, target_labels
+
+#: Names of the strategies :func:`evaluate_trace` reports, in order.
+STRATEGIES = ("ttamer", "no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static", "oracle")
+ACCURACY_DROPS = {"cost_at_full_accuracy": 0.0, "cost_at_full_accuracy_minus_0.5pt": 0.005,
+                  "cost_at_full_accuracy_minus_1pt": 0.01}
+COST_FRACTIONS = (0.25, 0.5, 0.75)
+_EPS = 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+def pareto_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
+    """``[M, 2]`` rows ``(cost, accuracy)``: the upper-left Pareto frontier, cost increasing
+    and accuracy strictly increasing."""
+    c = np.asarray(cost, dtype=float).ravel()
+    a = np.asarray(accuracy, dtype=float).ravel()
+    if c.shape != a.shape or len(c) == 0:
+        raise TTamerError(f"pareto_frontier: need equal-length non-empty cost/accuracy, got {c.shape}, {a.shape}")
+    order = np.lexsort((-a, c))  # cost ascending, accuracy descending among ties
+    c, a = c[order], a[order]
+    prev_best = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]])
+    keep = a > prev_best + _EPS
+    return np.stack([c[keep], a[keep]], axis=1)
+
+
+def accuracy_at(front: np.ndarray, cost: Any) -> np.ndarray:
+    """``acc(c)`` of a frontier: best accuracy at cost ``≤ c``; ``nan`` below the cheapest."""
+    c = np.asarray(cost, dtype=float)
+    j = np.searchsorted(front[:, 0], c + _EPS, side="right") - 1
+    return np.where(j >= 0, front[np.maximum(j, 0), 1], np.nan)
+
+
+def frontier_auc(front: np.ndarray, lo: float, hi: float) -> float:
+    """Normalised area ``(1/(hi−lo)) ∫_lo^hi acc(c) dc`` under the staircase (0 where undefined)."""
+    if not hi > lo:
+        raise TTamerError(f"frontier_auc: need hi > lo, got [{lo}, {hi}]")
+    starts = front[:, 0]
+    ends = np.concatenate([front[1:, 0], [np.inf]])
+    width = np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0.0, None)
+    return float((width * front[:, 1]).sum() / (hi - lo))
+
+
+def cost_at_accuracy(front: np.ndarray, accuracy: float) -> float | None:
+    """Least frontier cost with accuracy ``≥ accuracy`` (``None`` if never reached)."""
+    ok = front[:, 1] >= accuracy - _EPS
+    return float(front[ok, 0].min()) if ok.any() else None
+
+
+def bootstrap_band(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
+                   seed: int = 0, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise ``level`` band of ``acc(c)`` on ``grid`` by resampling examples.
+
+    ``correct [P, N]`` (bool) and ``cost [P, N]`` (already fractions of the full cost) are
+    the sweep's per-example outcomes. Resampling weights ``W [B, N]`` ~ Multinomial(N, 1/N);
+    per replicate the sweep points are ``(W·cost/N, W·correct/N)`` and ``acc_b(c)`` the best
+    accuracy at cost ``≤ c``. Returns (lower, upper), ``nan`` where undefined.
+    """
+    P, n = correct.shape
+    rng = np.random.default_rng(seed)
+    W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) / n  # [B, N]
+    acc_b = W @ correct.T.astype(float)  # [B, P]
+    cost_b = W @ cost.T  # [B, P]
+    ok = cost_b[:, :, None] <= np.asarray(grid)[None, None, :] + _EPS  # [B, P, G]
+    best = np.where(ok, acc_b[:, :, None], -np.inf).max(axis=1)  # [B, G]
+    best[np.isinf(best)] = np.nan
+    alpha = (1.0 - level) / 2
+    lower = np.full(best.shape[1], np.nan)
+    upper = np.full(best.shape[1], np.nan)
+    cols = np.isfinite(best).any(axis=0)
+    if cols.any():
+        lower[cols] = np.nanquantile(best[:, cols], alpha, axis=0)
+        upper[cols] = np.nanquantile(best[:, cols], 1 - alpha, axis=0)
+    return lower, upper
+
+
+# ---------------------------------------------------------------------------------------------
+def sweep_points(decisions: ExitDecisions, trace: Trace, target: str = "label") -> dict[str, np.ndarray]:
+    """Per-example outcomes of a sweep: ``correct [P, N]``, ``cost [P, N]`` (fractions of the
+    full model's mean cost) and the points ``cost``/``accuracy`` ``[P]``."""
+    d = decisions
+    correct = d.correct(trace, target)
+    cost = d.cost / trace.full_cost.mean()
+    if not d.is_sweep:
+        correct, cost = correct[None], cost[None]
+    return {"correct": correct, "cost_ex": cost, "cost": cost.mean(axis=1), "accuracy": correct.mean(axis=1)}
+
+
+def strategy_metrics(front: np.ndarray, full_accuracy: float, cost_range: tuple[float, float],
+                     oracle_saving: float | None = None) -> dict[str, Any]:
+    """The scalar metrics of one frontier (module docstring)."""
+    out: dict[str, Any] = {"auc": frontier_auc(front, *cost_range)}
+    for key, drop in ACCURACY_DROPS.items():
+        out[key] = cost_at_accuracy(front, full_accuracy - drop)
+    c = out["cost_at_full_accuracy"]
+    out["cost_saved_at_full_accuracy"] = None if c is None else 1.0 - c
+    acc = accuracy_at(front, np.array(COST_FRACTIONS))
+    out["accuracy_at_cost"] = {f"{f:g}": (None if np.isnan(a) else float(a)) for f, a in zip(COST_FRACTIONS, acc)}
+    saved = out["cost_saved_at_full_accuracy"]
+    out["oracle_gain_share"] = (None if saved is None or not oracle_saving or oracle_saving <= 0
+                                else saved / oracle_saving)
+    return out
+
+
+def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | None = None,
+                       tamer: dict | None = None, target: str = "label",
+                       n_thresholds: int = 100) -> tuple[dict[str, ExitDecisions], dict[str, Any]]:
+    """Every strategy's sweep on the test examples. T-Tamer (recall) and the optimal
+    no-recall policy are fitted on ``calibration`` (options ``tamer``, passed to
+    :class:`~ttamer.calibration.EarlyExitTamer`; the no-recall model reuses the state spec
+    chosen for recall) and swept over ``lams``; the heuristics sweep their own parameter.
+    Returns (decisions by name, information on the fitted T-Tamer)."""
+    lams = lam_grid() if lams is None else np.asarray(lams, dtype=float)
+    opts = dict(tamer or {})
+    opts.setdefault("target", target)
+    rec = EarlyExitTamer(recall=True, **opts).fit(calibration)
+    nr_opts = dict(opts, state=rec.spec_, smoothing=rec.smoothing_, loss=rec.loss_)
+    norec = EarlyExitTamer(recall=False, **nr_opts).fit(calibration)
+    out = {
+        "ttamer": rec.decide_sweep(test, lams),
+        "no-recall": norec.decide_sweep(test, lams),
+        "max-prob": baselines.max_prob_threshold(test, baselines.default_thresholds(test.max_prob, n_thresholds)),
+        "max-prob-sdn": baselines.max_prob_threshold(
+            test, baselines.default_thresholds(test.max_prob, n_thresholds), fallback="most_confident"),
+        "entropy": baselines.entropy_threshold(test, baselines.default_thresholds(test.entropy, n_thresholds)),
+        "patience": baselines.patience(test),
+        "static": baselines.static_exit(test),
+        "oracle": baselines.oracle(test, target),
+    }
+    info = {"state": rec.spec_.describe(), "K": int(rec.spec_.K), "agreement": int(rec.spec_.agreement),
+            "feature": rec.spec_.feature, "entropy_bins": int(rec.spec_.entropy_bins),
+            "smoothing": rec.smoothing_, "loss": rec.loss_, "n_states": rec.instance_.n_states.tolist(),
+            "cv": [{"candidate": c.describe(), "auc": sc} for c, sc in rec.cv_scores_]}
+    return out, info
+
+
+def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.5,
+                   lams: Sequence[float] | None = None, tamer: dict | None = None, target: str = "label",
+                   n_boot: int = 200, band_points: int = 41, n_thresholds: int = 100,
+                   cost_range: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Split ``trace`` (seeded), fit T-Tamer on the calibration part, run every strategy on
+    the test part and report frontiers, bands and metrics (a JSON-ready dict)."""
+    t0 = time.perf_counter()
+    trace.validate()
+    target_labels(trace, target)  # validates target
+    cal, test = trace.split(calibration_fraction, seed)
+    decs, info = strategy_decisions(cal, test, lams, tamer, target, n_thresholds)
+    pts = {name: sweep_points(d, test, target) for name, d in decs.items()}
+    fronts = {name: pareto_frontier(p["cost"], p["accuracy"]) for name, p in pts.items()}
+    full_acc = float(baselines.full_model(test).correct(test, target).mean())
+    if cost_range is None:
+        lo = max(float(f[0, 0]) for f in fronts.values())
+        cost_range = (min(lo, 1.0 - 1e-9), 1.0)
+    oracle_cost = cost_at_accuracy(fronts["oracle"], full_acc)
+    oracle_saving = None if oracle_cost is None else 1.0 - oracle_cost
+    grid = np.linspace(cost_range[0], cost_range[1], band_points)
+    strategies: dict[str, Any] = {}
+    for k, name in enumerate(decs):
+        m = strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving)
+        params = decs[name].params
+        m["frontier"] = fronts[name].tolist()
+        m["points"] = [[float(a), float(b), float(c)] for a, b, c in zip(params, pts[name]["cost"], pts[name]["accuracy"])]
+        if n_boot > 0:
+            lower, upper = bootstrap_band(pts[name]["correct"], pts[name]["cost_ex"], grid, n_boot, seed + 1 + k)
+            m["band"] = {"cost": grid.tolist(), "lower": _nan_to_none(lower), "upper": _nan_to_none(upper)}
+        strategies[name] = m
+    elapsed = time.perf_counter() - t0
+    return {
+        "trace": {key: trace.meta.get(key) for key in ("model", "dataset", "split", "cost_unit", "exit_names")}
+                 | {"n_examples": trace.n_examples, "n_exits": trace.n_exits, "n_classes": trace.n_classes},
+        "split": {"seed": int(seed), "calibration_fraction": float(calibration_fraction),
+                  "n_calibration": cal.n_examples, "n_test": test.n_examples},
+        "target": target,
+        "full_model": {"accuracy": full_acc, "cost": 1.0, "mean_cost": float(test.full_cost.mean()),
+                       "exit_accuracy": test.correct.mean(axis=0).tolist() if target == "label"
+                       else (test.predictions == target_labels(test, target)[:, None]).mean(axis=0).tolist(),
+                       "exit_cost": (test.cumulative_cost.mean(axis=0) / test.full_cost.mean()).tolist()},
+        "cost_range": [float(cost_range[0]), float(cost_range[1])],
+        "ttamer_fit": info,
+        "strategies": strategies,
+        "timing": {"seconds": elapsed,
+                   "example_exits_per_second": trace.n_examples * trace.n_exits / elapsed if elapsed > 0 else None},
+    }
+
+
+def _nan_to_none(a: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(x) else float(x) for x in a]
+
+
+def dominates(result: dict[str, Any], a: str = "ttamer", b: str = "max-prob", tol: float = 0.0,
+              grid_points: int = 101) -> bool:
+    """Whether frontier ``a`` is at least as accurate as ``b`` (within ``tol``) at every cost
+    of the common range where ``b`` is defined."""
+    lo, hi = result["cost_range"]
+    grid = np.linspace(lo, hi, grid_points)
+    fa = np.asarray(result["strategies"][a]["frontier"])
+    fb = np.asarray(result["strategies"][b]["frontier"])
+    acc_a, acc_b = accuracy_at(fa, grid), accuracy_at(fb, grid)
+    defined = ~np.isnan(acc_b)
+    return bool(np.all(np.nan_to_num(acc_a[defined], nan=-np.inf) >= acc_b[defined] - tol))

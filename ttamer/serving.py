@@ -1,0 +1,545 @@
+"""A serving runtime that exits early with recall: the fitted policy drives real models.
+
+:class:`EarlyExitServer` wraps a torch **multi-exit model** (:class:`MultiExitModel`: a
+``prepare`` step, a list of blocks and one exit head per block) and a fitted
+:class:`~ttamer.policy.Policy`. For every query it runs block after block; after exit ``i``
+it turns the exit's softmax (and those of earlier exits) into the state ``s_i`` with a
+``state_fn``, asks the policy whether to go on, and when the policy stops it answers **per
+recall** -- with the consulted exit of smallest calibrated loss ``ℓ_i(s_i)``
+(:meth:`ttamer.policy.Policy.answer`). The loop is :func:`ttamer.policy.rollout` itself,
+whose ``reveal`` callback runs the network, so the runtime takes exactly the decisions that
+the trace-simulated policy takes on the same outputs (the key property, tested).
+
+:class:`CascadeServer` does the same for a forest of *separate* models (each node a
+callable from inputs to logits), e.g. the cascade of :mod:`ttamer.workloads.cascade`.
+
+Two modes: **per example** (``batch_size=1``: one query at a time, the latency a user sees)
+and **batched** (a batch enters together; examples whose policy stops leave the batch, so
+later blocks run on fewer rows). Every run measures end-to-end wall-clock time (input
+preparation such as tokenisation, blocks, heads, state computation and policy included):
+:class:`ServeResult` has the per-example latency and the total time. CPU and CUDA
+(``device``); on CUDA the clock is read after a synchronisation.
+
+``state_fn(probs, node) -> states`` maps ``probs [B, n, C]`` -- the softmax of every exit
+consulted so far (NaN for exits not consulted) -- to the ``int`` states of ``node`` for the
+``B`` rows. :func:`tamer_state_fn` and :func:`cascade_state_fn` build it from a fitted
+:class:`~ttamer.calibration.EarlyExitTamer` / :class:`~ttamer.cascade.CascadeTamer`;
+:func:`threshold_rule` expresses the confidence-threshold heuristic as a (policy,
+state_fn) pair, so heuristics run through the same runtime.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import TTamerError
+from .instance import Instance
+from .policy import LastStatePolicy, Policy, rollout
+from .traces import Trace
+
+StateFn = Callable[[np.ndarray, int], np.ndarray]
+
+
+# --------------------------------------------------------------------------- small torch helpers
+def _torch():
+    import torch
+
+    return torch
+
+
+def resolve_device(device: Any) -> "torch.device":  # noqa: F821
+    """``"cpu"``, ``"cuda"`` (or a ``torch.device``); a clear error if CUDA is absent."""
+    torch = _torch()
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type not in ("cpu", "cuda"):
+        raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TTamerError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return dev
+
+
+def take(x: Any, idx: "torch.Tensor") -> Any:  # noqa: F821
+    """Rows ``idx`` of a tensor, or of every tensor in a tuple / list / dict (``None`` stays)."""
+    torch = _torch()
+    if x is None:
+        return None
+    if torch.is_tensor(x):
+        return x.index_select(0, idx.to(x.device))
+    if isinstance(x, (tuple, list)):
+        return type(x)(take(e, idx) for e in x)
+    if isinstance(x, dict):
+        return {k: take(v, idx) for k, v in x.items()}
+    raise TTamerError(f"cannot select rows of a {type(x).__name__}; hidden states and contexts must be "
+                      "tensors or tuples / lists / dicts of tensors")
+
+
+def _n_rows(x: Any) -> int:
+    torch = _torch()
+    if torch.is_tensor(x):
+        return int(x.shape[0])
+    if isinstance(x, (tuple, list)) and x:
+        return _n_rows(x[0])
+    if isinstance(x, dict) and x:
+        return _n_rows(next(iter(x.values())))
+    raise TTamerError(f"cannot count the rows of a {type(x).__name__}")
+
+
+def _softmax_np(logits: "torch.Tensor") -> np.ndarray:  # noqa: F821
+    """float32 softmax on the CPU -- exactly what the workloads store in traces."""
+    return _torch().softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+# --------------------------------------------------------------------------- models
+@dataclass
+class MultiExitModel:
+    """A network with an exit after every block.
+
+    ``prepare(inputs, device) -> (h, ctx)`` turns a list / array / tensor of ``B`` raw inputs
+    into the first hidden state and a per-row context (e.g. an attention mask; ``None`` if
+    unused); ``blocks[i](h, ctx) -> h`` and ``heads[i](h, ctx) -> logits [B, C]``. Tensors
+    carry the batch on dimension 0.
+    """
+
+    blocks: Sequence[Callable]
+    heads: Sequence[Callable]
+    prepare: Callable[[Any, Any], tuple[Any, Any]]
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.blocks) == 0:
+            raise TTamerError("MultiExitModel needs at least one block")
+        if len(self.blocks) != len(self.heads):
+            raise TTamerError(f"MultiExitModel: {len(self.blocks)} blocks but {len(self.heads)} exit heads "
+                              "(one head per block)")
+        if not self.names:
+            self.names = [f"exit{i}" for i in range(len(self.blocks))]
+        if len(self.names) != len(self.blocks):
+            raise TTamerError(f"MultiExitModel: {len(self.names)} names for {len(self.blocks)} exits")
+
+    @property
+    def n_exits(self) -> int:
+        return len(self.blocks)
+
+    @classmethod
+    def from_modules(cls, blocks: Sequence[Callable], heads: Sequence[Callable],
+                     names: Sequence[str] | None = None) -> "MultiExitModel":
+        """Blocks and heads that take the hidden state only (e.g. a CNN: ``model.blocks``,
+        ``model.heads``); inputs are a float tensor (or array) ``[B, ...]``."""
+        torch = _torch()
+
+        def prepare(inputs: Any, device: Any) -> tuple[Any, None]:
+            x = inputs if torch.is_tensor(inputs) else torch.as_tensor(np.asarray(inputs))
+            return x.to(device), None
+
+        wrap = lambda f: (lambda h, _ctx: f(h))  # noqa: E731
+        return cls([wrap(b) for b in blocks], [wrap(h) for h in heads], prepare, list(names or []))
+
+
+def transformer_exits(tokenizer: Any, encoder: Any, heads: Sequence[Any], max_length: int = 64,
+                      names: Sequence[str] | None = None, layers: int | None = None) -> MultiExitModel:
+    """A BERT-family encoder with an exit after each of its first ``layers`` layers (default
+    all): block 0 = embeddings + layer 1, block ``i`` = layer ``i+1``; exit ``i`` = the
+    hidden state mean-pooled over the tokens (attention mask) through ``heads[i]``
+    (the convention of :mod:`ttamer.workloads.nlp`). ``prepare`` tokenises (padding to the
+    longest text of the batch, truncation at ``max_length``)."""
+    torch = _torch()
+    emb = getattr(encoder, "embeddings", None)
+    all_layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if emb is None or all_layers is None:
+        raise TTamerError(f"model {type(encoder).__name__}: expected BERT-like .embeddings and .encoder.layer")
+    L = len(all_layers) if layers is None else int(layers)
+    if not 1 <= L <= len(all_layers):
+        raise TTamerError(f"layers must be in 1..{len(all_layers)}, got {layers}")
+    if len(heads) != L:
+        raise TTamerError(f"{len(heads)} exit heads for {L} layers (one head per layer)")
+
+    def prepare(texts: Any, device: Any) -> tuple[Any, dict]:
+        texts = [str(t) for t in (texts if not isinstance(texts, str) else [texts])]
+        b = tokenizer(texts, padding=True, truncation=True, max_length=int(max_length), return_tensors="pt")
+        b = {k: v.to(device) for k, v in b.items()}
+        mask = b["attention_mask"]
+        ctx = {"input_ids": b["input_ids"], "mask": mask.unsqueeze(-1).to(torch.float32),
+               "additive": (1.0 - mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min}
+        if "token_type_ids" in b:
+            ctx["token_type_ids"] = b["token_type_ids"]
+        return b["input_ids"], ctx
+
+    def layer_block(i: int) -> Callable:
+        layer = all_layers[i]
+
+        def block(h: Any, ctx: dict) -> Any:
+            if i == 0:
+                h = emb(input_ids=ctx["input_ids"], token_type_ids=ctx.get("token_type_ids"))
+            out = layer(h, attention_mask=ctx["additive"].to(h.dtype))
+            return out[0] if isinstance(out, tuple) else out
+        return block
+
+    def exit_head(i: int) -> Callable:
+        def head(h: Any, ctx: dict) -> Any:
+            m = ctx["mask"].to(h.dtype)
+            return heads[i]((h * m).sum(1) / m.sum(1).clamp_min(1.0))
+        return head
+
+    names = list(names) if names is not None else [f"layer{i + 1}" for i in range(L)]
+    return MultiExitModel([layer_block(i) for i in range(L)], [exit_head(i) for i in range(L)], prepare, names)
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class ServeResult:
+    """What a run of the runtime did on ``N`` inputs.
+
+    ``answer`` -- exit / model answered with; ``prediction`` -- the class returned;
+    ``consulted`` ``[N, n]``; ``states`` ``[N, n]`` (``-1``: not consulted); ``last``;
+    ``latency`` ``[N]`` seconds from the moment the example's batch started until its
+    answer was decided; ``seconds`` -- wall-clock time of the whole run; ``probs``
+    ``[N, n, C]`` (NaN where not consulted).
+    """
+
+    answer: np.ndarray
+    prediction: np.ndarray
+    consulted: np.ndarray
+    states: np.ndarray
+    last: np.ndarray
+    latency: np.ndarray
+    seconds: float
+    probs: np.ndarray
+    batch_size: int
+
+    def accuracy(self, labels: np.ndarray) -> float:
+        return float(np.mean(self.prediction == np.asarray(labels)))
+
+    @property
+    def mean_latency_ms(self) -> float:
+        return 1e3 * float(self.latency.mean())
+
+    @property
+    def ms_per_example(self) -> float:
+        """Total wall-clock time divided by the number of examples."""
+        return 1e3 * self.seconds / len(self.answer)
+
+
+# --------------------------------------------------------------------------- the runtime
+class _Runtime:
+    """Rollout of a policy whose ``reveal`` runs models; subclasses compute exits."""
+
+    n_nodes: int
+
+    def __init__(self, policy: Policy, state_fn: StateFn, device: Any) -> None:
+        if not isinstance(policy, Policy):
+            raise TTamerError(f"policy must be a ttamer Policy, got {type(policy).__name__}")
+        if not callable(state_fn):
+            raise TTamerError(f"state_fn must be callable (probs [B, n, C], node) -> states [B], got {state_fn!r}")
+        if policy.instance.n != self.n_nodes:
+            raise TTamerError(f"the policy's instance has {policy.instance.n} nodes but the model has "
+                              f"{self.n_nodes} exits / models")
+        self.policy, self.state_fn = policy, state_fn
+        self.device = resolve_device(device)
+
+    # subclasses: start a batch, compute node outputs for rows
+    def _begin(self, inputs: Any) -> None:
+        raise NotImplementedError
+
+    def _prune(self, rows: np.ndarray) -> None:
+        """Forget every row not in ``rows`` (their policy stopped)."""
+
+    def _logits(self, rows: np.ndarray, node: int) -> Any:
+        raise NotImplementedError
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            _torch().cuda.synchronize(self.device)
+
+    def _states(self, probs: np.ndarray, rows: np.ndarray, node: int) -> np.ndarray:
+        s = np.asarray(self.state_fn(probs[rows], int(node)), dtype=np.int64).reshape(-1)
+        K = int(self.policy.instance.n_states[node])
+        if len(s) != len(rows) or (len(s) and (s.min() < 0 or s.max() >= K)):
+            raise TTamerError(f"state_fn returned states {s[:5].tolist()}... for node {node} "
+                              f"({len(rows)} rows, expected values in 0..{K - 1})")
+        return s
+
+    def _run_batch(self, inputs: Any, n: int) -> dict[str, np.ndarray]:
+        """One batch through the policy: rollout with the model as ``reveal``."""
+        torch = _torch()
+        t0 = time.perf_counter()
+        stop_time = np.zeros(n)
+        probs: np.ndarray | None = None
+        alive = np.arange(n)
+        with torch.inference_mode():
+            self._begin(inputs)
+
+            def reveal(rows, nodes, _states, _last):
+                nonlocal probs, alive
+                now = time.perf_counter() - t0
+                gone = np.setdiff1d(alive, rows, assume_unique=True)
+                stop_time[gone] = now
+                alive = rows
+                self._prune(rows)
+                out = np.empty(len(rows), dtype=np.int64)
+                for v in np.unique(nodes):  # usually one node per step
+                    sel = np.flatnonzero(nodes == v)
+                    p = _softmax_np(self._logits(rows[sel], int(v)))
+                    if probs is None:
+                        probs = np.full((n, self.n_nodes, p.shape[1]), np.nan, dtype=np.float32)
+                    probs[rows[sel], v] = p
+                    out[sel] = self._states(probs, rows[sel], int(v))
+                return out
+
+            ro = rollout(self.policy, n, reveal)
+            answer = self.policy.answer(ro.states, ro.last)
+            self._sync()
+        stop_time[alive] = time.perf_counter() - t0
+        if probs is None or (answer < 0).any():
+            raise TTamerError("the policy stopped before consulting any exit (answered with the fallback); "
+                              "a served model needs at least one exit")
+        pred = probs[np.arange(n), answer].argmax(axis=1)
+        return {"answer": answer, "prediction": pred, "states": ro.states, "last": ro.last,
+                "latency": stop_time, "probs": probs}
+
+    def serve(self, inputs: Any, batch_size: int = 1) -> ServeResult:
+        """Answer every input: ``batch_size = 1`` one at a time, else in batches whose stopped
+        examples leave the batch. Wall-clock time measured end to end."""
+        n = _length(inputs)
+        bs = int(batch_size)
+        if bs < 1:
+            raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+        parts = []
+        t0 = time.perf_counter()
+        for s in range(0, n, bs):
+            parts.append(self._run_batch(_slice(inputs, s, s + bs), min(bs, n - s)))
+        seconds = time.perf_counter() - t0
+        C = max(p["probs"].shape[2] for p in parts)
+        if any(p["probs"].shape[2] != C for p in parts):
+            raise TTamerError("exits returned different numbers of classes across batches")
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return ServeResult(cat["answer"], cat["prediction"], cat["states"] >= 0, cat["states"], cat["last"],
+                           cat["latency"], seconds, cat["probs"], bs)
+
+
+def _length(inputs: Any) -> int:
+    try:
+        n = len(inputs)
+    except TypeError:
+        raise TTamerError(f"inputs must be a sequence, array or tensor of examples, got {type(inputs).__name__}") from None
+    if n == 0:
+        raise TTamerError("no inputs to serve")
+    return n
+
+
+def _slice(inputs: Any, a: int, b: int) -> Any:
+    return inputs[a:b]
+
+
+class EarlyExitServer(_Runtime):
+    """Serve a :class:`MultiExitModel` with a fitted policy over its exits (module docstring).
+
+    ``EarlyExitServer(model, policy, state_fn, device="cpu")``; :meth:`serve` answers inputs
+    (per example or batched), :meth:`run_all` computes every exit (a trace), :meth:`run_full`
+    times the plain network (all blocks, the last head only). Skips of a chain policy are
+    honoured: the blocks in between run, their heads do not.
+    """
+
+    def __init__(self, model: MultiExitModel, policy: Policy, state_fn: StateFn, device: Any = "cpu") -> None:
+        if not isinstance(model, MultiExitModel):
+            raise TTamerError(f"model must be a MultiExitModel, got {type(model).__name__}")
+        self.model = model
+        self.n_nodes = model.n_exits
+        super().__init__(policy, state_fn, device)
+        if not policy.instance.is_chain:
+            raise TTamerError("EarlyExitServer needs a policy on a chain of exits; use CascadeServer for trees")
+        self._pos = np.asarray(policy.instance.chain_position)
+
+    # groups of rows sharing a hidden state at one depth (-1 = before block 0)
+    def _begin(self, inputs: Any) -> None:
+        h, ctx = self.model.prepare(inputs, self.device)
+        n = _n_rows(h)
+        self._groups = [(np.arange(n), -1, h, ctx)]
+
+    def _prune(self, rows: np.ndarray) -> None:
+        torch = _torch()
+        groups = []
+        for g_rows, depth, h, ctx in self._groups:
+            keep = np.isin(g_rows, rows)
+            if keep.all():
+                groups.append((g_rows, depth, h, ctx))
+            elif keep.any():
+                idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
+                groups.append((g_rows[keep], depth, take(h, idx), take(ctx, idx)))
+        self._groups = groups
+
+    def _logits(self, rows: np.ndarray, node: int) -> Any:
+        """Advance ``rows`` from their depth to exit ``node`` (blocks in between, no heads) and
+        return the exit's logits in the order of ``rows``."""
+        torch = _torch()
+        target = int(self._pos[node])
+        groups, got_rows, got = [], [], []
+        for g_rows, depth, h, ctx in self._groups:
+            sel = np.isin(g_rows, rows)
+            if not sel.any():
+                groups.append((g_rows, depth, h, ctx))
+                continue
+            if not sel.all():  # rows of this group going elsewhere stay as they are
+                rest = torch.as_tensor(np.flatnonzero(~sel), device=self.device)
+                groups.append((g_rows[~sel], depth, take(h, rest), take(ctx, rest)))
+                idx = torch.as_tensor(np.flatnonzero(sel), device=self.device)
+                g_rows, h, ctx = g_rows[sel], take(h, idx), take(ctx, idx)
+            if depth >= target:
+                raise TTamerError(f"policy asked for exit {node} after exit {depth} on a chain")
+            for d in range(depth + 1, target + 1):
+                h = self.model.blocks[d](h, ctx)
+            got_rows.append(g_rows)
+            got.append(self.model.heads[target](h, ctx))
+            groups.append((g_rows, target, h, ctx))
+        self._groups = groups
+        R = np.concatenate(got_rows)
+        logits = got[0] if len(got) == 1 else torch.cat(got)
+        if len(R) == len(rows) and np.array_equal(R, rows):
+            return logits
+        order = np.argsort(R)
+        pos = order[np.searchsorted(R[order], rows)]
+        return logits.index_select(0, torch.as_tensor(pos, device=logits.device))
+
+    def run_all(self, inputs: Any, labels: Any, batch_size: int = 64, meta: dict | None = None,
+                warmup: int = 1) -> Trace:
+        """Every exit on every input, batched: a :class:`~ttamer.traces.Trace` whose ``cost[i]``
+        is the median (over batches after ``warmup``) wall-clock ms per example of block ``i``
+        with its head (exit 0 also pays for ``prepare``)."""
+        torch = _torch()
+        n = _length(inputs)
+        L = self.n_nodes
+        out, times = [], []
+        with torch.inference_mode():
+            for s in range(0, n, int(batch_size)):
+                batch = _slice(inputs, s, s + int(batch_size))
+                marks = [time.perf_counter()]
+                h, ctx = self.model.prepare(batch, self.device)
+                probs = []
+                for i in range(L):
+                    h = self.model.blocks[i](h, ctx)
+                    probs.append(_softmax_np(self.model.heads[i](h, ctx)))
+                    self._sync()
+                    marks.append(time.perf_counter())
+                out.append(np.stack(probs, axis=1))
+                times.append(np.diff(marks) / len(probs[0]))
+        timed = times[warmup:] if len(times) > warmup else times
+        cost_ms = 1e3 * np.median(np.stack(timed), axis=0)
+        m = {"model": "served multi-exit model", "dataset": "?", "cost_unit": "ms/example",
+             "exit_names": list(self.model.names), "cost_measure": "serving runtime, all exits, batched",
+             "device": str(self.device), "batch_size": int(batch_size)}
+        m.update(meta or {})
+        return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
+
+    def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:
+        """The plain network (every block, the last head only, no policy): the baseline."""
+        torch = _torch()
+        n = _length(inputs)
+        L = self.n_nodes
+        preds, lat, probs_all = [], [], []
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for s in range(0, n, int(batch_size)):
+                tb = time.perf_counter()
+                h, ctx = self.model.prepare(_slice(inputs, s, s + int(batch_size)), self.device)
+                for i in range(L):
+                    h = self.model.blocks[i](h, ctx)
+                p = _softmax_np(self.model.heads[L - 1](h, ctx))
+                self._sync()
+                lat.append(np.full(len(p), time.perf_counter() - tb))
+                preds.append(p.argmax(axis=1))
+                probs_all.append(p)
+        seconds = time.perf_counter() - t0
+        P = np.concatenate(probs_all)
+        probs = np.full((n, L, P.shape[1]), np.nan, dtype=np.float32)
+        probs[:, L - 1] = P
+        states = np.full((n, L), -1, dtype=np.int64)
+        consulted = np.zeros((n, L), dtype=bool)
+        consulted[:, L - 1] = True
+        return ServeResult(np.full(n, L - 1), np.concatenate(preds), consulted, states, np.full(n, L - 1),
+                           np.concatenate(lat), seconds, probs, int(batch_size))
+
+
+class CascadeServer(_Runtime):
+    """Serve a forest of separate models with a fitted policy over them.
+
+    ``models[v](inputs, device) -> logits [B, C]`` runs model ``v`` on a batch of raw inputs
+    (a list or an array); ``policy`` is solved on the cascade instance (same node order).
+    """
+
+    def __init__(self, models: Sequence[Callable], policy: Policy, state_fn: StateFn, device: Any = "cpu") -> None:
+        if len(models) == 0 or not all(callable(m) for m in models):
+            raise TTamerError("models must be a non-empty list of callables (inputs, device) -> logits")
+        self.models = list(models)
+        self.n_nodes = len(self.models)
+        super().__init__(policy, state_fn, device)
+
+    def _begin(self, inputs: Any) -> None:
+        self._inputs = inputs
+
+    def _logits(self, rows: np.ndarray, node: int) -> Any:
+        x = self._inputs
+        sub = [x[int(i)] for i in rows] if isinstance(x, list) else x[rows]
+        return self.models[node](sub, self.device)
+
+
+# --------------------------------------------------------------------------- state functions
+def tamer_state_fn(tamer: Any) -> StateFn:
+    """The states of a fitted :class:`~ttamer.calibration.EarlyExitTamer` computed online:
+    the encoder sees the exits consulted so far (later exits padded uniformly; the state of
+    exit ``i`` depends only on exits ``0..i``)."""
+    if not hasattr(tamer, "encoder_"):
+        raise TTamerError("tamer_state_fn needs a fitted EarlyExitTamer (call fit first)")
+    enc = tamer.encoder_
+    L = enc.n_exits
+
+    def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
+        B, n, C = probs.shape
+        if n != L:
+            raise TTamerError(f"state_fn: probs has {n} exits, the encoder was fitted on {L}")
+        p = np.where(np.isnan(probs), np.float32(1.0 / C), probs).astype(np.float32)
+        tr = Trace(p, np.zeros(B, dtype=np.int64), np.zeros(L), {"exit_names": [f"e{i}" for i in range(L)]})
+        return enc.transform(tr)[:, node]
+    return state_fn
+
+
+def cascade_state_fn(tamer: Any) -> StateFn:
+    """The states of a fitted :class:`~ttamer.cascade.CascadeTamer`: model ``v``'s confidence
+    bin (and agreement with its parent, consulted before it)."""
+    from .cascade import CascadeTrace, tree_states
+
+    if not hasattr(tamer, "encoder_"):
+        raise TTamerError("cascade_state_fn needs a fitted CascadeTamer (call fit first)")
+    n_models = len(tamer.parents_)
+
+    def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
+        B, n, C = probs.shape
+        if n != n_models:
+            raise TTamerError(f"state_fn: probs has {n} models, the tamer was fitted on {n_models}")
+        p = np.where(np.isnan(probs), np.float32(1.0 / C), probs).astype(np.float32)
+        tr = Trace(p, np.zeros(B, dtype=np.int64), np.zeros(n), {"exit_names": list(tamer.names_)})
+        return tree_states(tamer.encoder_, CascadeTrace(tr, tamer.parents_), tamer.agreement)[:, node]
+    return state_fn
+
+
+def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, StateFn]:
+    """The confidence-threshold heuristic (BranchyNet / SDN style) as a (policy, state_fn)
+    pair: state ``1`` iff the exit's max-probability is ``≥ tau``; stop at the first such
+    exit, else go on to the last; answer with the exit stopped at (no recall).
+    ``tau = inf`` is the full model through the runtime."""
+    L = int(n_exits)
+    if L < 1:
+        raise TTamerError(f"n_exits must be >= 1, got {n_exits}")
+    if np.isnan(tau):
+        raise TTamerError("tau must be a number, got nan")
+    half = np.array([0.5, 0.5])
+    inst = Instance.chain([np.zeros(2)] * L, half, [np.full((2, 2), 0.5)] * (L - 1), np.zeros(L),
+                          names=[f"exit{i}" for i in range(L)], name=f"max-prob >= {tau:g}")
+    table = [np.array([[i + 1 if i < L - 1 else -1], [-1]]) for i in range(L)]
+    policy = LastStatePolicy(inst, lam, recall=False, table=table, start=np.array([0]))
+
+    def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
+        return (np.nanmax(probs[:, node], axis=1) >= tau).astype(np.int64)
+    return policy, state_fn

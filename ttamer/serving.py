@@ -54,7 +54,10 @@ def _torch():
 def resolve_device(device: Any) -> "torch.device":  # noqa: F821
     """``"cpu"``, ``"cuda"`` (or a ``torch.device``); a clear error if CUDA is absent."""
     torch = _torch()
-    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    try:
+        dev = torch.device(device) if not isinstance(device, torch.device) else device
+    except (RuntimeError, TypeError):
+        raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}") from None
     if dev.type not in ("cpu", "cuda"):
         raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():

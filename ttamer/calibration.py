@@ -441,7 +441,7 @@ class EarlyExitTamer:
         if int(cv_folds) < 2:
             raise TTamerError(f"cv_folds must be >= 2, got {cv_folds!r}")
         self.cv_folds = int(cv_folds)
-        self.cv_lams = lam_grid(16) if cv_lams is None else np.asarray(cv_lams, dtype=float)
+        self.cv_lams = lam_grid(12) if cv_lams is None else np.asarray(cv_lams, dtype=float)
         self.target = target
         self.seed = int(seed)
 
@@ -491,7 +491,7 @@ class EarlyExitTamer:
             tr, te = trace.subset(folds != f), trace.subset(folds == f)
             fitted = _fit_concrete(tr, cand.spec, cand.smoothing, cand.loss, self.normalize_cost, self.target)
             d = sweep(fitted.instance, self.recall, fitted.encoder.transform(te), te, self.cv_lams,
-                      max_gap=0.03, max_points=48)
+                      max_gap=0.04, max_points=32)
             scale = te.full_cost.mean()
             front = pareto_frontier(d.cost.mean(axis=1) / scale, d.correct(te, self.target).mean(axis=1))
             scores.append(frontier_auc(front, te.cumulative_cost[:, 0].mean() / scale, 1.0))

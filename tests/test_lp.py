@@ -55,8 +55,8 @@ def brute(inst: Instance, lam: float, recall: bool) -> float:
 
 
 def _tradeoff(inst: Instance, policy, lam: float) -> float:
-    loss, cost = lp.evaluate_policy(inst, policy)
-    return lam * loss + (1 - lam) * cost
+    exact = ttamer.evaluate_exactly(policy)
+    return lam * exact.loss + (1 - lam) * exact.cost
 
 
 # ------------------------------------------------------------------ primal LP = ground truth
@@ -148,7 +148,8 @@ def test_budgeted_lp_at_the_cost_of_an_optimal_policy(inst, lam, recall):
     """At B = E[cost] of a λ-optimal deterministic policy the least loss is its loss, and the
     occupation measure is a (basic) policy randomising in at most one state."""
     sol = lp.solve_lp(inst, lam, recall)
-    loss, cost = lp.evaluate_policy(inst, sol.policy)
+    exact = ttamer.evaluate_exactly(sol.policy)
+    loss, cost = exact.loss, exact.cost
     res = lp.budgeted_lp(inst, cost, recall)
     assert res.loss == pytest.approx(loss, abs=TOL)
     assert res.cost <= cost + TOL
@@ -187,7 +188,7 @@ def test_budgeted_randomised_policy_description():
 
 
 # ------------------------------------------------------------------ exact evaluation
-def test_evaluate_policy_rejects_unavailable_node():
+def test_exact_evaluation_rejects_unavailable_node():
     inst = build_random(2, 3, 2, "chain", True, "uniform", "uniform")
 
     class Bad(ttamer.Policy):
@@ -195,4 +196,4 @@ def test_evaluate_policy_rejects_unavailable_node():
             return np.where(last < 0, inst.n - 1, -1)
 
     with pytest.raises(SolverError, match="not available"):
-        lp.evaluate_policy(inst, Bad(inst, 0.5, True))
+        ttamer.evaluate_exactly(Bad(inst, 0.5, True))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ttamer import Instance, TTamerError, simulate, solve
-from ttamer.heuristics import ThresholdPolicy, best_threshold, evaluate_exact, threshold_candidates
+from ttamer import evaluate_exactly as evaluate_exact
+from ttamer.heuristics import ThresholdPolicy, best_threshold, threshold_candidates
 from ttamer.synthetic import KINDS, correlated_transition, marginals, monotone_kernel, random_instance
 
 

@@ -23,7 +23,7 @@ unchanged.
 meta-state of every revealed state (:class:`LiftedPolicy`): a decision taken in a meta-state
 applies to all its states. With recall it answers with the consulted model of smallest *true*
 loss. The lifted policy is a policy of the original instance, so its exact value (computed by
-:func:`ttamer.heuristics.evaluate_exact`) is never below the optimum: the value error is
+:func:`ttamer.evaluate_exactly`) is never below the optimum: the value error is
 ``≥ 0``, and ``0`` when ``q ≥ max K_v``.
 """
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import TTamerError
-from .heuristics import evaluate_exact
+from .simulate import evaluate_exactly
 from .instance import Instance
 from .policy import Policy
 from .solve import solve
@@ -206,7 +206,7 @@ def aggregation_error(instance: Instance, lam: float, q: int, recall: bool = Tru
     agg = aggregate_instance(instance, labels)
     sol = solve(agg, lam, recall=recall)
     lifted = LiftedPolicy(instance, sol.policy, labels)
-    value = evaluate_exact(lifted).tradeoff
+    value = evaluate_exactly(lifted).tradeoff
     best = solve(instance, lam, recall=recall).value if optimum is None else float(optimum)
     return AggregationResult(int(q), best, sol.value, value, value - best,
                              int(agg.n_states.sum()), agg, lifted)

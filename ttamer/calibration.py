@@ -1,52 +1,60 @@
 """From a trace to a chain instance, and T-Tamer on held-out examples (SPEC §5.2).
 
 **States.** The state ``s_i`` of exit ``i`` is computed from what is observable once exit
-``i`` has run (:class:`StateSpec`):
+``i`` has run (:class:`StateSpec`); its axes are combined into one index (product state):
 
 * a quantile bin of a confidence feature ``f_i`` (default the max-probability
-  ``max_c p_i(c)``; also ``"entropy"`` or ``"margin"`` = top-1 minus top-2): ``K`` bins
-  with edges at the ``1/K, …, (K−1)/K`` quantiles of ``f_i`` on the calibration examples
-  (duplicate edges merged, so exit ``i`` may have fewer than ``K`` bins);
-* optionally (``entropy_bins = E > 0``) a quantile bin of the entropy as a second axis
-  (product state);
+  ``max_c p_i(c)``; also ``"entropy"``, ``"margin"`` = top-1 minus top-2, or ``"learned"`` =
+  a logistic model of P(exit ``i`` right | history features of exits ``0..i``), see
+  :func:`history_features`): ``K`` bins with edges at the ``1/K, …, (K−1)/K`` quantiles of
+  ``f_i`` on the calibration examples (duplicate edges merged, so exit ``i`` may have fewer
+  than ``K`` bins);
+* optionally (``entropy_bins = E > 0``) a quantile bin of the entropy;
+* optionally (``prospect_bins = Q > 0``) a quantile bin of a logistic model of P(the final
+  exit is right | history features up to ``i``) -- how promising it is to go on;
 * optionally (``agreement = r ≥ 1``) the number of consecutive earlier exits whose
   prediction equals exit ``i``'s, capped at ``r`` (``r = 1``: "agrees with the previous
   exit"); this multiplies the states of exits ``i ≥ 1`` by ``r + 1``.
 
 **Loss.** ``ℓ_i(s)`` is the smoothed calibration error rate of exit ``i`` in state ``s``:
 error against the true label (``loss="label"``) or disagreement with the final exit
-(``loss="final"``). **Smoothing** (a Beta/Dirichlet prior of strength ``α``, centred on the
-pooled frequency so that empty bins are defined and tiny bins shrink toward it):
+(``loss="final"``, the paper's and Apparate's convention; ``ℓ`` of the final exit is 0).
+**Smoothing** (a Beta/Dirichlet prior of strength ``α``, centred on the pooled frequency,
+so that empty bins are defined and tiny bins shrink toward the exit's average):
 
     ℓ_i(s)   = (e_i(s) + α ē_i) / (n_i(s) + α)          ē_i = overall error rate of exit i
     P_i[s,t] = (n_i(s,t) + α π_i(t)) / (n_{i−1}(s) + α)  π_i  = state frequencies of exit i
     μ(t)     = (n_0(t) + α / K_0) / (N + α)
 
-with ``n`` the calibration counts. **Costs** ``c_i`` = mean measured cost of exit ``i``,
-divided by the full model's mean cost (``normalize_cost=True``) so that ``λ`` weighs an error
-rate against a fraction of the full model.
+with ``n`` the calibration counts (``e_i(s)`` errors among the ``n_i(s)`` examples in state
+``s``; ``n_i(s, t)`` examples in state ``s`` at exit ``i−1`` and ``t`` at exit ``i``). An
+empty bin gets ``ℓ = ē_i`` and an unseen parent state the row ``π_i``. **Costs** ``c_i`` =
+mean measured cost of exit ``i``, divided by the full model's mean cost
+(``normalize_cost=True``) so that ``λ`` weighs an error rate against a fraction of the full
+model.
 
 :class:`EarlyExitTamer` builds this chain, solves it with :func:`ttamer.solve` (recall: the
 index strategy; no recall: the DP), and runs the *same* policy object on test examples
-through :func:`ttamer.policy.rollout`. Any of ``K``, ``agreement``, ``smoothing`` may be
-``"auto"``: :meth:`EarlyExitTamer.fit` then picks the value by ``cv_folds``-fold
+through :func:`ttamer.policy.rollout`. Any of ``K``, ``agreement``, ``feature``, ``loss``,
+``smoothing`` may be ``"auto"`` (defaults: ``K``, ``agreement`` and ``loss``):
+:meth:`EarlyExitTamer.fit` then picks the configuration by ``cv_folds``-fold
 cross-validation inside the calibration examples, maximising the normalised area under the
-held-out accuracy–cost frontier of a ``λ`` sweep.
+held-out accuracy–cost frontier of a ``λ`` sweep. The test examples are never used.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from .baselines import agreement_run_length
 from .errors import TraceError, TTamerError
 from .instance import Instance
 from .policy import rollout
 from .solve import Solution, solve
-from .baselines import agreement_run_length
 from .traces import ExitDecisions, Trace, target_labels
 
 FEATURES = ("max_prob", "entropy", "margin", "learned")

@@ -28,7 +28,8 @@ import numpy as np
 
 from .errors import SolverError
 from .instance import Instance
-from .lp import BudgetedLP, BudgetResult, build_mdp, evaluate_policy
+from .lp import BudgetedLP, BudgetResult, build_mdp
+from .simulate import evaluate_exactly
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,12 @@ class FrontierPoint:
 
 def strategy_point(instance: Instance, lam: float, recall: bool = True, method: str = "auto") -> FrontierPoint:
     """Solve at ``lam`` with :func:`ttamer.solve` and evaluate the policy exactly
-    (:func:`ttamer.lp.evaluate_policy`, no simulation)."""
+    (:func:`ttamer.evaluate_exactly`, no simulation)."""
     from .solve import solve
 
     sol = solve(instance, lam, recall=recall, method=method)
-    loss, cost = evaluate_policy(instance, sol.policy)
+    exact = evaluate_exactly(sol.policy)
+    loss, cost = exact.loss, exact.cost
     return FrontierPoint(float(lam), cost, loss, sol.policy)
 
 

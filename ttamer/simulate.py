@@ -30,10 +30,21 @@ class SimulationResult:
     samples: dict[str, np.ndarray]
 
 
-def edge_sources(instance: Instance, nodes: np.ndarray, last: np.ndarray) -> np.ndarray:
+def edge_sources(instance: Instance, nodes: np.ndarray, last: np.ndarray,
+                 states: np.ndarray | None = None) -> np.ndarray:
     """The source of the edge used to consult ``nodes``: the parent, or on a chain with
-    skips the last (deepest) exit consulted; ``-1`` is the start."""
-    return last.copy() if instance.skips else instance.parent[nodes]
+    skips the last (deepest) exit consulted; ``-1`` is the start.
+
+    With ``states`` given, checks that the nodes are available (parent consulted).
+    """
+    src = last.copy() if instance.skips else instance.parent[nodes]
+    if states is not None:
+        bad = (src >= 0) & (states[np.arange(len(nodes)), np.maximum(src, 0)] < 0)
+        if bad.any():
+            v = int(nodes[bad][0])
+            raise SolverError(f"the policy consults node {instance.nodes[v].name!r}, which is not available "
+                              f"(its parent has not been consulted)")
+    return src
 
 
 def edge_costs(instance: Instance, sources: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -41,6 +52,11 @@ def edge_costs(instance: Instance, sources: np.ndarray, nodes: np.ndarray) -> np
     table = {(src, dst): cost for src, dst, cost, _ in instance.edges()}
     pairs = np.stack([sources, nodes], axis=1)
     uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    missing = [(int(a), int(b)) for a, b in uniq if (int(a), int(b)) not in table]
+    if missing:
+        a, b = missing[0]
+        frm = "the start" if a < 0 else repr(instance.nodes[a].name)
+        raise SolverError(f"the policy consults node {instance.nodes[b].name!r} from {frm}: no such edge")
     return np.array([table[(int(a), int(b))] for a, b in uniq])[inverse.ravel()]
 
 
@@ -69,7 +85,7 @@ class Sampler:
         self.cost = np.zeros(batch)
 
     def __call__(self, rows, nodes, states_rows, last_rows) -> np.ndarray:
-        src = edge_sources(self.instance, nodes, last_rows)
+        src = edge_sources(self.instance, nodes, last_rows, states_rows)
         self.cost[rows] += edge_costs(self.instance, src, nodes)
         cdf = np.cumsum(edge_rows(self.instance, src, nodes, states_rows), axis=1)
         u = self.rng.random(len(rows)) * cdf[:, -1]
@@ -101,36 +117,47 @@ class ExactEvaluation:
     outcomes: int
 
 
-def evaluate_exactly(policy: Policy, max_outcomes: int = 1_000_000) -> ExactEvaluation:
-    """``E[λ X + (1−λ) cost]``, ``E[X]`` and ``E[cost]`` of ``policy`` by enumerating outcomes.
+def evaluate_exactly(policy: Policy, max_histories: int = 4_000_000) -> ExactEvaluation:
+    """``E[λ X + (1−λ) cost]``, ``E[X]`` and ``E[cost]`` of ``policy``, with no simulation.
 
-    Histories are expanded breadth-first, one step of the policy at a time, each consulted
-    node splitting a history into its ``K`` revealed states with their probabilities
-    (zero-probability branches dropped). Exponential in the worst case; for small instances.
+    The probability of every history is pushed through ``policy.decide`` one step at a time:
+    each consulted node splits a history into the states it may reveal, weighted by
+    ``P_e[s_source, t]`` (zero-probability branches dropped), and histories that coincide in
+    ``(states, last)`` are merged. Raises :class:`SolverError` if the policy consults an
+    unavailable node, stops with no answer (no model consulted and no fallback), or holds
+    more than ``max_histories`` histories at once.
     """
     inst = policy.instance
     states = np.full((1, inst.n), -1, dtype=np.int64)
     last = np.full(1, -1, dtype=np.int64)
-    prob, cost = np.ones(1), np.zeros(1)
-    done: list[tuple[np.ndarray, ...]] = []
+    prob = np.ones(1)
+    e_loss = e_cost = 0.0
+    outcomes = 0
     for _ in range(inst.n + 1):
         nxt = np.asarray(policy.decide(states, last), dtype=np.int64)
         stop = nxt < 0
-        done.append((states[stop], last[stop], prob[stop], cost[stop]))
-        states, last, prob, cost, nxt = states[~stop], last[~stop], prob[~stop], cost[~stop], nxt[~stop]
+        if stop.any():
+            loss = policy.answer_loss(states[stop], last[stop])
+            if not np.isfinite(loss).all():
+                raise SolverError("the policy stops before consulting any model, and the instance has no fallback")
+            e_loss += float(prob[stop] @ loss)
+            outcomes += int(stop.sum())
+        states, last, prob, nxt = states[~stop], last[~stop], prob[~stop], nxt[~stop]
         if len(nxt) == 0:
             break
-        src = edge_sources(inst, nxt, last)
-        cost = cost + edge_costs(inst, src, nxt)
+        if (states[np.arange(len(nxt)), nxt] >= 0).any():
+            raise SolverError("the policy consults a node twice")
+        src = edge_sources(inst, nxt, last, states)
+        e_cost += float(prob @ edge_costs(inst, src, nxt))
         rows = edge_rows(inst, src, nxt, states)
         b_idx, t_idx = np.nonzero(rows)
-        if len(b_idx) > max_outcomes:
-            raise SolverError(f"more than {max_outcomes:,} outcomes: the instance is too large to enumerate")
-        states = states[b_idx].copy()
-        states[np.arange(len(b_idx)), nxt[b_idx]] = t_idx
-        prob = prob[b_idx] * rows[b_idx, t_idx]
-        last, cost = nxt[b_idx], cost[b_idx]
-    states, last, prob, cost = (np.concatenate(parts) for parts in zip(*done))
-    loss = policy.answer_loss(states, last)
-    e_loss, e_cost = float(prob @ loss), float(prob @ cost)
-    return ExactEvaluation(policy.lam * e_loss + (1 - policy.lam) * e_cost, e_loss, e_cost, len(prob))
+        grown = states[b_idx].copy()
+        grown[np.arange(len(b_idx)), nxt[b_idx]] = t_idx
+        key = np.concatenate([grown, nxt[b_idx, None]], axis=1)
+        uniq, inverse = np.unique(key, axis=0, return_inverse=True)
+        prob = np.bincount(inverse.ravel(), weights=prob[b_idx] * rows[b_idx, t_idx], minlength=len(uniq))
+        states, last = uniq[:, :-1], uniq[:, -1]
+        if len(uniq) > max_histories:
+            raise SolverError(f"more than {max_histories:,} histories: the instance is too large to enumerate")
+    lam = policy.lam
+    return ExactEvaluation(lam * e_loss + (1 - lam) * e_cost, e_loss, e_cost, outcomes)

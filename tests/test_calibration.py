@@ -185,3 +185,54 @@ def test_unfitted_and_bad_options(traces):
         EarlyExitTamer(loss="nope")
     with pytest.raises(TTamerError, match="smoothing"):
         EarlyExitTamer(smoothing=-1.0)
+
+
+def test_auto_needs_enough_calibration_examples():
+    tiny = synthetic_trace(30, 3, 2, seed=0)
+    with pytest.raises(TTamerError, match="too few"):
+        EarlyExitTamer().fit(tiny)
+    m = EarlyExitTamer(state=StateSpec(K=2, agreement=0), loss="label").fit(tiny)
+    assert m.decide(tiny).answer.shape == (30,)
+
+
+def test_isotonic_and_monotone_losses():
+    from ttamer.calibration import isotonic, monotone_losses
+
+    y = np.array([0.5, 0.6, 0.3, 0.35, 0.1])
+    w = np.array([1.0, 1.0, 2.0, 2.0, 1.0])
+    fit = isotonic(y, w)
+    np.testing.assert_allclose(fit, [0.55, 0.55, 0.325, 0.325, 0.1])
+    assert np.all(np.diff(fit) <= 0)
+    np.testing.assert_allclose((fit * w).sum(), (y * w).sum())  # PAV preserves the weighted mean
+    # layout (A=2 agreement levels, F=3 bins, R=1): each agreement slice is fitted separately
+    ell = np.array([0.2, 0.3, 0.1, 0.9, 0.5, 0.6])
+    out = monotone_losses(ell, np.ones(6), (2, 3, 1), decreasing=True)
+    np.testing.assert_allclose(out, [0.25, 0.25, 0.1, 0.9, 0.55, 0.55])
+    up = monotone_losses(np.array([0.3, 0.2, 0.4]), np.ones(3), (1, 3, 1), decreasing=False)
+    np.testing.assert_allclose(up, [0.25, 0.25, 0.4])
+
+
+def test_monotone_option_gives_monotone_instance(traces):
+    cal, test = traces
+    m = EarlyExitTamer(state=StateSpec(K=6, agreement=1), loss="label", monotone=True).fit(cal)
+    for i, ell in enumerate(m.instance_.losses):
+        a, f, r = m.encoder_.layout(i)
+        assert np.all(np.diff(ell.reshape(a, f, r), axis=1) <= 1e-12)
+    assert "monotone" in m.describe()
+    with pytest.raises(TTamerError, match="monotone"):
+        EarlyExitTamer(monotone="yes")
+
+
+@pytest.mark.parametrize("spec", [StateSpec(K=5, agreement=2, entropy_bins=2),
+                                  StateSpec(K=4, feature="learned", agreement=1, prospect_bins=3)])
+def test_states_are_causal(traces, spec):
+    """The state of exit i depends only on exits 0..i (what is observable when it has run)."""
+    cal, test = traces
+    enc = StateEncoder.fit(spec, cal)
+    s = enc.transform(test)
+    rng = np.random.default_rng(0)
+    for i in range(test.n_exits - 1):
+        p = test.probs.copy()
+        p[:, i + 1:] = rng.dirichlet(np.ones(test.n_classes), size=(test.n_examples, test.n_exits - i - 1))
+        t2 = type(test)(p.astype(np.float32), test.labels, test.cost, test.meta)
+        np.testing.assert_array_equal(enc.transform(t2)[:, : i + 1], s[:, : i + 1])

@@ -154,4 +154,5 @@ def test_exit_decisions_cost_and_correct(trace):
     d = ExitDecisions.from_last(trace, last, last)
     np.testing.assert_allclose(d.cost, np.where(last == 0, 1.0, 4.0))
     np.testing.assert_array_equal(d.correct(trace), trace.correct[np.arange(50), last])
+    np.testing.assert_array_equal(d.consulted(4).sum(axis=1), d.n_consulted)
     assert d.correct(trace, "final")[1]  # answering with the last exit always agrees with it

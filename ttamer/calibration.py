@@ -28,7 +28,10 @@ so that empty bins are defined and tiny bins shrink toward the exit's average):
 
 with ``n`` the calibration counts (``e_i(s)`` errors among the ``n_i(s)`` examples in state
 ``s``; ``n_i(s, t)`` examples in state ``s`` at exit ``i−1`` and ``t`` at exit ``i``). An
-empty bin gets ``ℓ = ē_i`` and an unseen parent state the row ``π_i``. **Costs** ``c_i`` =
+empty bin gets ``ℓ = ē_i`` and an unseen parent state the row ``π_i``. Optionally
+(``monotone=True``) the smoothed losses are then made non-increasing in the confidence bin
+by weighted isotonic regression (:func:`monotone_losses`), which removes the noise of small
+bins. **Costs** ``c_i`` =
 mean measured cost of exit ``i``, divided by the full model's mean cost
 (``normalize_cost=True``) so that ``λ`` weighs an error rate against a fraction of the full
 model.
@@ -36,7 +39,7 @@ model.
 :class:`EarlyExitTamer` builds this chain, solves it with :func:`ttamer.solve` (recall: the
 index strategy; no recall: the DP), and runs the *same* policy object on test examples
 through :func:`ttamer.policy.rollout`. Any of ``K``, ``agreement``, ``feature``, ``loss``,
-``smoothing`` may be ``"auto"`` (defaults: ``K``, ``agreement`` and ``loss``):
+``smoothing``, ``monotone`` may be ``"auto"`` (defaults: ``K``, ``agreement`` and ``loss``):
 :meth:`EarlyExitTamer.fit` then picks the configuration by ``cv_folds``-fold
 cross-validation inside the calibration examples, maximising the normalised area under the
 held-out accuracy–cost frontier of a ``λ`` sweep. The test examples are never used.
@@ -66,6 +69,8 @@ AGREEMENT_GRID = (0, 1)
 SMOOTHING_GRID = (0.5, 2.0, 8.0)
 #: ``K="auto"`` keeps candidates with at least this many training examples per state on average.
 MIN_PER_STATE = 8
+#: ``"auto"`` needs at least this many calibration examples per cross-validation fold.
+MIN_CV_EXAMPLES = 20
 AUTO = "auto"
 
 
@@ -278,6 +283,18 @@ class StateEncoder:
         k[1:] *= self.spec.agreement_cap + 1
         return k
 
+    def layout(self, i: int) -> tuple[int, int, int]:
+        """Exit ``i``'s states as ``(agreement levels, feature bins, other axes)``: state
+        ``s = a·(F·R) + f·R + r``."""
+        f = len(self.edges["feature"][i]) + 1
+        a = 1 if i == 0 else self.spec.agreement_cap + 1
+        return a, f, int(self.base_states[i]) // f
+
+    @property
+    def loss_decreasing(self) -> bool:
+        """Whether errors fall as the binned feature grows (not so for entropy)."""
+        return self.spec.feature != "entropy"
+
     def transform(self, trace: Trace) -> np.ndarray:
         if trace.n_exits != self.n_exits:
             raise TraceError(f"trace has {trace.n_exits} exits; the encoder was fitted on {self.n_exits}")
@@ -302,11 +319,48 @@ def exit_losses(trace: Trace, loss: str) -> np.ndarray:
     return (trace.predictions != truth[:, None]).astype(np.float64)
 
 
+def isotonic(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least-squares non-increasing fit of ``y`` (pool-adjacent-violators)."""
+    vals: list[float] = []
+    wts: list[float] = []
+    sizes: list[int] = []
+    for yi, wi in zip(y.tolist(), w.tolist()):
+        vals.append(yi)
+        wts.append(wi)
+        sizes.append(1)
+        while len(vals) > 1 and vals[-2] < vals[-1]:
+            wsum = wts[-2] + wts[-1]
+            v = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / wsum
+            size = sizes[-2] + sizes[-1]
+            del vals[-1], wts[-1], sizes[-1]
+            vals[-1], wts[-1], sizes[-1] = v, wsum, size
+    return np.repeat(vals, sizes)
+
+
+def monotone_losses(ell: np.ndarray, weight: np.ndarray, layout: tuple[int, int, int],
+                    decreasing: bool) -> np.ndarray:
+    """Make ``ℓ`` monotone along the confidence-bin axis: ``ell`` viewed as ``[A, F, R]``
+    (agreement level, feature bin, other axes) is fitted by weighted isotonic regression along
+    ``F`` for every ``(a, r)``, non-increasing (``decreasing``: more confidence, fewer
+    errors) or non-decreasing (entropy)."""
+    A, F, R = layout
+    e, wt = ell.reshape(A, F, R), weight.reshape(A, F, R)
+    out = np.empty_like(e)
+    for a in range(A):
+        for r in range(R):
+            col, cw = e[a, :, r], wt[a, :, r]
+            out[a, :, r] = isotonic(col, cw) if decreasing else isotonic(col[::-1], cw[::-1])[::-1]
+    return out.reshape(-1)
+
+
 def build_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequence[int], costs: np.ndarray,
-                   smoothing: float, names: Sequence[str] | None = None, name: str = "") -> Instance:
+                   smoothing: float, names: Sequence[str] | None = None, name: str = "",
+                   layouts: Sequence[tuple[int, int, int]] | None = None, decreasing: bool = True) -> Instance:
     """The chain instance of SPEC §5.2 from calibration ``states [N, L]``, 0/1 ``losses
     [N, L]`` and edge ``costs [L]``, smoothed with strength ``α = smoothing`` (module
-    docstring). Loops over exits only."""
+    docstring). With ``layouts`` (per exit, see :func:`monotone_losses`) the smoothed
+    losses are then made monotone in the confidence bin (weights ``n_i(s) + α``). Loops over
+    exits only."""
     if not (np.isfinite(smoothing) and smoothing > 0):
         raise TTamerError(f"smoothing must be > 0 (it defines empty bins), got {smoothing!r}")
     n, L = states.shape
@@ -316,7 +370,10 @@ def build_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequence[in
     for i in range(L):
         cnt = np.bincount(states[:, i], minlength=K[i]).astype(float)
         err = np.bincount(states[:, i], weights=losses[:, i], minlength=K[i])
-        ell.append((err + a * losses[:, i].mean()) / (cnt + a))
+        li = (err + a * losses[:, i].mean()) / (cnt + a)
+        if layouts is not None:
+            li = monotone_losses(li, cnt + a, layouts[i], decreasing)
+        ell.append(li)
         if i == 0:
             mu = cnt + a / K[0]
             mats.append(mu / mu.sum())
@@ -337,7 +394,7 @@ class _Fitted:
 
 
 def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, normalize_cost: bool,
-                  target: str = "label") -> _Fitted:
+                  target: str = "label", monotone: bool = False) -> _Fitted:
     enc = StateEncoder.fit(spec, trace, loss, target)
     costs = trace.mean_cost
     if normalize_cost:
@@ -346,8 +403,10 @@ def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, no
             raise TraceError("key 'cost': the full model's mean cost is 0; cannot normalise")
         costs = costs / total
     name = f"{trace.meta.get('model', '?')} on {trace.meta.get('dataset', '?')}: {spec.describe()}"
+    layouts = [enc.layout(i) for i in range(trace.n_exits)] if monotone else None
     inst = build_instance(enc.transform(trace), exit_losses(trace, loss), enc.n_states, costs,
-                          smoothing, names=trace.exit_names, name=name)
+                          smoothing, names=trace.exit_names, name=name, layouts=layouts,
+                          decreasing=enc.loss_decreasing)
     return _Fitted(spec, float(smoothing), enc, inst)
 
 
@@ -408,9 +467,11 @@ class Candidate:
     spec: StateSpec
     smoothing: float
     loss: str
+    monotone: bool = False
 
     def describe(self) -> str:
-        return f"{self.spec.describe()}, loss={self.loss}, α={self.smoothing:g}"
+        mono = ", monotone losses" if self.monotone else ""
+        return f"{self.spec.describe()}, loss={self.loss}, α={self.smoothing:g}{mono}"
 
 
 class EarlyExitTamer:
@@ -432,7 +493,8 @@ class EarlyExitTamer:
     """
 
     def __init__(self, lam: float = 0.95, state: StateSpec | None = None, recall: bool = True,
-                 loss: str = AUTO, smoothing: float | str = 2.0, normalize_cost: bool = True,
+                 loss: str = AUTO, smoothing: float | str = 2.0, monotone: bool | str = False,
+                 normalize_cost: bool = True,
                  cv_folds: int = 3, cv_lams: Sequence[float] | None = None, target: str = "label",
                  seed: int = 0) -> None:
         self.lam = float(lam)
@@ -445,6 +507,9 @@ class EarlyExitTamer:
                                       and np.isfinite(smoothing) and smoothing > 0):
             raise TTamerError(f"smoothing must be > 0 or 'auto', got {smoothing!r}")
         self.smoothing = smoothing
+        if monotone != AUTO and not isinstance(monotone, (bool, np.bool_)):
+            raise TTamerError(f"monotone must be True, False or 'auto', got {monotone!r}")
+        self.monotone = monotone
         self.normalize_cost = bool(normalize_cost)
         if int(cv_folds) < 2:
             raise TTamerError(f"cv_folds must be >= 2, got {cv_folds!r}")
@@ -464,26 +529,34 @@ class EarlyExitTamer:
         feats = [s.feature] if s.feature != AUTO else list(FEATURE_GRID)
         sms = [float(self.smoothing)] if self.smoothing != AUTO else list(SMOOTHING_GRID)
         losses = [self.loss] if self.loss != AUTO else list(LOSSES)
+        monos = [bool(self.monotone)] if self.monotone != AUTO else [False, True]
         out = []
-        for k, ag, feat, sm, loss in itertools.product(ks, ags, feats, sms, losses):
+        for k, ag, feat, sm, loss, mono in itertools.product(ks, ags, feats, sms, losses, monos):
             states = int(k) * max(s.entropy_bins, 1) * max(s.prospect_bins, 1) * (ag + 1)
             if s.K == AUTO and n_train / states < MIN_PER_STATE and k != min(ks):
                 continue
-            out.append(Candidate(replace(s, K=int(k), agreement=int(ag), feature=feat), sm, loss))
+            out.append(Candidate(replace(s, K=int(k), agreement=int(ag), feature=feat), sm, loss, mono))
         return out
 
     def fit(self, trace: Trace) -> "EarlyExitTamer":
         """Build the chain instance from calibration examples and solve it at ``lam``."""
         trace.validate()
         cands = self.candidates(int(trace.n_examples * (self.cv_folds - 1) / self.cv_folds))
+        if len(cands) > 1 and trace.n_examples < MIN_CV_EXAMPLES * self.cv_folds:
+            raise TTamerError(
+                f"calibration trace has {trace.n_examples} examples: too few to choose the 'auto' "
+                f"options by {self.cv_folds}-fold cross-validation (need {MIN_CV_EXAMPLES * self.cv_folds}); "
+                f"give K, agreement, feature, loss and smoothing explicitly")
         self.cv_scores_: list[tuple[Candidate, float]] = []
         best = cands[0]
         if len(cands) > 1:
             scores = [self._cv_score(trace, c) for c in cands]
             self.cv_scores_ = list(zip(cands, scores))
             best = cands[int(np.argmax(scores))]
-        fitted = _fit_concrete(trace, best.spec, best.smoothing, best.loss, self.normalize_cost, self.target)
+        fitted = _fit_concrete(trace, best.spec, best.smoothing, best.loss, self.normalize_cost, self.target,
+                               best.monotone)
         self.spec_, self.smoothing_, self.loss_ = fitted.spec, fitted.smoothing, best.loss
+        self.monotone_ = best.monotone
         self.encoder_, self.instance_ = fitted.encoder, fitted.instance
         self.solution_ = solve(self.instance_, self.lam, recall=self.recall)
         return self
@@ -497,7 +570,8 @@ class EarlyExitTamer:
         scores = []
         for f in range(self.cv_folds):
             tr, te = trace.subset(folds != f), trace.subset(folds == f)
-            fitted = _fit_concrete(tr, cand.spec, cand.smoothing, cand.loss, self.normalize_cost, self.target)
+            fitted = _fit_concrete(tr, cand.spec, cand.smoothing, cand.loss, self.normalize_cost, self.target,
+                                   cand.monotone)
             d = sweep(fitted.instance, self.recall, fitted.encoder.transform(te), te, self.cv_lams,
                       max_gap=0.04, max_points=32)
             scale = te.full_cost.mean()
@@ -544,7 +618,7 @@ class EarlyExitTamer:
     def describe(self) -> str:
         """The fitted configuration in words."""
         self._check_fitted()
-        return Candidate(self.spec_, self.smoothing_, self.loss_).describe()
+        return Candidate(self.spec_, self.smoothing_, self.loss_, self.monotone_).describe()
 
     def __repr__(self) -> str:
         fitted = f", fitted: {self.describe()}" if hasattr(self, "spec_") else ""

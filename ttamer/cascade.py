@@ -33,7 +33,6 @@ threshold.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -361,7 +360,8 @@ class CascadeTamer:
 
     def decide(self, ctrace: CascadeTrace) -> CascadeDecisions:
         """Run the fitted policy on every example of ``ctrace``."""
-        return run_tree_policy(self.solution_, self.states(ctrace), ctrace.cost_matrix, self.name)
+        states = self.states(ctrace)
+        return run_tree_policy(self.solution_, states, ctrace.cost_matrix, self.name)
 
     def decide_sweep(self, ctrace: CascadeTrace, lams: Sequence[float] | None = None) -> CascadeDecisions:
         """:meth:`decide` for each ``λ`` in ``lams`` (default :func:`~ttamer.calibration.lam_grid`
@@ -439,6 +439,27 @@ def threshold_cascade(ctrace: CascadeTrace, sequence: Sequence[int | str],
     return out
 
 
+def pareto_indices(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """Indices of the points on the upper-left Pareto frontier (cost increasing, accuracy
+    strictly increasing)."""
+    order = np.lexsort((-np.asarray(accuracy), np.asarray(cost)))
+    a = np.asarray(accuracy)[order]
+    prev = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]])
+    return order[a > prev + 1e-12]
+
+
+def tuned_threshold_cascade(calibration: CascadeTrace, test: CascadeTrace, sequence: Sequence[int | str],
+                            grid: int = 21, answer: str = "last") -> CascadeDecisions:
+    """:func:`threshold_cascade` with its threshold vectors chosen on the calibration examples:
+    the grid (quantiles of the *calibration* confidences) is swept there, and only the
+    vectors on the calibration Pareto frontier are run on ``test`` -- the multi-parameter
+    heuristic is tuned on the same data as T-Tamer, not on the test examples."""
+    sweep = threshold_cascade(calibration, sequence, answer=answer, grid=grid)
+    cost, acc = sweep.points(calibration)
+    th = sweep.thresholds[pareto_indices(cost, acc)]  # type: ignore[attr-defined]
+    return threshold_cascade(test, sequence, thresholds=th, answer=answer)
+
+
 def single_model(ctrace: CascadeTrace, node: int | str) -> CascadeDecisions:
     """Always run ``node`` (and its ancestors, which must come first) and answer with it."""
     v = ctrace.node_id(node)
@@ -467,6 +488,77 @@ def oracle(ctrace: CascadeTrace) -> CascadeDecisions:
     return CascadeDecisions(first.astype(np.int64), consulted, cost, None, "oracle")
 
 
-def meta_json(ctrace: CascadeTrace) -> str:
-    """The trace's meta as pretty JSON (for display)."""
-    return json.dumps(ctrace.trace.meta, indent=1, sort_keys=True)
+
+# ---------------------------------------------------------------------------------------------
+def compare_strategies(calibration: CascadeTrace, test: CascadeTrace, lams: Sequence[float] | None = None,
+                       K: int = 6, agreement: bool = True, smoothing: float = 2.0,
+                       sequences: Sequence[Sequence[int | str]] | None = None,
+                       grid: int = 21) -> tuple[dict[str, CascadeDecisions], CascadeTamer]:
+    """Every strategy's decisions on the test examples: T-Tamer with recall (the tree index
+    strategy), the exact no-recall optimum (exhaustive) and the best descend-only no-recall
+    strategy (``method="dp"``) on the same calibrated instance, swept over ``lams``; the
+    threshold cascade along each of ``sequences`` (default: every root-to-leaf path and all
+    models in node order); each model alone (with its ancestors); the oracle. Returns the
+    decisions by name and the fitted recall :class:`CascadeTamer`."""
+    lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
+    opts = dict(K=K, agreement=agreement, smoothing=smoothing)
+    rec = CascadeTamer(recall=True, **opts).fit(calibration)
+    out = {"ttamer": rec.decide_sweep(test, lams),
+           "no-recall (exact)": CascadeTamer(recall=False, method="auto", **opts).fit(calibration).decide_sweep(test, lams),
+           "no-recall (descend-only)": CascadeTamer(recall=False, method="dp", **opts).fit(calibration).decide_sweep(test, lams)}
+    if sequences is None:
+        leaves = [v for v in range(test.n_models) if v not in set(test.parents.tolist())]
+        sequences = [test.path(v) for v in leaves if len(test.path(v)) > 1] + [list(range(test.n_models))]
+    for seq in sequences:
+        d = tuned_threshold_cascade(calibration, test, seq, grid=grid)
+        out["threshold " + "→".join(test.names[test.node_id(v)] for v in seq)] = d
+    for v in range(test.n_models):
+        out[test.names[v]] = single_model(test, v)
+    out["oracle"] = oracle(test)
+    return out, rec
+
+
+def frontier_metrics(decisions: dict[str, CascadeDecisions], test: CascadeTrace, scale: float,
+                     reference: int | str | None = None, cost_fractions: Sequence[float] = (0.25, 0.5, 0.75)
+                     ) -> dict[str, dict[str, Any]]:
+    """Per strategy: its points ``(cost / scale, accuracy)``, Pareto frontier and the metrics of
+    SPEC §5.4 against the reference model (default: largest path cost) -- normalised area
+    under the frontier over the common cost range, least cost reaching the reference's
+    accuracy, accuracy at ``cost_fractions`` of the reference path's cost."""
+    from .evaluation import accuracy_at, cost_at_accuracy, frontier_auc, pareto_frontier
+
+    ref = test.reference(reference)
+    ref_acc = float(test.correct[:, ref].mean())
+    pts = {k: d.points(test, scale) for k, d in decisions.items()}
+    fronts = {k: pareto_frontier(c, a) for k, (c, a) in pts.items()}
+    sweeps = [k for k, d in decisions.items() if d.is_sweep]
+    lo = max(float(fronts[k][0, 0]) for k in sweeps) if sweeps else 0.0
+    hi = 1.0 if lo < 1.0 else lo + 1.0
+    out = {}
+    for k, (c, a) in pts.items():
+        f = fronts[k]
+        cost_ref = cost_at_accuracy(f, ref_acc)
+        out[k] = {"cost": c, "accuracy": a, "frontier": f, "range": (lo, hi),
+                  "auc": frontier_auc(f, lo, hi) if decisions[k].is_sweep else None,
+                  "cost_at_reference_accuracy": cost_ref,
+                  "accuracy_at_cost": {float(x): float(y) for x, y in zip(cost_fractions, accuracy_at(f, np.asarray(cost_fractions)))}}
+    return out
+
+
+def bootstrap_auc(decisions: dict[str, CascadeDecisions], test: CascadeTrace, scale: float,
+                  lo: float, hi: float = 1.0, n_boot: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
+    """``[n_boot]`` normalised areas under each sweep's frontier over ``[lo, hi]`` when the test
+    examples are resampled with replacement (the same resample for every strategy, so
+    differences are paired); policies and thresholds held fixed."""
+    from .evaluation import frontier_auc, pareto_frontier
+
+    n = test.n_examples
+    W = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n  # [B, N]
+    out = {}
+    for k, d in decisions.items():
+        if not d.is_sweep:
+            continue
+        acc = W @ d.correct(test).T.astype(float)  # [B, P]
+        cost = W @ (d.cost / scale).T
+        out[k] = np.array([frontier_auc(pareto_frontier(cost[b], acc[b]), lo, hi) for b in range(n_boot)])
+    return out

@@ -48,13 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttamer", description="T-Tamer: provably taming trade-offs in ML serving")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_solve(sub)
-    for module in _optional_subcommands():
+    for module in _subcommands():
         module.add_parser(sub)
     return parser
 
 
-def _optional_subcommands() -> list:
-    return []  # TODO(lead): register cli_evaluate and cli_traces when they land
+def _subcommands() -> list:
+    from . import cli_evaluate
+
+    return [cli_evaluate]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

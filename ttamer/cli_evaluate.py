@@ -26,6 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="share of the examples used to fit T-Tamer (default 0.5)")
     p.add_argument("--target", choices=("label", "final"), default="label",
                    help="judge answers against the true label or the full model's prediction")
+    p.add_argument("--frontier", choices=("pareto", "hull"), default="pareto",
+                   help="staircase of the sweep points, or their concave envelope (randomised mixtures)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the bands (0: none)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(run=run)
@@ -48,18 +50,21 @@ def format_table(result: dict[str, Any]) -> str:
         f"mean cost {full['mean_cost']:.4g} {tr.get('cost_unit')}",
         f"T-Tamer state: {result['ttamer_fit']['state']}, loss={result['ttamer_fit']['loss']}, "
         f"smoothing α={result['ttamer_fit']['smoothing']:g}",
-        f"costs are fractions of the full model's; AUC over cost range "
+        f"costs are fractions of the full model's; {result['frontier_kind']} frontiers; AUC over cost range "
         f"[{result['cost_range'][0]:.3f}, {result['cost_range'][1]:.3f}]",
         "",
     ]
-    head = ["strategy", "AUC", "cost@full", "cost@-0.5pt", "cost@-1pt", "acc@25%", "acc@50%", "acc@75%", "oracle share"]
+    head = ["strategy", "AUC", "cost@full", "cost@-0.5pt", "cost@-1pt", "acc@25%", "acc@50%", "acc@75%",
+            "oracle share", "AUC - ttamer (95% paired)"]
     rows = [head]
     for name, m in result["strategies"].items():
         acc = m["accuracy_at_cost"]
+        d = m.get("auc_minus_ttamer_ci")
+        diff = "—" if d is None or name == "ttamer" else f"[{d[0]:+.4f}, {d[2]:+.4f}]"
         rows.append([name, _fmt(m["auc"]), _fmt(m["cost_at_full_accuracy"]),
                      _fmt(m["cost_at_full_accuracy_minus_0.5pt"]), _fmt(m["cost_at_full_accuracy_minus_1pt"]),
                      _fmt(acc["0.25"], True), _fmt(acc["0.5"], True), _fmt(acc["0.75"], True),
-                     _fmt(m["oracle_gain_share"], True)])
+                     _fmt(m["oracle_gain_share"], True), diff])
     widths = [max(len(r[j]) for r in rows) for j in range(len(head))]
     for k, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
@@ -80,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             raise TTamerError(f"--bootstrap must be >= 0, got {args.bootstrap}")
         trace = load_trace(args.path)
         result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
-                                target=args.target, n_boot=args.bootstrap)
+                                target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier)
     except (TTamerError, OSError) as exc:
         print(f"ttamer evaluate: error: {exc}", file=sys.stderr)
         return 2

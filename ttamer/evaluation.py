@@ -6,7 +6,9 @@ Every strategy is a sweep of points ``(cost, accuracy)`` measured on the **test*
 ``"final"``: agreement with the full model). The **frontier** of a sweep is its Pareto
 (upper-left) staircase: the points not dominated by a cheaper-or-equal, at-least-as-accurate
 point, sorted by cost. ``acc(c)`` = best accuracy of a point of cost ``≤ c`` (undefined below
-the cheapest point). Metrics, per strategy:
+the cheapest point). With ``frontier_kind="hull"`` every strategy may also randomise between
+two of its sweep points (SPEC §3.4): the frontier is then the concave envelope and ``acc(c)``
+interpolates linearly between its vertices. Metrics, per strategy:
 
 * ``auc`` -- ``(1/(hi−lo)) ∫_lo^hi acc(c) dc`` over the common range ``[lo, hi]``: ``lo`` =
   the largest of the strategies' cheapest costs (usually exit 0 alone), ``hi = 1`` (the
@@ -16,10 +18,15 @@ the cheapest point). Metrics, per strategy:
   ``cost_saved_at_full_accuracy`` = 1 − that;
 * ``accuracy_at_cost`` -- ``acc(c)`` at 25 / 50 / 75 % of the full cost;
 * ``oracle_gain_share`` -- cost saved at the full model's accuracy divided by the oracle's
-  (the oracle stops at the first correct exit); ``None`` if not reached;
-* ``band`` -- pointwise bootstrap band of ``acc(c)`` on a cost grid: test examples resampled
-  with replacement (``n_boot`` times, all sweep points at once by a multinomial weight
-  matrix), policies held fixed.
+  (the hindsight frontier :func:`~ttamer.baselines.oracle_frontier`, which no strategy
+  beats); ``None`` if not reached;
+* ``band`` -- pointwise 95 % bootstrap band of ``acc(c)`` on a cost grid: test examples
+  resampled with replacement (``n_boot`` times, all sweep points at once by a multinomial
+  weight matrix), policies held fixed;
+* ``auc_ci`` -- 95 % bootstrap interval of the AUC (trapezoid on the band's grid), and
+  ``auc_minus_ttamer_ci`` -- (2.5 %, 50 %, 97.5 %) quantiles of this strategy's AUC minus
+  T-Tamer's over the *same* resamples (paired): an interval above 0 means the strategy beats
+  T-Tamer beyond test-set noise.
 """
 
 from __future__ import annotations
@@ -57,54 +64,121 @@ def pareto_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndar
     return np.stack([c[keep], a[keep]], axis=1)
 
 
-def accuracy_at(front: np.ndarray, cost: Any) -> np.ndarray:
-    """``acc(c)`` of a frontier: best accuracy at cost ``≤ c``; ``nan`` below the cheapest."""
+def hull_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
+    """``[M, 2]`` vertices of the upper-left concave envelope of the points: what
+    randomising between two sweep points reaches (a mixture playing ``a`` with probability
+    ``w`` and ``b`` otherwise has cost and accuracy ``w·a + (1−w)·b``, SPEC §3.4)."""
+    f = pareto_frontier(cost, accuracy)
+    keep: list[int] = []
+    for j in range(len(f)):
+        while len(keep) >= 2:
+            (c1, a1), (c2, a2) = f[keep[-2]], f[keep[-1]]
+            c3, a3 = f[j]
+            # drop the middle vertex unless the slope strictly decreases (concavity)
+            if (a2 - a1) * (c3 - c2) <= (a3 - a2) * (c2 - c1) + _EPS:
+                keep.pop()
+            else:
+                break
+        keep.append(j)
+    return f[keep]
+
+
+def frontier(cost: Sequence[float], accuracy: Sequence[float], kind: str = "pareto") -> np.ndarray:
+    """:func:`pareto_frontier` (``kind="pareto"``) or :func:`hull_frontier` (``"hull"``)."""
+    if kind == "pareto":
+        return pareto_frontier(cost, accuracy)
+    if kind == "hull":
+        return hull_frontier(cost, accuracy)
+    raise TTamerError(f"frontier kind must be 'pareto' or 'hull', got {kind!r}")
+
+
+def accuracy_at(front: np.ndarray, cost: Any, kind: str = "pareto") -> np.ndarray:
+    """``acc(c)``: best accuracy at cost ``≤ c`` -- a staircase (``"pareto"``) or the
+    piecewise-linear envelope (``"hull"``); ``nan`` below the cheapest point."""
     c = np.asarray(cost, dtype=float)
+    if kind == "hull":
+        out = np.interp(c, front[:, 0], front[:, 1])
+        return np.where(c >= front[0, 0] - _EPS, out, np.nan)
     j = np.searchsorted(front[:, 0], c + _EPS, side="right") - 1
     return np.where(j >= 0, front[np.maximum(j, 0), 1], np.nan)
 
 
-def frontier_auc(front: np.ndarray, lo: float, hi: float) -> float:
-    """Normalised area ``(1/(hi−lo)) ∫_lo^hi acc(c) dc`` under the staircase (0 where undefined)."""
+def frontier_auc(front: np.ndarray, lo: float, hi: float, kind: str = "pareto") -> float:
+    """Normalised area ``(1/(hi−lo)) ∫_lo^hi acc(c) dc`` (0 where undefined)."""
     if not hi > lo:
         raise TTamerError(f"frontier_auc: need hi > lo, got [{lo}, {hi}]")
+    if kind == "hull":
+        xs = np.unique(np.clip(np.concatenate([[lo, hi], front[:, 0]]), lo, hi))
+        ys = np.nan_to_num(accuracy_at(front, xs, "hull"), nan=0.0)
+        # the envelope starts at the first vertex: integrate from there (0 before it)
+        start = max(lo, float(front[0, 0]))
+        xs2 = xs[xs >= start - _EPS]
+        ys2 = ys[xs >= start - _EPS]
+        return float(np.sum(np.diff(xs2) * (ys2[1:] + ys2[:-1]) / 2) / (hi - lo))
     starts = front[:, 0]
     ends = np.concatenate([front[1:, 0], [np.inf]])
     width = np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0.0, None)
     return float((width * front[:, 1]).sum() / (hi - lo))
 
 
-def cost_at_accuracy(front: np.ndarray, accuracy: float) -> float | None:
-    """Least frontier cost with accuracy ``≥ accuracy`` (``None`` if never reached)."""
+def cost_at_accuracy(front: np.ndarray, accuracy: float, kind: str = "pareto") -> float | None:
+    """Least cost whose ``acc(c) ≥ accuracy`` (``None`` if never reached)."""
     ok = front[:, 1] >= accuracy - _EPS
-    return float(front[ok, 0].min()) if ok.any() else None
+    if not ok.any():
+        return None
+    j = int(np.argmax(ok))
+    if kind == "pareto" or j == 0:
+        return float(front[j, 0])
+    (c1, a1), (c2, a2) = front[j - 1], front[j]
+    return float(c1 + (accuracy - a1) * (c2 - c1) / (a2 - a1))
 
 
-def bootstrap_band(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
-                   seed: int = 0, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise ``level`` band of ``acc(c)`` on ``grid`` by resampling examples.
+def bootstrap_curves(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
+                     seed: int = 0, kind: str = "pareto") -> np.ndarray:
+    """``[B, G]``: ``acc_b(c)`` on ``grid`` for ``n_boot`` resamplings of the examples.
 
     ``correct [P, N]`` (bool) and ``cost [P, N]`` (already fractions of the full cost) are
-    the sweep's per-example outcomes. Resampling weights ``W [B, N]`` ~ Multinomial(N, 1/N);
-    per replicate the sweep points are ``(W·cost/N, W·correct/N)`` and ``acc_b(c)`` the best
-    accuracy at cost ``≤ c``. Returns (lower, upper), ``nan`` where undefined.
+    the sweep's per-example outcomes. Resampling weights ``W [B, N]`` ~ Multinomial(N, 1/N)
+    (drawn from ``seed`` alone, so two strategies with the same seed see the same resamples:
+    a paired bootstrap); per replicate the sweep points are ``(W·cost/N, W·correct/N)``.
+    ``nan`` where a replicate's frontier is undefined. Policies are held fixed.
     """
     P, n = correct.shape
     rng = np.random.default_rng(seed)
     W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) / n  # [B, N]
     acc_b = W @ correct.T.astype(float)  # [B, P]
     cost_b = W @ cost.T  # [B, P]
+    if kind == "hull":  # a loop over replicates (not examples): the envelope of each
+        return np.stack([accuracy_at(hull_frontier(cb, ab), grid, "hull") for cb, ab in zip(cost_b, acc_b)])
     ok = cost_b[:, :, None] <= np.asarray(grid)[None, None, :] + _EPS  # [B, P, G]
     best = np.where(ok, acc_b[:, :, None], -np.inf).max(axis=1)  # [B, G]
     best[np.isinf(best)] = np.nan
-    alpha = (1.0 - level) / 2
-    lower = np.full(best.shape[1], np.nan)
-    upper = np.full(best.shape[1], np.nan)
-    cols = np.isfinite(best).any(axis=0)
+    return best
+
+
+def _quantiles(x: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
+    """Column-wise ``nanquantile`` of ``x [B, G]``; ``nan`` for all-``nan`` columns."""
+    out = [np.full(x.shape[1], np.nan) for _ in qs]
+    cols = np.isfinite(x).any(axis=0)
     if cols.any():
-        lower[cols] = np.nanquantile(best[:, cols], alpha, axis=0)
-        upper[cols] = np.nanquantile(best[:, cols], 1 - alpha, axis=0)
+        for o, q in zip(out, qs):
+            o[cols] = np.nanquantile(x[:, cols], q, axis=0)
+    return out
+
+
+def bootstrap_band(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
+                   seed: int = 0, level: float = 0.95, kind: str = "pareto") -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise ``level`` band (lower, upper) of ``acc(c)`` on ``grid`` (see
+    :func:`bootstrap_curves`); ``nan`` where undefined."""
+    alpha = (1.0 - level) / 2
+    lower, upper = _quantiles(bootstrap_curves(correct, cost, grid, n_boot, seed, kind), (alpha, 1 - alpha))
     return lower, upper
+
+
+def grid_auc(curves: np.ndarray) -> np.ndarray:
+    """Normalised area under curves sampled on a uniform grid (trapezoid; ``nan`` counts 0)."""
+    c = np.nan_to_num(curves, nan=0.0)
+    return ((c[..., 1:] + c[..., :-1]) / 2).mean(axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,14 +194,14 @@ def sweep_points(decisions: ExitDecisions, trace: Trace, target: str = "label") 
 
 
 def strategy_metrics(front: np.ndarray, full_accuracy: float, cost_range: tuple[float, float],
-                     oracle_saving: float | None = None) -> dict[str, Any]:
+                     oracle_saving: float | None = None, kind: str = "pareto") -> dict[str, Any]:
     """The scalar metrics of one frontier (module docstring)."""
-    out: dict[str, Any] = {"auc": frontier_auc(front, *cost_range)}
+    out: dict[str, Any] = {"auc": frontier_auc(front, *cost_range, kind=kind)}
     for key, drop in ACCURACY_DROPS.items():
-        out[key] = cost_at_accuracy(front, full_accuracy - drop)
+        out[key] = cost_at_accuracy(front, full_accuracy - drop, kind)
     c = out["cost_at_full_accuracy"]
     out["cost_saved_at_full_accuracy"] = None if c is None else 1.0 - c
-    acc = accuracy_at(front, np.array(COST_FRACTIONS))
+    acc = accuracy_at(front, np.array(COST_FRACTIONS), kind)
     out["accuracy_at_cost"] = {f"{f:g}": (None if np.isnan(a) else float(a)) for f, a in zip(COST_FRACTIONS, acc)}
     saved = out["cost_saved_at_full_accuracy"]
     out["oracle_gain_share"] = (None if saved is None or not oracle_saving or oracle_saving <= 0
@@ -143,11 +217,11 @@ def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | 
     :class:`~ttamer.calibration.EarlyExitTamer`; the no-recall model reuses the state spec
     chosen for recall) and swept over ``lams``; the heuristics sweep their own parameter.
     Returns (decisions by name, information on the fitted T-Tamer)."""
-    lams = lam_grid() if lams is None else np.asarray(lams, dtype=float)
+    lams = None if lams is None else np.asarray(lams, dtype=float)
     opts = dict(tamer or {})
     opts.setdefault("target", target)
     rec = EarlyExitTamer(recall=True, **opts).fit(calibration)
-    nr_opts = dict(opts, state=rec.spec_, smoothing=rec.smoothing_, loss=rec.loss_)
+    nr_opts = dict(opts, state=rec.spec_, smoothing=rec.smoothing_, loss=rec.loss_, monotone=rec.monotone_)
     norec = EarlyExitTamer(recall=False, **nr_opts).fit(calibration)
     out = {
         "ttamer": rec.decide_sweep(test, lams),
@@ -158,11 +232,11 @@ def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | 
         "entropy": baselines.entropy_threshold(test, baselines.default_thresholds(test.entropy, n_thresholds)),
         "patience": baselines.patience(test),
         "static": baselines.static_exit(test),
-        "oracle": baselines.oracle(test, target),
+        "oracle": baselines.oracle_frontier(test, target),
     }
     info = {"state": rec.spec_.describe(), "K": int(rec.spec_.K), "agreement": int(rec.spec_.agreement),
             "feature": rec.spec_.feature, "entropy_bins": int(rec.spec_.entropy_bins),
-            "smoothing": rec.smoothing_, "loss": rec.loss_, "n_states": rec.instance_.n_states.tolist(),
+            "smoothing": rec.smoothing_, "loss": rec.loss_, "monotone": rec.monotone_, "n_states": rec.instance_.n_states.tolist(),
             "cv": [{"candidate": c.describe(), "auc": sc} for c, sc in rec.cv_scores_]}
     return out, info
 
@@ -170,33 +244,47 @@ def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | 
 def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.5,
                    lams: Sequence[float] | None = None, tamer: dict | None = None, target: str = "label",
                    n_boot: int = 200, band_points: int = 41, n_thresholds: int = 100,
-                   cost_range: tuple[float, float] | None = None) -> dict[str, Any]:
+                   cost_range: tuple[float, float] | None = None,
+                   frontier_kind: str = "pareto") -> dict[str, Any]:
     """Split ``trace`` (seeded), fit T-Tamer on the calibration part, run every strategy on
-    the test part and report frontiers, bands and metrics (a JSON-ready dict)."""
+    the test part and report frontiers, bands and metrics (a JSON-ready dict).
+
+    ``frontier_kind="pareto"`` (default): the staircase of the deterministic sweep points;
+    ``"hull"``: their concave envelope, reached by randomising between neighbouring sweep
+    points (applied to every strategy alike)."""
     t0 = time.perf_counter()
     trace.validate()
     target_labels(trace, target)  # validates target
     cal, test = trace.split(calibration_fraction, seed)
     decs, info = strategy_decisions(cal, test, lams, tamer, target, n_thresholds)
     pts = {name: sweep_points(d, test, target) for name, d in decs.items()}
-    fronts = {name: pareto_frontier(p["cost"], p["accuracy"]) for name, p in pts.items()}
+    fronts = {name: frontier(p["cost"], p["accuracy"], frontier_kind) for name, p in pts.items()}
     full_acc = float(baselines.full_model(test).correct(test, target).mean())
     if cost_range is None:
         lo = max(float(f[0, 0]) for f in fronts.values())
         cost_range = (min(lo, 1.0 - 1e-9), 1.0)
-    oracle_cost = cost_at_accuracy(fronts["oracle"], full_acc)
+    oracle_cost = cost_at_accuracy(fronts["oracle"], full_acc, frontier_kind)
     oracle_saving = None if oracle_cost is None else 1.0 - oracle_cost
     grid = np.linspace(cost_range[0], cost_range[1], band_points)
     strategies: dict[str, Any] = {}
-    for k, name in enumerate(decs):
-        m = strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving)
+    curves: dict[str, np.ndarray] = {}
+    for name in decs:
+        m = strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving, frontier_kind)
         params = decs[name].params
         m["frontier"] = fronts[name].tolist()
         m["points"] = [[float(a), float(b), float(c)] for a, b, c in zip(params, pts[name]["cost"], pts[name]["accuracy"])]
         if n_boot > 0:
-            lower, upper = bootstrap_band(pts[name]["correct"], pts[name]["cost_ex"], grid, n_boot, seed + 1 + k)
+            curves[name] = bootstrap_curves(pts[name]["correct"], pts[name]["cost_ex"], grid, n_boot, seed + 1,
+                                            frontier_kind)
+            lower, upper = _quantiles(curves[name], (0.025, 0.975))
             m["band"] = {"cost": grid.tolist(), "lower": _nan_to_none(lower), "upper": _nan_to_none(upper)}
         strategies[name] = m
+    if n_boot > 0:  # paired bootstrap (same resamples for every strategy) of AUC differences
+        auc_b = {name: grid_auc(c) for name, c in curves.items()}
+        for name, m in strategies.items():
+            m["auc_ci"] = [float(np.quantile(auc_b[name], q)) for q in (0.025, 0.975)]
+            diff = auc_b[name] - auc_b["ttamer"]
+            m["auc_minus_ttamer_ci"] = [float(np.quantile(diff, q)) for q in (0.025, 0.5, 0.975)]
     elapsed = time.perf_counter() - t0
     return {
         "trace": {key: trace.meta.get(key) for key in ("model", "dataset", "split", "cost_unit", "exit_names")}
@@ -204,6 +292,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
         "split": {"seed": int(seed), "calibration_fraction": float(calibration_fraction),
                   "n_calibration": cal.n_examples, "n_test": test.n_examples},
         "target": target,
+        "frontier_kind": frontier_kind,
         "full_model": {"accuracy": full_acc, "cost": 1.0, "mean_cost": float(test.full_cost.mean()),
                        "exit_accuracy": test.correct.mean(axis=0).tolist() if target == "label"
                        else (test.predictions == target_labels(test, target)[:, None]).mean(axis=0).tolist(),
@@ -228,6 +317,7 @@ def dominates(result: dict[str, Any], a: str = "ttamer", b: str = "max-prob", to
     grid = np.linspace(lo, hi, grid_points)
     fa = np.asarray(result["strategies"][a]["frontier"])
     fb = np.asarray(result["strategies"][b]["frontier"])
-    acc_a, acc_b = accuracy_at(fa, grid), accuracy_at(fb, grid)
+    kind = result.get("frontier_kind", "pareto")
+    acc_a, acc_b = accuracy_at(fa, grid, kind), accuracy_at(fb, grid, kind)
     defined = ~np.isnan(acc_b)
     return bool(np.all(np.nan_to_num(acc_a[defined], nan=-np.inf) >= acc_b[defined] - tol))

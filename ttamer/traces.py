@@ -365,6 +365,15 @@ class ExitDecisions:
     def is_sweep(self) -> bool:
         return self.answer.ndim == 2
 
+    @property
+    def n_consulted(self) -> np.ndarray:
+        """Number of exits consulted (``last + 1``), shape of ``last``."""
+        return self.last + 1
+
+    def consulted(self, n_exits: int) -> np.ndarray:
+        """Boolean ``[..., N, L]``: exit ``i`` was consulted (``i ≤ last``)."""
+        return np.arange(n_exits) <= self.last[..., None]
+
     def correct(self, trace: Trace, target: str = "label") -> np.ndarray:
         """Boolean array (shape of ``answer``): the answered exit is right. ``target`` is
         ``"label"`` (true class) or ``"final"`` (agreement with the last exit)."""

@@ -294,5 +294,6 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
         **environment_meta(dev),
     }
     finish_meta(meta, cost_ms, mmacs, n_timed)
+    meta["generation_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     trace = Trace.build(np.stack(probs, axis=1), t_labels, cost_ms, meta)
     return WorkloadResult(trace, cfg["head_split"], h_idx, cfg["trace_split"], t_idx, seconds)

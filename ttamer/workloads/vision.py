@@ -379,5 +379,6 @@ def generate_vision_trace(profile: str = "offline", *, seed: int = 0, device: st
         **environment_meta(dev),
     }
     finish_meta(meta, cost_ms, mmacs, n_timed)
+    meta["generation_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     trace = Trace.build(probs, y_test, cost_ms, meta)
     return WorkloadResult(trace, cfg["train_split"], tr_idx, cfg["test_split"], te_idx, seconds)

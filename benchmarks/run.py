@@ -1,0 +1,493 @@
+"""Benchmarks of the ttamer solvers and early-exit strategies (SPEC §4.3, issue 5).
+
+Run ``python benchmarks/run.py [--quick | --smoke] [--json PATH]``. Every ratio is measured in
+one run, on one machine, with ``time.perf_counter`` (best of ``k`` repeats). Sections:
+
+* ``compare``   -- the index solver against the ``(i, s, X)`` chain DP, the exhaustive solver,
+  the LP (cvxpy) and QuantEcon's ``DiscreteDP`` backward induction on the same
+  chain-with-recall instances (values must agree);
+* ``scaling``   -- the index solver against the number of nodes, the states per node and the
+  tree shape (chain, balanced binary, star, random recursive tree), with fitted log-log
+  exponents; the chain DP against skip density;
+* ``targets``   -- the issue's four performance targets, each measured;
+* ``throughput``-- example-exits per second of every early-exit strategy on synthetic traces;
+* ``memory``    -- peak memory (``tracemalloc``) of the index solver.
+
+Two regimes of random instances (``ttamer.synthetic.random_instance``): ``typical`` (its
+defaults: deeper exits better, ``depth_decay=0.8``, ``cost_scale=0.1``), where the surrogates
+stay small, and ``dense`` (``depth_decay=1``, ``cost_scale=0.01``), where a chain's surrogate
+keeps ``Θ(n K)`` atoms -- the worst case of SPEC §3.1's ``O(Σ_v K_parent K_v N)``.
+
+The functions are importable (the book's Performance notebook calls them); nothing here is an
+algorithm of the package, only instances, timers and the QuantEcon model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import ttamer  # noqa: E402
+from ttamer import Instance  # noqa: E402
+from ttamer.exhaustive import MAX_STATES, state_space_bound  # noqa: E402
+from ttamer.index import compute_indices  # noqa: E402
+from ttamer.synthetic import correlated_transition, random_instance  # noqa: E402
+
+LAM = 0.7
+REGIMES = {"typical": {}, "dense": {"depth_decay": 1.0, "cost_scale": 0.01}}
+SHAPES = ("chain", "balanced", "star", "random")
+
+#: Sizes per profile: ``smoke`` (the test suite), ``quick`` (CI, the book), ``full``.
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": dict(repeats=1, compare=[(3, 2), (5, 3)], exhaustive_max=5, lp_max=(5, 3),
+                  nodes=[8, 16, 32], nodes_k=4, states=[2, 4, 8], states_n=8, shape_n=200, shape_k=4,
+                  skip_n=8, skip_k=3, skip_probs=[0.0, 0.5, 1.0], trace=(2000, 4, 5), sweep=10,
+                  target_chain=(40, 8), target_forest=1000, memory_n=(40, 8)),
+    "quick": dict(repeats=3, compare=[(4, 3), (6, 3), (10, 4), (20, 8)], exhaustive_max=6, lp_max=(20, 8),
+                  nodes=[25, 50, 100, 200], nodes_k=16, states=[2, 4, 8, 16, 32], states_n=50,
+                  shape_n=2000, shape_k=8, skip_n=20, skip_k=4, skip_probs=[0.0, 0.1, 0.3, 0.6, 1.0],
+                  trace=(20000, 6, 10), sweep=50, target_chain=(400, 32), target_forest=10_000,
+                  memory_n=(200, 32)),
+    "full": dict(repeats=5, compare=[(4, 3), (6, 3), (8, 3), (10, 4), (20, 8), (30, 8), (20, 16)],
+                 exhaustive_max=8, lp_max=(30, 16),
+                 nodes=[25, 50, 100, 200, 400, 800], nodes_k=16, states=[2, 4, 8, 16, 32, 64], states_n=100,
+                 shape_n=10_000, shape_k=8, skip_n=40, skip_k=6, skip_probs=[0.0, 0.05, 0.1, 0.3, 0.6, 1.0],
+                 trace=(200_000, 8, 10), sweep=100, target_chain=(400, 32), target_forest=10_000,
+                 memory_n=(400, 32)),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+def best_of(fn: Callable[[], Any], repeats: int = 3, budget: float = 30.0) -> tuple[float, Any]:
+    """``(best wall-clock seconds over repeats, last result)``; stops repeating once the total
+    time exceeds ``budget`` seconds (one run always happens)."""
+    best, out, spent = math.inf, None, 0.0
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+        best, spent = min(best, dt), spent + dt
+        if spent > budget:
+            break
+    return best, out
+
+
+def fit_exponent(x: Any, t: Any) -> float:
+    """Slope of ``log t`` against ``log x`` by least squares (the fitted power ``t ∝ x^b``)."""
+    lx, lt = np.log(np.asarray(x, float)), np.log(np.asarray(t, float))
+    return float(np.polyfit(lx, lt, 1)[0])
+
+
+def peak_memory(fn: Callable[[], Any]) -> float:
+    """Peak traced allocation (MiB) while ``fn`` runs (NumPy reports to ``tracemalloc``)."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Instances
+# ---------------------------------------------------------------------------------------------
+def chain(n: int, k: int, regime: str = "typical", seed: int = 0) -> Instance:
+    """A random chain of ``n`` exits with ``k`` states each (see :data:`REGIMES`)."""
+    return random_instance(seed, "chain", n=n, k=k, **REGIMES[regime])
+
+
+def shape_parents(shape: str, n: int, rng: np.random.Generator) -> list[int | None]:
+    """Parents of a chain, a balanced binary tree, a star (one root, ``n − 1`` leaves) or a
+    random recursive tree (parent uniform among earlier nodes)."""
+    if shape == "chain":
+        return [None] + list(range(n - 1))
+    if shape == "balanced":
+        return [None] + [(v - 1) // 2 for v in range(1, n)]
+    if shape == "star":
+        return [None] + [0] * (n - 1)
+    if shape == "random":
+        return [None] + [int(rng.integers(0, v)) for v in range(1, n)]
+    raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def shaped(shape: str, n: int, k: int, seed: int = 0, correlation: float = 0.5, depth_decay: float = 0.8,
+           cost_scale: float = 0.1) -> Instance:
+    """A random tree of the given shape, drawn like ``random_instance`` (losses decreasing
+    with depth, correlated transitions, costs ``cost_scale · U(0.5, 1.5)``)."""
+    rng = np.random.default_rng(seed)
+    parents = shape_parents(shape, n, rng)
+    depth = np.zeros(n, dtype=int)
+    for v, p in enumerate(parents):
+        depth[v] = 0 if p is None else depth[p] + 1
+    losses = [np.sort(rng.random(k))[::-1] * depth_decay ** depth[v] for v in range(n)]
+    mats = [rng.dirichlet(np.ones(k)) if p is None else correlated_transition(rng, k, k, correlation)
+            for p in parents]
+    costs = cost_scale * rng.uniform(0.5, 1.5, size=n)
+    return Instance.tree(parents, losses, mats, costs, name=f"random {shape}")
+
+
+# ---------------------------------------------------------------------------------------------
+# QuantEcon: the chain-with-recall MDP over (i, s, X), solved by backward induction
+# ---------------------------------------------------------------------------------------------
+def quantecon_chain_mdp(inst: Instance, lam: float):
+    """``DiscreteDP`` (state-action-pair form, sparse ``Q``) of a chain with recall, and the
+    index of its start state.
+
+    States: ``(i, s, m)`` = exit ``i`` consulted last, it revealed ``s``, the best scaled loss
+    so far is the level ``L_m`` (levels: the sorted distinct ``λ ℓ_v(s)`` and ``λ y``); then
+    the start and an absorbing terminal state. Actions: *stop* (reward ``−L_m``, to the
+    terminal) and *continue* to exit ``i + 1`` (reward ``−κ c_{i+1}``; to
+    ``(i+1, t, min(m, lev(t)))`` with probability ``P_{i+1}[s, t]``). Rewards are negated
+    trade-offs because ``DiscreteDP`` maximises.
+    """
+    from quantecon.markov import DiscreteDP
+
+    if not inst.is_chain or inst.skips:
+        raise ValueError("the QuantEcon model is built for chains without skips")
+    kappa = 1.0 - lam
+    scaled = [lam * np.asarray(l) for l in inst.losses]
+    extra = [] if inst.fallback is None else [lam * inst.fallback]
+    levels = np.unique(np.concatenate(scaled + [np.array(extra)]))
+    M = len(levels)
+    lev = [np.searchsorted(levels, l) for l in scaled]
+    ks = inst.n_states
+    offset = np.concatenate([[0], np.cumsum(ks * M)])
+    start, terminal = int(offset[-1]), int(offset[-1]) + 1
+    n_states = terminal + 1
+    rows, cols, probs, reward, s_idx, a_idx = [], [], [], [], [], []
+    n_sa = 0
+
+    def add(states: np.ndarray, action: int, r: np.ndarray, nxt: np.ndarray, p: np.ndarray) -> None:
+        """Pairs ``(states[j], action)`` with reward ``r[j]`` and transitions ``nxt[j, :]``
+        with probabilities ``p[j, :]``."""
+        nonlocal n_sa
+        sa = n_sa + np.arange(len(states))
+        s_idx.append(states), a_idx.append(np.full(len(states), action)), reward.append(r)
+        rows.append(np.repeat(sa, nxt.shape[1])), cols.append(nxt.ravel()), probs.append(p.ravel())
+        n_sa += len(states)
+
+    def successors(i: int, m: np.ndarray) -> np.ndarray:
+        """States ``(i, t, min(m, lev_i(t)))`` for every ``t``: shape ``(len(m), K_i)``."""
+        t = np.arange(ks[i])
+        return offset[i] + t[None, :] * M + np.minimum(m[:, None], lev[i][None, :])
+
+    for i in range(inst.n):
+        s, m = np.divmod(np.arange(ks[i] * M), M)  # state (i, s, m) = offset_i + s M + m
+        here = offset[i] + s * M + m
+        add(here, 0, -levels[m], np.full((len(here), 1), terminal), np.ones((len(here), 1)))
+        if i + 1 < inst.n:
+            P = inst.transitions[i + 1]
+            add(here, 1, np.full(len(here), -kappa * inst.costs[i + 1]), successors(i + 1, m), P[s])
+    if inst.fallback is not None:  # stopping at once answers with the fallback
+        m0 = int(np.searchsorted(levels, extra[0]))
+        add(np.array([start]), 0, -levels[[m0]], np.array([[terminal]]), np.ones((1, 1)))
+    else:  # X = +inf: the first loss is always the best so far, as with m0 = the top level
+        m0 = M - 1
+    add(np.array([start]), 1, np.array([-kappa * inst.costs[0]]), successors(0, np.array([m0])),
+        inst.transitions[0])
+    add(np.array([terminal]), 0, np.zeros(1), np.array([[terminal]]), np.ones((1, 1)))
+    Q = sp.csr_matrix((np.concatenate(probs), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(n_sa, n_states))
+    with warnings.catch_warnings():  # beta = 1 disables the infinite-horizon methods: intended
+        warnings.simplefilter("ignore", UserWarning)
+        ddp = DiscreteDP(np.concatenate(reward), Q, 1.0, np.concatenate(s_idx), np.concatenate(a_idx))
+    return ddp, start
+
+
+def solve_quantecon(inst: Instance, lam: float) -> float:
+    """The optimal recall value by QuantEcon backward induction (``n + 1`` periods)."""
+    from quantecon.markov import backward_induction
+
+    ddp, start = quantecon_chain_mdp(inst, lam)
+    vs, _ = backward_induction(ddp, inst.n + 1)
+    return float(-vs[0, start])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+def compare_solvers(sizes: list[tuple[int, int]], repeats: int = 3, exhaustive_max: int = 6,
+                    lp_max: tuple[int, int] = (20, 8), regime: str = "typical", lam: float = LAM) -> list[dict]:
+    """Index vs chain DP vs exhaustive vs LP vs QuantEcon on chains with recall: seconds per
+    solve, ratios to the index solver, and the largest value disagreement."""
+    ttamer.solve(chain(3, 2), lam, method="lp")  # import and warm cvxpy and numba (QuantEcon)
+    solve_quantecon(chain(3, 2), lam)            # once, outside the timings
+    rows = []
+    for n, k in sizes:
+        inst = chain(n, k, regime)
+        row: dict[str, Any] = {"n": n, "K": k}
+        t, sol = best_of(lambda: ttamer.solve(inst, lam, method="index"), repeats)
+        row["index_s"], values = t, {"index": sol.value}
+        t, sol = best_of(lambda: ttamer.solve(inst, lam, method="dp"), repeats)
+        row["dp_s"], values["dp"] = t, sol.value
+        if n <= exhaustive_max and state_space_bound(inst, True) <= MAX_STATES:
+            t, sol = best_of(lambda: ttamer.solve(inst, lam, method="exhaustive"), 1)
+            row["exhaustive_s"], values["exhaustive"] = t, sol.value
+        if n <= lp_max[0] and k <= lp_max[1]:
+            t, sol = best_of(lambda: ttamer.solve(inst, lam, method="lp"), min(repeats, 2))
+            row["lp_s"], values["lp"] = t, sol.value
+        t, v = best_of(lambda: solve_quantecon(inst, lam), min(repeats, 2))
+        row["quantecon_s"], values["quantecon"] = t, v
+        for name in ("dp", "exhaustive", "lp", "quantecon"):
+            if f"{name}_s" in row:
+                row[f"{name}/index"] = row[f"{name}_s"] / row["index_s"]
+        row["max_value_gap"] = max(abs(v - values["index"]) for v in values.values())
+        row["value"] = values["index"]
+        rows.append(row)
+    return rows
+
+
+def scale_nodes(ns: list[int], k: int, repeats: int = 3, regimes=("typical", "dense")) -> list[dict]:
+    """Index solver on chains of ``n`` exits, ``k`` states each, in each regime."""
+    rows = []
+    for regime in regimes:
+        for n in ns:
+            inst = chain(n, k, regime)
+            t, res = best_of(lambda: compute_indices(inst, LAM), repeats)
+            rows.append({"regime": regime, "n": n, "K": k, "seconds": t, "atoms": len(res.root_surrogate.grid)})
+    return rows
+
+
+def scale_states(ks: list[int], n: int, repeats: int = 3, regimes=("typical", "dense")) -> list[dict]:
+    """Index solver on chains of ``n`` exits against the states per exit ``K``."""
+    rows = []
+    for regime in regimes:
+        for k in ks:
+            inst = chain(n, k, regime)
+            t, res = best_of(lambda: compute_indices(inst, LAM), repeats)
+            rows.append({"regime": regime, "n": n, "K": k, "seconds": t, "atoms": len(res.root_surrogate.grid)})
+    return rows
+
+
+def scale_shapes(n: int, k: int, repeats: int = 3, sizes: int = 3) -> list[dict]:
+    """Index solver on trees of each shape, ``n/4^j`` to ``n`` nodes (``k`` states each)."""
+    rows = []
+    for shape in SHAPES:
+        for j in range(sizes - 1, -1, -1):
+            m = max(4, n // 4**j)
+            inst = shaped(shape, m, k)
+            t, res = best_of(lambda: compute_indices(inst, LAM), repeats)
+            rows.append({"shape": shape, "n": m, "K": k, "seconds": t, "per_node_us": 1e6 * t / m,
+                         "atoms": len(res.root_surrogate.grid)})
+    return rows
+
+
+def scale_skips(n: int, k: int, probs: list[float], repeats: int = 3) -> list[dict]:
+    """The chain DP (``method="dp"``, recall and no recall) against the skip density."""
+    rows = []
+    for p in probs:
+        inst = random_instance(1, "skips", n=n, k=k, skip_prob=p)
+        t_rec, _ = best_of(lambda: ttamer.solve(inst, LAM, recall=True, method="dp"), repeats)
+        t_norec, _ = best_of(lambda: ttamer.solve(inst, LAM, recall=False, method="dp"), repeats)
+        rows.append({"skip_prob": p, "n": n, "K": k, "skips": len(inst.skips),
+                     "recall_dp_s": t_rec, "norecall_dp_s": t_norec})
+    return rows
+
+
+def one_pass_floor(inst: Instance, repeats: int = 5) -> float:
+    """Seconds for one matrix-vector product per transition matrix (the least any exact
+    method that reads every transition must spend)."""
+    x = [np.ones(P.shape[1]) for P in inst.transitions]
+
+    def run() -> None:
+        for P, v in zip(inst.transitions, x):
+            P @ v
+    return best_of(run, repeats)[0]
+
+
+def targets(p: dict[str, Any], compare_rows: list[dict] | None = None, repeats: int = 3) -> list[dict]:
+    """The issue's targets, each measured (``met`` is informative; nothing is asserted)."""
+    out = []
+    row = next((r for r in compare_rows or [] if (r["n"], r["K"]) == (20, 8) and "lp_s" in r), None)
+    if row is None:
+        row = compare_solvers([(20, 8)], repeats, exhaustive_max=0, lp_max=(20, 8))[0]
+    out.append({"target": "index >= 1000x faster than the LP, 20-exit x 8-state chain",
+                "measured": row["lp/index"], "unit": "x", "goal": 1000.0, "met": row["lp/index"] >= 1000.0})
+    n, k = p["target_chain"]
+    for regime in ("typical", "dense"):
+        inst = chain(n, k, regime)
+        t, _ = best_of(lambda: compute_indices(inst, LAM), repeats if regime == "typical" else 1)
+        floor = one_pass_floor(inst)
+        out.append({"target": f"{n}-exit x {k}-state chain ({regime}) within 50x of a one-pass floor",
+                    "measured": t / floor, "unit": "x floor", "goal": 50.0, "met": t / floor <= 50.0,
+                    "seconds": t, "floor_s": floor})
+    for shape in ("random", "balanced"):
+        inst = shaped(shape, p["target_forest"], 8)
+        t, _ = best_of(lambda: compute_indices(inst, LAM), repeats)
+        out.append({"target": f"{shape} tree of {p['target_forest']} nodes x 8 states in seconds",
+                    "measured": t, "unit": "s", "goal": 10.0, "met": t <= 10.0})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Early-exit strategies: throughput on synthetic traces
+# ---------------------------------------------------------------------------------------------
+def synthetic_trace(n: int, exits: int, classes: int, seed: int = 0):
+    """A trace whose exits grow more confident and more accurate with depth (Dirichlet
+    softmax outputs around the label), costs ``1`` per exit."""
+    from ttamer.traces import Trace
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size=n)
+    probs = np.empty((n, exits, classes), dtype=np.float32)
+    for i in range(exits):
+        strength = 0.5 + 3.0 * i / max(exits - 1, 1)
+        logits = rng.normal(size=(n, classes)) + strength * np.eye(classes)[labels] * rng.random((n, 1)) * 2
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs[:, i] = e / e.sum(axis=1, keepdims=True)
+    meta = {"model": "synthetic", "dataset": "synthetic", "cost_unit": "exit", "seed": seed,
+            "exit_names": [f"exit{i}" for i in range(exits)]}
+    return Trace.build(probs, labels, np.ones(exits), meta)
+
+
+def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repeats: int = 3) -> list[dict]:
+    """Example-exits per second of every strategy: a sweep of ``P`` parameter values over
+    ``N`` examples and ``L`` exits counts ``P · N · L`` example-exits."""
+    from ttamer import baselines
+    from ttamer.calibration import EarlyExitTamer, StateSpec, run_policy
+
+    trace = synthetic_trace(n, exits, classes)
+    cal, test = trace.split(0.5, seed=0)
+    N, L = test.n_examples, test.n_exits
+    thr = np.linspace(0.0, 1.0, sweep)
+    runs: dict[str, Callable[[], Any]] = {
+        "max-prob": lambda: baselines.max_prob_threshold(test, thr),
+        "max-prob-sdn": lambda: baselines.max_prob_threshold(test, thr, fallback="most_confident"),
+        "entropy": lambda: baselines.entropy_threshold(test, np.linspace(0, np.log(classes), sweep)),
+        "patience": lambda: baselines.patience(test, list(range(L))),
+        "static": lambda: baselines.static_exit(test, list(range(L))),
+        "full": lambda: baselines.full_model(test),
+        "oracle": lambda: baselines.oracle(test),
+    }
+    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=8), loss="label").fit(cal)
+    lams = np.linspace(0.05, 0.999, max(2, sweep // 5))
+    states = tamer.states(test)
+    runs["ttamer (policy rollout only)"] = lambda: run_policy(tamer.solution_, states, test)
+    runs["ttamer (encode states + rollout)"] = lambda: tamer.decide(test)
+    runs["ttamer (solve + run a λ sweep)"] = lambda: tamer.decide_sweep(test, lams, refine=False)
+    rows = []
+    for name, fn in runs.items():
+        t, dec = best_of(fn, repeats)
+        P = dec.answer.shape[0] if dec.answer.ndim == 2 else 1
+        rows.append({"strategy": name, "params": P, "examples": N, "exits": L, "seconds": t,
+                     "example_exits_per_s": P * N * L / t})
+    return rows
+
+
+def memory(n: int, k: int, forest: int) -> list[dict]:
+    """Peak traced memory of the index solver (MiB) on a dense chain and a random tree."""
+    rows = []
+    for label, inst in [(f"dense chain {n}x{k}", chain(n, k, "dense")), (f"random tree {forest}x8", shaped("random", forest, 8))]:
+        rows.append({"instance": label, "peak_MiB": peak_memory(lambda: compute_indices(inst, LAM))})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+def fitted(rows: list[dict], x: str, group: str) -> dict[str, float]:
+    """Fitted exponent of ``seconds`` against ``x`` for each value of ``group`` (points above
+    1 ms only, where the fixed per-call overhead no longer dominates; NaN if < 2 points)."""
+    out = {}
+    for g in dict.fromkeys(r[group] for r in rows):
+        pts = [(r[x], r["seconds"]) for r in rows if r[group] == g and r["seconds"] > 1e-3]
+        out[g] = fit_exponent(*zip(*pts)) if len(pts) >= 2 else float("nan")
+    return out
+
+
+def run_all(profile: str = "quick") -> dict[str, Any]:
+    """Every section at the sizes of ``profile`` (``smoke``, ``quick`` or ``full``)."""
+    p = PROFILES[profile]
+    r = p["repeats"]
+    res: dict[str, Any] = {"profile": profile, "lam": LAM, "numpy": np.__version__,
+                           "threads": os.environ.get("OMP_NUM_THREADS", "unset")}
+    res["compare"] = compare_solvers(p["compare"], r, p["exhaustive_max"], p["lp_max"])
+    res["nodes"] = scale_nodes(p["nodes"], p["nodes_k"], r)
+    res["nodes_exponent"] = fitted(res["nodes"], "n", "regime")
+    res["states"] = scale_states(p["states"], p["states_n"], r)
+    res["states_exponent"] = fitted(res["states"], "K", "regime")
+    res["shapes"] = scale_shapes(p["shape_n"], p["shape_k"], r)
+    res["shapes_exponent"] = fitted(res["shapes"], "n", "shape")
+    res["skips"] = scale_skips(p["skip_n"], p["skip_k"], p["skip_probs"], r)
+    res["targets"] = targets(p, res["compare"], r)
+    res["throughput"] = strategy_throughput(*p["trace"], sweep=p["sweep"], repeats=r)
+    res["memory"] = memory(*p["memory_n"], p["target_forest"])
+    return res
+
+
+def table(rows: list[dict], cols: list[str] | None = None) -> str:
+    """A plain-text table (floats in 4 significant digits)."""
+    cols = cols or list(dict.fromkeys(c for r in rows for c in r))
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.4g}"
+        return "-" if v is None else str(v)
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    width = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, width))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, width)) for row in cells]
+    return "\n".join(lines)
+
+
+def report(res: dict[str, Any]) -> str:
+    """The results as text."""
+    cmp_cols = ["n", "K", "index_s", "dp_s", "exhaustive_s", "lp_s", "quantecon_s", "dp/index",
+                "exhaustive/index", "lp/index", "quantecon/index", "max_value_gap"]
+    parts = [
+        f"ttamer benchmarks -- profile {res['profile']}, λ = {res['lam']}, numpy {res['numpy']}, "
+        f"OMP_NUM_THREADS={res['threads']}",
+        "\n## Solvers on chains with recall (seconds, best of k; ratios to the index solver)",
+        table(res["compare"], cmp_cols),
+        "\n## Index solver vs number of nodes (chains)", table(res["nodes"]),
+        f"fitted exponents (seconds ~ n^b): {_fmt_exp(res['nodes_exponent'])}",
+        "\n## Index solver vs states per node (chains)", table(res["states"]),
+        f"fitted exponents (seconds ~ K^b): {_fmt_exp(res['states_exponent'])}",
+        "\n## Index solver vs tree shape", table(res["shapes"]),
+        f"fitted exponents (seconds ~ n^b): {_fmt_exp(res['shapes_exponent'])}",
+        "\n## Chain DP vs skip density", table(res["skips"]),
+        "\n## Targets", table(res["targets"], ["target", "measured", "unit", "goal", "met"]),
+        "\n## Early-exit strategies: throughput on a synthetic trace", table(res["throughput"]),
+        "\n## Peak memory of the index solver (tracemalloc)", table(res["memory"]),
+    ]
+    return "\n".join(parts)
+
+
+def _fmt_exp(d: dict[str, float]) -> str:
+    return ", ".join(f"{k}: {v:.2f}" for k, v in d.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="CI-size instances (about a minute)")
+    g.add_argument("--smoke", action="store_true", help="tiny instances (the test suite)")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    args = ap.parse_args(argv)
+    profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    res = run_all(profile)
+    print(report(res))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

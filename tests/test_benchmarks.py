@@ -1,0 +1,29 @@
+"""Smoke test: the benchmark script runs end to end at its smallest size (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_script_runs_in_smoke_mode(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Solvers on chains with recall" in proc.stdout
+    res = json.loads(out.read_text())
+    for key in ("compare", "nodes", "states", "shapes", "skips", "targets", "throughput", "memory"):
+        assert res[key], key
+    # every solver that ran agrees with the index solver (correctness, not speed)
+    for row in res["compare"]:
+        assert row["max_value_gap"] < 1e-7, row
+        assert {"index_s", "dp_s", "quantecon_s"} <= row.keys()
+    assert any("lp_s" in row for row in res["compare"]) and any("exhaustive_s" in row for row in res["compare"])
+    assert {r["strategy"] for r in res["throughput"]} >= {"max-prob", "entropy", "patience", "oracle"}

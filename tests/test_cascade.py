@@ -1,0 +1,163 @@
+"""Calibration of a tree of separate models (ttamer.cascade)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ttamer import Instance, solve
+from ttamer.cascade import (CascadeTamer, CascadeTrace, build_tree_instance, check_sequence, oracle,
+                            single_model, threshold_cascade)
+from ttamer.errors import TraceError, TTamerError
+from ttamer.exhaustive import solve_exhaustive
+from ttamer.simulate import evaluate_exactly
+from ttamer.traces import load_trace, save_trace
+
+NAMES = ["cheap", "mid", "big"]
+
+
+def make_cascade(n: int = 2000, seed: int = 0, parents=(None, "cheap", "cheap"), costs=(0.05, 0.3, 1.0)):
+    """Three models of increasing quality on a shared latent difficulty (2 classes)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    z = rng.normal(size=n)
+    probs = []
+    for q in (0.6, 0.8, 1.1):
+        s = (2 * y - 1) * 2 * q + rng.normal(size=n) + 0.5 * z
+        p1 = 1 / (1 + np.exp(-s))
+        probs.append(np.stack([1 - p1, p1], 1))
+    return CascadeTrace.build(np.stack(probs, 1), y, list(costs), list(parents),
+                              {"model": "synthetic", "dataset": "synthetic", "exit_names": NAMES})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_cascade().split(0.5, seed=1)
+
+
+def test_cascade_trace_roundtrip_and_views(tmp_path, data):
+    cal, _ = data
+    path = tmp_path / "c.npz"
+    save_trace(path, cal.trace)
+    back = CascadeTrace.from_trace(load_trace(path))
+    np.testing.assert_array_equal(back.parents, [-1, 0, 0])
+    assert back.names == NAMES
+    np.testing.assert_allclose(back.path_cost(), [0.05, 0.35, 1.05])
+    assert back.reference() == 2 and back.path(2) == [0, 2]
+
+
+def test_calibrated_instance_is_a_valid_tree_with_the_documented_smoothing(data):
+    cal, _ = data
+    t = CascadeTamer(lam=0.9, K=5, smoothing=2.0).fit(cal)
+    inst = t.instance_
+    assert isinstance(inst, Instance) and not inst.is_chain
+    np.testing.assert_array_equal(inst.parent, [-1, 0, 0])
+    np.testing.assert_allclose(inst.costs, cal.mean_cost / cal.path_cost()[2])
+    st = t.states(cal)
+    wrong = (~cal.correct).astype(float)
+    a = 2.0
+    for v in range(3):  # loss formula
+        s = st[:, v]
+        for k in range(inst.n_states[v]):
+            m = s == k
+            expect = (wrong[m, v].sum() + a * wrong[:, v].mean()) / (m.sum() + a)
+            assert inst.losses[v][k] == pytest.approx(expect)
+    # transitions: smoothed frequencies parent state -> child state
+    v, p = 1, 0
+    K, Kp = inst.n_states[v], inst.n_states[p]
+    pi = np.bincount(st[:, v], minlength=K) / len(st)
+    joint = np.zeros((Kp, K))
+    np.add.at(joint, (st[:, p], st[:, v]), 1.0)
+    expect = (joint + a * pi) / (joint.sum(1, keepdims=True) + a)
+    np.testing.assert_allclose(inst.transitions[v], expect)
+    # the instance survives a JSON round trip
+    assert Instance.from_dict(inst.to_dict()).n == 3
+
+
+def test_agreement_doubles_the_children_states(data):
+    cal, _ = data
+    t = CascadeTamer(K=4, agreement=True).fit(cal)
+    np.testing.assert_array_equal(t.instance_.n_states, [4, 8, 8])
+    st = t.states(cal)
+    pred = cal.predictions
+    np.testing.assert_array_equal(st[:, 1] >= 4, pred[:, 1] == pred[:, 0])
+
+
+def test_decisions_follow_the_policy_and_recall_beats_no_recall(data):
+    cal, test = data
+    for lam in (0.7, 0.9, 0.97):
+        rec = CascadeTamer(lam=lam, K=4).fit(cal)
+        nor = CascadeTamer(lam=lam, K=4, recall=False).fit(cal)
+        assert nor.solution_.method == "exhaustive"
+        # recall optimum <= no-recall optimum on the same instance (same states)
+        assert rec.solution_.value <= nor.solution_.value + 1e-12
+        # descend-only DP is an upper bound on the exact no-recall optimum
+        dp = solve(nor.instance_, lam, recall=False, method="dp")
+        assert nor.solution_.value <= dp.value + 1e-12
+        # the index strategy's value is exact (ground truth: exhaustive)
+        ex_value, _ = solve_exhaustive(rec.instance_, lam, recall=True)
+        assert rec.solution_.value == pytest.approx(ex_value, abs=1e-9)
+        assert evaluate_exactly(rec.solution_.policy).tradeoff == pytest.approx(ex_value, abs=1e-9)
+        d = rec.decide(test)
+        # a child is consulted only after its parent, and the answer was consulted
+        assert not (d.consulted[:, 1:] & ~d.consulted[:, [0]]).any()
+        assert d.consulted[np.arange(test.n_examples), d.answer].all()
+        np.testing.assert_allclose(d.cost, (test.cost_matrix * d.consulted).sum(1))
+        # recall: the answer is the consulted model of smallest calibrated loss
+        st = rec.states(test)
+        loss = np.where(d.consulted, rec.solution_.policy.consulted_losses(np.where(d.consulted, st, -1)), np.inf)
+        np.testing.assert_array_equal(loss.min(1), loss[np.arange(len(loss)), d.answer])
+
+
+def test_sweep_spans_the_frontier(data):
+    cal, test = data
+    t = CascadeTamer(K=4).fit(cal)
+    sw = t.decide_sweep(test, [0.3, 0.9, 0.999])
+    cost, acc = sw.points(test, t.scale_)
+    assert sw.answer.shape == (3, test.n_examples)
+    assert cost[0] < cost[-1] and acc[0] < acc[-1]
+
+
+def test_threshold_cascade_and_reference_strategies(data):
+    _, test = data
+    th = threshold_cascade(test, ["cheap", "mid", "big"], thresholds=[[2.0, 2.0], [0.0, 2.0], [0.9, 0.8]])
+    np.testing.assert_array_equal(th.answer[0], 2)
+    np.testing.assert_array_equal(th.answer[1], 0)
+    np.testing.assert_allclose(th.cost[0], test.cost_matrix.sum(1))
+    mp = test.trace.max_prob
+    expect = np.where(mp[:, 0] >= 0.9, 0, np.where(mp[:, 1] >= 0.8, 1, 2))
+    np.testing.assert_array_equal(th.answer[2], expect)
+    sdn = threshold_cascade(test, ["cheap", "big"], answer="most_confident", grid=5)
+    assert sdn.answer.shape == (6, test.n_examples)
+    assert (single_model(test, "big").answer == 2).all()
+    o = oracle(test)
+    assert o.correct(test).mean() >= test.correct.any(1).mean() - 1e-12
+
+
+def test_bad_inputs_give_clear_errors(data):
+    cal, test = data
+    with pytest.raises(TraceError, match="cycle"):
+        make_cascade(parents=("big", "cheap", "mid"))
+    with pytest.raises(TraceError, match="unknown parent"):
+        make_cascade(parents=(None, "nope", "cheap"))
+    with pytest.raises(TraceError, match="parents"):
+        CascadeTrace.from_trace(cal.trace.subset(np.arange(5)).__class__(
+            cal.trace.probs, cal.trace.labels, cal.trace.cost,
+            {k: v for k, v in cal.trace.meta.items() if k != "parents"}))
+    with pytest.raises(TTamerError, match="K must be"):
+        CascadeTamer(K=0)
+    with pytest.raises(TTamerError, match="feature"):
+        CascadeTamer(feature="learned")
+    with pytest.raises(TTamerError, match="not fitted"):
+        CascadeTamer().decide(test)
+    with pytest.raises(TTamerError, match="CascadeTrace"):
+        CascadeTamer().fit(cal.trace)
+    other = make_cascade(parents=(None, "cheap", "mid")).subset(np.arange(10))
+    with pytest.raises(TraceError, match="differ"):
+        CascadeTamer(K=3).fit(cal).decide(other)
+    with pytest.raises(TTamerError, match="before its parent"):
+        check_sequence(test, ["mid", "cheap"])
+    with pytest.raises(TTamerError, match="shape"):
+        threshold_cascade(test, ["cheap", "big"], thresholds=[[0.5, 0.5]])
+    with pytest.raises(TTamerError, match="smoothing"):
+        build_tree_instance(np.zeros((3, 1), int), np.zeros((3, 1)), [1], np.array([-1]), np.ones(1), 0.0)

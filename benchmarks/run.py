@@ -58,7 +58,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                   nodes=[8, 16, 32], nodes_k=4, states=[2, 4, 8], states_n=8, shape_n=200, shape_k=4,
                   skip_n=8, skip_k=3, skip_probs=[0.0, 0.5, 1.0], trace=(2000, 4, 5), sweep=10,
                   target_chain=(40, 8), target_forest=1000, memory_n=(40, 8)),
-    "quick": dict(repeats=3, compare=[(4, 3), (6, 3), (10, 4), (20, 8)], exhaustive_max=6, lp_max=(20, 8),
+    "quick": dict(repeats=5, compare=[(4, 3), (6, 3), (10, 4), (20, 8)], exhaustive_max=6, lp_max=(20, 8),
                   nodes=[25, 50, 100, 200], nodes_k=16, states=[2, 4, 8, 16, 32], states_n=50,
                   shape_n=2000, shape_k=8, skip_n=20, skip_k=4, skip_probs=[0.0, 0.1, 0.3, 0.6, 1.0],
                   trace=(20000, 6, 10), sweep=50, target_chain=(400, 32), target_forest=10_000,
@@ -261,7 +261,8 @@ def scale_nodes(ns: list[int], k: int, repeats: int = 3, regimes=("typical", "de
         for n in ns:
             inst = chain(n, k, regime)
             t, res = best_of(lambda: compute_indices(inst, LAM), repeats)
-            rows.append({"regime": regime, "n": n, "K": k, "seconds": t, "atoms": len(res.root_surrogate.grid)})
+            rows.append({"regime": regime, "n": n, "K": k, "seconds": t, "max_atoms": int(res.atoms.max()),
+                         "mean_atoms": float(res.atoms.mean())})
     return rows
 
 
@@ -272,7 +273,8 @@ def scale_states(ks: list[int], n: int, repeats: int = 3, regimes=("typical", "d
         for k in ks:
             inst = chain(n, k, regime)
             t, res = best_of(lambda: compute_indices(inst, LAM), repeats)
-            rows.append({"regime": regime, "n": n, "K": k, "seconds": t, "atoms": len(res.root_surrogate.grid)})
+            rows.append({"regime": regime, "n": n, "K": k, "seconds": t, "max_atoms": int(res.atoms.max()),
+                         "mean_atoms": float(res.atoms.mean())})
     return rows
 
 
@@ -285,7 +287,7 @@ def scale_shapes(n: int, k: int, repeats: int = 3, sizes: int = 3) -> list[dict]
             inst = shaped(shape, m, k)
             t, res = best_of(lambda: compute_indices(inst, LAM), repeats)
             rows.append({"shape": shape, "n": m, "K": k, "seconds": t, "per_node_us": 1e6 * t / m,
-                         "atoms": len(res.root_surrogate.grid)})
+                         "max_atoms": int(res.atoms.max())})
     return rows
 
 

@@ -161,3 +161,39 @@ def test_bad_inputs_give_clear_errors(data):
         threshold_cascade(test, ["cheap", "big"], thresholds=[[0.5, 0.5]])
     with pytest.raises(TTamerError, match="smoothing"):
         build_tree_instance(np.zeros((3, 1), int), np.zeros((3, 1)), [1], np.array([-1]), np.ones(1), 0.0)
+
+
+def test_strategy_comparison_and_metrics(data):
+    from ttamer.cascade import (bootstrap_auc, compare_strategies, frontier_metrics, pareto_indices,
+                                tuned_threshold_cascade)
+
+    cal, test = data
+    decs, rec = compare_strategies(cal, test, [0.5, 0.9, 0.99], K=4, agreement=False, grid=5)
+    assert {"ttamer", "no-recall (exact)", "no-recall (descend-only)", "oracle", "big"} <= set(decs)
+    assert any(k.startswith("threshold cheap→mid→big") for k in decs)
+    met = frontier_metrics(decs, test, rec.scale_)
+    lo, hi = met["ttamer"]["range"]
+    assert 0 <= lo < hi == 1.0
+    assert met["big"]["auc"] is None and 0 < met["ttamer"]["auc"] <= 1
+    boot = bootstrap_auc(decs, test, rec.scale_, lo, hi, n_boot=20)
+    assert set(boot) == {k for k, d in decs.items() if d.is_sweep} and boot["ttamer"].shape == (20,)
+    # the tuned threshold cascade runs only calibration-Pareto threshold vectors
+    full = threshold_cascade(cal, ["cheap", "mid", "big"], grid=5)
+    c, a = full.points(cal)
+    keep = pareto_indices(c, a)
+    tuned = tuned_threshold_cascade(cal, test, ["cheap", "mid", "big"], grid=5)
+    np.testing.assert_array_equal(tuned.thresholds, full.thresholds[keep])
+    assert np.all(np.diff(c[keep]) > 0) and np.all(np.diff(a[keep]) > 0)
+
+
+def test_tfidf_first_stage_learns_a_toy_task():
+    from ttamer.workloads.cascade import TfidfLogReg, tokens
+
+    assert tokens("Great movie!") == ["great", "movie", "!", "great movie", "movie !"]
+    pos = ["a great film", "great acting , great fun", "truly great", "a fun ride", "fun and great"]
+    neg = ["a dull film", "dull and boring", "boring plot", "truly dull", "so boring"]
+    m = TfidfLogReg(min_df=1, ridge=1e-3).fit(pos + neg, np.array([1] * 5 + [0] * 5), 2)
+    assert (m.logits(["great fun", "boring and dull"]).argmax(1) == [1, 0]).all()
+    assert m.logits(["zzz unknown"]).shape == (1, 2)  # no known term: the bias only
+    with pytest.raises(TTamerError, match="no term"):
+        TfidfLogReg(min_df=3).fit(["a b", "c d"], np.array([0, 1]), 2)

@@ -179,3 +179,47 @@ def test_bad_inputs_give_clear_errors(setup):
         threshold_rule(L, float("nan"))
     with pytest.raises(TTamerError, match="fitted"):
         tamer_state_fn(EarlyExitTamer())
+
+
+def test_compare_latency_interleaves_and_keeps_results(setup):
+    from ttamer.serving import compare_latency, concat_results
+
+    model, x, y, cal, test = setup
+    policy, fn = threshold_rule(L, 0.8)
+    server = EarlyExitServer(model, policy, fn)
+    out = compare_latency({"plain": server.run_full, "rule": server.serve}, x[:40], batch_size=8, repeats=2)
+    assert set(out) == {"plain", "rule"}
+    for v in out.values():
+        assert v["latency"].shape == (40,) and v["ms_per_example"] > 0
+    np.testing.assert_array_equal(out["rule"]["result"].answer, server.serve(x[:40], 8).answer)
+    np.testing.assert_array_equal(out["plain"]["result"].prediction, test.predictions[:40, -1])
+    parts = [server.serve(x[:5]), server.serve(x[5:9])]
+    assert concat_results(parts).answer.shape == (9,)
+    with pytest.raises(TTamerError, match="repeats"):
+        compare_latency({"rule": server.serve}, x[:4], repeats=0)
+
+
+def test_serves_the_vision_workloads_multi_exit_cnn():
+    """The vision workload's network exposes ``blocks`` and ``heads``: it is served as is."""
+    vision = pytest.importorskip("ttamer.workloads.vision")
+    torch.manual_seed(0)
+    net = vision.build_model("small_cnn", 1, 10, 4).double().eval()
+    for m in net.modules():  # give BatchNorm non-trivial statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    model = MultiExitModel.from_modules(net.blocks, net.heads, names=net.exit_names)
+    x = np.random.default_rng(0).normal(size=(260, 1, 28, 28))
+    y = np.random.default_rng(1).integers(0, 10, 260)
+    rec = EarlyExitServer(model, *threshold_rule(model.n_exits, np.inf))
+    meta = {"model": "cnn", "dataset": "noise"}
+    cal = _fixed_cost(rec.run_all(x[:160], y[:160], batch_size=40, meta=meta))
+    test = _fixed_cost(rec.run_all(x[160:], y[160:], batch_size=40, meta=meta))
+    with torch.inference_mode():
+        ref = torch.stack(net(torch.as_tensor(x[160:])), 1).softmax(-1).float().numpy()
+    np.testing.assert_allclose(test.probs, ref, atol=1e-6)
+    tamer = EarlyExitTamer(lam=0.5, state=StateSpec(K=3, agreement=0)).fit(cal)
+    sim = tamer.decide(test)
+    res = EarlyExitServer(model, tamer.solution_.policy, tamer_state_fn(tamer)).serve(x[160:], batch_size=16)
+    np.testing.assert_array_equal(res.answer, sim.answer)
+    np.testing.assert_array_equal(res.last, sim.last)

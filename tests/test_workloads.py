@@ -278,3 +278,31 @@ def test_cli_errors(tmp_path, capsys):
     assert rc == 2 and "does not exist" in capsys.readouterr().err
     rc = _cli(["traces", "nlp", "--n-trace", "0", "--no-progress"])
     assert rc == 2 and "--n-trace must be >= 1" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- report helpers
+def test_report_tables_verdict_and_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ttamer.calibration import EarlyExitTamer, StateSpec
+    from ttamer.evaluation import evaluate_trace
+    from ttamer.traces import synthetic_trace
+    from ttamer.workloads import report
+
+    tr = synthetic_trace(400, 4, 3, seed=1)
+    res = evaluate_trace(tr, seed=0, n_boot=10, tamer={"state": StateSpec(K=4, agreement=0), "loss": "label"})
+    table = report.metric_table(res)
+    assert list(table.index) == list(res["strategies"])
+    assert table.loc["ttamer", "AUC (%)"] == pytest.approx(100 * res["strategies"]["ttamer"]["auc"], abs=0.01)
+    dom = report.dominance_table(res)
+    assert set(dom.index) == set(report.COMPETITORS) and dom["dominated by ttamer"].dtype == bool
+    text = report.verdict(res)
+    assert text.startswith("ttamer ") and text.endswith(".")
+    ax = report.plot_frontiers(res, strategies=["ttamer", "max-prob", "oracle"])
+    assert len(ax.get_lines()) == 4  # three staircases and the full model
+    cal, test = tr.split(0.5, 0)
+    tamer = EarlyExitTamer(state=StateSpec(K=4, agreement=0), loss="label").fit(cal)
+    ans = report.recall_answers(tamer, test, [0.5, 0.9, 0.99])
+    assert ans.shape[1] == 4 and len(ans) <= 3
+    assert ((ans.iloc[:, 0] > 0) & (ans.iloc[:, 0] <= 100)).all()

@@ -60,7 +60,7 @@ from .policy import rollout
 from .solve import Solution, solve
 from .traces import ExitDecisions, Trace, target_labels
 
-FEATURES = ("max_prob", "entropy", "margin", "learned")
+FEATURES = ("max_prob", "entropy", "margin", "learned", "posterior")
 LOSSES = ("label", "final")
 #: Candidates tried for ``K="auto"`` (those leaving < ``MIN_PER_STATE`` examples per state dropped).
 K_GRID = (2, 4, 8, 16, 32)
@@ -214,6 +214,55 @@ def _predict(x: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
+def pair_features(trace: Trace, i: int) -> np.ndarray:
+    """``[N, i+1, F]`` features, observable once exit ``i`` has run, of the hypothesis
+    "exit ``j ≤ i``'s prediction is right": a bias, exit ``j``'s max-probability log-odds,
+    exit ``i``'s, the share of exits ``0..i`` predicting exit ``j``'s class, the log-odds of
+    the running ensemble ``p̄_i(ĉ_j) = mean_{k≤i} p_k(ĉ_j)`` of that class, and whether
+    ``j = i``."""
+    probs = trace.probs[:, : i + 1].astype(np.float64)  # [N, i+1, C]
+    pred = trace.predictions[:, : i + 1]
+    mp = np.clip(trace.max_prob[:, : i + 1], 1e-6, 1 - 1e-6)
+    lo = np.log(mp) - np.log1p(-mp)
+    ens = probs.mean(axis=1)  # [N, C]
+    ens_j = np.clip(np.take_along_axis(ens, pred, axis=1), 1e-6, 1 - 1e-6)  # [N, i+1]
+    share = (pred[:, :, None] == pred[:, None, :]).mean(axis=1)  # [N, i+1]: share of k predicting ĉ_j
+    n = trace.n_examples
+    is_last = np.zeros((n, i + 1))
+    is_last[:, i] = 1.0
+    feats = [np.ones((n, i + 1)), lo, np.repeat(lo[:, i : i + 1], i + 1, 1), share,
+             np.log(ens_j) - np.log1p(-ens_j), is_last]
+    return np.stack(feats, axis=2)
+
+
+def _posterior_models(trace: Trace, wrong: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per exit ``i`` a logistic model of P(exit ``j`` right | history ``0..i``), ``j ≤ i``,
+    fitted on all pairs ``(example, j)`` (``wrong [N, L]`` 0/1 losses)."""
+    out = []
+    for i in range(trace.n_exits):
+        x = pair_features(trace, i).reshape(-1, 6)
+        y = 1.0 - wrong[:, : i + 1].reshape(-1)
+        sd = x.std(axis=0)
+        scale = np.where(sd > 1e-9, sd, np.inf)  # constant columns (e.g. at exit 0) drop out
+        scale[0] = 1.0
+        out.append((fit_logistic(x / scale, y), scale))
+    return out
+
+
+def posterior_answers(trace: Trace, models: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(q [N, L], a [N, L])``: after exit ``i``, the exit ``a_i ≤ i`` whose prediction is
+    most probably right given exits ``0..i`` (the *posterior answer*) and that probability
+    ``q_i = max_{j≤i} P̂(exit j right | history 0..i)``."""
+    n, L = trace.n_examples, trace.n_exits
+    q, a = np.zeros((n, L)), np.zeros((n, L), dtype=np.int64)
+    for i, (w, scale) in enumerate(models):
+        z = pair_features(trace, i) @ (w / scale)
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        a[:, i] = p.argmax(axis=1)
+        q[:, i] = p.max(axis=1)
+    return q, a
+
+
 @dataclass
 class StateEncoder:
     """A fitted :class:`StateSpec`: per-exit bin edges of each axis of the state (the
@@ -232,6 +281,8 @@ class StateEncoder:
         if not spec.is_concrete:
             raise TTamerError(f"StateEncoder.fit needs a concrete StateSpec (no 'auto'), got {spec}")
         enc = cls(spec, {}, {})
+        if spec.feature == "posterior":
+            enc.models["posterior"] = _posterior_models(trace, exit_losses(trace, loss))
         if spec.feature == "learned" or spec.prospect_bins:
             x = history_features(trace)
             if spec.feature == "learned":
@@ -239,7 +290,7 @@ class StateEncoder:
             if spec.prospect_bins:
                 final_right = (trace.predictions[:, -1] == target_labels(trace, target)).astype(float)
                 enc.models["prospect"] = _logistic_models(x, np.repeat(final_right[:, None], trace.n_exits, 1))
-        vals = enc.axis_values(trace, x if enc.models else None)
+        vals = enc.axis_values(trace, x if spec.feature == "learned" or spec.prospect_bins else None)
         enc.edges = {name: [_quantile_edges(v[:, i], k) for i in range(trace.n_exits)]
                      for name, (v, k) in vals.items()}
         return enc
@@ -247,9 +298,11 @@ class StateEncoder:
     def axis_values(self, trace: Trace, x: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, int]]:
         """``{axis: ([N, L] values, number of bins)}`` for every axis of the state."""
         spec = self.spec
-        if x is None and self.models:
+        if x is None and (spec.feature == "learned" or spec.prospect_bins):
             x = history_features(trace)
-        if spec.feature == "learned":
+        if spec.feature == "posterior":
+            f = posterior_answers(trace, self.models["posterior"])[0]
+        elif spec.feature == "learned":
             f = _predict(x, *self.models["feature"])
         else:
             f = confidence_feature(trace, spec.feature)
@@ -263,6 +316,13 @@ class StateEncoder:
     def feature(self, trace: Trace) -> np.ndarray:
         """``[N, L]`` the binned confidence feature (for ``"learned"``: the fitted P(exit right))."""
         return self.axis_values(trace)["feature"][0]
+
+    def answers(self, trace: Trace) -> np.ndarray:
+        """``[N, L]``: the exit whose prediction node ``i`` answers with -- ``i`` itself, or for
+        ``feature="posterior"`` the posterior answer ``a_i`` (:func:`posterior_answers`)."""
+        if self.spec.feature == "posterior":
+            return posterior_answers(trace, self.models["posterior"])[1]
+        return np.broadcast_to(np.arange(trace.n_exits), (trace.n_examples, trace.n_exits)).copy()
 
     @property
     def n_exits(self) -> int:
@@ -391,6 +451,66 @@ class _Fitted:
     smoothing: float
     encoder: StateEncoder
     instance: Instance
+    answer_table: "PairwiseAnswer | None" = None
+
+
+ANSWER_RULES = ("index", "pairwise")
+
+
+@dataclass
+class PairwiseAnswer:
+    """The *pairwise* recall answer rule. T-Tamer's rule (``"index"``) answers with the
+    consulted exit of least ``ℓ_v(s_v)``, which is right only under the Markov property
+    ``wrong_v ⊥ s_k | s_v`` for later ``k``; on real networks a later exit that disagrees
+    makes an earlier one likely wrong, so that rule is over-confident in earlier exits.
+    This rule re-estimates each consulted exit's loss given also the last consulted exit's
+    state,
+
+        r_v = P̂(wrong_v | s_v, s_last) = (e_{v,last}(s_v, s_last) + α ℓ_v(s_v)) / (n_{v,last}(s_v, s_last) + α),
+
+    (calibration counts, shrunk toward ``ℓ_v(s_v)`` with strength ``α``; ``r_last = ℓ_last``)
+    and answers with the consulted exit of least ``r_v`` (ties: the later exit). The stopping
+    decisions stay the index policy's. ``tables[(v, j)]`` is ``r`` as a ``[K_v, K_j]`` array."""
+
+    tables: dict[tuple[int, int], np.ndarray]
+    losses: list[np.ndarray]
+
+    @classmethod
+    def fit(cls, states: np.ndarray, wrong: np.ndarray, losses: Sequence[np.ndarray], n_states: Sequence[int],
+            smoothing: float) -> "PairwiseAnswer":
+        n, L = states.shape
+        tables = {}
+        for j in range(1, L):
+            for v in range(j):
+                key = states[:, v] * n_states[j] + states[:, j]
+                size = int(n_states[v]) * int(n_states[j])
+                cnt = np.bincount(key, minlength=size).reshape(n_states[v], n_states[j])
+                err = np.bincount(key, weights=wrong[:, v], minlength=size).reshape(n_states[v], n_states[j])
+                prior = np.asarray(losses[v])[:, None]
+                tables[(v, j)] = (err + smoothing * prior) / (cnt + smoothing)
+        return cls(tables, [np.asarray(x) for x in losses])
+
+    def answer(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """``[N]`` node to answer with, for ``states [N, L]`` (−1 = not consulted) and the
+        last consulted node ``last [N]``. Loops over pairs of exits only."""
+        n, L = states.shape
+        rows = np.arange(n)
+        s_last = states[rows, last]
+        r = np.full((n, L), np.inf)
+        for v in range(L):
+            cons = (states[:, v] >= 0) & (v <= last)
+            if not cons.any():
+                continue
+            sv = np.maximum(states[:, v], 0)
+            val = np.full(n, np.inf)
+            for j in range(v, L):
+                m = cons & (last == j)
+                if not m.any():
+                    continue
+                val[m] = self.losses[v][sv[m]] if j == v else self.tables[(v, j)][sv[m], s_last[m]]
+            r[:, v] = val
+        # least r; ties go to the later exit
+        return L - 1 - np.argmin(r[:, ::-1], axis=1)
 
 
 def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, normalize_cost: bool,
@@ -404,16 +524,23 @@ def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, no
         costs = costs / total
     name = f"{trace.meta.get('model', '?')} on {trace.meta.get('dataset', '?')}: {spec.describe()}"
     layouts = [enc.layout(i) for i in range(trace.n_exits)] if monotone else None
-    inst = build_instance(enc.transform(trace), exit_losses(trace, loss), enc.n_states, costs,
+    wrong = exit_losses(trace, loss)
+    if spec.feature == "posterior":  # node i answers with exit a_i: its loss is a_i's error
+        wrong = np.take_along_axis(wrong, enc.answers(trace), axis=1)
+    inst = build_instance(enc.transform(trace), wrong, enc.n_states, costs,
                           smoothing, names=trace.exit_names, name=name, layouts=layouts,
                           decreasing=enc.loss_decreasing)
-    return _Fitted(spec, float(smoothing), enc, inst)
+    table = PairwiseAnswer.fit(enc.transform(trace), wrong, inst.losses, enc.n_states, float(smoothing))
+    return _Fitted(spec, float(smoothing), enc, inst, table)
 
 
-def run_policy(solution: Solution, states: np.ndarray, trace: Trace, name: str = "") -> ExitDecisions:
+def run_policy(solution: Solution, states: np.ndarray, trace: Trace, name: str = "",
+               answers: np.ndarray | None = None, answer_rule: PairwiseAnswer | None = None) -> ExitDecisions:
     """Run ``solution.policy`` on the examples of ``trace`` (states ``[N, L]``) through
     :func:`ttamer.policy.rollout`; the reveal function reads each example's state off
-    ``states``. Returns the exit answered with, the last exit consulted and the cost."""
+    ``states``. Returns the exit answered with, the last exit consulted and the cost.
+    ``answers [N, L]`` (default: node ``i`` answers with exit ``i``) maps the node the policy
+    answers with to the exit whose prediction is returned (:meth:`StateEncoder.answers`)."""
     policy = solution.policy
 
     def reveal(rows: np.ndarray, nodes: np.ndarray, _s: np.ndarray, _l: np.ndarray) -> np.ndarray:
@@ -421,11 +548,15 @@ def run_policy(solution: Solution, states: np.ndarray, trace: Trace, name: str =
 
     ro = rollout(policy, len(states), reveal)
     answer = policy.answer(ro.states, ro.last)
+    if answer_rule is not None and solution.recall:
+        answer = answer_rule.answer(ro.states, ro.last)
     if (answer < 0).any():
         raise TTamerError("the policy answered with the fallback; early-exit instances have none")
     consulted = ro.states >= 0
     if not np.array_equal(consulted, np.arange(trace.n_exits)[None, :] <= ro.last[:, None]):
         raise TTamerError("the policy did not consult a prefix of the exits")  # chain invariant
+    if answers is not None:
+        answer = answers[np.arange(len(states)), answer]
     return ExitDecisions.from_last(trace, answer, ro.last, name=name)
 
 
@@ -435,7 +566,8 @@ def _stack(decs: list[ExitDecisions], params: Sequence[float], name: str) -> Exi
 
 
 def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, lams: Sequence[float],
-          refine: bool = True, max_gap: float = 0.01, max_points: int = 160, name: str = "") -> ExitDecisions:
+          refine: bool = True, max_gap: float = 0.01, max_points: int = 160, name: str = "",
+          answers: np.ndarray | None = None, answer_rule: PairwiseAnswer | None = None) -> ExitDecisions:
     """Solve ``instance`` for every ``λ`` in ``lams`` and run each policy on ``trace``
     (states ``[N, L]``): arrays ``[P, N]``, ``params`` = the ``λ`` values, increasing.
 
@@ -444,7 +576,8 @@ def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, la
     to ``max_points`` values in all. Only costs are read, never labels.
     """
     scale = trace.full_cost.mean()
-    decs = {float(lam): run_policy(solve(instance, lam, recall=recall), states, trace) for lam in lams}
+    decs = {float(lam): run_policy(solve(instance, lam, recall=recall), states, trace, answers=answers,
+                                     answer_rule=answer_rule) for lam in lams}
     while refine and len(decs) < max_points:
         keys = np.array(sorted(decs))
         cost = np.array([decs[k].cost.mean() / scale for k in keys])
@@ -454,7 +587,8 @@ def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, la
             break
         for g in gaps[: max_points - len(decs)]:
             lam = float(1.0 / (1.0 + np.exp(-0.5 * (logit[g] + logit[g + 1]))))
-            decs[lam] = run_policy(solve(instance, lam, recall=recall), states, trace)
+            decs[lam] = run_policy(solve(instance, lam, recall=recall), states, trace, answers=answers,
+                                   answer_rule=answer_rule)
     keys = sorted(decs)
     return _stack([decs[k] for k in keys], keys, name)
 
@@ -468,10 +602,12 @@ class Candidate:
     smoothing: float
     loss: str
     monotone: bool = False
+    answer_rule: str = "index"
 
     def describe(self) -> str:
         mono = ", monotone losses" if self.monotone else ""
-        return f"{self.spec.describe()}, loss={self.loss}, α={self.smoothing:g}{mono}"
+        rule = ", pairwise answer rule" if self.answer_rule == "pairwise" else ""
+        return f"{self.spec.describe()}, loss={self.loss}, α={self.smoothing:g}{mono}{rule}"
 
 
 class EarlyExitTamer:
@@ -494,7 +630,7 @@ class EarlyExitTamer:
 
     def __init__(self, lam: float = 0.95, state: StateSpec | None = None, recall: bool = True,
                  loss: str = AUTO, smoothing: float | str = 2.0, monotone: bool | str = False,
-                 normalize_cost: bool = True,
+                 answer_rule: str = "pairwise", normalize_cost: bool = True,
                  cv_folds: int = 3, cv_lams: Sequence[float] | None = None, target: str = "label",
                  seed: int = 0) -> None:
         self.lam = float(lam)
@@ -510,6 +646,9 @@ class EarlyExitTamer:
         if monotone != AUTO and not isinstance(monotone, (bool, np.bool_)):
             raise TTamerError(f"monotone must be True, False or 'auto', got {monotone!r}")
         self.monotone = monotone
+        if answer_rule != AUTO and answer_rule not in ANSWER_RULES:
+            raise TTamerError(f"answer_rule must be one of {ANSWER_RULES} or 'auto', got {answer_rule!r}")
+        self.answer_rule = answer_rule
         self.normalize_cost = bool(normalize_cost)
         if int(cv_folds) < 2:
             raise TTamerError(f"cv_folds must be >= 2, got {cv_folds!r}")
@@ -530,12 +669,15 @@ class EarlyExitTamer:
         sms = [float(self.smoothing)] if self.smoothing != AUTO else list(SMOOTHING_GRID)
         losses = [self.loss] if self.loss != AUTO else list(LOSSES)
         monos = [bool(self.monotone)] if self.monotone != AUTO else [False, True]
+        rules = [self.answer_rule] if self.answer_rule != AUTO else list(ANSWER_RULES)
+        if not self.recall:
+            rules = rules[:1]
         out = []
-        for k, ag, feat, sm, loss, mono in itertools.product(ks, ags, feats, sms, losses, monos):
+        for k, ag, feat, sm, loss, mono, rule in itertools.product(ks, ags, feats, sms, losses, monos, rules):
             states = int(k) * max(s.entropy_bins, 1) * max(s.prospect_bins, 1) * (ag + 1)
             if s.K == AUTO and n_train / states < MIN_PER_STATE and k != min(ks):
                 continue
-            out.append(Candidate(replace(s, K=int(k), agreement=int(ag), feature=feat), sm, loss, mono))
+            out.append(Candidate(replace(s, K=int(k), agreement=int(ag), feature=feat), sm, loss, mono, rule))
         return out
 
     def fit(self, trace: Trace) -> "EarlyExitTamer":
@@ -557,6 +699,8 @@ class EarlyExitTamer:
                                best.monotone)
         self.spec_, self.smoothing_, self.loss_ = fitted.spec, fitted.smoothing, best.loss
         self.monotone_ = best.monotone
+        self.answer_rule_ = best.answer_rule
+        self.answer_table_ = fitted.answer_table if best.answer_rule == "pairwise" else None
         self.encoder_, self.instance_ = fitted.encoder, fitted.instance
         self.solution_ = solve(self.instance_, self.lam, recall=self.recall)
         return self
@@ -573,7 +717,8 @@ class EarlyExitTamer:
             fitted = _fit_concrete(tr, cand.spec, cand.smoothing, cand.loss, self.normalize_cost, self.target,
                                    cand.monotone)
             d = sweep(fitted.instance, self.recall, fitted.encoder.transform(te), te, self.cv_lams,
-                      max_gap=0.04, max_points=32)
+                      max_gap=0.04, max_points=32, answers=fitted.encoder.answers(te),
+                      answer_rule=fitted.answer_table if cand.answer_rule == "pairwise" else None)
             scale = te.full_cost.mean()
             front = pareto_frontier(d.cost.mean(axis=1) / scale, d.correct(te, self.target).mean(axis=1))
             scores.append(frontier_auc(front, te.cumulative_cost[:, 0].mean() / scale, 1.0))
@@ -600,7 +745,8 @@ class EarlyExitTamer:
         """Run the fitted policy on every example of ``trace``: exit answered with, last exit
         consulted, cost paid."""
         self._check_fitted()
-        return run_policy(self.solution_, self.states(trace), trace, name=self.name)
+        return run_policy(self.solution_, self.states(trace), trace, name=self.name,
+                          answers=self.encoder_.answers(trace), answer_rule=self.answer_table_)
 
     def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None, refine: bool = True,
                      max_gap: float = 0.01, max_points: int = 160) -> ExitDecisions:
@@ -609,7 +755,7 @@ class EarlyExitTamer:
         self._check_fitted()
         lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
         return sweep(self.instance_, self.recall, self.states(trace), trace, lams, refine, max_gap,
-                     max_points, self.name)
+                     max_points, self.name, answers=self.encoder_.answers(trace), answer_rule=self.answer_table_)
 
     @property
     def name(self) -> str:
@@ -618,7 +764,7 @@ class EarlyExitTamer:
     def describe(self) -> str:
         """The fitted configuration in words."""
         self._check_fitted()
-        return Candidate(self.spec_, self.smoothing_, self.loss_, self.monotone_).describe()
+        return Candidate(self.spec_, self.smoothing_, self.loss_, self.monotone_, self.answer_rule_).describe()
 
     def __repr__(self) -> str:
         fitted = f", fitted: {self.describe()}" if hasattr(self, "spec_") else ""

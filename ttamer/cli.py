@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _subcommands() -> list:
-    from . import cli_evaluate
+    from . import cli_evaluate, cli_traces
 
-    return [cli_evaluate]
+    return [cli_evaluate, cli_traces]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

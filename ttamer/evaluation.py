@@ -321,3 +321,122 @@ def dominates(result: dict[str, Any], a: str = "ttamer", b: str = "max-prob", to
     acc_a, acc_b = accuracy_at(fa, grid, kind), accuracy_at(fb, grid, kind)
     defined = ~np.isnan(acc_b)
     return bool(np.all(np.nan_to_num(acc_a[defined], nan=-np.inf) >= acc_b[defined] - tol))
+
+
+# ---------------------------------------------------------------------------------------------
+#: Heuristics that T-Tamer's frontier should dominate (issue 4); the oracle is a bound, not one.
+HEURISTICS = ("max-prob", "max-prob-sdn", "entropy", "patience", "static")
+
+
+def domination_summary(result: dict[str, Any], heuristics: Sequence[str] = HEURISTICS) -> dict[str, Any]:
+    """Whether T-Tamer dominates each heuristic in ``result`` (of :func:`evaluate_trace`):
+    ``auc_gap`` = T-Tamer's AUC minus the heuristic's; ``auc_gap_ci`` its paired 95 %
+    bootstrap interval (``None`` without bootstrap); ``cost_gap`` = heuristic's cost at the
+    full model's accuracy minus T-Tamer's (``None`` where either never reaches it; ``+inf``
+    where only T-Tamer does); ``frontier`` = :func:`dominates` pointwise (no tolerance)."""
+    st = result["strategies"]
+    tt = st["ttamer"]
+    out: dict[str, Any] = {}
+    for h in heuristics:
+        m = st[h]
+        ci = m.get("auc_minus_ttamer_ci")
+        ch, ct = m["cost_at_full_accuracy"], tt["cost_at_full_accuracy"]
+        cost_gap = (None if ct is None else (np.inf if ch is None else ch - ct))
+        out[h] = {"auc_gap": tt["auc"] - m["auc"],
+                  "auc_gap_ci": None if ci is None else [-ci[2], -ci[0]],
+                  "cost_gap": cost_gap, "frontier": dominates(result, "ttamer", h)}
+    return out
+
+
+def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_boot: int = 200,
+             target: str = "label") -> list[dict[str, Any]]:
+    """A tidy table (list of rows; ``pandas.DataFrame(rows)`` shows it) comparing T-Tamer
+    configurations with the heuristics on one trace and one split (``seed``).
+
+    Each config is a dict: ``"name"`` (row label), ``"tamer"`` (options of
+    :class:`~ttamer.calibration.EarlyExitTamer`, default the package default) and optionally
+    ``"calibration_fraction"`` (0.5), ``"frontier_kind"`` (``"pareto"``), ``"lams"``.
+    Configurations must be chosen on calibration data (``"auto"`` options are picked by
+    cross-validation inside the calibration split); the table reports test figures. Row:
+    ``name``, T-Tamer's ``auc`` and ``cost_at_full`` (cost at the full model's accuracy),
+    the best heuristic's AUC and name, and per heuristic ``h``: ``auc_gap[h]`` (T-Tamer −
+    h), its paired 95 % interval bounds ``auc_gap_lo[h]``/``auc_gap_hi[h]`` and
+    ``dominates[h]`` (pointwise frontier); ``dominates_all``; the chosen ``state``/``loss``."""
+    rows = []
+    for cfg in configs:
+        unknown = set(cfg) - {"name", "tamer", "calibration_fraction", "frontier_kind", "lams"}
+        if unknown:
+            raise TTamerError(f"ablation config {cfg.get('name')!r}: unknown keys {sorted(unknown)}")
+        r = evaluate_trace(trace, seed=seed, calibration_fraction=cfg.get("calibration_fraction", 0.5),
+                           lams=cfg.get("lams"), tamer=cfg.get("tamer"), target=target, n_boot=n_boot,
+                           frontier_kind=cfg.get("frontier_kind", "pareto"))
+        st = r["strategies"]
+        best = max(HEURISTICS, key=lambda h: st[h]["auc"])
+        row: dict[str, Any] = {"name": cfg.get("name", ""), "auc": st["ttamer"]["auc"],
+                               "cost_at_full": st["ttamer"]["cost_at_full_accuracy"],
+                               "best_heuristic": best, "best_heuristic_auc": st[best]["auc"],
+                               "no_recall_auc": st["no-recall"]["auc"]}
+        dom = domination_summary(r)
+        for h, d in dom.items():
+            row[f"auc_gap[{h}]"] = d["auc_gap"]
+            if d["auc_gap_ci"] is not None:
+                row[f"auc_gap_lo[{h}]"], row[f"auc_gap_hi[{h}]"] = d["auc_gap_ci"]
+            row[f"cost_at_full[{h}]"] = st[h]["cost_at_full_accuracy"]
+            row[f"dominates[{h}]"] = d["frontier"]
+        row["dominates_all"] = all(d["frontier"] for d in dom.values())
+        fit = r["ttamer_fit"]
+        row.update(state=fit["state"], loss=fit["loss"], smoothing=fit["smoothing"], monotone=fit["monotone"],
+                   frontier_kind=r["frontier_kind"], calibration_fraction=r["split"]["calibration_fraction"],
+                   seconds=r["timing"]["seconds"])
+        rows.append(row)
+    return rows
+
+
+def markov_violation(trace: Trace, states: np.ndarray, wrong: np.ndarray, smoothing: float = 1.0) -> list[dict[str, float]]:
+    """How far the calibration data are from the Markov chain T-Tamer assumes (SPEC §2), per
+    exit ``i ≥ 1``, for ``states [N, L]`` and 0/1 losses ``wrong [N, L]``:
+
+    * ``transition_tv`` -- ``E_{s_{i−2}, s_{i−1}} TV( P(s_i | s_{i−1}, s_{i−2}), P(s_i | s_{i−1}) )``
+      (``nan`` for ``i = 1``), weighted by the examples in each conditioning pair;
+    * ``loss_gap_next`` -- ``E |P(wrong_{i−1} | s_{i−1}, s_i) − P(wrong_{i−1} | s_{i−1})|``: how
+      much the *next* exit's state says about an earlier exit's correctness beyond its own
+      state -- the violation that makes the recall answer rule (``min ℓ_v(s_v)``)
+      over-confident;
+    * ``loss_gap_prev`` -- ``E |P(wrong_i | s_i, s_{i−1}) − P(wrong_i | s_i)|``.
+
+    Frequencies are smoothed by ``smoothing`` pseudo-counts toward the coarser estimate, so
+    that tiny cells do not inflate the gaps; still, finite samples make every gap positive
+    (compare with a Markov synthetic trace)."""
+    states = np.asarray(states, dtype=np.int64)
+    wrong = np.asarray(wrong, dtype=float)
+    n, L = states.shape
+    K = states.max(axis=0) + 1
+    a = float(smoothing)
+    out = []
+
+    def cond_mean(keys: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """Per example: smoothed mean of ``y`` over examples sharing its key."""
+        u, inv = np.unique(keys, return_inverse=True)
+        cnt = np.bincount(inv).astype(float)
+        s = np.bincount(inv, weights=y)
+        prior_k = np.bincount(inv, weights=prior) / cnt
+        return ((s + a * prior_k) / (cnt + a))[inv]
+
+    for i in range(1, L):
+        row = {"exit": float(i)}
+        si, sp = states[:, i], states[:, i - 1]
+        base = cond_mean(sp, wrong[:, i - 1], np.full(n, wrong[:, i - 1].mean()))
+        row["loss_gap_next"] = float(np.abs(cond_mean(sp * K[i] + si, wrong[:, i - 1], base) - base).mean())
+        base_i = cond_mean(si, wrong[:, i], np.full(n, wrong[:, i].mean()))
+        row["loss_gap_prev"] = float(np.abs(cond_mean(si * K[i - 1] + sp, wrong[:, i], base_i) - base_i).mean())
+        if i >= 2:
+            spp = states[:, i - 2]
+            onehot = np.eye(K[i])[si]  # [N, K_i]
+            p1 = np.stack([cond_mean(sp, onehot[:, t], np.full(n, onehot[:, t].mean())) for t in range(K[i])], 1)
+            pair = spp * K[i - 1] + sp
+            p2 = np.stack([cond_mean(pair, onehot[:, t], p1[:, t]) for t in range(K[i])], 1)
+            row["transition_tv"] = float(0.5 * np.abs(p2 - p1).sum(axis=1).mean())
+        else:
+            row["transition_tv"] = float("nan")
+        out.append(row)
+    return out

@@ -27,10 +27,11 @@ so every step is a dense NumPy operation over (grid x states); grid points carry
 any column are dropped, which changes no step function. The grid-major layout makes the
 cumulative sums and the gathers run along contiguous memory.
 
-Cost. A surrogate has at most ``N = Σ (K_v + K_parent(v))`` atoms over its subtree, so node
-``v`` costs ``O(K_parent · K_v · N_v)`` for the mixing product plus ``O(N_v log N_v)`` for
-merging grids — ``O(n² K³)`` on a chain of ``n`` nodes with ``K`` states each when the
-supports do not collapse (see the book's Performance chapter for measurements).
+Cost. A surrogate has at most ``N_v = Σ_{u in subtree(v)} (K_u + K_parent(u))`` atoms, so
+node ``v`` costs ``O(K_parent · K_v · N_v)`` for the mixing product plus ``O(N_v log N_v)``
+for merging grids; a node with many children multiplies them in a balanced tree,
+``O(N_v K log d)`` for degree ``d``. On a chain of ``n`` nodes with ``K`` states each that is
+``O(n² K³)`` when the supports do not collapse (the book's Performance chapter measures it).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from .policy import IndexPolicy
 MASS_TOL = 1e-13
 #: Grids shorter than this are not pruned (pruning changes no step function, only the size).
 PRUNE_MIN = 32
+#: Nodes with more children than this multiply their capped children in a balanced tree.
+MANY_PARTS = 8
 
 
 @dataclass
@@ -129,9 +132,14 @@ def combine(values: np.ndarray, parts: list[tuple[Surrogate, np.ndarray]]) -> Su
     In column ``col`` every atom lies in ``[min(values[col], min σ_part[col]), values[col]]``,
     so grid points outside ``[min over columns of the lower end, max(values)]`` are cut before
     any survival is evaluated; the remaining massless points are pruned afterwards.
+    With more than :data:`MANY_PARTS` parts (a node of high degree, or many roots) the capped
+    parts are first multiplied pairwise in a balanced tree (:func:`capped_product`).
     """
-    grid = merged_grid([values] + [p for z, s in parts for p in (z.grid, s)])
     lo = min([values.min()] + [s.min() for _, s in parts])
+    if len(parts) > MANY_PARTS:
+        prod = capped_product(parts)
+        parts = [(prod, np.full(len(values), prod.grid[0]))]  # capping at its least point: no-op
+    grid = merged_grid([values] + [p for z, s in parts for p in (z.grid, s)])
     top = values.max()
     grid = grid[np.searchsorted(grid, lo): np.searchsorted(grid, top, side="right") if np.isfinite(top) else None]
     surv = (grid[:, None] < values[None, :]).astype(float)
@@ -141,6 +149,32 @@ def combine(values: np.ndarray, parts: list[tuple[Surrogate, np.ndarray]]) -> Su
         # those points are below σ too, since σ >= z.grid[0] (see reservation_values)
         surv *= np.where(grid[:, None] < s[None, :], 1.0, z.survival[np.maximum(pos, 0)])
     return prune(Surrogate(grid, surv))
+
+
+def capped(z: Surrogate, sigma: np.ndarray) -> Surrogate:
+    """``max(Z, σ[col])`` as a surrogate on its own grid (``z``'s grid and the ``σ``)."""
+    grid = merged_grid([z.grid, sigma])
+    return Surrogate(grid, np.where(grid[:, None] < sigma[None, :], 1.0, z.at(grid)))
+
+
+def product(a: Surrogate, b: Surrogate) -> Surrogate:
+    """``min(A, B)`` of independent surrogates: survivals multiplied on the union grid."""
+    grid = merged_grid([a.grid, b.grid])
+    return prune(Surrogate(grid, a.at(grid) * b.at(grid)))
+
+
+def capped_product(parts: list[tuple[Surrogate, np.ndarray]]) -> Surrogate:
+    """``min over parts of max(Z_part, σ_part)``, multiplied pairwise in a balanced tree.
+
+    Multiplying ``d`` parts one by one on the merged grid of all their atoms costs
+    ``O(d N K)``; the balanced tree costs ``O(N K log d)``, since each level of the tree holds
+    every atom at most once. The step functions are the same (up to the order of rounding).
+    """
+    layer = [capped(z, s) for z, s in parts]
+    while len(layer) > 1:
+        paired = [product(a, b) for a, b in zip(layer[0::2], layer[1::2])]
+        layer = paired + ([layer[-1]] if len(layer) % 2 else [])
+    return layer[0]
 
 
 def prune(z: Surrogate) -> Surrogate:
@@ -159,11 +193,14 @@ def prune(z: Surrogate) -> Surrogate:
 
 @dataclass
 class IndexResult:
-    """Indices ``sigma[v][s]`` (one entry for a root) and the optimal value."""
+    """Indices ``sigma[v][s]`` (one entry for a root), the optimal value, the law of the
+    optimal trade-off (``root_surrogate``) and ``atoms[v]``, the grid size of ``Z_v`` (the
+    number of atoms the computation carried at node ``v``; a diagnostic of its cost)."""
 
     sigma: list[np.ndarray]
     value: float
     root_surrogate: Surrogate
+    atoms: np.ndarray
 
 
 def compute_indices(instance: Instance, lam: float) -> IndexResult:
@@ -175,8 +212,10 @@ def compute_indices(instance: Instance, lam: float) -> IndexResult:
     sigma: list[np.ndarray] = [np.empty(0)] * instance.n
     below: list[list[tuple[Surrogate, np.ndarray]]] = [[] for _ in range(instance.n)]
     at_roots: list[tuple[Surrogate, np.ndarray]] = []
+    atoms = np.zeros(instance.n, dtype=np.int64)
     for v in instance.order[::-1]:
         z_v = combine(scaled[v], below[v])
+        atoms[v] = len(z_v.grid)
         below[v] = []
         mixed = z_v.mix(instance.transitions[v])  # Z_v given the parent's state (or μ_v)
         sigma[v] = reservation_values(mixed, kappa * float(instance.costs[v]))
@@ -185,7 +224,7 @@ def compute_indices(instance: Instance, lam: float) -> IndexResult:
     y = np.inf if instance.fallback is None else lam * instance.fallback
     top = combine(np.array([y]), at_roots)
     value = float(top.mean()[0])
-    return IndexResult(sigma=sigma, value=value, root_surrogate=top)
+    return IndexResult(sigma=sigma, value=value, root_surrogate=top, atoms=atoms)
 
 
 def solve_index(instance: Instance, lam: float) -> tuple[float, IndexPolicy, IndexResult]:

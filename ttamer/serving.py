@@ -606,8 +606,8 @@ def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     dev = resolve_device(device)
     set_runtime(seed, None)
-    h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = nlp.choose_examples(cfg, seed)
     with quiet(progress):
+        h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = nlp.choose_examples(cfg, seed)
         tok, encoder = nlp.load_encoder(cfg, dev)
         feats, _ = nlp.run_encoder(tok, encoder, h_texts, cfg, dev, desc="heads", progress=progress)
     heads = [h.to(dev).eval() for h in train_linear_heads(feats, h_labels, len(cfg["label_names"]), seed=seed)]
@@ -615,3 +615,51 @@ def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "
            for f, h in zip(feats, heads)]
     model = transformer_exits(tok, encoder, heads, max_length=int(cfg["max_length"]))
     return ServedText(model, t_texts, t_labels, h_idx, t_idx, acc)
+
+
+# --------------------------------------------------------------------------- measuring
+def concat_results(parts: Sequence[ServeResult]) -> ServeResult:
+    """One :class:`ServeResult` from results on consecutive chunks of the inputs."""
+    if not parts:
+        raise TTamerError("no results to concatenate")
+    cat = lambda k: np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
+    return ServeResult(cat("answer"), cat("prediction"), cat("consulted"), cat("states"), cat("last"),
+                       cat("latency"), float(sum(p.seconds for p in parts)), cat("probs"), parts[0].batch_size)
+
+
+def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: Any, batch_size: int = 1,
+                    repeats: int = 2, chunk: int | None = None) -> dict[str, dict[str, Any]]:
+    """Time several ways of serving the same inputs, fairly on a shared machine.
+
+    ``runs[name](inputs, batch_size) -> ServeResult`` (e.g. ``server.serve`` or
+    ``server.run_full``). The inputs are cut into chunks (``chunk``, default ``batch_size``
+    -- one query at a time for ``batch_size=1``) and on every chunk the runs take turns, in an
+    order rotated from chunk to chunk, for ``repeats`` rounds; a slow spell of the machine
+    therefore hits every run alike. Per run: ``latency`` -- the per-example median over
+    rounds (seconds), ``ms_per_example`` -- the median over rounds of total time per example,
+    ``result`` -- the last round's :class:`ServeResult`.
+    """
+    n = _length(inputs)
+    names = list(runs)
+    if not names:
+        raise TTamerError("compare_latency needs at least one run")
+    if int(repeats) < 1:
+        raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
+    step = int(chunk or batch_size)
+    lat: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    tot: dict[str, list[float]] = {k: [] for k in names}
+    last: dict[str, ServeResult] = {}
+    for _ in range(int(repeats)):
+        parts: dict[str, list[ServeResult]] = {k: [] for k in names}
+        for c, s in enumerate(range(0, n, step)):
+            x = _slice(inputs, s, s + step)
+            for j in range(len(names)):
+                k = names[(j + c) % len(names)]
+                parts[k].append(runs[k](x, batch_size))
+        for k in names:
+            res = concat_results(parts[k])
+            lat[k].append(res.latency)
+            tot[k].append(res.ms_per_example)
+            last[k] = res
+    return {k: {"latency": np.median(np.stack(lat[k]), axis=0), "ms_per_example": float(np.median(tot[k])),
+                "result": last[k]} for k in names}

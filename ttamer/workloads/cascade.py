@@ -257,8 +257,8 @@ def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "
     set_runtime(seed, cfg["threads"] if dev.type == "cpu" else None)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = nlp.choose_examples(tcfg, seed, cache)
     with quiet(progress):
+        h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = nlp.choose_examples(tcfg, seed, cache)
         tok, encoder = nlp.load_encoder(tcfg, dev)
     n_layers = len(nlp.encoder_blocks(encoder)[1])
     if max(cfg["stages"]) > n_layers:

@@ -158,7 +158,7 @@ def recall_answers(tamer, test, lams: Sequence[float]):
         early = answer < last
         if not early.any():
             continue
-        rows[float(lam)] = {
+        rows[f"{float(lam):.6g}"] = {
             "answered with an earlier exit (%)": 100.0 * early.mean(),
             "accuracy of those answers (%)": 100.0 * correct[rows_idx, answer][early].mean(),
             "accuracy of the last consulted exit on them (%)": 100.0 * correct[rows_idx, last][early].mean(),

@@ -250,17 +250,17 @@ def augment(x, generator):
     """Random crop with 4-pixel zero padding and random horizontal flip (per image)."""
     import torch
 
-    N, _, H, W = x.shape
+    N, ch, H, W = x.shape
+    dev = x.device
     pad = torch.nn.functional.pad(x, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (N,), generator=generator)
-    dx = torch.randint(0, 9, (N,), generator=generator)
-    rows = (dy[:, None] + torch.arange(H))[:, None, :, None].expand(N, x.shape[1], H, W + 8)
-    x = torch.gather(pad, 2, rows.to(x.device))
-    cols = (dx[:, None] + torch.arange(W))[:, None, None, :].expand(N, x.shape[1], H, W)
-    x = torch.gather(x, 3, cols.to(x.device))
-    flip = torch.rand(N, generator=generator) < 0.5
-    x[flip.to(x.device)] = x[flip.to(x.device)].flip(3)
-    return x
+    dy = torch.randint(0, 9, (N,), generator=generator).to(dev)
+    dx = torch.randint(0, 9, (N,), generator=generator).to(dev)
+    rows = (dy[:, None] + torch.arange(H, device=dev))[:, None, :, None].expand(N, ch, H, W + 8)
+    x = torch.gather(pad, 2, rows)
+    cols = (dx[:, None] + torch.arange(W, device=dev))[:, None, None, :].expand(N, ch, H, W)
+    x = torch.gather(x, 3, cols)
+    flip = (torch.rand(N, generator=generator) < 0.5).to(dev)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 def train(model, x, y, cfg: dict[str, Any], device, seed: int, progress: bool = True) -> list[float]:
@@ -283,10 +283,9 @@ def train(model, x, y, cfg: dict[str, Any], device, seed: int, progress: bool = 
         total = 0.0
         for s in range(0, len(x), bs):
             idx = perm[s:s + bs]
-            xb = x[idx]
+            xb, yb = x[idx].to(device), y[idx].to(device)
             if cfg["augment"]:
                 xb = augment(xb, gen)
-            xb, yb = xb.to(device), y[idx].to(device)
             loss = sum(torch.nn.functional.cross_entropy(o, yb) for o in model(xb))
             opt.zero_grad(set_to_none=True)
             loss.backward()

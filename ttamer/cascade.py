@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .calibration import FEATURES, StateEncoder, StateSpec, lam_grid
+from .calibration import StateEncoder, StateSpec, lam_grid
 from .errors import TraceError, TTamerError
 from .instance import Instance
 from .policy import rollout
@@ -46,6 +46,8 @@ from .solve import Solution, solve
 from .traces import Trace
 
 ANSWERS = ("last", "most_confident")
+#: State features of a tree: each model's own confidence (chain-history features do not apply).
+TREE_FEATURES = ("max_prob", "entropy", "margin")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,8 +299,8 @@ class CascadeTamer:
     def __init__(self, lam: float = 0.95, K: int = 8, feature: str = "max_prob", agreement: bool = False,
                  smoothing: float = 2.0, recall: bool = True, method: str = "auto",
                  normalize_cost: bool = True, reference: int | str | None = None) -> None:
-        if feature not in FEATURES or feature == "learned":
-            raise TTamerError(f"feature must be one of {[f for f in FEATURES if f != 'learned']}, got {feature!r}")
+        if feature not in TREE_FEATURES:
+            raise TTamerError(f"feature must be one of {TREE_FEATURES} (a model's own confidence), got {feature!r}")
         if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
             raise TTamerError(f"K must be a positive integer, got {K!r}")
         if not (isinstance(smoothing, (int, float)) and smoothing > 0):

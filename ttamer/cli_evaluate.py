@@ -49,7 +49,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"full model: accuracy {100 * full['accuracy']:.2f}% ({result['target']}), "
         f"mean cost {full['mean_cost']:.4g} {tr.get('cost_unit')}",
         f"T-Tamer state: {result['ttamer_fit']['state']}, loss={result['ttamer_fit']['loss']}, "
-        f"smoothing α={result['ttamer_fit']['smoothing']:g}",
+        f"smoothing α={result['ttamer_fit']['smoothing']:g}, "
+        f"answer rule {result['ttamer_fit'].get('answer_rule', 'index')}",
         f"costs are fractions of the full model's; {result['frontier_kind']} frontiers; AUC over cost range "
         f"[{result['cost_range'][0]:.3f}, {result['cost_range'][1]:.3f}]",
         "",

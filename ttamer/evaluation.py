@@ -27,6 +27,12 @@ interpolates linearly between its vertices. Metrics, per strategy:
   ``auc_minus_ttamer_ci`` -- (2.5 %, 50 %, 97.5 %) quantiles of this strategy's AUC minus
   T-Tamer's over the *same* resamples (paired): an interval above 0 means the strategy beats
   T-Tamer beyond test-set noise.
+
+For the research question of issue 4 (does T-Tamer's frontier dominate every heuristic?):
+:func:`domination_summary` (per heuristic: AUC gap with its paired interval, cost gap at the
+full model's accuracy, pointwise domination), :func:`ablation` (a tidy table of T-Tamer
+configurations on one split) and :func:`markov_diagnostics` (how far the calibration data
+are from the Markov chain T-Tamer assumes, against a Markov resample of the same size).
 """
 
 from __future__ import annotations
@@ -236,7 +242,8 @@ def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | 
     }
     info = {"state": rec.spec_.describe(), "K": int(rec.spec_.K), "agreement": int(rec.spec_.agreement),
             "feature": rec.spec_.feature, "entropy_bins": int(rec.spec_.entropy_bins),
-            "smoothing": rec.smoothing_, "loss": rec.loss_, "monotone": rec.monotone_, "n_states": rec.instance_.n_states.tolist(),
+            "smoothing": rec.smoothing_, "loss": rec.loss_, "monotone": rec.monotone_,
+            "answer_rule": rec.answer_rule_, "n_states": rec.instance_.n_states.tolist(),
             "cv": [{"candidate": c.describe(), "auc": sc} for c, sc in rec.cv_scores_]}
     return out, info
 
@@ -440,3 +447,54 @@ def markov_violation(trace: Trace, states: np.ndarray, wrong: np.ndarray, smooth
             row["transition_tv"] = float("nan")
         out.append(row)
     return out
+
+
+def markov_resample(states: np.ndarray, wrong: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A sample of the same size from the empirical *Markov* chain of ``states [N, L]`` and 0/1
+    ``wrong [N, L]``: ``s_0`` drawn from the examples, ``s_i`` from the examples sharing
+    ``s_{i−1}``, and ``wrong_i`` from the examples sharing ``s_i``. Its
+    :func:`markov_violation` is the finite-sample floor of the measure. Loops over exits only."""
+    states = np.asarray(states, dtype=np.int64)
+    wrong = np.asarray(wrong, dtype=float)
+    rng = np.random.default_rng(seed)
+    n, L = states.shape
+
+    def draw(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        """Per wanted key, a random example index among those with that key."""
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        lo, hi = np.searchsorted(sk, wanted, "left"), np.searchsorted(sk, wanted, "right")
+        return order[lo + (rng.random(len(wanted)) * (hi - lo)).astype(np.int64)]
+
+    s = np.empty_like(states)
+    s[:, 0] = states[rng.integers(0, n, n), 0]
+    for i in range(1, L):
+        s[:, i] = states[draw(states[:, i - 1], s[:, i - 1]), i]
+    w = np.stack([wrong[draw(states[:, i], s[:, i]), i] for i in range(L)], axis=1)
+    return s, w
+
+
+def markov_diagnostics(calibration: Trace, state: Any = None, loss: str = "label", seed: int = 0,
+                       smoothing: float = 1.0) -> list[dict[str, Any]]:
+    """:func:`markov_violation` of the states of ``state`` (a concrete
+    :class:`~ttamer.calibration.StateSpec`, default 8 max-probability bins) on the
+    ``calibration`` examples, next to the same measure on a :func:`markov_resample` of them
+    (``null_*``): the ratio says how far the real network is from T-Tamer's model beyond
+    sampling noise. Rows per exit ``i ≥ 1``."""
+    from .calibration import StateEncoder, StateSpec, exit_losses
+
+    spec = StateSpec(K=8, agreement=0) if state is None else state
+    enc = StateEncoder.fit(spec, calibration, loss)
+    s = enc.transform(calibration)
+    w = exit_losses(calibration, loss)
+    if spec.feature == "posterior":
+        w = np.take_along_axis(w, enc.answers(calibration), axis=1)
+    real = markov_violation(calibration, s, w, smoothing)
+    null = markov_violation(calibration, *markov_resample(s, w, seed), smoothing)
+    rows = []
+    for r, q in zip(real, null):
+        row: dict[str, Any] = {"state": spec.describe(), "loss": loss, "exit": int(r["exit"])}
+        for key in ("loss_gap_next", "loss_gap_prev", "transition_tv"):
+            row[key], row[f"null_{key}"] = r[key], q[key]
+        rows.append(row)
+    return rows

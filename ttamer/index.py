@@ -102,7 +102,8 @@ def reservation_values(z: Surrogate, target: float) -> np.ndarray:
     while True:
         below = 1.0 - z.survival[:m]  # P(Z <= g_k), k < m
         # f(g_1), ..., f(g_{m-1}); rounding may push 1 - S a hair below 0: clip so f stays monotone
-        f = np.cumsum(np.maximum(below[:-1], 0.0) * np.diff(z.grid[:m])[:, None], axis=0)
+        gaps = z.grid[1:m] - z.grid[: m - 1]
+        f = (np.maximum(below[:-1], 0.0) * gaps[:, None]).cumsum(axis=0)
         if m == n or (f[-1] > target).all():
             break
         m = min(n, 4 * m)
@@ -118,8 +119,10 @@ def merged_grid(points: list[np.ndarray]) -> np.ndarray:
     The pieces are mostly sorted runs (the children's grids), which the stable sort merges in
     about linear time.
     """
-    g = np.sort(np.concatenate(points), kind="stable")
-    g = g[np.isfinite(g)]
+    g = np.concatenate(points)
+    g.sort(kind="stable")
+    if np.isinf(g[-1]):  # +inf sorts last
+        g = g[np.isfinite(g)]
     if len(g) > 1:
         g = g[np.concatenate(([True], g[1:] != g[:-1]))]
     return g

@@ -44,6 +44,8 @@ from .policy import LastStatePolicy, Policy, rollout
 from .traces import Trace
 
 StateFn = Callable[[np.ndarray, int], np.ndarray]
+AnswerFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+ExitMap = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 # --------------------------------------------------------------------------- small torch helpers
@@ -202,7 +204,9 @@ class ServeResult:
     ``consulted`` ``[N, n]``; ``states`` ``[N, n]`` (``-1``: not consulted); ``last``;
     ``latency`` ``[N]`` seconds from the moment the example's batch started until its
     answer was decided; ``seconds`` -- wall-clock time of the whole run; ``probs``
-    ``[N, n, C]`` (NaN where not consulted).
+    ``[N, n, C]`` (NaN where not consulted); ``timing`` -- seconds of the run spent in
+    ``prepare`` (e.g. tokenisation), ``network`` (blocks, heads, softmax copied to the CPU),
+    ``states`` (``state_fn``) and ``policy`` (the rest: decisions, rollout bookkeeping).
     """
 
     answer: np.ndarray
@@ -214,6 +218,7 @@ class ServeResult:
     seconds: float
     probs: np.ndarray
     batch_size: int
+    timing: dict = field(default_factory=dict)
 
     def accuracy(self, labels: np.ndarray) -> float:
         return float(np.mean(self.prediction == np.asarray(labels)))
@@ -221,6 +226,10 @@ class ServeResult:
     @property
     def mean_latency_ms(self) -> float:
         return 1e3 * float(self.latency.mean())
+
+    def timing_ms(self) -> dict[str, float]:
+        """``timing`` in milliseconds per example."""
+        return {k: 1e3 * v / len(self.answer) for k, v in self.timing.items()}
 
     @property
     def ms_per_example(self) -> float:
@@ -234,9 +243,16 @@ class _Runtime:
 
     n_nodes: int
 
-    def __init__(self, policy: Policy, state_fn: StateFn, device: Any) -> None:
+    def __init__(self, policy: Policy, state_fn: StateFn, device: Any, answer_fn: AnswerFn | None = None,
+                 exit_map: ExitMap | None = None) -> None:
         if not isinstance(policy, Policy):
             raise TTamerError(f"policy must be a ttamer Policy, got {type(policy).__name__}")
+        if answer_fn is not None and not callable(answer_fn):
+            raise TTamerError(f"answer_fn must be callable (states, last) -> node, got {answer_fn!r}")
+        if exit_map is not None and not callable(exit_map):
+            raise TTamerError(f"exit_map must be callable (probs, node) -> exit, got {exit_map!r}")
+        self.answer_fn = answer_fn if answer_fn is not None else policy.answer
+        self.exit_map = exit_map
         if not callable(state_fn):
             raise TTamerError(f"state_fn must be callable (probs [B, n, C], node) -> states [B], got {state_fn!r}")
         if policy.instance.n != self.n_nodes:
@@ -267,43 +283,54 @@ class _Runtime:
                               f"({len(rows)} rows, expected values in 0..{K - 1})")
         return s
 
-    def _run_batch(self, inputs: Any, n: int) -> dict[str, np.ndarray]:
-        """One batch through the policy: rollout with the model as ``reveal``."""
+    def _run_batch(self, inputs: Any, n: int) -> dict[str, Any]:
+        """One batch through the policy: rollout with the model as ``reveal``. Also times its
+        parts: ``prepare``, ``network`` (blocks, heads, softmax to the CPU), ``states``."""
         torch = _torch()
-        t0 = time.perf_counter()
+        clock = time.perf_counter
+        t0 = clock()
         stop_time = np.zeros(n)
         probs: np.ndarray | None = None
         alive = np.arange(n)
+        parts = {"prepare": 0.0, "network": 0.0, "states": 0.0}
         with torch.inference_mode():
             self._begin(inputs)
+            self._sync()
+            parts["prepare"] = clock() - t0
 
             def reveal(rows, nodes, _states, _last):
                 nonlocal probs, alive
-                now = time.perf_counter() - t0
-                gone = np.setdiff1d(alive, rows, assume_unique=True)
-                stop_time[gone] = now
+                now = clock() - t0
+                if len(rows) < len(alive):  # rows is a subset of alive: equal lengths, equal sets
+                    stop_time[np.setdiff1d(alive, rows, assume_unique=True)] = now
+                    self._prune(rows)
                 alive = rows
-                self._prune(rows)
                 out = np.empty(len(rows), dtype=np.int64)
-                for v in np.unique(nodes):  # usually one node per step
-                    sel = np.flatnonzero(nodes == v)
+                for v in (np.unique(nodes) if len(nodes) > 1 else nodes):  # usually one node per step
+                    sel = np.flatnonzero(nodes == v) if len(nodes) > 1 else slice(None)
+                    t1 = clock()
                     p = _softmax_np(self._logits(rows[sel], int(v)))
+                    t2 = clock()
                     if probs is None:
                         probs = np.full((n, self.n_nodes, p.shape[1]), np.nan, dtype=np.float32)
                     probs[rows[sel], v] = p
                     out[sel] = self._states(probs, rows[sel], int(v))
+                    parts["network"] += t2 - t1
+                    parts["states"] += clock() - t2
                 return out
 
             ro = rollout(self.policy, n, reveal)
-            answer = self.policy.answer(ro.states, ro.last)
+            answer = np.asarray(self.answer_fn(ro.states, ro.last), dtype=np.int64)
+            if self.exit_map is not None and probs is not None and (answer >= 0).all():
+                answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
             self._sync()
-        stop_time[alive] = time.perf_counter() - t0
+        stop_time[alive] = clock() - t0
         if probs is None or (answer < 0).any():
             raise TTamerError("the policy stopped before consulting any exit (answered with the fallback); "
                               "a served model needs at least one exit")
         pred = probs[np.arange(n), answer].argmax(axis=1)
         return {"answer": answer, "prediction": pred, "states": ro.states, "last": ro.last,
-                "latency": stop_time, "probs": probs}
+                "latency": stop_time, "probs": probs, "timing": parts}
 
     def serve(self, inputs: Any, batch_size: int = 1) -> ServeResult:
         """Answer every input: ``batch_size = 1`` one at a time, else in batches whose stopped
@@ -320,9 +347,11 @@ class _Runtime:
         C = max(p["probs"].shape[2] for p in parts)
         if any(p["probs"].shape[2] != C for p in parts):
             raise TTamerError("exits returned different numbers of classes across batches")
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "timing"}
+        timing = {k: float(sum(p["timing"][k] for p in parts)) for k in parts[0]["timing"]}
+        timing["policy"] = max(seconds - sum(timing.values()), 0.0)
         return ServeResult(cat["answer"], cat["prediction"], cat["states"] >= 0, cat["states"], cat["last"],
-                           cat["latency"], seconds, cat["probs"], bs)
+                           cat["latency"], seconds, cat["probs"], bs, timing)
 
 
 def _length(inputs: Any) -> int:
@@ -348,15 +377,24 @@ class EarlyExitServer(_Runtime):
     honoured: the blocks in between run, their heads do not.
     """
 
-    def __init__(self, model: MultiExitModel, policy: Policy, state_fn: StateFn, device: Any = "cpu") -> None:
+    def __init__(self, model: MultiExitModel, policy: Policy, state_fn: StateFn, device: Any = "cpu",
+                 answer_fn: AnswerFn | None = None, exit_map: ExitMap | None = None) -> None:
         if not isinstance(model, MultiExitModel):
             raise TTamerError(f"model must be a MultiExitModel, got {type(model).__name__}")
         self.model = model
         self.n_nodes = model.n_exits
-        super().__init__(policy, state_fn, device)
+        super().__init__(policy, state_fn, device, answer_fn, exit_map)
         if not policy.instance.is_chain:
             raise TTamerError("EarlyExitServer needs a policy on a chain of exits; use CascadeServer for trees")
         self._pos = np.asarray(policy.instance.chain_position)
+
+    @classmethod
+    def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu") -> "EarlyExitServer":
+        """Serve with a fitted :class:`~ttamer.calibration.EarlyExitTamer`: its policy, its
+        states computed online (:func:`tamer_state_fn`) and its answer rule
+        (:func:`tamer_answer_fns`), so that the served decisions are ``tamer.decide``'s."""
+        answer_fn, exit_map = tamer_answer_fns(tamer)
+        return cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map)
 
     # groups of rows sharing a hidden state at one depth (-1 = before block 0)
     def _begin(self, inputs: Any) -> None:
@@ -366,6 +404,8 @@ class EarlyExitServer(_Runtime):
 
     def _prune(self, rows: np.ndarray) -> None:
         torch = _torch()
+        if len(self._groups) == 1 and len(self._groups[0][0]) == len(rows):
+            return
         groups = []
         for g_rows, depth, h, ctx in self._groups:
             keep = np.isin(g_rows, rows)
@@ -383,7 +423,8 @@ class EarlyExitServer(_Runtime):
         target = int(self._pos[node])
         groups, got_rows, got = [], [], []
         for g_rows, depth, h, ctx in self._groups:
-            sel = np.isin(g_rows, rows)
+            sel = np.ones(len(g_rows), dtype=bool) if len(self._groups) == 1 and len(g_rows) == len(rows) \
+                else np.isin(g_rows, rows)
             if not sel.any():
                 groups.append((g_rows, depth, h, ctx))
                 continue
@@ -444,11 +485,14 @@ class EarlyExitServer(_Runtime):
         n = _length(inputs)
         L = self.n_nodes
         preds, lat, probs_all = [], [], []
+        t_prep = 0.0
         t0 = time.perf_counter()
         with torch.inference_mode():
             for s in range(0, n, int(batch_size)):
                 tb = time.perf_counter()
                 h, ctx = self.model.prepare(_slice(inputs, s, s + int(batch_size)), self.device)
+                self._sync()
+                t_prep += time.perf_counter() - tb
                 for i in range(L):
                     h = self.model.blocks[i](h, ctx)
                 p = _softmax_np(self.model.heads[L - 1](h, ctx))
@@ -463,8 +507,9 @@ class EarlyExitServer(_Runtime):
         states = np.full((n, L), -1, dtype=np.int64)
         consulted = np.zeros((n, L), dtype=bool)
         consulted[:, L - 1] = True
+        timing = {"prepare": t_prep, "network": seconds - t_prep, "states": 0.0, "policy": 0.0}
         return ServeResult(np.full(n, L - 1), np.concatenate(preds), consulted, states, np.full(n, L - 1),
-                           np.concatenate(lat), seconds, probs, int(batch_size))
+                           np.concatenate(lat), seconds, probs, int(batch_size), timing)
 
 
 class CascadeServer(_Runtime):
@@ -508,6 +553,34 @@ def tamer_state_fn(tamer: Any) -> StateFn:
         tr = Trace(p, np.zeros(B, dtype=np.int64), np.zeros(L), {"exit_names": [f"e{i}" for i in range(L)]})
         return enc.transform(tr)[:, node]
     return state_fn
+
+
+def _padded_trace(probs: np.ndarray, names: list[str]) -> Trace:
+    """A trace view of partial outputs: exits not consulted (NaN) padded uniformly."""
+    B, n, C = probs.shape
+    p = np.where(np.isnan(probs), np.float32(1.0 / C), probs).astype(np.float32)
+    return Trace(p, np.zeros(B, dtype=np.int64), np.zeros(n), {"exit_names": names})
+
+
+def tamer_answer_fns(tamer: Any) -> tuple[AnswerFn | None, ExitMap | None]:
+    """The answer rule of a fitted :class:`~ttamer.calibration.EarlyExitTamer` as
+    ``(answer_fn, exit_map)``: its pairwise answer table when it has one (with recall), and
+    the map from the node answered with to the exit whose prediction is returned
+    (``encoder_.answers``, e.g. the posterior answer); ``None`` where the defaults apply
+    (the policy's own recall answer; node ``i`` answers with exit ``i``)."""
+    if not hasattr(tamer, "solution_"):
+        raise TTamerError("tamer_answer_fns needs a fitted EarlyExitTamer (call fit first)")
+    table = getattr(tamer, "answer_table_", None)
+    answer_fn = table.answer if table is not None and tamer.solution_.recall else None
+    enc = tamer.encoder_
+    exit_map = None
+    if hasattr(enc, "answers") and getattr(getattr(enc, "spec", None), "feature", None) == "posterior":
+        L = enc.n_exits
+
+        def exit_map(probs: np.ndarray, node: np.ndarray) -> np.ndarray:
+            ans = enc.answers(_padded_trace(probs, [f"e{i}" for i in range(L)]))
+            return ans[np.arange(len(node)), node]
+    return answer_fn, exit_map
 
 
 def cascade_state_fn(tamer: Any) -> StateFn:
@@ -623,8 +696,10 @@ def concat_results(parts: Sequence[ServeResult]) -> ServeResult:
     if not parts:
         raise TTamerError("no results to concatenate")
     cat = lambda k: np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
+    timing = {k: float(sum(p.timing.get(k, 0.0) for p in parts)) for k in parts[0].timing}
     return ServeResult(cat("answer"), cat("prediction"), cat("consulted"), cat("states"), cat("last"),
-                       cat("latency"), float(sum(p.seconds for p in parts)), cat("probs"), parts[0].batch_size)
+                       cat("latency"), float(sum(p.seconds for p in parts)), cat("probs"), parts[0].batch_size,
+                       timing)
 
 
 def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: Any, batch_size: int = 1,

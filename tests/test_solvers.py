@@ -127,3 +127,16 @@ def test_index_solver_scales_to_a_large_forest():
     sol = solve(inst, 0.7)
     sim = ttamer.simulate(sol.policy, 4000, seed=3)
     assert abs(sim.tradeoff - sol.value) < 5 * sim.tradeoff_se + 1e-12
+
+
+@given(inst=instances(shapes=("chain", "tree"), max_nodes=6), lam=lams, seed=st.integers(0, 1000))
+def test_known_state_rollout_matches_the_stepwise_rollout(inst, lam, seed):
+    # the one-pass threshold form on chains gives exactly the histories of the step loop
+    pol = solve(inst, lam).policy
+    rng = np.random.default_rng(seed)
+    states = np.stack([rng.integers(0, k, size=64) for k in inst.n_states], axis=1)
+    fast = pol.rollout_known(states)
+    slow = ttamer.rollout(pol, len(states), lambda rows, nodes, _s, _l: states[rows, nodes])
+    np.testing.assert_array_equal(fast.states, slow.states)
+    np.testing.assert_array_equal(fast.last, slow.last)
+    np.testing.assert_array_equal(fast.order, slow.order)

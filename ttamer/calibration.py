@@ -40,7 +40,8 @@ model.
 
 :class:`EarlyExitTamer` builds this chain, solves it with :func:`ttamer.solve` (recall: the
 index strategy; no recall: the DP), and runs the *same* policy object on test examples
-through :func:`ttamer.policy.rollout`.
+through :meth:`~ttamer.policy.Policy.rollout_known` (the step loop of
+:func:`ttamer.policy.rollout` with the states read off the trace).
 
 **Recall answer rule.** T-Tamer answers with the consulted exit of least ``ℓ_v(s_v)``, which
 is optimal when ``wrong_v ⊥ s_k | s_v`` for later exits ``k`` (the Markov property). Real
@@ -70,14 +71,13 @@ import numpy as np
 from .baselines import agreement_run_length
 from .errors import TraceError, TTamerError
 from .instance import Instance
-from .policy import rollout
 from .solve import Solution, solve
 from .traces import ExitDecisions, Trace, target_labels
 
 FEATURES = ("max_prob", "entropy", "margin", "learned", "posterior")
 LOSSES = ("label", "final")
 #: Candidates tried for ``K="auto"`` (those leaving < ``MIN_PER_STATE`` examples per state dropped).
-K_GRID = (2, 4, 8, 16, 32)
+K_GRID = (4, 8, 16, 32)
 FEATURE_GRID = ("max_prob", "learned")
 AGREEMENT_GRID = (0, 1)
 SMOOTHING_GRID = (0.5, 2.0, 8.0)
@@ -102,7 +102,8 @@ class StateSpec:
     """How an exit's state is computed (see the module docstring).
 
     ``K`` -- bins of ``feature`` (int or ``"auto"``); ``feature`` -- ``"max_prob"``,
-    ``"entropy"`` or ``"margin"``; ``agreement`` -- cap ``r`` on the run of consecutive
+    ``"entropy"``, ``"margin"``, ``"learned"``, ``"posterior"`` or ``"auto"`` (cross-validated
+    over ``FEATURE_GRID``); ``agreement`` -- cap ``r`` on the run of consecutive
     agreeing predictions (``0``/``False``: off, ``1``/``True``: agrees with previous exit, or
     ``"auto"``); ``entropy_bins`` -- extra entropy bins (``0``: off).
     """
@@ -586,16 +587,12 @@ def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, no
 def run_policy(solution: Solution, states: np.ndarray, trace: Trace, name: str = "",
                answers: np.ndarray | None = None, answer_rule: PairwiseAnswer | None = None) -> ExitDecisions:
     """Run ``solution.policy`` on the examples of ``trace`` (states ``[N, L]``) through
-    :func:`ttamer.policy.rollout`; the reveal function reads each example's state off
-    ``states``. Returns the exit answered with, the last exit consulted and the cost.
+    :meth:`~ttamer.policy.Policy.rollout_known` (:func:`ttamer.policy.rollout` with each
+    example's states read off ``states``; one vectorised pass on chains). Returns the exit answered with, the last exit consulted and the cost.
     ``answers [N, L]`` (default: node ``i`` answers with exit ``i``) maps the node the policy
     answers with to the exit whose prediction is returned (:meth:`StateEncoder.answers`)."""
     policy = solution.policy
-
-    def reveal(rows: np.ndarray, nodes: np.ndarray, _s: np.ndarray, _l: np.ndarray) -> np.ndarray:
-        return states[rows, nodes]
-
-    ro = rollout(policy, len(states), reveal)
+    ro = policy.rollout_known(states)
     answer = policy.answer(ro.states, ro.last)
     if answer_rule is not None and solution.recall:
         answer = answer_rule.answer(ro.states, ro.last)

@@ -41,7 +41,6 @@ import numpy as np
 from .calibration import StateEncoder, StateSpec, lam_grid
 from .errors import TraceError, TTamerError
 from .instance import Instance
-from .policy import rollout
 from .solve import Solution, solve
 from .traces import Trace
 
@@ -270,13 +269,9 @@ def build_tree_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequen
 
 def run_tree_policy(solution: Solution, states: np.ndarray, cost: np.ndarray, name: str = "") -> CascadeDecisions:
     """Run ``solution.policy`` on examples with known ``states [N, n]`` and per-example edge
-    costs ``cost [N, n]`` through :func:`ttamer.policy.rollout` (the reveal reads the states)."""
+    costs ``cost [N, n]`` through :meth:`~ttamer.policy.Policy.rollout_known`."""
     policy = solution.policy
-
-    def reveal(rows: np.ndarray, nodes: np.ndarray, _s: np.ndarray, _l: np.ndarray) -> np.ndarray:
-        return states[rows, nodes]
-
-    ro = rollout(policy, len(states), reveal)
+    ro = policy.rollout_known(states)
     answer = policy.answer(ro.states, ro.last)
     if (answer < 0).any():
         raise TTamerError("the policy answered with the fallback; cascade instances have none")

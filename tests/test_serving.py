@@ -211,7 +211,7 @@ def test_compare_latency_interleaves_and_keeps_results(setup):
 
 def test_serves_the_vision_workloads_multi_exit_cnn():
     """The vision workload's network exposes ``blocks`` and ``heads``: it is served as is."""
-    vision = pytest.importorskip("ttamer.workloads.vision")
+    from ttamer.workloads import vision
     torch.manual_seed(0)
     net = vision.build_model("small_cnn", 1, 10, 4).double().eval()
     for m in net.modules():  # give BatchNorm non-trivial statistics

@@ -9,12 +9,17 @@ from .instance import Instance, Node, Skip, load_instance, save_instance
 from .policy import Policy, rollout
 from .simulate import ExactEvaluation, SimulationResult, evaluate_exactly, simulate
 from .solve import Solution, solve
+from .traces import Trace, load_trace, save_trace
+from .calibration import EarlyExitTamer, StateSpec
+from .evaluation import evaluate_trace
+from .cascade import CascadeTamer
 
 __all__ = [
     "Instance", "Node", "Skip", "load_instance", "save_instance",
     "Policy", "rollout", "Solution", "solve", "simulate", "SimulationResult",
     "evaluate_exactly", "ExactEvaluation",
     "TTamerError", "InstanceError", "SolverError", "TraceError",
+    "Trace", "load_trace", "save_trace", "EarlyExitTamer", "StateSpec", "evaluate_trace", "CascadeTamer",
 ]
 
 __version__ = "0.1.0"

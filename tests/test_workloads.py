@@ -120,6 +120,8 @@ def test_exit_loss_weights_and_length_batches():
     assert all(np.all(np.diff(lengths[b]) >= 0) for b in batches)  # similar lengths: sorted inside
     again = nlp.length_batches(lengths, 8, np.random.default_rng(1), bucket=4)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))  # seeded
+    with pytest.raises(TTamerError, match="2 labels"):  # checked before the model is touched
+        nlp.finetune_encoder(None, None, ["a"], np.array([0, 1]), nlp.profile_config("offline"), "cpu")
 
 
 def test_nlp_finetune_settings_key_the_cache():

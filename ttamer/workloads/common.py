@@ -56,6 +56,20 @@ def trace_key(workload: str, profile: str, seed: int, device: str, sizes: Mappin
 
 
 # --------------------------------------------------------------------------- runtime
+def profile_settings(workload: str, profiles: Mapping[str, dict[str, Any]], size_keys: Sequence[str],
+                     profile: str, sizes: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``profiles[profile]`` with the given sizes (``None`` = the profile's default);
+    a clear error for an unknown profile or size name."""
+    if profile not in profiles:
+        raise TTamerError(f"unknown {workload} profile {profile!r}; choose from {sorted(profiles)}")
+    unknown = set(sizes) - set(size_keys)
+    if unknown:
+        raise TTamerError(f"unknown {workload} size parameter(s) {sorted(unknown)}; known: {list(size_keys)}")
+    cfg = dict(profiles[profile])
+    cfg.update({k: v for k, v in sizes.items() if v is not None})
+    return cfg
+
+
 def resolve_device(device: Any) -> "torch.device":  # noqa: F821
     """``"cpu"``, ``"cuda"`` (or a ``torch.device``); a clear error if CUDA is absent."""
     import torch

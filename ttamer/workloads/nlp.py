@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import TTamerError
 from ..traces import Trace
-from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, environment_meta,
+from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, environment_meta, profile_settings,
                      finish_meta, resolve_device, sample_indices, set_runtime, split_indices,
                      train_linear_heads)
 
@@ -79,13 +79,7 @@ SIZE_KEYS = ("n_head", "n_trace", "max_length", "batch_size", "finetune_epochs")
 
 def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
     """The profile's settings with the given sizes (``None`` = the profile's default)."""
-    if profile not in PROFILES:
-        raise TTamerError(f"unknown NLP profile {profile!r}; choose from {sorted(PROFILES)}")
-    unknown = set(sizes) - set(SIZE_KEYS)
-    if unknown:
-        raise TTamerError(f"unknown NLP size parameter(s) {sorted(unknown)}; known: {list(SIZE_KEYS)}")
-    cfg = dict(PROFILES[profile])
-    cfg.update({k: v for k, v in sizes.items() if v is not None})
+    cfg = profile_settings("NLP", PROFILES, SIZE_KEYS, profile, sizes)
     if int(cfg["finetune_epochs"]) < 0:
         raise TTamerError(f"finetune_epochs must be >= 0, got {cfg['finetune_epochs']}")
     if cfg["finetune_exit_weights"] not in EXIT_WEIGHTS:

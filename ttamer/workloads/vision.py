@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import TTamerError
 from ..traces import Trace
-from .common import (BlockProbe, CostRecorder, WorkloadResult, environment_meta, finish_meta,
+from .common import (BlockProbe, CostRecorder, WorkloadResult, environment_meta, finish_meta, profile_settings,
                      resolve_device, sample_indices, set_runtime)
 
 #: Folder of Debian's Fashion-MNIST.
@@ -62,13 +62,7 @@ SIZE_KEYS = ("n_train", "n_test", "epochs", "batch_size", "width")
 
 def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
     """The profile's settings with the given sizes (``None`` = the profile's default)."""
-    if profile not in PROFILES:
-        raise TTamerError(f"unknown vision profile {profile!r}; choose from {sorted(PROFILES)}")
-    unknown = set(sizes) - set(SIZE_KEYS)
-    if unknown:
-        raise TTamerError(f"unknown vision size parameter(s) {sorted(unknown)}; known: {list(SIZE_KEYS)}")
-    cfg = dict(PROFILES[profile])
-    cfg.update({k: v for k, v in sizes.items() if v is not None})
+    cfg = profile_settings("vision", PROFILES, SIZE_KEYS, profile, sizes)
     return cfg
 
 

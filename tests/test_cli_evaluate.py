@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 
-from ttamer import cli_evaluate
+from ttamer.cli import main
 from ttamer.traces import save_trace, synthetic_trace
 
 
-def _main(argv):
-    parser = argparse.ArgumentParser(prog="ttamer")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cli_evaluate.add_parser(sub)
-    args = parser.parse_args(argv)
-    return args.run(args)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +21,7 @@ def trace_file(tmp_path_factory):
 
 
 def test_json_schema(trace_file, capsys):
-    assert _main(["evaluate", str(trace_file), "--seed", "1", "--calibration-fraction", "0.4",
+    assert main(["evaluate", str(trace_file), "--seed", "1", "--calibration-fraction", "0.4",
                   "--bootstrap", "20", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"full_model", "strategies"}
@@ -41,20 +34,20 @@ def test_json_schema(trace_file, capsys):
 
 
 def test_table(trace_file, capsys):
-    assert _main(["evaluate", str(trace_file), "--bootstrap", "0"]) == 0
+    assert main(["evaluate", str(trace_file), "--bootstrap", "0"]) == 0
     out = capsys.readouterr().out
     assert "strategy" in out and "ttamer" in out and "oracle" in out and "full model" in out
 
 
 def test_bad_inputs(tmp_path, trace_file, capsys):
-    assert _main(["evaluate", str(tmp_path / "missing.npz")]) == 2
+    assert main(["evaluate", str(tmp_path / "missing.npz")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err and err.count("\n") == 1
     bad = tmp_path / "bad.npz"
     t = synthetic_trace(20, 3, 2, seed=0)
     np.savez(bad, probs=t.probs, labels=t.labels + 7, cost=t.cost, meta=np.array(json.dumps(t.meta)))
-    assert _main(["evaluate", str(bad)]) == 2
+    assert main(["evaluate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "key 'labels': example 0" in err and err.count("\n") == 1
-    assert _main(["evaluate", str(trace_file), "--calibration-fraction", "1.5"]) == 2
+    assert main(["evaluate", str(trace_file), "--calibration-fraction", "1.5"]) == 2
     assert "--calibration-fraction" in capsys.readouterr().err

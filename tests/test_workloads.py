@@ -6,7 +6,6 @@ marked ``slow`` and take a few seconds each; the whole file stays well under a m
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import importlib.util
 import json
@@ -17,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("datasets")
 
-from ttamer import cli_traces  # noqa: E402
+from ttamer.cli import main  # noqa: E402
 from ttamer.errors import TraceError, TTamerError  # noqa: E402
 from ttamer.traces import Trace, load_trace, save_trace  # noqa: E402
 from ttamer.workloads import common, get_trace, registry, trace_key, trace_path, with_cost_unit  # noqa: E402
@@ -308,20 +307,13 @@ def test_cost_recorder_needs_timed_batches():
         rec.summary()
 
 
-# --------------------------------------------------------------------------- CLI
-def _cli(argv):
-    parser = argparse.ArgumentParser(prog="ttamer")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cli_traces.add_parser(sub)
-    args = parser.parse_args(argv)
-    return args.run(args)
 
 
 @pytest.mark.slow
 @needs_fmnist
 def test_cli_vision_writes_trace(tmp_path, capsys):
     out = tmp_path / "v.npz"
-    rc = _cli(["traces", "vision", "--out", str(out), "--seed", "5", "--no-progress", "--json",
+    rc = main(["traces", "vision", "--out", str(out), "--seed", "5", "--no-progress", "--json",
                "--n-train", "300", "--n-test", "100", "--epochs", "1", "--width", "4", "--batch-size", "25"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
@@ -331,9 +323,9 @@ def test_cli_vision_writes_trace(tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path, capsys):
-    rc = _cli(["traces", "vision", "--out", str(tmp_path / "missing" / "v.npz"), "--no-progress"])
+    rc = main(["traces", "vision", "--out", str(tmp_path / "missing" / "v.npz"), "--no-progress"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
-    rc = _cli(["traces", "nlp", "--n-trace", "0", "--no-progress"])
+    rc = main(["traces", "nlp", "--n-trace", "0", "--no-progress"])
     assert rc == 2 and "--n-trace must be >= 1" in capsys.readouterr().err
 
 

@@ -70,6 +70,14 @@ def profile_settings(workload: str, profiles: Mapping[str, dict[str, Any]], size
     return cfg
 
 
+def require_columns(cfg: Mapping[str, Any], split: str, columns: Sequence[str], present: Sequence[str]) -> None:
+    """A clear error naming the dataset, split and column when a needed column is missing."""
+    for col in columns:
+        if col not in present:
+            raise TTamerError(f"dataset {cfg['dataset']!r} split {split!r}: no column {col!r} "
+                              f"(columns: {list(present)})")
+
+
 def resolve_device(device: Any) -> "torch.device":  # noqa: F821
     """``"cpu"``, ``"cuda"`` (or a ``torch.device``); a clear error if CUDA is absent."""
     import torch

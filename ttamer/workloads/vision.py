@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import TTamerError
 from ..traces import Trace
 from .common import (BlockProbe, CostRecorder, WorkloadResult, environment_meta, finish_meta, profile_settings,
-                     resolve_device, sample_indices, set_runtime)
+                     resolve_device, sample_indices, set_runtime, require_columns)
 
 #: Folder of Debian's Fashion-MNIST.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -106,10 +106,7 @@ def load_split(cfg: dict[str, Any], split: str):
             raise TTamerError(f"Fashion-MNIST {split}: {len(x)} images but {len(y)} labels")
     else:
         raw = datasets.load_dataset(cfg["dataset"], split=split)
-        for col in (cfg["image_column"], cfg["label_column"]):
-            if col not in raw.column_names:
-                raise TTamerError(f"dataset {cfg['dataset']!r} split {split!r}: no column {col!r} "
-                                  f"(columns: {raw.column_names})")
+        require_columns(cfg, split, (cfg["image_column"], cfg["label_column"]), raw.column_names)
         x = np.stack([np.asarray(im.convert("RGB")) for im in raw[cfg["image_column"]]])
         y = np.asarray(raw[cfg["label_column"]], dtype=np.int64)
     ds = datasets.Dataset.from_dict({"pixels": x.reshape(len(x), -1), "label": y})

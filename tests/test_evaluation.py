@@ -137,7 +137,7 @@ def test_ttamer_wins_on_markov_traces(seed):
     from ttamer.calibration import StateSpec
 
     t = _markov_trace(4000, 4, 3, seed)
-    r = evaluate_trace(t, seed=0, n_boot=0, frontier_kind="hull",
+    r = evaluate_trace(t, seed=0, n_boot=0, frontier_kind="hull", estimation="chain",
                        tamer={"state": StateSpec(K=9, agreement=0), "loss": "label"})
     s = r["strategies"]
     for name in ("no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static"):
@@ -172,8 +172,8 @@ def test_ablation_table():
     from ttamer.evaluation import HEURISTICS, ablation
 
     t = synthetic_trace(600, 4, 3, seed=2)
-    cfgs = [{"name": "index", "tamer": {"state": StateSpec(K=4, agreement=1), "loss": "label",
-                                          "answer_rule": "index"}},
+    cfgs = [{"name": "index", "estimation": "chain",
+             "tamer": {"state": StateSpec(K=4, agreement=1), "loss": "label", "answer_rule": "index"}},
             {"name": "pairwise hull", "tamer": {"state": StateSpec(K=4, agreement=1), "loss": "label"},
              "frontier_kind": "hull", "calibration_fraction": 0.4}]
     rows = ablation(t, cfgs, seed=0, n_boot=20)
@@ -183,6 +183,7 @@ def test_ablation_table():
         assert {f"auc_gap[{h}]", f"auc_gap_lo[{h}]", f"auc_gap_hi[{h}]", f"dominates[{h}]"} <= set(df.columns)
         assert np.all(df[f"auc_gap_lo[{h}]"] <= df[f"auc_gap[{h}]"] + 0.05)
     assert list(df["frontier_kind"]) == ["pareto", "hull"] and df["calibration_fraction"][1] == 0.4
+    assert list(df["estimation"]) == ["chain", "paths"]
     with pytest.raises(ValueError, match="unknown keys"):
         ablation(t, [{"name": "x", "bogus": 1}])
 

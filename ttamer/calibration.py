@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -611,19 +611,18 @@ def _stack(decs: list[ExitDecisions], params: Sequence[float], name: str) -> Exi
                          np.stack([d.cost for d in decs]), np.asarray(params, dtype=float), name)
 
 
-def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, lams: Sequence[float],
-          refine: bool = True, max_gap: float = 0.01, max_points: int = 160, name: str = "",
-          answers: np.ndarray | None = None, answer_rule: PairwiseAnswer | None = None) -> ExitDecisions:
-    """Solve ``instance`` for every ``λ`` in ``lams`` and run each policy on ``trace``
-    (states ``[N, L]``): arrays ``[P, N]``, ``params`` = the ``λ`` values, increasing.
+def refined_sweep(run: Callable[[float], ExitDecisions], trace: Trace, lams: Sequence[float],
+                  refine: bool = True, max_gap: float = 0.01, max_points: int = 160,
+                  name: str = "") -> ExitDecisions:
+    """``run(λ)`` (the decisions on ``trace`` of the policy fitted for ``λ``) for every ``λ``
+    in ``lams``: arrays ``[P, N]``, ``params`` = the ``λ`` values, increasing.
 
     With ``refine``, ``λ`` values are bisected (in ``log λ/(1−λ)``) wherever two neighbours'
     mean costs on ``trace`` differ by more than ``max_gap`` (a fraction of the full cost), up
     to ``max_points`` values in all. Only costs are read, never labels.
     """
     scale = trace.full_cost.mean()
-    decs = {float(lam): run_policy(solve(instance, lam, recall=recall), states, trace, answers=answers,
-                                     answer_rule=answer_rule) for lam in lams}
+    decs = {float(lam): run(float(lam)) for lam in lams}
     while refine and len(decs) < max_points:
         keys = np.array(sorted(decs))
         cost = np.array([decs[k].cost.mean() / scale for k in keys])
@@ -633,10 +632,35 @@ def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, la
             break
         for g in gaps[: max_points - len(decs)]:
             lam = float(1.0 / (1.0 + np.exp(-0.5 * (logit[g] + logit[g + 1]))))
-            decs[lam] = run_policy(solve(instance, lam, recall=recall), states, trace, answers=answers,
-                                   answer_rule=answer_rule)
+            decs[lam] = run(lam)
     keys = sorted(decs)
     return _stack([decs[k] for k in keys], keys, name)
+
+
+def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, lams: Sequence[float],
+          refine: bool = True, max_gap: float = 0.01, max_points: int = 160, name: str = "",
+          answers: np.ndarray | None = None, answer_rule: PairwiseAnswer | None = None) -> ExitDecisions:
+    """Solve ``instance`` for every ``λ`` in ``lams`` and run each policy on ``trace``
+    (states ``[N, L]``): :func:`refined_sweep` of :func:`run_policy`."""
+    return refined_sweep(
+        lambda lam: run_policy(solve(instance, lam, recall=recall), states, trace, answers=answers,
+                               answer_rule=answer_rule),
+        trace, lams, refine, max_gap, max_points, name)
+
+
+def heldout_auc(decisions: ExitDecisions, test: Trace, target: str = "label") -> float:
+    """Normalised area under the accuracy–cost frontier of a sweep on held-out examples,
+    over the cost range from exit 0 alone to the full model: the cross-validation score."""
+    from .evaluation import frontier_auc, pareto_frontier
+
+    scale = test.full_cost.mean()
+    front = pareto_frontier(decisions.cost.mean(axis=1) / scale, decisions.correct(test, target).mean(axis=1))
+    return frontier_auc(front, test.cumulative_cost[:, 0].mean() / scale, 1.0)
+
+
+def cv_folds_of(n: int, folds: int, seed: int) -> np.ndarray:
+    """``[n]`` fold index of each example (a seeded permutation, balanced)."""
+    return np.random.default_rng(seed).permutation(n) % folds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,10 +783,7 @@ class EarlyExitTamer:
 
     def _cv_score(self, trace: Trace, cand: Candidate) -> float:
         """Mean over folds of the held-out normalised area under the accuracy–cost frontier."""
-        from .evaluation import frontier_auc, pareto_frontier
-
-        n = trace.n_examples
-        folds = np.random.default_rng(self.seed).permutation(n) % self.cv_folds
+        folds = cv_folds_of(trace.n_examples, self.cv_folds, self.seed)
         scores = []
         for f in range(self.cv_folds):
             tr, te = trace.subset(folds != f), trace.subset(folds == f)
@@ -771,9 +792,7 @@ class EarlyExitTamer:
             d = sweep(fitted.instance, self.recall, fitted.encoder.transform(te), te, self.cv_lams,
                       max_gap=0.04, max_points=32, answers=fitted.encoder.answers(te),
                       answer_rule=fitted.answer_table if cand.answer_rule == "pairwise" else None)
-            scale = te.full_cost.mean()
-            front = pareto_frontier(d.cost.mean(axis=1) / scale, d.correct(te, self.target).mean(axis=1))
-            scores.append(frontier_auc(front, te.cumulative_cost[:, 0].mean() / scale, 1.0))
+            scores.append(heldout_auc(d, te, self.target))
         return float(np.mean(scores))
 
     # ------------------------------------------------------------------ deciding

@@ -28,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="judge answers against the true label or the full model's prediction")
     p.add_argument("--frontier", choices=("pareto", "hull"), default="pareto",
                    help="staircase of the sweep points, or their concave envelope (randomised mixtures)")
+    p.add_argument("--estimation", choices=("paths", "chain"), default="paths",
+                   help="estimate T-Tamer's chain along calibration paths (default) or as a binned Markov chain")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the bands (0: none)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(run=run)
@@ -48,9 +50,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"{sp['n_calibration']} calibration / {sp['n_test']} test examples (seed {sp['seed']})",
         f"full model: accuracy {100 * full['accuracy']:.2f}% ({result['target']}), "
         f"mean cost {full['mean_cost']:.4g} {tr.get('cost_unit')}",
-        f"T-Tamer state: {result['ttamer_fit']['state']}, loss={result['ttamer_fit']['loss']}, "
-        f"smoothing α={result['ttamer_fit']['smoothing']:g}, "
-        f"answer rule {result['ttamer_fit'].get('answer_rule', 'index')}",
+        f"T-Tamer: {result['ttamer_fit']['description']}",
         f"costs are fractions of the full model's; {result['frontier_kind']} frontiers; AUC over cost range "
         f"[{result['cost_range'][0]:.3f}, {result['cost_range'][1]:.3f}]",
         "",
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             raise TTamerError(f"--bootstrap must be >= 0, got {args.bootstrap}")
         trace = load_trace(args.path)
         result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
-                                target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier)
+                                target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
+                                estimation=args.estimation)
     except (TTamerError, OSError) as exc:
         print(f"ttamer evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -44,11 +44,14 @@ import numpy as np
 
 from . import baselines
 from .calibration import EarlyExitTamer
+from .pathwise import PathwiseTamer
 from .errors import TTamerError
 from .traces import ExitDecisions, Trace, target_labels
 
-#: Names of the strategies :func:`evaluate_trace` reports, in order.
-STRATEGIES = ("ttamer", "no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static", "oracle")
+#: Names of the strategies :func:`evaluate_trace` reports, in order (``"ttamer-chain"`` only
+#: with ``estimation="paths"``).
+STRATEGIES = ("ttamer", "no-recall", "ttamer-chain", "max-prob", "max-prob-sdn", "entropy", "patience", "static",
+              "oracle")
 ACCURACY_DROPS = {"cost_at_full_accuracy": 0.0, "cost_at_full_accuracy_minus_0.5pt": 0.005,
                   "cost_at_full_accuracy_minus_1pt": 0.01}
 COST_FRACTIONS = (0.25, 0.5, 0.75)
@@ -215,36 +218,70 @@ def strategy_metrics(front: np.ndarray, full_accuracy: float, cost_range: tuple[
     return out
 
 
+ESTIMATIONS = ("paths", "chain")
+
+
+def _chain_info(tamer: EarlyExitTamer) -> dict[str, Any]:
+    spec = tamer.spec_
+    return {"estimation": "chain", "description": tamer.describe(), "state": spec.describe(), "K": int(spec.K),
+            "agreement": int(spec.agreement), "feature": spec.feature, "entropy_bins": int(spec.entropy_bins),
+            "smoothing": tamer.smoothing_, "loss": tamer.loss_, "monotone": tamer.monotone_,
+            "answer_rule": tamer.answer_rule_, "n_states": tamer.instance_.n_states.tolist(),
+            "cv": [{"candidate": c.describe(), "auc": sc} for c, sc in tamer.cv_scores_]}
+
+
+def _paths_info(tamer: PathwiseTamer) -> dict[str, Any]:
+    c = tamer.candidate_
+    return {"estimation": "paths", "description": tamer.describe(), "feature": c.feature, "loss": c.loss,
+            "answer_rule": c.answer_rule, "degree": tamer.degree,
+            "cv": [{"candidate": k.describe(), "auc": sc} for k, sc in tamer.cv_scores_]}
+
+
 def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | None = None,
-                       tamer: dict | None = None, target: str = "label",
-                       n_thresholds: int = 100) -> tuple[dict[str, ExitDecisions], dict[str, Any]]:
-    """Every strategy's sweep on the test examples. T-Tamer (recall) and the optimal
-    no-recall policy are fitted on ``calibration`` (options ``tamer``, passed to
-    :class:`~ttamer.calibration.EarlyExitTamer`; the no-recall model reuses the state spec
-    chosen for recall) and swept over ``lams``; the heuristics sweep their own parameter.
-    Returns (decisions by name, information on the fitted T-Tamer)."""
+                       tamer: dict | None = None, target: str = "label", n_thresholds: int = 100,
+                       estimation: str = "paths", pathwise: dict | None = None,
+                       ) -> tuple[dict[str, ExitDecisions], dict[str, Any]]:
+    """Every strategy's sweep on the test examples, and information on the fitted T-Tamer.
+
+    ``estimation="paths"`` (default): ``"ttamer"`` / ``"no-recall"`` are
+    :class:`~ttamer.pathwise.PathwiseTamer` (options ``pathwise``; the no-recall model reuses
+    the feature and loss chosen for recall) and ``"ttamer-chain"`` is the chain estimation of
+    :class:`~ttamer.calibration.EarlyExitTamer` (options ``tamer``), reported beside it.
+    ``estimation="chain"``: ``"ttamer"`` / ``"no-recall"`` are the chain estimation (the
+    no-recall model reuses the state chosen for recall). All are fitted on ``calibration``
+    and swept over ``lams`` (default: each class's own grid); the heuristics sweep their own
+    parameter."""
+    if estimation not in ESTIMATIONS:
+        raise TTamerError(f"estimation must be one of {ESTIMATIONS}, got {estimation!r}")
     lams = None if lams is None else np.asarray(lams, dtype=float)
     opts = dict(tamer or {})
     opts.setdefault("target", target)
-    rec = EarlyExitTamer(recall=True, **opts).fit(calibration)
-    nr_opts = dict(opts, state=rec.spec_, smoothing=rec.smoothing_, loss=rec.loss_, monotone=rec.monotone_)
-    norec = EarlyExitTamer(recall=False, **nr_opts).fit(calibration)
-    out = {
-        "ttamer": rec.decide_sweep(test, lams),
-        "no-recall": norec.decide_sweep(test, lams),
-        "max-prob": baselines.max_prob_threshold(test, baselines.default_thresholds(test.max_prob, n_thresholds)),
-        "max-prob-sdn": baselines.max_prob_threshold(
-            test, baselines.default_thresholds(test.max_prob, n_thresholds), fallback="most_confident"),
+    chain = EarlyExitTamer(recall=True, **opts).fit(calibration)
+    out = {}
+    if estimation == "paths":
+        pw = dict(pathwise or {})
+        pw.setdefault("target", target)
+        rec = PathwiseTamer(recall=True, **pw).fit(calibration)
+        nr_opts = dict(pw, feature=rec.candidate_.feature, loss=rec.candidate_.loss)
+        norec = PathwiseTamer(recall=False, **nr_opts).fit(calibration)
+        out["ttamer"], out["no-recall"] = rec.decide_sweep(test, lams), norec.decide_sweep(test, lams)
+        out["ttamer-chain"] = chain.decide_sweep(test, lams)
+        info = _paths_info(rec) | {"chain": _chain_info(chain)}
+    else:
+        nr_opts = dict(opts, state=chain.spec_, smoothing=chain.smoothing_, loss=chain.loss_,
+                       monotone=chain.monotone_)
+        norec = EarlyExitTamer(recall=False, **nr_opts).fit(calibration)
+        out["ttamer"], out["no-recall"] = chain.decide_sweep(test, lams), norec.decide_sweep(test, lams)
+        info = _chain_info(chain)
+    thresholds = baselines.default_thresholds(test.max_prob, n_thresholds)
+    out |= {
+        "max-prob": baselines.max_prob_threshold(test, thresholds),
+        "max-prob-sdn": baselines.max_prob_threshold(test, thresholds, fallback="most_confident"),
         "entropy": baselines.entropy_threshold(test, baselines.default_thresholds(test.entropy, n_thresholds)),
         "patience": baselines.patience(test),
         "static": baselines.static_exit(test),
         "oracle": baselines.oracle_frontier(test, target),
     }
-    info = {"state": rec.spec_.describe(), "K": int(rec.spec_.K), "agreement": int(rec.spec_.agreement),
-            "feature": rec.spec_.feature, "entropy_bins": int(rec.spec_.entropy_bins),
-            "smoothing": rec.smoothing_, "loss": rec.loss_, "monotone": rec.monotone_,
-            "answer_rule": rec.answer_rule_, "n_states": rec.instance_.n_states.tolist(),
-            "cv": [{"candidate": c.describe(), "auc": sc} for c, sc in rec.cv_scores_]}
     return out, info
 
 
@@ -252,9 +289,13 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                    lams: Sequence[float] | None = None, tamer: dict | None = None, target: str = "label",
                    n_boot: int = 200, band_points: int = 41, n_thresholds: int = 100,
                    cost_range: tuple[float, float] | None = None,
-                   frontier_kind: str = "pareto") -> dict[str, Any]:
+                   frontier_kind: str = "pareto", estimation: str = "paths",
+                   pathwise: dict | None = None) -> dict[str, Any]:
     """Split ``trace`` (seeded), fit T-Tamer on the calibration part, run every strategy on
     the test part and report frontiers, bands and metrics (a JSON-ready dict).
+
+    ``estimation`` and ``pathwise`` (and ``tamer``): how T-Tamer's chain is estimated, see
+    :func:`strategy_decisions`.
 
     ``frontier_kind="pareto"`` (default): the staircase of the deterministic sweep points;
     ``"hull"``: their concave envelope, reached by randomising between neighbouring sweep
@@ -263,7 +304,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     trace.validate()
     target_labels(trace, target)  # validates target
     cal, test = trace.split(calibration_fraction, seed)
-    decs, info = strategy_decisions(cal, test, lams, tamer, target, n_thresholds)
+    decs, info = strategy_decisions(cal, test, lams, tamer, target, n_thresholds, estimation, pathwise)
     pts = {name: sweep_points(d, test, target) for name, d in decs.items()}
     fronts = {name: frontier(p["cost"], p["accuracy"], frontier_kind) for name, p in pts.items()}
     full_acc = float(baselines.full_model(test).correct(test, target).mean())
@@ -360,23 +401,28 @@ def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_b
     """A tidy table (list of rows; ``pandas.DataFrame(rows)`` shows it) comparing T-Tamer
     configurations with the heuristics on one trace and one split (``seed``).
 
-    Each config is a dict: ``"name"`` (row label), ``"tamer"`` (options of
-    :class:`~ttamer.calibration.EarlyExitTamer`, default the package default) and optionally
-    ``"calibration_fraction"`` (0.5), ``"frontier_kind"`` (``"pareto"``), ``"lams"``.
+    Each config is a dict: ``"name"`` (row label), ``"estimation"`` (``"paths"``, the default,
+    or ``"chain"``), ``"pathwise"`` / ``"tamer"`` (options of
+    :class:`~ttamer.pathwise.PathwiseTamer` / :class:`~ttamer.calibration.EarlyExitTamer`,
+    default the package defaults) and optionally ``"calibration_fraction"`` (0.5),
+    ``"frontier_kind"`` (``"pareto"``), ``"lams"``.
     Configurations must be chosen on calibration data (``"auto"`` options are picked by
     cross-validation inside the calibration split); the table reports test figures. Row:
     ``name``, T-Tamer's ``auc`` and ``cost_at_full`` (cost at the full model's accuracy),
     the best heuristic's AUC and name, and per heuristic ``h``: ``auc_gap[h]`` (T-Tamer −
     h), its paired 95 % interval bounds ``auc_gap_lo[h]``/``auc_gap_hi[h]`` and
-    ``dominates[h]`` (pointwise frontier); ``dominates_all``; the chosen ``state``/``loss``."""
+    ``dominates[h]`` (pointwise frontier); ``dominates_all``; the chosen configuration
+    (``estimation``, ``description``, ``loss``)."""
     rows = []
     for cfg in configs:
-        unknown = set(cfg) - {"name", "tamer", "calibration_fraction", "frontier_kind", "lams"}
+        unknown = set(cfg) - {"name", "tamer", "pathwise", "estimation", "calibration_fraction", "frontier_kind",
+                              "lams"}
         if unknown:
             raise TTamerError(f"ablation config {cfg.get('name')!r}: unknown keys {sorted(unknown)}")
         r = evaluate_trace(trace, seed=seed, calibration_fraction=cfg.get("calibration_fraction", 0.5),
                            lams=cfg.get("lams"), tamer=cfg.get("tamer"), target=target, n_boot=n_boot,
-                           frontier_kind=cfg.get("frontier_kind", "pareto"))
+                           frontier_kind=cfg.get("frontier_kind", "pareto"),
+                           estimation=cfg.get("estimation", "paths"), pathwise=cfg.get("pathwise"))
         st = r["strategies"]
         best = max(HEURISTICS, key=lambda h: st[h]["auc"])
         row: dict[str, Any] = {"name": cfg.get("name", ""), "auc": st["ttamer"]["auc"],
@@ -392,7 +438,7 @@ def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_b
             row[f"dominates[{h}]"] = d["frontier"]
         row["dominates_all"] = all(d["frontier"] for d in dom.values())
         fit = r["ttamer_fit"]
-        row.update(state=fit["state"], loss=fit["loss"], smoothing=fit["smoothing"], monotone=fit["monotone"],
+        row.update(estimation=fit["estimation"], description=fit["description"], loss=fit["loss"],
                    frontier_kind=r["frontier_kind"], calibration_fraction=r["split"]["calibration_fraction"],
                    seconds=r["timing"]["seconds"])
         rows.append(row)

@@ -60,6 +60,12 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def _check_lam(lam: float) -> float:
+    if not (isinstance(lam, (int, float, np.floating)) and 0.0 <= lam <= 1.0):
+        raise TTamerError(f"lam must lie in [0, 1], got {lam!r}")
+    return float(lam)
+
+
 def _powers(x: np.ndarray, degree: int) -> np.ndarray:
     """``[N, degree+1]``: ``1, x, …, x^degree``."""
     return x[:, None] ** np.arange(degree + 1)
@@ -110,8 +116,7 @@ def fit_stopping_rule(x: np.ndarray, loss: np.ndarray, costs: np.ndarray, lam: f
     n, L = x.shape
     if loss.shape != (n, L) or costs.shape != (L,):
         raise TTamerError(f"fit_stopping_rule: x {x.shape}, loss {loss.shape} and costs {costs.shape} disagree")
-    if not 0.0 <= lam <= 1.0:
-        raise TTamerError(f"lam must lie in [0, 1], got {lam!r}")
+    lam = _check_lam(lam)
     kappa = 1.0 - lam
     G = lam * loss[:, L - 1]
     loss_coef = fit_loss_models(x, loss) if loss_coef is None else loss_coef
@@ -233,7 +238,7 @@ class PathwiseTamer:
             raise TTamerError(f"degree must be an integer in 1..6, got {degree!r}")
         if int(cv_folds) < 2:
             raise TTamerError(f"cv_folds must be >= 2, got {cv_folds!r}")
-        self.lam, self.recall = float(lam), bool(recall)
+        self.lam, self.recall = _check_lam(lam), bool(recall)
         self.feature, self.loss, self.answer_rule = feature, loss, answer_rule
         self.degree, self.normalize_cost = int(degree), bool(normalize_cost)
         self.cv_folds, self.seed, self.target = int(cv_folds), int(seed), target
@@ -295,7 +300,7 @@ class PathwiseTamer:
     def set_lam(self, lam: float) -> "PathwiseTamer":
         """Refit the stopping rule at another ``λ`` (same state, answer and loss models)."""
         self._check_fitted()
-        self.lam = float(lam)
+        self.lam = _check_lam(lam)
         self.rule_ = self._rule(self.model_, self.lam)
         return self
 

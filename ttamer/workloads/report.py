@@ -167,3 +167,108 @@ def recall_answers(tamer, test, lams: Sequence[float]):
     out = pd.DataFrame.from_dict(rows, orient="index").round(2)
     out.index.name = "λ"
     return out
+
+
+def _beats_every(S: dict[str, Any], heuristics: Sequence[str]) -> tuple[bool, bool]:
+    """(larger AUC than every heuristic, cheaper-or-equal at the full model's accuracy than every one)."""
+    auc = all(S["ttamer"]["auc"] > S[h]["auc"] for h in heuristics)
+    cost = all(_cheaper_or_equal(S["ttamer"]["cost_at_full_accuracy"], S[h]["cost_at_full_accuracy"])
+               for h in heuristics)
+    return auc, cost
+
+
+def split_table(trace, seeds: Sequence[int], first: dict[str, Any] | None = None, **kwargs):
+    """T-Tamer against the heuristics on several calibration/test splits: one row per split
+    seed (``first``: an already computed result for ``seeds[0]``; ``kwargs`` go to
+    :func:`~ttamer.evaluation.evaluate_trace`, without bootstrap). Columns: the AUCs (%) of
+    T-Tamer, its chain estimation and max-prob, the best heuristic by AUC and T-Tamer's gain
+    over it (pt), the costs at the full model's accuracy (% of full) of T-Tamer and of the
+    cheapest heuristic, and three verdicts: larger AUC than every heuristic, cheaper or equal
+    at the full model's accuracy than every heuristic, frontier dominating every competitor
+    pointwise (:func:`dominance_table`)."""
+    import pandas as pd
+
+    from ..evaluation import HEURISTICS, evaluate_trace
+
+    rows = []
+    for k, s in enumerate(seeds):
+        r = first if (k == 0 and first is not None) else evaluate_trace(trace, seed=s, n_boot=0, **kwargs)
+        S = r["strategies"]
+        best = max(HEURISTICS, key=lambda h: S[h]["auc"])
+        costs = {h: S[h]["cost_at_full_accuracy"] for h in HEURISTICS if S[h]["cost_at_full_accuracy"] is not None}
+        cheapest = min(costs, key=costs.get) if costs else None
+        auc_ok, cost_ok = _beats_every(S, HEURISTICS)
+        rows.append({"split seed": s, "AUC ttamer (%)": _pct(S["ttamer"]["auc"]),
+                     "AUC ttamer-chain (%)": _pct(S["ttamer-chain"]["auc"]) if "ttamer-chain" in S else np.nan,
+                     "AUC max-prob (%)": _pct(S["max-prob"]["auc"]), "best heuristic": best,
+                     "AUC gain over it (pt)": 100.0 * (S["ttamer"]["auc"] - S[best]["auc"]),
+                     "cost @ full, ttamer (%)": _pct(S["ttamer"]["cost_at_full_accuracy"]),
+                     "cost @ full, cheapest heuristic (%)": _pct(costs[cheapest]) if cheapest else np.nan,
+                     "cheapest heuristic": cheapest,
+                     "larger AUC than every heuristic": auc_ok, "cheaper at full accuracy": cost_ok,
+                     "frontier dominates all": bool(all(dominance_table(r)["dominated by ttamer"]))})
+    return pd.DataFrame(rows).set_index("split seed")
+
+
+def split_verdict(splits) -> str:
+    """One sentence on :func:`split_table`: mean AUC gain and mean costs at full accuracy, and
+    on how many splits T-Tamer has the larger area and the lower cost than every heuristic."""
+    n = len(splits)
+    gain = splits["AUC gain over it (pt)"]
+    both = int((splits["larger AUC than every heuristic"] & splits["cheaper at full accuracy"]).sum())
+    return (f"Over {n} splits T-Tamer's AUC exceeds the best heuristic's by {gain.mean():+.2f} pt on average "
+            f"(from {gain.min():+.2f} to {gain.max():+.2f}); its mean cost at the full model's accuracy is "
+            f"{splits['cost @ full, ttamer (%)'].mean():.1f} % of the full cost against "
+            f"{splits['cost @ full, cheapest heuristic (%)'].mean():.1f} % for the cheapest heuristic; "
+            f"it has both the larger area and the lower-or-equal cost than every heuristic in {both} of {n} "
+            f"splits, and a frontier dominating every competitor at every cost in "
+            f"{int(splits['frontier dominates all'].sum())} of {n}.")
+
+
+#: The estimation ablation of the early-exit chapters: what was tried on the way from the
+#: paper's binned chain to the path-wise estimation (:func:`estimation_ablation`).
+ESTIMATION_CONFIGS = (
+    {"name": "chain: 8 max-prob bins, label loss, index answer (the paper's)", "estimation": "chain",
+     "tamer": {"state": {"K": 8, "agreement": 0}, "loss": "label", "answer_rule": "index"}},
+    {"name": "chain: cross-validated state and loss, pairwise answer", "estimation": "chain"},
+    {"name": "paths: max-prob state, label loss", "pathwise": {"feature": "max_prob", "loss": "label"}},
+    {"name": "paths: max-prob state, final loss", "pathwise": {"feature": "max_prob", "loss": "final"}},
+    {"name": "paths: learned state, final loss", "pathwise": {"feature": "learned", "loss": "final"}},
+    {"name": "paths: cross-validated state, final loss, linear continuation",
+     "pathwise": {"degree": 1}},
+    {"name": "paths: cross-validated state, final loss, posterior answer",
+     "pathwise": {"answer_rule": "posterior"}},
+    {"name": "paths: cross-validated state, final loss (default)"},
+)
+
+
+def estimation_ablation(trace, seed: int = 0, calibration_fraction: float = 0.5, lams=None,
+                        configs: Sequence[dict[str, Any]] = ESTIMATION_CONFIGS):
+    """:func:`ttamer.evaluation.ablation` over ``configs`` (default :data:`ESTIMATION_CONFIGS`)
+    as a ``pandas.DataFrame``: per configuration T-Tamer's AUC and cost at the full model's
+    accuracy (%), the best heuristic's AUC, the gain, and whether it has the larger area and
+    the lower-or-equal cost than every heuristic."""
+    import pandas as pd
+
+    from ..calibration import StateSpec
+    from ..evaluation import HEURISTICS, ablation
+
+    cfgs = []
+    for c in configs:
+        c = dict(c, calibration_fraction=calibration_fraction, lams=lams)
+        if "tamer" in c and isinstance(c["tamer"].get("state"), dict):
+            c["tamer"] = dict(c["tamer"], state=StateSpec(**c["tamer"]["state"]))
+        cfgs.append(c)
+    rows = ablation(trace, cfgs, seed=seed, n_boot=0)
+    out = {}
+    for r in rows:
+        costs = [r[f"cost_at_full[{h}]"] for h in HEURISTICS]
+        out[r["name"]] = {
+            "AUC (%)": _pct(r["auc"]), "best heuristic AUC (%)": _pct(r["best_heuristic_auc"]),
+            "gain (pt)": 100.0 * (r["auc"] - r["best_heuristic_auc"]),
+            "cost @ full (%)": _pct(r["cost_at_full"]),
+            "cheapest heuristic @ full (%)": min((_pct(c) for c in costs if c is not None), default=np.nan),
+            "larger AUC than every heuristic": all(r[f"auc_gap[{h}]"] > 0 for h in HEURISTICS),
+            "cheaper at full accuracy": all(_cheaper_or_equal(r["cost_at_full"], c) for c in costs),
+            "chosen": r["description"]}
+    return pd.DataFrame.from_dict(out, orient="index").round(2)

@@ -394,6 +394,12 @@ def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repea
     runs["ttamer (policy rollout only)"] = lambda: run_policy(tamer.solution_, states, test)
     runs["ttamer (encode states + rollout)"] = lambda: tamer.decide(test)
     runs["ttamer (solve + run a λ sweep)"] = lambda: tamer.decide_sweep(test, lams, refine=False)
+    from ttamer.pathwise import PathwiseTamer
+
+    pw = PathwiseTamer(lam=0.9, feature="max_prob").fit(cal)
+    x = pw.model_.features.transform(test)
+    runs["ttamer path-wise (rule only)"] = lambda: pw.model_.decide(pw.rule_, test, x, pw.model_.answers(test))
+    runs["ttamer path-wise (fit + run a λ sweep)"] = lambda: pw.decide_sweep(test, lams, refine=False)
     rows = []
     for name, fn in runs.items():
         t, dec = best_of(fn, repeats)

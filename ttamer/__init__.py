@@ -11,6 +11,7 @@ from .simulate import ExactEvaluation, SimulationResult, evaluate_exactly, simul
 from .solve import Solution, solve
 from .traces import Trace, load_trace, save_trace
 from .calibration import EarlyExitTamer, StateSpec
+from .pathwise import PathwiseTamer
 from .evaluation import evaluate_trace
 from .cascade import CascadeTamer
 
@@ -19,7 +20,7 @@ __all__ = [
     "Policy", "rollout", "Solution", "solve", "simulate", "SimulationResult",
     "evaluate_exactly", "ExactEvaluation",
     "TTamerError", "InstanceError", "SolverError", "TraceError",
-    "Trace", "load_trace", "save_trace", "EarlyExitTamer", "StateSpec", "evaluate_trace", "CascadeTamer",
+    "Trace", "load_trace", "save_trace", "EarlyExitTamer", "StateSpec", "PathwiseTamer", "evaluate_trace", "CascadeTamer",
 ]
 
 __version__ = "0.1.0"

@@ -88,6 +88,25 @@ def test_runtime_answers_equal_trace_simulation(setup, agreement, lam, feature, 
     assert len(np.unique(sim.last)) > 1  # the policy really exits at several depths
 
 
+@pytest.mark.parametrize("feature,answer_rule", [("max_prob", "last"), ("learned", "last"),
+                                                 ("max_prob", "posterior")])
+@pytest.mark.parametrize("lam", [0.8, 0.97])
+def test_runtime_serves_the_pathwise_rule_as_simulated(setup, lam, feature, answer_rule):
+    """The path-wise rule served online takes exactly the decisions it takes on the trace."""
+    from ttamer.pathwise import PathwiseTamer
+
+    model, x, y, cal, test = setup
+    tamer = PathwiseTamer(lam=lam, feature=feature, answer_rule=answer_rule).fit(cal)
+    sim = tamer.decide(test)
+    server = EarlyExitServer.from_tamer(model, tamer)
+    for bs in (1, 300):
+        res = server.serve(x, batch_size=bs)
+        np.testing.assert_array_equal(res.last, sim.last)
+        np.testing.assert_array_equal(res.answer, sim.answer)
+        assert res.accuracy(y) == pytest.approx(sim.correct(test).mean())
+    assert len(np.unique(sim.last)) > 1
+
+
 def test_batch_and_per_example_agree_and_match_plain_network(setup):
     model, x, y, cal, test = setup
     tamer = EarlyExitTamer(lam=0.8, state=StateSpec(K=3, agreement=1), loss="label").fit(cal)

@@ -25,7 +25,8 @@ consulted so far (NaN for exits not consulted) -- to the ``int`` states of ``nod
 ``B`` rows. :func:`tamer_state_fn` and :func:`cascade_state_fn` build it from a fitted
 :class:`~ttamer.calibration.EarlyExitTamer` / :class:`~ttamer.cascade.CascadeTamer`;
 :func:`threshold_rule` expresses the confidence-threshold heuristic as a (policy,
-state_fn) pair, so heuristics run through the same runtime.
+state_fn) pair, so heuristics run through the same runtime; :func:`pathwise_rule` does the
+same for T-Tamer's path-wise rule (:class:`~ttamer.pathwise.PathwiseTamer`).
 """
 
 from __future__ import annotations
@@ -379,7 +380,11 @@ class EarlyExitServer(_Runtime):
     def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu") -> "EarlyExitServer":
         """Serve with a fitted :class:`~ttamer.calibration.EarlyExitTamer`: its policy, its
         states computed online (:func:`tamer_state_fn`) and its answer rule
-        (:func:`tamer_answer_fns`), so that the served decisions are ``tamer.decide``'s."""
+        (:func:`tamer_answer_fns`) -- or with a fitted :class:`~ttamer.pathwise.PathwiseTamer`
+        (:func:`pathwise_rule`); either way the served decisions are ``tamer.decide``'s."""
+        if hasattr(tamer, "rule_"):
+            policy, state_fn, exit_map = pathwise_rule(tamer)
+            return cls(model, policy, state_fn, device, exit_map=exit_map)
         answer_fn, exit_map = tamer_answer_fns(tamer)
         return cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map)
 
@@ -589,25 +594,58 @@ def cascade_state_fn(tamer: Any) -> StateFn:
     return state_fn
 
 
+def stop_state_policy(n_exits: int, lam: float = 1.0, name: str = "") -> Policy:
+    """A chain policy on two states per exit -- ``1``: stop here, ``0``: go on -- that stops at
+    the first exit in state ``1`` (else at the last) and answers with it (no recall): the
+    runtime form of any rule that decides exit by exit (:func:`threshold_rule`,
+    :func:`pathwise_rule`)."""
+    L = int(n_exits)
+    if L < 1:
+        raise TTamerError(f"n_exits must be >= 1, got {n_exits}")
+    half = np.array([0.5, 0.5])
+    inst = Instance.chain([np.zeros(2)] * L, half, [np.full((2, 2), 0.5)] * (L - 1), np.zeros(L),
+                          names=[f"exit{i}" for i in range(L)], name=name)
+    table = [np.array([[i + 1 if i < L - 1 else -1], [-1]]) for i in range(L)]
+    return LastStatePolicy(inst, lam, recall=False, table=table, start=np.array([0]))
+
+
 def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, StateFn]:
     """The confidence-threshold heuristic (BranchyNet / SDN style) as a (policy, state_fn)
     pair: state ``1`` iff the exit's max-probability is ``≥ tau``; stop at the first such
     exit, else go on to the last; answer with the exit stopped at (no recall).
     ``tau = inf`` is the full model through the runtime."""
-    L = int(n_exits)
-    if L < 1:
-        raise TTamerError(f"n_exits must be >= 1, got {n_exits}")
     if np.isnan(tau):
         raise TTamerError("tau must be a number, got nan")
-    half = np.array([0.5, 0.5])
-    inst = Instance.chain([np.zeros(2)] * L, half, [np.full((2, 2), 0.5)] * (L - 1), np.zeros(L),
-                          names=[f"exit{i}" for i in range(L)], name=f"max-prob >= {tau:g}")
-    table = [np.array([[i + 1 if i < L - 1 else -1], [-1]]) for i in range(L)]
-    policy = LastStatePolicy(inst, lam, recall=False, table=table, start=np.array([0]))
+    policy = stop_state_policy(n_exits, lam, name=f"max-prob >= {tau:g}")
 
     def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
         return (np.nanmax(probs[:, node], axis=1) >= tau).astype(np.int64)
     return policy, state_fn
+
+
+def pathwise_rule(tamer: Any) -> tuple[Policy, StateFn, ExitMap | None]:
+    """A fitted :class:`~ttamer.pathwise.PathwiseTamer` as ``(policy, state_fn, exit_map)``:
+    the state of exit ``i`` is ``1`` iff its stopping rule says stop on the exits consulted so
+    far (later exits padded uniformly; the rule at exit ``i`` reads exits ``0..i`` only), and
+    ``exit_map`` maps the exit stopped at to the exit answered with (its posterior answer;
+    ``None`` for ``answer_rule="last"``). The served decisions are ``tamer.decide``'s."""
+    if not hasattr(tamer, "rule_"):
+        raise TTamerError("pathwise_rule needs a fitted PathwiseTamer (call fit first)")
+    model, rule = tamer.model_, tamer.rule_
+    L = len(model.features.center)
+    names = [f"e{i}" for i in range(L)]
+
+    def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
+        if probs.shape[1] != L:
+            raise TTamerError(f"state_fn: probs has {probs.shape[1]} exits, the rule was fitted on {L}")
+        x = model.features.transform(_padded_trace(probs, names))
+        return rule.stops(x)[:, node].astype(np.int64)
+
+    exit_map = None
+    if model.answer_models is not None:
+        def exit_map(probs: np.ndarray, node: np.ndarray) -> np.ndarray:
+            return model.answers(_padded_trace(probs, names))[np.arange(len(node)), node]
+    return stop_state_policy(L, tamer.lam, name=f"path-wise rule at λ={tamer.lam:g}"), state_fn, exit_map
 
 
 # --------------------------------------------------------------------------- the workloads' models

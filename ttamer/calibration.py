@@ -658,6 +658,21 @@ def heldout_auc(decisions: ExitDecisions, test: Trace, target: str = "label") ->
     return frontier_auc(front, test.cumulative_cost[:, 0].mean() / scale, 1.0)
 
 
+def choose_by_cv(trace: Trace, candidates: list, score: Callable, folds: int, options: str) -> tuple:
+    """``(best, [(candidate, score), ...])``: the candidate of largest ``score(trace,
+    candidate)`` (ties: the first listed); no scoring (and an empty list) when there is only
+    one. Raises if ``trace`` is too small for ``folds``-fold cross-validation, naming the
+    ``options`` to give explicitly instead."""
+    if len(candidates) == 1:
+        return candidates[0], []
+    if trace.n_examples < MIN_CV_EXAMPLES * folds:
+        raise TTamerError(
+            f"calibration trace has {trace.n_examples} examples: too few to choose the 'auto' options by "
+            f"{folds}-fold cross-validation (need {MIN_CV_EXAMPLES * folds}); give {options} explicitly")
+    scores = [score(trace, c) for c in candidates]
+    return candidates[int(np.argmax(scores))], list(zip(candidates, scores))
+
+
 def cv_folds_of(n: int, folds: int, seed: int) -> np.ndarray:
     """``[n]`` fold index of each example (a seeded permutation, balanced)."""
     return np.random.default_rng(seed).permutation(n) % folds
@@ -760,17 +775,8 @@ class EarlyExitTamer:
         """Build the chain instance from calibration examples and solve it at ``lam``."""
         trace.validate()
         cands = self.candidates(int(trace.n_examples * (self.cv_folds - 1) / self.cv_folds))
-        if len(cands) > 1 and trace.n_examples < MIN_CV_EXAMPLES * self.cv_folds:
-            raise TTamerError(
-                f"calibration trace has {trace.n_examples} examples: too few to choose the 'auto' "
-                f"options by {self.cv_folds}-fold cross-validation (need {MIN_CV_EXAMPLES * self.cv_folds}); "
-                f"give K, agreement, feature, loss and smoothing explicitly")
-        self.cv_scores_: list[tuple[Candidate, float]] = []
-        best = cands[0]
-        if len(cands) > 1:
-            scores = [self._cv_score(trace, c) for c in cands]
-            self.cv_scores_ = list(zip(cands, scores))
-            best = cands[int(np.argmax(scores))]
+        best, self.cv_scores_ = choose_by_cv(trace, cands, self._cv_score, self.cv_folds,
+                                             "K, agreement, feature, loss and smoothing")
         fitted = _fit_concrete(trace, best.spec, best.smoothing, best.loss, self.normalize_cost, self.target,
                                best.monotone)
         self.spec_, self.smoothing_, self.loss_ = fitted.spec, fitted.smoothing, best.loss

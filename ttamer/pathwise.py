@@ -43,7 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .calibration import (AUTO, LOSSES, MIN_CV_EXAMPLES, _logistic_models, _posterior_models, _predict,
+from .calibration import (AUTO, LOSSES, _logistic_models, _posterior_models, _predict, choose_by_cv,
                           cv_folds_of, exit_losses, fit_logistic, heldout_auc, history_features, lam_grid,
                           posterior_answers, refined_sweep)
 from .errors import TraceError, TTamerError
@@ -256,18 +256,8 @@ class PathwiseTamer:
         """Choose the configuration (if any field is ``"auto"``), fit the state, answer and
         loss models on ``trace``, and fit the stopping rule at ``lam``."""
         trace.validate()
-        cands = self.candidates()
-        if len(cands) > 1 and trace.n_examples < MIN_CV_EXAMPLES * self.cv_folds:
-            raise TTamerError(
-                f"calibration trace has {trace.n_examples} examples: too few to choose the 'auto' options by "
-                f"{self.cv_folds}-fold cross-validation (need {MIN_CV_EXAMPLES * self.cv_folds}); "
-                f"give feature, loss and answer_rule explicitly")
-        self.cv_scores_: list[tuple[PathCandidate, float]] = []
-        best = cands[0]
-        if len(cands) > 1:
-            scores = [self._cv_score(trace, c) for c in cands]
-            self.cv_scores_ = list(zip(cands, scores))
-            best = cands[int(np.argmax(scores))]
+        best, self.cv_scores_ = choose_by_cv(trace, self.candidates(), self._cv_score, self.cv_folds,
+                                             "feature, loss and answer_rule")
         self.candidate_ = best
         self.model_ = _fit_model(trace, best.feature, best.loss, best.answer_rule, self.normalize_cost)
         self.rule_ = self._rule(self.model_, self.lam)

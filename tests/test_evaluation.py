@@ -205,3 +205,10 @@ def test_markov_diagnostics_null_is_markov():
     assert s2.shape == s.shape and set(np.unique(s2)) <= {0, 1, 2}
     assert markov_violation(t, s, w)[0]["loss_gap_next"] > 0.3
     assert markov_violation(t, s2, w2)[0]["loss_gap_next"] < 0.05
+
+
+def test_evaluate_trace_rejects_a_single_exit():
+    from ttamer.errors import TraceError
+
+    with pytest.raises(TraceError, match="at least 2 exits"):
+        evaluate_trace(synthetic_trace(200, 1, 3, seed=3), n_boot=0)

@@ -45,7 +45,7 @@ import numpy as np
 from . import baselines
 from .calibration import EarlyExitTamer
 from .pathwise import PathwiseTamer
-from .errors import TTamerError
+from .errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace, target_labels
 
 #: Names of the strategies :func:`evaluate_trace` reports, in order (``"ttamer-chain"`` only
@@ -302,6 +302,9 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     points (applied to every strategy alike)."""
     t0 = time.perf_counter()
     trace.validate()
+    if trace.n_exits < 2:
+        raise TraceError(f"key 'probs': the trace has {trace.n_exits} exit; early exit needs at least 2 exits "
+                         f"to choose between")
     target_labels(trace, target)  # validates target
     cal, test = trace.split(calibration_fraction, seed)
     decs, info = strategy_decisions(cal, test, lams, tamer, target, n_thresholds, estimation, pathwise)

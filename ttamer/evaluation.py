@@ -44,8 +44,8 @@ import numpy as np
 
 from . import baselines
 from .calibration import EarlyExitTamer
-from .pathwise import PathwiseTamer
 from .errors import TraceError, TTamerError
+from .pathwise import PathwiseTamer
 from .traces import ExitDecisions, Trace, target_labels
 
 #: Names of the strategies :func:`evaluate_trace` reports, in order (``"ttamer-chain"`` only

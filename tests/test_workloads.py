@@ -355,3 +355,26 @@ def test_report_tables_verdict_and_plot():
     ans = report.recall_answers(tamer, test, [0.5, 0.9, 0.99])
     assert ans.shape[1] == 4 and len(ans) <= 3
     assert ((ans.iloc[:, 0] > 0) & (ans.iloc[:, 0] <= 100)).all()
+
+
+def test_split_table_and_estimation_ablation_are_consistent():
+    """The split table's verdicts follow from its own numbers; the estimation ablation runs
+    every configuration it names and reports the chosen estimation."""
+    from ttamer.traces import synthetic_trace
+    from ttamer.workloads import report
+
+    tr = synthetic_trace(500, 4, 3, seed=3)
+    splits = report.split_table(tr, [0, 1])
+    assert list(splits.index) == [0, 1]
+    for _, row in splits.iterrows():
+        assert row["larger AUC than every heuristic"] == (row["AUC gain over it (pt)"] > 0)
+        assert row["cheaper at full accuracy"] <= (
+            np.isnan(row["cost @ full, cheapest heuristic (%)"])
+            or row["cost @ full, ttamer (%)"] <= row["cost @ full, cheapest heuristic (%)"] + 1e-9)
+    text = report.split_verdict(splits)
+    assert text.startswith("Over 2 splits") and f"{splits['AUC gain over it (pt)'].mean():+.2f} pt" in text
+    cfgs = [report.ESTIMATION_CONFIGS[0], report.ESTIMATION_CONFIGS[-1]]
+    est = report.estimation_ablation(tr, seed=0, configs=cfgs)
+    assert list(est.index) == [c["name"] for c in cfgs]
+    assert est["chosen"].iloc[0].startswith("8 max_prob bins") and est["chosen"].iloc[1].startswith("path-wise")
+    np.testing.assert_allclose(est["gain (pt)"], est["AUC (%)"] - est["best heuristic AUC (%)"], atol=0.011)

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..calibration import StateSpec
+
 #: Strategies that are real (implementable) competitors of T-Tamer; the oracle is a bound.
 COMPETITORS = ("no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static")
 
@@ -229,7 +231,7 @@ def split_verdict(splits) -> str:
 #: paper's binned chain to the path-wise estimation (:func:`estimation_ablation`).
 ESTIMATION_CONFIGS = (
     {"name": "chain: 8 max-prob bins, label loss, index answer (the paper's)", "estimation": "chain",
-     "tamer": {"state": {"K": 8, "agreement": 0}, "loss": "label", "answer_rule": "index"}},
+     "tamer": {"state": StateSpec(K=8, agreement=0), "loss": "label", "answer_rule": "index"}},
     {"name": "chain: cross-validated state and loss, pairwise answer", "estimation": "chain"},
     {"name": "paths: max-prob state, label loss", "pathwise": {"feature": "max_prob", "loss": "label"}},
     {"name": "paths: max-prob state, final loss", "pathwise": {"feature": "max_prob", "loss": "final"}},
@@ -250,15 +252,9 @@ def estimation_ablation(trace, seed: int = 0, calibration_fraction: float = 0.5,
     the lower-or-equal cost than every heuristic."""
     import pandas as pd
 
-    from ..calibration import StateSpec
     from ..evaluation import HEURISTICS, ablation
 
-    cfgs = []
-    for c in configs:
-        c = dict(c, calibration_fraction=calibration_fraction, lams=lams)
-        if "tamer" in c and isinstance(c["tamer"].get("state"), dict):
-            c["tamer"] = dict(c["tamer"], state=StateSpec(**c["tamer"]["state"]))
-        cfgs.append(c)
+    cfgs = [dict(c, calibration_fraction=calibration_fraction, lams=lams) for c in configs]
     rows = ablation(trace, cfgs, seed=seed, n_boot=0)
     out = {}
     for r in rows:

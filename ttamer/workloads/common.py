@@ -106,6 +106,14 @@ def set_runtime(seed: int, threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+def start_run(seed: int, threads: int | None, device: Any) -> "torch.device":  # noqa: F821
+    """The device of a workload run (:func:`resolve_device`), with the generators seeded and,
+    on the CPU, torch capped at ``threads`` threads (:func:`set_runtime`)."""
+    dev = resolve_device(device)
+    set_runtime(seed, threads if dev.type == "cpu" else None)
+    return dev
+
+
 def environment_meta(device: "torch.device") -> dict:  # noqa: F821
     """Hardware and library versions for a trace's ``meta``."""
     import torch

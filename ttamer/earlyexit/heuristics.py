@@ -1,0 +1,76 @@
+"""The threshold heuristics as members of T-Tamer's policy class, swept completely.
+
+Each heuristic is a common-threshold rule (:mod:`ttamer.earlyexit.thresholds`) on one state
+and answer rule (:mod:`ttamer.earlyexit.states`):
+
+=================  ================  ==========================================
+name               state             answer
+=================  ================  ==========================================
+``max-prob``       ``max_prob``      the exit it stops at (BranchyNet, SDN)
+``max-prob-sdn``   ``max_prob``      the most confident exit (SDN's fallback)
+``entropy``        ``neg_entropy``   the exit it stops at (DeeBERT)
+``patience``       ``patience``      the exit it stops at (PABEE)
+=================  ================  ==========================================
+
+:func:`complete_sweep` sweeps a heuristic's threshold over *every* distinct value of its state
+on the examples it is scored on, so that the sweep's resolution never decides a comparison,
+and keeps the rules on the frontier of that complete sweep. :func:`calibrated_threshold`
+picks a threshold on calibration examples only, for the service-level protocol.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TTamerError
+from ..traces import ExitDecisions, Trace
+from .states import StateModel, exit_wrong
+from .thresholds import common_threshold_curve, first_stop, frontier_taus
+
+#: heuristic name -> (state, answer rule)
+HEURISTIC_RULES = {"max-prob": ("max_prob", "last"), "max-prob-sdn": ("max_prob", "confident"),
+                   "entropy": ("neg_entropy", "last"), "patience": ("patience", "last")}
+#: Most rules a complete sweep keeps (its frontier is thinned evenly in cost beyond that).
+MAX_SWEEP_POINTS = 2000
+
+
+def _state(trace: Trace, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name not in HEURISTIC_RULES:
+        raise TTamerError(f"unknown heuristic {name!r}; choose from {sorted(HEURISTIC_RULES)}")
+    return StateModel.fit(trace, *HEURISTIC_RULES[name]).transform(trace)
+
+
+def threshold_curve(trace: Trace, name: str, target: str = "label") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(taus, cost, accuracy)`` of heuristic ``name`` at every distinct threshold on
+    ``trace`` (cost as a fraction of the full model's mean cost)."""
+    x, answers = _state(trace, name)
+    loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
+    taus, mean_loss, mean_cost = common_threshold_curve(x, loss, trace.cumulative_cost)
+    return taus, mean_cost / trace.full_cost.mean(), 1.0 - mean_loss
+
+
+def sweep(trace: Trace, name: str, taus: np.ndarray) -> ExitDecisions:
+    """Decisions ``[P, N]`` of heuristic ``name`` at thresholds ``taus`` (``params`` = ``taus``;
+    for ``entropy`` the threshold is on minus the entropy)."""
+    x, answers = _state(trace, name)
+    taus = np.asarray(taus, dtype=float)
+    last = first_stop(x, taus)
+    answer = np.take_along_axis(answers, last.T, axis=1).T
+    return ExitDecisions.from_last(trace, answer, last, taus, name)
+
+
+def complete_sweep(trace: Trace, name: str, target: str = "label",
+                   max_points: int = MAX_SWEEP_POINTS) -> ExitDecisions:
+    """Heuristic ``name`` at the thresholds of the frontier of its complete sweep on ``trace``
+    (every distinct state value; the frontier is what every metric reads)."""
+    x, answers = _state(trace, name)
+    loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
+    return sweep(trace, name, frontier_taus(x, loss, trace.cumulative_cost, max_points))
+
+
+def calibrated_threshold(calibration: Trace, name: str, accuracy: float, target: str = "label") -> float:
+    """The threshold of least calibration cost whose calibration accuracy is at least
+    ``accuracy`` (``+inf``, i.e. the full model, if none is)."""
+    taus, cost, acc = threshold_curve(calibration, name, target)
+    ok = acc >= accuracy - 1e-12
+    return float(taus[ok][np.argmin(cost[ok])]) if ok.any() else float("inf")

@@ -1,0 +1,392 @@
+"""T-Tamer on a chain of exits: threshold rules fitted on calibration paths, the policy
+class chosen by cross-validation.
+
+On a chain, T-Tamer's optimal strategy is a threshold rule (the book's chapter *Recall: the
+index strategy is optimal*): after exit ``i`` it stops when the state is good enough. What the
+rule can see (its *state*), whether it may answer with an earlier exit (*recall*) and how
+many thresholds it has are choices of estimation; :class:`ThresholdTamer` tries a nested
+family of them, simplest first (:data:`CANDIDATES`):
+
+* one threshold common to every exit on the max-probability (the BranchyNet / SDN rule), with
+  or without SDN's recall fallback, on minus the entropy (DeeBERT) or on the patience counter
+  (PABEE) -- the heuristics are members of T-Tamer's policy class;
+* one threshold per exit, by backward induction of ``θ_λ = λ·loss + κ·cost`` on the
+  calibration paths (:func:`~ttamer.earlyexit.thresholds.backward_thresholds`): it uses the
+  measured, uneven exit costs, which the heuristics ignore;
+* states learned from everything the exits showed so far, and the recall answer "the consulted
+  exit most probably right" (:mod:`ttamer.earlyexit.states`), which beats the full model where
+  later exits overthink.
+
+Each candidate's ``λ``-sweep is scored by the area under its accuracy–cost frontier on
+held-out folds of the calibration examples; the simplest candidate within one standard
+error (of the paired fold differences) of the best is chosen, so that a richer rule is used
+only where the calibration data show that it pays. The test examples are never used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ..calibration import cv_folds_of, lam_grid
+from ..errors import TraceError, TTamerError
+from ..traces import ExitDecisions, Trace
+from .base import BaseTamer
+from .metrics import frontier_auc, pareto_frontier
+from .states import StateModel, exit_wrong
+from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, first_stop, frontier_taus,
+                         hull_choice, quantile_path, rule_points)
+
+THRESHOLD_CLASSES = ("common", "per_exit")
+#: Cost step (a fraction of the full model's cost) between the budgets of a sweep.
+BUDGET_RESOLUTION = 0.002
+#: The common class is cheap to sweep: its budgets are this many times finer.
+COMMON_REFINEMENT = 8
+#: Most rules inserted between two neighbouring λ-optimal rules of the per-exit class.
+MAX_PATH_STEPS = 100
+#: Fewest calibration examples per cross-validation fold.
+MIN_FOLD_EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class PolicyCandidate:
+    """One policy class: a state, an answer rule and one threshold or one per exit."""
+
+    state: str
+    answer: str
+    thresholds: str
+
+    @property
+    def recall(self) -> bool:
+        """Whether the rule may answer with an exit before the one it stopped at."""
+        return self.answer != "last"
+
+    @property
+    def key(self) -> str:
+        """``"thresholds:state:answer"``, the form accepted by ``ThresholdTamer(policy=...)``."""
+        return f"{self.thresholds}:{self.state}:{self.answer}"
+
+    def describe(self) -> str:
+        th = "one threshold" if self.thresholds == "common" else "a threshold per exit"
+        ans = {"last": "answers with the exit it stops at", "confident": "answers with the most confident exit",
+               "posterior": "answers with the exit most probably right",
+               "ensemble": "answers with the exit the running ensemble favours",
+               "ensemble_at_end": "answers with the exit it stops at, or at the end with the exit the ensemble "
+                                  "favours"}[self.answer]
+        return f"{th} on {self.state.replace('_', '-')}, {ans}"
+
+    @classmethod
+    def parse(cls, key: str) -> "PolicyCandidate":
+        parts = str(key).split(":")
+        if len(parts) != 3 or parts[0] not in THRESHOLD_CLASSES:
+            raise TTamerError(f"policy must be 'auto' or 'THRESHOLDS:STATE:ANSWER' with THRESHOLDS in "
+                              f"{THRESHOLD_CLASSES} (e.g. 'per_exit:posterior:posterior'), got {key!r}")
+        return cls(parts[1], parts[2], parts[0])
+
+
+#: The policy classes tried by ``policy="auto"``, simplest first.
+CANDIDATES = tuple(PolicyCandidate.parse(k) for k in (
+    "common:max_prob:last", "common:max_prob:confident", "common:max_prob:ensemble_at_end", "common:ensemble:ensemble", "common:neg_entropy:last",
+    "common:patience:last", "common:posterior:posterior", "per_exit:max_prob:last", "per_exit:max_prob:confident",
+    "per_exit:ensemble:ensemble", "per_exit:learned:last", "per_exit:posterior:posterior"))
+
+
+def normalized_costs(trace: Trace) -> np.ndarray:
+    """``[L]`` mean cost of each exit as a fraction of the full model's mean cost."""
+    total = trace.mean_cost.sum()
+    if not total > 0:
+        raise TraceError("key 'cost': the full model's mean cost is 0; costs cannot be normalised")
+    return trace.mean_cost / total
+
+
+def lambda_thresholds(cand: PolicyCandidate, x: np.ndarray, loss: np.ndarray, costs: np.ndarray,
+                      lams: np.ndarray) -> np.ndarray:
+    """``[P, L−1]`` thresholds of ``cand``'s rule minimising the calibration ``θ_λ`` for each
+    ``λ`` of ``lams`` (``x``, ``loss`` ``[N, L]`` on the calibration examples)."""
+    if cand.thresholds == "per_exit":
+        return backward_thresholds(x, loss, costs, lams)
+    cum = np.broadcast_to(np.cumsum(costs), x.shape)
+    taus, mean_loss, mean_cost = common_threshold_curve(x, loss, cum)
+    tau = taus[hull_choice(mean_cost, mean_loss, lams)]
+    return np.repeat(tau[:, None], x.shape[1] - 1, axis=1)
+
+
+def budget_sweep(cand: PolicyCandidate, x: np.ndarray, loss: np.ndarray, costs: np.ndarray, lams: np.ndarray,
+                 resolution: float = BUDGET_RESOLUTION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The budgeted rules of ``cand``'s class: for each calibration cost budget ``B`` on a grid
+    of step ``resolution``, the most accurate rule found with mean cost ``≤ B``.
+
+    The common class is swept exactly (every distinct threshold). The per-exit class starts
+    from the ``λ``-optimal rules of ``lams`` (which reach only the convex hull of the
+    cost–loss points) and fills the budgets between two neighbours with rules whose
+    thresholds move in rank space from one to the other (:func:`quantile_path`).
+
+    Returns ``(taus [P, L−1], cost [P], loss [P])``, cost increasing, on the calibration examples.
+    """
+    cum = np.broadcast_to(np.cumsum(costs), x.shape)
+    if cand.thresholds == "common":
+        taus, mean_loss, mean_cost = common_threshold_curve(x, loss, cum)
+        keep = budget_points(mean_cost, mean_loss, resolution / COMMON_REFINEMENT)
+        return np.repeat(taus[keep, None], x.shape[1] - 1, axis=1), mean_cost[keep], mean_loss[keep]
+    base = np.unique(backward_thresholds(x, loss, costs, lams), axis=0)
+    base_cost = rule_points(x, loss, cum, base)[1]
+    order = np.argsort(base_cost, kind="stable")
+    base, base_cost = base[order], base_cost[order]
+    xs = np.sort(x[:, :-1], axis=0)
+    pieces = [base[:1]]
+    for k in range(len(base) - 1):  # a loop over the λ-optimal rules (at most n_lams + 2)
+        steps = min(int(np.ceil((base_cost[k + 1] - base_cost[k]) / resolution)) - 1, MAX_PATH_STEPS)
+        if steps > 0:
+            pieces.append(quantile_path(xs, base[k], base[k + 1], steps))
+        pieces.append(base[k + 1 : k + 2])
+    taus = np.concatenate(pieces)
+    mean_loss, mean_cost = rule_points(x, loss, cum, taus)
+    keep = budget_points(mean_cost, mean_loss, resolution)
+    return taus[keep], mean_cost[keep], mean_loss[keep]
+
+
+def decisions(trace: Trace, x: np.ndarray, answers: np.ndarray, taus: np.ndarray, params: np.ndarray,
+              name: str) -> ExitDecisions:
+    """The decisions ``[P, N]`` of the threshold rules ``taus [P, L−1]`` on ``trace``."""
+    last = first_stop(x, taus)
+    answer = np.take_along_axis(answers, last.T, axis=1).T
+    return ExitDecisions.from_last(trace, answer, last, params, name)
+
+
+def complete_sweep(trace: Trace, x: np.ndarray, answers: np.ndarray, target: str, name: str) -> ExitDecisions:
+    """A common-threshold rule swept over every distinct state value of ``trace``, kept at the
+    frontier of that complete sweep (``params`` = thresholds) -- how the heuristics are swept."""
+    loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
+    taus = frontier_taus(x, loss, trace.cumulative_cost)
+    return decisions(trace, x, answers, np.repeat(taus[:, None], x.shape[1] - 1, axis=1), taus, name)
+
+
+def heldout_score(dec: ExitDecisions, trace: Trace, target: str) -> float:
+    """Area under the frontier of a sweep on held-out examples, from exit 0 alone to the full
+    model (costs as fractions of the full model)."""
+    scale = trace.full_cost.mean()
+    front = pareto_frontier(dec.cost.mean(axis=1) / scale, dec.correct(trace, target).mean(axis=1))
+    return frontier_auc(front, min(trace.cumulative_cost[:, 0].mean() / scale, 1 - 1e-9), 1.0)
+
+
+def one_se_choice(scores: np.ndarray) -> int:
+    """Index of the first (simplest) row of ``scores [C, F]`` (candidates × folds) whose mean is
+    within one standard error of the best row's, the error of the paired fold differences."""
+    best = int(np.argmax(scores.mean(axis=1)))
+    folds = scores.shape[1]
+    for c in range(len(scores)):
+        diff = scores[best] - scores[c]
+        se = diff.std(ddof=1) / np.sqrt(folds) if folds > 1 else 0.0
+        if diff.mean() <= se + 1e-12:
+            return c
+    return best
+
+
+def _check_unit(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(value) <= 1.0:
+        raise TTamerError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_int(value: object, name: str, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < lo:
+        raise TTamerError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+class ThresholdTamer(BaseTamer):
+    """T-Tamer for early exit: threshold rules on calibration paths (module docstring).
+
+    Parameters
+    ----------
+    lam : float
+        The trade-off ``λ`` of :meth:`decide` (``θ_λ = λ·error + (1−λ)·cost``, cost as a
+        fraction of the full model's).
+    recall : bool
+        Whether the rule may answer with any consulted exit (``False``: only with the exit it
+        stops at).
+    policy : str
+        ``"auto"`` (cross-validation over :data:`CANDIDATES`) or one ``"THRESHOLDS:STATE:ANSWER"``.
+    target : {"label", "final"}
+        Whether an answer is right when it matches the label or the full model's prediction.
+    cv_folds : int
+        Folds of the cross-validation inside the calibration examples.
+    cv_max_examples : int
+        The cross-validation runs on at most this many calibration examples (a seeded sample);
+        the chosen rule is then fitted on all of them.
+    n_lams : int
+        ``λ`` values of the sweep (``λ/(1−λ)`` log-spaced in ``[10^-2.5, 10^4]``).
+    seed : int
+        Seed of the folds and of the cross-validation sample.
+    progress : bool
+        Show a progress bar over the cross-validation.
+
+    Attributes
+    ----------
+    candidate_ : PolicyCandidate
+        The chosen policy class.
+    cv_scores_ : list of dict
+        Per candidate: ``policy``, mean held-out ``auc`` and its ``se`` against the best.
+    state_model_ : StateModel
+        The fitted state and answer rule.
+    lams_ : ndarray of shape (P,)
+        The sweep's ``λ`` values; ``sweep_taus_ [P, L−1]`` the thresholds at each.
+    taus_ : ndarray of shape (L−1,)
+        The thresholds at ``lam``.
+    """
+
+    def __init__(self, lam: float = 0.95, recall: bool = True, policy: str = "auto", target: str = "label",
+                 cv_folds: int = 5, cv_max_examples: int = 20000, n_lams: int = 161, seed: int = 0,
+                 progress: bool = False) -> None:
+        self.lam = lam
+        self.recall = recall
+        self.policy = policy
+        self.target = target
+        self.cv_folds = cv_folds
+        self.cv_max_examples = cv_max_examples
+        self.n_lams = n_lams
+        self.seed = seed
+        self.progress = progress
+
+    # ------------------------------------------------------------------ fitting
+    def _validated(self) -> None:
+        _check_unit(self.lam, "lam")
+        if not isinstance(self.recall, (bool, np.bool_)):
+            raise TTamerError(f"recall must be True or False, got {self.recall!r}")
+        if self.target not in ("label", "final"):
+            raise TTamerError(f"target must be 'label' or 'final', got {self.target!r}")
+        _check_int(self.cv_folds, "cv_folds", 2)
+        _check_int(self.cv_max_examples, "cv_max_examples", MIN_FOLD_EXAMPLES * 2)
+        _check_int(self.n_lams, "n_lams", 2)
+        _check_int(self.seed, "seed", 0)
+
+    def candidates(self) -> list[PolicyCandidate]:
+        """The policy classes :meth:`fit` chooses from (only no-recall ones if ``recall=False``)."""
+        cands = list(CANDIDATES) if self.policy == "auto" else [PolicyCandidate.parse(self.policy)]
+        if not self.recall:
+            if self.policy != "auto" and cands[0].recall:
+                raise TTamerError(f"policy {self.policy!r} answers with an earlier exit, which recall=False forbids")
+            cands = [c for c in cands if not c.recall]
+        return cands
+
+    def lam_sweep(self) -> np.ndarray:
+        """The ``λ`` values of the sweep, increasing, with ``λ = 0`` and ``λ = 1``."""
+        return np.r_[0.0, lam_grid(int(self.n_lams), 10 ** -2.5, 1e4), 1.0]
+
+    def fit(self, trace: Trace) -> "ThresholdTamer":
+        """Choose the policy class (``policy="auto"``) and fit its thresholds on ``trace``."""
+        self._validated()
+        if not isinstance(trace, Trace):
+            raise TTamerError(f"fit expects a ttamer Trace, got {type(trace).__name__}")
+        trace.validate()
+        if trace.n_exits < 2:
+            raise TraceError(f"key 'probs': the trace has {trace.n_exits} exit; early exit needs at least 2")
+        cands = self.candidates()
+        scores = self._cross_validate(trace, cands) if len(cands) > 1 else np.zeros((1, 1))
+        chosen = one_se_choice(scores)
+        best = int(np.argmax(scores.mean(axis=1)))
+        self.cv_scores_ = [{"policy": c.key, "auc": float(s.mean()),
+                            "se": float((scores[best] - s).std(ddof=1) / np.sqrt(s.size)) if s.size > 1 else 0.0}
+                           for c, s in zip(cands, scores)] if len(cands) > 1 else []
+        self.candidate_ = cands[chosen]
+        self.state_model_ = StateModel.fit(trace, self.candidate_.state, self.candidate_.answer, self.target)
+        x, answers = self.state_model_.transform(trace)
+        loss = np.take_along_axis(exit_wrong(trace, self.target), answers, axis=1)
+        self.costs_ = normalized_costs(trace)
+        self.sweep_taus_, self.sweep_cost_, self.sweep_loss_ = budget_sweep(self.candidate_, x, loss, self.costs_,
+                                                                           self.lam_sweep())
+        self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([float(self.lam)]))[0]
+        self._fit_data = (x, loss)
+        return self
+
+    def _cross_validate(self, trace: Trace, cands: Sequence[PolicyCandidate]) -> np.ndarray:
+        """``[C, F]`` held-out frontier areas of every candidate on every fold."""
+        folds_n = int(self.cv_folds)
+        if trace.n_examples < MIN_FOLD_EXAMPLES * folds_n:
+            raise TraceError(f"the calibration trace has {trace.n_examples} examples: too few for {folds_n}-fold "
+                             f"cross-validation (need {MIN_FOLD_EXAMPLES * folds_n}); give policy= explicitly "
+                             f"or use more calibration examples")
+        rng = np.random.default_rng(int(self.seed))
+        if trace.n_examples > self.cv_max_examples:
+            trace = trace.subset(np.sort(rng.choice(trace.n_examples, int(self.cv_max_examples), replace=False)))
+        folds = cv_folds_of(trace.n_examples, folds_n, int(self.seed))
+        lams = self.lam_sweep()
+        scores = np.zeros((len(cands), folds_n))
+        self.cv_curves_: dict[str, list[dict[str, np.ndarray]]] = {c.key: [] for c in cands}
+        bar = tqdm(total=folds_n * len(cands), desc="cross-validation", disable=not self.progress, leave=False)
+        for f in range(folds_n):
+            train, test = trace.subset(folds != f), trace.subset(folds == f)
+            wrong, costs = exit_wrong(train, self.target), normalized_costs(train)
+            models: dict[tuple[str, str], tuple] = {}
+            for c, cand in enumerate(cands):
+                key = (cand.state, cand.answer)
+                if key not in models:
+                    sm = StateModel.fit(train, cand.state, cand.answer, self.target)
+                    models[key] = (sm.transform(train), sm.transform(test))
+                (x, ans), (x_te, ans_te) = models[key]
+                taus, budget, _ = budget_sweep(cand, x, np.take_along_axis(wrong, ans, axis=1), costs, lams)
+                dec = decisions(test, x_te, ans_te, taus, budget, "cv")
+                if cand.thresholds == "common":
+                    dec = complete_sweep(test, x_te, ans_te, self.target, "cv")
+                scores[c, f] = heldout_score(dec, test, self.target)
+                self.cv_curves_[cand.key].append(
+                    {"budget": budget, "cost": dec.cost.mean(axis=1) / test.full_cost.mean(),
+                     "accuracy": dec.correct(test, self.target).mean(axis=1)})
+                bar.update()
+        bar.close()
+        return scores
+
+    # ------------------------------------------------------------------ deciding
+    def set_lam(self, lam: float) -> "ThresholdTamer":
+        """Move the operating point of :meth:`decide` to another ``λ`` (same policy class and state)."""
+        self._check_fitted()
+        self.lam = _check_unit(lam, "lam")
+        x, loss = self._fit_data
+        self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([self.lam]))[0]
+        return self
+
+    def decide(self, trace: Trace) -> ExitDecisions:
+        """Exit answered with, last exit consulted and cost per example, at ``lam``."""
+        self._check_fitted()
+        x, answers = self.state_model_.transform(trace)
+        return decisions(trace, x, answers, self.taus_[None, :], np.array([float(self.lam)]), self.name)[0]
+
+    def decide_sweep(self, trace: Trace) -> ExitDecisions:
+        """The budgeted rules of the fitted class (:func:`budget_sweep`) on ``trace``, and last
+        the full model (every exit, answering with the last: the limit ``λ → 1``, to which
+        every rule may fall back): arrays ``[P, N]``, ``params`` = each rule's mean cost on the
+        calibration examples (its budget; 1 for the full model)."""
+        self._check_fitted()
+        x, answers = self.state_model_.transform(trace)
+        dec = decisions(trace, x, answers, self.sweep_taus_, self.sweep_cost_, self.name)
+        last = np.full((1, trace.n_examples), trace.n_exits - 1)
+        full = ExitDecisions.from_last(trace, last, last, np.array([1.0]), self.name)
+        return ExitDecisions(np.r_[dec.answer, full.answer], np.r_[dec.last, full.last], np.r_[dec.cost, full.cost],
+                             np.r_[dec.params, full.params], self.name)
+
+    def frontier_sweep(self, trace: Trace) -> ExitDecisions:
+        """The sweep a frontier is scored on: :meth:`decide_sweep` for the per-exit class; for
+        the one-threshold class, whose only parameter is the threshold, the complete sweep over
+        every distinct state value of ``trace`` (read with its labels, exactly as the heuristics
+        are swept), then the full model."""
+        self._check_fitted()
+        if self.candidate_.thresholds == "per_exit":
+            return self.decide_sweep(trace)
+        x, answers = self.state_model_.transform(trace)
+        dec = complete_sweep(trace, x, answers, self.target, self.name)
+        last = np.full((1, trace.n_examples), trace.n_exits - 1)
+        full = ExitDecisions.from_last(trace, last, last, np.array([np.inf]), self.name)
+        return ExitDecisions(np.r_[dec.answer, full.answer], np.r_[dec.last, full.last], np.r_[dec.cost, full.cost],
+                             np.r_[dec.params, full.params], self.name)
+
+    @property
+    def name(self) -> str:
+        return "ttamer" if self.recall else "no-recall"
+
+    def describe(self) -> str:
+        self._check_fitted()
+        return f"T-Tamer, path-wise thresholds: {self.candidate_.describe()}"

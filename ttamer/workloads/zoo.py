@@ -118,8 +118,24 @@ def zoo_entry(name: str) -> ZooEntry:
 
 
 def load_zoo_trace(name: str) -> Trace:
-    """The shipped trace ``name`` (validated). Raises :class:`TTamerError` for an unknown name
-    or a missing file (which :func:`build_zoo_trace` / ``ttamer traces zoo`` regenerates)."""
+    """The shipped trace ``name``, read and validated (no torch needed).
+
+    Parameters
+    ----------
+    name : str
+        A name of :func:`zoo_names`.
+
+    Returns
+    -------
+    Trace
+        The trace of ``ttamer/data/zoo/<name>.npz``.
+
+    Raises
+    ------
+    TTamerError
+        For an unknown name (the message lists the known ones) or a missing file (which
+        :func:`write_zoo_trace` / ``ttamer traces zoo NAME`` regenerates).
+    """
     entry = zoo_entry(name)
     if not entry.path.exists():
         raise TTamerError(f"zoo trace {name!r}: file {str(entry.path)!r} is missing; regenerate it "
@@ -128,8 +144,28 @@ def load_zoo_trace(name: str) -> Trace:
 
 
 def build_zoo_trace(name: str, seed: int = 0, progress: bool = True) -> Trace:
-    """Regenerate trace ``name`` from the packaged weights and data (seed 0 = the shipped
-    file). Needs torch; see the module docstring for the packages each trace reads."""
+    """Regenerate trace ``name`` from the packaged weights and data.
+
+    Parameters
+    ----------
+    name : str
+        A name of :func:`zoo_names`.
+    seed : int, default 0
+        Seed of the head / trace partition, the initialisation and the training; 0 gives the
+        shipped file.
+    progress : bool, default True
+        Show tqdm progress bars.
+
+    Returns
+    -------
+    Trace
+        The regenerated trace (``meta["generation_seconds_total"]`` holds its build time).
+
+    Raises
+    ------
+    TTamerError
+        For an unknown name or a missing package or data file (named in the message).
+    """
     entry = zoo_entry(name)
     t0 = time.perf_counter()
     trace = entry.builder(entry, seed=int(seed), progress=progress)
@@ -139,8 +175,24 @@ def build_zoo_trace(name: str, seed: int = 0, progress: bool = True) -> Trace:
 
 def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
                     progress: bool = True) -> tuple[Trace, Path]:
-    """Regenerate trace ``name`` (:func:`build_zoo_trace`) and write it, compressed, to ``path``
-    (default: its shipped file in ``ttamer/data/zoo``). Returns the trace and the path."""
+    """Regenerate trace ``name`` (:func:`build_zoo_trace`) and write it, compressed.
+
+    Parameters
+    ----------
+    name : str
+        A name of :func:`zoo_names`.
+    path : str or Path, optional
+        File to write; default: the trace's shipped file in ``ttamer/data/zoo``.
+    seed : int, default 0
+        As in :func:`build_zoo_trace`.
+    progress : bool, default True
+        Show tqdm progress bars.
+
+    Returns
+    -------
+    (Trace, Path)
+        The trace and the file written.
+    """
     entry = zoo_entry(name)
     path = entry.path if path is None else Path(path)
     if not path.parent.exists():

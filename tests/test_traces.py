@@ -106,8 +106,9 @@ def test_failed_save_does_not_clobber(tmp_path, trace, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TraceError, match="disk full") as err:
         save_trace(path, synthetic_trace(10, 4, 3, seed=5))
+    assert "t.npz" in str(err.value) and "tmp" not in str(err.value).replace(str(tmp_path), "")
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["t.npz"]  # no temporary left behind
     bad = _with(trace, labels=trace.labels + 5)
@@ -143,8 +144,10 @@ def test_derived_arrays_and_subset(trace):
     per_ex = synthetic_trace(20, 3, 2, seed=1, per_example_cost=True)
     np.testing.assert_allclose(per_ex.mean_cost, per_ex.cost.mean(axis=0))
     assert per_ex.subset(np.arange(20) < 5).cost.shape == (5, 3)
-    cal, test = trace.split(0.3, seed=1)
+    cal, test = trace.split(0.3, seed=1, min_each=10)
     assert cal.n_examples == 15 and test.n_examples == 35
+    with pytest.raises(TraceError, match="at least 20"):
+        trace.split(0.3, seed=1)  # 15 calibration examples < MIN_SPLIT_EXAMPLES
     with pytest.raises(TraceError):
         trace.subset([50])
 

@@ -19,6 +19,11 @@ import numpy as np
 from .errors import SolverError
 from .instance import Instance
 from .policy import LastStatePolicy, best_action
+from .validate import check_count
+
+#: Default limit on the size of the value table ``Σ_v K_v × M`` (``M`` levels), checked before
+#: any work (override: ``max_cells=``); 8 bytes per cell, twice (values and actions).
+MAX_DP_CELLS = 20_000_000
 
 
 def x_levels(instance: Instance, lam: float) -> np.ndarray:
@@ -28,12 +33,18 @@ def x_levels(instance: Instance, lam: float) -> np.ndarray:
     return np.unique(np.concatenate(vals + [np.array(tail)]))
 
 
-def solve_chain_recall(instance: Instance, lam: float) -> tuple[float, LastStatePolicy]:
+def solve_chain_recall(instance: Instance, lam: float, *, max_cells: int = MAX_DP_CELLS
+                       ) -> tuple[float, LastStatePolicy]:
     """Optimal recall value and policy on a chain (skips allowed)."""
     if not instance.is_chain:
         raise SolverError("the (i, s, X) dynamic program needs a single chain; use method='index' on forests")
     kappa = 1.0 - lam
     levels = x_levels(instance, lam)
+    cells = int(instance.n_states.sum()) * len(levels)
+    if cells > check_count(max_cells, "max_cells"):
+        raise SolverError(f"the (i, s, X) dynamic program on {instance.n} nodes needs {cells:,} table cells "
+                          f"({len(levels):,} loss levels), above max_cells={max_cells:,} (MAX_DP_CELLS); "
+                          f"without skips use method='index', or raise the limit")
     lev = [np.searchsorted(levels, lam * l) for l in instance.losses]  # level of λ ℓ_v(t)
     m_idx = np.arange(len(levels))
     out = instance.out_edges()

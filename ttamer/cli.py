@@ -1,6 +1,9 @@
 """Command line: ``ttamer solve``, ``ttamer evaluate``, ``ttamer traces`` (``python -m ttamer``).
 
-Bad input exits non-zero with one clear message naming the culprit, never a traceback.
+Bad input exits with status 2 and one clear line naming the culprit, never a traceback.
+Anything printed that comes from a file (names, meta) has its control characters escaped, and
+the output works on any terminal encoding (non-ASCII characters are backslash-escaped where
+the encoding lacks them).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from typing import Sequence
 
 from .errors import TTamerError
 from .solve import METHODS
+from .validate import escape_lines, escape_text
 
 
 def _add_solve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("solve", help="solve an instance file (JSON, SPEC §2) for one λ")
+    p = sub.add_parser("solve", help="solve an instance file (JSON, the book's chapter 'The model') for one λ")
     p.add_argument("path", help="instance file (JSON)")
     p.add_argument("--lam", type=float, required=True, help="trade-off weight λ in [0, 1]")
     p.add_argument("--no-recall", action="store_true", help="answer with the last model consulted")
@@ -35,12 +39,12 @@ def _run_solve(args: argparse.Namespace) -> int:
                "method": sol.method, "policy": sol.policy.describe()}
         if "sigma" in sol.details:
             out["indices"] = {inst.nodes[v].name: s.tolist() for v, s in enumerate(sol.details["sigma"])}
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2))  # ASCII: json escapes control and non-ASCII characters
     else:
         kind = "recall" if sol.recall else "no recall"
-        print(f"{inst.name or args.path}: λ={sol.lam:g}, {kind}, method={sol.method}")
+        print(f"{escape_text(inst.name or args.path)}: λ={sol.lam:g}, {kind}, method={sol.method}")
         print(f"optimal expected trade-off: {sol.value:.10g}")
-        print(sol.policy.describe())
+        print(escape_lines(sol.policy.describe()))
     return 0
 
 
@@ -59,16 +63,46 @@ def _subcommands() -> list:
     return [cli_evaluate, cli_traces]
 
 
+def safe_streams() -> None:
+    """Make stdout/stderr print anything: characters the terminal's encoding lacks become
+    backslash escapes (e.g. under ``PYTHONIOENCODING=ascii`` or an ASCII locale)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # pragma: no cover - a closed or exotic stream
+                pass
+
+
+def error_line(command: str, exc: BaseException) -> str:
+    """The one line printed for an error: ``ttamer CMD: error: MESSAGE`` (escaped, one line)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"ttamer {command}: error: {escape_text(text, 2000)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except TTamerError as exc:
-        print(f"ttamer {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(args.command, exc), file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"ttamer {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(args.command, exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ttamer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (MemoryError, RecursionError) as exc:
+        print(error_line(args.command, f"out of resources ({type(exc).__name__}): the input is too large "
+                                       f"or too deeply nested"), file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, never a traceback
+        print(error_line(args.command, f"unexpected {type(exc).__name__}: {exc} "
+                                       f"(please report this as a bug)"), file=sys.stderr)
         return 2
 
 

@@ -14,13 +14,14 @@ import sys
 from typing import Any
 
 from .errors import TTamerError
+from .validate import MIN_SPLIT_EXAMPLES, check_count, check_fraction, check_seed, escape_lines
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``evaluate`` subcommand."""
     p = subparsers.add_parser("evaluate", help="evaluate T-Tamer and the early-exit heuristics on a trace (.npz)",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("path", metavar="TRACES.npz", help="trace file (SPEC §5.1)")
+    p.add_argument("path", metavar="TRACES.npz", help="trace file (the book's chapter 'Early exit on real models')")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test split (default 0)")
     p.add_argument("--calibration-fraction", type=float, default=0.5,
                    help="share of the examples used to fit T-Tamer (default 0.5)")
@@ -81,26 +82,33 @@ def run(args: argparse.Namespace) -> int:
     from .traces import load_trace
 
     try:
-        if not 0.0 < args.calibration_fraction < 1.0:
-            raise TTamerError(f"--calibration-fraction must be in (0, 1), got {args.calibration_fraction}")
-        if args.bootstrap < 0:
-            raise TTamerError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+        seed = check_seed(args.seed, "--seed")
+        check_fraction(args.calibration_fraction, "--calibration-fraction")
+        check_count(args.bootstrap, "--bootstrap", minimum=0, maximum=1_000_000)
         trace = load_trace(args.path)
+        check_fraction(args.calibration_fraction, "--calibration-fraction", n=trace.n_examples,
+                       min_each=MIN_SPLIT_EXAMPLES)
+        args.seed = seed
         result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
                                 target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
                                 estimation=args.estimation)
     except (TTamerError, OSError) as exc:
-        print(f"ttamer evaluate: error: {exc}", file=sys.stderr)
+        from .cli import error_line
+
+        print(error_line("evaluate", exc), file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result, indent=1, allow_nan=False))
     else:
-        print(format_table(result))
+        print(escape_lines(format_table(result)))  # model, dataset, exit names come from the file
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m ttamer.cli_evaluate``), for tests before registration."""
+    from .cli import safe_streams
+
+    safe_streams()
     parser = argparse.ArgumentParser(prog="ttamer")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)

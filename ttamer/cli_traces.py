@@ -1,7 +1,7 @@
-"""``ttamer traces {nlp,vision,zoo}``: generate an early-exit trace on a real model (SPEC §5.5).
+"""``ttamer traces {nlp,vision,zoo}``: generate an early-exit trace on a real model (the book's chapter *Early exit on real models*).
 
 Runs a workload (``--profile offline``: local weights and data on a CPU in minutes;
-``full``: BERT-base / ResNet-18 by hub name, for a GPU) and writes one trace file (SPEC §5.1)
+``full``: BERT-base / ResNet-18 by hub name, for a GPU) and writes one trace file (see :mod:`ttamer.traces`)
 to ``--out``, or into the trace cache (``$TTAMER_CACHE`` or ``~/.cache/ttamer/traces``) when
 ``--out`` is not given. The file is written to a temporary name and renamed, so a failed run
 never overwrites a good trace. Prints the per-exit accuracy and cost, and the file written.
@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .errors import TTamerError
+from .validate import check_seed, escape_text
 
 _SIZES = {
     "nlp": [("--n-head", "n_head", "examples that train the exit heads"),
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from .workloads import generate, trace_path
 
     try:
+        check_seed(args.seed, "--seed")
         sizes = {dest: getattr(args, dest) for _, dest, _ in _SIZES[args.workload]}
         for name, value in sizes.items():
             if value is not None and value < 1:
@@ -117,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
                           progress=not args.no_progress, **sizes)
         save_trace(out, result.trace)
     except (TTamerError, OSError) as exc:
-        print(f"ttamer traces: error: {exc}", file=sys.stderr)
+        from .cli import error_line
+
+        print(error_line("traces", exc), file=sys.stderr)
         return 2
     tr = result.trace
     summary = {"path": str(out), "trace": repr(tr), "exit_names": tr.exit_names,
@@ -127,9 +131,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(repr(tr))
+        print(escape_text(repr(tr)))
+        unit = escape_text(summary["cost_unit"], 40)
         for name, acc, c in zip(tr.exit_names, summary["exit_accuracy"], summary["cost"]):
-            print(f"  {name:>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} {summary['cost_unit']}")
+            print(f"  {escape_text(name, 40):>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} {unit}")
         print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
-        print(f"wrote {out}")
+        print(f"wrote {escape_text(str(out))}")
     return 0

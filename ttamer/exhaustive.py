@@ -14,6 +14,7 @@ skipped over are gone). Exponential by nature: it exists to check the fast solve
 
 from __future__ import annotations
 
+import math
 import sys
 from functools import lru_cache
 
@@ -22,25 +23,46 @@ import numpy as np
 from .errors import SolverError
 from .instance import Instance
 from .policy import STOP, ExhaustivePolicy
+from .validate import check_count, magnitude, magnitude_log10
 
 #: Default cap on ``Π_v (K_v + 1)``, the number of information states (times n without recall).
 MAX_STATES = 400_000
 
 
 def state_space_bound(instance: Instance, recall: bool) -> int:
-    """An upper bound on the number of information states the DP may visit."""
+    """An upper bound on the number of information states the DP may visit (an exact
+    integer, possibly huge: compare :func:`state_space_log10` first on large instances)."""
     bound = int(np.prod([int(k) + 1 for k in instance.n_states], dtype=object))
     return bound if recall else bound * (instance.n + 1)
 
 
+def state_space_log10(instance: Instance, recall: bool) -> float:
+    """``log10`` of :func:`state_space_bound`, computed without forming the integer."""
+    out = float(np.log10(instance.n_states.astype(float) + 1.0).sum())
+    return out if recall else out + math.log10(instance.n + 1)
+
+
+def fits_state_space(instance: Instance, recall: bool, max_states: int) -> bool:
+    """Whether :func:`state_space_bound` is at most ``max_states`` (cheap on huge instances)."""
+    if state_space_log10(instance, recall) > math.log10(max(max_states, 1)) + 1:
+        return False
+    return state_space_bound(instance, recall) <= max_states
+
+
+def describe_state_space(instance: Instance, recall: bool) -> str:
+    """The bound as a short text ("1,234" or "more than 10^k")."""
+    log = state_space_log10(instance, recall)
+    return magnitude(state_space_bound(instance, recall)) if log < 15 else magnitude_log10(log)
+
+
 def _check_size(instance: Instance, recall: bool, max_states: int) -> None:
-    bound = state_space_bound(instance, recall)
-    if bound > max_states:
+    max_states = check_count(max_states, "max_states")
+    if not fits_state_space(instance, recall, max_states):
         raise SolverError(
-            f"the exhaustive solver would visit up to {bound:,} information states "
-            f"(Π_v (K_v+1){'' if recall else ' x (n+1)'}), above max_states={max_states:,}; "
-            "it is meant for small instances (about 8-10 nodes) -- use a polynomial method, "
-            "aggregate states, or raise max_states"
+            f"the exhaustive solver's bound on information states is {describe_state_space(instance, recall)} "
+            f"({instance.n} nodes; Π_v (K_v+1){'' if recall else ' x (n+1)'}), above "
+            f"max_states={max_states:,}; it is meant for small instances (about 8-10 nodes) -- use a "
+            "polynomial method, aggregate states, or raise max_states"
         )
 
 

@@ -1,4 +1,4 @@
-"""Instances of the Markovian Pandora's box on a forest of models (SPEC §2).
+"""Instances of the Markovian Pandora's box on a forest of models (the book's chapter *The model*).
 
 An instance is a rooted forest of nodes (models). Node ``v`` has
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -29,6 +30,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import InstanceError
+from .safeio import MAX_JSON_BYTES, HugeNumber, atomic_write, decode_text, loads_strict, read_file, show_path
+from .validate import escape_text
 
 #: Tolerance on ``Σ_t P[s, t] = 1`` and ``Σ_s μ(s) = 1``.
 ROW_SUM_TOL = 1e-9
@@ -63,10 +66,25 @@ def _where(node: str, field: str) -> str:
     return f"node {node!r}, field {field!r}"
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (list, tuple, Mapping)):
+        return f"a {type(value).__name__} of {len(value)} item(s)" if len(repr(value)) > 60 else escape_text(repr(value))
+    return escape_text(repr(value), 60)
+
+
 def _finite_nonneg_scalar(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InstanceError(f"{where}: expected a number, got {value!r}")
-    value = float(value)
+    if isinstance(value, HugeNumber):
+        raise InstanceError(f"{where}: out of range ({value!r})")
+    if not _is_number(value):
+        raise InstanceError(f"{where}: expected a number, got {_short(value)}")
+    try:
+        value = float(value)
+    except (OverflowError, ValueError):
+        raise InstanceError(f"{where}: out of range (too large for a float)") from None
     if not math.isfinite(value):
         raise InstanceError(f"{where}: must be finite, got {value}")
     if value < 0:
@@ -74,13 +92,36 @@ def _finite_nonneg_scalar(value: Any, where: str) -> float:
     return value
 
 
+def _leaves_are_numbers(value: Any, ndim: int, where: str, index: tuple = ()) -> None:
+    """Check a nested list/tuple holds only numbers (no strings, booleans, None) at depth ``ndim``."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "fiu":
+            raise InstanceError(f"{where}: expected numbers, got an array of dtype {value.dtype}")
+        return
+    if ndim == 0:
+        if isinstance(value, HugeNumber):
+            raise InstanceError(f"{where}: entry {index} is out of range ({value!r})")
+        if not _is_number(value):
+            raise InstanceError(f"{where}: entry {index} must be a number, got {_short(value)}")
+        return
+    if not isinstance(value, (list, tuple)):
+        raise InstanceError(f"{where}: expected a {ndim + len(index)}-D array of numbers, "
+                            f"got {_short(value)}" + (f" at entry {index}" if index else ""))
+    for k, item in enumerate(value):
+        _leaves_are_numbers(item, ndim - 1, where, index + (k,))
+
+
 def _float_array(value: Any, ndim: int, where: str) -> np.ndarray:
     if isinstance(value, (str, bytes, Mapping)) or value is None:
-        raise InstanceError(f"{where}: expected a {ndim}-D array of numbers, got {value!r}")
+        raise InstanceError(f"{where}: expected a {ndim}-D array of numbers, got {_short(value)}")
+    _leaves_are_numbers(value, ndim, where)
     try:
-        arr = np.array(value, dtype=float)
+        with np.errstate(over="ignore"):
+            arr = np.array(value, dtype=float)
+    except OverflowError:
+        raise InstanceError(f"{where}: an entry is out of range (too large for a float)") from None
     except (TypeError, ValueError) as exc:
-        raise InstanceError(f"{where}: expected a {ndim}-D array of numbers ({exc})") from None
+        raise InstanceError(f"{where}: expected a {ndim}-D array of numbers ({escape_text(str(exc), 100)})") from None
     if arr.ndim != ndim:
         raise InstanceError(f"{where}: expected a {ndim}-D array, got shape {arr.shape}")
     if arr.size == 0:
@@ -123,10 +164,19 @@ class Instance:
         skips: Sequence[Skip] = (),
         name: str = "",
     ) -> None:
+        if isinstance(nodes, (str, bytes, Mapping)) or not hasattr(nodes, "__iter__"):
+            raise InstanceError(f"nodes must be a sequence of ttamer.instance.Node, got {type(nodes).__name__}")
         nodes = tuple(nodes)
         if not nodes:
             raise InstanceError("the instance is empty: it needs at least one node")
-        self.name = str(name)
+        for i, node in enumerate(nodes):
+            if not isinstance(node, Node):
+                raise InstanceError(f"node #{i}: expected a ttamer.instance.Node, got {type(node).__name__}")
+        if not isinstance(skips, (list, tuple)) or not all(isinstance(s, Skip) for s in skips):
+            raise InstanceError("skips must be a sequence of ttamer.instance.Skip")
+        if not isinstance(name, str):
+            raise InstanceError(f"field 'name': the instance name must be a string, got {_short(name)}")
+        self.name = name
         self.nodes = nodes
         self.fallback = None if fallback is None else _finite_nonneg_scalar(fallback, "field 'fallback'")
         self._index_names()
@@ -199,9 +249,11 @@ class Instance:
 
     def _topological_order(self) -> np.ndarray:
         n = len(self.nodes)
-        self.children: tuple[tuple[int, ...], ...] = tuple(
-            tuple(int(j) for j in np.flatnonzero(self.parent == i)) for i in range(n)
-        )
+        kids: list[list[int]] = [[] for _ in range(n)]
+        for j, p in enumerate(self.parent.tolist()):
+            if p >= 0:
+                kids[p].append(j)
+        self.children: tuple[tuple[int, ...], ...] = tuple(tuple(k) for k in kids)
         self.roots = tuple(int(i) for i in np.flatnonzero(self.parent < 0))
         order: list[int] = []
         stack = list(reversed(self.roots))
@@ -323,6 +375,9 @@ class Instance:
 
         ``skips`` are ``(from, to, cost)`` with nodes by name or position.
         """
+        for label, seq in (("losses", losses), ("transitions", transitions)):
+            if not hasattr(seq, "__len__") or isinstance(seq, (str, bytes, Mapping)):
+                raise InstanceError(f"{label!r} must be a sequence, got {_short(seq)}")
         n = len(losses)
         if len(transitions) != n - 1:
             raise InstanceError(f"a chain of {n} nodes needs {n - 1} transition matrices, got {len(transitions)}")
@@ -344,16 +399,38 @@ class Instance:
     ) -> "Instance":
         """A forest from arrays: ``parents[v]`` a position or ``None``; ``matrices[v]`` is
         ``μ_v`` for a root and ``P_v`` otherwise."""
+        for label, seq in (("losses", losses), ("parents", parents), ("matrices", matrices), ("costs", costs)):
+            if not hasattr(seq, "__len__") or isinstance(seq, (str, bytes, Mapping)):
+                raise InstanceError(f"{label!r} must be a sequence with one entry per node, got {_short(seq)}")
         n = len(losses)
         for label, seq in (("parents", parents), ("matrices", matrices), ("costs", costs)):
             if len(seq) != n:
                 raise InstanceError(f"{label!r} has {len(seq)} entries for {n} nodes")
-        names = [f"v{i}" for i in range(n)] if names is None else [str(x) for x in names]
+        if names is None:
+            names = [f"v{i}" for i in range(n)]
+        else:
+            if not hasattr(names, "__len__") or isinstance(names, (str, bytes)) or len(names) != n:
+                raise InstanceError(f"'names' must list {n} strings, got {_short(names)}")
+            bad = [x for x in names if not isinstance(x, str)]
+            if bad:
+                raise InstanceError(f"'names': every name must be a string, got {_short(bad[0])}")
+            names = list(names)
+
+        def position(x: Any, label: str) -> int:
+            if isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_)):
+                if not -1 <= int(x) < n:
+                    raise InstanceError(f"{label}: node position {int(x)} out of range for {n} nodes")
+                return int(x)
+            raise InstanceError(f"{label}: expected a node position (integer) or name, got {_short(x)}")
+
         nodes = []
         for v in range(n):
             p = parents[v]
-            is_root = p is None or (not isinstance(p, str) and int(p) < 0)
-            pname = None if is_root else (p if isinstance(p, str) else names[int(p)])
+            if p is None or isinstance(p, str):
+                is_root, pname = p is None, p
+            else:
+                pos = position(p, f"parents[{v}]")
+                is_root, pname = pos < 0, (None if pos < 0 else names[pos])
             nodes.append(
                 Node(
                     name=names[v],
@@ -364,16 +441,27 @@ class Instance:
                     transition=None if is_root else matrices[v],
                 )
             )
-        sk = [
-            Skip(a if isinstance(a, str) else names[int(a)], b if isinstance(b, str) else names[int(b)], c)
-            for a, b, c in skips
-        ]
+        sk = []
+        for k, skip in enumerate(skips):
+            if not isinstance(skip, (tuple, list)) or len(skip) != 3:
+                raise InstanceError(f"skip #{k}: expected (from, to, cost), got {_short(skip)}")
+            a, b, c = skip
+            ends = []
+            for label, x in (("from", a), ("to", b)):
+                if isinstance(x, str):
+                    ends.append(x)
+                    continue
+                pos = position(x, f"skip #{k}, field {label!r}")
+                if pos < 0:
+                    raise InstanceError(f"skip #{k}, field {label!r}: node position {pos} out of range")
+                ends.append(names[pos])
+            sk.append(Skip(ends[0], ends[1], c))
         return cls(nodes, fallback=fallback, skips=sk, name=name)
 
     # ------------------------------------------------------------------ (de)serialisation
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Instance":
-        """Build from the JSON interchange format of SPEC §2 (already parsed)."""
+        """Build from the JSON interchange format (the book's chapter *The model*) (already parsed)."""
         if not isinstance(data, Mapping):
             raise InstanceError(f"the instance must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - _TOP_FIELDS
@@ -385,14 +473,17 @@ class Instance:
         if not isinstance(raw_nodes, list):
             raise InstanceError(f"field 'nodes': expected a list, got {type(raw_nodes).__name__}")
         nodes = [_node_from_dict(i, raw) for i, raw in enumerate(raw_nodes)]
-        raw_skips = data.get("skips") or []
+        raw_skips = data.get("skips", [])
         if not isinstance(raw_skips, list):
-            raise InstanceError(f"field 'skips': expected a list, got {type(raw_skips).__name__}")
+            raise InstanceError(f"field 'skips': expected a list, got {_short(raw_skips)}")
         skips = [_skip_from_dict(k, raw) for k, raw in enumerate(raw_skips)]
-        return cls(nodes, fallback=data.get("fallback"), skips=skips, name=data.get("name", ""))
+        name = data.get("name", "")
+        if not isinstance(name, str):
+            raise InstanceError(f"field 'name': the instance name must be a string, got {_short(name)}")
+        return cls(nodes, fallback=data.get("fallback"), skips=skips, name=name)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON interchange format of SPEC §2."""
+        """The JSON interchange format (the book's chapter *The model*)."""
         nodes = []
         for v, nd in enumerate(self.nodes):
             d: dict[str, Any] = {"name": nd.name, "parent": nd.parent, "cost": float(self.costs[v]),
@@ -408,8 +499,9 @@ class Instance:
         return out
 
     def save(self, path: str | Path) -> None:
-        """Write the instance as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the instance as JSON, atomically (the old file survives any failure)."""
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write(path, text, "instance file", InstanceError)
 
     def __repr__(self) -> str:
         shape = "chain" if self.is_chain else f"forest with {len(self.roots)} root(s)"
@@ -450,23 +542,22 @@ def _skip_from_dict(k: int, raw: Any) -> Skip:
     return Skip(raw["from"], raw["to"], raw["cost"])
 
 
-def load_instance(path: str | Path) -> Instance:
-    """Read and validate an instance file (JSON, SPEC §2)."""
-    path = Path(path)
+def load_instance(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Instance:
+    """Read and validate an instance file (JSON, the book's chapter *The model*).
+
+    Only a regular file of at most ``max_bytes`` (:data:`ttamer.safeio.MAX_JSON_BYTES`) is
+    read; it must be UTF-8 JSON without duplicate keys. Errors name the file.
+    """
+    data = read_file(path, "instance file", max_bytes, InstanceError)
+    where = show_path(path)
+    text = decode_text(data, f"instance file {where}", InstanceError)
+    parsed = loads_strict(text, f"instance file {where}", InstanceError)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InstanceError(f"cannot read instance file {str(path)!r}: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InstanceError(f"{str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    try:
-        return Instance.from_dict(data)
+        return Instance.from_dict(parsed)
     except InstanceError as exc:
-        raise InstanceError(f"{str(path)!r}: {exc}") from None
+        raise InstanceError(f"{where}: {exc}") from None
 
 
 def save_instance(instance: Instance, path: str | Path) -> None:
-    """Write ``instance`` to ``path`` as JSON (SPEC §2)."""
+    """Write ``instance`` to ``path`` as JSON (the book's chapter *The model*)."""
     instance.save(path)

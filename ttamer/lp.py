@@ -1,4 +1,4 @@
-"""LP certificates: the instance as a finite MDP, its primal LP and the budgeted dual (SPEC §3.4).
+"""LP certificates: the instance as a finite MDP, its primal LP and the budgeted dual (the book's chapter *LP certificates and the error–cost frontier*).
 
 An instance and ``λ`` define a finite-horizon MDP. A state ``x`` is the information gathered
 so far; its actions are *stop* (pay ``λ X(x)``, where ``X`` is the loss answered with) or
@@ -49,12 +49,16 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import SolverError
+from .errors import SolverError, TTamerError
 from .instance import Instance
 from .policy import STOP, ExhaustivePolicy, LastStatePolicy, Policy
+from .validate import check_count, check_lam
 
 #: Default limit on the number of information states of the exhaustive space.
 MAX_STATES = 50_000
+#: Default limit on the number of states of the chain MDP (``Σ_v K_v`` times the number of
+#: loss levels with recall), checked before it is built (override: ``max_chain_states=``).
+MAX_CHAIN_STATES = 300_000
 #: Two actions whose values differ by less than this are ties; the greedy policy then stops
 #: (or consults the node of smallest position).
 TIE_TOL = 1e-9
@@ -254,8 +258,8 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
         nxt = offset + M
         if nxt + len(uniq) > max_states:
             raise SolverError(
-                f"the exhaustive information-state space of instance {inst.name!r} ({n} nodes, "
-                f"K={inst.n_states.tolist()}) has more than max_states={max_states} states "
+                f"the exhaustive information-state space of instance {inst.name[:60]!r} ({n} nodes, "
+                f"up to {int(inst.n_states.max())} states each) has more than max_states={max_states} states "
                 f"(already {nxt + len(uniq)} after {int((cur[0] >= 0).sum()) + 1} consults); "
                 f"use space='chain' on a chain or raise max_states")
         coo.append((row_ids[par], nxt + inv.ravel(), prob))
@@ -264,7 +268,16 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
     return _finish(inst, recall, "exhaustive", np.concatenate(keys), 0, rows, coo, None, t0)
 
 
-def chain_mdp(instance: Instance, recall: bool = True) -> FiniteMDP:
+def chain_mdp_size(instance: Instance, recall: bool = True) -> int:
+    """Number of states :func:`chain_mdp` would build at most (computed without building it)."""
+    n_levels = 1
+    if recall:
+        vals = np.concatenate(instance.losses + ([np.array([instance.fallback])] if instance.fallback is not None else []))
+        n_levels = len(np.unique(vals))
+    return 1 + int(instance.n_states.sum()) * n_levels
+
+
+def chain_mdp(instance: Instance, recall: bool = True, *, max_chain_states: int = MAX_CHAIN_STATES) -> FiniteMDP:
     """The polynomial MDP of a chain (skips allowed).
 
     With recall a state is ``(i, s_i, X)``: the deepest exit consulted, its state and the best
@@ -274,8 +287,13 @@ def chain_mdp(instance: Instance, recall: bool = True) -> FiniteMDP:
     """
     inst = instance
     if not inst.is_chain:
-        raise SolverError(f"space='chain' needs a chain; instance {inst.name!r} is a forest with "
+        raise SolverError(f"space='chain' needs a chain; instance {inst.name[:60]!r} is a forest with "
                           f"{len(inst.roots)} root(s) -- use space='exhaustive'")
+    size = chain_mdp_size(inst, recall)
+    if size > check_count(max_chain_states, "max_chain_states"):
+        raise SolverError(f"the chain MDP of instance {inst.name[:60]!r} ({inst.n} nodes) would have {size:,} "
+                          f"states, above max_chain_states={max_chain_states:,} (MAX_CHAIN_STATES); use "
+                          f"method='dp' or 'index', or raise the limit")
     t0 = time.perf_counter()
     ed, table = _Edges(inst), _loss_table(inst)
     y = inst.fallback
@@ -309,7 +327,12 @@ def chain_mdp(instance: Instance, recall: bool = True) -> FiniteMDP:
     x_node = np.concatenate([[-1], v_i])
     x_state = np.concatenate([[0], s_i])
     x_lev = np.concatenate([[M if (recall and y is None) else start_lev], m_i])
-    x_id, e_id = np.nonzero(x_node[:, None] == ed.src[None, :])
+    # pairs (state x, edge e leaving x's node), x-major: a sort, not a states x edges table
+    by_src = np.argsort(ed.src, kind="stable")
+    lo = np.searchsorted(ed.src[by_src], x_node, "left")
+    counts = np.searchsorted(ed.src[by_src], x_node, "right") - lo
+    x_id = np.repeat(np.arange(len(x_node)), counts)
+    e_id = by_src[np.repeat(lo, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)]
     k = len(x_id)
     rows.append((x_id, ed.tgt[e_id], ed.cost[e_id], np.zeros(k)))
     probs = ed.P[e_id, x_state[x_id]]
@@ -321,13 +344,13 @@ def chain_mdp(instance: Instance, recall: bool = True) -> FiniteMDP:
 
 
 def build_mdp(instance: Instance, recall: bool = True, space: str = "auto",
-              max_states: int = MAX_STATES) -> FiniteMDP:
+              max_states: int = MAX_STATES, *, max_chain_states: int = MAX_CHAIN_STATES) -> FiniteMDP:
     """``space``: ``"chain"`` (polynomial, chains only), ``"exhaustive"`` or ``"auto"``
     (chain on a chain, exhaustive otherwise)."""
     if space == "auto":
         space = "chain" if instance.is_chain else "exhaustive"
     if space == "chain":
-        return chain_mdp(instance, recall)
+        return chain_mdp(instance, recall, max_chain_states=max_chain_states)
     if space == "exhaustive":
         return exhaustive_mdp(instance, recall, max_states)
     raise SolverError(f"unknown space {space!r}; expected 'auto', 'chain' or 'exhaustive'")
@@ -387,10 +410,10 @@ SOLVER_OPTIONS = {
 
 
 def _check_lam(lam: float) -> float:
-    lam = float(lam)
-    if not 0.0 <= lam <= 1.0:
-        raise SolverError(f"lam must lie in [0, 1], got {lam}")
-    return lam
+    try:
+        return check_lam(lam)
+    except TTamerError as exc:
+        raise SolverError(str(exc)) from None
 
 
 @dataclass
@@ -490,7 +513,8 @@ def policy_from_actions(mdp: FiniteMDP, lam: float, action: np.ndarray) -> Polic
 
 
 def solve_lp(instance: Instance, lam: float, recall: bool = True, space: str = "auto",
-             solver: str | None = None, max_states: int = MAX_STATES):
+             solver: str | None = None, max_states: int = MAX_STATES, *,
+             max_chain_states: int = MAX_CHAIN_STATES):
     """Optimal expected trade-off by the primal LP (method ``"lp"``).
 
     Returns a :class:`ttamer.solve.Solution` whose ``value`` is ``V*(start)``, whose policy
@@ -499,7 +523,8 @@ def solve_lp(instance: Instance, lam: float, recall: bool = True, space: str = "
     """
     from .solve import Solution  # lazy: ttamer.solve imports this module
 
-    mdp = build_mdp(instance, recall, space, max_states)
+    lam = _check_lam(lam)
+    mdp = build_mdp(instance, recall, space, max_states, max_chain_states=max_chain_states)
     sol = primal_lp(mdp, lam, solver)
     policy = policy_from_actions(mdp, sol.lam, sol.action)
     details: dict[str, Any] = {

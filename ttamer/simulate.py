@@ -11,9 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SolverError
+from .errors import SolverError, TTamerError
 from .instance import Instance
 from .policy import Policy, Rollout, rollout
+from .validate import check_count, check_seed
+
+#: Rollouts are run in chunks of at most this many ``(rollout, node)`` cells, so memory stays
+#: bounded whatever ``n`` and the instance size (override: ``max_cells=``). The per-rollout
+#: ``states`` and ``order`` arrays are kept only when everything fits in one chunk.
+MAX_SIM_CELLS = 4_000_000
+#: Largest number of rollouts one call may ask for (override: ``max_samples=``).
+MAX_SAMPLES = 50_000_000
 
 
 @dataclass
@@ -92,18 +100,40 @@ class Sampler:
         return (cdf <= u[:, None]).sum(axis=1)
 
 
-def simulate(policy: Policy, n: int = 100_000, seed: int | np.random.Generator = 0) -> SimulationResult:
-    """Roll ``policy`` out ``n`` times; mean trade-off ``λ loss + (1−λ) cost`` and its parts."""
+def simulate(policy: Policy, n: int = 100_000, seed: int | np.random.Generator = 0, *,
+             max_cells: int = MAX_SIM_CELLS, max_samples: int = MAX_SAMPLES) -> SimulationResult:
+    """Roll ``policy`` out ``n`` times; mean trade-off ``λ loss + (1−λ) cost`` and its parts.
+
+    ``seed`` is a non-negative integer or a ``numpy.random.Generator``. Rollouts run in chunks
+    of at most ``max_cells // instance.n`` (:data:`MAX_SIM_CELLS`); ``samples`` holds the
+    per-rollout ``tradeoff``, ``loss`` and ``cost``, and ``states`` and ``order`` (``(n, nodes)``)
+    when a single chunk covers every rollout.
+    """
+    if not isinstance(policy, Policy):
+        raise TTamerError(f"policy must be a ttamer Policy, got {type(policy).__name__}")
+    n = check_count(n, "n (number of rollouts)", minimum=1, maximum=check_count(max_samples, "max_samples"))
+    seed = check_seed(seed, allow_generator=True)
+    max_cells = check_count(max_cells, "max_cells")
     rng = np.random.default_rng(seed)
-    sampler = Sampler(policy.instance, n, rng)
-    run: Rollout = rollout(policy, n, sampler)
-    loss = policy.answer_loss(run.states, run.last)
-    tradeoff = policy.lam * loss + (1.0 - policy.lam) * sampler.cost
+    chunk = max(1, max_cells // policy.instance.n)
+    parts = []
+    for start in range(0, n, chunk):
+        b = min(chunk, n - start)
+        sampler = Sampler(policy.instance, b, rng)
+        run: Rollout = rollout(policy, b, sampler)
+        loss = policy.answer_loss(run.states, run.last)
+        keep = (run.states, run.order) if b == n else None
+        parts.append((loss, sampler.cost, keep))
+    loss = np.concatenate([p[0] for p in parts])
+    cost = np.concatenate([p[1] for p in parts])
+    tradeoff = policy.lam * loss + (1.0 - policy.lam) * cost
     se = lambda a: float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")  # noqa: E731
+    samples = {"tradeoff": tradeoff, "loss": loss, "cost": cost}
+    if parts[0][2] is not None:
+        samples["states"], samples["order"] = parts[0][2]
     return SimulationResult(
-        tradeoff=float(tradeoff.mean()), loss=float(loss.mean()), cost=float(sampler.cost.mean()),
-        tradeoff_se=se(tradeoff), loss_se=se(loss), cost_se=se(sampler.cost), n=n,
-        samples={"tradeoff": tradeoff, "loss": loss, "cost": sampler.cost, "states": run.states, "order": run.order},
+        tradeoff=float(tradeoff.mean()), loss=float(loss.mean()), cost=float(cost.mean()),
+        tradeoff_se=se(tradeoff), loss_se=se(loss), cost_se=se(cost), n=n, samples=samples,
     )
 
 

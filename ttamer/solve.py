@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SolverError, TTamerError
-from .exhaustive import MAX_STATES, solve_exhaustive, state_space_bound
+from .exhaustive import MAX_STATES, describe_state_space, fits_state_space, solve_exhaustive
 from .instance import Instance
 from .policy import Policy
+from .validate import check_bool, check_count, check_lam  # noqa: F401 (check_lam: public here too)
 
 METHODS = ("auto", "index", "dp", "exhaustive", "lp")
 
@@ -26,20 +26,9 @@ class Solution:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def check_lam(lam: Any) -> float:
-    """``λ`` as a float in [0, 1], or a clear error."""
-    try:
-        lam = float(lam)
-    except (TypeError, ValueError):
-        raise TTamerError(f"lam must be a number in [0, 1], got {lam!r}") from None
-    if not (math.isfinite(lam) and 0.0 <= lam <= 1.0):
-        raise TTamerError(f"lam must be in [0, 1], got {lam}")
-    return lam
-
-
 def solve(instance: Instance, lam: float, recall: bool = True, method: str = "auto",
           max_states: int = MAX_STATES) -> Solution:
-    """Solve ``instance`` for the trade-off weight ``lam`` (SPEC §3).
+    """Solve ``instance`` for the trade-off weight ``lam`` (the book's chapter *Solvers*).
 
     Methods:
 
@@ -48,15 +37,17 @@ def solve(instance: Instance, lam: float, recall: bool = True, method: str = "au
       ``(last, state)``, exact on chains (skips included), the best descend-only strategy on
       branching forests;
     * ``"exhaustive"`` -- DP over every information state (small instances);
-    * ``"lp"`` -- the linear program of SPEC §3.4 (cvxpy);
+    * ``"lp"`` -- the linear program of the book's chapter *Solvers* (cvxpy);
     * ``"auto"`` -- the exact polynomial method where one exists, else exhaustive when small
       enough, else an error saying why.
     """
     if not isinstance(instance, Instance):
         raise TTamerError(f"instance must be a ttamer.Instance, got {type(instance).__name__}")
     lam = check_lam(lam)
-    if method not in METHODS:
-        raise TTamerError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    recall = check_bool(recall, "recall")
+    max_states = check_count(max_states, "max_states")
+    if not isinstance(method, str) or method not in METHODS:
+        raise TTamerError(f"unknown method {method!r:.60}; choose one of {', '.join(METHODS)}")
     if method == "auto":
         method = _auto_method(instance, recall, max_states)
     if method == "index":
@@ -93,11 +84,11 @@ def _auto_method(instance: Instance, recall: bool, max_states: int) -> str:
         return "dp" if instance.skips else "index"
     if instance.is_chain:
         return "dp"
-    if state_space_bound(instance, recall) <= max_states:
+    if fits_state_space(instance, recall, max_states):
         return "exhaustive"
     raise SolverError(
         f"no polynomial exact method for no recall on a branching forest ({instance.n} nodes, "
         f"{len(instance.roots)} roots), and it is too large for the exhaustive solver "
-        f"(bound {state_space_bound(instance, recall):,} > max_states={max_states:,}); "
+        f"(bound {describe_state_space(instance, recall)} > max_states={max_states:,}); "
         "method='dp' gives the best descend-only strategy (an upper bound)"
     )

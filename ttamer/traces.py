@@ -1,4 +1,4 @@
-"""Traces: the interchange format for measured early-exit workloads (SPEC §5.1).
+"""Traces: the interchange format for measured early-exit workloads (the book's chapter *Early exit on real models*).
 
 A trace holds one model with ``L`` exits evaluated on one set of ``N`` examples:
 
@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import stat
 import zipfile
+from zlib import error as zlib_error
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import TraceError
+from .errors import TraceError, TTamerError
+from .safeio import atomic_write, check_path, loads_strict, show_path
+from .validate import MIN_SPLIT_EXAMPLES, check_fraction, check_seed, escape_text
 
 #: Tolerance on ``Σ_c probs[n, i, c] = 1`` (float32 softmax outputs).
 PROB_SUM_TOL = 1e-3
@@ -42,7 +45,25 @@ REQUIRED_META = ("model", "dataset", "cost_unit", "exit_names")
 #: Keys of a trace file.
 KEYS = ("probs", "labels", "cost", "meta")
 
+#: Largest trace read by :func:`load_trace`, in bytes (the file and the arrays it declares,
+#: uncompressed), checked from the zip and ``.npy`` headers before anything is allocated
+#: (override: ``load_trace(path, max_bytes=...)``).
+MAX_TRACE_BYTES = 2**30
+
 _DTYPES = {"probs": np.float32, "labels": np.int64, "cost": np.float64}
+
+
+def _numeric(value: Any, key: str) -> np.ndarray:
+    """``value`` as an array of real numbers (no strings, booleans, objects or ragged lists)."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TraceError(f"key {key!r}: expected a rectangular array of numbers "
+                         f"({escape_text(str(exc), 120)})") from None
+    if arr.dtype.kind not in "fiu":
+        raise TraceError(f"key {key!r}: expected numbers, got an array of dtype {arr.dtype} "
+                         f"(strings, booleans and ragged lists are not converted)")
+    return arr
 
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:
@@ -51,7 +72,7 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
 
 @dataclass(eq=False)
 class Trace:
-    """One model with ``L`` exits on ``N`` examples (SPEC §5.1).
+    """One model with ``L`` exits on ``N`` examples (the book's chapter *Early exit on real models*).
 
     ``probs`` float32 ``[N, L, C]``, ``labels`` int64 ``[N]``, ``cost`` float64 ``[L]`` or
     ``[N, L]`` (cost of reaching exit ``i`` from exit ``i-1``), ``meta`` a JSON-serialisable
@@ -71,26 +92,34 @@ class Trace:
         """Convert to the file dtypes (probs → float32, labels → int64, cost → float64),
         fill ``exit_names`` (``exit0..``) and ``cost_unit`` (``"unit"``) if absent, and
         validate. Labels must already be integral (no rounding)."""
-        probs = np.asarray(probs)
-        labels_arr = np.asarray(labels)
+        probs = _numeric(probs, "probs")
+        labels_arr = _numeric(labels, "labels")
+        cost_arr = _numeric(cost, "cost")
+        if labels_arr.ndim != 1:
+            raise TraceError(f"key 'labels': expected shape [N], got {labels_arr.shape}")
         if labels_arr.dtype.kind == "f":
             if not np.all(np.isfinite(labels_arr)) or np.any(labels_arr != np.round(labels_arr)):
                 bad = _first(~np.isfinite(labels_arr) | (labels_arr != np.round(labels_arr)))
                 raise TraceError(f"key 'labels': example {bad[0]} is not an integer ({labels_arr[bad]})")
-        elif labels_arr.dtype.kind not in "iub":
-            raise TraceError(f"key 'labels': expected integers, got dtype {labels_arr.dtype}")
+        if labels_arr.size:
+            lo, hi = labels_arr.min(), labels_arr.max()
+            if lo < 0 or hi > np.iinfo(np.int64).max // 2:
+                (i,) = _first((labels_arr < 0) | (labels_arr > np.iinfo(np.int64).max // 2))
+                raise TraceError(f"key 'labels': example {i} has label {labels_arr[i]!r}, not a class index")
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TraceError(f"key 'meta': expected a dict (JSON object), got {type(meta).__name__}")
         m = dict(meta or {})
         m.update(meta_kw)
         if probs.ndim == 3:
             m.setdefault("exit_names", [f"exit{i}" for i in range(probs.shape[1])])
         m.setdefault("cost_unit", "unit")
-        tr = cls(probs.astype(np.float32), labels_arr.astype(np.int64),
-                 np.asarray(cost, dtype=np.float64), m)
+        with np.errstate(over="ignore", invalid="ignore"):
+            tr = cls(probs.astype(np.float32), labels_arr.astype(np.int64), cost_arr.astype(np.float64), m)
         return tr.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "Trace":
-        """Check every rule of SPEC §5.1; return ``self``. Raises :class:`TraceError`."""
+        """Check every rule of the trace format; return ``self``. Raises :class:`TraceError`."""
         self._validate_arrays()
         self._validate_probs()
         self._validate_labels()
@@ -165,9 +194,9 @@ class Trace:
         L = self.n_exits
         if not isinstance(names, list) or len(names) != L or not all(isinstance(s, str) and s for s in names):
             raise TraceError(f"key 'meta': field 'exit_names' must be a list of {L} non-empty strings, "
-                             f"got {names!r}")
+                             f"got {escape_text(repr(names), 120)}")
         if len(set(names)) != L:
-            raise TraceError(f"key 'meta': field 'exit_names' has duplicates: {names!r}")
+            raise TraceError(f"key 'meta': field 'exit_names' has duplicates: {escape_text(repr(names), 120)}")
 
     # ------------------------------------------------------------------ shape
     @property
@@ -237,36 +266,48 @@ class Trace:
     # ------------------------------------------------------------------ selection
     def subset(self, idx: Any) -> "Trace":
         """The trace restricted to examples ``idx`` (indices or a boolean mask); meta copied."""
-        idx = np.asarray(idx)
+        try:
+            idx = np.asarray(idx)
+        except (ValueError, TypeError, OverflowError):
+            raise TraceError("subset: expected a 1-D array of example indices or a boolean mask") from None
         if idx.dtype == bool:
             if idx.shape != (self.n_examples,):
                 raise TraceError(f"subset mask has shape {idx.shape}, expected ({self.n_examples},)")
             idx = np.flatnonzero(idx)
-        idx = idx.astype(np.int64, copy=False)
         if idx.ndim != 1 or len(idx) == 0:
             raise TraceError("subset: expected a non-empty 1-D array of example indices")
+        if idx.dtype.kind not in "iu":
+            raise TraceError(f"subset: example indices must be integers, got dtype {idx.dtype} "
+                             f"(e.g. {escape_text(repr(idx[0]), 40)}); nothing is rounded")
+        if idx.dtype.kind == "u" and idx.max() > np.iinfo(np.int64).max:
+            raise TraceError(f"subset: index out of range for {self.n_examples} examples")
+        idx = idx.astype(np.int64, copy=False)
         if idx.min() < -self.n_examples or idx.max() >= self.n_examples:
             raise TraceError(f"subset: index out of range for {self.n_examples} examples")
         cost = self.cost if self.cost.ndim == 1 else self.cost[idx]
         return Trace(self.probs[idx], self.labels[idx], cost, json.loads(json.dumps(self.meta)))
 
-    def split(self, fraction: float, seed: int = 0) -> tuple["Trace", "Trace"]:
-        """Random split into (calibration, test) with ``round(fraction·N)`` calibration examples
-        (at least 1 on each side)."""
-        if not 0 < fraction < 1:
-            raise TraceError(f"calibration fraction must be in (0, 1), got {fraction}")
+    def split(self, fraction: float, seed: int = 0, *,
+              min_each: int = MIN_SPLIT_EXAMPLES) -> tuple["Trace", "Trace"]:
+        """Random split into (calibration, test) with ``round(fraction·N)`` calibration examples;
+        each side must hold at least ``min_each`` examples
+        (:data:`ttamer.validate.MIN_SPLIT_EXAMPLES`), else a :class:`TraceError`."""
         n = self.n_examples
-        if n < 2:
-            raise TraceError(f"cannot split a trace of {n} example(s)")
-        k = int(min(max(round(fraction * n), 1), n - 1))
+        try:
+            fraction = check_fraction(fraction, "calibration fraction", n=n, min_each=min_each)
+            seed = check_seed(seed)
+        except TTamerError as exc:
+            raise TraceError(str(exc)) from None
+        k = round(fraction * n)
         perm = np.random.default_rng(seed).permutation(n)
         return self.subset(np.sort(perm[:k])), self.subset(np.sort(perm[k:]))
 
     def __repr__(self) -> str:
-        return (f"Trace({self.meta.get('model', '?')!r} on {self.meta.get('dataset', '?')!r}: "
+        shown = lambda key: escape_text(repr(self.meta.get(key, "?")), 120)  # noqa: E731
+        return (f"Trace({shown('model')} on {shown('dataset')}: "
                 f"N={self.n_examples}, L={self.n_exits}, C={self.n_classes}, "
                 f"cost {'per example' if self.cost.ndim == 2 else 'per exit'} "
-                f"in {self.meta.get('cost_unit', '?')!r})")
+                f"in {shown('cost_unit')})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,38 +318,87 @@ def save_trace(path: str | Path, trace: Trace, compressed: bool = False) -> None
     The file is written to a temporary file in the same folder and renamed over ``path``, so
     a failed write never destroys a good file.
     """
+    if not isinstance(trace, Trace):
+        raise TraceError(f"save_trace: expected a Trace, got {type(trace).__name__}")
     trace.validate()
-    path = Path(path)
+    path = check_path(path, "trace file", TraceError)
     meta = json.dumps(trace.meta, allow_nan=False, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+
+    def write(fh) -> None:
+        (np.savez_compressed if compressed else np.savez)(
+            fh, probs=trace.probs, labels=trace.labels, cost=trace.cost, meta=np.array(meta))
+
+    atomic_write(path, write, "trace file", TraceError)
+
+
+def _check_npz_sizes(path: Path, max_bytes: int) -> None:
+    """Refuse an archive whose members (uncompressed) or declared array shapes exceed
+    ``max_bytes``, or whose ``.npy`` header declares more data than the member holds --
+    before anything is decompressed or allocated."""
+    where = show_path(path)
+    with zipfile.ZipFile(path) as zf:
+        total = 0
+        for info in zf.infolist():
+            total += info.file_size
+            name = escape_text(repr(info.filename), 80)
+            if total > max_bytes:
+                raise TraceError(f"{where}: member {name} brings the uncompressed size to {total:,} bytes, "
+                                 f"above the limit of {max_bytes:,} (MAX_TRACE_BYTES; raise it with max_bytes=)")
+            if info.filename not in {f"{k}.npy" for k in KEYS}:
+                continue
+            with zf.open(info) as fh:
+                try:
+                    version = np.lib.format.read_magic(fh)
+                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)
+                    shape, _fortran, dtype = header(fh)
+                except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+                    raise TraceError(f"{where}: member {name} has no valid .npy header "
+                                     f"({escape_text(str(exc), 120)})") from None
+            if dtype.hasobject:
+                raise TraceError(f"{where}: member {name} holds Python objects; a trace holds numbers and a string")
+            count = 1
+            for d in shape:
+                count *= int(d)
+            nbytes = count * dtype.itemsize
+            if nbytes > max_bytes:
+                raise TraceError(f"{where}: member {name} declares shape {tuple(shape)} of {dtype} "
+                                 f"({nbytes:,} bytes), above the limit of {max_bytes:,} (MAX_TRACE_BYTES)")
+            if nbytes > info.file_size:
+                raise TraceError(f"{where}: member {name} declares shape {tuple(shape)} of {dtype} "
+                                 f"({nbytes:,} bytes) but holds only {info.file_size:,} bytes: the file is corrupt")
+
+
+def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
+    """Read and validate a trace file (the book's chapter *Early exit on real models*).
+
+    Only a regular file is read; its size and the sizes its zip and ``.npy`` headers declare
+    must stay within ``max_bytes`` (:data:`MAX_TRACE_BYTES`). Errors name the file and the key.
+    """
+    path = check_path(path, "trace file", TraceError)
+    where = show_path(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            (np.savez_compressed if compressed else np.savez)(
-                fh, probs=trace.probs, labels=trace.labels, cost=trace.cost, meta=np.array(meta))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def load_trace(path: str | Path) -> Trace:
-    """Read and validate a trace file (SPEC §5.1). Errors name the file and the key."""
-    path = Path(path)
-    if not path.exists():
-        raise TraceError(f"trace file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise TraceError(f"trace file {str(path)!r} is a folder")
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise TraceError(f"trace file {where} does not exist") from None
+    except OSError as exc:
+        raise TraceError(f"cannot read trace file {where}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise TraceError(f"trace file {where} is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise TraceError(f"trace file {where} is not a regular file (a FIFO or device?); only regular files are read")
+    if st.st_size > max_bytes:
+        raise TraceError(f"trace file {where} has {st.st_size:,} bytes, above the limit of {max_bytes:,} "
+                         f"(MAX_TRACE_BYTES; raise it with max_bytes=)")
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
     except OSError as exc:
-        raise TraceError(f"cannot read trace file {str(path)!r}: {exc.strerror}") from None
+        raise TraceError(f"cannot read trace file {where}: {exc.strerror or exc}") from None
     if magic != b"PK\x03\x04":
-        raise TraceError(f"{str(path)!r} is not an .npz archive (expected a zip file written by save_trace)")
+        raise TraceError(f"{where} is not an .npz archive (expected a zip file written by save_trace)")
     try:
+        _check_npz_sizes(path, max_bytes)
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):
                 raise TraceError(f"{str(path)!r}: not an .npz archive (a single array?)")
@@ -318,26 +408,31 @@ def load_trace(path: str | Path) -> Trace:
             arrays = {k: data[k] for k in KEYS}
     except TraceError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise TraceError(f"cannot read trace file {str(path)!r}: {exc}") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError,
+            RuntimeError, OverflowError, MemoryError, zlib_error) as exc:
+        raise TraceError(f"cannot read trace file {where}: {escape_text(str(exc), 200)}") from None
     meta_raw = arrays.pop("meta")
     if meta_raw.shape != () or meta_raw.dtype.kind not in "US":
-        raise TraceError(f"{str(path)!r}: key 'meta' must be a JSON string, got array of dtype "
+        raise TraceError(f"{where}: key 'meta' must be a JSON string, got array of dtype "
                          f"{meta_raw.dtype} and shape {meta_raw.shape}")
     try:
-        meta = json.loads(str(meta_raw[()]))
-    except json.JSONDecodeError as exc:
-        raise TraceError(f"{str(path)!r}: key 'meta' is not valid JSON ({exc.msg})") from None
+        text = meta_raw[()]
+        text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    except UnicodeDecodeError:
+        raise TraceError(f"{where}: key 'meta' is not UTF-8 text") from None
+    meta = loads_strict(text, f"{where}: key 'meta'", TraceError)
+    if not isinstance(meta, dict):
+        raise TraceError(f"{where}: key 'meta' must be a JSON object, got {type(meta).__name__}")
     try:
         return Trace(arrays["probs"], arrays["labels"], arrays["cost"], meta).validate()
     except TraceError as exc:
-        raise TraceError(f"{str(path)!r}: {exc}") from None
+        raise TraceError(f"{where}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
 @dataclass(eq=False)
 class ExitDecisions:
-    """What a strategy did on the examples of a trace (SPEC §5.3).
+    """What a strategy did on the examples of a trace (the book's chapter *Early exit on real models*).
 
     ``answer`` -- exit whose prediction is returned; ``last`` -- last exit consulted;
     ``cost`` -- total cost paid (trace units). Arrays have shape ``[N]`` for one strategy or

@@ -3,18 +3,23 @@
 :func:`get_trace` is what notebooks call: it returns the cached trace of a workload, profile,
 seed, device and sizes, generating (and caching) it if absent. The cache file is written to a
 temporary file and renamed (:func:`ttamer.traces.save_trace`), so a failed run never
-overwrites a good trace.
+overwrites a good trace. Each cached file records its key (workload, profile, seed, device,
+sizes) in ``meta["cache_key"]``; a cached file that cannot be read, or whose key does not
+match the request, is regenerated (with a warning naming the file), never served.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import TTamerError
+from ..errors import TraceError, TTamerError
 from ..traces import Trace, load_trace, save_trace
+from ..validate import check_seed, escape_text
 from .common import WorkloadResult, cache_dir, trace_key
 
 #: workload name -> (module, generator function)
@@ -58,10 +63,50 @@ def get_trace(workload: str, profile: str = "offline", *, seed: int = 0, device:
               progress: bool = True, **sizes: Any) -> Trace:
     """The trace of a workload from the cache, generated and cached first if absent (or if
     ``regenerate``)."""
+    seed = check_seed(seed)
     path = trace_path(workload, profile, seed=seed, device=device, cache=cache, **sizes)
+    key = cache_key(workload, profile, seed=seed, device=device, **sizes)
     if path.exists() and not regenerate:
-        return load_trace(path)
+        try:
+            trace = load_trace(path)
+            problem = provenance_problem(trace.meta, key)
+        except TraceError as exc:
+            problem = f"it cannot be read ({exc})"
+        if problem is None:
+            return trace
+        warnings.warn(f"cached trace {str(path)!r} is not the {workload!r}/{profile!r} trace asked for: "
+                      f"{escape_text(problem, 300)}; regenerating it (or delete the file)", stacklevel=2)
     result = generate(workload, profile, seed=seed, device=device, cache=cache,
                       progress=progress, **sizes)
-    save_trace(path, result.trace)
-    return result.trace
+    trace = result.trace
+    trace.meta["cache_key"] = key
+    save_trace(path, trace)
+    return trace
+
+
+def cache_key(workload: str, profile: str = "offline", *, seed: int = 0, device: str = "cpu",
+              **sizes: Any) -> dict[str, Any]:
+    """What a cached trace must record in ``meta["cache_key"]`` to be served for these settings."""
+    resolved = resolved_sizes(workload, profile, **sizes)
+    return json.loads(json.dumps({"workload": workload, "profile": profile, "seed": int(seed),
+                                  "device": str(device), "sizes": resolved}, default=str))
+
+
+def provenance_problem(meta: dict, key: dict[str, Any]) -> str | None:
+    """Why a trace with this ``meta`` is not the cached trace of ``key`` (None if it is).
+
+    Files written before keys were recorded are accepted when their own ``workload``,
+    ``profile``, ``seed`` and ``sizes`` fields match."""
+    recorded = meta.get("cache_key")
+    if recorded is not None:
+        if recorded != key:
+            diff = sorted(k for k in set(key) | set(recorded if isinstance(recorded, dict) else {})
+                          if not isinstance(recorded, dict) or recorded.get(k) != key.get(k))
+            return f"its recorded key differs in {diff}"
+        return None
+    for field in ("workload", "profile", "seed", "sizes"):
+        if field not in meta:
+            return f"its meta has no {field!r} (not written by this workload)"
+        if json.loads(json.dumps(meta[field], default=str)) != key[field]:
+            return f"its meta field {field!r} is {escape_text(repr(meta[field]), 80)}, expected {key[field]!r}"
+    return None

@@ -183,7 +183,7 @@ def test_ablation_table():
         assert {f"auc_gap[{h}]", f"auc_gap_lo[{h}]", f"auc_gap_hi[{h}]", f"dominates[{h}]"} <= set(df.columns)
         assert np.all(df[f"auc_gap_lo[{h}]"] <= df[f"auc_gap[{h}]"] + 0.05)
     assert list(df["frontier_kind"]) == ["pareto", "hull"] and df["calibration_fraction"][1] == 0.4
-    assert list(df["estimation"]) == ["chain", "paths"]
+    assert list(df["estimation"]) == ["chain", "thresholds"]
     with pytest.raises(ValueError, match="unknown keys"):
         ablation(t, [{"name": "x", "bogus": 1}])
 

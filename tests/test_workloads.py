@@ -376,5 +376,5 @@ def test_split_table_and_estimation_ablation_are_consistent():
     cfgs = [report.ESTIMATION_CONFIGS[0], report.ESTIMATION_CONFIGS[-1]]
     est = report.estimation_ablation(tr, seed=0, configs=cfgs)
     assert list(est.index) == [c["name"] for c in cfgs]
-    assert est["chosen"].iloc[0].startswith("8 max_prob bins") and est["chosen"].iloc[1].startswith("path-wise")
+    assert est["chosen"].iloc[0].startswith("8 max_prob bins") and est["chosen"].iloc[1].startswith("T-Tamer, path-wise thresholds")
     np.testing.assert_allclose(est["gain (pt)"], est["AUC (%)"] - est["best heuristic AUC (%)"], atol=0.011)

@@ -93,7 +93,7 @@ class CascadeTrace:
     def build(cls, probs: Any, labels: Any, cost: Any, parents: Sequence[Any],
               meta: dict | None = None) -> "CascadeTrace":
         """From arrays; ``parents`` as positions, names or ``None``. ``meta`` needs ``model``
-        and ``dataset`` (see :data:`ttamer.traces.REQUIRED_META`); ``exit_names`` = model names."""
+        and ``dataset`` (see :data:`ttamer.traces.META_DEFAULTS`); ``exit_names`` = model names."""
         tr = Trace.build(probs, labels, cost, dict(meta or {}))
         par = _parents_array(list(parents), tr.exit_names)
         tr.meta["parents"] = [None if p < 0 else tr.exit_names[p] for p in par]

@@ -85,12 +85,12 @@ def run_zoo(args: argparse.Namespace) -> int:
             tr, path = zoo.write_zoo_trace(name, args.out, seed=args.seed, progress=not args.no_progress)
             summaries.append({"name": name, "path": str(path), "trace": repr(tr),
                               "exit_names": tr.exit_names, "exit_accuracy": tr.accuracy().tolist(),
-                              "cost": tr.mean_cost.tolist(), "cost_unit": tr.meta["cost_unit"],
+                              "cost": tr.mean_cost.tolist(), "cost_unit": tr.meta.get("cost_unit", "unit"),
                               "seconds": tr.meta.get("generation_seconds_total")})
             if not args.json:
                 print(repr(tr))
                 for n, acc, c in zip(tr.exit_names, tr.accuracy(), tr.mean_cost):
-                    print(f"  {n:>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} {tr.meta['cost_unit']}")
+                    print(f"  {n:>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} {tr.meta.get('cost_unit', 'unit')}")
                 print(f"wrote {path} ({summaries[-1]['seconds']} s)")
     except (TTamerError, OSError) as exc:
         print(f"ttamer traces zoo: error: {exc}", file=sys.stderr)
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     tr = result.trace
     summary = {"path": str(out), "trace": repr(tr), "exit_names": tr.exit_names,
                "exit_accuracy": tr.accuracy().tolist(), "cost": tr.mean_cost.tolist(),
-               "cost_unit": tr.meta["cost_unit"], "alt_costs": tr.meta.get("alt_costs"),
+               "cost_unit": tr.meta.get("cost_unit", "unit"), "alt_costs": tr.meta.get("alt_costs"),
                "seconds": result.seconds}
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -41,7 +41,9 @@ from .validate import MIN_SPLIT_EXAMPLES, check_fraction, check_seed, escape_tex
 #: Tolerance on ``Σ_c probs[n, i, c] = 1`` (float32 softmax outputs).
 PROB_SUM_TOL = 1e-3
 #: Keys every ``meta`` must hold.
-REQUIRED_META = ("model", "dataset", "cost_unit", "exit_names")
+#: Descriptive ``meta`` fields and the defaults a trace without them is read with (all optional:
+#: a trace with ``probs``, ``labels`` and ``cost`` alone is complete).
+META_DEFAULTS = {"model": "?", "dataset": "?", "cost_unit": "unit"}
 #: Keys of a trace file.
 KEYS = ("probs", "labels", "cost", "meta")
 
@@ -76,7 +78,8 @@ class Trace:
 
     ``probs`` float32 ``[N, L, C]``, ``labels`` int64 ``[N]``, ``cost`` float64 ``[L]`` or
     ``[N, L]`` (cost of reaching exit ``i`` from exit ``i-1``), ``meta`` a JSON-serialisable
-    dict with at least :data:`REQUIRED_META`. Call :meth:`validate` (done by
+    dict of descriptive fields, all optional (:data:`META_DEFAULTS`; ``exit_names`` defaults
+    to ``exit0, exit1, …``). Call :meth:`validate` (done by
     :func:`load_trace` and :func:`save_trace`) to check every rule.
     """
 
@@ -186,10 +189,8 @@ class Trace:
             json.dumps(self.meta, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TraceError(f"key 'meta': not JSON-serialisable ({exc})") from None
-        missing = [k for k in REQUIRED_META if k not in self.meta]
-        if missing:
-            raise TraceError(f"key 'meta': missing required field(s) {missing} "
-                             f"(required: {list(REQUIRED_META)})")
+        if "exit_names" not in self.meta:
+            return
         names = self.meta["exit_names"]
         L = self.n_exits
         if not isinstance(names, list) or len(names) != L or not all(isinstance(s, str) and s for s in names):

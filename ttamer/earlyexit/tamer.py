@@ -34,6 +34,7 @@ from tqdm import tqdm
 from ..calibration import cv_folds_of, lam_grid
 from ..errors import TraceError, TTamerError
 from ..traces import ExitDecisions, Trace
+from ..validate import check_bool, check_int, check_lam, check_seed, escape_text
 from .base import BaseTamer
 from .metrics import frontier_auc, pareto_frontier
 from .states import StateModel, exit_wrong
@@ -83,15 +84,16 @@ class PolicyCandidate:
         parts = str(key).split(":")
         if len(parts) != 3 or parts[0] not in THRESHOLD_CLASSES:
             raise TTamerError(f"policy must be 'auto' or 'THRESHOLDS:STATE:ANSWER' with THRESHOLDS in "
-                              f"{THRESHOLD_CLASSES} (e.g. 'per_exit:posterior:posterior'), got {key!r}")
+                              f"{THRESHOLD_CLASSES} (e.g. 'per_exit:posterior:posterior'), "
+                              f"got {escape_text(repr(key), 80)}")
         return cls(parts[1], parts[2], parts[0])
 
 
 #: The policy classes tried by ``policy="auto"``, simplest first.
 CANDIDATES = tuple(PolicyCandidate.parse(k) for k in (
-    "common:max_prob:last", "common:max_prob:confident", "common:max_prob:ensemble_at_end", "common:ensemble:ensemble", "common:neg_entropy:last",
-    "common:patience:last", "common:posterior:posterior", "per_exit:max_prob:last", "per_exit:max_prob:confident",
-    "per_exit:ensemble:ensemble", "per_exit:learned:last", "per_exit:posterior:posterior"))
+    "common:max_prob:last", "common:max_prob:confident", "common:max_prob:ensemble_at_end", "common:neg_entropy:last",
+    "common:patience:last", "per_exit:max_prob:last", "per_exit:learned:last", "per_exit:ensemble:ensemble",
+    "per_exit:posterior:posterior"))
 
 
 def normalized_costs(trace: Trace) -> np.ndarray:
@@ -185,19 +187,6 @@ def one_se_choice(scores: np.ndarray) -> int:
     return best
 
 
-def _check_unit(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= float(value) <= 1.0:
-        raise TTamerError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _check_int(value: object, name: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < lo:
-        raise TTamerError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
 class ThresholdTamer(BaseTamer):
     """T-Tamer for early exit: threshold rules on calibration paths (module docstring).
 
@@ -214,7 +203,9 @@ class ThresholdTamer(BaseTamer):
     target : {"label", "final"}
         Whether an answer is right when it matches the label or the full model's prediction.
     cv_folds : int
-        Folds of the cross-validation inside the calibration examples.
+        Folds of the cross-validation inside the calibration examples (fewer if the folds would
+        hold under :data:`MIN_FOLD_EXAMPLES` examples; with fewer than two, the simplest policy
+        class is used).
     cv_max_examples : int
         The cross-validation runs on at most this many calibration examples (a seeded sample);
         the chosen rule is then fitted on all of them.
@@ -230,7 +221,10 @@ class ThresholdTamer(BaseTamer):
     candidate_ : PolicyCandidate
         The chosen policy class.
     cv_scores_ : list of dict
-        Per candidate: ``policy``, mean held-out ``auc`` and its ``se`` against the best.
+        Per candidate: ``policy``, mean held-out ``auc`` and its ``se`` against the best
+        (empty without cross-validation).
+    cv_folds_ : int
+        Folds actually used.
     state_model_ : StateModel
         The fitted state and answer rule.
     lams_ : ndarray of shape (P,)
@@ -254,15 +248,17 @@ class ThresholdTamer(BaseTamer):
 
     # ------------------------------------------------------------------ fitting
     def _validated(self) -> None:
-        _check_unit(self.lam, "lam")
-        if not isinstance(self.recall, (bool, np.bool_)):
-            raise TTamerError(f"recall must be True or False, got {self.recall!r}")
+        check_lam(self.lam)
+        check_bool(self.recall, "recall")
+        check_bool(self.progress, "progress")
         if self.target not in ("label", "final"):
-            raise TTamerError(f"target must be 'label' or 'final', got {self.target!r}")
-        _check_int(self.cv_folds, "cv_folds", 2)
-        _check_int(self.cv_max_examples, "cv_max_examples", MIN_FOLD_EXAMPLES * 2)
-        _check_int(self.n_lams, "n_lams", 2)
-        _check_int(self.seed, "seed", 0)
+            raise TTamerError(f"target must be 'label' or 'final', got {escape_text(repr(self.target), 60)}")
+        if not isinstance(self.policy, str):
+            raise TTamerError(f"policy must be 'auto' or 'THRESHOLDS:STATE:ANSWER', got {type(self.policy).__name__}")
+        check_int(self.cv_folds, "cv_folds", minimum=2, maximum=100)
+        check_int(self.cv_max_examples, "cv_max_examples", minimum=MIN_FOLD_EXAMPLES * 2)
+        check_int(self.n_lams, "n_lams", minimum=2, maximum=10_000)
+        check_seed(self.seed)
 
     def candidates(self) -> list[PolicyCandidate]:
         """The policy classes :meth:`fit` chooses from (only no-recall ones if ``recall=False``)."""
@@ -286,12 +282,15 @@ class ThresholdTamer(BaseTamer):
         if trace.n_exits < 2:
             raise TraceError(f"key 'probs': the trace has {trace.n_exits} exit; early exit needs at least 2")
         cands = self.candidates()
-        scores = self._cross_validate(trace, cands) if len(cands) > 1 else np.zeros((1, 1))
-        chosen = one_se_choice(scores)
-        best = int(np.argmax(scores.mean(axis=1)))
-        self.cv_scores_ = [{"policy": c.key, "auc": float(s.mean()),
-                            "se": float((scores[best] - s).std(ddof=1) / np.sqrt(s.size)) if s.size > 1 else 0.0}
-                           for c, s in zip(cands, scores)] if len(cands) > 1 else []
+        self.cv_folds_ = min(int(self.cv_folds), min(trace.n_examples, int(self.cv_max_examples)) // MIN_FOLD_EXAMPLES)
+        if len(cands) > 1 and self.cv_folds_ >= 2:
+            scores = self._cross_validate(trace, cands)
+            chosen, best = one_se_choice(scores), int(np.argmax(scores.mean(axis=1)))
+            self.cv_scores_ = [{"policy": c.key, "auc": float(s.mean()),
+                                "se": float((scores[best] - s).std(ddof=1) / np.sqrt(s.size))}
+                               for c, s in zip(cands, scores)]
+        else:  # one candidate, or too few examples to cross-validate: the simplest class
+            chosen, self.cv_scores_ = 0, []
         self.candidate_ = cands[chosen]
         self.state_model_ = StateModel.fit(trace, self.candidate_.state, self.candidate_.answer, self.target)
         x, answers = self.state_model_.transform(trace)
@@ -305,11 +304,7 @@ class ThresholdTamer(BaseTamer):
 
     def _cross_validate(self, trace: Trace, cands: Sequence[PolicyCandidate]) -> np.ndarray:
         """``[C, F]`` held-out frontier areas of every candidate on every fold."""
-        folds_n = int(self.cv_folds)
-        if trace.n_examples < MIN_FOLD_EXAMPLES * folds_n:
-            raise TraceError(f"the calibration trace has {trace.n_examples} examples: too few for {folds_n}-fold "
-                             f"cross-validation (need {MIN_FOLD_EXAMPLES * folds_n}); give policy= explicitly "
-                             f"or use more calibration examples")
+        folds_n = self.cv_folds_
         rng = np.random.default_rng(int(self.seed))
         if trace.n_examples > self.cv_max_examples:
             trace = trace.subset(np.sort(rng.choice(trace.n_examples, int(self.cv_max_examples), replace=False)))
@@ -344,7 +339,7 @@ class ThresholdTamer(BaseTamer):
     def set_lam(self, lam: float) -> "ThresholdTamer":
         """Move the operating point of :meth:`decide` to another ``λ`` (same policy class and state)."""
         self._check_fitted()
-        self.lam = _check_unit(lam, "lam")
+        self.lam = check_lam(lam)
         x, loss = self._fit_data
         self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([self.lam]))[0]
         return self

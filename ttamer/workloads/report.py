@@ -227,20 +227,22 @@ def split_verdict(splits) -> str:
             f"{int(splits['frontier dominates all'].sum())} of {n}.")
 
 
-#: The estimation ablation of the early-exit chapters: what was tried on the way from the
-#: paper's binned chain to the path-wise estimation (:func:`estimation_ablation`).
+#: The estimation ablation of the early-exit chapters: the paper's binned chain, the regression
+#: of the continuation value and the threshold rules, each chosen on calibration data only
+#: (:func:`estimation_ablation`).
 ESTIMATION_CONFIGS = (
     {"name": "chain: 8 max-prob bins, label loss, index answer (the paper's)", "estimation": "chain",
      "tamer": {"state": StateSpec(K=8, agreement=0), "loss": "label", "answer_rule": "index"}},
     {"name": "chain: cross-validated state and loss, pairwise answer", "estimation": "chain"},
-    {"name": "paths: max-prob state, label loss", "pathwise": {"feature": "max_prob", "loss": "label"}},
-    {"name": "paths: max-prob state, final loss", "pathwise": {"feature": "max_prob", "loss": "final"}},
-    {"name": "paths: learned state, final loss", "pathwise": {"feature": "learned", "loss": "final"}},
-    {"name": "paths: cross-validated state, final loss, linear continuation",
-     "pathwise": {"degree": 1}},
-    {"name": "paths: cross-validated state, final loss, posterior answer",
+    {"name": "regression: max-prob state, label loss", "estimation": "regression",
+     "pathwise": {"feature": "max_prob", "loss": "label"}},
+    {"name": "regression: cross-validated state, final loss", "estimation": "regression"},
+    {"name": "regression: cross-validated state, final loss, posterior answer", "estimation": "regression",
      "pathwise": {"answer_rule": "posterior"}},
-    {"name": "paths: cross-validated state, final loss (default)"},
+    {"name": "thresholds: one max-prob threshold", "thresholds": {"policy": "common:max_prob:last"}},
+    {"name": "thresholds: per exit, learned state", "thresholds": {"policy": "per_exit:learned:last"}},
+    {"name": "thresholds: per exit, posterior recall", "thresholds": {"policy": "per_exit:posterior:posterior"}},
+    {"name": "thresholds: cross-validated policy class (default)"},
 )
 
 

@@ -1,0 +1,182 @@
+"""ThresholdTamer: the estimator contract, the policy class holding the heuristics, the
+cross-validated choice, and the service-level protocol."""
+
+import numpy as np
+import pytest
+
+from ttamer import baselines
+from ttamer.earlyexit import heuristics
+from ttamer.earlyexit.slo import TARGETS, out_of_fold_accuracy, slo_block
+from ttamer.earlyexit.states import StateModel, ensemble_answers, running_argmax
+from ttamer.earlyexit.tamer import CANDIDATES, PolicyCandidate, ThresholdTamer, heldout_score, one_se_choice
+from ttamer.errors import TTamerError, TraceError
+from ttamer.traces import Trace, synthetic_trace
+
+
+@pytest.fixture(scope="module")
+def split():
+    return synthetic_trace(1600, 5, 4, seed=3).split(0.5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    return ThresholdTamer(lam=0.9).fit(split[0])
+
+
+def test_init_stores_parameters_only_and_clone_works(fitted):
+    sk = pytest.importorskip("sklearn.base")
+    t = ThresholdTamer(lam=0.3, recall=False, policy="common:max_prob:last", cv_folds=4)
+    assert t.get_params()["cv_folds"] == 4 and not hasattr(t, "candidate_")
+    c = sk.clone(fitted)
+    assert c.get_params() == fitted.get_params() and not hasattr(c, "candidate_")
+    assert ThresholdTamer(lam="nonsense").lam == "nonsense"  # validated in fit, not in __init__
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"lam": 1.5}, "lam"), ({"lam": "0.5"}, "lam"), ({"recall": "no"}, "recall"), ({"cv_folds": 1}, "cv_folds"),
+    ({"cv_folds": "x"}, "cv_folds"), ({"policy": "bogus"}, "policy"), ({"policy": "common:nope:last"}, "state"),
+    ({"target": "truth"}, "target"), ({"seed": -1}, "seed"), ({"policy": 3}, "policy"),
+])
+def test_fit_rejects_bad_parameters(split, kwargs, words):
+    with pytest.raises(TTamerError, match=words):
+        ThresholdTamer(**kwargs).fit(split[0])
+
+
+def test_fit_and_decide_reject_bad_traces(fitted, split):
+    with pytest.raises(TTamerError, match="Trace"):
+        ThresholdTamer().fit(None)
+    with pytest.raises(TTamerError, match="not fitted"):
+        ThresholdTamer().decide(split[1])
+    other = synthetic_trace(100, 5, 6, seed=1)
+    with pytest.raises(TraceError, match="classes"):
+        fitted.decide(other)
+    with pytest.raises(TraceError, match="exit"):
+        ThresholdTamer().fit(synthetic_trace(100, 1, 3))
+    with pytest.raises(TTamerError, match="recall=False"):
+        ThresholdTamer(recall=False, policy="per_exit:posterior:posterior").fit(split[0])
+
+
+def test_set_params_names_unknown(fitted):
+    with pytest.raises(TTamerError, match="no parameter 'lamb'"):
+        ThresholdTamer().set_params(lamb=0.5)
+
+
+def test_decide_is_the_rule_at_lam(fitted, split):
+    test = split[1]
+    d = fitted.decide(test)
+    x, answers = fitted.state_model_.transform(test)
+    for n in range(0, test.n_examples, 37):  # a per-example walk of the thresholds
+        stop = next((i for i in range(test.n_exits - 1) if x[n, i] >= fitted.taus_[i]), test.n_exits - 1)
+        assert d.last[n] == stop and d.answer[n] == answers[n, stop]
+    assert fitted.set_lam(0.2).decide(test).cost.mean() <= d.cost.mean() + 1e-12
+
+
+def test_sweep_ends_at_the_full_model_and_costs_follow_budgets(fitted, split):
+    cal, test = split
+    dec = fitted.decide_sweep(test)
+    assert np.all(dec.last[-1] == test.n_exits - 1) and np.all(dec.answer[-1] == test.n_exits - 1)
+    in_sample = fitted.decide_sweep(cal)
+    costs = in_sample.cost[:-1].mean(axis=1) / cal.full_cost.mean()
+    assert np.allclose(costs, fitted.sweep_cost_)  # params are the calibration budgets
+    assert np.all(np.diff(fitted.sweep_cost_) > 0) and np.all(np.diff(fitted.sweep_loss_) < 0)
+
+
+@pytest.mark.parametrize("name, policy", [("max-prob", "common:max_prob:last"),
+                                          ("max-prob-sdn", "common:max_prob:confident"),
+                                          ("entropy", "common:neg_entropy:last"),
+                                          ("patience", "common:patience:last")])
+def test_heuristics_are_members_of_the_policy_class(split, name, policy):
+    """A one-threshold T-Tamer on the heuristic's state is swept exactly like the heuristic,
+    and the complete sweep agrees with the classic implementation at the same thresholds."""
+    cal, test = split
+    h = heuristics.complete_sweep(test, name)
+    t = ThresholdTamer(policy=policy).fit(cal).frontier_sweep(test)
+    assert np.array_equal(h.last, t.last[:-1]) and np.array_equal(h.answer, t.answer[:-1])
+    classic = {"max-prob": lambda th: baselines.max_prob_threshold(test, th),
+               "max-prob-sdn": lambda th: baselines.max_prob_threshold(test, th, fallback="most_confident"),
+               "entropy": lambda th: baselines.entropy_threshold(test, -th),
+               "patience": lambda th: baselines.patience(test, np.minimum(th, test.n_exits).astype(int))}[name]
+    finite = np.isfinite(h.params)
+    ref = classic(h.params[finite])
+    assert np.array_equal(ref.last, h.last[finite]) and np.array_equal(ref.answer, h.answer[finite])
+
+
+def test_complete_sweep_is_at_least_any_fixed_grid(split):
+    test = split[1]
+    grid = baselines.max_prob_threshold(test, baselines.default_thresholds(test.max_prob, 50))
+    full = heuristics.complete_sweep(test, "max-prob")
+    assert heldout_score(full, test, "label") >= heldout_score(grid, test, "label") - 1e-12
+
+
+def test_one_se_choice_prefers_simpler():
+    scores = np.array([[0.80, 0.81, 0.79], [0.801, 0.805, 0.795], [0.85, 0.86, 0.84]])
+    assert one_se_choice(scores) == 2  # clearly better: the rich one
+    assert one_se_choice(scores[:2]) == 0  # a gain within its fold-to-fold noise: the simple one
+    assert one_se_choice(np.array([[0.80, 0.81, 0.79], [0.802, 0.812, 0.792]])) == 1  # small but steady
+    assert one_se_choice(np.array([[0.5, 0.5], [0.5, 0.5]])) == 0
+
+
+def test_cv_records_and_chooses_the_max_prob_rule_on_its_own_kind_of_data():
+    """A trace whose exits differ only in noise: no richer class pays, so the simplest is kept."""
+    rng = np.random.default_rng(0)
+    n, L, C = 1200, 4, 3
+    y = rng.integers(0, C, n)
+    logits = rng.normal(size=(n, L, C)) + 1.5 * np.eye(C)[y][:, None, :]
+    p = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    tr = Trace.build(p, y, np.ones(L))
+    t = ThresholdTamer().fit(tr)
+    assert [c["policy"] for c in t.cv_scores_] == [c.key for c in CANDIDATES]
+    best = max(t.cv_scores_, key=lambda c: c["auc"])
+    chosen = next(c for c in t.cv_scores_ if c["policy"] == t.candidate_.key)
+    assert best["auc"] - chosen["auc"] <= chosen["se"] + 1e-12
+    assert t.candidates().index(t.candidate_) <= t.candidates().index(PolicyCandidate.parse(best["policy"]))
+
+
+def test_recall_false_keeps_only_no_recall_classes(split):
+    t = ThresholdTamer(recall=False).fit(split[0])
+    assert not t.candidate_.recall and all(not PolicyCandidate.parse(c["policy"]).recall for c in t.cv_scores_)
+    assert t.name == "no-recall"
+
+
+def test_small_calibration_uses_fewer_folds_or_the_simplest_class():
+    tr = synthetic_trace(70, 3, 3, seed=2)
+    t = ThresholdTamer().fit(tr)
+    assert t.cv_folds_ == 3 and len(t.cv_scores_) == len(CANDIDATES)
+    t = ThresholdTamer().fit(tr.subset(np.arange(30)))
+    assert t.cv_folds_ == 1 and t.cv_scores_ == [] and t.candidate_ == CANDIDATES[0]
+
+
+def test_states_and_answers():
+    tr = synthetic_trace(300, 4, 5, seed=4)
+    a = running_argmax(tr.max_prob)
+    for n in range(0, 300, 29):
+        for i in range(4):
+            assert a[n, i] == int(np.argmax(tr.max_prob[n, : i + 1]))
+    x, ans = ensemble_answers(tr)
+    for n in range(0, 300, 31):
+        for i in range(4):
+            ens = tr.probs[n, : i + 1].astype(float).mean(axis=0)
+            scores = [ens[tr.predictions[n, j]] for j in range(i + 1)]
+            assert ans[n, i] == int(np.argmax(scores)) and np.isclose(x[n, i], max(scores))
+    with pytest.raises(TTamerError, match="ensemble"):
+        StateModel.fit(tr, "ensemble", "last")
+    _, ans_end = StateModel.fit(tr, "max_prob", "ensemble_at_end").transform(tr)
+    assert np.array_equal(ans_end[:, :-1], np.broadcast_to(np.arange(3), (300, 3)))
+    assert np.array_equal(ans_end[:, -1], ensemble_answers(tr)[1][:, -1])
+
+
+def test_slo_block(fitted, split):
+    cal, test = split
+    block = slo_block(cal, test, {"ttamer": fitted})
+    assert set(block) == set(TARGETS)
+    full_acc = (test.predictions[:, -1] == test.labels).mean()
+    for name, b in block.items():
+        assert np.isclose(b["test_target"], full_acc - TARGETS[name])
+        for s, r in b["strategies"].items():
+            assert 0 < r["cost"] <= 1 + 1e-9 and r["met"] == (r["accuracy"] >= b["test_target"] - 1e-12)
+        # the heuristic's operating point is the cheapest calibration threshold meeting the target
+        tau = heuristics.calibrated_threshold(cal, "max-prob", b["calibration_target"])
+        d = heuristics.sweep(test, "max-prob", [tau])[0]
+        assert np.isclose(b["strategies"]["max-prob"]["cost"], d.cost.mean() / test.full_cost.mean())
+    oof = out_of_fold_accuracy(fitted)
+    assert oof.shape == fitted.sweep_cost_.shape and np.all((oof >= 0) & (oof <= 1))

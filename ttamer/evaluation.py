@@ -170,16 +170,16 @@ def _thresholds_info(rec: ThresholdTamer, norec: ThresholdTamer) -> dict[str, An
 
 def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thresholds",
                thresholds: dict | None = None, pathwise: dict | None = None,
-               tamer: dict | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+               tamer: dict | None = None, with_chain: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """T-Tamer with and without recall fitted on ``calibration`` (``{"ttamer": ...,
-    "no-recall": ...}``, plus ``"ttamer-chain"``, the paper's estimation, unless ``estimation``
-    is ``"chain"`` itself), and a JSON-ready description of the fit. Options per estimator:
+    "no-recall": ...}``, plus ``"ttamer-chain"``, the paper's estimation, if ``with_chain`` and
+    ``estimation`` is not ``"chain"`` itself), and a JSON-ready description of the fit. Options per estimator:
     ``thresholds`` (:class:`~ttamer.earlyexit.tamer.ThresholdTamer`), ``pathwise``
     (:class:`~ttamer.pathwise.PathwiseTamer`), ``tamer`` (:class:`~ttamer.calibration.EarlyExitTamer`)."""
     if estimation not in ESTIMATIONS:
         raise TTamerError(f"estimation must be one of {ESTIMATIONS}, got {estimation!r}")
     opts = dict(tamer or {}, target=target) if "target" not in (tamer or {}) else dict(tamer)
-    chain = EarlyExitTamer(recall=True, **opts).fit(calibration)
+    chain = EarlyExitTamer(recall=True, **opts).fit(calibration) if with_chain or estimation == "chain" else None
     if estimation == "chain":
         nr_opts = dict(opts, state=chain.spec_, smoothing=chain.smoothing_, loss=chain.loss_,
                        monotone=chain.monotone_)
@@ -191,19 +191,23 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
         rec = PathwiseTamer(recall=True, **pw).fit(calibration)
         nr_opts = dict(pw, feature=rec.candidate_.feature, loss=rec.candidate_.loss)
         norec = PathwiseTamer(recall=False, **nr_opts).fit(calibration)
-        return {"ttamer": rec, "no-recall": norec, "ttamer-chain": chain}, _regression_info(rec) | {
-            "chain": _chain_info(chain)}
+        out, info = {"ttamer": rec, "no-recall": norec}, _regression_info(rec)
+        if chain is not None:
+            out["ttamer-chain"], info["chain"] = chain, _chain_info(chain)
+        return out, info
     th = dict(thresholds or {})
     th.setdefault("target", target)
     rec = ThresholdTamer(recall=True, **th).fit(calibration)
-    norec = ThresholdTamer(recall=False, **th).fit(calibration)
-    return {"ttamer": rec, "no-recall": norec, "ttamer-chain": chain}, _thresholds_info(rec, norec) | {
-        "chain": _chain_info(chain)}
+    norec = rec.without_recall(calibration)
+    out, info = {"ttamer": rec, "no-recall": norec}, _thresholds_info(rec, norec)
+    if chain is not None:
+        out["ttamer-chain"], info["chain"] = chain, _chain_info(chain)
+    return out, info
 
 
 def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | None = None,
                        tamer: dict | None = None, target: str = "label", estimation: str = "thresholds",
-                       pathwise: dict | None = None, thresholds: dict | None = None,
+                       pathwise: dict | None = None, thresholds: dict | None = None, with_chain: bool = True,
                        ) -> tuple[dict[str, ExitDecisions], dict[str, Any], dict[str, Any]]:
     """Every strategy's sweep on the test examples, the fitted T-Tamer estimators, and a
     description of the fit.
@@ -215,7 +219,7 @@ def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | 
     (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static`` every exit; ``oracle``
     the hindsight bound."""
     lams = None if lams is None else np.asarray(lams, dtype=float)
-    tamers, info = fit_tamers(calibration, target, estimation, thresholds, pathwise, tamer)
+    tamers, info = fit_tamers(calibration, target, estimation, thresholds, pathwise, tamer, with_chain)
     out = {name: (t.frontier_sweep(test) if isinstance(t, ThresholdTamer) else t.decide_sweep(test, lams))
            for name, t in tamers.items()}
     out |= {name: heuristics.complete_sweep(test, name, target) for name in heuristics.HEURISTIC_RULES}
@@ -228,12 +232,16 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                    n_boot: int = 200, band_points: int = 41,
                    cost_range: tuple[float, float] | None = None,
                    frontier_kind: str = "pareto", estimation: str = "thresholds",
-                   pathwise: dict | None = None, thresholds: dict | None = None) -> dict[str, Any]:
+                   pathwise: dict | None = None, thresholds: dict | None = None, with_chain: bool = True,
+                   keep_replicates: bool = False) -> dict[str, Any]:
     """Split ``trace`` (seeded), fit T-Tamer on the calibration part, run every strategy on
     the test part and report frontiers, bands and metrics (a JSON-ready dict).
 
-    ``estimation`` and ``pathwise`` (and ``tamer``): how T-Tamer's chain is estimated, see
-    :func:`strategy_decisions`.
+    ``estimation``, ``thresholds``, ``pathwise`` and ``tamer``: how T-Tamer is estimated, see
+    :func:`fit_tamers` (``with_chain=False`` skips the paper's estimation, the slowest fit).
+    The result's ``"slo"`` block is the service-level protocol
+    (:func:`~ttamer.earlyexit.slo.slo_block`). ``keep_replicates`` adds each strategy's
+    bootstrap AUC replicates (``"auc_replicates"``, the same resamples for every strategy).
 
     ``frontier_kind="pareto"`` (default): the staircase of the deterministic sweep points;
     ``"hull"``: their concave envelope, reached by randomising between neighbouring sweep
@@ -245,7 +253,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                          f"to choose between")
     target_labels(trace, target)  # validates target
     cal, test = trace.split(calibration_fraction, seed)
-    decs, tamers, info = strategy_decisions(cal, test, lams, tamer, target, estimation, pathwise, thresholds)
+    decs, tamers, info = strategy_decisions(cal, test, lams, tamer, target, estimation, pathwise, thresholds,
+                                            with_chain)
     pts = {name: sweep_points(d, test, target) for name, d in decs.items()}
     fronts = {name: frontier(p["cost"], p["accuracy"], frontier_kind) for name, p in pts.items()}
     full_acc = float(baselines.full_model(test).correct(test, target).mean())
@@ -275,6 +284,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
             m["auc_ci"] = [float(np.quantile(auc_b[name], q)) for q in (0.025, 0.975)]
             diff = auc_b[name] - auc_b["ttamer"]
             m["auc_minus_ttamer_ci"] = [float(np.quantile(diff, q)) for q in (0.025, 0.5, 0.975)]
+            if keep_replicates:
+                m["auc_replicates"] = auc_b[name].tolist()
     elapsed = time.perf_counter() - t0
     return {
         "trace": {key: trace.meta.get(key) for key in ("model", "dataset", "split", "cost_unit", "exit_names")}

@@ -224,7 +224,8 @@ class ThresholdTamer(BaseTamer):
         Per candidate: ``policy``, mean held-out ``auc`` and its ``se`` against the best
         (empty without cross-validation).
     cv_folds_ : int
-        Folds actually used.
+        Folds actually used; ``cv_fold_scores_ [C, F]`` the held-out areas per candidate and
+        fold, and ``cv_curves_`` their held-out sweeps (only after cross-validation).
     state_model_ : StateModel
         The fitted state and answer rule.
     lams_ : ndarray of shape (P,)
@@ -285,6 +286,7 @@ class ThresholdTamer(BaseTamer):
         self.cv_folds_ = min(int(self.cv_folds), min(trace.n_examples, int(self.cv_max_examples)) // MIN_FOLD_EXAMPLES)
         if len(cands) > 1 and self.cv_folds_ >= 2:
             scores = self._cross_validate(trace, cands)
+            self.cv_fold_scores_ = scores
             chosen, best = one_se_choice(scores), int(np.argmax(scores.mean(axis=1)))
             self.cv_scores_ = [{"policy": c.key, "auc": float(s.mean()),
                                 "se": float((scores[best] - s).std(ddof=1) / np.sqrt(s.size))}
@@ -334,6 +336,27 @@ class ThresholdTamer(BaseTamer):
                 bar.update()
         bar.close()
         return scores
+
+    def without_recall(self, trace: Trace) -> "ThresholdTamer":
+        """The no-recall estimator fitted on the same calibration ``trace``, reusing this fit's
+        cross-validation: the no-recall classes are a subset of the candidates, so their
+        held-out scores are already known (same folds, same choice rule)."""
+        self._check_fitted()
+        params = dict(self.get_params(), recall=False)
+        if not hasattr(self, "cv_fold_scores_"):
+            return ThresholdTamer(**params).fit(trace)
+        cands = self.candidates()
+        keep = [k for k, c in enumerate(cands) if not c.recall]
+        scores = self.cv_fold_scores_[keep]
+        choice = cands[keep[one_se_choice(scores)]]
+        other = ThresholdTamer(**dict(params, policy=choice.key)).fit(trace)
+        best = int(np.argmax(scores.mean(axis=1)))
+        other.cv_scores_ = [self.cv_scores_[k] | {"se": float((scores[best] - s).std(ddof=1) / np.sqrt(s.size))}
+                            for k, s in zip(keep, scores)]
+        other.cv_fold_scores_, other.cv_folds_ = scores, self.cv_folds_
+        other.cv_curves_ = {cands[k].key: self.cv_curves_[cands[k].key] for k in keep}
+        other.policy = self.policy
+        return other
 
     # ------------------------------------------------------------------ deciding
     def set_lam(self, lam: float) -> "ThresholdTamer":

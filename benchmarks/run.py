@@ -1,4 +1,4 @@
-"""Benchmarks of the ttamer solvers and early-exit strategies (SPEC §4.3, issue 5).
+"""Benchmarks of the ttamer solvers and early-exit strategies (the book's chapter *Performance*).
 
 Run ``python benchmarks/run.py [--quick | --smoke] [--json PATH]``. Every ratio is measured in
 one run, on one machine, with ``time.perf_counter`` (best of ``k`` repeats). Sections:
@@ -16,7 +16,7 @@ one run, on one machine, with ``time.perf_counter`` (best of ``k`` repeats). Sec
 Two regimes of random instances (``ttamer.synthetic.random_instance``): ``typical`` (its
 defaults: deeper exits better, ``depth_decay=0.8``, ``cost_scale=0.1``), where the surrogates
 stay small, and ``dense`` (``depth_decay=1``, ``cost_scale=0.01``), where a chain's surrogate
-keeps ``Θ(n K)`` atoms -- the worst case of SPEC §3.1's ``O(Σ_v K_parent K_v N)``.
+keeps ``Θ(n K)`` atoms -- the worst case of the bound ``O(Σ_v K_parent K_v N)``.
 
 The functions are importable (the book's Performance notebook calls them); nothing here is an
 algorithm of the package, only instances, timers and the QuantEcon model.

@@ -158,3 +158,10 @@ def test_common_curve_endpoints(L):
     taus, ml, mc = common_threshold_curve(x, loss, cum)
     assert np.isclose(ml[0], loss[:, -1].mean()) and np.isclose(mc[0], cum[:, -1].mean())
     assert np.isclose(mc[-1], cum[:, 0].mean())  # the lowest threshold stops everything at exit 0
+
+
+def test_budget_points_come_cost_first():
+    cost = np.array([0.9, 0.1, 0.5, 0.3])
+    loss = np.array([0.0, 0.9, 0.2, 0.5])
+    keep = budget_points(cost, loss, 0.01)
+    assert list(keep) == [1, 3, 2, 0]

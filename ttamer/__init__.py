@@ -1,7 +1,7 @@
 """ttamer -- provably taming trade-offs in ML serving (T-Tamer, arXiv 2509.22992).
 
 Markovian Pandora's box on a forest of models: which model to consult next, when to stop,
-and which model answers. See SPEC §1-3 and the book.
+and which model answers. See the book's chapters *The model* and *Recall* and the book.
 """
 
 from .errors import InstanceError, SolverError, TraceError, TTamerError

@@ -1,4 +1,4 @@
-"""Instances on which answering without recall is arbitrarily worse than with recall (SPEC §4.1).
+"""Instances on which answering without recall is arbitrarily worse than with recall (the book's chapter *No recall*).
 
 Closed-form families (values are optimal expected trade-offs ``θ_λ``; "ratio" is
 no-recall / recall):

@@ -1,4 +1,4 @@
-"""State aggregation into ``q`` meta-states per node (SPEC §3.1, the paper's scaling device).
+"""State aggregation into ``q`` meta-states per node (the book's chapter *Recall*, the paper's scaling device).
 
 **Clustering.** The states of node ``v`` are grouped into at most ``q`` meta-states
 (``labels[v][s]`` = meta-state of ``s``); nodes with ``K_v ≤ q`` keep their states. Methods:

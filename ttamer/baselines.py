@@ -1,4 +1,4 @@
-"""Early-exit heuristics compared with T-Tamer on the same test examples (SPEC §5.3).
+"""Early-exit heuristics compared with T-Tamer on the same test examples (the book's chapter *Early exit on real models*).
 
 Every strategy walks the chain of exits ``0, 1, …, L−1``, stops at some exit ``k`` (having
 paid ``Σ_{i≤k} cost[i]``) and answers with one consulted exit. Each function is vectorised

@@ -1,4 +1,4 @@
-"""From a trace to a chain instance, and T-Tamer on held-out examples (SPEC §5.2).
+"""From a trace to a chain instance, and T-Tamer on held-out examples (the book's chapter *Early exit on real models*).
 
 **States.** The state ``s_i`` of exit ``i`` is computed from what is observable once exit
 ``i`` has run (:class:`StateSpec`); its axes are combined into one index (product state):
@@ -431,7 +431,7 @@ def monotone_losses(ell: np.ndarray, weight: np.ndarray, layout: tuple[int, int,
 def build_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequence[int], costs: np.ndarray,
                    smoothing: float, names: Sequence[str] | None = None, name: str = "",
                    layouts: Sequence[tuple[int, int, int]] | None = None, decreasing: bool = True) -> Instance:
-    """The chain instance of SPEC §5.2 from calibration ``states [N, L]``, 0/1 ``losses
+    """The chain instance of the book's chapter *Early exit on real models* from calibration ``states [N, L]``, 0/1 ``losses
     [N, L]`` and edge ``costs [L]``, smoothed with strength ``α = smoothing`` (module
     docstring). With ``layouts`` (per exit, see :func:`monotone_losses`) the smoothed
     losses are then made monotone in the confidence bin (weights ``n_i(s) + α``). Loops over
@@ -696,7 +696,7 @@ class Candidate:
 
 
 class EarlyExitTamer:
-    """T-Tamer for early exit, scikit-learn style (SPEC §5.2).
+    """T-Tamer for early exit, scikit-learn style (the book's chapter *Early exit on real models*).
 
     ``EarlyExitTamer(lam=0.95, state=StateSpec(...), recall=True, loss="auto",
     answer_rule="pairwise")``; the default state is ``StateSpec(feature="auto")`` (``K``,

@@ -1,4 +1,4 @@
-"""Cascades of separate models arranged in a tree: calibration into an instance (SPEC §2, §5.2).
+"""Cascades of separate models arranged in a tree: calibration into an instance (the book's chapters *The model* and *Early exit on real models*).
 
 A **cascade trace** holds ``n`` separate models evaluated on the same ``N`` examples, arranged
 in a forest: ``parents[v]`` is the model that must have been consulted before ``v`` (``-1``
@@ -23,7 +23,7 @@ Costs ``c_v`` are the mean measured costs, divided by the cost of the **referenc
 ``normalize_cost`` is set, so that ``λ`` weighs an error rate against a fraction of it.
 
 :class:`CascadeTamer` builds the instance, solves it with :func:`ttamer.solve` (recall: the
-tree index strategy of SPEC §3.1; no recall: ``method="auto"`` = exhaustive on small trees,
+tree index strategy of the book's chapter *Recall*; no recall: ``method="auto"`` = exhaustive on small trees,
 or ``"dp"`` = best descend-only strategy) and runs the *same* policy object on test examples
 through :func:`ttamer.policy.rollout`. :func:`threshold_cascade` is the usual baseline: walk a
 fixed sequence of models and stop at the first whose max-probability passes its stage's
@@ -519,7 +519,7 @@ def frontier_metrics(decisions: dict[str, CascadeDecisions], test: CascadeTrace,
                      reference: int | str | None = None, cost_fractions: Sequence[float] = (0.25, 0.5, 0.75)
                      ) -> dict[str, dict[str, Any]]:
     """Per strategy: its points ``(cost / scale, accuracy)``, Pareto frontier and the metrics of
-    SPEC §5.4 against the reference model (default: largest path cost) -- normalised area
+    the book's chapter *Early exit on real models* against the reference model (default: largest path cost) -- normalised area
     under the frontier over the common cost range, least cost reaching the reference's
     accuracy, accuracy at ``cost_fractions`` of the reference path's cost."""
     from .evaluation import accuracy_at, cost_at_accuracy, frontier_auc, pareto_frontier

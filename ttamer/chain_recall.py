@@ -1,4 +1,4 @@
-"""Recall on a chain with skips: dynamic programming over ``(exit i, state s_i, X)`` (SPEC §3.1).
+"""Recall on a chain with skips: dynamic programming over ``(exit i, state s_i, X)`` (the book's chapter *Recall*).
 
 ``X``, the best scaled loss so far, takes finitely many values: the *levels*
 ``{λ ℓ_v(s)} ∪ {λ y}`` (``∪ {+inf}`` without a fallback). After exit ``i`` revealed ``s`` with

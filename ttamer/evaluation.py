@@ -1,4 +1,4 @@
-"""Accuracy–cost frontiers and the metrics of SPEC §5.4.
+"""Accuracy–cost frontiers and the metrics of the book's chapter *Early exit on real models*.
 
 Every strategy is a sweep of points ``(cost, accuracy)`` measured on the **test** examples:
 ``cost`` is the mean cost per example as a fraction of the full model's mean cost,
@@ -7,7 +7,7 @@ Every strategy is a sweep of points ``(cost, accuracy)`` measured on the **test*
 (upper-left) staircase: the points not dominated by a cheaper-or-equal, at-least-as-accurate
 point, sorted by cost. ``acc(c)`` = best accuracy of a point of cost ``≤ c`` (undefined below
 the cheapest point). With ``frontier_kind="hull"`` every strategy may also randomise between
-two of its sweep points (SPEC §3.4): the frontier is then the concave envelope and ``acc(c)``
+two of its sweep points (the book's chapter *The frontier*): the frontier is then the concave envelope and ``acc(c)``
 interpolates linearly between its vertices. Metrics, per strategy:
 
 * ``auc`` -- ``(1/(hi−lo)) ∫_lo^hi acc(c) dc`` over the common range ``[lo, hi]``: ``lo`` =
@@ -28,7 +28,7 @@ interpolates linearly between its vertices. Metrics, per strategy:
   T-Tamer's over the *same* resamples (paired): an interval above 0 means the strategy beats
   T-Tamer beyond test-set noise.
 
-For the research question of issue 4 (does T-Tamer's frontier dominate every heuristic?):
+For the research question of the early-exit chapters (does T-Tamer's frontier dominate every heuristic?):
 :func:`domination_summary` (per heuristic: AUC gap with its paired interval, cost gap at the
 full model's accuracy, pointwise domination), :func:`ablation` (a tidy table of T-Tamer
 configurations on one split) and :func:`markov_diagnostics` (how far the calibration data
@@ -326,7 +326,7 @@ def dominates(result: dict[str, Any], a: str = "ttamer", b: str = "max-prob", to
 
 
 # ---------------------------------------------------------------------------------------------
-#: Heuristics that T-Tamer's frontier should dominate (issue 4); the oracle is a bound, not one.
+#: Heuristics that T-Tamer's frontier should dominate; the oracle is a bound, not one.
 HEURISTICS = ("max-prob", "max-prob-sdn", "entropy", "patience", "static")
 
 
@@ -402,7 +402,7 @@ def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_b
 
 
 def markov_violation(trace: Trace, states: np.ndarray, wrong: np.ndarray, smoothing: float = 1.0) -> list[dict[str, float]]:
-    """How far the calibration data are from the Markov chain T-Tamer assumes (SPEC §2), per
+    """How far the calibration data are from the Markov chain T-Tamer assumes (the book's chapter *The model*), per
     exit ``i ≥ 1``, for ``states [N, L]`` and 0/1 losses ``wrong [N, L]``:
 
     * ``transition_tv`` -- ``E_{s_{i−2}, s_{i−1}} TV( P(s_i | s_{i−1}, s_{i−2}), P(s_i | s_{i−1}) )``

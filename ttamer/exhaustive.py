@@ -1,8 +1,8 @@
-"""Exhaustive dynamic programming over information states -- the ground truth (SPEC §3.3).
+"""Exhaustive dynamic programming over information states -- the ground truth (the book's chapter *Recall*, section on the exhaustive solver).
 
 An information state is ``(states, last)``: the state each node revealed (``-1`` if not
 consulted) and the node consulted last (kept only without recall, where it answers). From it
-a strategy may stop, paying ``λ X`` (``X`` as in SPEC §2, ``+inf`` if stopping is not
+a strategy may stop, paying ``λ X`` (``X`` as in the book's chapter *The model*, ``+inf`` if stopping is not
 allowed), or consult an available node ``a`` through edge ``e``:
 
     V(x) = min( λ X(x),  min over a of  κ c_e + Σ_t P_e[s_src, t] V(x with a = t) ).

@@ -1,4 +1,4 @@
-"""The error-cost frontier: λ-sweeps, the exact frontier and the budgeted LP (SPEC §3.4, §4.4).
+"""The error-cost frontier: λ-sweeps, the exact frontier and the budgeted LP (the book's chapter *The frontier*).
 
 For a strategy ``π`` write ``C(π) = E[cost]`` and ``L(π) = E[loss]``; the trade-off is
 ``θ_λ(π) = λ L(π) + (1 − λ) C(π)``. Randomised strategies reach every point of the convex

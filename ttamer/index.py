@@ -1,4 +1,4 @@
-"""The dynamic index strategy with recall on a forest (SPEC §3.1).
+"""The dynamic index strategy with recall on a forest (the book's chapter *Recall*).
 
 With ``κ = 1 − λ``, work bottom-up. For node ``v`` in state ``t`` the *surrogate* of its
 subtree is
@@ -207,7 +207,7 @@ class IndexResult:
 
 
 def compute_indices(instance: Instance, lam: float) -> IndexResult:
-    """Surrogates bottom-up, the index of every node, and the optimal value (SPEC §3.1)."""
+    """Surrogates bottom-up, the index of every node, and the optimal value (the book's chapter *Recall*)."""
     if instance.skips:
         raise SolverError("the index solver handles forests without skips; use method='dp' on a chain with skips")
     kappa = 1.0 - lam

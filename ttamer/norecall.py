@@ -1,4 +1,4 @@
-"""The exact no-recall dynamic program (SPEC §3.2).
+"""The exact no-recall dynamic program (the book's chapter *No recall*).
 
 Without recall the answer is the last node consulted, so the state of a descending strategy
 is ``(last node v, its state s)``:

@@ -4,7 +4,7 @@ The chain estimation of :mod:`ttamer.calibration` fits a Markov chain (binned st
 transition counts) and solves it exactly. Its expectations ``Σ_t P[s, t] W_{i+1}(t)`` are only
 right if the binned state is Markov; on real networks it is not (later exits say much about
 earlier ones, :func:`ttamer.evaluation.markov_violation`), and bins cost resolution. This
-module keeps the recursion of SPEC §3 on the chain of exits,
+module keeps the recursion of the book's chapter *Recall* on the chain of exits,
 
     W_i(x_i) = min( λ ℓ_i(x_i),  κ c_{i+1} + E[ W_{i+1} | x_i ] ),     κ = 1 − λ,
 

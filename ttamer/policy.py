@@ -65,7 +65,7 @@ class Policy:
         return np.minimum(self.consulted_losses(states).min(axis=1, initial=np.inf), self._y)
 
     def best_scaled(self, states: np.ndarray) -> np.ndarray:
-        """``X`` of SPEC §3.1: ``λ`` times :meth:`best_loss`, ``+inf`` while it is infinite."""
+        """``X`` of the book's chapter *Recall*: ``λ`` times :meth:`best_loss`, ``+inf`` while it is infinite."""
         best = self.best_loss(states)
         return np.where(np.isfinite(best), self.lam * np.where(np.isfinite(best), best, 0.0), np.inf)
 
@@ -81,7 +81,7 @@ class Policy:
         return np.where((best_val <= self._y) & np.isfinite(best_val), best, STOP)
 
     def answer_loss(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
-        """Loss of the returned answer, ``X`` of SPEC §2 (unscaled)."""
+        """Loss of the returned answer, ``X`` of the book's chapter *The model* (unscaled)."""
         ans = self.answer(states, last)
         node = np.maximum(ans, 0)
         loss = self._loss_table[node, np.maximum(states[np.arange(len(ans)), node], 0)]
@@ -148,7 +148,7 @@ def best_action(stop: np.ndarray, options: list[tuple[int, np.ndarray]]) -> tupl
 
 # ---------------------------------------------------------------------------------------------
 class IndexPolicy(Policy):
-    """The dynamic index strategy with recall on a forest (SPEC §3.1).
+    """The dynamic index strategy with recall on a forest (the book's chapter *Recall*).
 
     ``sigma[v]`` holds ``σ_v(s)`` for every state ``s`` of ``parent(v)`` (one entry for a
     root). Consult the available node of smallest index while that index is below
@@ -213,7 +213,7 @@ class LastStatePolicy(Policy):
     ``table[v]`` has shape ``(K_v, M)``: the node to consult after ``v`` revealed ``s`` when
     ``X`` (the best scaled loss so far, recall only) is ``levels[m]``; ``start`` has shape
     ``(M,)``. Without recall ``M = 1`` and ``X`` is ignored. Used by the no-recall DP and the
-    chain-with-skips recall DP (SPEC §3.1-3.2).
+    chain-with-skips recall DP (the book's chapters *Recall* and *No recall*).
     """
 
     def __init__(self, instance: Instance, lam: float, recall: bool, table: list[np.ndarray],

@@ -1,4 +1,4 @@
-"""Random instances for tests and synthetic studies (SPEC §2).
+"""Random instances for tests and synthetic studies (the book's chapter *The model*).
 
 :func:`random_instance` draws a chain, a tree, a forest or a chain with skips with
 

@@ -187,13 +187,13 @@ def rule_points(x: np.ndarray, loss: np.ndarray, cum: np.ndarray, taus: np.ndarr
 def budget_points(cost: np.ndarray, loss: np.ndarray, resolution: float) -> np.ndarray:
     """Indices of the Pareto points (no other point is as cheap and more accurate), thinned so
     that consecutive kept points differ in cost by about ``resolution`` at least: for each
-    budget on a grid of that step, the most accurate point within the budget."""
+    budget on a grid of that step, the most accurate point within the budget. Cost increasing."""
     order = np.lexsort((loss, cost))
     best = np.minimum.accumulate(loss[order])
     pareto = order[np.r_[True, best[1:] < best[:-1]]]
     grid = np.arange(cost[pareto][0], cost[pareto][-1] + resolution, resolution)
-    pick = np.searchsorted(cost[pareto], grid, side="right") - 1
-    return np.unique(pareto[np.r_[pick[pick >= 0], len(pareto) - 1]])
+    pick = np.unique(np.r_[np.searchsorted(cost[pareto], grid, side="right") - 1, len(pareto) - 1])
+    return pareto[pick[pick >= 0]]
 
 
 def quantile_path(xs: np.ndarray, taus_a: np.ndarray, taus_b: np.ndarray, steps: int) -> np.ndarray:

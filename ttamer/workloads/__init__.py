@@ -1,4 +1,4 @@
-"""Early-exit workloads on real models and data (SPEC §5.5): each writes one trace (§5.1).
+"""Early-exit workloads on real models and data (the book's chapter *Early exit on real models*): each writes one trace (§5.1).
 
 * :mod:`ttamer.workloads.nlp` — a transformer encoder with an exit after every layer
   (offline: all-MiniLM-L6-v2 on rotten-tomatoes sentences; full: BERT-base on IMDB).

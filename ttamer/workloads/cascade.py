@@ -1,4 +1,4 @@
-"""Cascade workload: a tree of separate text classifiers on real sentences (SPEC §2, §5.5).
+"""Cascade workload: a tree of separate text classifiers on real sentences (the book's chapters *The model* and *Early exit on real models*).
 
 The tree (``stages = (2, 4)``, the offline default)::
 

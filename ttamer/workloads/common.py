@@ -1,4 +1,4 @@
-"""Pieces shared by the early-exit workloads (SPEC §5.1, §5.5).
+"""Pieces shared by the early-exit workloads (the book's chapter *Early exit on real models*).
 
 * the trace cache (``~/.cache/ttamer/traces`` or ``$TTAMER_CACHE``), keyed by workload,
   profile, seed, device and sizes;

@@ -1,4 +1,4 @@
-"""Text workload: a transformer encoder with an exit after every layer (SPEC §5.5).
+"""Text workload: a transformer encoder with an exit after every layer (the book's chapter *Early exit on real models*).
 
 One code path, two profiles (:data:`PROFILES`):
 
@@ -436,7 +436,7 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
                        max_length: int | None = None, batch_size: int | None = None,
                        finetune_epochs: int | None = None,
                        cache: str | os.PathLike | None = None, progress: bool = True) -> WorkloadResult:
-    """Build the text early-exit trace (SPEC §5.1, §5.5); see the module docstring.
+    """Build the text early-exit trace (the book's chapter *Early exit on real models*); see the module docstring.
 
     Steps: choose disjoint head / trace examples (``seed``); fine-tune the encoder on the head
     examples (:func:`finetune_encoder`; skipped if ``finetune_epochs`` = 0); freeze it, pool

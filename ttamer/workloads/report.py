@@ -1,7 +1,7 @@
 """Tables, plots and verdicts of an early-exit evaluation, for the workload chapters.
 
 Everything here reads the dict returned by :func:`ttamer.evaluation.evaluate_trace`
-(frontiers as fractions of the full model's cost, metrics of SPEC §5.4) and only formats it:
+(frontiers as fractions of the full model's cost, metrics of the book's chapter *Early exit on real models*) and only formats it:
 
 * :func:`metric_table` — one row per strategy: AUC, cost at the full model's accuracy (and
   0.5 / 1 point below), accuracy at 25 / 50 / 75 % of the full cost, oracle-gain share;

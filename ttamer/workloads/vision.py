@@ -1,4 +1,4 @@
-"""Image workload: a multi-exit CNN trained from scratch (SPEC §5.5).
+"""Image workload: a multi-exit CNN trained from scratch (the book's chapter *Early exit on real models*).
 
 One code path, two profiles (:data:`PROFILES`):
 
@@ -319,7 +319,7 @@ def generate_vision_trace(profile: str = "offline", *, seed: int = 0, device: st
                           epochs: int | None = None, batch_size: int | None = None,
                           width: int | None = None, cache: str | os.PathLike | None = None,
                           progress: bool = True) -> WorkloadResult:
-    """Build the image early-exit trace (SPEC §5.1, §5.5); see the module docstring.
+    """Build the image early-exit trace (the book's chapter *Early exit on real models*); see the module docstring.
 
     ``n_train`` images of the train split (seeded sample) train the network and its heads;
     ``n_test`` images of the test split form the trace. ``cache`` is unused (the data are

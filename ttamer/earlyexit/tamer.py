@@ -50,6 +50,10 @@ COMMON_REFINEMENT = 8
 MAX_PATH_STEPS = 100
 #: Fewest calibration examples per cross-validation fold.
 MIN_FOLD_EXAMPLES = 20
+#: Below this many calibration examples the cross-validation is repeated over fresh folds
+#: (up to :data:`MAX_CV_REPEATS` times), so that few examples do not make the choice a lottery.
+CV_REPEAT_EXAMPLES = 2000
+MAX_CV_REPEATS = 4
 
 
 @dataclass(frozen=True)
@@ -174,17 +178,22 @@ def heldout_score(dec: ExitDecisions, trace: Trace, target: str) -> float:
     return frontier_auc(front, min(trace.cumulative_cost[:, 0].mean() / scale, 1 - 1e-9), 1.0)
 
 
-def one_se_choice(scores: np.ndarray) -> int:
+def paired_se(scores: np.ndarray, best: int, n_folds: int | None = None) -> np.ndarray:
+    """``[C]`` standard error of the mean of ``scores[best] − scores[c]`` over the columns,
+    counting ``n_folds`` independent columns (default: all; repeated folds are not independent)."""
+    n = scores.shape[1] if n_folds is None else n_folds
+    if scores.shape[1] < 2:
+        return np.zeros(len(scores))
+    return (scores[best] - scores).std(axis=1, ddof=1) / np.sqrt(n)
+
+
+def one_se_choice(scores: np.ndarray, n_folds: int | None = None) -> int:
     """Index of the first (simplest) row of ``scores [C, F]`` (candidates × folds) whose mean is
-    within one standard error of the best row's, the error of the paired fold differences."""
+    within one standard error of the best row's, the error of the paired fold differences
+    (:func:`paired_se`)."""
     best = int(np.argmax(scores.mean(axis=1)))
-    folds = scores.shape[1]
-    for c in range(len(scores)):
-        diff = scores[best] - scores[c]
-        se = diff.std(ddof=1) / np.sqrt(folds) if folds > 1 else 0.0
-        if diff.mean() <= se + 1e-12:
-            return c
-    return best
+    gap = scores[best].mean() - scores.mean(axis=1)
+    return int(np.flatnonzero(gap <= paired_se(scores, best, n_folds) + 1e-12)[0])
 
 
 class ThresholdTamer(BaseTamer):
@@ -287,10 +296,10 @@ class ThresholdTamer(BaseTamer):
         if len(cands) > 1 and self.cv_folds_ >= 2:
             scores = self._cross_validate(trace, cands)
             self.cv_fold_scores_ = scores
-            chosen, best = one_se_choice(scores), int(np.argmax(scores.mean(axis=1)))
-            self.cv_scores_ = [{"policy": c.key, "auc": float(s.mean()),
-                                "se": float((scores[best] - s).std(ddof=1) / np.sqrt(s.size))}
-                               for c, s in zip(cands, scores)]
+            chosen, best = one_se_choice(scores, self.cv_folds_), int(np.argmax(scores.mean(axis=1)))
+            se = paired_se(scores, best, self.cv_folds_)
+            self.cv_scores_ = [{"policy": c.key, "auc": float(s.mean()), "se": float(e)}
+                               for c, s, e in zip(cands, scores, se)]
         else:  # one candidate, or too few examples to cross-validate: the simplest class
             chosen, self.cv_scores_ = 0, []
         self.candidate_ = cands[chosen]
@@ -305,17 +314,20 @@ class ThresholdTamer(BaseTamer):
         return self
 
     def _cross_validate(self, trace: Trace, cands: Sequence[PolicyCandidate]) -> np.ndarray:
-        """``[C, F]`` held-out frontier areas of every candidate on every fold."""
+        """``[C, R·F]`` held-out frontier areas of every candidate on every fold of ``R`` repeats
+        (``R > 1`` only below :data:`CV_REPEAT_EXAMPLES` calibration examples)."""
         folds_n = self.cv_folds_
         rng = np.random.default_rng(int(self.seed))
         if trace.n_examples > self.cv_max_examples:
             trace = trace.subset(np.sort(rng.choice(trace.n_examples, int(self.cv_max_examples), replace=False)))
-        folds = cv_folds_of(trace.n_examples, folds_n, int(self.seed))
+        repeats = int(min(MAX_CV_REPEATS, np.ceil(CV_REPEAT_EXAMPLES / trace.n_examples)))
+        splits = [(r, f) for r in range(repeats) for f in range(folds_n)]
         lams = self.lam_sweep()
-        scores = np.zeros((len(cands), folds_n))
+        scores = np.zeros((len(cands), len(splits)))
         self.cv_curves_: dict[str, list[dict[str, np.ndarray]]] = {c.key: [] for c in cands}
-        bar = tqdm(total=folds_n * len(cands), desc="cross-validation", disable=not self.progress, leave=False)
-        for f in range(folds_n):
+        bar = tqdm(total=len(splits) * len(cands), desc="cross-validation", disable=not self.progress, leave=False)
+        for k, (r, f) in enumerate(splits):
+            folds = cv_folds_of(trace.n_examples, folds_n, int(self.seed) + r)
             train, test = trace.subset(folds != f), trace.subset(folds == f)
             wrong, costs = exit_wrong(train, self.target), normalized_costs(train)
             models: dict[tuple[str, str], tuple] = {}
@@ -329,7 +341,7 @@ class ThresholdTamer(BaseTamer):
                 dec = decisions(test, x_te, ans_te, taus, budget, "cv")
                 if cand.thresholds == "common":
                     dec = complete_sweep(test, x_te, ans_te, self.target, "cv")
-                scores[c, f] = heldout_score(dec, test, self.target)
+                scores[c, k] = heldout_score(dec, test, self.target)
                 self.cv_curves_[cand.key].append(
                     {"budget": budget, "cost": dec.cost.mean(axis=1) / test.full_cost.mean(),
                      "accuracy": dec.correct(test, self.target).mean(axis=1)})
@@ -348,11 +360,10 @@ class ThresholdTamer(BaseTamer):
         cands = self.candidates()
         keep = [k for k, c in enumerate(cands) if not c.recall]
         scores = self.cv_fold_scores_[keep]
-        choice = cands[keep[one_se_choice(scores)]]
+        choice = cands[keep[one_se_choice(scores, self.cv_folds_)]]
         other = ThresholdTamer(**dict(params, policy=choice.key)).fit(trace)
-        best = int(np.argmax(scores.mean(axis=1)))
-        other.cv_scores_ = [self.cv_scores_[k] | {"se": float((scores[best] - s).std(ddof=1) / np.sqrt(s.size))}
-                            for k, s in zip(keep, scores)]
+        se = paired_se(scores, int(np.argmax(scores.mean(axis=1))), self.cv_folds_)
+        other.cv_scores_ = [self.cv_scores_[k] | {"se": float(e)} for k, e in zip(keep, se)]
         other.cv_fold_scores_, other.cv_folds_ = scores, self.cv_folds_
         other.cv_curves_ = {cands[k].key: self.cv_curves_[cands[k].key] for k in keep}
         other.policy = self.policy

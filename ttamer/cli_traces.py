@@ -1,4 +1,4 @@
-"""``ttamer traces {nlp,vision}``: generate an early-exit trace on a real model (SPEC §5.5).
+"""``ttamer traces {nlp,vision}``: generate an early-exit trace on a real model.
 
 Runs a workload (``--profile offline``: local weights and data on a CPU in minutes;
 ``full``: BERT-base / ResNet-18 by hub name, for a GPU) and writes one trace file (SPEC §5.1)

@@ -19,7 +19,7 @@ from .validate import escape_lines, escape_text
 
 
 def _add_solve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("solve", help="solve an instance file (JSON, the book's chapter 'The model') for one λ")
+    p = sub.add_parser("solve", help="solve an instance file (JSON) for one λ")
     p.add_argument("path", help="instance file (JSON)")
     p.add_argument("--lam", type=float, required=True, help="trade-off weight λ in [0, 1]")
     p.add_argument("--no-recall", action="store_true", help="answer with the last model consulted")

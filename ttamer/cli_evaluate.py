@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register the ``evaluate`` subcommand."""
     p = subparsers.add_parser("evaluate", help="evaluate T-Tamer and the early-exit heuristics on a trace (.npz)",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("path", metavar="TRACES.npz", help="trace file (the book's chapter 'Early exit on real models')")
+    p.add_argument("path", metavar="TRACES.npz", help="trace file (.npz)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test split (default 0)")
     p.add_argument("--calibration-fraction", type=float, default=0.5,
                    help="share of the examples used to fit T-Tamer (default 0.5)")

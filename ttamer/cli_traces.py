@@ -1,4 +1,4 @@
-"""``ttamer traces {nlp,vision,zoo}``: generate an early-exit trace on a real model (the book's chapter *Early exit on real models*).
+"""``ttamer traces {nlp,vision,zoo}``: generate an early-exit trace on a real model.
 
 Runs a workload (``--profile offline``: local weights and data on a CPU in minutes;
 ``full``: BERT-base / ResNet-18 by hub name, for a GPU) and writes one trace file (see :mod:`ttamer.traces`)

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ..earlyexit.metrics import cost_at_accuracy
 from ..evaluation import HEURISTICS, evaluate_trace
 from ..traces import Trace
 
@@ -32,6 +33,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     """The numbers of one :func:`~ttamer.evaluation.evaluate_trace` result the tables need."""
     st = result["strategies"]
     out = {"policy": result["ttamer_fit"].get("policy", result["ttamer_fit"]["description"]),
+           "frontier": {k: np.asarray(m["frontier"]) for k, m in st.items()},
            "auc": {k: m["auc"] for k, m in st.items()}, "cost_at_full": {k: _cost(m) for k, m in st.items()},
            "slo": result["slo"]}
     if "auc_replicates" in st["ttamer"]:
@@ -131,3 +133,20 @@ def protocol_table(zoo_label: dict[str, list[dict[str, Any]]], zoo_final: dict[s
 
     return pd.DataFrame({"gain vs label (pt)": {k: mean_gain(v) for k, v in zoo_label.items()},
                          "gain vs full model (pt)": {k: mean_gain(v) for k, v in zoo_final.items()}}).round(2)
+
+
+def cost_at_level_table(zoo: dict[str, list[dict[str, Any]]], level: float,
+                        strategies: Sequence[str] = ("ttamer", "max-prob")):
+    """Per trace, the mean over splits of each strategy's least cost (% of the full model) at
+    which its frontier reaches accuracy ``level`` (the paper reports latency at 95 %
+    agreement with the backbone); ``nan`` where a split never reaches it."""
+    import pandas as pd
+
+    rows = {}
+    for name, runs in zoo.items():
+        row = {}
+        for s in strategies:
+            costs = [cost_at_accuracy(r["frontier"][s], level) for r in runs]
+            row[f"{s} cost (%)"] = (100 * float(np.mean(costs))) if all(c is not None for c in costs) else np.nan
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").round(1)

@@ -651,7 +651,7 @@ def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, la
 def heldout_auc(decisions: ExitDecisions, test: Trace, target: str = "label") -> float:
     """Normalised area under the accuracy–cost frontier of a sweep on held-out examples,
     over the cost range from exit 0 alone to the full model: the cross-validation score."""
-    from .evaluation import frontier_auc, pareto_frontier
+    from .earlyexit.metrics import frontier_auc, pareto_frontier
 
     scale = test.full_cost.mean()
     front = pareto_frontier(decisions.cost.mean(axis=1) / scale, decisions.correct(test, target).mean(axis=1))

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from .errors import TTamerError
 from .solve import METHODS
+from .cli_common import error_line, safe_streams
 from .validate import escape_lines, escape_text
 
 
@@ -61,24 +62,6 @@ def _subcommands() -> list:
     from . import cli_evaluate, cli_traces
 
     return [cli_evaluate, cli_traces]
-
-
-def safe_streams() -> None:
-    """Make stdout/stderr print anything: characters the terminal's encoding lacks become
-    backslash escapes (e.g. under ``PYTHONIOENCODING=ascii`` or an ASCII locale)."""
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            try:
-                reconfigure(errors="backslashreplace")
-            except (ValueError, OSError):  # pragma: no cover - a closed or exotic stream
-                pass
-
-
-def error_line(command: str, exc: BaseException) -> str:
-    """The one line printed for an error: ``ttamer CMD: error: MESSAGE`` (escaped, one line)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"ttamer {command}: error: {escape_text(text, 2000)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

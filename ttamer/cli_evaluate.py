@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                                 target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
                                 estimation=args.estimation)
     except (TTamerError, OSError) as exc:
-        from .cli import error_line
+        from .cli_common import error_line
 
         print(error_line("evaluate", exc), file=sys.stderr)
         return 2
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m ttamer.cli_evaluate``), for tests before registration."""
-    from .cli import safe_streams
+    from .cli_common import safe_streams
 
     safe_streams()
     parser = argparse.ArgumentParser(prog="ttamer")

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                           progress=not args.no_progress, **sizes)
         save_trace(out, result.trace)
     except (TTamerError, OSError) as exc:
-        from .cli import error_line
+        from .cli_common import error_line
 
         print(error_line("traces", exc), file=sys.stderr)
         return 2

@@ -52,6 +52,7 @@ import scipy.sparse as sp
 from .errors import SolverError, TTamerError
 from .instance import Instance
 from .policy import STOP, ExhaustivePolicy, LastStatePolicy, Policy
+from .solution import Solution
 from .validate import check_count, check_lam
 
 #: Default limit on the number of information states of the exhaustive space.
@@ -517,12 +518,10 @@ def solve_lp(instance: Instance, lam: float, recall: bool = True, space: str = "
              max_chain_states: int = MAX_CHAIN_STATES):
     """Optimal expected trade-off by the primal LP (method ``"lp"``).
 
-    Returns a :class:`ttamer.solve.Solution` whose ``value`` is ``V*(start)``, whose policy
+    Returns a :class:`ttamer.solution.Solution` whose ``value`` is ``V*(start)``, whose policy
     plays the greedy action w.r.t. the LP's ``V`` and whose ``details`` hold the solver, its
     status, the state space and its size, and the timings.
     """
-    from .solve import Solution  # lazy: ttamer.solve imports this module
-
     lam = _check_lam(lam)
     mdp = build_mdp(instance, recall, space, max_states, max_chain_states=max_chain_states)
     sol = primal_lp(mdp, lam, solver)

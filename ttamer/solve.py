@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from .errors import SolverError, TTamerError
 from .exhaustive import MAX_STATES, describe_state_space, fits_state_space, solve_exhaustive
 from .instance import Instance
-from .policy import Policy
+from .solution import Solution
 from .validate import check_bool, check_count, check_lam  # noqa: F401 (check_lam: public here too)
 
 METHODS = ("auto", "index", "dp", "exhaustive", "lp")
-
-
-@dataclass
-class Solution:
-    """The optimal expected trade-off ``value`` = E[λ X + (1−λ) cost] and a policy achieving it."""
-
-    value: float
-    policy: Policy
-    method: str
-    lam: float
-    recall: bool
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def solve(instance: Instance, lam: float, recall: bool = True, method: str = "auto",

@@ -30,8 +30,10 @@ from .thresholds import common_threshold_curve, first_stop, frontier_taus
 #: heuristic name -> (state, answer rule)
 HEURISTIC_RULES = {"max-prob": ("max_prob", "last"), "max-prob-sdn": ("max_prob", "confident"),
                    "entropy": ("neg_entropy", "last"), "patience": ("patience", "last")}
-#: Most rules a complete sweep keeps (its frontier is thinned evenly in cost beyond that).
+#: Most rules a complete sweep keeps (its frontier is thinned evenly in cost beyond that) ...
 MAX_SWEEP_POINTS = 2000
+#: ... and at most this many (rules × examples), so that large traces stay in bounded memory.
+MAX_SWEEP_CELLS = 20_000_000
 
 
 def _state(trace: Trace, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -62,10 +64,12 @@ def sweep(trace: Trace, name: str, taus: np.ndarray) -> ExitDecisions:
 def complete_sweep(trace: Trace, name: str, target: str = "label",
                    max_points: int = MAX_SWEEP_POINTS) -> ExitDecisions:
     """Heuristic ``name`` at the thresholds of the frontier of its complete sweep on ``trace``
-    (every distinct state value; the frontier is what every metric reads)."""
+    (every distinct state value; the frontier is what every metric reads), thinned evenly in
+    cost to at most ``max_points`` rules and :data:`MAX_SWEEP_CELLS` rules × examples."""
     x, answers = _state(trace, name)
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
-    return sweep(trace, name, frontier_taus(x, loss, trace.cumulative_cost, max_points))
+    points = max(2, min(max_points, MAX_SWEEP_CELLS // trace.n_examples))
+    return sweep(trace, name, frontier_taus(x, loss, trace.cumulative_cost, points))
 
 
 def calibrated_threshold(calibration: Trace, name: str, accuracy: float, target: str = "label") -> float:

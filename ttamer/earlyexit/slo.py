@@ -55,8 +55,7 @@ def _full(test: Trace) -> ExitDecisions:
 
 def _tamer_point(tamer: ThresholdTamer, test: Trace, accuracy: float) -> ExitDecisions:
     ok = np.flatnonzero(out_of_fold_accuracy(tamer) >= accuracy - 1e-12)
-    sweep_ = tamer.decide_sweep(test)
-    return sweep_[int(ok[0]) if len(ok) else len(sweep_) - 1]
+    return tamer.decide_budget(test, int(ok[0]) if len(ok) else len(tamer.sweep_cost_))
 
 
 def _static_point(calibration: Trace, test: Trace, accuracy: float, target: str) -> ExitDecisions:

@@ -36,6 +36,7 @@ from ..errors import TraceError, TTamerError
 from ..traces import ExitDecisions, Trace
 from ..validate import check_bool, check_int, check_lam, check_seed, escape_text
 from .base import BaseTamer
+from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier
 from .states import StateModel, exit_wrong
 from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, first_stop, frontier_taus,
@@ -46,6 +47,8 @@ THRESHOLD_CLASSES = ("common", "per_exit")
 BUDGET_RESOLUTION = 0.002
 #: The common class is cheap to sweep: its budgets are this many times finer.
 COMMON_REFINEMENT = 8
+#: Budgets per candidate and fold scored in the cross-validation (spread evenly).
+MAX_CV_POINTS = 200
 #: Most rules inserted between two neighbouring λ-optimal rules of the per-exit class.
 MAX_PATH_STEPS = 100
 #: Fewest calibration examples per cross-validation fold.
@@ -98,6 +101,11 @@ CANDIDATES = tuple(PolicyCandidate.parse(k) for k in (
     "common:max_prob:last", "common:max_prob:confident", "common:max_prob:ensemble_at_end", "common:neg_entropy:last",
     "common:patience:last", "per_exit:max_prob:last", "per_exit:learned:last", "per_exit:ensemble:ensemble",
     "per_exit:posterior:posterior"))
+
+
+def evenly(n: int, at_most: int) -> np.ndarray:
+    """At most ``at_most`` (at least 2) indices spread evenly over ``0..n−1``, ends included."""
+    return np.unique(np.linspace(0, n - 1, max(2, min(n, at_most))).round().astype(np.int64))
 
 
 def normalized_costs(trace: Trace) -> np.ndarray:
@@ -166,7 +174,7 @@ def complete_sweep(trace: Trace, x: np.ndarray, answers: np.ndarray, target: str
     """A common-threshold rule swept over every distinct state value of ``trace``, kept at the
     frontier of that complete sweep (``params`` = thresholds) -- how the heuristics are swept."""
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
-    taus = frontier_taus(x, loss, trace.cumulative_cost)
+    taus = frontier_taus(x, loss, trace.cumulative_cost, max(2, min(MAX_SWEEP_POINTS, MAX_SWEEP_CELLS // len(x))))
     return decisions(trace, x, answers, np.repeat(taus[:, None], x.shape[1] - 1, axis=1), taus, name)
 
 
@@ -244,7 +252,7 @@ class ThresholdTamer(BaseTamer):
     """
 
     def __init__(self, lam: float = 0.95, recall: bool = True, policy: str = "auto", target: str = "label",
-                 cv_folds: int = 5, cv_max_examples: int = 20000, n_lams: int = 161, seed: int = 0,
+                 cv_folds: int = 5, cv_max_examples: int = 10000, n_lams: int = 81, seed: int = 0,
                  progress: bool = False) -> None:
         self.lam = lam
         self.recall = recall
@@ -338,6 +346,8 @@ class ThresholdTamer(BaseTamer):
                     models[key] = (sm.transform(train), sm.transform(test))
                 (x, ans), (x_te, ans_te) = models[key]
                 taus, budget, _ = budget_sweep(cand, x, np.take_along_axis(wrong, ans, axis=1), costs, lams)
+                keep = evenly(len(budget), MAX_CV_POINTS)
+                taus, budget = taus[keep], budget[keep]
                 dec = decisions(test, x_te, ans_te, taus, budget, "cv")
                 if cand.thresholds == "common":
                     dec = complete_sweep(test, x_te, ans_te, self.target, "cv")
@@ -388,14 +398,27 @@ class ThresholdTamer(BaseTamer):
         """The budgeted rules of the fitted class (:func:`budget_sweep`) on ``trace``, and last
         the full model (every exit, answering with the last: the limit ``λ → 1``, to which
         every rule may fall back): arrays ``[P, N]``, ``params`` = each rule's mean cost on the
-        calibration examples (its budget; 1 for the full model)."""
+        calibration examples (its budget; 1 for the full model). On a large ``trace`` the
+        budgets are thinned evenly to at most ``MAX_SWEEP_CELLS / N`` rules."""
         self._check_fitted()
         x, answers = self.state_model_.transform(trace)
-        dec = decisions(trace, x, answers, self.sweep_taus_, self.sweep_cost_, self.name)
+        keep = evenly(len(self.sweep_cost_), MAX_SWEEP_CELLS // trace.n_examples)
+        dec = decisions(trace, x, answers, self.sweep_taus_[keep], self.sweep_cost_[keep], self.name)
         last = np.full((1, trace.n_examples), trace.n_exits - 1)
         full = ExitDecisions.from_last(trace, last, last, np.array([1.0]), self.name)
         return ExitDecisions(np.r_[dec.answer, full.answer], np.r_[dec.last, full.last], np.r_[dec.cost, full.cost],
                              np.r_[dec.params, full.params], self.name)
+
+    def decide_budget(self, trace: Trace, index: int) -> ExitDecisions:
+        """:meth:`decide` with the rule of budget ``index`` of the fitted sweep (``sweep_cost_``);
+        ``index = len(sweep_cost_)`` is the full model."""
+        self._check_fitted()
+        if index >= len(self.sweep_cost_):
+            last = np.full(trace.n_examples, trace.n_exits - 1)
+            return ExitDecisions.from_last(trace, last, last, np.array([1.0]), self.name)
+        x, answers = self.state_model_.transform(trace)
+        return decisions(trace, x, answers, self.sweep_taus_[index : index + 1],
+                         self.sweep_cost_[index : index + 1], self.name)[0]
 
     def frontier_sweep(self, trace: Trace) -> ExitDecisions:
         """The sweep a frontier is scored on: :meth:`decide_sweep` for the per-exit class; for

@@ -46,15 +46,19 @@ def _chunks(n_rows: int, row_size: int) -> list[slice]:
 
 def first_stop(x: np.ndarray, taus: np.ndarray) -> np.ndarray:
     """``[P, N]`` exit each example stops at: the first ``i < L−1`` with ``x[n, i] ≥ taus[p, i]``,
-    else ``L−1``. ``x [N, L]``, ``taus [P, L−1]`` (or ``[P]`` for a common threshold)."""
+    else ``L−1``. ``x [N, L]``, ``taus [P, L−1]`` (or ``[P]`` for a common threshold). One
+    vectorised comparison per exit (a loop over exits only)."""
     n, L = x.shape
     taus = np.asarray(taus, dtype=float)
     taus = np.repeat(taus[:, None], L - 1, axis=1) if taus.ndim == 1 else taus
-    out = np.empty((len(taus), n), dtype=np.int64)
-    head = x[:, : L - 1]
-    for s in _chunks(len(taus), n * L):
-        hit = head[None] >= taus[s, None, :]
-        out[s] = np.where(hit.any(axis=2), hit.argmax(axis=2), L - 1)
+    out = np.full((len(taus), n), L - 1, dtype=np.int64)
+    for s in _chunks(len(taus), n):
+        stop = out[s]
+        running = np.ones(stop.shape, dtype=bool)
+        for i in range(L - 1):
+            hit = running & (x[None, :, i] >= taus[s, i, None])
+            stop[hit] = i
+            running &= ~hit
     return out
 
 

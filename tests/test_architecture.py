@@ -1,0 +1,101 @@
+"""The package's import graph has no cycle, and the estimator contract holds where it is promised."""
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "ttamer"
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    out = {}
+    for f in ROOT.rglob("*.py"):
+        parts = f.relative_to(ROOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = f
+    return out
+
+
+def _imports(name: str, path: pathlib.Path, mods: dict[str, pathlib.Path]) -> set[str]:
+    """Every ttamer module ``name`` imports, at top level or inside a function."""
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    deps: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else [])) if node.level else (node.module or "")
+            for alias in node.names:
+                sub = f"{mod}.{alias.name}"
+                deps.add(sub if sub in mods else mod)
+        elif isinstance(node, ast.Import):
+            deps.update(alias.name for alias in node.names)
+    # a module's own package (its __init__) is not a dependency edge
+    return {d for d in deps if d in mods and d != name and not name.startswith(d + ".")}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (iterative Tarjan)."""
+    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+
+    def visit(root: str) -> None:
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    mods = _modules()
+    graph = {m: _imports(m, p, mods) for m, p in mods.items()}
+    assert "ttamer.earlyexit.tamer" in graph and "ttamer.earlyexit.thresholds" in graph["ttamer.earlyexit.tamer"]
+    assert _cycles(graph) == []
+
+
+def test_cycle_finder_finds_cycles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_threshold_tamer_follows_the_contract():
+    sk = pytest.importorskip("sklearn.base")
+    from ttamer.earlyexit.tamer import ThresholdTamer
+    from ttamer.traces import synthetic_trace
+
+    t = ThresholdTamer(lam=0.7, cv_folds=3)
+    c = sk.clone(t)
+    assert c.get_params() == t.get_params() and c is not t
+    fitted = t.fit(synthetic_trace(300, 3, 3, seed=0))
+    assert all(name.endswith("_") for name in vars(fitted) if name not in t.get_params() and not name.startswith("_"))

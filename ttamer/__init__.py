@@ -12,6 +12,7 @@ from .solve import Solution, solve
 from .traces import Trace, load_trace, save_trace
 from .calibration import EarlyExitTamer, StateSpec
 from .pathwise import PathwiseTamer
+from .earlyexit.tamer import ThresholdTamer
 from .evaluation import evaluate_trace
 from .cascade import CascadeTamer
 
@@ -20,7 +21,7 @@ __all__ = [
     "Policy", "rollout", "Solution", "solve", "simulate", "SimulationResult",
     "evaluate_exactly", "ExactEvaluation",
     "TTamerError", "InstanceError", "SolverError", "TraceError",
-    "Trace", "load_trace", "save_trace", "EarlyExitTamer", "StateSpec", "PathwiseTamer", "evaluate_trace", "CascadeTamer",
+    "Trace", "load_trace", "save_trace", "EarlyExitTamer", "StateSpec", "PathwiseTamer", "ThresholdTamer", "evaluate_trace", "CascadeTamer",
 ]
 
 __version__ = "0.1.0"

@@ -85,6 +85,8 @@ SMOOTHING_GRID = (0.5, 2.0, 8.0)
 MIN_PER_STATE = 8
 #: ``"auto"`` needs at least this many calibration examples per cross-validation fold.
 MIN_CV_EXAMPLES = 20
+#: Cross-validation scores are computed on at most this many calibration examples.
+MAX_CV_EXAMPLES = 10000
 AUTO = "auto"
 
 
@@ -662,13 +664,17 @@ def choose_by_cv(trace: Trace, candidates: list, score: Callable, folds: int, op
     """``(best, [(candidate, score), ...])``: the candidate of largest ``score(trace,
     candidate)`` (ties: the first listed); no scoring (and an empty list) when there is only
     one. Raises if ``trace`` is too small for ``folds``-fold cross-validation, naming the
-    ``options`` to give explicitly instead."""
+    ``options`` to give explicitly instead. On a trace of more than :data:`MAX_CV_EXAMPLES`
+    examples the scores are computed on a seeded sample of that many."""
     if len(candidates) == 1:
         return candidates[0], []
     if trace.n_examples < MIN_CV_EXAMPLES * folds:
         raise TTamerError(
             f"calibration trace has {trace.n_examples} examples: too few to choose the 'auto' options by "
             f"{folds}-fold cross-validation (need {MIN_CV_EXAMPLES * folds}); give {options} explicitly")
+    if trace.n_examples > MAX_CV_EXAMPLES:
+        pick = np.random.default_rng(0).choice(trace.n_examples, MAX_CV_EXAMPLES, replace=False)
+        trace = trace.subset(np.sort(pick))
     scores = [score(trace, c) for c in candidates]
     return candidates[int(np.argmax(scores))], list(zip(candidates, scores))
 

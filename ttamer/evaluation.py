@@ -179,7 +179,14 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
     if estimation not in ESTIMATIONS:
         raise TTamerError(f"estimation must be one of {ESTIMATIONS}, got {estimation!r}")
     opts = dict(tamer or {}, target=target) if "target" not in (tamer or {}) else dict(tamer)
-    chain = EarlyExitTamer(recall=True, **opts).fit(calibration) if with_chain or estimation == "chain" else None
+    chain, skipped = None, None
+    if estimation == "chain":
+        chain = EarlyExitTamer(recall=True, **opts).fit(calibration)
+    elif with_chain:
+        try:
+            chain = EarlyExitTamer(recall=True, **opts).fit(calibration)
+        except TTamerError as exc:  # e.g. too few calibration examples for its cross-validation
+            skipped = {"estimation": "chain", "skipped": str(exc)}
     if estimation == "chain":
         nr_opts = dict(opts, state=chain.spec_, smoothing=chain.smoothing_, loss=chain.loss_,
                        monotone=chain.monotone_)
@@ -202,6 +209,8 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
     out, info = {"ttamer": rec, "no-recall": norec}, _thresholds_info(rec, norec)
     if chain is not None:
         out["ttamer-chain"], info["chain"] = chain, _chain_info(chain)
+    elif skipped:
+        info["chain"] = skipped
     return out, info
 
 

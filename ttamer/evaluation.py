@@ -173,7 +173,10 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
                tamer: dict | None = None, with_chain: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """T-Tamer with and without recall fitted on ``calibration`` (``{"ttamer": ...,
     "no-recall": ...}``, plus ``"ttamer-chain"``, the paper's estimation, if ``with_chain`` and
-    ``estimation`` is not ``"chain"`` itself), and a JSON-ready description of the fit. Options per estimator:
+    ``estimation`` is not ``"chain"`` itself; where the chain cannot be fitted -- too few
+    calibration examples for its cross-validation -- it is left out and
+    ``info["chain"]["skipped"]`` says why), and a JSON-ready description of the fit. Options
+    per estimator:
     ``thresholds`` (:class:`~ttamer.earlyexit.tamer.ThresholdTamer`), ``pathwise``
     (:class:`~ttamer.pathwise.PathwiseTamer`), ``tamer`` (:class:`~ttamer.calibration.EarlyExitTamer`)."""
     if estimation not in ESTIMATIONS:

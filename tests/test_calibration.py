@@ -208,10 +208,10 @@ def test_auto_selection_by_cross_validation(traces):
 def test_unfitted_and_bad_options(traces):
     with pytest.raises(TTamerError, match="not fitted"):
         EarlyExitTamer().decide(traces[1])
-    with pytest.raises(TTamerError, match="loss"):
-        EarlyExitTamer(loss="nope")
+    with pytest.raises(TTamerError, match="loss"):  # validated in fit, not in __init__
+        EarlyExitTamer(loss="nope").fit(traces[0])
     with pytest.raises(TTamerError, match="smoothing"):
-        EarlyExitTamer(smoothing=-1.0)
+        EarlyExitTamer(smoothing=-1.0).fit(traces[0])
 
 
 def test_auto_needs_enough_calibration_examples():
@@ -247,7 +247,7 @@ def test_monotone_option_gives_monotone_instance(traces):
         assert np.all(np.diff(ell.reshape(a, f, r), axis=1) <= 1e-12)
     assert "monotone" in m.describe()
     with pytest.raises(TTamerError, match="monotone"):
-        EarlyExitTamer(monotone="yes")
+        EarlyExitTamer(monotone="yes").fit(cal)
 
 
 @pytest.mark.parametrize("spec", [StateSpec(K=5, agreement=2, entropy_bins=2),

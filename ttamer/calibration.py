@@ -69,10 +69,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .baselines import agreement_run_length
+from .earlyexit.base import BaseTamer
 from .errors import TraceError, TTamerError
 from .instance import Instance
 from .solve import Solution, solve
 from .traces import ExitDecisions, Trace, target_labels
+from .validate import check_bool, check_int, check_lam, check_seed
 
 FEATURES = ("max_prob", "entropy", "margin", "learned", "posterior")
 LOSSES = ("label", "final")
@@ -701,7 +703,7 @@ class Candidate:
         return f"{self.spec.describe()}, loss={self.loss}, α={self.smoothing:g}{mono}{rule}"
 
 
-class EarlyExitTamer:
+class EarlyExitTamer(BaseTamer):
     """T-Tamer for early exit, scikit-learn style (the book's chapter *Early exit on real models*).
 
     ``EarlyExitTamer(lam=0.95, state=StateSpec(...), recall=True, loss="auto",
@@ -730,36 +732,54 @@ class EarlyExitTamer:
                  answer_rule: str = "pairwise", normalize_cost: bool = True,
                  cv_folds: int = 3, cv_lams: Sequence[float] | None = None, target: str = "label",
                  seed: int = 0) -> None:
-        self.lam = float(lam)
-        self.state = StateSpec(feature=AUTO) if state is None else state
-        self.recall = bool(recall)
-        if loss != AUTO and loss not in LOSSES:
-            raise TTamerError(f"loss must be one of {LOSSES} or 'auto', got {loss!r}")
+        self.lam = lam
+        self.state = state
+        self.recall = recall
         self.loss = loss
-        if smoothing != AUTO and not (isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool)
-                                      and np.isfinite(smoothing) and smoothing > 0):
-            raise TTamerError(f"smoothing must be > 0 or 'auto', got {smoothing!r}")
         self.smoothing = smoothing
-        if monotone != AUTO and not isinstance(monotone, (bool, np.bool_)):
-            raise TTamerError(f"monotone must be True, False or 'auto', got {monotone!r}")
         self.monotone = monotone
-        if answer_rule != AUTO and answer_rule not in ANSWER_RULES:
-            raise TTamerError(f"answer_rule must be one of {ANSWER_RULES} or 'auto', got {answer_rule!r}")
         self.answer_rule = answer_rule
-        self.normalize_cost = bool(normalize_cost)
-        if int(cv_folds) < 2:
-            raise TTamerError(f"cv_folds must be >= 2, got {cv_folds!r}")
-        self.cv_folds = int(cv_folds)
-        self.cv_lams = lam_grid(12) if cv_lams is None else np.asarray(cv_lams, dtype=float)
+        self.normalize_cost = normalize_cost
+        self.cv_folds = cv_folds
+        self.cv_lams = cv_lams
         self.target = target
-        self.seed = int(seed)
+        self.seed = seed
+
+    def _validated(self) -> None:
+        """Check the constructor's parameters (called by :meth:`fit`; nothing is converted)."""
+        check_lam(self.lam)
+        check_bool(self.recall, "recall")
+        check_bool(self.normalize_cost, "normalize_cost")
+        if self.state is not None and not isinstance(self.state, StateSpec):
+            raise TTamerError(f"state must be a StateSpec or None, got {type(self.state).__name__}")
+        if self.loss != AUTO and self.loss not in LOSSES:
+            raise TTamerError(f"loss must be one of {LOSSES} or 'auto', got {self.loss!r}")
+        sm = self.smoothing
+        if sm != AUTO and not (isinstance(sm, (int, float)) and not isinstance(sm, bool) and np.isfinite(sm) and sm > 0):
+            raise TTamerError(f"smoothing must be > 0 or 'auto', got {sm!r}")
+        if self.monotone != AUTO and not isinstance(self.monotone, (bool, np.bool_)):
+            raise TTamerError(f"monotone must be True, False or 'auto', got {self.monotone!r}")
+        if self.answer_rule != AUTO and self.answer_rule not in ANSWER_RULES:
+            raise TTamerError(f"answer_rule must be one of {ANSWER_RULES} or 'auto', got {self.answer_rule!r}")
+        check_int(self.cv_folds, "cv_folds", minimum=2)
+        check_seed(self.seed)
+        if self.target not in LOSSES:
+            raise TTamerError(f"target must be one of {LOSSES}, got {self.target!r}")
+
+    @property
+    def _spec(self) -> StateSpec:
+        return StateSpec(feature=AUTO) if self.state is None else self.state
+
+    @property
+    def _cv_lams(self) -> np.ndarray:
+        return lam_grid(12) if self.cv_lams is None else np.asarray(self.cv_lams, dtype=float)
 
     # ------------------------------------------------------------------ fitting
     def candidates(self, n_train: int) -> list[Candidate]:
         """Concrete configurations that the ``"auto"`` fields expand to, simplest first;
         ``K`` values leaving fewer than ``MIN_PER_STATE`` training examples per state are
         dropped (the smallest ``K`` is always kept)."""
-        s = self.state
+        s = self._spec
         ks = [s.K] if s.K != AUTO else list(K_GRID)
         ags = [int(s.agreement)] if s.agreement != AUTO else list(AGREEMENT_GRID)
         feats = [s.feature] if s.feature != AUTO else list(FEATURE_GRID)
@@ -779,6 +799,7 @@ class EarlyExitTamer:
 
     def fit(self, trace: Trace) -> "EarlyExitTamer":
         """Build the chain instance from calibration examples and solve it at ``lam``."""
+        self._validated()
         trace.validate()
         cands = self.candidates(int(trace.n_examples * (self.cv_folds - 1) / self.cv_folds))
         best, self.cv_scores_ = choose_by_cv(trace, cands, self._cv_score, self.cv_folds,
@@ -801,7 +822,7 @@ class EarlyExitTamer:
             tr, te = trace.subset(folds != f), trace.subset(folds == f)
             fitted = _fit_concrete(tr, cand.spec, cand.smoothing, cand.loss, self.normalize_cost, self.target,
                                    cand.monotone)
-            d = sweep(fitted.instance, self.recall, fitted.encoder.transform(te), te, self.cv_lams,
+            d = sweep(fitted.instance, self.recall, fitted.encoder.transform(te), te, self._cv_lams,
                       max_gap=0.04, max_points=32, answers=fitted.encoder.answers(te),
                       answer_rule=fitted.answer_table if cand.answer_rule == "pairwise" else None)
             scores.append(heldout_auc(d, te, self.target))
@@ -820,7 +841,7 @@ class EarlyExitTamer:
     def set_lam(self, lam: float) -> "EarlyExitTamer":
         """Re-solve the fitted instance at another ``λ`` (no refitting)."""
         self._check_fitted()
-        self.lam = float(lam)
+        self.lam = check_lam(lam)
         self.solution_ = solve(self.instance_, self.lam, recall=self.recall)
         return self
 

@@ -49,6 +49,13 @@ DEFAULTS: dict[str, Any] = {"n_head": 30000, "n_trace": 6000, "batch_size": 128,
 NAMES = ("linear", "mlp", "cnn")
 
 
+def vision_dir() -> Path:
+    """Folder of Debian's Fashion-MNIST files."""
+    from . import vision
+
+    return vision.FASHION_MNIST_DIR
+
+
 def build_models(hidden: int = 48, channels: tuple[int, int] = (8, 12), n_classes: int = 10) -> list:
     """The three untrained models, inputs ``[B, 1, 28, 28]``, outputs logits ``[B, C]``."""
     from torch import nn

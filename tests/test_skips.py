@@ -44,12 +44,13 @@ def shipped() -> CascadeTrace:
 
 
 # --------------------------------------------------------------------------- claimed = realised
+@pytest.mark.parametrize("regions", S.REGIONS)
 @pytest.mark.parametrize("feature", S.FEATURES)
 @pytest.mark.parametrize("answer", S.ANSWERS)
 @pytest.mark.parametrize("skips", [True, False])
-def test_claimed_value_is_in_sample_tradeoff(feature, answer, skips):
+def test_claimed_value_is_in_sample_tradeoff(regions, feature, answer, skips):
     ct = random_chain(seed=1)
-    tm = S.SkipTamer(K=5, feature=feature, answer=answer, skips=skips, lams=LAMS).fit(ct)
+    tm = S.SkipTamer(regions=regions, K=5, feature=feature, answer=answer, skips=skips, lams=LAMS).fit(ct)
     d = tm.decide_sweep(ct)
     np.testing.assert_allclose(S.tradeoff(d, ct, tm.lams_, tm.scale_), tm.value_, atol=1e-12)
     one = tm.decide(ct)
@@ -104,9 +105,9 @@ def test_saturated_induction_equals_brute_force(sequential, answer):
     cells = [(h, x) for h in S.masks(n) for x in sorted(set(S.set_feature(mp, h, "best").tolist()))]
     for lam in (0.5, 0.9, 0.97):
         start, actions, edges, values = S.backward_skip_rule(mp, ok, cost, np.array([lam]), K=64, feature="best",
-                                                             answer=answer, sequential=sequential)
+                                                             answer=answer, sequential=sequential, regions="bins")
         for h in S.masks(n):  # saturated: every example alone in its bin
-            b = S.bin_of(S.set_feature(mp, h, "best"), edges[h])
+            b = S.region_of(S.set_feature(mp, h, "best"), edges[h])[0]
             assert len(set(b.tolist())) == len(b)
         options = [S.moves(h, n, sequential) for h, _ in cells]
         starts = [0] if sequential else list(range(n))
@@ -117,13 +118,29 @@ def test_saturated_induction_equals_brute_force(sequential, answer):
         assert values.mean() == pytest.approx(best, abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_threshold_regions_equal_brute_force_over_cuts(seed):
+    rng = np.random.default_rng(seed)
+    N, A, P = 7, 3, 2
+    x = np.round(rng.random(N), 1)  # ties: cuts only between distinct values
+    Q = rng.normal(size=(A, P, N))
+    taus = S.threshold_regions(x, Q)
+    got = np.take_along_axis(Q, S.region_of(x, taus)[None], axis=0)[0].sum(axis=1)
+    cuts = np.r_[-np.inf, np.unique(x)[1:], np.inf]
+    for p in range(P):
+        best = min(Q[np.searchsorted(np.array(t), x, side="right"), p, np.arange(N)].sum()
+                   for t in itertools.combinations_with_replacement(cuts, A - 1))
+        assert got[p] == pytest.approx(best, abs=1e-12)
+    assert np.all(taus[:, 1:] >= taus[:, :-1])
+
+
 # --------------------------------------------------------------------------- skips help in-sample
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("K", [1, 3, 8])
-def test_skips_never_worse_in_sample(seed, K):
+@pytest.mark.parametrize("regions, K", [("bins", 1), ("bins", 3), ("bins", 8), ("thresholds", 8)])
+def test_skips_never_worse_in_sample(seed, regions, K):
     ct = random_chain(n_examples=400, seed=10 + seed, costs=(1.0, 12.0, 30.0))
-    with_skips = S.SkipTamer(K=K, lams=LAMS).fit(ct)
-    without = S.SkipTamer(K=K, lams=LAMS, skips=False).fit(ct)
+    with_skips = S.SkipTamer(regions=regions, K=K, lams=LAMS).fit(ct)
+    without = S.SkipTamer(regions=regions, K=K, lams=LAMS, skips=False).fit(ct)
     assert np.all(with_skips.value_ <= without.value_ + 1e-12)
     assert np.all(without.uses_skips_ == 0)
     realised = S.tradeoff(with_skips.decide_sweep(ct), ct, with_skips.lams_, with_skips.scale_)
@@ -178,8 +195,8 @@ def test_bootstrap_metrics_paired(shipped):
 # --------------------------------------------------------------------------- contract
 def test_contract_params_and_clone():
     tm = S.SkipTamer(lam=0.9, K=3, feature="best")
-    assert tm.get_params() == {"lam": 0.9, "K": 3, "feature": "best", "answer": "most_confident", "skips": True,
-                               "lams": None, "scale": None}
+    assert tm.get_params() == {"lam": 0.9, "regions": "thresholds", "K": 3, "feature": "best", "answer": "last",
+                               "skips": True, "lams": None, "scale": None}
     assert tm.set_params(K=5) is tm and tm.K == 5
     with pytest.raises(TTamerError, match="no parameter 'Kk'"):
         tm.set_params(Kk=1)
@@ -199,6 +216,7 @@ def test_contract_params_and_clone():
 # --------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("params, match", [
     ({"K": 0}, "K must be a positive integer"),
+    ({"regions": "trees"}, "regions must be one of"),
     ({"K": True}, "K must be a positive integer"),
     ({"feature": "entropy"}, "feature must be one of"),
     ({"answer": "vote"}, "answer must be one of"),

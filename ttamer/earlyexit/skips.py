@@ -9,9 +9,13 @@ its cost is the sum of their costs.
 **The rule.** After the models of the set ``h`` were consulted (``i = max h`` the last one),
 the rule observes a scalar state ``x_h`` -- ``"max_prob"``: model ``i``'s max-probability;
 ``"best"``: the largest max-probability among the models of ``h`` -- and, according to the
-quantile bin ``b = bin_h(x_h)`` (``K`` bins of the calibration values of ``x_h``), either
-**stops** or consults a later model ``j > i`` (``j = i + 1``: the next one; ``j > i + 1``: a
-**skip**). At the start it consults a fixed model ``j_0``. On stopping it answers with the
+region ``b = region_h(x_h)`` the state falls in, either **stops** or consults a later model
+``j > i`` (``j = i + 1``: the next one; ``j > i + 1``: a **skip**). Regions are either
+(``regions="thresholds"``, the default) one threshold per action with the actions ordered by
+the state -- the least confident examples go to the farthest model ``n − 1``, then to nearer
+ones, the most confident stop -- placed exactly at the best cuts between distinct calibration
+values (:func:`threshold_regions`), or (``"bins"``) ``K`` quantile bins of the calibration
+values of ``x_h``, each with its own action. At the start it consults a fixed model ``j_0``. On stopping it answers with the
 model of ``h`` of largest max-probability (``answer="most_confident"``, recall; ties to the
 later model) or with ``i`` (``"last"``).
 
@@ -24,13 +28,15 @@ processed in decreasing order of their bit masks (every action leads to a larger
 
     Q_h(n, \\text{stop}) = λ\\,\\ell_n(a_h(n)), \\qquad
     Q_h(n, j) = κ\\,c_j(n) + G_{h ∪ \\{j\\}}(n), \\\\
-    α_h(b) = \\arg\\min_a \\sum_{n:\\ \\mathrm{bin}_h(x_{n,h}) = b} Q_h(n, a), \\qquad
-    G_h(n) = Q_h(n, α_h(\\mathrm{bin}_h(x_{n,h}))),
+    α_h = \\arg\\min_{α} \\sum_n Q_h(n, α(x_{n,h})), \\qquad
+    G_h(n) = Q_h(n, α_h(x_{n,h})),
 
-and ``j_0 = argmin_j Σ_n κ c_j(n) + G_{\\{j\\}}(n)``. ``G_h(n)`` is *by construction* the
+the minimum over the rules ``α`` of the chosen kind (an action per bin: per bin, the action
+of least sum; ordered thresholds: the best cuts), and
+``j_0 = argmin_j Σ_n κ c_j(n) + G_{\\{j\\}}(n)``. ``G_h(n)`` is *by construction* the
 realised trade-off of the fitted rule from ``h`` on for example ``n``, so the claimed value
 ``mean_n G_start(n)`` is exactly the rule's in-sample trade-off. Each bin's action is chosen on
-all calibration examples of that bin (as if every example could reach ``h``), the standard
+all calibration examples (as if every example could reach ``h``), the standard
 backward induction of :func:`~ttamer.earlyexit.thresholds.backward_thresholds`; when the state
 separates the examples (a *saturated* state: one example per bin), it is the exact minimum over
 all per-state action tables. With ``sequential=True`` the moves are restricted to
@@ -67,6 +73,7 @@ from .metrics import cost_at_accuracy, frontier_auc, pareto_frontier
 from .thresholds import first_stop, frontier_taus
 
 FEATURES = ("max_prob", "best")
+REGIONS = ("thresholds", "bins")
 ANSWERS = ("most_confident", "last")
 #: Largest chain handled (the rule has a region table for each of the ``2^n − 1`` sets).
 MAX_MODELS = 10
@@ -146,8 +153,53 @@ def bin_of(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- induction
+def _running_argmin(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running minimum of ``T [P, M]`` along its last axis and the first position attaining it."""
+    M = np.minimum.accumulate(T, axis=1)
+    k = np.arange(T.shape[1])
+    new = np.concatenate([np.ones((T.shape[0], 1), dtype=bool), M[:, 1:] < M[:, :-1]], axis=1)
+    return M, np.maximum.accumulate(np.where(new, k[None, :], 0), axis=1)
+
+
+def threshold_regions(x: np.ndarray, Qo: np.ndarray) -> np.ndarray:
+    """``[P, A−1]`` thresholds ``τ_1 ≤ … ≤ τ_{A−1}`` of a rule that plays action ``s`` of ``Qo``
+    (``[A, P, N]``, the actions in increasing order of ``x``) when ``τ_s ≤ x < τ_{s+1}``,
+    minimising ``Σ_n Qo[s(n), p, n]`` exactly over all cuts between distinct values of ``x``.
+
+    With ``C_s(k)`` the sums of ``Qo[s]`` over the ``k`` smallest ``x`` and cuts
+    ``k_1 ≤ … ≤ k_{A−1}``, the total is ``C_{A−1}(N) + Σ_s D_s(k_s)``, ``D_s = C_{s−1} − C_s``:
+    minimised by running minima, ``H_1 = cummin D_1``, ``H_s = cummin(H_{s−1} + D_s)`` (O(A·N)
+    per ``λ``, vectorised over ``λ``), then read back from ``k_{A−1}`` down.
+    """
+    from .thresholds import _cut_to_threshold
+
+    A, P, N = Qo.shape
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    C = np.concatenate([np.zeros((A, P, 1)), np.cumsum(Qo[:, :, order], axis=2)], axis=2)  # [A, P, N+1]
+    valid = np.r_[True, xs[1:] > xs[:-1], True]
+    args, H = [], None
+    for s in range(1, A):
+        D = np.where(valid[None, :], C[s - 1] - C[s], np.inf)
+        H, arg = _running_argmin(D if H is None else H + D)
+        args.append(arg)
+    cuts = np.empty((P, A - 1), dtype=np.int64)
+    k = np.full(P, N)
+    for s in range(A - 2, -1, -1):
+        k = args[s][np.arange(P), k]
+        cuts[:, s] = k
+    return _cut_to_threshold(xs, cuts)
+
+
+def region_of(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``[P, N]`` region of each example under each row of ``edges [P, E]``: the number of
+    edges ``≤ x`` (``edges[p, r−1] ≤ x < edges[p, r]``)."""
+    return (edges[:, :, None] <= x[None, None, :]).sum(axis=1)
+
+
 def backward_skip_rule(mp: np.ndarray, correct: np.ndarray, cost: np.ndarray, lams: np.ndarray, K: int,
-                       feature: str = "max_prob", answer: str = "most_confident", sequential: bool = False
+                       feature: str = "max_prob", answer: str = "last", sequential: bool = False,
+                       regions: str = "thresholds"
                        ) -> tuple[np.ndarray, dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray]:
     """Backward induction of the skip rule (module docstring) for every ``λ`` of ``lams``.
 
@@ -158,22 +210,27 @@ def backward_skip_rule(mp: np.ndarray, correct: np.ndarray, cost: np.ndarray, la
     lams : ndarray of shape (P,)
         The ``λ`` values.
     K : int
-        Quantile bins of the state in each set.
+        Quantile bins of the state in each set (``regions="bins"``).
     feature, answer, sequential
         As in the module docstring.
+    regions : {"thresholds", "bins"}
+        ``"bins"``: an action per quantile bin; ``"thresholds"``: one threshold per action,
+        the actions ordered by the state -- the farthest model for the least confident
+        examples, then nearer ones, then stop (:func:`threshold_regions`, exact over all cuts).
 
     Returns
     -------
     start : ndarray of shape (P,)
         First model consulted.
-    actions : dict mask -> ndarray (P, B_h)
-        Per bin: ``STOP`` (−1) or the next model.
-    edges : dict mask -> ndarray
-        Inner bin edges of ``x_h`` (fitted on these examples).
+    actions : dict mask -> ndarray (P, R_h)
+        Per region: ``STOP`` (−1) or the next model.
+    edges : dict mask -> ndarray (P, R_h − 1)
+        Region edges of ``x_h``: region ``r`` is ``edges[r−1] ≤ x < edges[r]``.
     values : ndarray of shape (P, N)
         ``G_start(n)``: each example's realised trade-off under the rule.
     """
     N, n = mp.shape
+    P = len(lams)
     lam = np.asarray(lams, dtype=float)[:, None]
     kappa = 1.0 - lam
     loss = (~correct.astype(bool)).astype(float)
@@ -183,18 +240,24 @@ def backward_skip_rule(mp: np.ndarray, correct: np.ndarray, cost: np.ndarray, la
     edges: dict[int, np.ndarray] = {}
     for h in masks(n):
         x = set_feature(mp, h, feature)
-        edges[h] = quantile_edges(x, K)
-        b = bin_of(x, edges[h])
-        B = len(edges[h]) + 1
-        acts = moves(h, n, sequential)
+        acts = np.asarray(moves(h, n, sequential), dtype=np.int64)
+        A = len(acts)
         Q = np.stack([lam * loss[rows, set_answer(mp, h, answer)][None, :] if a == STOP
-                      else kappa * cost[None, :, a] + G[h | 1 << a] for a in acts])  # [A, P, N]
-        onehot = np.zeros((N, B))
-        onehot[rows, b] = 1.0
-        sums = Q @ onehot  # [A, P, B]
-        choice = sums.argmin(axis=0)  # ties: stop, then the nearer model
-        actions[h] = np.asarray(acts, dtype=np.int64)[choice]
-        G[h] = np.take_along_axis(Q, choice[:, b][None], axis=0)[0]
+                      else kappa * cost[None, :, a] + G[h | 1 << int(a)] for a in acts])  # [A, P, N]
+        if regions == "bins":
+            e = quantile_edges(x, K)
+            b = bin_of(x, e)
+            onehot = np.zeros((N, len(e) + 1))
+            onehot[rows, b] = 1.0
+            choice = (Q @ onehot).argmin(axis=0)  # [P, B]; ties: stop, then the nearer model
+            edges[h] = np.broadcast_to(e, (P, len(e))).copy()
+            actions[h] = acts[choice]
+            idx = choice[:, b]
+        else:
+            edges[h] = threshold_regions(x, Q[::-1]) if A > 1 else np.empty((P, 0))
+            actions[h] = np.broadcast_to(acts[::-1], (P, A)).copy()
+            idx = (A - 1) - region_of(x, edges[h])
+        G[h] = np.take_along_axis(Q, idx[None], axis=0)[0]
     first = [0] if sequential else list(range(n))
     Q0 = np.stack([kappa * cost[None, :, j] + G[1 << j] for j in first])  # [A, P, N]
     c0 = Q0.sum(axis=2).argmin(axis=0)
@@ -214,14 +277,13 @@ def run_skip_rule(mp: np.ndarray, cost: np.ndarray, start: np.ndarray, actions: 
     paid = cost[:, start].T.copy()
     done = np.zeros((P, N), dtype=bool)
     ans = np.full((P, N), -1, dtype=np.int64)
-    prow = np.arange(P)[:, None]
     for _ in range(n):
         for h in masks(n):
             at = (mask == h) & ~done
             if not at.any():
                 continue
-            b = bin_of(set_feature(mp, h, feature), edges[h])
-            act = np.broadcast_to(actions[h][prow, b[None, :]], (P, N))
+            r = region_of(set_feature(mp, h, feature), edges[h])
+            act = np.take_along_axis(actions[h], r, axis=1)
             stop = at & (act == STOP)
             ans = np.where(stop, set_answer(mp, h, answer)[None, :], ans)
             done |= stop
@@ -243,8 +305,10 @@ class SkipTamer(BaseTamer):
     ----------
     lam : float, default 0.95
         The ``λ`` of :meth:`decide`.
+    regions : {"thresholds", "bins"}
+        One threshold per action (exact cuts), or an action per quantile bin.
     K : int, default 8
-        Quantile bins of the state in each set of consulted models.
+        Quantile bins of the state in each set of consulted models (``regions="bins"``).
     feature : {"max_prob", "best"}
         The state ``x_h``.
     answer : {"most_confident", "last"}
@@ -252,8 +316,8 @@ class SkipTamer(BaseTamer):
     skips : bool, default True
         Allow skips (and any first model); ``False`` fits the sequential rule only.
     lams : sequence of float, optional
-        The ``λ`` sweep of :meth:`decide_sweep` (default: 40 points of
-        :func:`~ttamer.calibration.lam_grid`); ``lam`` is added to it.
+        The ``λ`` sweep of :meth:`decide_sweep` (default: 100 points of
+        :func:`~ttamer.calibration.lam_grid` with ``λ/(1−λ)`` in ``[0.1, 10⁴]``); ``lam`` is added.
     scale : float, optional
         Cost unit (default: the last model's mean calibration cost).
 
@@ -262,10 +326,10 @@ class SkipTamer(BaseTamer):
     lams_ : ndarray (P,)
     start_ : ndarray (P,)
         First model consulted, per ``λ``.
-    actions_ : dict mask -> ndarray (P, B)
-        Per set of consulted models and state bin: ``-1`` (stop) or the next model.
-    edges_ : dict mask -> ndarray
-        Bin edges of the state in each set.
+    actions_ : dict mask -> ndarray (P, R)
+        Per set of consulted models and state region: ``-1`` (stop) or the next model.
+    edges_ : dict mask -> ndarray (P, R − 1)
+        Region edges of the state in each set (region ``r``: ``edges[r−1] ≤ x < edges[r]``).
     value_ : ndarray (P,)
         In-sample mean trade-off ``λ·error + κ·cost/scale`` (the claimed calibration value).
     uses_skips_ : ndarray of bool (P,)
@@ -277,9 +341,11 @@ class SkipTamer(BaseTamer):
 
     _fitted_attr = "actions_"
 
-    def __init__(self, lam: float = 0.95, K: int = 8, feature: str = "max_prob", answer: str = "most_confident",
-                 skips: bool = True, lams: Sequence[float] | None = None, scale: float | None = None) -> None:
+    def __init__(self, lam: float = 0.95, regions: str = "thresholds", K: int = 8, feature: str = "max_prob",
+                 answer: str = "last", skips: bool = True, lams: Sequence[float] | None = None,
+                 scale: float | None = None) -> None:
         self.lam = lam
+        self.regions = regions
         self.K = K
         self.feature = feature
         self.answer = answer
@@ -289,6 +355,8 @@ class SkipTamer(BaseTamer):
 
     def _validate(self) -> None:
         check_lam(self.lam, "lam")
+        if self.regions not in REGIONS:
+            raise TTamerError(f"regions must be one of {REGIONS}, got {self.regions!r}")
         if isinstance(self.K, (bool, np.bool_)) or not isinstance(self.K, (int, np.integer)) or self.K < 1:
             raise TTamerError(f"K must be a positive integer (bins per set), got {self.K!r}")
         if self.feature not in FEATURES:
@@ -309,7 +377,7 @@ class SkipTamer(BaseTamer):
         """Fit the rule at every ``λ`` of the sweep on the calibration chain ``ctrace``."""
         self._validate()
         check_chain(ctrace, "fit")
-        grid = lam_grid(40) if self.lams is None else np.asarray(self.lams, dtype=float)
+        grid = lam_grid(100, 0.1, 1e4) if self.lams is None else np.asarray(self.lams, dtype=float)
         self.lams_ = np.unique(np.r_[grid, float(self.lam)])
         cm = ctrace.cost_matrix
         self.scale_ = float(cm[:, -1].mean()) if self.scale is None else float(self.scale)
@@ -318,18 +386,18 @@ class SkipTamer(BaseTamer):
         self.names_ = list(ctrace.names)
         mp, ok, c = ctrace.trace.max_prob, ctrace.correct, cm / self.scale_
         args = (mp, ok, c, self.lams_, int(self.K), self.feature, self.answer)
-        seq = backward_skip_rule(*args, sequential=True)
+        seq = backward_skip_rule(*args, sequential=True, regions=self.regions)
         self.sequential_value_ = seq[3].mean(axis=1)
         if self.skips:
-            sk = backward_skip_rule(*args, sequential=False)
+            sk = backward_skip_rule(*args, sequential=False, regions=self.regions)
             skip_value = sk[3].mean(axis=1)
             use = skip_value < self.sequential_value_ - 1e-12
         else:
             sk, use = seq, np.zeros(len(self.lams_), dtype=bool)
         self.uses_skips_ = use
         self.start_ = np.where(use, sk[0], seq[0])
-        self.edges_ = sk[2]
-        self.actions_ = {h: np.where(use[:, None], sk[1][h], seq[1][h]) for h in sk[1]}
+        self.edges_ = {h: _where_rows(use, sk[2][h], seq[2][h]) for h in sk[2]}
+        self.actions_ = {h: _where_rows(use, sk[1][h], seq[1][h]) for h in sk[1]}
         self.value_ = np.where(use, sk[3].mean(axis=1), self.sequential_value_)
         return self
 
@@ -349,7 +417,8 @@ class SkipTamer(BaseTamer):
         """The fitted rules (default: every ``λ`` of ``lams_``) on ``ctrace``: arrays ``[P, N]``."""
         rows = self._rows(ctrace, self.lams_ if lams is None else lams)
         ans, consulted, paid = run_skip_rule(ctrace.trace.max_prob, ctrace.cost_matrix, self.start_[rows],
-                                             {h: a[rows] for h, a in self.actions_.items()}, self.edges_,
+                                             {h: a[rows] for h, a in self.actions_.items()},
+                                             {h: e[rows] for h, e in self.edges_.items()},
                                              self.feature, self.answer)
         return CascadeDecisions(ans, consulted, paid, self.lams_[rows], self.name)
 
@@ -372,7 +441,7 @@ class SkipTamer(BaseTamer):
             acts = ["stop" if a == STOP else nm[a] for a in self.actions_[h][r]]
             if len(set(acts)) == 1 and acts[0] == "stop":
                 continue
-            edges = ", ".join(f"{e:.3f}" for e in self.edges_[h])
+            edges = ", ".join(f"{e:.4f}" for e in self.edges_[h][r])
             lines.append(f"  after {{{', '.join(nm[v] for v in members(h))}}}: edges [{edges}] -> {acts}")
         return "\n".join(lines)
 
@@ -383,6 +452,21 @@ class SkipTamer(BaseTamer):
         if abs(self.lams_[r] - want) > 1e-12:
             raise TTamerError(f"lam {want!r} was not in the fitted sweep")
         return r
+
+
+def _where_rows(use: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row ``p`` of ``a`` where ``use[p]``, else of ``b``; the shorter is padded by repeating its
+    last column (a region split that changes nothing)."""
+    w = max(a.shape[1], b.shape[1])
+
+    def pad(m: np.ndarray) -> np.ndarray:
+        if m.shape[1] == w:
+            return m
+        if m.shape[1] == 0:  # no edges: pad with +inf (never reached)
+            return np.full((m.shape[0], w), np.inf)
+        return np.concatenate([m, np.repeat(m[:, -1:], w - m.shape[1], axis=1)], axis=1)
+
+    return np.where(use[:, None], pad(a), pad(b))
 
 
 def tradeoff(decisions: CascadeDecisions, ctrace: CascadeTrace, lams: Any, scale: float) -> np.ndarray:

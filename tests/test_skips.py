@@ -187,9 +187,11 @@ def test_bootstrap_metrics_paired(shipped):
     _, te = shipped.split(0.5, seed=0)
     decs = {"threshold": S.sequential_threshold(te), **S.best_route(S.fixed_routes(te), te, 1.0)}
     scale = te.mean_cost[-1]
-    out = S.bootstrap_metrics(decs, te, scale, lo=0.05, n_boot=20)
-    assert out["threshold"]["auc"].shape == (21,)
-    assert np.isfinite(out["threshold"]["cost_at_ref"][0])
+    out = S.bootstrap_metrics(decs, te, scale, lo=0.05, n_boot=20, gaps=(0.0, 0.01))
+    assert out["threshold"]["auc"].shape == (21,) and out["threshold"]["cost_at_ref"].shape == (2, 21)
+    assert np.isfinite(out["threshold"]["cost_at_ref"][0, 0])
+    assert out["threshold"]["cost_at_ref"][1, 0] <= out["threshold"]["cost_at_ref"][0, 0]
+    np.testing.assert_allclose(out["best fixed route"]["cost_at_ref"][0], 1.0)  # only the cnn reaches the cnn
 
 
 # --------------------------------------------------------------------------- contract

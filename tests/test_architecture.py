@@ -99,3 +99,19 @@ def test_threshold_tamer_follows_the_contract():
     assert c.get_params() == t.get_params() and c is not t
     fitted = t.fit(synthetic_trace(300, 3, 3, seed=0))
     assert all(name.endswith("_") for name in vars(fitted) if name not in t.get_params() and not name.startswith("_"))
+
+
+@pytest.mark.parametrize("name", ["ThresholdTamer", "PathwiseTamer", "EarlyExitTamer", "CascadeTamer", "SkipTamer"])
+def test_every_estimator_can_be_cloned(name):
+    """__init__ stores parameters only, so scikit-learn's clone rebuilds an equal estimator."""
+    sk = pytest.importorskip("sklearn.base")
+    import ttamer
+    from ttamer.earlyexit.base import BaseTamer
+    from ttamer.earlyexit.skips import SkipTamer
+
+    cls = SkipTamer if name == "SkipTamer" else getattr(ttamer, name)
+    assert issubclass(cls, BaseTamer)
+    est = cls(lam=0.3)
+    twin = sk.clone(est)
+    assert twin is not est and twin.get_params() == est.get_params()
+    assert cls(lam="not a number").lam == "not a number"  # nothing validated before fit

@@ -146,10 +146,10 @@ def test_bad_inputs_give_clear_errors(data):
         CascadeTrace.from_trace(cal.trace.subset(np.arange(5)).__class__(
             cal.trace.probs, cal.trace.labels, cal.trace.cost,
             {k: v for k, v in cal.trace.meta.items() if k != "parents"}))
-    with pytest.raises(TTamerError, match="K must be"):
-        CascadeTamer(K=0)
+    with pytest.raises(TTamerError, match="K must be"):  # validated in fit, not in __init__
+        CascadeTamer(K=0).fit(cal)
     with pytest.raises(TTamerError, match="feature"):
-        CascadeTamer(feature="learned")
+        CascadeTamer(feature="learned").fit(cal)
     with pytest.raises(TTamerError, match="not fitted"):
         CascadeTamer().decide(test)
     with pytest.raises(TTamerError, match="CascadeTrace"):

@@ -287,8 +287,10 @@ def test_unfitted_raises():
     (dict(degree=2.5), "degree"), (dict(degree=True), "degree"), (dict(cv_folds=1), "cv_folds"),
 ])
 def test_bad_options_raise(kwargs, field):
+    t = PathwiseTamer(**kwargs)  # __init__ stores parameters only; fit validates them
+    assert all(getattr(t, k) is v for k, v in kwargs.items())
     with pytest.raises(TTamerError, match=field):
-        PathwiseTamer(**kwargs)
+        t.fit(synthetic_trace(90, 3, 3, seed=1))
 
 
 def test_path_features_bad_feature():
@@ -349,6 +351,6 @@ def test_auto_needs_enough_examples():
 
 
 @pytest.mark.parametrize("lam", [-0.1, 1.5, float("nan")])
-def test_bad_lam_rejected_at_construction(lam):
+def test_bad_lam_rejected_at_fit(lam):
     with pytest.raises(TTamerError, match="lam"):
-        PathwiseTamer(lam=lam)
+        PathwiseTamer(lam=lam).fit(synthetic_trace(90, 3, 3, seed=1))

@@ -43,6 +43,8 @@ from .errors import TraceError, TTamerError
 from .instance import Instance
 from .solve import Solution, solve
 from .traces import Trace
+from .validate import check_bool, check_int, check_lam
+from .earlyexit.base import BaseTamer
 
 ANSWERS = ("last", "most_confident")
 #: State features of a tree: each model's own confidence (chain-history features do not apply).
@@ -280,7 +282,7 @@ def run_tree_policy(solution: Solution, states: np.ndarray, cost: np.ndarray, na
 
 
 # ---------------------------------------------------------------------------------------------
-class CascadeTamer:
+class CascadeTamer(BaseTamer):
     """T-Tamer for a tree of separate models, scikit-learn style.
 
     ``CascadeTamer(lam=0.95, K=8, feature="max_prob", agreement=False, smoothing=2.0,
@@ -294,18 +296,32 @@ class CascadeTamer:
     def __init__(self, lam: float = 0.95, K: int = 8, feature: str = "max_prob", agreement: bool = False,
                  smoothing: float = 2.0, recall: bool = True, method: str = "auto",
                  normalize_cost: bool = True, reference: int | str | None = None) -> None:
-        if feature not in TREE_FEATURES:
-            raise TTamerError(f"feature must be one of {TREE_FEATURES} (a model's own confidence), got {feature!r}")
-        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
-            raise TTamerError(f"K must be a positive integer, got {K!r}")
-        if not (isinstance(smoothing, (int, float)) and smoothing > 0):
-            raise TTamerError(f"smoothing must be > 0, got {smoothing!r}")
-        self.lam, self.K, self.feature = float(lam), int(K), feature
-        self.agreement, self.smoothing, self.recall = bool(agreement), float(smoothing), bool(recall)
-        self.method, self.normalize_cost, self.reference = method, bool(normalize_cost), reference
+        self.lam = lam
+        self.K = K
+        self.feature = feature
+        self.agreement = agreement
+        self.smoothing = smoothing
+        self.recall = recall
+        self.method = method
+        self.normalize_cost = normalize_cost
+        self.reference = reference
+
+    def _validated(self) -> None:
+        """Check the constructor's parameters (called by :meth:`fit`; nothing is converted)."""
+        if self.feature not in TREE_FEATURES:
+            raise TTamerError(f"feature must be one of {TREE_FEATURES} (a model's own confidence), "
+                              f"got {self.feature!r}")
+        check_int(self.K, "K", minimum=1)
+        sm = self.smoothing
+        if isinstance(sm, bool) or not (isinstance(sm, (int, float)) and np.isfinite(sm) and sm > 0):
+            raise TTamerError(f"smoothing must be > 0, got {sm!r}")
+        check_lam(self.lam)
+        for name in ("agreement", "recall", "normalize_cost"):
+            check_bool(getattr(self, name), name)
 
     def fit(self, ctrace: CascadeTrace) -> "CascadeTamer":
         """Calibrate the forest instance on ``ctrace`` and solve it at ``lam``."""
+        self._validated()
         if not isinstance(ctrace, CascadeTrace):
             raise TTamerError(f"fit expects a CascadeTrace, got {type(ctrace).__name__}")
         spec = StateSpec(K=self.K, feature=self.feature, agreement=0)
@@ -347,7 +363,7 @@ class CascadeTamer:
     def set_lam(self, lam: float) -> "CascadeTamer":
         """Re-solve the fitted instance at another ``λ``."""
         self._check_fitted()
-        self.lam = float(lam)
+        self.lam = check_lam(lam)
         self.solution_ = self._solve(self.lam)
         return self
 

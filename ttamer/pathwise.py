@@ -48,6 +48,8 @@ from .calibration import (AUTO, LOSSES, _logistic_models, _posterior_models, _pr
                           posterior_answers, refined_sweep)
 from .errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
+from .validate import check_bool, check_int, check_lam, check_seed
+from .earlyexit.base import BaseTamer
 
 PATH_FEATURES = ("max_prob", "learned")
 PATH_ANSWER_RULES = ("last", "posterior")
@@ -58,12 +60,6 @@ LOSS_RIDGE = 1e-4
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p) - np.log1p(-p)
-
-
-def _check_lam(lam: float) -> float:
-    if not (isinstance(lam, (int, float, np.floating)) and 0.0 <= lam <= 1.0):
-        raise TTamerError(f"lam must lie in [0, 1], got {lam!r}")
-    return float(lam)
 
 
 def _powers(x: np.ndarray, degree: int) -> np.ndarray:
@@ -116,7 +112,7 @@ def fit_stopping_rule(x: np.ndarray, loss: np.ndarray, costs: np.ndarray, lam: f
     n, L = x.shape
     if loss.shape != (n, L) or costs.shape != (L,):
         raise TTamerError(f"fit_stopping_rule: x {x.shape}, loss {loss.shape} and costs {costs.shape} disagree")
-    lam = _check_lam(lam)
+    lam = check_lam(lam)
     kappa = 1.0 - lam
     G = lam * loss[:, L - 1]
     loss_coef = fit_loss_models(x, loss) if loss_coef is None else loss_coef
@@ -213,7 +209,7 @@ class PathCandidate:
         return f"path-wise, {self.feature} log-odds state, loss={self.loss}{rule}"
 
 
-class PathwiseTamer:
+class PathwiseTamer(BaseTamer):
     """T-Tamer on a chain of exits with path-wise (Longstaff–Schwartz) estimation (module
     docstring), scikit-learn style.
 
@@ -230,19 +226,36 @@ class PathwiseTamer:
     def __init__(self, lam: float = 0.95, recall: bool = True, feature: str = AUTO, loss: str = "final",
                  answer_rule: str = "last", degree: int = 3, normalize_cost: bool = True, cv_folds: int = 3,
                  cv_lams: Sequence[float] | None = None, target: str = "label", seed: int = 0) -> None:
-        for name, value, allowed in (("feature", feature, PATH_FEATURES), ("loss", loss, LOSSES),
-                                     ("answer_rule", answer_rule, PATH_ANSWER_RULES)):
+        self.lam = lam
+        self.recall = recall
+        self.feature = feature
+        self.loss = loss
+        self.answer_rule = answer_rule
+        self.degree = degree
+        self.normalize_cost = normalize_cost
+        self.cv_folds = cv_folds
+        self.cv_lams = cv_lams
+        self.target = target
+        self.seed = seed
+
+    def _validated(self) -> None:
+        """Check the constructor's parameters (called by :meth:`fit`; nothing is converted)."""
+        for name, value, allowed in (("feature", self.feature, PATH_FEATURES), ("loss", self.loss, LOSSES),
+                                     ("answer_rule", self.answer_rule, PATH_ANSWER_RULES)):
             if value != AUTO and value not in allowed:
                 raise TTamerError(f"{name} must be one of {allowed} or 'auto', got {value!r}")
-        if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or not 1 <= degree <= 6:
-            raise TTamerError(f"degree must be an integer in 1..6, got {degree!r}")
-        if int(cv_folds) < 2:
-            raise TTamerError(f"cv_folds must be >= 2, got {cv_folds!r}")
-        self.lam, self.recall = _check_lam(lam), bool(recall)
-        self.feature, self.loss, self.answer_rule = feature, loss, answer_rule
-        self.degree, self.normalize_cost = int(degree), bool(normalize_cost)
-        self.cv_folds, self.seed, self.target = int(cv_folds), int(seed), target
-        self.cv_lams = lam_grid(24) if cv_lams is None else np.asarray(cv_lams, dtype=float)
+        check_int(self.degree, "degree", minimum=1, maximum=6)
+        check_int(self.cv_folds, "cv_folds", minimum=2)
+        check_lam(self.lam)
+        check_bool(self.recall, "recall")
+        check_bool(self.normalize_cost, "normalize_cost")
+        check_seed(self.seed)
+        if self.target not in LOSSES:
+            raise TTamerError(f"target must be one of {LOSSES}, got {self.target!r}")
+
+    @property
+    def _cv_lams(self) -> np.ndarray:
+        return lam_grid(24) if self.cv_lams is None else np.asarray(self.cv_lams, dtype=float)
 
     def candidates(self) -> list[PathCandidate]:
         """The concrete configurations the ``"auto"`` fields expand to."""
@@ -255,6 +268,7 @@ class PathwiseTamer:
     def fit(self, trace: Trace) -> "PathwiseTamer":
         """Choose the configuration (if any field is ``"auto"``), fit the state, answer and
         loss models on ``trace``, and fit the stopping rule at ``lam``."""
+        self._validated()
         trace.validate()
         best, self.cv_scores_ = choose_by_cv(trace, self.candidates(), self._cv_score, self.cv_folds,
                                              "feature, loss and answer_rule")
@@ -278,7 +292,7 @@ class PathwiseTamer:
         for f in range(self.cv_folds):
             tr, te = trace.subset(folds != f), trace.subset(folds == f)
             model = _fit_model(tr, cand.feature, cand.loss, cand.answer_rule, self.normalize_cost)
-            scores.append(heldout_auc(self._sweep(model, te, self.cv_lams, max_gap=0.02, max_points=64),
+            scores.append(heldout_auc(self._sweep(model, te, self._cv_lams, max_gap=0.02, max_points=64),
                                       te, self.target))
         return float(np.mean(scores))
 
@@ -290,7 +304,7 @@ class PathwiseTamer:
     def set_lam(self, lam: float) -> "PathwiseTamer":
         """Refit the stopping rule at another ``λ`` (same state, answer and loss models)."""
         self._check_fitted()
-        self.lam = _check_lam(lam)
+        self.lam = check_lam(lam)
         self.rule_ = self._rule(self.model_, self.lam)
         return self
 

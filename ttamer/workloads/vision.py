@@ -209,6 +209,20 @@ def build_blocks(arch: str, in_ch: int, width: int) -> tuple[list, list[int], li
     raise TTamerError(f"unknown architecture {arch!r}; choose from ['small_cnn', 'resnet18', 'vgg11']")
 
 
+
+def exit_outputs(blocks: Any, heads: Any, x: Any, probe: "BlockProbe | None" = None) -> list:
+    """Run ``blocks`` in turn on ``x`` and return every exit head's output (logits), marking
+    each block's end on ``probe`` (cost measurement) when one is given."""
+    outs = []
+    if probe is not None:
+        probe.start()
+    for block, head in zip(blocks, heads):
+        x = block(x)
+        outs.append(head(x))
+        if probe is not None:
+            probe.mark()
+    return outs
+
 def build_model(arch: str, in_ch: int, n_classes: int, width: int, pool: int | None = None):
     """A :class:`MultiExit` network: ``forward(x)`` returns the logits of every exit."""
     nn = _nn()
@@ -223,15 +237,7 @@ def build_model(arch: str, in_ch: int, n_classes: int, width: int, pool: int | N
             self.exit_names = names
 
         def forward(self, x, probe: BlockProbe | None = None):
-            outs = []
-            if probe is not None:
-                probe.start()
-            for block, head in zip(self.blocks, self.heads):
-                x = block(x)
-                outs.append(head(x))
-                if probe is not None:
-                    probe.mark()
-            return outs
+            return exit_outputs(self.blocks, self.heads, x, probe)
 
     return MultiExit()
 

@@ -519,6 +519,7 @@ def build_mlp(in_dim: int, n_classes: int, width: int, depth: int):
     from torch import nn
 
     from .common import BlockProbe
+    from .vision import exit_outputs
 
     class MultiExitMLP(nn.Module):
         def __init__(self) -> None:
@@ -530,15 +531,7 @@ def build_mlp(in_dim: int, n_classes: int, width: int, depth: int):
             self.exit_names = [f"layer{i + 1}" for i in range(depth)]
 
         def forward(self, x, probe: BlockProbe | None = None):
-            outs = []
-            if probe is not None:
-                probe.start()
-            for block, head in zip(self.blocks, self.heads):
-                x = block(x)
-                outs.append(head(x))
-                if probe is not None:
-                    probe.mark()
-            return outs
+            return exit_outputs(self.blocks, self.heads, x, probe)
 
     return MultiExitMLP()
 

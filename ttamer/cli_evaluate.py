@@ -34,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "(default), a regression of the continuation value, or the paper's binned Markov chain")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the bands (0: none)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: when stderr is a terminal)")
     p.set_defaults(run=run)
     return p
 
@@ -91,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         args.seed = seed
         result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
                                 target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
-                                estimation=args.estimation)
+                                estimation=args.estimation,
+                                progress=sys.stderr.isatty() if args.progress is None else args.progress)
     except (TTamerError, OSError) as exc:
         from .cli_common import error_line
 

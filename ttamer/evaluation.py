@@ -41,6 +41,7 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from . import baselines
 from .calibration import EarlyExitTamer
@@ -245,7 +246,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                    cost_range: tuple[float, float] | None = None,
                    frontier_kind: str = "pareto", estimation: str = "thresholds",
                    pathwise: dict | None = None, thresholds: dict | None = None, with_chain: bool = True,
-                   keep_replicates: bool = False) -> dict[str, Any]:
+                   keep_replicates: bool = False, progress: bool = False) -> dict[str, Any]:
     """Split ``trace`` (seeded), fit T-Tamer on the calibration part, run every strategy on
     the test part and report frontiers, bands and metrics (a JSON-ready dict).
 
@@ -254,6 +255,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     The result's ``"slo"`` block is the service-level protocol
     (:func:`~ttamer.earlyexit.slo.slo_block`). ``keep_replicates`` adds each strategy's
     bootstrap AUC replicates (``"auc_replicates"``, the same resamples for every strategy).
+    ``progress`` shows progress bars (T-Tamer's cross-validation, then the strategies) on
+    stderr.
 
     ``frontier_kind="pareto"`` (default): the staircase of the deterministic sweep points;
     ``"hull"``: their concave envelope, reached by randomising between neighbouring sweep
@@ -265,6 +268,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                          f"to choose between")
     target_labels(trace, target)  # validates target
     cal, test = trace.split(calibration_fraction, seed)
+    if progress:
+        thresholds = dict(thresholds or {}, progress=True)
     decs, tamers, info = strategy_decisions(cal, test, lams, tamer, target, estimation, pathwise, thresholds,
                                             with_chain)
     pts = {name: sweep_points(d, test, target) for name, d in decs.items()}
@@ -278,7 +283,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     grid = np.linspace(cost_range[0], cost_range[1], band_points)
     strategies: dict[str, Any] = {}
     curves: dict[str, np.ndarray] = {}
-    for name in decs:
+    for name in tqdm(decs, desc="strategies", disable=not progress, leave=False):
         m = strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving, frontier_kind)
         params = decs[name].params
         m["frontier"] = fronts[name].tolist()

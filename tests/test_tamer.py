@@ -180,3 +180,19 @@ def test_slo_block(fitted, split):
         assert np.isclose(b["strategies"]["max-prob"]["cost"], d.cost.mean() / test.full_cost.mean())
     oof = out_of_fold_accuracy(fitted)
     assert oof.shape == fitted.sweep_cost_.shape and np.all((oof >= 0) & (oof <= 1))
+
+
+@pytest.mark.parametrize("policy, expected", [("per_exit:posterior:posterior", "per_exit:learned:last"),
+                                              ("common:max_prob:ensemble_at_end", "common:max_prob:last"),
+                                              ("per_exit:ensemble:ensemble", "per_exit:max_prob:last")])
+def test_without_recall_of_a_fixed_policy(split, policy, expected):
+    rec = ThresholdTamer(policy=policy).fit(split[0])
+    norec = rec.without_recall(split[0])
+    assert norec.candidate_.key == expected and not norec.recall
+
+
+def test_without_recall_reuses_the_cross_validation(fitted, split):
+    norec = fitted.without_recall(split[0])
+    direct = ThresholdTamer(lam=0.9, recall=False).fit(split[0])
+    assert norec.candidate_ == direct.candidate_
+    assert [c["policy"] for c in norec.cv_scores_] == [c["policy"] for c in direct.cv_scores_]

@@ -86,6 +86,13 @@ class PolicyCandidate:
                                   "favours"}[self.answer]
         return f"{th} on {self.state.replace('_', '-')}, {ans}"
 
+    def without_recall(self) -> "PolicyCandidate":
+        """The same class answering with the exit it stops at; a state that exists only with
+        its recall answer becomes its no-recall analogue (posterior → learned, ensemble →
+        max_prob)."""
+        state = {"posterior": "learned", "ensemble": "max_prob"}.get(self.state, self.state)
+        return PolicyCandidate(state, "last", self.thresholds)
+
     @classmethod
     def parse(cls, key: str) -> "PolicyCandidate":
         parts = str(key).split(":")
@@ -366,7 +373,8 @@ class ThresholdTamer(BaseTamer):
         self._check_fitted()
         params = dict(self.get_params(), recall=False)
         if not hasattr(self, "cv_fold_scores_"):
-            return ThresholdTamer(**params).fit(trace)
+            policy = self.policy if self.policy == "auto" else self.candidate_.without_recall().key
+            return ThresholdTamer(**dict(params, policy=policy)).fit(trace)
         cands = self.candidates()
         keep = [k for k, c in enumerate(cands) if not c.recall]
         scores = self.cv_fold_scores_[keep]

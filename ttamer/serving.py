@@ -220,6 +220,13 @@ class ServeResult:
         return {k: 1e3 * v / len(self.answer) for k, v in self.timing.items()}
 
     @property
+    def decision_us_per_exit(self) -> float:
+        """Microseconds per example per consulted exit spent outside the network and the input
+        preparation (states, decisions, bookkeeping): the runtime's decision overhead."""
+        spent = self.timing.get("states", 0.0) + self.timing.get("policy", 0.0)
+        return 1e6 * spent / max(int(self.consulted.sum()), 1)
+
+    @property
     def ms_per_example(self) -> float:
         """Total wall-clock time divided by the number of examples."""
         return 1e3 * self.seconds / len(self.answer)
@@ -329,13 +336,14 @@ class _Runtime:
             raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
         parts = []
         t0 = time.perf_counter()
+        run = self._run_rule_batch if getattr(self, "rule", None) is not None else self._run_batch
         for s in range(0, n, bs):
-            parts.append(self._run_batch(_slice(inputs, s, s + bs), min(bs, n - s)))
+            parts.append(run(_slice(inputs, s, s + bs), min(bs, n - s)))
         seconds = time.perf_counter() - t0
         C = max(p["probs"].shape[2] for p in parts)
         if any(p["probs"].shape[2] != C for p in parts):
             raise TTamerError("exits returned different numbers of classes across batches")
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "timing"}
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k not in ("timing", "marks")}
         timing = {k: float(sum(p["timing"][k] for p in parts)) for k in parts[0]["timing"]}
         timing["policy"] = max(seconds - sum(timing.values()), 0.0)
         return ServeResult(cat["answer"], cat["prediction"], cat["states"] >= 0, cat["states"], cat["last"],
@@ -365,23 +373,43 @@ class EarlyExitServer(_Runtime):
     honoured: the blocks in between run, their heads do not.
     """
 
-    def __init__(self, model: MultiExitModel, policy: Policy, state_fn: StateFn, device: Any = "cpu",
-                 answer_fn: AnswerFn | None = None, exit_map: ExitMap | None = None) -> None:
+    def __init__(self, model: MultiExitModel, policy: Any, state_fn: StateFn | None = None, device: Any = "cpu",
+                 answer_fn: AnswerFn | None = None, exit_map: ExitMap | None = None, compile: bool = True) -> None:
         if not isinstance(model, MultiExitModel):
             raise TTamerError(f"model must be a MultiExitModel, got {type(model).__name__}")
         self.model = model
         self.n_nodes = model.n_exits
+        self.rule: Any = None
+        if is_runtime_rule(policy):  # a threshold rule, evaluated exit by exit
+            if state_fn is not None or answer_fn is not None:
+                raise TTamerError("a threshold rule computes its own states and answers: pass no state_fn "
+                                  "or answer_fn with it")
+            if int(policy.n_exits) != self.n_nodes:
+                raise TTamerError(f"the rule has {policy.n_exits} exits but the model has {self.n_nodes}")
+            if exit_map is not None and not callable(exit_map):
+                raise TTamerError(f"exit_map must be callable (probs, node) -> exit, got {exit_map!r}")
+            self.rule, self.policy, self.state_fn, self.answer_fn = policy, None, None, None
+            self.exit_map = exit_map
+            self.device = resolve_device(device)
+            self._pos = np.arange(self.n_nodes)
+            return
         super().__init__(policy, state_fn, device, answer_fn, exit_map)
         if not policy.instance.is_chain:
             raise TTamerError("EarlyExitServer needs a policy on a chain of exits; use CascadeServer for trees")
         self._pos = np.asarray(policy.instance.chain_position)
+        if compile and isinstance(policy, StopStatePolicy) and answer_fn is None:
+            self.rule = StateFnRule(self.n_nodes, state_fn, None, policy.instance.name)
 
     @classmethod
     def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu") -> "EarlyExitServer":
-        """Serve with a fitted :class:`~ttamer.calibration.EarlyExitTamer`: its policy, its
-        states computed online (:func:`tamer_state_fn`) and its answer rule
-        (:func:`tamer_answer_fns`) -- or with a fitted :class:`~ttamer.pathwise.PathwiseTamer`
-        (:func:`pathwise_rule`); either way the served decisions are ``tamer.decide``'s."""
+        """Serve with a fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer` (its
+        :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.runtime_rule`, one threshold per exit), a
+        fitted :class:`~ttamer.calibration.EarlyExitTamer` (its policy, its states computed
+        online by :func:`tamer_state_fn` and its answer rule, :func:`tamer_answer_fns`) or a
+        fitted :class:`~ttamer.pathwise.PathwiseTamer` (:func:`pathwise_rule`); either way the
+        served decisions are ``tamer.decide``'s."""
+        if callable(getattr(tamer, "runtime_rule", None)):
+            return cls(model, tamer.runtime_rule(), device=device)
         if hasattr(tamer, "rule_"):
             policy, state_fn, exit_map = pathwise_rule(tamer)
             return cls(model, policy, state_fn, device, exit_map=exit_map)
@@ -441,11 +469,91 @@ class EarlyExitServer(_Runtime):
         pos = order[np.searchsorted(R[order], rows)]
         return logits.index_select(0, torch.as_tensor(pos, device=logits.device))
 
+    def _run_rule_batch(self, inputs: Any, n: int, rule: Any = None) -> dict[str, Any]:
+        """One batch under a threshold rule, exit by exit: block, head and softmax copied to the
+        host (the one synchronisation the decision needs), ``rule.step`` on the rows still
+        running and one vectorised comparison with the exit's threshold; stopped rows leave
+        the batch. No policy, no rollout. ``marks[i]``: seconds from the batch's start until
+        the decisions at exit ``i`` were taken; ``alive[i]``: rows that ran exit ``i``."""
+        torch = _torch()
+        rule = self.rule if rule is None else rule
+        clock = time.perf_counter
+        L = self.n_nodes
+        t0 = clock()
+        parts = {"prepare": 0.0, "network": 0.0, "states": 0.0}
+        marks, alive = np.full(L, np.nan), np.zeros(L, dtype=np.int64)
+        answer, last = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        states, stop_time = np.full((n, L), -1, dtype=np.int64), np.zeros(n)
+        probs = hist = None
+        rows = np.arange(n)
+        with torch.inference_mode():
+            h, ctx = self.model.prepare(inputs, self.device)
+            self._sync()
+            parts["prepare"] = clock() - t0
+            for i in range(L):
+                t1 = clock()
+                h = self.model.blocks[i](h, ctx)
+                p = _softmax_np(self.model.heads[i](h, ctx))
+                t2 = clock()
+                if hist is None:
+                    probs = np.full((n, L, p.shape[1]), np.nan, dtype=np.float32)
+                    hist = np.empty((n, L, p.shape[1]), dtype=np.float32)
+                hist[:, i] = p
+                x, a = rule.step(i, hist[:, : i + 1])
+                stop = np.ones(len(rows), dtype=bool) if i == L - 1 else np.asarray(rule.stops(i, x), dtype=bool)
+                parts["network"] += t2 - t1
+                parts["states"] += clock() - t2
+                states[rows, i] = stop
+                alive[i] = len(rows)
+                if stop.any():
+                    r = rows[stop]
+                    last[r], answer[r] = i, np.asarray(a)[stop]
+                    probs[r, : i + 1] = hist[stop, : i + 1]
+                    stop_time[r] = clock() - t0
+                    if stop.all():
+                        marks[i] = clock() - t0
+                        break
+                    keep = ~stop
+                    rows, hist = rows[keep], hist[keep]
+                    idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
+                    h, ctx = take(h, idx), take(ctx, idx)
+                marks[i] = clock() - t0
+            if self.exit_map is not None:
+                answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
+            self._sync()
+        pred = probs[np.arange(n), answer].argmax(axis=1)
+        return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
+                "probs": probs, "timing": parts, "marks": marks, "alive": alive}
+
+    def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1) -> np.ndarray:
+        """``[L]`` wall-clock ms per example of each exit when serving ``inputs`` in batches of
+        ``batch_size`` through the runtime forced to the last exit (every block, head, state and
+        decision; exit 0 also pays for ``prepare``): the per-exit cost profile of that serving
+        mode, the median over batches after ``warmup``."""
+        n, bs = _length(inputs), int(batch_size)
+        if bs < 1:
+            raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+        forced = max_prob_rule(self.n_nodes, np.inf)
+        per = []
+        for s in range(0, n, bs):
+            out = self._run_rule_batch(_slice(inputs, s, s + bs), min(bs, n - s), forced)
+            per.append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
+        timed = per[warmup:] if len(per) > warmup else per
+        return 1e3 * np.median(np.stack(timed), axis=0)
+
     def run_all(self, inputs: Any, labels: Any, batch_size: int = 64, meta: dict | None = None,
-                warmup: int = 1) -> Trace:
+                warmup: int = 1, profile_examples: int = 0) -> Trace:
         """Every exit on every input, batched: a :class:`~ttamer.traces.Trace` whose ``cost[i]``
         is the median (over batches after ``warmup``) wall-clock ms per example of block ``i``
-        with its head (exit 0 also pays for ``prepare``)."""
+        with its head (exit 0 also pays for ``prepare``).
+
+        ``meta["cost_profiles"]`` keeps the per-exit cost profile of each serving mode:
+        ``"batched"`` (the trace's ``cost``) and, with ``profile_examples > 0``, ``"batch1"``
+        -- the first ``profile_examples`` inputs served one at a time by the runtime forced to
+        the last exit (:meth:`cost_profile`). :func:`with_cost_profile` prices the trace in the
+        mode that will be served."""
+        if int(profile_examples) < 0:
+            raise TTamerError(f"profile_examples must be >= 0, got {profile_examples!r}")
         torch = _torch()
         n = _length(inputs)
         L = self.n_nodes
@@ -469,6 +577,11 @@ class EarlyExitServer(_Runtime):
              "exit_names": list(self.model.names), "cost_measure": "serving runtime, all exits, batched",
              "device": str(self.device), "batch_size": int(batch_size)}
         m.update(meta or {})
+        profiles = {"batched": [float(c) for c in cost_ms]}
+        if int(profile_examples) > 0:
+            k = min(int(profile_examples), n)
+            profiles["batch1"] = [float(c) for c in self.cost_profile(_slice(inputs, 0, k), 1, warmup=min(3, k - 1))]
+        m["cost_profiles"] = profiles
         return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
 
     def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:
@@ -606,7 +719,54 @@ def stop_state_policy(n_exits: int, lam: float = 1.0, name: str = "") -> Policy:
     inst = Instance.chain([np.zeros(2)] * L, half, [np.full((2, 2), 0.5)] * (L - 1), np.zeros(L),
                           names=[f"exit{i}" for i in range(L)], name=name)
     table = [np.array([[i + 1 if i < L - 1 else -1], [-1]]) for i in range(L)]
-    return LastStatePolicy(inst, lam, recall=False, table=table, start=np.array([0]))
+    return StopStatePolicy(inst, lam, recall=False, table=table, start=np.array([0]))
+
+
+class StopStatePolicy(LastStatePolicy):
+    """The chain policy of :func:`stop_state_policy`: stop at the first exit in state ``1``.
+    :class:`EarlyExitServer` compiles it with its ``state_fn`` into a threshold rule
+    (:class:`StateFnRule`) instead of driving it through :func:`~ttamer.policy.rollout`."""
+
+
+class StateFnRule:
+    """A stop / go-on ``state_fn`` (state ``1``: stop) as a rule the runtime evaluates exit by
+    exit (the interface of :meth:`ttamer.earlyexit.tamer.ThresholdTamer.runtime_rule`):
+    ``step(i, probs [B, i+1, C]) -> (x_i, a_i)``, stop where ``x_i ≥ thresholds[i]``.
+
+    ``state_fn`` sees the exits consulted so far, later ones NaN (its usual input); the answer
+    is the exit stopped at, mapped through ``exit_map`` by the runtime once the batch is done.
+    """
+
+    def __init__(self, n_exits: int, state_fn: StateFn, exit_map: ExitMap | None = None, name: str = "") -> None:
+        if not callable(state_fn):
+            raise TTamerError(f"state_fn must be callable (probs [B, n, C], node) -> states [B], got {state_fn!r}")
+        if exit_map is not None and not callable(exit_map):
+            raise TTamerError(f"exit_map must be callable (probs, node) -> exit, got {exit_map!r}")
+        self.n_exits = int(n_exits)
+        self.state_fn, self.exit_map, self.name = state_fn, exit_map, name
+        self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``: ``1.0`` where the state function says stop after exit ``i``."""
+        B, seen, C = probs.shape
+        full = np.full((B, self.n_exits, C), np.nan, dtype=np.float32)
+        full[:, :seen] = probs
+        s = np.asarray(self.state_fn(full, int(i))).reshape(-1)
+        if len(s) != B or (len(s) and not np.isin(s, (0, 1)).all()):
+            raise TTamerError(f"state_fn returned states {s[:5].tolist()}... for node {i} "
+                              f"({B} rows, expected values in 0..1)")
+        return s.astype(np.float64), np.full(B, i, dtype=np.int64)
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: stop after exit ``i`` (always at the last exit)."""
+        return x >= self.thresholds[i]
+
+
+def is_runtime_rule(rule: Any) -> bool:
+    """Whether ``rule`` has the interface of a rule evaluated exit by exit: ``n_exits``,
+    ``thresholds [n_exits]``, ``step(i, probs) -> (x, a)`` and ``stops(i, x)``."""
+    return (not isinstance(rule, Policy) and callable(getattr(rule, "step", None))
+            and callable(getattr(rule, "stops", None)) and hasattr(rule, "thresholds"))
 
 
 def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, StateFn]:
@@ -621,6 +781,60 @@ def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, 
     def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
         return (np.nanmax(probs[:, node], axis=1) >= tau).astype(np.int64)
     return policy, state_fn
+
+
+class MaxProbRule:
+    """The confidence-threshold heuristic as a rule evaluated exit by exit: stop at the first
+    exit whose max-probability is ``≥ tau`` (else at the last) and answer with it; one
+    reduction and one comparison per exit (``tau = inf``: the runtime forced to the last exit)."""
+
+    def __init__(self, n_exits: int, tau: float) -> None:
+        if np.isnan(tau):
+            raise TTamerError("tau must be a number, got nan")
+        if int(n_exits) < 1:
+            raise TTamerError(f"n_exits must be >= 1, got {n_exits}")
+        self.n_exits, self.tau = int(n_exits), float(tau)
+        self.thresholds = np.r_[np.full(self.n_exits - 1, self.tau), -np.inf]
+        self.name = f"max-prob >= {tau:g}"
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(max-probability of exit i, i)`` for the rows of ``probs [B, i+1, C]``."""
+        return probs[:, i].max(axis=1).astype(np.float64), np.full(len(probs), i, dtype=np.int64)
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: ``x ≥`` exit ``i``'s threshold."""
+        return x >= self.thresholds[i]
+
+
+def max_prob_rule(n_exits: int, tau: float) -> MaxProbRule:
+    """:class:`MaxProbRule`: the decisions of :func:`threshold_rule` (and of
+    :func:`ttamer.baselines.max_prob_threshold`), served without a policy object."""
+    return MaxProbRule(n_exits, tau)
+
+
+#: Serving modes whose per-exit cost profiles a trace recorded by the runtime keeps.
+COST_PROFILES = ("batch1", "batched")
+
+
+def with_cost_profile(trace: Trace, mode: str | int) -> Trace:
+    """``trace`` priced in a serving mode: its ``cost`` replaced by
+    ``meta["cost_profiles"][mode]`` (recorded by :meth:`EarlyExitServer.run_all`); ``mode`` is
+    ``"batch1"``, ``"batched"`` or a batch size (1: ``"batch1"``, more: ``"batched"``). The
+    simulation of a strategy served one query at a time should use ``"batch1"``."""
+    if not isinstance(mode, str):
+        mode = "batch1" if int(mode) == 1 else "batched"
+    if mode not in COST_PROFILES:
+        raise TTamerError(f"mode must be one of {COST_PROFILES} or a batch size, got {mode!r}")
+    profiles = trace.meta.get("cost_profiles")
+    if not isinstance(profiles, dict) or mode not in profiles:
+        have = sorted(profiles) if isinstance(profiles, dict) else []
+        raise TTamerError(f"the trace's meta has no {mode!r} cost profile (cost_profiles: {have}); record it with "
+                          "EarlyExitServer.run_all(..., profile_examples=k)")
+    cost = np.asarray(profiles[mode], dtype=np.float64)
+    if cost.shape != (trace.n_exits,):
+        raise TTamerError(f"cost profile {mode!r} has {cost.size} values for {trace.n_exits} exits")
+    meta = dict(trace.meta, cost_measure=f"serving runtime, cost profile {mode!r}")
+    return Trace.build(trace.probs, trace.labels, cost, meta)
 
 
 def pathwise_rule(tamer: Any) -> tuple[Policy, StateFn, ExitMap | None]:

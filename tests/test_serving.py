@@ -326,7 +326,8 @@ def test_threshold_rules_take_the_fast_path_with_the_rollouts_decisions(setup):
             np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
             np.testing.assert_array_equal(getattr(c, key), getattr(b, key))
         np.testing.assert_allclose(a.probs, b.probs, atol=1e-7, equal_nan=True)
-        assert a.decision_us_per_exit > 0 and set(a.timing) == {"prepare", "network", "states", "policy"}
+        assert a.decision_us_per_exit > 0 and set(a.timing) == {"prepare", "network", "states", "policy", "other"}
+        assert set(b.timing) == {"prepare", "network", "states", "policy"}
     with pytest.raises(TTamerError, match="no state_fn"):
         EarlyExitServer(model, max_prob_rule(L, tau), threshold_rule(L, tau)[1])
     with pytest.raises(TTamerError, match="exits but the model has"):

@@ -356,3 +356,27 @@ def test_cost_profiles_recorded_per_serving_mode(setup):
         with_cost_profile(rec.run_all(x[:20], y[:20], batch_size=10), "batch1")
     with pytest.raises(TTamerError, match="mode must be"):
         with_cost_profile(tr, "huge")
+
+
+@pytest.mark.parametrize("answer_rule", ["index", "pairwise"])
+def test_binned_chain_policy_compiled_exit_by_exit_equals_rollout(setup, answer_rule):
+    """``from_tamer`` serves a binned chain policy exit by exit (:class:`ChainPolicyRule`);
+    its decisions are the rollout's, per example and batched."""
+    from ttamer.serving import ChainPolicyRule, tamer_answer_fns
+
+    model, x, y, cal, test = setup
+    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=4, agreement=1), answer_rule=answer_rule,
+                           loss="label").fit(cal)
+    fast = EarlyExitServer.from_tamer(model, tamer)
+    assert isinstance(fast.rule, ChainPolicyRule)
+    answer_fn, exit_map = tamer_answer_fns(tamer)
+    slow = EarlyExitServer(model, tamer.solution_.policy, tamer_state_fn(tamer), answer_fn=answer_fn,
+                           exit_map=exit_map)
+    assert slow.rule is None
+    sim = tamer.decide(test)
+    for bs in (1, 64):
+        a, b = fast.serve(x, bs), slow.serve(x, bs)
+        np.testing.assert_array_equal(a.answer, b.answer)
+        np.testing.assert_array_equal(a.last, b.last)
+        np.testing.assert_array_equal(a.answer, sim.answer)
+    assert len(np.unique(sim.last)) > 1

@@ -424,6 +424,9 @@ class EarlyExitServer(_Runtime):
             policy, state_fn, exit_map = pathwise_rule(tamer)
             return cls(model, policy, state_fn, device, exit_map=exit_map)
         answer_fn, exit_map = tamer_answer_fns(tamer)
+        rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer_states_fn(tamer), answer_fn)
+        if rule is not None:
+            return cls(model, rule, device=device, exit_map=exit_map)
         return cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map)
 
     # groups of rows sharing a hidden state at one depth (-1 = before block 0)
@@ -659,22 +662,34 @@ class CascadeServer(_Runtime):
 
 
 # --------------------------------------------------------------------------- state functions
-def tamer_state_fn(tamer: Any) -> StateFn:
-    """The states of a fitted :class:`~ttamer.calibration.EarlyExitTamer` computed online:
-    the encoder sees the exits consulted so far (later exits padded uniformly; the state of
-    exit ``i`` depends only on exits ``0..i``)."""
+def tamer_states_fn(tamer: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The states ``[B, L]`` of every exit of a fitted
+    :class:`~ttamer.calibration.EarlyExitTamer` from the exits consulted so far (``probs
+    [B, L, C]``, later exits NaN and padded uniformly; the state of exit ``i`` depends only on
+    exits ``0..i``, so the columns of the consulted exits are final)."""
     if not hasattr(tamer, "encoder_"):
         raise TTamerError("tamer_state_fn needs a fitted EarlyExitTamer (call fit first)")
     enc = tamer.encoder_
     L = enc.n_exits
+    names = [f"e{i}" for i in range(L)]
 
-    def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
+    def states_fn(probs: np.ndarray) -> np.ndarray:
         B, n, C = probs.shape
         if n != L:
             raise TTamerError(f"state_fn: probs has {n} exits, the encoder was fitted on {L}")
         p = np.where(np.isnan(probs), np.float32(1.0 / C), probs).astype(np.float32)
-        tr = Trace(p, np.zeros(B, dtype=np.int64), np.zeros(L), {"exit_names": [f"e{i}" for i in range(L)]})
-        return enc.transform(tr)[:, node]
+        return enc.transform(Trace(p, np.zeros(B, dtype=np.int64), np.zeros(L), {"exit_names": names}))
+    return states_fn
+
+
+def tamer_state_fn(tamer: Any) -> StateFn:
+    """The states of a fitted :class:`~ttamer.calibration.EarlyExitTamer` computed online:
+    the encoder sees the exits consulted so far (later exits padded uniformly; the state of
+    exit ``i`` depends only on exits ``0..i``)."""
+    states_fn = tamer_states_fn(tamer)
+
+    def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
+        return states_fn(probs)[:, node]
     return state_fn
 
 
@@ -777,6 +792,62 @@ class StateFnRule:
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]`` bool: stop after exit ``i`` (always at the last exit)."""
+        return x >= self.thresholds[i]
+
+
+class ChainPolicyRule:
+    """A policy on a chain without skips, evaluated exit by exit like a threshold rule: after
+    exit ``i`` the states of exits ``0..i`` (``states_fn``: one call on the outputs seen so far)
+    and one ``policy.decide`` on the rows still running -- stop or go on to exit ``i + 1``; the
+    rows that stop are answered by ``answer_fn`` (default ``policy.answer``, recall). The
+    decisions are those of :func:`~ttamer.policy.rollout` on the same states, without its
+    bookkeeping. Build it with :meth:`compile`, which says when a policy qualifies.
+
+    ``states_fn(probs [B, L, C]) -> [B, L]`` int states, later exits NaN in ``probs``; the
+    state of exit ``j`` must read exits ``0..j`` only (as the calibrated encoders do).
+    """
+
+    def __init__(self, policy: Policy, states_fn: Callable[[np.ndarray], np.ndarray],
+                 answer_fn: AnswerFn | None = None, name: str = "") -> None:
+        self.policy, self.states_fn = policy, states_fn
+        self.answer_fn = answer_fn if answer_fn is not None else policy.answer
+        self.n_exits = int(policy.instance.n)
+        self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
+        self.name = name or policy.describe().split("\n")[0]
+
+    @classmethod
+    def compile(cls, policy: Policy, states_fn: Callable[[np.ndarray], np.ndarray],
+                answer_fn: AnswerFn | None = None) -> "ChainPolicyRule | None":
+        """The rule, or ``None`` where the policy is not one exit after the other from exit 0
+        (a tree, skips, a chain in another order, or a policy that starts elsewhere)."""
+        inst = policy.instance
+        if not inst.is_chain or inst.skips or not np.array_equal(inst.chain_position, np.arange(inst.n)):
+            return None
+        first = policy.decide(np.full((1, inst.n), -1, dtype=np.int64), np.full(1, -1, dtype=np.int64))
+        return cls(policy, states_fn, answer_fn) if int(first[0]) == 0 else None
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``: ``1.0`` where the policy stops after exit ``i``, and the exit that
+        answers there (``i`` where it goes on)."""
+        B, seen, C = probs.shape
+        L = self.n_exits
+        full = np.full((B, L, C), np.nan, dtype=np.float32)
+        full[:, :seen] = probs
+        states = np.full((B, L), -1, dtype=np.int64)
+        states[:, : i + 1] = np.asarray(self.states_fn(full), dtype=np.int64)[:, : i + 1]
+        last = np.full(B, i, dtype=np.int64)
+        nxt = np.asarray(self.policy.decide(states, last), dtype=np.int64)
+        stop = nxt < 0
+        if not np.isin(nxt[~stop], (i + 1,)).all():
+            raise TTamerError(f"the policy went from exit {i} to exit {int(nxt[~stop][0])}; a chain rule "
+                              "goes on to the next exit or stops")
+        answer = last.copy()
+        if stop.any():
+            answer[stop] = np.asarray(self.answer_fn(states[stop], last[stop]), dtype=np.int64)
+        return stop.astype(np.float64), answer
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: the policy stops after exit ``i``."""
         return x >= self.thresholds[i]
 
 

@@ -10,6 +10,15 @@ recall** -- with the consulted exit of smallest calibrated loss ``ℓ_i(s_i)``
 whose ``reveal`` callback runs the network, so the runtime takes exactly the decisions that
 the trace-simulated policy takes on the same outputs (the key property, tested).
 
+**Threshold rules** take a fast path without a policy object or a rollout: a rule with
+``step(i, probs) -> (x_i, a_i)``, ``stops(i, x_i)`` and ``thresholds`` (a fitted
+:class:`~ttamer.earlyexit.tamer.ThresholdTamer`'s ``runtime_rule()``, :class:`MaxProbRule`,
+a stop / go-on ``state_fn`` compiled by :class:`StateFnRule`, a chain policy compiled by
+:class:`ChainPolicyRule`) is evaluated after every exit on the rows still running -- one state
+computation and one vectorised comparison -- and the rows that stop leave the batch. The
+runtime also records the per-exit cost profile of each serving mode (one query at a time,
+batched) in the trace's meta; :func:`with_cost_profile` prices a trace in the mode served.
+
 :class:`CascadeServer` does the same for a forest of *separate* models (each node a
 callable from inputs to logits), e.g. the cascade of :mod:`ttamer.workloads.cascade`.
 

@@ -380,3 +380,18 @@ def test_binned_chain_policy_compiled_exit_by_exit_equals_rollout(setup, answer_
         np.testing.assert_array_equal(a.last, b.last)
         np.testing.assert_array_equal(a.answer, sim.answer)
     assert len(np.unique(sim.last)) > 1
+
+
+def test_runtime_rule_errors_name_what_is_wrong(setup):
+    from ttamer.earlyexit.tamer import RuntimeRule, ThresholdTamer
+
+    model, x, y, cal, test = setup
+    with pytest.raises(TTamerError, match="not fitted"):
+        ThresholdTamer().runtime_rule()
+    tamer = ThresholdTamer(policy="common:max_prob:last", n_lams=11).fit(cal)
+    rule = tamer.runtime_rule()
+    assert "common:max_prob:last" in repr(rule) and rule.thresholds[-1] == -np.inf
+    with pytest.raises(TTamerError, match="taus must hold"):
+        RuntimeRule(tamer.state_model_, np.zeros(L))
+    with pytest.raises(TTamerError, match=r"probs must be \[B, 2, 3\]"):
+        rule.step(1, test.probs[:, :3])

@@ -555,7 +555,7 @@ class EarlyExitServer(_Runtime):
         ``batch_size`` through the runtime forced to the last exit (every block, head, state and
         decision; exit 0 also pays for ``prepare``): the per-exit cost profile of that serving
         mode. Every batch is served ``repeats`` times in a row and each of its exits keeps its
-        fastest time -- on a shared machine the other tenants preempt the process now and then
+        median time -- on a shared machine the other tenants preempt the process now and then
         for milliseconds, and at batch 1 such a pause falls on one exit of a query and would
         misprice it -- then the mean over the batches after ``warmup``."""
         n, bs = _length(inputs), int(batch_size)
@@ -571,7 +571,7 @@ class EarlyExitServer(_Runtime):
             for _ in range(int(repeats)):
                 out = self._run_rule_batch(batch, rows, forced)
                 runs.append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
-            per.append(np.min(runs, axis=0))
+            per.append(np.median(runs, axis=0))
         timed = per[warmup:] if len(per) > warmup else per
         return 1e3 * np.mean(np.stack(timed), axis=0)
 

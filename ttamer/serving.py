@@ -851,8 +851,9 @@ class ChainPolicyRule:
         last = np.full(B, i, dtype=np.int64)
         nxt = np.asarray(self.policy.decide(states, last), dtype=np.int64)
         stop = nxt < 0
-        if not np.isin(nxt[~stop], (i + 1,)).all():
-            raise TTamerError(f"the policy went from exit {i} to exit {int(nxt[~stop][0])}; a chain rule "
+        wrong = ~stop & (nxt != i + 1)
+        if wrong.any():
+            raise TTamerError(f"the policy went from exit {i} to exit {int(nxt[wrong][0])}; a chain rule "
                               "goes on to the next exit or stops")
         answer = last.copy()
         if stop.any():

@@ -11,7 +11,11 @@ one run, on one machine, with ``time.perf_counter`` (best of ``k`` repeats). Sec
   exponents; the chain DP against skip density;
 * ``targets``   -- the issue's four performance targets, each measured;
 * ``throughput``-- example-exits per second of every early-exit strategy on synthetic traces;
-* ``memory``    -- peak memory (``tracemalloc``) of the index solver.
+* ``memory``    -- peak memory (``tracemalloc``) of the index solver;
+* ``serving``   -- the serving runtime on a multi-exit MLP (the book's chapter *Measured: a
+  served early-exit policy*): the runtime forced to the last exit against the plain network,
+  one query at a time and batched, the decision overhead per example per exit, and measured
+  against simulated cost (the trace priced with the cost profile of the mode served).
 
 Two regimes of random instances (``ttamer.synthetic.random_instance``): ``typical`` (its
 defaults: deeper exits better, ``depth_decay=0.8``, ``cost_scale=0.1``), where the surrogates
@@ -57,18 +61,18 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(repeats=1, compare=[(3, 2), (5, 3)], exhaustive_max=5, lp_max=(5, 3),
                   nodes=[8, 16, 32], nodes_k=4, states=[2, 4, 8], states_n=8, shape_n=200, shape_k=4,
                   skip_n=8, skip_k=3, skip_probs=[0.0, 0.5, 1.0], trace=(2000, 4, 5), sweep=10,
-                  target_chain=(40, 8), target_forest=1000, memory_n=(40, 8)),
+                  target_chain=(40, 8), target_forest=1000, memory_n=(40, 8), serving=(40, 128, 1)),
     "quick": dict(repeats=5, compare=[(4, 3), (6, 3), (10, 4), (20, 8)], exhaustive_max=6, lp_max=(20, 8),
                   nodes=[25, 50, 100, 200], nodes_k=16, states=[2, 4, 8, 16, 32], states_n=50,
                   shape_n=2000, shape_k=8, skip_n=20, skip_k=4, skip_probs=[0.0, 0.1, 0.3, 0.6, 1.0],
                   trace=(20000, 6, 10), sweep=50, target_chain=(400, 32), target_forest=10_000,
-                  memory_n=(200, 32)),
+                  memory_n=(200, 32), serving=(200, 768, 3)),
     "full": dict(repeats=5, compare=[(4, 3), (6, 3), (8, 3), (10, 4), (20, 8), (30, 8), (20, 16)],
                  exhaustive_max=8, lp_max=(30, 16),
                  nodes=[25, 50, 100, 200, 400, 800], nodes_k=16, states=[2, 4, 8, 16, 32, 64], states_n=100,
                  shape_n=10_000, shape_k=8, skip_n=40, skip_k=6, skip_probs=[0.0, 0.05, 0.1, 0.3, 0.6, 1.0],
                  trace=(200_000, 8, 10), sweep=100, target_chain=(400, 32), target_forest=10_000,
-                 memory_n=(400, 32)),
+                 memory_n=(400, 32), serving=(400, 768, 5)),
 }
 
 
@@ -417,6 +421,109 @@ def memory(n: int, k: int, forest: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The serving runtime
+# ---------------------------------------------------------------------------------------------
+def _mlp_exits(width: int, exits: int = 6, classes: int = 10, seed: int = 0):
+    """A residual MLP (blocks ``x + W2 relu(W1 x)``, hidden ``4·width``) with a linear exit
+    head after every block, as a :class:`ttamer.serving.MultiExitModel`."""
+    import torch
+
+    from ttamer.serving import MultiExitModel
+
+    torch.manual_seed(seed)
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up, self.down = torch.nn.Linear(width, 4 * width), torch.nn.Linear(4 * width, width)
+
+        def forward(self, h):
+            return h + 0.3 * self.down(torch.relu(self.up(h)))
+
+    blocks = [Block().eval() for _ in range(exits)]
+    heads = [torch.nn.Linear(width, classes).eval() for _ in range(exits)]
+    for i, hd in enumerate(heads):  # deeper heads more confident
+        hd.weight.data *= 0.5 + i
+    return MultiExitModel.from_modules(blocks, heads)
+
+
+def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32) -> list[dict]:
+    """The serving runtime on :func:`_mlp_exits`: per run, cost relative to the plain network
+    (interleaved per query / batch, medians over ``repeats`` rounds), decision overhead in µs
+    per example per exit and, for served strategies, the simulated cost priced with the cost
+    profile of the same mode (``ttamer.serving.with_cost_profile``)."""
+    import torch
+
+    from ttamer.baselines import max_prob_threshold
+    from ttamer.earlyexit.tamer import ThresholdTamer
+    from ttamer.serving import EarlyExitServer, compare_latency, max_prob_rule, threshold_rule, with_cost_profile
+
+    torch.set_num_threads(1)
+    model = _mlp_exits(width)
+    L = model.n_exits
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3 * n, width)).astype(np.float32)
+    with torch.inference_mode():
+        h = torch.as_tensor(x)
+        for b in model.blocks:
+            h = b(h, None)
+        deep = model.heads[-1](h, None).argmax(1).numpy()
+    y = np.where(rng.random(len(x)) < 0.7, deep, rng.integers(0, 10, len(x)))
+    forced = EarlyExitServer(model, max_prob_rule(L, np.inf))
+    trace = forced.run_all(x, y, batch_size=batch_size, meta={"model": f"mlp{width}", "dataset": "synthetic"},
+                           profile_examples=min(n, 100))
+    cal, test = trace.subset(np.arange(2 * n)), trace.subset(np.arange(2 * n, 3 * n))
+    xt = x[2 * n:]
+    tamer = ThresholdTamer(lam=0.9, policy="per_exit:max_prob:last", n_lams=41).fit(cal)
+    tau = float(np.quantile(test.max_prob[:, 0], 0.5))
+    strategies = {"ThresholdTamer λ=0.9 (per_exit:max_prob:last)": (EarlyExitServer.from_tamer(model, tamer),
+                                                                    tamer.decide(test)),
+                  f"max-prob τ={tau:.3f}": (EarlyExitServer(model, max_prob_rule(L, tau)),
+                                           max_prob_threshold(test, [tau])[0])}
+    rollout = EarlyExitServer(model, *threshold_rule(L, np.inf), compile=False)
+    runs = {"plain network": forced.run_full, "runtime forced to the last exit": forced.serve,
+            "runtime forced to the last exit (policy rollout)": rollout.serve,
+            **{k: srv.serve for k, (srv, _) in strategies.items()}}
+    rows = []
+    for mode, bs in (("batch1", 1), ("batched", batch_size)):
+        compare_latency(runs, xt[: 3 * bs], batch_size=bs, repeats=1)  # warm-up
+        out = compare_latency(runs, xt, batch_size=bs, repeats=repeats)
+        base = out["plain network"]["ms_per_example"]
+        priced = with_cost_profile(test, mode)
+        for k, v in out.items():
+            res = v["result"]
+            row = {"mode": mode, "run": k, "ms_per_example": v["ms_per_example"],
+                   "measured_cost": v["ms_per_example"] / base,
+                   "decision_us_per_exit": res.decision_us_per_exit if k != "plain network" else None}
+            if k in strategies:
+                last = strategies[k][1].last
+                row["simulated_cost"] = float(priced.cumulative_cost[np.arange(len(last)), last].mean()
+                                              / priced.full_cost.mean())
+                row["gap"] = row["measured_cost"] - row["simulated_cost"]
+            rows.append(row)
+    return rows
+
+
+def serving_targets(rows: list[dict]) -> list[dict]:
+    """The serving targets, each measured (informative; nothing is asserted)."""
+    get = {(r["mode"], r["run"]): r for r in rows}
+    out = []
+    for mode, goal in (("batch1", 1.03), ("batched", None)):
+        r = get[(mode, "runtime forced to the last exit")]
+        out.append({"target": f"runtime forced to the last exit vs the plain network ({mode})",
+                    "measured": r["measured_cost"], "unit": "x", "goal": goal,
+                    "met": None if goal is None else r["measured_cost"] <= goal})
+    r = get[("batch1", "runtime forced to the last exit")]
+    out.append({"target": "decision overhead per example per exit (batch 1, CPU)", "measured": r["decision_us_per_exit"],
+                "unit": "µs", "goal": 20.0, "met": r["decision_us_per_exit"] <= 20.0})
+    for mode, goal in (("batch1", 0.03), ("batched", 0.02)):
+        gaps = [abs(r["gap"]) for r in rows if r["mode"] == mode and "gap" in r]
+        out.append({"target": f"|measured − simulated cost| of every served strategy ({mode})", "measured": max(gaps),
+                    "unit": "of full", "goal": goal, "met": max(gaps) <= goal})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
 def fitted(rows: list[dict], x: str, group: str) -> dict[str, float]:
@@ -446,6 +553,8 @@ def run_all(profile: str = "quick") -> dict[str, Any]:
     res["throughput"] = strategy_throughput(*p["trace"], sweep=p["sweep"], repeats=r)
     res["targets"] = targets(p, res["compare"], res["throughput"], r)
     res["memory"] = memory(*p["memory_n"], p["target_forest"])
+    res["serving"] = serving_overhead(*p["serving"][:2], repeats=p["serving"][2])
+    res["targets"] += serving_targets(res["serving"])
     return res
 
 
@@ -483,6 +592,8 @@ def report(res: dict[str, Any]) -> str:
         "\n## Early-exit strategies: throughput on a synthetic trace", table(res["throughput"]),
         "\n## Targets", table(res["targets"], ["target", "measured", "unit", "goal", "met"]),
         "\n## Peak memory of the index solver (tracemalloc)", table(res["memory"]),
+        "\n## Serving runtime: cost relative to the plain network, decision overhead, measured vs simulated",
+        table(res["serving"]),
     ]
     return "\n".join(parts)
 

@@ -276,3 +276,122 @@ def test_text_workload_network_served_tiny_real_run():
     assert (res.answer == sim.answer).mean() >= 0.9
     full = rec.run_full(served.texts[30:], batch_size=16)
     assert (full.prediction == test.predictions[:, -1]).mean() >= 0.9
+
+
+@pytest.mark.parametrize("policy", ["common:max_prob:last", "per_exit:learned:last", "per_exit:posterior:posterior",
+                                    "common:max_prob:ensemble_at_end", "common:patience:last",
+                                    "common:max_prob:confident", "per_exit:ensemble:ensemble",
+                                    "common:neg_entropy:last"])
+def test_threshold_tamer_served_decisions_equal_decide(setup, policy):
+    """The default estimator served through its runtime rule: exit stopped at and answering
+    exit equal ``ThresholdTamer.decide`` per example, one query at a time and batched."""
+    from ttamer.earlyexit.tamer import RuntimeRule, ThresholdTamer
+
+    model, x, y, cal, test = setup
+    for lam in (0.7, 0.95):
+        tamer = ThresholdTamer(lam=lam, policy=policy, n_lams=21).fit(cal)
+        sim = tamer.decide(test)
+        rule = tamer.runtime_rule()
+        assert isinstance(rule, RuntimeRule) and rule.n_exits == L
+        server = EarlyExitServer.from_tamer(model, tamer)
+        assert server.rule is not None and server.policy is None
+        for bs in (1, 300):
+            res = server.serve(x, batch_size=bs)
+            np.testing.assert_array_equal(res.last, sim.last)
+            np.testing.assert_array_equal(res.answer, sim.answer)
+            np.testing.assert_array_equal(res.prediction, test.predictions[np.arange(len(y)), sim.answer])
+            assert (res.consulted.sum(1) == sim.last + 1).all()
+    # the rule step by step on the trace's own outputs equals the state model on the whole trace
+    xs, ans = tamer.state_model_.transform(test)
+    for i in range(L):
+        xi, ai = rule.step(i, test.probs[:, : i + 1])
+        np.testing.assert_array_equal(xi, xs[:, i])
+        np.testing.assert_array_equal(ai, ans[:, i])
+
+
+def test_threshold_rules_take_the_fast_path_with_the_rollouts_decisions(setup):
+    """A stop / go-on policy is compiled into a threshold rule (no rollout); its decisions are
+    those of the rollout path, and :func:`max_prob_rule` is the same heuristic."""
+    from ttamer.serving import StateFnRule, max_prob_rule
+
+    model, x, y, cal, test = setup
+    tau = float(np.quantile(test.max_prob, 0.5))
+    fast = EarlyExitServer(model, *threshold_rule(L, tau))
+    slow = EarlyExitServer(model, *threshold_rule(L, tau), compile=False)
+    direct = EarlyExitServer(model, max_prob_rule(L, tau))
+    assert isinstance(fast.rule, StateFnRule) and slow.rule is None
+    for bs in (1, 50):
+        a, b, c = fast.serve(x[:120], bs), slow.serve(x[:120], bs), direct.serve(x[:120], bs)
+        for key in ("answer", "last", "prediction", "consulted"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+            np.testing.assert_array_equal(getattr(c, key), getattr(b, key))
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-7, equal_nan=True)
+        assert a.decision_us_per_exit > 0 and set(a.timing) == {"prepare", "network", "states", "policy", "other"}
+        assert set(b.timing) == {"prepare", "network", "states", "policy"}
+    with pytest.raises(TTamerError, match="no state_fn"):
+        EarlyExitServer(model, max_prob_rule(L, tau), threshold_rule(L, tau)[1])
+    with pytest.raises(TTamerError, match="exits but the model has"):
+        EarlyExitServer(model, max_prob_rule(L + 1, tau))
+    with pytest.raises(TTamerError, match="nan"):
+        max_prob_rule(L, float("nan"))
+
+
+def test_cost_profiles_recorded_per_serving_mode(setup):
+    """The runtime records the per-exit cost profile of each serving mode in the trace's meta;
+    ``with_cost_profile`` prices the trace in the mode that will be served."""
+    from ttamer.serving import with_cost_profile
+
+    model, x, y, cal, test = setup
+    rec = EarlyExitServer(model, *threshold_rule(L, np.inf))
+    tr = rec.run_all(x[:60], y[:60], batch_size=20, meta={"model": "mlp", "dataset": "syn"}, profile_examples=8)
+    prof = tr.meta["cost_profiles"]
+    assert set(prof) == {"batch1", "batched"} and all(len(v) == L for v in prof.values())
+    np.testing.assert_allclose(prof["batched"], tr.cost)
+    one = with_cost_profile(tr, 1)
+    np.testing.assert_allclose(one.cost, prof["batch1"])
+    np.testing.assert_array_equal(one.probs, tr.probs)
+    assert with_cost_profile(tr.subset(np.arange(10)), "batched").n_examples == 10
+    assert (rec.cost_profile(x[:6], batch_size=3) > 0).all()
+    with pytest.raises(TTamerError, match="no 'batch1' cost profile"):
+        with_cost_profile(rec.run_all(x[:20], y[:20], batch_size=10), "batch1")
+    with pytest.raises(TTamerError, match="mode must be"):
+        with_cost_profile(tr, "huge")
+
+
+@pytest.mark.parametrize("answer_rule", ["index", "pairwise"])
+def test_binned_chain_policy_compiled_exit_by_exit_equals_rollout(setup, answer_rule):
+    """``from_tamer`` serves a binned chain policy exit by exit (:class:`ChainPolicyRule`);
+    its decisions are the rollout's, per example and batched."""
+    from ttamer.serving import ChainPolicyRule, tamer_answer_fns
+
+    model, x, y, cal, test = setup
+    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=4, agreement=1), answer_rule=answer_rule,
+                           loss="label").fit(cal)
+    fast = EarlyExitServer.from_tamer(model, tamer)
+    assert isinstance(fast.rule, ChainPolicyRule)
+    answer_fn, exit_map = tamer_answer_fns(tamer)
+    slow = EarlyExitServer(model, tamer.solution_.policy, tamer_state_fn(tamer), answer_fn=answer_fn,
+                           exit_map=exit_map)
+    assert slow.rule is None
+    sim = tamer.decide(test)
+    for bs in (1, 64):
+        a, b = fast.serve(x, bs), slow.serve(x, bs)
+        np.testing.assert_array_equal(a.answer, b.answer)
+        np.testing.assert_array_equal(a.last, b.last)
+        np.testing.assert_array_equal(a.answer, sim.answer)
+    assert len(np.unique(sim.last)) > 1
+
+
+def test_runtime_rule_errors_name_what_is_wrong(setup):
+    from ttamer.earlyexit.tamer import RuntimeRule, ThresholdTamer
+
+    model, x, y, cal, test = setup
+    with pytest.raises(TTamerError, match="not fitted"):
+        ThresholdTamer().runtime_rule()
+    tamer = ThresholdTamer(policy="common:max_prob:last", n_lams=11).fit(cal)
+    rule = tamer.runtime_rule()
+    assert "common:max_prob:last" in repr(rule) and rule.thresholds[-1] == -np.inf
+    with pytest.raises(TTamerError, match="taus must hold"):
+        RuntimeRule(tamer.state_model_, np.zeros(L))
+    with pytest.raises(TTamerError, match=r"probs must be \[B, 2, 3\]"):
+        rule.step(1, test.probs[:, :3])

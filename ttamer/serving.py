@@ -10,6 +10,15 @@ recall** -- with the consulted exit of smallest calibrated loss ``ℓ_i(s_i)``
 whose ``reveal`` callback runs the network, so the runtime takes exactly the decisions that
 the trace-simulated policy takes on the same outputs (the key property, tested).
 
+**Threshold rules** take a fast path without a policy object or a rollout: a rule with
+``step(i, probs) -> (x_i, a_i)``, ``stops(i, x_i)`` and ``thresholds`` (a fitted
+:class:`~ttamer.earlyexit.tamer.ThresholdTamer`'s ``runtime_rule()``, :class:`MaxProbRule`,
+a stop / go-on ``state_fn`` compiled by :class:`StateFnRule`, a chain policy compiled by
+:class:`ChainPolicyRule`) is evaluated after every exit on the rows still running -- one state
+computation and one vectorised comparison -- and the rows that stop leave the batch. The
+runtime also records the per-exit cost profile of each serving mode (one query at a time,
+batched) in the trace's meta; :func:`with_cost_profile` prices a trace in the mode served.
+
 :class:`CascadeServer` does the same for a forest of *separate* models (each node a
 callable from inputs to logits), e.g. the cascade of :mod:`ttamer.workloads.cascade`.
 
@@ -157,7 +166,10 @@ def transformer_exits(tokenizer: Any, encoder: Any, heads: Sequence[Any], max_le
         b = tokenizer(texts, padding=True, truncation=True, max_length=int(max_length), return_tensors="pt")
         b = {k: v.to(device) for k, v in b.items()}
         mask = b["attention_mask"]
-        ctx = {"input_ids": b["input_ids"], "mask": mask.unsqueeze(-1).to(torch.float32),
+        m = mask.unsqueeze(-1).to(torch.float32)
+        # the exits' mean-pooling weights [B, 1, T], computed once per batch: a head is then one
+        # batched product and its linear layer
+        ctx = {"input_ids": b["input_ids"], "pool": (m / m.sum(1, keepdim=True).clamp_min(1.0)).transpose(1, 2),
                "additive": (1.0 - mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min}
         if "token_type_ids" in b:
             ctx["token_type_ids"] = b["token_type_ids"]
@@ -175,8 +187,8 @@ def transformer_exits(tokenizer: Any, encoder: Any, heads: Sequence[Any], max_le
 
     def exit_head(i: int) -> Callable:
         def head(h: Any, ctx: dict) -> Any:
-            m = ctx["mask"].to(h.dtype)
-            return heads[i]((h * m).sum(1) / m.sum(1).clamp_min(1.0))
+            w = ctx["pool"]  # [B, 1, T]
+            return heads[i](torch.bmm(w if w.dtype == h.dtype else w.to(h.dtype), h)[:, 0])
         return head
 
     names = list(names) if names is not None else [f"layer{i + 1}" for i in range(L)]
@@ -194,7 +206,10 @@ class ServeResult:
     answer was decided; ``seconds`` -- wall-clock time of the whole run; ``probs``
     ``[N, n, C]`` (NaN where not consulted); ``timing`` -- seconds of the run spent in
     ``prepare`` (e.g. tokenisation), ``network`` (blocks, heads, softmax copied to the CPU),
-    ``states`` (``state_fn``) and ``policy`` (the rest: decisions, rollout bookkeeping).
+    ``states`` (``state_fn``; a threshold rule's state and comparison) and ``policy`` (with a
+    policy: the rest, decisions and rollout bookkeeping; with a threshold rule: stopping rows
+    and pruning the batch, the rest being ``other``: splitting the inputs and collecting the
+    results).
     """
 
     answer: np.ndarray
@@ -218,6 +233,13 @@ class ServeResult:
     def timing_ms(self) -> dict[str, float]:
         """``timing`` in milliseconds per example."""
         return {k: 1e3 * v / len(self.answer) for k, v in self.timing.items()}
+
+    @property
+    def decision_us_per_exit(self) -> float:
+        """Microseconds per example per consulted exit spent on states and decisions
+        (``timing["states"] + timing["policy"]``): the runtime's decision overhead."""
+        spent = self.timing.get("states", 0.0) + self.timing.get("policy", 0.0)
+        return 1e6 * spent / max(int(self.consulted.sum()), 1)
 
     @property
     def ms_per_example(self) -> float:
@@ -329,15 +351,20 @@ class _Runtime:
             raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
         parts = []
         t0 = time.perf_counter()
+        run = self._run_rule_batch if getattr(self, "rule", None) is not None else self._run_batch
         for s in range(0, n, bs):
-            parts.append(self._run_batch(_slice(inputs, s, s + bs), min(bs, n - s)))
+            parts.append(run(_slice(inputs, s, s + bs), min(bs, n - s)))
         seconds = time.perf_counter() - t0
         C = max(p["probs"].shape[2] for p in parts)
         if any(p["probs"].shape[2] != C for p in parts):
             raise TTamerError("exits returned different numbers of classes across batches")
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "timing"}
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k not in ("timing", "marks")}
         timing = {k: float(sum(p["timing"][k] for p in parts)) for k in parts[0]["timing"]}
-        timing["policy"] = max(seconds - sum(timing.values()), 0.0)
+        rest = max(seconds - sum(timing.values()), 0.0)
+        if "policy" in timing:  # a threshold rule: its decisions were timed in the loop
+            timing["other"] = rest
+        else:  # a policy: its decisions are the rollout, the rest of the run
+            timing["policy"] = rest
         return ServeResult(cat["answer"], cat["prediction"], cat["states"] >= 0, cat["states"], cat["last"],
                            cat["latency"], seconds, cat["probs"], bs, timing)
 
@@ -365,27 +392,50 @@ class EarlyExitServer(_Runtime):
     honoured: the blocks in between run, their heads do not.
     """
 
-    def __init__(self, model: MultiExitModel, policy: Policy, state_fn: StateFn, device: Any = "cpu",
-                 answer_fn: AnswerFn | None = None, exit_map: ExitMap | None = None) -> None:
+    def __init__(self, model: MultiExitModel, policy: Any, state_fn: StateFn | None = None, device: Any = "cpu",
+                 answer_fn: AnswerFn | None = None, exit_map: ExitMap | None = None, compile: bool = True) -> None:
         if not isinstance(model, MultiExitModel):
             raise TTamerError(f"model must be a MultiExitModel, got {type(model).__name__}")
         self.model = model
         self.n_nodes = model.n_exits
+        self.rule: Any = None
+        if is_runtime_rule(policy):  # a threshold rule, evaluated exit by exit
+            if state_fn is not None or answer_fn is not None:
+                raise TTamerError("a threshold rule computes its own states and answers: pass no state_fn "
+                                  "or answer_fn with it")
+            if int(policy.n_exits) != self.n_nodes:
+                raise TTamerError(f"the rule has {policy.n_exits} exits but the model has {self.n_nodes}")
+            if exit_map is not None and not callable(exit_map):
+                raise TTamerError(f"exit_map must be callable (probs, node) -> exit, got {exit_map!r}")
+            self.rule, self.policy, self.state_fn, self.answer_fn = policy, None, None, None
+            self.exit_map = exit_map
+            self.device = resolve_device(device)
+            self._pos = np.arange(self.n_nodes)
+            return
         super().__init__(policy, state_fn, device, answer_fn, exit_map)
         if not policy.instance.is_chain:
             raise TTamerError("EarlyExitServer needs a policy on a chain of exits; use CascadeServer for trees")
         self._pos = np.asarray(policy.instance.chain_position)
+        if compile and isinstance(policy, StopStatePolicy) and answer_fn is None:
+            self.rule = StateFnRule(self.n_nodes, state_fn, None, policy.instance.name)
 
     @classmethod
     def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu") -> "EarlyExitServer":
-        """Serve with a fitted :class:`~ttamer.calibration.EarlyExitTamer`: its policy, its
-        states computed online (:func:`tamer_state_fn`) and its answer rule
-        (:func:`tamer_answer_fns`) -- or with a fitted :class:`~ttamer.pathwise.PathwiseTamer`
-        (:func:`pathwise_rule`); either way the served decisions are ``tamer.decide``'s."""
+        """Serve with a fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer` (its
+        :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.runtime_rule`, one threshold per exit), a
+        fitted :class:`~ttamer.calibration.EarlyExitTamer` (its policy, its states computed
+        online by :func:`tamer_state_fn` and its answer rule, :func:`tamer_answer_fns`) or a
+        fitted :class:`~ttamer.pathwise.PathwiseTamer` (:func:`pathwise_rule`); either way the
+        served decisions are ``tamer.decide``'s."""
+        if callable(getattr(tamer, "runtime_rule", None)):
+            return cls(model, tamer.runtime_rule(), device=device)
         if hasattr(tamer, "rule_"):
             policy, state_fn, exit_map = pathwise_rule(tamer)
             return cls(model, policy, state_fn, device, exit_map=exit_map)
         answer_fn, exit_map = tamer_answer_fns(tamer)
+        rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer_states_fn(tamer), answer_fn)
+        if rule is not None:
+            return cls(model, rule, device=device, exit_map=exit_map)
         return cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map)
 
     # groups of rows sharing a hidden state at one depth (-1 = before block 0)
@@ -441,11 +491,103 @@ class EarlyExitServer(_Runtime):
         pos = order[np.searchsorted(R[order], rows)]
         return logits.index_select(0, torch.as_tensor(pos, device=logits.device))
 
+    def _run_rule_batch(self, inputs: Any, n: int, rule: Any = None) -> dict[str, Any]:
+        """One batch under a threshold rule, exit by exit: block, head and softmax copied to the
+        host (the one synchronisation the decision needs), ``rule.step`` on the rows still
+        running and one vectorised comparison with the exit's threshold; stopped rows leave
+        the batch. No policy, no rollout. ``marks[i]``: seconds from the batch's start until
+        the decisions at exit ``i`` were taken; ``alive[i]``: rows that ran exit ``i``."""
+        torch = _torch()
+        rule = self.rule if rule is None else rule
+        clock = time.perf_counter
+        L = self.n_nodes
+        t0 = clock()
+        parts = {"prepare": 0.0, "network": 0.0, "states": 0.0, "policy": 0.0}
+        marks, alive = np.full(L, np.nan), np.zeros(L, dtype=np.int64)
+        answer, last = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        states, stop_time = np.full((n, L), -1, dtype=np.int64), np.zeros(n)
+        probs = hist = None
+        rows = np.arange(n)
+        with torch.inference_mode():
+            h, ctx = self.model.prepare(inputs, self.device)
+            self._sync()
+            parts["prepare"] = clock() - t0
+            for i in range(L):
+                t1 = clock()
+                h = self.model.blocks[i](h, ctx)
+                p = _softmax_np(self.model.heads[i](h, ctx))
+                t2 = clock()
+                if hist is None:
+                    probs = np.full((n, L, p.shape[1]), np.nan, dtype=np.float32)
+                    hist = np.empty((n, L, p.shape[1]), dtype=np.float32)
+                hist[:, i] = p
+                x, a = rule.step(i, hist[:, : i + 1])
+                stop = np.ones(len(rows), dtype=bool) if i == L - 1 else rule.stops(i, x)
+                t3 = clock()
+                parts["network"] += t2 - t1
+                parts["states"] += t3 - t2
+                states[rows, i] = stop
+                alive[i] = len(rows)
+                if stop.any():
+                    r = rows[stop]
+                    last[r], answer[r] = i, np.asarray(a)[stop]
+                    probs[r, : i + 1] = hist[stop, : i + 1]
+                    stop_time[r] = clock() - t0
+                    if stop.all():
+                        marks[i] = clock() - t0
+                        parts["policy"] += marks[i] - (t3 - t0)
+                        break
+                    keep = ~stop
+                    rows, hist = rows[keep], hist[keep]
+                    idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
+                    h, ctx = take(h, idx), take(ctx, idx)
+                marks[i] = clock() - t0
+                parts["policy"] += marks[i] - (t3 - t0)
+            if self.exit_map is not None:
+                answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
+            self._sync()
+        pred = probs[np.arange(n), answer].argmax(axis=1)
+        return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
+                "probs": probs, "timing": parts, "marks": marks, "alive": alive}
+
+    def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1, repeats: int = 3) -> np.ndarray:
+        """``[L]`` wall-clock ms per example of each exit when serving ``inputs`` in batches of
+        ``batch_size`` through the runtime forced to the last exit (every block, head, state and
+        decision; exit 0 also pays for ``prepare``): the per-exit cost profile of that serving
+        mode. Every batch is served ``repeats`` times in a row and each of its exits keeps its
+        median time -- on a shared machine the other tenants preempt the process now and then
+        for milliseconds, and at batch 1 such a pause falls on one exit of a query and would
+        misprice it -- then the mean over the batches after ``warmup``."""
+        n, bs = _length(inputs), int(batch_size)
+        if bs < 1:
+            raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+        if int(repeats) < 1:
+            raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
+        forced = max_prob_rule(self.n_nodes, np.inf)
+        per = []
+        for s in range(0, n, bs):
+            batch, rows = _slice(inputs, s, s + bs), min(bs, n - s)
+            runs = []
+            for _ in range(int(repeats)):
+                out = self._run_rule_batch(batch, rows, forced)
+                runs.append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
+            per.append(np.median(runs, axis=0))
+        timed = per[warmup:] if len(per) > warmup else per
+        return 1e3 * np.mean(np.stack(timed), axis=0)
+
     def run_all(self, inputs: Any, labels: Any, batch_size: int = 64, meta: dict | None = None,
-                warmup: int = 1) -> Trace:
+                warmup: int = 1, profile_examples: int = 0) -> Trace:
         """Every exit on every input, batched: a :class:`~ttamer.traces.Trace` whose ``cost[i]``
         is the median (over batches after ``warmup``) wall-clock ms per example of block ``i``
-        with its head (exit 0 also pays for ``prepare``)."""
+        with its head (exit 0 also pays for ``prepare``).
+
+        ``meta["cost_profiles"]`` keeps the per-exit cost profile of each serving mode:
+        ``"batched"`` (the trace's ``cost``) and, with ``profile_examples > 0``, ``"batch1"``
+        -- the first ``profile_examples`` inputs served one at a time by the runtime forced to
+        the last exit (:meth:`cost_profile`). :func:`with_cost_profile` prices the trace in the
+        mode that will be served."""
+        if int(profile_examples) < 0:
+            raise TTamerError(f"profile_examples must be >= 0, got {profile_examples!r}")
         torch = _torch()
         n = _length(inputs)
         L = self.n_nodes
@@ -469,6 +611,11 @@ class EarlyExitServer(_Runtime):
              "exit_names": list(self.model.names), "cost_measure": "serving runtime, all exits, batched",
              "device": str(self.device), "batch_size": int(batch_size)}
         m.update(meta or {})
+        profiles = {"batched": [float(c) for c in cost_ms]}
+        if int(profile_examples) > 0:
+            k = min(int(profile_examples), n)
+            profiles["batch1"] = [float(c) for c in self.cost_profile(_slice(inputs, 0, k), 1, warmup=min(3, k - 1))]
+        m["cost_profiles"] = profiles
         return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
 
     def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:
@@ -528,22 +675,34 @@ class CascadeServer(_Runtime):
 
 
 # --------------------------------------------------------------------------- state functions
-def tamer_state_fn(tamer: Any) -> StateFn:
-    """The states of a fitted :class:`~ttamer.calibration.EarlyExitTamer` computed online:
-    the encoder sees the exits consulted so far (later exits padded uniformly; the state of
-    exit ``i`` depends only on exits ``0..i``)."""
+def tamer_states_fn(tamer: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The states ``[B, L]`` of every exit of a fitted
+    :class:`~ttamer.calibration.EarlyExitTamer` from the exits consulted so far (``probs
+    [B, L, C]``, later exits NaN and padded uniformly; the state of exit ``i`` depends only on
+    exits ``0..i``, so the columns of the consulted exits are final)."""
     if not hasattr(tamer, "encoder_"):
         raise TTamerError("tamer_state_fn needs a fitted EarlyExitTamer (call fit first)")
     enc = tamer.encoder_
     L = enc.n_exits
+    names = [f"e{i}" for i in range(L)]
 
-    def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
+    def states_fn(probs: np.ndarray) -> np.ndarray:
         B, n, C = probs.shape
         if n != L:
             raise TTamerError(f"state_fn: probs has {n} exits, the encoder was fitted on {L}")
         p = np.where(np.isnan(probs), np.float32(1.0 / C), probs).astype(np.float32)
-        tr = Trace(p, np.zeros(B, dtype=np.int64), np.zeros(L), {"exit_names": [f"e{i}" for i in range(L)]})
-        return enc.transform(tr)[:, node]
+        return enc.transform(Trace(p, np.zeros(B, dtype=np.int64), np.zeros(L), {"exit_names": names}))
+    return states_fn
+
+
+def tamer_state_fn(tamer: Any) -> StateFn:
+    """The states of a fitted :class:`~ttamer.calibration.EarlyExitTamer` computed online:
+    the encoder sees the exits consulted so far (later exits padded uniformly; the state of
+    exit ``i`` depends only on exits ``0..i``)."""
+    states_fn = tamer_states_fn(tamer)
+
+    def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
+        return states_fn(probs)[:, node]
     return state_fn
 
 
@@ -606,7 +765,111 @@ def stop_state_policy(n_exits: int, lam: float = 1.0, name: str = "") -> Policy:
     inst = Instance.chain([np.zeros(2)] * L, half, [np.full((2, 2), 0.5)] * (L - 1), np.zeros(L),
                           names=[f"exit{i}" for i in range(L)], name=name)
     table = [np.array([[i + 1 if i < L - 1 else -1], [-1]]) for i in range(L)]
-    return LastStatePolicy(inst, lam, recall=False, table=table, start=np.array([0]))
+    return StopStatePolicy(inst, lam, recall=False, table=table, start=np.array([0]))
+
+
+class StopStatePolicy(LastStatePolicy):
+    """The chain policy of :func:`stop_state_policy`: stop at the first exit in state ``1``.
+    :class:`EarlyExitServer` compiles it with its ``state_fn`` into a threshold rule
+    (:class:`StateFnRule`) instead of driving it through :func:`~ttamer.policy.rollout`."""
+
+
+class StateFnRule:
+    """A stop / go-on ``state_fn`` (state ``1``: stop) as a rule the runtime evaluates exit by
+    exit (the interface of :meth:`ttamer.earlyexit.tamer.ThresholdTamer.runtime_rule`):
+    ``step(i, probs [B, i+1, C]) -> (x_i, a_i)``, stop where ``x_i ≥ thresholds[i]``.
+
+    ``state_fn`` sees the exits consulted so far, later ones NaN (its usual input); the answer
+    is the exit stopped at, mapped through ``exit_map`` by the runtime once the batch is done.
+    """
+
+    def __init__(self, n_exits: int, state_fn: StateFn, exit_map: ExitMap | None = None, name: str = "") -> None:
+        if not callable(state_fn):
+            raise TTamerError(f"state_fn must be callable (probs [B, n, C], node) -> states [B], got {state_fn!r}")
+        if exit_map is not None and not callable(exit_map):
+            raise TTamerError(f"exit_map must be callable (probs, node) -> exit, got {exit_map!r}")
+        self.n_exits = int(n_exits)
+        self.state_fn, self.exit_map, self.name = state_fn, exit_map, name
+        self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``: ``1.0`` where the state function says stop after exit ``i``."""
+        B, seen, C = probs.shape
+        full = np.full((B, self.n_exits, C), np.nan, dtype=np.float32)
+        full[:, :seen] = probs
+        s = np.asarray(self.state_fn(full, int(i))).reshape(-1)
+        if len(s) != B or (len(s) and not np.isin(s, (0, 1)).all()):
+            raise TTamerError(f"state_fn returned states {s[:5].tolist()}... for node {i} "
+                              f"({B} rows, expected values in 0..1)")
+        return s.astype(np.float64), np.full(B, i, dtype=np.int64)
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: stop after exit ``i`` (always at the last exit)."""
+        return x >= self.thresholds[i]
+
+
+class ChainPolicyRule:
+    """A policy on a chain without skips, evaluated exit by exit like a threshold rule: after
+    exit ``i`` the states of exits ``0..i`` (``states_fn``: one call on the outputs seen so far)
+    and one ``policy.decide`` on the rows still running -- stop or go on to exit ``i + 1``; the
+    rows that stop are answered by ``answer_fn`` (default ``policy.answer``, recall). The
+    decisions are those of :func:`~ttamer.policy.rollout` on the same states, without its
+    bookkeeping. Build it with :meth:`compile`, which says when a policy qualifies.
+
+    ``states_fn(probs [B, L, C]) -> [B, L]`` int states, later exits NaN in ``probs``; the
+    state of exit ``j`` must read exits ``0..j`` only (as the calibrated encoders do).
+    """
+
+    def __init__(self, policy: Policy, states_fn: Callable[[np.ndarray], np.ndarray],
+                 answer_fn: AnswerFn | None = None, name: str = "") -> None:
+        self.policy, self.states_fn = policy, states_fn
+        self.answer_fn = answer_fn if answer_fn is not None else policy.answer
+        self.n_exits = int(policy.instance.n)
+        self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
+        self.name = name or policy.describe().split("\n")[0]
+
+    @classmethod
+    def compile(cls, policy: Policy, states_fn: Callable[[np.ndarray], np.ndarray],
+                answer_fn: AnswerFn | None = None) -> "ChainPolicyRule | None":
+        """The rule, or ``None`` where the policy is not one exit after the other from exit 0
+        (a tree, skips, a chain in another order, or a policy that starts elsewhere)."""
+        inst = policy.instance
+        if not inst.is_chain or inst.skips or not np.array_equal(inst.chain_position, np.arange(inst.n)):
+            return None
+        first = policy.decide(np.full((1, inst.n), -1, dtype=np.int64), np.full(1, -1, dtype=np.int64))
+        return cls(policy, states_fn, answer_fn) if int(first[0]) == 0 else None
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``: ``1.0`` where the policy stops after exit ``i``, and the exit that
+        answers there (``i`` where it goes on)."""
+        B, seen, C = probs.shape
+        L = self.n_exits
+        full = np.full((B, L, C), np.nan, dtype=np.float32)
+        full[:, :seen] = probs
+        states = np.full((B, L), -1, dtype=np.int64)
+        states[:, : i + 1] = np.asarray(self.states_fn(full), dtype=np.int64)[:, : i + 1]
+        last = np.full(B, i, dtype=np.int64)
+        nxt = np.asarray(self.policy.decide(states, last), dtype=np.int64)
+        stop = nxt < 0
+        wrong = ~stop & (nxt != i + 1)
+        if wrong.any():
+            raise TTamerError(f"the policy went from exit {i} to exit {int(nxt[wrong][0])}; a chain rule "
+                              "goes on to the next exit or stops")
+        answer = last.copy()
+        if stop.any():
+            answer[stop] = np.asarray(self.answer_fn(states[stop], last[stop]), dtype=np.int64)
+        return stop.astype(np.float64), answer
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: the policy stops after exit ``i``."""
+        return x >= self.thresholds[i]
+
+
+def is_runtime_rule(rule: Any) -> bool:
+    """Whether ``rule`` has the interface of a rule evaluated exit by exit: ``n_exits``,
+    ``thresholds [n_exits]``, ``step(i, probs) -> (x, a)`` and ``stops(i, x)``."""
+    return (not isinstance(rule, Policy) and callable(getattr(rule, "step", None))
+            and callable(getattr(rule, "stops", None)) and hasattr(rule, "thresholds"))
 
 
 def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, StateFn]:
@@ -621,6 +884,65 @@ def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, 
     def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
         return (np.nanmax(probs[:, node], axis=1) >= tau).astype(np.int64)
     return policy, state_fn
+
+
+class MaxProbRule:
+    """The confidence-threshold heuristic as a rule evaluated exit by exit: stop at the first
+    exit whose max-probability is ``≥ tau`` (else at the last) and answer with it; one
+    reduction and one comparison per exit (``tau = inf``: the runtime forced to the last exit)."""
+
+    def __init__(self, n_exits: int, tau: float) -> None:
+        if np.isnan(tau):
+            raise TTamerError("tau must be a number, got nan")
+        if int(n_exits) < 1:
+            raise TTamerError(f"n_exits must be >= 1, got {n_exits}")
+        self.n_exits, self.tau = int(n_exits), float(tau)
+        self.thresholds = np.r_[np.full(self.n_exits - 1, self.tau), -np.inf]
+        self.name = f"max-prob >= {tau:g}"
+        self._exit = [np.full(1, i, dtype=np.int64) for i in range(self.n_exits)]
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(max-probability of exit i, i)`` for the rows of ``probs [B, i+1, C]`` (float32, as
+        in the trace; compared with the float64 threshold exactly)."""
+        B = len(probs)
+        if len(self._exit[i]) < B:
+            self._exit[i] = np.full(B, i, dtype=np.int64)
+        return probs[:, i].max(axis=1), self._exit[i][:B]
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: ``x ≥`` exit ``i``'s threshold."""
+        return x >= self.tau
+
+
+def max_prob_rule(n_exits: int, tau: float) -> MaxProbRule:
+    """:class:`MaxProbRule`: the decisions of :func:`threshold_rule` (and of
+    :func:`ttamer.baselines.max_prob_threshold`), served without a policy object."""
+    return MaxProbRule(n_exits, tau)
+
+
+#: Serving modes whose per-exit cost profiles a trace recorded by the runtime keeps.
+COST_PROFILES = ("batch1", "batched")
+
+
+def with_cost_profile(trace: Trace, mode: str | int) -> Trace:
+    """``trace`` priced in a serving mode: its ``cost`` replaced by
+    ``meta["cost_profiles"][mode]`` (recorded by :meth:`EarlyExitServer.run_all`); ``mode`` is
+    ``"batch1"``, ``"batched"`` or a batch size (1: ``"batch1"``, more: ``"batched"``). The
+    simulation of a strategy served one query at a time should use ``"batch1"``."""
+    if not isinstance(mode, str):
+        mode = "batch1" if int(mode) == 1 else "batched"
+    if mode not in COST_PROFILES:
+        raise TTamerError(f"mode must be one of {COST_PROFILES} or a batch size, got {mode!r}")
+    profiles = trace.meta.get("cost_profiles")
+    if not isinstance(profiles, dict) or mode not in profiles:
+        have = sorted(profiles) if isinstance(profiles, dict) else []
+        raise TTamerError(f"the trace's meta has no {mode!r} cost profile (cost_profiles: {have}); record it with "
+                          "EarlyExitServer.run_all(..., profile_examples=k)")
+    cost = np.asarray(profiles[mode], dtype=np.float64)
+    if cost.shape != (trace.n_exits,):
+        raise TTamerError(f"cost profile {mode!r} has {cost.size} values for {trace.n_exits} exits")
+    meta = dict(trace.meta, cost_measure=f"serving runtime, cost profile {mode!r}")
+    return Trace.build(trace.probs, trace.labels, cost, meta)
 
 
 def pathwise_rule(tamer: Any) -> tuple[Policy, StateFn, ExitMap | None]:

@@ -443,6 +443,14 @@ class ThresholdTamer(BaseTamer):
         return ExitDecisions(np.r_[dec.answer, full.answer], np.r_[dec.last, full.last], np.r_[dec.cost, full.cost],
                              np.r_[dec.params, full.params], self.name)
 
+    def runtime_rule(self) -> "RuntimeRule":
+        """The fitted rule at ``lam`` in the form a serving runtime evaluates exit by exit
+        (:class:`RuntimeRule`; served by :class:`ttamer.serving.EarlyExitServer`): its
+        decisions on the exits' outputs are :meth:`decide`'s."""
+        self._check_fitted()
+        return RuntimeRule(self.state_model_, np.asarray(self.taus_, dtype=np.float64).copy(),
+                           f"{self.name} λ={float(self.lam):g} ({self.candidate_.key})")
+
     @property
     def name(self) -> str:
         return "ttamer" if self.recall else "no-recall"
@@ -450,3 +458,71 @@ class ThresholdTamer(BaseTamer):
     def describe(self) -> str:
         self._check_fitted()
         return f"T-Tamer, path-wise thresholds: {self.candidate_.describe()}"
+
+
+class RuntimeRule:
+    """A fitted threshold rule evaluated online, exit by exit, on the examples still running.
+
+    After exit ``i`` the runtime calls :meth:`step` with the softmax rows of exits ``0..i`` of
+    the examples still running and stops those with ``x_i ≥ taus[i]`` (every one at the last
+    exit), answering with ``a_i``. :meth:`step` runs the :class:`StateModel`'s own code on the
+    exits seen so far (the state of exit ``i`` reads exits ``0..i`` only), so the served
+    decisions equal :meth:`ThresholdTamer.decide` on the same outputs; the max-probability and
+    entropy states with the answer "the exit stopped at" are one vectorised reduction.
+
+    Parameters
+    ----------
+    state_model : StateModel
+        The fitted state and answer rule.
+    taus : ndarray of shape (L−1,)
+        The threshold of each exit but the last.
+    name : str
+        What the rule is (for reports).
+    """
+
+    def __init__(self, state_model: StateModel, taus: np.ndarray, name: str = "threshold rule") -> None:
+        L = int(state_model.n_exits)
+        taus = np.asarray(taus, dtype=np.float64).reshape(-1)
+        if len(taus) != L - 1 or np.isnan(taus).any():
+            raise TTamerError(f"taus must hold {L - 1} numbers (one per exit but the last), got {taus.tolist()}")
+        self.state_model, self.name = state_model, str(name)
+        self.n_exits, self.n_classes = L, int(state_model.n_classes)
+        #: Threshold per exit, with ``thresholds[L−1] = −inf`` (the last exit always stops).
+        self.thresholds = np.r_[taus, -np.inf]
+        self.taus = taus
+        self._prefix = [self._prefix_model(i) for i in range(L)]
+        self._direct = state_model.state in ("max_prob", "neg_entropy") and state_model.answer in (
+            "last", "ensemble_at_end")
+
+    def _prefix_model(self, i: int) -> StateModel:
+        """The state model restricted to exits ``0..i`` (its fitted per-exit models sliced)."""
+        sm = self.state_model
+        models = dict(sm.models)
+        if "learned" in models:
+            w, scale = models["learned"]
+            models["learned"] = (w[: i + 1], scale)
+        if "posterior" in models:
+            models["posterior"] = models["posterior"][: i + 1]
+        answer = "last" if sm.answer == "ensemble_at_end" and i < self.n_exits - 1 else sm.answer
+        return StateModel(sm.state, answer, i + 1, sm.n_classes, models)
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``, both ``[B]``: the state after exit ``i`` and the exit answering if the
+        rule stops there, from ``probs [B, i+1, C]`` (float32 softmax rows of exits ``0..i``)."""
+        B = probs.shape[0]
+        if probs.ndim != 3 or probs.shape[1] != i + 1 or probs.shape[2] != self.n_classes:
+            raise TTamerError(f"step({i}): probs must be [B, {i + 1}, {self.n_classes}], got {list(probs.shape)}")
+        if self._direct and (i < self.n_exits - 1 or self.state_model.answer == "last"):
+            row = Trace(probs[:, i:], np.zeros(B, dtype=np.int64), np.zeros(1))
+            x = row.max_prob[:, 0] if self.state_model.state == "max_prob" else -row.entropy[:, 0]
+            return x, np.full(B, i, dtype=np.int64)
+        tr = Trace(probs, np.zeros(B, dtype=np.int64), np.zeros(i + 1))
+        x, answers = self._prefix[i].transform(tr)
+        return x[:, i], answers[:, i]
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: the rule stops after exit ``i`` on states ``x`` (always at the last exit)."""
+        return x >= self.thresholds[i]
+
+    def __repr__(self) -> str:
+        return f"RuntimeRule({self.name!r}, taus={np.round(self.taus, 4).tolist()})"

@@ -139,7 +139,7 @@ def strategy_metrics(front: np.ndarray, full_accuracy: float, cost_range: tuple[
     return out
 
 
-#: How T-Tamer's rule is estimated: threshold rules on calibration paths (the default,
+#: How T-Tamer's rule is estimated, by threshold rules on calibration paths (the default,
 #: :class:`~ttamer.earlyexit.tamer.ThresholdTamer`), a least-squares regression of the
 #: continuation value (:class:`~ttamer.pathwise.PathwiseTamer`), or the paper's binned Markov
 #: chain (:class:`~ttamer.calibration.EarlyExitTamer`).

@@ -20,7 +20,7 @@ from .validate import check_count, check_seed
 #: bounded whatever ``n`` and the instance size (override: ``max_cells=``). The per-rollout
 #: ``states`` and ``order`` arrays are kept only when everything fits in one chunk.
 MAX_SIM_CELLS = 4_000_000
-#: Largest number of rollouts one call may ask for (override: ``max_samples=``).
+#: Largest number of rollouts one call may ask for (override it with ``max_samples=``).
 MAX_SAMPLES = 50_000_000
 
 
@@ -153,7 +153,7 @@ def evaluate_exactly(policy: Policy, max_histories: int = 4_000_000) -> ExactEva
     The probability of every history is pushed through ``policy.decide`` one step at a time:
     each consulted node splits a history into the states it may reveal, weighted by
     ``P_e[s_source, t]`` (zero-probability branches dropped), and histories that coincide in
-    ``(states, last)`` are merged. Raises :class:`SolverError` if the policy consults an
+    ``(states, last)`` are merged. Raises :class:`~ttamer.errors.SolverError` if the policy consults an
     unavailable node, stops with no answer (no model consulted and no fallback), or holds
     more than ``max_histories`` histories at once.
     """

@@ -2,17 +2,17 @@
 
 A trace holds one model with ``L`` exits evaluated on one set of ``N`` examples:
 
-=========  ============================  ==================================================
-key        shape / dtype                 meaning
-=========  ============================  ==================================================
-``probs``  float32 ``[N, L, C]``         softmax output of every exit for every example
-``labels`` int64 ``[N]``                 true class, in ``0..C-1``
-``cost``   float64 ``[L]`` or ``[N, L]`` cost of reaching exit ``i`` from exit ``i-1``
-                                         (exit 0 from the input), per example or on average
-``meta``   JSON object (string on disk)  at least ``model``, ``dataset``, ``cost_unit`` and
-                                         ``exit_names`` (``L`` strings); usually also
-                                         ``split``, ``hardware``, ``versions``, ``seed``
-=========  ============================  ==================================================
+==========  ==============================  ====================================================
+key         shape / dtype                   meaning
+==========  ==============================  ====================================================
+``probs``   float32 ``[N, L, C]``           softmax output of every exit for every example
+``labels``  int64 ``[N]``                   true class, in ``0..C-1``
+``cost``    float64 ``[L]`` or ``[N, L]``   cost of reaching exit ``i`` from exit ``i-1``
+                                            (exit 0 from the input), per example or on average
+``meta``    JSON object (string on disk)    at least ``model``, ``dataset``, ``cost_unit`` and
+                                            ``exit_names`` (``L`` strings); usually also
+                                            ``split``, ``hardware``, ``versions``, ``seed``
+==========  ==============================  ====================================================
 
 On a chain of exits a strategy that consulted exits ``0..k`` paid ``Σ_{i≤k} cost[i]``; the
 full model costs ``Σ_i cost[i]``. :func:`load_trace` and :meth:`Trace.validate` check every
@@ -122,7 +122,7 @@ class Trace:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "Trace":
-        """Check every rule of the trace format; return ``self``. Raises :class:`TraceError`."""
+        """Check every rule of the trace format; return ``self``. Raises :class:`~ttamer.errors.TraceError`."""
         self._validate_arrays()
         self._validate_probs()
         self._validate_labels()
@@ -292,7 +292,7 @@ class Trace:
               min_each: int = MIN_SPLIT_EXAMPLES) -> tuple["Trace", "Trace"]:
         """Random split into (calibration, test) with ``round(fraction·N)`` calibration examples;
         each side must hold at least ``min_each`` examples
-        (:data:`ttamer.validate.MIN_SPLIT_EXAMPLES`), else a :class:`TraceError`."""
+        (:data:`ttamer.validate.MIN_SPLIT_EXAMPLES`), else a :class:`~ttamer.errors.TraceError`."""
         n = self.n_examples
         try:
             fraction = check_fraction(fraction, "calibration fraction", n=n, min_each=min_each)

@@ -210,7 +210,7 @@ def build_blocks(arch: str, in_ch: int, width: int) -> tuple[list, list[int], li
 
 
 def build_model(arch: str, in_ch: int, n_classes: int, width: int, pool: int | None = None):
-    """A :class:`MultiExit` network: ``forward(x)`` returns the logits of every exit."""
+    """A ``MultiExit`` network (an ``nn.Module``): ``forward(x)`` returns the logits of every exit."""
     nn = _nn()
     blocks, ch, names = build_blocks(arch, in_ch, width)
     pool = (2 if arch == "small_cnn" else 1) if pool is None else pool

@@ -40,8 +40,7 @@ from .validate import MIN_SPLIT_EXAMPLES, check_fraction, check_seed, escape_tex
 
 #: Tolerance on ``Σ_c probs[n, i, c] = 1`` (float32 softmax outputs).
 PROB_SUM_TOL = 1e-3
-#: Keys every ``meta`` must hold.
-#: Descriptive ``meta`` fields and the defaults a trace without them is read with (all optional:
+#: Descriptive ``meta`` fields and the defaults a trace without them is read with (all optional;
 #: a trace with ``probs``, ``labels`` and ``cost`` alone is complete).
 META_DEFAULTS = {"model": "?", "dataset": "?", "cost_unit": "unit"}
 #: Keys of a trace file.
@@ -74,13 +73,31 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
 
 @dataclass(eq=False)
 class Trace:
-    """One model with ``L`` exits on ``N`` examples (the book's chapter *Early exit on real models*).
+    r"""One model with ``L`` exits on ``N`` examples (the book's chapter :doc:`/early_exit`).
 
-    ``probs`` float32 ``[N, L, C]``, ``labels`` int64 ``[N]``, ``cost`` float64 ``[L]`` or
-    ``[N, L]`` (cost of reaching exit ``i`` from exit ``i-1``), ``meta`` a JSON-serialisable
-    dict of descriptive fields, all optional (:data:`META_DEFAULTS`; ``exit_names`` defaults
-    to ``exit0, exit1, …``). Call :meth:`validate` (done by
-    :func:`load_trace` and :func:`save_trace`) to check every rule.
+    On a chain of exits, a strategy that consulted exits ``0..k`` on example ``n`` paid
+
+    .. math::
+
+       \sum_{i \le k} \mathrm{cost}[n, i]
+
+    (``cost[i]`` for every example when ``cost`` is ``[L]``); the full model costs the sum
+    over every exit. Use :meth:`build` to convert dtypes and fill the defaults; call
+    :meth:`validate` (done by :func:`~ttamer.traces.load_trace` and
+    :func:`~ttamer.traces.save_trace`) to check every rule.
+
+    Parameters
+    ----------
+    probs : ndarray of shape (N, L, C), float32
+        Softmax output of every exit for every example (rows sum to 1).
+    labels : ndarray of shape (N,), int64
+        True class of every example, in ``0..C-1``.
+    cost : ndarray of shape (L,) or (N, L), float64
+        Cost of reaching exit ``i`` from exit ``i-1`` (exit 0 from the input), on average or
+        per example.
+    meta : dict
+        JSON-serialisable descriptive fields, all optional (:data:`META_DEFAULTS`;
+        ``exit_names`` defaults to ``exit0, exit1, …``).
     """
 
     probs: np.ndarray
@@ -313,11 +330,24 @@ class Trace:
 
 # ---------------------------------------------------------------------------------------------
 def save_trace(path: str | Path, trace: Trace, compressed: bool = False) -> None:
-    """Validate ``trace`` and write it to ``path`` (``.npz``; ``meta`` as a JSON string),
-    zip-deflated if ``compressed`` (:func:`load_trace` reads both).
+    """Validate ``trace`` and write it to ``path`` (``.npz``; ``meta`` as a JSON string).
 
     The file is written to a temporary file in the same folder and renamed over ``path``, so
     a failed write never destroys a good file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The trace file (the book's chapter :doc:`/formats`).
+    trace : Trace
+        The trace to write; it is validated first.
+    compressed : bool, default False
+        Zip-deflate the arrays (:func:`load_trace` reads both kinds).
+
+    Raises
+    ------
+    TraceError
+        The trace breaks a rule of the format, or the file cannot be written.
     """
     if not isinstance(trace, Trace):
         raise TraceError(f"save_trace: expected a Trace, got {type(trace).__name__}")
@@ -371,10 +401,26 @@ def _check_npz_sizes(path: Path, max_bytes: int) -> None:
 
 
 def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
-    """Read and validate a trace file (the book's chapter *Early exit on real models*).
+    """Read and validate a trace file (``.npz``; the book's chapter :doc:`/formats`).
 
-    Only a regular file is read; its size and the sizes its zip and ``.npy`` headers declare
-    must stay within ``max_bytes`` (:data:`MAX_TRACE_BYTES`). Errors name the file and the key.
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The trace file. Only a regular file is read.
+    max_bytes : int, default MAX_TRACE_BYTES
+        Largest size of the file, and of the arrays its zip and ``.npy`` headers declare,
+        checked before anything is allocated (:data:`MAX_TRACE_BYTES`).
+
+    Returns
+    -------
+    Trace
+        The validated trace.
+
+    Raises
+    ------
+    TraceError
+        The file cannot be read, is too large, or breaks a rule of the format; the message
+        names the file and the key.
     """
     path = check_path(path, "trace file", TraceError)
     where = show_path(path)

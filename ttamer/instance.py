@@ -149,7 +149,7 @@ def _check_rows_sum_to_one(arr: np.ndarray, where: str) -> None:
 
 
 class Instance:
-    r"""A validated instance: a forest of :class:`~ttamer.instance.Node` plus optional skips and fallback.
+    r"""A validated instance: a forest of nodes plus optional skips and fallback.
 
     Node :math:`v` has a parent (none for a root), an edge cost :math:`c_v \ge 0`, losses
     :math:`\ell_v(s) \ge 0` for its states :math:`s \in \Sigma_v = \{0, \dots, K_v - 1\}`, and
@@ -167,7 +167,8 @@ class Instance:
     Parameters
     ----------
     nodes : sequence of Node
-        The nodes, at least one; their positions ``0..n-1`` follow this order.
+        The nodes (:class:`~ttamer.instance.Node`), at least one; their positions ``0..n-1``
+        follow this order.
     fallback : float, optional
         The loss :math:`y \ge 0` of answering without consulting any model; ``None`` (the
         default) means at least one model must be consulted.

@@ -139,7 +139,10 @@ class Trace:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "Trace":
-        """Check every rule of the trace format; return ``self``. Raises :class:`~ttamer.errors.TraceError`."""
+        """Check every rule of the trace format; return ``self``.
+
+        Raises :class:`~ttamer.errors.TraceError` naming the key and the first offending index.
+        """
         self._validate_arrays()
         self._validate_probs()
         self._validate_labels()

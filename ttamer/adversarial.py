@@ -21,7 +21,7 @@ no-recall / recall):
   instance; model 1 loss ``δ`` surely, model 2 loss ``0`` w.p. ``1 − δ`` and ``1`` otherwise
   attains it (no recall ``δ``, recall ``δ²``).
 
-:func:`search_worst_ratio` maximises the ratio with :mod:`scipy.optimize` over the class of
+:func:`search_worst_ratio` maximises the ratio with ``scipy.optimize`` over the class of
 the loss-floor bound (state 0 of every node has loss 0, the others losses in ``[δ, 1]``, free
 initial and transition distributions, zero costs, ``λ = 1``), evaluating every candidate
 with the exact solvers, and reports the best instance found against the bound ``1/δ``.

@@ -23,7 +23,7 @@ unchanged.
 meta-state of every revealed state (:class:`LiftedPolicy`): a decision taken in a meta-state
 applies to all its states. With recall it answers with the consulted model of smallest *true*
 loss. The lifted policy is a policy of the original instance, so its exact value (computed by
-:func:`ttamer.evaluate_exactly`) is never below the optimum: the value error is
+:func:`~ttamer.simulate.evaluate_exactly`) is never below the optimum: the value error is
 ``≥ 0``, and ``0`` when ``q ≥ max K_v``.
 """
 

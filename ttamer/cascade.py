@@ -47,7 +47,7 @@ from .validate import check_bool, check_int, check_lam
 from .earlyexit.base import BaseTamer
 
 ANSWERS = ("last", "most_confident")
-#: State features of a tree: each model's own confidence (chain-history features do not apply).
+#: The state features of a tree, each model's own confidence (chain-history features do not apply).
 TREE_FEATURES = ("max_prob", "entropy", "margin")
 
 

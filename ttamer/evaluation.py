@@ -47,7 +47,7 @@ from . import baselines
 from .calibration import EarlyExitTamer
 from .errors import TraceError, TTamerError
 from .pathwise import PathwiseTamer
-from .traces import ExitDecisions, Trace, target_labels
+from .traces import META_DEFAULTS, ExitDecisions, Trace, target_labels
 from .earlyexit import heuristics
 from .earlyexit.slo import slo_block
 from .earlyexit.tamer import ThresholdTamer
@@ -140,7 +140,7 @@ def strategy_metrics(front: np.ndarray, full_accuracy: float, cost_range: tuple[
     return out
 
 
-#: How T-Tamer's rule is estimated: threshold rules on calibration paths (the default,
+#: How T-Tamer's rule is estimated, by threshold rules on calibration paths (the default,
 #: :class:`~ttamer.earlyexit.tamer.ThresholdTamer`), a least-squares regression of the
 #: continuation value (:class:`~ttamer.pathwise.PathwiseTamer`), or the paper's binned Markov
 #: chain (:class:`~ttamer.calibration.EarlyExitTamer`).
@@ -247,20 +247,75 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                    frontier_kind: str = "pareto", estimation: str = "thresholds",
                    pathwise: dict | None = None, thresholds: dict | None = None, with_chain: bool = True,
                    keep_replicates: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Split ``trace`` (seeded), fit T-Tamer on the calibration part, run every strategy on
-    the test part and report frontiers, bands and metrics (a JSON-ready dict).
+    r"""Split ``trace`` (seeded), fit T-Tamer on the calibration part, run every strategy on
+    the test part and report frontiers, bands and metrics (the book's chapter
+    :doc:`/early_exit`).
 
-    ``estimation``, ``thresholds``, ``pathwise`` and ``tamer``: how T-Tamer is estimated, see
-    :func:`fit_tamers` (``with_chain=False`` skips the paper's estimation, the slowest fit).
-    The result's ``"slo"`` block is the service-level protocol
-    (:func:`~ttamer.earlyexit.slo.slo_block`). ``keep_replicates`` adds each strategy's
-    bootstrap AUC replicates (``"auc_replicates"``, the same resamples for every strategy).
-    ``progress`` shows progress bars (T-Tamer's cross-validation, then the strategies) on
-    stderr.
+    Every strategy is swept on the test examples into points (cost, accuracy), cost as a
+    fraction of the full model's mean cost; its frontier :math:`\mathrm{acc}(c)` is the best
+    accuracy at cost at most :math:`c`, and its main metric is the normalised area
 
-    ``frontier_kind="pareto"`` (default): the staircase of the deterministic sweep points;
-    ``"hull"``: their concave envelope, reached by randomising between neighbouring sweep
-    points (applied to every strategy alike)."""
+    .. math::
+
+       \mathrm{AUC} = \frac{1}{c_{\mathrm{hi}} - c_{\mathrm{lo}}}
+       \int_{c_{\mathrm{lo}}}^{c_{\mathrm{hi}}} \mathrm{acc}(c)\, \mathrm{d}c
+
+    over ``cost_range`` (the module docstring lists the other metrics).
+
+    Parameters
+    ----------
+    trace : Trace
+        The measured model (at least 2 exits).
+    seed : int, default 0
+        Seed of the calibration / test split (and, plus one, of the bootstrap).
+    calibration_fraction : float, default 0.5
+        Share of the examples used for fitting; the rest are the test examples.
+    lams : sequence of float, optional
+        The :math:`\lambda` grid swept by the chain and regression estimations (their
+        default grid if ``None``).
+    tamer : dict, optional
+        Options of :class:`~ttamer.calibration.EarlyExitTamer` (the paper's estimation).
+    target : {"label", "final"}
+        What an answer is judged against: the true class, or the full model's prediction.
+    n_boot : int, default 200
+        Bootstrap resamples of the test examples (0: no bands and no intervals).
+    band_points : int, default 41
+        Points of the cost grid of the bands.
+    cost_range : tuple of float, optional
+        :math:`(c_{\mathrm{lo}}, c_{\mathrm{hi}})`; by default from the largest of the
+        strategies' cheapest costs to 1 (the full model).
+    frontier_kind : {"pareto", "hull"}
+        ``"pareto"``: the staircase of the deterministic sweep points; ``"hull"``: their
+        concave envelope, reached by randomising between neighbouring sweep points (applied
+        to every strategy alike).
+    estimation : {"thresholds", "regression", "chain"}
+        How T-Tamer is estimated (:data:`ESTIMATIONS`, :func:`fit_tamers`).
+    pathwise : dict, optional
+        Options of :class:`~ttamer.pathwise.PathwiseTamer` (``estimation="regression"``).
+    thresholds : dict, optional
+        Options of :class:`~ttamer.earlyexit.tamer.ThresholdTamer`
+        (``estimation="thresholds"``).
+    with_chain : bool, default True
+        Also fit the paper's estimation as ``"ttamer-chain"`` (the slowest fit).
+    keep_replicates : bool, default False
+        Add each strategy's bootstrap AUC replicates (``"auc_replicates"``, the same resamples
+        for every strategy).
+    progress : bool, default False
+        Show progress bars (T-Tamer's cross-validation, then the strategies) on stderr.
+
+    Returns
+    -------
+    dict
+        A JSON-ready report: ``"trace"``, ``"split"``, ``"target"``, ``"frontier_kind"``,
+        ``"full_model"``, ``"cost_range"``, ``"ttamer_fit"``, ``"strategies"`` (per strategy:
+        frontier, sweep points, band and the metrics of the module docstring), ``"slo"`` (the
+        service-level protocol, :func:`~ttamer.earlyexit.slo.slo_block`) and ``"timing"``.
+
+    Raises
+    ------
+    TraceError
+        The trace is invalid or has fewer than 2 exits.
+    """
     t0 = time.perf_counter()
     trace.validate()
     if trace.n_exits < 2:
@@ -305,7 +360,9 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                 m["auc_replicates"] = auc_b[name].tolist()
     elapsed = time.perf_counter() - t0
     return {
-        "trace": {key: trace.meta.get(key) for key in ("model", "dataset", "split", "cost_unit", "exit_names")}
+        "trace": {key: trace.meta.get(key, META_DEFAULTS.get(key)) for key in ("model", "dataset", "split",
+                                                                             "cost_unit")}
+                 | {"exit_names": trace.exit_names}
                  | {"n_examples": trace.n_examples, "n_exits": trace.n_exits, "n_classes": trace.n_classes},
         "split": {"seed": int(seed), "calibration_fraction": float(calibration_fraction),
                   "n_calibration": cal.n_examples, "n_test": test.n_examples},

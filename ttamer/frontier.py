@@ -49,7 +49,7 @@ class FrontierPoint:
 
 def strategy_point(instance: Instance, lam: float, recall: bool = True, method: str = "auto") -> FrontierPoint:
     """Solve at ``lam`` with :func:`ttamer.solve` and evaluate the policy exactly
-    (:func:`ttamer.evaluate_exactly`, no simulation)."""
+    (:func:`~ttamer.simulate.evaluate_exactly`, no simulation)."""
     from .solve import solve
 
     sol = solve(instance, lam, recall=recall, method=method)

@@ -1,4 +1,4 @@
-"""Threshold heuristics on chains, evaluated exactly with :func:`ttamer.evaluate_exactly`.
+"""Threshold heuristics on chains, evaluated exactly with :func:`~ttamer.simulate.evaluate_exactly`.
 
 :class:`ThresholdPolicy` is the confidence-threshold early-exit rule (BranchyNet / SDN style)
 on a chain: walk down the chain and stop at the first exit ``i`` with ``ℓ_i(s_i) ≤ τ``

@@ -149,10 +149,43 @@ def _check_rows_sum_to_one(arr: np.ndarray, where: str) -> None:
 
 
 class Instance:
-    """A validated instance: a forest of :class:`Node` plus optional skips and fallback.
+    r"""A validated instance: a forest of nodes plus optional skips and fallback.
 
-    Nodes are addressed by position (``0..n-1``, in the order given) or by name.
-    Arrays describing the forest: ``parent`` (``-1`` for roots), ``n_states`` (``K_v``),
+    Node :math:`v` has a parent (none for a root), an edge cost :math:`c_v \ge 0`, losses
+    :math:`\ell_v(s) \ge 0` for its states :math:`s \in \Sigma_v = \{0, \dots, K_v - 1\}`, and
+    the law of its state: :math:`\mu_v` for a root, the row-stochastic
+    :math:`K_{\mathrm{parent}(v)} \times K_v` matrix
+
+    .. math::
+
+       P_v[s, t] = \Pr\big(S_v = t \mid S_{\mathrm{parent}(v)} = s\big)
+
+    otherwise (the book's chapter :doc:`/model`). Everything is validated here, whatever the
+    source (JSON, dict, the :meth:`chain` and :meth:`tree` builders), and each error names the
+    node and the field at fault.
+
+    Parameters
+    ----------
+    nodes : sequence of Node
+        The nodes (:class:`~ttamer.instance.Node`), at least one; their positions ``0..n-1``
+        follow this order.
+    fallback : float, optional
+        The loss :math:`y \ge 0` of answering without consulting any model; ``None`` (the
+        default) means at least one model must be consulted.
+    skips : sequence of Skip, default ()
+        Skip edges down a single chain (:class:`~ttamer.instance.Skip`).
+    name : str, default ""
+        A label for the instance.
+
+    Raises
+    ------
+    InstanceError
+        A node or a field is invalid; the message names it.
+
+    Notes
+    -----
+    Nodes are addressed by position (``0..n-1``, in the order given) or by name. Arrays
+    describing the forest: ``parent`` (``-1`` for roots), ``n_states`` (``K_v``),
     ``costs`` (``c_v``); lists ``losses[v]`` (``ℓ_v``) and ``transitions[v]`` (``μ_v`` as a
     ``1 x K_v`` matrix for roots, ``P_v`` otherwise), ``children[v]`` and ``roots``.
     """
@@ -371,9 +404,40 @@ class Instance:
         skips: Iterable[tuple[Any, Any, float]] = (),
         name: str = "",
     ) -> "Instance":
-        """A chain exit_0 -> exit_1 -> ...: ``transitions[k]`` is ``P`` into exit ``k+1``.
+        r"""A chain ``exit_0 -> exit_1 -> ... -> exit_{L-1}`` from arrays.
 
-        ``skips`` are ``(from, to, cost)`` with nodes by name or position.
+        The law of the states along the chain is
+
+        .. math::
+
+           \Pr(S_0 = s_0, \dots, S_{L-1} = s_{L-1})
+           = \mu(s_0) \prod_{k=1}^{L-1} P_k[s_{k-1}, s_k].
+
+        Parameters
+        ----------
+        losses : sequence of sequence of float
+            ``losses[k][s]`` is :math:`\ell_k(s)`, for the ``L`` exits.
+        initial : sequence of float
+            :math:`\mu`, the distribution of the state of exit 0.
+        transitions : sequence of array_like
+            ``L - 1`` row-stochastic matrices; ``transitions[k]`` is :math:`P_{k+1}`, the
+            matrix into exit ``k + 1``.
+        costs : sequence of float
+            ``costs[k]`` is :math:`c_k`, the cost of reaching exit ``k`` from exit ``k - 1``
+            (exit 0 from the start).
+        names : sequence of str, optional
+            Node names; ``v0, v1, ...`` by default.
+        fallback : float, optional
+            The loss :math:`y` of answering without consulting any exit.
+        skips : iterable of tuple, default ()
+            Skip edges ``(from, to, cost)``, with their ends given by name or position.
+        name : str, default ""
+            A label for the instance.
+
+        Returns
+        -------
+        Instance
+            The validated chain.
         """
         for label, seq in (("losses", losses), ("transitions", transitions)):
             if not hasattr(seq, "__len__") or isinstance(seq, (str, bytes, Mapping)):
@@ -397,8 +461,42 @@ class Instance:
         skips: Iterable[tuple[Any, Any, float]] = (),
         name: str = "",
     ) -> "Instance":
-        """A forest from arrays: ``parents[v]`` a position or ``None``; ``matrices[v]`` is
-        ``μ_v`` for a root and ``P_v`` otherwise."""
+        r"""A forest from arrays, node ``v`` at position ``v``.
+
+        The states are Markovian along the forest: the joint law is
+
+        .. math::
+
+           \Pr(S = s) = \prod_{v \text{ root}} \mu_v(s_v)
+           \prod_{v \text{ not a root}} P_v\big[s_{\mathrm{parent}(v)}, s_v\big].
+
+        Parameters
+        ----------
+        parents : sequence of int, str or None
+            ``parents[v]`` is the position (or name) of the parent of ``v``; ``None`` or
+            ``-1`` for a root.
+        losses : sequence of sequence of float
+            ``losses[v][s]`` is :math:`\ell_v(s)`.
+        matrices : sequence of array_like
+            ``matrices[v]`` is :math:`\mu_v` (a vector) for a root and :math:`P_v` (a
+            :math:`K_{\mathrm{parent}(v)} \times K_v` row-stochastic matrix) otherwise.
+        costs : sequence of float
+            ``costs[v]`` is :math:`c_v`, the cost of the edge into ``v``.
+        names : sequence of str, optional
+            Node names; ``v0, v1, ...`` by default.
+        fallback : float, optional
+            The loss :math:`y` of answering without consulting any model.
+        skips : iterable of tuple, default ()
+            Skip edges ``(from, to, cost)`` (single chains only), with their ends given by
+            name or position.
+        name : str, default ""
+            A label for the instance.
+
+        Returns
+        -------
+        Instance
+            The validated forest.
+        """
         for label, seq in (("losses", losses), ("parents", parents), ("matrices", matrices), ("costs", costs)):
             if not hasattr(seq, "__len__") or isinstance(seq, (str, bytes, Mapping)):
                 raise InstanceError(f"{label!r} must be a sequence with one entry per node, got {_short(seq)}")
@@ -543,10 +641,25 @@ def _skip_from_dict(k: int, raw: Any) -> Skip:
 
 
 def load_instance(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Instance:
-    """Read and validate an instance file (JSON, the book's chapter *The model*).
+    """Read and validate an instance file (JSON; the book's chapter :doc:`/formats`).
 
-    Only a regular file of at most ``max_bytes`` (:data:`ttamer.safeio.MAX_JSON_BYTES`) is
-    read; it must be UTF-8 JSON without duplicate keys. Errors name the file.
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file. Only a regular file is read; it must be UTF-8 JSON without duplicate keys.
+    max_bytes : int, default ttamer.safeio.MAX_JSON_BYTES
+        Largest file size read (:data:`ttamer.safeio.MAX_JSON_BYTES`).
+
+    Returns
+    -------
+    Instance
+        The validated instance.
+
+    Raises
+    ------
+    InstanceError
+        The file cannot be read, is not valid JSON, or does not describe a valid instance;
+        the message names the file (and the node and field at fault).
     """
     data = read_file(path, "instance file", max_bytes, InstanceError)
     where = show_path(path)
@@ -559,5 +672,13 @@ def load_instance(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Insta
 
 
 def save_instance(instance: Instance, path: str | Path) -> None:
-    """Write ``instance`` to ``path`` as JSON (the book's chapter *The model*)."""
+    """Write ``instance`` to ``path`` as JSON (the book's chapter :doc:`/formats`).
+
+    Parameters
+    ----------
+    instance : Instance
+        The instance to write.
+    path : str or pathlib.Path
+        The file, written atomically (the old file survives any failure).
+    """
     instance.save(path)

@@ -1,4 +1,4 @@
-"""LP certificates: the instance as a finite MDP, its primal LP and the budgeted dual (the book's chapter *LP certificates and the error–cost frontier*).
+r"""LP certificates: the instance as a finite MDP, its primal LP and the budgeted dual (the book's chapter *LP certificates and the error–cost frontier*).
 
 An instance and ``λ`` define a finite-horizon MDP. A state ``x`` is the information gathered
 so far; its actions are *stop* (pay ``λ X(x)``, where ``X`` is the loss answered with) or
@@ -7,9 +7,15 @@ probability ``P(x' | x, a)``). The trade-off is a cost to minimise, so the optim
 ``V*(x)`` is the smallest expected trade-off from ``x`` and it is the largest solution of the
 Bellman inequalities: ``V*`` is the optimum of the linear program
 
-    maximise  Σ_x ν(x) V(x)
-    s.t.      V(x) ≤ λ X(x)                               (stop, where stopping is allowed)
-              V(x) ≤ κ c_a + Σ_x' P(x' | x, a) V(x')      (every consult action a at x)
+.. math::
+
+   \begin{aligned}
+   \text{maximise}\quad & \sum_x \nu(x)\, V(x) \\
+   \text{s.t.}\quad & V(x) \le \lambda X(x)
+       && \text{(stop, where stopping is allowed)} \\
+   & V(x) \le \kappa c_a + \sum_{x'} P(x' \mid x, a)\, V(x')
+       && \text{(every consult action } a \text{ at } x\text{)}
+   \end{aligned}
 
 for any weights ``ν > 0`` (the MDP is acyclic, so every feasible ``V`` is ``≤ V*``
 componentwise and ``V*`` is feasible). We take ``ν = 1`` on every state so that ``V = V*``
@@ -22,14 +28,17 @@ measures* ``ρ(x, a) ≥ 0`` (expected number of times action ``a`` is taken at 
 expected cost of the (possibly randomised) policy ``π(a | x) ∝ ρ(x, a)`` are linear in ``ρ``,
 so a *budget* is one more linear constraint:
 
-    minimise  E[loss] = Σ_x ρ(x, stop) X(x)   s.t.   E[cost] = Σ_{x, a} ρ(x, a) c_a ≤ B.
+.. math::
+
+   \text{minimise}\quad \mathbb{E}[\text{loss}] = \sum_x \rho(x, \text{stop})\, X(x)
+   \quad\text{s.t.}\quad \mathbb{E}[\text{cost}] = \sum_{x, a} \rho(x, a)\, c_a \le B.
 
 Two state spaces are built, independently of the exhaustive DP of :mod:`ttamer.exhaustive`:
 
 * ``"exhaustive"`` -- the states revealed by every consulted node (``-1`` = not consulted),
   plus the last node without recall. Availability: a node whose parent is consulted (a root
   at any time), never twice; on a chain with skips, the edges out of the deepest consulted
-  exit (so the exits skipped over are lost). Exponential: :class:`SolverError` past
+  exit (so the exits skipped over are lost). Exponential: :class:`~ttamer.errors.SolverError` past
   ``max_states``.
 * ``"chain"`` -- on a chain (skips allowed): ``(i, s_i, X)`` with recall, ``X`` in the finite
   set ``{y} ∪ {ℓ_v(s)}`` (``+∞`` at the start when there is no fallback), and ``(i, s_i)``
@@ -229,7 +238,7 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
     (plus the last node without recall), built layer by layer (one layer per number of
     consults), vectorised over the states of a layer. Only states of positive probability.
 
-    Raises :class:`SolverError` once more than ``max_states`` states are needed.
+    Raises :class:`~ttamer.errors.SolverError` once more than ``max_states`` states are needed.
     """
     t0 = time.perf_counter()
     inst, ed, table = instance, _Edges(instance), _loss_table(instance)
@@ -402,7 +411,7 @@ def _resolve_solver(solver: str | None) -> str:
     return solver
 
 
-#: Solver options: tolerances tighter than the defaults (1e-7), so that LP values match the
+#: Solver options, with tolerances tighter than the defaults (1e-7), so that LP values match the
 #: exact solvers to about 1e-9 rather than 1e-7.
 SOLVER_OPTIONS = {
     "HIGHS": {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10},
@@ -479,8 +488,8 @@ def greedy_actions(mdp: FiniteMDP, lam: float, V: np.ndarray, tol: float = TIE_T
 def policy_from_actions(mdp: FiniteMDP, lam: float, action: np.ndarray) -> Policy:
     """A :class:`~ttamer.policy.Policy` that plays ``action[x]`` in state ``x``.
 
-    Exhaustive space: an :class:`ExhaustivePolicy` keyed by ``(states tuple, last or -1)``.
-    Chain space: a :class:`LastStatePolicy` with ``table[v][s, m]`` and levels ``λ X``
+    Exhaustive space: an :class:`~ttamer.policy.ExhaustivePolicy` keyed by ``(states tuple, last or -1)``.
+    Chain space: a :class:`~ttamer.policy.LastStatePolicy` with ``table[v][s, m]`` and levels ``λ X``
     (``+∞`` appended without a fallback).
     """
     inst = mdp.instance
@@ -560,7 +569,7 @@ class BudgetResult:
 
     @property
     def policy_mixture(self) -> list[dict]:
-        """The randomised policy: ``table`` (states of positive mass, action probabilities)."""
+        """The randomised policy, ``table`` (states of positive mass, action probabilities)."""
         return self.table
 
     def describe(self) -> str:
@@ -632,6 +641,6 @@ def budgeted_lp(instance: Instance, budget: float, recall: bool = True, space: s
     """Least expected loss of any (possibly randomised) strategy with expected cost
     ``≤ budget``: the dual LP over occupation measures (module docstring).
 
-    Raises :class:`SolverError` if the budget is below the least achievable expected cost.
+    Raises :class:`~ttamer.errors.SolverError` if the budget is below the least achievable expected cost.
     """
     return BudgetedLP(build_mdp(instance, recall, space, max_states), solver).solve(budget)

@@ -53,7 +53,7 @@ from .earlyexit.base import BaseTamer
 
 PATH_FEATURES = ("max_prob", "learned")
 PATH_ANSWER_RULES = ("last", "posterior")
-#: Ridge of the per-exit logistic loss models (small: two parameters, thousands of examples).
+#: Ridge of the per-exit logistic loss models (small, for two parameters and thousands of examples).
 LOSS_RIDGE = 1e-4
 
 

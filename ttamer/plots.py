@@ -69,9 +69,9 @@ def _fmt_values(values: Sequence[float], prefix: str = "") -> str:
 def policy_annotations(policy: Policy) -> tuple[dict[int, str], str]:
     """Per-node annotation text and a text for the start node, describing ``policy``.
 
-    * :class:`IndexPolicy`: ``σ_v(s)`` for each state ``s`` of ``parent(v)`` (one value for a
+    * :class:`~ttamer.policy.IndexPolicy`: ``σ_v(s)`` for each state ``s`` of ``parent(v)`` (one value for a
       root), written beside ``v``.
-    * :class:`LastStatePolicy`: for each state ``s`` of ``v``, the node consulted after ``v``
+    * :class:`~ttamer.policy.LastStatePolicy`: for each state ``s`` of ``v``, the node consulted after ``v``
       revealed ``s`` ("stop" to stop). With recall the decision also depends on ``X``; the
       one shown is for ``X = min(λ y, λ ℓ_v(s))``, the case where ``v``'s answer is the best
       so far (exact for the first node consulted), and the note says so.
@@ -139,7 +139,7 @@ def _skip_path(a: tuple[float, float], b: tuple[float, float], bow: float) -> np
 def plot_policy(solution: Any, ax: "Axes | None" = None, show_losses: bool = True) -> "Axes":
     """Draw the instance of ``solution`` as a tree, annotated with its policy.
 
-    ``solution`` is a :class:`ttamer.Solution` (anything with a ``policy`` attribute; its
+    ``solution`` is a :class:`~ttamer.solution.Solution` (anything with a ``policy`` attribute; its
     ``value`` and ``method`` go in the title when present) or a bare
     :class:`~ttamer.policy.Policy`. Layers are depths (the virtual start node on top), edges
     carry their cost ``c_v`` and skips ``i -> j`` are dashed arcs with their own cost. Nodes

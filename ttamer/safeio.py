@@ -31,7 +31,8 @@ from .validate import escape_text
 
 #: Largest instance (JSON) file read, in bytes.
 MAX_JSON_BYTES = 256 * 2**20
-#: Integers in JSON with more digits than this cannot be a float: kept as :class:`HugeNumber`.
+#: Integers in JSON with more digits than this cannot be a float; they are kept as
+#: :class:`HugeNumber`.
 MAX_JSON_DIGITS = 308
 #: Temporary files of :func:`atomic_write` are named ``.NAME.<TMP_TAG>-PID-RANDOM``.
 TMP_TAG = "ttamer-tmp"

@@ -20,7 +20,7 @@ from .validate import check_count, check_seed
 #: bounded whatever ``n`` and the instance size (override: ``max_cells=``). The per-rollout
 #: ``states`` and ``order`` arrays are kept only when everything fits in one chunk.
 MAX_SIM_CELLS = 4_000_000
-#: Largest number of rollouts one call may ask for (override: ``max_samples=``).
+#: Largest number of rollouts one call may ask for (override it with ``max_samples=``).
 MAX_SAMPLES = 50_000_000
 
 
@@ -102,12 +102,49 @@ class Sampler:
 
 def simulate(policy: Policy, n: int = 100_000, seed: int | np.random.Generator = 0, *,
              max_cells: int = MAX_SIM_CELLS, max_samples: int = MAX_SAMPLES) -> SimulationResult:
-    """Roll ``policy`` out ``n`` times; mean trade-off ``λ loss + (1−λ) cost`` and its parts.
+    r"""Roll ``policy`` out ``n`` times: the mean trade-off and its parts, with standard errors.
 
-    ``seed`` is a non-negative integer or a ``numpy.random.Generator``. Rollouts run in chunks
-    of at most ``max_cells // instance.n`` (:data:`MAX_SIM_CELLS`); ``samples`` holds the
-    per-rollout ``tradeoff``, ``loss`` and ``cost``, and ``states`` and ``order`` (``(n, nodes)``)
-    when a single chunk covers every rollout.
+    Rollout :math:`r` draws the states lazily along the edges the policy takes
+    (:math:`\mu_v` for a root, the row :math:`P_e[s_{\mathrm{source}}, \cdot]` of the edge's
+    matrix otherwise), pays the costs :math:`c_e` of those edges and answers with loss
+    :math:`X_r` by the policy's own rule (recall or not). The estimate of the expected
+    trade-off is
+
+    .. math::
+
+       \hat\theta_\lambda = \frac{1}{n} \sum_{r=1}^{n} \Big(\lambda\, X_r
+       + (1 - \lambda) \sum_{e \text{ used in } r} c_e\Big),
+
+    with :math:`\lambda` the policy's ``lam``; :func:`evaluate_exactly` computes the same
+    expectation with no sampling.
+
+    Parameters
+    ----------
+    policy : Policy
+        The policy to roll out (its instance and :math:`\lambda` come with it).
+    n : int, default 100000
+        Number of rollouts, at most ``max_samples``.
+    seed : int or numpy.random.Generator, default 0
+        A non-negative integer seed, or a generator to draw from.
+    max_cells : int, default MAX_SIM_CELLS
+        Rollouts run in chunks of at most ``max_cells // instance.n`` (:data:`MAX_SIM_CELLS`),
+        so memory stays bounded.
+    max_samples : int, default MAX_SAMPLES
+        Largest ``n`` accepted (:data:`MAX_SAMPLES`).
+
+    Returns
+    -------
+    SimulationResult
+        The means of the trade-off, the loss and the cost, their standard errors, ``n``, and
+        ``samples``: the per-rollout ``tradeoff``, ``loss`` and ``cost``, plus ``states`` and
+        ``order`` (``(n, nodes)``) when a single chunk covers every rollout.
+
+    Raises
+    ------
+    TTamerError
+        An argument is invalid.
+    SolverError
+        The policy consults a node that is not available.
     """
     if not isinstance(policy, Policy):
         raise TTamerError(f"policy must be a ttamer Policy, got {type(policy).__name__}")
@@ -148,14 +185,39 @@ class ExactEvaluation:
 
 
 def evaluate_exactly(policy: Policy, max_histories: int = 4_000_000) -> ExactEvaluation:
-    """``E[λ X + (1−λ) cost]``, ``E[X]`` and ``E[cost]`` of ``policy``, with no simulation.
+    r"""The expected trade-off, loss and cost of ``policy``, computed exactly with no simulation.
+
+    With :math:`\lambda` the policy's ``lam``, :math:`X` the loss it answers with and the sum
+    over the edges it uses,
+
+    .. math::
+
+       \mathbb{E}[\theta_\lambda] = \lambda\, \mathbb{E}[X]
+       + (1 - \lambda)\, \mathbb{E}\Big[\sum_{e \text{ used}} c_e\Big].
 
     The probability of every history is pushed through ``policy.decide`` one step at a time:
     each consulted node splits a history into the states it may reveal, weighted by
-    ``P_e[s_source, t]`` (zero-probability branches dropped), and histories that coincide in
-    ``(states, last)`` are merged. Raises :class:`SolverError` if the policy consults an
-    unavailable node, stops with no answer (no model consulted and no fallback), or holds
-    more than ``max_histories`` histories at once.
+    :math:`P_e[s_{\mathrm{source}}, t]` (zero-probability branches dropped), and histories
+    that coincide in ``(states, last)`` are merged.
+
+    Parameters
+    ----------
+    policy : Policy
+        The policy to evaluate (its instance and :math:`\lambda` come with it).
+    max_histories : int, default 4000000
+        Largest number of distinct histories held at once.
+
+    Returns
+    -------
+    ExactEvaluation
+        :math:`\mathbb{E}[\theta_\lambda]`, :math:`\mathbb{E}[X]`, the expected cost, and the
+        number of outcomes (histories at which the policy stops).
+
+    Raises
+    ------
+    SolverError
+        The policy consults an unavailable node or a node twice, stops with no answer (no
+        model consulted and no fallback), or holds more than ``max_histories`` histories.
     """
     inst = policy.instance
     states = np.full((1, inst.n), -1, dtype=np.int64)

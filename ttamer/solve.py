@@ -13,18 +13,54 @@ METHODS = ("auto", "index", "dp", "exhaustive", "lp")
 
 def solve(instance: Instance, lam: float, recall: bool = True, method: str = "auto",
           max_states: int = MAX_STATES) -> Solution:
-    """Solve ``instance`` for the trade-off weight ``lam`` (the book's chapter *Solvers*).
+    r"""Solve ``instance`` for the trade-off weight ``lam``: an optimal policy and its value.
 
-    Methods:
+    The value is the least expected trade-off over the strategies allowed (with or without
+    recall; the book's chapters :doc:`/recall` and :doc:`/no_recall`),
 
-    * ``"index"`` -- the dynamic index strategy (recall, forests without skips);
-    * ``"dp"`` -- recall on a chain with skips: the ``(i, s, X)`` DP; no recall: the DP over
-      ``(last, state)``, exact on chains (skips included), the best descend-only strategy on
-      branching forests;
-    * ``"exhaustive"`` -- DP over every information state (small instances);
-    * ``"lp"`` -- the linear program of the book's chapter *Solvers* (cvxpy);
-    * ``"auto"`` -- the exact polynomial method where one exists, else exhaustive when small
-      enough, else an error saying why.
+    .. math::
+
+       V^\star_\lambda \;=\; \min_\pi \; \mathbb{E}\Big[\lambda\, X_\pi
+       + (1 - \lambda) \sum_{e \text{ used by } \pi} c_e\Big],
+
+    where :math:`X_\pi` is the loss of the model the strategy answers with.
+
+    Parameters
+    ----------
+    instance : Instance
+        The instance to solve.
+    lam : float
+        The weight :math:`\lambda \in [0, 1]` of the loss; the cost is weighted by
+        :math:`\kappa = 1 - \lambda`.
+    recall : bool, default True
+        Whether the strategy may answer with any model it consulted (the best one, of least
+        loss :math:`\ell_v(s_v)`), or must answer with the last one.
+    method : {"auto", "index", "dp", "exhaustive", "lp"}
+        The solver:
+
+        * ``"index"`` -- the dynamic index strategy (recall, forests without skips);
+        * ``"dp"`` -- recall on a chain with skips: the ``(i, s, X)`` DP; no recall: the DP
+          over ``(last, state)``, exact on chains (skips included), the best descend-only
+          strategy on branching forests;
+        * ``"exhaustive"`` -- DP over every information state (small instances);
+        * ``"lp"`` -- the linear program of the book's chapter :doc:`/frontier` (cvxpy);
+        * ``"auto"`` -- the exact polynomial method where one exists, else exhaustive when
+          small enough, else an error saying why.
+    max_states : int, default ttamer.exhaustive.MAX_STATES
+        Largest number of information states the exhaustive solver may build.
+
+    Returns
+    -------
+    Solution
+        The value :math:`V^\star_\lambda`, a policy achieving it, the method used and its
+        details.
+
+    Raises
+    ------
+    TTamerError
+        An argument is invalid.
+    SolverError
+        The method does not apply to the instance, or the instance is too large for it.
     """
     if not isinstance(instance, Instance):
         raise TTamerError(f"instance must be a ttamer.Instance, got {type(instance).__name__}")

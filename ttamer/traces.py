@@ -2,17 +2,17 @@
 
 A trace holds one model with ``L`` exits evaluated on one set of ``N`` examples:
 
-=========  ============================  ==================================================
-key        shape / dtype                 meaning
-=========  ============================  ==================================================
-``probs``  float32 ``[N, L, C]``         softmax output of every exit for every example
-``labels`` int64 ``[N]``                 true class, in ``0..C-1``
-``cost``   float64 ``[L]`` or ``[N, L]`` cost of reaching exit ``i`` from exit ``i-1``
-                                         (exit 0 from the input), per example or on average
-``meta``   JSON object (string on disk)  at least ``model``, ``dataset``, ``cost_unit`` and
-                                         ``exit_names`` (``L`` strings); usually also
-                                         ``split``, ``hardware``, ``versions``, ``seed``
-=========  ============================  ==================================================
+==========  ==============================  ====================================================
+key         shape / dtype                   meaning
+==========  ==============================  ====================================================
+``probs``   float32 ``[N, L, C]``           softmax output of every exit for every example
+``labels``  int64 ``[N]``                   true class, in ``0..C-1``
+``cost``    float64 ``[L]`` or ``[N, L]``   cost of reaching exit ``i`` from exit ``i-1``
+                                            (exit 0 from the input), per example or on average
+``meta``    JSON object (string on disk)    optional descriptive fields: ``model``,
+                                            ``dataset``, ``cost_unit``, ``exit_names`` (``L``
+                                            strings), ``split``, ``hardware``, ``seed``, ...
+==========  ==============================  ====================================================
 
 On a chain of exits a strategy that consulted exits ``0..k`` paid ``Σ_{i≤k} cost[i]``; the
 full model costs ``Σ_i cost[i]``. :func:`load_trace` and :meth:`Trace.validate` check every
@@ -40,8 +40,7 @@ from .validate import MIN_SPLIT_EXAMPLES, check_fraction, check_seed, escape_tex
 
 #: Tolerance on ``Σ_c probs[n, i, c] = 1`` (float32 softmax outputs).
 PROB_SUM_TOL = 1e-3
-#: Keys every ``meta`` must hold.
-#: Descriptive ``meta`` fields and the defaults a trace without them is read with (all optional:
+#: Descriptive ``meta`` fields and the defaults a trace without them is read with (all optional;
 #: a trace with ``probs``, ``labels`` and ``cost`` alone is complete).
 META_DEFAULTS = {"model": "?", "dataset": "?", "cost_unit": "unit"}
 #: Keys of a trace file.
@@ -74,13 +73,31 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
 
 @dataclass(eq=False)
 class Trace:
-    """One model with ``L`` exits on ``N`` examples (the book's chapter *Early exit on real models*).
+    r"""One model with ``L`` exits on ``N`` examples (the book's chapter :doc:`/early_exit`).
 
-    ``probs`` float32 ``[N, L, C]``, ``labels`` int64 ``[N]``, ``cost`` float64 ``[L]`` or
-    ``[N, L]`` (cost of reaching exit ``i`` from exit ``i-1``), ``meta`` a JSON-serialisable
-    dict of descriptive fields, all optional (:data:`META_DEFAULTS`; ``exit_names`` defaults
-    to ``exit0, exit1, …``). Call :meth:`validate` (done by
-    :func:`load_trace` and :func:`save_trace`) to check every rule.
+    On a chain of exits, a strategy that consulted exits ``0..k`` on example ``n`` paid
+
+    .. math::
+
+       \sum_{i \le k} \mathrm{cost}[n, i]
+
+    (``cost[i]`` for every example when ``cost`` is ``[L]``); the full model costs the sum
+    over every exit. Use :meth:`build` to convert dtypes and fill the defaults; call
+    :meth:`validate` (done by :func:`~ttamer.traces.load_trace` and
+    :func:`~ttamer.traces.save_trace`) to check every rule.
+
+    Parameters
+    ----------
+    probs : ndarray of shape (N, L, C), float32
+        Softmax output of every exit for every example (rows sum to 1).
+    labels : ndarray of shape (N,), int64
+        True class of every example, in ``0..C-1``.
+    cost : ndarray of shape (L,) or (N, L), float64
+        Cost of reaching exit ``i`` from exit ``i-1`` (exit 0 from the input), on average or
+        per example.
+    meta : dict
+        JSON-serialisable descriptive fields, all optional (:data:`META_DEFAULTS`;
+        ``exit_names`` defaults to ``exit0, exit1, …``).
     """
 
     probs: np.ndarray
@@ -115,14 +132,17 @@ class Trace:
         m.update(meta_kw)
         if probs.ndim == 3:
             m.setdefault("exit_names", [f"exit{i}" for i in range(probs.shape[1])])
-        m.setdefault("cost_unit", "unit")
+        m.setdefault("cost_unit", META_DEFAULTS["cost_unit"])
         with np.errstate(over="ignore", invalid="ignore"):
             tr = cls(probs.astype(np.float32), labels_arr.astype(np.int64), cost_arr.astype(np.float64), m)
         return tr.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "Trace":
-        """Check every rule of the trace format; return ``self``. Raises :class:`TraceError`."""
+        """Check every rule of the trace format; return ``self``.
+
+        Raises :class:`~ttamer.errors.TraceError` naming the key and the first offending index.
+        """
         self._validate_arrays()
         self._validate_probs()
         self._validate_labels()
@@ -292,7 +312,7 @@ class Trace:
               min_each: int = MIN_SPLIT_EXAMPLES) -> tuple["Trace", "Trace"]:
         """Random split into (calibration, test) with ``round(fraction·N)`` calibration examples;
         each side must hold at least ``min_each`` examples
-        (:data:`ttamer.validate.MIN_SPLIT_EXAMPLES`), else a :class:`TraceError`."""
+        (:data:`ttamer.validate.MIN_SPLIT_EXAMPLES`), else a :class:`~ttamer.errors.TraceError`."""
         n = self.n_examples
         try:
             fraction = check_fraction(fraction, "calibration fraction", n=n, min_each=min_each)
@@ -304,7 +324,7 @@ class Trace:
         return self.subset(np.sort(perm[:k])), self.subset(np.sort(perm[k:]))
 
     def __repr__(self) -> str:
-        shown = lambda key: escape_text(repr(self.meta.get(key, "?")), 120)  # noqa: E731
+        shown = lambda key: escape_text(repr(self.meta.get(key, META_DEFAULTS[key])), 120)  # noqa: E731
         return (f"Trace({shown('model')} on {shown('dataset')}: "
                 f"N={self.n_examples}, L={self.n_exits}, C={self.n_classes}, "
                 f"cost {'per example' if self.cost.ndim == 2 else 'per exit'} "
@@ -313,11 +333,24 @@ class Trace:
 
 # ---------------------------------------------------------------------------------------------
 def save_trace(path: str | Path, trace: Trace, compressed: bool = False) -> None:
-    """Validate ``trace`` and write it to ``path`` (``.npz``; ``meta`` as a JSON string),
-    zip-deflated if ``compressed`` (:func:`load_trace` reads both).
+    """Validate ``trace`` and write it to ``path`` (``.npz``; ``meta`` as a JSON string).
 
     The file is written to a temporary file in the same folder and renamed over ``path``, so
     a failed write never destroys a good file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The trace file (the book's chapter :doc:`/formats`).
+    trace : Trace
+        The trace to write; it is validated first.
+    compressed : bool, default False
+        Zip-deflate the arrays (:func:`load_trace` reads both kinds).
+
+    Raises
+    ------
+    TraceError
+        The trace breaks a rule of the format, or the file cannot be written.
     """
     if not isinstance(trace, Trace):
         raise TraceError(f"save_trace: expected a Trace, got {type(trace).__name__}")
@@ -371,10 +404,26 @@ def _check_npz_sizes(path: Path, max_bytes: int) -> None:
 
 
 def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
-    """Read and validate a trace file (the book's chapter *Early exit on real models*).
+    """Read and validate a trace file (``.npz``; the book's chapter :doc:`/formats`).
 
-    Only a regular file is read; its size and the sizes its zip and ``.npy`` headers declare
-    must stay within ``max_bytes`` (:data:`MAX_TRACE_BYTES`). Errors name the file and the key.
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The trace file. Only a regular file is read.
+    max_bytes : int, default MAX_TRACE_BYTES
+        Largest size of the file, and of the arrays its zip and ``.npy`` headers declare,
+        checked before anything is allocated (:data:`MAX_TRACE_BYTES`).
+
+    Returns
+    -------
+    Trace
+        The validated trace.
+
+    Raises
+    ------
+    TraceError
+        The file cannot be read, is too large, or breaks a rule of the format; the message
+        names the file and the key.
     """
     path = check_path(path, "trace file", TraceError)
     where = show_path(path)

@@ -43,7 +43,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def check_real(value: Any, name: str, *, low: float | None = None, high: float | None = None,
                low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a finite float within the given bounds, or a :class:`TTamerError` naming
+    """``value`` as a finite float within the given bounds, or a :class:`~ttamer.errors.TTamerError` naming
     ``name``. Booleans and strings are refused, not converted."""
     if not _is_real(value):
         raise TTamerError(f"{name} must be a number, got {_short(value)}")

@@ -35,7 +35,7 @@ class BaseTamer:
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params: Any) -> "BaseTamer":
-        """Set constructor parameters by name (validated at the next :meth:`fit`)."""
+        """Set constructor parameters by name (validated at the next ``fit``)."""
         known = self._param_names()
         for name, value in params.items():
             if name not in known:

@@ -45,7 +45,7 @@ from .thresholds import (backward_thresholds, budget_points, common_threshold_cu
 THRESHOLD_CLASSES = ("common", "per_exit")
 #: Cost step (a fraction of the full model's cost) between the budgets of a sweep.
 BUDGET_RESOLUTION = 0.002
-#: The common class is cheap to sweep: its budgets are this many times finer.
+#: How many times finer the budgets of the (cheap to sweep) common class are.
 COMMON_REFINEMENT = 8
 #: Budgets per candidate and fold scored in the cross-validation (spread evenly).
 MAX_CV_POINTS = 200
@@ -56,6 +56,7 @@ MIN_FOLD_EXAMPLES = 20
 #: Below this many calibration examples the cross-validation is repeated over fresh folds
 #: (up to :data:`MAX_CV_REPEATS` times), so that few examples do not make the choice a lottery.
 CV_REPEAT_EXAMPLES = 2000
+#: Most repeats of the cross-validation (see :data:`CV_REPEAT_EXAMPLES`).
 MAX_CV_REPEATS = 4
 
 
@@ -143,7 +144,7 @@ def budget_sweep(cand: PolicyCandidate, x: np.ndarray, loss: np.ndarray, costs: 
     The common class is swept exactly (every distinct threshold). The per-exit class starts
     from the ``λ``-optimal rules of ``lams`` (which reach only the convex hull of the
     cost–loss points) and fills the budgets between two neighbours with rules whose
-    thresholds move in rank space from one to the other (:func:`quantile_path`).
+    thresholds move in rank space from one to the other (:func:`~ttamer.earlyexit.thresholds.quantile_path`).
 
     Returns ``(taus [P, L−1], cost [P], loss [P])``, cost increasing, on the calibration examples.
     """

@@ -49,7 +49,7 @@ from ..traces import load_trace, save_trace
 from . import nlp
 from .common import (cache_dir, environment_meta, profile_settings, start_run, trace_key, train_linear_heads)
 
-#: The profile table: the text profile of :mod:`ttamer.workloads.nlp` it reads, and sizes.
+#: The profile table, the text profile of :mod:`ttamer.workloads.nlp` it reads and the sizes.
 PROFILES: dict[str, dict[str, Any]] = {
     "offline": {"text_profile": "offline", "stages": (2, 4), "n_head": 4000, "n_trace": 3000,
                 "max_length": 64, "batch_size": 64, "threads": 1, "min_df": 2, "ridge": 1e-4,

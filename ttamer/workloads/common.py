@@ -30,9 +30,10 @@ from ..traces import Trace
 
 #: Environment variable overriding the cache folder of the traces.
 CACHE_ENV = "TTAMER_CACHE"
-#: Cost units a workload trace carries: the measured time (the ``cost`` array) and the
+#: Cost units a workload trace carries, the measured time (the ``cost`` array) and the
 #: alternatives stored in ``meta["alt_costs"]``.
 TIME_UNIT = "ms/example"
+#: The alternative cost units, measured with the time and stored in ``meta["alt_costs"]``.
 ALT_UNITS = ("layers", "mmacs")
 
 
@@ -173,16 +174,19 @@ class BlockProbe:
         self._handles: list = []
 
     def start(self) -> None:
+        """Start a forward pass: reset the marks and the MAC count, read the clock."""
         self._sync()
         self._times, self._macs_marks, self.macs = [], [], 0
         self._t0 = time.perf_counter()
 
     def mark(self) -> None:
+        """Mark the end of the next block: read the clock and the MAC count."""
         self._sync()
         self._times.append(time.perf_counter())
         self._macs_marks.append(self.macs)
 
     def add_macs(self, n: int) -> None:
+        """Add ``n`` MACs that no hook counts (e.g. attention's matrix products)."""
         self.macs += int(n)
 
     def block_seconds(self) -> np.ndarray:
@@ -194,6 +198,7 @@ class BlockProbe:
         return np.diff(np.asarray([0] + self._macs_marks, dtype=np.float64))
 
     def count_macs(self, module: "torch.nn.Module") -> None:  # noqa: F821
+        """Hook every ``nn.Linear`` / ``nn.Conv2d`` of ``module`` to count its MACs."""
         from torch import nn
 
         def linear(mod, _inp, out):
@@ -235,6 +240,8 @@ class CostRecorder:
             self.seconds.append(probe.block_seconds() / batch_size)
 
     def summary(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(ms, mmacs, n_timed)``: median ms and mean millions of MACs per example of every
+        block, and the number of timed batches."""
         if not self.seconds:
             raise TTamerError(f"no timed batch: {self.seen} batch(es) seen, {self.warmup} warm-up; "
                               "use more trace examples or a smaller batch size")

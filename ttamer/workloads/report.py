@@ -227,7 +227,7 @@ def split_verdict(splits) -> str:
             f"{int(splits['frontier dominates all'].sum())} of {n}.")
 
 
-#: The estimation ablation of the early-exit chapters: the paper's binned chain, the regression
+#: The estimation ablation of the early-exit chapters, with the paper's binned chain, the regression
 #: of the continuation value and the threshold rules, each chosen on calibration data only
 #: (:func:`estimation_ablation`).
 ESTIMATION_CONFIGS = (

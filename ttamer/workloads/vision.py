@@ -224,7 +224,7 @@ def exit_outputs(blocks: Any, heads: Any, x: Any, probe: "BlockProbe | None" = N
     return outs
 
 def build_model(arch: str, in_ch: int, n_classes: int, width: int, pool: int | None = None):
-    """A :class:`MultiExit` network: ``forward(x)`` returns the logits of every exit."""
+    """A ``MultiExit`` network (an ``nn.Module``): ``forward(x)`` returns the logits of every exit."""
     nn = _nn()
     blocks, ch, names = build_blocks(arch, in_ch, width)
     pool = (2 if arch == "small_cnn" else 1) if pool is None else pool

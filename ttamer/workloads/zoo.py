@@ -100,6 +100,7 @@ class ZooEntry:
         return ZOO_DIR / f"{self.name}.npz"
 
 
+#: The registry of the zoo, by trace name.
 ZOO: dict[str, ZooEntry] = {}
 
 
@@ -114,7 +115,7 @@ def zoo_names() -> list[str]:
 
 
 def zoo_entry(name: str) -> ZooEntry:
-    """The registry entry of ``name``; a :class:`TTamerError` naming the known names otherwise."""
+    """The registry entry of ``name``; a :class:`~ttamer.errors.TTamerError` naming the known names otherwise."""
     if name not in ZOO:
         raise TTamerError(f"unknown zoo trace {name!r}; known: {', '.join(ZOO)}")
     return ZOO[name]

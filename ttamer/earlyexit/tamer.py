@@ -186,6 +186,17 @@ def complete_sweep(trace: Trace, x: np.ndarray, answers: np.ndarray, target: str
     return decisions(trace, x, answers, np.repeat(taus[:, None], x.shape[1] - 1, axis=1), taus, name)
 
 
+def with_full_model(trace: Trace, dec: ExitDecisions | None, param: float) -> ExitDecisions:
+    """The sweep ``dec`` (or nothing) followed by the full model: every exit consulted, the last
+    one answering (``params`` entry ``param``)."""
+    last = np.full((1, trace.n_examples), trace.n_exits - 1)
+    full = ExitDecisions.from_last(trace, last, last, np.array([param]), dec.name if dec else "full")
+    if dec is None:
+        return full
+    return ExitDecisions(np.r_[dec.answer, full.answer], np.r_[dec.last, full.last], np.r_[dec.cost, full.cost],
+                         np.r_[dec.params, full.params], dec.name)
+
+
 def heldout_score(dec: ExitDecisions, trace: Trace, target: str) -> float:
     """Area under the frontier of a sweep on held-out examples, from exit 0 alone to the full
     model (costs as fractions of the full model)."""
@@ -253,8 +264,9 @@ class ThresholdTamer(BaseTamer):
         fold, and ``cv_curves_`` their held-out sweeps (only after cross-validation).
     state_model_ : StateModel
         The fitted state and answer rule.
-    lams_ : ndarray of shape (P,)
-        The sweep's ``λ`` values; ``sweep_taus_ [P, L−1]`` the thresholds at each.
+    sweep_taus_ : ndarray of shape (P, L−1)
+        The thresholds of the budgeted rules (:func:`budget_sweep`); ``sweep_cost_`` and
+        ``sweep_loss_`` ``[P]`` their mean cost and loss on the calibration examples.
     taus_ : ndarray of shape (L−1,)
         The thresholds at ``lam``.
     """
@@ -385,7 +397,6 @@ class ThresholdTamer(BaseTamer):
         other.cv_scores_ = [self.cv_scores_[k] | {"se": float(e)} for k, e in zip(keep, se)]
         other.cv_fold_scores_, other.cv_folds_ = scores, self.cv_folds_
         other.cv_curves_ = {cands[k].key: self.cv_curves_[cands[k].key] for k in keep}
-        other.policy = self.policy
         return other
 
     # ------------------------------------------------------------------ deciding
@@ -413,18 +424,14 @@ class ThresholdTamer(BaseTamer):
         x, answers = self.state_model_.transform(trace)
         keep = evenly(len(self.sweep_cost_), MAX_SWEEP_CELLS // trace.n_examples)
         dec = decisions(trace, x, answers, self.sweep_taus_[keep], self.sweep_cost_[keep], self.name)
-        last = np.full((1, trace.n_examples), trace.n_exits - 1)
-        full = ExitDecisions.from_last(trace, last, last, np.array([1.0]), self.name)
-        return ExitDecisions(np.r_[dec.answer, full.answer], np.r_[dec.last, full.last], np.r_[dec.cost, full.cost],
-                             np.r_[dec.params, full.params], self.name)
+        return with_full_model(trace, dec, 1.0)
 
     def decide_budget(self, trace: Trace, index: int) -> ExitDecisions:
         """:meth:`decide` with the rule of budget ``index`` of the fitted sweep (``sweep_cost_``);
         ``index = len(sweep_cost_)`` is the full model."""
         self._check_fitted()
         if index >= len(self.sweep_cost_):
-            last = np.full(trace.n_examples, trace.n_exits - 1)
-            return ExitDecisions.from_last(trace, last, last, np.array([1.0]), self.name)
+            return with_full_model(trace, None, 1.0)[0]
         x, answers = self.state_model_.transform(trace)
         return decisions(trace, x, answers, self.sweep_taus_[index : index + 1],
                          self.sweep_cost_[index : index + 1], self.name)[0]
@@ -438,11 +445,7 @@ class ThresholdTamer(BaseTamer):
         if self.candidate_.thresholds == "per_exit":
             return self.decide_sweep(trace)
         x, answers = self.state_model_.transform(trace)
-        dec = complete_sweep(trace, x, answers, self.target, self.name)
-        last = np.full((1, trace.n_examples), trace.n_exits - 1)
-        full = ExitDecisions.from_last(trace, last, last, np.array([np.inf]), self.name)
-        return ExitDecisions(np.r_[dec.answer, full.answer], np.r_[dec.last, full.last], np.r_[dec.cost, full.cost],
-                             np.r_[dec.params, full.params], self.name)
+        return with_full_model(trace, complete_sweep(trace, x, answers, self.target, self.name), np.inf)
 
     def runtime_rule(self) -> "RuntimeRule":
         """The fitted rule at ``lam`` in the form a serving runtime evaluates exit by exit

@@ -84,7 +84,7 @@ STOP = -1
 
 # --------------------------------------------------------------------------- chain arrays
 def check_chain(ctrace: Any, where: str = "trace") -> CascadeTrace:
-    """``ctrace`` if it is a :class:`CascadeTrace` whose models form the chain ``0 → 1 → …``."""
+    """``ctrace`` if it is a :class:`~ttamer.cascade.CascadeTrace` whose models form the chain ``0 → 1 → …``."""
     if not isinstance(ctrace, CascadeTrace):
         raise TTamerError(f"{where}: expected a CascadeTrace, got {type(ctrace).__name__}")
     n = ctrace.n_models
@@ -205,8 +205,8 @@ def backward_skip_rule(mp: np.ndarray, correct: np.ndarray, cost: np.ndarray, la
 
     Parameters
     ----------
-    mp, correct, cost : ndarray of shape (N, n)
-        Max-probabilities, right/wrong (bool) and normalised costs ``c_j(n)`` of the models.
+    mp, correct, cost : ndarray of shape (N, M)
+        Max-probabilities, right/wrong (bool) and normalised costs ``c_j(n)`` of the ``M`` models.
     lams : ndarray of shape (P,)
         The ``λ`` values.
     K : int
@@ -222,9 +222,11 @@ def backward_skip_rule(mp: np.ndarray, correct: np.ndarray, cost: np.ndarray, la
     -------
     start : ndarray of shape (P,)
         First model consulted.
-    actions : dict mask -> ndarray (P, R_h)
+    actions : dict
+        Per consulted set (bit mask), an array of shape (P, R_h).
         Per region: ``STOP`` (−1) or the next model.
-    edges : dict mask -> ndarray (P, R_h − 1)
+    edges : dict
+        Per consulted set (bit mask), an array of shape (P, R_h − 1).
         Region edges of ``x_h``: region ``r`` is ``edges[r−1] ≤ x < edges[r]``.
     values : ndarray of shape (P, N)
         ``G_start(n)``: each example's realised trade-off under the rule.
@@ -323,18 +325,20 @@ class SkipTamer(BaseTamer):
 
     Attributes
     ----------
-    lams_ : ndarray (P,)
-    start_ : ndarray (P,)
+    lams_ : ndarray of shape (P,)
+    start_ : ndarray of shape (P,)
         First model consulted, per ``λ``.
-    actions_ : dict mask -> ndarray (P, R)
+    actions_ : dict
+        Per consulted set (bit mask), an array of shape (P, R).
         Per set of consulted models and state region: ``-1`` (stop) or the next model.
-    edges_ : dict mask -> ndarray (P, R − 1)
+    edges_ : dict
+        Per consulted set (bit mask), an array of shape (P, R − 1).
         Region edges of the state in each set (region ``r``: ``edges[r−1] ≤ x < edges[r]``).
-    value_ : ndarray (P,)
+    value_ : ndarray of shape (P,)
         In-sample mean trade-off ``λ·error + κ·cost/scale`` (the claimed calibration value).
-    uses_skips_ : ndarray of bool (P,)
+    uses_skips_ : ndarray of shape (P,)
         Whether the skip rule (rather than its sequential restriction) was kept.
-    sequential_value_ : ndarray (P,)
+    sequential_value_ : ndarray of shape (P,)
         In-sample trade-off of the sequential restriction.
     scale_, names_ : float, list of str
     """

@@ -262,7 +262,7 @@ class ThresholdTamer(BaseTamer):
     cv_folds_ : int
         Folds actually used; ``cv_fold_scores_ [C, F]`` the held-out areas per candidate and
         fold, and ``cv_curves_`` their held-out sweeps (only after cross-validation).
-    state_model_ : StateModel
+    state_model_ : ~ttamer.earlyexit.states.StateModel
         The fitted state and answer rule.
     sweep_taus_ : ndarray of shape (P, L−1)
         The thresholds of the budgeted rules (:func:`budget_sweep`); ``sweep_cost_`` and
@@ -469,14 +469,14 @@ class RuntimeRule:
 
     After exit ``i`` the runtime calls :meth:`step` with the softmax rows of exits ``0..i`` of
     the examples still running and stops those with ``x_i ≥ taus[i]`` (every one at the last
-    exit), answering with ``a_i``. :meth:`step` runs the :class:`StateModel`'s own code on the
+    exit), answering with ``a_i``. :meth:`step` runs the :class:`~ttamer.earlyexit.states.StateModel`'s own code on the
     exits seen so far (the state of exit ``i`` reads exits ``0..i`` only), so the served
     decisions equal :meth:`ThresholdTamer.decide` on the same outputs; the max-probability and
     entropy states with the answer "the exit stopped at" are one vectorised reduction.
 
     Parameters
     ----------
-    state_model : StateModel
+    state_model : ~ttamer.earlyexit.states.StateModel
         The fitted state and answer rule.
     taus : ndarray of shape (L−1,)
         The threshold of each exit but the last.

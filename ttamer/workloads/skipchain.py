@@ -122,7 +122,7 @@ def build_skip_chain(seed: int = 0, n_head: int | None = None, n_trace: int | No
 
     Raises
     ------
-    TTamerError
+    ~ttamer.errors.TTamerError
         If Debian's Fashion-MNIST files are missing or the sizes are out of range.
     """
     from . import vision
@@ -210,7 +210,7 @@ def load_skip_chain() -> CascadeTrace:
 
     Raises
     ------
-    TTamerError
+    ~ttamer.errors.TTamerError
         If the file is missing (the message says how to regenerate it).
     """
     if not SKIP_CHAIN_PATH.exists():

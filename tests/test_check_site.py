@@ -69,3 +69,8 @@ def test_noisy_output(tmp_path, capsys, output):
 def test_outside_reference(tmp_path, capsys, text):
     assert check_site.main(site(tmp_path, NB, FIG, {"page.html": f"<p>{text}</p>"})) == 1
     assert "page.html" in capsys.readouterr().err
+
+
+def test_the_cache_folder_may_be_documented(tmp_path):
+    page = "<p>traces are kept in ~/.cache/ttamer/traces or $TTAMER_CACHE</p>"
+    assert check_site.main(site(tmp_path, NB, FIG, {"page.html": page})) == 0

@@ -7,6 +7,20 @@ from hypothesis import strategies as st
 
 from ttamer import Instance
 
+#: The three-exit example of the book's chapter *The model*, as an instance file's JSON object.
+EXAMPLE_INSTANCE = {
+    "name": "three exits",
+    "fallback": None,
+    "nodes": [
+        {"name": "exit1", "parent": None, "cost": 1.0, "losses": [0.60, 0.05], "initial": [0.5, 0.5]},
+        {"name": "exit2", "parent": "exit1", "cost": 1.0, "losses": [0.70, 0.20, 0.01],
+         "transition": [[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]]},
+        {"name": "exit3", "parent": "exit2", "cost": 1.0, "losses": [0.4, 0.02],
+         "transition": [[0.8, 0.2], [0.3, 0.7], [0.0, 1.0]]},
+    ],
+    "skips": [{"from": "exit1", "to": "exit3", "cost": 1.7}],
+}
+
 
 def _stochastic(rng: np.random.Generator, rows: int, k: int, sparse: bool) -> np.ndarray:
     m = rng.dirichlet(np.full(k, 0.7), size=rows)

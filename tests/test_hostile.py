@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import EXAMPLE_INSTANCE
 
 from ttamer import Instance, solve
 from ttamer.chain_recall import MAX_DP_CELLS
@@ -42,18 +43,7 @@ from ttamer.workloads import common, registry
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
-BASE = {
-    "name": "three exits",
-    "fallback": None,
-    "nodes": [
-        {"name": "exit1", "parent": None, "cost": 1.0, "losses": [0.60, 0.05], "initial": [0.5, 0.5]},
-        {"name": "exit2", "parent": "exit1", "cost": 1.0, "losses": [0.70, 0.20, 0.01],
-         "transition": [[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]]},
-        {"name": "exit3", "parent": "exit2", "cost": 1.0, "losses": [0.4, 0.02],
-         "transition": [[0.8, 0.2], [0.3, 0.7], [0.0, 1.0]]},
-    ],
-    "skips": [{"from": "exit1", "to": "exit3", "cost": 1.7}],
-}
+BASE = EXAMPLE_INSTANCE
 
 
 def one_line(exc: BaseException) -> str:

@@ -48,11 +48,6 @@ def _score(dec: ExitDecisions, test: Trace, target: str, test_target: float) -> 
             "met": bool(acc >= test_target - 1e-12)}
 
 
-def _full(test: Trace) -> ExitDecisions:
-    last = np.full(test.n_examples, test.n_exits - 1)
-    return ExitDecisions.from_last(test, last, last)
-
-
 def _tamer_point(tamer: ThresholdTamer, test: Trace, accuracy: float) -> ExitDecisions:
     ok = np.flatnonzero(out_of_fold_accuracy(tamer) >= accuracy - 1e-12)
     return tamer.decide_budget(test, int(ok[0]) if len(ok) else len(tamer.sweep_cost_))
@@ -71,7 +66,7 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
     strategy (the fitted ``tamers`` by name, the ``heuristics``, ``static``), the test
     ``cost``, ``accuracy`` and whether the target was ``met``."""
     def full_acc(tr: Trace) -> float:
-        return float(_full(tr).correct(tr, target).mean())
+        return float(1.0 - exit_wrong(tr, target)[:, -1].mean())
 
     out: dict[str, Any] = {}
     for name, drop in TARGETS.items():

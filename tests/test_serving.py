@@ -281,7 +281,8 @@ def test_text_workload_network_served_tiny_real_run():
 @pytest.mark.parametrize("policy", ["common:max_prob:last", "per_exit:learned:last", "per_exit:posterior:posterior",
                                     "common:max_prob:ensemble_at_end", "common:patience:last",
                                     "common:max_prob:confident", "per_exit:ensemble:ensemble",
-                                    "common:neg_entropy:last"])
+                                    "common:neg_entropy:last", "offset:max_prob:last",
+                                    "offset:max_prob:ensemble_at_end"])
 def test_threshold_tamer_served_decisions_equal_decide(setup, policy):
     """The default estimator served through its runtime rule: exit stopped at and answering
     exit equal ``ThresholdTamer.decide`` per example, one query at a time and batched."""

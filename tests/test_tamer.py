@@ -8,6 +8,9 @@ from ttamer import baselines
 from ttamer.earlyexit import heuristics
 from ttamer.earlyexit.slo import TARGETS, out_of_fold_accuracy, slo_block
 from ttamer.earlyexit.states import StateModel, ensemble_answers, running_argmax
+import ttamer.earlyexit.tamer as tamer_mod
+from ttamer.earlyexit.metrics import pareto_frontier
+from ttamer.earlyexit.states import exit_wrong
 from ttamer.earlyexit.tamer import CANDIDATES, PolicyCandidate, ThresholdTamer, heldout_score, one_se_choice
 from ttamer.errors import TTamerError, TraceError
 from ttamer.traces import Trace, synthetic_trace
@@ -196,3 +199,42 @@ def test_without_recall_reuses_the_cross_validation(fitted, split):
     direct = ThresholdTamer(lam=0.9, recall=False).fit(split[0])
     assert norec.candidate_ == direct.candidate_
     assert [c["policy"] for c in norec.cv_scores_] == [c["policy"] for c in direct.cv_scores_]
+
+
+@pytest.mark.parametrize("policy", ["offset:max_prob:last", "offset:max_prob:ensemble_at_end"])
+def test_offset_class_is_one_threshold_on_the_shifted_state(split, policy):
+    """The offset rule at ``λ`` stops where ``x_i − δ_i ≥ τ`` (a per-example walk); its frontier
+    sweep is the complete sweep of the shifted state, and with the offsets at zero it would be
+    the common class's; its calibration area is at least the common class's."""
+    from ttamer.earlyexit.thresholds import curve_area
+
+    cal, test = split
+    t = ThresholdTamer(lam=0.9, policy=policy).fit(cal)
+    delta = t.offsets_
+    assert delta.shape == (test.n_exits,) and delta[-1] == 0.0
+    tau = t.taus_ - delta[:-1]
+    assert np.allclose(tau, tau[0])  # one threshold on the shifted state
+    x, answers = t.state_model_.transform(test)
+    d = t.decide(test)
+    for n in range(0, test.n_examples, 29):
+        stop = next((i for i in range(test.n_exits - 1) if x[n, i] - delta[i] >= tau[0]), test.n_exits - 1)
+        assert d.last[n] == stop and d.answer[n] == answers[n, stop]
+    sweep = t.frontier_sweep(test)
+    shifted = tamer_mod.complete_sweep(test, x - delta, answers, "label", "x")
+    assert np.array_equal(sweep.last[:-1], shifted.last) and np.array_equal(sweep.answer[:-1], shifted.answer)
+    xc, ac = t.state_model_.transform(cal)
+    loss = np.take_along_axis(exit_wrong(cal, "label"), ac, axis=1)
+    assert curve_area(xc - delta, loss, cal.cumulative_cost) >= curve_area(xc, loss, cal.cumulative_cost) - 1e-12
+
+
+def test_per_exit_frontier_sweep_holds_every_fitted_budget(split, monkeypatch):
+    """The per-exit class is swept along the path through its fitted budget rules: every budget
+    rule's test point is matched or beaten by the frontier of the sweep (not thinned here)."""
+    monkeypatch.setattr(tamer_mod, "MAX_SWEEP_POINTS", 10**7)
+    cal, test = split
+    t = ThresholdTamer(policy="per_exit:posterior:posterior").fit(cal)
+    budgets, sweep = t.decide_sweep(test), t.frontier_sweep(test)
+    front = pareto_frontier(sweep.cost.mean(axis=1), sweep.correct(test).mean(axis=1))
+    for c, a in zip(budgets.cost.mean(axis=1), budgets.correct(test).mean(axis=1)):
+        reach = front[front[:, 0] <= c + 1e-12, 1]
+        assert reach.size and reach.max() >= a - 1e-12

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ttamer.earlyexit.thresholds import (backward_thresholds, budget_points, common_threshold_curve, first_stop,
-                                         frontier_taus, hull_choice, lower_hull, quantile_path, rule_points)
+from ttamer.earlyexit.thresholds import (backward_thresholds, budget_points, common_threshold_curve, curve_area,
+                                         first_stop, fit_offsets, frontier_taus, hull_choice, lower_hull, path_rules,
+                                         quantile_path, rule_points)
 
 
 def _problem(seed: int, n: int, L: int, ties: bool):
@@ -165,3 +166,63 @@ def test_budget_points_come_cost_first():
     loss = np.array([0.0, 0.9, 0.2, 0.5])
     keep = budget_points(cost, loss, 0.01)
     assert list(keep) == [1, 3, 2, 0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(**params)
+def test_fit_offsets_never_lowers_the_calibration_area(seed, n, L, ties):
+    """The offsets start at zero (the common class) and keep a move only if the area rises; the
+    area they report is the area of the shifted common curve, recomputed independently."""
+    x, loss, _, cum = _problem(seed, n, L, ties)
+    delta = fit_offsets(x, loss, cum)
+    assert delta.shape == (L,) and delta[-1] == 0.0
+    base, shifted = curve_area(x, loss, cum), curve_area(x - delta, loss, cum)
+    assert shifted >= base - 1e-12
+    # independent: the staircase of (cost, accuracy) of every threshold of the shifted state, by a loop
+    scale = cum[:, -1].mean()
+    rows = np.arange(n)
+    pts = []
+    for t in np.r_[np.unique((x - delta)[:, :-1]), np.inf]:
+        last = _loop_stop(x, t + delta[:-1])
+        pts.append((cum[rows, last].mean() / scale, 1 - loss[rows, last].mean()))
+    pts = np.array(pts)
+    lo = min(cum[:, 0].mean() / scale, 1 - 1e-9)
+    grid = np.linspace(lo, 1.0, 4001)
+    stair = np.array([pts[pts[:, 0] <= g + 1e-12, 1].max(initial=np.nan) for g in grid])
+    ok = ~np.isnan(stair)
+    if ok.all():
+        assert abs(np.trapezoid(stair, grid) / (1.0 - lo) - shifted) < 5e-3 if 1.0 > lo else True
+
+
+def test_offsets_price_an_expensive_next_exit():
+    """Two exits, the same confidence scale; exit 1 is very expensive and rarely better: the
+    fitted offset lowers exit 0's threshold relative to the common rule's."""
+    rng = np.random.default_rng(0)
+    n = 400
+    x = rng.random((n, 3))
+    loss = (rng.random((n, 3)) > x).astype(float)  # confident exits are right
+    loss[:, 2] = np.minimum(loss[:, 2], loss[:, 1])
+    cum = np.cumsum(np.broadcast_to([0.05, 0.9, 0.05], (n, 3)), axis=1)
+    delta = fit_offsets(x, loss, cum)
+    assert delta[0] < 0.0 and curve_area(x - delta, loss, cum) > curve_area(x, loss, cum)
+
+
+@settings(max_examples=100, deadline=None)
+@given(**params)
+def test_path_rules_are_the_complete_sweep_of_the_path(seed, n, L, ties):
+    """Every rule on the path (sampled finely between its vertices) decides exactly as one of
+    the rules :func:`path_rules` returns, and the vertices are among them."""
+    x, _, _, _ = _problem(seed, n, L, ties)
+    rng = np.random.default_rng(seed + 7)
+    vertices = np.sort(rng.choice(np.r_[np.unique(x), -np.inf, np.inf], (3, L - 1)), axis=0)
+    rules = path_rules(vertices, x, 10**6)
+    got = {tuple(r) for r in first_stop(x, rules)}
+    for v in first_stop(x, vertices):
+        assert tuple(v) in got
+    lo, hi = x.min() - 1.0, x.max() + 1.0
+    ends = np.clip(vertices, lo, hi)
+    for s in np.linspace(0, 2, 2001):
+        j = min(int(s), 1)
+        t = s - j
+        rule = ends[j] + t * (ends[j + 1] - ends[j])
+        assert tuple(first_stop(x, rule[None])[0]) in got

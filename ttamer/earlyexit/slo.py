@@ -4,9 +4,10 @@ A serving team fixes a target -- the full model's accuracy, or 0.5 or 1 point be
 each strategy picks its operating point on the **calibration** examples: a heuristic the
 cheapest threshold whose calibration accuracy reaches the target
 (:func:`~ttamer.earlyexit.heuristics.calibrated_threshold`), a static exit the cheapest exit
-that does, T-Tamer the cheapest budget of its sweep whose *out-of-fold* accuracy does (from
-the held-out folds of its cross-validation, so that a fitted rule is not judged on the
-examples it was fitted on). The chosen operating point is then scored on the **test**
+that does, T-Tamer the cheapest budget of its sweep whose *out-of-fold* accuracy does where it fitted
+more than one threshold (the offset and per-exit classes: from the held-out folds of its
+cross-validation, so that a fitted rule is not judged on the examples it was fitted on), and
+like a heuristic where its rule is one threshold on a state. The chosen operating point is then scored on the **test**
 examples: its mean cost (a fraction of the full model's), its accuracy, and whether the
 target -- the test full model's accuracy minus the same drop -- held. A strategy that cannot
 reach the target on calibration runs the full model.
@@ -33,7 +34,7 @@ def out_of_fold_accuracy(tamer: ThresholdTamer) -> np.ndarray:
     cross-validation)."""
     curves = getattr(tamer, "cv_curves_", {}).get(tamer.candidate_.key)
     budgets = tamer.sweep_cost_
-    if not curves or tamer.candidate_.thresholds == "common":  # no fitted thresholds: like a heuristic
+    if not curves or tamer.candidate_.thresholds == "common":  # one threshold: like a heuristic
         return 1.0 - tamer.sweep_loss_
     per_fold = []
     for c in curves:

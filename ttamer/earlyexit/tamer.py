@@ -10,15 +10,20 @@ family of them, simplest first (:data:`CANDIDATES`):
 * one threshold common to every exit on the max-probability (the BranchyNet / SDN rule), with
   or without SDN's recall fallback, on minus the entropy (DeeBERT) or on the patience counter
   (PABEE) -- the heuristics are members of T-Tamer's policy class;
+* one threshold on the state shifted by a fitted offset per exit (the *offset* class,
+  :func:`~ttamer.earlyexit.thresholds.fit_offsets`), answering with the exit it stops at or,
+  at the end, with the consulted exit the running ensemble favours (recall): ``L − 1``
+  numbers fitted once, that price the measured, uneven exit costs and the exits' differently
+  calibrated confidences, which the heuristics ignore;
 * one threshold per exit, by backward induction of ``θ_λ = λ·loss + κ·cost`` on the
-  calibration paths (:func:`~ttamer.earlyexit.thresholds.backward_thresholds`): it uses the
-  measured, uneven exit costs, which the heuristics ignore;
-* states learned from everything the exits showed so far, and the recall answer "the consulted
-  exit most probably right" (:mod:`ttamer.earlyexit.states`), which beats the full model where
-  later exits overthink.
+  calibration paths (:func:`~ttamer.earlyexit.thresholds.backward_thresholds`), on the state
+  learned from everything the exits showed so far, answering with the consulted exit most
+  probably right (:mod:`ttamer.earlyexit.states`) -- the form of the optimal strategy with
+  recall, which beats the full model where later exits overthink.
 
-Each candidate's ``λ``-sweep is scored by the area under its accuracy–cost frontier on
-held-out folds of the calibration examples; the simplest candidate within one standard
+Each candidate is scored by the area under its accuracy–cost frontier on held-out folds of
+the calibration examples, swept there at the resolution of the data exactly as on test
+examples (:func:`complete_sweep`, :func:`path_sweep`); the simplest candidate within one standard
 error (of the paired fold differences) of the best is chosen, so that a richer rule is used
 only where the calibration data show that it pays. The test examples are never used.
 """
@@ -39,10 +44,13 @@ from .base import BaseTamer
 from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier
 from .states import StateModel, exit_wrong
-from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, first_stop, frontier_taus,
-                         hull_choice, quantile_path, rule_points)
+from .thresholds import (_chunks, backward_thresholds, budget_points, common_threshold_curve, first_stop,
+                         fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points)
 
-THRESHOLD_CLASSES = ("common", "per_exit")
+#: The threshold classes: one threshold for every exit, one threshold on the state shifted by a
+#: fitted offset per exit (:func:`~ttamer.earlyexit.thresholds.fit_offsets`), one threshold per
+#: exit and ``λ`` by backward induction.
+THRESHOLD_CLASSES = ("common", "offset", "per_exit")
 #: Cost step (a fraction of the full model's cost) between the budgets of a sweep.
 BUDGET_RESOLUTION = 0.002
 #: How many times finer the budgets of the (cheap to sweep) common class are.
@@ -79,7 +87,8 @@ class PolicyCandidate:
         return f"{self.thresholds}:{self.state}:{self.answer}"
 
     def describe(self) -> str:
-        th = "one threshold" if self.thresholds == "common" else "a threshold per exit"
+        th = {"common": "one threshold", "offset": "one threshold shifted per exit",
+              "per_exit": "a threshold per exit"}[self.thresholds]
         ans = {"last": "answers with the exit it stops at", "confident": "answers with the most confident exit",
                "posterior": "answers with the exit most probably right",
                "ensemble": "answers with the exit the running ensemble favours",
@@ -106,9 +115,8 @@ class PolicyCandidate:
 
 #: The policy classes tried by ``policy="auto"``, simplest first.
 CANDIDATES = tuple(PolicyCandidate.parse(k) for k in (
-    "common:max_prob:last", "common:max_prob:confident", "common:max_prob:ensemble_at_end", "common:neg_entropy:last",
-    "common:patience:last", "per_exit:max_prob:last", "per_exit:learned:last", "per_exit:ensemble:ensemble",
-    "per_exit:posterior:posterior"))
+    "common:max_prob:last", "common:max_prob:confident", "common:neg_entropy:last", "common:patience:last",
+    "offset:max_prob:last", "offset:max_prob:ensemble_at_end", "per_exit:posterior:posterior"))
 
 
 def evenly(n: int, at_most: int) -> np.ndarray:
@@ -124,24 +132,35 @@ def normalized_costs(trace: Trace) -> np.ndarray:
     return trace.mean_cost / total
 
 
+def class_offsets(cand: PolicyCandidate, x: np.ndarray, loss: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """``[L]`` the per-exit offsets of ``cand``'s class on the calibration examples: fitted for
+    the offset class (:func:`~ttamer.earlyexit.thresholds.fit_offsets`), zero otherwise."""
+    if cand.thresholds != "offset":
+        return np.zeros(x.shape[1])
+    return fit_offsets(x, loss, np.broadcast_to(np.cumsum(costs), x.shape))
+
+
 def lambda_thresholds(cand: PolicyCandidate, x: np.ndarray, loss: np.ndarray, costs: np.ndarray,
-                      lams: np.ndarray) -> np.ndarray:
+                      lams: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """``[P, L−1]`` thresholds of ``cand``'s rule minimising the calibration ``θ_λ`` for each
-    ``λ`` of ``lams`` (``x``, ``loss`` ``[N, L]`` on the calibration examples)."""
+    ``λ`` of ``lams`` (``x``, ``loss`` ``[N, L]`` on the calibration examples; ``offsets`` from
+    :func:`class_offsets`)."""
     if cand.thresholds == "per_exit":
         return backward_thresholds(x, loss, costs, lams)
     cum = np.broadcast_to(np.cumsum(costs), x.shape)
-    taus, mean_loss, mean_cost = common_threshold_curve(x, loss, cum)
+    taus, mean_loss, mean_cost = common_threshold_curve(x - offsets, loss, cum)
     tau = taus[hull_choice(mean_cost, mean_loss, lams)]
-    return np.repeat(tau[:, None], x.shape[1] - 1, axis=1)
+    return tau[:, None] + offsets[None, :-1]
 
 
 def budget_sweep(cand: PolicyCandidate, x: np.ndarray, loss: np.ndarray, costs: np.ndarray, lams: np.ndarray,
-                 resolution: float = BUDGET_RESOLUTION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 offsets: np.ndarray, resolution: float = BUDGET_RESOLUTION
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The budgeted rules of ``cand``'s class: for each calibration cost budget ``B`` on a grid
     of step ``resolution``, the most accurate rule found with mean cost ``≤ B``.
 
-    The common class is swept exactly (every distinct threshold). The per-exit class starts
+    The common and offset classes are swept exactly (every distinct threshold of the state
+    shifted by ``offsets``, :func:`class_offsets`). The per-exit class starts
     from the ``λ``-optimal rules of ``lams`` (which reach only the convex hull of the
     cost–loss points) and fills the budgets between two neighbours with rules whose
     thresholds move in rank space from one to the other (:func:`~ttamer.earlyexit.thresholds.quantile_path`).
@@ -149,10 +168,10 @@ def budget_sweep(cand: PolicyCandidate, x: np.ndarray, loss: np.ndarray, costs: 
     Returns ``(taus [P, L−1], cost [P], loss [P])``, cost increasing, on the calibration examples.
     """
     cum = np.broadcast_to(np.cumsum(costs), x.shape)
-    if cand.thresholds == "common":
-        taus, mean_loss, mean_cost = common_threshold_curve(x, loss, cum)
+    if cand.thresholds != "per_exit":
+        taus, mean_loss, mean_cost = common_threshold_curve(x - offsets, loss, cum)
         keep = budget_points(mean_cost, mean_loss, resolution / COMMON_REFINEMENT)
-        return np.repeat(taus[keep, None], x.shape[1] - 1, axis=1), mean_cost[keep], mean_loss[keep]
+        return taus[keep, None] + offsets[None, :-1], mean_cost[keep], mean_loss[keep]
     base = np.unique(backward_thresholds(x, loss, costs, lams), axis=0)
     base_cost = rule_points(x, loss, cum, base)[1]
     order = np.argsort(base_cost, kind="stable")
@@ -178,12 +197,33 @@ def decisions(trace: Trace, x: np.ndarray, answers: np.ndarray, taus: np.ndarray
     return ExitDecisions.from_last(trace, answer, last, params, name)
 
 
-def complete_sweep(trace: Trace, x: np.ndarray, answers: np.ndarray, target: str, name: str) -> ExitDecisions:
-    """A common-threshold rule swept over every distinct state value of ``trace``, kept at the
-    frontier of that complete sweep (``params`` = thresholds) -- how the heuristics are swept."""
+def complete_sweep(trace: Trace, x: np.ndarray, answers: np.ndarray, target: str, name: str,
+                   offsets: np.ndarray | None = None) -> ExitDecisions:
+    """A common-threshold rule on the state shifted by ``offsets`` (default none) swept over
+    every distinct value on ``trace``, kept at the frontier of that complete sweep (``params`` =
+    the common thresholds) -- how the heuristics are swept."""
+    offsets = np.zeros(x.shape[1]) if offsets is None else offsets
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
-    taus = frontier_taus(x, loss, trace.cumulative_cost, max(2, min(MAX_SWEEP_POINTS, MAX_SWEEP_CELLS // len(x))))
-    return decisions(trace, x, answers, np.repeat(taus[:, None], x.shape[1] - 1, axis=1), taus, name)
+    taus = frontier_taus(x - offsets, loss, trace.cumulative_cost,
+                         max(2, min(MAX_SWEEP_POINTS, MAX_SWEEP_CELLS // len(x))))
+    return decisions(trace, x, answers, taus[:, None] + offsets[None, :-1], taus, name)
+
+
+def path_sweep(trace: Trace, x: np.ndarray, answers: np.ndarray, vertices: np.ndarray, target: str,
+               name: str) -> ExitDecisions:
+    """The per-exit rules on the path through ``vertices [K, L−1]`` (the fitted budgets, cost
+    increasing) swept completely on ``trace`` (:func:`~ttamer.earlyexit.thresholds.path_rules`:
+    every rule its examples tell apart), kept at the frontier of that sweep (``params`` = the
+    position on the path) -- the per-exit class swept at the resolution of the data, as
+    :func:`complete_sweep` sweeps the one-threshold classes."""
+    loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
+    taus = path_rules(vertices, x, max(2, MAX_SWEEP_CELLS // len(x)))
+    mean_loss, mean_cost = np.empty(len(taus)), np.empty(len(taus))
+    for s in _chunks(len(taus), 4 * len(x)):
+        mean_loss[s], mean_cost[s] = rule_points(x, loss, trace.cumulative_cost, taus[s])
+    span = float(mean_cost.max() - mean_cost.min())
+    keep = budget_points(mean_cost, mean_loss, span / MAX_SWEEP_POINTS if span > 0 else 1.0)
+    return decisions(trace, x, answers, taus[keep], keep.astype(float), name)
 
 
 def with_full_model(trace: Trace, dec: ExitDecisions | None, param: float) -> ExitDecisions:
@@ -261,7 +301,8 @@ class ThresholdTamer(BaseTamer):
         (empty without cross-validation).
     cv_folds_ : int
         Folds actually used; ``cv_fold_scores_ [C, F]`` the held-out areas per candidate and
-        fold, and ``cv_curves_`` their held-out sweeps (only after cross-validation).
+        fold, and ``cv_curves_`` the held-out accuracy of the budgets of the candidates with
+        fitted thresholds (offset and per-exit; only after cross-validation).
     state_model_ : ~ttamer.earlyexit.states.StateModel
         The fitted state and answer rule.
     sweep_taus_ : ndarray of shape (P, L−1)
@@ -335,9 +376,11 @@ class ThresholdTamer(BaseTamer):
         x, answers = self.state_model_.transform(trace)
         loss = np.take_along_axis(exit_wrong(trace, self.target), answers, axis=1)
         self.costs_ = normalized_costs(trace)
+        self.offsets_ = class_offsets(self.candidate_, x, loss, self.costs_)
         self.sweep_taus_, self.sweep_cost_, self.sweep_loss_ = budget_sweep(self.candidate_, x, loss, self.costs_,
-                                                                           self.lam_sweep())
-        self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([float(self.lam)]))[0]
+                                                                           self.lam_sweep(), self.offsets_)
+        self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([float(self.lam)]),
+                                       self.offsets_)[0]
         self._fit_data = (x, loss)
         return self
 
@@ -365,16 +408,19 @@ class ThresholdTamer(BaseTamer):
                     sm = StateModel.fit(train, cand.state, cand.answer, self.target)
                     models[key] = (sm.transform(train), sm.transform(test))
                 (x, ans), (x_te, ans_te) = models[key]
-                taus, budget, _ = budget_sweep(cand, x, np.take_along_axis(wrong, ans, axis=1), costs, lams)
-                keep = evenly(len(budget), MAX_CV_POINTS)
-                taus, budget = taus[keep], budget[keep]
-                dec = decisions(test, x_te, ans_te, taus, budget, "cv")
-                if cand.thresholds == "common":
-                    dec = complete_sweep(test, x_te, ans_te, self.target, "cv")
+                loss = np.take_along_axis(wrong, ans, axis=1)
+                offsets = class_offsets(cand, x, loss, costs)
+                taus, budget, _ = budget_sweep(cand, x, loss, costs, lams, offsets)
+                if cand.thresholds != "common":  # fitted thresholds: the budgets' held-out accuracy (SLO)
+                    keep = evenly(len(budget), MAX_CV_POINTS)
+                    dec = decisions(test, x_te, ans_te, taus[keep], budget[keep], "cv")
+                    self.cv_curves_[cand.key].append(
+                        {"budget": budget[keep], "accuracy": dec.correct(test, self.target).mean(axis=1)})
+                if cand.thresholds == "per_exit":
+                    dec = path_sweep(test, x_te, ans_te, taus, self.target, "cv")
+                else:
+                    dec = complete_sweep(test, x_te, ans_te, self.target, "cv", offsets)
                 scores[c, k] = heldout_score(dec, test, self.target)
-                self.cv_curves_[cand.key].append(
-                    {"budget": budget, "cost": dec.cost.mean(axis=1) / test.full_cost.mean(),
-                     "accuracy": dec.correct(test, self.target).mean(axis=1)})
                 bar.update()
         bar.close()
         return scores
@@ -405,7 +451,7 @@ class ThresholdTamer(BaseTamer):
         self._check_fitted()
         self.lam = check_lam(lam)
         x, loss = self._fit_data
-        self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([self.lam]))[0]
+        self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([self.lam]), self.offsets_)[0]
         return self
 
     def decide(self, trace: Trace) -> ExitDecisions:
@@ -442,10 +488,12 @@ class ThresholdTamer(BaseTamer):
         every distinct state value of ``trace`` (read with its labels, exactly as the heuristics
         are swept), then the full model."""
         self._check_fitted()
-        if self.candidate_.thresholds == "per_exit":
-            return self.decide_sweep(trace)
         x, answers = self.state_model_.transform(trace)
-        return with_full_model(trace, complete_sweep(trace, x, answers, self.target, self.name), np.inf)
+        if self.candidate_.thresholds == "per_exit":
+            dec = path_sweep(trace, x, answers, self.sweep_taus_, self.target, self.name)
+        else:
+            dec = complete_sweep(trace, x, answers, self.target, self.name, self.offsets_)
+        return with_full_model(trace, dec, np.inf)
 
     def runtime_rule(self) -> "RuntimeRule":
         """The fitted rule at ``lam`` in the form a serving runtime evaluates exit by exit

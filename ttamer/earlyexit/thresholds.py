@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .metrics import frontier_auc, pareto_frontier
+
 #: Elements per chunk of the ``[P, N, L]`` comparisons and ``[P, N]`` sweeps (bounds memory).
 CHUNK_ELEMENTS = 1 << 24
 
@@ -220,3 +222,86 @@ def frontier_taus(x: np.ndarray, loss: np.ndarray, cum: np.ndarray, max_points: 
     taus, mean_loss, mean_cost = common_threshold_curve(x, loss, cum)
     span = float(mean_cost.max() - mean_cost.min())
     return taus[budget_points(mean_cost, mean_loss, span / max_points if span > 0 else 1.0)]
+
+
+#: Offsets tried per exit by :func:`fit_offsets`, in standard deviations of the exit's state.
+OFFSET_STEPS = np.linspace(-0.5, 0.5, 11)
+#: Passes of the coordinate ascent of :func:`fit_offsets` over the exits.
+OFFSET_PASSES = 2
+#: :func:`fit_offsets` reads at most this many examples (evenly spaced; more change the
+#: offsets by far less than their sampling error and cost time in proportion).
+OFFSET_MAX_EXAMPLES = 4000
+
+
+def curve_area(x: np.ndarray, loss: np.ndarray, cum: np.ndarray) -> float:
+    """Area under the frontier of the common-threshold rule on ``x`` swept over every distinct
+    threshold (:func:`common_threshold_curve`), costs as fractions of the full model's, from
+    exit 0 alone to the full model."""
+    scale = cum[:, -1].mean()
+    _, mean_loss, mean_cost = common_threshold_curve(x, loss, cum)
+    lo = min(cum[:, 0].mean() / scale, 1 - 1e-9)
+    return frontier_auc(pareto_frontier(mean_cost / scale, 1.0 - mean_loss), lo, 1.0)
+
+
+def fit_offsets(x: np.ndarray, loss: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    r"""``[L]`` per-exit offsets ``δ`` of the *offset* class: one threshold ``τ`` common to every
+    exit on the shifted state ``x_i − δ_i``, i.e. the per-exit thresholds ``τ + δ_i``.
+
+    ``δ`` maximises the area under the calibration frontier of the whole one-parameter family
+    (:func:`curve_area`, every ``τ``), by coordinate ascent over the exits
+    (:data:`OFFSET_PASSES` passes, each ``δ_i`` on the grid :data:`OFFSET_STEPS` times the
+    standard deviation of ``x_{·,i}``; ``δ = 0`` -- the common class -- is the start, and a
+    move is kept only if it raises the area). With measured exit costs in ``cum`` the offsets
+    price them: an exit followed by an expensive one gets a lower threshold. ``δ_{L−1} = 0``
+    (the last exit always stops). On more than :data:`OFFSET_MAX_EXAMPLES` examples, that many,
+    evenly spaced, are read.
+    """
+    n, L = x.shape
+    if n > OFFSET_MAX_EXAMPLES:
+        keep = np.linspace(0, n - 1, OFFSET_MAX_EXAMPLES).round().astype(np.int64)
+        x, loss, cum = x[keep], loss[keep], cum[keep]
+    delta = np.zeros(L)
+    sd = x[:, : L - 1].std(axis=0)
+    best = curve_area(x, loss, cum)
+    for _ in range(OFFSET_PASSES):  # coordinate ascent: loops over passes, exits and the grid
+        moved = False
+        for i in range(L - 1):
+            for step in OFFSET_STEPS * sd[i]:
+                trial = delta.copy()
+                trial[i] = step
+                area = curve_area(x - trial, loss, cum)
+                if area > best + 1e-12:
+                    best, delta, moved = area, trial, True
+        if not moved:
+            break
+    return delta
+
+
+def path_rules(vertices: np.ndarray, x: np.ndarray, max_rules: int) -> np.ndarray:
+    """``[P, L−1]`` every distinct rule, as the examples ``x [N, L]`` tell them apart, on the
+    path through the rules ``vertices [K, L−1]`` (linear in threshold between consecutive
+    vertices): a rule changes only where some threshold crosses some example's state, so one
+    rule between each two consecutive crossings, and the vertices, is the complete sweep of
+    the path. Thinned evenly along the path to at most ``max_rules`` rules besides the vertices."""
+    if len(vertices) < 2:
+        return vertices.copy()
+    head = x[:, :-1]
+    finite = np.r_[head[np.isfinite(head)], vertices[np.isfinite(vertices)]]
+    lo, hi = (finite.min() - 1.0, finite.max() + 1.0) if finite.size else (-1.0, 1.0)
+    ends = np.clip(vertices, lo, hi)
+    params = [np.arange(len(ends), dtype=float)]
+    for j in range(len(ends) - 1):  # a loop over the path's segments
+        a, b = ends[j], ends[j + 1]
+        width = np.where(a != b, b - a, 1.0)
+        t = (head - a) / width
+        params.append(j + t[(a != b) & (t > 0) & (t < 1)])
+    s = np.unique(np.concatenate(params))
+    s = np.unique(np.r_[s, (s[1:] + s[:-1]) / 2])
+    if len(s) > max_rules:  # thin evenly, keeping the vertices
+        s = np.union1d(s[np.unique(np.linspace(0, len(s) - 1, max_rules).round().astype(np.int64))],
+                       np.arange(len(ends), dtype=float))
+    j = np.clip(np.floor(s).astype(np.int64), 0, len(ends) - 2)
+    t = (s - j)[:, None]
+    out = ends[j] + t * (ends[j + 1] - ends[j])
+    out[s == np.floor(s)] = vertices[s[s == np.floor(s)].astype(np.int64)]  # the vertices themselves, exactly
+    return out

@@ -61,18 +61,21 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(repeats=1, compare=[(3, 2), (5, 3)], exhaustive_max=5, lp_max=(5, 3),
                   nodes=[8, 16, 32], nodes_k=4, states=[2, 4, 8], states_n=8, shape_n=200, shape_k=4,
                   skip_n=8, skip_k=3, skip_probs=[0.0, 0.5, 1.0], trace=(2000, 4, 5), sweep=10,
-                  target_chain=(40, 8), target_forest=1000, memory_n=(40, 8), serving=(40, 128, 1)),
+                  target_chain=(40, 8), target_forest=1000, memory_n=(40, 8), serving=(40, 128, 1),
+                  evaluate=[500, 1000], evaluate_shape=(6, 5)),
     "quick": dict(repeats=5, compare=[(4, 3), (6, 3), (10, 4), (20, 8)], exhaustive_max=6, lp_max=(20, 8),
                   nodes=[25, 50, 100, 200], nodes_k=16, states=[2, 4, 8, 16, 32], states_n=50,
                   shape_n=2000, shape_k=8, skip_n=20, skip_k=4, skip_probs=[0.0, 0.1, 0.3, 0.6, 1.0],
                   trace=(20000, 6, 10), sweep=50, target_chain=(400, 32), target_forest=10_000,
-                  memory_n=(200, 32), serving=(200, 768, 3)),
+                  memory_n=(200, 32), serving=(200, 768, 3), evaluate=[1000, 4000],
+                  evaluate_shape=(12, 10)),
     "full": dict(repeats=5, compare=[(4, 3), (6, 3), (8, 3), (10, 4), (20, 8), (30, 8), (20, 16)],
                  exhaustive_max=8, lp_max=(30, 16),
                  nodes=[25, 50, 100, 200, 400, 800], nodes_k=16, states=[2, 4, 8, 16, 32, 64], states_n=100,
                  shape_n=10_000, shape_k=8, skip_n=40, skip_k=6, skip_probs=[0.0, 0.05, 0.1, 0.3, 0.6, 1.0],
                  trace=(200_000, 8, 10), sweep=100, target_chain=(400, 32), target_forest=10_000,
-                 memory_n=(400, 32), serving=(400, 768, 5)),
+                 memory_n=(400, 32), serving=(400, 768, 5),
+                 evaluate=[1000, 10_000, 100_000, 1_000_000], evaluate_shape=(12, 10)),
 }
 
 
@@ -413,6 +416,42 @@ def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repea
     return rows
 
 
+def evaluate_scaling(ns: list[int], exits: int, classes: int) -> list[dict]:
+    """``ttamer evaluate`` with its defaults (:func:`ttamer.evaluation.evaluate_trace`: the
+    threshold estimation, the paper's chain, 200 bootstrap replicates) on synthetic traces of
+    ``n`` examples, once each, and the default fit (:class:`~ttamer.earlyexit.tamer.ThresholdTamer`)
+    on the calibration half alone: seconds and example-exits per second."""
+    from ttamer.earlyexit.tamer import ThresholdTamer
+    from ttamer.evaluation import evaluate_trace
+
+    rows = []
+    for n in ns:
+        trace = synthetic_trace(n, exits, classes)
+        cal, _ = trace.split(0.5, seed=0)
+        t_fit, _ = best_of(lambda: ThresholdTamer().fit(cal), 1)
+        t_eval, _ = best_of(lambda: evaluate_trace(trace), 1)
+        rows.append({"examples": n, "exits": exits, "classes": classes, "seconds": t_eval,
+                     "evaluate_example_exits_per_s": n * exits / t_eval, "fit_seconds": t_fit,
+                     "fit_example_exits_per_s": cal.n_examples * exits / t_fit})
+    return rows
+
+
+def evaluate_targets(rows: list[dict]) -> list[dict]:
+    """The targets on fitting and evaluating large traces, from :func:`evaluate_scaling`."""
+    out = []
+    for r in rows:
+        if r["examples"] in (100_000, 1_000_000):
+            goal = 60.0 if r["examples"] == 100_000 else 600.0
+            out.append({"target": f"evaluate {r['examples']:.0e} x {r['exits']} x {r['classes']}",
+                        "measured": r["seconds"], "unit": "s", "goal": f"<= {goal:g}",
+                        "met": bool(r["seconds"] <= goal)})
+    big = max(rows, key=lambda r: r["examples"])
+    out.append({"target": f"default fit ({big['examples'] // 2} calibration examples)",
+                "measured": big["fit_example_exits_per_s"], "unit": "example-exits/s", "goal": ">= 1e5",
+                "met": bool(big["fit_example_exits_per_s"] >= 1e5)})
+    return out
+
+
 def memory(n: int, k: int, forest: int) -> list[dict]:
     """Peak traced memory of the index solver (MiB) on a dense chain and a random tree."""
     cases = {f"dense chain {n}x{k}": chain(n, k, "dense"), f"random tree {forest}x8": shaped("random", forest, 8)}
@@ -555,6 +594,9 @@ def run_all(profile: str = "quick") -> dict[str, Any]:
     res["memory"] = memory(*p["memory_n"], p["target_forest"])
     res["serving"] = serving_overhead(*p["serving"][:2], repeats=p["serving"][2])
     res["targets"] += serving_targets(res["serving"])
+    res["evaluate"] = evaluate_scaling(p["evaluate"], *p["evaluate_shape"])
+    res["evaluate_exponent"] = fitted(res["evaluate"], "examples", "exits")
+    res["targets"] += evaluate_targets(res["evaluate"])
     return res
 
 
@@ -594,6 +636,8 @@ def report(res: dict[str, Any]) -> str:
         "\n## Peak memory of the index solver (tracemalloc)", table(res["memory"]),
         "\n## Serving runtime: cost relative to the plain network, decision overhead, measured vs simulated",
         table(res["serving"]),
+        "\n## ttamer evaluate with its defaults vs trace size (synthetic traces)", table(res["evaluate"]),
+        f"fitted exponents (seconds ~ examples^b): {_fmt_exp(res['evaluate_exponent'])}",
     ]
     return "\n".join(parts)
 

@@ -282,7 +282,7 @@ def test_text_workload_network_served_tiny_real_run():
                                     "common:max_prob:ensemble_at_end", "common:patience:last",
                                     "common:max_prob:confident", "per_exit:ensemble:ensemble",
                                     "common:neg_entropy:last", "offset:max_prob:last",
-                                    "offset:max_prob:ensemble_at_end"])
+                                    "offset:max_prob:ensemble_at_end", "common:max_prob:posterior_at_end"])
 def test_threshold_tamer_served_decisions_equal_decide(setup, policy):
     """The default estimator served through its runtime rule: exit stopped at and answering
     exit equal ``ThresholdTamer.decide`` per example, one query at a time and batched."""

@@ -166,6 +166,11 @@ def test_states_and_answers():
     _, ans_end = StateModel.fit(tr, "max_prob", "ensemble_at_end").transform(tr)
     assert np.array_equal(ans_end[:, :-1], np.broadcast_to(np.arange(3), (300, 3)))
     assert np.array_equal(ans_end[:, -1], ensemble_answers(tr)[1][:, -1])
+    sm = StateModel.fit(tr, "max_prob", "posterior_at_end")
+    _, ans_post = sm.transform(tr)
+    _, post = StateModel.fit(tr, "posterior", "posterior").transform(tr)
+    assert np.array_equal(ans_post[:, :-1], np.broadcast_to(np.arange(3), (300, 3)))
+    assert np.array_equal(ans_post[:, -1], post[:, -1])
 
 
 def test_slo_block(fitted, split):

@@ -19,7 +19,8 @@ the consulted exit of largest max-probability (SDN's fallback, a recall rule); `
 the consulted exit whose predicted class the running ensemble ``p̄_i`` favours most (recall:
 still one consulted exit's answer); ``"posterior"`` -- the consulted exit most probably right
 given everything seen so far (recall); ``"ensemble_at_end"`` -- the exit stopped at, except when
-the rule runs to the last exit, where the ``"ensemble"`` choice answers (a fallback, like SDN's).
+the rule runs to the last exit, where the ``"ensemble"`` choice answers (a fallback, like SDN's);
+``"posterior_at_end"`` -- the same with the ``"posterior"`` choice at the last exit.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ..errors import TTamerError, TraceError
 from ..traces import Trace, target_labels
 
 STATES = ("max_prob", "neg_entropy", "patience", "learned", "posterior", "ensemble")
-ANSWERS = ("last", "confident", "posterior", "ensemble", "ensemble_at_end")
+ANSWERS = ("last", "confident", "posterior", "ensemble", "ensemble_at_end", "posterior_at_end")
 #: States that come with their own answer rule (and only with it).
 PAIRED = ("posterior", "ensemble")
 #: States and answer rules that are fitted on calibration examples.
@@ -99,7 +100,7 @@ class StateModel:
         models: dict[str, Any] = {}
         if state == "learned":
             models["learned"] = _logistic_models(history_features(trace), 1.0 - wrong)
-        if answer == "posterior":
+        if answer in ("posterior", "posterior_at_end"):
             models["posterior"] = _posterior_models(trace, wrong)
         return cls(state, answer, trace.n_exits, trace.n_classes, models)
 
@@ -120,6 +121,8 @@ class StateModel:
             answers = np.repeat(np.arange(L)[None, :], n, axis=0)
             if self.answer == "ensemble_at_end":
                 answers[:, -1] = ensemble_answers(trace)[1][:, -1]
+            elif self.answer == "posterior_at_end":
+                answers[:, -1] = posterior_answers(trace, self.models["posterior"])[1][:, -1]
         return self._state(trace), answers
 
     def _state(self, trace: Trace) -> np.ndarray:

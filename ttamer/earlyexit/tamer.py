@@ -92,6 +92,8 @@ class PolicyCandidate:
         ans = {"last": "answers with the exit it stops at", "confident": "answers with the most confident exit",
                "posterior": "answers with the exit most probably right",
                "ensemble": "answers with the exit the running ensemble favours",
+               "posterior_at_end": "answers with the exit it stops at, or at the end with the exit most "
+                                   "probably right",
                "ensemble_at_end": "answers with the exit it stops at, or at the end with the exit the ensemble "
                                   "favours"}[self.answer]
         return f"{th} on {self.state.replace('_', '-')}, {ans}"
@@ -544,7 +546,7 @@ class RuntimeRule:
         self.taus = taus
         self._prefix = [self._prefix_model(i) for i in range(L)]
         self._direct = state_model.state in ("max_prob", "neg_entropy") and state_model.answer in (
-            "last", "ensemble_at_end")
+            "last", "ensemble_at_end", "posterior_at_end")
 
     def _prefix_model(self, i: int) -> StateModel:
         """The state model restricted to exits ``0..i`` (its fitted per-exit models sliced)."""
@@ -555,7 +557,7 @@ class RuntimeRule:
             models["learned"] = (w[: i + 1], scale)
         if "posterior" in models:
             models["posterior"] = models["posterior"][: i + 1]
-        answer = "last" if sm.answer == "ensemble_at_end" and i < self.n_exits - 1 else sm.answer
+        answer = "last" if sm.answer.endswith("_at_end") and i < self.n_exits - 1 else sm.answer
         return StateModel(sm.state, answer, i + 1, sm.n_classes, models)
 
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

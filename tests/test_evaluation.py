@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ttamer.evaluation import (STRATEGIES, accuracy_at, bootstrap_band, cost_at_accuracy, dominates,
                                evaluate_trace, frontier_auc, pareto_frontier, strategy_metrics)
@@ -210,3 +211,19 @@ def test_evaluate_trace_rejects_a_single_exit():
 
     with pytest.raises(TraceError, match="at least 2 exits"):
         evaluate_trace(synthetic_trace(200, 1, 3, seed=3), n_boot=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), P=st.integers(1, 40), n=st.integers(1, 60), nested=st.booleans())
+def test_weighted_sums_equal_the_dense_product(seed, P, n, nested):
+    """Sparse differences along the sweep (nested rules) or the direct product: the same sums."""
+    from ttamer.evaluation import bootstrap_weights, weighted_sums
+
+    rng = np.random.default_rng(seed)
+    if nested:
+        values = (rng.random(n)[None, :] >= np.sort(rng.random(P))[:, None]).astype(np.float32)
+    else:
+        values = rng.random((P, n))
+    counts = bootstrap_weights(n, 7, seed)
+    np.testing.assert_allclose(weighted_sums(counts, values), counts.astype(float) @ values.T.astype(float),
+                               rtol=1e-12, atol=1e-9)

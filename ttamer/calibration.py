@@ -88,7 +88,7 @@ MIN_PER_STATE = 8
 #: ``"auto"`` needs at least this many calibration examples per cross-validation fold.
 MIN_CV_EXAMPLES = 20
 #: Cross-validation scores are computed on at most this many calibration examples.
-MAX_CV_EXAMPLES = 10000
+MAX_CV_EXAMPLES = 5000
 AUTO = "auto"
 
 

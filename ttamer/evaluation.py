@@ -64,21 +64,48 @@ COST_FRACTIONS = (0.25, 0.5, 0.75)
 _EPS = 1e-12
 
 
+def bootstrap_weights(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """``[B, N]`` resampling counts ``~ Multinomial(N, 1/N)`` of ``n_boot`` bootstrap replicates
+    of ``n`` examples, drawn from ``seed`` alone (float32: counts are exact integers)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float32)
+
+
+#: :func:`weighted_sums` goes through the changes between consecutive sweep points when they
+#: are at most this share of the entries (a sweep whose neighbouring rules differ on few examples).
+SPARSE_SHARE = 0.05
+
+
+def weighted_sums(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``[B, P]`` = ``counts [B, N] @ values[P, N].T``. Neighbouring points of a sweep differ
+    on few examples, so the product is taken on the sparse differences between consecutive rows
+    of ``values`` and summed back along the sweep when they are few
+    (:data:`SPARSE_SHARE`), and directly otherwise."""
+    import scipy.sparse as sp
+
+    P, n = values.shape
+    diffs = np.diff(values, axis=0, prepend=np.zeros((1, n), dtype=values.dtype))
+    nnz = np.count_nonzero(diffs)
+    if nnz > SPARSE_SHARE * P * n:
+        return counts.astype(values.dtype if values.dtype == np.float32 else float) @ values.T
+    return np.cumsum(sp.csr_matrix(diffs) @ counts.T.astype(float), axis=0).T
+
+
 def bootstrap_curves(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
-                     seed: int = 0, kind: str = "pareto") -> np.ndarray:
+                     seed: int = 0, kind: str = "pareto", counts: np.ndarray | None = None) -> np.ndarray:
     """``[B, G]``: ``acc_b(c)`` on ``grid`` for ``n_boot`` resamplings of the examples.
 
     ``correct [P, N]`` (bool) and ``cost [P, N]`` (already fractions of the full cost) are
-    the sweep's per-example outcomes. Resampling weights ``W [B, N]`` ~ Multinomial(N, 1/N)
-    (drawn from ``seed`` alone, so two strategies with the same seed see the same resamples:
-    a paired bootstrap); per replicate the sweep points are ``(W·cost/N, W·correct/N)``.
-    ``nan`` where a replicate's frontier is undefined. Policies are held fixed.
+    the sweep's per-example outcomes. Resampling counts ``W [B, N]`` ~ Multinomial(N, 1/N)
+    (:func:`bootstrap_weights`, drawn from ``seed`` alone unless given as ``counts``, so two
+    strategies with the same seed see the same resamples: a paired bootstrap); per replicate
+    the sweep points are ``(W·cost/N, W·correct/N)``. ``nan`` where a replicate's frontier is
+    undefined. Policies are held fixed.
     """
     P, n = correct.shape
-    rng = np.random.default_rng(seed)
-    W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) / n  # [B, N]
-    acc_b = W @ correct.T.astype(float)  # [B, P]
-    cost_b = W @ cost.T  # [B, P]
+    W = bootstrap_weights(n, n_boot, seed) if counts is None else counts
+    acc_b = weighted_sums(W, correct.astype(np.float32)).astype(float) / n  # [B, P]; integer sums, exact
+    cost_b = weighted_sums(W, np.asarray(cost, dtype=float)) / n  # [B, P]
     if kind == "hull":  # a loop over replicates (not examples): the envelope of each
         return np.stack([accuracy_at(hull_frontier(cb, ab), grid, "hull") for cb, ab in zip(cost_b, acc_b)])
     ok = cost_b[:, :, None] <= np.asarray(grid)[None, None, :] + _EPS  # [B, P, G]
@@ -338,6 +365,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     grid = np.linspace(cost_range[0], cost_range[1], band_points)
     strategies: dict[str, Any] = {}
     curves: dict[str, np.ndarray] = {}
+    counts = bootstrap_weights(test.n_examples, n_boot, seed + 1) if n_boot > 0 else None
     for name in tqdm(decs, desc="strategies", disable=not progress, leave=False):
         m = strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving, frontier_kind)
         params = decs[name].params
@@ -346,7 +374,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                        for a, b, c in zip(params, pts[name]["cost"], pts[name]["accuracy"])]
         if n_boot > 0:
             curves[name] = bootstrap_curves(pts[name]["correct"], pts[name]["cost_ex"], grid, n_boot, seed + 1,
-                                            frontier_kind)
+                                            frontier_kind, counts)
             lower, upper = _quantiles(curves[name], (0.025, 0.975))
             m["band"] = {"cost": grid.tolist(), "lower": _nan_to_none(lower), "upper": _nan_to_none(upper)}
         strategies[name] = m

@@ -315,7 +315,7 @@ class ThresholdTamer(BaseTamer):
     """
 
     def __init__(self, lam: float = 0.95, recall: bool = True, policy: str = "auto", target: str = "label",
-                 cv_folds: int = 5, cv_max_examples: int = 10000, n_lams: int = 81, seed: int = 0,
+                 cv_folds: int = 5, cv_max_examples: int = 5000, n_lams: int = 81, seed: int = 0,
                  progress: bool = False) -> None:
         self.lam = lam
         self.recall = recall

@@ -17,7 +17,7 @@ one run, on one machine, with ``time.perf_counter`` (best of ``k`` repeats). Sec
   one query at a time and batched, the decision overhead per example per exit, and measured
   against simulated cost (the trace priced with the cost profile of the mode served).
 
-Two regimes of random instances (``ttamer.synthetic.random_instance``): ``typical`` (its
+Two regimes of random instances (``ttamer.theory.synthetic.random_instance``): ``typical`` (its
 defaults: deeper exits better, ``depth_decay=0.8``, ``cost_scale=0.1``), where the surrogates
 stay small, and ``dense`` (``depth_decay=1``, ``cost_scale=0.01``), where a chain's surrogate
 keeps ``Θ(n K)`` atoms -- the worst case of the bound ``O(Σ_v K_parent K_v N)``.
@@ -48,9 +48,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import ttamer  # noqa: E402
 from ttamer import Instance  # noqa: E402
-from ttamer.exhaustive import MAX_STATES, state_space_bound  # noqa: E402
-from ttamer.index import compute_indices  # noqa: E402
-from ttamer.synthetic import correlated_transition, random_instance  # noqa: E402
+from ttamer.solvers.exhaustive import MAX_STATES, state_space_bound  # noqa: E402
+from ttamer.solvers.index import compute_indices  # noqa: E402
+from ttamer.theory.synthetic import correlated_transition, random_instance  # noqa: E402
 
 LAM = 0.7
 REGIMES = {"typical": {}, "dense": {"depth_decay": 1.0, "cost_scale": 0.01}}
@@ -358,7 +358,7 @@ def targets(p: dict[str, Any], compare_rows: list[dict] | None = None, throughpu
 def synthetic_trace(n: int, exits: int, classes: int, seed: int = 0):
     """A trace whose exits grow more confident and more accurate with depth (Dirichlet
     softmax outputs around the label), costs ``1`` per exit."""
-    from ttamer.traces import Trace
+    from ttamer.earlyexit.traces import Trace
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, size=n)
@@ -377,7 +377,7 @@ def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repea
     """Example-exits per second of every strategy: a sweep of ``P`` parameter values over
     ``N`` examples and ``L`` exits counts ``P · N · L`` example-exits."""
     from ttamer import baselines
-    from ttamer.calibration import EarlyExitTamer, StateSpec, run_policy
+    from ttamer.earlyexit.calibration import EarlyExitTamer, StateSpec, run_policy
 
     trace = synthetic_trace(n, exits, classes)
     cal, test = trace.split(0.5, seed=0)
@@ -398,7 +398,7 @@ def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repea
     runs["ttamer (policy rollout only)"] = lambda: run_policy(tamer.solution_, states, test)
     runs["ttamer (encode states + rollout)"] = lambda: tamer.decide(test)
     runs["ttamer (solve + run a λ sweep)"] = lambda: tamer.decide_sweep(test, lams, refine=False)
-    from ttamer.pathwise import PathwiseTamer
+    from ttamer.earlyexit.pathwise import PathwiseTamer
 
     pw = PathwiseTamer(lam=0.9, feature="max_prob").fit(cal)
     x = pw.model_.features.transform(test)
@@ -454,7 +454,7 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
     profile of the same mode (``ttamer.serving.with_cost_profile``)."""
     import torch
 
-    from ttamer.baselines import max_prob_threshold
+    from ttamer.earlyexit.baselines import max_prob_threshold
     from ttamer.earlyexit.tamer import ThresholdTamer
     from ttamer.serving import EarlyExitServer, compare_latency, max_prob_rule, threshold_rule, with_cost_profile
 

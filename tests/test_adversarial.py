@@ -7,7 +7,7 @@ import pytest
 
 from ttamer import TTamerError, solve
 from ttamer import adversarial as A
-from ttamer.exhaustive import solve_exhaustive
+from ttamer.solvers.exhaustive import solve_exhaustive
 
 ALPHAS = [1.25, 2.0, 3.0, 7.5, 40.0]
 

@@ -92,7 +92,7 @@ def test_cycle_finder_finds_cycles():
 def test_threshold_tamer_follows_the_contract():
     sk = pytest.importorskip("sklearn.base")
     from ttamer.earlyexit.tamer import ThresholdTamer
-    from ttamer.traces import synthetic_trace
+    from ttamer.earlyexit.traces import synthetic_trace
 
     t = ThresholdTamer(lam=0.7, cv_folds=3)
     c = sk.clone(t)

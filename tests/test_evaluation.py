@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from ttamer.evaluation import (STRATEGIES, accuracy_at, bootstrap_band, cost_at_accuracy, dominates,
+from ttamer.earlyexit.evaluation import (STRATEGIES, accuracy_at, bootstrap_band, cost_at_accuracy, dominates,
                                evaluate_trace, frontier_auc, pareto_frontier, strategy_metrics)
-from ttamer.traces import synthetic_trace
+from ttamer.earlyexit.traces import synthetic_trace
 
 
 def test_pareto_frontier_hand_made():
@@ -90,7 +90,7 @@ def test_evaluate_trace_sanity(result):
 
 
 def test_hull_frontier_hand_made():
-    from ttamer.evaluation import frontier, hull_frontier
+    from ttamer.earlyexit.evaluation import frontier, hull_frontier
 
     cost = [0.2, 0.3, 0.5, 0.6, 1.0]
     acc = [0.6, 0.62, 0.8, 0.81, 0.9]
@@ -109,7 +109,7 @@ def test_hull_frontier_hand_made():
 def _markov_trace(n: int, n_exits: int, k: int, seed: int):
     """Examples whose exit states follow a Markov chain and whose correctness depends only on
     the current state -- the model T-Tamer assumes. The max-probability reveals the state."""
-    from ttamer.traces import Trace
+    from ttamer.earlyexit.traces import Trace
 
     rng = np.random.default_rng(seed)
     levels = np.linspace(0.6, 0.95, k)
@@ -132,7 +132,7 @@ def _markov_trace(n: int, n_exits: int, k: int, seed: int):
 def test_ttamer_wins_on_markov_traces(seed):
     """On data that satisfies T-Tamer's model, its held-out frontier beats every heuristic and
     recall beats no recall (area under the frontier; the hull fills the policies' jumps)."""
-    from ttamer.calibration import StateSpec
+    from ttamer.earlyexit.calibration import StateSpec
 
     t = _markov_trace(4000, 4, 3, seed)
     r = evaluate_trace(t, seed=0, n_boot=0, frontier_kind="hull", estimation="chain",
@@ -145,7 +145,7 @@ def test_ttamer_wins_on_markov_traces(seed):
 
 
 def test_markov_violation_small_on_markov_data_large_otherwise():
-    from ttamer.evaluation import markov_violation
+    from ttamer.earlyexit.evaluation import markov_violation
 
     rng = np.random.default_rng(0)
     n = 6000
@@ -166,8 +166,8 @@ def test_markov_violation_small_on_markov_data_large_otherwise():
 def test_ablation_table():
     import pandas as pd
 
-    from ttamer.calibration import StateSpec
-    from ttamer.evaluation import HEURISTICS, ablation
+    from ttamer.earlyexit.calibration import StateSpec
+    from ttamer.earlyexit.evaluation import HEURISTICS, ablation
 
     t = synthetic_trace(600, 4, 3, seed=2)
     cfgs = [{"name": "index", "estimation": "chain",
@@ -187,8 +187,8 @@ def test_ablation_table():
 
 
 def test_markov_diagnostics_null_is_markov():
-    from ttamer.calibration import StateSpec
-    from ttamer.evaluation import markov_diagnostics, markov_resample, markov_violation
+    from ttamer.earlyexit.calibration import StateSpec
+    from ttamer.earlyexit.evaluation import markov_diagnostics, markov_resample, markov_violation
 
     t = synthetic_trace(3000, 4, 3, seed=5)
     rows = markov_diagnostics(t, StateSpec(K=4, agreement=1), loss="final")
@@ -206,7 +206,7 @@ def test_markov_diagnostics_null_is_markov():
 
 
 def test_evaluate_trace_rejects_a_single_exit():
-    from ttamer.errors import TraceError
+    from ttamer.core.errors import TraceError
 
     with pytest.raises(TraceError, match="at least 2 exits"):
         evaluate_trace(synthetic_trace(200, 1, 3, seed=3), n_boot=0)

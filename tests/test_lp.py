@@ -74,7 +74,7 @@ def test_lp_equals_brute_force(inst, lam, recall):
 @LP_SETTINGS
 @given(inst=instances(max_nodes=5, kmax=3, skips=True), lam=lams, recall=st.booleans())
 def test_lp_equals_exhaustive_and_fast_solvers(inst, lam, recall):
-    from ttamer.exhaustive import solve_exhaustive
+    from ttamer.solvers.exhaustive import solve_exhaustive
 
     ex, _ = solve_exhaustive(inst, lam, recall)
     sol = lp.solve_lp(inst, lam, recall)

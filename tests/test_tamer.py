@@ -9,8 +9,8 @@ from ttamer.earlyexit import heuristics
 from ttamer.earlyexit.slo import TARGETS, out_of_fold_accuracy, slo_block
 from ttamer.earlyexit.states import StateModel, ensemble_answers, running_argmax
 from ttamer.earlyexit.tamer import CANDIDATES, PolicyCandidate, ThresholdTamer, heldout_score, one_se_choice
-from ttamer.errors import TTamerError, TraceError
-from ttamer.traces import Trace, synthetic_trace
+from ttamer.core.errors import TTamerError, TraceError
+from ttamer.earlyexit.traces import Trace, synthetic_trace
 
 
 @pytest.fixture(scope="module")

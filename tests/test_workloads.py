@@ -17,8 +17,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("datasets")
 
 from ttamer.cli import main  # noqa: E402
-from ttamer.errors import TraceError, TTamerError  # noqa: E402
-from ttamer.traces import Trace, load_trace, save_trace  # noqa: E402
+from ttamer.core.errors import TraceError, TTamerError  # noqa: E402
+from ttamer.earlyexit.traces import Trace, load_trace, save_trace  # noqa: E402
 from ttamer.workloads import common, get_trace, registry, trace_key, trace_path, with_cost_unit  # noqa: E402
 from ttamer.workloads import vision  # noqa: E402
 
@@ -334,9 +334,9 @@ def test_report_tables_verdict_and_plot():
     import matplotlib
 
     matplotlib.use("Agg")
-    from ttamer.calibration import EarlyExitTamer, StateSpec
-    from ttamer.evaluation import evaluate_trace
-    from ttamer.traces import synthetic_trace
+    from ttamer.earlyexit.calibration import EarlyExitTamer, StateSpec
+    from ttamer.earlyexit.evaluation import evaluate_trace
+    from ttamer.earlyexit.traces import synthetic_trace
     from ttamer.workloads import report
 
     tr = synthetic_trace(400, 4, 3, seed=1)
@@ -360,7 +360,7 @@ def test_report_tables_verdict_and_plot():
 def test_split_table_and_estimation_ablation_are_consistent():
     """The split table's verdicts follow from its own numbers; the estimation ablation runs
     every configuration it names and reports the chosen estimation."""
-    from ttamer.traces import synthetic_trace
+    from ttamer.earlyexit.traces import synthetic_trace
     from ttamer.workloads import report
 
     tr = synthetic_trace(500, 4, 3, seed=3)

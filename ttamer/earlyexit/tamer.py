@@ -31,10 +31,10 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..calibration import cv_folds_of, lam_grid
-from ..errors import TraceError, TTamerError
-from ..traces import ExitDecisions, Trace
-from ..validate import check_bool, check_int, check_lam, check_seed, escape_text
+from .calibration import cv_folds_of, lam_grid
+from ..core.errors import TraceError, TTamerError
+from .traces import ExitDecisions, Trace
+from ..core.validate import check_bool, check_int, check_lam, check_seed, escape_text
 from .base import BaseTamer
 from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier

@@ -25,8 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import TraceError, TTamerError
-from ..traces import Trace
+from ..core.errors import TraceError, TTamerError
+from ..earlyexit.traces import Trace
 
 #: Environment variable overriding the cache folder of the traces.
 CACHE_ENV = "TTAMER_CACHE"

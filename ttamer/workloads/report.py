@@ -1,12 +1,12 @@
 """Tables, plots and verdicts of an early-exit evaluation, for the workload chapters.
 
-Everything here reads the dict returned by :func:`ttamer.evaluation.evaluate_trace`
+Everything here reads the dict returned by :func:`ttamer.earlyexit.evaluation.evaluate_trace`
 (frontiers as fractions of the full model's cost, metrics of the book's chapter *Early exit on real models*) and only formats it:
 
 * :func:`metric_table` — one row per strategy: AUC, cost at the full model's accuracy (and
   0.5 / 1 point below), accuracy at 25 / 50 / 75 % of the full cost, oracle-gain share;
 * :func:`dominance_table` — T-Tamer against every other strategy: does its frontier reach at
-  least the other's accuracy at every cost (:func:`ttamer.evaluation.dominates`), the AUC
+  least the other's accuracy at every cost (:func:`ttamer.earlyexit.evaluation.dominates`), the AUC
   difference, and the cost at the full model's accuracy of both;
 * :func:`verdict` — the same as one sentence, for the notebook text;
 * :func:`plot_frontiers` — staircase frontiers with their bootstrap bands.
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..calibration import StateSpec
+from ..earlyexit.calibration import StateSpec
 
 #: Strategies that are real (implementable) competitors of T-Tamer; the oracle is a bound.
 COMPETITORS = ("no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static")
@@ -55,7 +55,7 @@ def dominance_table(result: dict[str, Any], a: str = "ttamer", others: Sequence[
     ``AUC gain (pt)``, and both costs at the full model's accuracy (% of the full cost)."""
     import pandas as pd
 
-    from ..evaluation import dominates
+    from ..earlyexit.evaluation import dominates
 
     S = result["strategies"]
     rows = {}
@@ -84,7 +84,7 @@ def verdict(result: dict[str, Any], a: str = "ttamer", others: Sequence[str] = C
     auc_lose = [b for b in others if S[a]["auc"] < S[b]["auc"]]
     cost_lose = [b for b in others if not _cheaper_or_equal(S[a]["cost_at_full_accuracy"],
                                                              S[b]["cost_at_full_accuracy"])]
-    from ..evaluation import dominates
+    from ..earlyexit.evaluation import dominates
 
     not_dom = [b for b in others if not dominates(result, a, b, tol=tol)]
     c = S[a]["cost_at_full_accuracy"]
@@ -146,7 +146,7 @@ def recall_answers(tamer, test, lams: Sequence[float]):
     of those answers, and the accuracy the last consulted exit would have had on the same
     examples. Recall pays off exactly when the third column beats the fourth.
 
-    ``tamer`` is a fitted :class:`~ttamer.calibration.EarlyExitTamer` with ``recall=True``.
+    ``tamer`` is a fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` with ``recall=True``.
     Returns a ``pandas.DataFrame`` indexed by ``λ`` (rows with no such example are dropped).
     """
     import pandas as pd
@@ -182,7 +182,7 @@ def _beats_every(S: dict[str, Any], heuristics: Sequence[str]) -> tuple[bool, bo
 def split_table(trace, seeds: Sequence[int], first: dict[str, Any] | None = None, **kwargs):
     """T-Tamer against the heuristics on several calibration/test splits: one row per split
     seed (``first``: an already computed result for ``seeds[0]``; ``kwargs`` go to
-    :func:`~ttamer.evaluation.evaluate_trace`, without bootstrap). Columns: the AUCs (%) of
+    :func:`~ttamer.earlyexit.evaluation.evaluate_trace`, without bootstrap). Columns: the AUCs (%) of
     T-Tamer, its chain estimation and max-prob, the best heuristic by AUC and T-Tamer's gain
     over it (pt), the costs at the full model's accuracy (% of full) of T-Tamer and of the
     cheapest heuristic, and three verdicts: larger AUC than every heuristic, cheaper or equal
@@ -190,7 +190,7 @@ def split_table(trace, seeds: Sequence[int], first: dict[str, Any] | None = None
     pointwise (:func:`dominance_table`)."""
     import pandas as pd
 
-    from ..evaluation import HEURISTICS, evaluate_trace
+    from ..earlyexit.evaluation import HEURISTICS, evaluate_trace
 
     rows = []
     for k, s in enumerate(seeds):
@@ -248,13 +248,13 @@ ESTIMATION_CONFIGS = (
 
 def estimation_ablation(trace, seed: int = 0, calibration_fraction: float = 0.5, lams=None,
                         configs: Sequence[dict[str, Any]] = ESTIMATION_CONFIGS):
-    """:func:`ttamer.evaluation.ablation` over ``configs`` (default :data:`ESTIMATION_CONFIGS`)
+    """:func:`ttamer.earlyexit.evaluation.ablation` over ``configs`` (default :data:`ESTIMATION_CONFIGS`)
     as a ``pandas.DataFrame``: per configuration T-Tamer's AUC and cost at the full model's
     accuracy (%), the best heuristic's AUC, the gain, and whether it has the larger area and
     the lower-or-equal cost than every heuristic."""
     import pandas as pd
 
-    from ..evaluation import HEURISTICS, ablation
+    from ..earlyexit.evaluation import HEURISTICS, ablation
 
     cfgs = [dict(c, calibration_fraction=calibration_fraction, lams=lams) for c in configs]
     rows = ablation(trace, cfgs, seed=seed, n_boot=0)

@@ -1,6 +1,6 @@
 """T-Tamer against the heuristics on every trace of the zoo, over several splits.
 
-:func:`evaluate_zoo` runs :func:`ttamer.evaluation.evaluate_trace` on each trace and split
+:func:`evaluate_zoo` runs :func:`ttamer.earlyexit.evaluation.evaluate_trace` on each trace and split
 (the default estimation, no options per trace) and keeps a small summary per run;
 :func:`gain_table`, :func:`slo_table` and :func:`protocol_table` turn those summaries into the
 tables of the book's chapter *Across workloads*. The AUC gains carry a 95 % interval from a
@@ -17,8 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..earlyexit.metrics import cost_at_accuracy
-from ..evaluation import HEURISTICS, evaluate_trace
-from ..traces import Trace
+from ..earlyexit.evaluation import HEURISTICS, evaluate_trace
+from ..earlyexit.traces import Trace
 
 #: A trace "overthinks" when some earlier exit beats the last by more than this (accuracy).
 OVERTHINK_MARGIN = 0.01
@@ -30,7 +30,7 @@ def _cost(m: dict[str, Any]) -> float:
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of one :func:`~ttamer.evaluation.evaluate_trace` result the tables need."""
+    """The numbers of one :func:`~ttamer.earlyexit.evaluation.evaluate_trace` result the tables need."""
     st = result["strategies"]
     out = {"policy": result["ttamer_fit"].get("policy", result["ttamer_fit"]["description"]),
            "frontier": {k: np.asarray(m["frontier"]) for k, m in st.items()},

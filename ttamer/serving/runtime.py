@@ -2,11 +2,11 @@
 
 :class:`EarlyExitServer` wraps a torch **multi-exit model** (:class:`MultiExitModel`: a
 ``prepare`` step, a list of blocks and one exit head per block) and a fitted
-:class:`~ttamer.policy.Policy`. For every query it runs block after block; after exit ``i``
+:class:`~ttamer.core.policy.Policy`. For every query it runs block after block; after exit ``i``
 it turns the exit's softmax (and those of earlier exits) into the state ``s_i`` with a
 ``state_fn``, asks the policy whether to go on, and when the policy stops it answers **per
 recall** -- with the consulted exit of smallest calibrated loss ``ℓ_i(s_i)``
-(:meth:`ttamer.policy.Policy.answer`). The loop is :func:`ttamer.policy.rollout` itself,
+(:meth:`ttamer.core.policy.Policy.answer`). The loop is :func:`ttamer.core.policy.rollout` itself,
 whose ``reveal`` callback runs the network, so the runtime takes exactly the decisions that
 the trace-simulated policy takes on the same outputs (the key property, tested).
 
@@ -32,10 +32,10 @@ preparation such as tokenisation, blocks, heads, state computation and policy in
 ``state_fn(probs, node) -> states`` maps ``probs [B, n, C]`` -- the softmax of every exit
 consulted so far (NaN for exits not consulted) -- to the ``int`` states of ``node`` for the
 ``B`` rows. :func:`tamer_state_fn` and :func:`cascade_state_fn` build it from a fitted
-:class:`~ttamer.calibration.EarlyExitTamer` / :class:`~ttamer.cascade.CascadeTamer`;
+:class:`~ttamer.earlyexit.calibration.EarlyExitTamer` / :class:`~ttamer.earlyexit.cascade.CascadeTamer`;
 :func:`threshold_rule` expresses the confidence-threshold heuristic as a (policy,
 state_fn) pair, so heuristics run through the same runtime; :func:`pathwise_rule` does the
-same for T-Tamer's path-wise rule (:class:`~ttamer.pathwise.PathwiseTamer`).
+same for T-Tamer's path-wise rule (:class:`~ttamer.earlyexit.pathwise.PathwiseTamer`).
 """
 
 from __future__ import annotations
@@ -48,11 +48,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import TTamerError
-from .instance import Instance
-from .policy import LastStatePolicy, Policy, rollout
-from .traces import Trace
-from .workloads.common import resolve_device
+from ..core.errors import TTamerError
+from ..core.instance import Instance
+from ..core.policy import LastStatePolicy, Policy, rollout
+from ..earlyexit.traces import Trace
+from ..workloads.common import resolve_device
 
 StateFn = Callable[[np.ndarray, int], np.ndarray]
 AnswerFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -423,9 +423,9 @@ class EarlyExitServer(_Runtime):
     def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu") -> "EarlyExitServer":
         """Serve with a fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer` (its
         :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.runtime_rule`, one threshold per exit), a
-        fitted :class:`~ttamer.calibration.EarlyExitTamer` (its policy, its states computed
+        fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` (its policy, its states computed
         online by :func:`tamer_state_fn` and its answer rule, :func:`tamer_answer_fns`) or a
-        fitted :class:`~ttamer.pathwise.PathwiseTamer` (:func:`pathwise_rule`); either way the
+        fitted :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` (:func:`pathwise_rule`); either way the
         served decisions are ``tamer.decide``'s."""
         if callable(getattr(tamer, "runtime_rule", None)):
             return cls(model, tamer.runtime_rule(), device=device)
@@ -577,7 +577,7 @@ class EarlyExitServer(_Runtime):
 
     def run_all(self, inputs: Any, labels: Any, batch_size: int = 64, meta: dict | None = None,
                 warmup: int = 1, profile_examples: int = 0) -> Trace:
-        """Every exit on every input, batched: a :class:`~ttamer.traces.Trace` whose ``cost[i]``
+        """Every exit on every input, batched: a :class:`~ttamer.earlyexit.traces.Trace` whose ``cost[i]``
         is the median (over batches after ``warmup``) wall-clock ms per example of block ``i``
         with its head (exit 0 also pays for ``prepare``).
 
@@ -677,7 +677,7 @@ class CascadeServer(_Runtime):
 # --------------------------------------------------------------------------- state functions
 def tamer_states_fn(tamer: Any) -> Callable[[np.ndarray], np.ndarray]:
     """The states ``[B, L]`` of every exit of a fitted
-    :class:`~ttamer.calibration.EarlyExitTamer` from the exits consulted so far (``probs
+    :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` from the exits consulted so far (``probs
     [B, L, C]``, later exits NaN and padded uniformly; the state of exit ``i`` depends only on
     exits ``0..i``, so the columns of the consulted exits are final)."""
     if not hasattr(tamer, "encoder_"):
@@ -696,7 +696,7 @@ def tamer_states_fn(tamer: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def tamer_state_fn(tamer: Any) -> StateFn:
-    """The states of a fitted :class:`~ttamer.calibration.EarlyExitTamer` computed online:
+    """The states of a fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` computed online:
     the encoder sees the exits consulted so far (later exits padded uniformly; the state of
     exit ``i`` depends only on exits ``0..i``)."""
     states_fn = tamer_states_fn(tamer)
@@ -714,7 +714,7 @@ def _padded_trace(probs: np.ndarray, names: list[str]) -> Trace:
 
 
 def tamer_answer_fns(tamer: Any) -> tuple[AnswerFn | None, ExitMap | None]:
-    """The answer rule of a fitted :class:`~ttamer.calibration.EarlyExitTamer` as
+    """The answer rule of a fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` as
     ``(answer_fn, exit_map)``: its pairwise answer table when it has one (with recall), and
     the map from the node answered with to the exit whose prediction is returned
     (``encoder_.answers``, e.g. the posterior answer); ``None`` where the defaults apply
@@ -735,9 +735,9 @@ def tamer_answer_fns(tamer: Any) -> tuple[AnswerFn | None, ExitMap | None]:
 
 
 def cascade_state_fn(tamer: Any) -> StateFn:
-    """The states of a fitted :class:`~ttamer.cascade.CascadeTamer`: model ``v``'s confidence
+    """The states of a fitted :class:`~ttamer.earlyexit.cascade.CascadeTamer`: model ``v``'s confidence
     bin (and agreement with its parent, consulted before it)."""
-    from .cascade import CascadeTrace, tree_states
+    from ..earlyexit.cascade import CascadeTrace, tree_states
 
     if not hasattr(tamer, "encoder_"):
         raise TTamerError("cascade_state_fn needs a fitted CascadeTamer (call fit first)")
@@ -771,7 +771,7 @@ def stop_state_policy(n_exits: int, lam: float = 1.0, name: str = "") -> Policy:
 class StopStatePolicy(LastStatePolicy):
     """The chain policy of :func:`stop_state_policy`: stop at the first exit in state ``1``.
     :class:`EarlyExitServer` compiles it with its ``state_fn`` into a threshold rule
-    (:class:`StateFnRule`) instead of driving it through :func:`~ttamer.policy.rollout`."""
+    (:class:`StateFnRule`) instead of driving it through :func:`~ttamer.core.policy.rollout`."""
 
 
 class StateFnRule:
@@ -813,7 +813,7 @@ class ChainPolicyRule:
     exit ``i`` the states of exits ``0..i`` (``states_fn``: one call on the outputs seen so far)
     and one ``policy.decide`` on the rows still running -- stop or go on to exit ``i + 1``; the
     rows that stop are answered by ``answer_fn`` (default ``policy.answer``, recall). The
-    decisions are those of :func:`~ttamer.policy.rollout` on the same states, without its
+    decisions are those of :func:`~ttamer.core.policy.rollout` on the same states, without its
     bookkeeping. Build it with :meth:`compile`, which says when a policy qualifies.
 
     ``states_fn(probs [B, L, C]) -> [B, L]`` int states, later exits NaN in ``probs``; the
@@ -916,7 +916,7 @@ class MaxProbRule:
 
 def max_prob_rule(n_exits: int, tau: float) -> MaxProbRule:
     """:class:`MaxProbRule`: the decisions of :func:`threshold_rule` (and of
-    :func:`ttamer.baselines.max_prob_threshold`), served without a policy object."""
+    :func:`ttamer.earlyexit.baselines.max_prob_threshold`), served without a policy object."""
     return MaxProbRule(n_exits, tau)
 
 
@@ -946,7 +946,7 @@ def with_cost_profile(trace: Trace, mode: str | int) -> Trace:
 
 
 def pathwise_rule(tamer: Any) -> tuple[Policy, StateFn, ExitMap | None]:
-    """A fitted :class:`~ttamer.pathwise.PathwiseTamer` as ``(policy, state_fn, exit_map)``:
+    """A fitted :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` as ``(policy, state_fn, exit_map)``:
     the state of exit ``i`` is ``1`` iff its stopping rule says stop on the exits consulted so
     far (later exits padded uniformly; the rule at exit ``i`` reads exits ``0..i`` only), and
     ``exit_map`` maps the exit stopped at to the exit answered with (its posterior answer;
@@ -1016,8 +1016,8 @@ def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "
     (``None``: the profile's default; ``0``: the frozen pretrained encoder), then one
     logistic-regression head per layer on its mean-pooled state (head sentences disjoint
     from the returned ones), exposed block by block (:func:`transformer_exits`)."""
-    from .workloads import nlp
-    from .workloads.common import set_runtime, train_linear_heads
+    from ..workloads import nlp
+    from ..workloads.common import set_runtime, train_linear_heads
 
     sizes = dict(n_head=n_head, n_trace=n_trace, max_length=max_length, batch_size=batch_size)
     if finetune_epochs is not None:

@@ -4,11 +4,11 @@ A **cascade trace** holds ``n`` separate models evaluated on the same ``N`` exam
 in a forest: ``parents[v]`` is the model that must have been consulted before ``v`` (``-1``
 for a root) and ``cost[v]`` is the cost of consulting ``v`` once its parent has been (the
 edge cost ``c_v``: for separate models, ``v``'s own running time). It is stored as an
-ordinary :class:`~ttamer.traces.Trace` (``probs [N, n, C]``, one "exit" per model) whose
+ordinary :class:`~ttamer.earlyexit.traces.Trace` (``probs [N, n, C]``, one "exit" per model) whose
 ``meta["parents"]`` lists each model's parent name (``null`` for a root); the chain
 semantics of a trace's cumulative cost do not apply.
 
-**Calibration** generalises the chain of :mod:`ttamer.calibration` to a tree. The state
+**Calibration** generalises the chain of :mod:`ttamer.earlyexit.calibration` to a tree. The state
 ``s_v`` of model ``v`` is a quantile bin (``K`` bins, fitted on the calibration examples) of
 its confidence ``f_v`` (max-probability, entropy or margin), optionally times two for
 "``v`` agrees with its parent's prediction" (observable: the parent was consulted first).
@@ -25,7 +25,7 @@ Costs ``c_v`` are the mean measured costs, divided by the cost of the **referenc
 :class:`CascadeTamer` builds the instance, solves it with :func:`ttamer.solve` (recall: the
 tree index strategy of the book's chapter *Recall*; no recall: ``method="auto"`` = exhaustive on small trees,
 or ``"dp"`` = best descend-only strategy) and runs the *same* policy object on test examples
-through :func:`ttamer.policy.rollout`. :func:`threshold_cascade` is the usual baseline: walk a
+through :func:`ttamer.core.policy.rollout`. :func:`threshold_cascade` is the usual baseline: walk a
 fixed sequence of models and stop at the first whose max-probability passes its stage's
 threshold.
 """
@@ -39,12 +39,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from .calibration import StateEncoder, StateSpec, lam_grid
-from .errors import TraceError, TTamerError
-from .instance import Instance
-from .solve import Solution, solve
+from ..core.errors import TraceError, TTamerError
+from ..core.instance import Instance
+from ..solvers.solve import Solution, solve
 from .traces import Trace
-from .validate import check_bool, check_int, check_lam
-from .earlyexit.base import BaseTamer
+from ..core.validate import check_bool, check_int, check_lam
+from .base import BaseTamer
 
 ANSWERS = ("last", "most_confident")
 #: The state features of a tree, each model's own confidence (chain-history features do not apply).
@@ -95,7 +95,7 @@ class CascadeTrace:
     def build(cls, probs: Any, labels: Any, cost: Any, parents: Sequence[Any],
               meta: dict | None = None) -> "CascadeTrace":
         """From arrays; ``parents`` as positions, names or ``None``. ``meta`` needs ``model``
-        and ``dataset`` (see :data:`ttamer.traces.META_DEFAULTS`); ``exit_names`` = model names."""
+        and ``dataset`` (see :data:`ttamer.earlyexit.traces.META_DEFAULTS`); ``exit_names`` = model names."""
         tr = Trace.build(probs, labels, cost, dict(meta or {}))
         par = _parents_array(list(parents), tr.exit_names)
         tr.meta["parents"] = [None if p < 0 else tr.exit_names[p] for p in par]
@@ -271,7 +271,7 @@ def build_tree_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequen
 
 def run_tree_policy(solution: Solution, states: np.ndarray, cost: np.ndarray, name: str = "") -> CascadeDecisions:
     """Run ``solution.policy`` on examples with known ``states [N, n]`` and per-example edge
-    costs ``cost [N, n]`` through :meth:`~ttamer.policy.Policy.rollout_known`."""
+    costs ``cost [N, n]`` through :meth:`~ttamer.core.policy.Policy.rollout_known`."""
     policy = solution.policy
     ro = policy.rollout_known(states)
     answer = policy.answer(ro.states, ro.last)
@@ -377,7 +377,7 @@ class CascadeTamer(BaseTamer):
         return run_tree_policy(self.solution_, states, ctrace.cost_matrix, self.name)
 
     def decide_sweep(self, ctrace: CascadeTrace, lams: Sequence[float] | None = None) -> CascadeDecisions:
-        """:meth:`decide` for each ``λ`` in ``lams`` (default :func:`~ttamer.calibration.lam_grid`
+        """:meth:`decide` for each ``λ`` in ``lams`` (default :func:`~ttamer.earlyexit.calibration.lam_grid`
         with 40 points): arrays ``[P, N]``."""
         lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
         st = self.states(ctrace)

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SolverError
-from .instance import Instance
-from .policy import IndexPolicy
+from ..core.errors import SolverError
+from ..core.instance import Instance
+from ..core.policy import IndexPolicy
 
 #: Cumulative mass below this is treated as none when locating the least point of a support
 #: (``κ c = 0``).

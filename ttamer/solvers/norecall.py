@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .instance import Instance
-from .policy import LastStatePolicy, best_action
+from ..core.instance import Instance
+from ..core.policy import LastStatePolicy, best_action
 
 
 def solve_norecall_dp(instance: Instance, lam: float) -> tuple[float, LastStatePolicy]:

@@ -1,7 +1,7 @@
 """``ttamer evaluate TRACES.npz``: every early-exit strategy on the held-out examples of a trace.
 
 Splits the trace (``--seed``, ``--calibration-fraction``), fits T-Tamer on the calibration
-part and reports the frontiers and metrics of :func:`ttamer.evaluation.evaluate_trace`:
+part and reports the frontiers and metrics of :func:`ttamer.earlyexit.evaluation.evaluate_trace`:
 with ``--json`` a JSON object ``{"full_model": {...}, "strategies": {NAME: {"auc",
 "cost_at_full_accuracy", "frontier", ...}}, ...}``, otherwise a table.
 """
@@ -13,8 +13,8 @@ import json
 import sys
 from typing import Any
 
-from .errors import TTamerError
-from .validate import MIN_SPLIT_EXAMPLES, check_count, check_fraction, check_seed, escape_lines
+from ..core.errors import TTamerError
+from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_fraction, check_seed, escape_lines
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def _fmt(x: Any, pct: bool = False) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A readable summary of :func:`~ttamer.evaluation.evaluate_trace`'s result."""
+    """A readable summary of :func:`~ttamer.earlyexit.evaluation.evaluate_trace`'s result."""
     tr, sp, full = result["trace"], result["split"], result["full_model"]
     lines = [
         f"{tr.get('model')} on {tr.get('dataset')}: {tr['n_exits']} exits, {tr['n_classes']} classes; "
@@ -80,8 +80,8 @@ def format_table(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ttamer evaluate``; bad input → message on stderr, exit status 2."""
-    from .evaluation import evaluate_trace
-    from .traces import load_trace
+    from ..earlyexit.evaluation import evaluate_trace
+    from ..earlyexit.traces import load_trace
 
     try:
         seed = check_seed(args.seed, "--seed")
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                                 estimation=args.estimation,
                                 progress=sys.stderr.isatty() if args.progress is None else args.progress)
     except (TTamerError, OSError) as exc:
-        from .cli_common import error_line
+        from .common import error_line
 
         print(error_line("evaluate", exc), file=sys.stderr)
         return 2
@@ -108,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m ttamer.cli_evaluate``), for tests before registration."""
-    from .cli_common import safe_streams
+    """Stand-alone entry (``python -m ttamer.cli.evaluate``), for tests before registration."""
+    from .common import safe_streams
 
     safe_streams()
     parser = argparse.ArgumentParser(prog="ttamer")

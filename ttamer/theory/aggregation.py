@@ -23,7 +23,7 @@ unchanged.
 meta-state of every revealed state (:class:`LiftedPolicy`): a decision taken in a meta-state
 applies to all its states. With recall it answers with the consulted model of smallest *true*
 loss. The lifted policy is a policy of the original instance, so its exact value (computed by
-:func:`~ttamer.simulate.evaluate_exactly`) is never below the optimum: the value error is
+:func:`~ttamer.core.simulate.evaluate_exactly`) is never below the optimum: the value error is
 ``≥ 0``, and ``0`` when ``q ≥ max K_v``.
 """
 
@@ -33,11 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import TTamerError
-from .simulate import evaluate_exactly
-from .instance import Instance
-from .policy import Policy
-from .solve import solve
+from ..core.errors import TTamerError
+from ..core.simulate import evaluate_exactly
+from ..core.instance import Instance
+from ..core.policy import Policy
+from ..solvers.solve import solve
 from .synthetic import marginals
 
 METHODS = ("loss", "kmeans")

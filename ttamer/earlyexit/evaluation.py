@@ -18,7 +18,7 @@ interpolates linearly between its vertices. Metrics, per strategy:
   ``cost_saved_at_full_accuracy`` = 1 − that;
 * ``accuracy_at_cost`` -- ``acc(c)`` at 25 / 50 / 75 % of the full cost;
 * ``oracle_gain_share`` -- cost saved at the full model's accuracy divided by the oracle's
-  (the hindsight frontier :func:`~ttamer.baselines.oracle_frontier`, which no strategy
+  (the hindsight frontier :func:`~ttamer.earlyexit.baselines.oracle_frontier`, which no strategy
   beats); ``None`` if not reached;
 * ``band`` -- pointwise 95 % bootstrap band of ``acc(c)`` on a cost grid: test examples
   resampled with replacement (``n_boot`` times, all sweep points at once by a multinomial
@@ -45,13 +45,13 @@ from tqdm import tqdm
 
 from . import baselines
 from .calibration import EarlyExitTamer
-from .errors import TraceError, TTamerError
+from ..core.errors import TraceError, TTamerError
 from .pathwise import PathwiseTamer
 from .traces import META_DEFAULTS, ExitDecisions, Trace, target_labels
-from .earlyexit import heuristics
-from .earlyexit.slo import slo_block
-from .earlyexit.tamer import ThresholdTamer
-from .earlyexit.metrics import (accuracy_at, cost_at_accuracy, frontier, frontier_auc, hull_frontier,  # noqa: F401
+from . import heuristics
+from .slo import slo_block
+from .tamer import ThresholdTamer
+from .metrics import (accuracy_at, cost_at_accuracy, frontier, frontier_auc, hull_frontier,  # noqa: F401
                                 pareto_frontier)
 
 #: Names of the strategies :func:`evaluate_trace` reports, in order (``"ttamer-chain"``, the
@@ -142,8 +142,8 @@ def strategy_metrics(front: np.ndarray, full_accuracy: float, cost_range: tuple[
 
 #: How T-Tamer's rule is estimated, by threshold rules on calibration paths (the default,
 #: :class:`~ttamer.earlyexit.tamer.ThresholdTamer`), a least-squares regression of the
-#: continuation value (:class:`~ttamer.pathwise.PathwiseTamer`), or the paper's binned Markov
-#: chain (:class:`~ttamer.calibration.EarlyExitTamer`).
+#: continuation value (:class:`~ttamer.earlyexit.pathwise.PathwiseTamer`), or the paper's binned Markov
+#: chain (:class:`~ttamer.earlyexit.calibration.EarlyExitTamer`).
 ESTIMATIONS = ("thresholds", "regression", "chain")
 
 
@@ -179,7 +179,7 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
     ``info["chain"]["skipped"]`` says why), and a JSON-ready description of the fit. Options
     per estimator:
     ``thresholds`` (:class:`~ttamer.earlyexit.tamer.ThresholdTamer`), ``pathwise``
-    (:class:`~ttamer.pathwise.PathwiseTamer`), ``tamer`` (:class:`~ttamer.calibration.EarlyExitTamer`)."""
+    (:class:`~ttamer.earlyexit.pathwise.PathwiseTamer`), ``tamer`` (:class:`~ttamer.earlyexit.calibration.EarlyExitTamer`)."""
     if estimation not in ESTIMATIONS:
         raise TTamerError(f"estimation must be one of {ESTIMATIONS}, got {estimation!r}")
     opts = dict(tamer or {}, target=target) if "target" not in (tamer or {}) else dict(tamer)
@@ -274,7 +274,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
         The :math:`\lambda` grid swept by the chain and regression estimations (their
         default grid if ``None``).
     tamer : dict, optional
-        Options of :class:`~ttamer.calibration.EarlyExitTamer` (the paper's estimation).
+        Options of :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` (the paper's estimation).
     target : {"label", "final"}
         What an answer is judged against: the true class, or the full model's prediction.
     n_boot : int, default 200
@@ -291,7 +291,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     estimation : {"thresholds", "regression", "chain"}
         How T-Tamer is estimated (:data:`ESTIMATIONS`, :func:`fit_tamers`).
     pathwise : dict, optional
-        Options of :class:`~ttamer.pathwise.PathwiseTamer` (``estimation="regression"``).
+        Options of :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` (``estimation="regression"``).
     thresholds : dict, optional
         Options of :class:`~ttamer.earlyexit.tamer.ThresholdTamer`
         (``estimation="thresholds"``).
@@ -431,8 +431,8 @@ def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_b
 
     Each config is a dict: ``"name"`` (row label), ``"estimation"`` (one of :data:`ESTIMATIONS`,
     default ``"thresholds"``), ``"thresholds"`` / ``"pathwise"`` / ``"tamer"`` (options of
-    :class:`~ttamer.earlyexit.tamer.ThresholdTamer` / :class:`~ttamer.pathwise.PathwiseTamer` /
-    :class:`~ttamer.calibration.EarlyExitTamer`,
+    :class:`~ttamer.earlyexit.tamer.ThresholdTamer` / :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` /
+    :class:`~ttamer.earlyexit.calibration.EarlyExitTamer`,
     default the package defaults) and optionally ``"calibration_fraction"`` (0.5),
     ``"frontier_kind"`` (``"pareto"``), ``"lams"``.
     Configurations must be chosen on calibration data (``"auto"`` options are picked by
@@ -553,7 +553,7 @@ def markov_resample(states: np.ndarray, wrong: np.ndarray, seed: int = 0) -> tup
 def markov_diagnostics(calibration: Trace, state: Any = None, loss: str = "label", seed: int = 0,
                        smoothing: float = 1.0) -> list[dict[str, Any]]:
     """:func:`markov_violation` of the states of ``state`` (a concrete
-    :class:`~ttamer.calibration.StateSpec`, default 8 max-probability bins) on the
+    :class:`~ttamer.earlyexit.calibration.StateSpec`, default 8 max-probability bins) on the
     ``calibration`` examples, next to the same measure on a :func:`markov_resample` of them
     (``null_*``): the ratio says how far the real network is from T-Tamer's model beyond
     sampling noise. Rows per exit ``i ≥ 1``."""

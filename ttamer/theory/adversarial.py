@@ -36,9 +36,9 @@ from typing import Any, Callable
 import numpy as np
 from scipy import optimize, special
 
-from .errors import TTamerError
-from .instance import Instance
-from .solve import solve
+from ..core.errors import TTamerError
+from ..core.instance import Instance
+from ..solvers.solve import solve
 from .synthetic import random_parents
 
 SEARCH_KINDS = ("chain", "tree", "skips")

@@ -40,13 +40,13 @@ model.
 
 :class:`EarlyExitTamer` builds this chain, solves it with :func:`ttamer.solve` (recall: the
 index strategy; no recall: the DP), and runs the *same* policy object on test examples
-through :meth:`~ttamer.policy.Policy.rollout_known` (the step loop of
-:func:`ttamer.policy.rollout` with the states read off the trace).
+through :meth:`~ttamer.core.policy.Policy.rollout_known` (the step loop of
+:func:`ttamer.core.policy.rollout` with the states read off the trace).
 
 **Recall answer rule.** T-Tamer answers with the consulted exit of least ``ℓ_v(s_v)``, which
 is optimal when ``wrong_v ⊥ s_k | s_v`` for later exits ``k`` (the Markov property). Real
 networks violate this strongly -- a later exit that disagrees makes an earlier one likely
-wrong (measured by :func:`ttamer.evaluation.markov_violation`) -- so the rule is
+wrong (measured by :func:`ttamer.earlyexit.evaluation.markov_violation`) -- so the rule is
 over-confident in earlier exits. The default ``answer_rule="pairwise"``
 (:class:`PairwiseAnswer`) answers instead with the consulted exit of least
 ``P̂(wrong_v | s_v, s_last)``; under the Markov property ``P(wrong_v | s_v, s_last) = ℓ_v(s_v)``
@@ -69,12 +69,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .baselines import agreement_run_length
-from .earlyexit.base import BaseTamer
-from .errors import TraceError, TTamerError
-from .instance import Instance
-from .solve import Solution, solve
+from .base import BaseTamer
+from ..core.errors import TraceError, TTamerError
+from ..core.instance import Instance
+from ..solvers.solve import Solution, solve
 from .traces import ExitDecisions, Trace, target_labels
-from .validate import check_bool, check_int, check_lam, check_seed
+from ..core.validate import check_bool, check_int, check_lam, check_seed
 
 FEATURES = ("max_prob", "entropy", "margin", "learned", "posterior")
 LOSSES = ("label", "final")
@@ -591,7 +591,7 @@ def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, no
 def run_policy(solution: Solution, states: np.ndarray, trace: Trace, name: str = "",
                answers: np.ndarray | None = None, answer_rule: PairwiseAnswer | None = None) -> ExitDecisions:
     """Run ``solution.policy`` on the examples of ``trace`` (states ``[N, L]``) through
-    :meth:`~ttamer.policy.Policy.rollout_known` (:func:`ttamer.policy.rollout` with each
+    :meth:`~ttamer.core.policy.Policy.rollout_known` (:func:`ttamer.core.policy.rollout` with each
     example's states read off ``states``; one vectorised pass on chains). Returns the exit answered with, the last exit consulted and the cost.
     ``answers [N, L]`` (default: node ``i`` answers with exit ``i``) maps the node the policy
     answers with to the exit whose prediction is returned (:meth:`StateEncoder.answers`)."""
@@ -655,7 +655,7 @@ def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, la
 def heldout_auc(decisions: ExitDecisions, test: Trace, target: str = "label") -> float:
     """Normalised area under the accuracy–cost frontier of a sweep on held-out examples,
     over the cost range from exit 0 alone to the full model: the cross-validation score."""
-    from .earlyexit.metrics import frontier_auc, pareto_frontier
+    from .metrics import frontier_auc, pareto_frontier
 
     scale = test.full_cost.mean()
     front = pareto_frontier(decisions.cost.mean(axis=1) / scale, decisions.correct(test, target).mean(axis=1))
@@ -711,12 +711,12 @@ class EarlyExitTamer(BaseTamer):
     agreement and feature chosen by cross-validation). With recall, ``answer_rule`` picks the
     consulted exit answered with: ``"index"`` -- T-Tamer's ``argmin ℓ_v(s_v)``, or
     ``"pairwise"`` (default) -- :class:`PairwiseAnswer`, which corrects the rule for the
-    measured violation of the Markov property (:func:`ttamer.evaluation.markov_violation`);
+    measured violation of the Markov property (:func:`ttamer.earlyexit.evaluation.markov_violation`);
     the stopping decisions are the index policy's either way.
     :meth:`fit` (calibration trace) sets ``spec_``, ``smoothing_``, ``loss_``, ``encoder_``,
     ``instance_``, ``solution_`` and ``cv_scores_`` (list of ``(Candidate, score)``, empty when
     nothing was ``"auto"``); :meth:`decide` (test trace) returns
-    :class:`~ttamer.traces.ExitDecisions`; :meth:`decide_sweep` re-solves the same instance
+    :class:`~ttamer.earlyexit.traces.ExitDecisions`; :meth:`decide_sweep` re-solves the same instance
     for many ``λ``.
 
     ``"auto"`` fields (``state.K``, ``state.agreement``, ``state.feature``, ``loss``,

@@ -4,7 +4,7 @@ For a strategy ``π`` write ``C(π) = E[cost]`` and ``L(π) = E[loss]``; the tra
 ``θ_λ(π) = λ L(π) + (1 − λ) C(π)``. Randomised strategies reach every point of the convex
 hull of the deterministic ones, and the least loss under a budget,
 
-    L*(B) = min { L(π) : C(π) ≤ B }      (the budgeted LP of :mod:`ttamer.lp`),
+    L*(B) = min { L(π) : C(π) ≤ B }      (the budgeted LP of :mod:`ttamer.solvers.lp`),
 
 is convex and non-increasing in ``B``. A strategy optimal for ``λ ∈ (0, 1]`` minimises a
 positive combination of ``L`` and ``C``, so its point ``(C, L)`` lies on the graph of ``L*``
@@ -26,10 +26,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import SolverError
-from .instance import Instance
-from .lp import BudgetedLP, BudgetResult, build_mdp
-from .simulate import evaluate_exactly
+from ..core.errors import SolverError
+from ..core.instance import Instance
+from ..solvers.lp import BudgetedLP, BudgetResult, build_mdp
+from ..core.simulate import evaluate_exactly
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class FrontierPoint:
 
 def strategy_point(instance: Instance, lam: float, recall: bool = True, method: str = "auto") -> FrontierPoint:
     """Solve at ``lam`` with :func:`ttamer.solve` and evaluate the policy exactly
-    (:func:`~ttamer.simulate.evaluate_exactly`, no simulation)."""
-    from .solve import solve
+    (:func:`~ttamer.core.simulate.evaluate_exactly`, no simulation)."""
+    from ..solvers.solve import solve
 
     sol = solve(instance, lam, recall=recall, method=method)
     exact = evaluate_exactly(sol.policy)

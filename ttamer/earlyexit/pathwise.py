@@ -1,9 +1,9 @@
 """T-Tamer's chain recursion estimated along real calibration paths (Longstaff–Schwartz).
 
-The chain estimation of :mod:`ttamer.calibration` fits a Markov chain (binned states,
+The chain estimation of :mod:`ttamer.earlyexit.calibration` fits a Markov chain (binned states,
 transition counts) and solves it exactly. Its expectations ``Σ_t P[s, t] W_{i+1}(t)`` are only
 right if the binned state is Markov; on real networks it is not (later exits say much about
-earlier ones, :func:`ttamer.evaluation.markov_violation`), and bins cost resolution. This
+earlier ones, :func:`ttamer.earlyexit.evaluation.markov_violation`), and bins cost resolution. This
 module keeps the recursion of the book's chapter *Recall* on the chain of exits,
 
     W_i(x_i) = min( λ ℓ_i(x_i),  κ c_{i+1} + E[ W_{i+1} | x_i ] ),     κ = 1 − λ,
@@ -25,14 +25,14 @@ alone, so it runs on new examples in one vectorised pass.
 
 **State** ``x_i``: the log-odds of exit ``i``'s max-probability (``feature="max_prob"``) or of
 the learned P(exit ``i`` is right | history of exits ``0..i``) (``"learned"``,
-:func:`ttamer.calibration.history_features`), standardised per exit on the calibration
+:func:`ttamer.earlyexit.calibration.history_features`), standardised per exit on the calibration
 examples. **Answer** with recall: the exit stopped at (``answer_rule="last"``) or the consulted
 exit of largest learned P(right | history) (``"posterior"``,
-:func:`ttamer.calibration.posterior_answers`); without recall always the exit stopped at.
+:func:`ttamer.earlyexit.calibration.posterior_answers`); without recall always the exit stopped at.
 
 :class:`PathwiseTamer` is the scikit-learn style front end (``fit`` on calibration examples,
 ``decide`` / ``decide_sweep`` on new ones); ``"auto"`` options are chosen by cross-validation
-inside the calibration examples, exactly as for :class:`~ttamer.calibration.EarlyExitTamer`.
+inside the calibration examples, exactly as for :class:`~ttamer.earlyexit.calibration.EarlyExitTamer`.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ import numpy as np
 from .calibration import (AUTO, LOSSES, _logistic_models, _posterior_models, _predict, choose_by_cv,
                           cv_folds_of, exit_losses, fit_logistic, heldout_auc, history_features, lam_grid,
                           posterior_answers, refined_sweep)
-from .errors import TraceError, TTamerError
+from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
-from .validate import check_bool, check_int, check_lam, check_seed
-from .earlyexit.base import BaseTamer
+from ..core.validate import check_bool, check_int, check_lam, check_seed
+from .base import BaseTamer
 
 PATH_FEATURES = ("max_prob", "learned")
 PATH_ANSWER_RULES = ("last", "posterior")
@@ -219,7 +219,7 @@ class PathwiseTamer(BaseTamer):
     ``lam``); :meth:`decide` and :meth:`decide_sweep` run on new examples. ``"auto"`` fields
     (``feature``, ``loss``, ``answer_rule``) are chosen by ``cv_folds``-fold cross-validation
     inside the calibration examples (held-out frontier area, as
-    :class:`~ttamer.calibration.EarlyExitTamer`); without recall the answer is the exit
+    :class:`~ttamer.earlyexit.calibration.EarlyExitTamer`); without recall the answer is the exit
     stopped at.
     """
 
@@ -316,7 +316,7 @@ class PathwiseTamer(BaseTamer):
 
     def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None, refine: bool = True,
                      max_gap: float = 0.005, max_points: int = 320) -> ExitDecisions:
-        """:meth:`decide` for many ``λ`` (default :func:`~ttamer.calibration.lam_grid` with 120
+        """:meth:`decide` for many ``λ`` (default :func:`~ttamer.earlyexit.calibration.lam_grid` with 120
         values, refined where the mean cost jumps by more than ``max_gap``): arrays ``[P, N]``.
         The rule has a continuous state, so it takes a denser sweep than a binned chain."""
         self._check_fitted()

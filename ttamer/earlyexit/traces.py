@@ -16,7 +16,7 @@ key         shape / dtype                   meaning
 
 On a chain of exits a strategy that consulted exits ``0..k`` paid ``Σ_{i≤k} cost[i]``; the
 full model costs ``Σ_i cost[i]``. :func:`load_trace` and :meth:`Trace.validate` check every
-rule and raise :class:`~ttamer.errors.TraceError` naming the key and the first offending
+rule and raise :class:`~ttamer.core.errors.TraceError` naming the key and the first offending
 index. Nothing is silently renormalised; :meth:`Trace.build` converts dtypes explicitly for
 callers holding e.g. float64 probabilities.
 """
@@ -34,9 +34,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import TraceError, TTamerError
-from .safeio import atomic_write, check_path, loads_strict, show_path
-from .validate import MIN_SPLIT_EXAMPLES, check_fraction, check_seed, escape_text
+from ..core.errors import TraceError, TTamerError
+from ..core.safeio import atomic_write, check_path, loads_strict, show_path
+from ..core.validate import MIN_SPLIT_EXAMPLES, check_fraction, check_seed, escape_text
 
 #: Tolerance on ``Σ_c probs[n, i, c] = 1`` (float32 softmax outputs).
 PROB_SUM_TOL = 1e-3
@@ -83,8 +83,8 @@ class Trace:
 
     (``cost[i]`` for every example when ``cost`` is ``[L]``); the full model costs the sum
     over every exit. Use :meth:`build` to convert dtypes and fill the defaults; call
-    :meth:`validate` (done by :func:`~ttamer.traces.load_trace` and
-    :func:`~ttamer.traces.save_trace`) to check every rule.
+    :meth:`validate` (done by :func:`~ttamer.earlyexit.traces.load_trace` and
+    :func:`~ttamer.earlyexit.traces.save_trace`) to check every rule.
 
     Parameters
     ----------
@@ -141,7 +141,7 @@ class Trace:
     def validate(self) -> "Trace":
         """Check every rule of the trace format; return ``self``.
 
-        Raises :class:`~ttamer.errors.TraceError` naming the key and the first offending index.
+        Raises :class:`~ttamer.core.errors.TraceError` naming the key and the first offending index.
         """
         self._validate_arrays()
         self._validate_probs()
@@ -312,7 +312,7 @@ class Trace:
               min_each: int = MIN_SPLIT_EXAMPLES) -> tuple["Trace", "Trace"]:
         """Random split into (calibration, test) with ``round(fraction·N)`` calibration examples;
         each side must hold at least ``min_each`` examples
-        (:data:`ttamer.validate.MIN_SPLIT_EXAMPLES`), else a :class:`~ttamer.errors.TraceError`."""
+        (:data:`ttamer.core.validate.MIN_SPLIT_EXAMPLES`), else a :class:`~ttamer.core.errors.TraceError`."""
         n = self.n_examples
         try:
             fraction = check_fraction(fraction, "calibration fraction", n=n, min_each=min_each)

@@ -84,7 +84,7 @@ def edge_rows(instance: Instance, sources: np.ndarray, nodes: np.ndarray, states
 
 
 class Sampler:
-    """The ``reveal`` callback of :func:`ttamer.policy.rollout` that samples states and
+    """The ``reveal`` callback of :func:`ttamer.core.policy.rollout` that samples states and
     records the cost of every edge taken."""
 
     def __init__(self, instance: Instance, batch: int, rng: np.random.Generator) -> None:

@@ -33,12 +33,12 @@ so a *budget* is one more linear constraint:
    \text{minimise}\quad \mathbb{E}[\text{loss}] = \sum_x \rho(x, \text{stop})\, X(x)
    \quad\text{s.t.}\quad \mathbb{E}[\text{cost}] = \sum_{x, a} \rho(x, a)\, c_a \le B.
 
-Two state spaces are built, independently of the exhaustive DP of :mod:`ttamer.exhaustive`:
+Two state spaces are built, independently of the exhaustive DP of :mod:`ttamer.solvers.exhaustive`:
 
 * ``"exhaustive"`` -- the states revealed by every consulted node (``-1`` = not consulted),
   plus the last node without recall. Availability: a node whose parent is consulted (a root
   at any time), never twice; on a chain with skips, the edges out of the deepest consulted
-  exit (so the exits skipped over are lost). Exponential: :class:`~ttamer.errors.SolverError` past
+  exit (so the exits skipped over are lost). Exponential: :class:`~ttamer.core.errors.SolverError` past
   ``max_states``.
 * ``"chain"`` -- on a chain (skips allowed): ``(i, s_i, X)`` with recall, ``X`` in the finite
   set ``{y} ∪ {ℓ_v(s)}`` (``+∞`` at the start when there is no fallback), and ``(i, s_i)``
@@ -58,11 +58,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import SolverError, TTamerError
-from .instance import Instance
-from .policy import STOP, ExhaustivePolicy, LastStatePolicy, Policy
-from .solution import Solution
-from .validate import check_count, check_lam
+from ..core.errors import SolverError, TTamerError
+from ..core.instance import Instance
+from ..core.policy import STOP, ExhaustivePolicy, LastStatePolicy, Policy
+from ..core.solution import Solution
+from ..core.validate import check_count, check_lam
 
 #: Default limit on the number of information states of the exhaustive space.
 MAX_STATES = 50_000
@@ -238,7 +238,7 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
     (plus the last node without recall), built layer by layer (one layer per number of
     consults), vectorised over the states of a layer. Only states of positive probability.
 
-    Raises :class:`~ttamer.errors.SolverError` once more than ``max_states`` states are needed.
+    Raises :class:`~ttamer.core.errors.SolverError` once more than ``max_states`` states are needed.
     """
     t0 = time.perf_counter()
     inst, ed, table = instance, _Edges(instance), _loss_table(instance)
@@ -486,10 +486,10 @@ def greedy_actions(mdp: FiniteMDP, lam: float, V: np.ndarray, tol: float = TIE_T
 
 
 def policy_from_actions(mdp: FiniteMDP, lam: float, action: np.ndarray) -> Policy:
-    """A :class:`~ttamer.policy.Policy` that plays ``action[x]`` in state ``x``.
+    """A :class:`~ttamer.core.policy.Policy` that plays ``action[x]`` in state ``x``.
 
-    Exhaustive space: an :class:`~ttamer.policy.ExhaustivePolicy` keyed by ``(states tuple, last or -1)``.
-    Chain space: a :class:`~ttamer.policy.LastStatePolicy` with ``table[v][s, m]`` and levels ``λ X``
+    Exhaustive space: an :class:`~ttamer.core.policy.ExhaustivePolicy` keyed by ``(states tuple, last or -1)``.
+    Chain space: a :class:`~ttamer.core.policy.LastStatePolicy` with ``table[v][s, m]`` and levels ``λ X``
     (``+∞`` appended without a fallback).
     """
     inst = mdp.instance
@@ -527,7 +527,7 @@ def solve_lp(instance: Instance, lam: float, recall: bool = True, space: str = "
              max_chain_states: int = MAX_CHAIN_STATES):
     """Optimal expected trade-off by the primal LP (method ``"lp"``).
 
-    Returns a :class:`ttamer.solution.Solution` whose ``value`` is ``V*(start)``, whose policy
+    Returns a :class:`ttamer.core.solution.Solution` whose ``value`` is ``V*(start)``, whose policy
     plays the greedy action w.r.t. the LP's ``V`` and whose ``details`` hold the solver, its
     status, the state space and its size, and the timings.
     """
@@ -641,6 +641,6 @@ def budgeted_lp(instance: Instance, budget: float, recall: bool = True, space: s
     """Least expected loss of any (possibly randomised) strategy with expected cost
     ``≤ budget``: the dual LP over occupation measures (module docstring).
 
-    Raises :class:`~ttamer.errors.SolverError` if the budget is below the least achievable expected cost.
+    Raises :class:`~ttamer.core.errors.SolverError` if the budget is below the least achievable expected cost.
     """
     return BudgetedLP(build_mdp(instance, recall, space, max_states), solver).solve(budget)

@@ -13,10 +13,10 @@ import json
 import sys
 from typing import Sequence
 
-from .errors import TTamerError
-from .solve import METHODS
-from .cli_common import error_line, safe_streams
-from .validate import escape_lines, escape_text
+from ..core.errors import TTamerError
+from ..solvers.solve import METHODS
+from .common import error_line, safe_streams
+from ..core.validate import escape_lines, escape_text
 
 
 def _add_solve(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +30,8 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_solve(args: argparse.Namespace) -> int:
-    from .instance import load_instance
-    from .solve import solve
+    from ..core.instance import load_instance
+    from ..solvers.solve import solve
 
     inst = load_instance(args.path)
     sol = solve(inst, args.lam, recall=not args.no_recall, method=args.method)
@@ -59,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _subcommands() -> list:
-    from . import cli_evaluate, cli_traces
+    from . import evaluate, traces
 
-    return [cli_evaluate, cli_traces]
+    return [evaluate, traces]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

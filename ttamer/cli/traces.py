@@ -1,7 +1,7 @@
 """``ttamer traces {nlp,vision,zoo}``: generate an early-exit trace on a real model.
 
 Runs a workload (``--profile offline``: local weights and data on a CPU in minutes;
-``full``: BERT-base / ResNet-18 by hub name, for a GPU) and writes one trace file (see :mod:`ttamer.traces`)
+``full``: BERT-base / ResNet-18 by hub name, for a GPU) and writes one trace file (see :mod:`ttamer.earlyexit.traces`)
 to ``--out``, or into the trace cache (``$TTAMER_CACHE`` or ``~/.cache/ttamer/traces``) when
 ``--out`` is not given. The file is written to a temporary name and renamed, so a failed run
 never overwrites a good trace. Prints the per-exit accuracy and cost, and the file written.
@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import TTamerError
-from .validate import check_seed, escape_text
+from ..core.errors import TTamerError
+from ..core.validate import check_seed, escape_text
 
 _SIZES = {
     "nlp": [("--n-head", "n_head", "examples that train the exit heads"),
@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run_zoo(args: argparse.Namespace) -> int:
     """Run ``ttamer traces zoo``; bad input → message on stderr, exit status 2."""
-    from .workloads import zoo
+    from ..workloads import zoo
 
     if args.list:
         for row in zoo.zoo_table():
@@ -102,8 +102,8 @@ def run_zoo(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ttamer traces``; bad input → message on stderr, exit status 2."""
-    from .traces import save_trace
-    from .workloads import generate, trace_path
+    from ..earlyexit.traces import save_trace
+    from ..workloads import generate, trace_path
 
     try:
         check_seed(args.seed, "--seed")
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                           progress=not args.no_progress, **sizes)
         save_trace(out, result.trace)
     except (TTamerError, OSError) as exc:
-        from .cli_common import error_line
+        from .common import error_line
 
         print(error_line("traces", exc), file=sys.stderr)
         return 2

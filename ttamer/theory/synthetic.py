@@ -16,7 +16,7 @@
 * for ``kind="skips"``: each pair ``i -> j`` (``j ≥ i + 2``) is a skip with probability
   ``skip_prob``; its cost is ``skip_discount`` times the sum of the costs it jumps over.
 
-Everything goes through :class:`~ttamer.instance.Instance`, so every draw is validated.
+Everything goes through :class:`~ttamer.core.instance.Instance`, so every draw is validated.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import TTamerError
-from .instance import Instance
+from ..core.errors import TTamerError
+from ..core.instance import Instance
 
 #: The shapes of forest :func:`random_instance` draws (see the module docstring).
 KINDS = ("chain", "tree", "forest", "skips")

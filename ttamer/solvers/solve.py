@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .errors import SolverError, TTamerError
+from ..core.errors import SolverError, TTamerError
 from .exhaustive import MAX_STATES, describe_state_space, fits_state_space, solve_exhaustive
-from .instance import Instance
-from .solution import Solution
-from .validate import check_bool, check_count, check_lam  # noqa: F401 (check_lam: public here too)
+from ..core.instance import Instance
+from ..core.solution import Solution
+from ..core.validate import check_bool, check_count, check_lam  # noqa: F401 (check_lam: public here too)
 
 METHODS = ("auto", "index", "dp", "exhaustive", "lp")
 
@@ -46,7 +46,7 @@ def solve(instance: Instance, lam: float, recall: bool = True, method: str = "au
         * ``"lp"`` -- the linear program of the book's chapter :doc:`/frontier` (cvxpy);
         * ``"auto"`` -- the exact polynomial method where one exists, else exhaustive when
           small enough, else an error saying why.
-    max_states : int, default ttamer.exhaustive.MAX_STATES
+    max_states : int, default ttamer.solvers.exhaustive.MAX_STATES
         Largest number of information states the exhaustive solver may build.
 
     Returns

@@ -1,7 +1,7 @@
 """Shared checks of the arguments every public entry point takes (λ, seeds, counts, fractions,
 flags) and terminal-safe text.
 
-Each check returns the value in its canonical type or raises a :class:`~ttamer.errors.TTamerError`
+Each check returns the value in its canonical type or raises a :class:`~ttamer.core.errors.TTamerError`
 naming the argument. Nothing is coerced: ``"0.5"``, ``True`` or ``1.7`` is never taken for a
 number, a flag or an index. These are the one place λ, seeds and fractions are validated;
 ``solve``, ``simulate``, the traces and the command line all call them.
@@ -43,7 +43,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def check_real(value: Any, name: str, *, low: float | None = None, high: float | None = None,
                low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a finite float within the given bounds, or a :class:`~ttamer.errors.TTamerError` naming
+    """``value`` as a finite float within the given bounds, or a :class:`~ttamer.core.errors.TTamerError` naming
     ``name``. Booleans and strings are refused, not converted."""
     if not _is_real(value):
         raise TTamerError(f"{name} must be a number, got {_short(value)}")

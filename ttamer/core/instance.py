@@ -167,13 +167,13 @@ class Instance:
     Parameters
     ----------
     nodes : sequence of Node
-        The nodes (:class:`~ttamer.instance.Node`), at least one; their positions ``0..n-1``
+        The nodes (:class:`~ttamer.core.instance.Node`), at least one; their positions ``0..n-1``
         follow this order.
     fallback : float, optional
         The loss :math:`y \ge 0` of answering without consulting any model; ``None`` (the
         default) means at least one model must be consulted.
     skips : sequence of Skip, default ()
-        Skip edges down a single chain (:class:`~ttamer.instance.Skip`).
+        Skip edges down a single chain (:class:`~ttamer.core.instance.Skip`).
     name : str, default ""
         A label for the instance.
 
@@ -198,15 +198,15 @@ class Instance:
         name: str = "",
     ) -> None:
         if isinstance(nodes, (str, bytes, Mapping)) or not hasattr(nodes, "__iter__"):
-            raise InstanceError(f"nodes must be a sequence of ttamer.instance.Node, got {type(nodes).__name__}")
+            raise InstanceError(f"nodes must be a sequence of ttamer.core.instance.Node, got {type(nodes).__name__}")
         nodes = tuple(nodes)
         if not nodes:
             raise InstanceError("the instance is empty: it needs at least one node")
         for i, node in enumerate(nodes):
             if not isinstance(node, Node):
-                raise InstanceError(f"node #{i}: expected a ttamer.instance.Node, got {type(node).__name__}")
+                raise InstanceError(f"node #{i}: expected a ttamer.core.instance.Node, got {type(node).__name__}")
         if not isinstance(skips, (list, tuple)) or not all(isinstance(s, Skip) for s in skips):
-            raise InstanceError("skips must be a sequence of ttamer.instance.Skip")
+            raise InstanceError("skips must be a sequence of ttamer.core.instance.Skip")
         if not isinstance(name, str):
             raise InstanceError(f"field 'name': the instance name must be a string, got {_short(name)}")
         self.name = name
@@ -647,8 +647,8 @@ def load_instance(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Insta
     ----------
     path : str or pathlib.Path
         The file. Only a regular file is read; it must be UTF-8 JSON without duplicate keys.
-    max_bytes : int, default ttamer.safeio.MAX_JSON_BYTES
-        Largest file size read (:data:`ttamer.safeio.MAX_JSON_BYTES`).
+    max_bytes : int, default ttamer.core.safeio.MAX_JSON_BYTES
+        Largest file size read (:data:`ttamer.core.safeio.MAX_JSON_BYTES`).
 
     Returns
     -------

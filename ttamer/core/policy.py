@@ -49,7 +49,7 @@ class Policy:
         return type(self).__name__
 
     def rollout_known(self, states_all: np.ndarray) -> "Rollout":
-        """:func:`~ttamer.policy.rollout` when every node's state is known in advance (a trace):
+        """:func:`~ttamer.core.policy.rollout` when every node's state is known in advance (a trace):
         ``states_all[b, v]`` is what node ``v`` reveals for history ``b``."""
         states_all = np.asarray(states_all, dtype=np.int64)
         return rollout(self, len(states_all), lambda rows, nodes, _s, _l: states_all[rows, nodes])

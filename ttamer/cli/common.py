@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .validate import escape_text
+from ..core.validate import escape_text
 
 
 def safe_streams() -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import SolverError
-from .instance import Instance
-from .policy import LastStatePolicy, best_action
-from .validate import check_count
+from ..core.errors import SolverError
+from ..core.instance import Instance
+from ..core.policy import LastStatePolicy, best_action
+from ..core.validate import check_count
 
 #: Default limit on the size of the value table ``Σ_v K_v × M`` (``M`` levels), checked before
 #: any work (override: ``max_cells=``); 8 bytes per cell, twice (values and actions).

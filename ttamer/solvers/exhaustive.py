@@ -20,10 +20,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import SolverError
-from .instance import Instance
-from .policy import STOP, ExhaustivePolicy
-from .validate import check_count, magnitude, magnitude_log10
+from ..core.errors import SolverError
+from ..core.instance import Instance
+from ..core.policy import STOP, ExhaustivePolicy
+from ..core.validate import check_count, magnitude, magnitude_log10
 
 #: Default cap on ``Π_v (K_v + 1)``, the number of information states (times n without recall).
 MAX_STATES = 400_000

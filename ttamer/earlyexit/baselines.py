@@ -2,7 +2,7 @@
 
 Every strategy walks the chain of exits ``0, 1, …, L−1``, stops at some exit ``k`` (having
 paid ``Σ_{i≤k} cost[i]``) and answers with one consulted exit. Each function is vectorised
-over examples and over its parameter sweep and returns :class:`~ttamer.traces.ExitDecisions`
+over examples and over its parameter sweep and returns :class:`~ttamer.earlyexit.traces.ExitDecisions`
 with arrays ``[P, N]`` (``P`` parameter values, in ``params``):
 
 * :func:`max_prob_threshold` -- stop at the first exit with ``max_c p_i(c) ≥ τ``
@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import TTamerError
+from ..core.errors import TTamerError
 from .traces import ExitDecisions, Trace, target_labels
 
 FALLBACKS = ("last", "most_confident")

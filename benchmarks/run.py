@@ -376,8 +376,10 @@ def synthetic_trace(n: int, exits: int, classes: int, seed: int = 0):
 def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repeats: int = 3) -> list[dict]:
     """Example-exits per second of every strategy: a sweep of ``P`` parameter values over
     ``N`` examples and ``L`` exits counts ``P · N · L`` example-exits."""
-    from ttamer import baselines
-    from ttamer.earlyexit.calibration import EarlyExitTamer, StateSpec, run_policy
+    from ttamer.earlyexit import baselines
+    from ttamer.earlyexit.calibration import EarlyExitTamer
+    from ttamer.earlyexit.chain import run_policy
+    from ttamer.earlyexit.features import StateSpec
 
     trace = synthetic_trace(n, exits, classes)
     cal, test = trace.split(0.5, seed=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ttamer import baselines as bl
+from ttamer.earlyexit import baselines as bl
 from ttamer.core.errors import TTamerError
 from ttamer.earlyexit.traces import synthetic_trace
 

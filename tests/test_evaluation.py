@@ -132,7 +132,7 @@ def _markov_trace(n: int, n_exits: int, k: int, seed: int):
 def test_ttamer_wins_on_markov_traces(seed):
     """On data that satisfies T-Tamer's model, its held-out frontier beats every heuristic and
     recall beats no recall (area under the frontier; the hull fills the policies' jumps)."""
-    from ttamer.earlyexit.calibration import StateSpec
+    from ttamer.earlyexit.features import StateSpec
 
     t = _markov_trace(4000, 4, 3, seed)
     r = evaluate_trace(t, seed=0, n_boot=0, frontier_kind="hull", estimation="chain",
@@ -166,7 +166,7 @@ def test_markov_violation_small_on_markov_data_large_otherwise():
 def test_ablation_table():
     import pandas as pd
 
-    from ttamer.earlyexit.calibration import StateSpec
+    from ttamer.earlyexit.features import StateSpec
     from ttamer.earlyexit.evaluation import HEURISTICS, ablation
 
     t = synthetic_trace(600, 4, 3, seed=2)
@@ -187,7 +187,7 @@ def test_ablation_table():
 
 
 def test_markov_diagnostics_null_is_markov():
-    from ttamer.earlyexit.calibration import StateSpec
+    from ttamer.earlyexit.features import StateSpec
     from ttamer.earlyexit.evaluation import markov_diagnostics, markov_resample, markov_violation
 
     t = synthetic_trace(3000, 4, 3, seed=5)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import ttamer
 from strategies import build_random, instances, lams
 from ttamer import Instance, SolverError
-from ttamer import lp
+from ttamer.solvers import lp
 
 TOL = 1e-6
 LP_SETTINGS = settings(max_examples=100, deadline=None)

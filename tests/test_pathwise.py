@@ -10,7 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from strategies import lams
-from ttamer.earlyexit.calibration import exit_losses
+from ttamer.earlyexit.features import exit_losses
 from ttamer.core.errors import TraceError, TTamerError
 from ttamer.earlyexit.pathwise import (PathFeatures, PathwiseTamer, StoppingRule, fit_loss_models,
                              fit_stopping_rule)

@@ -4,7 +4,7 @@ cross-validated choice, and the service-level protocol."""
 import numpy as np
 import pytest
 
-from ttamer import baselines
+from ttamer.earlyexit import baselines
 from ttamer.earlyexit import heuristics
 from ttamer.earlyexit.slo import TARGETS, out_of_fold_accuracy, slo_block
 from ttamer.earlyexit.states import StateModel, ensemble_answers, running_argmax

@@ -335,7 +335,8 @@ def test_report_tables_verdict_and_plot():
     import matplotlib
 
     matplotlib.use("Agg")
-    from ttamer.earlyexit.calibration import EarlyExitTamer, StateSpec
+    from ttamer.earlyexit.calibration import EarlyExitTamer
+    from ttamer.earlyexit.features import StateSpec
     from ttamer.earlyexit.evaluation import evaluate_trace
     from ttamer.earlyexit.traces import synthetic_trace
     from ttamer.workloads import report

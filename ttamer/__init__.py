@@ -10,7 +10,8 @@ from .core.policy import Policy, rollout
 from .core.simulate import ExactEvaluation, SimulationResult, evaluate_exactly, simulate
 from .solvers.solve import Solution, solve
 from .earlyexit.traces import Trace, load_trace, save_trace
-from .earlyexit.calibration import EarlyExitTamer, StateSpec
+from .earlyexit.calibration import EarlyExitTamer
+from .earlyexit.features import StateSpec
 from .earlyexit.pathwise import PathwiseTamer
 from .earlyexit.tamer import ThresholdTamer
 from .earlyexit.evaluation import evaluate_trace

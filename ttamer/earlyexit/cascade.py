@@ -38,7 +38,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .calibration import StateEncoder, StateSpec, lam_grid
+from .crossval import lam_grid
+from .features import StateEncoder, StateSpec
 from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
 from ..solvers.solve import Solution, solve
@@ -377,7 +378,7 @@ class CascadeTamer(BaseTamer):
         return run_tree_policy(self.solution_, states, ctrace.cost_matrix, self.name)
 
     def decide_sweep(self, ctrace: CascadeTrace, lams: Sequence[float] | None = None) -> CascadeDecisions:
-        """:meth:`decide` for each ``λ`` in ``lams`` (default :func:`~ttamer.earlyexit.calibration.lam_grid`
+        """:meth:`decide` for each ``λ`` in ``lams`` (default :func:`~ttamer.earlyexit.crossval.lam_grid`
         with 40 points): arrays ``[P, N]``."""
         lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
         st = self.states(ctrace)

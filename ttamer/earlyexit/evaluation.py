@@ -553,11 +553,11 @@ def markov_resample(states: np.ndarray, wrong: np.ndarray, seed: int = 0) -> tup
 def markov_diagnostics(calibration: Trace, state: Any = None, loss: str = "label", seed: int = 0,
                        smoothing: float = 1.0) -> list[dict[str, Any]]:
     """:func:`markov_violation` of the states of ``state`` (a concrete
-    :class:`~ttamer.earlyexit.calibration.StateSpec`, default 8 max-probability bins) on the
+    :class:`~ttamer.earlyexit.features.StateSpec`, default 8 max-probability bins) on the
     ``calibration`` examples, next to the same measure on a :func:`markov_resample` of them
     (``null_*``): the ratio says how far the real network is from T-Tamer's model beyond
     sampling noise. Rows per exit ``i ≥ 1``."""
-    from .calibration import StateEncoder, StateSpec, exit_losses
+    from .features import StateEncoder, StateSpec, exit_losses
 
     spec = StateSpec(K=8, agreement=0) if state is None else state
     enc = StateEncoder.fit(spec, calibration, loss)

@@ -25,10 +25,10 @@ alone, so it runs on new examples in one vectorised pass.
 
 **State** ``x_i``: the log-odds of exit ``i``'s max-probability (``feature="max_prob"``) or of
 the learned P(exit ``i`` is right | history of exits ``0..i``) (``"learned"``,
-:func:`ttamer.earlyexit.calibration.history_features`), standardised per exit on the calibration
+:func:`ttamer.earlyexit.features.history_features`), standardised per exit on the calibration
 examples. **Answer** with recall: the exit stopped at (``answer_rule="last"``) or the consulted
 exit of largest learned P(right | history) (``"posterior"``,
-:func:`ttamer.earlyexit.calibration.posterior_answers`); without recall always the exit stopped at.
+:func:`ttamer.earlyexit.logistic.posterior_answers`); without recall always the exit stopped at.
 
 :class:`PathwiseTamer` is the scikit-learn style front end (``fit`` on calibration examples,
 ``decide`` / ``decide_sweep`` on new ones); ``"auto"`` options are chosen by cross-validation
@@ -43,9 +43,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .calibration import (AUTO, LOSSES, _logistic_models, _posterior_models, _predict, choose_by_cv,
-                          cv_folds_of, exit_losses, fit_logistic, heldout_auc, history_features, lam_grid,
-                          posterior_answers, refined_sweep)
+from .crossval import choose_by_cv, cv_folds_of, heldout_auc, lam_grid, refined_sweep
+from .features import AUTO, LOSSES, exit_losses, history_features
+from .logistic import _logistic_models, _posterior_models, _predict, fit_logistic, posterior_answers
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam, check_seed
@@ -316,7 +316,7 @@ class PathwiseTamer(BaseTamer):
 
     def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None, refine: bool = True,
                      max_gap: float = 0.005, max_points: int = 320) -> ExitDecisions:
-        """:meth:`decide` for many ``λ`` (default :func:`~ttamer.earlyexit.calibration.lam_grid` with 120
+        """:meth:`decide` for many ``λ`` (default :func:`~ttamer.earlyexit.crossval.lam_grid` with 120
         values, refined where the mean cost jumps by more than ``max_gap``): arrays ``[P, N]``.
         The rule has a continuous state, so it takes a denser sweep than a binned chain."""
         self._check_fitted()

@@ -62,7 +62,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .calibration import lam_grid
+from .crossval import lam_grid
 from .cascade import CascadeDecisions, CascadeTrace, build_tree_instance, pareto_indices, run_tree_policy
 from ..core.errors import TTamerError
 from ..core.instance import Instance
@@ -319,7 +319,7 @@ class SkipTamer(BaseTamer):
         Allow skips (and any first model); ``False`` fits the sequential rule only.
     lams : sequence of float, optional
         The ``λ`` sweep of :meth:`decide_sweep` (default: 100 points of
-        :func:`~ttamer.earlyexit.calibration.lam_grid` with ``λ/(1−λ)`` in ``[0.1, 10⁴]``); ``lam`` is added.
+        :func:`~ttamer.earlyexit.crossval.lam_grid` with ``λ/(1−λ)`` in ``[0.1, 10⁴]``); ``lam`` is added.
     scale : float, optional
         Cost unit (default: the last model's mean calibration cost).
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..earlyexit.calibration import StateSpec
+from ..earlyexit.features import StateSpec
 
 #: Strategies that are real (implementable) competitors of T-Tamer; the oracle is a bound.
 COMPETITORS = ("no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static")

@@ -207,7 +207,7 @@ def test_bad_lambda_on_the_command_line(tmp_path, capsys, lam):
 
 
 def test_unexpected_exceptions_still_give_one_line(tmp_path, capsys, monkeypatch):
-    solve_module = sys.modules["ttamer.solve"]
+    solve_module = sys.modules["ttamer.solvers.solve"]
 
     def broken(*_a, **_k):
         raise IndexError("index 7 is out of bounds")

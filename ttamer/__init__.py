@@ -8,7 +8,8 @@ from .core.errors import InstanceError, SolverError, TraceError, TTamerError
 from .core.instance import Instance, Node, Skip, load_instance, save_instance
 from .core.policy import Policy, rollout
 from .core.simulate import ExactEvaluation, SimulationResult, evaluate_exactly, simulate
-from .solvers.solve import Solution, solve
+from .core.solution import SolveResult
+from .solvers.solve import solve
 from .earlyexit.traces import Trace, load_trace, save_trace
 from .earlyexit.calibration import EarlyExitTamer
 from .earlyexit.features import StateSpec
@@ -19,7 +20,7 @@ from .earlyexit.cascade import CascadeTamer
 
 __all__ = [
     "Instance", "Node", "Skip", "load_instance", "save_instance",
-    "Policy", "rollout", "Solution", "solve", "simulate", "SimulationResult",
+    "Policy", "rollout", "SolveResult", "solve", "simulate", "SimulationResult",
     "evaluate_exactly", "ExactEvaluation",
     "TTamerError", "InstanceError", "SolverError", "TraceError",
     "Trace", "load_trace", "save_trace", "EarlyExitTamer", "StateSpec", "PathwiseTamer", "ThresholdTamer", "evaluate_trace", "CascadeTamer",

@@ -139,7 +139,7 @@ def _skip_path(a: tuple[float, float], b: tuple[float, float], bow: float) -> np
 def plot_policy(solution: Any, ax: "Axes | None" = None, show_losses: bool = True) -> "Axes":
     """Draw the instance of ``solution`` as a tree, annotated with its policy.
 
-    ``solution`` is a :class:`~ttamer.core.solution.Solution` (anything with a ``policy`` attribute; its
+    ``solution`` is a :class:`~ttamer.core.solution.SolveResult` (anything with a ``policy`` attribute; its
     ``value`` and ``method`` go in the title when present) or a bare
     :class:`~ttamer.core.policy.Policy`. Layers are depths (the virtual start node on top), edges
     carry their cost ``c_v`` and skips ``i -> j`` are dashed arcs with their own cost. Nodes

@@ -38,8 +38,8 @@ def _run_solve(args: argparse.Namespace) -> int:
     if args.json:
         out = {"instance": inst.name, "value": sol.value, "lam": sol.lam, "recall": sol.recall,
                "method": sol.method, "policy": sol.policy.describe()}
-        if "sigma" in sol.details:
-            out["indices"] = {inst.nodes[v].name: s.tolist() for v, s in enumerate(sol.details["sigma"])}
+        if sol.sigma is not None:
+            out["indices"] = {inst.nodes[v].name: s.tolist() for v, s in enumerate(sol.sigma)}
         print(json.dumps(out, indent=2))  # ASCII: json escapes control and non-ASCII characters
     else:
         kind = "recall" if sol.recall else "no recall"

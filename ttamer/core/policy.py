@@ -10,7 +10,7 @@ A policy works on a *batch* of ``B`` partial histories at once. A history is des
 ``answer(states, last)`` returns the node whose output is returned, ``-1`` for the fallback.
 With recall the answer is the consulted node of smallest loss (the fallback if ``y`` is
 smaller); without recall it is the last node consulted. The simulator
-(:mod:`ttamer.simulate`), the early-exit evaluation and the serving runtime all drive the
+(:mod:`ttamer.core.simulate`), the early-exit evaluation and the serving runtime all drive the
 same objects through :func:`rollout`.
 """
 

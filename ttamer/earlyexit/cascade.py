@@ -42,7 +42,8 @@ from .crossval import lam_grid
 from .features import StateEncoder, StateSpec
 from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
-from ..solvers.solve import Solution, solve
+from ..core.solution import SolveResult
+from ..solvers.solve import solve
 from .traces import Trace
 from ..core.validate import check_bool, check_int, check_lam
 from .base import BaseTamer
@@ -270,7 +271,7 @@ def build_tree_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequen
                          names=names, name=name)
 
 
-def run_tree_policy(solution: Solution, states: np.ndarray, cost: np.ndarray, name: str = "") -> CascadeDecisions:
+def run_tree_policy(solution: SolveResult, states: np.ndarray, cost: np.ndarray, name: str = "") -> CascadeDecisions:
     """Run ``solution.policy`` on examples with known ``states [N, n]`` and per-example edge
     costs ``cost [N, n]`` through :meth:`~ttamer.core.policy.Policy.rollout_known`."""
     policy = solution.policy
@@ -344,7 +345,7 @@ class CascadeTamer(BaseTamer):
         self.solution_ = self._solve(self.lam)
         return self
 
-    def _solve(self, lam: float) -> Solution:
+    def _solve(self, lam: float) -> SolveResult:
         return solve(self.instance_, lam, recall=self.recall, method=self.method)
 
     def _check(self, ctrace: CascadeTrace) -> None:

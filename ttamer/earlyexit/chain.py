@@ -16,7 +16,8 @@ import numpy as np
 
 from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
-from ..solvers.solve import Solution, solve
+from ..core.solution import SolveResult
+from ..solvers.solve import solve
 from .crossval import refined_sweep
 from .features import StateEncoder, StateSpec, exit_losses
 from .isotonic import monotone_losses
@@ -88,7 +89,7 @@ def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, no
     return _Fitted(spec, float(smoothing), enc, inst, table)
 
 
-def run_policy(solution: Solution, states: np.ndarray, trace: Trace, name: str = "",
+def run_policy(solution: SolveResult, states: np.ndarray, trace: Trace, name: str = "",
                answers: np.ndarray | None = None, answer_rule: PairwiseAnswer | None = None) -> ExitDecisions:
     """Run ``solution.policy`` on the examples of ``trace`` (states ``[N, L]``) through
     :meth:`~ttamer.core.policy.Policy.rollout_known` (:func:`ttamer.core.policy.rollout` with each

@@ -53,7 +53,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,7 +60,7 @@ import scipy.sparse as sp
 from ..core.errors import SolverError, TTamerError
 from ..core.instance import Instance
 from ..core.policy import STOP, ExhaustivePolicy, LastStatePolicy, Policy
-from ..core.solution import Solution
+from ..core.solution import SolveResult
 from ..core.validate import check_count, check_lam
 
 #: Default limit on the number of information states of the exhaustive space.
@@ -524,24 +523,39 @@ def policy_from_actions(mdp: FiniteMDP, lam: float, action: np.ndarray) -> Polic
 
 def solve_lp(instance: Instance, lam: float, recall: bool = True, space: str = "auto",
              solver: str | None = None, max_states: int = MAX_STATES, *,
-             max_chain_states: int = MAX_CHAIN_STATES):
-    """Optimal expected trade-off by the primal LP (method ``"lp"``).
+             max_chain_states: int = MAX_CHAIN_STATES) -> SolveResult:
+    """Optimal expected trade-off by the primal LP (method ``"lp"`` of :func:`~ttamer.solvers.solve.solve`).
 
-    Returns a :class:`ttamer.core.solution.Solution` whose ``value`` is ``V*(start)``, whose policy
-    plays the greedy action w.r.t. the LP's ``V`` and whose ``details`` hold the solver, its
-    status, the state space and its size, and the timings.
+    Parameters
+    ----------
+    instance : Instance
+        The instance to solve.
+    lam : float
+        The weight of the loss, in ``[0, 1]``.
+    recall : bool, default True
+        Whether the strategy may answer with any model it consulted.
+    space : {"auto", "chain", "exhaustive"}
+        The state space of the Markov decision process (:func:`build_mdp`).
+    solver : str, optional
+        The cvxpy solver (default :func:`default_solver`).
+    max_states : int, default MAX_STATES
+        Largest exhaustive state space built.
+    max_chain_states : int, default MAX_CHAIN_STATES
+        Largest ``(i, s, X)`` state space built on a chain.
+
+    Returns
+    -------
+    SolveResult
+        ``value`` is ``V*(start)``; the policy plays the greedy action with respect to the LP's
+        ``V``; ``n_states`` is the size of the state space and ``lp`` the :class:`LPValues`
+        (solver, status, timings, ``V`` and the ``mdp``).
     """
     lam = _check_lam(lam)
     mdp = build_mdp(instance, recall, space, max_states, max_chain_states=max_chain_states)
     sol = primal_lp(mdp, lam, solver)
     policy = policy_from_actions(mdp, sol.lam, sol.action)
-    details: dict[str, Any] = {
-        "solver": sol.solver, "status": sol.status, "space": mdp.space,
-        "n_states": mdp.n_states, "n_rows": mdp.n_rows,
-        "build_seconds": mdp.build_seconds, "solve_seconds": sol.solve_seconds,
-        "V": sol.V, "mdp": mdp,
-    }
-    return Solution(value=sol.value, policy=policy, method="lp", lam=sol.lam, recall=recall, details=details)
+    return SolveResult(value=sol.value, policy=policy, method="lp", lam=sol.lam, recall=recall,
+                       n_states=mdp.n_states, lp=sol)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,28 +64,28 @@ def result():
 
 
 def test_evaluate_trace_schema(result):
-    json.dumps(result, allow_nan=False)
-    assert set(result["strategies"]) == set(STRATEGIES)
-    assert 0 < result["full_model"]["accuracy"] <= 1
-    assert result["split"]["n_calibration"] == 400 and result["split"]["n_test"] == 400
-    for name, m in result["strategies"].items():
-        f = np.asarray(m["frontier"])
+    json.dumps(result.to_dict(), allow_nan=False)
+    assert set(result.strategies) == set(STRATEGIES)
+    assert 0 < result.full_model.accuracy <= 1
+    assert result.split.n_calibration == 400 and result.split.n_test == 400
+    for name, m in result.strategies.items():
+        f = np.asarray(m.frontier)
         assert f.ndim == 2 and f.shape[1] == 2
         assert np.all(np.diff(f[:, 0]) >= 0) and np.all(np.diff(f[:, 1]) > 0)
-        assert 0 <= m["auc"] <= 1
-        assert m["cost_at_full_accuracy"] is None or 0 < m["cost_at_full_accuracy"] <= 1 + 1e-9
-        assert len(m["band"]["lower"]) == len(m["band"]["cost"])
-        assert len(m["auc_ci"]) == 2 and len(m["auc_minus_ttamer_ci"]) == 3
+        assert 0 <= m.auc <= 1
+        assert m.cost_at_full_accuracy is None or 0 < m.cost_at_full_accuracy <= 1 + 1e-9
+        assert len(m.band.lower) == len(m.band.cost)
+        assert len(m.auc_ci) == 2 and len(m.auc_minus_ttamer_ci) == 3
 
 
 def test_evaluate_trace_sanity(result):
-    s = result["strategies"]
-    full = result["full_model"]["accuracy"]
+    s = result.strategies
+    full = result.full_model.accuracy
     # static exits reach the full model at cost 1; the oracle is the best frontier
-    assert s["static"]["cost_at_full_accuracy"] == pytest.approx(1.0)
-    assert s["oracle"]["auc"] >= max(m["auc"] for m in s.values()) - 1e-12
-    assert s["oracle"]["oracle_gain_share"] == pytest.approx(1.0)
-    assert max(a for _, a in s["oracle"]["frontier"]) >= full
+    assert s["static"].cost_at_full_accuracy == pytest.approx(1.0)
+    assert s["oracle"].auc >= max(m.auc for m in s.values()) - 1e-12
+    assert s["oracle"].oracle_gain_share == pytest.approx(1.0)
+    assert max(a for _, a in s["oracle"].frontier) >= full
     assert dominates(result, "oracle", "static")
 
 
@@ -137,9 +137,9 @@ def test_ttamer_wins_on_markov_traces(seed):
     t = _markov_trace(4000, 4, 3, seed)
     r = evaluate_trace(t, seed=0, n_boot=0, frontier_kind="hull", estimation="chain",
                        tamer={"state": StateSpec(K=9, agreement=0), "loss": "label"})
-    s = r["strategies"]
+    s = r.strategies
     for name in ("no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static"):
-        assert s["ttamer"]["auc"] > s[name]["auc"], name
+        assert s["ttamer"].auc > s[name].auc, name
     for name in ("max-prob", "entropy", "static"):
         assert dominates(r, "ttamer", name, tol=0.01), name
 

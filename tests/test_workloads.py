@@ -344,8 +344,8 @@ def test_report_tables_verdict_and_plot():
     tr = synthetic_trace(400, 4, 3, seed=1)
     res = evaluate_trace(tr, seed=0, n_boot=10, tamer={"state": StateSpec(K=4, agreement=0), "loss": "label"})
     table = report.metric_table(res)
-    assert list(table.index) == list(res["strategies"])
-    assert table.loc["ttamer", "AUC (%)"] == pytest.approx(100 * res["strategies"]["ttamer"]["auc"], abs=0.01)
+    assert list(table.index) == list(res.strategies)
+    assert table.loc["ttamer", "AUC (%)"] == pytest.approx(100 * res.strategies["ttamer"].auc, abs=0.01)
     dom = report.dominance_table(res)
     assert set(dom.index) == set(report.COMPETITORS) and dom["dominated by ttamer"].dtype == bool
     text = report.verdict(res)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..core.errors import TTamerError
 from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_fraction, check_seed, escape_lines
+from ..earlyexit.results import EvaluationResult
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,30 +47,30 @@ def _fmt(x: Any, pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
 
 
-def format_table(result: dict[str, Any]) -> str:
+def format_table(result: EvaluationResult) -> str:
     """A readable summary of :func:`~ttamer.earlyexit.evaluation.evaluate_trace`'s result."""
-    tr, sp, full = result["trace"], result["split"], result["full_model"]
+    tr, sp, full = result.trace, result.split, result.full_model
     lines = [
-        f"{tr.get('model')} on {tr.get('dataset')}: {tr['n_exits']} exits, {tr['n_classes']} classes; "
-        f"{sp['n_calibration']} calibration / {sp['n_test']} test examples (seed {sp['seed']})",
-        f"full model: accuracy {100 * full['accuracy']:.2f}% ({result['target']}), "
-        f"mean cost {full['mean_cost']:.4g} {tr.get('cost_unit')}",
-        f"T-Tamer: {result['ttamer_fit']['description']}",
-        f"costs are fractions of the full model's; {result['frontier_kind']} frontiers; AUC over cost range "
-        f"[{result['cost_range'][0]:.3f}, {result['cost_range'][1]:.3f}]",
+        f"{tr.model} on {tr.dataset}: {tr.n_exits} exits, {tr.n_classes} classes; "
+        f"{sp.n_calibration} calibration / {sp.n_test} test examples (seed {sp.seed})",
+        f"full model: accuracy {100 * full.accuracy:.2f}% ({result.target}), "
+        f"mean cost {full.mean_cost:.4g} {tr.cost_unit}",
+        f"T-Tamer: {result.ttamer_fit['description']}",
+        f"costs are fractions of the full model's; {result.frontier_kind} frontiers; AUC over cost range "
+        f"[{result.cost_range[0]:.3f}, {result.cost_range[1]:.3f}]",
         "",
     ]
     head = ["strategy", "AUC", "cost@full", "cost@-0.5pt", "cost@-1pt", "acc@25%", "acc@50%", "acc@75%",
             "oracle share", "AUC - ttamer (95% paired)"]
     rows = [head]
-    for name, m in result["strategies"].items():
-        acc = m["accuracy_at_cost"]
-        d = m.get("auc_minus_ttamer_ci")
+    for name, m in result.strategies.items():
+        acc = m.accuracy_at_cost
+        d = m.auc_minus_ttamer_ci
         diff = "—" if d is None or name == "ttamer" else f"[{d[0]:+.4f}, {d[2]:+.4f}]"
-        rows.append([name, _fmt(m["auc"]), _fmt(m["cost_at_full_accuracy"]),
-                     _fmt(m["cost_at_full_accuracy_minus_0.5pt"]), _fmt(m["cost_at_full_accuracy_minus_1pt"]),
+        rows.append([name, _fmt(m.auc), _fmt(m.cost_at_full_accuracy),
+                     _fmt(m.cost_at_full_accuracy_minus_half_pt), _fmt(m.cost_at_full_accuracy_minus_1pt),
                      _fmt(acc["0.25"], True), _fmt(acc["0.5"], True), _fmt(acc["0.75"], True),
-                     _fmt(m["oracle_gain_share"], True), diff])
+                     _fmt(m.oracle_gain_share, True), diff])
     widths = [max(len(r[j]) for r in rows) for j in range(len(head))]
     for k, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print(error_line("evaluate", exc), file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result, indent=1, allow_nan=False))
+        print(json.dumps(result.to_dict(), indent=1, allow_nan=False))
     else:
         print(escape_lines(format_table(result)))  # model, dataset, exit names come from the file
     return 0

@@ -47,6 +47,7 @@ from . import baselines
 from .calibration import EarlyExitTamer
 from ..core.errors import TraceError, TTamerError
 from .pathwise import PathwiseTamer
+from .results import Band, EvaluationResult, FullModelSummary, SplitSummary, StrategyResult, TraceSummary
 from .traces import META_DEFAULTS, ExitDecisions, Trace, target_labels
 from . import heuristics
 from .slo import slo_block
@@ -298,18 +299,20 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     with_chain : bool, default True
         Also fit the paper's estimation as ``"ttamer-chain"`` (the slowest fit).
     keep_replicates : bool, default False
-        Add each strategy's bootstrap AUC replicates (``"auc_replicates"``, the same resamples
+        Keep each strategy's bootstrap AUC replicates (``auc_replicates``, the same resamples
         for every strategy).
     progress : bool, default False
         Show progress bars (T-Tamer's cross-validation, then the strategies) on stderr.
 
     Returns
     -------
-    dict
-        A JSON-ready report: ``"trace"``, ``"split"``, ``"target"``, ``"frontier_kind"``,
-        ``"full_model"``, ``"cost_range"``, ``"ttamer_fit"``, ``"strategies"`` (per strategy:
-        frontier, sweep points, band and the metrics of the module docstring), ``"slo"`` (the
-        service-level protocol, :func:`~ttamer.earlyexit.slo.slo_block`) and ``"timing"``.
+    EvaluationResult
+        The trace and its split, the full model, per strategy a
+        :class:`~ttamer.earlyexit.results.StrategyResult` (frontier, sweep points, band and the
+        metrics of the module docstring), the service-level protocol
+        (:func:`~ttamer.earlyexit.slo.slo_block`) and the time taken;
+        :meth:`~ttamer.earlyexit.results.EvaluationResult.to_dict` gives the JSON report of
+        ``ttamer evaluate --json``.
 
     Raises
     ------
@@ -336,64 +339,58 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     oracle_cost = cost_at_accuracy(fronts["oracle"], full_acc, frontier_kind)
     oracle_saving = None if oracle_cost is None else 1.0 - oracle_cost
     grid = np.linspace(cost_range[0], cost_range[1], band_points)
-    strategies: dict[str, Any] = {}
+    strategies: dict[str, StrategyResult] = {}
     curves: dict[str, np.ndarray] = {}
     for name in tqdm(decs, desc="strategies", disable=not progress, leave=False):
-        m = strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving, frontier_kind)
-        params = decs[name].params
-        m["frontier"] = fronts[name].tolist()
-        m["points"] = [[float(a) if np.isfinite(a) else None, float(b), float(c)]
-                       for a, b, c in zip(params, pts[name]["cost"], pts[name]["accuracy"])]
+        params = np.asarray(decs[name].params, dtype=float)
+        points = np.column_stack([np.where(np.isfinite(params), params, np.nan), pts[name]["cost"],
+                                  pts[name]["accuracy"]])
+        m = StrategyResult.from_metrics(strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving,
+                                                         frontier_kind), fronts[name], points)
         if n_boot > 0:
             curves[name] = bootstrap_curves(pts[name]["correct"], pts[name]["cost_ex"], grid, n_boot, seed + 1,
                                             frontier_kind)
             lower, upper = _quantiles(curves[name], (0.025, 0.975))
-            m["band"] = {"cost": grid.tolist(), "lower": _nan_to_none(lower), "upper": _nan_to_none(upper)}
+            m.band = Band(grid.copy(), np.asarray(lower, dtype=float), np.asarray(upper, dtype=float))
         strategies[name] = m
     if n_boot > 0:  # paired bootstrap (same resamples for every strategy) of AUC differences
         auc_b = {name: grid_auc(c) for name, c in curves.items()}
         for name, m in strategies.items():
-            m["auc_ci"] = [float(np.quantile(auc_b[name], q)) for q in (0.025, 0.975)]
+            m.auc_ci = tuple(float(np.quantile(auc_b[name], q)) for q in (0.025, 0.975))
             diff = auc_b[name] - auc_b["ttamer"]
-            m["auc_minus_ttamer_ci"] = [float(np.quantile(diff, q)) for q in (0.025, 0.5, 0.975)]
+            m.auc_minus_ttamer_ci = tuple(float(np.quantile(diff, q)) for q in (0.025, 0.5, 0.975))
             if keep_replicates:
-                m["auc_replicates"] = auc_b[name].tolist()
+                m.auc_replicates = np.array(auc_b[name], dtype=float)
     elapsed = time.perf_counter() - t0
-    return {
-        "trace": {key: trace.meta.get(key, META_DEFAULTS.get(key)) for key in ("model", "dataset", "split",
-                                                                             "cost_unit")}
-                 | {"exit_names": trace.exit_names}
-                 | {"n_examples": trace.n_examples, "n_exits": trace.n_exits, "n_classes": trace.n_classes},
-        "split": {"seed": int(seed), "calibration_fraction": float(calibration_fraction),
-                  "n_calibration": cal.n_examples, "n_test": test.n_examples},
-        "target": target,
-        "frontier_kind": frontier_kind,
-        "full_model": {"accuracy": full_acc, "cost": 1.0, "mean_cost": float(test.full_cost.mean()),
-                       "exit_accuracy": test.correct.mean(axis=0).tolist() if target == "label"
-                       else (test.predictions == target_labels(test, target)[:, None]).mean(axis=0).tolist(),
-                       "exit_cost": (test.cumulative_cost.mean(axis=0) / test.full_cost.mean()).tolist()},
-        "cost_range": [float(cost_range[0]), float(cost_range[1])],
-        "ttamer_fit": info,
-        "strategies": strategies,
-        "slo": slo_block(cal, test, {k: t for k, t in tamers.items() if isinstance(t, ThresholdTamer)}, target),
-        "timing": {"seconds": elapsed,
-                   "example_exits_per_second": trace.n_examples * trace.n_exits / elapsed if elapsed > 0 else None},
-    }
+    exit_accuracy = (test.correct.mean(axis=0) if target == "label"
+                     else (test.predictions == target_labels(test, target)[:, None]).mean(axis=0))
+    return EvaluationResult(
+        trace=TraceSummary(**{key: trace.meta.get(key, META_DEFAULTS.get(key))
+                              for key in ("model", "dataset", "split", "cost_unit")},
+                           exit_names=trace.exit_names, n_examples=trace.n_examples, n_exits=trace.n_exits,
+                           n_classes=trace.n_classes),
+        split=SplitSummary(int(seed), float(calibration_fraction), cal.n_examples, test.n_examples),
+        target=target,
+        frontier_kind=frontier_kind,
+        full_model=FullModelSummary(full_acc, 1.0, float(test.full_cost.mean()), exit_accuracy,
+                                    test.cumulative_cost.mean(axis=0) / test.full_cost.mean()),
+        cost_range=(float(cost_range[0]), float(cost_range[1])),
+        ttamer_fit=info,
+        strategies=strategies,
+        slo=slo_block(cal, test, {k: t for k, t in tamers.items() if isinstance(t, ThresholdTamer)}, target),
+        seconds=elapsed,
+    )
 
 
-def _nan_to_none(a: np.ndarray) -> list[float | None]:
-    return [None if np.isnan(x) else float(x) for x in a]
-
-
-def dominates(result: dict[str, Any], a: str = "ttamer", b: str = "max-prob", tol: float = 0.0,
+def dominates(result: EvaluationResult, a: str = "ttamer", b: str = "max-prob", tol: float = 0.0,
               grid_points: int = 101) -> bool:
     """Whether frontier ``a`` is at least as accurate as ``b`` (within ``tol``) at every cost
     of the common range where ``b`` is defined."""
-    lo, hi = result["cost_range"]
+    lo, hi = result.cost_range
     grid = np.linspace(lo, hi, grid_points)
-    fa = np.asarray(result["strategies"][a]["frontier"])
-    fb = np.asarray(result["strategies"][b]["frontier"])
-    kind = result.get("frontier_kind", "pareto")
+    fa = np.asarray(result.strategies[a].frontier)
+    fb = np.asarray(result.strategies[b].frontier)
+    kind = result.frontier_kind
     acc_a, acc_b = accuracy_at(fa, grid, kind), accuracy_at(fb, grid, kind)
     defined = ~np.isnan(acc_b)
     return bool(np.all(np.nan_to_num(acc_a[defined], nan=-np.inf) >= acc_b[defined] - tol))
@@ -404,21 +401,21 @@ def dominates(result: dict[str, Any], a: str = "ttamer", b: str = "max-prob", to
 HEURISTICS = ("max-prob", "max-prob-sdn", "entropy", "patience", "static")
 
 
-def domination_summary(result: dict[str, Any], heuristics: Sequence[str] = HEURISTICS) -> dict[str, Any]:
+def domination_summary(result: EvaluationResult, heuristics: Sequence[str] = HEURISTICS) -> dict[str, Any]:
     """Whether T-Tamer dominates each heuristic in ``result`` (of :func:`evaluate_trace`):
     ``auc_gap`` = T-Tamer's AUC minus the heuristic's; ``auc_gap_ci`` its paired 95 %
     bootstrap interval (``None`` without bootstrap); ``cost_gap`` = heuristic's cost at the
     full model's accuracy minus T-Tamer's (``None`` where either never reaches it; ``+inf``
     where only T-Tamer does); ``frontier`` = :func:`dominates` pointwise (no tolerance)."""
-    st = result["strategies"]
+    st = result.strategies
     tt = st["ttamer"]
     out: dict[str, Any] = {}
     for h in heuristics:
         m = st[h]
-        ci = m.get("auc_minus_ttamer_ci")
-        ch, ct = m["cost_at_full_accuracy"], tt["cost_at_full_accuracy"]
+        ci = m.auc_minus_ttamer_ci
+        ch, ct = m.cost_at_full_accuracy, tt.cost_at_full_accuracy
         cost_gap = (None if ct is None else (np.inf if ch is None else ch - ct))
-        out[h] = {"auc_gap": tt["auc"] - m["auc"],
+        out[h] = {"auc_gap": tt.auc - m.auc,
                   "auc_gap_ci": None if ci is None else [-ci[2], -ci[0]],
                   "cost_gap": cost_gap, "frontier": dominates(result, "ttamer", h)}
     return out
@@ -453,24 +450,24 @@ def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_b
                            frontier_kind=cfg.get("frontier_kind", "pareto"),
                            estimation=cfg.get("estimation", "thresholds"), pathwise=cfg.get("pathwise"),
                            thresholds=cfg.get("thresholds"))
-        st = r["strategies"]
-        best = max(HEURISTICS, key=lambda h: st[h]["auc"])
-        row: dict[str, Any] = {"name": cfg.get("name", ""), "auc": st["ttamer"]["auc"],
-                               "cost_at_full": st["ttamer"]["cost_at_full_accuracy"],
-                               "best_heuristic": best, "best_heuristic_auc": st[best]["auc"],
-                               "no_recall_auc": st["no-recall"]["auc"]}
+        st = r.strategies
+        best = max(HEURISTICS, key=lambda h: st[h].auc)
+        row: dict[str, Any] = {"name": cfg.get("name", ""), "auc": st["ttamer"].auc,
+                               "cost_at_full": st["ttamer"].cost_at_full_accuracy,
+                               "best_heuristic": best, "best_heuristic_auc": st[best].auc,
+                               "no_recall_auc": st["no-recall"].auc}
         dom = domination_summary(r)
         for h, d in dom.items():
             row[f"auc_gap[{h}]"] = d["auc_gap"]
             if d["auc_gap_ci"] is not None:
                 row[f"auc_gap_lo[{h}]"], row[f"auc_gap_hi[{h}]"] = d["auc_gap_ci"]
-            row[f"cost_at_full[{h}]"] = st[h]["cost_at_full_accuracy"]
+            row[f"cost_at_full[{h}]"] = st[h].cost_at_full_accuracy
             row[f"dominates[{h}]"] = d["frontier"]
         row["dominates_all"] = all(d["frontier"] for d in dom.values())
-        fit = r["ttamer_fit"]
+        fit = r.ttamer_fit
         row.update(estimation=fit["estimation"], description=fit["description"], loss=fit["loss"],
-                   frontier_kind=r["frontier_kind"], calibration_fraction=r["split"]["calibration_fraction"],
-                   seconds=r["timing"]["seconds"])
+                   frontier_kind=r.frontier_kind, calibration_fraction=r.split.calibration_fraction,
+                   seconds=r.seconds)
         rows.append(row)
     return rows
 

@@ -1,6 +1,7 @@
 """Tables, plots and verdicts of an early-exit evaluation, for the workload chapters.
 
-Everything here reads the dict returned by :func:`ttamer.earlyexit.evaluation.evaluate_trace`
+Everything here reads the :class:`~ttamer.earlyexit.results.EvaluationResult` of
+:func:`ttamer.earlyexit.evaluation.evaluate_trace`
 (frontiers as fractions of the full model's cost, metrics of the book's chapter *Early exit on real models*) and only formats it:
 
 * :func:`metric_table` — one row per strategy: AUC, cost at the full model's accuracy (and
@@ -19,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..earlyexit.features import StateSpec
+from ..earlyexit.results import EvaluationResult, StrategyResult
 
 #: Strategies that are real (implementable) competitors of T-Tamer; the oracle is a bound.
 COMPETITORS = ("no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static")
@@ -28,27 +30,27 @@ def _pct(x: float | None) -> float:
     return np.nan if x is None else 100.0 * float(x)
 
 
-def metric_table(result: dict[str, Any]):
+def metric_table(result: EvaluationResult):
     """A ``pandas.DataFrame`` of the scalar metrics, strategies as rows, values in percent
     (costs as % of the full model's mean cost, accuracies in %)."""
     import pandas as pd
 
     rows = {}
-    for name, m in result["strategies"].items():
-        acc = m["accuracy_at_cost"]
+    for name, m in result.strategies.items():
+        acc = m.accuracy_at_cost
         rows[name] = {
-            "AUC (%)": _pct(m["auc"]),
-            "cost @ full acc (%)": _pct(m["cost_at_full_accuracy"]),
-            "cost @ full −0.5pt (%)": _pct(m["cost_at_full_accuracy_minus_0.5pt"]),
-            "cost @ full −1pt (%)": _pct(m["cost_at_full_accuracy_minus_1pt"]),
+            "AUC (%)": _pct(m.auc),
+            "cost @ full acc (%)": _pct(m.cost_at_full_accuracy),
+            "cost @ full −0.5pt (%)": _pct(m.cost_at_full_accuracy_minus_half_pt),
+            "cost @ full −1pt (%)": _pct(m.cost_at_full_accuracy_minus_1pt),
             "acc @ 25% cost": _pct(acc["0.25"]), "acc @ 50% cost": _pct(acc["0.5"]),
             "acc @ 75% cost": _pct(acc["0.75"]),
-            "oracle-gain share (%)": _pct(m["oracle_gain_share"]),
+            "oracle-gain share (%)": _pct(m.oracle_gain_share),
         }
     return pd.DataFrame.from_dict(rows, orient="index").round(2)
 
 
-def dominance_table(result: dict[str, Any], a: str = "ttamer", others: Sequence[str] = COMPETITORS,
+def dominance_table(result: EvaluationResult, a: str = "ttamer", others: Sequence[str] = COMPETITORS,
                     tol: float = 0.0):
     """T-Tamer (``a``) against each strategy of ``others``: ``dominates`` (frontier at least as
     accurate, within ``tol``, at every cost of the common range where the other is defined),
@@ -57,15 +59,15 @@ def dominance_table(result: dict[str, Any], a: str = "ttamer", others: Sequence[
 
     from ..earlyexit.evaluation import dominates
 
-    S = result["strategies"]
+    S = result.strategies
     rows = {}
     for b in others:
         if b not in S:
             continue
         rows[b] = {"dominated by " + a: dominates(result, a, b, tol=tol),
-                   "AUC gain (pt)": 100.0 * (S[a]["auc"] - S[b]["auc"]),
-                   f"cost @ full acc, {a} (%)": _pct(S[a]["cost_at_full_accuracy"]),
-                   "cost @ full acc, other (%)": _pct(S[b]["cost_at_full_accuracy"])}
+                   "AUC gain (pt)": 100.0 * (S[a].auc - S[b].auc),
+                   f"cost @ full acc, {a} (%)": _pct(S[a].cost_at_full_accuracy),
+                   "cost @ full acc, other (%)": _pct(S[b].cost_at_full_accuracy)}
     return pd.DataFrame.from_dict(rows, orient="index").round(2)
 
 
@@ -75,19 +77,19 @@ def _cheaper_or_equal(ca: float | None, cb: float | None) -> bool:
     return ca is not None and ca <= cb + 1e-12
 
 
-def verdict(result: dict[str, Any], a: str = "ttamer", others: Sequence[str] = COMPETITORS,
+def verdict(result: EvaluationResult, a: str = "ttamer", others: Sequence[str] = COMPETITORS,
             tol: float = 0.0) -> str:
     """One sentence, computed: whether ``a`` has the larger AUC than every other strategy,
     the lower-or-equal cost at the full model's accuracy, and a dominating frontier."""
-    S = result["strategies"]
+    S = result.strategies
     others = [b for b in others if b in S]
-    auc_lose = [b for b in others if S[a]["auc"] < S[b]["auc"]]
-    cost_lose = [b for b in others if not _cheaper_or_equal(S[a]["cost_at_full_accuracy"],
-                                                             S[b]["cost_at_full_accuracy"])]
+    auc_lose = [b for b in others if S[a].auc < S[b].auc]
+    cost_lose = [b for b in others if not _cheaper_or_equal(S[a].cost_at_full_accuracy,
+                                                             S[b].cost_at_full_accuracy)]
     from ..earlyexit.evaluation import dominates
 
     not_dom = [b for b in others if not dominates(result, a, b, tol=tol)]
-    c = S[a]["cost_at_full_accuracy"]
+    c = S[a].cost_at_full_accuracy
     reach = ("never reaches the full model's accuracy" if c is None
              else f"reaches the full model's accuracy at {100 * c:.1f}% of its cost")
     parts = [f"{a} {reach}"]
@@ -100,7 +102,7 @@ def verdict(result: dict[str, Any], a: str = "ttamer", others: Sequence[str] = C
     return ", ".join(parts[:-1]) + " " + parts[-1] + "."
 
 
-def plot_frontiers(result: dict[str, Any], ax=None, strategies: Sequence[str] | None = None,
+def plot_frontiers(result: EvaluationResult, ax=None, strategies: Sequence[str] | None = None,
                    bands: bool = True, title: str | None = None):
     """Staircase accuracy–cost frontiers (cost as a fraction of the full model) with their
     bootstrap bands, and the full model as a star. Returns the axes."""
@@ -108,30 +110,29 @@ def plot_frontiers(result: dict[str, Any], ax=None, strategies: Sequence[str] | 
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 5))
-    S = result["strategies"]
+    S = result.strategies
     names = list(S) if strategies is None else [s for s in strategies if s in S]
-    lo, hi = result["cost_range"]
+    lo, hi = result.cost_range
     for name in names:
         m = S[name]
-        f = np.asarray(m["frontier"], dtype=float)
+        f = np.asarray(m.frontier, dtype=float)
         x = np.append(f[:, 0], max(hi, f[-1, 0]))
         y = np.append(f[:, 1], f[-1, 1])
         style = {"linewidth": 2.4, "zorder": 5} if name == "ttamer" else {"linewidth": 1.3}
         if name == "oracle":
             style.update(linestyle=":", color="black")
         (line,) = ax.step(x, 100 * y, where="post", label=name, **style)
-        band = m.get("band")
+        band = m.band
         if bands and band is not None and name != "oracle":
-            lower = np.array([np.nan if v is None else v for v in band["lower"]], dtype=float)
-            upper = np.array([np.nan if v is None else v for v in band["upper"]], dtype=float)
-            ax.fill_between(band["cost"], 100 * lower, 100 * upper, step="post", alpha=0.15,
+            lower, upper = np.asarray(band.lower, dtype=float), np.asarray(band.upper, dtype=float)
+            ax.fill_between(band.cost, 100 * lower, 100 * upper, step="post", alpha=0.15,
                             color=line.get_color(), linewidth=0)
-    fm = result["full_model"]
-    ax.plot([1.0], [100 * fm["accuracy"]], marker="*", markersize=14, color="black", linestyle="none",
+    fm = result.full_model
+    ax.plot([1.0], [100 * fm.accuracy], marker="*", markersize=14, color="black", linestyle="none",
             label="full model", zorder=6)
     ax.set_xlim(lo - 0.02, hi + 0.02)
     ax.set_xlabel("mean cost per example (fraction of the full model)")
-    ax.set_ylabel("accuracy (%)" if result.get("target", "label") == "label"
+    ax.set_ylabel("accuracy (%)" if result.target == "label"
                   else "agreement with the full model (%)")
     if title:
         ax.set_title(title)
@@ -171,15 +172,15 @@ def recall_answers(tamer, test, lams: Sequence[float]):
     return out
 
 
-def _beats_every(S: dict[str, Any], heuristics: Sequence[str]) -> tuple[bool, bool]:
+def _beats_every(S: dict[str, StrategyResult], heuristics: Sequence[str]) -> tuple[bool, bool]:
     """(larger AUC than every heuristic, cheaper-or-equal at the full model's accuracy than every one)."""
-    auc = all(S["ttamer"]["auc"] > S[h]["auc"] for h in heuristics)
-    cost = all(_cheaper_or_equal(S["ttamer"]["cost_at_full_accuracy"], S[h]["cost_at_full_accuracy"])
+    auc = all(S["ttamer"].auc > S[h].auc for h in heuristics)
+    cost = all(_cheaper_or_equal(S["ttamer"].cost_at_full_accuracy, S[h].cost_at_full_accuracy)
                for h in heuristics)
     return auc, cost
 
 
-def split_table(trace, seeds: Sequence[int], first: dict[str, Any] | None = None, **kwargs):
+def split_table(trace, seeds: Sequence[int], first: EvaluationResult | None = None, **kwargs):
     """T-Tamer against the heuristics on several calibration/test splits: one row per split
     seed (``first``: an already computed result for ``seeds[0]``; ``kwargs`` go to
     :func:`~ttamer.earlyexit.evaluation.evaluate_trace`, without bootstrap). Columns: the AUCs (%) of
@@ -195,16 +196,16 @@ def split_table(trace, seeds: Sequence[int], first: dict[str, Any] | None = None
     rows = []
     for k, s in enumerate(seeds):
         r = first if (k == 0 and first is not None) else evaluate_trace(trace, seed=s, n_boot=0, **kwargs)
-        S = r["strategies"]
-        best = max(HEURISTICS, key=lambda h: S[h]["auc"])
-        costs = {h: S[h]["cost_at_full_accuracy"] for h in HEURISTICS if S[h]["cost_at_full_accuracy"] is not None}
+        S = r.strategies
+        best = max(HEURISTICS, key=lambda h: S[h].auc)
+        costs = {h: S[h].cost_at_full_accuracy for h in HEURISTICS if S[h].cost_at_full_accuracy is not None}
         cheapest = min(costs, key=costs.get) if costs else None
         auc_ok, cost_ok = _beats_every(S, HEURISTICS)
-        rows.append({"split seed": s, "AUC ttamer (%)": _pct(S["ttamer"]["auc"]),
-                     "AUC ttamer-chain (%)": _pct(S["ttamer-chain"]["auc"]) if "ttamer-chain" in S else np.nan,
-                     "AUC max-prob (%)": _pct(S["max-prob"]["auc"]), "best heuristic": best,
-                     "AUC gain over it (pt)": 100.0 * (S["ttamer"]["auc"] - S[best]["auc"]),
-                     "cost @ full, ttamer (%)": _pct(S["ttamer"]["cost_at_full_accuracy"]),
+        rows.append({"split seed": s, "AUC ttamer (%)": _pct(S["ttamer"].auc),
+                     "AUC ttamer-chain (%)": _pct(S["ttamer-chain"].auc) if "ttamer-chain" in S else np.nan,
+                     "AUC max-prob (%)": _pct(S["max-prob"].auc), "best heuristic": best,
+                     "AUC gain over it (pt)": 100.0 * (S["ttamer"].auc - S[best].auc),
+                     "cost @ full, ttamer (%)": _pct(S["ttamer"].cost_at_full_accuracy),
                      "cost @ full, cheapest heuristic (%)": _pct(costs[cheapest]) if cheapest else np.nan,
                      "cheapest heuristic": cheapest,
                      "larger AUC than every heuristic": auc_ok, "cheaper at full accuracy": cost_ok,

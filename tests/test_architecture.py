@@ -2,7 +2,7 @@
 
 The layers, bottom to top (a module imports only from its own layer or those below):
 ``core`` < ``solvers`` < {``theory``, ``earlyexit``} < ``serving`` < ``workloads`` <
-{``cli``, ``plots``}. ``theory`` and ``earlyexit`` are siblings: neither imports the other.
+{``cli``, ``plots``, ``benchmarks``}. ``theory`` and ``earlyexit`` are siblings: neither imports the other.
 """
 
 import ast
@@ -40,7 +40,7 @@ def _imports(name: str, path: pathlib.Path, mods: dict[str, pathlib.Path]) -> se
 
 
 #: Layer of each top-level part of the package (``ttamer.<part>...``); higher imports lower.
-LAYERS = {"core": 0, "solvers": 1, "theory": 2, "earlyexit": 2, "serving": 3, "workloads": 4, "cli": 5, "plots": 5}
+LAYERS = {"core": 0, "solvers": 1, "theory": 2, "earlyexit": 2, "serving": 3, "workloads": 4, "cli": 5, "plots": 5, "benchmarks": 5}
 #: Parts of one layer that must not import each other.
 SIBLINGS = {frozenset({"theory", "earlyexit"})}
 #: The package itself (it re-exports the public API) and ``python -m ttamer`` sit above every layer.

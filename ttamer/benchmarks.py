@@ -1,6 +1,6 @@
 """Benchmarks of the ttamer solvers and early-exit strategies (the book's chapter *Performance*).
 
-Run ``python benchmarks/run.py [--quick | --smoke] [--json PATH]``. Every ratio is measured in
+Run ``python -m ttamer.benchmarks [--quick | --smoke] [--json PATH]``. Every ratio is measured in
 one run, on one machine, with ``time.perf_counter`` (best of ``k`` repeats). Sections:
 
 * ``compare``   -- the index solver against the ``(i, s, X)`` chain DP, the exhaustive solver,
@@ -23,7 +23,8 @@ stay small, and ``dense`` (``depth_decay=1``, ``cost_scale=0.01``), where a chai
 keeps ``Θ(n K)`` atoms -- the worst case of the bound ``O(Σ_v K_parent K_v N)``.
 
 The functions are importable (the book's Performance notebook calls them); nothing here is an
-algorithm of the package, only instances, timers and the QuantEcon model.
+algorithm of the package, only instances, timers and the QuantEcon model. The module sits in the
+top layer of the package, beside the command line.
 """
 
 from __future__ import annotations
@@ -42,15 +43,11 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
-
-import ttamer  # noqa: E402
-from ttamer import Instance  # noqa: E402
-from ttamer.solvers.exhaustive import MAX_STATES, state_space_bound  # noqa: E402
-from ttamer.solvers.index import compute_indices  # noqa: E402
-from ttamer.theory.synthetic import correlated_transition, random_instance  # noqa: E402
+from .core.instance import Instance
+from .solvers.exhaustive import MAX_STATES, state_space_bound
+from .solvers.index import compute_indices
+from .solvers.solve import solve
+from .theory.synthetic import correlated_transition, random_instance
 
 LAM = 0.7
 REGIMES = {"typical": {}, "dense": {"depth_decay": 1.0, "cost_scale": 0.01}}
@@ -231,21 +228,21 @@ def compare_solvers(sizes: list[tuple[int, int]], repeats: int = 3, exhaustive_m
                     lp_max: tuple[int, int] = (20, 8), regime: str = "typical", lam: float = LAM) -> list[dict]:
     """Index vs chain DP vs exhaustive vs LP vs QuantEcon on chains with recall: seconds per
     solve, ratios to the index solver, and the largest value disagreement."""
-    ttamer.solve(chain(3, 2), lam, method="lp")  # import and warm cvxpy and numba (QuantEcon)
+    solve(chain(3, 2), lam, method="lp")  # import and warm cvxpy and numba (QuantEcon)
     solve_quantecon(chain(3, 2), lam)            # once, outside the timings
     rows = []
     for n, k in sizes:
         inst = chain(n, k, regime)
         row: dict[str, Any] = {"n": n, "K": k}
-        t, sol = best_of(lambda: ttamer.solve(inst, lam, method="index"), repeats)
+        t, sol = best_of(lambda: solve(inst, lam, method="index"), repeats)
         row["index_s"], values = t, {"index": sol.value}
-        t, sol = best_of(lambda: ttamer.solve(inst, lam, method="dp"), repeats)
+        t, sol = best_of(lambda: solve(inst, lam, method="dp"), repeats)
         row["dp_s"], values["dp"] = t, sol.value
         if n <= exhaustive_max and state_space_bound(inst, True) <= MAX_STATES:
-            t, sol = best_of(lambda: ttamer.solve(inst, lam, method="exhaustive"), 1)
+            t, sol = best_of(lambda: solve(inst, lam, method="exhaustive"), 1)
             row["exhaustive_s"], values["exhaustive"] = t, sol.value
         if n <= lp_max[0] and k <= lp_max[1]:
-            t, sol = best_of(lambda: ttamer.solve(inst, lam, method="lp"), min(repeats, 2))
+            t, sol = best_of(lambda: solve(inst, lam, method="lp"), min(repeats, 2))
             row["lp_s"], values["lp"] = t, sol.value
         t, v = best_of(lambda: solve_quantecon(inst, lam), min(repeats, 2))
         row["quantecon_s"], values["quantecon"] = t, v
@@ -298,8 +295,8 @@ def scale_skips(n: int, k: int, probs: list[float], repeats: int = 3) -> list[di
     rows = []
     for p in probs:
         inst = random_instance(1, "skips", n=n, k=k, skip_prob=p)
-        t_rec, _ = best_of(lambda: ttamer.solve(inst, LAM, recall=True, method="dp"), repeats)
-        t_norec, _ = best_of(lambda: ttamer.solve(inst, LAM, recall=False, method="dp"), repeats)
+        t_rec, _ = best_of(lambda: solve(inst, LAM, recall=True, method="dp"), repeats)
+        t_norec, _ = best_of(lambda: solve(inst, LAM, recall=False, method="dp"), repeats)
         rows.append({"skip_prob": p, "n": n, "K": k, "skips": len(inst.skips),
                      "recall_dp_s": t_rec, "norecall_dp_s": t_norec})
     return rows
@@ -358,7 +355,7 @@ def targets(p: dict[str, Any], compare_rows: list[dict] | None = None, throughpu
 def synthetic_trace(n: int, exits: int, classes: int, seed: int = 0):
     """A trace whose exits grow more confident and more accurate with depth (Dirichlet
     softmax outputs around the label), costs ``1`` per exit."""
-    from ttamer.earlyexit.traces import Trace
+    from .earlyexit.traces import Trace
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, size=n)
@@ -376,10 +373,10 @@ def synthetic_trace(n: int, exits: int, classes: int, seed: int = 0):
 def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repeats: int = 3) -> list[dict]:
     """Example-exits per second of every strategy: a sweep of ``P`` parameter values over
     ``N`` examples and ``L`` exits counts ``P · N · L`` example-exits."""
-    from ttamer.earlyexit import baselines
-    from ttamer.earlyexit.calibration import EarlyExitTamer
-    from ttamer.earlyexit.chain import run_policy
-    from ttamer.earlyexit.features import StateSpec
+    from .earlyexit import baselines
+    from .earlyexit.calibration import EarlyExitTamer
+    from .earlyexit.chain import run_policy
+    from .earlyexit.features import StateSpec
 
     trace = synthetic_trace(n, exits, classes)
     cal, test = trace.split(0.5, seed=0)
@@ -400,7 +397,7 @@ def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repea
     runs["ttamer (policy rollout only)"] = lambda: run_policy(tamer.solution_, states, test)
     runs["ttamer (encode states + rollout)"] = lambda: tamer.decide(test)
     runs["ttamer (solve + run a λ sweep)"] = lambda: tamer.decide_sweep(test, lams, refine=False)
-    from ttamer.earlyexit.pathwise import PathwiseTamer
+    from .earlyexit.pathwise import PathwiseTamer
 
     pw = PathwiseTamer(lam=0.9, feature="max_prob").fit(cal)
     x = pw.model_.features.transform(test)
@@ -430,7 +427,7 @@ def _mlp_exits(width: int, exits: int = 6, classes: int = 10, seed: int = 0):
     head after every block, as a :class:`ttamer.serving.adapters.MultiExitModel`."""
     import torch
 
-    from ttamer.serving import MultiExitModel
+    from .serving import MultiExitModel
 
     torch.manual_seed(seed)
 
@@ -456,9 +453,9 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
     profile of the same mode (``ttamer.serving.latency.with_cost_profile``)."""
     import torch
 
-    from ttamer.earlyexit.baselines import max_prob_threshold
-    from ttamer.earlyexit.tamer import ThresholdTamer
-    from ttamer.serving import EarlyExitServer, compare_latency, max_prob_rule, threshold_rule, with_cost_profile
+    from .earlyexit.baselines import max_prob_threshold
+    from .earlyexit.tamer import ThresholdTamer
+    from .serving import EarlyExitServer, compare_latency, max_prob_rule, threshold_rule, with_cost_profile
 
     torch.set_num_threads(1)
     model = _mlp_exits(width)

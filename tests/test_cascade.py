@@ -9,7 +9,7 @@ import pytest
 
 from ttamer import Instance, solve
 from ttamer.earlyexit.cascade import (CascadeTamer, CascadeTrace, build_tree_instance, check_sequence, oracle,
-                            single_model, threshold_cascade)
+                                      single_model, threshold_cascade)
 from ttamer.core.errors import TraceError, TTamerError
 from ttamer.solvers.exhaustive import solve_exhaustive
 from ttamer.core.simulate import evaluate_exactly
@@ -167,7 +167,7 @@ def test_bad_inputs_give_clear_errors(data):
 
 def test_strategy_comparison_and_metrics(data):
     from ttamer.earlyexit.cascade import (bootstrap_auc, compare_strategies, frontier_metrics, pareto_indices,
-                                tuned_threshold_cascade)
+                                          tuned_threshold_cascade)
 
     cal, test = data
     decs, rec = compare_strategies(cal, test, [0.5, 0.9, 0.99], K=4, agreement=False, grid=5)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ttamer.earlyexit.evaluation import (STRATEGIES, accuracy_at, bootstrap_band, cost_at_accuracy, dominates,
-                               evaluate_trace, frontier_auc, pareto_frontier, strategy_metrics)
+                                         evaluate_trace, frontier_auc, pareto_frontier, strategy_metrics)
 from ttamer.earlyexit.traces import synthetic_trace
 
 

@@ -13,7 +13,7 @@ from strategies import lams
 from ttamer.earlyexit.features import exit_losses
 from ttamer.core.errors import TraceError, TTamerError
 from ttamer.earlyexit.pathwise import (PathFeatures, PathwiseTamer, StoppingRule, fit_loss_models,
-                             fit_stopping_rule)
+                                       fit_stopping_rule)
 from ttamer.earlyexit.traces import synthetic_trace
 
 #: Decisions whose stop and continuation values are closer than this are treated as ties

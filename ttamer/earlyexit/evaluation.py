@@ -53,7 +53,7 @@ from . import heuristics
 from .slo import slo_block
 from .tamer import ThresholdTamer
 from .metrics import (accuracy_at, cost_at_accuracy, frontier, frontier_auc, hull_frontier,  # noqa: F401
-                                pareto_frontier)
+                      pareto_frontier)
 
 #: Names of the strategies :func:`evaluate_trace` reports, in order (``"ttamer-chain"``, the
 #: paper's estimation, unless ``estimation="chain"``).

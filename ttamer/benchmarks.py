@@ -50,10 +50,12 @@ from .solvers.solve import solve
 from .theory.synthetic import correlated_transition, random_instance
 
 LAM = 0.7
+#: The two regimes of random instances, as keyword arguments of
+#: :func:`~ttamer.theory.synthetic.random_instance` (module docstring).
 REGIMES = {"typical": {}, "dense": {"depth_decay": 1.0, "cost_scale": 0.01}}
 SHAPES = ("chain", "balanced", "star", "random")
 
-#: Sizes per profile: ``smoke`` (the test suite), ``quick`` (CI, the book), ``full``.
+#: The sizes of each profile -- ``smoke`` (the test suite), ``quick`` (CI, the book) and ``full``.
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(repeats=1, compare=[(3, 2), (5, 3)], exhaustive_max=5, lp_max=(5, 3),
                   nodes=[8, 16, 32], nodes_k=4, states=[2, 4, 8], states_n=8, shape_n=200, shape_k=4,
@@ -447,7 +449,7 @@ def _mlp_exits(width: int, exits: int = 6, classes: int = 10, seed: int = 0):
 
 
 def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32) -> list[dict]:
-    """The serving runtime on :func:`_mlp_exits`: per run, cost relative to the plain network
+    """The serving runtime on a multi-exit MLP (``_mlp_exits``): per run, cost relative to the plain network
     (interleaved per query / batch, medians over ``repeats`` rounds), decision overhead in µs
     per example per exit and, for served strategies, the simulated cost priced with the cost
     profile of the same mode (``ttamer.serving.latency.with_cost_profile``)."""

@@ -38,7 +38,7 @@ mean measured cost of exit ``i``, divided by the full model's mean cost
 (``normalize_cost=True``) so that ``λ`` weighs an error rate against a fraction of the full
 model.
 
-:class:`EarlyExitTamer` builds this chain, solves it with :func:`ttamer.solve` (recall: the
+:class:`EarlyExitTamer` builds this chain, solves it with :func:`~ttamer.solvers.solve.solve` (recall: the
 index strategy; no recall: the DP), and runs the *same* policy object on test examples
 through :meth:`~ttamer.core.policy.Policy.rollout_known` (the step loop of
 :func:`ttamer.core.policy.rollout` with the states read off the trace).
@@ -256,7 +256,7 @@ class EarlyExitTamer(BaseTamer):
     def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None, refine: bool = True,
                      max_gap: float = 0.01, max_points: int = 160) -> ExitDecisions:
         """:meth:`decide` for many ``λ`` (default :func:`~ttamer.earlyexit.crossval.lam_grid` with 40 values, refined
-        where the mean cost jumps; see :func:`sweep`): arrays ``[P, N]``."""
+        where the mean cost jumps; see :func:`~ttamer.earlyexit.chain.sweep`): arrays ``[P, N]``."""
         self._check_fitted()
         lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
         return sweep(self.instance_, self.recall, self.states(trace), trace, lams, refine, max_gap,

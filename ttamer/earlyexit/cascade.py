@@ -22,7 +22,7 @@ Costs ``c_v`` are the mean measured costs, divided by the cost of the **referenc
 (default: the root-to-node path of largest cost, i.e. the most expensive single pipeline) when
 ``normalize_cost`` is set, so that ``λ`` weighs an error rate against a fraction of it.
 
-:class:`CascadeTamer` builds the instance, solves it with :func:`ttamer.solve` (recall: the
+:class:`CascadeTamer` builds the instance, solves it with :func:`~ttamer.solvers.solve.solve` (recall: the
 tree index strategy of the book's chapter *Recall*; no recall: ``method="auto"`` = exhaustive on small trees,
 or ``"dp"`` = best descend-only strategy) and runs the *same* policy object on test examples
 through :func:`ttamer.core.policy.rollout`. :func:`threshold_cascade` is the usual baseline: walk a
@@ -291,7 +291,7 @@ class CascadeTamer(BaseTamer):
     recall=True, method="auto")``; :meth:`fit` (calibration :class:`CascadeTrace`) sets
     ``encoder_``, ``instance_``, ``scale_`` (cost normaliser), ``solution_``; :meth:`decide`
     (test trace) returns :class:`CascadeDecisions`; :meth:`decide_sweep` re-solves for
-    several ``λ``. ``method`` is passed to :func:`ttamer.solve` (no recall on a branching
+    several ``λ``. ``method`` is passed to :func:`~ttamer.solvers.solve.solve` (no recall on a branching
     tree: ``"auto"`` = exhaustive, ``"dp"`` = best descend-only strategy).
     """
 

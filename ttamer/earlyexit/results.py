@@ -144,7 +144,7 @@ class StrategyResult:
         The same, 0.5 and 1 accuracy point below the full model.
     cost_saved_at_full_accuracy : float or None
         One minus ``cost_at_full_accuracy``.
-    accuracy_at_cost : dict of str to float or None
+    accuracy_at_cost : dict
         ``acc(c)`` at 25, 50 and 75 % of the full cost, keyed ``"0.25"``, ``"0.5"``, ``"0.75"``.
     oracle_gain_share : float or None
         Cost saved at the full model's accuracy as a share of the oracle's.
@@ -232,8 +232,8 @@ class EvaluationResult:
     ttamer_fit : dict
         How T-Tamer was fitted: ``"estimation"``, ``"description"`` and the options chosen
         by the estimation (with ``"chain"``: the same for the paper's estimation).
-    strategies : dict of str to StrategyResult
-        Per strategy, in the order of :data:`~ttamer.earlyexit.evaluation.STRATEGIES`.
+    strategies : dict
+        Per strategy name, its :class:`StrategyResult`, in the order of :data:`~ttamer.earlyexit.evaluation.STRATEGIES`.
     slo : dict
         The service-level protocol (:func:`~ttamer.earlyexit.slo.slo_block`).
     seconds : float

@@ -47,7 +47,7 @@ trade-off, so the skip rule is never worse in-sample than its sequential restric
 **The exact binned comparison.** :func:`skip_chain_instance` builds the Markov chain instance
 of the book's chapter *The model* on quantile bins of each model's max-probability, with a
 zero-cost entry node in front so that the first consulted model may be any model, and every
-skip ``i → j`` at cost ``c_j``; :func:`exact_skip_decisions` solves it with :func:`ttamer.solve`
+skip ``i → j`` at cost ``c_j``; :func:`exact_skip_decisions` solves it with :func:`~ttamer.solvers.solve.solve`
 (the ``(exit, state, X)`` dynamic program with recall, exact on the instance; the state of a
 skipped-to model follows the product of the transition matrices in between -- the Markov
 assumption) and runs the policy on test examples.

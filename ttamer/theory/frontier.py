@@ -48,7 +48,7 @@ class FrontierPoint:
 
 
 def strategy_point(instance: Instance, lam: float, recall: bool = True, method: str = "auto") -> FrontierPoint:
-    """Solve at ``lam`` with :func:`ttamer.solve` and evaluate the policy exactly
+    """Solve at ``lam`` with :func:`~ttamer.solvers.solve.solve` and evaluate the policy exactly
     (:func:`~ttamer.core.simulate.evaluate_exactly`, no simulation)."""
     from ..solvers.solve import solve
 

@@ -96,7 +96,7 @@ def set_runtime(seed: int, threads: int | None) -> None:
 
 
 def start_run(seed: int, threads: int | None, device: Any) -> "torch.device":  # noqa: F821
-    """The device of a workload run (:func:`resolve_device`), with the generators seeded and,
+    """The device of a workload run (:func:`~ttamer.serving.adapters.resolve_device`), with the generators seeded and,
     on the CPU, torch capped at ``threads`` threads (:func:`set_runtime`)."""
     dev = resolve_device(device)
     set_runtime(seed, threads if dev.type == "cpu" else None)

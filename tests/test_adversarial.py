@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ttamer import TTamerError, solve
-from ttamer import adversarial as A
-from ttamer.exhaustive import solve_exhaustive
+from ttamer.theory import adversarial as A
+from ttamer.solvers.exhaustive import solve_exhaustive
 
 ALPHAS = [1.25, 2.0, 3.0, 7.5, 40.0]
 
@@ -80,7 +80,7 @@ def test_floor_family_attains_the_bound(delta):
 
 
 def test_families_against_the_lp():
-    from ttamer import lp
+    from ttamer.solvers import lp
     cases = [(A.paper_family(3.0), A.paper_family_values(3.0)),
              (A.chain_family(2.0, 3), A.chain_family_values(2.0, 3)),
              (A.star_family(2.0, 3), A.star_family_values(2.0, 3)),

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from ttamer import TTamerError, evaluate_exactly, simulate, solve
-from ttamer.aggregation import (
+from ttamer.theory.aggregation import (
     LiftedPolicy, aggregate_instance, aggregation_error, cluster_states, kmeans_labels,
     loss_quantile_labels,
 )
-from ttamer.synthetic import marginals, random_instance
+from ttamer.theory.synthetic import marginals, random_instance
 
 CASES = [(kind, seed) for kind in ("chain", "tree", "forest", "skips") for seed in range(3)]
 

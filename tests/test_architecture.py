@@ -1,4 +1,9 @@
-"""The package's import graph has no cycle, and the estimator contract holds where it is promised."""
+"""The package's import graph has no cycle and no upward edge, and the estimator contract holds where it is promised.
+
+The layers, bottom to top (a module imports only from its own layer or those below):
+``core`` < ``solvers`` < {``theory``, ``earlyexit``} < ``serving`` < ``workloads`` <
+{``cli``, ``plots``, ``benchmarks``}. ``theory`` and ``earlyexit`` are siblings: neither imports the other.
+"""
 
 import ast
 import pathlib
@@ -32,6 +37,36 @@ def _imports(name: str, path: pathlib.Path, mods: dict[str, pathlib.Path]) -> se
             deps.update(alias.name for alias in node.names)
     # a module's own package (its __init__) is not a dependency edge
     return {d for d in deps if d in mods and d != name and not name.startswith(d + ".")}
+
+
+#: Layer of each top-level part of the package (``ttamer.<part>...``); higher imports lower.
+LAYERS = {"core": 0, "solvers": 1, "theory": 2, "earlyexit": 2, "serving": 3, "workloads": 4, "cli": 5, "plots": 5, "benchmarks": 5}
+#: Parts of one layer that must not import each other.
+SIBLINGS = {frozenset({"theory", "earlyexit"})}
+#: The package itself (it re-exports the public API) and ``python -m ttamer`` sit above every layer.
+TOP = {"ttamer", "ttamer.__main__"}
+
+
+def _part(module: str) -> str:
+    return module.split(".")[1]
+
+
+def _layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every edge that goes up a layer, or between two sibling parts, as ``"a -> b"``."""
+    bad = []
+    for a in sorted(graph):
+        if a in TOP:
+            continue
+        for b in sorted(graph[a]):
+            if b in TOP:
+                bad.append(f"{a} -> {b} (the package's __init__)")
+                continue
+            pa, pb = _part(a), _part(b)
+            if LAYERS[pb] > LAYERS[pa]:
+                bad.append(f"{a} -> {b} (up from {pa} to {pb})")
+            elif pa != pb and frozenset({pa, pb}) in SIBLINGS:
+                bad.append(f"{a} -> {b} (between siblings {pa} and {pb})")
+    return bad
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -84,6 +119,31 @@ def test_no_import_cycles():
     assert _cycles(graph) == []
 
 
+def test_every_module_is_in_a_layer():
+    unplaced = sorted(m for m in _modules() if m not in TOP and _part(m) not in LAYERS)
+    assert not unplaced, f"modules outside the layers of {sorted(LAYERS)}: {unplaced}"
+
+
+def test_no_upward_or_sibling_imports():
+    """Top-level and function-level imports alike: a layer imports only from those below it."""
+    mods = _modules()
+    graph = {m: _imports(m, p, mods) for m, p in mods.items()}
+    assert "ttamer.core.instance" in graph["ttamer.solvers.solve"]  # the walk sees real edges
+    assert _layer_violations(graph) == []
+
+
+def test_layer_checker_finds_violations():
+    graph = {"ttamer.core.policy": {"ttamer.solvers.solve"}, "ttamer.theory.frontier": {"ttamer.earlyexit.traces"},
+             "ttamer.serving.runtime": {"ttamer.workloads.nlp", "ttamer.core.policy"},
+             "ttamer.earlyexit.traces": {"ttamer.core.errors"}, "ttamer.cli.main": {"ttamer"}}
+    assert _layer_violations(graph) == [
+        "ttamer.cli.main -> ttamer (the package's __init__)",
+        "ttamer.core.policy -> ttamer.solvers.solve (up from core to solvers)",
+        "ttamer.serving.runtime -> ttamer.workloads.nlp (up from serving to workloads)",
+        "ttamer.theory.frontier -> ttamer.earlyexit.traces (between siblings theory and earlyexit)",
+    ]
+
+
 def test_cycle_finder_finds_cycles():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
@@ -92,7 +152,7 @@ def test_cycle_finder_finds_cycles():
 def test_threshold_tamer_follows_the_contract():
     sk = pytest.importorskip("sklearn.base")
     from ttamer.earlyexit.tamer import ThresholdTamer
-    from ttamer.traces import synthetic_trace
+    from ttamer.earlyexit.traces import synthetic_trace
 
     t = ThresholdTamer(lam=0.7, cv_folds=3)
     c = sk.clone(t)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ttamer import baselines as bl
-from ttamer.errors import TTamerError
-from ttamer.traces import synthetic_trace
+from ttamer.earlyexit import baselines as bl
+from ttamer.core.errors import TTamerError
+from ttamer.earlyexit.traces import synthetic_trace
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_default_thresholds_span_both_extremes(trace):
 
 
 def test_oracle_frontier_bounds_every_strategy(trace):
-    from ttamer.evaluation import accuracy_at, pareto_frontier, sweep_points
+    from ttamer.earlyexit.evaluation import accuracy_at, pareto_frontier, sweep_points
 
     orc = bl.oracle_frontier(trace)
     p = sweep_points(orc, trace)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ttamer.calibration import (EarlyExitTamer, StateEncoder, StateSpec, build_instance, exit_losses,
-                                lam_grid)
-from ttamer.errors import TTamerError
-from ttamer.policy import IndexPolicy, LastStatePolicy
-from ttamer.traces import synthetic_trace
+from ttamer.earlyexit.calibration import EarlyExitTamer
+from ttamer.earlyexit.chain import build_instance
+from ttamer.earlyexit.crossval import lam_grid
+from ttamer.earlyexit.features import StateEncoder, StateSpec, exit_losses
+from ttamer.core.errors import TTamerError
+from ttamer.core.policy import IndexPolicy, LastStatePolicy
+from ttamer.earlyexit.traces import synthetic_trace
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +225,7 @@ def test_auto_needs_enough_calibration_examples():
 
 
 def test_isotonic_and_monotone_losses():
-    from ttamer.calibration import isotonic, monotone_losses
+    from ttamer.earlyexit.isotonic import isotonic, monotone_losses
 
     y = np.array([0.5, 0.6, 0.3, 0.35, 0.1])
     w = np.array([1.0, 1.0, 2.0, 2.0, 1.0])

@@ -1,4 +1,4 @@
-"""Calibration of a tree of separate models (ttamer.cascade)."""
+"""Calibration of a tree of separate models (ttamer.earlyexit.cascade)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from ttamer import Instance, solve
-from ttamer.cascade import (CascadeTamer, CascadeTrace, build_tree_instance, check_sequence, oracle,
-                            single_model, threshold_cascade)
-from ttamer.errors import TraceError, TTamerError
-from ttamer.exhaustive import solve_exhaustive
-from ttamer.simulate import evaluate_exactly
-from ttamer.traces import load_trace, save_trace
+from ttamer.earlyexit.cascade import (CascadeTamer, CascadeTrace, build_tree_instance, check_sequence, oracle,
+                                      single_model, threshold_cascade)
+from ttamer.core.errors import TraceError, TTamerError
+from ttamer.solvers.exhaustive import solve_exhaustive
+from ttamer.core.simulate import evaluate_exactly
+from ttamer.earlyexit.traces import load_trace, save_trace
 
 NAMES = ["cheap", "mid", "big"]
 
@@ -166,8 +166,8 @@ def test_bad_inputs_give_clear_errors(data):
 
 
 def test_strategy_comparison_and_metrics(data):
-    from ttamer.cascade import (bootstrap_auc, compare_strategies, frontier_metrics, pareto_indices,
-                                tuned_threshold_cascade)
+    from ttamer.earlyexit.cascade import (bootstrap_auc, compare_strategies, frontier_metrics, pareto_indices,
+                                          tuned_threshold_cascade)
 
     cal, test = data
     decs, rec = compare_strategies(cal, test, [0.5, 0.9, 0.99], K=4, agreement=False, grid=5)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ttamer.cli import main
-from ttamer.traces import save_trace, synthetic_trace
+from ttamer.earlyexit.traces import save_trace, synthetic_trace
 
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ttamer.evaluation import (STRATEGIES, accuracy_at, bootstrap_band, cost_at_accuracy, dominates,
-                               evaluate_trace, frontier_auc, pareto_frontier, strategy_metrics)
-from ttamer.traces import synthetic_trace
+from ttamer.earlyexit.evaluation import (STRATEGIES, accuracy_at, bootstrap_band, cost_at_accuracy, dominates,
+                                         evaluate_trace, frontier_auc, pareto_frontier, strategy_metrics)
+from ttamer.earlyexit.traces import synthetic_trace
 
 
 def test_pareto_frontier_hand_made():
@@ -65,33 +65,33 @@ def result():
 
 
 def test_evaluate_trace_schema(result):
-    json.dumps(result, allow_nan=False)
-    assert set(result["strategies"]) == set(STRATEGIES)
-    assert 0 < result["full_model"]["accuracy"] <= 1
-    assert result["split"]["n_calibration"] == 400 and result["split"]["n_test"] == 400
-    for name, m in result["strategies"].items():
-        f = np.asarray(m["frontier"])
+    json.dumps(result.to_dict(), allow_nan=False)
+    assert set(result.strategies) == set(STRATEGIES)
+    assert 0 < result.full_model.accuracy <= 1
+    assert result.split.n_calibration == 400 and result.split.n_test == 400
+    for name, m in result.strategies.items():
+        f = np.asarray(m.frontier)
         assert f.ndim == 2 and f.shape[1] == 2
         assert np.all(np.diff(f[:, 0]) >= 0) and np.all(np.diff(f[:, 1]) > 0)
-        assert 0 <= m["auc"] <= 1
-        assert m["cost_at_full_accuracy"] is None or 0 < m["cost_at_full_accuracy"] <= 1 + 1e-9
-        assert len(m["band"]["lower"]) == len(m["band"]["cost"])
-        assert len(m["auc_ci"]) == 2 and len(m["auc_minus_ttamer_ci"]) == 3
+        assert 0 <= m.auc <= 1
+        assert m.cost_at_full_accuracy is None or 0 < m.cost_at_full_accuracy <= 1 + 1e-9
+        assert len(m.band.lower) == len(m.band.cost)
+        assert len(m.auc_ci) == 2 and len(m.auc_minus_ttamer_ci) == 3
 
 
 def test_evaluate_trace_sanity(result):
-    s = result["strategies"]
-    full = result["full_model"]["accuracy"]
+    s = result.strategies
+    full = result.full_model.accuracy
     # static exits reach the full model at cost 1; the oracle is the best frontier
-    assert s["static"]["cost_at_full_accuracy"] == pytest.approx(1.0)
-    assert s["oracle"]["auc"] >= max(m["auc"] for m in s.values()) - 1e-12
-    assert s["oracle"]["oracle_gain_share"] == pytest.approx(1.0)
-    assert max(a for _, a in s["oracle"]["frontier"]) >= full
+    assert s["static"].cost_at_full_accuracy == pytest.approx(1.0)
+    assert s["oracle"].auc >= max(m.auc for m in s.values()) - 1e-12
+    assert s["oracle"].oracle_gain_share == pytest.approx(1.0)
+    assert max(a for _, a in s["oracle"].frontier) >= full
     assert dominates(result, "oracle", "static")
 
 
 def test_hull_frontier_hand_made():
-    from ttamer.evaluation import frontier, hull_frontier
+    from ttamer.earlyexit.evaluation import frontier, hull_frontier
 
     cost = [0.2, 0.3, 0.5, 0.6, 1.0]
     acc = [0.6, 0.62, 0.8, 0.81, 0.9]
@@ -110,7 +110,7 @@ def test_hull_frontier_hand_made():
 def _markov_trace(n: int, n_exits: int, k: int, seed: int):
     """Examples whose exit states follow a Markov chain and whose correctness depends only on
     the current state -- the model T-Tamer assumes. The max-probability reveals the state."""
-    from ttamer.traces import Trace
+    from ttamer.earlyexit.traces import Trace
 
     rng = np.random.default_rng(seed)
     levels = np.linspace(0.6, 0.95, k)
@@ -133,20 +133,20 @@ def _markov_trace(n: int, n_exits: int, k: int, seed: int):
 def test_ttamer_wins_on_markov_traces(seed):
     """On data that satisfies T-Tamer's model, its held-out frontier beats every heuristic and
     recall beats no recall (area under the frontier; the hull fills the policies' jumps)."""
-    from ttamer.calibration import StateSpec
+    from ttamer.earlyexit.features import StateSpec
 
     t = _markov_trace(4000, 4, 3, seed)
     r = evaluate_trace(t, seed=0, n_boot=0, frontier_kind="hull", estimation="chain",
                        tamer={"state": StateSpec(K=9, agreement=0), "loss": "label"})
-    s = r["strategies"]
+    s = r.strategies
     for name in ("no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static"):
-        assert s["ttamer"]["auc"] > s[name]["auc"], name
+        assert s["ttamer"].auc > s[name].auc, name
     for name in ("max-prob", "entropy", "static"):
         assert dominates(r, "ttamer", name, tol=0.01), name
 
 
 def test_markov_violation_small_on_markov_data_large_otherwise():
-    from ttamer.evaluation import markov_violation
+    from ttamer.earlyexit.evaluation import markov_violation
 
     rng = np.random.default_rng(0)
     n = 6000
@@ -167,8 +167,8 @@ def test_markov_violation_small_on_markov_data_large_otherwise():
 def test_ablation_table():
     import pandas as pd
 
-    from ttamer.calibration import StateSpec
-    from ttamer.evaluation import HEURISTICS, ablation
+    from ttamer.earlyexit.features import StateSpec
+    from ttamer.earlyexit.evaluation import HEURISTICS, ablation
 
     t = synthetic_trace(600, 4, 3, seed=2)
     cfgs = [{"name": "index", "estimation": "chain",
@@ -188,8 +188,8 @@ def test_ablation_table():
 
 
 def test_markov_diagnostics_null_is_markov():
-    from ttamer.calibration import StateSpec
-    from ttamer.evaluation import markov_diagnostics, markov_resample, markov_violation
+    from ttamer.earlyexit.features import StateSpec
+    from ttamer.earlyexit.evaluation import markov_diagnostics, markov_resample, markov_violation
 
     t = synthetic_trace(3000, 4, 3, seed=5)
     rows = markov_diagnostics(t, StateSpec(K=4, agreement=1), loss="final")
@@ -207,7 +207,7 @@ def test_markov_diagnostics_null_is_markov():
 
 
 def test_evaluate_trace_rejects_a_single_exit():
-    from ttamer.errors import TraceError
+    from ttamer.core.errors import TraceError
 
     with pytest.raises(TraceError, match="at least 2 exits"):
         evaluate_trace(synthetic_trace(200, 1, 3, seed=3), n_boot=0)
@@ -217,7 +217,7 @@ def test_evaluate_trace_rejects_a_single_exit():
 @given(seed=st.integers(0, 10**6), P=st.integers(1, 40), n=st.integers(1, 60), nested=st.booleans())
 def test_weighted_sums_equal_the_dense_product(seed, P, n, nested):
     """Sparse differences along the sweep (nested rules) or the direct product: the same sums."""
-    from ttamer.evaluation import bootstrap_weights, weighted_sums
+    from ttamer.earlyexit.evaluation import bootstrap_weights, weighted_sums
 
     rng = np.random.default_rng(seed)
     if nested:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from strategies import instances
 from ttamer import SolverError
-from ttamer import frontier as fr
+from ttamer.theory import frontier as fr
 
 TOL = 1e-6
 

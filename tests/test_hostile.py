@@ -29,15 +29,15 @@ from hypothesis import strategies as st
 from strategies import EXAMPLE_INSTANCE
 
 from ttamer import Instance, solve
-from ttamer.chain_recall import MAX_DP_CELLS
+from ttamer.solvers.chain_recall import MAX_DP_CELLS
 from ttamer.cli import main
-from ttamer.errors import InstanceError, SolverError, TraceError, TTamerError
-from ttamer.instance import load_instance, save_instance
-from ttamer.lp import MAX_CHAIN_STATES
-from ttamer.safeio import TMP_TAG, atomic_write, sweep_stale_temp_files
-from ttamer.simulate import simulate
-from ttamer.traces import Trace, load_trace, save_trace, synthetic_trace
-from ttamer.validate import MIN_SPLIT_EXAMPLES, check_fraction, check_lam, check_seed, escape_text
+from ttamer.core.errors import InstanceError, SolverError, TraceError, TTamerError
+from ttamer.core.instance import load_instance, save_instance
+from ttamer.solvers.lp import MAX_CHAIN_STATES
+from ttamer.core.safeio import TMP_TAG, atomic_write, sweep_stale_temp_files
+from ttamer.core.simulate import simulate
+from ttamer.earlyexit.traces import Trace, load_trace, save_trace, synthetic_trace
+from ttamer.core.validate import MIN_SPLIT_EXAMPLES, check_fraction, check_lam, check_seed, escape_text
 from ttamer.workloads import common, registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +207,7 @@ def test_bad_lambda_on_the_command_line(tmp_path, capsys, lam):
 
 
 def test_unexpected_exceptions_still_give_one_line(tmp_path, capsys, monkeypatch):
-    solve_module = sys.modules["ttamer.solve"]
+    solve_module = sys.modules["ttamer.solvers.solve"]
 
     def broken(*_a, **_k):
         raise IndexError("index 7 is out of bounds")
@@ -286,7 +286,7 @@ def test_message_stays_short_at_5000_nodes():
     with pytest.raises(SolverError) as err:
         solve(inst, 0.5, method="exhaustive")
     assert len(one_line(err.value)) < 600
-    from ttamer.lp import exhaustive_mdp
+    from ttamer.solvers.lp import exhaustive_mdp
 
     with pytest.raises(SolverError) as err:
         exhaustive_mdp(chain(40, 3), max_states=100)
@@ -303,7 +303,7 @@ def test_lp_and_dp_refuse_big_chains_before_working():
         solve(big, 0.5, method="dp")
     assert time.perf_counter() - t0 < 10
     assert MAX_CHAIN_STATES < 2_000_000 and MAX_DP_CELLS <= 50_000_000
-    from ttamer.chain_recall import solve_chain_recall
+    from ttamer.solvers.chain_recall import solve_chain_recall
 
     value, _ = solve_chain_recall(chain(30), 0.5, max_cells=10**6)  # the override raises the limit
     assert np.isfinite(value)
@@ -349,7 +349,7 @@ def test_lambda_is_checked_the_same_way_everywhere(small, lam):
     pol = solve(small, 0.5).policy
     with pytest.raises(TTamerError, match="lam"):
         check_lam(lam)
-    from ttamer.lp import solve_lp
+    from ttamer.solvers.lp import solve_lp
 
     with pytest.raises(TTamerError, match="lam"):
         solve_lp(small, lam)
@@ -432,7 +432,7 @@ def test_split_minimum_each_side(trace):
 
 
 def test_evaluate_trace_rejects_negative_seed(trace):
-    from ttamer.evaluation import evaluate_trace
+    from ttamer.earlyexit.evaluation import evaluate_trace
 
     with pytest.raises(TTamerError, match="seed"):
         evaluate_trace(trace, seed=-1, n_boot=0)
@@ -590,7 +590,7 @@ def temps(folder: Path) -> list[str]:
 
 SLOW_SAVE = """
 import sys, time, numpy as np
-from ttamer.traces import save_trace, synthetic_trace
+from ttamer.earlyexit.traces import save_trace, synthetic_trace
 real = np.savez
 def slow(fh, **arrays):
     fh.write(b"x" * 100000); fh.flush()

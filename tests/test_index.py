@@ -1,4 +1,4 @@
-"""Internals of the index solver (``ttamer.index``): the balanced product used at nodes of high
+"""Internals of the index solver (``ttamer.solvers.index``): the balanced product used at nodes of high
 degree agrees with the exhaustive solver and with the sequential product."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from strategies import build_random, instances, lams
 
-import ttamer.index as index
+import ttamer.solvers.index as index
 from ttamer import Instance, solve
 
 TOL = 1e-9

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import ttamer
 from strategies import build_random, instances, lams
 from ttamer import Instance, SolverError
-from ttamer import lp
+from ttamer.solvers import lp
 
 TOL = 1e-6
 LP_SETTINGS = settings(max_examples=100, deadline=None)
@@ -74,7 +74,7 @@ def test_lp_equals_brute_force(inst, lam, recall):
 @LP_SETTINGS
 @given(inst=instances(max_nodes=5, kmax=3, skips=True), lam=lams, recall=st.booleans())
 def test_lp_equals_exhaustive_and_fast_solvers(inst, lam, recall):
-    from ttamer.exhaustive import solve_exhaustive
+    from ttamer.solvers.exhaustive import solve_exhaustive
 
     ex, _ = solve_exhaustive(inst, lam, recall)
     sol = lp.solve_lp(inst, lam, recall)
@@ -105,9 +105,9 @@ def test_solution_fields_and_dispatch():
     inst = build_random(3, 4, 3, "tree", True, "uniform", "uniform")
     sol = ttamer.solve(inst, 0.7, recall=True, method="lp")
     assert sol.method == "lp" and sol.recall and sol.lam == 0.7
-    assert sol.details["solver"] == lp.default_solver()
-    assert sol.details["status"] == "optimal"
-    assert sol.details["n_states"] == sol.details["mdp"].n_states > 1
+    assert sol.lp.solver == lp.default_solver()
+    assert sol.lp.status == "optimal"
+    assert sol.n_states == sol.lp.mdp.n_states > 1
     res = ttamer.simulate(sol.policy, 4000, seed=1)
     assert abs(res.tradeoff - sol.value) < 5 * res.tradeoff_se + 1e-9
 
@@ -197,3 +197,39 @@ def test_exact_evaluation_rejects_unavailable_node():
 
     with pytest.raises(SolverError, match="not available"):
         ttamer.evaluate_exactly(Bad(inst, 0.5, True))
+
+
+# ------------------------------------------------------------------ one result shape, LP options through solve
+def test_solve_forwards_the_lp_options():
+    inst = build_random(3, 4, 3, "chain", True, "uniform", "uniform")
+    for space in ("chain", "exhaustive"):
+        via = ttamer.solve(inst, 0.4, method="lp", space=space)
+        direct = lp.solve_lp(inst, 0.4, True, space=space)
+        assert via.lp.mdp.space == direct.lp.mdp.space == space
+        assert via.n_states == direct.n_states == via.lp.mdp.n_states
+        assert via.value == pytest.approx(direct.value, abs=TOL)
+    assert ttamer.solve(inst, 0.4, method="lp", solver="CLARABEL").lp.solver == "CLARABEL"
+    with pytest.raises(SolverError, match="max_states"):
+        ttamer.solve(inst, 0.4, method="lp", space="exhaustive", max_states=2)
+    with pytest.raises(SolverError):
+        ttamer.solve(inst, 0.4, method="lp", space="chain", max_chain_states=2)
+    with pytest.raises(ttamer.TTamerError, match="method='lp'"):
+        ttamer.solve(inst, 0.4, method="index", space="chain")
+
+
+def test_every_method_returns_one_shape():
+    """The same fields whatever the method; each method sets the fields it documents."""
+    import dataclasses
+
+    inst = build_random(4, 3, 2, "chain", False, "uniform", "uniform")
+    fields = {f.name for f in dataclasses.fields(ttamer.SolveResult)}
+    res = {m: ttamer.solve(inst, 0.6, method=m) for m in ("index", "dp", "exhaustive", "lp")}
+    for m, r in res.items():
+        assert type(r) is ttamer.SolveResult and set(vars(r)) == fields and r.method == m and r.exact
+    assert len(res["index"].sigma) == inst.n and res["index"].lp is None
+    assert res["dp"].levels == len(res["dp"].policy.levels)
+    assert res["exhaustive"].n_states == len(res["exhaustive"].policy.actions)
+    assert res["lp"].lp.status == "optimal"
+    values = [r.value for r in res.values()]
+    assert max(values) - min(values) <= TOL
+    assert ttamer.solve(inst, 0.6, recall=False, method="dp").exact  # a chain: the no-recall DP is exact

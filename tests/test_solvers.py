@@ -10,7 +10,7 @@ from strategies import build_random, instances, lams
 
 import ttamer
 from ttamer import Instance, SolverError, TTamerError, evaluate_exactly, solve
-from ttamer.policy import IndexPolicy, LastStatePolicy
+from ttamer.core.policy import IndexPolicy, LastStatePolicy
 
 TOL = 1e-9
 

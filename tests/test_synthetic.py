@@ -7,8 +7,8 @@ import pytest
 
 from ttamer import Instance, TTamerError, simulate, solve
 from ttamer import evaluate_exactly as evaluate_exact
-from ttamer.heuristics import ThresholdPolicy, best_threshold, threshold_candidates
-from ttamer.synthetic import KINDS, correlated_transition, marginals, monotone_kernel, random_instance
+from ttamer.solvers.heuristics import ThresholdPolicy, best_threshold, threshold_candidates
+from ttamer.theory.synthetic import KINDS, correlated_transition, marginals, monotone_kernel, random_instance
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -4,7 +4,7 @@ cross-validated choice, and the service-level protocol."""
 import numpy as np
 import pytest
 
-from ttamer import baselines
+from ttamer.earlyexit import baselines
 from ttamer.earlyexit import heuristics
 from ttamer.earlyexit.slo import TARGETS, out_of_fold_accuracy, slo_block
 from ttamer.earlyexit.states import StateModel, ensemble_answers, running_argmax
@@ -12,8 +12,8 @@ import ttamer.earlyexit.tamer as tamer_mod
 from ttamer.earlyexit.metrics import pareto_frontier
 from ttamer.earlyexit.states import exit_wrong
 from ttamer.earlyexit.tamer import CANDIDATES, PolicyCandidate, ThresholdTamer, heldout_score, one_se_choice
-from ttamer.errors import TTamerError, TraceError
-from ttamer.traces import Trace, synthetic_trace
+from ttamer.core.errors import TTamerError, TraceError
+from ttamer.earlyexit.traces import Trace, synthetic_trace
 
 
 @pytest.fixture(scope="module")

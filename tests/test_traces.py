@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from ttamer.errors import TraceError
-from ttamer.traces import ExitDecisions, Trace, load_trace, save_trace, synthetic_trace
+from ttamer.core.errors import TraceError
+from ttamer.earlyexit.traces import ExitDecisions, Trace, load_trace, save_trace, synthetic_trace
 
 
 @pytest.fixture

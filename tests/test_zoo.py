@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from ttamer.cli import main
-from ttamer.errors import TTamerError
-from ttamer.traces import Trace, load_trace
+from ttamer.core.errors import TTamerError
+from ttamer.earlyexit.traces import Trace, load_trace
 from ttamer.workloads import zoo
 
 NAMES = zoo.zoo_names()

@@ -3,8 +3,8 @@
 * :func:`plot_policy` draws an instance as a tree -- a virtual start node on top, the nodes in
   layers by depth, edges labelled by their cost ``c_v`` (skips as dashed arcs), each node
   labelled with its name and ``K_v`` -- annotated with a solved policy: the indices
-  ``σ_v(s)`` of an :class:`~ttamer.policy.IndexPolicy`, or the continue / stop decision per
-  state of a :class:`~ttamer.policy.LastStatePolicy`.
+  ``σ_v(s)`` of an :class:`~ttamer.core.policy.IndexPolicy`, or the continue / stop decision per
+  state of a :class:`~ttamer.core.policy.LastStatePolicy`.
 * :func:`plot_frontier` draws error-cost frontiers (cost on ``x``, accuracy or loss on ``y``),
   one curve per strategy, with optional bands.
 """
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import TTamerError
-from .instance import Instance
-from .policy import IndexPolicy, LastStatePolicy, Policy
+from .core.errors import TTamerError
+from .core.instance import Instance
+from .core.policy import IndexPolicy, LastStatePolicy, Policy
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -69,9 +69,9 @@ def _fmt_values(values: Sequence[float], prefix: str = "") -> str:
 def policy_annotations(policy: Policy) -> tuple[dict[int, str], str]:
     """Per-node annotation text and a text for the start node, describing ``policy``.
 
-    * :class:`~ttamer.policy.IndexPolicy`: ``σ_v(s)`` for each state ``s`` of ``parent(v)`` (one value for a
+    * :class:`~ttamer.core.policy.IndexPolicy`: ``σ_v(s)`` for each state ``s`` of ``parent(v)`` (one value for a
       root), written beside ``v``.
-    * :class:`~ttamer.policy.LastStatePolicy`: for each state ``s`` of ``v``, the node consulted after ``v``
+    * :class:`~ttamer.core.policy.LastStatePolicy`: for each state ``s`` of ``v``, the node consulted after ``v``
       revealed ``s`` ("stop" to stop). With recall the decision also depends on ``X``; the
       one shown is for ``X = min(λ y, λ ℓ_v(s))``, the case where ``v``'s answer is the best
       so far (exact for the first node consulted), and the note says so.
@@ -139,9 +139,9 @@ def _skip_path(a: tuple[float, float], b: tuple[float, float], bow: float) -> np
 def plot_policy(solution: Any, ax: "Axes | None" = None, show_losses: bool = True) -> "Axes":
     """Draw the instance of ``solution`` as a tree, annotated with its policy.
 
-    ``solution`` is a :class:`~ttamer.solution.Solution` (anything with a ``policy`` attribute; its
+    ``solution`` is a :class:`~ttamer.core.solution.SolveResult` (anything with a ``policy`` attribute; its
     ``value`` and ``method`` go in the title when present) or a bare
-    :class:`~ttamer.policy.Policy`. Layers are depths (the virtual start node on top), edges
+    :class:`~ttamer.core.policy.Policy`. Layers are depths (the virtual start node on top), edges
     carry their cost ``c_v`` and skips ``i -> j`` are dashed arcs with their own cost. Nodes
     are labelled ``name`` and ``K_v`` (and, with ``show_losses``, ``ℓ_v``); the policy is
     written in brown beside each node (see :func:`policy_annotations`). Returns the axes.

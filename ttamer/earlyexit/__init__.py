@@ -1,10 +1,35 @@
-"""Early-exit stopping rules estimated on calibration paths of a trace.
+"""Early exit: from measured models to decisions (the book's chapter *Early exit on real models*).
 
-* :mod:`ttamer.earlyexit.base` -- the estimator contract (scikit-learn semantics);
-* :mod:`ttamer.earlyexit.states` -- what a stopping rule sees at each exit, which exit answers;
-* :mod:`ttamer.earlyexit.thresholds` -- threshold stopping rules, fitted exactly;
-* :mod:`ttamer.earlyexit.tamer` -- T-Tamer on a chain of exits with threshold rules;
+Traces and their baselines:
+
+* :mod:`ttamer.earlyexit.traces` -- a trace: every exit's output and cost on real examples;
+  the decisions of a strategy on it;
+* :mod:`ttamer.earlyexit.baselines` -- the confidence, entropy, patience, static and oracle
+  strategies.
+
+The estimators (:mod:`ttamer.earlyexit.base`: the contract, scikit-learn semantics):
+
+* :mod:`ttamer.earlyexit.tamer` -- T-Tamer on a chain of exits with threshold rules (the
+  default), built on :mod:`ttamer.earlyexit.states` (what a rule sees at each exit, which exit
+  answers) and :mod:`ttamer.earlyexit.thresholds` (threshold rules, fitted exactly);
+* :mod:`ttamer.earlyexit.calibration` -- the paper's estimation, a binned Markov chain, built
+  on :mod:`ttamer.earlyexit.features` (states), :mod:`ttamer.earlyexit.logistic` (Newton
+  logistic regression), :mod:`ttamer.earlyexit.isotonic` (monotone losses),
+  :mod:`ttamer.earlyexit.chain` (the chain instance and its policy run on a trace),
+  :mod:`ttamer.earlyexit.pairwise` (the pairwise answer rule) and
+  :mod:`ttamer.earlyexit.crossval` (λ grids, sweeps, cross-validation);
+* :mod:`ttamer.earlyexit.pathwise` -- the path-wise regression of the continuation value;
+* :mod:`ttamer.earlyexit.cascade` -- a tree of separate models; :mod:`ttamer.earlyexit.skips`
+  -- a chain whose policy may skip models.
+
+Evaluation:
+
 * :mod:`ttamer.earlyexit.heuristics` -- the threshold heuristics, swept completely;
+* :mod:`ttamer.earlyexit.metrics` -- accuracy-cost frontiers and their summaries;
 * :mod:`ttamer.earlyexit.slo` -- meeting an accuracy target, chosen on calibration examples;
-* :mod:`ttamer.earlyexit.metrics` -- accuracy-cost frontiers and their summaries.
+* :mod:`ttamer.earlyexit.evaluation` -- every strategy on a trace's held-out examples, whose
+  result is an :class:`~ttamer.earlyexit.results.EvaluationResult`
+  (:mod:`ttamer.earlyexit.results`).
+
+Early exit imports the core and the solvers, never the theory.
 """

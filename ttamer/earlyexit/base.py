@@ -7,7 +7,7 @@
   ``self``; what it learns is stored in attributes whose names end in ``_``;
 * ``decide(trace)`` runs the fitted rule at ``lam`` on new examples and
   ``decide_sweep(trace)`` at every ``λ`` of a sweep, both returning
-  :class:`~ttamer.traces.ExitDecisions`;
+  :class:`~ttamer.earlyexit.traces.ExitDecisions`;
 * ``name`` says what the strategy is, ``describe()`` what was fitted.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..errors import TTamerError
+from ..core.errors import TTamerError
 
 
 class BaseTamer:

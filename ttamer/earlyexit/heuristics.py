@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import TTamerError
-from ..traces import ExitDecisions, Trace
+from ..core.errors import TTamerError
+from .traces import ExitDecisions, Trace
 from .states import StateModel, exit_wrong
 from .thresholds import common_threshold_curve, first_stop, frontier_taus
 

@@ -5,7 +5,7 @@ model's mean cost, accuracy the share of right answers. Its **frontier** is the 
 (upper-left) staircase of those points, or (``kind="hull"``) their concave envelope, which
 randomising between two sweep points reaches. ``acc(c)`` is the best accuracy at cost
 ``≤ c``. These functions are shared by the estimators' cross-validation and by
-:func:`ttamer.evaluation.evaluate_trace`.
+:func:`ttamer.earlyexit.evaluation.evaluate_trace`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import TTamerError
+from ..core.errors import TTamerError
 
 _EPS = 1e-12
 

@@ -1,6 +1,6 @@
 """T-Tamer with skips on a chain of separate models, fitted on calibration paths (the book's chapter *Skipping models in a cascade*).
 
-Models ``0, 1, …, n−1`` (a :class:`~ttamer.cascade.CascadeTrace` whose parents form the chain
+Models ``0, 1, …, n−1`` (a :class:`~ttamer.earlyexit.cascade.CascadeTrace` whose parents form the chain
 ``0 → 1 → … → n−1``) are *separate*: consulting model ``j`` costs its own ``c_j`` whatever was
 consulted before, and any later model may be consulted next -- the transitive closure of a
 line (the book's chapter *The model*). A **route** visits an increasing sequence of models;
@@ -47,7 +47,7 @@ trade-off, so the skip rule is never worse in-sample than its sequential restric
 **The exact binned comparison.** :func:`skip_chain_instance` builds the Markov chain instance
 of the book's chapter *The model* on quantile bins of each model's max-probability, with a
 zero-cost entry node in front so that the first consulted model may be any model, and every
-skip ``i → j`` at cost ``c_j``; :func:`exact_skip_decisions` solves it with :func:`ttamer.solve`
+skip ``i → j`` at cost ``c_j``; :func:`exact_skip_decisions` solves it with :func:`~ttamer.solvers.solve.solve`
 (the ``(exit, state, X)`` dynamic program with recall, exact on the instance; the state of a
 skipped-to model follows the product of the transition matrices in between -- the Markov
 assumption) and runs the policy on test examples.
@@ -62,12 +62,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..calibration import lam_grid
-from ..cascade import CascadeDecisions, CascadeTrace, build_tree_instance, pareto_indices, run_tree_policy
-from ..errors import TTamerError
-from ..instance import Instance
-from ..solve import solve
-from ..validate import check_bool, check_lam, check_real
+from .crossval import lam_grid
+from .cascade import CascadeDecisions, CascadeTrace, build_tree_instance, pareto_indices, run_tree_policy
+from ..core.errors import TTamerError
+from ..core.instance import Instance
+from ..solvers.solve import solve
+from ..core.validate import check_bool, check_lam, check_real
 from .base import BaseTamer
 from .metrics import cost_at_accuracy, frontier_auc, pareto_frontier
 from .thresholds import first_stop, frontier_taus
@@ -84,7 +84,7 @@ STOP = -1
 
 # --------------------------------------------------------------------------- chain arrays
 def check_chain(ctrace: Any, where: str = "trace") -> CascadeTrace:
-    """``ctrace`` if it is a :class:`~ttamer.cascade.CascadeTrace` whose models form the chain ``0 → 1 → …``."""
+    """``ctrace`` if it is a :class:`~ttamer.earlyexit.cascade.CascadeTrace` whose models form the chain ``0 → 1 → …``."""
     if not isinstance(ctrace, CascadeTrace):
         raise TTamerError(f"{where}: expected a CascadeTrace, got {type(ctrace).__name__}")
     n = ctrace.n_models
@@ -319,7 +319,7 @@ class SkipTamer(BaseTamer):
         Allow skips (and any first model); ``False`` fits the sequential rule only.
     lams : sequence of float, optional
         The ``λ`` sweep of :meth:`decide_sweep` (default: 100 points of
-        :func:`~ttamer.calibration.lam_grid` with ``λ/(1−λ)`` in ``[0.1, 10⁴]``); ``lam`` is added.
+        :func:`~ttamer.earlyexit.crossval.lam_grid` with ``λ/(1−λ)`` in ``[0.1, 10⁴]``); ``lam`` is added.
     scale : float, optional
         Cost unit (default: the last model's mean calibration cost).
 

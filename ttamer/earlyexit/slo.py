@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..traces import ExitDecisions, Trace
+from .traces import ExitDecisions, Trace
 from .states import exit_wrong
 from .heuristics import HEURISTIC_RULES, calibrated_threshold, sweep
 from .tamer import ThresholdTamer

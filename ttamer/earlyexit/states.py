@@ -8,9 +8,9 @@ there. States (``state=``):
 * ``"neg_entropy"`` -- minus the entropy of exit ``i``'s output (DeeBERT);
 * ``"patience"`` -- how many consecutive exits before ``i`` predicted exit ``i``'s class (PABEE);
 * ``"learned"`` -- a logistic model of P(exit ``i`` right | what exits ``0..i`` showed),
-  fitted on the calibration examples (:func:`ttamer.calibration.history_features`);
+  fitted on the calibration examples (:func:`ttamer.earlyexit.features.history_features`);
 * ``"posterior"`` -- ``max_{j≤i}`` P̂(exit ``j`` right | exits ``0..i``): the probability that
-  the recall answer is right (:func:`ttamer.calibration.posterior_answers`);
+  the recall answer is right (:func:`ttamer.earlyexit.logistic.posterior_answers`);
 * ``"ensemble"`` -- the running ensemble's probability of the recall answer's class,
   ``max_{j≤i} p̄_i(ĉ_j)`` with ``p̄_i = (p_0 + … + p_i)/(i+1)`` (:func:`ensemble_answers`).
 
@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from ..baselines import agreement_run_length
-from ..calibration import _logistic_models, _posterior_models, _predict, history_features, posterior_answers
-from ..errors import TTamerError, TraceError
-from ..traces import Trace, target_labels
+from .baselines import agreement_run_length
+from .features import history_features
+from .logistic import _logistic_models, _posterior_models, _predict, posterior_answers
+from ..core.errors import TTamerError, TraceError
+from .traces import Trace, target_labels
 
 STATES = ("max_prob", "neg_entropy", "patience", "learned", "posterior", "ensemble")
 ANSWERS = ("last", "confident", "posterior", "ensemble", "ensemble_at_end", "posterior_at_end")

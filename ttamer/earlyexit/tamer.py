@@ -36,10 +36,10 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..calibration import cv_folds_of, lam_grid
-from ..errors import TraceError, TTamerError
-from ..traces import ExitDecisions, Trace
-from ..validate import check_bool, check_int, check_lam, check_seed, escape_text
+from .crossval import cv_folds_of, lam_grid
+from ..core.errors import TraceError, TTamerError
+from .traces import ExitDecisions, Trace
+from ..core.validate import check_bool, check_int, check_lam, check_seed, escape_text
 from .base import BaseTamer
 from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier
@@ -499,7 +499,7 @@ class ThresholdTamer(BaseTamer):
 
     def runtime_rule(self) -> "RuntimeRule":
         """The fitted rule at ``lam`` in the form a serving runtime evaluates exit by exit
-        (:class:`RuntimeRule`; served by :class:`ttamer.serving.EarlyExitServer`): its
+        (:class:`RuntimeRule`; served by :class:`ttamer.serving.runtime.EarlyExitServer`): its
         decisions on the exits' outputs are :meth:`decide`'s."""
         self._check_fitted()
         return RuntimeRule(self.state_model_, np.asarray(self.taus_, dtype=np.float64).copy(),

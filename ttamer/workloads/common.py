@@ -25,8 +25,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import TraceError, TTamerError
-from ..traces import Trace
+from ..core.errors import TraceError, TTamerError
+from ..earlyexit.traces import Trace
+from ..serving.adapters import resolve_device
 
 #: Environment variable overriding the cache folder of the traces.
 CACHE_ENV = "TTAMER_CACHE"
@@ -79,19 +80,6 @@ def require_columns(cfg: Mapping[str, Any], split: str, columns: Sequence[str], 
                               f"(columns: {list(present)})")
 
 
-def resolve_device(device: Any) -> "torch.device":  # noqa: F821
-    """``"cpu"``, ``"cuda"`` (or a ``torch.device``); a clear error if CUDA is absent."""
-    import torch
-
-    try:
-        dev = torch.device(device) if not isinstance(device, torch.device) else device
-    except (RuntimeError, TypeError):
-        raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TTamerError("device 'cuda' requested but torch.cuda.is_available() is False")
-    return dev
 
 
 def set_runtime(seed: int, threads: int | None) -> None:
@@ -108,7 +96,7 @@ def set_runtime(seed: int, threads: int | None) -> None:
 
 
 def start_run(seed: int, threads: int | None, device: Any) -> "torch.device":  # noqa: F821
-    """The device of a workload run (:func:`resolve_device`), with the generators seeded and,
+    """The device of a workload run (:func:`~ttamer.serving.adapters.resolve_device`), with the generators seeded and,
     on the CPU, torch capped at ``threads`` threads (:func:`set_runtime`)."""
     dev = resolve_device(device)
     set_runtime(seed, threads if dev.type == "cpu" else None)

@@ -22,6 +22,9 @@ multinomial logistic-regression head (:func:`~ttamer.workloads.common.train_line
 trained on the same head split. ``cost[i]`` is the measured wall-clock time
 per example of layer ``i`` with its head (exit 0 also pays for the embeddings), the median over
 batches after warm-up; ``meta["alt_costs"]`` holds ``layers`` and ``mmacs``.
+
+:func:`text_exits_model` builds the same network, by the same recipe, as a model the serving
+runtime serves (the book's chapter *Serving*).
 """
 
 from __future__ import annotations
@@ -33,16 +36,18 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import TTamerError
-from ..traces import Trace
+from ..core.errors import TTamerError
+from ..earlyexit.traces import Trace
+from ..serving.adapters import MultiExitModel, quiet, resolve_device, transformer_exits
 from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, environment_meta, finish_meta,
-                     profile_settings, require_columns, sample_indices, split_indices, start_run,
-                     train_linear_heads)
+                     profile_settings, require_columns, sample_indices, set_runtime, split_indices,
+                     start_run, train_linear_heads)
 
 #: Fine-tuning settings shared by the profiles (:func:`finetune_encoder`): AdamW learning rate
 #: and weight decay, batch size, share of the steps of linear warm-up (then linear decay to 0),
@@ -492,3 +497,49 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
     meta["generation_cpu_seconds"] = {k: round(v, 2) for k, v in cpu.items()}
     trace = Trace.build(np.stack(probs, axis=1), t_labels, cost_ms, meta)
     return WorkloadResult(trace, cfg["head_split"], h_idx, cfg["trace_split"], t_idx, seconds)
+
+
+# --------------------------------------------------------------------------- the model, served
+@dataclass
+class ServedText:
+    """A multi-exit text model ready to serve, and sentences it was not trained on:
+    ``texts``/``labels`` (disjoint from the ``head_index`` sentences its heads saw)."""
+
+    model: MultiExitModel
+    texts: list[str]
+    labels: np.ndarray
+    head_index: np.ndarray
+    trace_index: np.ndarray
+    head_accuracy: list[float]
+
+
+def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "cpu", n_head: int | None = None,
+                     n_trace: int | None = None, max_length: int | None = None, batch_size: int | None = None,
+                     finetune_epochs: int | None = None, progress: bool = False) -> ServedText:
+    """The text workload's network (all-MiniLM-L6-v2 offline,
+    BERT/IMDB full) as a :class:`~ttamer.serving.adapters.MultiExitModel`, built by the workload's own recipe: the same
+    data split, the encoder fine-tuned on the head sentences when ``finetune_epochs > 0``
+    (``None``: the profile's default; ``0``: the frozen pretrained encoder), then one
+    logistic-regression head per layer on its mean-pooled state (head sentences disjoint
+    from the returned ones), exposed block by block (:func:`~ttamer.serving.adapters.transformer_exits`)."""
+    sizes = dict(n_head=n_head, n_trace=n_trace, max_length=max_length, batch_size=batch_size)
+    if finetune_epochs is not None:
+        sizes["finetune_epochs"] = finetune_epochs
+    cfg = profile_config(profile, **sizes)
+    offline_if_shipped(cfg)
+    dev = resolve_device(device)
+    set_runtime(seed, None)
+    with quiet(progress):
+        h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = choose_examples(cfg, seed)
+        tok, encoder = load_encoder(cfg, dev)
+        if int(cfg.get("finetune_epochs", 0)) > 0:
+            finetune_encoder(tok, encoder, h_texts, h_labels, cfg, dev, seed=seed, progress=progress)
+            encoder.eval()
+        feats, _ = run_encoder(tok, encoder, h_texts, cfg, dev, desc="heads", progress=progress)
+    heads = [h.to(dev).eval() for h in train_linear_heads(feats, h_labels, len(cfg["label_names"]), seed=seed)]
+    acc = [float(np.mean((f @ h.weight.detach().cpu().numpy().T + h.bias.detach().cpu().numpy()).argmax(1) == h_labels))
+           for f, h in zip(feats, heads)]
+    model = transformer_exits(tok, encoder, heads, max_length=int(cfg["max_length"]))
+    return ServedText(model, t_texts, t_labels, h_idx, t_idx, acc)
+
+

@@ -2,7 +2,7 @@
 
 :func:`get_trace` is what notebooks call: it returns the cached trace of a workload, profile,
 seed, device and sizes, generating (and caching) it if absent. The cache file is written to a
-temporary file and renamed (:func:`ttamer.traces.save_trace`), so a failed run never
+temporary file and renamed (:func:`ttamer.earlyexit.traces.save_trace`), so a failed run never
 overwrites a good trace. Each cached file records its key (workload, profile, seed, device,
 sizes) in ``meta["cache_key"]``; a cached file that cannot be read, or whose key does not
 match the request, is regenerated (with a warning naming the file), never served.
@@ -17,9 +17,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import TraceError, TTamerError
-from ..traces import Trace, load_trace, save_trace
-from ..validate import check_seed, escape_text
+from ..core.errors import TraceError, TTamerError
+from ..earlyexit.traces import Trace, load_trace, save_trace
+from ..core.validate import check_seed, escape_text
 from .common import WorkloadResult, cache_dir, trace_key
 
 #: workload name -> (module, generator function)

@@ -1,15 +1,23 @@
 """Tables, plots and verdicts of an early-exit evaluation, for the workload chapters.
 
-Everything here reads the dict returned by :func:`ttamer.evaluation.evaluate_trace`
+Everything here reads the :class:`~ttamer.earlyexit.results.EvaluationResult` of
+:func:`ttamer.earlyexit.evaluation.evaluate_trace`
 (frontiers as fractions of the full model's cost, metrics of the book's chapter *Early exit on real models*) and only formats it:
 
 * :func:`metric_table` — one row per strategy: AUC, cost at the full model's accuracy (and
   0.5 / 1 point below), accuracy at 25 / 50 / 75 % of the full cost, oracle-gain share;
 * :func:`dominance_table` — T-Tamer against every other strategy: does its frontier reach at
-  least the other's accuracy at every cost (:func:`ttamer.evaluation.dominates`), the AUC
+  least the other's accuracy at every cost (:func:`ttamer.earlyexit.evaluation.dominates`), the AUC
   difference, and the cost at the full model's accuracy of both;
 * :func:`verdict` — the same as one sentence, for the notebook text;
 * :func:`plot_frontiers` — staircase frontiers with their bootstrap bands.
+
+The workload chapters (text and images) run the same study on their trace; each step is one
+function here, so that a chapter holds its parameters, the calls, the figures and the prose:
+:func:`load_workload_trace`, :func:`exit_table`, :func:`held_out_check`, :func:`describe_fit`,
+:func:`plot_main_frontiers`, :func:`split_table`, :func:`recall_study`, :func:`state_ablation`,
+:func:`recall_answer_study`, :func:`calibration_size_table`, :func:`estimation_ablation`,
+:func:`markov_table`, :func:`cost_unit_study` and :func:`chapter_summary`.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..calibration import StateSpec
+from ..core.errors import TTamerError
+from ..earlyexit.features import StateSpec
+from ..earlyexit.results import EvaluationResult, StrategyResult
 
 #: Strategies that are real (implementable) competitors of T-Tamer; the oracle is a bound.
 COMPETITORS = ("no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static")
@@ -28,44 +38,44 @@ def _pct(x: float | None) -> float:
     return np.nan if x is None else 100.0 * float(x)
 
 
-def metric_table(result: dict[str, Any]):
+def metric_table(result: EvaluationResult):
     """A ``pandas.DataFrame`` of the scalar metrics, strategies as rows, values in percent
     (costs as % of the full model's mean cost, accuracies in %)."""
     import pandas as pd
 
     rows = {}
-    for name, m in result["strategies"].items():
-        acc = m["accuracy_at_cost"]
+    for name, m in result.strategies.items():
+        acc = m.accuracy_at_cost
         rows[name] = {
-            "AUC (%)": _pct(m["auc"]),
-            "cost @ full acc (%)": _pct(m["cost_at_full_accuracy"]),
-            "cost @ full −0.5pt (%)": _pct(m["cost_at_full_accuracy_minus_0.5pt"]),
-            "cost @ full −1pt (%)": _pct(m["cost_at_full_accuracy_minus_1pt"]),
+            "AUC (%)": _pct(m.auc),
+            "cost @ full acc (%)": _pct(m.cost_at_full_accuracy),
+            "cost @ full −0.5pt (%)": _pct(m.cost_at_full_accuracy_minus_half_pt),
+            "cost @ full −1pt (%)": _pct(m.cost_at_full_accuracy_minus_1pt),
             "acc @ 25% cost": _pct(acc["0.25"]), "acc @ 50% cost": _pct(acc["0.5"]),
             "acc @ 75% cost": _pct(acc["0.75"]),
-            "oracle-gain share (%)": _pct(m["oracle_gain_share"]),
+            "oracle-gain share (%)": _pct(m.oracle_gain_share),
         }
     return pd.DataFrame.from_dict(rows, orient="index").round(2)
 
 
-def dominance_table(result: dict[str, Any], a: str = "ttamer", others: Sequence[str] = COMPETITORS,
+def dominance_table(result: EvaluationResult, a: str = "ttamer", others: Sequence[str] = COMPETITORS,
                     tol: float = 0.0):
     """T-Tamer (``a``) against each strategy of ``others``: ``dominates`` (frontier at least as
     accurate, within ``tol``, at every cost of the common range where the other is defined),
     ``AUC gain (pt)``, and both costs at the full model's accuracy (% of the full cost)."""
     import pandas as pd
 
-    from ..evaluation import dominates
+    from ..earlyexit.evaluation import dominates
 
-    S = result["strategies"]
+    S = result.strategies
     rows = {}
     for b in others:
         if b not in S:
             continue
         rows[b] = {"dominated by " + a: dominates(result, a, b, tol=tol),
-                   "AUC gain (pt)": 100.0 * (S[a]["auc"] - S[b]["auc"]),
-                   f"cost @ full acc, {a} (%)": _pct(S[a]["cost_at_full_accuracy"]),
-                   "cost @ full acc, other (%)": _pct(S[b]["cost_at_full_accuracy"])}
+                   "AUC gain (pt)": 100.0 * (S[a].auc - S[b].auc),
+                   f"cost @ full acc, {a} (%)": _pct(S[a].cost_at_full_accuracy),
+                   "cost @ full acc, other (%)": _pct(S[b].cost_at_full_accuracy)}
     return pd.DataFrame.from_dict(rows, orient="index").round(2)
 
 
@@ -75,19 +85,19 @@ def _cheaper_or_equal(ca: float | None, cb: float | None) -> bool:
     return ca is not None and ca <= cb + 1e-12
 
 
-def verdict(result: dict[str, Any], a: str = "ttamer", others: Sequence[str] = COMPETITORS,
+def verdict(result: EvaluationResult, a: str = "ttamer", others: Sequence[str] = COMPETITORS,
             tol: float = 0.0) -> str:
     """One sentence, computed: whether ``a`` has the larger AUC than every other strategy,
     the lower-or-equal cost at the full model's accuracy, and a dominating frontier."""
-    S = result["strategies"]
+    S = result.strategies
     others = [b for b in others if b in S]
-    auc_lose = [b for b in others if S[a]["auc"] < S[b]["auc"]]
-    cost_lose = [b for b in others if not _cheaper_or_equal(S[a]["cost_at_full_accuracy"],
-                                                             S[b]["cost_at_full_accuracy"])]
-    from ..evaluation import dominates
+    auc_lose = [b for b in others if S[a].auc < S[b].auc]
+    cost_lose = [b for b in others if not _cheaper_or_equal(S[a].cost_at_full_accuracy,
+                                                             S[b].cost_at_full_accuracy)]
+    from ..earlyexit.evaluation import dominates
 
     not_dom = [b for b in others if not dominates(result, a, b, tol=tol)]
-    c = S[a]["cost_at_full_accuracy"]
+    c = S[a].cost_at_full_accuracy
     reach = ("never reaches the full model's accuracy" if c is None
              else f"reaches the full model's accuracy at {100 * c:.1f}% of its cost")
     parts = [f"{a} {reach}"]
@@ -100,7 +110,7 @@ def verdict(result: dict[str, Any], a: str = "ttamer", others: Sequence[str] = C
     return ", ".join(parts[:-1]) + " " + parts[-1] + "."
 
 
-def plot_frontiers(result: dict[str, Any], ax=None, strategies: Sequence[str] | None = None,
+def plot_frontiers(result: EvaluationResult, ax=None, strategies: Sequence[str] | None = None,
                    bands: bool = True, title: str | None = None):
     """Staircase accuracy–cost frontiers (cost as a fraction of the full model) with their
     bootstrap bands, and the full model as a star. Returns the axes."""
@@ -108,30 +118,29 @@ def plot_frontiers(result: dict[str, Any], ax=None, strategies: Sequence[str] | 
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 5))
-    S = result["strategies"]
+    S = result.strategies
     names = list(S) if strategies is None else [s for s in strategies if s in S]
-    lo, hi = result["cost_range"]
+    lo, hi = result.cost_range
     for name in names:
         m = S[name]
-        f = np.asarray(m["frontier"], dtype=float)
+        f = np.asarray(m.frontier, dtype=float)
         x = np.append(f[:, 0], max(hi, f[-1, 0]))
         y = np.append(f[:, 1], f[-1, 1])
         style = {"linewidth": 2.4, "zorder": 5} if name == "ttamer" else {"linewidth": 1.3}
         if name == "oracle":
             style.update(linestyle=":", color="black")
         (line,) = ax.step(x, 100 * y, where="post", label=name, **style)
-        band = m.get("band")
+        band = m.band
         if bands and band is not None and name != "oracle":
-            lower = np.array([np.nan if v is None else v for v in band["lower"]], dtype=float)
-            upper = np.array([np.nan if v is None else v for v in band["upper"]], dtype=float)
-            ax.fill_between(band["cost"], 100 * lower, 100 * upper, step="post", alpha=0.15,
+            lower, upper = np.asarray(band.lower, dtype=float), np.asarray(band.upper, dtype=float)
+            ax.fill_between(band.cost, 100 * lower, 100 * upper, step="post", alpha=0.15,
                             color=line.get_color(), linewidth=0)
-    fm = result["full_model"]
-    ax.plot([1.0], [100 * fm["accuracy"]], marker="*", markersize=14, color="black", linestyle="none",
+    fm = result.full_model
+    ax.plot([1.0], [100 * fm.accuracy], marker="*", markersize=14, color="black", linestyle="none",
             label="full model", zorder=6)
     ax.set_xlim(lo - 0.02, hi + 0.02)
     ax.set_xlabel("mean cost per example (fraction of the full model)")
-    ax.set_ylabel("accuracy (%)" if result.get("target", "label") == "label"
+    ax.set_ylabel("accuracy (%)" if result.target == "label"
                   else "agreement with the full model (%)")
     if title:
         ax.set_title(title)
@@ -146,7 +155,7 @@ def recall_answers(tamer, test, lams: Sequence[float]):
     of those answers, and the accuracy the last consulted exit would have had on the same
     examples. Recall pays off exactly when the third column beats the fourth.
 
-    ``tamer`` is a fitted :class:`~ttamer.calibration.EarlyExitTamer` with ``recall=True``.
+    ``tamer`` is a fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` with ``recall=True``.
     Returns a ``pandas.DataFrame`` indexed by ``λ`` (rows with no such example are dropped).
     """
     import pandas as pd
@@ -171,18 +180,18 @@ def recall_answers(tamer, test, lams: Sequence[float]):
     return out
 
 
-def _beats_every(S: dict[str, Any], heuristics: Sequence[str]) -> tuple[bool, bool]:
+def _beats_every(S: dict[str, StrategyResult], heuristics: Sequence[str]) -> tuple[bool, bool]:
     """(larger AUC than every heuristic, cheaper-or-equal at the full model's accuracy than every one)."""
-    auc = all(S["ttamer"]["auc"] > S[h]["auc"] for h in heuristics)
-    cost = all(_cheaper_or_equal(S["ttamer"]["cost_at_full_accuracy"], S[h]["cost_at_full_accuracy"])
+    auc = all(S["ttamer"].auc > S[h].auc for h in heuristics)
+    cost = all(_cheaper_or_equal(S["ttamer"].cost_at_full_accuracy, S[h].cost_at_full_accuracy)
                for h in heuristics)
     return auc, cost
 
 
-def split_table(trace, seeds: Sequence[int], first: dict[str, Any] | None = None, **kwargs):
+def split_table(trace, seeds: Sequence[int], first: EvaluationResult | None = None, **kwargs):
     """T-Tamer against the heuristics on several calibration/test splits: one row per split
     seed (``first``: an already computed result for ``seeds[0]``; ``kwargs`` go to
-    :func:`~ttamer.evaluation.evaluate_trace`, without bootstrap). Columns: the AUCs (%) of
+    :func:`~ttamer.earlyexit.evaluation.evaluate_trace`, without bootstrap). Columns: the AUCs (%) of
     T-Tamer, its chain estimation and max-prob, the best heuristic by AUC and T-Tamer's gain
     over it (pt), the costs at the full model's accuracy (% of full) of T-Tamer and of the
     cheapest heuristic, and three verdicts: larger AUC than every heuristic, cheaper or equal
@@ -190,21 +199,21 @@ def split_table(trace, seeds: Sequence[int], first: dict[str, Any] | None = None
     pointwise (:func:`dominance_table`)."""
     import pandas as pd
 
-    from ..evaluation import HEURISTICS, evaluate_trace
+    from ..earlyexit.evaluation import HEURISTICS, evaluate_trace
 
     rows = []
     for k, s in enumerate(seeds):
         r = first if (k == 0 and first is not None) else evaluate_trace(trace, seed=s, n_boot=0, **kwargs)
-        S = r["strategies"]
-        best = max(HEURISTICS, key=lambda h: S[h]["auc"])
-        costs = {h: S[h]["cost_at_full_accuracy"] for h in HEURISTICS if S[h]["cost_at_full_accuracy"] is not None}
+        S = r.strategies
+        best = max(HEURISTICS, key=lambda h: S[h].auc)
+        costs = {h: S[h].cost_at_full_accuracy for h in HEURISTICS if S[h].cost_at_full_accuracy is not None}
         cheapest = min(costs, key=costs.get) if costs else None
         auc_ok, cost_ok = _beats_every(S, HEURISTICS)
-        rows.append({"split seed": s, "AUC ttamer (%)": _pct(S["ttamer"]["auc"]),
-                     "AUC ttamer-chain (%)": _pct(S["ttamer-chain"]["auc"]) if "ttamer-chain" in S else np.nan,
-                     "AUC max-prob (%)": _pct(S["max-prob"]["auc"]), "best heuristic": best,
-                     "AUC gain over it (pt)": 100.0 * (S["ttamer"]["auc"] - S[best]["auc"]),
-                     "cost @ full, ttamer (%)": _pct(S["ttamer"]["cost_at_full_accuracy"]),
+        rows.append({"split seed": s, "AUC ttamer (%)": _pct(S["ttamer"].auc),
+                     "AUC ttamer-chain (%)": _pct(S["ttamer-chain"].auc) if "ttamer-chain" in S else np.nan,
+                     "AUC max-prob (%)": _pct(S["max-prob"].auc), "best heuristic": best,
+                     "AUC gain over it (pt)": 100.0 * (S["ttamer"].auc - S[best].auc),
+                     "cost @ full, ttamer (%)": _pct(S["ttamer"].cost_at_full_accuracy),
                      "cost @ full, cheapest heuristic (%)": _pct(costs[cheapest]) if cheapest else np.nan,
                      "cheapest heuristic": cheapest,
                      "larger AUC than every heuristic": auc_ok, "cheaper at full accuracy": cost_ok,
@@ -248,13 +257,13 @@ ESTIMATION_CONFIGS = (
 
 def estimation_ablation(trace, seed: int = 0, calibration_fraction: float = 0.5, lams=None,
                         configs: Sequence[dict[str, Any]] = ESTIMATION_CONFIGS):
-    """:func:`ttamer.evaluation.ablation` over ``configs`` (default :data:`ESTIMATION_CONFIGS`)
+    """:func:`ttamer.earlyexit.evaluation.ablation` over ``configs`` (default :data:`ESTIMATION_CONFIGS`)
     as a ``pandas.DataFrame``: per configuration T-Tamer's AUC and cost at the full model's
     accuracy (%), the best heuristic's AUC, the gain, and whether it has the larger area and
     the lower-or-equal cost than every heuristic."""
     import pandas as pd
 
-    from ..evaluation import HEURISTICS, ablation
+    from ..earlyexit.evaluation import HEURISTICS, ablation
 
     cfgs = [dict(c, calibration_fraction=calibration_fraction, lams=lams) for c in configs]
     rows = ablation(trace, cfgs, seed=seed, n_boot=0)
@@ -270,3 +279,322 @@ def estimation_ablation(trace, seed: int = 0, calibration_fraction: float = 0.5,
             "cheaper at full accuracy": all(_cheaper_or_equal(r["cost_at_full"], c) for c in costs),
             "chosen": r["description"]}
     return pd.DataFrame.from_dict(out, orient="index").round(2)
+
+
+# --------------------------------------------------------------------------- the workload chapters, step by step
+#: The strategies the workload chapters draw, in order.
+CHAPTER_STRATEGIES = ("ttamer", "ttamer-chain", "no-recall", "max-prob", "max-prob-sdn", "entropy", "patience",
+                      "static", "oracle")
+
+
+def load_workload_trace(workload: str, profile: str = "offline", *, seed: int = 0, device: str = "cpu",
+                        sizes: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The trace of a workload, read from the trace cache or generated now
+    (:func:`~ttamer.workloads.registry.get_trace`), and what a chapter prints about it.
+
+    Parameters
+    ----------
+    workload : {"nlp", "vision"}
+        The workload.
+    profile : str, default "offline"
+        Its profile.
+    seed : int, default 0
+        Seed of the workload.
+    device : str, default "cpu"
+        Where a generation runs.
+    sizes : dict, optional
+        Overrides of the profile's sizes.
+
+    Returns
+    -------
+    trace : Trace
+        The trace.
+    text : str
+        The trace, whether it was cached, the time taken, the generation phases, the
+        hardware and (text workload) the fine-tuning of the backbone.
+    """
+    import time
+
+    from .registry import get_trace, trace_path
+
+    sizes = dict(sizes or {})
+    t0 = time.perf_counter()
+    cached = trace_path(workload, profile, seed=seed, device=device, **sizes).exists()
+    trace = get_trace(workload, profile, seed=seed, device=device, progress=False, **sizes)
+    meta = trace.meta
+    lines = [str(trace), f"trace {'read from the trace cache' if cached else 'generated now'} "
+                         f"({time.perf_counter() - t0:.1f} s in this run)"]
+    if "generation_seconds" in meta:
+        lines.append(f"generation phases (s): {meta['generation_seconds']}")
+    lines.append(f"hardware: {meta['hardware']}")
+    if workload == "nlp":
+        ft = meta.get("finetune")
+        lines.append("backbone used as loaded (no fine-tuning)" if not ft else
+                     f"backbone fine-tuned on {ft['n']} head sentences: {ft['epochs']} epoch(s), {ft['steps']} steps, "
+                     f"{ft['settings']}; mean training loss per epoch {np.round(ft['epoch_loss'], 3).tolist()}")
+    return trace, "\n".join(lines)
+
+
+def exit_table(trace):
+    """Per exit of a workload's trace: accuracy (%), measured cost, cumulative cost (% of the
+    full model) and the alternative costs (layers, MMACs), as a ``pandas.DataFrame``."""
+    import pandas as pd
+
+    meta = trace.meta
+    return pd.DataFrame({
+        "accuracy (%)": 100 * trace.accuracy(),
+        f"cost ({meta['cost_unit']})": trace.mean_cost,
+        "cumulative cost (% of full)": 100 * np.cumsum(trace.mean_cost) / trace.mean_cost.sum(),
+        "layers": meta["alt_costs"]["layers"],
+        "MMACs": meta["alt_costs"]["mmacs"],
+    }, index=trace.exit_names)
+
+
+def held_out_check(trace) -> str:
+    """Check that a workload's network never saw the trace's examples (an error if it did)
+    and say on what it was trained."""
+    meta = trace.meta
+    if "training" in meta:  # the vision workload: the network is trained on another split
+        if meta["head_examples"]["split"] == meta["trace_examples"]["split"]:
+            raise TTamerError("network trained on trace examples")
+        tr_meta = meta["training"]
+        return (f"trained on {tr_meta['n']} images of split {tr_meta['split']!r} for {tr_meta['epochs']} epochs "
+                f"(loss per epoch {np.round(tr_meta['epoch_losses'], 3).tolist()}); "
+                f"trace: {trace.n_examples} images of split {meta['trace_examples']['split']!r}")
+    head_idx = set(meta["head_examples"]["indices"]) if "indices" in meta["head_examples"] else set()
+    trace_idx = set(meta["trace_examples"].get("indices", []))
+    same_split = meta["head_examples"]["split"] == meta["trace_examples"]["split"]
+    if same_split and head_idx & trace_idx:
+        raise TTamerError("exit heads were trained on trace examples")
+    return (f"encoder fine-tuning and heads: {meta['heads']['n']} sentences of split {meta['head_examples']['split']!r}, "
+            f"trace: {trace.n_examples} other sentences of split {meta['trace_examples']['split']!r}; "
+            f"overlap: {len(head_idx & trace_idx) if same_split else 0}")
+
+
+def chain_choice(result: EvaluationResult) -> dict[str, Any]:
+    """The options of the paper's chain estimation that the cross-validation of ``result``
+    chose (``"ttamer-chain"``): ``{"state", "loss", "smoothing"}``, to fix them in later runs."""
+    chain_fit = result.ttamer_fit["chain"]
+    return {"state": StateSpec(K=chain_fit["K"], feature=chain_fit["feature"], agreement=chain_fit["agreement"],
+                               entropy_bins=chain_fit["entropy_bins"]),
+            "loss": chain_fit["loss"], "smoothing": chain_fit["smoothing"]}
+
+
+def describe_fit(result: EvaluationResult) -> str:
+    """What was fitted (T-Tamer and its chain estimation) and the full model, in words."""
+    fit, chain_fit = result.ttamer_fit, result.ttamer_fit["chain"]
+    return "\n".join([
+        f"ttamer: {fit['description']}",
+        f"ttamer-chain: {chain_fit['description']}; states per exit {chain_fit['n_states']}",
+        f"full model: accuracy {100 * result.full_model.accuracy:.2f} % on "
+        f"{result.split.n_test} test examples ({result.split.n_calibration} calibrate)"])
+
+
+def plot_main_frontiers(result: EvaluationResult, strategies: Sequence[str] = CHAPTER_STRATEGIES,
+                        zoom: Sequence[str] = ("ttamer", "ttamer-chain", "max-prob", "entropy", "patience")):
+    """Two panels: every strategy of ``strategies``, and a zoom on the strongest ones
+    (:func:`plot_frontiers`). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    plot_frontiers(result, ax=axes[0], strategies=strategies, title="all strategies")
+    plot_frontiers(result, ax=axes[1], strategies=zoom, title="zoom: the strongest strategies")
+    S = result.strategies
+    lo = min(min(np.asarray(S[s].frontier)[:, 1]) for s in ["ttamer", "max-prob"])
+    axes[1].set_ylim(100 * lo - 1, 100 * max(S["ttamer"].frontier[-1][1], result.full_model.accuracy) + 1)
+    fig.tight_layout()
+    return fig
+
+
+def recall_study(trace, result: EvaluationResult, chosen: dict[str, Any], *, seed: int = 0,
+                 calibration_fraction: float = 0.5, lams=None):
+    """Recall against no recall: whether the threshold estimation's ``ttamer`` and
+    ``no-recall`` coincide in ``result``, and the chain estimation (options ``chosen``,
+    :func:`chain_choice`) with and without recall on the same split.
+
+    Returns
+    -------
+    chain_result : EvaluationResult
+        The evaluation with ``estimation="chain"`` (no bootstrap).
+    text : str
+        The two findings, in words.
+    """
+    from ..earlyexit.evaluation import evaluate_trace
+
+    S = result.strategies
+    same = bool(np.array_equal(S["ttamer"].frontier, S["no-recall"].frontier))
+    chain_result = evaluate_trace(trace, seed=seed, calibration_fraction=calibration_fraction, lams=lams,
+                                  n_boot=0, estimation="chain", tamer=chosen)
+    C = chain_result.strategies
+    rec_gain = 100 * (C["ttamer"].auc - C["no-recall"].auc)
+    text = (f"threshold estimation: ttamer and no-recall frontiers identical: {same}\n"
+            f"chain estimation: AUC with recall {100 * C['ttamer'].auc:.2f} %, without {100 * C['no-recall'].auc:.2f} % "
+            f"(recall {'helps' if rec_gain > 0 else 'does not help'}: {rec_gain:+.2f} pt on this split)")
+    return chain_result, text
+
+
+def state_ablation(trace, result: EvaluationResult, state_grid: Sequence[tuple[int, int, int]], *, seed: int = 0,
+                   calibration_fraction: float = 0.5, lams=None):
+    """The chain estimation with each fixed state ``(K, agreement, entropy bins)`` of
+    ``state_grid`` and both losses, against the cross-validated chain of ``result``.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per state: states per exit, T-Tamer's and no recall's AUC (%) per loss, and
+        max-prob's AUC.
+    text : str
+        The best fixed state against max-prob and the cross-validated chain.
+    """
+    import pandas as pd
+
+    from ..earlyexit.evaluation import evaluate_trace
+
+    rows = []
+    for K, ag, ent in state_grid:
+        spec = StateSpec(K=K, agreement=ag, entropy_bins=ent)
+        row = {"K": K, "agreement": ag, "entropy bins": ent}
+        for loss in ("label", "final"):
+            r = evaluate_trace(trace, seed=seed, calibration_fraction=calibration_fraction, lams=lams,
+                               n_boot=0, estimation="chain", tamer={"state": spec, "loss": loss})
+            S = r.strategies
+            row["states per exit (max)"] = max(r.ttamer_fit["n_states"])
+            row[f"AUC ttamer, loss={loss} (%)"] = 100 * S["ttamer"].auc
+            row[f"AUC no-recall, loss={loss} (%)"] = 100 * S["no-recall"].auc
+        row["AUC max-prob (%)"] = 100 * S["max-prob"].auc
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    auc_cols = [c for c in table if c.startswith("AUC ttamer")]
+    best_auc = table[auc_cols].max().max()
+    best_row = table.loc[table[auc_cols].max(axis=1).idxmax()]
+    text = (f"best fixed state: K={best_row['K']}, agreement={best_row['agreement']}, "
+            f"entropy bins={best_row['entropy bins']} "
+            f"(AUC {best_auc:.2f} % vs max-prob {best_row['AUC max-prob (%)']:.2f} %); "
+            f"cross-validated chain above: {result.ttamer_fit['chain']['description']} "
+            f"({100 * result.strategies['ttamer-chain'].auc:.2f} %)")
+    return table, text
+
+
+def recall_answer_study(trace, chosen: dict[str, Any], *, seed: int = 0, calibration_fraction: float = 0.5,
+                        lams=None) -> list[tuple[str, Any]]:
+    """Where the chain estimation's recall answers go (:func:`recall_answers`), for the state
+    ``chosen`` and each loss: a list of ``(text, table)``, ``table`` ``None`` where T-Tamer
+    never answered with an earlier exit (``lams``: default a 12-point grid)."""
+    from ..earlyexit.calibration import EarlyExitTamer
+    from ..earlyexit.crossval import lam_grid
+
+    cal, test = trace.split(calibration_fraction, seed)
+    spec = chosen["state"]
+    out = []
+    for loss in ("label", "final"):
+        tamer = EarlyExitTamer(state=spec, loss=loss, smoothing=chosen["smoothing"], recall=True).fit(cal)
+        answers = recall_answers(tamer, test, lam_grid(12) if lams is None else lams)
+        text = f"state {spec.describe()}, loss={loss}:"
+        if len(answers):
+            better = answers["accuracy of those answers (%)"] - answers["accuracy of the last consulted exit on them (%)"]
+            text += (f"\n  earlier answers beat the last consulted exit at {int((better > 0).sum())} of {len(answers)} "
+                     f"λ values (mean difference {better.mean():+.1f} pt on the examples concerned)")
+            out.append((text, answers))
+        else:
+            out.append((text + "\n  never answered with an earlier exit", None))
+    return out
+
+
+def calibration_size_table(trace, fractions: Sequence[float], *, seed: int = 0, lams=None):
+    """T-Tamer (and its chain estimation) against max-prob as the calibration share grows:
+    one row per fraction of ``fractions`` (a ``pandas.DataFrame``)."""
+    import pandas as pd
+
+    from ..earlyexit.evaluation import evaluate_trace
+
+    rows = []
+    for f in fractions:
+        r = evaluate_trace(trace, seed=seed, calibration_fraction=f, lams=lams, n_boot=0)
+        S = r.strategies
+        rows.append({"calibration fraction": f, "calibration examples": r.split.n_calibration,
+                     "ttamer": r.ttamer_fit["description"],
+                     "AUC ttamer (%)": 100 * S["ttamer"].auc,
+                     "AUC ttamer-chain (%)": 100 * S["ttamer-chain"].auc, "AUC max-prob (%)": 100 * S["max-prob"].auc,
+                     "gain (pt)": 100 * (S["ttamer"].auc - S["max-prob"].auc)})
+    return pd.DataFrame(rows).set_index("calibration fraction")
+
+
+def markov_table(trace, *, seed: int = 0, calibration_fraction: float = 0.5):
+    """:func:`~ttamer.earlyexit.evaluation.markov_diagnostics` on the calibration part of the
+    split, next to its Markov resample.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Per exit, the three measures and their null values (rounded to 3 decimals).
+    text : str
+        How far a later exit's bin moves an earlier exit's error rate, against the null.
+    """
+    import pandas as pd
+
+    from ..earlyexit.evaluation import markov_diagnostics
+
+    cal, _ = trace.split(calibration_fraction, seed)
+    markov = pd.DataFrame(markov_diagnostics(cal)).set_index("exit")
+    markov = markov[["loss_gap_next", "null_loss_gap_next", "loss_gap_prev", "null_loss_gap_prev",
+                     "transition_tv", "null_transition_tv"]]
+    ratio = markov["loss_gap_next"] / markov["null_loss_gap_next"]
+    text = (f"a later exit's bin moves an earlier exit's error rate by {ratio.min():.1f}× to {ratio.max():.1f}× "
+            f"what a Markov sample of the same size shows (mean {ratio.mean():.1f}×)")
+    return markov.round(3), text
+
+
+def cost_unit_study(trace, units: Sequence[str], chosen: dict[str, Any], *, seed: int = 0,
+                    calibration_fraction: float = 0.5, lams=None):
+    """Every strategy with the trace's cost in each unit of ``units``
+    (:func:`~ttamer.workloads.common.with_cost_unit`), T-Tamer's chain options fixed to
+    ``chosen``.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        One panel of frontiers per unit.
+    table : pandas.DataFrame
+        Per unit: the exits' costs (% of full), T-Tamer's and max-prob's AUC, and whether
+        T-Tamer dominates every competitor.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from ..earlyexit.evaluation import evaluate_trace
+    from .common import with_cost_unit
+
+    rows, (fig, axes) = [], plt.subplots(1, len(units), figsize=(5.2 * len(units), 4.2))
+    for ax, unit in zip(np.atleast_1d(axes), units):
+        tr_u = with_cost_unit(trace, unit)
+        r = evaluate_trace(tr_u, seed=seed, calibration_fraction=calibration_fraction, lams=lams, n_boot=0,
+                           tamer=chosen)
+        plot_frontiers(r, ax=ax, strategies=["ttamer", "no-recall", "max-prob", "entropy", "static"], bands=False,
+                       title=f"cost in {tr_u.meta['cost_unit']}")
+        S = r.strategies
+        rows.append({"unit": tr_u.meta["cost_unit"],
+                     "exit costs (% of full)": np.round(100 * np.asarray(r.full_model.exit_cost), 1).tolist(),
+                     "AUC ttamer (%)": 100 * S["ttamer"].auc, "AUC max-prob (%)": 100 * S["max-prob"].auc,
+                     "dominates all": all(dominance_table(r)["dominated by ttamer"])})
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows).set_index("unit")
+
+
+def chapter_summary(trace, result: EvaluationResult, splits, kind: str) -> str:
+    """The closing lines of a workload chapter, computed: the workload (``kind``, e.g.
+    ``"text"``), the main split's :func:`verdict`, :func:`split_verdict` over ``splits``
+    (:func:`split_table`), whether the chapter's goal is met on every split, and the paper's
+    estimation against max-prob."""
+    meta = trace.meta
+    goal = bool((splits["larger AUC than every heuristic"] & splits["cheaper at full accuracy"]).all())
+    return "\n".join([
+        f"Workload: {meta['model']} on {meta['dataset']} ({kind}, {trace.n_exits} exits); "
+        f"{result.split.n_test} test examples, exits' accuracy "
+        f"{', '.join(f'{100 * a:.1f}' for a in result.full_model.exit_accuracy)} %.",
+        "Main split: " + verdict(result),
+        split_verdict(splits),
+        "The chapter's goal — T-Tamer with a larger area than every heuristic and a lower-or-equal cost at the "
+        "full model's accuracy — is " + ("met on every split." if goal
+                                         else "NOT met on every split: see the table of splits above."),
+        f"With the paper's estimation (ttamer-chain) the mean AUC is {splits['AUC ttamer-chain (%)'].mean():.2f} % "
+        f"against {splits['AUC max-prob (%)'].mean():.2f} % for max-prob."])

@@ -1,6 +1,6 @@
 """A chain of three separate image classifiers of very different sizes on Fashion-MNIST (the book's chapter *Skipping models in a cascade*).
 
-The chain ``linear → mlp → cnn`` (a :class:`~ttamer.cascade.CascadeTrace`, parents
+The chain ``linear → mlp → cnn`` (a :class:`~ttamer.earlyexit.cascade.CascadeTrace`, parents
 ``start, linear, mlp``) holds three *separate* models trained from scratch on the same
 head-training images and traced on the same held-out images:
 
@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..cascade import CascadeTrace
-from ..errors import TTamerError
-from ..traces import load_trace, save_trace
+from ..earlyexit.cascade import CascadeTrace
+from ..core.errors import TTamerError
+from ..earlyexit.traces import load_trace, save_trace
 
 #: The shipped file.
 SKIP_CHAIN_PATH = Path(__file__).resolve().parent.parent / "data" / "cascades" / "fmnist-linear-mlp-cnn.npz"
@@ -122,7 +122,7 @@ def build_skip_chain(seed: int = 0, n_head: int | None = None, n_trace: int | No
 
     Raises
     ------
-    ~ttamer.errors.TTamerError
+    ~ttamer.core.errors.TTamerError
         If Debian's Fashion-MNIST files are missing or the sizes are out of range.
     """
     from . import vision
@@ -210,7 +210,7 @@ def load_skip_chain() -> CascadeTrace:
 
     Raises
     ------
-    ~ttamer.errors.TTamerError
+    ~ttamer.core.errors.TTamerError
         If the file is missing (the message says how to regenerate it).
     """
     if not SKIP_CHAIN_PATH.exists():

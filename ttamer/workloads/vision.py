@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TTamerError
-from ..traces import Trace
+from ..core.errors import TTamerError
+from ..earlyexit.traces import Trace
 from .common import (BlockProbe, CostRecorder, WorkloadResult, environment_meta, finish_meta, profile_settings,
                      require_columns, sample_indices, start_run)
 

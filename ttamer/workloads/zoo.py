@@ -65,8 +65,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import TTamerError
-from ..traces import Trace, load_trace, save_trace
+from ..core.errors import TTamerError
+from ..earlyexit.traces import Trace, load_trace, save_trace
 
 #: Folder of the shipped zoo files.
 ZOO_DIR = Path(__file__).resolve().parent.parent / "data" / "zoo"
@@ -83,7 +83,7 @@ class ZooEntry:
     """One trace of the zoo: how to build it and what it is.
 
     ``builder`` is called as ``builder(entry, seed=..., progress=...)`` and returns a
-    :class:`~ttamer.traces.Trace`; ``params`` are its settings; ``kind`` is ``"frozen"``,
+    :class:`~ttamer.earlyexit.traces.Trace`; ``params`` are its settings; ``kind`` is ``"frozen"``,
     ``"fine-tuned"`` or ``"from-scratch"``; ``modality`` is ``"text"`` or ``"vision"``.
     """
 
@@ -115,7 +115,7 @@ def zoo_names() -> list[str]:
 
 
 def zoo_entry(name: str) -> ZooEntry:
-    """The registry entry of ``name``; a :class:`~ttamer.errors.TTamerError` naming the known names otherwise."""
+    """The registry entry of ``name``; a :class:`~ttamer.core.errors.TTamerError` naming the known names otherwise."""
     if name not in ZOO:
         raise TTamerError(f"unknown zoo trace {name!r}; known: {', '.join(ZOO)}")
     return ZOO[name]

@@ -1,6 +1,6 @@
 """T-Tamer against the heuristics on every trace of the zoo, over several splits.
 
-:func:`evaluate_zoo` runs :func:`ttamer.evaluation.evaluate_trace` on each trace and split
+:func:`evaluate_zoo` runs :func:`ttamer.earlyexit.evaluation.evaluate_trace` on each trace and split
 (the default estimation, no options per trace) and keeps a small summary per run;
 :func:`gain_table`, :func:`slo_table` and :func:`protocol_table` turn those summaries into the
 tables of the book's chapter *Across workloads*. The AUC gains carry a 95 % interval from a
@@ -16,28 +16,29 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ..earlyexit.results import EvaluationResult, StrategyResult
 from ..earlyexit.metrics import cost_at_accuracy
-from ..evaluation import HEURISTICS, evaluate_trace
-from ..traces import Trace
+from ..earlyexit.evaluation import HEURISTICS, evaluate_trace
+from ..earlyexit.traces import Trace
 
 #: A trace "overthinks" when some earlier exit beats the last by more than this (accuracy).
 OVERTHINK_MARGIN = 0.01
 
 
-def _cost(m: dict[str, Any]) -> float:
-    c = m["cost_at_full_accuracy"]
+def _cost(m: StrategyResult) -> float:
+    c = m.cost_at_full_accuracy
     return np.inf if c is None else float(c)
 
 
-def summarise(result: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of one :func:`~ttamer.evaluation.evaluate_trace` result the tables need."""
-    st = result["strategies"]
-    out = {"policy": result["ttamer_fit"].get("policy", result["ttamer_fit"]["description"]),
-           "frontier": {k: np.asarray(m["frontier"]) for k, m in st.items()},
-           "auc": {k: m["auc"] for k, m in st.items()}, "cost_at_full": {k: _cost(m) for k, m in st.items()},
-           "slo": result["slo"]}
-    if "auc_replicates" in st["ttamer"]:
-        out["replicates"] = {k: np.asarray(m["auc_replicates"]) for k, m in st.items()}
+def summarise(result: EvaluationResult) -> dict[str, Any]:
+    """The numbers of one :func:`~ttamer.earlyexit.evaluation.evaluate_trace` result the tables need."""
+    st = result.strategies
+    out = {"policy": result.ttamer_fit.get("policy", result.ttamer_fit["description"]),
+           "frontier": {k: np.asarray(m.frontier) for k, m in st.items()},
+           "auc": {k: m.auc for k, m in st.items()}, "cost_at_full": {k: _cost(m) for k, m in st.items()},
+           "slo": result.slo}
+    if st["ttamer"].auc_replicates is not None:
+        out["replicates"] = {k: np.asarray(m.auc_replicates) for k, m in st.items()}
     return out
 
 

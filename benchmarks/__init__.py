@@ -1,1 +1,0 @@
-"""Benchmarks of ttamer (see run.py); a package so that the book can import them."""

@@ -1,0 +1,666 @@
+"""Benchmarks of the ttamer solvers and early-exit strategies (the book's chapter *Performance*).
+
+Run ``python -m ttamer.benchmarks [--quick | --smoke] [--json PATH]``. Every ratio is measured in
+one run, on one machine, with ``time.perf_counter`` (best of ``k`` repeats). Sections:
+
+* ``compare``   -- the index solver against the ``(i, s, X)`` chain DP, the exhaustive solver,
+  the LP (cvxpy) and QuantEcon's ``DiscreteDP`` backward induction on the same
+  chain-with-recall instances (values must agree);
+* ``scaling``   -- the index solver against the number of nodes, the states per node and the
+  tree shape (chain, balanced binary, star, random recursive tree), with fitted log-log
+  exponents; the chain DP against skip density;
+* ``targets``   -- the issue's four performance targets, each measured;
+* ``throughput``-- example-exits per second of every early-exit strategy on synthetic traces;
+* ``memory``    -- peak memory (``tracemalloc``) of the index solver;
+* ``serving``   -- the serving runtime on a multi-exit MLP (the book's chapter *Measured: a
+  served early-exit policy*): the runtime forced to the last exit against the plain network,
+  one query at a time and batched, the decision overhead per example per exit, and measured
+  against simulated cost (the trace priced with the cost profile of the mode served).
+
+Two regimes of random instances (``ttamer.theory.synthetic.random_instance``): ``typical`` (its
+defaults: deeper exits better, ``depth_decay=0.8``, ``cost_scale=0.1``), where the surrogates
+stay small, and ``dense`` (``depth_decay=1``, ``cost_scale=0.01``), where a chain's surrogate
+keeps ``Θ(n K)`` atoms -- the worst case of the bound ``O(Σ_v K_parent K_v N)``.
+
+The functions are importable (the book's Performance notebook calls them); nothing here is an
+algorithm of the package, only instances, timers and the QuantEcon model. The module sits in the
+top layer of the package, beside the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from .core.instance import Instance
+from .solvers.exhaustive import MAX_STATES, state_space_bound
+from .solvers.index import compute_indices
+from .solvers.solve import solve
+from .theory.synthetic import correlated_transition, random_instance
+
+LAM = 0.7
+#: The two regimes of random instances, as keyword arguments of
+#: :func:`~ttamer.theory.synthetic.random_instance` (module docstring).
+REGIMES = {"typical": {}, "dense": {"depth_decay": 1.0, "cost_scale": 0.01}}
+SHAPES = ("chain", "balanced", "star", "random")
+
+#: The sizes of each profile -- ``smoke`` (the test suite), ``quick`` (CI, the book) and ``full``.
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": dict(repeats=1, compare=[(3, 2), (5, 3)], exhaustive_max=5, lp_max=(5, 3),
+                  nodes=[8, 16, 32], nodes_k=4, states=[2, 4, 8], states_n=8, shape_n=200, shape_k=4,
+                  skip_n=8, skip_k=3, skip_probs=[0.0, 0.5, 1.0], trace=(2000, 4, 5), sweep=10,
+                  target_chain=(40, 8), target_forest=1000, memory_n=(40, 8), serving=(40, 128, 1),
+                  evaluate=[500, 1000], evaluate_shape=(6, 5)),
+    "quick": dict(repeats=5, compare=[(4, 3), (6, 3), (10, 4), (20, 8)], exhaustive_max=6, lp_max=(20, 8),
+                  nodes=[25, 50, 100, 200], nodes_k=16, states=[2, 4, 8, 16, 32], states_n=50,
+                  shape_n=2000, shape_k=8, skip_n=20, skip_k=4, skip_probs=[0.0, 0.1, 0.3, 0.6, 1.0],
+                  trace=(20000, 6, 10), sweep=50, target_chain=(400, 32), target_forest=10_000,
+                  memory_n=(200, 32), serving=(200, 768, 3), evaluate=[1000, 4000],
+                  evaluate_shape=(12, 10)),
+    "full": dict(repeats=5, compare=[(4, 3), (6, 3), (8, 3), (10, 4), (20, 8), (30, 8), (20, 16)],
+                 exhaustive_max=8, lp_max=(30, 16),
+                 nodes=[25, 50, 100, 200, 400, 800], nodes_k=16, states=[2, 4, 8, 16, 32, 64], states_n=100,
+                 shape_n=10_000, shape_k=8, skip_n=40, skip_k=6, skip_probs=[0.0, 0.05, 0.1, 0.3, 0.6, 1.0],
+                 trace=(200_000, 8, 10), sweep=100, target_chain=(400, 32), target_forest=10_000,
+                 memory_n=(400, 32), serving=(400, 768, 5),
+                 evaluate=[1000, 10_000, 100_000, 1_000_000], evaluate_shape=(12, 10)),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+def best_of(fn: Callable[[], Any], repeats: int = 3, budget: float = 30.0) -> tuple[float, Any]:
+    """``(best wall-clock seconds over repeats, last result)``; stops repeating once the total
+    time exceeds ``budget`` seconds (one run always happens)."""
+    best, out, spent = math.inf, None, 0.0
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+        best, spent = min(best, dt), spent + dt
+        if spent > budget:
+            break
+    return best, out
+
+
+def fit_exponent(x: Any, t: Any) -> float:
+    """Slope of ``log t`` against ``log x`` by least squares (the fitted power ``t ∝ x^b``)."""
+    lx, lt = np.log(np.asarray(x, float)), np.log(np.asarray(t, float))
+    return float(np.polyfit(lx, lt, 1)[0])
+
+
+def peak_memory(fn: Callable[[], Any]) -> float:
+    """Peak traced allocation (MiB) while ``fn`` runs (NumPy reports to ``tracemalloc``)."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Instances
+# ---------------------------------------------------------------------------------------------
+def chain(n: int, k: int, regime: str = "typical", seed: int = 0) -> Instance:
+    """A random chain of ``n`` exits with ``k`` states each (see :data:`REGIMES`)."""
+    return random_instance(seed, "chain", n=n, k=k, **REGIMES[regime])
+
+
+def shape_parents(shape: str, n: int, rng: np.random.Generator) -> list[int | None]:
+    """Parents of a chain, a balanced binary tree, a star (one root, ``n − 1`` leaves) or a
+    random recursive tree (parent uniform among earlier nodes)."""
+    if shape == "chain":
+        return [None] + list(range(n - 1))
+    if shape == "balanced":
+        return [None] + [(v - 1) // 2 for v in range(1, n)]
+    if shape == "star":
+        return [None] + [0] * (n - 1)
+    if shape == "random":
+        return [None] + [int(rng.integers(0, v)) for v in range(1, n)]
+    raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def shaped(shape: str, n: int, k: int, seed: int = 0, correlation: float = 0.5, depth_decay: float = 0.8,
+           cost_scale: float = 0.1) -> Instance:
+    """A random tree of the given shape, drawn like ``random_instance`` (losses decreasing
+    with depth, correlated transitions, costs ``cost_scale · U(0.5, 1.5)``)."""
+    rng = np.random.default_rng(seed)
+    parents = shape_parents(shape, n, rng)
+    depth = np.zeros(n, dtype=int)
+    for v, p in enumerate(parents):
+        depth[v] = 0 if p is None else depth[p] + 1
+    losses = [np.sort(rng.random(k))[::-1] * depth_decay ** depth[v] for v in range(n)]
+    mats = [rng.dirichlet(np.ones(k)) if p is None else correlated_transition(rng, k, k, correlation)
+            for p in parents]
+    costs = cost_scale * rng.uniform(0.5, 1.5, size=n)
+    return Instance.tree(parents, losses, mats, costs, name=f"random {shape}")
+
+
+# ---------------------------------------------------------------------------------------------
+# QuantEcon: the chain-with-recall MDP over (i, s, X), solved by backward induction
+# ---------------------------------------------------------------------------------------------
+def quantecon_chain_mdp(inst: Instance, lam: float):
+    """``DiscreteDP`` (state-action-pair form, sparse ``Q``) of a chain with recall, and the
+    index of its start state.
+
+    States: ``(i, s, m)`` = exit ``i`` consulted last, it revealed ``s``, the best scaled loss
+    so far is the level ``L_m`` (levels: the sorted distinct ``λ ℓ_v(s)`` and ``λ y``); then
+    the start and an absorbing terminal state. Actions: *stop* (reward ``−L_m``, to the
+    terminal) and *continue* to exit ``i + 1`` (reward ``−κ c_{i+1}``; to
+    ``(i+1, t, min(m, lev(t)))`` with probability ``P_{i+1}[s, t]``). Rewards are negated
+    trade-offs because ``DiscreteDP`` maximises.
+    """
+    from quantecon.markov import DiscreteDP
+
+    if not inst.is_chain or inst.skips:
+        raise ValueError("the QuantEcon model is built for chains without skips")
+    kappa = 1.0 - lam
+    scaled = [lam * np.asarray(l) for l in inst.losses]
+    extra = [] if inst.fallback is None else [lam * inst.fallback]
+    levels = np.unique(np.concatenate(scaled + [np.array(extra)]))
+    M = len(levels)
+    lev = [np.searchsorted(levels, l) for l in scaled]
+    ks = inst.n_states
+    offset = np.concatenate([[0], np.cumsum(ks * M)])
+    start, terminal = int(offset[-1]), int(offset[-1]) + 1
+    n_states = terminal + 1
+    rows, cols, probs, reward, s_idx, a_idx = [], [], [], [], [], []
+    n_sa = 0
+
+    def add(states: np.ndarray, action: int, r: np.ndarray, nxt: np.ndarray, p: np.ndarray) -> None:
+        """Pairs ``(states[j], action)`` with reward ``r[j]`` and transitions ``nxt[j, :]``
+        with probabilities ``p[j, :]``."""
+        nonlocal n_sa
+        sa = n_sa + np.arange(len(states))
+        s_idx.append(states), a_idx.append(np.full(len(states), action)), reward.append(r)
+        rows.append(np.repeat(sa, nxt.shape[1])), cols.append(nxt.ravel()), probs.append(p.ravel())
+        n_sa += len(states)
+
+    def successors(i: int, m: np.ndarray) -> np.ndarray:
+        """States ``(i, t, min(m, lev_i(t)))`` for every ``t``: shape ``(len(m), K_i)``."""
+        t = np.arange(ks[i])
+        return offset[i] + t[None, :] * M + np.minimum(m[:, None], lev[i][None, :])
+
+    for i in range(inst.n):
+        s, m = np.divmod(np.arange(ks[i] * M), M)  # state (i, s, m) = offset_i + s M + m
+        here = offset[i] + s * M + m
+        add(here, 0, -levels[m], np.full((len(here), 1), terminal), np.ones((len(here), 1)))
+        if i + 1 < inst.n:
+            P = inst.transitions[i + 1]
+            add(here, 1, np.full(len(here), -kappa * inst.costs[i + 1]), successors(i + 1, m), P[s])
+    if inst.fallback is not None:  # stopping at once answers with the fallback
+        m0 = int(np.searchsorted(levels, extra[0]))
+        add(np.array([start]), 0, -levels[[m0]], np.array([[terminal]]), np.ones((1, 1)))
+    else:  # X = +inf: the first loss is always the best so far, as with m0 = the top level
+        m0 = M - 1
+    add(np.array([start]), 1, np.array([-kappa * inst.costs[0]]), successors(0, np.array([m0])),
+        inst.transitions[0])
+    add(np.array([terminal]), 0, np.zeros(1), np.array([[terminal]]), np.ones((1, 1)))
+    Q = sp.csr_matrix((np.concatenate(probs), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(n_sa, n_states))
+    with warnings.catch_warnings():  # beta = 1 disables the infinite-horizon methods: intended
+        warnings.simplefilter("ignore", UserWarning)
+        ddp = DiscreteDP(np.concatenate(reward), Q, 1.0, np.concatenate(s_idx), np.concatenate(a_idx))
+    return ddp, start
+
+
+def solve_quantecon(inst: Instance, lam: float) -> float:
+    """The optimal recall value by QuantEcon backward induction (``n + 1`` periods)."""
+    from quantecon.markov import backward_induction
+
+    ddp, start = quantecon_chain_mdp(inst, lam)
+    vs, _ = backward_induction(ddp, inst.n + 1)
+    return float(-vs[0, start])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+def compare_solvers(sizes: list[tuple[int, int]], repeats: int = 3, exhaustive_max: int = 6,
+                    lp_max: tuple[int, int] = (20, 8), regime: str = "typical", lam: float = LAM) -> list[dict]:
+    """Index vs chain DP vs exhaustive vs LP vs QuantEcon on chains with recall: seconds per
+    solve, ratios to the index solver, and the largest value disagreement."""
+    solve(chain(3, 2), lam, method="lp")  # import and warm cvxpy and numba (QuantEcon)
+    solve_quantecon(chain(3, 2), lam)            # once, outside the timings
+    rows = []
+    for n, k in sizes:
+        inst = chain(n, k, regime)
+        row: dict[str, Any] = {"n": n, "K": k}
+        t, sol = best_of(lambda: solve(inst, lam, method="index"), repeats)
+        row["index_s"], values = t, {"index": sol.value}
+        t, sol = best_of(lambda: solve(inst, lam, method="dp"), repeats)
+        row["dp_s"], values["dp"] = t, sol.value
+        if n <= exhaustive_max and state_space_bound(inst, True) <= MAX_STATES:
+            t, sol = best_of(lambda: solve(inst, lam, method="exhaustive"), 1)
+            row["exhaustive_s"], values["exhaustive"] = t, sol.value
+        if n <= lp_max[0] and k <= lp_max[1]:
+            t, sol = best_of(lambda: solve(inst, lam, method="lp"), min(repeats, 2))
+            row["lp_s"], values["lp"] = t, sol.value
+        t, v = best_of(lambda: solve_quantecon(inst, lam), min(repeats, 2))
+        row["quantecon_s"], values["quantecon"] = t, v
+        for name in ("dp", "exhaustive", "lp", "quantecon"):
+            if f"{name}_s" in row:
+                row[f"{name}/index"] = row[f"{name}_s"] / row["index_s"]
+        row["max_value_gap"] = max(abs(v - values["index"]) for v in values.values())
+        row["value"] = values["index"]
+        rows.append(row)
+    return rows
+
+
+def _chain_rows(sizes: list[tuple[int, int]], repeats: int, regimes) -> list[dict]:
+    """Index solver on chains of ``n`` exits with ``k`` states each, for every ``(n, k)``, in each regime."""
+    rows = []
+    for regime in regimes:
+        for n, k in sizes:
+            inst = chain(n, k, regime)
+            t, res = best_of(lambda: compute_indices(inst, LAM), repeats)
+            rows.append({"regime": regime, "n": n, "K": k, "seconds": t, "max_atoms": int(res.atoms.max()),
+                         "mean_atoms": float(res.atoms.mean())})
+    return rows
+
+
+def scale_nodes(ns: list[int], k: int, repeats: int = 3, regimes=("typical", "dense")) -> list[dict]:
+    """Index solver on chains of ``n`` exits, ``k`` states each, in each regime."""
+    return _chain_rows([(n, k) for n in ns], repeats, regimes)
+
+
+def scale_states(ks: list[int], n: int, repeats: int = 3, regimes=("typical", "dense")) -> list[dict]:
+    """Index solver on chains of ``n`` exits against the states per exit ``K``."""
+    return _chain_rows([(n, k) for k in ks], repeats, regimes)
+
+
+def scale_shapes(n: int, k: int, repeats: int = 3, sizes: int = 3) -> list[dict]:
+    """Index solver on trees of each shape, ``n/4^j`` to ``n`` nodes (``k`` states each)."""
+    rows = []
+    for shape in SHAPES:
+        for j in range(sizes - 1, -1, -1):
+            m = max(4, n // 4**j)
+            inst = shaped(shape, m, k)
+            t, res = best_of(lambda: compute_indices(inst, LAM), repeats)
+            rows.append({"shape": shape, "n": m, "K": k, "seconds": t, "per_node_us": 1e6 * t / m,
+                         "max_atoms": int(res.atoms.max())})
+    return rows
+
+
+def scale_skips(n: int, k: int, probs: list[float], repeats: int = 3) -> list[dict]:
+    """The chain DP (``method="dp"``, recall and no recall) against the skip density."""
+    rows = []
+    for p in probs:
+        inst = random_instance(1, "skips", n=n, k=k, skip_prob=p)
+        t_rec, _ = best_of(lambda: solve(inst, LAM, recall=True, method="dp"), repeats)
+        t_norec, _ = best_of(lambda: solve(inst, LAM, recall=False, method="dp"), repeats)
+        rows.append({"skip_prob": p, "n": n, "K": k, "skips": len(inst.skips),
+                     "recall_dp_s": t_rec, "norecall_dp_s": t_norec})
+    return rows
+
+
+def one_pass_floor(inst: Instance, repeats: int = 5) -> float:
+    """Seconds for one matrix-vector product per transition matrix (the least any exact
+    method that reads every transition must spend)."""
+    x = [np.ones(P.shape[1]) for P in inst.transitions]
+
+    def run() -> None:
+        for P, v in zip(inst.transitions, x):
+            P @ v
+    return best_of(run, repeats)[0]
+
+
+def targets(p: dict[str, Any], compare_rows: list[dict] | None = None, throughput_rows: list[dict] | None = None,
+            repeats: int = 3) -> list[dict]:
+    """The issue's targets, each measured (``met`` is informative; nothing is asserted).
+    Rows already measured by :func:`compare_solvers` / :func:`strategy_throughput` are reused."""
+    out = []
+    row = next((r for r in compare_rows or [] if (r["n"], r["K"]) == (20, 8) and "lp_s" in r), None)
+    if row is None:
+        row = compare_solvers([(20, 8)], repeats, exhaustive_max=0, lp_max=(20, 8))[0]
+    out.append({"target": "index >= 1000x faster than the LP, 20-exit x 8-state chain",
+                "measured": row["lp/index"], "unit": "x", "goal": 1000.0, "met": row["lp/index"] >= 1000.0})
+    n, k = p["target_chain"]
+    for regime in ("typical", "dense"):
+        inst = chain(n, k, regime)
+        t, _ = best_of(lambda: compute_indices(inst, LAM), repeats if regime == "typical" else 1)
+        floor = one_pass_floor(inst)
+        out.append({"target": f"{n}-exit x {k}-state chain ({regime}) within 50x of a one-pass floor",
+                    "measured": t / floor, "unit": "x floor", "goal": 50.0, "met": t / floor <= 50.0,
+                    "seconds": t, "floor_s": floor})
+    m = p["target_forest"]
+    big = {f"random forest of {m} nodes (1% roots)": random_instance(2, "forest", n=m, k=8, roots=max(1, m // 100)),
+           f"random tree of {m} nodes": shaped("random", m, 8), f"balanced tree of {m} nodes": shaped("balanced", m, 8)}
+    for label, inst in big.items():
+        t, _ = best_of(lambda: compute_indices(inst, LAM), repeats)
+        out.append({"target": f"{label} x 8 states in seconds", "measured": t, "unit": "s", "goal": 10.0,
+                    "met": t <= 10.0})
+    if throughput_rows:
+        rate = {r["strategy"]: r["example_exits_per_s"] for r in throughput_rows}
+        slowest = min((v, k) for k, v in rate.items() if not k.startswith("ttamer"))
+        rollout = rate["ttamer (policy rollout only)"]
+        out.append({"target": f"strategy evaluation >= 1e7 example-exits/s (slowest baseline: {slowest[1]})",
+                    "measured": slowest[0], "unit": "1/s", "goal": 1e7, "met": slowest[0] >= 1e7})
+        out.append({"target": "strategy evaluation >= 1e7 example-exits/s (T-Tamer policy rollout)",
+                    "measured": rollout, "unit": "1/s", "goal": 1e7, "met": rollout >= 1e7})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Early-exit strategies: throughput on synthetic traces
+# ---------------------------------------------------------------------------------------------
+def synthetic_trace(n: int, exits: int, classes: int, seed: int = 0):
+    """A trace whose exits grow more confident and more accurate with depth (Dirichlet
+    softmax outputs around the label), costs ``1`` per exit."""
+    from .earlyexit.traces import Trace
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size=n)
+    probs = np.empty((n, exits, classes), dtype=np.float32)
+    for i in range(exits):
+        strength = 0.5 + 3.0 * i / max(exits - 1, 1)
+        logits = rng.normal(size=(n, classes)) + strength * np.eye(classes)[labels] * rng.random((n, 1)) * 2
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs[:, i] = e / e.sum(axis=1, keepdims=True)
+    meta = {"model": "synthetic", "dataset": "synthetic", "cost_unit": "exit", "seed": seed,
+            "exit_names": [f"exit{i}" for i in range(exits)]}
+    return Trace.build(probs, labels, np.ones(exits), meta)
+
+
+def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repeats: int = 3) -> list[dict]:
+    """Example-exits per second of every strategy: a sweep of ``P`` parameter values over
+    ``N`` examples and ``L`` exits counts ``P · N · L`` example-exits."""
+    from .earlyexit import baselines
+    from .earlyexit.calibration import EarlyExitTamer
+    from .earlyexit.chain import run_policy
+    from .earlyexit.features import StateSpec
+
+    trace = synthetic_trace(n, exits, classes)
+    cal, test = trace.split(0.5, seed=0)
+    N, L = test.n_examples, test.n_exits
+    thr = np.linspace(0.0, 1.0, sweep)
+    runs: dict[str, Callable[[], Any]] = {
+        "max-prob": lambda: baselines.max_prob_threshold(test, thr),
+        "max-prob-sdn": lambda: baselines.max_prob_threshold(test, thr, fallback="most_confident"),
+        "entropy": lambda: baselines.entropy_threshold(test, np.linspace(0, np.log(classes), sweep)),
+        "patience": lambda: baselines.patience(test, list(range(L))),
+        "static": lambda: baselines.static_exit(test, list(range(L))),
+        "full": lambda: baselines.full_model(test),
+        "oracle": lambda: baselines.oracle(test),
+    }
+    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=8), loss="label").fit(cal)
+    lams = np.linspace(0.05, 0.999, max(2, sweep // 5))
+    states = tamer.states(test)
+    runs["ttamer (policy rollout only)"] = lambda: run_policy(tamer.solution_, states, test)
+    runs["ttamer (encode states + rollout)"] = lambda: tamer.decide(test)
+    runs["ttamer (solve + run a λ sweep)"] = lambda: tamer.decide_sweep(test, lams, refine=False)
+    from .earlyexit.pathwise import PathwiseTamer
+
+    pw = PathwiseTamer(lam=0.9, feature="max_prob").fit(cal)
+    x = pw.model_.features.transform(test)
+    runs["ttamer path-wise (rule only)"] = lambda: pw.model_.decide(pw.rule_, test, x, pw.model_.answers(test))
+    runs["ttamer path-wise (fit + run a λ sweep)"] = lambda: pw.decide_sweep(test, lams, refine=False)
+    rows = []
+    for name, fn in runs.items():
+        t, dec = best_of(fn, repeats)
+        P = dec.answer.shape[0] if dec.answer.ndim == 2 else 1
+        rows.append({"strategy": name, "params": P, "examples": N, "exits": L, "seconds": t,
+                     "example_exits_per_s": P * N * L / t})
+    return rows
+
+
+def evaluate_scaling(ns: list[int], exits: int, classes: int) -> list[dict]:
+    """``ttamer evaluate`` with its defaults (:func:`ttamer.earlyexit.evaluation.evaluate_trace`: the
+    threshold estimation, the paper's chain, 200 bootstrap replicates) on synthetic traces of
+    ``n`` examples, once each, and the default fit (:class:`~ttamer.earlyexit.tamer.ThresholdTamer`)
+    on the calibration half alone: seconds and example-exits per second."""
+    from .earlyexit.tamer import ThresholdTamer
+    from .earlyexit.evaluation import evaluate_trace
+
+    rows = []
+    for n in ns:
+        trace = synthetic_trace(n, exits, classes)
+        cal, _ = trace.split(0.5, seed=0)
+        t_fit, _ = best_of(lambda: ThresholdTamer().fit(cal), 1)
+        t_eval, _ = best_of(lambda: evaluate_trace(trace), 1)
+        rows.append({"examples": n, "exits": exits, "classes": classes, "seconds": t_eval,
+                     "evaluate_example_exits_per_s": n * exits / t_eval, "fit_seconds": t_fit,
+                     "fit_example_exits_per_s": cal.n_examples * exits / t_fit})
+    return rows
+
+
+def evaluate_targets(rows: list[dict]) -> list[dict]:
+    """The targets on fitting and evaluating large traces, from :func:`evaluate_scaling`."""
+    out = []
+    for r in rows:
+        if r["examples"] in (100_000, 1_000_000):
+            goal = 60.0 if r["examples"] == 100_000 else 600.0
+            out.append({"target": f"evaluate {r['examples']:.0e} x {r['exits']} x {r['classes']}",
+                        "measured": r["seconds"], "unit": "s", "goal": f"<= {goal:g}",
+                        "met": bool(r["seconds"] <= goal)})
+    big = max(rows, key=lambda r: r["examples"])
+    out.append({"target": f"default fit ({big['examples'] // 2} calibration examples)",
+                "measured": big["fit_example_exits_per_s"], "unit": "example-exits/s", "goal": ">= 1e5",
+                "met": bool(big["fit_example_exits_per_s"] >= 1e5)})
+    return out
+
+
+def memory(n: int, k: int, forest: int) -> list[dict]:
+    """Peak traced memory of the index solver (MiB) on a dense chain and a random tree."""
+    cases = {f"dense chain {n}x{k}": chain(n, k, "dense"), f"random tree {forest}x8": shaped("random", forest, 8)}
+    return [{"instance": label, "peak_MiB": peak_memory(lambda: compute_indices(inst, LAM))}
+            for label, inst in cases.items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# The serving runtime
+# ---------------------------------------------------------------------------------------------
+def _mlp_exits(width: int, exits: int = 6, classes: int = 10, seed: int = 0):
+    """A residual MLP (blocks ``x + W2 relu(W1 x)``, hidden ``4·width``) with a linear exit
+    head after every block, as a :class:`ttamer.serving.adapters.MultiExitModel`."""
+    import torch
+
+    from .serving import MultiExitModel
+
+    torch.manual_seed(seed)
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up, self.down = torch.nn.Linear(width, 4 * width), torch.nn.Linear(4 * width, width)
+
+        def forward(self, h):
+            return h + 0.3 * self.down(torch.relu(self.up(h)))
+
+    blocks = [Block().eval() for _ in range(exits)]
+    heads = [torch.nn.Linear(width, classes).eval() for _ in range(exits)]
+    for i, hd in enumerate(heads):  # deeper heads more confident
+        hd.weight.data *= 0.5 + i
+    return MultiExitModel.from_modules(blocks, heads)
+
+
+def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32) -> list[dict]:
+    """The serving runtime on a multi-exit MLP (``_mlp_exits``): per run, cost relative to the plain network
+    (interleaved per query / batch, medians over ``repeats`` rounds), decision overhead in µs
+    per example per exit and, for served strategies, the simulated cost priced with the cost
+    profile of the same mode (``ttamer.serving.latency.with_cost_profile``)."""
+    import torch
+
+    from .earlyexit.baselines import max_prob_threshold
+    from .earlyexit.tamer import ThresholdTamer
+    from .serving import EarlyExitServer, compare_latency, max_prob_rule, threshold_rule, with_cost_profile
+
+    torch.set_num_threads(1)
+    model = _mlp_exits(width)
+    L = model.n_exits
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3 * n, width)).astype(np.float32)
+    with torch.inference_mode():
+        h = torch.as_tensor(x)
+        for b in model.blocks:
+            h = b(h, None)
+        deep = model.heads[-1](h, None).argmax(1).numpy()
+    y = np.where(rng.random(len(x)) < 0.7, deep, rng.integers(0, 10, len(x)))
+    forced = EarlyExitServer(model, max_prob_rule(L, np.inf))
+    trace = forced.run_all(x, y, batch_size=batch_size, meta={"model": f"mlp{width}", "dataset": "synthetic"},
+                           profile_examples=min(n, 100))
+    cal, test = trace.subset(np.arange(2 * n)), trace.subset(np.arange(2 * n, 3 * n))
+    xt = x[2 * n:]
+    tamer = ThresholdTamer(lam=0.9, policy="per_exit:max_prob:last", n_lams=41).fit(cal)
+    tau = float(np.quantile(test.max_prob[:, 0], 0.5))
+    strategies = {"ThresholdTamer λ=0.9 (per_exit:max_prob:last)": (EarlyExitServer.from_tamer(model, tamer),
+                                                                    tamer.decide(test)),
+                  f"max-prob τ={tau:.3f}": (EarlyExitServer(model, max_prob_rule(L, tau)),
+                                           max_prob_threshold(test, [tau])[0])}
+    rollout = EarlyExitServer(model, *threshold_rule(L, np.inf), compile=False)
+    runs = {"plain network": forced.run_full, "runtime forced to the last exit": forced.serve,
+            "runtime forced to the last exit (policy rollout)": rollout.serve,
+            **{k: srv.serve for k, (srv, _) in strategies.items()}}
+    rows = []
+    for mode, bs in (("batch1", 1), ("batched", batch_size)):
+        compare_latency(runs, xt[: 3 * bs], batch_size=bs, repeats=1)  # warm-up
+        out = compare_latency(runs, xt, batch_size=bs, repeats=repeats)
+        base = out["plain network"]["ms_per_example"]
+        priced = with_cost_profile(test, mode)
+        for k, v in out.items():
+            res = v["result"]
+            row = {"mode": mode, "run": k, "ms_per_example": v["ms_per_example"],
+                   "measured_cost": v["ms_per_example"] / base,
+                   "decision_us_per_exit": res.decision_us_per_exit if k != "plain network" else None}
+            if k in strategies:
+                last = strategies[k][1].last
+                row["simulated_cost"] = float(priced.cumulative_cost[np.arange(len(last)), last].mean()
+                                              / priced.full_cost.mean())
+                row["gap"] = row["measured_cost"] - row["simulated_cost"]
+            rows.append(row)
+    return rows
+
+
+def serving_targets(rows: list[dict]) -> list[dict]:
+    """The serving targets, each measured (informative; nothing is asserted)."""
+    get = {(r["mode"], r["run"]): r for r in rows}
+    out = []
+    for mode, goal in (("batch1", 1.03), ("batched", None)):
+        r = get[(mode, "runtime forced to the last exit")]
+        out.append({"target": f"runtime forced to the last exit vs the plain network ({mode})",
+                    "measured": r["measured_cost"], "unit": "x", "goal": goal,
+                    "met": None if goal is None else r["measured_cost"] <= goal})
+    r = get[("batch1", "runtime forced to the last exit")]
+    out.append({"target": "decision overhead per example per exit (batch 1, CPU)", "measured": r["decision_us_per_exit"],
+                "unit": "µs", "goal": 20.0, "met": r["decision_us_per_exit"] <= 20.0})
+    for mode, goal in (("batch1", 0.03), ("batched", 0.02)):
+        gaps = [abs(r["gap"]) for r in rows if r["mode"] == mode and "gap" in r]
+        out.append({"target": f"|measured − simulated cost| of every served strategy ({mode})", "measured": max(gaps),
+                    "unit": "of full", "goal": goal, "met": max(gaps) <= goal})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+def fitted(rows: list[dict], x: str, group: str) -> dict[str, float]:
+    """Fitted exponent of ``seconds`` against ``x`` for each value of ``group`` (points above
+    1 ms only, where the fixed per-call overhead no longer dominates; NaN if < 2 points)."""
+    out = {}
+    for g in dict.fromkeys(r[group] for r in rows):
+        pts = [(r[x], r["seconds"]) for r in rows if r[group] == g and r["seconds"] > 1e-3]
+        out[g] = fit_exponent(*zip(*pts)) if len(pts) >= 2 else float("nan")
+    return out
+
+
+def run_all(profile: str = "quick") -> dict[str, Any]:
+    """Every section at the sizes of ``profile`` (``smoke``, ``quick`` or ``full``)."""
+    p = PROFILES[profile]
+    r = p["repeats"]
+    res: dict[str, Any] = {"profile": profile, "lam": LAM, "numpy": np.__version__,
+                           "threads": os.environ.get("OMP_NUM_THREADS", "unset")}
+    res["compare"] = compare_solvers(p["compare"], r, p["exhaustive_max"], p["lp_max"])
+    res["nodes"] = scale_nodes(p["nodes"], p["nodes_k"], r)
+    res["nodes_exponent"] = fitted(res["nodes"], "n", "regime")
+    res["states"] = scale_states(p["states"], p["states_n"], r)
+    res["states_exponent"] = fitted(res["states"], "K", "regime")
+    res["shapes"] = scale_shapes(p["shape_n"], p["shape_k"], r)
+    res["shapes_exponent"] = fitted(res["shapes"], "n", "shape")
+    res["skips"] = scale_skips(p["skip_n"], p["skip_k"], p["skip_probs"], r)
+    res["throughput"] = strategy_throughput(*p["trace"], sweep=p["sweep"], repeats=r)
+    res["targets"] = targets(p, res["compare"], res["throughput"], r)
+    res["memory"] = memory(*p["memory_n"], p["target_forest"])
+    res["serving"] = serving_overhead(*p["serving"][:2], repeats=p["serving"][2])
+    res["targets"] += serving_targets(res["serving"])
+    res["evaluate"] = evaluate_scaling(p["evaluate"], *p["evaluate_shape"])
+    res["evaluate_exponent"] = fitted(res["evaluate"], "examples", "exits")
+    res["targets"] += evaluate_targets(res["evaluate"])
+    return res
+
+
+def table(rows: list[dict], cols: list[str] | None = None) -> str:
+    """A plain-text table (floats in 4 significant digits)."""
+    cols = cols or list(dict.fromkeys(c for r in rows for c in r))
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.4g}"
+        return "-" if v is None else str(v)
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    width = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, width))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, width)) for row in cells]
+    return "\n".join(lines)
+
+
+def report(res: dict[str, Any]) -> str:
+    """The results as text."""
+    cmp_cols = ["n", "K", "index_s", "dp_s", "exhaustive_s", "lp_s", "quantecon_s", "dp/index",
+                "exhaustive/index", "lp/index", "quantecon/index", "max_value_gap"]
+    parts = [
+        f"ttamer benchmarks -- profile {res['profile']}, λ = {res['lam']}, numpy {res['numpy']}, "
+        f"OMP_NUM_THREADS={res['threads']}",
+        "\n## Solvers on chains with recall (seconds, best of k; ratios to the index solver)",
+        table(res["compare"], cmp_cols),
+        "\n## Index solver vs number of nodes (chains)", table(res["nodes"]),
+        f"fitted exponents (seconds ~ n^b): {_fmt_exp(res['nodes_exponent'])}",
+        "\n## Index solver vs states per node (chains)", table(res["states"]),
+        f"fitted exponents (seconds ~ K^b): {_fmt_exp(res['states_exponent'])}",
+        "\n## Index solver vs tree shape", table(res["shapes"]),
+        f"fitted exponents (seconds ~ n^b): {_fmt_exp(res['shapes_exponent'])}",
+        "\n## Chain DP vs skip density", table(res["skips"]),
+        "\n## Early-exit strategies: throughput on a synthetic trace", table(res["throughput"]),
+        "\n## Targets", table(res["targets"], ["target", "measured", "unit", "goal", "met"]),
+        "\n## Peak memory of the index solver (tracemalloc)", table(res["memory"]),
+        "\n## Serving runtime: cost relative to the plain network, decision overhead, measured vs simulated",
+        table(res["serving"]),
+        "\n## ttamer evaluate with its defaults vs trace size (synthetic traces)", table(res["evaluate"]),
+        f"fitted exponents (seconds ~ examples^b): {_fmt_exp(res['evaluate_exponent'])}",
+    ]
+    return "\n".join(parts)
+
+
+def _fmt_exp(d: dict[str, float]) -> str:
+    return ", ".join(f"{k}: {v:.2f}" for k, v in d.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="CI-size instances (about a minute)")
+    g.add_argument("--smoke", action="store_true", help="tiny instances (the test suite)")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    args = ap.parse_args(argv)
+    profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    res = run_all(profile)
+    print(report(res))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

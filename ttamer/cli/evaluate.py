@@ -1,0 +1,124 @@
+"""``ttamer evaluate TRACES.npz``: every early-exit strategy on the held-out examples of a trace.
+
+Splits the trace (``--seed``, ``--calibration-fraction``), fits T-Tamer on the calibration
+part and reports the frontiers and metrics of :func:`ttamer.earlyexit.evaluation.evaluate_trace`:
+with ``--json`` a JSON object ``{"full_model": {...}, "strategies": {NAME: {"auc",
+"cost_at_full_accuracy", "frontier", ...}}, ...}``, otherwise a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..core.errors import TTamerError
+from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_fraction, check_seed, escape_lines
+from ..earlyexit.results import EvaluationResult
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``evaluate`` subcommand."""
+    p = subparsers.add_parser("evaluate", help="evaluate T-Tamer and the early-exit heuristics on a trace (.npz)",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("path", metavar="TRACES.npz", help="trace file (.npz)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test split (default 0)")
+    p.add_argument("--calibration-fraction", type=float, default=0.5,
+                   help="share of the examples used to fit T-Tamer (default 0.5)")
+    p.add_argument("--target", choices=("label", "final"), default="label",
+                   help="judge answers against the true label or the full model's prediction")
+    p.add_argument("--frontier", choices=("pareto", "hull"), default="pareto",
+                   help="staircase of the sweep points, or their concave envelope (randomised mixtures)")
+    p.add_argument("--estimation", choices=("thresholds", "regression", "chain"), default="thresholds",
+                   help="T-Tamer's estimation: threshold rules on calibration paths chosen by cross-validation "
+                        "(default), a regression of the continuation value, or the paper's binned Markov chain")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the bands (0: none)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: when stderr is a terminal)")
+    p.set_defaults(run=run)
+    return p
+
+
+def _fmt(x: Any, pct: bool = False) -> str:
+    if x is None:
+        return "—"
+    return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
+
+
+def format_table(result: EvaluationResult) -> str:
+    """A readable summary of :func:`~ttamer.earlyexit.evaluation.evaluate_trace`'s result."""
+    tr, sp, full = result.trace, result.split, result.full_model
+    lines = [
+        f"{tr.model} on {tr.dataset}: {tr.n_exits} exits, {tr.n_classes} classes; "
+        f"{sp.n_calibration} calibration / {sp.n_test} test examples (seed {sp.seed})",
+        f"full model: accuracy {100 * full.accuracy:.2f}% ({result.target}), "
+        f"mean cost {full.mean_cost:.4g} {tr.cost_unit}",
+        f"T-Tamer: {result.ttamer_fit['description']}",
+        f"costs are fractions of the full model's; {result.frontier_kind} frontiers; AUC over cost range "
+        f"[{result.cost_range[0]:.3f}, {result.cost_range[1]:.3f}]",
+        "",
+    ]
+    head = ["strategy", "AUC", "cost@full", "cost@-0.5pt", "cost@-1pt", "acc@25%", "acc@50%", "acc@75%",
+            "oracle share", "AUC - ttamer (95% paired)"]
+    rows = [head]
+    for name, m in result.strategies.items():
+        acc = m.accuracy_at_cost
+        d = m.auc_minus_ttamer_ci
+        diff = "—" if d is None or name == "ttamer" else f"[{d[0]:+.4f}, {d[2]:+.4f}]"
+        rows.append([name, _fmt(m.auc), _fmt(m.cost_at_full_accuracy),
+                     _fmt(m.cost_at_full_accuracy_minus_half_pt), _fmt(m.cost_at_full_accuracy_minus_1pt),
+                     _fmt(acc["0.25"], True), _fmt(acc["0.5"], True), _fmt(acc["0.75"], True),
+                     _fmt(m.oracle_gain_share, True), diff])
+    widths = [max(len(r[j]) for r in rows) for j in range(len(head))]
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ttamer evaluate``; bad input → message on stderr, exit status 2."""
+    from ..earlyexit.evaluation import evaluate_trace
+    from ..earlyexit.traces import load_trace
+
+    try:
+        seed = check_seed(args.seed, "--seed")
+        check_fraction(args.calibration_fraction, "--calibration-fraction")
+        check_count(args.bootstrap, "--bootstrap", minimum=0, maximum=1_000_000)
+        trace = load_trace(args.path)
+        check_fraction(args.calibration_fraction, "--calibration-fraction", n=trace.n_examples,
+                       min_each=MIN_SPLIT_EXAMPLES)
+        args.seed = seed
+        result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
+                                target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
+                                estimation=args.estimation,
+                                progress=sys.stderr.isatty() if args.progress is None else args.progress)
+    except (TTamerError, OSError) as exc:
+        from .common import error_line
+
+        print(error_line("evaluate", exc), file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1, allow_nan=False))
+    else:
+        print(escape_lines(format_table(result)))  # model, dataset, exit names come from the file
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m ttamer.cli.evaluate``), for tests before registration."""
+    from .common import safe_streams
+
+    safe_streams()
+    parser = argparse.ArgumentParser(prog="ttamer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

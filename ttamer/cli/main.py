@@ -1,0 +1,93 @@
+"""Command line: ``ttamer solve``, ``ttamer evaluate``, ``ttamer traces`` (``python -m ttamer``).
+
+Bad input exits with status 2 and one clear line naming the culprit, never a traceback.
+Anything printed that comes from a file (names, meta) has its control characters escaped, and
+the output works on any terminal encoding (non-ASCII characters are backslash-escaped where
+the encoding lacks them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from ..core.errors import TTamerError
+from ..solvers.solve import METHODS
+from .common import error_line, safe_streams
+from ..core.validate import escape_lines, escape_text
+
+
+def _add_solve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("solve", help="solve an instance file (JSON) for one λ")
+    p.add_argument("path", help="instance file (JSON)")
+    p.add_argument("--lam", type=float, required=True, help="trade-off weight λ in [0, 1]")
+    p.add_argument("--no-recall", action="store_true", help="answer with the last model consulted")
+    p.add_argument("--method", choices=METHODS, default="auto")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(run=_run_solve)
+
+
+def _run_solve(args: argparse.Namespace) -> int:
+    from ..core.instance import load_instance
+    from ..solvers.solve import solve
+
+    inst = load_instance(args.path)
+    sol = solve(inst, args.lam, recall=not args.no_recall, method=args.method)
+    if args.json:
+        out = {"instance": inst.name, "value": sol.value, "lam": sol.lam, "recall": sol.recall,
+               "method": sol.method, "policy": sol.policy.describe()}
+        if sol.sigma is not None:
+            out["indices"] = {inst.nodes[v].name: s.tolist() for v, s in enumerate(sol.sigma)}
+        print(json.dumps(out, indent=2))  # ASCII: json escapes control and non-ASCII characters
+    else:
+        kind = "recall" if sol.recall else "no recall"
+        print(f"{escape_text(inst.name or args.path)}: λ={sol.lam:g}, {kind}, method={sol.method}")
+        print(f"optimal expected trade-off: {sol.value:.10g}")
+        print(escape_lines(sol.policy.describe()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ttamer", description="T-Tamer: provably taming trade-offs in ML serving")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_solve(sub)
+    for module in _subcommands():
+        module.add_parser(sub)
+    return parser
+
+
+def _subcommands() -> list:
+    from . import evaluate, traces
+
+    return [evaluate, traces]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    safe_streams()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except TTamerError as exc:
+        print(error_line(args.command, exc), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(error_line(args.command, exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ttamer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (MemoryError, RecursionError) as exc:
+        print(error_line(args.command, f"out of resources ({type(exc).__name__}): the input is too large "
+                                       f"or too deeply nested"), file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, never a traceback
+        print(error_line(args.command, f"unexpected {type(exc).__name__}: {exc} "
+                                       f"(please report this as a bug)"), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""``ttamer traces {nlp,vision,zoo}``: generate an early-exit trace on a real model.
+
+Runs a workload (``--profile offline``: local weights and data on a CPU in minutes;
+``full``: BERT-base / ResNet-18 by hub name, for a GPU) and writes one trace file (see :mod:`ttamer.earlyexit.traces`)
+to ``--out``, or into the trace cache (``$TTAMER_CACHE`` or ``~/.cache/ttamer/traces``) when
+``--out`` is not given. The file is written to a temporary name and renamed, so a failed run
+never overwrites a good trace. Prints the per-exit accuracy and cost, and the file written.
+
+``ttamer traces zoo NAME --out PATH`` regenerates one trace of the shipped zoo
+(:mod:`ttamer.workloads.zoo`); ``--all`` rebuilds every file in ``ttamer/data/zoo``;
+``--list`` prints the zoo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..core.errors import TTamerError
+from ..core.validate import check_seed, escape_text
+
+_SIZES = {
+    "nlp": [("--n-head", "n_head", "examples that train the exit heads"),
+            ("--n-trace", "n_trace", "examples in the trace"),
+            ("--max-length", "max_length", "tokens per text (truncation)"),
+            ("--batch-size", "batch_size", "batch size")],
+    "vision": [("--n-train", "n_train", "training images (network and heads)"),
+               ("--n-test", "n_test", "test images in the trace"),
+               ("--epochs", "epochs", "training epochs"),
+               ("--batch-size", "batch_size", "batch size"),
+               ("--width", "width", "channels of the first block")],
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``traces`` subcommand (with sub-subcommands ``nlp`` and ``vision``)."""
+    p = subparsers.add_parser("traces", help="generate an early-exit trace (.npz) on a real model",
+                              description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="workload", required=True)
+    for workload, sizes in _SIZES.items():
+        w = sub.add_parser(workload, help=f"the {workload} workload")
+        w.add_argument("--profile", choices=("offline", "full"), default="offline",
+                       help="offline: local weights/data on a CPU (default); full: hub models, for a GPU")
+        w.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+        w.add_argument("--out", default=None, help="trace file to write (default: the trace cache)")
+        w.add_argument("--seed", type=int, default=0)
+        w.add_argument("--no-progress", action="store_true", help="no progress bars")
+        w.add_argument("--json", action="store_true", help="print a JSON summary")
+        for flag, dest, text in sizes:
+            w.add_argument(flag, dest=dest, type=int, default=None, help=f"{text} (default: the profile's)")
+        w.set_defaults(run=run)
+    z = sub.add_parser("zoo", help="regenerate a trace of the shipped zoo from packaged weights and data",
+                       description="Regenerate a trace of the zoo (ttamer/data/zoo) from the weights and "
+                                   "data that ship inside installed packages (CPU, one thread).")
+    z.add_argument("name", nargs="?", default=None, help="zoo trace name (see --list)")
+    z.add_argument("--out", default=None, help="trace file to write (default: the shipped file)")
+    z.add_argument("--all", action="store_true", help="rebuild every zoo file into ttamer/data/zoo")
+    z.add_argument("--list", action="store_true", help="list the zoo's traces and exit")
+    z.add_argument("--seed", type=int, default=0, help="seed (0 = the shipped files)")
+    z.add_argument("--no-progress", action="store_true", help="no progress bars")
+    z.add_argument("--json", action="store_true", help="print a JSON summary")
+    z.set_defaults(run=run_zoo)
+    return p
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    """Run ``ttamer traces zoo``; bad input → message on stderr, exit status 2."""
+    from ..workloads import zoo
+
+    if args.list:
+        for row in zoo.zoo_table():
+            print(f"{row['name']:<32} {row['modality']:<6} {row['kind']:<12} "
+                  f"{'shipped' if row['shipped'] else 'MISSING':<8} {row['description']}")
+        return 0
+    summaries = []
+    try:
+        if args.all == (args.name is not None):
+            raise TTamerError("give a zoo trace NAME or --all (not both); known: " + ", ".join(zoo.zoo_names()))
+        if args.all and args.out:
+            raise TTamerError("--out goes with one NAME; --all writes into ttamer/data/zoo")
+        names = zoo.zoo_names() if args.all else [zoo.zoo_entry(args.name).name]
+        for name in names:
+            tr, path = zoo.write_zoo_trace(name, args.out, seed=args.seed, progress=not args.no_progress)
+            summaries.append({"name": name, "path": str(path), "trace": repr(tr),
+                              "exit_names": tr.exit_names, "exit_accuracy": tr.accuracy().tolist(),
+                              "cost": tr.mean_cost.tolist(), "cost_unit": tr.meta.get("cost_unit", "unit"),
+                              "seconds": tr.meta.get("generation_seconds_total")})
+            if not args.json:
+                print(repr(tr))
+                for n, acc, c in zip(tr.exit_names, tr.accuracy(), tr.mean_cost):
+                    print(f"  {n:>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} {tr.meta.get('cost_unit', 'unit')}")
+                print(f"wrote {path} ({summaries[-1]['seconds']} s)")
+    except (TTamerError, OSError) as exc:
+        print(f"ttamer traces zoo: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summaries if args.all else summaries[0], indent=2))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ttamer traces``; bad input → message on stderr, exit status 2."""
+    from ..earlyexit.traces import save_trace
+    from ..workloads import generate, trace_path
+
+    try:
+        check_seed(args.seed, "--seed")
+        sizes = {dest: getattr(args, dest) for _, dest, _ in _SIZES[args.workload]}
+        for name, value in sizes.items():
+            if value is not None and value < 1:
+                raise TTamerError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        out = Path(args.out) if args.out else trace_path(args.workload, args.profile, seed=args.seed,
+                                                          device=args.device, **sizes)
+        if out.parent and not out.parent.exists():
+            raise TTamerError(f"--out: folder {str(out.parent)!r} does not exist")
+        result = generate(args.workload, args.profile, seed=args.seed, device=args.device,
+                          progress=not args.no_progress, **sizes)
+        save_trace(out, result.trace)
+    except (TTamerError, OSError) as exc:
+        from .common import error_line
+
+        print(error_line("traces", exc), file=sys.stderr)
+        return 2
+    tr = result.trace
+    summary = {"path": str(out), "trace": repr(tr), "exit_names": tr.exit_names,
+               "exit_accuracy": tr.accuracy().tolist(), "cost": tr.mean_cost.tolist(),
+               "cost_unit": tr.meta.get("cost_unit", "unit"), "alt_costs": tr.meta.get("alt_costs"),
+               "seconds": result.seconds}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(escape_text(repr(tr)))
+        unit = escape_text(summary["cost_unit"], 40)
+        for name, acc, c in zip(tr.exit_names, summary["exit_accuracy"], summary["cost"]):
+            print(f"  {escape_text(name, 40):>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} {unit}")
+        print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+        print(f"wrote {escape_text(str(out))}")
+    return 0

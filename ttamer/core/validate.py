@@ -1,0 +1,151 @@
+"""Shared checks of the arguments every public entry point takes (λ, seeds, counts, fractions,
+flags) and terminal-safe text.
+
+Each check returns the value in its canonical type or raises a :class:`~ttamer.core.errors.TTamerError`
+naming the argument. Nothing is coerced: ``"0.5"``, ``True`` or ``1.7`` is never taken for a
+number, a flag or an index. These are the one place λ, seeds and fractions are validated;
+``solve``, ``simulate``, the traces and the command line all call them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .errors import TTamerError
+
+#: Fewest examples a calibration/test split may leave on either side.
+MIN_SPLIT_EXAMPLES = 20
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value for a one-line message, cut to ``limit`` characters."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__ must not replace the real error
+        text = f"<{type(value).__name__}>"
+    if _is_int(value) and len(text) > limit:
+        return f"<an integer with {len(text.lstrip('-'))} digits>"
+    text = escape_text(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_real(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float within the given bounds, or a :class:`~ttamer.core.errors.TTamerError` naming
+    ``name``. Booleans and strings are refused, not converted."""
+    if not _is_real(value):
+        raise TTamerError(f"{name} must be a number, got {_short(value)}")
+    try:
+        out = float(value)
+    except (OverflowError, ValueError):
+        raise TTamerError(f"{name} is out of range, got {_short(value)}") from None
+    if not math.isfinite(out):
+        raise TTamerError(f"{name} must be finite, got {out}")
+    if low is not None and (out <= low if low_open else out < low):
+        raise TTamerError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {out:g}")
+    if high is not None and (out >= high if high_open else out > high):
+        raise TTamerError(f"{name} must be {'<' if high_open else '<='} {high:g}, got {out:g}")
+    return out
+
+
+def check_lam(lam: Any, name: str = "lam") -> float:
+    """The trade-off weight λ as a float in [0, 1] (the book's chapter *The model*)."""
+    if not _is_real(lam):
+        raise TTamerError(f"{name} must be a number in [0, 1], got {_short(lam)}")
+    try:
+        out = float(lam)
+    except (OverflowError, ValueError):
+        out = float("inf")
+    if not (math.isfinite(out) and 0.0 <= out <= 1.0):
+        raise TTamerError(f"{name} must be in [0, 1], got {_short(lam) if out == float('inf') else out}")
+    return out
+
+
+def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as a Python int (NumPy integers accepted; bools, floats and strings refused)."""
+    if not _is_int(value):
+        raise TTamerError(f"{name} must be an integer, got {_short(value)}")
+    out = int(value)
+    if minimum is not None and out < minimum:
+        raise TTamerError(f"{name} must be >= {minimum}, got {_short(out)}")
+    if maximum is not None and out > maximum:
+        raise TTamerError(f"{name} must be <= {maximum}, got {_short(out)}")
+    return out
+
+
+def check_seed(seed: Any, name: str = "seed", *, allow_generator: bool = False) -> Any:
+    """A seed: a non-negative integer (or, with ``allow_generator``, a ``numpy.random.Generator``)."""
+    if allow_generator and isinstance(seed, np.random.Generator):
+        return seed
+    return check_int(seed, name, minimum=0, maximum=2**128 - 1)
+
+
+def check_count(n: Any, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """A count (``n`` samples, replicates...): an integer ``>= minimum``."""
+    return check_int(n, name, minimum=minimum, maximum=maximum)
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """A flag: ``True``/``False`` only (``"no"`` or ``0`` is not a flag)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TTamerError(f"{name} must be True or False, got {_short(value)}")
+    return bool(value)
+
+
+def check_fraction(fraction: Any, name: str = "calibration fraction", n: int | None = None,
+                   min_each: int = MIN_SPLIT_EXAMPLES) -> float:
+    """A split fraction in (0, 1). With ``n`` (examples to split), ``round(fraction·n)`` and the
+    rest must each hold at least ``min_each`` examples."""
+    f = check_real(fraction, name, low=0.0, high=1.0, low_open=True, high_open=True)
+    if n is not None:
+        k = round(f * n)
+        if k < min_each or n - k < min_each:
+            raise TTamerError(
+                f"{name} {f:g} of {n} examples leaves {k} calibration and {n - k} test examples; "
+                f"each side needs at least {min_each} (MIN_SPLIT_EXAMPLES)")
+    return f
+
+
+# ------------------------------------------------------------------------------- terminal text
+def escape_text(text: Any, limit: int | None = None) -> str:
+    """``text`` safe to print on a terminal: control characters, bidirectional overrides,
+    lone surrogates and other non-printable characters become backslash escapes."""
+    text = text if isinstance(text, str) else str(text)
+    if not text.isprintable():
+        text = "".join(
+            c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+            for c in text)
+    if limit is not None and len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return text
+
+
+def escape_lines(text: str) -> str:
+    """:func:`escape_text` on every line of ``text`` (newlines kept)."""
+    return "\n".join(escape_text(line) for line in text.split("\n"))
+
+
+def magnitude(value: int) -> str:
+    """A short description of a (possibly huge) non-negative integer: ``1,234`` or ``more than 10^k``."""
+    if value < 10**12:
+        return f"{value:,}"
+    return f"more than 10^{(value.bit_length() - 1) * 30103 // 100000}"
+
+
+def magnitude_log10(log10_value: float) -> str:
+    """A short description of a count known by its base-10 logarithm."""
+    if log10_value < 12:
+        return f"{round(10 ** log10_value):,}"
+    return f"more than 10^{int(math.floor(log10_value))}"

@@ -1,0 +1,150 @@
+"""Early-exit heuristics compared with T-Tamer on the same test examples (the book's chapter *Early exit on real models*).
+
+Every strategy walks the chain of exits ``0, 1, …, L−1``, stops at some exit ``k`` (having
+paid ``Σ_{i≤k} cost[i]``) and answers with one consulted exit. Each function is vectorised
+over examples and over its parameter sweep and returns :class:`~ttamer.earlyexit.traces.ExitDecisions`
+with arrays ``[P, N]`` (``P`` parameter values, in ``params``):
+
+* :func:`max_prob_threshold` -- stop at the first exit with ``max_c p_i(c) ≥ τ``
+  (BranchyNet / SDN); if none passes, answer with the last exit, or with SDN's fallback
+  ``fallback="most_confident"`` (the consulted exit of largest max-probability);
+* :func:`entropy_threshold` -- stop at the first exit with entropy ``H_i ≤ τ`` (DeeBERT);
+* :func:`patience` -- stop at the first exit whose prediction equals that of the ``t``
+  exits before it (PABEE, patience ``t``; ``t = 0`` is exit 0);
+* :func:`static_exit` -- always exit ``k``; :func:`full_model` -- always the last exit;
+* :func:`oracle` -- stop at the first exit that is right (``target``); with budget ``k`` it
+  looks at exits ``0..k`` only and answers with exit ``k`` if none is right. ``k = L−1`` is
+  the classical oracle (first correct exit, else the full model), a bound no real strategy
+  reaches;
+* :func:`oracle_frontier` -- the hindsight bound at every cost: an example is right at least
+  cost ``Σ_{i≤f} cost[i]`` (``f`` its first right exit) and wrong at least at exit 0, so the
+  most accurate strategy at a given mean cost fixes the examples cheapest to fix first
+  (greedy = optimal: every fixed example is worth the same). No strategy that consults a
+  prefix of the exits and answers with one of them lies above this frontier.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..core.errors import TTamerError
+from .traces import ExitDecisions, Trace, target_labels
+
+FALLBACKS = ("last", "most_confident")
+
+
+def _first_stop(stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``stop [..., L]`` bool → (index of the first True, whether any); the last exit if none."""
+    L = stop.shape[-1]
+    any_ = stop.any(axis=-1)
+    first = np.where(any_, stop.argmax(axis=-1), L - 1)
+    return first.astype(np.int64), any_
+
+
+def default_thresholds(values: np.ndarray, n: int = 100) -> np.ndarray:
+    """A sweep of ``n`` thresholds: quantiles of ``values`` (all exits pooled) plus the
+    extremes, so that the sweep runs from "always exit 0" to "never stop early"."""
+    q = np.quantile(values.ravel(), np.linspace(0.0, 1.0, max(n - 2, 2)))
+    lo, hi = float(values.min()), float(values.max())
+    return np.unique(np.concatenate([[lo - 1.0], q, [hi + 1.0]]))
+
+
+def _threshold_sweep(trace: Trace, score: np.ndarray, thresholds: np.ndarray, below: bool) -> np.ndarray:
+    """``[T, N, L]`` bool: exit passes the threshold (``score ≤ τ`` if ``below``, else ``≥``)."""
+    t = np.asarray(thresholds, dtype=float)[:, None, None]
+    return score[None] <= t if below else score[None] >= t
+
+
+def max_prob_threshold(trace: Trace, thresholds: Sequence[float] | None = None,
+                       fallback: str = "last") -> ExitDecisions:
+    """Confidence threshold: stop at the first exit with max-probability ``≥ τ``."""
+    if fallback not in FALLBACKS:
+        raise TTamerError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
+    mp = trace.max_prob
+    th = default_thresholds(mp) if thresholds is None else np.asarray(thresholds, dtype=float)
+    last, passed = _first_stop(_threshold_sweep(trace, mp, th, below=False))
+    answer = last.copy()
+    if fallback == "most_confident":
+        answer = np.where(passed, last, mp.argmax(axis=1)[None, :])
+    name = "max-prob" if fallback == "last" else "max-prob-sdn"
+    return ExitDecisions.from_last(trace, answer, last, th, name)
+
+
+def entropy_threshold(trace: Trace, thresholds: Sequence[float] | None = None) -> ExitDecisions:
+    """DeeBERT: stop at the first exit with entropy ``≤ τ``; the last exit if none."""
+    h = trace.entropy
+    th = default_thresholds(h) if thresholds is None else np.asarray(thresholds, dtype=float)
+    last, _ = _first_stop(_threshold_sweep(trace, h, th, below=True))
+    return ExitDecisions.from_last(trace, last, last, th, "entropy")
+
+
+def agreement_run_length(pred: np.ndarray) -> np.ndarray:
+    """``[N, L]``: number of consecutive exits just before ``i`` with exit ``i``'s prediction
+    (PABEE's patience counter). Loop over exits only."""
+    n, L = pred.shape
+    run = np.zeros((n, L), dtype=np.int64)
+    for i in range(1, L):
+        run[:, i] = np.where(pred[:, i] == pred[:, i - 1], run[:, i - 1] + 1, 0)
+    return run
+
+
+def patience(trace: Trace, patiences: Sequence[int] | None = None) -> ExitDecisions:
+    """PABEE: stop at the first exit whose prediction stayed the same for ``t`` consecutive
+    exits before it (counter ``≥ t``); the full model if never."""
+    L = trace.n_exits
+    ts = np.arange(L) if patiences is None else np.asarray(patiences, dtype=np.int64)
+    if (ts < 0).any():
+        raise TTamerError(f"patience values must be >= 0, got {ts.tolist()}")
+    run = agreement_run_length(trace.predictions)
+    last, _ = _first_stop(run[None] >= ts[:, None, None])
+    return ExitDecisions.from_last(trace, last, last, ts, "patience")
+
+
+def static_exit(trace: Trace, exits: Sequence[int] | None = None) -> ExitDecisions:
+    """Always stop at exit ``k`` (one sweep point per ``k``; default every exit)."""
+    L, n = trace.n_exits, trace.n_examples
+    ks = np.arange(L) if exits is None else np.asarray(exits, dtype=np.int64)
+    if ((ks < 0) | (ks >= L)).any():
+        raise TTamerError(f"static exits must be in 0..{L - 1}, got {ks.tolist()}")
+    last = np.broadcast_to(ks[:, None], (len(ks), n)).copy()
+    return ExitDecisions.from_last(trace, last, last, ks, "static")
+
+
+def full_model(trace: Trace) -> ExitDecisions:
+    """Always the last exit (a sweep of one point)."""
+    d = static_exit(trace, [trace.n_exits - 1])
+    d.name = "full"
+    return d
+
+
+def oracle(trace: Trace, target: str = "label", budgets: Sequence[int] | None = None) -> ExitDecisions:
+    """Stop at the first right exit among ``0..k`` (``k`` = budget), else at exit ``k``.
+    Default budgets: every exit; the last point is the classical oracle."""
+    L = trace.n_exits
+    ks = np.arange(L) if budgets is None else np.asarray(budgets, dtype=np.int64)
+    right = trace.predictions == target_labels(trace, target)[:, None]  # [N, L]
+    allowed = np.arange(L)[None, None, :] <= ks[:, None, None]
+    first, any_ = _first_stop(right[None] & allowed)
+    last = np.where(any_, first, ks[:, None])
+    return ExitDecisions.from_last(trace, last, last, ks, "oracle")
+
+
+def oracle_frontier(trace: Trace, target: str = "label", n_points: int = 201) -> ExitDecisions:
+    """Hindsight frontier (module docstring): sweep point ``m`` answers the ``m`` cheapest-to-fix
+    examples at their first right exit and every other example at exit 0; ``m`` runs over
+    ``n_points`` values from 0 to the number of fixable examples (``params`` = ``m``)."""
+    n = trace.n_examples
+    right = trace.predictions == target_labels(trace, target)[:, None]
+    fixable = right[:, 1:].any(axis=1) & ~right[:, 0]
+    first = np.where(right.any(axis=1), right.argmax(axis=1), 0)
+    cum = trace.cumulative_cost
+    extra = np.where(fixable, cum[np.arange(n), first] - cum[:, 0], np.inf)
+    order = np.argsort(extra, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    ms = np.unique(np.round(np.linspace(0, int(fixable.sum()), n_points)).astype(np.int64))
+    fixed = rank[None, :] < ms[:, None]  # [P, N]
+    last = np.where(fixed, first[None, :], 0)
+    return ExitDecisions.from_last(trace, last, last, ms, "oracle")

@@ -1,0 +1,277 @@
+"""From a trace to a chain instance, and T-Tamer on held-out examples (the book's chapter *Early exit on real models*).
+
+**States.** The state ``s_i`` of exit ``i`` is computed from what is observable once exit
+``i`` has run (:class:`~ttamer.earlyexit.features.StateSpec`); its axes are combined into one index (product state):
+
+* a quantile bin of a confidence feature ``f_i`` (default the max-probability
+  ``max_c p_i(c)``; also ``"entropy"``, ``"margin"`` = top-1 minus top-2, or ``"learned"`` =
+  a logistic model of P(exit ``i`` right | history features of exits ``0..i``), see
+  :func:`~ttamer.earlyexit.features.history_features`): ``K`` bins with edges at the ``1/K, …, (K−1)/K`` quantiles of
+  ``f_i`` on the calibration examples (duplicate edges merged, so exit ``i`` may have fewer
+  than ``K`` bins);
+  ``"posterior"`` = the largest fitted P(exit ``j`` right | exits ``0..i``) over ``j ≤ i``, in
+  which case node ``i`` answers with that exit ``a_i`` (:func:`~ttamer.earlyexit.logistic.posterior_answers`);
+* optionally (``entropy_bins = E > 0``) a quantile bin of the entropy;
+* optionally (``prospect_bins = Q > 0``) a quantile bin of a logistic model of P(the final
+  exit is right | history features up to ``i``) -- how promising it is to go on;
+* optionally (``agreement = r ≥ 1``) the number of consecutive earlier exits whose
+  prediction equals exit ``i``'s, capped at ``r`` (``r = 1``: "agrees with the previous
+  exit"); this multiplies the states of exits ``i ≥ 1`` by ``r + 1``.
+
+**Loss.** ``ℓ_i(s)`` is the smoothed calibration error rate of exit ``i`` in state ``s``:
+error against the true label (``loss="label"``) or disagreement with the final exit
+(``loss="final"``, the paper's and Apparate's convention; ``ℓ`` of the final exit is 0).
+**Smoothing** (a Beta/Dirichlet prior of strength ``α``, centred on the pooled frequency,
+so that empty bins are defined and tiny bins shrink toward the exit's average):
+
+    ℓ_i(s)   = (e_i(s) + α ē_i) / (n_i(s) + α)          ē_i = overall error rate of exit i
+    P_i[s,t] = (n_i(s,t) + α π_i(t)) / (n_{i−1}(s) + α)  π_i  = state frequencies of exit i
+    μ(t)     = (n_0(t) + α / K_0) / (N + α)
+
+with ``n`` the calibration counts (``e_i(s)`` errors among the ``n_i(s)`` examples in state
+``s``; ``n_i(s, t)`` examples in state ``s`` at exit ``i−1`` and ``t`` at exit ``i``). An
+empty bin gets ``ℓ = ē_i`` and an unseen parent state the row ``π_i``. Optionally
+(``monotone=True``) the smoothed losses are then made non-increasing in the confidence bin
+by weighted isotonic regression (:func:`~ttamer.earlyexit.isotonic.monotone_losses`), which removes the noise of small
+bins. **Costs** ``c_i`` =
+mean measured cost of exit ``i``, divided by the full model's mean cost
+(``normalize_cost=True``) so that ``λ`` weighs an error rate against a fraction of the full
+model.
+
+:class:`EarlyExitTamer` builds this chain, solves it with :func:`~ttamer.solvers.solve.solve` (recall: the
+index strategy; no recall: the DP), and runs the *same* policy object on test examples
+through :meth:`~ttamer.core.policy.Policy.rollout_known` (the step loop of
+:func:`ttamer.core.policy.rollout` with the states read off the trace).
+
+**Recall answer rule.** T-Tamer answers with the consulted exit of least ``ℓ_v(s_v)``, which
+is optimal when ``wrong_v ⊥ s_k | s_v`` for later exits ``k`` (the Markov property). Real
+networks violate this strongly -- a later exit that disagrees makes an earlier one likely
+wrong (measured by :func:`ttamer.earlyexit.evaluation.markov_violation`) -- so the rule is
+over-confident in earlier exits. The default ``answer_rule="pairwise"``
+(:class:`~ttamer.earlyexit.pairwise.PairwiseAnswer`) answers instead with the consulted exit of least
+``P̂(wrong_v | s_v, s_last)``; under the Markov property ``P(wrong_v | s_v, s_last) = ℓ_v(s_v)``
+and the two rules coincide (up to estimation noise).
+
+Any of ``K``, ``agreement``, ``feature``, ``loss``,
+``smoothing``, ``monotone``, ``answer_rule`` may be ``"auto"`` (defaults: ``K``, ``agreement``,
+``feature`` and ``loss``):
+:meth:`EarlyExitTamer.fit` then picks the configuration by ``cv_folds``-fold
+cross-validation inside the calibration examples, maximising the normalised area under the
+held-out accuracy–cost frontier of a ``λ`` sweep. The test examples are never used.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..core.errors import TTamerError
+from ..solvers.solve import solve
+from ..core.validate import check_bool, check_int, check_lam, check_seed
+from .base import BaseTamer
+from .chain import _fit_concrete, run_policy, sweep
+from .crossval import choose_by_cv, cv_folds_of, heldout_auc, lam_grid
+from .features import AUTO, LOSSES, StateSpec
+from .pairwise import ANSWER_RULES
+from .traces import ExitDecisions, Trace
+
+#: Candidates tried for ``K="auto"`` (those leaving < ``MIN_PER_STATE`` examples per state dropped).
+K_GRID = (4, 8, 16, 32)
+FEATURE_GRID = ("max_prob", "learned")
+AGREEMENT_GRID = (0, 1)
+SMOOTHING_GRID = (0.5, 2.0, 8.0)
+#: ``K="auto"`` keeps candidates with at least this many training examples per state on average.
+MIN_PER_STATE = 8
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """One concrete configuration tried by the cross-validation of :meth:`EarlyExitTamer.fit`."""
+
+    spec: StateSpec
+    smoothing: float
+    loss: str
+    monotone: bool = False
+    answer_rule: str = "index"
+
+    def describe(self) -> str:
+        mono = ", monotone losses" if self.monotone else ""
+        rule = ", pairwise answer rule" if self.answer_rule == "pairwise" else ""
+        return f"{self.spec.describe()}, loss={self.loss}, α={self.smoothing:g}{mono}{rule}"
+
+
+class EarlyExitTamer(BaseTamer):
+    """T-Tamer for early exit, scikit-learn style (the book's chapter *Early exit on real models*).
+
+    ``EarlyExitTamer(lam=0.95, state=StateSpec(...), recall=True, loss="auto",
+    answer_rule="pairwise")``; the default state is ``StateSpec(feature="auto")`` (``K``,
+    agreement and feature chosen by cross-validation). With recall, ``answer_rule`` picks the
+    consulted exit answered with: ``"index"`` -- T-Tamer's ``argmin ℓ_v(s_v)``, or
+    ``"pairwise"`` (default) -- :class:`~ttamer.earlyexit.pairwise.PairwiseAnswer`, which corrects the rule for the
+    measured violation of the Markov property (:func:`ttamer.earlyexit.evaluation.markov_violation`);
+    the stopping decisions are the index policy's either way.
+    :meth:`fit` (calibration trace) sets ``spec_``, ``smoothing_``, ``loss_``, ``encoder_``,
+    ``instance_``, ``solution_`` and ``cv_scores_`` (list of ``(Candidate, score)``, empty when
+    nothing was ``"auto"``); :meth:`decide` (test trace) returns
+    :class:`~ttamer.earlyexit.traces.ExitDecisions`; :meth:`decide_sweep` re-solves the same instance
+    for many ``λ``.
+
+    ``"auto"`` fields (``state.K``, ``state.agreement``, ``state.feature``, ``loss``,
+    ``smoothing``, ``monotone``, ``answer_rule``) are chosen by ``cv_folds``-fold cross-validation inside the calibration
+    examples: each candidate is fitted on the other folds, swept over ``cv_lams`` (refined)
+    on the held-out fold, and scored by the mean normalised area under the held-out
+    accuracy–cost frontier (accuracy against ``target``), over the cost range from exit 0
+    alone to the full model. Ties go to the candidate listed first (fewer states).
+    """
+
+    def __init__(self, lam: float = 0.95, state: StateSpec | None = None, recall: bool = True,
+                 loss: str = AUTO, smoothing: float | str = 2.0, monotone: bool | str = False,
+                 answer_rule: str = "pairwise", normalize_cost: bool = True,
+                 cv_folds: int = 3, cv_lams: Sequence[float] | None = None, target: str = "label",
+                 seed: int = 0) -> None:
+        self.lam = lam
+        self.state = state
+        self.recall = recall
+        self.loss = loss
+        self.smoothing = smoothing
+        self.monotone = monotone
+        self.answer_rule = answer_rule
+        self.normalize_cost = normalize_cost
+        self.cv_folds = cv_folds
+        self.cv_lams = cv_lams
+        self.target = target
+        self.seed = seed
+
+    def _validated(self) -> None:
+        """Check the constructor's parameters (called by :meth:`fit`; nothing is converted)."""
+        check_lam(self.lam)
+        check_bool(self.recall, "recall")
+        check_bool(self.normalize_cost, "normalize_cost")
+        if self.state is not None and not isinstance(self.state, StateSpec):
+            raise TTamerError(f"state must be a StateSpec or None, got {type(self.state).__name__}")
+        if self.loss != AUTO and self.loss not in LOSSES:
+            raise TTamerError(f"loss must be one of {LOSSES} or 'auto', got {self.loss!r}")
+        sm = self.smoothing
+        if sm != AUTO and not (isinstance(sm, (int, float)) and not isinstance(sm, bool) and np.isfinite(sm) and sm > 0):
+            raise TTamerError(f"smoothing must be > 0 or 'auto', got {sm!r}")
+        if self.monotone != AUTO and not isinstance(self.monotone, (bool, np.bool_)):
+            raise TTamerError(f"monotone must be True, False or 'auto', got {self.monotone!r}")
+        if self.answer_rule != AUTO and self.answer_rule not in ANSWER_RULES:
+            raise TTamerError(f"answer_rule must be one of {ANSWER_RULES} or 'auto', got {self.answer_rule!r}")
+        check_int(self.cv_folds, "cv_folds", minimum=2)
+        check_seed(self.seed)
+        if self.target not in LOSSES:
+            raise TTamerError(f"target must be one of {LOSSES}, got {self.target!r}")
+
+    @property
+    def _spec(self) -> StateSpec:
+        return StateSpec(feature=AUTO) if self.state is None else self.state
+
+    @property
+    def _cv_lams(self) -> np.ndarray:
+        return lam_grid(12) if self.cv_lams is None else np.asarray(self.cv_lams, dtype=float)
+
+    # ------------------------------------------------------------------ fitting
+    def candidates(self, n_train: int) -> list[Candidate]:
+        """Concrete configurations that the ``"auto"`` fields expand to, simplest first;
+        ``K`` values leaving fewer than ``MIN_PER_STATE`` training examples per state are
+        dropped (the smallest ``K`` is always kept)."""
+        s = self._spec
+        ks = [s.K] if s.K != AUTO else list(K_GRID)
+        ags = [int(s.agreement)] if s.agreement != AUTO else list(AGREEMENT_GRID)
+        feats = [s.feature] if s.feature != AUTO else list(FEATURE_GRID)
+        sms = [float(self.smoothing)] if self.smoothing != AUTO else list(SMOOTHING_GRID)
+        losses = [self.loss] if self.loss != AUTO else list(LOSSES)
+        monos = [bool(self.monotone)] if self.monotone != AUTO else [False, True]
+        rules = [self.answer_rule] if self.answer_rule != AUTO else list(ANSWER_RULES)
+        if not self.recall:
+            rules = rules[:1]
+        out = []
+        for k, ag, feat, sm, loss, mono, rule in itertools.product(ks, ags, feats, sms, losses, monos, rules):
+            states = int(k) * max(s.entropy_bins, 1) * max(s.prospect_bins, 1) * (ag + 1)
+            if s.K == AUTO and n_train / states < MIN_PER_STATE and k != min(ks):
+                continue
+            out.append(Candidate(replace(s, K=int(k), agreement=int(ag), feature=feat), sm, loss, mono, rule))
+        return out
+
+    def fit(self, trace: Trace) -> "EarlyExitTamer":
+        """Build the chain instance from calibration examples and solve it at ``lam``."""
+        self._validated()
+        trace.validate()
+        cands = self.candidates(int(trace.n_examples * (self.cv_folds - 1) / self.cv_folds))
+        best, self.cv_scores_ = choose_by_cv(trace, cands, self._cv_score, self.cv_folds,
+                                             "K, agreement, feature, loss and smoothing")
+        fitted = _fit_concrete(trace, best.spec, best.smoothing, best.loss, self.normalize_cost, self.target,
+                               best.monotone)
+        self.spec_, self.smoothing_, self.loss_ = fitted.spec, fitted.smoothing, best.loss
+        self.monotone_ = best.monotone
+        self.answer_rule_ = best.answer_rule
+        self.answer_table_ = fitted.answer_table if best.answer_rule == "pairwise" else None
+        self.encoder_, self.instance_ = fitted.encoder, fitted.instance
+        self.solution_ = solve(self.instance_, self.lam, recall=self.recall)
+        return self
+
+    def _cv_score(self, trace: Trace, cand: Candidate) -> float:
+        """Mean over folds of the held-out normalised area under the accuracy–cost frontier."""
+        folds = cv_folds_of(trace.n_examples, self.cv_folds, self.seed)
+        scores = []
+        for f in range(self.cv_folds):
+            tr, te = trace.subset(folds != f), trace.subset(folds == f)
+            fitted = _fit_concrete(tr, cand.spec, cand.smoothing, cand.loss, self.normalize_cost, self.target,
+                                   cand.monotone)
+            d = sweep(fitted.instance, self.recall, fitted.encoder.transform(te), te, self._cv_lams,
+                      max_gap=0.04, max_points=32, answers=fitted.encoder.answers(te),
+                      answer_rule=fitted.answer_table if cand.answer_rule == "pairwise" else None)
+            scores.append(heldout_auc(d, te, self.target))
+        return float(np.mean(scores))
+
+    # ------------------------------------------------------------------ deciding
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "solution_"):
+            raise TTamerError("EarlyExitTamer is not fitted; call fit(calibration_trace) first")
+
+    def states(self, trace: Trace) -> np.ndarray:
+        """``[N, L]`` states of ``trace``'s examples under the fitted encoder."""
+        self._check_fitted()
+        return self.encoder_.transform(trace)
+
+    def set_lam(self, lam: float) -> "EarlyExitTamer":
+        """Re-solve the fitted instance at another ``λ`` (no refitting)."""
+        self._check_fitted()
+        self.lam = check_lam(lam)
+        self.solution_ = solve(self.instance_, self.lam, recall=self.recall)
+        return self
+
+    def decide(self, trace: Trace) -> ExitDecisions:
+        """Run the fitted policy on every example of ``trace``: exit answered with, last exit
+        consulted, cost paid."""
+        self._check_fitted()
+        return run_policy(self.solution_, self.states(trace), trace, name=self.name,
+                          answers=self.encoder_.answers(trace), answer_rule=self.answer_table_)
+
+    def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None, refine: bool = True,
+                     max_gap: float = 0.01, max_points: int = 160) -> ExitDecisions:
+        """:meth:`decide` for many ``λ`` (default :func:`~ttamer.earlyexit.crossval.lam_grid` with 40 values, refined
+        where the mean cost jumps; see :func:`~ttamer.earlyexit.chain.sweep`): arrays ``[P, N]``."""
+        self._check_fitted()
+        lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
+        return sweep(self.instance_, self.recall, self.states(trace), trace, lams, refine, max_gap,
+                     max_points, self.name, answers=self.encoder_.answers(trace), answer_rule=self.answer_table_)
+
+    @property
+    def name(self) -> str:
+        return "ttamer" if self.recall else "no-recall"
+
+    def describe(self) -> str:
+        """The fitted configuration in words."""
+        self._check_fitted()
+        return Candidate(self.spec_, self.smoothing_, self.loss_, self.monotone_, self.answer_rule_).describe()
+
+    def __repr__(self) -> str:
+        fitted = f", fitted: {self.describe()}" if hasattr(self, "spec_") else ""
+        return (f"EarlyExitTamer(lam={self.lam:g}, recall={self.recall}, loss={self.loss!r}, "
+                f"state={self.state}{fitted})")

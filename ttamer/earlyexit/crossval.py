@@ -1,0 +1,90 @@
+"""λ grids, refined λ sweeps and the cross-validation the estimators choose their options by (the book's chapter *Early exit on real models*)."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..core.errors import TTamerError
+from .metrics import frontier_auc, pareto_frontier
+from .traces import ExitDecisions, Trace
+
+#: ``"auto"`` needs at least this many calibration examples per cross-validation fold.
+MIN_CV_EXAMPLES = 20
+#: Cross-validation scores are computed on at most this many calibration examples.
+MAX_CV_EXAMPLES = 5000
+
+
+def lam_grid(n: int = 60, lo: float = 1e-2, hi: float = 1e4) -> np.ndarray:
+    """``λ`` values with ``λ/(1−λ)`` log-spaced in ``[lo, hi]`` (plus nothing else): with costs
+    as fractions of the full model and losses as error rates, the interesting trade-offs
+    sit at ratios between about 0.01 and 10⁴."""
+    r = np.logspace(np.log10(lo), np.log10(hi), n)
+    return r / (1.0 + r)
+
+
+
+def _stack(decs: list[ExitDecisions], params: Sequence[float], name: str) -> ExitDecisions:
+    return ExitDecisions(np.stack([d.answer for d in decs]), np.stack([d.last for d in decs]),
+                         np.stack([d.cost for d in decs]), np.asarray(params, dtype=float), name)
+
+
+def refined_sweep(run: Callable[[float], ExitDecisions], trace: Trace, lams: Sequence[float],
+                  refine: bool = True, max_gap: float = 0.01, max_points: int = 160,
+                  name: str = "") -> ExitDecisions:
+    """``run(λ)`` (the decisions on ``trace`` of the policy fitted for ``λ``) for every ``λ``
+    in ``lams``: arrays ``[P, N]``, ``params`` = the ``λ`` values, increasing.
+
+    With ``refine``, ``λ`` values are bisected (in ``log λ/(1−λ)``) wherever two neighbours'
+    mean costs on ``trace`` differ by more than ``max_gap`` (a fraction of the full cost), up
+    to ``max_points`` values in all. Only costs are read, never labels.
+    """
+    scale = trace.full_cost.mean()
+    decs = {float(lam): run(float(lam)) for lam in lams}
+    while refine and len(decs) < max_points:
+        keys = np.array(sorted(decs))
+        cost = np.array([decs[k].cost.mean() / scale for k in keys])
+        logit = np.log(keys) - np.log1p(-np.minimum(keys, 1 - 1e-15))
+        gaps = np.flatnonzero((np.abs(np.diff(cost)) > max_gap) & (np.diff(logit) > 1e-3))
+        if len(gaps) == 0:
+            break
+        for g in gaps[: max_points - len(decs)]:
+            lam = float(1.0 / (1.0 + np.exp(-0.5 * (logit[g] + logit[g + 1]))))
+            decs[lam] = run(lam)
+    keys = sorted(decs)
+    return _stack([decs[k] for k in keys], keys, name)
+
+
+def heldout_auc(decisions: ExitDecisions, test: Trace, target: str = "label") -> float:
+    """Normalised area under the accuracy–cost frontier of a sweep on held-out examples,
+    over the cost range from exit 0 alone to the full model: the cross-validation score."""
+    scale = test.full_cost.mean()
+    front = pareto_frontier(decisions.cost.mean(axis=1) / scale, decisions.correct(test, target).mean(axis=1))
+    return frontier_auc(front, test.cumulative_cost[:, 0].mean() / scale, 1.0)
+
+
+def choose_by_cv(trace: Trace, candidates: list, score: Callable, folds: int, options: str) -> tuple:
+    """``(best, [(candidate, score), ...])``: the candidate of largest ``score(trace,
+    candidate)`` (ties: the first listed); no scoring (and an empty list) when there is only
+    one. Raises if ``trace`` is too small for ``folds``-fold cross-validation, naming the
+    ``options`` to give explicitly instead. On a trace of more than :data:`MAX_CV_EXAMPLES`
+    examples the scores are computed on a seeded sample of that many."""
+    if len(candidates) == 1:
+        return candidates[0], []
+    if trace.n_examples < MIN_CV_EXAMPLES * folds:
+        raise TTamerError(
+            f"calibration trace has {trace.n_examples} examples: too few to choose the 'auto' options by "
+            f"{folds}-fold cross-validation (need {MIN_CV_EXAMPLES * folds}); give {options} explicitly")
+    if trace.n_examples > MAX_CV_EXAMPLES:
+        pick = np.random.default_rng(0).choice(trace.n_examples, MAX_CV_EXAMPLES, replace=False)
+        trace = trace.subset(np.sort(pick))
+    scores = [score(trace, c) for c in candidates]
+    return candidates[int(np.argmax(scores))], list(zip(candidates, scores))
+
+
+def cv_folds_of(n: int, folds: int, seed: int) -> np.ndarray:
+    """``[n]`` fold index of each example (a seeded permutation, balanced)."""
+    return np.random.default_rng(seed).permutation(n) % folds
+
+

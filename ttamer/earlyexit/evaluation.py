@@ -1,0 +1,601 @@
+"""Accuracy–cost frontiers and the metrics of the book's chapter *Early exit on real models*.
+
+Every strategy is a sweep of points ``(cost, accuracy)`` measured on the **test** examples:
+``cost`` is the mean cost per example as a fraction of the full model's mean cost,
+``accuracy`` the share of examples whose answer is right (``target="label"``: the true class;
+``"final"``: agreement with the full model). The **frontier** of a sweep is its Pareto
+(upper-left) staircase: the points not dominated by a cheaper-or-equal, at-least-as-accurate
+point, sorted by cost. ``acc(c)`` = best accuracy of a point of cost ``≤ c`` (undefined below
+the cheapest point). With ``frontier_kind="hull"`` every strategy may also randomise between
+two of its sweep points (the book's chapter *The frontier*): the frontier is then the concave envelope and ``acc(c)``
+interpolates linearly between its vertices. Metrics, per strategy:
+
+* ``auc`` -- ``(1/(hi−lo)) ∫_lo^hi acc(c) dc`` over the common range ``[lo, hi]``: ``lo`` =
+  the largest of the strategies' cheapest costs (usually exit 0 alone), ``hi = 1`` (the
+  full model); accuracy counts 0 where a frontier is undefined;
+* ``cost_at_full_accuracy`` -- least cost of a frontier point at least as accurate as the
+  full model (and at 0.5 and 1 point below it); ``None`` if never reached;
+  ``cost_saved_at_full_accuracy`` = 1 − that;
+* ``accuracy_at_cost`` -- ``acc(c)`` at 25 / 50 / 75 % of the full cost;
+* ``oracle_gain_share`` -- cost saved at the full model's accuracy divided by the oracle's
+  (the hindsight frontier :func:`~ttamer.earlyexit.baselines.oracle_frontier`, which no strategy
+  beats); ``None`` if not reached;
+* ``band`` -- pointwise 95 % bootstrap band of ``acc(c)`` on a cost grid: test examples
+  resampled with replacement (``n_boot`` times, all sweep points at once by a multinomial
+  weight matrix), policies held fixed;
+* ``auc_ci`` -- 95 % bootstrap interval of the AUC (trapezoid on the band's grid), and
+  ``auc_minus_ttamer_ci`` -- (2.5 %, 50 %, 97.5 %) quantiles of this strategy's AUC minus
+  T-Tamer's over the *same* resamples (paired): an interval above 0 means the strategy beats
+  T-Tamer beyond test-set noise.
+
+For the research question of the early-exit chapters (does T-Tamer's frontier dominate every heuristic?):
+:func:`domination_summary` (per heuristic: AUC gap with its paired interval, cost gap at the
+full model's accuracy, pointwise domination), :func:`ablation` (a tidy table of T-Tamer
+configurations on one split) and :func:`markov_diagnostics` (how far the calibration data
+are from the Markov chain T-Tamer assumes, against a Markov resample of the same size).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from . import baselines
+from .calibration import EarlyExitTamer
+from ..core.errors import TraceError, TTamerError
+from .pathwise import PathwiseTamer
+from .results import Band, EvaluationResult, FullModelSummary, SplitSummary, StrategyResult, TraceSummary
+from .traces import META_DEFAULTS, ExitDecisions, Trace, target_labels
+from . import heuristics
+from .slo import slo_block
+from .tamer import ThresholdTamer
+from .metrics import (accuracy_at, cost_at_accuracy, frontier, frontier_auc, hull_frontier,  # noqa: F401
+                      pareto_frontier)
+
+#: Names of the strategies :func:`evaluate_trace` reports, in order (``"ttamer-chain"``, the
+#: paper's estimation, unless ``estimation="chain"``).
+STRATEGIES = ("ttamer", "no-recall", "ttamer-chain", "max-prob", "max-prob-sdn", "entropy", "patience", "static",
+              "oracle")
+ACCURACY_DROPS = {"cost_at_full_accuracy": 0.0, "cost_at_full_accuracy_minus_0.5pt": 0.005,
+                  "cost_at_full_accuracy_minus_1pt": 0.01}
+COST_FRACTIONS = (0.25, 0.5, 0.75)
+_EPS = 1e-12
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """``[B, N]`` resampling counts ``~ Multinomial(N, 1/N)`` of ``n_boot`` bootstrap replicates
+    of ``n`` examples, drawn from ``seed`` alone (float32: counts are exact integers)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float32)
+
+
+#: :func:`weighted_sums` goes through the changes between consecutive sweep points when they
+#: are at most this share of the entries (a sweep whose neighbouring rules differ on few examples).
+SPARSE_SHARE = 0.05
+
+
+def weighted_sums(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``[B, P]`` = ``counts [B, N] @ values[P, N].T``. Neighbouring points of a sweep differ
+    on few examples, so the product is taken on the sparse differences between consecutive rows
+    of ``values`` and summed back along the sweep when they are few
+    (:data:`SPARSE_SHARE`), and directly otherwise."""
+    import scipy.sparse as sp
+
+    P, n = values.shape
+    diffs = np.diff(values, axis=0, prepend=np.zeros((1, n), dtype=values.dtype))
+    nnz = np.count_nonzero(diffs)
+    if nnz > SPARSE_SHARE * P * n:
+        return counts.astype(values.dtype if values.dtype == np.float32 else float) @ values.T
+    return np.cumsum(sp.csr_matrix(diffs) @ counts.T.astype(float), axis=0).T
+
+
+def bootstrap_curves(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
+                     seed: int = 0, kind: str = "pareto", counts: np.ndarray | None = None) -> np.ndarray:
+    """``[B, G]``: ``acc_b(c)`` on ``grid`` for ``n_boot`` resamplings of the examples.
+
+    ``correct [P, N]`` (bool) and ``cost [P, N]`` (already fractions of the full cost) are
+    the sweep's per-example outcomes. Resampling counts ``W [B, N]`` ~ Multinomial(N, 1/N)
+    (:func:`bootstrap_weights`, drawn from ``seed`` alone unless given as ``counts``, so two
+    strategies with the same seed see the same resamples: a paired bootstrap); per replicate
+    the sweep points are ``(W·cost/N, W·correct/N)``. ``nan`` where a replicate's frontier is
+    undefined. Policies are held fixed.
+    """
+    P, n = correct.shape
+    W = bootstrap_weights(n, n_boot, seed) if counts is None else counts
+    acc_b = weighted_sums(W, correct.astype(np.float32)).astype(float) / n  # [B, P]; integer sums, exact
+    cost_b = weighted_sums(W, np.asarray(cost, dtype=float)) / n  # [B, P]
+    if kind == "hull":  # a loop over replicates (not examples): the envelope of each
+        return np.stack([accuracy_at(hull_frontier(cb, ab), grid, "hull") for cb, ab in zip(cost_b, acc_b)])
+    ok = cost_b[:, :, None] <= np.asarray(grid)[None, None, :] + _EPS  # [B, P, G]
+    best = np.where(ok, acc_b[:, :, None], -np.inf).max(axis=1)  # [B, G]
+    best[np.isinf(best)] = np.nan
+    return best
+
+
+def _quantiles(x: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
+    """Column-wise ``nanquantile`` of ``x [B, G]``; ``nan`` for all-``nan`` columns."""
+    out = [np.full(x.shape[1], np.nan) for _ in qs]
+    cols = np.isfinite(x).any(axis=0)
+    if cols.any():
+        for o, q in zip(out, qs):
+            o[cols] = np.nanquantile(x[:, cols], q, axis=0)
+    return out
+
+
+def bootstrap_band(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
+                   seed: int = 0, level: float = 0.95, kind: str = "pareto") -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise ``level`` band (lower, upper) of ``acc(c)`` on ``grid`` (see
+    :func:`bootstrap_curves`); ``nan`` where undefined."""
+    alpha = (1.0 - level) / 2
+    lower, upper = _quantiles(bootstrap_curves(correct, cost, grid, n_boot, seed, kind), (alpha, 1 - alpha))
+    return lower, upper
+
+
+def grid_auc(curves: np.ndarray) -> np.ndarray:
+    """Normalised area under curves sampled on a uniform grid (trapezoid; ``nan`` counts 0)."""
+    c = np.nan_to_num(curves, nan=0.0)
+    return ((c[..., 1:] + c[..., :-1]) / 2).mean(axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+def sweep_points(decisions: ExitDecisions, trace: Trace, target: str = "label") -> dict[str, np.ndarray]:
+    """Per-example outcomes of a sweep: ``correct [P, N]``, ``cost [P, N]`` (fractions of the
+    full model's mean cost) and the points ``cost``/``accuracy`` ``[P]``."""
+    d = decisions
+    correct = d.correct(trace, target)
+    cost = d.cost / trace.full_cost.mean()
+    if not d.is_sweep:
+        correct, cost = correct[None], cost[None]
+    return {"correct": correct, "cost_ex": cost, "cost": cost.mean(axis=1), "accuracy": correct.mean(axis=1)}
+
+
+def strategy_metrics(front: np.ndarray, full_accuracy: float, cost_range: tuple[float, float],
+                     oracle_saving: float | None = None, kind: str = "pareto") -> dict[str, Any]:
+    """The scalar metrics of one frontier (module docstring)."""
+    out: dict[str, Any] = {"auc": frontier_auc(front, *cost_range, kind=kind)}
+    for key, drop in ACCURACY_DROPS.items():
+        out[key] = cost_at_accuracy(front, full_accuracy - drop, kind)
+    c = out["cost_at_full_accuracy"]
+    out["cost_saved_at_full_accuracy"] = None if c is None else 1.0 - c
+    acc = accuracy_at(front, np.array(COST_FRACTIONS), kind)
+    out["accuracy_at_cost"] = {f"{f:g}": (None if np.isnan(a) else float(a)) for f, a in zip(COST_FRACTIONS, acc)}
+    saved = out["cost_saved_at_full_accuracy"]
+    out["oracle_gain_share"] = (None if saved is None or not oracle_saving or oracle_saving <= 0
+                                else saved / oracle_saving)
+    return out
+
+
+#: How T-Tamer's rule is estimated, by threshold rules on calibration paths (the default,
+#: :class:`~ttamer.earlyexit.tamer.ThresholdTamer`), a least-squares regression of the
+#: continuation value (:class:`~ttamer.earlyexit.pathwise.PathwiseTamer`), or the paper's binned Markov
+#: chain (:class:`~ttamer.earlyexit.calibration.EarlyExitTamer`).
+ESTIMATIONS = ("thresholds", "regression", "chain")
+
+
+def _chain_info(tamer: EarlyExitTamer) -> dict[str, Any]:
+    spec = tamer.spec_
+    return {"estimation": "chain", "description": tamer.describe(), "state": spec.describe(), "K": int(spec.K),
+            "agreement": int(spec.agreement), "feature": spec.feature, "entropy_bins": int(spec.entropy_bins),
+            "smoothing": tamer.smoothing_, "loss": tamer.loss_, "monotone": tamer.monotone_,
+            "answer_rule": tamer.answer_rule_, "n_states": tamer.instance_.n_states.tolist(),
+            "cv": [{"candidate": c.describe(), "auc": sc} for c, sc in tamer.cv_scores_]}
+
+
+def _regression_info(tamer: PathwiseTamer) -> dict[str, Any]:
+    c = tamer.candidate_
+    return {"estimation": "regression", "description": tamer.describe(), "feature": c.feature, "loss": c.loss,
+            "answer_rule": c.answer_rule, "degree": tamer.degree,
+            "cv": [{"candidate": k.describe(), "auc": sc} for k, sc in tamer.cv_scores_]}
+
+
+def _thresholds_info(rec: ThresholdTamer, norec: ThresholdTamer) -> dict[str, Any]:
+    return {"estimation": "thresholds", "description": rec.describe(), "policy": rec.candidate_.key,
+            "recall": rec.candidate_.recall, "loss": rec.target, "no_recall_policy": norec.candidate_.key,
+            "cv": rec.cv_scores_}
+
+
+def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thresholds",
+               thresholds: dict | None = None, pathwise: dict | None = None,
+               tamer: dict | None = None, with_chain: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """T-Tamer with and without recall fitted on ``calibration`` (``{"ttamer": ...,
+    "no-recall": ...}``, plus ``"ttamer-chain"``, the paper's estimation, if ``with_chain`` and
+    ``estimation`` is not ``"chain"`` itself; where the chain cannot be fitted -- too few
+    calibration examples for its cross-validation -- it is left out and
+    ``info["chain"]["skipped"]`` says why), and a JSON-ready description of the fit. Options
+    per estimator:
+    ``thresholds`` (:class:`~ttamer.earlyexit.tamer.ThresholdTamer`), ``pathwise``
+    (:class:`~ttamer.earlyexit.pathwise.PathwiseTamer`), ``tamer`` (:class:`~ttamer.earlyexit.calibration.EarlyExitTamer`)."""
+    if estimation not in ESTIMATIONS:
+        raise TTamerError(f"estimation must be one of {ESTIMATIONS}, got {estimation!r}")
+    opts = dict(tamer or {}, target=target) if "target" not in (tamer or {}) else dict(tamer)
+    chain, skipped = None, None
+    if estimation == "chain":
+        chain = EarlyExitTamer(recall=True, **opts).fit(calibration)
+    elif with_chain:
+        try:
+            chain = EarlyExitTamer(recall=True, **opts).fit(calibration)
+        except TTamerError as exc:  # e.g. too few calibration examples for its cross-validation
+            skipped = {"estimation": "chain", "skipped": str(exc)}
+    if estimation == "chain":
+        nr_opts = dict(opts, state=chain.spec_, smoothing=chain.smoothing_, loss=chain.loss_,
+                       monotone=chain.monotone_)
+        return ({"ttamer": chain, "no-recall": EarlyExitTamer(recall=False, **nr_opts).fit(calibration)},
+                _chain_info(chain))
+    if estimation == "regression":
+        pw = dict(pathwise or {})
+        pw.setdefault("target", target)
+        rec = PathwiseTamer(recall=True, **pw).fit(calibration)
+        nr_opts = dict(pw, feature=rec.candidate_.feature, loss=rec.candidate_.loss)
+        norec = PathwiseTamer(recall=False, **nr_opts).fit(calibration)
+        out, info = {"ttamer": rec, "no-recall": norec}, _regression_info(rec)
+        if chain is not None:
+            out["ttamer-chain"], info["chain"] = chain, _chain_info(chain)
+        return out, info
+    th = dict(thresholds or {})
+    th.setdefault("target", target)
+    rec = ThresholdTamer(recall=True, **th).fit(calibration)
+    norec = rec.without_recall(calibration)
+    out, info = {"ttamer": rec, "no-recall": norec}, _thresholds_info(rec, norec)
+    if chain is not None:
+        out["ttamer-chain"], info["chain"] = chain, _chain_info(chain)
+    elif skipped:
+        info["chain"] = skipped
+    return out, info
+
+
+def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | None = None,
+                       tamer: dict | None = None, target: str = "label", estimation: str = "thresholds",
+                       pathwise: dict | None = None, thresholds: dict | None = None, with_chain: bool = True,
+                       ) -> tuple[dict[str, ExitDecisions], dict[str, Any], dict[str, Any]]:
+    """Every strategy's sweep on the test examples, the fitted T-Tamer estimators, and a
+    description of the fit.
+
+    T-Tamer (:func:`fit_tamers`) is fitted on ``calibration`` and swept on ``test`` (``lams``
+    applies to the chain and regression estimations; the threshold estimation sweeps its
+    budgets, or, for its one-threshold class, every threshold like a heuristic:
+    :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.frontier_sweep`). Each heuristic is swept completely on ``test``
+    (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static`` every exit; ``oracle``
+    the hindsight bound."""
+    lams = None if lams is None else np.asarray(lams, dtype=float)
+    tamers, info = fit_tamers(calibration, target, estimation, thresholds, pathwise, tamer, with_chain)
+    out = {name: (t.frontier_sweep(test) if isinstance(t, ThresholdTamer) else t.decide_sweep(test, lams))
+           for name, t in tamers.items()}
+    out |= {name: heuristics.complete_sweep(test, name, target) for name in heuristics.HEURISTIC_RULES}
+    out |= {"static": baselines.static_exit(test), "oracle": baselines.oracle_frontier(test, target)}
+    return out, tamers, info
+
+
+def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.5,
+                   lams: Sequence[float] | None = None, tamer: dict | None = None, target: str = "label",
+                   n_boot: int = 200, band_points: int = 41,
+                   cost_range: tuple[float, float] | None = None,
+                   frontier_kind: str = "pareto", estimation: str = "thresholds",
+                   pathwise: dict | None = None, thresholds: dict | None = None, with_chain: bool = True,
+                   keep_replicates: bool = False, progress: bool = False) -> dict[str, Any]:
+    r"""Split ``trace`` (seeded), fit T-Tamer on the calibration part, run every strategy on
+    the test part and report frontiers, bands and metrics (the book's chapter
+    :doc:`/early_exit`).
+
+    Every strategy is swept on the test examples into points (cost, accuracy), cost as a
+    fraction of the full model's mean cost; its frontier :math:`\mathrm{acc}(c)` is the best
+    accuracy at cost at most :math:`c`, and its main metric is the normalised area
+
+    .. math::
+
+       \mathrm{AUC} = \frac{1}{c_{\mathrm{hi}} - c_{\mathrm{lo}}}
+       \int_{c_{\mathrm{lo}}}^{c_{\mathrm{hi}}} \mathrm{acc}(c)\, \mathrm{d}c
+
+    over ``cost_range`` (the module docstring lists the other metrics).
+
+    Parameters
+    ----------
+    trace : Trace
+        The measured model (at least 2 exits).
+    seed : int, default 0
+        Seed of the calibration / test split (and, plus one, of the bootstrap).
+    calibration_fraction : float, default 0.5
+        Share of the examples used for fitting; the rest are the test examples.
+    lams : sequence of float, optional
+        The :math:`\lambda` grid swept by the chain and regression estimations (their
+        default grid if ``None``).
+    tamer : dict, optional
+        Options of :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` (the paper's estimation).
+    target : {"label", "final"}
+        What an answer is judged against: the true class, or the full model's prediction.
+    n_boot : int, default 200
+        Bootstrap resamples of the test examples (0: no bands and no intervals).
+    band_points : int, default 41
+        Points of the cost grid of the bands.
+    cost_range : tuple of float, optional
+        :math:`(c_{\mathrm{lo}}, c_{\mathrm{hi}})`; by default from the largest of the
+        strategies' cheapest costs to 1 (the full model).
+    frontier_kind : {"pareto", "hull"}
+        ``"pareto"``: the staircase of the deterministic sweep points; ``"hull"``: their
+        concave envelope, reached by randomising between neighbouring sweep points (applied
+        to every strategy alike).
+    estimation : {"thresholds", "regression", "chain"}
+        How T-Tamer is estimated (:data:`ESTIMATIONS`, :func:`fit_tamers`).
+    pathwise : dict, optional
+        Options of :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` (``estimation="regression"``).
+    thresholds : dict, optional
+        Options of :class:`~ttamer.earlyexit.tamer.ThresholdTamer`
+        (``estimation="thresholds"``).
+    with_chain : bool, default True
+        Also fit the paper's estimation as ``"ttamer-chain"`` (the slowest fit).
+    keep_replicates : bool, default False
+        Keep each strategy's bootstrap AUC replicates (``auc_replicates``, the same resamples
+        for every strategy).
+    progress : bool, default False
+        Show progress bars (T-Tamer's cross-validation, then the strategies) on stderr.
+
+    Returns
+    -------
+    EvaluationResult
+        The trace and its split, the full model, per strategy a
+        :class:`~ttamer.earlyexit.results.StrategyResult` (frontier, sweep points, band and the
+        metrics of the module docstring), the service-level protocol
+        (:func:`~ttamer.earlyexit.slo.slo_block`) and the time taken;
+        :meth:`~ttamer.earlyexit.results.EvaluationResult.to_dict` gives the JSON report of
+        ``ttamer evaluate --json``.
+
+    Raises
+    ------
+    TraceError
+        The trace is invalid or has fewer than 2 exits.
+    """
+    t0 = time.perf_counter()
+    trace.validate()
+    if trace.n_exits < 2:
+        raise TraceError(f"key 'probs': the trace has {trace.n_exits} exit; early exit needs at least 2 exits "
+                         f"to choose between")
+    target_labels(trace, target)  # validates target
+    cal, test = trace.split(calibration_fraction, seed)
+    if progress:
+        thresholds = dict(thresholds or {}, progress=True)
+    decs, tamers, info = strategy_decisions(cal, test, lams, tamer, target, estimation, pathwise, thresholds,
+                                            with_chain)
+    pts = {name: sweep_points(d, test, target) for name, d in decs.items()}
+    fronts = {name: frontier(p["cost"], p["accuracy"], frontier_kind) for name, p in pts.items()}
+    full_acc = float(baselines.full_model(test).correct(test, target).mean())
+    if cost_range is None:
+        lo = max(float(f[0, 0]) for f in fronts.values())
+        cost_range = (min(lo, 1.0 - 1e-9), 1.0)
+    oracle_cost = cost_at_accuracy(fronts["oracle"], full_acc, frontier_kind)
+    oracle_saving = None if oracle_cost is None else 1.0 - oracle_cost
+    grid = np.linspace(cost_range[0], cost_range[1], band_points)
+    strategies: dict[str, StrategyResult] = {}
+    curves: dict[str, np.ndarray] = {}
+    counts = bootstrap_weights(test.n_examples, n_boot, seed + 1) if n_boot > 0 else None
+    for name in tqdm(decs, desc="strategies", disable=not progress, leave=False):
+        params = np.asarray(decs[name].params, dtype=float)
+        points = np.column_stack([np.where(np.isfinite(params), params, np.nan), pts[name]["cost"],
+                                  pts[name]["accuracy"]])
+        m = StrategyResult.from_metrics(strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving,
+                                                         frontier_kind), fronts[name], points)
+        if n_boot > 0:
+            curves[name] = bootstrap_curves(pts[name]["correct"], pts[name]["cost_ex"], grid, n_boot, seed + 1,
+                                            frontier_kind, counts)
+            lower, upper = _quantiles(curves[name], (0.025, 0.975))
+            m.band = Band(grid.copy(), np.asarray(lower, dtype=float), np.asarray(upper, dtype=float))
+        strategies[name] = m
+    if n_boot > 0:  # paired bootstrap (same resamples for every strategy) of AUC differences
+        auc_b = {name: grid_auc(c) for name, c in curves.items()}
+        for name, m in strategies.items():
+            m.auc_ci = tuple(float(np.quantile(auc_b[name], q)) for q in (0.025, 0.975))
+            diff = auc_b[name] - auc_b["ttamer"]
+            m.auc_minus_ttamer_ci = tuple(float(np.quantile(diff, q)) for q in (0.025, 0.5, 0.975))
+            if keep_replicates:
+                m.auc_replicates = np.array(auc_b[name], dtype=float)
+    elapsed = time.perf_counter() - t0
+    exit_accuracy = (test.correct.mean(axis=0) if target == "label"
+                     else (test.predictions == target_labels(test, target)[:, None]).mean(axis=0))
+    return EvaluationResult(
+        trace=TraceSummary(**{key: trace.meta.get(key, META_DEFAULTS.get(key))
+                              for key in ("model", "dataset", "split", "cost_unit")},
+                           exit_names=trace.exit_names, n_examples=trace.n_examples, n_exits=trace.n_exits,
+                           n_classes=trace.n_classes),
+        split=SplitSummary(int(seed), float(calibration_fraction), cal.n_examples, test.n_examples),
+        target=target,
+        frontier_kind=frontier_kind,
+        full_model=FullModelSummary(full_acc, 1.0, float(test.full_cost.mean()), exit_accuracy,
+                                    test.cumulative_cost.mean(axis=0) / test.full_cost.mean()),
+        cost_range=(float(cost_range[0]), float(cost_range[1])),
+        ttamer_fit=info,
+        strategies=strategies,
+        slo=slo_block(cal, test, {k: t for k, t in tamers.items() if isinstance(t, ThresholdTamer)}, target),
+        seconds=elapsed,
+    )
+
+
+def dominates(result: EvaluationResult, a: str = "ttamer", b: str = "max-prob", tol: float = 0.0,
+              grid_points: int = 101) -> bool:
+    """Whether frontier ``a`` is at least as accurate as ``b`` (within ``tol``) at every cost
+    of the common range where ``b`` is defined."""
+    lo, hi = result.cost_range
+    grid = np.linspace(lo, hi, grid_points)
+    fa = np.asarray(result.strategies[a].frontier)
+    fb = np.asarray(result.strategies[b].frontier)
+    kind = result.frontier_kind
+    acc_a, acc_b = accuracy_at(fa, grid, kind), accuracy_at(fb, grid, kind)
+    defined = ~np.isnan(acc_b)
+    return bool(np.all(np.nan_to_num(acc_a[defined], nan=-np.inf) >= acc_b[defined] - tol))
+
+
+# ---------------------------------------------------------------------------------------------
+#: Heuristics that T-Tamer's frontier should dominate; the oracle is a bound, not one.
+HEURISTICS = ("max-prob", "max-prob-sdn", "entropy", "patience", "static")
+
+
+def domination_summary(result: EvaluationResult, heuristics: Sequence[str] = HEURISTICS) -> dict[str, Any]:
+    """Whether T-Tamer dominates each heuristic in ``result`` (of :func:`evaluate_trace`):
+    ``auc_gap`` = T-Tamer's AUC minus the heuristic's; ``auc_gap_ci`` its paired 95 %
+    bootstrap interval (``None`` without bootstrap); ``cost_gap`` = heuristic's cost at the
+    full model's accuracy minus T-Tamer's (``None`` where either never reaches it; ``+inf``
+    where only T-Tamer does); ``frontier`` = :func:`dominates` pointwise (no tolerance)."""
+    st = result.strategies
+    tt = st["ttamer"]
+    out: dict[str, Any] = {}
+    for h in heuristics:
+        m = st[h]
+        ci = m.auc_minus_ttamer_ci
+        ch, ct = m.cost_at_full_accuracy, tt.cost_at_full_accuracy
+        cost_gap = (None if ct is None else (np.inf if ch is None else ch - ct))
+        out[h] = {"auc_gap": tt.auc - m.auc,
+                  "auc_gap_ci": None if ci is None else [-ci[2], -ci[0]],
+                  "cost_gap": cost_gap, "frontier": dominates(result, "ttamer", h)}
+    return out
+
+
+def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_boot: int = 200,
+             target: str = "label") -> list[dict[str, Any]]:
+    """A tidy table (list of rows; ``pandas.DataFrame(rows)`` shows it) comparing T-Tamer
+    configurations with the heuristics on one trace and one split (``seed``).
+
+    Each config is a dict: ``"name"`` (row label), ``"estimation"`` (one of :data:`ESTIMATIONS`,
+    default ``"thresholds"``), ``"thresholds"`` / ``"pathwise"`` / ``"tamer"`` (options of
+    :class:`~ttamer.earlyexit.tamer.ThresholdTamer` / :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` /
+    :class:`~ttamer.earlyexit.calibration.EarlyExitTamer`,
+    default the package defaults) and optionally ``"calibration_fraction"`` (0.5),
+    ``"frontier_kind"`` (``"pareto"``), ``"lams"``.
+    Configurations must be chosen on calibration data (``"auto"`` options are picked by
+    cross-validation inside the calibration split); the table reports test figures. Row:
+    ``name``, T-Tamer's ``auc`` and ``cost_at_full`` (cost at the full model's accuracy),
+    the best heuristic's AUC and name, and per heuristic ``h``: ``auc_gap[h]`` (T-Tamer −
+    h), its paired 95 % interval bounds ``auc_gap_lo[h]``/``auc_gap_hi[h]`` and
+    ``dominates[h]`` (pointwise frontier); ``dominates_all``; the chosen configuration
+    (``estimation``, ``description``, ``loss``)."""
+    rows = []
+    for cfg in configs:
+        unknown = set(cfg) - {"name", "tamer", "pathwise", "thresholds", "estimation", "calibration_fraction",
+                              "frontier_kind", "lams"}
+        if unknown:
+            raise TTamerError(f"ablation config {cfg.get('name')!r}: unknown keys {sorted(unknown)}")
+        r = evaluate_trace(trace, seed=seed, calibration_fraction=cfg.get("calibration_fraction", 0.5),
+                           lams=cfg.get("lams"), tamer=cfg.get("tamer"), target=target, n_boot=n_boot,
+                           frontier_kind=cfg.get("frontier_kind", "pareto"),
+                           estimation=cfg.get("estimation", "thresholds"), pathwise=cfg.get("pathwise"),
+                           thresholds=cfg.get("thresholds"))
+        st = r.strategies
+        best = max(HEURISTICS, key=lambda h: st[h].auc)
+        row: dict[str, Any] = {"name": cfg.get("name", ""), "auc": st["ttamer"].auc,
+                               "cost_at_full": st["ttamer"].cost_at_full_accuracy,
+                               "best_heuristic": best, "best_heuristic_auc": st[best].auc,
+                               "no_recall_auc": st["no-recall"].auc}
+        dom = domination_summary(r)
+        for h, d in dom.items():
+            row[f"auc_gap[{h}]"] = d["auc_gap"]
+            if d["auc_gap_ci"] is not None:
+                row[f"auc_gap_lo[{h}]"], row[f"auc_gap_hi[{h}]"] = d["auc_gap_ci"]
+            row[f"cost_at_full[{h}]"] = st[h].cost_at_full_accuracy
+            row[f"dominates[{h}]"] = d["frontier"]
+        row["dominates_all"] = all(d["frontier"] for d in dom.values())
+        fit = r.ttamer_fit
+        row.update(estimation=fit["estimation"], description=fit["description"], loss=fit["loss"],
+                   frontier_kind=r.frontier_kind, calibration_fraction=r.split.calibration_fraction,
+                   seconds=r.seconds)
+        rows.append(row)
+    return rows
+
+
+def markov_violation(trace: Trace, states: np.ndarray, wrong: np.ndarray, smoothing: float = 1.0) -> list[dict[str, float]]:
+    """How far the calibration data are from the Markov chain T-Tamer assumes (the book's chapter *The model*), per
+    exit ``i ≥ 1``, for ``states [N, L]`` and 0/1 losses ``wrong [N, L]``:
+
+    * ``transition_tv`` -- ``E_{s_{i−2}, s_{i−1}} TV( P(s_i | s_{i−1}, s_{i−2}), P(s_i | s_{i−1}) )``
+      (``nan`` for ``i = 1``), weighted by the examples in each conditioning pair;
+    * ``loss_gap_next`` -- ``E |P(wrong_{i−1} | s_{i−1}, s_i) − P(wrong_{i−1} | s_{i−1})|``: how
+      much the *next* exit's state says about an earlier exit's correctness beyond its own
+      state -- the violation that makes the recall answer rule (``min ℓ_v(s_v)``)
+      over-confident;
+    * ``loss_gap_prev`` -- ``E |P(wrong_i | s_i, s_{i−1}) − P(wrong_i | s_i)|``.
+
+    Frequencies are smoothed by ``smoothing`` pseudo-counts toward the coarser estimate, so
+    that tiny cells do not inflate the gaps; still, finite samples make every gap positive
+    (compare with a Markov synthetic trace)."""
+    states = np.asarray(states, dtype=np.int64)
+    wrong = np.asarray(wrong, dtype=float)
+    n, L = states.shape
+    K = states.max(axis=0) + 1
+    a = float(smoothing)
+    out = []
+
+    def cond_mean(keys: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """Per example: smoothed mean of ``y`` over examples sharing its key."""
+        u, inv = np.unique(keys, return_inverse=True)
+        cnt = np.bincount(inv).astype(float)
+        s = np.bincount(inv, weights=y)
+        prior_k = np.bincount(inv, weights=prior) / cnt
+        return ((s + a * prior_k) / (cnt + a))[inv]
+
+    for i in range(1, L):
+        row = {"exit": float(i)}
+        si, sp = states[:, i], states[:, i - 1]
+        base = cond_mean(sp, wrong[:, i - 1], np.full(n, wrong[:, i - 1].mean()))
+        row["loss_gap_next"] = float(np.abs(cond_mean(sp * K[i] + si, wrong[:, i - 1], base) - base).mean())
+        base_i = cond_mean(si, wrong[:, i], np.full(n, wrong[:, i].mean()))
+        row["loss_gap_prev"] = float(np.abs(cond_mean(si * K[i - 1] + sp, wrong[:, i], base_i) - base_i).mean())
+        if i >= 2:
+            spp = states[:, i - 2]
+            onehot = np.eye(K[i])[si]  # [N, K_i]
+            p1 = np.stack([cond_mean(sp, onehot[:, t], np.full(n, onehot[:, t].mean())) for t in range(K[i])], 1)
+            pair = spp * K[i - 1] + sp
+            p2 = np.stack([cond_mean(pair, onehot[:, t], p1[:, t]) for t in range(K[i])], 1)
+            row["transition_tv"] = float(0.5 * np.abs(p2 - p1).sum(axis=1).mean())
+        else:
+            row["transition_tv"] = float("nan")
+        out.append(row)
+    return out
+
+
+def markov_resample(states: np.ndarray, wrong: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A sample of the same size from the empirical *Markov* chain of ``states [N, L]`` and 0/1
+    ``wrong [N, L]``: ``s_0`` drawn from the examples, ``s_i`` from the examples sharing
+    ``s_{i−1}``, and ``wrong_i`` from the examples sharing ``s_i``. Its
+    :func:`markov_violation` is the finite-sample floor of the measure. Loops over exits only."""
+    states = np.asarray(states, dtype=np.int64)
+    wrong = np.asarray(wrong, dtype=float)
+    rng = np.random.default_rng(seed)
+    n, L = states.shape
+
+    def draw(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        """Per wanted key, a random example index among those with that key."""
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        lo, hi = np.searchsorted(sk, wanted, "left"), np.searchsorted(sk, wanted, "right")
+        return order[lo + (rng.random(len(wanted)) * (hi - lo)).astype(np.int64)]
+
+    s = np.empty_like(states)
+    s[:, 0] = states[rng.integers(0, n, n), 0]
+    for i in range(1, L):
+        s[:, i] = states[draw(states[:, i - 1], s[:, i - 1]), i]
+    w = np.stack([wrong[draw(states[:, i], s[:, i]), i] for i in range(L)], axis=1)
+    return s, w
+
+
+def markov_diagnostics(calibration: Trace, state: Any = None, loss: str = "label", seed: int = 0,
+                       smoothing: float = 1.0) -> list[dict[str, Any]]:
+    """:func:`markov_violation` of the states of ``state`` (a concrete
+    :class:`~ttamer.earlyexit.features.StateSpec`, default 8 max-probability bins) on the
+    ``calibration`` examples, next to the same measure on a :func:`markov_resample` of them
+    (``null_*``): the ratio says how far the real network is from T-Tamer's model beyond
+    sampling noise. Rows per exit ``i ≥ 1``."""
+    from .features import StateEncoder, StateSpec, exit_losses
+
+    spec = StateSpec(K=8, agreement=0) if state is None else state
+    enc = StateEncoder.fit(spec, calibration, loss)
+    s = enc.transform(calibration)
+    w = exit_losses(calibration, loss)
+    if spec.feature == "posterior":
+        w = np.take_along_axis(w, enc.answers(calibration), axis=1)
+    real = markov_violation(calibration, s, w, smoothing)
+    null = markov_violation(calibration, *markov_resample(s, w, seed), smoothing)
+    rows = []
+    for r, q in zip(real, null):
+        row: dict[str, Any] = {"state": spec.describe(), "loss": loss, "exit": int(r["exit"])}
+        for key in ("loss_gap_next", "loss_gap_prev", "transition_tv"):
+            row[key], row[f"null_{key}"] = r[key], q[key]
+        rows.append(row)
+    return rows

@@ -1,0 +1,96 @@
+"""Logistic models of "this exit is right", fitted by Newton's method (the book's chapter *Early exit on real models*).
+
+:func:`fit_logistic` is a ridge-penalised logistic regression; the per-exit models of the
+learned confidence feature (``_logistic_models``, ``_predict``) and the posterior models of
+"exit ``j ≤ i``'s prediction is right" given exits ``0..i`` (``_posterior_models``,
+:func:`pair_features`, :func:`posterior_answers`) are built on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .traces import Trace
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2, iters: int = 30) -> np.ndarray:
+    """Ridge-penalised logistic regression by Newton's method: ``w`` minimising
+    ``−Σ [y log σ(xw) + (1−y) log(1−σ(xw))] + ridge·n·|w_{1:}|²/2`` (bias unpenalised)."""
+    n, f = x.shape
+    w = np.zeros(f)
+    pen = np.full(f, ridge * n)
+    pen[0] = 1e-9 * n
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
+        grad = x.T @ (p - y) + pen * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(pen)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+def _logistic_models(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-exit logistic models of ``target [N, L]`` on ``x [N, L, F]``: (weights ``[L, F]``,
+    feature scale ``[F]``)."""
+    scale = np.maximum(x.reshape(-1, x.shape[2]).std(axis=0), 1e-9)
+    scale[0] = 1.0
+    w = np.stack([fit_logistic(x[:, i] / scale, target[:, i]) for i in range(x.shape[1])])
+    return w, scale
+
+
+def _predict(x: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    z = np.einsum("nlf,lf->nl", x / scale, w)
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+
+def pair_features(trace: Trace, i: int) -> np.ndarray:
+    """``[N, i+1, F]`` features, observable once exit ``i`` has run, of the hypothesis
+    "exit ``j ≤ i``'s prediction is right": a bias, exit ``j``'s max-probability log-odds,
+    exit ``i``'s, the share of exits ``0..i`` predicting exit ``j``'s class, the log-odds of
+    the running ensemble ``p̄_i(ĉ_j) = mean_{k≤i} p_k(ĉ_j)`` of that class, and whether
+    ``j = i``."""
+    probs = trace.probs[:, : i + 1].astype(np.float64)  # [N, i+1, C]
+    pred = trace.predictions[:, : i + 1]
+    mp = np.clip(trace.max_prob[:, : i + 1], 1e-6, 1 - 1e-6)
+    lo = np.log(mp) - np.log1p(-mp)
+    ens = probs.mean(axis=1)  # [N, C]
+    ens_j = np.clip(np.take_along_axis(ens, pred, axis=1), 1e-6, 1 - 1e-6)  # [N, i+1]
+    share = (pred[:, :, None] == pred[:, None, :]).mean(axis=1)  # [N, i+1]: share of k predicting ĉ_j
+    n = trace.n_examples
+    is_last = np.zeros((n, i + 1))
+    is_last[:, i] = 1.0
+    feats = [np.ones((n, i + 1)), lo, np.repeat(lo[:, i : i + 1], i + 1, 1), share,
+             np.log(ens_j) - np.log1p(-ens_j), is_last]
+    return np.stack(feats, axis=2)
+
+
+def _posterior_models(trace: Trace, wrong: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per exit ``i`` a logistic model of P(exit ``j`` right | history ``0..i``), ``j ≤ i``,
+    fitted on all pairs ``(example, j)`` (``wrong [N, L]`` 0/1 losses)."""
+    out = []
+    for i in range(trace.n_exits):
+        x = pair_features(trace, i).reshape(-1, 6)
+        y = 1.0 - wrong[:, : i + 1].reshape(-1)
+        sd = x.std(axis=0)
+        scale = np.where(sd > 1e-9, sd, np.inf)  # constant columns (e.g. at exit 0) drop out
+        scale[0] = 1.0
+        out.append((fit_logistic(x / scale, y), scale))
+    return out
+
+
+def posterior_answers(trace: Trace, models: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(q [N, L], a [N, L])``: after exit ``i``, the exit ``a_i ≤ i`` whose prediction is
+    most probably right given exits ``0..i`` (the *posterior answer*) and that probability
+    ``q_i = max_{j≤i} P̂(exit j right | history 0..i)``."""
+    n, L = trace.n_examples, trace.n_exits
+    q, a = np.zeros((n, L)), np.zeros((n, L), dtype=np.int64)
+    for i, (w, scale) in enumerate(models):
+        z = pair_features(trace, i) @ (w / scale)
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        a[:, i] = p.argmax(axis=1)
+        q[:, i] = p.max(axis=1)
+    return q, a
+
+

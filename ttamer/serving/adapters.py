@@ -1,0 +1,214 @@
+"""What the serving runtime needs from torch models: multi-exit models and their adapters.
+
+:class:`MultiExitModel` is a ``prepare`` step, a list of blocks and one exit head per block;
+:func:`transformer_exits` exposes a Hugging Face encoder and per-layer heads that way. The small
+helpers select rows of (nested) tensors, count and slice inputs, resolve a device and silence
+the progress output of model loading. torch and transformers are imported only when used. See
+the book's chapter *Serving* (:doc:`/serving`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..core.errors import TTamerError
+
+
+# --------------------------------------------------------------------------- small torch helpers
+def _torch():
+    import torch
+
+    return torch
+
+
+def take(x: Any, idx: "torch.Tensor") -> Any:  # noqa: F821
+    """Rows ``idx`` of a tensor, or of every tensor in a tuple / list / dict (``None`` stays)."""
+    torch = _torch()
+    if x is None:
+        return None
+    if torch.is_tensor(x):
+        return x.index_select(0, idx.to(x.device))
+    if isinstance(x, (tuple, list)):
+        return type(x)(take(e, idx) for e in x)
+    if isinstance(x, dict):
+        return {k: take(v, idx) for k, v in x.items()}
+    raise TTamerError(f"cannot select rows of a {type(x).__name__}; hidden states and contexts must be "
+                      "tensors or tuples / lists / dicts of tensors")
+
+
+def _n_rows(x: Any) -> int:
+    torch = _torch()
+    if torch.is_tensor(x):
+        return int(x.shape[0])
+    if isinstance(x, (tuple, list)) and x:
+        return _n_rows(x[0])
+    if isinstance(x, dict) and x:
+        return _n_rows(next(iter(x.values())))
+    raise TTamerError(f"cannot count the rows of a {type(x).__name__}")
+
+
+def _softmax_np(logits: "torch.Tensor") -> np.ndarray:  # noqa: F821
+    """float32 softmax on the CPU -- exactly what the workloads store in traces."""
+    return _torch().softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+
+def resolve_device(device: Any) -> "torch.device":  # noqa: F821
+    """``"cpu"``, ``"cuda"`` (or a ``torch.device``); a clear error if CUDA is absent."""
+    import torch
+
+    try:
+        dev = torch.device(device) if not isinstance(device, torch.device) else device
+    except (RuntimeError, TypeError):
+        raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise TTamerError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TTamerError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return dev
+
+
+def input_length(inputs: Any) -> int:
+    """The number of examples in ``inputs`` (a sequence, array or tensor); an error if none."""
+    try:
+        n = len(inputs)
+    except TypeError:
+        raise TTamerError(f"inputs must be a sequence, array or tensor of examples, got {type(inputs).__name__}") from None
+    if n == 0:
+        raise TTamerError("no inputs to serve")
+    return n
+
+
+def input_slice(inputs: Any, a: int, b: int) -> Any:
+    """Examples ``a`` to ``b - 1`` of ``inputs``."""
+    return inputs[a:b]
+
+
+
+# --------------------------------------------------------------------------- models
+@dataclass
+class MultiExitModel:
+    """A network with an exit after every block.
+
+    ``prepare(inputs, device) -> (h, ctx)`` turns a list / array / tensor of ``B`` raw inputs
+    into the first hidden state and a per-row context (e.g. an attention mask; ``None`` if
+    unused); ``blocks[i](h, ctx) -> h`` and ``heads[i](h, ctx) -> logits [B, C]``. Tensors
+    carry the batch on dimension 0.
+    """
+
+    blocks: Sequence[Callable]
+    heads: Sequence[Callable]
+    prepare: Callable[[Any, Any], tuple[Any, Any]]
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.blocks) == 0:
+            raise TTamerError("MultiExitModel needs at least one block")
+        if len(self.blocks) != len(self.heads):
+            raise TTamerError(f"MultiExitModel: {len(self.blocks)} blocks but {len(self.heads)} exit heads "
+                              "(one head per block)")
+        if not self.names:
+            self.names = [f"exit{i}" for i in range(len(self.blocks))]
+        if len(self.names) != len(self.blocks):
+            raise TTamerError(f"MultiExitModel: {len(self.names)} names for {len(self.blocks)} exits")
+
+    @property
+    def n_exits(self) -> int:
+        return len(self.blocks)
+
+    @classmethod
+    def from_modules(cls, blocks: Sequence[Callable], heads: Sequence[Callable],
+                     names: Sequence[str] | None = None) -> "MultiExitModel":
+        """Blocks and heads that take the hidden state only (e.g. a CNN: ``model.blocks``,
+        ``model.heads``); inputs are a float tensor (or array) ``[B, ...]``."""
+        torch = _torch()
+
+        def prepare(inputs: Any, device: Any) -> tuple[Any, None]:
+            x = inputs if torch.is_tensor(inputs) else torch.as_tensor(np.asarray(inputs))
+            return x.to(device), None
+
+        wrap = lambda f: (lambda h, _ctx: f(h))  # noqa: E731
+        return cls([wrap(b) for b in blocks], [wrap(h) for h in heads], prepare, list(names or []))
+
+
+def transformer_exits(tokenizer: Any, encoder: Any, heads: Sequence[Any], max_length: int = 64,
+                      names: Sequence[str] | None = None, layers: int | None = None) -> MultiExitModel:
+    """A BERT-family encoder with an exit after each of its first ``layers`` layers (default
+    all): block 0 = embeddings + layer 1, block ``i`` = layer ``i+1``; exit ``i`` = the
+    hidden state mean-pooled over the tokens (attention mask) through ``heads[i]``
+    (the convention of :mod:`ttamer.workloads.nlp`). ``prepare`` tokenises (padding to the
+    longest text of the batch, truncation at ``max_length``)."""
+    torch = _torch()
+    emb = getattr(encoder, "embeddings", None)
+    all_layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if emb is None or all_layers is None:
+        raise TTamerError(f"model {type(encoder).__name__}: expected BERT-like .embeddings and .encoder.layer")
+    L = len(all_layers) if layers is None else int(layers)
+    if not 1 <= L <= len(all_layers):
+        raise TTamerError(f"layers must be in 1..{len(all_layers)}, got {layers}")
+    if len(heads) != L:
+        raise TTamerError(f"{len(heads)} exit heads for {L} layers (one head per layer)")
+
+    def prepare(texts: Any, device: Any) -> tuple[Any, dict]:
+        texts = [str(t) for t in (texts if not isinstance(texts, str) else [texts])]
+        b = tokenizer(texts, padding=True, truncation=True, max_length=int(max_length), return_tensors="pt")
+        b = {k: v.to(device) for k, v in b.items()}
+        mask = b["attention_mask"]
+        m = mask.unsqueeze(-1).to(torch.float32)
+        # the exits' mean-pooling weights [B, 1, T], computed once per batch: a head is then one
+        # batched product and its linear layer
+        ctx = {"input_ids": b["input_ids"], "pool": (m / m.sum(1, keepdim=True).clamp_min(1.0)).transpose(1, 2),
+               "additive": (1.0 - mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min}
+        if "token_type_ids" in b:
+            ctx["token_type_ids"] = b["token_type_ids"]
+        return b["input_ids"], ctx
+
+    def layer_block(i: int) -> Callable:
+        layer = all_layers[i]
+
+        def block(h: Any, ctx: dict) -> Any:
+            if i == 0:
+                h = emb(input_ids=ctx["input_ids"], token_type_ids=ctx.get("token_type_ids"))
+            out = layer(h, attention_mask=ctx["additive"].to(h.dtype))
+            return out[0] if isinstance(out, tuple) else out
+        return block
+
+    def exit_head(i: int) -> Callable:
+        def head(h: Any, ctx: dict) -> Any:
+            w = ctx["pool"]  # [B, 1, T]
+            return heads[i](torch.bmm(w if w.dtype == h.dtype else w.to(h.dtype), h)[:, 0])
+        return head
+
+    names = list(names) if names is not None else [f"layer{i + 1}" for i in range(L)]
+    return MultiExitModel([layer_block(i) for i in range(L)], [exit_head(i) for i in range(L)], prepare, names)
+
+
+# --------------------------------------------------------------------------- quiet model loading
+@contextlib.contextmanager
+def quiet(progress: bool):
+    """Without ``progress``: no weight-loading progress bars from ``transformers`` and no
+    warning from ``tqdm.auto`` about missing notebook widgets."""
+    if progress:
+        yield
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is optional
+        hf_logging = None
+    was = hf_logging.is_progress_bar_enabled() if hf_logging else False
+    if hf_logging:
+        hf_logging.disable_progress_bar()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        try:
+            yield
+        finally:
+            if hf_logging and was:
+                hf_logging.enable_progress_bar()
+
+

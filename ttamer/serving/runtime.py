@@ -1,0 +1,522 @@
+"""A serving runtime that exits early with recall: the fitted policy drives real models.
+
+:class:`EarlyExitServer` wraps a torch **multi-exit model** (:class:`~ttamer.serving.adapters.MultiExitModel`: a
+``prepare`` step, a list of blocks and one exit head per block) and a fitted
+:class:`~ttamer.core.policy.Policy`. For every query it runs block after block; after exit ``i``
+it turns the exit's softmax (and those of earlier exits) into the state ``s_i`` with a
+``state_fn``, asks the policy whether to go on, and when the policy stops it answers **per
+recall** -- with the consulted exit of smallest calibrated loss ``ℓ_i(s_i)``
+(:meth:`ttamer.core.policy.Policy.answer`). The loop is :func:`ttamer.core.policy.rollout` itself,
+whose ``reveal`` callback runs the network, so the runtime takes exactly the decisions that
+the trace-simulated policy takes on the same outputs (the key property, tested).
+
+**Threshold rules** take a fast path without a policy object or a rollout: a rule with
+``step(i, probs) -> (x_i, a_i)``, ``stops(i, x_i)`` and ``thresholds`` (a fitted
+:class:`~ttamer.earlyexit.tamer.ThresholdTamer`'s ``runtime_rule()``, :class:`~ttamer.serving.rules.MaxProbRule`,
+a stop / go-on ``state_fn`` compiled by :class:`~ttamer.serving.rules.StateFnRule`, a chain policy compiled by
+:class:`~ttamer.serving.rules.ChainPolicyRule`) is evaluated after every exit on the rows still running -- one state
+computation and one vectorised comparison -- and the rows that stop leave the batch. The
+runtime also records the per-exit cost profile of each serving mode (one query at a time,
+batched) in the trace's meta; :func:`~ttamer.serving.latency.with_cost_profile` prices a trace in the mode served.
+
+:class:`CascadeServer` does the same for a forest of *separate* models (each node a
+callable from inputs to logits), e.g. the cascade of :mod:`ttamer.workloads.cascade`.
+
+Two modes: **per example** (``batch_size=1``: one query at a time, the latency a user sees)
+and **batched** (a batch enters together; examples whose policy stops leave the batch, so
+later blocks run on fewer rows). Every run measures end-to-end wall-clock time (input
+preparation such as tokenisation, blocks, heads, state computation and policy included):
+:class:`ServeResult` has the per-example latency and the total time. CPU and CUDA
+(``device``); on CUDA the clock is read after a synchronisation.
+
+``state_fn(probs, node) -> states`` maps ``probs [B, n, C]`` -- the softmax of every exit
+consulted so far (NaN for exits not consulted) -- to the ``int`` states of ``node`` for the
+``B`` rows. :func:`~ttamer.serving.rules.tamer_state_fn` and :func:`~ttamer.serving.rules.cascade_state_fn` build it from a fitted
+:class:`~ttamer.earlyexit.calibration.EarlyExitTamer` / :class:`~ttamer.earlyexit.cascade.CascadeTamer`;
+:func:`~ttamer.serving.rules.threshold_rule` expresses the confidence-threshold heuristic as a (policy,
+state_fn) pair, so heuristics run through the same runtime; :func:`~ttamer.serving.rules.pathwise_rule` does the
+same for T-Tamer's path-wise rule (:class:`~ttamer.earlyexit.pathwise.PathwiseTamer`).
+"""
+
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..core.errors import TTamerError
+from ..core.policy import Policy, rollout
+from ..earlyexit.traces import Trace
+from .adapters import MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, resolve_device, take
+from .rules import (AnswerFn, ChainPolicyRule, ExitMap, StateFn, StateFnRule, StopStatePolicy, is_runtime_rule,
+                    max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn, tamer_states_fn)
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class ServeResult:
+    """What a run of the runtime did on ``N`` inputs.
+
+    ``answer`` -- exit / model answered with; ``prediction`` -- the class returned;
+    ``consulted`` ``[N, n]``; ``states`` ``[N, n]`` (``-1``: not consulted); ``last``;
+    ``latency`` ``[N]`` seconds from the moment the example's batch started until its
+    answer was decided; ``seconds`` -- wall-clock time of the whole run; ``probs``
+    ``[N, n, C]`` (NaN where not consulted); ``timing`` -- seconds of the run spent in
+    ``prepare`` (e.g. tokenisation), ``network`` (blocks, heads, softmax copied to the CPU),
+    ``states`` (``state_fn``; a threshold rule's state and comparison) and ``policy`` (with a
+    policy: the rest, decisions and rollout bookkeeping; with a threshold rule: stopping rows
+    and pruning the batch, the rest being ``other``: splitting the inputs and collecting the
+    results).
+    """
+
+    answer: np.ndarray
+    prediction: np.ndarray
+    consulted: np.ndarray
+    states: np.ndarray
+    last: np.ndarray
+    latency: np.ndarray
+    seconds: float
+    probs: np.ndarray
+    batch_size: int
+    timing: dict = field(default_factory=dict)
+
+    def accuracy(self, labels: np.ndarray) -> float:
+        return float(np.mean(self.prediction == np.asarray(labels)))
+
+    @property
+    def mean_latency_ms(self) -> float:
+        return 1e3 * float(self.latency.mean())
+
+    def timing_ms(self) -> dict[str, float]:
+        """``timing`` in milliseconds per example."""
+        return {k: 1e3 * v / len(self.answer) for k, v in self.timing.items()}
+
+    @property
+    def decision_us_per_exit(self) -> float:
+        """Microseconds per example per consulted exit spent on states and decisions
+        (``timing["states"] + timing["policy"]``): the runtime's decision overhead."""
+        spent = self.timing.get("states", 0.0) + self.timing.get("policy", 0.0)
+        return 1e6 * spent / max(int(self.consulted.sum()), 1)
+
+    @property
+    def ms_per_example(self) -> float:
+        """Total wall-clock time divided by the number of examples."""
+        return 1e3 * self.seconds / len(self.answer)
+
+
+# --------------------------------------------------------------------------- the runtime
+class _Runtime:
+    """Rollout of a policy whose ``reveal`` runs models; subclasses compute exits."""
+
+    n_nodes: int
+
+    def __init__(self, policy: Policy, state_fn: StateFn, device: Any, answer_fn: AnswerFn | None = None,
+                 exit_map: ExitMap | None = None) -> None:
+        if not isinstance(policy, Policy):
+            raise TTamerError(f"policy must be a ttamer Policy, got {type(policy).__name__}")
+        if answer_fn is not None and not callable(answer_fn):
+            raise TTamerError(f"answer_fn must be callable (states, last) -> node, got {answer_fn!r}")
+        if exit_map is not None and not callable(exit_map):
+            raise TTamerError(f"exit_map must be callable (probs, node) -> exit, got {exit_map!r}")
+        self.answer_fn = answer_fn if answer_fn is not None else policy.answer
+        self.exit_map = exit_map
+        if not callable(state_fn):
+            raise TTamerError(f"state_fn must be callable (probs [B, n, C], node) -> states [B], got {state_fn!r}")
+        if policy.instance.n != self.n_nodes:
+            raise TTamerError(f"the policy's instance has {policy.instance.n} nodes but the model has "
+                              f"{self.n_nodes} exits / models")
+        self.policy, self.state_fn = policy, state_fn
+        self.device = resolve_device(device)
+
+    # subclasses: start a batch, compute node outputs for rows
+    def _begin(self, inputs: Any) -> None:
+        raise NotImplementedError
+
+    def _prune(self, rows: np.ndarray) -> None:
+        """Forget every row not in ``rows`` (their policy stopped)."""
+
+    def _logits(self, rows: np.ndarray, node: int) -> Any:
+        raise NotImplementedError
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            _torch().cuda.synchronize(self.device)
+
+    def _states(self, probs: np.ndarray, rows: np.ndarray, node: int) -> np.ndarray:
+        s = np.asarray(self.state_fn(probs[rows], int(node)), dtype=np.int64).reshape(-1)
+        K = int(self.policy.instance.n_states[node])
+        if len(s) != len(rows) or (len(s) and (s.min() < 0 or s.max() >= K)):
+            raise TTamerError(f"state_fn returned states {s[:5].tolist()}... for node {node} "
+                              f"({len(rows)} rows, expected values in 0..{K - 1})")
+        return s
+
+    def _run_batch(self, inputs: Any, n: int) -> dict[str, Any]:
+        """One batch through the policy: rollout with the model as ``reveal``. Also times its
+        parts: ``prepare``, ``network`` (blocks, heads, softmax to the CPU), ``states``."""
+        torch = _torch()
+        clock = time.perf_counter
+        t0 = clock()
+        stop_time = np.zeros(n)
+        probs: np.ndarray | None = None
+        alive = np.arange(n)
+        parts = {"prepare": 0.0, "network": 0.0, "states": 0.0}
+        with torch.inference_mode():
+            self._begin(inputs)
+            self._sync()
+            parts["prepare"] = clock() - t0
+
+            def reveal(rows, nodes, _states, _last):
+                nonlocal probs, alive
+                now = clock() - t0
+                if len(rows) < len(alive):  # rows is a subset of alive: equal lengths, equal sets
+                    stop_time[np.setdiff1d(alive, rows, assume_unique=True)] = now
+                    self._prune(rows)
+                alive = rows
+                out = np.empty(len(rows), dtype=np.int64)
+                for v in (np.unique(nodes) if len(nodes) > 1 else nodes):  # usually one node per step
+                    sel = np.flatnonzero(nodes == v) if len(nodes) > 1 else slice(None)
+                    t1 = clock()
+                    p = _softmax_np(self._logits(rows[sel], int(v)))
+                    t2 = clock()
+                    if probs is None:
+                        probs = np.full((n, self.n_nodes, p.shape[1]), np.nan, dtype=np.float32)
+                    probs[rows[sel], v] = p
+                    out[sel] = self._states(probs, rows[sel], int(v))
+                    parts["network"] += t2 - t1
+                    parts["states"] += clock() - t2
+                return out
+
+            ro = rollout(self.policy, n, reveal)
+            answer = np.asarray(self.answer_fn(ro.states, ro.last), dtype=np.int64)
+            if self.exit_map is not None and probs is not None and (answer >= 0).all():
+                answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
+            self._sync()
+        stop_time[alive] = clock() - t0
+        if probs is None or (answer < 0).any():
+            raise TTamerError("the policy stopped before consulting any exit (answered with the fallback); "
+                              "a served model needs at least one exit")
+        pred = probs[np.arange(n), answer].argmax(axis=1)
+        return {"answer": answer, "prediction": pred, "states": ro.states, "last": ro.last,
+                "latency": stop_time, "probs": probs, "timing": parts}
+
+    def serve(self, inputs: Any, batch_size: int = 1) -> ServeResult:
+        """Answer every input: ``batch_size = 1`` one at a time, else in batches whose stopped
+        examples leave the batch. Wall-clock time measured end to end."""
+        n = input_length(inputs)
+        bs = int(batch_size)
+        if bs < 1:
+            raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+        parts = []
+        t0 = time.perf_counter()
+        run = self._run_rule_batch if getattr(self, "rule", None) is not None else self._run_batch
+        for s in range(0, n, bs):
+            parts.append(run(input_slice(inputs, s, s + bs), min(bs, n - s)))
+        seconds = time.perf_counter() - t0
+        C = max(p["probs"].shape[2] for p in parts)
+        if any(p["probs"].shape[2] != C for p in parts):
+            raise TTamerError("exits returned different numbers of classes across batches")
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k not in ("timing", "marks")}
+        timing = {k: float(sum(p["timing"][k] for p in parts)) for k in parts[0]["timing"]}
+        rest = max(seconds - sum(timing.values()), 0.0)
+        if "policy" in timing:  # a threshold rule: its decisions were timed in the loop
+            timing["other"] = rest
+        else:  # a policy: its decisions are the rollout, the rest of the run
+            timing["policy"] = rest
+        return ServeResult(cat["answer"], cat["prediction"], cat["states"] >= 0, cat["states"], cat["last"],
+                           cat["latency"], seconds, cat["probs"], bs, timing)
+
+
+class EarlyExitServer(_Runtime):
+    """Serve a :class:`~ttamer.serving.adapters.MultiExitModel` with a fitted policy over its exits (module docstring).
+
+    ``EarlyExitServer(model, policy, state_fn, device="cpu")``; :meth:`serve` answers inputs
+    (per example or batched), :meth:`run_all` computes every exit (a trace), :meth:`run_full`
+    times the plain network (all blocks, the last head only). Skips of a chain policy are
+    honoured: the blocks in between run, their heads do not.
+    """
+
+    def __init__(self, model: MultiExitModel, policy: Any, state_fn: StateFn | None = None, device: Any = "cpu",
+                 answer_fn: AnswerFn | None = None, exit_map: ExitMap | None = None, compile: bool = True) -> None:
+        if not isinstance(model, MultiExitModel):
+            raise TTamerError(f"model must be a MultiExitModel, got {type(model).__name__}")
+        self.model = model
+        self.n_nodes = model.n_exits
+        self.rule: Any = None
+        if is_runtime_rule(policy):  # a threshold rule, evaluated exit by exit
+            if state_fn is not None or answer_fn is not None:
+                raise TTamerError("a threshold rule computes its own states and answers: pass no state_fn "
+                                  "or answer_fn with it")
+            if int(policy.n_exits) != self.n_nodes:
+                raise TTamerError(f"the rule has {policy.n_exits} exits but the model has {self.n_nodes}")
+            if exit_map is not None and not callable(exit_map):
+                raise TTamerError(f"exit_map must be callable (probs, node) -> exit, got {exit_map!r}")
+            self.rule, self.policy, self.state_fn, self.answer_fn = policy, None, None, None
+            self.exit_map = exit_map
+            self.device = resolve_device(device)
+            self._pos = np.arange(self.n_nodes)
+            return
+        super().__init__(policy, state_fn, device, answer_fn, exit_map)
+        if not policy.instance.is_chain:
+            raise TTamerError("EarlyExitServer needs a policy on a chain of exits; use CascadeServer for trees")
+        self._pos = np.asarray(policy.instance.chain_position)
+        if compile and isinstance(policy, StopStatePolicy) and answer_fn is None:
+            self.rule = StateFnRule(self.n_nodes, state_fn, None, policy.instance.name)
+
+    @classmethod
+    def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu") -> "EarlyExitServer":
+        """Serve with a fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer` (its
+        :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.runtime_rule`, one threshold per exit), a
+        fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` (its policy, its states computed
+        online by :func:`~ttamer.serving.rules.tamer_state_fn` and its answer rule, :func:`~ttamer.serving.rules.tamer_answer_fns`) or a
+        fitted :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` (:func:`~ttamer.serving.rules.pathwise_rule`); either way the
+        served decisions are ``tamer.decide``'s."""
+        if callable(getattr(tamer, "runtime_rule", None)):
+            return cls(model, tamer.runtime_rule(), device=device)
+        if hasattr(tamer, "rule_"):
+            policy, state_fn, exit_map = pathwise_rule(tamer)
+            return cls(model, policy, state_fn, device, exit_map=exit_map)
+        answer_fn, exit_map = tamer_answer_fns(tamer)
+        rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer_states_fn(tamer), answer_fn)
+        if rule is not None:
+            return cls(model, rule, device=device, exit_map=exit_map)
+        return cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map)
+
+    # groups of rows sharing a hidden state at one depth (-1 = before block 0)
+    def _begin(self, inputs: Any) -> None:
+        h, ctx = self.model.prepare(inputs, self.device)
+        n = _n_rows(h)
+        self._groups = [(np.arange(n), -1, h, ctx)]
+
+    def _prune(self, rows: np.ndarray) -> None:
+        torch = _torch()
+        if len(self._groups) == 1 and len(self._groups[0][0]) == len(rows):
+            return
+        groups = []
+        for g_rows, depth, h, ctx in self._groups:
+            keep = np.isin(g_rows, rows)
+            if keep.all():
+                groups.append((g_rows, depth, h, ctx))
+            elif keep.any():
+                idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
+                groups.append((g_rows[keep], depth, take(h, idx), take(ctx, idx)))
+        self._groups = groups
+
+    def _logits(self, rows: np.ndarray, node: int) -> Any:
+        """Advance ``rows`` from their depth to exit ``node`` (blocks in between, no heads) and
+        return the exit's logits in the order of ``rows``."""
+        torch = _torch()
+        target = int(self._pos[node])
+        groups, got_rows, got = [], [], []
+        for g_rows, depth, h, ctx in self._groups:
+            sel = np.ones(len(g_rows), dtype=bool) if len(self._groups) == 1 and len(g_rows) == len(rows) \
+                else np.isin(g_rows, rows)
+            if not sel.any():
+                groups.append((g_rows, depth, h, ctx))
+                continue
+            if not sel.all():  # rows of this group going elsewhere stay as they are
+                rest = torch.as_tensor(np.flatnonzero(~sel), device=self.device)
+                groups.append((g_rows[~sel], depth, take(h, rest), take(ctx, rest)))
+                idx = torch.as_tensor(np.flatnonzero(sel), device=self.device)
+                g_rows, h, ctx = g_rows[sel], take(h, idx), take(ctx, idx)
+            if depth >= target:
+                raise TTamerError(f"policy asked for exit {node} after exit {depth} on a chain")
+            for d in range(depth + 1, target + 1):
+                h = self.model.blocks[d](h, ctx)
+            got_rows.append(g_rows)
+            got.append(self.model.heads[target](h, ctx))
+            groups.append((g_rows, target, h, ctx))
+        self._groups = groups
+        R = np.concatenate(got_rows)
+        logits = got[0] if len(got) == 1 else torch.cat(got)
+        if len(R) == len(rows) and np.array_equal(R, rows):
+            return logits
+        order = np.argsort(R)
+        pos = order[np.searchsorted(R[order], rows)]
+        return logits.index_select(0, torch.as_tensor(pos, device=logits.device))
+
+    def _run_rule_batch(self, inputs: Any, n: int, rule: Any = None) -> dict[str, Any]:
+        """One batch under a threshold rule, exit by exit: block, head and softmax copied to the
+        host (the one synchronisation the decision needs), ``rule.step`` on the rows still
+        running and one vectorised comparison with the exit's threshold; stopped rows leave
+        the batch. No policy, no rollout. ``marks[i]``: seconds from the batch's start until
+        the decisions at exit ``i`` were taken; ``alive[i]``: rows that ran exit ``i``."""
+        torch = _torch()
+        rule = self.rule if rule is None else rule
+        clock = time.perf_counter
+        L = self.n_nodes
+        t0 = clock()
+        parts = {"prepare": 0.0, "network": 0.0, "states": 0.0, "policy": 0.0}
+        marks, alive = np.full(L, np.nan), np.zeros(L, dtype=np.int64)
+        answer, last = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        states, stop_time = np.full((n, L), -1, dtype=np.int64), np.zeros(n)
+        probs = hist = None
+        rows = np.arange(n)
+        with torch.inference_mode():
+            h, ctx = self.model.prepare(inputs, self.device)
+            self._sync()
+            parts["prepare"] = clock() - t0
+            for i in range(L):
+                t1 = clock()
+                h = self.model.blocks[i](h, ctx)
+                p = _softmax_np(self.model.heads[i](h, ctx))
+                t2 = clock()
+                if hist is None:
+                    probs = np.full((n, L, p.shape[1]), np.nan, dtype=np.float32)
+                    hist = np.empty((n, L, p.shape[1]), dtype=np.float32)
+                hist[:, i] = p
+                x, a = rule.step(i, hist[:, : i + 1])
+                stop = np.ones(len(rows), dtype=bool) if i == L - 1 else rule.stops(i, x)
+                t3 = clock()
+                parts["network"] += t2 - t1
+                parts["states"] += t3 - t2
+                states[rows, i] = stop
+                alive[i] = len(rows)
+                if stop.any():
+                    r = rows[stop]
+                    last[r], answer[r] = i, np.asarray(a)[stop]
+                    probs[r, : i + 1] = hist[stop, : i + 1]
+                    stop_time[r] = clock() - t0
+                    if stop.all():
+                        marks[i] = clock() - t0
+                        parts["policy"] += marks[i] - (t3 - t0)
+                        break
+                    keep = ~stop
+                    rows, hist = rows[keep], hist[keep]
+                    idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
+                    h, ctx = take(h, idx), take(ctx, idx)
+                marks[i] = clock() - t0
+                parts["policy"] += marks[i] - (t3 - t0)
+            if self.exit_map is not None:
+                answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
+            self._sync()
+        pred = probs[np.arange(n), answer].argmax(axis=1)
+        return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
+                "probs": probs, "timing": parts, "marks": marks, "alive": alive}
+
+    def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1, repeats: int = 3) -> np.ndarray:
+        """``[L]`` wall-clock ms per example of each exit when serving ``inputs`` in batches of
+        ``batch_size`` through the runtime forced to the last exit (every block, head, state and
+        decision; exit 0 also pays for ``prepare``): the per-exit cost profile of that serving
+        mode. Every batch is served ``repeats`` times in a row and each of its exits keeps its
+        median time -- on a shared machine the other tenants preempt the process now and then
+        for milliseconds, and at batch 1 such a pause falls on one exit of a query and would
+        misprice it -- then the mean over the batches after ``warmup``."""
+        n, bs = input_length(inputs), int(batch_size)
+        if bs < 1:
+            raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+        if int(repeats) < 1:
+            raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
+        forced = max_prob_rule(self.n_nodes, np.inf)
+        per = []
+        for s in range(0, n, bs):
+            batch, rows = input_slice(inputs, s, s + bs), min(bs, n - s)
+            runs = []
+            for _ in range(int(repeats)):
+                out = self._run_rule_batch(batch, rows, forced)
+                runs.append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
+            per.append(np.median(runs, axis=0))
+        timed = per[warmup:] if len(per) > warmup else per
+        return 1e3 * np.mean(np.stack(timed), axis=0)
+
+    def run_all(self, inputs: Any, labels: Any, batch_size: int = 64, meta: dict | None = None,
+                warmup: int = 1, profile_examples: int = 0) -> Trace:
+        """Every exit on every input, batched: a :class:`~ttamer.earlyexit.traces.Trace` whose ``cost[i]``
+        is the median (over batches after ``warmup``) wall-clock ms per example of block ``i``
+        with its head (exit 0 also pays for ``prepare``).
+
+        ``meta["cost_profiles"]`` keeps the per-exit cost profile of each serving mode:
+        ``"batched"`` (the trace's ``cost``) and, with ``profile_examples > 0``, ``"batch1"``
+        -- the first ``profile_examples`` inputs served one at a time by the runtime forced to
+        the last exit (:meth:`cost_profile`). :func:`~ttamer.serving.latency.with_cost_profile` prices the trace in the
+        mode that will be served."""
+        if int(profile_examples) < 0:
+            raise TTamerError(f"profile_examples must be >= 0, got {profile_examples!r}")
+        torch = _torch()
+        n = input_length(inputs)
+        L = self.n_nodes
+        out, times = [], []
+        with torch.inference_mode():
+            for s in range(0, n, int(batch_size)):
+                batch = input_slice(inputs, s, s + int(batch_size))
+                marks = [time.perf_counter()]
+                h, ctx = self.model.prepare(batch, self.device)
+                probs = []
+                for i in range(L):
+                    h = self.model.blocks[i](h, ctx)
+                    probs.append(_softmax_np(self.model.heads[i](h, ctx)))
+                    self._sync()
+                    marks.append(time.perf_counter())
+                out.append(np.stack(probs, axis=1))
+                times.append(np.diff(marks) / len(probs[0]))
+        timed = times[warmup:] if len(times) > warmup else times
+        cost_ms = 1e3 * np.median(np.stack(timed), axis=0)
+        m = {"model": "served multi-exit model", "dataset": "?", "cost_unit": "ms/example",
+             "exit_names": list(self.model.names), "cost_measure": "serving runtime, all exits, batched",
+             "device": str(self.device), "batch_size": int(batch_size)}
+        m.update(meta or {})
+        profiles = {"batched": [float(c) for c in cost_ms]}
+        if int(profile_examples) > 0:
+            k = min(int(profile_examples), n)
+            profiles["batch1"] = [float(c) for c in self.cost_profile(input_slice(inputs, 0, k), 1, warmup=min(3, k - 1))]
+        m["cost_profiles"] = profiles
+        return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
+
+    def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:
+        """The plain network (every block, the last head only, no policy): the baseline."""
+        torch = _torch()
+        n = input_length(inputs)
+        L = self.n_nodes
+        preds, lat, probs_all = [], [], []
+        t_prep = 0.0
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for s in range(0, n, int(batch_size)):
+                tb = time.perf_counter()
+                h, ctx = self.model.prepare(input_slice(inputs, s, s + int(batch_size)), self.device)
+                self._sync()
+                t_prep += time.perf_counter() - tb
+                for i in range(L):
+                    h = self.model.blocks[i](h, ctx)
+                p = _softmax_np(self.model.heads[L - 1](h, ctx))
+                self._sync()
+                lat.append(np.full(len(p), time.perf_counter() - tb))
+                preds.append(p.argmax(axis=1))
+                probs_all.append(p)
+        seconds = time.perf_counter() - t0
+        P = np.concatenate(probs_all)
+        probs = np.full((n, L, P.shape[1]), np.nan, dtype=np.float32)
+        probs[:, L - 1] = P
+        states = np.full((n, L), -1, dtype=np.int64)
+        consulted = np.zeros((n, L), dtype=bool)
+        consulted[:, L - 1] = True
+        timing = {"prepare": t_prep, "network": seconds - t_prep, "states": 0.0, "policy": 0.0}
+        return ServeResult(np.full(n, L - 1), np.concatenate(preds), consulted, states, np.full(n, L - 1),
+                           np.concatenate(lat), seconds, probs, int(batch_size), timing)
+
+
+class CascadeServer(_Runtime):
+    """Serve a forest of separate models with a fitted policy over them.
+
+    ``models[v](inputs, device) -> logits [B, C]`` runs model ``v`` on a batch of raw inputs
+    (a list or an array); ``policy`` is solved on the cascade instance (same node order).
+    """
+
+    def __init__(self, models: Sequence[Callable], policy: Policy, state_fn: StateFn, device: Any = "cpu") -> None:
+        if len(models) == 0 or not all(callable(m) for m in models):
+            raise TTamerError("models must be a non-empty list of callables (inputs, device) -> logits")
+        self.models = list(models)
+        self.n_nodes = len(self.models)
+        super().__init__(policy, state_fn, device)
+
+    def _begin(self, inputs: Any) -> None:
+        self._inputs = inputs
+
+    def _logits(self, rows: np.ndarray, node: int) -> Any:
+        x = self._inputs
+        sub = [x[int(i)] for i in rows] if isinstance(x, list) else x[rows]
+        return self.models[node](sub, self.device)
+
+

@@ -1,0 +1,65 @@
+"""Threshold heuristics on chains, evaluated exactly with :func:`~ttamer.core.simulate.evaluate_exactly`.
+
+:class:`ThresholdPolicy` is the confidence-threshold early-exit rule (BranchyNet / SDN style)
+on a chain: walk down the chain and stop at the first exit ``i`` with ``ℓ_i(s_i) ≤ τ``
+(the last exit answers otherwise); without recall it answers with the exit it stopped at.
+:func:`best_threshold` finds the best ``τ`` exactly: the value is a step function of ``τ``
+whose steps sit at the loss values, so the candidates are the distinct losses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.errors import TTamerError
+from ..core.instance import Instance
+from ..core.policy import STOP, Policy
+from ..core.simulate import ExactEvaluation, evaluate_exactly
+
+
+class ThresholdPolicy(Policy):
+    """On a chain: consult exits in order, stop at the first exit with ``ℓ_i(s_i) ≤ τ``.
+
+    ``tau = -inf`` runs to the last exit; ``tau = +inf`` stops at the first. With
+    ``recall=True`` the same stopping rule answers with the best exit consulted.
+    Skips, if any, are not used.
+    """
+
+    def __init__(self, instance: Instance, lam: float, tau: float, recall: bool = False) -> None:
+        if not instance.is_chain:
+            raise TTamerError(f"ThresholdPolicy needs a chain; got {instance!r}")
+        if np.isnan(tau):
+            raise TTamerError("tau must be a number, got nan")
+        super().__init__(instance, lam, recall)
+        self.tau = float(tau)
+        order = instance.order
+        self._next = np.full(instance.n, STOP, dtype=np.int64)
+        self._next[order[:-1]] = order[1:]
+        self._first = int(order[0])
+
+    def decide(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
+        last = np.asarray(last)
+        cur = np.maximum(last, 0)
+        loss = self._loss_table[cur, np.maximum(states[np.arange(len(last)), cur], 0)]
+        cont = np.where(loss <= self.tau, STOP, self._next[cur])
+        return np.where(last < 0, self._first, cont)
+
+    def describe(self) -> str:
+        kind = "recall" if self.recall else "no recall"
+        return f"threshold rule ({kind}): stop at the first exit with loss <= {self.tau:.4g}, λ={self.lam:g}"
+
+
+def threshold_candidates(instance: Instance) -> np.ndarray:
+    """Every ``τ`` at which the threshold rule can change: ``-inf`` and the distinct losses."""
+    return np.concatenate([[-np.inf], np.unique(np.concatenate(instance.losses))])
+
+
+def best_threshold(instance: Instance, lam: float, recall: bool = False) -> tuple[float, ExactEvaluation]:
+    """The threshold ``τ`` of smallest exact expected trade-off, and that value."""
+    best: tuple[float, ExactEvaluation] | None = None
+    for tau in threshold_candidates(instance):
+        val = evaluate_exactly(ThresholdPolicy(instance, lam, tau, recall))
+        if best is None or val.tradeoff < best[1].tradeoff - 1e-15:
+            best = (float(tau), val)
+    assert best is not None
+    return best

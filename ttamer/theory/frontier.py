@@ -1,0 +1,155 @@
+"""The error-cost frontier: λ-sweeps, the exact frontier and the budgeted LP (the book's chapter *The frontier*).
+
+For a strategy ``π`` write ``C(π) = E[cost]`` and ``L(π) = E[loss]``; the trade-off is
+``θ_λ(π) = λ L(π) + (1 − λ) C(π)``. Randomised strategies reach every point of the convex
+hull of the deterministic ones, and the least loss under a budget,
+
+    L*(B) = min { L(π) : C(π) ≤ B }      (the budgeted LP of :mod:`ttamer.solvers.lp`),
+
+is convex and non-increasing in ``B``. A strategy optimal for ``λ ∈ (0, 1]`` minimises a
+positive combination of ``L`` and ``C``, so its point ``(C, L)`` lies on the graph of ``L*``
+(a supporting line of slope ``−(1 − λ)/λ`` touches the achievable set there). Between two
+adjacent vertices ``a, b`` of that graph (``C_a < B < C_b``) the frontier is the segment, and
+``L*(B)`` is the loss of the randomisation that plays ``a`` with probability
+``w = (C_b − B)/(C_b − C_a)``.
+
+:func:`exact_frontier` finds every vertex with the recall (or no-recall) solver alone, by the
+classic bisection of weights (NISE): for two frontier points ``a, b`` the weight ``λ*`` at
+which they tie is solved for; a new point strictly below the tie line is a new vertex,
+otherwise ``[a, b]`` is an edge of the frontier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..core.errors import SolverError
+from ..core.instance import Instance
+from ..solvers.lp import BudgetedLP, BudgetResult, build_mdp
+from ..core.simulate import evaluate_exactly
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """Exact ``E[cost]`` and ``E[loss]`` of the optimal strategy at weight ``lam``."""
+
+    lam: float
+    cost: float
+    loss: float
+    policy: Any = field(default=None, repr=False, compare=False)
+
+    def tradeoff(self, lam: float | None = None) -> float:
+        """``θ_λ = λ L + (1 − λ) C`` (at this point's own ``λ`` by default)."""
+        lam = self.lam if lam is None else lam
+        return lam * self.loss + (1.0 - lam) * self.cost
+
+
+def strategy_point(instance: Instance, lam: float, recall: bool = True, method: str = "auto") -> FrontierPoint:
+    """Solve at ``lam`` with :func:`~ttamer.solvers.solve.solve` and evaluate the policy exactly
+    (:func:`~ttamer.core.simulate.evaluate_exactly`, no simulation)."""
+    from ..solvers.solve import solve
+
+    sol = solve(instance, lam, recall=recall, method=method)
+    exact = evaluate_exactly(sol.policy)
+    loss, cost = exact.loss, exact.cost
+    return FrontierPoint(float(lam), cost, loss, sol.policy)
+
+
+def index_sweep(instance: Instance, lams: Sequence[float], recall: bool = True,
+                method: str = "auto") -> list[FrontierPoint]:
+    """``(cost, loss)`` of the exact strategy for each ``λ`` in ``lams`` (recall: the index
+    strategy on forests, the ``(i, s, X)`` DP on chains with skips)."""
+    return [strategy_point(instance, lam, recall, method) for lam in lams]
+
+
+def lower_envelope(costs: Sequence[float], losses: Sequence[float], tol: float = 1e-12) -> np.ndarray:
+    """Indices of the points on the lower-left convex envelope, by increasing cost.
+
+    Keeps the points that no convex combination of others weakly dominates: loss strictly
+    decreasing with cost and slopes strictly increasing (Andrew's monotone chain).
+    """
+    c, l = np.asarray(costs, dtype=float), np.asarray(losses, dtype=float)
+    order = np.lexsort((l, c))
+    hull: list[int] = []
+    for i in order:
+        if hull and c[i] <= c[hull[-1]] + tol:  # same cost, larger loss: dominated
+            continue
+        if hull and l[i] >= l[hull[-1]] - tol:  # costs more, no less loss: dominated
+            continue
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            cross = (c[b] - c[a]) * (l[i] - l[a]) - (l[b] - l[a]) * (c[i] - c[a])
+            if cross <= tol:  # b is on or above the segment a-i
+                hull.pop()
+            else:
+                break
+        hull.append(int(i))
+    return np.array(hull, dtype=np.int64)
+
+
+def envelope_loss(points: Sequence[FrontierPoint], budget: float) -> float:
+    """Loss of the best randomisation of ``points`` with expected cost ``≤ budget``:
+    the lower envelope at ``budget`` (``+∞`` below the cheapest point)."""
+    c = np.array([p.cost for p in points])
+    l = np.array([p.loss for p in points])
+    hull = lower_envelope(c, l)
+    c, l = c[hull], l[hull]
+    if budget < c[0]:
+        return float("inf")
+    return float(np.interp(budget, c, l))
+
+
+def randomise(a: FrontierPoint, b: FrontierPoint, budget: float) -> tuple[float, float]:
+    """Play ``a`` with probability ``w`` and ``b`` with ``1 − w`` so that the expected cost is
+    ``budget``: ``w = (C_b − B)/(C_b − C_a)``. Returns ``(w, w L_a + (1 − w) L_b)``."""
+    if a.cost == b.cost:
+        raise SolverError("randomise needs two points of different expected cost")
+    w = (b.cost - budget) / (b.cost - a.cost)
+    if not -1e-12 <= w <= 1 + 1e-12:
+        raise SolverError(f"budget {budget:.6g} is not between the costs {a.cost:.6g} and {b.cost:.6g}")
+    w = min(max(w, 0.0), 1.0)
+    return w, w * a.loss + (1.0 - w) * b.loss
+
+
+def tie_weight(a: FrontierPoint, b: FrontierPoint) -> float:
+    """The ``λ`` at which ``a`` and ``b`` have the same trade-off:
+    ``λ L_a + (1−λ) C_a = λ L_b + (1−λ) C_b``."""
+    dc, dl = b.cost - a.cost, a.loss - b.loss
+    return dc / (dc + dl)
+
+
+def exact_frontier(instance: Instance, recall: bool = True, method: str = "auto", eps: float = 1e-6,
+                   tol: float = 1e-9, max_points: int = 500) -> list[FrontierPoint]:
+    """Every vertex of the frontier ``L*``, by increasing cost (module docstring).
+
+    The two ends are solved at ``λ = 1 − eps`` (least loss, then least cost) and ``λ = eps``
+    (least cost, then least loss) so that ties at ``λ ∈ {0, 1}`` are broken the right way.
+    """
+    lo = strategy_point(instance, 1.0 - eps, recall, method)  # least loss: the costly end
+    hi = strategy_point(instance, eps, recall, method)  # least cost
+    points = {(round(p.cost, 12), round(p.loss, 12)): p for p in (lo, hi)}
+    stack = [(hi, lo)]
+    while stack:
+        a, b = stack.pop()  # a cheaper, b less loss
+        if b.cost - a.cost <= tol or a.loss - b.loss <= tol:
+            continue
+        lam = tie_weight(a, b)
+        p = strategy_point(instance, lam, recall, method)
+        if p.tradeoff(lam) < a.tradeoff(lam) - tol:
+            points[(round(p.cost, 12), round(p.loss, 12))] = p
+            if len(points) > max_points:
+                raise SolverError(f"exact_frontier: more than {max_points} vertices")
+            stack += [(a, p), (p, b)]
+    pts = list(points.values())
+    hull = lower_envelope([p.cost for p in pts], [p.loss for p in pts])
+    return [pts[i] for i in hull]
+
+
+def lp_frontier(instance: Instance, budgets: Sequence[float], recall: bool = True, space: str = "auto",
+                solver: str | None = None) -> list[BudgetResult]:
+    """The budgeted LP ``L*(B)`` at each budget (one compiled problem, re-solved per budget)."""
+    lp = BudgetedLP(build_mdp(instance, recall, space), solver)
+    return [lp.solve(b) for b in budgets]

@@ -1,0 +1,65 @@
+"""The zoo report's tables (the book's chapter *Across workloads*) against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ttamer.earlyexit.evaluation import HEURISTICS, evaluate_trace
+from ttamer.earlyexit.traces import synthetic_trace
+from ttamer.workloads.zoo_report import evaluate_zoo, gain_table, resolution_table, slo_table
+
+SEEDS = [0, 1]
+
+
+@pytest.fixture(scope="module")
+def traces():
+    return {"a": synthetic_trace(240, 3, 3, seed=1), "b": synthetic_trace(200, 4, 2, seed=2)}
+
+
+@pytest.fixture(scope="module")
+def zoo(traces):
+    return evaluate_zoo(traces, SEEDS, n_boot=5)
+
+
+def test_runs_are_the_evaluations_in_order(traces, zoo):
+    for name, tr in traces.items():
+        assert len(zoo[name]) == len(SEEDS)
+        for s, run in zip(SEEDS, zoo[name]):
+            r = evaluate_trace(tr, seed=s, n_boot=5, with_chain=False, keep_replicates=True)
+            assert run["auc"] == {k: m.auc for k, m in r.strategies.items()}
+            assert run["policy"] == r.ttamer_fit["policy"]
+
+
+def test_worker_processes_give_the_same_runs(traces, zoo):
+    par = evaluate_zoo(traces, SEEDS, n_boot=5, n_jobs=2)
+    for name in traces:
+        for a, b in zip(zoo[name], par[name]):
+            assert a["auc"] == b["auc"] and a["policy"] == b["policy"]
+            for k in a["replicates"]:
+                assert np.array_equal(a["replicates"][k], b["replicates"][k])
+
+
+def test_gain_columns(traces, zoo):
+    g = gain_table(zoo, traces)
+    for name, runs in zoo.items():
+        per_split = [r["auc"]["ttamer"] - max(r["auc"][h] for h in HEURISTICS) for r in runs]
+        assert g.loc[name, "AUC gain (pt)"] == pytest.approx(round(100 * np.mean(per_split), 2), abs=1e-9)
+        each = min(np.mean([r["auc"]["ttamer"] for r in runs]) - np.mean([r["auc"][h] for r in runs])
+                   for h in HEURISTICS)
+        assert g.loc[name, "vs each heuristic, mean (pt)"] == pytest.approx(round(100 * each, 2), abs=1e-9)
+        assert g.loc[name, "95% low"] <= g.loc[name, "95% high"] + 1e-9
+
+
+def test_slo_table_means(zoo):
+    t = slo_table(zoo)
+    runs = [r["slo"]["full"]["strategies"]["max-prob"] for rs in zoo.values() for r in rs]
+    assert t.loc["max-prob", ("full", "met (%)")] == pytest.approx(round(100 * np.mean([x["met"] for x in runs]), 1))
+    assert t.loc["max-prob", ("full", "cost (%)")] == pytest.approx(round(100 * np.mean([x["cost"] for x in runs]), 1))
+
+
+def test_complete_sweep_is_worth_at_least_the_calibration_thresholds(traces):
+    """On small traces the complete test sweep holds every threshold's decisions, so the
+    resolution effect cannot be negative."""
+    r = resolution_table(traces, SEEDS)
+    assert (r["resolution effect (pt)"] >= -1e-9).all()

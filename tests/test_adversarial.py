@@ -1,4 +1,4 @@
-"""Closed forms of the adversarial families against the exact solvers and the LP (SPEC §4.1)."""
+"""Closed forms of the adversarial families against the exact solvers and the LP (the book's chapter *Why recall matters*)."""
 
 from __future__ import annotations
 

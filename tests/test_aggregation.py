@@ -1,4 +1,4 @@
-"""State aggregation (the book's chapter *Recall*): q = K is exact, the lifted policy never beats the optimum."""
+"""State aggregation (the book's chapter *Optimality of the index strategy with recall*): q = K is exact, the lifted policy never beats the optimum."""
 
 from __future__ import annotations
 

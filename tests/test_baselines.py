@@ -1,4 +1,4 @@
-"""Early-exit heuristics (SPEC §5.3) against simple per-example reference loops."""
+"""Early-exit heuristics (the book's chapter *Early exit on real models*) against simple per-example reference loops."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""From traces to a chain instance and T-Tamer on held-out examples (SPEC §5.2)."""
+"""From traces to a chain instance and T-Tamer on held-out examples (the book's chapter *Early exit on real models*)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_fitted_instance_is_a_valid_chain(traces, loss):
 
 
 def _reference_recall(policy: IndexPolicy, states: np.ndarray, lam: float, losses) -> tuple[np.ndarray, np.ndarray]:
-    """Slow per-example loop: the chain threshold rule of SPEC §3.1 (continue iff X > σ_{i+1}(s_i))."""
+    """Slow per-example loop: the chain threshold rule of the chapter *Optimality of the index strategy with recall* (continue iff X > σ_{i+1}(s_i))."""
     n, L = states.shape
     answer, last = np.zeros(n, int), np.zeros(n, int)
     for e in range(n):

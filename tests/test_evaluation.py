@@ -1,4 +1,4 @@
-"""Frontiers and metrics (SPEC §5.4) on hand-made points, and evaluate_trace end to end."""
+"""Frontiers and metrics (the book's chapter *Early exit on real models*) on hand-made points, and evaluate_trace end to end."""
 
 from __future__ import annotations
 

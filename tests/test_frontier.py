@@ -1,4 +1,4 @@
-"""The frontier (SPEC §3.4, §4.4): λ-sweep points lie on the budgeted-LP frontier, and between
+"""The frontier (the book's chapter *LP certificates and the error–cost frontier*): λ-sweep points lie on the budgeted-LP frontier, and between
 two adjacent vertices the LP equals the best randomisation of the two."""
 
 from __future__ import annotations

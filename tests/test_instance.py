@@ -1,4 +1,4 @@
-"""Loading, saving and validating instances (SPEC §2): every rule, with the culprit named."""
+"""Loading, saving and validating instances (the book's *Formats* page and chapter *The model*): every rule, with the culprit named."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LP certificates (SPEC §3.4): the primal LP against a brute force written here, the lead's
+"""LP certificates (the book's chapter *Optimality of the index strategy with recall*): the primal LP against a brute force written here, the lead's
 exhaustive DP and fast solvers; the polynomial chain space against the exhaustive space; the
 budgeted dual; exact policy evaluation; errors."""
 
@@ -94,7 +94,7 @@ def test_chain_space_equals_exhaustive_space(inst, lam, recall):
 
 
 def test_two_model_gap_closed_form():
-    """SPEC §4.1: zero costs, λ = 1; recall pays 1/α³, no recall 1/α²."""
+    """The lower-bound family of the chapter *Why recall matters*: zero costs, λ = 1; recall pays 1/α³, no recall 1/α²."""
     for alpha in (2.0, 5.0, 20.0):
         inst = Instance.chain([[1 / alpha**2], [0.0, 1 / alpha]], [1.0], [[[1 - 1 / alpha, 1 / alpha]]], [0.0, 0.0])
         assert lp.solve_lp(inst, 1.0, True).value == pytest.approx(alpha**-3, abs=1e-9)

@@ -1,4 +1,4 @@
-"""The fast solvers against the exhaustive solver on random instances (SPEC §3)."""
+"""The fast solvers against the exhaustive solver on random instances (the book's chapter *Optimality of the index strategy with recall*)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_lambda_extremes(inst, recall):
 
 
 def test_paper_family_ratio_is_alpha():
-    # SPEC §4.1: zero costs, λ = 1; the ratio of no recall to recall is α
+    # the lower-bound family of the chapter *Why recall matters*: zero costs, λ = 1; the ratio of no recall to recall is α
     for alpha in [2.0, 5.0, 40.0]:
         inst = Instance.chain(losses=[[1 / alpha**2], [0.0, 1 / alpha]], initial=[1.0],
                               transitions=[[[1 - 1 / alpha, 1 / alpha]]], costs=[0.0, 0.0])

@@ -1,4 +1,4 @@
-"""Traces (SPEC §5.1): validation names key and index, save/load round trip, atomic save."""
+"""Traces (the book's *Formats* page): validation names key and index, save/load round trip, atomic save."""
 
 from __future__ import annotations
 

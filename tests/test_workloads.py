@@ -1,4 +1,4 @@
-"""The early-exit workloads (SPEC §5.5): tiny real runs, the cache, the CLI and the pieces.
+"""The early-exit workloads (the book's early-exit chapters): tiny real runs, the cache, the CLI and the pieces.
 
 The two real runs (MiniLM on 100 sentences, a tiny CNN on 1000 Fashion-MNIST images) are
 marked ``slow`` and take a few seconds each; the whole file stays well under a minute.

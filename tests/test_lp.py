@@ -233,3 +233,23 @@ def test_every_method_returns_one_shape():
     values = [r.value for r in res.values()]
     assert max(values) - min(values) <= TOL
     assert ttamer.solve(inst, 0.6, recall=False, method="dp").exact  # a chain: the no-recall DP is exact
+
+
+@pytest.mark.parametrize("space", ["chain", "exhaustive"])
+def test_action_table_is_bellman(space):
+    """min over a state's rows of Q equals the LP value V (Bellman); on the chain space the
+    decoded X of a stop row is its immediate trade-off λ·X."""
+    from ttamer.theory.synthetic import random_instance
+
+    inst = random_instance(5, "chain", n=3, k=(1, 3), cost_scale=0.1, correlation=0.5, fallback=0.7)
+    lam = 0.6
+    mdp = lp.build_mdp(inst, recall=True, space=space)
+    V = lp.primal_lp(mdp, lam).V
+    t = lp.action_table(mdp, lam, V)
+    best = np.full(mdp.n_states, np.inf)
+    np.minimum.at(best, t["x"], t["Q"])
+    np.testing.assert_allclose(best, V, atol=1e-7)
+    assert np.array_equal(t["optimal"], lp.optimal_rows(mdp, lam, V))
+    if space == "chain":
+        stop = (t["action"] < 0) & (t["node"] >= 0)
+        np.testing.assert_allclose(t["Q"][stop], t["X"][stop], atol=1e-12)

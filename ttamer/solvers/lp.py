@@ -473,6 +473,33 @@ def optimal_rows(mdp: FiniteMDP, lam: float, V: np.ndarray, tol: float = TIE_TOL
     return q <= best[mdp.row_state] + tol
 
 
+def action_table(mdp: FiniteMDP, lam: float, V: np.ndarray | None = None,
+                 tol: float = TIE_TOL) -> dict[str, np.ndarray]:
+    r"""Every (state, action) row of ``mdp`` with its value and whether it is optimal, as columns.
+
+    .. math::
+
+       Q(x, a) = r_\lambda(x, a) + \sum_{x'} P(x' \mid x, a)\, V(x'),
+
+    with ``V`` the LP's optimal values (:func:`primal_lp` if not given).
+
+    Returns
+    -------
+    dict of ndarray
+        ``x`` (state index), ``action`` (node consulted, ``-1`` = stop), ``Q`` and ``optimal``
+        (within ``tol`` of the state's best row); on the chain space also the state's ``node``
+        (``-1`` = start), revealed state ``s`` and ``X`` (the best answer's loss scaled by
+        ``λ``, ``inf`` before any exit).
+    """
+    V = primal_lp(mdp, lam).V if V is None else V
+    out = {"x": mdp.row_state, "action": mdp.row_action, "Q": action_values(mdp, lam, V),
+           "optimal": optimal_rows(mdp, lam, V, tol)}
+    if mdp.space == "chain":
+        node, s, m = mdp.keys[mdp.row_state].T
+        out |= {"node": node, "s": s, "X": np.where(m >= 0, lam * mdp.levels[np.maximum(m, 0)], np.inf)}
+    return out
+
+
 def greedy_actions(mdp: FiniteMDP, lam: float, V: np.ndarray, tol: float = TIE_TOL) -> np.ndarray:
     """Per state, the action minimising ``r_λ(row) + P(row) V``; within ``tol`` of the
     minimum, stop first, then the node of smallest position."""

@@ -368,6 +368,7 @@ def test_split_table_and_estimation_ablation_are_consistent():
     tr = synthetic_trace(500, 4, 3, seed=3)
     splits = report.split_table(tr, [0, 1])
     assert list(splits.index) == [0, 1]
+    assert report.split_table(tr, [0, 1], n_jobs=2).equals(splits)  # worker processes: the same table
     for _, row in splits.iterrows():
         assert row["larger AUC than every heuristic"] == (row["AUC gain over it (pt)"] > 0)
         assert row["cheaper at full accuracy"] <= (

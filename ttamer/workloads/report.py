@@ -22,11 +22,13 @@ function here, so that a chapter holds its parameters, the calls, the figures an
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.parallel import map_processes
 from ..earlyexit.features import StateSpec
 from ..earlyexit.results import EvaluationResult, StrategyResult
 
@@ -188,7 +190,7 @@ def _beats_every(S: dict[str, StrategyResult], heuristics: Sequence[str]) -> tup
     return auc, cost
 
 
-def split_table(trace, seeds: Sequence[int], first: EvaluationResult | None = None, **kwargs):
+def split_table(trace, seeds: Sequence[int], first: EvaluationResult | None = None, n_jobs: int = 1, **kwargs):
     """T-Tamer against the heuristics on several calibration/test splits: one row per split
     seed (``first``: an already computed result for ``seeds[0]``; ``kwargs`` go to
     :func:`~ttamer.earlyexit.evaluation.evaluate_trace`, without bootstrap). Columns: the AUCs (%) of
@@ -196,14 +198,18 @@ def split_table(trace, seeds: Sequence[int], first: EvaluationResult | None = No
     over it (pt), the costs at the full model's accuracy (% of full) of T-Tamer and of the
     cheapest heuristic, and three verdicts: larger AUC than every heuristic, cheaper or equal
     at the full model's accuracy than every heuristic, frontier dominating every competitor
-    pointwise (:func:`dominance_table`)."""
+    pointwise (:func:`dominance_table`). ``n_jobs`` worker processes evaluate the splits
+    (:func:`~ttamer.core.parallel.map_processes`; the same numbers)."""
     import pandas as pd
 
     from ..earlyexit.evaluation import HEURISTICS, evaluate_trace
 
+    todo = [s for k, s in enumerate(seeds) if not (k == 0 and first is not None)]
+    done = dict(zip(todo, map_processes(partial(evaluate_trace, trace, n_boot=0, **kwargs), [(s,) for s in todo],
+                                        n_jobs)))
     rows = []
     for k, s in enumerate(seeds):
-        r = first if (k == 0 and first is not None) else evaluate_trace(trace, seed=s, n_boot=0, **kwargs)
+        r = first if (k == 0 and first is not None) else done[s]
         S = r.strategies
         best = max(HEURISTICS, key=lambda h: S[h].auc)
         costs = {h: S[h].cost_at_full_accuracy for h in HEURISTICS if S[h].cost_at_full_accuracy is not None}

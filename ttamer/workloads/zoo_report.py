@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from ..earlyexit.results import EvaluationResult, StrategyResult
-from ..core.validate import check_int
+from ..core.parallel import map_processes
 from ..earlyexit.metrics import cost_at_accuracy
 from ..earlyexit.evaluation import HEURISTICS, evaluate_trace
 from ..earlyexit.traces import Trace
@@ -58,26 +57,9 @@ def evaluate_zoo(traces: dict[str, Trace], seeds: Sequence[int], target: str = "
     """Per trace name, one :func:`summarise` per split seed (T-Tamer with its defaults; the
     paper's chain estimation is left out for speed). ``n_jobs > 1`` runs the (trace, split)
     evaluations in that many worker processes; every run is seeded, so the result is the same."""
-    check_int(n_jobs, "n_jobs", minimum=1, maximum=256)
     runs = [(name, s) for name in traces for s in seeds]
     args = [(traces[name], s, target, n_boot, calibration_fraction) for name, s in runs]
-    bar = tqdm(total=len(runs), desc="traces x splits", disable=not progress)
-    if n_jobs == 1:
-        results = []
-        for a in args:
-            results.append(_evaluate_one(*a))
-            bar.update()
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("forkserver")) as pool:
-            futures = [pool.submit(_evaluate_one, *a) for a in args]
-            results = []
-            for f in futures:
-                results.append(f.result())
-                bar.update()
-    bar.close()
+    results = map_processes(_evaluate_one, args, n_jobs, progress, "traces x splits")
     out: dict[str, list[dict[str, Any]]] = {}
     for (name, _), res in zip(runs, results):
         out.setdefault(name, []).append(res)

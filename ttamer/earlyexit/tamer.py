@@ -47,9 +47,9 @@ from .states import StateModel, exit_wrong
 from .thresholds import (_chunks, backward_thresholds, budget_points, common_threshold_curve, first_stop,
                          fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points)
 
-#: The threshold classes: one threshold for every exit, one threshold on the state shifted by a
-#: fitted offset per exit (:func:`~ttamer.earlyexit.thresholds.fit_offsets`), one threshold per
-#: exit and ``λ`` by backward induction.
+#: One threshold for every exit (``common``), one threshold on the state shifted by a fitted
+#: offset per exit (``offset``, :func:`~ttamer.earlyexit.thresholds.fit_offsets`), one threshold
+#: per exit and ``λ`` by backward induction (``per_exit``).
 THRESHOLD_CLASSES = ("common", "offset", "per_exit")
 #: Cost step (a fraction of the full model's cost) between the budgets of a sweep.
 BUDGET_RESOLUTION = 0.002

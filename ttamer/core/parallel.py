@@ -36,6 +36,12 @@ def map_processes(fn: Callable[..., Any], args: Sequence[tuple], n_jobs: int = 1
     -------
     list
         The results, in the order of ``args``.
+
+    Notes
+    -----
+    Worker processes import the calling program's main module, as every ``multiprocessing``
+    start method but ``fork`` does: in a script, call this under ``if __name__ == "__main__":``.
+    A notebook kernel needs nothing.
     """
     check_int(n_jobs, "n_jobs", minimum=1, maximum=256)
     bar = tqdm(total=len(args), desc=desc, disable=not progress)

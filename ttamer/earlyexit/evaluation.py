@@ -46,6 +46,7 @@ from tqdm import tqdm
 from . import baselines
 from .calibration import EarlyExitTamer
 from ..core.errors import TraceError, TTamerError
+from ..core.parallel import map_processes
 from .pathwise import PathwiseTamer
 from .results import Band, EvaluationResult, FullModelSummary, SplitSummary, StrategyResult, TraceSummary
 from .traces import META_DEFAULTS, ExitDecisions, Trace, target_labels
@@ -450,7 +451,7 @@ def domination_summary(result: EvaluationResult, heuristics: Sequence[str] = HEU
 
 
 def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_boot: int = 200,
-             target: str = "label") -> list[dict[str, Any]]:
+             target: str = "label", n_jobs: int = 1) -> list[dict[str, Any]]:
     """A tidy table (list of rows; ``pandas.DataFrame(rows)`` shows it) comparing T-Tamer
     configurations with the heuristics on one trace and one split (``seed``).
 
@@ -466,38 +467,43 @@ def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_b
     the best heuristic's AUC and name, and per heuristic ``h``: ``auc_gap[h]`` (T-Tamer −
     h), its paired 95 % interval bounds ``auc_gap_lo[h]``/``auc_gap_hi[h]`` and
     ``dominates[h]`` (pointwise frontier); ``dominates_all``; the chosen configuration
-    (``estimation``, ``description``, ``loss``)."""
-    rows = []
+    (``estimation``, ``description``, ``loss``). The configurations are evaluated in
+    ``n_jobs`` worker processes (:func:`~ttamer.core.parallel.map_processes`; the same rows)."""
     for cfg in configs:
         unknown = set(cfg) - {"name", "tamer", "pathwise", "thresholds", "estimation", "calibration_fraction",
                               "frontier_kind", "lams"}
         if unknown:
             raise TTamerError(f"ablation config {cfg.get('name')!r}: unknown keys {sorted(unknown)}")
-        r = evaluate_trace(trace, seed=seed, calibration_fraction=cfg.get("calibration_fraction", 0.5),
-                           lams=cfg.get("lams"), tamer=cfg.get("tamer"), target=target, n_boot=n_boot,
-                           frontier_kind=cfg.get("frontier_kind", "pareto"),
-                           estimation=cfg.get("estimation", "thresholds"), pathwise=cfg.get("pathwise"),
-                           thresholds=cfg.get("thresholds"))
-        st = r.strategies
-        best = max(HEURISTICS, key=lambda h: st[h].auc)
-        row: dict[str, Any] = {"name": cfg.get("name", ""), "auc": st["ttamer"].auc,
-                               "cost_at_full": st["ttamer"].cost_at_full_accuracy,
-                               "best_heuristic": best, "best_heuristic_auc": st[best].auc,
-                               "no_recall_auc": st["no-recall"].auc}
-        dom = domination_summary(r)
-        for h, d in dom.items():
-            row[f"auc_gap[{h}]"] = d["auc_gap"]
-            if d["auc_gap_ci"] is not None:
-                row[f"auc_gap_lo[{h}]"], row[f"auc_gap_hi[{h}]"] = d["auc_gap_ci"]
-            row[f"cost_at_full[{h}]"] = st[h].cost_at_full_accuracy
-            row[f"dominates[{h}]"] = d["frontier"]
-        row["dominates_all"] = all(d["frontier"] for d in dom.values())
-        fit = r.ttamer_fit
-        row.update(estimation=fit["estimation"], description=fit["description"], loss=fit["loss"],
-                   frontier_kind=r.frontier_kind, calibration_fraction=r.split.calibration_fraction,
-                   seconds=r.seconds)
-        rows.append(row)
-    return rows
+    return map_processes(_ablation_row, [(trace, cfg, seed, n_boot, target) for cfg in configs], n_jobs)
+
+
+def _ablation_row(trace: Trace, cfg: dict[str, Any], seed: int, n_boot: int, target: str) -> dict[str, Any]:
+    """One row of :func:`ablation` (T-Tamer of ``cfg`` only: the paper's chain is not fitted
+    beside it, as no column reads it)."""
+    r = evaluate_trace(trace, seed=seed, calibration_fraction=cfg.get("calibration_fraction", 0.5),
+                       lams=cfg.get("lams"), tamer=cfg.get("tamer"), target=target, n_boot=n_boot,
+                       frontier_kind=cfg.get("frontier_kind", "pareto"),
+                       estimation=cfg.get("estimation", "thresholds"), pathwise=cfg.get("pathwise"),
+                       thresholds=cfg.get("thresholds"), with_chain=False)
+    st = r.strategies
+    best = max(HEURISTICS, key=lambda h: st[h].auc)
+    row: dict[str, Any] = {"name": cfg.get("name", ""), "auc": st["ttamer"].auc,
+                           "cost_at_full": st["ttamer"].cost_at_full_accuracy,
+                           "best_heuristic": best, "best_heuristic_auc": st[best].auc,
+                           "no_recall_auc": st["no-recall"].auc}
+    dom = domination_summary(r)
+    for h, d in dom.items():
+        row[f"auc_gap[{h}]"] = d["auc_gap"]
+        if d["auc_gap_ci"] is not None:
+            row[f"auc_gap_lo[{h}]"], row[f"auc_gap_hi[{h}]"] = d["auc_gap_ci"]
+        row[f"cost_at_full[{h}]"] = st[h].cost_at_full_accuracy
+        row[f"dominates[{h}]"] = d["frontier"]
+    row["dominates_all"] = all(d["frontier"] for d in dom.values())
+    fit = r.ttamer_fit
+    row.update(estimation=fit["estimation"], description=fit["description"], loss=fit["loss"],
+               frontier_kind=r.frontier_kind, calibration_fraction=r.split.calibration_fraction,
+               seconds=r.seconds)
+    return row
 
 
 def markov_violation(trace: Trace, states: np.ndarray, wrong: np.ndarray, smoothing: float = 1.0) -> list[dict[str, float]]:

@@ -262,17 +262,17 @@ ESTIMATION_CONFIGS = (
 
 
 def estimation_ablation(trace, seed: int = 0, calibration_fraction: float = 0.5, lams=None,
-                        configs: Sequence[dict[str, Any]] = ESTIMATION_CONFIGS):
+                        configs: Sequence[dict[str, Any]] = ESTIMATION_CONFIGS, n_jobs: int = 1):
     """:func:`ttamer.earlyexit.evaluation.ablation` over ``configs`` (default :data:`ESTIMATION_CONFIGS`)
     as a ``pandas.DataFrame``: per configuration T-Tamer's AUC and cost at the full model's
     accuracy (%), the best heuristic's AUC, the gain, and whether it has the larger area and
-    the lower-or-equal cost than every heuristic."""
+    the lower-or-equal cost than every heuristic (``n_jobs`` worker processes)."""
     import pandas as pd
 
     from ..earlyexit.evaluation import HEURISTICS, ablation
 
     cfgs = [dict(c, calibration_fraction=calibration_fraction, lams=lams) for c in configs]
-    rows = ablation(trace, cfgs, seed=seed, n_boot=0)
+    rows = ablation(trace, cfgs, seed=seed, n_boot=0, n_jobs=n_jobs)
     out = {}
     for r in rows:
         costs = [r[f"cost_at_full[{h}]"] for h in HEURISTICS]
@@ -506,16 +506,17 @@ def recall_answer_study(trace, chosen: dict[str, Any], *, seed: int = 0, calibra
     return out
 
 
-def calibration_size_table(trace, fractions: Sequence[float], *, seed: int = 0, lams=None):
+def calibration_size_table(trace, fractions: Sequence[float], *, seed: int = 0, lams=None, n_jobs: int = 1):
     """T-Tamer (and its chain estimation) against max-prob as the calibration share grows:
-    one row per fraction of ``fractions`` (a ``pandas.DataFrame``)."""
+    one row per fraction of ``fractions`` (a ``pandas.DataFrame``; ``n_jobs`` worker processes)."""
     import pandas as pd
 
     from ..earlyexit.evaluation import evaluate_trace
 
+    results = map_processes(partial(evaluate_trace, trace, seed, lams=lams, n_boot=0),
+                            [(f,) for f in fractions], n_jobs)
     rows = []
-    for f in fractions:
-        r = evaluate_trace(trace, seed=seed, calibration_fraction=f, lams=lams, n_boot=0)
+    for f, r in zip(fractions, results):
         S = r.strategies
         rows.append({"calibration fraction": f, "calibration examples": r.split.n_calibration,
                      "ttamer": r.ttamer_fit["description"],

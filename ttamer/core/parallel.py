@@ -7,11 +7,35 @@ so the results do not depend on ``n_jobs``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import os
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
 from .validate import check_int
+
+
+#: Environment variables that set the thread pools of the numerical libraries a worker loads.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                    "NUMEXPR_NUM_THREADS")
+
+
+@contextmanager
+def single_threaded_children() -> Iterator[None]:
+    """Within the block, processes started by this one get one thread per numerical library
+    (:data:`THREAD_VARIABLES`): ``n_jobs`` workers on ``n_jobs`` cores, not ``n_jobs`` times the
+    parent's threads competing for them. The parent's environment is restored afterwards."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: "1" for k in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def map_processes(fn: Callable[..., Any], args: Sequence[tuple], n_jobs: int = 1, progress: bool = False,
@@ -22,7 +46,8 @@ def map_processes(fn: Callable[..., Any], args: Sequence[tuple], n_jobs: int = 1
     ----------
     fn : callable
         A module-level function (or a :func:`functools.partial` of one): the workers import
-        it by name (the ``forkserver`` start method, safe in a notebook kernel's threads).
+        it by name (the ``spawn`` start method: fresh interpreters, one thread each
+        (:func:`single_threaded_children`), safe in a notebook kernel's threads).
     args : sequence of tuple
         The positional arguments of each call; they and the results travel by pickling.
     n_jobs : int, default 1
@@ -39,8 +64,7 @@ def map_processes(fn: Callable[..., Any], args: Sequence[tuple], n_jobs: int = 1
 
     Notes
     -----
-    Worker processes import the calling program's main module, as every ``multiprocessing``
-    start method but ``fork`` does: in a script, call this under ``if __name__ == "__main__":``.
+    Worker processes import the calling program's main module (the ``spawn`` start method): in a script, call this under ``if __name__ == "__main__":``.
     A notebook kernel needs nothing.
     """
     check_int(n_jobs, "n_jobs", minimum=1, maximum=256)
@@ -54,9 +78,11 @@ def map_processes(fn: Callable[..., Any], args: Sequence[tuple], n_jobs: int = 1
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        ctx = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=min(n_jobs, len(args)), mp_context=ctx) as pool:
-            for fut in [pool.submit(fn, *a) for a in args]:
+        ctx = multiprocessing.get_context("spawn")
+        with single_threaded_children(), ProcessPoolExecutor(max_workers=min(n_jobs, len(args)),
+                                                             mp_context=ctx) as pool:
+            futures = [pool.submit(fn, *a) for a in args]  # the workers start here, one thread each
+            for fut in futures:
                 out.append(fut.result())
                 bar.update()
     bar.close()

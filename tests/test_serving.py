@@ -397,3 +397,39 @@ def test_runtime_rule_errors_name_what_is_wrong(setup):
         RuntimeRule(tamer.state_model_, np.zeros(L))
     with pytest.raises(TTamerError, match=r"probs must be \[B, 2, 3\]"):
         rule.step(1, test.probs[:, :3])
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (12, 10)])
+def test_runtime_rule_incremental_states_equal_the_state_model_bit_for_bit(shape):
+    """:meth:`RuntimeRule.begin` keeps the state across exits (counters, class counts, running
+    softmax sum, buffers); every state and answer rule, advanced exit by exit -- on the whole
+    batch, with rows leaving at random, and one query at a time -- equals
+    ``StateModel.transform`` on the same outputs to the last bit."""
+    from ttamer.benchmarks import synthetic_trace
+    from ttamer.earlyexit.states import ANSWERS, PAIRED, STATES, StateModel
+    from ttamer.earlyexit.tamer import RuntimeRule
+
+    L, C = shape
+    tr = synthetic_trace(1500, L, C, seed=3)
+    cal, test = tr.subset(np.arange(1000)), tr.subset(np.arange(1000, 1500))
+    rng = np.random.default_rng(0)
+    for state in STATES:
+        for answer in ANSWERS:
+            if any((state == p) != (answer == p) for p in PAIRED):
+                continue
+            sm = StateModel.fit(cal, state, answer)
+            xs, ans = sm.transform(test)
+            rule = RuntimeRule(sm, np.zeros(L - 1))
+            run, rows = rule.begin(test.n_examples), np.arange(test.n_examples)
+            for i in range(L):
+                x, a = run.advance(i, test.probs[rows, i])
+                np.testing.assert_array_equal(x, xs[rows, i], err_msg=f"{state}/{answer} exit {i}")
+                np.testing.assert_array_equal(a, ans[rows, i], err_msg=f"{state}/{answer} exit {i}")
+                keep = rng.random(len(rows)) < 0.8
+                run.keep(keep)
+                rows = rows[keep]
+            for n in (0, 7):
+                one = rule.begin(1)
+                for i in range(L):
+                    x1, a1 = one.advance_one(i, test.probs[n : n + 1, i])
+                    assert (x1, a1) == (xs[n, i], ans[n, i]), (state, answer, n, i)

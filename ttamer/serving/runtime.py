@@ -51,7 +51,8 @@ from ..core.errors import TTamerError
 from ..core.policy import Policy, rollout
 from ..earlyexit.traces import Trace
 from .adapters import MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, resolve_device, take
-from .rules import (AnswerFn, ChainPolicyRule, ExitMap, StateFn, StateFnRule, StopStatePolicy, is_runtime_rule,
+from .rules import (AnswerFn, ChainPolicyRule, ExitMap, StateFn, StateFnRule, StopStatePolicy, begin_run,
+                    is_runtime_rule,
                     max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn, tamer_states_fn)
 
 
@@ -215,11 +216,14 @@ class _Runtime:
         for s in range(0, n, bs):
             parts.append(run(input_slice(inputs, s, s + bs), min(bs, n - s)))
         seconds = time.perf_counter() - t0
-        C = max(p["probs"].shape[2] for p in parts)
-        if any(p["probs"].shape[2] != C for p in parts):
-            raise TTamerError("exits returned different numbers of classes across batches")
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k not in ("timing", "marks")}
-        timing = {k: float(sum(p["timing"][k] for p in parts)) for k in parts[0]["timing"]}
+        if len(parts) == 1:  # one batch (e.g. one query): its arrays as they are
+            cat, timing = parts[0], dict(parts[0]["timing"])
+        else:
+            C = max(p["probs"].shape[2] for p in parts)
+            if any(p["probs"].shape[2] != C for p in parts):
+                raise TTamerError("exits returned different numbers of classes across batches")
+            cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k not in ("timing", "marks")}
+            timing = {k: float(sum(p["timing"][k] for p in parts)) for k in parts[0]["timing"]}
         rest = max(seconds - sum(timing.values()), 0.0)
         if "policy" in timing:  # a threshold rule: its decisions were timed in the loop
             timing["other"] = rest
@@ -339,12 +343,17 @@ class EarlyExitServer(_Runtime):
 
     def _run_rule_batch(self, inputs: Any, n: int, rule: Any = None) -> dict[str, Any]:
         """One batch under a threshold rule, exit by exit: block, head and softmax copied to the
-        host (the one synchronisation the decision needs), ``rule.step`` on the rows still
-        running and one vectorised comparison with the exit's threshold; stopped rows leave
-        the batch. No policy, no rollout. ``marks[i]``: seconds from the batch's start until
-        the decisions at exit ``i`` were taken; ``alive[i]``: rows that ran exit ``i``."""
-        torch = _torch()
+        host (the one synchronisation the decision needs), one ``advance`` of the rule's running
+        state (:func:`~ttamer.serving.rules.begin_run`) on the rows still running and one
+        vectorised comparison with the exit's threshold; stopped rows leave the batch (their
+        hidden states selected only when some stopped and some did not). No policy, no
+        rollout. ``marks[i]``: seconds from the batch's start until the decisions at exit ``i``
+        were taken; ``alive[i]``: rows that ran exit ``i``. One query (``n = 1``) takes
+        :meth:`_run_rule_one`."""
         rule = self.rule if rule is None else rule
+        if n == 1:
+            return self._run_rule_one(inputs, rule)
+        torch = _torch()
         clock = time.perf_counter
         L = self.n_nodes
         t0 = clock()
@@ -352,39 +361,44 @@ class EarlyExitServer(_Runtime):
         marks, alive = np.full(L, np.nan), np.zeros(L, dtype=np.int64)
         answer, last = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
         states, stop_time = np.full((n, L), -1, dtype=np.int64), np.zeros(n)
-        probs = hist = None
-        rows = np.arange(n)
+        probs = None
+        rows: Any = slice(None)  # the rows still running: all of them until some stop
+        live = n
         with torch.inference_mode():
             h, ctx = self.model.prepare(inputs, self.device)
             self._sync()
             parts["prepare"] = clock() - t0
+            run = begin_run(rule, n)
             for i in range(L):
                 t1 = clock()
                 h = self.model.blocks[i](h, ctx)
                 p = _softmax_np(self.model.heads[i](h, ctx))
                 t2 = clock()
-                if hist is None:
-                    probs = np.full((n, L, p.shape[1]), np.nan, dtype=np.float32)
-                    hist = np.empty((n, L, p.shape[1]), dtype=np.float32)
-                hist[:, i] = p
-                x, a = rule.step(i, hist[:, : i + 1])
-                stop = np.ones(len(rows), dtype=bool) if i == L - 1 else rule.stops(i, x)
+                x, a = run.advance(i, p)
+                stop = rule.stops(i, x) if i < L - 1 else None  # None: every row stops
                 t3 = clock()
                 parts["network"] += t2 - t1
                 parts["states"] += t3 - t2
+                if probs is None:
+                    probs = np.full((n, L, p.shape[1]), np.nan, dtype=np.float32)
+                probs[rows, i] = p
+                alive[i] = live
+                if stop is None or stop.all():
+                    states[rows, i] = 1
+                    last[rows], answer[rows] = i, a
+                    stop_time[rows] = marks[i] = clock() - t0
+                    parts["policy"] += marks[i] - (t3 - t0)
+                    break
                 states[rows, i] = stop
-                alive[i] = len(rows)
                 if stop.any():
-                    r = rows[stop]
+                    running = np.arange(n) if isinstance(rows, slice) else rows
+                    r = running[stop]
                     last[r], answer[r] = i, np.asarray(a)[stop]
-                    probs[r, : i + 1] = hist[stop, : i + 1]
                     stop_time[r] = clock() - t0
-                    if stop.all():
-                        marks[i] = clock() - t0
-                        parts["policy"] += marks[i] - (t3 - t0)
-                        break
                     keep = ~stop
-                    rows, hist = rows[keep], hist[keep]
+                    rows = running[keep]
+                    live = len(rows)
+                    run.keep(keep)
                     idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
                     h, ctx = take(h, idx), take(ctx, idx)
                 marks[i] = clock() - t0
@@ -395,6 +409,62 @@ class EarlyExitServer(_Runtime):
         pred = probs[np.arange(n), answer].argmax(axis=1)
         return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
                 "probs": probs, "timing": parts, "marks": marks, "alive": alive}
+
+    def _run_rule_one(self, inputs: Any, rule: Any) -> dict[str, Any]:
+        """One query under a threshold rule: the loop of :meth:`_run_rule_batch` with scalars
+        for the bookkeeping -- per exit only the block, the head, the softmax copied to the
+        host, one ``advance`` of the rule's running state and one comparison; the results are
+        written once, when the rule stops."""
+        torch = _torch()
+        clock = time.perf_counter
+        L = self.n_nodes
+        t0 = clock()
+        marks = np.full(L, np.nan)
+        net = st = 0.0
+        with torch.inference_mode():
+            h, ctx = self.model.prepare(inputs, self.device)
+            self._sync()
+            t_prep = clock() - t0
+            run = begin_run(rule, 1)
+            one = getattr(run, "advance_one", None)
+            thr = np.asarray(rule.thresholds, dtype=np.float64).tolist()
+            blocks, heads = self.model.blocks, self.model.heads
+            seen = []
+            for i in range(L):
+                t1 = clock()
+                h = blocks[i](h, ctx)
+                p = _softmax_np(heads[i](h, ctx))
+                t2 = clock()
+                if one is not None:  # scalars; the rule stops where x ≥ its threshold
+                    x, a = one(i, p)
+                    stop = i == L - 1 or x >= thr[i]
+                else:
+                    x, a = run.advance(i, p)
+                    stop = i == L - 1 or bool(rule.stops(i, x)[0])
+                    a = a[0]
+                t3 = clock()
+                net += t2 - t1
+                st += t3 - t2
+                seen.append(p)
+                marks[i] = t3 - t0
+                if stop:
+                    break
+            t4 = clock()  # the decision is taken; what follows writes the results
+            answer = np.array([int(a)], dtype=np.int64)
+            probs = np.full((1, L, p.shape[1]), np.nan, dtype=np.float32)
+            probs[0, : i + 1] = np.concatenate(seen)
+            if self.exit_map is not None:
+                answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
+            self._sync()
+        states = np.full((1, L), -1, dtype=np.int64)
+        states[0, : i + 1] = 0
+        states[0, i] = 1
+        alive = np.zeros(L, dtype=np.int64)
+        alive[: i + 1] = 1
+        parts = {"prepare": t_prep, "network": net, "states": st, "policy": t4 - t0 - marks[i]}
+        return {"answer": answer, "prediction": probs[0, answer[0]].argmax()[None], "states": states,
+                "last": np.array([i], dtype=np.int64), "latency": np.array([marks[i]]), "probs": probs,
+                "timing": parts, "marks": marks, "alive": alive}
 
     def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1, repeats: int = 3) -> np.ndarray:
         """``[L]`` wall-clock ms per example of each exit when serving ``inputs`` in batches of

@@ -414,12 +414,12 @@ class EarlyExitServer(_Runtime):
         """One query under a threshold rule: the loop of :meth:`_run_rule_batch` with scalars
         for the bookkeeping -- per exit only the block, the head, the softmax copied to the
         host, one ``advance`` of the rule's running state and one comparison; the results are
-        written once, when the rule stops."""
+        written once, when the rule stops, from arrays prepared once per server."""
         torch = _torch()
         clock = time.perf_counter
         L = self.n_nodes
         t0 = clock()
-        marks = np.full(L, np.nan)
+        marks = []
         net = st = 0.0
         with torch.inference_mode():
             h, ctx = self.model.prepare(inputs, self.device)
@@ -427,7 +427,7 @@ class EarlyExitServer(_Runtime):
             t_prep = clock() - t0
             run = begin_run(rule, 1)
             one = getattr(run, "advance_one", None)
-            thr = np.asarray(rule.thresholds, dtype=np.float64).tolist()
+            thr = self._thresholds(rule)
             blocks, heads = self.model.blocks, self.model.heads
             seen = []
             for i in range(L):
@@ -446,25 +446,43 @@ class EarlyExitServer(_Runtime):
                 net += t2 - t1
                 st += t3 - t2
                 seen.append(p)
-                marks[i] = t3 - t0
+                marks.append(t3 - t0)
                 if stop:
                     break
             t4 = clock()  # the decision is taken; what follows writes the results
+            tpl = self._one_templates(p.shape[1])
             answer = np.array([int(a)], dtype=np.int64)
-            probs = np.full((1, L, p.shape[1]), np.nan, dtype=np.float32)
-            probs[0, : i + 1] = np.concatenate(seen)
+            probs = np.concatenate(seen + [tpl["nan"][: L - 1 - i]])[None]
             if self.exit_map is not None:
                 answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
             self._sync()
-        states = np.full((1, L), -1, dtype=np.int64)
-        states[0, : i + 1] = 0
-        states[0, i] = 1
-        alive = np.zeros(L, dtype=np.int64)
-        alive[: i + 1] = 1
-        parts = {"prepare": t_prep, "network": net, "states": st, "policy": t4 - t0 - marks[i]}
-        return {"answer": answer, "prediction": probs[0, answer[0]].argmax()[None], "states": states,
-                "last": np.array([i], dtype=np.int64), "latency": np.array([marks[i]]), "probs": probs,
-                "timing": parts, "marks": marks, "alive": alive}
+        parts = {"prepare": t_prep, "network": net, "states": st, "policy": t4 - t0 - marks[-1]}
+        return {"answer": answer, "prediction": np.array([int(probs[0, answer[0]].argmax())]),
+                "states": tpl["states"][i].copy(), "last": np.array([i], dtype=np.int64),
+                "latency": np.array([marks[-1]]), "probs": probs, "timing": parts,
+                "marks": np.array(marks + [np.nan] * (L - 1 - i)), "alive": tpl["alive"][i]}
+
+    def _thresholds(self, rule: Any) -> list[float]:
+        """``rule.thresholds`` as Python floats (kept per rule: compared as scalars at batch 1)."""
+        cache = self.__dict__.setdefault("_thr_cache", {})
+        got = cache.get(id(rule))
+        if got is None or got[0] is not rule:
+            got = cache[id(rule)] = (rule, np.asarray(rule.thresholds, dtype=np.float64).tolist())
+        return got[1]
+
+    def _one_templates(self, C: int) -> dict[str, Any]:
+        """Arrays a one-query result is made from: per last exit ``i`` its states row and
+        ``alive``, and NaN rows for the exits not consulted (``C`` classes)."""
+        cache = self.__dict__.setdefault("_one_cache", {})
+        if C not in cache:
+            L = self.n_nodes
+            states = [np.where(np.arange(L) < i, 0, np.where(np.arange(L) == i, 1, -1))[None].astype(np.int64)
+                      for i in range(L)]
+            alive = [(np.arange(L) <= i).astype(np.int64) for i in range(L)]
+            for a in alive:
+                a.flags.writeable = False
+            cache[C] = {"states": states, "alive": alive, "nan": np.full((L, C), np.nan, dtype=np.float32)}
+        return cache[C]
 
     def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1, repeats: int = 3) -> np.ndarray:
         """``[L]`` wall-clock ms per example of each exit when serving ``inputs`` in batches of
@@ -492,7 +510,7 @@ class EarlyExitServer(_Runtime):
         return 1e3 * np.mean(np.stack(timed), axis=0)
 
     def run_all(self, inputs: Any, labels: Any, batch_size: int = 64, meta: dict | None = None,
-                warmup: int = 1, profile_examples: int = 0) -> Trace:
+                warmup: int = 1, profile_examples: int = 0, profile_rows: Sequence[int] = ()) -> Trace:
         """Every exit on every input, batched: a :class:`~ttamer.earlyexit.traces.Trace` whose ``cost[i]``
         is the median (over batches after ``warmup``) wall-clock ms per example of block ``i``
         with its head (exit 0 also pays for ``prepare``).
@@ -501,9 +519,20 @@ class EarlyExitServer(_Runtime):
         ``"batched"`` (the trace's ``cost``) and, with ``profile_examples > 0``, ``"batch1"``
         -- the first ``profile_examples`` inputs served one at a time by the runtime forced to
         the last exit (:meth:`cost_profile`). :func:`~ttamer.serving.latency.with_cost_profile` prices the trace in the
-        mode that will be served."""
+        mode that will be served.
+
+        With ``profile_rows`` (batch sizes, e.g. ``1, 2, 4, …, batch_size``),
+        ``meta["batch_cost"]`` keeps ``{"rows": [k, …], "ms_per_batch": [[L] per k]}``: the
+        wall-clock ms of each exit on a batch of ``k`` rows (the runtime forced to the last
+        exit on the first ``profile_examples`` inputs, at least ``4·k`` of them). A batch
+        whose rows stop leaves later blocks fewer rows, and a block's time is far from
+        proportional to its rows; :func:`~ttamer.serving.latency.served_cost` prices batched
+        serving with this table."""
         if int(profile_examples) < 0:
             raise TTamerError(f"profile_examples must be >= 0, got {profile_examples!r}")
+        rows_grid = sorted({int(k) for k in profile_rows})
+        if rows_grid and rows_grid[0] < 1:
+            raise TTamerError(f"profile_rows must be batch sizes >= 1, got {list(profile_rows)!r}")
         torch = _torch()
         n = input_length(inputs)
         L = self.n_nodes
@@ -532,6 +561,13 @@ class EarlyExitServer(_Runtime):
             k = min(int(profile_examples), n)
             profiles["batch1"] = [float(c) for c in self.cost_profile(input_slice(inputs, 0, k), 1, warmup=min(3, k - 1))]
         m["cost_profiles"] = profiles
+        if rows_grid:
+            table = []
+            for k in rows_grid:
+                m_in = min(n, max(int(profile_examples), 4 * k))
+                prof = self.cost_profile(input_slice(inputs, 0, m_in), k, warmup=1 if m_in > k else 0)
+                table.append([float(c) * min(k, m_in) for c in prof])
+            m["batch_cost"] = {"rows": rows_grid, "ms_per_batch": table}
         return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
 
     def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:

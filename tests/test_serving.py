@@ -433,3 +433,32 @@ def test_runtime_rule_incremental_states_equal_the_state_model_bit_for_bit(shape
                 for i in range(L):
                     x1, a1 = one.advance_one(i, test.probs[n : n + 1, i])
                     assert (x1, a1) == (xs[n, i], ans[n, i]), (state, answer, n, i)
+
+
+def test_batched_cost_priced_per_rows_still_running(setup):
+    """``run_all(..., profile_rows=…)`` records each exit's time on batches of ``k`` rows;
+    :func:`served_cost` prices batched serving with it (stopped rows leave the batch, a block's
+    time is not proportional to its rows) and one query at a time with the batch-1 profile."""
+    from ttamer.serving import served_cost, with_cost_profile
+
+    model, x, y, cal, test = setup
+    rec = EarlyExitServer(model, *threshold_rule(L, np.inf))
+    tr = rec.run_all(x[:40], y[:40], batch_size=8, meta={"model": "mlp", "dataset": "syn"}, profile_examples=8,
+                     profile_rows=[1, 2, 4, 8])
+    tab = tr.meta["batch_cost"]
+    assert tab["rows"] == [1, 2, 4, 8] and np.asarray(tab["ms_per_batch"]).shape == (4, L)
+    full = np.full(40, L - 1)
+    assert served_cost(tr, full, 8) == pytest.approx(1.0)
+    assert served_cost(tr, full, 1) == pytest.approx(1.0)
+    one = with_cost_profile(tr, 1)
+    last = np.arange(40) % L
+    assert served_cost(tr, last, 1) == pytest.approx(one.cumulative_cost[np.arange(40), last].mean()
+                                                     / one.full_cost.mean())
+    # a synthetic table: a block costs the same on 1 to 8 rows, so stopping half the rows saves nothing
+    flat = Trace.build(tr.probs, tr.labels, tr.cost, dict(tr.meta, batch_cost={"rows": [1, 8],
+                                                                               "ms_per_batch": [[1.0] * L] * 2}))
+    half = np.where(np.arange(40) % 2 == 0, 0, L - 1)
+    assert served_cost(flat, half, 8) == pytest.approx(1.0)
+    assert served_cost(flat, np.zeros(40, dtype=np.int64), 8) == pytest.approx(1 / L)
+    with pytest.raises(TTamerError, match="last must hold"):
+        served_cost(tr, np.full(40, L), 8)

@@ -462,3 +462,32 @@ def test_batched_cost_priced_per_rows_still_running(setup):
     assert served_cost(flat, np.zeros(40, dtype=np.int64), 8) == pytest.approx(1 / L)
     with pytest.raises(TTamerError, match="last must hold"):
         served_cost(tr, np.full(40, L), 8)
+
+
+def test_a_rules_own_cost_profile_prices_one_query_at_a_time(setup):
+    """``cost_profile(..., rule=…)`` serves the rule forced on to the last exit
+    (:class:`ForcedRule`: its state advanced at every exit, never stopping early);
+    ``served_cost(..., profile=…)`` charges that profile for the exits consulted, as a
+    fraction of the trace's full batch-1 cost."""
+    from ttamer.earlyexit.tamer import ThresholdTamer
+    from ttamer.serving import ForcedRule, served_cost
+
+    model, x, y, cal, test = setup
+    tamer = ThresholdTamer(lam=0.9, policy="per_exit:posterior:posterior", n_lams=11).fit(cal)
+    srv = EarlyExitServer.from_tamer(model, tamer)
+    forced = EarlyExitServer(model, ForcedRule(srv.rule))
+    res = forced.serve(x[:20], 1)
+    assert (res.last == L - 1).all() and res.consulted.all()
+    np.testing.assert_array_equal(res.answer, tamer.state_model_.transform(test)[1][:20, -1])
+    prof = srv.cost_profile(x[:6], 1, warmup=1, rule=srv.rule)
+    assert prof.shape == (L,) and (prof > 0).all()
+    rec = EarlyExitServer(model, *threshold_rule(L, np.inf))
+    tr = rec.run_all(x[:30], y[:30], batch_size=10, meta={"model": "mlp", "dataset": "syn"}, profile_examples=6)
+    ref = np.asarray(tr.meta["cost_profiles"]["batch1"])
+    last = np.arange(30) % L
+    assert served_cost(tr, last, 1, profile=ref) == pytest.approx(served_cost(tr, last, 1))
+    assert served_cost(tr, np.full(30, L - 1), 1, profile=2 * ref) == pytest.approx(2.0)
+    with pytest.raises(TTamerError, match="one query at a time"):
+        served_cost(tr, last, 10, profile=ref)
+    with pytest.raises(TTamerError, match="exit by exit"):
+        ForcedRule(object())

@@ -2,7 +2,8 @@
 
 :func:`compare_latency` times several ways of serving the same inputs in turns, chunk by chunk;
 :func:`with_cost_profile` prices a trace in the serving mode it will be served in (the per-exit
-cost profiles the runtime records). See the book's chapter *Serving* (:doc:`/serving`).
+cost profiles the runtime records) and :func:`served_cost` prices a strategy's decisions in that
+mode (batched: each exit's time on the rows of a batch still running there). See the book's chapter *Serving* (:doc:`/serving`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def batch_cost_table(trace: Trace) -> tuple[np.ndarray, np.ndarray] | None:
     return rows, ms
 
 
-def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1) -> float:
+def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np.ndarray | None = None) -> float:
     r"""The simulated cost of decisions served at ``batch_size``, as a fraction of the full
     network's cost in the same mode: exits ``0..last[n]`` consulted on example ``n``.
 
@@ -70,7 +71,12 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1) -> float:
     proportion to the rows): the cost is :math:`\sum_b \sum_i T_i(k_{bi}) / \sum_b \sum_i
     T_i(n_b)` -- what the runtime pays where stopped rows leave the batch but a block's time
     does not fall in proportion to its rows (see the book's chapter *Measured: a served
-    early-exit policy*)."""
+    early-exit policy*).
+
+    ``profile`` (one query at a time only): ``[L]`` ms per exit of the rule served -- its own
+    state's cost included, :meth:`~ttamer.serving.runtime.EarlyExitServer.cost_profile` with
+    ``rule=`` -- charged for the exits consulted, still as a fraction of the trace's full cost
+    in that mode (the max-probability rule forced to the last exit)."""
     last = np.asarray(last, dtype=np.int64).reshape(-1)
     L, n = trace.n_exits, trace.n_examples
     if len(last) != n or (last < 0).any() or (last >= L).any():
@@ -79,6 +85,14 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1) -> float:
     if bs < 1:
         raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
     table = batch_cost_table(trace) if bs > 1 else None
+    if profile is not None:
+        if bs != 1:
+            raise TTamerError("a rule's own cost profile prices one query at a time (batch_size=1)")
+        c = np.asarray(profile, dtype=np.float64).reshape(-1)
+        if c.shape != (L,):
+            raise TTamerError(f"profile must hold {L} costs, got {c.size}")
+        ref = with_cost_profile(trace, 1).cost if isinstance(trace.meta.get("cost_profiles"), dict) else trace.mean_cost
+        return float(np.cumsum(c)[last].mean() / ref.sum())
     if table is None:
         priced = with_cost_profile(trace, bs) if isinstance(trace.meta.get("cost_profiles"), dict) else trace
         cum = priced.cumulative_cost

@@ -14,10 +14,13 @@ the trace-simulated policy takes on the same outputs (the key property, tested).
 ``step(i, probs) -> (x_i, a_i)``, ``stops(i, x_i)`` and ``thresholds`` (a fitted
 :class:`~ttamer.earlyexit.tamer.ThresholdTamer`'s ``runtime_rule()``, :class:`~ttamer.serving.rules.MaxProbRule`,
 a stop / go-on ``state_fn`` compiled by :class:`~ttamer.serving.rules.StateFnRule`, a chain policy compiled by
-:class:`~ttamer.serving.rules.ChainPolicyRule`) is evaluated after every exit on the rows still running -- one state
-computation and one vectorised comparison -- and the rows that stop leave the batch. The
+:class:`~ttamer.serving.rules.ChainPolicyRule`) is evaluated after every exit on the rows still running -- one
+``advance`` of its running state (:func:`~ttamer.serving.rules.begin_run`; the fitted rules keep their state
+from exit to exit) and one vectorised comparison -- and the rows that stop leave the batch.
+One query at a time the loop keeps its bookkeeping in Python scalars. The
 runtime also records the per-exit cost profile of each serving mode (one query at a time,
-batched) in the trace's meta; :func:`~ttamer.serving.latency.with_cost_profile` prices a trace in the mode served.
+batched) and each exit's time on batches of ``k`` rows in the trace's meta;
+:func:`~ttamer.serving.latency.served_cost` prices a strategy's decisions in the mode served.
 
 :class:`CascadeServer` does the same for a forest of *separate* models (each node a
 callable from inputs to logits), e.g. the cascade of :mod:`ttamer.workloads.cascade`.
@@ -51,7 +54,8 @@ from ..core.errors import TTamerError
 from ..core.policy import Policy, rollout
 from ..earlyexit.traces import Trace
 from .adapters import MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, resolve_device, take
-from .rules import (AnswerFn, ChainPolicyRule, ExitMap, StateFn, StateFnRule, StopStatePolicy, begin_run,
+from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
+                    begin_run,
                     is_runtime_rule,
                     max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn, tamer_states_fn)
 
@@ -484,20 +488,27 @@ class EarlyExitServer(_Runtime):
             cache[C] = {"states": states, "alive": alive, "nan": np.full((L, C), np.nan, dtype=np.float32)}
         return cache[C]
 
-    def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1, repeats: int = 3) -> np.ndarray:
+    def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1, repeats: int = 3,
+                     rule: Any = None) -> np.ndarray:
         """``[L]`` wall-clock ms per example of each exit when serving ``inputs`` in batches of
         ``batch_size`` through the runtime forced to the last exit (every block, head, state and
         decision; exit 0 also pays for ``prepare``): the per-exit cost profile of that serving
         mode. Every batch is served ``repeats`` times in a row and each of its exits keeps its
         median time -- on a shared machine the other tenants preempt the process now and then
         for milliseconds, and at batch 1 such a pause falls on one exit of a query and would
-        misprice it -- then the mean over the batches after ``warmup``."""
+        misprice it -- then the mean over the batches after ``warmup``.
+
+        ``rule``: the profile of serving that rule (its state advanced at every exit, forced
+        on to the last one: :class:`~ttamer.serving.rules.ForcedRule`) instead of the
+        max-probability rule's -- what a rule whose state costs more per exit pays."""
         n, bs = input_length(inputs), int(batch_size)
         if bs < 1:
             raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
         if int(repeats) < 1:
             raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
-        forced = max_prob_rule(self.n_nodes, np.inf)
+        forced = max_prob_rule(self.n_nodes, np.inf) if rule is None else ForcedRule(rule)
+        if int(forced.n_exits) != self.n_nodes:
+            raise TTamerError(f"the rule has {forced.n_exits} exits but the model has {self.n_nodes}")
         per = []
         for s in range(0, n, bs):
             batch, rows = input_slice(inputs, s, s + bs), min(bs, n - s)

@@ -491,3 +491,7 @@ def test_a_rules_own_cost_profile_prices_one_query_at_a_time(setup):
         served_cost(tr, last, 10, profile=ref)
     with pytest.raises(TTamerError, match="exit by exit"):
         ForcedRule(object())
+    both = EarlyExitServer(model, *threshold_rule(L, np.inf)).cost_profile(x[:4], 1, warmup=1, repeats=1,
+                                                                            rule=[None, srv.rule])
+    assert both.shape == (2, L) and (both > 0).all()
+    assert served_cost(tr, np.full(30, L - 1), 1, profile=both[1], reference=both[1]) == pytest.approx(1.0)

@@ -3,7 +3,8 @@
 :func:`compare_latency` times several ways of serving the same inputs in turns, chunk by chunk;
 :func:`with_cost_profile` prices a trace in the serving mode it will be served in (the per-exit
 cost profiles the runtime records) and :func:`served_cost` prices a strategy's decisions in that
-mode (batched: each exit's time on the rows of a batch still running there). See the book's chapter *Serving* (:doc:`/serving`).
+mode (batched: each exit's time on the rows of a batch still running there). See the book's
+chapter *Serving* (:doc:`/serving`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def batch_cost_table(trace: Trace) -> tuple[np.ndarray, np.ndarray] | None:
     return rows, ms
 
 
-def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np.ndarray | None = None) -> float:
+def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np.ndarray | None = None,
+                reference: np.ndarray | None = None) -> float:
     r"""The simulated cost of decisions served at ``batch_size``, as a fraction of the full
     network's cost in the same mode: exits ``0..last[n]`` consulted on example ``n``.
 
@@ -75,8 +77,10 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
 
     ``profile`` (one query at a time only): ``[L]`` ms per exit of the rule served -- its own
     state's cost included, :meth:`~ttamer.serving.runtime.EarlyExitServer.cost_profile` with
-    ``rule=`` -- charged for the exits consulted, still as a fraction of the trace's full cost
-    in that mode (the max-probability rule forced to the last exit)."""
+    ``rule=`` -- charged for the exits consulted, as a fraction of the full cost of
+    ``reference`` (``[L]``: the max-probability rule's profile measured alongside, the rules
+    taking turns, so that the machine's state then cancels) or, without it, of the trace's
+    batch-1 profile."""
     last = np.asarray(last, dtype=np.int64).reshape(-1)
     L, n = trace.n_exits, trace.n_examples
     if len(last) != n or (last < 0).any() or (last >= L).any():
@@ -91,7 +95,12 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
         c = np.asarray(profile, dtype=np.float64).reshape(-1)
         if c.shape != (L,):
             raise TTamerError(f"profile must hold {L} costs, got {c.size}")
-        ref = with_cost_profile(trace, 1).cost if isinstance(trace.meta.get("cost_profiles"), dict) else trace.mean_cost
+        if reference is not None:
+            ref = np.asarray(reference, dtype=np.float64).reshape(-1)
+        elif isinstance(trace.meta.get("cost_profiles"), dict):
+            ref = with_cost_profile(trace, 1).cost
+        else:
+            ref = trace.mean_cost
         return float(np.cumsum(c)[last].mean() / ref.sum())
     if table is None:
         priced = with_cost_profile(trace, bs) if isinstance(trace.meta.get("cost_profiles"), dict) else trace

@@ -7,7 +7,8 @@ or an object evaluated exit by exit (``step``/``stops``/``thresholds``,
 (:class:`MaxProbRule`, :class:`~ttamer.earlyexit.tamer.RuntimeRule`), else a
 :class:`HistoryRun` that buffers the exits' softmax rows and calls ``step``; either has
 ``advance(i, p)`` on exit ``i``'s rows and ``keep(mask)`` when rows stop (and may have
-``advance_one(i, p) -> (float, int)`` for one query, compared with ``thresholds[i]``). ``state_fn(probs, node) -> states`` maps ``probs [B, n, C]`` -- the
+``advance_one(i, p) -> (float, int)`` for one query, compared with ``thresholds[i]``).
+``state_fn(probs, node) -> states`` maps ``probs [B, n, C]`` -- the
 softmax of every exit consulted so far (NaN for exits not consulted) -- to the ``int`` states of
 ``node`` for the ``B`` rows. :func:`tamer_state_fn` and :func:`cascade_state_fn` build it from a
 fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` /

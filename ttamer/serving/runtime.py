@@ -500,25 +500,32 @@ class EarlyExitServer(_Runtime):
 
         ``rule``: the profile of serving that rule (its state advanced at every exit, forced
         on to the last one: :class:`~ttamer.serving.rules.ForcedRule`) instead of the
-        max-probability rule's -- what a rule whose state costs more per exit pays."""
+        max-probability rule's -- what a rule whose state costs more per exit pays. A list of
+        rules (``None`` for the max-probability rule) gives ``[R, L]``, the rules taking turns
+        on every batch, so that a slow spell of the machine hits them alike."""
         n, bs = input_length(inputs), int(batch_size)
         if bs < 1:
             raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
         if int(repeats) < 1:
             raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
-        forced = max_prob_rule(self.n_nodes, np.inf) if rule is None else ForcedRule(rule)
-        if int(forced.n_exits) != self.n_nodes:
-            raise TTamerError(f"the rule has {forced.n_exits} exits but the model has {self.n_nodes}")
+        many = isinstance(rule, (list, tuple))
+        forced = [max_prob_rule(self.n_nodes, np.inf) if r is None else ForcedRule(r)
+                  for r in (rule if many else [rule])]
+        for f in forced:
+            if int(f.n_exits) != self.n_nodes:
+                raise TTamerError(f"the rule has {f.n_exits} exits but the model has {self.n_nodes}")
         per = []
         for s in range(0, n, bs):
             batch, rows = input_slice(inputs, s, s + bs), min(bs, n - s)
-            runs = []
+            runs = [[] for _ in forced]
             for _ in range(int(repeats)):
-                out = self._run_rule_batch(batch, rows, forced)
-                runs.append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
-            per.append(np.median(runs, axis=0))
+                for j in np.roll(np.arange(len(forced)), s // bs):  # the order rotated per batch
+                    out = self._run_rule_batch(batch, rows, forced[j])
+                    runs[j].append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
+            per.append(np.median(np.asarray(runs), axis=1))  # [R, L]
         timed = per[warmup:] if len(per) > warmup else per
-        return 1e3 * np.mean(np.stack(timed), axis=0)
+        prof = 1e3 * np.mean(np.stack(timed), axis=0)
+        return prof if many else prof[0]
 
     def run_all(self, inputs: Any, labels: Any, batch_size: int = 64, meta: dict | None = None,
                 warmup: int = 1, profile_examples: int = 0, profile_rows: Sequence[int] = ()) -> Trace:

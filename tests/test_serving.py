@@ -397,3 +397,101 @@ def test_runtime_rule_errors_name_what_is_wrong(setup):
         RuntimeRule(tamer.state_model_, np.zeros(L))
     with pytest.raises(TTamerError, match=r"probs must be \[B, 2, 3\]"):
         rule.step(1, test.probs[:, :3])
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (12, 10)])
+def test_runtime_rule_incremental_states_equal_the_state_model_bit_for_bit(shape):
+    """:meth:`RuntimeRule.begin` keeps the state across exits (counters, class counts, running
+    softmax sum, buffers); every state and answer rule, advanced exit by exit -- on the whole
+    batch, with rows leaving at random, and one query at a time -- equals
+    ``StateModel.transform`` on the same outputs to the last bit."""
+    from ttamer.benchmarks import synthetic_trace
+    from ttamer.earlyexit.states import ANSWERS, PAIRED, STATES, StateModel
+    from ttamer.earlyexit.tamer import RuntimeRule
+
+    L, C = shape
+    tr = synthetic_trace(1500, L, C, seed=3)
+    cal, test = tr.subset(np.arange(1000)), tr.subset(np.arange(1000, 1500))
+    rng = np.random.default_rng(0)
+    for state in STATES:
+        for answer in ANSWERS:
+            if any((state == p) != (answer == p) for p in PAIRED):
+                continue
+            sm = StateModel.fit(cal, state, answer)
+            xs, ans = sm.transform(test)
+            rule = RuntimeRule(sm, np.zeros(L - 1))
+            run, rows = rule.begin(test.n_examples), np.arange(test.n_examples)
+            for i in range(L):
+                x, a = run.advance(i, test.probs[rows, i])
+                np.testing.assert_array_equal(x, xs[rows, i], err_msg=f"{state}/{answer} exit {i}")
+                np.testing.assert_array_equal(a, ans[rows, i], err_msg=f"{state}/{answer} exit {i}")
+                keep = rng.random(len(rows)) < 0.8
+                run.keep(keep)
+                rows = rows[keep]
+            for n in (0, 7):
+                one = rule.begin(1)
+                for i in range(L):
+                    x1, a1 = one.advance_one(i, test.probs[n : n + 1, i])
+                    assert (x1, a1) == (xs[n, i], ans[n, i]), (state, answer, n, i)
+
+
+def test_batched_cost_priced_per_rows_still_running(setup):
+    """``run_all(..., profile_rows=…)`` records each exit's time on batches of ``k`` rows;
+    :func:`served_cost` prices batched serving with it (stopped rows leave the batch, a block's
+    time is not proportional to its rows) and one query at a time with the batch-1 profile."""
+    from ttamer.serving import served_cost, with_cost_profile
+
+    model, x, y, cal, test = setup
+    rec = EarlyExitServer(model, *threshold_rule(L, np.inf))
+    tr = rec.run_all(x[:40], y[:40], batch_size=8, meta={"model": "mlp", "dataset": "syn"}, profile_examples=8,
+                     profile_rows=[1, 2, 4, 8])
+    tab = tr.meta["batch_cost"]
+    assert tab["rows"] == [1, 2, 4, 8] and np.asarray(tab["ms_per_batch"]).shape == (4, L)
+    full = np.full(40, L - 1)
+    assert served_cost(tr, full, 8) == pytest.approx(1.0)
+    assert served_cost(tr, full, 1) == pytest.approx(1.0)
+    one = with_cost_profile(tr, 1)
+    last = np.arange(40) % L
+    assert served_cost(tr, last, 1) == pytest.approx(one.cumulative_cost[np.arange(40), last].mean()
+                                                     / one.full_cost.mean())
+    # a synthetic table: a block costs the same on 1 to 8 rows, so stopping half the rows saves nothing
+    flat = Trace.build(tr.probs, tr.labels, tr.cost, dict(tr.meta, batch_cost={"rows": [1, 8],
+                                                                               "ms_per_batch": [[1.0] * L] * 2}))
+    half = np.where(np.arange(40) % 2 == 0, 0, L - 1)
+    assert served_cost(flat, half, 8) == pytest.approx(1.0)
+    assert served_cost(flat, np.zeros(40, dtype=np.int64), 8) == pytest.approx(1 / L)
+    with pytest.raises(TTamerError, match="last must hold"):
+        served_cost(tr, np.full(40, L), 8)
+
+
+def test_a_rules_own_cost_profile_prices_one_query_at_a_time(setup):
+    """``cost_profile(..., rule=…)`` serves the rule forced on to the last exit
+    (:class:`ForcedRule`: its state advanced at every exit, never stopping early);
+    ``served_cost(..., profile=…)`` charges that profile for the exits consulted, as a
+    fraction of the trace's full batch-1 cost."""
+    from ttamer.earlyexit.tamer import ThresholdTamer
+    from ttamer.serving import ForcedRule, served_cost
+
+    model, x, y, cal, test = setup
+    tamer = ThresholdTamer(lam=0.9, policy="per_exit:posterior:posterior", n_lams=11).fit(cal)
+    srv = EarlyExitServer.from_tamer(model, tamer)
+    forced = EarlyExitServer(model, ForcedRule(srv.rule))
+    res = forced.serve(x[:20], 1)
+    assert (res.last == L - 1).all() and res.consulted.all()
+    np.testing.assert_array_equal(res.answer, tamer.state_model_.transform(test)[1][:20, -1])
+    prof = srv.cost_profile(x[:6], 1, warmup=1, rule=srv.rule)
+    assert prof.shape == (L,) and (prof > 0).all()
+    rec = EarlyExitServer(model, *threshold_rule(L, np.inf))
+    tr = rec.run_all(x[:30], y[:30], batch_size=10, meta={"model": "mlp", "dataset": "syn"}, profile_examples=6)
+    ref = np.asarray(tr.meta["cost_profiles"]["batch1"])
+    last = np.arange(30) % L
+    assert served_cost(tr, last, 1, profile=ref) == pytest.approx(served_cost(tr, last, 1))
+    assert served_cost(tr, np.full(30, L - 1), 1, profile=2 * ref) == pytest.approx(2.0)
+    with pytest.raises(TTamerError, match="one query at a time"):
+        served_cost(tr, last, 10, profile=ref)
+    with pytest.raises(TTamerError, match="exit by exit"):
+        ForcedRule(object())
+    both = EarlyExitServer(model, *threshold_rule(L, np.inf)).cost_profile(x[:4], 1, warmup=1, repeats=1,
+                                                                            rule=[None, srv.rule])
+    assert both.shape == (2, L) and (both > 0).all()
+    assert served_cost(tr, np.full(30, L - 1), 1, profile=both[1], reference=both[1]) == pytest.approx(1.0)

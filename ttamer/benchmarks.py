@@ -15,7 +15,8 @@ one run, on one machine, with ``time.perf_counter`` (best of ``k`` repeats). Sec
 * ``serving``   -- the serving runtime on a multi-exit MLP (the book's chapter *Measured: a
   served early-exit policy*): the runtime forced to the last exit against the plain network,
   one query at a time and batched, the decision overhead per example per exit, and measured
-  against simulated cost (the trace priced with the cost profile of the mode served).
+  against simulated cost in the mode served (one query at a time the batch-1 cost profile;
+  batched, each exit's time on the rows still running in its batch).
 
 Two regimes of random instances (``ttamer.theory.synthetic.random_instance``): ``typical`` (its
 defaults: deeper exits better, ``depth_decay=0.8``, ``cost_scale=0.1``), where the surrogates
@@ -490,13 +491,15 @@ def _mlp_exits(width: int, exits: int = 6, classes: int = 10, seed: int = 0):
 def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32) -> list[dict]:
     """The serving runtime on a multi-exit MLP (``_mlp_exits``): per run, cost relative to the plain network
     (interleaved per query / batch, medians over ``repeats`` rounds), decision overhead in µs
-    per example per exit and, for served strategies, the simulated cost priced with the cost
-    profile of the same mode (``ttamer.serving.latency.with_cost_profile``)."""
+    per example per exit and, for served strategies, the simulated cost in the same mode
+    (``ttamer.serving.latency.served_cost``: one query at a time the batch-1 cost profile -- a
+    fitted ``ThresholdTamer``'s own, its state advanced at every exit; in batches each exit's
+    time on the rows still running)."""
     import torch
 
     from .earlyexit.baselines import max_prob_threshold
     from .earlyexit.tamer import ThresholdTamer
-    from .serving import EarlyExitServer, compare_latency, max_prob_rule, threshold_rule, with_cost_profile
+    from .serving import EarlyExitServer, MaxProbRule, compare_latency, max_prob_rule, served_cost, threshold_rule
 
     torch.set_num_threads(1)
     model = _mlp_exits(width)
@@ -510,16 +513,23 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
         deep = model.heads[-1](h, None).argmax(1).numpy()
     y = np.where(rng.random(len(x)) < 0.7, deep, rng.integers(0, 10, len(x)))
     forced = EarlyExitServer(model, max_prob_rule(L, np.inf))
+    grid = sorted({1, batch_size, *(2 ** k for k in range(batch_size.bit_length()) if 2 ** k < batch_size)})
     trace = forced.run_all(x, y, batch_size=batch_size, meta={"model": f"mlp{width}", "dataset": "synthetic"},
-                           profile_examples=min(n, 100))
+                           profile_examples=min(n, 100), profile_rows=grid)
     cal, test = trace.subset(np.arange(2 * n)), trace.subset(np.arange(2 * n, 3 * n))
     xt = x[2 * n:]
-    tamer = ThresholdTamer(lam=0.9, policy="per_exit:max_prob:last", n_lams=41).fit(cal)
+    strategies = {}
+    for policy in ("per_exit:max_prob:last", "per_exit:posterior:posterior"):
+        tamer = ThresholdTamer(lam=0.9, policy=policy, n_lams=41).fit(cal)
+        strategies[f"ThresholdTamer λ=0.9 ({policy})"] = (EarlyExitServer.from_tamer(model, tamer), tamer.decide(test))
     tau = float(np.quantile(test.max_prob[:, 0], 0.5))
-    strategies = {"ThresholdTamer λ=0.9 (per_exit:max_prob:last)": (EarlyExitServer.from_tamer(model, tamer),
-                                                                    tamer.decide(test)),
-                  f"max-prob τ={tau:.3f}": (EarlyExitServer(model, max_prob_rule(L, tau)),
-                                           max_prob_threshold(test, [tau])[0])}
+    strategies[f"max-prob τ={tau:.3f}"] = (EarlyExitServer(model, max_prob_rule(L, tau)),
+                                           max_prob_threshold(test, [tau])[0])
+    # one query at a time, a rule whose state costs more than the max-probability's is priced with its own
+    # per-exit profile (its state advanced at every exit) against the max-probability rule's, taking turns
+    keys = [k for k, (srv, _) in strategies.items() if not isinstance(srv.rule, MaxProbRule)]
+    profs = forced.cost_profile(x[: min(n, 100)], 1, warmup=3, rule=[None] + [strategies[k][0].rule for k in keys])
+    own = {k: profs[j + 1] for j, k in enumerate(keys)}
     rollout = EarlyExitServer(model, *threshold_rule(L, np.inf), compile=False)
     runs = {"plain network": forced.run_full, "runtime forced to the last exit": forced.serve,
             "runtime forced to the last exit (policy rollout)": rollout.serve,
@@ -529,16 +539,19 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
         compare_latency(runs, xt[: 3 * bs], batch_size=bs, repeats=1)  # warm-up
         out = compare_latency(runs, xt, batch_size=bs, repeats=repeats)
         base = out["plain network"]["ms_per_example"]
-        priced = with_cost_profile(test, mode)
         for k, v in out.items():
             res = v["result"]
             row = {"mode": mode, "run": k, "ms_per_example": v["ms_per_example"],
                    "measured_cost": v["ms_per_example"] / base,
                    "decision_us_per_exit": res.decision_us_per_exit if k != "plain network" else None}
+            if k == "runtime forced to the last exit" and bs == 1:  # the median query (the machine's other
+                # tenants preempt a query now and then, which the mean over queries carries)
+                row["decision_us_per_exit_median"] = float(np.median(
+                    [forced.serve(xt[j : j + 1], 1).decision_us_per_exit for j in range(len(xt))]))
             if k in strategies:
-                last = strategies[k][1].last
-                row["simulated_cost"] = float(priced.cumulative_cost[np.arange(len(last)), last].mean()
-                                              / priced.full_cost.mean())
+                mine = own.get(k) if bs == 1 else None
+                row["simulated_cost"] = served_cost(test, strategies[k][1].last, bs, mine,
+                                                    None if mine is None else profs[0])
                 row["gap"] = row["measured_cost"] - row["simulated_cost"]
             rows.append(row)
     return rows
@@ -554,8 +567,10 @@ def serving_targets(rows: list[dict]) -> list[dict]:
                     "measured": r["measured_cost"], "unit": "x", "goal": goal,
                     "met": None if goal is None else r["measured_cost"] <= goal})
     r = get[("batch1", "runtime forced to the last exit")]
-    out.append({"target": "decision overhead per example per exit (batch 1, CPU)", "measured": r["decision_us_per_exit"],
-                "unit": "µs", "goal": 20.0, "met": r["decision_us_per_exit"] <= 20.0})
+    for how, key in (("mean", "decision_us_per_exit"), ("median query", "decision_us_per_exit_median")):
+        if r.get(key) is not None:
+            out.append({"target": f"decision overhead per example per exit (batch 1, CPU, {how})",
+                        "measured": r[key], "unit": "µs", "goal": 20.0, "met": r[key] <= 20.0})
     for mode, goal in (("batch1", 0.03), ("batched", 0.02)):
         gaps = [abs(r["gap"]) for r in rows if r["mode"] == mode and "gap" in r]
         out.append({"target": f"|measured − simulated cost| of every served strategy ({mode})", "measured": max(gaps),

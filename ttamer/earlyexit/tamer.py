@@ -517,12 +517,19 @@ class ThresholdTamer(BaseTamer):
 class RuntimeRule:
     """A fitted threshold rule evaluated online, exit by exit, on the examples still running.
 
-    After exit ``i`` the runtime calls :meth:`step` with the softmax rows of exits ``0..i`` of
-    the examples still running and stops those with ``x_i ≥ taus[i]`` (every one at the last
-    exit), answering with ``a_i``. :meth:`step` runs the :class:`~ttamer.earlyexit.states.StateModel`'s own code on the
-    exits seen so far (the state of exit ``i`` reads exits ``0..i`` only), so the served
-    decisions equal :meth:`ThresholdTamer.decide` on the same outputs; the max-probability and
-    entropy states with the answer "the exit stopped at" are one vectorised reduction.
+    After exit ``i`` the runtime gives the rule the softmax rows of exit ``i`` of the examples
+    still running and stops those with ``x_i ≥ taus[i]`` (every one at the last exit),
+    answering with ``a_i``. The serving runtime calls :meth:`begin` once per batch and
+    :meth:`RuleRun.advance` after every exit: the state is kept *incrementally* -- the running
+    agreement counter, the class counts of the predictions so far, the running sum of the
+    softmaxes, the running argmax of the confidence, and the log-odds and predictions of the
+    exits seen in preallocated ``[B, L]`` buffers -- so that a step is a fixed number of
+    vectorised numpy calls whatever ``i`` (see :class:`RuleRun` for what each state costs). The
+    arithmetic is that of :meth:`StateModel.transform <ttamer.earlyexit.states.StateModel.transform>`
+    on the same outputs, operation for operation, so the states are equal to the last bit
+    and the served decisions are :meth:`ThresholdTamer.decide`'s (the book's chapter
+    *Measured: a served early-exit policy*). :meth:`step` is the stateless form (it replays
+    exits ``0..i``).
 
     Parameters
     ----------
@@ -544,35 +551,44 @@ class RuntimeRule:
         #: Threshold per exit, with ``thresholds[L−1] = −inf`` (the last exit always stops).
         self.thresholds = np.r_[taus, -np.inf]
         self.taus = taus
-        self._prefix = [self._prefix_model(i) for i in range(L)]
-        self._direct = state_model.state in ("max_prob", "neg_entropy") and state_model.answer in (
-            "last", "ensemble_at_end", "posterior_at_end")
+        state, answer = state_model.state, state_model.answer
+        #: What :class:`RuleRun` keeps: ``"lo"`` (log-odds buffer), ``"pred"`` (prediction buffer),
+        #: ``"counts"`` (class counts), ``"total"`` (softmax running sum), ``"run"`` (agreement).
+        self.keeps = frozenset(
+            ({"lo", "counts", "run"} if state == "learned" else set())
+            | ({"run"} if state == "patience" else set())
+            | ({"lo", "pred", "counts", "total"} if answer in ("posterior", "posterior_at_end") else set())
+            | ({"pred", "total"} if answer in ("ensemble", "ensemble_at_end") else set()))
+        if state == "learned":
+            w, scale = state_model.models["learned"]
+            self._learned = [(w[i : i + 1], scale) for i in range(L)]
+        if "posterior" in state_model.models:
+            self._posterior = [w / scale for w, scale in state_model.models["posterior"]]
+        self._exit = [np.full(1, i, dtype=np.int64) for i in range(L)]
+        for e in self._exit:
+            e.flags.writeable = False
 
-    def _prefix_model(self, i: int) -> StateModel:
-        """The state model restricted to exits ``0..i`` (its fitted per-exit models sliced)."""
-        sm = self.state_model
-        models = dict(sm.models)
-        if "learned" in models:
-            w, scale = models["learned"]
-            models["learned"] = (w[: i + 1], scale)
-        if "posterior" in models:
-            models["posterior"] = models["posterior"][: i + 1]
-        answer = "last" if sm.answer.endswith("_at_end") and i < self.n_exits - 1 else sm.answer
-        return StateModel(sm.state, answer, i + 1, sm.n_classes, models)
+    def exits(self, i: int, B: int) -> np.ndarray:
+        """``[B]`` int64 filled with ``i`` (a cached read-only array: no allocation per step)."""
+        if len(self._exit[i]) < B:
+            self._exit[i] = np.full(B, i, dtype=np.int64)
+            self._exit[i].flags.writeable = False
+        return self._exit[i][:B]
+
+    def begin(self, n: int) -> "RuleRun":
+        """The running state of the rule on a batch of ``n`` examples, before exit 0."""
+        return RuleRun(self, int(n))
 
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(x_i, a_i)``, both ``[B]``: the state after exit ``i`` and the exit answering if the
-        rule stops there, from ``probs [B, i+1, C]`` (float32 softmax rows of exits ``0..i``)."""
-        B = probs.shape[0]
+        rule stops there, from ``probs [B, i+1, C]`` (float32 softmax rows of exits ``0..i``);
+        stateless (replays :meth:`RuleRun.advance` over exits ``0..i``)."""
         if probs.ndim != 3 or probs.shape[1] != i + 1 or probs.shape[2] != self.n_classes:
             raise TTamerError(f"step({i}): probs must be [B, {i + 1}, {self.n_classes}], got {list(probs.shape)}")
-        if self._direct and (i < self.n_exits - 1 or self.state_model.answer == "last"):
-            row = Trace(probs[:, i:], np.zeros(B, dtype=np.int64), np.zeros(1))
-            x = row.max_prob[:, 0] if self.state_model.state == "max_prob" else -row.entropy[:, 0]
-            return x, np.full(B, i, dtype=np.int64)
-        tr = Trace(probs, np.zeros(B, dtype=np.int64), np.zeros(i + 1))
-        x, answers = self._prefix[i].transform(tr)
-        return x[:, i], answers[:, i]
+        run = self.begin(probs.shape[0])
+        for k in range(i + 1):
+            out = run.advance(k, probs[:, k])
+        return out
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]`` bool: the rule stops after exit ``i`` on states ``x`` (always at the last exit)."""
@@ -580,3 +596,180 @@ class RuntimeRule:
 
     def __repr__(self) -> str:
         return f"RuntimeRule({self.name!r}, taus={np.round(self.taus, 4).tolist()})"
+
+
+def _log_odds(mp: np.ndarray) -> np.ndarray:
+    """Log-odds of a max-probability clipped to ``[1e-6, 1 − 1e-6]`` (as the state features)."""
+    mp = _clip(mp, 1e-6, 1 - 1e-6)
+    return np.log(mp) - np.log1p(-mp)
+
+
+def _clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``np.clip(x, lo, hi)`` (the same values: ``min(max(x, lo), hi)``) in two plain ufunc
+    calls, which cost a fraction of ``np.clip``'s dispatch on a few numbers."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """``[B]`` float64 entropy of softmax rows ``p [B, C]`` (the formula of ``Trace.entropy``)."""
+    p = p.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return -t.sum(axis=1)
+
+
+class RuleRun:
+    """The running state of a :class:`RuntimeRule` on one batch (:meth:`RuntimeRule.begin`).
+
+    :meth:`advance` takes exit ``i``'s softmax rows and returns ``(x_i, a_i)``; :meth:`keep`
+    drops the rows that stopped. What a step computes, per state (every item one numpy call
+    on ``[B]`` or ``[B, C]`` arrays, unless said):
+
+    * max-probability, minus the entropy: the reduction of exit ``i``'s row;
+    * patience: the agreement counter, ``run ← run + 1`` where exit ``i`` predicts what exit
+      ``i − 1`` did, else ``0``;
+    * learned (the features of :func:`~ttamer.earlyexit.features.history_features`): exit
+      ``i``'s log-odds, margin and normalised entropy, the share of earlier exits predicting
+      its class (class counts of the earlier predictions), the agreement run and the mean
+      log-odds of the earlier exits -- the last one numpy's mean over the row of the
+      preallocated log-odds buffer, a single C reduction over ``i`` numbers, because a running
+      sum adds in another order than numpy's reduction and would differ from the fitted
+      state in the last bit; then exit ``i``'s logistic model;
+    * posterior (and the ``"posterior_at_end"`` answer at the last exit): the pair features of
+      :func:`~ttamer.earlyexit.logistic.pair_features` for every hypothesis ``j ≤ i`` -- each
+      depends on exit ``i`` (the running ensemble, the class shares), so this step is
+      ``O(i)`` numbers, built from the buffers and the running softmax sum in a fixed number
+      of calls, then one product with exit ``i``'s model;
+    * ensemble (and ``"ensemble_at_end"``): the running softmax sum read at the predicted
+      classes of exits ``0..i`` (``O(i)`` numbers, one call).
+
+    The answers ``"last"`` and ``"confident"`` (running argmax of the confidence, first on ties)
+    are ``O(1)``.
+    """
+
+    def __init__(self, rule: RuntimeRule, n: int) -> None:
+        self.rule, self.n = rule, n
+        L, C, keeps = rule.n_exits, rule.n_classes, rule.keeps
+        self.lo = np.zeros((n, L)) if "lo" in keeps else None
+        self.pred = np.zeros((n, L), dtype=np.int64) if "pred" in keeps else None
+        self.counts = np.zeros((n, C), dtype=np.int64) if "counts" in keeps else None
+        self.total = np.zeros((n, C)) if "total" in keeps else None
+        self.run = np.zeros(n, dtype=np.int64) if "run" in keeps else None
+        self.f = np.ones((n, 7)) if rule.state_model.state == "learned" else None
+        self.F = np.ones((n, L, 6)) if "posterior" in rule.state_model.models else None
+        self.last_pred = np.zeros(n, dtype=np.int64)
+        self.best = self.best_at = None
+        self.rows = np.arange(n)
+        #: One query of the max-probability state answering with the exit stopped at: scalars.
+        self.scalar = rule.state_model.state == "max_prob" and rule.state_model.answer == "last"
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep the rows where ``mask [B]`` (bool) is true; the others stopped."""
+        for k in ("lo", "pred", "counts", "total", "run", "last_pred", "best", "best_at", "f", "F"):
+            v = getattr(self, k)
+            if v is not None:
+                setattr(self, k, v[mask])
+        self.rows = self.rows[: int(mask.sum())]
+
+    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``, both ``[B]``: the state after exit ``i`` and the exit answering if the
+        rule stops there, from exit ``i``'s float32 softmax rows ``p [B, C]``; called for
+        ``i = 0, 1, …`` in turn."""
+        rule = self.rule
+        sm, L = rule.state_model, rule.n_exits
+        state, answer = sm.state, sm.answer
+        B = p.shape[0]
+        if p.ndim != 2 or p.shape[1] != rule.n_classes or B != len(self.rows):
+            raise TTamerError(f"advance({i}): p must be [{len(self.rows)}, {rule.n_classes}], got {list(p.shape)}")
+        mp = p.max(axis=1).astype(np.float64)
+        need_pred = (self.run is not None or self.counts is not None or self.pred is not None)
+        pred = p.argmax(axis=1) if need_pred else None
+        lo = _log_odds(mp) if self.lo is not None else None
+        if self.lo is not None:
+            self.lo[:, i] = lo
+        if self.pred is not None:
+            self.pred[:, i] = pred
+        if self.total is not None:
+            self.total += p
+        if self.run is not None:
+            if i > 0:
+                self.run = np.where(pred == self.last_pred, self.run + 1, 0)
+            self.last_pred = pred
+        shared = None
+        if self.counts is not None:
+            rows = self.rows
+            if state == "learned":  # share of the earlier exits predicting exit i's class
+                shared = self.counts[rows, pred] / i if i > 0 else np.zeros(B)
+            self.counts[rows, pred] += 1
+        # the state
+        post = None
+        if state == "max_prob":
+            x = mp
+        elif state == "neg_entropy":
+            x = -_entropy(p)
+        elif state == "patience":
+            x = self.run.astype(np.float64)
+        elif state == "learned":
+            top2 = np.partition(p, rule.n_classes - 2, axis=1)[:, -2:].astype(np.float64)
+            f = self.f  # the features of history_features, in its order; f[:, 0] = 1
+            f[:, 1] = lo
+            f[:, 2] = top2[:, 1] - top2[:, 0]
+            f[:, 3] = _entropy(p) / np.log(rule.n_classes)
+            f[:, 4] = self.lo[:, :i].mean(axis=1) if i > 0 else 0.0
+            f[:, 5] = shared
+            f[:, 6] = self.run / max(i, 1)
+            w, scale = rule._learned[i]  # exit i's logistic model (the arithmetic of StateModel's)
+            z = np.einsum("nlf,lf->nl", f[:, None, :] / scale, w)[:, 0]
+            x = 1.0 / (1.0 + np.exp(-_clip(z, -30, 30)))
+        elif state == "posterior":
+            post = self._posterior(i)
+            x = post[0]
+        else:  # ensemble
+            x, a = self._ensemble(i)
+            return x, a
+        # the answer
+        if answer == "last" or (answer.endswith("_at_end") and i < L - 1):
+            a = rule.exits(i, B)
+        elif answer == "confident":
+            if i == 0:
+                self.best, self.best_at = mp, np.zeros(B, dtype=np.int64)
+            else:
+                better = mp > self.best
+                self.best_at = np.where(better, i, self.best_at)
+                self.best = np.where(better, mp, self.best)
+            a = self.best_at
+        elif answer == "ensemble_at_end":
+            a = self._ensemble(i)[1]
+        else:  # posterior, posterior_at_end (at the last exit)
+            a = (post if post is not None else self._posterior(i))[1]
+        return x, a
+
+    def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
+        """:meth:`advance` on one query (``p [1, C]``), as Python scalars. The max-probability
+        state answering with the exit stopped at keeps nothing across exits and reads its
+        state off the row without numpy (the float32 maximum, exactly the fitted state's value);
+        any other state is :meth:`advance`'s."""
+        if self.scalar:
+            return max(p.tolist()[0]), i
+        x, a = self.advance(i, p)
+        return float(x[0]), int(a[0])
+
+    def _ensemble(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`~ttamer.earlyexit.states.ensemble_answers` at exit ``i`` from the running sum."""
+        score = np.take_along_axis(self.total, self.pred[:, : i + 1], axis=1) / (i + 1)
+        return score.max(axis=1), score.argmax(axis=1)
+
+    def _posterior(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`~ttamer.earlyexit.logistic.posterior_answers` at exit ``i`` from the buffers."""
+        pred, lo = self.pred[:, : i + 1], self.lo[:, : i + 1]
+        ens_j = _clip(np.take_along_axis(self.total / (i + 1), pred, axis=1), 1e-6, 1 - 1e-6)
+        F = self.F[:, : i + 1]  # the features of pair_features, in its order; F[..., 0] = 1
+        F[:, :, 1] = lo
+        F[:, :, 2] = lo[:, i : i + 1]
+        F[:, :, 3] = np.take_along_axis(self.counts, pred, axis=1) / (i + 1)
+        F[:, :, 4] = np.log(ens_j) - np.log1p(-ens_j)
+        F[:, :, 5] = 0.0
+        F[:, i, 5] = 1.0
+        z = F @ self.rule._posterior[i]
+        q = 1.0 / (1.0 + np.exp(-_clip(z, -30, 30)))
+        return q.max(axis=1), q.argmax(axis=1)

@@ -2,7 +2,9 @@
 
 :func:`compare_latency` times several ways of serving the same inputs in turns, chunk by chunk;
 :func:`with_cost_profile` prices a trace in the serving mode it will be served in (the per-exit
-cost profiles the runtime records). See the book's chapter *Serving* (:doc:`/serving`).
+cost profiles the runtime records) and :func:`served_cost` prices a strategy's decisions in that
+mode (batched: each exit's time on the rows of a batch still running there). See the book's
+chapter *Serving* (:doc:`/serving`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,85 @@ def with_cost_profile(trace: Trace, mode: str | int) -> Trace:
     return Trace.build(trace.probs, trace.labels, cost, meta)
 
 
+
+
+def batch_cost_table(trace: Trace) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(rows [R], ms_per_batch [R, L])`` from ``meta["batch_cost"]`` (recorded by
+    :meth:`~ttamer.serving.runtime.EarlyExitServer.run_all` with ``profile_rows``), or ``None``."""
+    tab = trace.meta.get("batch_cost")
+    if not isinstance(tab, dict):
+        return None
+    rows = np.asarray(tab.get("rows", []), dtype=np.float64)
+    ms = np.asarray(tab.get("ms_per_batch", []), dtype=np.float64)
+    if rows.ndim != 1 or ms.shape != (len(rows), trace.n_exits) or len(rows) == 0 or (np.diff(rows) <= 0).any():
+        raise TTamerError(f"meta['batch_cost'] must hold increasing 'rows' and 'ms_per_batch' [rows, {trace.n_exits}]")
+    return rows, ms
+
+
+def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np.ndarray | None = None,
+                reference: np.ndarray | None = None) -> float:
+    r"""The simulated cost of decisions served at ``batch_size``, as a fraction of the full
+    network's cost in the same mode: exits ``0..last[n]`` consulted on example ``n``.
+
+    One query at a time (``batch_size = 1``), and batched where the trace has no
+    ``meta["batch_cost"]``, each exit costs its per-example cost in the profile of the mode
+    (:func:`with_cost_profile`): :math:`\sum_n \sum_{i \le last_n} c_i / N \sum_i c_i`.
+    Batched with the table, the examples are served in consecutive batches of
+    ``batch_size`` in the trace's order and exit ``i`` of a batch costs
+    :math:`T_i(k)`, the ms of exit ``i`` on the ``k`` rows still running there (the table
+    interpolated linearly in ``k``, :math:`T_i(0) = 0`; beyond its largest batch, in
+    proportion to the rows): the cost is :math:`\sum_b \sum_i T_i(k_{bi}) / \sum_b \sum_i
+    T_i(n_b)` -- what the runtime pays where stopped rows leave the batch but a block's time
+    does not fall in proportion to its rows (see the book's chapter *Measured: a served
+    early-exit policy*).
+
+    ``profile`` (one query at a time only): ``[L]`` ms per exit of the rule served -- its own
+    state's cost included, :meth:`~ttamer.serving.runtime.EarlyExitServer.cost_profile` with
+    ``rule=`` -- charged for the exits consulted, as a fraction of the full cost of
+    ``reference`` (``[L]``: the max-probability rule's profile measured alongside, the rules
+    taking turns, so that the machine's state then cancels) or, without it, of the trace's
+    batch-1 profile."""
+    last = np.asarray(last, dtype=np.int64).reshape(-1)
+    L, n = trace.n_exits, trace.n_examples
+    if len(last) != n or (last < 0).any() or (last >= L).any():
+        raise TTamerError(f"last must hold {n} exits in 0..{L - 1}")
+    bs = int(batch_size)
+    if bs < 1:
+        raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+    table = batch_cost_table(trace) if bs > 1 else None
+    if profile is not None:
+        if bs != 1:
+            raise TTamerError("a rule's own cost profile prices one query at a time (batch_size=1)")
+        c = np.asarray(profile, dtype=np.float64).reshape(-1)
+        if c.shape != (L,):
+            raise TTamerError(f"profile must hold {L} costs, got {c.size}")
+        if reference is not None:
+            ref = np.asarray(reference, dtype=np.float64).reshape(-1)
+        elif isinstance(trace.meta.get("cost_profiles"), dict):
+            ref = with_cost_profile(trace, 1).cost
+        else:
+            ref = trace.mean_cost
+        return float(np.cumsum(c)[last].mean() / ref.sum())
+    if table is None:
+        priced = with_cost_profile(trace, bs) if isinstance(trace.meta.get("cost_profiles"), dict) else trace
+        cum = priced.cumulative_cost
+        return float(cum[np.arange(n), last].mean() / priced.full_cost.mean())
+    rows, ms = table
+    batch = np.arange(n) // bs
+    alive = np.zeros((batch[-1] + 1, L))  # rows of each batch that ran exit i
+    np.add.at(alive, batch, (np.arange(L)[None, :] <= last[:, None]))
+    size = np.bincount(batch).astype(np.float64)
+
+    def per_batch(k: np.ndarray) -> np.ndarray:
+        """``T_i(k)`` for ``k [B, L]`` rows: the table interpolated, ``T(0) = 0``."""
+        xp = np.r_[0.0, rows]
+        out = np.empty_like(k)
+        for i in range(L):
+            fp = np.r_[0.0, ms[:, i]]
+            out[:, i] = np.where(k[:, i] <= rows[-1], np.interp(k[:, i], xp, fp), k[:, i] * ms[-1, i] / rows[-1])
+        return out
+
+    return float(per_batch(alive).sum() / per_batch(np.repeat(size[:, None], L, 1)).sum())
 
 
 # --------------------------------------------------------------------------- measuring

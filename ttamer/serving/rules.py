@@ -2,7 +2,13 @@
 
 A rule is either a ``(policy, state_fn)`` pair driven through :func:`~ttamer.core.policy.rollout`
 or an object evaluated exit by exit (``step``/``stops``/``thresholds``,
-:func:`is_runtime_rule`). ``state_fn(probs, node) -> states`` maps ``probs [B, n, C]`` -- the
+:func:`is_runtime_rule`). The runtime drives the latter through a running state per batch
+(:func:`begin_run`): ``rule.begin(n)`` where the rule keeps its own state from exit to exit
+(:class:`MaxProbRule`, :class:`~ttamer.earlyexit.tamer.RuntimeRule`), else a
+:class:`HistoryRun` that buffers the exits' softmax rows and calls ``step``; either has
+``advance(i, p)`` on exit ``i``'s rows and ``keep(mask)`` when rows stop (and may have
+``advance_one(i, p) -> (float, int)`` for one query, compared with ``thresholds[i]``).
+``state_fn(probs, node) -> states`` maps ``probs [B, n, C]`` -- the
 softmax of every exit consulted so far (NaN for exits not consulted) -- to the ``int`` states of
 ``node`` for the ``B`` rows. :func:`tamer_state_fn` and :func:`cascade_state_fn` build it from a
 fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` /
@@ -219,9 +225,66 @@ class ChainPolicyRule:
         return x >= self.thresholds[i]
 
 
+class HistoryRun:
+    """The running state of a rule that has only the stateless ``step(i, probs [B, i+1, C])``
+    (:class:`StateFnRule`, :class:`ChainPolicyRule`, a user's rule): the softmax rows of the
+    exits seen so far in a buffer ``[n, L, C]`` allocated once per batch; :meth:`advance`
+    writes exit ``i``'s rows and calls ``step`` on the view of exits ``0..i``."""
+
+    def __init__(self, rule: Any, n: int) -> None:
+        self.rule, self.n = rule, int(n)
+        self.hist: np.ndarray | None = None
+
+    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``rule.step(i, …)`` on the exits seen so far, exit ``i``'s rows ``p [B, C]`` added."""
+        if self.hist is None:
+            self.hist = np.empty((len(p), int(self.rule.n_exits), p.shape[1]), dtype=np.float32)
+        self.hist[:, i] = p
+        return self.rule.step(i, self.hist[:, : i + 1])
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep the rows where ``mask`` is true."""
+        if self.hist is not None:
+            self.hist = self.hist[mask]
+
+
+class ForcedRule:
+    """``rule`` forced on to the last exit: its state advanced after every exit as when it is
+    served, its threshold never reached (``+inf``, the last exit ``−inf``). The runtime
+    serving it pays, exit by exit, what serving ``rule`` pays for every exit it consults --
+    the per-exit cost profile of that rule (:meth:`~ttamer.serving.runtime.EarlyExitServer.cost_profile`)."""
+
+    def __init__(self, rule: Any) -> None:
+        if not is_runtime_rule(rule):
+            raise TTamerError(f"ForcedRule needs a rule evaluated exit by exit, got {type(rule).__name__}")
+        self.rule, self.n_exits = rule, int(rule.n_exits)
+        self.thresholds = np.r_[np.full(self.n_exits - 1, np.inf), -np.inf]
+        self.name = f"{getattr(rule, 'name', 'rule')} (forced to the last exit)"
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rule's own step."""
+        return self.rule.step(i, probs)
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]`` False: never stops before the last exit."""
+        return np.zeros(len(x), dtype=bool)
+
+    def begin(self, n: int) -> Any:
+        """The rule's own running state (:func:`begin_run`)."""
+        return begin_run(self.rule, n)
+
+
+def begin_run(rule: Any, n: int) -> Any:
+    """The running state of ``rule`` on a batch of ``n`` examples: ``rule.begin(n)`` where the
+    rule keeps its own (incremental) state, else a :class:`HistoryRun`. Either has
+    ``advance(i, p [B, C]) -> (x_i, a_i)`` and ``keep(mask)``."""
+    return rule.begin(n) if callable(getattr(rule, "begin", None)) else HistoryRun(rule, n)
+
+
 def is_runtime_rule(rule: Any) -> bool:
     """Whether ``rule`` has the interface of a rule evaluated exit by exit: ``n_exits``,
-    ``thresholds [n_exits]``, ``step(i, probs) -> (x, a)`` and ``stops(i, x)``."""
+    ``thresholds [n_exits]``, ``step(i, probs) -> (x, a)`` and ``stops(i, x)`` (optionally
+    ``begin(n)``, a running state with ``advance`` and ``keep``: :func:`begin_run`)."""
     return (not isinstance(rule, Policy) and callable(getattr(rule, "step", None))
             and callable(getattr(rule, "stops", None)) and hasattr(rule, "thresholds"))
 
@@ -266,6 +329,26 @@ class MaxProbRule:
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]`` bool: ``x ≥`` exit ``i``'s threshold."""
         return x >= self.tau
+
+    def begin(self, n: int) -> "MaxProbRule":
+        """The rule's running state on a batch: none (its state reads exit ``i`` only), so
+        the rule itself, whose :meth:`advance` is the step on exit ``i``'s rows."""
+        return self
+
+    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(max-probability of exit i, i)`` from exit ``i``'s softmax rows ``p [B, C]``."""
+        B = len(p)
+        if len(self._exit[i]) < B:
+            self._exit[i] = np.full(B, i, dtype=np.int64)
+        return p.max(axis=1), self._exit[i][:B]
+
+    def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
+        """:meth:`advance` on one query (``p [1, C]``) as Python scalars: the max-probability
+        (the float32 value, exactly) and ``i``; no numpy call beyond reading the row."""
+        return max(p.tolist()[0]), i
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Nothing to forget when rows stop."""
 
 
 def max_prob_rule(n_exits: int, tau: float) -> MaxProbRule:

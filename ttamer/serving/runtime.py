@@ -14,10 +14,13 @@ the trace-simulated policy takes on the same outputs (the key property, tested).
 ``step(i, probs) -> (x_i, a_i)``, ``stops(i, x_i)`` and ``thresholds`` (a fitted
 :class:`~ttamer.earlyexit.tamer.ThresholdTamer`'s ``runtime_rule()``, :class:`~ttamer.serving.rules.MaxProbRule`,
 a stop / go-on ``state_fn`` compiled by :class:`~ttamer.serving.rules.StateFnRule`, a chain policy compiled by
-:class:`~ttamer.serving.rules.ChainPolicyRule`) is evaluated after every exit on the rows still running -- one state
-computation and one vectorised comparison -- and the rows that stop leave the batch. The
+:class:`~ttamer.serving.rules.ChainPolicyRule`) is evaluated after every exit on the rows still running -- one
+``advance`` of its running state (:func:`~ttamer.serving.rules.begin_run`; the fitted rules keep their state
+from exit to exit) and one vectorised comparison -- and the rows that stop leave the batch.
+One query at a time the loop keeps its bookkeeping in Python scalars. The
 runtime also records the per-exit cost profile of each serving mode (one query at a time,
-batched) in the trace's meta; :func:`~ttamer.serving.latency.with_cost_profile` prices a trace in the mode served.
+batched) and each exit's time on batches of ``k`` rows in the trace's meta;
+:func:`~ttamer.serving.latency.served_cost` prices a strategy's decisions in the mode served.
 
 :class:`CascadeServer` does the same for a forest of *separate* models (each node a
 callable from inputs to logits), e.g. the cascade of :mod:`ttamer.workloads.cascade`.
@@ -51,7 +54,9 @@ from ..core.errors import TTamerError
 from ..core.policy import Policy, rollout
 from ..earlyexit.traces import Trace
 from .adapters import MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, resolve_device, take
-from .rules import (AnswerFn, ChainPolicyRule, ExitMap, StateFn, StateFnRule, StopStatePolicy, is_runtime_rule,
+from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
+                    begin_run,
+                    is_runtime_rule,
                     max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn, tamer_states_fn)
 
 
@@ -215,11 +220,14 @@ class _Runtime:
         for s in range(0, n, bs):
             parts.append(run(input_slice(inputs, s, s + bs), min(bs, n - s)))
         seconds = time.perf_counter() - t0
-        C = max(p["probs"].shape[2] for p in parts)
-        if any(p["probs"].shape[2] != C for p in parts):
-            raise TTamerError("exits returned different numbers of classes across batches")
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k not in ("timing", "marks")}
-        timing = {k: float(sum(p["timing"][k] for p in parts)) for k in parts[0]["timing"]}
+        if len(parts) == 1:  # one batch (e.g. one query): its arrays as they are
+            cat, timing = parts[0], dict(parts[0]["timing"])
+        else:
+            C = max(p["probs"].shape[2] for p in parts)
+            if any(p["probs"].shape[2] != C for p in parts):
+                raise TTamerError("exits returned different numbers of classes across batches")
+            cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k not in ("timing", "marks")}
+            timing = {k: float(sum(p["timing"][k] for p in parts)) for k in parts[0]["timing"]}
         rest = max(seconds - sum(timing.values()), 0.0)
         if "policy" in timing:  # a threshold rule: its decisions were timed in the loop
             timing["other"] = rest
@@ -339,12 +347,17 @@ class EarlyExitServer(_Runtime):
 
     def _run_rule_batch(self, inputs: Any, n: int, rule: Any = None) -> dict[str, Any]:
         """One batch under a threshold rule, exit by exit: block, head and softmax copied to the
-        host (the one synchronisation the decision needs), ``rule.step`` on the rows still
-        running and one vectorised comparison with the exit's threshold; stopped rows leave
-        the batch. No policy, no rollout. ``marks[i]``: seconds from the batch's start until
-        the decisions at exit ``i`` were taken; ``alive[i]``: rows that ran exit ``i``."""
-        torch = _torch()
+        host (the one synchronisation the decision needs), one ``advance`` of the rule's running
+        state (:func:`~ttamer.serving.rules.begin_run`) on the rows still running and one
+        vectorised comparison with the exit's threshold; stopped rows leave the batch (their
+        hidden states selected only when some stopped and some did not). No policy, no
+        rollout. ``marks[i]``: seconds from the batch's start until the decisions at exit ``i``
+        were taken; ``alive[i]``: rows that ran exit ``i``. One query (``n = 1``) takes
+        :meth:`_run_rule_one`."""
         rule = self.rule if rule is None else rule
+        if n == 1:
+            return self._run_rule_one(inputs, rule)
+        torch = _torch()
         clock = time.perf_counter
         L = self.n_nodes
         t0 = clock()
@@ -352,39 +365,44 @@ class EarlyExitServer(_Runtime):
         marks, alive = np.full(L, np.nan), np.zeros(L, dtype=np.int64)
         answer, last = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
         states, stop_time = np.full((n, L), -1, dtype=np.int64), np.zeros(n)
-        probs = hist = None
-        rows = np.arange(n)
+        probs = None
+        rows: Any = slice(None)  # the rows still running: all of them until some stop
+        live = n
         with torch.inference_mode():
             h, ctx = self.model.prepare(inputs, self.device)
             self._sync()
             parts["prepare"] = clock() - t0
+            run = begin_run(rule, n)
             for i in range(L):
                 t1 = clock()
                 h = self.model.blocks[i](h, ctx)
                 p = _softmax_np(self.model.heads[i](h, ctx))
                 t2 = clock()
-                if hist is None:
-                    probs = np.full((n, L, p.shape[1]), np.nan, dtype=np.float32)
-                    hist = np.empty((n, L, p.shape[1]), dtype=np.float32)
-                hist[:, i] = p
-                x, a = rule.step(i, hist[:, : i + 1])
-                stop = np.ones(len(rows), dtype=bool) if i == L - 1 else rule.stops(i, x)
+                x, a = run.advance(i, p)
+                stop = rule.stops(i, x) if i < L - 1 else None  # None: every row stops
                 t3 = clock()
                 parts["network"] += t2 - t1
                 parts["states"] += t3 - t2
+                if probs is None:
+                    probs = np.full((n, L, p.shape[1]), np.nan, dtype=np.float32)
+                probs[rows, i] = p
+                alive[i] = live
+                if stop is None or stop.all():
+                    states[rows, i] = 1
+                    last[rows], answer[rows] = i, a
+                    stop_time[rows] = marks[i] = clock() - t0
+                    parts["policy"] += marks[i] - (t3 - t0)
+                    break
                 states[rows, i] = stop
-                alive[i] = len(rows)
                 if stop.any():
-                    r = rows[stop]
+                    running = np.arange(n) if isinstance(rows, slice) else rows
+                    r = running[stop]
                     last[r], answer[r] = i, np.asarray(a)[stop]
-                    probs[r, : i + 1] = hist[stop, : i + 1]
                     stop_time[r] = clock() - t0
-                    if stop.all():
-                        marks[i] = clock() - t0
-                        parts["policy"] += marks[i] - (t3 - t0)
-                        break
                     keep = ~stop
-                    rows, hist = rows[keep], hist[keep]
+                    rows = running[keep]
+                    live = len(rows)
+                    run.keep(keep)
                     idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
                     h, ctx = take(h, idx), take(ctx, idx)
                 marks[i] = clock() - t0
@@ -396,33 +414,121 @@ class EarlyExitServer(_Runtime):
         return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
                 "probs": probs, "timing": parts, "marks": marks, "alive": alive}
 
-    def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1, repeats: int = 3) -> np.ndarray:
+    def _run_rule_one(self, inputs: Any, rule: Any) -> dict[str, Any]:
+        """One query under a threshold rule: the loop of :meth:`_run_rule_batch` with scalars
+        for the bookkeeping -- per exit only the block, the head, the softmax copied to the
+        host, one ``advance`` of the rule's running state and one comparison; the results are
+        written once, when the rule stops, from arrays prepared once per server."""
+        torch = _torch()
+        clock = time.perf_counter
+        L = self.n_nodes
+        t0 = clock()
+        marks = []
+        net = st = 0.0
+        with torch.inference_mode():
+            h, ctx = self.model.prepare(inputs, self.device)
+            self._sync()
+            t_prep = clock() - t0
+            run = begin_run(rule, 1)
+            one = getattr(run, "advance_one", None)
+            thr = self._thresholds(rule)
+            blocks, heads = self.model.blocks, self.model.heads
+            seen = []
+            for i in range(L):
+                t1 = clock()
+                h = blocks[i](h, ctx)
+                p = _softmax_np(heads[i](h, ctx))
+                t2 = clock()
+                if one is not None:  # scalars; the rule stops where x ≥ its threshold
+                    x, a = one(i, p)
+                    stop = i == L - 1 or x >= thr[i]
+                else:
+                    x, a = run.advance(i, p)
+                    stop = i == L - 1 or bool(rule.stops(i, x)[0])
+                    a = a[0]
+                t3 = clock()
+                net += t2 - t1
+                st += t3 - t2
+                seen.append(p)
+                marks.append(t3 - t0)
+                if stop:
+                    break
+            t4 = clock()  # the decision is taken; what follows writes the results
+            tpl = self._one_templates(p.shape[1])
+            answer = np.array([int(a)], dtype=np.int64)
+            probs = np.concatenate(seen + [tpl["nan"][: L - 1 - i]])[None]
+            if self.exit_map is not None:
+                answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
+            self._sync()
+        parts = {"prepare": t_prep, "network": net, "states": st, "policy": t4 - t0 - marks[-1]}
+        return {"answer": answer, "prediction": np.array([int(probs[0, answer[0]].argmax())]),
+                "states": tpl["states"][i].copy(), "last": np.array([i], dtype=np.int64),
+                "latency": np.array([marks[-1]]), "probs": probs, "timing": parts,
+                "marks": np.array(marks + [np.nan] * (L - 1 - i)), "alive": tpl["alive"][i]}
+
+    def _thresholds(self, rule: Any) -> list[float]:
+        """``rule.thresholds`` as Python floats (kept per rule: compared as scalars at batch 1)."""
+        cache = self.__dict__.setdefault("_thr_cache", {})
+        got = cache.get(id(rule))
+        if got is None or got[0] is not rule:
+            got = cache[id(rule)] = (rule, np.asarray(rule.thresholds, dtype=np.float64).tolist())
+        return got[1]
+
+    def _one_templates(self, C: int) -> dict[str, Any]:
+        """Arrays a one-query result is made from: per last exit ``i`` its states row and
+        ``alive``, and NaN rows for the exits not consulted (``C`` classes)."""
+        cache = self.__dict__.setdefault("_one_cache", {})
+        if C not in cache:
+            L = self.n_nodes
+            states = [np.where(np.arange(L) < i, 0, np.where(np.arange(L) == i, 1, -1))[None].astype(np.int64)
+                      for i in range(L)]
+            alive = [(np.arange(L) <= i).astype(np.int64) for i in range(L)]
+            for a in alive:
+                a.flags.writeable = False
+            cache[C] = {"states": states, "alive": alive, "nan": np.full((L, C), np.nan, dtype=np.float32)}
+        return cache[C]
+
+    def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1, repeats: int = 3,
+                     rule: Any = None) -> np.ndarray:
         """``[L]`` wall-clock ms per example of each exit when serving ``inputs`` in batches of
         ``batch_size`` through the runtime forced to the last exit (every block, head, state and
         decision; exit 0 also pays for ``prepare``): the per-exit cost profile of that serving
         mode. Every batch is served ``repeats`` times in a row and each of its exits keeps its
         median time -- on a shared machine the other tenants preempt the process now and then
         for milliseconds, and at batch 1 such a pause falls on one exit of a query and would
-        misprice it -- then the mean over the batches after ``warmup``."""
+        misprice it -- then the mean over the batches after ``warmup``.
+
+        ``rule``: the profile of serving that rule (its state advanced at every exit, forced
+        on to the last one: :class:`~ttamer.serving.rules.ForcedRule`) instead of the
+        max-probability rule's -- what a rule whose state costs more per exit pays. A list of
+        rules (``None`` for the max-probability rule) gives ``[R, L]``, the rules taking turns
+        on every batch, so that a slow spell of the machine hits them alike."""
         n, bs = input_length(inputs), int(batch_size)
         if bs < 1:
             raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
         if int(repeats) < 1:
             raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
-        forced = max_prob_rule(self.n_nodes, np.inf)
+        many = isinstance(rule, (list, tuple))
+        forced = [max_prob_rule(self.n_nodes, np.inf) if r is None else ForcedRule(r)
+                  for r in (rule if many else [rule])]
+        for f in forced:
+            if int(f.n_exits) != self.n_nodes:
+                raise TTamerError(f"the rule has {f.n_exits} exits but the model has {self.n_nodes}")
         per = []
         for s in range(0, n, bs):
             batch, rows = input_slice(inputs, s, s + bs), min(bs, n - s)
-            runs = []
+            runs = [[] for _ in forced]
             for _ in range(int(repeats)):
-                out = self._run_rule_batch(batch, rows, forced)
-                runs.append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
-            per.append(np.median(runs, axis=0))
+                for j in np.roll(np.arange(len(forced)), s // bs):  # the order rotated per batch
+                    out = self._run_rule_batch(batch, rows, forced[j])
+                    runs[j].append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
+            per.append(np.median(np.asarray(runs), axis=1))  # [R, L]
         timed = per[warmup:] if len(per) > warmup else per
-        return 1e3 * np.mean(np.stack(timed), axis=0)
+        prof = 1e3 * np.mean(np.stack(timed), axis=0)
+        return prof if many else prof[0]
 
     def run_all(self, inputs: Any, labels: Any, batch_size: int = 64, meta: dict | None = None,
-                warmup: int = 1, profile_examples: int = 0) -> Trace:
+                warmup: int = 1, profile_examples: int = 0, profile_rows: Sequence[int] = ()) -> Trace:
         """Every exit on every input, batched: a :class:`~ttamer.earlyexit.traces.Trace` whose ``cost[i]``
         is the median (over batches after ``warmup``) wall-clock ms per example of block ``i``
         with its head (exit 0 also pays for ``prepare``).
@@ -431,9 +537,20 @@ class EarlyExitServer(_Runtime):
         ``"batched"`` (the trace's ``cost``) and, with ``profile_examples > 0``, ``"batch1"``
         -- the first ``profile_examples`` inputs served one at a time by the runtime forced to
         the last exit (:meth:`cost_profile`). :func:`~ttamer.serving.latency.with_cost_profile` prices the trace in the
-        mode that will be served."""
+        mode that will be served.
+
+        With ``profile_rows`` (batch sizes, e.g. ``1, 2, 4, …, batch_size``),
+        ``meta["batch_cost"]`` keeps ``{"rows": [k, …], "ms_per_batch": [[L] per k]}``: the
+        wall-clock ms of each exit on a batch of ``k`` rows (the runtime forced to the last
+        exit on the first ``profile_examples`` inputs, at least ``4·k`` of them). A batch
+        whose rows stop leaves later blocks fewer rows, and a block's time is far from
+        proportional to its rows; :func:`~ttamer.serving.latency.served_cost` prices batched
+        serving with this table."""
         if int(profile_examples) < 0:
             raise TTamerError(f"profile_examples must be >= 0, got {profile_examples!r}")
+        rows_grid = sorted({int(k) for k in profile_rows})
+        if rows_grid and rows_grid[0] < 1:
+            raise TTamerError(f"profile_rows must be batch sizes >= 1, got {list(profile_rows)!r}")
         torch = _torch()
         n = input_length(inputs)
         L = self.n_nodes
@@ -462,6 +579,13 @@ class EarlyExitServer(_Runtime):
             k = min(int(profile_examples), n)
             profiles["batch1"] = [float(c) for c in self.cost_profile(input_slice(inputs, 0, k), 1, warmup=min(3, k - 1))]
         m["cost_profiles"] = profiles
+        if rows_grid:
+            table = []
+            for k in rows_grid:
+                m_in = min(n, max(int(profile_examples), 4 * k))
+                prof = self.cost_profile(input_slice(inputs, 0, m_in), k, warmup=1 if m_in > k else 0)
+                table.append([float(c) * min(k, m_in) for c in prof])
+            m["batch_cost"] = {"rows": rows_grid, "ms_per_batch": table}
         return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
 
     def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:

@@ -495,3 +495,16 @@ def test_a_rules_own_cost_profile_prices_one_query_at_a_time(setup):
                                                                             rule=[None, srv.rule])
     assert both.shape == (2, L) and (both > 0).all()
     assert served_cost(tr, np.full(30, L - 1), 1, profile=both[1], reference=both[1]) == pytest.approx(1.0)
+
+
+def test_from_tamer_names_what_it_serves():
+    """from_tamer dispatches on the estimator's class and names a wrong or unfitted one."""
+    from ttamer.earlyexit.pathwise import PathwiseTamer
+    from ttamer.serving.rules import pathwise_rule
+
+    with pytest.raises(TTamerError, match="ThresholdTamer, PathwiseTamer or EarlyExitTamer, got str"):
+        EarlyExitServer.from_tamer(None, "not a tamer")
+    with pytest.raises(TTamerError, match="not fitted"):
+        pathwise_rule(PathwiseTamer())
+    with pytest.raises(TTamerError, match="needs a fitted PathwiseTamer, got dict"):
+        pathwise_rule({})

@@ -43,7 +43,8 @@ class BaseTamer:
             setattr(self, name, value)
         return self
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise :class:`~ttamer.core.errors.TTamerError` unless :meth:`fit` has run."""
         if not hasattr(self, self._fitted_attr):
             raise TTamerError(f"{type(self).__name__} is not fitted; call fit(calibration_trace) first")
 

@@ -230,18 +230,18 @@ class EarlyExitTamer(BaseTamer):
         return float(np.mean(scores))
 
     # ------------------------------------------------------------------ deciding
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
         if not hasattr(self, "solution_"):
             raise TTamerError("EarlyExitTamer is not fitted; call fit(calibration_trace) first")
 
     def states(self, trace: Trace) -> np.ndarray:
         """``[N, L]`` states of ``trace``'s examples under the fitted encoder."""
-        self._check_fitted()
+        self.check_fitted()
         return self.encoder_.transform(trace)
 
     def set_lam(self, lam: float) -> "EarlyExitTamer":
         """Re-solve the fitted instance at another ``λ`` (no refitting)."""
-        self._check_fitted()
+        self.check_fitted()
         self.lam = check_lam(lam)
         self.solution_ = solve(self.instance_, self.lam, recall=self.recall)
         return self
@@ -249,7 +249,7 @@ class EarlyExitTamer(BaseTamer):
     def decide(self, trace: Trace) -> ExitDecisions:
         """Run the fitted policy on every example of ``trace``: exit answered with, last exit
         consulted, cost paid."""
-        self._check_fitted()
+        self.check_fitted()
         return run_policy(self.solution_, self.states(trace), trace, name=self.name,
                           answers=self.encoder_.answers(trace), answer_rule=self.answer_table_)
 
@@ -257,7 +257,7 @@ class EarlyExitTamer(BaseTamer):
                      max_gap: float = 0.01, max_points: int = 160) -> ExitDecisions:
         """:meth:`decide` for many ``λ`` (default :func:`~ttamer.earlyexit.crossval.lam_grid` with 40 values, refined
         where the mean cost jumps; see :func:`~ttamer.earlyexit.chain.sweep`): arrays ``[P, N]``."""
-        self._check_fitted()
+        self.check_fitted()
         lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
         return sweep(self.instance_, self.recall, self.states(trace), trace, lams, refine, max_gap,
                      max_points, self.name, answers=self.encoder_.answers(trace), answer_rule=self.answer_table_)
@@ -268,7 +268,7 @@ class EarlyExitTamer(BaseTamer):
 
     def describe(self) -> str:
         """The fitted configuration in words."""
-        self._check_fitted()
+        self.check_fitted()
         return Candidate(self.spec_, self.smoothing_, self.loss_, self.monotone_, self.answer_rule_).describe()
 
     def __repr__(self) -> str:

@@ -364,12 +364,12 @@ class CascadeTamer(BaseTamer):
 
     def set_lam(self, lam: float) -> "CascadeTamer":
         """Re-solve the fitted instance at another ``λ``."""
-        self._check_fitted()
+        self.check_fitted()
         self.lam = check_lam(lam)
         self.solution_ = self._solve(self.lam)
         return self
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
         if not hasattr(self, "solution_"):
             raise TTamerError("CascadeTamer is not fitted; call fit(calibration_trace) first")
 

@@ -297,20 +297,20 @@ class PathwiseTamer(BaseTamer):
         return float(np.mean(scores))
 
     # ------------------------------------------------------------------ deciding
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
         if not hasattr(self, "rule_"):
             raise TTamerError("PathwiseTamer is not fitted; call fit(calibration_trace) first")
 
     def set_lam(self, lam: float) -> "PathwiseTamer":
         """Refit the stopping rule at another ``λ`` (same state, answer and loss models)."""
-        self._check_fitted()
+        self.check_fitted()
         self.lam = check_lam(lam)
         self.rule_ = self._rule(self.model_, self.lam)
         return self
 
     def decide(self, trace: Trace) -> ExitDecisions:
         """The exit answered with, the last exit consulted and the cost, per example."""
-        self._check_fitted()
+        self.check_fitted()
         m = self.model_
         return m.decide(self.rule_, trace, m.features.transform(trace), m.answers(trace), self.name)
 
@@ -319,7 +319,7 @@ class PathwiseTamer(BaseTamer):
         """:meth:`decide` for many ``λ`` (default :func:`~ttamer.earlyexit.crossval.lam_grid` with 120
         values, refined where the mean cost jumps by more than ``max_gap``): arrays ``[P, N]``.
         The rule has a continuous state, so it takes a denser sweep than a binned chain."""
-        self._check_fitted()
+        self.check_fitted()
         lams = lam_grid(120) if lams is None else np.asarray(lams, dtype=float)
         return self._sweep(self.model_, trace, lams, refine, max_gap, max_points)
 
@@ -328,7 +328,7 @@ class PathwiseTamer(BaseTamer):
         return "ttamer" if self.recall else "no-recall"
 
     def describe(self) -> str:
-        self._check_fitted()
+        self.check_fitted()
         return self.candidate_.describe() + f", degree {self.degree}"
 
     def __repr__(self) -> str:

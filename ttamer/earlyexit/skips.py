@@ -406,7 +406,7 @@ class SkipTamer(BaseTamer):
         return self
 
     def _rows(self, ctrace: CascadeTrace, lams: Sequence[float] | None) -> np.ndarray:
-        self._check_fitted()
+        self.check_fitted()
         check_chain(ctrace, "decide")
         if list(ctrace.names) != self.names_:
             raise TTamerError(f"decide: the trace's models {ctrace.names} differ from the fitted ones {self.names_}")
@@ -450,7 +450,7 @@ class SkipTamer(BaseTamer):
         return "\n".join(lines)
 
     def _rows_for(self, lam: float | None) -> int:
-        self._check_fitted()
+        self.check_fitted()
         want = float(self.lam if lam is None else lam)
         r = int(np.argmin(np.abs(self.lams_ - want)))
         if abs(self.lams_[r] - want) > 1e-12:

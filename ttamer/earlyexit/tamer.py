@@ -431,7 +431,7 @@ class ThresholdTamer(BaseTamer):
         """The no-recall estimator fitted on the same calibration ``trace``, reusing this fit's
         cross-validation: the no-recall classes are a subset of the candidates, so their
         held-out scores are already known (same folds, same choice rule)."""
-        self._check_fitted()
+        self.check_fitted()
         params = dict(self.get_params(), recall=False)
         if not hasattr(self, "cv_fold_scores_"):
             policy = self.policy if self.policy == "auto" else self.candidate_.without_recall().key
@@ -450,7 +450,7 @@ class ThresholdTamer(BaseTamer):
     # ------------------------------------------------------------------ deciding
     def set_lam(self, lam: float) -> "ThresholdTamer":
         """Move the operating point of :meth:`decide` to another ``λ`` (same policy class and state)."""
-        self._check_fitted()
+        self.check_fitted()
         self.lam = check_lam(lam)
         x, loss = self._fit_data
         self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([self.lam]), self.offsets_)[0]
@@ -458,7 +458,7 @@ class ThresholdTamer(BaseTamer):
 
     def decide(self, trace: Trace) -> ExitDecisions:
         """Exit answered with, last exit consulted and cost per example, at ``lam``."""
-        self._check_fitted()
+        self.check_fitted()
         x, answers = self.state_model_.transform(trace)
         return decisions(trace, x, answers, self.taus_[None, :], np.array([float(self.lam)]), self.name)[0]
 
@@ -468,7 +468,7 @@ class ThresholdTamer(BaseTamer):
         every rule may fall back): arrays ``[P, N]``, ``params`` = each rule's mean cost on the
         calibration examples (its budget; 1 for the full model). On a large ``trace`` the
         budgets are thinned evenly to at most ``MAX_SWEEP_CELLS / N`` rules."""
-        self._check_fitted()
+        self.check_fitted()
         x, answers = self.state_model_.transform(trace)
         keep = evenly(len(self.sweep_cost_), MAX_SWEEP_CELLS // trace.n_examples)
         dec = decisions(trace, x, answers, self.sweep_taus_[keep], self.sweep_cost_[keep], self.name)
@@ -477,7 +477,7 @@ class ThresholdTamer(BaseTamer):
     def decide_budget(self, trace: Trace, index: int) -> ExitDecisions:
         """:meth:`decide` with the rule of budget ``index`` of the fitted sweep (``sweep_cost_``);
         ``index = len(sweep_cost_)`` is the full model."""
-        self._check_fitted()
+        self.check_fitted()
         if index >= len(self.sweep_cost_):
             return with_full_model(trace, None, 1.0)[0]
         x, answers = self.state_model_.transform(trace)
@@ -489,7 +489,7 @@ class ThresholdTamer(BaseTamer):
         the one-threshold class, whose only parameter is the threshold, the complete sweep over
         every distinct state value of ``trace`` (read with its labels, exactly as the heuristics
         are swept), then the full model."""
-        self._check_fitted()
+        self.check_fitted()
         x, answers = self.state_model_.transform(trace)
         if self.candidate_.thresholds == "per_exit":
             dec = path_sweep(trace, x, answers, self.sweep_taus_, self.target, self.name)
@@ -501,7 +501,7 @@ class ThresholdTamer(BaseTamer):
         """The fitted rule at ``lam`` in the form a serving runtime evaluates exit by exit
         (:class:`RuntimeRule`; served by :class:`ttamer.serving.runtime.EarlyExitServer`): its
         decisions on the exits' outputs are :meth:`decide`'s."""
-        self._check_fitted()
+        self.check_fitted()
         return RuntimeRule(self.state_model_, np.asarray(self.taus_, dtype=np.float64).copy(),
                            f"{self.name} λ={float(self.lam):g} ({self.candidate_.key})")
 
@@ -510,7 +510,7 @@ class ThresholdTamer(BaseTamer):
         return "ttamer" if self.recall else "no-recall"
 
     def describe(self) -> str:
-        self._check_fitted()
+        self.check_fitted()
         return f"T-Tamer, path-wise thresholds: {self.candidate_.describe()}"
 
 

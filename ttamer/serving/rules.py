@@ -27,11 +27,21 @@ import numpy as np
 from ..core.errors import TTamerError
 from ..core.instance import Instance
 from ..core.policy import LastStatePolicy, Policy
+from ..earlyexit.calibration import EarlyExitTamer
+from ..earlyexit.cascade import CascadeTamer
+from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.traces import Trace
 
 StateFn = Callable[[np.ndarray, int], np.ndarray]
 AnswerFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 ExitMap = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _fitted(tamer: Any, kind: type, what: str) -> None:
+    """Raise unless ``tamer`` is a fitted ``kind``, naming ``what`` needs it."""
+    if not isinstance(tamer, kind):
+        raise TTamerError(f"{what} needs a fitted {kind.__name__}, got {type(tamer).__name__}")
+    tamer.check_fitted()
 
 
 # --------------------------------------------------------------------------- state functions
@@ -40,8 +50,7 @@ def tamer_states_fn(tamer: Any) -> Callable[[np.ndarray], np.ndarray]:
     :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` from the exits consulted so far (``probs
     [B, L, C]``, later exits NaN and padded uniformly; the state of exit ``i`` depends only on
     exits ``0..i``, so the columns of the consulted exits are final)."""
-    if not hasattr(tamer, "encoder_"):
-        raise TTamerError("tamer_state_fn needs a fitted EarlyExitTamer (call fit first)")
+    _fitted(tamer, EarlyExitTamer, "tamer_states_fn")
     enc = tamer.encoder_
     L = enc.n_exits
     names = [f"e{i}" for i in range(L)]
@@ -79,8 +88,7 @@ def tamer_answer_fns(tamer: Any) -> tuple[AnswerFn | None, ExitMap | None]:
     the map from the node answered with to the exit whose prediction is returned
     (``encoder_.answers``, e.g. the posterior answer); ``None`` where the defaults apply
     (the policy's own recall answer; node ``i`` answers with exit ``i``)."""
-    if not hasattr(tamer, "solution_"):
-        raise TTamerError("tamer_answer_fns needs a fitted EarlyExitTamer (call fit first)")
+    _fitted(tamer, EarlyExitTamer, "tamer_answer_fns")
     table = getattr(tamer, "answer_table_", None)
     answer_fn = table.answer if table is not None and tamer.solution_.recall else None
     enc = tamer.encoder_
@@ -99,8 +107,7 @@ def cascade_state_fn(tamer: Any) -> StateFn:
     bin (and agreement with its parent, consulted before it)."""
     from ..earlyexit.cascade import CascadeTrace, tree_states
 
-    if not hasattr(tamer, "encoder_"):
-        raise TTamerError("cascade_state_fn needs a fitted CascadeTamer (call fit first)")
+    _fitted(tamer, CascadeTamer, "cascade_state_fn")
     n_models = len(tamer.parents_)
 
     def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
@@ -363,8 +370,7 @@ def pathwise_rule(tamer: Any) -> tuple[Policy, StateFn, ExitMap | None]:
     far (later exits padded uniformly; the rule at exit ``i`` reads exits ``0..i`` only), and
     ``exit_map`` maps the exit stopped at to the exit answered with (its posterior answer;
     ``None`` for ``answer_rule="last"``). The served decisions are ``tamer.decide``'s."""
-    if not hasattr(tamer, "rule_"):
-        raise TTamerError("pathwise_rule needs a fitted PathwiseTamer (call fit first)")
+    _fitted(tamer, PathwiseTamer, "pathwise_rule")
     model, rule = tamer.model_, tamer.rule_
     L = len(model.features.center)
     names = [f"e{i}" for i in range(L)]

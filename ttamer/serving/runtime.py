@@ -52,6 +52,9 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.policy import Policy, rollout
+from ..earlyexit.calibration import EarlyExitTamer
+from ..earlyexit.pathwise import PathwiseTamer
+from ..earlyexit.tamer import ThresholdTamer
 from ..earlyexit.traces import Trace
 from .adapters import MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, resolve_device, take
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
@@ -281,11 +284,14 @@ class EarlyExitServer(_Runtime):
         online by :func:`~ttamer.serving.rules.tamer_state_fn` and its answer rule, :func:`~ttamer.serving.rules.tamer_answer_fns`) or a
         fitted :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` (:func:`~ttamer.serving.rules.pathwise_rule`); either way the
         served decisions are ``tamer.decide``'s."""
-        if callable(getattr(tamer, "runtime_rule", None)):
+        if isinstance(tamer, ThresholdTamer):
             return cls(model, tamer.runtime_rule(), device=device)
-        if hasattr(tamer, "rule_"):
+        if isinstance(tamer, PathwiseTamer):
             policy, state_fn, exit_map = pathwise_rule(tamer)
             return cls(model, policy, state_fn, device, exit_map=exit_map)
+        if not isinstance(tamer, EarlyExitTamer):
+            raise TTamerError(f"from_tamer serves a fitted ThresholdTamer, PathwiseTamer or EarlyExitTamer, "
+                              f"got {type(tamer).__name__}")
         answer_fn, exit_map = tamer_answer_fns(tamer)
         rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer_states_fn(tamer), answer_fn)
         if rule is not None:

@@ -230,7 +230,7 @@ OFFSET_STEPS = np.linspace(-0.5, 0.5, 11)
 OFFSET_PASSES = 2
 #: :func:`fit_offsets` reads at most this many examples (evenly spaced; more change the
 #: offsets by far less than their sampling error and cost time in proportion).
-OFFSET_MAX_EXAMPLES = 4000
+OFFSET_MAX_EXAMPLES = 2000
 
 
 def curve_area(x: np.ndarray, loss: np.ndarray, cum: np.ndarray) -> float:

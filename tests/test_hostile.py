@@ -589,7 +589,9 @@ def temps(folder: Path) -> list[str]:
 
 
 SLOW_SAVE = """
-import sys, time, numpy as np
+import signal, sys, time, numpy as np
+# Python's own Ctrl-C handler, even when started from a shell that ignores SIGINT in background jobs
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from ttamer.earlyexit.traces import save_trace, synthetic_trace
 real = np.savez
 def slow(fh, **arrays):

@@ -45,7 +45,7 @@ def map_processes(fn: Callable[..., Any], args: Sequence[tuple], n_jobs: int = 1
     Parameters
     ----------
     fn : callable
-        A module-level function (or a :func:`functools.partial` of one): the workers import
+        A module-level function (or a ``functools.partial`` of one): the workers import
         it by name (the ``spawn`` start method: fresh interpreters, one thread each
         (:func:`single_threaded_children`), safe in a notebook kernel's threads).
     args : sequence of tuple

@@ -44,7 +44,7 @@ class BaseTamer:
         return self
 
     def check_fitted(self) -> None:
-        """Raise :class:`~ttamer.core.errors.TTamerError` unless :meth:`fit` has run."""
+        """Raise :class:`~ttamer.core.errors.TTamerError` unless ``fit`` has run."""
         if not hasattr(self, self._fitted_attr):
             raise TTamerError(f"{type(self).__name__} is not fitted; call fit(calibration_trace) first")
 

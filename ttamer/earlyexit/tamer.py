@@ -660,7 +660,8 @@ class RuleRun:
         self.last_pred = np.zeros(n, dtype=np.int64)
         self.best = self.best_at = None
         self.rows = np.arange(n)
-        #: One query of the max-probability state answering with the exit stopped at: scalars.
+        #: Whether the run holds one query of the max-probability state answering with the exit
+        #: stopped at (then it steps on Python scalars).
         self.scalar = rule.state_model.state == "max_prob" and rule.state_model.answer == "last"
 
     def keep(self, mask: np.ndarray) -> None:

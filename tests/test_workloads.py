@@ -419,6 +419,7 @@ def test_chapter_steps_on_a_synthetic_trace():
     direct = evaluate_trace(tr, seed=0, n_boot=0, estimation="chain",
                             tamer={"state": StateSpec(K=4, agreement=0, entropy_bins=0), "loss": "final"})
     assert table.loc[0, "AUC ttamer, loss=final (%)"] == pytest.approx(100 * direct.strategies["ttamer"].auc)
+    assert report.state_ablation(tr, result, [(4, 0, 0)], seed=0, n_jobs=2)[0].equals(table)
     sizes = report.calibration_size_table(tr, [0.3], seed=0)
     assert sizes.loc[0.3, "calibration examples"] == 150
     markov, text = report.markov_table(tr, seed=0)

@@ -440,9 +440,10 @@ def recall_study(trace, result: EvaluationResult, chosen: dict[str, Any], *, see
 
 
 def state_ablation(trace, result: EvaluationResult, state_grid: Sequence[tuple[int, int, int]], *, seed: int = 0,
-                   calibration_fraction: float = 0.5, lams=None):
+                   calibration_fraction: float = 0.5, lams=None, n_jobs: int = 1):
     """The chain estimation with each fixed state ``(K, agreement, entropy bins)`` of
-    ``state_grid`` and both losses, against the cross-validated chain of ``result``.
+    ``state_grid`` and both losses, against the cross-validated chain of ``result``
+    (``n_jobs`` worker processes).
 
     Returns
     -------
@@ -456,13 +457,15 @@ def state_ablation(trace, result: EvaluationResult, state_grid: Sequence[tuple[i
 
     from ..earlyexit.evaluation import evaluate_trace
 
+    runs = [(StateSpec(K=K, agreement=ag, entropy_bins=ent), loss) for K, ag, ent in state_grid
+            for loss in ("label", "final")]
+    fit = partial(evaluate_trace, trace, seed, calibration_fraction, lams, n_boot=0, estimation="chain")
+    results = iter(map_processes(_chain_with_state, [(fit, spec, loss) for spec, loss in runs], n_jobs))
     rows = []
     for K, ag, ent in state_grid:
-        spec = StateSpec(K=K, agreement=ag, entropy_bins=ent)
         row = {"K": K, "agreement": ag, "entropy bins": ent}
         for loss in ("label", "final"):
-            r = evaluate_trace(trace, seed=seed, calibration_fraction=calibration_fraction, lams=lams,
-                               n_boot=0, estimation="chain", tamer={"state": spec, "loss": loss})
+            r = next(results)
             S = r.strategies
             row["states per exit (max)"] = max(r.ttamer_fit["n_states"])
             row[f"AUC ttamer, loss={loss} (%)"] = 100 * S["ttamer"].auc
@@ -479,6 +482,12 @@ def state_ablation(trace, result: EvaluationResult, state_grid: Sequence[tuple[i
             f"cross-validated chain above: {result.ttamer_fit['chain']['description']} "
             f"({100 * result.strategies['ttamer-chain'].auc:.2f} %)")
     return table, text
+
+
+def _chain_with_state(fit, spec: StateSpec, loss: str) -> EvaluationResult:
+    """``fit`` (a partial :func:`~ttamer.earlyexit.evaluation.evaluate_trace`) with the chain's
+    state and loss fixed (a module-level function: worker processes import it)."""
+    return fit(tamer={"state": spec, "loss": loss})
 
 
 def recall_answer_study(trace, chosen: dict[str, Any], *, seed: int = 0, calibration_fraction: float = 0.5,

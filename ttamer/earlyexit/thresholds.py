@@ -25,6 +25,12 @@ over a sweep of parameters:
   exact minimiser over all cuts of the sorted ``x_{·,i}`` (suffix sums), for every ``λ`` of
   the sweep at once (:func:`backward_thresholds`).
 
+Between them, the **offset** class keeps one threshold on a state shifted per exit,
+``x_i − δ_i ≥ τ``, with ``δ`` fitted once to the whole calibration curve
+(:func:`fit_offsets`). A fitted sweep of per-exit rules is a path through threshold space;
+:func:`path_rules` lists every rule on it that given examples tell apart, so that it is
+swept at the resolution of the data, as a one-threshold rule is by :func:`common_threshold_curve`.
+
 ``loss [N, L]`` is the 0/1 loss of the answer given when stopping at each exit (the exit
 itself, or a recall answer among the exits consulted so far), and ``cum [N, L]`` the cost paid
 when stopping there.

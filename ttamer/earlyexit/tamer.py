@@ -44,7 +44,7 @@ from .base import BaseTamer
 from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier
 from .states import StateModel, exit_wrong
-from .thresholds import (_chunks, backward_thresholds, budget_points, common_threshold_curve, first_stop,
+from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, first_stop,
                          fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points)
 
 #: One threshold for every exit (``common``), one threshold on the state shifted by a fitted
@@ -220,9 +220,7 @@ def path_sweep(trace: Trace, x: np.ndarray, answers: np.ndarray, vertices: np.nd
     :func:`complete_sweep` sweeps the one-threshold classes."""
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
     taus = path_rules(vertices, x, max(2, MAX_SWEEP_CELLS // len(x)))
-    mean_loss, mean_cost = np.empty(len(taus)), np.empty(len(taus))
-    for s in _chunks(len(taus), 4 * len(x)):
-        mean_loss[s], mean_cost[s] = rule_points(x, loss, trace.cumulative_cost, taus[s])
+    mean_loss, mean_cost = rule_points(x, loss, trace.cumulative_cost, taus)
     span = float(mean_cost.max() - mean_cost.min())
     keep = budget_points(mean_cost, mean_loss, span / MAX_SWEEP_POINTS if span > 0 else 1.0)
     return decisions(trace, x, answers, taus[keep], keep.astype(float), name)
@@ -485,10 +483,11 @@ class ThresholdTamer(BaseTamer):
                          self.sweep_cost_[index : index + 1], self.name)[0]
 
     def frontier_sweep(self, trace: Trace) -> ExitDecisions:
-        """The sweep a frontier is scored on: :meth:`decide_sweep` for the per-exit class; for
-        the one-threshold class, whose only parameter is the threshold, the complete sweep over
-        every distinct state value of ``trace`` (read with its labels, exactly as the heuristics
-        are swept), then the full model."""
+        """The sweep a frontier is scored on, at the resolution of ``trace`` (read with its
+        labels, exactly as the heuristics are swept): for a one-threshold class (common or
+        offset) every distinct threshold of its state (:func:`complete_sweep`), for the per-exit
+        class every rule on the path through its fitted budgets that the examples tell apart
+        (:func:`path_sweep`); then the full model."""
         self.check_fitted()
         x, answers = self.state_model_.transform(trace)
         if self.candidate_.thresholds == "per_exit":

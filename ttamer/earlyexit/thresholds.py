@@ -190,10 +190,14 @@ def backward_thresholds(x: np.ndarray, loss: np.ndarray, costs: np.ndarray, lams
 
 
 def rule_points(x: np.ndarray, loss: np.ndarray, cum: np.ndarray, taus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean loss and mean cost ``[P]`` of the rules ``taus [P, L−1]`` on the examples."""
-    last = first_stop(x, taus)
+    """Mean loss and mean cost ``[P]`` of the rules ``taus [P, L−1]`` on the examples (in
+    chunks of rules, so that memory stays bounded)."""
+    mean_loss, mean_cost = np.empty(len(taus)), np.empty(len(taus))
     rows = np.arange(len(x))[None, :]
-    return loss[rows, last].mean(axis=1), cum[rows, last].mean(axis=1)
+    for s in _chunks(len(taus), 4 * len(x)):
+        last = first_stop(x, taus[s])
+        mean_loss[s], mean_cost[s] = loss[rows, last].mean(axis=1), cum[rows, last].mean(axis=1)
+    return mean_loss, mean_cost
 
 
 def budget_points(cost: np.ndarray, loss: np.ndarray, resolution: float) -> np.ndarray:

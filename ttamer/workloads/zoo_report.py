@@ -180,13 +180,7 @@ def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration
     thresholds without seeing the test examples."""
     import pandas as pd
 
-    from ..earlyexit.metrics import frontier_auc, pareto_frontier
-    from ..earlyexit.tamer import ThresholdTamer
-
-    def area(dec, test: Trace) -> float:
-        scale = test.full_cost.mean()
-        front = pareto_frontier(dec.cost.mean(axis=1) / scale, dec.correct(test).mean(axis=1))
-        return frontier_auc(front, min(test.cumulative_cost[:, 0].mean() / scale, 1 - 1e-9), 1.0)
+    from ..earlyexit.tamer import ThresholdTamer, heldout_score
 
     rows = {}
     for name, tr in traces.items():
@@ -194,6 +188,7 @@ def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration
         for s in seeds:
             cal, test = tr.split(calibration_fraction, s)
             rule = ThresholdTamer(policy="common:max_prob:last").fit(cal)
-            gaps.append(area(rule.frontier_sweep(test), test) - area(rule.decide_sweep(test), test))
+            gaps.append(heldout_score(rule.frontier_sweep(test), test, "label")
+                        - heldout_score(rule.decide_sweep(test), test, "label"))
         rows[name] = {"resolution effect (pt)": 100 * float(np.mean(gaps))}
     return pd.DataFrame.from_dict(rows, orient="index").round(2)

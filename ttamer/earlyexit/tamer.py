@@ -44,7 +44,7 @@ from .base import BaseTamer
 from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier
 from .states import StateModel, exit_wrong
-from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, first_stop,
+from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, evenly, first_stop,
                          fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points)
 
 #: One threshold for every exit (``common``), one threshold on the state shifted by a fitted
@@ -119,11 +119,6 @@ class PolicyCandidate:
 CANDIDATES = tuple(PolicyCandidate.parse(k) for k in (
     "common:max_prob:last", "common:max_prob:confident", "common:neg_entropy:last", "common:patience:last",
     "offset:max_prob:last", "offset:max_prob:ensemble_at_end", "per_exit:posterior:posterior"))
-
-
-def evenly(n: int, at_most: int) -> np.ndarray:
-    """At most ``at_most`` (at least 2) indices spread evenly over ``0..n−1``, ends included."""
-    return np.unique(np.linspace(0, n - 1, max(2, min(n, at_most))).round().astype(np.int64))
 
 
 def normalized_costs(trace: Trace) -> np.ndarray:

@@ -52,6 +52,11 @@ def _chunks(n_rows: int, row_size: int) -> list[slice]:
     return [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
 
 
+def evenly(n: int, at_most: int) -> np.ndarray:
+    """At most ``at_most`` (at least 2) indices spread evenly over ``0..n−1``, ends included."""
+    return np.unique(np.linspace(0, n - 1, max(2, min(n, at_most))).round().astype(np.int64))
+
+
 def first_stop(x: np.ndarray, taus: np.ndarray) -> np.ndarray:
     """``[P, N]`` exit each example stops at: the first ``i < L−1`` with ``x[n, i] ≥ taus[p, i]``,
     else ``L−1``. ``x [N, L]``, ``taus [P, L−1]`` (or ``[P]`` for a common threshold). One
@@ -268,7 +273,7 @@ def fit_offsets(x: np.ndarray, loss: np.ndarray, cum: np.ndarray) -> np.ndarray:
     """
     n, L = x.shape
     if n > OFFSET_MAX_EXAMPLES:
-        keep = np.linspace(0, n - 1, OFFSET_MAX_EXAMPLES).round().astype(np.int64)
+        keep = evenly(n, OFFSET_MAX_EXAMPLES)
         x, loss, cum = x[keep], loss[keep], cum[keep]
     delta = np.zeros(L)
     sd = x[:, : L - 1].std(axis=0)
@@ -308,7 +313,7 @@ def path_rules(vertices: np.ndarray, x: np.ndarray, max_rules: int) -> np.ndarra
     s = np.unique(np.concatenate(params))
     s = np.unique(np.r_[s, (s[1:] + s[:-1]) / 2])
     if len(s) > max_rules:  # thin evenly, keeping the vertices
-        s = np.union1d(s[np.unique(np.linspace(0, len(s) - 1, max_rules).round().astype(np.int64))],
+        s = np.union1d(s[evenly(len(s), max_rules)],
                        np.arange(len(ends), dtype=float))
     j = np.clip(np.floor(s).astype(np.int64), 0, len(ends) - 2)
     t = (s - j)[:, None]

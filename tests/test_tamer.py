@@ -1,12 +1,14 @@
 """ThresholdTamer: the estimator contract, the policy class holding the heuristics, the
 cross-validated choice, and the service-level protocol."""
 
+from statistics import NormalDist
+
 import numpy as np
 import pytest
 
 from ttamer.earlyexit import baselines
 from ttamer.earlyexit import heuristics
-from ttamer.earlyexit.slo import TARGETS, out_of_fold_accuracy, slo_block
+from ttamer.earlyexit.slo import CONFIDENCE, TARGETS, out_of_fold_accuracy, slo_block
 from ttamer.earlyexit.states import StateModel, ensemble_answers, running_argmax
 import ttamer.earlyexit.tamer as tamer_mod
 from ttamer.earlyexit.metrics import pareto_frontier
@@ -177,17 +179,41 @@ def test_slo_block(fitted, split):
     cal, test = split
     block = slo_block(cal, test, {"ttamer": fitted})
     assert set(block) == set(TARGETS)
+    full_cal = cal.predictions[:, -1] == cal.labels
     full_acc = (test.predictions[:, -1] == test.labels).mean()
+    z = NormalDist().inv_cdf(CONFIDENCE)
     for name, b in block.items():
-        assert np.isclose(b["test_target"], full_acc - TARGETS[name])
+        assert np.isclose(b["test_target"], full_acc - TARGETS[name]) and b["confidence"] == CONFIDENCE
         for s, r in b["strategies"].items():
             assert 0 < r["cost"] <= 1 + 1e-9 and r["met"] == (r["accuracy"] >= b["test_target"] - 1e-12)
-        # the heuristic's operating point is the cheapest calibration threshold meeting the target
-        tau = heuristics.calibrated_threshold(cal, "max-prob", b["calibration_target"])
-        d = heuristics.sweep(test, "max-prob", [tau])[0]
+        # independently: the cheapest max-prob threshold whose paired lower bound clears the drop
+        taus = np.r_[np.unique(cal.probs[:, :-1].max(axis=2))[::-1], np.inf]
+        best_cost, best_tau = np.inf, None
+        for tau in taus:
+            stop = np.argmax(np.c_[cal.probs[:, :-1].max(axis=2) >= tau, np.ones(len(cal.labels), bool)], axis=1)
+            if tau == np.inf:
+                stop[:] = cal.n_exits - 1
+            d = (cal.predictions[np.arange(len(stop)), stop] == cal.labels).astype(float) - full_cal
+            bound = d.mean() - z * d.std(ddof=1) * np.sqrt(1 / len(d) + 1 / test.n_examples)
+            cost = cal.cumulative_cost[np.arange(len(stop)), stop].mean()
+            if bound >= -TARGETS[name] - 1e-12 and cost < best_cost - 1e-12:
+                best_cost, best_tau = cost, tau
+        d = heuristics.sweep(test, "max-prob", [best_tau])[0]
         assert np.isclose(b["strategies"]["max-prob"]["cost"], d.cost.mean() / test.full_cost.mean())
-    oof = out_of_fold_accuracy(fitted)
-    assert oof.shape == fitted.sweep_cost_.shape and np.all((oof >= 0) & (oof <= 1))
+    assert out_of_fold_accuracy(fitted, fitted.sweep_cost_) is None or fitted.candidate_.thresholds != "common"
+
+
+def test_slo_naive_rule_and_bad_confidence(fitted, split):
+    cal, test = split
+    naive = slo_block(cal, test, {"ttamer": fitted}, confidence=0.5)["full"]
+    # the naive rule: the cheapest calibration threshold whose calibration accuracy reaches the target
+    taus, cost, acc = heuristics.threshold_curve(cal, "max-prob")
+    ok = acc >= naive["calibration_target"] - 1e-12
+    expect = heuristics.sweep(test, "max-prob", [taus[ok][np.argmin(cost[ok])]])[0]
+    assert np.isclose(naive["strategies"]["max-prob"]["cost"], expect.cost.mean() / test.full_cost.mean())
+    for bad in (0.3, 1.0, "x", None):
+        with pytest.raises(TTamerError, match="SLO confidence"):
+            slo_block(cal, test, {"ttamer": fitted}, confidence=bad)
 
 
 @pytest.mark.parametrize("policy, expected", [("per_exit:posterior:posterior", "per_exit:learned:last"),
@@ -243,3 +269,24 @@ def test_per_exit_frontier_sweep_holds_every_fitted_budget(split, monkeypatch):
     for c, a in zip(budgets.cost.mean(axis=1), budgets.correct(test).mean(axis=1)):
         reach = front[front[:, 0] <= c + 1e-12, 1]
         assert reach.size and reach.max() >= a - 1e-12
+
+
+@pytest.mark.parametrize("policy", ["common:max_prob:last", "offset:max_prob:last"])
+def test_resolved_rules_reach_the_complete_frontier(split, policy):
+    """On the examples they are resolved on, a one-threshold class's rules reach every point
+    of its complete sweep's frontier, and decide_rules reproduces decide_budget's rules."""
+    cal = split[0].subset(np.arange(300))  # fewer distinct thresholds than the rules kept: none thinned
+    t = ThresholdTamer(policy=policy).fit(cal)
+    taus = t.resolved_rules(cal)
+    assert taus.shape[1] == cal.n_exits - 1
+    dec, ref = t.decide_rules(cal, taus), t.frontier_sweep(cal)
+
+    def front(d):
+        return pareto_frontier(d.cost.mean(axis=1), d.correct(cal, "label").mean(axis=1))
+
+    full = np.array([[cal.full_cost.mean(), (cal.predictions[:, -1] == cal.labels).mean()]])
+    a, b = pareto_frontier(*np.r_[front(dec), full].T), front(ref)
+    # the complete sweep keeps frontier points at a cost resolution; each is one of the rules'
+    assert len(b) <= len(a) and all(np.isclose(a, row).all(axis=1).any() for row in b)
+    one = t.decide_rules(cal, t.sweep_taus_[3:4])[0]
+    assert np.array_equal(one.last, t.decide_budget(cal, 3).last)

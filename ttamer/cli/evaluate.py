@@ -34,6 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="T-Tamer's estimation: threshold rules on calibration paths chosen by cross-validation "
                         "(default), a regression of the continuation value, or the paper's binned Markov chain")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the bands (0: none)")
+    p.add_argument("--slo-confidence", type=float, default=0.9,
+                   help="confidence with which each strategy's service-level operating point must meet its "
+                        "target on the calibration examples (default 0.9; 0.5: the cheapest point that reaches it)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars on stderr (default: when stderr is a terminal)")
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed = seed
         result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
                                 target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
-                                estimation=args.estimation,
+                                estimation=args.estimation, slo_confidence=args.slo_confidence,
                                 progress=sys.stderr.isatty() if args.progress is None else args.progress)
     except (TTamerError, OSError) as exc:
         from .common import error_line

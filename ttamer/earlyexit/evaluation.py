@@ -51,7 +51,7 @@ from .pathwise import PathwiseTamer
 from .results import Band, EvaluationResult, FullModelSummary, SplitSummary, StrategyResult, TraceSummary
 from .traces import META_DEFAULTS, ExitDecisions, Trace, target_labels
 from . import heuristics
-from .slo import slo_block
+from .slo import CONFIDENCE, check_confidence, slo_block
 from .tamer import ThresholdTamer
 from .metrics import (accuracy_at, cost_at_accuracy, frontier, frontier_auc, hull_frontier,  # noqa: F401
                       pareto_frontier)
@@ -275,7 +275,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                    cost_range: tuple[float, float] | None = None,
                    frontier_kind: str = "pareto", estimation: str = "thresholds",
                    pathwise: dict | None = None, thresholds: dict | None = None, with_chain: bool = True,
-                   keep_replicates: bool = False, progress: bool = False) -> dict[str, Any]:
+                   keep_replicates: bool = False, slo_confidence: float = CONFIDENCE,
+                   progress: bool = False) -> dict[str, Any]:
     r"""Split ``trace`` (seeded), fit T-Tamer on the calibration part, run every strategy on
     the test part and report frontiers, bands and metrics (the book's chapter
     :doc:`/early_exit`).
@@ -329,6 +330,10 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     keep_replicates : bool, default False
         Keep each strategy's bootstrap AUC replicates (``auc_replicates``, the same resamples
         for every strategy).
+    slo_confidence : float, default 0.9
+        The confidence with which every strategy's operating point of the service-level
+        protocol must meet each target on the calibration examples
+        (:func:`~ttamer.earlyexit.slo.meets_target`; 0.5: the naive rule).
     progress : bool, default False
         Show progress bars (T-Tamer's cross-validation, then the strategies) on stderr.
 
@@ -353,6 +358,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
         raise TraceError(f"key 'probs': the trace has {trace.n_exits} exit; early exit needs at least 2 exits "
                          f"to choose between")
     target_labels(trace, target)  # validates target
+    slo_confidence = check_confidence(slo_confidence)
     cal, test = trace.split(calibration_fraction, seed)
     if progress:
         thresholds = dict(thresholds or {}, progress=True)
@@ -406,7 +412,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
         cost_range=(float(cost_range[0]), float(cost_range[1])),
         ttamer_fit=info,
         strategies=strategies,
-        slo=slo_block(cal, test, {k: t for k, t in tamers.items() if isinstance(t, ThresholdTamer)}, target),
+        slo=slo_block(cal, test, {k: t for k, t in tamers.items() if isinstance(t, ThresholdTamer)}, target,
+                      confidence=slo_confidence),
         seconds=elapsed,
     )
 

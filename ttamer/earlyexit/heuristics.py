@@ -70,11 +70,3 @@ def complete_sweep(trace: Trace, name: str, target: str = "label",
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
     points = max(2, min(max_points, MAX_SWEEP_CELLS // trace.n_examples))
     return sweep(trace, name, frontier_taus(x, loss, trace.cumulative_cost, points))
-
-
-def calibrated_threshold(calibration: Trace, name: str, accuracy: float, target: str = "label") -> float:
-    """The threshold of least calibration cost whose calibration accuracy is at least
-    ``accuracy`` (``+inf``, i.e. the full model, if none is)."""
-    taus, cost, acc = threshold_curve(calibration, name, target)
-    ok = acc >= accuracy - 1e-12
-    return float(taus[ok][np.argmin(cost[ok])]) if ok.any() else float("inf")

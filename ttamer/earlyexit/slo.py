@@ -1,46 +1,158 @@
-"""The engineer's protocol: meet an accuracy target, choosing on calibration examples only.
+r"""The engineer's protocol: meet an accuracy target, choosing on calibration examples only.
 
 A serving team fixes a target -- the full model's accuracy, or 0.5 or 1 point below it -- and
-each strategy picks its operating point on the **calibration** examples: a heuristic the
-cheapest threshold whose calibration accuracy reaches the target
-(:func:`~ttamer.earlyexit.heuristics.calibrated_threshold`), a static exit the cheapest exit
-that does, T-Tamer the cheapest budget of its sweep whose *out-of-fold* accuracy does where it fitted
-more than one threshold (the offset and per-exit classes: from the held-out folds of its
-cross-validation, so that a fitted rule is not judged on the examples it was fitted on), and
-like a heuristic where its rule is one threshold on a state. The chosen operating point is then scored on the **test**
-examples: its mean cost (a fraction of the full model's), its accuracy, and whether the
-target -- the test full model's accuracy minus the same drop -- held. A strategy that cannot
-reach the target on calibration runs the full model.
+each strategy picks its operating point on the **calibration** examples, then is scored on the
+**test** examples: its mean cost (a fraction of the full model's), its accuracy, and whether
+the target -- the test full model's accuracy minus the same drop -- held (the book's section
+*The service-level protocol*).
+
+Every strategy offers a menu of operating points swept at the resolution of the calibration
+examples, ending with the full model: a heuristic every distinct threshold, a static
+exit every exit, T-Tamer every rule of its fitted class
+(:meth:`~ttamer.earlyexit.tamer.ThresholdTamer.resolved_rules`). Every strategy then takes the
+cheapest point that meets the target **with confidence** :math:`c` (:func:`meets_target`):
+the same rule for all, so that the comparison is between policies, not between ways of
+picking a point. The full model always qualifies. Where T-Tamer's rule has fitted thresholds
+(the offset and per-exit classes) its accuracy is read on the held-out folds of its
+cross-validation (:func:`out_of_fold_accuracy`), so that a fitted rule is not judged on the
+examples it was fitted on. ``confidence=0.5`` is the naive rule: the cheapest point whose
+calibration accuracy reaches the target, which meets it on new examples about half the time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any, Callable
 
 import numpy as np
 
-from .traces import ExitDecisions, Trace
+from ..core.errors import TTamerError
+from .heuristics import HEURISTIC_RULES, MAX_SWEEP_CELLS, MAX_SWEEP_POINTS, sweep, threshold_curve
+from .thresholds import evenly
 from .states import exit_wrong
-from .heuristics import HEURISTIC_RULES, calibrated_threshold, sweep
-from .tamer import ThresholdTamer
+from .tamer import ThresholdTamer, with_full_model
+from .traces import ExitDecisions, Trace
 
 #: Target name -> accuracy drop below the full model's accuracy.
 TARGETS = {"full": 0.0, "full-0.5pt": 0.005, "full-1pt": 0.01}
+#: Default one-sided confidence with which an operating point must meet a target.
+CONFIDENCE = 0.9
 
 
-def out_of_fold_accuracy(tamer: ThresholdTamer) -> np.ndarray:
-    """``[P]`` accuracy of the fitted sweep's budgets on held-out calibration folds: per fold,
-    the fold's most accurate rule within the budget (in-sample if there was no
-    cross-validation)."""
+@dataclass
+class OperatingPoints:
+    """A strategy's menu on the calibration examples: rule ``p`` has calibration ``cost[p]``
+    (a fraction of the full model's), per-example correctness ``correct [P, N]`` and judged
+    ``accuracy[p]`` (in-sample, or out-of-fold for fitted rules); ``apply(p)`` runs it on other
+    examples. The last rule is the full model."""
+
+    cost: np.ndarray
+    correct: np.ndarray
+    accuracy: np.ndarray
+    apply: Callable[[Trace, int], ExitDecisions]
+
+
+def check_confidence(confidence: Any) -> float:
+    """``confidence`` as a float in ``[0.5, 1)``, else a :class:`~ttamer.core.errors.TTamerError`."""
+    try:
+        c = float(confidence)
+    except (TypeError, ValueError):
+        raise TTamerError(f"SLO confidence must be a number in [0.5, 1), got {type(confidence).__name__}") from None
+    if not 0.5 <= c < 1.0:
+        raise TTamerError(f"SLO confidence must be in [0.5, 1), got {c!r}")
+    return c
+
+
+def meets_target(points: OperatingPoints, full_correct: np.ndarray, drop: float, confidence: float,
+                 n_test: int) -> np.ndarray:
+    r"""``[P]``: whether each operating point meets the target with the given confidence.
+
+    With the paired differences :math:`d_{p,n} = 1[\text{rule } p \text{ right on } n] -
+    1[\text{full model right on } n]` on the :math:`N` calibration examples, their mean
+    :math:`\bar d_p` (the judged accuracy minus the full model's) and standard deviation
+    :math:`s_p`, point :math:`p` qualifies when
+
+    .. math::
+
+       \bar d_p - z_c\, s_p \sqrt{1/N + 1/N'} \;\ge\; -\delta,
+
+    :math:`\delta` the target's drop, :math:`N'` the examples it will be judged on and
+    :math:`z_c` the standard normal quantile of the confidence :math:`c`: a one-sided
+    prediction bound on the difference that the test examples will show.
+    """
+    d = points.correct.astype(float) - full_correct.astype(float)[None, :]
+    n = d.shape[1]
+    spread = d.std(axis=1, ddof=1) if n > 1 else np.zeros(len(d))
+    mean = points.accuracy - full_correct.mean()
+    z = NormalDist().inv_cdf(confidence)
+    return mean - z * spread * np.sqrt(1.0 / n + 1.0 / max(int(n_test), 1)) >= -drop - 1e-12
+
+
+def out_of_fold_accuracy(tamer: ThresholdTamer, budgets: np.ndarray) -> np.ndarray | None:
+    """``[P]`` accuracy at the calibration cost ``budgets`` on the held-out folds of the
+    fitted tamer's cross-validation: per fold, the fold's most accurate rule within the budget,
+    averaged over folds. ``None`` for a one-threshold common rule (nothing fitted beyond the
+    threshold itself, judged in-sample like a heuristic) or without cross-validation."""
     curves = getattr(tamer, "cv_curves_", {}).get(tamer.candidate_.key)
-    budgets = tamer.sweep_cost_
-    if not curves or tamer.candidate_.thresholds == "common":  # one threshold: like a heuristic
-        return 1.0 - tamer.sweep_loss_
+    if not curves or tamer.candidate_.thresholds == "common":
+        return None
     per_fold = []
     for c in curves:
-        j = np.searchsorted(c["budget"], budgets + 1e-12, side="right") - 1
+        j = np.searchsorted(c["budget"], np.asarray(budgets) + 1e-12, side="right") - 1
         per_fold.append(c["accuracy"][np.clip(j, 0, None)])
     return np.mean(per_fold, axis=0)
+
+
+def _full(trace: Trace) -> ExitDecisions:
+    return with_full_model(trace, None, 1.0)[0]
+
+
+def _menu(cal: Trace, dec: ExitDecisions, target: str,
+          apply: Callable[[Trace, int], ExitDecisions]) -> OperatingPoints:
+    """The menu of the sweep ``dec`` on ``cal`` followed by the full model."""
+    full = _full(cal)
+    correct = np.vstack([dec.correct(cal, target), full.correct(cal, target)[None, :]])
+    cost = np.r_[dec.cost.mean(axis=1), full.cost.mean()] / cal.full_cost.mean()
+
+    def run(trace: Trace, p: int) -> ExitDecisions:
+        return _full(trace) if p == len(correct) - 1 else apply(trace, p)
+
+    return OperatingPoints(cost, correct, correct.mean(axis=1), run)
+
+
+def heuristic_points(cal: Trace, name: str, target: str = "label") -> OperatingPoints:
+    """Heuristic ``name`` at every distinct threshold of its state on ``cal`` (spread evenly
+    over them beyond :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_POINTS` rules or
+    :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` rules × examples)."""
+    taus = threshold_curve(cal, name, target)[0]
+    taus = taus[evenly(len(taus), min(MAX_SWEEP_POINTS, MAX_SWEEP_CELLS // cal.n_examples))]
+    return _menu(cal, sweep(cal, name, taus), target, lambda tr, p: sweep(tr, name, taus[p : p + 1])[0])
+
+
+def static_points(cal: Trace, target: str = "label") -> OperatingPoints:
+    """Every exit of the chain, always stopping there."""
+    L = cal.n_exits
+    last = np.repeat(np.arange(L - 1)[:, None], cal.n_examples, axis=1)
+    dec = ExitDecisions.from_last(cal, last, last)
+
+    def at(tr: Trace, p: int) -> ExitDecisions:
+        k = np.full(tr.n_examples, p)
+        return ExitDecisions.from_last(tr, k, k)
+
+    return _menu(cal, dec, target, at)
+
+
+def tamer_points(tamer: ThresholdTamer, cal: Trace) -> OperatingPoints:
+    """The fitted tamer's rules at the resolution of ``cal``; for fitted thresholds, accuracy
+    out of fold (:func:`out_of_fold_accuracy`; the full model keeps its own)."""
+    taus = tamer.resolved_rules(cal)
+    menu = _menu(cal, tamer.decide_rules(cal, taus), tamer.target,
+                 lambda tr, p: tamer.decide_rules(tr, taus[p : p + 1])[0])
+    oof = out_of_fold_accuracy(tamer, menu.cost[:-1])
+    if oof is not None:
+        menu.accuracy = np.r_[oof, menu.accuracy[-1]]
+    return menu
 
 
 def _score(dec: ExitDecisions, test: Trace, target: str, test_target: float) -> dict[str, Any]:
@@ -49,35 +161,28 @@ def _score(dec: ExitDecisions, test: Trace, target: str, test_target: float) -> 
             "met": bool(acc >= test_target - 1e-12)}
 
 
-def _tamer_point(tamer: ThresholdTamer, test: Trace, accuracy: float) -> ExitDecisions:
-    ok = np.flatnonzero(out_of_fold_accuracy(tamer) >= accuracy - 1e-12)
-    return tamer.decide_budget(test, int(ok[0]) if len(ok) else len(tamer.sweep_cost_))
-
-
-def _static_point(calibration: Trace, test: Trace, accuracy: float, target: str) -> ExitDecisions:
-    ok = np.flatnonzero(1.0 - exit_wrong(calibration, target).mean(axis=0) >= accuracy - 1e-12)
-    k = int(ok[0]) if len(ok) else test.n_exits - 1
-    last = np.full(test.n_examples, k)
-    return ExitDecisions.from_last(test, last, last)
-
-
 def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer], target: str = "label",
-              heuristics: tuple[str, ...] = tuple(HEURISTIC_RULES)) -> dict[str, Any]:
-    """For every target of :data:`TARGETS`: the calibration and test accuracy targets and, per
-    strategy (the fitted ``tamers`` by name, the ``heuristics``, ``static``), the test
-    ``cost``, ``accuracy`` and whether the target was ``met``."""
-    def full_acc(tr: Trace) -> float:
-        return float(1.0 - exit_wrong(tr, target)[:, -1].mean())
-
+              heuristics: tuple[str, ...] = tuple(HEURISTIC_RULES),
+              confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """For every target of :data:`TARGETS`: the calibration and test accuracy targets, the
+    ``confidence`` and, per strategy (the fitted ``tamers`` by name, the ``heuristics``,
+    ``static``), the test ``cost``, ``accuracy`` and whether the target was ``met`` at the
+    cheapest operating point that meets it on the calibration examples with that confidence
+    (:func:`meets_target`)."""
+    confidence = check_confidence(confidence)
+    menus = {name: tamer_points(t, calibration) for name, t in tamers.items()}
+    menus |= {h: heuristic_points(calibration, h, target) for h in heuristics}
+    menus["static"] = static_points(calibration, target)
+    full_cal = exit_wrong(calibration, target)[:, -1] == 0
+    test_full = float(1.0 - exit_wrong(test, target)[:, -1].mean())
     out: dict[str, Any] = {}
-    for name, drop in TARGETS.items():
-        cal_t, test_t = full_acc(calibration) - drop, full_acc(test) - drop
+    for tname, drop in TARGETS.items():
         rows: dict[str, Any] = {}
-        for tname, tamer in tamers.items():
-            rows[tname] = _score(_tamer_point(tamer, test, cal_t), test, target, test_t)
-        for h in heuristics:
-            tau = calibrated_threshold(calibration, h, cal_t, target)
-            rows[h] = _score(sweep(test, h, [tau])[0], test, target, test_t)
-        rows["static"] = _score(_static_point(calibration, test, cal_t, target), test, target, test_t)
-        out[name] = {"accuracy_drop": drop, "calibration_target": cal_t, "test_target": test_t, "strategies": rows}
+        for name, menu in menus.items():
+            ok = meets_target(menu, full_cal, drop, confidence, test.n_examples)
+            p = int(np.flatnonzero(ok)[np.argmin(menu.cost[ok])])  # the full model always qualifies
+            rows[name] = _score(menu.apply(test, p), test, target, test_full - drop)
+        out[tname] = {"accuracy_drop": drop, "confidence": confidence,
+                      "calibration_target": float(full_cal.mean()) - drop, "test_target": test_full - drop,
+                      "strategies": rows}
     return out

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from ttamer import Instance, solve
-from ttamer.earlyexit.cascade import (CascadeTamer, CascadeTrace, build_tree_instance, check_sequence, oracle,
+from ttamer.earlyexit.cascade import (CascadeTamer, build_tree_instance, check_sequence, oracle,
                                       single_model, threshold_cascade)
 from ttamer.core.errors import TraceError, TTamerError
 from ttamer.solvers.exhaustive import solve_exhaustive
 from ttamer.core.simulate import evaluate_exactly
-from ttamer.earlyexit.traces import load_trace, save_trace
+from ttamer.earlyexit.traces import ExitDecisions, Trace, load_trace, save_trace
 
 NAMES = ["cheap", "mid", "big"]
 
@@ -28,8 +28,8 @@ def make_cascade(n: int = 2000, seed: int = 0, parents=(None, "cheap", "cheap"),
         s = (2 * y - 1) * 2 * q + rng.normal(size=n) + 0.5 * z
         p1 = 1 / (1 + np.exp(-s))
         probs.append(np.stack([1 - p1, p1], 1))
-    return CascadeTrace.build(np.stack(probs, 1), y, list(costs), list(parents),
-                              {"model": "synthetic", "dataset": "synthetic", "exit_names": NAMES})
+    return Trace.build(np.stack(probs, 1), y, list(costs), {"model": "synthetic", "dataset": "synthetic",
+                                                            "exit_names": NAMES}, parents=list(parents))
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +40,13 @@ def data():
 def test_cascade_trace_roundtrip_and_views(tmp_path, data):
     cal, _ = data
     path = tmp_path / "c.npz"
-    save_trace(path, cal.trace)
-    back = CascadeTrace.from_trace(load_trace(path))
+    save_trace(path, cal)
+    back = load_trace(path)
     np.testing.assert_array_equal(back.parents, [-1, 0, 0])
-    assert back.names == NAMES
+    assert back.meta["parents"] == [None, "cheap", "cheap"] and not back.is_chain
+    assert back.exit_names == NAMES
+    np.testing.assert_array_equal(back.probs, cal.probs)
+    np.testing.assert_array_equal(back.subset([0, 1]).parents, [-1, 0, 0])
     np.testing.assert_allclose(back.path_cost(), [0.05, 0.35, 1.05])
     assert back.reference() == 2 and back.path(2) == [0, 2]
 
@@ -126,7 +129,7 @@ def test_threshold_cascade_and_reference_strategies(data):
     np.testing.assert_array_equal(th.answer[0], 2)
     np.testing.assert_array_equal(th.answer[1], 0)
     np.testing.assert_allclose(th.cost[0], test.cost_matrix.sum(1))
-    mp = test.trace.max_prob
+    mp = test.max_prob
     expect = np.where(mp[:, 0] >= 0.9, 0, np.where(mp[:, 1] >= 0.8, 1, 2))
     np.testing.assert_array_equal(th.answer[2], expect)
     sdn = threshold_cascade(test, ["cheap", "big"], answer="most_confident", grid=5)
@@ -142,18 +145,14 @@ def test_bad_inputs_give_clear_errors(data):
         make_cascade(parents=("big", "cheap", "mid"))
     with pytest.raises(TraceError, match="unknown parent"):
         make_cascade(parents=(None, "nope", "cheap"))
-    with pytest.raises(TraceError, match="parents"):
-        CascadeTrace.from_trace(cal.trace.subset(np.arange(5)).__class__(
-            cal.trace.probs, cal.trace.labels, cal.trace.cost,
-            {k: v for k, v in cal.trace.meta.items() if k != "parents"}))
     with pytest.raises(TTamerError, match="K must be"):  # validated in fit, not in __init__
         CascadeTamer(K=0).fit(cal)
     with pytest.raises(TTamerError, match="feature"):
         CascadeTamer(feature="learned").fit(cal)
     with pytest.raises(TTamerError, match="not fitted"):
         CascadeTamer().decide(test)
-    with pytest.raises(TTamerError, match="CascadeTrace"):
-        CascadeTamer().fit(cal.trace)
+    with pytest.raises(TTamerError, match="expects a Trace"):
+        CascadeTamer().fit(cal.probs)
     other = make_cascade(parents=(None, "cheap", "mid")).subset(np.arange(10))
     with pytest.raises(TraceError, match="differ"):
         CascadeTamer(K=3).fit(cal).decide(other)
@@ -188,6 +187,28 @@ def test_strategy_comparison_and_metrics(data):
     assert np.all(np.diff(c[keep]) > 0) and np.all(np.diff(a[keep]) > 0)
 
 
+def test_cascade_decisions_are_exit_decisions_checked_independently(data):
+    """Every cascade strategy returns the one decisions record; its cost, correctness, last
+    model and consulted models agree with a plain per-example computation."""
+    from ttamer.earlyexit.cascade import compare_strategies
+
+    cal, test = data
+    decs, _ = compare_strategies(cal, test, [0.5, 0.95], K=4, agreement=True, grid=4)
+    cm, pred, y = test.cost_matrix, test.predictions, test.labels
+    for name, d in decs.items():
+        assert isinstance(d, ExitDecisions), name
+        for one in ([d[p] for p in range(len(d))] if d.is_sweep else [d]):
+            for n in range(0, test.n_examples, 37):
+                ran = np.flatnonzero(one.consulted[n])
+                assert one.answer[n] in ran and one.last[n] in ran, name
+                for v in ran:  # a model runs only after its parent
+                    assert test.parents[v] < 0 or test.parents[v] in ran, name
+                assert one.cost[n] == pytest.approx(sum(cm[n, v] for v in ran)), name
+                assert one.correct(test)[n] == (pred[n, one.answer[n]] == y[n]), name
+        c, a = d.points(test, 2.0)
+        assert c == pytest.approx(np.atleast_2d(d.cost).mean(axis=1) / 2.0)
+
+
 def test_tfidf_first_stage_learns_a_toy_task():
     from ttamer.workloads.cascade import TfidfLogReg, tokens
 
@@ -215,10 +236,10 @@ def test_cascade_workload_tiny_real_run(tmp_path):
     from ttamer.workloads.cascade import generate_cascade, get_cascade_trace
 
     work = generate_cascade(n_head=80, n_trace=48, max_length=32, batch_size=8, cache=tmp_path, progress=False)
-    ct = work.ctrace
-    assert ct.names == ["tfidf", "minilm-L2", "minilm-L4"]
+    ct = work.trace
+    assert ct.exit_names == ["tfidf", "minilm-L2", "minilm-L4"]
     np.testing.assert_array_equal(ct.parents, [-1, 0, 0])
-    assert ct.trace.probs.shape == (48, 3, 2)
+    assert ct.probs.shape == (48, 3, 2)
     assert (ct.mean_cost > 0).all() and ct.mean_cost[0] < ct.mean_cost[2]
     assert not set(work.head_index.tolist()) & set(work.trace_index.tolist())
     cal, test = ct.subset(np.arange(24)), ct.subset(np.arange(24, 48))
@@ -229,5 +250,5 @@ def test_cascade_workload_tiny_real_run(tmp_path):
     assert (res.answer == sim.answer).mean() >= 0.9  # float32 padding noise may flip a bin edge
     path = tmp_path / "again"
     again = get_cascade_trace(n_head=80, n_trace=48, max_length=32, batch_size=8, cache=path, progress=False)
-    assert again.names == ct.names and (get_cascade_trace(n_head=80, n_trace=48, max_length=32, batch_size=8,
-                                                          cache=path).trace.probs == again.trace.probs).all()
+    assert again.exit_names == ct.exit_names and (get_cascade_trace(n_head=80, n_trace=48, max_length=32, batch_size=8,
+                                                                    cache=path).probs == again.probs).all()

@@ -11,10 +11,10 @@ from ttamer import Instance, solve  # noqa: E402
 from ttamer.earlyexit.baselines import max_prob_threshold  # noqa: E402
 from ttamer.earlyexit.calibration import EarlyExitTamer  # noqa: E402
 from ttamer.earlyexit.features import StateSpec  # noqa: E402
-from ttamer.earlyexit.cascade import CascadeTamer, CascadeTrace, run_tree_policy  # noqa: E402
+from ttamer.earlyexit.cascade import CascadeTamer, run_tree_policy  # noqa: E402
 from ttamer.core.errors import TTamerError  # noqa: E402
 from ttamer.core.policy import rollout  # noqa: E402
-from ttamer.earlyexit.traces import Trace  # noqa: E402
+from ttamer.earlyexit.traces import ExitDecisions, Trace  # noqa: E402
 from ttamer.serving import (CascadeServer, EarlyExitServer, MultiExitModel, cascade_state_fn,  # noqa: E402
                             tamer_state_fn, threshold_rule)
 
@@ -162,7 +162,7 @@ def test_cascade_server_equals_simulated_tree_policy():
     y = np.where(rng.random(len(y)) < 0.85, y, rng.integers(0, C, len(y)))
     with torch.inference_mode():
         probs = np.stack([torch.softmax(m(x, "cpu").float(), -1).numpy() for m in models], 1)
-    ct = CascadeTrace.build(probs, y, [0.1, 0.4, 1.0], [None, 0, 0], {"model": "lin", "dataset": "syn"})
+    ct = Trace.build(probs, y, [0.1, 0.4, 1.0], {"model": "lin", "dataset": "syn"}, parents=[None, 0, 0])
     cal, test = ct.subset(np.arange(500)), ct.subset(np.arange(500, 800))
     for recall in (True, False):
         tamer = CascadeTamer(lam=0.9, K=4, agreement=True, recall=recall).fit(cal)
@@ -172,6 +172,10 @@ def test_cascade_server_equals_simulated_tree_policy():
             res = server.serve(x[500:], batch_size=bs)
             np.testing.assert_array_equal(res.answer, sim.answer)
             np.testing.assert_array_equal(res.consulted, sim.consulted)
+            np.testing.assert_array_equal(res.last, sim.last)
+            # serving answers with the record evaluation uses
+            assert isinstance(res, ExitDecisions) and res.latency is res.cost
+            np.testing.assert_array_equal(res.correct(test), sim.correct(test))
     # list inputs work too
     res = server.serve([row for row in x[500:520]], batch_size=5)
     assert res.answer.shape == (20,)

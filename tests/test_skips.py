@@ -16,7 +16,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ttamer.earlyexit.cascade import CascadeTrace
+from ttamer.earlyexit.traces import ExitDecisions, Trace
 from ttamer.earlyexit import skips as S
 from ttamer.core.errors import TTamerError
 from ttamer.workloads import skipchain
@@ -24,7 +24,7 @@ from ttamer.workloads import skipchain
 LAMS = np.array([0.3, 0.6, 0.8, 0.9, 0.95, 0.99])
 
 
-def random_chain(n_examples: int = 300, n_models: int = 3, seed: int = 0, costs=(1.0, 5.0, 30.0)) -> CascadeTrace:
+def random_chain(n_examples: int = 300, n_models: int = 3, seed: int = 0, costs=(1.0, 5.0, 30.0)) -> Trace:
     """Random softmax outputs, later models more often right (labels drawn to agree more)."""
     rng = np.random.default_rng(seed)
     C = 4
@@ -34,12 +34,12 @@ def random_chain(n_examples: int = 300, n_models: int = 3, seed: int = 0, costs=
     p = np.exp(logits)
     p /= p.sum(axis=2, keepdims=True)
     names = [f"m{v}" for v in range(n_models)]
-    return CascadeTrace.build(p, y, np.asarray(costs[:n_models], dtype=float), [None] + names[:-1],
-                              {"model": "random chain", "dataset": "random", "exit_names": names})
+    return Trace.build(p, y, np.asarray(costs[:n_models], dtype=float),
+                       {"model": "random chain", "dataset": "random", "exit_names": names})
 
 
 @pytest.fixture(scope="module")
-def shipped() -> CascadeTrace:
+def shipped() -> Trace:
     return skipchain.load_skip_chain()
 
 
@@ -70,6 +70,8 @@ def test_route_cost_is_sum_of_consulted_costs():
     d = S.SkipTamer(K=4, lams=LAMS).fit(ct).decide_sweep(ct)
     np.testing.assert_allclose(d.cost, (d.consulted * ct.cost_matrix[None]).sum(axis=2))
     assert d.consulted[np.arange(d.answer.shape[0])[:, None], np.arange(ct.n_examples)[None, :], d.answer].all()
+    assert isinstance(d, ExitDecisions)
+    np.testing.assert_array_equal(d.last, [[np.flatnonzero(c).max() for c in row] for row in d.consulted])
 
 
 # --------------------------------------------------------------------------- brute force
@@ -99,9 +101,9 @@ def _simulate(mp, ok, cost, lam, start, table, feature, answer):
 @pytest.mark.parametrize("answer", S.ANSWERS)
 def test_saturated_induction_equals_brute_force(sequential, answer):
     ct = random_chain(n_examples=3, seed=4)
-    mp, ok = ct.trace.max_prob, ct.correct
+    mp, ok = ct.max_prob, ct.correct
     cost = ct.cost_matrix / ct.cost_matrix[:, -1].mean()
-    n = ct.n_models
+    n = ct.n_exits
     cells = [(h, x) for h in S.masks(n) for x in sorted(set(S.set_feature(mp, h, "best").tolist()))]
     for lam in (0.5, 0.9, 0.97):
         start, actions, edges, values = S.backward_skip_rule(mp, ok, cost, np.array([lam]), K=64, feature="best",
@@ -159,9 +161,11 @@ def test_sequential_rule_never_skips():
 def test_baselines_on_shipped_chain(shipped):
     cal, te = shipped.split(0.5, seed=0)
     routes = S.fixed_routes(te)
-    assert len(routes) == 2 ** shipped.n_models - 1
+    assert len(routes) == 2 ** shipped.n_exits - 1
     assert routes["linear→cnn"].cost.mean() == pytest.approx(te.cost_matrix[:, [0, 2]].sum(axis=1).mean())
     th = S.sequential_threshold(te)
+    assert th.consulted is None  # no skips: the models consulted are 0..last
+    np.testing.assert_allclose(th.cost, (th.consulted_mask(3) * te.cost_matrix[None]).sum(axis=2))
     cost, acc = th.points(te)
     assert acc.max() >= te.correct[:, -1].mean() - 1e-12  # the sweep includes "never stop early"
     assert cost.max() <= te.cost_matrix.sum(axis=1).mean() + 1e-12
@@ -177,10 +181,10 @@ def test_baselines_on_shipped_chain(shipped):
 
 def test_exact_instance_has_every_skip(shipped):
     inst, edges, scale = S.skip_chain_instance(shipped, K=4)
-    n = shipped.n_models + 1
+    n = shipped.n_exits + 1
     assert len(inst.skips) == sum(max(0, n - i - 2) for i in range(n))
     assert scale == pytest.approx(shipped.mean_cost[-1])
-    assert [len(e) for e in edges] == [3] * shipped.n_models
+    assert [len(e) for e in edges] == [3] * shipped.n_exits
 
 
 def test_bootstrap_metrics_paired(shipped):
@@ -234,20 +238,20 @@ def test_bad_params_named(params, match):
 
 
 def test_bad_traces_named():
-    with pytest.raises(TTamerError, match="expected a CascadeTrace"):
+    with pytest.raises(TTamerError, match="expected a Trace"):
         S.SkipTamer().fit("trace.npz")
     ct = random_chain()
-    tree = CascadeTrace.build(ct.trace.probs, ct.labels, ct.trace.cost, [None, "m0", "m0"],
-                              {"model": "tree", "dataset": "random", "exit_names": ["m0", "m1", "m2"]})
+    tree = Trace.build(ct.probs, ct.labels, ct.cost, {"model": "tree", "dataset": "random",
+                                                      "exit_names": ["m0", "m1", "m2"]}, parents=[None, "m0", "m0"])
     with pytest.raises(TTamerError, match="model 'm2' has parent 'm0'; a chain needs 'm1'"):
         S.SkipTamer().fit(tree)
-    one = CascadeTrace.build(ct.trace.probs[:, :1], ct.labels, ct.trace.cost[:1], [None],
-                             {"model": "one", "dataset": "random", "exit_names": ["m0"]})
+    one = Trace.build(ct.probs[:, :1], ct.labels, ct.cost[:1], {"model": "one", "dataset": "random",
+                                                                 "exit_names": ["m0"]})
     with pytest.raises(TTamerError, match="at least 2 models"):
         S.SkipTamer().fit(one)
     tm = S.SkipTamer(lams=LAMS).fit(ct)
-    other = CascadeTrace.build(ct.trace.probs, ct.labels, ct.trace.cost, [None, "a", "b"],
-                               {"model": "x", "dataset": "random", "exit_names": ["a", "b", "c"]})
+    other = Trace.build(ct.probs, ct.labels, ct.cost, {"model": "x", "dataset": "random",
+                                                       "exit_names": ["a", "b", "c"]})
     with pytest.raises(TTamerError, match="differ from the fitted ones"):
         tm.decide(other)
     with pytest.raises(TTamerError, match="not in the fitted sweep"):
@@ -256,11 +260,11 @@ def test_bad_traces_named():
 
 # --------------------------------------------------------------------------- the shipped chain
 def test_shipped_chain_provenance(shipped):
-    assert shipped.names == ["linear", "mlp", "cnn"]
-    assert shipped.n_examples == 6000 and shipped.trace.n_classes == 10
-    m = shipped.trace.meta
+    assert shipped.exit_names == ["linear", "mlp", "cnn"]
+    assert shipped.n_examples == 6000 and shipped.n_classes == 10
+    m = shipped.meta
     assert m["cost_unit"] == "mmacs" and m["macs"] == [7840, 38112, 231672]
-    ratio = shipped.trace.cost / shipped.trace.cost[0]
+    ratio = shipped.cost / shipped.cost[0]
     assert ratio[1] == pytest.approx(38112 / 7840) and ratio[2] == pytest.approx(231672 / 7840)
     acc = shipped.correct.mean(axis=0)
     assert np.all(np.diff(acc) > 0) and acc[0] > 0.75  # bigger models are more accurate
@@ -277,5 +281,5 @@ def test_regenerating_reproduces_shipped_chain(shipped):
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     ct = skipchain.build_skip_chain(seed=0)
     np.testing.assert_array_equal(ct.labels, shipped.labels)
-    np.testing.assert_array_equal(ct.trace.cost, shipped.trace.cost)
-    np.testing.assert_allclose(ct.trace.probs, shipped.trace.probs, atol=1e-4)
+    np.testing.assert_array_equal(ct.cost, shipped.cost)
+    np.testing.assert_allclose(ct.probs, shipped.probs, atol=1e-4)

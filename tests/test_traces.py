@@ -1,4 +1,5 @@
-"""Traces (the book's *Formats* page): validation names key and index, save/load round trip, atomic save."""
+"""Traces (the book's *Formats* page): validation names key and index, save/load round trip, atomic save;
+one model of a chain and a tree of exits (``parents``); one decisions record."""
 
 from __future__ import annotations
 
@@ -155,5 +156,93 @@ def test_exit_decisions_cost_and_correct(trace):
     d = ExitDecisions.from_last(trace, last, last)
     np.testing.assert_allclose(d.cost, np.where(last == 0, 1.0, 4.0))
     np.testing.assert_array_equal(d.correct(trace), trace.correct[np.arange(50), last])
-    np.testing.assert_array_equal(d.consulted(4).sum(axis=1), d.n_consulted)
+    assert d.consulted is None  # a chain without skips: derived from last
+    np.testing.assert_array_equal(d.consulted_mask(4).sum(axis=1), d.n_consulted)
     assert d.correct(trace, "final")[1]  # answering with the last exit always agrees with it
+
+
+# --------------------------------------------------------------------------- the forest of exits
+TREE = [None, "exit0", "exit0", "exit1"]  # exit0 -> {exit1 -> exit3, exit2}
+
+
+def test_chain_is_the_default_tree(trace):
+    np.testing.assert_array_equal(trace.parents, [-1, 0, 1, 2])
+    assert trace.is_chain and "parents" not in trace.meta
+    assert [trace.path(v) for v in range(4)] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]]
+    np.testing.assert_allclose(trace.path_cost(), trace.cumulative_cost.mean(axis=0))
+    per_ex = synthetic_trace(30, 4, 3, seed=2, per_example_cost=True)
+    cm = per_ex.cost_matrix
+    np.testing.assert_allclose(per_ex.cumulative_cost, [[cm[n, per_ex.path(v)].sum() for v in range(4)]
+                                                        for n in range(30)])
+    np.testing.assert_allclose(per_ex.path_cost(), per_ex.cumulative_cost.mean(axis=0))
+    assert trace.reference() == 3 and trace.node_id("exit2") == 2
+
+
+def test_tree_paths_costs_and_round_trip(tmp_path):
+    base = synthetic_trace(40, 4, 3, seed=3, per_example_cost=True)
+    tree = Trace.build(base.probs, base.labels, base.cost, base.meta, parents=[None, 0, "exit0", 1])
+    assert tree.meta["parents"] == TREE and not tree.is_chain
+    np.testing.assert_array_equal(tree.parents, [-1, 0, 0, 1])
+    assert tree.path(3) == [0, 1, 3] and tree.path(2) == [0, 2]
+    cm = tree.cost_matrix
+    np.testing.assert_allclose(tree.cumulative_cost[:, 3], cm[:, [0, 1, 3]].sum(axis=1))
+    np.testing.assert_allclose(tree.cumulative_cost[:, 2], cm[:, 0] + cm[:, 2])
+    np.testing.assert_allclose(tree.path_cost(), tree.cumulative_cost.mean(axis=0))
+    assert "exit3<-exit1" in repr(tree)
+    save_trace(tmp_path / "tree.npz", tree)
+    back = load_trace(tmp_path / "tree.npz")
+    assert back.meta["parents"] == TREE
+    np.testing.assert_array_equal(back.parents, tree.parents)
+    cal, test = back.split(0.5, seed=0, min_each=10)
+    np.testing.assert_array_equal(cal.parents, tree.parents)
+    np.testing.assert_array_equal(test.subset([0, 2]).parents, tree.parents)
+    # parents passed through meta are normalised to names too
+    again = Trace.build(base.probs, base.labels, base.cost, {**base.meta, "parents": [-1, 0, 0, 1]})
+    assert again.meta["parents"] == TREE
+
+
+@pytest.mark.parametrize("parents, match", [
+    ([None, "exit2", "exit1", "exit0"], "field 'parents': exit 'exit1' is on a cycle"),
+    ([None, "exit0", "nope", "exit0"], "field 'parents', exit 'exit2': unknown parent 'nope'"),
+    ([None, "exit0", "exit0"], "field 'parents' has 3 entries for 4 exits"),
+    ([None, "exit0", 7, "exit0"], "field 'parents', exit 'exit2': bad parent 7"),
+    ([None, True, "exit0", "exit0"], "field 'parents', exit 'exit1': bad parent True"),
+])
+def test_bad_parents_name_the_field(trace, parents, match):
+    with pytest.raises(TraceError, match=match):
+        Trace.build(trace.probs, trace.labels, trace.cost, trace.meta, parents=parents)
+    if all(p is None or isinstance(p, str) for p in parents):  # names: the on-disk form
+        with pytest.raises(TraceError, match=match):
+            _with(trace, meta={**trace.meta, "parents": parents}).validate()
+
+
+def test_bad_parents_in_a_file_name_the_file(tmp_path, trace):
+    path = tmp_path / "t.npz"
+    meta = json.dumps({**trace.meta, "parents": "exit0"})
+    np.savez(path, probs=trace.probs, labels=trace.labels, cost=trace.cost, meta=np.array(meta))
+    with pytest.raises(TraceError, match=r"t\.npz.*field 'parents' must be a list"):
+        load_trace(path)
+
+
+def test_exit_decisions_with_consulted(trace):
+    tree = Trace.build(trace.probs, trace.labels, trace.cost, trace.meta, parents=TREE)
+    consulted = np.zeros((2, 50, 4), dtype=bool)
+    consulted[:, :, [0, 2]] = True
+    consulted[1, :10, 1] = True
+    answer = np.where(consulted[..., 1], 1, 2)
+    last = np.full((2, 50), 2)
+    cost = (consulted * tree.cost_matrix).sum(axis=2)
+    d = ExitDecisions(answer, last, cost, np.array([0.5, 0.9]), "tree", consulted)
+    np.testing.assert_array_equal(d.n_consulted, consulted.sum(axis=2))
+    assert d.consulted_mask(4) is consulted
+    one = d[1]
+    np.testing.assert_array_equal(one.consulted, consulted[1])
+    assert one.params.tolist() == [0.9] and one.name == "tree"
+    rows = np.arange(50)
+    np.testing.assert_array_equal(d.correct(tree)[1], tree.predictions[rows, answer[1]] == tree.labels)
+    c, a = d.points(tree, scale=2.0)
+    np.testing.assert_allclose(c, cost.mean(axis=1) / 2.0)
+    np.testing.assert_allclose(a, d.correct(tree).mean(axis=1))
+    s = ExitDecisions.stack([d[0], d[1]], [0.5, 0.9], "again")
+    np.testing.assert_array_equal(s.consulted, consulted)
+    np.testing.assert_array_equal(s.last, last)

@@ -93,8 +93,15 @@ Reveal = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass
 class Rollout:
-    """Final histories of a batch: ``states``, ``last`` and the visiting ``order``
-    (``order[b, k]`` = k-th node consulted, ``-1`` after the stop)."""
+    """The raw history of a :func:`rollout` on a batch: ``states`` (``-1``: not consulted),
+    ``last`` (last node consulted) and the visiting ``order`` (``order[b, k]`` = k-th node
+    consulted, ``-1`` after the stop).
+
+    It is the policy's history, not a decisions record: the early-exit layer turns it into an
+    :class:`~ttamer.earlyexit.traces.ExitDecisions` (the answered node, the cost paid, the
+    nodes consulted), the one record that evaluation and serving share (the book's chapter
+    *Trees of models and a serving runtime*).
+    """
 
     states: np.ndarray
     last: np.ndarray

@@ -2,8 +2,10 @@
 
 Traces and their baselines:
 
-* :mod:`ttamer.earlyexit.traces` -- a trace: every exit's output and cost on real examples;
-  the decisions of a strategy on it;
+* :mod:`ttamer.earlyexit.traces` -- a trace: every exit's output and cost on real examples,
+  the exits of one network (a chain) or separate models in a tree; the decisions of a
+  strategy on it (:class:`~ttamer.earlyexit.traces.ExitDecisions`, the one record of
+  evaluation and serving);
 * :mod:`ttamer.earlyexit.baselines` -- the confidence, entropy, patience, static and oracle
   strategies.
 

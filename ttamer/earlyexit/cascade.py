@@ -1,12 +1,15 @@
 """Cascades of separate models arranged in a tree: calibration into an instance (the book's chapters *The model* and *Early exit on real models*).
 
-A **cascade trace** holds ``n`` separate models evaluated on the same ``N`` examples, arranged
-in a forest: ``parents[v]`` is the model that must have been consulted before ``v`` (``-1``
-for a root) and ``cost[v]`` is the cost of consulting ``v`` once its parent has been (the
-edge cost ``c_v``: for separate models, ``v``'s own running time). It is stored as an
-ordinary :class:`~ttamer.earlyexit.traces.Trace` (``probs [N, n, C]``, one "exit" per model) whose
-``meta["parents"]`` lists each model's parent name (``null`` for a root); the chain
-semantics of a trace's cumulative cost do not apply.
+A **cascade** is ``n`` separate models evaluated on the same ``N`` examples, arranged in a
+forest: an ordinary :class:`~ttamer.earlyexit.traces.Trace` (``probs [N, n, C]``, one "exit" per
+model) whose :attr:`~ttamer.earlyexit.traces.Trace.parents` (``meta["parents"]``: each model's
+parent name, ``null`` for a root) give the forest -- a chain of exits is the special case
+``parents = [-1, 0, 1, …]``. ``parents[v]`` is the model that must have
+been consulted before ``v`` and ``cost[v]`` is the cost of consulting ``v`` once its parent has
+been (the edge cost ``c_v``: for separate models, ``v``'s own running time). Build one with
+``Trace.build(probs, labels, cost, meta, parents=[None, "cheap", "cheap"])``; a strategy's
+decisions are an :class:`~ttamer.earlyexit.traces.ExitDecisions` whose ``consulted`` says which
+models ran.
 
 **Calibration** generalises the chain of :mod:`ttamer.earlyexit.calibration` to a tree. The state
 ``s_v`` of model ``v`` is a quantile bin (``K`` bins, fitted on the calibration examples) of
@@ -33,7 +36,6 @@ threshold.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -44,7 +46,7 @@ from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
 from ..core.solution import SolveResult
 from ..solvers.solve import solve
-from .traces import Trace
+from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam
 from .base import BaseTamer
 
@@ -54,180 +56,14 @@ TREE_FEATURES = ("max_prob", "entropy", "margin")
 
 
 # ---------------------------------------------------------------------------------------------
-def _parents_array(parents: Sequence[Any], names: Sequence[str]) -> np.ndarray:
-    """Parents as positions (``-1`` roots) from positions, names or ``None``; checks that they
-    form a forest."""
-    n = len(names)
-    if len(parents) != n:
-        raise TraceError(f"key 'meta': field 'parents' has {len(parents)} entries for {n} models")
-    index = {name: i for i, name in enumerate(names)}
-    out = np.full(n, -1, dtype=np.int64)
-    for v, p in enumerate(parents):
-        if p is None or (isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p < 0):
-            continue
-        if isinstance(p, str):
-            if p not in index:
-                raise TraceError(f"key 'meta': field 'parents', model {names[v]!r}: unknown parent {p!r}")
-            out[v] = index[p]
-        elif isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p < n:
-            out[v] = int(p)
-        else:
-            raise TraceError(f"key 'meta': field 'parents', model {names[v]!r}: bad parent {p!r}")
-    for v in range(n):  # walk up: a cycle never reaches a root
-        u, steps = v, 0
-        while out[u] >= 0:
-            u, steps = int(out[u]), steps + 1
-            if steps > n:
-                raise TraceError(f"key 'meta': field 'parents': model {names[v]!r} is on a cycle")
-    return out
-
-
-@dataclass(eq=False)
-class CascadeTrace:
-    """Separate models in a forest on the same examples (module docstring).
-
-    ``trace`` -- the per-model outputs (``probs [N, n, C]``, ``labels``, ``cost [n]`` or
-    ``[N, n]`` = edge costs ``c_v``); ``parents`` -- ``int [n]``, ``-1`` for roots.
-    """
-
-    trace: Trace
-    parents: np.ndarray
-
-    @classmethod
-    def build(cls, probs: Any, labels: Any, cost: Any, parents: Sequence[Any],
-              meta: dict | None = None) -> "CascadeTrace":
-        """From arrays; ``parents`` as positions, names or ``None``. ``meta`` needs ``model``
-        and ``dataset`` (see :data:`ttamer.earlyexit.traces.META_DEFAULTS`); ``exit_names`` = model names."""
-        tr = Trace.build(probs, labels, cost, dict(meta or {}))
-        par = _parents_array(list(parents), tr.exit_names)
-        tr.meta["parents"] = [None if p < 0 else tr.exit_names[p] for p in par]
-        return cls(tr, par)
-
-    @classmethod
-    def from_trace(cls, trace: Trace) -> "CascadeTrace":
-        """A trace whose ``meta["parents"]`` describes the forest (as written by :meth:`build`)."""
-        trace.validate()
-        if "parents" not in trace.meta:
-            raise TraceError("key 'meta': no field 'parents'; not a cascade trace")
-        return cls(trace, _parents_array(list(trace.meta["parents"]), trace.exit_names))
-
-    # ------------------------------------------------------------------ views
-    @property
-    def n_examples(self) -> int:
-        return self.trace.n_examples
-
-    @property
-    def n_models(self) -> int:
-        return self.trace.n_exits
-
-    @property
-    def names(self) -> list[str]:
-        return self.trace.exit_names
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.trace.labels
-
-    @property
-    def predictions(self) -> np.ndarray:
-        return self.trace.predictions
-
-    @property
-    def correct(self) -> np.ndarray:
-        return self.trace.correct
-
-    @property
-    def cost_matrix(self) -> np.ndarray:
-        """``[N, n]`` per-example edge costs."""
-        return self.trace.cost_matrix
-
-    @property
-    def mean_cost(self) -> np.ndarray:
-        return self.trace.mean_cost
-
-    def path(self, v: int) -> list[int]:
-        """Root-to-``v`` path (positions)."""
-        out = [int(v)]
-        while self.parents[out[-1]] >= 0:
-            out.append(int(self.parents[out[-1]]))
-        return out[::-1]
-
-    def path_cost(self) -> np.ndarray:
-        """``[n]`` mean cost of consulting ``v`` and its ancestors (the cheapest way to reach ``v``)."""
-        c = self.mean_cost
-        return np.array([c[self.path(v)].sum() for v in range(self.n_models)])
-
-    def node_id(self, node: int | str) -> int:
-        if isinstance(node, str):
-            if node not in self.names:
-                raise TTamerError(f"unknown model {node!r}; models: {self.names}")
-            return self.names.index(node)
-        if not 0 <= int(node) < self.n_models:
-            raise TTamerError(f"model index {node} out of range for {self.n_models} models")
-        return int(node)
-
-    def reference(self, node: int | str | None = None) -> int:
-        """The reference model (``None``: the one of largest path cost)."""
-        return int(np.argmax(self.path_cost())) if node is None else self.node_id(node)
-
-    def subset(self, idx: Any) -> "CascadeTrace":
-        return CascadeTrace(self.trace.subset(idx), self.parents.copy())
-
-    def split(self, fraction: float, seed: int = 0) -> tuple["CascadeTrace", "CascadeTrace"]:
-        a, b = self.trace.split(fraction, seed)
-        return CascadeTrace(a, self.parents.copy()), CascadeTrace(b, self.parents.copy())
-
-    def __repr__(self) -> str:
-        tree = ", ".join(f"{n}<-{'start' if p < 0 else self.names[p]}" for n, p in zip(self.names, self.parents))
-        return f"CascadeTrace(N={self.n_examples}, models: {tree})"
-
-
-# ---------------------------------------------------------------------------------------------
-@dataclass(eq=False)
-class CascadeDecisions:
-    """What a strategy did on a cascade trace: ``answer`` (model answered with), ``consulted``
-    (bool, models run), ``cost`` (total paid, trace units). Shapes ``[N]``/``[N, n]``, or with a
-    leading sweep axis ``P`` (``params``)."""
-
-    answer: np.ndarray
-    consulted: np.ndarray
-    cost: np.ndarray
-    params: np.ndarray | None = None
-    name: str = ""
-
-    @property
-    def is_sweep(self) -> bool:
-        return self.answer.ndim == 2
-
-    def correct(self, ctrace: CascadeTrace) -> np.ndarray:
-        """Bool, shape of ``answer``: the answering model's prediction equals the label."""
-        pred = ctrace.predictions
-        rows = np.arange(ctrace.n_examples)
-        rows = rows if self.answer.ndim == 1 else rows[None, :]
-        return pred[rows, self.answer] == ctrace.labels
-
-    def points(self, ctrace: CascadeTrace, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """``(mean cost / scale, accuracy)``, one entry per sweep point."""
-        c = self.correct(ctrace)
-        cost = self.cost / scale
-        if not self.is_sweep:
-            c, cost = c[None], cost[None]
-        return cost.mean(axis=1), c.mean(axis=1)
-
-
-def _stack(decs: list[CascadeDecisions], params: Sequence[float], name: str) -> CascadeDecisions:
-    return CascadeDecisions(np.stack([d.answer for d in decs]), np.stack([d.consulted for d in decs]),
-                            np.stack([d.cost for d in decs]), np.asarray(params, dtype=float), name)
-
-
-# ---------------------------------------------------------------------------------------------
-def tree_states(encoder: StateEncoder, ctrace: CascadeTrace, agreement: bool) -> np.ndarray:
+def tree_states(encoder: StateEncoder, trace: Trace, parents: np.ndarray, agreement: bool) -> np.ndarray:
     """``[N, n]`` states: confidence bins of every model (the fitted ``encoder``), and with
-    ``agreement`` the flag "prediction equals the parent's" on non-roots (``s + K_v·flag``)."""
-    s = encoder.transform(ctrace.trace)
+    ``agreement`` the flag "prediction equals the parent's" on non-roots (``s + K_v·flag``);
+    ``parents`` are the trace's (passed in, so that serving does not re-read them per query)."""
+    s = encoder.transform(trace)
     if agreement:
-        pred = ctrace.predictions
-        par = ctrace.parents
+        pred = trace.predictions
+        par = parents
         agree = (par >= 0)[None, :] & (pred == pred[:, np.maximum(par, 0)])
         s = s + encoder.base_states[None, :] * agree
     return s.astype(np.int64)
@@ -271,16 +107,17 @@ def build_tree_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequen
                          names=names, name=name)
 
 
-def run_tree_policy(solution: SolveResult, states: np.ndarray, cost: np.ndarray, name: str = "") -> CascadeDecisions:
+def run_tree_policy(solution: SolveResult, states: np.ndarray, cost: np.ndarray, name: str = "") -> ExitDecisions:
     """Run ``solution.policy`` on examples with known ``states [N, n]`` and per-example edge
-    costs ``cost [N, n]`` through :meth:`~ttamer.core.policy.Policy.rollout_known`."""
+    costs ``cost [N, n]`` through :meth:`~ttamer.core.policy.Policy.rollout_known`; the
+    rollout's history becomes the decisions record (``consulted``: the models it ran)."""
     policy = solution.policy
     ro = policy.rollout_known(states)
     answer = policy.answer(ro.states, ro.last)
     if (answer < 0).any():
         raise TTamerError("the policy answered with the fallback; cascade instances have none")
     consulted = ro.states >= 0
-    return CascadeDecisions(answer, consulted, (cost * consulted).sum(axis=1), None, name)
+    return ExitDecisions(answer, ro.last, (cost * consulted).sum(axis=1), None, name, consulted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,9 +125,9 @@ class CascadeTamer(BaseTamer):
     """T-Tamer for a tree of separate models, scikit-learn style.
 
     ``CascadeTamer(lam=0.95, K=8, feature="max_prob", agreement=False, smoothing=2.0,
-    recall=True, method="auto")``; :meth:`fit` (calibration :class:`CascadeTrace`) sets
+    recall=True, method="auto")``; :meth:`fit` (calibration :class:`~ttamer.earlyexit.traces.Trace`) sets
     ``encoder_``, ``instance_``, ``scale_`` (cost normaliser), ``solution_``; :meth:`decide`
-    (test trace) returns :class:`CascadeDecisions`; :meth:`decide_sweep` re-solves for
+    (test trace) returns :class:`~ttamer.earlyexit.traces.ExitDecisions`; :meth:`decide_sweep` re-solves for
     several ``λ``. ``method`` is passed to :func:`~ttamer.solvers.solve.solve` (no recall on a branching
     tree: ``"auto"`` = exhaustive, ``"dp"`` = best descend-only strategy).
     """
@@ -321,46 +158,46 @@ class CascadeTamer(BaseTamer):
         for name in ("agreement", "recall", "normalize_cost"):
             check_bool(getattr(self, name), name)
 
-    def fit(self, ctrace: CascadeTrace) -> "CascadeTamer":
-        """Calibrate the forest instance on ``ctrace`` and solve it at ``lam``."""
+    def fit(self, trace: Trace) -> "CascadeTamer":
+        """Calibrate the forest instance on ``trace`` and solve it at ``lam``."""
         self._validated()
-        if not isinstance(ctrace, CascadeTrace):
-            raise TTamerError(f"fit expects a CascadeTrace, got {type(ctrace).__name__}")
+        if not isinstance(trace, Trace):
+            raise TTamerError(f"fit expects a Trace, got {type(trace).__name__}")
         spec = StateSpec(K=self.K, feature=self.feature, agreement=0)
-        self.encoder_ = StateEncoder.fit(spec, ctrace.trace)
-        self.parents_ = ctrace.parents.copy()
-        self.names_ = ctrace.names
-        self.reference_ = ctrace.reference(self.reference)
-        scale = float(ctrace.path_cost()[self.reference_]) if self.normalize_cost else 1.0
+        self.encoder_ = StateEncoder.fit(spec, trace)
+        self.parents_ = trace.parents
+        self.names_ = trace.exit_names
+        self.reference_ = trace.reference(self.reference)
+        scale = float(trace.path_cost()[self.reference_]) if self.normalize_cost else 1.0
         if not scale > 0:
-            raise TraceError(f"key 'cost': the reference path to {ctrace.names[self.reference_]!r} costs 0")
+            raise TraceError(f"key 'cost': the reference path to {trace.exit_names[self.reference_]!r} costs 0")
         self.scale_ = scale
-        losses = (~ctrace.correct).astype(float)
+        losses = (~trace.correct).astype(float)
         k = tree_n_states(self.encoder_, self.parents_, self.agreement)
-        name = f"cascade {ctrace.trace.meta.get('dataset', '?')}: {spec.describe()}" + \
+        name = f"cascade {trace.meta.get('dataset', '?')}: {spec.describe()}" + \
             (" + agreement with parent" if self.agreement else "")
-        self.instance_ = build_tree_instance(tree_states(self.encoder_, ctrace, self.agreement), losses, k,
-                                             self.parents_, ctrace.mean_cost / scale, self.smoothing,
-                                             names=ctrace.names, name=name)
+        states = tree_states(self.encoder_, trace, self.parents_, self.agreement)
+        self.instance_ = build_tree_instance(states, losses, k, self.parents_, trace.mean_cost / scale, self.smoothing,
+                                             names=trace.exit_names, name=name)
         self.solution_ = self._solve(self.lam)
         return self
 
     def _solve(self, lam: float) -> SolveResult:
         return solve(self.instance_, lam, recall=self.recall, method=self.method)
 
-    def _check(self, ctrace: CascadeTrace) -> None:
+    def _check(self, trace: Trace) -> None:
         if not hasattr(self, "solution_"):
             raise TTamerError("CascadeTamer is not fitted; call fit(calibration_trace) first")
-        if not isinstance(ctrace, CascadeTrace):
-            raise TTamerError(f"expected a CascadeTrace, got {type(ctrace).__name__}")
-        if not np.array_equal(ctrace.parents, self.parents_) or ctrace.names != self.names_:
-            raise TraceError(f"the trace's models {ctrace.names} / parents {ctrace.parents.tolist()} differ "
+        if not isinstance(trace, Trace):
+            raise TTamerError(f"expected a Trace, got {type(trace).__name__}")
+        if not np.array_equal(trace.parents, self.parents_) or trace.exit_names != self.names_:
+            raise TraceError(f"the trace's models {trace.exit_names} / parents {trace.parents.tolist()} differ "
                              f"from the fitted ones {self.names_} / {self.parents_.tolist()}")
 
-    def states(self, ctrace: CascadeTrace) -> np.ndarray:
-        """``[N, n]`` states of ``ctrace``'s examples under the fitted encoder."""
-        self._check(ctrace)
-        return tree_states(self.encoder_, ctrace, self.agreement)
+    def states(self, trace: Trace) -> np.ndarray:
+        """``[N, n]`` states of ``trace``'s examples under the fitted encoder."""
+        self._check(trace)
+        return tree_states(self.encoder_, trace, self.parents_, self.agreement)
 
     def set_lam(self, lam: float) -> "CascadeTamer":
         """Re-solve the fitted instance at another ``λ``."""
@@ -373,18 +210,18 @@ class CascadeTamer(BaseTamer):
         if not hasattr(self, "solution_"):
             raise TTamerError("CascadeTamer is not fitted; call fit(calibration_trace) first")
 
-    def decide(self, ctrace: CascadeTrace) -> CascadeDecisions:
-        """Run the fitted policy on every example of ``ctrace``."""
-        states = self.states(ctrace)
-        return run_tree_policy(self.solution_, states, ctrace.cost_matrix, self.name)
+    def decide(self, trace: Trace) -> ExitDecisions:
+        """Run the fitted policy on every example of ``trace``."""
+        states = self.states(trace)
+        return run_tree_policy(self.solution_, states, trace.cost_matrix, self.name)
 
-    def decide_sweep(self, ctrace: CascadeTrace, lams: Sequence[float] | None = None) -> CascadeDecisions:
+    def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None) -> ExitDecisions:
         """:meth:`decide` for each ``λ`` in ``lams`` (default :func:`~ttamer.earlyexit.crossval.lam_grid`
         with 40 points): arrays ``[P, N]``."""
         lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
-        st = self.states(ctrace)
-        decs = [run_tree_policy(self._solve(lam), st, ctrace.cost_matrix) for lam in lams]
-        return _stack(decs, lams, self.name)
+        st = self.states(trace)
+        decs = [run_tree_policy(self._solve(lam), st, trace.cost_matrix) for lam in lams]
+        return ExitDecisions.stack(decs, lams, self.name)
 
     @property
     def name(self) -> str:
@@ -396,24 +233,24 @@ class CascadeTamer(BaseTamer):
 
 
 # ---------------------------------------------------------------------------------------------
-def check_sequence(ctrace: CascadeTrace, sequence: Sequence[int | str]) -> np.ndarray:
+def check_sequence(trace: Trace, sequence: Sequence[int | str]) -> np.ndarray:
     """Positions of ``sequence``; each model's parent must come earlier (or be absent for a root)."""
-    seq = np.array([ctrace.node_id(v) for v in sequence], dtype=np.int64)
+    seq = np.array([trace.node_id(v) for v in sequence], dtype=np.int64)
     if len(seq) == 0:
         raise TTamerError("a cascade sequence needs at least one model")
     if len(set(seq.tolist())) != len(seq):
         raise TTamerError(f"cascade sequence {list(sequence)} repeats a model")
     for k, v in enumerate(seq):
-        p = ctrace.parents[v]
+        p = trace.parents[v]
         if p >= 0 and p not in seq[:k]:
-            raise TTamerError(f"cascade sequence {list(sequence)}: model {ctrace.names[v]!r} comes before "
-                              f"its parent {ctrace.names[p]!r}")
+            raise TTamerError(f"cascade sequence {list(sequence)}: model {trace.exit_names[v]!r} comes before "
+                              f"its parent {trace.exit_names[p]!r}")
     return seq
 
 
-def threshold_cascade(ctrace: CascadeTrace, sequence: Sequence[int | str],
+def threshold_cascade(trace: Trace, sequence: Sequence[int | str],
                       thresholds: np.ndarray | Sequence[Sequence[float]] | None = None,
-                      answer: str = "last", grid: int = 21) -> CascadeDecisions:
+                      answer: str = "last", grid: int = 21) -> ExitDecisions:
     """The per-stage confidence-threshold cascade: run ``sequence[0], sequence[1], …`` and stop
     at the first stage ``k`` whose max-probability is ``≥ τ_k`` (the last stage always stops).
 
@@ -425,8 +262,8 @@ def threshold_cascade(ctrace: CascadeTrace, sequence: Sequence[int | str],
     """
     if answer not in ANSWERS:
         raise TTamerError(f"answer must be one of {ANSWERS}, got {answer!r}")
-    seq = check_sequence(ctrace, sequence)
-    mp = ctrace.trace.max_prob[:, seq]  # [N, S]
+    seq = check_sequence(trace, sequence)
+    mp = trace.max_prob[:, seq]  # [N, S]
     S = len(seq)
     if thresholds is None:
         qs = [np.concatenate([np.quantile(mp[:, k], np.linspace(0, 1, grid)), [np.inf]]) for k in range(S - 1)]
@@ -444,12 +281,12 @@ def threshold_cascade(ctrace: CascadeTrace, sequence: Sequence[int | str],
         ans_stage = stop
     else:
         ans_stage = np.where(ran, mp[None], -np.inf).argmax(axis=2)
-    cost = (ran * ctrace.cost_matrix[:, seq][None]).sum(axis=2)
-    consulted = np.zeros((len(th), ctrace.n_examples, ctrace.n_models), dtype=bool)
+    cost = (ran * trace.cost_matrix[:, seq][None]).sum(axis=2)
+    consulted = np.zeros((len(th), trace.n_examples, trace.n_exits), dtype=bool)
     consulted[:, :, seq] = ran
-    name = "threshold cascade " + "→".join(ctrace.names[v] for v in seq)
+    name = "threshold cascade " + "→".join(trace.exit_names[v] for v in seq)
     params = np.arange(len(th), dtype=float)
-    out = CascadeDecisions(seq[ans_stage], consulted, cost, params, name)
+    out = ExitDecisions(seq[ans_stage], seq[stop], cost, params, name, consulted)
     out.thresholds = th  # type: ignore[attr-defined]
     return out
 
@@ -463,8 +300,8 @@ def pareto_indices(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
     return order[a > prev + 1e-12]
 
 
-def tuned_threshold_cascade(calibration: CascadeTrace, test: CascadeTrace, sequence: Sequence[int | str],
-                            grid: int = 21, answer: str = "last") -> CascadeDecisions:
+def tuned_threshold_cascade(calibration: Trace, test: Trace, sequence: Sequence[int | str],
+                            grid: int = 21, answer: str = "last") -> ExitDecisions:
     """:func:`threshold_cascade` with its threshold vectors chosen on the calibration examples:
     the grid (quantiles of the *calibration* confidences) is swept there, and only the
     vectors on the calibration Pareto frontier are run on ``test`` -- the multi-parameter
@@ -475,40 +312,40 @@ def tuned_threshold_cascade(calibration: CascadeTrace, test: CascadeTrace, seque
     return threshold_cascade(test, sequence, thresholds=th, answer=answer)
 
 
-def single_model(ctrace: CascadeTrace, node: int | str) -> CascadeDecisions:
+def single_model(trace: Trace, node: int | str) -> ExitDecisions:
     """Always run ``node`` (and its ancestors, which must come first) and answer with it."""
-    v = ctrace.node_id(node)
-    path = ctrace.path(v)
-    consulted = np.zeros((ctrace.n_examples, ctrace.n_models), dtype=bool)
+    v = trace.node_id(node)
+    path = trace.path(v)
+    consulted = np.zeros((trace.n_examples, trace.n_exits), dtype=bool)
     consulted[:, path] = True
-    cost = ctrace.cost_matrix[:, path].sum(axis=1)
-    return CascadeDecisions(np.full(ctrace.n_examples, v, dtype=np.int64), consulted, cost, None,
-                            f"{ctrace.names[v]} (path)")
+    cost = trace.cost_matrix[:, path].sum(axis=1)
+    answer = np.full(trace.n_examples, v, dtype=np.int64)
+    return ExitDecisions(answer, answer.copy(), cost, None, f"{trace.exit_names[v]} (path)", consulted)
 
 
-def oracle(ctrace: CascadeTrace) -> CascadeDecisions:
+def oracle(trace: Trace) -> ExitDecisions:
     """The cheapest path whose end model is right (by path cost), else the reference model:
     a bound no real strategy reaches."""
-    pc = ctrace.path_cost()
+    pc = trace.path_cost()
     order = np.argsort(pc, kind="stable")
-    ok = ctrace.correct[:, order]
-    ref = ctrace.reference()
+    ok = trace.correct[:, order]
+    ref = trace.reference()
     first = np.where(ok.any(axis=1), order[ok.argmax(axis=1)], ref)
-    consulted = np.zeros((ctrace.n_examples, ctrace.n_models), dtype=bool)
-    paths = [ctrace.path(v) for v in range(ctrace.n_models)]
-    for v in range(ctrace.n_models):  # loop over models only
+    consulted = np.zeros((trace.n_examples, trace.n_exits), dtype=bool)
+    paths = [trace.path(v) for v in range(trace.n_exits)]
+    for v in range(trace.n_exits):  # loop over models only
         rows = first == v
         consulted[np.ix_(rows, paths[v])] = True
-    cost = (ctrace.cost_matrix * consulted).sum(axis=1)
-    return CascadeDecisions(first.astype(np.int64), consulted, cost, None, "oracle")
-
+    cost = (trace.cost_matrix * consulted).sum(axis=1)
+    first = first.astype(np.int64)
+    return ExitDecisions(first, first.copy(), cost, None, "oracle", consulted)
 
 
 # ---------------------------------------------------------------------------------------------
-def compare_strategies(calibration: CascadeTrace, test: CascadeTrace, lams: Sequence[float] | None = None,
+def compare_strategies(calibration: Trace, test: Trace, lams: Sequence[float] | None = None,
                        K: int = 6, agreement: bool = True, smoothing: float = 2.0,
                        sequences: Sequence[Sequence[int | str]] | None = None,
-                       grid: int = 21) -> tuple[dict[str, CascadeDecisions], CascadeTamer]:
+                       grid: int = 21) -> tuple[dict[str, ExitDecisions], CascadeTamer]:
     """Every strategy's decisions on the test examples: T-Tamer with recall (the tree index
     strategy), the exact no-recall optimum (exhaustive) and the best descend-only no-recall
     strategy (``method="dp"``) on the same calibrated instance, swept over ``lams``; the
@@ -522,18 +359,18 @@ def compare_strategies(calibration: CascadeTrace, test: CascadeTrace, lams: Sequ
            "no-recall (exact)": CascadeTamer(recall=False, method="auto", **opts).fit(calibration).decide_sweep(test, lams),
            "no-recall (descend-only)": CascadeTamer(recall=False, method="dp", **opts).fit(calibration).decide_sweep(test, lams)}
     if sequences is None:
-        leaves = [v for v in range(test.n_models) if v not in set(test.parents.tolist())]
-        sequences = [test.path(v) for v in leaves if len(test.path(v)) > 1] + [list(range(test.n_models))]
+        leaves = [v for v in range(test.n_exits) if v not in set(test.parents.tolist())]
+        sequences = [test.path(v) for v in leaves if len(test.path(v)) > 1] + [list(range(test.n_exits))]
     for seq in sequences:
         d = tuned_threshold_cascade(calibration, test, seq, grid=grid)
-        out["threshold " + "→".join(test.names[test.node_id(v)] for v in seq)] = d
-    for v in range(test.n_models):
-        out[test.names[v]] = single_model(test, v)
+        out["threshold " + "→".join(test.exit_names[test.node_id(v)] for v in seq)] = d
+    for v in range(test.n_exits):
+        out[test.exit_names[v]] = single_model(test, v)
     out["oracle"] = oracle(test)
     return out, rec
 
 
-def frontier_metrics(decisions: dict[str, CascadeDecisions], test: CascadeTrace, scale: float,
+def frontier_metrics(decisions: dict[str, ExitDecisions], test: Trace, scale: float,
                      reference: int | str | None = None, cost_fractions: Sequence[float] = (0.25, 0.5, 0.75)
                      ) -> dict[str, dict[str, Any]]:
     """Per strategy: its points ``(cost / scale, accuracy)``, Pareto frontier and the metrics of
@@ -560,7 +397,7 @@ def frontier_metrics(decisions: dict[str, CascadeDecisions], test: CascadeTrace,
     return out
 
 
-def bootstrap_auc(decisions: dict[str, CascadeDecisions], test: CascadeTrace, scale: float,
+def bootstrap_auc(decisions: dict[str, ExitDecisions], test: Trace, scale: float,
                   lo: float, hi: float = 1.0, n_boot: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
     """``[n_boot]`` normalised areas under each sweep's frontier over ``[lo, hi]`` when the test
     examples are resampled with replacement (the same resample for every strategy, so

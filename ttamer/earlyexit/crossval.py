@@ -25,11 +25,6 @@ def lam_grid(n: int = 60, lo: float = 1e-2, hi: float = 1e4) -> np.ndarray:
 
 
 
-def _stack(decs: list[ExitDecisions], params: Sequence[float], name: str) -> ExitDecisions:
-    return ExitDecisions(np.stack([d.answer for d in decs]), np.stack([d.last for d in decs]),
-                         np.stack([d.cost for d in decs]), np.asarray(params, dtype=float), name)
-
-
 def refined_sweep(run: Callable[[float], ExitDecisions], trace: Trace, lams: Sequence[float],
                   refine: bool = True, max_gap: float = 0.01, max_points: int = 160,
                   name: str = "") -> ExitDecisions:
@@ -53,7 +48,7 @@ def refined_sweep(run: Callable[[float], ExitDecisions], trace: Trace, lams: Seq
             lam = float(1.0 / (1.0 + np.exp(-0.5 * (logit[g] + logit[g + 1]))))
             decs[lam] = run(lam)
     keys = sorted(decs)
-    return _stack([decs[k] for k in keys], keys, name)
+    return ExitDecisions.stack([decs[k] for k in keys], keys, name)
 
 
 def heldout_auc(decisions: ExitDecisions, test: Trace, target: str = "label") -> float:

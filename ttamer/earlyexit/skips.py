@@ -1,7 +1,7 @@
 """T-Tamer with skips on a chain of separate models, fitted on calibration paths (the book's chapter *Skipping models in a cascade*).
 
-Models ``0, 1, …, n−1`` (a :class:`~ttamer.earlyexit.cascade.CascadeTrace` whose parents form the chain
-``0 → 1 → … → n−1``) are *separate*: consulting model ``j`` costs its own ``c_j`` whatever was
+Models ``0, 1, …, n−1`` (a :class:`~ttamer.earlyexit.traces.Trace` whose parents form the chain
+``0 → 1 → … → n−1``, the default) are *separate*: consulting model ``j`` costs its own ``c_j`` whatever was
 consulted before, and any later model may be consulted next -- the transitive closure of a
 line (the book's chapter *The model*). A **route** visits an increasing sequence of models;
 its cost is the sum of their costs.
@@ -58,15 +58,17 @@ Vectorised over examples and ``λ``; loops run over the ``2^n − 1`` sets and t
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
 
 from .crossval import lam_grid
-from .cascade import CascadeDecisions, CascadeTrace, build_tree_instance, pareto_indices, run_tree_policy
+from .cascade import build_tree_instance, pareto_indices, run_tree_policy
 from ..core.errors import TTamerError
 from ..core.instance import Instance
 from ..solvers.solve import solve
+from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_lam, check_real
 from .base import BaseTamer
 from .metrics import cost_at_accuracy, frontier_auc, pareto_frontier
@@ -83,25 +85,26 @@ STOP = -1
 
 
 # --------------------------------------------------------------------------- chain arrays
-def check_chain(ctrace: Any, where: str = "trace") -> CascadeTrace:
-    """``ctrace`` if it is a :class:`~ttamer.earlyexit.cascade.CascadeTrace` whose models form the chain ``0 → 1 → …``."""
-    if not isinstance(ctrace, CascadeTrace):
-        raise TTamerError(f"{where}: expected a CascadeTrace, got {type(ctrace).__name__}")
-    n = ctrace.n_models
+def check_chain(trace: Any, where: str = "trace") -> Trace:
+    """``trace`` if it is a :class:`~ttamer.earlyexit.traces.Trace` whose models form the chain ``0 → 1 → …``."""
+    if not isinstance(trace, Trace):
+        raise TTamerError(f"{where}: expected a Trace, got {type(trace).__name__}")
+    n = trace.n_exits
     if n < 2:
         raise TTamerError(f"{where}: a chain needs at least 2 models, got {n}")
     if n > MAX_MODELS:
         raise TTamerError(f"{where}: {n} models; the skip rule handles at most {MAX_MODELS} (MAX_MODELS)")
     want = np.arange(-1, n - 1)
+    parents, names = trace.parents, trace.exit_names
     for v in range(n):
-        if ctrace.parents[v] != want[v]:
-            par = "start" if ctrace.parents[v] < 0 else repr(ctrace.names[ctrace.parents[v]])
-            exp = "start" if want[v] < 0 else repr(ctrace.names[want[v]])
-            raise TTamerError(f"{where}: model {ctrace.names[v]!r} has parent {par}; a chain needs {exp} "
+        if parents[v] != want[v]:
+            par = "start" if parents[v] < 0 else repr(names[parents[v]])
+            exp = "start" if want[v] < 0 else repr(names[want[v]])
+            raise TTamerError(f"{where}: model {names[v]!r} has parent {par}; a chain needs {exp} "
                               "(models in chain order, each after the previous one)")
-    if ctrace.n_examples < 2:
-        raise TTamerError(f"{where}: need at least 2 examples, got {ctrace.n_examples}")
-    return ctrace
+    if trace.n_examples < 2:
+        raise TTamerError(f"{where}: need at least 2 examples, got {trace.n_examples}")
+    return trace
 
 
 def masks(n: int) -> list[int]:
@@ -299,6 +302,12 @@ def run_skip_rule(mp: np.ndarray, cost: np.ndarray, start: np.ndarray, actions: 
     return ans, consulted, paid
 
 
+def last_consulted(consulted: np.ndarray) -> np.ndarray:
+    """``[..., N]`` last model consulted (models are consulted in increasing order)."""
+    n = consulted.shape[-1]
+    return (n - 1 - consulted[..., ::-1].argmax(axis=-1)).astype(np.int64)
+
+
 # --------------------------------------------------------------------------- the estimator
 class SkipTamer(BaseTamer):
     """T-Tamer with skips on a chain of separate models (module docstring), scikit-learn style.
@@ -377,18 +386,18 @@ class SkipTamer(BaseTamer):
         if self.scale is not None:
             check_real(self.scale, "scale", low=0.0, low_open=True)
 
-    def fit(self, ctrace: CascadeTrace) -> "SkipTamer":
-        """Fit the rule at every ``λ`` of the sweep on the calibration chain ``ctrace``."""
+    def fit(self, trace: Trace) -> "SkipTamer":
+        """Fit the rule at every ``λ`` of the sweep on the calibration chain ``trace``."""
         self._validate()
-        check_chain(ctrace, "fit")
+        check_chain(trace, "fit")
         grid = lam_grid(100, 0.1, 1e4) if self.lams is None else np.asarray(self.lams, dtype=float)
         self.lams_ = np.unique(np.r_[grid, float(self.lam)])
-        cm = ctrace.cost_matrix
+        cm = trace.cost_matrix
         self.scale_ = float(cm[:, -1].mean()) if self.scale is None else float(self.scale)
         if not self.scale_ > 0:
-            raise TTamerError(f"scale: the last model {ctrace.names[-1]!r} has mean cost 0; pass scale=")
-        self.names_ = list(ctrace.names)
-        mp, ok, c = ctrace.trace.max_prob, ctrace.correct, cm / self.scale_
+            raise TTamerError(f"scale: the last model {trace.exit_names[-1]!r} has mean cost 0; pass scale=")
+        self.names_ = list(trace.exit_names)
+        mp, ok, c = trace.max_prob, trace.correct, cm / self.scale_
         args = (mp, ok, c, self.lams_, int(self.K), self.feature, self.answer)
         seq = backward_skip_rule(*args, sequential=True, regions=self.regions)
         self.sequential_value_ = seq[3].mean(axis=1)
@@ -405,11 +414,11 @@ class SkipTamer(BaseTamer):
         self.value_ = np.where(use, sk[3].mean(axis=1), self.sequential_value_)
         return self
 
-    def _rows(self, ctrace: CascadeTrace, lams: Sequence[float] | None) -> np.ndarray:
+    def _rows(self, trace: Trace, lams: Sequence[float] | None) -> np.ndarray:
         self.check_fitted()
-        check_chain(ctrace, "decide")
-        if list(ctrace.names) != self.names_:
-            raise TTamerError(f"decide: the trace's models {ctrace.names} differ from the fitted ones {self.names_}")
+        check_chain(trace, "decide")
+        if list(trace.exit_names) != self.names_:
+            raise TTamerError(f"decide: the trace's models {trace.exit_names} differ from the fitted ones {self.names_}")
         want = np.asarray(lams, dtype=float)
         rows = np.searchsorted(self.lams_, want)
         bad = (rows >= len(self.lams_)) | (np.abs(self.lams_[np.minimum(rows, len(self.lams_) - 1)] - want) > 1e-12)
@@ -417,19 +426,18 @@ class SkipTamer(BaseTamer):
             raise TTamerError(f"lam {want[bad][0]!r} was not in the fitted sweep; refit with it in lams")
         return rows
 
-    def decide_sweep(self, ctrace: CascadeTrace, lams: Sequence[float] | None = None) -> CascadeDecisions:
-        """The fitted rules (default: every ``λ`` of ``lams_``) on ``ctrace``: arrays ``[P, N]``."""
-        rows = self._rows(ctrace, self.lams_ if lams is None else lams)
-        ans, consulted, paid = run_skip_rule(ctrace.trace.max_prob, ctrace.cost_matrix, self.start_[rows],
+    def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None) -> ExitDecisions:
+        """The fitted rules (default: every ``λ`` of ``lams_``) on ``trace``: arrays ``[P, N]``."""
+        rows = self._rows(trace, self.lams_ if lams is None else lams)
+        ans, consulted, paid = run_skip_rule(trace.max_prob, trace.cost_matrix, self.start_[rows],
                                              {h: a[rows] for h, a in self.actions_.items()},
                                              {h: e[rows] for h, e in self.edges_.items()},
                                              self.feature, self.answer)
-        return CascadeDecisions(ans, consulted, paid, self.lams_[rows], self.name)
+        return ExitDecisions(ans, last_consulted(consulted), paid, self.lams_[rows], self.name, consulted)
 
-    def decide(self, ctrace: CascadeTrace) -> CascadeDecisions:
-        """The fitted rule at ``lam`` on ``ctrace``: arrays ``[N]``."""
-        d = self.decide_sweep(ctrace, [float(self.lam)])
-        return CascadeDecisions(d.answer[0], d.consulted[0], d.cost[0], None, self.name)
+    def decide(self, trace: Trace) -> ExitDecisions:
+        """The fitted rule at ``lam`` on ``trace``: arrays ``[N]``."""
+        return replace(self.decide_sweep(trace, [float(self.lam)])[0], params=None)
 
     @property
     def name(self) -> str:
@@ -473,32 +481,32 @@ def _where_rows(use: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(use[:, None], pad(a), pad(b))
 
 
-def tradeoff(decisions: CascadeDecisions, ctrace: CascadeTrace, lams: Any, scale: float) -> np.ndarray:
+def tradeoff(decisions: ExitDecisions, trace: Trace, lams: Any, scale: float) -> np.ndarray:
     """Mean ``λ·error + (1−λ)·cost/scale`` of each row of ``decisions`` (``lams`` per row)."""
-    err = ~decisions.correct(ctrace)
+    err = ~decisions.correct(trace)
     lam = np.asarray(lams, dtype=float).reshape(-1, 1) if decisions.is_sweep else np.asarray(lams, dtype=float)
     return (lam * err + (1.0 - lam) * decisions.cost / scale).mean(axis=-1)
 
 
 # --------------------------------------------------------------------------- baselines
-def fixed_routes(ctrace: CascadeTrace) -> dict[str, CascadeDecisions]:
+def fixed_routes(trace: Trace) -> dict[str, ExitDecisions]:
     """Every route (non-empty subset of the models, in order), always consulted, answering
     with its last model: ``"linear→cnn"`` etc."""
-    check_chain(ctrace)
-    n, N = ctrace.n_models, ctrace.n_examples
+    check_chain(trace)
+    n, N = trace.n_exits, trace.n_examples
     out = {}
     for r in range(1, n + 1):
         for route in itertools.combinations(range(n), r):
             consulted = np.zeros((N, n), dtype=bool)
             consulted[:, list(route)] = True
-            out["→".join(ctrace.names[v] for v in route)] = CascadeDecisions(
-                np.full(N, route[-1], dtype=np.int64), consulted, ctrace.cost_matrix[:, list(route)].sum(axis=1),
-                None, "route")
+            answer = np.full(N, route[-1], dtype=np.int64)
+            out["→".join(trace.exit_names[v] for v in route)] = ExitDecisions(
+                answer, answer.copy(), trace.cost_matrix[:, list(route)].sum(axis=1), None, "route", consulted)
     return out
 
 
-def sequential_threshold(calibration: CascadeTrace, test: CascadeTrace | None = None, max_points: int = 2000
-                         ) -> CascadeDecisions:
+def sequential_threshold(calibration: Trace, test: Trace | None = None, max_points: int = 2000
+                         ) -> ExitDecisions:
     """The sequential threshold cascade: consult the models in order and answer with the first
     whose max-probability is ``≥ τ`` (the last always answers).
 
@@ -510,33 +518,31 @@ def sequential_threshold(calibration: CascadeTrace, test: CascadeTrace | None = 
     check_chain(calibration, "calibration")
     test = calibration if test is None else check_chain(test, "test")
     loss = (~calibration.correct).astype(float)
-    taus = frontier_taus(calibration.trace.max_prob, loss, np.cumsum(calibration.cost_matrix, axis=1),
+    taus = frontier_taus(calibration.max_prob, loss, np.cumsum(calibration.cost_matrix, axis=1),
                          max_points=max_points)
-    x = test.trace.max_prob
+    x = test.max_prob
     stop = first_stop(x, taus)  # [P, N]
-    N, n = x.shape
-    consulted = np.arange(n)[None, None, :] <= stop[:, :, None]
-    paid = np.cumsum(test.cost_matrix, axis=1)[np.arange(N)[None, :], stop]
-    return CascadeDecisions(stop, consulted, paid, taus, "threshold cascade")
+    paid = np.cumsum(test.cost_matrix, axis=1)[np.arange(len(x))[None, :], stop]
+    return ExitDecisions(stop, stop.copy(), paid, taus, "threshold cascade")
 
 
 # --------------------------------------------------------------------------- exact binned instance
-def skip_chain_instance(calibration: CascadeTrace, K: int = 8, smoothing: float = 2.0, scale: float | None = None
+def skip_chain_instance(calibration: Trace, K: int = 8, smoothing: float = 2.0, scale: float | None = None
                         ) -> tuple[Instance, list[np.ndarray], float]:
     """The binned chain instance with skips (module docstring): an entry node ``"entry"`` (one
     state, cost 0, loss :data:`ENTRY_LOSS`) then the models, states = ``K`` quantile bins of each
     model's max-probability; every skip ``i → j`` (entry included) costs ``c_j``. Returns the
     instance, the bin edges per model and the cost scale."""
     check_chain(calibration, "calibration")
-    mp = calibration.trace.max_prob
-    edges = [quantile_edges(mp[:, v], K) for v in range(calibration.n_models)]
+    mp = calibration.max_prob
+    edges = [quantile_edges(mp[:, v], K) for v in range(calibration.n_exits)]
     states = np.stack([np.zeros(len(mp), dtype=np.int64)] + [bin_of(mp[:, v], e) for v, e in enumerate(edges)], axis=1)
     n_states = [1] + [len(e) + 1 for e in edges]
     losses = np.concatenate([np.full((len(mp), 1), ENTRY_LOSS), (~calibration.correct).astype(float)], axis=1)
     sc = float(calibration.mean_cost[-1]) if scale is None else float(scale)
     costs = np.r_[0.0, calibration.mean_cost / sc]
-    n = calibration.n_models + 1
-    names = ["entry"] + list(calibration.names)
+    n = calibration.n_exits + 1
+    names = ["entry"] + list(calibration.exit_names)
     base = build_tree_instance(states, losses, n_states, np.arange(-1, n - 1), costs, smoothing, names=names)
     mats = [base.transitions[0][0]] + [base.transitions[v] for v in range(1, n)]
     skips = [(i, j, float(costs[j])) for i in range(n) for j in range(i + 2, n)]
@@ -545,8 +551,8 @@ def skip_chain_instance(calibration: CascadeTrace, K: int = 8, smoothing: float 
     return inst, edges, sc
 
 
-def exact_skip_decisions(calibration: CascadeTrace, test: CascadeTrace, lams: Sequence[float], K: int = 8,
-                         smoothing: float = 2.0, recall: bool = True, skips: bool = True) -> CascadeDecisions:
+def exact_skip_decisions(calibration: Trace, test: Trace, lams: Sequence[float], K: int = 8,
+                         smoothing: float = 2.0, recall: bool = True, skips: bool = True) -> ExitDecisions:
     """Solve the binned instance of :func:`skip_chain_instance` exactly at each ``λ`` (recall:
     the ``(exit, state, X)`` DP; no recall: the DP over ``(last, state)``) and run the policies on
     ``test``. ``skips=False`` drops the skip edges (the sequential chain, started at model 0)."""
@@ -555,7 +561,7 @@ def exact_skip_decisions(calibration: CascadeTrace, test: CascadeTrace, lams: Se
         inst = Instance.chain(inst.losses, inst.transitions[0][0], inst.transitions[1:], inst.costs,
                               names=[nd.name for nd in inst.nodes], name=inst.name)
     check_chain(test, "test")
-    mp = test.trace.max_prob
+    mp = test.max_prob
     st = np.stack([np.zeros(len(mp), dtype=np.int64)] + [bin_of(mp[:, v], e) for v, e in enumerate(edges)], axis=1)
     cm = np.concatenate([np.zeros((len(mp), 1)), test.cost_matrix], axis=1)
     decs = []
@@ -566,13 +572,12 @@ def exact_skip_decisions(calibration: CascadeTrace, test: CascadeTrace, lams: Se
             raise TTamerError(f"exact skip policy at λ={lam:g} answered without consulting a model; "
                               "raise ENTRY_LOSS or drop that λ")
         decs.append(d)
-    return CascadeDecisions(np.stack([d.answer - 1 for d in decs]), np.stack([d.consulted[:, 1:] for d in decs]),
-                            np.stack([d.cost for d in decs]), np.asarray(lams, dtype=float),
-                            "exact binned DP" + (" (skips)" if skips else ""))
+    models = [ExitDecisions(d.answer - 1, d.last - 1, d.cost, consulted=d.consulted[:, 1:]) for d in decs]
+    return ExitDecisions.stack(models, lams, "exact binned DP" + (" (skips)" if skips else ""))
 
 
 # --------------------------------------------------------------------------- metrics
-def bootstrap_metrics(decisions: dict[str, CascadeDecisions], test: CascadeTrace, scale: float, lo: float,
+def bootstrap_metrics(decisions: dict[str, ExitDecisions], test: Trace, scale: float, lo: float,
                       hi: float = 1.0, reference: int = -1, n_boot: int = 200, seed: int = 0,
                       gaps: Sequence[float] = (0.0,)) -> dict[str, dict[str, np.ndarray]]:
     """Per strategy, the normalised area under its frontier on ``[lo, hi]`` (``"auc"``,
@@ -603,15 +608,14 @@ def bootstrap_metrics(decisions: dict[str, CascadeDecisions], test: CascadeTrace
     return out
 
 
-def best_route(routes: dict[str, CascadeDecisions], ctrace: CascadeTrace, scale: float) -> dict[str, CascadeDecisions]:
-    """The routes on the Pareto frontier of (mean cost, accuracy) on ``ctrace``, as one sweep
+def best_route(routes: dict[str, ExitDecisions], trace: Trace, scale: float) -> dict[str, ExitDecisions]:
+    """The routes on the Pareto frontier of (mean cost, accuracy) on ``trace``, as one sweep
     ``"best fixed route"`` (its ``params`` index the routes in the order of ``routes``)."""
     names = list(routes)
     cost = np.array([routes[k].cost.mean() / scale for k in names])
-    acc = np.array([routes[k].correct(ctrace).mean() for k in names])
+    acc = np.array([routes[k].correct(trace).mean() for k in names])
     keep = pareto_indices(cost, acc)
     sel = [routes[names[i]] for i in keep]
-    d = CascadeDecisions(np.stack([s.answer for s in sel]), np.stack([s.consulted for s in sel]),
-                         np.stack([s.cost for s in sel]), keep.astype(float), "best fixed route")
+    d = ExitDecisions.stack(sel, keep, "best fixed route")
     d.routes = [names[i] for i in keep]  # type: ignore[attr-defined]
     return {"best fixed route": d}

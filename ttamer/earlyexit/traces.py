@@ -1,24 +1,30 @@
 """Traces: the interchange format for measured early-exit workloads (the book's chapter *Early exit on real models*).
 
-A trace holds one model with ``L`` exits evaluated on one set of ``N`` examples:
+A trace holds one model with ``L`` exits -- or a cascade of ``L`` separate models -- evaluated
+on one set of ``N`` examples:
 
 ==========  ==============================  ====================================================
 key         shape / dtype                   meaning
 ==========  ==============================  ====================================================
 ``probs``   float32 ``[N, L, C]``           softmax output of every exit for every example
 ``labels``  int64 ``[N]``                   true class, in ``0..C-1``
-``cost``    float64 ``[L]`` or ``[N, L]``   cost of reaching exit ``i`` from exit ``i-1``
-                                            (exit 0 from the input), per example or on average
+``cost``    float64 ``[L]`` or ``[N, L]``   cost of reaching exit ``i`` from its parent (on a
+                                            chain exit ``i-1``; a root from the input), per
+                                            example or on average
 ``meta``    JSON object (string on disk)    optional descriptive fields: ``model``,
                                             ``dataset``, ``cost_unit``, ``exit_names`` (``L``
-                                            strings), ``split``, ``hardware``, ``seed``, ...
+                                            strings), ``parents``, ``split``, ``hardware``, ...
 ==========  ==============================  ====================================================
 
-On a chain of exits a strategy that consulted exits ``0..k`` paid ``Σ_{i≤k} cost[i]``; the
-full model costs ``Σ_i cost[i]``. :func:`load_trace` and :meth:`Trace.validate` check every
-rule and raise :class:`~ttamer.core.errors.TraceError` naming the key and the first offending
-index. Nothing is silently renormalised; :meth:`Trace.build` converts dtypes explicitly for
-callers holding e.g. float64 probabilities.
+The exits form a forest (the book's chapter *The model*): ``meta["parents"]`` lists each
+exit's parent name (``null`` for a root), the exit that must have been consulted before it,
+and defaults to the chain ``exit0 → exit1 → …`` of one early-exit network
+(:attr:`Trace.parents`: ``[-1, 0, 1, …, L−2]``). ``cost[v]`` is the cost of consulting ``v``
+once its parent has been. On a chain a strategy that consulted exits ``0..k`` paid
+``Σ_{i≤k} cost[i]``; the full model costs ``Σ_i cost[i]``. :func:`load_trace` and
+:meth:`Trace.validate` check every rule and raise :class:`~ttamer.core.errors.TraceError`
+naming the key and the first offending index. Nothing is silently renormalised;
+:meth:`Trace.build` converts dtypes explicitly for callers holding e.g. float64 probabilities.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import zipfile
 from zlib import error as zlib_error
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -71,20 +77,58 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
+def _parents_array(parents: Any, names: Sequence[str]) -> np.ndarray:
+    """Parents as positions (``-1`` for a root) from positions, names or ``None``; checks that
+    there is one per exit and that they form a forest (no unknown name, no cycle)."""
+    n = len(names)
+    if not isinstance(parents, (list, tuple, np.ndarray)):
+        raise TraceError(f"key 'meta': field 'parents' must be a list of {n} parent names or null, "
+                         f"got {escape_text(repr(parents), 120)}")
+    if len(parents) != n:
+        raise TraceError(f"key 'meta': field 'parents' has {len(parents)} entries for {n} exits")
+    index = {name: i for i, name in enumerate(names)}
+    out = np.full(n, -1, dtype=np.int64)
+    for v, p in enumerate(parents):
+        is_int = isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_))
+        if p is None or (is_int and p < 0):
+            continue
+        if isinstance(p, str):
+            if p not in index:
+                raise TraceError(f"key 'meta': field 'parents', exit {names[v]!r}: "
+                                 f"unknown parent {escape_text(repr(p), 80)}")
+            out[v] = index[p]
+        elif is_int and p < n:
+            out[v] = int(p)
+        else:
+            raise TraceError(f"key 'meta': field 'parents', exit {names[v]!r}: "
+                             f"bad parent {escape_text(repr(p), 80)}")
+    for v in range(n):  # walk up: a cycle never reaches a root
+        u, steps = v, 0
+        while out[u] >= 0:
+            u, steps = int(out[u]), steps + 1
+            if steps > n:
+                raise TraceError(f"key 'meta': field 'parents': exit {names[v]!r} is on a cycle")
+    return out
+
+
 @dataclass(eq=False)
 class Trace:
-    r"""One model with ``L`` exits on ``N`` examples (the book's chapter :doc:`/early_exit`).
+    r"""One model with ``L`` exits, or ``L`` separate models in a forest, on ``N`` examples
+    (the book's chapters :doc:`/early_exit` and :doc:`/model`).
 
-    On a chain of exits, a strategy that consulted exits ``0..k`` on example ``n`` paid
+    The exits form a forest given by :attr:`parents` (``meta["parents"]``, by default the chain
+    ``0 → 1 → … → L−1``): a strategy that consulted exit ``v`` and the exits on its path from
+    the root, :meth:`path`, paid on example ``n``
 
     .. math::
 
-       \sum_{i \le k} \mathrm{cost}[n, i]
+       \sum_{u \in \mathrm{path}(v)} \mathrm{cost}[n, u]
 
-    (``cost[i]`` for every example when ``cost`` is ``[L]``); the full model costs the sum
-    over every exit. Use :meth:`build` to convert dtypes and fill the defaults; call
-    :meth:`validate` (done by :func:`~ttamer.earlyexit.traces.load_trace` and
-    :func:`~ttamer.earlyexit.traces.save_trace`) to check every rule.
+    (``cost[u]`` for every example when ``cost`` is ``[L]``) -- on a chain, the sum over exits
+    ``0..v``; the full model costs the sum over every exit. Use :meth:`build` to convert dtypes
+    and fill the defaults; call :meth:`validate` (done by
+    :func:`~ttamer.earlyexit.traces.load_trace` and :func:`~ttamer.earlyexit.traces.save_trace`)
+    to check every rule.
 
     Parameters
     ----------
@@ -97,7 +141,8 @@ class Trace:
         per example.
     meta : dict
         JSON-serialisable descriptive fields, all optional (:data:`META_DEFAULTS`;
-        ``exit_names`` defaults to ``exit0, exit1, …``).
+        ``exit_names`` defaults to ``exit0, exit1, …``; ``parents``, each exit's parent name or
+        ``None`` for a root, defaults to the chain).
     """
 
     probs: np.ndarray
@@ -108,10 +153,33 @@ class Trace:
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(cls, probs: Any, labels: Any, cost: Any, meta: Mapping[str, Any] | None = None,
-              **meta_kw: Any) -> "Trace":
-        """Convert to the file dtypes (probs → float32, labels → int64, cost → float64),
-        fill ``exit_names`` (``exit0..``) and ``cost_unit`` (``"unit"``) if absent, and
-        validate. Labels must already be integral (no rounding)."""
+              *, parents: Sequence[Any] | None = None, **meta_kw: Any) -> "Trace":
+        """A validated trace from arrays.
+
+        Converts to the file dtypes (probs → float32, labels → int64, cost → float64), fills
+        ``exit_names`` (``exit0..``) and ``cost_unit`` (``"unit"``) if absent, stores the forest
+        in ``meta["parents"]`` as names and validates. Labels must already be integral (no
+        rounding).
+
+        Parameters
+        ----------
+        probs, labels, cost
+            The arrays of the trace (class docstring).
+        meta : dict, optional
+            Descriptive fields; ``meta_kw`` are added to them.
+        parents : sequence, optional
+            Each exit's parent as a position, a name or ``None`` (a root); default: the chain
+            (or ``meta["parents"]``). A cascade of separate models passes its tree here.
+
+        Returns
+        -------
+        Trace
+
+        Raises
+        ------
+        TraceError
+            An array or field breaks a rule of the format; the message names it.
+        """
         probs = _numeric(probs, "probs")
         labels_arr = _numeric(labels, "labels")
         cost_arr = _numeric(cost, "cost")
@@ -133,9 +201,15 @@ class Trace:
         if probs.ndim == 3:
             m.setdefault("exit_names", [f"exit{i}" for i in range(probs.shape[1])])
         m.setdefault("cost_unit", META_DEFAULTS["cost_unit"])
+        in_meta = m.pop("parents", None)
+        par = in_meta if parents is None else parents
         with np.errstate(over="ignore", invalid="ignore"):
             tr = cls(probs.astype(np.float32), labels_arr.astype(np.int64), cost_arr.astype(np.float64), m)
-        return tr.validate()
+        tr.validate()
+        if par is not None:
+            names = tr.exit_names
+            tr.meta["parents"] = [None if p < 0 else names[p] for p in _parents_array(par, names)]
+        return tr
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "Trace":
@@ -209,8 +283,12 @@ class Trace:
             json.dumps(self.meta, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TraceError(f"key 'meta': not JSON-serialisable ({exc})") from None
-        if "exit_names" not in self.meta:
-            return
+        if "exit_names" in self.meta:
+            self._validate_exit_names()
+        if "parents" in self.meta:
+            _parents_array(self.meta["parents"], self.exit_names)
+
+    def _validate_exit_names(self) -> None:
         names = self.meta["exit_names"]
         L = self.n_exits
         if not isinstance(names, list) or len(names) != L or not all(isinstance(s, str) and s for s in names):
@@ -236,6 +314,48 @@ class Trace:
     def exit_names(self) -> list[str]:
         return list(self.meta.get("exit_names") or [f"exit{i}" for i in range(self.n_exits)])
 
+    # ------------------------------------------------------------------ the forest
+    @property
+    def parents(self) -> np.ndarray:
+        """``int [L]``: each exit's parent position, ``-1`` for a root (``meta["parents"]``;
+        default the chain ``[-1, 0, 1, …, L−2]``)."""
+        if "parents" not in self.meta:
+            return np.arange(-1, self.n_exits - 1, dtype=np.int64)
+        return _parents_array(self.meta["parents"], self.exit_names)
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether the exits form the chain ``0 → 1 → … → L−1``."""
+        return bool(np.array_equal(self.parents, np.arange(-1, self.n_exits - 1)))
+
+    def path(self, v: int) -> list[int]:
+        """Positions of the exits from the root down to exit ``v`` (on a chain ``0..v``)."""
+        parents = self.parents
+        out = [int(v)]
+        while parents[out[-1]] >= 0:
+            out.append(int(parents[out[-1]]))
+        return out[::-1]
+
+    def path_cost(self) -> np.ndarray:
+        """``[L]``: mean cost of consulting exit ``v`` and its ancestors (the cheapest way to reach ``v``)."""
+        c = self.mean_cost
+        return np.array([c[self.path(v)].sum() for v in range(self.n_exits)])
+
+    def node_id(self, node: int | str) -> int:
+        """Position of an exit given by name or position."""
+        names = self.exit_names
+        if isinstance(node, str):
+            if node not in names:
+                raise TTamerError(f"unknown model {escape_text(repr(node), 80)}; models: {names}")
+            return names.index(node)
+        if not 0 <= int(node) < self.n_exits:
+            raise TTamerError(f"model index {node} out of range for {self.n_exits} models")
+        return int(node)
+
+    def reference(self, node: int | str | None = None) -> int:
+        """The reference exit: ``node``, or by default the one of largest :meth:`path_cost`."""
+        return int(np.argmax(self.path_cost())) if node is None else self.node_id(node)
+
     # ------------------------------------------------------------------ derived arrays
     @property
     def cost_matrix(self) -> np.ndarray:
@@ -249,8 +369,12 @@ class Trace:
 
     @property
     def cumulative_cost(self) -> np.ndarray:
-        """``[N, L]``: cost paid by an example that stopped after consulting exits ``0..k``."""
-        return np.cumsum(self.cost_matrix, axis=1)
+        """``[N, L]``: cost paid by an example that stopped after consulting exit ``k`` and its
+        :meth:`path` from the root -- on a chain, exits ``0..k``."""
+        if self.is_chain:
+            return np.cumsum(self.cost_matrix, axis=1)
+        cm = self.cost_matrix
+        return np.stack([cm[:, self.path(v)].sum(axis=1) for v in range(self.n_exits)], axis=1)
 
     @property
     def full_cost(self) -> np.ndarray:
@@ -286,7 +410,8 @@ class Trace:
 
     # ------------------------------------------------------------------ selection
     def subset(self, idx: Any) -> "Trace":
-        """The trace restricted to examples ``idx`` (indices or a boolean mask); meta copied."""
+        """The trace restricted to examples ``idx`` (indices or a boolean mask); meta (and
+        with it the parents) copied."""
         try:
             idx = np.asarray(idx)
         except (ValueError, TypeError, OverflowError):
@@ -328,7 +453,13 @@ class Trace:
         return (f"Trace({shown('model')} on {shown('dataset')}: "
                 f"N={self.n_examples}, L={self.n_exits}, C={self.n_classes}, "
                 f"cost {'per example' if self.cost.ndim == 2 else 'per exit'} "
-                f"in {shown('cost_unit')})")
+                f"in {shown('cost_unit')}{self._tree_text()})")
+
+    def _tree_text(self) -> str:
+        if self.is_chain:
+            return ""
+        names = [escape_text(n, 40) for n in self.exit_names]
+        return "; " + ", ".join(f"{n}<-{'start' if p < 0 else names[p]}" for n, p in zip(names, self.parents))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,12 +613,29 @@ def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
 # ---------------------------------------------------------------------------------------------
 @dataclass(eq=False)
 class ExitDecisions:
-    """What a strategy did on the examples of a trace (the book's chapter *Early exit on real models*).
+    """What a strategy did on the examples of a trace: the one decisions record of evaluation
+    and serving (the book's chapters *Early exit on real models* and *Trees of models and a
+    serving runtime*).
 
-    ``answer`` -- exit whose prediction is returned; ``last`` -- last exit consulted;
-    ``cost`` -- total cost paid (trace units). Arrays have shape ``[N]`` for one strategy or
-    ``[P, N]`` for a sweep over ``P`` parameter values (``params``, length ``P``). On a chain
-    without skips the exits consulted are ``0..last``.
+    Arrays have shape ``[N]`` for one strategy or ``[P, N]`` for a sweep over ``P``
+    parameter values (``params``, length ``P``).
+
+    Parameters
+    ----------
+    answer : ndarray of int
+        Exit (or model) whose prediction is returned.
+    last : ndarray of int
+        Last exit consulted.
+    cost : ndarray of float
+        Total cost paid, in the trace's units.
+    params : ndarray of shape (P,), optional
+        The swept parameter of each row of a sweep.
+    name : str
+        The strategy's name.
+    consulted : ndarray of bool, shape (..., N, L), optional
+        Exit ``v`` was consulted -- for a tree of models or a chain with skips. ``None`` on a
+        chain without skips, where the exits consulted are ``0..last``
+        (:meth:`consulted_mask` derives them).
     """
 
     answer: np.ndarray
@@ -495,6 +643,7 @@ class ExitDecisions:
     cost: np.ndarray
     params: np.ndarray | None = None
     name: str = ""
+    consulted: np.ndarray | None = None
 
     @classmethod
     def from_last(cls, trace: Trace, answer: np.ndarray, last: np.ndarray,
@@ -508,18 +657,26 @@ class ExitDecisions:
         cost = cum[rows, last] if last.ndim == 1 else cum[rows[None, :], last]
         return cls(answer, last, cost, None if params is None else np.asarray(params), name)
 
+    @classmethod
+    def stack(cls, decisions: Sequence["ExitDecisions"], params: Any, name: str) -> "ExitDecisions":
+        """One sweep ``[P, N]`` from ``P`` single decision sets (``consulted`` kept if they have it)."""
+        cons = [d.consulted for d in decisions]
+        return cls(np.stack([d.answer for d in decisions]), np.stack([d.last for d in decisions]),
+                   np.stack([d.cost for d in decisions]), np.asarray(params, dtype=float), name,
+                   None if any(c is None for c in cons) else np.stack(cons))
+
     @property
     def is_sweep(self) -> bool:
         return self.answer.ndim == 2
 
     @property
     def n_consulted(self) -> np.ndarray:
-        """Number of exits consulted (``last + 1``), shape of ``last``."""
-        return self.last + 1
+        """Number of exits consulted, shape of ``last`` (``last + 1`` on a chain without skips)."""
+        return self.last + 1 if self.consulted is None else self.consulted.sum(axis=-1)
 
-    def consulted(self, n_exits: int) -> np.ndarray:
-        """Boolean ``[..., N, L]``: exit ``i`` was consulted (``i ≤ last``)."""
-        return np.arange(n_exits) <= self.last[..., None]
+    def consulted_mask(self, n_exits: int) -> np.ndarray:
+        """Boolean ``[..., N, L]``: exit ``v`` was consulted (``consulted``, else ``v ≤ last``)."""
+        return np.arange(n_exits) <= self.last[..., None] if self.consulted is None else self.consulted
 
     def correct(self, trace: Trace, target: str = "label") -> np.ndarray:
         """Boolean array (shape of ``answer``): the answered exit is right. ``target`` is
@@ -530,12 +687,21 @@ class ExitDecisions:
         rows = rows if self.answer.ndim == 1 else rows[None, :]
         return pred[rows, self.answer] == truth
 
+    def points(self, trace: Trace, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean cost / scale, accuracy)`` against the labels, one entry per sweep point."""
+        c = self.correct(trace)
+        cost = self.cost / scale
+        if not self.is_sweep:
+            c, cost = c[None], cost[None]
+        return cost.mean(axis=1), c.mean(axis=1)
+
     def __getitem__(self, p: int) -> "ExitDecisions":
         """Sweep point ``p`` as a single decision set."""
         if not self.is_sweep:
             raise IndexError("not a sweep")
         par = None if self.params is None else self.params[p : p + 1]
-        return ExitDecisions(self.answer[p], self.last[p], self.cost[p], par, self.name)
+        cons = None if self.consulted is None else self.consulted[p]
+        return ExitDecisions(self.answer[p], self.last[p], self.cost[p], par, self.name, cons)
 
     def __len__(self) -> int:
         return len(self.answer) if self.is_sweep else 1

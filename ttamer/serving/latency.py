@@ -131,9 +131,9 @@ def concat_results(parts: Sequence[ServeResult]) -> ServeResult:
         raise TTamerError("no results to concatenate")
     cat = lambda k: np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
     timing = {k: float(sum(p.timing.get(k, 0.0) for p in parts)) for k in parts[0].timing}
-    return ServeResult(cat("answer"), cat("prediction"), cat("consulted"), cat("states"), cat("last"),
-                       cat("latency"), float(sum(p.seconds for p in parts)), cat("probs"), parts[0].batch_size,
-                       timing)
+    return ServeResult(cat("answer"), cat("last"), cat("cost"), consulted=cat("consulted"),
+                       prediction=cat("prediction"), states=cat("states"), seconds=float(sum(p.seconds for p in parts)),
+                       probs=cat("probs"), batch_size=parts[0].batch_size, timing=timing)
 
 
 def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: Any, batch_size: int = 1,

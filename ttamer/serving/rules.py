@@ -105,7 +105,7 @@ def tamer_answer_fns(tamer: Any) -> tuple[AnswerFn | None, ExitMap | None]:
 def cascade_state_fn(tamer: Any) -> StateFn:
     """The states of a fitted :class:`~ttamer.earlyexit.cascade.CascadeTamer`: model ``v``'s confidence
     bin (and agreement with its parent, consulted before it)."""
-    from ..earlyexit.cascade import CascadeTrace, tree_states
+    from ..earlyexit.cascade import tree_states
 
     _fitted(tamer, CascadeTamer, "cascade_state_fn")
     n_models = len(tamer.parents_)
@@ -116,7 +116,7 @@ def cascade_state_fn(tamer: Any) -> StateFn:
             raise TTamerError(f"state_fn: probs has {n} models, the tamer was fitted on {n_models}")
         p = np.where(np.isnan(probs), np.float32(1.0 / C), probs).astype(np.float32)
         tr = Trace(p, np.zeros(B, dtype=np.int64), np.zeros(n), {"exit_names": list(tamer.names_)})
-        return tree_states(tamer.encoder_, CascadeTrace(tr, tamer.parents_), tamer.agreement)[:, node]
+        return tree_states(tamer.encoder_, tr, tamer.parents_, tamer.agreement)[:, node]
     return state_fn
 
 

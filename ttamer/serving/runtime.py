@@ -55,7 +55,7 @@ from ..core.policy import Policy, rollout
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.tamer import ThresholdTamer
-from ..earlyexit.traces import Trace
+from ..earlyexit.traces import ExitDecisions, Trace
 from .adapters import MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, resolve_device, take
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
                     begin_run,
@@ -64,32 +64,35 @@ from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, Sta
 
 
 # --------------------------------------------------------------------------- results
-@dataclass
-class ServeResult:
-    """What a run of the runtime did on ``N`` inputs.
+@dataclass(eq=False, kw_only=True)
+class ServeResult(ExitDecisions):
+    """What a run of the runtime did on ``N`` inputs: the decisions record of evaluation
+    (:class:`~ttamer.earlyexit.traces.ExitDecisions`: ``answer``, ``last``, ``consulted``
+    ``[N, n]`` and ``cost``) and what the run measured.
 
-    ``answer`` -- exit / model answered with; ``prediction`` -- the class returned;
-    ``consulted`` ``[N, n]``; ``states`` ``[N, n]`` (``-1``: not consulted); ``last``;
-    ``latency`` ``[N]`` seconds from the moment the example's batch started until its
-    answer was decided; ``seconds`` -- wall-clock time of the whole run; ``probs``
-    ``[N, n, C]`` (NaN where not consulted); ``timing`` -- seconds of the run spent in
-    ``prepare`` (e.g. tokenisation), ``network`` (blocks, heads, softmax copied to the CPU),
-    ``states`` (``state_fn``; a threshold rule's state and comparison) and ``policy`` (with a
-    policy: the rest, decisions and rollout bookkeeping; with a threshold rule: stopping rows
-    and pruning the batch, the rest being ``other``: splitting the inputs and collecting the
-    results).
+    ``cost`` is the wall-clock seconds each example waited for its answer, from the moment its
+    batch started until its answer was decided (also :attr:`latency`); ``prediction`` -- the
+    class returned; ``states`` ``[N, n]`` (``-1``: not consulted); ``seconds`` -- wall-clock
+    time of the whole run; ``probs`` ``[N, n, C]`` (NaN where not consulted); ``batch_size``;
+    ``timing`` -- seconds of the run spent in ``prepare`` (e.g. tokenisation), ``network``
+    (blocks, heads, softmax copied to the CPU), ``states`` (``state_fn``; a threshold rule's
+    state and comparison) and ``policy`` (with a policy: the rest, decisions and rollout
+    bookkeeping; with a threshold rule: stopping rows and pruning the batch, the rest being
+    ``other``: splitting the inputs and collecting the results).
     """
 
-    answer: np.ndarray
     prediction: np.ndarray
-    consulted: np.ndarray
     states: np.ndarray
-    last: np.ndarray
-    latency: np.ndarray
     seconds: float
     probs: np.ndarray
     batch_size: int
     timing: dict = field(default_factory=dict)
+
+    @property
+    def latency(self) -> np.ndarray:
+        """``[N]`` seconds from the moment each example's batch started until its answer was
+        decided (the ``cost`` of the record)."""
+        return self.cost
 
     def accuracy(self, labels: np.ndarray) -> float:
         return float(np.mean(self.prediction == np.asarray(labels)))
@@ -236,8 +239,9 @@ class _Runtime:
             timing["other"] = rest
         else:  # a policy: its decisions are the rollout, the rest of the run
             timing["policy"] = rest
-        return ServeResult(cat["answer"], cat["prediction"], cat["states"] >= 0, cat["states"], cat["last"],
-                           cat["latency"], seconds, cat["probs"], bs, timing)
+        return ServeResult(cat["answer"], cat["last"], cat["latency"], consulted=cat["states"] >= 0,
+                           prediction=cat["prediction"], states=cat["states"], seconds=seconds, probs=cat["probs"],
+                           batch_size=bs, timing=timing)
 
 
 class EarlyExitServer(_Runtime):
@@ -623,8 +627,9 @@ class EarlyExitServer(_Runtime):
         consulted = np.zeros((n, L), dtype=bool)
         consulted[:, L - 1] = True
         timing = {"prepare": t_prep, "network": seconds - t_prep, "states": 0.0, "policy": 0.0}
-        return ServeResult(np.full(n, L - 1), np.concatenate(preds), consulted, states, np.full(n, L - 1),
-                           np.concatenate(lat), seconds, probs, int(batch_size), timing)
+        return ServeResult(np.full(n, L - 1), np.full(n, L - 1), np.concatenate(lat), consulted=consulted,
+                           prediction=np.concatenate(preds), states=states, seconds=seconds, probs=probs,
+                           batch_size=int(batch_size), timing=timing)
 
 
 class CascadeServer(_Runtime):

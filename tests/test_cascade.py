@@ -132,7 +132,7 @@ def test_threshold_cascade_and_reference_strategies(data):
     mp = test.max_prob
     expect = np.where(mp[:, 0] >= 0.9, 0, np.where(mp[:, 1] >= 0.8, 1, 2))
     np.testing.assert_array_equal(th.answer[2], expect)
-    sdn = threshold_cascade(test, ["cheap", "big"], answer="most_confident", grid=5)
+    sdn = threshold_cascade(test, ["cheap", "big"], answer="confident", grid=5)
     assert sdn.answer.shape == (6, test.n_examples)
     assert (single_model(test, "big").answer == 2).all()
     o = oracle(test)

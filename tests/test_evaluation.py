@@ -61,7 +61,7 @@ def test_bootstrap_band_contains_point_estimate():
 @pytest.fixture(scope="module")
 def result():
     t = synthetic_trace(800, 5, 3, seed=11)
-    return evaluate_trace(t, seed=0, n_boot=50, tamer={"state": None, "cv_lams": np.linspace(0.5, 0.99, 6)})
+    return evaluate_trace(t, seed=0, n_boot=50, tamer={"cv_lams": np.linspace(0.5, 0.99, 6)})
 
 
 def test_evaluate_trace_schema(result):
@@ -133,11 +133,9 @@ def _markov_trace(n: int, n_exits: int, k: int, seed: int):
 def test_ttamer_wins_on_markov_traces(seed):
     """On data that satisfies T-Tamer's model, its held-out frontier beats every heuristic and
     recall beats no recall (area under the frontier; the hull fills the policies' jumps)."""
-    from ttamer.earlyexit.features import StateSpec
-
     t = _markov_trace(4000, 4, 3, seed)
     r = evaluate_trace(t, seed=0, n_boot=0, frontier_kind="hull", estimation="chain",
-                       tamer={"state": StateSpec(K=9, agreement=0), "loss": "label"})
+                       tamer={"K": 9, "feature": "max_prob", "agreement": 0, "loss": "label"})
     s = r.strategies
     for name in ("no-recall", "max-prob", "max-prob-sdn", "entropy", "patience", "static"):
         assert s["ttamer"].auc > s[name].auc, name
@@ -167,13 +165,12 @@ def test_markov_violation_small_on_markov_data_large_otherwise():
 def test_ablation_table():
     import pandas as pd
 
-    from ttamer.earlyexit.features import StateSpec
     from ttamer.earlyexit.evaluation import HEURISTICS, ablation
 
     t = synthetic_trace(600, 4, 3, seed=2)
     cfgs = [{"name": "index", "estimation": "chain",
-             "tamer": {"state": StateSpec(K=4, agreement=1), "loss": "label", "answer_rule": "index"}},
-            {"name": "pairwise hull", "tamer": {"state": StateSpec(K=4, agreement=1), "loss": "label"},
+             "tamer": {"K": 4, "feature": "max_prob", "agreement": 1, "loss": "label", "answer": "index"}},
+            {"name": "pairwise hull", "tamer": {"K": 4, "feature": "max_prob", "agreement": 1, "loss": "label"},
              "frontier_kind": "hull", "calibration_fraction": 0.4}]
     rows = ablation(t, cfgs, seed=0, n_boot=20)
     df = pd.DataFrame(rows)

@@ -246,18 +246,18 @@ def test_set_lam(traces):
 def test_no_recall_answers_with_exit_stopped_at(traces):
     cal, test = traces
     tamer = PathwiseTamer(lam=0.97, recall=False, feature="max_prob", loss="label",
-                          answer_rule="posterior").fit(cal)
-    assert tamer.candidate_.answer_rule == "last" and tamer.name == "no-recall"
+                          answer="posterior").fit(cal)
+    assert tamer.candidate_.answer == "last" and tamer.name == "no-recall"
     assert tamer.model_.answer_models is None
     _check_decisions(tamer.decide(test), test, answer_is_last=True)
     sweep = tamer.decide_sweep(test, lams=[0.5, 0.9, 0.99], refine=False)
     np.testing.assert_array_equal(sweep.answer, sweep.last)
 
 
-def test_posterior_answer_rule(traces):
+def test_posterior_answer(traces):
     cal, test = traces
-    tamer = PathwiseTamer(lam=0.97, feature="max_prob", loss="label", answer_rule="posterior").fit(cal)
-    assert tamer.candidate_.answer_rule == "posterior" and tamer.name == "ttamer"
+    tamer = PathwiseTamer(lam=0.97, feature="max_prob", loss="label", answer="posterior").fit(cal)
+    assert tamer.candidate_.answer == "posterior" and tamer.name == "ttamer"
     dec = tamer.decide(test)
     _check_decisions(dec, test, answer_is_last=False)
     answers = tamer.model_.answers(test)
@@ -283,7 +283,7 @@ def test_unfitted_raises():
 
 @pytest.mark.parametrize("kwargs, field", [
     (dict(feature="nope"), "feature"), (dict(feature="margin"), "feature"), (dict(loss="nope"), "loss"),
-    (dict(answer_rule="first"), "answer_rule"), (dict(degree=0), "degree"), (dict(degree=7), "degree"),
+    (dict(answer="first"), "answer"), (dict(degree=0), "degree"), (dict(degree=7), "degree"),
     (dict(degree=2.5), "degree"), (dict(degree=True), "degree"), (dict(cv_folds=1), "cv_folds"),
 ])
 def test_bad_options_raise(kwargs, field):
@@ -322,9 +322,9 @@ def test_fit_stopping_rule_shape_errors():
 
 # ------------------------------------------------------------------ cross-validation
 @pytest.mark.parametrize("kwargs, n_cands", [
-    (dict(feature="auto", loss="final", answer_rule="last"), 2),
-    (dict(feature="max_prob", loss="auto", answer_rule="auto"), 4),
-    (dict(feature="auto", loss="label", answer_rule="auto", recall=False), 2),
+    (dict(feature="auto", loss="final", answer="last"), 2),
+    (dict(feature="max_prob", loss="auto", answer="auto"), 4),
+    (dict(feature="auto", loss="label", answer="auto", recall=False), 2),
 ])
 def test_cross_validation_picks_argmax(traces, kwargs, n_cands):
     cal, test = traces
@@ -337,10 +337,10 @@ def test_cross_validation_picks_argmax(traces, kwargs, n_cands):
     assert tamer.candidate_ == cands[int(np.argmax(scores))]
     m = tamer.model_
     assert m.features.feature == tamer.candidate_.feature
-    assert (m.answer_models is not None) == (tamer.candidate_.answer_rule == "posterior")
+    assert (m.answer_models is not None) == (tamer.candidate_.answer == "posterior")
     if not tamer.recall:
-        assert all(c.answer_rule == "last" for c in cands)
-    _check_decisions(tamer.decide(test), test, answer_is_last=tamer.candidate_.answer_rule == "last")
+        assert all(c.answer == "last" for c in cands)
+    _check_decisions(tamer.decide(test), test, answer_is_last=tamer.candidate_.answer == "last")
 
 
 def test_auto_needs_enough_examples():

@@ -67,16 +67,16 @@ def setup():
     return model, x[600:], y[600:], cal, test
 
 
-@pytest.mark.parametrize("feature,answer_rule", [("max_prob", "index"), ("max_prob", "pairwise"),
+@pytest.mark.parametrize("feature,answer", [("max_prob", "index"), ("max_prob", "pairwise"),
                                                  ("posterior", "pairwise")])
 @pytest.mark.parametrize("agreement", [0, 1])
 @pytest.mark.parametrize("lam", [0.8, 0.95])
-def test_runtime_answers_equal_trace_simulation(setup, agreement, lam, feature, answer_rule):
+def test_runtime_answers_equal_trace_simulation(setup, agreement, lam, feature, answer):
     """The key property: the served answers (per example and batched) are the ones the
     trace-simulated policy gives on the same examples."""
     model, x, y, cal, test = setup
-    tamer = EarlyExitTamer(lam=lam, state=StateSpec(K=4, agreement=agreement, feature=feature), smoothing=2.0,
-                           answer_rule=answer_rule, loss="label").fit(cal)
+    tamer = EarlyExitTamer(lam=lam, K=4, agreement=agreement, feature=feature, smoothing=2.0,
+                           answer=answer, loss="label").fit(cal)
     sim = tamer.decide(test)
     server = EarlyExitServer.from_tamer(model, tamer)
     for bs in (1, 7, 300):
@@ -89,15 +89,15 @@ def test_runtime_answers_equal_trace_simulation(setup, agreement, lam, feature, 
     assert len(np.unique(sim.last)) > 1  # the policy really exits at several depths
 
 
-@pytest.mark.parametrize("feature,answer_rule", [("max_prob", "last"), ("learned", "last"),
+@pytest.mark.parametrize("feature,answer", [("max_prob", "last"), ("learned", "last"),
                                                  ("max_prob", "posterior")])
 @pytest.mark.parametrize("lam", [0.8, 0.97])
-def test_runtime_serves_the_pathwise_rule_as_simulated(setup, lam, feature, answer_rule):
+def test_runtime_serves_the_pathwise_rule_as_simulated(setup, lam, feature, answer):
     """The path-wise rule served online takes exactly the decisions it takes on the trace."""
     from ttamer.earlyexit.pathwise import PathwiseTamer
 
     model, x, y, cal, test = setup
-    tamer = PathwiseTamer(lam=lam, feature=feature, answer_rule=answer_rule).fit(cal)
+    tamer = PathwiseTamer(lam=lam, feature=feature, answer=answer).fit(cal)
     sim = tamer.decide(test)
     server = EarlyExitServer.from_tamer(model, tamer)
     for bs in (1, 300):
@@ -110,7 +110,7 @@ def test_runtime_serves_the_pathwise_rule_as_simulated(setup, lam, feature, answ
 
 def test_batch_and_per_example_agree_and_match_plain_network(setup):
     model, x, y, cal, test = setup
-    tamer = EarlyExitTamer(lam=0.8, state=StateSpec(K=3, agreement=1), loss="label").fit(cal)
+    tamer = EarlyExitTamer(lam=0.8, K=3, feature="max_prob", agreement=1, loss="label").fit(cal)
     server = EarlyExitServer.from_tamer(model, tamer)
     a, b = server.serve(x, 1), server.serve(x, 64)
     for key in ("answer", "prediction", "states", "last"):
@@ -135,7 +135,7 @@ def test_skip_policy_runs_blocks_without_heads(setup):
     """A chain-with-skips recall policy: the runtime follows the skip edges (the heads in
     between are not run) and agrees with a rollout on the trace's states."""
     model, x, y, cal, test = setup
-    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=4, agreement=0), loss="label").fit(cal)
+    tamer = EarlyExitTamer(lam=0.9, K=4, feature="max_prob", agreement=0, loss="label").fit(cal)
     inst = tamer.instance_
     c = inst.costs
     skipped = Instance.chain(inst.losses, inst.transitions[0][0], inst.transitions[1:], c,
@@ -252,7 +252,7 @@ def test_serves_the_vision_workloads_multi_exit_cnn():
     with torch.inference_mode():
         ref = torch.stack(net(torch.as_tensor(x[160:])), 1).softmax(-1).float().numpy()
     np.testing.assert_allclose(test.probs, ref, atol=1e-6)
-    tamer = EarlyExitTamer(lam=0.5, state=StateSpec(K=3, agreement=0), loss="label").fit(cal)
+    tamer = EarlyExitTamer(lam=0.5, K=3, feature="max_prob", agreement=0, loss="label").fit(cal)
     sim = tamer.decide(test)
     res = EarlyExitServer.from_tamer(model, tamer).serve(x[160:], batch_size=16)
     np.testing.assert_array_equal(res.answer, sim.answer)
@@ -275,7 +275,7 @@ def test_text_workload_network_served_tiny_real_run():
     rec = EarlyExitServer(served.model, *threshold_rule(6, np.inf))
     tr = rec.run_all(served.texts, served.labels, batch_size=16, meta={"model": "minilm", "dataset": "rt"})
     cal, test = _fixed_cost(tr.subset(np.arange(30))), _fixed_cost(tr.subset(np.arange(30, 60)))
-    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=3, agreement=1), loss="label").fit(cal)
+    tamer = EarlyExitTamer(lam=0.9, K=3, feature="max_prob", agreement=1, loss="label").fit(cal)
     sim = tamer.decide(test)
     res = EarlyExitServer.from_tamer(served.model, tamer).serve(served.texts[30:], batch_size=1)
     assert (res.answer == sim.answer).mean() >= 0.9
@@ -364,14 +364,14 @@ def test_cost_profiles_recorded_per_serving_mode(setup):
         with_cost_profile(tr, "huge")
 
 
-@pytest.mark.parametrize("answer_rule", ["index", "pairwise"])
-def test_binned_chain_policy_compiled_exit_by_exit_equals_rollout(setup, answer_rule):
+@pytest.mark.parametrize("answer", ["index", "pairwise"])
+def test_binned_chain_policy_compiled_exit_by_exit_equals_rollout(setup, answer):
     """``from_tamer`` serves a binned chain policy exit by exit (:class:`ChainPolicyRule`);
     its decisions are the rollout's, per example and batched."""
     from ttamer.serving import ChainPolicyRule, tamer_answer_fns
 
     model, x, y, cal, test = setup
-    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=4, agreement=1), answer_rule=answer_rule,
+    tamer = EarlyExitTamer(lam=0.9, K=4, feature="max_prob", agreement=1, answer=answer,
                            loss="label").fit(cal)
     fast = EarlyExitServer.from_tamer(model, tamer)
     assert isinstance(fast.rule, ChainPolicyRule)

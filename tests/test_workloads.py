@@ -336,13 +336,12 @@ def test_report_tables_verdict_and_plot():
 
     matplotlib.use("Agg")
     from ttamer.earlyexit.calibration import EarlyExitTamer
-    from ttamer.earlyexit.features import StateSpec
     from ttamer.earlyexit.evaluation import evaluate_trace
     from ttamer.earlyexit.traces import synthetic_trace
     from ttamer.workloads import report
 
     tr = synthetic_trace(400, 4, 3, seed=1)
-    res = evaluate_trace(tr, seed=0, n_boot=10, tamer={"state": StateSpec(K=4, agreement=0), "loss": "label"})
+    res = evaluate_trace(tr, seed=0, n_boot=10, tamer={"K": 4, "feature": "max_prob", "agreement": 0, "loss": "label"})
     table = report.metric_table(res)
     assert list(table.index) == list(res.strategies)
     assert table.loc["ttamer", "AUC (%)"] == pytest.approx(100 * res.strategies["ttamer"].auc, abs=0.01)
@@ -353,7 +352,7 @@ def test_report_tables_verdict_and_plot():
     ax = report.plot_frontiers(res, strategies=["ttamer", "max-prob", "oracle"])
     assert len(ax.get_lines()) == 4  # three staircases and the full model
     cal, test = tr.split(0.5, 0)
-    tamer = EarlyExitTamer(state=StateSpec(K=4, agreement=0), loss="label").fit(cal)
+    tamer = EarlyExitTamer(K=4, feature="max_prob", agreement=0, loss="label").fit(cal)
     ans = report.recall_answers(tamer, test, [0.5, 0.9, 0.99])
     assert ans.shape[1] == 4 and len(ans) <= 3
     assert ((ans.iloc[:, 0] > 0) & (ans.iloc[:, 0] <= 100)).all()
@@ -390,7 +389,7 @@ def test_chapter_steps_on_a_synthetic_trace():
 
     matplotlib.use("Agg")
     from ttamer.earlyexit.evaluation import evaluate_trace, markov_diagnostics
-    from ttamer.earlyexit.features import StateSpec
+    from ttamer.earlyexit.features import STATE_OPTIONS, StateSpec
     from ttamer.earlyexit.traces import Trace, synthetic_trace
     from ttamer.workloads import report
 
@@ -410,14 +409,16 @@ def test_chapter_steps_on_a_synthetic_trace():
 
     result = evaluate_trace(tr, seed=0, n_boot=0)
     chosen = report.chain_choice(result)
-    assert isinstance(chosen["state"], StateSpec) and chosen["state"].K == result.ttamer_fit["chain"]["K"]
+    assert set(chosen) == {"K", "feature", "agreement", "entropy_bins", "loss", "smoothing"}
+    assert chosen["K"] == result.ttamer_fit["chain"]["K"]
+    assert StateSpec(**{k: chosen[k] for k in STATE_OPTIONS if k in chosen}).is_concrete
     assert f"{100 * result.full_model.accuracy:.2f} %" in report.describe_fit(result)
     chain_result, text = report.recall_study(tr, result, chosen, seed=0)
     assert chain_result.ttamer_fit["estimation"] == "chain"
     assert f"{100 * chain_result.strategies['ttamer'].auc:.2f} %" in text
     table, text = report.state_ablation(tr, result, [(4, 0, 0)], seed=0)
     direct = evaluate_trace(tr, seed=0, n_boot=0, estimation="chain",
-                            tamer={"state": StateSpec(K=4, agreement=0, entropy_bins=0), "loss": "final"})
+                            tamer={"K": 4, "feature": "max_prob", "agreement": 0, "entropy_bins": 0, "loss": "final"})
     assert table.loc[0, "AUC ttamer, loss=final (%)"] == pytest.approx(100 * direct.strategies["ttamer"].auc)
     assert report.state_ablation(tr, result, [(4, 0, 0)], seed=0, n_jobs=2)[0].equals(table)
     sizes = report.calibration_size_table(tr, [0.3], seed=0)

@@ -382,7 +382,6 @@ def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repea
     from .earlyexit import baselines
     from .earlyexit.calibration import EarlyExitTamer
     from .earlyexit.chain import run_policy
-    from .earlyexit.features import StateSpec
 
     trace = synthetic_trace(n, exits, classes)
     cal, test = trace.split(0.5, seed=0)
@@ -397,7 +396,7 @@ def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repea
         "full": lambda: baselines.full_model(test),
         "oracle": lambda: baselines.oracle(test),
     }
-    tamer = EarlyExitTamer(lam=0.9, state=StateSpec(K=8), loss="label").fit(cal)
+    tamer = EarlyExitTamer(lam=0.9, K=8, feature="max_prob", loss="label").fit(cal)
     lams = np.linspace(0.05, 0.999, max(2, sweep // 5))
     states = tamer.states(test)
     runs["ttamer (policy rollout only)"] = lambda: run_policy(tamer.solution_, states, test)

@@ -9,7 +9,8 @@ Traces and their baselines:
 * :mod:`ttamer.earlyexit.baselines` -- the confidence, entropy, patience, static and oracle
   strategies.
 
-The estimators (:mod:`ttamer.earlyexit.base`: the contract, scikit-learn semantics):
+The estimators (:mod:`ttamer.earlyexit.base`: the contract, scikit-learn semantics, and the one
+option vocabulary they share):
 
 * :mod:`ttamer.earlyexit.tamer` -- T-Tamer on a chain of exits with threshold rules (the
   default), built on :mod:`ttamer.earlyexit.states` (what a rule sees at each exit, which exit

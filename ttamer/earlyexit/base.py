@@ -9,6 +9,17 @@
   ``decide_sweep(trace)`` at every ``λ`` of a sweep, both returning
   :class:`~ttamer.earlyexit.traces.ExitDecisions`;
 * ``name`` says what the strategy is, ``describe()`` what was fitted.
+
+**One option vocabulary.** Every estimator's constructor parameters are names of
+:data:`VOCABULARY` (parameter name → its one meaning), so that a name means the same thing in
+every estimator that has the concept: ``lam``, ``recall``, ``target`` (``"label"`` or
+``"final"``), ``seed``, ``cv_folds``, ``normalize_cost``, ``smoothing``; the binned state is
+given flat (``K``, ``feature``, ``agreement``, ``entropy_bins``, ``prospect_bins``, the axes of
+the state of the book's chapter *Early exit on real models*); and the rule that picks which
+consulted exit answers is ``answer``, whose values are the names of :data:`ANSWER_RULES`
+(each estimator accepts a subset and says which in the error of ``fit``). State features are
+the names of :data:`FEATURES`. ``"auto"`` (:data:`AUTO`) asks an estimator to choose the value
+by cross-validation inside the calibration examples, where it supports that.
 """
 
 from __future__ import annotations
@@ -17,6 +28,85 @@ import inspect
 from typing import Any
 
 from ..core.errors import TTamerError
+from ..core.validate import escape_text
+
+#: The value asking an estimator to choose an option by cross-validation on the calibration examples.
+AUTO = "auto"
+
+#: Answer rules (the values of ``answer``): which exit answers when a rule stops, name → meaning.
+#: All but ``"last"`` are recall rules (the book's chapter *Recall*).
+ANSWER_RULES: dict[str, str] = {
+    "last": "the exit stopped at (no recall)",
+    "confident": "the consulted exit of largest max-probability (SDN's fallback)",
+    "posterior": "the consulted exit of largest learned P(right | everything seen so far)",
+    "ensemble": "the consulted exit whose predicted class the running ensemble of the outputs favours most",
+    "ensemble_at_end": "the exit stopped at, or at the last exit the 'ensemble' choice",
+    "posterior_at_end": "the exit stopped at, or at the last exit the 'posterior' choice",
+    "index": "the consulted exit of least fitted loss l_v(s_v) (T-Tamer's index rule on the binned chain)",
+    "pairwise": "the consulted exit of least P(wrong_v | s_v, s_last) (the binned chain, corrected for "
+                "the Markov violation)",
+}
+
+#: State features (the values of ``feature``): what a rule reads off each exit, name → meaning.
+FEATURES: dict[str, str] = {
+    "max_prob": "the exit's largest class probability",
+    "entropy": "the entropy of the exit's output",
+    "margin": "the exit's top-1 minus top-2 probability",
+    "learned": "a logistic model of P(exit right | what exits 0..i showed), fitted on calibration examples",
+    "posterior": "the largest learned P(exit j right | exits 0..i) over the consulted exits j",
+    "best": "the largest max-probability among the consulted models",
+}
+
+#: Every constructor parameter of the early-exit estimators, name → its one meaning.
+VOCABULARY: dict[str, str] = {
+    "lam": "the trade-off λ of decide: λ·error + (1 − λ)·cost",
+    "recall": "whether the rule may answer with an exit consulted before the one it stops at",
+    "answer": "which consulted exit answers when the rule stops (a name of ANSWER_RULES, or 'auto')",
+    "K": "quantile bins of the state feature per exit or model (an int, or 'auto')",
+    "feature": "the state feature binned or regressed on (a name of FEATURES, or 'auto')",
+    "agreement": "cap r on the run of consecutive earlier exits agreeing with this one (0/False: off; "
+                 "1/True: agrees with the previous exit or parent; or 'auto')",
+    "entropy_bins": "extra quantile bins of the entropy in the binned state (0: off)",
+    "prospect_bins": "extra quantile bins of a learned P(the final exit is right) in the binned state (0: off)",
+    "loss": "what the fitted losses count as an error: disagreement with the label or with the final exit "
+            "('label', 'final', or 'auto')",
+    "target": "what an answer is judged against when choosing by cross-validation: 'label' or 'final'",
+    "smoothing": "strength α of the prior that smooths the calibration frequencies (or 'auto')",
+    "monotone": "make the fitted losses non-increasing in the confidence bin (or 'auto')",
+    "normalize_cost": "divide the costs by the full model's (or reference path's) mean cost",
+    "reference": "the model whose root-to-node path cost is the cost unit (default: the costliest path)",
+    "scale": "the cost unit (default: the last model's mean cost)",
+    "method": "the solver of the no-recall problem (passed to ttamer.solvers.solve.solve)",
+    "degree": "degree of the polynomial regression of the continuation value",
+    "policy": "the policy class of threshold rules: 'auto' or 'THRESHOLDS:STATE:ANSWER'",
+    "regions": "how a state is cut into regions that each take one action: 'thresholds' or 'bins'",
+    "skips": "whether the rule may skip models (and start at any model)",
+    "lams": "the λ sweep fitted at once",
+    "cv_folds": "folds of the cross-validation inside the calibration examples",
+    "cv_lams": "the λ grid swept on the held-out folds of the cross-validation",
+    "cv_max_examples": "the cross-validation runs on at most this many calibration examples",
+    "n_lams": "number of λ values of the sweep",
+    "seed": "seed of the folds and samples drawn while fitting",
+    "progress": "show a progress bar while fitting",
+}
+
+
+def vocabulary_subset(vocabulary: dict[str, str], *names: str) -> tuple[str, ...]:
+    """``names`` as a tuple, after checking that each is a name of ``vocabulary`` (an
+    estimator's subset of :data:`ANSWER_RULES` or :data:`FEATURES`)."""
+    unknown = [n for n in names if n not in vocabulary]
+    if unknown:
+        raise TTamerError(f"{unknown} are not in the shared vocabulary {tuple(vocabulary)}")
+    return tuple(names)
+
+
+def check_choice(name: str, value: Any, allowed: tuple[str, ...], auto: bool = False, note: str = "") -> None:
+    """Raise :class:`~ttamer.core.errors.TTamerError` naming the parameter ``name`` and the
+    values it accepts unless ``value`` is one of ``allowed`` (or ``"auto"`` where ``auto``)."""
+    if (auto and isinstance(value, str) and value == AUTO) or (isinstance(value, str) and value in allowed):
+        return
+    accepted = f"{allowed} or 'auto'" if auto else f"{allowed}"
+    raise TTamerError(f"{name} must be one of {accepted}{note}, got {escape_text(repr(value), 80)}")
 
 
 class BaseTamer:

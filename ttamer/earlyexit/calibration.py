@@ -47,13 +47,13 @@ through :meth:`~ttamer.core.policy.Policy.rollout_known` (the step loop of
 is optimal when ``wrong_v ⊥ s_k | s_v`` for later exits ``k`` (the Markov property). Real
 networks violate this strongly -- a later exit that disagrees makes an earlier one likely
 wrong (measured by :func:`ttamer.earlyexit.evaluation.markov_violation`) -- so the rule is
-over-confident in earlier exits. The default ``answer_rule="pairwise"``
+over-confident in earlier exits. The default ``answer="pairwise"``
 (:class:`~ttamer.earlyexit.pairwise.PairwiseAnswer`) answers instead with the consulted exit of least
 ``P̂(wrong_v | s_v, s_last)``; under the Markov property ``P(wrong_v | s_v, s_last) = ℓ_v(s_v)``
 and the two rules coincide (up to estimation noise).
 
 Any of ``K``, ``agreement``, ``feature``, ``loss``,
-``smoothing``, ``monotone``, ``answer_rule`` may be ``"auto"`` (defaults: ``K``, ``agreement``,
+``smoothing``, ``monotone``, ``answer`` may be ``"auto"`` (defaults: ``K``, ``agreement``,
 ``feature`` and ``loss``):
 :meth:`EarlyExitTamer.fit` then picks the configuration by ``cv_folds``-fold
 cross-validation inside the calibration examples, maximising the normalised area under the
@@ -71,7 +71,7 @@ import numpy as np
 from ..core.errors import TTamerError
 from ..solvers.solve import solve
 from ..core.validate import check_bool, check_int, check_lam, check_seed
-from .base import BaseTamer
+from .base import BaseTamer, check_choice
 from .chain import _fit_concrete, run_policy, sweep
 from .crossval import choose_by_cv, cv_folds_of, heldout_auc, lam_grid
 from .features import AUTO, LOSSES, StateSpec
@@ -96,63 +96,114 @@ class Candidate:
     smoothing: float
     loss: str
     monotone: bool = False
-    answer_rule: str = "index"
+    answer: str = "index"
 
     def describe(self) -> str:
         mono = ", monotone losses" if self.monotone else ""
-        rule = ", pairwise answer rule" if self.answer_rule == "pairwise" else ""
+        rule = ", pairwise answer rule" if self.answer == "pairwise" else ""
         return f"{self.spec.describe()}, loss={self.loss}, α={self.smoothing:g}{mono}{rule}"
 
 
 class EarlyExitTamer(BaseTamer):
-    """T-Tamer for early exit, scikit-learn style (the book's chapter *Early exit on real models*).
+    """T-Tamer for early exit on the paper's binned Markov chain, scikit-learn style (the
+    book's chapter *Early exit on real models*; module docstring).
 
-    ``EarlyExitTamer(lam=0.95, state=StateSpec(...), recall=True, loss="auto",
-    answer_rule="pairwise")``; the default state is ``StateSpec(feature="auto")`` (``K``,
-    agreement and feature chosen by cross-validation). With recall, ``answer_rule`` picks the
-    consulted exit answered with: ``"index"`` -- T-Tamer's ``argmin ℓ_v(s_v)``, or
-    ``"pairwise"`` (default) -- :class:`~ttamer.earlyexit.pairwise.PairwiseAnswer`, which corrects the rule for the
-    measured violation of the Markov property (:func:`ttamer.earlyexit.evaluation.markov_violation`);
-    the stopping decisions are the index policy's either way.
-    :meth:`fit` (calibration trace) sets ``spec_``, ``smoothing_``, ``loss_``, ``encoder_``,
-    ``instance_``, ``solution_`` and ``cv_scores_`` (list of ``(Candidate, score)``, empty when
-    nothing was ``"auto"``); :meth:`decide` (test trace) returns
-    :class:`~ttamer.earlyexit.traces.ExitDecisions`; :meth:`decide_sweep` re-solves the same instance
-    for many ``λ``.
+    The stopping decisions are the index policy's (with recall) or the DP's (without); with
+    recall, ``answer`` picks the consulted exit answered with. ``"auto"`` values are chosen by
+    ``cv_folds``-fold cross-validation inside the calibration examples: each candidate is
+    fitted on the other folds, swept over ``cv_lams`` (refined) on the held-out fold, and
+    scored by the mean normalised area under the held-out accuracy–cost frontier (accuracy
+    against ``target``), over the cost range from exit 0 alone to the full model. Ties go to
+    the candidate listed first (fewer states).
 
-    ``"auto"`` fields (``state.K``, ``state.agreement``, ``state.feature``, ``loss``,
-    ``smoothing``, ``monotone``, ``answer_rule``) are chosen by ``cv_folds``-fold cross-validation inside the calibration
-    examples: each candidate is fitted on the other folds, swept over ``cv_lams`` (refined)
-    on the held-out fold, and scored by the mean normalised area under the held-out
-    accuracy–cost frontier (accuracy against ``target``), over the cost range from exit 0
-    alone to the full model. Ties go to the candidate listed first (fewer states).
+    Parameters
+    ----------
+    lam : float, default 0.95
+        The trade-off ``λ`` of :meth:`decide`.
+    K : int or "auto", default "auto"
+        Quantile bins of ``feature`` per exit (``"auto"``: from :data:`K_GRID`).
+    feature : str, default "auto"
+        The confidence feature binned, one of :data:`~ttamer.earlyexit.features.FEATURES`
+        (``"auto"``: from :data:`FEATURE_GRID`).
+    agreement : int, bool or "auto", default "auto"
+        Cap ``r`` on the run of consecutive earlier exits agreeing with exit ``i``
+        (``0``/``False``: off; ``"auto"``: from :data:`AGREEMENT_GRID`).
+    entropy_bins : int, default 0
+        Extra quantile bins of the entropy (``0``: off).
+    prospect_bins : int, default 0
+        Extra quantile bins of a learned P(the final exit is right) (``0``: off).
+    recall : bool, default True
+        Whether the policy may answer with an earlier consulted exit.
+    loss : {"label", "final", "auto"}, default "auto"
+        What the fitted losses ``ℓ_i(s)`` count as an error.
+    smoothing : float or "auto", default 2.0
+        Strength ``α`` of the prior smoothing the calibration frequencies.
+    monotone : bool or "auto", default False
+        Make the smoothed losses non-increasing in the confidence bin.
+    answer : {"pairwise", "index", "auto"}, default "pairwise"
+        With recall, the consulted exit answered with: ``"index"`` -- T-Tamer's
+        ``argmin ℓ_v(s_v)``; ``"pairwise"`` --
+        :class:`~ttamer.earlyexit.pairwise.PairwiseAnswer`, which corrects the rule for the
+        measured violation of the Markov property
+        (:func:`ttamer.earlyexit.evaluation.markov_violation`).
+    normalize_cost : bool, default True
+        Divide the exit costs by the full model's mean cost.
+    cv_folds : int, default 3
+        Folds of the cross-validation.
+    cv_lams : sequence of float, optional
+        The ``λ`` grid swept on the held-out folds (default 12 values of
+        :func:`~ttamer.earlyexit.crossval.lam_grid`).
+    target : {"label", "final"}, default "label"
+        What an answer is judged against in the cross-validation.
+    seed : int, default 0
+        Seed of the folds.
+
+    Attributes
+    ----------
+    spec_ : ~ttamer.earlyexit.features.StateSpec
+        The fitted (concrete) state.
+    smoothing_, loss_, monotone_, answer_
+        The fitted values of ``smoothing``, ``loss``, ``monotone`` and ``answer``.
+    answer_table_ : ~ttamer.earlyexit.pairwise.PairwiseAnswer or None
+        The pairwise answer rule (``answer_ == "pairwise"``).
+    encoder_, instance_, solution_
+        The state encoder, the chain instance and its solution at ``lam``.
+    cv_scores_ : list of (Candidate, float)
+        The cross-validated candidates and their scores (empty when nothing was ``"auto"``).
     """
 
-    def __init__(self, lam: float = 0.95, state: StateSpec | None = None, recall: bool = True,
+    def __init__(self, lam: float = 0.95, K: int | str = AUTO, feature: str = AUTO, agreement: int | bool | str = AUTO,
+                 entropy_bins: int = 0, prospect_bins: int = 0, recall: bool = True,
                  loss: str = AUTO, smoothing: float | str = 2.0, monotone: bool | str = False,
-                 answer_rule: str = "pairwise", normalize_cost: bool = True,
+                 answer: str = "pairwise", normalize_cost: bool = True,
                  cv_folds: int = 3, cv_lams: Sequence[float] | None = None, target: str = "label",
                  seed: int = 0) -> None:
         self.lam = lam
-        self.state = state
+        self.K = K
+        self.feature = feature
+        self.agreement = agreement
+        self.entropy_bins = entropy_bins
+        self.prospect_bins = prospect_bins
         self.recall = recall
         self.loss = loss
         self.smoothing = smoothing
         self.monotone = monotone
-        self.answer_rule = answer_rule
+        self.answer = answer
         self.normalize_cost = normalize_cost
         self.cv_folds = cv_folds
         self.cv_lams = cv_lams
         self.target = target
         self.seed = seed
 
-    def _validated(self) -> None:
-        """Check the constructor's parameters (called by :meth:`fit`; nothing is converted)."""
+    def _validated(self) -> StateSpec:
+        """Check the constructor's parameters (called by :meth:`fit`) and return the state
+        they give (a :class:`~ttamer.earlyexit.features.StateSpec`, possibly with ``"auto"``
+        axes)."""
         check_lam(self.lam)
         check_bool(self.recall, "recall")
         check_bool(self.normalize_cost, "normalize_cost")
-        if self.state is not None and not isinstance(self.state, StateSpec):
-            raise TTamerError(f"state must be a StateSpec or None, got {type(self.state).__name__}")
+        spec = StateSpec(K=self.K, feature=self.feature, agreement=self.agreement, entropy_bins=self.entropy_bins,
+                         prospect_bins=self.prospect_bins)
         if self.loss != AUTO and self.loss not in LOSSES:
             raise TTamerError(f"loss must be one of {LOSSES} or 'auto', got {self.loss!r}")
         sm = self.smoothing
@@ -160,16 +211,12 @@ class EarlyExitTamer(BaseTamer):
             raise TTamerError(f"smoothing must be > 0 or 'auto', got {sm!r}")
         if self.monotone != AUTO and not isinstance(self.monotone, (bool, np.bool_)):
             raise TTamerError(f"monotone must be True, False or 'auto', got {self.monotone!r}")
-        if self.answer_rule != AUTO and self.answer_rule not in ANSWER_RULES:
-            raise TTamerError(f"answer_rule must be one of {ANSWER_RULES} or 'auto', got {self.answer_rule!r}")
+        check_choice("answer", self.answer, ANSWER_RULES, auto=True)
         check_int(self.cv_folds, "cv_folds", minimum=2)
         check_seed(self.seed)
         if self.target not in LOSSES:
             raise TTamerError(f"target must be one of {LOSSES}, got {self.target!r}")
-
-    @property
-    def _spec(self) -> StateSpec:
-        return StateSpec(feature=AUTO) if self.state is None else self.state
+        return spec
 
     @property
     def _cv_lams(self) -> np.ndarray:
@@ -180,14 +227,14 @@ class EarlyExitTamer(BaseTamer):
         """Concrete configurations that the ``"auto"`` fields expand to, simplest first;
         ``K`` values leaving fewer than ``MIN_PER_STATE`` training examples per state are
         dropped (the smallest ``K`` is always kept)."""
-        s = self._spec
+        s = self._validated()
         ks = [s.K] if s.K != AUTO else list(K_GRID)
         ags = [int(s.agreement)] if s.agreement != AUTO else list(AGREEMENT_GRID)
         feats = [s.feature] if s.feature != AUTO else list(FEATURE_GRID)
         sms = [float(self.smoothing)] if self.smoothing != AUTO else list(SMOOTHING_GRID)
         losses = [self.loss] if self.loss != AUTO else list(LOSSES)
         monos = [bool(self.monotone)] if self.monotone != AUTO else [False, True]
-        rules = [self.answer_rule] if self.answer_rule != AUTO else list(ANSWER_RULES)
+        rules = [self.answer] if self.answer != AUTO else list(ANSWER_RULES)
         if not self.recall:
             rules = rules[:1]
         out = []
@@ -209,8 +256,8 @@ class EarlyExitTamer(BaseTamer):
                                best.monotone)
         self.spec_, self.smoothing_, self.loss_ = fitted.spec, fitted.smoothing, best.loss
         self.monotone_ = best.monotone
-        self.answer_rule_ = best.answer_rule
-        self.answer_table_ = fitted.answer_table if best.answer_rule == "pairwise" else None
+        self.answer_ = best.answer
+        self.answer_table_ = fitted.answer_table if best.answer == "pairwise" else None
         self.encoder_, self.instance_ = fitted.encoder, fitted.instance
         self.solution_ = solve(self.instance_, self.lam, recall=self.recall)
         return self
@@ -225,7 +272,7 @@ class EarlyExitTamer(BaseTamer):
                                    cand.monotone)
             d = sweep(fitted.instance, self.recall, fitted.encoder.transform(te), te, self._cv_lams,
                       max_gap=0.04, max_points=32, answers=fitted.encoder.answers(te),
-                      answer_rule=fitted.answer_table if cand.answer_rule == "pairwise" else None)
+                      answer_table=fitted.answer_table if cand.answer == "pairwise" else None)
             scores.append(heldout_auc(d, te, self.target))
         return float(np.mean(scores))
 
@@ -251,7 +298,7 @@ class EarlyExitTamer(BaseTamer):
         consulted, cost paid."""
         self.check_fitted()
         return run_policy(self.solution_, self.states(trace), trace, name=self.name,
-                          answers=self.encoder_.answers(trace), answer_rule=self.answer_table_)
+                          answers=self.encoder_.answers(trace), answer_table=self.answer_table_)
 
     def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None, refine: bool = True,
                      max_gap: float = 0.01, max_points: int = 160) -> ExitDecisions:
@@ -260,7 +307,7 @@ class EarlyExitTamer(BaseTamer):
         self.check_fitted()
         lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
         return sweep(self.instance_, self.recall, self.states(trace), trace, lams, refine, max_gap,
-                     max_points, self.name, answers=self.encoder_.answers(trace), answer_rule=self.answer_table_)
+                     max_points, self.name, answers=self.encoder_.answers(trace), answer_table=self.answer_table_)
 
     @property
     def name(self) -> str:
@@ -269,9 +316,9 @@ class EarlyExitTamer(BaseTamer):
     def describe(self) -> str:
         """The fitted configuration in words."""
         self.check_fitted()
-        return Candidate(self.spec_, self.smoothing_, self.loss_, self.monotone_, self.answer_rule_).describe()
+        return Candidate(self.spec_, self.smoothing_, self.loss_, self.monotone_, self.answer_).describe()
 
     def __repr__(self) -> str:
         fitted = f", fitted: {self.describe()}" if hasattr(self, "spec_") else ""
-        return (f"EarlyExitTamer(lam={self.lam:g}, recall={self.recall}, loss={self.loss!r}, "
-                f"state={self.state}{fitted})")
+        return (f"EarlyExitTamer(lam={self.lam:g}, K={self.K!r}, feature={self.feature!r}, "
+                f"agreement={self.agreement!r}, recall={self.recall}, loss={self.loss!r}{fitted})")

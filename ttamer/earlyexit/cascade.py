@@ -48,11 +48,13 @@ from ..core.solution import SolveResult
 from ..solvers.solve import solve
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam
-from .base import BaseTamer
+from .base import ANSWER_RULES, FEATURES, BaseTamer, check_choice, vocabulary_subset
 
-ANSWERS = ("last", "most_confident")
-#: The state features of a tree, each model's own confidence (chain-history features do not apply).
-TREE_FEATURES = ("max_prob", "entropy", "margin")
+#: The answer rules of :func:`threshold_cascade` (a subset of :data:`ttamer.earlyexit.base.ANSWER_RULES`).
+ANSWERS = vocabulary_subset(ANSWER_RULES, "last", "confident")
+#: The state features of a tree, each model's own confidence (chain-history features do not apply;
+#: a subset of :data:`ttamer.earlyexit.base.FEATURES`).
+TREE_FEATURES = vocabulary_subset(FEATURES, "max_prob", "entropy", "margin")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,14 +124,35 @@ def run_tree_policy(solution: SolveResult, states: np.ndarray, cost: np.ndarray,
 
 # ---------------------------------------------------------------------------------------------
 class CascadeTamer(BaseTamer):
-    """T-Tamer for a tree of separate models, scikit-learn style.
+    """T-Tamer for a tree of separate models, scikit-learn style (module docstring).
 
-    ``CascadeTamer(lam=0.95, K=8, feature="max_prob", agreement=False, smoothing=2.0,
-    recall=True, method="auto")``; :meth:`fit` (calibration :class:`~ttamer.earlyexit.traces.Trace`) sets
-    ``encoder_``, ``instance_``, ``scale_`` (cost normaliser), ``solution_``; :meth:`decide`
-    (test trace) returns :class:`~ttamer.earlyexit.traces.ExitDecisions`; :meth:`decide_sweep` re-solves for
-    several ``λ``. ``method`` is passed to :func:`~ttamer.solvers.solve.solve` (no recall on a branching
-    tree: ``"auto"`` = exhaustive, ``"dp"`` = best descend-only strategy).
+    :meth:`fit` (calibration :class:`~ttamer.earlyexit.traces.Trace`) sets ``encoder_``,
+    ``instance_``, ``scale_`` (cost normaliser), ``solution_``; :meth:`decide` (test trace)
+    returns :class:`~ttamer.earlyexit.traces.ExitDecisions`; :meth:`decide_sweep` re-solves for
+    several ``λ``.
+
+    Parameters
+    ----------
+    lam : float, default 0.95
+        The trade-off ``λ`` of :meth:`decide`.
+    K : int, default 8
+        Quantile bins of ``feature`` per model.
+    feature : {"max_prob", "entropy", "margin"}, default "max_prob"
+        Each model's own confidence (:data:`TREE_FEATURES`).
+    agreement : bool or {0, 1}, default False
+        Double the states of non-roots by the flag "agrees with the parent's prediction" (the
+        agreement run of the chain capped at 1: a tree has no longer runs).
+    smoothing : float, default 2.0
+        Strength ``α`` of the prior smoothing the calibration frequencies.
+    recall : bool, default True
+        Whether the policy may answer with any consulted model.
+    method : str, default "auto"
+        Passed to :func:`~ttamer.solvers.solve.solve` (no recall on a branching tree:
+        ``"auto"`` = exhaustive, ``"dp"`` = best descend-only strategy).
+    normalize_cost : bool, default True
+        Divide the costs by the cost of the ``reference`` path.
+    reference : int, str or None, default None
+        The model whose root-to-node path cost is the cost unit (default: the costliest path).
     """
 
     def __init__(self, lam: float = 0.95, K: int = 8, feature: str = "max_prob", agreement: bool = False,
@@ -147,15 +170,16 @@ class CascadeTamer(BaseTamer):
 
     def _validated(self) -> None:
         """Check the constructor's parameters (called by :meth:`fit`; nothing is converted)."""
-        if self.feature not in TREE_FEATURES:
-            raise TTamerError(f"feature must be one of {TREE_FEATURES} (a model's own confidence), "
-                              f"got {self.feature!r}")
+        check_choice("feature", self.feature, TREE_FEATURES, note=" (a model's own confidence)")
         check_int(self.K, "K", minimum=1)
         sm = self.smoothing
         if isinstance(sm, bool) or not (isinstance(sm, (int, float)) and np.isfinite(sm) and sm > 0):
             raise TTamerError(f"smoothing must be > 0, got {sm!r}")
         check_lam(self.lam)
-        for name in ("agreement", "recall", "normalize_cost"):
+        ag = self.agreement
+        if not (isinstance(ag, (bool, np.bool_)) or (isinstance(ag, (int, np.integer)) and ag in (0, 1))):
+            raise TTamerError(f"agreement must be True, False, 0 or 1 (agreement with the parent), got {ag!r}")
+        for name in ("recall", "normalize_cost"):
             check_bool(getattr(self, name), name)
 
     def fit(self, trace: Trace) -> "CascadeTamer":
@@ -257,11 +281,10 @@ def threshold_cascade(trace: Trace, sequence: Sequence[int | str],
     ``thresholds [T, len(sequence) − 1]`` are the sweep's threshold vectors (default: every
     combination of ``grid`` quantiles of each stage's confidence, plus "never stop").
     ``answer="last"`` answers with the stage it stopped at (no recall, the usual cascade);
-    ``"most_confident"`` with the consulted stage of largest max-probability. Vectorised
+    ``"confident"`` with the consulted stage of largest max-probability (:data:`ANSWERS`). Vectorised
     over examples and thresholds.
     """
-    if answer not in ANSWERS:
-        raise TTamerError(f"answer must be one of {ANSWERS}, got {answer!r}")
+    check_choice("answer", answer, ANSWERS)
     seq = check_sequence(trace, sequence)
     mp = trace.max_prob[:, seq]  # [N, S]
     S = len(seq)

@@ -90,7 +90,7 @@ def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, no
 
 
 def run_policy(solution: SolveResult, states: np.ndarray, trace: Trace, name: str = "",
-               answers: np.ndarray | None = None, answer_rule: PairwiseAnswer | None = None) -> ExitDecisions:
+               answers: np.ndarray | None = None, answer_table: PairwiseAnswer | None = None) -> ExitDecisions:
     """Run ``solution.policy`` on the examples of ``trace`` (states ``[N, L]``) through
     :meth:`~ttamer.core.policy.Policy.rollout_known` (:func:`ttamer.core.policy.rollout` with each
     example's states read off ``states``; one vectorised pass on chains). Returns the exit answered with, the last exit consulted and the cost.
@@ -99,8 +99,8 @@ def run_policy(solution: SolveResult, states: np.ndarray, trace: Trace, name: st
     policy = solution.policy
     ro = policy.rollout_known(states)
     answer = policy.answer(ro.states, ro.last)
-    if answer_rule is not None and solution.recall:
-        answer = answer_rule.answer(ro.states, ro.last)
+    if answer_table is not None and solution.recall:
+        answer = answer_table.answer(ro.states, ro.last)
     if (answer < 0).any():
         raise TTamerError("the policy answered with the fallback; early-exit instances have none")
     consulted = ro.states >= 0
@@ -114,12 +114,12 @@ def run_policy(solution: SolveResult, states: np.ndarray, trace: Trace, name: st
 
 def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, lams: Sequence[float],
           refine: bool = True, max_gap: float = 0.01, max_points: int = 160, name: str = "",
-          answers: np.ndarray | None = None, answer_rule: PairwiseAnswer | None = None) -> ExitDecisions:
+          answers: np.ndarray | None = None, answer_table: PairwiseAnswer | None = None) -> ExitDecisions:
     """Solve ``instance`` for every ``λ`` in ``lams`` and run each policy on ``trace``
     (states ``[N, L]``): :func:`~ttamer.earlyexit.crossval.refined_sweep` of :func:`run_policy`."""
     return refined_sweep(
         lambda lam: run_policy(solve(instance, lam, recall=recall), states, trace, answers=answers,
-                               answer_rule=answer_rule),
+                               answer_table=answer_table),
         trace, lams, refine, max_gap, max_points, name)
 
 

@@ -181,14 +181,14 @@ def _chain_info(tamer: EarlyExitTamer) -> dict[str, Any]:
     return {"estimation": "chain", "description": tamer.describe(), "state": spec.describe(), "K": int(spec.K),
             "agreement": int(spec.agreement), "feature": spec.feature, "entropy_bins": int(spec.entropy_bins),
             "smoothing": tamer.smoothing_, "loss": tamer.loss_, "monotone": tamer.monotone_,
-            "answer_rule": tamer.answer_rule_, "n_states": tamer.instance_.n_states.tolist(),
+            "answer_rule": tamer.answer_, "n_states": tamer.instance_.n_states.tolist(),
             "cv": [{"candidate": c.describe(), "auc": sc} for c, sc in tamer.cv_scores_]}
 
 
 def _regression_info(tamer: PathwiseTamer) -> dict[str, Any]:
     c = tamer.candidate_
     return {"estimation": "regression", "description": tamer.describe(), "feature": c.feature, "loss": c.loss,
-            "answer_rule": c.answer_rule, "degree": tamer.degree,
+            "answer_rule": c.answer, "degree": tamer.degree,
             "cv": [{"candidate": k.describe(), "auc": sc} for k, sc in tamer.cv_scores_]}
 
 
@@ -221,8 +221,10 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
         except TTamerError as exc:  # e.g. too few calibration examples for its cross-validation
             skipped = {"estimation": "chain", "skipped": str(exc)}
     if estimation == "chain":
-        nr_opts = dict(opts, state=chain.spec_, smoothing=chain.smoothing_, loss=chain.loss_,
-                       monotone=chain.monotone_)
+        spec = chain.spec_
+        nr_opts = dict(opts, K=spec.K, feature=spec.feature, agreement=spec.agreement,
+                       entropy_bins=spec.entropy_bins, prospect_bins=spec.prospect_bins,
+                       smoothing=chain.smoothing_, loss=chain.loss_, monotone=chain.monotone_)
         return ({"ttamer": chain, "no-recall": EarlyExitTamer(recall=False, **nr_opts).fit(calibration)},
                 _chain_info(chain))
     if estimation == "regression":

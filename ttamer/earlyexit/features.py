@@ -14,13 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import TraceError, TTamerError
+from .base import AUTO, FEATURES as _FEATURE_VOCABULARY, vocabulary_subset
 from .baselines import agreement_run_length
 from .logistic import _logistic_models, _posterior_models, _predict, posterior_answers
 from .traces import Trace, target_labels
 
-FEATURES = ("max_prob", "entropy", "margin", "learned", "posterior")
+#: The features of the binned state (a subset of :data:`ttamer.earlyexit.base.FEATURES`).
+FEATURES = vocabulary_subset(_FEATURE_VOCABULARY, "max_prob", "entropy", "margin", "learned", "posterior")
 LOSSES = ("label", "final")
-AUTO = "auto"
+#: The options of an estimator that make up its binned state (the fields of :class:`StateSpec`).
+STATE_OPTIONS = ("K", "feature", "agreement", "entropy_bins", "prospect_bins")
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,11 @@ class StateSpec:
     ``"entropy"``, ``"margin"``, ``"learned"``, ``"posterior"`` or ``"auto"`` (cross-validated
     over ``FEATURE_GRID``); ``agreement`` -- cap ``r`` on the run of consecutive
     agreeing predictions (``0``/``False``: off, ``1``/``True``: agrees with previous exit, or
-    ``"auto"``); ``entropy_bins`` -- extra entropy bins (``0``: off).
+    ``"auto"``); ``entropy_bins`` -- extra entropy bins (``0``: off); ``prospect_bins`` -- extra
+    bins of a learned P(the final exit is right) (``0``: off). The estimators take these as flat
+    options of the same names (:data:`STATE_OPTIONS`);
+    :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` builds its spec from them in ``fit``
+    (``spec_``).
     """
 
     K: int | str = AUTO
@@ -42,16 +49,16 @@ class StateSpec:
 
     def __post_init__(self) -> None:
         if self.K != AUTO and (isinstance(self.K, bool) or not isinstance(self.K, (int, np.integer)) or self.K < 1):
-            raise TTamerError(f"StateSpec.K must be a positive integer or 'auto', got {self.K!r}")
+            raise TTamerError(f"K must be a positive integer or 'auto', got {self.K!r}")
         if self.feature != AUTO and self.feature not in FEATURES:
-            raise TTamerError(f"StateSpec.feature must be one of {FEATURES} or 'auto', got {self.feature!r}")
+            raise TTamerError(f"feature must be one of {FEATURES} or 'auto', got {self.feature!r}")
         ag = self.agreement
         if ag != AUTO and not (isinstance(ag, (bool, int, np.integer)) and int(ag) >= 0):
-            raise TTamerError(f"StateSpec.agreement must be a bool, an int >= 0 or 'auto', got {ag!r}")
+            raise TTamerError(f"agreement must be a bool, an int >= 0 or 'auto', got {ag!r}")
         for field in ("entropy_bins", "prospect_bins"):
             v = getattr(self, field)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise TTamerError(f"StateSpec.{field} must be an int >= 0, got {v!r}")
+                raise TTamerError(f"{field} must be an int >= 0, got {v!r}")
 
     @property
     def is_concrete(self) -> bool:

@@ -12,8 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .base import ANSWER_RULES as _ANSWER_VOCABULARY, vocabulary_subset
 
-ANSWER_RULES = ("index", "pairwise")
+#: The answer rules of the binned chain (a subset of :data:`ttamer.earlyexit.base.ANSWER_RULES`).
+ANSWER_RULES = vocabulary_subset(_ANSWER_VOCABULARY, "index", "pairwise")
 #: Folds of the cross-validated log-loss test that decides, per pair of exits, whether the
 #: pairwise answer rule uses that pair's table (:meth:`PairwiseAnswer.fit`).
 PAIRWISE_FOLDS = 5

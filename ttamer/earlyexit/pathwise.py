@@ -26,7 +26,7 @@ alone, so it runs on new examples in one vectorised pass.
 **State** ``x_i``: the log-odds of exit ``i``'s max-probability (``feature="max_prob"``) or of
 the learned P(exit ``i`` is right | history of exits ``0..i``) (``"learned"``,
 :func:`ttamer.earlyexit.features.history_features`), standardised per exit on the calibration
-examples. **Answer** with recall: the exit stopped at (``answer_rule="last"``) or the consulted
+examples. **Answer** with recall: the exit stopped at (``answer="last"``) or the consulted
 exit of largest learned P(right | history) (``"posterior"``,
 :func:`ttamer.earlyexit.logistic.posterior_answers`); without recall always the exit stopped at.
 
@@ -49,10 +49,12 @@ from .logistic import _logistic_models, _posterior_models, _predict, fit_logisti
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam, check_seed
-from .base import BaseTamer
+from .base import ANSWER_RULES, FEATURES, BaseTamer, check_choice, vocabulary_subset
 
-PATH_FEATURES = ("max_prob", "learned")
-PATH_ANSWER_RULES = ("last", "posterior")
+#: The state features of the path-wise regression (a subset of :data:`ttamer.earlyexit.base.FEATURES`).
+PATH_FEATURES = vocabulary_subset(FEATURES, "max_prob", "learned")
+#: Its answer rules (a subset of :data:`ttamer.earlyexit.base.ANSWER_RULES`).
+PATH_ANSWER_RULES = vocabulary_subset(ANSWER_RULES, "last", "posterior")
 #: Ridge of the per-exit logistic loss models (small, for two parameters and thousands of examples).
 LOSS_RIDGE = 1e-4
 
@@ -180,10 +182,10 @@ class _PathModel:
         return ExitDecisions.from_last(trace, answer, last, name=name)
 
 
-def _fit_model(trace: Trace, feature: str, loss: str, answer_rule: str, normalize_cost: bool) -> _PathModel:
+def _fit_model(trace: Trace, feature: str, loss: str, answer: str, normalize_cost: bool) -> _PathModel:
     wrong = exit_losses(trace, loss)
     features = PathFeatures.fit(trace, feature, wrong)
-    models = _posterior_models(trace, wrong) if answer_rule == "posterior" else None
+    models = _posterior_models(trace, wrong) if answer == "posterior" else None
     costs = trace.mean_cost
     if normalize_cost:
         if costs.sum() <= 0:
@@ -202,10 +204,10 @@ class PathCandidate:
 
     feature: str
     loss: str
-    answer_rule: str
+    answer: str
 
     def describe(self) -> str:
-        rule = ", posterior answer" if self.answer_rule == "posterior" else ""
+        rule = ", posterior answer" if self.answer == "posterior" else ""
         return f"path-wise, {self.feature} log-odds state, loss={self.loss}{rule}"
 
 
@@ -213,24 +215,57 @@ class PathwiseTamer(BaseTamer):
     """T-Tamer on a chain of exits with path-wise (Longstaff–Schwartz) estimation (module
     docstring), scikit-learn style.
 
-    ``PathwiseTamer(lam=0.95, recall=True, feature="auto", loss="final", answer_rule="last",
-    degree=3)``. :meth:`fit` (calibration trace) sets ``candidate_`` (the chosen
-    configuration), ``cv_scores_``, ``model_`` and ``rule_`` (the :class:`StoppingRule` at
-    ``lam``); :meth:`decide` and :meth:`decide_sweep` run on new examples. ``"auto"`` fields
-    (``feature``, ``loss``, ``answer_rule``) are chosen by ``cv_folds``-fold cross-validation
-    inside the calibration examples (held-out frontier area, as
-    :class:`~ttamer.earlyexit.calibration.EarlyExitTamer`); without recall the answer is the exit
-    stopped at.
+    ``"auto"`` values (``feature``, ``loss``, ``answer``) are chosen by ``cv_folds``-fold
+    cross-validation inside the calibration examples (held-out frontier area, as
+    :class:`~ttamer.earlyexit.calibration.EarlyExitTamer`); without recall the answer is the
+    exit stopped at.
+
+    Parameters
+    ----------
+    lam : float, default 0.95
+        The trade-off ``λ`` of :meth:`decide`.
+    recall : bool, default True
+        Whether the rule may answer with an earlier consulted exit.
+    feature : {"max_prob", "learned", "auto"}, default "auto"
+        The state ``x_i`` (:data:`PATH_FEATURES`).
+    loss : {"final", "label", "auto"}, default "final"
+        What the fitted losses count as an error.
+    answer : {"last", "posterior", "auto"}, default "last"
+        With recall, the exit answered with (:data:`PATH_ANSWER_RULES`).
+    degree : int, default 3
+        Degree of the polynomial regression of the continuation value (1 to 6).
+    normalize_cost : bool, default True
+        Divide the exit costs by the full model's mean cost.
+    cv_folds : int, default 3
+        Folds of the cross-validation.
+    cv_lams : sequence of float, optional
+        The ``λ`` grid swept on the held-out folds (default 24 values of
+        :func:`~ttamer.earlyexit.crossval.lam_grid`).
+    target : {"label", "final"}, default "label"
+        What an answer is judged against in the cross-validation.
+    seed : int, default 0
+        Seed of the folds.
+
+    Attributes
+    ----------
+    candidate_ : PathCandidate
+        The chosen configuration (its ``feature``, ``loss`` and ``answer``).
+    answer_ : str
+        The answer rule used (``candidate_.answer``).
+    cv_scores_ : list of (PathCandidate, float)
+        The cross-validated candidates and their scores.
+    model_, rule_
+        The fitted state, answer and loss models, and the :class:`StoppingRule` at ``lam``.
     """
 
     def __init__(self, lam: float = 0.95, recall: bool = True, feature: str = AUTO, loss: str = "final",
-                 answer_rule: str = "last", degree: int = 3, normalize_cost: bool = True, cv_folds: int = 3,
+                 answer: str = "last", degree: int = 3, normalize_cost: bool = True, cv_folds: int = 3,
                  cv_lams: Sequence[float] | None = None, target: str = "label", seed: int = 0) -> None:
         self.lam = lam
         self.recall = recall
         self.feature = feature
         self.loss = loss
-        self.answer_rule = answer_rule
+        self.answer = answer
         self.degree = degree
         self.normalize_cost = normalize_cost
         self.cv_folds = cv_folds
@@ -241,9 +276,8 @@ class PathwiseTamer(BaseTamer):
     def _validated(self) -> None:
         """Check the constructor's parameters (called by :meth:`fit`; nothing is converted)."""
         for name, value, allowed in (("feature", self.feature, PATH_FEATURES), ("loss", self.loss, LOSSES),
-                                     ("answer_rule", self.answer_rule, PATH_ANSWER_RULES)):
-            if value != AUTO and value not in allowed:
-                raise TTamerError(f"{name} must be one of {allowed} or 'auto', got {value!r}")
+                                     ("answer", self.answer, PATH_ANSWER_RULES)):
+            check_choice(name, value, allowed, auto=True)
         check_int(self.degree, "degree", minimum=1, maximum=6)
         check_int(self.cv_folds, "cv_folds", minimum=2)
         check_lam(self.lam)
@@ -261,8 +295,8 @@ class PathwiseTamer(BaseTamer):
         """The concrete configurations the ``"auto"`` fields expand to."""
         feats = list(PATH_FEATURES) if self.feature == AUTO else [self.feature]
         losses = list(LOSSES)[::-1] if self.loss == AUTO else [self.loss]
-        rules = ["last"] if not self.recall else (list(PATH_ANSWER_RULES) if self.answer_rule == AUTO
-                                                  else [self.answer_rule])
+        rules = ["last"] if not self.recall else (list(PATH_ANSWER_RULES) if self.answer == AUTO
+                                                  else [self.answer])
         return [PathCandidate(*c) for c in itertools.product(feats, losses, rules)]
 
     def fit(self, trace: Trace) -> "PathwiseTamer":
@@ -271,9 +305,10 @@ class PathwiseTamer(BaseTamer):
         self._validated()
         trace.validate()
         best, self.cv_scores_ = choose_by_cv(trace, self.candidates(), self._cv_score, self.cv_folds,
-                                             "feature, loss and answer_rule")
+                                             "feature, loss and answer")
         self.candidate_ = best
-        self.model_ = _fit_model(trace, best.feature, best.loss, best.answer_rule, self.normalize_cost)
+        self.answer_ = best.answer
+        self.model_ = _fit_model(trace, best.feature, best.loss, best.answer, self.normalize_cost)
         self.rule_ = self._rule(self.model_, self.lam)
         return self
 
@@ -291,7 +326,7 @@ class PathwiseTamer(BaseTamer):
         scores = []
         for f in range(self.cv_folds):
             tr, te = trace.subset(folds != f), trace.subset(folds == f)
-            model = _fit_model(tr, cand.feature, cand.loss, cand.answer_rule, self.normalize_cost)
+            model = _fit_model(tr, cand.feature, cand.loss, cand.answer, self.normalize_cost)
             scores.append(heldout_auc(self._sweep(model, te, self._cv_lams, max_gap=0.02, max_points=64),
                                       te, self.target))
         return float(np.mean(scores))

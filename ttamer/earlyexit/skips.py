@@ -16,7 +16,7 @@ the state -- the least confident examples go to the farthest model ``n − 1``, 
 ones, the most confident stop -- placed exactly at the best cuts between distinct calibration
 values (:func:`threshold_regions`), or (``"bins"``) ``K`` quantile bins of the calibration
 values of ``x_h``, each with its own action. At the start it consults a fixed model ``j_0``. On stopping it answers with the
-model of ``h`` of largest max-probability (``answer="most_confident"``, recall; ties to the
+model of ``h`` of largest max-probability (``answer="confident"``, recall; ties to the
 later model) or with ``i`` (``"last"``).
 
 **Backward induction on calibration paths.** Every calibration example carries every model's
@@ -70,13 +70,15 @@ from ..core.instance import Instance
 from ..solvers.solve import solve
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_lam, check_real
-from .base import BaseTamer
+from .base import ANSWER_RULES, FEATURES as _FEATURE_VOCABULARY, BaseTamer, check_choice, vocabulary_subset
 from .metrics import cost_at_accuracy, frontier_auc, pareto_frontier
 from .thresholds import first_stop, frontier_taus
 
-FEATURES = ("max_prob", "best")
+#: The states of the skip rule (a subset of :data:`ttamer.earlyexit.base.FEATURES`).
+FEATURES = vocabulary_subset(_FEATURE_VOCABULARY, "max_prob", "best")
 REGIONS = ("thresholds", "bins")
-ANSWERS = ("most_confident", "last")
+#: Its answer rules (a subset of :data:`ttamer.earlyexit.base.ANSWER_RULES`).
+ANSWERS = vocabulary_subset(ANSWER_RULES, "confident", "last")
 #: Largest chain handled (the rule has a region table for each of the ``2^n − 1`` sets).
 MAX_MODELS = 10
 #: Loss of answering at the entry node of the binned instance (never worth it on the λ grid).
@@ -322,7 +324,7 @@ class SkipTamer(BaseTamer):
         Quantile bins of the state in each set of consulted models (``regions="bins"``).
     feature : {"max_prob", "best"}
         The state ``x_h``.
-    answer : {"most_confident", "last"}
+    answer : {"confident", "last"}, default "last"
         Recall (the most confident consulted model) or the last model consulted.
     skips : bool, default True
         Allow skips (and any first model); ``False`` fits the sequential rule only.
@@ -372,10 +374,8 @@ class SkipTamer(BaseTamer):
             raise TTamerError(f"regions must be one of {REGIONS}, got {self.regions!r}")
         if isinstance(self.K, (bool, np.bool_)) or not isinstance(self.K, (int, np.integer)) or self.K < 1:
             raise TTamerError(f"K must be a positive integer (bins per set), got {self.K!r}")
-        if self.feature not in FEATURES:
-            raise TTamerError(f"feature must be one of {FEATURES}, got {self.feature!r}")
-        if self.answer not in ANSWERS:
-            raise TTamerError(f"answer must be one of {ANSWERS}, got {self.answer!r}")
+        check_choice("feature", self.feature, FEATURES)
+        check_choice("answer", self.answer, ANSWERS)
         check_bool(self.skips, "skips")
         if self.lams is not None:
             arr = np.asarray(self.lams, dtype=float) if not isinstance(self.lams, str) else None

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .base import ANSWER_RULES, check_choice, vocabulary_subset
 from .baselines import agreement_run_length
 from .features import history_features
 from .logistic import _logistic_models, _posterior_models, _predict, posterior_answers
@@ -37,7 +38,9 @@ from ..core.errors import TTamerError, TraceError
 from .traces import Trace, target_labels
 
 STATES = ("max_prob", "neg_entropy", "patience", "learned", "posterior", "ensemble")
-ANSWERS = ("last", "confident", "posterior", "ensemble", "ensemble_at_end", "posterior_at_end")
+#: The answer rules of threshold rules (a subset of :data:`ttamer.earlyexit.base.ANSWER_RULES`).
+ANSWERS = vocabulary_subset(ANSWER_RULES, "last", "confident", "posterior", "ensemble", "ensemble_at_end",
+                            "posterior_at_end")
 #: States that come with their own answer rule (and only with it).
 PAIRED = ("posterior", "ensemble")
 #: States and answer rules that are fitted on calibration examples.
@@ -90,10 +93,8 @@ class StateModel:
     @classmethod
     def fit(cls, trace: Trace, state: str, answer: str, target: str = "label") -> "StateModel":
         """Fit the logistic models the state and the answer rule need on ``trace``."""
-        if state not in STATES:
-            raise TTamerError(f"state must be one of {STATES}, got {state!r}")
-        if answer not in ANSWERS:
-            raise TTamerError(f"answer must be one of {ANSWERS}, got {answer!r}")
+        check_choice("state", state, STATES)
+        check_choice("answer", answer, ANSWERS)
         for paired in PAIRED:
             if (state == paired) != (answer == paired):
                 raise TTamerError(f"state {paired!r} goes with answer {paired!r} (and only with it)")

@@ -40,10 +40,10 @@ from .crossval import cv_folds_of, lam_grid
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam, check_seed, escape_text
-from .base import BaseTamer
+from .base import BaseTamer, check_choice
 from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier
-from .states import StateModel, exit_wrong
+from .states import ANSWERS, STATES, StateModel, exit_wrong
 from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, evenly, first_stop,
                          fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points)
 
@@ -112,6 +112,8 @@ class PolicyCandidate:
             raise TTamerError(f"policy must be 'auto' or 'THRESHOLDS:STATE:ANSWER' with THRESHOLDS in "
                               f"{THRESHOLD_CLASSES} (e.g. 'per_exit:posterior:posterior'), "
                               f"got {escape_text(repr(key), 80)}")
+        check_choice("state", parts[1], STATES, note=" (the STATE of the policy)")
+        check_choice("answer", parts[2], ANSWERS, note=" (the ANSWER of the policy)")
         return cls(parts[1], parts[2], parts[0])
 
 

@@ -369,7 +369,7 @@ def pathwise_rule(tamer: Any) -> tuple[Policy, StateFn, ExitMap | None]:
     the state of exit ``i`` is ``1`` iff its stopping rule says stop on the exits consulted so
     far (later exits padded uniformly; the rule at exit ``i`` reads exits ``0..i`` only), and
     ``exit_map`` maps the exit stopped at to the exit answered with (its posterior answer;
-    ``None`` for ``answer_rule="last"``). The served decisions are ``tamer.decide``'s."""
+    ``None`` for ``answer="last"``). The served decisions are ``tamer.decide``'s."""
     _fitted(tamer, PathwiseTamer, "pathwise_rule")
     model, rule = tamer.model_, tamer.rule_
     L = len(model.features.center)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.parallel import map_processes
-from ..earlyexit.features import StateSpec
+from ..earlyexit.features import STATE_OPTIONS, StateSpec
 from ..earlyexit.results import EvaluationResult, StrategyResult
 
 #: Strategies that are real (implementable) competitors of T-Tamer; the oracle is a bound.
@@ -247,13 +247,13 @@ def split_verdict(splits) -> str:
 #: (:func:`estimation_ablation`).
 ESTIMATION_CONFIGS = (
     {"name": "chain: 8 max-prob bins, label loss, index answer (the paper's)", "estimation": "chain",
-     "tamer": {"state": StateSpec(K=8, agreement=0), "loss": "label", "answer_rule": "index"}},
+     "tamer": {"K": 8, "feature": "max_prob", "agreement": 0, "loss": "label", "answer": "index"}},
     {"name": "chain: cross-validated state and loss, pairwise answer", "estimation": "chain"},
     {"name": "regression: max-prob state, label loss", "estimation": "regression",
      "pathwise": {"feature": "max_prob", "loss": "label"}},
     {"name": "regression: cross-validated state, final loss", "estimation": "regression"},
     {"name": "regression: cross-validated state, final loss, posterior answer", "estimation": "regression",
-     "pathwise": {"answer_rule": "posterior"}},
+     "pathwise": {"answer": "posterior"}},
     {"name": "thresholds: one max-prob threshold", "thresholds": {"policy": "common:max_prob:last"}},
     {"name": "thresholds: per exit, learned state", "thresholds": {"policy": "per_exit:learned:last"}},
     {"name": "thresholds: per exit, posterior recall", "thresholds": {"policy": "per_exit:posterior:posterior"}},
@@ -379,11 +379,11 @@ def held_out_check(trace) -> str:
 
 def chain_choice(result: EvaluationResult) -> dict[str, Any]:
     """The options of the paper's chain estimation that the cross-validation of ``result``
-    chose (``"ttamer-chain"``): ``{"state", "loss", "smoothing"}``, to fix them in later runs."""
+    chose (``"ttamer-chain"``): its state ``K``, ``feature``, ``agreement``, ``entropy_bins``,
+    and ``loss`` and ``smoothing`` (options of
+    :class:`~ttamer.earlyexit.calibration.EarlyExitTamer`), to fix them in later runs."""
     chain_fit = result.ttamer_fit["chain"]
-    return {"state": StateSpec(K=chain_fit["K"], feature=chain_fit["feature"], agreement=chain_fit["agreement"],
-                               entropy_bins=chain_fit["entropy_bins"]),
-            "loss": chain_fit["loss"], "smoothing": chain_fit["smoothing"]}
+    return {key: chain_fit[key] for key in ("K", "feature", "agreement", "entropy_bins", "loss", "smoothing")}
 
 
 def describe_fit(result: EvaluationResult) -> str:
@@ -457,10 +457,10 @@ def state_ablation(trace, result: EvaluationResult, state_grid: Sequence[tuple[i
 
     from ..earlyexit.evaluation import evaluate_trace
 
-    runs = [(StateSpec(K=K, agreement=ag, entropy_bins=ent), loss) for K, ag, ent in state_grid
+    runs = [({"K": K, "feature": "max_prob", "agreement": ag, "entropy_bins": ent}, loss) for K, ag, ent in state_grid
             for loss in ("label", "final")]
     fit = partial(evaluate_trace, trace, seed, calibration_fraction, lams, n_boot=0, estimation="chain")
-    results = iter(map_processes(_chain_with_state, [(fit, spec, loss) for spec, loss in runs], n_jobs))
+    results = iter(map_processes(_chain_with_state, [(fit, state, loss) for state, loss in runs], n_jobs))
     rows = []
     for K, ag, ent in state_grid:
         row = {"K": K, "agreement": ag, "entropy bins": ent}
@@ -484,10 +484,11 @@ def state_ablation(trace, result: EvaluationResult, state_grid: Sequence[tuple[i
     return table, text
 
 
-def _chain_with_state(fit, spec: StateSpec, loss: str) -> EvaluationResult:
+def _chain_with_state(fit, state: dict[str, Any], loss: str) -> EvaluationResult:
     """``fit`` (a partial :func:`~ttamer.earlyexit.evaluation.evaluate_trace`) with the chain's
-    state and loss fixed (a module-level function: worker processes import it)."""
-    return fit(tamer={"state": spec, "loss": loss})
+    state (its options ``K``, ``feature``, ``agreement``, ``entropy_bins``) and loss fixed (a
+    module-level function: worker processes import it)."""
+    return fit(tamer={**state, "loss": loss})
 
 
 def recall_answer_study(trace, chosen: dict[str, Any], *, seed: int = 0, calibration_fraction: float = 0.5,
@@ -499,10 +500,11 @@ def recall_answer_study(trace, chosen: dict[str, Any], *, seed: int = 0, calibra
     from ..earlyexit.crossval import lam_grid
 
     cal, test = trace.split(calibration_fraction, seed)
-    spec = chosen["state"]
+    state = {key: chosen[key] for key in STATE_OPTIONS if key in chosen}
+    spec = StateSpec(**state)
     out = []
     for loss in ("label", "final"):
-        tamer = EarlyExitTamer(state=spec, loss=loss, smoothing=chosen["smoothing"], recall=True).fit(cal)
+        tamer = EarlyExitTamer(**state, loss=loss, smoothing=chosen["smoothing"], recall=True).fit(cal)
         answers = recall_answers(tamer, test, lam_grid(12) if lams is None else lams)
         text = f"state {spec.describe()}, loss={loss}:"
         if len(answers):

@@ -22,7 +22,7 @@ def _cum(trace, e, k):
 def test_max_prob_threshold_matches_loop(trace):
     th = np.array([0.0, 0.4, 0.6, 0.8, 0.95, 2.0])
     mp = trace.max_prob
-    for fallback in ("last", "most_confident"):
+    for fallback in ("last", "confident"):
         d = bl.max_prob_threshold(trace, th, fallback=fallback)
         assert d.answer.shape == (len(th), trace.n_examples)
         for p, t in enumerate(th):

@@ -98,7 +98,7 @@ def test_heuristics_are_members_of_the_policy_class(split, name, policy):
     t = ThresholdTamer(policy=policy).fit(cal).frontier_sweep(test)
     assert np.array_equal(h.last, t.last[:-1]) and np.array_equal(h.answer, t.answer[:-1])
     classic = {"max-prob": lambda th: baselines.max_prob_threshold(test, th),
-               "max-prob-sdn": lambda th: baselines.max_prob_threshold(test, th, fallback="most_confident"),
+               "max-prob-sdn": lambda th: baselines.max_prob_threshold(test, th, fallback="confident"),
                "entropy": lambda th: baselines.entropy_threshold(test, -th),
                "patience": lambda th: baselines.patience(test, np.minimum(th, test.n_exits).astype(int))}[name]
     finite = np.isfinite(h.params)

@@ -389,7 +389,7 @@ def strategy_throughput(n: int, exits: int, classes: int, sweep: int = 50, repea
     thr = np.linspace(0.0, 1.0, sweep)
     runs: dict[str, Callable[[], Any]] = {
         "max-prob": lambda: baselines.max_prob_threshold(test, thr),
-        "max-prob-sdn": lambda: baselines.max_prob_threshold(test, thr, fallback="most_confident"),
+        "max-prob-sdn": lambda: baselines.max_prob_threshold(test, thr, fallback="confident"),
         "entropy": lambda: baselines.entropy_threshold(test, np.linspace(0, np.log(classes), sweep)),
         "patience": lambda: baselines.patience(test, list(range(L))),
         "static": lambda: baselines.static_exit(test, list(range(L))),

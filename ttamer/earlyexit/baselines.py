@@ -7,7 +7,7 @@ with arrays ``[P, N]`` (``P`` parameter values, in ``params``):
 
 * :func:`max_prob_threshold` -- stop at the first exit with ``max_c p_i(c) ≥ τ``
   (BranchyNet / SDN); if none passes, answer with the last exit, or with SDN's fallback
-  ``fallback="most_confident"`` (the consulted exit of largest max-probability);
+  ``fallback="confident"`` (the consulted exit of largest max-probability);
 * :func:`entropy_threshold` -- stop at the first exit with entropy ``H_i ≤ τ`` (DeeBERT);
 * :func:`patience` -- stop at the first exit whose prediction equals that of the ``t``
   exits before it (PABEE, patience ``t``; ``t = 0`` is exit 0);
@@ -32,7 +32,7 @@ import numpy as np
 from ..core.errors import TTamerError
 from .traces import ExitDecisions, Trace, target_labels
 
-FALLBACKS = ("last", "most_confident")
+FALLBACKS = ("last", "confident")
 
 
 def _first_stop(stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +66,7 @@ def max_prob_threshold(trace: Trace, thresholds: Sequence[float] | None = None,
     th = default_thresholds(mp) if thresholds is None else np.asarray(thresholds, dtype=float)
     last, passed = _first_stop(_threshold_sweep(trace, mp, th, below=False))
     answer = last.copy()
-    if fallback == "most_confident":
+    if fallback == "confident":
         answer = np.where(passed, last, mp.argmax(axis=1)[None, :])
     name = "max-prob" if fallback == "last" else "max-prob-sdn"
     return ExitDecisions.from_last(trace, answer, last, th, name)

@@ -44,13 +44,14 @@ CONFIDENCE = 0.9
 class OperatingPoints:
     """A strategy's menu on the calibration examples: rule ``p`` has calibration ``cost[p]``
     (a fraction of the full model's), per-example correctness ``correct [P, N]`` and judged
-    ``accuracy[p]`` (in-sample, or out-of-fold for fitted rules); ``apply(p)`` runs it on other
-    examples. The last rule is the full model."""
+    ``accuracy[p]`` (in-sample, or out-of-fold for fitted rules); ``apply(trace, ps)`` runs
+    the rules ``ps`` on other examples (decisions ``[len(ps), N]``). The last rule is the full
+    model."""
 
     cost: np.ndarray
     correct: np.ndarray
     accuracy: np.ndarray
-    apply: Callable[[Trace, int], ExitDecisions]
+    apply: Callable[[Trace, np.ndarray], ExitDecisions]
 
 
 def check_confidence(confidence: Any) -> float:
@@ -104,19 +105,21 @@ def out_of_fold_accuracy(tamer: ThresholdTamer, budgets: np.ndarray) -> np.ndarr
     return np.mean(per_fold, axis=0)
 
 
-def _full(trace: Trace) -> ExitDecisions:
-    return with_full_model(trace, None, 1.0)[0]
-
-
 def _menu(cal: Trace, dec: ExitDecisions, target: str,
-          apply: Callable[[Trace, int], ExitDecisions]) -> OperatingPoints:
-    """The menu of the sweep ``dec`` on ``cal`` followed by the full model."""
-    full = _full(cal)
+          apply: Callable[[Trace, np.ndarray], ExitDecisions]) -> OperatingPoints:
+    """The menu of the sweep ``dec`` on ``cal`` followed by the full model; ``apply(trace, ps)``
+    runs rules ``ps`` of ``dec`` (the full model, index ``len(dec)``, is added here)."""
+    full = with_full_model(cal, None, 1.0)[0]
     correct = np.vstack([dec.correct(cal, target), full.correct(cal, target)[None, :]])
     cost = np.r_[dec.cost.mean(axis=1), full.cost.mean()] / cal.full_cost.mean()
+    n_rules = len(dec)
 
-    def run(trace: Trace, p: int) -> ExitDecisions:
-        return _full(trace) if p == len(correct) - 1 else apply(trace, p)
+    def run(trace: Trace, ps: np.ndarray) -> ExitDecisions:
+        ps = np.asarray(ps, dtype=np.int64)
+        dec = apply(trace, np.minimum(ps, n_rules - 1))
+        is_full = (ps == n_rules)[:, None]
+        last = np.where(is_full, trace.n_exits - 1, dec.last)
+        return ExitDecisions.from_last(trace, np.where(is_full, trace.n_exits - 1, dec.answer), last)
 
     return OperatingPoints(cost, correct, correct.mean(axis=1), run)
 
@@ -127,7 +130,7 @@ def heuristic_points(cal: Trace, name: str, target: str = "label") -> OperatingP
     :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` rules × examples)."""
     taus = threshold_curve(cal, name, target)[0]
     taus = taus[evenly(len(taus), min(MAX_SWEEP_POINTS, MAX_SWEEP_CELLS // cal.n_examples))]
-    return _menu(cal, sweep(cal, name, taus), target, lambda tr, p: sweep(tr, name, taus[p : p + 1])[0])
+    return _menu(cal, sweep(cal, name, taus), target, lambda tr, ps: sweep(tr, name, taus[ps]))
 
 
 def static_points(cal: Trace, target: str = "label") -> OperatingPoints:
@@ -136,8 +139,8 @@ def static_points(cal: Trace, target: str = "label") -> OperatingPoints:
     last = np.repeat(np.arange(L - 1)[:, None], cal.n_examples, axis=1)
     dec = ExitDecisions.from_last(cal, last, last)
 
-    def at(tr: Trace, p: int) -> ExitDecisions:
-        k = np.full(tr.n_examples, p)
+    def at(tr: Trace, ps: np.ndarray) -> ExitDecisions:
+        k = np.repeat(np.asarray(ps)[:, None], tr.n_examples, axis=1)
         return ExitDecisions.from_last(tr, k, k)
 
     return _menu(cal, dec, target, at)
@@ -148,7 +151,7 @@ def tamer_points(tamer: ThresholdTamer, cal: Trace) -> OperatingPoints:
     out of fold (:func:`out_of_fold_accuracy`; the full model keeps its own)."""
     taus = tamer.resolved_rules(cal)
     menu = _menu(cal, tamer.decide_rules(cal, taus), tamer.target,
-                 lambda tr, p: tamer.decide_rules(tr, taus[p : p + 1])[0])
+                 lambda tr, ps: tamer.decide_rules(tr, taus[ps]))
     oof = out_of_fold_accuracy(tamer, menu.cost[:-1])
     if oof is not None:
         menu.accuracy = np.r_[oof, menu.accuracy[-1]]
@@ -175,13 +178,16 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
     menus["static"] = static_points(calibration, target)
     full_cal = exit_wrong(calibration, target)[:, -1] == 0
     test_full = float(1.0 - exit_wrong(test, target)[:, -1].mean())
-    out: dict[str, Any] = {}
-    for tname, drop in TARGETS.items():
-        rows: dict[str, Any] = {}
-        for name, menu in menus.items():
+    picked: dict[str, ExitDecisions] = {}
+    for name, menu in menus.items():
+        ps = []
+        for drop in TARGETS.values():
             ok = meets_target(menu, full_cal, drop, confidence, test.n_examples)
-            p = int(np.flatnonzero(ok)[np.argmin(menu.cost[ok])])  # the full model always qualifies
-            rows[name] = _score(menu.apply(test, p), test, target, test_full - drop)
+            ps.append(int(np.flatnonzero(ok)[np.argmin(menu.cost[ok])]))  # the full model always qualifies
+        picked[name] = menu.apply(test, np.array(ps))
+    out: dict[str, Any] = {}
+    for k, (tname, drop) in enumerate(TARGETS.items()):
+        rows = {name: _score(dec[k], test, target, test_full - drop) for name, dec in picked.items()}
         out[tname] = {"accuracy_drop": drop, "confidence": confidence,
                       "calibration_target": float(full_cal.mean()) - drop, "test_target": test_full - drop,
                       "strategies": rows}

@@ -20,6 +20,8 @@ picks a threshold on calibration examples only, for the service-level protocol.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from ..core.errors import TTamerError
@@ -54,7 +56,11 @@ def threshold_curve(trace: Trace, name: str, target: str = "label") -> tuple[np.
 def sweep(trace: Trace, name: str, taus: np.ndarray) -> ExitDecisions:
     """Decisions ``[P, N]`` of heuristic ``name`` at thresholds ``taus`` (``params`` = ``taus``;
     for ``entropy`` the threshold is on minus the entropy)."""
-    x, answers = _state(trace, name)
+    return _sweep(trace, name, *_state(trace, name), taus)
+
+
+def _sweep(trace: Trace, name: str, x: np.ndarray, answers: np.ndarray, taus: np.ndarray) -> ExitDecisions:
+    """:func:`sweep` from the heuristic's states ``x`` and answers ``answers`` on ``trace``."""
     taus = np.asarray(taus, dtype=float)
     last = first_stop(x, taus)
     answer = np.take_along_axis(answers, last.T, axis=1).T
@@ -69,12 +75,21 @@ def complete_sweep(trace: Trace, name: str, target: str = "label",
     x, answers = _state(trace, name)
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
     points = max(2, min(max_points, MAX_SWEEP_CELLS // trace.n_examples))
-    return sweep(trace, name, frontier_taus(x, loss, trace.cumulative_cost, points))
+    return _sweep(trace, name, x, answers, frontier_taus(x, loss, trace.cumulative_cost, points))
 
 
 def calibrated_threshold(calibration: Trace, name: str, accuracy: float, target: str = "label") -> float:
     """The threshold of least calibration cost whose calibration accuracy is at least
     ``accuracy`` (``+inf``, i.e. the full model, if none is)."""
+    return calibrated_thresholds(calibration, name, [accuracy], target)[0]
+
+
+def calibrated_thresholds(calibration: Trace, name: str, accuracies: Sequence[float],
+                          target: str = "label") -> list[float]:
+    """:func:`calibrated_threshold` for each accuracy of ``accuracies``, from one sweep."""
     taus, cost, acc = threshold_curve(calibration, name, target)
-    ok = acc >= accuracy - 1e-12
-    return float(taus[ok][np.argmin(cost[ok])]) if ok.any() else float("inf")
+    out = []
+    for accuracy in accuracies:
+        ok = acc >= accuracy - 1e-12
+        out.append(float(taus[ok][np.argmin(cost[ok])]) if ok.any() else float("inf"))
+    return out

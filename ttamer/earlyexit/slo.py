@@ -21,7 +21,7 @@ import numpy as np
 
 from .traces import ExitDecisions, Trace
 from .states import exit_wrong
-from .heuristics import HEURISTIC_RULES, calibrated_threshold, sweep
+from .heuristics import HEURISTIC_RULES, calibrated_thresholds, sweep
 from .tamer import ThresholdTamer
 
 #: Target name -> accuracy drop below the full model's accuracy.
@@ -49,9 +49,12 @@ def _score(dec: ExitDecisions, test: Trace, target: str, test_target: float) -> 
             "met": bool(acc >= test_target - 1e-12)}
 
 
-def _tamer_point(tamer: ThresholdTamer, test: Trace, accuracy: float) -> ExitDecisions:
-    ok = np.flatnonzero(out_of_fold_accuracy(tamer) >= accuracy - 1e-12)
-    return tamer.decide_budget(test, int(ok[0]) if len(ok) else len(tamer.sweep_cost_))
+def _tamer_points(tamer: ThresholdTamer, test: Trace, accuracies: list[float]) -> list[ExitDecisions]:
+    """Per calibration accuracy target, the tamer's cheapest budget reaching it out of fold (the
+    full model if none does), run on ``test``."""
+    acc = out_of_fold_accuracy(tamer)
+    first = [np.flatnonzero(acc >= a - 1e-12) for a in accuracies]
+    return tamer.decide_budgets(test, [int(ok[0]) if len(ok) else len(tamer.sweep_cost_) for ok in first])
 
 
 def _static_point(calibration: Trace, test: Trace, accuracy: float, target: str) -> ExitDecisions:
@@ -69,15 +72,13 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
     def full_acc(tr: Trace) -> float:
         return float(1.0 - exit_wrong(tr, target)[:, -1].mean())
 
+    cal_ts = [full_acc(calibration) - drop for drop in TARGETS.values()]
+    points = {tname: _tamer_points(tamer, test, cal_ts) for tname, tamer in tamers.items()}
+    points |= {h: sweep(test, h, calibrated_thresholds(calibration, h, cal_ts, target)) for h in heuristics}
     out: dict[str, Any] = {}
-    for name, drop in TARGETS.items():
-        cal_t, test_t = full_acc(calibration) - drop, full_acc(test) - drop
-        rows: dict[str, Any] = {}
-        for tname, tamer in tamers.items():
-            rows[tname] = _score(_tamer_point(tamer, test, cal_t), test, target, test_t)
-        for h in heuristics:
-            tau = calibrated_threshold(calibration, h, cal_t, target)
-            rows[h] = _score(sweep(test, h, [tau])[0], test, target, test_t)
+    for k, (name, drop) in enumerate(TARGETS.items()):
+        cal_t, test_t = cal_ts[k], full_acc(test) - drop
+        rows: dict[str, Any] = {s: _score(p[k], test, target, test_t) for s, p in points.items()}
         rows["static"] = _score(_static_point(calibration, test, cal_t, target), test, target, test_t)
         out[name] = {"accuracy_drop": drop, "calibration_target": cal_t, "test_target": test_t, "strategies": rows}
     return out

@@ -82,10 +82,11 @@ def _fit_concrete(trace: Trace, spec: StateSpec, smoothing: float, loss: str, no
     wrong = exit_losses(trace, loss)
     if spec.feature == "posterior":  # node i answers with exit a_i: its loss is a_i's error
         wrong = np.take_along_axis(wrong, enc.answers(trace), axis=1)
-    inst = build_instance(enc.transform(trace), wrong, enc.n_states, costs,
+    states = enc.transform(trace)
+    inst = build_instance(states, wrong, enc.n_states, costs,
                           smoothing, names=trace.exit_names, name=name, layouts=layouts,
                           decreasing=enc.loss_decreasing)
-    table = PairwiseAnswer.fit(enc.transform(trace), wrong, inst.losses, enc.n_states, float(smoothing))
+    table = PairwiseAnswer.fit(states, wrong, inst.losses, enc.n_states, float(smoothing))
     return _Fitted(spec, float(smoothing), enc, inst, table)
 
 

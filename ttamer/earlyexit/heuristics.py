@@ -54,7 +54,11 @@ def threshold_curve(trace: Trace, name: str, target: str = "label") -> tuple[np.
 def sweep(trace: Trace, name: str, taus: np.ndarray) -> ExitDecisions:
     """Decisions ``[P, N]`` of heuristic ``name`` at thresholds ``taus`` (``params`` = ``taus``;
     for ``entropy`` the threshold is on minus the entropy)."""
-    x, answers = _state(trace, name)
+    return _sweep(trace, name, *_state(trace, name), taus)
+
+
+def _sweep(trace: Trace, name: str, x: np.ndarray, answers: np.ndarray, taus: np.ndarray) -> ExitDecisions:
+    """:func:`sweep` from the heuristic's states ``x`` and answers ``answers`` on ``trace``."""
     taus = np.asarray(taus, dtype=float)
     last = first_stop(x, taus)
     answer = np.take_along_axis(answers, last.T, axis=1).T
@@ -69,4 +73,4 @@ def complete_sweep(trace: Trace, name: str, target: str = "label",
     x, answers = _state(trace, name)
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
     points = max(2, min(max_points, MAX_SWEEP_CELLS // trace.n_examples))
-    return sweep(trace, name, frontier_taus(x, loss, trace.cumulative_cost, points))
+    return _sweep(trace, name, x, answers, frontier_taus(x, loss, trace.cumulative_cost, points))

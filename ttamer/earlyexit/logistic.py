@@ -8,6 +8,8 @@ learned confidence feature (``_logistic_models``, ``_predict``) and the posterio
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 from .traces import Trace
@@ -51,27 +53,48 @@ def pair_features(trace: Trace, i: int) -> np.ndarray:
     exit ``i``'s, the share of exits ``0..i`` predicting exit ``j``'s class, the log-odds of
     the running ensemble ``p̄_i(ĉ_j) = mean_{k≤i} p_k(ĉ_j)`` of that class, and whether
     ``j = i``."""
-    probs = trace.probs[:, : i + 1].astype(np.float64)  # [N, i+1, C]
-    pred = trace.predictions[:, : i + 1]
-    mp = np.clip(trace.max_prob[:, : i + 1], 1e-6, 1 - 1e-6)
-    lo = np.log(mp) - np.log1p(-mp)
-    ens = probs.mean(axis=1)  # [N, C]
+    ens = trace.probs[:, : i + 1].astype(np.float64).mean(axis=1)  # [N, C]
+    return _pair_features(_log_odds(trace.max_prob[:, : i + 1]), trace.predictions[:, : i + 1], ens)
+
+
+def pair_feature_stream(trace: Trace) -> Iterator[np.ndarray]:
+    """:func:`pair_features` of ``trace`` at exits ``i = 0, 1, …, L−1`` in turn, from the
+    exits' log-odds and predictions computed once and the running sum of the softmaxes (the
+    sum :func:`pair_features`' mean takes, exit by exit: the same numbers)."""
+    lo, pred = _log_odds(trace.max_prob), trace.predictions
+    total = np.zeros((trace.n_examples, trace.n_classes))
+    for i in range(trace.n_exits):
+        total += trace.probs[:, i]
+        yield _pair_features(lo[:, : i + 1], pred[:, : i + 1], total / (i + 1))
+
+
+def _log_odds(max_prob: np.ndarray) -> np.ndarray:
+    """Log-odds of max-probabilities clipped to ``[1e-6, 1 − 1e-6]``."""
+    mp = np.clip(max_prob, 1e-6, 1 - 1e-6)
+    return np.log(mp) - np.log1p(-mp)
+
+
+def _pair_features(lo: np.ndarray, pred: np.ndarray, ens: np.ndarray) -> np.ndarray:
+    """:func:`pair_features` from the log-odds and predictions ``[N, i+1]`` of exits ``0..i``
+    and their running ensemble ``ens [N, C]``."""
+    n, k = pred.shape
     ens_j = np.clip(np.take_along_axis(ens, pred, axis=1), 1e-6, 1 - 1e-6)  # [N, i+1]
-    share = (pred[:, :, None] == pred[:, None, :]).mean(axis=1)  # [N, i+1]: share of k predicting ĉ_j
-    n = trace.n_examples
-    is_last = np.zeros((n, i + 1))
-    is_last[:, i] = 1.0
-    feats = [np.ones((n, i + 1)), lo, np.repeat(lo[:, i : i + 1], i + 1, 1), share,
-             np.log(ens_j) - np.log1p(-ens_j), is_last]
-    return np.stack(feats, axis=2)
+    out = np.zeros((n, k, 6))
+    out[:, :, 0] = 1.0
+    out[:, :, 1] = lo
+    out[:, :, 2] = lo[:, k - 1 : k]
+    out[:, :, 3] = (pred[:, :, None] == pred[:, None, :]).mean(axis=1)  # share of k predicting ĉ_j
+    out[:, :, 4] = np.log(ens_j) - np.log1p(-ens_j)
+    out[:, k - 1, 5] = 1.0
+    return out
 
 
 def _posterior_models(trace: Trace, wrong: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per exit ``i`` a logistic model of P(exit ``j`` right | history ``0..i``), ``j ≤ i``,
     fitted on all pairs ``(example, j)`` (``wrong [N, L]`` 0/1 losses)."""
     out = []
-    for i in range(trace.n_exits):
-        x = pair_features(trace, i).reshape(-1, 6)
+    for i, feats in enumerate(pair_feature_stream(trace)):
+        x = feats.reshape(-1, 6)
         y = 1.0 - wrong[:, : i + 1].reshape(-1)
         sd = x.std(axis=0)
         scale = np.where(sd > 1e-9, sd, np.inf)  # constant columns (e.g. at exit 0) drop out
@@ -86,8 +109,8 @@ def posterior_answers(trace: Trace, models: list[tuple[np.ndarray, np.ndarray]])
     ``q_i = max_{j≤i} P̂(exit j right | history 0..i)``."""
     n, L = trace.n_examples, trace.n_exits
     q, a = np.zeros((n, L)), np.zeros((n, L), dtype=np.int64)
-    for i, (w, scale) in enumerate(models):
-        z = pair_features(trace, i) @ (w / scale)
+    for i, ((w, scale), feats) in enumerate(zip(models, pair_feature_stream(trace))):
+        z = feats @ (w / scale)
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
         a[:, i] = p.argmax(axis=1)
         q[:, i] = p.max(axis=1)

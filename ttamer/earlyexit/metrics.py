@@ -26,11 +26,22 @@ def pareto_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndar
     a = np.asarray(accuracy, dtype=float).ravel()
     if c.shape != a.shape or len(c) == 0:
         raise TTamerError(f"pareto_frontier: need equal-length non-empty cost/accuracy, got {c.shape}, {a.shape}")
-    order = np.lexsort((-a, c))  # cost ascending, accuracy descending among ties
+    order = _cost_order(c, a)
     c, a = c[order], a[order]
     prev_best = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]])
     keep = a > prev_best + _EPS
     return np.stack([c[keep], a[keep]], axis=1)
+
+
+def _cost_order(c: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Indices sorting the points by cost ascending, accuracy descending among ties; a sweep
+    whose costs are already strictly monotone (a one-threshold curve) is not sorted again."""
+    step = np.diff(c)
+    if np.all(step > 0):
+        return np.arange(len(c))
+    if np.all(step < 0):
+        return np.arange(len(c))[::-1]
+    return np.lexsort((-a, c))
 
 
 def hull_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:

@@ -8,6 +8,7 @@ T-Tamer's recall rule answers with the consulted exit of least ``ℓ_v(s_v)``;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +29,34 @@ def _pair_table(sv: np.ndarray, sj: np.ndarray, wrong_v: np.ndarray, prior: np.n
     cnt = np.bincount(key, minlength=kv * kj).reshape(kv, kj)
     err = np.bincount(key, weights=wrong_v, minlength=kv * kj).reshape(kv, kj)
     return (err + smoothing * prior[:, None]) / (cnt + smoothing)
+
+
+def _marginal_table(sv: np.ndarray, wrong_v: np.ndarray, kv: int, smoothing: float) -> np.ndarray:
+    """``[K_v]``: ``(e(s_v) + α·mean(wrong_v)) / (n(s_v) + α)``, exit ``v``'s smoothed loss per state."""
+    cnt = np.bincount(sv, minlength=kv).astype(float)
+    err = np.bincount(sv, weights=wrong_v, minlength=kv)
+    return (err + smoothing * wrong_v.mean()) / (cnt + smoothing)
+
+
+def _pair_gains(sv: np.ndarray, later: np.ndarray, wrong_v: np.ndarray, kv: int, k_later: Sequence[int],
+                smoothing: float, splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``[J]`` for each later exit ``j`` (states ``later [N, J]``, ``k_later`` states each),
+    how much less log-loss exit ``v``'s pair table with ``j`` has than its marginal table on
+    the held-out part of ``splits`` (each a (train, test) pair of masks), summed over them."""
+    gain = np.zeros(later.shape[1])
+    for tr, te in splits:
+        marg = _marginal_table(sv[tr], wrong_v[tr], int(kv), smoothing)
+        y = wrong_v[te]
+        pair = np.stack([_pair_table(sv[tr], later[tr, j], wrong_v[tr], marg, int(kv), int(k), smoothing)
+                         [sv[te], later[te, j]] for j, k in enumerate(k_later)])
+        gain += _log_loss(marg[sv[te]], y) - _log_losses(pair, y)
+    return gain
+
+
+def _log_losses(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`_log_loss` of each row of ``p [J, N]`` (the same sums, row by row)."""
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p)).sum(axis=1)
 
 
 def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
@@ -66,46 +95,49 @@ class PairwiseAnswer:
         pairs where later evidence is noise fall back to the index rule."""
         n, L = states.shape
         fold = np.arange(n) % folds
+        splits = [(fold != f, fold == f) for f in range(folds)]
+        gains = {v: _pair_gains(states[:, v], states[:, v + 1 :], wrong[:, v], n_states[v], n_states[v + 1 :],
+                                smoothing, splits) for v in range(L - 1)}
         tables, kept = {}, {}
         for j in range(1, L):
             for v in range(j):
-                tables[(v, j)] = _pair_table(states[:, v], states[:, j], wrong[:, v], np.asarray(losses[v]),
-                                             int(n_states[v]), int(n_states[j]), smoothing)
-                gain = 0.0
-                for f in range(folds):
-                    tr, te = fold != f, fold == f
-                    cnt = np.bincount(states[tr, v], minlength=n_states[v]).astype(float)
-                    err = np.bincount(states[tr, v], weights=wrong[tr, v], minlength=n_states[v])
-                    marg = (err + smoothing * wrong[tr, v].mean()) / (cnt + smoothing)
-                    pair = _pair_table(states[tr, v], states[tr, j], wrong[tr, v], marg, int(n_states[v]),
-                                       int(n_states[j]), smoothing)
-                    y = wrong[te, v]
-                    gain += _log_loss(marg[states[te, v]], y) - _log_loss(pair[states[te, v], states[te, j]], y)
-                kept[(v, j)] = gain > 0
-                if not kept[(v, j)]:
-                    tables[(v, j)] = np.repeat(np.asarray(losses[v])[:, None], int(n_states[j]), axis=1)
+                kept[(v, j)] = bool(gains[v][j - v - 1] > 0)
+                tables[(v, j)] = (_pair_table(states[:, v], states[:, j], wrong[:, v], np.asarray(losses[v]),
+                                              int(n_states[v]), int(n_states[j]), smoothing) if kept[(v, j)] else
+                                  np.repeat(np.asarray(losses[v])[:, None], int(n_states[j]), axis=1))
         return cls(tables, [np.asarray(x) for x in losses], kept)
+
+    @cached_property
+    def _flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`flat_tables` of the fitted tables (computed once)."""
+        return self.flat_tables(len(self.losses))
 
     def answer(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
         """``[N]`` node to answer with, for ``states [N, L]`` (−1 = not consulted) and the
-        last consulted node ``last [N]``. Loops over pairs of exits only."""
+        last consulted node ``last [N]``: every ``r_v`` read off the tables at once
+        (:meth:`flat_tables`)."""
         n, L = states.shape
-        rows = np.arange(n)
-        s_last = states[rows, last]
-        r = np.full((n, L), np.inf)
-        for v in range(L):
-            cons = (states[:, v] >= 0) & (v <= last)
-            if not cons.any():
-                continue
-            sv = np.maximum(states[:, v], 0)
-            val = np.full(n, np.inf)
-            for j in range(v, L):
-                m = cons & (last == j)
-                if not m.any():
-                    continue
-                val[m] = self.losses[v][sv[m]] if j == v else self.tables[(v, j)][sv[m], s_last[m]]
-            r[:, v] = val
+        flat, offset, width = self._flat
+        s_last = states[np.arange(n), last]
+        k_last = np.array([len(x) for x in self.losses])[last]
+        s_last = np.where(s_last < 0, s_last + k_last, s_last)  # as numpy reads an index −1: the last state
+        nodes = np.arange(L)[None, :]
+        col = np.where(nodes == last[:, None], 0, s_last[:, None])
+        r = flat[offset[nodes, last[:, None]] + np.maximum(states, 0) * width[nodes, last[:, None]] + col]
+        r = np.where((states >= 0) & (nodes <= last[:, None]), r, np.inf)
         # least r; ties go to the later exit
         return L - 1 - np.argmin(r[:, ::-1], axis=1)
 
-
+    def flat_tables(self, L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(flat, offset [L, L], width [L, L])``: every table ``r`` of a pair ``(v, j)``,
+        ``v < j``, and ``ℓ_v`` as the table of ``(v, v)`` (one column, read at ``s_j = 0``),
+        laid end to end: ``r(s_v, s_j)`` is ``flat[offset[v, j] + s_v·width[v, j] + s_j]``."""
+        offset, width = np.zeros((L, L), dtype=np.int64), np.ones((L, L), dtype=np.int64)
+        pieces, at = [], 0
+        for v in range(L):
+            for j in range(v, L):
+                t = np.asarray(self.losses[v], dtype=float)[:, None] if j == v else self.tables[(v, j)]
+                offset[v, j], width[v, j] = at, t.shape[1]
+                pieces.append(t.ravel())
+                at += t.size
+        return np.concatenate(pieces), offset, width

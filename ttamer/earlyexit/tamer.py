@@ -472,12 +472,16 @@ class ThresholdTamer(BaseTamer):
     def decide_budget(self, trace: Trace, index: int) -> ExitDecisions:
         """:meth:`decide` with the rule of budget ``index`` of the fitted sweep (``sweep_cost_``);
         ``index = len(sweep_cost_)`` is the full model."""
+        return self.decide_budgets(trace, [index])[0]
+
+    def decide_budgets(self, trace: Trace, indices: Sequence[int]) -> list[ExitDecisions]:
+        """:meth:`decide_budget` for each index of ``indices``, the states of ``trace`` computed once."""
         self.check_fitted()
-        if index >= len(self.sweep_cost_):
-            return with_full_model(trace, None, 1.0)[0]
-        x, answers = self.state_model_.transform(trace)
-        return decisions(trace, x, answers, self.sweep_taus_[index : index + 1],
-                         self.sweep_cost_[index : index + 1], self.name)[0]
+        full = len(self.sweep_cost_)
+        states = self.state_model_.transform(trace) if any(index < full for index in indices) else None
+        return [with_full_model(trace, None, 1.0)[0] if index >= full else
+                decisions(trace, *states, self.sweep_taus_[index : index + 1], self.sweep_cost_[index : index + 1],
+                          self.name)[0] for index in indices]
 
     def resolved_rules(self, trace: Trace) -> np.ndarray:
         """``[P, L−1]`` thresholds of the fitted class's rules at the resolution of ``trace``,

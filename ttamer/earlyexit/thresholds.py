@@ -42,8 +42,9 @@ import numpy as np
 
 from .metrics import frontier_auc, pareto_frontier
 
-#: Elements per chunk of the ``[P, N, L]`` comparisons and ``[P, N]`` sweeps (bounds memory).
-CHUNK_ELEMENTS = 1 << 24
+#: Elements per chunk of the ``[P, N]`` sweeps over rules or ``λ`` values: a chunk's arrays
+#: stay in the CPU's cache across its loop over the exits (and memory stays bounded).
+CHUNK_ELEMENTS = 1 << 18
 
 
 def _chunks(n_rows: int, row_size: int) -> list[slice]:
@@ -57,21 +58,39 @@ def evenly(n: int, at_most: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, max(2, min(n, at_most))).round().astype(np.int64))
 
 
+def stable_argsort(v: np.ndarray) -> np.ndarray:
+    """``np.argsort(v, kind="stable")`` of a 1-D ``v``: the same permutation, from numpy's faster
+    unstable sort, the runs of equal values (``nan`` with ``nan``) then put back in index order
+    by a sort on (run, index), whose keys are distinct."""
+    order = np.argsort(v)
+    s = v[order]
+    tied = (s[1:] == s[:-1]) | (np.isnan(s[1:]) & np.isnan(s[:-1]))
+    if not tied.any():
+        return order
+    run = np.cumsum(np.r_[0, ~tied])
+    return order[np.argsort(run * len(v) + order)]
+
+
 def first_stop(x: np.ndarray, taus: np.ndarray) -> np.ndarray:
     """``[P, N]`` exit each example stops at: the first ``i < L−1`` with ``x[n, i] ≥ taus[p, i]``,
-    else ``L−1``. ``x [N, L]``, ``taus [P, L−1]`` (or ``[P]`` for a common threshold). One
-    vectorised comparison per exit (a loop over exits only)."""
+    else ``L−1``. ``x [N, L]``, ``taus [P, L−1]`` (or ``[P]`` for a common threshold). Rules are
+    taken in chunks (:data:`CHUNK_ELEMENTS`), each swept over the exits from the last to the
+    first (the first exit that stops is written last)."""
     n, L = x.shape
     taus = np.asarray(taus, dtype=float)
     taus = np.repeat(taus[:, None], L - 1, axis=1) if taus.ndim == 1 else taus
-    out = np.full((len(taus), n), L - 1, dtype=np.int64)
+    out = np.empty((len(taus), n), dtype=np.int64)
+    cols = np.ascontiguousarray(x[:, : L - 1].T)
     for s in _chunks(len(taus), n):
-        stop = out[s]
-        running = np.ones(stop.shape, dtype=bool)
-        for i in range(L - 1):
-            hit = running & (x[None, :, i] >= taus[s, i, None])
-            stop[hit] = i
-            running &= ~hit
+        t = taus[s]
+        stop = np.full((len(t), n), L - 1, dtype=np.min_scalar_type(L - 1))
+        hit, move = np.empty(stop.shape, dtype=bool), np.empty_like(stop)
+        for i in range(L - 2, -1, -1):  # stop ← i where hit, as integer arithmetic (stop > i)
+            np.greater_equal(cols[i], t[:, i, None], out=hit)
+            np.subtract(stop, stop.dtype.type(i), out=move)
+            np.multiply(move, hit, out=move)
+            stop -= move
+        out[s] = stop
     return out
 
 
@@ -99,21 +118,30 @@ def common_threshold_curve(x: np.ndarray, loss: np.ndarray, cum: np.ndarray,
     head = x[:, : L - 1]
     prev_max = np.concatenate([np.full((n, 1), -np.inf), np.maximum.accumulate(head, axis=1)[:, :-1]], axis=1)
     record = head > prev_max
-    nxt_loss, nxt_cost = end.astype(float), cum[:, L - 1].astype(float)
-    d_loss, d_cost = np.zeros((n, L - 1)), np.zeros((n, L - 1))
-    for i in range(L - 2, -1, -1):  # loop over exits only: the next record's loss and cost
-        d_loss[:, i] = loss[:, i] - nxt_loss
-        d_cost[:, i] = cum[:, i] - nxt_cost
-        nxt_loss = np.where(record[:, i], loss[:, i], nxt_loss)
-        nxt_cost = np.where(record[:, i], cum[:, i], nxt_cost)
-    vals, dl, dc = head[record], d_loss[record], d_cost[record]
-    order = np.argsort(-vals, kind="stable")
+    nxt = _next_records(record)
+    stop_loss = np.column_stack([loss[:, : L - 1], end]).astype(float)
+    stop_cost = cum.astype(float)
+    d_loss = stop_loss[:, : L - 1] - np.take_along_axis(stop_loss, nxt, axis=1)
+    d_cost = stop_cost[:, : L - 1] - np.take_along_axis(stop_cost, nxt, axis=1)
+    at = np.flatnonzero(record)  # the records, example-major
+    vals, dl, dc = np.ascontiguousarray(head).ravel()[at], np.take(d_loss, at), np.take(d_cost, at)
+    order = stable_argsort(-vals)
     vals, dl, dc = vals[order], np.cumsum(dl[order]), np.cumsum(dc[order])
     last_of_value = np.flatnonzero(np.r_[vals[1:] != vals[:-1], True])
     taus = np.r_[np.inf, vals[last_of_value]]
     mean_loss = (end.sum() + np.r_[0.0, dl[last_of_value]]) / n
     mean_cost = (cum[:, L - 1].sum() + np.r_[0.0, dc[last_of_value]]) / n
     return taus, mean_loss, mean_cost
+
+
+def _next_records(record: np.ndarray) -> np.ndarray:
+    """``[N, L−1]``: for each exit ``i``, the first record after it (``record [N, L−1]``), or
+    ``L−1`` (the end) if there is none -- where the example stops when the threshold is just
+    above its state at ``i``."""
+    m = record.shape[1]
+    at = np.where(record, np.arange(m), m)
+    first_from = np.minimum.accumulate(at[:, ::-1], axis=1)[:, ::-1]
+    return np.column_stack([first_from[:, 1:], np.full(len(record), m)])
 
 
 def lower_hull(cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -180,7 +208,7 @@ def backward_thresholds(x: np.ndarray, loss: np.ndarray, costs: np.ndarray, lams
     n, L = x.shape
     lams = np.asarray(lams, dtype=float)
     taus = np.full((len(lams), L - 1), np.inf)
-    orders = [np.argsort(x[:, i], kind="stable") for i in range(L - 1)]
+    orders = [stable_argsort(x[:, i]) for i in range(L - 1)]
     for s in _chunks(len(lams), 4 * n):
         lam = lams[s, None]
         G = lam * loss[None, :, L - 1]
@@ -199,7 +227,7 @@ def rule_points(x: np.ndarray, loss: np.ndarray, cum: np.ndarray, taus: np.ndarr
     chunks of rules, so that memory stays bounded)."""
     mean_loss, mean_cost = np.empty(len(taus)), np.empty(len(taus))
     rows = np.arange(len(x))[None, :]
-    for s in _chunks(len(taus), 4 * len(x)):
+    for s in _chunks(len(taus), len(x)):
         last = first_stop(x, taus[s])
         mean_loss[s], mean_cost[s] = loss[rows, last].mean(axis=1), cum[rows, last].mean(axis=1)
     return mean_loss, mean_cost
@@ -282,6 +310,8 @@ def fit_offsets(x: np.ndarray, loss: np.ndarray, cum: np.ndarray) -> np.ndarray:
         moved = False
         for i in range(L - 1):
             for step in OFFSET_STEPS * sd[i]:
+                if step == delta[i]:
+                    continue  # the current offsets, whose area is ``best``
                 trial = delta.copy()
                 trial[i] = step
                 area = curve_area(x - trial, loss, cum)
@@ -304,12 +334,9 @@ def path_rules(vertices: np.ndarray, x: np.ndarray, max_rules: int) -> np.ndarra
     finite = np.r_[head[np.isfinite(head)], vertices[np.isfinite(vertices)]]
     lo, hi = (finite.min() - 1.0, finite.max() + 1.0) if finite.size else (-1.0, 1.0)
     ends = np.clip(vertices, lo, hi)
+    xs = np.sort(head, axis=0)
     params = [np.arange(len(ends), dtype=float)]
-    for j in range(len(ends) - 1):  # a loop over the path's segments
-        a, b = ends[j], ends[j + 1]
-        width = np.where(a != b, b - a, 1.0)
-        t = (head - a) / width
-        params.append(j + t[(a != b) & (t > 0) & (t < 1)])
+    params += [_crossings(xs[:, i], ends[:-1, i], ends[1:, i]) for i in range(head.shape[1])]  # a loop over exits
     s = np.unique(np.concatenate(params))
     s = np.unique(np.r_[s, (s[1:] + s[:-1]) / 2])
     if len(s) > max_rules:  # thin evenly, keeping the vertices
@@ -320,3 +347,17 @@ def path_rules(vertices: np.ndarray, x: np.ndarray, max_rules: int) -> np.ndarra
     out = ends[j] + t * (ends[j + 1] - ends[j])
     out[s == np.floor(s)] = vertices[s[s == np.floor(s)].astype(np.int64)]  # the vertices themselves, exactly
     return out
+
+
+def _crossings(xs: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Positions ``j + t``, ``0 < t < 1``, where the threshold moving linearly from ``a[j]`` to
+    ``b[j]`` along segment ``j`` crosses one of the states ``xs`` (sorted): ``t = (x − a)/(b − a)``
+    for the states strictly between the two ends, found by binary search."""
+    first = np.searchsorted(xs, np.minimum(a, b), side="right")
+    stop = np.searchsorted(xs, np.maximum(a, b), side="left")
+    count = np.maximum(stop - first, 0)
+    seg = np.repeat(np.arange(len(a)), count)
+    at = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + first[seg]
+    t = (xs[at] - a[seg]) / (b[seg] - a[seg])
+    keep = (t > 0) & (t < 1)
+    return seg[keep] + t[keep]

@@ -14,8 +14,8 @@ name               state             answer
 
 :func:`complete_sweep` sweeps a heuristic's threshold over *every* distinct value of its state
 on the examples it is scored on, so that the sweep's resolution never decides a comparison,
-and keeps the rules on the frontier of that complete sweep. :func:`calibrated_threshold`
-picks a threshold on calibration examples only, for the service-level protocol.
+and keeps the rules on the frontier of that complete sweep. The service-level protocol
+(:mod:`ttamer.earlyexit.slo`) picks a threshold on calibration examples only.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from ttamer.earlyexit.thresholds import (backward_thresholds, budget_points, common_threshold_curve, curve_area,
                                          first_stop, fit_offsets, frontier_taus, hull_choice, lower_hull, path_rules,
-                                         quantile_path, rule_points)
+                                         quantile_path, rule_points, shifted_thresholds)
 
 
 def _problem(seed: int, n: int, L: int, ties: bool):
@@ -183,7 +183,7 @@ def test_fit_offsets_never_lowers_the_calibration_area(seed, n, L, ties):
     rows = np.arange(n)
     pts = []
     for t in np.r_[np.unique((x - delta)[:, :-1]), np.inf]:
-        last = _loop_stop(x, t + delta[:-1])
+        last = _loop_stop(x - delta, np.full(L - 1, t))
         pts.append((cum[rows, last].mean() / scale, 1 - loss[rows, last].mean()))
     pts = np.array(pts)
     lo = min(cum[:, 0].mean() / scale, 1 - 1e-9)
@@ -223,5 +223,20 @@ def test_path_rules_are_the_complete_sweep_of_the_path(seed, n, L, ties):
     for s in np.linspace(0, 2, 2001):
         j = min(int(s), 1)
         t = s - j
-        rule = ends[j] + t * (ends[j + 1] - ends[j])
+        rule = ends[j + 1] if t == 1 else ends[j] + t * (ends[j + 1] - ends[j])  # path_rules' interpolation
         assert tuple(first_stop(x, rule[None])[0]) in got
+
+
+@settings(max_examples=150, deadline=None)
+@given(**params)
+def test_shifted_thresholds_stop_exactly_where_the_shifted_state_does(seed, n, L, ties):
+    """Per-exit thresholds from a common threshold on the shifted state decide, for every
+    example and exit, exactly as the shifted comparison x − δ ≥ τ (also at the fitted
+    thresholds themselves, where τ + δ alone can miss by one float step)."""
+    x, _, _, _ = _problem(seed, n, L, ties)
+    delta = np.r_[np.random.default_rng(seed + 3).normal(0, 0.3, L - 1), 0.0]
+    taus = np.r_[np.unique((x - delta)[:, :-1]), -np.inf, np.inf]
+    t = shifted_thresholds(taus, delta)
+    assert t.shape == (len(taus), L - 1)
+    assert np.array_equal(x[None, :, :-1] >= t[:, None, :], (x - delta)[None, :, :-1] >= taus[:, None, None])
+    assert np.array_equal(shifted_thresholds(taus, np.zeros(L)), np.repeat(taus[:, None], L - 1, axis=1))

@@ -45,7 +45,8 @@ from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier
 from .states import ANSWERS, STATES, StateModel, exit_wrong
 from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, evenly, first_stop,
-                         fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points)
+                         fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points,
+                         shifted_thresholds)
 
 #: One threshold for every exit (``common``), one threshold on the state shifted by a fitted
 #: offset per exit (``offset``, :func:`~ttamer.earlyexit.thresholds.fit_offsets`), one threshold
@@ -149,7 +150,7 @@ def lambda_thresholds(cand: PolicyCandidate, x: np.ndarray, loss: np.ndarray, co
     cum = np.broadcast_to(np.cumsum(costs), x.shape)
     taus, mean_loss, mean_cost = common_threshold_curve(x - offsets, loss, cum)
     tau = taus[hull_choice(mean_cost, mean_loss, lams)]
-    return tau[:, None] + offsets[None, :-1]
+    return shifted_thresholds(tau, offsets)
 
 
 def budget_sweep(cand: PolicyCandidate, x: np.ndarray, loss: np.ndarray, costs: np.ndarray, lams: np.ndarray,
@@ -170,7 +171,7 @@ def budget_sweep(cand: PolicyCandidate, x: np.ndarray, loss: np.ndarray, costs: 
     if cand.thresholds != "per_exit":
         taus, mean_loss, mean_cost = common_threshold_curve(x - offsets, loss, cum)
         keep = budget_points(mean_cost, mean_loss, resolution / COMMON_REFINEMENT)
-        return taus[keep, None] + offsets[None, :-1], mean_cost[keep], mean_loss[keep]
+        return shifted_thresholds(taus[keep], offsets), mean_cost[keep], mean_loss[keep]
     base = np.unique(backward_thresholds(x, loss, costs, lams), axis=0)
     base_cost = rule_points(x, loss, cum, base)[1]
     order = np.argsort(base_cost, kind="stable")
@@ -205,7 +206,7 @@ def complete_sweep(trace: Trace, x: np.ndarray, answers: np.ndarray, target: str
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
     taus = frontier_taus(x - offsets, loss, trace.cumulative_cost,
                          max(2, min(MAX_SWEEP_POINTS, MAX_SWEEP_CELLS // len(x))))
-    return decisions(trace, x, answers, taus[:, None] + offsets[None, :-1], taus, name)
+    return decisions(trace, x, answers, shifted_thresholds(taus, offsets), taus, name)
 
 
 def path_sweep(trace: Trace, x: np.ndarray, answers: np.ndarray, vertices: np.ndarray, target: str,
@@ -498,7 +499,7 @@ class ThresholdTamer(BaseTamer):
         loss = np.take_along_axis(exit_wrong(trace, self.target), answers, axis=1)
         taus = common_threshold_curve(x - self.offsets_, loss, trace.cumulative_cost)[0]
         keep = evenly(len(taus), min(MAX_SWEEP_POINTS, MAX_SWEEP_CELLS // len(x)))
-        return taus[keep, None] + self.offsets_[None, :-1]
+        return shifted_thresholds(taus[keep], self.offsets_)
 
     def decide_rules(self, trace: Trace, taus: np.ndarray) -> ExitDecisions:
         """The decisions ``[P, N]`` of the fitted class's state and answer rule under the

@@ -286,6 +286,37 @@ def curve_area(x: np.ndarray, loss: np.ndarray, cum: np.ndarray) -> float:
     return frontier_auc(pareto_frontier(mean_cost / scale, 1.0 - mean_loss), lo, 1.0)
 
 
+#: Bisection steps of :func:`shifted_thresholds` (it needs about 60 to reach adjacent floats).
+BISECTION_STEPS = 200
+
+
+def shifted_thresholds(taus: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``[P, L−1]`` per-exit thresholds equivalent, exactly in floating point, to the common
+    thresholds ``taus [P]`` on the state shifted by ``offsets [L]``: ``x ≥ t[p, i]`` if and only
+    if ``x − offsets[i] ≥ taus[p]`` (as computed, for every float ``x``).
+
+    ``t = taus + offsets`` can miss by a few units in the last place (more where ``x`` is
+    much smaller than the offset), so that an example whose shifted state equals a fitted
+    threshold would not stop where the fitted curve says it does. Subtraction is monotone,
+    so the least float ``t`` whose shifted value reaches the threshold exists; it is found by
+    bisection between two floats a few units in the last place either side of ``taus + offsets``."""
+    tau = np.asarray(taus, dtype=float)[:, None]
+    off = np.broadcast_to(np.asarray(offsets, dtype=float)[None, :-1], (tau.shape[0], len(offsets) - 1))
+    guess = tau + off
+    finite = np.isfinite(guess) & np.isfinite(tau)
+    width = 8 * np.spacing(np.maximum(np.maximum(np.abs(tau), np.abs(off)), np.abs(guess)))
+    lo, hi = np.where(finite, guess - width, 0.0), np.where(finite, guess + width, 0.0)
+    for _ in range(BISECTION_STEPS):  # invariant: lo − off < tau ≤ hi − off
+        mid = lo + (hi - lo) / 2
+        moving = (mid != lo) & (mid != hi)
+        if not moving.any():
+            break
+        reach = mid - off >= tau
+        hi = np.where(moving & reach, mid, hi)
+        lo = np.where(moving & ~reach, mid, lo)
+    return np.where(finite, hi, guess)
+
+
 def fit_offsets(x: np.ndarray, loss: np.ndarray, cum: np.ndarray) -> np.ndarray:
     r"""``[L]`` per-exit offsets ``δ`` of the *offset* class: one threshold ``τ`` common to every
     exit on the shifted state ``x_i − δ_i``, i.e. the per-exit thresholds ``τ + δ_i``.

@@ -165,8 +165,8 @@ def test_bad_inputs_give_clear_errors(data):
 
 
 def test_strategy_comparison_and_metrics(data):
-    from ttamer.earlyexit.cascade import (bootstrap_auc, compare_strategies, frontier_metrics, pareto_indices,
-                                          tuned_threshold_cascade)
+    from ttamer.earlyexit.cascade import bootstrap_auc, compare_strategies, frontier_metrics, tuned_threshold_cascade
+    from ttamer.earlyexit.metrics import pareto_indices
 
     cal, test = data
     decs, rec = compare_strategies(cal, test, [0.5, 0.9, 0.99], K=4, agreement=False, grid=5)

@@ -46,6 +46,7 @@ from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
 from ..core.solution import SolveResult
 from ..solvers.solve import solve
+from .metrics import pareto_indices
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam
 from .base import ANSWER_RULES, FEATURES, BaseTamer, check_choice, vocabulary_subset
@@ -312,15 +313,6 @@ def threshold_cascade(trace: Trace, sequence: Sequence[int | str],
     out = ExitDecisions(seq[ans_stage], seq[stop], cost, params, name, consulted)
     out.thresholds = th  # type: ignore[attr-defined]
     return out
-
-
-def pareto_indices(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
-    """Indices of the points on the upper-left Pareto frontier (cost increasing, accuracy
-    strictly increasing)."""
-    order = np.lexsort((-np.asarray(accuracy), np.asarray(cost)))
-    a = np.asarray(accuracy)[order]
-    prev = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]])
-    return order[a > prev + 1e-12]
 
 
 def tuned_threshold_cascade(calibration: Trace, test: Trace, sequence: Sequence[int | str],

@@ -26,11 +26,18 @@ def pareto_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndar
     a = np.asarray(accuracy, dtype=float).ravel()
     if c.shape != a.shape or len(c) == 0:
         raise TTamerError(f"pareto_frontier: need equal-length non-empty cost/accuracy, got {c.shape}, {a.shape}")
-    order = _cost_order(c, a)
-    c, a = c[order], a[order]
-    prev_best = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]])
-    keep = a > prev_best + _EPS
+    keep = pareto_indices(c, a)
     return np.stack([c[keep], a[keep]], axis=1)
+
+
+def pareto_indices(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """Indices of the points on the upper-left Pareto frontier (:func:`pareto_frontier`), cost
+    increasing and accuracy strictly increasing."""
+    c, a = np.asarray(cost, dtype=float).ravel(), np.asarray(accuracy, dtype=float).ravel()
+    order = _cost_order(c, a)
+    a = a[order]
+    prev_best = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]])
+    return order[a > prev_best + _EPS]
 
 
 def _cost_order(c: np.ndarray, a: np.ndarray) -> np.ndarray:

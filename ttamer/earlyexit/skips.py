@@ -64,14 +64,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from .crossval import lam_grid
-from .cascade import build_tree_instance, pareto_indices, run_tree_policy
+from .cascade import build_tree_instance, run_tree_policy
 from ..core.errors import TTamerError
 from ..core.instance import Instance
 from ..solvers.solve import solve
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_lam, check_real
 from .base import ANSWER_RULES, FEATURES as _FEATURE_VOCABULARY, BaseTamer, check_choice, vocabulary_subset
-from .metrics import cost_at_accuracy, frontier_auc, pareto_frontier
+from .metrics import cost_at_accuracy, frontier_auc, pareto_frontier, pareto_indices
 from .thresholds import first_stop, frontier_taus
 
 #: The states of the skip rule (a subset of :data:`ttamer.earlyexit.base.FEATURES`).

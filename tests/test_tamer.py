@@ -8,6 +8,7 @@ import pytest
 
 from ttamer.earlyexit import baselines
 from ttamer.earlyexit import heuristics
+import ttamer.earlyexit.slo as slo_mod
 from ttamer.earlyexit.slo import CONFIDENCE, TARGETS, out_of_fold_accuracy, slo_block
 from ttamer.earlyexit.states import StateModel, ensemble_answers, running_argmax
 import ttamer.earlyexit.tamer as tamer_mod
@@ -271,22 +272,38 @@ def test_per_exit_frontier_sweep_holds_every_fitted_budget(split, monkeypatch):
         assert reach.size and reach.max() >= a - 1e-12
 
 
-@pytest.mark.parametrize("policy", ["common:max_prob:last", "offset:max_prob:last"])
-def test_resolved_rules_reach_the_complete_frontier(split, policy):
-    """On the examples they are resolved on, a one-threshold class's rules reach every point
-    of its complete sweep's frontier, and decide_rules reproduces decide_budget's rules."""
-    cal = split[0].subset(np.arange(300))  # fewer distinct thresholds than the rules kept: none thinned
+@pytest.mark.parametrize("policy", ["common:max_prob:last", "offset:max_prob:last", "per_exit:posterior:posterior"])
+def test_tamer_points_are_its_rules_on_the_calibration_examples(split, policy):
+    """Each operating point of T-Tamer's SLO menu, applied to the calibration examples, has the
+    menu's cost, in-sample accuracy and share of examples differing from the full model."""
+    cal = split[0].subset(np.arange(300))
     t = ThresholdTamer(policy=policy).fit(cal)
-    taus = t.resolved_rules(cal)
-    assert taus.shape[1] == cal.n_exits - 1
-    dec, ref = t.decide_rules(cal, taus), t.frontier_sweep(cal)
+    menu = slo_mod.tamer_points(t, cal)
+    P = len(menu.cost)
+    assert menu.cost[-1] == pytest.approx(1.0) and menu.disagreement[-1] == 0.0
+    ps = np.unique(np.r_[np.linspace(0, P - 1, 25).round().astype(int), P - 1])
+    dec = menu.apply(cal, ps)
+    full = cal.predictions[:, -1] == cal.labels
+    for k, p in enumerate(ps):
+        right = dec[k].correct(cal, "label")
+        assert dec[k].cost.mean() / cal.full_cost.mean() == pytest.approx(menu.cost[p])
+        assert right.mean() == pytest.approx(menu.in_sample[p])
+        assert (right != full).mean() == pytest.approx(menu.disagreement[p])
+    if policy.startswith("common"):
+        assert np.array_equal(menu.accuracy, menu.in_sample)
 
-    def front(d):
-        return pareto_frontier(d.cost.mean(axis=1), d.correct(cal, "label").mean(axis=1))
 
-    full = np.array([[cal.full_cost.mean(), (cal.predictions[:, -1] == cal.labels).mean()]])
-    a, b = pareto_frontier(*np.r_[front(dec), full].T), front(ref)
-    # the complete sweep keeps frontier points at a cost resolution; each is one of the rules'
-    assert len(b) <= len(a) and all(np.isclose(a, row).all(axis=1).any() for row in b)
-    one = t.decide_rules(cal, t.sweep_taus_[3:4])[0]
-    assert np.array_equal(one.last, t.decide_budget(cal, 3).last)
+@pytest.mark.parametrize("which", ["max-prob", "max-prob-sdn", "patience", "static"])
+def test_heuristic_and_static_points_are_their_rules(split, which):
+    """The same for a heuristic's menu (every distinct threshold) and the static exits."""
+    cal = split[0].subset(np.arange(300))
+    menu = slo_mod.static_points(cal) if which == "static" else slo_mod.heuristic_points(cal, which)
+    P = len(menu.cost)
+    ps = np.unique(np.r_[np.linspace(0, P - 1, 25).round().astype(int), P - 1])
+    dec = menu.apply(cal, ps)
+    full = cal.predictions[:, -1] == cal.labels
+    for k, p in enumerate(ps):
+        right = dec[k].correct(cal, "label")
+        assert dec[k].cost.mean() / cal.full_cost.mean() == pytest.approx(menu.cost[p])
+        assert right.mean() == pytest.approx(menu.in_sample[p]) == pytest.approx(menu.accuracy[p])
+        assert (right != full).mean() == pytest.approx(menu.disagreement[p])

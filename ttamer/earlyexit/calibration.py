@@ -80,8 +80,11 @@ from .traces import ExitDecisions, Trace
 
 #: Candidates tried for ``K="auto"`` (those leaving < ``MIN_PER_STATE`` examples per state dropped).
 K_GRID = (4, 8, 16, 32)
+#: Candidates tried for ``feature="auto"``.
 FEATURE_GRID = ("max_prob", "learned")
+#: Candidates tried for ``agreement="auto"`` (off, or agreement with the previous exit).
 AGREEMENT_GRID = (0, 1)
+#: Candidates tried for ``smoothing="auto"``.
 SMOOTHING_GRID = (0.5, 2.0, 8.0)
 #: ``K="auto"`` keeps candidates with at least this many training examples per state on average.
 MIN_PER_STATE = 8

@@ -8,8 +8,10 @@ the target -- the test full model's accuracy minus the same drop -- held (the bo
 
 Every strategy offers a menu of operating points swept at the resolution of the calibration
 examples, ending with the full model: a heuristic every distinct threshold, a static
-exit every exit, T-Tamer every rule of its fitted class
-(:meth:`~ttamer.earlyexit.tamer.ThresholdTamer.resolved_rules`). Every strategy then takes the
+exit every exit, T-Tamer every rule of its fitted class (:func:`tamer_points`; a
+one-threshold rule's menu and the paired statistics are read off the closed-form curve of
+:func:`~ttamer.earlyexit.thresholds.common_threshold_curve`, in one pass over the examples
+for all thresholds). Every strategy then takes the
 cheapest point that meets the target **with confidence** :math:`c` (:func:`meets_target`):
 the same rule for all, so that the comparison is between policies, not between ways of
 picking a point. The full model always qualifies. Where T-Tamer's rule has fitted thresholds
@@ -28,10 +30,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.errors import TTamerError
-from .heuristics import HEURISTIC_RULES, MAX_SWEEP_CELLS, MAX_SWEEP_POINTS, sweep, threshold_curve
-from .thresholds import evenly
-from .states import exit_wrong
-from .tamer import ThresholdTamer, with_full_model
+from .heuristics import HEURISTIC_RULES, sweep
+from .states import StateModel, exit_wrong
+from .thresholds import common_threshold_curve, rule_points, shifted_thresholds
+from .tamer import ThresholdTamer
 from .traces import ExitDecisions, Trace
 
 #: Target name -> accuracy drop below the full model's accuracy.
@@ -42,15 +44,18 @@ CONFIDENCE = 0.9
 
 @dataclass
 class OperatingPoints:
-    """A strategy's menu on the calibration examples: rule ``p`` has calibration ``cost[p]``
-    (a fraction of the full model's), per-example correctness ``correct [P, N]`` and judged
-    ``accuracy[p]`` (in-sample, or out-of-fold for fitted rules); ``apply(trace, ps)`` runs
-    the rules ``ps`` on other examples (decisions ``[len(ps), N]``). The last rule is the full
-    model."""
+    """A strategy's menu on the ``n`` calibration examples. Rule ``p`` has calibration
+    ``cost[p]`` (a fraction of the full model's), in-sample accuracy ``in_sample[p]``, judged
+    ``accuracy[p]`` (in-sample, or out of fold for fitted rules) and ``disagreement[p]``, the
+    share of examples on which it and the full model differ in correctness (the mean of
+    :math:`d^2` in :func:`meets_target`); ``apply(trace, ps)`` runs the rules ``ps`` on other
+    examples (decisions ``[len(ps), N]``). The last rule is the full model."""
 
     cost: np.ndarray
-    correct: np.ndarray
+    in_sample: np.ndarray
     accuracy: np.ndarray
+    disagreement: np.ndarray
+    n: int
     apply: Callable[[Trace, np.ndarray], ExitDecisions]
 
 
@@ -65,14 +70,15 @@ def check_confidence(confidence: Any) -> float:
     return c
 
 
-def meets_target(points: OperatingPoints, full_correct: np.ndarray, drop: float, confidence: float,
+def meets_target(points: OperatingPoints, full_accuracy: float, drop: float, confidence: float,
                  n_test: int) -> np.ndarray:
     r"""``[P]``: whether each operating point meets the target with the given confidence.
 
     With the paired differences :math:`d_{p,n} = 1[\text{rule } p \text{ right on } n] -
     1[\text{full model right on } n]` on the :math:`N` calibration examples, their mean
     :math:`\bar d_p` (the judged accuracy minus the full model's) and standard deviation
-    :math:`s_p`, point :math:`p` qualifies when
+    :math:`s_p` (from the in-sample differences: :math:`d^2` is 1 exactly where the two
+    differ in correctness), point :math:`p` qualifies when
 
     .. math::
 
@@ -82,12 +88,12 @@ def meets_target(points: OperatingPoints, full_correct: np.ndarray, drop: float,
     :math:`z_c` the standard normal quantile of the confidence :math:`c`: a one-sided
     prediction bound on the difference that the test examples will show.
     """
-    d = points.correct.astype(float) - full_correct.astype(float)[None, :]
-    n = d.shape[1]
-    spread = d.std(axis=1, ddof=1) if n > 1 else np.zeros(len(d))
-    mean = points.accuracy - full_correct.mean()
+    n = points.n
+    mean_in = points.in_sample - full_accuracy
+    var = np.maximum(points.disagreement - mean_in**2, 0.0) * n / max(n - 1, 1)
     z = NormalDist().inv_cdf(confidence)
-    return mean - z * spread * np.sqrt(1.0 / n + 1.0 / max(int(n_test), 1)) >= -drop - 1e-12
+    bound = points.accuracy - full_accuracy - z * np.sqrt(var) * np.sqrt(1.0 / n + 1.0 / max(int(n_test), 1))
+    return bound >= -drop - 1e-12
 
 
 def out_of_fold_accuracy(tamer: ThresholdTamer, budgets: np.ndarray) -> np.ndarray | None:
@@ -105,14 +111,22 @@ def out_of_fold_accuracy(tamer: ThresholdTamer, budgets: np.ndarray) -> np.ndarr
     return np.mean(per_fold, axis=0)
 
 
-def _menu(cal: Trace, dec: ExitDecisions, target: str,
+def _losses(cal: Trace, answers: np.ndarray, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, L]`` the 0/1 loss of stopping at each exit (answering ``answers``), and
+    whether it differs from the full model's (the :math:`d^2` of :func:`meets_target`)."""
+    wrong = exit_wrong(cal, target)
+    loss = np.take_along_axis(wrong, answers, axis=1)
+    return loss, np.abs(loss - wrong[:, -1:])
+
+
+def _menu(cal: Trace, target: str, cost: np.ndarray, loss: np.ndarray, differs: np.ndarray,
           apply: Callable[[Trace, np.ndarray], ExitDecisions]) -> OperatingPoints:
-    """The menu of the sweep ``dec`` on ``cal`` followed by the full model; ``apply(trace, ps)``
-    runs rules ``ps`` of ``dec`` (the full model, index ``len(dec)``, is added here)."""
-    full = with_full_model(cal, None, 1.0)[0]
-    correct = np.vstack([dec.correct(cal, target), full.correct(cal, target)[None, :]])
-    cost = np.r_[dec.cost.mean(axis=1), full.cost.mean()] / cal.full_cost.mean()
-    n_rules = len(dec)
+    """The menu of rules with calibration mean ``cost``, ``loss`` and ``differs`` (``[P]``,
+    ``cost`` in trace units) followed by the full model; ``apply(trace, ps)`` runs rules ``ps``
+    (the full model, index ``P``, is added here)."""
+    full_loss = exit_wrong(cal, target)[:, -1]
+    acc = np.r_[1.0 - loss, 1.0 - full_loss.mean()]
+    n_rules = len(cost)
 
     def run(trace: Trace, ps: np.ndarray) -> ExitDecisions:
         ps = np.asarray(ps, dtype=np.int64)
@@ -121,37 +135,63 @@ def _menu(cal: Trace, dec: ExitDecisions, target: str,
         last = np.where(is_full, trace.n_exits - 1, dec.last)
         return ExitDecisions.from_last(trace, np.where(is_full, trace.n_exits - 1, dec.answer), last)
 
-    return OperatingPoints(cost, correct, correct.mean(axis=1), run)
+    return OperatingPoints(np.r_[cost, cal.full_cost.mean()] / cal.full_cost.mean(), acc, acc.copy(),
+                           np.r_[differs, 0.0], cal.n_examples, run)
+
+
+def _threshold_menu(cal: Trace, x: np.ndarray, answers: np.ndarray, target: str,
+                    apply: Callable[[Trace, np.ndarray], ExitDecisions]) -> OperatingPoints:
+    """A common threshold on the state ``x`` at every distinct value on ``cal`` (closed form,
+    :func:`~ttamer.earlyexit.thresholds.common_threshold_curve`; ``apply`` gets indices into
+    the returned thresholds, see :func:`_common_taus`)."""
+    loss, differs = _losses(cal, answers, target)
+    _, mean_loss, mean_cost = common_threshold_curve(x, loss, cal.cumulative_cost)
+    mean_differs = common_threshold_curve(x, differs, cal.cumulative_cost)[1]
+    return _menu(cal, target, mean_cost, mean_loss, mean_differs, apply)
+
+
+def _common_taus(x: np.ndarray) -> np.ndarray:
+    """The thresholds of :func:`_threshold_menu`'s rules (those of the closed-form curve)."""
+    return common_threshold_curve(x, np.zeros_like(x), np.zeros_like(x))[0]
 
 
 def heuristic_points(cal: Trace, name: str, target: str = "label") -> OperatingPoints:
-    """Heuristic ``name`` at every distinct threshold of its state on ``cal`` (spread evenly
-    over them beyond :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_POINTS` rules or
-    :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` rules × examples)."""
-    taus = threshold_curve(cal, name, target)[0]
-    taus = taus[evenly(len(taus), min(MAX_SWEEP_POINTS, MAX_SWEEP_CELLS // cal.n_examples))]
-    return _menu(cal, sweep(cal, name, taus), target, lambda tr, ps: sweep(tr, name, taus[ps]))
+    """Heuristic ``name`` at every distinct threshold of its state on ``cal``."""
+    x, answers = StateModel.fit(cal, *HEURISTIC_RULES[name]).transform(cal)
+    taus = _common_taus(x)
+    return _threshold_menu(cal, x, answers, target, lambda tr, ps: sweep(tr, name, taus[ps]))
 
 
 def static_points(cal: Trace, target: str = "label") -> OperatingPoints:
     """Every exit of the chain, always stopping there."""
     L = cal.n_exits
-    last = np.repeat(np.arange(L - 1)[:, None], cal.n_examples, axis=1)
-    dec = ExitDecisions.from_last(cal, last, last)
+    loss, differs = _losses(cal, np.broadcast_to(np.arange(L), (cal.n_examples, L)), target)
 
     def at(tr: Trace, ps: np.ndarray) -> ExitDecisions:
         k = np.repeat(np.asarray(ps)[:, None], tr.n_examples, axis=1)
         return ExitDecisions.from_last(tr, k, k)
 
-    return _menu(cal, dec, target, at)
+    cum = cal.cumulative_cost
+    return _menu(cal, target, cum.mean(axis=0)[:-1], loss.mean(axis=0)[:-1], differs.mean(axis=0)[:-1], at)
 
 
 def tamer_points(tamer: ThresholdTamer, cal: Trace) -> OperatingPoints:
-    """The fitted tamer's rules at the resolution of ``cal``; for fitted thresholds, accuracy
-    out of fold (:func:`out_of_fold_accuracy`; the full model keeps its own)."""
-    taus = tamer.resolved_rules(cal)
-    menu = _menu(cal, tamer.decide_rules(cal, taus), tamer.target,
-                 lambda tr, ps: tamer.decide_rules(tr, taus[ps]))
+    """The fitted tamer's rules on ``cal``: for a one-threshold class (common or offset) every
+    distinct threshold of its shifted state, for the per-exit class its budgeted rules; for
+    fitted thresholds (offset, per-exit), accuracy out of fold (:func:`out_of_fold_accuracy`;
+    the full model keeps its own)."""
+    tamer.check_fitted()
+    x, answers = tamer.state_model_.transform(cal)
+    if tamer.candidate_.thresholds == "per_exit":
+        taus = tamer.sweep_taus_
+        loss, differs = _losses(cal, answers, tamer.target)
+        mean_loss, mean_cost = rule_points(x, loss, cal.cumulative_cost, taus)
+        menu = _menu(cal, tamer.target, mean_cost, mean_loss, rule_points(x, differs, cal.cumulative_cost, taus)[0],
+                     lambda tr, ps: tamer.decide_rules(tr, taus[ps]))
+    else:
+        shifted = x - tamer.offsets_
+        taus = shifted_thresholds(_common_taus(shifted), tamer.offsets_)
+        menu = _threshold_menu(cal, shifted, answers, tamer.target, lambda tr, ps: tamer.decide_rules(tr, taus[ps]))
     oof = out_of_fold_accuracy(tamer, menu.cost[:-1])
     if oof is not None:
         menu.accuracy = np.r_[oof, menu.accuracy[-1]]
@@ -176,7 +216,7 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
     menus = {name: tamer_points(t, calibration) for name, t in tamers.items()}
     menus |= {h: heuristic_points(calibration, h, target) for h in heuristics}
     menus["static"] = static_points(calibration, target)
-    full_cal = exit_wrong(calibration, target)[:, -1] == 0
+    full_cal = float(1.0 - exit_wrong(calibration, target)[:, -1].mean())
     test_full = float(1.0 - exit_wrong(test, target)[:, -1].mean())
     picked: dict[str, ExitDecisions] = {}
     for name, menu in menus.items():
@@ -189,6 +229,6 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
     for k, (tname, drop) in enumerate(TARGETS.items()):
         rows = {name: _score(dec[k], test, target, test_full - drop) for name, dec in picked.items()}
         out[tname] = {"accuracy_drop": drop, "confidence": confidence,
-                      "calibration_target": float(full_cal.mean()) - drop, "test_target": test_full - drop,
+                      "calibration_target": full_cal - drop, "test_target": test_full - drop,
                       "strategies": rows}
     return out

@@ -484,26 +484,9 @@ class ThresholdTamer(BaseTamer):
                 decisions(trace, *states, self.sweep_taus_[index : index + 1], self.sweep_cost_[index : index + 1],
                           self.name)[0] for index in indices]
 
-    def resolved_rules(self, trace: Trace) -> np.ndarray:
-        """``[P, L−1]`` thresholds of the fitted class's rules at the resolution of ``trace``,
-        cost increasing: for a one-threshold class (common or offset) every distinct threshold
-        of its shifted state on ``trace`` (spread evenly over them beyond
-        :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_POINTS` rules or
-        :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` rules × examples), for the
-        per-exit class its budgeted rules (``sweep_taus_``). :meth:`decide_rules` applies them
-        to any trace."""
-        self.check_fitted()
-        if self.candidate_.thresholds == "per_exit":
-            return self.sweep_taus_.copy()
-        x, answers = self.state_model_.transform(trace)
-        loss = np.take_along_axis(exit_wrong(trace, self.target), answers, axis=1)
-        taus = common_threshold_curve(x - self.offsets_, loss, trace.cumulative_cost)[0]
-        keep = evenly(len(taus), min(MAX_SWEEP_POINTS, MAX_SWEEP_CELLS // len(x)))
-        return shifted_thresholds(taus[keep], self.offsets_)
-
     def decide_rules(self, trace: Trace, taus: np.ndarray) -> ExitDecisions:
         """The decisions ``[P, N]`` of the fitted class's state and answer rule under the
-        thresholds ``taus [P, L−1]`` (e.g. from :meth:`resolved_rules`; ``params`` = row index)."""
+        thresholds ``taus [P, L−1]`` (``params`` = row index)."""
         self.check_fitted()
         taus = np.asarray(taus, dtype=float)
         x, answers = self.state_model_.transform(trace)

@@ -204,6 +204,8 @@ def test_cache_dir_env_and_keys(tmp_path, monkeypatch):
     assert k1 != trace_key("nlp", "offline", 0, "cpu", {"n_head": 10, "n_trace": 6})
     assert k1 != trace_key("nlp", "full", 0, "cpu", {"n_head": 10, "n_trace": 5})
     assert k1 == trace_key("nlp", "offline", 0, "cpu", {"n_trace": 5, "n_head": 10})
+    monkeypatch.setattr(common, "RECIPE", common.RECIPE + 1)  # a new recipe never reads an old file
+    assert k1 != trace_key("nlp", "offline", 0, "cpu", {"n_head": 10, "n_trace": 5})
     # defaults resolved: an explicit default size is the same file as no size
     default = vision.PROFILES["offline"]["n_train"]
     assert trace_path("vision", n_train=default) == trace_path("vision")

@@ -49,10 +49,16 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     return path
 
 
+#: Version of the workloads' recipes, part of every cache key: raised when a recipe changes
+#: what a trace holds (2: encoder batches sorted by token count), so that a trace cached by an
+#: older recipe is not read as this one's.
+RECIPE = 2
+
+
 def trace_key(workload: str, profile: str, seed: int, device: str, sizes: Mapping[str, Any]) -> str:
-    """File name of a cached trace: readable, and distinct for every workload, profile, seed,
-    device and size setting (sizes sorted by name)."""
-    parts = [workload, profile, f"seed{int(seed)}", device]
+    """File name of a cached trace: readable, and distinct for every recipe (:data:`RECIPE`),
+    workload, profile, seed, device and size setting (sizes sorted by name)."""
+    parts = [f"r{RECIPE}", workload, profile, f"seed{int(seed)}", device]
     parts += [f"{k}{v}" for k, v in sorted(sizes.items())]
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(parts)) + ".npz"
 

@@ -389,9 +389,12 @@ class _ExitHooks:
 
 
 def run_encoder(tok, model, texts: list[str], cfg: dict[str, Any], device, heads=None, *,
-                desc: str = "", progress: bool = True) -> tuple[list[np.ndarray], CostRecorder]:
-    """Run the encoder over ``texts`` in batches; return, per exit, the pooled features
-    (``heads=None``) or the exit's softmax ``[N, C]``, and the per-block costs recorded."""
+                desc: str = "", progress: bool = True, by_length: bool = True) -> tuple[list[np.ndarray], CostRecorder]:
+    """Run the encoder over ``texts`` in batches; return, per exit and in the order of
+    ``texts``, the pooled features (``heads=None``) or the exit's softmax ``[N, C]``, and the
+    per-block costs recorded. With ``by_length`` the batches hold texts of similar token
+    counts, so that dynamic padding pads little (about twice as fast on short sentences; the
+    outputs move by about 1e-6, the padding's rounding)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -404,6 +407,11 @@ def run_encoder(tok, model, texts: list[str], cfg: dict[str, Any], device, heads
     hooks.outputs = [[] for _ in layers]
     rec = CostRecorder()
     bs = int(cfg["batch_size"])
+    order = np.arange(len(texts))
+    if by_length:
+        ids = tok(list(texts), truncation=True, max_length=int(cfg["max_length"]))["input_ids"]
+        order = np.argsort([len(i) for i in ids], kind="stable")
+    texts = [texts[i] for i in order]
     try:
         with torch.inference_mode():
             for start in tqdm(range(0, len(texts), bs), desc=desc, disable=not progress, leave=False):
@@ -415,7 +423,8 @@ def run_encoder(tok, model, texts: list[str], cfg: dict[str, Any], device, heads
     finally:
         hooks.remove()
         probe.remove()
-    return [torch.cat(o).numpy() for o in hooks.outputs], rec
+    back = np.argsort(order)
+    return [torch.cat(o).numpy()[back] for o in hooks.outputs], rec
 
 
 # --------------------------------------------------------------------------- the workload
@@ -464,13 +473,10 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
         cpu["load"] -= finetune["cpu_seconds"]
 
     with _phase("heads", seconds, cpu):
-        by_len = np.argsort([len(t) for t in h_texts], kind="stable")  # less padding; order is irrelevant here
-        feats, _ = run_encoder(tok, model, [h_texts[i] for i in by_len], cfg, dev, desc="nlp: head features",
-                               progress=progress)
-        y_head = h_labels[by_len]
+        feats, _ = run_encoder(tok, model, h_texts, cfg, dev, desc="nlp: head features", progress=progress)
         C = len(cfg["label_names"])
-        heads = [h.to(dev).eval() for h in train_linear_heads(feats, y_head, C, seed=seed)]
-        head_acc = [_accuracy(h, f, y_head) for f, h in zip(feats, heads)]
+        heads = [h.to(dev).eval() for h in train_linear_heads(feats, h_labels, C, seed=seed)]
+        head_acc = [_accuracy(h, f, h_labels) for f, h in zip(feats, heads)]
 
     with _phase("trace", seconds, cpu):
         probs, rec = run_encoder(tok, model, t_texts, cfg, dev, heads, desc="nlp: trace", progress=progress)

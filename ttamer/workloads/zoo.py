@@ -538,7 +538,7 @@ def build_text(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace:
         t0 = time.perf_counter()
         by_len = np.argsort([len(t) for t in h_texts], kind="stable")
         feats, _ = nlp.run_encoder(tok, model, [h_texts[i] for i in by_len], cfg, dev,
-                                   desc=f"zoo {entry.name}: head features", progress=progress)
+                                   desc=f"zoo {entry.name}: head features", progress=progress, by_length=False)
         y_head = h_labels[by_len]
         heads = train_linear_heads([feats[k - 1] for k in layers], y_head, C, seed=seed)
         head_acc = [_head_accuracy(h, feats[k - 1], y_head) for h, k in zip(heads, layers)]
@@ -546,7 +546,7 @@ def build_text(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace:
 
         t0 = time.perf_counter()
         feats, rec = nlp.run_encoder(tok, model, t_texts, cfg, dev, desc=f"zoo {entry.name}: trace",
-                                     progress=progress)
+                                     progress=progress, by_length=False)  # the order the shipped files were built in
         with torch.no_grad():
             probs = np.stack([torch.softmax(h(torch.as_tensor(feats[k - 1])), dim=-1).numpy()
                               for h, k in zip(heads, layers)], axis=1)

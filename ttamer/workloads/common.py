@@ -49,9 +49,9 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     return path
 
 
-#: Version of the workloads' recipes, part of every cache key: raised when a recipe changes
-#: what a trace holds (2: encoder batches sorted by token count), so that a trace cached by an
-#: older recipe is not read as this one's.
+#: The version of the workloads' recipes, part of every cache key. It is raised when a recipe
+#: changes what a trace holds (version 2 sorts the text encoder's batches by token count), so
+#: that a trace cached by an older recipe is never read as this one's.
 RECIPE = 2
 
 

@@ -215,6 +215,8 @@ def test_slo_naive_rule_and_bad_confidence(fitted, split):
     for bad in (0.3, 1.0, "x", None):
         with pytest.raises(TTamerError, match="SLO confidence"):
             slo_block(cal, test, {"ttamer": fitted}, confidence=bad)
+    with pytest.raises(TTamerError, match="unknown heuristic 'nope'"):
+        slo_block(cal, test, {"ttamer": fitted}, heuristics=("max-prob", "nope"))
 
 
 @pytest.mark.parametrize("policy, expected", [("per_exit:posterior:posterior", "per_exit:learned:last"),
@@ -291,6 +293,8 @@ def test_tamer_points_are_its_rules_on_the_calibration_examples(split, policy):
         assert (right != full).mean() == pytest.approx(menu.disagreement[p])
     if policy.startswith("common"):
         assert np.array_equal(menu.accuracy, menu.in_sample)
+    with pytest.raises(TTamerError, match="taus must be an array"):
+        t.decide_rules(cal, np.zeros(cal.n_exits - 1))
 
 
 @pytest.mark.parametrize("which", ["max-prob", "max-prob-sdn", "patience", "static"])

@@ -157,6 +157,8 @@ def _common_taus(x: np.ndarray) -> np.ndarray:
 
 def heuristic_points(cal: Trace, name: str, target: str = "label") -> OperatingPoints:
     """Heuristic ``name`` at every distinct threshold of its state on ``cal``."""
+    if name not in HEURISTIC_RULES:
+        raise TTamerError(f"unknown heuristic {name!r}; choose from {sorted(HEURISTIC_RULES)}")
     x, answers = StateModel.fit(cal, *HEURISTIC_RULES[name]).transform(cal)
     taus = _common_taus(x)
     return _threshold_menu(cal, x, answers, target, lambda tr, ps: sweep(tr, name, taus[ps]))

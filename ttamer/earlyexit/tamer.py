@@ -473,22 +473,21 @@ class ThresholdTamer(BaseTamer):
     def decide_budget(self, trace: Trace, index: int) -> ExitDecisions:
         """:meth:`decide` with the rule of budget ``index`` of the fitted sweep (``sweep_cost_``);
         ``index = len(sweep_cost_)`` is the full model."""
-        return self.decide_budgets(trace, [index])[0]
-
-    def decide_budgets(self, trace: Trace, indices: Sequence[int]) -> list[ExitDecisions]:
-        """:meth:`decide_budget` for each index of ``indices``, the states of ``trace`` computed once."""
         self.check_fitted()
-        full = len(self.sweep_cost_)
-        states = self.state_model_.transform(trace) if any(index < full for index in indices) else None
-        return [with_full_model(trace, None, 1.0)[0] if index >= full else
-                decisions(trace, *states, self.sweep_taus_[index : index + 1], self.sweep_cost_[index : index + 1],
-                          self.name)[0] for index in indices]
+        if index >= len(self.sweep_cost_):
+            return with_full_model(trace, None, 1.0)[0]
+        x, answers = self.state_model_.transform(trace)
+        return decisions(trace, x, answers, self.sweep_taus_[index : index + 1],
+                         self.sweep_cost_[index : index + 1], self.name)[0]
 
     def decide_rules(self, trace: Trace, taus: np.ndarray) -> ExitDecisions:
         """The decisions ``[P, N]`` of the fitted class's state and answer rule under the
         thresholds ``taus [P, L−1]`` (``params`` = row index)."""
         self.check_fitted()
         taus = np.asarray(taus, dtype=float)
+        if taus.ndim != 2 or taus.shape[1] != trace.n_exits - 1 or np.isnan(taus).any():
+            raise TTamerError(f"taus must be an array [P, {trace.n_exits - 1}] of thresholds (one per exit but "
+                              f"the last), got shape {taus.shape}")
         x, answers = self.state_model_.transform(trace)
         return decisions(trace, x, answers, taus, np.arange(len(taus), dtype=float), self.name)
 

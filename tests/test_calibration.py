@@ -276,3 +276,15 @@ def test_posterior_answers_are_consulted_exits(traces):
     assert np.all(a <= np.arange(test.n_exits)[None, :]) and np.all(a >= 0)
     d = m.decide(test)
     assert np.all(d.answer <= d.last)
+
+
+def test_pair_feature_stream_is_pair_features_exit_by_exit():
+    """The streamed features (running sum of the softmaxes) are, to the last bit, those of
+    pair_features computed afresh at each exit."""
+    from ttamer.earlyexit.logistic import pair_feature_stream, pair_features
+
+    tr = synthetic_trace(200, 7, 5, seed=4)
+    streamed = list(pair_feature_stream(tr))
+    assert len(streamed) == tr.n_exits
+    for i, feats in enumerate(streamed):
+        assert np.array_equal(feats, pair_features(tr, i))

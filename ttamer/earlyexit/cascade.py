@@ -347,7 +347,7 @@ def oracle(trace: Trace) -> ExitDecisions:
     ref = trace.reference()
     first = np.where(ok.any(axis=1), order[ok.argmax(axis=1)], ref)
     consulted = np.zeros((trace.n_examples, trace.n_exits), dtype=bool)
-    paths = [trace.path(v) for v in range(trace.n_exits)]
+    paths = trace.paths()
     for v in range(trace.n_exits):  # loop over models only
         rows = first == v
         consulted[np.ix_(rows, paths[v])] = True
@@ -375,7 +375,8 @@ def compare_strategies(calibration: Trace, test: Trace, lams: Sequence[float] | 
            "no-recall (descend-only)": CascadeTamer(recall=False, method="dp", **opts).fit(calibration).decide_sweep(test, lams)}
     if sequences is None:
         leaves = [v for v in range(test.n_exits) if v not in set(test.parents.tolist())]
-        sequences = [test.path(v) for v in leaves if len(test.path(v)) > 1] + [list(range(test.n_exits))]
+        paths = test.paths()
+        sequences = [paths[v] for v in leaves if len(paths[v]) > 1] + [list(range(test.n_exits))]
     for seq in sequences:
         d = tuned_threshold_cascade(calibration, test, seq, grid=grid)
         out["threshold " + "→".join(test.exit_names[test.node_id(v)] for v in seq)] = d

@@ -110,7 +110,7 @@ class PairwiseAnswer:
     @cached_property
     def _flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`flat_tables` of the fitted tables (computed once)."""
-        return self.flat_tables(len(self.losses))
+        return self.flat_tables()
 
     def answer(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
         """``[N]`` node to answer with, for ``states [N, L]`` (−1 = not consulted) and the
@@ -128,10 +128,11 @@ class PairwiseAnswer:
         # least r; ties go to the later exit
         return L - 1 - np.argmin(r[:, ::-1], axis=1)
 
-    def flat_tables(self, L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def flat_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(flat, offset [L, L], width [L, L])``: every table ``r`` of a pair ``(v, j)``,
         ``v < j``, and ``ℓ_v`` as the table of ``(v, v)`` (one column, read at ``s_j = 0``),
         laid end to end: ``r(s_v, s_j)`` is ``flat[offset[v, j] + s_v·width[v, j] + s_j]``."""
+        L = len(self.losses)
         offset, width = np.zeros((L, L), dtype=np.int64), np.ones((L, L), dtype=np.int64)
         pieces, at = [], 0
         for v in range(L):

@@ -141,18 +141,13 @@ def _menu(cal: Trace, target: str, cost: np.ndarray, loss: np.ndarray, differs: 
 
 def _threshold_menu(cal: Trace, x: np.ndarray, answers: np.ndarray, target: str,
                     apply: Callable[[Trace, np.ndarray], ExitDecisions]) -> OperatingPoints:
-    """A common threshold on the state ``x`` at every distinct value on ``cal`` (closed form,
-    :func:`~ttamer.earlyexit.thresholds.common_threshold_curve`; ``apply`` gets indices into
-    the returned thresholds, see :func:`_common_taus`)."""
+    """A common threshold on the state ``x`` at every distinct value on ``cal``, in closed
+    form (:func:`~ttamer.earlyexit.thresholds.common_threshold_curve`, whose thresholds depend
+    on ``x`` only); ``apply(trace, taus)`` runs the common thresholds ``taus``."""
     loss, differs = _losses(cal, answers, target)
-    _, mean_loss, mean_cost = common_threshold_curve(x, loss, cal.cumulative_cost)
+    taus, mean_loss, mean_cost = common_threshold_curve(x, loss, cal.cumulative_cost)
     mean_differs = common_threshold_curve(x, differs, cal.cumulative_cost)[1]
-    return _menu(cal, target, mean_cost, mean_loss, mean_differs, apply)
-
-
-def _common_taus(x: np.ndarray) -> np.ndarray:
-    """The thresholds of :func:`_threshold_menu`'s rules (those of the closed-form curve)."""
-    return common_threshold_curve(x, np.zeros_like(x), np.zeros_like(x))[0]
+    return _menu(cal, target, mean_cost, mean_loss, mean_differs, lambda tr, ps: apply(tr, taus[ps]))
 
 
 def heuristic_points(cal: Trace, name: str, target: str = "label") -> OperatingPoints:
@@ -160,8 +155,7 @@ def heuristic_points(cal: Trace, name: str, target: str = "label") -> OperatingP
     if name not in HEURISTIC_RULES:
         raise TTamerError(f"unknown heuristic {name!r}; choose from {sorted(HEURISTIC_RULES)}")
     x, answers = StateModel.fit(cal, *HEURISTIC_RULES[name]).transform(cal)
-    taus = _common_taus(x)
-    return _threshold_menu(cal, x, answers, target, lambda tr, ps: sweep(tr, name, taus[ps]))
+    return _threshold_menu(cal, x, answers, target, lambda tr, taus: sweep(tr, name, taus))
 
 
 def static_points(cal: Trace, target: str = "label") -> OperatingPoints:
@@ -191,9 +185,8 @@ def tamer_points(tamer: ThresholdTamer, cal: Trace) -> OperatingPoints:
         menu = _menu(cal, tamer.target, mean_cost, mean_loss, rule_points(x, differs, cal.cumulative_cost, taus)[0],
                      lambda tr, ps: tamer.decide_rules(tr, taus[ps]))
     else:
-        shifted = x - tamer.offsets_
-        taus = shifted_thresholds(_common_taus(shifted), tamer.offsets_)
-        menu = _threshold_menu(cal, shifted, answers, tamer.target, lambda tr, ps: tamer.decide_rules(tr, taus[ps]))
+        menu = _threshold_menu(cal, x - tamer.offsets_, answers, tamer.target,
+                               lambda tr, taus: tamer.decide_rules(tr, shifted_thresholds(taus, tamer.offsets_)))
     oof = out_of_fold_accuracy(tamer, menu.cost[:-1])
     if oof is not None:
         menu.accuracy = np.r_[oof, menu.accuracy[-1]]

@@ -328,18 +328,26 @@ class Trace:
         """Whether the exits form the chain ``0 → 1 → … → L−1``."""
         return bool(np.array_equal(self.parents, np.arange(-1, self.n_exits - 1)))
 
-    def path(self, v: int) -> list[int]:
-        """Positions of the exits from the root down to exit ``v`` (on a chain ``0..v``)."""
+    def paths(self) -> list[list[int]]:
+        """Per exit ``v``, the positions of the exits from the root down to ``v`` (on a chain
+        ``0..v``), the parents read once."""
         parents = self.parents
-        out = [int(v)]
-        while parents[out[-1]] >= 0:
-            out.append(int(parents[out[-1]]))
-        return out[::-1]
+        out = []
+        for v in range(self.n_exits):  # a loop over exits
+            p = [v]
+            while parents[p[-1]] >= 0:
+                p.append(int(parents[p[-1]]))
+            out.append(p[::-1])
+        return out
+
+    def path(self, v: int) -> list[int]:
+        """Positions of the exits from the root down to exit ``v`` (:meth:`paths`)."""
+        return self.paths()[int(v)]
 
     def path_cost(self) -> np.ndarray:
         """``[L]``: mean cost of consulting exit ``v`` and its ancestors (the cheapest way to reach ``v``)."""
         c = self.mean_cost
-        return np.array([c[self.path(v)].sum() for v in range(self.n_exits)])
+        return np.array([c[p].sum() for p in self.paths()])
 
     def node_id(self, node: int | str) -> int:
         """Position of an exit given by name or position."""
@@ -374,7 +382,7 @@ class Trace:
         if self.is_chain:
             return np.cumsum(self.cost_matrix, axis=1)
         cm = self.cost_matrix
-        return np.stack([cm[:, self.path(v)].sum(axis=1) for v in range(self.n_exits)], axis=1)
+        return np.stack([cm[:, p].sum(axis=1) for p in self.paths()], axis=1)
 
     @property
     def full_cost(self) -> np.ndarray:

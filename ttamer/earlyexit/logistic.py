@@ -12,7 +12,13 @@ from typing import Iterator
 
 import numpy as np
 
+from .thresholds import evenly
 from .traces import Trace
+
+#: The logistic models are fitted on at most this many examples (evenly spaced): a model of a
+#: few coefficients moves by far less than its sampling error beyond them, and the Newton
+#: steps cost time in proportion to the rows.
+LOGISTIC_MAX_EXAMPLES = 20_000
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2, iters: int = 30) -> np.ndarray:
@@ -35,7 +41,10 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2, iters: int =
 
 def _logistic_models(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-exit logistic models of ``target [N, L]`` on ``x [N, L, F]``: (weights ``[L, F]``,
-    feature scale ``[F]``)."""
+    feature scale ``[F]``), on at most :data:`LOGISTIC_MAX_EXAMPLES` examples."""
+    if len(x) > LOGISTIC_MAX_EXAMPLES:
+        keep = evenly(len(x), LOGISTIC_MAX_EXAMPLES)
+        x, target = x[keep], target[keep]
     scale = np.maximum(x.reshape(-1, x.shape[2]).std(axis=0), 1e-9)
     scale[0] = 1.0
     w = np.stack([fit_logistic(x[:, i] / scale, target[:, i]) for i in range(x.shape[1])])
@@ -91,7 +100,11 @@ def _pair_features(lo: np.ndarray, pred: np.ndarray, ens: np.ndarray) -> np.ndar
 
 def _posterior_models(trace: Trace, wrong: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per exit ``i`` a logistic model of P(exit ``j`` right | history ``0..i``), ``j ≤ i``,
-    fitted on all pairs ``(example, j)`` (``wrong [N, L]`` 0/1 losses)."""
+    fitted on all pairs ``(example, j)`` (``wrong [N, L]`` 0/1 losses) of at most
+    :data:`LOGISTIC_MAX_EXAMPLES` examples."""
+    if trace.n_examples > LOGISTIC_MAX_EXAMPLES:
+        keep = evenly(trace.n_examples, LOGISTIC_MAX_EXAMPLES)
+        trace, wrong = trace.subset(keep), wrong[keep]
     out = []
     for i, feats in enumerate(pair_feature_stream(trace)):
         x = feats.reshape(-1, 6)

@@ -71,16 +71,17 @@ def stable_argsort(v: np.ndarray) -> np.ndarray:
     return order[np.argsort(run * len(v) + order)]
 
 
-def first_stop(x: np.ndarray, taus: np.ndarray) -> np.ndarray:
+def first_stop(x: np.ndarray, taus: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
     """``[P, N]`` exit each example stops at: the first ``i < L−1`` with ``x[n, i] ≥ taus[p, i]``,
-    else ``L−1``. ``x [N, L]``, ``taus [P, L−1]`` (or ``[P]`` for a common threshold). Rules are
-    taken in chunks (:data:`CHUNK_ELEMENTS`), each swept over the exits from the last to the
-    first (the first exit that stops is written last)."""
+    else ``L−1``. ``x [N, L]``, ``taus [P, L−1]`` (or ``[P]`` for a common threshold); ``cols``,
+    optional, is ``x[:, :L−1].T`` made contiguous (:func:`exit_columns`), for callers that run
+    many rules on the same ``x``. Rules are taken in chunks (:data:`CHUNK_ELEMENTS`), each swept
+    over the exits from the last to the first (the first exit that stops is written last)."""
     n, L = x.shape
     taus = np.asarray(taus, dtype=float)
     taus = np.repeat(taus[:, None], L - 1, axis=1) if taus.ndim == 1 else taus
     out = np.empty((len(taus), n), dtype=np.int64)
-    cols = np.ascontiguousarray(x[:, : L - 1].T)
+    cols = exit_columns(x) if cols is None else cols
     for s in _chunks(len(taus), n):
         t = taus[s]
         stop = np.full((len(t), n), L - 1, dtype=np.min_scalar_type(L - 1))
@@ -92,6 +93,12 @@ def first_stop(x: np.ndarray, taus: np.ndarray) -> np.ndarray:
             stop -= move
         out[s] = stop
     return out
+
+
+def exit_columns(x: np.ndarray) -> np.ndarray:
+    """``[L−1, N]`` the states of the exits that may stop, one contiguous row per exit (the
+    layout :func:`first_stop` reads)."""
+    return np.ascontiguousarray(x[:, : x.shape[1] - 1].T)
 
 
 def common_threshold_curve(x: np.ndarray, loss: np.ndarray, cum: np.ndarray,
@@ -209,13 +216,14 @@ def backward_thresholds(x: np.ndarray, loss: np.ndarray, costs: np.ndarray, lams
     lams = np.asarray(lams, dtype=float)
     taus = np.full((len(lams), L - 1), np.inf)
     orders = [stable_argsort(x[:, i]) for i in range(L - 1)]
+    sorted_x = [x[order, i] for i, order in enumerate(orders)]
     for s in _chunks(len(lams), 4 * n):
         lam = lams[s, None]
         G = lam * loss[None, :, L - 1]
         for i in range(L - 2, -1, -1):
             cont = (1.0 - lam) * costs[i + 1] + G
             stop = lam * loss[None, :, i]
-            xs = x[orders[i], i]
+            xs = sorted_x[i]
             tau = _cut_to_threshold(xs, _best_cuts(xs, (stop - cont)[:, orders[i]]))
             taus[s, i] = tau
             G = np.where(x[None, :, i] >= tau[:, None], stop, cont)
@@ -226,9 +234,9 @@ def rule_points(x: np.ndarray, loss: np.ndarray, cum: np.ndarray, taus: np.ndarr
     """Mean loss and mean cost ``[P]`` of the rules ``taus [P, L−1]`` on the examples (in
     chunks of rules, so that memory stays bounded)."""
     mean_loss, mean_cost = np.empty(len(taus)), np.empty(len(taus))
-    rows = np.arange(len(x))[None, :]
+    rows, cols = np.arange(len(x))[None, :], exit_columns(x)
     for s in _chunks(len(taus), len(x)):
-        last = first_stop(x, taus[s])
+        last = first_stop(x, taus[s], cols)
         mean_loss[s], mean_cost[s] = loss[rows, last].mean(axis=1), cum[rows, last].mean(axis=1)
     return mean_loss, mean_cost
 

@@ -354,3 +354,25 @@ def test_auto_needs_enough_examples():
 def test_bad_lam_rejected_at_fit(lam):
     with pytest.raises(TTamerError, match="lam"):
         PathwiseTamer(lam=lam).fit(synthetic_trace(90, 3, 3, seed=1))
+
+
+def test_logistic_models_read_at_most_the_cap(monkeypatch):
+    """Above ``LOGISTIC_MAX_EXAMPLES`` examples the posterior and learned-feature models are
+    those fitted on the evenly spaced subset, and they still describe the whole trace."""
+    from ttamer.earlyexit import logistic
+    from ttamer.earlyexit.thresholds import evenly
+
+    trace = synthetic_trace(n=600, n_exits=4, n_classes=3, seed=3)
+    wrong = 1.0 - trace.correct.astype(float)
+    monkeypatch.setattr(logistic, "LOGISTIC_MAX_EXAMPLES", 150)
+    keep = evenly(trace.n_examples, 150)
+    capped = logistic._posterior_models(trace, wrong)
+    monkeypatch.setattr(logistic, "LOGISTIC_MAX_EXAMPLES", 10_000)
+    on_subset = logistic._posterior_models(trace.subset(keep), wrong[keep])
+    for (w, s), (w2, s2) in zip(capped, on_subset):
+        np.testing.assert_array_equal(w, w2)
+        np.testing.assert_array_equal(s, s2)
+    full = logistic._posterior_models(trace, wrong)
+    q_cap, a_cap = logistic.posterior_answers(trace, capped)
+    q_full, a_full = logistic.posterior_answers(trace, full)
+    assert np.abs(q_cap - q_full).mean() < 0.05 and (a_cap == a_full).mean() > 0.9

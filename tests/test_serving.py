@@ -90,17 +90,20 @@ def test_runtime_answers_equal_trace_simulation(setup, agreement, lam, feature, 
 
 
 @pytest.mark.parametrize("feature,answer", [("max_prob", "last"), ("learned", "last"),
-                                                 ("max_prob", "posterior")])
+                                                 ("max_prob", "posterior"), ("learned", "posterior")])
 @pytest.mark.parametrize("lam", [0.8, 0.97])
 def test_runtime_serves_the_pathwise_rule_as_simulated(setup, lam, feature, answer):
-    """The path-wise rule served online takes exactly the decisions it takes on the trace."""
+    """The path-wise rule served online (its state kept from exit to exit, :class:`PathwiseRule`)
+    takes exactly the decisions it takes on the trace, one query at a time and batched."""
     from ttamer.earlyexit.pathwise import PathwiseTamer
+    from ttamer.serving import PathwiseRule
 
     model, x, y, cal, test = setup
     tamer = PathwiseTamer(lam=lam, feature=feature, answer=answer).fit(cal)
     sim = tamer.decide(test)
     server = EarlyExitServer.from_tamer(model, tamer)
-    for bs in (1, 300):
+    assert isinstance(server.rule, PathwiseRule) and server.exit_map is None
+    for bs in (1, 7, 300):
         res = server.serve(x, batch_size=bs)
         np.testing.assert_array_equal(res.last, sim.last)
         np.testing.assert_array_equal(res.answer, sim.answer)
@@ -364,14 +367,15 @@ def test_cost_profiles_recorded_per_serving_mode(setup):
         with_cost_profile(tr, "huge")
 
 
-@pytest.mark.parametrize("answer", ["index", "pairwise"])
-def test_binned_chain_policy_compiled_exit_by_exit_equals_rollout(setup, answer):
-    """``from_tamer`` serves a binned chain policy exit by exit (:class:`ChainPolicyRule`);
-    its decisions are the rollout's, per example and batched."""
+@pytest.mark.parametrize("feature,answer", [("max_prob", "index"), ("max_prob", "pairwise"),
+                                            ("learned", "pairwise"), ("posterior", "pairwise")])
+def test_binned_chain_policy_compiled_exit_by_exit_equals_rollout(setup, feature, answer):
+    """``from_tamer`` serves a binned chain policy exit by exit (:class:`ChainPolicyRule`, its
+    states kept from exit to exit); its decisions are the rollout's, per example and batched."""
     from ttamer.serving import ChainPolicyRule, tamer_answer_fns
 
     model, x, y, cal, test = setup
-    tamer = EarlyExitTamer(lam=0.9, K=4, feature="max_prob", agreement=1, answer=answer,
+    tamer = EarlyExitTamer(lam=0.9, K=4, feature=feature, agreement=1, answer=answer,
                            loss="label").fit(cal)
     fast = EarlyExitServer.from_tamer(model, tamer)
     assert isinstance(fast.rule, ChainPolicyRule)
@@ -380,7 +384,7 @@ def test_binned_chain_policy_compiled_exit_by_exit_equals_rollout(setup, answer)
                            exit_map=exit_map)
     assert slow.rule is None
     sim = tamer.decide(test)
-    for bs in (1, 64):
+    for bs in (1, 7, 64):
         a, b = fast.serve(x, bs), slow.serve(x, bs)
         np.testing.assert_array_equal(a.answer, b.answer)
         np.testing.assert_array_equal(a.last, b.last)

@@ -492,11 +492,14 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
     (interleaved per query / batch, medians over ``repeats`` rounds), decision overhead in µs
     per example per exit and, for served strategies, the simulated cost in the same mode
     (``ttamer.serving.latency.served_cost``: one query at a time the batch-1 cost profile -- a
-    fitted ``ThresholdTamer``'s own, its state advanced at every exit; in batches each exit's
-    time on the rows still running)."""
+    fitted rule's own (``ThresholdTamer``, the binned chain policy of ``EarlyExitTamer``, the
+    path-wise rule of ``PathwiseTamer``), its state advanced at every exit; in batches each
+    exit's time on the rows still running)."""
     import torch
 
     from .earlyexit.baselines import max_prob_threshold
+    from .earlyexit.calibration import EarlyExitTamer
+    from .earlyexit.pathwise import PathwiseTamer
     from .earlyexit.tamer import ThresholdTamer
     from .serving import EarlyExitServer, MaxProbRule, compare_latency, max_prob_rule, served_cost, threshold_rule
 
@@ -521,6 +524,12 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
     for policy in ("per_exit:max_prob:last", "per_exit:posterior:posterior"):
         tamer = ThresholdTamer(lam=0.9, policy=policy, n_lams=41).fit(cal)
         strategies[f"ThresholdTamer λ=0.9 ({policy})"] = (EarlyExitServer.from_tamer(model, tamer), tamer.decide(test))
+    # the binned chain policy (the paper's estimation) and the path-wise rule, their states kept from exit to exit
+    chain = EarlyExitTamer(lam=0.9, K=6, feature="max_prob", agreement=1, loss="label")
+    path = PathwiseTamer(lam=0.9, feature="max_prob", loss="label")
+    for name, tamer in (("EarlyExitTamer λ=0.9 (binned chain)", chain), ("PathwiseTamer λ=0.9", path)):
+        tamer.fit(cal)
+        strategies[name] = (EarlyExitServer.from_tamer(model, tamer), tamer.decide(test))
     tau = float(np.quantile(test.max_prob[:, 0], 0.5))
     strategies[f"max-prob τ={tau:.3f}"] = (EarlyExitServer(model, max_prob_rule(L, tau)),
                                            max_prob_threshold(test, [tau])[0])

@@ -22,6 +22,8 @@ option vocabulary they share):
   :mod:`ttamer.earlyexit.pairwise` (the pairwise answer rule) and
   :mod:`ttamer.earlyexit.crossval` (λ grids, sweeps, cross-validation);
 * :mod:`ttamer.earlyexit.pathwise` -- the path-wise regression of the continuation value;
+* :mod:`ttamer.earlyexit.online` -- the states' features computed exit by exit, from what the
+  earlier exits left (what a served rule keeps);
 * :mod:`ttamer.earlyexit.cascade` -- a tree of separate models; :mod:`ttamer.earlyexit.skips`
   -- a chain whose policy may skip models.
 

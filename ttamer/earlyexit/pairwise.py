@@ -128,6 +128,24 @@ class PairwiseAnswer:
         # least r; ties go to the later exit
         return L - 1 - np.argmin(r[:, ::-1], axis=1)
 
+    @cached_property
+    def _flat_lists(self) -> tuple[list[float], list[list[int]], list[list[int]]]:
+        """:meth:`flat_tables` as Python lists (for :meth:`answer_one`)."""
+        flat, offset, width = self._flat
+        return flat.tolist(), offset.tolist(), width.tolist()
+
+    def answer_one(self, states: Sequence[int], last: int) -> int:
+        """:meth:`answer` for one history on a chain, on Python scalars: the node of least
+        ``r_v`` among ``v = 0..last`` (ties: the later one), ``states[v]`` the state of exit
+        ``v`` (every exit up to ``last`` consulted)."""
+        flat, offset, width = self._flat_lists
+        s_last, best, best_r = states[last], last, np.inf
+        for v in range(last + 1):
+            r = flat[offset[v][last] + states[v] * width[v][last] + (0 if v == last else s_last)]
+            if r <= best_r:
+                best, best_r = v, r
+        return best
+
     def flat_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(flat, offset [L, L], width [L, L])``: every table ``r`` of a pair ``(v, j)``,
         ``v < j``, and ``ℓ_v`` as the table of ``(v, v)`` (one column, read at ``s_j = 0``),

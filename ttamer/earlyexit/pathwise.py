@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -46,6 +47,7 @@ import numpy as np
 from .crossval import choose_by_cv, cv_folds_of, heldout_auc, lam_grid, refined_sweep
 from .features import AUTO, LOSSES, exit_losses, history_features
 from .logistic import _logistic_models, _posterior_models, _predict, fit_logistic, posterior_answers
+from .online import clip, log_odds
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam, check_seed
@@ -59,11 +61,6 @@ PATH_ANSWER_RULES = vocabulary_subset(ANSWER_RULES, "last", "posterior")
 LOSS_RIDGE = 1e-4
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p) - np.log1p(-p)
-
-
 def _powers(x: np.ndarray, degree: int) -> np.ndarray:
     """``[N, degree+1]``: ``1, x, …, x^degree``."""
     return x[:, None] ** np.arange(degree + 1)
@@ -72,19 +69,45 @@ def _powers(x: np.ndarray, degree: int) -> np.ndarray:
 @dataclass(frozen=True)
 class StoppingRule:
     """The fitted rule for one ``λ``: exit ``i < L−1`` stops where
-    ``λ σ(loss_coef[i] · (1, x)) ≤ cont_coef[i] · (1, x, …, x^d)``; the last exit always stops."""
+    ``λ σ(loss_coef[i] · (1, x)) ≤ cont_coef[i] · (1, x, …, x^d)``; the last exit always stops.
+
+    Both sides are evaluated elementwise (``a + b·x``, the polynomial by Horner's rule), one
+    correctly rounded operation after the other, so that :meth:`stops_one` computes the same
+    numbers on Python floats for one state."""
 
     lam: float
     loss_coef: np.ndarray  # [L-1, 2]
     cont_coef: np.ndarray  # [L-1, d+1]
 
     def stop_value(self, i: int, x: np.ndarray) -> np.ndarray:
-        """``λ ℓ_i(x)``."""
-        return self.lam / (1.0 + np.exp(-np.clip(_powers(x, 1) @ self.loss_coef[i], -30, 30)))
+        """``λ ℓ_i(x) = λ σ(a_i + b_i x)``."""
+        a, b = self.loss_coef[i]
+        return self.lam / (1.0 + np.exp(-clip(a + b * x, -30, 30)))
 
     def continue_value(self, i: int, x: np.ndarray) -> np.ndarray:
-        """``C_i(x)``, the estimated ``κ c_{i+1} + E[W_{i+1} | x_i = x]``."""
-        return _powers(x, self.cont_coef.shape[1] - 1) @ self.cont_coef[i]
+        """``C_i(x)``, the estimated ``κ c_{i+1} + E[W_{i+1} | x_i = x]`` (Horner's rule)."""
+        c = self.cont_coef[i]
+        v = np.full(np.shape(x), c[-1])
+        for ck in c[-2::-1]:
+            v = v * x + ck
+        return v
+
+    def stops_one(self, i: int, x: float) -> bool:
+        """Whether exit ``i < L−1`` stops on one state ``x``: :meth:`stop_value` ``≤``
+        :meth:`continue_value` on Python floats, the same operations in the same order (each
+        correctly rounded, as numpy's), the exponential numpy's own on a one-element array."""
+        (a, b), c = self._coef_lists[i]
+        z = min(max(a + b * x, -30.0), 30.0)
+        stop = self.lam / (1.0 + np.exp(np.array([-z]))[0])
+        v = c[-1]
+        for ck in c[-2::-1]:
+            v = v * x + ck
+        return bool(stop <= v)
+
+    @cached_property
+    def _coef_lists(self) -> list[tuple[list[float], list[float]]]:
+        """Per exit ``i < L−1`` its coefficients as Python floats (for :meth:`stops_one`)."""
+        return list(zip(self.loss_coef.tolist(), self.cont_coef.tolist()))
 
     def stops(self, x: np.ndarray) -> np.ndarray:
         """``[N, L]`` bool: whether the rule stops at each exit (``x [N, L]``)."""
@@ -148,8 +171,8 @@ class PathFeatures:
 
     def raw(self, trace: Trace) -> np.ndarray:
         if self.feature == "learned":
-            return _logit(_predict(history_features(trace), *self.model))
-        return _logit(trace.max_prob)
+            return log_odds(_predict(history_features(trace), *self.model))
+        return log_odds(trace.max_prob)
 
     def transform(self, trace: Trace) -> np.ndarray:
         """``[N, L]`` standardised state of every exit."""

@@ -43,6 +43,7 @@ from ..core.validate import check_bool, check_int, check_lam, check_seed, escape
 from .base import BaseTamer, check_choice
 from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier
+from .online import ExitHistory, entropy, logistic_at
 from .states import ANSWERS, STATES, StateModel, exit_wrong
 from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, evenly, first_stop,
                          fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points,
@@ -560,10 +561,10 @@ class RuntimeRule:
         self.thresholds = np.r_[taus, -np.inf]
         self.taus = taus
         state, answer = state_model.state, state_model.answer
-        #: What :class:`RuleRun` keeps: ``"lo"`` (log-odds buffer), ``"pred"`` (prediction buffer),
-        #: ``"counts"`` (class counts), ``"total"`` (softmax running sum), ``"run"`` (agreement).
+        #: What :class:`RuleRun`'s :class:`~ttamer.earlyexit.online.ExitHistory` keeps
+        #: (:data:`~ttamer.earlyexit.online.KEEPS`).
         self.keeps = frozenset(
-            ({"lo", "counts", "run"} if state == "learned" else set())
+            ({"lo", "counts", "run", "history"} if state == "learned" else set())
             | ({"run"} if state == "patience" else set())
             | ({"lo", "pred", "counts", "total"} if answer in ("posterior", "posterior_at_end") else set())
             | ({"pred", "total"} if answer in ("ensemble", "ensemble_at_end") else set()))
@@ -606,32 +607,13 @@ class RuntimeRule:
         return f"RuntimeRule({self.name!r}, taus={np.round(self.taus, 4).tolist()})"
 
 
-def _log_odds(mp: np.ndarray) -> np.ndarray:
-    """Log-odds of a max-probability clipped to ``[1e-6, 1 − 1e-6]`` (as the state features)."""
-    mp = _clip(mp, 1e-6, 1 - 1e-6)
-    return np.log(mp) - np.log1p(-mp)
-
-
-def _clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``np.clip(x, lo, hi)`` (the same values: ``min(max(x, lo), hi)``) in two plain ufunc
-    calls, which cost a fraction of ``np.clip``'s dispatch on a few numbers."""
-    return np.minimum(np.maximum(x, lo), hi)
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """``[B]`` float64 entropy of softmax rows ``p [B, C]`` (the formula of ``Trace.entropy``)."""
-    p = p.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    return -t.sum(axis=1)
-
-
 class RuleRun:
     """The running state of a :class:`RuntimeRule` on one batch (:meth:`RuntimeRule.begin`).
 
     :meth:`advance` takes exit ``i``'s softmax rows and returns ``(x_i, a_i)``; :meth:`keep`
-    drops the rows that stopped. What a step computes, per state (every item one numpy call
-    on ``[B]`` or ``[B, C]`` arrays, unless said):
+    drops the rows that stopped. What the exits seen so far left is kept by an
+    :class:`~ttamer.earlyexit.online.ExitHistory`. What a step computes, per state (every item
+    one numpy call on ``[B]`` or ``[B, C]`` arrays, unless said):
 
     * max-probability, minus the entropy: the reduction of exit ``i``'s row;
     * patience: the agreement counter, ``run ← run + 1`` where exit ``i`` predicts what exit
@@ -657,101 +639,58 @@ class RuleRun:
 
     def __init__(self, rule: RuntimeRule, n: int) -> None:
         self.rule, self.n = rule, n
-        L, C, keeps = rule.n_exits, rule.n_classes, rule.keeps
-        self.lo = np.zeros((n, L)) if "lo" in keeps else None
-        self.pred = np.zeros((n, L), dtype=np.int64) if "pred" in keeps else None
-        self.counts = np.zeros((n, C), dtype=np.int64) if "counts" in keeps else None
-        self.total = np.zeros((n, C)) if "total" in keeps else None
-        self.run = np.zeros(n, dtype=np.int64) if "run" in keeps else None
-        self.f = np.ones((n, 7)) if rule.state_model.state == "learned" else None
-        self.F = np.ones((n, L, 6)) if "posterior" in rule.state_model.models else None
-        self.last_pred = np.zeros(n, dtype=np.int64)
+        self.h = ExitHistory(n, rule.n_exits, rule.n_classes, rule.keeps)
         self.best = self.best_at = None
-        self.rows = np.arange(n)
         #: Whether the run holds one query of the max-probability state answering with the exit
         #: stopped at (then it steps on Python scalars).
         self.scalar = rule.state_model.state == "max_prob" and rule.state_model.answer == "last"
 
     def keep(self, mask: np.ndarray) -> None:
         """Keep the rows where ``mask [B]`` (bool) is true; the others stopped."""
-        for k in ("lo", "pred", "counts", "total", "run", "last_pred", "best", "best_at", "f", "F"):
-            v = getattr(self, k)
-            if v is not None:
-                setattr(self, k, v[mask])
-        self.rows = self.rows[: int(mask.sum())]
+        self.h.keep(mask)
+        if self.best is not None:
+            self.best, self.best_at = self.best[mask], self.best_at[mask]
 
     def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(x_i, a_i)``, both ``[B]``: the state after exit ``i`` and the exit answering if the
         rule stops there, from exit ``i``'s float32 softmax rows ``p [B, C]``; called for
         ``i = 0, 1, …`` in turn."""
-        rule = self.rule
-        sm, L = rule.state_model, rule.n_exits
-        state, answer = sm.state, sm.answer
-        B = p.shape[0]
-        if p.ndim != 2 or p.shape[1] != rule.n_classes or B != len(self.rows):
-            raise TTamerError(f"advance({i}): p must be [{len(self.rows)}, {rule.n_classes}], got {list(p.shape)}")
-        mp = p.max(axis=1).astype(np.float64)
-        need_pred = (self.run is not None or self.counts is not None or self.pred is not None)
-        pred = p.argmax(axis=1) if need_pred else None
-        lo = _log_odds(mp) if self.lo is not None else None
-        if self.lo is not None:
-            self.lo[:, i] = lo
-        if self.pred is not None:
-            self.pred[:, i] = pred
-        if self.total is not None:
-            self.total += p
-        if self.run is not None:
-            if i > 0:
-                self.run = np.where(pred == self.last_pred, self.run + 1, 0)
-            self.last_pred = pred
-        shared = None
-        if self.counts is not None:
-            rows = self.rows
-            if state == "learned":  # share of the earlier exits predicting exit i's class
-                shared = self.counts[rows, pred] / i if i > 0 else np.zeros(B)
-            self.counts[rows, pred] += 1
-        # the state
+        rule, h = self.rule, self.h
+        state, answer = rule.state_model.state, rule.state_model.answer
+        h.add(i, p)
         post = None
         if state == "max_prob":
-            x = mp
+            x = h.mp
         elif state == "neg_entropy":
-            x = -_entropy(p)
+            x = -entropy(p)
         elif state == "patience":
-            x = self.run.astype(np.float64)
+            x = h.run.astype(np.float64)
         elif state == "learned":
-            top2 = np.partition(p, rule.n_classes - 2, axis=1)[:, -2:].astype(np.float64)
-            f = self.f  # the features of history_features, in its order; f[:, 0] = 1
-            f[:, 1] = lo
-            f[:, 2] = top2[:, 1] - top2[:, 0]
-            f[:, 3] = _entropy(p) / np.log(rule.n_classes)
-            f[:, 4] = self.lo[:, :i].mean(axis=1) if i > 0 else 0.0
-            f[:, 5] = shared
-            f[:, 6] = self.run / max(i, 1)
-            w, scale = rule._learned[i]  # exit i's logistic model (the arithmetic of StateModel's)
-            z = np.einsum("nlf,lf->nl", f[:, None, :] / scale, w)[:, 0]
-            x = 1.0 / (1.0 + np.exp(-_clip(z, -30, 30)))
+            x = logistic_at(h.history(i), *rule._learned[i])
         elif state == "posterior":
-            post = self._posterior(i)
+            post = h.posterior(i, rule._posterior[i])
             x = post[0]
         else:  # ensemble
-            x, a = self._ensemble(i)
-            return x, a
-        # the answer
-        if answer == "last" or (answer.endswith("_at_end") and i < L - 1):
-            a = rule.exits(i, B)
-        elif answer == "confident":
+            return self._ensemble(i)
+        return x, self._answer(i, answer, post)
+
+    def _answer(self, i: int, answer: str, post: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        """``[B]``: the exit answering if the rule stops after exit ``i``."""
+        h, B = self.h, len(self.h.rows)
+        if answer == "last" or (answer.endswith("_at_end") and i < self.rule.n_exits - 1):
+            return self.rule.exits(i, B)
+        if answer == "confident":
             if i == 0:
-                self.best, self.best_at = mp, np.zeros(B, dtype=np.int64)
+                self.best, self.best_at = h.mp, np.zeros(B, dtype=np.int64)
             else:
-                better = mp > self.best
+                better = h.mp > self.best
                 self.best_at = np.where(better, i, self.best_at)
-                self.best = np.where(better, mp, self.best)
-            a = self.best_at
-        elif answer == "ensemble_at_end":
-            a = self._ensemble(i)[1]
-        else:  # posterior, posterior_at_end (at the last exit)
-            a = (post if post is not None else self._posterior(i))[1]
-        return x, a
+                self.best = np.where(better, h.mp, self.best)
+            return self.best_at
+        if answer == "ensemble_at_end":
+            return self._ensemble(i)[1]
+        # posterior, posterior_at_end (at the last exit)
+        return (post if post is not None else h.posterior(i, self.rule._posterior[i]))[1]
 
     def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
         """:meth:`advance` on one query (``p [1, C]``), as Python scalars. The max-probability
@@ -765,20 +704,5 @@ class RuleRun:
 
     def _ensemble(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """:func:`~ttamer.earlyexit.states.ensemble_answers` at exit ``i`` from the running sum."""
-        score = np.take_along_axis(self.total, self.pred[:, : i + 1], axis=1) / (i + 1)
+        score = np.take_along_axis(self.h.total, self.h.pred[:, : i + 1], axis=1) / (i + 1)
         return score.max(axis=1), score.argmax(axis=1)
-
-    def _posterior(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`~ttamer.earlyexit.logistic.posterior_answers` at exit ``i`` from the buffers."""
-        pred, lo = self.pred[:, : i + 1], self.lo[:, : i + 1]
-        ens_j = _clip(np.take_along_axis(self.total / (i + 1), pred, axis=1), 1e-6, 1 - 1e-6)
-        F = self.F[:, : i + 1]  # the features of pair_features, in its order; F[..., 0] = 1
-        F[:, :, 1] = lo
-        F[:, :, 2] = lo[:, i : i + 1]
-        F[:, :, 3] = np.take_along_axis(self.counts, pred, axis=1) / (i + 1)
-        F[:, :, 4] = np.log(ens_j) - np.log1p(-ens_j)
-        F[:, :, 5] = 0.0
-        F[:, i, 5] = 1.0
-        z = F @ self.rule._posterior[i]
-        q = 1.0 / (1.0 + np.exp(-_clip(z, -30, 30)))
-        return q.max(axis=1), q.argmax(axis=1)

@@ -14,13 +14,13 @@ model runs.
 
 from .adapters import MultiExitModel, transformer_exits
 from .latency import COST_PROFILES, compare_latency, concat_results, served_cost, with_cost_profile
-from .rules import (ChainPolicyRule, ForcedRule, MaxProbRule, StateFnRule, StopStatePolicy, cascade_state_fn,
-                    is_runtime_rule, max_prob_rule, pathwise_rule, stop_state_policy, tamer_answer_fns,
-                    tamer_state_fn, tamer_states_fn, threshold_rule)
+from .rules import (ChainPolicyRule, ForcedRule, MaxProbRule, PathwiseRule, StateFnRule, StopStatePolicy,
+                    cascade_state_fn, is_runtime_rule, max_prob_rule, pathwise_rule, stop_state_policy,
+                    tamer_answer_fns, tamer_state_fn, threshold_rule)
 from .runtime import CascadeServer, EarlyExitServer, ServeResult
 
 __all__ = ["COST_PROFILES", "CascadeServer", "ChainPolicyRule", "EarlyExitServer", "ForcedRule", "MaxProbRule",
-           "MultiExitModel", "ServeResult", "StateFnRule", "StopStatePolicy", "cascade_state_fn", "compare_latency",
+           "MultiExitModel", "PathwiseRule", "ServeResult", "StateFnRule", "StopStatePolicy", "cascade_state_fn", "compare_latency",
            "concat_results", "is_runtime_rule", "max_prob_rule", "pathwise_rule", "served_cost", "stop_state_policy",
-           "tamer_answer_fns", "tamer_state_fn", "tamer_states_fn", "threshold_rule", "transformer_exits",
+           "tamer_answer_fns", "tamer_state_fn", "threshold_rule", "transformer_exits",
            "with_cost_profile"]

@@ -4,7 +4,8 @@ A rule is either a ``(policy, state_fn)`` pair driven through :func:`~ttamer.cor
 or an object evaluated exit by exit (``step``/``stops``/``thresholds``,
 :func:`is_runtime_rule`). The runtime drives the latter through a running state per batch
 (:func:`begin_run`): ``rule.begin(n)`` where the rule keeps its own state from exit to exit
-(:class:`MaxProbRule`, :class:`~ttamer.earlyexit.tamer.RuntimeRule`), else a
+(:class:`MaxProbRule`, :class:`~ttamer.earlyexit.tamer.RuntimeRule`, the binned chain policy
+:class:`ChainPolicyRule`, the path-wise :class:`PathwiseRule`), else a
 :class:`HistoryRun` that buffers the exits' softmax rows and calls ``step``; either has
 ``advance(i, p)`` on exit ``i``'s rows and ``keep(mask)`` when rows stop (and may have
 ``advance_one(i, p) -> (float, int)`` for one query, compared with ``thresholds[i]``).
@@ -13,22 +14,29 @@ softmax of every exit consulted so far (NaN for exits not consulted) -- to the `
 ``node`` for the ``B`` rows. :func:`tamer_state_fn` and :func:`cascade_state_fn` build it from a
 fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` /
 :class:`~ttamer.earlyexit.cascade.CascadeTamer`; :func:`threshold_rule` and :class:`MaxProbRule`
-express the confidence-threshold heuristic, :func:`pathwise_rule` T-Tamer's path-wise rule
-(:class:`~ttamer.earlyexit.pathwise.PathwiseTamer`). See the book's chapter *Serving*
+express the confidence-threshold heuristic, :class:`ChainPolicyRule` a fitted
+:class:`~ttamer.earlyexit.calibration.EarlyExitTamer`'s policy and :func:`pathwise_rule` T-Tamer's
+path-wise rule (:class:`~ttamer.earlyexit.pathwise.PathwiseTamer`), both keeping their states'
+features from exit to exit (:mod:`ttamer.earlyexit.online`). See the book's chapter *Serving*
 (:doc:`/serving`).
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from typing import Any, Callable
 
 import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.instance import Instance
-from ..core.policy import LastStatePolicy, Policy
+from ..core.policy import IndexPolicy, LastStatePolicy, Policy
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.cascade import CascadeTamer
+from ..earlyexit.features import StateEncoder
+from ..earlyexit.online import EncoderRun, ExitHistory, log_odds, logistic_at
+from ..earlyexit.pairwise import PairwiseAnswer
 from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.traces import Trace
 
@@ -45,33 +53,20 @@ def _fitted(tamer: Any, kind: type, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- state functions
-def tamer_states_fn(tamer: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The states ``[B, L]`` of every exit of a fitted
-    :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` from the exits consulted so far (``probs
-    [B, L, C]``, later exits NaN and padded uniformly; the state of exit ``i`` depends only on
-    exits ``0..i``, so the columns of the consulted exits are final)."""
-    _fitted(tamer, EarlyExitTamer, "tamer_states_fn")
+def tamer_state_fn(tamer: Any) -> StateFn:
+    """The states of a fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` computed from
+    the exits consulted so far (``probs [B, L, C]``, later exits NaN and padded uniformly; the
+    state of exit ``i`` depends only on exits ``0..i``): the ``state_fn`` of a policy driven
+    through :func:`~ttamer.core.policy.rollout` (one that skips exits)."""
+    _fitted(tamer, EarlyExitTamer, "tamer_state_fn")
     enc = tamer.encoder_
     L = enc.n_exits
     names = [f"e{i}" for i in range(L)]
 
-    def states_fn(probs: np.ndarray) -> np.ndarray:
-        B, n, C = probs.shape
-        if n != L:
-            raise TTamerError(f"state_fn: probs has {n} exits, the encoder was fitted on {L}")
-        p = np.where(np.isnan(probs), np.float32(1.0 / C), probs).astype(np.float32)
-        return enc.transform(Trace(p, np.zeros(B, dtype=np.int64), np.zeros(L), {"exit_names": names}))
-    return states_fn
-
-
-def tamer_state_fn(tamer: Any) -> StateFn:
-    """The states of a fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` computed online:
-    the encoder sees the exits consulted so far (later exits padded uniformly; the state of
-    exit ``i`` depends only on exits ``0..i``)."""
-    states_fn = tamer_states_fn(tamer)
-
     def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
-        return states_fn(probs)[:, node]
+        if probs.shape[1] != L:
+            raise TTamerError(f"state_fn: probs has {probs.shape[1]} exits, the encoder was fitted on {L}")
+        return enc.transform(_padded_trace(probs, names))[:, node]
     return state_fn
 
 
@@ -123,8 +118,7 @@ def cascade_state_fn(tamer: Any) -> StateFn:
 def stop_state_policy(n_exits: int, lam: float = 1.0, name: str = "") -> Policy:
     """A chain policy on two states per exit -- ``1``: stop here, ``0``: go on -- that stops at
     the first exit in state ``1`` (else at the last) and answers with it (no recall): the
-    runtime form of any rule that decides exit by exit (:func:`threshold_rule`,
-    :func:`pathwise_rule`)."""
+    runtime form of a stop / go-on state function (:func:`threshold_rule`)."""
     L = int(n_exits)
     if L < 1:
         raise TTamerError(f"n_exits must be >= 1, got {n_exits}")
@@ -147,16 +141,15 @@ class StateFnRule:
     ``step(i, probs [B, i+1, C]) -> (x_i, a_i)``, stop where ``x_i ≥ thresholds[i]``.
 
     ``state_fn`` sees the exits consulted so far, later ones NaN (its usual input); the answer
-    is the exit stopped at, mapped through ``exit_map`` by the runtime once the batch is done.
+    is the exit stopped at (mapped through the server's ``exit_map``, if any, once the batch is
+    done).
     """
 
-    def __init__(self, n_exits: int, state_fn: StateFn, exit_map: ExitMap | None = None, name: str = "") -> None:
+    def __init__(self, n_exits: int, state_fn: StateFn, name: str = "") -> None:
         if not callable(state_fn):
             raise TTamerError(f"state_fn must be callable (probs [B, n, C], node) -> states [B], got {state_fn!r}")
-        if exit_map is not None and not callable(exit_map):
-            raise TTamerError(f"exit_map must be callable (probs, node) -> exit, got {exit_map!r}")
         self.n_exits = int(n_exits)
-        self.state_fn, self.exit_map, self.name = state_fn, exit_map, name
+        self.state_fn, self.name = state_fn, name
         self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
 
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,66 +168,261 @@ class StateFnRule:
         return x >= self.thresholds[i]
 
 
-class ChainPolicyRule:
-    """A policy on a chain without skips, evaluated exit by exit like a threshold rule: after
-    exit ``i`` the states of exits ``0..i`` (``states_fn``: one call on the outputs seen so far)
-    and one ``policy.decide`` on the rows still running -- stop or go on to exit ``i + 1``; the
-    rows that stop are answered by ``answer_fn`` (default ``policy.answer``, recall). The
-    decisions are those of :func:`~ttamer.core.policy.rollout` on the same states, without its
-    bookkeeping. Build it with :meth:`compile`, which says when a policy qualifies.
+class ChainSteps:
+    """A policy on a chain without skips, compiled into its decision after each exit: after
+    exit ``i`` in state ``s``, with ``X`` the best scaled loss so far (``λ`` times the least
+    ``ℓ_j(s_j)`` of the exits consulted, :meth:`~ttamer.core.policy.Policy.best_scaled`),
+    stop or go on to exit ``i + 1``. The policy's own representation, read per exit:
 
-    ``states_fn(probs [B, L, C]) -> [B, L]`` int states, later exits NaN in ``probs``; the
-    state of exit ``j`` must read exits ``0..j`` only (as the calibrated encoders do).
+    * an :class:`~ttamer.core.policy.IndexPolicy` goes on iff ``σ_{i+1}(s) < X`` (``σ`` not
+      finite: stop) -- one lookup and one comparison;
+    * a :class:`~ttamer.core.policy.LastStatePolicy` (the DP's table) reads ``table[i][s, m]``,
+      ``m`` the level of ``X`` with recall, ``0`` without -- one lookup;
+    * any other policy is asked (``decide``) on the states of the exits seen so far.
+
+    ``X`` is kept from exit to exit as the running minimum of ``λ ℓ_j(s_j)`` (:attr:`scaled`),
+    which is ``best_scaled``'s value exactly (multiplying by ``λ ≥ 0`` preserves the order).
+    :meth:`of` says whether a policy is one exit after the other from exit 0.
     """
 
-    def __init__(self, policy: Policy, states_fn: Callable[[np.ndarray], np.ndarray],
-                 answer_fn: AnswerFn | None = None, name: str = "") -> None:
-        self.policy, self.states_fn = policy, states_fn
-        self.answer_fn = answer_fn if answer_fn is not None else policy.answer
-        self.n_exits = int(policy.instance.n)
-        self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
-        self.name = name or policy.describe().split("\n")[0]
+    def __init__(self, policy: Policy) -> None:
+        inst, lam = policy.instance, policy.lam
+        self.policy, self.n_exits = policy, int(inst.n)
+        finite = np.isfinite(policy._loss_table)
+        #: ``λ ℓ_i(s)`` per exit and state, ``+inf`` where ``ℓ`` is not finite.
+        self.scaled = np.where(finite, lam * np.where(finite, policy._loss_table, 0.0), np.inf)
+        self.x0 = lam * policy._y if np.isfinite(policy._y) else np.inf
+        self.recall = bool(policy.recall)
+        self.kind = ("index" if type(policy).decide is IndexPolicy.decide
+                     else "table" if type(policy).decide is LastStatePolicy.decide else "decide")
+        if self.kind == "index":
+            sig = policy._sigma_table[1:]
+            self.go = np.where(np.isfinite(sig), sig, np.inf)  # go[i, s]: σ_{i+1}(s)
+        if self.kind == "table":
+            self.stop = [np.asarray(t) < 0 for t in policy.table]  # stop[i][s, m]
+            self.levels = policy.levels
 
     @classmethod
-    def compile(cls, policy: Policy, states_fn: Callable[[np.ndarray], np.ndarray],
-                answer_fn: AnswerFn | None = None) -> "ChainPolicyRule | None":
-        """The rule, or ``None`` where the policy is not one exit after the other from exit 0
-        (a tree, skips, a chain in another order, or a policy that starts elsewhere)."""
+    def of(cls, policy: Policy) -> "ChainSteps | None":
+        """The compiled steps, or ``None`` where the policy is not one exit after the other
+        from exit 0 (a tree, skips, a chain in another order, a table that jumps, or a policy
+        that starts elsewhere)."""
         inst = policy.instance
         if not inst.is_chain or inst.skips or not np.array_equal(inst.chain_position, np.arange(inst.n)):
             return None
         first = policy.decide(np.full((1, inst.n), -1, dtype=np.int64), np.full(1, -1, dtype=np.int64))
-        return cls(policy, states_fn, answer_fn) if int(first[0]) == 0 else None
+        if int(first[0]) != 0:
+            return None
+        if type(policy).decide is LastStatePolicy.decide and any(
+                not np.isin(np.asarray(t), (-1, i + 1)).all() for i, t in enumerate(policy.table)):
+            return None
+        return cls(policy)
 
-    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(x_i, a_i)``: ``1.0`` where the policy stops after exit ``i``, and the exit that
-        answers there (``i`` where it goes on)."""
-        B, seen, C = probs.shape
-        L = self.n_exits
-        full = np.full((B, L, C), np.nan, dtype=np.float32)
-        full[:, :seen] = probs
-        states = np.full((B, L), -1, dtype=np.int64)
-        states[:, : i + 1] = np.asarray(self.states_fn(full), dtype=np.int64)[:, : i + 1]
-        last = np.full(B, i, dtype=np.int64)
-        nxt = np.asarray(self.policy.decide(states, last), dtype=np.int64)
-        stop = nxt < 0
-        wrong = ~stop & (nxt != i + 1)
+    def stops(self, i: int, s: np.ndarray, x: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: the policy stops after exit ``i < L − 1`` in states ``s`` with best
+        scaled loss ``x`` (``states [B, L]``: the exits seen so far, for a policy asked)."""
+        if self.kind == "index":
+            return ~(self.go[i, s] < x)
+        if self.kind == "table":
+            return self.stop[i][s, self.level(x)]
+        nxt = np.asarray(self.policy.decide(states, np.full(len(s), i, dtype=np.int64)), dtype=np.int64)
+        wrong = (nxt >= 0) & (nxt != i + 1)
         if wrong.any():
             raise TTamerError(f"the policy went from exit {i} to exit {int(nxt[wrong][0])}; a chain rule "
                               "goes on to the next exit or stops")
-        answer = last.copy()
-        if stop.any():
-            answer[stop] = np.asarray(self.answer_fn(states[stop], last[stop]), dtype=np.int64)
-        return stop.astype(np.float64), answer
+        return nxt < 0
+
+    def level(self, x: Any) -> Any:
+        """The table's level of ``X`` (:meth:`~ttamer.core.policy.LastStatePolicy.level_of`)."""
+        if not self.recall:
+            return 0
+        return np.minimum(np.searchsorted(self.levels, x), len(self.levels) - 1)
+
+
+class ChainPolicyRule:
+    """A policy on the binned states of a fitted :class:`~ttamer.earlyexit.features.StateEncoder`
+    over a chain without skips, evaluated exit by exit like a threshold rule
+    (:class:`ChainRun`): after exit ``i``, exit ``i``'s states from its softmax and what the
+    earlier exits left (:class:`~ttamer.earlyexit.online.EncoderRun`: the encoder's own
+    arithmetic, so the states are ``encoder.transform``'s), the policy's decision compiled per
+    exit (:class:`ChainSteps`) on the rows still running; the rows that stop are answered by
+    the pairwise ``answer_table`` where given (:meth:`~ttamer.earlyexit.pairwise.PairwiseAnswer.answer`),
+    else by ``policy.answer``, and, for the posterior feature, mapped to the exit whose
+    prediction the node answers with (``encoder.answers``). The decisions are those of
+    :func:`~ttamer.core.policy.rollout` on the same states. One query of the max-probability
+    state (the confidence bin, optionally with agreement) runs on Python scalars
+    (:class:`ChainRunOne`). Build it with :meth:`compile`, which says when a policy qualifies.
+    """
+
+    def __init__(self, policy: Policy, encoder: StateEncoder, answer_table: PairwiseAnswer | None = None,
+                 name: str = "") -> None:
+        steps = ChainSteps.of(policy)
+        if steps is None:
+            raise TTamerError("ChainPolicyRule needs a policy that consults the exits one after the other "
+                              "from exit 0; serve this one with EarlyExitServer(model, policy, state_fn)")
+        if encoder.n_exits != steps.n_exits:
+            raise TTamerError(f"the encoder has {encoder.n_exits} exits, the policy {steps.n_exits}")
+        self.policy, self.encoder, self.steps, self.answer_table = policy, encoder, steps, answer_table
+        self.n_exits = steps.n_exits
+        self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
+        self.name = name or policy.describe().split("\n")[0]
+        self._exit = [np.full(1, i, dtype=np.int64) for i in range(self.n_exits)]
+        scalar = (encoder.spec.feature == "max_prob" and list(encoder.edges) == ["feature"] and steps.kind != "decide"
+                  and (answer_table is not None or type(policy).answer is Policy.answer))
+        self.one = _ChainTables(self) if scalar else None
+
+    @classmethod
+    def compile(cls, policy: Policy, encoder: StateEncoder,
+                answer_table: PairwiseAnswer | None = None) -> "ChainPolicyRule | None":
+        """The rule, or ``None`` where the policy is not one exit after the other from exit 0
+        (:meth:`ChainSteps.of`)."""
+        return cls(policy, encoder, answer_table) if ChainSteps.of(policy) is not None else None
+
+    def begin(self, n: int) -> "ChainRun | ChainRunOne":
+        """The running state of the rule on a batch of ``n`` examples, before exit 0 (one query
+        of the max-probability state: on Python scalars)."""
+        return ChainRunOne(self) if int(n) == 1 and self.one is not None else ChainRun(self, int(n))
+
+    def answer(self, states: np.ndarray, i: int) -> np.ndarray:
+        """``[B]``: the node answering for rows that stop after exit ``i`` in ``states [B, L]``."""
+        last = self.exits(i, len(states))
+        table = self.answer_table
+        node = np.asarray(table.answer(states, last) if table is not None else self.policy.answer(states, last))
+        if (node < 0).any():
+            raise TTamerError("the policy answered with the fallback; early-exit instances have none")
+        return node
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``: ``1.0`` where the policy stops after exit ``i``, and the exit that
+        answers there (``i`` where it goes on), from ``probs [B, i+1, C]``; stateless (replays
+        the running state over exits ``0..i``)."""
+        run = self.begin(len(probs))
+        for k in range(i + 1):
+            out = run.advance(k, probs[:, k])
+        return out
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]`` bool: the policy stops after exit ``i``."""
         return x >= self.thresholds[i]
 
+    def exits(self, i: int, B: int) -> np.ndarray:
+        """``[B]`` int64 filled with ``i`` (a cached read-only array)."""
+        return _filled(self._exit, i, B)
+
+
+class ChainRun:
+    """The running state of a :class:`ChainPolicyRule` on one batch: the encoder's running
+    state (:class:`~ttamer.earlyexit.online.EncoderRun`), the states of the exits seen so far
+    ``[B, L]`` (what the answer rule reads) and the best scaled loss ``X`` so far."""
+
+    def __init__(self, rule: ChainPolicyRule, n: int) -> None:
+        self.rule = rule
+        self.enc = EncoderRun(rule.encoder, n)
+        self.states = np.full((n, rule.n_exits), -1, dtype=np.int64)
+        self.x = np.full(n, rule.steps.x0)
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep the rows where ``mask [B]`` (bool) is true; the others stopped."""
+        self.enc.keep(mask)
+        self.states, self.x = self.states[mask], self.x[mask]
+
+    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``, both ``[B]``: ``1.0`` where the policy stops after exit ``i`` (every
+        row at the last exit), else ``0.0``, and the exit answering there, from exit ``i``'s
+        float32 softmax rows ``p [B, C]``; called for ``i = 0, 1, …`` in turn."""
+        rule, steps = self.rule, self.rule.steps
+        s = self.enc.advance(i, p)
+        self.states[:, i] = s
+        self.x = np.minimum(self.x, steps.scaled[i, s])
+        B = len(s)
+        stop = np.ones(B, dtype=bool) if i == rule.n_exits - 1 else steps.stops(i, s, self.x, self.states)
+        a = rule.exits(i, B)
+        if stop.any():
+            rows = np.flatnonzero(stop) if not stop.all() else slice(None)
+            a = a.copy()
+            a[rows] = self.enc.answers(rule.answer(self.states[rows], i), rows)
+        return stop.astype(np.float64), a
+
+
+class _ChainTables:
+    """What :class:`ChainRunOne` reads, as Python lists: per exit the confidence bin edges, the
+    states per agreement level, the losses ``ℓ_i(s)`` and ``λ ℓ_i(s)``, and the decision
+    (:class:`ChainSteps`: ``σ_{i+1}(s)`` or the table's stop flags)."""
+
+    def __init__(self, rule: ChainPolicyRule) -> None:
+        enc, steps, policy = rule.encoder, rule.steps, rule.policy
+        self.edges = [e.tolist() for e in enc.edges["feature"]]
+        self.base, self.cap = enc.base_states.tolist(), enc.spec.agreement_cap
+        self.loss, self.scaled = policy._loss_table.tolist(), steps.scaled.tolist()
+        self.y, self.x0, self.recall = float(policy._y), float(steps.x0), bool(policy.recall)
+        self.go = steps.go.tolist() if steps.kind == "index" else None
+        self.stop = [t.tolist() for t in steps.stop] if steps.kind == "table" else None
+        self.levels = steps.levels.tolist() if steps.kind == "table" else None
+
+
+class ChainRunOne:
+    """The running state of a :class:`ChainPolicyRule` on one query of the max-probability
+    state, on Python scalars (the rule's tables as Python lists): per exit the maximum and
+    argmax of the softmax row (the float32 values, exactly the encoder's), the agreement run,
+    one bisection of the bin edges (``searchsorted``'s), the running ``X`` and best loss, and
+    one lookup of the decision; the answer rule once, when the policy stops."""
+
+    def __init__(self, rule: ChainPolicyRule) -> None:
+        self.rule, self.t = rule, rule.one
+        self.x, self.run, self.prev = self.t.x0, 0, -1
+        self.states: list[int] = []
+        self.best, self.best_loss = 0, np.inf
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Nothing to forget: the query stops once."""
+
+    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`advance_one` as ``[1]`` arrays."""
+        x, a = self.advance_one(i, p)
+        return np.array([x]), np.array([a], dtype=np.int64)
+
+    def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
+        """``(x_i, a_i)`` on one query (``p [1, C]``) as Python scalars: ``1.0`` where the
+        policy stops after exit ``i`` (always at the last exit), and the exit answering there."""
+        t = self.t
+        row = p.tolist()[0]
+        mp = max(row)
+        pred = row.index(mp)
+        if t.cap:
+            self.run = self.run + 1 if i > 0 and pred == self.prev else 0
+            self.prev = pred
+        s = bisect.bisect_right(t.edges[i], mp) + t.base[i] * min(self.run, t.cap)
+        self.states.append(s)
+        loss = t.loss[i][s]
+        if loss < self.best_loss:  # the consulted exit of least loss, the first on ties
+            self.best, self.best_loss = i, loss
+        self.x = min(self.x, t.scaled[i][s])
+        if i < self.rule.n_exits - 1 and not self._stops(i, s):
+            return 0.0, i
+        return 1.0, self._answer(i)
+
+    def _stops(self, i: int, s: int) -> bool:
+        """The compiled decision after exit ``i < L − 1`` in state ``s``."""
+        t = self.t
+        if t.go is not None:
+            return not t.go[i][s] < self.x
+        level = min(bisect.bisect_left(t.levels, self.x), len(t.levels) - 1) if t.recall else 0
+        return t.stop[i][s][level]
+
+    def _answer(self, i: int) -> int:
+        """The node answering after exit ``i`` (``policy.answer`` or the pairwise table)."""
+        if self.rule.answer_table is not None:
+            return self.rule.answer_table.answer_one(self.states, i)
+        if not self.t.recall:
+            return i
+        if not (self.best_loss <= self.t.y and math.isfinite(self.best_loss)):
+            raise TTamerError("the policy answered with the fallback; early-exit instances have none")
+        return self.best
+
 
 class HistoryRun:
     """The running state of a rule that has only the stateless ``step(i, probs [B, i+1, C])``
-    (:class:`StateFnRule`, :class:`ChainPolicyRule`, a user's rule): the softmax rows of the
+    (:class:`StateFnRule`, a user's rule): the softmax rows of the
     exits seen so far in a buffer ``[n, L, C]`` allocated once per batch; :meth:`advance`
     writes exit ``i``'s rows and calls ``step`` on the view of exits ``0..i``."""
 
@@ -328,10 +516,7 @@ class MaxProbRule:
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(max-probability of exit i, i)`` for the rows of ``probs [B, i+1, C]`` (float32, as
         in the trace; compared with the float64 threshold exactly)."""
-        B = len(probs)
-        if len(self._exit[i]) < B:
-            self._exit[i] = np.full(B, i, dtype=np.int64)
-        return probs[:, i].max(axis=1), self._exit[i][:B]
+        return probs[:, i].max(axis=1), _filled(self._exit, i, len(probs))
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]`` bool: ``x ≥`` exit ``i``'s threshold."""
@@ -344,10 +529,7 @@ class MaxProbRule:
 
     def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(max-probability of exit i, i)`` from exit ``i``'s softmax rows ``p [B, C]``."""
-        B = len(p)
-        if len(self._exit[i]) < B:
-            self._exit[i] = np.full(B, i, dtype=np.int64)
-        return p.max(axis=1), self._exit[i][:B]
+        return p.max(axis=1), _filled(self._exit, i, len(p))
 
     def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
         """:meth:`advance` on one query (``p [1, C]``) as Python scalars: the max-probability
@@ -364,27 +546,135 @@ def max_prob_rule(n_exits: int, tau: float) -> MaxProbRule:
     return MaxProbRule(n_exits, tau)
 
 
-def pathwise_rule(tamer: Any) -> tuple[Policy, StateFn, ExitMap | None]:
-    """A fitted :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` as ``(policy, state_fn, exit_map)``:
-    the state of exit ``i`` is ``1`` iff its stopping rule says stop on the exits consulted so
-    far (later exits padded uniformly; the rule at exit ``i`` reads exits ``0..i`` only), and
-    ``exit_map`` maps the exit stopped at to the exit answered with (its posterior answer;
-    ``None`` for ``answer="last"``). The served decisions are ``tamer.decide``'s."""
-    _fitted(tamer, PathwiseTamer, "pathwise_rule")
-    model, rule = tamer.model_, tamer.rule_
-    L = len(model.features.center)
-    names = [f"e{i}" for i in range(L)]
+class PathwiseRule:
+    """A fitted :class:`~ttamer.earlyexit.pathwise.PathwiseTamer`'s stopping rule evaluated exit
+    by exit (:class:`PathwiseRun`): after exit ``i``, exit ``i``'s standardised state ``x_i``
+    from its softmax and what the earlier exits left (an
+    :class:`~ttamer.earlyexit.online.ExitHistory`: the log-odds of the max-probability, or of
+    the learned P(right | history)), then exit ``i``'s rule alone, stop where
+    ``λ ℓ_i(x_i) ≤ C_i(x_i)`` (the last exit always stops); the rows that stop answer with the
+    exit stopped at, or with the posterior answer (computed for those rows only). The
+    arithmetic is the tamer's, so the decisions are ``tamer.decide``'s.
+    """
 
-    def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
-        if probs.shape[1] != L:
-            raise TTamerError(f"state_fn: probs has {probs.shape[1]} exits, the rule was fitted on {L}")
-        x = model.features.transform(_padded_trace(probs, names))
-        return rule.stops(x)[:, node].astype(np.int64)
+    def __init__(self, tamer: Any) -> None:
+        _fitted(tamer, PathwiseTamer, "PathwiseRule")
+        model = tamer.model_
+        self.features, self.rule = model.features, tamer.rule_
+        self.n_exits = len(self.features.center)
+        self.posterior = (None if model.answer_models is None
+                          else [w / scale for w, scale in model.answer_models])
+        learned = self.features.feature == "learned"
+        self.keeps = frozenset(({"lo", "counts", "run", "history"} if learned else {"lo"})
+                               | ({"pred", "counts", "total"} if self.posterior is not None else set()))
+        self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
+        self.name = f"path-wise rule at λ={tamer.lam:g}"
+        #: Per exit the standardisation ``(center, scale)`` of the state, as Python floats.
+        self.standard = list(zip(self.features.center.tolist(), self.features.scale.tolist()))
+        self._exit = [np.full(1, i, dtype=np.int64) for i in range(self.n_exits)]
 
-    exit_map = None
-    if model.answer_models is not None:
-        def exit_map(probs: np.ndarray, node: np.ndarray) -> np.ndarray:
-            return model.answers(_padded_trace(probs, names))[np.arange(len(node)), node]
-    return stop_state_policy(L, tamer.lam, name=f"path-wise rule at λ={tamer.lam:g}"), state_fn, exit_map
+    def begin(self, n: int) -> "PathwiseRun | PathwiseRunOne":
+        """The running state of the rule on a batch of ``n`` examples, before exit 0 (one query
+        of the max-probability state answering with the exit stopped at: nothing kept)."""
+        if int(n) == 1 and self.features.feature == "max_prob" and self.posterior is None:
+            return PathwiseRunOne(self)
+        return PathwiseRun(self, int(n))
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``: ``1.0`` where the rule stops after exit ``i``, and the exit answering
+        there, from ``probs [B, i+1, C]``; stateless (replays :meth:`PathwiseRun.advance`)."""
+        run = self.begin(len(probs))
+        for k in range(i + 1):
+            out = run.advance(k, probs[:, k])
+        return out
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: the rule stops after exit ``i``."""
+        return x >= self.thresholds[i]
+
+    def exits(self, i: int, B: int) -> np.ndarray:
+        """``[B]`` int64 filled with ``i`` (a cached read-only array)."""
+        return _filled(self._exit, i, B)
 
 
+class PathwiseRun:
+    """The running state of a :class:`PathwiseRule` on one batch: an
+    :class:`~ttamer.earlyexit.online.ExitHistory` of what its state and answer need."""
+
+    def __init__(self, rule: PathwiseRule, n: int) -> None:
+        self.rule = rule
+        self.h = ExitHistory(n, rule.n_exits, None, rule.keeps)
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep the rows where ``mask [B]`` (bool) is true; the others stopped."""
+        self.h.keep(mask)
+
+    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``, both ``[B]``: ``1.0`` where the rule stops after exit ``i`` (every row
+        at the last exit), else ``0.0``, and the exit answering there, from exit ``i``'s
+        float32 softmax rows ``p [B, C]``; called for ``i = 0, 1, …`` in turn."""
+        rule, h = self.rule, self.h
+        h.add(i, p)
+        if i == rule.n_exits - 1:
+            stop = np.ones(len(p), dtype=bool)
+        else:  # exit i's rule, λ ℓ_i(x) ≤ C_i(x), on the standardised state
+            x = (self._raw(i) - rule.features.center[i]) / rule.features.scale[i]
+            stop = rule.rule.stop_value(i, x) <= rule.rule.continue_value(i, x)
+        a = rule.exits(i, len(stop))
+        if rule.posterior is not None and stop.any():
+            a = a.copy()
+            rows = np.flatnonzero(stop) if not stop.all() else slice(None)
+            a[rows] = h.posterior(i, rule.posterior[i], rows)[1]
+        return stop.astype(np.float64), a
+
+    def _raw(self, i: int) -> np.ndarray:
+        """``[B]``: exit ``i``'s state before standardisation (``PathFeatures.raw``)."""
+        if self.rule.features.feature == "max_prob":
+            return self.h.lo_i
+        w, scale = self.rule.features.model
+        return log_odds(logistic_at(self.h.history(i), w[i : i + 1], scale))
+
+
+class PathwiseRunOne:
+    """The running state of a :class:`PathwiseRule` on one query of the max-probability state
+    answering with the exit stopped at: nothing is kept across exits; per exit the row's
+    maximum (the float32 value), its log-odds (numpy's logarithms on one-element arrays, the
+    rest on Python floats: the operations of ``PathFeatures.transform``) and exit ``i``'s rule
+    (:meth:`~ttamer.earlyexit.pathwise.StoppingRule.stops_one`); nothing at the last exit,
+    which always stops."""
+
+    def __init__(self, rule: PathwiseRule) -> None:
+        self.rule = rule
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Nothing to forget."""
+
+    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`advance_one` as ``[1]`` arrays."""
+        x, a = self.advance_one(i, p)
+        return np.array([x]), np.array([a], dtype=np.int64)
+
+    def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
+        """``(x_i, i)`` on one query (``p [1, C]``): ``x_i = 1.0`` where the rule stops after
+        exit ``i``, else ``0.0``."""
+        rule = self.rule
+        if i == rule.n_exits - 1:
+            return 1.0, i
+        m = min(max(max(p.tolist()[0]), 1e-6), 1 - 1e-6)  # log_odds's clip, on the float32 maximum
+        lo = float(np.log(np.array([m]))[0]) - float(np.log1p(np.array([-m]))[0])
+        center, scale = rule.standard[i]
+        return float(rule.rule.stops_one(i, (lo - center) / scale)), i
+
+
+def pathwise_rule(tamer: Any) -> PathwiseRule:
+    """A fitted :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` as a rule the runtime
+    evaluates exit by exit (:class:`PathwiseRule`); the served decisions are ``tamer.decide``'s."""
+    return PathwiseRule(tamer)
+
+
+def _filled(cache: list[np.ndarray], i: int, B: int) -> np.ndarray:
+    """``[B]`` int64 filled with ``i``: ``cache[i]`` (read-only), grown when too short."""
+    if len(cache[i]) < B:
+        cache[i] = np.full(B, i, dtype=np.int64)
+        cache[i].flags.writeable = False
+    return cache[i][:B]

@@ -14,9 +14,10 @@ the trace-simulated policy takes on the same outputs (the key property, tested).
 ``step(i, probs) -> (x_i, a_i)``, ``stops(i, x_i)`` and ``thresholds`` (a fitted
 :class:`~ttamer.earlyexit.tamer.ThresholdTamer`'s ``runtime_rule()``, :class:`~ttamer.serving.rules.MaxProbRule`,
 a stop / go-on ``state_fn`` compiled by :class:`~ttamer.serving.rules.StateFnRule`, a chain policy compiled by
-:class:`~ttamer.serving.rules.ChainPolicyRule`) is evaluated after every exit on the rows still running -- one
-``advance`` of its running state (:func:`~ttamer.serving.rules.begin_run`; the fitted rules keep their state
-from exit to exit) and one vectorised comparison -- and the rows that stop leave the batch.
+:class:`~ttamer.serving.rules.ChainPolicyRule`, the path-wise :class:`~ttamer.serving.rules.PathwiseRule`) is
+evaluated after every exit on the rows still running -- one ``advance`` of its running state
+(:func:`~ttamer.serving.rules.begin_run`; the fitted rules keep their state from exit to exit) and one
+vectorised comparison -- and the rows that stop leave the batch.
 One query at a time the loop keeps its bookkeeping in Python scalars. The
 runtime also records the per-exit cost profile of each serving mode (one query at a time,
 batched) and each exit's time on batches of ``k`` rows in the trace's meta;
@@ -37,8 +38,7 @@ consulted so far (NaN for exits not consulted) -- to the ``int`` states of ``nod
 ``B`` rows. :func:`~ttamer.serving.rules.tamer_state_fn` and :func:`~ttamer.serving.rules.cascade_state_fn` build it from a fitted
 :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` / :class:`~ttamer.earlyexit.cascade.CascadeTamer`;
 :func:`~ttamer.serving.rules.threshold_rule` expresses the confidence-threshold heuristic as a (policy,
-state_fn) pair, so heuristics run through the same runtime; :func:`~ttamer.serving.rules.pathwise_rule` does the
-same for T-Tamer's path-wise rule (:class:`~ttamer.earlyexit.pathwise.PathwiseTamer`).
+state_fn) pair, so heuristics run through the same runtime.
 """
 
 
@@ -60,7 +60,7 @@ from .adapters import MultiExitModel, _n_rows, _softmax_np, _torch, input_length
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
                     begin_run,
                     is_runtime_rule,
-                    max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn, tamer_states_fn)
+                    max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn)
 
 
 # --------------------------------------------------------------------------- results
@@ -278,28 +278,30 @@ class EarlyExitServer(_Runtime):
             raise TTamerError("EarlyExitServer needs a policy on a chain of exits; use CascadeServer for trees")
         self._pos = np.asarray(policy.instance.chain_position)
         if compile and isinstance(policy, StopStatePolicy) and answer_fn is None:
-            self.rule = StateFnRule(self.n_nodes, state_fn, None, policy.instance.name)
+            self.rule = StateFnRule(self.n_nodes, state_fn, policy.instance.name)
 
     @classmethod
     def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu") -> "EarlyExitServer":
         """Serve with a fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer` (its
         :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.runtime_rule`, one threshold per exit), a
-        fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` (its policy, its states computed
-        online by :func:`~ttamer.serving.rules.tamer_state_fn` and its answer rule, :func:`~ttamer.serving.rules.tamer_answer_fns`) or a
-        fitted :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` (:func:`~ttamer.serving.rules.pathwise_rule`); either way the
-        served decisions are ``tamer.decide``'s."""
+        fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` (its policy and answer rule
+        exit by exit, :class:`~ttamer.serving.rules.ChainPolicyRule`; a policy that skips exits is
+        driven through the rollout, with :func:`~ttamer.serving.rules.tamer_state_fn` and
+        :func:`~ttamer.serving.rules.tamer_answer_fns`) or a fitted
+        :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` (:func:`~ttamer.serving.rules.pathwise_rule`);
+        either way the served decisions are ``tamer.decide``'s."""
         if isinstance(tamer, ThresholdTamer):
             return cls(model, tamer.runtime_rule(), device=device)
         if isinstance(tamer, PathwiseTamer):
-            policy, state_fn, exit_map = pathwise_rule(tamer)
-            return cls(model, policy, state_fn, device, exit_map=exit_map)
+            return cls(model, pathwise_rule(tamer), device=device)
         if not isinstance(tamer, EarlyExitTamer):
             raise TTamerError(f"from_tamer serves a fitted ThresholdTamer, PathwiseTamer or EarlyExitTamer, "
                               f"got {type(tamer).__name__}")
-        answer_fn, exit_map = tamer_answer_fns(tamer)
-        rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer_states_fn(tamer), answer_fn)
+        table = tamer.answer_table_ if tamer.solution_.recall else None
+        rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer.encoder_, table)
         if rule is not None:
-            return cls(model, rule, device=device, exit_map=exit_map)
+            return cls(model, rule, device=device)
+        answer_fn, exit_map = tamer_answer_fns(tamer)
         return cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map)
 
     # groups of rows sharing a hidden state at one depth (-1 = before block 0)

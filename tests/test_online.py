@@ -1,0 +1,179 @@
+"""Served rules that keep their states' features from exit to exit (``ttamer.earlyexit.online``,
+``ChainPolicyRule``, ``PathwiseRule``): driven exit by exit as the runtime drives them -- in
+batches whose stopped rows leave, and one query at a time -- their states equal the encoder's
+on the whole trace to the last bit, and their decisions are the simulation's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ttamer import solve
+from ttamer.core.errors import TTamerError
+from ttamer.earlyexit.calibration import EarlyExitTamer
+from ttamer.earlyexit.chain import run_policy
+from ttamer.earlyexit.features import StateEncoder, StateSpec
+from ttamer.earlyexit.online import EncoderRun, ExitHistory
+from ttamer.earlyexit.pathwise import PathwiseTamer, StoppingRule
+from ttamer.earlyexit.traces import synthetic_trace
+from ttamer.serving.rules import (ChainPolicyRule, ChainRunOne, PathwiseRule, PathwiseRunOne, begin_run,
+                                  pathwise_rule)
+
+L, C = 5, 4
+SEEDS = (0, 1, 2)
+
+
+def _traces(seed: int):
+    tr = synthetic_trace(1000, L, C, seed=seed)
+    return tr.subset(np.arange(600)), tr.subset(np.arange(600, 1000))
+
+
+def _served(rule, probs: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(last, answer)`` of ``rule`` driven as the runtime drives it: per batch one running
+    state, advanced exit by exit on the rows still running (one query: ``advance_one``), the
+    rows whose ``x ≥ thresholds[i]`` stop and leave (``keep``); every row stops at the last exit."""
+    n = len(probs)
+    last, answer = np.full(n, -1), np.full(n, -1)
+    for start in range(0, n, batch):
+        rows = np.arange(start, min(start + batch, n))
+        run = begin_run(rule, len(rows))
+        one = getattr(run, "advance_one", None) if len(rows) == 1 else None
+        for i in range(L):
+            if one is not None:
+                x, a = one(i, probs[rows, i])
+                stop, a = np.array([i == L - 1 or x >= rule.thresholds[i]]), np.array([a])
+            else:
+                x, a = run.advance(i, probs[rows, i])
+                stop = np.ones(len(rows), dtype=bool) if i == L - 1 else rule.stops(i, x)
+            last[rows[stop]], answer[rows[stop]] = i, np.asarray(a)[stop]
+            if stop.all():
+                break
+            if stop.any():
+                run.keep(~stop)
+                rows = rows[~stop]
+    return last, answer
+
+
+def _assert_served_as_simulated(rule, test, sim) -> None:
+    for batch in (1, 7, test.n_examples):
+        last, answer = _served(rule, test.probs, batch)
+        np.testing.assert_array_equal(last, sim.last, err_msg=f"batch {batch}")
+        np.testing.assert_array_equal(answer, sim.answer, err_msg=f"batch {batch}")
+    assert len(np.unique(sim.last)) > 1  # the rule really stops at several exits
+
+
+SPECS = [StateSpec(K=4, feature="max_prob", agreement=0), StateSpec(K=3, feature="entropy", agreement=2),
+         StateSpec(K=5, feature="margin", agreement=1, entropy_bins=2),
+         StateSpec(K=4, feature="learned", agreement=1, prospect_bins=2),
+         StateSpec(K=3, feature="posterior", agreement=1)]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.describe())
+def test_encoder_run_states_equal_the_encoders_bit_for_bit(spec, seed):
+    """Exit by exit on the rows still running (a random fifth leaving after every exit), the
+    states and the node answers equal ``transform`` and ``answers`` on the whole trace."""
+    cal, test = _traces(seed)
+    enc = StateEncoder.fit(spec, cal)
+    states, answers = enc.transform(test), enc.answers(test)
+    rng = np.random.default_rng(seed)
+    run, rows = EncoderRun(enc, test.n_examples), np.arange(test.n_examples)
+    for i in range(L):
+        np.testing.assert_array_equal(run.advance(i, test.probs[rows, i]), states[rows, i], err_msg=f"exit {i}")
+        np.testing.assert_array_equal(run.answers(np.full(len(rows), i)), answers[rows, i])
+        keep = rng.random(len(rows)) < 0.8
+        run.keep(keep)
+        rows = rows[keep]
+
+
+CHAIN = [dict(feature="max_prob", agreement=1, answer="pairwise"),
+         dict(feature="max_prob", agreement=2, answer="index"),
+         dict(feature="max_prob", agreement=1, recall=False),
+         dict(feature="entropy", agreement=0, entropy_bins=2, answer="pairwise"),
+         dict(feature="learned", agreement=1, prospect_bins=2, answer="pairwise"),
+         dict(feature="posterior", agreement=1, answer="pairwise")]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("options", CHAIN, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_chain_policy_rule_served_equals_decide(options, seed):
+    """A fitted ``EarlyExitTamer``'s policy as a ``ChainPolicyRule`` (its states advanced exit
+    by exit, its decision compiled per exit): batched, with rows leaving, and one query at a
+    time, the exit stopped at and the exit answered with are ``tamer.decide``'s."""
+    cal, test = _traces(seed)
+    tamer = EarlyExitTamer(lam=0.9, K=4, smoothing=2.0, loss="label", **options).fit(cal)
+    table = tamer.answer_table_ if tamer.solution_.recall else None
+    rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer.encoder_, table)
+    one = options["feature"] == "max_prob"
+    assert isinstance(rule.begin(1), ChainRunOne) == one
+    _assert_served_as_simulated(rule, test, tamer.decide(test))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("recall,method,kind", [(True, "auto", "index"), (False, "auto", "table"),
+                                                (True, "dp", "table"), (True, "exhaustive", "decide")])
+def test_every_kind_of_chain_policy_is_served_as_its_rollout(recall, method, kind, seed):
+    """The index policy, the DP's table (a level of ``X`` with recall) and any other policy
+    (asked on the states seen so far) take the rollout's decisions, answering with the policy's
+    own recall rule."""
+    cal, test = _traces(seed)
+    tamer = EarlyExitTamer(lam=0.7, K=2, feature="max_prob", agreement=1, loss="label").fit(cal)
+    solution = solve(tamer.instance_, 0.7, recall=recall, method=method)
+    rule = ChainPolicyRule.compile(solution.policy, tamer.encoder_)
+    assert rule.steps.kind == kind and isinstance(rule.begin(1), ChainRunOne) == (kind != "decide")
+    _assert_served_as_simulated(rule, test, run_policy(solution, tamer.states(test), test))
+
+
+def test_chain_policy_rule_refuses_what_is_not_one_exit_after_the_other():
+    cal, test = _traces(0)
+    tamer = EarlyExitTamer(lam=0.9, K=2, feature="max_prob", agreement=0, loss="label").fit(cal)
+    inst = tamer.instance_
+    skipped = type(inst).chain(inst.losses, inst.transitions[0][0], inst.transitions[1:], inst.costs,
+                               skips=[(0, 2, 0.01)])
+    policy = solve(skipped, 0.9, recall=True).policy
+    assert ChainPolicyRule.compile(policy, tamer.encoder_) is None
+    with pytest.raises(TTamerError, match="one after the other"):
+        ChainPolicyRule(policy, tamer.encoder_)
+
+
+PATHWISE = [("max_prob", "last"), ("max_prob", "posterior"), ("learned", "last"), ("learned", "posterior")]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("feature,answer", PATHWISE)
+@pytest.mark.parametrize("lam", [0.8, 0.95])
+def test_pathwise_rule_served_equals_decide(feature, answer, lam, seed):
+    """A fitted ``PathwiseTamer`` as a ``PathwiseRule`` (its state advanced exit by exit, exit
+    ``i``'s rule alone, the posterior answer for the rows that stop): batched, with rows
+    leaving, and one query at a time, its decisions are ``tamer.decide``'s."""
+    cal, test = _traces(seed)
+    tamer = PathwiseTamer(lam=lam, feature=feature, answer=answer, loss="label").fit(cal)
+    rule = pathwise_rule(tamer)
+    assert isinstance(rule, PathwiseRule)
+    assert isinstance(rule.begin(1), PathwiseRunOne) == ((feature, answer) == ("max_prob", "last"))
+    _assert_served_as_simulated(rule, test, tamer.decide(test))
+
+
+coef = st.floats(-5, 5, allow_nan=False)
+
+
+@given(a=coef, b=coef, c=st.lists(coef, min_size=2, max_size=5), lam=st.floats(0, 1),
+       x=st.lists(st.floats(-40, 40, allow_nan=False), min_size=1, max_size=20))
+def test_stopping_rule_on_one_state_equals_the_vectorised_rule(a, b, c, lam, x):
+    """``StoppingRule.stops_one`` on Python floats takes the decision of ``stop_value ≤
+    continue_value`` on arrays, for every state."""
+    rule = StoppingRule(lam, np.array([[a, b]]), np.array([c]))
+    xs = np.array(x)
+    vec = rule.stop_value(0, xs) <= rule.continue_value(0, xs)
+    assert [rule.stops_one(0, float(v)) for v in xs] == vec.tolist()
+
+
+def test_exit_history_names_what_is_wrong():
+    with pytest.raises(TTamerError, match="keeps"):
+        ExitHistory(3, L, C, frozenset({"lo", "everything"}))
+    with pytest.raises(TTamerError, match="history features need"):
+        ExitHistory(3, L, C, frozenset({"history"}))
+    with pytest.raises(TTamerError, match=r"p must be \[3, 4\]"):
+        ExitHistory(3, L, C, frozenset({"lo"})).add(0, np.full((2, C), 0.25, dtype=np.float32))

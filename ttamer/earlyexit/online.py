@@ -1,0 +1,252 @@
+"""The state features of an exit computed online, exit by exit, from what the earlier exits left.
+
+The estimators compute their states on a whole trace: the history features
+(:func:`~ttamer.earlyexit.features.history_features`), the posterior answer
+(:func:`~ttamer.earlyexit.logistic.posterior_answers`), the binned states of a
+:class:`~ttamer.earlyexit.features.StateEncoder`. A served rule sees one exit at a time.
+:class:`ExitHistory` keeps, on the rows of a batch still running, what those features need
+from the exits seen so far -- the log-odds and predictions of the exits in preallocated
+``[B, L]`` buffers, the class counts of the predictions, the running sum of the softmaxes, the
+agreement run -- and computes exit ``i``'s features from exit ``i``'s softmax and what it kept,
+with the arithmetic of the trace functions, operation for operation, so that the values are
+equal to the last bit. :class:`EncoderRun` bins them into the states of a fitted encoder.
+Everything is a fixed number of vectorised numpy calls per exit, except the posterior answer
+(``O(i)`` numbers at exit ``i``, one call each).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import TTamerError
+
+#: What an :class:`ExitHistory` can keep (its ``keeps``).
+KEEPS = frozenset({"lo", "pred", "counts", "total", "run", "history"})
+
+
+def clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``np.clip(x, lo, hi)`` (the same values: ``min(max(x, lo), hi)``) in two plain ufunc
+    calls, which cost a fraction of ``np.clip``'s dispatch on a few numbers."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
+def log_odds(mp: np.ndarray) -> np.ndarray:
+    """Log-odds of probabilities clipped to ``[1e-6, 1 − 1e-6]`` (as the state features)."""
+    mp = clip(mp, 1e-6, 1 - 1e-6)
+    return np.log(mp) - np.log1p(-mp)
+
+
+def entropy(p: np.ndarray) -> np.ndarray:
+    """``[B]`` float64 entropy of softmax rows ``p [B, C]`` (the formula of ``Trace.entropy``)."""
+    p = p.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return -t.sum(axis=1)
+
+
+def margin(p: np.ndarray) -> np.ndarray:
+    """``[B]`` float64 top-1 minus top-2 probability of softmax rows ``p [B, C]`` (the
+    ``"margin"`` of :func:`~ttamer.earlyexit.features.confidence_feature`)."""
+    top2 = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:].astype(np.float64)
+    return top2[:, 1] - top2[:, 0]
+
+
+def logistic_at(f: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``[B]``: one exit's logistic model ``(w [1, F], scale [F])`` on its features ``f [B, F]``,
+    the arithmetic of the per-exit logistic models' prediction on the whole trace
+    (``ttamer.earlyexit.logistic._predict``) on that exit's column."""
+    z = np.einsum("nlf,lf->nl", f[:, None, :] / scale, w)[:, 0]
+    return 1.0 / (1.0 + np.exp(-clip(z, -30, 30)))
+
+
+class ExitHistory:
+    """What the features of exit ``i`` need from exits ``0..i``, kept on the rows of a batch.
+
+    Call :meth:`add` with exit ``i``'s softmax rows for ``i = 0, 1, …`` in turn, then read exit
+    ``i``'s features (``mp``, ``lo_i``, ``pred_i``, ``run``, :meth:`history`,
+    :meth:`posterior`); :meth:`keep` drops the rows that left the batch.
+
+    Parameters
+    ----------
+    n : int
+        Rows of the batch.
+    n_exits : int
+        The network's exits.
+    n_classes : int or None
+        Its classes (``None``: those of the first rows added).
+    keeps : frozenset of str
+        What to keep (:data:`KEEPS`): ``"lo"`` (the log-odds buffer), ``"pred"`` (the
+        prediction buffer), ``"counts"`` (class counts of the predictions), ``"total"`` (the
+        running softmax sum), ``"run"`` (the agreement run), ``"history"`` (the history
+        features; needs ``"lo"``, ``"counts"`` and ``"run"``).
+    """
+
+    def __init__(self, n: int, n_exits: int, n_classes: int | None, keeps: frozenset[str]) -> None:
+        if not keeps <= KEEPS:
+            raise TTamerError(f"ExitHistory keeps {sorted(KEEPS)}, got {sorted(keeps - KEEPS)}")
+        if "history" in keeps and not {"lo", "counts", "run"} <= keeps:
+            raise TTamerError("ExitHistory: the history features need the 'lo', 'counts' and 'run' buffers")
+        L = int(n_exits)
+        self.keeps, self.n_classes = keeps, None
+        self.lo = np.zeros((n, L)) if "lo" in keeps else None
+        self.pred = np.zeros((n, L), dtype=np.int64) if "pred" in keeps else None
+        self.counts = self.total = None
+        if n_classes is not None:
+            self._per_class(n, int(n_classes))
+        self.run = np.zeros(n, dtype=np.int64) if "run" in keeps else None
+        self.f = np.ones((n, 7)) if "history" in keeps else None
+        self.needs_pred = bool(keeps & {"pred", "counts", "run"})
+        self.last_pred = np.zeros(n, dtype=np.int64)
+        self.earlier: np.ndarray | None = None
+        self.rows = np.arange(n)
+        self.p: np.ndarray | None = None
+        self.mp = self.lo_i = self.pred_i = None
+
+    def _per_class(self, n: int, C: int) -> None:
+        """Allocate the buffers over the ``C`` classes."""
+        self.n_classes = C
+        self.counts = np.zeros((n, C), dtype=np.int64) if "counts" in self.keeps else None
+        self.total = np.zeros((n, C)) if "total" in self.keeps else None
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep the rows where ``mask [B]`` (bool) is true; the others left the batch."""
+        for k in ("lo", "pred", "counts", "total", "run", "last_pred", "f"):
+            v = getattr(self, k)
+            if v is not None:
+                setattr(self, k, v[mask])
+        self.rows = self.rows[: int(mask.sum())]
+
+    def add(self, i: int, p: np.ndarray) -> None:
+        """Take exit ``i``'s float32 softmax rows ``p [B, C]``: its max-probability
+        ``mp`` (float64), log-odds ``lo_i`` and prediction ``pred_i`` (where
+        kept), and the buffers, counts, sum and run updated."""
+        B = p.shape[0]
+        if self.n_classes is None and p.ndim == 2:
+            self._per_class(len(self.rows), p.shape[1])
+        if p.ndim != 2 or p.shape[1] != self.n_classes or B != len(self.rows):
+            raise TTamerError(f"advance({i}): p must be [{len(self.rows)}, {self.n_classes}], got {list(p.shape)}")
+        self.p = p
+        self.mp = mp = p.max(axis=1).astype(np.float64)
+        self.pred_i = pred = p.argmax(axis=1) if self.needs_pred else None
+        if self.lo is not None:
+            self.lo[:, i] = self.lo_i = log_odds(mp)
+        if self.pred is not None:
+            self.pred[:, i] = pred
+        if self.total is not None:
+            self.total += p
+        if self.run is not None:
+            if i > 0:
+                self.run = np.where(pred == self.last_pred, self.run + 1, 0)
+            self.last_pred = pred
+        if self.counts is not None:
+            if self.f is not None:  # how many earlier exits predicted exit i's class
+                self.earlier = self.counts[self.rows, pred]
+            self.counts[self.rows, pred] += 1
+
+    def history(self, i: int) -> np.ndarray:
+        """``[B, 7]``: exit ``i``'s row of :func:`~ttamer.earlyexit.features.history_features`
+        (bias, log-odds, margin, normalised entropy, mean log-odds of the earlier exits -- one
+        C reduction over the buffer's row, the mean the trace function takes -- share of the
+        earlier exits predicting exit ``i``'s class, agreement run over ``i``). A view of a
+        buffer that the next call overwrites."""
+        p, f = self.p, self.f
+        f[:, 1] = self.lo_i
+        f[:, 2] = margin(p)
+        f[:, 3] = entropy(p) / np.log(self.n_classes)
+        f[:, 4] = self.lo[:, :i].mean(axis=1) if i > 0 else 0.0
+        f[:, 5] = self.earlier / i if i > 0 else 0.0
+        f[:, 6] = self.run / max(i, 1)
+        return f
+
+    def posterior(self, i: int, w: np.ndarray, sel: Any = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """``(q, a)`` on the rows ``sel``: exit ``i``'s posterior answer
+        (:func:`~ttamer.earlyexit.logistic.posterior_answers`: the exit ``a ≤ i`` most probably
+        right, and that probability ``q``) from exit ``i``'s model ``w [6]`` (weights over
+        scale), the pair features of every hypothesis ``j ≤ i`` built from the buffers."""
+        pred, lo = self.pred[sel, : i + 1], self.lo[sel, : i + 1]
+        ens_j = clip(np.take_along_axis(self.total[sel] / (i + 1), pred, axis=1), 1e-6, 1 - 1e-6)
+        F = np.empty((len(pred), i + 1, 6))  # the features of pair_features, in its order
+        F[:, :, 0] = 1.0
+        F[:, :, 1] = lo
+        F[:, :, 2] = lo[:, i : i + 1]
+        F[:, :, 3] = np.take_along_axis(self.counts[sel], pred, axis=1) / (i + 1)
+        F[:, :, 4] = np.log(ens_j) - np.log1p(-ens_j)
+        F[:, :, 5] = 0.0
+        F[:, i, 5] = 1.0
+        q = 1.0 / (1.0 + np.exp(-clip(F @ w, -30, 30)))
+        return q.max(axis=1), q.argmax(axis=1)
+
+
+class EncoderRun:
+    """The states of a fitted :class:`~ttamer.earlyexit.features.StateEncoder` on the rows of a
+    batch, exit by exit: :meth:`advance` takes exit ``i``'s softmax rows and returns exit
+    ``i``'s states, equal to column ``i`` of ``encoder.transform`` on the same outputs (the
+    axis values from an :class:`ExitHistory`, binned on the encoder's edges, combined in its
+    mixed radix, the agreement run last). For ``feature="posterior"`` it also keeps the exit
+    each node answers with (``encoder.answers``, :meth:`answers`)."""
+
+    def __init__(self, encoder: Any, n: int) -> None:
+        spec = encoder.spec
+        self.encoder, self.feature = encoder, spec.feature
+        self.axes = [a for a in ("feature", "entropy", "prospect") if a in encoder.edges]
+        self.cap = spec.agreement_cap
+        self.base = encoder.base_states
+        history = spec.feature == "learned" or bool(spec.prospect_bins)
+        keeps = ({"lo", "counts", "run", "history"} if history else set()) | ({"run"} if self.cap else set()) \
+            | ({"lo", "pred", "counts", "total"} if spec.feature == "posterior" else set())
+        self.h = ExitHistory(n, encoder.n_exits, None, frozenset(keeps))
+        self.history = history
+        self.exit_of = np.zeros((n, encoder.n_exits), dtype=np.int64) if spec.feature == "posterior" else None
+        if spec.feature == "posterior":
+            self._posterior = [w / scale for w, scale in encoder.models["posterior"]]
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep the rows where ``mask [B]`` (bool) is true."""
+        self.h.keep(mask)
+        if self.exit_of is not None:
+            self.exit_of = self.exit_of[mask]
+
+    def advance(self, i: int, p: np.ndarray) -> np.ndarray:
+        """``[B]`` int64: exit ``i``'s states from its float32 softmax rows ``p [B, C]``;
+        called for ``i = 0, 1, …`` in turn."""
+        h = self.h
+        h.add(i, p)
+        f = h.history(i) if self.history else None
+        s = None
+        for axis in self.axes:
+            edges = self.encoder.edges[axis][i]
+            b = np.searchsorted(edges, self._value(axis, i, p, f), side="right")
+            s = b if s is None else s * (len(edges) + 1) + b
+        if self.cap:
+            s = s + self.base[i] * np.minimum(h.run, self.cap)
+        return s
+
+    def answers(self, node: np.ndarray, sel: Any = slice(None)) -> np.ndarray:
+        """The exit whose prediction node ``node`` answers with, on the rows ``sel``: the
+        node itself, or for ``feature="posterior"`` its posterior answer."""
+        if self.exit_of is None:
+            return node
+        return self.exit_of[sel][np.arange(len(node)), node]
+
+    def _value(self, axis: str, i: int, p: np.ndarray, f: np.ndarray | None) -> np.ndarray:
+        """``[B]`` float64 value of one axis of exit ``i``'s state (``encoder.axis_values``)."""
+        models = self.encoder.models
+        if axis == "entropy":
+            return entropy(p)
+        if axis == "prospect":
+            w, scale = models["prospect"]
+            return logistic_at(f, w[i : i + 1], scale)
+        if self.feature == "max_prob":
+            return self.h.mp
+        if self.feature == "entropy":
+            return entropy(p)
+        if self.feature == "margin":
+            return margin(p)
+        if self.feature == "learned":
+            w, scale = models["feature"]
+            return logistic_at(f, w[i : i + 1], scale)
+        q, a = self.h.posterior(i, self._posterior[i])
+        self.exit_of[:, i] = a
+        return q

@@ -470,6 +470,13 @@ def test_batched_cost_priced_per_rows_still_running(setup):
     assert served_cost(flat, np.zeros(40, dtype=np.int64), 8) == pytest.approx(1 / L)
     with pytest.raises(TTamerError, match="last must hold"):
         served_cost(tr, np.full(40, L), 8)
+    with pytest.raises(TTamerError, match="profile_rows must be row counts in 1..batch_size"):
+        rec.run_all(x[:16], y[:16], batch_size=4, profile_rows=[1, 8])
+    with pytest.raises(TTamerError, match="padded_to must be at least batch_size"):
+        rec.cost_profile(x[:16], 4, padded_to=2)
+    # k rows of a padded batch: every exit runs on k rows
+    prof = rec.cost_profile(x[:16], 2, padded_to=8, repeats=1, warmup=0)
+    assert prof.shape == (L,) and (prof > 0).all()
 
 
 def test_a_rules_own_cost_profile_prices_one_query_at_a_time(setup):

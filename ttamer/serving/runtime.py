@@ -357,7 +357,7 @@ class EarlyExitServer(_Runtime):
         pos = order[np.searchsorted(R[order], rows)]
         return logits.index_select(0, torch.as_tensor(pos, device=logits.device))
 
-    def _run_rule_batch(self, inputs: Any, n: int, rule: Any = None) -> dict[str, Any]:
+    def _run_rule_batch(self, inputs: Any, n: int, rule: Any = None, keep_rows: int | None = None) -> dict[str, Any]:
         """One batch under a threshold rule, exit by exit: block, head and softmax copied to the
         host (the one synchronisation the decision needs), one ``advance`` of the rule's running
         state (:func:`~ttamer.serving.rules.begin_run`) on the rows still running and one
@@ -365,10 +365,13 @@ class EarlyExitServer(_Runtime):
         hidden states selected only when some stopped and some did not). No policy, no
         rollout. ``marks[i]``: seconds from the batch's start until the decisions at exit ``i``
         were taken; ``alive[i]``: rows that ran exit ``i``. One query (``n = 1``) takes
-        :meth:`_run_rule_one`."""
+        :meth:`_run_rule_one`. ``keep_rows``: the ``n`` inputs are prepared together (padded
+        to the longest of them), then only the first ``keep_rows`` run the exits -- rows left
+        in a batch whose other rows stopped, as :meth:`run_all` prices them."""
         rule = self.rule if rule is None else rule
-        if n == 1:
+        if n == 1 and keep_rows is None:
             return self._run_rule_one(inputs, rule)
+        n = n if keep_rows is None else min(int(keep_rows), n)
         torch = _torch()
         clock = time.perf_counter
         L = self.n_nodes
@@ -382,6 +385,9 @@ class EarlyExitServer(_Runtime):
         live = n
         with torch.inference_mode():
             h, ctx = self.model.prepare(inputs, self.device)
+            if keep_rows is not None:
+                idx = torch.arange(n, device=self.device)
+                h, ctx = take(h, idx), take(ctx, idx)
             self._sync()
             parts["prepare"] = clock() - t0
             run = begin_run(rule, n)
@@ -501,7 +507,7 @@ class EarlyExitServer(_Runtime):
         return cache[C]
 
     def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1, repeats: int = 3,
-                     rule: Any = None) -> np.ndarray:
+                     rule: Any = None, padded_to: int | None = None) -> np.ndarray:
         """``[L]`` wall-clock ms per example of each exit when serving ``inputs`` in batches of
         ``batch_size`` through the runtime forced to the last exit (every block, head, state and
         decision; exit 0 also pays for ``prepare``): the per-exit cost profile of that serving
@@ -514,10 +520,17 @@ class EarlyExitServer(_Runtime):
         on to the last one: :class:`~ttamer.serving.rules.ForcedRule`) instead of the
         max-probability rule's -- what a rule whose state costs more per exit pays. A list of
         rules (``None`` for the max-probability rule) gives ``[R, L]``, the rules taking turns
-        on every batch, so that a slow spell of the machine hits them alike."""
+        on every batch, so that a slow spell of the machine hits them alike.
+
+        ``padded_to``: each batch is ``batch_size`` rows of a batch of ``padded_to`` inputs
+        prepared together (padded to the longest of them), the other rows dropped before the
+        first block -- the rows a served batch still runs once others have stopped."""
         n, bs = input_length(inputs), int(batch_size)
         if bs < 1:
             raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+        step = bs if padded_to is None else int(padded_to)
+        if step < bs:
+            raise TTamerError(f"padded_to must be at least batch_size ({bs}), got {padded_to!r}")
         if int(repeats) < 1:
             raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
         many = isinstance(rule, (list, tuple))
@@ -527,12 +540,13 @@ class EarlyExitServer(_Runtime):
             if int(f.n_exits) != self.n_nodes:
                 raise TTamerError(f"the rule has {f.n_exits} exits but the model has {self.n_nodes}")
         per = []
-        for s in range(0, n, bs):
-            batch, rows = input_slice(inputs, s, s + bs), min(bs, n - s)
+        keep = None if padded_to is None else bs
+        for s in range(0, n, step):
+            batch, rows = input_slice(inputs, s, s + step), min(step, n - s)
             runs = [[] for _ in forced]
             for _ in range(int(repeats)):
-                for j in np.roll(np.arange(len(forced)), s // bs):  # the order rotated per batch
-                    out = self._run_rule_batch(batch, rows, forced[j])
+                for j in np.roll(np.arange(len(forced)), s // step):  # the order rotated per batch
+                    out = self._run_rule_batch(batch, rows, forced[j], keep)
                     runs[j].append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
             per.append(np.median(np.asarray(runs), axis=1))  # [R, L]
         timed = per[warmup:] if len(per) > warmup else per
@@ -553,16 +567,18 @@ class EarlyExitServer(_Runtime):
 
         With ``profile_rows`` (batch sizes, e.g. ``1, 2, 4, …, batch_size``),
         ``meta["batch_cost"]`` keeps ``{"rows": [k, …], "ms_per_batch": [[L] per k]}``: the
-        wall-clock ms of each exit on a batch of ``k`` rows (the runtime forced to the last
-        exit on the first ``profile_examples`` inputs, at least ``4·k`` of them). A batch
-        whose rows stop leaves later blocks fewer rows, and a block's time is far from
-        proportional to its rows; :func:`~ttamer.serving.latency.served_cost` prices batched
-        serving with this table."""
+        wall-clock ms of each exit on ``k`` rows of a batch of ``batch_size`` inputs prepared
+        together (the runtime forced to the last exit, on the first ``profile_examples``
+        inputs and at least 4 batches): the rows a served batch still runs once others have
+        stopped, padded as their batch was. A block's time is far from proportional to its
+        rows; :func:`~ttamer.serving.latency.served_cost` prices batched serving with this
+        table."""
         if int(profile_examples) < 0:
             raise TTamerError(f"profile_examples must be >= 0, got {profile_examples!r}")
         rows_grid = sorted({int(k) for k in profile_rows})
-        if rows_grid and rows_grid[0] < 1:
-            raise TTamerError(f"profile_rows must be batch sizes >= 1, got {list(profile_rows)!r}")
+        if rows_grid and (rows_grid[0] < 1 or rows_grid[-1] > int(batch_size)):
+            raise TTamerError(f"profile_rows must be row counts in 1..batch_size ({batch_size}), "
+                              f"got {list(profile_rows)!r}")
         torch = _torch()
         n = input_length(inputs)
         L = self.n_nodes
@@ -593,10 +609,12 @@ class EarlyExitServer(_Runtime):
         m["cost_profiles"] = profiles
         if rows_grid:
             table = []
+            bs = int(batch_size)
+            m_in = min(n, max(int(profile_examples), 4 * bs))
             for k in rows_grid:
-                m_in = min(n, max(int(profile_examples), 4 * k))
-                prof = self.cost_profile(input_slice(inputs, 0, m_in), k, warmup=1 if m_in > k else 0)
-                table.append([float(c) * min(k, m_in) for c in prof])
+                prof = self.cost_profile(input_slice(inputs, 0, m_in), min(k, bs), warmup=1 if m_in > bs else 0,
+                                         padded_to=bs)
+                table.append([float(c) * min(k, bs, m_in) for c in prof])
             m["batch_cost"] = {"rows": rows_grid, "ms_per_batch": table}
         return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
 

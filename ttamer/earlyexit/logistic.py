@@ -15,9 +15,9 @@ import numpy as np
 from .thresholds import evenly
 from .traces import Trace
 
-#: The logistic models are fitted on at most this many examples (evenly spaced): a model of a
-#: few coefficients moves by far less than its sampling error beyond them, and the Newton
-#: steps cost time in proportion to the rows.
+#: Most examples, evenly spaced, that the logistic models are fitted on. Beyond them a model
+#: of a few coefficients moves by far less than its sampling error, and the Newton steps cost
+#: time in proportion to the rows.
 LOGISTIC_MAX_EXAMPLES = 20_000
 
 

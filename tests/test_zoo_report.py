@@ -8,7 +8,10 @@ import pytest
 from ttamer.earlyexit.evaluation import HEURISTICS, evaluate_trace
 from ttamer.earlyexit.traces import synthetic_trace
 from ttamer.core.errors import TTamerError
-from ttamer.workloads.zoo_report import evaluate_zoo, gain_table, resolution_table, slo_dominated, slo_table
+from ttamer.earlyexit.heuristics import HEURISTIC_RULES
+from ttamer.earlyexit.tamer import ThresholdTamer
+from ttamer.workloads.zoo_report import (choice_rule_table, evaluate_zoo, gain_table, resolution_table, slo_dominated,
+                                        slo_table)
 
 SEEDS = [0, 1]
 
@@ -57,6 +60,26 @@ def test_gain_columns(traces, zoo):
                 test = tr.split(0.5, s)[1]
                 peak.append(max(a for _, a in r["frontier"][k]) - (test.predictions[:, -1] == test.labels).mean())
             assert g.loc[name, col] == pytest.approx(round(100 * np.mean(peak), 2), abs=1e-9)
+
+
+def test_choice_rule_table(traces, zoo):
+    """The plain rule's pick is the heuristic whose class scores best in the fitted tamer's own
+    cross-validation; both columns are the smallest mean-area difference to a heuristic."""
+    t = choice_rule_table(zoo)
+    h = list(HEURISTIC_RULES)
+    for name, runs in zoo.items():
+        picks = []
+        for s, run in zip(SEEDS, runs):
+            fit = ThresholdTamer(seed=0).fit(traces[name].split(0.5, s)[0])
+            cv = {c["policy"]: c["auc"] for c in fit.cv_scores_}
+            picks.append(max(h, key=lambda k: cv[f"common:{HEURISTIC_RULES[k][0]}:{HEURISTIC_RULES[k][1]}"]))
+        mean = {k: np.mean([r["auc"][k] for r in runs]) for k in h + ["ttamer"]}
+        cv_best = np.mean([r["auc"][p] for r, p in zip(runs, picks)])
+        assert t.loc[name, "best CV mean among the heuristics (pt)"] == pytest.approx(
+            round(100 * min(cv_best - mean[k] for k in h), 2), abs=1e-9)
+        assert t.loc[name, "simplest within one SE (pt)"] == pytest.approx(
+            round(100 * min(mean["ttamer"] - mean[k] for k in h), 2), abs=1e-9)
+        assert set(t.loc[name, "heuristics picked (splits)"].split()) == set(picks)
 
 
 def test_slo_table_means(zoo):

@@ -1,12 +1,13 @@
 """T-Tamer against the heuristics on every trace of the zoo, over several splits.
 
-:func:`evaluate_zoo` runs :func:`ttamer.earlyexit.evaluation.evaluate_trace` on each trace and split
-(the default estimation, no options per trace) and keeps a small summary per run;
-:func:`gain_table`, :func:`slo_table` (with :func:`slo_dominated`) and :func:`protocol_table` turn those summaries into the
-tables of the book's chapter *Across workloads*. The AUC gains carry a 95 % interval from a
-paired bootstrap over test examples, averaged over splits: replicate ``b`` of every split
-resamples that split's test examples, the same resample for every strategy, and the interval
-is that of the mean over splits of (T-Tamer − heuristic).
+:func:`evaluate_zoo` runs :func:`ttamer.earlyexit.evaluation.evaluate_trace` on each trace and
+split (the default estimation, no options per trace) and keeps a small summary per run;
+:func:`gain_table`, :func:`choice_rule_table`, :func:`slo_table` (with :func:`slo_dominated`)
+and :func:`protocol_table` turn those summaries into the tables of the book's chapter *Across
+workloads*. The AUC gains carry a 95 % interval from a paired bootstrap over test examples,
+averaged over splits: replicate ``b`` of every split resamples that split's test examples, the
+same resample for every strategy, and the interval is that of the mean over splits of (T-Tamer
+− heuristic).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..earlyexit.results import EvaluationResult, StrategyResult
 from ..core.parallel import map_processes
 from ..earlyexit.metrics import cost_at_accuracy
 from ..earlyexit.evaluation import HEURISTICS, evaluate_trace
+from ..earlyexit.heuristics import HEURISTIC_RULES
 from ..earlyexit.traces import Trace
 
 #: A trace "overthinks" when some earlier exit beats the last by more than this (accuracy).
@@ -37,7 +39,8 @@ def summarise(result: EvaluationResult) -> dict[str, Any]:
     out = {"policy": result.ttamer_fit.get("policy", result.ttamer_fit["description"]),
            "frontier": {k: np.asarray(m.frontier) for k, m in st.items()},
            "auc": {k: m.auc for k, m in st.items()}, "cost_at_full": {k: _cost(m) for k, m in st.items()},
-           "slo": result.slo, "full_accuracy": float(result.full_model.accuracy)}
+           "slo": result.slo, "full_accuracy": float(result.full_model.accuracy),
+           "cv": {c["policy"]: c["auc"] for c in result.ttamer_fit.get("cv", [])}}
     if st["ttamer"].auc_replicates is not None:
         out["replicates"] = {k: np.asarray(m.auc_replicates) for k, m in st.items()}
     return out
@@ -126,6 +129,40 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
             "best accuracy − full (pt)": 100 * float(np.mean([peak(r, "ttamer") - r["full_accuracy"] for r in runs])),
             "max-prob's (pt)": 100 * float(np.mean([peak(r, "max-prob") - r["full_accuracy"] for r in runs])),
         }
+    return pd.DataFrame.from_dict(rows, orient="index").round(2)
+
+
+def _cv_best_heuristic(run: dict[str, Any]) -> str | None:
+    """The heuristic whose class has the best mean held-out area in T-Tamer's cross-validation
+    of this run (``None`` without cross-validation)."""
+    scores = {h: run["cv"].get(f"common:{state}:{answer}") for h, (state, answer) in HEURISTIC_RULES.items()}
+    scores = {h: v for h, v in scores.items() if v is not None}
+    return max(scores, key=scores.get) if scores else None
+
+
+def choice_rule_table(zoo: dict[str, list[dict[str, Any]]]):
+    """T-Tamer's choice rule against the plainer one of taking the best cross-validated score.
+
+    Per trace, for two rules: the smallest over the heuristics of (mean test area of the rule's
+    choice − mean test area of that heuristic), over the splits, in pt. "simplest within one SE"
+    is T-Tamer's rule (the simplest candidate within one standard error of the best, richer
+    classes included); "best CV mean among the heuristics" takes, on each split, the heuristic
+    whose one-threshold class has the best mean held-out area in the same cross-validation --
+    no richer class, no preference among the equally simple ones. Both are judged on the same
+    test examples; neither sees them when choosing."""
+    import pandas as pd
+
+    h = list(HEURISTIC_RULES)
+    rows = {}
+    for name, runs in zoo.items():
+        picks = [_cv_best_heuristic(r) for r in runs]
+        if any(p is None for p in picks):
+            continue
+        mean = {k: float(np.mean([r["auc"][k] for r in runs])) for k in h + ["ttamer"]}
+        cv_best = float(np.mean([r["auc"][p] for r, p in zip(runs, picks)]))
+        rows[name] = {"simplest within one SE (pt)": 100 * min(mean["ttamer"] - mean[k] for k in h),
+                      "best CV mean among the heuristics (pt)": 100 * min(cv_best - mean[k] for k in h),
+                      "heuristics picked (splits)": " ".join(sorted(set(picks)))}
     return pd.DataFrame.from_dict(rows, orient="index").round(2)
 
 

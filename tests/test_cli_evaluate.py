@@ -51,3 +51,21 @@ def test_bad_inputs(tmp_path, trace_file, capsys):
     assert "key 'labels': example 0" in err and err.count("\n") == 1
     assert main(["evaluate", str(trace_file), "--calibration-fraction", "1.5"]) == 2
     assert "--calibration-fraction" in capsys.readouterr().err
+
+
+def test_cv_max_examples(trace_file, capsys):
+    """``--cv-max-examples N``: the cross-validation reads a sample of N calibration examples,
+    which changes the held-out scores it reports; bad values and other estimations are refused."""
+    def cv(*extra):
+        assert main(["evaluate", str(trace_file), "--bootstrap", "0", "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["ttamer_fit"]["cv"]
+
+    full, sampled = cv(), cv("--cv-max-examples", "100")
+    assert [c["policy"] for c in full] == [c["policy"] for c in sampled]
+    assert [c["auc"] for c in full] != [c["auc"] for c in sampled]
+    assert cv("--cv-max-examples", "250") == full  # all 250 calibration examples: no sample
+    for bad, msg in ((["--cv-max-examples", "10"], "--cv-max-examples"),
+                     (["--cv-max-examples", "100", "--estimation", "chain"], "threshold estimation")):
+        assert main(["evaluate", str(trace_file), *bad]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1

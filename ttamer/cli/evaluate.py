@@ -16,6 +16,7 @@ from typing import Any
 from ..core.errors import TTamerError
 from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_fraction, check_seed, escape_lines
 from ..earlyexit.results import EvaluationResult
+from ..earlyexit.tamer import CV_MAX_EXAMPLES, MIN_FOLD_EXAMPLES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,11 +38,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--slo-confidence", type=float, default=0.9,
                    help="confidence with which each strategy's service-level operating point must meet its "
                         "target on the calibration examples (default 0.9; 0.5: the cheapest point that reaches it)")
+    p.add_argument("--cv-max-examples", type=int, default=None, metavar="N",
+                   help="T-Tamer's cross-validation reads at most N calibration examples (a seeded sample; the "
+                        "chosen rule is then fitted on all of them); threshold estimation only (default "
+                        f"{CV_MAX_EXAMPLES})")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars on stderr (default: when stderr is a terminal)")
     p.set_defaults(run=run)
     return p
+
+
+def _threshold_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Options of the threshold estimation from the command line (``--cv-max-examples``)."""
+    if args.cv_max_examples is None:
+        return None
+    if args.estimation != "thresholds":
+        raise TTamerError("--cv-max-examples applies to the threshold estimation (--estimation thresholds)")
+    return {"cv_max_examples": check_count(args.cv_max_examples, "--cv-max-examples", minimum=2 * MIN_FOLD_EXAMPLES)}
 
 
 def _fmt(x: Any, pct: bool = False) -> str:
@@ -98,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
                                 target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
                                 estimation=args.estimation, slo_confidence=args.slo_confidence,
+                                thresholds=_threshold_options(args),
                                 progress=sys.stderr.isatty() if args.progress is None else args.progress)
     except (TTamerError, OSError) as exc:
         from .common import error_line

@@ -63,6 +63,8 @@ MAX_CV_POINTS = 200
 MAX_PATH_STEPS = 100
 #: Fewest calibration examples per cross-validation fold.
 MIN_FOLD_EXAMPLES = 20
+#: Default most calibration examples the cross-validation reads (a seeded sample).
+CV_MAX_EXAMPLES = 5000
 #: Below this many calibration examples the cross-validation is repeated over fresh folds
 #: (up to :data:`MAX_CV_REPEATS` times), so that few examples do not make the choice a lottery.
 CV_REPEAT_EXAMPLES = 2000
@@ -312,7 +314,7 @@ class ThresholdTamer(BaseTamer):
     """
 
     def __init__(self, lam: float = 0.95, recall: bool = True, policy: str = "auto", target: str = "label",
-                 cv_folds: int = 5, cv_max_examples: int = 5000, n_lams: int = 81, seed: int = 0,
+                 cv_folds: int = 5, cv_max_examples: int = CV_MAX_EXAMPLES, n_lams: int = 81, seed: int = 0,
                  progress: bool = False) -> None:
         self.lam = lam
         self.recall = recall

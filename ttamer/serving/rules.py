@@ -239,7 +239,36 @@ class ChainSteps:
         return np.minimum(np.searchsorted(self.levels, x), len(self.levels) - 1)
 
 
-class ChainPolicyRule:
+class _StopOrGoOn:
+    """What a rule evaluated exit by exit with a running state (its ``begin(n)``) shares: its
+    ``x_i`` is ``1.0`` where it stops after exit ``i``, compared with the thresholds
+    ``0.5, …, 0.5, −inf``; ``_exit`` caches the arrays of :meth:`exits`."""
+
+    thresholds: np.ndarray
+    _exit: list[np.ndarray]
+
+    def begin(self, n: int) -> Any:
+        raise NotImplementedError
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_i, a_i)``: ``1.0`` where the rule stops after exit ``i``, and the exit answering
+        there (``i`` where it goes on), from ``probs [B, i+1, C]``; stateless (replays the
+        running state of :meth:`begin` over exits ``0..i``)."""
+        run = self.begin(len(probs))
+        for k in range(i + 1):
+            out = run.advance(k, probs[:, k])
+        return out
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: the rule stops after exit ``i``."""
+        return x >= self.thresholds[i]
+
+    def exits(self, i: int, B: int) -> np.ndarray:
+        """``[B]`` int64 filled with ``i`` (a cached read-only array)."""
+        return _filled(self._exit, i, B)
+
+
+class ChainPolicyRule(_StopOrGoOn):
     """A policy on the binned states of a fitted :class:`~ttamer.earlyexit.features.StateEncoder`
     over a chain without skips, evaluated exit by exit like a threshold rule
     (:class:`ChainRun`): after exit ``i``, exit ``i``'s states from its softmax and what the
@@ -292,22 +321,6 @@ class ChainPolicyRule:
             raise TTamerError("the policy answered with the fallback; early-exit instances have none")
         return node
 
-    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(x_i, a_i)``: ``1.0`` where the policy stops after exit ``i``, and the exit that
-        answers there (``i`` where it goes on), from ``probs [B, i+1, C]``; stateless (replays
-        the running state over exits ``0..i``)."""
-        run = self.begin(len(probs))
-        for k in range(i + 1):
-            out = run.advance(k, probs[:, k])
-        return out
-
-    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
-        """``[B]`` bool: the policy stops after exit ``i``."""
-        return x >= self.thresholds[i]
-
-    def exits(self, i: int, B: int) -> np.ndarray:
-        """``[B]`` int64 filled with ``i`` (a cached read-only array)."""
-        return _filled(self._exit, i, B)
 
 
 class ChainRun:
@@ -546,7 +559,7 @@ def max_prob_rule(n_exits: int, tau: float) -> MaxProbRule:
     return MaxProbRule(n_exits, tau)
 
 
-class PathwiseRule:
+class PathwiseRule(_StopOrGoOn):
     """A fitted :class:`~ttamer.earlyexit.pathwise.PathwiseTamer`'s stopping rule evaluated exit
     by exit (:class:`PathwiseRun`): after exit ``i``, exit ``i``'s standardised state ``x_i``
     from its softmax and what the earlier exits left (an
@@ -580,21 +593,6 @@ class PathwiseRule:
             return PathwiseRunOne(self)
         return PathwiseRun(self, int(n))
 
-    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(x_i, a_i)``: ``1.0`` where the rule stops after exit ``i``, and the exit answering
-        there, from ``probs [B, i+1, C]``; stateless (replays :meth:`PathwiseRun.advance`)."""
-        run = self.begin(len(probs))
-        for k in range(i + 1):
-            out = run.advance(k, probs[:, k])
-        return out
-
-    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
-        """``[B]`` bool: the rule stops after exit ``i``."""
-        return x >= self.thresholds[i]
-
-    def exits(self, i: int, B: int) -> np.ndarray:
-        """``[B]`` int64 filled with ``i`` (a cached read-only array)."""
-        return _filled(self._exit, i, B)
 
 
 class PathwiseRun:

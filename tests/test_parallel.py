@@ -39,3 +39,44 @@ def test_workers_are_single_threaded_and_the_parent_is_restored(monkeypatch):
         assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
     import os
     assert os.environ["OMP_NUM_THREADS"] == "2" and "MKL_NUM_THREADS" not in os.environ
+
+
+def _package_threads():
+    from ttamer.core.parallel import available_threads
+
+    return available_threads()
+
+
+def test_available_threads(monkeypatch):
+    """``TTAMER_NUM_THREADS`` sets the package's own thread pools; the workers of
+    ``map_processes`` get 1 (they already fill the cores); a bad value is named."""
+    from ttamer.core.parallel import available_threads
+
+    monkeypatch.setenv("TTAMER_NUM_THREADS", "3")
+    assert available_threads() == 3
+    assert map_processes(_package_threads, [(), ()], n_jobs=2) == [1, 1]
+    for bad in ("two", "0"):
+        monkeypatch.setenv("TTAMER_NUM_THREADS", bad)
+        with pytest.raises(TTamerError, match="TTAMER_NUM_THREADS"):
+            available_threads()
+    monkeypatch.delenv("TTAMER_NUM_THREADS")
+    assert available_threads() >= 1
+
+
+def test_cross_validation_threads_change_nothing(monkeypatch):
+    """T-Tamer's cross-validation folds run on a thread pool; its size does not move a result."""
+    import numpy as np
+
+    from ttamer.earlyexit.tamer import ThresholdTamer
+    from ttamer.earlyexit.traces import synthetic_trace
+
+    trace = synthetic_trace(600, 4, 3, seed=5)
+    fits = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("TTAMER_NUM_THREADS", threads)
+        fits.append(ThresholdTamer(seed=2).fit(trace))
+    a, b = fits
+    assert np.array_equal(a.cv_fold_scores_, b.cv_fold_scores_) and np.array_equal(a.sweep_taus_, b.sweep_taus_)
+    for key, curves in a.cv_curves_.items():
+        for x, y in zip(curves, b.cv_curves_[key]):
+            assert np.array_equal(x["budget"], y["budget"]) and np.array_equal(x["accuracy"], y["accuracy"])

@@ -2,7 +2,8 @@
 
 :func:`map_processes` runs ``fn(*args)`` for every argument tuple, in order, either in this
 process or in ``n_jobs`` worker processes. Every computation this package hands it is seeded,
-so the results do not depend on ``n_jobs``.
+so the results do not depend on ``n_jobs``. :func:`available_threads` is how many threads the
+package's own thread pools (T-Tamer's cross-validation folds) may use.
 """
 
 from __future__ import annotations
@@ -13,12 +14,29 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from .errors import TTamerError
 from .validate import check_int
 
 
-#: Environment variables that set the thread pools of the numerical libraries a worker loads.
+#: Environment variables that set the thread pools of the numerical libraries a worker loads
+#: (``TTAMER_NUM_THREADS`` is this package's own, :func:`available_threads`).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                    "NUMEXPR_NUM_THREADS")
+                    "NUMEXPR_NUM_THREADS", "TTAMER_NUM_THREADS")
+
+
+def available_threads() -> int:
+    """Threads this package may run its own work on: ``TTAMER_NUM_THREADS`` if set (1 in the
+    workers of :func:`map_processes`, which already fill the cores), else the CPUs this process
+    may use."""
+    value = os.environ.get("TTAMER_NUM_THREADS")
+    if value is not None:
+        try:
+            n = int(value)
+        except ValueError:
+            raise TTamerError(f"TTAMER_NUM_THREADS must be a whole number >= 1, got {value[:40]!r}") from None
+        return check_int(n, "TTAMER_NUM_THREADS", minimum=1, maximum=1024)
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(cpus))
 
 
 @contextmanager

@@ -30,6 +30,7 @@ only where the calibration data show that it pays. The test examples are never u
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -37,6 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .crossval import cv_folds_of, lam_grid
+from ..core.parallel import available_threads
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam, check_seed, escape_text
@@ -282,7 +284,9 @@ class ThresholdTamer(BaseTamer):
     cv_folds : int
         Folds of the cross-validation inside the calibration examples (fewer if the folds would
         hold under :data:`MIN_FOLD_EXAMPLES` examples; with fewer than two, the simplest policy
-        class is used).
+        class is used). The folds run on a pool of
+        :func:`~ttamer.core.parallel.available_threads` threads (``TTAMER_NUM_THREADS``); the
+        results do not depend on it.
     cv_max_examples : int
         The cross-validation runs on at most this many calibration examples (a seeded sample);
         the chosen rule is then fitted on all of them.
@@ -398,33 +402,45 @@ class ThresholdTamer(BaseTamer):
         scores = np.zeros((len(cands), len(splits)))
         self.cv_curves_: dict[str, list[dict[str, np.ndarray]]] = {c.key: [] for c in cands}
         bar = tqdm(total=len(splits) * len(cands), desc="cross-validation", disable=not self.progress, leave=False)
-        for k, (r, f) in enumerate(splits):
-            folds = cv_folds_of(trace.n_examples, folds_n, int(self.seed) + r)
-            train, test = trace.subset(folds != f), trace.subset(folds == f)
-            wrong, costs = exit_wrong(train, self.target), normalized_costs(train)
-            models: dict[tuple[str, str], tuple] = {}
-            for c, cand in enumerate(cands):
-                key = (cand.state, cand.answer)
-                if key not in models:
-                    sm = StateModel.fit(train, cand.state, cand.answer, self.target)
-                    models[key] = (sm.transform(train), sm.transform(test))
-                (x, ans), (x_te, ans_te) = models[key]
-                loss = np.take_along_axis(wrong, ans, axis=1)
-                offsets = class_offsets(cand, x, loss, costs)
-                taus, budget, _ = budget_sweep(cand, x, loss, costs, lams, offsets)
-                if cand.thresholds != "common":  # fitted thresholds: the budgets' held-out accuracy (SLO)
-                    keep = evenly(len(budget), MAX_CV_POINTS)
-                    dec = decisions(test, x_te, ans_te, taus[keep], budget[keep], "cv")
-                    self.cv_curves_[cand.key].append(
-                        {"budget": budget[keep], "accuracy": dec.correct(test, self.target).mean(axis=1)})
-                if cand.thresholds == "per_exit":
-                    dec = path_sweep(test, x_te, ans_te, taus, self.target, "cv")
-                else:
-                    dec = complete_sweep(test, x_te, ans_te, self.target, "cv", offsets)
-                scores[c, k] = heldout_score(dec, test, self.target)
-                bar.update()
+        threads = min(available_threads(), len(splits))
+        with ThreadPoolExecutor(threads) as pool:  # the folds' heavy numpy calls release the GIL
+            done = pool.map(lambda rf: self._cv_split(trace, cands, *rf, lams, bar), splits)
+            for k, (column, curves) in enumerate(done):
+                scores[:, k] = column
+                for key, curve in curves.items():
+                    self.cv_curves_[key].append(curve)
         bar.close()
         return scores
+
+    def _cv_split(self, trace: Trace, cands: Sequence[PolicyCandidate], r: int, f: int, lams: np.ndarray,
+                  bar: tqdm) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+        """Held-out areas ``[C]`` of the candidates on fold ``f`` of repeat ``r``, and the
+        held-out accuracy of the budgets of those with fitted thresholds (by candidate key)."""
+        folds = cv_folds_of(trace.n_examples, self.cv_folds_, int(self.seed) + r)
+        train, test = trace.subset(folds != f), trace.subset(folds == f)
+        wrong, costs = exit_wrong(train, self.target), normalized_costs(train)
+        models: dict[tuple[str, str], tuple] = {}
+        column, curves = np.zeros(len(cands)), {}
+        for c, cand in enumerate(cands):
+            key = (cand.state, cand.answer)
+            if key not in models:
+                sm = StateModel.fit(train, cand.state, cand.answer, self.target)
+                models[key] = (sm.transform(train), sm.transform(test))
+            (x, ans), (x_te, ans_te) = models[key]
+            loss = np.take_along_axis(wrong, ans, axis=1)
+            offsets = class_offsets(cand, x, loss, costs)
+            taus, budget, _ = budget_sweep(cand, x, loss, costs, lams, offsets)
+            if cand.thresholds != "common":  # fitted thresholds: the budgets' held-out accuracy (SLO)
+                keep = evenly(len(budget), MAX_CV_POINTS)
+                dec = decisions(test, x_te, ans_te, taus[keep], budget[keep], "cv")
+                curves[cand.key] = {"budget": budget[keep], "accuracy": dec.correct(test, self.target).mean(axis=1)}
+            if cand.thresholds == "per_exit":
+                dec = path_sweep(test, x_te, ans_te, taus, self.target, "cv")
+            else:
+                dec = complete_sweep(test, x_te, ans_te, self.target, "cv", offsets)
+            column[c] = heldout_score(dec, test, self.target)
+            bar.update()
+        return column, curves
 
     def without_recall(self, trace: Trace) -> "ThresholdTamer":
         """The no-recall estimator fitted on the same calibration ``trace``, reusing this fit's

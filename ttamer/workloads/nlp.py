@@ -33,9 +33,11 @@ import bz2
 import contextlib
 import importlib.util
 import os
+import pickle
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ from ..earlyexit.traces import Trace
 from ..serving.adapters import MultiExitModel, quiet, resolve_device, transformer_exits
 from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, environment_meta, finish_meta,
                      profile_settings, require_columns, sample_indices, set_runtime, split_indices,
-                     start_run, train_linear_heads)
+                     start_run, trace_key, train_linear_heads)
 
 #: Fine-tuning settings shared by the profiles (:func:`finetune_encoder`): AdamW learning rate
 #: and weight decay, batch size, share of the steps of linear warm-up (then linear decay to 0),
@@ -477,6 +479,7 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
         C = len(cfg["label_names"])
         heads = [h.to(dev).eval() for h in train_linear_heads(feats, h_labels, C, seed=seed)]
         head_acc = [_accuracy(h, f, h_labels) for f, h in zip(feats, heads)]
+    save_text_model(model_path(profile, cfg, seed, device, cache), model, heads, head_acc, finetune is not None)
 
     with _phase("trace", seconds, cpu):
         probs, rec = run_encoder(tok, model, t_texts, cfg, dev, heads, desc="nlp: trace", progress=progress)
@@ -521,13 +524,18 @@ class ServedText:
 
 def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "cpu", n_head: int | None = None,
                      n_trace: int | None = None, max_length: int | None = None, batch_size: int | None = None,
-                     finetune_epochs: int | None = None, progress: bool = False) -> ServedText:
+                     finetune_epochs: int | None = None, cache: str | os.PathLike | None = None,
+                     progress: bool = False) -> ServedText:
     """The text workload's network (all-MiniLM-L6-v2 offline,
     BERT/IMDB full) as a :class:`~ttamer.serving.adapters.MultiExitModel`, built by the workload's own recipe: the same
     data split, the encoder fine-tuned on the head sentences when ``finetune_epochs > 0``
     (``None``: the profile's default; ``0``: the frozen pretrained encoder), then one
     logistic-regression head per layer on its mean-pooled state (head sentences disjoint
-    from the returned ones), exposed block by block (:func:`~ttamer.serving.adapters.transformer_exits`)."""
+    from the returned ones), exposed block by block (:func:`~ttamer.serving.adapters.transformer_exits`).
+
+    The trained encoder and heads are cached (:func:`model_path`, in ``cache`` or the trace
+    cache): :func:`generate_nlp_trace` stores the model its trace was made with, so that the
+    same settings here serve that very model instead of training another."""
     sizes = dict(n_head=n_head, n_trace=n_trace, max_length=max_length, batch_size=batch_size)
     if finetune_epochs is not None:
         sizes["finetune_epochs"] = finetune_epochs
@@ -535,17 +543,71 @@ def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "
     offline_if_shipped(cfg)
     dev = resolve_device(device)
     set_runtime(seed, None)
+    path = model_path(profile, cfg, seed, device, cache)
     with quiet(progress):
-        h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = choose_examples(cfg, seed)
-        tok, encoder = load_encoder(cfg, dev)
-        if int(cfg.get("finetune_epochs", 0)) > 0:
-            finetune_encoder(tok, encoder, h_texts, h_labels, cfg, dev, seed=seed, progress=progress)
+        h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = choose_examples(cfg, seed, cache)
+        stored = load_text_model(path, cfg, dev)
+        if stored is None:
+            tok, encoder, finetune = prepared_encoder(cfg, h_texts, h_labels, dev, seed=seed, progress=progress)
             encoder.eval()
-        feats, _ = run_encoder(tok, encoder, h_texts, cfg, dev, desc="heads", progress=progress)
-    heads = [h.to(dev).eval() for h in train_linear_heads(feats, h_labels, len(cfg["label_names"]), seed=seed)]
-    acc = [float(np.mean((f @ h.weight.detach().cpu().numpy().T + h.bias.detach().cpu().numpy()).argmax(1) == h_labels))
-           for f, h in zip(feats, heads)]
+            feats, _ = run_encoder(tok, encoder, h_texts, cfg, dev, desc="heads", progress=progress)
+            heads = [h.to(dev).eval() for h in train_linear_heads(feats, h_labels, len(cfg["label_names"]), seed=seed)]
+            acc = [_accuracy(h, f, h_labels) for f, h in zip(feats, heads)]
+            save_text_model(path, encoder, heads, acc, finetune is not None)
+        else:
+            tok, encoder, heads, acc = stored
     model = transformer_exits(tok, encoder, heads, max_length=int(cfg["max_length"]))
     return ServedText(model, t_texts, t_labels, h_idx, t_idx, acc)
+
+
+def model_path(profile: str, cfg: dict[str, Any], seed: int, device: Any, cache: str | os.PathLike | None = None
+               ) -> Path:
+    """Where the trained text model of these settings is cached (the fine-tuned encoder and the
+    exit heads): keyed as a trace (:func:`~ttamer.workloads.common.trace_key`) by everything that
+    trains it -- the recipe, profile, seed, device and sizes, except ``n_trace``, which chooses
+    only the sentences it is run on."""
+    sizes = {k: v for k, v in sizes_of(cfg).items() if k != "n_trace"}
+    return cache_dir(cache) / trace_key("nlp-model", profile, seed, str(device), sizes).replace(".npz", ".pt")
+
+
+def save_text_model(path: Path, encoder, heads, head_accuracy: list[float], fine_tuned: bool) -> None:
+    """Cache a trained text model (:func:`model_path`): the heads' weights and training
+    accuracy, and the encoder's weights if it was fine-tuned (a frozen one is the package's),
+    written to a temporary file first, so that an interrupted write never leaves a partial
+    model where :func:`load_text_model` looks."""
+    import torch
+
+    tmp = path.with_name(path.name + ".partial")
+    torch.save({"encoder": encoder.state_dict() if fine_tuned else None, "heads": [h.state_dict() for h in heads],
+                "head_accuracy": [float(a) for a in head_accuracy]}, tmp)
+    os.replace(tmp, path)
+
+
+def load_text_model(path: Path, cfg: dict[str, Any], device) -> tuple[Any, Any, list, list[float]] | None:
+    """``(tokenizer, encoder, heads, head accuracy)`` of the cached model at ``path`` (weights
+    only, never pickled code), or ``None`` if there is none or it does not fit this encoder
+    (then the caller trains it again)."""
+    import torch
+    from torch import nn
+
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        tok, encoder = load_encoder(cfg, device)
+        if (state["encoder"] is not None) != (int(cfg["finetune_epochs"]) > 0):
+            return None
+        if state["encoder"] is not None:
+            encoder.load_state_dict(state["encoder"])
+        heads = []
+        for w in state["heads"]:
+            head = nn.Linear(w["weight"].shape[1], w["weight"].shape[0]).to(device)
+            head.load_state_dict(w)
+            heads.append(head.eval())
+        accuracy = [float(a) for a in state["head_accuracy"]]
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError, EOFError,
+            pickle.UnpicklingError, zipfile.BadZipFile):
+        return None
+    return tok, encoder.eval(), heads, accuracy
 
 

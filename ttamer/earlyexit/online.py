@@ -161,22 +161,31 @@ class ExitHistory:
         return f
 
     def posterior(self, i: int, w: np.ndarray, sel: Any = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        """``(q, a)`` on the rows ``sel``: exit ``i``'s posterior answer
-        (:func:`~ttamer.earlyexit.logistic.posterior_answers`: the exit ``a ≤ i`` most probably
-        right, and that probability ``q``) from exit ``i``'s model ``w [6]`` (weights over
-        scale), the pair features of every hypothesis ``j ≤ i`` built from the buffers."""
-        pred, lo = self.pred[sel, : i + 1], self.lo[sel, : i + 1]
-        ens_j = clip(np.take_along_axis(self.total[sel] / (i + 1), pred, axis=1), 1e-6, 1 - 1e-6)
-        F = np.empty((len(pred), i + 1, 6))  # the features of pair_features, in its order
-        F[:, :, 0] = 1.0
-        F[:, :, 1] = lo
-        F[:, :, 2] = lo[:, i : i + 1]
-        F[:, :, 3] = np.take_along_axis(self.counts[sel], pred, axis=1) / (i + 1)
-        F[:, :, 4] = np.log(ens_j) - np.log1p(-ens_j)
-        F[:, :, 5] = 0.0
-        F[:, i, 5] = 1.0
-        q = 1.0 / (1.0 + np.exp(-clip(F @ w, -30, 30)))
-        return q.max(axis=1), q.argmax(axis=1)
+        """``(q, a)`` on the rows ``sel``: exit ``i``'s posterior answer (:func:`posterior_answer`
+        on the buffers)."""
+        return posterior_answer(i, w, self.lo[sel], self.pred[sel], self.total[sel], self.counts[sel])
+
+
+def posterior_answer(i: int, w: np.ndarray, lo: np.ndarray, pred: np.ndarray, total: np.ndarray,
+                     counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(q, a)``, both ``[B]``: exit ``i``'s posterior answer
+    (:func:`~ttamer.earlyexit.logistic.posterior_answers`: the exit ``a ≤ i`` most probably
+    right, and that probability ``q``) from exit ``i``'s model ``w [6]`` (weights over scale),
+    the pair features of every hypothesis ``j ≤ i`` built from the log-odds and predictions of
+    exits ``0..`` (``lo``, ``pred`` ``[B, ≥ i+1]``), the running softmax sum ``total [B, C]``
+    and the class counts of the predictions ``counts [B, C]``."""
+    pred, lo = pred[:, : i + 1], lo[:, : i + 1]
+    ens_j = clip(np.take_along_axis(total / (i + 1), pred, axis=1), 1e-6, 1 - 1e-6)
+    F = np.empty((len(pred), i + 1, 6))  # the features of pair_features, in its order
+    F[:, :, 0] = 1.0
+    F[:, :, 1] = lo
+    F[:, :, 2] = lo[:, i : i + 1]
+    F[:, :, 3] = np.take_along_axis(counts, pred, axis=1) / (i + 1)
+    F[:, :, 4] = np.log(ens_j) - np.log1p(-ens_j)
+    F[:, :, 5] = 0.0
+    F[:, i, 5] = 1.0
+    q = 1.0 / (1.0 + np.exp(-clip(F @ w, -30, 30)))
+    return q.max(axis=1), q.argmax(axis=1)
 
 
 class EncoderRun:

@@ -35,7 +35,7 @@ from ..core.policy import IndexPolicy, LastStatePolicy, Policy
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.cascade import CascadeTamer
 from ..earlyexit.features import StateEncoder
-from ..earlyexit.online import EncoderRun, ExitHistory, log_odds, logistic_at
+from ..earlyexit.online import EncoderRun, ExitHistory, log_odds, logistic_at, posterior_answer
 from ..earlyexit.pairwise import PairwiseAnswer
 from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.traces import Trace
@@ -588,8 +588,8 @@ class PathwiseRule(_StopOrGoOn):
 
     def begin(self, n: int) -> "PathwiseRun | PathwiseRunOne":
         """The running state of the rule on a batch of ``n`` examples, before exit 0 (one query
-        of the max-probability state answering with the exit stopped at: nothing kept)."""
-        if int(n) == 1 and self.features.feature == "max_prob" and self.posterior is None:
+        of the max-probability state: :class:`PathwiseRunOne`, on Python numbers)."""
+        if int(n) == 1 and self.features.feature == "max_prob":
             return PathwiseRunOne(self)
         return PathwiseRun(self, int(n))
 
@@ -634,18 +634,26 @@ class PathwiseRun:
 
 
 class PathwiseRunOne:
-    """The running state of a :class:`PathwiseRule` on one query of the max-probability state
-    answering with the exit stopped at: nothing is kept across exits; per exit the row's
-    maximum (the float32 value), its log-odds (numpy's logarithms on one-element arrays, the
-    rest on Python floats: the operations of ``PathFeatures.transform``) and exit ``i``'s rule
-    (:meth:`~ttamer.earlyexit.pathwise.StoppingRule.stops_one`); nothing at the last exit,
-    which always stops."""
+    """The running state of a :class:`PathwiseRule` of the max-probability state on one query:
+    per exit the row's maximum (the float32 value), its log-odds (numpy's logarithms on
+    one-element arrays, the rest on Python floats: the operations of
+    ``PathFeatures.transform``) and exit ``i``'s rule
+    (:meth:`~ttamer.earlyexit.pathwise.StoppingRule.stops_one`); nothing at the last exit, which
+    always stops. With the posterior answer, what it reads is kept as the batched
+    :class:`~ttamer.earlyexit.online.ExitHistory` keeps it -- the log-odds and predictions of
+    the exits seen, the running softmax sum, the class counts -- and the answer is computed
+    once, where the rule stops (:func:`~ttamer.earlyexit.online.posterior_answer`)."""
 
     def __init__(self, rule: PathwiseRule) -> None:
         self.rule = rule
+        if rule.posterior is not None:
+            self.lo = np.zeros((1, rule.n_exits))
+            self.pred = np.zeros((1, rule.n_exits), dtype=np.int64)
+            self.total: np.ndarray | None = None
+            self.counts: np.ndarray | None = None
 
     def keep(self, mask: np.ndarray) -> None:
-        """Nothing to forget."""
+        """Nothing to forget (one query)."""
 
     def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`advance_one` as ``[1]`` arrays."""
@@ -653,15 +661,33 @@ class PathwiseRunOne:
         return np.array([x]), np.array([a], dtype=np.int64)
 
     def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
-        """``(x_i, i)`` on one query (``p [1, C]``): ``x_i = 1.0`` where the rule stops after
-        exit ``i``, else ``0.0``."""
+        """``(x_i, a_i)`` on one query (``p [1, C]``): ``x_i = 1.0`` where the rule stops after
+        exit ``i``, else ``0.0``, and the exit answering there."""
         rule = self.rule
-        if i == rule.n_exits - 1:
-            return 1.0, i
-        m = min(max(max(p.tolist()[0]), 1e-6), 1 - 1e-6)  # log_odds's clip, on the float32 maximum
+        row = p.tolist()[0]
+        top = max(row)
+        m = min(max(top, 1e-6), 1 - 1e-6)  # log_odds's clip, on the float32 maximum
         lo = float(np.log(np.array([m]))[0]) - float(np.log1p(np.array([-m]))[0])
-        center, scale = rule.standard[i]
-        return float(rule.rule.stops_one(i, (lo - center) / scale)), i
+        stop = i == rule.n_exits - 1
+        if not stop:
+            center, scale = rule.standard[i]
+            stop = rule.rule.stops_one(i, (lo - center) / scale)
+        if rule.posterior is None:
+            return float(stop), i
+        self._add(i, p, lo, row.index(top))
+        if not stop:
+            return 0.0, i
+        return 1.0, int(posterior_answer(i, rule.posterior[i], self.lo, self.pred, self.total, self.counts)[1][0])
+
+    def _add(self, i: int, p: np.ndarray, lo: float, pred: int) -> None:
+        """Keep exit ``i``'s log-odds and prediction, and add its softmax row to the sum and
+        its prediction to the class counts (float64 and int64, as the batched buffers)."""
+        if self.total is None:
+            self.total = np.zeros((1, p.shape[1]))
+            self.counts = np.zeros((1, p.shape[1]), dtype=np.int64)
+        self.lo[0, i], self.pred[0, i] = lo, pred
+        self.total += p
+        self.counts[0, pred] += 1
 
 
 def pathwise_rule(tamer: Any) -> PathwiseRule:

@@ -605,6 +605,10 @@ def load_text_model(path: Path, cfg: dict[str, Any], device) -> tuple[Any, Any, 
             head.load_state_dict(w)
             heads.append(head.eval())
         accuracy = [float(a) for a in state["head_accuracy"]]
+        n_layers = len(encoder_blocks(encoder)[1])
+        if len(heads) != n_layers or len(accuracy) != n_layers or any(
+                h.out_features != len(cfg["label_names"]) for h in heads):
+            return None
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError, EOFError,
             pickle.UnpicklingError, zipfile.BadZipFile):
         return None

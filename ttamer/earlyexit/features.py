@@ -17,6 +17,7 @@ from ..core.errors import TraceError, TTamerError
 from .base import AUTO, FEATURES as _FEATURE_VOCABULARY, vocabulary_subset
 from .baselines import agreement_run_length
 from .logistic import _logistic_models, _posterior_models, _predict, posterior_answers
+from .online import log_odds
 from .traces import Trace, target_labels
 
 #: The features of the binned state (a subset of :data:`ttamer.earlyexit.base.FEATURES`).
@@ -116,8 +117,7 @@ def history_features(trace: Trace) -> np.ndarray:
     the mean log-odds of the earlier exits, the share of earlier exits predicting exit
     ``i``'s class and the run of agreeing predictions just before ``i`` (over ``i``)."""
     n, L = trace.n_examples, trace.n_exits
-    mp = np.clip(trace.max_prob, 1e-6, 1 - 1e-6)
-    lo = np.log(mp) - np.log1p(-mp)
+    lo = log_odds(trace.max_prob)
     pred = trace.predictions
     prev_lo = np.zeros((n, L))
     share = np.zeros((n, L))

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .online import hypothesis_features, log_odds
 from .thresholds import evenly
 from .traces import Trace
 
@@ -63,39 +64,25 @@ def pair_features(trace: Trace, i: int) -> np.ndarray:
     the running ensemble ``p̄_i(ĉ_j) = mean_{k≤i} p_k(ĉ_j)`` of that class, and whether
     ``j = i``."""
     ens = trace.probs[:, : i + 1].astype(np.float64).mean(axis=1)  # [N, C]
-    return _pair_features(_log_odds(trace.max_prob[:, : i + 1]), trace.predictions[:, : i + 1], ens)
+    return _pair_features(log_odds(trace.max_prob[:, : i + 1]), trace.predictions[:, : i + 1], ens)
 
 
 def pair_feature_stream(trace: Trace) -> Iterator[np.ndarray]:
     """:func:`pair_features` of ``trace`` at exits ``i = 0, 1, …, L−1`` in turn, from the
     exits' log-odds and predictions computed once and the running sum of the softmaxes (the
     sum :func:`pair_features`' mean takes, exit by exit: the same numbers)."""
-    lo, pred = _log_odds(trace.max_prob), trace.predictions
+    lo, pred = log_odds(trace.max_prob), trace.predictions
     total = np.zeros((trace.n_examples, trace.n_classes))
     for i in range(trace.n_exits):
         total += trace.probs[:, i]
         yield _pair_features(lo[:, : i + 1], pred[:, : i + 1], total / (i + 1))
 
 
-def _log_odds(max_prob: np.ndarray) -> np.ndarray:
-    """Log-odds of max-probabilities clipped to ``[1e-6, 1 − 1e-6]``."""
-    mp = np.clip(max_prob, 1e-6, 1 - 1e-6)
-    return np.log(mp) - np.log1p(-mp)
-
-
 def _pair_features(lo: np.ndarray, pred: np.ndarray, ens: np.ndarray) -> np.ndarray:
     """:func:`pair_features` from the log-odds and predictions ``[N, i+1]`` of exits ``0..i``
-    and their running ensemble ``ens [N, C]``."""
-    n, k = pred.shape
-    ens_j = np.clip(np.take_along_axis(ens, pred, axis=1), 1e-6, 1 - 1e-6)  # [N, i+1]
-    out = np.zeros((n, k, 6))
-    out[:, :, 0] = 1.0
-    out[:, :, 1] = lo
-    out[:, :, 2] = lo[:, k - 1 : k]
-    out[:, :, 3] = (pred[:, :, None] == pred[:, None, :]).mean(axis=1)  # share of k predicting ĉ_j
-    out[:, :, 4] = np.log(ens_j) - np.log1p(-ens_j)
-    out[:, k - 1, 5] = 1.0
-    return out
+    and their running ensemble ``ens [N, C]`` (the share of exits predicting each class by
+    comparing the predictions)."""
+    return hypothesis_features(lo, pred, ens, (pred[:, :, None] == pred[:, None, :]).mean(axis=1))
 
 
 def _posterior_models(trace: Trace, wrong: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -170,22 +170,33 @@ def posterior_answer(i: int, w: np.ndarray, lo: np.ndarray, pred: np.ndarray, to
                      counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(q, a)``, both ``[B]``: exit ``i``'s posterior answer
     (:func:`~ttamer.earlyexit.logistic.posterior_answers`: the exit ``a ≤ i`` most probably
-    right, and that probability ``q``) from exit ``i``'s model ``w [6]`` (weights over scale),
-    the pair features of every hypothesis ``j ≤ i`` built from the log-odds and predictions of
-    exits ``0..`` (``lo``, ``pred`` ``[B, ≥ i+1]``), the running softmax sum ``total [B, C]``
-    and the class counts of the predictions ``counts [B, C]``."""
-    pred, lo = pred[:, : i + 1], lo[:, : i + 1]
-    ens_j = clip(np.take_along_axis(total / (i + 1), pred, axis=1), 1e-6, 1 - 1e-6)
-    F = np.empty((len(pred), i + 1, 6))  # the features of pair_features, in its order
-    F[:, :, 0] = 1.0
-    F[:, :, 1] = lo
-    F[:, :, 2] = lo[:, i : i + 1]
-    F[:, :, 3] = np.take_along_axis(counts, pred, axis=1) / (i + 1)
-    F[:, :, 4] = np.log(ens_j) - np.log1p(-ens_j)
-    F[:, :, 5] = 0.0
-    F[:, i, 5] = 1.0
+    right, and that probability ``q``) from exit ``i``'s model ``w [6]`` (weights over scale)
+    on the :func:`hypothesis_features` of exits ``0..i``, from their log-odds and predictions
+    (``lo``, ``pred`` ``[B, ≥ i+1]``), the running softmax sum ``total [B, C]`` and the class
+    counts of the predictions ``counts [B, C]``."""
+    pred = pred[:, : i + 1]
+    share = np.take_along_axis(counts, pred, axis=1) / (i + 1)
+    F = hypothesis_features(lo[:, : i + 1], pred, total / (i + 1), share)
     q = 1.0 / (1.0 + np.exp(-clip(F @ w, -30, 30)))
     return q.max(axis=1), q.argmax(axis=1)
+
+
+def hypothesis_features(lo: np.ndarray, pred: np.ndarray, ens: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """``[B, k, 6]`` features of the hypotheses "exit ``j``'s prediction is right", ``j ≤ i =
+    k−1`` (:func:`~ttamer.earlyexit.logistic.pair_features`): a bias, exit ``j``'s log-odds,
+    exit ``i``'s, the ``share [B, k]`` of exits ``0..i`` predicting exit ``j``'s class, the
+    log-odds of the running ensemble ``ens [B, C]`` on that class, and whether ``j = i``;
+    from the log-odds and predictions ``lo``, ``pred`` ``[B, k]`` of exits ``0..i``."""
+    n, k = pred.shape
+    ens_j = clip(np.take_along_axis(ens, pred, axis=1), 1e-6, 1 - 1e-6)
+    out = np.zeros((n, k, 6))
+    out[:, :, 0] = 1.0
+    out[:, :, 1] = lo
+    out[:, :, 2] = lo[:, k - 1 : k]
+    out[:, :, 3] = share
+    out[:, :, 4] = np.log(ens_j) - np.log1p(-ens_j)
+    out[:, k - 1, 5] = 1.0
+    return out
 
 
 class EncoderRun:

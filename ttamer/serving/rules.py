@@ -242,10 +242,13 @@ class ChainSteps:
 class _StopOrGoOn:
     """What a rule evaluated exit by exit with a running state (its ``begin(n)``) shares: its
     ``x_i`` is ``1.0`` where it stops after exit ``i``, compared with the thresholds
-    ``0.5, …, 0.5, −inf``; ``_exit`` caches the arrays of :meth:`exits`."""
+    ``0.5, …, 0.5, −inf`` (the last exit always stops); ``_exit`` caches the arrays of
+    :meth:`exits`."""
 
-    thresholds: np.ndarray
-    _exit: list[np.ndarray]
+    def __init__(self, n_exits: int) -> None:
+        self.n_exits = int(n_exits)
+        self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
+        self._exit = [np.full(1, i, dtype=np.int64) for i in range(self.n_exits)]
 
     def begin(self, n: int) -> Any:
         raise NotImplementedError
@@ -291,11 +294,9 @@ class ChainPolicyRule(_StopOrGoOn):
                               "from exit 0; serve this one with EarlyExitServer(model, policy, state_fn)")
         if encoder.n_exits != steps.n_exits:
             raise TTamerError(f"the encoder has {encoder.n_exits} exits, the policy {steps.n_exits}")
+        super().__init__(steps.n_exits)
         self.policy, self.encoder, self.steps, self.answer_table = policy, encoder, steps, answer_table
-        self.n_exits = steps.n_exits
-        self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
         self.name = name or policy.describe().split("\n")[0]
-        self._exit = [np.full(1, i, dtype=np.int64) for i in range(self.n_exits)]
         scalar = (encoder.spec.feature == "max_prob" and list(encoder.edges) == ["feature"] and steps.kind != "decide"
                   and (answer_table is not None or type(policy).answer is Policy.answer))
         self.one = _ChainTables(self) if scalar else None
@@ -320,7 +321,6 @@ class ChainPolicyRule(_StopOrGoOn):
         if (node < 0).any():
             raise TTamerError("the policy answered with the fallback; early-exit instances have none")
         return node
-
 
 
 class ChainRun:
@@ -373,7 +373,24 @@ class _ChainTables:
         self.levels = steps.levels.tolist() if steps.kind == "table" else None
 
 
-class ChainRunOne:
+class _OneQueryRun:
+    """What the running states of one query on Python numbers share: nothing to forget when
+    rows stop (the query stops once), and ``advance`` as :meth:`advance_one` on ``[1]``
+    arrays."""
+
+    def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
+        raise NotImplementedError
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Nothing to forget: the query stops once."""
+
+    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`advance_one` as ``[1]`` arrays."""
+        x, a = self.advance_one(i, p)
+        return np.array([x]), np.array([a], dtype=np.int64)
+
+
+class ChainRunOne(_OneQueryRun):
     """The running state of a :class:`ChainPolicyRule` on one query of the max-probability
     state, on Python scalars (the rule's tables as Python lists): per exit the maximum and
     argmax of the softmax row (the float32 values, exactly the encoder's), the agreement run,
@@ -385,14 +402,6 @@ class ChainRunOne:
         self.x, self.run, self.prev = self.t.x0, 0, -1
         self.states: list[int] = []
         self.best, self.best_loss = 0, np.inf
-
-    def keep(self, mask: np.ndarray) -> None:
-        """Nothing to forget: the query stops once."""
-
-    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`advance_one` as ``[1]`` arrays."""
-        x, a = self.advance_one(i, p)
-        return np.array([x]), np.array([a], dtype=np.int64)
 
     def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
         """``(x_i, a_i)`` on one query (``p [1, C]``) as Python scalars: ``1.0`` where the
@@ -574,17 +583,15 @@ class PathwiseRule(_StopOrGoOn):
         _fitted(tamer, PathwiseTamer, "PathwiseRule")
         model = tamer.model_
         self.features, self.rule = model.features, tamer.rule_
-        self.n_exits = len(self.features.center)
+        super().__init__(len(self.features.center))
         self.posterior = (None if model.answer_models is None
                           else [w / scale for w, scale in model.answer_models])
         learned = self.features.feature == "learned"
         self.keeps = frozenset(({"lo", "counts", "run", "history"} if learned else {"lo"})
                                | ({"pred", "counts", "total"} if self.posterior is not None else set()))
-        self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
         self.name = f"path-wise rule at λ={tamer.lam:g}"
         #: Per exit the standardisation ``(center, scale)`` of the state, as Python floats.
         self.standard = list(zip(self.features.center.tolist(), self.features.scale.tolist()))
-        self._exit = [np.full(1, i, dtype=np.int64) for i in range(self.n_exits)]
 
     def begin(self, n: int) -> "PathwiseRun | PathwiseRunOne":
         """The running state of the rule on a batch of ``n`` examples, before exit 0 (one query
@@ -592,7 +599,6 @@ class PathwiseRule(_StopOrGoOn):
         if int(n) == 1 and self.features.feature == "max_prob":
             return PathwiseRunOne(self)
         return PathwiseRun(self, int(n))
-
 
 
 class PathwiseRun:
@@ -633,7 +639,7 @@ class PathwiseRun:
         return log_odds(logistic_at(self.h.history(i), w[i : i + 1], scale))
 
 
-class PathwiseRunOne:
+class PathwiseRunOne(_OneQueryRun):
     """The running state of a :class:`PathwiseRule` of the max-probability state on one query:
     per exit the row's maximum (the float32 value), its log-odds (numpy's logarithms on
     one-element arrays, the rest on Python floats: the operations of
@@ -651,14 +657,6 @@ class PathwiseRunOne:
             self.pred = np.zeros((1, rule.n_exits), dtype=np.int64)
             self.total: np.ndarray | None = None
             self.counts: np.ndarray | None = None
-
-    def keep(self, mask: np.ndarray) -> None:
-        """Nothing to forget (one query)."""
-
-    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`advance_one` as ``[1]`` arrays."""
-        x, a = self.advance_one(i, p)
-        return np.array([x]), np.array([a], dtype=np.int64)
 
     def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
         """``(x_i, a_i)`` on one query (``p [1, C]``): ``x_i = 1.0`` where the rule stops after

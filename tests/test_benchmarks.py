@@ -31,3 +31,18 @@ def test_benchmark_script_runs_in_smoke_mode(tmp_path):
         assert {"index_s", "dp_s", "quantecon_s"} <= row.keys()
     assert any("lp_s" in row for row in res["compare"]) and any("exhaustive_s" in row for row in res["compare"])
     assert {r["strategy"] for r in res["throughput"]} >= {"max-prob", "entropy", "patience", "oracle"}
+
+
+def test_serving_section_alone_and_a_missing_gpu_is_a_clear_error(capsys):
+    """``--only serving`` runs that section alone (every strategy batched also with its batches kept
+    whole); ``--device cuda`` without CUDA stops with a usage error, no traceback."""
+    torch = pytest.importorskip("torch")
+    from ttamer.benchmarks import main
+
+    assert main(["--smoke", "--only", "serving"]) == 0
+    out = capsys.readouterr().out
+    assert "Serving runtime on cpu" in out and "(batch kept whole)" in out and "Solvers on chains" not in out
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as e:
+            main(["--smoke", "--only", "serving", "--device", "cuda"])
+        assert e.value.code == 2 and "torch.cuda.is_available() is False" in capsys.readouterr().err

@@ -505,6 +505,38 @@ def test_batched_cost_priced_per_rows_still_running(setup):
     assert tab.shape == (3, L) and (tab > 0).all()
 
 
+def test_batch_kept_whole_decides_alike_and_is_priced_to_its_deepest_exit(setup):
+    """``compact=False`` keeps a batch's stopped rows in it: the same decisions as dropping them,
+    every exit of a batch run on all its rows up to the deepest exit any row reached, and
+    :func:`served_cost` with ``compact=False`` prices exactly that."""
+    from ttamer.earlyexit.tamer import ThresholdTamer
+    from ttamer.serving import served_cost
+
+    model, x, y, cal, test = setup
+    tamer = ThresholdTamer(lam=0.9, policy="per_exit:posterior:posterior", n_lams=21).fit(cal)
+    sim = tamer.decide(test)
+    dropped = EarlyExitServer.from_tamer(model, tamer).serve(x, batch_size=6)
+    whole = EarlyExitServer.from_tamer(model, tamer, compact=False)
+    res = whole.serve(x, batch_size=6)
+    for r in (dropped, res):
+        np.testing.assert_array_equal(r.last, sim.last)
+        np.testing.assert_array_equal(r.answer, sim.answer)
+    np.testing.assert_allclose(res.probs[~np.isnan(res.probs)], dropped.probs[~np.isnan(dropped.probs)])
+    deepest = sim.last.reshape(-1, 6).max(1)
+    one = Trace.build(test.probs, test.labels, np.ones(L), {"model": "mlp", "dataset": "synthetic"})  # unit costs
+    assert deepest.min() < L - 1  # some batch stops before the last exit
+    assert served_cost(one, sim.last, 6, compact=False) == pytest.approx((deepest + 1).mean() / L)
+    assert served_cost(one, sim.last, 6) == pytest.approx((sim.last + 1).mean() / L)
+    assert served_cost(one, sim.last, 1, compact=False) == served_cost(one, sim.last, 1)
+    marks = whole._run_rule_batch(x[:6], 6)["alive"]
+    assert (marks[: deepest[0] + 1] == 6).all() and (marks[deepest[0] + 1:] == 0).all()
+    with pytest.raises(TTamerError, match="compact must be True or False"):
+        EarlyExitServer(model, max_prob_rule(L, 0.9), compact="no")
+    policy, fn = threshold_rule(L, 0.9)
+    with pytest.raises(TTamerError, match="compact=False keeps a batch whole under a threshold rule"):
+        EarlyExitServer(model, policy, fn, compile=False, compact=False)
+
+
 def test_a_rules_own_cost_profile_prices_one_query_at_a_time(setup):
     """``cost_profile(..., rule=…)`` serves the rule forced on to the last exit
     (:class:`ForcedRule`: its state advanced at every exit, never stopping early);

@@ -1,7 +1,9 @@
 """Benchmarks of the ttamer solvers and early-exit strategies (the book's chapter *Performance*).
 
-Run ``python -m ttamer.benchmarks [--quick | --smoke] [--json PATH]``. Every ratio is measured in
-one run, on one machine, with ``time.perf_counter`` (best of ``k`` repeats). Sections:
+Run ``python -m ttamer.benchmarks [--quick | --smoke] [--json PATH] [--device cpu|cuda] [--only serving]``.
+Every ratio is measured in one run, on one machine, with ``time.perf_counter`` (best of ``k``
+repeats); ``--device cuda`` runs the serving section on the GPU (and counts its host--device
+synchronisations per exit), ``--only serving`` runs that section alone. Sections:
 
 * ``compare``   -- the index solver against the ``(i, s, X)`` chain DP, the exhaustive solver,
   the LP (cvxpy) and QuantEcon's ``DiscreteDP`` backward induction on the same
@@ -9,14 +11,15 @@ one run, on one machine, with ``time.perf_counter`` (best of ``k`` repeats). Sec
 * ``scaling``   -- the index solver against the number of nodes, the states per node and the
   tree shape (chain, balanced binary, star, random recursive tree), with fitted log-log
   exponents; the chain DP against skip density;
-* ``targets``   -- the issue's four performance targets, each measured;
+* ``targets``   -- the performance targets of the book's chapter *Performance*, each measured;
 * ``throughput``-- example-exits per second of every early-exit strategy on synthetic traces;
 * ``memory``    -- peak memory (``tracemalloc``) of the index solver;
 * ``serving``   -- the serving runtime on a multi-exit MLP (the book's chapter *Measured: a
   served early-exit policy*): the runtime forced to the last exit against the plain network,
   one query at a time and batched, the decision overhead per example per exit, and measured
   against simulated cost in the mode served (one query at a time the batch-1 cost profile;
-  batched, each exit's time on the rows still running in its batch).
+  batched, each exit's time on the rows still running in its batch; every strategy batched also
+  with its batches kept whole until their last row stops).
 
 Two regimes of random instances (``ttamer.theory.synthetic.random_instance``): ``typical`` (its
 defaults: deeper exits better, ``depth_decay=0.8``, ``cost_scale=0.1``), where the surrogates
@@ -44,6 +47,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
+from .core.errors import TTamerError
 from .core.instance import Instance
 from .solvers.exhaustive import MAX_STATES, state_space_bound
 from .solvers.index import compute_indices
@@ -463,9 +467,9 @@ def memory(n: int, k: int, forest: int) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # The serving runtime
 # ---------------------------------------------------------------------------------------------
-def _mlp_exits(width: int, exits: int = 6, classes: int = 10, seed: int = 0):
+def _mlp_exits(width: int, exits: int = 6, classes: int = 10, seed: int = 0, device: str = "cpu"):
     """A residual MLP (blocks ``x + W2 relu(W1 x)``, hidden ``4·width``) with a linear exit
-    head after every block, as a :class:`ttamer.serving.adapters.MultiExitModel`."""
+    head after every block, as a :class:`ttamer.serving.adapters.MultiExitModel` on ``device``."""
     import torch
 
     from .serving import MultiExitModel
@@ -480,14 +484,14 @@ def _mlp_exits(width: int, exits: int = 6, classes: int = 10, seed: int = 0):
         def forward(self, h):
             return h + 0.3 * self.down(torch.relu(self.up(h)))
 
-    blocks = [Block().eval() for _ in range(exits)]
-    heads = [torch.nn.Linear(width, classes).eval() for _ in range(exits)]
+    blocks = [Block().eval().to(device) for _ in range(exits)]
+    heads = [torch.nn.Linear(width, classes).eval().to(device) for _ in range(exits)]
     for i, hd in enumerate(heads):  # deeper heads more confident
         hd.weight.data *= 0.5 + i
     return MultiExitModel.from_modules(blocks, heads)
 
 
-def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32) -> list[dict]:
+def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32, device: str = "cpu") -> list[dict]:
     """The serving runtime on a multi-exit MLP (``_mlp_exits``): per run, cost relative to the plain network
     (interleaved per query / batch, medians over ``repeats`` rounds), decision overhead in µs
     per example per exit and, for served strategies, the simulated cost in the same mode
@@ -498,7 +502,11 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
     runs, as a fraction of the runtime forced to the last exit; ``gap`` compares it with the
     measured time as the same fraction, and the runtime's own cost over the plain network
     is its row "runtime forced to the last exit" (a strategy's cost relative to the plain
-    network is the product of the two)."""
+    network is the product of the two). Batched, every strategy is also served with its batches
+    kept whole until their last row stops (``compact=False``), and priced so. On ``device="cuda"`` each served strategy's row also
+    counts the host--device synchronisations per exit step (``syncs_per_exit``,
+    :func:`count_synchronisations`): the runtime's design allows one, the decision's copy of
+    the exit's probabilities to the host."""
     import torch
 
     from .earlyexit.baselines import max_prob_threshold
@@ -508,17 +516,17 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
     from .serving import EarlyExitServer, MaxProbRule, compare_latency, max_prob_rule, served_cost, threshold_rule
 
     torch.set_num_threads(1)
-    model = _mlp_exits(width)
+    model = _mlp_exits(width, device=device)
     L = model.n_exits
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3 * n, width)).astype(np.float32)
     with torch.inference_mode():
-        h = torch.as_tensor(x)
+        h = torch.as_tensor(x, device=device)
         for b in model.blocks:
             h = b(h, None)
-        deep = model.heads[-1](h, None).argmax(1).numpy()
+        deep = model.heads[-1](h, None).argmax(1).cpu().numpy()
     y = np.where(rng.random(len(x)) < 0.7, deep, rng.integers(0, 10, len(x)))
-    forced = EarlyExitServer(model, max_prob_rule(L, np.inf))
+    forced = EarlyExitServer(model, max_prob_rule(L, np.inf), device=device)
     grid = sorted({1, batch_size, *(2 ** k for k in range(batch_size.bit_length()) if 2 ** k < batch_size)})
     trace = forced.run_all(x, y, batch_size=batch_size, meta={"model": f"mlp{width}", "dataset": "synthetic"},
                            profile_examples=min(n, 100), profile_rows=grid)
@@ -527,27 +535,34 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
     strategies = {}
     for policy in ("per_exit:max_prob:last", "per_exit:posterior:posterior"):
         tamer = ThresholdTamer(lam=0.9, policy=policy, n_lams=41).fit(cal)
-        strategies[f"ThresholdTamer λ=0.9 ({policy})"] = (EarlyExitServer.from_tamer(model, tamer), tamer.decide(test))
+        strategies[f"ThresholdTamer λ=0.9 ({policy})"] = (EarlyExitServer.from_tamer(model, tamer, device),
+                                                           tamer.decide(test))
     # the binned chain policy (the paper's estimation) and the path-wise rule, their states kept from exit to exit
     chain = EarlyExitTamer(lam=0.9, K=6, feature="max_prob", agreement=1, loss="label")
     path = PathwiseTamer(lam=0.9, feature="max_prob", loss="label")
     for name, tamer in (("EarlyExitTamer λ=0.9 (binned chain)", chain), ("PathwiseTamer λ=0.9", path)):
         tamer.fit(cal)
-        strategies[name] = (EarlyExitServer.from_tamer(model, tamer), tamer.decide(test))
+        strategies[name] = (EarlyExitServer.from_tamer(model, tamer, device), tamer.decide(test))
     tau = float(np.quantile(test.max_prob[:, 0], 0.5))
-    strategies[f"max-prob τ={tau:.3f}"] = (EarlyExitServer(model, max_prob_rule(L, tau)),
+    strategies[f"max-prob τ={tau:.3f}"] = (EarlyExitServer(model, max_prob_rule(L, tau), device=device),
                                            max_prob_threshold(test, [tau])[0])
     # one query at a time, a rule whose state costs more than the max-probability's is priced with its own
     # per-exit profile (its state advanced at every exit) against the max-probability rule's, taking turns
     keys = [k for k, (srv, _) in strategies.items() if not isinstance(srv.rule, MaxProbRule)]
     profs = forced.cost_profile(x[: min(n, 100)], 1, warmup=3, rule=[None] + [strategies[k][0].rule for k in keys])
     own = {k: profs[j + 1] for j, k in enumerate(keys)}
-    rollout = EarlyExitServer(model, *threshold_rule(L, np.inf), compile=False)
+    rollout = EarlyExitServer(model, *threshold_rule(L, np.inf), device=device, compile=False)
     runs = {"plain network": forced.run_full, "runtime forced to the last exit": forced.serve,
             "runtime forced to the last exit (policy rollout)": rollout.serve,
             **{k: srv.serve for k, (srv, _) in strategies.items()}}
+    # batched, each strategy also with its batches kept whole until their last row stops (compact=False)
+    whole = {f"{k} (batch kept whole)": (EarlyExitServer(model, srv.rule, device=device, compact=False), sim)
+             for k, (srv, sim) in strategies.items()}
     rows = []
     for mode, bs in (("batch1", 1), ("batched", batch_size)):
+        if bs > 1:
+            runs.update({k: srv.serve for k, (srv, _) in whole.items()})
+            strategies.update(whole)
         compare_latency(runs, xt[: 3 * bs], batch_size=bs, repeats=1)  # warm-up
         out = compare_latency(runs, xt, batch_size=bs, repeats=repeats)
         base = out["plain network"]["ms_per_example"]
@@ -564,15 +579,36 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32)
             if k in strategies:
                 mine = own.get(k) if bs == 1 else None
                 row["simulated_cost"] = served_cost(test, strategies[k][1].last, bs, mine,
-                                                    None if mine is None else profs[0])
+                                                    None if mine is None else profs[0], compact=k not in whole)
                 # the simulation prices the runtime's exits: a fraction of the runtime forced to the last exit
                 row["measured_vs_runtime"] = v["ms_per_example"] / full
                 row["gap"] = row["measured_vs_runtime"] - row["simulated_cost"]
+                if device == "cuda":
+                    row["syncs_per_exit"] = count_synchronisations(strategies[k][0], xt[: 8 * bs], bs)
             rows.append(row)
     return rows
 
 
-def serving_targets(rows: list[dict]) -> list[dict]:
+def count_synchronisations(server: Any, inputs: Any, batch_size: int) -> float:
+    """Implicit host--device synchronisations (``torch.cuda.set_sync_debug_mode``) per exit
+    step of ``server.serve(inputs, batch_size)`` on CUDA: their count over the exits each batch
+    ran (a batch's step counts once, whatever its rows)."""
+    import torch
+
+    server.serve(inputs[:batch_size], batch_size)  # warm-up: first calls may allocate
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            res = server.serve(inputs, batch_size)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
+    steps = sum(int(res.last[s : s + batch_size].max()) + 1 for s in range(0, len(res.last), batch_size))
+    return syncs / steps
+
+
+def serving_targets(rows: list[dict], device: str = "cpu") -> list[dict]:
     """The serving targets, each measured (informative; nothing is asserted)."""
     get = {(r["mode"], r["run"]): r for r in rows}
     out = []
@@ -584,10 +620,10 @@ def serving_targets(rows: list[dict]) -> list[dict]:
     r = get[("batch1", "runtime forced to the last exit")]
     for how, key in (("mean", "decision_us_per_exit"), ("median query", "decision_us_per_exit_median")):
         if r.get(key) is not None:
-            out.append({"target": f"decision overhead per example per exit (batch 1, CPU, {how})",
+            out.append({"target": f"decision overhead per example per exit (batch 1, {device}, {how})",
                         "measured": r[key], "unit": "µs", "goal": 20.0, "met": r[key] <= 20.0})
     for mode, goal in (("batch1", 0.03), ("batched", 0.02)):
-        gaps = [abs(r["gap"]) for r in rows if r["mode"] == mode and "gap" in r]
+        gaps = [abs(r["gap"]) for r in rows if r["mode"] == mode and "gap" in r and "kept whole" not in r["run"]]
         out.append({"target": f"|measured − simulated cost| of every served strategy ({mode})", "measured": max(gaps),
                     "unit": "of full", "goal": goal, "met": max(gaps) <= goal})
     return out
@@ -606,12 +642,17 @@ def fitted(rows: list[dict], x: str, group: str) -> dict[str, float]:
     return out
 
 
-def run_all(profile: str = "quick") -> dict[str, Any]:
-    """Every section at the sizes of ``profile`` (``smoke``, ``quick`` or ``full``)."""
+def run_all(profile: str = "quick", device: str = "cpu", only: str | None = None) -> dict[str, Any]:
+    """Every section at the sizes of ``profile`` (``smoke``, ``quick`` or ``full``); the
+    serving runtime on ``device``; ``only="serving"`` runs that section alone."""
     p = PROFILES[profile]
     r = p["repeats"]
     res: dict[str, Any] = {"profile": profile, "lam": LAM, "numpy": np.__version__,
-                           "threads": os.environ.get("OMP_NUM_THREADS", "unset")}
+                           "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "device": device}
+    if only == "serving":
+        res["serving"] = serving_overhead(*p["serving"][:2], repeats=p["serving"][2], device=device)
+        res["targets"] = serving_targets(res["serving"], device)
+        return res
     res["compare"] = compare_solvers(p["compare"], r, p["exhaustive_max"], p["lp_max"])
     res["nodes"] = scale_nodes(p["nodes"], p["nodes_k"], r)
     res["nodes_exponent"] = fitted(res["nodes"], "n", "regime")
@@ -623,8 +664,8 @@ def run_all(profile: str = "quick") -> dict[str, Any]:
     res["throughput"] = strategy_throughput(*p["trace"], sweep=p["sweep"], repeats=r)
     res["targets"] = targets(p, res["compare"], res["throughput"], r)
     res["memory"] = memory(*p["memory_n"], p["target_forest"])
-    res["serving"] = serving_overhead(*p["serving"][:2], repeats=p["serving"][2])
-    res["targets"] += serving_targets(res["serving"])
+    res["serving"] = serving_overhead(*p["serving"][:2], repeats=p["serving"][2], device=device)
+    res["targets"] += serving_targets(res["serving"], device)
     res["evaluate"] = evaluate_scaling(p["evaluate"], *p["evaluate_shape"])
     res["evaluate_exponent"] = fitted(res["evaluate"], "examples", "exits")
     res["targets"] += evaluate_targets(res["evaluate"])
@@ -647,7 +688,13 @@ def table(rows: list[dict], cols: list[str] | None = None) -> str:
 
 
 def report(res: dict[str, Any]) -> str:
-    """The results as text."""
+    """The results as text (only the serving section where the run had only that one)."""
+    serving = [
+        f"\n## Serving runtime on {res['device']}: cost relative to the plain network, decision overhead, "
+        "measured vs simulated", table(res["serving"])]
+    if "compare" not in res:
+        return "\n".join([f"ttamer benchmarks -- profile {res['profile']}, serving only", *serving,
+                          "\n## Targets", table(res["targets"], ["target", "measured", "unit", "goal", "met"])])
     cmp_cols = ["n", "K", "index_s", "dp_s", "exhaustive_s", "lp_s", "quantecon_s", "dp/index",
                 "exhaustive/index", "lp/index", "quantecon/index", "max_value_gap"]
     parts = [
@@ -665,8 +712,7 @@ def report(res: dict[str, Any]) -> str:
         "\n## Early-exit strategies: throughput on a synthetic trace", table(res["throughput"]),
         "\n## Targets", table(res["targets"], ["target", "measured", "unit", "goal", "met"]),
         "\n## Peak memory of the index solver (tracemalloc)", table(res["memory"]),
-        "\n## Serving runtime: cost relative to the plain network, decision overhead, measured vs simulated",
-        table(res["serving"]),
+        *serving,
         "\n## ttamer evaluate with its defaults vs trace size (synthetic traces)", table(res["evaluate"]),
         f"fitted exponents (seconds ~ examples^b): {_fmt_exp(res['evaluate_exponent'])}",
     ]
@@ -683,9 +729,18 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--quick", action="store_true", help="CI-size instances (about a minute)")
     g.add_argument("--smoke", action="store_true", help="tiny instances (the test suite)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where the serving runtime runs and is timed (default cpu)")
+    ap.add_argument("--only", choices=("serving",), help="run one section alone")
     args = ap.parse_args(argv)
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
-    res = run_all(profile)
+    if args.device == "cuda":
+        from .serving.adapters import resolve_device
+        try:
+            resolve_device("cuda")
+        except TTamerError as e:
+            ap.error(str(e))
+    res = run_all(profile, args.device, args.only)
     print(report(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=float))

@@ -41,6 +41,19 @@ def take(x: Any, idx: "torch.Tensor") -> Any:  # noqa: F821
                       "tensors or tuples / lists / dicts of tensors")
 
 
+def to_device(x: "torch.Tensor", device: Any) -> "torch.Tensor":  # noqa: F821
+    """``x`` on ``device``; a host tensor bound for CUDA is copied from pinned memory without
+    blocking the host (a copy from pageable memory would be a host--device synchronisation)."""
+    if _torch().device(device).type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def rows_on(idx: np.ndarray, device: Any) -> "torch.Tensor":  # noqa: F821
+    """Row indices (a host array) as an int64 tensor on ``device`` (:func:`to_device`)."""
+    return to_device(_torch().from_numpy(np.ascontiguousarray(idx, dtype=np.int64)), device)
+
+
 def _n_rows(x: Any) -> int:
     torch = _torch()
     if torch.is_tensor(x):
@@ -130,7 +143,7 @@ class MultiExitModel:
 
         def prepare(inputs: Any, device: Any) -> tuple[Any, None]:
             x = inputs if torch.is_tensor(inputs) else torch.as_tensor(np.asarray(inputs))
-            return x.to(device), None
+            return to_device(x, device), None
 
         wrap = lambda f: (lambda h, _ctx: f(h))  # noqa: E731
         return cls([wrap(b) for b in blocks], [wrap(h) for h in heads], prepare, list(names or []))
@@ -157,7 +170,7 @@ def transformer_exits(tokenizer: Any, encoder: Any, heads: Sequence[Any], max_le
     def prepare(texts: Any, device: Any) -> tuple[Any, dict]:
         texts = [str(t) for t in (texts if not isinstance(texts, str) else [texts])]
         b = tokenizer(texts, padding=True, truncation=True, max_length=int(max_length), return_tensors="pt")
-        b = {k: v.to(device) for k, v in b.items()}
+        b = {k: to_device(v, device) for k, v in b.items()}
         mask = b["attention_mask"]
         m = mask.unsqueeze(-1).to(torch.float32)
         # the exits' mean-pooling weights [B, 1, T], computed once per batch: a head is then one

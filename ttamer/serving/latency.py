@@ -59,7 +59,7 @@ def batch_cost_table(trace: Trace) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np.ndarray | None = None,
-                reference: np.ndarray | None = None) -> float:
+                reference: np.ndarray | None = None, compact: bool = True) -> float:
     r"""The simulated cost of decisions served at ``batch_size``, as a fraction of the full
     network's cost in the same mode: exits ``0..last[n]`` consulted on example ``n``.
 
@@ -80,7 +80,11 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     ``rule=`` -- charged for the exits consulted, as a fraction of the full cost of
     ``reference`` (``[L]``: the max-probability rule's profile measured alongside, the rules
     taking turns, so that the machine's state then cancels) or, without it, of the trace's
-    batch-1 profile."""
+    batch-1 profile.
+
+    ``compact=False`` prices batches kept whole until their last row stops
+    (:class:`~ttamer.serving.runtime.EarlyExitServer` with ``compact=False``): every row of
+    batch :math:`b` runs the exits up to :math:`\max_{n \in b} last_n`."""
     last = np.asarray(last, dtype=np.int64).reshape(-1)
     L, n = trace.n_exits, trace.n_examples
     if len(last) != n or (last < 0).any() or (last >= L).any():
@@ -88,6 +92,9 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     bs = int(batch_size)
     if bs < 1:
         raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+    if not compact and bs > 1:  # every row of a batch runs to the batch's deepest exit
+        starts = np.arange(0, n, bs)
+        last = np.repeat(np.maximum.reduceat(last, starts), np.diff(np.r_[starts, n]))
     table = batch_cost_table(trace) if bs > 1 else None
     if profile is not None:
         if bs != 1:

@@ -56,7 +56,8 @@ from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.tamer import ThresholdTamer
 from ..earlyexit.traces import ExitDecisions, Trace
-from .adapters import MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, resolve_device, take
+from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, resolve_device, rows_on,
+                       take)
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
                     begin_run,
                     is_runtime_rule,
@@ -251,15 +252,28 @@ class EarlyExitServer(_Runtime):
     (per example or batched), :meth:`run_all` computes every exit (a trace), :meth:`run_full`
     times the plain network (all blocks, the last head only). Skips of a chain policy are
     honoured: the blocks in between run, their heads do not.
+
+    ``compact`` (threshold rules, batched): ``True`` drops a batch's stopped rows from its
+    hidden states at the exit where they stop (each later exit runs on fewer rows, at the price
+    of a row selection); ``False`` keeps the batch whole until its last row stops (no
+    selection; every row pays for the batch's deepest exit). Which is cheaper is a property of
+    the hardware -- whether a block's time falls with its rows (a CPU) or not (a GPU running a
+    small model, bound by kernel launches): compare both with
+    :func:`~ttamer.serving.latency.compare_latency`, and price each with
+    :func:`~ttamer.serving.latency.served_cost` (``compact=``).
     """
 
     def __init__(self, model: MultiExitModel, policy: Any, state_fn: StateFn | None = None, device: Any = "cpu",
-                 answer_fn: AnswerFn | None = None, exit_map: ExitMap | None = None, compile: bool = True) -> None:
+                 answer_fn: AnswerFn | None = None, exit_map: ExitMap | None = None, compile: bool = True,
+                 compact: bool = True) -> None:
         if not isinstance(model, MultiExitModel):
             raise TTamerError(f"model must be a MultiExitModel, got {type(model).__name__}")
+        if not isinstance(compact, (bool, np.bool_)):
+            raise TTamerError(f"compact must be True or False, got {compact!r}")
         self.model = model
         self.n_nodes = model.n_exits
         self.rule: Any = None
+        self.compact = bool(compact)
         if is_runtime_rule(policy):  # a threshold rule, evaluated exit by exit
             if state_fn is not None or answer_fn is not None:
                 raise TTamerError("a threshold rule computes its own states and answers: pass no state_fn "
@@ -279,9 +293,13 @@ class EarlyExitServer(_Runtime):
         self._pos = np.asarray(policy.instance.chain_position)
         if compile and isinstance(policy, StopStatePolicy) and answer_fn is None:
             self.rule = StateFnRule(self.n_nodes, state_fn, policy.instance.name)
+        if not self.compact and self.rule is None:
+            raise TTamerError("compact=False keeps a batch whole under a threshold rule; this policy is driven "
+                              "through the rollout, which always drops stopped rows (use compact=True)")
 
     @classmethod
-    def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu") -> "EarlyExitServer":
+    def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu", compact: bool = True
+                   ) -> "EarlyExitServer":
         """Serve with a fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer` (its
         :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.runtime_rule`, one threshold per exit), a
         fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` (its policy and answer rule
@@ -291,18 +309,19 @@ class EarlyExitServer(_Runtime):
         :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` (:func:`~ttamer.serving.rules.pathwise_rule`);
         either way the served decisions are ``tamer.decide``'s."""
         if isinstance(tamer, ThresholdTamer):
-            return cls(model, tamer.runtime_rule(), device=device)
+            return cls(model, tamer.runtime_rule(), device=device, compact=compact)
         if isinstance(tamer, PathwiseTamer):
-            return cls(model, pathwise_rule(tamer), device=device)
+            return cls(model, pathwise_rule(tamer), device=device, compact=compact)
         if not isinstance(tamer, EarlyExitTamer):
             raise TTamerError(f"from_tamer serves a fitted ThresholdTamer, PathwiseTamer or EarlyExitTamer, "
                               f"got {type(tamer).__name__}")
         table = tamer.answer_table_ if tamer.solution_.recall else None
         rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer.encoder_, table)
         if rule is not None:
-            return cls(model, rule, device=device)
+            return cls(model, rule, device=device, compact=compact)
         answer_fn, exit_map = tamer_answer_fns(tamer)
-        return cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map)
+        return cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map,
+                   compact=compact)
 
     # groups of rows sharing a hidden state at one depth (-1 = before block 0)
     def _begin(self, inputs: Any) -> None:
@@ -311,7 +330,6 @@ class EarlyExitServer(_Runtime):
         self._groups = [(np.arange(n), -1, h, ctx)]
 
     def _prune(self, rows: np.ndarray) -> None:
-        torch = _torch()
         if len(self._groups) == 1 and len(self._groups[0][0]) == len(rows):
             return
         groups = []
@@ -320,7 +338,7 @@ class EarlyExitServer(_Runtime):
             if keep.all():
                 groups.append((g_rows, depth, h, ctx))
             elif keep.any():
-                idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
+                idx = rows_on(np.flatnonzero(keep), self.device)
                 groups.append((g_rows[keep], depth, take(h, idx), take(ctx, idx)))
         self._groups = groups
 
@@ -337,9 +355,9 @@ class EarlyExitServer(_Runtime):
                 groups.append((g_rows, depth, h, ctx))
                 continue
             if not sel.all():  # rows of this group going elsewhere stay as they are
-                rest = torch.as_tensor(np.flatnonzero(~sel), device=self.device)
+                rest = rows_on(np.flatnonzero(~sel), self.device)
                 groups.append((g_rows[~sel], depth, take(h, rest), take(ctx, rest)))
-                idx = torch.as_tensor(np.flatnonzero(sel), device=self.device)
+                idx = rows_on(np.flatnonzero(sel), self.device)
                 g_rows, h, ctx = g_rows[sel], take(h, idx), take(ctx, idx)
             if depth >= target:
                 raise TTamerError(f"policy asked for exit {node} after exit {depth} on a chain")
@@ -355,14 +373,15 @@ class EarlyExitServer(_Runtime):
             return logits
         order = np.argsort(R)
         pos = order[np.searchsorted(R[order], rows)]
-        return logits.index_select(0, torch.as_tensor(pos, device=logits.device))
+        return logits.index_select(0, rows_on(pos, logits.device))
 
     def _run_rule_batch(self, inputs: Any, n: int, rule: Any = None, keep_rows: int | None = None) -> dict[str, Any]:
         """One batch under a threshold rule, exit by exit: block, head and softmax copied to the
         host (the one synchronisation the decision needs), one ``advance`` of the rule's running
         state (:func:`~ttamer.serving.rules.begin_run`) on the rows still running and one
         vectorised comparison with the exit's threshold; stopped rows leave the batch (their
-        hidden states selected only when some stopped and some did not). No policy, no
+        hidden states selected only when some stopped and some did not) or, with
+        ``compact=False``, ride along to the exit where the batch's last row stops. No policy, no
         rollout. ``marks[i]``: seconds from the batch's start until the decisions at exit ``i``
         were taken; ``alive[i]``: rows that ran exit ``i``. One query (``n = 1``) takes
         :meth:`_run_rule_one`. ``keep_rows``: the ``n`` inputs are prepared together (padded
@@ -396,6 +415,8 @@ class EarlyExitServer(_Runtime):
                 h = self.model.blocks[i](h, ctx)
                 p = _softmax_np(self.model.heads[i](h, ctx))
                 t2 = clock()
+                if not self.compact and not isinstance(rows, slice):  # the batch kept whole
+                    p = p[rows]
                 x, a = run.advance(i, p)
                 stop = rule.stops(i, x) if i < L - 1 else None  # None: every row stops
                 t3 = clock()
@@ -404,7 +425,7 @@ class EarlyExitServer(_Runtime):
                 if probs is None:
                     probs = np.full((n, L, p.shape[1]), np.nan, dtype=np.float32)
                 probs[rows, i] = p
-                alive[i] = live
+                alive[i] = live if self.compact else n
                 if stop is None or stop.all():
                     states[rows, i] = 1
                     last[rows], answer[rows] = i, a
@@ -421,8 +442,9 @@ class EarlyExitServer(_Runtime):
                     rows = running[keep]
                     live = len(rows)
                     run.keep(keep)
-                    idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
-                    h, ctx = take(h, idx), take(ctx, idx)
+                    if self.compact:
+                        idx = rows_on(np.flatnonzero(keep), self.device)
+                        h, ctx = take(h, idx), take(ctx, idx)
                 marks[i] = clock() - t0
                 parts["policy"] += marks[i] - (t3 - t0)
             if self.exit_map is not None:

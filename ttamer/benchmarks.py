@@ -325,7 +325,7 @@ def one_pass_floor(inst: Instance, repeats: int = 5) -> float:
 
 def targets(p: dict[str, Any], compare_rows: list[dict] | None = None, throughput_rows: list[dict] | None = None,
             repeats: int = 3) -> list[dict]:
-    """The issue's targets, each measured (``met`` is informative; nothing is asserted).
+    """The performance targets, each measured (``met`` is informative; nothing is asserted).
     Rows already measured by :func:`compare_solvers` / :func:`strategy_throughput` are reused."""
     out = []
     row = next((r for r in compare_rows or [] if (r["n"], r["K"]) == (20, 8) and "lp_s" in r), None)

@@ -95,10 +95,10 @@ class StoppingRule:
     def stops_one(self, i: int, x: float) -> bool:
         """Whether exit ``i < L−1`` stops on one state ``x``: :meth:`stop_value` ``≤``
         :meth:`continue_value` on Python floats, the same operations in the same order (each
-        correctly rounded, as numpy's), the exponential numpy's own on a one-element array."""
+        correctly rounded, as numpy's), the exponential numpy's own on a float64 scalar."""
         (a, b), c = self._coef_lists[i]
         z = min(max(a + b * x, -30.0), 30.0)
-        stop = self.lam / (1.0 + np.exp(np.array([-z]))[0])
+        stop = self.lam / (1.0 + float(np.exp(np.float64(-z))))
         v = c[-1]
         for ck in c[-2::-1]:
             v = v * x + ck

@@ -642,7 +642,7 @@ class PathwiseRun:
 class PathwiseRunOne(_OneQueryRun):
     """The running state of a :class:`PathwiseRule` of the max-probability state on one query:
     per exit the row's maximum (the float32 value), its log-odds (numpy's logarithms on
-    one-element arrays, the rest on Python floats: the operations of
+    float64 scalars, the rest on Python floats: the operations of
     ``PathFeatures.transform``) and exit ``i``'s rule
     (:meth:`~ttamer.earlyexit.pathwise.StoppingRule.stops_one`); nothing at the last exit, which
     always stops. With the posterior answer, what it reads is kept as the batched
@@ -665,7 +665,7 @@ class PathwiseRunOne(_OneQueryRun):
         row = p.tolist()[0]
         top = max(row)
         m = min(max(top, 1e-6), 1 - 1e-6)  # log_odds's clip, on the float32 maximum
-        lo = float(np.log(np.array([m]))[0]) - float(np.log1p(np.array([-m]))[0])
+        lo = float(np.log(np.float64(m))) - float(np.log1p(np.float64(-m)))
         stop = i == rule.n_exits - 1
         if not stop:
             center, scale = rule.standard[i]

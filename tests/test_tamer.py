@@ -302,6 +302,34 @@ def test_tamer_points_are_its_rules_on_the_calibration_examples(split, policy):
         t.decide_rules(cal, np.zeros(cal.n_exits - 1))
 
 
+def test_auto_tamer_menu_keeps_the_simplest_rule_of_its_family():
+    """Where cross-validation chose a class other than one max-probability threshold, T-Tamer's
+    SLO menu is its class's rules followed by that threshold's (judged as the heuristic's menu),
+    and its rules run as each menu's own."""
+    from ttamer.earlyexit.tamer import SIMPLEST
+    from ttamer.workloads.zoo import load_zoo_trace
+
+    cal = load_zoo_trace("fmnist-vgg11").split(0.5, 0)[0]
+    t = ThresholdTamer().fit(cal)
+    assert t.candidate_ != SIMPLEST  # this trace's CV picks the offset class
+    own = slo_mod.tamer_points(ThresholdTamer(policy=t.candidate_.key).fit(cal), cal)
+    mp = slo_mod.heuristic_points(cal, "max-prob")
+    menu = slo_mod.tamer_points(t, cal)
+    P = len(own.cost) - 1
+    assert len(menu.cost) == P + len(mp.cost)
+    np.testing.assert_array_equal(menu.cost, np.r_[own.cost[:-1], mp.cost])
+    np.testing.assert_array_equal(menu.accuracy[P:], mp.accuracy)
+    _assert_menu_is_its_rules(menu, cal)
+    ps = np.array([0, P - 1, P, len(menu.cost) - 1])
+    got = menu.apply(cal, ps)
+    for k, (m, q) in enumerate([(own, 0), (own, P - 1), (mp, 0), (mp, len(mp.cost) - 1)]):
+        ref = m.apply(cal, np.array([q]))[0]
+        np.testing.assert_array_equal(got[k].last, ref.last)
+        np.testing.assert_array_equal(got[k].answer, ref.answer)
+    with pytest.raises(TTamerError, match="cannot be united"):
+        slo_mod.united(menu, slo_mod.heuristic_points(cal.subset(np.arange(100)), "max-prob"))
+
+
 @pytest.mark.parametrize("which", ["max-prob", "max-prob-sdn", "patience", "static"])
 def test_heuristic_and_static_points_are_their_rules(split, which):
     """The same for a heuristic's menu (every distinct threshold) and the static exits, judged in-sample."""

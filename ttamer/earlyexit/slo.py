@@ -14,7 +14,9 @@ one-threshold rule's menu and the paired statistics are read off the closed-form
 for all thresholds). Every strategy then takes the
 cheapest point that meets the target **with confidence** :math:`c` (:func:`meets_target`):
 the same rule for all, so that the comparison is between policies, not between ways of
-picking a point. The full model always qualifies. Where T-Tamer's rule has fitted thresholds
+picking a point. The full model always qualifies. T-Tamer's menu also keeps the simplest rule
+of its family, one threshold on the max-probability, where cross-validation chose another class
+(:func:`tamer_points`). Where T-Tamer's rule has fitted thresholds
 (the offset and per-exit classes) its accuracy is read on the held-out folds of its
 cross-validation (:func:`out_of_fold_accuracy`), so that a fitted rule is not judged on the
 examples it was fitted on. ``confidence=0.5`` is the naive rule: the cheapest point whose
@@ -33,7 +35,7 @@ from ..core.errors import TTamerError
 from .heuristics import HEURISTIC_RULES, sweep
 from .states import StateModel, exit_wrong
 from .thresholds import common_threshold_curve, rule_points, shifted_thresholds
-from .tamer import ThresholdTamer
+from .tamer import SIMPLEST, ThresholdTamer
 from .traces import ExitDecisions, Trace
 
 #: Target name -> accuracy drop below the full model's accuracy.
@@ -171,11 +173,32 @@ def static_points(cal: Trace, target: str = "label") -> OperatingPoints:
     return _menu(cal, target, cum.mean(axis=0)[:-1], loss.mean(axis=0)[:-1], differs.mean(axis=0)[:-1], at)
 
 
+def united(a: OperatingPoints, b: OperatingPoints) -> OperatingPoints:
+    """One menu of the rules of menus ``a`` and ``b`` on the same calibration examples: ``a``'s
+    rules, then ``b``'s (the full model, last in each, once at the end)."""
+    if a.n != b.n:
+        raise TTamerError(f"menus on {a.n} and {b.n} calibration examples cannot be united")
+    P = len(a.cost) - 1
+
+    def run(trace: Trace, ps: np.ndarray) -> ExitDecisions:
+        ps = np.asarray(ps, dtype=np.int64)
+        da, db = a.apply(trace, np.minimum(ps, P)), b.apply(trace, np.maximum(ps - P, 0))
+        first = (ps < P)[:, None]
+        return ExitDecisions.from_last(trace, np.where(first, da.answer, db.answer), np.where(first, da.last, db.last))
+
+    return OperatingPoints(np.r_[a.cost[:-1], b.cost], np.r_[a.in_sample[:-1], b.in_sample],
+                           np.r_[a.accuracy[:-1], b.accuracy], np.r_[a.disagreement[:-1], b.disagreement], a.n, run)
+
+
 def tamer_points(tamer: ThresholdTamer, cal: Trace) -> OperatingPoints:
     """The fitted tamer's rules on ``cal``: for a one-threshold class (common or offset) every
     distinct threshold of its shifted state, for the per-exit class its budgeted rules; for
     fitted thresholds (offset, per-exit), accuracy out of fold (:func:`out_of_fold_accuracy`;
-    the full model keeps its own)."""
+    the full model keeps its own). Where the class was chosen by cross-validation
+    (``policy="auto"``) among candidates that include the one-threshold max-probability rule
+    (:data:`~ttamer.earlyexit.tamer.SIMPLEST`) and it chose another, that rule's menu is
+    :func:`united` with the chosen class's: the simplest rule of T-Tamer's family stays on
+    offer, judged as any one-threshold rule."""
     tamer.check_fitted()
     x, answers = tamer.state_model_.transform(cal)
     if tamer.candidate_.thresholds == "per_exit":
@@ -190,6 +213,8 @@ def tamer_points(tamer: ThresholdTamer, cal: Trace) -> OperatingPoints:
     oof = out_of_fold_accuracy(tamer, menu.cost[:-1])
     if oof is not None:
         menu.accuracy = np.r_[oof, menu.accuracy[-1]]
+    if tamer.policy == "auto" and tamer.candidate_ != SIMPLEST and SIMPLEST in tamer.candidates():
+        menu = united(menu, heuristic_points(cal, "max-prob", tamer.target))
     return menu
 
 

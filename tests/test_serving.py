@@ -483,6 +483,7 @@ def test_batched_cost_priced_per_rows_still_running(setup):
                      profile_rows=[1, 2, 4, 8])
     tab = tr.meta["batch_cost"]
     assert tab["rows"] == [1, 2, 4, 8] and np.asarray(tab["ms_per_batch"]).shape == (4, L)
+    assert len(tab["gather_ms"]) == 4 and tab["gather_ms"][-1] == 0.0 and min(tab["gather_ms"]) >= 0.0
     full = np.full(40, L - 1)
     assert served_cost(tr, full, 8) == pytest.approx(1.0)
     assert served_cost(tr, full, 1) == pytest.approx(1.0)
@@ -496,6 +497,16 @@ def test_batched_cost_priced_per_rows_still_running(setup):
     half = np.where(np.arange(40) % 2 == 0, 0, L - 1)
     assert served_cost(flat, half, 8) == pytest.approx(1.0)
     assert served_cost(flat, np.zeros(40, dtype=np.int64), 8) == pytest.approx(1 / L)
+    # a stop that leaves rows running costs the batch its gather: 0.5 ms on 4 rows, none where all stop
+    gathers = Trace.build(tr.probs, tr.labels, tr.cost, dict(tr.meta, batch_cost={
+        "rows": [1, 4, 8], "ms_per_batch": [[1.0] * L] * 3, "gather_ms": [0.5, 0.5, 0.0]}))
+    assert served_cost(gathers, half, 8) == pytest.approx((L + 0.5) / L)
+    assert served_cost(gathers, half, 8, compact=False) == pytest.approx(1.0)
+    assert served_cost(gathers, np.zeros(40, dtype=np.int64), 8) == pytest.approx(1 / L)
+    bad = Trace.build(tr.probs, tr.labels, tr.cost, dict(tr.meta, batch_cost={
+        "rows": [1, 8], "ms_per_batch": [[1.0] * L] * 2, "gather_ms": [0.5, -1.0]}))
+    with pytest.raises(TTamerError, match="gather_ms"):
+        served_cost(bad, half, 8)
     with pytest.raises(TTamerError, match="last must hold"):
         served_cost(tr, np.full(40, L), 8)
     with pytest.raises(TTamerError, match="profile_rows must be row counts in 1..batch_size"):
@@ -503,6 +514,8 @@ def test_batched_cost_priced_per_rows_still_running(setup):
     # k rows of a batch prepared whole: the table's entries, one row count per line
     tab = rec.rows_cost(x[:16], 8, [1, 4, 8], repeats=1)
     assert tab.shape == (3, L) and (tab > 0).all()
+    g = rec.gather_cost(x[:16], 8, [1, 4, 8], repeats=1)
+    assert g.shape == (3,) and g[-1] == 0.0 and (g >= 0).all()
 
 
 def test_batch_kept_whole_decides_alike_and_is_priced_to_its_deepest_exit(setup):

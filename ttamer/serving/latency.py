@@ -58,6 +58,19 @@ def batch_cost_table(trace: Trace) -> tuple[np.ndarray, np.ndarray] | None:
     return rows, ms
 
 
+def gather_cost_table(trace: Trace) -> np.ndarray | None:
+    """``[R]`` ms per stop that leaves ``rows[r]`` rows running, from ``meta["batch_cost"]["gather_ms"]``
+    (recorded by :meth:`~ttamer.serving.runtime.EarlyExitServer.run_all` with ``profile_rows``;
+    :meth:`~ttamer.serving.runtime.EarlyExitServer.gather_cost`), or ``None`` if the table has none."""
+    tab = trace.meta.get("batch_cost")
+    if not isinstance(tab, dict) or "gather_ms" not in tab:
+        return None
+    g = np.asarray(tab["gather_ms"], dtype=np.float64)
+    if g.shape != (len(tab.get("rows", [])),) or not np.isfinite(g).all() or (g < 0).any():
+        raise TTamerError("meta['batch_cost']['gather_ms'] must hold a finite ms >= 0 per row count of 'rows'")
+    return g
+
+
 def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np.ndarray | None = None,
                 reference: np.ndarray | None = None, compact: bool = True) -> float:
     r"""The simulated cost of decisions served at ``batch_size``, as a fraction of the full
@@ -73,7 +86,9 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     proportion to the rows): the cost is :math:`\sum_b \sum_i T_i(k_{bi}) / \sum_b \sum_i
     T_i(n_b)` -- what the runtime pays where stopped rows leave the batch but a block's time
     does not fall in proportion to its rows (see the book's chapter *Measured: a served
-    early-exit policy*).
+    early-exit policy*). Where the table also holds ``gather_ms`` (:func:`gather_cost_table`),
+    every stop that leaves :math:`0 < k_{b,i+1} < k_{bi}` rows running adds :math:`G(k_{b,i+1})`,
+    the gathering of those rows and the slower exit after it (interpolated likewise).
 
     ``profile`` (one query at a time only): ``[L]`` ms per exit of the rule served -- its own
     state's cost included, :meth:`~ttamer.serving.runtime.EarlyExitServer.cost_profile` with
@@ -118,17 +133,22 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     alive = np.zeros((batch[-1] + 1, L))  # rows of each batch that ran exit i
     np.add.at(alive, batch, (np.arange(L)[None, :] <= last[:, None]))
     size = np.bincount(batch).astype(np.float64)
+    xp = np.r_[0.0, rows]
 
     def per_batch(k: np.ndarray) -> np.ndarray:
         """``T_i(k)`` for ``k [B, L]`` rows: the table interpolated, ``T(0) = 0``."""
-        xp = np.r_[0.0, rows]
         out = np.empty_like(k)
         for i in range(L):
             fp = np.r_[0.0, ms[:, i]]
             out[:, i] = np.where(k[:, i] <= rows[-1], np.interp(k[:, i], xp, fp), k[:, i] * ms[-1, i] / rows[-1])
         return out
 
-    return float(per_batch(alive).sum() / per_batch(np.repeat(size[:, None], L, 1)).sum())
+    paid = per_batch(alive).sum()
+    gather = gather_cost_table(trace) if compact else None
+    if gather is not None:  # the stops that leave some rows running: k_{b,i+1} in (0, k_{bi})
+        nxt = alive[:, 1:][(alive[:, 1:] > 0) & (alive[:, 1:] < alive[:, :-1])]
+        paid += np.interp(nxt, xp, np.r_[0.0, gather]).sum()
+    return float(paid / per_batch(np.repeat(size[:, None], L, 1)).sum())
 
 
 # --------------------------------------------------------------------------- measuring

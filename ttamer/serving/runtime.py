@@ -584,7 +584,8 @@ class EarlyExitServer(_Runtime):
         wall-clock ms of each exit on ``k`` rows of a batch of ``batch_size`` inputs prepared
         together (:meth:`rows_cost`, on the first ``profile_examples`` inputs and at least 4
         batches): the rows a served batch still runs once others have stopped, padded as their
-        batch was. A block's time is far from proportional to its rows;
+        batch was, and ``"gather_ms": [per k]``, what a stop that leaves ``k`` rows running costs
+        beyond that (:meth:`gather_cost`). A block's time is far from proportional to its rows;
         :func:`~ttamer.serving.latency.served_cost` prices batched serving with this table."""
         if int(profile_examples) < 0:
             raise TTamerError(f"profile_examples must be >= 0, got {profile_examples!r}")
@@ -623,7 +624,9 @@ class EarlyExitServer(_Runtime):
         if rows_grid:
             m_in = min(n, max(int(profile_examples), 4 * int(batch_size)))
             table = self.rows_cost(input_slice(inputs, 0, m_in), int(batch_size), rows_grid)
-            m["batch_cost"] = {"rows": rows_grid, "ms_per_batch": table.tolist()}
+            gather = self.gather_cost(input_slice(inputs, 0, m_in), int(batch_size), rows_grid, repeats=2) \
+                if L > 1 else np.zeros(len(rows_grid))
+            m["batch_cost"] = {"rows": rows_grid, "ms_per_batch": table.tolist(), "gather_ms": gather.tolist()}
         return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
 
     def rows_cost(self, inputs: Any, batch_size: int, rows: Sequence[int], repeats: int = 3) -> np.ndarray:
@@ -648,6 +651,51 @@ class EarlyExitServer(_Runtime):
             per.append(np.median(np.asarray(runs), axis=1))  # [R, L]
         timed = per[1:] if len(per) > 1 else per
         return 1e3 * np.mean(np.stack(timed), axis=0)
+
+    def gather_cost(self, inputs: Any, batch_size: int, rows: Sequence[int], repeats: int = 3) -> np.ndarray:
+        """``[R]`` wall-clock ms that a stop costs a batch of ``batch_size`` inputs beyond its
+        exits' times when ``k`` rows go on (``k`` in ``rows``; 0 for ``k ≥ batch_size``): the
+        gathering of their hidden states, and the extra time of the next exit on the freshly
+        gathered rows over the same exit on ``k`` rows prepared together (which
+        :meth:`rows_cost` times). Measured after exit 0, on every batch with the row counts and
+        the two variants taking turns, ``repeats`` times, medians per batch, then the mean over
+        the batches after the first (a warm-up)."""
+        n, bs = input_length(inputs), int(batch_size)
+        ks = [int(k) for k in rows if int(k) < bs]
+        per = []
+        for b, s in enumerate(range(0, n, bs)):
+            batch = input_slice(inputs, s, s + bs)
+            size = min(bs, n - s)
+            runs: dict[tuple[int, bool], list[float]] = {(k, g): [] for k in ks for g in (True, False)}
+            for _ in range(int(repeats)):
+                for j in np.roll(np.arange(2 * len(ks)), b):
+                    k, gathered = ks[j // 2], j % 2 == 0
+                    runs[(k, gathered)].append(self._second_exit_after_gather(batch, min(k, size), gathered))
+            per.append([np.median(runs[(k, True)]) - np.median(runs[(k, False)]) for k in ks])
+        timed = per[1:] if len(per) > 1 else per
+        g = dict(zip(ks, 1e3 * np.mean(np.asarray(timed), axis=0))) if ks else {}
+        return np.array([max(g.get(int(k), 0.0), 0.0) for k in rows])
+
+    def _second_exit_after_gather(self, batch: Any, k: int, gathered: bool) -> float:
+        """Seconds from the end of exit 0 to the end of exit 1 on the first ``k`` rows of
+        ``batch``: gathered after exit 0 ran on every row (``gathered``), or selected when the
+        batch was prepared (then exit 0 ran on ``k`` rows)."""
+        torch = _torch()
+        clock = time.perf_counter
+        with torch.inference_mode():
+            h, ctx = self.model.prepare(batch, self.device)
+            idx = rows_on(np.arange(k), self.device)
+            if not gathered:
+                h, ctx = take(h, idx), take(ctx, idx)
+            h = self.model.blocks[0](h, ctx)
+            _softmax_np(self.model.heads[0](h, ctx))
+            t0 = clock()
+            if gathered:
+                h, ctx = take(h, idx), take(ctx, idx)
+            h = self.model.blocks[1](h, ctx)
+            _softmax_np(self.model.heads[1](h, ctx))
+            self._sync()
+        return clock() - t0
 
     def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:
         """The plain network (every block, the last head only, no policy): the baseline."""

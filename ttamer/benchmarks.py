@@ -503,10 +503,10 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     measured time as the same fraction, and the runtime's own cost over the plain network
     is its row "runtime forced to the last exit" (a strategy's cost relative to the plain
     network is the product of the two). Batched, every strategy is also served with its batches
-    kept whole until their last row stops (``compact=False``), and priced so. On ``device="cuda"`` each served strategy's row also
-    counts the host--device synchronisations per exit step (``syncs_per_exit``,
-    :func:`count_synchronisations`): the runtime's design allows one, the decision's copy of
-    the exit's probabilities to the host."""
+    kept whole until their last row stops (``compact=False``), and priced so. On
+    ``device="cuda"`` each served strategy's row also counts the host--device
+    synchronisations per exit step (``syncs_per_exit``, :func:`count_synchronisations`): the
+    runtime's design allows one, the decision's copy of the exit's probabilities to the host."""
     import torch
 
     from .earlyexit.baselines import max_prob_threshold

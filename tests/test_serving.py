@@ -550,6 +550,31 @@ def test_batch_kept_whole_decides_alike_and_is_priced_to_its_deepest_exit(setup)
         EarlyExitServer(model, policy, fn, compile=False, compact=False)
 
 
+def test_a_rules_state_cost_is_measured_on_the_trace_and_priced_in_batches(setup):
+    """:func:`state_cost` times each rule's state per row and exit on the trace's own outputs;
+    ``served_cost(..., state_ms=)`` charges the excess over the max-probability rule's for every
+    exit each example consulted, in batches only."""
+    from ttamer.earlyexit.tamer import ThresholdTamer
+    from ttamer.serving import served_cost, state_cost
+
+    model, x, y, cal, test = setup
+    tamer = ThresholdTamer(lam=0.9, policy="per_exit:posterior:posterior", n_lams=21).fit(cal)
+    rule = tamer.runtime_rule()
+    ms = state_cost([None, rule], test, 50, repeats=1, batches=2)
+    assert ms.shape == (2, L) and (ms > 0).all()
+    one = Trace.build(test.probs, test.labels, np.ones(L), {"model": "mlp", "dataset": "synthetic"})
+    last = tamer.decide(test).last
+    st = np.full(L, 0.1)
+    assert served_cost(one, last, 6, state_ms=st) == pytest.approx(1.1 * (last + 1).mean() / L)
+    assert served_cost(one, last, 6, state_ms=np.zeros(L)) == served_cost(one, last, 6)
+    with pytest.raises(TTamerError, match="state_ms prices batches"):
+        served_cost(one, last, 1, state_ms=st)
+    with pytest.raises(TTamerError, match=f"state_ms must hold {L} finite ms"):
+        served_cost(one, last, 6, state_ms=np.ones(L + 1))
+    with pytest.raises(TTamerError, match="rules evaluated exit by exit"):
+        state_cost([object()], test, 50)
+
+
 def test_a_rules_own_cost_profile_prices_one_query_at_a_time(setup):
     """``cost_profile(..., rule=…)`` serves the rule forced on to the last exit
     (:class:`ForcedRule`: its state advanced at every exit, never stopping early);

@@ -498,7 +498,8 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     (``ttamer.serving.latency.served_cost``: one query at a time the batch-1 cost profile -- a
     fitted rule's own (``ThresholdTamer``, the binned chain policy of ``EarlyExitTamer``, the
     path-wise rule of ``PathwiseTamer``), its state advanced at every exit; in batches each
-    exit's time on the rows still running). The simulation prices the exits the runtime
+    exit's time on the rows still running, each stop's gathering, and such a rule's state
+    beyond the max-probability's, ``ttamer.serving.latency.state_cost``). The simulation prices the exits the runtime
     runs, as a fraction of the runtime forced to the last exit; ``gap`` compares it with the
     measured time as the same fraction, and the runtime's own cost over the plain network
     is its row "runtime forced to the last exit" (a strategy's cost relative to the plain
@@ -513,7 +514,8 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     from .earlyexit.calibration import EarlyExitTamer
     from .earlyexit.pathwise import PathwiseTamer
     from .earlyexit.tamer import ThresholdTamer
-    from .serving import EarlyExitServer, MaxProbRule, compare_latency, max_prob_rule, served_cost, threshold_rule
+    from .serving import (EarlyExitServer, MaxProbRule, compare_latency, max_prob_rule, served_cost, state_cost,
+                          threshold_rule)
 
     torch.set_num_threads(1)
     model = _mlp_exits(width, device=device)
@@ -551,6 +553,9 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     keys = [k for k, (srv, _) in strategies.items() if not isinstance(srv.rule, MaxProbRule)]
     profs = forced.cost_profile(x[: min(n, 100)], 1, warmup=3, rule=[None] + [strategies[k][0].rule for k in keys])
     own = {k: profs[j + 1] for j, k in enumerate(keys)}
+    # in batches, such a rule's state is priced by its excess over the max-probability rule's per row and exit
+    states = state_cost([None] + [strategies[k][0].rule for k in keys], cal, batch_size)
+    extra = {k: states[j + 1] - states[0] for j, k in enumerate(keys)}
     rollout = EarlyExitServer(model, *threshold_rule(L, np.inf), device=device, compile=False)
     runs = {"plain network": forced.run_full, "runtime forced to the last exit": forced.serve,
             "runtime forced to the last exit (policy rollout)": rollout.serve,
@@ -558,6 +563,7 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     # batched, each strategy also with its batches kept whole until their last row stops (compact=False)
     whole = {f"{k} (batch kept whole)": (EarlyExitServer(model, srv.rule, device=device, compact=False), sim)
              for k, (srv, sim) in strategies.items()}
+    extra |= {f"{k} (batch kept whole)": v for k, v in extra.items()}
     rows = []
     for mode, bs in (("batch1", 1), ("batched", batch_size)):
         if bs > 1:
@@ -579,7 +585,8 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
             if k in strategies:
                 mine = own.get(k) if bs == 1 else None
                 row["simulated_cost"] = served_cost(test, strategies[k][1].last, bs, mine,
-                                                    None if mine is None else profs[0], compact=k not in whole)
+                                                    None if mine is None else profs[0], compact=k not in whole,
+                                                    state_ms=extra.get(k) if bs > 1 else None)
                 # the simulation prices the runtime's exits: a fraction of the runtime forced to the last exit
                 row["measured_vs_runtime"] = v["ms_per_example"] / full
                 row["gap"] = row["measured_vs_runtime"] - row["simulated_cost"]

@@ -127,7 +127,7 @@ class PolicyCandidate:
 CANDIDATES = tuple(PolicyCandidate.parse(k) for k in (
     "common:max_prob:last", "common:max_prob:confident", "common:neg_entropy:last", "common:patience:last",
     "offset:max_prob:last", "offset:max_prob:ensemble_at_end", "per_exit:posterior:posterior"))
-#: The simplest class: one threshold on the max-probability, answering with the exit it stops at
+#: The simplest class, one threshold on the max-probability answering with the exit it stops at
 #: (the max-prob heuristic's rule).
 SIMPLEST = CANDIDATES[0]
 

@@ -13,7 +13,7 @@ model runs.
 """
 
 from .adapters import MultiExitModel, transformer_exits
-from .latency import COST_PROFILES, compare_latency, concat_results, served_cost, with_cost_profile
+from .latency import COST_PROFILES, compare_latency, concat_results, served_cost, state_cost, with_cost_profile
 from .rules import (ChainPolicyRule, ForcedRule, MaxProbRule, PathwiseRule, StateFnRule, StopStatePolicy,
                     cascade_state_fn, is_runtime_rule, max_prob_rule, pathwise_rule, stop_state_policy,
                     tamer_answer_fns, tamer_state_fn, threshold_rule)
@@ -21,6 +21,6 @@ from .runtime import CascadeServer, EarlyExitServer, ServeResult
 
 __all__ = ["COST_PROFILES", "CascadeServer", "ChainPolicyRule", "EarlyExitServer", "ForcedRule", "MaxProbRule",
            "MultiExitModel", "PathwiseRule", "ServeResult", "StateFnRule", "StopStatePolicy", "cascade_state_fn", "compare_latency",
-           "concat_results", "is_runtime_rule", "max_prob_rule", "pathwise_rule", "served_cost", "stop_state_policy",
+           "concat_results", "is_runtime_rule", "max_prob_rule", "pathwise_rule", "served_cost", "state_cost", "stop_state_policy",
            "tamer_answer_fns", "tamer_state_fn", "threshold_rule", "transformer_exits",
            "with_cost_profile"]

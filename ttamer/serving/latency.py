@@ -9,6 +9,7 @@ chapter *Serving* (:doc:`/serving`).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from ..core.errors import TTamerError
 from ..earlyexit.traces import Trace
 from .adapters import input_length, input_slice
+from .rules import begin_run, is_runtime_rule, max_prob_rule
 from .runtime import ServeResult
 
 #: Serving modes whose per-exit cost profiles a trace recorded by the runtime keeps.
@@ -71,8 +73,47 @@ def gather_cost_table(trace: Trace) -> np.ndarray | None:
     return g
 
 
+def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, repeats: int = 3, batches: int = 8
+               ) -> np.ndarray:
+    """``[R, L]`` host ms per row that each rule's state and decision take at each exit in
+    batches of ``batch_size``: the rule replayed on the trace's probabilities (every row
+    advanced at every exit, as :class:`~ttamer.serving.rules.ForcedRule` serves it), on the
+    first ``batches`` batches after a warm-up batch, the rules taking turns on every batch,
+    ``repeats`` times; medians per batch, then the mean. ``None`` in ``rules`` is the
+    max-probability rule, whose state the table of exit times against rows already carries
+    (``meta["batch_cost"]``): a rule's row minus its row is what :func:`served_cost` adds
+    (``state_ms=``)."""
+    bs, L = int(batch_size), trace.n_exits
+    if bs < 1 or int(repeats) < 1 or int(batches) < 1:
+        raise TTamerError(f"batch_size, repeats and batches must be >= 1, got {batch_size!r}, {repeats!r}, {batches!r}")
+    rules = [max_prob_rule(L, np.inf) if r is None else r for r in rules]
+    for r in rules:
+        if not is_runtime_rule(r) or int(r.n_exits) != L:
+            raise TTamerError(f"state_cost needs rules evaluated exit by exit over the trace's {L} exits, "
+                              f"got {type(r).__name__}")
+    clock = time.perf_counter
+    starts = list(range(0, trace.n_examples, bs))[: int(batches) + 1]
+    per = []
+    for b, s in enumerate(starts):
+        p = trace.probs[s : s + bs]
+        runs: list[list[np.ndarray]] = [[] for _ in rules]
+        for _ in range(int(repeats)):
+            for j in np.roll(np.arange(len(rules)), b):
+                run, t = begin_run(rules[j], len(p)), np.empty(L)
+                for i in range(L):
+                    t0 = clock()
+                    x, _ = run.advance(i, p[:, i])
+                    rules[j].stops(i, x)
+                    t[i] = clock() - t0
+                runs[j].append(t / len(p))
+        per.append(np.median(np.asarray(runs), axis=1))
+    timed = per[1:] if len(per) > 1 else per
+    return 1e3 * np.mean(np.stack(timed), axis=0)
+
+
 def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np.ndarray | None = None,
-                reference: np.ndarray | None = None, compact: bool = True) -> float:
+                reference: np.ndarray | None = None, compact: bool = True, state_ms: np.ndarray | None = None
+                ) -> float:
     r"""The simulated cost of decisions served at ``batch_size``, as a fraction of the full
     network's cost in the same mode: exits ``0..last[n]`` consulted on example ``n``.
 
@@ -99,7 +140,12 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
 
     ``compact=False`` prices batches kept whole until their last row stops
     (:class:`~ttamer.serving.runtime.EarlyExitServer` with ``compact=False``): every row of
-    batch :math:`b` runs the exits up to :math:`\max_{n \in b} last_n`."""
+    batch :math:`b` runs the exits up to :math:`\max_{n \in b} last_n`.
+
+    ``state_ms`` (batched): ``[L]`` host ms per row that the served rule's state takes at each
+    exit beyond the max-probability rule's (:func:`state_cost`), charged for every exit each
+    example consulted -- what a rule with a costlier state pays in batches, where the exits'
+    times were recorded under the max-probability rule."""
     last = np.asarray(last, dtype=np.int64).reshape(-1)
     L, n = trace.n_exits, trace.n_examples
     if len(last) != n or (last < 0).any() or (last >= L).any():
@@ -107,6 +153,14 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     bs = int(batch_size)
     if bs < 1:
         raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+    extra = 0.0
+    if state_ms is not None:
+        if bs == 1:
+            raise TTamerError("state_ms prices batches; one query at a time a rule's own cost profile does (profile=)")
+        st = np.asarray(state_ms, dtype=np.float64).reshape(-1)
+        if st.shape != (L,) or not np.isfinite(st).all():
+            raise TTamerError(f"state_ms must hold {L} finite ms, got {st.size} values")
+        extra = float(np.cumsum(st)[last].sum())  # the rule advances the rows that consulted each exit
     if not compact and bs > 1:  # every row of a batch runs to the batch's deepest exit
         starts = np.arange(0, n, bs)
         last = np.repeat(np.maximum.reduceat(last, starts), np.diff(np.r_[starts, n]))
@@ -127,7 +181,7 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     if table is None:
         priced = with_cost_profile(trace, bs) if isinstance(trace.meta.get("cost_profiles"), dict) else trace
         cum = priced.cumulative_cost
-        return float(cum[np.arange(n), last].mean() / priced.full_cost.mean())
+        return float((cum[np.arange(n), last].sum() + extra) / (n * priced.full_cost.mean()))
     rows, ms = table
     batch = np.arange(n) // bs
     alive = np.zeros((batch[-1] + 1, L))  # rows of each batch that ran exit i
@@ -143,7 +197,7 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
             out[:, i] = np.where(k[:, i] <= rows[-1], np.interp(k[:, i], xp, fp), k[:, i] * ms[-1, i] / rows[-1])
         return out
 
-    paid = per_batch(alive).sum()
+    paid = per_batch(alive).sum() + extra
     gather = gather_cost_table(trace) if compact else None
     if gather is not None:  # the stops that leave some rows running: k_{b,i+1} in (0, k_{bi})
         nxt = alive[:, 1:][(alive[:, 1:] > 0) & (alive[:, 1:] < alive[:, :-1])]

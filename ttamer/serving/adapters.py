@@ -2,8 +2,9 @@
 
 :class:`MultiExitModel` is a ``prepare`` step, a list of blocks and one exit head per block;
 :func:`transformer_exits` exposes a Hugging Face encoder and per-layer heads that way. The small
-helpers select rows of (nested) tensors, count and slice inputs, resolve a device and silence
-the progress output of model loading. torch and transformers are imported only when used. See
+helpers select rows of (nested) tensors, count and slice inputs, resolve a device, time
+variants taking turns (:func:`medians_in_turns`) and silence the progress output of model
+loading. torch and transformers are imported only when used. See
 the book's chapter *Serving* (:doc:`/serving`).
 """
 
@@ -52,6 +53,24 @@ def to_device(x: "torch.Tensor", device: Any) -> "torch.Tensor":  # noqa: F821
 def rows_on(idx: np.ndarray, device: Any) -> "torch.Tensor":  # noqa: F821
     """Row indices (a host array) as an int64 tensor on ``device`` (:func:`to_device`)."""
     return to_device(_torch().from_numpy(np.ascontiguousarray(idx, dtype=np.int64)), device)
+
+
+def medians_in_turns(n_batches: int, n_variants: int, measure: Callable[[int, int], Any], repeats: int,
+                     warmup: int) -> np.ndarray:
+    """Timings of ``n_variants`` ways of running the same batches, taken so that a slow spell of
+    a shared machine hits them alike: on batch ``b`` the variants take turns (their order
+    rotated by ``b``), ``repeats`` times, and each keeps the median of its ``measure(b, j)``;
+    then the mean over the batches after the first ``warmup`` (all of them if there are no
+    more). Shape ``[n_variants, ...]``, as ``measure`` returns."""
+    per = []
+    for b in range(n_batches):
+        runs: list[list[Any]] = [[] for _ in range(n_variants)]
+        for _ in range(int(repeats)):
+            for j in np.roll(np.arange(n_variants), b):
+                runs[j].append(measure(b, int(j)))
+        per.append(np.median(np.asarray(runs), axis=1))
+    timed = per[warmup:] if len(per) > warmup else per
+    return np.mean(np.stack(timed), axis=0)
 
 
 def _n_rows(x: Any) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..earlyexit.traces import Trace
-from .adapters import input_length, input_slice
+from .adapters import input_length, input_slice, medians_in_turns
 from .rules import begin_run, is_runtime_rule, max_prob_rule
 from .runtime import ServeResult
 
@@ -92,23 +92,19 @@ def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, repeats: int
             raise TTamerError(f"state_cost needs rules evaluated exit by exit over the trace's {L} exits, "
                               f"got {type(r).__name__}")
     clock = time.perf_counter
-    starts = list(range(0, trace.n_examples, bs))[: int(batches) + 1]
-    per = []
-    for b, s in enumerate(starts):
-        p = trace.probs[s : s + bs]
-        runs: list[list[np.ndarray]] = [[] for _ in rules]
-        for _ in range(int(repeats)):
-            for j in np.roll(np.arange(len(rules)), b):
-                run, t = begin_run(rules[j], len(p)), np.empty(L)
-                for i in range(L):
-                    t0 = clock()
-                    x, _ = run.advance(i, p[:, i])
-                    rules[j].stops(i, x)
-                    t[i] = clock() - t0
-                runs[j].append(t / len(p))
-        per.append(np.median(np.asarray(runs), axis=1))
-    timed = per[1:] if len(per) > 1 else per
-    return 1e3 * np.mean(np.stack(timed), axis=0)
+
+    def per_row(b: int, j: int) -> np.ndarray:
+        p = trace.probs[b * bs : b * bs + bs]
+        run, t = begin_run(rules[j], len(p)), np.empty(L)
+        for i in range(L):
+            t0 = clock()
+            x, _ = run.advance(i, p[:, i])
+            rules[j].stops(i, x)
+            t[i] = clock() - t0
+        return t / len(p)
+
+    n_batches = min(-(-trace.n_examples // bs), int(batches) + 1)
+    return 1e3 * medians_in_turns(n_batches, len(rules), per_row, repeats, 1)
 
 
 def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np.ndarray | None = None,

@@ -56,8 +56,8 @@ from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.tamer import ThresholdTamer
 from ..earlyexit.traces import ExitDecisions, Trace
-from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, resolve_device, rows_on,
-                       take)
+from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, medians_in_turns,
+                       resolve_device, rows_on, take)
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
                     begin_run,
                     is_runtime_rule,
@@ -554,17 +554,12 @@ class EarlyExitServer(_Runtime):
         for f in forced:
             if int(f.n_exits) != self.n_nodes:
                 raise TTamerError(f"the rule has {f.n_exits} exits but the model has {self.n_nodes}")
-        per = []
-        for s in range(0, n, bs):
-            batch, rows = input_slice(inputs, s, s + bs), min(bs, n - s)
-            runs = [[] for _ in forced]
-            for _ in range(int(repeats)):
-                for j in np.roll(np.arange(len(forced)), s // bs):  # the order rotated per batch
-                    out = self._run_rule_batch(batch, rows, forced[j])
-                    runs[j].append(np.diff(np.r_[0.0, out["marks"]]) / out["alive"])
-            per.append(np.median(np.asarray(runs), axis=1))  # [R, L]
-        timed = per[warmup:] if len(per) > warmup else per
-        prof = 1e3 * np.mean(np.stack(timed), axis=0)
+
+        def per_row(b: int, j: int) -> np.ndarray:
+            out = self._run_rule_batch(input_slice(inputs, b * bs, b * bs + bs), min(bs, n - b * bs), forced[j])
+            return np.diff(np.r_[0.0, out["marks"]]) / out["alive"]
+
+        prof = 1e3 * medians_in_turns(-(-n // bs), len(forced), per_row, repeats, warmup)  # [R, L]
         return prof if many else prof[0]
 
     def run_all(self, inputs: Any, labels: Any, batch_size: int = 64, meta: dict | None = None,
@@ -640,17 +635,12 @@ class EarlyExitServer(_Runtime):
         n, bs = input_length(inputs), int(batch_size)
         ks = [min(int(k), bs) for k in rows]
         forced = max_prob_rule(self.n_nodes, np.inf)
-        per = []
-        for b, s in enumerate(range(0, n, bs)):
-            batch, size = input_slice(inputs, s, s + bs), min(bs, n - s)
-            runs: list[list[np.ndarray]] = [[] for _ in ks]
-            for _ in range(int(repeats)):
-                for j in np.roll(np.arange(len(ks)), b):
-                    out = self._run_rule_batch(batch, size, forced, ks[j])
-                    runs[j].append(np.diff(np.r_[0.0, out["marks"]]))  # ms of the whole k rows, per exit
-            per.append(np.median(np.asarray(runs), axis=1))  # [R, L]
-        timed = per[1:] if len(per) > 1 else per
-        return 1e3 * np.mean(np.stack(timed), axis=0)
+
+        def per_batch(b: int, j: int) -> np.ndarray:  # seconds of the whole k rows, per exit
+            out = self._run_rule_batch(input_slice(inputs, b * bs, b * bs + bs), min(bs, n - b * bs), forced, ks[j])
+            return np.diff(np.r_[0.0, out["marks"]])
+
+        return 1e3 * medians_in_turns(-(-n // bs), len(ks), per_batch, repeats, 1)
 
     def gather_cost(self, inputs: Any, batch_size: int, rows: Sequence[int], repeats: int = 3) -> np.ndarray:
         """``[R]`` wall-clock ms that a stop costs a batch of ``batch_size`` inputs beyond its
@@ -662,18 +652,13 @@ class EarlyExitServer(_Runtime):
         the batches after the first (a warm-up)."""
         n, bs = input_length(inputs), int(batch_size)
         ks = [int(k) for k in rows if int(k) < bs]
-        per = []
-        for b, s in enumerate(range(0, n, bs)):
-            batch = input_slice(inputs, s, s + bs)
-            size = min(bs, n - s)
-            runs: dict[tuple[int, bool], list[float]] = {(k, g): [] for k in ks for g in (True, False)}
-            for _ in range(int(repeats)):
-                for j in np.roll(np.arange(2 * len(ks)), b):
-                    k, gathered = ks[j // 2], j % 2 == 0
-                    runs[(k, gathered)].append(self._second_exit_after_gather(batch, min(k, size), gathered))
-            per.append([np.median(runs[(k, True)]) - np.median(runs[(k, False)]) for k in ks])
-        timed = per[1:] if len(per) > 1 else per
-        g = dict(zip(ks, 1e3 * np.mean(np.asarray(timed), axis=0))) if ks else {}
+
+        def second_exit(b: int, j: int) -> float:  # variant 2i gathers ks[i] rows, 2i + 1 prepares them
+            batch = input_slice(inputs, b * bs, b * bs + bs)
+            return self._second_exit_after_gather(batch, min(ks[j // 2], n - b * bs), j % 2 == 0)
+
+        t = medians_in_turns(-(-n // bs), 2 * len(ks), second_exit, repeats, 1) if ks else np.zeros(0)
+        g = dict(zip(ks, 1e3 * (t[0::2] - t[1::2])))
         return np.array([max(g.get(int(k), 0.0), 0.0) for k in rows])
 
     def _second_exit_after_gather(self, batch: Any, k: int, gathered: bool) -> float:

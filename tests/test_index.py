@@ -1,5 +1,6 @@
 """Internals of the index solver (``ttamer.solvers.index``): the balanced product used at nodes of high
-degree agrees with the exhaustive solver and with the sequential product."""
+degree agrees with the exhaustive solver and with the sequential product; the compiled chain pass
+agrees with the NumPy steps."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypothesis import given
 from strategies import build_random, instances, lams
 
 import ttamer.solvers.index as index
+from ttamer.solvers.index_chain import chain_nodes
 from ttamer import Instance, solve
 
 TOL = 1e-9
@@ -47,3 +49,28 @@ def test_atoms_respect_the_support_bound():
     own = inst.n_states + np.array([inst.n_states[p] if p >= 0 else 1 for p in inst.parent])
     assert len(res.root_surrogate.grid) <= own.sum() + 1
     assert (res.atoms >= 1).all()
+
+
+@given(inst=instances(shapes=("chain",), max_nodes=12, kmax=5), lam=lams)
+def test_compiled_chain_pass_equals_the_numpy_steps(inst, lam):
+    """The compiled pass (``index_chain``) gives the same indices, value and law of the optimal
+    trade-off as the NumPy steps it replaces (only the rounding of the mixing product may differ,
+    and with it which massless grid points are pruned)."""
+    fast, ref = index.compute_indices(inst, lam), index.compute_indices(inst, lam, compiled=False)
+    assert fast.value == pytest.approx(ref.value, rel=1e-12, abs=1e-12)
+    for a, b in zip(fast.sigma, ref.sigma):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    # the same law of the optimal trade-off: both step functions agree on every atom of either
+    points = np.union1d(fast.root_surrogate.grid, ref.root_surrogate.grid)
+    np.testing.assert_allclose(fast.root_surrogate.at(points), ref.root_surrogate.at(points), atol=1e-12)
+
+
+def test_only_chains_take_the_compiled_pass():
+    chain = build_random(1, 6, 3, "chain", fallback=True, cost_mode="uniform", loss_mode="uniform")
+    assert list(chain_nodes(chain)) == list(chain.order[::-1])
+    star = Instance.tree([None, 0, 0], [np.ones(1)] * 3, [np.ones(1), np.ones((1, 1)), np.ones((1, 1))], np.zeros(3))
+    assert chain_nodes(star) is None
+    two_roots = Instance.tree([None, None], [np.ones(1)] * 2, [np.ones(1)] * 2, np.zeros(2))
+    assert chain_nodes(two_roots) is None
+    skips = build_random(2, 5, 2, "chain", fallback=False, cost_mode="grid", loss_mode="grid", n_skips=2)
+    assert skips.skips and chain_nodes(skips) is None

@@ -17,6 +17,7 @@ same objects through :func:`rollout`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -24,6 +25,14 @@ import numpy as np
 from .instance import Instance
 
 STOP = -1
+
+
+def padded(rows: list[np.ndarray]) -> np.ndarray:
+    """``rows`` as one ``[len(rows), max length]`` table, ``+inf`` past each row's end."""
+    table = np.full((len(rows), max(len(r) for r in rows)), np.inf)
+    for v, r in enumerate(rows):
+        table[v, : len(r)] = r
+    return table
 
 
 class Policy:
@@ -34,11 +43,11 @@ class Policy:
         self.lam = float(lam)
         self.recall = bool(recall)
         self._y = np.inf if instance.fallback is None else float(instance.fallback)  # y, +inf if none
-        n, kmax = instance.n, int(instance.n_states.max())
-        # Padded table of unscaled losses: loss_table[v, s] = ℓ_v(s).
-        self._loss_table = np.full((n, kmax), np.inf)
-        for v, l in enumerate(instance.losses):
-            self._loss_table[v, : len(l)] = l
+
+    @cached_property
+    def _loss_table(self) -> np.ndarray:
+        """Padded table of unscaled losses: ``loss_table[v, s] = ℓ_v(s)`` (``+inf`` past ``K_v``)."""
+        return padded(self.instance.losses)
 
     # -- to be provided by subclasses
     def decide(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -165,10 +174,11 @@ class IndexPolicy(Policy):
     def __init__(self, instance: Instance, lam: float, sigma: list[np.ndarray]) -> None:
         super().__init__(instance, lam, recall=True)
         self.sigma = [np.asarray(s, dtype=float) for s in sigma]
-        kmax = max(len(s) for s in self.sigma)
-        self._sigma_table = np.full((instance.n, kmax), np.inf)
-        for v, s in enumerate(self.sigma):
-            self._sigma_table[v, : len(s)] = s
+
+    @cached_property
+    def _sigma_table(self) -> np.ndarray:
+        """Padded table of indices: ``sigma_table[v, s] = σ_v(s)`` (``+inf`` past ``parent(v)``'s states)."""
+        return padded(self.sigma)
 
     def decide(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
         inst = self.instance

@@ -43,12 +43,8 @@ import numpy as np
 from ..core.errors import SolverError
 from ..core.instance import Instance
 from ..core.policy import IndexPolicy
+from .index_chain import MASS_TOL, PRUNE_MIN, chain_nodes, chain_pass
 
-#: Cumulative mass below this is treated as none when locating the least point of a support
-#: (``κ c = 0``).
-MASS_TOL = 1e-13
-#: Grids shorter than this are not pruned (pruning changes no step function, only the size).
-PRUNE_MIN = 32
 #: Nodes with more children than this multiply their capped children in a balanced tree.
 MANY_PARTS = 8
 
@@ -182,7 +178,7 @@ def capped_product(parts: list[tuple[Surrogate, np.ndarray]]) -> Surrogate:
 
 def prune(z: Surrogate) -> Surrogate:
     """Drop grid points that carry no mass in any column (the step functions are unchanged).
-    Grids of fewer than :data:`PRUNE_MIN` points are kept as they are (cheaper than looking)."""
+    Grids of fewer than :data:`~ttamer.solvers.index_chain.PRUNE_MIN` points are kept as they are (cheaper than looking)."""
     S = z.survival
     if len(z.grid) < PRUNE_MIN:
         return z
@@ -206,10 +202,21 @@ class IndexResult:
     atoms: np.ndarray
 
 
-def compute_indices(instance: Instance, lam: float) -> IndexResult:
-    """Surrogates bottom-up, the index of every node, and the optimal value (the book's chapter *Recall*)."""
+def compute_indices(instance: Instance, lam: float, compiled: bool = True) -> IndexResult:
+    """Surrogates bottom-up, the index of every node, and the optimal value (the book's chapter *Recall*).
+
+    On a chain without skips the pass runs compiled (:mod:`ttamer.solvers.index_chain`: the same
+    grids and step functions); ``compiled=False`` runs the NumPy steps of this module on every
+    instance, the reference the compiled pass is tested and benchmarked against.
+    """
     if instance.skips:
         raise SolverError("the index solver handles forests without skips; use method='dp' on a chain with skips")
+    y = np.inf if instance.fallback is None else lam * instance.fallback
+    nodes = chain_nodes(instance) if compiled else None
+    if nodes is not None:  # one chain: the same pass, compiled
+        sigma, atoms, grid, surv = chain_pass(instance, nodes, lam, y)
+        top = Surrogate(grid, surv)
+        return IndexResult(sigma=sigma, value=float(top.mean()[0]), root_surrogate=top, atoms=atoms)
     kappa = 1.0 - lam
     scaled = instance.scaled_losses(lam)
     sigma: list[np.ndarray] = [np.empty(0)] * instance.n
@@ -224,7 +231,6 @@ def compute_indices(instance: Instance, lam: float) -> IndexResult:
         sigma[v] = reservation_values(mixed, kappa * float(instance.costs[v]))
         parent = int(instance.parent[v])
         (below[parent] if parent >= 0 else at_roots).append((mixed, sigma[v]))
-    y = np.inf if instance.fallback is None else lam * instance.fallback
     top = combine(np.array([y]), at_roots)
     value = float(top.mean()[0])
     return IndexResult(sigma=sigma, value=value, root_surrogate=top, atoms=atoms)

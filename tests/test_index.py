@@ -4,6 +4,8 @@ agrees with the NumPy steps."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -74,3 +76,22 @@ def test_only_chains_take_the_compiled_pass():
     assert chain_nodes(two_roots) is None
     skips = build_random(2, 5, 2, "chain", fallback=False, cost_mode="grid", loss_mode="grid", n_skips=2)
     assert skips.skips and chain_nodes(skips) is None
+
+
+def test_the_chain_pass_compiles_without_a_writable_cache(monkeypatch):
+    """A read-only install (no place to cache machine code) still imports and solves."""
+    from numba.core import caching
+    import ttamer.solvers.index_chain as index_chain
+
+    inst = build_random(3, 5, 3, "chain", fallback=True, cost_mode="uniform", loss_mode="uniform")
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    try:
+        fresh = importlib.reload(index_chain)
+        sigma, _, grid, surv = fresh.chain_pass(inst, fresh.chain_nodes(inst), 0.7, 0.7 * inst.fallback)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(index_chain)
+    ref = index.compute_indices(inst, 0.7, compiled=False)
+    assert float(index.Surrogate(grid, surv).mean()[0]) == pytest.approx(ref.value, abs=1e-12)
+    for a, b in zip(sigma, ref.sigma):
+        np.testing.assert_allclose(a, b, atol=1e-12)

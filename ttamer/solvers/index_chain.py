@@ -26,13 +26,23 @@ MASS_TOL = 1e-13
 PRUNE_MIN = 32
 
 
+def compiled(fn):
+    """``fn`` compiled by numba, its machine code cached on disk where numba finds a writable
+    place (beside this file, or the user's cache directory); where it finds none (a read-only
+    install and home), compiled in memory once per process instead."""
+    try:
+        return njit(cache=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(fn)
+
+
 def chain_nodes(instance: Instance) -> np.ndarray | None:
     """The nodes of ``instance`` from the leaf up to the root when it is one chain without skips
     (a single root, at most one child per node), else ``None``."""
     return None if instance.skips or not instance.is_chain else instance.order[::-1]
 
 
-@njit(cache=True)
+@compiled
 def _merged(values: np.ndarray, grid: np.ndarray, sigma: np.ndarray, lo: float, top: float) -> np.ndarray:
     """Sorted distinct finite points of the three arrays in ``[lo, top]``."""
     pts = np.sort(np.concatenate((values, grid, sigma)))
@@ -45,7 +55,7 @@ def _merged(values: np.ndarray, grid: np.ndarray, sigma: np.ndarray, lo: float, 
     return out[:m]
 
 
-@njit(cache=True)
+@compiled
 def _combine(values: np.ndarray, grid: np.ndarray, surv: np.ndarray, sigma: np.ndarray) -> tuple:
     """``min(values[c], max(Z, σ[c]))`` as a survival matrix (``grid`` empty: no child)."""
     lo = values.min()
@@ -78,7 +88,7 @@ def _combine(values: np.ndarray, grid: np.ndarray, surv: np.ndarray, sigma: np.n
     return g[keep], out[keep]
 
 
-@njit(cache=True)
+@compiled
 def _reservation(grid: np.ndarray, surv: np.ndarray, target: float) -> np.ndarray:
     """Per column the ``σ`` with ``E[(σ − Z)^+] = target``
     (:func:`~ttamer.solvers.index.reservation_values`)."""
@@ -102,7 +112,7 @@ def _reservation(grid: np.ndarray, surv: np.ndarray, target: float) -> np.ndarra
     return sigma
 
 
-@njit(cache=True)
+@compiled
 def _chain(values: np.ndarray, trans_t: np.ndarray, k: np.ndarray, k_parent: np.ndarray, targets: np.ndarray,
            top_value: float) -> tuple:
     """The bottom-up pass over a chain given leaf first: node ``i`` has ``k[i]`` scaled losses in

@@ -194,22 +194,27 @@ class CascadeWorkload:
 
 def pooled_features(tokenizer: Any, encoder: Any, texts: list[str], layers: Sequence[int], max_length: int,
                     batch_size: int, device: Any) -> list[np.ndarray]:
-    """Mean-pooled hidden states after each of ``layers`` (one pass up to the deepest)."""
+    """Mean-pooled hidden states after each of ``layers`` (one pass up to the deepest), in the
+    order of ``texts``; the batches hold texts of similar token counts
+    (:func:`~ttamer.workloads.nlp.by_token_length`), so that dynamic padding pads little."""
     import torch
 
     from ..serving.adapters import transformer_exits
 
     depth = max(layers)
     net = transformer_exits(tokenizer, encoder, [torch.nn.Identity()] * depth, max_length=max_length, layers=depth)
+    order = nlp.by_token_length(tokenizer, texts, max_length)
+    ordered = [texts[i] for i in order]
     out: list[list[np.ndarray]] = [[] for _ in layers]
     with torch.inference_mode():
-        for s in range(0, len(texts), batch_size):
-            h, ctx = net.prepare(texts[s:s + batch_size], device)
+        for s in range(0, len(ordered), batch_size):
+            h, ctx = net.prepare(ordered[s:s + batch_size], device)
             for i in range(depth):
                 h = net.blocks[i](h, ctx)
                 if i + 1 in layers:
                     out[list(layers).index(i + 1)].append(net.heads[i](h, ctx).float().cpu().numpy())
-    return [np.concatenate(o) for o in out]
+    back = np.argsort(order)
+    return [np.concatenate(o)[back] for o in out]
 
 
 def timed_outputs(models: Sequence[Any], texts: list[str], batch_size: int, device: Any, warmup: int = 1

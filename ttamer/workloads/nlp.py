@@ -245,6 +245,13 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def by_token_length(tok, texts: list[str], max_length: int) -> np.ndarray:
+    """The order of ``texts`` by token count (at most ``max_length``; stable), so that batches
+    cut from it hold texts of similar lengths and dynamic padding pads little."""
+    ids = tok(list(texts), truncation=True, max_length=int(max_length))["input_ids"]
+    return np.argsort([len(i) for i in ids], kind="stable")
+
+
 def _pad(ids: list[list[int]], pad_id: int, device) -> dict:
     """Right-padded ``input_ids`` and ``attention_mask`` tensors of a batch of token-id lists."""
     import torch
@@ -409,10 +416,7 @@ def run_encoder(tok, model, texts: list[str], cfg: dict[str, Any], device, heads
     hooks.outputs = [[] for _ in layers]
     rec = CostRecorder()
     bs = int(cfg["batch_size"])
-    order = np.arange(len(texts))
-    if by_length:
-        ids = tok(list(texts), truncation=True, max_length=int(cfg["max_length"]))["input_ids"]
-        order = np.argsort([len(i) for i in ids], kind="stable")
+    order = by_token_length(tok, texts, cfg["max_length"]) if by_length else np.arange(len(texts))
     texts = [texts[i] for i in order]
     try:
         with torch.inference_mode():

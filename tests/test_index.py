@@ -81,15 +81,18 @@ def test_only_chains_take_the_compiled_pass():
 def test_the_chain_pass_compiles_without_a_writable_cache(monkeypatch):
     """A read-only install (no place to cache machine code) still imports and solves."""
     from numba.core import caching
+    import ttamer.core.compiled as compiled
     import ttamer.solvers.index_chain as index_chain
 
     inst = build_random(3, 5, 3, "chain", fallback=True, cost_mode="uniform", loss_mode="uniform")
     monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
     try:
+        importlib.reload(compiled)
         fresh = importlib.reload(index_chain)
         sigma, _, grid, surv = fresh.chain_pass(inst, fresh.chain_nodes(inst), 0.7, 0.7 * inst.fallback)
     finally:
         monkeypatch.undo()
+        importlib.reload(compiled)
         importlib.reload(index_chain)
     ref = index.compute_indices(inst, 0.7, compiled=False)
     assert float(index.Surrogate(grid, surv).mean()[0]) == pytest.approx(ref.value, abs=1e-12)

@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 from ttamer.earlyexit.thresholds import (backward_thresholds, budget_points, common_threshold_curve, curve_area,
                                          first_stop, fit_offsets, frontier_taus, hull_choice, lower_hull, path_rules,
                                          quantile_path, rule_points, shifted_thresholds)
+from ttamer.earlyexit.offset_area import ShiftedCurve
 
 
 def _problem(seed: int, n: int, L: int, ties: bool):
@@ -191,6 +192,22 @@ def test_fit_offsets_never_lowers_the_calibration_area(seed, n, L, ties):
     assert pts[:, 0].min() <= lo + 1e-12  # the cheapest rule (stop at exit 0) costs lo
     stair = np.array([pts[pts[:, 0] <= g + 1e-12, 1].max() for g in grid])
     assert abs(np.trapezoid(stair, grid) / (1.0 - lo) - shifted) < 5e-3
+
+
+@settings(max_examples=200, deadline=None)
+@given(**params, shift=st.sampled_from(["none", "random", "ties"]), flat_costs=st.booleans())
+def test_compiled_area_is_the_numpy_area(seed, n, L, ties, shift, flat_costs):
+    """The area fit_offsets maximises, merged from presorted exits (offset_area), equals
+    curve_area's on the shifted state -- with tied states, shifts that create ties across exits,
+    and exits that cost nothing more than the previous one (tied costs on the curve)."""
+    x, loss, costs, cum = _problem(seed, n, L, ties)
+    if flat_costs:
+        cum = np.broadcast_to(np.cumsum(np.r_[costs[0], np.zeros(L - 1)]), (n, L))
+    rng = np.random.default_rng(seed + 2)
+    delta = {"none": np.zeros(L), "random": rng.normal(0, 0.3, L),
+             "ties": rng.integers(-2, 3, L).astype(float)}[shift]
+    delta[-1] = 0.0
+    assert ShiftedCurve(x, loss, cum).area(delta) == pytest.approx(curve_area(x - delta, loss, cum), abs=1e-12)
 
 
 def test_offsets_price_an_expensive_next_exit():

@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from .metrics import frontier_auc, pareto_frontier
+from .offset_area import ShiftedCurve
 
 #: Elements per chunk of the ``[P, N]`` sweeps over rules or ``λ`` values: a chunk's arrays
 #: stay in the CPU's cache across its loop over the exits (and memory stays bounded).
@@ -336,7 +337,8 @@ def fit_offsets(x: np.ndarray, loss: np.ndarray, cum: np.ndarray) -> np.ndarray:
     move is kept only if it raises the area). With measured exit costs in ``cum`` the offsets
     price them: an exit followed by an expensive one gets a lower threshold. ``δ_{L−1} = 0``
     (the last exit always stops). On more than :data:`OFFSET_MAX_EXAMPLES` examples, that many,
-    evenly spaced, are read.
+    evenly spaced, are read. Each trial's area is computed compiled, from exits sorted once
+    (:class:`~ttamer.earlyexit.offset_area.ShiftedCurve`: :func:`curve_area` to rounding).
     """
     n, L = x.shape
     if n > OFFSET_MAX_EXAMPLES:
@@ -344,7 +346,8 @@ def fit_offsets(x: np.ndarray, loss: np.ndarray, cum: np.ndarray) -> np.ndarray:
         x, loss, cum = x[keep], loss[keep], cum[keep]
     delta = np.zeros(L)
     sd = x[:, : L - 1].std(axis=0)
-    best = curve_area(x, loss, cum)
+    curve = ShiftedCurve(x, loss, cum)
+    best = curve.area(delta)
     for _ in range(OFFSET_PASSES):  # coordinate ascent: loops over passes, exits and the grid
         moved = False
         for i in range(L - 1):
@@ -353,7 +356,7 @@ def fit_offsets(x: np.ndarray, loss: np.ndarray, cum: np.ndarray) -> np.ndarray:
                     continue  # the current offsets, whose area is ``best``
                 trial = delta.copy()
                 trial[i] = step
-                area = curve_area(x - trial, loss, cum)
+                area = curve.area(trial)
                 if area > best + 1e-12:
                     best, delta, moved = area, trial, True
         if not moved:

@@ -15,8 +15,8 @@ grid points are pruned.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from ..core.compiled import compiled
 from ..core.instance import Instance
 
 #: Cumulative mass below this is treated as none when locating the least point of a support
@@ -24,16 +24,6 @@ from ..core.instance import Instance
 MASS_TOL = 1e-13
 #: Grids shorter than this are not pruned (pruning changes no step function, only the size).
 PRUNE_MIN = 32
-
-
-def compiled(fn):
-    """``fn`` compiled by numba, its machine code cached on disk where numba finds a writable
-    place (beside this file, or the user's cache directory); where it finds none (a read-only
-    install and home), compiled in memory once per process instead."""
-    try:
-        return njit(cache=True)(fn)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return njit(fn)
 
 
 def chain_nodes(instance: Instance) -> np.ndarray | None:

@@ -82,35 +82,44 @@ def _moves(x: np.ndarray, loss: np.ndarray, cum: np.ndarray, delta: np.ndarray) 
 def _curve(order: np.ndarray, y: np.ndarray, rec: np.ndarray, dl: np.ndarray, dc: np.ndarray,
            loss_sum: float, cost_sum: float) -> tuple:
     """Mean loss and mean cost at ``τ = +∞`` and after each distinct record value, in
-    decreasing order: the records of every exit merged from their presorted orders (ties: the
-    lower example, then the lower exit)."""
+    decreasing order: each exit's records laid out in its presorted order, then merged (ties:
+    the lower example, then the lower exit)."""
     m, n = order.shape
-    count = 0
-    for r in range(n):
-        for i in range(m):
-            count += rec[r, i]
+    start = np.zeros(m + 1, dtype=np.int64)
+    for i in range(m):
+        start[i + 1] = start[i]
+        for k in range(n):
+            start[i + 1] += rec[order[i, k], i]
+    count = start[m]
+    val, row = np.empty(count), np.empty(count, dtype=np.int64)
+    move_loss, move_cost = np.empty(count), np.empty(count)
+    for i in range(m):
+        j = start[i]
+        for k in range(n):
+            r = order[i, k]
+            if rec[r, i]:
+                val[j], row[j], move_loss[j], move_cost[j] = y[r, i], r, dl[r, i], dc[r, i]
+                j += 1
     mean_loss = np.empty(count + 1)
     mean_cost = np.empty(count + 1)
     mean_loss[0], mean_cost[0] = loss_sum / n, cost_sum / n
-    head = np.zeros(m, dtype=np.int64)
+    head = start[:m].copy()
     sl, sc, k, last = 0.0, 0.0, 0, np.nan
     for _ in range(count):
-        pick, pick_r = -1, -1
+        pick = -1
         for i in range(m):
-            while head[i] < n and not rec[order[i, head[i]], i]:
-                head[i] += 1
-            if head[i] < n:
-                r = order[i, head[i]]
-                if pick < 0 or y[r, i] > y[pick_r, pick] or (y[r, i] == y[pick_r, pick] and r < pick_r):
-                    pick, pick_r = i, r
-        v = y[pick_r, pick]
+            h = head[i]
+            if h < start[i + 1] and (pick < 0 or val[h] > val[pick] or (val[h] == val[pick] and row[h] < row[pick])):
+                pick = h
+                col = i
+        v = val[pick]
         if k > 0 and v != last:
             mean_loss[k], mean_cost[k] = (loss_sum + sl) / n, (cost_sum + sc) / n
         if k == 0 or v != last:
             k += 1
-        sl += dl[pick_r, pick]
-        sc += dc[pick_r, pick]
-        head[pick] += 1
+        sl += move_loss[pick]
+        sc += move_cost[pick]
+        head[col] += 1
         last = v
     if count > 0:
         mean_loss[k], mean_cost[k] = (loss_sum + sl) / n, (cost_sum + sc) / n

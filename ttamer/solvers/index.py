@@ -178,7 +178,8 @@ def capped_product(parts: list[tuple[Surrogate, np.ndarray]]) -> Surrogate:
 
 def prune(z: Surrogate) -> Surrogate:
     """Drop grid points that carry no mass in any column (the step functions are unchanged).
-    Grids of fewer than :data:`~ttamer.solvers.index_chain.PRUNE_MIN` points are kept as they are (cheaper than looking)."""
+    Grids of fewer than :data:`~ttamer.solvers.index_chain.PRUNE_MIN` points are kept as they are
+    (cheaper than looking)."""
     S = z.survival
     if len(z.grid) < PRUNE_MIN:
         return z
@@ -206,7 +207,7 @@ def compute_indices(instance: Instance, lam: float, compiled: bool = True) -> In
     """Surrogates bottom-up, the index of every node, and the optimal value (the book's chapter *Recall*).
 
     On a chain without skips the pass runs compiled (:mod:`ttamer.solvers.index_chain`: the same
-    grids and step functions); ``compiled=False`` runs the NumPy steps of this module on every
+    step functions, to rounding); ``compiled=False`` runs the NumPy steps of this module on every
     instance, the reference the compiled pass is tested and benchmarked against.
     """
     if instance.skips:

@@ -106,7 +106,7 @@ def _curve(order: np.ndarray, y: np.ndarray, rec: np.ndarray, dl: np.ndarray, dc
     head = start[:m].copy()
     sl, sc, k, last = 0.0, 0.0, 0, np.nan
     for _ in range(count):
-        pick = -1
+        pick, col = -1, -1
         for i in range(m):
             h = head[i]
             if h < start[i + 1] and (pick < 0 or val[h] > val[pick] or (val[h] == val[pick] and row[h] < row[pick])):

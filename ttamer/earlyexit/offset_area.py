@@ -42,14 +42,18 @@ class ShiftedCurve:
         self.cum = np.ascontiguousarray(cum, dtype=np.float64)
         # per exit, examples by decreasing state, ties by index (a stable sort of −x)
         self.order = np.ascontiguousarray(np.argsort(-self.x[:, : L - 1].T, axis=1, kind="stable"))
-        scale = float(self.cum[:, -1].mean())
-        self.sums = np.array([self.loss[:, -1].sum(), self.cum[:, -1].sum(), scale,
-                              min(self.cum[:, 0].mean() / scale, 1 - 1e-9)])
+        #: Total loss and cost when no exit stops early (``τ = +∞``), the full model's mean cost
+        #: (the cost unit) and the left end of the area (exit 0 alone, in that unit).
+        self.loss_sum, self.cost_sum = float(self.loss[:, -1].sum()), float(self.cum[:, -1].sum())
+        self.scale = float(self.cum[:, -1].mean())
+        self.lo = min(float(self.cum[:, 0].mean()) / self.scale, 1 - 1e-9)
 
     def area(self, delta: np.ndarray) -> float:
         """Area under the frontier of the rule on ``x − delta`` swept over every threshold,
         costs as fractions of the full model's, from exit 0 alone to the full model."""
-        return float(_area(self.x, self.loss, self.cum, self.order, np.asarray(delta, dtype=np.float64), self.sums))
+        y, rec, dl, dc = _moves(self.x, self.loss, self.cum, np.asarray(delta, dtype=np.float64))
+        mean_loss, mean_cost = _curve(self.order, y, rec, dl, dc, self.loss_sum, self.cost_sum)
+        return float(_frontier_area(mean_loss, mean_cost, self.scale, self.lo))
 
 
 @compiled
@@ -148,11 +152,3 @@ def _frontier_area(mean_loss: np.ndarray, mean_cost: np.ndarray, scale: float, l
     if have:
         total += max(1.0 - max(c_prev, lo), 0.0) * a_prev
     return total / (1.0 - lo)
-
-
-@compiled
-def _area(x: np.ndarray, loss: np.ndarray, cum: np.ndarray, order: np.ndarray, delta: np.ndarray,
-          sums: np.ndarray) -> float:
-    y, rec, dl, dc = _moves(x, loss, cum, delta)
-    mean_loss, mean_cost = _curve(order, y, rec, dl, dc, sums[0], sums[1])
-    return _frontier_area(mean_loss, mean_cost, sums[2], sums[3])

@@ -31,6 +31,22 @@ def test_benchmark_script_runs_in_smoke_mode(tmp_path):
         assert {"index_s", "dp_s", "quantecon_s"} <= row.keys()
     assert any("lp_s" in row for row in res["compare"]) and any("exhaustive_s" in row for row in res["compare"])
     assert {r["strategy"] for r in res["throughput"]} >= {"max-prob", "entropy", "patience", "oracle"}
+    for key in ("nodes_exponent", "states_exponent", "shapes_exponent"):  # a number for every group
+        assert all(v == v for v in res[key].values()), (key, res[key])
+
+
+def test_fitted_exponent_reads_fast_timings():
+    """Timings under the floor (a compiled solver on small instances) still give an exponent:
+    the two largest sizes; above the floor, only the points above it."""
+    from ttamer.benchmarks import fitted
+
+    rows = [{"n": n, "g": "a", "seconds": 2e-5 * n} for n in (1, 2, 4)]  # all under 1e-4 s
+    rows += [{"n": n, "g": "b", "seconds": 1e-3 * n**2 if n > 1 else 5e-5} for n in (1, 2, 4)]
+    got = fitted(rows, "n", "g")
+    assert got["a"] == pytest.approx(1.0)
+    assert got["b"] == pytest.approx(2.0)  # the point under the floor is left out
+    one = fitted([{"n": 1, "g": "c", "seconds": 1.0}], "n", "g")["c"]
+    assert one != one  # NaN: one point has no slope
 
 
 def test_serving_section_alone_and_a_missing_gpu_is_a_clear_error(capsys):

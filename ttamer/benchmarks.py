@@ -651,12 +651,16 @@ def serving_targets(rows: list[dict], device: str = "cpu") -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
-def fitted(rows: list[dict], x: str, group: str) -> dict[str, float]:
-    """Fitted exponent of ``seconds`` against ``x`` for each value of ``group`` (points above
-    1 ms only, where the fixed per-call overhead no longer dominates; NaN if < 2 points)."""
+def fitted(rows: list[dict], x: str, group: str, floor: float = 1e-4) -> dict[str, float]:
+    """Fitted exponent of ``seconds`` against ``x`` for each value of ``group``, on the points
+    above ``floor`` seconds (below it the fixed cost of a call dominates: the compiled chain
+    pass alone costs a few tens of microseconds), or on the two largest ``x`` where fewer
+    points pass; NaN for a group of fewer than 2 points."""
     out = {}
     for g in dict.fromkeys(r[group] for r in rows):
-        pts = [(r[x], r["seconds"]) for r in rows if r[group] == g and r["seconds"] > 1e-3]
+        pts = sorted((r[x], r["seconds"]) for r in rows if r[group] == g)
+        above = [p for p in pts if p[1] > floor]
+        pts = above if len(above) >= 2 else pts[-2:]
         out[g] = fit_exponent(*zip(*pts)) if len(pts) >= 2 else float("nan")
     return out
 

@@ -10,7 +10,7 @@ from ttamer.earlyexit.chain import build_instance
 from ttamer.earlyexit.crossval import lam_grid
 from ttamer.earlyexit.features import StateEncoder, StateSpec, exit_losses
 from ttamer.core.errors import TTamerError
-from ttamer.core.policy import IndexPolicy, LastStatePolicy
+from ttamer.core.policy import IndexPolicy, LastStatePolicy, chain_index_rollouts
 from ttamer.earlyexit.traces import synthetic_trace
 
 
@@ -193,6 +193,33 @@ def test_sweep_matches_single_decisions_and_refines(traces):
     costs = fine.cost.mean(axis=1) / test.full_cost.mean()
     # mean cost grows with λ (more weight on the loss), up to ties
     assert costs[-1] > costs[0]
+
+
+@pytest.mark.parametrize("answer", ["index", "pairwise"])
+def test_policies_run_together_as_each_alone(traces, monkeypatch, answer):
+    """The λ sweep rolls the index policies out together, in groups bounded by ROLLOUT_CELLS:
+    every decision equals the policy's own step-by-step rollout (:func:`ttamer.rollout`)."""
+    import ttamer
+    from ttamer.earlyexit import chain
+    from ttamer.solvers.solve import solve
+
+    cal, test = traces
+    m = EarlyExitTamer(K=4, feature="max_prob", agreement=1, loss="label", answer=answer).fit(cal)
+    s = m.states(test)
+    sols = [solve(m.instance_, lam, recall=True) for lam in lam_grid(7)]
+    monkeypatch.setattr(chain, "ROLLOUT_CELLS", 3 * s.size)  # groups of 3, 3 and 1 policies
+    together = chain.run_policies(sols, s, test, answer_table=m.answer_table_)
+    assert len(together) == len(sols)
+    for sol, got in zip(sols, together):
+        ro = ttamer.rollout(sol.policy, len(s), lambda rows, nodes, _s, _l: s[rows, nodes])
+        np.testing.assert_array_equal(got.last, ro.last)
+        want = sol.policy.answer(ro.states, ro.last) if m.answer_table_ is None else \
+            m.answer_table_.answer(ro.states, ro.last)
+        np.testing.assert_array_equal(got.answer, want)
+        np.testing.assert_array_equal(got.cost, test.cumulative_cost[np.arange(test.n_examples), ro.last])
+    other = solve(EarlyExitTamer(K=3, feature="max_prob").fit(cal).instance_, 0.9, recall=True).policy
+    with pytest.raises(TTamerError, match="one chain instance"):
+        chain_index_rollouts([sols[0].policy, other], s)
 
 
 def test_auto_selection_by_cross_validation(traces):

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
+from .errors import TTamerError
 from .instance import Instance
 
 STOP = -1
@@ -194,25 +195,12 @@ class IndexPolicy(Policy):
     def rollout_known(self, states_all: np.ndarray) -> "Rollout":
         """On a chain, one vectorised pass (the threshold form, Theorem 4.5): after exit ``i``
         continue iff ``σ_{i+1}(s_i) < X_i``, with ``X_i`` the running minimum of the scaled
-        losses; the same histories as :func:`rollout`, without a loop over steps."""
-        inst = self.instance
-        if not inst.is_chain:
+        losses; the same histories as :func:`rollout`, without a loop over steps
+        (:func:`chain_index_rollouts` with this policy alone)."""
+        if not self.instance.is_chain:
             return super().rollout_known(states_all)
-        chain = inst.order
-        S = np.asarray(states_all, dtype=np.int64)[:, chain]
-        B, L = S.shape
-        y = self.lam * self._y if np.isfinite(self._y) else np.inf
-        X = np.minimum.accumulate(self.lam * self._loss_table[chain[None, :], S], axis=1)
-        X = np.minimum(np.concatenate([np.full((B, 1), np.inf), X[:, :-1]], axis=1), y)  # X before exit i
-        sigma = self._sigma_table[chain[None, :], np.concatenate([np.zeros((B, 1), np.int64), S[:, :-1]], axis=1)]
-        go = sigma < X
-        consulted = np.cumprod(go, axis=1).astype(bool)
-        m = consulted.sum(axis=1)
-        out = np.full((B, inst.n), -1, dtype=np.int64)
-        out[:, chain] = np.where(consulted, S, -1)
-        order = np.where(consulted, chain[None, :], -1)
-        last = np.where(m > 0, chain[np.maximum(m - 1, 0)], -1)
-        return Rollout(out, last, np.pad(order, ((0, 0), (0, inst.n - L))))
+        ro = chain_index_rollouts([self], states_all)
+        return Rollout(ro.states[0], ro.last[0], ro.order[0])
 
     def describe(self) -> str:
         lines = [f"dynamic index strategy (recall), λ={self.lam:g}"]
@@ -222,6 +210,33 @@ class IndexPolicy(Policy):
             vals = ", ".join(f"{x:.4g}" for x in self.sigma[v])
             lines.append(f"  σ[{nd.name}]{given}: [{vals}]")
         return "\n".join(lines)
+
+
+def chain_index_rollouts(policies: Sequence[IndexPolicy], states_all: np.ndarray) -> Rollout:
+    """:meth:`IndexPolicy.rollout_known` of several index policies of one chain instance (a
+    ``λ`` each) on the same known states ``states_all [B, n]``, in one vectorised pass over
+    all of them: a :class:`Rollout` whose arrays carry a leading axis ``P`` (``[P, B, n]``,
+    ``[P, B]``). The arithmetic is that of one policy, element for element, so each slice is
+    the policy's own rollout to the last bit."""
+    inst = policies[0].instance
+    if any(p.instance is not inst for p in policies) or not inst.is_chain:
+        raise TTamerError("chain_index_rollouts needs index policies of one chain instance")
+    chain = inst.order
+    S = np.asarray(states_all, dtype=np.int64)[:, chain]
+    B, L = S.shape
+    lam = np.array([p.lam for p in policies])[:, None, None]
+    y_scaled = np.array([p.lam * p._y if np.isfinite(p._y) else np.inf for p in policies])[:, None, None]
+    X = np.minimum.accumulate(lam * policies[0]._loss_table[chain[None, :], S][None], axis=2)
+    X = np.minimum(np.concatenate([np.full((len(policies), B, 1), np.inf), X[:, :, :-1]], axis=2), y_scaled)
+    before = np.concatenate([np.zeros((B, 1), np.int64), S[:, :-1]], axis=1)  # the state each σ is read at
+    sigma = np.stack([p._sigma_table for p in policies])[:, chain[None, :], before]
+    consulted = np.cumprod(sigma < X, axis=2).astype(bool)  # X before exit i; go on while σ < X
+    m = consulted.sum(axis=2)
+    out = np.full((len(policies), B, inst.n), -1, dtype=np.int64)
+    out[:, :, chain] = np.where(consulted, S[None], -1)
+    order = np.where(consulted, chain[None, None, :], -1)
+    last = np.where(m > 0, chain[np.maximum(m - 1, 0)], -1)
+    return Rollout(out, last, np.pad(order, ((0, 0), (0, 0), (0, inst.n - L))))
 
 
 class LastStatePolicy(Policy):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
+from ..core.policy import IndexPolicy, chain_index_rollouts
 from ..core.solution import SolveResult
 from ..solvers.solve import solve
 from .crossval import refined_sweep
@@ -23,6 +24,10 @@ from .features import StateEncoder, StateSpec, exit_losses
 from .isotonic import monotone_losses
 from .pairwise import PairwiseAnswer
 from .traces import ExitDecisions, Trace
+
+#: Most example-exit states that :func:`run_policies` rolls out at once (the group of ``λ``
+#: values is cut to fit), which bounds its memory to some tens of MB.
+ROLLOUT_CELLS = 1_000_000
 
 
 def build_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequence[int], costs: np.ndarray,
@@ -97,30 +102,57 @@ def run_policy(solution: SolveResult, states: np.ndarray, trace: Trace, name: st
     example's states read off ``states``; one vectorised pass on chains). Returns the exit answered with, the last exit consulted and the cost.
     ``answers [N, L]`` (default: node ``i`` answers with exit ``i``) maps the node the policy
     answers with to the exit whose prediction is returned (:meth:`~ttamer.earlyexit.features.StateEncoder.answers`)."""
-    policy = solution.policy
-    ro = policy.rollout_known(states)
-    answer = policy.answer(ro.states, ro.last)
+    ro = solution.policy.rollout_known(states)
+    return _decisions(solution, ro.states[None], ro.last[None], trace, name, answers, answer_table)[0]
+
+
+def run_policies(solutions: Sequence[SolveResult], states: np.ndarray, trace: Trace, name: str = "",
+                 answers: np.ndarray | None = None, answer_table: PairwiseAnswer | None = None
+                 ) -> list[ExitDecisions]:
+    """:func:`run_policy` for the solutions of one instance at several ``λ`` (all with recall
+    or all without): where they are index policies on a chain, their rollouts run together
+    (:func:`~ttamer.core.policy.chain_index_rollouts`), in groups of at most
+    :data:`ROLLOUT_CELLS` states; the same decisions as :func:`run_policy`, to the last bit."""
+    policies = [s.policy for s in solutions]
+    if not policies or not all(isinstance(p, IndexPolicy) and p.instance is policies[0].instance
+                               and p.instance.is_chain for p in policies):
+        return [run_policy(s, states, trace, name, answers, answer_table) for s in solutions]
+    step = max(1, ROLLOUT_CELLS // max(states.size, 1))
+    out = []
+    for k in range(0, len(solutions), step):  # a loop over groups of λ, bounding memory
+        ro = chain_index_rollouts(policies[k : k + step], states)
+        out += _decisions(solutions[k], ro.states, ro.last, trace, name, answers, answer_table)
+    return out
+
+
+def _decisions(solution: SolveResult, visited: np.ndarray, last: np.ndarray, trace: Trace, name: str,
+               answers: np.ndarray | None, answer_table: PairwiseAnswer | None) -> list[ExitDecisions]:
+    """The decisions of ``P`` rollouts (``visited [P, N, L]``, ``last [P, N]``) of policies
+    that answer as ``solution.policy`` does (same instance, same recall)."""
+    P, N, L = visited.shape
+    flat_states, flat_last = visited.reshape(P * N, L), last.reshape(P * N)
+    answer = solution.policy.answer(flat_states, flat_last)
     if answer_table is not None and solution.recall:
-        answer = answer_table.answer(ro.states, ro.last)
+        answer = answer_table.answer(flat_states, flat_last)
     if (answer < 0).any():
         raise TTamerError("the policy answered with the fallback; early-exit instances have none")
-    consulted = ro.states >= 0
-    if not np.array_equal(consulted, np.arange(trace.n_exits)[None, :] <= ro.last[:, None]):
+    if not np.array_equal(flat_states >= 0, np.arange(trace.n_exits)[None, :] <= flat_last[:, None]):
         raise TTamerError("the policy did not consult a prefix of the exits")  # chain invariant
+    answer = answer.reshape(P, N)
     if answers is not None:
-        answer = answers[np.arange(len(states)), answer]
-    return ExitDecisions.from_last(trace, answer, ro.last, name=name)
-
+        answer = answers[np.arange(N)[None, :], answer]
+    dec = ExitDecisions.from_last(trace, answer, last, name=name)
+    return [ExitDecisions(dec.answer[p], dec.last[p], dec.cost[p], None, name) for p in range(P)]
 
 
 def sweep(instance: Instance, recall: bool, states: np.ndarray, trace: Trace, lams: Sequence[float],
           refine: bool = True, max_gap: float = 0.01, max_points: int = 160, name: str = "",
           answers: np.ndarray | None = None, answer_table: PairwiseAnswer | None = None) -> ExitDecisions:
     """Solve ``instance`` for every ``λ`` in ``lams`` and run each policy on ``trace``
-    (states ``[N, L]``): :func:`~ttamer.earlyexit.crossval.refined_sweep` of :func:`run_policy`."""
+    (states ``[N, L]``): :func:`~ttamer.earlyexit.crossval.refined_sweep` of :func:`run_policies`."""
     return refined_sweep(
-        lambda lam: run_policy(solve(instance, lam, recall=recall), states, trace, answers=answers,
-                               answer_table=answer_table),
+        lambda some: run_policies([solve(instance, lam, recall=recall) for lam in some], states, trace,
+                                  answers=answers, answer_table=answer_table),
         trace, lams, refine, max_gap, max_points, name)
 
 

@@ -25,18 +25,21 @@ def lam_grid(n: int = 60, lo: float = 1e-2, hi: float = 1e4) -> np.ndarray:
 
 
 
-def refined_sweep(run: Callable[[float], ExitDecisions], trace: Trace, lams: Sequence[float],
+def refined_sweep(run: Callable[[list[float]], list[ExitDecisions]], trace: Trace, lams: Sequence[float],
                   refine: bool = True, max_gap: float = 0.01, max_points: int = 160,
                   name: str = "") -> ExitDecisions:
-    """``run(λ)`` (the decisions on ``trace`` of the policy fitted for ``λ``) for every ``λ``
-    in ``lams``: arrays ``[P, N]``, ``params`` = the ``λ`` values, increasing.
+    """``run(some)`` (the decisions on ``trace`` of the policies fitted for the ``λ`` values
+    ``some``, one each) for every ``λ`` in ``lams``: arrays ``[P, N]``, ``params`` = the ``λ``
+    values, increasing.
 
     With ``refine``, ``λ`` values are bisected (in ``log λ/(1−λ)``) wherever two neighbours'
     mean costs on ``trace`` differ by more than ``max_gap`` (a fraction of the full cost), up
-    to ``max_points`` values in all. Only costs are read, never labels.
+    to ``max_points`` values in all; each round of bisections is one call of ``run``. Only
+    costs are read, never labels.
     """
     scale = trace.full_cost.mean()
-    decs = {float(lam): run(float(lam)) for lam in lams}
+    first = list(dict.fromkeys(float(lam) for lam in lams))
+    decs = dict(zip(first, run(first)))
     while refine and len(decs) < max_points:
         keys = np.array(sorted(decs))
         cost = np.array([decs[k].cost.mean() / scale for k in keys])
@@ -44,9 +47,8 @@ def refined_sweep(run: Callable[[float], ExitDecisions], trace: Trace, lams: Seq
         gaps = np.flatnonzero((np.abs(np.diff(cost)) > max_gap) & (np.diff(logit) > 1e-3))
         if len(gaps) == 0:
             break
-        for g in gaps[: max_points - len(decs)]:
-            lam = float(1.0 / (1.0 + np.exp(-0.5 * (logit[g] + logit[g + 1]))))
-            decs[lam] = run(lam)
+        more = [float(1.0 / (1.0 + np.exp(-0.5 * (logit[g] + logit[g + 1])))) for g in gaps[: max_points - len(decs)]]
+        decs.update(zip(more, run(more)))
     keys = sorted(decs)
     return ExitDecisions.stack([decs[k] for k in keys], keys, name)
 

@@ -341,8 +341,8 @@ class PathwiseTamer(BaseTamer):
     def _sweep(self, model: _PathModel, trace: Trace, lams: Sequence[float], refine: bool = True,
                max_gap: float = 0.01, max_points: int = 160) -> ExitDecisions:
         x, answers = model.features.transform(trace), model.answers(trace)
-        return refined_sweep(lambda lam: model.decide(self._rule(model, lam), trace, x, answers, self.name),
-                             trace, lams, refine, max_gap, max_points, self.name)
+        return refined_sweep(lambda some: [model.decide(self._rule(model, lam), trace, x, answers, self.name)
+                                           for lam in some], trace, lams, refine, max_gap, max_points, self.name)
 
     def _cv_score(self, trace: Trace, cand: PathCandidate) -> float:
         folds = cv_folds_of(trace.n_examples, self.cv_folds, self.seed)

@@ -197,10 +197,12 @@ class IndexPolicy(Policy):
         continue iff ``σ_{i+1}(s_i) < X_i``, with ``X_i`` the running minimum of the scaled
         losses; the same histories as :func:`rollout`, without a loop over steps
         (:func:`chain_index_rollouts` with this policy alone)."""
-        if not self.instance.is_chain:
+        inst = self.instance
+        if not inst.is_chain:
             return super().rollout_known(states_all)
-        ro = chain_index_rollouts([self], states_all)
-        return Rollout(ro.states[0], ro.last[0], ro.order[0])
+        visited, last = chain_index_rollouts([self], states_all)
+        order = np.where(visited[0][:, inst.order] >= 0, inst.order[None, :], -1)
+        return Rollout(visited[0], last[0], order)
 
     def describe(self) -> str:
         lines = [f"dynamic index strategy (recall), λ={self.lam:g}"]
@@ -212,12 +214,12 @@ class IndexPolicy(Policy):
         return "\n".join(lines)
 
 
-def chain_index_rollouts(policies: Sequence[IndexPolicy], states_all: np.ndarray) -> Rollout:
+def chain_index_rollouts(policies: Sequence[IndexPolicy], states_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`IndexPolicy.rollout_known` of several index policies of one chain instance (a
     ``λ`` each) on the same known states ``states_all [B, n]``, in one vectorised pass over
-    all of them: a :class:`Rollout` whose arrays carry a leading axis ``P`` (``[P, B, n]``,
-    ``[P, B]``). The arithmetic is that of one policy, element for element, so each slice is
-    the policy's own rollout to the last bit."""
+    all of them: the states seen ``[P, B, n]`` (``-1``: not consulted) and the last node
+    consulted ``[P, B]``. The arithmetic is that of one policy, element for element, so each
+    slice is the policy's own rollout to the last bit."""
     inst = policies[0].instance
     if any(p.instance is not inst for p in policies) or not inst.is_chain:
         raise TTamerError("chain_index_rollouts needs index policies of one chain instance")
@@ -232,11 +234,9 @@ def chain_index_rollouts(policies: Sequence[IndexPolicy], states_all: np.ndarray
     sigma = np.stack([p._sigma_table for p in policies])[:, chain[None, :], before]
     consulted = np.cumprod(sigma < X, axis=2).astype(bool)  # X before exit i; go on while σ < X
     m = consulted.sum(axis=2)
-    out = np.full((len(policies), B, inst.n), -1, dtype=np.int64)
-    out[:, :, chain] = np.where(consulted, S[None], -1)
-    order = np.where(consulted, chain[None, None, :], -1)
-    last = np.where(m > 0, chain[np.maximum(m - 1, 0)], -1)
-    return Rollout(out, last, np.pad(order, ((0, 0), (0, 0), (0, inst.n - L))))
+    visited = np.full((len(policies), B, inst.n), -1, dtype=np.int64)
+    visited[:, :, chain] = np.where(consulted, S[None], -1)
+    return visited, np.where(m > 0, chain[np.maximum(m - 1, 0)], -1)
 
 
 class LastStatePolicy(Policy):

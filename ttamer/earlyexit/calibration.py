@@ -253,8 +253,9 @@ class EarlyExitTamer(BaseTamer):
         self._validated()
         trace.validate()
         cands = self.candidates(int(trace.n_examples * (self.cv_folds - 1) / self.cv_folds))
-        best, self.cv_scores_ = choose_by_cv(trace, cands, self._cv_score, self.cv_folds,
-                                             "K, agreement, feature, loss and smoothing")
+        fits: dict = {}  # shared by the candidates: the answer rule does not change a fold's fit
+        best, self.cv_scores_ = choose_by_cv(trace, cands, lambda tr, cand: self._cv_score(tr, cand, fits),
+                                             self.cv_folds, "K, agreement, feature, loss and smoothing")
         fitted = _fit_concrete(trace, best.spec, best.smoothing, best.loss, self.normalize_cost, self.target,
                                best.monotone)
         self.spec_, self.smoothing_, self.loss_ = fitted.spec, fitted.smoothing, best.loss
@@ -265,17 +266,25 @@ class EarlyExitTamer(BaseTamer):
         self.solution_ = solve(self.instance_, self.lam, recall=self.recall)
         return self
 
-    def _cv_score(self, trace: Trace, cand: Candidate) -> float:
-        """Mean over folds of the held-out normalised area under the accuracy–cost frontier."""
-        folds = cv_folds_of(trace.n_examples, self.cv_folds, self.seed)
+    def _cv_score(self, trace: Trace, cand: Candidate, fits: dict | None = None) -> float:
+        """Mean over folds of the held-out normalised area under the accuracy–cost frontier.
+        ``fits`` keeps each fold's split and fitted chain for the next candidates on the same
+        ``trace`` (candidates that differ only in their answer rule share them)."""
+        fits = {} if fits is None else fits
         scores = []
         for f in range(self.cv_folds):
-            tr, te = trace.subset(folds != f), trace.subset(folds == f)
-            fitted = _fit_concrete(tr, cand.spec, cand.smoothing, cand.loss, self.normalize_cost, self.target,
-                                   cand.monotone)
-            d = sweep(fitted.instance, self.recall, fitted.encoder.transform(te), te, self._cv_lams,
-                      max_gap=0.04, max_points=32, answers=fitted.encoder.answers(te),
-                      answer_table=fitted.answer_table if cand.answer == "pairwise" else None)
+            if f not in fits:
+                folds = cv_folds_of(trace.n_examples, self.cv_folds, self.seed)
+                fits[f] = (trace.subset(folds != f), trace.subset(folds == f))
+            tr, te = fits[f]
+            key = (f, cand.spec, cand.smoothing, cand.loss, cand.monotone)
+            if key not in fits:
+                fitted = _fit_concrete(tr, cand.spec, cand.smoothing, cand.loss, self.normalize_cost, self.target,
+                                       cand.monotone)
+                fits[key] = (fitted, fitted.encoder.transform(te), fitted.encoder.answers(te))
+            fitted, states, answers = fits[key]
+            d = sweep(fitted.instance, self.recall, states, te, self._cv_lams, max_gap=0.04, max_points=32,
+                      answers=answers, answer_table=fitted.answer_table if cand.answer == "pairwise" else None)
             scores.append(heldout_auc(d, te, self.target))
         return float(np.mean(scores))
 

@@ -120,8 +120,8 @@ def run_policies(solutions: Sequence[SolveResult], states: np.ndarray, trace: Tr
     step = max(1, ROLLOUT_CELLS // max(states.size, 1))
     out = []
     for k in range(0, len(solutions), step):  # a loop over groups of λ, bounding memory
-        ro = chain_index_rollouts(policies[k : k + step], states)
-        out += _decisions(solutions[k], ro.states, ro.last, trace, name, answers, answer_table)
+        visited, last = chain_index_rollouts(policies[k : k + step], states)
+        out += _decisions(solutions[k], visited, last, trace, name, answers, answer_table)
     return out
 
 
@@ -131,9 +131,10 @@ def _decisions(solution: SolveResult, visited: np.ndarray, last: np.ndarray, tra
     that answer as ``solution.policy`` does (same instance, same recall)."""
     P, N, L = visited.shape
     flat_states, flat_last = visited.reshape(P * N, L), last.reshape(P * N)
-    answer = solution.policy.answer(flat_states, flat_last)
     if answer_table is not None and solution.recall:
         answer = answer_table.answer(flat_states, flat_last)
+    else:
+        answer = solution.policy.answer(flat_states, flat_last)
     if (answer < 0).any():
         raise TTamerError("the policy answered with the fallback; early-exit instances have none")
     if not np.array_equal(flat_states >= 0, np.arange(trace.n_exits)[None, :] <= flat_last[:, None]):

@@ -175,7 +175,7 @@ def posterior_answer(i: int, w: np.ndarray, lo: np.ndarray, pred: np.ndarray, to
     (``lo``, ``pred`` ``[B, ≥ i+1]``), the running softmax sum ``total [B, C]`` and the class
     counts of the predictions ``counts [B, C]``."""
     pred = pred[:, : i + 1]
-    share = np.take_along_axis(counts, pred, axis=1) / (i + 1)
+    share = counts[np.arange(len(pred))[:, None], pred] / (i + 1)  # np.take_along_axis's values
     F = hypothesis_features(lo[:, : i + 1], pred, total / (i + 1), share)
     q = 1.0 / (1.0 + np.exp(-clip(F @ w, -30, 30)))
     return q.max(axis=1), q.argmax(axis=1)
@@ -188,7 +188,7 @@ def hypothesis_features(lo: np.ndarray, pred: np.ndarray, ens: np.ndarray, share
     log-odds of the running ensemble ``ens [B, C]`` on that class, and whether ``j = i``;
     from the log-odds and predictions ``lo``, ``pred`` ``[B, k]`` of exits ``0..i``."""
     n, k = pred.shape
-    ens_j = clip(np.take_along_axis(ens, pred, axis=1), 1e-6, 1 - 1e-6)
+    ens_j = clip(ens[np.arange(n)[:, None], pred], 1e-6, 1 - 1e-6)
     out = np.zeros((n, k, 6))
     out[:, :, 0] = 1.0
     out[:, :, 1] = lo

@@ -98,3 +98,16 @@ def test_the_chain_pass_compiles_without_a_writable_cache(monkeypatch):
     assert float(index.Surrogate(grid, surv).mean()[0]) == pytest.approx(ref.value, abs=1e-12)
     for a, b in zip(sigma, ref.sigma):
         np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_compiled_kernels_release_the_gil():
+    """Every compiled kernel runs without the GIL, so the cross-validation's folds, which run
+    on a thread pool, run them side by side."""
+    from numba.core.registry import CPUDispatcher
+
+    import ttamer.earlyexit.offset_area as offset_area
+    import ttamer.solvers.index_chain as index_chain
+
+    kernels = [f for m in (offset_area, index_chain) for f in vars(m).values() if isinstance(f, CPUDispatcher)]
+    assert len(kernels) >= 7
+    assert all(k.targetoptions.get("nogil") for k in kernels)

@@ -551,9 +551,10 @@ def test_batch_kept_whole_decides_alike_and_is_priced_to_its_deepest_exit(setup)
 
 
 def test_a_rules_state_cost_is_measured_on_the_trace_and_priced_in_batches(setup):
-    """:func:`state_cost` times each rule's state per row and exit on the trace's own outputs;
-    ``served_cost(..., state_ms=)`` charges the excess over the max-probability rule's for every
-    exit each example consulted, in batches only."""
+    """:func:`state_cost` times one call of each rule's state per exit, on 1 row and on a whole
+    batch of the trace's own outputs; ``served_cost(..., state_ms=)`` charges the excess over
+    the max-probability rule's once per batch and exit at the rows still running there
+    (interpolated in the rows), in batches only."""
     from ttamer.earlyexit.tamer import ThresholdTamer
     from ttamer.serving import served_cost, state_cost
 
@@ -561,16 +562,26 @@ def test_a_rules_state_cost_is_measured_on_the_trace_and_priced_in_batches(setup
     tamer = ThresholdTamer(lam=0.9, policy="per_exit:posterior:posterior", n_lams=21).fit(cal)
     rule = tamer.runtime_rule()
     ms = state_cost([None, rule], test, 50, repeats=1, batches=2)
-    assert ms.shape == (2, L) and (ms > 0).all()
+    assert ms.shape == (2, 2, L) and (ms > 0).all()
+    assert (ms[1] > ms[0]).mean() > 0.5  # the posterior state costs more than the max-probability's
     one = Trace.build(test.probs, test.labels, np.ones(L), {"model": "mlp", "dataset": "synthetic"})
     last = tamer.decide(test).last
-    st = np.full(L, 0.1)
-    assert served_cost(one, last, 6, state_ms=st) == pytest.approx(1.1 * (last + 1).mean() / L)
-    assert served_cost(one, last, 6, state_ms=np.zeros(L)) == served_cost(one, last, 6)
+    n, bs = len(last), 6
+    calls = sum(int(last[s : s + bs].max()) + 1 for s in range(0, n, bs))  # batch-exits with rows running
+    fixed = np.full((2, L), 0.1)  # 0.1 ms per call whatever the rows
+    assert served_cost(one, last, bs, state_ms=fixed) == pytest.approx(((last + 1).sum() + 0.1 * calls) / (n * L))
+    per_row = np.outer([0.1, 0.1 * bs], np.ones(L))  # 0.1 ms per row: linear between 1 and bs rows
+    assert served_cost(one, last, bs, state_ms=per_row) == pytest.approx(1.1 * (last + 1).mean() / L)
+    assert served_cost(one, last, bs, state_ms=np.zeros((2, L))) == served_cost(one, last, bs)
+    # kept whole, the network runs every row to the batch's deepest exit, the state only the running rows
+    whole = served_cost(one, last, bs, compact=False, state_ms=fixed) - served_cost(one, last, bs, compact=False)
+    assert whole == pytest.approx(0.1 * calls / (n * L))
     with pytest.raises(TTamerError, match="state_ms prices batches"):
-        served_cost(one, last, 1, state_ms=st)
-    with pytest.raises(TTamerError, match=f"state_ms must hold {L} finite ms"):
-        served_cost(one, last, 6, state_ms=np.ones(L + 1))
+        served_cost(one, last, 1, state_ms=fixed)
+    with pytest.raises(TTamerError, match=r"state_ms must hold finite ms \[2, "):
+        served_cost(one, last, bs, state_ms=np.ones(L))
+    with pytest.raises(TTamerError, match="rows must be increasing"):
+        state_cost([None], test, 50, rows=[50, 1])
     with pytest.raises(TTamerError, match="rules evaluated exit by exit"):
         state_cost([object()], test, 50)
 

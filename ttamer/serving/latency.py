@@ -73,19 +73,24 @@ def gather_cost_table(trace: Trace) -> np.ndarray | None:
     return g
 
 
-def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, repeats: int = 3, batches: int = 8
-               ) -> np.ndarray:
-    """``[R, L]`` host ms per row that each rule's state and decision take at each exit in
-    batches of ``batch_size``: the rule replayed on the trace's probabilities (every row
-    advanced at every exit, as :class:`~ttamer.serving.rules.ForcedRule` serves it), on the
-    first ``batches`` batches after a warm-up batch, the rules taking turns on every batch,
-    ``repeats`` times; medians per batch, then the mean. ``None`` in ``rules`` is the
-    max-probability rule, whose state the table of exit times against rows already carries
-    (``meta["batch_cost"]``): a rule's row minus its row is what :func:`served_cost` adds
-    (``state_ms=``)."""
+def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, rows: Sequence[int] | None = None,
+               repeats: int = 3, batches: int = 8) -> np.ndarray:
+    """``[R, K, L]`` host ms that one call of each rule's state and decision takes at each exit
+    on ``k`` rows of a batch, for ``k`` in ``rows`` (default ``(1, batch_size)``): the rule
+    replayed on the trace's probabilities (every row advanced at every exit, as
+    :class:`~ttamer.serving.rules.ForcedRule` serves it), with the bookkeeping of rows that
+    leave (:meth:`keep`, timed as if some left at every exit but the last); on the first
+    ``batches`` batches of ``batch_size`` after a warm-up batch, the first ``k`` rows of
+    each, the rules and row counts taking turns on every batch, ``repeats`` times; medians
+    per batch, then the mean. A call costs a fixed part -- a few numpy calls whatever the rows
+    -- and a part per row, so a rule whose state is costlier pays most where few rows are
+    left. ``None`` in ``rules`` is the max-probability rule, whose cost the table of exit times
+    against rows already carries (``meta["batch_cost"]``): a rule's table minus its table is
+    what :func:`served_cost` adds (``state_ms=``, ``state_rows=rows``)."""
     bs, L = int(batch_size), trace.n_exits
     if bs < 1 or int(repeats) < 1 or int(batches) < 1:
         raise TTamerError(f"batch_size, repeats and batches must be >= 1, got {batch_size!r}, {repeats!r}, {batches!r}")
+    ks = _state_rows(rows, bs)
     rules = [max_prob_rule(L, np.inf) if r is None else r for r in rules]
     for r in rules:
         if not is_runtime_rule(r) or int(r.n_exits) != L:
@@ -93,23 +98,36 @@ def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, repeats: int
                               f"got {type(r).__name__}")
     clock = time.perf_counter
 
-    def per_row(b: int, j: int) -> np.ndarray:
-        p = trace.probs[b * bs : b * bs + bs]
-        run, t = begin_run(rules[j], len(p)), np.empty(L)
+    def per_call(b: int, j: int) -> np.ndarray:  # variant j: rule j // K on ks[j % K] rows
+        rule = rules[j // len(ks)]
+        p = trace.probs[b * bs : b * bs + min(bs, int(ks[j % len(ks)]))]
+        run, t, kept = begin_run(rule, len(p)), np.empty(L), np.ones(len(p), dtype=bool)
         for i in range(L):
             t0 = clock()
             x, _ = run.advance(i, p[:, i])
-            rules[j].stops(i, x)
+            rule.stops(i, x)
+            if i < L - 1:
+                run.keep(kept)
             t[i] = clock() - t0
-        return t / len(p)
+        return t
 
     n_batches = min(-(-trace.n_examples // bs), int(batches) + 1)
-    return 1e3 * medians_in_turns(n_batches, len(rules), per_row, repeats, 1)
+    ms = 1e3 * medians_in_turns(n_batches, len(rules) * len(ks), per_call, repeats, 1)
+    return ms.reshape(len(rules), len(ks), L)
+
+
+def _state_rows(rows: Sequence[int] | None, batch_size: int) -> np.ndarray:
+    """The row counts of a :func:`state_cost` table (default ``(1, batch_size)``), increasing, in
+    ``1..batch_size``."""
+    ks = np.asarray((1, batch_size) if rows is None else rows, dtype=np.int64).reshape(-1)
+    if len(ks) == 0 or (ks < 1).any() or (ks > batch_size).any() or (np.diff(ks) <= 0).any():
+        raise TTamerError(f"rows must be increasing row counts in 1..{batch_size}, got {ks.tolist()}")
+    return ks
 
 
 def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np.ndarray | None = None,
-                reference: np.ndarray | None = None, compact: bool = True, state_ms: np.ndarray | None = None
-                ) -> float:
+                reference: np.ndarray | None = None, compact: bool = True, state_ms: np.ndarray | None = None,
+                state_rows: Sequence[int] | None = None) -> float:
     r"""The simulated cost of decisions served at ``batch_size``, as a fraction of the full
     network's cost in the same mode: exits ``0..last[n]`` consulted on example ``n``.
 
@@ -138,10 +156,11 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     (:class:`~ttamer.serving.runtime.EarlyExitServer` with ``compact=False``): every row of
     batch :math:`b` runs the exits up to :math:`\max_{n \in b} last_n`.
 
-    ``state_ms`` (batched): ``[L]`` host ms per row that the served rule's state takes at each
-    exit beyond the max-probability rule's (:func:`state_cost`), charged for every exit each
-    example consulted -- what a rule with a costlier state pays in batches, where the exits'
-    times were recorded under the max-probability rule."""
+    ``state_ms`` (batched): ``[K, L]`` host ms that one call of the served rule's state takes
+    at each exit on ``state_rows[k]`` rows (default ``(1, batch_size)``) beyond the
+    max-probability rule's (:func:`state_cost`), charged for every exit of every batch at its
+    rows still running (interpolated linearly in the rows) -- what a rule with a costlier state
+    pays in batches, where the exits' times were recorded under the max-probability rule."""
     last = np.asarray(last, dtype=np.int64).reshape(-1)
     L, n = trace.n_exits, trace.n_examples
     if len(last) != n or (last < 0).any() or (last >= L).any():
@@ -149,14 +168,11 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     bs = int(batch_size)
     if bs < 1:
         raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
-    extra = 0.0
-    if state_ms is not None:
-        if bs == 1:
-            raise TTamerError("state_ms prices batches; one query at a time a rule's own cost profile does (profile=)")
-        st = np.asarray(state_ms, dtype=np.float64).reshape(-1)
-        if st.shape != (L,) or not np.isfinite(st).all():
-            raise TTamerError(f"state_ms must hold {L} finite ms, got {st.size} values")
-        extra = float(np.cumsum(st)[last].sum())  # the rule advances the rows that consulted each exit
+    if state_ms is not None and bs == 1:
+        raise TTamerError("state_ms prices batches; one query at a time a rule's own cost profile does (profile=)")
+    batch = np.arange(n) // bs
+    # the rule advances the rows still running, also where the batch is kept whole
+    extra = 0.0 if state_ms is None else _state_extra(state_ms, state_rows, _alive(batch, last, L), bs)
     if not compact and bs > 1:  # every row of a batch runs to the batch's deepest exit
         starts = np.arange(0, n, bs)
         last = np.repeat(np.maximum.reduceat(last, starts), np.diff(np.r_[starts, n]))
@@ -174,14 +190,12 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
         else:
             ref = trace.mean_cost
         return float(np.cumsum(c)[last].mean() / ref.sum())
+    alive = _alive(batch, last, L)
     if table is None:
         priced = with_cost_profile(trace, bs) if isinstance(trace.meta.get("cost_profiles"), dict) else trace
         cum = priced.cumulative_cost
         return float((cum[np.arange(n), last].sum() + extra) / (n * priced.full_cost.mean()))
     rows, ms = table
-    batch = np.arange(n) // bs
-    alive = np.zeros((batch[-1] + 1, L))  # rows of each batch that ran exit i
-    np.add.at(alive, batch, (np.arange(L)[None, :] <= last[:, None]))
     size = np.bincount(batch).astype(np.float64)
     xp = np.r_[0.0, rows]
 
@@ -199,6 +213,28 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
         nxt = alive[:, 1:][(alive[:, 1:] > 0) & (alive[:, 1:] < alive[:, :-1])]
         paid += np.interp(nxt, xp, np.r_[0.0, gather]).sum()
     return float(paid / per_batch(np.repeat(size[:, None], L, 1)).sum())
+
+
+def _alive(batch: np.ndarray, last: np.ndarray, L: int) -> np.ndarray:
+    """``[B, L]`` rows of each batch that ran exit ``i`` (example ``n`` in batch ``batch[n]``
+    ran exits ``0..last[n]``)."""
+    alive = np.zeros((batch[-1] + 1, L))
+    np.add.at(alive, batch, (np.arange(L)[None, :] <= last[:, None]))
+    return alive
+
+
+def _state_extra(state_ms: np.ndarray, state_rows: Sequence[int] | None, alive: np.ndarray, batch_size: int
+                 ) -> float:
+    """ms that a rule's costlier state adds over batches whose exits ran on ``alive [B, L]``
+    rows: one call per batch and exit with rows running, priced by ``state_ms [K, L]`` at
+    ``state_rows`` (:func:`served_cost`)."""
+    ks = _state_rows(state_rows, batch_size)
+    st = np.asarray(state_ms, dtype=np.float64)
+    if st.shape != (len(ks), alive.shape[1]) or not np.isfinite(st).all():
+        raise TTamerError(f"state_ms must hold finite ms [{len(ks)}, {alive.shape[1]}] (row counts {ks.tolist()} by "
+                          f"exits, state_cost's table), got shape {list(st.shape)}")
+    paid = [np.interp(alive[:, i], ks, st[:, i]) for i in range(alive.shape[1])]  # a loop over exits
+    return float(np.where(alive > 0, np.stack(paid, axis=1), 0.0).sum())
 
 
 # --------------------------------------------------------------------------- measuring

@@ -79,7 +79,7 @@ def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, rows: Sequen
     on ``k`` rows of a batch, for ``k`` in ``rows`` (default ``(1, batch_size)``): the rule
     replayed on the trace's probabilities (every row advanced at every exit, as
     :class:`~ttamer.serving.rules.ForcedRule` serves it), with the bookkeeping of rows that
-    leave (:meth:`keep`, timed as if some left at every exit but the last); on the first
+    leave (the run's ``keep``, timed as if some left at every exit but the last); on the first
     ``batches`` batches of ``batch_size`` after a warm-up batch, the first ``k`` rows of
     each, the rules and row counts taking turns on every batch, ``repeats`` times; medians
     per batch, then the mean. A call costs a fixed part -- a few numpy calls whatever the rows

@@ -315,3 +315,19 @@ def test_pair_feature_stream_is_pair_features_exit_by_exit():
     assert len(streamed) == tr.n_exits
     for i, feats in enumerate(streamed):
         assert np.array_equal(feats, pair_features(tr, i))
+
+
+def test_pair_tables_counted_together_equal_each_pair_alone():
+    """The pairwise rule's tables of one exit with every later exit, from one count, equal each
+    pair's own table to the last bit (later exits with fewer states leave unread columns)."""
+    from ttamer.earlyexit.pairwise import _pair_table, _pair_tables
+
+    rng = np.random.default_rng(3)
+    n, kv, ks = 500, 4, [3, 5, 2]
+    sv = rng.integers(0, kv, n)
+    later = np.stack([rng.integers(0, k, n) for k in ks], axis=1)
+    wrong = (rng.random(n) < 0.3).astype(float)
+    prior = rng.random(kv)
+    together = _pair_tables(sv, later, wrong, prior, kv, max(ks), 2.0)
+    for j, k in enumerate(ks):
+        np.testing.assert_array_equal(together[j][:, :k], _pair_table(sv, later[:, j], wrong, prior, kv, k, 2.0))

@@ -38,17 +38,32 @@ def _marginal_table(sv: np.ndarray, wrong_v: np.ndarray, kv: int, smoothing: flo
     return (err + smoothing * wrong_v.mean()) / (cnt + smoothing)
 
 
+def _pair_tables(sv: np.ndarray, later: np.ndarray, wrong_v: np.ndarray, prior: np.ndarray, kv: int, k: int,
+                 smoothing: float) -> np.ndarray:
+    """``[J, K_v, k]``: :func:`_pair_table` of exit ``v`` with each later exit ``j`` (states
+    ``later [N, J]``, each below ``k``), all from one count: the counts of pair ``j`` are
+    summed over the examples in the same order as :func:`_pair_table` sums them, so the
+    tables are its tables to the last bit (padded with unread columns where ``K_j < k``)."""
+    J = later.shape[1]
+    key = ((np.arange(J)[:, None] * kv + sv[None, :]) * k + later.T).ravel()  # pair j's examples in order
+    size = J * kv * k
+    cnt = np.bincount(key, minlength=size).reshape(J, kv, k)
+    err = np.bincount(key, weights=np.tile(wrong_v, J), minlength=size).reshape(J, kv, k)
+    return (err + smoothing * prior[None, :, None]) / (cnt + smoothing)
+
+
 def _pair_gains(sv: np.ndarray, later: np.ndarray, wrong_v: np.ndarray, kv: int, k_later: Sequence[int],
                 smoothing: float, splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """``[J]`` for each later exit ``j`` (states ``later [N, J]``, ``k_later`` states each),
     how much less log-loss exit ``v``'s pair table with ``j`` has than its marginal table on
     the held-out part of ``splits`` (each a (train, test) pair of masks), summed over them."""
-    gain = np.zeros(later.shape[1])
+    J = later.shape[1]
+    gain = np.zeros(J)
     for tr, te in splits:
         marg = _marginal_table(sv[tr], wrong_v[tr], int(kv), smoothing)
         y = wrong_v[te]
-        pair = np.stack([_pair_table(sv[tr], later[tr, j], wrong_v[tr], marg, int(kv), int(k), smoothing)
-                         [sv[te], later[te, j]] for j, k in enumerate(k_later)])
+        tables = _pair_tables(sv[tr], later[tr], wrong_v[tr], marg, int(kv), int(max(k_later)), smoothing)
+        pair = tables[np.arange(J)[:, None], sv[te][None, :], later[te].T]
         gain += _log_loss(marg[sv[te]], y) - _log_losses(pair, y)
     return gain
 

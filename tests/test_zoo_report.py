@@ -10,8 +10,8 @@ from ttamer.earlyexit.traces import synthetic_trace
 from ttamer.core.errors import TTamerError
 from ttamer.earlyexit.heuristics import HEURISTIC_RULES
 from ttamer.earlyexit.tamer import ThresholdTamer
-from ttamer.workloads.zoo_report import (choice_rule_table, evaluate_zoo, gain_table, resolution_table, slo_dominated,
-                                        slo_table)
+from ttamer.workloads.zoo_report import (choice_rule_table, class_table, evaluate_zoo, gain_table, resolution_table,
+                                        slo_dominated, slo_table)
 
 SEEDS = [0, 1]
 
@@ -108,3 +108,29 @@ def test_complete_sweep_is_worth_at_least_the_calibration_thresholds(traces):
     resolution effect cannot be negative."""
     r = resolution_table(traces, SEEDS)
     assert (r["resolution effect (pt)"] >= -1e-9).all()
+
+
+def test_class_table_against_direct_fits(traces, zoo):
+    """Each class fixed and the default, against the max-probability rule: the default's row is
+    the mean gain of the evaluation's T-Tamer over max-prob, and a fixed class's row is the
+    mean over splits of its own fit, computed directly."""
+    from ttamer.earlyexit.heuristics import complete_sweep
+    from ttamer.earlyexit.tamer import CANDIDATES, heldout_score
+
+    t = class_table(traces, SEEDS)
+    assert list(t.index) == [c.key for c in CANDIDATES[1:]] + ["auto (the default)"]
+    key = "offset:max_prob:last"
+    per_trace = []
+    for tr in traces.values():
+        gains = []
+        for s in SEEDS:
+            cal, test = tr.split(0.5, s)
+            base = heldout_score(complete_sweep(test, "max-prob"), test, "label")
+            fixed = ThresholdTamer(policy=key).fit(cal).frontier_sweep(test)
+            gains.append(100 * (heldout_score(fixed, test, "label") - base))
+        per_trace.append(np.mean(gains))
+    assert t.loc[key, "mean gain (pt)"] == pytest.approx(np.mean(per_trace), abs=0.006)
+    assert t.loc[key, "worst trace (pt)"] == pytest.approx(min(per_trace), abs=0.006)
+    auto = [np.mean([100 * (r["auc"]["ttamer"] - r["auc"]["max-prob"]) for r in zoo[n]]) for n in traces]
+    assert t.loc["auto (the default)", "mean gain (pt)"] == pytest.approx(np.mean(auto), abs=0.006)
+    assert t.loc["auto (the default)", "traces at least max-prob"] == sum(a >= -1e-9 for a in auto)

@@ -4,7 +4,7 @@
 split (the default estimation, no options per trace) and keeps a small summary per run;
 :func:`gain_table`, :func:`choice_rule_table`, :func:`slo_table` (with :func:`slo_dominated`)
 and :func:`protocol_table` turn those summaries into the tables of the book's chapter *Across
-workloads*. The AUC gains carry a 95 % interval from a paired bootstrap over test examples,
+workloads*; :func:`class_table` fits each policy class of T-Tamer's menu alone. The AUC gains carry a 95 % interval from a paired bootstrap over test examples,
 averaged over splits: replicate ``b`` of every split resamples that split's test examples, the
 same resample for every strategy, and the interval is that of the mean over splits of (T-Tamer
 − heuristic).
@@ -251,3 +251,40 @@ def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration
                         - heldout_score(rule.decide_sweep(test), test, "label"))
         rows[name] = {"resolution effect (pt)": 100 * float(np.mean(gaps))}
     return pd.DataFrame.from_dict(rows, orient="index").round(2)
+
+
+def _class_gains_one(trace: Trace, seed: int, calibration_fraction: float) -> list[float]:
+    """Test-area gains (pt) over the max-probability rule of every policy class of
+    :data:`~ttamer.earlyexit.tamer.CANDIDATES` but the first, fixed, then of the default
+    (``policy="auto"``), on one split (a module-level function: worker processes import it)."""
+    from ..earlyexit.heuristics import complete_sweep
+    from ..earlyexit.tamer import CANDIDATES, ThresholdTamer, heldout_score
+
+    cal, test = trace.split(calibration_fraction, seed)
+    base = heldout_score(complete_sweep(test, "max-prob"), test, "label")
+    keys = [c.key for c in CANDIDATES[1:]] + ["auto"]
+    return [100 * (heldout_score(ThresholdTamer(policy=k).fit(cal).frontier_sweep(test), test, "label") - base)
+            for k in keys]
+
+
+def class_table(traces: dict[str, Trace], seeds: Sequence[int], calibration_fraction: float = 0.5,
+                n_jobs: int = 1):
+    """Each policy class of T-Tamer's menu fixed (no cross-validation), and the default that
+    chooses among them, against the max-probability rule: per class, over the traces, the
+    mean over splits of the test-area gain (pt; every class swept at the resolution of the
+    test examples, as in :func:`gain_table`), its mean and its extremes over the traces, and
+    on how many traces it is at least the max-probability rule's."""
+    import pandas as pd
+
+    from ..earlyexit.tamer import CANDIDATES
+
+    runs = [(name, s) for name in traces for s in seeds]
+    gains = map_processes(_class_gains_one, [(traces[name], s, calibration_fraction) for name, s in runs], n_jobs,
+                          False, "traces x splits")
+    per_trace = np.array([np.mean([g for (n, _), g in zip(runs, gains) if n == name], axis=0) for name in traces])
+    table = pd.DataFrame({"mean gain (pt)": per_trace.mean(axis=0), "worst trace (pt)": per_trace.min(axis=0),
+                          "best trace (pt)": per_trace.max(axis=0),
+                          "traces at least max-prob": (per_trace >= -1e-9).sum(axis=0),
+                          "rule": [c.describe() for c in CANDIDATES[1:]] + ["chosen by cross-validation"]},
+                         index=[c.key for c in CANDIDATES[1:]] + ["auto (the default)"])
+    return table.round(2)

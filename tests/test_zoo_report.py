@@ -111,13 +111,13 @@ def test_complete_sweep_is_worth_at_least_the_calibration_thresholds(traces):
 
 
 def test_class_table_against_direct_fits(traces, zoo):
-    """Each class fixed and the default, against the max-probability rule: the default's row is
-    the mean gain of the evaluation's T-Tamer over max-prob, and a fixed class's row is the
-    mean over splits of its own fit, computed directly."""
+    """Each class fixed and the default, against the max-probability rule: a fixed class's row
+    is the mean over splits of its own fit, computed directly; the default's row, the
+    evaluation's T-Tamer against max-prob."""
     from ttamer.earlyexit.heuristics import complete_sweep
     from ttamer.earlyexit.tamer import CANDIDATES, heldout_score
 
-    t = class_table(traces, SEEDS)
+    t = class_table(traces, SEEDS, zoo)
     assert list(t.index) == [c.key for c in CANDIDATES[1:]] + ["auto (the default)"]
     key = "offset:max_prob:last"
     per_trace = []
@@ -134,3 +134,5 @@ def test_class_table_against_direct_fits(traces, zoo):
     auto = [np.mean([100 * (r["auc"]["ttamer"] - r["auc"]["max-prob"]) for r in zoo[n]]) for n in traces]
     assert t.loc["auto (the default)", "mean gain (pt)"] == pytest.approx(np.mean(auto), abs=0.006)
     assert t.loc["auto (the default)", "traces at least max-prob"] == sum(a >= -1e-9 for a in auto)
+    with pytest.raises(TTamerError, match="one per seed"):
+        class_table(traces, SEEDS[:1], zoo)

@@ -255,33 +255,39 @@ def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration
 
 def _class_gains_one(trace: Trace, seed: int, calibration_fraction: float) -> list[float]:
     """Test-area gains (pt) over the max-probability rule of every policy class of
-    :data:`~ttamer.earlyexit.tamer.CANDIDATES` but the first, fixed, then of the default
-    (``policy="auto"``), on one split (a module-level function: worker processes import it)."""
+    :data:`~ttamer.earlyexit.tamer.CANDIDATES` but the first, fixed, on one split (a
+    module-level function: worker processes import it)."""
     from ..earlyexit.heuristics import complete_sweep
     from ..earlyexit.tamer import CANDIDATES, ThresholdTamer, heldout_score
 
     cal, test = trace.split(calibration_fraction, seed)
     base = heldout_score(complete_sweep(test, "max-prob"), test, "label")
-    keys = [c.key for c in CANDIDATES[1:]] + ["auto"]
-    return [100 * (heldout_score(ThresholdTamer(policy=k).fit(cal).frontier_sweep(test), test, "label") - base)
-            for k in keys]
+    return [100 * (heldout_score(ThresholdTamer(policy=c.key).fit(cal).frontier_sweep(test), test, "label") - base)
+            for c in CANDIDATES[1:]]
 
 
-def class_table(traces: dict[str, Trace], seeds: Sequence[int], calibration_fraction: float = 0.5,
-                n_jobs: int = 1):
+def class_table(traces: dict[str, Trace], seeds: Sequence[int], zoo: dict[str, list[dict[str, Any]]],
+                calibration_fraction: float = 0.5, n_jobs: int = 1):
     """Each policy class of T-Tamer's menu fixed (no cross-validation), and the default that
-    chooses among them, against the max-probability rule: per class, over the traces, the
-    mean over splits of the test-area gain (pt; every class swept at the resolution of the
-    test examples, as in :func:`gain_table`), its mean and its extremes over the traces, and
-    on how many traces it is at least the max-probability rule's."""
+    chooses among them, against the max-probability rule: per class, the mean over splits of
+    the test-area gain (pt; every class swept at the resolution of the test examples, as in
+    :func:`gain_table`), then its mean and extremes over the traces and on how many traces it
+    is at least the max-probability rule's. The default's gains are read from ``zoo``, the
+    :func:`evaluate_zoo` runs (target ``"label"``) on the same ``seeds`` and
+    ``calibration_fraction``."""
     import pandas as pd
 
     from ..earlyexit.tamer import CANDIDATES
 
+    if list(zoo) != list(traces) or any(len(zoo[name]) != len(seeds) for name in traces):
+        raise TTamerError("class_table: zoo must hold the evaluate_zoo runs of these traces, one per seed")
     runs = [(name, s) for name in traces for s in seeds]
     gains = map_processes(_class_gains_one, [(traces[name], s, calibration_fraction) for name, s in runs], n_jobs,
                           False, "traces x splits")
-    per_trace = np.array([np.mean([g for (n, _), g in zip(runs, gains) if n == name], axis=0) for name in traces])
+    fixed = np.array([np.mean([g for (n, _), g in zip(runs, gains) if n == name], axis=0) for name in traces])
+    auto = np.array([np.mean([100 * (r["auc"]["ttamer"] - r["auc"]["max-prob"]) for r in zoo[name]])
+                     for name in traces])
+    per_trace = np.column_stack([fixed, auto])
     table = pd.DataFrame({"mean gain (pt)": per_trace.mean(axis=0), "worst trace (pt)": per_trace.min(axis=0),
                           "best trace (pt)": per_trace.max(axis=0),
                           "traces at least max-prob": (per_trace >= -1e-9).sum(axis=0),

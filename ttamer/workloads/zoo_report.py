@@ -4,10 +4,10 @@
 split (the default estimation, no options per trace) and keeps a small summary per run;
 :func:`gain_table`, :func:`choice_rule_table`, :func:`slo_table` (with :func:`slo_dominated`)
 and :func:`protocol_table` turn those summaries into the tables of the book's chapter *Across
-workloads*; :func:`class_table` fits each policy class of T-Tamer's menu alone. The AUC gains carry a 95 % interval from a paired bootstrap over test examples,
-averaged over splits: replicate ``b`` of every split resamples that split's test examples, the
-same resample for every strategy, and the interval is that of the mean over splits of (T-Tamer
-− heuristic).
+workloads*; :func:`class_table` fits each policy class of T-Tamer's menu alone. The AUC
+gains carry a 95 % interval from a paired bootstrap over test examples, averaged over splits:
+replicate ``b`` of every split resamples that split's test examples, the same resample for
+every strategy, and the interval is that of the mean over splits of (T-Tamer − heuristic).
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def class_table(traces: dict[str, Trace], seeds: Sequence[int], zoo: dict[str, l
     runs = [(name, s) for name in traces for s in seeds]
     gains = map_processes(_class_gains_one, [(traces[name], s, calibration_fraction) for name, s in runs], n_jobs,
                           False, "traces x splits")
-    fixed = np.array([np.mean([g for (n, _), g in zip(runs, gains) if n == name], axis=0) for name in traces])
+    fixed = np.asarray(gains).reshape(len(traces), len(seeds), -1).mean(axis=1)  # runs are traces x seeds
     auto = np.array([np.mean([100 * (r["auc"]["ttamer"] - r["auc"]["max-prob"]) for r in zoo[name]])
                      for name in traces])
     per_trace = np.column_stack([fixed, auto])

@@ -129,6 +129,32 @@ def test_size_limit_error():
         lp.solve_lp(inst, 0.5, False, space="exhaustive", max_states=100)
 
 
+def _star(k_root: int, leaves: int) -> Instance:
+    """A root of ``k_root`` states with ``leaves`` one-state children: small to write, but
+    its transition matrices padded to the root's states are ``leaves x k_root²``."""
+    return Instance.tree([None] + [0] * leaves, [np.linspace(0.1, 0.9, k_root)] + [[0.5]] * leaves,
+                         [np.full(k_root, 1.0 / k_root)] + [np.ones((k_root, 1))] * leaves,
+                         [1.0] + [0.1] * leaves, name="star")
+
+
+def test_memory_is_bounded_before_the_mdp_is_built(monkeypatch):
+    """Every array of the construction is checked against MAX_CELLS before it is allocated:
+    the padded transition tensor, the losses table and each layer of the exhaustive space
+    (whose histories hold one entry per node)."""
+    with pytest.raises(SolverError, match="padded to 300 x 300 states.*MAX_CELLS"):
+        lp.solve_lp(_star(300, 600), 0.5)  # 54 million padded entries, from ~1 MB of numbers
+    deep = Instance.tree([None] + [(v - 1) // 2 for v in range(1, 4095)], [[0.9, 0.1]] * 4095,
+                         [np.array([0.5, 0.5])] + [np.array([[0.7, 0.3], [0.3, 0.7]])] * 4094, [0.01] * 4095)
+    with pytest.raises(SolverError, match="each a history of 4,095 nodes.*MAX_CELLS"):
+        lp.exhaustive_mdp(deep, True, max_states=10**9)
+    small = _star(3, 4)  # 5 edges (the root's from the start) of 3 x 3 padded entries
+    monkeypatch.setattr(lp, "MAX_CELLS", 5 * 3 * 3 - 1)
+    with pytest.raises(SolverError, match="45 entries for its 5 edges' transition matrices padded"):
+        lp.solve_lp(small, 0.5)
+    monkeypatch.setattr(lp, "MAX_CELLS", 5 * 3 * 3)  # at the limit the tensor is built
+    assert lp._Edges(small).P.shape == (5, 3, 3)
+
+
 def test_bad_arguments():
     forest = build_random(1, 4, 2, "forest", True, "uniform", "uniform")
     if forest.is_chain:  # pragma: no cover - seed gives a forest

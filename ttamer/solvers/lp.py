@@ -68,6 +68,11 @@ MAX_STATES = 50_000
 #: Default limit on the number of states of the chain MDP (``Σ_v K_v`` times the number of
 #: loss levels with recall), checked before it is built (override: ``max_chain_states=``).
 MAX_CHAIN_STATES = 300_000
+#: Largest number of entries of one array of an MDP's construction (information states ×
+#: nodes, states × edges, edges × states², nodes × states × loss levels), checked before it is
+#: allocated: the exhaustive space stores a whole history per state, so its memory grows with
+#: the number of nodes as well as the number of states.
+MAX_CELLS = 50_000_000
 #: Two actions whose values differ by less than this are ties; the greedy policy then stops
 #: (or consults the node of smallest position).
 TIE_TOL = 1e-9
@@ -87,11 +92,11 @@ class _Edges:
         self.tgt = np.array([e[1] for e in edges], dtype=np.int64)
         self.cost = np.array([e[2] for e in edges], dtype=float)
         kmax = int(inst.n_states.max())
+        check_cells(inst, len(edges) * kmax * kmax, f"its {len(edges):,} edges' transition matrices padded to "
+                                                    f"{kmax:,} x {kmax:,} states")
         self.P = np.zeros((len(edges), kmax, kmax))
         for e, (_, _, _, P) in enumerate(edges):
             self.P[e, : P.shape[0], : P.shape[1]] = P
-        self.lookup = np.full((inst.n + 1, inst.n), -1, dtype=np.int64)  # [src + 1, tgt] -> edge
-        self.lookup[self.src + 1, self.tgt] = np.arange(len(edges))
         self.skips = bool(inst.skips)
         self.pos = inst.chain_position if inst.is_chain else None
 
@@ -130,7 +135,17 @@ class _Edges:
         return m, new, tgt, probs[m, t]
 
 
+def check_cells(inst: Instance, cells: int, what: str) -> None:
+    """Raise :class:`~ttamer.core.errors.SolverError` before an array of more than
+    :data:`MAX_CELLS` entries (``what``) is built for ``inst``."""
+    if cells > MAX_CELLS:
+        raise SolverError(f"the LP of instance {inst.name[:60]!r} ({inst.n:,} nodes) would hold {cells:,} entries for "
+                          f"{what}, above MAX_CELLS={MAX_CELLS:,}; the LP certifies small instances -- use "
+                          f"method='index' (recall) or 'dp' (a chain), or a smaller instance")
+
+
 def _loss_table(inst: Instance) -> np.ndarray:
+    check_cells(inst, inst.n * int(inst.n_states.max()), "its losses padded to the largest node's states")
     table = np.full((inst.n, int(inst.n_states.max())), np.inf)
     for v, l in enumerate(inst.losses):
         table[v, : len(l)] = l
@@ -248,6 +263,7 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
     offset, n_rows = 0, 0
     while len(cur):
         M = len(cur)
+        check_cells(inst, M * len(ed.src), f"{M:,} information states x {len(ed.src):,} edges")
         ids = offset + np.arange(M)
         keys.append(np.concatenate([cur, cur_last[:, None]], axis=1))
         X = _answer_loss(inst, table, cur, cur_last, recall)
@@ -258,6 +274,8 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
         row_ids = n_rows + ok.sum() + np.arange(k)
         rows.append((ids[m_idx], ed.tgt[e_idx], ed.cost[e_idx], np.zeros(k)))
         n_rows += ok.sum() + k
+        check_cells(inst, k * int(inst.n_states.max()) * (n + 1),
+                    f"the outcomes of {k:,} consults, each a history of {n:,} nodes")
         par, new, new_last, prob = ed.expand(cur[m_idx], e_idx)
         if recall:
             new_last = np.full(len(new_last), -1, dtype=np.int64)
@@ -277,13 +295,17 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
     return _finish(inst, recall, "exhaustive", np.concatenate(keys), 0, rows, coo, None, t0)
 
 
+def _n_levels(instance: Instance, recall: bool) -> int:
+    """Number of loss levels ``X`` of :func:`chain_mdp` (1 without recall)."""
+    if not recall:
+        return 1
+    vals = np.concatenate(instance.losses + ([np.array([instance.fallback])] if instance.fallback is not None else []))
+    return len(np.unique(vals))
+
+
 def chain_mdp_size(instance: Instance, recall: bool = True) -> int:
     """Number of states :func:`chain_mdp` would build at most (computed without building it)."""
-    n_levels = 1
-    if recall:
-        vals = np.concatenate(instance.losses + ([np.array([instance.fallback])] if instance.fallback is not None else []))
-        n_levels = len(np.unique(vals))
-    return 1 + int(instance.n_states.sum()) * n_levels
+    return 1 + int(instance.n_states.sum()) * _n_levels(instance, recall)
 
 
 def chain_mdp(instance: Instance, recall: bool = True, *, max_chain_states: int = MAX_CHAIN_STATES) -> FiniteMDP:
@@ -306,6 +328,7 @@ def chain_mdp(instance: Instance, recall: bool = True, *, max_chain_states: int 
     t0 = time.perf_counter()
     ed, table = _Edges(inst), _loss_table(inst)
     y = inst.fallback
+    check_cells(inst, inst.n * table.shape[1] * _n_levels(inst, recall), "the (node, state, loss level) table")
     vals = np.concatenate(inst.losses + ([np.array([y])] if y is not None else []))
     levels = np.unique(vals) if recall else np.zeros(1)
     M = len(levels)

@@ -44,6 +44,26 @@ def test_solve_text_shows_value_and_policy(example, capsys):
     assert "optimal expected trade-off" in out and "exit1" in out and "stop" in out
 
 
+def test_solve_text_cuts_a_long_policy_short(tmp_path, capsys):
+    """A large instance's policy is cut to its first lines on the terminal; --json keeps it whole."""
+    from ttamer.cli.main import POLICY_LINE_CHARS, POLICY_LINES
+
+    n = 3 * POLICY_LINES
+    nodes = [{"name": "root", "parent": None, "cost": 1.0, "losses": [0.1 * s for s in range(1, 9)],
+              "initial": [0.125] * 8}]
+    nodes += [{"name": f"leaf{i}", "parent": "root", "cost": 0.1, "losses": [0.5], "transition": [[1.0]] * 8}
+              for i in range(n)]
+    path = tmp_path / "star.json"
+    path.write_text(json.dumps({"name": "star", "nodes": nodes}))
+    assert main(["solve", str(path), "--lam", "0.5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + POLICY_LINES + 2 and max(map(len, lines)) <= POLICY_LINE_CHARS
+    assert lines[-2] == f"... {n + 2 - POLICY_LINES:,} more lines" and "--json" in lines[-1]
+    assert main(["solve", str(path), "--lam", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["policy"].splitlines()) == n + 2 and len(out["indices"]) == n + 1
+
+
 @pytest.mark.parametrize("data, culprit", [
     (edited(node1_transition=[[0.6, 0.3, 0.2], [0.1, 0.2, 0.7]]), "'exit2', field 'transition'"),
     (edited(node2_parent="ghost"), "unknown node 'ghost'"),

@@ -19,6 +19,10 @@ from .common import error_line, safe_streams
 from ..core.validate import escape_lines, escape_text
 
 
+#: ``ttamer solve`` prints at most this many lines of the policy, each cut to this many characters.
+POLICY_LINES, POLICY_LINE_CHARS = 60, 200
+
+
 def _add_solve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("solve", help="solve an instance file (JSON) for one λ")
     p.add_argument("path", help="instance file (JSON)")
@@ -45,7 +49,12 @@ def _run_solve(args: argparse.Namespace) -> int:
         kind = "recall" if sol.recall else "no recall"
         print(f"{escape_text(inst.name or args.path)}: λ={sol.lam:g}, {kind}, method={sol.method}")
         print(f"optimal expected trade-off: {sol.value:.10g}")
-        print(escape_lines(sol.policy.describe()))
+        # a policy of a large instance is long: the terminal gets its head, --json all of it
+        text = sol.policy.describe()
+        print(escape_lines(text, POLICY_LINE_CHARS, POLICY_LINES))
+        lines = text.split("\n")
+        if len(lines) > POLICY_LINES or max(map(len, lines)) > POLICY_LINE_CHARS:
+            print("(cut short: --json prints the whole policy)")
     return 0
 
 

@@ -132,9 +132,15 @@ def escape_text(text: Any, limit: int | None = None) -> str:
     return text
 
 
-def escape_lines(text: str) -> str:
-    """:func:`escape_text` on every line of ``text`` (newlines kept)."""
-    return "\n".join(escape_text(line) for line in text.split("\n"))
+def escape_lines(text: str, limit: int | None = None, max_lines: int | None = None) -> str:
+    """:func:`escape_text` on every line of ``text`` (newlines kept), each cut to ``limit``
+    characters; beyond ``max_lines`` lines, one line saying how many were left out."""
+    lines = text.split("\n")
+    shown = lines if max_lines is None or len(lines) <= max_lines else lines[:max_lines]
+    out = [escape_text(line, limit) for line in shown]
+    if len(shown) < len(lines):
+        out.append(f"... {len(lines) - len(shown):,} more lines")
+    return "\n".join(out)
 
 
 def magnitude(value: int) -> str:

@@ -38,7 +38,8 @@ are from the Markov chain T-Tamer assumes, against a Markov resample of the same
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -142,15 +143,18 @@ def grid_auc(curves: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-def sweep_points(decisions: ExitDecisions, trace: Trace, target: str = "label") -> dict[str, np.ndarray]:
-    """Per-example outcomes of a sweep: ``correct [P, N]``, ``cost [P, N]`` (fractions of the
-    full model's mean cost) and the points ``cost``/``accuracy`` ``[P]``."""
+def sweep_points(decisions: ExitDecisions, trace: Trace, target: str = "label", per_example: bool = True
+                 ) -> dict[str, np.ndarray]:
+    """The points of a sweep, ``cost``/``accuracy`` ``[P]`` (cost as a fraction of the full
+    model's mean cost), and with ``per_example`` the outcomes they average, ``correct [P, N]``
+    and ``cost_ex [P, N]`` (what the bootstrap resamples)."""
     d = decisions
     correct = d.correct(trace, target)
     cost = d.cost / trace.full_cost.mean()
     if not d.is_sweep:
         correct, cost = correct[None], cost[None]
-    return {"correct": correct, "cost_ex": cost, "cost": cost.mean(axis=1), "accuracy": correct.mean(axis=1)}
+    out = {"cost": cost.mean(axis=1), "accuracy": correct.mean(axis=1)}
+    return out | {"correct": correct, "cost_ex": cost} if per_example else out
 
 
 def strategy_metrics(front: np.ndarray, full_accuracy: float, cost_range: tuple[float, float],
@@ -249,26 +253,26 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
     return out, info
 
 
-def strategy_decisions(calibration: Trace, test: Trace, lams: Sequence[float] | None = None,
-                       tamer: dict | None = None, target: str = "label", estimation: str = "thresholds",
-                       pathwise: dict | None = None, thresholds: dict | None = None, with_chain: bool = True,
-                       ) -> tuple[dict[str, ExitDecisions], dict[str, Any], dict[str, Any]]:
-    """Every strategy's sweep on the test examples, the fitted T-Tamer estimators, and a
-    description of the fit.
+def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] | None = None,
+                    target: str = "label") -> dict[str, Callable[[], ExitDecisions]]:
+    """Per strategy, a function that sweeps it on the test examples (called one at a time, so
+    that only one strategy's decisions ``[P, N]`` are held at once).
 
-    T-Tamer (:func:`fit_tamers`) is fitted on ``calibration`` and swept on ``test`` (``lams``
-    applies to the chain and regression estimations; the threshold estimation sweeps its
-    budgets, or, for its one-threshold class, every threshold like a heuristic:
-    :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.frontier_sweep`). Each heuristic is swept completely on ``test``
-    (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static`` every exit; ``oracle``
-    the hindsight bound."""
+    The fitted T-Tamer estimators ``tamers`` (:func:`fit_tamers`) are swept on ``test``
+    (``lams`` applies to the chain and regression estimations; the threshold estimation sweeps
+    its budgets, or, for its one-threshold class, every threshold like a heuristic:
+    :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.frontier_sweep`). Each heuristic is swept
+    completely on ``test`` (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static``
+    every exit; ``oracle`` the hindsight bound."""
     lams = None if lams is None else np.asarray(lams, dtype=float)
-    tamers, info = fit_tamers(calibration, target, estimation, thresholds, pathwise, tamer, with_chain)
-    out = {name: (t.frontier_sweep(test) if isinstance(t, ThresholdTamer) else t.decide_sweep(test, lams))
-           for name, t in tamers.items()}
-    out |= {name: heuristics.complete_sweep(test, name, target) for name in heuristics.HEURISTIC_RULES}
-    out |= {"static": baselines.static_exit(test), "oracle": baselines.oracle_frontier(test, target)}
-    return out, tamers, info
+
+    def tamer_sweep(t: Any) -> Callable[[], ExitDecisions]:
+        return (lambda: t.frontier_sweep(test)) if isinstance(t, ThresholdTamer) else (lambda: t.decide_sweep(test, lams))
+
+    out = {name: tamer_sweep(t) for name, t in tamers.items()}
+    out |= {name: partial(heuristics.complete_sweep, test, name, target) for name in heuristics.HEURISTIC_RULES}
+    out |= {"static": partial(baselines.static_exit, test), "oracle": partial(baselines.oracle_frontier, test, target)}
+    return out
 
 
 def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.5,
@@ -364,9 +368,12 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     cal, test = trace.split(calibration_fraction, seed)
     if progress:
         thresholds = dict(thresholds or {}, progress=True)
-    decs, tamers, info = strategy_decisions(cal, test, lams, tamer, target, estimation, pathwise, thresholds,
-                                            with_chain)
-    pts = {name: sweep_points(d, test, target) for name, d in decs.items()}
+    tamers, info = fit_tamers(cal, target, estimation, thresholds, pathwise, tamer, with_chain)
+    pts = {}
+    for name, sweep in strategy_sweeps(test, tamers, lams, target).items():  # one strategy's decisions at a time
+        d = sweep()
+        pts[name] = sweep_points(d, test, target, per_example=n_boot > 0) | {"params": d.params}
+        del d
     fronts = {name: frontier(p["cost"], p["accuracy"], frontier_kind) for name, p in pts.items()}
     full_acc = float(baselines.full_model(test).correct(test, target).mean())
     if cost_range is None:
@@ -378,8 +385,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     strategies: dict[str, StrategyResult] = {}
     curves: dict[str, np.ndarray] = {}
     counts = bootstrap_weights(test.n_examples, n_boot, seed + 1) if n_boot > 0 else None
-    for name in tqdm(decs, desc="strategies", disable=not progress, leave=False):
-        params = np.asarray(decs[name].params, dtype=float)
+    for name in tqdm(pts, desc="strategies", disable=not progress, leave=False):
+        params = np.asarray(pts[name]["params"], dtype=float)
         points = np.column_stack([np.where(np.isfinite(params), params, np.nan), pts[name]["cost"],
                                   pts[name]["accuracy"]])
         m = StrategyResult.from_metrics(strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving,

@@ -224,3 +224,34 @@ def test_weighted_sums_equal_the_dense_product(seed, P, n, nested):
     counts = bootstrap_weights(n, 7, seed)
     np.testing.assert_allclose(weighted_sums(counts, values), counts.astype(float) @ values.T.astype(float),
                                rtol=1e-12, atol=1e-9)
+
+
+def test_bootstrap_in_chunks_is_the_bootstrap_of_one_draw(monkeypatch):
+    """The replicates drawn and resampled chunk by chunk (bounded memory) are those of one draw
+    of all of them: every band, interval and replicate is the same to the last bit."""
+    from ttamer.earlyexit import evaluation
+
+    trace = synthetic_trace(n=300, n_exits=4, n_classes=3, seed=5)
+    kw = dict(n_boot=23, with_chain=False, keep_replicates=True)
+    whole = evaluation.evaluate_trace(trace, **kw).to_dict()
+    monkeypatch.setattr(evaluation, "BOOTSTRAP_CHUNK_CELLS", 150 * 5)  # 5 replicates per chunk
+    chunked = evaluation.evaluate_trace(trace, **kw).to_dict()
+    for d in (whole, chunked):
+        d.pop("timing", None)
+    assert json.dumps(chunked, sort_keys=True) == json.dumps(whole, sort_keys=True)
+
+
+def test_bootstrap_size_is_bounded_before_work(monkeypatch, capsys, tmp_path):
+    from ttamer.cli import main
+    from ttamer.earlyexit import evaluation
+    from ttamer.earlyexit.traces import save_trace
+
+    trace = synthetic_trace(n=200, n_exits=3, n_classes=3, seed=1)
+    monkeypatch.setattr(evaluation, "MAX_BOOTSTRAP_DRAWS", 100 * 50)
+    monkeypatch.setattr(evaluation, "fit_tamers", lambda *a, **k: pytest.fail("fitted before the check"))
+    with pytest.raises(evaluation.TTamerError, match=r"n_boot 51 replicates of 100 test examples .* at most 50"):
+        evaluation.evaluate_trace(trace, n_boot=51)
+    path = tmp_path / "t.npz"
+    save_trace(path, trace)
+    assert main(["evaluate", str(path), "--bootstrap", "51"]) == 2
+    assert "--bootstrap 51 replicates" in capsys.readouterr().err

@@ -98,7 +98,7 @@ def format_table(result: EvaluationResult) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ttamer evaluate``; bad input → message on stderr, exit status 2."""
-    from ..earlyexit.evaluation import evaluate_trace
+    from ..earlyexit.evaluation import check_bootstrap, evaluate_trace
     from ..earlyexit.traces import load_trace
 
     try:
@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         trace = load_trace(args.path)
         check_fraction(args.calibration_fraction, "--calibration-fraction", n=trace.n_examples,
                        min_each=MIN_SPLIT_EXAMPLES)
+        check_bootstrap(args.bootstrap, trace.n_examples - round(args.calibration_fraction * trace.n_examples),
+                        "--bootstrap")
         args.seed = seed
         result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
                                 target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from . import baselines
 from .calibration import EarlyExitTamer
 from ..core.errors import TraceError, TTamerError
+from ..core.validate import check_count
 from ..core.parallel import map_processes
 from .pathwise import PathwiseTamer
 from .results import Band, EvaluationResult, FullModelSummary, SplitSummary, StrategyResult, TraceSummary
@@ -65,6 +66,26 @@ ACCURACY_DROPS = {"cost_at_full_accuracy": 0.0, "cost_at_full_accuracy_minus_0.5
                   "cost_at_full_accuracy_minus_1pt": 0.01}
 COST_FRACTIONS = (0.25, 0.5, 0.75)
 _EPS = 1e-12
+
+
+#: The bootstrap draws its resampling counts and resamples every strategy in chunks of at most
+#: this many entries (replicates x test examples, and replicates x sweep points x cost grid),
+#: so that its memory does not grow with ``n_boot``.
+BOOTSTRAP_CHUNK_CELLS = 20_000_000
+#: :func:`evaluate_trace` refuses more resampled examples than this (replicates x test
+#: examples) before any work starts: the bootstrap's time grows with their number.
+MAX_BOOTSTRAP_DRAWS = 2_000_000_000
+
+
+def check_bootstrap(n_boot: Any, n_test: int, name: str = "n_boot") -> int:
+    """``n_boot`` as a count of replicates whose ``n_boot x n_test`` resampled examples are at
+    most :data:`MAX_BOOTSTRAP_DRAWS` (the error names the option ``name``)."""
+    n_boot = check_count(n_boot, name, minimum=0)
+    if n_boot * n_test > MAX_BOOTSTRAP_DRAWS:
+        raise TTamerError(f"{name} {n_boot:,} replicates of {n_test:,} test examples resample {n_boot * n_test:,} "
+                          f"examples, above MAX_BOOTSTRAP_DRAWS={MAX_BOOTSTRAP_DRAWS:,}; use at most "
+                          f"{MAX_BOOTSTRAP_DRAWS // max(n_test, 1):,} replicates")
+    return n_boot
 
 
 def bootstrap_weights(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -115,6 +136,26 @@ def bootstrap_curves(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_
     best = np.where(ok, acc_b[:, :, None], -np.inf).max(axis=1)  # [B, G]
     best[np.isinf(best)] = np.nan
     return best
+
+
+def paired_bootstrap_curves(pts: dict[str, dict[str, np.ndarray]], grid: np.ndarray, n_boot: int, seed: int,
+                            kind: str = "pareto") -> dict[str, np.ndarray]:
+    """:func:`bootstrap_curves` ``[B, G]`` of every strategy of ``pts`` (its ``correct`` and
+    ``cost_ex``, :func:`sweep_points`) on the same resamples, drawn from ``seed`` in chunks of
+    replicates (:data:`BOOTSTRAP_CHUNK_CELLS`): the counts of one chunk are drawn, every
+    strategy is resampled by them, and the next chunk continues the same random stream -- the
+    replicates of one draw of all ``n_boot``, in a bounded memory."""
+    n = len(next(iter(pts.values()))["correct"][0])
+    rng = np.random.default_rng(seed)
+    points = max(len(p["correct"]) for p in pts.values())  # a replicate's frontier is [points, grid]
+    step = max(1, min(BOOTSTRAP_CHUNK_CELLS // n, BOOTSTRAP_CHUNK_CELLS // (points * len(grid))))
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in pts}
+    for start in range(0, n_boot, step):  # a loop over chunks of replicates
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(step, n_boot - start)).astype(np.float32)
+        for name, p in pts.items():
+            parts[name].append(bootstrap_curves(p["correct"], p["cost_ex"], grid, len(counts), kind=kind,
+                                                counts=counts))
+    return {name: np.concatenate(c) for name, c in parts.items()}
 
 
 def _quantiles(x: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
@@ -366,6 +407,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     target_labels(trace, target)  # validates target
     slo_confidence = check_confidence(slo_confidence)
     cal, test = trace.split(calibration_fraction, seed)
+    n_boot = check_bootstrap(n_boot, test.n_examples)
     if progress:
         thresholds = dict(thresholds or {}, progress=True)
     tamers, info = fit_tamers(cal, target, estimation, thresholds, pathwise, tamer, with_chain)
@@ -383,8 +425,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     oracle_saving = None if oracle_cost is None else 1.0 - oracle_cost
     grid = np.linspace(cost_range[0], cost_range[1], band_points)
     strategies: dict[str, StrategyResult] = {}
-    curves: dict[str, np.ndarray] = {}
-    counts = bootstrap_weights(test.n_examples, n_boot, seed + 1) if n_boot > 0 else None
+    curves = paired_bootstrap_curves(pts, grid, n_boot, seed + 1, frontier_kind) if n_boot > 0 else {}
     for name in tqdm(pts, desc="strategies", disable=not progress, leave=False):
         params = np.asarray(pts[name]["params"], dtype=float)
         points = np.column_stack([np.where(np.isfinite(params), params, np.nan), pts[name]["cost"],
@@ -392,8 +433,6 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
         m = StrategyResult.from_metrics(strategy_metrics(fronts[name], full_acc, cost_range, oracle_saving,
                                                          frontier_kind), fronts[name], points)
         if n_boot > 0:
-            curves[name] = bootstrap_curves(pts[name]["correct"], pts[name]["cost_ex"], grid, n_boot, seed + 1,
-                                            frontier_kind, counts)
             lower, upper = _quantiles(curves[name], (0.025, 0.975))
             m.band = Band(grid.copy(), np.asarray(lower, dtype=float), np.asarray(upper, dtype=float))
         strategies[name] = m

@@ -223,12 +223,14 @@ def path_sweep(trace: Trace, x: np.ndarray, answers: np.ndarray, vertices: np.nd
     increasing) swept completely on ``trace`` (:func:`~ttamer.earlyexit.thresholds.path_rules`:
     every rule its examples tell apart), kept at the frontier of that sweep (``params`` = the
     position on the path) -- the per-exit class swept at the resolution of the data, as
-    :func:`complete_sweep` sweeps the one-threshold classes."""
+    :func:`complete_sweep` sweeps the one-threshold classes, to at most ``MAX_SWEEP_POINTS``
+    points, or ``MAX_SWEEP_CELLS / N`` on ``N`` examples."""
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
     taus = path_rules(vertices, x, max(2, MAX_SWEEP_CELLS // len(x)))
     mean_loss, mean_cost = rule_points(x, loss, trace.cumulative_cost, taus)
     span = float(mean_cost.max() - mean_cost.min())
-    keep = budget_points(mean_cost, mean_loss, span / MAX_SWEEP_POINTS if span > 0 else 1.0)
+    points = max(2, min(MAX_SWEEP_POINTS, MAX_SWEEP_CELLS // len(x)))  # the decisions hold points x N entries
+    keep = budget_points(mean_cost, mean_loss, span / points if span > 0 else 1.0)
     return decisions(trace, x, answers, taus[keep], keep.astype(float), name)
 
 

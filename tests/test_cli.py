@@ -100,3 +100,27 @@ def test_python_dash_m_entry_point(example):
     bad = subprocess.run([sys.executable, "-m", "ttamer", "solve", str(example), "--lam", "x"],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_closed_standard_output_is_an_error(example):
+    """With standard output closed the result cannot be printed: exit 2, not a silent 0."""
+    cmd = f"'{sys.executable}' -m ttamer solve '{example}' --lam 0.5 >&-"
+    out = subprocess.run(["sh", "-c", cmd], capture_output=False, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert out.returncode == 2 and "standard output is closed" in out.stderr
+
+
+def test_lp_failure_on_huge_numbers_says_to_rescale(tmp_path, capsys):
+    data = edited(node0_cost=1.7e308, node1_cost=1.7e308)
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(data))
+    assert main(["solve", str(path), "--lam", "0.5", "--method", "lp"]) == 2
+    assert "rescale them to about 1" in capsys.readouterr().err
+
+
+def test_evaluate_names_the_slo_confidence_option(tmp_path, capsys):
+    from ttamer.earlyexit.traces import save_trace, synthetic_trace
+
+    path = tmp_path / "t.npz"
+    save_trace(path, synthetic_trace(100, 3, 3))
+    assert main(["evaluate", str(path), "--slo-confidence", "1.0"]) == 2
+    assert "--slo-confidence must be in [0.5, 1)" in capsys.readouterr().err

@@ -99,12 +99,14 @@ def format_table(result: EvaluationResult) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``ttamer evaluate``; bad input → message on stderr, exit status 2."""
     from ..earlyexit.evaluation import check_bootstrap, evaluate_trace
+    from ..earlyexit.slo import check_confidence
     from ..earlyexit.traces import load_trace
 
     try:
         seed = check_seed(args.seed, "--seed")
         check_fraction(args.calibration_fraction, "--calibration-fraction")
         check_count(args.bootstrap, "--bootstrap", minimum=0, maximum=1_000_000)
+        check_confidence(args.slo_confidence, "--slo-confidence")
         trace = load_trace(args.path)
         check_fraction(args.calibration_fraction, "--calibration-fraction", n=trace.n_examples,
                        min_each=MIN_SPLIT_EXAMPLES)

@@ -77,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if sys.stdout is None:  # started with standard output closed: the result would be lost
+        print(f"ttamer {args.command}: error: standard output is closed; nothing could be printed",
+              file=sys.stderr or sys.__stderr__)
+        return 2
     try:
         return int(args.run(args) or 0)
     except TTamerError as exc:

@@ -61,14 +61,15 @@ class OperatingPoints:
     apply: Callable[[Trace, np.ndarray], ExitDecisions]
 
 
-def check_confidence(confidence: Any) -> float:
-    """``confidence`` as a float in ``[0.5, 1)``, else a :class:`~ttamer.core.errors.TTamerError`."""
+def check_confidence(confidence: Any, name: str = "SLO confidence") -> float:
+    """``confidence`` as a float in ``[0.5, 1)``, else a :class:`~ttamer.core.errors.TTamerError`
+    naming it ``name``."""
     try:
         c = float(confidence)
     except (TypeError, ValueError):
-        raise TTamerError(f"SLO confidence must be a number in [0.5, 1), got {type(confidence).__name__}") from None
+        raise TTamerError(f"{name} must be a number in [0.5, 1), got {type(confidence).__name__}") from None
     if not 0.5 <= c < 1.0:
-        raise TTamerError(f"SLO confidence must be in [0.5, 1), got {c!r}")
+        raise TTamerError(f"{name} must be in [0.5, 1), got {c!r}")
     return c
 
 

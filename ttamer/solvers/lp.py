@@ -441,6 +441,19 @@ SOLVER_OPTIONS = {
 }
 
 
+#: Rewards of magnitude beyond this are out of reach of an LP solver's absolute tolerances.
+LP_SCALE = 1e9
+
+
+def _scale_hint(rewards: np.ndarray) -> str:
+    """A hint for a failed solve whose rewards are far from 1 (empty if they are not)."""
+    big = float(np.abs(rewards).max(initial=0.0))
+    if big <= LP_SCALE:
+        return ""
+    return (f" (its losses and costs reach {big:.3g}; an LP solver works to absolute tolerances near 1e-9, so "
+            f"rescale them to about 1, or use method='index' or 'dp')")
+
+
 def _check_lam(lam: float) -> float:
     try:
         return check_lam(lam)
@@ -478,7 +491,8 @@ def primal_lp(mdp: FiniteMDP, lam: float, solver: str | None = None) -> LPValues
         raise SolverError(f"LP solver {solver} failed on instance {mdp.instance.name!r}: {exc}") from None
     secs = time.perf_counter() - t0
     if prob.status != cp.OPTIMAL:
-        raise SolverError(f"LP solver {solver} returned status {prob.status!r} on instance {mdp.instance.name!r}")
+        raise SolverError(f"LP solver {solver} returned status {prob.status!r} on instance {mdp.instance.name!r}"
+                          f"{_scale_hint(r)}")
     v = np.asarray(V.value, dtype=float)
     return LPValues(mdp, lam, v, float(v[mdp.start]), greedy_actions(mdp, lam, v), solver, prob.status, secs)
 

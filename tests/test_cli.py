@@ -124,3 +124,13 @@ def test_evaluate_names_the_slo_confidence_option(tmp_path, capsys):
     save_trace(path, synthetic_trace(100, 3, 3))
     assert main(["evaluate", str(path), "--slo-confidence", "1.0"]) == 2
     assert "--slo-confidence must be in [0.5, 1)" in capsys.readouterr().err
+
+
+def test_evaluate_names_the_file_of_a_one_exit_trace(tmp_path, capsys):
+    from ttamer.earlyexit.traces import save_trace, synthetic_trace
+
+    path = tmp_path / "one_exit.npz"
+    save_trace(path, synthetic_trace(100, 1, 3))
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "one_exit.npz" in err and "at least 2 exits" in err and len(err.strip().splitlines()) == 1

@@ -151,3 +151,21 @@ def test_arrays_are_read_only():
         inst.losses[0][0] = 3.0
     with pytest.raises(ValueError):
         inst.costs[0] = 3.0
+
+
+@pytest.mark.parametrize("node", [0, 1])
+def test_missing_parent_is_named_for_roots_and_others(tmp_path, node):
+    data = edited(**{f"node{node}_parent": KeyError})
+    name = EXAMPLE["nodes"][node]["name"]
+    with pytest.raises(InstanceError, match=rf"node '{name}', field 'parent': missing"):
+        Instance.from_dict(data)
+    path = tmp_path / "noparent.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InstanceError, match=rf"noparent\.json.*node '{name}', field 'parent': missing"):
+        load_instance(path)
+
+
+def test_empty_path_is_reported_as_empty():
+    with pytest.raises(InstanceError, match=r"instance file is an empty path") as err:
+        load_instance("")
+    assert "folder" not in str(err.value)

@@ -246,3 +246,153 @@ def test_exit_decisions_with_consulted(trace):
     s = ExitDecisions.stack([d[0], d[1]], [0.5, 0.9], "again")
     np.testing.assert_array_equal(s.consulted, consulted)
     np.testing.assert_array_equal(s.last, last)
+
+
+def _small(cost, meta=None) -> dict:
+    """Arrays of a valid 3-example, 2-exit, 2-class trace with ``cost`` (kwargs of ``Trace``)."""
+    probs = np.array([[[0.9, 0.1], [0.8, 0.2]], [[0.3, 0.7], [0.1, 0.9]], [[0.5, 0.5], [0.6, 0.4]]],
+                     dtype=np.float32)
+    return dict(probs=probs, labels=np.array([0, 1, 0]), cost=np.asarray(cost, dtype=np.float64),
+                meta={} if meta is None else meta)
+
+
+def _savez(path, members) -> None:
+    """An archive holding ``members`` (name -> array), written member by member as given."""
+    import io
+    import warnings
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of a duplicate name: wanted here
+        for name, arr in members:
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
+            zf.writestr(name, buf.getvalue())
+
+
+@pytest.mark.parametrize("cost, match", [
+    ([1e308, 1e308], r"full model's cost \(the sum over the exits\) overflows"),
+    ([[1.0, 1.0], [1e308, 1e308], [1.0, 1.0]], r"full model's cost \(the sum over the exits\) on example 1 overflows"),
+    ([6e307, 6e307], r"summed over the 3 examples overflows"),
+    ([[1e308, 0.0], [1e308, 0.0], [0.0, 0.0]], r"summed over the 3 examples overflows"),
+    ([5e-324, 5e-324], r"mean cost is 9\.88131e-324, below the smallest normal"),
+    ([0.0, 5e-324], r"mean cost is 4\.94066e-324, below the smallest normal"),
+    ([0.0, 0.0], r"every cost is 0"),
+])
+def test_extreme_costs_are_refused_when_validated_and_loaded(tmp_path, cost, match):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning on the way
+        with pytest.raises(TraceError, match=rf"key 'cost': .*{match}") as err:
+            Trace(**_small(cost)).validate()
+        if "overflow" in match or "below" in match:
+            assert "rescale the costs" in str(err.value)
+        d = _small(cost)
+        np.savez(tmp_path / "c.npz", probs=d["probs"], labels=d["labels"], cost=d["cost"], meta=np.array("{}"))
+        with pytest.raises(TraceError, match=rf"c\.npz.*key 'cost': .*{match}"):
+            load_trace(tmp_path / "c.npz")
+    # large or tiny costs that can be summed and normalised are kept as they are
+    for ok in ([1e300, 1e300], [0.0, 1e-300], [[0.0, 0.0], [0.0, 0.0], [0.0, 1e-300]]):
+        Trace(**_small(ok)).validate()
+
+
+@pytest.mark.parametrize("key, value", [("model", 5), ("model", ["a"]), ("dataset", {"a": 1}),
+                                        ("cost_unit", None), ("exit_names", "exit0 exit1"),
+                                        ("exit_names", ["a", 3])])
+def test_meta_fields_are_optional_but_typed(tmp_path, key, value):
+    Trace(**_small([1.0, 1.0], {})).validate()  # every field optional
+    tr = Trace(**_small([1.0, 1.0], {"model": "m", "dataset": "d", "cost_unit": "ms", "exit_names": ["a", "b"]}))
+    assert tr.validate() is tr
+    with pytest.raises(TraceError, match=rf"key 'meta': field '{key}' must be a"):
+        Trace(**_small([1.0, 1.0], {key: value})).validate()
+    d = _small([1.0, 1.0])
+    np.savez(tmp_path / "m.npz", probs=d["probs"], labels=d["labels"], cost=d["cost"],
+             meta=np.array(json.dumps({key: value})))
+    with pytest.raises(TraceError, match=rf"m\.npz.*key 'meta': field '{key}'"):
+        load_trace(tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize("parents", [[-7, 0], [-1, 0], [None, 0], [0, None]])
+def test_parents_on_disk_are_names_or_null(tmp_path, parents):
+    d = _small([1.0, 1.0])
+    bad = [p for p in parents if p is not None][0]
+    with pytest.raises(TraceError, match=rf"field 'parents', exit 'exit\d': bad parent {bad}"):
+        Trace(**_small([1.0, 1.0], {"parents": parents})).validate()
+    np.savez(tmp_path / "p.npz", probs=d["probs"], labels=d["labels"], cost=d["cost"],
+             meta=np.array(json.dumps({"parents": parents})))
+    with pytest.raises(TraceError, match=r"p\.npz.*field 'parents'.*bad parent"):
+        load_trace(tmp_path / "p.npz")
+
+
+def test_build_takes_positions_with_minus_one_the_only_root_marker():
+    d = _small([1.0, 1.0])
+    tr = Trace.build(d["probs"], d["labels"], d["cost"], parents=[-1, 0])
+    assert tr.meta["parents"] == [None, "exit0"]
+    for bad in (-7, -2, 2):
+        with pytest.raises(TraceError, match=rf"field 'parents', exit 'exit\d': bad parent {bad}"):
+            Trace.build(d["probs"], d["labels"], d["cost"], parents=[bad, 0] if bad < 0 else [None, bad])
+
+
+def test_ambiguous_archives_are_refused_naming_the_member(tmp_path):
+    d = _small([1.0, 1.0])
+    good = [("probs.npy", d["probs"]), ("labels.npy", d["labels"]), ("cost.npy", d["cost"]),
+            ("meta.npy", np.array("{}"))]
+    _savez(tmp_path / "ok.npz", good + [("extra.npy", np.zeros(3))])
+    assert load_trace(tmp_path / "ok.npz").n_exits == 2  # other KEY.npy members are ignored
+    other = np.full_like(d["probs"], 0.5)
+    cases = {
+        "shadow": (good + [("probs", other)], r"member 'probs' is not named KEY\.npy"),
+        "noext": (good[1:] + [("probs", d["probs"])], r"member 'probs' is not named KEY\.npy"),
+        "dup": (good + [("probs.npy", other)], r"member 'probs\.npy' appears twice"),
+        "folder": (good + [("sub/", np.zeros(1))], r"member 'sub/' is not named KEY\.npy"),
+    }
+    for name, (members, match) in cases.items():
+        _savez(tmp_path / f"{name}.npz", members)
+        with pytest.raises(TraceError, match=rf"{name}\.npz': {match}"):
+            load_trace(tmp_path / f"{name}.npz")
+
+
+def test_shadow_member_cannot_bypass_the_size_checks(tmp_path, monkeypatch):
+    d = _small([1.0, 1.0])
+    good = [("probs.npy", d["probs"]), ("labels.npy", d["labels"]), ("cost.npy", d["cost"]),
+            ("meta.npy", np.array("{}"))]
+    # a shadow member declaring 36 TB is refused by its name, before any header or array is read
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": (9 * 10**12,)})
+    _savez(tmp_path / "bomb.npz", good)
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "a") as zf:
+        zf.writestr("probs", head.getvalue() + b"\0" * 16)
+    with pytest.raises(TraceError, match=r"member 'probs' is not named KEY\.npy"):
+        load_trace(tmp_path / "bomb.npz")
+    with zipfile.ZipFile(tmp_path / "bomb2.npz", "w") as zf:  # the same header under its key's name
+        for name, arr in good[1:]:
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, arr)
+            zf.writestr(name, buf.getvalue())
+        zf.writestr("probs.npy", head.getvalue() + b"\0" * 16)
+    with pytest.raises(TraceError, match=r"member 'probs\.npy' declares shape \(9000000000000,\)"):
+        load_trace(tmp_path / "bomb2.npz")
+    # the arrays read are the very members checked
+    read = []
+    real = np.lib.format.read_array
+
+    def spy(fh, *a, **k):
+        read.append(fh.name)
+        return real(fh, *a, **k)
+
+    monkeypatch.setattr(np.lib.format, "read_array", spy)
+    _savez(tmp_path / "ok.npz", good)
+    load_trace(tmp_path / "ok.npz")
+    assert read == ["probs.npy", "labels.npy", "cost.npy", "meta.npy"]
+
+
+def test_empty_path_is_reported_as_empty(tmp_path):
+    with pytest.raises(TraceError, match=r"trace file is an empty path") as err:
+        load_trace("")
+    assert "folder" not in str(err.value)
+    with pytest.raises(TraceError, match=r"trace file is an empty path"):
+        save_trace("", synthetic_trace(10, 2, 2))

@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``ttamer evaluate``; bad input → message on stderr, exit status 2."""
     from ..earlyexit.evaluation import check_bootstrap, evaluate_trace
     from ..earlyexit.slo import check_confidence
+    from ..core.errors import TraceError
+    from ..core.safeio import show_path
     from ..earlyexit.traces import load_trace
 
     try:
@@ -108,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         check_count(args.bootstrap, "--bootstrap", minimum=0, maximum=1_000_000)
         check_confidence(args.slo_confidence, "--slo-confidence")
         trace = load_trace(args.path)
+        if trace.n_exits < 2:
+            raise TraceError(f"trace file {show_path(args.path)}, key 'probs': the trace has {trace.n_exits} exit; "
+                             f"early exit needs at least 2 exits to choose between")
         check_fraction(args.calibration_fraction, "--calibration-fraction", n=trace.n_examples,
                        min_each=MIN_SPLIT_EXAMPLES)
         check_bootstrap(args.bootstrap, trace.n_examples - round(args.calibration_fraction * trace.n_examples),

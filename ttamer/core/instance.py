@@ -617,10 +617,12 @@ def _node_from_dict(i: int, raw: Any) -> Node:
     unknown = set(raw) - _NODE_FIELDS
     if unknown:
         raise InstanceError(f"node {name!r}: unknown field(s) {sorted(unknown)}; allowed: {sorted(_NODE_FIELDS)}")
+    if "parent" not in raw:
+        raise InstanceError(f"{_where(name, 'parent')}: missing (the parent's name, or null for a root)")
     for field in ("cost", "losses"):
         if field not in raw:
             raise InstanceError(f"{_where(name, field)}: missing")
-    parent = raw.get("parent")
+    parent = raw["parent"]
     if parent is not None and not isinstance(parent, str):
         raise InstanceError(f"{_where(name, 'parent')}: must be a node name or null, got {parent!r}")
     return Node(name, parent, raw["cost"], raw["losses"], raw.get("initial"), raw.get("transition"))

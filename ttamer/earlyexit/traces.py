@@ -47,7 +47,9 @@ from ..core.validate import MIN_SPLIT_EXAMPLES, check_fraction, check_seed, esca
 #: Tolerance on ``Σ_c probs[n, i, c] = 1`` (float32 softmax outputs).
 PROB_SUM_TOL = 1e-3
 #: Descriptive ``meta`` fields and the defaults a trace without them is read with (all optional;
-#: a trace with ``probs``, ``labels`` and ``cost`` alone is complete).
+#: a trace with ``probs``, ``labels`` and ``cost`` alone is complete); when present, each is a
+#: string. ``exit_names`` (``L`` distinct non-empty strings) defaults to ``exit0, exit1, …`` and
+#: ``parents`` to the chain.
 META_DEFAULTS = {"model": "?", "dataset": "?", "cost_unit": "unit"}
 #: Keys of a trace file.
 KEYS = ("probs", "labels", "cost", "meta")
@@ -77,9 +79,11 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
-def _parents_array(parents: Any, names: Sequence[str]) -> np.ndarray:
-    """Parents as positions (``-1`` for a root) from positions, names or ``None``; checks that
-    there is one per exit and that they form a forest (no unknown name, no cycle)."""
+def _parents_array(parents: Any, names: Sequence[str], *, positions: bool = False) -> np.ndarray:
+    """Parents as positions (``-1`` for a root) from names or ``None`` (the form stored in
+    ``meta["parents"]``) -- and, with ``positions`` (:meth:`Trace.build`), from positions
+    ``0..L-1`` or ``-1`` for a root; checks that there is one per exit and that they form a
+    forest (no unknown name, no cycle)."""
     n = len(names)
     if not isinstance(parents, (list, tuple, np.ndarray)):
         raise TraceError(f"key 'meta': field 'parents' must be a list of {n} parent names or null, "
@@ -90,18 +94,20 @@ def _parents_array(parents: Any, names: Sequence[str]) -> np.ndarray:
     out = np.full(n, -1, dtype=np.int64)
     for v, p in enumerate(parents):
         is_int = isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_))
-        if p is None or (is_int and p < 0):
+        if p is None or (positions and is_int and p == -1):
             continue
         if isinstance(p, str):
             if p not in index:
                 raise TraceError(f"key 'meta': field 'parents', exit {names[v]!r}: "
                                  f"unknown parent {escape_text(repr(p), 80)}")
             out[v] = index[p]
-        elif is_int and p < n:
+        elif positions and is_int and 0 <= p < n:
             out[v] = int(p)
         else:
+            want = ("a parent name, a position 0..L-1, or -1 or None for a root" if positions
+                    else "a parent name (one of 'exit_names') or null for a root")
             raise TraceError(f"key 'meta': field 'parents', exit {names[v]!r}: "
-                             f"bad parent {escape_text(repr(p), 80)}")
+                             f"bad parent {escape_text(repr(p), 80)} (expected {want})")
     for v in range(n):  # walk up: a cycle never reaches a root
         u, steps = v, 0
         while out[u] >= 0:
@@ -138,9 +144,12 @@ class Trace:
         True class of every example, in ``0..C-1``.
     cost : ndarray of shape (L,) or (N, L), float64
         Cost of reaching exit ``i`` from exit ``i-1`` (exit 0 from the input), on average or
-        per example.
+        per example: finite and ``>= 0``, the full model's cost finite on every example and
+        summed over the examples, and its mean at least the smallest normal float64 (so the
+        costs can be normalised).
     meta : dict
-        JSON-serialisable descriptive fields, all optional (:data:`META_DEFAULTS`;
+        JSON-serialisable descriptive fields, all optional; ``model``, ``dataset`` and
+        ``cost_unit`` are strings when present (:data:`META_DEFAULTS`;
         ``exit_names`` defaults to ``exit0, exit1, …``; ``parents``, each exit's parent name or
         ``None`` for a root, defaults to the chain).
     """
@@ -168,8 +177,9 @@ class Trace:
         meta : dict, optional
             Descriptive fields; ``meta_kw`` are added to them.
         parents : sequence, optional
-            Each exit's parent as a position, a name or ``None`` (a root); default: the chain
-            (or ``meta["parents"]``). A cascade of separate models passes its tree here.
+            Each exit's parent as a position ``0..L-1``, a name, or ``None`` or ``-1`` for a
+            root; default: the chain (or ``meta["parents"]``, read the same way). Stored as
+            names. A cascade of separate models passes its tree here.
 
         Returns
         -------
@@ -208,7 +218,7 @@ class Trace:
         tr.validate()
         if par is not None:
             names = tr.exit_names
-            tr.meta["parents"] = [None if p < 0 else names[p] for p in _parents_array(par, names)]
+            tr.meta["parents"] = [None if p < 0 else names[p] for p in _parents_array(par, names, positions=True)]
         return tr
 
     # ------------------------------------------------------------------ validation
@@ -275,6 +285,25 @@ class Trace:
             idx = _first(bad)
             where = f"exit {idx[0]}" if c.ndim == 1 else f"example {idx[0]}, exit {idx[1]}"
             raise TraceError(f"key 'cost': {where} is {float(c[idx])}; costs must be finite and >= 0")
+        fix = "rescale the costs (e.g. express them in another unit)"
+        with np.errstate(over="ignore"):
+            full = c.sum(axis=-1)  # the full model's cost: [] for a [L] cost, [N] per example
+            total = full * self.n_examples if c.ndim == 1 else full.sum()
+            mean = self.mean_cost.sum()
+        if not np.all(np.isfinite(full)):
+            where = "" if c.ndim == 1 else f" on example {_first(~np.isfinite(full))[0]}"
+            raise TraceError(f"key 'cost': the full model's cost (the sum over the exits){where} "
+                             f"overflows a float64; {fix}")
+        if not np.isfinite(total):
+            raise TraceError(f"key 'cost': the full model's cost summed over the {self.n_examples} examples "
+                             f"overflows a float64; {fix}")
+        tiny = float(np.finfo(np.float64).tiny)
+        if mean == 0:
+            raise TraceError("key 'cost': every cost is 0, so costs cannot be normalised "
+                             "(the full model's mean cost must be > 0)")
+        if not mean >= tiny:
+            raise TraceError(f"key 'cost': the full model's mean cost is {float(mean):.6g}, below the smallest "
+                             f"normal float64 ({tiny:.6g}), so costs cannot be normalised; {fix}")
 
     def _validate_meta(self) -> None:
         if not isinstance(self.meta, dict):
@@ -283,6 +312,11 @@ class Trace:
             json.dumps(self.meta, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TraceError(f"key 'meta': not JSON-serialisable ({exc})") from None
+        for key in META_DEFAULTS:
+            if key in self.meta and not isinstance(self.meta[key], str):
+                raise TraceError(f"key 'meta': field {key!r} must be a string, got "
+                                 f"{escape_text(repr(self.meta[key]), 80)} ({type(self.meta[key]).__name__}); "
+                                 f"leave it out for the default {META_DEFAULTS[key]!r}")
         if "exit_names" in self.meta:
             self._validate_exit_names()
         if "parents" in self.meta:
@@ -504,21 +538,50 @@ def save_trace(path: str | Path, trace: Trace, compressed: bool = False) -> None
     atomic_write(path, write, "trace file", TraceError)
 
 
-def _check_npz_sizes(path: Path, max_bytes: int) -> None:
-    """Refuse an archive whose members (uncompressed) or declared array shapes exceed
-    ``max_bytes``, or whose ``.npy`` header declares more data than the member holds --
-    before anything is decompressed or allocated."""
+def _npz_members(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
+    """The members of an archive by key (member ``KEY.npy`` holds key ``KEY``).
+
+    Refuses a member whose name does not end in ``.npy`` and a name that appears twice, so
+    that every key names exactly one member (NumPy would otherwise read a member ``probs``
+    before ``probs.npy``, and the last of two ``probs.npy``).
+    """
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in zf.infolist():
+        name = escape_text(repr(info.filename), 80)
+        if not info.filename.endswith(".npy") or info.filename == ".npy":
+            raise TraceError(f"{where}: member {name} is not named KEY.npy; a trace archive holds one "
+                             f"KEY.npy member per key, as save_trace writes them")
+        key = info.filename[: -len(".npy")]
+        if key in members:
+            raise TraceError(f"{where}: member {name} appears twice; each key must be stored once")
+        members[key] = info
+    return members
+
+
+def _read_npz(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
+    """The arrays of :data:`KEYS` in the archive ``path``.
+
+    Member names are checked first (:func:`_npz_members`); then an archive whose members
+    (uncompressed) exceed ``max_bytes``, or whose ``.npy`` headers declare arrays over
+    ``max_bytes``, more data than the member holds, or Python objects, is refused -- before
+    anything is decompressed or allocated. The arrays are read from the very members checked.
+    """
     where = show_path(path)
     with zipfile.ZipFile(path) as zf:
+        members = _npz_members(zf, where)
         total = 0
-        for info in zf.infolist():
+        for info in members.values():
             total += info.file_size
-            name = escape_text(repr(info.filename), 80)
             if total > max_bytes:
-                raise TraceError(f"{where}: member {name} brings the uncompressed size to {total:,} bytes, "
-                                 f"above the limit of {max_bytes:,} (MAX_TRACE_BYTES; raise it with max_bytes=)")
-            if info.filename not in {f"{k}.npy" for k in KEYS}:
-                continue
+                raise TraceError(f"{where}: member {escape_text(repr(info.filename), 80)} brings the uncompressed "
+                                 f"size to {total:,} bytes, above the limit of {max_bytes:,} "
+                                 f"(MAX_TRACE_BYTES; raise it with max_bytes=)")
+        missing = [k for k in KEYS if k not in members]
+        if missing:
+            raise TraceError(f"{where}: missing key(s) {missing}; a trace holds {list(KEYS)}")
+        for key in KEYS:
+            info = members[key]
+            name = escape_text(repr(info.filename), 80)
             with zf.open(info) as fh:
                 try:
                     version = np.lib.format.read_magic(fh)
@@ -540,6 +603,11 @@ def _check_npz_sizes(path: Path, max_bytes: int) -> None:
             if nbytes > info.file_size:
                 raise TraceError(f"{where}: member {name} declares shape {tuple(shape)} of {dtype} "
                                  f"({nbytes:,} bytes) but holds only {info.file_size:,} bytes: the file is corrupt")
+        arrays = {}
+        for key in KEYS:
+            with zf.open(members[key]) as fh:
+                arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+        return arrays
 
 
 def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
@@ -561,8 +629,9 @@ def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
     Raises
     ------
     TraceError
-        The file cannot be read, is too large, or breaks a rule of the format; the message
-        names the file and the key.
+        The file cannot be read, is too large, is an ambiguous archive (a member not named
+        ``KEY.npy``, or a name twice), or breaks a rule of the format; the message names the
+        file and the key or member.
     """
     path = check_path(path, "trace file", TraceError)
     where = show_path(path)
@@ -587,14 +656,7 @@ def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
     if magic != b"PK\x03\x04":
         raise TraceError(f"{where} is not an .npz archive (expected a zip file written by save_trace)")
     try:
-        _check_npz_sizes(path, max_bytes)
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise TraceError(f"{str(path)!r}: not an .npz archive (a single array?)")
-            missing = [k for k in KEYS if k not in data.files]
-            if missing:
-                raise TraceError(f"{str(path)!r}: missing key(s) {missing}; a trace holds {list(KEYS)}")
-            arrays = {k: data[k] for k in KEYS}
+        arrays = _read_npz(path, max_bytes)
     except TraceError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError,

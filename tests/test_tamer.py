@@ -337,3 +337,16 @@ def test_heuristic_and_static_points_are_their_rules(split, which):
     menu = slo_mod.static_points(cal) if which == "static" else slo_mod.heuristic_points(cal, which)
     _assert_menu_is_its_rules(menu, cal)
     assert np.array_equal(menu.accuracy, menu.in_sample)
+
+
+def test_per_exit_sweep_holds_at_most_max_sweep_cells_decisions(monkeypatch):
+    """The per-exit class's complete sweep keeps at most MAX_SWEEP_CELLS / N rules on N test
+    examples (plus the full model), so its decisions stay bounded on large traces."""
+    from ttamer.earlyexit.traces import synthetic_trace
+
+    cal, test = synthetic_trace(2000, 6, 3, seed=2).split(0.5, 0)
+    t = ThresholdTamer(policy="per_exit:max_prob:last", n_lams=21).fit(cal)
+    unbounded = len(t.frontier_sweep(test).answer)
+    monkeypatch.setattr(tamer_mod, "MAX_SWEEP_CELLS", 15 * test.n_examples)
+    dec = t.frontier_sweep(test)
+    assert unbounded > 16 >= len(dec.answer) - 1 >= 2

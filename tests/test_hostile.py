@@ -659,14 +659,18 @@ def test_signal_with_the_programs_own_handler(tmp_path):
 
 
 def test_temp_files_of_live_writers_are_kept(tmp_path):
-    mine = tmp_path / f".x.npz.{TMP_TAG}-{os.getpid()}-abcd1234"
+    from ttamer.core.safeio import temp_path
+
+    mine = temp_path(tmp_path / "x.npz")
     mine.write_bytes(b"in progress")
-    dead = tmp_path / f".y.npz.{TMP_TAG}-999999999-abcd1234"
+    dead = temp_path(tmp_path / "y.npz", pid=999999999)
     dead.write_bytes(b"left by kill -9")
+    lookalike = tmp_path / f".z.npz.{TMP_TAG}-999999999-abcd1234"  # a user's file: not made by ttamer
+    lookalike.write_bytes(b"user data")
     other = tmp_path / ".hidden"
     other.write_bytes(b"not ours")
     assert sweep_stale_temp_files(tmp_path) == [dead]
-    assert mine.exists() and other.exists()
+    assert mine.exists() and other.exists() and lookalike.exists()
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

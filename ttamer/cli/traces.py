@@ -6,8 +6,14 @@ to ``--out``, or into the trace cache (``$TTAMER_CACHE`` or ``~/.cache/ttamer/tr
 ``--out`` is not given. The file is written to a temporary name and renamed, so a failed run
 never overwrites a good trace. Prints the per-exit accuracy and cost, and the file written.
 
+Everything is checked before the run starts: the seed (an integer in ``[0, 2**63 - 1]``), the
+sizes (never beyond the data or the workload's limits, never clamped) and ``--out``, which must
+be a new file in an existing folder or an existing writable regular file (not a folder,
+link, device or read-only file).
+
 ``ttamer traces zoo NAME --out PATH`` regenerates one trace of the shipped zoo
-(:mod:`ttamer.workloads.zoo`); ``--all`` rebuilds every file in ``ttamer/data/zoo``;
+(:mod:`ttamer.workloads.zoo`; ``--out`` defaults to ``NAME.npz`` in the current folder, never
+the shipped file); ``--all`` rebuilds every file in ``ttamer/data/zoo`` (seed 0 only);
 ``--list`` prints the zoo.
 """
 
@@ -16,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ..core.errors import TTamerError
 from ..core.validate import check_seed, escape_text
@@ -44,9 +49,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         w.add_argument("--profile", choices=("offline", "full"), default="offline",
                        help="offline: local weights/data on a CPU (default); full: hub models, for a GPU")
         w.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-        w.add_argument("--out", default=None, help="trace file to write (default: the trace cache)")
-        w.add_argument("--seed", type=int, default=0)
-        w.add_argument("--no-progress", action="store_true", help="no progress bars")
+        w.add_argument("--out", default=None, help="trace file to write: a new file in an existing folder or "
+                                                   "a writable regular file (default: the trace cache, "
+                                                   "$TTAMER_CACHE or ~/.cache/ttamer/traces)")
+        w.add_argument("--seed", type=int, default=0, help="seed, 0 to 2**63 - 1 (default 0)")
+        w.add_argument("--no-progress", action="store_true",
+                       help="no progress bars (none from transformers or datasets either)")
         w.add_argument("--json", action="store_true", help="print a JSON summary")
         for flag, dest, text in sizes:
             w.add_argument(flag, dest=dest, type=int, default=None, help=f"{text} (default: the profile's)")
@@ -55,11 +63,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        description="Regenerate a trace of the zoo (ttamer/data/zoo) from the weights and "
                                    "data that ship inside installed packages (CPU, one thread).")
     z.add_argument("name", nargs="?", default=None, help="zoo trace name (see --list)")
-    z.add_argument("--out", default=None, help="trace file to write (default: the shipped file)")
-    z.add_argument("--all", action="store_true", help="rebuild every zoo file into ttamer/data/zoo")
+    z.add_argument("--out", default=None, help="trace file to write (default: NAME.npz in the current folder; "
+                                               "the shipped file only if named here)")
+    z.add_argument("--all", action="store_true", help="rebuild every zoo file into ttamer/data/zoo (seed 0)")
     z.add_argument("--list", action="store_true", help="list the zoo's traces and exit")
-    z.add_argument("--seed", type=int, default=0, help="seed (0 = the shipped files)")
-    z.add_argument("--no-progress", action="store_true", help="no progress bars")
+    z.add_argument("--seed", type=int, default=0, help="seed, 0 to 2**63 - 1 (0 = the shipped files)")
+    z.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (none from transformers or datasets either)")
     z.add_argument("--json", action="store_true", help="print a JSON summary")
     z.set_defaults(run=run_zoo)
     return p
@@ -68,6 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run_zoo(args: argparse.Namespace) -> int:
     """Run ``ttamer traces zoo``; bad input → message on stderr, exit status 2."""
     from ..workloads import zoo
+    from ..workloads.common import check_workload_seed
 
     if args.list:
         for row in zoo.zoo_table():
@@ -78,22 +89,30 @@ def run_zoo(args: argparse.Namespace) -> int:
     try:
         if args.all == (args.name is not None):
             raise TTamerError("give a zoo trace NAME or --all (not both); known: " + ", ".join(zoo.zoo_names()))
-        if args.all and args.out:
+        if args.all and args.out is not None:
             raise TTamerError("--out goes with one NAME; --all writes into ttamer/data/zoo")
+        seed = check_workload_seed(args.seed, "--seed")
+        if args.all and seed != 0:
+            raise TTamerError(f"--all rewrites the shipped files, which are seed 0, so it takes no --seed "
+                              f"(got {seed}); rebuild one trace with another seed as NAME --seed {seed} --out PATH")
         names = zoo.zoo_names() if args.all else [zoo.zoo_entry(args.name).name]
         for name in names:
-            tr, path = zoo.write_zoo_trace(name, args.out, seed=args.seed, progress=not args.no_progress)
+            out, what = (zoo.zoo_entry(name).path, "shipped file") if args.all else (args.out, "--out")
+            tr, path = zoo.write_zoo_trace(name, out, seed=seed, progress=not args.no_progress, what=what)
             summaries.append({"name": name, "path": str(path), "trace": repr(tr),
                               "exit_names": tr.exit_names, "exit_accuracy": tr.accuracy().tolist(),
                               "cost": tr.mean_cost.tolist(), "cost_unit": tr.meta.get("cost_unit", "unit"),
                               "seconds": tr.meta.get("generation_seconds_total")})
             if not args.json:
-                print(repr(tr))
+                print(escape_text(repr(tr)))
                 for n, acc, c in zip(tr.exit_names, tr.accuracy(), tr.mean_cost):
-                    print(f"  {n:>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} {tr.meta.get('cost_unit', 'unit')}")
-                print(f"wrote {path} ({summaries[-1]['seconds']} s)")
+                    print(f"  {escape_text(n, 40):>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} "
+                          f"{escape_text(tr.meta.get('cost_unit', 'unit'), 40)}")
+                print(f"wrote {escape_text(str(path))} ({summaries[-1]['seconds']} s)")
     except (TTamerError, OSError) as exc:
-        print(f"ttamer traces zoo: error: {exc}", file=sys.stderr)
+        from .common import error_line
+
+        print(error_line("traces zoo", exc), file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(summaries if args.all else summaries[0], indent=2))
@@ -102,19 +121,26 @@ def run_zoo(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ttamer traces``; bad input → message on stderr, exit status 2."""
+    from ..core.safeio import check_target
     from ..earlyexit.traces import save_trace
-    from ..workloads import generate, trace_path
+    from ..workloads import CACHE_ENV, generate, trace_path
+    from ..workloads.registry import check_run
 
+    flags = {dest: flag for flag, dest, _ in _SIZES[args.workload]}
+    flags["seed"] = "--seed"
     try:
         check_seed(args.seed, "--seed")
         sizes = {dest: getattr(args, dest) for _, dest, _ in _SIZES[args.workload]}
         for name, value in sizes.items():
             if value is not None and value < 1:
                 raise TTamerError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        out = Path(args.out) if args.out else trace_path(args.workload, args.profile, seed=args.seed,
-                                                          device=args.device, **sizes)
-        if out.parent and not out.parent.exists():
-            raise TTamerError(f"--out: folder {str(out.parent)!r} does not exist")
+        # everything that can be refused is refused here, before the (long) run
+        check_run(args.workload, args.profile, seed=args.seed, label=lambda key: flags.get(key, key), **sizes)
+        if args.out is not None:
+            out = check_target(args.out, "--out")
+        else:
+            out = check_target(trace_path(args.workload, args.profile, seed=args.seed, device=args.device,
+                                          **sizes), f"trace file in the trace cache (${CACHE_ENV})")
         result = generate(args.workload, args.profile, seed=args.seed, device=args.device,
                           progress=not args.no_progress, **sizes)
         save_trace(out, result.trace)

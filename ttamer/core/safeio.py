@@ -9,7 +9,9 @@ through here.
 * :func:`atomic_write` writes a temporary file in the target's folder, fsyncs it and renames
   it over the target: the old file survives any failure, kill or signal. Temporary files
   are removed on errors and on SIGTERM/SIGINT; those of a killed run (``kill -9``) are swept
-  at the next write into that folder. Permissions follow the umask, as ``open()`` does.
+  at the next write into that folder (only files ttamer provably made, whose writer is gone).
+  Only a new file or a writable regular file is written (:func:`check_target`); permissions
+  follow the umask, as ``open()`` does.
 """
 
 from __future__ import annotations
@@ -34,12 +36,16 @@ MAX_JSON_BYTES = 256 * 2**20
 #: Integers in JSON with more digits than this cannot be a float; they are kept as
 #: :class:`HugeNumber`.
 MAX_JSON_DIGITS = 308
-#: Temporary files of :func:`atomic_write` are named ``.NAME.<TMP_TAG>-PID-RANDOM``.
+#: Temporary files of :func:`atomic_write` are named ``.NAME.<TMP_TAG>-PID-NONCE-CHECK``
+#: (:func:`temp_path`): ``NONCE`` is 8 random hex digits, ``CHECK`` 16 hex digits of a hash of
+#: the name, pid, nonce and this machine's boot and pid namespace.
 TMP_TAG = "ttamer-tmp"
-#: A temporary file whose writer is gone, or older than this (seconds), is swept.
+#: Where the boot and pid namespace of a temporary file's writer cannot be read (not Linux),
+#: :func:`sweep_stale_temp_files` also waits until the file is this old (seconds).
 STALE_TMP_SECONDS = 24 * 3600
 
-_TMP_RE = re.compile(r"^\..*\." + re.escape(TMP_TAG) + r"-(\d+)-[0-9a-f]+$")
+_TMP_RE = re.compile(r"\.(?P<stem>.+)\." + re.escape(TMP_TAG)
+                     + r"-(?P<pid>[1-9][0-9]{0,9})-(?P<nonce>[0-9a-f]{8})-(?P<check>[0-9a-f]{16})", re.DOTALL)
 
 
 def show_path(path: Any) -> str:
@@ -48,10 +54,16 @@ def show_path(path: Any) -> str:
 
 
 def check_path(path: Any, what: str, error: type[TTamerError] = TTamerError) -> Path:
-    """``path`` as a :class:`Path`; anything but a string or path-like is refused."""
+    """``path`` as a :class:`Path`; anything but a string or path-like is refused, and so is the
+    empty path (which :class:`Path` would read as the current folder ``.``)."""
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
         raise error(f"{what} must be a file path (str or os.PathLike), got {type(path).__name__}")
-    p = Path(path)
+    raw = os.fspath(path)
+    if not isinstance(raw, str):
+        raise error(f"{what} must be a file path (str or os.PathLike), got a path of {type(raw).__name__}")
+    if raw == "":
+        raise error(f"{what} is an empty path (''); give the name of a file")
+    p = Path(raw)
     if "\x00" in str(p):
         raise error(f"{what} {show_path(p)} contains a NUL character")
     return p
@@ -175,40 +187,175 @@ _UMASK_LOCK = threading.Lock()
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    """Whether process ``pid`` may still run (``True`` whenever that cannot be ruled out)."""
+    if pid <= 0 or pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:
+    except (OSError, OverflowError):
         return True
     return True
 
 
+_WRITER_ID: tuple[str, bool] | None = None
+
+
+def _writer_id() -> tuple[str, bool]:
+    """``(id, proven)``: the boot id and pid namespace of this process (Linux: ``proven``, so a
+    pid read from a temporary file's name can be looked up here), else the host name."""
+    global _WRITER_ID
+    if _WRITER_ID is None:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+                boot = fh.read().strip()
+            _WRITER_ID = (f"{boot}|{os.readlink('/proc/self/ns/pid')}", bool(boot))
+        except (OSError, ValueError):
+            import socket
+
+            _WRITER_ID = (f"host:{socket.gethostname()}", False)
+    return _WRITER_ID
+
+
+def _tmp_check(stem: str, pid: int, nonce: str) -> str:
+    import hashlib
+
+    text = "\x00".join((TMP_TAG, stem, str(pid), nonce, _writer_id()[0]))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def temp_path(target: str | os.PathLike, pid: int | None = None, nonce: str | None = None) -> Path:
+    """The temporary file :func:`atomic_write` writes before renaming it to ``target``.
+
+    Parameters
+    ----------
+    target : str or os.PathLike
+        The file to be written.
+    pid : int, optional
+        The writing process (default: this one).
+    nonce : str, optional
+        8 hex digits (default: random).
+
+    Returns
+    -------
+    Path
+        ``.NAME.<TMP_TAG>-PID-NONCE-CHECK`` in the folder of ``target``, where ``CHECK`` marks
+        the name as one ttamer made on this machine (:func:`sweep_stale_temp_files` removes no
+        other file).
+    """
+    target = Path(target)
+    pid = os.getpid() if pid is None else int(pid)
+    nonce = secrets.token_hex(4) if nonce is None else nonce
+    stem = target.name[:200]
+    return target.parent / f".{stem}.{TMP_TAG}-{pid}-{nonce}-{_tmp_check(stem, pid, nonce)}"
+
+
 def sweep_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files of :func:`atomic_write` left in ``folder`` by a killed run
-    (its process is gone, or the file is older than :data:`STALE_TMP_SECONDS`)."""
-    removed = []
+    """Remove the temporary files of :func:`atomic_write` left in ``folder`` by a killed run.
+
+    A file is removed only if it is provably such a leftover: its name is one
+    :func:`temp_path` made on this machine, in this boot and pid namespace (its check digits
+    match), it is a regular file (not a link) owned by this user, and the process that wrote it
+    is gone. Where the boot and pid namespace cannot be read (not Linux) the file must also be
+    older than :data:`STALE_TMP_SECONDS`. A file that merely looks like one is never touched.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder to sweep (not its subfolders).
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
-    now = time.time()
+    proven = _writer_id()[1]
     for entry in entries:
-        m = _TMP_RE.match(entry.name)
+        m = _TMP_RE.fullmatch(entry.name)
         if not m:
             continue
+        pid = int(m["pid"])
+        if m["check"] != _tmp_check(m["stem"], pid, m["nonce"]):
+            continue
         try:
-            if not entry.is_file(follow_symlinks=False):
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
                 continue
-            old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_SECONDS
-            if old or not _pid_alive(int(m.group(1))):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
+            if not proven and time.time() - st.st_mtime <= STALE_TMP_SECONDS:
+                continue
+            if _pid_alive(pid):
+                continue
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
         except OSError:
             continue
     return removed
+
+
+def check_target(path: Any, what: str, error: type[TTamerError] = TTamerError) -> Path:
+    """``path`` as a :class:`Path` if :func:`atomic_write` may write it; a clear ``error``
+    naming ``what`` otherwise.
+
+    Writable are a new name in an existing writable folder, and an existing regular file
+    that is writable. Refused, before any work is done: a folder, a name ending with a path
+    separator, ``.`` and ``..``, a symbolic link (it would be replaced by a file), a device,
+    FIFO or socket, a read-only file (also for root) and a missing or read-only folder.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write.
+    what : str
+        What the file is, for the message (e.g. ``"trace file"`` or ``"--out"``).
+    error : type of TTamerError, default TTamerError
+        The exception raised.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    target = check_path(path, what, error)
+    raw = os.fspath(path)
+    shown = show_path(raw)
+    if target.name in ("", ".", "..") or raw.endswith(("/", os.sep)):
+        if os.path.isdir(raw):
+            raise error(f"cannot write {what} {shown}: it is a folder")
+        raise error(f"cannot write {what} {shown}: not a file name")
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise error(f"cannot write {what} {shown}: {exc.strerror or exc}") from None
+    if st is None:
+        folder = target.parent
+        if not folder.is_dir():
+            raise error(f"cannot write {what} {shown}: folder {show_path(folder)} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise error(f"cannot write {what} {shown}: folder {show_path(folder)} is not writable")
+        return target
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        raise error(f"cannot write {what} {shown}: it is a folder")
+    if stat.S_ISLNK(mode):
+        raise error(f"cannot write {what} {shown}: it is a symbolic link, which would be replaced by a "
+                    f"file; name the file it points to, or a new file")
+    if not stat.S_ISREG(mode):
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
+                stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise error(f"cannot write {what} {shown}: it is {kind}; only a regular file is replaced")
+    if not mode & 0o222 or not os.access(target, os.W_OK):
+        raise error(f"cannot write {what} {shown}: the file is read-only; it is left as it is")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise error(f"cannot write {what} {shown}: folder {show_path(target.parent)} is not writable")
+    return target
 
 
 class _Signalled(BaseException):
@@ -265,18 +412,14 @@ def atomic_write(path: Any, write: Callable[[Any], None] | bytes | str, what: st
     temporary file in the same folder, which is fsynced and renamed over ``path``.
 
     On any failure (including SIGTERM/SIGINT) the temporary file is removed and ``path`` is
-    untouched; the error names ``path``. Stale temporary files of killed runs are swept first.
+    untouched; the error names ``path``. Only a new file or an existing writable regular file
+    is written (:func:`check_target`: a folder, link, device or read-only file is refused).
+    Temporary files of killed runs are swept first (:func:`sweep_stale_temp_files`).
     """
-    target = check_path(path, what, error)
+    target = check_target(path, what, error)
     folder = target.parent
-    if target.name in ("", ".", ".."):
-        raise error(f"cannot write {what} {show_path(target)}: not a file name")
-    if not folder.is_dir():
-        raise error(f"cannot write {what} {show_path(target)}: folder {show_path(folder)} does not exist")
-    if target.is_dir():
-        raise error(f"cannot write {what} {show_path(target)}: it is a folder")
     sweep_stale_temp_files(folder)
-    tmp = folder / f".{target.name[:200]}.{TMP_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = temp_path(target)
     mode = 0o666 & ~_umask()
     fd = -1
     try:

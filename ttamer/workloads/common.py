@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -21,13 +22,14 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..core.errors import TraceError, TTamerError
+from ..core.validate import check_int, check_seed, escape_text
 from ..earlyexit.traces import Trace
-from ..serving.adapters import resolve_device
+from ..serving.adapters import quiet, resolve_device
 
 #: Environment variable overriding the cache folder of the traces.
 CACHE_ENV = "TTAMER_CACHE"
@@ -41,11 +43,29 @@ ALT_UNITS = ("layers", "mmacs")
 # --------------------------------------------------------------------------- cache
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     """The folder holding cached traces: ``cache`` if given, else ``$TTAMER_CACHE``, else
-    ``~/.cache/ttamer/traces``. Created if missing."""
+    ``~/.cache/ttamer/traces``. Created if missing.
+
+    Raises
+    ------
+    TTamerError
+        If the folder cannot be created or is not a folder; the message names
+        ``$TTAMER_CACHE`` when the path came from it.
+    """
+    source, hint = "cache folder", ""
     if cache is None:
-        cache = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ttamer" / "traces"
+        if os.environ.get(CACHE_ENV):
+            cache, source = os.environ[CACHE_ENV], f"trace cache ${CACHE_ENV}"
+        else:
+            cache, source = Path.home() / ".cache" / "ttamer" / "traces", "trace cache"
+        hint = f"; set {CACHE_ENV} to a writable folder"
     path = Path(cache).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    shown = escape_text(repr(str(path)), 300)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise TTamerError(f"{source} {shown} is not a folder (a file of that name exists){hint}") from None
+    except OSError as exc:
+        raise TTamerError(f"{source} {shown} cannot be created: {exc.strerror or exc}{hint}") from None
     return path
 
 
@@ -88,6 +108,84 @@ def require_columns(cfg: Mapping[str, Any], split: str, columns: Sequence[str], 
 
 
 
+#: Largest seed of a workload run: torch's generators take 64-bit seeds, and the workloads add
+#: small offsets to the seed (one per exit head, one for the trace sample).
+MAX_SEED = 2**63 - 1
+
+
+def check_workload_seed(seed: Any, name: str = "seed") -> int:
+    """The seed of a workload run: a non-negative integer (:func:`~ttamer.core.validate.check_seed`)
+    of at most :data:`MAX_SEED`; a :class:`~ttamer.core.errors.TTamerError` naming ``name`` otherwise.
+
+    Parameters
+    ----------
+    seed : int
+        The seed.
+    name : str, default "seed"
+        The argument's name in the message (e.g. ``"--seed"``).
+
+    Returns
+    -------
+    int
+        The seed.
+    """
+    seed = check_seed(seed, name)
+    if seed > MAX_SEED:
+        raise TTamerError(f"{name} must be <= {MAX_SEED} (2**63 - 1, MAX_SEED: torch's generators take "
+                          f"64-bit seeds), got {seed}")
+    return seed
+
+
+def check_size(value: Any, name: str, maximum: int, why: str, minimum: int = 1) -> int:
+    """A size setting of a workload: an integer in ``[minimum, maximum]``, never clamped.
+
+    Parameters
+    ----------
+    value : int
+        The setting.
+    name : str
+        Its name in the message (e.g. ``"--n-test"``).
+    maximum : int
+        The largest value accepted.
+    why : str
+        Where ``maximum`` comes from, for the message.
+    minimum : int, default 1
+        The smallest value accepted.
+
+    Returns
+    -------
+    int
+        ``value``.
+    """
+    value = check_int(value, name, minimum=minimum)
+    if value > maximum:
+        raise TTamerError(f"{name} must be <= {maximum:,} ({why}), got {value:,}")
+    return value
+
+
+def check_timed_batches(n: int, batch_size: int, n_name: str, batch_name: str, warmup: int | None = None) -> None:
+    """Refuse, before any work, a trace of ``n`` examples that batches of ``batch_size`` cut
+    into too few batches for :class:`CostRecorder` to time (it skips ``warmup`` batches).
+
+    Parameters
+    ----------
+    n, batch_size : int
+        The examples of the trace and the batch size.
+    n_name, batch_name : str
+        Their names in the message (e.g. ``"--n-test"``, ``"--batch-size"``).
+    warmup : int, optional
+        Batches not timed; default: :class:`CostRecorder`'s.
+    """
+    warmup = CostRecorder.warmup if warmup is None else warmup
+    if n <= warmup:
+        raise TTamerError(f"{n_name} must be > {warmup}: the cost is timed on the batches after "
+                          f"{warmup} warm-up batches, got {n}")
+    if batch_size * warmup >= n:
+        raise TTamerError(f"{batch_name} must be <= {(n - 1) // warmup:,} so that the {n:,} trace examples "
+                          f"({n_name}) make more than {warmup} batches (the first {warmup} are warm-up, not "
+                          f"timed), got {batch_size:,}")
+
+
 def set_runtime(seed: int, threads: int | None) -> None:
     """Seed Python's, NumPy's and torch's generators; cap torch's CPU threads at ``threads``."""
     import random
@@ -99,6 +197,43 @@ def set_runtime(seed: int, threads: int | None) -> None:
     torch.manual_seed(seed)
     if threads is not None:
         torch.set_num_threads(int(threads))
+
+
+@contextlib.contextmanager
+def quiet_libraries(progress: bool) -> Iterator[None]:
+    """Without ``progress``: no progress bars from ``transformers`` (weight loading),
+    ``datasets`` (e.g. "Generating train split") or ``huggingface_hub``, as ``--no-progress``
+    promises; each library's setting is restored afterwards.
+
+    Parameters
+    ----------
+    progress : bool
+        True leaves the libraries as they are.
+    """
+    if progress:
+        yield
+        return
+    restore: list[Callable[[], None]] = []
+    try:
+        from datasets.utils import logging as ds_logging
+    except ImportError:  # pragma: no cover - datasets is optional
+        ds_logging = None
+    if ds_logging is not None and ds_logging.is_progress_bar_enabled():
+        ds_logging.disable_progress_bar()
+        restore.append(ds_logging.enable_progress_bar)
+    try:
+        from huggingface_hub import utils as hub_utils
+    except ImportError:  # pragma: no cover - huggingface_hub is optional
+        hub_utils = None
+    if hub_utils is not None and not hub_utils.are_progress_bars_disabled():
+        hub_utils.disable_progress_bars()
+        restore.append(hub_utils.enable_progress_bars)
+    try:
+        with quiet(False):
+            yield
+    finally:
+        for undo in restore:
+            undo()
 
 
 def start_run(seed: int, threads: int | None, device: Any) -> "torch.device":  # noqa: F821
@@ -136,12 +271,16 @@ def split_indices(n: int, n_head: int, n_trace: int, seed: int) -> tuple[np.ndar
     return np.sort(perm[:n_head]), np.sort(perm[n_head:n_head + n_trace])
 
 
-def sample_indices(n: int, k: int | None, seed: int) -> np.ndarray:
-    """``k`` sorted indices of ``range(n)`` drawn without replacement (all if ``k`` is None)."""
-    if k is None or k >= n:
+def sample_indices(n: int, k: int | None, seed: int, name: str = "sample size",
+                   what: str = "examples available") -> np.ndarray:
+    """``k`` sorted indices of ``range(n)`` drawn without replacement (all if ``k`` is None or
+    ``n``); ``k`` above ``n`` is an error naming ``name`` and ``what`` (never clamped)."""
+    if k is None or k == n:
         return np.arange(n)
     if k < 1:
-        raise TTamerError(f"sample size must be >= 1, got {k}")
+        raise TTamerError(f"{name} must be >= 1, got {k}")
+    if k > n:
+        raise TTamerError(f"{name} must be <= {n:,} (the {what}), got {k:,}")
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 

@@ -40,16 +40,18 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import check_int
 from ..earlyexit.traces import Trace
 from ..serving.adapters import MultiExitModel, quiet, resolve_device, transformer_exits
-from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, environment_meta, finish_meta,
-                     profile_settings, require_columns, sample_indices, set_runtime, split_indices,
-                     start_run, trace_key, train_linear_heads)
+from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, check_size, check_timed_batches,
+                     check_workload_seed, environment_meta, finish_meta, profile_settings, quiet_libraries,
+                     require_columns, sample_indices, set_runtime, split_indices, start_run, trace_key,
+                     train_linear_heads)
 
 #: Fine-tuning settings shared by the profiles (:func:`finetune_encoder`): AdamW learning rate
 #: and weight decay, batch size, share of the steps of linear warm-up (then linear decay to 0),
@@ -82,6 +84,13 @@ PROFILES: dict[str, dict[str, Any]] = {
 EXIT_WEIGHTS = ("linear", "last")
 #: The size parameters a caller may override (they key the cache).
 SIZE_KEYS = ("n_head", "n_trace", "max_length", "batch_size", "finetune_epochs")
+#: Largest ``max_length``: the position embeddings of both profiles' encoders (BERT family).
+MAX_LENGTH = 512
+#: Largest ``batch_size × max_length`` (tokens of a padded batch; attention holds
+#: ``batch_size × heads × max_length²`` scores at once).
+MAX_BATCH_TOKENS = 2**17
+#: Largest ``finetune_epochs`` (the run's time grows with it).
+MAX_FINETUNE_EPOCHS = 100
 
 
 def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
@@ -93,6 +102,34 @@ def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
         raise TTamerError(f"finetune_exit_weights must be one of {EXIT_WEIGHTS}, "
                           f"got {cfg['finetune_exit_weights']!r}")
     return cfg
+
+
+def check_sizes(cfg: dict[str, Any], label: Callable[[str], str] | None = None) -> None:
+    """Refuse, before anything is loaded or built, sizes beyond what is sensible (never clamped).
+
+    ``max_length`` must not exceed :data:`MAX_LENGTH` (the encoder's positions),
+    ``batch_size × max_length`` not :data:`MAX_BATCH_TOKENS`, ``finetune_epochs`` not
+    :data:`MAX_FINETUNE_EPOCHS`, and the ``n_trace`` sentences must make enough batches to time
+    the cost. ``n_head + n_trace`` is checked against the sentences available once they are
+    read (before any training).
+
+    Parameters
+    ----------
+    cfg : dict
+        The settings of :func:`profile_config`.
+    label : callable, optional
+        The name of a size in the message (e.g. ``"max_length"`` -> ``"--max-length"``); default: the key.
+    """
+    name = label or (lambda key: key)
+    check_int(cfg["n_head"], name("n_head"), minimum=1)
+    check_int(cfg["n_trace"], name("n_trace"), minimum=1)
+    length = check_size(cfg["max_length"], name("max_length"), MAX_LENGTH,
+                        "MAX_LENGTH: the encoder's position embeddings")
+    check_size(cfg["batch_size"], name("batch_size"), max(1, MAX_BATCH_TOKENS // length),
+               f"MAX_BATCH_TOKENS = {MAX_BATCH_TOKENS:,} tokens per batch at {name('max_length')} {length}")
+    check_size(cfg["finetune_epochs"], name("finetune_epochs"), MAX_FINETUNE_EPOCHS, "MAX_FINETUNE_EPOCHS",
+               minimum=0)
+    check_timed_batches(int(cfg["n_trace"]), int(cfg["batch_size"]), name("n_trace"), name("batch_size"))
 
 
 def sizes_of(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -186,10 +223,12 @@ def choose_examples(cfg: dict[str, Any], seed: int, cache: str | os.PathLike | N
         return ([texts[i] for i in hi], labels[hi], hi, [texts[i] for i in ti], labels[ti], ti)
     h_texts, h_labels = load_split(cfg, cfg["head_split"], cache)
     t_texts, t_labels = load_split(cfg, cfg["trace_split"], cache)
-    hi = sample_indices(len(h_texts), cfg["n_head"], seed)
+    hi = sample_indices(len(h_texts), cfg["n_head"], seed, "n_head",
+                        f"distinct sentences of the {cfg['head_split']} split")
     head_set = {h_texts[i] for i in hi}
     ok = np.flatnonzero([t not in head_set for t in t_texts])
-    ti = ok[sample_indices(len(ok), cfg["n_trace"], seed + 1)]
+    ti = ok[sample_indices(len(ok), cfg["n_trace"], seed + 1, "n_trace",
+                           f"distinct sentences of the {cfg['trace_split']} split that no head saw")]
     return ([h_texts[i] for i in hi], h_labels[hi], hi, [t_texts[i] for i in ti], t_labels[ti], ti)
 
 
@@ -462,11 +501,22 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
     examples (:func:`finetune_encoder`; skipped if ``finetune_epochs`` = 0); freeze it, pool
     every layer's output on the head examples and train one logistic-regression head per
     layer; run the encoder with the heads on the trace examples, recording every exit's
-    softmax and every block's time.
+    softmax and every block's time. The seed and sizes are checked
+    (:func:`~ttamer.workloads.common.check_workload_seed`, :func:`check_sizes`) before anything
+    is loaded; without ``progress`` the libraries show no progress bars either.
     """
+    seed = check_workload_seed(seed)
     cfg = profile_config(profile, n_head=n_head, n_trace=n_trace, max_length=max_length,
                          batch_size=batch_size, finetune_epochs=finetune_epochs)
+    check_sizes(cfg)
     offline_if_shipped(cfg)
+    with quiet_libraries(progress):
+        return _generate(cfg, profile, seed, device, cache, progress)
+
+
+def _generate(cfg: dict[str, Any], profile: str, seed: int, device: Any, cache: str | os.PathLike | None,
+              progress: bool) -> WorkloadResult:
+    """The run of :func:`generate_nlp_trace` on checked settings ``cfg``."""
     dev = start_run(seed, cfg["threads"], device)
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}

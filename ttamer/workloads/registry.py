@@ -15,12 +15,12 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..core.errors import TraceError, TTamerError
 from ..earlyexit.traces import Trace, load_trace, save_trace
-from ..core.validate import check_seed, escape_text
-from .common import WorkloadResult, cache_dir, trace_key
+from ..core.validate import escape_text
+from .common import WorkloadResult, cache_dir, check_workload_seed, trace_key
 
 #: workload name -> (module, generator function)
 WORKLOADS: dict[str, tuple[str, str]] = {
@@ -39,6 +39,28 @@ def resolved_sizes(workload: str, profile: str, **sizes: Any) -> dict[str, Any]:
     """The sizes a run uses: the profile's defaults overridden by ``sizes`` (None = default)."""
     mod = _module(workload)
     return mod.sizes_of(mod.profile_config(profile, **sizes))
+
+
+def check_run(workload: str, profile: str = "offline", *, seed: Any = 0,
+              label: Callable[[str], str] | None = None, **sizes: Any) -> None:
+    """Check a run's seed and sizes before anything is loaded or built (the workload's
+    ``check_sizes``: nothing beyond the data or a sensible size, nothing clamped).
+
+    Parameters
+    ----------
+    workload, profile : str
+        As in :func:`generate`.
+    seed : int, default 0
+        Checked by :func:`~ttamer.workloads.common.check_workload_seed`.
+    label : callable, optional
+        The name of a setting in a message (e.g. ``"seed"`` -> ``"--seed"``); default: the name.
+    **sizes
+        The sizes (``None`` = the profile's default).
+    """
+    name = label or (lambda key: key)
+    check_workload_seed(seed, name("seed"))
+    mod = _module(workload)
+    mod.check_sizes(mod.profile_config(profile, **sizes), name)
 
 
 def trace_path(workload: str, profile: str = "offline", *, seed: int = 0, device: str = "cpu",
@@ -63,7 +85,7 @@ def get_trace(workload: str, profile: str = "offline", *, seed: int = 0, device:
               progress: bool = True, **sizes: Any) -> Trace:
     """The trace of a workload from the cache, generated and cached first if absent (or if
     ``regenerate``)."""
-    seed = check_seed(seed)
+    seed = check_workload_seed(seed)
     path = trace_path(workload, profile, seed=seed, device=device, cache=cache, **sizes)
     key = cache_key(workload, profile, seed=seed, device=device, **sizes)
     if path.exists() and not regenerate:

@@ -23,13 +23,14 @@ import gzip
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..core.errors import TTamerError
 from ..earlyexit.traces import Trace
-from .common import (BlockProbe, CostRecorder, WorkloadResult, environment_meta, finish_meta, profile_settings,
+from .common import (BlockProbe, CostRecorder, WorkloadResult, check_size, check_timed_batches,
+                     check_workload_seed, environment_meta, finish_meta, profile_settings, quiet_libraries,
                      require_columns, sample_indices, start_run)
 
 #: Folder of Debian's Fashion-MNIST.
@@ -46,18 +47,25 @@ PROFILES: dict[str, dict[str, Any]] = {
         "image_column": "image", "label_column": "label", "label_names": FASHION_MNIST_CLASSES,
         "train_split": "train", "test_split": "test", "arch": "small_cnn", "augment": False,
         "n_train": 15000, "n_test": 10000, "epochs": 2, "batch_size": 128, "width": 12,
-        "lr": 3e-3, "weight_decay": 0.0, "threads": 2,
+        "lr": 3e-3, "weight_decay": 0.0, "threads": 2, "train_size": 60000, "test_size": 10000,
     },
     "full": {
         "source": "hub", "dataset": "uoft-cs/cifar10",
         "image_column": "img", "label_column": "label", "label_names": CIFAR10_CLASSES,
         "train_split": "train", "test_split": "test", "arch": "resnet18", "augment": True,
         "n_train": 50000, "n_test": 10000, "epochs": 30, "batch_size": 256, "width": 64,
-        "lr": 2e-3, "weight_decay": 5e-4, "threads": None,
+        "lr": 2e-3, "weight_decay": 5e-4, "threads": None, "train_size": 50000, "test_size": 10000,
     },
 }
 #: The size parameters a caller may override (they key the cache).
 SIZE_KEYS = ("n_train", "n_test", "epochs", "batch_size", "width")
+#: Largest ``width`` (channels of the first block; the last has ``8 × width``): the network's
+#: weights and activations grow with its square and are allocated before any training.
+MAX_WIDTH = 256
+#: Largest ``epochs`` (the run's time grows with it).
+MAX_EPOCHS = 1000
+#: Largest ``batch_size`` (the activations held for a training step grow with it).
+MAX_BATCH_SIZE = 4096
 
 
 def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
@@ -68,6 +76,30 @@ def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
 
 def sizes_of(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: cfg[k] for k in SIZE_KEYS}
+
+
+def check_sizes(cfg: dict[str, Any], label: Callable[[str], str] | None = None) -> None:
+    """Refuse, before anything is loaded or built, sizes beyond what exists or is sensible.
+
+    ``n_train`` and ``n_test`` must not exceed the images of the profile's train and test
+    splits (``train_size``, ``test_size``; never clamped), ``width``, ``epochs`` and
+    ``batch_size`` not :data:`MAX_WIDTH`, :data:`MAX_EPOCHS` and :data:`MAX_BATCH_SIZE`, and the
+    ``n_test`` trace images must make enough batches to time the cost.
+
+    Parameters
+    ----------
+    cfg : dict
+        The settings of :func:`profile_config`.
+    label : callable, optional
+        The name of a size in the message (e.g. ``"n_test"`` -> ``"--n-test"``); default: the key.
+    """
+    name = label or (lambda key: key)
+    for key, split, size in (("n_train", "train_split", "train_size"), ("n_test", "test_split", "test_size")):
+        check_size(cfg[key], name(key), cfg[size], f"the {cfg[split]} split has {cfg[size]:,} images")
+    check_size(cfg["width"], name("width"), MAX_WIDTH, "MAX_WIDTH: the last block has 8 x width channels")
+    check_size(cfg["epochs"], name("epochs"), MAX_EPOCHS, "MAX_EPOCHS")
+    check_size(cfg["batch_size"], name("batch_size"), MAX_BATCH_SIZE, "MAX_BATCH_SIZE")
+    check_timed_batches(int(cfg["n_test"]), int(cfg["batch_size"]), name("n_test"), name("batch_size"))
 
 
 # --------------------------------------------------------------------------- data
@@ -329,20 +361,32 @@ def generate_vision_trace(profile: str = "offline", *, seed: int = 0, device: st
 
     ``n_train`` images of the train split (seeded sample) train the network and its heads;
     ``n_test`` images of the test split form the trace. ``cache`` is unused (the data are
-    local files or the hub's own cache); it is accepted for a uniform interface.
+    local files or the hub's own cache); it is accepted for a uniform interface. The seed and
+    sizes are checked (:func:`~ttamer.workloads.common.check_workload_seed`, :func:`check_sizes`)
+    before anything is loaded or built.
     """
-    import torch
-
+    seed = check_workload_seed(seed)
     cfg = profile_config(profile, n_train=n_train, n_test=n_test, epochs=epochs,
                          batch_size=batch_size, width=width)
+    check_sizes(cfg)
     if cfg["source"] == "fashion_mnist":
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    with quiet_libraries(progress):
+        return _generate(cfg, profile, seed, device, progress)
+
+
+def _generate(cfg: dict[str, Any], profile: str, seed: int, device: Any, progress: bool) -> WorkloadResult:
+    """The run of :func:`generate_vision_trace` on checked settings ``cfg``."""
+    import torch
+
     dev = start_run(seed, cfg["threads"], device)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     (train_ds, shape), (test_ds, _) = load_split(cfg, cfg["train_split"]), load_split(cfg, cfg["test_split"])
-    tr_idx = sample_indices(len(train_ds), cfg["n_train"], seed)
-    te_idx = sample_indices(len(test_ds), cfg["n_test"], seed + 1)
+    tr_idx = sample_indices(len(train_ds), cfg["n_train"], seed, "n_train",
+                            f"images of the {cfg['train_split']} split")
+    te_idx = sample_indices(len(test_ds), cfg["n_test"], seed + 1, "n_test",
+                            f"images of the {cfg['test_split']} split")
     xtr, ytr = images_of(train_ds, shape, tr_idx)
     pix = xtr.reshape(-1, xtr.shape[-1]) / 255.0
     mean, std = pix.mean(0).astype(np.float32), pix.std(0).astype(np.float32)

@@ -40,7 +40,7 @@ float rounding).
 
 Regenerate one trace, or every file of the zoo::
 
-    ttamer traces zoo NAME --out PATH
+    ttamer traces zoo NAME --out PATH  # default: NAME.npz in the current folder
     ttamer traces zoo --all            # rewrites ttamer/data/zoo/*.npz (about 12 minutes on a CPU)
 
 Regenerating needs torch, transformers and datasets (the ``torch`` and ``data`` extras) and the
@@ -66,6 +66,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.safeio import check_target
 from ..earlyexit.traces import Trace, load_trace, save_trace
 
 #: Folder of the shipped zoo files.
@@ -168,17 +169,23 @@ def build_zoo_trace(name: str, seed: int = 0, progress: bool = True) -> Trace:
     Raises
     ------
     TTamerError
-        For an unknown name or a missing package or data file (named in the message).
+        For an unknown name, a seed that is not an integer in ``[0, 2**63 - 1]``
+        (:func:`~ttamer.workloads.common.check_workload_seed`), or a missing package or data
+        file (named in the message).
     """
+    from .common import check_workload_seed, quiet_libraries
+
     entry = zoo_entry(name)
+    seed = check_workload_seed(seed)
     t0 = time.perf_counter()
-    trace = entry.builder(entry, seed=int(seed), progress=progress)
+    with quiet_libraries(progress):
+        trace = entry.builder(entry, seed=seed, progress=progress)
     trace.meta["generation_seconds_total"] = round(time.perf_counter() - t0, 2)
     return trace.validate()
 
 
 def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
-                    progress: bool = True) -> tuple[Trace, Path]:
+                    progress: bool = True, what: str = "output file") -> tuple[Trace, Path]:
     """Regenerate trace ``name`` (:func:`build_zoo_trace`) and write it, compressed.
 
     Parameters
@@ -186,24 +193,41 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
     name : str
         A name of :func:`zoo_names`.
     path : str or Path, optional
-        File to write; default: the trace's shipped file in ``ttamer/data/zoo``.
+        File to write; default: ``NAME.npz`` in the current folder. The shipped file
+        (:attr:`ZooEntry.path`, in ``ttamer/data/zoo``) is written only when named here.
     seed : int, default 0
         As in :func:`build_zoo_trace`.
     progress : bool, default True
         Show tqdm progress bars.
+    what : str, default "output file"
+        The name of ``path`` in an error message (the command line passes ``"--out"``).
 
     Returns
     -------
     (Trace, Path)
         The trace and the file written.
+
+    Raises
+    ------
+    TTamerError
+        Before the (long) build: for a bad seed, or a ``path`` that cannot be written
+        (:func:`~ttamer.core.safeio.check_target`: a folder, link, device, read-only file or
+        missing folder), or a default path that would land in ``ttamer/data/zoo``.
     """
+    from .common import check_workload_seed
+
     entry = zoo_entry(name)
-    path = entry.path if path is None else Path(path)
-    if not path.parent.exists():
-        raise TTamerError(f"zoo trace {name!r}: folder {str(path.parent)!r} does not exist")
+    seed = check_workload_seed(seed)
+    if path is None:
+        path = Path(f"{entry.name}.npz")
+        if path.resolve().parent == ZOO_DIR.resolve():
+            raise TTamerError(f"zoo trace {name!r}: the default {what} {str(path)!r} in the current folder is "
+                              f"the shipped file; name it explicitly to overwrite it")
+    path = check_target(path, what)
     trace = build_zoo_trace(name, seed=seed, progress=progress)
     save_trace(path, trace, compressed=True)
-    os.chmod(path, 0o644)  # a package data file, readable by all (save_trace's temporary file is 0600)
+    if path.resolve().parent == ZOO_DIR.resolve():
+        os.chmod(path, 0o644)  # a package data file, readable by all whatever the umask
     return trace, path
 
 

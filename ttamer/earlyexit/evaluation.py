@@ -195,7 +195,9 @@ def sweep_points(decisions: ExitDecisions, trace: Trace, target: str = "label", 
     if not d.is_sweep:
         correct, cost = correct[None], cost[None]
     out = {"cost": cost.mean(axis=1), "accuracy": correct.mean(axis=1)}
-    return out | {"correct": correct, "cost_ex": cost} if per_example else out
+    if per_example:
+        out |= {"correct": correct, "cost_ex": cost}
+    return out
 
 
 def strategy_metrics(front: np.ndarray, full_accuracy: float, cost_range: tuple[float, float],
@@ -308,7 +310,9 @@ def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] |
     lams = None if lams is None else np.asarray(lams, dtype=float)
 
     def tamer_sweep(t: Any) -> Callable[[], ExitDecisions]:
-        return (lambda: t.frontier_sweep(test)) if isinstance(t, ThresholdTamer) else (lambda: t.decide_sweep(test, lams))
+        if isinstance(t, ThresholdTamer):
+            return partial(t.frontier_sweep, test)
+        return partial(t.decide_sweep, test, lams)
 
     out = {name: tamer_sweep(t) for name, t in tamers.items()}
     out |= {name: partial(heuristics.complete_sweep, test, name, target) for name in heuristics.HEURISTIC_RULES}

@@ -328,10 +328,10 @@ def chain_mdp(instance: Instance, recall: bool = True, *, max_chain_states: int 
     t0 = time.perf_counter()
     ed, table = _Edges(inst), _loss_table(inst)
     y = inst.fallback
-    check_cells(inst, inst.n * table.shape[1] * _n_levels(inst, recall), "the (node, state, loss level) table")
     vals = np.concatenate(inst.losses + ([np.array([y])] if y is not None else []))
     levels = np.unique(vals) if recall else np.zeros(1)
     M = len(levels)
+    check_cells(inst, inst.n * table.shape[1] * M, "the (node, state, loss level) table")
     if recall:
         lev = np.where(np.isfinite(table), np.searchsorted(levels, np.where(np.isfinite(table), table, 0)), M)
         y_lev = M if y is None else int(np.searchsorted(levels, y))

@@ -230,7 +230,7 @@ def temp_path(target: str | os.PathLike, pid: int | None = None, nonce: str | No
 
     Parameters
     ----------
-    target : str or os.PathLike
+    target : str or pathlib.Path
         The file to be written.
     pid : int, optional
         The writing process (default: this one).
@@ -262,7 +262,7 @@ def sweep_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
     Parameters
     ----------
-    folder : str or os.PathLike
+    folder : str or pathlib.Path
         The folder to sweep (not its subfolders).
 
     Returns
@@ -309,7 +309,7 @@ def check_target(path: Any, what: str, error: type[TTamerError] = TTamerError) -
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str or pathlib.Path
         The file to write.
     what : str
         What the file is, for the message (e.g. ``"trace file"`` or ``"--out"``).

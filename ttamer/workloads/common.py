@@ -108,8 +108,8 @@ def require_columns(cfg: Mapping[str, Any], split: str, columns: Sequence[str], 
 
 
 
-#: Largest seed of a workload run: torch's generators take 64-bit seeds, and the workloads add
-#: small offsets to the seed (one per exit head, one for the trace sample).
+#: Largest seed of a workload run (torch's generators take 64-bit seeds, and the workloads add
+#: small offsets to the seed, one per exit head and one for the trace sample).
 MAX_SEED = 2**63 - 1
 
 

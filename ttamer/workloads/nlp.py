@@ -84,7 +84,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 EXIT_WEIGHTS = ("linear", "last")
 #: The size parameters a caller may override (they key the cache).
 SIZE_KEYS = ("n_head", "n_trace", "max_length", "batch_size", "finetune_epochs")
-#: Largest ``max_length``: the position embeddings of both profiles' encoders (BERT family).
+#: Largest ``max_length``, the position embeddings of both profiles' encoders (BERT family).
 MAX_LENGTH = 512
 #: Largest ``batch_size × max_length`` (tokens of a padded batch; attention holds
 #: ``batch_size × heads × max_length²`` scores at once).

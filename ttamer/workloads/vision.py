@@ -59,8 +59,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 #: The size parameters a caller may override (they key the cache).
 SIZE_KEYS = ("n_train", "n_test", "epochs", "batch_size", "width")
-#: Largest ``width`` (channels of the first block; the last has ``8 × width``): the network's
-#: weights and activations grow with its square and are allocated before any training.
+#: Largest ``width``, the channels of the first block (the last has ``8 × width``); the
+#: network's weights and activations grow with its square and are allocated before any training.
 MAX_WIDTH = 256
 #: Largest ``epochs`` (the run's time grows with it).
 MAX_EPOCHS = 1000

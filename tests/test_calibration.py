@@ -331,3 +331,18 @@ def test_pair_tables_counted_together_equal_each_pair_alone():
     together = _pair_tables(sv, later, wrong, prior, kv, max(ks), 2.0)
     for j, k in enumerate(ks):
         np.testing.assert_array_equal(together[j][:, :k], _pair_table(sv, later[:, j], wrong, prior, kv, k, 2.0))
+
+
+def test_lambda_sweep_holds_at_most_max_sweep_cells_decisions(traces, monkeypatch):
+    """On N examples a λ sweep keeps at most MAX_SWEEP_CELLS / N values, the grid thinned
+    evenly with its ends, refinement included: the decisions stay bounded on large traces."""
+    from ttamer.earlyexit import crossval
+
+    cal, test = traces
+    m = EarlyExitTamer(K=4, feature="max_prob", agreement=1).fit(cal)
+    lams = lam_grid(12)
+    assert len(m.decide_sweep(test, lams)) > 12
+    monkeypatch.setattr(crossval, "MAX_SWEEP_CELLS", 5 * test.n_examples)
+    for refine in (False, True):
+        sw = m.decide_sweep(test, lams, refine=refine)
+        assert len(sw) == 5 and sw.params[0] == lams[0] and sw.params[-1] == lams[-1]

@@ -7,7 +7,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
+from .heuristics import MAX_SWEEP_CELLS
 from .metrics import frontier_auc, pareto_frontier
+from .thresholds import evenly
 from .traces import ExitDecisions, Trace
 
 #: ``"auto"`` needs at least this many calibration examples per cross-validation fold.
@@ -35,10 +37,15 @@ def refined_sweep(run: Callable[[list[float]], list[ExitDecisions]], trace: Trac
     With ``refine``, ``λ`` values are bisected (in ``log λ/(1−λ)``) wherever two neighbours'
     mean costs on ``trace`` differ by more than ``max_gap`` (a fraction of the full cost), up
     to ``max_points`` values in all; each round of bisections is one call of ``run``. Only
-    costs are read, never labels.
+    costs are read, never labels. The sweep holds at most
+    :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` decisions: on ``N`` examples, at most
+    ``MAX_SWEEP_CELLS / N`` values (``lams`` thinned evenly to them, ends kept).
     """
     scale = trace.full_cost.mean()
+    max_points = min(int(max_points), max(2, MAX_SWEEP_CELLS // trace.n_examples))
     first = list(dict.fromkeys(float(lam) for lam in lams))
+    if len(first) > max_points:
+        first = [first[i] for i in evenly(len(first), max_points)]
     decs = dict(zip(first, run(first)))
     while refine and len(decs) < max_points:
         keys = np.array(sorted(decs))

@@ -255,3 +255,19 @@ def test_bootstrap_size_is_bounded_before_work(monkeypatch, capsys, tmp_path):
     save_trace(path, trace)
     assert main(["evaluate", str(path), "--bootstrap", "51"]) == 2
     assert "--bootstrap 51 replicates" in capsys.readouterr().err
+
+
+def test_every_sweep_of_evaluate_is_bounded_by_max_sweep_cells(monkeypatch):
+    """With MAX_SWEEP_CELLS at 8 decisions per test example, no strategy's sweep (T-Tamer's
+    classes, the paper's chain, the heuristics, the oracle) keeps more than a few points more."""
+    from ttamer.earlyexit import crossval, evaluation, heuristics, tamer
+
+    trace = synthetic_trace(n=600, n_exits=5, n_classes=3, seed=3)
+    free = evaluation.evaluate_trace(trace, n_boot=0)
+    n_test = free.split.n_test
+    for module in (crossval, heuristics, tamer):
+        monkeypatch.setattr(module, "MAX_SWEEP_CELLS", 8 * n_test)
+    capped = evaluation.evaluate_trace(trace, n_boot=0)
+    for name, m in capped.strategies.items():
+        assert len(m.points) <= 8 + 2, name
+    assert max(len(m.points) for m in free.strategies.values()) > 10

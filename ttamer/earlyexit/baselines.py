@@ -131,7 +131,11 @@ def oracle(trace: Trace, target: str = "label", budgets: Sequence[int] | None = 
     return ExitDecisions.from_last(trace, last, last, ks, "oracle")
 
 
-def oracle_frontier(trace: Trace, target: str = "label", n_points: int = 201) -> ExitDecisions:
+#: Points of the hindsight frontier (:func:`oracle_frontier`).
+ORACLE_POINTS = 201
+
+
+def oracle_frontier(trace: Trace, target: str = "label", n_points: int = ORACLE_POINTS) -> ExitDecisions:
     """Hindsight frontier (module docstring): sweep point ``m`` answers the ``m`` cheapest-to-fix
     examples at their first right exit and every other example at exit 0; ``m`` runs over
     ``n_points`` values from 0 to the number of fixable examples (``params`` = ``m``)."""

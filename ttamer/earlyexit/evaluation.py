@@ -306,7 +306,9 @@ def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] |
     its budgets, or, for its one-threshold class, every threshold like a heuristic:
     :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.frontier_sweep`). Each heuristic is swept
     completely on ``test`` (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static``
-    every exit; ``oracle`` the hindsight bound."""
+    every exit; ``oracle`` the hindsight bound (:data:`~ttamer.earlyexit.baselines.ORACLE_POINTS`
+    points, fewer where they would hold more than
+    :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` decisions)."""
     lams = None if lams is None else np.asarray(lams, dtype=float)
 
     def tamer_sweep(t: Any) -> Callable[[], ExitDecisions]:
@@ -316,7 +318,9 @@ def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] |
 
     out = {name: tamer_sweep(t) for name, t in tamers.items()}
     out |= {name: partial(heuristics.complete_sweep, test, name, target) for name in heuristics.HEURISTIC_RULES}
-    out |= {"static": partial(baselines.static_exit, test), "oracle": partial(baselines.oracle_frontier, test, target)}
+    oracle_points = max(2, min(baselines.ORACLE_POINTS, heuristics.MAX_SWEEP_CELLS // test.n_examples))
+    out |= {"static": partial(baselines.static_exit, test),
+            "oracle": partial(baselines.oracle_frontier, test, target, oracle_points)}
     return out
 
 

@@ -110,19 +110,19 @@ def run(args: argparse.Namespace) -> int:
         check_count(args.bootstrap, "--bootstrap", minimum=0, maximum=1_000_000)
         check_confidence(args.slo_confidence, "--slo-confidence")
         trace = load_trace(args.path)
-        if trace.n_exits < 2:
-            raise TraceError(f"trace file {show_path(args.path)}, key 'probs': the trace has {trace.n_exits} exit; "
-                             f"early exit needs at least 2 exits to choose between")
         check_fraction(args.calibration_fraction, "--calibration-fraction", n=trace.n_examples,
                        min_each=MIN_SPLIT_EXAMPLES)
         check_bootstrap(args.bootstrap, trace.n_examples - round(args.calibration_fraction * trace.n_examples),
                         "--bootstrap")
         args.seed = seed
-        result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
-                                target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
-                                estimation=args.estimation, slo_confidence=args.slo_confidence,
-                                thresholds=_threshold_options(args),
-                                progress=sys.stderr.isatty() if args.progress is None else args.progress)
+        try:
+            result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
+                                    target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
+                                    estimation=args.estimation, slo_confidence=args.slo_confidence,
+                                    thresholds=_threshold_options(args),
+                                    progress=sys.stderr.isatty() if args.progress is None else args.progress)
+        except TraceError as exc:  # what the trace's content cannot give (e.g. one exit): name the file
+            raise TraceError(f"trace file {show_path(args.path)}: {exc}") from None
     except (TTamerError, OSError) as exc:
         from .common import error_line
 

@@ -24,7 +24,7 @@ import json
 import sys
 
 from ..core.errors import TTamerError
-from ..core.validate import check_seed, escape_text
+from ..core.validate import escape_text
 
 _SIZES = {
     "nlp": [("--n-head", "n_head", "examples that train the exit heads"),
@@ -129,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
     flags = {dest: flag for flag, dest, _ in _SIZES[args.workload]}
     flags["seed"] = "--seed"
     try:
-        check_seed(args.seed, "--seed")
         sizes = {dest: getattr(args, dest) for _, dest, _ in _SIZES[args.workload]}
         for name, value in sizes.items():
             if value is not None and value < 1:

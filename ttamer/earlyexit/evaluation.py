@@ -88,9 +88,10 @@ def check_bootstrap(n_boot: Any, n_test: int, name: str = "n_boot") -> int:
     return n_boot
 
 
-def bootstrap_weights(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+def bootstrap_weights(n: int, n_boot: int, seed: int | np.random.Generator = 0) -> np.ndarray:
     """``[B, N]`` resampling counts ``~ Multinomial(N, 1/N)`` of ``n_boot`` bootstrap replicates
-    of ``n`` examples, drawn from ``seed`` alone (float32: counts are exact integers)."""
+    of ``n`` examples, drawn from ``seed`` alone, or the next ones of a generator (float32:
+    counts are exact integers)."""
     rng = np.random.default_rng(seed)
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float32)
 
@@ -151,7 +152,7 @@ def paired_bootstrap_curves(pts: dict[str, dict[str, np.ndarray]], grid: np.ndar
     step = max(1, min(BOOTSTRAP_CHUNK_CELLS // n, BOOTSTRAP_CHUNK_CELLS // (points * len(grid))))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in pts}
     for start in range(0, n_boot, step):  # a loop over chunks of replicates
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(step, n_boot - start)).astype(np.float32)
+        counts = bootstrap_weights(n, min(step, n_boot - start), rng)
         for name, p in pts.items():
             parts[name].append(bootstrap_curves(p["correct"], p["cost_ex"], grid, len(counts), kind=kind,
                                                 counts=counts))

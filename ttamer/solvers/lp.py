@@ -295,17 +295,18 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
     return _finish(inst, recall, "exhaustive", np.concatenate(keys), 0, rows, coo, None, t0)
 
 
-def _n_levels(instance: Instance, recall: bool) -> int:
-    """Number of loss levels ``X`` of :func:`chain_mdp` (1 without recall)."""
+def _levels(instance: Instance, recall: bool) -> np.ndarray:
+    """The loss levels ``X`` of :func:`chain_mdp`, increasing: the distinct values of
+    ``{y} ∪ {ℓ_v(s)}`` (one level, 0, without recall)."""
     if not recall:
-        return 1
-    vals = np.concatenate(instance.losses + ([np.array([instance.fallback])] if instance.fallback is not None else []))
-    return len(np.unique(vals))
+        return np.zeros(1)
+    y = instance.fallback
+    return np.unique(np.concatenate(instance.losses + ([np.array([y])] if y is not None else [])))
 
 
 def chain_mdp_size(instance: Instance, recall: bool = True) -> int:
     """Number of states :func:`chain_mdp` would build at most (computed without building it)."""
-    return 1 + int(instance.n_states.sum()) * _n_levels(instance, recall)
+    return 1 + int(instance.n_states.sum()) * len(_levels(instance, recall))
 
 
 def chain_mdp(instance: Instance, recall: bool = True, *, max_chain_states: int = MAX_CHAIN_STATES) -> FiniteMDP:
@@ -328,8 +329,7 @@ def chain_mdp(instance: Instance, recall: bool = True, *, max_chain_states: int 
     t0 = time.perf_counter()
     ed, table = _Edges(inst), _loss_table(inst)
     y = inst.fallback
-    vals = np.concatenate(inst.losses + ([np.array([y])] if y is not None else []))
-    levels = np.unique(vals) if recall else np.zeros(1)
+    levels = _levels(inst, recall)
     M = len(levels)
     check_cells(inst, inst.n * table.shape[1] * M, "the (node, state, loss level) table")
     if recall:

@@ -69,3 +69,48 @@ def test_cv_max_examples(trace_file, capsys):
         assert main(["evaluate", str(trace_file), *bad]) == 2
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1
+
+
+def test_max_examples_samples_and_reports(trace_file, capsys):
+    """``--max-examples N``: the evaluation reads a seeded sample of N examples, reports it in
+    ``"sample"`` and in the table, and equals evaluating that sample's own file."""
+    from ttamer.earlyexit.traces import load_trace
+
+    assert main(["evaluate", str(trace_file), "--bootstrap", "0", "--json", "--max-examples", "300",
+                 "--seed", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sample"] == {"examples": 300, "of": 500, "seed": 2}
+    assert out["split"]["n_calibration"] + out["split"]["n_test"] == 300
+    sample = load_trace(trace_file).sample(300, 2)
+    path = trace_file.parent / "sample.npz"
+    save_trace(path, sample)
+    assert main(["evaluate", str(path), "--bootstrap", "0", "--json", "--seed", "2"]) == 0
+    direct = json.loads(capsys.readouterr().out)
+    assert "sample" not in direct
+    assert direct["strategies"]["ttamer"]["auc"] == out["strategies"]["ttamer"]["auc"]
+    assert main(["evaluate", str(trace_file), "--bootstrap", "0", "--max-examples", "300"]) == 0
+    assert "a seeded sample (seed 0) of 300 of the file's 500 examples" in capsys.readouterr().out
+    assert main(["evaluate", str(trace_file), "--bootstrap", "0", "--json", "--max-examples", "5000"]) == 0
+    assert "sample" not in json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(trace_file), "--max-examples", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-examples" in err and err.count("\n") == 1
+
+
+def test_refuses_a_trace_too_large_for_free_memory(trace_file, capsys, monkeypatch):
+    """A trace whose evaluation is estimated above the free memory is refused before any
+    fitting, with the number of examples that would fit; ``--max-examples`` then runs."""
+    import ttamer.earlyexit.evaluation as ev
+
+    monkeypatch.setattr(ev, "EVALUATE_FREE_BYTES", 0)
+    fits = ev.evaluation_bytes(400, 4, 3)
+    monkeypatch.setattr(ev, "available_memory", lambda: fits)
+    monkeypatch.setattr(ev, "fit_tamers", lambda *a, **k: pytest.fail("fitted before the memory check"))
+    assert main(["evaluate", str(trace_file), "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "500 examples x 4 exits x 3 classes" in err and "--max-examples N" in err
+    assert "at most 400 of its examples" in err and err.count("\n") == 1
+    monkeypatch.undo()
+    monkeypatch.setattr(ev, "EVALUATE_FREE_BYTES", 0)
+    monkeypatch.setattr(ev, "available_memory", lambda: fits)
+    assert main(["evaluate", str(trace_file), "--bootstrap", "0", "--max-examples", "400"]) == 0

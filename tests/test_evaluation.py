@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 from ttamer.earlyexit.evaluation import (STRATEGIES, accuracy_at, bootstrap_band, cost_at_accuracy, dominates,
                                          evaluate_trace, frontier_auc, pareto_frontier, strategy_metrics)
 from ttamer.earlyexit.traces import synthetic_trace
+from ttamer.core.errors import TTamerError
 
 
 def test_pareto_frontier_hand_made():
@@ -271,3 +272,30 @@ def test_every_sweep_of_evaluate_is_bounded_by_max_sweep_cells(monkeypatch):
     for name, m in capped.strategies.items():
         assert len(m.points) <= 8 + 2, name
     assert max(len(m.points) for m in free.strategies.values()) > 10
+
+
+def test_evaluation_bytes_bounds_the_measured_peak():
+    """The memory estimate grows with examples, exits and classes, and stays above the peaks
+    measured with ``ttamer evaluate`` (resident set, MB) on synthetic traces."""
+    from ttamer.earlyexit.evaluation import evaluation_bytes
+
+    measured = {(1000, 12, 2): 224, (100_000, 12, 2): 1475, (100_000, 12, 50): 2436, (100_000, 3, 2): 1414,
+                (400_000, 12, 2): 2210, (400_000, 3, 2): 1887, (1_000_000, 12, 2): 3800}
+    for (n, L, K), mb in measured.items():
+        assert evaluation_bytes(n, L, K) >= mb * 2**20
+    assert evaluation_bytes(2000, 6, 2) < evaluation_bytes(4000, 6, 2) < evaluation_bytes(4000, 7, 2) \
+        < evaluation_bytes(4000, 7, 3)
+
+
+def test_memory_check_lets_small_work_run(monkeypatch):
+    """Below ``EVALUATE_FREE_BYTES`` an evaluation runs whatever the free memory; where the
+    system does not tell the free memory, nothing is refused."""
+    import ttamer.earlyexit.evaluation as ev
+
+    small = synthetic_trace(200, 3, 2, seed=0)
+    assert ev.check_evaluation_memory(small, available=1) == ev.evaluation_bytes(200, 3, 2)
+    monkeypatch.setattr(ev, "available_memory", lambda: None)
+    monkeypatch.setattr(ev, "EVALUATE_FREE_BYTES", 0)
+    assert ev.check_evaluation_memory(small) > 0
+    with pytest.raises(TTamerError, match="free some memory"):
+        ev.check_evaluation_memory(small, available=1)

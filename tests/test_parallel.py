@@ -80,3 +80,16 @@ def test_cross_validation_threads_change_nothing(monkeypatch):
     for key, curves in a.cv_curves_.items():
         for x, y in zip(curves, b.cv_curves_[key]):
             assert np.array_equal(x["budget"], y["budget"]) and np.array_equal(x["accuracy"], y["accuracy"])
+
+
+def test_available_memory_reads_the_system(tmp_path):
+    """``available_memory``: a positive byte count on Linux (None elsewhere); a cgroup file
+    saying ``max`` sets no limit."""
+    from ttamer.core.parallel import _read_int, available_memory
+
+    free = available_memory()
+    assert free is None or (isinstance(free, int) and free > 0)
+    (tmp_path / "max").write_text("max\n")
+    (tmp_path / "n").write_text("123456\n")
+    assert _read_int(str(tmp_path / "max")) is None and _read_int(str(tmp_path / "n")) == 123456
+    assert _read_int(str(tmp_path / "missing")) is None

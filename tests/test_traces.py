@@ -396,3 +396,19 @@ def test_empty_path_is_reported_as_empty(tmp_path):
     assert "folder" not in str(err.value)
     with pytest.raises(TraceError, match=r"trace file is an empty path"):
         save_trace("", synthetic_trace(10, 2, 2))
+
+
+def test_sample_is_seeded_sorted_and_apart_from_split():
+    """``Trace.sample``: n examples in their order, the same for the same seed, the whole trace
+    when it holds at most n, and a stream apart from ``split``'s."""
+    t = synthetic_trace(300, 3, 2, seed=1)
+    a, b = t.sample(100, seed=4), t.sample(100, seed=4)
+    assert a.n_examples == 100 and np.array_equal(a.labels, b.labels) and np.array_equal(a.probs, b.probs)
+    assert not np.array_equal(a.probs, t.sample(100, seed=5).probs)
+    assert t.sample(300) is t and t.sample(10**6) is t
+    rows = {tuple(r) for r in t.probs.reshape(300, -1)}
+    assert all(tuple(r) in rows for r in a.probs.reshape(100, -1))
+    cal, _ = t.split(100 / 300, seed=4)
+    assert not np.array_equal(cal.probs, a.probs)
+    with pytest.raises(Exception, match="sample size"):
+        t.sample(0)

@@ -3,7 +3,10 @@
 Splits the trace (``--seed``, ``--calibration-fraction``), fits T-Tamer on the calibration
 part and reports the frontiers and metrics of :func:`ttamer.earlyexit.evaluation.evaluate_trace`:
 with ``--json`` a JSON object ``{"full_model": {...}, "strategies": {NAME: {"auc",
-"cost_at_full_accuracy", "frontier", ...}}, ...}``, otherwise a table.
+"cost_at_full_accuracy", "frontier", ...}}, ...}``, otherwise a table. With ``--max-examples``
+a seeded sample of the trace is evaluated (the JSON's ``"sample"``: ``examples``, ``of``,
+``seed``); a trace too large for the free memory is refused before any work
+(:func:`ttamer.earlyexit.evaluation.check_evaluation_memory`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="T-Tamer's cross-validation reads at most N calibration examples (a seeded sample; the "
                         "chosen rule is then fitted on all of them); threshold estimation only (default "
                         f"{CV_MAX_EXAMPLES})")
+    p.add_argument("--max-examples", type=int, default=None, metavar="N",
+                   help="evaluate a seeded sample (--seed) of at most N of the trace's examples (default: all; "
+                        "for traces too large for this machine's memory, which are refused before any work)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars on stderr (default: when stderr is a terminal)")
@@ -109,7 +115,12 @@ def run(args: argparse.Namespace) -> int:
         check_fraction(args.calibration_fraction, "--calibration-fraction")
         check_count(args.bootstrap, "--bootstrap", minimum=0, maximum=1_000_000)
         check_confidence(args.slo_confidence, "--slo-confidence")
+        max_examples = (None if args.max_examples is None else
+                        check_count(args.max_examples, "--max-examples", minimum=2 * MIN_SPLIT_EXAMPLES))
         trace = load_trace(args.path)
+        n_file = trace.n_examples
+        if max_examples is not None:
+            trace = trace.sample(max_examples, seed)
         check_fraction(args.calibration_fraction, "--calibration-fraction", n=trace.n_examples,
                        min_each=MIN_SPLIT_EXAMPLES)
         check_bootstrap(args.bootstrap, trace.n_examples - round(args.calibration_fraction * trace.n_examples),
@@ -128,10 +139,14 @@ def run(args: argparse.Namespace) -> int:
 
         print(error_line("evaluate", exc), file=sys.stderr)
         return 2
+    sample = {"examples": trace.n_examples, "of": n_file, "seed": seed}
     if args.json:
-        print(json.dumps(result.to_dict(), indent=1, allow_nan=False))
+        report = result.to_dict() | ({"sample": sample} if trace.n_examples < n_file else {})
+        print(json.dumps(report, indent=1, allow_nan=False))
     else:
-        print(escape_lines(format_table(result)))  # model, dataset, exit names come from the file
+        note = (f"a seeded sample (seed {seed}) of {trace.n_examples:,} of the file's {n_file:,} examples\n"
+                if trace.n_examples < n_file else "")
+        print(escape_lines(note + format_table(result)))  # model, dataset, exit names come from the file
     return 0
 
 

@@ -3,7 +3,8 @@
 :func:`map_processes` runs ``fn(*args)`` for every argument tuple, in order, either in this
 process or in ``n_jobs`` worker processes. Every computation this package hands it is seeded,
 so the results do not depend on ``n_jobs``. :func:`available_threads` is how many threads the
-package's own thread pools (T-Tamer's cross-validation folds) may use.
+package's own thread pools (T-Tamer's cross-validation folds) may use, and
+:func:`available_memory` how much memory a large computation may still take.
 """
 
 from __future__ import annotations
@@ -37,6 +38,39 @@ def available_threads() -> int:
         return check_int(n, "TTAMER_NUM_THREADS", minimum=1, maximum=1024)
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     return max(1, len(cpus))
+
+
+def _read_int(path: str) -> int | None:
+    """The whole number a one-line system file holds (``None``: missing, unreadable or ``max``)."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            text = fh.read(64).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the kernel's estimate ``MemAvailable``
+    (``/proc/meminfo``), lowered to the headroom of the control group's limit where one is
+    set (cgroup v2 ``memory.max`` − ``memory.current``, or v1's ``limit_in_bytes`` −
+    ``usage_in_bytes``); ``None`` where the system tells neither (not Linux)."""
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, UnicodeDecodeError, ValueError, IndexError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        cap, used = _read_int(limit), _read_int(usage)
+        if cap is not None and used is not None and cap < 2**60:
+            found.append(max(cap - used, 0))
+            break
+    return min(found) if found else None
 
 
 @contextmanager

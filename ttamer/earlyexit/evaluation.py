@@ -47,8 +47,8 @@ from tqdm import tqdm
 from . import baselines
 from .calibration import EarlyExitTamer
 from ..core.errors import TraceError, TTamerError
-from ..core.validate import check_count
-from ..core.parallel import map_processes
+from ..core.validate import MIN_SPLIT_EXAMPLES, check_count
+from ..core.parallel import available_memory, map_processes
 from .pathwise import PathwiseTamer
 from .results import Band, EvaluationResult, FullModelSummary, SplitSummary, StrategyResult, TraceSummary
 from .traces import META_DEFAULTS, ExitDecisions, Trace, target_labels
@@ -86,6 +86,64 @@ def check_bootstrap(n_boot: Any, n_test: int, name: str = "n_boot") -> int:
                           f"examples, above MAX_BOOTSTRAP_DRAWS={MAX_BOOTSTRAP_DRAWS:,}; use at most "
                           f"{MAX_BOOTSTRAP_DRAWS // max(n_test, 1):,} replicates")
     return n_boot
+
+
+#: :func:`evaluation_bytes`, measured with ``ttamer evaluate`` on synthetic traces of 10³ to
+#: 10⁶ examples, 3 to 12 exits and 2 to 50 classes, rounded up: the interpreter and its
+#: libraries; the sweeps and bootstrap chunks, which grow with the examples up to their caps
+#: (:data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS`, :data:`BOOTSTRAP_CHUNK_CELLS`); and
+#: the per-example arrays, per exit and per exit and class.
+EVALUATE_BYTES = {"base": 300 * 2**20, "capped": 1600 * 2**20, "per_example": 16_000, "per_exit": 160,
+                  "per_probability": 20}
+#: :func:`check_evaluation_memory` lets an evaluation estimated below this many bytes run
+#: whatever the free memory, so that small work never depends on what else the machine runs.
+EVALUATE_FREE_BYTES = 2**30
+
+
+def evaluation_bytes(n_examples: int, n_exits: int, n_classes: int) -> int:
+    r"""The peak memory of :func:`evaluate_trace` on a trace of this shape, about and from
+    above (:data:`EVALUATE_BYTES`):
+
+    .. math::
+
+       b_0 + \min(b_{\mathrm{cap}},\ b_e N) + N L\,(b_L + b_K K)
+
+    for :math:`N` examples, :math:`L` exits and :math:`K` classes."""
+    b = EVALUATE_BYTES
+    capped = min(b["capped"], b["per_example"] * n_examples)
+    return int(b["base"] + capped + n_examples * n_exits * (b["per_exit"] + b["per_probability"] * n_classes))
+
+
+def _most_examples(available: int, n_exits: int, n_classes: int) -> int:
+    """The most examples whose :func:`evaluation_bytes` fit in ``available``, to two significant
+    digits (rounded down)."""
+    lo, hi = 0, 2**40
+    while lo < hi:  # bisection: evaluation_bytes grows with the examples
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if evaluation_bytes(mid, n_exits, n_classes) <= available else (lo, mid - 1)
+    step = 10 ** max(len(str(lo)) - 2, 0)
+    return lo // step * step
+
+
+def check_evaluation_memory(trace: Trace, available: int | None = None) -> int:
+    """Refuse, before any work, a trace whose evaluation needs more memory than is free.
+
+    ``available`` bytes (default :func:`~ttamer.core.parallel.available_memory`; no check
+    where the system does not tell it) against :func:`evaluation_bytes`; an evaluation
+    estimated below :data:`EVALUATE_FREE_BYTES` always runs. Returns the estimate; the error
+    says how many examples would fit."""
+    need = evaluation_bytes(trace.n_examples, trace.n_exits, trace.n_classes)
+    if available is None:
+        available = available_memory()
+    if available is None or need <= max(available, EVALUATE_FREE_BYTES):
+        return need
+    fits = _most_examples(available, trace.n_exits, trace.n_classes)
+    hint = (f"evaluate a seeded sample of at most {fits:,} of its examples (ttamer evaluate --max-examples N; "
+            f"in Python, trace.subset(...))" if fits >= 2 * MIN_SPLIT_EXAMPLES
+            else "free some memory, or use a machine with more")
+    raise TTamerError(f"evaluating {trace.n_examples:,} examples x {trace.n_exits} exits x {trace.n_classes} classes "
+                      f"needs about {need / 2**30:.1f} GiB of memory, more than the {available / 2**30:.1f} GiB "
+                      f"free; {hint}")
 
 
 def bootstrap_weights(n: int, n_boot: int, seed: int | np.random.Generator = 0) -> np.ndarray:
@@ -415,6 +473,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
                          f"to choose between")
     target_labels(trace, target)  # validates target
     slo_confidence = check_confidence(slo_confidence)
+    check_evaluation_memory(trace)
     cal, test = trace.split(calibration_fraction, seed)
     n_boot = check_bootstrap(n_boot, test.n_examples)
     if progress:

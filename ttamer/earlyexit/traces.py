@@ -42,7 +42,7 @@ import numpy as np
 
 from ..core.errors import TraceError, TTamerError
 from ..core.safeio import atomic_write, check_path, loads_strict, show_path
-from ..core.validate import MIN_SPLIT_EXAMPLES, check_fraction, check_seed, escape_text
+from ..core.validate import MIN_SPLIT_EXAMPLES, check_fraction, check_int, check_seed, escape_text
 
 #: Tolerance on ``Σ_c probs[n, i, c] = 1`` (float32 softmax outputs).
 PROB_SUM_TOL = 1e-3
@@ -58,6 +58,8 @@ KEYS = ("probs", "labels", "cost", "meta")
 #: uncompressed), checked from the zip and ``.npy`` headers before anything is allocated
 #: (override: ``load_trace(path, max_bytes=...)``).
 MAX_TRACE_BYTES = 2**30
+#: Second word of the seed of :meth:`Trace.sample`'s random stream (apart from :meth:`Trace.split`'s).
+SAMPLE_STREAM = 7
 
 _DTYPES = {"probs": np.float32, "labels": np.int64, "cost": np.float64}
 
@@ -489,6 +491,15 @@ class Trace:
         k = round(fraction * n)
         perm = np.random.default_rng(seed).permutation(n)
         return self.subset(np.sort(perm[:k])), self.subset(np.sort(perm[k:]))
+
+    def sample(self, n: int, seed: int = 0) -> "Trace":
+        """A seeded random sample of ``n`` of the examples, in their order (the whole trace if it
+        holds at most ``n``); the sample's stream is apart from :meth:`split`'s for the same seed."""
+        n, seed = check_int(n, "sample size", minimum=1), check_seed(seed)
+        if n >= self.n_examples:
+            return self
+        rng = np.random.default_rng([seed, SAMPLE_STREAM])
+        return self.subset(np.sort(rng.choice(self.n_examples, n, replace=False)))
 
     def __repr__(self) -> str:
         shown = lambda key: escape_text(repr(self.meta.get(key, META_DEFAULTS[key])), 120)  # noqa: E731

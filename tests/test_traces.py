@@ -412,3 +412,24 @@ def test_sample_is_seeded_sorted_and_apart_from_split():
     assert not np.array_equal(cal.probs, a.probs)
     with pytest.raises(Exception, match="sample size"):
         t.sample(0)
+
+
+def test_derived_arrays_are_computed_once_read_only_and_follow_replaced_arrays():
+    """``predictions``, ``correct``, ``max_prob`` and ``entropy`` are computed once per array,
+    returned read-only, recomputed when ``probs`` or ``labels`` is replaced, and not pickled."""
+    import pickle
+
+    t = synthetic_trace(50, 3, 4, seed=2)
+    for name in ("predictions", "correct", "max_prob", "entropy"):
+        first = getattr(t, name)
+        assert getattr(t, name) is first and not first.flags.writeable
+        with pytest.raises(ValueError):
+            first[0, 0] = 0
+    p = t.probs[:, :, ::-1].copy()
+    old = t.max_prob
+    t.probs = p
+    assert np.array_equal(t.predictions, p.argmax(axis=2)) and t.max_prob is not old
+    t.labels = (t.labels + 1) % 4
+    assert np.array_equal(t.correct, t.predictions == t.labels[:, None])
+    clone = pickle.loads(pickle.dumps(t))
+    assert clone._derived == {} and np.array_equal(clone.entropy, t.entropy)

@@ -154,12 +154,20 @@ class Trace:
         ``cost_unit`` are strings when present (:data:`META_DEFAULTS`;
         ``exit_names`` defaults to ``exit0, exit1, …``; ``parents``, each exit's parent name or
         ``None`` for a root, defaults to the chain).
+
+    Notes
+    -----
+    The arrays are read, never written: the per-example quantities derived from them
+    (:attr:`predictions`, :attr:`correct`, :attr:`max_prob`, :attr:`entropy`) are computed once
+    per array and returned read-only. Replace an array (``trace.probs = ...``) rather than
+    writing into it.
     """
 
     probs: np.ndarray
     labels: np.ndarray
     cost: np.ndarray
     meta: dict = field(default_factory=dict)
+    _derived: dict = field(default_factory=dict, init=False, repr=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -425,24 +433,40 @@ class Trace:
         """``[N]``: cost of running the full model (every exit) on each example."""
         return self.cost_matrix.sum(axis=1)
 
+    def _cached(self, name: str, compute: Any) -> np.ndarray:
+        """``compute()``, once per (``probs``, ``labels``) pair of arrays, read-only."""
+        hit = self._derived.get(name)
+        if hit is not None and hit[0] is self.probs and hit[1] is self.labels:
+            return hit[2]
+        value = compute()
+        value.flags.writeable = False
+        self._derived[name] = (self.probs, self.labels, value)
+        return value
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_derived"} | {"_derived": {}}
+
     @property
     def predictions(self) -> np.ndarray:
         """``[N, L]`` int64: argmax class at every exit."""
-        return self.probs.argmax(axis=2)
+        return self._cached("predictions", lambda: self.probs.argmax(axis=2))
 
     @property
     def correct(self) -> np.ndarray:
         """``[N, L]`` bool: exit ``i``'s prediction equals the label."""
-        return self.predictions == self.labels[:, None]
+        return self._cached("correct", lambda: self.predictions == self.labels[:, None])
 
     @property
     def max_prob(self) -> np.ndarray:
         """``[N, L]`` float64: the confidence ``max_c probs[n, i, c]``."""
-        return self.probs.max(axis=2).astype(np.float64)
+        return self._cached("max_prob", lambda: self.probs.max(axis=2).astype(np.float64))
 
     @property
     def entropy(self) -> np.ndarray:
         """``[N, L]`` float64: ``-Σ_c p log p`` (natural log, ``0 log 0 = 0``)."""
+        return self._cached("entropy", self._entropy)
+
+    def _entropy(self) -> np.ndarray:
         p = self.probs.astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)

@@ -11,7 +11,7 @@ from ttamer.core.errors import TTamerError
 from ttamer.earlyexit.heuristics import HEURISTIC_RULES
 from ttamer.earlyexit.tamer import ThresholdTamer
 from ttamer.workloads.zoo_report import (choice_rule_table, class_table, evaluate_zoo, gain_table, resolution_table,
-                                        slo_dominated, slo_table)
+                                        slo_dominated, slo_table, subset_size_table)
 
 SEEDS = [0, 1]
 
@@ -136,3 +136,32 @@ def test_class_table_against_direct_fits(traces, zoo):
     assert t.loc["auto (the default)", "traces at least max-prob"] == sum(a >= -1e-9 for a in auto)
     with pytest.raises(TTamerError, match="one per seed"):
         class_table(traces, SEEDS[:1], zoo)
+
+
+def test_subset_size_table_against_direct_sweeps(traces):
+    """The whole-trace column is the two rules' complete sweeps on every example; a subset
+    column the mean over its seeded subsets; the same rule against itself gives zero; rules
+    that fit a model, or more than one threshold, are refused."""
+    from ttamer.earlyexit.heuristics import complete_sweep
+    from ttamer.earlyexit.tamer import heldout_score
+
+    t = subset_size_table(traces, fractions=(0.5, 1.0), repeats=3, seed=4)
+    assert list(t.index) == list(traces) and list(t.columns) == ["50 % of the examples", "100 % of the examples"]
+    for name, tr in traces.items():
+        rule = ThresholdTamer(policy="common:max_prob:confident").fit(tr)
+        whole = 100 * (heldout_score(rule.frontier_sweep(tr), tr, "label")
+                       - heldout_score(complete_sweep(tr, "max-prob"), tr, "label"))
+        assert t.loc[name, "100 % of the examples"] == pytest.approx(whole, abs=0.006)
+    rng, first = np.random.default_rng(4), next(iter(traces.values()))
+    rule = ThresholdTamer(policy="common:max_prob:confident").fit(first)
+    gaps = []
+    for _ in range(3):
+        s = first.subset(np.sort(rng.choice(first.n_examples, first.n_examples // 2, replace=False)))
+        gaps.append(heldout_score(rule.frontier_sweep(s), s, "label")
+                    - heldout_score(complete_sweep(s, "max-prob"), s, "label"))
+    assert t.iloc[0, 0] == pytest.approx(100 * np.mean(gaps), abs=0.006)
+    same = subset_size_table(traces, policy="common:max_prob:last", fractions=(0.3,), repeats=2)
+    assert (same.abs() < 1e-9).all().all()
+    for bad in ("offset:max_prob:last", "common:learned:last"):
+        with pytest.raises(TTamerError, match="subset_size_table"):
+            subset_size_table(traces, policy=bad)

@@ -64,8 +64,9 @@ def available_memory() -> int | None:
                     break
     except (OSError, UnicodeDecodeError, ValueError, IndexError):
         pass
+    v1 = "/sys/fs/cgroup/memory/memory."
     for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+                         (v1 + "limit_in_bytes", v1 + "usage_in_bytes")):
         cap, used = _read_int(limit), _read_int(usage)
         if cap is not None and used is not None and cap < 2**60:
             found.append(max(cap - used, 0))

@@ -4,7 +4,8 @@
 split (the default estimation, no options per trace) and keeps a small summary per run;
 :func:`gain_table`, :func:`choice_rule_table`, :func:`slo_table` (with :func:`slo_dominated`)
 and :func:`protocol_table` turn those summaries into the tables of the book's chapter *Across
-workloads*; :func:`class_table` fits each policy class of T-Tamer's menu alone. The AUC
+workloads*; :func:`class_table` fits each policy class of T-Tamer's menu alone, and
+:func:`subset_size_table` compares two rules on subsets of growing size. The AUC
 gains carry a 95 % interval from a paired bootstrap over test examples, averaged over splits:
 replicate ``b`` of every split resamples that split's test examples, the same resample for
 every strategy, and the interval is that of the mean over splits of (T-Tamer − heuristic).
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_real
 from ..earlyexit.results import EvaluationResult, StrategyResult
 from ..core.parallel import map_processes
 from ..earlyexit.metrics import cost_at_accuracy
@@ -294,3 +296,42 @@ def class_table(traces: dict[str, Trace], seeds: Sequence[int], zoo: dict[str, l
                           "rule": [c.describe() for c in CANDIDATES[1:]] + ["chosen by cross-validation"]},
                          index=[c.key for c in CANDIDATES[1:]] + ["auto (the default)"])
     return table.round(2)
+
+
+def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:confident",
+                      fractions: Sequence[float] = (0.1, 0.5, 1.0), repeats: int = 20, seed: int = 0):
+    """Per trace, the area (pt) of the one-threshold class ``policy`` minus the max-probability
+    rule's, both swept completely on the same random subsets of the examples: the mean over
+    ``repeats`` seeded subsets holding each share of the examples in ``fractions`` (the whole
+    trace once, for a share of 1). A staircase swept on few examples keeps their lucky points,
+    and how much depends on the rule; the table shows how that moves the comparison from
+    subsets of a cross-validation fold's size to those of a test set's. ``policy`` must need no
+    fitting (its state and answer read the exits' outputs alone), so that no subset sees
+    another's examples."""
+    import pandas as pd
+
+    from ..earlyexit.heuristics import complete_sweep
+    from ..earlyexit.tamer import PolicyCandidate, ThresholdTamer, heldout_score
+
+    if PolicyCandidate.parse(policy).thresholds != "common":
+        raise TTamerError(f"subset_size_table: policy must be a one-threshold class 'common:STATE:ANSWER', "
+                          f"got {policy!r}")
+    check_count(repeats, "repeats", minimum=1)
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for name, tr in traces.items():
+        rule = ThresholdTamer(policy=policy).fit(tr)
+        if rule.state_model_.models:
+            raise TTamerError(f"subset_size_table: policy {policy!r} fits a model of its state or answer; "
+                              f"use one that reads the exits' outputs alone")
+        row = {}
+        for frac in fractions:
+            share = check_real(frac, "fraction", low=0.0, high=1.0, low_open=True)
+            m = min(tr.n_examples, max(MIN_SPLIT_EXAMPLES, round(share * tr.n_examples)))
+            subsets = ([tr] if m == tr.n_examples else
+                       [tr.subset(np.sort(rng.choice(tr.n_examples, m, replace=False))) for _ in range(repeats)])
+            gaps = [heldout_score(rule.frontier_sweep(s), s, "label")
+                    - heldout_score(complete_sweep(s, "max-prob"), s, "label") for s in subsets]
+            row[f"{100 * frac:g} % of the examples"] = 100 * float(np.mean(gaps))
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").round(2)

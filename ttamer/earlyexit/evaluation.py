@@ -465,6 +465,9 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     ------
     TraceError
         The trace is invalid or has fewer than 2 exits.
+    TTamerError
+        An option is invalid, or the evaluation would need more memory than is free
+        (:func:`check_evaluation_memory`, checked before any work).
     """
     t0 = time.perf_counter()
     trace.validate()

@@ -279,7 +279,9 @@ def test_evaluation_bytes_bounds_the_measured_peak():
     measured with ``ttamer evaluate`` (resident set, MB) on synthetic traces."""
     from ttamer.earlyexit.evaluation import evaluation_bytes
 
-    measured = {(1000, 12, 2): 224, (100_000, 12, 2): 1475, (100_000, 12, 50): 2436, (100_000, 3, 2): 1414,
+    measured = {(1000, 12, 2): 224, (5000, 12, 2): 413, (10_000, 12, 2): 614, (20_000, 12, 2): 946,
+                (20_000, 3, 2): 984, (20_000, 12, 10): 1176, (40_000, 12, 2): 1237, (60_000, 12, 2): 1286,
+                (100_000, 12, 2): 1475, (100_000, 12, 50): 2436, (100_000, 3, 2): 1414, (200_000, 3, 2): 1811,
                 (400_000, 12, 2): 2210, (400_000, 3, 2): 1887, (1_000_000, 12, 2): 3800}
     for (n, L, K), mb in measured.items():
         assert evaluation_bytes(n, L, K) >= mb * 2**20

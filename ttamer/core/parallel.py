@@ -54,7 +54,8 @@ def available_memory() -> int | None:
     """Bytes this process may still allocate: the kernel's estimate ``MemAvailable``
     (``/proc/meminfo``), lowered to the headroom of the control group's limit where one is
     set (cgroup v2 ``memory.max`` − ``memory.current``, or v1's ``limit_in_bytes`` −
-    ``usage_in_bytes``); ``None`` where the system tells neither (not Linux)."""
+    ``usage_in_bytes``) and to the headroom under an address-space limit (``ulimit -v``);
+    ``None`` where the system tells none of them."""
     found = []
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
@@ -71,7 +72,31 @@ def available_memory() -> int | None:
         if cap is not None and used is not None and cap < 2**60:
             found.append(max(cap - used, 0))
             break
+    headroom = _address_space_headroom()
+    if headroom is not None:
+        found.append(headroom)
     return min(found) if found else None
+
+
+def _address_space_headroom() -> int | None:
+    """Two thirds of the bytes left under this process's address-space limit (``ulimit -v``,
+    ``RLIMIT_AS``) beyond its present size (``VmSize`` of ``/proc/self/status``): thread
+    arenas and library buffers reserve address space that is never resident, about a third
+    of the resident peak in ``ttamer evaluate``. ``None`` without a limit."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            size = next((int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:")), 0)
+    except (OSError, UnicodeDecodeError, ValueError, IndexError):
+        size = 0
+    return max(int(soft) - size, 0) * 2 // 3  # address space runs about a third above resident memory
 
 
 @contextmanager

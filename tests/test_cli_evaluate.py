@@ -114,3 +114,18 @@ def test_refuses_a_trace_too_large_for_free_memory(trace_file, capsys, monkeypat
     monkeypatch.setattr(ev, "EVALUATE_FREE_BYTES", 0)
     monkeypatch.setattr(ev, "available_memory", lambda: fits)
     assert main(["evaluate", str(trace_file), "--bootstrap", "0", "--max-examples", "400"]) == 0
+
+
+def test_memory_error_is_one_line_naming_max_examples(trace_file, capsys, monkeypatch):
+    """Running out of memory anyway (an estimate is only an estimate) ends in one line that
+    names the way out, never a traceback."""
+    import ttamer.earlyexit.evaluation as ev
+
+    def boom(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(ev, "evaluate_trace", boom)
+    assert main(["evaluate", str(trace_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ttamer evaluate: error: out of memory") and "--max-examples N" in err
+    assert err.count("\n") == 1 and "Traceback" not in err

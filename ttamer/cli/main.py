@@ -92,9 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ttamer {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (MemoryError, RecursionError) as exc:
-        print(error_line(args.command, f"out of resources ({type(exc).__name__}): the input is too large "
-                                       f"or too deeply nested"), file=sys.stderr)
+    except MemoryError:
+        print(error_line(args.command, "out of memory: the input is too large for the memory this process may "
+                                       "use (ttamer evaluate: try --max-examples N)"), file=sys.stderr)
+        return 2
+    except RecursionError:
+        print(error_line(args.command, "out of resources (RecursionError): the input is too deeply nested"),
+              file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - last resort: one line, never a traceback
         print(error_line(args.command, f"unexpected {type(exc).__name__}: {exc} "

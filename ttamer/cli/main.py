@@ -93,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ttamer {args.command}: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print(error_line(args.command, "out of memory: the input is too large for the memory this process may "
-                                       "use (ttamer evaluate: try --max-examples N)"), file=sys.stderr)
+        hint = "; evaluate a sample of its examples with --max-examples N" if args.command == "evaluate" else ""
+        print(error_line(args.command, f"out of memory: the input is too large for the memory this process may "
+                                       f"use{hint}"), file=sys.stderr)
         return 2
     except RecursionError:
         print(error_line(args.command, "out of resources (RecursionError): the input is too deeply nested"),

@@ -139,7 +139,7 @@ def check_evaluation_memory(trace: Trace, available: int | None = None) -> int:
         return need
     fits = _most_examples(available, trace.n_exits, trace.n_classes)
     hint = (f"evaluate a seeded sample of at most {fits:,} of its examples (ttamer evaluate --max-examples N; "
-            f"in Python, trace.subset(...))" if fits >= 2 * MIN_SPLIT_EXAMPLES
+            f"in Python, trace.sample(N, seed))" if fits >= 2 * MIN_SPLIT_EXAMPLES
             else "free some memory, or use a machine with more")
     raise TTamerError(f"evaluating {trace.n_examples:,} examples x {trace.n_exits} exits x {trace.n_classes} classes "
                       f"needs about {need / 2**30:.1f} GiB of memory, more than the {available / 2**30:.1f} GiB "

@@ -36,7 +36,7 @@ import zipfile
 from zlib import error as zlib_error
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -433,7 +433,7 @@ class Trace:
         """``[N]``: cost of running the full model (every exit) on each example."""
         return self.cost_matrix.sum(axis=1)
 
-    def _cached(self, name: str, compute: Any) -> np.ndarray:
+    def _cached(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """``compute()``, once per (``probs``, ``labels``) pair of arrays, read-only."""
         hit = self._derived.get(name)
         if hit is not None and hit[0] is self.probs and hit[1] is self.labels:

@@ -89,12 +89,12 @@ def check_bootstrap(n_boot: Any, n_test: int, name: str = "n_boot") -> int:
 
 
 #: :func:`evaluation_bytes`, measured with ``ttamer evaluate`` on synthetic traces of 10³ to
-#: 10⁶ examples, 3 to 12 exits and 2 to 50 classes, rounded up: the interpreter and its
+#: 10⁶ examples, 3 to 12 exits and 2 to 1,000 classes, rounded up: the interpreter and its
 #: libraries; the sweeps and bootstrap chunks, which grow with the examples up to their caps
 #: (:data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS`, :data:`BOOTSTRAP_CHUNK_CELLS`); and
 #: the per-example arrays, per exit and per exit and class.
 EVALUATE_BYTES = {"base": 300 * 2**20, "capped": 1600 * 2**20, "per_example": 45_000, "per_exit": 160,
-                  "per_probability": 20}
+                  "per_probability": 32}
 #: :func:`check_evaluation_memory` lets an evaluation estimated below this many bytes run
 #: whatever the free memory, so that small work never depends on what else the machine runs.
 EVALUATE_FREE_BYTES = 2**30

@@ -433,3 +433,22 @@ def test_derived_arrays_are_computed_once_read_only_and_follow_replaced_arrays()
     assert np.array_equal(t.correct, t.predictions == t.labels[:, None])
     clone = pickle.loads(pickle.dumps(t))
     assert clone._derived == {} and np.array_equal(clone.entropy, t.entropy)
+
+
+def test_entropy_in_chunks_equals_the_formula(monkeypatch):
+    """The chunked entropy is ``-Σ p log p`` on the whole array, to the last bit, whatever the
+    chunk, zeros included."""
+    import ttamer.earlyexit.traces as traces_module
+
+    t = synthetic_trace(57, 3, 5, seed=4)
+    probs = t.probs.copy()
+    probs[0, 0] = [1, 0, 0, 0, 0]
+    t = Trace.build(probs, t.labels, t.cost)
+    p = t.probs.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=2)
+    for cells in (1, 16, 10**9):
+        monkeypatch.setattr(traces_module, "ENTROPY_CHUNK_CELLS", cells)
+        fresh = Trace(t.probs, t.labels, t.cost, dict(t.meta))
+        assert np.array_equal(fresh.entropy, expected)
+    assert expected[0, 0] == 0.0

@@ -94,7 +94,7 @@ def check_bootstrap(n_boot: Any, n_test: int, name: str = "n_boot") -> int:
 #: (:data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS`, :data:`BOOTSTRAP_CHUNK_CELLS`); and
 #: the per-example arrays, per exit and per exit and class.
 EVALUATE_BYTES = {"base": 300 * 2**20, "capped": 1600 * 2**20, "per_example": 45_000, "per_exit": 160,
-                  "per_probability": 32}
+                  "per_probability": 24}
 #: :func:`check_evaluation_memory` lets an evaluation estimated below this many bytes run
 #: whatever the free memory, so that small work never depends on what else the machine runs.
 EVALUATE_FREE_BYTES = 2**30

@@ -58,6 +58,8 @@ KEYS = ("probs", "labels", "cost", "meta")
 #: uncompressed), checked from the zip and ``.npy`` headers before anything is allocated
 #: (override: ``load_trace(path, max_bytes=...)``).
 MAX_TRACE_BYTES = 2**30
+#: :attr:`Trace.entropy` is computed in chunks of examples holding at most this many probabilities.
+ENTROPY_CHUNK_CELLS = 2**22
 #: Second word of the seed of :meth:`Trace.sample`'s random stream (apart from :meth:`Trace.split`'s).
 SAMPLE_STREAM = 7
 
@@ -467,10 +469,17 @@ class Trace:
         return self._cached("entropy", self._entropy)
 
     def _entropy(self) -> np.ndarray:
-        p = self.probs.astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-        return -t.sum(axis=2)
+        """:attr:`entropy`, in chunks of examples of at most :data:`ENTROPY_CHUNK_CELLS`
+        probabilities, so that its float64 temporaries stay bounded on many classes."""
+        n, L, C = self.probs.shape
+        out = np.empty((n, L))
+        step = max(1, ENTROPY_CHUNK_CELLS // max(L * C, 1))
+        for start in range(0, n, step):  # a loop over chunks of examples, not over examples
+            p = self.probs[start : start + step].astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+            out[start : start + step] = -t.sum(axis=2)
+        return out
 
     def accuracy(self) -> np.ndarray:
         """``[L]``: accuracy of every exit on all examples."""

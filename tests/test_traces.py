@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from ttamer.core.errors import TraceError
+from ttamer.core.errors import TraceError, TTamerError
 from ttamer.earlyexit.traces import ExitDecisions, Trace, load_trace, save_trace, synthetic_trace
 
 
@@ -410,7 +410,7 @@ def test_sample_is_seeded_sorted_and_apart_from_split():
     assert all(tuple(r) in rows for r in a.probs.reshape(100, -1))
     cal, _ = t.split(100 / 300, seed=4)
     assert not np.array_equal(cal.probs, a.probs)
-    with pytest.raises(Exception, match="sample size"):
+    with pytest.raises(TTamerError, match="sample size"):
         t.sample(0)
 
 

@@ -93,3 +93,25 @@ def test_available_memory_reads_the_system(tmp_path):
     (tmp_path / "n").write_text("123456\n")
     assert _read_int(str(tmp_path / "max")) is None and _read_int(str(tmp_path / "n")) == 123456
     assert _read_int(str(tmp_path / "missing")) is None
+
+
+def test_cgroup_headroom_counts_reclaimable_cache(tmp_path, monkeypatch):
+    """Under a control-group limit the headroom is limit − usage + inactive page cache (the
+    cache the kernel reclaims first); a limit of ``max`` or an unlimited v1 value sets none."""
+    import ttamer.core.parallel as parallel
+
+    v2, v1 = tmp_path / "v2", tmp_path / "v1"
+    v2.mkdir()
+    v1.mkdir()
+    (v2 / "memory.max").write_text("1000000\n")
+    (v2 / "memory.current").write_text("600000\n")
+    (v2 / "memory.stat").write_text("anon 500000\ninactive_file 100000\nactive_file 7\n")
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (v1 / "memory.usage_in_bytes").write_text("5\n")
+    files = ((str(v2), "0::", "memory.max", "memory.current", "inactive_file"),
+             (str(v1), ":memory:", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
+    monkeypatch.setattr(parallel, "CGROUP_FILES", files)
+    assert parallel._cgroup_headroom() == 1000000 - 600000 + 100000
+    assert parallel.available_memory() <= 500000
+    (v2 / "memory.max").write_text("max\n")
+    assert parallel._cgroup_headroom() is None

@@ -52,10 +52,9 @@ def _read_int(path: str) -> int | None:
 
 def available_memory() -> int | None:
     """Bytes this process may still allocate: the kernel's estimate ``MemAvailable``
-    (``/proc/meminfo``), lowered to the headroom of the control group's limit where one is
-    set (cgroup v2 ``memory.max`` − ``memory.current``, or v1's ``limit_in_bytes`` −
-    ``usage_in_bytes``) and to the headroom under an address-space limit (``ulimit -v``);
-    ``None`` where the system tells none of them."""
+    (``/proc/meminfo``), lowered to the headroom under this process's control-group limits
+    (:func:`_cgroup_headroom`) and under an address-space limit (``ulimit -v``); ``None``
+    where the system tells none of them."""
     found = []
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
@@ -65,17 +64,49 @@ def available_memory() -> int | None:
                     break
     except (OSError, UnicodeDecodeError, ValueError, IndexError):
         pass
-    v1 = "/sys/fs/cgroup/memory/memory."
-    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         (v1 + "limit_in_bytes", v1 + "usage_in_bytes")):
-        cap, used = _read_int(limit), _read_int(usage)
-        if cap is not None and used is not None and cap < 2**60:
-            found.append(max(cap - used, 0))
-            break
-    headroom = _address_space_headroom()
-    if headroom is not None:
-        found.append(headroom)
+    for headroom in (_cgroup_headroom(), _address_space_headroom()):
+        if headroom is not None:
+            found.append(headroom)
     return min(found) if found else None
+
+
+#: Control-group memory files: (mount point, line prefix in ``/proc/self/cgroup``, limit, usage,
+#: reclaimable page cache in ``memory.stat``) for cgroup v2 and v1.
+CGROUP_FILES = (("/sys/fs/cgroup", "0::", "memory.max", "memory.current", "inactive_file"),
+                ("/sys/fs/cgroup/memory", ":memory:", "memory.limit_in_bytes", "memory.usage_in_bytes",
+                 "total_inactive_file"))
+
+
+def _cgroup_headroom() -> int | None:
+    """The smallest ``limit − usage + inactive page cache`` over this process's memory control
+    groups (v2 or v1, at the mount point and at the process's own group below it) that set a
+    limit; ``None`` where none does."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            own = fh.read(4096).splitlines()
+    except (OSError, UnicodeDecodeError):
+        own = []
+    found = []
+    for mount, tag, limit, usage, cache in CGROUP_FILES:
+        rel = next((line.split(tag, 1)[1] for line in own if tag in line), "")
+        for folder in {mount, mount + rel.rstrip("/")}:
+            cap, used = _read_int(f"{folder}/{limit}"), _read_int(f"{folder}/{usage}")
+            if cap is not None and used is not None and cap < 2**60:
+                found.append(max(cap - used + _stat_field(f"{folder}/memory.stat", cache), 0))
+    return min(found) if found else None
+
+
+def _stat_field(path: str, key: str) -> int:
+    """The number after ``key`` in a ``memory.stat`` file (0 where it cannot be read)."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            for line in fh:
+                name, _, value = line.partition(" ")
+                if name == key and value.strip().isdigit():
+                    return int(value)
+    except (OSError, UnicodeDecodeError):
+        pass
+    return 0
 
 
 def _address_space_headroom() -> int | None:

@@ -108,10 +108,26 @@ def test_cgroup_headroom_counts_reclaimable_cache(tmp_path, monkeypatch):
     (v2 / "memory.stat").write_text("anon 500000\ninactive_file 100000\nactive_file 7\n")
     (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")
     (v1 / "memory.usage_in_bytes").write_text("5\n")
-    files = ((str(v2), "0::", "memory.max", "memory.current", "inactive_file"),
-             (str(v1), ":memory:", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
+    files = (("v2", str(v2), "memory.max", "memory.current", "inactive_file"),
+             ("v1", str(v1), "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
     monkeypatch.setattr(parallel, "CGROUP_FILES", files)
+    monkeypatch.setattr(parallel, "_own_cgroups", lambda: {"v2": "/", "v1": "/nowhere"})
     assert parallel._cgroup_headroom() == 1000000 - 600000 + 100000
     assert parallel.available_memory() <= 500000
     (v2 / "memory.max").write_text("max\n")
     assert parallel._cgroup_headroom() is None
+
+
+def test_own_cgroups_reads_v1_and_v2_lines(tmp_path, monkeypatch):
+    """``/proc/self/cgroup``: the v2 line has no controllers; a v1 line may list memory among
+    others."""
+    import builtins
+
+    import ttamer.core.parallel as parallel
+
+    fake = tmp_path / "cgroup"
+    fake.write_text("5:cpu,memory:/box/a\n3:pids:/box\n0::/unified/b\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: real_open(fake if p == "/proc/self/cgroup" else p,
+                                                                       *a, **k))
+    assert parallel._own_cgroups() == {"v1": "/box/a", "v2": "/unified/b"}

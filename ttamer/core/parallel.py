@@ -70,26 +70,38 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
-#: Control-group memory files: (mount point, line prefix in ``/proc/self/cgroup``, limit, usage,
-#: reclaimable page cache in ``memory.stat``) for cgroup v2 and v1.
-CGROUP_FILES = (("/sys/fs/cgroup", "0::", "memory.max", "memory.current", "inactive_file"),
-                ("/sys/fs/cgroup/memory", ":memory:", "memory.limit_in_bytes", "memory.usage_in_bytes",
+#: Control-group memory files: (version, mount point, limit, usage, reclaimable page cache in
+#: ``memory.stat``) for cgroup v2 and v1.
+CGROUP_FILES = (("v2", "/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
+                ("v1", "/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
                  "total_inactive_file"))
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's memory control group below each mount point, by version, from
+    ``/proc/self/cgroup`` (lines ``ID:CONTROLLERS:PATH``; v2 has no controllers)."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            lines = fh.read(65536).splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    groups = {}
+    for parts in (line.split(":", 2) for line in lines):
+        if len(parts) == 3 and parts[1] == "":
+            groups["v2"] = parts[2]
+        elif len(parts) == 3 and "memory" in parts[1].split(","):
+            groups["v1"] = parts[2]
+    return groups
 
 
 def _cgroup_headroom() -> int | None:
     """The smallest ``limit − usage + inactive page cache`` over this process's memory control
     groups (v2 or v1, at the mount point and at the process's own group below it) that set a
     limit; ``None`` where none does."""
-    try:
-        with open("/proc/self/cgroup", encoding="ascii") as fh:
-            own = fh.read(4096).splitlines()
-    except (OSError, UnicodeDecodeError):
-        own = []
+    own = _own_cgroups()
     found = []
-    for mount, tag, limit, usage, cache in CGROUP_FILES:
-        rel = next((line.split(tag, 1)[1] for line in own if tag in line), "")
-        for folder in {mount, mount + rel.rstrip("/")}:
+    for version, mount, limit, usage, cache in CGROUP_FILES:
+        for folder in {mount, mount + own.get(version, "").rstrip("/")}:
             cap, used = _read_int(f"{folder}/{limit}"), _read_int(f"{folder}/{usage}")
             if cap is not None and used is not None and cap < 2**60:
                 found.append(max(cap - used + _stat_field(f"{folder}/memory.stat", cache), 0))

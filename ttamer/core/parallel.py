@@ -53,8 +53,8 @@ def _read_int(path: str) -> int | None:
 def available_memory() -> int | None:
     """Bytes this process may still allocate: the kernel's estimate ``MemAvailable``
     (``/proc/meminfo``), lowered to the headroom under this process's control-group limits
-    (:func:`_cgroup_headroom`) and under an address-space limit (``ulimit -v``); ``None``
-    where the system tells none of them."""
+    (limit − usage + inactive page cache, :data:`CGROUP_FILES`) and under an address-space
+    limit (``ulimit -v``); ``None`` where the system tells none of them."""
     found = []
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
@@ -70,8 +70,8 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
-#: Control-group memory files: (version, mount point, limit, usage, reclaimable page cache in
-#: ``memory.stat``) for cgroup v2 and v1.
+#: The memory files of the control groups, for cgroup v2 and v1, as (version, mount point,
+#: limit, usage, the reclaimable page cache's field in ``memory.stat``).
 CGROUP_FILES = (("v2", "/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
                 ("v1", "/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
                  "total_inactive_file"))

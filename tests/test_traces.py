@@ -412,6 +412,9 @@ def test_sample_is_seeded_sorted_and_apart_from_split():
     assert not np.array_equal(cal.probs, a.probs)
     with pytest.raises(TTamerError, match="sample size"):
         t.sample(0)
+    drawn = t.sample(100, np.random.default_rng(9))
+    expected = np.sort(np.random.default_rng(9).choice(300, 100, replace=False))
+    assert np.array_equal(drawn.labels, t.labels[expected]) and np.array_equal(drawn.probs, t.probs[expected])
 
 
 def test_derived_arrays_are_computed_once_read_only_and_follow_replaced_arrays():

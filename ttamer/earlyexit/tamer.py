@@ -398,9 +398,8 @@ class ThresholdTamer(BaseTamer):
         """``[C, R·F]`` held-out frontier areas of every candidate on every fold of ``R`` repeats
         (``R > 1`` only below :data:`CV_REPEAT_EXAMPLES` calibration examples)."""
         folds_n = self.cv_folds_
-        rng = np.random.default_rng(int(self.seed))
         if trace.n_examples > self.cv_max_examples:
-            trace = trace.subset(np.sort(rng.choice(trace.n_examples, int(self.cv_max_examples), replace=False)))
+            trace = trace.sample(int(self.cv_max_examples), np.random.default_rng(int(self.seed)))
         repeats = int(min(MAX_CV_REPEATS, np.ceil(CV_REPEAT_EXAMPLES / trace.n_examples)))
         splits = [(r, f) for r in range(repeats) for f in range(folds_n)]
         lams = self.lam_sweep()

@@ -525,13 +525,17 @@ class Trace:
         perm = np.random.default_rng(seed).permutation(n)
         return self.subset(np.sort(perm[:k])), self.subset(np.sort(perm[k:]))
 
-    def sample(self, n: int, seed: int = 0) -> "Trace":
-        """A seeded random sample of ``n`` of the examples, in their order (the whole trace if it
-        holds at most ``n``); the sample's stream is apart from :meth:`split`'s for the same seed."""
-        n, seed = check_int(n, "sample size", minimum=1), check_seed(seed)
+    def sample(self, n: int, seed: int | np.random.Generator = 0) -> "Trace":
+        """A random sample of ``n`` of the examples, in their order (the whole trace if it holds
+        at most ``n``): drawn from ``seed`` on a stream apart from :meth:`split`'s for the same
+        seed, or the next draw of a generator."""
+        n = check_int(n, "sample size", minimum=1)
+        if isinstance(seed, np.random.Generator):
+            rng = seed
+        else:
+            rng = np.random.default_rng([check_seed(seed), SAMPLE_STREAM])
         if n >= self.n_examples:
             return self
-        rng = np.random.default_rng([seed, SAMPLE_STREAM])
         return self.subset(np.sort(rng.choice(self.n_examples, n, replace=False)))
 
     def __repr__(self) -> str:

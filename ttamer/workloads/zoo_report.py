@@ -329,7 +329,7 @@ def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:c
             share = check_real(frac, "fraction", low=0.0, high=1.0, low_open=True)
             m = min(tr.n_examples, max(MIN_SPLIT_EXAMPLES, round(share * tr.n_examples)))
             subsets = ([tr] if m == tr.n_examples else
-                       [tr.subset(np.sort(rng.choice(tr.n_examples, m, replace=False))) for _ in range(repeats)])
+                       [tr.sample(m, rng) for _ in range(repeats)])
             gaps = [heldout_score(rule.frontier_sweep(s), s, "label")
                     - heldout_score(complete_sweep(s, "max-prob"), s, "label") for s in subsets]
             row[f"{100 * frac:g} % of the examples"] = 100 * float(np.mean(gaps))

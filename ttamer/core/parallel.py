@@ -55,18 +55,9 @@ def available_memory() -> int | None:
     (``/proc/meminfo``), lowered to the headroom under this process's control-group limits
     (limit − usage + inactive page cache, :data:`CGROUP_FILES`) and under an address-space
     limit (``ulimit -v``); ``None`` where the system tells none of them."""
-    found = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-                    break
-    except (OSError, UnicodeDecodeError, ValueError, IndexError):
-        pass
-    for headroom in (_cgroup_headroom(), _address_space_headroom()):
-        if headroom is not None:
-            found.append(headroom)
+    free_kb = _field("/proc/meminfo", "MemAvailable:")
+    found = [] if free_kb is None else [free_kb * 1024]
+    found += [h for h in (_cgroup_headroom(), _address_space_headroom()) if h is not None]
     return min(found) if found else None
 
 
@@ -104,21 +95,22 @@ def _cgroup_headroom() -> int | None:
         for folder in {mount, mount + own.get(version, "").rstrip("/")}:
             cap, used = _read_int(f"{folder}/{limit}"), _read_int(f"{folder}/{usage}")
             if cap is not None and used is not None and cap < 2**60:
-                found.append(max(cap - used + _stat_field(f"{folder}/memory.stat", cache), 0))
+                found.append(max(cap - used + (_field(f"{folder}/memory.stat", cache) or 0), 0))
     return min(found) if found else None
 
 
-def _stat_field(path: str, key: str) -> int:
-    """The number after ``key`` in a ``memory.stat`` file (0 where it cannot be read)."""
+def _field(path: str, key: str) -> int | None:
+    """The whole number after ``key`` on its line of a ``KEY VALUE [unit]`` system file such as
+    ``/proc/meminfo`` or ``memory.stat`` (``None`` where it cannot be read)."""
     try:
         with open(path, encoding="ascii") as fh:
             for line in fh:
-                name, _, value = line.partition(" ")
-                if name == key and value.strip().isdigit():
-                    return int(value)
+                words = line.split()
+                if len(words) >= 2 and words[0] == key:
+                    return int(words[1]) if words[1].isdigit() else None
     except (OSError, UnicodeDecodeError):
         pass
-    return 0
+    return None
 
 
 def _address_space_headroom() -> int | None:
@@ -134,11 +126,7 @@ def _address_space_headroom() -> int | None:
         return None
     if soft == resource.RLIM_INFINITY or soft < 0:
         return None
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            size = next((int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:")), 0)
-    except (OSError, UnicodeDecodeError, ValueError, IndexError):
-        size = 0
+    size = 1024 * (_field("/proc/self/status", "VmSize:") or 0)
     return max(int(soft) - size, 0) * 2 // 3  # address space runs about a third above resident memory
 
 

@@ -10,8 +10,9 @@ from ttamer.earlyexit.traces import synthetic_trace
 from ttamer.core.errors import TTamerError
 from ttamer.earlyexit.heuristics import HEURISTIC_RULES
 from ttamer.earlyexit.tamer import ThresholdTamer
-from ttamer.workloads.zoo_report import (choice_rule_table, class_table, evaluate_zoo, gain_table, resolution_table,
-                                        slo_dominated, slo_table, subset_size_table)
+from ttamer.workloads.zoo_report import (calibration_areas, class_table, evaluate_zoo, gain_table,
+                                        heuristic_choice_table, resolution_table, slo_dominated, slo_table,
+                                        split_half_correlation, subset_size_table)
 
 SEEDS = [0, 1]
 
@@ -62,24 +63,57 @@ def test_gain_columns(traces, zoo):
             assert g.loc[name, col] == pytest.approx(round(100 * np.mean(peak), 2), abs=1e-9)
 
 
-def test_choice_rule_table(traces, zoo):
-    """The plain rule's pick is the heuristic whose class scores best in the fitted tamer's own
-    cross-validation; both columns are the smallest mean-area difference to a heuristic."""
-    t = choice_rule_table(zoo)
+def test_calibration_areas_are_complete_sweeps_on_the_calibration_half(traces):
+    from ttamer.earlyexit.heuristics import complete_sweep
+    from ttamer.earlyexit.tamer import heldout_score
+
+    cal = calibration_areas(traces, SEEDS)
+    assert calibration_areas(traces, SEEDS, n_jobs=2) == cal
+    for name, tr in traces.items():
+        assert len(cal[name]) == len(SEEDS)
+        for s, areas in zip(SEEDS, cal[name]):
+            half = tr.split(0.5, s)[0]
+            assert areas == {h: heldout_score(complete_sweep(half, h), half, "label") for h in HEURISTIC_RULES}
+
+
+def test_heuristic_choice_table(traces, zoo):
+    """The plain rule picks, per split, the heuristic with the best calibration area; both
+    columns are the smallest mean test-area difference to a heuristic."""
+    cal = calibration_areas(traces, SEEDS)
+    t = heuristic_choice_table(zoo, cal)
     h = list(HEURISTIC_RULES)
     for name, runs in zoo.items():
-        picks = []
-        for s, run in zip(SEEDS, runs):
-            fit = ThresholdTamer(seed=0).fit(traces[name].split(0.5, s)[0])
-            cv = {c["policy"]: c["auc"] for c in fit.cv_scores_}
-            picks.append(max(h, key=lambda k: cv[f"common:{HEURISTIC_RULES[k][0]}:{HEURISTIC_RULES[k][1]}"]))
+        picks = [max(h, key=lambda k: a[k]) for a in cal[name]]
         mean = {k: np.mean([r["auc"][k] for r in runs]) for k in h + ["ttamer"]}
-        cv_best = np.mean([r["auc"][p] for r, p in zip(runs, picks)])
-        assert t.loc[name, "best CV mean among the heuristics (pt)"] == pytest.approx(
-            round(100 * min(cv_best - mean[k] for k in h), 2), abs=1e-9)
-        assert t.loc[name, "simplest within one SE (pt)"] == pytest.approx(
+        chosen = np.mean([r["auc"][p] for r, p in zip(runs, picks)])
+        assert t.loc[name, "best heuristic on calibration (pt)"] == pytest.approx(
+            round(100 * min(chosen - mean[k] for k in h), 2), abs=1e-9)
+        assert t.loc[name, "T-Tamer's default (pt)"] == pytest.approx(
             round(100 * min(mean["ttamer"] - mean[k] for k in h), 2), abs=1e-9)
-        assert set(t.loc[name, "heuristics picked (splits)"].split()) == set(picks)
+        assert t.loc[name, "heuristics picked (splits)"] == " ".join(sorted(set(picks)))
+    with pytest.raises(TTamerError, match="same traces and splits"):
+        heuristic_choice_table(zoo, {n: a[:1] for n, a in cal.items()})
+
+
+def test_split_half_correlation_of_a_mean_over_examples_is_minus_one(traces):
+    """Where the areas are accuracies of fixed rules (means over examples) on equal halves, the
+    calibration half's advantage and the test half's sum to twice the whole trace's: the
+    correlation is -1, whatever the trace. Rules that never differ are left out."""
+    tr = synthetic_trace(400, 4, 3, seed=7)
+    rules = {h: ThresholdTamer(policy=f"common:{st}:{ans}").fit(tr) for h, (st, ans) in HEURISTIC_RULES.items()}
+    taus = np.full((1, tr.n_exits - 1), 0.7)
+    seeds = range(6)
+    cal, zoo = {"t": []}, {"t": []}
+    for s in seeds:
+        a, b = tr.split(0.5, s)
+        acc = lambda half: {h: float(r.decide_rules(half, taus).correct(half, "label").mean())
+                            for h, r in rules.items()}
+        cal["t"].append(acc(a))
+        zoo["t"].append({"auc": acc(b)})
+    assert split_half_correlation(zoo, cal) == pytest.approx(-1.0, abs=1e-9)
+    same = {"t": [{h: 0.5 for h in HEURISTIC_RULES} for _ in seeds]}
+    with pytest.raises(TTamerError, match="at least two splits"):
+        split_half_correlation({"t": [{"auc": a} for a in same["t"]]}, same)
 
 
 def test_slo_table_means(zoo):

@@ -7,9 +7,14 @@ rule can see (its *state*), whether it may answer with an earlier exit (*recall*
 many thresholds it has are choices of estimation; :class:`ThresholdTamer` tries a nested
 family of them, simplest first (:data:`CANDIDATES`):
 
-* one threshold common to every exit on the max-probability (the BranchyNet / SDN rule), with
-  or without SDN's recall fallback, on minus the entropy (DeeBERT) or on the patience counter
-  (PABEE) -- the heuristics are members of T-Tamer's policy class;
+* one threshold common to every exit on the max-probability (the BranchyNet / SDN rule). The
+  other heuristics -- SDN's recall fallback, a threshold on minus the entropy (DeeBERT) or on
+  the patience counter (PABEE) -- are members of T-Tamer's policy class too
+  (``policy="common:neg_entropy:last"``), but not of the menu: they are as simple as the
+  max-probability rule, and choosing among rules that are truly alike by the calibration
+  examples costs on the test examples of the same trace (the calibration half's view of a
+  difference runs against the test half's; the book's chapter *Across workloads* measures
+  both);
 * one threshold on the state shifted by a fitted offset per exit (the *offset* class,
   :func:`~ttamer.earlyexit.thresholds.fit_offsets`), answering with the exit it stops at or,
   at the end, with the consulted exit the running ensemble favours (recall): ``L − 1``
@@ -123,10 +128,11 @@ class PolicyCandidate:
         return cls(parts[1], parts[2], parts[0])
 
 
-#: The policy classes tried by ``policy="auto"``, simplest first.
+#: The policy classes tried by ``policy="auto"``, simplest first: one heuristic, then one class
+#: per kind of fitted parameter (offsets per exit, with and without recall; a threshold per exit).
 CANDIDATES = tuple(PolicyCandidate.parse(k) for k in (
-    "common:max_prob:last", "common:max_prob:confident", "common:neg_entropy:last", "common:patience:last",
-    "offset:max_prob:last", "offset:max_prob:ensemble_at_end", "per_exit:posterior:posterior"))
+    "common:max_prob:last", "offset:max_prob:last", "offset:max_prob:ensemble_at_end",
+    "per_exit:posterior:posterior"))
 #: The simplest class, one threshold on the max-probability answering with the exit it stops at
 #: (the max-prob heuristic's rule).
 SIMPLEST = CANDIDATES[0]

@@ -2,7 +2,8 @@
 
 :func:`evaluate_zoo` runs :func:`ttamer.earlyexit.evaluation.evaluate_trace` on each trace and
 split (the default estimation, no options per trace) and keeps a small summary per run;
-:func:`gain_table`, :func:`choice_rule_table`, :func:`slo_table` (with :func:`slo_dominated`)
+:func:`gain_table`, :func:`heuristic_choice_table` (with :func:`calibration_areas` and
+:func:`split_half_correlation`), :func:`slo_table` (with :func:`slo_dominated`)
 and :func:`protocol_table` turn those summaries into the tables of the book's chapter *Across
 workloads*; :func:`class_table` fits each policy class of T-Tamer's menu alone, and
 :func:`subset_size_table` compares two rules on subsets of growing size. The AUC
@@ -134,38 +135,83 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
     return pd.DataFrame.from_dict(rows, orient="index").round(2)
 
 
-def _cv_best_heuristic(run: dict[str, Any]) -> str | None:
-    """The heuristic whose class has the best mean held-out area in T-Tamer's cross-validation
-    of this run (``None`` without cross-validation)."""
-    scores = {h: run["cv"].get(f"common:{state}:{answer}") for h, (state, answer) in HEURISTIC_RULES.items()}
-    scores = {h: v for h, v in scores.items() if v is not None}
-    return max(scores, key=scores.get) if scores else None
+def _calibration_areas_one(trace: Trace, seed: int, calibration_fraction: float) -> dict[str, float]:
+    """Area of every one-threshold heuristic swept completely on the calibration examples of
+    one split (a module-level function: worker processes import it)."""
+    from ..earlyexit.heuristics import complete_sweep
+    from ..earlyexit.tamer import heldout_score
+
+    cal = trace.split(calibration_fraction, seed)[0]
+    return {h: heldout_score(complete_sweep(cal, h), cal, "label") for h in HEURISTIC_RULES}
 
 
-def choice_rule_table(zoo: dict[str, list[dict[str, Any]]]):
-    """T-Tamer's choice rule against the plainer one of taking the best cross-validated score.
+def calibration_areas(traces: dict[str, Trace], seeds: Sequence[int], calibration_fraction: float = 0.5,
+                      n_jobs: int = 1) -> dict[str, list[dict[str, float]]]:
+    """Per trace and split (in ``seeds`` order), the area of every one-threshold heuristic of
+    :data:`~ttamer.earlyexit.heuristics.HEURISTIC_RULES` swept completely on the calibration
+    examples of that split: what an engineer who picks a heuristic on those examples sees."""
+    runs = [(name, s) for name in traces for s in seeds]
+    areas = map_processes(_calibration_areas_one, [(traces[name], s, calibration_fraction) for name, s in runs],
+                          n_jobs, False, "traces x splits")
+    return {name: areas[k * len(seeds):(k + 1) * len(seeds)] for k, name in enumerate(traces)}
 
-    Per trace, for two rules: the smallest over the heuristics of (mean test area of the rule's
-    choice − mean test area of that heuristic), over the splits, in pt. "simplest within one SE"
-    is T-Tamer's rule (the simplest candidate within one standard error of the best, richer
-    classes included); "best CV mean among the heuristics" takes, on each split, the heuristic
-    whose one-threshold class has the best mean held-out area in the same cross-validation --
-    no richer class, no preference among the equally simple ones. Both are judged on the same
-    test examples; neither sees them when choosing."""
+
+def _check_paired(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, list[dict[str, float]]], name: str) -> None:
+    if list(zoo) != list(cal) or any(len(zoo[t]) != len(cal[t]) for t in zoo):
+        raise TTamerError(f"{name}: the runs and the calibration areas must hold the same traces and splits "
+                          f"(evaluate_zoo and calibration_areas with the same seeds)")
+
+
+def heuristic_choice_table(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, list[dict[str, float]]]):
+    """T-Tamer's default against the plain rule "take the heuristic with the best calibration
+    area".
+
+    Per trace, for both: the smallest over the heuristics of (mean test area of the rule's
+    choice − mean test area of that heuristic), over the splits, in pt, and the heuristics the
+    plain rule picked. ``zoo`` holds the :func:`evaluate_zoo` runs (target ``"label"``) and
+    ``cal`` the :func:`calibration_areas` of the same traces and splits; neither rule sees the
+    test examples when choosing."""
     import pandas as pd
 
+    _check_paired(zoo, cal, "heuristic_choice_table")
     h = list(HEURISTIC_RULES)
     rows = {}
     for name, runs in zoo.items():
-        picks = [_cv_best_heuristic(r) for r in runs]
-        if any(p is None for p in picks):
-            continue
+        picks = [max(h, key=areas.get) for areas in cal[name]]
         mean = {k: float(np.mean([r["auc"][k] for r in runs])) for k in h + ["ttamer"]}
-        cv_best = float(np.mean([r["auc"][p] for r, p in zip(runs, picks)]))
-        rows[name] = {"simplest within one SE (pt)": 100 * min(mean["ttamer"] - mean[k] for k in h),
-                      "best CV mean among the heuristics (pt)": 100 * min(cv_best - mean[k] for k in h),
+        chosen = float(np.mean([r["auc"][p] for r, p in zip(runs, picks)]))
+        rows[name] = {"T-Tamer's default (pt)": 100 * min(mean["ttamer"] - mean[k] for k in h),
+                      "best heuristic on calibration (pt)": 100 * min(chosen - mean[k] for k in h),
                       "heuristics picked (splits)": " ".join(sorted(set(picks)))}
     return pd.DataFrame.from_dict(rows, orient="index").round(2)
+
+
+def split_half_correlation(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, list[dict[str, float]]],
+                           reference: str = "max-prob") -> float:
+    r"""Correlation, pooled over the traces, between a heuristic's area advantage over
+    ``reference`` on the calibration examples of a split and on its test examples.
+
+    For each trace and heuristic :math:`h`, the differences :math:`d^{\mathrm{cal}}_s` and
+    :math:`d^{\mathrm{test}}_s` over the splits :math:`s` are centred on their means over the
+    splits (what is common to the trace is removed; pairs that never differ are left out), and
+    the Pearson correlation of all centred pairs is returned. Where a metric is a mean over
+    examples and the halves are equal, :math:`d^{\mathrm{cal}}_s + d^{\mathrm{test}}_s` is
+    twice the whole trace's difference for every split, so the correlation is :math:`-1`."""
+    _check_paired(zoo, cal, "split_half_correlation")
+    xs, ys = [], []
+    for name, runs in zoo.items():
+        for h in HEURISTIC_RULES:
+            if h == reference:
+                continue
+            d_cal = np.array([a[h] - a[reference] for a in cal[name]])
+            d_test = np.array([r["auc"][h] - r["auc"][reference] for r in runs])
+            if np.ptp(d_cal) > 1e-12 or np.ptp(d_test) > 1e-12:
+                xs.append(d_cal - d_cal.mean())
+                ys.append(d_test - d_test.mean())
+    if not xs or len(xs[0]) < 2:
+        raise TTamerError("split_half_correlation: needs at least two splits on which some heuristic differs "
+                          f"from {reference!r}")
+    return float(np.corrcoef(np.concatenate(xs), np.concatenate(ys))[0, 1])
 
 
 def slo_table(zoo: dict[str, list[dict[str, Any]]], strategies: Sequence[str] = ("ttamer", "no-recall")

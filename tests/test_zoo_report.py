@@ -81,9 +81,9 @@ def test_heuristic_choice_table(traces, zoo):
     columns are the smallest mean test-area difference to a heuristic."""
     cal = calibration_areas(traces, SEEDS)
     t = heuristic_choice_table(zoo, cal)
-    h = list(HEURISTIC_RULES)
+    h = list(HEURISTICS)
     for name, runs in zoo.items():
-        picks = [max(h, key=lambda k: a[k]) for a in cal[name]]
+        picks = [max(HEURISTIC_RULES, key=lambda k: a[k]) for a in cal[name]]
         mean = {k: np.mean([r["auc"][k] for r in runs]) for k in h + ["ttamer"]}
         chosen = np.mean([r["auc"][p] for r, p in zip(runs, picks)])
         assert t.loc[name, "best heuristic on calibration (pt)"] == pytest.approx(

@@ -163,21 +163,21 @@ def _check_paired(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, list[dict
 
 
 def heuristic_choice_table(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, list[dict[str, float]]]):
-    """T-Tamer's default against the plain rule "take the heuristic with the best calibration
-    area".
+    """T-Tamer's default against the plain rule "take the one-threshold heuristic with the best
+    calibration area".
 
-    Per trace, for both: the smallest over the heuristics of (mean test area of the rule's
-    choice − mean test area of that heuristic), over the splits, in pt, and the heuristics the
-    plain rule picked. ``zoo`` holds the :func:`evaluate_zoo` runs (target ``"label"``) and
-    ``cal`` the :func:`calibration_areas` of the same traces and splits; neither rule sees the
-    test examples when choosing."""
+    Per trace, for both rules: the smallest over the heuristics (static exits included) of the
+    rule's mean test area minus that heuristic's, over the splits, in pt; then the heuristics
+    the plain rule picked. ``zoo`` holds the :func:`evaluate_zoo` runs (target ``"label"``)
+    and ``cal`` the :func:`calibration_areas` of the same traces and splits; neither rule sees
+    the test examples when choosing."""
     import pandas as pd
 
     _check_paired(zoo, cal, "heuristic_choice_table")
-    h = list(HEURISTIC_RULES)
+    h = list(HEURISTICS)
     rows = {}
     for name, runs in zoo.items():
-        picks = [max(h, key=areas.get) for areas in cal[name]]
+        picks = [max(HEURISTIC_RULES, key=areas.get) for areas in cal[name]]
         mean = {k: float(np.mean([r["auc"][k] for r in runs])) for k in h + ["ttamer"]}
         chosen = float(np.mean([r["auc"][p] for r, p in zip(runs, picks)]))
         rows[name] = {"T-Tamer's default (pt)": 100 * min(mean["ttamer"] - mean[k] for k in h),

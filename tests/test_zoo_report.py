@@ -112,8 +112,10 @@ def test_split_half_correlation_of_a_mean_over_examples_is_minus_one(traces):
         zoo["t"].append({"auc": acc(b)})
     assert split_half_correlation(zoo, cal) == pytest.approx(-1.0, abs=1e-9)
     same = {"t": [{h: 0.5 for h in HEURISTIC_RULES} for _ in seeds]}
-    with pytest.raises(TTamerError, match="at least two splits"):
+    with pytest.raises(TTamerError, match="varies"):
         split_half_correlation({"t": [{"auc": a} for a in same["t"]]}, same)
+    with pytest.raises(TTamerError, match="reference must be one of"):
+        split_half_correlation(zoo, cal, reference="static")
 
 
 def test_slo_table_means(zoo):

@@ -42,8 +42,7 @@ def summarise(result: EvaluationResult) -> dict[str, Any]:
     out = {"policy": result.ttamer_fit.get("policy", result.ttamer_fit["description"]),
            "frontier": {k: np.asarray(m.frontier) for k, m in st.items()},
            "auc": {k: m.auc for k, m in st.items()}, "cost_at_full": {k: _cost(m) for k, m in st.items()},
-           "slo": result.slo, "full_accuracy": float(result.full_model.accuracy),
-           "cv": {c["policy"]: c["auc"] for c in result.ttamer_fit.get("cv", [])}}
+           "slo": result.slo, "full_accuracy": float(result.full_model.accuracy)}
     if st["ttamer"].auc_replicates is not None:
         out["replicates"] = {k: np.asarray(m.auc_replicates) for k, m in st.items()}
     return out
@@ -198,6 +197,9 @@ def split_half_correlation(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, 
     examples and the halves are equal, :math:`d^{\mathrm{cal}}_s + d^{\mathrm{test}}_s` is
     twice the whole trace's difference for every split, so the correlation is :math:`-1`."""
     _check_paired(zoo, cal, "split_half_correlation")
+    if reference not in HEURISTIC_RULES:
+        raise TTamerError(f"split_half_correlation: reference must be one of {list(HEURISTIC_RULES)}, "
+                          f"got {reference!r}")
     xs, ys = [], []
     for name, runs in zoo.items():
         for h in HEURISTIC_RULES:
@@ -208,10 +210,11 @@ def split_half_correlation(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, 
             if np.ptp(d_cal) > 1e-12 or np.ptp(d_test) > 1e-12:
                 xs.append(d_cal - d_cal.mean())
                 ys.append(d_test - d_test.mean())
-    if not xs or len(xs[0]) < 2:
-        raise TTamerError("split_half_correlation: needs at least two splits on which some heuristic differs "
-                          f"from {reference!r}")
-    return float(np.corrcoef(np.concatenate(xs), np.concatenate(ys))[0, 1])
+    x, y = (np.concatenate(v) if v else np.zeros(1) for v in (xs, ys))
+    if np.ptp(x) <= 1e-12 or np.ptp(y) <= 1e-12:
+        raise TTamerError("split_half_correlation: needs splits on which some heuristic's advantage over "
+                          f"{reference!r} varies, on the calibration and on the test examples")
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def slo_table(zoo: dict[str, list[dict[str, Any]]], strategies: Sequence[str] = ("ttamer", "no-recall")

@@ -102,14 +102,14 @@ def test_split_half_correlation_of_a_mean_over_examples_is_minus_one(traces):
     tr = synthetic_trace(400, 4, 3, seed=7)
     rules = {h: ThresholdTamer(policy=f"common:{st}:{ans}").fit(tr) for h, (st, ans) in HEURISTIC_RULES.items()}
     taus = np.full((1, tr.n_exits - 1), 0.7)
+
+    def accuracies(half):
+        return {h: float(r.decide_rules(half, taus).correct(half, "label").mean()) for h, r in rules.items()}
+
     seeds = range(6)
-    cal, zoo = {"t": []}, {"t": []}
-    for s in seeds:
-        a, b = tr.split(0.5, s)
-        acc = lambda half: {h: float(r.decide_rules(half, taus).correct(half, "label").mean())
-                            for h, r in rules.items()}
-        cal["t"].append(acc(a))
-        zoo["t"].append({"auc": acc(b)})
+    halves = [tr.split(0.5, s) for s in seeds]
+    cal = {"t": [accuracies(a) for a, _ in halves]}
+    zoo = {"t": [{"auc": accuracies(b)} for _, b in halves]}
     assert split_half_correlation(zoo, cal) == pytest.approx(-1.0, abs=1e-9)
     same = {"t": [{h: 0.5 for h in HEURISTIC_RULES} for _ in seeds]}
     with pytest.raises(TTamerError, match="varies"):

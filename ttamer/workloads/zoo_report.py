@@ -134,14 +134,20 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
     return pd.DataFrame.from_dict(rows, orient="index").round(2)
 
 
-def _calibration_areas_one(trace: Trace, seed: int, calibration_fraction: float) -> dict[str, float]:
-    """Area of every one-threshold heuristic swept completely on the calibration examples of
-    one split (a module-level function: worker processes import it)."""
+def _heuristic_area(trace: Trace, name: str) -> float:
+    """Area under the frontier of one-threshold heuristic ``name`` swept completely on
+    ``trace`` (every distinct threshold; answers judged against the label)."""
     from ..earlyexit.heuristics import complete_sweep
     from ..earlyexit.tamer import heldout_score
 
+    return heldout_score(complete_sweep(trace, name), trace, "label")
+
+
+def _calibration_areas_one(trace: Trace, seed: int, calibration_fraction: float) -> dict[str, float]:
+    """Area of every one-threshold heuristic swept completely on the calibration examples of
+    one split (a module-level function: worker processes import it)."""
     cal = trace.split(calibration_fraction, seed)[0]
-    return {h: heldout_score(complete_sweep(cal, h), cal, "label") for h in HEURISTIC_RULES}
+    return {h: _heuristic_area(cal, h) for h in HEURISTIC_RULES}
 
 
 def calibration_areas(traces: dict[str, Trace], seeds: Sequence[int], calibration_fraction: float = 0.5,
@@ -308,11 +314,10 @@ def _class_gains_one(trace: Trace, seed: int, calibration_fraction: float) -> li
     """Test-area gains (pt) over the max-probability rule of every policy class of
     :data:`~ttamer.earlyexit.tamer.CANDIDATES` but the first, fixed, on one split (a
     module-level function: worker processes import it)."""
-    from ..earlyexit.heuristics import complete_sweep
     from ..earlyexit.tamer import CANDIDATES, ThresholdTamer, heldout_score
 
     cal, test = trace.split(calibration_fraction, seed)
-    base = heldout_score(complete_sweep(test, "max-prob"), test, "label")
+    base = _heuristic_area(test, "max-prob")
     return [100 * (heldout_score(ThresholdTamer(policy=c.key).fit(cal).frontier_sweep(test), test, "label") - base)
             for c in CANDIDATES[1:]]
 
@@ -359,7 +364,6 @@ def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:c
     another's examples."""
     import pandas as pd
 
-    from ..earlyexit.heuristics import complete_sweep
     from ..earlyexit.tamer import PolicyCandidate, ThresholdTamer, heldout_score
 
     if PolicyCandidate.parse(policy).thresholds != "common":
@@ -379,8 +383,8 @@ def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:c
             m = min(tr.n_examples, max(MIN_SPLIT_EXAMPLES, round(share * tr.n_examples)))
             subsets = ([tr] if m == tr.n_examples else
                        [tr.sample(m, rng) for _ in range(repeats)])
-            gaps = [heldout_score(rule.frontier_sweep(s), s, "label")
-                    - heldout_score(complete_sweep(s, "max-prob"), s, "label") for s in subsets]
+            gaps = [heldout_score(rule.frontier_sweep(s), s, "label") - _heuristic_area(s, "max-prob")
+                    for s in subsets]
             row[f"{100 * frac:g} % of the examples"] = 100 * float(np.mean(gaps))
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index").round(2)

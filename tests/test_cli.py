@@ -134,3 +134,22 @@ def test_evaluate_names_the_file_of_a_one_exit_trace(tmp_path, capsys):
     assert main(["evaluate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "one_exit.npz" in err and "at least 2 exits" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("method, data, expected", [
+    ("dp", {"nodes": [{"name": "r", "parent": None, "cost": 1.0, "losses": [0.5, 0.1], "initial": [0.5, 0.5]}]
+            + [{"name": f"c{i}", "parent": "r", "cost": 1.0, "losses": [0.5, 0.1],
+                "transition": [[0.5, 0.5], [0.5, 0.5]]} for i in range(40)]},
+     "an unnamed instance is a branching tree (41 nodes); use method='index'"),
+    ("lp", {"nodes": [{"name": f"r{i}", "parent": None, "cost": 1.0, "losses": [0.5, 0.1],
+                       "initial": [0.5, 0.5]} for i in range(3000)]},
+     "above max_states=50,000"),
+    ("index", EXAMPLE, "is a chain with 1 skip; use method='dp'"),
+])
+def test_solve_errors_name_the_file_and_the_method_to_use(tmp_path, capsys, method, data, expected):
+    path = tmp_path / "culprit.json"
+    path.write_text(json.dumps(data))
+    assert main(["solve", str(path), "--lam", "0.5", "--method", method]) == 2
+    err = capsys.readouterr().err
+    assert f"error: '{path}': " in err and expected in err and "''" not in err
+    assert len(err.strip().splitlines()) == 1

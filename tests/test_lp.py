@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 
 import numpy as np
 import pytest
@@ -279,3 +280,60 @@ def test_action_table_is_bellman(space):
     if space == "chain":
         stop = (t["action"] < 0) & (t["node"] >= 0)
         np.testing.assert_allclose(t["Q"][stop], t["X"][stop], atol=1e-12)
+
+
+def test_exhaustive_space_is_counted_exactly_before_it_is_built():
+    """The count from the instance's structure equals the states the layers enumerate: forests
+    and trees (sparse transitions included), chains with skips, with and without recall."""
+    for seed in range(40):
+        for shape, skips in (("forest", 0), ("tree", 0), ("chain", 1 + seed % 3)):
+            inst = build_random(seed, 2 + seed % 5, 1 + seed % 3, shape, seed % 2 == 0, "uniform",
+                                ("grid", "uniform")[seed % 2], n_skips=skips)
+            for recall in (True, False):
+                built = lp.exhaustive_mdp(inst, recall, max_states=10**6).n_states
+                assert round(10 ** lp.exhaustive_mdp_log10(inst, recall)) == built
+
+
+def _wide(roots: int, children: int) -> Instance:
+    """``roots`` unnamed two-state roots, the first with ``children`` two-state children."""
+    mix = np.array([[0.5, 0.5], [0.5, 0.5]])
+    return Instance.tree([None] * roots + [0] * children, [[0.5, 0.1]] * (roots + children),
+                         [np.array([0.5, 0.5])] * roots + [mix] * children, [1.0] * (roots + children))
+
+
+@pytest.mark.parametrize("roots, children", [(3000, 0), (1, 40)])
+def test_huge_exhaustive_lp_is_refused_before_any_layer(monkeypatch, roots, children):
+    """A star of 3000 roots, or a root with 40 children, used to run 14-18 s (and up to 1.4 GB)
+    before refusing: the size is now known before the first layer is expanded."""
+    inst = _wide(roots, children)
+
+    def expand(*args, **kwargs):  # pragma: no cover - reached only without the up-front count
+        raise AssertionError("a layer was expanded")
+
+    monkeypatch.setattr(lp._Edges, "expand", expand)
+    t0 = time.perf_counter()
+    with pytest.raises(SolverError) as err:
+        ttamer.solve(inst, 0.5, method="lp")
+    assert time.perf_counter() - t0 < 2.0
+    msg = str(err.value)
+    assert "an unnamed instance" in msg and "''" not in msg
+    assert "information states" in msg and "max_states=50,000" in msg and "method='index'" in msg
+    with pytest.raises(SolverError, match="descend-only"):
+        ttamer.solve(inst, 0.5, recall=False, method="lp")
+
+
+def test_exhaustive_lp_at_its_size_limit(monkeypatch):
+    """The limit is exact: a space of exactly ``max_states`` states is built, one more refused."""
+    inst = _wide(1, 3)
+    n_states = lp.exhaustive_mdp(inst, True, max_states=10**6).n_states
+    assert lp.exhaustive_mdp(inst, True, max_states=n_states).n_states == n_states
+    with pytest.raises(SolverError, match=f"above max_states={n_states - 1}.*raise max_states"):
+        lp.exhaustive_mdp(inst, True, max_states=n_states - 1)
+
+
+def test_lp_errors_name_an_unnamed_instance_as_such():
+    forest = _wide(2, 1)
+    with pytest.raises(SolverError, match="needs a chain, but an unnamed instance is a forest"):
+        lp.chain_mdp(forest)
+    with pytest.raises(SolverError, match="instance 'star'"):
+        lp.exhaustive_mdp(_star(3, 40), True, max_states=100)

@@ -140,3 +140,14 @@ def test_known_state_rollout_matches_the_stepwise_rollout(inst, lam, seed):
     np.testing.assert_array_equal(fast.states, slow.states)
     np.testing.assert_array_equal(fast.last, slow.last)
     np.testing.assert_array_equal(fast.order, slow.order)
+
+
+def test_method_errors_name_the_instance_and_the_method_that_applies():
+    tree = Instance.tree([None, 0, 0], [[0.5, 0.1]] * 3, [np.array([0.5, 0.5])] + [np.eye(2)] * 2, [1.0] * 3,
+                         name="wide")
+    with pytest.raises(SolverError, match="needs a single chain, but instance 'wide' is a branching tree "
+                                          r"\(3 nodes\); use method='index'"):
+        solve(tree, 0.5, method="dp")
+    skips = build_random(3, 5, 2, "chain", fallback=False, cost_mode="uniform", loss_mode="uniform", n_skips=2)
+    with pytest.raises(SolverError, match="but an unnamed instance is a chain with 2 skips; use method='dp'"):
+        solve(skips, 0.5, method="index")

@@ -34,11 +34,16 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_solve(args: argparse.Namespace) -> int:
+    from ..core.errors import SolverError
     from ..core.instance import load_instance
+    from ..core.safeio import show_path
     from ..solvers.solve import solve
 
     inst = load_instance(args.path)
-    sol = solve(inst, args.lam, recall=not args.no_recall, method=args.method)
+    try:
+        sol = solve(inst, args.lam, recall=not args.no_recall, method=args.method)
+    except SolverError as exc:  # name the file: the instance inside may have no name
+        raise SolverError(f"{show_path(args.path)}: {exc}") from None
     if args.json:
         out = {"instance": inst.name, "value": sol.value, "lam": sol.lam, "recall": sol.recall,
                "method": sol.method, "policy": sol.policy.describe()}

@@ -61,7 +61,8 @@ from ..core.errors import SolverError, TTamerError
 from ..core.instance import Instance
 from ..core.policy import STOP, ExhaustivePolicy, LastStatePolicy, Policy
 from ..core.solution import SolveResult
-from ..core.validate import check_count, check_lam
+from ..core.validate import check_count, check_lam, magnitude_log10
+from ._common import instance_label
 
 #: Default limit on the number of information states of the exhaustive space.
 MAX_STATES = 50_000
@@ -139,7 +140,7 @@ def check_cells(inst: Instance, cells: int, what: str) -> None:
     """Raise :class:`~ttamer.core.errors.SolverError` before an array of more than
     :data:`MAX_CELLS` entries (``what``) is built for ``inst``."""
     if cells > MAX_CELLS:
-        raise SolverError(f"the LP of instance {inst.name[:60]!r} ({inst.n:,} nodes) would hold {cells:,} entries for "
+        raise SolverError(f"the LP of {instance_label(inst)} ({inst.n:,} nodes) would hold {cells:,} entries for "
                           f"{what}, above MAX_CELLS={MAX_CELLS:,}; the LP certifies small instances -- use "
                           f"method='index' (recall) or 'dp' (a chain), or a smaller instance")
 
@@ -247,15 +248,139 @@ def _finish(inst, recall, space, keys, start, rows, trans_coo, levels, t0) -> Fi
                      row_cost, row_loss, trans, levels, time.perf_counter() - t0)
 
 
+def _lse_rows(mask: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``log Σ_{t: mask[s, t]} exp(x[t])`` for every row ``s`` (``-inf`` on an empty row)."""
+    vals = np.where(mask, x[None, :], -np.inf)
+    top = vals.max(axis=1, initial=-np.inf)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return safe + np.log(np.exp(vals - safe[:, None]).sum(axis=1))
+
+
+def _lse(terms: list[np.ndarray]) -> np.ndarray:
+    """Elementwise ``log Σ exp`` of a list of equal-shape arrays."""
+    return np.logaddexp.reduce(np.stack(terms), axis=0)
+
+
+def exhaustive_mdp_log10(instance: Instance, recall: bool = True) -> float:
+    r"""``log10`` of the number of states :func:`exhaustive_mdp` builds, from the instance's
+    structure alone (without enumerating them).
+
+    A state is reachable when its consulted nodes may be consulted in some order and its
+    revealed states have positive joint probability, which factorises over the edges between
+    consulted nodes. So the states are counted by dynamic programming, in ``log`` space (the
+    count can be astronomically large), in ``O(Σ_e K_src K_tgt)`` time:
+
+    * forest: the consulted sets are the subforests closed under "parent". ``A_v(s)``, the
+      number of histories of ``v``'s subtree given its parent's state ``s``, is
+      ``1 + Σ_{t: P_v[s, t] > 0} Π_c A_c(t)``, and the count is ``Π_roots A_ρ``. Without recall
+      the last node consulted is a consulted node none of whose children is consulted, counted
+      by ``B_v(s) = Σ_{t: P_v[s, t] > 0} (1 + Σ_c B_c(t) Π_{c' ≠ c} A_{c'}(t))``;
+    * chain with skips: the consulted sets are the paths from the start along the edges;
+      ``C_v(t)`` counts the paths ending at ``v`` with ``S_v = t`` (the last node is the
+      deepest one, so recall does not change the count).
+
+    Parameters
+    ----------
+    instance : Instance
+        The instance.
+    recall : bool, default True
+        Whether the strategy may answer with any model consulted; without recall a state also
+        keeps the last node consulted.
+
+    Returns
+    -------
+    float
+        ``log10`` of the number of states (the count is exact to float rounding).
+    """
+    inst = instance
+    if inst.skips:
+        log_c: list[np.ndarray | None] = [None] * inst.n
+        for src, tgt, _, P in sorted(inst.edges(), key=lambda e: int(inst.chain_position[e[1]])):
+            into = np.where(P[0] > 0, 0.0, -np.inf) if src < 0 else _lse_rows(P.T > 0, log_c[src])
+            log_c[tgt] = into if log_c[tgt] is None else np.logaddexp(log_c[tgt], into)
+        ends = np.concatenate(log_c)  # every path from the start, by its deepest node and state
+        return float(np.logaddexp(0.0, np.logaddexp.reduce(ends))) / np.log(10)
+    log_a: list[np.ndarray] = [np.zeros(0)] * inst.n  # log A_v, indexed by the parent's state
+    log_b: list[np.ndarray] = [np.zeros(0)] * inst.n  # log B_v (no recall)
+    for v in inst.order[::-1]:
+        kids = inst.children[v]
+        below = sum((log_a[c] for c in kids), np.zeros(int(inst.n_states[v])))  # log Π_c A_c(t)
+        mask = inst.transitions[v] > 0
+        log_a[v] = np.logaddexp(0.0, _lse_rows(mask, below))
+        if not recall:
+            inner = np.zeros(len(below)) if not kids else np.logaddexp(
+                0.0, below + _lse([log_b[c] - log_a[c] for c in kids]))
+            log_b[v] = _lse_rows(mask, inner)
+    roots = list(inst.roots)
+    total = float(sum(log_a[r][0] for r in roots))
+    if not recall:
+        total = float(np.logaddexp(0.0, total + _lse([log_b[r] - log_a[r] for r in roots])[0]))
+    return total / np.log(10)
+
+
+def _alternatives(instance: Instance, recall: bool) -> str:
+    """What to use instead of an LP too large for ``instance``."""
+    if instance.is_chain:
+        return "use space='chain' (polynomial on a chain) or method='dp'"
+    if recall:
+        return "use method='index' (exact with recall on a forest) or 'auto'"
+    return ("no recall on a branching forest has no polynomial exact method: method='dp' gives the best "
+            "descend-only strategy (an upper bound)")
+
+
+def check_exhaustive_size(instance: Instance, recall: bool, max_states: int) -> None:
+    """Refuse, before anything is built, an exhaustive space of more than ``max_states``
+    states (:func:`exhaustive_mdp_log10`) or whose histories (one entry per node and state)
+    would hold more than :data:`MAX_CELLS` entries. Takes ``O(Σ_e K_src K_tgt)`` time, however
+    large the space.
+
+    Parameters
+    ----------
+    instance : Instance
+        The instance.
+    recall : bool
+        Whether the strategy may answer with any model consulted.
+    max_states : int
+        The largest number of states allowed.
+
+    Raises
+    ------
+    SolverError
+        The space is too large; the message gives its size, the limit and what to use instead.
+    """
+    inst = instance
+    log10 = exhaustive_mdp_log10(inst, recall)
+    count = round(10 ** log10) if log10 < 15 else None  # exact below 10^15, to rounding
+    too_many = count is None or count > max_states
+    too_big = count is None or count * (inst.n + 1) > MAX_CELLS
+    if not (too_many or too_big):
+        return
+    why = []
+    if too_many:
+        why.append(f"above max_states={max_states:,}")
+    if too_big:
+        cells = magnitude_log10(log10 + np.log10(inst.n + 1))
+        why.append(f"each a history of {inst.n:,} nodes: {cells} array entries, above MAX_CELLS={MAX_CELLS:,}")
+    roots = len(inst.roots)
+    raise SolverError(
+        f"the exhaustive LP of {instance_label(inst)} ({inst.n:,} nodes, {roots:,} root{'s' * (roots != 1)}) "
+        f"would have {magnitude_log10(log10)} information states (one LP variable each), {'; '.join(why)}; "
+        f"the LP certifies small instances -- {_alternatives(inst, recall)}"
+        f"{', or raise max_states' if not too_big else ''}")
+
+
 def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MAX_STATES) -> FiniteMDP:
     """The MDP over information states "which nodes were consulted and what they revealed"
     (plus the last node without recall), built layer by layer (one layer per number of
     consults), vectorised over the states of a layer. Only states of positive probability.
 
-    Raises :class:`~ttamer.core.errors.SolverError` once more than ``max_states`` states are needed.
+    Raises :class:`~ttamer.core.errors.SolverError` before anything is built when more than
+    ``max_states`` states would be needed (:func:`check_exhaustive_size`).
     """
     t0 = time.perf_counter()
     inst, ed, table = instance, _Edges(instance), _loss_table(instance)
+    check_exhaustive_size(inst, recall, max_states)
     n = inst.n
     cur = np.full((1, n), -1, dtype=np.int64)
     cur_last = np.full(1, -1, dtype=np.int64)
@@ -285,7 +410,7 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
         nxt = offset + M
         if nxt + len(uniq) > max_states:
             raise SolverError(
-                f"the exhaustive information-state space of instance {inst.name[:60]!r} ({n} nodes, "
+                f"the exhaustive information-state space of {instance_label(inst)} ({n} nodes, "
                 f"up to {int(inst.n_states.max())} states each) has more than max_states={max_states} states "
                 f"(already {nxt + len(uniq)} after {int((cur[0] >= 0).sum()) + 1} consults); "
                 f"use space='chain' on a chain or raise max_states")
@@ -319,11 +444,11 @@ def chain_mdp(instance: Instance, recall: bool = True, *, max_chain_states: int 
     """
     inst = instance
     if not inst.is_chain:
-        raise SolverError(f"space='chain' needs a chain; instance {inst.name[:60]!r} is a forest with "
+        raise SolverError(f"space='chain' needs a chain, but {instance_label(inst)} is a forest with "
                           f"{len(inst.roots)} root(s) -- use space='exhaustive'")
     size = chain_mdp_size(inst, recall)
     if size > check_count(max_chain_states, "max_chain_states"):
-        raise SolverError(f"the chain MDP of instance {inst.name[:60]!r} ({inst.n} nodes) would have {size:,} "
+        raise SolverError(f"the chain MDP of {instance_label(inst)} ({inst.n} nodes) would have {size:,} "
                           f"states, above max_chain_states={max_chain_states:,} (MAX_CHAIN_STATES); use "
                           f"method='dp' or 'index', or raise the limit")
     t0 = time.perf_counter()
@@ -488,10 +613,10 @@ def primal_lp(mdp: FiniteMDP, lam: float, solver: str | None = None) -> LPValues
     try:
         prob.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
     except cp.error.SolverError as exc:
-        raise SolverError(f"LP solver {solver} failed on instance {mdp.instance.name!r}: {exc}") from None
+        raise SolverError(f"LP solver {solver} failed on {instance_label(mdp.instance)}: {exc}") from None
     secs = time.perf_counter() - t0
     if prob.status != cp.OPTIMAL:
-        raise SolverError(f"LP solver {solver} returned status {prob.status!r} on instance {mdp.instance.name!r}"
+        raise SolverError(f"LP solver {solver} returned status {prob.status!r} on {instance_label(mdp.instance)}"
                           f"{_scale_hint(r)}")
     v = np.asarray(V.value, dtype=float)
     return LPValues(mdp, lam, v, float(v[mdp.start]), greedy_actions(mdp, lam, v), solver, prob.status, secs)
@@ -693,7 +818,7 @@ class BudgetedLP:
         secs = time.perf_counter() - t0
         if self.problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
             raise SolverError(f"budget {budget:.6g} is below the least expected cost "
-                              f"{self.min_cost():.6g} of instance {self.mdp.instance.name!r}")
+                              f"{self.min_cost():.6g} of {instance_label(self.mdp.instance)}")
         if self.problem.status != cp.OPTIMAL:
             raise SolverError(f"budgeted LP: solver {self.solver} returned status {self.problem.status!r}")
         rho = np.maximum(np.asarray(self.rho.value, dtype=float), 0.0)

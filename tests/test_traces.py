@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -79,8 +80,78 @@ def test_meta_errors(trace):
     assert bare.exit_names == [f"exit{i}" for i in range(trace.n_exits)]
     with pytest.raises(TraceError, match=r"key 'meta': field 'exit_names'"):
         _with(trace, meta=dict(trace.meta, exit_names=["a", "b"])).validate()
-    with pytest.raises(TraceError, match=r"key 'meta': not JSON-serialisable"):
+    with pytest.raises(TraceError, match=r"key 'meta': meta\['bad'\] is not JSON-serialisable"):
         _with(trace, meta=dict(trace.meta, bad=object())).validate()
+
+
+@pytest.mark.parametrize("meta, match", [
+    ({1: "a"}, r"meta has key 1 \(int\); keys must be strings"),
+    ({"a": {"b": [0, {2.5: 3}]}}, r"meta\['a'\]\['b'\]\[1\] has key 2\.5 \(float\)"),
+    ({"x": (1, {None: 2})}, r"meta\['x'\]\[1\] has key None"),
+    ({10**5000: 1}, r"meta has key <an integer of more than 40 digits> \(int\)"),
+    ({"x": 10**5000}, r"meta\['x'\] is an integer too large: more than 308 digits"),
+    ({"x": -10**308}, r"meta\['x'\] is an integer too large"),
+    ({"x": [float("nan")]}, r"meta\['x'\]\[0\] is nan; numbers must be finite"),
+    ({"x": np.int64(3)}, r"meta\['x'\] is not JSON-serialisable \(a value of type int64"),
+])
+def test_meta_that_would_not_read_back_is_refused_naming_its_path(trace, meta, match):
+    with pytest.raises(TraceError, match=rf"^key 'meta': {match}") as err:
+        _with(trace, meta=meta).validate()
+    assert "HugeNumber" not in str(err.value) and "Exceeds the limit" not in str(err.value)
+
+
+def test_meta_refers_to_itself_or_nests_too_deeply(trace):
+    loop: dict = {"a": []}
+    loop["a"].append(loop)
+    with pytest.raises(TraceError, match=r"meta\['a'\]\[0\] contains itself"):
+        _with(trace, meta=loop).validate()
+    deep: dict = {}
+    inner = deep
+    for _ in range(5000):
+        inner["a"] = inner = {}
+    with pytest.raises(TraceError, match=r"key 'meta': meta is nested too deeply"):
+        _with(trace, meta=deep).validate()
+
+
+def test_meta_round_trips_exactly(tmp_path, trace):
+    meta = dict(trace.meta, nested={"a": [1, 2.5, None, True, "x", {"b": 10**307}]})
+    save_trace(tmp_path / "m.npz", _with(trace, meta=meta))
+    assert load_trace(tmp_path / "m.npz").meta == meta
+
+
+def test_huge_integer_in_a_meta_file_names_the_field(tmp_path, trace):
+    text = json.dumps(trace.meta)[:-1] + ', "x": ' + "9" * 5000 + "}"
+    np.savez(tmp_path / "huge.npz", probs=trace.probs, labels=trace.labels, cost=trace.cost, meta=np.array(text))
+    with pytest.raises(TraceError, match=r"huge\.npz': key 'meta': meta\['x'\] is an integer too large: "
+                                         r"more than 308 digits$"):
+        load_trace(tmp_path / "huge.npz")
+
+
+@pytest.mark.parametrize("make", [
+    lambda a: np.ma.masked_invalid(a),
+    lambda a: np.ma.masked_array(a, mask=np.zeros(a.shape, bool)),
+    lambda a: a.view(type("Sub", (np.ndarray,), {})),
+    lambda a: a.view(np.recarray),
+])
+@pytest.mark.parametrize("key", ["probs", "labels", "cost"])
+def test_ndarray_subclasses_are_refused(trace, make, key):
+    arr = make(getattr(trace, key).copy())
+    with pytest.raises(TraceError, match=rf"key '{key}': expected a plain NumPy array .* got \w+"):
+        _with(trace, **{key: arr}).validate()
+
+
+def test_nan_hidden_by_a_mask_is_never_saved(tmp_path, trace):
+    p = trace.probs.copy()
+    p[0, 0, 0] = np.nan
+    path = tmp_path / "t.npz"
+    save_trace(path, trace)
+    with pytest.raises(TraceError, match=r"key 'probs': expected a plain NumPy array .* got MaskedArray"):
+        save_trace(path, _with(trace, probs=np.ma.masked_invalid(p)))
+    assert load_trace(path).meta == trace.meta
+    with pytest.raises(TraceError, match=r"key 'probs': got a masked array; pass a plain NumPy array"):
+        Trace.build(np.ma.masked_invalid(p), trace.labels, trace.cost)
+    with pytest.raises(TraceError, match=r"key 'cost': got a masked array"):
+        Trace.build(trace.probs, trace.labels, np.ma.masked_array(trace.cost))
 
 
 def test_round_trip(tmp_path, trace):
@@ -338,14 +409,19 @@ def test_ambiguous_archives_are_refused_naming_the_member(tmp_path):
     d = _small([1.0, 1.0])
     good = [("probs.npy", d["probs"]), ("labels.npy", d["labels"]), ("cost.npy", d["cost"]),
             ("meta.npy", np.array("{}"))]
-    _savez(tmp_path / "ok.npz", good + [("extra.npy", np.zeros(3))])
-    assert load_trace(tmp_path / "ok.npz").n_exits == 2  # other KEY.npy members are ignored
+    _savez(tmp_path / "ok.npz", good)
+    assert load_trace(tmp_path / "ok.npz").n_exits == 2
     other = np.full_like(d["probs"], 0.5)
+    refused = r"is not part of a trace; a trace archive holds exactly one member KEY\.npy per key of " + \
+        re.escape(str(["probs", "labels", "cost", "meta"]))
     cases = {
-        "shadow": (good + [("probs", other)], r"member 'probs' is not named KEY\.npy"),
-        "noext": (good[1:] + [("probs", d["probs"])], r"member 'probs' is not named KEY\.npy"),
+        "shadow": (good + [("probs", other)], r"member 'probs' " + refused),
+        "noext": (good[1:] + [("probs", d["probs"])], r"member 'probs' " + refused),
         "dup": (good + [("probs.npy", other)], r"member 'probs\.npy' appears twice"),
-        "folder": (good + [("sub/", np.zeros(1))], r"member 'sub/' is not named KEY\.npy"),
+        "folder": (good + [("sub/", np.zeros(1))], r"member 'sub/' " + refused),
+        "extra": (good + [("extra.npy", np.zeros(3))], r"member 'extra\.npy' " + refused),
+        "inside": (good + [("sub/x.npy", np.zeros(3))], r"member 'sub/x\.npy' " + refused),
+        "traversal": (good[1:] + [("../../probs.npy", d["probs"])], r"member '\.\./\.\./probs\.npy' " + refused),
     }
     for name, (members, match) in cases.items():
         _savez(tmp_path / f"{name}.npz", members)
@@ -366,7 +442,7 @@ def test_shadow_member_cannot_bypass_the_size_checks(tmp_path, monkeypatch):
     _savez(tmp_path / "bomb.npz", good)
     with zipfile.ZipFile(tmp_path / "bomb.npz", "a") as zf:
         zf.writestr("probs", head.getvalue() + b"\0" * 16)
-    with pytest.raises(TraceError, match=r"member 'probs' is not named KEY\.npy"):
+    with pytest.raises(TraceError, match=r"member 'probs' is not part of a trace"):
         load_trace(tmp_path / "bomb.npz")
     with zipfile.ZipFile(tmp_path / "bomb2.npz", "w") as zf:  # the same header under its key's name
         for name, arr in good[1:]:

@@ -5,7 +5,8 @@ through here.
   ``max_bytes`` of them, checked before reading.
 * :func:`decode_text` decodes UTF-8 with an error naming the file (and the likely encoding).
 * :func:`loads_strict` parses JSON with no duplicate keys, no ``NaN``/``Infinity`` and
-  integers too long for a float flagged (:class:`HugeNumber`) instead of raising.
+  integers too long for a float flagged (:class:`HugeNumber`) instead of raising;
+  :func:`check_json` checks that a value is JSON that is written and read back unchanged.
 * :func:`atomic_write` writes a temporary file in the target's folder, fsyncs it and renames
   it over the target: the old file survives any failure, kill or signal. Temporary files
   are removed on errors and on SIGTERM/SIGINT; those of a killed run (``kill -9``) are swept
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import TTamerError
-from .validate import escape_text
+from .validate import escape_text, short_repr
 
 #: Largest instance (JSON) file read, in bytes.
 MAX_JSON_BYTES = 256 * 2**20
@@ -174,6 +176,69 @@ def loads_strict(text: str, what: str, error: type[TTamerError] = TTamerError) -
     except ValueError as exc:
         raise error(f"{what} is not valid JSON: {escape_text(str(exc), 200)}") from None
 
+
+
+def check_json(value: Any, what: str, path: str, error: type[TTamerError] = TTamerError) -> None:
+    """Check that ``value`` is JSON that :func:`json.dumps` writes and :func:`loads_strict`
+    reads back equal (a tuple is read back as a list).
+
+    Parameters
+    ----------
+    value : object
+        The value to write as JSON.
+    what : str
+        What ``value`` is, for the message (e.g. ``"key 'meta'"``).
+    path : str
+        The name of ``value`` in the message; an entry inside it is named ``path['key'][0]``.
+    error : type, default TTamerError
+        The exception raised.
+
+    Raises
+    ------
+    TTamerError
+        (``error``) An object key that is not a string, a float that is not finite, an integer
+        of more than :data:`MAX_JSON_DIGITS` digits, a value of any other type than ``dict``,
+        ``list``, ``tuple``, ``str``, ``int``, ``float``, ``bool`` or ``None``, or a container
+        that holds itself; the message names the entry.
+    """
+    try:
+        problem = _json_problem(value, path, set())
+    except RecursionError:
+        problem = f"{path} is nested too deeply"
+    if problem is not None:
+        raise error(f"{what}: {problem}")
+
+
+def _json_problem(value: Any, path: str, open_ids: set[int]) -> str | None:
+    """What keeps ``value`` (named ``path``) from being written and read back, or ``None``;
+    ``open_ids`` are the containers ``value`` is inside."""
+    if not isinstance(value, (dict, list, tuple)):
+        return _json_scalar_problem(value, path)
+    if id(value) in open_ids:
+        return f"{path} contains itself"
+    open_ids.add(id(value))
+    for key, item in (value.items() if isinstance(value, dict) else enumerate(value)):
+        if isinstance(value, dict) and not isinstance(key, str):
+            return (f"{path} has key {short_repr(key, 40)} ({escape_text(type(key).__name__, 40)}); "
+                    f"keys must be strings, as in JSON")
+        problem = _json_problem(item, f"{path}[{escape_text(repr(key), 40)}]", open_ids)
+        if problem is not None:
+            return problem
+    open_ids.discard(id(value))
+    return None
+
+
+def _json_scalar_problem(value: Any, path: str) -> str | None:
+    if value is None or isinstance(value, (str, bool)):
+        return None
+    if isinstance(value, HugeNumber) or (isinstance(value, int) and abs(value) >= 10**MAX_JSON_DIGITS):
+        return f"{path} is an integer too large: more than {MAX_JSON_DIGITS} digits"
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        return None
+    if isinstance(value, float):
+        return f"{path} is {value}; numbers must be finite, as in JSON"
+    return (f"{path} is not JSON-serialisable (a value of type {escape_text(type(value).__name__, 40)}; "
+            f"expected a string, number, true/false, null, list or dict)")
 
 # ------------------------------------------------------------------------------ atomic writes
 def _umask() -> int:

@@ -41,6 +41,14 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a one-line message: escaped and cut to ``limit`` characters, an
+    integer of more than ``limit`` digits described as such. Never raises."""
+    if _is_int(value) and abs(value) >= 10**limit:
+        return f"<an integer of more than {limit} digits>"
+    return _short(value, limit)
+
+
 def check_real(value: Any, name: str, *, low: float | None = None, high: float | None = None,
                low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a finite float within the given bounds, or a :class:`~ttamer.core.errors.TTamerError` naming

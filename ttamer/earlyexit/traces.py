@@ -30,8 +30,10 @@ naming the key and the first offending index. Nothing is silently renormalised;
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
+import tokenize
 import zipfile
 from zlib import error as zlib_error
 from dataclasses import dataclass, field
@@ -41,8 +43,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..core.errors import TraceError, TTamerError
-from ..core.safeio import atomic_write, check_path, loads_strict, show_path
-from ..core.validate import MIN_SPLIT_EXAMPLES, check_fraction, check_int, check_seed, escape_text
+from ..core.safeio import atomic_write, check_json, check_path, loads_strict, show_path
+from ..core.validate import (MIN_SPLIT_EXAMPLES, check_bool, check_fraction, check_int, check_seed,
+                             escape_text, magnitude, short_repr)
 
 #: Tolerance on ``Σ_c probs[n, i, c] = 1`` (float32 softmax outputs).
 PROB_SUM_TOL = 1e-3
@@ -67,7 +70,11 @@ _DTYPES = {"probs": np.float32, "labels": np.int64, "cost": np.float64}
 
 
 def _numeric(value: Any, key: str) -> np.ndarray:
-    """``value`` as an array of real numbers (no strings, booleans, objects or ragged lists)."""
+    """``value`` as an array of real numbers (no strings, booleans, objects, ragged lists or
+    masked arrays, whose mask would be lost)."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TraceError(f"key {key!r}: got a masked array; pass a plain NumPy array "
+                         f"(a mask is not converted)")
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -77,6 +84,15 @@ def _numeric(value: Any, key: str) -> np.ndarray:
         raise TraceError(f"key {key!r}: expected numbers, got an array of dtype {arr.dtype} "
                          f"(strings, booleans and ragged lists are not converted)")
     return arr
+
+
+def _checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``check(*args, **kwargs)``, a check of :mod:`ttamer.core.validate`, its error raised as a
+    :class:`~ttamer.core.errors.TraceError`."""
+    try:
+        return check(*args, **kwargs)
+    except TTamerError as exc:
+        raise TraceError(str(exc)) from None
 
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:
@@ -249,8 +265,9 @@ class Trace:
     def _validate_arrays(self) -> None:
         for key, dt in _DTYPES.items():
             arr = getattr(self, key)
-            if not isinstance(arr, np.ndarray):
-                raise TraceError(f"key {key!r}: expected a NumPy array, got {type(arr).__name__}")
+            if type(arr) is not np.ndarray:
+                raise TraceError(f"key {key!r}: expected a plain NumPy array (numpy.ndarray; not a masked "
+                                 f"array, matrix or other subclass), got {type(arr).__name__}")
             if arr.dtype != dt:
                 raise TraceError(f"key {key!r}: dtype {arr.dtype}, expected {np.dtype(dt).name} "
                                  f"(Trace.build converts explicitly)")
@@ -320,10 +337,7 @@ class Trace:
     def _validate_meta(self) -> None:
         if not isinstance(self.meta, dict):
             raise TraceError(f"key 'meta': expected a dict (JSON object), got {type(self.meta).__name__}")
-        try:
-            json.dumps(self.meta, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TraceError(f"key 'meta': not JSON-serialisable ({exc})") from None
+        check_json(self.meta, "key 'meta'", "meta", TraceError)
         for key in META_DEFAULTS:
             if key in self.meta and not isinstance(self.meta[key], str):
                 raise TraceError(f"key 'meta': field {key!r} must be a string, got "
@@ -386,9 +400,10 @@ class Trace:
             out.append(p[::-1])
         return out
 
-    def path(self, v: int) -> list[int]:
-        """Positions of the exits from the root down to exit ``v`` (:meth:`paths`)."""
-        return self.paths()[int(v)]
+    def path(self, v: int | str) -> list[int]:
+        """Positions of the exits from the root down to exit ``v`` (a position or name,
+        :meth:`node_id`; :meth:`paths`)."""
+        return self.paths()[self.node_id(v)]
 
     def path_cost(self) -> np.ndarray:
         """``[L]``: mean cost of consulting exit ``v`` and its ancestors (the cheapest way to reach ``v``)."""
@@ -396,15 +411,15 @@ class Trace:
         return np.array([c[p].sum() for p in self.paths()])
 
     def node_id(self, node: int | str) -> int:
-        """Position of an exit given by name or position."""
+        """Position of an exit given by name or position ``0..L-1`` (an integer: no bool, float
+        or negative position counted from the end)."""
         names = self.exit_names
         if isinstance(node, str):
             if node not in names:
                 raise TTamerError(f"unknown model {escape_text(repr(node), 80)}; models: {names}")
             return names.index(node)
-        if not 0 <= int(node) < self.n_exits:
-            raise TTamerError(f"model index {node} out of range for {self.n_exits} models")
-        return int(node)
+        return check_int(node, f"model index (of {self.n_exits} models, or a name)", minimum=0,
+                         maximum=self.n_exits - 1)
 
     def reference(self, node: int | str | None = None) -> int:
         """The reference exit: ``node``, or by default the one of largest :meth:`path_cost`."""
@@ -487,8 +502,8 @@ class Trace:
 
     # ------------------------------------------------------------------ selection
     def subset(self, idx: Any) -> "Trace":
-        """The trace restricted to examples ``idx`` (indices or a boolean mask); meta (and
-        with it the parents) copied."""
+        """The trace restricted to examples ``idx`` (indices ``0..N-1``, none negative, or a
+        boolean mask of ``N``); meta (and with it the parents) copied."""
         try:
             idx = np.asarray(idx)
         except (ValueError, TypeError, OverflowError):
@@ -502,11 +517,12 @@ class Trace:
         if idx.dtype.kind not in "iu":
             raise TraceError(f"subset: example indices must be integers, got dtype {idx.dtype} "
                              f"(e.g. {escape_text(repr(idx[0]), 40)}); nothing is rounded")
-        if idx.dtype.kind == "u" and idx.max() > np.iinfo(np.int64).max:
-            raise TraceError(f"subset: index out of range for {self.n_examples} examples")
+        bad = (idx < 0) | (idx >= self.n_examples)
+        if bad.any():
+            (i,) = _first(bad)
+            raise TraceError(f"subset: index {idx[i]} at position {i} is outside 0..{self.n_examples - 1} "
+                             f"({self.n_examples} examples; a negative index is not counted from the end)")
         idx = idx.astype(np.int64, copy=False)
-        if idx.min() < -self.n_examples or idx.max() >= self.n_examples:
-            raise TraceError(f"subset: index out of range for {self.n_examples} examples")
         cost = self.cost if self.cost.ndim == 1 else self.cost[idx]
         return Trace(self.probs[idx], self.labels[idx], cost, json.loads(json.dumps(self.meta)))
 
@@ -516,11 +532,8 @@ class Trace:
         each side must hold at least ``min_each`` examples
         (:data:`ttamer.core.validate.MIN_SPLIT_EXAMPLES`), else a :class:`~ttamer.core.errors.TraceError`."""
         n = self.n_examples
-        try:
-            fraction = check_fraction(fraction, "calibration fraction", n=n, min_each=min_each)
-            seed = check_seed(seed)
-        except TTamerError as exc:
-            raise TraceError(str(exc)) from None
+        fraction = _checked(check_fraction, fraction, "calibration fraction", n=n, min_each=min_each)
+        seed = _checked(check_seed, seed)
         k = round(fraction * n)
         perm = np.random.default_rng(seed).permutation(n)
         return self.subset(np.sort(perm[:k])), self.subset(np.sort(perm[k:]))
@@ -566,15 +579,18 @@ def save_trace(path: str | Path, trace: Trace, compressed: bool = False) -> None
     trace : Trace
         The trace to write; it is validated first.
     compressed : bool, default False
-        Zip-deflate the arrays (:func:`load_trace` reads both kinds).
+        Zip-deflate the arrays (:func:`load_trace` reads both kinds); ``True`` or ``False``
+        only.
 
     Raises
     ------
     TraceError
-        The trace breaks a rule of the format, or the file cannot be written.
+        ``trace`` is not a :class:`Trace` or breaks a rule of the format, ``compressed`` is
+        not a bool, or the file cannot be written.
     """
     if not isinstance(trace, Trace):
         raise TraceError(f"save_trace: expected a Trace, got {type(trace).__name__}")
+    compressed = _checked(check_bool, compressed, "save_trace: compressed")
     trace.validate()
     path = check_path(path, "trace file", TraceError)
     meta = json.dumps(trace.meta, allow_nan=False, sort_keys=True)
@@ -589,30 +605,89 @@ def save_trace(path: str | Path, trace: Trace, compressed: bool = False) -> None
 def _npz_members(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
     """The members of an archive by key (member ``KEY.npy`` holds key ``KEY``).
 
-    Refuses a member whose name does not end in ``.npy`` and a name that appears twice, so
-    that every key names exactly one member (NumPy would otherwise read a member ``probs``
-    before ``probs.npy``, and the last of two ``probs.npy``).
+    Refuses any member but ``KEY.npy`` for a key of :data:`KEYS` (an unknown key, a folder, a
+    path, a name without ``.npy``) and a name that appears twice, so that every key names
+    exactly one member and nothing in the file goes unread (NumPy would otherwise read a member
+    ``probs`` before ``probs.npy``, and the last of two ``probs.npy``).
     """
+    keys = {f"{key}.npy": key for key in KEYS}
     members: dict[str, zipfile.ZipInfo] = {}
     for info in zf.infolist():
         name = escape_text(repr(info.filename), 80)
-        if not info.filename.endswith(".npy") or info.filename == ".npy":
-            raise TraceError(f"{where}: member {name} is not named KEY.npy; a trace archive holds one "
-                             f"KEY.npy member per key, as save_trace writes them")
-        key = info.filename[: -len(".npy")]
+        if info.filename not in keys:
+            raise TraceError(f"{where}: member {name} is not part of a trace; a trace archive holds "
+                             f"exactly one member KEY.npy per key of {list(KEYS)}, as save_trace "
+                             f"writes them")
+        key = keys[info.filename]
         if key in members:
             raise TraceError(f"{where}: member {name} appears twice; each key must be stored once")
         members[key] = info
     return members
 
 
+#: What NumPy's ``.npy`` header reader raises on a header that is not a Python dictionary
+#: literal, besides the ``ValueError`` of :func:`ast.literal_eval` (``malformed node ...``).
+_HEADER_PARSE_ERRORS = (SyntaxError, TypeError, tokenize.TokenError, RecursionError, MemoryError)
+_NOT_A_LITERAL = "it is not a Python dictionary literal"
+
+
+def _read_npy_header(fh: Any, where: str, name: str) -> tuple[tuple, np.dtype, int]:
+    """``(shape, dtype, length of the header in bytes)`` of the ``.npy`` member ``name`` open
+    as ``fh``; a :class:`~ttamer.core.errors.TraceError` naming the file and member if it has
+    no valid header (in format version 1.0, 2.0 or 3.0)."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        shape, _fortran, dtype = header(fh)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib_error) as exc:
+        detail = _NOT_A_LITERAL if str(exc).startswith("malformed node") else escape_text(str(exc), 120)
+        raise TraceError(f"{where}: member {name} has no valid .npy header ({detail})") from None
+    except _HEADER_PARSE_ERRORS:
+        raise TraceError(f"{where}: member {name} has no valid .npy header ({_NOT_A_LITERAL})") from None
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise TraceError(f"{where}: member {name} is in .npy format version {version[0]}.{version[1]}; "
+                         f"versions 1.0, 2.0 and 3.0 are read")
+    return shape, dtype, fh.tell()
+
+
+def _check_member(info: zipfile.ZipInfo, fh: Any, where: str, max_bytes: int) -> None:
+    """Check from its ``.npy`` header that member ``info`` (open as ``fh``) holds numbers or a
+    string, of a shape of sizes ``>= 0`` within ``max_bytes``, and exactly the data its header
+    declares."""
+    name = escape_text(repr(info.filename), 80)
+    shape, dtype, header_bytes = _read_npy_header(fh, where, name)
+    if dtype.hasobject:
+        raise TraceError(f"{where}: member {name} holds Python objects; a trace holds numbers and a string")
+    declared = f"shape {escape_text(repr(tuple(shape)), 80)} of {escape_text(str(dtype), 40)}"
+    for i, d in enumerate(shape):
+        if isinstance(d, bool) or d < 0:
+            raise TraceError(f"{where}: member {name} declares {declared}: dimension {i} is {short_repr(d)}, "
+                             f"not a size (an integer >= 0)")
+    span = dtype.itemsize * math.prod(max(d, 1) for d in shape)  # an empty dimension counted as 1
+    if span > max_bytes:
+        size = (f"{magnitude(span)} bytes" if 0 not in shape
+                else f"no data, but its other dimensions span {magnitude(span)} bytes")
+        raise TraceError(f"{where}: member {name} declares {declared} ({size}), above the limit of "
+                         f"{max_bytes:,} (MAX_TRACE_BYTES)")
+    nbytes = dtype.itemsize * math.prod(shape)
+    data = info.file_size - header_bytes
+    if nbytes > data:
+        raise TraceError(f"{where}: member {name} declares {declared} ({nbytes:,} bytes) but holds "
+                         f"only {data:,} bytes of data: the file is corrupt")
+    if data > nbytes:
+        raise TraceError(f"{where}: member {name} holds {data - nbytes:,} bytes after its data "
+                         f"({declared}, {nbytes:,} bytes): the file is corrupt")
+
+
 def _read_npz(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
     """The arrays of :data:`KEYS` in the archive ``path``.
 
     Member names are checked first (:func:`_npz_members`); then an archive whose members
-    (uncompressed) exceed ``max_bytes``, or whose ``.npy`` headers declare arrays over
-    ``max_bytes``, more data than the member holds, or Python objects, is refused -- before
-    anything is decompressed or allocated. The arrays are read from the very members checked.
+    (uncompressed) exceed ``max_bytes``, or whose ``.npy`` headers are invalid or declare
+    arrays over ``max_bytes``, other than the data the member holds, or Python objects, is
+    refused (:func:`_check_member`) -- before anything is decompressed or allocated. The
+    arrays are read from the very members checked.
     """
     where = show_path(path)
     with zipfile.ZipFile(path) as zf:
@@ -628,29 +703,8 @@ def _read_npz(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
         if missing:
             raise TraceError(f"{where}: missing key(s) {missing}; a trace holds {list(KEYS)}")
         for key in KEYS:
-            info = members[key]
-            name = escape_text(repr(info.filename), 80)
-            with zf.open(info) as fh:
-                try:
-                    version = np.lib.format.read_magic(fh)
-                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                              else np.lib.format.read_array_header_2_0)
-                    shape, _fortran, dtype = header(fh)
-                except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
-                    raise TraceError(f"{where}: member {name} has no valid .npy header "
-                                     f"({escape_text(str(exc), 120)})") from None
-            if dtype.hasobject:
-                raise TraceError(f"{where}: member {name} holds Python objects; a trace holds numbers and a string")
-            count = 1
-            for d in shape:
-                count *= int(d)
-            nbytes = count * dtype.itemsize
-            if nbytes > max_bytes:
-                raise TraceError(f"{where}: member {name} declares shape {tuple(shape)} of {dtype} "
-                                 f"({nbytes:,} bytes), above the limit of {max_bytes:,} (MAX_TRACE_BYTES)")
-            if nbytes > info.file_size:
-                raise TraceError(f"{where}: member {name} declares shape {tuple(shape)} of {dtype} "
-                                 f"({nbytes:,} bytes) but holds only {info.file_size:,} bytes: the file is corrupt")
+            with zf.open(members[key]) as fh:
+                _check_member(members[key], fh, where, max_bytes)
         arrays = {}
         for key in KEYS:
             with zf.open(members[key]) as fh:
@@ -667,7 +721,7 @@ def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
         The trace file. Only a regular file is read.
     max_bytes : int, default MAX_TRACE_BYTES
         Largest size of the file, and of the arrays its zip and ``.npy`` headers declare,
-        checked before anything is allocated (:data:`MAX_TRACE_BYTES`).
+        checked before anything is allocated (:data:`MAX_TRACE_BYTES`); an integer ``>= 1``.
 
     Returns
     -------
@@ -677,11 +731,13 @@ def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
     Raises
     ------
     TraceError
-        The file cannot be read, is too large, is an ambiguous archive (a member not named
-        ``KEY.npy``, or a name twice), or breaks a rule of the format; the message names the
-        file and the key or member.
+        ``max_bytes`` is not an integer ``>= 1``; or the file cannot be read, is too large, is
+        an ambiguous archive (a member other than ``KEY.npy`` for a key of :data:`KEYS`, or a
+        name twice), has a member whose ``.npy`` header is invalid or does not match its data,
+        or breaks a rule of the format; the message names the file and the key or member.
     """
     path = check_path(path, "trace file", TraceError)
+    max_bytes = _checked(check_int, max_bytes, "load_trace: max_bytes", minimum=1)
     where = show_path(path)
     try:
         st = os.stat(path)

@@ -335,6 +335,14 @@ class Instance:
         return [nd.name for nd in self.nodes]
 
     @property
+    def label(self) -> str:
+        """How an error message names the instance: ``instance 'NAME'`` (the name cut to 60
+        characters, control characters escaped by ``repr``), or ``an unnamed instance`` when
+        its name is empty (a file without a ``"name"`` field; the command line adds the file's
+        path to the message)."""
+        return f"instance {self.name[:60]!r}" if self.name else "an unnamed instance"
+
+    @property
     def is_chain(self) -> bool:
         """True when the forest is a single line root -> ... -> leaf."""
         return len(self.roots) == 1 and all(len(c) <= 1 for c in self.children)

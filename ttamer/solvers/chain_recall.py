@@ -20,7 +20,6 @@ from ..core.errors import SolverError
 from ..core.instance import Instance
 from ..core.policy import LastStatePolicy, best_action
 from ..core.validate import check_count
-from ._common import instance_label
 
 #: Default limit on the size of the value table ``Σ_v K_v × M`` (``M`` levels), checked before
 #: any work (override: ``max_cells=``); 8 bytes per cell, twice (values and actions).
@@ -41,7 +40,7 @@ def solve_chain_recall(instance: Instance, lam: float, *, max_cells: int = MAX_D
         roots = len(instance.roots)
         shape = "a branching tree" if roots == 1 else f"a forest with {roots:,} roots"
         raise SolverError(f"method 'dp' with recall (the (i, s, X) dynamic program) needs a single chain, but "
-                          f"{instance_label(instance)} is {shape} ({instance.n:,} nodes); use method='index' "
+                          f"{instance.label} is {shape} ({instance.n:,} nodes); use method='index' "
                           f"(exact with recall on a forest) or 'auto'")
     kappa = 1.0 - lam
     levels = x_levels(instance, lam)

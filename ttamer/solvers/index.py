@@ -43,7 +43,6 @@ import numpy as np
 from ..core.errors import SolverError
 from ..core.instance import Instance
 from ..core.policy import IndexPolicy
-from ._common import instance_label
 from .index_chain import MASS_TOL, PRUNE_MIN, chain_nodes, chain_pass
 
 #: Nodes with more children than this multiply their capped children in a balanced tree.
@@ -213,7 +212,7 @@ def compute_indices(instance: Instance, lam: float, compiled: bool = True) -> In
     """
     if instance.skips:
         k = len(instance.skips)
-        raise SolverError(f"the index solver handles forests without skips, but {instance_label(instance)} is a "
+        raise SolverError(f"the index solver handles forests without skips, but {instance.label} is a "
                           f"chain with {k:,} skip{'s' * (k != 1)}; use method='dp' (exact on a chain with skips) "
                           f"or 'auto'")
     y = np.inf if instance.fallback is None else lam * instance.fallback

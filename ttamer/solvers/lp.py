@@ -62,7 +62,6 @@ from ..core.instance import Instance
 from ..core.policy import STOP, ExhaustivePolicy, LastStatePolicy, Policy
 from ..core.solution import SolveResult
 from ..core.validate import check_count, check_lam, magnitude_log10
-from ._common import instance_label
 
 #: Default limit on the number of information states of the exhaustive space.
 MAX_STATES = 50_000
@@ -140,7 +139,7 @@ def check_cells(inst: Instance, cells: int, what: str) -> None:
     """Raise :class:`~ttamer.core.errors.SolverError` before an array of more than
     :data:`MAX_CELLS` entries (``what``) is built for ``inst``."""
     if cells > MAX_CELLS:
-        raise SolverError(f"the LP of {instance_label(inst)} ({inst.n:,} nodes) would hold {cells:,} entries for "
+        raise SolverError(f"the LP of {inst.label} ({inst.n:,} nodes) would hold {cells:,} entries for "
                           f"{what}, above MAX_CELLS={MAX_CELLS:,}; the LP certifies small instances -- use "
                           f"method='index' (recall) or 'dp' (a chain), or a smaller instance")
 
@@ -364,7 +363,7 @@ def check_exhaustive_size(instance: Instance, recall: bool, max_states: int) -> 
         why.append(f"each a history of {inst.n:,} nodes: {cells} array entries, above MAX_CELLS={MAX_CELLS:,}")
     roots = len(inst.roots)
     raise SolverError(
-        f"the exhaustive LP of {instance_label(inst)} ({inst.n:,} nodes, {roots:,} root{'s' * (roots != 1)}) "
+        f"the exhaustive LP of {inst.label} ({inst.n:,} nodes, {roots:,} root{'s' * (roots != 1)}) "
         f"would have {magnitude_log10(log10)} information states (one LP variable each), {'; '.join(why)}; "
         f"the LP certifies small instances -- {_alternatives(inst, recall)}"
         f"{', or raise max_states' if not too_big else ''}")
@@ -410,7 +409,7 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
         nxt = offset + M
         if nxt + len(uniq) > max_states:
             raise SolverError(
-                f"the exhaustive information-state space of {instance_label(inst)} ({n} nodes, "
+                f"the exhaustive information-state space of {inst.label} ({n} nodes, "
                 f"up to {int(inst.n_states.max())} states each) has more than max_states={max_states} states "
                 f"(already {nxt + len(uniq)} after {int((cur[0] >= 0).sum()) + 1} consults); "
                 f"use space='chain' on a chain or raise max_states")
@@ -444,11 +443,11 @@ def chain_mdp(instance: Instance, recall: bool = True, *, max_chain_states: int 
     """
     inst = instance
     if not inst.is_chain:
-        raise SolverError(f"space='chain' needs a chain, but {instance_label(inst)} is a forest with "
+        raise SolverError(f"space='chain' needs a chain, but {inst.label} is a forest with "
                           f"{len(inst.roots)} root(s) -- use space='exhaustive'")
     size = chain_mdp_size(inst, recall)
     if size > check_count(max_chain_states, "max_chain_states"):
-        raise SolverError(f"the chain MDP of {instance_label(inst)} ({inst.n} nodes) would have {size:,} "
+        raise SolverError(f"the chain MDP of {inst.label} ({inst.n} nodes) would have {size:,} "
                           f"states, above max_chain_states={max_chain_states:,} (MAX_CHAIN_STATES); use "
                           f"method='dp' or 'index', or raise the limit")
     t0 = time.perf_counter()
@@ -613,10 +612,10 @@ def primal_lp(mdp: FiniteMDP, lam: float, solver: str | None = None) -> LPValues
     try:
         prob.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
     except cp.error.SolverError as exc:
-        raise SolverError(f"LP solver {solver} failed on {instance_label(mdp.instance)}: {exc}") from None
+        raise SolverError(f"LP solver {solver} failed on {mdp.instance.label}: {exc}") from None
     secs = time.perf_counter() - t0
     if prob.status != cp.OPTIMAL:
-        raise SolverError(f"LP solver {solver} returned status {prob.status!r} on {instance_label(mdp.instance)}"
+        raise SolverError(f"LP solver {solver} returned status {prob.status!r} on {mdp.instance.label}"
                           f"{_scale_hint(r)}")
     v = np.asarray(V.value, dtype=float)
     return LPValues(mdp, lam, v, float(v[mdp.start]), greedy_actions(mdp, lam, v), solver, prob.status, secs)
@@ -818,7 +817,7 @@ class BudgetedLP:
         secs = time.perf_counter() - t0
         if self.problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
             raise SolverError(f"budget {budget:.6g} is below the least expected cost "
-                              f"{self.min_cost():.6g} of {instance_label(self.mdp.instance)}")
+                              f"{self.min_cost():.6g} of {self.mdp.instance.label}")
         if self.problem.status != cp.OPTIMAL:
             raise SolverError(f"budgeted LP: solver {self.solver} returned status {self.problem.status!r}")
         rho = np.maximum(np.asarray(self.rho.value, dtype=float), 0.0)

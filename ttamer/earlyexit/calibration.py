@@ -71,7 +71,7 @@ import numpy as np
 from ..core.errors import TTamerError
 from ..solvers.solve import solve
 from ..core.validate import check_bool, check_int, check_lam, check_seed
-from .base import BaseTamer, check_choice
+from .base import BaseTamer, MIN_FIT_EXAMPLES, check_choice, check_trace
 from .chain import _fit_concrete, run_policy, sweep
 from .crossval import choose_by_cv, cv_folds_of, heldout_auc, lam_grid
 from .features import AUTO, LOSSES, StateSpec
@@ -251,7 +251,7 @@ class EarlyExitTamer(BaseTamer):
     def fit(self, trace: Trace) -> "EarlyExitTamer":
         """Build the chain instance from calibration examples and solve it at ``lam``."""
         self._validated()
-        trace.validate()
+        check_trace(trace, "EarlyExitTamer.fit", MIN_FIT_EXAMPLES).validate()
         cands = self.candidates(int(trace.n_examples * (self.cv_folds - 1) / self.cv_folds))
         fits: dict = {}  # shared by the candidates: the answer rule does not change a fold's fit
         best, self.cv_scores_ = choose_by_cv(trace, cands, lambda tr, cand: self._cv_score(tr, cand, fits),
@@ -263,21 +263,27 @@ class EarlyExitTamer(BaseTamer):
         self.answer_ = best.answer
         self.answer_table_ = fitted.answer_table if best.answer == "pairwise" else None
         self.encoder_, self.instance_ = fitted.encoder, fitted.instance
+        self.fitted_shape_ = (trace.n_exits, trace.n_classes)
         self.solution_ = solve(self.instance_, self.lam, recall=self.recall)
         return self
 
     def _cv_score(self, trace: Trace, cand: Candidate, fits: dict | None = None) -> float:
         """Mean over folds of the held-out normalised area under the accuracy–cost frontier.
         ``fits`` keeps each fold's split and fitted chain for the next candidates on the same
-        ``trace`` (candidates that differ only in their answer rule share them)."""
+        ``trace`` (candidates that differ only in their answer rule share them, and come one
+        after the other: the other fits are dropped, so that at most one fitted chain per fold
+        is held)."""
         fits = {} if fits is None else fits
+        shared = (cand.spec, cand.smoothing, cand.loss, cand.monotone)
+        for key in [k for k in fits if isinstance(k, tuple) and k[1:] != shared]:
+            del fits[key]  # an earlier fit no later candidate shares (they come in order of their fit)
         scores = []
         for f in range(self.cv_folds):
             if f not in fits:
                 folds = cv_folds_of(trace.n_examples, self.cv_folds, self.seed)
                 fits[f] = (trace.subset(folds != f), trace.subset(folds == f))
             tr, te = fits[f]
-            key = (f, cand.spec, cand.smoothing, cand.loss, cand.monotone)
+            key = (f, *shared)
             if key not in fits:
                 fitted = _fit_concrete(tr, cand.spec, cand.smoothing, cand.loss, self.normalize_cost, self.target,
                                        cand.monotone)
@@ -295,7 +301,7 @@ class EarlyExitTamer(BaseTamer):
 
     def states(self, trace: Trace) -> np.ndarray:
         """``[N, L]`` states of ``trace``'s examples under the fitted encoder."""
-        self.check_fitted()
+        self.check_input(trace)
         return self.encoder_.transform(trace)
 
     def set_lam(self, lam: float) -> "EarlyExitTamer":
@@ -308,7 +314,7 @@ class EarlyExitTamer(BaseTamer):
     def decide(self, trace: Trace) -> ExitDecisions:
         """Run the fitted policy on every example of ``trace``: exit answered with, last exit
         consulted, cost paid."""
-        self.check_fitted()
+        self.check_input(trace)
         return run_policy(self.solution_, self.states(trace), trace, name=self.name,
                           answers=self.encoder_.answers(trace), answer_table=self.answer_table_)
 
@@ -316,7 +322,7 @@ class EarlyExitTamer(BaseTamer):
                      max_gap: float = 0.01, max_points: int = 160) -> ExitDecisions:
         """:meth:`decide` for many ``λ`` (default :func:`~ttamer.earlyexit.crossval.lam_grid` with 40 values, refined
         where the mean cost jumps; see :func:`~ttamer.earlyexit.chain.sweep`): arrays ``[P, N]``."""
-        self.check_fitted()
+        self.check_input(trace)
         lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
         return sweep(self.instance_, self.recall, self.states(trace), trace, lams, refine, max_gap,
                      max_points, self.name, answers=self.encoder_.answers(trace), answer_table=self.answer_table_)

@@ -302,3 +302,25 @@ def test_memory_check_lets_small_work_run(monkeypatch):
     assert ev.check_evaluation_memory(small) > 0
     with pytest.raises(TTamerError, match="free some memory"):
         ev.check_evaluation_memory(small, available=1)
+
+
+def test_evaluate_trace_refuses_before_any_work_what_it_cannot_do():
+    """Not a trace, too many exits (the work grows with their square), options that are not
+    the estimator's, flags that are not flags: one clear error each, before any fitting."""
+    from ttamer.core.errors import TraceError, TTamerError
+    from ttamer.earlyexit.base import MAX_EXITS
+
+    small = synthetic_trace(200, 3, 2, seed=3)
+    with pytest.raises(TTamerError, match="evaluate_trace expects a ttamer Trace .*got NoneType"):
+        evaluate_trace(None)
+    many = synthetic_trace(40, MAX_EXITS + 1, 2, seed=3)
+    with pytest.raises(TraceError, match=f"{MAX_EXITS + 1} exits; evaluate_trace handles at most {MAX_EXITS}"):
+        evaluate_trace(many, n_boot=0)
+    with pytest.raises(TTamerError, match="thresholds: ThresholdTamer has no option 'junk'.*cv_folds"):
+        evaluate_trace(small, n_boot=0, thresholds={"junk": 1})
+    with pytest.raises(TTamerError, match="no option 'recall'"):
+        evaluate_trace(small, n_boot=0, thresholds={"recall": False})
+    with pytest.raises(TTamerError, match="tamer must be a dict of EarlyExitTamer options, got int"):
+        evaluate_trace(small, n_boot=0, tamer=3)
+    with pytest.raises(TTamerError, match="progress must be True or False"):
+        evaluate_trace(small, n_boot=0, progress="yes")

@@ -62,6 +62,30 @@ def test_fit_and_decide_reject_bad_traces(fitted, split):
         ThresholdTamer(recall=False, policy="per_exit:posterior:posterior").fit(split[0])
 
 
+@pytest.mark.parametrize("cls", ["ThresholdTamer", "EarlyExitTamer", "PathwiseTamer"])
+def test_every_estimator_checks_its_traces(cls):
+    """fit: a Trace of 2 to MAX_EXITS exits; every method reading a trace after fit: a Trace of
+    the exits and classes fitted on (a rule fitted on 3 classes is not silently run on 2)."""
+    from ttamer.earlyexit.base import MAX_EXITS, MIN_FIT_EXAMPLES
+    from ttamer.earlyexit.calibration import EarlyExitTamer
+    from ttamer.earlyexit.pathwise import PathwiseTamer
+
+    est = {"ThresholdTamer": ThresholdTamer, "EarlyExitTamer": EarlyExitTamer, "PathwiseTamer": PathwiseTamer}[cls]
+    with pytest.raises(TTamerError, match=f"{cls}.fit expects a ttamer Trace .*got NoneType"):
+        est().fit(None)
+    with pytest.raises(TraceError, match=f"handles at most {MAX_EXITS}"):
+        est().fit(synthetic_trace(40, MAX_EXITS + 1, 2, seed=1))
+    with pytest.raises(TraceError, match=f"the trace has 1 example; {cls}.fit needs at least {MIN_FIT_EXAMPLES}"):
+        est().fit(synthetic_trace(400, 4, 3, seed=1).subset([0]))
+    model = est().fit(synthetic_trace(400, 4, 3, seed=1))
+    for method in ("decide", "decide_sweep"):
+        with pytest.raises(TTamerError, match=f"{cls} expects a ttamer Trace, got NoneType"):
+            getattr(model, method)(None)
+        for other in (synthetic_trace(100, 5, 3, seed=2), synthetic_trace(100, 4, 2, seed=2)):
+            with pytest.raises(TraceError, match=f"{cls} was fitted on 4 exits and 3 classes"):
+                getattr(model, method)(other)
+
+
 def test_set_params_names_unknown(fitted):
     with pytest.raises(TTamerError, match="no parameter 'lamb'"):
         ThresholdTamer().set_params(lamb=0.5)

@@ -27,8 +27,17 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..core.errors import TTamerError
-from ..core.validate import escape_text
+from ..core.errors import TraceError, TTamerError
+from ..core.validate import MIN_SPLIT_EXAMPLES, escape_text
+from .traces import Trace
+
+#: Most exits the early-exit estimators and :func:`~ttamer.earlyexit.evaluation.evaluate_trace`
+#: accept: their work grows with the square of the number of exits (pairs of exits, histories
+#: of every earlier exit), and early-exit networks have tens of exits.
+MAX_EXITS = 64
+#: Fewest calibration examples an estimator is fitted on (as many as a calibration / test split
+#: leaves on either side).
+MIN_FIT_EXAMPLES = MIN_SPLIT_EXAMPLES
 
 #: The value asking an estimator to choose an option by cross-validation on the calibration examples.
 AUTO = "auto"
@@ -109,6 +118,27 @@ def check_choice(name: str, value: Any, allowed: tuple[str, ...], auto: bool = F
     raise TTamerError(f"{name} must be one of {accepted}{note}, got {escape_text(repr(value), 80)}")
 
 
+def check_trace(trace: Any, who: str, min_examples: int = 0) -> Trace:
+    """``trace`` if it is a :class:`~ttamer.earlyexit.traces.Trace` of at least ``min_examples``
+    examples and 2 to :data:`MAX_EXITS` exits; a :class:`~ttamer.core.errors.TTamerError` (not
+    a trace) or :class:`~ttamer.core.errors.TraceError` (too few examples, too few or too many
+    exits) naming ``who`` otherwise."""
+    if not isinstance(trace, Trace):
+        raise TTamerError(f"{who} expects a ttamer Trace (ttamer.earlyexit.traces.load_trace reads one), "
+                          f"got {type(trace).__name__}")
+    if trace.n_examples < min_examples:
+        raise TraceError(f"key 'probs': the trace has {trace.n_examples} example{'s' * (trace.n_examples != 1)}; "
+                         f"{who} needs at least {min_examples} to fit a rule on")
+    if trace.n_exits < 2:
+        raise TraceError(f"key 'probs': the trace has {trace.n_exits} exit; early exit needs at least 2 exits "
+                         f"to choose between")
+    if trace.n_exits > MAX_EXITS:
+        raise TraceError(f"key 'probs': the trace has {trace.n_exits:,} exits; {who} handles at most {MAX_EXITS} "
+                         f"(MAX_EXITS: its work grows with the square of the number of exits); keep fewer exits, "
+                         f"adding the cost of each dropped exit to the next one kept")
+    return trace
+
+
 class BaseTamer:
     """Parameter handling and the fitted check shared by the early-exit estimators."""
 
@@ -137,6 +167,20 @@ class BaseTamer:
         """Raise :class:`~ttamer.core.errors.TTamerError` unless ``fit`` has run."""
         if not hasattr(self, self._fitted_attr):
             raise TTamerError(f"{type(self).__name__} is not fitted; call fit(calibration_trace) first")
+
+    def check_input(self, trace: Any) -> Trace:
+        """The fitted check (:meth:`check_fitted`), then ``trace`` if it is a
+        :class:`~ttamer.earlyexit.traces.Trace` with the exits and classes of the calibration
+        trace (``fitted_shape_``, set by ``fit``)."""
+        self.check_fitted()
+        name = type(self).__name__
+        if not isinstance(trace, Trace):
+            raise TTamerError(f"{name} expects a ttamer Trace, got {type(trace).__name__}")
+        shape = (trace.n_exits, trace.n_classes)
+        if shape != self.fitted_shape_:
+            raise TraceError(f"trace has {shape[0]} exits and {shape[1]} classes; {name} was fitted on "
+                             f"{self.fitted_shape_[0]} exits and {self.fitted_shape_[1]} classes")
+        return trace
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

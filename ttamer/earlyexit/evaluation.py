@@ -45,9 +45,10 @@ import numpy as np
 from tqdm import tqdm
 
 from . import baselines
+from .base import check_trace
 from .calibration import EarlyExitTamer
-from ..core.errors import TraceError, TTamerError
-from ..core.validate import MIN_SPLIT_EXAMPLES, check_count
+from ..core.errors import TTamerError
+from ..core.validate import MIN_SPLIT_EXAMPLES, check_bool, check_count, escape_text
 from ..core.parallel import available_memory, map_processes
 from .pathwise import PathwiseTamer
 from .results import Band, EvaluationResult, FullModelSummary, SplitSummary, StrategyResult, TraceSummary
@@ -304,6 +305,23 @@ def _thresholds_info(rec: ThresholdTamer, norec: ThresholdTamer) -> dict[str, An
             "cv": rec.cv_scores_}
 
 
+def estimator_options(opts: Any, cls: type, name: str) -> dict[str, Any]:
+    """``opts`` (``None``: none) as a dict of options of estimator ``cls``; a
+    :class:`~ttamer.core.errors.TTamerError` naming the argument ``name`` and the options ``cls``
+    has otherwise. ``recall`` is not an option here: both strategies, with and without recall,
+    are fitted."""
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise TTamerError(f"{name} must be a dict of {cls.__name__} options, got {type(opts).__name__}")
+    known = [p for p in cls._param_names() if p != "recall"]
+    unknown = [k for k in opts if k not in known]
+    if unknown:
+        raise TTamerError(f"{name}: {cls.__name__} has no option {escape_text(repr(unknown[0]), 60)} "
+                          f"(recall is not one here: both strategies are fitted); its options: {', '.join(known)}")
+    return dict(opts)
+
+
 def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thresholds",
                thresholds: dict | None = None, pathwise: dict | None = None,
                tamer: dict | None = None, with_chain: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -317,7 +335,10 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
     (:class:`~ttamer.earlyexit.pathwise.PathwiseTamer`), ``tamer`` (:class:`~ttamer.earlyexit.calibration.EarlyExitTamer`)."""
     if estimation not in ESTIMATIONS:
         raise TTamerError(f"estimation must be one of {ESTIMATIONS}, got {estimation!r}")
-    opts = dict(tamer or {}, target=target) if "target" not in (tamer or {}) else dict(tamer)
+    thresholds, pathwise, tamer = (estimator_options(opts, cls, name) for opts, cls, name in (
+        (thresholds, ThresholdTamer, "thresholds"), (pathwise, PathwiseTamer, "pathwise"),
+        (tamer, EarlyExitTamer, "tamer")))
+    opts = dict(tamer, target=target) if "target" not in tamer else dict(tamer)
     chain, skipped = None, None
     if estimation == "chain":
         chain = EarlyExitTamer(recall=True, **opts).fit(calibration)
@@ -334,7 +355,7 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
         return ({"ttamer": chain, "no-recall": EarlyExitTamer(recall=False, **nr_opts).fit(calibration)},
                 _chain_info(chain))
     if estimation == "regression":
-        pw = dict(pathwise or {})
+        pw = dict(pathwise)
         pw.setdefault("target", target)
         rec = PathwiseTamer(recall=True, **pw).fit(calibration)
         nr_opts = dict(pw, feature=rec.candidate_.feature, loss=rec.candidate_.loss)
@@ -343,7 +364,7 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
         if chain is not None:
             out["ttamer-chain"], info["chain"] = chain, _chain_info(chain)
         return out, info
-    th = dict(thresholds or {})
+    th = dict(thresholds)
     th.setdefault("target", target)
     rec = ThresholdTamer(recall=True, **th).fit(calibration)
     norec = rec.without_recall(calibration)
@@ -464,16 +485,18 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     Raises
     ------
     TraceError
-        The trace is invalid or has fewer than 2 exits.
+        The trace is invalid, or has fewer than 2 or more than
+        :data:`~ttamer.earlyexit.base.MAX_EXITS` exits (checked before any work).
     TTamerError
-        An option is invalid, or the evaluation would need more memory than is free
-        (:func:`check_evaluation_memory`, checked before any work).
+        ``trace`` is not a :class:`~ttamer.earlyexit.traces.Trace`, an option is invalid (an
+        estimator's options name only its parameters, :func:`estimator_options`), or the
+        evaluation would need more memory than is free (:func:`check_evaluation_memory`,
+        checked before any work).
     """
     t0 = time.perf_counter()
-    trace.validate()
-    if trace.n_exits < 2:
-        raise TraceError(f"key 'probs': the trace has {trace.n_exits} exit; early exit needs at least 2 exits "
-                         f"to choose between")
+    check_trace(trace, "evaluate_trace").validate()
+    for name, flag in (("with_chain", with_chain), ("keep_replicates", keep_replicates), ("progress", progress)):
+        check_bool(flag, name)
     target_labels(trace, target)  # validates target
     slo_confidence = check_confidence(slo_confidence)
     check_evaluation_memory(trace)

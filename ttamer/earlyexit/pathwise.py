@@ -51,7 +51,8 @@ from .online import clip, log_odds
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam, check_seed
-from .base import ANSWER_RULES, FEATURES, BaseTamer, check_choice, vocabulary_subset
+from .base import (ANSWER_RULES, FEATURES, MIN_FIT_EXAMPLES, BaseTamer, check_choice, check_trace,
+                   vocabulary_subset)
 
 #: The state features of the path-wise regression (a subset of :data:`ttamer.earlyexit.base.FEATURES`).
 PATH_FEATURES = vocabulary_subset(FEATURES, "max_prob", "learned")
@@ -326,12 +327,13 @@ class PathwiseTamer(BaseTamer):
         """Choose the configuration (if any field is ``"auto"``), fit the state, answer and
         loss models on ``trace``, and fit the stopping rule at ``lam``."""
         self._validated()
-        trace.validate()
+        check_trace(trace, "PathwiseTamer.fit", MIN_FIT_EXAMPLES).validate()
         best, self.cv_scores_ = choose_by_cv(trace, self.candidates(), self._cv_score, self.cv_folds,
                                              "feature, loss and answer")
         self.candidate_ = best
         self.answer_ = best.answer
         self.model_ = _fit_model(trace, best.feature, best.loss, best.answer, self.normalize_cost)
+        self.fitted_shape_ = (trace.n_exits, trace.n_classes)
         self.rule_ = self._rule(self.model_, self.lam)
         return self
 
@@ -368,7 +370,7 @@ class PathwiseTamer(BaseTamer):
 
     def decide(self, trace: Trace) -> ExitDecisions:
         """The exit answered with, the last exit consulted and the cost, per example."""
-        self.check_fitted()
+        self.check_input(trace)
         m = self.model_
         return m.decide(self.rule_, trace, m.features.transform(trace), m.answers(trace), self.name)
 
@@ -377,7 +379,7 @@ class PathwiseTamer(BaseTamer):
         """:meth:`decide` for many ``λ`` (default :func:`~ttamer.earlyexit.crossval.lam_grid` with 120
         values, refined where the mean cost jumps by more than ``max_gap``): arrays ``[P, N]``.
         The rule has a continuous state, so it takes a denser sweep than a binned chain."""
-        self.check_fitted()
+        self.check_input(trace)
         lams = lam_grid(120) if lams is None else np.asarray(lams, dtype=float)
         return self._sweep(self.model_, trace, lams, refine, max_gap, max_points)
 

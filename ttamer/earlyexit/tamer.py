@@ -47,7 +47,7 @@ from ..core.parallel import available_threads
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam, check_seed, escape_text
-from .base import BaseTamer, check_choice
+from .base import BaseTamer, MIN_FIT_EXAMPLES, check_choice, check_trace
 from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier
 from .online import ExitHistory, entropy, logistic_at
@@ -371,11 +371,7 @@ class ThresholdTamer(BaseTamer):
     def fit(self, trace: Trace) -> "ThresholdTamer":
         """Choose the policy class (``policy="auto"``) and fit its thresholds on ``trace``."""
         self._validated()
-        if not isinstance(trace, Trace):
-            raise TTamerError(f"fit expects a ttamer Trace, got {type(trace).__name__}")
-        trace.validate()
-        if trace.n_exits < 2:
-            raise TraceError(f"key 'probs': the trace has {trace.n_exits} exit; early exit needs at least 2")
+        check_trace(trace, "ThresholdTamer.fit", MIN_FIT_EXAMPLES).validate()
         cands = self.candidates()
         self.cv_folds_ = min(int(self.cv_folds), min(trace.n_examples, int(self.cv_max_examples)) // MIN_FOLD_EXAMPLES)
         if len(cands) > 1 and self.cv_folds_ >= 2:
@@ -387,7 +383,7 @@ class ThresholdTamer(BaseTamer):
                                for c, s, e in zip(cands, scores, se)]
         else:  # one candidate, or too few examples to cross-validate: the simplest class
             chosen, self.cv_scores_ = 0, []
-        self.candidate_ = cands[chosen]
+        self.candidate_, self.fitted_shape_ = cands[chosen], (trace.n_exits, trace.n_classes)
         self.state_model_ = StateModel.fit(trace, self.candidate_.state, self.candidate_.answer, self.target)
         x, answers = self.state_model_.transform(trace)
         loss = np.take_along_axis(exit_wrong(trace, self.target), answers, axis=1)
@@ -483,7 +479,7 @@ class ThresholdTamer(BaseTamer):
 
     def decide(self, trace: Trace) -> ExitDecisions:
         """Exit answered with, last exit consulted and cost per example, at ``lam``."""
-        self.check_fitted()
+        self.check_input(trace)
         x, answers = self.state_model_.transform(trace)
         return decisions(trace, x, answers, self.taus_[None, :], np.array([float(self.lam)]), self.name)[0]
 
@@ -493,7 +489,7 @@ class ThresholdTamer(BaseTamer):
         every rule may fall back): arrays ``[P, N]``, ``params`` = each rule's mean cost on the
         calibration examples (its budget; 1 for the full model). On a large ``trace`` the
         budgets are thinned evenly to at most ``MAX_SWEEP_CELLS / N`` rules."""
-        self.check_fitted()
+        self.check_input(trace)
         x, answers = self.state_model_.transform(trace)
         keep = evenly(len(self.sweep_cost_), MAX_SWEEP_CELLS // trace.n_examples)
         dec = decisions(trace, x, answers, self.sweep_taus_[keep], self.sweep_cost_[keep], self.name)
@@ -502,7 +498,7 @@ class ThresholdTamer(BaseTamer):
     def decide_budget(self, trace: Trace, index: int) -> ExitDecisions:
         """:meth:`decide` with the rule of budget ``index`` of the fitted sweep (``sweep_cost_``);
         ``index = len(sweep_cost_)`` is the full model."""
-        self.check_fitted()
+        self.check_input(trace)
         if index >= len(self.sweep_cost_):
             return with_full_model(trace, None, 1.0)[0]
         x, answers = self.state_model_.transform(trace)
@@ -512,7 +508,7 @@ class ThresholdTamer(BaseTamer):
     def decide_rules(self, trace: Trace, taus: np.ndarray) -> ExitDecisions:
         """The decisions ``[P, N]`` of the fitted class's state and answer rule under the
         thresholds ``taus [P, L−1]`` (``params`` = row index)."""
-        self.check_fitted()
+        self.check_input(trace)
         taus = np.asarray(taus, dtype=float)
         if taus.ndim != 2 or taus.shape[1] != trace.n_exits - 1 or np.isnan(taus).any():
             raise TTamerError(f"taus must be an array [P, {trace.n_exits - 1}] of thresholds (one per exit but "
@@ -526,7 +522,7 @@ class ThresholdTamer(BaseTamer):
         offset) every distinct threshold of its state (:func:`complete_sweep`), for the per-exit
         class every rule on the path through its fitted budgets that the examples tell apart
         (:func:`path_sweep`); then the full model."""
-        self.check_fitted()
+        self.check_input(trace)
         x, answers = self.state_model_.transform(trace)
         if self.candidate_.thresholds == "per_exit":
             dec = path_sweep(trace, x, answers, self.sweep_taus_, self.target, self.name)

@@ -129,3 +129,26 @@ def test_memory_error_is_one_line_naming_max_examples(trace_file, capsys, monkey
     err = capsys.readouterr().err
     assert err.startswith("ttamer evaluate: error: out of memory") and "--max-examples N" in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_meta_from_the_file_stays_on_its_line(tmp_path, capsys):
+    """A newline (or escape sequence) in the file's model name cannot forge a line of the table."""
+    t = synthetic_trace(200, 3, 2, seed=0)
+    t.meta["model"] = "evil\n\x1b[31mforged line"
+    path = tmp_path / "ctrl.npz"
+    save_trace(path, t)
+    assert main(["evaluate", str(path), "--bootstrap", "0"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("evil\\n\\x1b[31mforged line on ")
+
+
+def test_a_closed_pipe_ends_quietly(trace_file, capsys, monkeypatch):
+    """`ttamer ... | head`: the reader's closing the pipe is not an error."""
+    import ttamer.cli.evaluate as ev
+
+    def closed(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(ev, "format_table", closed)
+    assert main(["evaluate", str(trace_file), "--bootstrap", "0"]) == 141
+    assert capsys.readouterr().err == ""

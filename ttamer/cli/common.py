@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ..core.validate import escape_text
@@ -17,6 +18,16 @@ def safe_streams() -> None:
                 reconfigure(errors="backslashreplace")
             except (ValueError, OSError):  # pragma: no cover - a closed or exotic stream
                 pass
+
+
+def silence_stdout() -> None:
+    """Point standard output at the null device (after the reader closed the pipe), so that the
+    interpreter's last flush fails silently; a stream without a file descriptor is left as it is."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
 
 
 def error_line(command: str, exc: BaseException) -> str:

@@ -17,7 +17,8 @@ import sys
 from typing import Any
 
 from ..core.errors import TTamerError
-from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_fraction, check_seed, escape_lines
+from ..core.validate import (MIN_SPLIT_EXAMPLES, check_count, check_fraction, check_seed, escape_lines,
+                             escape_text)
 from ..earlyexit.results import EvaluationResult
 from ..earlyexit.tamer import CV_MAX_EXAMPLES, MIN_FOLD_EXAMPLES
 
@@ -73,11 +74,12 @@ def _fmt(x: Any, pct: bool = False) -> str:
 def format_table(result: EvaluationResult) -> str:
     """A readable summary of :func:`~ttamer.earlyexit.evaluation.evaluate_trace`'s result."""
     tr, sp, full = result.trace, result.split, result.full_model
+    model, dataset, unit = (escape_text(v) for v in (tr.model, tr.dataset, tr.cost_unit))  # from the file: one line each
     lines = [
-        f"{tr.model} on {tr.dataset}: {tr.n_exits} exits, {tr.n_classes} classes; "
+        f"{model} on {dataset}: {tr.n_exits} exits, {tr.n_classes} classes; "
         f"{sp.n_calibration} calibration / {sp.n_test} test examples (seed {sp.seed})",
         f"full model: accuracy {100 * full.accuracy:.2f}% ({result.target}), "
-        f"mean cost {full.mean_cost:.4g} {tr.cost_unit}",
+        f"mean cost {full.mean_cost:.4g} {unit}",
         f"T-Tamer: {result.ttamer_fit['description']}",
         f"costs are fractions of the full model's; {result.frontier_kind} frontiers; AUC over cost range "
         f"[{result.cost_range[0]:.3f}, {result.cost_range[1]:.3f}]",

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from ..core.errors import TTamerError
 from ..solvers.solve import METHODS
-from .common import error_line, safe_streams
+from .common import error_line, safe_streams, silence_stdout
 from ..core.validate import escape_lines, escape_text
 
 
@@ -91,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TTamerError as exc:
         print(error_line(args.command, exc), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped reading (e.g. `| head`): stop quietly, as Unix tools do
+        silence_stdout()
+        return 141
     except OSError as exc:
         print(error_line(args.command, exc), file=sys.stderr)
         return 2

@@ -631,3 +631,89 @@ def test_from_tamer_names_what_it_serves():
         pathwise_rule(PathwiseTamer())
     with pytest.raises(TTamerError, match="needs a fitted PathwiseTamer, got dict"):
         pathwise_rule({})
+
+
+def test_rules_refuse_bad_exit_counts_thresholds_and_lam():
+    """n_exits is an int in 1..MAX_EXITS (never truncated, never a hang), tau a number, lam in [0, 1]."""
+    from ttamer.earlyexit.base import MAX_EXITS
+    from ttamer.serving import stop_state_policy
+
+    for make in (lambda n: threshold_rule(n, 0.5), lambda n: max_prob_rule(n, 0.5)):
+        with pytest.raises(TTamerError, match=f"n_exits must be <= {MAX_EXITS}"):
+            make(10**9)
+        for bad in (2.7, True, "3", None):
+            with pytest.raises(TTamerError, match="n_exits must be an integer"):
+                make(bad)
+    assert max_prob_rule(np.int64(MAX_EXITS), 0.5).n_exits == MAX_EXITS
+    for bad in ("0.5", None, np.array([0.5, 0.6]), True):
+        with pytest.raises(TTamerError, match="tau must be a number"):
+            threshold_rule(L, bad)
+        with pytest.raises(TTamerError, match="tau must be a number"):
+            max_prob_rule(L, bad)
+    for lam in (np.nan, 2, -0.1, "0.5"):
+        with pytest.raises(TTamerError, match="lam must"):
+            threshold_rule(L, 0.5, lam)
+        with pytest.raises(TTamerError, match="lam must"):
+            stop_state_policy(L, lam)
+    assert max_prob_rule(L, np.float32(0.5)).tau == 0.5 and threshold_rule(L, np.inf, 0.0)[0].lam == 0.0
+
+
+def test_batch_sizes_are_integers_never_converted():
+    """serve, run_full and run_all refuse a batch size that is not an int >= 1 (no range() error)."""
+    model = _multi_exit()
+    x = np.random.default_rng(2).normal(size=(6, D))
+    srv = EarlyExitServer(model, *threshold_rule(L, 0.5))
+    for bad in (1.5, True, "4", None, 0):
+        with pytest.raises(TTamerError, match="batch_size must be"):
+            srv.serve(x, batch_size=bad)
+        with pytest.raises(TTamerError, match="batch_size must be"):
+            srv.run_full(x, bad)
+        with pytest.raises(TTamerError, match="batch_size must be"):
+            srv.run_all(x, np.zeros(6, int), batch_size=bad)
+    assert srv.serve(x, batch_size=np.int64(4)).batch_size == 4
+    assert srv.run_full(x, np.int64(4)).batch_size == 4
+
+
+def test_inputs_the_model_cannot_take_are_named():
+    """A wrong width, a 1-D array, another dtype, strings or NaN: a TTamerError naming the inputs."""
+    model = _multi_exit()
+    srv = EarlyExitServer(model, max_prob_rule(L, 0.5))
+    cases = [(np.zeros((3, D + 1)), r"shape \(3, 13\), dtype float64"), (np.zeros(D), r"shape \(12,\)"),
+             (np.zeros((2, D), dtype=np.float32), "dtype float32"), ("abc", "got a str"),
+             (np.full((2, D), "a"), "inputs must be numbers"), (np.full((3, D), np.nan), "NaN or infinite"),
+             (torch.full((2, D), float("inf"), dtype=torch.float64), "NaN or infinite")]
+    for inputs, needle in cases:
+        for bs in (1, 2):
+            with pytest.raises(TTamerError, match=needle):
+                srv.serve(inputs, batch_size=bs)
+        with pytest.raises(TTamerError, match=needle):
+            srv.run_full(inputs)
+    with pytest.raises(TTamerError, match=r"shape \(3, 13\)"):
+        srv.run_all(np.zeros((3, D + 1)), np.zeros(3, int))
+    with pytest.raises(TTamerError, match="NaN"):
+        EarlyExitServer(model, *threshold_rule(L, 0.5), compile=False).serve(np.full((2, D), np.nan))
+    assert len(srv.serve([[1.0] * D] * 2).answer) == 2  # lists of numbers are served as before
+
+
+def test_text_inputs_pass_the_input_checks():
+    """Lists and arrays of texts are counted, never checked as numbers."""
+    from ttamer.serving.adapters import check_inputs
+
+    assert check_inputs(["a good film", "bad"]) == 2 and check_inputs(np.array(["a", "b", "c"])) == 3
+    with pytest.raises(TTamerError, match="list of one"):
+        check_inputs("one text")
+
+
+def test_state_fn_must_give_one_state_per_row_and_compile_is_a_flag():
+    """A state_fn returning one state for a batch of 20 is refused, whether compiled or rolled out."""
+    model = _multi_exit()
+    x = np.random.default_rng(3).normal(size=(20, D))
+    policy, _ = threshold_rule(L, 0.5)
+    for compile in (True, False):
+        srv = EarlyExitServer(model, policy, lambda p, n: np.zeros(1, int), compile=compile)
+        with pytest.raises(TTamerError, match="1 states for the 20 rows of node 0"):
+            srv.serve(x, batch_size=20)
+        assert (srv.serve(x[:3], batch_size=1).last == L - 1).all()  # one row, one state: go on
+    for bad in ("x", 1, None):
+        with pytest.raises(TTamerError, match="compile must be True or False"):
+            EarlyExitServer(model, policy, lambda p, n: np.zeros(len(p), int), compile=bad)

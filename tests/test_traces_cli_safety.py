@@ -283,3 +283,23 @@ def test_a_bad_cache_folder_names_the_variable(capsys, calls, monkeypatch, tmp_p
     with pytest.raises(TTamerError, match="TTAMER_CACHE"):
         common.cache_dir()
     assert calls == [] and blocker.read_bytes() == b"not a folder"
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--n-head", "1", "--n-trace", "3", "--batch-size", "1"], ["--n-head must be >= 20", "MIN_HEAD_EXAMPLES"]),
+    (["--n-trace", "10000000000"], ["--n-head + --n-trace must be <= 13,905", "10,000,000,000"]),
+    (["--profile", "full", "--n-head", "30000"], ["--n-head must be <= 25,000"]),
+])
+def test_nlp_example_counts_are_refused_before_loading(capsys, calls, monkeypatch, extra, needles):
+    from ttamer.workloads import nlp
+
+    monkeypatch.setattr(nlp, "load_split", lambda *a, **k: pytest.fail("read the data"))
+    refused(capsys, NLP + extra + ["--out", "a.npz"], *needles)
+    assert calls == [] and not os.path.exists("a.npz")
+
+
+def test_the_workload_names_sizes_by_their_flags(capsys, calls):
+    """What only the data can refuse (sentences once read) is named by flag too: the run gets the labels."""
+    assert main(NLP + ["--out", "a.npz"]) == 0
+    (workload, kw), = calls
+    assert workload == "nlp" and kw["label"]("n_head") == "--n-head" and kw["label"]("n_trace") == "--n-trace"

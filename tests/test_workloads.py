@@ -433,3 +433,32 @@ def test_chapter_steps_on_a_synthetic_trace():
     splits = report.split_table(tr, [0], first=result)
     summary = report.chapter_summary(tr, result, splits, "synthetic")
     assert f"({'synthetic'}, {L} exits)" in summary and report.verdict(result) in summary
+
+
+def test_exit_heads_need_two_examples():
+    """One example has no spread to standardise by: a TTamerError, not an overflow deep in L-BFGS."""
+    with pytest.raises(TTamerError, match="at least 2 training examples"):
+        common.train_linear_heads([np.ones((1, 3))], np.array([0]), 2)
+    (head,) = common.train_linear_heads([np.array([[0.0, 1.0], [1.0, 1.0]])], np.array([0, 1]), 2, max_iter=5)
+    assert torch.isfinite(head.weight).all() and torch.isfinite(head.bias).all()
+
+
+def test_nlp_examples_are_bounded_before_any_sentence_is_read(monkeypatch, tmp_path):
+    """n_head below MIN_HEAD_EXAMPLES and sizes beyond the split's rows are refused before loading;
+    beyond the distinct sentences once read, with the caller's names for the sizes."""
+    from ttamer.workloads import nlp
+
+    monkeypatch.setattr(nlp, "load_split", lambda *a, **k: pytest.fail("read the data"))
+    flag = {"n_head": "--n-head", "n_trace": "--n-trace"}.get
+    with pytest.raises(TTamerError, match=f"--n-head must be >= {nlp.MIN_HEAD_EXAMPLES}"):
+        nlp.check_sizes(nlp.profile_config("offline", n_head=1, n_trace=3, batch_size=1), flag)
+    with pytest.raises(TTamerError, match=r"n_head \+ n_trace must be <= 13,905 .* got 4,000 \+ 10,000,000,000"):
+        nlp.generate_nlp_trace("offline", n_trace=10**10, progress=False)
+    with pytest.raises(TTamerError, match="n_trace must be <= 25,000"):
+        nlp.check_sizes(nlp.profile_config("full", n_trace=10**10))
+    with pytest.raises(TTamerError, match="n_head must be >= 20"):
+        nlp.text_exits_model(n_head=1, cache=tmp_path)
+    monkeypatch.setattr(nlp, "load_split", lambda *a, **k: ([f"s{i}" for i in range(30)], np.zeros(30, int)))
+    cfg = nlp.profile_config("offline", n_head=20, n_trace=20)
+    with pytest.raises(TTamerError, match=r"--n-head \+ --n-trace = 40 exceeds the 30 distinct"):
+        nlp.choose_examples(cfg, 0, tmp_path, lambda key: flag(key, key))

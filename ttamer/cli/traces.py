@@ -133,15 +133,16 @@ def run(args: argparse.Namespace) -> int:
         for name, value in sizes.items():
             if value is not None and value < 1:
                 raise TTamerError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        label = lambda key: flags.get(key, key)  # noqa: E731
         # everything that can be refused is refused here, before the (long) run
-        check_run(args.workload, args.profile, seed=args.seed, label=lambda key: flags.get(key, key), **sizes)
+        check_run(args.workload, args.profile, seed=args.seed, label=label, **sizes)
         if args.out is not None:
             out = check_target(args.out, "--out")
         else:
             out = check_target(trace_path(args.workload, args.profile, seed=args.seed, device=args.device,
                                           **sizes), f"trace file in the trace cache (${CACHE_ENV})")
         result = generate(args.workload, args.profile, seed=args.seed, device=args.device,
-                          progress=not args.no_progress, **sizes)
+                          progress=not args.no_progress, label=label, **sizes)
         save_trace(out, result.trace)
     except (TTamerError, OSError) as exc:
         from .common import error_line

@@ -11,6 +11,7 @@ the book's chapter *Serving* (:doc:`/serving`).
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -106,7 +107,16 @@ def resolve_device(device: Any) -> "torch.device":  # noqa: F821
 
 
 def input_length(inputs: Any) -> int:
-    """The number of examples in ``inputs`` (a sequence, array or tensor); an error if none."""
+    """The number of examples in ``inputs`` (a sequence, array or tensor); an error if none.
+
+    Raises
+    ------
+    TTamerError
+        If ``inputs`` has no length, is a bare string (one text goes in a list) or is empty.
+    """
+    if isinstance(inputs, (str, bytes)):
+        raise TTamerError(f"inputs must be a sequence, array or tensor of examples, got a {type(inputs).__name__} "
+                          "(pass one text as a list of one)")
     try:
         n = len(inputs)
     except TypeError:
@@ -114,6 +124,51 @@ def input_length(inputs: Any) -> int:
     if n == 0:
         raise TTamerError("no inputs to serve")
     return n
+
+
+def describe_inputs(inputs: Any) -> str:
+    """``inputs`` in a few words for a message: an array's or tensor's shape and dtype, else
+    its type and length."""
+    shape, dtype = getattr(inputs, "shape", None), getattr(inputs, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"{type(inputs).__name__} of shape {tuple(shape)}, dtype {dtype}"
+    first = type(inputs[0]).__name__ if isinstance(inputs, (list, tuple)) and inputs else "?"
+    return f"{type(inputs).__name__} of {len(inputs)} {first}"
+
+
+def check_inputs(inputs: Any) -> int:
+    """The number of examples in ``inputs`` (:func:`input_length`), floating-point arrays and
+    tensors checked to be finite (one vectorised pass; texts and other inputs pass as they are).
+
+    Raises
+    ------
+    TTamerError
+        As :func:`input_length`, or if a float array or tensor holds NaN or infinity.
+    """
+    n = input_length(inputs)
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "fc":
+        finite = bool(np.isfinite(inputs).all())
+    elif _is_float_tensor(inputs):
+        finite = bool(_torch().isfinite(inputs).all())
+    else:
+        return n
+    if not finite:
+        raise TTamerError(f"inputs hold NaN or infinite values ({describe_inputs(inputs)}); "
+                          "the model needs finite inputs")
+    return n
+
+
+def _is_float_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")  # a tensor means torch is imported already
+    return torch is not None and torch.is_tensor(x) and (x.is_floating_point() or x.is_complex())
+
+
+def input_error(inputs: Any, exc: BaseException) -> TTamerError:
+    """The error for a model that failed on the first batch of ``inputs``: their shape and
+    dtype and the model's own message (e.g. torch's on mismatched shapes or dtypes)."""
+    text = " ".join(str(exc).split())[:300]
+    return TTamerError(f"the model failed on the first batch of inputs ({describe_inputs(inputs)}): {text}; "
+                       "check the inputs' shape and dtype against what the model takes")
 
 
 def input_slice(inputs: Any, a: int, b: int) -> Any:
@@ -161,11 +216,24 @@ class MultiExitModel:
         torch = _torch()
 
         def prepare(inputs: Any, device: Any) -> tuple[Any, None]:
-            x = inputs if torch.is_tensor(inputs) else torch.as_tensor(np.asarray(inputs))
+            x = inputs if torch.is_tensor(inputs) else torch.as_tensor(numeric_array(inputs))
             return to_device(x, device), None
 
         wrap = lambda f: (lambda h, _ctx: f(h))  # noqa: E731
         return cls([wrap(b) for b in blocks], [wrap(h) for h in heads], prepare, list(names or []))
+
+
+def numeric_array(inputs: Any) -> np.ndarray:
+    """``inputs`` as a NumPy array of numbers (bool, int, float), or a
+    :class:`~ttamer.core.errors.TTamerError` naming what they hold (e.g. strings)."""
+    try:
+        x = np.asarray(inputs)
+    except ValueError:  # ragged
+        raise TTamerError("inputs must be numbers (an array or tensor [B, ...]), got rows of different "
+                          "lengths") from None
+    if x.dtype.kind not in "biuf":
+        raise TTamerError(f"inputs must be numbers (an array or tensor [B, ...]), got an array of dtype {x.dtype}")
+    return x
 
 
 def transformer_exits(tokenizer: Any, encoder: Any, heads: Sequence[Any], max_length: int = 64,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import numbers
 from typing import Any, Callable
 
 import numpy as np
@@ -32,6 +33,8 @@ import numpy as np
 from ..core.errors import TTamerError
 from ..core.instance import Instance
 from ..core.policy import IndexPolicy, LastStatePolicy, Policy
+from ..core.validate import check_int, check_lam, short_repr
+from ..earlyexit.base import MAX_EXITS
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.cascade import CascadeTamer
 from ..earlyexit.features import StateEncoder
@@ -115,13 +118,39 @@ def cascade_state_fn(tamer: Any) -> StateFn:
     return state_fn
 
 
+def check_n_exits(n_exits: Any) -> int:
+    """``n_exits`` as an int in ``1..MAX_EXITS``, or a :class:`~ttamer.core.errors.TTamerError`
+    (floats, bools and strings refused, not converted)."""
+    L = check_int(n_exits, "n_exits", minimum=1)
+    if L > MAX_EXITS:
+        raise TTamerError(f"n_exits must be <= {MAX_EXITS} (MAX_EXITS, the most exits the early-exit "
+                          f"tools handle), got {short_repr(L)}")
+    return L
+
+
+def check_tau(tau: Any) -> float:
+    """A max-probability threshold ``tau`` as a float: a real number, not NaN (``inf``: never
+    stop before the last exit); strings, bools and arrays refused."""
+    if isinstance(tau, (bool, np.bool_)) or not isinstance(tau, numbers.Real):
+        raise TTamerError(f"tau must be a number (a max-probability threshold; inf: the last exit), "
+                          f"got {short_repr(tau)}")
+    if math.isnan(tau):
+        raise TTamerError("tau must be a number, got nan")
+    return float(tau)
+
+
 def stop_state_policy(n_exits: int, lam: float = 1.0, name: str = "") -> Policy:
     """A chain policy on two states per exit -- ``1``: stop here, ``0``: go on -- that stops at
     the first exit in state ``1`` (else at the last) and answers with it (no recall): the
-    runtime form of a stop / go-on state function (:func:`threshold_rule`)."""
-    L = int(n_exits)
-    if L < 1:
-        raise TTamerError(f"n_exits must be >= 1, got {n_exits}")
+    runtime form of a stop / go-on state function (:func:`threshold_rule`).
+
+    Raises
+    ------
+    TTamerError
+        If ``n_exits`` is not an integer in ``1..MAX_EXITS`` or ``lam`` not a number in [0, 1].
+    """
+    L = check_n_exits(n_exits)
+    lam = check_lam(lam)
     half = np.array([0.5, 0.5])
     inst = Instance.chain([np.zeros(2)] * L, half, [np.full((2, 2), 0.5)] * (L - 1), np.zeros(L),
                           names=[f"exit{i}" for i in range(L)], name=name)
@@ -158,7 +187,10 @@ class StateFnRule:
         full = np.full((B, self.n_exits, C), np.nan, dtype=np.float32)
         full[:, :seen] = probs
         s = np.asarray(self.state_fn(full, int(i))).reshape(-1)
-        if len(s) != B or (len(s) and not np.isin(s, (0, 1)).all()):
+        if len(s) != B:
+            raise TTamerError(f"state_fn returned {len(s)} states for the {B} rows of node {i}; "
+                              "it must return one state per row")
+        if not np.isin(s, (0, 1)).all():
             raise TTamerError(f"state_fn returned states {s[:5].tolist()}... for node {i} "
                               f"({B} rows, expected values in 0..1)")
         return s.astype(np.float64), np.full(B, i, dtype=np.int64)
@@ -510,9 +542,15 @@ def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, 
     """The confidence-threshold heuristic (BranchyNet / SDN style) as a (policy, state_fn)
     pair: state ``1`` iff the exit's max-probability is ``≥ tau``; stop at the first such
     exit, else go on to the last; answer with the exit stopped at (no recall).
-    ``tau = inf`` is the full model through the runtime."""
-    if np.isnan(tau):
-        raise TTamerError("tau must be a number, got nan")
+    ``tau = inf`` is the full model through the runtime.
+
+    Raises
+    ------
+    TTamerError
+        If ``tau`` is not a number or NaN, ``n_exits`` not an integer in ``1..MAX_EXITS`` or
+        ``lam`` not in [0, 1].
+    """
+    tau = check_tau(tau)
     policy = stop_state_policy(n_exits, lam, name=f"max-prob >= {tau:g}")
 
     def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
@@ -523,14 +561,17 @@ def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, 
 class MaxProbRule:
     """The confidence-threshold heuristic as a rule evaluated exit by exit: stop at the first
     exit whose max-probability is ``≥ tau`` (else at the last) and answer with it; one
-    reduction and one comparison per exit (``tau = inf``: the runtime forced to the last exit)."""
+    reduction and one comparison per exit (``tau = inf``: the runtime forced to the last exit).
+
+    Raises
+    ------
+    TTamerError
+        If ``tau`` is not a number or NaN, or ``n_exits`` not an integer in ``1..MAX_EXITS``.
+    """
 
     def __init__(self, n_exits: int, tau: float) -> None:
-        if np.isnan(tau):
-            raise TTamerError("tau must be a number, got nan")
-        if int(n_exits) < 1:
-            raise TTamerError(f"n_exits must be >= 1, got {n_exits}")
-        self.n_exits, self.tau = int(n_exits), float(tau)
+        self.tau = check_tau(tau)
+        self.n_exits = check_n_exits(n_exits)
         self.thresholds = np.r_[np.full(self.n_exits - 1, self.tau), -np.inf]
         self.name = f"max-prob >= {tau:g}"
         self._exit = [np.full(1, i, dtype=np.int64) for i in range(self.n_exits)]

@@ -52,12 +52,13 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.policy import Policy, rollout
+from ..core.validate import check_bool, check_int
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.tamer import ThresholdTamer
 from ..earlyexit.traces import ExitDecisions, Trace
-from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, input_length, input_slice, medians_in_turns,
-                       resolve_device, rows_on, take)
+from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_inputs, input_error, input_length,
+                       input_slice, medians_in_turns, resolve_device, rows_on, take)
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
                     begin_run,
                     is_runtime_rule,
@@ -120,6 +121,27 @@ class ServeResult(ExitDecisions):
 
 
 # --------------------------------------------------------------------------- the runtime
+def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
+    """A batch size: an int ``>= 1`` (floats, bools, strings and ``None`` refused, not converted)."""
+    return check_int(batch_size, name, minimum=1)
+
+
+def batches(inputs: Any, n: int, bs: int, run: Callable[[Any, int], Any]) -> list:
+    """``run(batch, rows)`` on the consecutive batches of ``bs`` of the ``n`` inputs. A torch
+    error on the first batch (mismatched shapes, dtypes: the inputs are not what the model
+    takes) becomes a :class:`~ttamer.core.errors.TTamerError` naming the inputs' shape and dtype."""
+    out: list = []
+    oom = getattr(_torch(), "OutOfMemoryError", ())
+    try:
+        for s in range(0, n, bs):
+            out.append(run(input_slice(inputs, s, s + bs), min(bs, n - s)))
+    except RuntimeError as exc:
+        if out or isinstance(exc, oom):  # the model ran before: not a matter of the inputs' form
+            raise
+        raise input_error(inputs, exc) from exc
+    return out
+
+
 class _Runtime:
     """Rollout of a policy whose ``reveal`` runs models; subclasses compute exits."""
 
@@ -160,7 +182,10 @@ class _Runtime:
     def _states(self, probs: np.ndarray, rows: np.ndarray, node: int) -> np.ndarray:
         s = np.asarray(self.state_fn(probs[rows], int(node)), dtype=np.int64).reshape(-1)
         K = int(self.policy.instance.n_states[node])
-        if len(s) != len(rows) or (len(s) and (s.min() < 0 or s.max() >= K)):
+        if len(s) != len(rows):
+            raise TTamerError(f"state_fn returned {len(s)} states for the {len(rows)} rows of node {node}; "
+                              "it must return one state per row")
+        if len(s) and (s.min() < 0 or s.max() >= K):
             raise TTamerError(f"state_fn returned states {s[:5].tolist()}... for node {node} "
                               f"({len(rows)} rows, expected values in 0..{K - 1})")
         return s
@@ -216,16 +241,21 @@ class _Runtime:
 
     def serve(self, inputs: Any, batch_size: int = 1) -> ServeResult:
         """Answer every input: ``batch_size = 1`` one at a time, else in batches whose stopped
-        examples leave the batch. Wall-clock time measured end to end."""
-        n = input_length(inputs)
-        bs = int(batch_size)
-        if bs < 1:
-            raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
-        parts = []
+        examples leave the batch. Wall-clock time measured end to end.
+
+        Raises
+        ------
+        TTamerError
+            If ``batch_size`` is not an integer ``>= 1``; if ``inputs`` are empty, not a
+            sequence, or a float array / tensor holding NaN or infinity (checked once, before
+            the clock starts); if the model fails on the first batch (inputs of a shape or dtype
+            it does not take); if a ``state_fn`` returns other than one valid state per row.
+        """
+        n = check_inputs(inputs)
+        bs = check_batch_size(batch_size)
         t0 = time.perf_counter()
         run = self._run_rule_batch if getattr(self, "rule", None) is not None else self._run_batch
-        for s in range(0, n, bs):
-            parts.append(run(input_slice(inputs, s, s + bs), min(bs, n - s)))
+        parts = batches(inputs, n, bs, run)
         seconds = time.perf_counter() - t0
         if len(parts) == 1:  # one batch (e.g. one query): its arrays as they are
             cat, timing = parts[0], dict(parts[0]["timing"])
@@ -268,8 +298,7 @@ class EarlyExitServer(_Runtime):
                  compact: bool = True) -> None:
         if not isinstance(model, MultiExitModel):
             raise TTamerError(f"model must be a MultiExitModel, got {type(model).__name__}")
-        if not isinstance(compact, (bool, np.bool_)):
-            raise TTamerError(f"compact must be True or False, got {compact!r}")
+        compact, compile = check_bool(compact, "compact"), check_bool(compile, "compile")
         self.model = model
         self.n_nodes = model.n_exits
         self.rule: Any = None
@@ -543,9 +572,7 @@ class EarlyExitServer(_Runtime):
         max-probability rule's -- what a rule whose state costs more per exit pays. A list of
         rules (``None`` for the max-probability rule) gives ``[R, L]``, the rules taking turns
         on every batch, so that a slow spell of the machine hits them alike."""
-        n, bs = input_length(inputs), int(batch_size)
-        if bs < 1:
-            raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+        n, bs = input_length(inputs), check_batch_size(batch_size)
         if int(repeats) < 1:
             raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
         many = isinstance(rule, (list, tuple))
@@ -582,29 +609,18 @@ class EarlyExitServer(_Runtime):
         batch was, and ``"gather_ms": [per k]``, what a stop that leaves ``k`` rows running costs
         beyond that (:meth:`gather_cost`). A block's time is far from proportional to its rows;
         :func:`~ttamer.serving.latency.served_cost` prices batched serving with this table."""
+        batch_size = check_batch_size(batch_size)
         if int(profile_examples) < 0:
             raise TTamerError(f"profile_examples must be >= 0, got {profile_examples!r}")
         rows_grid = sorted({int(k) for k in profile_rows})
         if rows_grid and (rows_grid[0] < 1 or rows_grid[-1] > int(batch_size)):
             raise TTamerError(f"profile_rows must be row counts in 1..batch_size ({batch_size}), "
                               f"got {list(profile_rows)!r}")
-        torch = _torch()
-        n = input_length(inputs)
+        n = check_inputs(inputs)
         L = self.n_nodes
-        out, times = [], []
-        with torch.inference_mode():
-            for s in range(0, n, int(batch_size)):
-                batch = input_slice(inputs, s, s + int(batch_size))
-                marks = [time.perf_counter()]
-                h, ctx = self.model.prepare(batch, self.device)
-                probs = []
-                for i in range(L):
-                    h = self.model.blocks[i](h, ctx)
-                    probs.append(_softmax_np(self.model.heads[i](h, ctx)))
-                    self._sync()
-                    marks.append(time.perf_counter())
-                out.append(np.stack(probs, axis=1))
-                times.append(np.diff(marks) / len(probs[0]))
+        with _torch().inference_mode():
+            got = batches(inputs, n, batch_size, self._all_exits)
+        out, times = [g[0] for g in got], [g[1] for g in got]
         timed = times[warmup:] if len(times) > warmup else times
         cost_ms = 1e3 * np.median(np.stack(timed), axis=0)
         m = {"model": "served multi-exit model", "dataset": "?", "cost_unit": "ms/example",
@@ -624,6 +640,18 @@ class EarlyExitServer(_Runtime):
             m["batch_cost"] = {"rows": rows_grid, "ms_per_batch": table.tolist(), "gather_ms": gather.tolist()}
         return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
 
+    def _all_exits(self, batch: Any, _rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every exit on one batch: its softmax ``[B, L, C]`` and each block's seconds per row."""
+        marks = [time.perf_counter()]
+        h, ctx = self.model.prepare(batch, self.device)
+        probs = []
+        for i in range(self.n_nodes):
+            h = self.model.blocks[i](h, ctx)
+            probs.append(_softmax_np(self.model.heads[i](h, ctx)))
+            self._sync()
+            marks.append(time.perf_counter())
+        return np.stack(probs, axis=1), np.diff(marks) / len(probs[0])
+
     def rows_cost(self, inputs: Any, batch_size: int, rows: Sequence[int], repeats: int = 3) -> np.ndarray:
         """``[R, L]`` wall-clock ms of each exit on ``k`` rows (``k`` in ``rows``, each at most
         ``batch_size``) of a batch of ``batch_size`` inputs prepared together -- the rows a served
@@ -632,7 +660,7 @@ class EarlyExitServer(_Runtime):
         rotated from batch to batch), ``repeats`` times, and each keeps its median, so that a
         slow spell of the machine hits them alike; then the mean over the batches after the
         first (a warm-up)."""
-        n, bs = input_length(inputs), int(batch_size)
+        n, bs = input_length(inputs), check_batch_size(batch_size)
         ks = [min(int(k), bs) for k in rows]
         forced = max_prob_rule(self.n_nodes, np.inf)
 
@@ -650,7 +678,7 @@ class EarlyExitServer(_Runtime):
         :meth:`rows_cost` times). Measured after exit 0, on every batch with the row counts and
         the two variants taking turns, ``repeats`` times, medians per batch, then the mean over
         the batches after the first (a warm-up)."""
-        n, bs = input_length(inputs), int(batch_size)
+        n, bs = input_length(inputs), check_batch_size(batch_size)
         ks = [int(k) for k in rows if int(k) < bs]
 
         def second_exit(b: int, j: int) -> float:  # variant 2i gathers ks[i] rows, 2i + 1 prepares them
@@ -683,28 +711,25 @@ class EarlyExitServer(_Runtime):
         return clock() - t0
 
     def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:
-        """The plain network (every block, the last head only, no policy): the baseline."""
-        torch = _torch()
-        n = input_length(inputs)
+        """The plain network (every block, the last head only, no policy): the baseline.
+
+        Raises
+        ------
+        TTamerError
+            As :meth:`serve`: a ``batch_size`` not an integer ``>= 1``, inputs empty or not
+            finite, or inputs the model fails on.
+        """
+        n = check_inputs(inputs)
+        bs = check_batch_size(batch_size)
         L = self.n_nodes
-        preds, lat, probs_all = [], [], []
-        t_prep = 0.0
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            for s in range(0, n, int(batch_size)):
-                tb = time.perf_counter()
-                h, ctx = self.model.prepare(input_slice(inputs, s, s + int(batch_size)), self.device)
-                self._sync()
-                t_prep += time.perf_counter() - tb
-                for i in range(L):
-                    h = self.model.blocks[i](h, ctx)
-                p = _softmax_np(self.model.heads[L - 1](h, ctx))
-                self._sync()
-                lat.append(np.full(len(p), time.perf_counter() - tb))
-                preds.append(p.argmax(axis=1))
-                probs_all.append(p)
+        with _torch().inference_mode():
+            got = batches(inputs, n, bs, self._full_batch)
         seconds = time.perf_counter() - t0
-        P = np.concatenate(probs_all)
+        t_prep = float(sum(g[1] for g in got))
+        P = np.concatenate([g[0] for g in got])
+        lat = [np.full(len(g[0]), g[2]) for g in got]
+        preds = [g[0].argmax(axis=1) for g in got]
         probs = np.full((n, L, P.shape[1]), np.nan, dtype=np.float32)
         probs[:, L - 1] = P
         states = np.full((n, L), -1, dtype=np.int64)
@@ -713,7 +738,20 @@ class EarlyExitServer(_Runtime):
         timing = {"prepare": t_prep, "network": seconds - t_prep, "states": 0.0, "policy": 0.0}
         return ServeResult(np.full(n, L - 1), np.full(n, L - 1), np.concatenate(lat), consulted=consulted,
                            prediction=np.concatenate(preds), states=states, seconds=seconds, probs=probs,
-                           batch_size=int(batch_size), timing=timing)
+                           batch_size=bs, timing=timing)
+
+    def _full_batch(self, batch: Any, _rows: int) -> tuple[np.ndarray, float, float]:
+        """One batch through every block and the last head: ``(softmax [B, C], seconds
+        preparing, seconds in all)``."""
+        tb = time.perf_counter()
+        h, ctx = self.model.prepare(batch, self.device)
+        self._sync()
+        t_prep = time.perf_counter() - tb
+        for block in self.model.blocks:
+            h = block(h, ctx)
+        p = _softmax_np(self.model.heads[self.n_nodes - 1](h, ctx))
+        self._sync()
+        return p, t_prep, time.perf_counter() - tb
 
 
 class CascadeServer(_Runtime):

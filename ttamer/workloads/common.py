@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..core.errors import TraceError, TTamerError
-from ..core.validate import check_int, check_seed, escape_text
+from ..core.validate import check_int, check_seed, escape_text, magnitude
 from ..earlyexit.traces import Trace
 from ..serving.adapters import quiet, resolve_device
 
@@ -261,12 +261,21 @@ def environment_meta(device: "torch.device") -> dict:  # noqa: F821
     return {"hardware": hw, "versions": versions}
 
 
-def split_indices(n: int, n_head: int, n_trace: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint sorted index sets (head-train, trace) drawn without replacement from ``range(n)``."""
+def split_indices(n: int, n_head: int, n_trace: int, seed: int, names: tuple[str, str] = ("n_head", "n_trace"),
+                  what: str = "examples available") -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted index sets (head-train, trace) drawn without replacement from ``range(n)``.
+
+    Raises
+    ------
+    TTamerError
+        If either size is below 1 or together they exceed ``n``; ``names`` name them (e.g.
+        ``("--n-head", "--n-trace")``) and ``what`` the ``n`` examples in the message.
+    """
+    a, b = names
     if n_head < 1 or n_trace < 1:
-        raise TTamerError(f"n_head and n_trace must be >= 1, got {n_head} and {n_trace}")
+        raise TTamerError(f"{a} and {b} must be >= 1, got {n_head} and {n_trace}")
     if n_head + n_trace > n:
-        raise TTamerError(f"n_head + n_trace = {n_head + n_trace} exceeds the {n} examples available")
+        raise TTamerError(f"{a} + {b} = {magnitude(n_head + n_trace)} exceeds the {n:,} {what}")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[:n_head]), np.sort(perm[n_head:n_head + n_trace])
 
@@ -393,11 +402,20 @@ def train_linear_heads(features: Sequence[np.ndarray], labels: np.ndarray, n_cla
     deviation ``s``) the head minimises ``mean CE(W z + b, y) + weight_decay · ||W||²``,
     ``z = (x - m)/s``, by L-BFGS; the standardisation is folded into the returned
     ``nn.Linear`` (weight ``W/s``, bias ``b - (W/s) m``), so it applies to raw features.
+
+    Raises
+    ------
+    TTamerError
+        If fewer than 2 examples are given (the spread of a feature needs two) or an exit's
+        features are not ``[n, D]`` for the ``n`` labels.
     """
     import torch
     from torch import nn
 
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if y.ndim != 1 or len(y) < 2:
+        raise TTamerError(f"exit heads need at least 2 training examples (each feature is standardised by its "
+                          f"spread over them), got labels of shape {tuple(y.shape)}")
     heads = []
     for i, feats in enumerate(features):
         x = torch.as_tensor(np.asarray(feats), dtype=torch.float32)

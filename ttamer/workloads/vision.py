@@ -356,26 +356,33 @@ def generate_vision_trace(profile: str = "offline", *, seed: int = 0, device: st
                           n_train: int | None = None, n_test: int | None = None,
                           epochs: int | None = None, batch_size: int | None = None,
                           width: int | None = None, cache: str | os.PathLike | None = None,
-                          progress: bool = True) -> WorkloadResult:
+                          progress: bool = True, label: Callable[[str], str] | None = None) -> WorkloadResult:
     """Build the image early-exit trace (the book's chapter *Early exit on real models*); see the module docstring.
 
     ``n_train`` images of the train split (seeded sample) train the network and its heads;
     ``n_test`` images of the test split form the trace. ``cache`` is unused (the data are
     local files or the hub's own cache); it is accepted for a uniform interface. The seed and
     sizes are checked (:func:`~ttamer.workloads.common.check_workload_seed`, :func:`check_sizes`)
-    before anything is loaded or built.
+    before anything is loaded or built. ``label``: the name of a size in messages (e.g.
+    ``"n_test"`` -> ``"--n-test"``, as in :func:`check_sizes`).
+
+    Raises
+    ------
+    TTamerError
+        If the seed or a size is refused (:func:`check_sizes`), naming it.
     """
     seed = check_workload_seed(seed)
     cfg = profile_config(profile, n_train=n_train, n_test=n_test, epochs=epochs,
                          batch_size=batch_size, width=width)
-    check_sizes(cfg)
+    check_sizes(cfg, label)
     if cfg["source"] == "fashion_mnist":
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     with quiet_libraries(progress):
-        return _generate(cfg, profile, seed, device, progress)
+        return _generate(cfg, profile, seed, device, progress, label or (lambda key: key))
 
 
-def _generate(cfg: dict[str, Any], profile: str, seed: int, device: Any, progress: bool) -> WorkloadResult:
+def _generate(cfg: dict[str, Any], profile: str, seed: int, device: Any, progress: bool,
+              name: Callable[[str], str] = lambda key: key) -> WorkloadResult:
     """The run of :func:`generate_vision_trace` on checked settings ``cfg``."""
     import torch
 
@@ -383,9 +390,9 @@ def _generate(cfg: dict[str, Any], profile: str, seed: int, device: Any, progres
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     (train_ds, shape), (test_ds, _) = load_split(cfg, cfg["train_split"]), load_split(cfg, cfg["test_split"])
-    tr_idx = sample_indices(len(train_ds), cfg["n_train"], seed, "n_train",
+    tr_idx = sample_indices(len(train_ds), cfg["n_train"], seed, name("n_train"),
                             f"images of the {cfg['train_split']} split")
-    te_idx = sample_indices(len(test_ds), cfg["n_test"], seed + 1, "n_test",
+    te_idx = sample_indices(len(test_ds), cfg["n_test"], seed + 1, name("n_test"),
                             f"images of the {cfg['test_split']} split")
     xtr, ytr = images_of(train_ds, shape, tr_idx)
     pix = xtr.reshape(-1, xtr.shape[-1]) / 255.0

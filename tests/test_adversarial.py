@@ -138,3 +138,52 @@ def test_ratio_of_edge_cases():
     assert A.ratio_of(0.0, 0.0) == 1.0
     assert A.ratio_of(1.0, 0.0) == np.inf
     assert A.ratio_of(2.0, 1.0) == 2.0
+
+
+@pytest.mark.parametrize("alpha", [None, "abc", [3], "3", True])
+def test_alpha_must_be_a_real_number(alpha):
+    with pytest.raises(TTamerError, match="alpha must be a number"):
+        A.paper_family(alpha)
+
+
+def test_string_parameters_are_refused():
+    with pytest.raises(TTamerError, match="delta"):
+        A.floor_family("0.1")
+    with pytest.raises(TTamerError, match="beta"):
+        A.costly_family(2.0, 0.5, "1")
+    with pytest.raises(TTamerError, match="lam"):
+        A.costly_family(2.0, "0.5")
+
+
+def test_family_sizes_are_bounded():
+    for build in (A.chain_family, A.star_family, A.chain_family_values, A.star_family_values):
+        with pytest.raises(TTamerError, match=f"<= {A.MAX_FAMILY_NODES}"):
+            build(2.0, 10**9)
+    with pytest.raises(TTamerError, match="MAX_FAMILY_SCALE"):
+        A.chain_family_values(2.0, 1100)  # 2**1099 overflows a float
+    with pytest.raises(TTamerError, match="MAX_FAMILY_SCALE"):
+        A.paper_family(1e101)
+    assert A.paper_family_values(300.0)["ratio"] == 300.0
+
+
+@pytest.mark.parametrize("bad, match", [(dict(n=10**9), "n"), (dict(k=10**9), "k"), (dict(k=2.0), "k"),
+                                        (dict(restarts=10**9), "MAX_SEARCH_ITERATIONS"), (dict(maxiter=0), "maxiter"),
+                                        (dict(seed=-1), "seed"), (dict(seed="x"), "seed")])
+def test_search_arguments_are_checked_before_work(bad, match):
+    with pytest.raises(TTamerError, match=match):
+        A.search_worst_ratio("chain", **bad)
+
+
+def test_root_cost_bound_and_ratio_of_check_their_arguments():
+    inst = A.costly_family(2.0, 0.5)
+    for lam in (float("nan"), 2, "0.5"):
+        with pytest.raises(TTamerError, match="lam"):
+            A.root_cost_bound(inst, lam)
+    with pytest.raises(TTamerError, match="Instance"):
+        A.root_cost_bound(None, 0.5)
+    with pytest.raises(TTamerError, match="no_recall"):
+        A.ratio_of(-1.0, 1.0)
+    with pytest.raises(TTamerError, match="no_recall"):
+        A.ratio_of("1", 1.0)
+    with pytest.raises(TTamerError, match="recall"):
+        A.ratio_of(1.0, float("nan"))

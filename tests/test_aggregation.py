@@ -94,3 +94,30 @@ def test_bad_parameters():
         aggregate_instance(inst, [np.array([0, 2, 2])] * 3)
     with pytest.raises(TTamerError, match="labels"):
         aggregate_instance(inst, [np.zeros(3, dtype=int)] * 2)
+
+
+def test_labels_and_optimum_are_checked():
+    inst = random_instance(0, kind="chain", n=3, k=3)
+    for labels in (None, 5, [np.array([0.0, 1.0, 1.0])] * 3, [np.array([True, False, True])] * 3):
+        with pytest.raises(TTamerError, match="labels"):
+            aggregate_instance(inst, labels)
+    with pytest.raises(TTamerError, match="Instance"):
+        aggregate_instance(None, [np.zeros(3, dtype=int)] * 3)
+    for optimum in ("x", float("nan"), -1.0):
+        with pytest.raises(TTamerError, match="optimum"):
+            aggregation_error(inst, 0.5, 2, optimum=optimum)
+    for seed in (-1, "x"):
+        with pytest.raises(TTamerError, match="seed"):
+            cluster_states(inst, 2, "kmeans", seed)
+
+
+def test_loss_quantile_labels_checks_its_arguments():
+    loss, pi = np.array([0.1, 0.2]), np.array([0.5, 0.5])
+    with pytest.raises(TTamerError, match="q"):
+        loss_quantile_labels(loss, pi, 0)
+    with pytest.raises(TTamerError, match="same length"):
+        loss_quantile_labels(loss, np.array([1.0]), 2)
+    with pytest.raises(TTamerError, match="finite"):
+        loss_quantile_labels(np.array([np.nan, 0.2]), pi, 2)
+    with pytest.raises(TTamerError, match="non-negative"):
+        loss_quantile_labels(loss, np.array([1.5, -0.5]), 1)

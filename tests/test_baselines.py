@@ -102,3 +102,55 @@ def test_oracle_frontier_bounds_every_strategy(trace):
         q = sweep_points(d, trace)
         # each point is at most as accurate as the oracle at the same cost (up to one example)
         assert np.all(q["accuracy"] <= accuracy_at(front, q["cost"]) + 1.0 / trace.n_examples + 1e-12)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda t: bl.patience(t, [1.5]), "patiences must be a non-empty 1-D array of integers"),
+    (lambda t: bl.patience(t, [True]), "patiences must be"),
+    (lambda t: bl.patience(t, [np.nan]), "patiences must be"),
+    (lambda t: bl.patience(t, [-1]), "patiences must be .* >= 0, got -1"),
+    (lambda t: bl.static_exit(t, [1.5]), "exits must be"),
+    (lambda t: bl.static_exit(t, [True]), "exits must be"),
+    (lambda t: bl.static_exit(t, [2**63]), r"exits must be .* in 0\.\.4"),
+    (lambda t: bl.oracle(t, budgets=[-1]), r"budgets must be .* in 0\.\.4, got -1"),
+    (lambda t: bl.oracle(t, budgets=[1.5]), "budgets must be"),
+    (lambda t: bl.oracle(t, budgets=[10**12]), "budgets must be"),
+    (lambda t: bl.oracle_frontier(t, n_points=-1), "n_points must be >= 2"),
+    (lambda t: bl.oracle_frontier(t, n_points="3"), "n_points must be an integer"),
+    (lambda t: bl.oracle_frontier(t, n_points=10**9), "n_points must be <= 2000"),
+    (lambda t: bl.full_model(None), "full_model expects a ttamer Trace"),
+    (lambda t: bl.max_prob_threshold(t, [np.nan]), r"thresholds\[0\] must be a number, not nan"),
+    (lambda t: bl.max_prob_threshold(t, []), "thresholds must be a non-empty"),
+    (lambda t: bl.max_prob_threshold(t, [[0.5]]), "thresholds must be a non-empty 1-D"),
+    (lambda t: bl.entropy_threshold(t, "x"), "thresholds must be"),
+    (lambda t: bl.entropy_threshold(t, np.full(10**5, 0.5)), "at most 2,000"),
+    (lambda t: bl.default_thresholds(t.max_prob, 0), "n must be >= 4"),
+    (lambda t: bl.default_thresholds(t.max_prob, 1.5), "n must be an integer"),
+    (lambda t: bl.default_thresholds(np.array([])), "values must be a non-empty"),
+])
+def test_bad_baseline_arguments_are_named(trace, call, match):
+    with pytest.raises(TTamerError, match=match):
+        call(trace)
+
+
+def test_baselines_keep_numpy_integers_and_infinite_thresholds(trace):
+    assert bl.static_exit(trace, np.arange(2, dtype=np.uint8)).last[:, 0].tolist() == [0, 1]
+    assert bl.oracle(trace, budgets=np.array([4], dtype=np.int32)).last.shape == (1, trace.n_examples)
+    assert (bl.max_prob_threshold(trace, [np.inf]).last == 4).all()
+
+
+heuristics = pytest.importorskip("ttamer.earlyexit.heuristics")
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda t: heuristics.threshold_curve(None, "max-prob"), "threshold_curve expects a ttamer Trace"),
+    (lambda t: heuristics.sweep(t, "max-prob", [[0.5]]), "taus must be a non-empty 1-D"),
+    (lambda t: heuristics.sweep(t, "max-prob", "x"), "taus must be"),
+    (lambda t: heuristics.sweep(t, "max-prob", [np.nan]), r"taus\[0\] must be a number, not nan"),
+    (lambda t: heuristics.complete_sweep(t, "max-prob", max_points=0), "max_points must be >= 2"),
+    (lambda t: heuristics.complete_sweep(t, "max-prob", max_points=1.5), "max_points must be an integer"),
+    (lambda t: heuristics.complete_sweep(t, "max-prob", max_points="5"), "max_points must be an integer"),
+])
+def test_bad_heuristic_arguments_are_named(trace, call, match):
+    with pytest.raises(TTamerError, match=match):
+        call(trace)

@@ -252,3 +252,39 @@ def test_cascade_workload_tiny_real_run(tmp_path):
     again = get_cascade_trace(n_head=80, n_trace=48, max_length=32, batch_size=8, cache=path, progress=False)
     assert again.exit_names == ct.exit_names and (get_cascade_trace(n_head=80, n_trace=48, max_length=32, batch_size=8,
                                                                     cache=path).probs == again.probs).all()
+
+
+def _cascade(name):
+    """A function of the cascade module not imported at the top of this file."""
+    return getattr(importlib.import_module("ttamer.earlyexit.cascade"), name)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda c, t: CascadeTamer(K=10**9).fit(c), "K must be <= 1000"),
+    (lambda c, t: CascadeTamer().fit(c).decide_sweep(t, []), "lams must be a non-empty"),
+    (lambda c, t: CascadeTamer().fit(c).decide_sweep(t, "0.5"), "lams must be a non-empty"),
+    (lambda c, t: CascadeTamer().fit(c).decide_sweep(t, [0.5, np.nan]), r"lams\[1\] must be a finite number"),
+    (lambda c, t: _cascade("compare_strategies")(c, t, lams=[]), "lams must be a non-empty"),
+    (lambda c, t: threshold_cascade(t, ["cheap", "big"], grid=0), "grid must be >= 2"),
+    (lambda c, t: threshold_cascade(t, ["cheap", "big"], grid=True), "grid must be an integer"),
+    (lambda c, t: threshold_cascade(t, ["cheap", "big"], grid=1.5), "grid must be an integer"),
+    (lambda c, t: threshold_cascade(t, ["cheap", "big"], grid=10**6), "MAX_SWEEP_CELLS"),
+    (lambda c, t: threshold_cascade(t, ["cheap", "big"], thresholds="x"), "thresholds must be"),
+    (lambda c, t: threshold_cascade(t, ["cheap", "big"], thresholds=[[np.nan]]), r"thresholds\[0\]\[0\]"),
+    (lambda c, t: threshold_cascade(t, None), "cascade sequence must be a list"),
+    (lambda c, t: threshold_cascade(None, ["cheap", "big"]), "threshold_cascade expects a ttamer Trace"),
+    (lambda c, t: oracle(None), "oracle expects a ttamer Trace"),
+    (lambda c, t: _cascade("frontier_metrics")({"big": single_model(t, "big")}, t, 0.0), "scale must be > 0"),
+    (lambda c, t: _cascade("frontier_metrics")({"big": single_model(t, "big")}, t, np.nan), "scale must be finite"),
+    (lambda c, t: _cascade("frontier_metrics")({"big": single_model(t, "big")}, t, "1"), "scale must be a number"),
+])
+def test_bad_sizes_and_arguments_are_named(data, call, match):
+    cal, test = data
+    with pytest.raises(TTamerError, match=match):
+        call(cal, test)
+
+
+def test_threshold_cascade_keeps_infinite_thresholds(data):
+    _, test = data
+    d = threshold_cascade(test, ["cheap", "big"], thresholds=[[np.inf], [-np.inf]])
+    assert (d.last[0] == test.node_id("big")).all() and (d.last[1] == test.node_id("cheap")).all()

@@ -169,3 +169,13 @@ def test_empty_path_is_reported_as_empty():
     with pytest.raises(InstanceError, match=r"instance file is an empty path") as err:
         load_instance("")
     assert "folder" not in str(err.value)
+
+
+def test_chain_needs_a_node_and_iterable_skips():
+    with pytest.raises(InstanceError, match="at least one node"):
+        Instance.chain([], [0.5, 0.5], [], [])
+    args = ([[0.1, 0.2], [0.3, 0.0]], [0.5, 0.5], [[[0.5, 0.5], [0.2, 0.8]]], [1.0, 1.0])
+    with pytest.raises(InstanceError, match="'skips' must be an iterable"):
+        Instance.chain(*args, skips=5)
+    with pytest.raises(InstanceError, match="'skips' must be an iterable"):
+        Instance.tree([None, 0], args[0], [args[1], args[2][0]], args[3], skips=5)

@@ -35,3 +35,15 @@ def test_simulation_is_reproducible_and_answers_follow_the_rule():
     consulted = np.where(states >= 0, pol._loss_table[np.arange(inst.n), states.clip(0)], np.inf)
     best = np.minimum(consulted.min(axis=1), inst.fallback)
     np.testing.assert_array_equal(a.samples["loss"], best)
+
+
+def test_evaluate_exactly_checks_its_arguments():
+    from ttamer import Instance, TTamerError
+
+    inst = Instance.chain([[0.1, 0.2], [0.3, 0.0]], [0.5, 0.5], [[[0.5, 0.5], [0.2, 0.8]]], [1.0, 1.0])
+    pol = solve(inst, 0.5).policy
+    for max_histories in (0, -1, 1.5, "x", True):
+        with pytest.raises(TTamerError, match="max_histories"):
+            evaluate_exactly(pol, max_histories)
+    with pytest.raises(TTamerError, match="Policy"):
+        evaluate_exactly(None)

@@ -283,3 +283,35 @@ def test_regenerating_reproduces_shipped_chain(shipped):
     np.testing.assert_array_equal(ct.labels, shipped.labels)
     np.testing.assert_array_equal(ct.cost, shipped.cost)
     np.testing.assert_allclose(ct.probs, shipped.probs, atol=1e-4)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda c, t: S.SkipTamer(K=10**9, regions="bins").fit(c), "K must be <= 1000"),
+    (lambda c, t: S.SkipTamer(lams=np.linspace(0.01, 0.99, 10**6)).fit(c), "at most 2,000"),
+    (lambda c, t: S.SkipTamer(lams=["a"]).fit(c), "lams must be a non-empty"),
+    (lambda c, t: S.skip_chain_instance(c, K=10**6), "K must be <= 1000"),
+    (lambda c, t: S.skip_chain_instance(c, K=0), "K must be >= 1"),
+    (lambda c, t: S.skip_chain_instance(c, K=1.5), "K must be an integer"),
+    (lambda c, t: S.skip_chain_instance(c, scale=0.0), "scale must be > 0"),
+    (lambda c, t: S.exact_skip_decisions(c, t, []), "lams must be a non-empty"),
+    (lambda c, t: S.sequential_threshold(c, t, max_points=0), "max_points must be >= 2"),
+    (lambda c, t: S.sequential_threshold(c, t, max_points=1.5), "max_points must be an integer"),
+    (lambda c, t: S.sequential_threshold(c, t, max_points=10**9), "max_points must be <= 2000"),
+    (lambda c, t: S.tradeoff(S.fixed_routes(t)["m2"], t, 0.5, 0), "scale must be > 0"),
+    (lambda c, t: S.tradeoff(S.fixed_routes(t)["m2"], t, [0.5, 0.6], 1.0), "lams has 2 values"),
+])
+def test_bad_sizes_and_arguments_are_named_before_work(call, match):
+    cal, test = random_chain(seed=5).split(0.5, seed=1)
+    with pytest.raises(TTamerError, match=match):
+        call(cal, test)
+
+
+def test_decide_sweep_and_describe_refuse_bad_lams():
+    cal, test = random_chain(seed=6).split(0.5, seed=1)
+    tm = S.SkipTamer(lams=[0.5, 0.9]).fit(cal)
+    for bad in ("x", [], [np.nan], [[0.5]]):
+        with pytest.raises(TTamerError, match="lams"):
+            tm.decide_sweep(test, bad)
+    with pytest.raises(TTamerError, match="lam must be in"):
+        tm.describe(np.nan)
+    assert tm.decide_sweep(test, np.array([0.9])).params.tolist() == [0.9]

@@ -94,3 +94,28 @@ def test_threshold_needs_a_chain():
     inst = random_instance(0, kind="tree", n=4)
     with pytest.raises(TTamerError, match="chain"):
         ThresholdPolicy(inst, 0.5, 0.2)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(n=True), "n"), (dict(n=10**9), "MAX|<="), (dict(k=1.5), "k"), (dict(k="3"), "k"), (dict(k=[2]), "k"),
+    (dict(k=10**9), "k"), (dict(n=1000, k=1000), "MAX_ENTRIES"), (dict(kind="skips", n=2000), "n"),
+    (dict(cost_scale="1"), "cost_scale"), (dict(roots=-1), "roots"), (dict(roots=1.5), "roots"),
+    (dict(skip_discount=float("inf")), "skip_discount"), (dict(correlation=float("nan")), "correlation")])
+def test_random_instance_refuses_coercion_and_huge_sizes(bad, match):
+    with pytest.raises(TTamerError, match=match):
+        random_instance(0, **bad)
+
+
+@pytest.mark.parametrize("rng", [-1, "x", 1.5])
+def test_random_instance_checks_the_seed(rng):
+    with pytest.raises(TTamerError, match="rng"):
+        random_instance(rng)
+
+
+def test_kernels_check_their_arguments():
+    for k_from, k_to in [(2, 0), (-1, 2), (1.5, 2), (10**9, 10**9)]:
+        with pytest.raises(TTamerError, match="k_"):
+            monotone_kernel(k_from, k_to)
+    for rho in (-1.0, 2.0, float("nan")):
+        with pytest.raises(TTamerError, match="rho"):
+            correlated_transition(np.random.default_rng(0), 2, 3, rho)

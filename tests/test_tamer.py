@@ -374,3 +374,31 @@ def test_per_exit_sweep_holds_at_most_max_sweep_cells_decisions(monkeypatch):
     monkeypatch.setattr(tamer_mod, "MAX_SWEEP_CELLS", 15 * test.n_examples)
     dec = t.frontier_sweep(test)
     assert unbounded > 16 >= len(dec.answer) - 1 >= 2
+
+
+@pytest.mark.parametrize("args, match", [
+    ((0.9, 0.01, 1.5, 100), "SLO confidence must be in \\[0.5, 1\\)"),
+    ((0.9, 0.01, 0.0, 100), "SLO confidence must be in \\[0.5, 1\\), got 0.0"),
+    ((0.9, np.nan, 0.9, 100), "drop must be finite"),
+    ((0.9, 0.01, 0.9, -5), "n_test must be >= 1"),
+    ((np.nan, 0.01, 0.9, 100), "full_accuracy must be finite"),
+])
+def test_meets_target_refuses_bad_arguments(split, args, match):
+    pts = slo_mod.static_points(split[0])
+    with pytest.raises(TTamerError, match=match):
+        slo_mod.meets_target(pts, *args)
+
+
+def test_slo_refuses_what_is_not_a_menu_or_a_tamer(fitted, split):
+    cal, test = split
+    with pytest.raises(TTamerError, match="SLO confidence must be a number"):
+        slo_mod.check_confidence("0.9")
+    with pytest.raises(TTamerError, match="tamer must be a fitted ThresholdTamer, got NoneType"):
+        slo_mod.tamer_points(None, cal)
+    with pytest.raises(TTamerError, match="b must be OperatingPoints"):
+        slo_mod.united(slo_mod.static_points(cal), None)
+    for tamers, match in (({"x": None}, "tamer must be a fitted"), ([], "tamers must be a dict")):
+        with pytest.raises(TTamerError, match=match):
+            slo_block(cal, test, tamers)
+    with pytest.raises(TTamerError, match="heuristics must be a tuple"):
+        slo_block(cal, test, {"ttamer": fitted}, heuristics="max-prob")

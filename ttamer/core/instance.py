@@ -336,7 +336,7 @@ class Instance:
 
     @property
     def label(self) -> str:
-        """How an error message names the instance: ``instance 'NAME'`` (the name cut to 60
+        """The instance as error messages name it, ``instance 'NAME'`` (the name cut to 60
         characters, control characters escaped by ``repr``), or ``an unnamed instance`` when
         its name is empty (a file without a ``"name"`` field; the command line adds the file's
         path to the message)."""
@@ -446,11 +446,19 @@ class Instance:
         -------
         Instance
             The validated chain.
+
+        Raises
+        ------
+        InstanceError
+            An argument, a node or a skip is invalid (``losses`` empty, ``skips`` not an
+            iterable of triples, ...); the message names it.
         """
         for label, seq in (("losses", losses), ("transitions", transitions)):
             if not hasattr(seq, "__len__") or isinstance(seq, (str, bytes, Mapping)):
                 raise InstanceError(f"{label!r} must be a sequence, got {_short(seq)}")
         n = len(losses)
+        if n == 0:
+            raise InstanceError("a chain needs at least one node, but 'losses' is empty")
         if len(transitions) != n - 1:
             raise InstanceError(f"a chain of {n} nodes needs {n - 1} transition matrices, got {len(transitions)}")
         parents = [None] + list(range(n - 1))
@@ -504,6 +512,12 @@ class Instance:
         -------
         Instance
             The validated forest.
+
+        Raises
+        ------
+        InstanceError
+            An argument, a node or a skip is invalid (``skips`` not an iterable of triples,
+            ...); the message names it.
         """
         for label, seq in (("losses", losses), ("parents", parents), ("matrices", matrices), ("costs", costs)):
             if not hasattr(seq, "__len__") or isinstance(seq, (str, bytes, Mapping)):
@@ -547,6 +561,8 @@ class Instance:
                     transition=None if is_root else matrices[v],
                 )
             )
+        if not hasattr(skips, "__iter__") or isinstance(skips, (str, bytes, Mapping)):
+            raise InstanceError(f"'skips' must be an iterable of (from, to, cost) triples, got {_short(skips)}")
         sk = []
         for k, skip in enumerate(skips):
             if not isinstance(skip, (tuple, list)) or len(skip) != 3:

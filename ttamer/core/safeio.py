@@ -179,7 +179,7 @@ def loads_strict(text: str, what: str, error: type[TTamerError] = TTamerError) -
 
 
 def check_json(value: Any, what: str, path: str, error: type[TTamerError] = TTamerError) -> None:
-    """Check that ``value`` is JSON that :func:`json.dumps` writes and :func:`loads_strict`
+    """Check that ``value`` is JSON that ``json.dumps`` writes and :func:`loads_strict`
     reads back equal (a tuple is read back as a list).
 
     Parameters

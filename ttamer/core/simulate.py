@@ -205,7 +205,7 @@ def evaluate_exactly(policy: Policy, max_histories: int = 4_000_000) -> ExactEva
     policy : Policy
         The policy to evaluate (its instance and :math:`\lambda` come with it).
     max_histories : int, default 4000000
-        Largest number of distinct histories held at once.
+        Largest number of distinct histories held at once (a positive integer).
 
     Returns
     -------
@@ -215,10 +215,16 @@ def evaluate_exactly(policy: Policy, max_histories: int = 4_000_000) -> ExactEva
 
     Raises
     ------
+    TTamerError
+        ``policy`` is not a :class:`~ttamer.core.policy.Policy`, or ``max_histories`` is not a
+        positive integer.
     SolverError
         The policy consults an unavailable node or a node twice, stops with no answer (no
         model consulted and no fallback), or holds more than ``max_histories`` histories.
     """
+    if not isinstance(policy, Policy):
+        raise TTamerError(f"policy must be a ttamer Policy, got {type(policy).__name__}")
+    max_histories = check_count(max_histories, "max_histories")
     inst = policy.instance
     states = np.full((1, inst.n), -1, dtype=np.int64)
     last = np.full(1, -1, dtype=np.int64)

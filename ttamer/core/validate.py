@@ -127,6 +127,72 @@ def check_fraction(fraction: Any, name: str = "calibration fraction", n: int | N
 
 
 # ------------------------------------------------------------------------------- terminal text
+def _array(values: Any, name: str, what: str, kinds: str, ndim: int | None, max_len: int | None,
+           empty: bool = False) -> np.ndarray:
+    """``values`` as an array of dtype kind in ``kinds`` (booleans, strings and objects refused)
+    and ``ndim`` dimensions, non-empty (unless ``empty``) and at most ``max_len`` long, else a
+    :class:`~ttamer.core.errors.TTamerError` naming ``name`` and saying ``what`` is allowed."""
+    try:
+        arr = None if isinstance(values, (str, bytes)) else np.asarray(values)
+    except (TypeError, ValueError):  # ragged nesting
+        arr = None
+    if arr is None or (arr.size and arr.dtype.kind not in kinds) or (ndim is not None and arr.ndim != ndim) or \
+            (arr.size == 0 and not empty):
+        raise TTamerError(f"{name} must be {what}, got {short_repr(values)}")
+    if max_len is not None and len(arr) > max_len:
+        raise TTamerError(f"{name} has {len(arr):,} values; at most {max_len:,} are allowed")
+    return arr
+
+
+def check_numbers(values: Any, name: str, *, ndim: int | None = 1, low: float | None = None,
+                  high: float | None = None, infinite: bool = False, max_len: int | None = None,
+                  empty: bool = False) -> np.ndarray:
+    """``values`` as a float array of ``ndim`` dimensions (any with ``None``), non-empty unless
+    ``empty``, of at most ``max_len`` rows, every value within ``[low, high]``, never ``nan``
+    and (unless ``infinite``) finite. Vectorised: one pass over the values.
+
+    Raises
+    ------
+    TTamerError
+        Naming ``name``, for booleans, strings, an empty or ragged array, the wrong number
+        of dimensions, too many rows, ``nan``, ``±inf`` (unless ``infinite``) or a value out
+        of range.
+    """
+    rng = "" if low is None and high is None else f" in [{-np.inf if low is None else low:g}, " \
+                                                   f"{np.inf if high is None else high:g}]"
+    shape = "" if ndim is None else f"{ndim}-D "
+    what = f"a {'' if empty else 'non-empty '}{shape}array of {'' if infinite else 'finite '}numbers{rng}"
+    arr = _array(values, name, what, "iuf", ndim, max_len, empty).astype(float, copy=False)
+    lo = -np.inf if low is None else low
+    hi = np.inf if high is None else high
+    bad = ~((arr >= lo) & (arr <= hi)) if infinite else ~(np.isfinite(arr) & (arr >= lo) & (arr <= hi))
+    if bad.any():
+        at = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+        where = "".join(f"[{i}]" for i in at)
+        raise TTamerError(f"{name}{where} must be a {'number, not nan' if infinite else 'finite number'}{rng}, "
+                          f"got {float(arr[at])}")
+    return arr
+
+
+def check_integers(values: Any, name: str, low: int, high: int | None, max_len: int) -> np.ndarray:
+    """``values`` as a non-empty 1-D ``int64`` array of at most ``max_len`` integers in
+    ``low..high`` (no bound but int64's for ``high=None``; NumPy integer arrays accepted,
+    floats, booleans and strings refused).
+
+    Raises
+    ------
+    TTamerError
+        Naming ``name``, for anything else.
+    """
+    top = np.iinfo(np.int64).max if high is None else high
+    what = f"a non-empty 1-D array of integers {f'>= {low}' if high is None else f'in {low}..{high}'}"
+    arr = _array(values, name, what, "iu", 1, max_len)
+    bad = (arr < low) | (arr > top)
+    if bad.any():
+        raise TTamerError(f"{name} must be {what}, got {int(arr[bad][0])} at index {int(np.argmax(bad))}")
+    return arr.astype(np.int64)
+
+
 def escape_text(text: Any, limit: int | None = None) -> str:
     """``text`` safe to print on a terminal: control characters, bidirectional overrides,
     lone surrogates and other non-printable characters become backslash escapes."""

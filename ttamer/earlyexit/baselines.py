@@ -25,14 +25,26 @@ with arrays ``[P, N]`` (``P`` parameter values, in ``params``):
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import check_int
+from .base import check_trace
+from .metrics import MAX_SWEEP_POINTS
+from ..core.validate import check_integers, check_numbers
 from .traces import ExitDecisions, Trace, target_labels
 
 FALLBACKS = ("last", "confident")
+
+
+def _thresholds(thresholds: Any, values: np.ndarray) -> np.ndarray:
+    """The checked ``thresholds`` (1-D, no ``nan``, ``±inf`` allowed), or
+    :func:`default_thresholds` of ``values`` for ``None``."""
+    if thresholds is None:
+        return default_thresholds(values)
+    return check_numbers(thresholds, "thresholds", infinite=True, max_len=MAX_SWEEP_POINTS)
 
 
 def _first_stop(stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,9 +56,18 @@ def _first_stop(stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def default_thresholds(values: np.ndarray, n: int = 100) -> np.ndarray:
-    """A sweep of ``n`` thresholds: quantiles of ``values`` (all exits pooled) plus the
-    extremes, so that the sweep runs from "always exit 0" to "never stop early"."""
-    q = np.quantile(values.ravel(), np.linspace(0.0, 1.0, max(n - 2, 2)))
+    """A sweep of about ``n`` thresholds: quantiles of ``values`` (all exits pooled) plus the
+    extremes, so that the sweep runs from "always exit 0" to "never stop early".
+
+    Raises
+    ------
+    TTamerError
+        Unless ``values`` is a non-empty array of finite numbers and ``n`` an integer in
+        ``4..MAX_SWEEP_POINTS`` (two quantiles and the two extremes at least).
+    """
+    values = check_numbers(values, "values", ndim=None)
+    n = check_int(n, "n", minimum=4, maximum=MAX_SWEEP_POINTS)
+    q = np.quantile(values.ravel(), np.linspace(0.0, 1.0, n - 2))
     lo, hi = float(values.min()), float(values.max())
     return np.unique(np.concatenate([[lo - 1.0], q, [hi + 1.0]]))
 
@@ -59,11 +80,19 @@ def _threshold_sweep(trace: Trace, score: np.ndarray, thresholds: np.ndarray, be
 
 def max_prob_threshold(trace: Trace, thresholds: Sequence[float] | None = None,
                        fallback: str = "last") -> ExitDecisions:
-    """Confidence threshold: stop at the first exit with max-probability ``≥ τ``."""
+    """Confidence threshold: stop at the first exit with max-probability ``≥ τ``.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, a ``fallback``
+        not in :data:`FALLBACKS`, or ``thresholds`` that are not a non-empty 1-D array of at
+        most :data:`~ttamer.earlyexit.metrics.MAX_SWEEP_POINTS` numbers (``±inf`` allowed, ``nan`` not).
+    """
+    mp = check_trace(trace, "max_prob_threshold").max_prob
     if fallback not in FALLBACKS:
         raise TTamerError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
-    mp = trace.max_prob
-    th = default_thresholds(mp) if thresholds is None else np.asarray(thresholds, dtype=float)
+    th = _thresholds(thresholds, mp)
     last, passed = _first_stop(_threshold_sweep(trace, mp, th, below=False))
     answer = last.copy()
     if fallback == "confident":
@@ -73,9 +102,15 @@ def max_prob_threshold(trace: Trace, thresholds: Sequence[float] | None = None,
 
 
 def entropy_threshold(trace: Trace, thresholds: Sequence[float] | None = None) -> ExitDecisions:
-    """DeeBERT: stop at the first exit with entropy ``≤ τ``; the last exit if none."""
-    h = trace.entropy
-    th = default_thresholds(h) if thresholds is None else np.asarray(thresholds, dtype=float)
+    """DeeBERT: stop at the first exit with entropy ``≤ τ``; the last exit if none.
+
+    Raises
+    ------
+    TTamerError
+        As :func:`max_prob_threshold`.
+    """
+    h = check_trace(trace, "entropy_threshold").entropy
+    th = _thresholds(thresholds, h)
     last, _ = _first_stop(_threshold_sweep(trace, h, th, below=True))
     return ExitDecisions.from_last(trace, last, last, th, "entropy")
 
@@ -92,38 +127,64 @@ def agreement_run_length(pred: np.ndarray) -> np.ndarray:
 
 def patience(trace: Trace, patiences: Sequence[int] | None = None) -> ExitDecisions:
     """PABEE: stop at the first exit whose prediction stayed the same for ``t`` consecutive
-    exits before it (counter ``≥ t``); the full model if never."""
-    L = trace.n_exits
-    ts = np.arange(L) if patiences is None else np.asarray(patiences, dtype=np.int64)
-    if (ts < 0).any():
-        raise TTamerError(f"patience values must be >= 0, got {ts.tolist()}")
+    exits before it (counter ``≥ t``); the full model if never.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, or
+        ``patiences`` that are not a non-empty 1-D array of at most :data:`~ttamer.earlyexit.metrics.MAX_SWEEP_POINTS`
+        integers ``>= 0``.
+    """
+    L = check_trace(trace, "patience").n_exits
+    ts = np.arange(L) if patiences is None else check_integers(patiences, "patiences", 0, None, MAX_SWEEP_POINTS)
     run = agreement_run_length(trace.predictions)
     last, _ = _first_stop(run[None] >= ts[:, None, None])
     return ExitDecisions.from_last(trace, last, last, ts, "patience")
 
 
 def static_exit(trace: Trace, exits: Sequence[int] | None = None) -> ExitDecisions:
-    """Always stop at exit ``k`` (one sweep point per ``k``; default every exit)."""
-    L, n = trace.n_exits, trace.n_examples
-    ks = np.arange(L) if exits is None else np.asarray(exits, dtype=np.int64)
-    if ((ks < 0) | (ks >= L)).any():
-        raise TTamerError(f"static exits must be in 0..{L - 1}, got {ks.tolist()}")
+    """Always stop at exit ``k`` (one sweep point per ``k``; default every exit).
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, or ``exits``
+        that are not a non-empty 1-D array of at most :data:`~ttamer.earlyexit.metrics.MAX_SWEEP_POINTS` integers in
+        ``0..L−1``.
+    """
+    L, n = check_trace(trace, "static_exit").n_exits, trace.n_examples
+    ks = np.arange(L) if exits is None else check_integers(exits, "exits", 0, L - 1, MAX_SWEEP_POINTS)
     last = np.broadcast_to(ks[:, None], (len(ks), n)).copy()
     return ExitDecisions.from_last(trace, last, last, ks, "static")
 
 
 def full_model(trace: Trace) -> ExitDecisions:
-    """Always the last exit (a sweep of one point)."""
-    d = static_exit(trace, [trace.n_exits - 1])
+    """Always the last exit (a sweep of one point).
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`.
+    """
+    d = static_exit(trace, [check_trace(trace, "full_model").n_exits - 1])
     d.name = "full"
     return d
 
 
 def oracle(trace: Trace, target: str = "label", budgets: Sequence[int] | None = None) -> ExitDecisions:
     """Stop at the first right exit among ``0..k`` (``k`` = budget), else at exit ``k``.
-    Default budgets: every exit; the last point is the classical oracle."""
-    L = trace.n_exits
-    ks = np.arange(L) if budgets is None else np.asarray(budgets, dtype=np.int64)
+    Default budgets: every exit; the last point is the classical oracle.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, an unknown
+        ``target``, or ``budgets`` that are not a non-empty 1-D array of at most
+        :data:`~ttamer.earlyexit.metrics.MAX_SWEEP_POINTS` integers in ``0..L−1``.
+    """
+    L = check_trace(trace, "oracle").n_exits
+    ks = np.arange(L) if budgets is None else check_integers(budgets, "budgets", 0, L - 1, MAX_SWEEP_POINTS)
     right = trace.predictions == target_labels(trace, target)[:, None]  # [N, L]
     allowed = np.arange(L)[None, None, :] <= ks[:, None, None]
     first, any_ = _first_stop(right[None] & allowed)
@@ -138,8 +199,17 @@ ORACLE_POINTS = 201
 def oracle_frontier(trace: Trace, target: str = "label", n_points: int = ORACLE_POINTS) -> ExitDecisions:
     """Hindsight frontier (module docstring): sweep point ``m`` answers the ``m`` cheapest-to-fix
     examples at their first right exit and every other example at exit 0; ``m`` runs over
-    ``n_points`` values from 0 to the number of fixable examples (``params`` = ``m``)."""
-    n = trace.n_examples
+    ``n_points`` values from 0 to the number of fixable examples (``params`` = ``m``).
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, an unknown
+        ``target``, or an ``n_points`` that is not an integer in ``2..MAX_SWEEP_POINTS`` (the
+        two ends: nothing fixed, everything fixable fixed).
+    """
+    n = check_trace(trace, "oracle_frontier").n_examples
+    n_points = check_int(n_points, "n_points", minimum=2, maximum=MAX_SWEEP_POINTS)
     right = trace.predictions == target_labels(trace, target)[:, None]
     fixable = right[:, 1:].any(axis=1) & ~right[:, 0]
     first = np.where(right.any(axis=1), right.argmax(axis=1), 0)

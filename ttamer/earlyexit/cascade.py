@@ -46,16 +46,34 @@ from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
 from ..core.solution import SolveResult
 from ..solvers.solve import solve
-from .metrics import pareto_indices
+from .heuristics import MAX_SWEEP_CELLS
+from .metrics import MAX_SWEEP_POINTS
+from .metrics import check_numbers, pareto_indices
 from .traces import ExitDecisions, Trace
-from ..core.validate import check_bool, check_int, check_lam
-from .base import ANSWER_RULES, FEATURES, BaseTamer, check_choice, vocabulary_subset
+from ..core.validate import check_bool, check_int, check_lam, check_real, short_repr
+from .base import ANSWER_RULES, FEATURES, BaseTamer, check_choice, check_trace, vocabulary_subset
 
 #: The answer rules of :func:`threshold_cascade` (a subset of :data:`ttamer.earlyexit.base.ANSWER_RULES`).
 ANSWERS = vocabulary_subset(ANSWER_RULES, "last", "confident")
 #: The state features of a tree, each model's own confidence (chain-history features do not apply;
 #: a subset of :data:`ttamer.earlyexit.base.FEATURES`).
 TREE_FEATURES = vocabulary_subset(FEATURES, "max_prob", "entropy", "margin")
+#: Most quantile bins per model (``K``): the instance holds a ``K × K`` transition matrix per
+#: edge (``4K²`` entries with agreement), and more bins than a thousand are empty on any
+#: calibration set of realistic size.
+MAX_K = 1000
+
+
+def check_lams(lams: Any, name: str = "lams") -> np.ndarray:
+    """``lams`` as a non-empty 1-D float array of values in ``[0, 1]``, at most
+    :data:`~ttamer.earlyexit.metrics.MAX_SWEEP_POINTS` of them (one pass over the values).
+
+    Raises
+    ------
+    TTamerError
+        Naming ``name``, for anything else (strings, booleans, ``nan``, nesting, too many).
+    """
+    return check_numbers(lams, name, low=0.0, high=1.0, max_len=MAX_SWEEP_POINTS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +155,7 @@ class CascadeTamer(BaseTamer):
     lam : float, default 0.95
         The trade-off ``λ`` of :meth:`decide`.
     K : int, default 8
-        Quantile bins of ``feature`` per model.
+        Quantile bins of ``feature`` per model (at most :data:`MAX_K`).
     feature : {"max_prob", "entropy", "margin"}, default "max_prob"
         Each model's own confidence (:data:`TREE_FEATURES`).
     agreement : bool or {0, 1}, default False
@@ -172,7 +190,7 @@ class CascadeTamer(BaseTamer):
     def _validated(self) -> None:
         """Check the constructor's parameters (called by :meth:`fit`; nothing is converted)."""
         check_choice("feature", self.feature, TREE_FEATURES, note=" (a model's own confidence)")
-        check_int(self.K, "K", minimum=1)
+        check_int(self.K, "K", minimum=1, maximum=MAX_K)
         sm = self.smoothing
         if isinstance(sm, bool) or not (isinstance(sm, (int, float)) and np.isfinite(sm) and sm > 0):
             raise TTamerError(f"smoothing must be > 0, got {sm!r}")
@@ -242,8 +260,15 @@ class CascadeTamer(BaseTamer):
 
     def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None) -> ExitDecisions:
         """:meth:`decide` for each ``λ`` in ``lams`` (default :func:`~ttamer.earlyexit.crossval.lam_grid`
-        with 40 points): arrays ``[P, N]``."""
-        lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
+        with 40 points): arrays ``[P, N]``.
+
+        Raises
+        ------
+        TTamerError
+            Before fitting, for a trace unlike the calibration one, or for ``lams`` that are
+            not a non-empty 1-D array of at most ``MAX_SWEEP_POINTS`` numbers in [0, 1].
+        """
+        lams = lam_grid(40) if lams is None else check_lams(lams)
         st = self.states(trace)
         decs = [run_tree_policy(self._solve(lam), st, trace.cost_matrix) for lam in lams]
         return ExitDecisions.stack(decs, lams, self.name)
@@ -259,7 +284,16 @@ class CascadeTamer(BaseTamer):
 
 # ---------------------------------------------------------------------------------------------
 def check_sequence(trace: Trace, sequence: Sequence[int | str]) -> np.ndarray:
-    """Positions of ``sequence``; each model's parent must come earlier (or be absent for a root)."""
+    """Positions of ``sequence``; each model's parent must come earlier (or be absent for a root).
+
+    Raises
+    ------
+    TTamerError
+        Unless ``sequence`` is a list or tuple of distinct models of ``trace`` (names or
+        positions), each after its parent.
+    """
+    if not isinstance(sequence, (list, tuple, np.ndarray)):
+        raise TTamerError(f"a cascade sequence must be a list of model names or positions, got {short_repr(sequence)}")
     seq = np.array([trace.node_id(v) for v in sequence], dtype=np.int64)
     if len(seq) == 0:
         raise TTamerError("a cascade sequence needs at least one model")
@@ -284,19 +318,31 @@ def threshold_cascade(trace: Trace, sequence: Sequence[int | str],
     ``answer="last"`` answers with the stage it stopped at (no recall, the usual cascade);
     ``"confident"`` with the consulted stage of largest max-probability (:data:`ANSWERS`). Vectorised
     over examples and thresholds.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, an ``answer``
+        not in :data:`ANSWERS`, a bad ``sequence`` (:func:`check_sequence`), a ``grid`` that is
+        not an integer ``>= 2``, ``thresholds`` that are not a ``[T, len(sequence) − 1]``
+        array of numbers (``±inf`` allowed, ``nan`` not), or a sweep of more than
+        ``MAX_SWEEP_CELLS`` threshold vectors × examples.
     """
     check_choice("answer", answer, ANSWERS)
-    seq = check_sequence(trace, sequence)
+    seq = check_sequence(check_trace(trace, "threshold_cascade"), sequence)
     mp = trace.max_prob[:, seq]  # [N, S]
     S = len(seq)
     if thresholds is None:
+        grid = check_int(grid, "grid", minimum=2)
+        _check_cells((grid + 1) ** (S - 1), trace.n_examples, "grid")
         qs = [np.concatenate([np.quantile(mp[:, k], np.linspace(0, 1, grid)), [np.inf]]) for k in range(S - 1)]
         th = np.array(list(itertools.product(*qs))) if S > 1 else np.zeros((1, 0))
     else:
-        th = np.asarray(thresholds, dtype=float)
-        if th.ndim != 2 or th.shape[1] != S - 1:
+        th = check_numbers(thresholds, "thresholds", ndim=2, infinite=True)
+        if th.shape[1] != S - 1:
             raise TTamerError(f"thresholds must have shape [T, {S - 1}] (one per stage but the last), "
                               f"got {th.shape}")
+        _check_cells(len(th), trace.n_examples, "thresholds")
     th_full = np.concatenate([th, np.full((len(th), 1), -np.inf)], axis=1)  # last stage always stops
     passed = mp[None, :, :] >= th_full[:, None, :]  # [T, N, S]
     stop = passed.argmax(axis=2)  # first passing stage
@@ -315,6 +361,14 @@ def threshold_cascade(trace: Trace, sequence: Sequence[int | str],
     return out
 
 
+def _check_cells(n_vectors: int, n_examples: int, name: str) -> None:
+    """Refuse a threshold sweep of more than ``MAX_SWEEP_CELLS`` vectors × examples (``name``
+    is the argument that sets its size)."""
+    if n_vectors * n_examples > MAX_SWEEP_CELLS:
+        raise TTamerError(f"{name}: {n_vectors:,} threshold vectors on {n_examples:,} examples exceed "
+                          f"MAX_SWEEP_CELLS={MAX_SWEEP_CELLS:,} vectors × examples; use a smaller grid")
+
+
 def tuned_threshold_cascade(calibration: Trace, test: Trace, sequence: Sequence[int | str],
                             grid: int = 21, answer: str = "last") -> ExitDecisions:
     """:func:`threshold_cascade` with its threshold vectors chosen on the calibration examples:
@@ -328,8 +382,15 @@ def tuned_threshold_cascade(calibration: Trace, test: Trace, sequence: Sequence[
 
 
 def single_model(trace: Trace, node: int | str) -> ExitDecisions:
-    """Always run ``node`` (and its ancestors, which must come first) and answer with it."""
-    v = trace.node_id(node)
+    """Always run ``node`` (and its ancestors, which must come first) and answer with it.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, or a ``node``
+        it does not have.
+    """
+    v = check_trace(trace, "single_model").node_id(node)
     path = trace.path(v)
     consulted = np.zeros((trace.n_examples, trace.n_exits), dtype=bool)
     consulted[:, path] = True
@@ -340,8 +401,14 @@ def single_model(trace: Trace, node: int | str) -> ExitDecisions:
 
 def oracle(trace: Trace) -> ExitDecisions:
     """The cheapest path whose end model is right (by path cost), else the reference model:
-    a bound no real strategy reaches."""
-    pc = trace.path_cost()
+    a bound no real strategy reaches.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`.
+    """
+    pc = check_trace(trace, "oracle").path_cost()
     order = np.argsort(pc, kind="stable")
     ok = trace.correct[:, order]
     ref = trace.reference()
@@ -366,8 +433,15 @@ def compare_strategies(calibration: Trace, test: Trace, lams: Sequence[float] | 
     strategy (``method="dp"``) on the same calibrated instance, swept over ``lams``; the
     threshold cascade along each of ``sequences`` (default: every root-to-leaf path and all
     models in node order); each model alone (with its ancestors); the oracle. Returns the
-    decisions by name and the fitted recall :class:`CascadeTamer`."""
-    lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
+    decisions by name and the fitted recall :class:`CascadeTamer`.
+
+    Raises
+    ------
+    TTamerError
+        For ``lams`` that :func:`check_lams` refuses, or the errors of :class:`CascadeTamer`
+        and :func:`threshold_cascade`.
+    """
+    lams = lam_grid(40) if lams is None else check_lams(lams)
     opts = dict(K=K, agreement=agreement, smoothing=smoothing)
     rec = CascadeTamer(recall=True, **opts).fit(calibration)
     out = {"ttamer": rec.decide_sweep(test, lams),
@@ -392,10 +466,18 @@ def frontier_metrics(decisions: dict[str, ExitDecisions], test: Trace, scale: fl
     """Per strategy: its points ``(cost / scale, accuracy)``, Pareto frontier and the metrics of
     the book's chapter *Early exit on real models* against the reference model (default: largest path cost) -- normalised area
     under the frontier over the common cost range, least cost reaching the reference's
-    accuracy, accuracy at ``cost_fractions`` of the reference path's cost."""
+    accuracy, accuracy at ``cost_fractions`` of the reference path's cost.
+
+    Raises
+    ------
+    TTamerError
+        For a ``test`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, or a ``scale``
+        that is not a finite number ``> 0``.
+    """
     from .evaluation import accuracy_at, cost_at_accuracy, frontier_auc, pareto_frontier
 
-    ref = test.reference(reference)
+    scale = check_real(scale, "scale", low=0.0, low_open=True)
+    ref = check_trace(test, "frontier_metrics").reference(reference)
     ref_acc = float(test.correct[:, ref].mean())
     pts = {k: d.points(test, scale) for k, d in decisions.items()}
     fronts = {k: pareto_frontier(c, a) for k, (c, a) in pts.items()}

@@ -23,6 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import check_int
+from .base import check_trace
+from .metrics import MAX_SWEEP_POINTS
+from ..core.validate import check_numbers
 from .traces import ExitDecisions, Trace
 from .states import StateModel, exit_wrong
 from .thresholds import common_threshold_curve, first_stop, frontier_taus
@@ -30,9 +34,8 @@ from .thresholds import common_threshold_curve, first_stop, frontier_taus
 #: heuristic name -> (state, answer rule)
 HEURISTIC_RULES = {"max-prob": ("max_prob", "last"), "max-prob-sdn": ("max_prob", "confident"),
                    "entropy": ("neg_entropy", "last"), "patience": ("patience", "last")}
-#: Most rules a complete sweep keeps (its frontier is thinned evenly in cost beyond that) ...
-MAX_SWEEP_POINTS = 2000
-#: ... and at most this many (rules × examples), so that large traces stay in bounded memory.
+#: Most decisions (rules × examples) a sweep holds, besides at most
+#: :data:`~ttamer.earlyexit.metrics.MAX_SWEEP_POINTS` rules, so that large traces stay in bounded memory.
 MAX_SWEEP_CELLS = 20_000_000
 
 
@@ -44,8 +47,15 @@ def _state(trace: Trace, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def threshold_curve(trace: Trace, name: str, target: str = "label") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(taus, cost, accuracy)`` of heuristic ``name`` at every distinct threshold on
-    ``trace`` (cost as a fraction of the full model's mean cost)."""
-    x, answers = _state(trace, name)
+    ``trace`` (cost as a fraction of the full model's mean cost).
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, or an unknown
+        ``name`` or ``target``.
+    """
+    x, answers = _state(check_trace(trace, "threshold_curve"), name)
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
     taus, mean_loss, mean_cost = common_threshold_curve(x, loss, trace.cumulative_cost)
     return taus, mean_cost / trace.full_cost.mean(), 1.0 - mean_loss
@@ -53,8 +63,17 @@ def threshold_curve(trace: Trace, name: str, target: str = "label") -> tuple[np.
 
 def sweep(trace: Trace, name: str, taus: np.ndarray) -> ExitDecisions:
     """Decisions ``[P, N]`` of heuristic ``name`` at thresholds ``taus`` (``params`` = ``taus``;
-    for ``entropy`` the threshold is on minus the entropy)."""
-    return _sweep(trace, name, *_state(trace, name), taus)
+    for ``entropy`` the threshold is on minus the entropy).
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, an unknown
+        ``name``, or ``taus`` that are not a non-empty 1-D array of at most
+        :data:`~ttamer.earlyexit.metrics.MAX_SWEEP_POINTS` numbers (``±inf`` allowed, ``nan`` not).
+    """
+    taus = check_numbers(taus, "taus", infinite=True, max_len=MAX_SWEEP_POINTS)
+    return _sweep(trace, name, *_state(check_trace(trace, "sweep"), name), taus)
 
 
 def _sweep(trace: Trace, name: str, x: np.ndarray, answers: np.ndarray, taus: np.ndarray) -> ExitDecisions:
@@ -69,8 +88,17 @@ def complete_sweep(trace: Trace, name: str, target: str = "label",
                    max_points: int = MAX_SWEEP_POINTS) -> ExitDecisions:
     """Heuristic ``name`` at the thresholds of the frontier of its complete sweep on ``trace``
     (every distinct state value; the frontier is what every metric reads), thinned evenly in
-    cost to at most ``max_points`` rules and :data:`MAX_SWEEP_CELLS` rules × examples."""
-    x, answers = _state(trace, name)
+    cost to at most ``max_points`` rules and :data:`MAX_SWEEP_CELLS` rules × examples.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, an unknown
+        ``name`` or ``target``, or a ``max_points`` that is not an integer in
+        ``2..MAX_SWEEP_POINTS``.
+    """
+    max_points = check_int(max_points, "max_points", minimum=2, maximum=MAX_SWEEP_POINTS)
+    x, answers = _state(check_trace(trace, "complete_sweep"), name)
     loss = np.take_along_axis(exit_wrong(trace, target), answers, axis=1)
     points = max(2, min(max_points, MAX_SWEEP_CELLS // trace.n_examples))
     return _sweep(trace, name, x, answers, frontier_taus(x, loss, trace.cumulative_cost, points))

@@ -15,25 +15,77 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import check_numbers, check_real, short_repr
 
 _EPS = 1e-12
+#: Most points (rules, thresholds, budgets) one sweep holds: a complete heuristic sweep keeps
+#: this many rules at most (its frontier is thinned evenly in cost beyond that), and a list of
+#: parameters to sweep may hold no more.
+MAX_SWEEP_POINTS = 2000
+#: Frontier kinds of :func:`frontier`, :func:`accuracy_at`, :func:`frontier_auc` and :func:`cost_at_accuracy`.
+KINDS = ("pareto", "hull")
+
+
+def check_kind(kind: Any) -> str:
+    """``kind`` if it is one of :data:`KINDS`, else a :class:`~ttamer.core.errors.TTamerError`."""
+    if not (isinstance(kind, str) and kind in KINDS):
+        raise TTamerError(f"frontier kind must be one of {KINDS}, got {short_repr(kind)}")
+    return kind
+
+
+def check_front(front: Any, name: str = "front") -> np.ndarray:
+    """``front`` as an ``[M, 2]`` float array of rows ``(cost, accuracy)`` (``M ≥ 1``, finite,
+    cost non-decreasing: what :func:`pareto_frontier` / :func:`hull_frontier` return).
+
+    Raises
+    ------
+    TTamerError
+        Naming ``name``, for anything else.
+    """
+    f = check_numbers(front, name, ndim=2)
+    if f.shape[1] != 2 or np.any(np.diff(f[:, 0]) < 0):
+        raise TTamerError(f"{name} must be an [M, 2] array of (cost, accuracy) rows in increasing cost "
+                          f"(pareto_frontier or hull_frontier), got shape {f.shape}")
+    return f
+
+
+def _points(cost: Any, accuracy: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``cost`` and ``accuracy`` checked: finite, 1-D, of equal length."""
+    c, a = check_numbers(cost, "cost"), check_numbers(accuracy, "accuracy")
+    if c.shape != a.shape:
+        raise TTamerError(f"cost and accuracy must have the same length, got {len(c)} and {len(a)}")
+    return c, a
 
 
 def pareto_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
     """``[M, 2]`` rows ``(cost, accuracy)``: the upper-left Pareto frontier, cost increasing
-    and accuracy strictly increasing."""
-    c = np.asarray(cost, dtype=float).ravel()
-    a = np.asarray(accuracy, dtype=float).ravel()
-    if c.shape != a.shape or len(c) == 0:
-        raise TTamerError(f"pareto_frontier: need equal-length non-empty cost/accuracy, got {c.shape}, {a.shape}")
-    keep = pareto_indices(c, a)
+    and accuracy strictly increasing.
+
+    Raises
+    ------
+    TTamerError
+        Unless ``cost`` and ``accuracy`` are non-empty 1-D arrays of finite numbers of the same
+        length.
+    """
+    c, a = _points(cost, accuracy)
+    keep = _pareto_indices(c, a)
     return np.stack([c[keep], a[keep]], axis=1)
 
 
-def pareto_indices(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+def pareto_indices(cost: Any, accuracy: Any) -> np.ndarray:
     """Indices of the points on the upper-left Pareto frontier (:func:`pareto_frontier`), cost
-    increasing and accuracy strictly increasing."""
-    c, a = np.asarray(cost, dtype=float).ravel(), np.asarray(accuracy, dtype=float).ravel()
+    increasing and accuracy strictly increasing.
+
+    Raises
+    ------
+    TTamerError
+        As :func:`pareto_frontier`.
+    """
+    return _pareto_indices(*_points(cost, accuracy))
+
+
+def _pareto_indices(c: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """:func:`pareto_indices` of checked points."""
     order = _cost_order(c, a)
     a = a[order]
     prev_best = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]])
@@ -71,18 +123,30 @@ def hull_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarra
 
 
 def frontier(cost: Sequence[float], accuracy: Sequence[float], kind: str = "pareto") -> np.ndarray:
-    """:func:`pareto_frontier` (``kind="pareto"``) or :func:`hull_frontier` (``"hull"``)."""
-    if kind == "pareto":
+    """:func:`pareto_frontier` (``kind="pareto"``) or :func:`hull_frontier` (``"hull"``).
+
+    Raises
+    ------
+    TTamerError
+        For a ``kind`` not in :data:`KINDS`, or points :func:`pareto_frontier` refuses.
+    """
+    if check_kind(kind) == "pareto":
         return pareto_frontier(cost, accuracy)
-    if kind == "hull":
-        return hull_frontier(cost, accuracy)
-    raise TTamerError(f"frontier kind must be 'pareto' or 'hull', got {kind!r}")
+    return hull_frontier(cost, accuracy)
 
 
 def accuracy_at(front: np.ndarray, cost: Any, kind: str = "pareto") -> np.ndarray:
     """``acc(c)``: best accuracy at cost ``≤ c`` -- a staircase (``"pareto"``) or the
-    piecewise-linear envelope (``"hull"``); ``nan`` below the cheapest point."""
-    c = np.asarray(cost, dtype=float)
+    piecewise-linear envelope (``"hull"``); ``nan`` below the cheapest point.
+
+    Raises
+    ------
+    TTamerError
+        For a ``front`` :func:`check_front` refuses, a ``kind`` not in :data:`KINDS`, or a
+        ``cost`` (a number or an array of any shape) that holds ``nan`` or non-numbers.
+    """
+    front, kind = check_front(front), check_kind(kind)
+    c = check_numbers(cost, "cost", ndim=None, infinite=True)
     if kind == "hull":
         out = np.interp(c, front[:, 0], front[:, 1])
         return np.where(c >= front[0, 0] - _EPS, out, np.nan)
@@ -91,7 +155,16 @@ def accuracy_at(front: np.ndarray, cost: Any, kind: str = "pareto") -> np.ndarra
 
 
 def frontier_auc(front: np.ndarray, lo: float, hi: float, kind: str = "pareto") -> float:
-    """Normalised area ``(1/(hi−lo)) ∫_lo^hi acc(c) dc`` (0 where undefined)."""
+    """Normalised area ``(1/(hi−lo)) ∫_lo^hi acc(c) dc`` (0 where undefined).
+
+    Raises
+    ------
+    TTamerError
+        For a ``front`` :func:`check_front` refuses, a ``kind`` not in :data:`KINDS`, or
+        ``lo``, ``hi`` not finite numbers with ``hi > lo``.
+    """
+    front, kind = check_front(front), check_kind(kind)
+    lo, hi = check_real(lo, "lo"), check_real(hi, "hi")
     if not hi > lo:
         raise TTamerError(f"frontier_auc: need hi > lo, got [{lo}, {hi}]")
     if kind == "hull":
@@ -109,7 +182,18 @@ def frontier_auc(front: np.ndarray, lo: float, hi: float, kind: str = "pareto") 
 
 
 def cost_at_accuracy(front: np.ndarray, accuracy: float, kind: str = "pareto") -> float | None:
-    """Least cost whose ``acc(c) ≥ accuracy`` (``None`` if never reached)."""
+    """Least cost whose ``acc(c) ≥ accuracy`` (``None`` if never reached).
+
+    Raises
+    ------
+    TTamerError
+        For a ``front`` :func:`check_front` refuses, a ``kind`` not in :data:`KINDS`, or an
+        ``accuracy`` that is not a number in [0, 1].
+    """
+    front, kind = check_front(front), check_kind(kind)
+    accuracy = check_real(accuracy, "accuracy")
+    if not -_EPS <= accuracy <= 1.0 + _EPS:  # a resampled mean may pass 1 by a rounding error
+        raise TTamerError(f"accuracy must be in [0, 1], got {accuracy:g}")
     ok = front[:, 1] >= accuracy - _EPS
     if not ok.any():
         return None

@@ -64,14 +64,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from .crossval import lam_grid
-from .cascade import build_tree_instance, run_tree_policy
+from .cascade import MAX_K, build_tree_instance, check_lams, run_tree_policy
 from ..core.errors import TTamerError
 from ..core.instance import Instance
 from ..solvers.solve import solve
 from .traces import ExitDecisions, Trace
-from ..core.validate import check_bool, check_lam, check_real
-from .base import ANSWER_RULES, FEATURES as _FEATURE_VOCABULARY, BaseTamer, check_choice, vocabulary_subset
-from .metrics import cost_at_accuracy, frontier_auc, pareto_frontier, pareto_indices
+from ..core.validate import check_bool, check_int, check_lam, check_real
+from .metrics import MAX_SWEEP_POINTS
+from .base import ANSWER_RULES, FEATURES as _FEATURE_VOCABULARY, BaseTamer, check_choice, check_trace, vocabulary_subset
+from .metrics import check_numbers, cost_at_accuracy, frontier_auc, pareto_frontier, pareto_indices
 from .thresholds import first_stop, frontier_taus
 
 #: The states of the skip rule (a subset of :data:`ttamer.earlyexit.base.FEATURES`).
@@ -321,7 +322,8 @@ class SkipTamer(BaseTamer):
     regions : {"thresholds", "bins"}
         One threshold per action (exact cuts), or an action per quantile bin.
     K : int, default 8
-        Quantile bins of the state in each set of consulted models (``regions="bins"``).
+        Quantile bins of the state in each set of consulted models (``regions="bins"``; at
+        most :data:`~ttamer.earlyexit.cascade.MAX_K`).
     feature : {"max_prob", "best"}
         The state ``x_h``.
     answer : {"confident", "last"}, default "last"
@@ -329,7 +331,7 @@ class SkipTamer(BaseTamer):
     skips : bool, default True
         Allow skips (and any first model); ``False`` fits the sequential rule only.
     lams : sequence of float, optional
-        The ``λ`` sweep of :meth:`decide_sweep` (default: 100 points of
+        The ``λ`` sweep of :meth:`decide_sweep`, at most ``MAX_SWEEP_POINTS`` values (default: 100 points of
         :func:`~ttamer.earlyexit.crossval.lam_grid` with ``λ/(1−λ)`` in ``[0.1, 10⁴]``); ``lam`` is added.
     scale : float, optional
         Cost unit (default: the last model's mean calibration cost).
@@ -374,15 +376,12 @@ class SkipTamer(BaseTamer):
             raise TTamerError(f"regions must be one of {REGIONS}, got {self.regions!r}")
         if isinstance(self.K, (bool, np.bool_)) or not isinstance(self.K, (int, np.integer)) or self.K < 1:
             raise TTamerError(f"K must be a positive integer (bins per set), got {self.K!r}")
+        check_int(self.K, "K", maximum=MAX_K)
         check_choice("feature", self.feature, FEATURES)
         check_choice("answer", self.answer, ANSWERS)
         check_bool(self.skips, "skips")
         if self.lams is not None:
-            arr = np.asarray(self.lams, dtype=float) if not isinstance(self.lams, str) else None
-            if arr is None or arr.ndim != 1 or len(arr) == 0:
-                raise TTamerError(f"lams must be a non-empty sequence of numbers in [0, 1], got {self.lams!r}")
-            for k, v in enumerate(arr):
-                check_lam(float(v), f"lams[{k}]")
+            check_lams(self.lams)
         if self.scale is not None:
             check_real(self.scale, "scale", low=0.0, low_open=True)
 
@@ -415,20 +414,30 @@ class SkipTamer(BaseTamer):
         return self
 
     def _rows(self, trace: Trace, lams: Sequence[float] | None) -> np.ndarray:
+        """Rows of the fitted sweep at ``lams`` (all for ``None``), after checking ``trace``."""
         self.check_fitted()
         check_chain(trace, "decide")
         if list(trace.exit_names) != self.names_:
             raise TTamerError(f"decide: the trace's models {trace.exit_names} differ from the fitted ones {self.names_}")
-        want = np.asarray(lams, dtype=float)
+        if lams is None:
+            return np.arange(len(self.lams_))
+        want = check_lams(lams)
         rows = np.searchsorted(self.lams_, want)
         bad = (rows >= len(self.lams_)) | (np.abs(self.lams_[np.minimum(rows, len(self.lams_) - 1)] - want) > 1e-12)
         if bad.any():
-            raise TTamerError(f"lam {want[bad][0]!r} was not in the fitted sweep; refit with it in lams")
+            raise TTamerError(f"lam {float(want[bad][0])!r} was not in the fitted sweep; refit with it in lams")
         return rows
 
     def decide_sweep(self, trace: Trace, lams: Sequence[float] | None = None) -> ExitDecisions:
-        """The fitted rules (default: every ``λ`` of ``lams_``) on ``trace``: arrays ``[P, N]``."""
-        rows = self._rows(trace, self.lams_ if lams is None else lams)
+        """The fitted rules (default: every ``λ`` of ``lams_``) on ``trace``: arrays ``[P, N]``.
+
+        Raises
+        ------
+        TTamerError
+            Before fitting, for a trace unlike the calibration one, or for ``lams`` that are
+            not a non-empty 1-D array of numbers in [0, 1], each in the fitted sweep.
+        """
+        rows = self._rows(trace, lams)
         ans, consulted, paid = run_skip_rule(trace.max_prob, trace.cost_matrix, self.start_[rows],
                                              {h: a[rows] for h, a in self.actions_.items()},
                                              {h: e[rows] for h, e in self.edges_.items()},
@@ -444,7 +453,13 @@ class SkipTamer(BaseTamer):
         return "ttamer (skips)" if self.skips else "ttamer (sequential)"
 
     def describe(self, lam: float | None = None) -> str:
-        """The fitted rule at ``lam`` (default ``self.lam``), one line per set of consulted models."""
+        """The fitted rule at ``lam`` (default ``self.lam``), one line per set of consulted models.
+
+        Raises
+        ------
+        TTamerError
+            Before fitting, or for a ``lam`` that is not a number in [0, 1] of the fitted sweep.
+        """
         r = int(self._rows_for(lam))
         nm = self.names_
         lines = [f"{self.name} at λ={self.lams_[r]:g}: start -> {nm[self.start_[r]]}"
@@ -459,7 +474,7 @@ class SkipTamer(BaseTamer):
 
     def _rows_for(self, lam: float | None) -> int:
         self.check_fitted()
-        want = float(self.lam if lam is None else lam)
+        want = check_lam(self.lam if lam is None else lam)
         r = int(np.argmin(np.abs(self.lams_ - want)))
         if abs(self.lams_[r] - want) > 1e-12:
             raise TTamerError(f"lam {want!r} was not in the fitted sweep")
@@ -482,9 +497,23 @@ def _where_rows(use: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def tradeoff(decisions: ExitDecisions, trace: Trace, lams: Any, scale: float) -> np.ndarray:
-    """Mean ``λ·error + (1−λ)·cost/scale`` of each row of ``decisions`` (``lams`` per row)."""
+    """Mean ``λ·error + (1−λ)·cost/scale`` of each row of ``decisions`` (``lams`` per row).
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, ``lams`` that
+        are not numbers in [0, 1], one per row of ``decisions`` (one for a single decision
+        set), or a ``scale`` that is not a finite number ``> 0``.
+    """
+    check_trace(trace, "tradeoff")
+    scale = check_real(scale, "scale", low=0.0, low_open=True)
+    rows = len(decisions.answer) if decisions.is_sweep else 1
+    lam = check_numbers(lams, "lams", ndim=None, low=0.0, high=1.0)
+    if lam.size != rows:
+        raise TTamerError(f"lams has {lam.size} values; the decisions have {rows} row{'s' * (rows != 1)}")
+    lam = lam.reshape(-1, 1) if decisions.is_sweep else lam.reshape(())
     err = ~decisions.correct(trace)
-    lam = np.asarray(lams, dtype=float).reshape(-1, 1) if decisions.is_sweep else np.asarray(lams, dtype=float)
     return (lam * err + (1.0 - lam) * decisions.cost / scale).mean(axis=-1)
 
 
@@ -514,7 +543,14 @@ def sequential_threshold(calibration: Trace, test: Trace | None = None, max_poin
     Pareto frontier (thinned evenly in cost to ``max_points``) are run on ``test``. Without
     ``test`` they run on ``calibration`` itself: tuned on the very examples it is judged on,
     the best this baseline can do there (an optimistic bound for it).
+
+    Raises
+    ------
+    TTamerError
+        For traces :func:`check_chain` refuses, or a ``max_points`` that is not an integer in
+        ``2..MAX_SWEEP_POINTS``.
     """
+    max_points = check_int(max_points, "max_points", minimum=2, maximum=MAX_SWEEP_POINTS)
     check_chain(calibration, "calibration")
     test = calibration if test is None else check_chain(test, "test")
     loss = (~calibration.correct).astype(float)
@@ -532,8 +568,20 @@ def skip_chain_instance(calibration: Trace, K: int = 8, smoothing: float = 2.0, 
     """The binned chain instance with skips (module docstring): an entry node ``"entry"`` (one
     state, cost 0, loss :data:`ENTRY_LOSS`) then the models, states = ``K`` quantile bins of each
     model's max-probability; every skip ``i → j`` (entry included) costs ``c_j``. Returns the
-    instance, the bin edges per model and the cost scale."""
+    instance, the bin edges per model and the cost scale.
+
+    Raises
+    ------
+    TTamerError
+        For a trace :func:`check_chain` refuses, a ``K`` that is not an integer in
+        ``1..MAX_K``, a ``smoothing`` that is not ``> 0``, or a ``scale`` that is not a finite
+        number ``> 0``.
+    """
     check_chain(calibration, "calibration")
+    K = check_int(K, "K", minimum=1, maximum=MAX_K)
+    smoothing = check_real(smoothing, "smoothing", low=0.0, low_open=True)
+    if scale is not None:
+        check_real(scale, "scale", low=0.0, low_open=True)
     mp = calibration.max_prob
     edges = [quantile_edges(mp[:, v], K) for v in range(calibration.n_exits)]
     states = np.stack([np.zeros(len(mp), dtype=np.int64)] + [bin_of(mp[:, v], e) for v, e in enumerate(edges)], axis=1)
@@ -555,7 +603,15 @@ def exact_skip_decisions(calibration: Trace, test: Trace, lams: Sequence[float],
                          smoothing: float = 2.0, recall: bool = True, skips: bool = True) -> ExitDecisions:
     """Solve the binned instance of :func:`skip_chain_instance` exactly at each ``λ`` (recall:
     the ``(exit, state, X)`` DP; no recall: the DP over ``(last, state)``) and run the policies on
-    ``test``. ``skips=False`` drops the skip edges (the sequential chain, started at model 0)."""
+    ``test``. ``skips=False`` drops the skip edges (the sequential chain, started at model 0).
+
+    Raises
+    ------
+    TTamerError
+        For ``lams`` that :func:`~ttamer.earlyexit.cascade.check_lams` refuses, or the errors of
+        :func:`skip_chain_instance` and :func:`check_chain`.
+    """
+    lams = check_lams(lams)
     inst, edges, sc = skip_chain_instance(calibration, K, smoothing)
     if not skips:
         inst = Instance.chain(inst.losses, inst.transitions[0][0], inst.transitions[1:], inst.costs,

@@ -32,6 +32,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import check_count, check_real, short_repr
+from .base import check_trace
 from .heuristics import HEURISTIC_RULES, sweep
 from .states import StateModel, exit_wrong
 from .thresholds import common_threshold_curve, rule_points, shifted_thresholds
@@ -62,15 +64,26 @@ class OperatingPoints:
 
 
 def check_confidence(confidence: Any, name: str = "SLO confidence") -> float:
-    """``confidence`` as a float in ``[0.5, 1)``, else a :class:`~ttamer.core.errors.TTamerError`
-    naming it ``name``."""
-    try:
-        c = float(confidence)
-    except (TypeError, ValueError):
-        raise TTamerError(f"{name} must be a number in [0.5, 1), got {type(confidence).__name__}") from None
+    """``confidence`` as a float in ``[0.5, 1)``.
+
+    Raises
+    ------
+    TTamerError
+        Naming ``name``, for anything else (strings and booleans included).
+    """
+    c = check_real(confidence, name)
     if not 0.5 <= c < 1.0:
         raise TTamerError(f"{name} must be in [0.5, 1), got {c!r}")
     return c
+
+
+def check_points(points: Any, name: str) -> OperatingPoints:
+    """``points`` if it is an :class:`OperatingPoints`, else a
+    :class:`~ttamer.core.errors.TTamerError` naming ``name``."""
+    if not isinstance(points, OperatingPoints):
+        raise TTamerError(f"{name} must be OperatingPoints (heuristic_points, static_points, tamer_points), "
+                          f"got {type(points).__name__}")
+    return points
 
 
 def meets_target(points: OperatingPoints, full_accuracy: float, drop: float, confidence: float,
@@ -90,12 +103,23 @@ def meets_target(points: OperatingPoints, full_accuracy: float, drop: float, con
     :math:`\delta` the target's drop, :math:`N'` the examples it will be judged on and
     :math:`z_c` the standard normal quantile of the confidence :math:`c`: a one-sided
     prediction bound on the difference that the test examples will show.
+
+    Raises
+    ------
+    TTamerError
+        For ``points`` that are not :class:`OperatingPoints`, a ``full_accuracy`` or ``drop``
+        not in [0, 1], a ``confidence`` :func:`check_confidence` refuses, or an ``n_test`` that
+        is not an integer ``>= 1``.
     """
-    n = points.n
+    n = check_points(points, "points").n
+    full_accuracy = check_real(full_accuracy, "full_accuracy", low=0.0, high=1.0)
+    drop = check_real(drop, "drop", low=0.0, high=1.0)
+    confidence = check_confidence(confidence)
+    n_test = check_count(n_test, "n_test")
     mean_in = points.in_sample - full_accuracy
     var = np.maximum(points.disagreement - mean_in**2, 0.0) * n / max(n - 1, 1)
     z = NormalDist().inv_cdf(confidence)
-    bound = points.accuracy - full_accuracy - z * np.sqrt(var) * np.sqrt(1.0 / n + 1.0 / max(int(n_test), 1))
+    bound = points.accuracy - full_accuracy - z * np.sqrt(var) * np.sqrt(1.0 / n + 1.0 / n_test)
     return bound >= -drop - 1e-12
 
 
@@ -176,7 +200,15 @@ def static_points(cal: Trace, target: str = "label") -> OperatingPoints:
 
 def united(a: OperatingPoints, b: OperatingPoints) -> OperatingPoints:
     """One menu of the rules of menus ``a`` and ``b`` on the same calibration examples: ``a``'s
-    rules, then ``b``'s (the full model, last in each, once at the end)."""
+    rules, then ``b``'s (the full model, last in each, once at the end).
+
+    Raises
+    ------
+    TTamerError
+        Unless ``a`` and ``b`` are :class:`OperatingPoints` on as many calibration examples.
+    """
+    check_points(a, "a")
+    check_points(b, "b")
     if a.n != b.n:
         raise TTamerError(f"menus on {a.n} and {b.n} calibration examples cannot be united")
     P = len(a.cost) - 1
@@ -199,8 +231,17 @@ def tamer_points(tamer: ThresholdTamer, cal: Trace) -> OperatingPoints:
     (``policy="auto"``) among candidates that include the one-threshold max-probability rule
     (:data:`~ttamer.earlyexit.tamer.SIMPLEST`) and it chose another, that rule's menu is
     :func:`united` with the chosen class's: the simplest rule of T-Tamer's family stays on
-    offer, judged as any one-threshold rule."""
-    tamer.check_fitted()
+    offer, judged as any one-threshold rule.
+
+    Raises
+    ------
+    TTamerError
+        For a ``tamer`` that is not a fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer`,
+        or a ``cal`` trace unlike the one it was fitted on.
+    """
+    if not isinstance(tamer, ThresholdTamer):
+        raise TTamerError(f"tamer must be a fitted ThresholdTamer, got {type(tamer).__name__}")
+    cal = tamer.check_input(cal)
     x, answers = tamer.state_model_.transform(cal)
     if tamer.candidate_.thresholds == "per_exit":
         taus = tamer.sweep_taus_
@@ -232,8 +273,24 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
     ``confidence`` and, per strategy (the fitted ``tamers`` by name, the ``heuristics``,
     ``static``), the test ``cost``, ``accuracy`` and whether the target was ``met`` at the
     cheapest operating point that meets it on the calibration examples with that confidence
-    (:func:`meets_target`)."""
+    (:func:`meets_target`).
+
+    Raises
+    ------
+    TTamerError
+        For traces that are not :class:`~ttamer.earlyexit.traces.Trace`, ``tamers`` that is
+        not a dict of names to fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer`,
+        ``heuristics`` that is not a tuple or list of names of :data:`HEURISTIC_RULES`, or a
+        ``confidence`` :func:`check_confidence` refuses.
+    """
     confidence = check_confidence(confidence)
+    check_trace(calibration, "slo_block")
+    check_trace(test, "slo_block")
+    if not isinstance(tamers, dict):
+        raise TTamerError(f"tamers must be a dict of names to fitted ThresholdTamer, got {short_repr(tamers)}")
+    if not isinstance(heuristics, (tuple, list)):
+        raise TTamerError(f"heuristics must be a tuple of names of {sorted(HEURISTIC_RULES)}, "
+                          f"got {short_repr(heuristics)}")
     menus = {name: tamer_points(t, calibration) for name, t in tamers.items()}
     menus |= {h: heuristic_points(calibration, h, target) for h in heuristics}
     menus["static"] = static_points(calibration, target)

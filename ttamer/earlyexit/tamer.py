@@ -48,7 +48,8 @@ from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam, check_seed, escape_text
 from .base import BaseTamer, MIN_FIT_EXAMPLES, check_choice, check_trace
-from .heuristics import MAX_SWEEP_CELLS, MAX_SWEEP_POINTS
+from .heuristics import MAX_SWEEP_CELLS
+from .metrics import MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier
 from .online import ExitHistory, entropy, logistic_at
 from .states import ANSWERS, STATES, StateModel, exit_wrong

@@ -30,6 +30,7 @@ The proofs are in the book chapter *No recall*.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,24 +39,30 @@ from scipy import optimize, special
 
 from ..core.errors import TTamerError
 from ..core.instance import Instance
+from ..core.validate import check_count, check_lam, check_real, check_seed
 from ..solvers.solve import solve
 from .synthetic import random_parents
 
 SEARCH_KINDS = ("chain", "tree", "skips")
+#: Largest ``n`` of the chain and star families (10,000 free exits build in about a second).
+MAX_FAMILY_NODES = 10_000
+#: Largest ``α^{2n−1}`` of a family (``n = 2`` for the paper's and the costly family): its
+#: smallest value ``α^{-(2n−1)}`` and its ratio ``α^{n−1}`` stay normal floats.
+MAX_FAMILY_SCALE = 1e300
 
 
 # ------------------------------------------------------------------ validation
-def _check_alpha(alpha: float) -> float:
-    alpha = float(alpha)
-    if not np.isfinite(alpha) or alpha <= 1.0:
-        raise TTamerError(f"alpha must be a finite number > 1, got {alpha}")
-    return alpha
+def _check_alpha(alpha: float, n: int = 2) -> float:
+    """``alpha`` as a float ``> 1`` with ``α^{2n−1} ≤ MAX_FAMILY_SCALE``."""
+    a = check_real(alpha, "alpha", low=1.0, low_open=True)
+    if (2 * n - 1) * math.log10(a) > math.log10(MAX_FAMILY_SCALE):
+        raise TTamerError(f"alpha**(2n-1) must be <= {MAX_FAMILY_SCALE:g} (MAX_FAMILY_SCALE) so that the "
+                          f"family's values are normal floats, got alpha={a:g} with n={n}")
+    return a
 
 
-def _check_n(n: int, least: int = 2) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < least:
-        raise TTamerError(f"n (number of models) must be an integer >= {least}, got {n!r}")
-    return int(n)
+def _check_n(n: int, maximum: int = MAX_FAMILY_NODES) -> int:
+    return check_count(n, "n (number of models)", minimum=2, maximum=maximum)
 
 
 def _values(no_recall: float, recall: float, lam: float, ratio: float) -> dict[str, float]:
@@ -64,7 +71,13 @@ def _values(no_recall: float, recall: float, lam: float, ratio: float) -> dict[s
 
 # ------------------------------------------------------------------ the paper's family
 def paper_family(alpha: float) -> Instance:
-    """Theorem 3.4 of the paper: two free models on a chain (solve with ``λ = 1``)."""
+    """Theorem 3.4 of the paper: two free models on a chain (solve with ``λ = 1``).
+
+    Raises
+    ------
+    TTamerError
+        ``alpha`` is not a number ``> 1`` with ``α³ ≤`` :data:`MAX_FAMILY_SCALE`.
+    """
     a = _check_alpha(alpha)
     return Instance.chain(
         losses=[[a**-2], [0.0, 1.0 / a]], initial=[1.0], transitions=[[[1.0 - 1.0 / a, 1.0 / a]]],
@@ -73,7 +86,13 @@ def paper_family(alpha: float) -> Instance:
 
 
 def paper_family_values(alpha: float) -> dict[str, float]:
-    """``{"recall": 1/α³, "no_recall": 1/α², "ratio": α, "lam": 1}``."""
+    """``{"recall": 1/α³, "no_recall": 1/α², "ratio": α, "lam": 1}``.
+
+    Raises
+    ------
+    TTamerError
+        As :func:`paper_family`.
+    """
     a = _check_alpha(alpha)
     return _values(a**-2, a**-3, 1.0, a)
 
@@ -85,8 +104,16 @@ def _good_bad(a: float, bad: float) -> tuple[list[float], list[float]]:
 
 
 def chain_family(alpha: float, n: int) -> Instance:
-    """``n`` free exits on a chain; exit ``k ≥ 2`` is bad (loss ``α^{-(n−k+1)}``) w.p. ``1/α``."""
-    a, n = _check_alpha(alpha), _check_n(n)
+    """``n`` free exits on a chain; exit ``k ≥ 2`` is bad (loss ``α^{-(n−k+1)}``) w.p. ``1/α``.
+
+    Raises
+    ------
+    TTamerError
+        ``n`` is not an integer in ``[2, MAX_FAMILY_NODES]`` (:data:`MAX_FAMILY_NODES`), or
+        ``alpha`` is not a number ``> 1`` with ``α^{2n−1} ≤`` :data:`MAX_FAMILY_SCALE`.
+    """
+    n = _check_n(n)
+    a = _check_alpha(alpha, n)
     losses: list[list[float]] = [[a**-n]]
     mats: list[Any] = [[1.0]]
     for k in range(2, n + 1):
@@ -98,14 +125,28 @@ def chain_family(alpha: float, n: int) -> Instance:
 
 
 def chain_family_values(alpha: float, n: int) -> dict[str, float]:
-    """No recall ``α^{-n}``, recall ``α^{-(2n−1)}``, ratio ``α^{n−1}`` (``λ = 1``)."""
-    a, n = _check_alpha(alpha), _check_n(n)
+    """No recall ``α^{-n}``, recall ``α^{-(2n−1)}``, ratio ``α^{n−1}`` (``λ = 1``).
+
+    Raises
+    ------
+    TTamerError
+        As :func:`chain_family`.
+    """
+    n = _check_n(n)
+    a = _check_alpha(alpha, n)
     return _values(a**-n, a ** -(2 * n - 1), 1.0, a ** (n - 1))
 
 
 def star_family(alpha: float, n: int) -> Instance:
-    """A root with loss ``α^{-n}`` and ``n − 1`` i.i.d. children (loss ``1/α`` w.p. ``1/α``, else 0)."""
-    a, n = _check_alpha(alpha), _check_n(n)
+    """A root with loss ``α^{-n}`` and ``n − 1`` i.i.d. children (loss ``1/α`` w.p. ``1/α``, else 0).
+
+    Raises
+    ------
+    TTamerError
+        As :func:`chain_family`.
+    """
+    n = _check_n(n)
+    a = _check_alpha(alpha, n)
     loss, row = _good_bad(a, 1.0 / a)
     parents = [None] + [0] * (n - 1)
     return Instance.tree(parents, [[a**-n]] + [loss] * (n - 1), [[1.0]] + [[row]] * (n - 1), [0.0] * n,
@@ -113,22 +154,26 @@ def star_family(alpha: float, n: int) -> Instance:
 
 
 def star_family_values(alpha: float, n: int) -> dict[str, float]:
-    """Same values as :func:`chain_family_values`."""
+    """Same values as :func:`chain_family_values` (and the same errors)."""
     return chain_family_values(alpha, n)
 
 
 # ------------------------------------------------------------------ positive costs
 def _check_lam_beta(lam: float, beta: float) -> tuple[float, float]:
-    lam, beta = float(lam), float(beta)
-    if not 0.0 < lam < 1.0:
-        raise TTamerError(f"lam must be in (0, 1) for the costly family (costs matter), got {lam}")
-    if not np.isfinite(beta) or beta < 0:
-        raise TTamerError(f"beta (cost relative to the recall loss scale) must be >= 0, got {beta}")
-    return lam, beta
+    lam = check_real(lam, "lam (costs must matter in the costly family)", low=0.0, high=1.0,
+                     low_open=True, high_open=True)
+    return lam, check_real(beta, "beta (cost relative to the recall loss scale)", low=0.0)
 
 
 def costly_family(alpha: float, lam: float, beta: float = 1.0) -> Instance:
-    """The paper's two models with ``c_1 = c_2 = β λ / ((1 − λ) α³)`` (``κ c = β λ / α³``)."""
+    """The paper's two models with ``c_1 = c_2 = β λ / ((1 − λ) α³)`` (``κ c = β λ / α³``).
+
+    Raises
+    ------
+    TTamerError
+        ``alpha`` is invalid (as in :func:`paper_family`), ``lam`` is not a number in
+        ``(0, 1)`` or ``beta`` not a finite number ``>= 0``.
+    """
     a = _check_alpha(alpha)
     lam, beta = _check_lam_beta(lam, beta)
     c = beta * lam / ((1.0 - lam) * a**3)
@@ -138,7 +183,13 @@ def costly_family(alpha: float, lam: float, beta: float = 1.0) -> Instance:
 
 
 def costly_family_values(alpha: float, lam: float, beta: float = 1.0) -> dict[str, float]:
-    """No recall ``λ(α+β)/α³``, recall ``λ min(α+β, 1+2β)/α³``, ratio ``max(1, (α+β)/(1+2β))``."""
+    """No recall ``λ(α+β)/α³``, recall ``λ min(α+β, 1+2β)/α³``, ratio ``max(1, (α+β)/(1+2β))``.
+
+    Raises
+    ------
+    TTamerError
+        As :func:`costly_family`.
+    """
     a = _check_alpha(alpha)
     lam, beta = _check_lam_beta(lam, beta)
     nr = lam * (a + beta) / a**3
@@ -147,7 +198,16 @@ def costly_family_values(alpha: float, lam: float, beta: float = 1.0) -> dict[st
 
 
 def root_cost_bound(instance: Instance, lam: float) -> float:
-    """On a chain without fallback and ``κ c_1 > 0``: ratio ``≤ 1 + λ E[ℓ_1] / (κ c_1)``."""
+    """On a chain without fallback and ``κ c_1 > 0``: ratio ``≤ 1 + λ E[ℓ_1] / (κ c_1)``.
+
+    Raises
+    ------
+    TTamerError
+        ``instance`` is not a chain without fallback, or ``lam`` is not a number in ``[0, 1]``.
+    """
+    if not isinstance(instance, Instance):
+        raise TTamerError(f"instance must be a ttamer Instance, got {type(instance).__name__}")
+    lam = check_lam(lam)
     if not instance.is_chain or instance.fallback is not None:
         raise TTamerError("root_cost_bound needs a chain without fallback")
     root = instance.roots[0]
@@ -159,27 +219,42 @@ def root_cost_bound(instance: Instance, lam: float) -> float:
 
 # ------------------------------------------------------------------ the loss-floor bound
 def _check_delta(delta: float) -> float:
-    delta = float(delta)
-    if not 0.0 < delta < 1.0:
-        raise TTamerError(f"delta (the loss floor) must be in (0, 1), got {delta}")
-    return delta
+    return check_real(delta, "delta (the loss floor)", low=0.0, high=1.0, low_open=True, high_open=True)
 
 
 def floor_family(delta: float) -> Instance:
-    """Model 1 loss ``δ`` surely; model 2 loss 0 w.p. ``1 − δ``, 1 otherwise (free, ``λ = 1``)."""
+    """Model 1 loss ``δ`` surely; model 2 loss 0 w.p. ``1 − δ``, 1 otherwise (free, ``λ = 1``).
+
+    Raises
+    ------
+    TTamerError
+        ``delta`` is not a number in ``(0, 1)``.
+    """
     d = _check_delta(delta)
     return Instance.chain([[d], [0.0, 1.0]], [1.0], [[[1.0 - d, d]]], [0.0, 0.0],
                           names=["model1", "model2"], name=f"floor family, delta={d:g}")
 
 
 def floor_family_values(delta: float) -> dict[str, float]:
-    """No recall ``δ``, recall ``δ²``, ratio ``1/δ`` -- the bound :func:`floor_bound`."""
+    """No recall ``δ``, recall ``δ²``, ratio ``1/δ`` -- the bound :func:`floor_bound`.
+
+    Raises
+    ------
+    TTamerError
+        ``delta`` is not a number in ``(0, 1)``.
+    """
     d = _check_delta(delta)
     return _values(d, d * d, 1.0, 1.0 / d)
 
 
 def floor_bound(delta: float) -> float:
-    """``1/δ``: the largest no-recall/recall ratio with zero costs, ``λ = 1``, positive losses in ``[δ, 1]``."""
+    """``1/δ``: the largest no-recall/recall ratio with zero costs, ``λ = 1``, positive losses in ``[δ, 1]``.
+
+    Raises
+    ------
+    TTamerError
+        ``delta`` is not a number in ``(0, 1)``.
+    """
     return 1.0 / _check_delta(delta)
 
 
@@ -204,9 +279,17 @@ def values_by_method(instance: Instance, lam: float, lp: bool = True) -> dict[tu
 
 
 def ratio_of(no_recall: float, recall: float) -> float:
-    """``no_recall / recall`` with ``0/0 = 1`` (both strategies lose nothing)."""
-    if recall <= 0.0:
-        return 1.0 if no_recall <= 0.0 else np.inf
+    """``no_recall / recall`` with ``0/0 = 1`` (both strategies lose nothing).
+
+    Raises
+    ------
+    TTamerError
+        ``no_recall`` or ``recall`` is not a finite number ``>= 0``.
+    """
+    no_recall = check_real(no_recall, "no_recall", low=0.0)
+    recall = check_real(recall, "recall", low=0.0)
+    if recall == 0.0:
+        return 1.0 if no_recall == 0.0 else np.inf
     return no_recall / recall
 
 
@@ -258,6 +341,26 @@ def floor_class_decoder(kind: str, n: int, k: int, delta: float,
 
 #: Logits are clipped to ``±LOGIT`` (smallest probability about ``e^{-2·LOGIT}``).
 LOGIT = 12.0
+#: Largest ``n`` and ``k`` of :func:`search_worst_ratio`: at most ``n (k − 1 + k²) = 1,090``
+#: parameters, so one Nelder--Mead simplex holds about a thousand instances.
+MAX_SEARCH_NODES = 10
+MAX_SEARCH_STATES = 10
+#: Largest ``restarts × maxiter`` of :func:`search_worst_ratio`; each Nelder--Mead iteration
+#: solves a few instances exactly (about a minute at ``n = K = 3``).
+MAX_SEARCH_ITERATIONS = 20_000
+
+
+def _check_search(kind: str, n: int, k: int, restarts: int, maxiter: int) -> tuple[int, int, int, int]:
+    """``(n, k, restarts, maxiter)`` checked against the bounds above."""
+    if kind not in SEARCH_KINDS:
+        raise TTamerError(f"kind must be one of {SEARCH_KINDS}, got {kind!r}")
+    n = _check_n(n, MAX_SEARCH_NODES)
+    k = check_count(k, "k (states per node)", minimum=2, maximum=MAX_SEARCH_STATES)
+    restarts, maxiter = check_count(restarts, "restarts"), check_count(maxiter, "maxiter")
+    if restarts * maxiter > MAX_SEARCH_ITERATIONS:
+        raise TTamerError(f"restarts * maxiter must be <= {MAX_SEARCH_ITERATIONS:,} (MAX_SEARCH_ITERATIONS), "
+                          f"got {restarts} * {maxiter}")
+    return n, k, restarts, maxiter
 
 
 def search_worst_ratio(kind: str = "chain", n: int = 2, k: int = 2, restarts: int = 4, seed: int = 0,
@@ -267,16 +370,19 @@ def search_worst_ratio(kind: str = "chain", n: int = 2, k: int = 2, restarts: in
 
     Returns the best instance with values recomputed by the exact solvers; the bound
     ``1/δ`` of :func:`floor_bound` holds for every instance of the class.
+
+    Raises
+    ------
+    TTamerError
+        ``kind`` is not in :data:`SEARCH_KINDS`; ``n`` is not an integer in
+        ``[2, MAX_SEARCH_NODES]`` or ``k`` in ``[2, MAX_SEARCH_STATES]``; ``restarts`` or
+        ``maxiter`` is not a positive integer or their product exceeds
+        :data:`MAX_SEARCH_ITERATIONS`; ``seed`` is not a non-negative integer (or a
+        ``numpy.random.Generator``); ``delta`` is not a number in ``(0, 1)``.
     """
-    if kind not in SEARCH_KINDS:
-        raise TTamerError(f"kind must be one of {SEARCH_KINDS}, got {kind!r}")
-    n = _check_n(n)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise TTamerError(f"k (states per node) must be an integer >= 2, got {k!r}")
-    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 1:
-        raise TTamerError(f"restarts must be an integer >= 1, got {restarts!r}")
+    n, k, restarts, maxiter = _check_search(kind, n, k, restarts, maxiter)
     delta = _check_delta(delta)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed, allow_generator=True))
     dim, decode = floor_class_decoder(kind, n, k, delta, rng)
     count = [0]
 

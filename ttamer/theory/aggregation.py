@@ -37,6 +37,7 @@ from ..core.errors import TTamerError
 from ..core.simulate import evaluate_exactly
 from ..core.instance import Instance
 from ..core.policy import Policy
+from ..core.validate import check_count, check_numbers, check_real, check_seed, short_repr
 from ..solvers.solve import solve
 from .synthetic import marginals
 
@@ -45,7 +46,19 @@ METHODS = ("loss", "kmeans")
 
 # ------------------------------------------------------------------ clustering
 def loss_quantile_labels(loss: np.ndarray, pi: np.ndarray, q: int) -> np.ndarray:
-    """Consecutive blocks of the loss-sorted states with (about) equal mass ``1/q`` each."""
+    """Consecutive blocks of the loss-sorted states with (about) equal mass ``1/q`` each.
+
+    Raises
+    ------
+    TTamerError
+        ``loss`` or ``pi`` is not a 1-D sequence of finite numbers ``>= 0``, their lengths
+        differ, or ``q`` is not a positive integer.
+    """
+    q = check_count(q, "q (meta-states per node)")
+    loss, pi = check_numbers(loss, "loss", empty=True), check_numbers(pi, "pi", empty=True)
+    if len(loss) != len(pi) or (loss < 0).any() or (pi < 0).any():
+        raise TTamerError(f"loss and pi must be non-negative and of the same length, "
+                          f"got {len(loss)} and {len(pi)} entries")
     K = len(loss)
     if K <= q:
         return np.arange(K)
@@ -105,17 +118,30 @@ def _features(instance: Instance, v: int) -> np.ndarray:
     return np.concatenate(cols, axis=1)
 
 
+def _check_instance(instance: Instance) -> None:
+    if not isinstance(instance, Instance):
+        raise TTamerError(f"instance must be a ttamer Instance, got {type(instance).__name__}")
+
+
 def cluster_states(instance: Instance, q: int, method: str = "loss", seed: int = 0) -> list[np.ndarray]:
-    """``labels[v][s]``: the meta-state of state ``s`` of node ``v`` (see the module docstring)."""
-    if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or q < 1:
-        raise TTamerError(f"q (meta-states per node) must be an integer >= 1, got {q!r}")
+    """``labels[v][s]``: the meta-state of state ``s`` of node ``v`` (see the module docstring).
+
+    Raises
+    ------
+    TTamerError
+        ``instance`` is not an :class:`~ttamer.core.instance.Instance`, ``q`` not a positive
+        integer, ``method`` not in :data:`METHODS`, or ``seed`` not a non-negative integer
+        (or a ``numpy.random.Generator``).
+    """
+    _check_instance(instance)
+    q = check_count(q, "q (meta-states per node)")
     if method not in METHODS:
         raise TTamerError(f"unknown aggregation method {method!r}; choose one of {', '.join(METHODS)}")
+    rng = np.random.default_rng(check_seed(seed, allow_generator=True))
     pi = marginals(instance)
-    rng = np.random.default_rng(seed)
     if method == "loss":
-        return [loss_quantile_labels(instance.losses[v], pi[v], int(q)) for v in range(instance.n)]
-    return [kmeans_labels(_features(instance, v), pi[v], int(q), rng) for v in range(instance.n)]
+        return [loss_quantile_labels(instance.losses[v], pi[v], q) for v in range(instance.n)]
+    return [kmeans_labels(_features(instance, v), pi[v], q, rng) for v in range(instance.n)]
 
 
 # ------------------------------------------------------------------ the aggregated instance
@@ -133,19 +159,34 @@ def _within_weights(labels: np.ndarray, pi: np.ndarray) -> np.ndarray:
     return np.where(tot > 0, mass / np.where(tot > 0, tot, 1.0), uniform)
 
 
+def _check_labels(instance: Instance, labels: list[np.ndarray]) -> list[np.ndarray]:
+    """``labels`` as integer arrays, one per node, each covering ``0..g-1`` without gaps."""
+    _check_instance(instance)
+    if not isinstance(labels, (list, tuple)) or len(labels) != instance.n:
+        raise TTamerError(f"labels must list one array per node ({instance.n}), got {short_repr(labels)}")
+    out = [np.asarray(lab) for lab in labels]
+    for v, lab in enumerate(out):
+        if (lab.dtype.kind not in "iu" or lab.shape != (instance.n_states[v],) or lab.min() < 0
+                or len(np.unique(lab)) != lab.max() + 1):
+            raise TTamerError(f"labels of node {instance.names[v]!r}: need K_v={instance.n_states[v]} integer "
+                              f"labels covering 0..g-1 without gaps, got {short_repr(labels[v])}")
+    return out
+
+
 def aggregate_instance(instance: Instance, labels: list[np.ndarray]) -> Instance:
     """The aggregated instance for the grouping ``labels`` (probability-weighted losses,
-    transitions that keep the marginals)."""
-    if len(labels) != instance.n:
-        raise TTamerError(f"labels must list one array per node ({instance.n}), got {len(labels)}")
+    transitions that keep the marginals).
+
+    Raises
+    ------
+    TTamerError
+        ``instance`` is not an :class:`~ttamer.core.instance.Instance`, or ``labels`` is not a
+        list of one integer array per node, of ``K_v`` labels covering ``0..g-1`` without gaps.
+    """
+    labels = _check_labels(instance, labels)
     pi = marginals(instance)
-    for v, lab in enumerate(labels):
-        lab = np.asarray(lab)
-        if lab.shape != (instance.n_states[v],) or lab.min() < 0 or len(np.unique(lab)) != lab.max() + 1:
-            raise TTamerError(f"labels of node {instance.names[v]!r}: need K_v={instance.n_states[v]} "
-                              "labels covering 0..g-1 without gaps")
-    W = [_within_weights(np.asarray(l), pi[v]) for v, l in enumerate(labels)]
-    G = [_membership(np.asarray(l)) for l in labels]
+    W = [_within_weights(l, pi[v]) for v, l in enumerate(labels)]
+    G = [_membership(l) for l in labels]
     losses = [W[v] @ instance.losses[v] for v in range(instance.n)]
     mats = []
     for v in range(instance.n):
@@ -201,12 +242,21 @@ class AggregationResult:
 
 def aggregation_error(instance: Instance, lam: float, q: int, recall: bool = True, method: str = "loss",
                       seed: int = 0, optimum: float | None = None) -> AggregationResult:
-    """Aggregate ``instance`` into ``q`` meta-states per node, solve, lift, evaluate exactly."""
+    """Aggregate ``instance`` into ``q`` meta-states per node, solve, lift, evaluate exactly.
+
+    Raises
+    ------
+    TTamerError
+        An argument is invalid (:func:`cluster_states`, :func:`~ttamer.solvers.solve.solve`),
+        or ``optimum`` is neither ``None`` nor a finite number ``>= 0``.
+    """
+    if optimum is not None:
+        optimum = check_real(optimum, "optimum", low=0.0)
     labels = cluster_states(instance, q, method, seed)
     agg = aggregate_instance(instance, labels)
     sol = solve(agg, lam, recall=recall)
     lifted = LiftedPolicy(instance, sol.policy, labels)
     value = evaluate_exactly(lifted).tradeoff
-    best = solve(instance, lam, recall=recall).value if optimum is None else float(optimum)
+    best = solve(instance, lam, recall=recall).value if optimum is None else optimum
     return AggregationResult(int(q), best, sol.value, value, value - best,
                              int(agg.n_states.sum()), agg, lifted)

@@ -26,8 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.errors import SolverError
+from ..core.errors import SolverError, TTamerError
 from ..core.instance import Instance
+from ..core.validate import check_count, check_lam, check_numbers, check_real, short_repr
 from ..solvers.lp import BudgetedLP, BudgetResult, build_mdp
 from ..core.simulate import evaluate_exactly
 
@@ -42,8 +43,14 @@ class FrontierPoint:
     policy: Any = field(default=None, repr=False, compare=False)
 
     def tradeoff(self, lam: float | None = None) -> float:
-        """``θ_λ = λ L + (1 − λ) C`` (at this point's own ``λ`` by default)."""
-        lam = self.lam if lam is None else lam
+        """``θ_λ = λ L + (1 − λ) C`` (at this point's own ``λ`` by default).
+
+        Raises
+        ------
+        TTamerError
+            ``lam`` is not a number in ``[0, 1]``.
+        """
+        lam = self.lam if lam is None else check_lam(lam)
         return lam * self.loss + (1.0 - lam) * self.cost
 
 
@@ -65,13 +72,27 @@ def index_sweep(instance: Instance, lams: Sequence[float], recall: bool = True,
     return [strategy_point(instance, lam, recall, method) for lam in lams]
 
 
+def _check_points(points: Sequence[FrontierPoint]) -> None:
+    if not isinstance(points, (list, tuple)) or not all(isinstance(p, FrontierPoint) for p in points):
+        raise TTamerError(f"expected a list of FrontierPoint objects, got {short_repr(points)}")
+
+
 def lower_envelope(costs: Sequence[float], losses: Sequence[float], tol: float = 1e-12) -> np.ndarray:
     """Indices of the points on the lower-left convex envelope, by increasing cost.
 
     Keeps the points that no convex combination of others weakly dominates: loss strictly
     decreasing with cost and slopes strictly increasing (Andrew's monotone chain).
+
+    Raises
+    ------
+    TTamerError
+        ``costs`` or ``losses`` is not a 1-D sequence of finite numbers, their lengths differ,
+        or ``tol`` is not a finite number ``>= 0``.
     """
-    c, l = np.asarray(costs, dtype=float), np.asarray(losses, dtype=float)
+    c, l = check_numbers(costs, "costs", empty=True), check_numbers(losses, "losses", empty=True)
+    if len(c) != len(l):
+        raise TTamerError(f"costs and losses must have the same length, got {len(c)} and {len(l)}")
+    tol = check_real(tol, "tol", low=0.0)
     order = np.lexsort((l, c))
     hull: list[int] = []
     for i in order:
@@ -92,7 +113,18 @@ def lower_envelope(costs: Sequence[float], losses: Sequence[float], tol: float =
 
 def envelope_loss(points: Sequence[FrontierPoint], budget: float) -> float:
     """Loss of the best randomisation of ``points`` with expected cost ``≤ budget``:
-    the lower envelope at ``budget`` (``+∞`` below the cheapest point)."""
+    the lower envelope at ``budget`` (``+∞`` below the cheapest point).
+
+    Raises
+    ------
+    TTamerError
+        ``points`` is empty or holds something other than :class:`FrontierPoint` objects of
+        finite cost and loss, or ``budget`` is not a finite number.
+    """
+    _check_points(points)
+    if len(points) == 0:
+        raise TTamerError("envelope_loss needs at least one point")
+    budget = check_real(budget, "budget")
     c = np.array([p.cost for p in points])
     l = np.array([p.loss for p in points])
     hull = lower_envelope(c, l)
@@ -104,7 +136,17 @@ def envelope_loss(points: Sequence[FrontierPoint], budget: float) -> float:
 
 def randomise(a: FrontierPoint, b: FrontierPoint, budget: float) -> tuple[float, float]:
     """Play ``a`` with probability ``w`` and ``b`` with ``1 − w`` so that the expected cost is
-    ``budget``: ``w = (C_b − B)/(C_b − C_a)``. Returns ``(w, w L_a + (1 − w) L_b)``."""
+    ``budget``: ``w = (C_b − B)/(C_b − C_a)``. Returns ``(w, w L_a + (1 − w) L_b)``.
+
+    Raises
+    ------
+    TTamerError
+        ``a`` or ``b`` is not a :class:`FrontierPoint`, or ``budget`` is not a finite number.
+    SolverError
+        ``a`` and ``b`` have the same cost, or ``budget`` is not between their costs.
+    """
+    _check_points([a, b])
+    budget = check_real(budget, "budget")
     if a.cost == b.cost:
         raise SolverError("randomise needs two points of different expected cost")
     w = (b.cost - budget) / (b.cost - a.cost)
@@ -116,8 +158,20 @@ def randomise(a: FrontierPoint, b: FrontierPoint, budget: float) -> tuple[float,
 
 def tie_weight(a: FrontierPoint, b: FrontierPoint) -> float:
     """The ``λ`` at which ``a`` and ``b`` have the same trade-off:
-    ``λ L_a + (1−λ) C_a = λ L_b + (1−λ) C_b``."""
+    ``λ L_a + (1−λ) C_a = λ L_b + (1−λ) C_b``.
+
+    Raises
+    ------
+    TTamerError
+        ``a`` or ``b`` is not a :class:`FrontierPoint`.
+    SolverError
+        They tie at no ``λ`` in ``[0, 1]``: they coincide, or one is both cheaper and less lossy.
+    """
+    _check_points([a, b])
     dc, dl = b.cost - a.cost, a.loss - b.loss
+    if dc * dl < 0 or dc + dl == 0:
+        raise SolverError(f"points (cost {a.cost:.6g}, loss {a.loss:.6g}) and (cost {b.cost:.6g}, loss {b.loss:.6g}) "
+                          "tie at no lam in [0, 1]: they coincide or one dominates the other")
     return dc / (dc + dl)
 
 
@@ -126,8 +180,20 @@ def exact_frontier(instance: Instance, recall: bool = True, method: str = "auto"
     """Every vertex of the frontier ``L*``, by increasing cost (module docstring).
 
     The two ends are solved at ``λ = 1 − eps`` (least loss, then least cost) and ``λ = eps``
-    (least cost, then least loss) so that ties at ``λ ∈ {0, 1}`` are broken the right way.
+    (least cost, then least loss) so that ties at ``λ ∈ {0, 1}`` are broken the right way;
+    ``eps < 1/2`` keeps ``1 − eps > eps``, the costly end at the larger weight on the loss.
+
+    Raises
+    ------
+    TTamerError
+        ``eps`` is not a number in ``(0, 1/2)``, ``tol`` not a finite number ``>= 0``, or
+        ``max_points`` not an integer ``>= 2`` (the two ends).
+    SolverError
+        The frontier has more than ``max_points`` vertices, or the solver refuses the instance.
     """
+    eps = check_real(eps, "eps", low=0.0, high=0.5, low_open=True, high_open=True)
+    tol = check_real(tol, "tol", low=0.0)
+    max_points = check_count(max_points, "max_points", minimum=2)
     lo = strategy_point(instance, 1.0 - eps, recall, method)  # least loss: the costly end
     hi = strategy_point(instance, eps, recall, method)  # least cost
     points = {(round(p.cost, 12), round(p.loss, 12)): p for p in (lo, hi)}
@@ -150,6 +216,15 @@ def exact_frontier(instance: Instance, recall: bool = True, method: str = "auto"
 
 def lp_frontier(instance: Instance, budgets: Sequence[float], recall: bool = True, space: str = "auto",
                 solver: str | None = None) -> list[BudgetResult]:
-    """The budgeted LP ``L*(B)`` at each budget (one compiled problem, re-solved per budget)."""
+    """The budgeted LP ``L*(B)`` at each budget (one compiled problem, re-solved per budget).
+
+    Raises
+    ------
+    TTamerError
+        ``budgets`` is not a 1-D sequence of finite numbers.
+    SolverError
+        A budget is negative or below the least expected cost, or the LP fails.
+    """
+    budgets = check_numbers(budgets, "budgets", empty=True)
     lp = BudgetedLP(build_mdp(instance, recall, space), solver)
     return [lp.solve(b) for b in budgets]

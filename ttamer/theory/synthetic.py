@@ -27,9 +27,19 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.instance import Instance
+from ..core.validate import check_count, check_int, check_real, check_seed, short_repr
 
 #: The shapes of forest :func:`random_instance` draws (see the module docstring).
 KINDS = ("chain", "tree", "forest", "skips")
+#: Largest ``n`` of :func:`random_instance` (a forest of 100,000 nodes draws in about 10 s).
+MAX_NODES = 100_000
+#: Largest ``n`` for ``kind="skips"``: up to ``n²/2`` skips, each validated (300 nodes: about 2 s).
+MAX_SKIP_NODES = 300
+#: Largest number of states per node (:func:`random_instance`, :func:`monotone_kernel`).
+MAX_STATES = 1_000
+#: Largest ``n · k_max²`` of :func:`random_instance`, which bounds the transition entries drawn
+#: (10^7 floats, 80 MB, under a second).
+MAX_ENTRIES = 10_000_000
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -38,7 +48,15 @@ def _check(cond: bool, msg: str) -> None:
 
 
 def monotone_kernel(k_from: int, k_to: int) -> np.ndarray:
-    """``M[s, t] = 1`` for ``t`` the state at the quantile of ``s``: ``round(s (k_to−1)/(k_from−1))``."""
+    """``M[s, t] = 1`` for ``t`` the state at the quantile of ``s``: ``round(s (k_to−1)/(k_from−1))``.
+
+    Raises
+    ------
+    TTamerError
+        ``k_from`` or ``k_to`` is not an integer in ``[1, MAX_STATES]`` (:data:`MAX_STATES`).
+    """
+    k_from = check_count(k_from, "k_from", maximum=MAX_STATES)
+    k_to = check_count(k_to, "k_to", maximum=MAX_STATES)
     src = np.arange(k_from)
     tgt = np.zeros(k_from, dtype=int) if k_from == 1 else np.rint(src * (k_to - 1) / (k_from - 1)).astype(int)
     M = np.zeros((k_from, k_to))
@@ -47,9 +65,17 @@ def monotone_kernel(k_from: int, k_to: int) -> np.ndarray:
 
 
 def correlated_transition(rng: np.random.Generator, k_from: int, k_to: int, rho: float) -> np.ndarray:
-    """``(1 − ρ) 1 b^T + ρ M`` with ``b ~ Dirichlet(1)`` and ``M`` the monotone kernel."""
-    base = rng.dirichlet(np.ones(k_to))
-    P = (1.0 - rho) * np.broadcast_to(base, (k_from, k_to)) + rho * monotone_kernel(k_from, k_to)
+    """``(1 − ρ) 1 b^T + ρ M`` with ``b ~ Dirichlet(1)`` and ``M`` the monotone kernel.
+
+    Raises
+    ------
+    TTamerError
+        ``rho`` is not a number in ``[0, 1]``, or the sizes are invalid (:func:`monotone_kernel`).
+    """
+    rho = check_real(rho, "rho", low=0.0, high=1.0)
+    M = monotone_kernel(k_from, k_to)
+    base = rng.dirichlet(np.ones(M.shape[1]))
+    P = (1.0 - rho) * np.broadcast_to(base, M.shape) + rho * M
     return P / P.sum(axis=1, keepdims=True)  # exact row sums (the mixture sums to 1 up to rounding)
 
 
@@ -63,13 +89,29 @@ def random_parents(rng: np.random.Generator, kind: str, n: int, roots: int) -> l
     return [None] * r + [int(rng.integers(0, v)) for v in range(r, n)]
 
 
-def _state_counts(rng: np.random.Generator, n: int, k: int | Sequence[int]) -> np.ndarray:
-    if np.ndim(k) == 0:
-        _check(int(k) >= 1, f"k must be >= 1, got {k}")
-        return np.full(n, int(k))
-    lo, hi = (int(x) for x in k)
-    _check(1 <= lo <= hi, f"k range must satisfy 1 <= k_min <= k_max, got {tuple(k)}")
-    return rng.integers(lo, hi + 1, size=n)
+def _check_k(k: int | Sequence[int]) -> int | tuple[int, int]:
+    """``k``: an integer or a pair ``(k_min, k_max)``, within ``[1, MAX_STATES]``."""
+    if not isinstance(k, (tuple, list)):
+        return check_int(k, "k (states per node)", minimum=1, maximum=MAX_STATES)
+    _check(len(k) == 2, f"k must be an integer or a pair (k_min, k_max), got {short_repr(k)}")
+    lo, hi = (check_int(x, f"k[{i}]", minimum=1, maximum=MAX_STATES) for i, x in enumerate(k))
+    _check(lo <= hi, f"k range must satisfy 1 <= k_min <= k_max, got {(lo, hi)}")
+    return lo, hi
+
+
+def _check_size(kind: str, n: int, k: int | Sequence[int]) -> tuple[int, int | tuple[int, int]]:
+    """``(n, k)`` within :data:`MAX_NODES` (:data:`MAX_SKIP_NODES`), :data:`MAX_STATES`, :data:`MAX_ENTRIES`."""
+    _check(kind in KINDS, f"kind must be one of {KINDS}, got {short_repr(kind)}")
+    n = check_count(n, "n (number of nodes)", maximum=MAX_SKIP_NODES if kind == "skips" else MAX_NODES)
+    k = _check_k(k)
+    k_max = max(k) if isinstance(k, tuple) else k
+    _check(n * k_max**2 <= MAX_ENTRIES,
+           f"n * k_max**2 must be <= {MAX_ENTRIES:,} (MAX_ENTRIES), got {n} * {k_max}**2")
+    return n, k
+
+
+def _state_counts(rng: np.random.Generator, n: int, k: int | tuple[int, int]) -> np.ndarray:
+    return rng.integers(k[0], k[1] + 1, size=n) if isinstance(k, tuple) else np.full(n, k)
 
 
 def random_instance(
@@ -85,17 +127,29 @@ def random_instance(
     skip_discount: float = 0.7,
     fallback: float | None = None,
 ) -> Instance:
-    """A random instance of ``kind`` in :data:`KINDS` (see the module docstring)."""
-    rng = np.random.default_rng(rng)
-    _check(kind in KINDS, f"kind must be one of {KINDS}, got {kind!r}")
-    _check(isinstance(n, (int, np.integer)) and n >= 1, f"n must be an integer >= 1, got {n!r}")
-    _check(np.isfinite(cost_scale) and cost_scale >= 0, f"cost_scale must be >= 0, got {cost_scale}")
-    _check(0.0 <= correlation <= 1.0, f"correlation must be in [0, 1], got {correlation}")
-    _check(0.0 < depth_decay <= 1.0, f"depth_decay must be in (0, 1], got {depth_decay}")
-    _check(0.0 <= skip_prob <= 1.0, f"skip_prob must be in [0, 1], got {skip_prob}")
-    _check(skip_discount >= 0.0, f"skip_discount must be >= 0, got {skip_discount}")
-    parents = random_parents(rng, kind, int(n), roots)
-    ks = _state_counts(rng, int(n), k)
+    """A random instance of ``kind`` in :data:`KINDS` (see the module docstring).
+
+    Raises
+    ------
+    TTamerError
+        ``rng`` is not a non-negative integer or a ``numpy.random.Generator``; ``kind`` is
+        not in :data:`KINDS`; ``n`` is not an integer in ``[1, MAX_NODES]`` (``[1,
+        MAX_SKIP_NODES]`` for skips); ``k`` is not an integer or pair of integers in ``[1,
+        MAX_STATES]``, or ``n k_max²`` exceeds :data:`MAX_ENTRIES`; ``roots`` is not an
+        integer in ``[1, n]`` (checked for forests); ``cost_scale`` or ``skip_discount`` is not
+        a finite number ``>= 0``; ``correlation`` or ``skip_prob`` is not in ``[0, 1]``;
+        ``depth_decay`` is not in ``(0, 1]``; ``fallback`` is invalid (an ``InstanceError``).
+    """
+    rng = np.random.default_rng(check_seed(rng, "rng", allow_generator=True))
+    n, k = _check_size(kind, n, k)
+    roots = check_count(roots, "roots")
+    cost_scale = check_real(cost_scale, "cost_scale", low=0.0)
+    correlation = check_real(correlation, "correlation", low=0.0, high=1.0)
+    depth_decay = check_real(depth_decay, "depth_decay", low=0.0, high=1.0, low_open=True)
+    skip_prob = check_real(skip_prob, "skip_prob", low=0.0, high=1.0)
+    skip_discount = check_real(skip_discount, "skip_discount", low=0.0)
+    parents = random_parents(rng, kind, n, roots)
+    ks = _state_counts(rng, n, k)
     depth = np.zeros(n, dtype=int)
     for v, p in enumerate(parents):
         depth[v] = 0 if p is None else depth[p] + 1

@@ -65,6 +65,12 @@ def _check_n(n: int, maximum: int = MAX_FAMILY_NODES) -> int:
     return check_count(n, "n (number of models)", minimum=2, maximum=maximum)
 
 
+def _check_family(alpha: float, n: int) -> tuple[float, int]:
+    """``(α, n)`` of a chain or star family, checked (:func:`_check_alpha`, :func:`_check_n`)."""
+    n = _check_n(n)
+    return _check_alpha(alpha, n), n
+
+
 def _values(no_recall: float, recall: float, lam: float, ratio: float) -> dict[str, float]:
     return {"no_recall": no_recall, "recall": recall, "ratio": ratio, "lam": lam}
 
@@ -112,8 +118,7 @@ def chain_family(alpha: float, n: int) -> Instance:
         ``n`` is not an integer in ``[2, MAX_FAMILY_NODES]`` (:data:`MAX_FAMILY_NODES`), or
         ``alpha`` is not a number ``> 1`` with ``α^{2n−1} ≤`` :data:`MAX_FAMILY_SCALE`.
     """
-    n = _check_n(n)
-    a = _check_alpha(alpha, n)
+    a, n = _check_family(alpha, n)
     losses: list[list[float]] = [[a**-n]]
     mats: list[Any] = [[1.0]]
     for k in range(2, n + 1):
@@ -132,8 +137,7 @@ def chain_family_values(alpha: float, n: int) -> dict[str, float]:
     TTamerError
         As :func:`chain_family`.
     """
-    n = _check_n(n)
-    a = _check_alpha(alpha, n)
+    a, n = _check_family(alpha, n)
     return _values(a**-n, a ** -(2 * n - 1), 1.0, a ** (n - 1))
 
 
@@ -145,8 +149,7 @@ def star_family(alpha: float, n: int) -> Instance:
     TTamerError
         As :func:`chain_family`.
     """
-    n = _check_n(n)
-    a = _check_alpha(alpha, n)
+    a, n = _check_family(alpha, n)
     loss, row = _good_bad(a, 1.0 / a)
     parents = [None] + [0] * (n - 1)
     return Instance.tree(parents, [[a**-n]] + [loss] * (n - 1), [[1.0]] + [[row]] * (n - 1), [0.0] * n,

@@ -36,6 +36,8 @@ from .metrics import MAX_SWEEP_POINTS
 from ..core.validate import check_integers, check_numbers
 from .traces import ExitDecisions, Trace, target_labels
 
+#: What the max-probability rule answers with when it runs to the last exit, the last exit or,
+#: as SDN falls back, the most confident exit consulted.
 FALLBACKS = ("last", "confident")
 
 

@@ -18,9 +18,9 @@ from ..core.errors import TTamerError
 from ..core.validate import check_numbers, check_real, short_repr
 
 _EPS = 1e-12
-#: Most points (rules, thresholds, budgets) one sweep holds: a complete heuristic sweep keeps
-#: this many rules at most (its frontier is thinned evenly in cost beyond that), and a list of
-#: parameters to sweep may hold no more.
+#: The most points one sweep holds (rules, thresholds or budgets). A complete heuristic sweep
+#: keeps this many rules at most (its frontier is thinned evenly in cost beyond that), and a
+#: list of parameters to sweep may hold no more.
 MAX_SWEEP_POINTS = 2000
 #: Frontier kinds of :func:`frontier`, :func:`accuracy_at`, :func:`frontier_auc` and :func:`cost_at_accuracy`.
 KINDS = ("pareto", "hull")

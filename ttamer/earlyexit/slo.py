@@ -280,7 +280,7 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
     TTamerError
         For traces that are not :class:`~ttamer.earlyexit.traces.Trace`, ``tamers`` that is
         not a dict of names to fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer`,
-        ``heuristics`` that is not a tuple or list of names of :data:`HEURISTIC_RULES`, or a
+        ``heuristics`` that is not a tuple or list of names of :data:`~ttamer.earlyexit.heuristics.HEURISTIC_RULES`, or a
         ``confidence`` :func:`check_confidence` refuses.
     """
     confidence = check_confidence(confidence)

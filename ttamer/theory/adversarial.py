@@ -43,6 +43,7 @@ from ..core.validate import check_count, check_lam, check_real, check_seed
 from ..solvers.solve import solve
 from .synthetic import random_parents
 
+#: The kinds of instance the worst-ratio search draws (a chain, a tree, a chain with skips).
 SEARCH_KINDS = ("chain", "tree", "skips")
 #: Largest ``n`` of the chain and star families (10,000 free exits build in about a second).
 MAX_FAMILY_NODES = 10_000

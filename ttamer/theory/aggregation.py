@@ -41,6 +41,7 @@ from ..core.validate import check_count, check_numbers, check_real, check_seed, 
 from ..solvers.solve import solve
 from .synthetic import marginals
 
+#: The ways of merging a node's states (sorted-loss merging, or weighted k-means; module docstring).
 METHODS = ("loss", "kmeans")
 
 

@@ -79,7 +79,7 @@ def test_every_estimator_checks_its_traces(cls):
         est().fit(synthetic_trace(400, 4, 3, seed=1).subset([0]))
     model = est().fit(synthetic_trace(400, 4, 3, seed=1))
     for method in ("decide", "decide_sweep"):
-        with pytest.raises(TTamerError, match=f"{cls} expects a ttamer Trace, got NoneType"):
+        with pytest.raises(TTamerError, match=f"{cls} expects a ttamer Trace .*got NoneType"):
             getattr(model, method)(None)
         for other in (synthetic_trace(100, 5, 3, seed=2), synthetic_trace(100, 4, 2, seed=2)):
             with pytest.raises(TraceError, match=f"{cls} was fitted on 4 exits and 3 classes"):

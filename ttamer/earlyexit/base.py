@@ -174,8 +174,7 @@ class BaseTamer:
         trace (``fitted_shape_``, set by ``fit``)."""
         self.check_fitted()
         name = type(self).__name__
-        if not isinstance(trace, Trace):
-            raise TTamerError(f"{name} expects a ttamer Trace, got {type(trace).__name__}")
+        check_trace(trace, name)
         shape = (trace.n_exits, trace.n_classes)
         if shape != self.fitted_shape_:
             raise TraceError(f"trace has {shape[0]} exits and {shape[1]} classes; {name} was fitted on "

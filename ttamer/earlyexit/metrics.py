@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import check_numbers, check_real, short_repr
+from ..core.validate import check_numbers, check_real
+from .base import check_choice
 
 _EPS = 1e-12
 #: The most points one sweep holds (rules, thresholds or budgets). A complete heuristic sweep
@@ -28,8 +29,7 @@ KINDS = ("pareto", "hull")
 
 def check_kind(kind: Any) -> str:
     """``kind`` if it is one of :data:`KINDS`, else a :class:`~ttamer.core.errors.TTamerError`."""
-    if not (isinstance(kind, str) and kind in KINDS):
-        raise TTamerError(f"frontier kind must be one of {KINDS}, got {short_repr(kind)}")
+    check_choice("frontier kind", kind, KINDS)
     return kind
 
 

@@ -18,7 +18,7 @@ from ..core.errors import TTamerError
 from ..earlyexit.traces import Trace
 from .adapters import input_length, input_slice, medians_in_turns
 from .rules import begin_run, is_runtime_rule, max_prob_rule
-from .runtime import ServeResult
+from .runtime import ServeResult, check_batch_size
 
 #: Serving modes whose per-exit cost profiles a trace recorded by the runtime keeps.
 COST_PROFILES = ("batch1", "batched")
@@ -165,9 +165,7 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     L, n = trace.n_exits, trace.n_examples
     if len(last) != n or (last < 0).any() or (last >= L).any():
         raise TTamerError(f"last must hold {n} exits in 0..{L - 1}")
-    bs = int(batch_size)
-    if bs < 1:
-        raise TTamerError(f"batch_size must be >= 1, got {batch_size!r}")
+    bs = check_batch_size(batch_size)
     if state_ms is not None and bs == 1:
         raise TTamerError("state_ms prices batches; one query at a time a rule's own cost profile does (profile=)")
     batch = np.arange(n) // bs

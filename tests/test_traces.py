@@ -531,3 +531,16 @@ def test_entropy_in_chunks_equals_the_formula(monkeypatch):
         fresh = Trace(t.probs, t.labels, t.cost, dict(t.meta))
         assert np.array_equal(fresh.entropy, expected)
     assert expected[0, 0] == 0.0
+
+
+def test_the_trace_format_chapter_states_the_limits_the_code_applies():
+    """The limits the book's trace-format chapter states in prose are the package's constants."""
+    from pathlib import Path
+
+    from ttamer.core.safeio import MAX_JSON_DIGITS
+    from ttamer.earlyexit.base import MAX_EXITS, MIN_FIT_EXAMPLES
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "book" / "formats.md").read_text().split())
+    assert f"a trace of 2 to {MAX_EXITS} exits" in text
+    assert f"fit on at least {MIN_FIT_EXAMPLES} examples" in text
+    assert f"integers at most {MAX_JSON_DIGITS} digits long" in text

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from ..core.errors import TTamerError
 from ..solvers.solve import METHODS
@@ -63,8 +63,18 @@ def _run_solve(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose usage errors are one line on stderr (``PROG: error:
+    MESSAGE (see PROG --help)``, exit status 2), like every other error of ``ttamer``; its
+    subcommand parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{escape_text(self.prog)}: error: {escape_text(' '.join(message.split()), 2000)} "
+                     f"(see {escape_text(self.prog)} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ttamer", description="T-Tamer: provably taming trade-offs in ML serving")
+    parser = OneLineParser(prog="ttamer", description="T-Tamer: provably taming trade-offs in ML serving")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_solve(sub)
     for module in _subcommands():

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InstanceError
+from .errors import InstanceError, TTamerError
 from .safeio import MAX_JSON_BYTES, HugeNumber, atomic_write, decode_text, loads_strict, read_file, show_path
 from .validate import escape_text
 
@@ -664,6 +664,19 @@ def _skip_from_dict(k: int, raw: Any) -> Skip:
         if not isinstance(raw[field], str):
             raise InstanceError(f"skip #{k}, field {field!r}: must be a node name, got {raw[field]!r}")
     return Skip(raw["from"], raw["to"], raw["cost"])
+
+
+def check_instance(instance: Any, name: str = "instance") -> Instance:
+    """``instance`` if it is an :class:`Instance`.
+
+    Raises
+    ------
+    TTamerError
+        Naming ``name``, for anything else (a dict, a path, ``None``...).
+    """
+    if not isinstance(instance, Instance):
+        raise TTamerError(f"{name} must be a ttamer.Instance, got {escape_text(type(instance).__name__, 60)}")
+    return instance
 
 
 def load_instance(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Instance:

@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import TTamerError
-from .instance import Instance
+from .instance import Instance, check_instance
+from .validate import check_bool, check_lam, escape_text
 
 STOP = -1
 
@@ -40,9 +41,9 @@ class Policy:
     """Base class: the answer rule and helpers shared by every policy."""
 
     def __init__(self, instance: Instance, lam: float, recall: bool) -> None:
-        self.instance = instance
-        self.lam = float(lam)
-        self.recall = bool(recall)
+        self.instance = check_instance(instance)
+        self.lam = check_lam(lam)
+        self.recall = check_bool(recall, "recall")
         self._y = np.inf if instance.fallback is None else float(instance.fallback)  # y, +inf if none
 
     @cached_property
@@ -210,7 +211,7 @@ class IndexPolicy(Policy):
             nd = self.instance.nodes[v]
             given = "" if nd.parent is None else f" given state of {nd.parent!r}"
             vals = ", ".join(f"{x:.4g}" for x in self.sigma[v])
-            lines.append(f"  σ[{nd.name}]{given}: [{vals}]")
+            lines.append(f"  σ[{escape_text(nd.name)}]{given}: [{vals}]")
         return "\n".join(lines)
 
 
@@ -277,17 +278,17 @@ class LastStatePolicy(Policy):
         inst = self.instance
         kind = "recall" if self.recall else "no recall"
         first = int(self.start[self.level_of(np.full((1, inst.n), -1))[0]])
-        start = "stop (answer with the fallback)" if first < 0 else inst.nodes[first].name
+        start = "stop (answer with the fallback)" if first < 0 else escape_text(inst.nodes[first].name)
         lines = [f"table policy ({kind}), λ={self.lam:g}", f"  start -> {start}"]
         for v in inst.order:
             row = "; ".join(f"s={s}: {self._rule(self.table[v][s], self.lam * inst.losses[v][s])}"
                             for s in range(inst.n_states[v]))
-            lines.append(f"  after {inst.nodes[v].name}: {row}")
+            lines.append(f"  after {escape_text(inst.nodes[v].name)}: {row}")
         return "\n".join(lines)
 
     def _rule(self, actions: np.ndarray, x_max: float) -> str:
         """One row of the table in words: a threshold in ``X`` with recall."""
-        name = lambda u: "stop" if u < 0 else self.instance.nodes[int(u)].name  # noqa: E731
+        name = lambda u: "stop" if u < 0 else escape_text(self.instance.nodes[int(u)].name)  # noqa: E731
         if not self.recall:
             return name(actions[0])
         reach = self.levels <= x_max

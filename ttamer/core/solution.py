@@ -60,3 +60,6 @@ class SolveResult:
     levels: int | None = None
     n_states: int | None = None
     lp: Any = None
+
+    def __post_init__(self) -> None:
+        self.value = float(self.value) + 0.0  # -0.0 is 0.0 (else printed as "-0")

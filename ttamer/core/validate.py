@@ -78,7 +78,7 @@ def check_lam(lam: Any, name: str = "lam") -> float:
         out = float("inf")
     if not (math.isfinite(out) and 0.0 <= out <= 1.0):
         raise TTamerError(f"{name} must be in [0, 1], got {_short(lam) if out == float('inf') else out}")
-    return out
+    return out + 0.0  # -0.0 is 0.0 (else printed as "λ=-0")
 
 
 def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import SolverError
-from ..core.instance import Instance
+from ..core.instance import Instance, check_instance
 from ..core.policy import LastStatePolicy, best_action
-from ..core.validate import check_count
+from ..core.validate import check_count, check_lam
 
 #: Default limit on the size of the value table ``Σ_v K_v × M`` (``M`` levels), checked before
 #: any work (override: ``max_cells=``); 8 bytes per cell, twice (values and actions).
@@ -28,6 +28,8 @@ MAX_DP_CELLS = 20_000_000
 
 def x_levels(instance: Instance, lam: float) -> np.ndarray:
     """Sorted distinct values of ``X``: scaled losses, ``λ y``, and ``+inf`` if no fallback."""
+    check_instance(instance)
+    lam = check_lam(lam)
     vals = [lam * l for l in instance.losses]
     tail = [np.inf] if instance.fallback is None else [lam * instance.fallback]
     return np.unique(np.concatenate(vals + [np.array(tail)]))
@@ -36,6 +38,8 @@ def x_levels(instance: Instance, lam: float) -> np.ndarray:
 def solve_chain_recall(instance: Instance, lam: float, *, max_cells: int = MAX_DP_CELLS
                        ) -> tuple[float, LastStatePolicy]:
     """Optimal recall value and policy on a chain (skips allowed)."""
+    check_instance(instance)
+    lam = check_lam(lam)
     if not instance.is_chain:
         roots = len(instance.roots)
         shape = "a branching tree" if roots == 1 else f"a forest with {roots:,} roots"

@@ -21,9 +21,9 @@ from functools import lru_cache
 import numpy as np
 
 from ..core.errors import SolverError
-from ..core.instance import Instance
+from ..core.instance import Instance, check_instance
 from ..core.policy import STOP, ExhaustivePolicy
-from ..core.validate import check_count, magnitude, magnitude_log10
+from ..core.validate import check_bool, check_count, check_lam, magnitude, magnitude_log10
 
 #: Default cap on ``Π_v (K_v + 1)``, the number of information states (times n without recall).
 MAX_STATES = 400_000
@@ -32,18 +32,23 @@ MAX_STATES = 400_000
 def state_space_bound(instance: Instance, recall: bool) -> int:
     """An upper bound on the number of information states the DP may visit (an exact
     integer, possibly huge: compare :func:`state_space_log10` first on large instances)."""
+    check_instance(instance)
+    recall = check_bool(recall, "recall")
     bound = int(np.prod([int(k) + 1 for k in instance.n_states], dtype=object))
     return bound if recall else bound * (instance.n + 1)
 
 
 def state_space_log10(instance: Instance, recall: bool) -> float:
     """``log10`` of :func:`state_space_bound`, computed without forming the integer."""
+    check_instance(instance)
+    recall = check_bool(recall, "recall")
     out = float(np.log10(instance.n_states.astype(float) + 1.0).sum())
     return out if recall else out + math.log10(instance.n + 1)
 
 
 def fits_state_space(instance: Instance, recall: bool, max_states: int) -> bool:
     """Whether :func:`state_space_bound` is at most ``max_states`` (cheap on huge instances)."""
+    max_states = check_count(max_states, "max_states")
     if state_space_log10(instance, recall) > math.log10(max(max_states, 1)) + 1:
         return False
     return state_space_bound(instance, recall) <= max_states
@@ -70,6 +75,9 @@ def solve_exhaustive(
     instance: Instance, lam: float, recall: bool = True, max_states: int = MAX_STATES
 ) -> tuple[float, ExhaustivePolicy]:
     """Optimal value and policy by DP over every information state."""
+    check_instance(instance)
+    lam = check_lam(lam)
+    recall = check_bool(recall, "recall")
     _check_size(instance, recall, max_states)
     kappa = 1.0 - lam
     n = instance.n

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.instance import Instance
+from ..core.instance import Instance, check_instance
 from ..core.policy import STOP, Policy
 from ..core.simulate import ExactEvaluation, evaluate_exactly
 
@@ -26,7 +26,7 @@ class ThresholdPolicy(Policy):
     """
 
     def __init__(self, instance: Instance, lam: float, tau: float, recall: bool = False) -> None:
-        if not instance.is_chain:
+        if not check_instance(instance).is_chain:
             raise TTamerError(f"ThresholdPolicy needs a chain; got {instance!r}")
         if np.isnan(tau):
             raise TTamerError("tau must be a number, got nan")
@@ -51,6 +51,7 @@ class ThresholdPolicy(Policy):
 
 def threshold_candidates(instance: Instance) -> np.ndarray:
     """Every ``τ`` at which the threshold rule can change: ``-inf`` and the distinct losses."""
+    check_instance(instance)
     return np.concatenate([[-np.inf], np.unique(np.concatenate(instance.losses))])
 
 

@@ -41,8 +41,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import SolverError
-from ..core.instance import Instance
+from ..core.instance import Instance, check_instance
 from ..core.policy import IndexPolicy
+from ..core.validate import check_bool, check_lam
 from .index_chain import MASS_TOL, PRUNE_MIN, chain_nodes, chain_pass
 
 #: Nodes with more children than this multiply their capped children in a balanced tree.
@@ -210,6 +211,9 @@ def compute_indices(instance: Instance, lam: float, compiled: bool = True) -> In
     step functions, to rounding); ``compiled=False`` runs the NumPy steps of this module on every
     instance, the reference the compiled pass is tested and benchmarked against.
     """
+    check_instance(instance)
+    lam = check_lam(lam)
+    compiled = check_bool(compiled, "compiled")
     if instance.skips:
         k = len(instance.skips)
         raise SolverError(f"the index solver handles forests without skips, but {instance.label} is a "

@@ -58,10 +58,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..core.errors import SolverError, TTamerError
-from ..core.instance import Instance
+from ..core.instance import Instance, check_instance
 from ..core.policy import STOP, ExhaustivePolicy, LastStatePolicy, Policy
 from ..core.solution import SolveResult
-from ..core.validate import check_count, check_lam, magnitude_log10
+from ..core.validate import check_bool, check_count, check_lam, check_real, magnitude_log10
 
 #: Default limit on the number of information states of the exhaustive space.
 MAX_STATES = 50_000
@@ -292,6 +292,8 @@ def exhaustive_mdp_log10(instance: Instance, recall: bool = True) -> float:
     float
         ``log10`` of the number of states (the count is exact to float rounding).
     """
+    check_instance(instance)
+    recall = check_bool(recall, "recall")
     inst = instance
     if inst.skips:
         log_c: list[np.ndarray | None] = [None] * inst.n
@@ -348,6 +350,9 @@ def check_exhaustive_size(instance: Instance, recall: bool, max_states: int) -> 
     SolverError
         The space is too large; the message gives its size, the limit and what to use instead.
     """
+    check_instance(instance)
+    recall = check_bool(recall, "recall")
+    max_states = check_count(max_states, "max_states")
     inst = instance
     log10 = exhaustive_mdp_log10(inst, recall)
     count = round(10 ** log10) if log10 < 15 else None  # exact below 10^15, to rounding
@@ -377,6 +382,8 @@ def exhaustive_mdp(instance: Instance, recall: bool = True, max_states: int = MA
     Raises :class:`~ttamer.core.errors.SolverError` before anything is built when more than
     ``max_states`` states would be needed (:func:`check_exhaustive_size`).
     """
+    check_instance(instance)
+    recall = check_bool(recall, "recall")
     t0 = time.perf_counter()
     inst, ed, table = instance, _Edges(instance), _loss_table(instance)
     check_exhaustive_size(inst, recall, max_states)
@@ -430,6 +437,8 @@ def _levels(instance: Instance, recall: bool) -> np.ndarray:
 
 def chain_mdp_size(instance: Instance, recall: bool = True) -> int:
     """Number of states :func:`chain_mdp` would build at most (computed without building it)."""
+    check_instance(instance)
+    recall = check_bool(recall, "recall")
     return 1 + int(instance.n_states.sum()) * len(_levels(instance, recall))
 
 
@@ -441,6 +450,8 @@ def chain_mdp(instance: Instance, recall: bool = True, *, max_chain_states: int 
     ``X ≤ ℓ_i(s_i)`` and ``X ≤ y`` can occur). Without recall it is ``(i, s_i)``. The start
     has node ``-1`` and ``X = y`` (``+∞`` without a fallback: no stop there).
     """
+    check_instance(instance)
+    recall = check_bool(recall, "recall")
     inst = instance
     if not inst.is_chain:
         raise SolverError(f"space='chain' needs a chain, but {inst.label} is a forest with "
@@ -503,6 +514,10 @@ def build_mdp(instance: Instance, recall: bool = True, space: str = "auto",
               max_states: int = MAX_STATES, *, max_chain_states: int = MAX_CHAIN_STATES) -> FiniteMDP:
     """``space``: ``"chain"`` (polynomial, chains only), ``"exhaustive"`` or ``"auto"``
     (chain on a chain, exhaustive otherwise)."""
+    check_instance(instance)
+    recall = check_bool(recall, "recall")
+    if not isinstance(space, str):
+        raise SolverError(f"space must be 'auto', 'chain' or 'exhaustive', got {type(space).__name__}")
     if space == "auto":
         space = "chain" if instance.is_chain else "exhaustive"
     if space == "chain":
@@ -738,6 +753,8 @@ def solve_lp(instance: Instance, lam: float, recall: bool = True, space: str = "
         ``V``; ``n_states`` is the size of the state space and ``lp`` the :class:`LPValues`
         (solver, status, timings, ``V`` and the ``mdp``).
     """
+    check_instance(instance)
+    recall = check_bool(recall, "recall")
     lam = _check_lam(lam)
     mdp = build_mdp(instance, recall, space, max_states, max_chain_states=max_chain_states)
     sol = primal_lp(mdp, lam, solver)
@@ -805,9 +822,10 @@ class BudgetedLP:
     def solve(self, budget: float, tol: float = 1e-9) -> BudgetResult:
         import cvxpy as cp
 
-        budget = float(budget)
-        if not np.isfinite(budget) or budget < 0:
-            raise SolverError(f"budget must be finite and >= 0, got {budget}")
+        try:  # a number, never a string or a flag converted
+            budget = check_real(budget, "budget", low=0.0)
+        except TTamerError as exc:
+            raise SolverError(str(exc)) from None
         self.B.value = budget
         t0 = time.perf_counter()
         try:
@@ -845,4 +863,6 @@ def budgeted_lp(instance: Instance, budget: float, recall: bool = True, space: s
 
     Raises :class:`~ttamer.core.errors.SolverError` if the budget is below the least achievable expected cost.
     """
+    check_instance(instance)
+    recall = check_bool(recall, "recall")
     return BudgetedLP(build_mdp(instance, recall, space, max_states), solver).solve(budget)

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.instance import Instance
+from ..core.instance import Instance, check_instance
 from ..core.policy import LastStatePolicy, best_action
+from ..core.validate import check_lam
 
 
 def solve_norecall_dp(instance: Instance, lam: float) -> tuple[float, LastStatePolicy]:
     """Value and policy of the no-recall DP (exact on chains, descend-only on forests)."""
+    check_instance(instance)
+    lam = check_lam(lam)
     kappa = 1.0 - lam
     out = instance.out_edges()
     W: list[np.ndarray] = [np.empty(0)] * instance.n

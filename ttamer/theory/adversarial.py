@@ -38,8 +38,8 @@ import numpy as np
 from scipy import optimize, special
 
 from ..core.errors import TTamerError
-from ..core.instance import Instance
-from ..core.validate import check_count, check_lam, check_real, check_seed
+from ..core.instance import Instance, check_instance
+from ..core.validate import check_bool, check_count, check_lam, check_real, check_seed
 from ..solvers.solve import solve
 from .synthetic import random_parents
 
@@ -266,13 +266,15 @@ def floor_bound(delta: float) -> float:
 def gap(instance: Instance, lam: float, method: str = "auto", recall_method: str | None = None) -> dict[str, float]:
     """No-recall and recall optimal values by the exact solvers, and their ratio (``1`` for ``0/0``)."""
     nr = solve(instance, lam, recall=False, method=method).value
-    r = solve(instance, lam, recall=True, method=recall_method or method).value
+    r = solve(instance, lam, recall=True, method=method if recall_method is None else recall_method).value
     return {"no_recall": nr, "recall": r, "ratio": ratio_of(nr, r)}
 
 
 def values_by_method(instance: Instance, lam: float, lp: bool = True) -> dict[tuple[str, bool], float]:
     """``{(method, recall): optimal value}`` for every exact method that applies: the index
     strategy (forests), the DPs (chains), the exhaustive solver and, if ``lp``, the LP."""
+    check_instance(instance)
+    lp = check_bool(lp, "lp")
     methods = [("index", True)] if not instance.skips else []
     if instance.is_chain:
         methods += [("dp", True), ("dp", False)]

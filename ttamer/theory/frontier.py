@@ -62,13 +62,15 @@ def strategy_point(instance: Instance, lam: float, recall: bool = True, method: 
     sol = solve(instance, lam, recall=recall, method=method)
     exact = evaluate_exactly(sol.policy)
     loss, cost = exact.loss, exact.cost
-    return FrontierPoint(float(lam), cost, loss, sol.policy)
+    return FrontierPoint(sol.lam, cost, loss, sol.policy)
 
 
 def index_sweep(instance: Instance, lams: Sequence[float], recall: bool = True,
                 method: str = "auto") -> list[FrontierPoint]:
     """``(cost, loss)`` of the exact strategy for each ``λ`` in ``lams`` (recall: the index
     strategy on forests, the ``(i, s, X)`` DP on chains with skips)."""
+    if isinstance(lams, (str, bytes, dict)) or not hasattr(lams, "__iter__"):
+        raise TTamerError(f"lams must be a sequence of numbers in [0, 1], got {short_repr(lams)}")
     return [strategy_point(instance, lam, recall, method) for lam in lams]
 
 

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.instance import Instance
+from ..core.instance import Instance, check_instance
 from ..core.validate import check_count, check_int, check_real, check_seed, short_repr
 
 #: The shapes of forest :func:`random_instance` draws (see the module docstring).
@@ -81,7 +81,18 @@ def correlated_transition(rng: np.random.Generator, k_from: int, k_to: int, rho:
 
 def random_parents(rng: np.random.Generator, kind: str, n: int, roots: int) -> list[int | None]:
     """Parent positions: a chain, or a random recursive tree/forest (parent of ``v`` uniform
-    among earlier nodes; the first ``roots`` nodes are roots)."""
+    among earlier nodes; the first ``roots`` nodes are roots).
+
+    Raises
+    ------
+    TTamerError
+        ``rng`` is not a ``numpy.random.Generator``, ``kind`` is not in :data:`KINDS`, ``n`` is
+        not an integer in ``[1, MAX_NODES]`` (:data:`MAX_NODES`) or ``roots`` not in ``[1, n]``.
+    """
+    _check(isinstance(rng, np.random.Generator), f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    _check(isinstance(kind, str) and kind in KINDS, f"kind must be one of {KINDS}, got {short_repr(kind)}")
+    n = check_count(n, "n (number of nodes)", maximum=MAX_NODES)
+    roots = check_count(roots, "roots")
     if kind in ("chain", "skips"):
         return [None] + list(range(n - 1))
     r = 1 if kind == "tree" else roots
@@ -101,7 +112,7 @@ def _check_k(k: int | Sequence[int]) -> int | tuple[int, int]:
 
 def _check_size(kind: str, n: int, k: int | Sequence[int]) -> tuple[int, int | tuple[int, int]]:
     """``(n, k)`` within :data:`MAX_NODES` (:data:`MAX_SKIP_NODES`), :data:`MAX_STATES`, :data:`MAX_ENTRIES`."""
-    _check(kind in KINDS, f"kind must be one of {KINDS}, got {short_repr(kind)}")
+    _check(isinstance(kind, str) and kind in KINDS, f"kind must be one of {KINDS}, got {short_repr(kind)}")
     n = check_count(n, "n (number of nodes)", maximum=MAX_SKIP_NODES if kind == "skips" else MAX_NODES)
     k = _check_k(k)
     k_max = max(k) if isinstance(k, tuple) else k
@@ -169,6 +180,7 @@ def random_instance(
 
 def marginals(instance: Instance) -> list[np.ndarray]:
     """``π_v(s) = P(S_v = s)``: ``μ_v`` for roots, ``π_parent @ P_v`` below."""
+    check_instance(instance)
     pi: list[np.ndarray] = [np.empty(0)] * instance.n
     for v in instance.order:
         p = int(instance.parent[v])

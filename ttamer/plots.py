@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from .core.errors import TTamerError
+from .core.validate import check_numbers, escape_text
 from .core.instance import Instance
 from .core.policy import IndexPolicy, LastStatePolicy, Policy
 
@@ -227,14 +228,14 @@ def plot_frontier(
     if unknown:
         raise TTamerError(f"bands given for unknown strategies {sorted(unknown)}")
     for name, pts in points_by_strategy.items():
-        pts = np.asarray(pts, dtype=float)
-        if pts.ndim != 2 or pts.shape[1] != 2:
+        pts = check_numbers(pts, f"points of strategy {escape_text(repr(name), 60)}", ndim=2)
+        if pts.shape[1] != 2:
             raise TTamerError(f"points of strategy {name!r}: expected shape (m, 2), got {pts.shape}")
         order = np.argsort(pts[:, 0], kind="stable")
         (line,) = ax.plot(pts[order, 0], pts[order, 1], marker="o" if markers else None,
                           markersize=3, linewidth=1.5, label=name)
         if name in bands:
-            band = np.asarray(bands[name], dtype=float)
+            band = check_numbers(bands[name], f"bands of strategy {escape_text(repr(name), 60)}", ndim=2)
             if band.shape != pts.shape:
                 raise TTamerError(f"bands of strategy {name!r}: expected shape {pts.shape}, got {band.shape}")
             ax.fill_between(pts[order, 0], band[order, 0], band[order, 1], color=line.get_color(),

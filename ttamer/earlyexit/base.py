@@ -118,11 +118,12 @@ def check_choice(name: str, value: Any, allowed: tuple[str, ...], auto: bool = F
     raise TTamerError(f"{name} must be one of {accepted}{note}, got {escape_text(repr(value), 80)}")
 
 
-def check_trace(trace: Any, who: str, min_examples: int = 0) -> Trace:
+def check_trace(trace: Any, who: str, min_examples: int = 0, chain: bool = False) -> Trace:
     """``trace`` if it is a :class:`~ttamer.earlyexit.traces.Trace` of at least ``min_examples``
-    examples and 2 to :data:`MAX_EXITS` exits; a :class:`~ttamer.core.errors.TTamerError` (not
-    a trace) or :class:`~ttamer.core.errors.TraceError` (too few examples, too few or too many
-    exits) naming ``who`` otherwise."""
+    examples and 2 to :data:`MAX_EXITS` exits (with ``chain``, exits forming the chain
+    ``0 → 1 → …``: a rule consulting its exits in order); a :class:`~ttamer.core.errors.TTamerError`
+    (not a trace) or :class:`~ttamer.core.errors.TraceError` (too few examples, too few or too
+    many exits, a tree) naming ``who`` otherwise."""
     if not isinstance(trace, Trace):
         raise TTamerError(f"{who} expects a ttamer Trace (ttamer.earlyexit.traces.load_trace reads one), "
                           f"got {type(trace).__name__}")
@@ -136,6 +137,9 @@ def check_trace(trace: Any, who: str, min_examples: int = 0) -> Trace:
         raise TraceError(f"key 'probs': the trace has {trace.n_exits:,} exits; {who} handles at most {MAX_EXITS} "
                          f"(MAX_EXITS: its work grows with the square of the number of exits); keep fewer exits, "
                          f"adding the cost of each dropped exit to the next one kept")
+    if chain and not trace.is_chain:
+        raise TraceError(f"key 'meta': field 'parents' makes the exits a tree, not the chain exit 0 -> 1 -> ...; "
+                         f"{who} runs the exits in order (CascadeTamer handles a tree of models)")
     return trace
 
 
@@ -170,11 +174,11 @@ class BaseTamer:
 
     def check_input(self, trace: Any) -> Trace:
         """The fitted check (:meth:`check_fitted`), then ``trace`` if it is a
-        :class:`~ttamer.earlyexit.traces.Trace` with the exits and classes of the calibration
-        trace (``fitted_shape_``, set by ``fit``)."""
+        :class:`~ttamer.earlyexit.traces.Trace` of a chain of exits with the exits and classes
+        of the calibration trace (``fitted_shape_``, set by ``fit``)."""
         self.check_fitted()
         name = type(self).__name__
-        check_trace(trace, name)
+        check_trace(trace, name, chain=True)
         shape = (trace.n_exits, trace.n_classes)
         if shape != self.fitted_shape_:
             raise TraceError(f"trace has {shape[0]} exits and {shape[1]} classes; {name} was fitted on "

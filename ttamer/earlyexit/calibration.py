@@ -70,11 +70,11 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..solvers.solve import solve
-from ..core.validate import check_bool, check_int, check_lam, check_seed
+from ..core.validate import check_bool, check_int, check_lam, check_real, check_seed, short_repr
 from .base import BaseTamer, MIN_FIT_EXAMPLES, check_choice, check_trace
 from .chain import _fit_concrete, run_policy, sweep
-from .crossval import choose_by_cv, cv_folds_of, heldout_auc, lam_grid
-from .features import AUTO, LOSSES, StateSpec
+from .crossval import check_lams, check_sweep_options, choose_by_cv, cv_folds_of, heldout_auc, lam_grid
+from .features import AUTO, LOSSES, MAX_STATES, StateSpec, _is_auto
 from .pairwise import ANSWER_RULES
 from .traces import ExitDecisions, Trace
 
@@ -207,23 +207,22 @@ class EarlyExitTamer(BaseTamer):
         check_bool(self.normalize_cost, "normalize_cost")
         spec = StateSpec(K=self.K, feature=self.feature, agreement=self.agreement, entropy_bins=self.entropy_bins,
                          prospect_bins=self.prospect_bins)
-        if self.loss != AUTO and self.loss not in LOSSES:
-            raise TTamerError(f"loss must be one of {LOSSES} or 'auto', got {self.loss!r}")
-        sm = self.smoothing
-        if sm != AUTO and not (isinstance(sm, (int, float)) and not isinstance(sm, bool) and np.isfinite(sm) and sm > 0):
-            raise TTamerError(f"smoothing must be > 0 or 'auto', got {sm!r}")
-        if self.monotone != AUTO and not isinstance(self.monotone, (bool, np.bool_)):
-            raise TTamerError(f"monotone must be True, False or 'auto', got {self.monotone!r}")
+        check_choice("loss", self.loss, LOSSES, auto=True)
+        if not _is_auto(self.smoothing):
+            check_real(self.smoothing, "smoothing (a number > 0 or 'auto')", low=0.0, low_open=True)
+        if not (_is_auto(self.monotone) or isinstance(self.monotone, (bool, np.bool_))):
+            raise TTamerError(f"monotone must be True, False or 'auto', got {short_repr(self.monotone)}")
         check_choice("answer", self.answer, ANSWER_RULES, auto=True)
         check_int(self.cv_folds, "cv_folds", minimum=2)
         check_seed(self.seed)
-        if self.target not in LOSSES:
-            raise TTamerError(f"target must be one of {LOSSES}, got {self.target!r}")
+        check_choice("target", self.target, LOSSES)
+        if self.cv_lams is not None:
+            check_lams(self.cv_lams, "cv_lams")
         return spec
 
     @property
     def _cv_lams(self) -> np.ndarray:
-        return lam_grid(12) if self.cv_lams is None else np.asarray(self.cv_lams, dtype=float)
+        return lam_grid(12) if self.cv_lams is None else check_lams(self.cv_lams, "cv_lams")
 
     # ------------------------------------------------------------------ fitting
     def candidates(self, n_train: int) -> list[Candidate]:
@@ -245,13 +244,17 @@ class EarlyExitTamer(BaseTamer):
             states = int(k) * max(s.entropy_bins, 1) * max(s.prospect_bins, 1) * (ag + 1)
             if s.K == AUTO and n_train / states < MIN_PER_STATE and k != min(ks):
                 continue
+            if states > MAX_STATES:
+                raise TTamerError(f"K={k}, entropy_bins={s.entropy_bins}, prospect_bins={s.prospect_bins} and "
+                                  f"agreement={ag} give {states:,} states per exit, above MAX_STATES={MAX_STATES:,}; "
+                                  f"use fewer bins")
             out.append(Candidate(replace(s, K=int(k), agreement=int(ag), feature=feat), sm, loss, mono, rule))
         return out
 
     def fit(self, trace: Trace) -> "EarlyExitTamer":
         """Build the chain instance from calibration examples and solve it at ``lam``."""
         self._validated()
-        check_trace(trace, "EarlyExitTamer.fit", MIN_FIT_EXAMPLES).validate()
+        check_trace(trace, "EarlyExitTamer.fit", MIN_FIT_EXAMPLES, chain=True).validate()
         cands = self.candidates(int(trace.n_examples * (self.cv_folds - 1) / self.cv_folds))
         fits: dict = {}  # shared by the candidates: the answer rule does not change a fold's fit
         best, self.cv_scores_ = choose_by_cv(trace, cands, lambda tr, cand: self._cv_score(tr, cand, fits),
@@ -323,7 +326,8 @@ class EarlyExitTamer(BaseTamer):
         """:meth:`decide` for many ``λ`` (default :func:`~ttamer.earlyexit.crossval.lam_grid` with 40 values, refined
         where the mean cost jumps; see :func:`~ttamer.earlyexit.chain.sweep`): arrays ``[P, N]``."""
         self.check_input(trace)
-        lams = lam_grid(40) if lams is None else np.asarray(lams, dtype=float)
+        lams = lam_grid(40) if lams is None else check_lams(lams)
+        check_sweep_options(refine, max_gap, max_points)
         return sweep(self.instance_, self.recall, self.states(trace), trace, lams, refine, max_gap,
                      max_points, self.name, answers=self.encoder_.answers(trace), answer_table=self.answer_table_)
 
@@ -338,5 +342,5 @@ class EarlyExitTamer(BaseTamer):
 
     def __repr__(self) -> str:
         fitted = f", fitted: {self.describe()}" if hasattr(self, "spec_") else ""
-        return (f"EarlyExitTamer(lam={self.lam:g}, K={self.K!r}, feature={self.feature!r}, "
+        return (f"EarlyExitTamer(lam={self.lam!r}, K={self.K!r}, feature={self.feature!r}, "
                 f"agreement={self.agreement!r}, recall={self.recall}, loss={self.loss!r}{fitted})")

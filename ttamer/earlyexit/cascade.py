@@ -40,14 +40,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .crossval import lam_grid
-from .features import StateEncoder, StateSpec
+from .crossval import check_lams, lam_grid  # noqa: F401 - check_lams is part of this module's API
+from .features import MAX_K, StateEncoder, StateSpec
 from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
 from ..core.solution import SolveResult
 from ..solvers.solve import solve
 from .heuristics import MAX_SWEEP_CELLS
-from .metrics import MAX_SWEEP_POINTS
 from .metrics import check_numbers, pareto_indices
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_int, check_lam, check_real, short_repr
@@ -58,22 +57,6 @@ ANSWERS = vocabulary_subset(ANSWER_RULES, "last", "confident")
 #: The state features of a tree, each model's own confidence (chain-history features do not apply;
 #: a subset of :data:`ttamer.earlyexit.base.FEATURES`).
 TREE_FEATURES = vocabulary_subset(FEATURES, "max_prob", "entropy", "margin")
-#: Most quantile bins per model (``K``): the instance holds a ``K × K`` transition matrix per
-#: edge (``4K²`` entries with agreement), and more bins than a thousand are empty on any
-#: calibration set of realistic size.
-MAX_K = 1000
-
-
-def check_lams(lams: Any, name: str = "lams") -> np.ndarray:
-    """``lams`` as a non-empty 1-D float array of values in ``[0, 1]``, at most
-    :data:`~ttamer.earlyexit.metrics.MAX_SWEEP_POINTS` of them (one pass over the values).
-
-    Raises
-    ------
-    TTamerError
-        Naming ``name``, for anything else (strings, booleans, ``nan``, nesting, too many).
-    """
-    return check_numbers(lams, name, low=0.0, high=1.0, max_len=MAX_SWEEP_POINTS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +138,7 @@ class CascadeTamer(BaseTamer):
     lam : float, default 0.95
         The trade-off ``λ`` of :meth:`decide`.
     K : int, default 8
-        Quantile bins of ``feature`` per model (at most :data:`MAX_K`).
+        Quantile bins of ``feature`` per model (at most :data:`~ttamer.earlyexit.features.MAX_K`).
     feature : {"max_prob", "entropy", "margin"}, default "max_prob"
         Each model's own confidence (:data:`TREE_FEATURES`).
     agreement : bool or {0, 1}, default False
@@ -191,9 +174,7 @@ class CascadeTamer(BaseTamer):
         """Check the constructor's parameters (called by :meth:`fit`; nothing is converted)."""
         check_choice("feature", self.feature, TREE_FEATURES, note=" (a model's own confidence)")
         check_int(self.K, "K", minimum=1, maximum=MAX_K)
-        sm = self.smoothing
-        if isinstance(sm, bool) or not (isinstance(sm, (int, float)) and np.isfinite(sm) and sm > 0):
-            raise TTamerError(f"smoothing must be > 0, got {sm!r}")
+        check_real(self.smoothing, "smoothing", low=0.0, low_open=True)
         check_lam(self.lam)
         ag = self.agreement
         if not (isinstance(ag, (bool, np.bool_)) or (isinstance(ag, (int, np.integer)) and ag in (0, 1))):
@@ -209,7 +190,7 @@ class CascadeTamer(BaseTamer):
         spec = StateSpec(K=self.K, feature=self.feature, agreement=0)
         self.encoder_ = StateEncoder.fit(spec, trace)
         self.parents_ = trace.parents
-        self.names_ = trace.exit_names
+        self.names_, self.n_classes_ = trace.exit_names, trace.n_classes
         self.reference_ = trace.reference(self.reference)
         scale = float(trace.path_cost()[self.reference_]) if self.normalize_cost else 1.0
         if not scale > 0:
@@ -236,6 +217,8 @@ class CascadeTamer(BaseTamer):
         if not np.array_equal(trace.parents, self.parents_) or trace.exit_names != self.names_:
             raise TraceError(f"the trace's models {trace.exit_names} / parents {trace.parents.tolist()} differ "
                              f"from the fitted ones {self.names_} / {self.parents_.tolist()}")
+        if trace.n_classes != self.n_classes_:
+            raise TraceError(f"trace has {trace.n_classes} classes; CascadeTamer was fitted on {self.n_classes_}")
 
     def states(self, trace: Trace) -> np.ndarray:
         """``[N, n]`` states of ``trace``'s examples under the fitted encoder."""
@@ -266,10 +249,14 @@ class CascadeTamer(BaseTamer):
         ------
         TTamerError
             Before fitting, for a trace unlike the calibration one, or for ``lams`` that are
-            not a non-empty 1-D array of at most ``MAX_SWEEP_POINTS`` numbers in [0, 1].
+            not a non-empty 1-D array of at most ``MAX_SWEEP_POINTS`` numbers in [0, 1] (and
+            ``MAX_SWEEP_CELLS / N`` on ``N`` examples).
         """
         lams = lam_grid(40) if lams is None else check_lams(lams)
         st = self.states(trace)
+        if len(lams) * trace.n_examples > MAX_SWEEP_CELLS:
+            raise TTamerError(f"lams: {len(lams):,} values on {trace.n_examples:,} examples exceed MAX_SWEEP_CELLS="
+                              f"{MAX_SWEEP_CELLS:,} decisions; pass at most {MAX_SWEEP_CELLS // trace.n_examples:,}")
         decs = [run_tree_policy(self._solve(lam), st, trace.cost_matrix) for lam in lams]
         return ExitDecisions.stack(decs, lams, self.name)
 

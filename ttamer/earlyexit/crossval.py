@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import check_bool, check_int, check_numbers, check_real
 from .heuristics import MAX_SWEEP_CELLS
-from .metrics import frontier_auc, pareto_frontier
+from .metrics import MAX_SWEEP_POINTS, frontier_auc, pareto_frontier
 from .thresholds import evenly
 from .traces import ExitDecisions, Trace
 
@@ -25,6 +26,28 @@ def lam_grid(n: int = 60, lo: float = 1e-2, hi: float = 1e4) -> np.ndarray:
     r = np.logspace(np.log10(lo), np.log10(hi), n)
     return r / (1.0 + r)
 
+
+
+def check_lams(lams: Any, name: str = "lams") -> np.ndarray:
+    """``lams`` as a non-empty 1-D float array of values in ``[0, 1]``, at most
+    :data:`~ttamer.earlyexit.metrics.MAX_SWEEP_POINTS` of them (one pass over the values).
+
+    Raises
+    ------
+    TTamerError
+        Naming ``name``, for anything else (strings, booleans, ``nan``, nesting, too many).
+    """
+    return check_numbers(lams, name, low=0.0, high=1.0, max_len=MAX_SWEEP_POINTS)
+
+
+def check_sweep_options(refine: Any, max_gap: Any, max_points: Any) -> None:
+    """Check the options of a refined ``decide_sweep`` (:func:`refined_sweep`): ``refine`` a
+    flag, ``max_gap`` a number ``>= 0`` (a fraction of the full model's cost), ``max_points`` an integer in
+    ``2..MAX_SWEEP_POINTS``; a :class:`~ttamer.core.errors.TTamerError` naming the option
+    otherwise."""
+    check_bool(refine, "refine")
+    check_real(max_gap, "max_gap", low=0.0)
+    check_int(max_points, "max_points", minimum=2, maximum=MAX_SWEEP_POINTS)
 
 
 def refined_sweep(run: Callable[[list[float]], list[ExitDecisions]], trace: Trace, lams: Sequence[float],
@@ -50,11 +73,13 @@ def refined_sweep(run: Callable[[list[float]], list[ExitDecisions]], trace: Trac
     while refine and len(decs) < max_points:
         keys = np.array(sorted(decs))
         cost = np.array([decs[k].cost.mean() / scale for k in keys])
-        logit = np.log(keys) - np.log1p(-np.minimum(keys, 1 - 1e-15))
+        # λ = 0 counted as 1e-15, so that the gap above it is bisected
+        logit = np.log(np.maximum(keys, 1e-15)) - np.log1p(-np.minimum(keys, 1 - 1e-15))
         gaps = np.flatnonzero((np.abs(np.diff(cost)) > max_gap) & (np.diff(logit) > 1e-3))
-        if len(gaps) == 0:
-            break
         more = [float(1.0 / (1.0 + np.exp(-0.5 * (logit[g] + logit[g + 1])))) for g in gaps[: max_points - len(decs)]]
+        more = [lam for lam in dict.fromkeys(more) if lam not in decs]
+        if not more:  # nothing left to bisect (or every midpoint already swept): never loop
+            break
         decs.update(zip(more, run(more)))
     keys = sorted(decs)
     return ExitDecisions.stack([decs[k] for k in keys], keys, name)
@@ -62,10 +87,11 @@ def refined_sweep(run: Callable[[list[float]], list[ExitDecisions]], trace: Trac
 
 def heldout_auc(decisions: ExitDecisions, test: Trace, target: str = "label") -> float:
     """Normalised area under the accuracy–cost frontier of a sweep on held-out examples,
-    over the cost range from exit 0 alone to the full model: the cross-validation score."""
+    over the cost range from exit 0 alone to the full model (just below it where exit 0 alone
+    costs as much, the later exits costing nothing): the cross-validation score."""
     scale = test.full_cost.mean()
     front = pareto_frontier(decisions.cost.mean(axis=1) / scale, decisions.correct(test, target).mean(axis=1))
-    return frontier_auc(front, test.cumulative_cost[:, 0].mean() / scale, 1.0)
+    return frontier_auc(front, min(test.cumulative_cost[:, 0].mean() / scale, 1 - 1e-9), 1.0)
 
 
 def choose_by_cv(trace: Trace, candidates: list, score: Callable, folds: int, options: str) -> tuple:

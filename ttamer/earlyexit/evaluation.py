@@ -48,7 +48,8 @@ from . import baselines
 from .base import check_trace
 from .calibration import EarlyExitTamer
 from ..core.errors import TTamerError
-from ..core.validate import MIN_SPLIT_EXAMPLES, check_bool, check_count, escape_text
+from ..core.validate import (MIN_SPLIT_EXAMPLES, check_bool, check_count, check_int, check_numbers, escape_text,
+                             short_repr)
 from ..core.parallel import available_memory, map_processes
 from .pathwise import PathwiseTamer
 from .results import Band, EvaluationResult, FullModelSummary, SplitSummary, StrategyResult, TraceSummary
@@ -56,7 +57,8 @@ from .traces import META_DEFAULTS, ExitDecisions, Trace, target_labels
 from . import heuristics
 from .slo import CONFIDENCE, check_confidence, slo_block
 from .tamer import ThresholdTamer
-from .metrics import (accuracy_at, cost_at_accuracy, frontier, frontier_auc, hull_frontier,  # noqa: F401
+from .crossval import check_lams
+from .metrics import (accuracy_at, check_kind, cost_at_accuracy, frontier, frontier_auc, hull_frontier,  # noqa: F401
                       pareto_frontier)
 
 #: Names of the strategies :func:`evaluate_trace` reports, in order (``"ttamer-chain"``, the
@@ -340,11 +342,13 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
         (tamer, EarlyExitTamer, "tamer")))
     opts = dict(tamer, target=target) if "target" not in tamer else dict(tamer)
     chain, skipped = None, None
+    paper = EarlyExitTamer(recall=True, **opts)
+    paper._validated()  # bad options are an error, not a reason to skip the chain
     if estimation == "chain":
-        chain = EarlyExitTamer(recall=True, **opts).fit(calibration)
+        chain = paper.fit(calibration)
     elif with_chain:
         try:
-            chain = EarlyExitTamer(recall=True, **opts).fit(calibration)
+            chain = paper.fit(calibration)
         except TTamerError as exc:  # e.g. too few calibration examples for its cross-validation
             skipped = {"estimation": "chain", "skipped": str(exc)}
     if estimation == "chain":
@@ -404,6 +408,28 @@ def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] |
     return out
 
 
+#: Most points of the cost grid of the bootstrap bands (``band_points``).
+MAX_BAND_POINTS = 10_000
+
+
+def check_sweep_and_band(lams: Any, band_points: Any, cost_range: Any,
+                         frontier_kind: Any) -> tuple[np.ndarray | None, tuple[float, float] | None]:
+    """The options of :func:`evaluate_trace` that shape its sweeps and bands, checked before any
+    work: ``lams`` (``None`` or a grid of ``λ``, :func:`~ttamer.earlyexit.crossval.check_lams`),
+    ``band_points`` (an integer in ``2..MAX_BAND_POINTS``), ``cost_range`` (``None`` or two
+    finite numbers ``lo < hi``) and ``frontier_kind``. Returns ``(lams, cost_range)`` as arrays
+    and floats; a :class:`~ttamer.core.errors.TTamerError` naming the option otherwise."""
+    lams = None if lams is None else check_lams(lams)
+    check_int(band_points, "band_points", minimum=2, maximum=MAX_BAND_POINTS)
+    check_kind(frontier_kind)
+    if cost_range is None:
+        return lams, None
+    rng = check_numbers(cost_range, "cost_range")
+    if len(rng) != 2 or not rng[0] < rng[1]:
+        raise TTamerError(f"cost_range must be two numbers (lo, hi) with lo < hi, got {short_repr(cost_range)}")
+    return lams, (float(rng[0]), float(rng[1]))
+
+
 def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.5,
                    lams: Sequence[float] | None = None, tamer: dict | None = None, target: str = "label",
                    n_boot: int = 200, band_points: int = 41,
@@ -445,10 +471,10 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     n_boot : int, default 200
         Bootstrap resamples of the test examples (0: no bands and no intervals).
     band_points : int, default 41
-        Points of the cost grid of the bands.
+        Points of the cost grid of the bands (2 to :data:`MAX_BAND_POINTS`).
     cost_range : tuple of float, optional
-        :math:`(c_{\mathrm{lo}}, c_{\mathrm{hi}})`; by default from the largest of the
-        strategies' cheapest costs to 1 (the full model).
+        :math:`(c_{\mathrm{lo}}, c_{\mathrm{hi}})`, two finite numbers, ``lo < hi``; by default
+        from the largest of the strategies' cheapest costs to 1 (the full model).
     frontier_kind : {"pareto", "hull"}
         ``"pareto"``: the staircase of the deterministic sweep points; ``"hull"``: their
         concave envelope, reached by randomising between neighbouring sweep points (applied
@@ -494,11 +520,12 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
         checked before any work).
     """
     t0 = time.perf_counter()
-    check_trace(trace, "evaluate_trace").validate()
+    check_trace(trace, "evaluate_trace", chain=True).validate()
     for name, flag in (("with_chain", with_chain), ("keep_replicates", keep_replicates), ("progress", progress)):
         check_bool(flag, name)
     target_labels(trace, target)  # validates target
     slo_confidence = check_confidence(slo_confidence)
+    lams, cost_range = check_sweep_and_band(lams, band_points, cost_range, frontier_kind)
     check_evaluation_memory(trace)
     cal, test = trace.split(calibration_fraction, seed)
     n_boot = check_bootstrap(n_boot, test.n_examples)

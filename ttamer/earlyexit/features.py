@@ -10,11 +10,13 @@ is the 0/1 loss of every exit, against the label or the final exit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..core.errors import TraceError, TTamerError
-from .base import AUTO, FEATURES as _FEATURE_VOCABULARY, vocabulary_subset
+from ..core.validate import check_int
+from .base import AUTO, FEATURES as _FEATURE_VOCABULARY, MAX_EXITS, check_choice, vocabulary_subset
 from .baselines import agreement_run_length
 from .logistic import _logistic_models, _posterior_models, _predict, posterior_answers
 from .online import log_odds
@@ -25,6 +27,18 @@ FEATURES = vocabulary_subset(_FEATURE_VOCABULARY, "max_prob", "entropy", "margin
 LOSSES = ("label", "final")
 #: The options of an estimator that make up its binned state (the fields of :class:`StateSpec`).
 STATE_OPTIONS = ("K", "feature", "agreement", "entropy_bins", "prospect_bins")
+#: Most quantile bins of an axis of the state (``K``, ``entropy_bins``, ``prospect_bins``): a
+#: chain or tree instance holds a dense transition matrix between the states of consecutive
+#: exits, and more bins than a thousand are empty on any calibration set of realistic size.
+MAX_K = 1000
+#: Most states per exit of a binned state (``K × entropy bins × prospect bins × (agreement cap
+#: + 1)``), checked before fitting: the instance holds ``L − 1`` dense matrices of
+#: ``states × states`` float64.
+MAX_STATES = 2 * MAX_K
+
+
+def _is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value == AUTO
 
 
 @dataclass(frozen=True)
@@ -49,17 +63,13 @@ class StateSpec:
     prospect_bins: int = 0
 
     def __post_init__(self) -> None:
-        if self.K != AUTO and (isinstance(self.K, bool) or not isinstance(self.K, (int, np.integer)) or self.K < 1):
-            raise TTamerError(f"K must be a positive integer or 'auto', got {self.K!r}")
-        if self.feature != AUTO and self.feature not in FEATURES:
-            raise TTamerError(f"feature must be one of {FEATURES} or 'auto', got {self.feature!r}")
-        ag = self.agreement
-        if ag != AUTO and not (isinstance(ag, (bool, int, np.integer)) and int(ag) >= 0):
-            raise TTamerError(f"agreement must be a bool, an int >= 0 or 'auto', got {ag!r}")
+        if not _is_auto(self.K):
+            check_int(self.K, "K (a positive integer or 'auto')", minimum=1, maximum=MAX_K)
+        check_choice("feature", self.feature, FEATURES, auto=True)
+        if not (_is_auto(self.agreement) or isinstance(self.agreement, (bool, np.bool_))):
+            check_int(self.agreement, "agreement (a bool, an int >= 0 or 'auto')", minimum=0, maximum=MAX_EXITS)
         for field in ("entropy_bins", "prospect_bins"):
-            v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise TTamerError(f"{field} must be an int >= 0, got {v!r}")
+            check_int(getattr(self, field), field, minimum=0, maximum=MAX_K)
 
     @property
     def is_concrete(self) -> bool:

@@ -44,7 +44,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .crossval import choose_by_cv, cv_folds_of, heldout_auc, lam_grid, refined_sweep
+from .crossval import check_lams, check_sweep_options, choose_by_cv, cv_folds_of, heldout_auc, lam_grid, refined_sweep
 from .features import AUTO, LOSSES, exit_losses, history_features
 from .logistic import _logistic_models, _posterior_models, _predict, fit_logistic, posterior_answers
 from .online import clip, log_odds
@@ -308,12 +308,13 @@ class PathwiseTamer(BaseTamer):
         check_bool(self.recall, "recall")
         check_bool(self.normalize_cost, "normalize_cost")
         check_seed(self.seed)
-        if self.target not in LOSSES:
-            raise TTamerError(f"target must be one of {LOSSES}, got {self.target!r}")
+        check_choice("target", self.target, LOSSES)
+        if self.cv_lams is not None:
+            check_lams(self.cv_lams, "cv_lams")
 
     @property
     def _cv_lams(self) -> np.ndarray:
-        return lam_grid(24) if self.cv_lams is None else np.asarray(self.cv_lams, dtype=float)
+        return lam_grid(24) if self.cv_lams is None else check_lams(self.cv_lams, "cv_lams")
 
     def candidates(self) -> list[PathCandidate]:
         """The concrete configurations the ``"auto"`` fields expand to."""
@@ -327,7 +328,7 @@ class PathwiseTamer(BaseTamer):
         """Choose the configuration (if any field is ``"auto"``), fit the state, answer and
         loss models on ``trace``, and fit the stopping rule at ``lam``."""
         self._validated()
-        check_trace(trace, "PathwiseTamer.fit", MIN_FIT_EXAMPLES).validate()
+        check_trace(trace, "PathwiseTamer.fit", MIN_FIT_EXAMPLES, chain=True).validate()
         best, self.cv_scores_ = choose_by_cv(trace, self.candidates(), self._cv_score, self.cv_folds,
                                              "feature, loss and answer")
         self.candidate_ = best
@@ -380,7 +381,8 @@ class PathwiseTamer(BaseTamer):
         values, refined where the mean cost jumps by more than ``max_gap``): arrays ``[P, N]``.
         The rule has a continuous state, so it takes a denser sweep than a binned chain."""
         self.check_input(trace)
-        lams = lam_grid(120) if lams is None else np.asarray(lams, dtype=float)
+        lams = lam_grid(120) if lams is None else check_lams(lams)
+        check_sweep_options(refine, max_gap, max_points)
         return self._sweep(self.model_, trace, lams, refine, max_gap, max_points)
 
     @property
@@ -393,5 +395,5 @@ class PathwiseTamer(BaseTamer):
 
     def __repr__(self) -> str:
         fitted = f", fitted: {self.describe()}" if hasattr(self, "rule_") else ""
-        return (f"PathwiseTamer(lam={self.lam:g}, recall={self.recall}, feature={self.feature!r}, "
+        return (f"PathwiseTamer(lam={self.lam!r}, recall={self.recall}, feature={self.feature!r}, "
                 f"loss={self.loss!r}{fitted})")

@@ -323,7 +323,7 @@ class SkipTamer(BaseTamer):
         One threshold per action (exact cuts), or an action per quantile bin.
     K : int, default 8
         Quantile bins of the state in each set of consulted models (``regions="bins"``; at
-        most :data:`~ttamer.earlyexit.cascade.MAX_K`).
+        most :data:`~ttamer.earlyexit.features.MAX_K`).
     feature : {"max_prob", "best"}
         The state ``x_h``.
     answer : {"confident", "last"}, default "last"
@@ -372,8 +372,7 @@ class SkipTamer(BaseTamer):
 
     def _validate(self) -> None:
         check_lam(self.lam, "lam")
-        if self.regions not in REGIONS:
-            raise TTamerError(f"regions must be one of {REGIONS}, got {self.regions!r}")
+        check_choice("regions", self.regions, REGIONS)
         if isinstance(self.K, (bool, np.bool_)) or not isinstance(self.K, (int, np.integer)) or self.K < 1:
             raise TTamerError(f"K must be a positive integer (bins per set), got {self.K!r}")
         check_int(self.K, "K", maximum=MAX_K)
@@ -395,7 +394,7 @@ class SkipTamer(BaseTamer):
         self.scale_ = float(cm[:, -1].mean()) if self.scale is None else float(self.scale)
         if not self.scale_ > 0:
             raise TTamerError(f"scale: the last model {trace.exit_names[-1]!r} has mean cost 0; pass scale=")
-        self.names_ = list(trace.exit_names)
+        self.names_, self.n_classes_ = list(trace.exit_names), trace.n_classes
         mp, ok, c = trace.max_prob, trace.correct, cm / self.scale_
         args = (mp, ok, c, self.lams_, int(self.K), self.feature, self.answer)
         seq = backward_skip_rule(*args, sequential=True, regions=self.regions)
@@ -419,6 +418,9 @@ class SkipTamer(BaseTamer):
         check_chain(trace, "decide")
         if list(trace.exit_names) != self.names_:
             raise TTamerError(f"decide: the trace's models {trace.exit_names} differ from the fitted ones {self.names_}")
+        if trace.n_classes != self.n_classes_:
+            raise TTamerError(f"decide: the trace has {trace.n_classes} classes; the rule was fitted on "
+                              f"{self.n_classes_}")
         if lams is None:
             return np.arange(len(self.lams_))
         want = check_lams(lams)

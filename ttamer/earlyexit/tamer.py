@@ -46,7 +46,7 @@ from .crossval import cv_folds_of, lam_grid
 from ..core.parallel import available_threads
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
-from ..core.validate import check_bool, check_int, check_lam, check_seed, escape_text
+from ..core.validate import check_bool, check_int, check_lam, check_numbers, check_seed, escape_text
 from .base import BaseTamer, MIN_FIT_EXAMPLES, check_choice, check_trace
 from .heuristics import MAX_SWEEP_CELLS
 from .metrics import MAX_SWEEP_POINTS
@@ -347,8 +347,7 @@ class ThresholdTamer(BaseTamer):
         check_lam(self.lam)
         check_bool(self.recall, "recall")
         check_bool(self.progress, "progress")
-        if self.target not in ("label", "final"):
-            raise TTamerError(f"target must be 'label' or 'final', got {escape_text(repr(self.target), 60)}")
+        check_choice("target", self.target, ("label", "final"))
         if not isinstance(self.policy, str):
             raise TTamerError(f"policy must be 'auto' or 'THRESHOLDS:STATE:ANSWER', got {type(self.policy).__name__}")
         check_int(self.cv_folds, "cv_folds", minimum=2, maximum=100)
@@ -372,7 +371,7 @@ class ThresholdTamer(BaseTamer):
     def fit(self, trace: Trace) -> "ThresholdTamer":
         """Choose the policy class (``policy="auto"``) and fit its thresholds on ``trace``."""
         self._validated()
-        check_trace(trace, "ThresholdTamer.fit", MIN_FIT_EXAMPLES).validate()
+        check_trace(trace, "ThresholdTamer.fit", MIN_FIT_EXAMPLES, chain=True).validate()
         cands = self.candidates()
         self.cv_folds_ = min(int(self.cv_folds), min(trace.n_examples, int(self.cv_max_examples)) // MIN_FOLD_EXAMPLES)
         if len(cands) > 1 and self.cv_folds_ >= 2:
@@ -498,9 +497,10 @@ class ThresholdTamer(BaseTamer):
 
     def decide_budget(self, trace: Trace, index: int) -> ExitDecisions:
         """:meth:`decide` with the rule of budget ``index`` of the fitted sweep (``sweep_cost_``);
-        ``index = len(sweep_cost_)`` is the full model."""
+        ``index = len(sweep_cost_)`` is the full model (an integer ``0..len(sweep_cost_)``)."""
         self.check_input(trace)
-        if index >= len(self.sweep_cost_):
+        index = check_int(index, "decide_budget: index", minimum=0, maximum=len(self.sweep_cost_))
+        if index == len(self.sweep_cost_):
             return with_full_model(trace, None, 1.0)[0]
         x, answers = self.state_model_.transform(trace)
         return decisions(trace, x, answers, self.sweep_taus_[index : index + 1],
@@ -508,10 +508,12 @@ class ThresholdTamer(BaseTamer):
 
     def decide_rules(self, trace: Trace, taus: np.ndarray) -> ExitDecisions:
         """The decisions ``[P, N]`` of the fitted class's state and answer rule under the
-        thresholds ``taus [P, L−1]`` (``params`` = row index)."""
+        thresholds ``taus [P, L−1]`` (``params`` = row index; numbers or ``±inf``, at most
+        ``MAX_SWEEP_CELLS / N`` rows)."""
         self.check_input(trace)
-        taus = np.asarray(taus, dtype=float)
-        if taus.ndim != 2 or taus.shape[1] != trace.n_exits - 1 or np.isnan(taus).any():
+        most = max(1, MAX_SWEEP_CELLS // trace.n_examples)
+        taus = check_numbers(taus, "taus", ndim=None, infinite=True, max_len=most)
+        if taus.ndim != 2 or taus.shape[1] != trace.n_exits - 1:
             raise TTamerError(f"taus must be an array [P, {trace.n_exits - 1}] of thresholds (one per exit but "
                               f"the last), got shape {taus.shape}")
         x, answers = self.state_model_.transform(trace)

@@ -14,7 +14,7 @@ import contextlib
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -85,9 +85,37 @@ def _n_rows(x: Any) -> int:
     raise TTamerError(f"cannot count the rows of a {type(x).__name__}")
 
 
-def _softmax_np(logits: "torch.Tensor") -> np.ndarray:  # noqa: F821
-    """float32 softmax on the CPU -- exactly what the workloads store in traces."""
-    return _torch().softmax(logits.float(), dim=-1).cpu().numpy()
+def _softmax_np(logits: "torch.Tensor", rows: int | None = None, node: int = 0,  # noqa: F821
+                n_classes: int | None = None) -> np.ndarray:
+    """float32 softmax on the CPU -- exactly what the workloads store in traces -- of exit
+    ``node``'s logits, checked (a few attribute reads) to be a tensor ``[rows, C]`` with
+    ``C >= 2``, ``C = n_classes`` where given (the exits before it)."""
+    torch = _torch()
+    if not torch.is_tensor(logits) or logits.ndim != 2 or logits.shape[1] < 2 or \
+            (rows is not None and logits.shape[0] != rows) or (n_classes is not None and logits.shape[1] != n_classes):
+        raise head_error(logits, rows, node, n_classes)
+    return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+def head_error(logits: Any, rows: int | None, node: int, n_classes: int | None) -> TTamerError:
+    """The error for exit ``node``'s head returning other than logits ``[rows, C]`` (``C >= 2``,
+    ``n_classes`` where given)."""
+    got = (f"a tensor of shape {tuple(logits.shape)}" if _torch().is_tensor(logits)
+           else f"a {type(logits).__name__}")
+    want = f"[{'B' if rows is None else rows}, {'C' if n_classes is None else n_classes}]"
+    return TTamerError(f"exit {node}'s head (or model {node}) must return a torch tensor of logits {want}, one row "
+                       f"per input and C >= 2 classes, the same C at every exit; got {got}")
+
+
+def check_finite_probs(probs: np.ndarray, consulted: np.ndarray) -> None:
+    """Raise a :class:`~ttamer.core.errors.TTamerError` naming the exit unless the softmax
+    ``probs [N, L, C]`` of every consulted ``(example, exit)`` (``consulted [N, L]``) is finite:
+    a head gave NaN or infinite logits. One vectorised pass, after the run (not in its timed steps)."""
+    bad = consulted & ~np.isfinite(probs).all(axis=2)
+    if bad.any():
+        n, v = (int(i) for i in np.argwhere(bad)[0])
+        raise TTamerError(f"exit {v}'s head (or model {v}) returned NaN or infinite logits (input {n}); "
+                          f"the model must give finite logits")
 
 
 
@@ -112,11 +140,15 @@ def input_length(inputs: Any) -> int:
     Raises
     ------
     TTamerError
-        If ``inputs`` has no length, is a bare string (one text goes in a list) or is empty.
+        If ``inputs`` has no length, is a bare string (one text goes in a list), a dict or a set
+        (not sliced into batches) or is empty.
     """
     if isinstance(inputs, (str, bytes)):
         raise TTamerError(f"inputs must be a sequence, array or tensor of examples, got a {type(inputs).__name__} "
                           "(pass one text as a list of one)")
+    if isinstance(inputs, (Mapping, set, frozenset)):
+        raise TTamerError(f"inputs must be a sequence, array or tensor of examples (sliced into batches), got a "
+                          f"{type(inputs).__name__}")
     try:
         n = len(inputs)
     except TypeError:

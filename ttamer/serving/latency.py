@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import check_bool, check_int, check_integers, check_numbers, escape_text
 from ..earlyexit.traces import Trace
 from .adapters import input_length, input_slice, medians_in_turns
 from .rules import begin_run, is_runtime_rule, max_prob_rule
@@ -30,7 +31,7 @@ def with_cost_profile(trace: Trace, mode: str | int) -> Trace:
     ``"batch1"``, ``"batched"`` or a batch size (1: ``"batch1"``, more: ``"batched"``). The
     simulation of a strategy served one query at a time should use ``"batch1"``."""
     if not isinstance(mode, str):
-        mode = "batch1" if int(mode) == 1 else "batched"
+        mode = "batch1" if check_batch_size(mode, "mode (a name or a batch size)") == 1 else "batched"
     if mode not in COST_PROFILES:
         raise TTamerError(f"mode must be one of {COST_PROFILES} or a batch size, got {mode!r}")
     profiles = trace.meta.get("cost_profiles")
@@ -119,8 +120,8 @@ def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, rows: Sequen
 def _state_rows(rows: Sequence[int] | None, batch_size: int) -> np.ndarray:
     """The row counts of a :func:`state_cost` table (default ``(1, batch_size)``), increasing, in
     ``1..batch_size``."""
-    ks = np.asarray((1, batch_size) if rows is None else rows, dtype=np.int64).reshape(-1)
-    if len(ks) == 0 or (ks < 1).any() or (ks > batch_size).any() or (np.diff(ks) <= 0).any():
+    ks = np.array((1, batch_size)) if rows is None else check_integers(rows, "state_rows", 1, batch_size, batch_size)
+    if (ks < 1).any() or (ks > batch_size).any() or (np.diff(ks) <= 0).any():
         raise TTamerError(f"rows must be increasing row counts in 1..{batch_size}, got {ks.tolist()}")
     return ks
 
@@ -161,11 +162,14 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     max-probability rule's (:func:`state_cost`), charged for every exit of every batch at its
     rows still running (interpolated linearly in the rows) -- what a rule with a costlier state
     pays in batches, where the exits' times were recorded under the max-probability rule."""
-    last = np.asarray(last, dtype=np.int64).reshape(-1)
+    if not isinstance(trace, Trace):
+        raise TTamerError(f"served_cost prices decisions on a ttamer Trace, got {type(trace).__name__}")
     L, n = trace.n_exits, trace.n_examples
+    last = check_integers(last, "last", np.iinfo(np.int64).min, None, n)
     if len(last) != n or (last < 0).any() or (last >= L).any():
         raise TTamerError(f"last must hold {n} exits in 0..{L - 1}")
     bs = check_batch_size(batch_size)
+    compact = check_bool(compact, "compact")
     if state_ms is not None and bs == 1:
         raise TTamerError("state_ms prices batches; one query at a time a rule's own cost profile does (profile=)")
     batch = np.arange(n) // bs
@@ -178,11 +182,13 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     if profile is not None:
         if bs != 1:
             raise TTamerError("a rule's own cost profile prices one query at a time (batch_size=1)")
-        c = np.asarray(profile, dtype=np.float64).reshape(-1)
+        c = check_numbers(profile, "profile", low=0.0)
         if c.shape != (L,):
             raise TTamerError(f"profile must hold {L} costs, got {c.size}")
         if reference is not None:
-            ref = np.asarray(reference, dtype=np.float64).reshape(-1)
+            ref = check_numbers(reference, "reference", low=0.0)
+            if ref.shape != (L,) or not ref.sum() > 0:
+                raise TTamerError(f"reference must hold {L} costs >= 0 of positive sum, got {ref.tolist()}")
         elif isinstance(trace.meta.get("cost_profiles"), dict):
             ref = with_cost_profile(trace, 1).cost
         else:
@@ -227,8 +233,8 @@ def _state_extra(state_ms: np.ndarray, state_rows: Sequence[int] | None, alive: 
     rows: one call per batch and exit with rows running, priced by ``state_ms [K, L]`` at
     ``state_rows`` (:func:`served_cost`)."""
     ks = _state_rows(state_rows, batch_size)
-    st = np.asarray(state_ms, dtype=np.float64)
-    if st.shape != (len(ks), alive.shape[1]) or not np.isfinite(st).all():
+    st = check_numbers(state_ms, "state_ms", ndim=None)
+    if st.shape != (len(ks), alive.shape[1]):
         raise TTamerError(f"state_ms must hold finite ms [{len(ks)}, {alive.shape[1]}] (row counts {ks.tolist()} by "
                           f"exits, state_cost's table), got shape {list(st.shape)}")
     paid = [np.interp(alive[:, i], ks, st[:, i]) for i in range(alive.shape[1])]  # a loop over exits
@@ -260,16 +266,18 @@ def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: 
     ``result`` -- the last round's :class:`~ttamer.serving.runtime.ServeResult`.
     """
     n = input_length(inputs)
+    if not isinstance(runs, dict) or not all(callable(r) for r in runs.values()):
+        raise TTamerError("runs must be a dict of name -> callable (inputs, batch_size) -> ServeResult, "
+                          f"got {escape_text(repr(runs), 80)}")
     names = list(runs)
     if not names:
         raise TTamerError("compare_latency needs at least one run")
-    if int(repeats) < 1:
-        raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
-    step = int(chunk or batch_size)
+    repeats = check_int(repeats, "repeats", minimum=1)
+    step = check_batch_size(batch_size) if chunk is None else check_batch_size(chunk, "chunk")
     lat: dict[str, list[np.ndarray]] = {k: [] for k in names}
     tot: dict[str, list[float]] = {k: [] for k in names}
     last: dict[str, ServeResult] = {}
-    for _ in range(int(repeats)):
+    for _ in range(repeats):
         parts: dict[str, list[ServeResult]] = {k: [] for k in names}
         for c, s in enumerate(range(0, n, step)):
             x = input_slice(inputs, s, s + step)

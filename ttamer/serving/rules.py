@@ -554,7 +554,7 @@ def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, 
     policy = stop_state_policy(n_exits, lam, name=f"max-prob >= {tau:g}")
 
     def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
-        return (np.nanmax(probs[:, node], axis=1) >= tau).astype(np.int64)
+        return (probs[:, node].max(axis=1) >= tau).astype(np.int64)  # NaN (a broken head) never stops
     return policy, state_fn
 
 

@@ -52,13 +52,13 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.policy import Policy, rollout
-from ..core.validate import check_bool, check_int
+from ..core.validate import check_bool, check_int, check_integers
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.tamer import ThresholdTamer
 from ..earlyexit.traces import ExitDecisions, Trace
-from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_inputs, input_error, input_length,
-                       input_slice, medians_in_turns, resolve_device, rows_on, take)
+from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_finite_probs, check_inputs, input_error,
+                       input_length, input_slice, medians_in_turns, resolve_device, rows_on, take)
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
                     begin_run,
                     is_runtime_rule,
@@ -216,7 +216,8 @@ class _Runtime:
                 for v in (np.unique(nodes) if len(nodes) > 1 else nodes):  # usually one node per step
                     sel = np.flatnonzero(nodes == v) if len(nodes) > 1 else slice(None)
                     t1 = clock()
-                    p = _softmax_np(self._logits(rows[sel], int(v)))
+                    p = _softmax_np(self._logits(rows[sel], int(v)), len(rows[sel]), int(v),
+                                    None if probs is None else probs.shape[2])
                     t2 = clock()
                     if probs is None:
                         probs = np.full((n, self.n_nodes, p.shape[1]), np.nan, dtype=np.float32)
@@ -257,6 +258,8 @@ class _Runtime:
         run = self._run_rule_batch if getattr(self, "rule", None) is not None else self._run_batch
         parts = batches(inputs, n, bs, run)
         seconds = time.perf_counter() - t0
+        for p in parts:  # after the clock: NaN logits would have driven the decisions
+            check_finite_probs(p["probs"], p["states"] >= 0)
         if len(parts) == 1:  # one batch (e.g. one query): its arrays as they are
             cat, timing = parts[0], dict(parts[0]["timing"])
         else:
@@ -442,7 +445,8 @@ class EarlyExitServer(_Runtime):
             for i in range(L):
                 t1 = clock()
                 h = self.model.blocks[i](h, ctx)
-                p = _softmax_np(self.model.heads[i](h, ctx))
+                p = _softmax_np(self.model.heads[i](h, ctx), live if self.compact else n, i,
+                                None if probs is None else probs.shape[2])
                 t2 = clock()
                 if not self.compact and not isinstance(rows, slice):  # the batch kept whole
                     p = p[rows]
@@ -506,7 +510,7 @@ class EarlyExitServer(_Runtime):
             for i in range(L):
                 t1 = clock()
                 h = blocks[i](h, ctx)
-                p = _softmax_np(heads[i](h, ctx))
+                p = _softmax_np(heads[i](h, ctx), 1, i, seen[0].shape[1] if seen else None)
                 t2 = clock()
                 if one is not None:  # scalars; the rule stops where x ≥ its threshold
                     x, a = one(i, p)
@@ -573,8 +577,7 @@ class EarlyExitServer(_Runtime):
         rules (``None`` for the max-probability rule) gives ``[R, L]``, the rules taking turns
         on every batch, so that a slow spell of the machine hits them alike."""
         n, bs = input_length(inputs), check_batch_size(batch_size)
-        if int(repeats) < 1:
-            raise TTamerError(f"repeats must be >= 1, got {repeats!r}")
+        repeats, warmup = check_int(repeats, "repeats", minimum=1), check_int(warmup, "warmup", minimum=0)
         many = isinstance(rule, (list, tuple))
         forced = [max_prob_rule(self.n_nodes, np.inf) if r is None else ForcedRule(r)
                   for r in (rule if many else [rule])]
@@ -610,10 +613,13 @@ class EarlyExitServer(_Runtime):
         beyond that (:meth:`gather_cost`). A block's time is far from proportional to its rows;
         :func:`~ttamer.serving.latency.served_cost` prices batched serving with this table."""
         batch_size = check_batch_size(batch_size)
-        if int(profile_examples) < 0:
-            raise TTamerError(f"profile_examples must be >= 0, got {profile_examples!r}")
-        rows_grid = sorted({int(k) for k in profile_rows})
-        if rows_grid and (rows_grid[0] < 1 or rows_grid[-1] > int(batch_size)):
+        profile_examples = check_int(profile_examples, "profile_examples", minimum=0)
+        warmup = check_int(warmup, "warmup", minimum=0)
+        if meta is not None and not isinstance(meta, dict):
+            raise TTamerError(f"meta must be a dict of trace meta fields, got {type(meta).__name__}")
+        rows_grid = [] if isinstance(profile_rows, (list, tuple)) and not profile_rows else sorted(set(
+            check_integers(profile_rows, "profile_rows", np.iinfo(np.int64).min, None, batch_size).tolist()))
+        if rows_grid and (rows_grid[0] < 1 or rows_grid[-1] > batch_size):
             raise TTamerError(f"profile_rows must be row counts in 1..batch_size ({batch_size}), "
                               f"got {list(profile_rows)!r}")
         n = check_inputs(inputs)
@@ -647,7 +653,7 @@ class EarlyExitServer(_Runtime):
         probs = []
         for i in range(self.n_nodes):
             h = self.model.blocks[i](h, ctx)
-            probs.append(_softmax_np(self.model.heads[i](h, ctx)))
+            probs.append(_softmax_np(self.model.heads[i](h, ctx), _rows, i, probs[0].shape[1] if probs else None))
             self._sync()
             marks.append(time.perf_counter())
         return np.stack(probs, axis=1), np.diff(marks) / len(probs[0])
@@ -727,7 +733,10 @@ class EarlyExitServer(_Runtime):
             got = batches(inputs, n, bs, self._full_batch)
         seconds = time.perf_counter() - t0
         t_prep = float(sum(g[1] for g in got))
+        if len({g[0].shape[1] for g in got}) > 1:
+            raise TTamerError("the last exit returned different numbers of classes across batches")
         P = np.concatenate([g[0] for g in got])
+        check_finite_probs(P[:, None], np.ones((n, 1), dtype=bool))
         lat = [np.full(len(g[0]), g[2]) for g in got]
         preds = [g[0].argmax(axis=1) for g in got]
         probs = np.full((n, L, P.shape[1]), np.nan, dtype=np.float32)
@@ -749,7 +758,7 @@ class EarlyExitServer(_Runtime):
         t_prep = time.perf_counter() - tb
         for block in self.model.blocks:
             h = block(h, ctx)
-        p = _softmax_np(self.model.heads[self.n_nodes - 1](h, ctx))
+        p = _softmax_np(self.model.heads[self.n_nodes - 1](h, ctx), _rows, self.n_nodes - 1)
         self._sync()
         return p, t_prep, time.perf_counter() - tb
 

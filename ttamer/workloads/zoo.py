@@ -67,6 +67,7 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.safeio import check_target
+from ..core.validate import short_repr
 from ..earlyexit.traces import Trace, load_trace, save_trace
 
 #: Folder of the shipped zoo files.
@@ -117,8 +118,8 @@ def zoo_names() -> list[str]:
 
 def zoo_entry(name: str) -> ZooEntry:
     """The registry entry of ``name``; a :class:`~ttamer.core.errors.TTamerError` naming the known names otherwise."""
-    if name not in ZOO:
-        raise TTamerError(f"unknown zoo trace {name!r}; known: {', '.join(ZOO)}")
+    if not isinstance(name, str) or name not in ZOO:
+        raise TTamerError(f"unknown zoo trace {short_repr(name)}; known: {', '.join(ZOO)}")
     return ZOO[name]
 
 

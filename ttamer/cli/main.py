@@ -64,11 +64,12 @@ def _run_solve(args: argparse.Namespace) -> int:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An :class:`argparse.ArgumentParser` whose usage errors are one line on stderr (``PROG: error:
+    """An ``argparse.ArgumentParser`` whose usage errors are one line on stderr (``PROG: error:
     MESSAGE (see PROG --help)``, exit status 2), like every other error of ``ttamer``; its
     subcommand parsers are of this class too."""
 
     def error(self, message: str) -> NoReturn:
+        """Exit with status 2 after writing ``message`` as one line (whitespace runs collapsed)."""
         self.exit(2, f"{escape_text(self.prog)}: error: {escape_text(' '.join(message.split()), 2000)} "
                      f"(see {escape_text(self.prog)} --help)\n")
 

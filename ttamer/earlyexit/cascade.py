@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .crossval import check_lams, lam_grid  # noqa: F401 - check_lams is part of this module's API
+from .crossval import check_lams, lam_grid
 from .features import MAX_K, StateEncoder, StateSpec
 from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
@@ -425,7 +425,7 @@ def compare_strategies(calibration: Trace, test: Trace, lams: Sequence[float] | 
     Raises
     ------
     TTamerError
-        For ``lams`` that :func:`check_lams` refuses, or the errors of :class:`CascadeTamer`
+        For ``lams`` that :func:`~ttamer.earlyexit.crossval.check_lams` refuses, or the errors of :class:`CascadeTamer`
         and :func:`threshold_cascade`.
     """
     lams = lam_grid(40) if lams is None else check_lams(lams)

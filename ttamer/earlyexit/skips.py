@@ -63,8 +63,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .crossval import lam_grid
-from .cascade import MAX_K, build_tree_instance, check_lams, run_tree_policy
+from .cascade import build_tree_instance, run_tree_policy
+from .crossval import check_lams, lam_grid
+from .features import MAX_K
 from ..core.errors import TTamerError
 from ..core.instance import Instance
 from ..solvers.solve import solve
@@ -610,7 +611,7 @@ def exact_skip_decisions(calibration: Trace, test: Trace, lams: Sequence[float],
     Raises
     ------
     TTamerError
-        For ``lams`` that :func:`~ttamer.earlyexit.cascade.check_lams` refuses, or the errors of
+        For ``lams`` that :func:`~ttamer.earlyexit.crossval.check_lams` refuses, or the errors of
         :func:`skip_chain_instance` and :func:`check_chain`.
     """
     lams = check_lams(lams)

@@ -229,3 +229,45 @@ def test_index_sweep_needs_a_sequence(chain3, lams):
 def test_gap_does_not_treat_a_falsy_recall_method_as_none(chain3, recall_method):
     with pytest.raises(TTamerError, match="method"):
         adversarial.gap(chain3, 0.5, recall_method=recall_method)
+
+
+# ---------------------------------------------------------------- low-level theory and LP helpers
+def test_low_level_helpers_name_their_arguments():
+    from ttamer.solvers.lp import action_table, action_values, build_mdp, primal_lp
+    from ttamer.theory.adversarial import floor_class_decoder
+    from ttamer.theory.aggregation import cluster_states, kmeans_labels
+    from ttamer.theory.synthetic import correlated_transition
+
+    inst = Instance.from_dict(copy.deepcopy(BASE))
+    mdp = build_mdp(inst)
+    rng = np.random.default_rng(0)
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    cases = [
+        (lambda: primal_lp("mdp", 0.5), "mdp must be a FiniteMDP"),
+        (lambda: action_values(mdp, 0.5, np.zeros(mdp.n_states + 1)), "one value per state"),
+        (lambda: action_values(mdp, 0.5, ["x"] * mdp.n_states), "V (values per state)"),
+        (lambda: action_values(mdp, 1.5, np.zeros(mdp.n_states)), "lam"),
+        (lambda: action_table(mdp, 0.5, np.full(mdp.n_states, np.nan)), "V (values per state)"),
+        (lambda: kmeans_labels(X, np.ones(3), 2, rng, iters=-1), "iters"),
+        (lambda: kmeans_labels(X, np.ones(3), np.inf, rng), "q (clusters)"),
+        (lambda: kmeans_labels(X, np.ones(2), 2, rng), "one weight per row"),
+        (lambda: kmeans_labels(X, np.ones(3), 2, 0), "numpy.random.Generator"),
+        (lambda: kmeans_labels(X[0], np.ones(2), 2, rng), "X"),
+        (lambda: cluster_states(inst, 2, method=np.array([])), "method (of aggregation)"),
+        (lambda: correlated_transition("rng", 2, 2, 0.5), "numpy.random.Generator"),
+        (lambda: floor_class_decoder("chain", 2, 0, 0.1, rng), "k (states per node)"),
+        (lambda: floor_class_decoder("chain", 2, 2, 1.5, rng), "delta"),
+        (lambda: floor_class_decoder(np.array([]), 2, 2, 0.1, rng), "kind"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(TTamerError) as err:
+            call()
+        assert needle in one_line(err.value), (needle, str(err.value))
+
+
+def test_batch_sizes_are_bounded():
+    from ttamer.serving.runtime import MAX_BATCH_SIZE, check_batch_size
+
+    assert check_batch_size(MAX_BATCH_SIZE) == MAX_BATCH_SIZE
+    with pytest.raises(TTamerError, match="batch_size"):
+        check_batch_size(10**30)

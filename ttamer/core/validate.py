@@ -193,6 +193,15 @@ def check_integers(values: Any, name: str, low: int, high: int | None, max_len: 
     return arr.astype(np.int64)
 
 
+def check_choice(name: str, value: Any, allowed: tuple[str, ...], auto: bool = False, note: str = "") -> None:
+    """Raise :class:`~ttamer.core.errors.TTamerError` naming the parameter ``name`` and the
+    values it accepts unless ``value`` is one of ``allowed`` (or ``"auto"`` where ``auto``)."""
+    if (auto and isinstance(value, str) and value == "auto") or (isinstance(value, str) and value in allowed):
+        return
+    accepted = f"{allowed} or 'auto'" if auto else f"{allowed}"
+    raise TTamerError(f"{name} must be one of {accepted}{note}, got {escape_text(repr(value), 80)}")
+
+
 def escape_text(text: Any, limit: int | None = None) -> str:
     """``text`` safe to print on a terminal: control characters, bidirectional overrides,
     lone surrogates and other non-printable characters become backslash escapes."""

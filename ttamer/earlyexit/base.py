@@ -28,7 +28,7 @@ import inspect
 from typing import Any
 
 from ..core.errors import TraceError, TTamerError
-from ..core.validate import MIN_SPLIT_EXAMPLES, escape_text
+from ..core.validate import MIN_SPLIT_EXAMPLES
 from .traces import Trace
 
 #: Most exits the early-exit estimators and :func:`~ttamer.earlyexit.evaluation.evaluate_trace`
@@ -107,15 +107,6 @@ def vocabulary_subset(vocabulary: dict[str, str], *names: str) -> tuple[str, ...
     if unknown:
         raise TTamerError(f"{unknown} are not in the shared vocabulary {tuple(vocabulary)}")
     return tuple(names)
-
-
-def check_choice(name: str, value: Any, allowed: tuple[str, ...], auto: bool = False, note: str = "") -> None:
-    """Raise :class:`~ttamer.core.errors.TTamerError` naming the parameter ``name`` and the
-    values it accepts unless ``value`` is one of ``allowed`` (or ``"auto"`` where ``auto``)."""
-    if (auto and isinstance(value, str) and value == AUTO) or (isinstance(value, str) and value in allowed):
-        return
-    accepted = f"{allowed} or 'auto'" if auto else f"{allowed}"
-    raise TTamerError(f"{name} must be one of {accepted}{note}, got {escape_text(repr(value), 80)}")
 
 
 def check_trace(trace: Any, who: str, min_examples: int = 0, chain: bool = False) -> Trace:

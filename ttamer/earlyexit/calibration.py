@@ -70,8 +70,8 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..solvers.solve import solve
-from ..core.validate import check_bool, check_int, check_lam, check_real, check_seed, short_repr
-from .base import BaseTamer, MIN_FIT_EXAMPLES, check_choice, check_trace
+from ..core.validate import check_bool, check_choice, check_int, check_lam, check_real, check_seed, short_repr
+from .base import BaseTamer, MIN_FIT_EXAMPLES, check_trace
 from .chain import _fit_concrete, run_policy, sweep
 from .crossval import check_lams, check_sweep_options, choose_by_cv, cv_folds_of, heldout_auc, lam_grid
 from .features import AUTO, LOSSES, MAX_STATES, StateSpec, _is_auto

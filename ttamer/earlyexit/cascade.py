@@ -49,8 +49,8 @@ from ..solvers.solve import solve
 from .heuristics import MAX_SWEEP_CELLS
 from .metrics import check_numbers, pareto_indices
 from .traces import ExitDecisions, Trace
-from ..core.validate import check_bool, check_int, check_lam, check_real, short_repr
-from .base import ANSWER_RULES, FEATURES, BaseTamer, check_choice, check_trace, vocabulary_subset
+from ..core.validate import check_bool, check_choice, check_int, check_lam, check_real, short_repr
+from .base import ANSWER_RULES, FEATURES, BaseTamer, check_trace, vocabulary_subset
 
 #: The answer rules of :func:`threshold_cascade` (a subset of :data:`ttamer.earlyexit.base.ANSWER_RULES`).
 ANSWERS = vocabulary_subset(ANSWER_RULES, "last", "confident")

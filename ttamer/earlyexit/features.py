@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import TraceError, TTamerError
-from ..core.validate import check_int
-from .base import AUTO, FEATURES as _FEATURE_VOCABULARY, MAX_EXITS, check_choice, vocabulary_subset
+from ..core.validate import check_choice, check_int
+from .base import AUTO, FEATURES as _FEATURE_VOCABULARY, MAX_EXITS, vocabulary_subset
 from .baselines import agreement_run_length
 from .logistic import _logistic_models, _posterior_models, _predict, posterior_answers
 from .online import log_odds

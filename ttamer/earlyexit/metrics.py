@@ -15,8 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import check_numbers, check_real
-from .base import check_choice
+from ..core.validate import check_choice, check_numbers, check_real
 
 _EPS = 1e-12
 #: The most points one sweep holds (rules, thresholds or budgets). A complete heuristic sweep

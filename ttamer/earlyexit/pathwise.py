@@ -50,8 +50,8 @@ from .logistic import _logistic_models, _posterior_models, _predict, fit_logisti
 from .online import clip, log_odds
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
-from ..core.validate import check_bool, check_int, check_lam, check_seed
-from .base import (ANSWER_RULES, FEATURES, MIN_FIT_EXAMPLES, BaseTamer, check_choice, check_trace,
+from ..core.validate import check_bool, check_choice, check_int, check_lam, check_seed
+from .base import (ANSWER_RULES, FEATURES, MIN_FIT_EXAMPLES, BaseTamer, check_trace,
                    vocabulary_subset)
 
 #: The state features of the path-wise regression (a subset of :data:`ttamer.earlyexit.base.FEATURES`).

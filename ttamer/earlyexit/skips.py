@@ -70,9 +70,9 @@ from ..core.errors import TTamerError
 from ..core.instance import Instance
 from ..solvers.solve import solve
 from .traces import ExitDecisions, Trace
-from ..core.validate import check_bool, check_int, check_lam, check_real
+from ..core.validate import check_bool, check_choice, check_int, check_lam, check_real
 from .metrics import MAX_SWEEP_POINTS
-from .base import ANSWER_RULES, FEATURES as _FEATURE_VOCABULARY, BaseTamer, check_choice, check_trace, vocabulary_subset
+from .base import ANSWER_RULES, FEATURES as _FEATURE_VOCABULARY, BaseTamer, check_trace, vocabulary_subset
 from .metrics import check_numbers, cost_at_accuracy, frontier_auc, pareto_frontier, pareto_indices
 from .thresholds import first_stop, frontier_taus
 

@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import ANSWER_RULES, check_choice, vocabulary_subset
+from .base import ANSWER_RULES, vocabulary_subset
+from ..core.validate import check_choice
 from .baselines import agreement_run_length
 from .features import history_features
 from .logistic import _logistic_models, _posterior_models, _predict, posterior_answers

@@ -46,8 +46,8 @@ from .crossval import cv_folds_of, lam_grid
 from ..core.parallel import available_threads
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
-from ..core.validate import check_bool, check_int, check_lam, check_numbers, check_seed, escape_text
-from .base import BaseTamer, MIN_FIT_EXAMPLES, check_choice, check_trace
+from ..core.validate import check_bool, check_choice, check_int, check_lam, check_numbers, check_seed, escape_text
+from .base import BaseTamer, MIN_FIT_EXAMPLES, check_trace
 from .heuristics import MAX_SWEEP_CELLS
 from .metrics import MAX_SWEEP_POINTS
 from .metrics import frontier_auc, pareto_frontier

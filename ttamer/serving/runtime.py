@@ -121,9 +121,15 @@ class ServeResult(ExitDecisions):
 
 
 # --------------------------------------------------------------------------- the runtime
+#: Largest batch size accepted (rows are counted in 64-bit integers, batches by the index of
+#: their first row).
+MAX_BATCH_SIZE = 2**31 - 1
+
+
 def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
-    """A batch size: an int ``>= 1`` (floats, bools, strings and ``None`` refused, not converted)."""
-    return check_int(batch_size, name, minimum=1)
+    """A batch size: an int in ``1..MAX_BATCH_SIZE`` (floats, bools, strings and ``None``
+    refused, not converted)."""
+    return check_int(batch_size, name, minimum=1, maximum=MAX_BATCH_SIZE)
 
 
 def batches(inputs: Any, n: int, bs: int, run: Callable[[Any, int], Any]) -> list:

@@ -53,6 +53,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,7 +62,7 @@ from ..core.errors import SolverError, TTamerError
 from ..core.instance import Instance, check_instance
 from ..core.policy import STOP, ExhaustivePolicy, LastStatePolicy, Policy
 from ..core.solution import SolveResult
-from ..core.validate import check_bool, check_count, check_lam, check_real, magnitude_log10
+from ..core.validate import check_bool, check_count, check_lam, check_numbers, check_real, magnitude_log10
 
 #: Default limit on the number of information states of the exhaustive space.
 MAX_STATES = 50_000
@@ -614,10 +615,28 @@ class LPValues:
     solve_seconds: float
 
 
+def check_mdp(mdp: Any, V: Any = None) -> np.ndarray | None:
+    """Raise :class:`~ttamer.core.errors.SolverError` unless ``mdp`` is a :class:`FiniteMDP`
+    (:func:`build_mdp` makes one) and ``V``, where given, one finite value per state of it;
+    return ``V`` as a float array."""
+    if not isinstance(mdp, FiniteMDP):
+        raise SolverError(f"mdp must be a FiniteMDP (build_mdp makes one), got {type(mdp).__name__}")
+    if V is None:
+        return None
+    try:
+        V = check_numbers(V, "V (values per state)")
+    except TTamerError as exc:
+        raise SolverError(str(exc)) from None
+    if len(V) != mdp.n_states:
+        raise SolverError(f"V must hold one value per state of the MDP ({mdp.n_states:,}), got {len(V):,}")
+    return V
+
+
 def primal_lp(mdp: FiniteMDP, lam: float, solver: str | None = None) -> LPValues:
     """Solve ``max Σ_x V(x)  s.t.  A V ≤ r_λ`` (module docstring) and take the greedy action."""
     import cvxpy as cp
 
+    check_mdp(mdp)
     lam = _check_lam(lam)
     solver = _resolve_solver(solver)
     r = mdp.rewards(lam)
@@ -638,7 +657,8 @@ def primal_lp(mdp: FiniteMDP, lam: float, solver: str | None = None) -> LPValues
 
 def action_values(mdp: FiniteMDP, lam: float, V: np.ndarray) -> np.ndarray:
     """``Q(row) = r_λ(row) + Σ_x' P(x' | row) V(x')`` for every (state, action) row."""
-    return mdp.rewards(lam) + mdp.trans @ V
+    V = check_mdp(mdp, V)
+    return mdp.rewards(_check_lam(lam)) + mdp.trans @ V
 
 
 def optimal_rows(mdp: FiniteMDP, lam: float, V: np.ndarray, tol: float = TIE_TOL) -> np.ndarray:
@@ -667,7 +687,7 @@ def action_table(mdp: FiniteMDP, lam: float, V: np.ndarray | None = None,
         (``-1`` = start), revealed state ``s`` and ``X`` (the best answer's loss scaled by
         ``λ``, ``inf`` before any exit).
     """
-    V = primal_lp(mdp, lam).V if V is None else V
+    V = primal_lp(mdp, lam).V if V is None else check_mdp(mdp, V)
     out = {"x": mdp.row_state, "action": mdp.row_action, "Q": action_values(mdp, lam, V),
            "optimal": optimal_rows(mdp, lam, V, tol)}
     if mdp.space == "chain":

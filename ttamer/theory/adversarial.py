@@ -39,7 +39,7 @@ from scipy import optimize, special
 
 from ..core.errors import TTamerError
 from ..core.instance import Instance, check_instance
-from ..core.validate import check_bool, check_count, check_lam, check_real, check_seed
+from ..core.validate import check_bool, check_choice, check_count, check_lam, check_real, check_seed
 from ..solvers.solve import solve
 from .synthetic import random_parents
 
@@ -326,7 +326,15 @@ def floor_class_decoder(kind: str, n: int, k: int, delta: float,
     Per node: ``k − 1`` losses ``δ + (1 − δ) sigmoid(x)`` (state 0 has loss 0), then logits
     (clipped to ``±LOGIT``) of ``μ_v`` (``k`` values) or ``P_v`` (``k × k``). Zero costs;
     for ``kind="skips"`` every skip of the chain exists at cost 0.
+
+    Raises
+    ------
+    TTamerError
+        The arguments of :func:`search_worst_ratio` out of range (``kind``, ``n``, ``k``), or
+        ``delta`` not in ``(0, 1)``.
     """
+    n, k, _, _ = _check_search(kind, n, k, 1, 1)
+    delta = _check_delta(delta)
     parents = random_parents(rng, "chain" if kind == "skips" else kind, n, 1)
     sizes = [(k - 1, k if p is None else k * k) for p in parents]
     dim = sum(a + b for a, b in sizes)
@@ -358,8 +366,7 @@ MAX_SEARCH_ITERATIONS = 20_000
 
 def _check_search(kind: str, n: int, k: int, restarts: int, maxiter: int) -> tuple[int, int, int, int]:
     """``(n, k, restarts, maxiter)`` checked against the bounds above."""
-    if kind not in SEARCH_KINDS:
-        raise TTamerError(f"kind must be one of {SEARCH_KINDS}, got {kind!r}")
+    check_choice("kind", kind, SEARCH_KINDS)
     n = _check_n(n, MAX_SEARCH_NODES)
     k = check_count(k, "k (states per node)", minimum=2, maximum=MAX_SEARCH_STATES)
     restarts, maxiter = check_count(restarts, "restarts"), check_count(maxiter, "maxiter")

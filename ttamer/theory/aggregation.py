@@ -35,9 +35,9 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.simulate import evaluate_exactly
-from ..core.instance import Instance
+from ..core.instance import Instance, check_instance
 from ..core.policy import Policy
-from ..core.validate import check_count, check_numbers, check_real, check_seed, short_repr
+from ..core.validate import check_choice, check_count, check_numbers, check_real, check_seed, short_repr
 from ..solvers.solve import solve
 from .synthetic import marginals
 
@@ -87,7 +87,20 @@ def _kmeans_pp(X: np.ndarray, w: np.ndarray, q: int, rng: np.random.Generator) -
 
 
 def kmeans_labels(X: np.ndarray, w: np.ndarray, q: int, rng: np.random.Generator, iters: int = 50) -> np.ndarray:
-    """Weighted Lloyd iterations (k-means++ seeding); ``q`` non-empty clusters when ``K > q``."""
+    """Weighted Lloyd iterations (k-means++ seeding); ``q`` non-empty clusters when ``K > q``.
+
+    Raises
+    ------
+    TTamerError
+        ``X`` is not a 2-D array of finite numbers ``[K, F]``, ``w`` not ``K`` finite weights
+        ``>= 0``, ``q`` not a positive integer, ``rng`` not a ``numpy.random.Generator`` or
+        ``iters`` not an integer ``>= 1``.
+    """
+    X, w = check_numbers(X, "X", ndim=2), check_numbers(w, "w", low=0.0)
+    q, iters = check_count(q, "q (clusters)"), check_count(iters, "iters")
+    if len(w) != len(X) or not isinstance(rng, np.random.Generator):
+        raise TTamerError(f"kmeans_labels needs one weight per row of X ({len(X)}, got {len(w)}) and a "
+                          f"numpy.random.Generator rng (got {type(rng).__name__})")
     K = len(X)
     if K <= q:
         return np.arange(K)
@@ -119,11 +132,6 @@ def _features(instance: Instance, v: int) -> np.ndarray:
     return np.concatenate(cols, axis=1)
 
 
-def _check_instance(instance: Instance) -> None:
-    if not isinstance(instance, Instance):
-        raise TTamerError(f"instance must be a ttamer Instance, got {type(instance).__name__}")
-
-
 def cluster_states(instance: Instance, q: int, method: str = "loss", seed: int = 0) -> list[np.ndarray]:
     """``labels[v][s]``: the meta-state of state ``s`` of node ``v`` (see the module docstring).
 
@@ -134,10 +142,9 @@ def cluster_states(instance: Instance, q: int, method: str = "loss", seed: int =
         integer, ``method`` not in :data:`METHODS`, or ``seed`` not a non-negative integer
         (or a ``numpy.random.Generator``).
     """
-    _check_instance(instance)
+    check_instance(instance)
     q = check_count(q, "q (meta-states per node)")
-    if method not in METHODS:
-        raise TTamerError(f"unknown aggregation method {method!r}; choose one of {', '.join(METHODS)}")
+    check_choice("method (of aggregation)", method, METHODS)
     rng = np.random.default_rng(check_seed(seed, allow_generator=True))
     pi = marginals(instance)
     if method == "loss":
@@ -162,7 +169,7 @@ def _within_weights(labels: np.ndarray, pi: np.ndarray) -> np.ndarray:
 
 def _check_labels(instance: Instance, labels: list[np.ndarray]) -> list[np.ndarray]:
     """``labels`` as integer arrays, one per node, each covering ``0..g-1`` without gaps."""
-    _check_instance(instance)
+    check_instance(instance)
     if not isinstance(labels, (list, tuple)) or len(labels) != instance.n:
         raise TTamerError(f"labels must list one array per node ({instance.n}), got {short_repr(labels)}")
     out = [np.asarray(lab) for lab in labels]

@@ -70,9 +70,11 @@ def correlated_transition(rng: np.random.Generator, k_from: int, k_to: int, rho:
     Raises
     ------
     TTamerError
-        ``rho`` is not a number in ``[0, 1]``, or the sizes are invalid (:func:`monotone_kernel`).
+        ``rho`` is not a number in ``[0, 1]``, ``rng`` not a ``numpy.random.Generator``, or the
+        sizes are invalid (:func:`monotone_kernel`).
     """
     rho = check_real(rho, "rho", low=0.0, high=1.0)
+    _check(isinstance(rng, np.random.Generator), f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     M = monotone_kernel(k_from, k_to)
     base = rng.dirichlet(np.ones(M.shape[1]))
     P = (1.0 - rho) * np.broadcast_to(base, M.shape) + rho * M

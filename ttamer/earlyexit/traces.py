@@ -137,6 +137,34 @@ def _parents_array(parents: Any, names: Sequence[str], *, positions: bool = Fals
     return out
 
 
+def check_labels(labels: Any, n: int | None = None) -> np.ndarray:
+    """``labels`` as a 1-D array of class indices (integers, or floats holding integers, ``>= 0``)
+    -- ``n`` of them where given -- in their own dtype; the rules :meth:`Trace.build` applies
+    to its labels, which a recording run (:meth:`~ttamer.serving.runtime.EarlyExitServer.run_all`)
+    checks before it runs the model. The classes are checked against the probabilities later.
+
+    Raises
+    ------
+    TraceError
+        Naming ``'labels'`` and the first offending example.
+    """
+    labels_arr = _numeric(labels, "labels")
+    if labels_arr.ndim != 1:
+        raise TraceError(f"key 'labels': expected shape [N], got {labels_arr.shape}")
+    if n is not None and len(labels_arr) != n:
+        raise TraceError(f"key 'labels': {len(labels_arr)} labels for {n} inputs (one label per input)")
+    if labels_arr.dtype.kind == "f":
+        if not np.all(np.isfinite(labels_arr)) or np.any(labels_arr != np.round(labels_arr)):
+            bad = _first(~np.isfinite(labels_arr) | (labels_arr != np.round(labels_arr)))
+            raise TraceError(f"key 'labels': example {bad[0]} is not an integer ({labels_arr[bad]})")
+    if labels_arr.size:
+        lo, hi = labels_arr.min(), labels_arr.max()
+        if lo < 0 or hi > np.iinfo(np.int64).max // 2:
+            (i,) = _first((labels_arr < 0) | (labels_arr > np.iinfo(np.int64).max // 2))
+            raise TraceError(f"key 'labels': example {i} has label {labels_arr[i].item()!r}, not a class index")
+    return labels_arr
+
+
 @dataclass(eq=False)
 class Trace:
     r"""One model with ``L`` exits, or ``L`` separate models in a forest, on ``N`` examples
@@ -219,19 +247,8 @@ class Trace:
             An array or field breaks a rule of the format; the message names it.
         """
         probs = _numeric(probs, "probs")
-        labels_arr = _numeric(labels, "labels")
+        labels_arr = check_labels(labels)
         cost_arr = _numeric(cost, "cost")
-        if labels_arr.ndim != 1:
-            raise TraceError(f"key 'labels': expected shape [N], got {labels_arr.shape}")
-        if labels_arr.dtype.kind == "f":
-            if not np.all(np.isfinite(labels_arr)) or np.any(labels_arr != np.round(labels_arr)):
-                bad = _first(~np.isfinite(labels_arr) | (labels_arr != np.round(labels_arr)))
-                raise TraceError(f"key 'labels': example {bad[0]} is not an integer ({labels_arr[bad]})")
-        if labels_arr.size:
-            lo, hi = labels_arr.min(), labels_arr.max()
-            if lo < 0 or hi > np.iinfo(np.int64).max // 2:
-                (i,) = _first((labels_arr < 0) | (labels_arr > np.iinfo(np.int64).max // 2))
-                raise TraceError(f"key 'labels': example {i} has label {labels_arr[i]!r}, not a class index")
         if meta is not None and not isinstance(meta, Mapping):
             raise TraceError(f"key 'meta': expected a dict (JSON object), got {type(meta).__name__}")
         m = dict(meta or {})

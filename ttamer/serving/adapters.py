@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import check_int, escape_text
 
 
 # --------------------------------------------------------------------------- small torch helpers
@@ -88,23 +89,25 @@ def _n_rows(x: Any) -> int:
 def _softmax_np(logits: "torch.Tensor", rows: int | None = None, node: int = 0,  # noqa: F821
                 n_classes: int | None = None) -> np.ndarray:
     """float32 softmax on the CPU -- exactly what the workloads store in traces -- of exit
-    ``node``'s logits, checked (a few attribute reads) to be a tensor ``[rows, C]`` with
-    ``C >= 2``, ``C = n_classes`` where given (the exits before it)."""
+    ``node``'s logits, checked (a few attribute reads) to be a floating-point tensor ``[rows, C]``
+    with ``C >= 2``, ``C = n_classes`` where given (the exits before it)."""
     torch = _torch()
-    if not torch.is_tensor(logits) or logits.ndim != 2 or logits.shape[1] < 2 or \
+    if not torch.is_tensor(logits) or logits.ndim != 2 or logits.shape[1] < 2 or not logits.is_floating_point() or \
             (rows is not None and logits.shape[0] != rows) or (n_classes is not None and logits.shape[1] != n_classes):
         raise head_error(logits, rows, node, n_classes)
     return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
 
 def head_error(logits: Any, rows: int | None, node: int, n_classes: int | None) -> TTamerError:
-    """The error for exit ``node``'s head returning other than logits ``[rows, C]`` (``C >= 2``,
-    ``n_classes`` where given)."""
-    got = (f"a tensor of shape {tuple(logits.shape)}" if _torch().is_tensor(logits)
+    """The error for exit ``node``'s head returning other than floating-point logits ``[rows, C]``
+    (``C >= 2``, ``n_classes`` where given: the exits before it, or at the first exit the classes
+    of the trace a served estimator was fitted on)."""
+    got = (f"a tensor of shape {tuple(logits.shape)}, dtype {logits.dtype}" if _torch().is_tensor(logits)
            else f"a {type(logits).__name__}")
     want = f"[{'B' if rows is None else rows}, {'C' if n_classes is None else n_classes}]"
-    return TTamerError(f"exit {node}'s head (or model {node}) must return a torch tensor of logits {want}, one row "
-                       f"per input and C >= 2 classes, the same C at every exit; got {got}")
+    return TTamerError(f"exit {node}'s head (or model {node}) must return a floating-point torch tensor of logits "
+                       f"{want}, one row per input and C >= 2 classes, the same C at every exit (and as in the "
+                       f"trace a served estimator was fitted on); got {got}")
 
 
 def check_finite_probs(probs: np.ndarray, consulted: np.ndarray) -> None:
@@ -210,6 +213,50 @@ def input_slice(inputs: Any, a: int, b: int) -> Any:
 
 
 # --------------------------------------------------------------------------- models
+def _parts(values: Any, name: str, what: str) -> list:
+    """``values`` (a list, tuple, ``ModuleList``, ``Sequential`` or other iterable of callables)
+    as a list, or a :class:`~ttamer.core.errors.TTamerError` naming ``name`` and the first entry
+    that is not callable."""
+    torch = sys.modules.get("torch")
+    one_module = torch is not None and isinstance(values, torch.nn.Module) and \
+        not isinstance(values, (torch.nn.ModuleList, torch.nn.Sequential))
+    if values is None or isinstance(values, (str, bytes, Mapping)) or one_module:
+        raise TTamerError(f"MultiExitModel: {name} must be a list of {what}, one per exit, got "
+                          f"{type(values).__name__}")
+    try:
+        out = list(values)
+    except TypeError:
+        raise TTamerError(f"MultiExitModel: {name} must be a list of {what}, one per exit, got "
+                          f"{type(values).__name__}") from None
+    for i, f in enumerate(out):
+        if not callable(f):
+            raise TTamerError(f"MultiExitModel: {name}[{i}] must be callable ({what}), got {type(f).__name__}")
+    return out
+
+
+def _train_mode_kinds() -> tuple:
+    """Modules that behave otherwise in training mode (random, or normalised by the batch)."""
+    nn = _torch().nn
+    return (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
+def check_eval(model: "MultiExitModel") -> None:
+    """Raise a :class:`~ttamer.core.errors.TTamerError` naming the part if a torch module of
+    ``model`` (its ``modules``) is in training mode and holds a dropout or batch-norm layer:
+    its outputs -- and so the exits taken -- would change from run to run (dropout) or with
+    the batch (batch norm). Once per call of the runtime, before its clock starts."""
+    torch = sys.modules.get("torch")
+    if torch is None or not model.modules:
+        return
+    kinds = _train_mode_kinds()
+    for part, module in model.modules:  # every submodule: one may be in training mode on its own
+        for sub in module.modules():
+            if sub.training and isinstance(sub, kinds) and getattr(sub, "p", 1.0) != 0:
+                raise TTamerError(f"{part} ({type(module).__name__}) holds a {type(sub).__name__} in training "
+                                  f"mode: its outputs, and so the exits taken, would vary from run "
+                                  f"to run; call .eval() on the model before serving or recording it")
+
+
 @dataclass
 class MultiExitModel:
     """A network with an exit after every block.
@@ -217,24 +264,56 @@ class MultiExitModel:
     ``prepare(inputs, device) -> (h, ctx)`` turns a list / array / tensor of ``B`` raw inputs
     into the first hidden state and a per-row context (e.g. an attention mask; ``None`` if
     unused); ``blocks[i](h, ctx) -> h`` and ``heads[i](h, ctx) -> logits [B, C]``. Tensors
-    carry the batch on dimension 0.
+    carry the batch on dimension 0. ``names``: one non-empty, distinct string per exit
+    (default ``exit0, exit1, …``). ``modules``: ``(part, torch module)`` pairs that the
+    runtime checks to be in evaluation mode (:func:`check_eval`); blocks and heads that are
+    torch modules themselves are added.
+
+    Raises
+    ------
+    TTamerError
+        If ``blocks`` or ``heads`` is not a non-empty list of callables, one head per block,
+        ``prepare`` is not callable, or ``names`` are not one distinct non-empty string per exit.
     """
 
     blocks: Sequence[Callable]
     heads: Sequence[Callable]
     prepare: Callable[[Any, Any], tuple[Any, Any]]
     names: list[str] = field(default_factory=list)
+    modules: list[tuple[str, Any]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
+        self.blocks = _parts(self.blocks, "blocks", "callables (h, ctx) -> h")
+        self.heads = _parts(self.heads, "heads", "callables (h, ctx) -> logits")
         if len(self.blocks) == 0:
             raise TTamerError("MultiExitModel needs at least one block")
         if len(self.blocks) != len(self.heads):
             raise TTamerError(f"MultiExitModel: {len(self.blocks)} blocks but {len(self.heads)} exit heads "
                               "(one head per block)")
+        if not callable(self.prepare):
+            raise TTamerError(f"MultiExitModel: prepare must be callable (inputs, device) -> (h, ctx), got a "
+                              f"{type(self.prepare).__name__}")
+        if self.names is None:
+            self.names = []
+        if not isinstance(self.names, (list, tuple, np.ndarray)):
+            raise TTamerError(f"MultiExitModel: names must be a list of strings, one per exit, got "
+                              f"{escape_text(repr(self.names), 60)}")
+        self.names = list(self.names)
         if not self.names:
             self.names = [f"exit{i}" for i in range(len(self.blocks))]
         if len(self.names) != len(self.blocks):
             raise TTamerError(f"MultiExitModel: {len(self.names)} names for {len(self.blocks)} exits")
+        for i, name in enumerate(self.names):
+            if not isinstance(name, str) or not name:
+                raise TTamerError(f"MultiExitModel: names[{i}] must be a non-empty string, got "
+                                  f"{escape_text(repr(name), 60)}")
+        if len(set(self.names)) != len(self.names):
+            raise TTamerError(f"MultiExitModel: names has duplicates: {escape_text(repr(self.names), 120)}")
+        torch = sys.modules.get("torch")
+        self.modules = list(self.modules)
+        if torch is not None:
+            for kind, parts in (("block {}", self.blocks), ("exit {}'s head", self.heads)):
+                self.modules += [(kind.format(i), m) for i, m in enumerate(parts) if isinstance(m, torch.nn.Module)]
 
     @property
     def n_exits(self) -> int:
@@ -244,15 +323,26 @@ class MultiExitModel:
     def from_modules(cls, blocks: Sequence[Callable], heads: Sequence[Callable],
                      names: Sequence[str] | None = None) -> "MultiExitModel":
         """Blocks and heads that take the hidden state only (e.g. a CNN: ``model.blocks``,
-        ``model.heads``); inputs are a float tensor (or array) ``[B, ...]``."""
+        ``model.heads``); inputs are a float tensor (or array) ``[B, ...]``.
+
+        Raises
+        ------
+        TTamerError
+            As the class: ``blocks`` or ``heads`` not lists of callables of one length, bad ``names``.
+        """
         torch = _torch()
+        blocks = _parts(blocks, "blocks", "modules h -> h")
+        heads = _parts(heads, "heads", "modules h -> logits")
 
         def prepare(inputs: Any, device: Any) -> tuple[Any, None]:
             x = inputs if torch.is_tensor(inputs) else torch.as_tensor(numeric_array(inputs))
             return to_device(x, device), None
 
         wrap = lambda f: (lambda h, _ctx: f(h))  # noqa: E731
-        return cls([wrap(b) for b in blocks], [wrap(h) for h in heads], prepare, list(names or []))
+        modules = [(f"block {i}", m) for i, m in enumerate(blocks) if isinstance(m, torch.nn.Module)] + \
+                  [(f"exit {i}'s head", m) for i, m in enumerate(heads) if isinstance(m, torch.nn.Module)]
+        return cls([wrap(b) for b in blocks], [wrap(h) for h in heads], prepare, [] if names is None else names,
+                   modules)
 
 
 def numeric_array(inputs: Any) -> np.ndarray:
@@ -274,21 +364,46 @@ def transformer_exits(tokenizer: Any, encoder: Any, heads: Sequence[Any], max_le
     all): block 0 = embeddings + layer 1, block ``i`` = layer ``i+1``; exit ``i`` = the
     hidden state mean-pooled over the tokens (attention mask) through ``heads[i]``
     (the convention of :mod:`ttamer.workloads.nlp`). ``prepare`` tokenises (padding to the
-    longest text of the batch, truncation at ``max_length``)."""
+    longest text of the batch, truncation at ``max_length``); inputs are texts (``str``).
+
+    Raises
+    ------
+    TTamerError
+        If ``tokenizer`` is not callable, ``encoder`` has no BERT-like ``.embeddings`` and
+        ``.encoder.layer``, ``layers`` is not an integer in ``1..`` its layers, ``heads`` is not
+        one callable per layer, ``max_length`` is not an integer in ``1..`` the encoder's
+        ``config.max_position_embeddings``; when serving, if an input is not a text or the
+        tokenizer returns other than tensors ``input_ids`` and ``attention_mask``.
+    """
     torch = _torch()
+    if not callable(tokenizer):
+        raise TTamerError(f"tokenizer must be callable (a Hugging Face tokenizer), got {type(tokenizer).__name__}")
     emb = getattr(encoder, "embeddings", None)
     all_layers = getattr(getattr(encoder, "encoder", None), "layer", None)
     if emb is None or all_layers is None:
-        raise TTamerError(f"model {type(encoder).__name__}: expected BERT-like .embeddings and .encoder.layer")
-    L = len(all_layers) if layers is None else int(layers)
-    if not 1 <= L <= len(all_layers):
-        raise TTamerError(f"layers must be in 1..{len(all_layers)}, got {layers}")
+        base = getattr(encoder, "base_model", None)
+        hint = "; pass its encoder, model.base_model" if base is not None and base is not encoder and \
+            getattr(base, "embeddings", None) is not None else ""
+        raise TTamerError(f"model {type(encoder).__name__}: expected BERT-like .embeddings and .encoder.layer{hint}")
+    L = len(all_layers) if layers is None else check_int(layers, "layers", minimum=1, maximum=len(all_layers))
+    heads = _parts(heads, "heads", "modules (pooled hidden state) -> logits")
     if len(heads) != L:
         raise TTamerError(f"{len(heads)} exit heads for {L} layers (one head per layer)")
+    max_length = check_int(max_length, "max_length", minimum=1)
+    positions = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and 0 < positions < max_length:
+        raise TTamerError(f"max_length must be <= {positions}, the encoder's config.max_position_embeddings "
+                          f"(longer inputs have no position embedding), got {max_length}")
 
     def prepare(texts: Any, device: Any) -> tuple[Any, dict]:
-        texts = [str(t) for t in (texts if not isinstance(texts, str) else [texts])]
-        b = tokenizer(texts, padding=True, truncation=True, max_length=int(max_length), return_tensors="pt")
+        texts = list(texts) if not isinstance(texts, str) else [texts]
+        for t in texts:
+            if not isinstance(t, str):
+                raise TTamerError(f"inputs of a transformer_exits model must be texts (str), got {type(t).__name__}")
+        b = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        if not isinstance(b, Mapping) or not all(torch.is_tensor(b.get(k)) for k in ("input_ids", "attention_mask")):
+            raise TTamerError(f"the tokenizer must return tensors 'input_ids' and 'attention_mask' (a Hugging Face "
+                              f"tokenizer called with return_tensors='pt'), got a {type(b).__name__}")
         b = {k: to_device(v, device) for k, v in b.items()}
         mask = b["attention_mask"]
         m = mask.unsqueeze(-1).to(torch.float32)
@@ -316,8 +431,12 @@ def transformer_exits(tokenizer: Any, encoder: Any, heads: Sequence[Any], max_le
             return heads[i](torch.bmm(w if w.dtype == h.dtype else w.to(h.dtype), h)[:, 0])
         return head
 
-    names = list(names) if names is not None else [f"layer{i + 1}" for i in range(L)]
-    return MultiExitModel([layer_block(i) for i in range(L)], [exit_head(i) for i in range(L)], prepare, names)
+    names = names if names is not None else [f"layer{i + 1}" for i in range(L)]
+    modules = [(part, m) for part, m in [("the encoder", encoder)] + [(f"exit {i}'s head", h)
+                                                                    for i, h in enumerate(heads)]
+               if isinstance(m, torch.nn.Module)]
+    return MultiExitModel([layer_block(i) for i in range(L)], [exit_head(i) for i in range(L)], prepare, names,
+                          modules)
 
 
 # --------------------------------------------------------------------------- quiet model loading

@@ -56,8 +56,9 @@ from ..core.validate import check_bool, check_int, check_integers
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.tamer import ThresholdTamer
-from ..earlyexit.traces import ExitDecisions, Trace
-from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_finite_probs, check_inputs, input_error,
+from ..earlyexit.traces import ExitDecisions, Trace, check_labels
+from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_eval, check_finite_probs, check_inputs,
+                       input_error,
                        input_length, input_slice, medians_in_turns, resolve_device, rows_on, take)
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
                     begin_run,
@@ -152,6 +153,8 @@ class _Runtime:
     """Rollout of a policy whose ``reveal`` runs models; subclasses compute exits."""
 
     n_nodes: int
+    #: Classes the first exit must give (those of the trace a served estimator was fitted on), or None.
+    _n_classes: int | None = None
 
     def __init__(self, policy: Policy, state_fn: StateFn, device: Any, answer_fn: AnswerFn | None = None,
                  exit_map: ExitMap | None = None) -> None:
@@ -170,6 +173,9 @@ class _Runtime:
                               f"{self.n_nodes} exits / models")
         self.policy, self.state_fn = policy, state_fn
         self.device = resolve_device(device)
+
+    def _check_model(self) -> None:
+        """Checks of the model before a run (subclasses)."""
 
     # subclasses: start a batch, compute node outputs for rows
     def _begin(self, inputs: Any) -> None:
@@ -223,7 +229,7 @@ class _Runtime:
                     sel = np.flatnonzero(nodes == v) if len(nodes) > 1 else slice(None)
                     t1 = clock()
                     p = _softmax_np(self._logits(rows[sel], int(v)), len(rows[sel]), int(v),
-                                    None if probs is None else probs.shape[2])
+                                    self._n_classes if probs is None else probs.shape[2])
                     t2 = clock()
                     if probs is None:
                         probs = np.full((n, self.n_nodes, p.shape[1]), np.nan, dtype=np.float32)
@@ -260,6 +266,7 @@ class _Runtime:
         """
         n = check_inputs(inputs)
         bs = check_batch_size(batch_size)
+        self._check_model()
         t0 = time.perf_counter()
         run = self._run_rule_batch if getattr(self, "rule", None) is not None else self._run_batch
         parts = batches(inputs, n, bs, run)
@@ -346,20 +353,34 @@ class EarlyExitServer(_Runtime):
         :func:`~ttamer.serving.rules.tamer_answer_fns`) or a fitted
         :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` (:func:`~ttamer.serving.rules.pathwise_rule`);
         either way the served decisions are ``tamer.decide``'s."""
-        if isinstance(tamer, ThresholdTamer):
-            return cls(model, tamer.runtime_rule(), device=device, compact=compact)
-        if isinstance(tamer, PathwiseTamer):
-            return cls(model, pathwise_rule(tamer), device=device, compact=compact)
-        if not isinstance(tamer, EarlyExitTamer):
+        if not isinstance(tamer, (ThresholdTamer, PathwiseTamer, EarlyExitTamer)):
             raise TTamerError(f"from_tamer serves a fitted ThresholdTamer, PathwiseTamer or EarlyExitTamer, "
                               f"got {type(tamer).__name__}")
-        table = tamer.answer_table_ if tamer.solution_.recall else None
-        rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer.encoder_, table)
-        if rule is not None:
-            return cls(model, rule, device=device, compact=compact)
-        answer_fn, exit_map = tamer_answer_fns(tamer)
-        return cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map,
-                   compact=compact)
+        tamer.check_fitted()
+        if not isinstance(model, MultiExitModel):
+            raise TTamerError(f"model must be a MultiExitModel, got {type(model).__name__}")
+        L, C = tamer.fitted_shape_
+        if L != model.n_exits:
+            raise TTamerError(f"the {type(tamer).__name__} was fitted on a trace of {L} exits but the model has "
+                              f"{model.n_exits}; fit it on a trace of this model")
+        if isinstance(tamer, ThresholdTamer):
+            server = cls(model, tamer.runtime_rule(), device=device, compact=compact)
+        elif isinstance(tamer, PathwiseTamer):
+            server = cls(model, pathwise_rule(tamer), device=device, compact=compact)
+        else:
+            table = tamer.answer_table_ if tamer.solution_.recall else None
+            rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer.encoder_, table)
+            if rule is not None:
+                server = cls(model, rule, device=device, compact=compact)
+            else:
+                answer_fn, exit_map = tamer_answer_fns(tamer)
+                server = cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map,
+                             compact=compact)
+        server._n_classes = int(C)  # the first exit must give the classes it was fitted on
+        return server
+
+    def _check_model(self) -> None:
+        check_eval(self.model)
 
     # groups of rows sharing a hidden state at one depth (-1 = before block 0)
     def _begin(self, inputs: Any) -> None:
@@ -452,7 +473,7 @@ class EarlyExitServer(_Runtime):
                 t1 = clock()
                 h = self.model.blocks[i](h, ctx)
                 p = _softmax_np(self.model.heads[i](h, ctx), live if self.compact else n, i,
-                                None if probs is None else probs.shape[2])
+                                self._n_classes if probs is None else probs.shape[2])
                 t2 = clock()
                 if not self.compact and not isinstance(rows, slice):  # the batch kept whole
                     p = p[rows]
@@ -516,7 +537,7 @@ class EarlyExitServer(_Runtime):
             for i in range(L):
                 t1 = clock()
                 h = blocks[i](h, ctx)
-                p = _softmax_np(heads[i](h, ctx), 1, i, seen[0].shape[1] if seen else None)
+                p = _softmax_np(heads[i](h, ctx), 1, i, seen[0].shape[1] if seen else self._n_classes)
                 t2 = clock()
                 if one is not None:  # scalars; the rule stops where x ≥ its threshold
                     x, a = one(i, p)
@@ -584,6 +605,7 @@ class EarlyExitServer(_Runtime):
         on every batch, so that a slow spell of the machine hits them alike."""
         n, bs = input_length(inputs), check_batch_size(batch_size)
         repeats, warmup = check_int(repeats, "repeats", minimum=1), check_int(warmup, "warmup", minimum=0)
+        self._check_model()
         many = isinstance(rule, (list, tuple))
         forced = [max_prob_rule(self.n_nodes, np.inf) if r is None else ForcedRule(r)
                   for r in (rule if many else [rule])]
@@ -629,6 +651,8 @@ class EarlyExitServer(_Runtime):
             raise TTamerError(f"profile_rows must be row counts in 1..batch_size ({batch_size}), "
                               f"got {list(profile_rows)!r}")
         n = check_inputs(inputs)
+        labels = check_labels(labels, n)  # before the model runs on every input
+        self._check_model()
         L = self.n_nodes
         with _torch().inference_mode():
             got = batches(inputs, n, batch_size, self._all_exits)
@@ -650,7 +674,7 @@ class EarlyExitServer(_Runtime):
             gather = self.gather_cost(input_slice(inputs, 0, m_in), int(batch_size), rows_grid, repeats=2) \
                 if L > 1 else np.zeros(len(rows_grid))
             m["batch_cost"] = {"rows": rows_grid, "ms_per_batch": table.tolist(), "gather_ms": gather.tolist()}
-        return Trace.build(np.concatenate(out), np.asarray(labels), cost_ms, m)
+        return Trace.build(np.concatenate(out), labels, cost_ms, m)
 
     def _all_exits(self, batch: Any, _rows: int) -> tuple[np.ndarray, np.ndarray]:
         """Every exit on one batch: its softmax ``[B, L, C]`` and each block's seconds per row."""
@@ -733,6 +757,7 @@ class EarlyExitServer(_Runtime):
         """
         n = check_inputs(inputs)
         bs = check_batch_size(batch_size)
+        self._check_model()
         L = self.n_nodes
         t0 = time.perf_counter()
         with _torch().inference_mode():

@@ -163,9 +163,11 @@ class EncoderStage:
     model ``(texts, device) -> logits``."""
 
     def __init__(self, tokenizer: Any, encoder: Any, head: Any, layers: int, max_length: int) -> None:
+        import torch
+
         from ..serving.adapters import transformer_exits
 
-        heads = [None] * (layers - 1) + [head]
+        heads = [torch.nn.Identity()] * (layers - 1) + [head]  # the exits before the last are never run
         self.net = transformer_exits(tokenizer, encoder, heads, max_length=max_length, layers=layers)
         self.layers = int(layers)
 

@@ -287,7 +287,8 @@ class LastStatePolicy(Policy):
         return "\n".join(lines)
 
     def _rule(self, actions: np.ndarray, x_max: float) -> str:
-        """One row of the table in words: a threshold in ``X`` with recall."""
+        """One row of the table in words: with recall, a threshold on the scaled best loss
+        ``λX`` (the levels of the table)."""
         name = lambda u: "stop" if u < 0 else escape_text(self.instance.nodes[int(u)].name)  # noqa: E731
         if not self.recall:
             return name(actions[0])
@@ -298,7 +299,7 @@ class LastStatePolicy(Policy):
             return "stop"
         stops = lv[acts < 0]
         target = " or ".join(goes)
-        return target if len(stops) == 0 else f"stop if X <= {stops.max():.4g}, else {target}"
+        return target if len(stops) == 0 else f"stop if λX <= {stops.max():.4g}, else {target}"
 
 
 class ExhaustivePolicy(Policy):

@@ -81,8 +81,8 @@ def format_table(result: EvaluationResult) -> str:
         f"full model: accuracy {100 * full.accuracy:.2f}% ({result.target}), "
         f"mean cost {full.mean_cost:.4g} {unit}",
         f"T-Tamer: {result.ttamer_fit['description']}",
-        f"costs are fractions of the full model's; {result.frontier_kind} frontiers; AUC over cost range "
-        f"[{result.cost_range[0]:.3f}, {result.cost_range[1]:.3f}]",
+        f"costs are fractions of the full model's, AUC a fraction too (the mean accuracy over cost range "
+        f"[{result.cost_range[0]:.3f}, {result.cost_range[1]:.3f}]); {result.frontier_kind} frontiers",
         "",
     ]
     head = ["strategy", "AUC", "cost@full", "cost@-0.5pt", "cost@-1pt", "acc@25%", "acc@50%", "acc@75%",

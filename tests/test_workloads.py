@@ -348,7 +348,7 @@ def test_report_tables_verdict_and_plot():
     assert list(table.index) == list(res.strategies)
     assert table.loc["ttamer", "AUC (%)"] == pytest.approx(100 * res.strategies["ttamer"].auc, abs=0.01)
     dom = report.dominance_table(res)
-    assert set(dom.index) == set(report.COMPETITORS) and dom["dominated by ttamer"].dtype == bool
+    assert set(dom.index) == set(report.COMPETITORS) & set(res.strategies) and dom["ttamer nowhere below"].dtype == bool
     text = report.verdict(res)
     assert text.startswith("ttamer ") and text.endswith(".")
     ax = report.plot_frontiers(res, strategies=["ttamer", "max-prob", "oracle"])
@@ -358,6 +358,45 @@ def test_report_tables_verdict_and_plot():
     ans = report.recall_answers(tamer, test, [0.5, 0.9, 0.99])
     assert ans.shape[1] == 4 and len(ans) <= 3
     assert ((ans.iloc[:, 0] > 0) & (ans.iloc[:, 0] <= 100)).all()
+
+
+def test_verdict_ties_and_competitors():
+    """AUCs within AUC_TIE are ties, named as such; the chain estimation is one of the competitors;
+    identical frontiers are 'nowhere below', never 'dominated'."""
+    import copy
+    import dataclasses
+
+    from ttamer.earlyexit.evaluation import evaluate_trace
+    from ttamer.earlyexit.traces import synthetic_trace
+    from ttamer.workloads import report
+
+    tr = synthetic_trace(400, 4, 3, seed=1)
+    res = evaluate_trace(tr, seed=0, n_boot=0, tamer={"K": 4, "feature": "max_prob", "agreement": 0, "loss": "label"})
+    assert "ttamer-chain" in report.COMPETITORS and "ttamer-chain" in res.strategies
+    S = res.strategies
+    tt = S["ttamer"]
+    fake = copy.copy(res)
+    # every competitor: the same frontier and cost as ttamer, AUC below by a clear margin, ...
+    fake.strategies = {name: (m if name in ("ttamer", "oracle") else
+                              dataclasses.replace(tt, auc=tt.auc - 0.01)) for name, m in S.items()}
+    # ... except max-prob, within the tie margin above, and ttamer-chain, tied from below
+    fake.strategies["max-prob"] = dataclasses.replace(tt, auc=tt.auc + 0.4 * report.AUC_TIE)
+    fake.strategies["ttamer-chain"] = dataclasses.replace(tt, auc=tt.auc - 0.4 * report.AUC_TIE)
+    n = len([b for b in report.COMPETITORS if b in fake.strategies])
+    text = report.verdict(fake)
+    assert "has an AUC at least that of every other real strategy (tied with ttamer-chain, max-prob)" in text
+    assert f"its frontier is nowhere below that of any of its {n} competitors" in text and "dominat" not in text
+    assert text.count(".") == 1 + text.count("% of its cost") and text.endswith(".")
+    fake.strategies["ttamer-chain"] = dataclasses.replace(tt, auc=tt.auc + 2 * report.AUC_TIE)
+    text = report.verdict(fake)
+    assert "has a smaller AUC than ttamer-chain (by 0.01 pt) and the same as max-prob," in text
+    for name in fake.strategies:
+        if name not in ("ttamer", "oracle"):
+            fake.strategies[name] = dataclasses.replace(tt, auc=tt.auc - 0.01)
+    assert "has a larger AUC than every other real strategy" in report.verdict(fake)
+    dom = report.dominance_table(fake)
+    assert "ttamer" not in dom.index and dom["ttamer nowhere below"].all()
+    assert not (np.signbit(dom["AUC gain (pt)"]) & (dom["AUC gain (pt)"] == 0)).any()  # no negative zeros
 
 
 def test_split_table_and_estimation_ablation_are_consistent():
@@ -371,12 +410,12 @@ def test_split_table_and_estimation_ablation_are_consistent():
     assert list(splits.index) == [0, 1]
     assert report.split_table(tr, [0, 1], n_jobs=2).equals(splits)  # worker processes: the same table
     for _, row in splits.iterrows():
-        assert row["larger AUC than every heuristic"] == (row["AUC gain over it (pt)"] > 0)
+        assert row["larger AUC than every heuristic"] == (row["AUC gain over it (pt)"] >= 100 * report.AUC_TIE)
         assert row["cheaper at full accuracy"] <= (
             np.isnan(row["cost @ full, cheapest heuristic (%)"])
             or row["cost @ full, ttamer (%)"] <= row["cost @ full, cheapest heuristic (%)"] + 1e-9)
     text = report.split_verdict(splits)
-    assert text.startswith("Over 2 splits") and f"{splits['AUC gain over it (pt)'].mean():+.2f} pt" in text
+    assert text.startswith("Over 2 splits") and f"{round(splits['AUC gain over it (pt)'].mean(), 2) + 0.0:+.2f} pt" in text
     cfgs = [report.ESTIMATION_CONFIGS[0], report.ESTIMATION_CONFIGS[-1]]
     est = report.estimation_ablation(tr, seed=0, configs=cfgs)
     assert list(est.index) == [c["name"] for c in cfgs]

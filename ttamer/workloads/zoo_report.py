@@ -26,6 +26,7 @@ from ..earlyexit.metrics import cost_at_accuracy
 from ..earlyexit.evaluation import HEURISTICS, evaluate_trace
 from ..earlyexit.heuristics import HEURISTIC_RULES
 from ..earlyexit.traces import Trace
+from .report import _tidy
 
 #: A trace "overthinks" when some earlier exit beats the last by more than this (accuracy).
 OVERTHINK_MARGIN = 0.01
@@ -131,7 +132,7 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
             "best accuracy − full (pt)": 100 * float(np.mean([peak(r, "ttamer") - r["full_accuracy"] for r in runs])),
             "max-prob's (pt)": 100 * float(np.mean([peak(r, "max-prob") - r["full_accuracy"] for r in runs])),
         }
-    return pd.DataFrame.from_dict(rows, orient="index").round(2)
+    return _tidy(pd.DataFrame.from_dict(rows, orient="index"), 2)
 
 
 def _heuristic_area(trace: Trace, name: str) -> float:
@@ -188,7 +189,7 @@ def heuristic_choice_table(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, 
         rows[name] = {"T-Tamer's default (pt)": 100 * min(mean["ttamer"] - mean[k] for k in h),
                       "best heuristic on calibration (pt)": 100 * min(chosen - mean[k] for k in h),
                       "heuristics picked (splits)": " ".join(sorted(set(picks)))}
-    return pd.DataFrame.from_dict(rows, orient="index").round(2)
+    return _tidy(pd.DataFrame.from_dict(rows, orient="index"), 2)
 
 
 def split_half_correlation(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, list[dict[str, float]]],
@@ -244,7 +245,7 @@ def slo_table(zoo: dict[str, list[dict[str, Any]]], strategies: Sequence[str] = 
         rows[s] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
-    return df.round(1)
+    return _tidy(df, 1)
 
 
 def slo_dominated(slo, strategy: str = "ttamer", others: Sequence[str] = HEURISTICS) -> dict[str, list[str]]:
@@ -266,8 +267,8 @@ def protocol_table(zoo_label: dict[str, list[dict[str, Any]]], zoo_final: dict[s
     def mean_gain(runs: list[dict[str, Any]]) -> float:
         return 100 * float(np.mean([r["auc"]["ttamer"] - r["auc"][_best_heuristic(r)] for r in runs]))
 
-    return pd.DataFrame({"gain vs label (pt)": {k: mean_gain(v) for k, v in zoo_label.items()},
-                         "gain vs full model (pt)": {k: mean_gain(v) for k, v in zoo_final.items()}}).round(2)
+    return _tidy(pd.DataFrame({"gain vs label (pt)": {k: mean_gain(v) for k, v in zoo_label.items()},
+                               "gain vs full model (pt)": {k: mean_gain(v) for k, v in zoo_final.items()}}), 2)
 
 
 def cost_at_level_table(zoo: dict[str, list[dict[str, Any]]], level: float,
@@ -284,7 +285,7 @@ def cost_at_level_table(zoo: dict[str, list[dict[str, Any]]], level: float,
             costs = [cost_at_accuracy(r["frontier"][s], level) for r in runs]
             row[f"{s} cost (%)"] = (100 * float(np.mean(costs))) if all(c is not None for c in costs) else np.nan
         rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index").round(1)
+    return _tidy(pd.DataFrame.from_dict(rows, orient="index"), 1)
 
 
 def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration_fraction: float = 0.5):
@@ -307,7 +308,7 @@ def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration
             gaps.append(heldout_score(rule.frontier_sweep(test), test, "label")
                         - heldout_score(rule.decide_sweep(test), test, "label"))
         rows[name] = {"resolution effect (pt)": 100 * float(np.mean(gaps))}
-    return pd.DataFrame.from_dict(rows, orient="index").round(2)
+    return _tidy(pd.DataFrame.from_dict(rows, orient="index"), 2)
 
 
 def _class_gains_one(trace: Trace, seed: int, calibration_fraction: float) -> list[float]:
@@ -349,7 +350,7 @@ def class_table(traces: dict[str, Trace], seeds: Sequence[int], zoo: dict[str, l
                           "traces at least max-prob": (per_trace >= -1e-9).sum(axis=0),
                           "rule": [c.describe() for c in CANDIDATES[1:]] + ["chosen by cross-validation"]},
                          index=[c.key for c in CANDIDATES[1:]] + ["auto (the default)"])
-    return table.round(2)
+    return _tidy(table, 2)
 
 
 def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:confident",
@@ -387,4 +388,4 @@ def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:c
                     for s in subsets]
             row[f"{100 * frac:g} % of the examples"] = 100 * float(np.mean(gaps))
         rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index").round(2)
+    return _tidy(pd.DataFrame.from_dict(rows, orient="index"), 2)

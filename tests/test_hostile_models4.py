@@ -192,3 +192,38 @@ def test_transformer_exits_inputs_tokenizer_and_training_mode(bert):
     with pytest.raises(TTamerError) as e:
         transformer_exits(tok, transformers.BertForSequenceClassification(cfg).eval(), heads, max_length=32)
     _one_line(e, "BertForSequenceClassification", "model.base_model")
+
+
+class _Pair(torch.nn.Module):
+    """A block returning a tuple (hidden state, attention), as some library layers do."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(D, D)
+
+    def forward(self, h):
+        return self.lin(h), None
+
+
+@pytest.mark.parametrize("part, needle", [
+    ("tuple block", "exit 1's head (exit1), on block 1's output, failed on the first batch, given a tuple of 2"),
+    ("narrow head", "exit 2's head (exit2), on block 2's output, failed on the first batch, given Tensor of shape"),
+    ("bad block", "block 1 (exit1) failed on the first batch, given Tensor of shape"),
+])
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_the_part_of_a_model_that_fails_is_named(part, needle, batch_size):
+    blocks, heads = _modules()
+    if part == "tuple block":
+        blocks[1] = _Pair()
+    elif part == "narrow head":
+        heads[2] = torch.nn.Linear(D + 1, C)
+    else:
+        blocks[1] = torch.nn.Linear(D + 2, D)
+    server = EarlyExitServer(MultiExitModel.from_modules(blocks, heads), max_prob_rule(L, np.inf))
+    for run in (server.serve, server.run_full):
+        with pytest.raises(TTamerError) as err:
+            run(torch.from_numpy(X), batch_size)
+        _one_line(err, needle)
+    with pytest.raises(TTamerError) as err:
+        server.run_all(torch.from_numpy(X), Y, batch_size=batch_size)
+    _one_line(err, needle)

@@ -206,6 +206,20 @@ def input_error(inputs: Any, exc: BaseException) -> TTamerError:
                        "check the inputs' shape and dtype against what the model takes")
 
 
+def part_error(part: str, given: Any, exc: BaseException) -> TTamerError:
+    """The error for ``part`` of a model (its ``prepare``, a block or an exit head) failing on
+    ``given``, the value it was called with: what it got, described in a few words, and its own
+    message (e.g. torch's on a shape or dtype it does not take)."""
+    if getattr(given, "shape", None) is not None and getattr(given, "dtype", None) is not None:
+        got = describe_inputs(given)
+    elif isinstance(given, (list, tuple)):
+        got = f"a {type(given).__name__} of {len(given)}"
+    else:
+        got = f"a {type(given).__name__}"
+    text = escape_text(" ".join(str(exc).split()), 300)
+    return TTamerError(f"{part} failed on the first batch, given {got}: {type(exc).__name__}: {text}")
+
+
 def input_slice(inputs: Any, a: int, b: int) -> Any:
     """Examples ``a`` to ``b - 1`` of ``inputs``."""
     return inputs[a:b]

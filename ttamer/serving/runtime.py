@@ -58,8 +58,8 @@ from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.tamer import ThresholdTamer
 from ..earlyexit.traces import ExitDecisions, Trace, check_labels
 from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_eval, check_finite_probs, check_inputs,
-                       input_error,
-                       input_length, input_slice, medians_in_turns, resolve_device, rows_on, take)
+                       input_error, input_length, input_slice, medians_in_turns, part_error, resolve_device, rows_on,
+                       take)
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
                     begin_run,
                     is_runtime_rule,
@@ -133,19 +133,30 @@ def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
     return check_int(batch_size, name, minimum=1, maximum=MAX_BATCH_SIZE)
 
 
-def batches(inputs: Any, n: int, bs: int, run: Callable[[Any, int], Any]) -> list:
-    """``run(batch, rows)`` on the consecutive batches of ``bs`` of the ``n`` inputs. A torch
-    error on the first batch (mismatched shapes, dtypes: the inputs are not what the model
-    takes) becomes a :class:`~ttamer.core.errors.TTamerError` naming the inputs' shape and dtype."""
+def batches(inputs: Any, n: int, bs: int, run: Callable[[Any, int], Any],
+            locate: Callable[[Any], TTamerError | None] | None = None) -> list:
+    """``run(batch, rows)`` on the consecutive batches of ``bs`` of the ``n`` inputs.
+
+    An error of the model on the first batch -- a torch error on shapes or dtypes it does not
+    take, or a part returning what the next one cannot take -- becomes a
+    :class:`~ttamer.core.errors.TTamerError`: the part that fails, as ``locate(batch)`` finds it
+    by running the model's parts one by one, else (a ``RuntimeError``) the inputs' shape and
+    dtype. Anything else, or an error after the first batch, is raised as it is.
+    """
     out: list = []
     oom = getattr(_torch(), "OutOfMemoryError", ())
     try:
         for s in range(0, n, bs):
             out.append(run(input_slice(inputs, s, s + bs), min(bs, n - s)))
-    except RuntimeError as exc:
-        if out or isinstance(exc, oom):  # the model ran before: not a matter of the inputs' form
+    except (RuntimeError, TypeError, ValueError) as exc:
+        if out or isinstance(exc, (oom, TTamerError)):  # the model ran before, or already named
             raise
-        raise input_error(inputs, exc) from exc
+        found = locate(input_slice(inputs, 0, bs)) if locate is not None else None
+        if found is not None:
+            raise found from exc
+        if isinstance(exc, RuntimeError):
+            raise input_error(inputs, exc) from exc
+        raise
     return out
 
 
@@ -176,6 +187,11 @@ class _Runtime:
 
     def _check_model(self) -> None:
         """Checks of the model before a run (subclasses)."""
+
+    def _locate(self, batch: Any) -> TTamerError | None:
+        """The error naming the part of the model that fails on ``batch`` (subclasses), or
+        ``None``: :func:`batches` then reports the inputs' form."""
+        return None
 
     # subclasses: start a batch, compute node outputs for rows
     def _begin(self, inputs: Any) -> None:
@@ -269,7 +285,7 @@ class _Runtime:
         self._check_model()
         t0 = time.perf_counter()
         run = self._run_rule_batch if getattr(self, "rule", None) is not None else self._run_batch
-        parts = batches(inputs, n, bs, run)
+        parts = batches(inputs, n, bs, run, self._locate)
         seconds = time.perf_counter() - t0
         for p in parts:  # after the clock: NaN logits would have driven the decisions
             check_finite_probs(p["probs"], p["states"] >= 0)
@@ -381,6 +397,32 @@ class EarlyExitServer(_Runtime):
 
     def _check_model(self) -> None:
         check_eval(self.model)
+
+    def _locate(self, batch: Any) -> TTamerError | None:
+        """Run ``prepare``, then every block and exit head in turn on ``batch`` (as the runtime
+        runs them, without decisions) and return the error naming the first part that fails and
+        what it was given (:func:`~ttamer.serving.adapters.part_error`); ``None`` if none does,
+        or if ``prepare`` or block 0 raise a torch ``RuntimeError`` (the inputs' form, which
+        :func:`batches` names)."""
+        m = self.model
+        with _torch().inference_mode():
+            try:
+                h, ctx = m.prepare(batch, self.device)
+            except Exception as exc:  # the user's code: any failure is named, not hidden
+                return None if isinstance(exc, RuntimeError) else part_error("the model's prepare", batch, exc)
+            for i in range(m.n_exits):
+                got = h
+                try:
+                    h = m.blocks[i](got, ctx)
+                except Exception as exc:
+                    if i == 0 and isinstance(exc, RuntimeError):
+                        return None
+                    return part_error(f"block {i} ({m.names[i]})", got, exc)
+                try:
+                    m.heads[i](h, ctx)
+                except Exception as exc:
+                    return part_error(f"exit {i}'s head ({m.names[i]}), on block {i}'s output,", h, exc)
+        return None
 
     # groups of rows sharing a hidden state at one depth (-1 = before block 0)
     def _begin(self, inputs: Any) -> None:
@@ -655,7 +697,7 @@ class EarlyExitServer(_Runtime):
         self._check_model()
         L = self.n_nodes
         with _torch().inference_mode():
-            got = batches(inputs, n, batch_size, self._all_exits)
+            got = batches(inputs, n, batch_size, self._all_exits, self._locate)
         out, times = [g[0] for g in got], [g[1] for g in got]
         timed = times[warmup:] if len(times) > warmup else times
         cost_ms = 1e3 * np.median(np.stack(timed), axis=0)
@@ -761,7 +803,7 @@ class EarlyExitServer(_Runtime):
         L = self.n_nodes
         t0 = time.perf_counter()
         with _torch().inference_mode():
-            got = batches(inputs, n, bs, self._full_batch)
+            got = batches(inputs, n, bs, self._full_batch, self._locate)
         seconds = time.perf_counter() - t0
         t_prep = float(sum(g[1] for g in got))
         if len({g[0].shape[1] for g in got}) > 1:

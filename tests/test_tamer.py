@@ -14,7 +14,8 @@ from ttamer.earlyexit.states import StateModel, ensemble_answers, running_argmax
 import ttamer.earlyexit.tamer as tamer_mod
 from ttamer.earlyexit.metrics import pareto_frontier
 from ttamer.earlyexit.states import exit_wrong
-from ttamer.earlyexit.tamer import CANDIDATES, PolicyCandidate, ThresholdTamer, heldout_score, one_se_choice
+from ttamer.earlyexit.crossval import heldout_auc
+from ttamer.earlyexit.tamer import CANDIDATES, PolicyCandidate, ThresholdTamer, one_se_choice
 from ttamer.core.errors import TTamerError, TraceError
 from ttamer.earlyexit.traces import Trace, synthetic_trace
 
@@ -135,7 +136,7 @@ def test_complete_sweep_is_at_least_any_fixed_grid(split):
     test = split[1]
     grid = baselines.max_prob_threshold(test, baselines.default_thresholds(test.max_prob, 50))
     full = heuristics.complete_sweep(test, "max-prob")
-    assert heldout_score(full, test, "label") >= heldout_score(grid, test, "label") - 1e-12
+    assert heldout_auc(full, test, "label") >= heldout_auc(grid, test, "label") - 1e-12
 
 
 def test_one_se_choice_prefers_simpler():

@@ -65,7 +65,7 @@ def test_gain_columns(traces, zoo):
 
 def test_calibration_areas_are_complete_sweeps_on_the_calibration_half(traces):
     from ttamer.earlyexit.heuristics import complete_sweep
-    from ttamer.earlyexit.tamer import heldout_score
+    from ttamer.earlyexit.crossval import heldout_auc
 
     cal = calibration_areas(traces, SEEDS)
     assert calibration_areas(traces, SEEDS, n_jobs=2) == cal
@@ -73,7 +73,7 @@ def test_calibration_areas_are_complete_sweeps_on_the_calibration_half(traces):
         assert len(cal[name]) == len(SEEDS)
         for s, areas in zip(SEEDS, cal[name]):
             half = tr.split(0.5, s)[0]
-            assert areas == {h: heldout_score(complete_sweep(half, h), half, "label") for h in HEURISTIC_RULES}
+            assert areas == {h: heldout_auc(complete_sweep(half, h), half, "label") for h in HEURISTIC_RULES}
 
 
 def test_heuristic_choice_table(traces, zoo):
@@ -151,7 +151,8 @@ def test_class_table_against_direct_fits(traces, zoo):
     is the mean over splits of its own fit, computed directly; the default's row, the
     evaluation's T-Tamer against max-prob."""
     from ttamer.earlyexit.heuristics import complete_sweep
-    from ttamer.earlyexit.tamer import CANDIDATES, heldout_score
+    from ttamer.earlyexit.crossval import heldout_auc
+    from ttamer.earlyexit.tamer import CANDIDATES
 
     t = class_table(traces, SEEDS, zoo)
     assert list(t.index) == [c.key for c in CANDIDATES[1:]] + ["auto (the default)"]
@@ -161,9 +162,9 @@ def test_class_table_against_direct_fits(traces, zoo):
         gains = []
         for s in SEEDS:
             cal, test = tr.split(0.5, s)
-            base = heldout_score(complete_sweep(test, "max-prob"), test, "label")
+            base = heldout_auc(complete_sweep(test, "max-prob"), test, "label")
             fixed = ThresholdTamer(policy=key).fit(cal).frontier_sweep(test)
-            gains.append(100 * (heldout_score(fixed, test, "label") - base))
+            gains.append(100 * (heldout_auc(fixed, test, "label") - base))
         per_trace.append(np.mean(gains))
     assert t.loc[key, "mean gain (pt)"] == pytest.approx(np.mean(per_trace), abs=0.006)
     assert t.loc[key, "worst trace (pt)"] == pytest.approx(min(per_trace), abs=0.006)
@@ -179,22 +180,22 @@ def test_subset_size_table_against_direct_sweeps(traces):
     column the mean over its seeded subsets; the same rule against itself gives zero; rules
     that fit a model, or more than one threshold, are refused."""
     from ttamer.earlyexit.heuristics import complete_sweep
-    from ttamer.earlyexit.tamer import heldout_score
+    from ttamer.earlyexit.crossval import heldout_auc
 
     t = subset_size_table(traces, fractions=(0.5, 1.0), repeats=3, seed=4)
     assert list(t.index) == list(traces) and list(t.columns) == ["50 % of the examples", "100 % of the examples"]
     for name, tr in traces.items():
         rule = ThresholdTamer(policy="common:max_prob:confident").fit(tr)
-        whole = 100 * (heldout_score(rule.frontier_sweep(tr), tr, "label")
-                       - heldout_score(complete_sweep(tr, "max-prob"), tr, "label"))
+        whole = 100 * (heldout_auc(rule.frontier_sweep(tr), tr, "label")
+                       - heldout_auc(complete_sweep(tr, "max-prob"), tr, "label"))
         assert t.loc[name, "100 % of the examples"] == pytest.approx(whole, abs=0.006)
     rng, first = np.random.default_rng(4), next(iter(traces.values()))
     rule = ThresholdTamer(policy="common:max_prob:confident").fit(first)
     gaps = []
     for _ in range(3):
         s = first.subset(np.sort(rng.choice(first.n_examples, first.n_examples // 2, replace=False)))
-        gaps.append(heldout_score(rule.frontier_sweep(s), s, "label")
-                    - heldout_score(complete_sweep(s, "max-prob"), s, "label"))
+        gaps.append(heldout_auc(rule.frontier_sweep(s), s, "label")
+                    - heldout_auc(complete_sweep(s, "max-prob"), s, "label"))
     assert t.iloc[0, 0] == pytest.approx(100 * np.mean(gaps), abs=0.006)
     same = subset_size_table(traces, policy="common:max_prob:last", fractions=(0.3,), repeats=2)
     assert (same.abs() < 1e-9).all().all()

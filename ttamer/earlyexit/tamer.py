@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .crossval import cv_folds_of, lam_grid
+from .crossval import cv_folds_of, heldout_auc, lam_grid
 from ..core.parallel import available_threads
 from ..core.errors import TraceError, TTamerError
 from .traces import ExitDecisions, Trace
@@ -50,7 +50,6 @@ from ..core.validate import check_bool, check_choice, check_int, check_lam, chec
 from .base import BaseTamer, MIN_FIT_EXAMPLES, check_trace
 from .heuristics import MAX_SWEEP_CELLS
 from .metrics import MAX_SWEEP_POINTS
-from .metrics import frontier_auc, pareto_frontier
 from .online import ExitHistory, entropy, logistic_at
 from .states import ANSWERS, STATES, StateModel, exit_wrong
 from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, evenly, first_stop,
@@ -252,14 +251,6 @@ def with_full_model(trace: Trace, dec: ExitDecisions | None, param: float) -> Ex
                          np.r_[dec.params, full.params], dec.name)
 
 
-def heldout_score(dec: ExitDecisions, trace: Trace, target: str) -> float:
-    """Area under the frontier of a sweep on held-out examples, from exit 0 alone to the full
-    model (costs as fractions of the full model)."""
-    scale = trace.full_cost.mean()
-    front = pareto_frontier(dec.cost.mean(axis=1) / scale, dec.correct(trace, target).mean(axis=1))
-    return frontier_auc(front, min(trace.cumulative_cost[:, 0].mean() / scale, 1 - 1e-9), 1.0)
-
-
 def paired_se(scores: np.ndarray, best: int, n_folds: int | None = None) -> np.ndarray:
     """``[C]`` standard error of the mean of ``scores[best] − scores[c]`` over the columns,
     counting ``n_folds`` independent columns (default: all; repeated folds are not independent)."""
@@ -444,7 +435,7 @@ class ThresholdTamer(BaseTamer):
                 dec = path_sweep(test, x_te, ans_te, taus, self.target, "cv")
             else:
                 dec = complete_sweep(test, x_te, ans_te, self.target, "cv", offsets)
-            column[c] = heldout_score(dec, test, self.target)
+            column[c] = heldout_auc(dec, test, self.target)
             bar.update()
         return column, curves
 

@@ -254,6 +254,16 @@ def _train_mode_kinds() -> tuple:
     return (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
+def module_parts(blocks: Sequence[Any], heads: Sequence[Any], blocks_name: str = "block {}") -> list[tuple[str, Any]]:
+    """``(part, module)`` for the ``blocks`` and ``heads`` that are torch modules (none before
+    torch is loaded): what :func:`check_eval` walks. ``blocks_name`` names block ``i``."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return []
+    return [(blocks_name.format(i), m) for i, m in enumerate(blocks) if isinstance(m, torch.nn.Module)] + \
+        [(f"exit {i}'s head", m) for i, m in enumerate(heads) if isinstance(m, torch.nn.Module)]
+
+
 def check_eval(model: "MultiExitModel") -> None:
     """Raise a :class:`~ttamer.core.errors.TTamerError` naming the part if a torch module of
     ``model`` (its ``modules``) is in training mode and holds a dropout or batch-norm layer:
@@ -323,11 +333,7 @@ class MultiExitModel:
                                   f"{escape_text(repr(name), 60)}")
         if len(set(self.names)) != len(self.names):
             raise TTamerError(f"MultiExitModel: names has duplicates: {escape_text(repr(self.names), 120)}")
-        torch = sys.modules.get("torch")
-        self.modules = list(self.modules)
-        if torch is not None:
-            for kind, parts in (("block {}", self.blocks), ("exit {}'s head", self.heads)):
-                self.modules += [(kind.format(i), m) for i, m in enumerate(parts) if isinstance(m, torch.nn.Module)]
+        self.modules = list(self.modules) + module_parts(self.blocks, self.heads)
 
     @property
     def n_exits(self) -> int:
@@ -353,10 +359,8 @@ class MultiExitModel:
             return to_device(x, device), None
 
         wrap = lambda f: (lambda h, _ctx: f(h))  # noqa: E731
-        modules = [(f"block {i}", m) for i, m in enumerate(blocks) if isinstance(m, torch.nn.Module)] + \
-                  [(f"exit {i}'s head", m) for i, m in enumerate(heads) if isinstance(m, torch.nn.Module)]
         return cls([wrap(b) for b in blocks], [wrap(h) for h in heads], prepare, [] if names is None else names,
-                   modules)
+                   module_parts(blocks, heads))
 
 
 def numeric_array(inputs: Any) -> np.ndarray:
@@ -446,11 +450,8 @@ def transformer_exits(tokenizer: Any, encoder: Any, heads: Sequence[Any], max_le
         return head
 
     names = names if names is not None else [f"layer{i + 1}" for i in range(L)]
-    modules = [(part, m) for part, m in [("the encoder", encoder)] + [(f"exit {i}'s head", h)
-                                                                    for i, h in enumerate(heads)]
-               if isinstance(m, torch.nn.Module)]
     return MultiExitModel([layer_block(i) for i in range(L)], [exit_head(i) for i in range(L)], prepare, names,
-                          modules)
+                          module_parts([encoder], heads, blocks_name="the encoder"))
 
 
 # --------------------------------------------------------------------------- quiet model loading

@@ -773,8 +773,6 @@ def solve_lp(instance: Instance, lam: float, recall: bool = True, space: str = "
         ``V``; ``n_states`` is the size of the state space and ``lp`` the :class:`LPValues`
         (solver, status, timings, ``V`` and the ``mdp``).
     """
-    check_instance(instance)
-    recall = check_bool(recall, "recall")
     lam = _check_lam(lam)
     mdp = build_mdp(instance, recall, space, max_states, max_chain_states=max_chain_states)
     sol = primal_lp(mdp, lam, solver)
@@ -883,6 +881,4 @@ def budgeted_lp(instance: Instance, budget: float, recall: bool = True, space: s
 
     Raises :class:`~ttamer.core.errors.SolverError` if the budget is below the least achievable expected cost.
     """
-    check_instance(instance)
-    recall = check_bool(recall, "recall")
     return BudgetedLP(build_mdp(instance, recall, space, max_states), solver).solve(budget)

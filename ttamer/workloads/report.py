@@ -49,7 +49,7 @@ def _signed(x: float, decimals: int = 2) -> str:
     return f"{round(float(x), decimals) + 0.0:+.{decimals}f}"
 
 
-def _tidy(df, decimals: int = 2):
+def tidy_table(df, decimals: int = 2):
     """``df`` rounded to ``decimals``, its float columns without negative zeros."""
     out = df.round(decimals)
     cols = out.select_dtypes("float").columns
@@ -75,7 +75,7 @@ def metric_table(result: EvaluationResult):
             "acc @ 75% cost": _pct(acc["0.75"]),
             "oracle-gain share (%)": _pct(m.oracle_gain_share),
         }
-    return _tidy(pd.DataFrame.from_dict(rows, orient="index"))
+    return tidy_table(pd.DataFrame.from_dict(rows, orient="index"))
 
 
 def dominance_table(result: EvaluationResult, a: str = "ttamer", others: Sequence[str] = COMPETITORS,
@@ -97,7 +97,7 @@ def dominance_table(result: EvaluationResult, a: str = "ttamer", others: Sequenc
                    "AUC gain (pt)": 100.0 * (S[a].auc - S[b].auc),
                    f"cost @ full acc, {a} (%)": _pct(S[a].cost_at_full_accuracy),
                    "cost @ full acc, other (%)": _pct(S[b].cost_at_full_accuracy)}
-    return _tidy(pd.DataFrame.from_dict(rows, orient="index"))
+    return tidy_table(pd.DataFrame.from_dict(rows, orient="index"))
 
 
 def _cheaper_or_equal(ca: float | None, cb: float | None) -> bool:
@@ -205,7 +205,7 @@ def recall_answers(tamer, test, lams: Sequence[float]):
             "accuracy of the last consulted exit on them (%)": 100.0 * correct[rows_idx, last][early].mean(),
             "mean cost (% of full)": 100.0 * np.atleast_2d(d.cost)[p].mean() / test.full_cost.mean(),
         }
-    out = _tidy(pd.DataFrame.from_dict(rows, orient="index"))
+    out = tidy_table(pd.DataFrame.from_dict(rows, orient="index"))
     out.index.name = "λ"
     return out
 
@@ -313,7 +313,7 @@ def estimation_ablation(trace, seed: int = 0, calibration_fraction: float = 0.5,
             "larger AUC than every heuristic": all(r[f"auc_gap[{h}]"] >= AUC_TIE for h in HEURISTICS),
             "cheaper at full accuracy": all(_cheaper_or_equal(r["cost_at_full"], c) for c in costs),
             "chosen": r["description"]}
-    return _tidy(pd.DataFrame.from_dict(out, orient="index"))
+    return tidy_table(pd.DataFrame.from_dict(out, orient="index"))
 
 
 # --------------------------------------------------------------------------- the workload chapters, step by step
@@ -567,7 +567,7 @@ def calibration_size_table(trace, fractions: Sequence[float], *, seed: int = 0, 
                      "AUC ttamer (%)": 100 * S["ttamer"].auc,
                      "AUC ttamer-chain (%)": 100 * S["ttamer-chain"].auc, "AUC max-prob (%)": 100 * S["max-prob"].auc,
                      "gain (pt)": 100 * (S["ttamer"].auc - S["max-prob"].auc)})
-    return _tidy(pd.DataFrame(rows).set_index("calibration fraction"))
+    return tidy_table(pd.DataFrame(rows).set_index("calibration fraction"))
 
 
 def markov_table(trace, *, seed: int = 0, calibration_fraction: float = 0.5):
@@ -592,7 +592,7 @@ def markov_table(trace, *, seed: int = 0, calibration_fraction: float = 0.5):
     ratio = markov["loss_gap_next"] / markov["null_loss_gap_next"]
     text = (f"a later exit's bin moves an earlier exit's error rate by {ratio.min():.1f}× to {ratio.max():.1f}× "
             f"what a Markov sample of the same size shows (mean {ratio.mean():.1f}×)")
-    return _tidy(markov, 3), text
+    return tidy_table(markov, 3), text
 
 
 def cost_unit_study(trace, units: Sequence[str], chosen: dict[str, Any], *, seed: int = 0,

@@ -26,7 +26,7 @@ from ..earlyexit.metrics import cost_at_accuracy
 from ..earlyexit.evaluation import HEURISTICS, evaluate_trace
 from ..earlyexit.heuristics import HEURISTIC_RULES
 from ..earlyexit.traces import Trace
-from .report import _tidy
+from .report import tidy_table
 
 #: A trace "overthinks" when some earlier exit beats the last by more than this (accuracy).
 OVERTHINK_MARGIN = 0.01
@@ -132,16 +132,16 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
             "best accuracy − full (pt)": 100 * float(np.mean([peak(r, "ttamer") - r["full_accuracy"] for r in runs])),
             "max-prob's (pt)": 100 * float(np.mean([peak(r, "max-prob") - r["full_accuracy"] for r in runs])),
         }
-    return _tidy(pd.DataFrame.from_dict(rows, orient="index"), 2)
+    return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 2)
 
 
 def _heuristic_area(trace: Trace, name: str) -> float:
     """Area under the frontier of one-threshold heuristic ``name`` swept completely on
     ``trace`` (every distinct threshold; answers judged against the label)."""
     from ..earlyexit.heuristics import complete_sweep
-    from ..earlyexit.tamer import heldout_score
+    from ..earlyexit.crossval import heldout_auc
 
-    return heldout_score(complete_sweep(trace, name), trace, "label")
+    return heldout_auc(complete_sweep(trace, name), trace, "label")
 
 
 def _calibration_areas_one(trace: Trace, seed: int, calibration_fraction: float) -> dict[str, float]:
@@ -189,7 +189,7 @@ def heuristic_choice_table(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, 
         rows[name] = {"T-Tamer's default (pt)": 100 * min(mean["ttamer"] - mean[k] for k in h),
                       "best heuristic on calibration (pt)": 100 * min(chosen - mean[k] for k in h),
                       "heuristics picked (splits)": " ".join(sorted(set(picks)))}
-    return _tidy(pd.DataFrame.from_dict(rows, orient="index"), 2)
+    return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 2)
 
 
 def split_half_correlation(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, list[dict[str, float]]],
@@ -245,7 +245,7 @@ def slo_table(zoo: dict[str, list[dict[str, Any]]], strategies: Sequence[str] = 
         rows[s] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
-    return _tidy(df, 1)
+    return tidy_table(df, 1)
 
 
 def slo_dominated(slo, strategy: str = "ttamer", others: Sequence[str] = HEURISTICS) -> dict[str, list[str]]:
@@ -267,7 +267,7 @@ def protocol_table(zoo_label: dict[str, list[dict[str, Any]]], zoo_final: dict[s
     def mean_gain(runs: list[dict[str, Any]]) -> float:
         return 100 * float(np.mean([r["auc"]["ttamer"] - r["auc"][_best_heuristic(r)] for r in runs]))
 
-    return _tidy(pd.DataFrame({"gain vs label (pt)": {k: mean_gain(v) for k, v in zoo_label.items()},
+    return tidy_table(pd.DataFrame({"gain vs label (pt)": {k: mean_gain(v) for k, v in zoo_label.items()},
                                "gain vs full model (pt)": {k: mean_gain(v) for k, v in zoo_final.items()}}), 2)
 
 
@@ -285,7 +285,7 @@ def cost_at_level_table(zoo: dict[str, list[dict[str, Any]]], level: float,
             costs = [cost_at_accuracy(r["frontier"][s], level) for r in runs]
             row[f"{s} cost (%)"] = (100 * float(np.mean(costs))) if all(c is not None for c in costs) else np.nan
         rows[name] = row
-    return _tidy(pd.DataFrame.from_dict(rows, orient="index"), 1)
+    return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 1)
 
 
 def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration_fraction: float = 0.5):
@@ -297,7 +297,8 @@ def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration
     thresholds without seeing the test examples."""
     import pandas as pd
 
-    from ..earlyexit.tamer import ThresholdTamer, heldout_score
+    from ..earlyexit.crossval import heldout_auc
+    from ..earlyexit.tamer import ThresholdTamer
 
     rows = {}
     for name, tr in traces.items():
@@ -305,21 +306,22 @@ def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration
         for s in seeds:
             cal, test = tr.split(calibration_fraction, s)
             rule = ThresholdTamer(policy="common:max_prob:last").fit(cal)
-            gaps.append(heldout_score(rule.frontier_sweep(test), test, "label")
-                        - heldout_score(rule.decide_sweep(test), test, "label"))
+            gaps.append(heldout_auc(rule.frontier_sweep(test), test, "label")
+                        - heldout_auc(rule.decide_sweep(test), test, "label"))
         rows[name] = {"resolution effect (pt)": 100 * float(np.mean(gaps))}
-    return _tidy(pd.DataFrame.from_dict(rows, orient="index"), 2)
+    return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 2)
 
 
 def _class_gains_one(trace: Trace, seed: int, calibration_fraction: float) -> list[float]:
     """Test-area gains (pt) over the max-probability rule of every policy class of
     :data:`~ttamer.earlyexit.tamer.CANDIDATES` but the first, fixed, on one split (a
     module-level function: worker processes import it)."""
-    from ..earlyexit.tamer import CANDIDATES, ThresholdTamer, heldout_score
+    from ..earlyexit.crossval import heldout_auc
+    from ..earlyexit.tamer import CANDIDATES, ThresholdTamer
 
     cal, test = trace.split(calibration_fraction, seed)
     base = _heuristic_area(test, "max-prob")
-    return [100 * (heldout_score(ThresholdTamer(policy=c.key).fit(cal).frontier_sweep(test), test, "label") - base)
+    return [100 * (heldout_auc(ThresholdTamer(policy=c.key).fit(cal).frontier_sweep(test), test, "label") - base)
             for c in CANDIDATES[1:]]
 
 
@@ -350,7 +352,7 @@ def class_table(traces: dict[str, Trace], seeds: Sequence[int], zoo: dict[str, l
                           "traces at least max-prob": (per_trace >= -1e-9).sum(axis=0),
                           "rule": [c.describe() for c in CANDIDATES[1:]] + ["chosen by cross-validation"]},
                          index=[c.key for c in CANDIDATES[1:]] + ["auto (the default)"])
-    return _tidy(table, 2)
+    return tidy_table(table, 2)
 
 
 def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:confident",
@@ -365,7 +367,8 @@ def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:c
     another's examples."""
     import pandas as pd
 
-    from ..earlyexit.tamer import PolicyCandidate, ThresholdTamer, heldout_score
+    from ..earlyexit.crossval import heldout_auc
+    from ..earlyexit.tamer import PolicyCandidate, ThresholdTamer
 
     if PolicyCandidate.parse(policy).thresholds != "common":
         raise TTamerError(f"subset_size_table: policy must be a one-threshold class 'common:STATE:ANSWER', "
@@ -384,8 +387,8 @@ def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:c
             m = min(tr.n_examples, max(MIN_SPLIT_EXAMPLES, round(share * tr.n_examples)))
             subsets = ([tr] if m == tr.n_examples else
                        [tr.sample(m, rng) for _ in range(repeats)])
-            gaps = [heldout_score(rule.frontier_sweep(s), s, "label") - _heuristic_area(s, "max-prob")
+            gaps = [heldout_auc(rule.frontier_sweep(s), s, "label") - _heuristic_area(s, "max-prob")
                     for s in subsets]
             row[f"{100 * frac:g} % of the examples"] = 100 * float(np.mean(gaps))
         rows[name] = row
-    return _tidy(pd.DataFrame.from_dict(rows, orient="index"), 2)
+    return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 2)

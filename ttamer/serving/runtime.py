@@ -286,6 +286,7 @@ class _Runtime:
         t0 = time.perf_counter()
         run = self._run_rule_batch if getattr(self, "rule", None) is not None else self._run_batch
         parts = batches(inputs, n, bs, run, self._locate)
+        self._sync()
         seconds = time.perf_counter() - t0
         for p in parts:  # after the clock: NaN logits would have driven the decisions
             check_finite_probs(p["probs"], p["states"] >= 0)
@@ -508,7 +509,6 @@ class EarlyExitServer(_Runtime):
             if keep_rows is not None:
                 idx = torch.arange(n, device=self.device)
                 h, ctx = take(h, idx), take(ctx, idx)
-            self._sync()
             parts["prepare"] = clock() - t0
             run = begin_run(rule, n)
             for i in range(L):
@@ -551,7 +551,6 @@ class EarlyExitServer(_Runtime):
                 parts["policy"] += marks[i] - (t3 - t0)
             if self.exit_map is not None:
                 answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
-            self._sync()
         pred = probs[np.arange(n), answer].argmax(axis=1)
         return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
                 "probs": probs, "timing": parts, "marks": marks, "alive": alive}
@@ -569,7 +568,6 @@ class EarlyExitServer(_Runtime):
         net = st = 0.0
         with torch.inference_mode():
             h, ctx = self.model.prepare(inputs, self.device)
-            self._sync()
             t_prep = clock() - t0
             run = begin_run(rule, 1)
             one = getattr(run, "advance_one", None)
@@ -601,7 +599,6 @@ class EarlyExitServer(_Runtime):
             probs = np.concatenate(seen + [tpl["nan"][: L - 1 - i]])[None]
             if self.exit_map is not None:
                 answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
-            self._sync()
         parts = {"prepare": t_prep, "network": net, "states": st, "policy": t4 - t0 - marks[-1]}
         return {"answer": answer, "prediction": np.array([int(probs[0, answer[0]].argmax())]),
                 "states": tpl["states"][i].copy(), "last": np.array([i], dtype=np.int64),
@@ -827,7 +824,6 @@ class EarlyExitServer(_Runtime):
         preparing, seconds in all)``."""
         tb = time.perf_counter()
         h, ctx = self.model.prepare(batch, self.device)
-        self._sync()
         t_prep = time.perf_counter() - tb
         for block in self.model.blocks:
             h = block(h, ctx)

@@ -62,3 +62,25 @@ def test_serving_section_alone_and_a_missing_gpu_is_a_clear_error(capsys):
         with pytest.raises(SystemExit) as e:
             main(["--smoke", "--only", "serving", "--device", "cuda"])
         assert e.value.code == 2 and "torch.cuda.is_available() is False" in capsys.readouterr().err
+
+
+def test_serving_targets_compare_graphs_with_the_graphed_plain_network():
+    """On CUDA the serving section also serves with ``cuda_graphs=True``: its target row is the
+    forced runtime's cost over the plain network's, both replayed as CUDA graphs."""
+    from ttamer.benchmarks import serving_targets
+
+    def row(mode, run, cost, **kw):
+        return {"mode": mode, "run": run, "measured_cost": cost, **kw}
+
+    rows = [row("batch1", "plain network", 1.0), row("batch1", "runtime forced to the last exit", 1.5,
+                                                       decision_us_per_exit=3.0),
+            row("batch1", "plain network (CUDA graph)", 0.4), row("batch1", "runtime forced to the last exit (CUDA graphs)", 0.6),
+            row("batch1", "max-prob", 0.7, gap=0.01), row("batched", "plain network", 1.0),
+            row("batched", "runtime forced to the last exit", 1.2), row("batched", "max-prob", 0.8, gap=-0.05)]
+    got = {t["target"]: t for t in serving_targets(rows, "cuda")}
+    graphs = got["runtime forced to the last exit vs the plain network, both as CUDA graphs (batch1)"]
+    assert graphs["measured"] == pytest.approx(1.5) and graphs["within"] is None
+    assert got["runtime forced to the last exit vs the plain network (batch1)"]["measured"] == 1.5
+    assert got["|measured − simulated cost| of every served strategy (batched)"]["within"] is False
+    without = [t["target"] for t in serving_targets(rows[:2] + rows[4:], "cpu")]
+    assert len(without) == len(got) - 1 and not any("CUDA graphs" in t for t in without)

@@ -524,7 +524,10 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     kept whole until their last row stops (``compact=False``), and priced so. On
     ``device="cuda"`` each served strategy's row also counts the host--device
     synchronisations per exit step (``syncs_per_exit``, :func:`count_synchronisations`): the
-    runtime's design allows one, the decision's copy of the exit's probabilities to the host."""
+    runtime's design allows one, the decision's copy of the exit's probabilities to the host.
+    On CUDA, one query at a time, the plain network, the forced runtime and the
+    max-probability rule are also served with ``cuda_graphs=True`` (each exit, and the plain
+    network, replayed as one CUDA graph: :mod:`ttamer.serving.graphs`)."""
     import torch
 
     from .earlyexit.baselines import max_prob_threshold
@@ -581,11 +584,22 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     whole = {f"{k} (batch kept whole)": (EarlyExitServer(model, srv.rule, device=device, compact=False), sim)
              for k, (srv, sim) in strategies.items()}
     extra |= {f"{k} (batch kept whole)": v for k, v in extra.items()}
+    graphed = {}  # on CUDA, one query at a time: each exit (and the plain network) replayed as one CUDA graph
+    if device == "cuda":
+        g_forced = EarlyExitServer(model, max_prob_rule(L, np.inf), device=device, cuda_graphs=True)
+        graphed = {"plain network (CUDA graph)": g_forced.run_full,
+                   "runtime forced to the last exit (CUDA graphs)": g_forced.serve,
+                   f"max-prob τ={tau:.3f} (CUDA graphs)": EarlyExitServer(model, max_prob_rule(L, tau), device=device,
+                                                                         cuda_graphs=True).serve}
     rows = []
     for mode, bs in (("batch1", 1), ("batched", batch_size)):
         if bs > 1:
+            for k in graphed:
+                runs.pop(k)
             runs.update({k: srv.serve for k, (srv, _) in whole.items()})
             strategies.update(whole)
+        else:
+            runs.update(graphed)
         compare_latency(runs, xt[: 3 * bs], batch_size=bs, repeats=1)  # warm-up
         out = compare_latency(runs, xt, batch_size=bs, repeats=repeats)
         base = out["plain network"]["ms_per_example"]
@@ -641,6 +655,11 @@ def serving_targets(rows: list[dict], device: str = "cpu") -> list[dict]:
         out.append({"target": f"runtime forced to the last exit vs the plain network ({mode})",
                     "measured": r["measured_cost"], "unit": "x", "reference": goal,
                     "within": None if goal is None else r["measured_cost"] <= goal})
+    graphs = get.get(("batch1", "runtime forced to the last exit (CUDA graphs)"))
+    if graphs is not None:
+        plain = get[("batch1", "plain network (CUDA graph)")]["measured_cost"]
+        out.append({"target": "runtime forced to the last exit vs the plain network, both as CUDA graphs (batch1)",
+                    "measured": graphs["measured_cost"] / plain, "unit": "x", "reference": None, "within": None})
     r = get[("batch1", "runtime forced to the last exit")]
     for how, key in (("mean", "decision_us_per_exit"), ("median query", "decision_us_per_exit_median")):
         if r.get(key) is not None:

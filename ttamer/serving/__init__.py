@@ -6,7 +6,9 @@
 * :mod:`ttamer.serving.rules` -- fitted estimators and heuristics as the rules the runtime
   evaluates;
 * :mod:`ttamer.serving.adapters` -- multi-exit torch models and their adapters;
-* :mod:`ttamer.serving.latency` -- latency compared fairly, traces priced per serving mode.
+* :mod:`ttamer.serving.latency` -- latency compared fairly, traces priced per serving mode;
+* :mod:`ttamer.serving.graphs` -- each exit replayed as one CUDA graph, one query at a time on a
+  GPU (``EarlyExitServer(..., cuda_graphs=True)``).
 
 The names below are importable from ``ttamer.serving`` itself. torch is imported only when a
 model runs.

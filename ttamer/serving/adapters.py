@@ -91,11 +91,18 @@ def _softmax_np(logits: "torch.Tensor", rows: int | None = None, node: int = 0, 
     """float32 softmax on the CPU -- exactly what the workloads store in traces -- of exit
     ``node``'s logits, checked (a few attribute reads) to be a floating-point tensor ``[rows, C]``
     with ``C >= 2``, ``C = n_classes`` where given (the exits before it)."""
+    check_logits(logits, rows, node, n_classes)
+    return _torch().softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+def check_logits(logits: Any, rows: int | None = None, node: int = 0, n_classes: int | None = None) -> None:
+    """Raise :func:`head_error` unless exit ``node``'s ``logits`` are a floating-point tensor
+    ``[rows, C]`` with ``C >= 2``, ``C = n_classes`` where given (attribute reads only: no
+    host--device synchronisation, so a CUDA graph's capture may call it)."""
     torch = _torch()
     if not torch.is_tensor(logits) or logits.ndim != 2 or logits.shape[1] < 2 or not logits.is_floating_point() or \
             (rows is not None and logits.shape[0] != rows) or (n_classes is not None and logits.shape[1] != n_classes):
         raise head_error(logits, rows, node, n_classes)
-    return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
 
 def head_error(logits: Any, rows: int | None, node: int, n_classes: int | None) -> TTamerError:

@@ -60,6 +60,7 @@ from ..earlyexit.traces import ExitDecisions, Trace, check_labels
 from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_eval, check_finite_probs, check_inputs,
                        input_error, input_length, input_slice, medians_in_turns, part_error, resolve_device, rows_on,
                        take)
+from .graphs import GraphCache
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
                     begin_run,
                     is_runtime_rule,
@@ -324,14 +325,23 @@ class EarlyExitServer(_Runtime):
     small model, bound by kernel launches): compare both with
     :func:`~ttamer.serving.latency.compare_latency`, and price each with
     :func:`~ttamer.serving.latency.served_cost` (``compact=``).
+
+    ``cuda_graphs`` (threshold rules, ``device="cuda"``): one query at a time, each exit --
+    its block, its head and the softmax -- is replayed as one CUDA graph, and :meth:`run_full`
+    replays the plain network as one (:class:`~ttamer.serving.graphs.ExitGraphs`, captured on
+    the first query of each input shape). A small model at batch 1 on a GPU is bound by the
+    host's launches, which the graphs remove; the copy of each exit's probabilities that the
+    decision reads stays. Batches are served without graphs. The decisions are the same.
     """
 
     def __init__(self, model: MultiExitModel, policy: Any, state_fn: StateFn | None = None, device: Any = "cpu",
                  answer_fn: AnswerFn | None = None, exit_map: ExitMap | None = None, compile: bool = True,
-                 compact: bool = True) -> None:
+                 compact: bool = True, cuda_graphs: bool = False) -> None:
         if not isinstance(model, MultiExitModel):
             raise TTamerError(f"model must be a MultiExitModel, got {type(model).__name__}")
         compact, compile = check_bool(compact, "compact"), check_bool(compile, "compile")
+        self.cuda_graphs = check_bool(cuda_graphs, "cuda_graphs")
+        self._graphs = GraphCache(model) if self.cuda_graphs else None
         self.model = model
         self.n_nodes = model.n_exits
         self.rule: Any = None
@@ -348,7 +358,13 @@ class EarlyExitServer(_Runtime):
             self.exit_map = exit_map
             self.device = resolve_device(device)
             self._pos = np.arange(self.n_nodes)
+            if self.cuda_graphs and self.device.type != "cuda":
+                raise TTamerError(f"cuda_graphs=True replays CUDA graphs: it needs device='cuda', got "
+                                  f"device={str(self.device)!r}")
             return
+        if self.cuda_graphs:
+            raise TTamerError("cuda_graphs=True serves a threshold rule exit by exit; this policy is driven through "
+                              "the rollout (serve it with cuda_graphs=False)")
         super().__init__(policy, state_fn, device, answer_fn, exit_map)
         if not policy.instance.is_chain:
             raise TTamerError("EarlyExitServer needs a policy on a chain of exits; use CascadeServer for trees")
@@ -360,8 +376,8 @@ class EarlyExitServer(_Runtime):
                               "through the rollout, which always drops stopped rows (use compact=True)")
 
     @classmethod
-    def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu", compact: bool = True
-                   ) -> "EarlyExitServer":
+    def from_tamer(cls, model: MultiExitModel, tamer: Any, device: Any = "cpu", compact: bool = True,
+                   cuda_graphs: bool = False) -> "EarlyExitServer":
         """Serve with a fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer` (its
         :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.runtime_rule`, one threshold per exit), a
         fitted :class:`~ttamer.earlyexit.calibration.EarlyExitTamer` (its policy and answer rule
@@ -381,18 +397,18 @@ class EarlyExitServer(_Runtime):
             raise TTamerError(f"the {type(tamer).__name__} was fitted on a trace of {L} exits but the model has "
                               f"{model.n_exits}; fit it on a trace of this model")
         if isinstance(tamer, ThresholdTamer):
-            server = cls(model, tamer.runtime_rule(), device=device, compact=compact)
+            server = cls(model, tamer.runtime_rule(), device=device, compact=compact, cuda_graphs=cuda_graphs)
         elif isinstance(tamer, PathwiseTamer):
-            server = cls(model, pathwise_rule(tamer), device=device, compact=compact)
+            server = cls(model, pathwise_rule(tamer), device=device, compact=compact, cuda_graphs=cuda_graphs)
         else:
             table = tamer.answer_table_ if tamer.solution_.recall else None
             rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer.encoder_, table)
             if rule is not None:
-                server = cls(model, rule, device=device, compact=compact)
+                server = cls(model, rule, device=device, compact=compact, cuda_graphs=cuda_graphs)
             else:
                 answer_fn, exit_map = tamer_answer_fns(tamer)
                 server = cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map,
-                             compact=compact)
+                             compact=compact, cuda_graphs=cuda_graphs)
         server._n_classes = int(C)  # the first exit must give the classes it was fitted on
         return server
 
@@ -573,11 +589,15 @@ class EarlyExitServer(_Runtime):
             one = getattr(run, "advance_one", None)
             thr = self._thresholds(rule)
             blocks, heads = self.model.blocks, self.model.heads
+            graphs = self._graphs.loaded(h, ctx, self._n_classes) if self._graphs is not None else None
             seen = []
             for i in range(L):
                 t1 = clock()
-                h = blocks[i](h, ctx)
-                p = _softmax_np(heads[i](h, ctx), 1, i, seen[0].shape[1] if seen else self._n_classes)
+                if graphs is None:
+                    h = blocks[i](h, ctx)
+                    p = _softmax_np(heads[i](h, ctx), 1, i, seen[0].shape[1] if seen else self._n_classes)
+                else:  # block, head and softmax replayed in one CUDA graph
+                    p = graphs.exit_probs(i)
                 t2 = clock()
                 if one is not None:  # scalars; the rule stops where x ≥ its threshold
                     x, a = one(i, p)
@@ -825,6 +845,10 @@ class EarlyExitServer(_Runtime):
         tb = time.perf_counter()
         h, ctx = self.model.prepare(batch, self.device)
         t_prep = time.perf_counter() - tb
+        if self._graphs is not None and _rows == 1:  # the plain network replayed in one CUDA graph
+            p = self._graphs.loaded(h, ctx, self._n_classes).full_probs()
+            self._sync()
+            return p, t_prep, time.perf_counter() - tb
         for block in self.model.blocks:
             h = block(h, ctx)
         p = _softmax_np(self.model.heads[self.n_nodes - 1](h, ctx), _rows, self.n_nodes - 1)

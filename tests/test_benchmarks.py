@@ -74,13 +74,17 @@ def test_serving_targets_compare_graphs_with_the_graphed_plain_network():
 
     rows = [row("batch1", "plain network", 1.0), row("batch1", "runtime forced to the last exit", 1.5,
                                                        decision_us_per_exit=3.0),
-            row("batch1", "plain network (CUDA graph)", 0.4), row("batch1", "runtime forced to the last exit (CUDA graphs)", 0.6),
+            row("batch1", "plain network (CUDA graph)", 0.4),
+            row("batch1", "runtime forced to the last exit (CUDA graphs)", 0.6, same_decisions=1.0),
+            row("batch1", "max-prob (CUDA graphs)", 0.3, same_decisions=0.99),
             row("batch1", "max-prob", 0.7, gap=0.01), row("batched", "plain network", 1.0),
             row("batched", "runtime forced to the last exit", 1.2), row("batched", "max-prob", 0.8, gap=-0.05)]
     got = {t["target"]: t for t in serving_targets(rows, "cuda")}
     graphs = got["runtime forced to the last exit vs the plain network, both as CUDA graphs (batch1)"]
     assert graphs["measured"] == pytest.approx(1.5) and graphs["within"] is None
+    same = got["CUDA-graph replays decide as the eager runtime (batch1, least share of queries)"]
+    assert same["measured"] == 0.99 and same["within"] is False
     assert got["runtime forced to the last exit vs the plain network (batch1)"]["measured"] == 1.5
     assert got["|measured − simulated cost| of every served strategy (batched)"]["within"] is False
-    without = [t["target"] for t in serving_targets(rows[:2] + rows[4:], "cpu")]
-    assert len(without) == len(got) - 1 and not any("CUDA graphs" in t for t in without)
+    without = [t["target"] for t in serving_targets(rows[:2] + rows[5:], "cpu")]
+    assert len(without) == len(got) - 2 and not any("CUDA graph" in t for t in without)

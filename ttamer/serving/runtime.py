@@ -329,7 +329,8 @@ class EarlyExitServer(_Runtime):
     ``cuda_graphs`` (threshold rules, ``device="cuda"``): one query at a time, each exit --
     its block, its head and the softmax -- is replayed as one CUDA graph, and :meth:`run_full`
     replays the plain network as one (:class:`~ttamer.serving.graphs.ExitGraphs`, captured on
-    the first query of each input shape). A small model at batch 1 on a GPU is bound by the
+    the first query of each input shape, which pays for the capture: warm a server up on
+    inputs of every shape it will serve before timing it). A small model at batch 1 on a GPU is bound by the
     host's launches, which the graphs remove; the copy of each exit's probabilities that the
     decision reads stays. Batches are served without graphs. The decisions are the same.
     """

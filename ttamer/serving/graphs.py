@@ -95,10 +95,10 @@ class ExitGraphs:
             self._keep: list = []  # every graph's outputs stay allocated: no later capture reuses them
             pool, x = None, self._h
             for i in range(L):
-                def exit_i(x: Any = x, i: int = i) -> tuple[Any, Any]:
+                def exit_i(x: Any = x, i: int = i, classes: int | None = n_classes) -> tuple[Any, Any]:
                     out = model.blocks[i](x, self._ctx)
                     logits = model.heads[i](out, self._ctx)
-                    check_logits(logits, rows, i, n_classes)
+                    check_logits(logits, rows, i, classes)
                     return out, torch.softmax(logits.float(), dim=-1)
 
                 graph, (x, probs) = self._captured(exit_i, pool, f"exit {i} ({model.names[i]})")

@@ -397,19 +397,20 @@ class EarlyExitServer(_Runtime):
         if L != model.n_exits:
             raise TTamerError(f"the {type(tamer).__name__} was fitted on a trace of {L} exits but the model has "
                               f"{model.n_exits}; fit it on a trace of this model")
+        opts = {"device": device, "compact": compact, "cuda_graphs": cuda_graphs}
         if isinstance(tamer, ThresholdTamer):
-            server = cls(model, tamer.runtime_rule(), device=device, compact=compact, cuda_graphs=cuda_graphs)
+            server = cls(model, tamer.runtime_rule(), **opts)
         elif isinstance(tamer, PathwiseTamer):
-            server = cls(model, pathwise_rule(tamer), device=device, compact=compact, cuda_graphs=cuda_graphs)
+            server = cls(model, pathwise_rule(tamer), **opts)
         else:
             table = tamer.answer_table_ if tamer.solution_.recall else None
             rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer.encoder_, table)
             if rule is not None:
-                server = cls(model, rule, device=device, compact=compact, cuda_graphs=cuda_graphs)
+                server = cls(model, rule, **opts)
             else:
                 answer_fn, exit_map = tamer_answer_fns(tamer)
-                server = cls(model, tamer.solution_.policy, tamer_state_fn(tamer), device, answer_fn, exit_map,
-                             compact=compact, cuda_graphs=cuda_graphs)
+                server = cls(model, tamer.solution_.policy, tamer_state_fn(tamer), answer_fn=answer_fn,
+                             exit_map=exit_map, **opts)
         server._n_classes = int(C)  # the first exit must give the classes it was fitted on
         return server
 

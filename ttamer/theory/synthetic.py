@@ -27,7 +27,7 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.instance import Instance, check_instance
-from ..core.validate import check_count, check_int, check_real, check_seed, short_repr
+from ..core.validate import check_choice, check_count, check_int, check_real, check_seed, short_repr
 
 #: The shapes of forest :func:`random_instance` draws (see the module docstring).
 KINDS = ("chain", "tree", "forest", "skips")
@@ -92,7 +92,7 @@ def random_parents(rng: np.random.Generator, kind: str, n: int, roots: int) -> l
         not an integer in ``[1, MAX_NODES]`` (:data:`MAX_NODES`) or ``roots`` not in ``[1, n]``.
     """
     _check(isinstance(rng, np.random.Generator), f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    _check(isinstance(kind, str) and kind in KINDS, f"kind must be one of {KINDS}, got {short_repr(kind)}")
+    check_choice("kind", kind, KINDS)
     n = check_count(n, "n (number of nodes)", maximum=MAX_NODES)
     roots = check_count(roots, "roots")
     if kind in ("chain", "skips"):
@@ -114,7 +114,7 @@ def _check_k(k: int | Sequence[int]) -> int | tuple[int, int]:
 
 def _check_size(kind: str, n: int, k: int | Sequence[int]) -> tuple[int, int | tuple[int, int]]:
     """``(n, k)`` within :data:`MAX_NODES` (:data:`MAX_SKIP_NODES`), :data:`MAX_STATES`, :data:`MAX_ENTRIES`."""
-    _check(isinstance(kind, str) and kind in KINDS, f"kind must be one of {KINDS}, got {short_repr(kind)}")
+    check_choice("kind", kind, KINDS)
     n = check_count(n, "n (number of nodes)", maximum=MAX_SKIP_NODES if kind == "skips" else MAX_NODES)
     k = _check_k(k)
     k_max = max(k) if isinstance(k, tuple) else k

@@ -349,6 +349,8 @@ def _savez(path, members) -> None:
     ([5e-324, 5e-324], r"mean cost is 9\.88131e-324, below the smallest normal"),
     ([0.0, 5e-324], r"mean cost is 4\.94066e-324, below the smallest normal"),
     ([0.0, 0.0], r"every cost is 0"),
+    ([[0.0, 0.0], [0.0, 0.0], [0.0, 1e-300]], r"example 0's full cost \(the sum over its exits\) is 0; "
+                                                r"with per-example costs every example's must be > 0"),
 ])
 def test_extreme_costs_are_refused_when_validated_and_loaded(tmp_path, cost, match):
     import warnings
@@ -364,7 +366,7 @@ def test_extreme_costs_are_refused_when_validated_and_loaded(tmp_path, cost, mat
         with pytest.raises(TraceError, match=rf"c\.npz.*key 'cost': .*{match}"):
             load_trace(tmp_path / "c.npz")
     # large or tiny costs that can be summed and normalised are kept as they are
-    for ok in ([1e300, 1e300], [0.0, 1e-300], [[0.0, 0.0], [0.0, 0.0], [0.0, 1e-300]]):
+    for ok in ([1e300, 1e300], [0.0, 1e-300], [[0.0, 1e-300], [1e-300, 0.0], [0.0, 1e-300]]):
         Trace(**_small(ok)).validate()
 
 

@@ -105,7 +105,9 @@ def choose_by_cv(trace: Trace, candidates: list, score: Callable, folds: int, op
     if trace.n_examples < MIN_CV_EXAMPLES * folds:
         raise TTamerError(
             f"calibration trace has {trace.n_examples} examples: too few to choose the 'auto' options by "
-            f"{folds}-fold cross-validation (need {MIN_CV_EXAMPLES * folds}); give {options} explicitly")
+            f"{folds}-fold cross-validation (need {MIN_CV_EXAMPLES * folds}): use more calibration examples, give "
+            f"{options} explicitly (options of the estimator in Python), or use the threshold estimation "
+            f"(ThresholdTamer, the default of ttamer evaluate), which fits on fewer")
     if trace.n_examples > MAX_CV_EXAMPLES:
         pick = np.random.default_rng(0).choice(trace.n_examples, MAX_CV_EXAMPLES, replace=False)
         trace = trace.subset(np.sort(pick))

@@ -46,7 +46,8 @@ def _logistic_models(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.
     if len(x) > LOGISTIC_MAX_EXAMPLES:
         keep = evenly(len(x), LOGISTIC_MAX_EXAMPLES)
         x, target = x[keep], target[keep]
-    scale = np.maximum(x.reshape(-1, x.shape[2]).std(axis=0), 1e-9)
+    sd = x.reshape(-1, x.shape[2]).std(axis=0)
+    scale = np.where(sd > 1e-9, sd, np.inf)  # constant columns (e.g. a uniform softmax) drop out
     scale[0] = 1.0
     w = np.stack([fit_logistic(x[:, i] / scale, target[:, i]) for i in range(x.shape[1])])
     return w, scale

@@ -35,10 +35,11 @@ import os
 import stat
 import tokenize
 import zipfile
+from contextlib import contextmanager
 from zlib import error as zlib_error
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -106,8 +107,8 @@ def _parents_array(parents: Any, names: Sequence[str], *, positions: bool = Fals
     forest (no unknown name, no cycle)."""
     n = len(names)
     if not isinstance(parents, (list, tuple, np.ndarray)):
-        raise TraceError(f"key 'meta': field 'parents' must be a list of {n} parent names or null, "
-                         f"got {escape_text(repr(parents), 120)}")
+        raise TraceError(f"key 'meta': field 'parents' must be a list of {n} entries, each a parent name or null "
+                         f"for a root, got {escape_text(repr(parents), 120)}")
     if len(parents) != n:
         raise TraceError(f"key 'meta': field 'parents' has {len(parents)} entries for {n} exits")
     index = {name: i for i, name in enumerate(names)}
@@ -344,6 +345,12 @@ class Trace:
             raise TraceError(f"key 'cost': the full model's cost summed over the {self.n_examples} examples "
                              f"overflows a float64; {fix}")
         tiny = float(np.finfo(np.float64).tiny)
+        if c.ndim == 2 and mean > 0 and not np.all(full >= tiny):
+            n = _first(~(full >= tiny))[0]
+            raise TraceError(f"key 'cost': example {n}'s full cost (the sum over its exits) is {float(full[n]):.6g}; "
+                             "with per-example costs every example's must be > 0 (at least the smallest normal "
+                             "float64), because costs are normalised by the full model's mean cost on any part of "
+                             "the examples (the calibration half, a cross-validation fold)")
         if mean == 0:
             raise TraceError("key 'cost': every cost is 0, so costs cannot be normalised "
                              "(the full model's mean cost must be > 0)")
@@ -396,6 +403,8 @@ class Trace:
     def parents(self) -> np.ndarray:
         """``int [L]``: each exit's parent position, ``-1`` for a root (``meta["parents"]``;
         default the chain ``[-1, 0, 1, …, L−2]``)."""
+        if not isinstance(self.meta, dict):
+            self._validate_meta()  # the error naming key 'meta'
         if "parents" not in self.meta:
             return np.arange(-1, self.n_exits - 1, dtype=np.int64)
         return _parents_array(self.meta["parents"], self.exit_names)
@@ -657,7 +666,9 @@ def _read_npy_header(fh: Any, where: str, name: str) -> tuple[tuple, np.dtype, i
         header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                   else np.lib.format.read_array_header_2_0)
         shape, _fortran, dtype = header(fh)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib_error) as exc:
+    except (zipfile.BadZipFile, zlib_error) as exc:  # e.g. a CRC mismatch once a small member is read whole
+        raise TraceError(f"{where}: member {name} is corrupt ({escape_text(str(exc), 120)})") from None
+    except (ValueError, OSError, EOFError) as exc:
         detail = _NOT_A_LITERAL if str(exc).startswith("malformed node") else escape_text(str(exc), 120)
         raise TraceError(f"{where}: member {name} has no valid .npy header ({detail})") from None
     except _HEADER_PARSE_ERRORS:
@@ -676,6 +687,9 @@ def _check_member(info: zipfile.ZipInfo, fh: Any, where: str, max_bytes: int) ->
     shape, dtype, header_bytes = _read_npy_header(fh, where, name)
     if dtype.hasobject:
         raise TraceError(f"{where}: member {name} holds Python objects; a trace holds numbers and a string")
+    if dtype.itemsize == 0:
+        raise TraceError(f"{where}: member {name} has the empty dtype {escape_text(str(dtype), 40)}; a trace "
+                         f"holds numbers and a string")
     declared = f"shape {escape_text(repr(tuple(shape)), 80)} of {escape_text(str(dtype), 40)}"
     for i, d in enumerate(shape):
         if isinstance(d, bool) or d < 0:
@@ -720,13 +734,31 @@ def _read_npz(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
         if missing:
             raise TraceError(f"{where}: missing key(s) {missing}; a trace holds {list(KEYS)}")
         for key in KEYS:
-            with zf.open(members[key]) as fh:
+            with _member_errors(members[key], where), zf.open(members[key]) as fh:
                 _check_member(members[key], fh, where, max_bytes)
         arrays = {}
         for key in KEYS:
-            with zf.open(members[key]) as fh:
+            with _member_errors(members[key], where), zf.open(members[key]) as fh:
                 arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
         return arrays
+
+
+#: What reading a member of a damaged archive raises (zipfile, zlib, bz2, lzma, numpy).
+_READ_ERRORS = (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError, RuntimeError,
+                OverflowError, MemoryError, zlib_error)
+
+
+@contextmanager
+def _member_errors(info: zipfile.ZipInfo, where: str) -> Iterator[None]:
+    """Turn an error reading member ``info`` of the archive into a
+    :class:`~ttamer.core.errors.TraceError` naming the file and the member."""
+    try:
+        yield
+    except TraceError:
+        raise
+    except _READ_ERRORS as exc:
+        raise TraceError(f"{where}: member {escape_text(repr(info.filename), 80)} cannot be read: "
+                         f"{escape_text(str(exc), 200)}") from None
 
 
 def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
@@ -780,8 +812,7 @@ def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
         arrays = _read_npz(path, max_bytes)
     except TraceError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError,
-            RuntimeError, OverflowError, MemoryError, zlib_error) as exc:
+    except _READ_ERRORS as exc:
         raise TraceError(f"cannot read trace file {where}: {escape_text(str(exc), 200)}") from None
     meta_raw = arrays.pop("meta")
     if meta_raw.shape != () or meta_raw.dtype.kind not in "US":

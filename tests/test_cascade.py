@@ -67,10 +67,11 @@ def test_calibrated_instance_is_a_valid_tree_with_the_documented_smoothing(data)
             m = s == k
             expect = (wrong[m, v].sum() + a * wrong[:, v].mean()) / (m.sum() + a)
             assert inst.losses[v][k] == pytest.approx(expect)
-    # transitions: smoothed frequencies parent state -> child state
+    # transitions: smoothed frequencies parent state -> child state, towards the smoothed
+    # state frequencies of the child (positive: a state unseen in calibration stays possible)
     v, p = 1, 0
     K, Kp = inst.n_states[v], inst.n_states[p]
-    pi = np.bincount(st[:, v], minlength=K) / len(st)
+    pi = (np.bincount(st[:, v], minlength=K) + a / K) / (len(st) + a)
     joint = np.zeros((Kp, K))
     np.add.at(joint, (st[:, p], st[:, v]), 1.0)
     expect = (joint + a * pi) / (joint.sum(1, keepdims=True) + a)
@@ -288,3 +289,39 @@ def test_threshold_cascade_keeps_infinite_thresholds(data):
     _, test = data
     d = threshold_cascade(test, ["cheap", "big"], thresholds=[[np.inf], [-np.inf]])
     assert (d.last[0] == test.node_id("big")).all() and (d.last[1] == test.node_id("cheap")).all()
+
+
+@pytest.mark.parametrize("recall", [True, False])
+def test_a_state_unseen_in_calibration_still_has_an_action(recall):
+    """A child that disagrees with its parent only on the test examples, with a confidence no
+    calibration example had: its state has no calibration example, and the policy (exhaustive
+    without recall) still decides there."""
+    rng = np.random.default_rng(0)
+    n, C = 80, 2
+    labels = rng.integers(0, C, n)
+    root_ok = np.arange(n) % 2 == 0
+
+    def make(conf_when_disagreeing):
+        pred = np.stack([np.where(root_ok, labels, 1 - labels), labels, labels], 1)
+        conf = np.stack([rng.uniform(0.5, 0.6, n), np.where(root_ok, 0.6, conf_when_disagreeing)
+                         + rng.uniform(0, 0.01, n), rng.uniform(0.9, 1.0, n)], 1)
+        probs = np.empty((n, 3, C), np.float32)
+        probs[:] = (1 - conf)[..., None]
+        np.put_along_axis(probs, pred[..., None], conf[..., None].astype(np.float32), -1)
+        return Trace.build(probs, labels, np.ones(3), {}, parents=[-1, 0, 0])
+
+    cal, test = make(0.55), make(0.99)
+    t = CascadeTamer(K=2, agreement=True, recall=recall, method="auto").fit(cal)
+    unseen = set(map(tuple, t.states(test))) - set(map(tuple, t.states(cal)))
+    assert unseen  # the test examples do reach states the calibration examples never did
+    d = t.decide(test)
+    assert d.answer.shape == (n,) and (d.answer >= 0).all()
+
+
+def test_exhaustive_policy_names_a_history_it_never_reached():
+    from ttamer.core.policy import ExhaustivePolicy
+
+    half = np.array([0.5, 0.5])
+    inst = Instance.chain([np.zeros(2)] * 2, half, [np.full((2, 2), 0.5)], np.ones(2))
+    with pytest.raises(TTamerError, match=r"no action for the history \(-1, -1\).*probability 0"):
+        ExhaustivePolicy(inst, 0.5, True, {}).decide(np.full((1, 2), -1), np.array([-1]))

@@ -94,3 +94,46 @@ def test_a_member_of_empty_dtype_is_named(tmp_path):
     np.savez(path, probs=np.zeros((4, 4), dtype="V0"), labels=tr.labels, cost=tr.cost, meta=np.array("{}"))
     with pytest.raises(TraceError, match=r"v0\.npz': member 'probs\.npy' has the empty dtype"):
         load_trace(path)
+
+
+def _chain_trace(cost, n=80, L=2, C=3):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, C, n)
+    z = rng.normal(size=(n, L, C))
+    z[np.arange(n), :, labels] += np.linspace(0.5, 3, L)
+    p = np.exp(z)
+    return Trace((p / p.sum(-1, keepdims=True)).astype(np.float32), labels, np.asarray(cost, float), {})
+
+
+@pytest.mark.parametrize("cost, match", [([1e300, 1e-10], r"costs divided by 1e-10 \(the mean cost of the last "
+                                                           r"model 'exit1'\) overflow a float64"),
+                                         ([1.0, 0.0], r"the last model 'exit1' has mean cost 0")])
+def test_skip_estimators_name_a_cost_scale_they_cannot_use(cost, match):
+    import warnings
+
+    from ttamer.core.errors import TTamerError
+    from ttamer.earlyexit import skips
+
+    cal, test = _chain_trace(cost).split(0.5, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning on the way
+        for call in (lambda: skips.SkipTamer().fit(cal), lambda: skips.skip_chain_instance(cal),
+                     lambda: skips.exact_skip_decisions(cal, test, [0.5])):
+            with pytest.raises(TTamerError, match=match):
+                call()
+
+
+def test_exact_skip_policy_at_lambda_zero_says_to_raise_lambda():
+    from ttamer.core.errors import TTamerError
+    from ttamer.earlyexit import skips
+
+    cal, test = _chain_trace(np.ones(2)).split(0.5, 0)
+    with pytest.raises(TTamerError, match=r"at λ=0: answering without consulting any model is optimal.*use larger λ"):
+        skips.exact_skip_decisions(cal, test, [0.0, 0.5])
+
+
+def test_a_cost_range_whose_width_overflows_is_refused():
+    from ttamer.core.errors import TTamerError
+
+    with pytest.raises(TTamerError, match=r"cost_range must be .* hi - lo a finite float64"):
+        evaluate_trace(synthetic_trace(40, 3, 3, seed=1), cost_range=(-1e308, 1e308), n_boot=0)

@@ -318,7 +318,13 @@ class ExhaustivePolicy(Policy):
             return np.zeros(0, dtype=np.int64)
         both = np.concatenate([states, np.asarray(last)[:, None]], axis=1)
         uniq, inverse = np.unique(both, axis=0, return_inverse=True)
-        acts = np.array([self.actions[self.key(u[:-1], u[-1])] for u in uniq], dtype=np.int64)
+        keys = [self.key(u[:-1], u[-1]) for u in uniq]
+        missing = next((k for k in keys if k not in self.actions), None)
+        if missing is not None:
+            raise TTamerError(f"the exhaustive policy has no action for the history {missing[0]} (states per node, "
+                              "-1: not consulted): its instance gives that history probability 0, so the solver "
+                              "never reached it; give every state of every node a positive probability")
+        acts = np.array([self.actions[k] for k in keys], dtype=np.int64)
         return acts[inverse.ravel()]
 
     def describe(self) -> str:

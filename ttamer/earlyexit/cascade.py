@@ -18,8 +18,12 @@ its confidence ``f_v`` (max-probability, entropy or margin), optionally times tw
 With calibration counts ``n`` and smoothing strength ``α``:
 
     ℓ_v(s)   = (e_v(s) + α ē_v) / (n_v(s) + α)              ē_v = overall error rate of v
-    P_v[s,t] = (n_v(s,t) + α π_v(t)) / (n_parent(v)(s) + α)  π_v = state frequencies of v
-    μ_v(t)   = (n_v(t) + α / K_v) / (N + α)                  (roots)
+    P_v[s,t] = (n_v(s,t) + α π_v(t)) / (n_parent(v)(s) + α)
+    π_v(t)   = (n_v(t) + α / K_v) / (N + α)                  (μ_v = π_v for a root)
+
+``π_v`` are the smoothed state frequencies of ``v``: every state keeps some probability, so a
+test example may reach a state the calibration examples never did and the policy still has
+an action for it.
 
 Costs ``c_v`` are the mean measured costs, divided by the cost of the **reference** path
 (default: the root-to-node path of largest cost, i.e. the most expensive single pipeline) when
@@ -99,13 +103,13 @@ def build_tree_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequen
         cnt = np.bincount(states[:, v], minlength=K[v]).astype(float)
         err = np.bincount(states[:, v], weights=losses[:, v], minlength=K[v])
         ell.append((err + a * losses[:, v].mean()) / (cnt + a))
+        pi = (cnt + a / K[v]) / (cnt.sum() + a)  # smoothed: a state unseen in calibration stays possible
         p = int(parents[v])
         if p < 0:
-            mu = cnt + a / K[v]
-            mats.append(mu / mu.sum())
+            mats.append(pi)
             continue
         joint = np.bincount(states[:, p] * K[v] + states[:, v], minlength=K[p] * K[v])
-        P = joint.reshape(K[p], K[v]).astype(float) + a * cnt / cnt.sum()
+        P = joint.reshape(K[p], K[v]).astype(float) + a * pi
         mats.append(P / P.sum(axis=1, keepdims=True))
     return Instance.tree([int(p) if p >= 0 else None for p in parents], ell, mats, costs,
                          names=names, name=name)

@@ -37,6 +37,7 @@ are from the Markov chain T-Tamer assumes, against a Markov resample of the same
 
 from __future__ import annotations
 
+import math
 import time
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -425,8 +426,9 @@ def check_sweep_and_band(lams: Any, band_points: Any, cost_range: Any,
     if cost_range is None:
         return lams, None
     rng = check_numbers(cost_range, "cost_range")
-    if len(rng) != 2 or not rng[0] < rng[1]:
-        raise TTamerError(f"cost_range must be two numbers (lo, hi) with lo < hi, got {short_repr(cost_range)}")
+    if len(rng) != 2 or not rng[0] < rng[1] or not math.isfinite(float(rng[1]) - float(rng[0])):
+        raise TTamerError(f"cost_range must be two numbers (lo, hi) with lo < hi and hi - lo a finite float64, "
+                          f"got {short_repr(cost_range)}")
     return lams, (float(rng[0]), float(rng[1]))
 
 

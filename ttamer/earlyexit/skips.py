@@ -391,12 +391,9 @@ class SkipTamer(BaseTamer):
         check_chain(trace, "fit")
         grid = lam_grid(100, 0.1, 1e4) if self.lams is None else np.asarray(self.lams, dtype=float)
         self.lams_ = np.unique(np.r_[grid, float(self.lam)])
-        cm = trace.cost_matrix
-        self.scale_ = float(cm[:, -1].mean()) if self.scale is None else float(self.scale)
-        if not self.scale_ > 0:
-            raise TTamerError(f"scale: the last model {trace.exit_names[-1]!r} has mean cost 0; pass scale=")
+        self.scale_, c = scaled_costs(trace, trace.cost_matrix, self.scale)
         self.names_, self.n_classes_ = list(trace.exit_names), trace.n_classes
-        mp, ok, c = trace.max_prob, trace.correct, cm / self.scale_
+        mp, ok = trace.max_prob, trace.correct
         args = (mp, ok, c, self.lams_, int(self.K), self.feature, self.answer)
         seq = backward_skip_rule(*args, sequential=True, regions=self.regions)
         self.sequential_value_ = seq[3].mean(axis=1)
@@ -499,6 +496,22 @@ def _where_rows(use: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(use[:, None], pad(a), pad(b))
 
 
+def scaled_costs(trace: Trace, costs: np.ndarray, scale: float | None) -> tuple[float, np.ndarray]:
+    """``(scale, costs / scale)``: ``scale`` by default the last model's mean cost on ``trace``;
+    a :class:`~ttamer.core.errors.TTamerError` where that mean is 0 or the quotient overflows a
+    float64 (both: pass ``scale=``)."""
+    sc = float(trace.mean_cost[-1]) if scale is None else float(scale)
+    if not sc > 0:
+        raise TTamerError(f"scale: the last model {trace.exit_names[-1]!r} has mean cost 0; pass scale=")
+    with np.errstate(over="ignore"):
+        out = costs / sc
+    if not np.isfinite(out).all():
+        what = f"the mean cost of the last model {trace.exit_names[-1]!r}" if scale is None else "the scale given"
+        raise TTamerError(f"scale: the costs divided by {sc:.6g} ({what}) overflow a float64; pass a larger "
+                          "scale= (e.g. the full model's mean cost)")
+    return sc, out
+
+
 def tradeoff(decisions: ExitDecisions, trace: Trace, lams: Any, scale: float) -> np.ndarray:
     """Mean ``λ·error + (1−λ)·cost/scale`` of each row of ``decisions`` (``lams`` per row).
 
@@ -590,8 +603,8 @@ def skip_chain_instance(calibration: Trace, K: int = 8, smoothing: float = 2.0, 
     states = np.stack([np.zeros(len(mp), dtype=np.int64)] + [bin_of(mp[:, v], e) for v, e in enumerate(edges)], axis=1)
     n_states = [1] + [len(e) + 1 for e in edges]
     losses = np.concatenate([np.full((len(mp), 1), ENTRY_LOSS), (~calibration.correct).astype(float)], axis=1)
-    sc = float(calibration.mean_cost[-1]) if scale is None else float(scale)
-    costs = np.r_[0.0, calibration.mean_cost / sc]
+    sc, scaled = scaled_costs(calibration, calibration.mean_cost, scale)
+    costs = np.r_[0.0, scaled]
     n = calibration.n_exits + 1
     names = ["entry"] + list(calibration.exit_names)
     base = build_tree_instance(states, losses, n_states, np.arange(-1, n - 1), costs, smoothing, names=names)
@@ -628,8 +641,9 @@ def exact_skip_decisions(calibration: Trace, test: Trace, lams: Sequence[float],
         sol = solve(inst, float(lam), recall=recall, method="dp")
         d = run_tree_policy(sol, st, cm)
         if (d.answer == 0).any():
-            raise TTamerError(f"exact skip policy at λ={lam:g} answered without consulting a model; "
-                              "raise ENTRY_LOSS or drop that λ")
+            raise TTamerError(f"exact skip policy at λ={lam:g}: answering without consulting any model is "
+                              f"optimal there (the error, weighted by λ, costs less than the cheapest model); "
+                              f"use larger λ values")
         decs.append(d)
     models = [ExitDecisions(d.answer - 1, d.last - 1, d.cost, consulted=d.consulted[:, 1:]) for d in decs]
     return ExitDecisions.stack(models, lams, "exact binned DP" + (" (skips)" if skips else ""))

@@ -163,6 +163,30 @@ def test_cv_records_and_chooses_the_max_prob_rule_on_its_own_kind_of_data():
     assert t.candidates().index(t.candidate_) <= t.candidates().index(PolicyCandidate.parse(best["policy"]))
 
 
+@pytest.mark.parametrize("margin, confirmed", [(1.5, True), (4.0, False), (-1.0, False)])
+def test_a_richer_class_chosen_by_a_small_margin_is_confirmed_on_fresh_folds(monkeypatch, margin, confirmed):
+    """The folds' choice of a class richer than the simplest, ahead of it by fewer than
+    CV_CONFIRM_Z standard errors, triggers fresh repeats up to MAX_CV_REPEATS; a clear winner,
+    or the simplest class itself, does not."""
+    noise = np.array([0.0, 0.01, -0.01, 0.005, -0.005])  # paired differences: SE = std / sqrt(5)
+    se = noise.std(ddof=1) / np.sqrt(5)
+    calls = []
+
+    def fake_repeats(self, trace, cands, repeats):
+        calls.append(list(repeats))
+        scores = np.full((len(cands), 5 * len(repeats)), 0.8)
+        scores[1] += np.tile(margin * se + noise, len(repeats))
+        return scores
+
+    monkeypatch.setattr(ThresholdTamer, "_cv_repeats", fake_repeats)
+    tr = synthetic_trace(3000, 3, 3, seed=4)  # above CV_REPEAT_EXAMPLES: one repeat to begin with
+    t = ThresholdTamer().fit(tr)
+    assert calls[0] == [0]
+    assert (calls[1:] == [[1, 2, 3]]) == confirmed and len(calls) == 1 + confirmed
+    assert t.cv_fold_scores_.shape[1] == 5 * (tamer_mod.MAX_CV_REPEATS if confirmed else 1)
+    assert t.candidate_ == (CANDIDATES[1] if margin > 1 else CANDIDATES[0])
+
+
 def test_recall_false_keeps_only_no_recall_classes(split):
     t = ThresholdTamer(recall=False).fit(split[0])
     assert not t.candidate_.recall and all(not PolicyCandidate.parse(c["policy"]).recall for c in t.cv_scores_)

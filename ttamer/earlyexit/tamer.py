@@ -30,7 +30,9 @@ Each candidate is scored by the area under its accuracy–cost frontier on held-
 the calibration examples, swept there at the resolution of the data exactly as on test
 examples (:func:`complete_sweep`, :func:`path_sweep`); the simplest candidate within one standard
 error (of the paired fold differences) of the best is chosen, so that a richer rule is used
-only where the calibration data show that it pays. The test examples are never used.
+only where the calibration data show that it pays, and one chosen by a small margin over the
+simplest is confirmed on fresh folds first (:data:`CV_CONFIRM_Z`). The test examples are never
+used.
 """
 
 from __future__ import annotations
@@ -75,8 +77,13 @@ CV_MAX_EXAMPLES = 5000
 #: Below this many calibration examples the cross-validation is repeated over fresh folds
 #: (up to :data:`MAX_CV_REPEATS` times), so that few examples do not make the choice a lottery.
 CV_REPEAT_EXAMPLES = 2000
-#: Most repeats of the cross-validation (see :data:`CV_REPEAT_EXAMPLES`).
+#: Most repeats of the cross-validation (see :data:`CV_REPEAT_EXAMPLES`, :data:`CV_CONFIRM_Z`).
 MAX_CV_REPEATS = 4
+#: A class richer than the simplest that the folds choose by fewer than this many standard
+#: errors over the simplest is confirmed on fresh folds (up to :data:`MAX_CV_REPEATS` repeats
+#: in all) before it is used: where the margin is that small, which folds the examples fall in
+#: can decide the choice.
+CV_CONFIRM_Z = 3.0
 
 
 @dataclass(frozen=True)
@@ -388,16 +395,34 @@ class ThresholdTamer(BaseTamer):
         return self
 
     def _cross_validate(self, trace: Trace, cands: Sequence[PolicyCandidate]) -> np.ndarray:
-        """``[C, R·F]`` held-out frontier areas of every candidate on every fold of ``R`` repeats
-        (``R > 1`` only below :data:`CV_REPEAT_EXAMPLES` calibration examples)."""
-        folds_n = self.cv_folds_
+        """``[C, R·F]`` held-out frontier areas of every candidate on every fold of ``R`` repeats:
+        ``R > 1`` below :data:`CV_REPEAT_EXAMPLES` calibration examples, and up to
+        :data:`MAX_CV_REPEATS` where the choice needs confirming (:meth:`_unconfirmed`)."""
         if trace.n_examples > self.cv_max_examples:
             trace = trace.sample(int(self.cv_max_examples), np.random.default_rng(int(self.seed)))
         repeats = int(min(MAX_CV_REPEATS, np.ceil(CV_REPEAT_EXAMPLES / trace.n_examples)))
-        splits = [(r, f) for r in range(repeats) for f in range(folds_n)]
+        self.cv_curves_: dict[str, list[dict[str, np.ndarray]]] = {c.key: [] for c in cands}
+        scores = self._cv_repeats(trace, cands, range(repeats))
+        if repeats < MAX_CV_REPEATS and self._unconfirmed(scores):
+            scores = np.hstack([scores, self._cv_repeats(trace, cands, range(repeats, MAX_CV_REPEATS))])
+        return scores
+
+    def _unconfirmed(self, scores: np.ndarray) -> bool:
+        """Whether the folds choose (:func:`one_se_choice`) a class richer than the simplest,
+        ahead of the simplest by fewer than :data:`CV_CONFIRM_Z` standard errors of the paired
+        fold differences (:func:`paired_se`)."""
+        chosen = one_se_choice(scores, self.cv_folds_)
+        if chosen == 0:
+            return False
+        gap = scores[chosen].mean() - scores[0].mean()
+        return bool(gap < CV_CONFIRM_Z * paired_se(scores, chosen, self.cv_folds_)[0])
+
+    def _cv_repeats(self, trace: Trace, cands: Sequence[PolicyCandidate], repeats: range) -> np.ndarray:
+        """``[C, len(repeats)·F]`` held-out areas of the candidates on the folds of ``repeats``
+        (each repeat its own seeded folds); their held-out curves are added to ``cv_curves_``."""
+        splits = [(r, f) for r in repeats for f in range(self.cv_folds_)]
         lams = self.lam_sweep()
         scores = np.zeros((len(cands), len(splits)))
-        self.cv_curves_: dict[str, list[dict[str, np.ndarray]]] = {c.key: [] for c in cands}
         bar = tqdm(total=len(splits) * len(cands), desc="cross-validation", disable=not self.progress, leave=False)
         threads = min(available_threads(), len(splits))
         with ThreadPoolExecutor(threads) as pool:  # the folds' heavy numpy calls release the GIL

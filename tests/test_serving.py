@@ -507,7 +507,7 @@ def test_batched_cost_priced_per_rows_still_running(setup):
         "rows": [1, 8], "ms_per_batch": [[1.0] * L] * 2, "gather_ms": [0.5, -1.0]}))
     with pytest.raises(TTamerError, match="gather_ms"):
         served_cost(bad, half, 8)
-    with pytest.raises(TTamerError, match="last must hold"):
+    with pytest.raises(TTamerError, match="last must be .* integers in 0..3"):
         served_cost(tr, np.full(40, L), 8)
     with pytest.raises(TTamerError, match="profile_rows must be row counts in 1..batch_size"):
         rec.run_all(x[:16], y[:16], batch_size=4, profile_rows=[1, 8])

@@ -118,6 +118,7 @@ def check_trace(trace: Any, who: str, min_examples: int = 0, chain: bool = False
     if not isinstance(trace, Trace):
         raise TTamerError(f"{who} expects a ttamer Trace (ttamer.earlyexit.traces.load_trace reads one), "
                           f"got {type(trace).__name__}")
+    trace.validate_arrays()  # types, dtypes and shapes, before any shape is read
     if trace.n_examples < min_examples:
         raise TraceError(f"key 'probs': the trace has {trace.n_examples} example{'s' * (trace.n_examples != 1)}; "
                          f"{who} needs at least {min_examples} to fit a rule on")
@@ -164,9 +165,10 @@ class BaseTamer:
             raise TTamerError(f"{type(self).__name__} is not fitted; call fit(calibration_trace) first")
 
     def check_input(self, trace: Any) -> Trace:
-        """The fitted check (:meth:`check_fitted`), then ``trace`` if it is a
-        :class:`~ttamer.earlyexit.traces.Trace` of a chain of exits with the exits and classes
-        of the calibration trace (``fitted_shape_``, set by ``fit``)."""
+        """The fitted check (:meth:`check_fitted`), then ``trace`` if it is a valid
+        :class:`~ttamer.earlyexit.traces.Trace` (:meth:`~ttamer.earlyexit.traces.Trace.validate`)
+        of a chain of exits with the exits and classes of the calibration trace
+        (``fitted_shape_``, set by ``fit``)."""
         self.check_fitted()
         name = type(self).__name__
         check_trace(trace, name, chain=True)
@@ -174,7 +176,7 @@ class BaseTamer:
         if shape != self.fitted_shape_:
             raise TraceError(f"trace has {shape[0]} exits and {shape[1]} classes; {name} was fitted on "
                              f"{self.fitted_shape_[0]} exits and {self.fitted_shape_[1]} classes")
-        return trace
+        return trace.validate()  # every rule of the format: arrays may have been replaced since it was built
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

@@ -218,6 +218,7 @@ class CascadeTamer(BaseTamer):
             raise TTamerError("CascadeTamer is not fitted; call fit(calibration_trace) first")
         if not isinstance(trace, Trace):
             raise TTamerError(f"expected a Trace, got {type(trace).__name__}")
+        trace.validate()
         if not np.array_equal(trace.parents, self.parents_) or trace.exit_names != self.names_:
             raise TraceError(f"the trace's models {trace.exit_names} / parents {trace.parents.tolist()} differ "
                              f"from the fitted ones {self.names_} / {self.parents_.tolist()}")

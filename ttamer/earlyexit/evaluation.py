@@ -49,15 +49,15 @@ from . import baselines
 from .base import check_trace
 from .calibration import EarlyExitTamer
 from ..core.errors import TTamerError
-from ..core.validate import (MIN_SPLIT_EXAMPLES, check_bool, check_count, check_int, check_numbers, escape_text,
-                             short_repr)
+from ..core.validate import (MIN_SPLIT_EXAMPLES, check_bool, check_count, check_int, check_numbers, check_real,
+                             check_seed, escape_text, short_repr)
 from ..core.parallel import available_memory, map_processes
 from .pathwise import PathwiseTamer
 from .results import Band, EvaluationResult, FullModelSummary, SplitSummary, StrategyResult, TraceSummary
 from .traces import META_DEFAULTS, ExitDecisions, Trace, target_labels
 from . import heuristics
 from .slo import CONFIDENCE, check_confidence, slo_block
-from .tamer import ThresholdTamer
+from .tamer import ThresholdTamer, with_full_model
 from .crossval import check_lams
 from .metrics import (accuracy_at, check_kind, cost_at_accuracy, frontier, frontier_auc, hull_frontier,  # noqa: F401
                       pareto_frontier)
@@ -79,16 +79,28 @@ BOOTSTRAP_CHUNK_CELLS = 20_000_000
 #: :func:`evaluate_trace` refuses more resampled examples than this (replicates x test
 #: examples) before any work starts: the bootstrap's time grows with their number.
 MAX_BOOTSTRAP_DRAWS = 2_000_000_000
+#: :func:`evaluate_trace` refuses bootstrap curves of more cells than this (replicates x points
+#: of the cost grid x strategies; 8 bytes each) before any work starts: every strategy's
+#: replicated curves are held at once for the paired intervals.
+MAX_BOOTSTRAP_CURVE_CELLS = 40_000_000
 
 
-def check_bootstrap(n_boot: Any, n_test: int, name: str = "n_boot") -> int:
+def check_bootstrap(n_boot: Any, n_test: int, name: str = "n_boot", band_points: int = 41) -> int:
     """``n_boot`` as a count of replicates whose ``n_boot x n_test`` resampled examples are at
-    most :data:`MAX_BOOTSTRAP_DRAWS` (the error names the option ``name``)."""
+    most :data:`MAX_BOOTSTRAP_DRAWS` and whose curves on ``band_points`` costs, for every
+    strategy of :data:`STRATEGIES`, hold at most :data:`MAX_BOOTSTRAP_CURVE_CELLS` numbers (the
+    error names the option ``name``)."""
     n_boot = check_count(n_boot, name, minimum=0)
     if n_boot * n_test > MAX_BOOTSTRAP_DRAWS:
         raise TTamerError(f"{name} {n_boot:,} replicates of {n_test:,} test examples resample {n_boot * n_test:,} "
                           f"examples, above MAX_BOOTSTRAP_DRAWS={MAX_BOOTSTRAP_DRAWS:,}; use at most "
                           f"{MAX_BOOTSTRAP_DRAWS // max(n_test, 1):,} replicates")
+    per_replicate = int(band_points) * len(STRATEGIES)
+    if n_boot * per_replicate > MAX_BOOTSTRAP_CURVE_CELLS:
+        raise TTamerError(f"{name} {n_boot:,} replicates of curves on {int(band_points)} costs for "
+                          f"{len(STRATEGIES)} strategies hold {n_boot * per_replicate:,} numbers, above "
+                          f"MAX_BOOTSTRAP_CURVE_CELLS={MAX_BOOTSTRAP_CURVE_CELLS:,}; use at most "
+                          f"{MAX_BOOTSTRAP_CURVE_CELLS // per_replicate:,} replicates (or fewer band points)")
     return n_boot
 
 
@@ -341,6 +353,11 @@ def fit_tamers(calibration: Trace, target: str = "label", estimation: str = "thr
     thresholds, pathwise, tamer = (estimator_options(opts, cls, name) for opts, cls, name in (
         (thresholds, ThresholdTamer, "thresholds"), (pathwise, PathwiseTamer, "pathwise"),
         (tamer, EarlyExitTamer, "tamer")))
+    for opts, name in ((thresholds, "thresholds"), (pathwise, "pathwise"), (tamer, "tamer")):
+        if "target" in opts and opts["target"] != target:
+            raise TTamerError(f"{name}: target {escape_text(repr(opts['target']), 40)} differs from the evaluation's "
+                              f"target {target!r}; every strategy is judged against one target: give it once, as "
+                              "target= (ttamer evaluate --target)")
     opts = dict(tamer, target=target) if "target" not in tamer else dict(tamer)
     chain, skipped = None, None
     paper = EarlyExitTamer(recall=True, **opts)
@@ -389,7 +406,8 @@ def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] |
     The fitted T-Tamer estimators ``tamers`` (:func:`fit_tamers`) are swept on ``test``
     (``lams`` applies to the chain and regression estimations; the threshold estimation sweeps
     its budgets, or, for its one-threshold class, every threshold like a heuristic:
-    :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.frontier_sweep`). Each heuristic is swept
+    :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.frontier_sweep`), each followed by the full
+    model (every exit, answering with the last), an operating point of every strategy. Each heuristic is swept
     completely on ``test`` (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static``
     every exit; ``oracle`` the hindsight bound (:data:`~ttamer.earlyexit.baselines.ORACLE_POINTS`
     points, fewer where they would hold more than
@@ -399,7 +417,7 @@ def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] |
     def tamer_sweep(t: Any) -> Callable[[], ExitDecisions]:
         if isinstance(t, ThresholdTamer):
             return partial(t.frontier_sweep, test)
-        return partial(t.decide_sweep, test, lams)
+        return lambda: with_full_model(test, t.decide_sweep(test, lams), np.inf)
 
     out = {name: tamer_sweep(t) for name, t in tamers.items()}
     out |= {name: partial(heuristics.complete_sweep, test, name, target) for name in heuristics.HEURISTIC_RULES}
@@ -530,7 +548,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     lams, cost_range = check_sweep_and_band(lams, band_points, cost_range, frontier_kind)
     check_evaluation_memory(trace)
     cal, test = trace.split(calibration_fraction, seed)
-    n_boot = check_bootstrap(n_boot, test.n_examples)
+    n_boot = check_bootstrap(n_boot, test.n_examples, band_points=band_points)
     if progress:
         thresholds = dict(thresholds or {}, progress=True)
     tamers, info = fit_tamers(cal, target, estimation, thresholds, pathwise, tamer, with_chain)
@@ -589,10 +607,29 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     )
 
 
+def check_strategies(result: Any, names: Any, who: str) -> list[str]:
+    """``names`` (a strategy name, or a list or tuple of them) as a list, if ``result`` is an
+    :class:`~ttamer.earlyexit.results.EvaluationResult` that reports each of them; a
+    :class:`~ttamer.core.errors.TTamerError` naming ``who`` otherwise."""
+    if not isinstance(result, EvaluationResult):
+        raise TTamerError(f"{who} reads an EvaluationResult (of evaluate_trace), got {type(result).__name__}")
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, (list, tuple)) or not all(isinstance(h, str) for h in names):
+        raise TTamerError(f"{who}: strategies must be names (a str, list or tuple), got {short_repr(names)}")
+    missing = [h for h in names if h not in result.strategies]
+    if missing:
+        raise TTamerError(f"{who}: the result has no strategy {escape_text(repr(missing[0]), 60)}; it has "
+                          f"{', '.join(result.strategies)}")
+    return list(names)
+
+
 def dominates(result: EvaluationResult, a: str = "ttamer", b: str = "max-prob", tol: float = 0.0,
               grid_points: int = 101) -> bool:
     """Whether frontier ``a`` is at least as accurate as ``b`` (within ``tol``) at every cost
     of the common range where ``b`` is defined."""
+    check_strategies(result, [a, b], "dominates")
+    tol = check_real(tol, "tol", low=0.0)
+    check_int(grid_points, "grid_points", minimum=2, maximum=MAX_BAND_POINTS)
     lo, hi = result.cost_range
     grid = np.linspace(lo, hi, grid_points)
     fa = np.asarray(result.strategies[a].frontier)
@@ -614,6 +651,8 @@ def domination_summary(result: EvaluationResult, heuristics: Sequence[str] = HEU
     bootstrap interval (``None`` without bootstrap); ``cost_gap`` = heuristic's cost at the
     full model's accuracy minus T-Tamer's (``None`` where either never reaches it; ``+inf``
     where only T-Tamer does); ``frontier`` = :func:`dominates` pointwise (no tolerance)."""
+    heuristics = check_strategies(result, heuristics, "domination_summary")
+    check_strategies(result, "ttamer", "domination_summary")
     st = result.strategies
     tt = st["ttamer"]
     out: dict[str, Any] = {}
@@ -647,6 +686,9 @@ def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_b
     ``dominates[h]`` (pointwise frontier); ``dominates_all``; the chosen configuration
     (``estimation``, ``description``, ``loss``). The configurations are evaluated in
     ``n_jobs`` worker processes (:func:`~ttamer.core.parallel.map_processes`; the same rows)."""
+    if not isinstance(configs, (list, tuple)) or not all(isinstance(c, dict) for c in configs):
+        raise TTamerError(f"ablation: configs must be a list of dicts (one configuration each), got "
+                          f"{short_repr(configs)}")
     for cfg in configs:
         unknown = set(cfg) - {"name", "tamer", "pathwise", "thresholds", "estimation", "calibration_fraction",
                               "frontier_kind", "lams"}
@@ -768,7 +810,12 @@ def markov_diagnostics(calibration: Trace, state: Any = None, loss: str = "label
     sampling noise. Rows per exit ``i ≥ 1``."""
     from .features import StateEncoder, StateSpec, exit_losses
 
+    check_trace(calibration, "markov_diagnostics", MIN_SPLIT_EXAMPLES, chain=True).validate()
+    check_seed(seed)
+    smoothing = check_real(smoothing, "smoothing", low=0.0)
     spec = StateSpec(K=8, agreement=0) if state is None else state
+    if not isinstance(spec, StateSpec) or not spec.is_concrete:
+        raise TTamerError(f"markov_diagnostics: state must be a concrete StateSpec (no 'auto'), got {short_repr(state)}")
     enc = StateEncoder.fit(spec, calibration, loss)
     s = enc.transform(calibration)
     w = exit_losses(calibration, loss)

@@ -161,6 +161,8 @@ class StateEncoder:
     spec: StateSpec
     edges: dict[str, list[np.ndarray]]
     models: dict[str, tuple[np.ndarray, np.ndarray]]
+    #: Classes of the trace it was fitted on (``None`` if built by hand).
+    n_classes: int | None = None
 
     @classmethod
     def fit(cls, spec: StateSpec, trace: Trace, loss: str = "label", target: str = "label") -> "StateEncoder":
@@ -168,7 +170,7 @@ class StateEncoder:
         sense of ``loss``; the prospect, that the final exit is right against ``target``."""
         if not spec.is_concrete:
             raise TTamerError(f"StateEncoder.fit needs a concrete StateSpec (no 'auto'), got {spec}")
-        enc = cls(spec, {}, {})
+        enc = cls(spec, {}, {}, trace.n_classes)
         if spec.feature == "posterior":
             enc.models["posterior"] = _posterior_models(trace, exit_losses(trace, loss))
         if spec.feature == "learned" or spec.prospect_bins:

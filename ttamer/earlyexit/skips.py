@@ -89,10 +89,13 @@ STOP = -1
 
 
 # --------------------------------------------------------------------------- chain arrays
-def check_chain(trace: Any, where: str = "trace") -> Trace:
-    """``trace`` if it is a :class:`~ttamer.earlyexit.traces.Trace` whose models form the chain ``0 → 1 → …``."""
+def check_chain(trace: Any, where: str = "trace", min_examples: int = 2) -> Trace:
+    """``trace`` if it is a valid :class:`~ttamer.earlyexit.traces.Trace`
+    (:meth:`~ttamer.earlyexit.traces.Trace.validate`) of at least ``min_examples`` examples whose
+    models form the chain ``0 → 1 → …``."""
     if not isinstance(trace, Trace):
         raise TTamerError(f"{where}: expected a Trace, got {type(trace).__name__}")
+    trace.validate()
     n = trace.n_exits
     if n < 2:
         raise TTamerError(f"{where}: a chain needs at least 2 models, got {n}")
@@ -106,8 +109,8 @@ def check_chain(trace: Any, where: str = "trace") -> Trace:
             exp = "start" if want[v] < 0 else repr(names[want[v]])
             raise TTamerError(f"{where}: model {names[v]!r} has parent {par}; a chain needs {exp} "
                               "(models in chain order, each after the previous one)")
-    if trace.n_examples < 2:
-        raise TTamerError(f"{where}: need at least 2 examples, got {trace.n_examples}")
+    if trace.n_examples < min_examples:
+        raise TTamerError(f"{where}: need at least {min_examples} examples, got {trace.n_examples}")
     return trace
 
 
@@ -413,7 +416,7 @@ class SkipTamer(BaseTamer):
     def _rows(self, trace: Trace, lams: Sequence[float] | None) -> np.ndarray:
         """Rows of the fitted sweep at ``lams`` (all for ``None``), after checking ``trace``."""
         self.check_fitted()
-        check_chain(trace, "decide")
+        check_chain(trace, "decide", min_examples=1)
         if list(trace.exit_names) != self.names_:
             raise TTamerError(f"decide: the trace's models {trace.exit_names} differ from the fitted ones {self.names_}")
         if trace.n_classes != self.n_classes_:
@@ -446,7 +449,7 @@ class SkipTamer(BaseTamer):
 
     def decide(self, trace: Trace) -> ExitDecisions:
         """The fitted rule at ``lam`` on ``trace``: arrays ``[N]``."""
-        return replace(self.decide_sweep(trace, [float(self.lam)])[0], params=None)
+        return replace(self.decide_sweep(trace, [check_lam(self.lam, "lam")])[0], params=None)
 
     @property
     def name(self) -> str:

@@ -31,8 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..core.errors import TTamerError
-from ..core.validate import check_count, check_real, short_repr
+from ..core.errors import TraceError, TTamerError
+from ..core.validate import check_count, check_numbers, check_real, escape_text, short_repr
 from .base import check_trace
 from .heuristics import HEURISTIC_RULES, sweep
 from .states import StateModel, exit_wrong
@@ -128,12 +128,16 @@ def out_of_fold_accuracy(tamer: ThresholdTamer, budgets: np.ndarray) -> np.ndarr
     fitted tamer's cross-validation: per fold, the fold's most accurate rule within the budget,
     averaged over folds. ``None`` for a one-threshold common rule (nothing fitted beyond the
     threshold itself, judged in-sample like a heuristic) or without cross-validation."""
+    if not isinstance(tamer, ThresholdTamer):
+        raise TTamerError(f"out_of_fold_accuracy reads a fitted ThresholdTamer, got {type(tamer).__name__}")
+    tamer.check_fitted()
+    budgets = check_numbers(budgets, "budgets", low=0.0)
     curves = getattr(tamer, "cv_curves_", {}).get(tamer.candidate_.key)
     if not curves or tamer.candidate_.thresholds == "common":
         return None
     per_fold = []
     for c in curves:
-        j = np.searchsorted(c["budget"], np.asarray(budgets) + 1e-12, side="right") - 1
+        j = np.searchsorted(c["budget"], budgets + 1e-12, side="right") - 1
         per_fold.append(c["accuracy"][np.clip(j, 0, None)])
     return np.mean(per_fold, axis=0)
 
@@ -286,8 +290,16 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
     confidence = check_confidence(confidence)
     check_trace(calibration, "slo_block")
     check_trace(test, "slo_block")
+    if (test.n_exits, test.n_classes) != (calibration.n_exits, calibration.n_classes):
+        raise TraceError(f"slo_block: the test trace has {test.n_exits} exits and {test.n_classes} classes, the "
+                         f"calibration trace {calibration.n_exits} and {calibration.n_classes}: they must come from "
+                         "the same model")
     if not isinstance(tamers, dict):
         raise TTamerError(f"tamers must be a dict of names to fitted ThresholdTamer, got {short_repr(tamers)}")
+    for name, t in tamers.items():
+        if isinstance(t, ThresholdTamer) and getattr(t, "target", target) != target:
+            raise TTamerError(f"tamers[{escape_text(repr(name), 40)}] judges answers against target {t.target!r}, "
+                              f"the service-level targets against {target!r}: they must be the same")
     if not isinstance(heuristics, (tuple, list)):
         raise TTamerError(f"heuristics must be a tuple of names of {sorted(HEURISTIC_RULES)}, "
                           f"got {short_repr(heuristics)}")

@@ -79,6 +79,8 @@ CV_MAX_EXAMPLES = 5000
 CV_REPEAT_EXAMPLES = 2000
 #: Most repeats of the cross-validation (see :data:`CV_REPEAT_EXAMPLES`, :data:`CV_CONFIRM_Z`).
 MAX_CV_REPEATS = 4
+#: Most numbers (rows x exits x classes) of the buffers of one :meth:`RuntimeRule.begin` run.
+MAX_RUN_CELLS = 1 << 28
 #: A class richer than the simplest that the folds choose by fewer than this many standard
 #: errors over the simplest is confirmed on fresh folds (up to :data:`MAX_CV_REPEATS` repeats
 #: in all) before it is used: where the margin is that small, which folds the examples fall in
@@ -324,7 +326,10 @@ class ThresholdTamer(BaseTamer):
         The thresholds of the budgeted rules (:func:`budget_sweep`); ``sweep_cost_`` and
         ``sweep_loss_`` ``[P]`` their mean cost and loss on the calibration examples.
     taus_ : ndarray of shape (L−1,)
-        The thresholds at ``lam``.
+        The thresholds at ``lam_``.
+    lam_ : float
+        The ``λ`` of ``taus_`` and of :meth:`decide`: ``lam`` when :meth:`fit` or
+        :meth:`set_lam` last ran (``set_params(lam=...)`` alone does not move the rule).
     """
 
     def __init__(self, lam: float = 0.95, recall: bool = True, policy: str = "auto", target: str = "label",
@@ -389,8 +394,8 @@ class ThresholdTamer(BaseTamer):
         self.offsets_ = class_offsets(self.candidate_, x, loss, self.costs_)
         self.sweep_taus_, self.sweep_cost_, self.sweep_loss_ = budget_sweep(self.candidate_, x, loss, self.costs_,
                                                                            self.lam_sweep(), self.offsets_)
-        self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([float(self.lam)]),
-                                       self.offsets_)[0]
+        self.lam_ = float(self.lam)
+        self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([self.lam_]), self.offsets_)[0]
         self._fit_data = (x, loss)
         return self
 
@@ -468,7 +473,10 @@ class ThresholdTamer(BaseTamer):
         """The no-recall estimator fitted on the same calibration ``trace``, reusing this fit's
         cross-validation: the no-recall classes are a subset of the candidates, so their
         held-out scores are already known (same folds, same choice rule)."""
-        self.check_fitted()
+        self.check_input(trace)
+        if trace.n_examples != len(self._fit_data[0]):
+            raise TTamerError(f"without_recall: the trace has {trace.n_examples} examples, the one this estimator "
+                              f"was fitted on {len(self._fit_data[0])}; give it the same calibration trace")
         params = dict(self.get_params(), recall=False)
         if not hasattr(self, "cv_fold_scores_"):
             policy = self.policy if self.policy == "auto" else self.candidate_.without_recall().key
@@ -490,14 +498,15 @@ class ThresholdTamer(BaseTamer):
         self.check_fitted()
         self.lam = check_lam(lam)
         x, loss = self._fit_data
-        self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([self.lam]), self.offsets_)[0]
+        self.lam_ = float(self.lam)
+        self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([self.lam_]), self.offsets_)[0]
         return self
 
     def decide(self, trace: Trace) -> ExitDecisions:
-        """Exit answered with, last exit consulted and cost per example, at ``lam``."""
+        """Exit answered with, last exit consulted and cost per example, at ``lam_``."""
         self.check_input(trace)
         x, answers = self.state_model_.transform(trace)
-        return decisions(trace, x, answers, self.taus_[None, :], np.array([float(self.lam)]), self.name)[0]
+        return decisions(trace, x, answers, self.taus_[None, :], np.array([self.lam_]), self.name)[0]
 
     def decide_sweep(self, trace: Trace) -> ExitDecisions:
         """The budgeted rules of the fitted class (:func:`budget_sweep`) on ``trace``, and last
@@ -555,7 +564,7 @@ class ThresholdTamer(BaseTamer):
         decisions on the exits' outputs are :meth:`decide`'s."""
         self.check_fitted()
         return RuntimeRule(self.state_model_, np.asarray(self.taus_, dtype=np.float64).copy(),
-                           f"{self.name} λ={float(self.lam):g} ({self.candidate_.key})")
+                           f"{self.name} λ={self.lam_:g} ({self.candidate_.key})")
 
     @property
     def name(self) -> str:
@@ -628,15 +637,20 @@ class RuntimeRule:
         return self._exit[i][:B]
 
     def begin(self, n: int) -> "RuleRun":
-        """The running state of the rule on a batch of ``n`` examples, before exit 0."""
-        return RuleRun(self, int(n))
+        """The running state of the rule on a batch of ``n`` examples, before exit 0 (its
+        buffers, ``n`` by exits by classes, at most :data:`MAX_RUN_CELLS` numbers)."""
+        most = max(1, MAX_RUN_CELLS // (self.n_exits * self.n_classes))
+        return RuleRun(self, check_int(n, "begin: n (rows of the batch)", minimum=1, maximum=most))
 
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(x_i, a_i)``, both ``[B]``: the state after exit ``i`` and the exit answering if the
         rule stops there, from ``probs [B, i+1, C]`` (float32 softmax rows of exits ``0..i``);
         stateless (replays :meth:`RuleRun.advance` over exits ``0..i``)."""
-        if probs.ndim != 3 or probs.shape[1] != i + 1 or probs.shape[2] != self.n_classes:
-            raise TTamerError(f"step({i}): probs must be [B, {i + 1}, {self.n_classes}], got {list(probs.shape)}")
+        i = self._exit_index(i, "step")
+        if not isinstance(probs, np.ndarray) or probs.ndim != 3 or probs.shape[1] != i + 1 \
+                or probs.shape[2] != self.n_classes:
+            got = list(probs.shape) if isinstance(probs, np.ndarray) else type(probs).__name__
+            raise TTamerError(f"step({i}): probs must be [B, {i + 1}, {self.n_classes}] (a numpy array), got {got}")
         run = self.begin(probs.shape[0])
         for k in range(i + 1):
             out = run.advance(k, probs[:, k])
@@ -644,7 +658,13 @@ class RuntimeRule:
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]`` bool: the rule stops after exit ``i`` on states ``x`` (always at the last exit)."""
+        if not (isinstance(i, (int, np.integer)) and 0 <= i < self.n_exits):
+            self._exit_index(i, "stops")
         return x >= self.thresholds[i]
+
+    def _exit_index(self, i: int, who: str) -> int:
+        """``i`` if it is an exit of the rule (an integer ``0..n_exits−1``)."""
+        return check_int(i, f"{who}: exit", minimum=0, maximum=self.n_exits - 1)
 
     def __repr__(self) -> str:
         return f"RuntimeRule({self.name!r}, taus={np.round(self.taus, 4).tolist()})"
@@ -683,6 +703,8 @@ class RuleRun:
     def __init__(self, rule: RuntimeRule, n: int) -> None:
         self.rule, self.n = rule, n
         self.h = ExitHistory(n, rule.n_exits, rule.n_classes, rule.keeps)
+        #: The exit the next :meth:`advance` must be given (the exits come in order).
+        self.next_exit = 0
         self.best = self.best_at = None
         #: Whether the run holds one query of the max-probability state answering with the exit
         #: stopped at (then it steps on Python scalars).
@@ -698,6 +720,7 @@ class RuleRun:
         """``(x_i, a_i)``, both ``[B]``: the state after exit ``i`` and the exit answering if the
         rule stops there, from exit ``i``'s float32 softmax rows ``p [B, C]``; called for
         ``i = 0, 1, …`` in turn."""
+        self._in_turn(i)
         rule, h = self.rule, self.h
         state, answer = rule.state_model.state, rule.state_model.answer
         h.add(i, p)
@@ -741,9 +764,17 @@ class RuleRun:
         state off the row without numpy (the float32 maximum, exactly the fitted state's value);
         any other state is :meth:`advance`'s."""
         if self.scalar:
+            self._in_turn(i)
             return max(p.tolist()[0]), i
         x, a = self.advance(i, p)
         return float(x[0]), int(a[0])
+
+    def _in_turn(self, i: int) -> None:
+        """Refuse an exit out of turn (the running state holds exits ``0..next_exit−1``)."""
+        if i != self.next_exit:
+            raise TTamerError(f"advance({i!r}): exit {self.next_exit} comes next (a run takes exits 0, 1, ... in "
+                              "turn, from a fresh begin(n))")
+        self.next_exit = i + 1
 
     def _ensemble(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """:func:`~ttamer.earlyexit.states.ensemble_answers` at exit ``i`` from the running sum."""

@@ -273,14 +273,18 @@ class Trace:
 
         Raises :class:`~ttamer.core.errors.TraceError` naming the key and the first offending index.
         """
-        self._validate_arrays()
+        self.validate_arrays()
         self._validate_probs()
         self._validate_labels()
         self._validate_cost()
         self._validate_meta()
         return self
 
-    def _validate_arrays(self) -> None:
+    def validate_arrays(self) -> None:
+        """The cheap part of :meth:`validate`: every array a plain NumPy array of its dtype, and
+        their shapes consistent (what must hold before ``n_examples`` and the like are read).
+
+        Raises :class:`~ttamer.core.errors.TraceError` naming the key."""
         for key, dt in _DTYPES.items():
             arr = getattr(self, key)
             if type(arr) is not np.ndarray:

@@ -9,6 +9,7 @@ chapter *Serving* (:doc:`/serving`).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Sequence
 
@@ -30,6 +31,8 @@ def with_cost_profile(trace: Trace, mode: str | int) -> Trace:
     ``meta["cost_profiles"][mode]`` (recorded by :meth:`~ttamer.serving.runtime.EarlyExitServer.run_all`); ``mode`` is
     ``"batch1"``, ``"batched"`` or a batch size (1: ``"batch1"``, more: ``"batched"``). The
     simulation of a strategy served one query at a time should use ``"batch1"``."""
+    if not isinstance(trace, Trace):
+        raise TTamerError(f"with_cost_profile prices a ttamer Trace, got {type(trace).__name__}")
     if not isinstance(mode, str):
         mode = "batch1" if check_batch_size(mode, "mode (a name or a batch size)") == 1 else "batched"
     if mode not in COST_PROFILES:
@@ -39,7 +42,7 @@ def with_cost_profile(trace: Trace, mode: str | int) -> Trace:
         have = sorted(profiles) if isinstance(profiles, dict) else []
         raise TTamerError(f"the trace's meta has no {mode!r} cost profile (cost_profiles: {have}); record it with "
                           "EarlyExitServer.run_all(..., profile_examples=k)")
-    cost = np.asarray(profiles[mode], dtype=np.float64)
+    cost = check_numbers(profiles[mode], f"meta['cost_profiles'][{mode!r}]", low=0.0)
     if cost.shape != (trace.n_exits,):
         raise TTamerError(f"cost profile {mode!r} has {cost.size} values for {trace.n_exits} exits")
     meta = dict(trace.meta, cost_measure=f"serving runtime, cost profile {mode!r}")
@@ -52,12 +55,16 @@ def batch_cost_table(trace: Trace) -> tuple[np.ndarray, np.ndarray] | None:
     """``(rows [R], ms_per_batch [R, L])`` from ``meta["batch_cost"]`` (recorded by
     :meth:`~ttamer.serving.runtime.EarlyExitServer.run_all` with ``profile_rows``), or ``None``."""
     tab = trace.meta.get("batch_cost")
-    if not isinstance(tab, dict):
+    if tab is None:
         return None
-    rows = np.asarray(tab.get("rows", []), dtype=np.float64)
-    ms = np.asarray(tab.get("ms_per_batch", []), dtype=np.float64)
-    if rows.ndim != 1 or ms.shape != (len(rows), trace.n_exits) or len(rows) == 0 or (np.diff(rows) <= 0).any():
-        raise TTamerError(f"meta['batch_cost'] must hold increasing 'rows' and 'ms_per_batch' [rows, {trace.n_exits}]")
+    what = (f"meta['batch_cost'] must be a dict holding increasing row counts 'rows' (integers >= 1) and "
+            f"'ms_per_batch' [rows, {trace.n_exits}] (finite ms >= 0, some time at every row count)")
+    if not isinstance(tab, dict) or "rows" not in tab or "ms_per_batch" not in tab:
+        raise TTamerError(f"{what}, got {escape_text(repr(tab), 120)}")
+    rows = check_integers(tab["rows"], "meta['batch_cost']['rows']", 1, None, 1 << 20).astype(np.float64)
+    ms = check_numbers(tab["ms_per_batch"], "meta['batch_cost']['ms_per_batch']", ndim=2, low=0.0)
+    if ms.shape != (len(rows), trace.n_exits) or (np.diff(rows) <= 0).any() or not (ms.sum(axis=1) > 0).all():
+        raise TTamerError(what)
     return rows, ms
 
 
@@ -66,7 +73,7 @@ def gather_cost_table(trace: Trace) -> np.ndarray | None:
     (recorded by :meth:`~ttamer.serving.runtime.EarlyExitServer.run_all` with ``profile_rows``;
     :meth:`~ttamer.serving.runtime.EarlyExitServer.gather_cost`), or ``None`` if the table has none."""
     tab = trace.meta.get("batch_cost")
-    if not isinstance(tab, dict) or "gather_ms" not in tab:
+    if not isinstance(tab, dict) or "gather_ms" not in tab:  # a table that is not a dict: batch_cost_table
         return None
     g = np.asarray(tab["gather_ms"], dtype=np.float64)
     if g.shape != (len(tab.get("rows", [])),) or not np.isfinite(g).all() or (g < 0).any():
@@ -162,12 +169,25 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     max-probability rule's (:func:`state_cost`), charged for every exit of every batch at its
     rows still running (interpolated linearly in the rows) -- what a rule with a costlier state
     pays in batches, where the exits' times were recorded under the max-probability rule."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # refused below, by name
+        value = _served_cost(trace, last, batch_size, profile, reference, compact, state_ms, state_rows)
+    return _finite_fraction(value)
+
+
+def _served_cost(trace: Trace, last: np.ndarray, batch_size: int, profile: np.ndarray | None,
+                 reference: np.ndarray | None, compact: bool, state_ms: np.ndarray | None,
+                 state_rows: Sequence[int] | None) -> float:
+    """:func:`served_cost`, unchecked for overflow."""
     if not isinstance(trace, Trace):
         raise TTamerError(f"served_cost prices decisions on a ttamer Trace, got {type(trace).__name__}")
     L, n = trace.n_exits, trace.n_examples
-    last = check_integers(last, "last", np.iinfo(np.int64).min, None, n)
-    if len(last) != n or (last < 0).any() or (last >= L).any():
-        raise TTamerError(f"last must hold {n} exits in 0..{L - 1}")
+    last = check_integers(last, "last", 0, L - 1, n)
+    if len(last) != n:
+        raise TTamerError(f"last must hold {n} exits in 0..{L - 1}, got {len(last)}")
+    for key in ("cost_profiles", "batch_cost"):
+        if key in trace.meta and not isinstance(trace.meta[key], dict):
+            raise TTamerError(f"the trace's meta[{key!r}] must be a dict (as EarlyExitServer.run_all records it), "
+                              f"got {type(trace.meta[key]).__name__}")
     bs = check_batch_size(batch_size)
     compact = check_bool(compact, "compact")
     if state_ms is not None and bs == 1:
@@ -219,6 +239,20 @@ def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np
     return float(paid / per_batch(np.repeat(size[:, None], L, 1)).sum())
 
 
+def _finite_fraction(value: float) -> float:
+    """A priced cost as a float, refused where the costs it was priced with over- or underflow,
+    or where a rule's extra state cost (``state_ms``) takes it below 0."""
+    with np.errstate(all="ignore"):
+        value = float(value)
+    if not math.isfinite(value):
+        raise TTamerError("the cost tables overflow float64 when summed, or their full cost is 0: give the costs "
+                          "in a unit that keeps them within float64 (e.g. ms rather than ns)")
+    if value < 0:
+        raise TTamerError(f"the priced cost is {value:g} < 0: state_ms takes more than the exits cost (it is a "
+                          "rule's extra ms over the max-probability rule's, state_cost's table)")
+    return value
+
+
 def _alive(batch: np.ndarray, last: np.ndarray, L: int) -> np.ndarray:
     """``[B, L]`` rows of each batch that ran exit ``i`` (example ``n`` in batch ``batch[n]``
     ran exits ``0..last[n]``)."""
@@ -233,7 +267,7 @@ def _state_extra(state_ms: np.ndarray, state_rows: Sequence[int] | None, alive: 
     rows: one call per batch and exit with rows running, priced by ``state_ms [K, L]`` at
     ``state_rows`` (:func:`served_cost`)."""
     ks = _state_rows(state_rows, batch_size)
-    st = check_numbers(state_ms, "state_ms", ndim=None)
+    st = check_numbers(state_ms, "state_ms", ndim=None)  # beyond another rule's: may be < 0
     if st.shape != (len(ks), alive.shape[1]):
         raise TTamerError(f"state_ms must hold finite ms [{len(ks)}, {alive.shape[1]}] (row counts {ks.tolist()} by "
                           f"exits, state_cost's table), got shape {list(st.shape)}")

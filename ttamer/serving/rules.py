@@ -328,6 +328,8 @@ class ChainPolicyRule(_StopOrGoOn):
             raise TTamerError(f"the encoder has {encoder.n_exits} exits, the policy {steps.n_exits}")
         super().__init__(steps.n_exits)
         self.policy, self.encoder, self.steps, self.answer_table = policy, encoder, steps, answer_table
+        #: Classes of the trace the encoder was fitted on (``None``: not recorded).
+        self.n_classes = encoder.n_classes
         self.name = name or policy.describe().split("\n")[0]
         scalar = (encoder.spec.feature == "max_prob" and list(encoder.edges) == ["feature"] and steps.kind != "decide"
                   and (answer_table is not None or type(policy).answer is Policy.answer))
@@ -553,8 +555,10 @@ def threshold_rule(n_exits: int, tau: float, lam: float = 1.0) -> tuple[Policy, 
     tau = check_tau(tau)
     policy = stop_state_policy(n_exits, lam, name=f"max-prob >= {tau:g}")
 
+    tau64 = np.float64(tau)  # a float64 scalar: float32 states are compared in float64 (NEP 50)
+
     def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
-        return (probs[:, node].max(axis=1) >= tau).astype(np.int64)  # NaN (a broken head) never stops
+        return (probs[:, node].max(axis=1) >= tau64).astype(np.int64)  # NaN (a broken head) never stops
     return policy, state_fn
 
 
@@ -582,8 +586,10 @@ class MaxProbRule:
         return probs[:, i].max(axis=1), _filled(self._exit, i, len(probs))
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
-        """``[B]`` bool: ``x ≥`` exit ``i``'s threshold."""
-        return x >= self.tau
+        """``[B]`` bool: ``x ≥`` exit ``i``'s threshold, compared in float64 (a Python float
+        would be rounded to the float32 of ``x`` first, and decide otherwise than one query at
+        a time and the trace's simulation do)."""
+        return x >= self.thresholds[i]
 
     def begin(self, n: int) -> "MaxProbRule":
         """The rule's running state on a batch: none (its state reads exit ``i`` only), so
@@ -625,6 +631,8 @@ class PathwiseRule(_StopOrGoOn):
         model = tamer.model_
         self.features, self.rule = model.features, tamer.rule_
         super().__init__(len(self.features.center))
+        #: Classes of the trace the tamer was fitted on: what each exit must give.
+        self.n_classes = int(tamer.fitted_shape_[1])
         self.posterior = (None if model.answer_models is None
                           else [w / scale for w, scale in model.answer_models])
         learned = self.features.feature == "learned"

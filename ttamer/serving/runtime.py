@@ -99,7 +99,9 @@ class ServeResult(ExitDecisions):
         return self.cost
 
     def accuracy(self, labels: np.ndarray) -> float:
-        return float(np.mean(self.prediction == np.asarray(labels)))
+        """Share of the inputs whose predicted class is ``labels`` (one class index per input,
+        checked as a recording run checks them: :func:`~ttamer.earlyexit.traces.check_labels`)."""
+        return float(np.mean(self.prediction == check_labels(labels, len(self.prediction))))
 
     @property
     def mean_latency_ms(self) -> float:
@@ -123,6 +125,32 @@ class ServeResult(ExitDecisions):
 
 
 # --------------------------------------------------------------------------- the runtime
+def checked_exits(values: Any, probs: np.ndarray, name: str, fallback: bool = False) -> np.ndarray:
+    """``[N]`` int64: the exits a user's callable (``answer_fn``, ``exit_map``) returned for the
+    ``N`` rows of ``probs [N, L, C]`` (NaN where an exit was not consulted), checked: one
+    integer per row, each an exit that row consulted (or, with ``fallback``, a negative number:
+    the policy's fallback, refused by the caller). A :class:`~ttamer.core.errors.TTamerError`
+    naming ``name`` and the first row at fault otherwise."""
+    arr = np.asarray(values)
+    n, L = probs.shape[:2]
+    if arr.shape != (n,) or arr.dtype.kind not in "iu":
+        raise TTamerError(f"{name} must return one integer exit per row ({n} rows), got an array of shape "
+                          f"{list(arr.shape)} and dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    ok = (arr >= 0) & (arr < L)
+    ok[ok] = ~np.isnan(probs[np.flatnonzero(ok), arr[ok], 0])  # the row consulted that exit
+    bad = ~ok & ((arr >= 0) if fallback else True)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise TTamerError(f"{name} returned exit {int(arr[row])} for row {row}, which consulted exits "
+                          f"{np.flatnonzero(~np.isnan(probs[row, :, 0])).tolist()}: it must return an exit the "
+                          "row consulted")
+    return arr
+
+
+#: Trace ``meta`` fields :meth:`EarlyExitServer.run_all` records from its own measurement
+#: (its ``meta`` argument may not set them).
+RECORDED_META = ("cost_unit", "cost_measure", "device", "batch_size", "cost_profiles", "batch_cost")
 #: Largest batch size accepted (rows are counted in 64-bit integers, batches by the index of
 #: their first row).
 MAX_BATCH_SIZE = 2**31 - 1
@@ -209,8 +237,13 @@ class _Runtime:
             _torch().cuda.synchronize(self.device)
 
     def _states(self, probs: np.ndarray, rows: np.ndarray, node: int) -> np.ndarray:
-        s = np.asarray(self.state_fn(probs[rows], int(node)), dtype=np.int64).reshape(-1)
+        raw = np.asarray(self.state_fn(probs[rows], int(node))).reshape(-1)
         K = int(self.policy.instance.n_states[node])
+        if raw.dtype.kind not in "iu" and not (raw.dtype.kind == "f" and np.isfinite(raw).all()
+                                                and (raw == np.round(raw)).all()):
+            raise TTamerError(f"state_fn returned {raw[:5].tolist()}... ({raw.dtype}) for node {node}: it must "
+                              f"return integer states in 0..{K - 1}, one per row")
+        s = (np.clip(raw, -1, K) if raw.dtype.kind == "f" else raw).astype(np.int64)  # the range is checked below
         if len(s) != len(rows):
             raise TTamerError(f"state_fn returned {len(s)} states for the {len(rows)} rows of node {node}; "
                               "it must return one state per row")
@@ -257,9 +290,11 @@ class _Runtime:
                 return out
 
             ro = rollout(self.policy, n, reveal)
-            answer = np.asarray(self.answer_fn(ro.states, ro.last), dtype=np.int64)
+            answer = self.answer_fn(ro.states, ro.last)
+            if probs is not None:
+                answer = checked_exits(answer, probs, "answer_fn", fallback=True)
             if self.exit_map is not None and probs is not None and (answer >= 0).all():
-                answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
+                answer = checked_exits(self.exit_map(probs, answer), probs, "exit_map")
             self._sync()
         stop_time[alive] = clock() - t0
         if probs is None or (answer < 0).any():
@@ -357,6 +392,8 @@ class EarlyExitServer(_Runtime):
                 raise TTamerError(f"exit_map must be callable (probs, node) -> exit, got {exit_map!r}")
             self.rule, self.policy, self.state_fn, self.answer_fn = policy, None, None, None
             self.exit_map = exit_map
+            fitted = getattr(policy, "n_classes", None)  # a fitted rule's exits must give its classes
+            self._n_classes = None if fitted is None else int(fitted)
             self.device = resolve_device(device)
             self._pos = np.arange(self.n_nodes)
             if self.cuda_graphs and self.device.type != "cuda":
@@ -416,6 +453,9 @@ class EarlyExitServer(_Runtime):
 
     def _check_model(self) -> None:
         check_eval(self.model)
+        if self.model.n_exits != self.n_nodes:
+            raise TTamerError(f"the model has {self.model.n_exits} exits but had {self.n_nodes} when the server was "
+                              "built; build a new EarlyExitServer for the changed model")
 
     def _locate(self, batch: Any) -> TTamerError | None:
         """Run ``prepare``, then every block and exit head in turn on ``batch`` (as the runtime
@@ -568,7 +608,7 @@ class EarlyExitServer(_Runtime):
                 marks[i] = clock() - t0
                 parts["policy"] += marks[i] - (t3 - t0)
             if self.exit_map is not None:
-                answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
+                answer = checked_exits(self.exit_map(probs, answer), probs, "exit_map")
         pred = probs[np.arange(n), answer].argmax(axis=1)
         return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
                 "probs": probs, "timing": parts, "marks": marks, "alive": alive}
@@ -620,7 +660,7 @@ class EarlyExitServer(_Runtime):
             answer = np.array([int(a)], dtype=np.int64)
             probs = np.concatenate(seen + [tpl["nan"][: L - 1 - i]])[None]
             if self.exit_map is not None:
-                answer = np.asarray(self.exit_map(probs, answer), dtype=np.int64)
+                answer = checked_exits(self.exit_map(probs, answer), probs, "exit_map")
         parts = {"prepare": t_prep, "network": net, "states": st, "policy": t4 - t0 - marks[-1]}
         return {"answer": answer, "prediction": np.array([int(probs[0, answer[0]].argmax())]),
                 "states": tpl["states"][i].copy(), "last": np.array([i], dtype=np.int64),
@@ -706,6 +746,10 @@ class EarlyExitServer(_Runtime):
         warmup = check_int(warmup, "warmup", minimum=0)
         if meta is not None and not isinstance(meta, dict):
             raise TTamerError(f"meta must be a dict of trace meta fields, got {type(meta).__name__}")
+        measured = sorted(set(meta or {}) & set(RECORDED_META))
+        if measured:
+            raise TTamerError(f"meta may not set {measured}: run_all records them from what it measures "
+                              f"({', '.join(RECORDED_META)})")
         rows_grid = [] if isinstance(profile_rows, (list, tuple)) and not profile_rows else sorted(set(
             check_integers(profile_rows, "profile_rows", np.iinfo(np.int64).min, None, batch_size).tolist()))
         if rows_grid and (rows_grid[0] < 1 or rows_grid[-1] > batch_size):
@@ -828,7 +872,9 @@ class EarlyExitServer(_Runtime):
         if len({g[0].shape[1] for g in got}) > 1:
             raise TTamerError("the last exit returned different numbers of classes across batches")
         P = np.concatenate([g[0] for g in got])
-        check_finite_probs(P[:, None], np.ones((n, 1), dtype=bool))
+        last_only = np.zeros((n, L), dtype=bool)
+        last_only[:, L - 1] = True
+        check_finite_probs(np.broadcast_to(P[:, None], (n, L, P.shape[1])), last_only)  # names exit L-1
         lat = [np.full(len(g[0]), g[2]) for g in got]
         preds = [g[0].argmax(axis=1) for g in got]
         probs = np.full((n, L, P.shape[1]), np.nan, dtype=np.float32)
@@ -853,7 +899,7 @@ class EarlyExitServer(_Runtime):
             return p, t_prep, time.perf_counter() - tb
         for block in self.model.blocks:
             h = block(h, ctx)
-        p = _softmax_np(self.model.heads[self.n_nodes - 1](h, ctx), _rows, self.n_nodes - 1)
+        p = _softmax_np(self.model.heads[self.n_nodes - 1](h, ctx), _rows, self.n_nodes - 1, self._n_classes)
         self._sync()
         return p, t_prep, time.perf_counter() - tb
 

@@ -277,3 +277,32 @@ def test_runtime_rule_checks_exits_and_rows(small):
             rule.begin(n)
     with pytest.raises(TTamerError, match="exit 0 comes next"):
         rule.begin(5).advance(2, test.probs[:5, 2])
+
+
+def test_measuring_helpers_check_their_arguments(mlp, priced):
+    from ttamer.serving.latency import compare_latency, concat_results, state_cost
+
+    model, x = mlp
+    trace, _ = priced
+    server = EarlyExitServer(model, max_prob_rule(3, 0.6))
+    with pytest.raises(TTamerError, match="failed on the first batch"):
+        server.cost_profile(x[:4, :3], 2)
+    with pytest.raises(TTamerError, match="rule is an empty list"):
+        server.cost_profile(x[:4], 2, rule=[])
+    for rows in ([0], [], [2.7]):
+        with pytest.raises(TTamerError, match="rows must be"):
+            server.rows_cost(x[:8], 4, rows)
+    one = MultiExitModel.from_modules([torch.nn.Identity()], [torch.nn.Linear(8, 3)])
+    with pytest.raises(TTamerError, match="at least 2 exits"):
+        EarlyExitServer(one, max_prob_rule(1, 0.6)).gather_cost(x[:8], 4, [1, 2])
+    with pytest.raises(TTamerError, match="ServeResult"):
+        compare_latency({"a": lambda i, b: None}, x[:4])
+    with pytest.raises(TTamerError, match="ServeResult"):
+        concat_results([None])
+    with pytest.raises(TTamerError, match="rules must be a non-empty list"):
+        state_cost([], trace, 4)
+    for bs in ("x", 2.5):
+        with pytest.raises(TTamerError, match="batch_size must be an integer"):
+            state_cost([None], trace, bs)
+    with pytest.raises(TTamerError, match="ttamer Trace"):
+        state_cost([None], "x", 4)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import check_bool, check_int, check_integers, check_numbers, escape_text
+from ..core.validate import check_bool, check_int, check_integers, check_numbers, escape_text, short_repr
 from ..earlyexit.traces import Trace
 from .adapters import input_length, input_slice, medians_in_turns
 from .rules import begin_run, is_runtime_rule, max_prob_rule
@@ -95,10 +95,14 @@ def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, rows: Sequen
     left. ``None`` in ``rules`` is the max-probability rule, whose cost the table of exit times
     against rows already carries (``meta["batch_cost"]``): a rule's table minus its table is
     what :func:`served_cost` adds (``state_ms=``, ``state_rows=rows``)."""
-    bs, L = int(batch_size), trace.n_exits
-    if bs < 1 or int(repeats) < 1 or int(batches) < 1:
-        raise TTamerError(f"batch_size, repeats and batches must be >= 1, got {batch_size!r}, {repeats!r}, {batches!r}")
+    if not isinstance(trace, Trace):
+        raise TTamerError(f"state_cost replays rules on a ttamer Trace, got {type(trace).__name__}")
+    bs, L = check_batch_size(batch_size), trace.n_exits
+    repeats, batches = check_int(repeats, "repeats", minimum=1), check_int(batches, "batches", minimum=1)
     ks = _state_rows(rows, bs)
+    if not isinstance(rules, (list, tuple)) or not rules:
+        raise TTamerError(f"rules must be a non-empty list of rules (None: the max-probability rule), "
+                          f"got {short_repr(rules)}")
     rules = [max_prob_rule(L, np.inf) if r is None else r for r in rules]
     for r in rules:
         if not is_runtime_rule(r) or int(r.n_exits) != L:
@@ -280,6 +284,12 @@ def concat_results(parts: Sequence[ServeResult]) -> ServeResult:
     """One :class:`~ttamer.serving.runtime.ServeResult` from results on consecutive chunks of the inputs."""
     if not parts:
         raise TTamerError("no results to concatenate")
+    if not all(isinstance(p, ServeResult) for p in parts):
+        bad = next(p for p in parts if not isinstance(p, ServeResult))
+        raise TTamerError(f"concat_results joins ServeResult objects (what a run returns), got {type(bad).__name__}")
+    if len({p.probs.shape[1:] for p in parts}) > 1:
+        raise TTamerError(f"concat_results: the results have different exits or classes "
+                          f"({sorted({p.probs.shape[1:] for p in parts})}); they must come from one model")
     cat = lambda k: np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
     timing = {k: float(sum(p.timing.get(k, 0.0) for p in parts)) for k in parts[0].timing}
     return ServeResult(cat("answer"), cat("last"), cat("cost"), consulted=cat("consulted"),

@@ -704,10 +704,13 @@ class EarlyExitServer(_Runtime):
         max-probability rule's -- what a rule whose state costs more per exit pays. A list of
         rules (``None`` for the max-probability rule) gives ``[R, L]``, the rules taking turns
         on every batch, so that a slow spell of the machine hits them alike."""
-        n, bs = input_length(inputs), check_batch_size(batch_size)
+        n, bs = check_inputs(inputs), check_batch_size(batch_size)
         repeats, warmup = check_int(repeats, "repeats", minimum=1), check_int(warmup, "warmup", minimum=0)
         self._check_model()
         many = isinstance(rule, (list, tuple))
+        if many and not rule:
+            raise TTamerError("cost_profile: rule is an empty list; give a rule, None, or a list of them")
+        self._first_batch(inputs, n, bs)
         forced = [max_prob_rule(self.n_nodes, np.inf) if r is None else ForcedRule(r)
                   for r in (rule if many else [rule])]
         for f in forced:
@@ -793,6 +796,13 @@ class EarlyExitServer(_Runtime):
             marks.append(time.perf_counter())
         return np.stack(probs, axis=1), np.diff(marks) / len(probs[0])
 
+    def _first_batch(self, inputs: Any, n: int, bs: int) -> None:
+        """The runtime forced to the last exit on the first batch of ``inputs``, its failures
+        named as a run names them (:func:`batches`): the check before a measurement."""
+        forced = max_prob_rule(self.n_nodes, np.inf)
+        batches(input_slice(inputs, 0, bs), min(bs, n), bs, lambda b, r: self._run_rule_batch(b, r, forced),
+                self._locate)
+
     def rows_cost(self, inputs: Any, batch_size: int, rows: Sequence[int], repeats: int = 3) -> np.ndarray:
         """``[R, L]`` wall-clock ms of each exit on ``k`` rows (``k`` in ``rows``, each at most
         ``batch_size``) of a batch of ``batch_size`` inputs prepared together -- the rows a served
@@ -801,8 +811,11 @@ class EarlyExitServer(_Runtime):
         rotated from batch to batch), ``repeats`` times, and each keeps its median, so that a
         slow spell of the machine hits them alike; then the mean over the batches after the
         first (a warm-up)."""
-        n, bs = input_length(inputs), check_batch_size(batch_size)
-        ks = [min(int(k), bs) for k in rows]
+        n, bs = check_inputs(inputs), check_batch_size(batch_size)
+        ks = check_integers(rows, "rows", 1, bs, 1 << 16).tolist()
+        repeats = check_int(repeats, "repeats", minimum=1)
+        self._check_model()
+        self._first_batch(inputs, n, bs)
         forced = max_prob_rule(self.n_nodes, np.inf)
 
         def per_batch(b: int, j: int) -> np.ndarray:  # seconds of the whole k rows, per exit
@@ -819,7 +832,13 @@ class EarlyExitServer(_Runtime):
         :meth:`rows_cost` times). Measured after exit 0, on every batch with the row counts and
         the two variants taking turns, ``repeats`` times, medians per batch, then the mean over
         the batches after the first (a warm-up)."""
-        n, bs = input_length(inputs), check_batch_size(batch_size)
+        n, bs = check_inputs(inputs), check_batch_size(batch_size)
+        rows = check_integers(rows, "rows", 1, None, 1 << 16)
+        repeats = check_int(repeats, "repeats", minimum=1)
+        self._check_model()
+        if self.n_nodes < 2:
+            raise TTamerError("gather_cost times the exit after a stop: the model needs at least 2 exits")
+        self._first_batch(inputs, n, bs)
         ks = [int(k) for k in rows if int(k) < bs]
 
         def second_exit(b: int, j: int) -> float:  # variant 2i gathers ks[i] rows, 2i + 1 prepares them

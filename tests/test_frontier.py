@@ -100,8 +100,10 @@ def test_point_helpers_check_their_arguments():
         fr.envelope_loss([a, b], float("nan"))
     with pytest.raises(TTamerError, match="budget"):
         fr.randomise(a, b, "1")
-    with pytest.raises(TTamerError, match="costs"):
-        fr.envelope_loss([a, fr.FrontierPoint(0.5, float("nan"), 0.2)], 1.0)
+    with pytest.raises(TTamerError, match=r"cost \(of a frontier point\) must be finite"):
+        fr.FrontierPoint(0.5, float("nan"), 0.2)  # refused where it is made, before any helper reads it
+    with pytest.raises(TTamerError, match=r"loss \(of a frontier point\) must be finite"):
+        fr.FrontierPoint(0.5, 0.0, float("inf"))
     with pytest.raises(TTamerError, match="lam"):
         a.tradeoff(float("nan"))
 

@@ -306,3 +306,76 @@ def test_measuring_helpers_check_their_arguments(mlp, priced):
             state_cost([None], trace, bs)
     with pytest.raises(TTamerError, match="ttamer Trace"):
         state_cost([None], "x", 4)
+
+
+# --------------------------------------------------------------------------- solvers, theory, CLI
+def test_exact_evaluation_refuses_a_step_too_large_before_building_it(monkeypatch):
+    from ttamer.core import simulate
+    from ttamer.theory.synthetic import random_instance
+
+    policy = ttamer.solve(random_instance(0, kind="chain", n=50, k=2, cost_scale=0.0), 1.0).policy  # every exit
+    monkeypatch.setattr(simulate, "MAX_HISTORY_CELLS", 51 * 2**10)
+    with pytest.raises(ttamer.SolverError, match="MAX_HISTORY_CELLS"):
+        ttamer.evaluate_exactly(policy)
+    assert simulate.MAX_HISTORY_CELLS * 8 <= 2**28  # at most 256 MiB per array of histories
+
+
+def test_search_work_is_bounded_before_it_starts():
+    from ttamer.theory.adversarial import search_worst_ratio
+
+    for kind, n, k, maxiter in (("tree", 6, 4, 20000), ("tree", 10, 10, 1)):
+        with pytest.raises(TTamerError, match="MAX_SEARCH_WORK"):
+            search_worst_ratio(kind, n=n, k=k, restarts=1, maxiter=maxiter)
+
+
+def test_lp_refuses_a_chain_with_too_many_transitions():
+    from ttamer.theory.synthetic import random_instance
+
+    inst = random_instance(0, kind="skips", n=110, k=4, fallback=None)
+    with pytest.raises(ttamer.SolverError, match="MAX_LP_TRANSITIONS"):
+        ttamer.solve(inst, 0.5, method="lp")
+
+
+def test_aggregation_and_theory_helpers_stay_finite_or_refuse():
+    from ttamer.theory.aggregation import cluster_states, kmeans_labels, loss_quantile_labels
+    from ttamer.theory.frontier import lower_envelope
+    from ttamer.theory.synthetic import random_instance
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert loss_quantile_labels([.1, .2, .3, .4], [1e308, 1e308, 1e308, 0], 2).tolist() == [0, 1, 1, 1]
+        assert len(set(kmeans_labels([[1.], [0.], [-1.], [5.]], np.full(4, 1e308), 2, np.random.default_rng(0)))) == 2
+        with pytest.raises(TTamerError, match=r"X\[0\]\[0\] must be a finite number in"):
+            kmeans_labels([[1e200], [0], [-1e200], [5.]], np.ones(4), 2, np.random.default_rng(0))
+        with pytest.raises(TTamerError, match="MAX_KMEANS_WORK"):
+            cluster_states(random_instance(0, kind="chain", n=2, k=1000), 999, "kmeans")
+        with pytest.raises(TTamerError, match=r"costs\[1\] must be a finite number in"):
+            lower_envelope([0, 1e200, 2e300], [1e300, 1e-300, 0])
+        with pytest.raises(TTamerError, match="would overflow float64"):
+            random_instance(0, kind="skips", n=10, cost_scale=1e300, skip_discount=1e300)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--lam", "0_1"], "expected a decimal number in ASCII, got '0_1'"),
+    (["--lam", "1e-400"], "too small for a float64"),
+    (["--lam", "\u0660.\u0665"], "expected a decimal number in ASCII"),
+    (["--lam", "\uff11"], "expected a decimal number in ASCII"),
+    (["--la", "0.5"], "required: --lam"),  # --la is not taken for --lam
+])
+def test_cli_numbers_are_ascii_decimals_and_options_are_not_abbreviated(tmp_path, capsys, args, match):
+    from ttamer.cli import main
+
+    path = tmp_path / "i.json"
+    ttamer.save_instance(ttamer.Instance.chain([[0.0, 1.0]], [0.5, 0.5], [], [1.0]), path)
+    with pytest.raises(SystemExit) as exc:
+        main(["solve", str(path), *args])
+    assert exc.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_cli_integers_are_ascii_digits(capsys):
+    from ttamer.cli import main
+
+    for seed in ("\u0661\u0662", "0_1", "1" * 45):
+        with pytest.raises(SystemExit):
+            main(["evaluate", "missing.npz", "--seed", seed])
+        assert "expected an integer in ASCII digits" in capsys.readouterr().err

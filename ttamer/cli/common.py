@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import sys
 
 from ..core.validate import escape_text
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
+#: Most characters of a number on the command line (int64 has 19 digits).
+MAX_NUMBER_CHARS = 40
 
 
 def safe_streams() -> None:
@@ -34,3 +41,24 @@ def error_line(command: str, exc: BaseException) -> str:
     """The one line printed for an error: ``ttamer CMD: error: MESSAGE`` (escaped, one line)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"ttamer {command}: error: {escape_text(text, 2000)}"
+
+
+def integer(text: str) -> int:
+    """An ``argparse`` type: an integer written in ASCII digits, optionally signed (no ``_``,
+    no other scripts' digits, at most :data:`MAX_NUMBER_CHARS` characters), not converted from
+    anything else."""
+    if len(text) > MAX_NUMBER_CHARS or not _INTEGER.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected an integer in ASCII digits, got {escape_text(repr(text), 60)}")
+    return int(text)
+
+
+def number(text: str) -> float:
+    """An ``argparse`` type: a decimal number in ASCII (``0.5``, ``5e-1``, ``inf``, ``nan``; no
+    ``_``, no other scripts' digits), refused where a non-zero literal underflows to 0 (the
+    range checks that follow then see what was written)."""
+    if len(text) > MAX_NUMBER_CHARS or not _NUMBER.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected a decimal number in ASCII, got {escape_text(repr(text), 60)}")
+    value = float(text)
+    if value == 0.0 and re.search(r"[1-9]", re.split(r"[eE]", text)[0]):
+        raise argparse.ArgumentTypeError(f"{escape_text(text, 60)} is too small for a float64 (it would be read as 0)")
+    return value

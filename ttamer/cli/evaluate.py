@@ -21,6 +21,7 @@ from ..core.validate import (MIN_SPLIT_EXAMPLES, check_count, check_fraction, ch
                              escape_text)
 from ..earlyexit.results import EvaluationResult
 from ..earlyexit.tamer import CV_MAX_EXAMPLES, MIN_FOLD_EXAMPLES
+from .common import integer, number
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,8 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("evaluate", help="evaluate T-Tamer and the early-exit heuristics on a trace (.npz)",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("path", metavar="TRACES.npz", help="trace file (.npz)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test split (default 0)")
-    p.add_argument("--calibration-fraction", type=float, default=0.5,
+    p.add_argument("--seed", type=integer, default=0, help="seed of the calibration/test split (default 0)")
+    p.add_argument("--calibration-fraction", type=number, default=0.5,
                    help="share of the examples used to fit T-Tamer (default 0.5)")
     p.add_argument("--target", choices=("label", "final"), default="label",
                    help="judge answers against the true label or the full model's prediction")
@@ -38,15 +39,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--estimation", choices=("thresholds", "regression", "chain"), default="thresholds",
                    help="T-Tamer's estimation: threshold rules on calibration paths chosen by cross-validation "
                         "(default), a regression of the continuation value, or the paper's binned Markov chain")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the bands (0: none)")
-    p.add_argument("--slo-confidence", type=float, default=0.9,
+    p.add_argument("--bootstrap", type=integer, default=200, help="bootstrap replicates for the bands (0: none)")
+    p.add_argument("--slo-confidence", type=number, default=0.9,
                    help="confidence with which each strategy's service-level operating point must meet its "
                         "target on the calibration examples (default 0.9; 0.5: the cheapest point that reaches it)")
-    p.add_argument("--cv-max-examples", type=int, default=None, metavar="N",
+    p.add_argument("--cv-max-examples", type=integer, default=None, metavar="N",
                    help="T-Tamer's cross-validation reads at most N calibration examples (a seeded sample; the "
                         "chosen rule is then fitted on all of them); threshold estimation only (default "
                         f"{CV_MAX_EXAMPLES})")
-    p.add_argument("--max-examples", type=int, default=None, metavar="N",
+    p.add_argument("--max-examples", type=integer, default=None, metavar="N",
                    help="evaluate a seeded sample (--seed) of at most N of the trace's examples (default: all; "
                         "for traces too large for this machine's memory, which are refused before any work)")
     p.add_argument("--json", action="store_true", help="print a JSON object")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from ..core.errors import TTamerError
 from ..solvers.solve import METHODS
-from .common import error_line, safe_streams, silence_stdout
+from .common import error_line, number, safe_streams, silence_stdout
 from ..core.validate import escape_lines, escape_text
 
 
@@ -26,7 +26,7 @@ POLICY_LINES, POLICY_LINE_CHARS = 60, 200
 def _add_solve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("solve", help="solve an instance file (JSON) for one λ")
     p.add_argument("path", help="instance file (JSON)")
-    p.add_argument("--lam", type=float, required=True, help="trade-off weight λ in [0, 1]")
+    p.add_argument("--lam", type=number, required=True, help="trade-off weight λ in [0, 1]")
     p.add_argument("--no-recall", action="store_true", help="answer with the last model consulted")
     p.add_argument("--method", choices=METHODS, default="auto")
     p.add_argument("--json", action="store_true", help="print a JSON object")
@@ -66,7 +66,12 @@ def _run_solve(args: argparse.Namespace) -> int:
 class OneLineParser(argparse.ArgumentParser):
     """An ``argparse.ArgumentParser`` whose usage errors are one line on stderr (``PROG: error:
     MESSAGE (see PROG --help)``, exit status 2), like every other error of ``ttamer``; its
-    subcommand parsers are of this class too."""
+    subcommand parsers are of this class too. Options are never abbreviated (``--cal`` is not
+    ``--calibration-fraction``): a typo is an error, not another option."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         """Exit with status 2 after writing ``message`` as one line (whitespace runs collapsed)."""

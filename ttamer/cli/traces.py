@@ -25,6 +25,7 @@ import sys
 
 from ..core.errors import TTamerError
 from ..core.validate import escape_text
+from .common import integer
 
 _SIZES = {
     "nlp": [("--n-head", "n_head", "examples that train the exit heads"),
@@ -52,12 +53,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         w.add_argument("--out", default=None, help="trace file to write: a new file in an existing folder or "
                                                    "a writable regular file (default: the trace cache, "
                                                    "$TTAMER_CACHE or ~/.cache/ttamer/traces)")
-        w.add_argument("--seed", type=int, default=0, help="seed, 0 to 2**63 - 1 (default 0)")
+        w.add_argument("--seed", type=integer, default=0, help="seed, 0 to 2**63 - 1 (default 0)")
         w.add_argument("--no-progress", action="store_true",
                        help="no progress bars (none from transformers or datasets either)")
         w.add_argument("--json", action="store_true", help="print a JSON summary")
         for flag, dest, text in sizes:
-            w.add_argument(flag, dest=dest, type=int, default=None, help=f"{text} (default: the profile's)")
+            w.add_argument(flag, dest=dest, type=integer, default=None, help=f"{text} (default: the profile's)")
         w.set_defaults(run=run)
     z = sub.add_parser("zoo", help="regenerate a trace of the shipped zoo from packaged weights and data",
                        description="Regenerate a trace of the zoo (ttamer/data/zoo) from the weights and "
@@ -67,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                                "the shipped file only if named here)")
     z.add_argument("--all", action="store_true", help="rebuild every zoo file into ttamer/data/zoo (seed 0)")
     z.add_argument("--list", action="store_true", help="list the zoo's traces and exit")
-    z.add_argument("--seed", type=int, default=0, help="seed, 0 to 2**63 - 1 (0 = the shipped files)")
+    z.add_argument("--seed", type=integer, default=0, help="seed, 0 to 2**63 - 1 (0 = the shipped files)")
     z.add_argument("--no-progress", action="store_true",
                    help="no progress bars (none from transformers or datasets either)")
     z.add_argument("--json", action="store_true", help="print a JSON summary")

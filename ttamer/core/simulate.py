@@ -22,6 +22,10 @@ from .validate import check_count, check_seed
 MAX_SIM_CELLS = 4_000_000
 #: Largest number of rollouts one call may ask for (override it with ``max_samples=``).
 MAX_SAMPLES = 50_000_000
+#: :func:`evaluate_exactly` refuses a step whose histories, grown by the node consulted, hold
+#: more numbers than this (histories x (nodes + 1), 8 bytes each, a few copies while they are
+#: merged), before it builds them: memory and time stay bounded on any instance.
+MAX_HISTORY_CELLS = 1 << 25
 
 
 @dataclass
@@ -220,7 +224,9 @@ def evaluate_exactly(policy: Policy, max_histories: int = 4_000_000) -> ExactEva
         positive integer.
     SolverError
         The policy consults an unavailable node or a node twice, stops with no answer (no
-        model consulted and no fallback), or holds more than ``max_histories`` histories.
+        model consulted and no fallback), holds more than ``max_histories`` histories, or would
+        grow more than :data:`MAX_HISTORY_CELLS` numbers of histories at one step (checked
+        before they are built).
     """
     if not isinstance(policy, Policy):
         raise TTamerError(f"policy must be a ttamer Policy, got {type(policy).__name__}")
@@ -249,6 +255,10 @@ def evaluate_exactly(policy: Policy, max_histories: int = 4_000_000) -> ExactEva
         e_cost += float(prob @ edge_costs(inst, src, nxt))
         rows = edge_rows(inst, src, nxt, states)
         b_idx, t_idx = np.nonzero(rows)
+        if len(b_idx) * (inst.n + 1) > MAX_HISTORY_CELLS:
+            raise SolverError(f"{len(b_idx):,} histories of {inst.n} nodes at one step, above MAX_HISTORY_CELLS="
+                              f"{MAX_HISTORY_CELLS:,} numbers: the instance is too large to enumerate exactly; "
+                              "estimate the policy's value with simulate(policy, n) instead")
         grown = states[b_idx].copy()
         grown[np.arange(len(b_idx)), nxt[b_idx]] = t_idx
         key = np.concatenate([grown, nxt[b_idx, None]], axis=1)

@@ -74,6 +74,10 @@ MAX_CHAIN_STATES = 300_000
 #: allocated: the exhaustive space stores a whole history per state, so its memory grows with
 #: the number of nodes as well as the number of states.
 MAX_CELLS = 50_000_000
+#: Largest number of (state, action, next state) transitions of the chain MDP's LP, checked
+#: before they are built: the LP solver's memory grows with them (about 300 bytes each with
+#: HiGHS), beyond what :data:`MAX_CHAIN_STATES` bounds where a chain has many skips.
+MAX_LP_TRANSITIONS = 5_000_000
 #: Two actions whose values differ by less than this are ties; the greedy policy then stops
 #: (or consults the node of smallest position).
 TIE_TOL = 1e-9
@@ -499,6 +503,11 @@ def chain_mdp(instance: Instance, recall: bool = True, *, max_chain_states: int 
     by_src = np.argsort(ed.src, kind="stable")
     lo = np.searchsorted(ed.src[by_src], x_node, "left")
     counts = np.searchsorted(ed.src[by_src], x_node, "right") - lo
+    transitions = int(counts.sum()) * int(inst.n_states.max())
+    if transitions > MAX_LP_TRANSITIONS:
+        raise SolverError(f"the chain MDP of {inst.label} ({inst.n} nodes, {len(inst.skips):,} skips) would have "
+                          f"about {transitions:,} transitions, above MAX_LP_TRANSITIONS={MAX_LP_TRANSITIONS:,}; "
+                          f"use method='dp' or 'index', or fewer skips")
     x_id = np.repeat(np.arange(len(x_node)), counts)
     e_id = by_src[np.repeat(lo, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)]
     k = len(x_id)

@@ -40,6 +40,7 @@ from scipy import optimize, special
 from ..core.errors import TTamerError
 from ..core.instance import Instance, check_instance
 from ..core.validate import check_bool, check_choice, check_count, check_lam, check_real, check_seed
+from ..solvers.exhaustive import state_space_bound
 from ..solvers.solve import solve
 from .synthetic import random_parents
 
@@ -362,6 +363,11 @@ MAX_SEARCH_STATES = 10
 #: Largest ``restarts × maxiter`` of :func:`search_worst_ratio`; each Nelder--Mead iteration
 #: solves a few instances exactly (about a minute at ``n = K = 3``).
 MAX_SEARCH_ITERATIONS = 20_000
+#: Largest work of :func:`search_worst_ratio`, refused before it starts: its evaluations
+#: (``restarts × (maxiter + dimension + 1)``, Nelder--Mead's simplex and iterations) times the
+#: states each exact no-recall solve may visit (the exhaustive solver's bound on a branching
+#: forest; ``n K²`` for the chain DPs). About 5 µs a state on one core: a few minutes.
+MAX_SEARCH_WORK = 50_000_000
 
 
 def _check_search(kind: str, n: int, k: int, restarts: int, maxiter: int) -> tuple[int, int, int, int]:
@@ -374,6 +380,17 @@ def _check_search(kind: str, n: int, k: int, restarts: int, maxiter: int) -> tup
         raise TTamerError(f"restarts * maxiter must be <= {MAX_SEARCH_ITERATIONS:,} (MAX_SEARCH_ITERATIONS), "
                           f"got {restarts} * {maxiter}")
     return n, k, restarts, maxiter
+
+
+def _check_search_work(example: Instance, kind: str, evaluations: int) -> None:
+    """Refuse a search whose work exceeds :data:`MAX_SEARCH_WORK` (``example``: an instance of
+    its class), naming what to lower."""
+    per = (example.n * int(example.n_states.max()) ** 2 if example.is_chain
+           else state_space_bound(example, recall=False))
+    if evaluations * per > MAX_SEARCH_WORK:
+        raise TTamerError(f"search_worst_ratio({kind!r}, n={example.n}, k={int(example.n_states.max())}): about "
+                          f"{evaluations:,} exact solves of up to {per:,} states each, above MAX_SEARCH_WORK="
+                          f"{MAX_SEARCH_WORK:,}; lower n, k, restarts or maxiter")
 
 
 def search_worst_ratio(kind: str = "chain", n: int = 2, k: int = 2, restarts: int = 4, seed: int = 0,
@@ -390,13 +407,14 @@ def search_worst_ratio(kind: str = "chain", n: int = 2, k: int = 2, restarts: in
         ``kind`` is not in :data:`SEARCH_KINDS`; ``n`` is not an integer in
         ``[2, MAX_SEARCH_NODES]`` or ``k`` in ``[2, MAX_SEARCH_STATES]``; ``restarts`` or
         ``maxiter`` is not a positive integer or their product exceeds
-        :data:`MAX_SEARCH_ITERATIONS`; ``seed`` is not a non-negative integer (or a
+        :data:`MAX_SEARCH_ITERATIONS`, or the search's work exceeds :data:`MAX_SEARCH_WORK`; ``seed`` is not a non-negative integer (or a
         ``numpy.random.Generator``); ``delta`` is not a number in ``(0, 1)``.
     """
     n, k, restarts, maxiter = _check_search(kind, n, k, restarts, maxiter)
     delta = _check_delta(delta)
     rng = np.random.default_rng(check_seed(seed, allow_generator=True))
     dim, decode = floor_class_decoder(kind, n, k, delta, rng)
+    _check_search_work(decode(np.zeros(dim)), kind, restarts * (maxiter + dim + 1))
     count = [0]
 
     def objective(x: np.ndarray) -> float:

@@ -64,7 +64,7 @@ def loss_quantile_labels(loss: np.ndarray, pi: np.ndarray, q: int) -> np.ndarray
     if K <= q:
         return np.arange(K)
     order = np.argsort(loss, kind="stable")
-    mass = pi[order]
+    mass = pi[order] / pi.max() if pi.max() > 0 else pi[order]  # the blocks depend on shares only: no overflow
     total = mass.sum()
     mids = (np.cumsum(mass) - 0.5 * mass) / total if total > 0 else (np.arange(K) + 0.5) / K
     raw = np.searchsorted(mids, np.arange(1, q) / q)  # first sorted position of block j, j = 1..q-1
@@ -76,6 +76,13 @@ def loss_quantile_labels(loss: np.ndarray, pi: np.ndarray, q: int) -> np.ndarray
     labels = np.empty(K, dtype=np.int64)
     labels[order] = block
     return labels
+
+
+#: Largest ``|x|`` of a k-means feature: squared distances of such points stay finite.
+MAX_FEATURE = 1e100
+#: Largest work of :func:`kmeans_labels` (points × clusters × features × (clusters +
+#: iterations): the seeding and the Lloyd steps), refused before it starts.
+MAX_KMEANS_WORK = 2_000_000_000
 
 
 def _kmeans_pp(X: np.ndarray, w: np.ndarray, q: int, rng: np.random.Generator) -> np.ndarray:
@@ -96,7 +103,8 @@ def kmeans_labels(X: np.ndarray, w: np.ndarray, q: int, rng: np.random.Generator
         ``>= 0``, ``q`` not a positive integer, ``rng`` not a ``numpy.random.Generator`` or
         ``iters`` not an integer ``>= 1``.
     """
-    X, w = check_numbers(X, "X", ndim=2), check_numbers(w, "w", low=0.0)
+    X = check_numbers(X, "X", ndim=2, low=-MAX_FEATURE, high=MAX_FEATURE)
+    w = check_numbers(w, "w", low=0.0)
     q, iters = check_count(q, "q (clusters)"), check_count(iters, "iters")
     if len(w) != len(X) or not isinstance(rng, np.random.Generator):
         raise TTamerError(f"kmeans_labels needs one weight per row of X ({len(X)}, got {len(w)}) and a "
@@ -104,7 +112,12 @@ def kmeans_labels(X: np.ndarray, w: np.ndarray, q: int, rng: np.random.Generator
     K = len(X)
     if K <= q:
         return np.arange(K)
-    w = np.maximum(w, 1e-12)
+    work = K * q * X.shape[1] * (q + iters)
+    if work > MAX_KMEANS_WORK:
+        raise TTamerError(f"kmeans_labels: {K:,} points of {X.shape[1]:,} features into q={q:,} clusters is about "
+                          f"{work:,} operations, above MAX_KMEANS_WORK={MAX_KMEANS_WORK:,}; use a smaller q or the "
+                          "'loss' method")
+    w = np.maximum(w / w.max() if w.max() > 0 else w, 1e-12)  # relative weights: no overflow in their sums
     C = _kmeans_pp(X, w, q, rng)
     labels = np.zeros(K, dtype=np.int64)
     for it in range(iters):

@@ -42,6 +42,11 @@ class FrontierPoint:
     loss: float
     policy: Any = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        check_lam(self.lam)
+        check_real(self.cost, "cost (of a frontier point)")
+        check_real(self.loss, "loss (of a frontier point)")
+
     def tradeoff(self, lam: float | None = None) -> float:
         """``θ_λ = λ L + (1 − λ) C`` (at this point's own ``λ`` by default).
 
@@ -79,6 +84,11 @@ def _check_points(points: Sequence[FrontierPoint]) -> None:
         raise TTamerError(f"expected a list of FrontierPoint objects, got {short_repr(points)}")
 
 
+#: Largest ``|cost|`` and ``|loss|`` :func:`lower_envelope` takes (its cross products of
+#: differences stay finite).
+MAX_ENVELOPE_VALUE = 1e150
+
+
 def lower_envelope(costs: Sequence[float], losses: Sequence[float], tol: float = 1e-12) -> np.ndarray:
     """Indices of the points on the lower-left convex envelope, by increasing cost.
 
@@ -91,7 +101,9 @@ def lower_envelope(costs: Sequence[float], losses: Sequence[float], tol: float =
         ``costs`` or ``losses`` is not a 1-D sequence of finite numbers, their lengths differ,
         or ``tol`` is not a finite number ``>= 0``.
     """
-    c, l = check_numbers(costs, "costs", empty=True), check_numbers(losses, "losses", empty=True)
+    big = MAX_ENVELOPE_VALUE  # the cross products of the envelope stay finite
+    c = check_numbers(costs, "costs", empty=True, low=-big, high=big)
+    l = check_numbers(losses, "losses", empty=True, low=-big, high=big)
     if len(c) != len(l):
         raise TTamerError(f"costs and losses must have the same length, got {len(c)} and {len(l)}")
     tol = check_real(tol, "tol", low=0.0)

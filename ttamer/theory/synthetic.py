@@ -161,6 +161,9 @@ def random_instance(
     depth_decay = check_real(depth_decay, "depth_decay", low=0.0, high=1.0, low_open=True)
     skip_prob = check_real(skip_prob, "skip_prob", low=0.0, high=1.0)
     skip_discount = check_real(skip_discount, "skip_discount", low=0.0)
+    if cost_scale * 1.5 * (n + 1) ** 2 * max(1.0, skip_discount) > 1e300:
+        raise TTamerError(f"cost_scale={cost_scale:g} and skip_discount={skip_discount:g}: the instance's costs, and "
+                          "their sums along its paths, would overflow float64; use smaller values")
     parents = random_parents(rng, kind, n, roots)
     ks = _state_counts(rng, n, k)
     depth = np.zeros(n, dtype=int)

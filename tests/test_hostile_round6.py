@@ -379,3 +379,13 @@ def test_cli_integers_are_ascii_digits(capsys):
         with pytest.raises(SystemExit):
             main(["evaluate", "missing.npz", "--seed", seed])
         assert "expected an integer in ASCII digits" in capsys.readouterr().err
+
+
+def test_adversarial_families_refuse_values_that_do_not_fit_a_float():
+    from ttamer.theory.adversarial import costly_family, floor_bound, floor_family_values
+
+    with pytest.raises(TTamerError, match="overflows float64"):
+        costly_family(1.0000001, 1 - 1e-16, 1e308)
+    for call in (lambda: floor_family_values(5e-324), lambda: floor_bound(1e-310)):
+        with pytest.raises(TTamerError, match=r"delta \(the loss floor\) must be >= 1e-150"):
+            call()

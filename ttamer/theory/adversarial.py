@@ -182,6 +182,9 @@ def costly_family(alpha: float, lam: float, beta: float = 1.0) -> Instance:
     a = _check_alpha(alpha)
     lam, beta = _check_lam_beta(lam, beta)
     c = beta * lam / ((1.0 - lam) * a**3)
+    if not math.isfinite(2.0 * c):
+        raise TTamerError(f"costly_family(alpha={a!r}, lam={lam!r}, beta={beta!r}): the models' cost β λ / ((1 − λ) "
+                          "α³) overflows float64; use a smaller beta or a lam further from 1")
     base = paper_family(a)
     return Instance.chain([base.losses[0], base.losses[1]], base.transitions[0][0], [base.transitions[1]],
                           [c, c], names=base.names, name=f"costly family, alpha={a:g}, lam={lam:g}, beta={beta:g}")
@@ -223,8 +226,12 @@ def root_cost_bound(instance: Instance, lam: float) -> float:
 
 
 # ------------------------------------------------------------------ the loss-floor bound
+#: Smallest loss floor ``δ``: the families' values (``δ²`` among them) stay normal floats.
+MIN_DELTA = 1e-150
+
+
 def _check_delta(delta: float) -> float:
-    return check_real(delta, "delta (the loss floor)", low=0.0, high=1.0, low_open=True, high_open=True)
+    return check_real(delta, "delta (the loss floor)", low=MIN_DELTA, high=1.0, high_open=True)
 
 
 def floor_family(delta: float) -> Instance:

@@ -328,7 +328,7 @@ class ChainPolicyRule(_StopOrGoOn):
             raise TTamerError(f"the encoder has {encoder.n_exits} exits, the policy {steps.n_exits}")
         super().__init__(steps.n_exits)
         self.policy, self.encoder, self.steps, self.answer_table = policy, encoder, steps, answer_table
-        #: Classes of the trace the encoder was fitted on (``None``: not recorded).
+        #: Classes of the trace the encoder was fitted on (``None`` where not recorded).
         self.n_classes = encoder.n_classes
         self.name = name or policy.describe().split("\n")[0]
         scalar = (encoder.spec.feature == "max_prob" and list(encoder.edges) == ["feature"] and steps.kind != "decide"
@@ -631,7 +631,7 @@ class PathwiseRule(_StopOrGoOn):
         model = tamer.model_
         self.features, self.rule = model.features, tamer.rule_
         super().__init__(len(self.features.center))
-        #: Classes of the trace the tamer was fitted on: what each exit must give.
+        #: Classes of the trace the tamer was fitted on, which each exit must give.
         self.n_classes = int(tamer.fitted_shape_[1])
         self.posterior = (None if model.answer_models is None
                           else [w / scale for w, scale in model.answer_models])

@@ -226,7 +226,7 @@ def root_cost_bound(instance: Instance, lam: float) -> float:
 
 
 # ------------------------------------------------------------------ the loss-floor bound
-#: Smallest loss floor ``δ``: the families' values (``δ²`` among them) stay normal floats.
+#: Smallest loss floor ``δ``, so that the families' values (``δ²`` among them) stay normal floats.
 MIN_DELTA = 1e-150
 
 
@@ -370,10 +370,11 @@ MAX_SEARCH_STATES = 10
 #: Largest ``restarts × maxiter`` of :func:`search_worst_ratio`; each Nelder--Mead iteration
 #: solves a few instances exactly (about a minute at ``n = K = 3``).
 MAX_SEARCH_ITERATIONS = 20_000
-#: Largest work of :func:`search_worst_ratio`, refused before it starts: its evaluations
-#: (``restarts × (maxiter + dimension + 1)``, Nelder--Mead's simplex and iterations) times the
-#: states each exact no-recall solve may visit (the exhaustive solver's bound on a branching
-#: forest; ``n K²`` for the chain DPs). About 5 µs a state on one core: a few minutes.
+#: Largest work of :func:`search_worst_ratio`, refused before it starts, counted as its
+#: evaluations (``restarts × (maxiter + dimension + 1)``, Nelder--Mead's simplex and
+#: iterations) times the states each exact no-recall solve may visit (the exhaustive solver's
+#: bound on a branching forest; ``n K²`` for the chain DPs). About 5 µs a state on one core,
+#: so a few minutes.
 MAX_SEARCH_WORK = 50_000_000
 
 

@@ -78,7 +78,7 @@ def loss_quantile_labels(loss: np.ndarray, pi: np.ndarray, q: int) -> np.ndarray
     return labels
 
 
-#: Largest ``|x|`` of a k-means feature: squared distances of such points stay finite.
+#: Largest ``|x|`` of a k-means feature, so that squared distances of such points stay finite.
 MAX_FEATURE = 1e100
 #: Largest work of :func:`kmeans_labels` (points × clusters × features × (clusters +
 #: iterations): the seeding and the Lloyd steps), refused before it starts.

@@ -125,26 +125,25 @@ class ServeResult(ExitDecisions):
 
 
 # --------------------------------------------------------------------------- the runtime
-def checked_exits(values: Any, probs: np.ndarray, name: str, fallback: bool = False) -> np.ndarray:
-    """``[N]`` int64: the exits a user's callable (``answer_fn``, ``exit_map``) returned for the
-    ``N`` rows of ``probs [N, L, C]`` (NaN where an exit was not consulted), checked: one
-    integer per row, each an exit that row consulted (or, with ``fallback``, a negative number:
-    the policy's fallback, refused by the caller). A :class:`~ttamer.core.errors.TTamerError`
+def checked_exits(values: Any, consulted: np.ndarray, name: str, fallback: bool = False) -> np.ndarray:
+    """``[N]`` int64: the exits a user's callable (``answer_fn``, ``exit_map``) returned for
+    ``N`` rows whose consulted exits are ``consulted [N, L]`` (bool), checked: one integer per
+    row, each an exit that row consulted (or, with ``fallback``, a negative number: the
+    policy's fallback, refused by the caller). A :class:`~ttamer.core.errors.TTamerError`
     naming ``name`` and the first row at fault otherwise."""
     arr = np.asarray(values)
-    n, L = probs.shape[:2]
+    n, L = consulted.shape
     if arr.shape != (n,) or arr.dtype.kind not in "iu":
         raise TTamerError(f"{name} must return one integer exit per row ({n} rows), got an array of shape "
                           f"{list(arr.shape)} and dtype {arr.dtype}")
     arr = arr.astype(np.int64)
     ok = (arr >= 0) & (arr < L)
-    ok[ok] = ~np.isnan(probs[np.flatnonzero(ok), arr[ok], 0])  # the row consulted that exit
+    ok[ok] = consulted[np.flatnonzero(ok), arr[ok]]
     bad = ~ok & ((arr >= 0) if fallback else True)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise TTamerError(f"{name} returned exit {int(arr[row])} for row {row}, which consulted exits "
-                          f"{np.flatnonzero(~np.isnan(probs[row, :, 0])).tolist()}: it must return an exit the "
-                          "row consulted")
+                          f"{np.flatnonzero(consulted[row]).tolist()}: it must return an exit the row consulted")
     return arr
 
 
@@ -290,11 +289,9 @@ class _Runtime:
                 return out
 
             ro = rollout(self.policy, n, reveal)
-            answer = self.answer_fn(ro.states, ro.last)
-            if probs is not None:
-                answer = checked_exits(answer, probs, "answer_fn", fallback=True)
+            answer = checked_exits(self.answer_fn(ro.states, ro.last), ro.states >= 0, "answer_fn", fallback=True)
             if self.exit_map is not None and probs is not None and (answer >= 0).all():
-                answer = checked_exits(self.exit_map(probs, answer), probs, "exit_map")
+                answer = checked_exits(self.exit_map(probs, answer), ro.states >= 0, "exit_map")
             self._sync()
         stop_time[alive] = clock() - t0
         if probs is None or (answer < 0).any():
@@ -608,7 +605,8 @@ class EarlyExitServer(_Runtime):
                 marks[i] = clock() - t0
                 parts["policy"] += marks[i] - (t3 - t0)
             if self.exit_map is not None:
-                answer = checked_exits(self.exit_map(probs, answer), probs, "exit_map")
+                ran = np.arange(L)[None, :] <= last[:, None]
+                answer = checked_exits(self.exit_map(probs, answer), ran, "exit_map")
         pred = probs[np.arange(n), answer].argmax(axis=1)
         return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
                 "probs": probs, "timing": parts, "marks": marks, "alive": alive}
@@ -660,7 +658,7 @@ class EarlyExitServer(_Runtime):
             answer = np.array([int(a)], dtype=np.int64)
             probs = np.concatenate(seen + [tpl["nan"][: L - 1 - i]])[None]
             if self.exit_map is not None:
-                answer = checked_exits(self.exit_map(probs, answer), probs, "exit_map")
+                answer = checked_exits(self.exit_map(probs, answer), np.arange(L)[None, :] <= i, "exit_map")
         parts = {"prepare": t_prep, "network": net, "states": st, "policy": t4 - t0 - marks[-1]}
         return {"answer": answer, "prediction": np.array([int(probs[0, answer[0]].argmax())]),
                 "states": tpl["states"][i].copy(), "last": np.array([i], dtype=np.int64),

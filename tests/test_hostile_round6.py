@@ -389,3 +389,27 @@ def test_adversarial_families_refuse_values_that_do_not_fit_a_float():
     for call in (lambda: floor_family_values(5e-324), lambda: floor_bound(1e-310)):
         with pytest.raises(TTamerError, match=r"delta \(the loss floor\) must be >= 1e-150"):
             call()
+
+
+def test_the_command_line_loads_no_numerical_library_before_its_interrupt_handler():
+    """``ttamer`` (the package) and ``ttamer.cli`` load lazily, so that an interrupt while a
+    command starts ends as one line: before, numpy, scipy and torch loaded first (~0.5 s)."""
+    import subprocess
+    import sys
+
+    code = "import sys, ttamer.cli; print(sorted(m for m in ('numpy', 'scipy', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_interrupt_while_the_subcommands_load_is_one_line(monkeypatch, capsys):
+    import importlib
+
+    from ttamer.cli import main
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module("ttamer.cli.main"), "build_parser", interrupted)
+    assert main(["solve", "x.json", "--lam", "0.5"]) == 130
+    assert capsys.readouterr().err == "ttamer: interrupted\n"

@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # interrupted while the (light) command line loads
+    print("ttamer: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -7,8 +7,6 @@ import os
 import re
 import sys
 
-from ..core.validate import escape_text
-
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 #: Most characters of a number on the command line (int64 has 19 digits).
@@ -39,6 +37,8 @@ def silence_stdout() -> None:
 
 def error_line(command: str, exc: BaseException) -> str:
     """The one line printed for an error: ``ttamer CMD: error: MESSAGE`` (escaped, one line)."""
+    from ..core.validate import escape_text  # numpy, loaded once a command runs
+
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"ttamer {command}: error: {escape_text(text, 2000)}"
 
@@ -48,7 +48,7 @@ def integer(text: str) -> int:
     no other scripts' digits, at most :data:`MAX_NUMBER_CHARS` characters), not converted from
     anything else."""
     if len(text) > MAX_NUMBER_CHARS or not _INTEGER.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected an integer in ASCII digits, got {escape_text(repr(text), 60)}")
+        raise argparse.ArgumentTypeError(f"expected an integer in ASCII digits, got {_shown(text)}")
     return int(text)
 
 
@@ -57,8 +57,15 @@ def number(text: str) -> float:
     ``_``, no other scripts' digits), refused where a non-zero literal underflows to 0 (the
     range checks that follow then see what was written)."""
     if len(text) > MAX_NUMBER_CHARS or not _NUMBER.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected a decimal number in ASCII, got {escape_text(repr(text), 60)}")
+        raise argparse.ArgumentTypeError(f"expected a decimal number in ASCII, got {_shown(text)}")
     value = float(text)
     if value == 0.0 and re.search(r"[1-9]", re.split(r"[eE]", text)[0]):
-        raise argparse.ArgumentTypeError(f"{escape_text(text, 60)} is too small for a float64 (it would be read as 0)")
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is too small for a float64 (it would be read as 0)")
     return value
+
+
+def _shown(text: str) -> str:
+    """``text`` as an error quotes it: its ``repr``, escaped and cut short."""
+    from ..core.validate import escape_text
+
+    return escape_text(repr(text), 60)

@@ -14,9 +14,7 @@ import sys
 from typing import Any, NoReturn, Sequence
 
 from ..core.errors import TTamerError
-from ..solvers.solve import METHODS
 from .common import error_line, number, safe_streams, silence_stdout
-from ..core.validate import escape_lines, escape_text
 
 
 #: ``ttamer solve`` prints at most this many lines of the policy, each cut to this many characters.
@@ -24,6 +22,8 @@ POLICY_LINES, POLICY_LINE_CHARS = 60, 200
 
 
 def _add_solve(sub: argparse._SubParsersAction) -> None:
+    from ..solvers.solve import METHODS
+
     p = sub.add_parser("solve", help="solve an instance file (JSON) for one λ")
     p.add_argument("path", help="instance file (JSON)")
     p.add_argument("--lam", type=number, required=True, help="trade-off weight λ in [0, 1]")
@@ -37,6 +37,7 @@ def _run_solve(args: argparse.Namespace) -> int:
     from ..core.errors import SolverError
     from ..core.instance import load_instance
     from ..core.safeio import show_path
+    from ..core.validate import escape_lines, escape_text
     from ..solvers.solve import solve
 
     inst = load_instance(args.path)
@@ -75,6 +76,8 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """Exit with status 2 after writing ``message`` as one line (whitespace runs collapsed)."""
+        from ..core.validate import escape_text
+
         self.exit(2, f"{escape_text(self.prog)}: error: {escape_text(' '.join(message.split()), 2000)} "
                      f"(see {escape_text(self.prog)} --help)\n")
 
@@ -95,6 +98,18 @@ def _subcommands() -> list:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ttamer ARGS`` (``argv``, default the command line's) and return its exit status:
+    0, 2 with one error line on stderr, 130 when interrupted -- at any point, even while the
+    modules of the subcommands load (this module and ``ttamer`` itself import no numerical
+    library), so that no traceback ever reaches the user."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("ttamer: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)

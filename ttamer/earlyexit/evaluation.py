@@ -407,8 +407,8 @@ def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] |
     (``lams`` applies to the chain and regression estimations; the threshold estimation sweeps
     its budgets, or, for its one-threshold class, every threshold like a heuristic:
     :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.frontier_sweep`), each followed by the full
-    model (every exit, answering with the last), an operating point of every strategy. Each heuristic is swept
-    completely on ``test`` (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static``
+    model (every exit, answering with the last), an operating point of every strategy. Each
+    heuristic is swept completely on ``test`` (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static``
     every exit; ``oracle`` the hindsight bound (:data:`~ttamer.earlyexit.baselines.ORACLE_POINTS`
     points, fewer where they would hold more than
     :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` decisions)."""

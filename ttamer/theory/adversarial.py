@@ -240,7 +240,7 @@ def floor_family(delta: float) -> Instance:
     Raises
     ------
     TTamerError
-        ``delta`` is not a number in ``(0, 1)``.
+        ``delta`` is not a number in ``[MIN_DELTA, 1)``.
     """
     d = _check_delta(delta)
     return Instance.chain([[d], [0.0, 1.0]], [1.0], [[[1.0 - d, d]]], [0.0, 0.0],
@@ -253,7 +253,7 @@ def floor_family_values(delta: float) -> dict[str, float]:
     Raises
     ------
     TTamerError
-        ``delta`` is not a number in ``(0, 1)``.
+        ``delta`` is not a number in ``[MIN_DELTA, 1)``.
     """
     d = _check_delta(delta)
     return _values(d, d * d, 1.0, 1.0 / d)
@@ -265,7 +265,7 @@ def floor_bound(delta: float) -> float:
     Raises
     ------
     TTamerError
-        ``delta`` is not a number in ``(0, 1)``.
+        ``delta`` is not a number in ``[MIN_DELTA, 1)``.
     """
     return 1.0 / _check_delta(delta)
 
@@ -339,7 +339,7 @@ def floor_class_decoder(kind: str, n: int, k: int, delta: float,
     ------
     TTamerError
         The arguments of :func:`search_worst_ratio` out of range (``kind``, ``n``, ``k``), or
-        ``delta`` not in ``(0, 1)``.
+        ``delta`` not in ``[MIN_DELTA, 1)``.
     """
     n, k, _, _ = _check_search(kind, n, k, 1, 1)
     delta = _check_delta(delta)
@@ -415,8 +415,9 @@ def search_worst_ratio(kind: str = "chain", n: int = 2, k: int = 2, restarts: in
         ``kind`` is not in :data:`SEARCH_KINDS`; ``n`` is not an integer in
         ``[2, MAX_SEARCH_NODES]`` or ``k`` in ``[2, MAX_SEARCH_STATES]``; ``restarts`` or
         ``maxiter`` is not a positive integer or their product exceeds
-        :data:`MAX_SEARCH_ITERATIONS`, or the search's work exceeds :data:`MAX_SEARCH_WORK`; ``seed`` is not a non-negative integer (or a
-        ``numpy.random.Generator``); ``delta`` is not a number in ``(0, 1)``.
+        :data:`MAX_SEARCH_ITERATIONS`, or the search's work exceeds :data:`MAX_SEARCH_WORK`;
+        ``seed`` is not a non-negative integer (or a ``numpy.random.Generator``); ``delta`` is
+        not a number in ``[MIN_DELTA, 1)``.
     """
     n, k, restarts, maxiter = _check_search(kind, n, k, restarts, maxiter)
     delta = _check_delta(delta)

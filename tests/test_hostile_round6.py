@@ -413,3 +413,14 @@ def test_an_interrupt_while_the_subcommands_load_is_one_line(monkeypatch, capsys
     monkeypatch.setattr(importlib.import_module("ttamer.cli.main"), "build_parser", interrupted)
     assert main(["solve", "x.json", "--lam", "0.5"]) == 130
     assert capsys.readouterr().err == "ttamer: interrupted\n"
+
+
+def test_a_boolean_state_fn_is_served_alike_in_every_path(mlp):
+    """One check of a ``state_fn``'s states serves both paths: booleans (stop / go on) are
+    integer states there, as they were before the checks."""
+    model, x = mlp
+    policy, _ = threshold_rule(3, 0.6)
+    fn = lambda p, node: p[:, node].max(axis=1) >= 0.6  # noqa: E731
+    lasts = [EarlyExitServer(model, policy, fn, compile=c).serve(x[:8], 4).last for c in (True, False)]
+    np.testing.assert_array_equal(lasts[0], lasts[1])
+    np.testing.assert_array_equal(lasts[0], EarlyExitServer(model, max_prob_rule(3, 0.6)).serve(x[:8], 4).last)

@@ -297,7 +297,7 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
     if not isinstance(tamers, dict):
         raise TTamerError(f"tamers must be a dict of names to fitted ThresholdTamer, got {short_repr(tamers)}")
     for name, t in tamers.items():
-        if isinstance(t, ThresholdTamer) and getattr(t, "target", target) != target:
+        if isinstance(t, ThresholdTamer) and t.target != target:
             raise TTamerError(f"tamers[{escape_text(repr(name), 40)}] judges answers against target {t.target!r}, "
                               f"the service-level targets against {target!r}: they must be the same")
     if not isinstance(heuristics, (tuple, list)):

@@ -75,8 +75,8 @@ def gather_cost_table(trace: Trace) -> np.ndarray | None:
     tab = trace.meta.get("batch_cost")
     if not isinstance(tab, dict) or "gather_ms" not in tab:  # a table that is not a dict: batch_cost_table
         return None
-    g = np.asarray(tab["gather_ms"], dtype=np.float64)
-    if g.shape != (len(tab.get("rows", [])),) or not np.isfinite(g).all() or (g < 0).any():
+    g = check_numbers(tab["gather_ms"], "meta['batch_cost']['gather_ms']", low=0.0, empty=True)
+    if g.shape != (len(tab.get("rows", [])),):
         raise TTamerError("meta['batch_cost']['gather_ms'] must hold a finite ms >= 0 per row count of 'rows'")
     return g
 

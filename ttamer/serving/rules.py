@@ -164,6 +164,22 @@ class StopStatePolicy(LastStatePolicy):
     (:class:`StateFnRule`) instead of driving it through :func:`~ttamer.core.policy.rollout`."""
 
 
+def checked_states(values: Any, n_rows: int, n_states: int, node: int) -> np.ndarray:
+    """``[n_rows]`` int64: the states a ``state_fn`` returned for the ``n_rows`` rows of
+    ``node``, checked: one per row, each an integer in ``0..n_states−1`` (integer, boolean or
+    floating-point numbers holding such integers); a
+    :class:`~ttamer.core.errors.TTamerError` naming the node otherwise."""
+    raw = np.asarray(values).reshape(-1)
+    if len(raw) != n_rows:
+        raise TTamerError(f"state_fn returned {len(raw)} states for the {n_rows} rows of node {node}; "
+                          "it must return one state per row")
+    integral = raw.dtype.kind in "iub" or (raw.dtype.kind == "f" and bool(np.all(raw == np.round(raw))))
+    if not integral or (len(raw) and (raw.min() < 0 or raw.max() >= n_states)):
+        raise TTamerError(f"state_fn returned states {raw[:5].tolist()}... for node {node} "
+                          f"({n_rows} rows, expected integers in 0..{n_states - 1})")
+    return raw.astype(np.int64)
+
+
 class StateFnRule:
     """A stop / go-on ``state_fn`` (state ``1``: stop) as a rule the runtime evaluates exit by
     exit (the interface of :meth:`ttamer.earlyexit.tamer.ThresholdTamer.runtime_rule`):
@@ -186,13 +202,7 @@ class StateFnRule:
         B, seen, C = probs.shape
         full = np.full((B, self.n_exits, C), np.nan, dtype=np.float32)
         full[:, :seen] = probs
-        s = np.asarray(self.state_fn(full, int(i))).reshape(-1)
-        if len(s) != B:
-            raise TTamerError(f"state_fn returned {len(s)} states for the {B} rows of node {i}; "
-                              "it must return one state per row")
-        if not np.isin(s, (0, 1)).all():
-            raise TTamerError(f"state_fn returned states {s[:5].tolist()}... for node {i} "
-                              f"({B} rows, expected values in 0..1)")
+        s = checked_states(self.state_fn(full, int(i)), B, 2, i)
         return s.astype(np.float64), np.full(B, i, dtype=np.int64)
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_eval,
                        take)
 from .graphs import GraphCache
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
-                    begin_run,
+                    begin_run, checked_states,
                     is_runtime_rule,
                     max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn)
 
@@ -236,20 +236,8 @@ class _Runtime:
             _torch().cuda.synchronize(self.device)
 
     def _states(self, probs: np.ndarray, rows: np.ndarray, node: int) -> np.ndarray:
-        raw = np.asarray(self.state_fn(probs[rows], int(node))).reshape(-1)
-        K = int(self.policy.instance.n_states[node])
-        if raw.dtype.kind not in "iu" and not (raw.dtype.kind == "f" and np.isfinite(raw).all()
-                                                and (raw == np.round(raw)).all()):
-            raise TTamerError(f"state_fn returned {raw[:5].tolist()}... ({raw.dtype}) for node {node}: it must "
-                              f"return integer states in 0..{K - 1}, one per row")
-        s = (np.clip(raw, -1, K) if raw.dtype.kind == "f" else raw).astype(np.int64)  # the range is checked below
-        if len(s) != len(rows):
-            raise TTamerError(f"state_fn returned {len(s)} states for the {len(rows)} rows of node {node}; "
-                              "it must return one state per row")
-        if len(s) and (s.min() < 0 or s.max() >= K):
-            raise TTamerError(f"state_fn returned states {s[:5].tolist()}... for node {node} "
-                              f"({len(rows)} rows, expected values in 0..{K - 1})")
-        return s
+        return checked_states(self.state_fn(probs[rows], int(node)), len(rows),
+                              int(self.policy.instance.n_states[node]), node)
 
     def _run_batch(self, inputs: Any, n: int) -> dict[str, Any]:
         """One batch through the policy: rollout with the model as ``reveal``. Also times its

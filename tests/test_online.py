@@ -15,8 +15,10 @@ from ttamer.core.errors import TTamerError
 from ttamer.earlyexit.calibration import EarlyExitTamer
 from ttamer.earlyexit.chain import run_policy
 from ttamer.earlyexit.features import StateEncoder, StateSpec
-from ttamer.earlyexit.online import EncoderRun, ExitHistory
+from ttamer.earlyexit.online import Q_CLIPPED, EncoderRun, ExitHistory, PosteriorOne
 from ttamer.earlyexit.pathwise import PathwiseTamer, StoppingRule
+from ttamer.earlyexit.states import StateModel
+from ttamer.earlyexit.tamer import RuntimeRule
 from ttamer.earlyexit.traces import synthetic_trace
 from ttamer.serving.rules import (ChainPolicyRule, ChainRunOne, PathwiseRule, PathwiseRunOne, begin_run,
                                   pathwise_rule)
@@ -168,6 +170,59 @@ def test_stopping_rule_on_one_state_equals_the_vectorised_rule(a, b, c, lam, x):
     xs = np.array(x)
     vec = rule.stop_value(0, xs) <= rule.continue_value(0, xs)
     assert [rule.stops_one(0, float(v)) for v in xs] == vec.tolist()
+
+
+@given(a=coef, b=coef, c=st.lists(coef, min_size=2, max_size=5), lam=st.floats(0.01, 1),
+       x=st.floats(-40, 40, allow_nan=False), ulps=st.integers(-3, 3))
+def test_stopping_rule_near_a_state_decides_as_the_exact_rule(a, b, c, lam, x, ulps):
+    """``StoppingRule.stops_near(i, x, dx)`` (on ``math.exp``, with a bound on its rounding)
+    is ``None`` or :meth:`stops_one`'s decision at every state within ``dx`` of ``x`` -- also at
+    states a few ulps from where the rule changes its mind (found by bisection)."""
+    rule = StoppingRule(lam, np.array([[a, b]]), np.array([c]))
+    lo, hi = -40.0, 40.0
+    if rule.stops_one(0, lo) != rule.stops_one(0, hi):  # a change of mind in between: go near it
+        for _ in range(80):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if rule.stops_one(0, mid) == rule.stops_one(0, lo) else (lo, mid)
+        x = float(hi)
+    x = float(np.float64(x) + ulps * np.spacing(np.float64(x)))
+    dx = 1e-9 * (abs(x) + 1)
+    got = rule.stops_near(0, x, dx)
+    if got is not None:
+        assert all(rule.stops_one(0, v) == got for v in (x - dx, x, x + dx))
+    assert rule.stops_near(0, x, 0.0) in (None, rule.stops_one(0, x))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+def test_posterior_one_decides_as_numpy_or_not_at_all(seed, scale):
+    """One query's posterior answer on Python floats (``PosteriorOne``): ``exact`` is the
+    posterior state and answer of ``StateModel.transform``; ``decide(i, τ)`` is ``None`` or
+    the decision ``x_i ≥ τ`` with the answer ``exact`` gives -- for thresholds at ``x_i``
+    itself and one ulp either side, and with the models scaled so that logits are clipped at
+    ±30 (exact ties, the first exit answering). It decides nearly every random threshold."""
+    cal, test = _traces(seed)
+    sm = StateModel.fit(cal, "posterior", "posterior")
+    xs, ans = sm.transform(test)
+    models = [w * scale for w in RuntimeRule(sm, np.zeros(L - 1))._posterior]
+    rng = np.random.default_rng(seed)
+    decided = drawn = clipped = 0
+    for n in range(60):
+        one = PosteriorOne(models, C)
+        for i in range(L):
+            one.add(test.probs[n : n + 1, i])
+            x, a = one.exact(i)
+            if scale == 1.0:
+                assert (x, a) == (xs[n, i], ans[n, i])
+            clipped += x == Q_CLIPPED[1]
+            for tau in (x, np.nextafter(x, -np.inf), np.nextafter(x, np.inf), -np.inf, np.inf, rng.random()):
+                got = one.decide(i, float(tau))
+                assert got is None or got == ((True, a) if x >= tau else (False, i)), (n, i, tau)
+            got = one.decide(i, float(rng.random()))
+            drawn += 1
+            decided += got is not None
+    assert decided >= 0.95 * drawn
+    assert scale == 1.0 or clipped > 0
 
 
 def test_exit_history_names_what_is_wrong():

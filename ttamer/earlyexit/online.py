@@ -11,17 +11,25 @@ agreement run -- and computes exit ``i``'s features from exit ``i``'s softmax an
 with the arithmetic of the trace functions, operation for operation, so that the values are
 equal to the last bit. :class:`EncoderRun` bins them into the states of a fitted encoder.
 Everything is a fixed number of vectorised numpy calls per exit, except the posterior answer
-(``O(i)`` numbers at exit ``i``, one call each).
+(``O(i)`` numbers at exit ``i``, one call each). One query's posterior answer is also kept on
+Python floats (:class:`PosteriorOne`): where its margin tells, it decides without numpy, and
+otherwise with the arithmetic above.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ..core.errors import TTamerError
 
+#: Relative error granted to Python's ``math.log``, ``math.log1p`` and ``math.exp`` against
+#: numpy's, and to the rounding of a sum in another order (each within an ulp or a few of the
+#: exact value; ``1e-12`` is thousands of ulps): the margin of the decisions taken on Python
+#: floats (:class:`PosteriorOne`, :meth:`ttamer.earlyexit.pathwise.StoppingRule.stops_near`).
+MATH_RTOL = 1e-12
 #: What an :class:`ExitHistory` can keep (its ``keeps``).
 KEEPS = frozenset({"lo", "pred", "counts", "total", "run", "history"})
 
@@ -270,3 +278,137 @@ class EncoderRun:
         q, a = self.h.posterior(i, self._posterior[i])
         self.exit_of[:, i] = a
         return q
+
+
+#: numpy's logistic ``1 / (1 + exp(−z))`` at ``z = −30`` and ``z = 30``, where the posterior
+#: clips its logit (:func:`posterior_answer`).
+Q_CLIPPED = tuple((1.0 / (1.0 + np.exp(-np.array([z])))).item() for z in (-30.0, 30.0))
+
+
+class PosteriorOne:
+    """One query's posterior answer (:func:`posterior_answer`), exit by exit on Python floats.
+
+    :meth:`add` keeps exit ``i``'s softmax row, max-probability, prediction and log-odds
+    (``math``'s logarithms) and the class counts of the predictions; the running softmax sum
+    is added up, in turn as :class:`ExitHistory` adds it, for the classes read.
+
+    :meth:`decide` takes the decision of the threshold ``τ`` on
+    :math:`x_i = \\max_j q_j`, and the answer :math:`\\arg\\max_j q_j`, from every hypothesis's
+    logit :math:`z_j = F_j \\cdot w` computed on Python floats with a bound on its distance to
+    numpy's, :math:`|Δz_j| ≤ ε \\sum_k |F_{jk} w_k| + |w_1| δ_j + |w_2| δ_i + |w_4| δ^{ens}_j`
+    (``δ``: the bound on a log-odds, :math:`ε` = :data:`MATH_RTOL`), so
+    :math:`|Δq_j| ≤ |Δz_j| / 4 + ε q_j`; where a ``q`` interval straddles ``τ`` or another's,
+    it returns ``None`` and :meth:`exact` computes :func:`posterior_answer`'s values with numpy.
+
+    Parameters
+    ----------
+    models : list of ndarray of shape (6,)
+        Per exit the posterior model, weights over scale (``RuntimeRule._posterior``).
+    n_classes : int
+        Classes of the softmax rows.
+    """
+
+    def __init__(self, models: list[np.ndarray], n_classes: int) -> None:
+        self.models, self.n_classes = models, int(n_classes)
+        self.w = [m.tolist() for m in models]
+        self.mp: list[float] = []
+        self.pred: list[int] = []
+        self.lo: list[float] = []
+        self.err: list[float] = []  # per exit the bound on its log-odds' distance to numpy's
+        self.counts: dict[int, int] = {}
+        self.rows: list[list[float]] = []  # the softmax rows, summed where a class is read
+
+    def add(self, p: np.ndarray) -> None:
+        """Keep the next exit's float32 softmax row ``p [1, C]``."""
+        row = p.tolist()[0]
+        top = max(row)
+        c = row.index(top)
+        lo, err = _log_odds_near(top)
+        self.mp.append(top)
+        self.pred.append(c)
+        self.lo.append(lo)
+        self.err.append(err)
+        self.counts[c] = self.counts.get(c, 0) + 1
+        self.rows.append(row)
+
+    def decide(self, i: int, tau: float) -> tuple[bool, int] | None:
+        """``(stop, a)`` after exit ``i`` (the last exit added): whether :math:`\\max_j q_j ≥ τ`
+        and the answering exit :math:`\\arg\\max_j q_j` (the first on ties; ``i`` where the
+        rule goes on), or ``None`` where the bounds cannot tell."""
+        z, dz, top = self._logits(i)
+        top = min(max(top, -30.0), 30.0)
+        if (1.0 + MATH_RTOL) / (1.0 + math.exp(-top)) < tau:  # every q_j below τ
+            return False, i
+        lo_q, hi_q = _q_intervals(z, dz)
+        a = max(range(i + 1), key=lambda j: (lo_q[j] + hi_q[j], -j))
+        if any(hi_q[j] >= lo_q[a] for j in range(a)) or any(hi_q[j] > lo_q[a] for j in range(a + 1, i + 1)):
+            return None
+        return (True, a) if lo_q[a] >= tau else None
+
+    def exact(self, i: int) -> tuple[float, int]:
+        """``(x_i, a_i)``: :func:`posterior_answer` on numpy arrays built from what was kept
+        (the values of :class:`ExitHistory`'s buffers)."""
+        counts = np.zeros((1, self.n_classes), dtype=np.int64)
+        for c, n in self.counts.items():
+            counts[0, c] = n
+        total = np.zeros((1, self.n_classes))
+        for row in self.rows:  # in turn, as the running sum
+            total += row
+        q, a = posterior_answer(i, self.models[i], log_odds(np.array([self.mp])), np.array([self.pred]), total,
+                                counts)
+        return float(q[0]), int(a[0])
+
+    def _logits(self, i: int) -> tuple[list[float], list[float], float]:
+        """Per hypothesis ``j ≤ i`` its logit ``z_j`` on Python floats and the bound ``dz_j``
+        on its distance to numpy's, and the largest ``z_j + dz_j`` (one loop, no calls but
+        ``math``'s: it runs after every exit)."""
+        w0, w1, w2, w3, w4, w5 = self.w[i]
+        k, lo, err, rows = i + 1, self.lo, self.err, self.rows
+        fixed = w0 + w2 * lo[i]  # the terms every hypothesis shares, their size and error bound
+        size = abs(w0) + abs(w2 * lo[i]) + abs(w5)
+        shared_err = abs(w2) * err[i]
+        per_class = {}
+        for c, n in self.counts.items():  # the classes predicted so far
+            total = 0.0
+            for row in rows:  # the running sum, added in turn
+                total += row[c]
+            m = min(max(total / k, 1e-6), 1 - 1e-6)
+            l1, l2 = math.log(m), math.log1p(-m)
+            e, share = l1 - l2, n / k
+            per_class[c] = (fixed + w3 * share + w4 * e, size + abs(w3 * share) + abs(w4 * e),
+                            shared_err + abs(w4) * MATH_RTOL * (abs(l1) + abs(l2)))
+        z, dz, top, aw1 = [], [], -math.inf, abs(w1)
+        for j, c in enumerate(self.pred):
+            base, mag, d = per_class[c]
+            t = w1 * lo[j]
+            zj = base + t + (w5 if j == i else 0.0)
+            dj = MATH_RTOL * (mag + abs(t)) + d + aw1 * err[j]
+            z.append(zj)
+            dz.append(dj)
+            if zj + dj > top:
+                top = zj + dj
+        return z, dz, top
+
+
+def _q_intervals(z: list[float], dz: list[float]) -> tuple[list[float], list[float]]:
+    """Per logit ``z_j ± dz_j`` the interval holding numpy's ``q_j = 1 / (1 + exp(−clip(z_j,
+    −30, 30)))``: a point (:data:`Q_CLIPPED`) where the logit is clipped on both sides of its
+    bound."""
+    lows, highs = [], []
+    for zj, d in zip(z, dz):
+        if zj - d >= 30.0 or zj + d <= -30.0:
+            q, dq = Q_CLIPPED[zj > 0], 0.0
+        else:
+            q = 1.0 / (1.0 + math.exp(-min(max(zj, -30.0), 30.0)))
+            dq = 0.25 * d + MATH_RTOL * q
+        lows.append(q - dq)
+        highs.append(q + dq)
+    return lows, highs
+
+
+def _log_odds_near(m: float) -> tuple[float, float]:
+    """``(l, δ)``: :func:`log_odds` of one probability on ``math``'s logarithms, and a bound
+    ``δ`` on its distance to numpy's."""
+    m = min(max(m, 1e-6), 1 - 1e-6)
+    l1, l2 = math.log(m), math.log1p(-m)
+    return l1 - l2, MATH_RTOL * (abs(l1) + abs(l2))

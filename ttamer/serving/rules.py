@@ -8,7 +8,9 @@ or an object evaluated exit by exit (``step``/``stops``/``thresholds``,
 :class:`ChainPolicyRule`, the path-wise :class:`PathwiseRule`), else a
 :class:`HistoryRun` that buffers the exits' softmax rows and calls ``step``; either has
 ``advance(i, p)`` on exit ``i``'s rows and ``keep(mask)`` when rows stop (and may have
-``advance_one(i, p) -> (float, int)`` for one query, compared with ``thresholds[i]``).
+``advance_one(i, p) -> (float, int)`` for one query, compared with ``thresholds[i]``, or
+``decide_one(i, p, tau) -> (bool, int)``, that comparison with ``tau = thresholds[i]`` done by
+the running state).
 ``state_fn(probs, node) -> states`` maps ``probs [B, n, C]`` -- the
 softmax of every exit consulted so far (NaN for exits not consulted) -- to the ``int`` states of
 ``node`` for the ``B`` rows. :func:`tamer_state_fn` and :func:`cascade_state_fn` build it from a
@@ -38,7 +40,7 @@ from ..earlyexit.base import MAX_EXITS
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.cascade import CascadeTamer
 from ..earlyexit.features import StateEncoder
-from ..earlyexit.online import EncoderRun, ExitHistory, log_odds, logistic_at, posterior_answer
+from ..earlyexit.online import MATH_RTOL, EncoderRun, ExitHistory, log_odds, logistic_at, posterior_answer
 from ..earlyexit.pairwise import PairwiseAnswer
 from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.traces import Trace
@@ -700,19 +702,22 @@ class PathwiseRun:
 
 class PathwiseRunOne(_OneQueryRun):
     """The running state of a :class:`PathwiseRule` of the max-probability state on one query:
-    per exit the row's maximum (the float32 value), its log-odds (numpy's logarithms on
-    float64 scalars, the rest on Python floats: the operations of
-    ``PathFeatures.transform``) and exit ``i``'s rule
-    (:meth:`~ttamer.earlyexit.pathwise.StoppingRule.stops_one`); nothing at the last exit, which
-    always stops. With the posterior answer, what it reads is kept as the batched
-    :class:`~ttamer.earlyexit.online.ExitHistory` keeps it -- the log-odds and predictions of
-    the exits seen, the running softmax sum, the class counts -- and the answer is computed
-    once, where the rule stops (:func:`~ttamer.earlyexit.online.posterior_answer`)."""
+    per exit the row's maximum (the float32 value), its log-odds and exit ``i``'s rule on
+    Python floats (:meth:`~ttamer.earlyexit.pathwise.StoppingRule.stops_near`, with Python's
+    ``math`` logarithms); where the margin is too thin for that to tell, the log-odds (numpy's
+    logarithms, as ``PathFeatures.transform``) and the rule
+    (:meth:`~ttamer.earlyexit.pathwise.StoppingRule.stops_one`) exactly as fitted, so that the
+    decisions are ``tamer.decide``'s to the bit. Nothing at the last exit, which always stops.
+    With the posterior answer, what it reads is kept as the batched
+    :class:`~ttamer.earlyexit.online.ExitHistory` keeps it -- the max-probabilities and
+    predictions of the exits seen, the running softmax sum, the class counts -- and the answer
+    is computed once, where the rule stops (:func:`~ttamer.earlyexit.online.posterior_answer`,
+    on the log-odds of the kept maxima)."""
 
     def __init__(self, rule: PathwiseRule) -> None:
         self.rule = rule
         if rule.posterior is not None:
-            self.lo = np.zeros((1, rule.n_exits))
+            self.mp = np.zeros((1, rule.n_exits))
             self.pred = np.zeros((1, rule.n_exits), dtype=np.int64)
             self.total: np.ndarray | None = None
             self.counts: np.ndarray | None = None
@@ -723,26 +728,35 @@ class PathwiseRunOne(_OneQueryRun):
         rule = self.rule
         row = p.tolist()[0]
         top = max(row)
-        m = min(max(top, 1e-6), 1 - 1e-6)  # log_odds's clip, on the float32 maximum
-        lo = float(np.log(np.float64(m))) - float(np.log1p(np.float64(-m)))
-        stop = i == rule.n_exits - 1
-        if not stop:
-            center, scale = rule.standard[i]
-            stop = rule.rule.stops_one(i, (lo - center) / scale)
+        stop = i == rule.n_exits - 1 or self._stops(i, min(max(top, 1e-6), 1 - 1e-6))
         if rule.posterior is None:
             return float(stop), i
-        self._add(i, p, lo, row.index(top))
+        self._add(i, p, top, row.index(top))
         if not stop:
             return 0.0, i
-        return 1.0, int(posterior_answer(i, rule.posterior[i], self.lo, self.pred, self.total, self.counts)[1][0])
+        lo = log_odds(self.mp[:, : i + 1])
+        return 1.0, int(posterior_answer(i, rule.posterior[i], lo, self.pred, self.total, self.counts)[1][0])
 
-    def _add(self, i: int, p: np.ndarray, lo: float, pred: int) -> None:
-        """Keep exit ``i``'s log-odds and prediction, and add its softmax row to the sum and
-        its prediction to the class counts (float64 and int64, as the batched buffers)."""
+    def _stops(self, i: int, m: float) -> bool:
+        """Whether exit ``i < L−1``'s rule stops on the clipped maximum ``m``: on ``math``'s
+        logarithms where the margin tells (the state ``x`` within ``dx`` of the fitted one),
+        else on numpy's, exactly as fitted."""
+        center, scale = self.rule.standard[i]
+        l1, l2 = math.log(m), math.log1p(-m)
+        x = (l1 - l2 - center) / scale
+        stop = self.rule.rule.stops_near(i, x, MATH_RTOL * ((abs(l1) + abs(l2)) / abs(scale) + abs(x)))
+        if stop is None:
+            lo = float(np.log(np.float64(m))) - float(np.log1p(np.float64(-m)))
+            stop = self.rule.rule.stops_one(i, (lo - center) / scale)
+        return stop
+
+    def _add(self, i: int, p: np.ndarray, top: float, pred: int) -> None:
+        """Keep exit ``i``'s max-probability and prediction, and add its softmax row to the sum
+        and its prediction to the class counts (float64 and int64, as the batched buffers)."""
         if self.total is None:
             self.total = np.zeros((1, p.shape[1]))
             self.counts = np.zeros((1, p.shape[1]), dtype=np.int64)
-        self.lo[0, i], self.pred[0, i] = lo, pred
+        self.mp[0, i], self.pred[0, i] = top, pred
         self.total += p
         self.counts[0, pred] += 1
 

@@ -614,7 +614,8 @@ class EarlyExitServer(_Runtime):
             h, ctx = self.model.prepare(inputs, self.device)
             t_prep = clock() - t0
             run = begin_run(rule, 1)
-            one = getattr(run, "advance_one", None)
+            decide = getattr(run, "decide_one", None)
+            one = getattr(run, "advance_one", None) if decide is None else None
             thr = self._thresholds(rule)
             blocks, heads = self.model.blocks, self.model.heads
             graphs = self._graphs.loaded(h, ctx, self._n_classes) if self._graphs is not None else None
@@ -627,7 +628,10 @@ class EarlyExitServer(_Runtime):
                 else:  # block, head and softmax replayed in one CUDA graph
                     p = graphs.exit_probs(i)
                 t2 = clock()
-                if one is not None:  # scalars; the rule stops where x ≥ its threshold
+                if decide is not None:  # the running state's own comparison with the threshold
+                    stop, a = decide(i, p, thr[i])
+                    stop = stop or i == L - 1
+                elif one is not None:  # scalars; the rule stops where x ≥ its threshold
                     x, a = one(i, p)
                     stop = i == L - 1 or x >= thr[i]
                 else:

@@ -302,8 +302,8 @@ class PosteriorOne:
 
     Parameters
     ----------
-    models : list of ndarray of shape (6,)
-        Per exit the posterior model, weights over scale (``RuntimeRule._posterior``).
+    models : list of ndarray
+        Per exit the posterior model, six weights over their scales (``RuntimeRule._posterior``).
     n_classes : int
         Classes of the softmax rows.
     """

@@ -709,7 +709,7 @@ class RuleRun:
         #: Whether the run holds one query of the max-probability state answering with the exit
         #: stopped at (then it steps on Python scalars).
         self.scalar = n == 1 and rule.state_model.state == "max_prob" and rule.state_model.answer == "last"
-        #: One query of the posterior state: its hypotheses kept on Python floats.
+        #: The hypotheses of one query of the posterior state, kept on Python floats.
         self.one = PosteriorOne(rule._posterior, rule.n_classes) \
             if n == 1 and rule.state_model.state == "posterior" else None
 

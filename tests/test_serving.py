@@ -236,6 +236,29 @@ def test_compare_latency_interleaves_and_keeps_results(setup):
         compare_latency({"rule": server.serve}, x[:4], repeats=0)
 
 
+def test_compare_latency_drops_a_slow_spell_per_chunk(setup):
+    """``ms_per_example`` takes each chunk's median over rounds: a spell that slows a different
+    chunk in every round (10 s each) leaves it at the run's own time, where the median of the
+    rounds' totals would carry it."""
+    from dataclasses import replace
+
+    from ttamer.serving import compare_latency
+
+    model, x, y, cal, test = setup
+    server = EarlyExitServer(model, *threshold_rule(L, 0.8))
+    calls = []
+
+    def slowed(inputs, batch_size):  # 5 chunks per round: chunk r is slow in round r
+        res = server.serve(inputs, batch_size)
+        m = len(calls)
+        calls.append(m)
+        return replace(res, seconds=res.seconds + (10.0 if m % 5 == m // 5 else 0.0))
+
+    out = compare_latency({"slowed": slowed}, x[:40], batch_size=8, repeats=3)
+    assert len(calls) == 15
+    assert 0 < out["slowed"]["ms_per_example"] < 100  # 10 s over 40 examples would be 250 ms each
+
+
 def test_serves_the_vision_workloads_multi_exit_cnn():
     """The vision workload's network exposes ``blocks`` and ``heads``: it is served as is."""
     from ttamer.workloads import vision
@@ -585,6 +608,28 @@ def test_a_rules_state_cost_is_measured_on_the_trace_and_priced_in_batches(setup
         state_cost([None], test, 50, rows=[50, 1])
     with pytest.raises(TTamerError, match="rules evaluated exit by exit"):
         state_cost([object()], test, 50)
+
+
+def test_a_rules_state_cost_timed_in_place(setup):
+    """``EarlyExitServer.state_cost`` times each rule's state per exit where it runs -- the
+    rule forced on to the last exit, after each exit's block and head -- on 1 row and on a
+    whole batch: the table of :func:`state_cost`, in which the posterior state costs more per
+    call than the max-probability rule's; a list of rules and increasing row counts, checked."""
+    from ttamer.earlyexit.tamer import ThresholdTamer
+
+    model, x, y, cal, test = setup
+    rule = ThresholdTamer(lam=0.9, policy="per_exit:posterior:posterior", n_lams=21).fit(cal).runtime_rule()
+    server = EarlyExitServer(model, max_prob_rule(L, np.inf))
+    ms = server.state_cost(x[:60], [None, rule], 20, repeats=1)
+    assert ms.shape == (2, 2, L) and (ms > 0).all()
+    assert (ms[1, 1] > ms[0, 1]).all()  # twenty rows: numpy calls on the hypotheses against one maximum
+    assert server.state_cost(x[:60], [rule], 20, rows=[5], repeats=1).shape == (1, 1, L)
+    with pytest.raises(TTamerError, match="rows must be increasing"):
+        server.state_cost(x[:60], [None], 20, rows=[20, 1])
+    with pytest.raises(TTamerError, match="state_cost: rules must be a non-empty list"):
+        server.state_cost(x[:60], None, 20)
+    with pytest.raises(TTamerError, match="over 4 exits"):
+        server.state_cost(x[:60], [max_prob_rule(L + 1, 0.5)], 20)
 
 
 def test_a_rules_own_cost_profile_prices_one_query_at_a_time(setup):

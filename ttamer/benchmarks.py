@@ -516,7 +516,7 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     fitted rule's own (``ThresholdTamer``, the binned chain policy of ``EarlyExitTamer``, the
     path-wise rule of ``PathwiseTamer``), its state advanced at every exit; in batches each
     exit's time on the rows still running, each stop's gathering, and such a rule's state
-    beyond the max-probability's, ``ttamer.serving.latency.state_cost``). The simulation prices the exits the runtime
+    beyond the max-probability's, timed in place by ``EarlyExitServer.state_cost``). The simulation prices the exits the runtime
     runs, as a fraction of the runtime forced to the last exit; ``gap`` compares it with the
     measured time as the same fraction, and the runtime's own cost over the plain network
     is its row "runtime forced to the last exit" (a strategy's cost relative to the plain
@@ -536,8 +536,7 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     from .earlyexit.calibration import EarlyExitTamer
     from .earlyexit.pathwise import PathwiseTamer
     from .earlyexit.tamer import ThresholdTamer
-    from .serving import (EarlyExitServer, MaxProbRule, compare_latency, max_prob_rule, served_cost, state_cost,
-                          threshold_rule)
+    from .serving import EarlyExitServer, MaxProbRule, compare_latency, max_prob_rule, served_cost, threshold_rule
 
     torch.set_num_threads(1)
     model = _mlp_exits(width, device=device)
@@ -575,8 +574,9 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     keys = [k for k, (srv, _) in strategies.items() if not isinstance(srv.rule, MaxProbRule)]
     profs = forced.cost_profile(x[: min(n, 100)], 1, warmup=3, rule=[None] + [strategies[k][0].rule for k in keys])
     own = {k: profs[j + 1] for j, k in enumerate(keys)}
-    # in batches, such a rule's state is priced by its excess over the max-probability rule's per row and exit
-    states = state_cost([None] + [strategies[k][0].rule for k in keys], cal, batch_size)
+    # in batches, such a rule's state is priced by its excess over the max-probability rule's per call and exit,
+    # timed in place (after each exit's block and head) on the calibration inputs
+    states = forced.state_cost(x[: 2 * n], [None] + [strategies[k][0].rule for k in keys], batch_size)
     extra = {k: states[j + 1] - states[0] for j, k in enumerate(keys)}
     rollout = EarlyExitServer(model, *threshold_rule(L, np.inf), device=device, compile=False)
     runs = {"plain network": forced.run_full, "runtime forced to the last exit": forced.serve,

@@ -16,11 +16,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import check_bool, check_int, check_integers, check_numbers, escape_text, short_repr
+from ..core.validate import check_bool, check_int, check_integers, check_numbers, escape_text
 from ..earlyexit.traces import Trace
 from .adapters import input_length, input_slice, medians_in_turns
-from .rules import begin_run, is_runtime_rule, max_prob_rule
-from .runtime import ServeResult, check_batch_size
+from .rules import begin_run, runtime_rules
+from .runtime import ServeResult, check_batch_size, check_state_rows
 
 #: Serving modes whose per-exit cost profiles a trace recorded by the runtime keeps.
 COST_PROFILES = ("batch1", "batched")
@@ -94,20 +94,17 @@ def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, rows: Sequen
     -- and a part per row, so a rule whose state is costlier pays most where few rows are
     left. ``None`` in ``rules`` is the max-probability rule, whose cost the table of exit times
     against rows already carries (``meta["batch_cost"]``): a rule's table minus its table is
-    what :func:`served_cost` adds (``state_ms=``, ``state_rows=rows``)."""
+    what :func:`served_cost` adds (``state_ms=``, ``state_rows=rows``). Replayed on a trace, the
+    calls find warm caches; :meth:`EarlyExitServer.state_cost
+    <ttamer.serving.runtime.EarlyExitServer.state_cost>` times them in place, after each exit's
+    block and head, which a network whose exits take little time per row makes the faithful
+    one."""
     if not isinstance(trace, Trace):
         raise TTamerError(f"state_cost replays rules on a ttamer Trace, got {type(trace).__name__}")
     bs, L = check_batch_size(batch_size), trace.n_exits
     repeats, batches = check_int(repeats, "repeats", minimum=1), check_int(batches, "batches", minimum=1)
-    ks = _state_rows(rows, bs)
-    if not isinstance(rules, (list, tuple)) or not rules:
-        raise TTamerError(f"rules must be a non-empty list of rules (None: the max-probability rule), "
-                          f"got {short_repr(rules)}")
-    rules = [max_prob_rule(L, np.inf) if r is None else r for r in rules]
-    for r in rules:
-        if not is_runtime_rule(r) or int(r.n_exits) != L:
-            raise TTamerError(f"state_cost needs rules evaluated exit by exit over the trace's {L} exits, "
-                              f"got {type(r).__name__}")
+    ks = check_state_rows(rows, bs)
+    rules = runtime_rules(rules, L, "state_cost")
     clock = time.perf_counter
 
     def per_call(b: int, j: int) -> np.ndarray:  # variant j: rule j // K on ks[j % K] rows
@@ -126,15 +123,6 @@ def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, rows: Sequen
     n_batches = min(-(-trace.n_examples // bs), int(batches) + 1)
     ms = 1e3 * medians_in_turns(n_batches, len(rules) * len(ks), per_call, repeats, 1)
     return ms.reshape(len(rules), len(ks), L)
-
-
-def _state_rows(rows: Sequence[int] | None, batch_size: int) -> np.ndarray:
-    """The row counts of a :func:`state_cost` table (default ``(1, batch_size)``), increasing, in
-    ``1..batch_size``."""
-    ks = np.array((1, batch_size)) if rows is None else check_integers(rows, "state_rows", 1, batch_size, batch_size)
-    if (np.diff(ks) <= 0).any():  # check_integers bounded them to 1..batch_size
-        raise TTamerError(f"rows must be increasing row counts in 1..{batch_size}, got {ks.tolist()}")
-    return ks
 
 
 def served_cost(trace: Trace, last: np.ndarray, batch_size: int = 1, profile: np.ndarray | None = None,
@@ -270,7 +258,7 @@ def _state_extra(state_ms: np.ndarray, state_rows: Sequence[int] | None, alive: 
     """ms that a rule's costlier state adds over batches whose exits ran on ``alive [B, L]``
     rows: one call per batch and exit with rows running, priced by ``state_ms [K, L]`` at
     ``state_rows`` (:func:`served_cost`)."""
-    ks = _state_rows(state_rows, batch_size)
+    ks = check_state_rows(state_rows, batch_size)
     st = check_numbers(state_ms, "state_ms", ndim=None)  # beyond another rule's: may be < 0
     if st.shape != (len(ks), alive.shape[1]):
         raise TTamerError(f"state_ms must hold finite ms [{len(ks)}, {alive.shape[1]}] (row counts {ks.tolist()} by "
@@ -306,8 +294,10 @@ def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: 
     -- one query at a time for ``batch_size=1``) and on every chunk the runs take turns, in an
     order rotated from chunk to chunk, for ``repeats`` rounds; a slow spell of the machine
     therefore hits every run alike. Per run: ``latency`` -- the per-example median over
-    rounds (seconds), ``ms_per_example`` -- the median over rounds of total time per example,
-    ``result`` -- the last round's :class:`~ttamer.serving.runtime.ServeResult`.
+    rounds (seconds), ``ms_per_example`` -- per chunk the median of its time over rounds,
+    summed over the chunks, per example (a spell that slows one chunk in one round and another
+    chunk in the next is dropped from both), ``result`` -- the last round's
+    :class:`~ttamer.serving.runtime.ServeResult`.
     """
     n = input_length(inputs)
     if not isinstance(runs, dict) or not all(callable(r) for r in runs.values()):
@@ -319,7 +309,7 @@ def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: 
     repeats = check_int(repeats, "repeats", minimum=1)
     step = check_batch_size(batch_size) if chunk is None else check_batch_size(chunk, "chunk")
     lat: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    tot: dict[str, list[float]] = {k: [] for k in names}
+    tot: dict[str, list[list[float]]] = {k: [] for k in names}  # per round, each chunk's seconds
     last: dict[str, ServeResult] = {}
     for _ in range(repeats):
         parts: dict[str, list[ServeResult]] = {k: [] for k in names}
@@ -331,7 +321,8 @@ def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: 
         for k in names:
             res = concat_results(parts[k])
             lat[k].append(res.latency)
-            tot[k].append(res.ms_per_example)
+            tot[k].append([p.seconds for p in parts[k]])
             last[k] = res
-    return {k: {"latency": np.median(np.stack(lat[k]), axis=0), "ms_per_example": float(np.median(tot[k])),
-                "result": last[k]} for k in names}
+    return {k: {"latency": np.median(np.stack(lat[k]), axis=0),
+                "ms_per_example": 1e3 * float(np.median(np.array(tot[k]), axis=0).sum()) / n, "result": last[k]}
+            for k in names}

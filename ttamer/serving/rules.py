@@ -537,6 +537,20 @@ class ForcedRule:
         return begin_run(self.rule, n)
 
 
+def runtime_rules(rules: Any, n_exits: int, who: str) -> list[Any]:
+    """``rules`` (a non-empty list; ``None`` is the max-probability rule, never stopping) as
+    rules evaluated exit by exit over ``n_exits`` exits, or a :class:`TTamerError` naming
+    ``who`` and what is wrong."""
+    if not isinstance(rules, (list, tuple)) or not rules:
+        raise TTamerError(f"{who}: rules must be a non-empty list of rules (None: the max-probability rule), "
+                          f"got {short_repr(rules)}")
+    out = [max_prob_rule(n_exits, np.inf) if r is None else r for r in rules]
+    for r in out:
+        if not is_runtime_rule(r) or int(r.n_exits) != n_exits:
+            raise TTamerError(f"{who} needs rules evaluated exit by exit over {n_exits} exits, got {type(r).__name__}")
+    return out
+
+
 def begin_run(rule: Any, n: int) -> Any:
     """The running state of ``rule`` on a batch of ``n`` examples: ``rule.begin(n)`` where the
     rule keeps its own (incremental) state, else a :class:`HistoryRun`. Either has

@@ -58,12 +58,12 @@ from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.tamer import ThresholdTamer
 from ..earlyexit.traces import ExitDecisions, Trace, check_labels
 from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_eval, check_finite_probs, check_inputs,
-                       input_error, input_length, input_slice, medians_in_turns, part_error, resolve_device, rows_on,
+                       input_error, input_slice, medians_in_turns, part_error, resolve_device, rows_on,
                        take)
 from .graphs import GraphCache
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
                     begin_run, checked_states,
-                    is_runtime_rule,
+                    is_runtime_rule, runtime_rules,
                     max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn)
 
 
@@ -153,6 +153,15 @@ RECORDED_META = ("cost_unit", "cost_measure", "device", "batch_size", "cost_prof
 #: Largest batch size accepted (rows are counted in 64-bit integers, batches by the index of
 #: their first row).
 MAX_BATCH_SIZE = 2**31 - 1
+
+
+def check_state_rows(rows: Sequence[int] | None, batch_size: int) -> np.ndarray:
+    """The row counts of a state cost table (default ``(1, batch_size)``), increasing, in
+    ``1..batch_size``."""
+    ks = np.array((1, batch_size)) if rows is None else check_integers(rows, "state_rows", 1, batch_size, batch_size)
+    if (np.diff(ks) <= 0).any():  # check_integers bounded them to 1..batch_size
+        raise TTamerError(f"rows must be increasing row counts in 1..{batch_size}, got {ks.tolist()}")
+    return ks
 
 
 def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
@@ -542,6 +551,7 @@ class EarlyExitServer(_Runtime):
         t0 = clock()
         parts = {"prepare": 0.0, "network": 0.0, "states": 0.0, "policy": 0.0}
         marks, alive = np.full(L, np.nan), np.zeros(L, dtype=np.int64)
+        state_s = []  # per exit run: seconds of the state's advance and the comparison
         answer, last = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
         states, stop_time = np.full((n, L), -1, dtype=np.int64), np.zeros(n)
         probs = None
@@ -567,6 +577,7 @@ class EarlyExitServer(_Runtime):
                 t3 = clock()
                 parts["network"] += t2 - t1
                 parts["states"] += t3 - t2
+                state_s.append(t3 - t2)
                 if probs is None:
                     probs = np.full((n, L, p.shape[1]), np.nan, dtype=np.float32)
                 probs[rows, i] = p
@@ -597,7 +608,7 @@ class EarlyExitServer(_Runtime):
                 answer = checked_exits(self.exit_map(probs, answer), ran, "exit_map")
         pred = probs[np.arange(n), answer].argmax(axis=1)
         return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
-                "probs": probs, "timing": parts, "marks": marks, "alive": alive}
+                "probs": probs, "timing": parts, "marks": marks, "alive": alive, "state_s": state_s}
 
     def _run_rule_one(self, inputs: Any, rule: Any) -> dict[str, Any]:
         """One query under a threshold rule: the loop of :meth:`_run_rule_batch` with scalars
@@ -813,6 +824,37 @@ class EarlyExitServer(_Runtime):
             return np.diff(np.r_[0.0, out["marks"]])
 
         return 1e3 * medians_in_turns(-(-n // bs), len(ks), per_batch, repeats, 1)
+
+    def state_cost(self, inputs: Any, rules: Sequence[Any], batch_size: int, rows: Sequence[int] | None = None,
+                   repeats: int = 3) -> np.ndarray:
+        """``[R, K, L]`` host ms that one call of each rule's state and decision takes at each
+        exit on ``k`` rows of a batch (``k`` in ``rows``, default ``(1, batch_size)``), timed in
+        place: each rule forced on to the last exit (:class:`~ttamer.serving.rules.ForcedRule`;
+        ``None`` is the max-probability rule) serves batches of ``batch_size`` inputs, their
+        first ``k`` rows running the exits (as :meth:`rows_cost`), and the runtime's clock
+        times each exit's ``advance`` and comparison, right after the exit's block and head
+        ran. On every batch the rules and row counts take turns, ``repeats`` times, medians per
+        batch, then the mean over the batches after the first (a warm-up). The table of
+        :func:`~ttamer.serving.latency.state_cost` (``state_ms=`` of
+        :func:`~ttamer.serving.latency.served_cost`, a rule's row minus the max-probability
+        rule's), measured where the served rule runs: after a block, the state's code finds
+        the caches that the block left, and on a network whose exits take little time per row
+        (a small model, a GPU) it costs several times what the same calls cost replayed on a
+        trace."""
+        n, bs = check_inputs(inputs), check_batch_size(batch_size)
+        ks = check_state_rows(rows, bs).tolist()
+        repeats = check_int(repeats, "repeats", minimum=1)
+        self._check_model()
+        forced = [ForcedRule(r) for r in runtime_rules(rules, self.n_nodes, "state_cost")]
+        self._first_batch(inputs, n, bs)
+
+        def per_batch(b: int, j: int) -> np.ndarray:  # variant j: rule j // K on ks[j % K] rows
+            out = self._run_rule_batch(input_slice(inputs, b * bs, b * bs + bs), min(bs, n - b * bs),
+                                       forced[j // len(ks)], ks[j % len(ks)])
+            return np.asarray(out["state_s"])
+
+        ms = 1e3 * medians_in_turns(-(-n // bs), len(forced) * len(ks), per_batch, repeats, 1)
+        return ms.reshape(len(forced), len(ks), self.n_nodes)
 
     def gather_cost(self, inputs: Any, batch_size: int, rows: Sequence[int], repeats: int = 3) -> np.ndarray:
         """``[R]`` wall-clock ms that a stop costs a batch of ``batch_size`` inputs beyond its

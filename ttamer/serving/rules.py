@@ -539,8 +539,8 @@ class ForcedRule:
 
 def runtime_rules(rules: Any, n_exits: int, who: str) -> list[Any]:
     """``rules`` (a non-empty list; ``None`` is the max-probability rule, never stopping) as
-    rules evaluated exit by exit over ``n_exits`` exits, or a :class:`TTamerError` naming
-    ``who`` and what is wrong."""
+    rules evaluated exit by exit over ``n_exits`` exits, or a
+    :class:`~ttamer.core.errors.TTamerError` naming ``who`` and what is wrong."""
     if not isinstance(rules, (list, tuple)) or not rules:
         raise TTamerError(f"{who}: rules must be a non-empty list of rules (None: the max-probability rule), "
                           f"got {short_repr(rules)}")

@@ -516,14 +516,14 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     fitted rule's own (``ThresholdTamer``, the binned chain policy of ``EarlyExitTamer``, the
     path-wise rule of ``PathwiseTamer``), its state advanced at every exit; in batches each
     exit's time on the rows still running, each stop's gathering, and such a rule's state
-    beyond the max-probability's, timed in place by ``EarlyExitServer.state_cost``). The simulation prices the exits the runtime
-    runs, as a fraction of the runtime forced to the last exit; ``gap`` compares it with the
-    measured time as the same fraction, and the runtime's own cost over the plain network
-    is its row "runtime forced to the last exit" (a strategy's cost relative to the plain
-    network is the product of the two). Batched, every strategy is also served with its batches
-    kept whole until their last row stops (``compact=False``), and priced so. On
-    ``device="cuda"`` each served strategy's row also counts the host--device
-    synchronisations per exit step (``syncs_per_exit``, :func:`count_synchronisations`): the
+    beyond the max-probability's, timed in place by ``EarlyExitServer.state_cost``). The
+    simulation prices the exits the runtime runs, as a fraction of the runtime forced to the
+    last exit; ``gap`` compares it with the measured time as the same fraction, and the
+    runtime's own cost over the plain network is its row "runtime forced to the last exit" (a
+    strategy's cost relative to the plain network is the product of the two). Batched, every
+    strategy is also served with its batches kept whole until their last row stops
+    (``compact=False``), and priced so. On ``device="cuda"`` each served strategy's row also
+    counts the host--device synchronisations per exit step (``syncs_per_exit``, :func:`count_synchronisations`): the
     runtime's design allows one, the decision's copy of the exit's probabilities to the host.
     On CUDA, one query at a time, the plain network, the forced runtime and the
     max-probability rule are also served with ``cuda_graphs=True`` (each exit, and the plain

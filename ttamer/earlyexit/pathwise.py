@@ -120,8 +120,8 @@ class StoppingRule:
             + P'(y)\\,dx + ε P(y), \\qquad y = |x| + dx,
 
         where :math:`P(y) = \\sum_k |c_{ik}| y^k` bounds the polynomial and its rounding, ``λ/4``
-        the logistic's slope, and :math:`ε` = :data:`~ttamer.earlyexit.online.MATH_RTOL` the rounding of either side
-        (the exponentials of ``math`` and numpy differ by an ulp or two)."""
+        the logistic's slope, and :math:`ε` = :data:`~ttamer.earlyexit.online.MATH_RTOL` the
+        rounding of either side (the exponentials of ``math`` and numpy differ by an ulp or two)."""
         (a, b), c = self._coef_lists[i]
         z = min(max(a + b * x, -30.0), 30.0)
         stop = self.lam / (1.0 + math.exp(-z))

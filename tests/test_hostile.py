@@ -704,7 +704,8 @@ real = np.savez
 def slow(fh, **arrays):
     fh.write(b"x" * 100000); fh.flush()
     open(sys.argv[2], "w").close()   # tell the parent we are writing
-    time.sleep(60)
+    for _ in range(6000):  # short sleeps: a signal that another thread (a BLAS worker) took is
+        time.sleep(0.01)   # handled at the next one, as while writing, not after one long sleep
 np.savez = slow
 save_trace(sys.argv[1], synthetic_trace(50, 3, 3, seed=7))
 """

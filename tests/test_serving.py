@@ -628,7 +628,7 @@ def test_a_rules_state_cost_timed_in_place(setup):
         server.state_cost(x[:60], [None], 20, rows=[20, 1])
     with pytest.raises(TTamerError, match="state_cost: rules must be a non-empty list"):
         server.state_cost(x[:60], None, 20)
-    with pytest.raises(TTamerError, match="over 4 exits"):
+    with pytest.raises(TTamerError, match="the rule has 5 exits but the model"):
         server.state_cost(x[:60], [max_prob_rule(L + 1, 0.5)], 20)
 
 

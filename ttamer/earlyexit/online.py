@@ -69,6 +69,13 @@ def logistic_at(f: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-clip(z, -30, 30)))
 
 
+def check_exit_rows(i: int, p: Any, rows: int, n_classes: int) -> None:
+    """Refuse exit ``i``'s softmax rows ``p`` unless they are a ``[rows, n_classes]`` array."""
+    if not (isinstance(p, np.ndarray) and p.shape == (rows, n_classes)):
+        got = list(p.shape) if isinstance(p, np.ndarray) else type(p).__name__
+        raise TTamerError(f"advance({i}): p must be [{rows}, {n_classes}], got {got}")
+
+
 class ExitHistory:
     """What the features of exit ``i`` need from exits ``0..i``, kept on the rows of a batch.
 
@@ -130,11 +137,9 @@ class ExitHistory:
         """Take exit ``i``'s float32 softmax rows ``p [B, C]``: its max-probability
         ``mp`` (float64), log-odds ``lo_i`` and prediction ``pred_i`` (where
         kept), and the buffers, counts, sum and run updated."""
-        B = p.shape[0]
         if self.n_classes is None and p.ndim == 2:
             self._per_class(len(self.rows), p.shape[1])
-        if p.ndim != 2 or p.shape[1] != self.n_classes or B != len(self.rows):
-            raise TTamerError(f"advance({i}): p must be [{len(self.rows)}, {self.n_classes}], got {list(p.shape)}")
+        check_exit_rows(i, p, len(self.rows), self.n_classes)
         self.p = p
         self.mp = mp = p.max(axis=1).astype(np.float64)
         self.pred_i = pred = p.argmax(axis=1) if self.needs_pred else None

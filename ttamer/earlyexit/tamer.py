@@ -52,7 +52,7 @@ from ..core.validate import check_bool, check_choice, check_int, check_lam, chec
 from .base import BaseTamer, MIN_FIT_EXAMPLES, check_trace
 from .heuristics import MAX_SWEEP_CELLS
 from .metrics import MAX_SWEEP_POINTS
-from .online import ExitHistory, PosteriorOne, entropy, logistic_at
+from .online import ExitHistory, PosteriorOne, check_exit_rows, entropy, logistic_at
 from .states import ANSWERS, STATES, StateModel, exit_wrong
 from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, evenly, first_stop,
                          fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points,
@@ -640,7 +640,8 @@ class RuntimeRule:
         """The running state of the rule on a batch of ``n`` examples, before exit 0 (its
         buffers, ``n`` by exits by classes, at most :data:`MAX_RUN_CELLS` numbers)."""
         most = max(1, MAX_RUN_CELLS // (self.n_exits * self.n_classes))
-        return RuleRun(self, check_int(n, "begin: n (rows of the batch)", minimum=1, maximum=most))
+        n = check_int(n, "begin: n (rows of the batch)", minimum=1, maximum=most)
+        return PosteriorRunOne(self) if n == 1 and self.state_model.state == "posterior" else RuleRun(self, n)
 
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(x_i, a_i)``, both ``[B]``: the state after exit ``i`` and the exit answering if the
@@ -709,9 +710,6 @@ class RuleRun:
         #: Whether the run holds one query of the max-probability state answering with the exit
         #: stopped at (then it steps on Python scalars).
         self.scalar = n == 1 and rule.state_model.state == "max_prob" and rule.state_model.answer == "last"
-        #: The hypotheses of one query of the posterior state, kept on Python floats.
-        self.one = PosteriorOne(rule._posterior, rule.n_classes) \
-            if n == 1 and rule.state_model.state == "posterior" else None
 
     def keep(self, mask: np.ndarray) -> None:
         """Keep the rows where ``mask [B]`` (bool) is true; the others stopped."""
@@ -723,9 +721,6 @@ class RuleRun:
         """``(x_i, a_i)``, both ``[B]``: the state after exit ``i`` and the exit answering if the
         rule stops there, from exit ``i``'s float32 softmax rows ``p [B, C]``; called for
         ``i = 0, 1, …`` in turn."""
-        if self.one is not None:
-            x, a = self.advance_one(i, p)
-            return np.array([x]), np.array([a], dtype=np.int64)
         self._in_turn(i)
         rule, h = self.rule, self.h
         state, answer = rule.state_model.state, rule.state_model.answer
@@ -772,35 +767,8 @@ class RuleRun:
         if self.scalar:
             self._in_turn(i)
             return max(p.tolist()[0]), i
-        if self.one is not None:
-            self._add_one(i, p)
-            return self.one.exact(i)
         x, a = self.advance(i, p)
         return float(x[0]), int(a[0])
-
-    def decide_one(self, i: int, p: np.ndarray, tau: float) -> tuple[bool, int]:
-        """``(stop, a)`` on one query (``p [1, C]``): whether the state after exit ``i``
-        reaches the threshold, ``x_i ≥ tau`` (a Python float), and the exit answering there --
-        :meth:`advance_one`'s values compared; the posterior state decides on Python floats
-        where their margin tells (:meth:`PosteriorOne.decide
-        <ttamer.earlyexit.online.PosteriorOne.decide>`), else on :meth:`advance_one`'s."""
-        if self.one is None:
-            x, a = self.advance_one(i, p)
-            return bool(x >= tau), a
-        self._add_one(i, p)
-        got = self.one.decide(i, tau)
-        if got is None:
-            x, a = self.one.exact(i)
-            got = (bool(x >= tau), a)
-        return got
-
-    def _add_one(self, i: int, p: np.ndarray) -> None:
-        """Exit ``i``'s row ``p [1, C]`` added to the one query's :class:`PosteriorOne`."""
-        self._in_turn(i)
-        if not (isinstance(p, np.ndarray) and p.shape == (1, self.rule.n_classes)):
-            got = list(p.shape) if isinstance(p, np.ndarray) else type(p).__name__
-            raise TTamerError(f"advance({i}): p must be [1, {self.rule.n_classes}], got {got}")
-        self.one.add(p)
 
     def _in_turn(self, i: int) -> None:
         """Refuse an exit out of turn (the running state holds exits ``0..next_exit−1``)."""
@@ -813,3 +781,42 @@ class RuleRun:
         """:func:`~ttamer.earlyexit.states.ensemble_answers` at exit ``i`` from the running sum."""
         score = np.take_along_axis(self.h.total, self.h.pred[:, : i + 1], axis=1) / (i + 1)
         return score.max(axis=1), score.argmax(axis=1)
+
+
+class PosteriorRunOne(RuleRun):
+    """The running state of a :class:`RuntimeRule` of the posterior state on one query: its
+    hypotheses kept on Python floats (:class:`~ttamer.earlyexit.online.PosteriorOne`).
+    :meth:`decide_one` takes the decision on them where their margin tells, and on
+    :meth:`advance_one`'s exact values (the numpy arithmetic of :class:`RuleRun`) otherwise."""
+
+    def __init__(self, rule: RuntimeRule) -> None:
+        super().__init__(rule, 1)
+        self.one = PosteriorOne(rule._posterior, rule.n_classes)
+
+    def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`advance_one` as ``[1]`` arrays."""
+        x, a = self.advance_one(i, p)
+        return np.array([x]), np.array([a], dtype=np.int64)
+
+    def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
+        """``(x_i, a_i)`` on one query (``p [1, C]``), exactly :class:`RuleRun`'s values."""
+        self._add(i, p)
+        return self.one.exact(i)
+
+    def decide_one(self, i: int, p: np.ndarray, tau: float) -> tuple[bool, int]:
+        """``(stop, a)`` on one query (``p [1, C]``): whether the state after exit ``i``
+        reaches the threshold, ``x_i ≥ tau`` (a Python float), and the exit answering there --
+        on Python floats where their margin tells (:meth:`PosteriorOne.decide
+        <ttamer.earlyexit.online.PosteriorOne.decide>`), else on :meth:`advance_one`'s values."""
+        self._add(i, p)
+        got = self.one.decide(i, tau)
+        if got is None:
+            x, a = self.one.exact(i)
+            got = (bool(x >= tau), a)
+        return got
+
+    def _add(self, i: int, p: np.ndarray) -> None:
+        """Exit ``i``'s row ``p [1, C]``, checked, added to the query's hypotheses."""
+        self._in_turn(i)
+        check_exit_rows(i, p, 1, self.rule.n_classes)
+        self.one.add(p)

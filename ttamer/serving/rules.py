@@ -546,9 +546,18 @@ def runtime_rules(rules: Any, n_exits: int, who: str) -> list[Any]:
                           f"got {short_repr(rules)}")
     out = [max_prob_rule(n_exits, np.inf) if r is None else r for r in rules]
     for r in out:
-        if not is_runtime_rule(r) or int(r.n_exits) != n_exits:
-            raise TTamerError(f"{who} needs rules evaluated exit by exit over {n_exits} exits, got {type(r).__name__}")
+        if not is_runtime_rule(r):
+            raise TTamerError(f"{who} needs rules evaluated exit by exit, got {type(r).__name__}")
+        if int(r.n_exits) != n_exits:
+            raise TTamerError(f"{who}: the rule has {r.n_exits} exits but the model (or trace) has {n_exits}")
     return out
+
+
+def forced_rules(rules: Any, n_exits: int, who: str) -> list[Any]:
+    """:func:`runtime_rules`, each forced on to the last exit (:class:`ForcedRule`; ``None``
+    is already the max-probability rule that never stops): what a rule's cost profile and
+    state cost are measured with."""
+    return [r if given is None else ForcedRule(r) for given, r in zip(rules, runtime_rules(rules, n_exits, who))]
 
 
 def begin_run(rule: Any, n: int) -> Any:

@@ -61,9 +61,9 @@ from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_eval,
                        input_error, input_slice, medians_in_turns, part_error, resolve_device, rows_on,
                        take)
 from .graphs import GraphCache
-from .rules import (AnswerFn, ChainPolicyRule, ExitMap, ForcedRule, StateFn, StateFnRule, StopStatePolicy,
+from .rules import (AnswerFn, ChainPolicyRule, ExitMap, StateFn, StateFnRule, StopStatePolicy,
                     begin_run, checked_states,
-                    is_runtime_rule, runtime_rules,
+                    forced_rules, is_runtime_rule,
                     max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn)
 
 
@@ -712,11 +712,7 @@ class EarlyExitServer(_Runtime):
         if many and not rule:
             raise TTamerError("cost_profile: rule is an empty list; give a rule, None, or a list of them")
         self._first_batch(inputs, n, bs)
-        forced = [max_prob_rule(self.n_nodes, np.inf) if r is None else ForcedRule(r)
-                  for r in (rule if many else [rule])]
-        for f in forced:
-            if int(f.n_exits) != self.n_nodes:
-                raise TTamerError(f"the rule has {f.n_exits} exits but the model has {self.n_nodes}")
+        forced = forced_rules(rule if many else [rule], self.n_nodes, "cost_profile")
 
         def per_row(b: int, j: int) -> np.ndarray:
             out = self._run_rule_batch(input_slice(inputs, b * bs, b * bs + bs), min(bs, n - b * bs), forced[j])
@@ -845,7 +841,7 @@ class EarlyExitServer(_Runtime):
         ks = check_state_rows(rows, bs).tolist()
         repeats = check_int(repeats, "repeats", minimum=1)
         self._check_model()
-        forced = [ForcedRule(r) for r in runtime_rules(rules, self.n_nodes, "state_cost")]
+        forced = forced_rules(rules, self.n_nodes, "state_cost")
         self._first_batch(inputs, n, bs)
 
         def per_batch(b: int, j: int) -> np.ndarray:  # variant j: rule j // K on ks[j % K] rows

@@ -636,10 +636,12 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
 def count_synchronisations(server: Any, inputs: Any, batch_size: int) -> float:
     """Implicit host--device synchronisations (``torch.cuda.set_sync_debug_mode``) per exit
     step of ``server.serve(inputs, batch_size)`` on CUDA: their count over the exits each batch
-    ran (a batch's step counts once, whatever its rows)."""
+    ran (a batch's step counts once, whatever its rows), after one unwatched run on the same
+    inputs: a query that stops early leaves later exits unrun, and the first call of an exit
+    may allocate, which a warm-up on one batch would leave to the counted run."""
     import torch
 
-    server.serve(inputs[:batch_size], batch_size)  # warm-up: first calls may allocate
+    server.serve(inputs, batch_size)  # warm-up: the first call of each exit (and row count) may allocate
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")

@@ -22,6 +22,19 @@ def test_bad_n_jobs_is_named():
         map_processes(operator.add, [(1, 2)], n_jobs=0)
 
 
+def _exit_hard(code):
+    import os
+
+    os._exit(code)
+
+
+def test_a_worker_that_dies_is_named_not_a_broken_pool():
+    """A worker that ends without a result (killed for memory, or a script without the main
+    guard, whose workers fail to start) gives a TTamerError that says what to do."""
+    with pytest.raises(TTamerError, match=r"squares: a worker process ended .*__main__.*n_jobs=1"):
+        map_processes(_exit_hard, [(3,), (4,)], n_jobs=2, desc="squares")
+
+
 def _threads_seen():
     import os
 

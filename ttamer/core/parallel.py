@@ -187,12 +187,20 @@ def map_processes(fn: Callable[..., Any], args: Sequence[tuple], n_jobs: int = 1
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from concurrent.futures.process import BrokenProcessPool
+
         ctx = multiprocessing.get_context("spawn")
-        with single_threaded_children(), ProcessPoolExecutor(max_workers=min(n_jobs, len(args)),
-                                                             mp_context=ctx) as pool:
-            futures = [pool.submit(fn, *a) for a in args]  # the workers start here, one thread each
-            for fut in futures:
-                out.append(fut.result())
-                bar.update()
+        try:
+            with single_threaded_children(), ProcessPoolExecutor(max_workers=min(n_jobs, len(args)),
+                                                                 mp_context=ctx) as pool:
+                futures = [pool.submit(fn, *a) for a in args]  # the workers start here, one thread each
+                for fut in futures:
+                    out.append(fut.result())
+                    bar.update()
+        except BrokenProcessPool as exc:
+            bar.close()
+            raise TTamerError(f"{desc or 'the work'}: a worker process ended before its result came back ({exc}); "
+                              "in a script, make the call under 'if __name__ == \"__main__\":' (the workers import "
+                              "the script), or pass n_jobs=1; a worker killed for memory ends the same way") from None
     bar.close()
     return out

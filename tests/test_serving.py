@@ -541,6 +541,21 @@ def test_batched_cost_priced_per_rows_still_running(setup):
     assert g.shape == (3,) and g[-1] == 0.0 and (g >= 0).all()
 
 
+def test_gather_cost_times_the_runtimes_own_stop(setup):
+    """``gather_cost`` times a stop as the runtime takes it: ``StopRowsRule`` stops every row
+    but the first ``k`` at exit 0 and none after, and the runtime's marks put the decisions
+    before the handling of the stopped rows."""
+    from ttamer.serving.rules import StopRowsRule
+
+    model, x, y, cal, test = setup
+    for compact in (True, False):
+        res = EarlyExitServer(model, StopRowsRule(L, 3), compact=compact).serve(x[:16], batch_size=8)
+        np.testing.assert_array_equal(res.last, np.tile(np.r_[np.full(3, L - 1), np.zeros(5)], 2))
+    out = EarlyExitServer(model, max_prob_rule(L, np.inf))._run_rule_batch(x[:8], 8, StopRowsRule(L, 3), compact=True)
+    assert list(out["alive"]) == [8] + [3] * (L - 1)
+    assert (out["decided"] <= out["marks"]).all() and (np.diff(out["decided"]) > 0).all()
+
+
 def test_batch_kept_whole_decides_alike_and_is_priced_to_its_deepest_exit(setup):
     """``compact=False`` keeps a batch's stopped rows in it: the same decisions as dropping them,
     every exit of a batch run on all its rows up to the deepest exit any row reached, and

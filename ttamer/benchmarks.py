@@ -508,10 +508,18 @@ def _mlp_exits(width: int, exits: int = 6, classes: int = 10, seed: int = 0, dev
     return MultiExitModel.from_modules(blocks, heads)
 
 
+#: Rounds of batched serving on CUDA, in multiples of ``repeats`` (:func:`serving_overhead`).
+#: The host's speed drifts by tens of percent within seconds there, and a round is cheap.
+GPU_BATCHED_ROUNDS = 5
+
+
 def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32, device: str = "cpu") -> list[dict]:
     """The serving runtime on a multi-exit MLP (``_mlp_exits``): per run, cost relative to the plain network
     (interleaved per query / batch, medians over ``repeats`` rounds), decision overhead in µs
-    per example per exit and, for served strategies, the simulated cost in the same mode
+    per example per exit (in batches on CUDA, where a round takes milliseconds,
+    :data:`GPU_BATCHED_ROUNDS` times the rounds, after a warm-up round over every input that
+    meets every row count a compacted batch runs) and, for served strategies, the simulated
+    cost in the same mode
     (``ttamer.serving.latency.served_cost``: one query at a time the batch-1 cost profile -- a
     fitted rule's own (``ThresholdTamer``, the binned chain policy of ``EarlyExitTamer``, the
     path-wise rule of ``PathwiseTamer``), its state advanced at every exit; in batches each
@@ -602,8 +610,9 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
             strategies.update(whole)
         else:
             runs.update(graphed)
-        compare_latency(runs, xt[: 3 * bs], batch_size=bs, repeats=1)  # warm-up
-        out = compare_latency(runs, xt, batch_size=bs, repeats=repeats)
+        gpu_batches = device == "cuda" and bs > 1  # a round takes milliseconds: warm every row count, more rounds
+        compare_latency(runs, xt if gpu_batches else xt[: 3 * bs], batch_size=bs, repeats=1)  # warm-up
+        out = compare_latency(runs, xt, batch_size=bs, repeats=GPU_BATCHED_ROUNDS * repeats if gpu_batches else repeats)
         base = out["plain network"]["ms_per_example"]
         full = out["runtime forced to the last exit"]["ms_per_example"]
         for k, v in out.items():

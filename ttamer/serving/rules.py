@@ -537,6 +537,33 @@ class ForcedRule:
         return begin_run(self.rule, n)
 
 
+class StopRowsRule:
+    """The max-probability rule made to stop every row of a batch but its first ``k`` at exit
+    0 and none after until the last: the runtime serving it pays what a stop that leaves ``k``
+    rows running costs -- the bookkeeping of the rows that stopped and, where stopped rows leave
+    the batch, the gathering of the others
+    (:meth:`~ttamer.serving.runtime.EarlyExitServer.gather_cost` times it)."""
+
+    def __init__(self, n_exits: int, k: int) -> None:
+        self.rule, self.n_exits, self.k = max_prob_rule(n_exits, np.inf), int(n_exits), int(k)
+        self.thresholds = self.rule.thresholds
+
+    def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The max-probability rule's step."""
+        return self.rule.step(i, probs)
+
+    def stops(self, i: int, x: np.ndarray) -> np.ndarray:
+        """``[B]``: at exit 0 the rows after the first ``k``, later none."""
+        stop = np.zeros(len(x), dtype=bool)
+        if i == 0:
+            stop[self.k:] = True
+        return stop
+
+    def begin(self, n: int) -> Any:
+        """The max-probability rule's running state (:func:`begin_run`)."""
+        return begin_run(self.rule, n)
+
+
 def runtime_rules(rules: Any, n_exits: int, who: str) -> list[Any]:
     """``rules`` (a non-empty list; ``None`` is the max-probability rule, never stopping) as
     rules evaluated exit by exit over ``n_exits`` exits, or a

@@ -62,7 +62,7 @@ from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_eval,
                        take)
 from .graphs import GraphCache
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, StateFn, StateFnRule, StopStatePolicy,
-                    begin_run, checked_states,
+                    StopRowsRule, begin_run, checked_states,
                     forced_rules, is_runtime_rule,
                     max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn)
 
@@ -529,7 +529,8 @@ class EarlyExitServer(_Runtime):
         pos = order[np.searchsorted(R[order], rows)]
         return logits.index_select(0, rows_on(pos, logits.device))
 
-    def _run_rule_batch(self, inputs: Any, n: int, rule: Any = None, keep_rows: int | None = None) -> dict[str, Any]:
+    def _run_rule_batch(self, inputs: Any, n: int, rule: Any = None, keep_rows: int | None = None,
+                        compact: bool | None = None) -> dict[str, Any]:
         """One batch under a threshold rule, exit by exit: block, head and softmax copied to the
         host (the one synchronisation the decision needs), one ``advance`` of the rule's running
         state (:func:`~ttamer.serving.rules.begin_run`) on the rows still running and one
@@ -537,11 +538,14 @@ class EarlyExitServer(_Runtime):
         hidden states selected only when some stopped and some did not) or, with
         ``compact=False``, ride along to the exit where the batch's last row stops. No policy, no
         rollout. ``marks[i]``: seconds from the batch's start until the decisions at exit ``i``
-        were taken; ``alive[i]``: rows that ran exit ``i``. One query (``n = 1``) takes
+        were taken and the stopped rows handled, ``decided[i]`` until the decisions were taken;
+        ``alive[i]``: rows that ran exit ``i``. One query (``n = 1``) takes
         :meth:`_run_rule_one`. ``keep_rows``: the ``n`` inputs are prepared together (padded
         to the longest of them), then only the first ``keep_rows`` run the exits -- rows left
-        in a batch whose other rows stopped, as :meth:`rows_cost` prices them."""
+        in a batch whose other rows stopped, as :meth:`rows_cost` prices them. ``compact``:
+        the server's own setting unless given."""
         rule = self.rule if rule is None else rule
+        compact = self.compact if compact is None else compact
         if n == 1 and keep_rows is None:
             return self._run_rule_one(inputs, rule)
         n = n if keep_rows is None else min(int(keep_rows), n)
@@ -550,7 +554,7 @@ class EarlyExitServer(_Runtime):
         L = self.n_nodes
         t0 = clock()
         parts = {"prepare": 0.0, "network": 0.0, "states": 0.0, "policy": 0.0}
-        marks, alive = np.full(L, np.nan), np.zeros(L, dtype=np.int64)
+        marks, decided, alive = np.full(L, np.nan), np.full(L, np.nan), np.zeros(L, dtype=np.int64)
         state_s = []  # per exit run: seconds of the state's advance and the comparison
         answer, last = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
         states, stop_time = np.full((n, L), -1, dtype=np.int64), np.zeros(n)
@@ -567,10 +571,10 @@ class EarlyExitServer(_Runtime):
             for i in range(L):
                 t1 = clock()
                 h = self.model.blocks[i](h, ctx)
-                p = _softmax_np(self.model.heads[i](h, ctx), live if self.compact else n, i,
+                p = _softmax_np(self.model.heads[i](h, ctx), live if compact else n, i,
                                 self._n_classes if probs is None else probs.shape[2])
                 t2 = clock()
-                if not self.compact and not isinstance(rows, slice):  # the batch kept whole
+                if not compact and not isinstance(rows, slice):  # the batch kept whole
                     p = p[rows]
                 x, a = run.advance(i, p)
                 stop = rule.stops(i, x) if i < L - 1 else None  # None: every row stops
@@ -578,10 +582,11 @@ class EarlyExitServer(_Runtime):
                 parts["network"] += t2 - t1
                 parts["states"] += t3 - t2
                 state_s.append(t3 - t2)
+                decided[i] = t3 - t0
                 if probs is None:
                     probs = np.full((n, L, p.shape[1]), np.nan, dtype=np.float32)
                 probs[rows, i] = p
-                alive[i] = live if self.compact else n
+                alive[i] = live if compact else n
                 if stop is None or stop.all():
                     states[rows, i] = 1
                     last[rows], answer[rows] = i, a
@@ -598,7 +603,7 @@ class EarlyExitServer(_Runtime):
                     rows = running[keep]
                     live = len(rows)
                     run.keep(keep)
-                    if self.compact:
+                    if compact:
                         idx = rows_on(np.flatnonzero(keep), self.device)
                         h, ctx = take(h, idx), take(ctx, idx)
                 marks[i] = clock() - t0
@@ -608,7 +613,8 @@ class EarlyExitServer(_Runtime):
                 answer = checked_exits(self.exit_map(probs, answer), ran, "exit_map")
         pred = probs[np.arange(n), answer].argmax(axis=1)
         return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
-                "probs": probs, "timing": parts, "marks": marks, "alive": alive, "state_s": state_s}
+                "probs": probs, "timing": parts, "marks": marks, "decided": decided, "alive": alive,
+                "state_s": state_s}
 
     def _run_rule_one(self, inputs: Any, rule: Any) -> dict[str, Any]:
         """One query under a threshold rule: the loop of :meth:`_run_rule_batch` with scalars
@@ -855,11 +861,14 @@ class EarlyExitServer(_Runtime):
     def gather_cost(self, inputs: Any, batch_size: int, rows: Sequence[int], repeats: int = 3) -> np.ndarray:
         """``[R]`` wall-clock ms that a stop costs a batch of ``batch_size`` inputs beyond its
         exits' times when ``k`` rows go on (``k`` in ``rows``; 0 for ``k ≥ batch_size``): the
-        gathering of their hidden states, and the extra time of the next exit on the freshly
-        gathered rows over the same exit on ``k`` rows prepared together (which
-        :meth:`rows_cost` times). Measured after exit 0, on every batch with the row counts and
-        the two variants taking turns, ``repeats`` times, medians per batch, then the mean over
-        the batches after the first (a warm-up)."""
+        bookkeeping of the rows that stopped, the gathering of the others' hidden states and the
+        extra time of the next exit on the freshly gathered rows. Timed in the runtime's own
+        loop: from the decisions at exit 0 to the end of exit 1 where every row but the first
+        ``k`` stops at exit 0 (:class:`~ttamer.serving.rules.StopRowsRule`, the stopped rows
+        dropped), against exit 1 alone on ``k`` rows prepared together (which :meth:`rows_cost`
+        times); on every batch with the row counts and the two variants taking turns,
+        ``repeats`` times, medians per batch, then the mean over the batches after the first
+        (a warm-up)."""
         n, bs = check_inputs(inputs), check_batch_size(batch_size)
         rows = check_integers(rows, "rows", 1, None, 1 << 16)
         repeats = check_int(repeats, "repeats", minimum=1)
@@ -869,34 +878,23 @@ class EarlyExitServer(_Runtime):
         self._first_batch(inputs, n, bs)
         ks = [int(k) for k in rows if int(k) < bs]
 
-        def second_exit(b: int, j: int) -> float:  # variant 2i gathers ks[i] rows, 2i + 1 prepares them
+        def second_exit(b: int, j: int) -> float:  # variant 2i stops all but ks[i] rows, 2i + 1 prepares them
             batch = input_slice(inputs, b * bs, b * bs + bs)
-            return self._second_exit_after_gather(batch, min(ks[j // 2], n - b * bs), j % 2 == 0)
+            return self._after_exit_0(batch, min(bs, n - b * bs), min(ks[j // 2], n - b * bs), j % 2 == 0)
 
         t = medians_in_turns(-(-n // bs), 2 * len(ks), second_exit, repeats, 1) if ks else np.zeros(0)
         g = dict(zip(ks, 1e3 * (t[0::2] - t[1::2])))
         return np.array([max(g.get(int(k), 0.0), 0.0) for k in rows])
 
-    def _second_exit_after_gather(self, batch: Any, k: int, gathered: bool) -> float:
-        """Seconds from the end of exit 0 to the end of exit 1 on the first ``k`` rows of
-        ``batch``: gathered after exit 0 ran on every row (``gathered``), or selected when the
-        batch was prepared (then exit 0 ran on ``k`` rows)."""
-        torch = _torch()
-        clock = time.perf_counter
-        with torch.inference_mode():
-            h, ctx = self.model.prepare(batch, self.device)
-            idx = rows_on(np.arange(k), self.device)
-            if not gathered:
-                h, ctx = take(h, idx), take(ctx, idx)
-            h = self.model.blocks[0](h, ctx)
-            _softmax_np(self.model.heads[0](h, ctx))
-            t0 = clock()
-            if gathered:
-                h, ctx = take(h, idx), take(ctx, idx)
-            h = self.model.blocks[1](h, ctx)
-            _softmax_np(self.model.heads[1](h, ctx))
-            self._sync()
-        return clock() - t0
+    def _after_exit_0(self, batch: Any, n: int, k: int, stopped: bool) -> float:
+        """Seconds from the decisions at exit 0 to the end of exit 1 on the first ``k`` rows of
+        ``batch`` (``n`` inputs): the others stopped at exit 0 and left the batch (``stopped``),
+        or the ``k`` rows selected when the batch was prepared (then exit 0 ran on ``k`` rows)."""
+        if stopped:
+            out = self._run_rule_batch(batch, n, StopRowsRule(self.n_nodes, k), compact=True)
+            return float(out["marks"][1] - out["decided"][0])
+        out = self._run_rule_batch(batch, n, max_prob_rule(self.n_nodes, np.inf), keep_rows=k)
+        return float(out["marks"][1] - out["marks"][0])
 
     def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:
         """The plain network (every block, the last head only, no policy): the baseline.

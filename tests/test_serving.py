@@ -539,6 +539,7 @@ def test_batched_cost_priced_per_rows_still_running(setup):
     assert tab.shape == (3, L) and (tab > 0).all()
     g = rec.gather_cost(x[:16], 8, [1, 4, 8], repeats=1)
     assert g.shape == (3,) and g[-1] == 0.0 and (g >= 0).all()
+    assert rec.gather_cost(x[:17], 8, [1, 4, 8], repeats=1).shape == (3,)  # a last batch of one input
 
 
 def test_gather_cost_times_the_runtimes_own_stop(setup):

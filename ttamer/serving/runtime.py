@@ -890,8 +890,8 @@ class EarlyExitServer(_Runtime):
         """Seconds from the decisions at exit 0 to the end of exit 1 on the first ``k`` rows of
         ``batch`` (``n`` inputs): the others stopped at exit 0 and left the batch (``stopped``),
         or the ``k`` rows selected when the batch was prepared (then exit 0 ran on ``k`` rows)."""
-        if stopped:
-            out = self._run_rule_batch(batch, n, StopRowsRule(self.n_nodes, k), compact=True)
+        if stopped:  # (keep_rows=n: a batch of one input too takes the batch loop, not the one-query path)
+            out = self._run_rule_batch(batch, n, StopRowsRule(self.n_nodes, k), keep_rows=n, compact=True)
             return float(out["marks"][1] - out["decided"][0])
         out = self._run_rule_batch(batch, n, max_prob_rule(self.n_nodes, np.inf), keep_rows=k)
         return float(out["marks"][1] - out["marks"][0])

@@ -555,6 +555,8 @@ def test_gather_cost_times_the_runtimes_own_stop(setup):
     out = EarlyExitServer(model, max_prob_rule(L, np.inf))._run_rule_batch(x[:8], 8, StopRowsRule(L, 3), compact=True)
     assert list(out["alive"]) == [8] + [3] * (L - 1)
     assert (out["decided"] <= out["marks"]).all() and (np.diff(out["decided"]) > 0).all()
+    with pytest.raises(TTamerError, match="k must be"):
+        StopRowsRule(L, -1)
 
 
 def test_batch_kept_whole_decides_alike_and_is_priced_to_its_deepest_exit(setup):

@@ -545,7 +545,8 @@ class StopRowsRule:
     (:meth:`~ttamer.serving.runtime.EarlyExitServer.gather_cost` times it)."""
 
     def __init__(self, n_exits: int, k: int) -> None:
-        self.rule, self.n_exits, self.k = max_prob_rule(n_exits, np.inf), int(n_exits), int(k)
+        self.rule, self.k = max_prob_rule(n_exits, np.inf), check_int(k, "k", minimum=0)
+        self.n_exits = self.rule.n_exits
         self.thresholds = self.rule.thresholds
 
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -88,3 +88,45 @@ def test_serving_targets_compare_graphs_with_the_graphed_plain_network():
     assert got["|measured − simulated cost| of every served strategy (batched)"]["within"] is False
     without = [t["target"] for t in serving_targets(rows[:2] + rows[5:], "cpu")]
     assert len(without) == len(got) - 2 and not any("CUDA graph" in t for t in without)
+
+
+def test_synchronisations_are_counted_per_exit_step_without_torchs_notice(monkeypatch):
+    """``count_synchronisations`` counts torch's warning per synchronising operation over the
+    exit steps of the counted run (after a warm-up run) and not the notice torch gives on first
+    setting the debug mode, which also speaks of synchronisation (it read 49 syncs in 48 steps on
+    a GPU). Here torch's side is played by stand-ins: the mode's notice and one sync per step."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from ttamer.benchmarks import count_synchronisations
+
+    mode = {"now": "default"}
+
+    def set_mode(m):
+        mode["now"] = m
+        if m == "warn":
+            warnings.warn("Synchronization debug mode is a prototype feature and does not yet detect all "
+                          "synchronizing operations")
+
+    class Served:
+        def __init__(self, last):
+            self.last = last
+
+    class Server:
+        runs = 0
+
+        def serve(self, inputs, batch_size):
+            Server.runs += 1
+            last = np.array([2, 0, 1, 2])[: len(inputs)]
+            for s in range(0, len(last), batch_size):
+                for _ in range(int(last[s : s + batch_size].max()) + 1):
+                    if mode["now"] == "warn":
+                        warnings.warn("called a synchronizing CUDA operation")
+            return Served(last)
+
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", set_mode)
+    assert count_synchronisations(Server(), np.zeros((4, 3)), 1) == 1.0
+    assert count_synchronisations(Server(), np.zeros((4, 3)), 2) == 1.0
+    assert Server.runs == 4  # each count runs once unwatched first

@@ -186,7 +186,6 @@ def map_processes(fn: Callable[..., Any], args: Sequence[tuple], n_jobs: int = 1
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
-
         from concurrent.futures.process import BrokenProcessPool
 
         ctx = multiprocessing.get_context("spawn")

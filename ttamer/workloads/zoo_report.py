@@ -87,6 +87,13 @@ def _interval(runs: list[dict[str, Any]], a: str, b: str | None) -> tuple[float,
     return float(np.quantile(mean, 0.025)), float(np.quantile(mean, 0.975))
 
 
+def overthinks(trace: Trace) -> bool:
+    """Whether some exit before the last is more accurate than the last by more than
+    :data:`OVERTHINK_MARGIN`."""
+    acc = trace.accuracy()
+    return bool(acc[:-1].max() > acc[-1] + OVERTHINK_MARGIN)
+
+
 def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
     """One row per trace: its shape, whether it overthinks, the policy class chosen most often,
     T-Tamer's AUC gain (pt) over the best heuristic of each split (mean, 95 % interval, worst
@@ -104,7 +111,6 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
     rows = {}
     for name, runs in zoo.items():
         tr = traces[name]
-        acc = tr.accuracy()
         gains = np.array([r["auc"]["ttamer"] - r["auc"][_best_heuristic(r)] for r in runs])
         lo, hi = _interval(runs, "ttamer", None)
         cost_ok = [r["cost_at_full"]["ttamer"] <= min(r["cost_at_full"][h] for h in HEURISTICS) + 1e-9 for r in runs]
@@ -121,7 +127,7 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
 
         rows[name] = {
             "kind": tr.meta.get("kind", ""), "exits": tr.n_exits, "classes": tr.n_classes,
-            "overthinks": bool(acc[:-1].max() > acc[-1] + OVERTHINK_MARGIN),
+            "overthinks": overthinks(tr),
             "policy (most chosen)": max(set(policies), key=policies.count),
             "AUC gain (pt)": 100 * gains.mean(), "95% low": 100 * lo, "95% high": 100 * hi,
             "worst split (pt)": 100 * gains.min(),
@@ -146,7 +152,6 @@ def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]
 
     rows = {}
     for name, runs in zoo.items():
-        acc = traces[name].accuracy()
         area = {h: 100 * float(np.mean([r["auc"]["ttamer"] - r["auc"][h] for r in runs])) for h in HEURISTICS}
         cost = {}
         for h in HEURISTICS:
@@ -161,7 +166,7 @@ def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]
             "vs each heuristic, cost@full (pt)": cost[worst_cost] if cost else np.nan,
             "dearer than": worst_cost if cost and cost[worst_cost] < -1e-9 else "",
             "SDN − max-prob, area (pt)": area["max-prob"] - area["max-prob-sdn"],
-            "overthinks": bool(acc[:-1].max() > acc[-1] + OVERTHINK_MARGIN),
+            "overthinks": overthinks(traces[name]),
             "policies": " ".join(sorted({r["policy"] for r in runs})),
         }
     return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 3)

@@ -640,9 +640,11 @@ def test_a_rules_state_cost_timed_in_place(setup):
     model, x, y, cal, test = setup
     rule = ThresholdTamer(lam=0.9, policy="per_exit:posterior:posterior", n_lams=21).fit(cal).runtime_rule()
     server = EarlyExitServer(model, max_prob_rule(L, np.inf))
-    ms = server.state_cost(x[:60], [None, rule], 20, repeats=1)
+    ms = server.state_cost(x[:60], [None, rule], 20, repeats=3)
     assert ms.shape == (2, 2, L) and (ms > 0).all()
-    assert (ms[1, 1] > ms[0, 1]).all()  # twenty rows: numpy calls on the hypotheses against one maximum
+    # twenty rows: numpy calls on the hypotheses against one maximum, several times the cost; compared
+    # over the exits' median, as one exit's time can catch the machine's other tenants
+    assert np.median(ms[1, 1]) > np.median(ms[0, 1])
     assert server.state_cost(x[:60], [rule], 20, rows=[5], repeats=1).shape == (1, 1, L)
     with pytest.raises(TTamerError, match="^rows must be increasing"):
         server.state_cost(x[:60], [None], 20, rows=[20, 1])

@@ -669,10 +669,11 @@ class EarlyExitServer(_Runtime):
             if self.exit_map is not None:
                 answer = checked_exits(self.exit_map(probs, answer), np.arange(L)[None, :] <= i, "exit_map")
         parts = {"prepare": t_prep, "network": net, "states": st, "policy": t4 - t0 - marks[-1]}
+        marks = np.array(marks + [np.nan] * (L - 1 - i))  # one query: no stopped rows to handle after a decision
         return {"answer": answer, "prediction": np.array([int(probs[0, answer[0]].argmax())]),
                 "states": tpl["states"][i].copy(), "last": np.array([i], dtype=np.int64),
-                "latency": np.array([marks[-1]]), "probs": probs, "timing": parts,
-                "marks": np.array(marks + [np.nan] * (L - 1 - i)), "alive": tpl["alive"][i]}
+                "latency": np.array([marks[i]]), "probs": probs, "timing": parts,
+                "marks": marks, "decided": marks, "alive": tpl["alive"][i]}
 
     def _thresholds(self, rule: Any) -> list[float]:
         """``rule.thresholds`` as Python floats (kept per rule: compared as scalars at batch 1)."""
@@ -890,8 +891,8 @@ class EarlyExitServer(_Runtime):
         """Seconds from the decisions at exit 0 to the end of exit 1 on the first ``k`` rows of
         ``batch`` (``n`` inputs): the others stopped at exit 0 and left the batch (``stopped``),
         or the ``k`` rows selected when the batch was prepared (then exit 0 ran on ``k`` rows)."""
-        if stopped:  # (keep_rows=n: a batch of one input too takes the batch loop, not the one-query path)
-            out = self._run_rule_batch(batch, n, StopRowsRule(self.n_nodes, k), keep_rows=n, compact=True)
+        if stopped:
+            out = self._run_rule_batch(batch, n, StopRowsRule(self.n_nodes, k), compact=True)
             return float(out["marks"][1] - out["decided"][0])
         out = self._run_rule_batch(batch, n, max_prob_rule(self.n_nodes, np.inf), keep_rows=k)
         return float(out["marks"][1] - out["marks"][0])

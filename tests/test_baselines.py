@@ -90,7 +90,8 @@ def test_default_thresholds_span_both_extremes(trace):
 
 
 def test_oracle_frontier_bounds_every_strategy(trace):
-    from ttamer.earlyexit.evaluation import accuracy_at, pareto_frontier, sweep_points
+    from ttamer.earlyexit.evaluation import accuracy_at, sweep_points
+    from ttamer.earlyexit.metrics import pareto_frontier
 
     orc = bl.oracle_frontier(trace)
     p = sweep_points(orc, trace)

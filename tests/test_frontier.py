@@ -117,7 +117,6 @@ def test_lower_envelope_refuses_bad_points(costs, losses, match):
 
 
 metrics = pytest.importorskip("ttamer.earlyexit.metrics")
-TTamerError = pytest.importorskip("ttamer").TTamerError
 FRONT = np.array([[1.0, 0.5], [2.0, 0.6], [3.0, 0.7]])
 
 

@@ -10,7 +10,6 @@ torch = pytest.importorskip("torch")
 from ttamer import Instance, solve  # noqa: E402
 from ttamer.earlyexit.baselines import max_prob_threshold  # noqa: E402
 from ttamer.earlyexit.calibration import EarlyExitTamer  # noqa: E402
-from ttamer.earlyexit.features import StateSpec  # noqa: E402
 from ttamer.earlyexit.cascade import CascadeTamer, run_tree_policy  # noqa: E402
 from ttamer.core.errors import TTamerError  # noqa: E402
 from ttamer.core.policy import rollout  # noqa: E402

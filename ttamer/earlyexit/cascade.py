@@ -51,7 +51,7 @@ from ..core.instance import Instance
 from ..core.solution import SolveResult
 from ..solvers.solve import solve
 from .heuristics import MAX_SWEEP_CELLS
-from .metrics import check_numbers, pareto_indices
+from .metrics import accuracy_at, check_numbers, cost_at_accuracy, frontier_auc, pareto_frontier, pareto_indices
 from .traces import ExitDecisions, Trace
 from ..core.validate import check_bool, check_choice, check_int, check_lam, check_real, short_repr
 from .base import ANSWER_RULES, FEATURES, BaseTamer, check_trace, vocabulary_subset
@@ -466,8 +466,6 @@ def frontier_metrics(decisions: dict[str, ExitDecisions], test: Trace, scale: fl
         For a ``test`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, or a ``scale``
         that is not a finite number ``> 0``.
     """
-    from .evaluation import accuracy_at, cost_at_accuracy, frontier_auc, pareto_frontier
-
     scale = check_real(scale, "scale", low=0.0, low_open=True)
     ref = check_trace(test, "frontier_metrics").reference(reference)
     ref_acc = float(test.correct[:, ref].mean())
@@ -492,8 +490,6 @@ def bootstrap_auc(decisions: dict[str, ExitDecisions], test: Trace, scale: float
     """``[n_boot]`` normalised areas under each sweep's frontier over ``[lo, hi]`` when the test
     examples are resampled with replacement (the same resample for every strategy, so
     differences are paired); policies and thresholds held fixed."""
-    from .evaluation import frontier_auc, pareto_frontier
-
     n = test.n_examples
     W = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n  # [B, N]
     out = {}

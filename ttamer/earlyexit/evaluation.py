@@ -59,8 +59,7 @@ from . import heuristics
 from .slo import CONFIDENCE, check_confidence, slo_block
 from .tamer import ThresholdTamer, with_full_model
 from .crossval import check_lams
-from .metrics import (accuracy_at, check_kind, cost_at_accuracy, frontier, frontier_auc, hull_frontier,  # noqa: F401
-                      pareto_frontier)
+from .metrics import accuracy_at, check_kind, cost_at_accuracy, frontier, frontier_auc, hull_frontier  # noqa: F401
 
 #: Names of the strategies :func:`evaluate_trace` reports, in order (``"ttamer-chain"``, the
 #: paper's estimation, unless ``estimation="chain"``).

@@ -92,13 +92,13 @@ def tamer_answer_fns(tamer: Any) -> tuple[AnswerFn | None, ExitMap | None]:
     table = getattr(tamer, "answer_table_", None)
     answer_fn = table.answer if table is not None and tamer.solution_.recall else None
     enc = tamer.encoder_
-    exit_map = None
-    if hasattr(enc, "answers") and getattr(getattr(enc, "spec", None), "feature", None) == "posterior":
-        L = enc.n_exits
+    if not (hasattr(enc, "answers") and getattr(getattr(enc, "spec", None), "feature", None) == "posterior"):
+        return answer_fn, None
+    L = enc.n_exits
 
-        def exit_map(probs: np.ndarray, node: np.ndarray) -> np.ndarray:
-            ans = enc.answers(_padded_trace(probs, [f"e{i}" for i in range(L)]))
-            return ans[np.arange(len(node)), node]
+    def exit_map(probs: np.ndarray, node: np.ndarray) -> np.ndarray:
+        ans = enc.answers(_padded_trace(probs, [f"e{i}" for i in range(L)]))
+        return ans[np.arange(len(node)), node]
     return answer_fn, exit_map
 
 

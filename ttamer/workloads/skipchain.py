@@ -142,7 +142,7 @@ def build_skip_chain(seed: int = 0, n_head: int | None = None, n_trace: int | No
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
     bs = int(DEFAULTS["batch_size"])
-    with deterministic_torch(seed) as _dev:
+    with deterministic_torch(seed):
         import torch
 
         mean = float(xs["train"][hi].mean() / 255.0)

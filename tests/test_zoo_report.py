@@ -205,14 +205,14 @@ def test_subset_size_table_against_direct_sweeps(traces):
     from ttamer.earlyexit.heuristics import complete_sweep
     from ttamer.earlyexit.crossval import heldout_auc
 
-    t = subset_size_table(traces, fractions=(0.5, 1.0), repeats=3, seed=4)
+    t = subset_size_table(traces, fractions=(0.5, 1.0), repeats=3, seed=4, n_jobs=2)
     assert list(t.index) == list(traces) and list(t.columns) == ["50 % of the examples", "100 % of the examples"]
     for name, tr in traces.items():
         rule = ThresholdTamer(policy="common:max_prob:confident").fit(tr)
         whole = 100 * (heldout_auc(rule.frontier_sweep(tr), tr, "label")
                        - heldout_auc(complete_sweep(tr, "max-prob"), tr, "label"))
         assert t.loc[name, "100 % of the examples"] == pytest.approx(whole, abs=0.006)
-    rng, first = np.random.default_rng(4), next(iter(traces.values()))
+    rng, first = np.random.default_rng([4, 0]), next(iter(traces.values()))  # the first trace's seed
     rule = ThresholdTamer(policy="common:max_prob:confident").fit(first)
     gaps = []
     for _ in range(3):
@@ -221,7 +221,9 @@ def test_subset_size_table_against_direct_sweeps(traces):
                     - heldout_auc(complete_sweep(s, "max-prob"), s, "label"))
     assert t.iloc[0, 0] == pytest.approx(100 * np.mean(gaps), abs=0.006)
     same = subset_size_table(traces, policy="common:max_prob:last", fractions=(0.3,), repeats=2)
+    assert same.equals(subset_size_table(traces, policy="common:max_prob:last", fractions=(0.3,), repeats=2,
+                                         n_jobs=2))
     assert (same.abs() < 1e-9).all().all()
-    for bad in ("offset:max_prob:last", "common:learned:last"):
+    for bad in ("offset:max_prob:last", "common:learned:last", "common:max_prob:posterior_at_end"):
         with pytest.raises(TTamerError, match="subset_size_table"):
             subset_size_table(traces, policy=bad)

@@ -48,6 +48,12 @@ PAIRED = ("posterior", "ensemble")
 FITTED = ("learned", "posterior")
 
 
+def fits_models(state: str, answer: str) -> bool:
+    """Whether the pair (``state``, ``answer``) fits a logistic model on calibration examples
+    (:meth:`StateModel.fit`); otherwise it reads the exits' outputs alone."""
+    return state == "learned" or answer in ("posterior", "posterior_at_end")
+
+
 def exit_wrong(trace: Trace, target: str) -> np.ndarray:
     """``[N, L]`` float 0/1: exit ``i``'s prediction is wrong against ``target``."""
     return (trace.predictions != target_labels(trace, target)[:, None]).astype(np.float64)

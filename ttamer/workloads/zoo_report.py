@@ -392,40 +392,50 @@ def class_table(traces: dict[str, Trace], seeds: Sequence[int], zoo: dict[str, l
     return tidy_table(table, 2)
 
 
+def _subset_gaps_one(trace: Trace, policy: str, fractions: Sequence[float], repeats: int,
+                     seed: Sequence[int]) -> dict[str, float]:
+    """One row of :func:`subset_size_table` (a module-level function: worker processes
+    import it): per share of the examples, the mean area gap (pt) over the seeded subsets."""
+    from ..earlyexit.crossval import heldout_auc
+    from ..earlyexit.tamer import ThresholdTamer
+
+    rule, rng = ThresholdTamer(policy=policy).fit(trace), np.random.default_rng(list(seed))
+    row = {}
+    for frac in fractions:
+        m = min(trace.n_examples, max(MIN_SPLIT_EXAMPLES, round(frac * trace.n_examples)))
+        subsets = [trace] if m == trace.n_examples else [trace.sample(m, rng) for _ in range(repeats)]
+        gaps = [heldout_auc(rule.frontier_sweep(s), s, "label") - _heuristic_area(s, "max-prob") for s in subsets]
+        row[f"{100 * frac:g} % of the examples"] = 100 * float(np.mean(gaps))
+    return row
+
+
 def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:confident",
-                      fractions: Sequence[float] = (0.1, 0.5, 1.0), repeats: int = 20, seed: int = 0):
+                      fractions: Sequence[float] = (0.1, 0.5, 1.0), repeats: int = 20, seed: int = 0,
+                      n_jobs: int = 1):
     """Per trace, the area (pt) of the one-threshold class ``policy`` minus the max-probability
     rule's, both swept completely on the same random subsets of the examples: the mean over
-    ``repeats`` seeded subsets holding each share of the examples in ``fractions`` (the whole
-    trace once, for a share of 1). A staircase swept on few examples keeps their lucky points,
+    ``repeats`` subsets holding each share of the examples in ``fractions`` (the whole trace
+    once, for a share of 1), drawn with the seed ``[seed, k]`` for the ``k``-th trace, in
+    ``n_jobs`` worker processes. A staircase swept on few examples keeps their lucky points,
     and how much depends on the rule; the table shows how that moves the comparison from
     subsets of a cross-validation fold's size to those of a test set's. ``policy`` must need no
     fitting (its state and answer read the exits' outputs alone), so that no subset sees
     another's examples."""
     import pandas as pd
 
-    from ..earlyexit.crossval import heldout_auc
-    from ..earlyexit.tamer import PolicyCandidate, ThresholdTamer
+    from ..earlyexit.states import fits_models
+    from ..earlyexit.tamer import PolicyCandidate
 
-    if PolicyCandidate.parse(policy).thresholds != "common":
+    cand = PolicyCandidate.parse(policy)
+    if cand.thresholds != "common":
         raise TTamerError(f"subset_size_table: policy must be a one-threshold class 'common:STATE:ANSWER', "
                           f"got {policy!r}")
+    if fits_models(cand.state, cand.answer):
+        raise TTamerError(f"subset_size_table: policy {policy!r} fits a model of its state or answer; "
+                          f"use one that reads the exits' outputs alone")
     check_count(repeats, "repeats", minimum=1)
-    rng = np.random.default_rng(seed)
-    rows = {}
-    for name, tr in traces.items():
-        rule = ThresholdTamer(policy=policy).fit(tr)
-        if rule.state_model_.models:
-            raise TTamerError(f"subset_size_table: policy {policy!r} fits a model of its state or answer; "
-                              f"use one that reads the exits' outputs alone")
-        row = {}
-        for frac in fractions:
-            share = check_real(frac, "fraction", low=0.0, high=1.0, low_open=True)
-            m = min(tr.n_examples, max(MIN_SPLIT_EXAMPLES, round(share * tr.n_examples)))
-            subsets = ([tr] if m == tr.n_examples else
-                       [tr.sample(m, rng) for _ in range(repeats)])
-            gaps = [heldout_auc(rule.frontier_sweep(s), s, "label") - _heuristic_area(s, "max-prob")
-                    for s in subsets]
-            row[f"{100 * frac:g} % of the examples"] = 100 * float(np.mean(gaps))
-        rows[name] = row
+    shares = [check_real(frac, "fraction", low=0.0, high=1.0, low_open=True) for frac in fractions]
+    rows = map_processes(_subset_gaps_one, [(tr, policy, shares, int(repeats), (int(seed), k))
+                                            for k, tr in enumerate(traces.values())], n_jobs, False, "traces")
+    rows = dict(zip(traces, rows))
     return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 2)

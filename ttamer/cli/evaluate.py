@@ -135,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
                                     estimation=args.estimation, slo_confidence=args.slo_confidence,
                                     thresholds=_threshold_options(args),
                                     progress=sys.stderr.isatty() if args.progress is None else args.progress)
-        except TraceError as exc:  # what the trace's content cannot give (e.g. one exit): name the file
-            raise TraceError(f"trace file {show_path(args.path)}: {exc}") from None
+        except TTamerError as exc:  # what the trace's content cannot give (e.g. one exit): name the file
+            kind = TraceError if isinstance(exc, TraceError) else TTamerError
+            raise kind(f"trace file {show_path(args.path)}: {exc}") from None
     except (TTamerError, OSError) as exc:
         from .common import error_line
 

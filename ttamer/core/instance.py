@@ -30,7 +30,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import InstanceError, TTamerError
-from .safeio import MAX_JSON_BYTES, HugeNumber, atomic_write, decode_text, loads_strict, read_file, show_path
+from .safeio import (MAX_JSON_BYTES, HugeNumber, atomic_write, check_parse_memory, decode_text, loads_strict, read_file,
+                     show_path)
 from .validate import escape_text
 
 #: Tolerance on ``Σ_t P[s, t] = 1`` and ``Σ_s μ(s) = 1``.
@@ -708,11 +709,14 @@ def load_instance(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Insta
     Raises
     ------
     InstanceError
-        The file cannot be read, is not valid JSON, or does not describe a valid instance;
-        the message names the file (and the node and field at fault).
+        The file cannot be read, is not valid JSON, does not describe a valid instance, or
+        would take more memory to parse than is available
+        (:func:`~ttamer.core.safeio.check_parse_memory`); the message names the file (and the
+        node and field at fault).
     """
     data = read_file(path, "instance file", max_bytes, InstanceError)
     where = show_path(path)
+    check_parse_memory(len(data), f"instance file {where}", InstanceError)
     text = decode_text(data, f"instance file {where}", InstanceError)
     parsed = loads_strict(text, f"instance file {where}", InstanceError)
     try:

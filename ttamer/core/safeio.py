@@ -35,6 +35,9 @@ from .validate import escape_text, short_repr
 
 #: Largest instance (JSON) file read, in bytes.
 MAX_JSON_BYTES = 256 * 2**20
+#: Bytes of memory parsing a byte of JSON may take at the most: Python's objects for the
+#: densest JSON (``[[],[],…]`` takes 22 bytes a byte) with some room.
+JSON_MEMORY_FACTOR = 32
 #: Integers in JSON with more digits than this cannot be a float; they are kept as
 #: :class:`HugeNumber`.
 MAX_JSON_DIGITS = 308
@@ -110,7 +113,7 @@ def _check_regular(p: Path, st: os.stat_result, what: str, max_bytes: int, error
         raise error(f"{what} {show_path(p)} is {kind}; only regular files are read")
     if st.st_size > max_bytes:
         raise error(f"{what} {show_path(p)} has {st.st_size:,} bytes, above the limit of {max_bytes:,} "
-                    f"(raise it with max_bytes=)")
+                    f"(in Python, the loader's max_bytes=N reads larger files)")
 
 
 def decode_text(data: bytes, what: str, error: type[TTamerError] = TTamerError) -> str:
@@ -158,6 +161,22 @@ def _parse_int(text: str) -> Any:
 
 def _parse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (only finite numbers are)")
+
+
+def check_parse_memory(n_bytes: int, what: str, error: type[TTamerError] = TTamerError,
+                       available: int | None = None) -> None:
+    """Refuse, before parsing, ``n_bytes`` of JSON (``what``) whose Python objects may take more
+    memory than is available (:data:`JSON_MEMORY_FACTOR` bytes a byte;
+    :func:`~ttamer.core.parallel.available_memory` unless ``available`` is given; nothing is
+    refused where the system tells none)."""
+    from .parallel import available_memory
+
+    free = available_memory() if available is None else available
+    need = JSON_MEMORY_FACTOR * n_bytes
+    if free is not None and need > free:
+        raise error(f"{what} has {n_bytes:,} bytes of JSON, whose objects may take up to {need:,} bytes of memory "
+                    f"({JSON_MEMORY_FACTOR} per byte), more than the {free:,} available; free memory or split the "
+                    f"file")
 
 
 def loads_strict(text: str, what: str, error: type[TTamerError] = TTamerError) -> Any:

@@ -14,12 +14,17 @@ from typing import Sequence
 import numpy as np
 
 from .base import ANSWER_RULES as _ANSWER_VOCABULARY, vocabulary_subset
+from .thresholds import evenly
 
 #: The answer rules of the binned chain (a subset of :data:`ttamer.earlyexit.base.ANSWER_RULES`).
 ANSWER_RULES = vocabulary_subset(_ANSWER_VOCABULARY, "index", "pairwise")
 #: Folds of the cross-validated log-loss test that decides, per pair of exits, whether the
 #: pairwise answer rule uses that pair's table (:meth:`PairwiseAnswer.fit`).
 PAIRWISE_FOLDS = 5
+#: Most calibration examples, evenly spaced, that the pairwise tables are counted on. The test
+#: of every pair of exits costs time in proportion to examples × pairs (the square of the
+#: exits); a table of ``K_v × K_j`` smoothed cells is well estimated long before this many.
+PAIRWISE_MAX_EXAMPLES = 20_000
 
 
 def _pair_table(sv: np.ndarray, sj: np.ndarray, wrong_v: np.ndarray, prior: np.ndarray, kv: int, kj: int,
@@ -107,7 +112,11 @@ class PairwiseAnswer:
         """Count tables on calibration ``states``/``wrong`` ``[N, L]``. A pair ``(v, j)`` keeps
         its table only if it predicts ``wrong_v`` better than ``ℓ_v(s_v)`` alone in
         ``folds``-fold cross-validation (log-loss); otherwise ``r_v = ℓ_v(s_v)`` there, so
-        pairs where later evidence is noise fall back to the index rule."""
+        pairs where later evidence is noise fall back to the index rule. On more than
+        :data:`PAIRWISE_MAX_EXAMPLES` examples, that many evenly spaced ones are counted."""
+        if len(states) > PAIRWISE_MAX_EXAMPLES:
+            keep = evenly(len(states), PAIRWISE_MAX_EXAMPLES)
+            states, wrong = states[keep], wrong[keep]
         n, L = states.shape
         fold = np.arange(n) % folds
         splits = [(fold != f, fold == f) for f in range(folds)]

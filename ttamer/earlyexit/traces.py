@@ -33,6 +33,7 @@ import json
 import math
 import os
 import stat
+import struct
 import tokenize
 import zipfile
 from contextlib import contextmanager
@@ -62,6 +63,16 @@ KEYS = ("probs", "labels", "cost", "meta")
 #: uncompressed), checked from the zip and ``.npy`` headers before anything is allocated
 #: (override: ``load_trace(path, max_bytes=...)``).
 MAX_TRACE_BYTES = 2**30
+#: Most characters of a trace's ``meta`` written as JSON (:func:`json.dumps`): it describes the
+#: trace (provenance, names, costs in other units) and is copied with every part of the
+#: examples an evaluation takes, so it is no place for data; checked from the ``.npy`` header
+#: before the file's ``meta`` is read, and by :meth:`Trace.validate`.
+MAX_META_CHARS = 2**22
+#: Largest central directory (the zip's list of members) of a trace file, in bytes, read from
+#: the end of the file before the archive is opened: the four members of a trace take a few
+#: hundred bytes, and an archive that lists millions would be parsed whole before its members
+#: could be refused.
+MAX_ZIP_DIRECTORY_BYTES = 2**16
 #: :attr:`Trace.entropy` is computed in chunks of examples holding at most this many probabilities.
 ENTROPY_CHUNK_CELLS = 2**22
 #: Second word of the seed of :meth:`Trace.sample`'s random stream (apart from :meth:`Trace.split`'s).
@@ -366,6 +377,7 @@ class Trace:
         if not isinstance(self.meta, dict):
             raise TraceError(f"key 'meta': expected a dict (JSON object), got {type(self.meta).__name__}")
         check_json(self.meta, "key 'meta'", "meta", TraceError)
+        _check_meta_chars(len(json.dumps(self.meta)), "key 'meta'")
         for key in META_DEFAULTS:
             if key in self.meta and not isinstance(self.meta[key], str):
                 raise TraceError(f"key 'meta': field {key!r} must be a string, got "
@@ -531,9 +543,16 @@ class Trace:
         return self.correct.mean(axis=0)
 
     # ------------------------------------------------------------------ selection
+    def _meta_copy(self) -> dict[str, Any]:
+        """``meta`` copied at its top level, with its lists ``exit_names`` and ``parents``
+        (the fields the package reads); other nested values are shared, not copied (a subset
+        is taken many times in an evaluation)."""
+        return {k: list(v) if k in ("exit_names", "parents") and isinstance(v, list) else v
+                for k, v in self.meta.items()}
+
     def subset(self, idx: Any) -> "Trace":
         """The trace restricted to examples ``idx`` (indices ``0..N-1``, none negative, or a
-        boolean mask of ``N``); meta (and with it the parents) copied."""
+        boolean mask of ``N``); meta copied (:meth:`_meta_copy`)."""
         try:
             idx = np.asarray(idx)
         except (ValueError, TypeError, OverflowError):
@@ -554,7 +573,7 @@ class Trace:
                              f"({self.n_examples} examples; a negative index is not counted from the end)")
         idx = idx.astype(np.int64, copy=False)
         cost = self.cost if self.cost.ndim == 1 else self.cost[idx]
-        return Trace(self.probs[idx], self.labels[idx], cost, json.loads(json.dumps(self.meta)))
+        return Trace(self.probs[idx], self.labels[idx], cost, self._meta_copy())
 
     def split(self, fraction: float, seed: int = 0, *,
               min_each: int = MIN_SPLIT_EXAMPLES) -> tuple["Trace", "Trace"]:
@@ -632,6 +651,43 @@ def save_trace(path: str | Path, trace: Trace, compressed: bool = False) -> None
     atomic_write(path, write, "trace file", TraceError)
 
 
+def _check_meta_chars(chars: int, what: str) -> None:
+    """Refuse a ``meta`` of more than :data:`MAX_META_CHARS` characters of JSON (``what`` names it)."""
+    if chars > MAX_META_CHARS:
+        raise TraceError(f"{what}: {chars:,} characters of JSON, above the limit of {MAX_META_CHARS:,} "
+                         f"(MAX_META_CHARS); meta describes the trace and is copied with every part of the "
+                         f"examples an evaluation takes: keep data out of it")
+
+
+#: The zip's end-of-central-directory record, and the zip64 locator and record (APPNOTE 4.3.14–16).
+_EOCD = struct.Struct("<4s4H2LH")
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+
+
+def _zip_directory_bytes(fh: Any, size: int) -> int | None:
+    """The size in bytes of the central directory that the zip archive open as ``fh`` (of
+    ``size`` bytes) declares at its end, found as :mod:`zipfile` finds it (the end record in
+    the last 22 bytes, else the last one in the final 64 KiB; the zip64 record just before its
+    locator, where there is one), or ``None`` where there is no end record (:mod:`zipfile`
+    then refuses the file itself)."""
+    tail_len = min(size, _EOCD.size + 0xFFFF)  # the record and the longest comment
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    at = len(tail) - _EOCD.size if tail[-_EOCD.size:][:4] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + _EOCD.size > len(tail):
+        return None
+    directory = _EOCD.unpack_from(tail, at)[5]
+    locator = size - tail_len + at - _ZIP64_LOCATOR.size
+    if locator - _ZIP64_EOCD.size < 0:
+        return directory
+    fh.seek(locator - _ZIP64_EOCD.size)
+    record = fh.read(_ZIP64_EOCD.size + _ZIP64_LOCATOR.size)
+    if record[_ZIP64_EOCD.size:][:4] != b"PK\x06\x07" or record[:4] != b"PK\x06\x06":
+        return directory
+    return _ZIP64_EOCD.unpack_from(record)[8]
+
+
 def _npz_members(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
     """The members of an archive by key (member ``KEY.npy`` holds key ``KEY``).
 
@@ -686,7 +742,7 @@ def _read_npy_header(fh: Any, where: str, name: str) -> tuple[tuple, np.dtype, i
 def _check_member(info: zipfile.ZipInfo, fh: Any, where: str, max_bytes: int) -> None:
     """Check from its ``.npy`` header that member ``info`` (open as ``fh``) holds numbers or a
     string, of a shape of sizes ``>= 0`` within ``max_bytes``, and exactly the data its header
-    declares."""
+    declares; the member ``meta.npy`` at most :data:`MAX_META_CHARS` characters."""
     name = escape_text(repr(info.filename), 80)
     shape, dtype, header_bytes = _read_npy_header(fh, where, name)
     if dtype.hasobject:
@@ -706,6 +762,8 @@ def _check_member(info: zipfile.ZipInfo, fh: Any, where: str, max_bytes: int) ->
         raise TraceError(f"{where}: member {name} declares {declared} ({size}), above the limit of "
                          f"{max_bytes:,} (MAX_TRACE_BYTES)")
     nbytes = dtype.itemsize * math.prod(shape)
+    if info.filename == "meta.npy" and dtype.kind in "US":  # another dtype is refused once read
+        _check_meta_chars(nbytes // (4 if dtype.kind == "U" else 1), f"{where}: key 'meta'")
     data = info.file_size - header_bytes
     if nbytes > data:
         raise TraceError(f"{where}: member {name} declares {declared} ({nbytes:,} bytes) but holds "
@@ -751,7 +809,7 @@ def _read_npz(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
             if total > max_bytes:
                 raise TraceError(f"{where}: member {escape_text(repr(info.filename), 80)} brings the uncompressed "
                                  f"size to {total:,} bytes, above the limit of {max_bytes:,} "
-                                 f"(MAX_TRACE_BYTES; raise it with max_bytes=)")
+                                 f"(MAX_TRACE_BYTES; in Python, load_trace(path, max_bytes=N) reads larger files)")
         missing = [k for k in KEYS if k not in members]
         if missing:
             raise TraceError(f"{where}: missing key(s) {missing}; a trace holds {list(KEYS)}")
@@ -804,14 +862,19 @@ def load_trace(path: str | Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Trace:
         raise TraceError(f"trace file {where} is not a regular file (a FIFO or device?); only regular files are read")
     if st.st_size > max_bytes:
         raise TraceError(f"trace file {where} has {st.st_size:,} bytes, above the limit of {max_bytes:,} "
-                         f"(MAX_TRACE_BYTES; raise it with max_bytes=)")
+                         f"(MAX_TRACE_BYTES; in Python, load_trace(path, max_bytes=N) reads larger files)")
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
+            directory = _zip_directory_bytes(fh, st.st_size) if magic == b"PK\x03\x04" else None
     except OSError as exc:
         raise TraceError(f"cannot read trace file {where}: {exc.strerror or exc}") from None
     if magic != b"PK\x03\x04":
         raise TraceError(f"{where} is not an .npz archive (expected a zip file written by save_trace)")
+    if directory is not None and directory > MAX_ZIP_DIRECTORY_BYTES:
+        raise TraceError(f"{where}: the archive's list of members takes {directory:,} bytes, above the limit of "
+                         f"{MAX_ZIP_DIRECTORY_BYTES:,} (MAX_ZIP_DIRECTORY_BYTES); a trace archive holds exactly "
+                         f"one member KEY.npy per key of {list(KEYS)}, a few hundred bytes of list")
     try:
         arrays = _read_npz(path, max_bytes)
     except TraceError:

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ttamer.earlyexit.evaluation import (STRATEGIES, accuracy_at, bootstrap_band, cost_at_accuracy, dominates,
-                                         evaluate_trace, frontier_auc, pareto_frontier, strategy_metrics)
+                                         evaluate_trace, frontier_auc, strategy_metrics)
+from ttamer.earlyexit.metrics import pareto_frontier
 from ttamer.earlyexit.traces import synthetic_trace
 from ttamer.core.errors import TTamerError
 

@@ -35,8 +35,8 @@ from .validate import escape_text, short_repr
 
 #: Largest instance (JSON) file read, in bytes.
 MAX_JSON_BYTES = 256 * 2**20
-#: Bytes of memory parsing a byte of JSON may take at the most: Python's objects for the
-#: densest JSON (``[[],[],…]`` takes 22 bytes a byte) with some room.
+#: The most memory, in bytes, that parsing one byte of JSON may take (Python's objects for the
+#: densest JSON, ``[[],[],…]``, take 22 bytes a byte), with some room.
 JSON_MEMORY_FACTOR = 32
 #: Integers in JSON with more digits than this cannot be a float; they are kept as
 #: :class:`HugeNumber`.

@@ -63,7 +63,7 @@ KEYS = ("probs", "labels", "cost", "meta")
 #: uncompressed), checked from the zip and ``.npy`` headers before anything is allocated
 #: (override: ``load_trace(path, max_bytes=...)``).
 MAX_TRACE_BYTES = 2**30
-#: Most characters of a trace's ``meta`` written as JSON (:func:`json.dumps`): it describes the
+#: Most characters of a trace's ``meta`` written as JSON (by ``json.dumps``): it describes the
 #: trace (provenance, names, costs in other units) and is copied with every part of the
 #: examples an evaluation takes, so it is no place for data; checked from the ``.npy`` header
 #: before the file's ``meta`` is read, and by :meth:`Trace.validate`.
@@ -552,7 +552,8 @@ class Trace:
 
     def subset(self, idx: Any) -> "Trace":
         """The trace restricted to examples ``idx`` (indices ``0..N-1``, none negative, or a
-        boolean mask of ``N``); meta copied (:meth:`_meta_copy`)."""
+        boolean mask of ``N``); meta copied at its top level, with its lists ``exit_names`` and
+        ``parents`` (other nested values are shared)."""
         try:
             idx = np.asarray(idx)
         except (ValueError, TypeError, OverflowError):

@@ -151,3 +151,25 @@ def test_the_evaluate_command_names_the_file_in_every_error_of_the_evaluation(tm
     err = capsys.readouterr().err.strip()
     assert err.startswith("ttamer evaluate: error: trace file ") and "few.npz" in err and "too few" in err
     assert "\n" not in err
+
+
+def test_an_unreachable_hub_gives_one_error_line_with_a_hint(tmp_path, capfd, monkeypatch):
+    """The hub's warning per retry is silenced while the workload runs, and restored after."""
+    import logging
+
+    import ttamer.workloads
+    from huggingface_hub.utils import logging as hub_logging
+    from ttamer.cli.main import main
+
+    def unreachable(*args, **kwargs):
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        raise ConnectionError("Couldn't reach 'stanfordnlp/imdb' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(ttamer.workloads, "generate", unreachable)
+    before = hub_logging.get_verbosity()
+    assert main(["traces", "nlp", "--profile", "full", "--out", str(tmp_path / "x.npz")]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "Retrying" not in err
+    assert err.startswith("ttamer traces: error: Couldn't reach") and "HF_HUB_OFFLINE=1" in err
+    assert hub_logging.get_verbosity() == before
+    assert not (tmp_path / "x.npz").exists()

@@ -20,8 +20,11 @@ the shipped file); ``--all`` rebuilds every file in ``ttamer/data/zoo`` (seed 0 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
+from typing import Iterator
 
 from ..core.errors import TTamerError
 from ..core.validate import escape_text
@@ -120,6 +123,29 @@ def run_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Added to an error of a workload that could not reach the Hugging Face Hub.
+HUB_HINT = ("; the full profiles download their models and data from the Hugging Face Hub: check the network, "
+            "or set HF_HUB_OFFLINE=1 to read only what the local cache holds")
+
+
+@contextlib.contextmanager
+def hub_retries_quiet() -> Iterator[None]:
+    """``huggingface_hub``'s log below errors (its warning per retry of an unreachable Hub)
+    silenced while a workload runs, so that the command prints one error line; the level is
+    restored afterwards."""
+    try:
+        from huggingface_hub.utils import logging as hub_logging  # configures the library's logger
+    except ImportError:  # pragma: no cover - installed with transformers and datasets
+        yield
+        return
+    level = hub_logging.get_verbosity()
+    hub_logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logging.set_verbosity(level)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``ttamer traces``; bad input → message on stderr, exit status 2."""
     from ..core.safeio import check_target
@@ -142,13 +168,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             out = check_target(trace_path(args.workload, args.profile, seed=args.seed, device=args.device,
                                           **sizes), f"trace file in the trace cache (${CACHE_ENV})")
-        result = generate(args.workload, args.profile, seed=args.seed, device=args.device,
-                          progress=not args.no_progress, label=label, **sizes)
+        with hub_retries_quiet():
+            result = generate(args.workload, args.profile, seed=args.seed, device=args.device,
+                              progress=not args.no_progress, label=label, **sizes)
         save_trace(out, result.trace)
     except (TTamerError, OSError) as exc:
         from .common import error_line
 
-        print(error_line("traces", exc), file=sys.stderr)
+        hint = HUB_HINT if isinstance(exc, ConnectionError) else ""
+        print(error_line("traces", f"{exc}{hint}"), file=sys.stderr)
         return 2
     tr = result.trace
     summary = {"path": str(out), "trace": repr(tr), "exit_names": tr.exit_names,

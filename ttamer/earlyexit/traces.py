@@ -656,7 +656,7 @@ def _check_meta_chars(chars: int, what: str) -> None:
     """Refuse a ``meta`` of more than :data:`MAX_META_CHARS` characters of JSON (``what`` names it)."""
     if chars > MAX_META_CHARS:
         raise TraceError(f"{what}: {chars:,} characters of JSON, above the limit of {MAX_META_CHARS:,} "
-                         f"(MAX_META_CHARS); meta describes the trace and is copied with every part of the "
+                         f"(MAX_META_CHARS); meta describes the trace and is checked and copied with every part of the "
                          f"examples an evaluation takes: keep data out of it")
 
 

@@ -10,9 +10,10 @@ from ttamer.earlyexit.traces import synthetic_trace
 from ttamer.core.errors import TTamerError
 from ttamer.earlyexit.heuristics import HEURISTIC_RULES
 from ttamer.earlyexit.tamer import ThresholdTamer
-from ttamer.workloads.zoo_report import (calibration_areas, class_table, evaluate_zoo, gain_table,
-                                        heldout_table, heuristic_choice_table, resolution_table, slo_dominated, slo_table,
-                                        split_half_correlation, subset_size_table)
+from ttamer.workloads.zoo_report import (COST_PROFILES, calibration_areas, class_table, cost_profile_table,
+                                        evaluate_zoo, gain_table, heldout_table, heuristic_choice_table, recosted,
+                                        resolution_table, slo_dominated, slo_table, split_half_correlation,
+                                        subset_size_table)
 
 SEEDS = [0, 1]
 
@@ -227,3 +228,47 @@ def test_subset_size_table_against_direct_sweeps(traces):
     for bad in ("offset:max_prob:last", "common:learned:last", "common:max_prob:posterior_at_end"):
         with pytest.raises(TTamerError, match="subset_size_table"):
             subset_size_table(traces, policy=bad)
+
+
+def test_recosted_reweights_the_exit_costs_and_keeps_everything_else(traces):
+    tr = next(iter(traces.values()))
+    for profile, weights in COST_PROFILES.items():
+        re = recosted(tr, profile)
+        w = weights(tr.n_exits)
+        np.testing.assert_allclose(re.mean_cost / tr.mean_cost, w * tr.mean_cost.sum() / (tr.mean_cost * w).sum())
+        assert re.mean_cost.sum() == pytest.approx(tr.mean_cost.sum())
+        np.testing.assert_array_equal(re.probs, tr.probs)
+        np.testing.assert_array_equal(re.labels, tr.labels)
+        assert profile in re.meta["cost_measure"] and re.meta["model"] == tr.meta["model"]
+    rising = COST_PROFILES["rising"](5)
+    assert rising[0] == 1.0 and rising[-1] == 4.0 and np.all(np.diff(rising) > 0)
+    with pytest.raises(TTamerError, match="profile must be one of"):
+        recosted(tr, "flat")
+
+
+def test_cost_profile_table_against_direct_fits(traces):
+    from ttamer.earlyexit.baselines import static_exit
+    from ttamer.earlyexit.crossval import heldout_auc
+    from ttamer.earlyexit.heuristics import complete_sweep
+
+    t = cost_profile_table(traces, "last-5x", SEEDS, n_jobs=2)
+    assert list(t.index) == list(traces)
+    for name, tr in traces.items():
+        areas, chosen = {}, set()
+        for s in SEEDS:
+            cal, test = recosted(tr, "last-5x").split(0.5, s)
+            tamer = ThresholdTamer().fit(cal)
+            chosen.add(tamer.candidate_.key)
+            got = {h: heldout_auc(complete_sweep(test, h), test, "label")
+                   for h in ("max-prob", "max-prob-sdn", "entropy", "patience")}
+            got |= {"static": heldout_auc(static_exit(test), test, "label"),
+                    "ttamer": heldout_auc(tamer.frontier_sweep(test), test, "label")}
+            for k, v in got.items():
+                areas.setdefault(k, []).append(v)
+        mean = {k: np.mean(v) for k, v in areas.items()}
+        assert t.loc[name, "vs max-prob (pt)"] == pytest.approx(100 * (mean["ttamer"] - mean["max-prob"]), abs=0.006)
+        worst = min(mean["ttamer"] - mean[h] for h in mean if h != "ttamer")
+        assert t.loc[name, "vs each heuristic (pt)"] == pytest.approx(100 * worst, abs=0.006)
+        assert t.loc[name, "classes chosen"] == " ".join(sorted(chosen))
+    with pytest.raises(TTamerError, match="profile must be one of"):
+        cost_profile_table(traces, "flat", SEEDS)

@@ -272,3 +272,20 @@ def test_cost_profile_table_against_direct_fits(traces):
         assert t.loc[name, "classes chosen"] == " ".join(sorted(chosen))
     with pytest.raises(TTamerError, match="profile must be one of"):
         cost_profile_table(traces, "flat", SEEDS)
+
+
+def test_cost_profile_table_with_unit_weights_reads_the_evaluation_s_areas(traces, zoo, monkeypatch):
+    """Costs times ones: the lighter evaluation of the replay scores T-Tamer's default and the
+    heuristics exactly as :func:`evaluate_zoo` does."""
+    import ttamer.workloads.zoo_report as zr
+
+    monkeypatch.setitem(zr.COST_PROFILES, "unit", lambda L: np.ones(L))
+    t = cost_profile_table(traces, "unit", SEEDS)  # in this process: the workers would not see "unit"
+    gains = gain_table(zoo, traces)
+    for name, runs in zoo.items():
+        assert t.loc[name, "vs each heuristic (pt)"] == pytest.approx(gains.loc[name, "vs each heuristic, mean (pt)"],
+                                                                      abs=0.006)
+        mean = {k: np.mean([r["auc"][k] for r in runs]) for k in ("ttamer", "max-prob")}
+        assert t.loc[name, "vs max-prob (pt)"] == pytest.approx(100 * (mean["ttamer"] - mean["max-prob"]), abs=0.006)
+        assert t.loc[name, "classes chosen"] == " ".join(sorted({r["policy"] for r in runs}))
+

@@ -272,6 +272,9 @@ def test_cost_profile_table_against_direct_fits(traces):
         assert t.loc[name, "classes chosen"] == " ".join(sorted(chosen))
     with pytest.raises(TTamerError, match="profile must be one of"):
         cost_profile_table(traces, "flat", SEEDS)
+    for bad in (({}, SEEDS), (traces, [])):
+        with pytest.raises(TTamerError, match="at least one trace and one split seed"):
+            cost_profile_table(bad[0], "rising", bad[1])
 
 
 def test_cost_profile_table_with_unit_weights_reads_the_evaluation_s_areas(traces, zoo, monkeypatch):

@@ -444,6 +444,8 @@ def cost_profile_table(traces: dict[str, Trace], profile: str, seeds: Sequence[i
     price them."""
     import pandas as pd
 
+    if not traces or not len(seeds):
+        raise TTamerError("cost_profile_table: needs at least one trace and one split seed")
     recosted(next(iter(traces.values())), profile)  # an unknown profile is refused before any work
     runs = [(name, s) for name in traces for s in seeds]
     got = map_processes(_recosted_areas_one, [(traces[name], profile, s, calibration_fraction) for name, s in runs],

@@ -439,9 +439,9 @@ def cost_profile_table(traces: dict[str, Trace], profile: str, seeds: Sequence[i
     """T-Tamer's default against the heuristics on the traces with their exits' costs made
     uneven (:func:`recosted`): per trace, the smallest over the heuristics (static exits
     included) of T-Tamer's mean test area over the splits minus that heuristic's, the same
-    against the max-probability rule alone (pt), and the policy classes chosen. The heuristics'
-    rules ignore costs (only the cost of their sweep's points moves); T-Tamer's fitted classes
-    price them."""
+    against the max-probability rule alone (pt), and the policy classes chosen. A heuristic's
+    one threshold treats every exit alike whatever it costs (only its sweep's points move);
+    T-Tamer's fitted classes price each exit's cost."""
     import pandas as pd
 
     if not traces or not len(seeds):

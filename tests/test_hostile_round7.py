@@ -1,7 +1,8 @@
-"""Hostile inputs found by a seventh fuzzing round: small trace files that would have cost
-minutes and gigabytes before a word was said -- a huge ``meta``, an archive that lists millions
-of members -- and the pairwise tables' work on many examples. Each test fails on the code
-before the fix."""
+"""Hostile inputs found by a seventh fuzzing round: small files that would have cost minutes
+and gigabytes before a word was said -- a trace with a huge ``meta``, an archive that lists
+millions of members, dense instance JSON -- the pairwise tables' work on many examples, and
+errors that did not name their file or printed a line per retry of an unreachable Hub. Each
+test fails on the code before the fix."""
 from __future__ import annotations
 
 import io

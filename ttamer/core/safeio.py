@@ -163,15 +163,14 @@ def _parse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (only finite numbers are)")
 
 
-def check_parse_memory(n_bytes: int, what: str, error: type[TTamerError] = TTamerError,
-                       available: int | None = None) -> None:
+def check_parse_memory(n_bytes: int, what: str, error: type[TTamerError] = TTamerError) -> None:
     """Refuse, before parsing, ``n_bytes`` of JSON (``what``) whose Python objects may take more
     memory than is available (:data:`JSON_MEMORY_FACTOR` bytes a byte;
-    :func:`~ttamer.core.parallel.available_memory` unless ``available`` is given; nothing is
-    refused where the system tells none)."""
+    :func:`~ttamer.core.parallel.available_memory`; nothing is refused where the system tells
+    none)."""
     from .parallel import available_memory
 
-    free = available_memory() if available is None else available
+    free = available_memory()
     need = JSON_MEMORY_FACTOR * n_bytes
     if free is not None and need > free:
         raise error(f"{what} has {n_bytes:,} bytes of JSON, whose objects may take up to {need:,} bytes of memory "

@@ -46,12 +46,14 @@ ANSWERS = vocabulary_subset(ANSWER_RULES, "last", "confident", "posterior", "ens
 PAIRED = ("posterior", "ensemble")
 #: States and answer rules that are fitted on calibration examples.
 FITTED = ("learned", "posterior")
+#: The answer rules that read the posterior models (:func:`~ttamer.earlyexit.logistic.posterior_answers`).
+POSTERIOR_ANSWERS = ("posterior", "posterior_at_end")
 
 
 def fits_models(state: str, answer: str) -> bool:
     """Whether the pair (``state``, ``answer``) fits a logistic model on calibration examples
     (:meth:`StateModel.fit`); otherwise it reads the exits' outputs alone."""
-    return state == "learned" or answer in ("posterior", "posterior_at_end")
+    return state == "learned" or answer in POSTERIOR_ANSWERS
 
 
 def exit_wrong(trace: Trace, target: str) -> np.ndarray:
@@ -109,7 +111,7 @@ class StateModel:
         models: dict[str, Any] = {}
         if state == "learned":
             models["learned"] = _logistic_models(history_features(trace), 1.0 - wrong)
-        if answer in ("posterior", "posterior_at_end"):
+        if answer in POSTERIOR_ANSWERS:
             models["posterior"] = _posterior_models(trace, wrong)
         return cls(state, answer, trace.n_exits, trace.n_classes, models)
 

@@ -53,7 +53,7 @@ from .base import BaseTamer, MIN_FIT_EXAMPLES, check_trace
 from .heuristics import MAX_SWEEP_CELLS
 from .metrics import MAX_SWEEP_POINTS
 from .online import ExitHistory, PosteriorOne, check_exit_rows, entropy, logistic_at
-from .states import ANSWERS, STATES, StateModel, exit_wrong
+from .states import ANSWERS, POSTERIOR_ANSWERS, STATES, StateModel, exit_wrong
 from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, evenly, first_stop,
                          fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points,
                          shifted_thresholds)
@@ -618,7 +618,7 @@ class RuntimeRule:
         self.keeps = frozenset(
             ({"lo", "counts", "run", "history"} if state == "learned" else set())
             | ({"run"} if state == "patience" else set())
-            | ({"lo", "pred", "counts", "total"} if answer in ("posterior", "posterior_at_end") else set())
+            | ({"lo", "pred", "counts", "total"} if answer in POSTERIOR_ANSWERS else set())
             | ({"pred", "total"} if answer in ("ensemble", "ensemble_at_end") else set()))
         if state == "learned":
             w, scale = state_model.models["learned"]

@@ -405,12 +405,16 @@ COST_PROFILES: dict[str, Callable[[int], np.ndarray]] = {
 }
 
 
+def _check_profile(profile: Any, who: str) -> None:
+    if not isinstance(profile, str) or profile not in COST_PROFILES:
+        raise TTamerError(f"{who}: profile must be one of {list(COST_PROFILES)}, got {profile!r}")
+
+
 def recosted(trace: Trace, profile: str) -> Trace:
     """``trace`` with its exits' costs replaced: each exit's measured mean cost times its
     weight in :data:`COST_PROFILES` ``[profile]``, rescaled so that the full model costs what it
     did; the predictions are the trace's own. ``meta["cost_measure"]`` says so."""
-    if profile not in COST_PROFILES:
-        raise TTamerError(f"recosted: profile must be one of {list(COST_PROFILES)}, got {profile!r}")
+    _check_profile(profile, "recosted")
     cost = trace.mean_cost * COST_PROFILES[profile](trace.n_exits)
     cost *= trace.mean_cost.sum() / cost.sum()
     measure = f"measured mean cost reweighted by the profile {profile!r} (a what-if, not a measurement)"
@@ -446,7 +450,7 @@ def cost_profile_table(traces: dict[str, Trace], profile: str, seeds: Sequence[i
 
     if not traces or not len(seeds):
         raise TTamerError("cost_profile_table: needs at least one trace and one split seed")
-    recosted(next(iter(traces.values())), profile)  # an unknown profile is refused before any work
+    _check_profile(profile, "cost_profile_table")
     runs = [(name, s) for name in traces for s in seeds]
     got = map_processes(_recosted_areas_one, [(traces[name], profile, s, calibration_fraction) for name, s in runs],
                         n_jobs, False, "traces x splits")

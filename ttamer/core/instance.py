@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -226,11 +227,17 @@ class Instance:
     # ------------------------------------------------------------------ validation
     def _index_names(self) -> None:
         self.index: dict[str, int] = {}
+        normal: dict[str, str] = {}  # NFC form -> the name first given in it
         for i, node in enumerate(self.nodes):
-            if not isinstance(node.name, str) or not node.name:
-                raise InstanceError(f"node #{i}, field 'name': must be a non-empty string, got {node.name!r}")
+            if not isinstance(node.name, str) or not node.name.strip():
+                raise InstanceError(f"node #{i}, field 'name': must be a string with a character other than "
+                                    f"spaces, got {node.name!r}")
             if node.name in self.index:
                 raise InstanceError(f"node {node.name!r}, field 'name': duplicate name")
+            same = normal.setdefault(unicodedata.normalize("NFC", node.name), node.name)
+            if same != node.name:
+                raise InstanceError(f"node {node.name!r}, field 'name': reads the same as node {same!r} (the two "
+                                    "differ only in how their accents are encoded); give the nodes distinct names")
             self.index[node.name] = i
 
     def _validate_nodes(self) -> None:

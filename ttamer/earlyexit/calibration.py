@@ -255,10 +255,11 @@ class EarlyExitTamer(BaseTamer):
         """Build the chain instance from calibration examples and solve it at ``lam``."""
         self._validated()
         check_trace(trace, "EarlyExitTamer.fit", MIN_FIT_EXAMPLES, chain=True).validate()
-        cands = self.candidates(int(trace.n_examples * (self.cv_folds - 1) / self.cv_folds))
+        folds = int(self.cv_folds)
+        cands = self.candidates(int(trace.n_examples * (folds - 1) / folds))
         fits: dict = {}  # shared by the candidates: the answer rule does not change a fold's fit
         best, self.cv_scores_ = choose_by_cv(trace, cands, lambda tr, cand: self._cv_score(tr, cand, fits),
-                                             self.cv_folds, "K, agreement, feature, loss and smoothing")
+                                             folds, "K, agreement, feature, loss and smoothing")
         fitted = _fit_concrete(trace, best.spec, best.smoothing, best.loss, self.normalize_cost, self.target,
                                best.monotone)
         self.spec_, self.smoothing_, self.loss_ = fitted.spec, fitted.smoothing, best.loss
@@ -281,9 +282,9 @@ class EarlyExitTamer(BaseTamer):
         for key in [k for k in fits if isinstance(k, tuple) and k[1:] != shared]:
             del fits[key]  # an earlier fit no later candidate shares (they come in order of their fit)
         scores = []
-        for f in range(self.cv_folds):
+        for f in range(int(self.cv_folds)):
             if f not in fits:
-                folds = cv_folds_of(trace.n_examples, self.cv_folds, self.seed)
+                folds = cv_folds_of(trace.n_examples, int(self.cv_folds), self.seed)
                 fits[f] = (trace.subset(folds != f), trace.subset(folds == f))
             tr, te = fits[f]
             key = (f, *shared)

@@ -205,8 +205,8 @@ class CascadeTamer(BaseTamer):
         name = f"cascade {trace.meta.get('dataset', '?')}: {spec.describe()}" + \
             (" + agreement with parent" if self.agreement else "")
         states = tree_states(self.encoder_, trace, self.parents_, self.agreement)
-        self.instance_ = build_tree_instance(states, losses, k, self.parents_, trace.mean_cost / scale, self.smoothing,
-                                             names=trace.exit_names, name=name)
+        self.instance_ = build_tree_instance(states, losses, k, self.parents_, trace.mean_cost / scale,
+                                             float(self.smoothing), names=trace.exit_names, name=name)
         self.solution_ = self._solve(self.lam)
         return self
 

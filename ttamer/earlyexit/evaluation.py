@@ -309,7 +309,7 @@ def _chain_info(tamer: EarlyExitTamer) -> dict[str, Any]:
 def _regression_info(tamer: PathwiseTamer) -> dict[str, Any]:
     c = tamer.candidate_
     return {"estimation": "regression", "description": tamer.describe(), "feature": c.feature, "loss": c.loss,
-            "answer_rule": c.answer, "degree": tamer.degree,
+            "answer_rule": c.answer, "degree": int(tamer.degree),
             "cv": [{"candidate": k.describe(), "auc": sc} for k, sc in tamer.cv_scores_]}
 
 

@@ -63,13 +63,19 @@ class StateSpec:
     prospect_bins: int = 0
 
     def __post_init__(self) -> None:
+        # the checked values are kept as Python ints: counts in NumPy's small integer types
+        # would wrap around in the products of state counts
         if not _is_auto(self.K):
-            check_int(self.K, "K (a positive integer or 'auto')", minimum=1, maximum=MAX_K)
+            object.__setattr__(self, "K", check_int(self.K, "K (a positive integer or 'auto')", minimum=1,
+                                                    maximum=MAX_K))
         check_choice("feature", self.feature, FEATURES, auto=True)
-        if not (_is_auto(self.agreement) or isinstance(self.agreement, (bool, np.bool_))):
-            check_int(self.agreement, "agreement (a bool, an int >= 0 or 'auto')", minimum=0, maximum=MAX_EXITS)
+        if isinstance(self.agreement, np.bool_):
+            object.__setattr__(self, "agreement", bool(self.agreement))
+        elif not (_is_auto(self.agreement) or isinstance(self.agreement, bool)):
+            object.__setattr__(self, "agreement", check_int(self.agreement, "agreement (a bool, an int >= 0 or "
+                                                            "'auto')", minimum=0, maximum=MAX_EXITS))
         for field in ("entropy_bins", "prospect_bins"):
-            check_int(getattr(self, field), field, minimum=0, maximum=MAX_K)
+            object.__setattr__(self, field, check_int(getattr(self, field), field, minimum=0, maximum=MAX_K))
 
     @property
     def is_concrete(self) -> bool:

@@ -368,7 +368,7 @@ class PathwiseTamer(BaseTamer):
         loss models on ``trace``, and fit the stopping rule at ``lam``."""
         self._validated()
         check_trace(trace, "PathwiseTamer.fit", MIN_FIT_EXAMPLES, chain=True).validate()
-        best, self.cv_scores_ = choose_by_cv(trace, self.candidates(), self._cv_score, self.cv_folds,
+        best, self.cv_scores_ = choose_by_cv(trace, self.candidates(), self._cv_score, int(self.cv_folds),
                                              "feature, loss and answer")
         self.candidate_ = best
         self.answer_ = best.answer
@@ -378,7 +378,7 @@ class PathwiseTamer(BaseTamer):
         return self
 
     def _rule(self, model: _PathModel, lam: float) -> StoppingRule:
-        return fit_stopping_rule(model.x, model.loss, model.costs, lam, self.degree, model.loss_coef)
+        return fit_stopping_rule(model.x, model.loss, model.costs, lam, int(self.degree), model.loss_coef)
 
     def _sweep(self, model: _PathModel, trace: Trace, lams: Sequence[float], refine: bool = True,
                max_gap: float = 0.01, max_points: int = 160) -> ExitDecisions:
@@ -387,9 +387,9 @@ class PathwiseTamer(BaseTamer):
                                            for lam in some], trace, lams, refine, max_gap, max_points, self.name)
 
     def _cv_score(self, trace: Trace, cand: PathCandidate) -> float:
-        folds = cv_folds_of(trace.n_examples, self.cv_folds, self.seed)
+        folds = cv_folds_of(trace.n_examples, int(self.cv_folds), self.seed)
         scores = []
-        for f in range(self.cv_folds):
+        for f in range(int(self.cv_folds)):
             tr, te = trace.subset(folds != f), trace.subset(folds == f)
             model = _fit_model(tr, cand.feature, cand.loss, cand.answer, self.normalize_cost)
             scores.append(heldout_auc(self._sweep(model, te, self._cv_lams, max_gap=0.02, max_points=64),
@@ -430,7 +430,7 @@ class PathwiseTamer(BaseTamer):
 
     def describe(self) -> str:
         self.check_fitted()
-        return self.candidate_.describe() + f", degree {self.degree}"
+        return self.candidate_.describe() + f", degree {int(self.degree)}"
 
     def __repr__(self) -> str:
         fitted = f", fitted: {self.describe()}" if hasattr(self, "rule_") else ""

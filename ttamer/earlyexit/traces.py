@@ -46,7 +46,7 @@ import numpy as np
 
 from ..core.errors import TraceError, TTamerError
 from ..core.safeio import atomic_write, check_json, check_path, loads_strict, show_path
-from ..core.validate import (MIN_SPLIT_EXAMPLES, check_bool, check_fraction, check_int, check_seed,
+from ..core.validate import (MIN_SPLIT_EXAMPLES, check_bool, check_fraction, check_int, check_real, check_seed,
                              escape_text, magnitude, short_repr)
 
 #: Tolerance on ``Σ_c probs[n, i, c] = 1`` (float32 softmax outputs).
@@ -170,9 +170,11 @@ def check_labels(labels: Any, n: int | None = None) -> np.ndarray:
             bad = _first(~np.isfinite(labels_arr) | (labels_arr != np.round(labels_arr)))
             raise TraceError(f"key 'labels': example {bad[0]} is not an integer ({labels_arr[bad]})")
     if labels_arr.size:
-        lo, hi = labels_arr.min(), labels_arr.max()
-        if lo < 0 or hi > np.iinfo(np.int64).max // 2:
-            (i,) = _first((labels_arr < 0) | (labels_arr > np.iinfo(np.int64).max // 2))
+        top = np.iinfo(np.int64).max // 2
+        lo, hi = labels_arr.min().item(), labels_arr.max().item()  # Python numbers: float16 cannot hold top
+        if lo < 0 or hi > top:
+            wide = labels_arr.astype(np.float64) if labels_arr.dtype.kind == "f" else labels_arr
+            (i,) = _first((wide < 0) | (wide > top))
             raise TraceError(f"key 'labels': example {i} has label {labels_arr[i].item()!r}, not a class index")
     return labels_arr
 
@@ -1007,6 +1009,13 @@ def target_labels(trace: Trace, target: str = "label") -> np.ndarray:
     raise TraceError(f"target must be 'label' or 'final', got {target!r}")
 
 
+#: Most numbers (examples x exits x classes) of a :func:`synthetic_trace` (its working arrays
+#: take about 24 bytes per number).
+SYNTHETIC_MAX_CELLS = 2**26
+#: Most exits of a :func:`synthetic_trace`.
+SYNTHETIC_MAX_EXITS = 1000
+
+
 def synthetic_trace(n: int = 1000, n_exits: int = 6, n_classes: int = 4, seed: int = 0,
                     per_example_cost: bool = False, rho: float = 0.8) -> Trace:
     """A trace from a small random process, for tests and illustrations (no model).
@@ -1015,9 +1024,17 @@ def synthetic_trace(n: int = 1000, n_exits: int = 6, n_classes: int = 4, seed: i
     ``z_{n,i} = 4 (i+1)/L (1 − d_n) e_{y_n} + ε_{n,i}`` with ``ε_{n,i} = ρ ε_{n,i−1} +
     √(1−ρ²) ξ_{n,i}`` (standard normal ``ξ``), so exits grow more accurate and their errors
     are correlated, as in a real backbone. Costs: 1 per exit (jittered per example if
-    ``per_example_cost``).
+    ``per_example_cost``). At most :data:`SYNTHETIC_MAX_CELLS` numbers ``n·L·C`` and
+    :data:`SYNTHETIC_MAX_EXITS` exits, checked before any work.
     """
-    rng = np.random.default_rng(seed)
+    n, n_exits = check_int(n, "n", minimum=1), check_int(n_exits, "n_exits", minimum=1, maximum=SYNTHETIC_MAX_EXITS)
+    n_classes = check_int(n_classes, "n_classes", minimum=2)
+    if n * n_exits * n_classes > SYNTHETIC_MAX_CELLS:
+        raise TTamerError(f"synthetic_trace: n x n_exits x n_classes = {n * n_exits * n_classes:,} numbers, above "
+                          f"SYNTHETIC_MAX_CELLS = {SYNTHETIC_MAX_CELLS:,}; ask for fewer examples, exits or classes")
+    check_bool(per_example_cost, "per_example_cost")
+    rho = check_real(rho, "rho", low=-1.0, high=1.0)
+    rng = np.random.default_rng(check_seed(seed))
     y = rng.integers(0, n_classes, n)
     d = rng.random(n)
     eps = np.empty((n, n_exits, n_classes))

@@ -371,8 +371,10 @@ class MultiExitModel:
 
 
 def numeric_array(inputs: Any) -> np.ndarray:
-    """``inputs`` as a NumPy array of numbers (bool, int, float), or a
-    :class:`~ttamer.core.errors.TTamerError` naming what they hold (e.g. strings)."""
+    """``inputs`` as a NumPy array of numbers (bool, int, float) that torch can share, or a
+    :class:`~ttamer.core.errors.TTamerError` naming what they hold (e.g. strings). An array
+    torch cannot share -- read-only (e.g. ``np.load(..., mmap_mode="r")``), in the other byte
+    order, or with negative strides -- is copied, with the same values and dtype."""
     try:
         x = np.asarray(inputs)
     except ValueError:  # ragged
@@ -380,6 +382,8 @@ def numeric_array(inputs: Any) -> np.ndarray:
                           "lengths") from None
     if x.dtype.kind not in "biuf":
         raise TTamerError(f"inputs must be numbers (an array or tensor [B, ...]), got an array of dtype {x.dtype}")
+    if not (x.flags.writeable and x.dtype.isnative and all(s >= 0 for s in x.strides)):
+        x = np.array(x, dtype=x.dtype.newbyteorder("="))
     return x
 
 

@@ -147,6 +147,18 @@ def test_one_se_choice_prefers_simpler():
     assert one_se_choice(np.array([[0.5, 0.5], [0.5, 0.5]])) == 0
 
 
+def test_one_se_choice_takes_the_better_of_equally_simple_classes():
+    # rows 1 and 2 within one standard error of the best (row 2); row 0 is not
+    scores = np.array([[0.70, 0.71, 0.69], [0.801, 0.815, 0.79], [0.805, 0.81, 0.80]])
+    assert one_se_choice(scores) == 1  # every row its own level: the first within the error
+    assert one_se_choice(scores, levels=[0, 1, 1]) == 2  # rows 1 and 2 equally simple: the better
+    assert one_se_choice(scores, levels=[0, 1, 2]) == 1
+    assert one_se_choice(np.array([[0.5, 0.5], [0.5, 0.5]]), levels=[0, 0]) == 0  # a tie: the first
+    assert [c.level for c in CANDIDATES] == [0, 1, 1, 2]  # recall answers fit nothing of their own
+    assert PolicyCandidate.parse("offset:max_prob:ensemble_at_end").level == \
+        PolicyCandidate.parse("offset:max_prob:last").level
+
+
 def test_cv_records_and_chooses_the_max_prob_rule_on_its_own_kind_of_data():
     """A trace whose exits differ only in noise: no richer class pays, so the simplest is kept."""
     rng = np.random.default_rng(0)

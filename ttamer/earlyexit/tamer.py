@@ -29,10 +29,12 @@ family of them, simplest first (:data:`CANDIDATES`):
 Each candidate is scored by the area under its accuracy–cost frontier on held-out folds of
 the calibration examples, swept there at the resolution of the data exactly as on test
 examples (:func:`complete_sweep`, :func:`path_sweep`); the simplest candidate within one standard
-error (of the paired fold differences) of the best is chosen, so that a richer rule is used
-only where the calibration data show that it pays, and one chosen by a small margin over the
-simplest is confirmed on fresh folds first (:data:`CV_CONFIRM_Z`). The test examples are never
-used.
+error (of the paired fold differences) of the best is chosen (:func:`one_se_choice`), so that a
+rule that fits more is used only where the calibration data show that it pays, and one chosen
+by a small margin over the simplest is confirmed on fresh folds first (:data:`CV_CONFIRM_Z`).
+What a class fits is its thresholds (:attr:`PolicyCandidate.level`): a recall answer fits
+nothing of its own, so the offset class with recall and without are equally simple and the
+better of the two on the folds is chosen. The test examples are never used.
 """
 
 from __future__ import annotations
@@ -100,6 +102,14 @@ class PolicyCandidate:
     def recall(self) -> bool:
         """Whether the rule may answer with an exit before the one it stopped at."""
         return self.answer != "last"
+
+    @property
+    def level(self) -> int:
+        """How much the class fits, for the one-standard-error rule (:func:`one_se_choice`): 0
+        for one threshold, 1 with an offset per exit, 2 with a threshold per exit. The answer
+        rule fits nothing of its own, so a class with recall is as simple as the same class
+        without."""
+        return THRESHOLD_CLASSES.index(self.thresholds)
 
     @property
     def key(self) -> str:
@@ -269,13 +279,22 @@ def paired_se(scores: np.ndarray, best: int, n_folds: int | None = None) -> np.n
     return (scores[best] - scores).std(axis=1, ddof=1) / np.sqrt(n)
 
 
-def one_se_choice(scores: np.ndarray, n_folds: int | None = None) -> int:
-    """Index of the first (simplest) row of ``scores [C, F]`` (candidates × folds) whose mean is
-    within one standard error of the best row's, the error of the paired fold differences
-    (:func:`paired_se`)."""
-    best = int(np.argmax(scores.mean(axis=1)))
-    gap = scores[best].mean() - scores.mean(axis=1)
-    return int(np.flatnonzero(gap <= paired_se(scores, best, n_folds) + 1e-12)[0])
+def one_se_choice(scores: np.ndarray, n_folds: int | None = None, levels: Sequence[int] | None = None) -> int:
+    """The row of ``scores [C, F]`` (candidates × folds) chosen by the one-standard-error rule:
+    of the rows whose mean is within one standard error of the best row's (the error of the
+    paired fold differences, :func:`paired_se`), those of the lowest complexity ``levels [C]``
+    (default: the row order, each row its own level), and of these the one of largest mean
+    (the first on a tie)."""
+    means = scores.mean(axis=1)
+    best = int(np.argmax(means))
+    within = np.flatnonzero(means[best] - means <= paired_se(scores, best, n_folds) + 1e-12)
+    rank = np.arange(len(scores)) if levels is None else np.asarray(levels)
+    simplest = within[rank[within] == rank[within].min()]
+    return int(simplest[np.argmax(means[simplest])])
+
+
+def _levels(cands: Sequence[PolicyCandidate]) -> list[int]:
+    return [c.level for c in cands]
 
 
 class ThresholdTamer(BaseTamer):
@@ -380,7 +399,8 @@ class ThresholdTamer(BaseTamer):
         if len(cands) > 1 and self.cv_folds_ >= 2:
             scores = self._cross_validate(trace, cands)
             self.cv_fold_scores_ = scores
-            chosen, best = one_se_choice(scores, self.cv_folds_), int(np.argmax(scores.mean(axis=1)))
+            chosen = one_se_choice(scores, self.cv_folds_, _levels(cands))
+            best = int(np.argmax(scores.mean(axis=1)))
             se = paired_se(scores, best, self.cv_folds_)
             self.cv_scores_ = [{"policy": c.key, "auc": float(s.mean()), "se": float(e)}
                                for c, s, e in zip(cands, scores, se)]
@@ -408,15 +428,15 @@ class ThresholdTamer(BaseTamer):
         repeats = int(min(MAX_CV_REPEATS, np.ceil(CV_REPEAT_EXAMPLES / trace.n_examples)))
         self.cv_curves_: dict[str, list[dict[str, np.ndarray]]] = {c.key: [] for c in cands}
         scores = self._cv_repeats(trace, cands, range(repeats))
-        if repeats < MAX_CV_REPEATS and self._unconfirmed(scores):
+        if repeats < MAX_CV_REPEATS and self._unconfirmed(scores, _levels(cands)):
             scores = np.hstack([scores, self._cv_repeats(trace, cands, range(repeats, MAX_CV_REPEATS))])
         return scores
 
-    def _unconfirmed(self, scores: np.ndarray) -> bool:
+    def _unconfirmed(self, scores: np.ndarray, levels: Sequence[int]) -> bool:
         """Whether the folds choose (:func:`one_se_choice`) a class richer than the simplest,
         ahead of the simplest by fewer than :data:`CV_CONFIRM_Z` standard errors of the paired
         fold differences (:func:`paired_se`)."""
-        chosen = one_se_choice(scores, self.cv_folds_)
+        chosen = one_se_choice(scores, self.cv_folds_, levels)
         if chosen == 0:
             return False
         gap = scores[chosen].mean() - scores[0].mean()
@@ -484,7 +504,7 @@ class ThresholdTamer(BaseTamer):
         cands = self.candidates()
         keep = [k for k, c in enumerate(cands) if not c.recall]
         scores = self.cv_fold_scores_[keep]
-        choice = cands[keep[one_se_choice(scores, self.cv_folds_)]]
+        choice = cands[keep[one_se_choice(scores, self.cv_folds_, _levels([cands[k] for k in keep]))]]
         other = ThresholdTamer(**dict(params, policy=choice.key)).fit(trace)
         se = paired_se(scores, int(np.argmax(scores.mean(axis=1))), self.cv_folds_)
         other.cv_scores_ = [self.cv_scores_[k] | {"se": float(e)} for k, e in zip(keep, se)]

@@ -234,3 +234,39 @@ def test_wordnet_files_are_checked(tmp_path):
     assert names[0] == "noun.Tops" and prov["n_available"] == 3
     with pytest.raises(TTamerError, match="unknown WordNet source 'nope'"):
         zoo.wordnet_data("nope", tmp_path)
+
+
+def test_a_larger_trace_is_asked_for_clearly():
+    with pytest.raises(TTamerError, match="n_trace must be an integer"):
+        zoo.build_zoo_trace("digits-cnn", n_trace=1.5)
+    with pytest.raises(TTamerError, match="n_trace must be >= 1"):
+        zoo.build_zoo_trace("digits-cnn", n_trace=0)
+    with pytest.raises(TTamerError, match="threads must be <= 64"):
+        zoo.build_zoo_trace("digits-cnn", threads=65)
+    entry = zoo._with_n_trace(zoo.zoo_entry("digits-cnn"), 300)
+    assert entry.params["n_trace"] == 300 and zoo.zoo_entry("digits-cnn").params["n_trace"] == 797
+    assert zoo._regenerate_command(entry, 0) == "ttamer traces zoo digits-cnn --n-trace 300 --out digits-cnn-n300.npz"
+    assert zoo._regenerate_command(entry, 2) == \
+        "ttamer traces zoo digits-cnn --seed 2 --n-trace 300 --out digits-cnn-s2-n300.npz"
+    assert zoo._regenerate_command(zoo.zoo_entry("digits-cnn"), 0) == "ttamer traces zoo digits-cnn --out digits-cnn.npz"
+
+
+def test_cli_n_trace_goes_with_one_name(capsys):
+    assert main(["traces", "zoo", "--all", "--n-trace", "100"]) == 2
+    assert "takes no --n-trace" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_larger_trace_of_a_zoo_model_draws_more_examples(tmp_path, capsys):
+    pytest.importorskip("torch")
+    if not _have_digits():
+        pytest.skip("scikit-learn (its bundled digits.csv.gz) missing")
+    out = tmp_path / "d.npz"
+    assert main(["traces", "zoo", "digits-mlp12", "--n-trace", "700", "--out", str(out), "--no-progress",
+                 "--json"]) == 0
+    tr = load_trace(out)
+    assert tr.n_examples == 700 and tr.meta["params"]["n_trace"] == 700
+    assert tr.meta["regenerate"] == "ttamer traces zoo digits-mlp12 --n-trace 700 --out digits-mlp12-n700.npz"
+    assert main(["traces", "zoo", "digits-mlp12", "--n-trace", "10000", "--out", str(tmp_path / "e.npz"),
+                 "--no-progress"]) == 2
+    assert "exceeds" in capsys.readouterr().err

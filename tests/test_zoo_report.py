@@ -12,8 +12,8 @@ from ttamer.earlyexit.heuristics import HEURISTIC_RULES
 from ttamer.earlyexit.tamer import ThresholdTamer
 from ttamer.workloads.zoo_report import (COST_PROFILES, calibration_areas, class_table, cost_profile_table,
                                         evaluate_zoo, gain_table, heldout_table, heuristic_choice_table, recosted,
-                                        resolution_table, slo_dominated, slo_table, split_half_correlation,
-                                        subset_size_table)
+                                        resolution_table, slo_dominated, slo_table, split_gain_table,
+                                        split_half_correlation, subset_size_table)
 
 SEEDS = [0, 1]
 
@@ -292,3 +292,30 @@ def test_cost_profile_table_with_unit_weights_reads_the_evaluation_s_areas(trace
         assert t.loc[name, "vs max-prob (pt)"] == pytest.approx(100 * (mean["ttamer"] - mean["max-prob"]), abs=0.006)
         assert t.loc[name, "classes chosen"] == " ".join(sorted({r["policy"] for r in runs}))
 
+
+
+def test_split_gain_table_against_direct_fits(traces):
+    from ttamer.earlyexit.baselines import static_exit
+    from ttamer.earlyexit.crossval import heldout_auc
+    from ttamer.earlyexit.heuristics import complete_sweep
+
+    tr = traces["a"]
+    t = split_gain_table(tr, SEEDS, n_jobs=2)
+    assert list(t.index) == [f"split {s}" for s in SEEDS] + ["mean"]
+    for s in SEEDS:
+        cal, test = tr.split(0.5, s)
+        tamer = ThresholdTamer().fit(cal)
+        area = {h: heldout_auc(complete_sweep(test, h), test, "label") for h in ("max-prob", "max-prob-sdn",
+                                                                                  "entropy", "patience")}
+        area["static"] = heldout_auc(static_exit(test), test, "label")
+        mine = heldout_auc(tamer.frontier_sweep(test), test, "label")
+        norec = heldout_auc(ThresholdTamer(recall=False).fit(cal).frontier_sweep(test), test, "label")
+        row = t.loc[f"split {s}"]
+        assert row["class chosen"] == tamer.candidate_.key
+        assert row["vs max-prob (pt)"] == pytest.approx(100 * (mine - area["max-prob"]), abs=0.006)
+        assert row["vs each heuristic (pt)"] == pytest.approx(100 * min(mine - a for a in area.values()), abs=0.006)
+        assert row["recall vs no recall (pt)"] == pytest.approx(100 * (mine - norec), abs=0.006)
+    numeric = t.drop(columns="class chosen")
+    np.testing.assert_allclose(numeric.loc["mean"], numeric.drop(index="mean").mean(), atol=0.006)
+    with pytest.raises(TTamerError, match="at least one split seed"):
+        split_gain_table(tr, [])

@@ -13,8 +13,8 @@ link, device or read-only file).
 
 ``ttamer traces zoo NAME --out PATH`` regenerates one trace of the shipped zoo
 (:mod:`ttamer.workloads.zoo`; ``--out`` defaults to ``NAME.npz`` in the current folder, never
-the shipped file); ``--all`` rebuilds every file in ``ttamer/data/zoo`` (seed 0 only);
-``--list`` prints the zoo.
+the shipped file; ``--n-trace N`` draws N trace examples instead of the entry's); ``--all``
+rebuilds every file in ``ttamer/data/zoo`` (seed 0 only); ``--list`` prints the zoo.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     z.add_argument("--all", action="store_true", help="rebuild every zoo file into ttamer/data/zoo (seed 0)")
     z.add_argument("--list", action="store_true", help="list the zoo's traces and exit")
     z.add_argument("--seed", type=integer, default=0, help="seed, 0 to 2**63 - 1 (0 = the shipped files)")
+    z.add_argument("--n-trace", dest="n_trace", type=integer, default=None,
+                   help="trace examples to draw (default: the zoo entry's; the model is built as for the zoo)")
     z.add_argument("--no-progress", action="store_true",
                    help="no progress bars (none from transformers or datasets either)")
     z.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -96,13 +98,17 @@ def run_zoo(args: argparse.Namespace) -> int:
         if args.all and args.out is not None:
             raise TTamerError("--out goes with one NAME; --all writes into ttamer/data/zoo")
         seed = check_workload_seed(args.seed, "--seed")
+        if args.all and args.n_trace is not None:
+            raise TTamerError("--all rewrites the shipped files at their own sizes, so it takes no --n-trace; "
+                              "give one NAME with --n-trace N --out PATH")
         if args.all and seed != 0:
             raise TTamerError(f"--all rewrites the shipped files, which are seed 0, so it takes no --seed "
                               f"(got {seed}); rebuild one trace with another seed as NAME --seed {seed} --out PATH")
         names = zoo.zoo_names() if args.all else [zoo.zoo_entry(args.name).name]
         for name in names:
             out, what = (zoo.zoo_entry(name).path, "shipped file") if args.all else (args.out, "--out")
-            tr, path = zoo.write_zoo_trace(name, out, seed=seed, progress=not args.no_progress, what=what)
+            tr, path = zoo.write_zoo_trace(name, out, seed=seed, progress=not args.no_progress, what=what,
+                                           n_trace=args.n_trace)
             summaries.append({"name": name, "path": str(path), "trace": repr(tr),
                               "exit_names": tr.exit_names, "exit_accuracy": tr.accuracy().tolist(),
                               "cost": tr.mean_cost.tolist(), "cost_unit": tr.meta.get("cost_unit", "unit"),

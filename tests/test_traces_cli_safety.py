@@ -41,8 +41,8 @@ def calls(monkeypatch, tmp_path):
         made.append((workload, kw))
         return WorkloadResult(trace, "a", np.arange(2), "b", np.arange(40), {"load": 0.0})
 
-    def fake_build(name, seed=0, progress=True):
-        made.append((name, seed))
+    def fake_build(name, seed=0, progress=True, n_trace=None):
+        made.append((name, seed) if n_trace is None else (name, seed, n_trace))
         return synthetic_trace(30, 2, 2, seed=2)
 
     monkeypatch.setattr(workloads, "generate", fake_generate)

@@ -473,15 +473,15 @@ def quiet(progress: bool):
     if progress:
         yield
         return
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is optional
-        hf_logging = None
-    was = hf_logging.is_progress_bar_enabled() if hf_logging else False
-    if hf_logging:
-        hf_logging.disable_progress_bar()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # around the import too: importing transformers imports tqdm.auto
         warnings.filterwarnings("ignore", message="IProgress not found")
+        try:
+            from transformers.utils import logging as hf_logging
+        except ImportError:  # pragma: no cover - transformers is optional
+            hf_logging = None
+        was = hf_logging.is_progress_bar_enabled() if hf_logging else False
+        if hf_logging:
+            hf_logging.disable_progress_bar()
         try:
             yield
         finally:

@@ -214,26 +214,26 @@ def quiet_libraries(progress: bool) -> Iterator[None]:
         yield
         return
     restore: list[Callable[[], None]] = []
-    try:
-        from datasets.utils import logging as ds_logging
-    except ImportError:  # pragma: no cover - datasets is optional
-        ds_logging = None
-    if ds_logging is not None and ds_logging.is_progress_bar_enabled():
-        ds_logging.disable_progress_bar()
-        restore.append(ds_logging.enable_progress_bar)
-    try:
-        from huggingface_hub import utils as hub_utils
-    except ImportError:  # pragma: no cover - huggingface_hub is optional
-        hub_utils = None
-    if hub_utils is not None and not hub_utils.are_progress_bars_disabled():
-        hub_utils.disable_progress_bars()
-        restore.append(hub_utils.enable_progress_bars)
-    try:
-        with quiet(False):
+    with quiet(False):  # around the imports too: importing datasets imports tqdm.auto, which may warn
+        try:
+            from datasets.utils import logging as ds_logging
+        except ImportError:  # pragma: no cover - datasets is optional
+            ds_logging = None
+        if ds_logging is not None and ds_logging.is_progress_bar_enabled():
+            ds_logging.disable_progress_bar()
+            restore.append(ds_logging.enable_progress_bar)
+        try:
+            from huggingface_hub import utils as hub_utils
+        except ImportError:  # pragma: no cover - huggingface_hub is optional
+            hub_utils = None
+        if hub_utils is not None and not hub_utils.are_progress_bars_disabled():
+            hub_utils.disable_progress_bars()
+            restore.append(hub_utils.enable_progress_bars)
+        try:
             yield
-    finally:
-        for undo in restore:
-            undo()
+        finally:
+            for undo in restore:
+                undo()
 
 
 def start_run(seed: int, threads: int | None, device: Any) -> "torch.device":  # noqa: F821

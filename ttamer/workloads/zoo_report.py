@@ -445,8 +445,8 @@ def _recosted_areas_one(trace: Trace, profile: str, seed: int, calibration_fract
 
 
 def split_gain_table(trace: Trace, seeds: Sequence[int], calibration_fraction: float = 0.5, n_jobs: int = 1):
-    """T-Tamer's default against the heuristics on each split of one trace (seeds ``seeds``):
-    the policy class chosen, T-Tamer's test area minus the max-probability rule's and minus
+    """T-Tamer's default against the heuristics on the splits of one trace, one per seed of
+    ``seeds``: the policy class chosen, T-Tamer's test area minus the max-probability rule's and minus
     the best heuristic's on that split (static exits included), and minus its no-recall
     twin's (pt); a last row holds the means."""
     import pandas as pd

@@ -257,6 +257,30 @@ def test_quiet_libraries_silences_and_restores_the_progress_bars():
         assert ds_logging.is_progress_bar_enabled() == before[0]
 
 
+def test_quiet_libraries_filters_the_widgets_warning_of_its_own_imports(monkeypatch):
+    """Importing transformers or datasets imports tqdm.auto, which in a notebook without
+    widgets warns "IProgress not found": the imports run inside the filter (a stand-in import
+    that warns so; before the fix the warning reached the notebook's output)."""
+    import builtins
+    import warnings
+
+    real = builtins.__import__
+
+    def noisy(name, *args, **kwargs):
+        if name.split(".")[0] in ("transformers", "datasets", "huggingface_hub"):
+            warnings.warn("IProgress not found. Please update jupyter and ipywidgets.")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", noisy)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        with common.quiet_libraries(False):
+            pass
+        with common.quiet_libraries(True):
+            import datasets  # noqa: F401  (with progress, nothing is filtered)
+    assert [str(w.message)[:19] for w in got] == ["IProgress not found"]
+
+
 @pytest.mark.parametrize("workload", ["nlp", "vision"])
 def test_workloads_run_quietly_without_progress(monkeypatch, workload):
     ds_logging = pytest.importorskip("datasets.utils.logging")

@@ -257,7 +257,7 @@ def test_cli_n_trace_goes_with_one_name(capsys):
 
 
 @pytest.mark.slow
-def test_a_larger_trace_of_a_zoo_model_draws_more_examples(tmp_path, capsys):
+def test_a_zoo_model_traced_on_another_number_of_examples(tmp_path, capsys):
     pytest.importorskip("torch")
     if not _have_digits():
         pytest.skip("scikit-learn (its bundled digits.csv.gz) missing")

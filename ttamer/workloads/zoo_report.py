@@ -421,10 +421,11 @@ def recosted(trace: Trace, profile: str) -> Trace:
     return Trace.build(trace.probs, trace.labels, cost, dict(trace.meta, cost_measure=measure))
 
 
-def _default_areas_one(trace: Trace, seed: int, calibration_fraction: float) -> tuple[str, dict[str, float]]:
+def _default_areas_one(trace: Trace, seed: int, calibration_fraction: float, no_recall: bool = False
+                       ) -> tuple[str, dict[str, float]]:
     """On one split of ``trace``: the policy class T-Tamer's default chooses and the test areas
-    of T-Tamer, of its no-recall twin and of every heuristic (a module-level function: worker
-    processes import it)."""
+    of T-Tamer, of every heuristic and, with ``no_recall``, of T-Tamer's no-recall twin (a
+    module-level function: worker processes import it)."""
     from ..earlyexit.baselines import static_exit
     from ..earlyexit.crossval import heldout_auc
     from ..earlyexit.tamer import ThresholdTamer
@@ -433,8 +434,9 @@ def _default_areas_one(trace: Trace, seed: int, calibration_fraction: float) -> 
     tamer = ThresholdTamer().fit(cal)
     areas = {h: _heuristic_area(test, h) for h in HEURISTIC_RULES}
     areas |= {"static": heldout_auc(static_exit(test), test, "label"),
-              "ttamer": heldout_auc(tamer.frontier_sweep(test), test, "label"),
-              "no-recall": heldout_auc(tamer.without_recall(cal).frontier_sweep(test), test, "label")}
+              "ttamer": heldout_auc(tamer.frontier_sweep(test), test, "label")}
+    if no_recall:
+        areas["no-recall"] = heldout_auc(tamer.without_recall(cal).frontier_sweep(test), test, "label")
     return tamer.candidate_.key, areas
 
 
@@ -453,8 +455,8 @@ def split_gain_table(trace: Trace, seeds: Sequence[int], calibration_fraction: f
 
     if not len(seeds):
         raise TTamerError("split_gain_table: needs at least one split seed")
-    got = map_processes(_default_areas_one, [(trace, s, calibration_fraction) for s in seeds], n_jobs, False,
-                        "splits")
+    got = map_processes(_default_areas_one, [(trace, s, calibration_fraction, True) for s in seeds], n_jobs,
+                        False, "splits")
     rows = {f"split {s}": {"class chosen": key,
                            "vs max-prob (pt)": 100 * (a["ttamer"] - a["max-prob"]),
                            "vs each heuristic (pt)": 100 * min(a["ttamer"] - a[h] for h in HEURISTICS),

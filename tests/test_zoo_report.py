@@ -85,6 +85,20 @@ def test_heldout_table_judges_each_heuristic_on_its_own(traces, zoo):
             assert t.loc[name, "vs each heuristic, cost@full (pt)"] == pytest.approx(round(cost[dear], 3), abs=1e-9)
             assert t.loc[name, "dearer than"] == (dear if cost[dear] < -1e-9 else "")
         assert set(t.loc[name, "policies"].split()) == {r["policy"] for r in runs}
+        diff = np.mean([r["replicates"]["ttamer"] - r["replicates"][worst] for r in runs], axis=0)
+        lo, hi = 100 * np.quantile(diff, 0.025), 100 * np.quantile(diff, 0.975)
+        assert t.loc[name, "95% low"] == pytest.approx(round(lo, 3), abs=1e-9)
+        assert t.loc[name, "95% high"] == pytest.approx(round(hi, 3), abs=1e-9)
+        assert t.loc[name, "beyond noise"] == (hi < -1e-9)
+
+
+def test_heldout_table_without_replicates_has_no_interval(traces, zoo):
+    bare = {name: [{k: v for k, v in r.items() if k != "replicates"} for r in runs] for name, runs in zoo.items()}
+    t = heldout_table(bare, traces)
+    assert t["95% low"].isna().all() and t["95% high"].isna().all()
+    assert not t["beyond noise"].any()
+    assert t.drop(columns=["95% low", "95% high", "beyond noise"]).equals(
+        heldout_table(zoo, traces).drop(columns=["95% low", "95% high", "beyond noise"]))
 
 
 def test_calibration_areas_are_complete_sweeps_on_the_calibration_half(traces):

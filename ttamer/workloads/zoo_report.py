@@ -148,7 +148,13 @@ def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]
     ("below": empty where T-Tamer's is at least every heuristic's); the same for the cost at
     the full model's accuracy (pt of the full cost, the heuristic's minus T-Tamer's, mean over
     the splits where both reach it); SDN's fallback's mean area minus the max-probability
-    rule's (pt), whether the trace overthinks, and the policy classes chosen."""
+    rule's (pt), whether the trace overthinks, and the policy classes chosen.
+
+    With the runs' bootstrap replicates (:func:`evaluate_zoo` with ``n_boot > 0``), "95% low"
+    and "95% high" bound the area difference with the heuristic of the first column (the
+    paired bootstrap of :func:`_interval`, pt), and "beyond noise" is whether T-Tamer falls
+    short of it by more than that noise (the interval lies below zero); without replicates the
+    bounds are NaN and "beyond noise" is False."""
     import pandas as pd
 
     rows = {}
@@ -162,8 +168,10 @@ def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]
                 cost[h] = 100 * float(np.mean(d))
         worst = min(area, key=area.get)
         worst_cost = min(cost, key=cost.get) if cost else None
+        lo, hi = (100 * x for x in _interval(runs, "ttamer", worst))
         rows[name] = {
             "vs each heuristic, area (pt)": area[worst], "below": worst if area[worst] < -1e-9 else "",
+            "95% low": lo, "95% high": hi, "beyond noise": bool(hi < -1e-9),
             "vs each heuristic, cost@full (pt)": cost[worst_cost] if cost else np.nan,
             "dearer than": worst_cost if cost and cost[worst_cost] < -1e-9 else "",
             "SDN − max-prob, area (pt)": area["max-prob"] - area["max-prob-sdn"],

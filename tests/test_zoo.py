@@ -237,10 +237,14 @@ def test_wordnet_files_are_checked(tmp_path):
 
 
 def test_a_larger_trace_is_asked_for_clearly():
-    with pytest.raises(TTamerError, match="n_trace must be an integer"):
+    with pytest.raises(TTamerError, match=r"n_trace \(--n-trace\) must be an integer"):
         zoo.build_zoo_trace("digits-cnn", n_trace=1.5)
-    with pytest.raises(TTamerError, match="n_trace must be >= 1"):
+    with pytest.raises(TTamerError, match=r"n_trace \(--n-trace\) must be >= 1"):
         zoo.build_zoo_trace("digits-cnn", n_trace=0)
+    with pytest.raises(TTamerError, match="progress must be True or False"):
+        zoo.build_zoo_trace("digits-cnn", progress="no")
+    with pytest.raises(TTamerError, match="progress must be True or False"):
+        zoo.write_zoo_trace("digits-cnn", "x.npz", progress="no")
     with pytest.raises(TTamerError, match="threads must be <= 64"):
         zoo.build_zoo_trace("digits-cnn", threads=65)
     entry = zoo._with_n_trace(zoo.zoo_entry("digits-cnn"), 300)
@@ -249,6 +253,35 @@ def test_a_larger_trace_is_asked_for_clearly():
     assert zoo._regenerate_command(entry, 2) == \
         "ttamer traces zoo digits-cnn --seed 2 --n-trace 300 --out digits-cnn-s2-n300.npz"
     assert zoo._regenerate_command(zoo.zoo_entry("digits-cnn"), 0) == "ttamer traces zoo digits-cnn --out digits-cnn.npz"
+
+
+def test_default_files_of_other_seeds_and_sizes_differ(monkeypatch):
+    entry = zoo.zoo_entry("digits-cnn")
+    assert zoo.default_file(entry, 0) == "digits-cnn.npz"
+    assert zoo.default_file(entry, 2) == "digits-cnn-s2.npz"
+    assert zoo.default_file(zoo._with_n_trace(entry, 300), 3) == "digits-cnn-s3-n300.npz"
+    monkeypatch.chdir(zoo.HELDOUT_DIR)  # there, seed 2's default is a shipped held-out file
+    with pytest.raises(TTamerError, match="'digits-cnn-s2.npz' in the current folder is the shipped file"):
+        zoo.write_zoo_trace("digits-cnn", seed=2)
+
+
+def test_a_trace_too_small_to_time_is_refused_before_any_work():
+    for name in zoo.zoo_names():
+        entry = zoo.zoo_entry(name)
+        floor = 2 * entry.params.get("batch_size", zoo.TEXT_BATCH_SIZE)
+        assert entry.params["n_trace"] > floor  # the shipped sizes are timed
+        with pytest.raises(TTamerError, match=rf"n_trace \(--n-trace\) must be > {floor:,} for zoo trace '{name}'"):
+            zoo._with_n_trace(entry, floor)
+        assert zoo._with_n_trace(entry, floor + 1).params["n_trace"] == floor + 1
+
+
+def test_a_trace_beyond_the_data_names_the_largest_allowed():
+    with pytest.raises(TTamerError, match=r"n_trace \(--n-trace\) must be <= 797 for zoo trace 'd' "
+                                          r"\(1,797 examples, 1,000 of which train the model\), got 798"):
+        zoo.check_trace_room("d", 798, 1797, 1000)
+    zoo.check_trace_room("d", 797, 1797, 1000)
+    with pytest.raises(TTamerError, match=r"must be <= 10,000 for zoo trace 'f' \(10,000 test images\), got"):
+        zoo.check_trace_room("f", 10_001, 10_000, what="test images")
 
 
 def test_cli_n_trace_goes_with_one_name(capsys):
@@ -269,4 +302,4 @@ def test_a_zoo_model_traced_on_another_number_of_examples(tmp_path, capsys):
     assert tr.meta["regenerate"] == "ttamer traces zoo digits-mlp12 --n-trace 700 --out digits-mlp12-n700.npz"
     assert main(["traces", "zoo", "digits-mlp12", "--n-trace", "10000", "--out", str(tmp_path / "e.npz"),
                  "--no-progress"]) == 2
-    assert "exceeds" in capsys.readouterr().err
+    assert "n_trace (--n-trace) must be <= 797 for zoo trace 'digits-mlp12'" in capsys.readouterr().err

@@ -286,8 +286,8 @@ def test_cost_profile_table_against_direct_fits(traces):
         assert t.loc[name, "classes chosen"] == " ".join(sorted(chosen))
     with pytest.raises(TTamerError, match="profile must be one of"):
         cost_profile_table(traces, "flat", SEEDS)
-    for bad in (({}, SEEDS), (traces, [])):
-        with pytest.raises(TTamerError, match="at least one trace and one split seed"):
+    for bad, match in ((({}, SEEDS), "non-empty dict of name -> Trace"), ((traces, []), "at least one split seed")):
+        with pytest.raises(TTamerError, match=match):
             cost_profile_table(bad[0], "rising", bad[1])
 
 

@@ -12,7 +12,8 @@ be a new file in an existing folder or an existing writable regular file (not a 
 link, device or read-only file).
 
 ``ttamer traces zoo NAME --out PATH`` regenerates one trace of the shipped zoo
-(:mod:`ttamer.workloads.zoo`; ``--out`` defaults to ``NAME.npz`` in the current folder, never
+(:mod:`ttamer.workloads.zoo`; ``--out`` defaults to ``NAME.npz`` in the current folder, with
+``-sSEED`` and ``-nN`` for another seed or size, never
 the shipped file; ``--n-trace N`` draws N trace examples instead of the entry's); ``--all``
 rebuilds every file in ``ttamer/data/zoo`` (seed 0 only); ``--list`` prints the zoo.
 """
@@ -46,7 +47,8 @@ _SIZES = {
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``traces`` subcommand (with sub-subcommands ``nlp`` and ``vision``)."""
     p = subparsers.add_parser("traces", help="generate an early-exit trace (.npz) on a real model",
-                              description=__doc__.split("\n\n")[0])
+                              description="Generate an early-exit trace on a real model (nlp, vision), or "
+                                          "regenerate one of the shipped zoo (zoo).")
     sub = p.add_subparsers(dest="workload", required=True)
     for workload, sizes in _SIZES.items():
         w = sub.add_parser(workload, help=f"the {workload} workload")
@@ -67,10 +69,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        description="Regenerate a trace of the zoo (ttamer/data/zoo) from the weights and "
                                    "data that ship inside installed packages (CPU, one thread).")
     z.add_argument("name", nargs="?", default=None, help="zoo trace name (see --list)")
-    z.add_argument("--out", default=None, help="trace file to write (default: NAME.npz in the current folder; "
-                                               "the shipped file only if named here)")
+    z.add_argument("--out", default=None, help="trace file to write (default: NAME.npz in the current folder, "
+                                               "NAME-sS-nN.npz with another --seed or --n-trace; the shipped "
+                                               "file only if named here)")
     z.add_argument("--all", action="store_true", help="rebuild every zoo file into ttamer/data/zoo (seed 0)")
-    z.add_argument("--list", action="store_true", help="list the zoo's traces and exit")
+    z.add_argument("--list", action="store_true", help="list the zoo's traces and exit (as JSON with --json)")
     z.add_argument("--seed", type=integer, default=0, help="seed, 0 to 2**63 - 1 (0 = the shipped files)")
     z.add_argument("--n-trace", dest="n_trace", type=integer, default=None,
                    help="trace examples to draw (default: the zoo entry's; the model is built as for the zoo)")
@@ -81,18 +84,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def _list_zoo(args: argparse.Namespace) -> int:
+    """``ttamer traces zoo --list``: the zoo's traces, as text or (``--json``) a JSON list; any
+    option that would build a trace is refused, not ignored."""
+    from ..workloads import zoo
+
+    given = [flag for flag, on in (("NAME", args.name is not None), ("--all", args.all), ("--out", args.out is not None),
+                                   ("--n-trace", args.n_trace is not None), ("--seed", args.seed != 0)) if on]
+    if given:
+        raise TTamerError(f"--list only lists the zoo; it takes no {', '.join(given)}")
+    rows = zoo.zoo_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['name']:<32} {row['modality']:<6} {row['kind']:<12} "
+              f"{'shipped' if row['shipped'] else 'MISSING':<8} {row['description']}")
+    return 0
+
+
 def run_zoo(args: argparse.Namespace) -> int:
     """Run ``ttamer traces zoo``; bad input → message on stderr, exit status 2."""
     from ..workloads import zoo
     from ..workloads.common import check_workload_seed
 
-    if args.list:
-        for row in zoo.zoo_table():
-            print(f"{row['name']:<32} {row['modality']:<6} {row['kind']:<12} "
-                  f"{'shipped' if row['shipped'] else 'MISSING':<8} {row['description']}")
-        return 0
     summaries = []
     try:
+        if args.list:
+            return _list_zoo(args)
         if args.all == (args.name is not None):
             raise TTamerError("give a zoo trace NAME or --all (not both); known: " + ", ".join(zoo.zoo_names()))
         if args.all and args.out is not None:

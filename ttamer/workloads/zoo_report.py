@@ -15,12 +15,12 @@ every strategy, and the interval is that of the mean over splits of (T-Tamer −
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_real
+from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_real, check_seed, short_repr
 from ..earlyexit.results import EvaluationResult, StrategyResult
 from ..core.parallel import map_processes
 from ..earlyexit.metrics import cost_at_accuracy
@@ -31,6 +31,57 @@ from .report import tidy_table
 
 #: A trace "overthinks" when some earlier exit beats the last by more than this (accuracy).
 OVERTHINK_MARGIN = 0.01
+#: Most random subsets per share of :func:`subset_size_table` (each is fitted and swept).
+MAX_SUBSET_REPEATS = 10_000
+
+
+def _check_traces(traces: Any, who: str) -> dict[str, Trace]:
+    """``traces``: a non-empty dict of name → :class:`~ttamer.earlyexit.traces.Trace`."""
+    if not isinstance(traces, Mapping) or not traces:
+        raise TTamerError(f"{who}: traces must be a non-empty dict of name -> Trace, got {short_repr(traces)}")
+    for name, tr in traces.items():
+        if not isinstance(tr, Trace):
+            raise TTamerError(f"{who}: traces[{short_repr(name)}] must be a ttamer Trace, got {type(tr).__name__}")
+    return dict(traces)
+
+
+def _check_seeds(seeds: Any, who: str) -> list[int]:
+    """``seeds``: a non-empty sequence of distinct split seeds (repeating one would count its
+    split twice)."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)):
+        raise TTamerError(f"{who}: seeds must be a sequence of split seeds, e.g. [0, 1, 2], got {short_repr(seeds)}")
+    got = [check_seed(s, "split seed") for s in seeds]
+    if not got:
+        raise TTamerError(f"{who}: needs at least one split seed")
+    repeated = sorted({s for s in got if got.count(s) > 1})
+    if repeated:
+        raise TTamerError(f"{who}: the split seeds must differ; repeated: {repeated}")
+    return got
+
+
+def _check_runs(zoo: Any, who: str, traces: Mapping[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """``zoo``: :func:`evaluate_zoo` runs -- a non-empty dict of name → non-empty list, every
+    name also in ``traces`` where given."""
+    if not isinstance(zoo, Mapping) or not zoo:
+        raise TTamerError(f"{who}: needs the evaluate_zoo runs of at least one trace, got {short_repr(zoo)}")
+    for name, runs in zoo.items():
+        if not isinstance(runs, list) or not runs:
+            raise TTamerError(f"{who}: the runs of trace {short_repr(name)} must be a non-empty list (evaluate_zoo's)")
+        if traces is not None and name not in traces:
+            raise TTamerError(f"{who}: trace {short_repr(name)} has runs but is not among the traces given")
+    return dict(zoo)
+
+
+def _check_strategies(strategies: Any, zoo: Mapping[str, list[dict[str, Any]]], who: str) -> list[str]:
+    """``strategies``: names of strategies every run holds (a sequence, not one string)."""
+    if isinstance(strategies, (str, bytes)) or not isinstance(strategies, (Sequence, np.ndarray)) or not len(strategies):
+        raise TTamerError(f"{who}: strategies must be a non-empty sequence of names, e.g. ('ttamer', 'max-prob'), "
+                          f"got {short_repr(strategies)}")
+    known = next(iter(zoo.values()))[0]["auc"]
+    unknown = [s for s in strategies if s not in known]
+    if unknown:
+        raise TTamerError(f"{who}: unknown strategies {unknown}; the runs hold {sorted(known)}")
+    return list(strategies)
 
 
 def _cost(m: StrategyResult) -> float:
@@ -65,6 +116,7 @@ def evaluate_zoo(traces: dict[str, Trace], seeds: Sequence[int], target: str = "
     """Per trace name, one :func:`summarise` per split seed (T-Tamer with its defaults; the
     paper's chain estimation is left out for speed). ``n_jobs > 1`` runs the (trace, split)
     evaluations in that many worker processes; every run is seeded, so the result is the same."""
+    traces, seeds = _check_traces(traces, "evaluate_zoo"), _check_seeds(seeds, "evaluate_zoo")
     runs = [(name, s) for name in traces for s in seeds]
     args = [(traces[name], s, target, n_boot, calibration_fraction) for name, s in runs]
     results = map_processes(_evaluate_one, args, n_jobs, progress, "traces x splits")
@@ -109,6 +161,7 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
     exit, beats running every exit."""
     import pandas as pd
 
+    zoo = _check_runs(zoo, "gain_table", traces)
     rows = {}
     for name, runs in zoo.items():
         tr = traces[name]
@@ -157,6 +210,7 @@ def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]
     bounds are NaN and "beyond noise" is False."""
     import pandas as pd
 
+    zoo = _check_runs(zoo, "heldout_table", traces)
     rows = {}
     for name, runs in zoo.items():
         area = {h: 100 * float(np.mean([r["auc"]["ttamer"] - r["auc"][h] for r in runs])) for h in HEURISTICS}
@@ -202,6 +256,7 @@ def calibration_areas(traces: dict[str, Trace], seeds: Sequence[int], calibratio
     """Per trace and split (in ``seeds`` order), the area of every one-threshold heuristic of
     :data:`~ttamer.earlyexit.heuristics.HEURISTIC_RULES` swept completely on the calibration
     examples of that split: what an engineer who picks a heuristic on those examples sees."""
+    traces, seeds = _check_traces(traces, "calibration_areas"), _check_seeds(seeds, "calibration_areas")
     runs = [(name, s) for name in traces for s in seeds]
     areas = map_processes(_calibration_areas_one, [(traces[name], s, calibration_fraction) for name, s in runs],
                           n_jobs, False, "traces x splits")
@@ -278,6 +333,8 @@ def slo_table(zoo: dict[str, list[dict[str, Any]]], strategies: Sequence[str] = 
     operating point on calibration examples only (:func:`~ttamer.earlyexit.slo.slo_block`)."""
     import pandas as pd
 
+    zoo = _check_runs(zoo, "slo_table")
+    strategies = _check_strategies(strategies, zoo, "slo_table")
     runs = [r for rs in zoo.values() for r in rs if where is None or where(r)]
     if not runs:
         raise TTamerError("slo_table: no run of the zoo is selected")
@@ -324,6 +381,8 @@ def cost_at_level_table(zoo: dict[str, list[dict[str, Any]]], level: float,
     agreement with the backbone); ``nan`` where a split never reaches it."""
     import pandas as pd
 
+    zoo = _check_runs(zoo, "cost_at_level_table")
+    strategies = _check_strategies(strategies, zoo, "cost_at_level_table")
     rows = {}
     for name, runs in zoo.items():
         row = {}
@@ -346,6 +405,7 @@ def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration
     from ..earlyexit.crossval import heldout_auc
     from ..earlyexit.tamer import ThresholdTamer
 
+    traces, seeds = _check_traces(traces, "resolution_table"), _check_seeds(seeds, "resolution_table")
     rows = {}
     for name, tr in traces.items():
         gaps = []
@@ -384,6 +444,8 @@ def class_table(traces: dict[str, Trace], seeds: Sequence[int], zoo: dict[str, l
 
     from ..earlyexit.tamer import CANDIDATES
 
+    traces, seeds = _check_traces(traces, "class_table"), _check_seeds(seeds, "class_table")
+    zoo = _check_runs(zoo, "class_table", traces)
     if list(zoo) != list(traces) or any(len(zoo[name]) != len(seeds) for name in traces):
         raise TTamerError("class_table: zoo must hold the evaluate_zoo runs of these traces, one per seed")
     runs = [(name, s) for name in traces for s in seeds]
@@ -461,8 +523,9 @@ def split_gain_table(trace: Trace, seeds: Sequence[int], calibration_fraction: f
     twin's (pt); a last row holds the means."""
     import pandas as pd
 
-    if not len(seeds):
-        raise TTamerError("split_gain_table: needs at least one split seed")
+    if not isinstance(trace, Trace):
+        raise TTamerError(f"split_gain_table: trace must be a ttamer Trace, got {type(trace).__name__}")
+    seeds = _check_seeds(seeds, "split_gain_table")
     got = map_processes(_default_areas_one, [(trace, s, calibration_fraction, True) for s in seeds], n_jobs,
                         False, "splits")
     rows = {f"split {s}": {"class chosen": key,
@@ -485,8 +548,7 @@ def cost_profile_table(traces: dict[str, Trace], profile: str, seeds: Sequence[i
     T-Tamer's fitted classes price each exit's cost."""
     import pandas as pd
 
-    if not traces or not len(seeds):
-        raise TTamerError("cost_profile_table: needs at least one trace and one split seed")
+    traces, seeds = _check_traces(traces, "cost_profile_table"), _check_seeds(seeds, "cost_profile_table")
     _check_profile(profile, "cost_profile_table")
     runs = [(name, s) for name in traces for s in seeds]
     got = map_processes(_recosted_areas_one, [(traces[name], profile, s, calibration_fraction) for name, s in runs],
@@ -512,10 +574,14 @@ def _subset_gaps_one(trace: Trace, policy: str, fractions: Sequence[float], repe
     row = {}
     for frac in fractions:
         m = min(trace.n_examples, max(MIN_SPLIT_EXAMPLES, round(frac * trace.n_examples)))
-        subsets = [trace] if m == trace.n_examples else [trace.sample(m, rng) for _ in range(repeats)]
+        subsets = (trace,) if m == trace.n_examples else (trace.sample(m, rng) for _ in range(repeats))
         gaps = [heldout_auc(rule.frontier_sweep(s), s, "label") - _heuristic_area(s, "max-prob") for s in subsets]
-        row[f"{100 * frac:g} % of the examples"] = 100 * float(np.mean(gaps))
+        row[_share_column(frac)] = 100 * float(np.mean(gaps))
     return row
+
+
+def _share_column(frac: float) -> str:
+    return f"{100 * frac:g} % of the examples"
 
 
 def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:confident",
@@ -542,9 +608,15 @@ def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:c
     if fits_models(cand.state, cand.answer):
         raise TTamerError(f"subset_size_table: policy {policy!r} fits a model of its state or answer; "
                           f"use one that reads the exits' outputs alone")
-    check_count(repeats, "repeats", minimum=1)
+    traces = _check_traces(traces, "subset_size_table")
+    repeats = check_count(repeats, "repeats", minimum=1, maximum=MAX_SUBSET_REPEATS)
+    seed = check_seed(seed)
     shares = [check_real(frac, "fraction", low=0.0, high=1.0, low_open=True) for frac in fractions]
-    rows = map_processes(_subset_gaps_one, [(tr, policy, shares, int(repeats), (int(seed), k))
+    columns = [_share_column(f) for f in shares]
+    if not columns or len(set(columns)) < len(columns):
+        raise TTamerError(f"subset_size_table: fractions must be one or more shares that differ (as printed, to 6 "
+                          f"digits); got {shares}")
+    rows = map_processes(_subset_gaps_one, [(tr, policy, shares, repeats, (seed, k))
                                             for k, tr in enumerate(traces.values())], n_jobs, False, "traces")
     rows = dict(zip(traces, rows))
     return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 2)

@@ -750,7 +750,7 @@ def default_file(entry: ZooEntry, seed: int) -> str:
 DIGITS_CLASSES = [str(d) for d in range(10)]
 
 
-def vision_data(source: str, n_head: int, n_trace: int, seed: int, name: str = "vision"
+def vision_data(source: str, n_head: int, n_trace: int, seed: int, name: str
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], dict[str, Any]]:
     """(head images, head labels, trace images, trace labels, class names, provenance); images
     uint8 ``[k, H, W, 1]``; ``name`` names the zoo trace in a message refusing ``n_trace``

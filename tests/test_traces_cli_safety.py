@@ -219,7 +219,7 @@ def test_zoo_name_without_out_writes_into_the_current_folder(capsys, calls, tmp_
     shipped = zoo.zoo_entry("digits-cnn").path
     before = _digest(shipped)
     assert main(["traces", "zoo", "digits-cnn", "--seed", "5", "--no-progress", "--json"]) == 0
-    assert (tmp_path / "digits-cnn.npz").exists() and calls == [("digits-cnn", 5)]
+    assert (tmp_path / "digits-cnn-s5.npz").exists() and calls == [("digits-cnn", 5)]
     assert _digest(shipped) == before
 
 
@@ -228,7 +228,7 @@ def test_zoo_default_never_lands_in_the_package(capsys, calls, monkeypatch):
     before = _digest(shipped)
     monkeypatch.setattr(zoo, "save_trace", lambda *a, **k: pytest.fail("wrote into the package"))
     monkeypatch.chdir(zoo.ZOO_DIR)
-    refused(capsys, ["traces", "zoo", "digits-cnn", "--seed", "5", "--no-progress"], "shipped file")
+    refused(capsys, ["traces", "zoo", "digits-cnn", "--seed", "5", "--no-progress"], "folder of shipped files")
     refused(capsys, ["traces", "zoo", "--all", "--seed", "5", "--no-progress"], "--all", "seed 0")
     assert calls == [] and _digest(shipped) == before
 

@@ -261,7 +261,7 @@ def test_default_files_of_other_seeds_and_sizes_differ(monkeypatch):
     assert zoo.default_file(entry, 2) == "digits-cnn-s2.npz"
     assert zoo.default_file(zoo._with_n_trace(entry, 300), 3) == "digits-cnn-s3-n300.npz"
     monkeypatch.chdir(zoo.HELDOUT_DIR)  # there, seed 2's default is a shipped held-out file
-    with pytest.raises(TTamerError, match="'digits-cnn-s2.npz' in the current folder is the shipped file"):
+    with pytest.raises(TTamerError, match="'digits-cnn-s2.npz' would land in the current folder, the package's"):
         zoo.write_zoo_trace("digits-cnn", seed=2)
 
 

@@ -318,8 +318,8 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
     if path is None:
         path = Path(default_file(entry, seed))
         if path.resolve().parent in (ZOO_DIR.resolve(), HELDOUT_DIR.resolve()):
-            raise TTamerError(f"zoo trace {name!r}: the default {what} {str(path)!r} in the current folder is "
-                              f"the shipped file; name it explicitly to overwrite it")
+            raise TTamerError(f"zoo trace {name!r}: the default {what} {str(path)!r} would land in the current "
+                              f"folder, the package's folder of shipped files; name the file explicitly to write there")
     path = check_target(path, what)
     trace = build_zoo_trace(name, seed=seed, progress=progress, n_trace=n_trace)
     save_trace(path, trace, compressed=True)

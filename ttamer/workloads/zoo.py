@@ -246,8 +246,8 @@ def build_zoo_trace(name: str, seed: int = 0, progress: bool = True, n_trace: in
     return trace.validate()
 
 
-#: The trace-size option in messages: the keyword of :func:`build_zoo_trace` and the flag of
-#: ``ttamer traces zoo``.
+#: How messages name the trace size, by the keyword of :func:`build_zoo_trace` and the flag of
+#: ``ttamer traces zoo`` together.
 N_TRACE_NAME = "n_trace (--n-trace)"
 
 

@@ -205,7 +205,7 @@ def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]
 
     With the runs' bootstrap replicates (:func:`evaluate_zoo` with ``n_boot > 0``), "95% low"
     and "95% high" bound the area difference with the heuristic of the first column (the
-    paired bootstrap of :func:`_interval`, pt), and "beyond noise" is whether T-Tamer falls
+    paired bootstrap of the gain table's intervals, pt), and "beyond noise" is whether T-Tamer falls
     short of it by more than that noise (the interval lies below zero); without replicates the
     bounds are NaN and "beyond noise" is False."""
     import pandas as pd

@@ -34,16 +34,21 @@ def _traces(seed: int):
 
 def _served(rule, probs: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
     """``(last, answer)`` of ``rule`` driven as the runtime drives it: per batch one running
-    state, advanced exit by exit on the rows still running (one query: ``advance_one``), the
+    state, advanced exit by exit on the rows still running (one query: ``decide_one`` where the
+    run has it, else ``advance_one``), the
     rows whose ``x ≥ thresholds[i]`` stop and leave (``keep``); every row stops at the last exit."""
     n = len(probs)
     last, answer = np.full(n, -1), np.full(n, -1)
     for start in range(0, n, batch):
         rows = np.arange(start, min(start + batch, n))
         run = begin_run(rule, len(rows))
-        one = getattr(run, "advance_one", None) if len(rows) == 1 else None
+        decide = getattr(run, "decide_one", None) if len(rows) == 1 else None
+        one = getattr(run, "advance_one", None) if len(rows) == 1 and decide is None else None
         for i in range(L):
-            if one is not None:
+            if decide is not None:  # as the runtime serves one query where the run decides itself
+                done, a = decide(i, probs[rows, i], float(rule.thresholds[i]))
+                stop, a = np.array([done or i == L - 1]), np.array([a])
+            elif one is not None:
                 x, a = one(i, probs[rows, i])
                 stop, a = np.array([i == L - 1 or x >= rule.thresholds[i]]), np.array([a])
             else:
@@ -126,6 +131,33 @@ def test_every_kind_of_chain_policy_is_served_as_its_rollout(recall, method, kin
     rule = ChainPolicyRule.compile(solution.policy, tamer.encoder_)
     assert rule.steps.kind == kind and isinstance(rule.begin(1), ChainRunOne) == (kind != "decide")
     _assert_served_as_simulated(rule, test, run_policy(solution, tamer.states(test), test))
+
+
+def test_a_chain_rule_forced_past_its_stops_answers_once_at_the_end(monkeypatch):
+    """One query forced to the last exit (``tau = +inf``) runs the answer rule once, at the
+    end, and answers as ``advance_one`` there; at ``tau = 0.5`` it stops where ``advance_one``
+    says ``1.0``, with its answer."""
+    cal, test = _traces(1)
+    tamer = EarlyExitTamer(lam=0.9, K=4, smoothing=2.0, loss="label", feature="max_prob", agreement=1).fit(cal)
+    rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer.encoder_, tamer.answer_table_)
+    calls = []
+    answer = ChainRunOne._answer
+    monkeypatch.setattr(ChainRunOne, "_answer", lambda self, i: calls.append(i) or answer(self, i))
+    for n in range(40):
+        rows = [test.probs[n : n + 1, i] for i in range(L)]
+        adv, forced, served = rule.begin(1), rule.begin(1), rule.begin(1)
+        stopped = None
+        for i in range(L):
+            x, a = adv.advance_one(i, rows[i])
+            calls.clear()
+            done, b = forced.decide_one(i, rows[i], np.inf)
+            assert done == (i == L - 1) and len(calls) == (i == L - 1)
+            if done:
+                assert b == a
+            if stopped is None:
+                stop, c = served.decide_one(i, rows[i], 0.5)
+                assert stop == (x == 1.0) and (c == a if stop else c == i)
+                stopped = i if stop else None
 
 
 def test_chain_policy_rule_refuses_what_is_not_one_exit_after_the_other():

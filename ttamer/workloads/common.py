@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..core.errors import TraceError, TTamerError
+from ..core.parallel import available_threads
 from ..core.validate import check_int, check_seed, escape_text, magnitude
 from ..earlyexit.traces import Trace
 from ..serving.adapters import quiet, resolve_device
@@ -198,6 +199,21 @@ def set_runtime(seed: int, threads: int | None) -> None:
     torch.manual_seed(seed)
     if threads is not None:
         torch.set_num_threads(int(threads))
+
+
+@contextlib.contextmanager
+def all_threads() -> Iterator[None]:
+    """Inside: torch on every thread this package may use
+    (:func:`~ttamer.core.parallel.available_threads`), for untimed passes of a workload whose
+    timing runs on fewer; after: the thread count it had."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(available_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

@@ -543,17 +543,18 @@ def test_batched_cost_priced_per_rows_still_running(setup):
 
 def test_gather_cost_times_the_runtimes_own_stop(setup):
     """``gather_cost`` times a stop as the runtime takes it: ``StopRowsRule`` stops every row
-    but the first ``k`` at exit 0 and none after, and the runtime's marks put the decisions
-    before the handling of the stopped rows."""
+    but the first ``k`` at exit 0 and the rest at exit 1 (no later exit runs), and the
+    runtime's marks put the decisions before the handling of the stopped rows."""
     from ttamer.serving.rules import StopRowsRule
 
     model, x, y, cal, test = setup
     for compact in (True, False):
         res = EarlyExitServer(model, StopRowsRule(L, 3), compact=compact).serve(x[:16], batch_size=8)
-        np.testing.assert_array_equal(res.last, np.tile(np.r_[np.full(3, L - 1), np.zeros(5)], 2))
+        np.testing.assert_array_equal(res.last, np.tile(np.r_[np.ones(3), np.zeros(5)], 2))
     out = EarlyExitServer(model, max_prob_rule(L, np.inf))._run_rule_batch(x[:8], 8, StopRowsRule(L, 3), compact=True)
-    assert list(out["alive"]) == [8] + [3] * (L - 1)
-    assert (out["decided"] <= out["marks"]).all() and (np.diff(out["decided"]) > 0).all()
+    assert list(out["alive"]) == [8, 3] + [0] * (L - 2)
+    assert (out["decided"][:2] <= out["marks"][:2]).all() and out["decided"][1] > out["decided"][0]
+    assert np.isnan(out["marks"][2:]).all()  # no exit after the timed one ran
     with pytest.raises(TTamerError, match="k must be"):
         StopRowsRule(L, -1)
 

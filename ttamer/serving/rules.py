@@ -558,10 +558,10 @@ class ForcedRule:
 
 class StopRowsRule:
     """The max-probability rule made to stop every row of a batch but its first ``k`` at exit
-    0 and none after until the last: the runtime serving it pays what a stop that leaves ``k``
-    rows running costs -- the bookkeeping of the rows that stopped and, where stopped rows leave
-    the batch, the gathering of the others
-    (:meth:`~ttamer.serving.runtime.EarlyExitServer.gather_cost` times it)."""
+    0, and the rest at exit 1: the runtime serving it pays what a stop that leaves ``k`` rows
+    running costs -- the bookkeeping of the rows that stopped and, where stopped rows leave the
+    batch, the gathering of the others -- and then the exit after it, and no more
+    (:meth:`~ttamer.serving.runtime.EarlyExitServer.gather_cost` times that exit)."""
 
     def __init__(self, n_exits: int, k: int) -> None:
         self.rule, self.k = max_prob_rule(n_exits, np.inf), check_int(k, "k", minimum=0)
@@ -573,8 +573,8 @@ class StopRowsRule:
         return self.rule.step(i, probs)
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
-        """``[B]``: at exit 0 the rows after the first ``k``, later none."""
-        stop = np.zeros(len(x), dtype=bool)
+        """``[B]``: at exit 0 the rows after the first ``k``, at exit 1 every row."""
+        stop = np.full(len(x), i >= 1)
         if i == 0:
             stop[self.k:] = True
         return stop

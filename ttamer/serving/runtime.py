@@ -890,11 +890,14 @@ class EarlyExitServer(_Runtime):
     def _after_exit_0(self, batch: Any, n: int, k: int, stopped: bool) -> float:
         """Seconds from the decisions at exit 0 to the end of exit 1 on the first ``k`` rows of
         ``batch`` (``n`` inputs): the others stopped at exit 0 and left the batch (``stopped``),
-        or the ``k`` rows selected when the batch was prepared (then exit 0 ran on ``k`` rows)."""
+        or the ``k`` rows selected when the batch was prepared (then exit 0 ran on ``k`` rows).
+        Either way every row stops at exit 1 (:class:`~ttamer.serving.rules.StopRowsRule`), so
+        no later exit runs."""
+        rule = StopRowsRule(self.n_nodes, k)
         if stopped:
-            out = self._run_rule_batch(batch, n, StopRowsRule(self.n_nodes, k), compact=True)
+            out = self._run_rule_batch(batch, n, rule, compact=True)
             return float(out["marks"][1] - out["decided"][0])
-        out = self._run_rule_batch(batch, n, max_prob_rule(self.n_nodes, np.inf), keep_rows=k)
+        out = self._run_rule_batch(batch, n, rule, keep_rows=k)
         return float(out["marks"][1] - out["marks"][0])
 
     def run_full(self, inputs: Any, batch_size: int = 1) -> ServeResult:

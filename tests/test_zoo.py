@@ -161,6 +161,20 @@ def test_regenerating_digits_cnn_reproduces_the_shipped_file(traces):
     assert_rebuilt(zoo.build_zoo_trace("digits-cnn", progress=False), traces["digits-cnn"])
 
 
+def test_cpu_kernels_name_the_machine_and_survive_an_unreadable_cpuinfo(monkeypatch):
+    pytest.importorskip("torch")
+    here = cpu_kernels()
+    assert set(here) == {"machine", "cpu", "flags", "torch_capability"} and here == cpu_kernels()
+    assert all(isinstance(v, str) for v in here.values()) and len(here["flags"]) == 16
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError("/proc/cpuinfo")
+
+    monkeypatch.setattr("pathlib.Path.read_text", unreadable)
+    other = cpu_kernels()
+    assert other["machine"] == here["machine"] and other["torch_capability"] == here["torch_capability"]
+
+
 @pytest.mark.slow
 def test_a_rebuild_on_the_same_kernels_repeats_every_number():
     """Where the CPU kernels are the file's, a rebuild is the same trace (the path the shipped

@@ -285,7 +285,10 @@ def cpu_kernels() -> dict[str, str]:
     ``meta["hardware"]["kernels"]`` reproduces its probabilities to float rounding."""
     import torch
 
-    info = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").is_file() else ""
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:  # not Linux, or not readable: the model name from platform, no flags
+        info = ""
     first = info.split("\n\n")[0]  # the first processor's fields
     field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines())}
     flags = " ".join(sorted(field.get("flags", "").split()))

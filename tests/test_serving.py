@@ -786,3 +786,23 @@ def test_state_fn_must_give_one_state_per_row_and_compile_is_a_flag():
     for bad in ("x", 1, None):
         with pytest.raises(TTamerError, match="compile must be True or False"):
             EarlyExitServer(model, policy, lambda p, n: np.zeros(len(p), int), compile=bad)
+
+
+def test_medians_in_turns_runs_a_dropped_warmup_batch_once():
+    """The variants take turns, ``repeats`` times per batch, medians per batch, then the mean
+    over the batches after the warm-up; a warm-up batch whose timings are dropped runs each
+    variant once, and with no batch after it the warm-up is kept (with its repeats)."""
+    from ttamer.serving.adapters import medians_in_turns
+
+    calls = []
+
+    def measure(b, j):
+        calls.append((b, j))
+        return float(10 * b + j + (len(calls) % 3 == 0))  # the median over 3 repeats drops the +1
+
+    out = medians_in_turns(4, 2, measure, 3, 1)
+    assert len(calls) == 2 + 3 * 3 * 2 and calls[:2] == [(0, 0), (0, 1)]
+    np.testing.assert_allclose(out, [20.0, 21.0])  # mean of batches 1..3: 10, 20, 30 (+ j)
+    calls.clear()
+    np.testing.assert_allclose(medians_in_turns(1, 2, measure, 3, 1), [0.0, 1.0])
+    assert len(calls) == 6

@@ -63,11 +63,13 @@ def medians_in_turns(n_batches: int, n_variants: int, measure: Callable[[int, in
     a shared machine hits them alike: on batch ``b`` the variants take turns (their order
     rotated by ``b``), ``repeats`` times, and each keeps the median of its ``measure(b, j)``;
     then the mean over the batches after the first ``warmup`` (all of them if there are no
-    more). Shape ``[n_variants, ...]``, as ``measure`` returns."""
+    more). A warm-up batch whose timings are dropped runs each variant once. Shape
+    ``[n_variants, ...]``, as ``measure`` returns."""
     per = []
     for b in range(n_batches):
         runs: list[list[Any]] = [[] for _ in range(n_variants)]
-        for _ in range(int(repeats)):
+        dropped = b < warmup < n_batches
+        for _ in range(1 if dropped else int(repeats)):
             for j in np.roll(np.arange(n_variants), b):
                 runs[j].append(measure(b, int(j)))
         per.append(np.median(np.asarray(runs), axis=1))

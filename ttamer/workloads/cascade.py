@@ -252,7 +252,7 @@ def timed_costs(models: Sequence[Any], texts: list[str], batch_size: int, device
         batch = texts[s:s + batch_size]
         for m, model in enumerate(models):
             t0 = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode():  # the output as a trace holds it, then dropped
                 torch.softmax(model(batch, device).float(), dim=-1).cpu().numpy()
             per_ex[m].append((time.perf_counter() - t0) / len(batch))
     timed = [t[warmup:] if len(t) > warmup else t for t in per_ex]
@@ -270,6 +270,8 @@ def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "
                               max_length=cfg["max_length"], batch_size=cfg["batch_size"])
     nlp.offline_if_shipped(tcfg)
     dev = start_run(seed, cfg["threads"], device)
+    import torch
+
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     with quiet(progress):
@@ -292,8 +294,6 @@ def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    import torch
-
     with torch.inference_mode():
         root = torch.softmax(bow(t_texts).float(), dim=-1).numpy()
     with all_threads():
@@ -301,7 +301,7 @@ def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "
                                       int(cfg["batch_size"]), dev)
     cost, n_timed = timed_costs(models, t_texts, int(cfg["batch_size"]), dev)
     seconds["trace"] = time.perf_counter() - t0
-    probs = np.stack(outs, axis=1).astype(np.float32)
+    probs = np.stack(outs, axis=1)
     meta = {
         "workload": "cascade", "profile": profile, "dataset": tcfg["dataset"], "split": tcfg["trace_split"],
         "model": f"cascade: tfidf -> {{{', '.join(names[1:])}}} ({tcfg['model_name']})",

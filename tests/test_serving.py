@@ -806,3 +806,32 @@ def test_medians_in_turns_runs_a_dropped_warmup_batch_once():
     calls.clear()
     np.testing.assert_allclose(medians_in_turns(1, 2, measure, 3, 1), [0.0, 1.0])
     assert len(calls) == 6
+
+
+def test_timing_loops_run_with_the_garbage_collector_off_and_restore_it(setup):
+    """compare_latency and medians_in_turns time with the cyclic collector off (a collection
+    of a large process would land in one call), and leave it as they found it."""
+    import gc
+
+    from ttamer.serving import compare_latency
+    from ttamer.serving.adapters import medians_in_turns
+
+    model, x, y, cal, test = setup
+    server = EarlyExitServer(model, max_prob_rule(L, np.inf))
+    seen = []
+
+    def serve(inputs, batch_size):
+        seen.append(gc.isenabled())
+        return server.serve(inputs, batch_size)
+
+    assert gc.isenabled()
+    compare_latency({"a": serve, "b": server.run_full}, x[:4], batch_size=1, repeats=2)
+    assert seen and not any(seen) and gc.isenabled()
+    medians_in_turns(2, 2, lambda b, j: seen.append(gc.isenabled()) or 1.0, 2, 1)
+    assert not any(seen) and gc.isenabled()
+    gc.disable()
+    try:
+        compare_latency({"a": serve}, x[:2], batch_size=1, repeats=1)
+        assert not gc.isenabled()  # off before, off after
+    finally:
+        gc.enable()

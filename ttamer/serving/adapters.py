@@ -11,10 +11,11 @@ the book's chapter *Serving* (:doc:`/serving`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -57,24 +58,44 @@ def rows_on(idx: np.ndarray, device: Any) -> "torch.Tensor":  # noqa: F821
     return to_device(_torch().from_numpy(np.ascontiguousarray(idx, dtype=np.int64)), device)
 
 
+@contextlib.contextmanager
+def no_collection() -> Iterator[None]:
+    """Inside: Python's cyclic garbage collector collected once, then off (as ``timeit`` times),
+    so that a collection of a large process (a notebook's) never lands inside one timed call;
+    after: on again if it was."""
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def medians_in_turns(n_batches: int, n_variants: int, measure: Callable[[int, int], Any], repeats: int,
                      warmup: int) -> np.ndarray:
     """Timings of ``n_variants`` ways of running the same batches, taken so that a slow spell of
     a shared machine hits them alike: on batch ``b`` the variants take turns (their order
     rotated by ``b``), ``repeats`` times, and each keeps the median of its ``measure(b, j)``;
     then the mean over the batches after the first ``warmup`` (all of them if there are no
-    more). A warm-up batch whose timings are dropped runs each variant once. Shape
-    ``[n_variants, ...]``, as ``measure`` returns."""
-    per = []
-    for b in range(n_batches):
-        runs: list[list[Any]] = [[] for _ in range(n_variants)]
-        dropped = b < warmup < n_batches
-        for _ in range(1 if dropped else int(repeats)):
-            for j in np.roll(np.arange(n_variants), b):
-                runs[j].append(measure(b, int(j)))
-        per.append(np.median(np.asarray(runs), axis=1))
+    more). A warm-up batch whose timings are dropped runs each variant once. The garbage
+    collector is off meanwhile (:func:`no_collection`). Shape ``[n_variants, ...]``, as
+    ``measure`` returns."""
+    with no_collection():
+        per = [_batch_medians(b, n_variants, measure, 1 if b < warmup < n_batches else int(repeats))
+               for b in range(n_batches)]
     timed = per[warmup:] if len(per) > warmup else per
     return np.mean(np.stack(timed), axis=0)
+
+
+def _batch_medians(b: int, n_variants: int, measure: Callable[[int, int], Any], repeats: int) -> np.ndarray:
+    """Each variant's median over ``repeats`` turns on batch ``b`` (order rotated by ``b``)."""
+    runs: list[list[Any]] = [[] for _ in range(n_variants)]
+    for _ in range(repeats):
+        for j in np.roll(np.arange(n_variants), b):
+            runs[j].append(measure(b, int(j)))
+    return np.median(np.asarray(runs), axis=1)
 
 
 def _n_rows(x: Any) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 from ..core.errors import TTamerError
 from ..core.validate import check_bool, check_int, check_integers, check_numbers, escape_text
 from ..earlyexit.traces import Trace
-from .adapters import input_length, input_slice, medians_in_turns
+from .adapters import input_length, input_slice, medians_in_turns, no_collection
 from .rules import begin_run, runtime_rules
 from .runtime import ServeResult, check_batch_size, check_state_rows
 
@@ -297,7 +297,9 @@ def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: 
     rounds (seconds), ``ms_per_example`` -- per chunk the median of its time over rounds,
     summed over the chunks, per example (a spell that slows one chunk in one round and another
     chunk in the next is dropped from both), ``result`` -- the last round's
-    :class:`~ttamer.serving.runtime.ServeResult`.
+    :class:`~ttamer.serving.runtime.ServeResult`. The garbage collector is off meanwhile
+    (:func:`~ttamer.serving.adapters.no_collection`): a collection of a large process would
+    land inside one call and add its pause to that run's mean.
     """
     n = input_length(inputs)
     if not isinstance(runs, dict) or not all(callable(r) for r in runs.values()):
@@ -313,11 +315,12 @@ def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: 
     last: dict[str, ServeResult] = {}
     for _ in range(repeats):
         parts: dict[str, list[ServeResult]] = {k: [] for k in names}
-        for c, s in enumerate(range(0, n, step)):
-            x = input_slice(inputs, s, s + step)
-            for j in range(len(names)):
-                k = names[(j + c) % len(names)]
-                parts[k].append(runs[k](x, batch_size))
+        with no_collection():
+            for c, s in enumerate(range(0, n, step)):
+                x = input_slice(inputs, s, s + step)
+                for j in range(len(names)):
+                    k = names[(j + c) % len(names)]
+                    parts[k].append(runs[k](x, batch_size))
         for k in names:
             res = concat_results(parts[k])
             lat[k].append(res.latency)

@@ -217,7 +217,7 @@ def test_regenerating_a_heldout_trace_reproduces_the_shipped_file():
         pytest.skip("scikit-learn (its bundled digits.csv.gz) missing")
     seed = zoo.HELDOUT_SEEDS[-1]
     assert_rebuilt(zoo.build_zoo_trace("digits-cnn", seed=seed, progress=False),
-                 zoo.load_heldout_trace("digits-cnn", seed))
+                   zoo.load_heldout_trace("digits-cnn", seed))
 
 
 @pytest.mark.slow

@@ -37,10 +37,11 @@ time per example is kept in ``meta["alt_costs"]["ms"]`` (and one unit per block 
 ``["layers"]``). Generation runs on one CPU thread with deterministic algorithms, so that
 regenerating a trace reproduces its labels and costs exactly anywhere, and its probabilities
 to float rounding on a CPU whose kernels are the file's
-(:func:`~ttamer.workloads.common.cpu_kernels`, recorded in ``meta["hardware"]["kernels"]``). Another CPU's kernels round differently, and training
-amplifies the difference: a rebuilt model trained from scratch is another model of the same
-quality (on ``digits-cnn``, per-exit accuracy 2 points apart, 90 % of its predictions alike),
-a frozen encoder's heads move by about ``3e-3``.
+(:func:`~ttamer.workloads.common.cpu_kernels`, recorded in ``meta["hardware"]["kernels"]``).
+Another CPU's kernels round differently, and training amplifies the difference: a rebuilt
+model trained from scratch is another model of the same quality (on ``digits-cnn``, per-exit
+accuracy 2 points apart, 90 % of its predictions alike), a frozen encoder's heads move by
+about ``3e-3``.
 
 Regenerate one trace, or every file of the zoo::
 

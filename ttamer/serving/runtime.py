@@ -743,8 +743,8 @@ class EarlyExitServer(_Runtime):
         With ``profile_rows`` (batch sizes, e.g. ``1, 2, 4, …, batch_size``),
         ``meta["batch_cost"]`` keeps ``{"rows": [k, …], "ms_per_batch": [[L] per k]}``: the
         wall-clock ms of each exit on ``k`` rows of a batch of ``batch_size`` inputs prepared
-        together (:meth:`rows_cost`, on the first ``profile_examples`` inputs and at least 4
-        batches): the rows a served batch still runs once others have stopped, padded as their
+        together (:meth:`rows_cost`, two rounds, on the first ``profile_examples`` inputs and at
+        least 4 batches): the rows a served batch still runs once others have stopped, padded as their
         batch was, and ``"gather_ms": [per k]``, what a stop that leaves ``k`` rows running costs
         beyond that (:meth:`gather_cost`). A block's time is far from proportional to its rows;
         :func:`~ttamer.serving.latency.served_cost` prices batched serving with this table."""
@@ -782,7 +782,7 @@ class EarlyExitServer(_Runtime):
         m["cost_profiles"] = profiles
         if rows_grid:
             m_in = min(n, max(int(profile_examples), 4 * int(batch_size)))
-            table = self.rows_cost(input_slice(inputs, 0, m_in), int(batch_size), rows_grid)
+            table = self.rows_cost(input_slice(inputs, 0, m_in), int(batch_size), rows_grid, repeats=2)
             gather = self.gather_cost(input_slice(inputs, 0, m_in), int(batch_size), rows_grid, repeats=2) \
                 if L > 1 else np.zeros(len(rows_grid))
             m["batch_cost"] = {"rows": rows_grid, "ms_per_batch": table.tolist(), "gather_ms": gather.tolist()}

@@ -93,6 +93,10 @@ def test_meta_errors(trace):
     ({"x": -10**308}, r"meta\['x'\] is an integer too large"),
     ({"x": [float("nan")]}, r"meta\['x'\]\[0\] is nan; numbers must be finite"),
     ({"x": np.int64(3)}, r"meta\['x'\] is not JSON-serialisable \(a value of type int64"),
+    # inside a list of plain numbers (the entries read without naming them until one fails)
+    ({"x": [0, 1, 10**308]}, r"meta\['x'\]\[2\] is an integer too large"),
+    ({"x": [0.5, np.float64("inf")]}, r"meta\['x'\]\[1\] is inf; numbers must be finite"),
+    ({"x": ["a", True, None, np.int32(1)]}, r"meta\['x'\]\[3\] is not JSON-serialisable"),
 ])
 def test_meta_that_would_not_read_back_is_refused_naming_its_path(trace, meta, match):
     with pytest.raises(TraceError, match=rf"^key 'meta': {match}") as err:
@@ -114,7 +118,8 @@ def test_meta_refers_to_itself_or_nests_too_deeply(trace):
 
 
 def test_meta_round_trips_exactly(tmp_path, trace):
-    meta = dict(trace.meta, nested={"a": [1, 2.5, None, True, "x", {"b": 10**307}]})
+    meta = dict(trace.meta, nested={"a": [1, 2.5, None, True, "x", {"b": 10**307}],
+                                         "edge": [10**308 - 1, -(10**308 - 1), -0.0, False]})
     save_trace(tmp_path / "m.npz", _with(trace, meta=meta))
     assert load_trace(tmp_path / "m.npz").meta == meta
 

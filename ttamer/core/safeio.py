@@ -41,7 +41,7 @@ JSON_MEMORY_FACTOR = 32
 #: Integers in JSON with more digits than this cannot be a float; they are kept as
 #: :class:`HugeNumber`.
 MAX_JSON_DIGITS = 308
-_INT_BOUND = 10**MAX_JSON_DIGITS
+_TOO_LARGE = 10**MAX_JSON_DIGITS  # computed once: checked for every integer of a meta
 #: Temporary files of :func:`atomic_write` are named ``.NAME.<TMP_TAG>-PID-NONCE-CHECK``
 #: (:func:`temp_path`): ``NONCE`` is 8 random hex digits, ``CHECK`` 16 hex digits of a hash of
 #: the name, pid, nonce and this machine's boot and pid namespace.
@@ -241,8 +241,8 @@ def _json_problem(value: Any, path: str, open_ids: set[int]) -> str | None:
         if is_dict and not isinstance(key, str):
             return (f"{path} has key {short_repr(key, 40)} ({escape_text(type(key).__name__, 40)}); "
                     f"keys must be strings, as in JSON")
-        if _plain_scalar(item):  # most entries: no entry path to format
-            continue
+        if not isinstance(item, (dict, list, tuple)) and _json_scalar_problem(item, "") is None:
+            continue  # most entries: the entry's name is formatted only where there is a problem
         problem = _json_problem(item, f"{path}[{escape_text(repr(key), 40)}]", open_ids)
         if problem is not None:
             return problem
@@ -250,20 +250,10 @@ def _json_problem(value: Any, path: str, open_ids: set[int]) -> str | None:
     return None
 
 
-def _plain_scalar(value: Any) -> bool:
-    """Whether ``value`` is a ``str``, ``bool``, ``None``, finite ``float`` or ``int`` of at most
-    :data:`MAX_JSON_DIGITS` digits of exactly those types: what :func:`_json_scalar_problem`
-    accepts, read off without building the entry's name (long lists of numbers in a trace's
-    ``meta`` are checked at every validation)."""
-    t = type(value)
-    return (t is str or t is bool or value is None or (t is int and -_INT_BOUND < value < _INT_BOUND)
-            or (t is float and math.isfinite(value)))
-
-
 def _json_scalar_problem(value: Any, path: str) -> str | None:
     if value is None or isinstance(value, (str, bool)):
         return None
-    if isinstance(value, HugeNumber) or (isinstance(value, int) and abs(value) >= 10**MAX_JSON_DIGITS):
+    if isinstance(value, HugeNumber) or (isinstance(value, int) and abs(value) >= _TOO_LARGE):
         return f"{path} is an integer too large: more than {MAX_JSON_DIGITS} digits"
     if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
         return None

@@ -50,6 +50,9 @@ TMP_TAG = "ttamer-tmp"
 #: :func:`sweep_stale_temp_files` also waits until the file is this old (seconds).
 STALE_TMP_SECONDS = 24 * 3600
 
+#: Most bytes of the target's name kept in its temporary file's name (:func:`temp_path`): with
+#: the tag, pid, nonce and check the name stays under the 255 bytes a file name may hold.
+TMP_STEM_BYTES = 150
 _TMP_RE = re.compile(r"\.(?P<stem>.+)\." + re.escape(TMP_TAG)
                      + r"-(?P<pid>[1-9][0-9]{0,9})-(?P<nonce>[0-9a-f]{8})-(?P<check>[0-9a-f]{16})", re.DOTALL)
 
@@ -327,14 +330,17 @@ def temp_path(target: str | os.PathLike, pid: int | None = None, nonce: str | No
     Returns
     -------
     Path
-        ``.NAME.<TMP_TAG>-PID-NONCE-CHECK`` in the folder of ``target``, where ``CHECK`` marks
+        ``.NAME.<TMP_TAG>-PID-NONCE-CHECK`` in the folder of ``target`` (``NAME`` cut to
+        :data:`TMP_STEM_BYTES` bytes, so that any name a file may have can be written), where ``CHECK`` marks
         the name as one ttamer made on this machine (:func:`sweep_stale_temp_files` removes no
         other file).
     """
     target = Path(target)
     pid = os.getpid() if pid is None else int(pid)
     nonce = secrets.token_hex(4) if nonce is None else nonce
-    stem = target.name[:200]
+    stem = target.name
+    while len(os.fsencode(stem)) > TMP_STEM_BYTES:  # cut whole characters, by their encoded bytes
+        stem = stem[:-1]
     return target.parent / f".{stem}.{TMP_TAG}-{pid}-{nonce}-{_tmp_check(stem, pid, nonce)}"
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 import os
 import stat
 import struct
@@ -96,7 +97,28 @@ def _numeric(value: Any, key: str) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise TraceError(f"key {key!r}: expected numbers, got an array of dtype {arr.dtype} "
                          f"(strings, booleans and ragged lists are not converted)")
+    if not isinstance(value, np.ndarray) and arr.size:  # nested lists: NumPy turns True into 1.0
+        is_bool = np.vectorize(lambda v: isinstance(v, (bool, np.bool_)), otypes=[bool])
+        flags = is_bool(np.array(value, dtype=object))
+        if flags.shape == arr.shape and flags.any():
+            raise TraceError(f"key {key!r}: the entry at index {list(_first(flags))} is a boolean, not a number "
+                             f"(booleans are not converted)")
     return arr
+
+
+def _converted(arr: np.ndarray, key: str) -> np.ndarray:
+    """``arr`` in the file dtype of ``key`` (:data:`_DTYPES`); a finite number beyond that
+    dtype's range (which would become infinite) is refused, naming its index."""
+    dtype = np.dtype(_DTYPES[key])
+    if arr.dtype.kind == "f" and np.finfo(arr.dtype).max > np.finfo(dtype).max:
+        with np.errstate(invalid="ignore"):
+            big = np.isfinite(arr) & (np.abs(arr) > np.finfo(dtype).max)
+        if big.any():
+            i = _first(big)
+            raise TraceError(f"key {key!r}: the number at index {list(i)} ({str(arr[i])}) is beyond the range of "
+                             f"{dtype.name}, the dtype of a trace's {key!r}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(dtype)
 
 
 def _checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -230,6 +252,13 @@ class Trace:
     meta: dict = field(default_factory=dict)
     _derived: dict = field(default_factory=dict, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        """The cheap checks (:meth:`validate_arrays`, ``meta`` a dict), so that even a trace
+        built directly has the arrays its properties read; :meth:`validate` checks the rest."""
+        if not isinstance(self.meta, dict):
+            raise TraceError(f"key 'meta': expected a dict (JSON object), got {type(self.meta).__name__}")
+        self.validate_arrays()
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(cls, probs: Any, labels: Any, cost: Any, meta: Mapping[str, Any] | None = None,
@@ -273,8 +302,7 @@ class Trace:
         m.setdefault("cost_unit", META_DEFAULTS["cost_unit"])
         in_meta = m.pop("parents", None)
         par = in_meta if parents is None else parents
-        with np.errstate(over="ignore", invalid="ignore"):
-            tr = cls(probs.astype(np.float32), labels_arr.astype(np.int64), cost_arr.astype(np.float64), m)
+        tr = cls(_converted(probs, "probs"), _converted(labels_arr, "labels"), _converted(cost_arr, "cost"), m)
         tr.validate()
         if par is not None:
             names = tr.exit_names
@@ -622,8 +650,11 @@ class Trace:
                 f"in {shown('cost_unit')}{self._tree_text()})")
 
     def _tree_text(self) -> str:
-        if self.is_chain:
-            return ""
+        try:
+            if self.is_chain:
+                return ""
+        except TraceError:
+            return "; parents not valid (validate() says why)"
         names = [escape_text(n, 40) for n in self.exit_names]
         return "; " + ", ".join(f"{n}<-{'start' if p < 0 else names[p]}" for n, p in zip(names, self.parents))
 
@@ -953,8 +984,9 @@ class ExitDecisions:
                   params: np.ndarray | None = None, name: str = "") -> "ExitDecisions":
         """Decisions of a chain strategy that consulted exits ``0..last``: the cost is the
         cumulative cost up to ``last`` (per example)."""
-        answer = np.asarray(answer, dtype=np.int64)
-        last = np.asarray(last, dtype=np.int64)
+        answer, last = _exit_array(answer, "answer", trace), _exit_array(last, "last", trace)
+        if answer.shape != last.shape:
+            raise TraceError(f"from_last: answer has shape {answer.shape}, last {last.shape}; they must match")
         cum = trace.cumulative_cost
         rows = np.arange(trace.n_examples)
         cost = cum[rows, last] if last.ndim == 1 else cum[rows[None, :], last]
@@ -983,7 +1015,9 @@ class ExitDecisions:
 
     def correct(self, trace: Trace, target: str = "label") -> np.ndarray:
         """Boolean array (shape of ``answer``): the answered exit is right. ``target`` is
-        ``"label"`` (true class) or ``"final"`` (agreement with the last exit)."""
+        ``"label"`` (true class) or ``"final"`` (agreement with the last exit). ``trace`` must
+        be the one the decisions were made on (its examples and exits)."""
+        _exit_array(self.answer, "answer", trace)
         truth = target_labels(trace, target)
         pred = trace.predictions
         rows = np.arange(trace.n_examples)
@@ -993,21 +1027,40 @@ class ExitDecisions:
     def points(self, trace: Trace, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """``(mean cost / scale, accuracy)`` against the labels, one entry per sweep point."""
         c = self.correct(trace)
-        cost = self.cost / scale
+        cost = self.cost / check_real(scale, "points: scale", low=0.0, low_open=True)
         if not self.is_sweep:
             c, cost = c[None], cost[None]
         return cost.mean(axis=1), c.mean(axis=1)
 
     def __getitem__(self, p: int) -> "ExitDecisions":
-        """Sweep point ``p`` as a single decision set."""
+        """Sweep point ``p`` (``0..P−1``, or negative from the end) as a single decision set."""
         if not self.is_sweep:
-            raise IndexError("not a sweep")
+            raise TraceError("ExitDecisions: these are one strategy's decisions [N], not a sweep [P, N]; "
+                             "only a sweep's points can be indexed")
+        p = operator.index(p)
+        if not -len(self) <= p < len(self):
+            raise IndexError(f"sweep point {p} is outside the {len(self)} points of the sweep")
+        p %= len(self)
         par = None if self.params is None else self.params[p : p + 1]
         cons = None if self.consulted is None else self.consulted[p]
         return ExitDecisions(self.answer[p], self.last[p], self.cost[p], par, self.name, cons)
 
     def __len__(self) -> int:
         return len(self.answer) if self.is_sweep else 1
+
+
+def _exit_array(values: Any, name: str, trace: Trace) -> np.ndarray:
+    """``values`` (``[N]`` or ``[P, N]`` exit positions of ``trace``'s examples) as int64; a
+    clear error naming ``name`` for other shapes, non-integers or positions outside ``0..L−1``."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu" or arr.ndim not in (1, 2) or arr.shape[-1] != trace.n_examples:
+        raise TraceError(f"ExitDecisions {name}: expected integer exit positions of shape [N] or [P, N] with N = "
+                         f"{trace.n_examples} (the trace's examples), got dtype {arr.dtype} and shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= trace.n_exits):
+        bad = _first((arr < 0) | (arr >= trace.n_exits))
+        raise TraceError(f"ExitDecisions {name}: exit {arr[bad]} at index {list(bad)} is outside "
+                         f"0..{trace.n_exits - 1} (the trace's exits)")
+    return arr.astype(np.int64, copy=False)
 
 
 def target_labels(trace: Trace, target: str = "label") -> np.ndarray:

@@ -99,3 +99,28 @@ def test_repr_of_a_trace_with_bad_parents_does_not_raise():
     assert "parents not valid" in repr(tr)
     with pytest.raises(TraceError, match="unknown parent 'zz'"):
         tr.validate()
+
+
+@pytest.mark.parametrize("seed", [27, 28])
+def test_budgets_stay_non_negative_where_the_first_exit_costs_nothing(seed):
+    """The calibration costs of a sweep are sums of differences; where exit 0 costs 0 they
+    came out at -1e-15, which the SLO's own budget check then refused."""
+    from ttamer.earlyexit.slo import out_of_fold_accuracy
+    from ttamer.earlyexit.tamer import ThresholdTamer
+
+    rng = np.random.default_rng(seed)
+    tr = synthetic_trace(int(rng.integers(100, 3000)), int(rng.integers(2, 8)), 4, seed=seed,
+                         per_example_cost=bool(seed % 2))
+    cost = tr.cost.copy()
+    cost[..., 0] = 0.0
+    tamer = ThresholdTamer(policy="offset:max_prob:last").fit(Trace.build(tr.probs, tr.labels, cost, tr.meta))
+    assert tamer.sweep_cost_.min() >= 0.0
+    out_of_fold_accuracy(tamer, tamer.sweep_cost_)  # raised "budgets[0] must be ... in [0, inf]"
+
+
+def test_an_unknown_target_is_quoted_short():
+    from ttamer.earlyexit.traces import target_labels
+
+    with pytest.raises(TraceError, match="target must be 'label' or 'final'") as err:
+        target_labels(synthetic_trace(20, 2, 3), "x" * 10**6)
+    assert len(str(err.value)) < 300

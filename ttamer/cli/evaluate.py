@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         check_confidence(args.slo_confidence, "--slo-confidence")
         max_examples = (None if args.max_examples is None else
                         check_count(args.max_examples, "--max-examples", minimum=2 * MIN_SPLIT_EXAMPLES))
+        thresholds = _threshold_options(args)  # the options' conflicts, before the trace is read
         trace = load_trace(args.path)
         n_file = trace.n_examples
         if max_examples is not None:
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,
                                     target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
                                     estimation=args.estimation, slo_confidence=args.slo_confidence,
-                                    thresholds=_threshold_options(args),
+                                    thresholds=thresholds,
                                     progress=sys.stderr.isatty() if args.progress is None else args.progress)
         except TTamerError as exc:  # what the trace's content cannot give (e.g. one exit): name the file
             kind = TraceError if isinstance(exc, TraceError) else TTamerError

@@ -164,8 +164,24 @@ def check_evaluation_memory(trace: Trace, available: int | None = None) -> int:
 def bootstrap_weights(n: int, n_boot: int, seed: int | np.random.Generator = 0) -> np.ndarray:
     """``[B, N]`` resampling counts ``~ Multinomial(N, 1/N)`` of ``n_boot`` bootstrap replicates
     of ``n`` examples, drawn from ``seed`` alone, or the next ones of a generator (float32:
-    counts are exact integers)."""
-    rng = np.random.default_rng(seed)
+    counts are exact integers).
+
+    Raises
+    ------
+    TTamerError
+        Unless ``n`` is a count of at most :data:`MAX_BOOTSTRAP_DRAWS` examples, ``n_boot`` a
+        count of replicates whose ``n_boot x n`` counts are at most
+        :data:`BOOTSTRAP_CHUNK_CELLS` (one replicate is always allowed) and ``seed`` a seed or
+        a generator (checked before anything is drawn).
+    """
+    n = check_count(n, "n (examples to resample)", maximum=MAX_BOOTSTRAP_DRAWS)
+    n_boot = check_count(n_boot, "n_boot")
+    most = max(1, BOOTSTRAP_CHUNK_CELLS // n)
+    if n_boot > most:
+        raise TTamerError(f"bootstrap_weights: {n_boot:,} replicates of {n:,} examples are {n_boot * n:,} counts, "
+                          f"above BOOTSTRAP_CHUNK_CELLS={BOOTSTRAP_CHUNK_CELLS:,}; draw at most {most:,} "
+                          "replicates at a time (the next ones from the same numpy.random.Generator)")
+    rng = np.random.default_rng(check_seed(seed, allow_generator=True))
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float32)
 
 
@@ -542,6 +558,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     check_trace(trace, "evaluate_trace", chain=True).validate()
     for name, flag in (("with_chain", with_chain), ("keep_replicates", keep_replicates), ("progress", progress)):
         check_bool(flag, name)
+    seed = check_seed(seed)  # a Python int: the bootstrap's seed is seed + 1
     target_labels(trace, target)  # validates target
     slo_confidence = check_confidence(slo_confidence)
     lams, cost_range = check_sweep_and_band(lams, band_points, cost_range, frontier_kind)
@@ -666,6 +683,11 @@ def domination_summary(result: EvaluationResult, heuristics: Sequence[str] = HEU
     return out
 
 
+#: The keys of an :func:`ablation` configuration.
+ABLATION_KEYS = ("name", "estimation", "thresholds", "pathwise", "tamer", "calibration_fraction", "frontier_kind",
+                 "lams")
+
+
 def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_boot: int = 200,
              target: str = "label", n_jobs: int = 1) -> list[dict[str, Any]]:
     """A tidy table (list of rows; ``pandas.DataFrame(rows)`` shows it) comparing T-Tamer
@@ -689,10 +711,12 @@ def ablation(trace: Trace, configs: Sequence[dict[str, Any]], seed: int = 0, n_b
         raise TTamerError(f"ablation: configs must be a list of dicts (one configuration each), got "
                           f"{short_repr(configs)}")
     for cfg in configs:
-        unknown = set(cfg) - {"name", "tamer", "pathwise", "thresholds", "estimation", "calibration_fraction",
-                              "frontier_kind", "lams"}
+        unknown = [key for key in cfg if key not in ABLATION_KEYS]
         if unknown:
-            raise TTamerError(f"ablation config {cfg.get('name')!r}: unknown keys {sorted(unknown)}")
+            keys = escape_text(", ".join(sorted(map(short_repr, unknown))), 200)
+            raise TTamerError(f"ablation config {short_repr(cfg.get('name'))}: unknown keys {keys}; a config's "
+                              f"keys are {', '.join(ABLATION_KEYS)}")
+    seed = check_seed(seed)
     return map_processes(_ablation_row, [(trace, cfg, seed, n_boot, target) for cfg in configs], n_jobs)
 
 

@@ -10,6 +10,7 @@ randomising between two sweep points reaches. ``acc(c)`` is the best accuracy at
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,6 +19,11 @@ from ..core.errors import TTamerError
 from ..core.validate import check_choice, check_numbers, check_real
 
 _EPS = 1e-12
+#: How far a point's cost may lie below 0, and its accuracy outside [0, 1]: means taken
+#: under resampling weights that sum to 1 up to rounding, or as sums of differences along a
+#: sweep (:func:`~ttamer.earlyexit.thresholds.common_threshold_curve`), pass those bounds by a
+#: few units in the last place.
+ROUNDING = 1e-12
 #: The most points one sweep holds (rules, thresholds or budgets). A complete heuristic sweep
 #: keeps this many rules at most (its frontier is thinned evenly in cost beyond that), and a
 #: list of parameters to sweep may hold no more.
@@ -34,7 +40,8 @@ def check_kind(kind: Any) -> str:
 
 def check_front(front: Any, name: str = "front") -> np.ndarray:
     """``front`` as an ``[M, 2]`` float array of rows ``(cost, accuracy)`` (``M ≥ 1``, finite,
-    cost non-decreasing: what :func:`pareto_frontier` / :func:`hull_frontier` return).
+    cost ``≥ 0`` and non-decreasing, accuracy in [0, 1], up to :data:`ROUNDING`: what
+    :func:`pareto_frontier` / :func:`hull_frontier` return).
 
     Raises
     ------
@@ -42,18 +49,34 @@ def check_front(front: Any, name: str = "front") -> np.ndarray:
         Naming ``name``, for anything else.
     """
     f = check_numbers(front, name, ndim=2)
-    if f.shape[1] != 2 or np.any(np.diff(f[:, 0]) < 0):
+    if f.shape[1] != 2:
+        raise TTamerError(f"{name} must be an [M, 2] array of (cost, accuracy) rows in increasing cost "
+                          f"(pareto_frontier or hull_frontier), got shape {f.shape}")
+    _check_ranges(f[:, 0], f[:, 1], name)
+    if np.any(np.diff(f[:, 0]) < 0):
         raise TTamerError(f"{name} must be an [M, 2] array of (cost, accuracy) rows in increasing cost "
                           f"(pareto_frontier or hull_frontier), got shape {f.shape}")
     return f
 
 
 def _points(cost: Any, accuracy: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``cost`` and ``accuracy`` checked: finite, 1-D, of equal length."""
+    """``cost`` and ``accuracy`` checked: finite, 1-D, of equal length, costs ``≥ 0`` and
+    accuracies in [0, 1] (up to :data:`ROUNDING`)."""
     c, a = check_numbers(cost, "cost"), check_numbers(accuracy, "accuracy")
     if c.shape != a.shape:
         raise TTamerError(f"cost and accuracy must have the same length, got {len(c)} and {len(a)}")
+    _check_ranges(c, a, "point")
     return c, a
+
+
+def _check_ranges(cost: np.ndarray, accuracy: np.ndarray, name: str) -> None:
+    """Refuse a cost below 0 or an accuracy outside [0, 1] (beyond :data:`ROUNDING`)
+    among finite points, naming the first point at fault ``name[i]``; one vectorised pass."""
+    bad = (cost < -ROUNDING) | (accuracy < -ROUNDING) | (accuracy > 1.0 + ROUNDING)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise TTamerError(f"{name}[{i}] is (cost {cost[i]:g}, accuracy {accuracy[i]:g}); costs must be >= 0 and "
+                          "accuracies in [0, 1]")
 
 
 def pareto_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
@@ -64,7 +87,7 @@ def pareto_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndar
     ------
     TTamerError
         Unless ``cost`` and ``accuracy`` are non-empty 1-D arrays of finite numbers of the same
-        length.
+        length, costs ``≥ 0`` and accuracies in [0, 1] (up to :data:`ROUNDING`).
     """
     c, a = _points(cost, accuracy)
     keep = _pareto_indices(c, a)
@@ -105,7 +128,13 @@ def _cost_order(c: np.ndarray, a: np.ndarray) -> np.ndarray:
 def hull_frontier(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
     """``[M, 2]`` vertices of the upper-left concave envelope of the points: what
     randomising between two sweep points reaches (a mixture playing ``a`` with probability
-    ``w`` and ``b`` otherwise has cost and accuracy ``w·a + (1−w)·b``)."""
+    ``w`` and ``b`` otherwise has cost and accuracy ``w·a + (1−w)·b``).
+
+    Raises
+    ------
+    TTamerError
+        As :func:`pareto_frontier`.
+    """
     f = pareto_frontier(cost, accuracy)
     keep: list[int] = []
     for j in range(len(f)):
@@ -160,12 +189,13 @@ def frontier_auc(front: np.ndarray, lo: float, hi: float, kind: str = "pareto") 
     ------
     TTamerError
         For a ``front`` :func:`check_front` refuses, a ``kind`` not in :data:`KINDS`, or
-        ``lo``, ``hi`` not finite numbers with ``hi > lo``.
+        ``lo``, ``hi`` not finite numbers with ``hi > lo`` and ``hi − lo`` a finite float64
+        (as ``cost_range`` of :func:`~ttamer.earlyexit.evaluation.evaluate_trace`).
     """
     front, kind = check_front(front), check_kind(kind)
     lo, hi = check_real(lo, "lo"), check_real(hi, "hi")
-    if not hi > lo:
-        raise TTamerError(f"frontier_auc: need hi > lo, got [{lo}, {hi}]")
+    if not (hi > lo and math.isfinite(hi - lo)):  # Python floats: no overflow warning
+        raise TTamerError(f"frontier_auc: need lo < hi with hi - lo a finite float64, got [{lo:g}, {hi:g}]")
     if kind == "hull":
         xs = np.unique(np.clip(np.concatenate([[lo, hi], front[:, 0]]), lo, hi))
         ys = np.nan_to_num(accuracy_at(front, xs, "hull"), nan=0.0)
@@ -176,7 +206,7 @@ def frontier_auc(front: np.ndarray, lo: float, hi: float, kind: str = "pareto") 
         return float(np.sum(np.diff(xs2) * (ys2[1:] + ys2[:-1]) / 2) / (hi - lo))
     starts = front[:, 0]
     ends = np.concatenate([front[1:, 0], [np.inf]])
-    width = np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0.0, None)
+    width = np.clip(ends, lo, hi) - np.clip(starts, lo, hi)  # >= 0 (costs non-decreasing), <= hi - lo
     return float((width * front[:, 1]).sum() / (hi - lo))
 
 
@@ -191,7 +221,7 @@ def cost_at_accuracy(front: np.ndarray, accuracy: float, kind: str = "pareto") -
     """
     front, kind = check_front(front), check_kind(kind)
     accuracy = check_real(accuracy, "accuracy")
-    if not -_EPS <= accuracy <= 1.0 + _EPS:  # a resampled mean may pass 1 by a rounding error
+    if not -ROUNDING <= accuracy <= 1.0 + ROUNDING:
         raise TTamerError(f"accuracy must be in [0, 1], got {accuracy:g}")
     ok = front[:, 1] >= accuracy - _EPS
     if not ok.any():

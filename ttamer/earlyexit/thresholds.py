@@ -139,7 +139,8 @@ def common_threshold_curve(x: np.ndarray, loss: np.ndarray, cum: np.ndarray,
     taus = np.r_[np.inf, vals[last_of_value]]
     mean_loss = (end.sum() + np.r_[0.0, dl[last_of_value]]) / n
     mean_cost = (cum[:, L - 1].sum() + np.r_[0.0, dc[last_of_value]]) / n
-    return taus, mean_loss, mean_cost
+    # a sum of differences may fall below 0 by a rounding error where exit 0 costs nothing
+    return taus, mean_loss, np.maximum(mean_cost, 0.0)
 
 
 def _next_records(record: np.ndarray) -> np.ndarray:

@@ -1070,7 +1070,7 @@ def target_labels(trace: Trace, target: str = "label") -> np.ndarray:
         return trace.labels
     if target == "final":
         return trace.predictions[:, -1]
-    raise TraceError(f"target must be 'label' or 'final', got {target!r}")
+    raise TraceError(f"target must be 'label' or 'final', got {short_repr(target)}")
 
 
 #: Most numbers (examples x exits x classes) of a :func:`synthetic_trace` (its working arrays

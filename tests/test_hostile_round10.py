@@ -124,3 +124,26 @@ def test_an_unknown_target_is_quoted_short():
     with pytest.raises(TraceError, match="target must be 'label' or 'final'") as err:
         target_labels(synthetic_trace(20, 2, 3), "x" * 10**6)
     assert len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("states, wrong, match", [
+    (-np.ones((20, 3), int), np.zeros((20, 3)), r"markov_violation: states\[0\]\[0\] must be a finite number in \[0"),
+    (np.full((20, 3), 0.7), np.zeros((20, 3)), "markov_violation: states must be integer state indices"),
+    (np.zeros((20, 3), int), np.zeros((20, 2)), r"markov_violation: wrong has shape \(20, 2\), states \(20, 3\)"),
+    (np.zeros((20, 3), int), np.full((20, 3), 2.0), r"markov_violation: wrong\[0\]\[0\] must be a finite number"),
+    (np.full((20, 3), 10**7), np.zeros((20, 3)), "above MARKOV_MAX_CELLS"),
+])
+def test_markov_diagnostics_check_their_arrays(states, wrong, match):
+    from ttamer.core.errors import TTamerError
+    from ttamer.earlyexit.evaluation import markov_violation
+
+    with pytest.raises(TTamerError, match=match):
+        markov_violation(synthetic_trace(20, 3, 3), states, wrong)
+
+
+def test_markov_resample_checks_its_seed():
+    from ttamer.core.errors import TTamerError
+    from ttamer.earlyexit.evaluation import markov_resample
+
+    with pytest.raises(TTamerError, match="seed must be >= 0, got -1"):
+        markov_resample(np.zeros((5, 2), int), np.zeros((5, 2)), seed=-1)

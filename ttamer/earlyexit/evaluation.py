@@ -749,6 +749,26 @@ def _ablation_row(trace: Trace, cfg: dict[str, Any], seed: int, n_boot: int, tar
     return row
 
 
+#: Most numbers ``N·K`` (examples × states of an exit) of the one-hot tables of
+#: :func:`markov_violation`.
+MARKOV_MAX_CELLS = 2**26
+
+
+def _chain_data(states: Any, wrong: Any, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """``states [N, L]`` (integers ``≥ 0``) and ``wrong [N, L]`` (losses in ``[0, 1]``) checked
+    and converted, ``N·K`` bounded by :data:`MARKOV_MAX_CELLS`; a clear error naming ``who``."""
+    s = check_numbers(states, f"{who}: states", ndim=2, low=0.0)
+    if np.any(s != np.floor(s)):
+        raise TTamerError(f"{who}: states must be integer state indices (nothing is rounded)")
+    w = check_numbers(wrong, f"{who}: wrong", ndim=2, low=0.0, high=1.0)
+    if w.shape != s.shape:
+        raise TTamerError(f"{who}: wrong has shape {w.shape}, states {s.shape}; one loss per example and exit")
+    if s.shape[0] * (s.max() + 1) > MARKOV_MAX_CELLS:
+        raise TTamerError(f"{who}: {s.shape[0]:,} examples x {int(s.max()) + 1:,} states are above "
+                          f"MARKOV_MAX_CELLS = {MARKOV_MAX_CELLS:,}; use fewer examples or coarser states")
+    return s.astype(np.int64), w
+
+
 def markov_violation(trace: Trace, states: np.ndarray, wrong: np.ndarray, smoothing: float = 1.0) -> list[dict[str, float]]:
     """How far the calibration data are from the Markov chain T-Tamer assumes (the book's chapter *The model*), per
     exit ``i ≥ 1``, for ``states [N, L]`` and 0/1 losses ``wrong [N, L]``:
@@ -764,11 +784,10 @@ def markov_violation(trace: Trace, states: np.ndarray, wrong: np.ndarray, smooth
     Frequencies are smoothed by ``smoothing`` pseudo-counts toward the coarser estimate, so
     that tiny cells do not inflate the gaps; still, finite samples make every gap positive
     (compare with a Markov synthetic trace)."""
-    states = np.asarray(states, dtype=np.int64)
-    wrong = np.asarray(wrong, dtype=float)
+    states, wrong = _chain_data(states, wrong, "markov_violation")
     n, L = states.shape
     K = states.max(axis=0) + 1
-    a = float(smoothing)
+    a = check_real(smoothing, "markov_violation: smoothing", low=0.0)
     out = []
 
     def cond_mean(keys: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -804,9 +823,8 @@ def markov_resample(states: np.ndarray, wrong: np.ndarray, seed: int = 0) -> tup
     ``wrong [N, L]``: ``s_0`` drawn from the examples, ``s_i`` from the examples sharing
     ``s_{i−1}``, and ``wrong_i`` from the examples sharing ``s_i``. Its
     :func:`markov_violation` is the finite-sample floor of the measure. Loops over exits only."""
-    states = np.asarray(states, dtype=np.int64)
-    wrong = np.asarray(wrong, dtype=float)
-    rng = np.random.default_rng(seed)
+    states, wrong = _chain_data(states, wrong, "markov_resample")
+    rng = np.random.default_rng(check_seed(seed))
     n, L = states.shape
 
     def draw(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:

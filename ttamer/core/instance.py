@@ -33,7 +33,7 @@ import numpy as np
 from .errors import InstanceError, TTamerError
 from .safeio import (MAX_JSON_BYTES, HugeNumber, atomic_write, check_parse_memory, decode_text, loads_strict, read_file,
                      show_path)
-from .validate import escape_text
+from .validate import escape_text, short_repr
 
 #: Tolerance on ``Σ_t P[s, t] = 1`` and ``Σ_s μ(s) = 1``.
 ROW_SUM_TOL = 1e-9
@@ -65,7 +65,21 @@ class Skip:
 
 
 def _where(node: str, field: str) -> str:
-    return f"node {node!r}, field {field!r}"
+    return f"node {short_repr(node)}, field {field!r}"
+
+
+def _keys(keys: Iterable[Any]) -> str:
+    """The keys of a JSON object for a message: sorted by their reprs (any key types), each cut
+    short, at most five of them."""
+    shown = sorted(short_repr(k, 40) for k in keys)
+    more = f" and {len(shown) - 5:,} more" if len(shown) > 5 else ""
+    return f"[{', '.join(shown[:5])}]{more}"
+
+
+def _refuse_masked(value: Any, where: str) -> None:
+    """An :class:`~ttamer.core.errors.InstanceError` for a masked array, whose mask would be lost."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise InstanceError(f"{where}: got a masked array; pass a plain NumPy array (a mask is not converted)")
 
 
 def _is_number(value: Any) -> bool:
@@ -97,6 +111,7 @@ def _finite_nonneg_scalar(value: Any, where: str) -> float:
 def _leaves_are_numbers(value: Any, ndim: int, where: str, index: tuple = ()) -> None:
     """Check a nested list/tuple holds only numbers (no strings, booleans, None) at depth ``ndim``."""
     if isinstance(value, np.ndarray):
+        _refuse_masked(value, where)
         if value.dtype.kind not in "fiu":
             raise InstanceError(f"{where}: expected numbers, got an array of dtype {value.dtype}")
         return
@@ -231,12 +246,12 @@ class Instance:
         for i, node in enumerate(self.nodes):
             if not isinstance(node.name, str) or not node.name.strip():
                 raise InstanceError(f"node #{i}, field 'name': must be a string with a character other than "
-                                    f"spaces, got {node.name!r}")
+                                    f"spaces, got {_short(node.name)}")
             if node.name in self.index:
-                raise InstanceError(f"node {node.name!r}, field 'name': duplicate name")
+                raise InstanceError(f"{_where(node.name, 'name')}: duplicate name")
             same = normal.setdefault(unicodedata.normalize("NFC", node.name), node.name)
             if same != node.name:
-                raise InstanceError(f"node {node.name!r}, field 'name': reads the same as node {same!r} (the two "
+                raise InstanceError(f"{_where(node.name, 'name')}: reads the same as node {short_repr(same)} (the two "
                                     "differ only in how their accents are encoded); give the nodes distinct names")
             self.index[node.name] = i
 
@@ -246,7 +261,7 @@ class Instance:
         for i, node in enumerate(self.nodes):
             if node.parent is not None:
                 if node.parent not in self.index:
-                    raise InstanceError(f"{_where(node.name, 'parent')}: unknown node {node.parent!r}")
+                    raise InstanceError(f"{_where(node.name, 'parent')}: unknown node {short_repr(node.parent)}")
                 if node.parent == node.name:
                     raise InstanceError(f"{_where(node.name, 'parent')}: a node cannot be its own parent (cycle)")
                 self.parent[i] = self.index[node.parent]
@@ -284,7 +299,7 @@ class Instance:
         if P.shape != (kp, k):
             raise InstanceError(
                 f"{_where(node.name, 'transition')}: shape {P.shape}, expected {(int(kp), int(k))} "
-                f"(K of parent {node.parent!r} x K of this node)"
+                f"(K of parent {short_repr(node.parent)} x K of this node)"
             )
         _check_rows_sum_to_one(P, _where(node.name, "transition"))
         return P
@@ -313,10 +328,10 @@ class Instance:
     def _validate_skips(self) -> None:
         seen: set[tuple[int, int]] = set()
         for k, skip in enumerate(self.skips):
-            where = f"skip #{k} ({skip.source!r} -> {skip.target!r})"
+            where = f"skip #{k} ({short_repr(skip.source)} -> {short_repr(skip.target)})"
             for field, nm in (("from", skip.source), ("to", skip.target)):
                 if nm not in self.index:
-                    raise InstanceError(f"{where}, field {field!r}: unknown node {nm!r}")
+                    raise InstanceError(f"{where}, field {field!r}: unknown node {short_repr(nm)}")
             _finite_nonneg_scalar(skip.cost, f"{where}, field 'cost'")
             if not self.is_chain:
                 raise InstanceError(
@@ -377,7 +392,9 @@ class Instance:
         """Position of a node given by name or position."""
         if isinstance(node, str):
             if node not in self.index:
-                raise InstanceError(f"unknown node {node!r}; nodes are {self.names}")
+                more = f" and {self.n - 5:,} more" if self.n > 5 else ""
+                raise InstanceError(f"unknown node {short_repr(node)}; nodes are "
+                                    f"{', '.join(short_repr(x) for x in self.names[:5])}{more}")
             return self.index[node]
         return int(node)
 
@@ -406,7 +423,8 @@ class Instance:
         v = j
         while v != i:
             if v < 0:
-                raise InstanceError(f"node {self.nodes[j].name!r} is not below {self.nodes[i].name!r}")
+                raise InstanceError(f"node {short_repr(self.nodes[j].name)} is not below "
+                                    f"{short_repr(self.nodes[i].name)}")
             path.append(v)
             v = int(self.parent[v])
         M = np.eye(self.n_states[i])
@@ -470,9 +488,10 @@ class Instance:
         ------
         InstanceError
             An argument, a node or a skip is invalid (``losses`` empty, ``skips`` not an
-            iterable of triples, ...); the message names it.
+            iterable of triples, a masked array, ...); the message names it.
         """
         for label, seq in (("losses", losses), ("transitions", transitions)):
+            _refuse_masked(seq, repr(label))
             if not hasattr(seq, "__len__") or isinstance(seq, (str, bytes, Mapping)):
                 raise InstanceError(f"{label!r} must be a sequence, got {_short(seq)}")
         n = len(losses)
@@ -536,9 +555,10 @@ class Instance:
         ------
         InstanceError
             An argument, a node or a skip is invalid (``skips`` not an iterable of triples,
-            ...); the message names it.
+            a masked array, ...); the message names it.
         """
         for label, seq in (("losses", losses), ("parents", parents), ("matrices", matrices), ("costs", costs)):
+            _refuse_masked(seq, repr(label))
             if not hasattr(seq, "__len__") or isinstance(seq, (str, bytes, Mapping)):
                 raise InstanceError(f"{label!r} must be a sequence with one entry per node, got {_short(seq)}")
         n = len(losses)
@@ -607,7 +627,7 @@ class Instance:
             raise InstanceError(f"the instance must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - _TOP_FIELDS
         if unknown:
-            raise InstanceError(f"unknown top-level field(s) {sorted(unknown)}; allowed: {sorted(_TOP_FIELDS)}")
+            raise InstanceError(f"unknown top-level field(s) {_keys(unknown)}; allowed: {sorted(_TOP_FIELDS)}")
         raw_nodes = data.get("nodes")
         if raw_nodes is None or (isinstance(raw_nodes, list) and not raw_nodes):
             raise InstanceError("the instance is empty: field 'nodes' must list at least one node")
@@ -656,10 +676,11 @@ def _node_from_dict(i: int, raw: Any) -> Node:
     name = raw.get("name")
     label = name if isinstance(name, str) and name else f"#{i}"
     if not isinstance(name, str) or not name:
-        raise InstanceError(f"node {label}, field 'name': must be a non-empty string, got {name!r}")
+        raise InstanceError(f"node {label}, field 'name': must be a non-empty string, got {_short(name)}")
     unknown = set(raw) - _NODE_FIELDS
     if unknown:
-        raise InstanceError(f"node {name!r}: unknown field(s) {sorted(unknown)}; allowed: {sorted(_NODE_FIELDS)}")
+        raise InstanceError(f"node {short_repr(name)}: unknown field(s) {_keys(unknown)}; "
+                            f"allowed: {sorted(_NODE_FIELDS)}")
     if "parent" not in raw:
         raise InstanceError(f"{_where(name, 'parent')}: missing (the parent's name, or null for a root)")
     for field in ("cost", "losses"):
@@ -667,7 +688,7 @@ def _node_from_dict(i: int, raw: Any) -> Node:
             raise InstanceError(f"{_where(name, field)}: missing")
     parent = raw["parent"]
     if parent is not None and not isinstance(parent, str):
-        raise InstanceError(f"{_where(name, 'parent')}: must be a node name or null, got {parent!r}")
+        raise InstanceError(f"{_where(name, 'parent')}: must be a node name or null, got {_short(parent)}")
     return Node(name, parent, raw["cost"], raw["losses"], raw.get("initial"), raw.get("transition"))
 
 
@@ -678,10 +699,10 @@ def _skip_from_dict(k: int, raw: Any) -> Skip:
     unknown = set(raw) - _SKIP_FIELDS
     if missing or unknown:
         raise InstanceError(f"skip #{k}: needs exactly the fields {sorted(_SKIP_FIELDS)} "
-                            f"(missing {sorted(missing)}, unknown {sorted(unknown)})")
+                            f"(missing {sorted(missing)}, unknown {_keys(unknown)})")
     for field in ("from", "to"):
         if not isinstance(raw[field], str):
-            raise InstanceError(f"skip #{k}, field {field!r}: must be a node name, got {raw[field]!r}")
+            raise InstanceError(f"skip #{k}, field {field!r}: must be a node name, got {_short(raw[field])}")
     return Skip(raw["from"], raw["to"], raw["cost"])
 
 

@@ -18,15 +18,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import TTamerError
+from .errors import SolverError, TTamerError
 from .instance import Instance, check_instance
-from .validate import check_bool, check_lam, escape_text
+from .validate import check_bool, check_count, check_lam, escape_text, magnitude, short_repr
 
 STOP = -1
+#: Largest ``batch x nodes`` of one :func:`rollout`, checked before its tables (``states`` and
+#: ``order``, 8 bytes a cell each) are allocated: 2 GiB for both. A trace file of at most
+#: ``MAX_TRACE_BYTES`` (1 GiB of float32 probabilities, two classes or more) has fewer
+#: example x exit cells; :func:`~ttamer.core.simulate.simulate` runs in smaller chunks.
+MAX_ROLLOUT_CELLS = 2**27
 
 
 def padded(rows: list[np.ndarray]) -> np.ndarray:
@@ -53,7 +58,24 @@ class Policy:
 
     # -- to be provided by subclasses
     def decide(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The node each history consults next.
+
+        Parameters
+        ----------
+        states : numpy.ndarray
+            ``(B, n)`` integers: the state each node revealed, ``-1`` if not consulted.
+        last : numpy.ndarray
+            ``(B,)`` integers: the node consulted last, ``-1`` if none.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(B,)`` integers: per history, a node ``0..n-1`` not consulted yet, or ``-1``
+            (stop). Without a fallback, a history with no node consulted may not stop.
+            :func:`rollout` checks every answer (:func:`next_nodes`).
+        """
+        raise NotImplementedError(f"{escape_text(type(self).__name__, 60)} does not define decide(states, last); "
+                                  "Policy is a base class: subclass it and define decide")
 
     def describe(self) -> str:
         """A short human-readable summary of the rule."""
@@ -61,8 +83,9 @@ class Policy:
 
     def rollout_known(self, states_all: np.ndarray) -> "Rollout":
         """:func:`~ttamer.core.policy.rollout` when every node's state is known in advance (a trace):
-        ``states_all[b, v]`` is what node ``v`` reveals for history ``b``."""
-        states_all = np.asarray(states_all, dtype=np.int64)
+        ``states_all[b, v]`` is what node ``v`` reveals for history ``b`` (checked by
+        :func:`check_known_states`)."""
+        states_all = check_known_states(states_all, self.instance)
         return rollout(self, len(states_all), lambda rows, nodes, _s, _l: states_all[rows, nodes])
 
     # -- shared
@@ -119,32 +142,156 @@ class Rollout:
     order: np.ndarray
 
 
+def check_policy(policy: Any, name: str = "policy") -> Policy:
+    """``policy`` if it is a :class:`Policy`, else a :class:`~ttamer.core.errors.TTamerError` naming ``name``."""
+    if not isinstance(policy, Policy):
+        raise TTamerError(f"{name} must be a ttamer Policy, got {escape_text(type(policy).__name__, 60)}")
+    return policy
+
+
+def _as_array(values: Any) -> np.ndarray | None:
+    """``values`` as an array, or ``None`` for a string, a masked array or a ragged nesting."""
+    if isinstance(values, (str, bytes, np.ma.MaskedArray)):
+        return None
+    try:
+        return np.asarray(values)
+    except (TypeError, ValueError):
+        return None
+
+
+def _described(values: Any) -> str:
+    """``values`` in a message: an array by its dtype and shape, anything else by a short repr."""
+    if isinstance(values, np.ndarray):
+        return f"an array of dtype {values.dtype} and shape {values.shape}"
+    return short_repr(values)
+
+
+def check_known_states(states_all: Any, instance: Instance, name: str = "states_all") -> np.ndarray:
+    """``states_all`` as an ``int64`` array ``(B, n)`` of states known in advance, ``states_all[b, v]``
+    in ``0..K_v-1`` (one vectorised pass).
+
+    Raises
+    ------
+    TTamerError
+        Naming ``name``, for floats, booleans, strings, a masked array, another shape, or a
+        state out of its node's range (the first such entry named).
+    """
+    arr = _as_array(states_all)
+    if arr is None or arr.dtype.kind not in "iu" or arr.ndim != 2 or arr.shape[1] != instance.n:
+        raise TTamerError(f"{name} must be a 2-D integer array with one column per node ({instance.n}): the state "
+                          f"each node reveals for each history; got {_described(states_all)}")
+    bad = (arr < 0) | (arr >= instance.n_states)
+    if bad.any():
+        b, v = (int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+        raise TTamerError(f"{name}[{b}, {v}] is {short_repr(arr[b, v].item())}, not a state of node {v} "
+                          f"({short_repr(instance.nodes[v].name)}): its states are 0..{int(instance.n_states[v]) - 1}")
+    return arr.astype(np.int64, copy=False)
+
+
+def next_nodes(policy: Policy, states: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """``policy.decide(states, last)``, checked against the contract of :meth:`Policy.decide`
+    once per step, vectorised over the histories.
+
+    Raises
+    ------
+    SolverError
+        Naming the policy's ``decide``, for an answer that is not one integer per history, a
+        node out of ``0..n-1`` other than ``-1``, a node already consulted, or a stop before any
+        node is consulted on an instance without fallback.
+    """
+    raw = policy.decide(states, last)
+    out = _as_array(raw)
+    inst = policy.instance
+    who = f"{escape_text(type(policy).__name__, 60)}.decide"
+    allowed = f"a node 0..{inst.n - 1} not consulted yet, or -1 to stop"
+    if out is None or out.dtype.kind not in "iu" or out.shape != last.shape:
+        raise SolverError(f"{who} must return an integer array of shape ({len(last)},), per history {allowed}; "
+                          f"got {_described(raw)}")
+    bad = (out < STOP) | (out >= inst.n)
+    if bad.any():
+        b = int(np.argmax(bad))
+        raise SolverError(f"{who} returned {short_repr(out[b].item())} for history #{b}; allowed: {allowed}")
+    go = np.flatnonzero(out >= 0)
+    again = go[states[go, out[go]] >= 0]
+    if len(again):
+        v = int(out[again[0]])
+        raise SolverError(f"{who} returned node {v} ({short_repr(inst.nodes[v].name)}) for history #{int(again[0])}, "
+                          f"which has consulted it already; allowed: {allowed}")
+    if inst.fallback is None and ((out < 0) & (last < 0)).any():
+        raise SolverError(f"{who} stopped (-1) before consulting any node, but the instance has no fallback: "
+                          "the policy must consult a node first")
+    return out.astype(np.int64, copy=False)
+
+
+def _revealed(values: Any, rows: np.ndarray, nodes: np.ndarray, instance: Instance) -> np.ndarray:
+    """The states ``reveal`` returned for ``nodes``, checked: one integer per row, in ``0..K_v-1``."""
+    arr = _as_array(values)
+    if arr is None or arr.dtype.kind not in "iu" or arr.shape != nodes.shape:
+        raise TTamerError(f"reveal must return an integer array of shape ({len(nodes)},), one state per row it is "
+                          f"given, in 0..K_v-1 for the node v consulted; got {_described(values)}")
+    k = instance.n_states[nodes]
+    bad = (arr < 0) | (arr >= k)
+    if bad.any():
+        i = int(np.argmax(bad))
+        v = int(nodes[i])
+        raise TTamerError(f"reveal returned state {short_repr(arr[i].item())} for node {v} "
+                          f"({short_repr(instance.nodes[v].name)}) in history #{int(rows[i])}; "
+                          f"expected an integer state in 0..{int(k[i]) - 1}")
+    return arr
+
+
 def rollout(policy: Policy, batch: int, reveal: Reveal) -> Rollout:
     """Run ``policy`` on ``batch`` histories until every one stops.
 
-    ``reveal(rows, nodes, states_rows, last_rows)`` returns the states that ``nodes`` reveal
-    for those rows (sampled in a simulation, read off a trace in an evaluation). The loop is
-    over steps (at most ``n``), never over histories.
+    The loop is over steps (at most ``n``), never over histories; each step's decisions
+    (:func:`next_nodes`) and revealed states are checked once, vectorised.
+
+    Parameters
+    ----------
+    policy : Policy
+        The policy to run.
+    batch : int
+        Number of histories, ``>= 0``; ``batch x n`` at most :data:`MAX_ROLLOUT_CELLS`.
+    reveal : callable
+        ``reveal(rows, nodes, states_rows, last_rows)`` returns the states that ``nodes``
+        reveal for those rows (sampled in a simulation, read off a trace in an evaluation):
+        an integer array, one state in ``0..K_v-1`` per row.
+
+    Returns
+    -------
+    Rollout
+        The states revealed, the last node consulted and the visiting order.
+
+    Raises
+    ------
+    TTamerError
+        ``policy`` is not a :class:`Policy`, ``batch`` is not a non-negative integer or is too
+        large, ``reveal`` is not callable or returns anything but one valid state per row.
+    SolverError
+        The policy's ``decide`` breaks its contract (:func:`next_nodes`).
     """
+    policy = check_policy(policy)
     n = policy.instance.n
+    batch = check_count(batch, "batch", minimum=0)
+    if batch * n > MAX_ROLLOUT_CELLS:
+        raise TTamerError(f"batch: {magnitude(batch)} histories of {n:,} nodes are above MAX_ROLLOUT_CELLS="
+                          f"{MAX_ROLLOUT_CELLS:,} cells; run them in chunks")
+    if not callable(reveal):
+        raise TTamerError(f"reveal must be callable as reveal(rows, nodes, states_rows, last_rows), "
+                          f"got {short_repr(reveal)}")
     states = np.full((batch, n), -1, dtype=np.int64)
     last = np.full(batch, -1, dtype=np.int64)
     order = np.full((batch, n), -1, dtype=np.int64)
     active = np.arange(batch)
-    for step in range(n + 1):
+    for step in range(n + 1):  # after n steps every node is consulted: next_nodes lets the histories only stop
         if len(active) == 0:
             break
-        nxt = np.asarray(policy.decide(states[active], last[active]), dtype=np.int64)
+        nxt = next_nodes(policy, states[active], last[active])
         go = nxt >= 0
         rows, nodes = active[go], nxt[go]
         if len(rows) == 0:
             break
-        if step == n:
-            raise RuntimeError("policy asked to consult a node after every node was consulted")
-        bad = states[rows, nodes] >= 0
-        if bad.any():
-            raise RuntimeError(f"policy asked to consult node {int(nodes[bad][0])} twice")
-        states[rows, nodes] = reveal(rows, nodes, states[rows], last[rows])
+        states[rows, nodes] = _revealed(reveal(rows, nodes, states[rows], last[rows]), rows, nodes, policy.instance)
         last[rows] = nodes
         order[rows, step] = nodes
         active = rows
@@ -220,12 +367,14 @@ def chain_index_rollouts(policies: Sequence[IndexPolicy], states_all: np.ndarray
     ``λ`` each) on the same known states ``states_all [B, n]``, in one vectorised pass over
     all of them: the states seen ``[P, B, n]`` (``-1``: not consulted) and the last node
     consulted ``[P, B]``. The arithmetic is that of one policy, element for element, so each
-    slice is the policy's own rollout to the last bit."""
-    inst = policies[0].instance
-    if any(p.instance is not inst for p in policies) or not inst.is_chain:
+    slice is the policy's own rollout to the last bit. ``states_all`` is checked once
+    (:func:`check_known_states`)."""
+    if not policies or not all(isinstance(p, IndexPolicy) for p in policies) \
+            or any(p.instance is not policies[0].instance for p in policies) or not policies[0].instance.is_chain:
         raise TTamerError("chain_index_rollouts needs index policies of one chain instance")
+    inst = policies[0].instance
     chain = inst.order
-    S = np.asarray(states_all, dtype=np.int64)[:, chain]
+    S = check_known_states(states_all, inst)[:, chain]
     B, L = S.shape
     lam = np.array([p.lam for p in policies])[:, None, None]
     y_scaled = np.array([p.lam * p._y if np.isfinite(p._y) else np.inf for p in policies])[:, None, None]

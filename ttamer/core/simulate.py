@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SolverError, TTamerError
+from .errors import SolverError
 from .instance import Instance
-from .policy import Policy, Rollout, rollout
-from .validate import check_count, check_seed
+from .policy import Policy, Rollout, check_policy, next_nodes, rollout
+from .validate import check_count, check_seed, short_repr
 
 #: Rollouts are run in chunks of at most this many ``(rollout, node)`` cells, so memory stays
 #: bounded whatever ``n`` and the instance size (override: ``max_cells=``). The per-rollout
@@ -54,7 +54,7 @@ def edge_sources(instance: Instance, nodes: np.ndarray, last: np.ndarray,
         bad = (src >= 0) & (states[np.arange(len(nodes)), np.maximum(src, 0)] < 0)
         if bad.any():
             v = int(nodes[bad][0])
-            raise SolverError(f"the policy consults node {instance.nodes[v].name!r}, which is not available "
+            raise SolverError(f"the policy consults node {short_repr(instance.nodes[v].name)}, which is not available "
                               f"(its parent has not been consulted)")
     return src
 
@@ -67,8 +67,8 @@ def edge_costs(instance: Instance, sources: np.ndarray, nodes: np.ndarray) -> np
     missing = [(int(a), int(b)) for a, b in uniq if (int(a), int(b)) not in table]
     if missing:
         a, b = missing[0]
-        frm = "the start" if a < 0 else repr(instance.nodes[a].name)
-        raise SolverError(f"the policy consults node {instance.nodes[b].name!r} from {frm}: no such edge")
+        frm = "the start" if a < 0 else short_repr(instance.nodes[a].name)
+        raise SolverError(f"the policy consults node {short_repr(instance.nodes[b].name)} from {frm}: no such edge")
     return np.array([table[(int(a), int(b))] for a, b in uniq])[inverse.ravel()]
 
 
@@ -146,12 +146,13 @@ def simulate(policy: Policy, n: int = 100_000, seed: int | np.random.Generator =
     Raises
     ------
     TTamerError
-        An argument is invalid.
+        An argument is invalid, or a chunk of ``max_cells`` is above
+        :data:`~ttamer.core.policy.MAX_ROLLOUT_CELLS`.
     SolverError
-        The policy consults a node that is not available.
+        The policy consults a node that is not available, or its ``decide`` breaks its
+        contract (:func:`~ttamer.core.policy.next_nodes`).
     """
-    if not isinstance(policy, Policy):
-        raise TTamerError(f"policy must be a ttamer Policy, got {type(policy).__name__}")
+    policy = check_policy(policy)
     n = check_count(n, "n (number of rollouts)", minimum=1, maximum=check_count(max_samples, "max_samples"))
     seed = check_seed(seed, allow_generator=True)
     max_cells = check_count(max_cells, "max_cells")
@@ -223,13 +224,13 @@ def evaluate_exactly(policy: Policy, max_histories: int = 4_000_000) -> ExactEva
         ``policy`` is not a :class:`~ttamer.core.policy.Policy`, or ``max_histories`` is not a
         positive integer.
     SolverError
-        The policy consults an unavailable node or a node twice, stops with no answer (no
-        model consulted and no fallback), holds more than ``max_histories`` histories, or would
-        grow more than :data:`MAX_HISTORY_CELLS` numbers of histories at one step (checked
-        before they are built).
+        The policy consults an unavailable node, its ``decide`` breaks its contract
+        (:func:`~ttamer.core.policy.next_nodes`: a node out of range or consulted twice, a
+        stop with no model consulted and no fallback), it holds more than ``max_histories``
+        histories, or it would grow more than :data:`MAX_HISTORY_CELLS` numbers of histories
+        at one step (checked before they are built).
     """
-    if not isinstance(policy, Policy):
-        raise TTamerError(f"policy must be a ttamer Policy, got {type(policy).__name__}")
+    policy = check_policy(policy)
     max_histories = check_count(max_histories, "max_histories")
     inst = policy.instance
     states = np.full((1, inst.n), -1, dtype=np.int64)
@@ -238,19 +239,14 @@ def evaluate_exactly(policy: Policy, max_histories: int = 4_000_000) -> ExactEva
     e_loss = e_cost = 0.0
     outcomes = 0
     for _ in range(inst.n + 1):
-        nxt = np.asarray(policy.decide(states, last), dtype=np.int64)
+        nxt = next_nodes(policy, states, last)
         stop = nxt < 0
         if stop.any():
-            loss = policy.answer_loss(states[stop], last[stop])
-            if not np.isfinite(loss).all():
-                raise SolverError("the policy stops before consulting any model, and the instance has no fallback")
-            e_loss += float(prob[stop] @ loss)
+            e_loss += float(prob[stop] @ policy.answer_loss(states[stop], last[stop]))
             outcomes += int(stop.sum())
         states, last, prob, nxt = states[~stop], last[~stop], prob[~stop], nxt[~stop]
         if len(nxt) == 0:
             break
-        if (states[np.arange(len(nxt)), nxt] >= 0).any():
-            raise SolverError("the policy consults a node twice")
         src = edge_sources(inst, nxt, last, states)
         e_cost += float(prob @ edge_costs(inst, src, nxt))
         rows = edge_rows(inst, src, nxt, states)

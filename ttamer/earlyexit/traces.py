@@ -107,10 +107,11 @@ def _numeric(value: Any, key: str) -> np.ndarray:
 
 
 def _converted(arr: np.ndarray, key: str) -> np.ndarray:
-    """``arr`` in the file dtype of ``key`` (:data:`_DTYPES`); a finite number beyond that
-    dtype's range (which would become infinite) is refused, naming its index."""
+    """``arr`` in the file dtype of ``key`` (:data:`_DTYPES`); a finite number beyond the range
+    of a float dtype (which would become infinite) is refused, naming its index (labels are
+    bounded by :func:`check_labels`)."""
     dtype = np.dtype(_DTYPES[key])
-    if arr.dtype.kind == "f" and np.finfo(arr.dtype).max > np.finfo(dtype).max:
+    if arr.dtype.kind == dtype.kind == "f" and np.finfo(arr.dtype).max > np.finfo(dtype).max:
         with np.errstate(invalid="ignore"):
             big = np.isfinite(arr) & (np.abs(arr) > np.finfo(dtype).max)
         if big.any():

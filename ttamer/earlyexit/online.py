@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import check_int, short_repr
+from .traces import PROB_SUM_TOL
 
 #: Relative error granted to Python's ``math.log``, ``math.log1p`` and ``math.exp`` against
 #: numpy's, and to the rounding of a sum in another order (each within an ulp or a few of the
@@ -69,11 +71,191 @@ def logistic_at(f: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-clip(z, -30, 30)))
 
 
-def check_exit_rows(i: int, p: Any, rows: int, n_classes: int) -> None:
-    """Refuse exit ``i``'s softmax rows ``p`` unless they are a ``[rows, n_classes]`` array."""
-    if not (isinstance(p, np.ndarray) and p.shape == (rows, n_classes)):
-        got = list(p.shape) if isinstance(p, np.ndarray) else type(p).__name__
-        raise TTamerError(f"advance({i}): p must be [{rows}, {n_classes}], got {got}")
+#: Most numbers of softmax rows checked on Python floats (:func:`check_exit_rows`): on so few,
+#: Python's ``min`` and ``sum`` over the rows' lists cost less than numpy's reductions.
+FEW_PROBABILITIES = 32
+_min, _max, _add = np.minimum.reduce, np.maximum.reduce, np.add.reduce
+
+
+def describe(value: Any) -> str:
+    """What ``value`` is, for a message: an array's shape and dtype, else its short ``repr``."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {list(value.shape)}, dtype {value.dtype}"
+    return short_repr(value)
+
+
+def check_exit_rows(i: int, p: Any, rows: int, n_classes: int | None, who: str = "advance") -> None:
+    """Refuse exit ``i``'s softmax rows ``p`` unless they are a floating-point array ``[rows,
+    n_classes]`` (any ``C ≥ 1`` classes for ``n_classes=None``) of probabilities: finite, ``≥ 0``,
+    each row summing to 1 within the trace format's ``PROB_SUM_TOL`` (the sum in float64).
+
+    A few attribute reads, then one combined test: on up to :data:`FEW_PROBABILITIES` numbers
+    Python's ``min`` and ``sum`` of each row's list, on more numpy's minimum and row sums (and
+    their range where there are several rows); which row is wrong, and how, is worked out only
+    where one is. ``who`` is the call the message names (``who(i)``).
+
+    Raises
+    ------
+    TTamerError
+        Naming ``p`` and exit ``i``: its shape or dtype, or its first row that is no softmax row.
+    """
+    if not (isinstance(p, np.ndarray) and p.shape == (rows, n_classes) and p.dtype.kind == "f"):
+        _check_shape(i, p, rows, n_classes, who)
+    if rows and not _probabilities(p):
+        _refuse_rows(i, p, who)
+
+
+def exit_row(i: int, p: Any, n_classes: int | None, who: str = "advance_one") -> list[float]:
+    """One query's softmax row ``p [1, C]`` of exit ``i`` as a list of Python floats, checked as
+    :func:`check_exit_rows` does (the list read once)."""
+    if not (isinstance(p, np.ndarray) and p.shape == (1, n_classes) and p.dtype.kind == "f"):
+        _check_shape(i, p, 1, n_classes, who)
+    row = p.tolist()[0]
+    if not (_probability_row(row) if len(row) <= FEW_PROBABILITIES else _probabilities(p)):
+        _refuse_rows(i, p, who)
+    return row
+
+
+def check_exit_probs(i: int, probs: Any, n_classes: int | None, who: str = "step") -> None:
+    """Refuse ``probs`` unless it is a floating-point array ``[B, i+1, C]`` (``C = n_classes``,
+    any ``C ≥ 1`` for ``None``) of the softmax rows of exits ``0..i``, each a probability row
+    (:func:`check_exit_rows`); the argument of a stateless ``step(i, probs)``."""
+    C = probs.shape[2] if n_classes is None and isinstance(probs, np.ndarray) and probs.ndim == 3 else n_classes
+    if not (isinstance(probs, np.ndarray) and probs.shape[1:] == (i + 1, C) and C and probs.dtype.kind == "f"):
+        raise TTamerError(f"{who}({i}): probs must be [B, {i + 1}, {n_classes or 'C'}] (a numpy array of floats: "
+                          f"the softmax rows of exits 0..{i}), got {describe(probs)}")
+    flat = probs.reshape(-1, C)
+    if len(flat) and not _probabilities(flat):
+        r, what = _bad_row(flat)
+        n, k = divmod(r, i + 1)
+        raise TTamerError(f"{who}({i}): probs[{n}, {k}] (exit {k}'s softmax row) must hold probabilities -- "
+                          f"finite, >= 0, summing to 1 (tolerance {PROB_SUM_TOL}); it {what}")
+
+
+def _check_shape(i: int, p: Any, rows: int, n_classes: int | None, who: str) -> None:
+    """Pass ``p`` if it is a float array ``[rows, C ≥ 1]`` and ``n_classes`` is ``None``; else raise."""
+    if isinstance(p, np.ndarray) and p.ndim == 2 and p.shape[0] == rows and p.shape[1] and n_classes is None \
+            and p.dtype.kind == "f":
+        return
+    got = describe(p) if isinstance(p, np.ndarray) else type(p).__name__
+    raise TTamerError(f"{who}({i}): p must be [{rows}, {n_classes or 'C'}] (exit {i}'s softmax rows, "
+                      f"a numpy array of floats), got {got}")
+
+
+def _probabilities(p: np.ndarray) -> bool:
+    """Whether every row of the float array ``p [B ≥ 1, C ≥ 1]`` is finite, ``≥ 0`` and sums to
+    1 within ``PROB_SUM_TOL`` (NaN and ``±inf`` fail the comparisons; no numpy warning: the
+    sum of float32 rows is taken in float64, and wider rows are bounded first)."""
+    if p.size <= FEW_PROBABILITIES:
+        return all(map(_probability_row, p.tolist()))
+    if not _min(p, None) >= 0:
+        return False
+    if p.itemsize > 4 and not _max(p, None) <= 1.0 + PROB_SUM_TOL:  # no overflow in the sum below
+        return False
+    s = _add(p, 1, np.float64)
+    if len(s) == 1:
+        return abs(s.item() - 1.0) <= PROB_SUM_TOL
+    return bool(_min(s) >= 1.0 - PROB_SUM_TOL and _max(s) <= 1.0 + PROB_SUM_TOL)
+
+
+def _probability_row(row: list[float]) -> bool:
+    """:func:`_probabilities` of one row on Python floats (a NaN that ``min`` passes over
+    makes the sum NaN)."""
+    return min(row) >= 0 and abs(sum(row) - 1.0) <= PROB_SUM_TOL
+
+
+def _refuse_rows(i: int, p: np.ndarray, who: str) -> None:
+    """Raise the error of exit ``i``'s rows ``p``, naming the first that is no softmax row."""
+    r, what = _bad_row(p)
+    raise TTamerError(f"{who}({i}): p (exit {i}'s softmax rows) must hold probabilities -- finite, >= 0, each row "
+                      f"summing to 1 (tolerance {PROB_SUM_TOL}); row {r} {what}")
+
+
+def _bad_row(p: np.ndarray) -> tuple[int, str]:
+    """``(r, what)``: the first row of ``p [B, C]`` that is no probability row, and what is wrong."""
+    with np.errstate(all="ignore"):
+        q = p.astype(np.float64)
+        s = q.sum(axis=1)
+        finite = np.isfinite(q).all(axis=1)
+        negative = (q < 0).any(axis=1)
+        r = int(np.argmax(~finite | negative | ~(np.abs(s - 1.0) <= PROB_SUM_TOL)))
+    if not finite[r]:
+        return r, "holds NaN or infinite values"
+    if negative[r]:
+        return r, f"holds a negative value, {q[r].min():.6g}"
+    return r, f"sums to {s[r]:.6g}"
+
+
+def check_exit(i: Any, n_exits: int, who: str) -> int:
+    """``i`` as an exit ``0..n_exits−1`` (a Python or NumPy integer; bools, floats refused)."""
+    if i.__class__ is int and 0 <= i < n_exits:
+        return i
+    return check_int(i, f"{who}: exit", minimum=0, maximum=n_exits - 1)
+
+
+def check_stop_states(i: Any, x: Any, n_exits: int) -> int:
+    """``i`` as an exit of ``stops(i, x)`` (:func:`check_exit`), or a
+    :class:`~ttamer.core.errors.TTamerError` where ``x`` is not a 1-D array of numbers (the
+    states ``advance`` returns, one per row: nothing is broadcast)."""
+    i = check_exit(i, n_exits, "stops")
+    if not (isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype.kind in "fiu"):
+        raise TTamerError(f"stops({i}): x must be a 1-D numpy array of numbers (the states advance returned, one "
+                          f"per row), got {describe(x)}")
+    return i
+
+
+def check_batch(n: Any, cells_per_row: int, most_cells: int) -> int:
+    """The rows ``n`` of a batch a running state is begun on: an integer from 1 to as many as
+    keep its buffers (``cells_per_row`` numbers a row) within ``most_cells`` numbers."""
+    most = max(1, most_cells // cells_per_row)
+    if n.__class__ is int and 1 <= n <= most:
+        return n
+    return check_int(n, "begin: n (rows of the batch)", minimum=1, maximum=most)
+
+
+def exit_column(cache: list[np.ndarray], i: Any, B: Any, most: int) -> np.ndarray:
+    """``[B]`` int64 filled with exit ``i``: ``cache[i]`` (read-only, no allocation per step),
+    grown when too short; ``i`` an exit ``0..len(cache)−1``, ``B`` rows in ``0..most``."""
+    if not (i.__class__ is int and 0 <= i < len(cache) and B.__class__ is int and 0 <= B <= most):
+        i = check_exit(i, len(cache), "exits")
+        B = check_int(B, "exits: B (rows)", minimum=0, maximum=most)
+    if len(cache[i]) < B:
+        cache[i] = np.full(B, i, dtype=np.int64)
+        cache[i].flags.writeable = False
+    return cache[i][:B]
+
+
+def check_mask(mask: Any, rows: int) -> None:
+    """Refuse a ``keep(mask)`` unless ``mask`` is a boolean array ``[rows]``: one flag per row
+    still running (an integer array would index rows, a short one drop them silently)."""
+    if not (isinstance(mask, np.ndarray) and mask.shape == (rows,) and mask.dtype.kind == "b"):
+        raise TTamerError(f"keep: mask must be a boolean numpy array [{rows}] (one flag per row still running, True "
+                          f"keeps it), got {describe(mask)}")
+
+
+class InTurn:
+    """What a running state that takes the exits ``0, 1, …, n_exits−1`` in turn shares:
+    :meth:`_in_turn` refuses an exit out of turn (the state holds exits ``0..next_exit−1``);
+    the run moves ``next_exit`` on to ``i + 1`` once exit ``i``'s rows are taken, so that rows
+    refused leave it as it was."""
+
+    #: The exit the next ``advance`` must be given.
+    next_exit = 0
+    #: The exits of the rule.
+    n_exits = 0
+
+    def _in_turn(self, i: Any, who: str = "advance") -> int:
+        """``i`` as an int if it is the exit that comes next, else a
+        :class:`~ttamer.core.errors.TTamerError`."""
+        if i.__class__ is not int or i != self.next_exit or i >= self.n_exits:
+            i = check_int(i, f"{who}: exit", minimum=0)
+            if self.next_exit >= self.n_exits:
+                raise TTamerError(f"{who}({short_repr(i)}): the run has taken every exit (0..{self.n_exits - 1}); "
+                                  "begin(n) starts another batch")
+            if i != self.next_exit:
+                raise TTamerError(f"{who}({short_repr(i)}): exit {self.next_exit} comes next (a run takes exits 0, "
+                                  "1, ... in turn, from a fresh begin(n))")
+        return i
 
 
 class ExitHistory:
@@ -127,6 +309,7 @@ class ExitHistory:
 
     def keep(self, mask: np.ndarray) -> None:
         """Keep the rows where ``mask [B]`` (bool) is true; the others left the batch."""
+        check_mask(mask, len(self.rows))
         for k in ("lo", "pred", "counts", "total", "run", "last_pred", "f"):
             v = getattr(self, k)
             if v is not None:
@@ -136,10 +319,11 @@ class ExitHistory:
     def add(self, i: int, p: np.ndarray) -> None:
         """Take exit ``i``'s float32 softmax rows ``p [B, C]``: its max-probability
         ``mp`` (float64), log-odds ``lo_i`` and prediction ``pred_i`` (where
-        kept), and the buffers, counts, sum and run updated."""
-        if self.n_classes is None and p.ndim == 2:
-            self._per_class(len(self.rows), p.shape[1])
+        kept), and the buffers, counts, sum and run updated; rows that are not softmax rows
+        of the batch's classes are refused (:func:`check_exit_rows`)."""
         check_exit_rows(i, p, len(self.rows), self.n_classes)
+        if self.n_classes is None:
+            self._per_class(len(self.rows), p.shape[1])
         self.p = p
         self.mp = mp = p.max(axis=1).astype(np.float64)
         self.pred_i = pred = p.argmax(axis=1) if self.needs_pred else None
@@ -229,7 +413,7 @@ class EncoderRun:
         history = spec.feature == "learned" or bool(spec.prospect_bins)
         keeps = ({"lo", "counts", "run", "history"} if history else set()) | ({"run"} if self.cap else set()) \
             | ({"lo", "pred", "counts", "total"} if spec.feature == "posterior" else set())
-        self.h = ExitHistory(n, encoder.n_exits, None, frozenset(keeps))
+        self.h = ExitHistory(n, encoder.n_exits, encoder.n_classes, frozenset(keeps))
         self.history = history
         self.exit_of = np.zeros((n, encoder.n_exits), dtype=np.int64) if spec.feature == "posterior" else None
         if spec.feature == "posterior":
@@ -325,7 +509,10 @@ class PosteriorOne:
 
     def add(self, p: np.ndarray) -> None:
         """Keep the next exit's float32 softmax row ``p [1, C]``."""
-        row = p.tolist()[0]
+        self.add_row(p.tolist()[0])
+
+    def add_row(self, row: list[float]) -> None:
+        """Keep the next exit's softmax row, a list of ``C`` Python floats (:meth:`add`'s)."""
         top = max(row)
         c = row.index(top)
         lo, err = _log_odds_near(top)

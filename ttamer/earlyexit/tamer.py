@@ -54,7 +54,8 @@ from ..core.validate import check_bool, check_choice, check_int, check_lam, chec
 from .base import BaseTamer, MIN_FIT_EXAMPLES, check_trace
 from .heuristics import MAX_SWEEP_CELLS
 from .metrics import MAX_SWEEP_POINTS
-from .online import ExitHistory, PosteriorOne, check_exit_rows, entropy, logistic_at
+from .online import (ExitHistory, InTurn, PosteriorOne, check_batch, check_exit, check_exit_probs, check_stop_states,
+                     entropy, exit_column, exit_row, logistic_at)
 from .states import ANSWERS, POSTERIOR_ANSWERS, STATES, StateModel, exit_wrong
 from .thresholds import (backward_thresholds, budget_points, common_threshold_curve, evenly, first_stop,
                          fit_offsets, frontier_taus, hull_choice, path_rules, quantile_path, rule_points,
@@ -562,10 +563,12 @@ class ThresholdTamer(BaseTamer):
         ``MAX_SWEEP_CELLS / N`` rows)."""
         self.check_input(trace)
         most = max(1, MAX_SWEEP_CELLS // trace.n_examples)
-        taus = check_numbers(taus, "taus", ndim=None, infinite=True, max_len=most)
+        taus = check_numbers(taus, "taus", ndim=None, infinite=True)
         if taus.ndim != 2 or taus.shape[1] != trace.n_exits - 1:
             raise TTamerError(f"taus must be an array [P, {trace.n_exits - 1}] of thresholds (one per exit but "
                               f"the last), got shape {taus.shape}")
+        if len(taus) > most:
+            raise TTamerError(f"taus has {len(taus):,} rows; at most {most:,} (MAX_SWEEP_CELLS / N) are allowed")
         x, answers = self.state_model_.transform(trace)
         return decisions(trace, x, answers, taus, np.arange(len(taus), dtype=float), self.name)
 
@@ -655,52 +658,44 @@ class RuntimeRule:
             e.flags.writeable = False
 
     def exits(self, i: int, B: int) -> np.ndarray:
-        """``[B]`` int64 filled with ``i`` (a cached read-only array: no allocation per step)."""
-        if len(self._exit[i]) < B:
-            self._exit[i] = np.full(B, i, dtype=np.int64)
-            self._exit[i].flags.writeable = False
-        return self._exit[i][:B]
+        """``[B]`` int64 filled with exit ``i`` (a cached read-only array: no allocation per step;
+        :func:`~ttamer.earlyexit.online.exit_column`)."""
+        return exit_column(self._exit, i, B, MAX_RUN_CELLS)
 
     def begin(self, n: int) -> "RuleRun":
         """The running state of the rule on a batch of ``n`` examples, before exit 0 (its
         buffers, ``n`` by exits by classes, at most :data:`MAX_RUN_CELLS` numbers)."""
-        most = max(1, MAX_RUN_CELLS // (self.n_exits * self.n_classes))
-        n = check_int(n, "begin: n (rows of the batch)", minimum=1, maximum=most)
+        n = check_batch(n, self.n_exits * self.n_classes, MAX_RUN_CELLS)
         return PosteriorRunOne(self) if n == 1 and self.state_model.state == "posterior" else RuleRun(self, n)
 
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(x_i, a_i)``, both ``[B]``: the state after exit ``i`` and the exit answering if the
         rule stops there, from ``probs [B, i+1, C]`` (float32 softmax rows of exits ``0..i``);
-        stateless (replays :meth:`RuleRun.advance` over exits ``0..i``)."""
-        i = self._exit_index(i, "step")
-        if not isinstance(probs, np.ndarray) or probs.ndim != 3 or probs.shape[1] != i + 1 \
-                or probs.shape[2] != self.n_classes:
-            got = list(probs.shape) if isinstance(probs, np.ndarray) else type(probs).__name__
-            raise TTamerError(f"step({i}): probs must be [B, {i + 1}, {self.n_classes}] (a numpy array), got {got}")
+        stateless (replays :meth:`RuleRun.advance` over exits ``0..i``; ``probs`` checked as
+        :func:`~ttamer.earlyexit.online.check_exit_probs` does)."""
+        i = check_exit(i, self.n_exits, "step")
+        check_exit_probs(i, probs, self.n_classes)
         run = self.begin(probs.shape[0])
         for k in range(i + 1):
             out = run.advance(k, probs[:, k])
         return out
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
-        """``[B]`` bool: the rule stops after exit ``i`` on states ``x`` (always at the last exit)."""
-        if not (isinstance(i, (int, np.integer)) and 0 <= i < self.n_exits):
-            self._exit_index(i, "stops")
-        return x >= self.thresholds[i]
-
-    def _exit_index(self, i: int, who: str) -> int:
-        """``i`` if it is an exit of the rule (an integer ``0..n_exits−1``)."""
-        return check_int(i, f"{who}: exit", minimum=0, maximum=self.n_exits - 1)
+        """``[B]`` bool: the rule stops after exit ``i`` on states ``x [B]`` (always at the last
+        exit; :func:`~ttamer.earlyexit.online.check_stop_states`)."""
+        return x >= self.thresholds[check_stop_states(i, x, self.n_exits)]
 
     def __repr__(self) -> str:
         return f"RuntimeRule({self.name!r}, taus={np.round(self.taus, 4).tolist()})"
 
 
-class RuleRun:
+class RuleRun(InTurn):
     """The running state of a :class:`RuntimeRule` on one batch (:meth:`RuntimeRule.begin`).
 
     :meth:`advance` takes exit ``i``'s softmax rows and returns ``(x_i, a_i)``; :meth:`keep`
-    drops the rows that stopped. What the exits seen so far left is kept by an
+    drops the rows that stopped. The exits come in turn (:class:`~ttamer.earlyexit.online.InTurn`)
+    and each exit's rows are checked to be softmax rows of the rule's classes
+    (:func:`~ttamer.earlyexit.online.check_exit_rows`). What the exits seen so far left is kept by an
     :class:`~ttamer.earlyexit.online.ExitHistory`. What a step computes, per state (every item
     one numpy call on ``[B]`` or ``[B, C]`` arrays, unless said):
 
@@ -727,7 +722,7 @@ class RuleRun:
     """
 
     def __init__(self, rule: RuntimeRule, n: int) -> None:
-        self.rule, self.n = rule, n
+        self.rule, self.n, self.n_exits = rule, n, rule.n_exits
         self.h = ExitHistory(n, rule.n_exits, rule.n_classes, rule.keeps)
         #: The exit the next :meth:`advance` must be given (the exits come in order).
         self.next_exit = 0
@@ -746,10 +741,11 @@ class RuleRun:
         """``(x_i, a_i)``, both ``[B]``: the state after exit ``i`` and the exit answering if the
         rule stops there, from exit ``i``'s float32 softmax rows ``p [B, C]``; called for
         ``i = 0, 1, …`` in turn."""
-        self._in_turn(i)
+        i = self._in_turn(i)
         rule, h = self.rule, self.h
         state, answer = rule.state_model.state, rule.state_model.answer
         h.add(i, p)
+        self.next_exit = i + 1
         post = None
         if state == "max_prob":
             x = h.mp
@@ -790,17 +786,12 @@ class RuleRun:
         state off the row without numpy (the float32 maximum, exactly the fitted state's value);
         any other state is :meth:`advance`'s."""
         if self.scalar:
-            self._in_turn(i)
-            return max(p.tolist()[0]), i
+            i = self._in_turn(i, "advance_one")
+            x = max(exit_row(i, p, self.rule.n_classes))
+            self.next_exit = i + 1
+            return x, i
         x, a = self.advance(i, p)
         return float(x[0]), int(a[0])
-
-    def _in_turn(self, i: int) -> None:
-        """Refuse an exit out of turn (the running state holds exits ``0..next_exit−1``)."""
-        if i != self.next_exit:
-            raise TTamerError(f"advance({i!r}): exit {self.next_exit} comes next (a run takes exits 0, 1, ... in "
-                              "turn, from a fresh begin(n))")
-        self.next_exit = i + 1
 
     def _ensemble(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """:func:`~ttamer.earlyexit.states.ensemble_answers` at exit ``i`` from the running sum."""
@@ -825,7 +816,7 @@ class PosteriorRunOne(RuleRun):
 
     def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
         """``(x_i, a_i)`` on one query (``p [1, C]``), exactly :class:`RuleRun`'s values."""
-        self._add(i, p)
+        i = self._add(i, p, "advance_one")
         return self.one.exact(i)
 
     def decide_one(self, i: int, p: np.ndarray, tau: float) -> tuple[bool, int]:
@@ -833,15 +824,16 @@ class PosteriorRunOne(RuleRun):
         reaches the threshold, ``x_i ≥ tau`` (a Python float), and the exit answering there --
         on Python floats where their margin tells (:meth:`PosteriorOne.decide
         <ttamer.earlyexit.online.PosteriorOne.decide>`), else on :meth:`advance_one`'s values."""
-        self._add(i, p)
+        i = self._add(i, p, "decide_one")
         got = self.one.decide(i, tau)
         if got is None:
             x, a = self.one.exact(i)
             got = (bool(x >= tau), a)
         return got
 
-    def _add(self, i: int, p: np.ndarray) -> None:
-        """Exit ``i``'s row ``p [1, C]``, checked, added to the query's hypotheses."""
-        self._in_turn(i)
-        check_exit_rows(i, p, 1, self.rule.n_classes)
-        self.one.add(p)
+    def _add(self, i: int, p: np.ndarray, who: str) -> int:
+        """Exit ``i``'s row ``p [1, C]``, checked, added to the query's hypotheses; ``i``."""
+        i = self._in_turn(i, who)
+        self.one.add_row(exit_row(i, p, self.rule.n_classes, who))
+        self.next_exit = i + 1
+        return i

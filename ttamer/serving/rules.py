@@ -40,9 +40,12 @@ from ..earlyexit.base import MAX_EXITS
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.cascade import CascadeTamer
 from ..earlyexit.features import StateEncoder
-from ..earlyexit.online import MATH_RTOL, EncoderRun, ExitHistory, log_odds, logistic_at, posterior_answer
+from ..earlyexit.online import (MATH_RTOL, EncoderRun, ExitHistory, InTurn, check_batch, check_exit, check_exit_probs,
+                                check_exit_rows, check_mask, check_stop_states, exit_column, exit_row, log_odds,
+                                logistic_at, posterior_answer)
 from ..earlyexit.pairwise import PairwiseAnswer
 from ..earlyexit.pathwise import PathwiseTamer
+from ..earlyexit.tamer import MAX_RUN_CELLS
 from ..earlyexit.traces import Trace
 
 StateFn = Callable[[np.ndarray, int], np.ndarray]
@@ -190,26 +193,35 @@ class StateFnRule:
     ``state_fn`` sees the exits consulted so far, later ones NaN (its usual input); the answer
     is the exit stopped at (mapped through the server's ``exit_map``, if any, once the batch is
     done).
+
+    Raises
+    ------
+    TTamerError
+        If ``n_exits`` is not an integer in ``1..MAX_EXITS`` or ``state_fn`` not callable.
     """
 
     def __init__(self, n_exits: int, state_fn: StateFn, name: str = "") -> None:
         if not callable(state_fn):
             raise TTamerError(f"state_fn must be callable (probs [B, n, C], node) -> states [B], got {state_fn!r}")
-        self.n_exits = int(n_exits)
+        self.n_exits = check_n_exits(n_exits)
         self.state_fn, self.name = state_fn, name
         self.thresholds = np.r_[np.full(self.n_exits - 1, 0.5), -np.inf]
 
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(x_i, a_i)``: ``1.0`` where the state function says stop after exit ``i``."""
+        """``(x_i, a_i)``: ``1.0`` where the state function says stop after exit ``i``, from the
+        softmax rows ``probs [B, i+1, C]`` of exits ``0..i``
+        (:func:`~ttamer.earlyexit.online.check_exit_probs`)."""
+        i = check_exit(i, self.n_exits, "step")
+        check_exit_probs(i, probs, None)
         B, seen, C = probs.shape
         full = np.full((B, self.n_exits, C), np.nan, dtype=np.float32)
         full[:, :seen] = probs
-        s = checked_states(self.state_fn(full, int(i)), B, 2, i)
+        s = checked_states(self.state_fn(full, i), B, 2, i)
         return s.astype(np.float64), np.full(B, i, dtype=np.int64)
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]`` bool: stop after exit ``i`` (always at the last exit)."""
-        return x >= self.thresholds[i]
+        return x >= self.thresholds[check_stop_states(i, x, self.n_exits)]
 
 
 class ChainSteps:
@@ -287,7 +299,9 @@ class _StopOrGoOn:
     """What a rule evaluated exit by exit with a running state (its ``begin(n)``) shares: its
     ``x_i`` is ``1.0`` where it stops after exit ``i``, compared with the thresholds
     ``0.5, …, 0.5, −inf`` (the last exit always stops); ``_exit`` caches the arrays of
-    :meth:`exits`."""
+    :meth:`exits`; ``n_classes`` (``None``: any) are those each exit must give."""
+
+    n_classes: int | None = None
 
     def __init__(self, n_exits: int) -> None:
         self.n_exits = int(n_exits)
@@ -297,10 +311,17 @@ class _StopOrGoOn:
     def begin(self, n: int) -> Any:
         raise NotImplementedError
 
+    def _rows(self, n: Any) -> int:
+        """``n`` as the rows of a batch whose buffers (``n_exits`` by classes a row) stay within
+        :data:`~ttamer.earlyexit.tamer.MAX_RUN_CELLS` numbers (:func:`~ttamer.earlyexit.online.check_batch`)."""
+        return check_batch(n, self.n_exits * (self.n_classes or 1), MAX_RUN_CELLS)
+
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(x_i, a_i)``: ``1.0`` where the rule stops after exit ``i``, and the exit answering
         there (``i`` where it goes on), from ``probs [B, i+1, C]``; stateless (replays the
         running state of :meth:`begin` over exits ``0..i``)."""
+        i = check_exit(i, self.n_exits, "step")
+        check_exit_probs(i, probs, self.n_classes)
         run = self.begin(len(probs))
         for k in range(i + 1):
             out = run.advance(k, probs[:, k])
@@ -308,11 +329,11 @@ class _StopOrGoOn:
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]`` bool: the rule stops after exit ``i``."""
-        return x >= self.thresholds[i]
+        return x >= self.thresholds[check_stop_states(i, x, self.n_exits)]
 
     def exits(self, i: int, B: int) -> np.ndarray:
         """``[B]`` int64 filled with ``i`` (a cached read-only array)."""
-        return _filled(self._exit, i, B)
+        return exit_column(self._exit, i, B, MAX_RUN_CELLS)
 
 
 class ChainPolicyRule(_StopOrGoOn):
@@ -357,7 +378,8 @@ class ChainPolicyRule(_StopOrGoOn):
     def begin(self, n: int) -> "ChainRun | ChainRunOne":
         """The running state of the rule on a batch of ``n`` examples, before exit 0 (one query
         of the max-probability state: on Python scalars)."""
-        return ChainRunOne(self) if int(n) == 1 and self.one is not None else ChainRun(self, int(n))
+        n = self._rows(n)
+        return ChainRunOne(self) if n == 1 and self.one is not None else ChainRun(self, n)
 
     def answer(self, states: np.ndarray, i: int) -> np.ndarray:
         """``[B]``: the node answering for rows that stop after exit ``i`` in ``states [B, L]``."""
@@ -369,13 +391,13 @@ class ChainPolicyRule(_StopOrGoOn):
         return node
 
 
-class ChainRun:
+class ChainRun(InTurn):
     """The running state of a :class:`ChainPolicyRule` on one batch: the encoder's running
     state (:class:`~ttamer.earlyexit.online.EncoderRun`), the states of the exits seen so far
     ``[B, L]`` (what the answer rule reads) and the best scaled loss ``X`` so far."""
 
     def __init__(self, rule: ChainPolicyRule, n: int) -> None:
-        self.rule = rule
+        self.rule, self.n_exits = rule, rule.n_exits
         self.enc = EncoderRun(rule.encoder, n)
         self.states = np.full((n, rule.n_exits), -1, dtype=np.int64)
         self.x = np.full(n, rule.steps.x0)
@@ -389,8 +411,10 @@ class ChainRun:
         """``(x_i, a_i)``, both ``[B]``: ``1.0`` where the policy stops after exit ``i`` (every
         row at the last exit), else ``0.0``, and the exit answering there, from exit ``i``'s
         float32 softmax rows ``p [B, C]``; called for ``i = 0, 1, …`` in turn."""
+        i = self._in_turn(i)
         rule, steps = self.rule, self.rule.steps
         s = self.enc.advance(i, p)
+        self.next_exit = i + 1
         self.states[:, i] = s
         self.x = np.minimum(self.x, steps.scaled[i, s])
         B = len(s)
@@ -419,25 +443,37 @@ class _ChainTables:
         self.levels = steps.levels.tolist() if steps.kind == "table" else None
 
 
-class _OneQueryRun:
+class _OneQueryRun(InTurn):
     """What the running states of one query on Python numbers share: nothing to forget when
-    rows stop (the query stops once), the step and the answer rule kept apart -- ``_step(i, p)``
-    (``1.0`` where the rule stops after exit ``i``, else ``0.0``) and ``_answer(i)`` (the exit
-    answering there) -- so that :meth:`decide_one` runs the answer rule only where the runtime
-    stops, and ``advance`` as :meth:`advance_one` on ``[1]`` arrays."""
+    rows stop (the query stops once), the exits in turn, each row checked and read once
+    (:func:`~ttamer.earlyexit.online.exit_row`), the step and the answer rule kept apart --
+    ``_step(i, row, p)`` (``1.0`` where the rule stops after exit ``i``, else ``0.0``) and
+    ``_answer(i)`` (the exit answering there) -- so that :meth:`decide_one` runs the answer
+    rule only where the runtime stops, and ``advance`` as :meth:`advance_one` on ``[1]``
+    arrays."""
 
-    rule: Any
+    def __init__(self, rule: Any) -> None:
+        self.rule, self.n_exits, self.n_classes = rule, rule.n_exits, rule.n_classes
 
-    def _step(self, i: int, p: np.ndarray) -> float:
+    def _step(self, i: int, row: list[float], p: np.ndarray) -> float:
         raise NotImplementedError
 
     def _answer(self, i: int) -> int:
         raise NotImplementedError
 
+    def _row(self, i: Any, p: Any, who: str) -> tuple[int, list[float]]:
+        """``(i, row)``: exit ``i`` (the one that comes next) and its softmax row ``p [1, C]``
+        checked, as Python floats; the first row fixes the classes where the rule does not."""
+        i = self._in_turn(i, who)
+        row = exit_row(i, p, self.n_classes, who)
+        self.n_classes, self.next_exit = len(row), i + 1
+        return i, row
+
     def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
         """``(x_i, a_i)`` on one query (``p [1, C]``) as Python scalars: ``1.0`` where the
         rule stops after exit ``i`` (always at the last exit), and the exit answering there."""
-        x = self._step(i, p)
+        i, row = self._row(i, p, "advance_one")
+        x = self._step(i, row, p)
         return x, (self._answer(i) if x == 1.0 else i)
 
     def decide_one(self, i: int, p: np.ndarray, tau: float) -> tuple[bool, int]:
@@ -445,11 +481,13 @@ class _OneQueryRun:
         ``i`` -- the rule's ``x_i`` (``1.0`` or ``0.0``) at least ``tau``, or the last exit --
         and the exit answering there. The answer rule runs only where the runtime stops, as it
         is served: a rule forced past its own stops (``tau = +inf``) pays it once, at the end."""
-        stop = self._step(i, p) >= tau or i == self.rule.n_exits - 1
+        i, row = self._row(i, p, "decide_one")
+        stop = self._step(i, row, p) >= tau or i == self.n_exits - 1
         return stop, (self._answer(i) if stop else i)
 
     def keep(self, mask: np.ndarray) -> None:
-        """Nothing to forget: the query stops once."""
+        """Nothing to forget: the query stops once (``mask [1]`` checked)."""
+        check_mask(mask, 1)
 
     def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`advance_one` as ``[1]`` arrays."""
@@ -465,16 +503,16 @@ class ChainRunOne(_OneQueryRun):
     one lookup of the decision; the answer rule once, when the policy stops."""
 
     def __init__(self, rule: ChainPolicyRule) -> None:
-        self.rule, self.t = rule, rule.one
+        super().__init__(rule)
+        self.t = rule.one
         self.x, self.run, self.prev = self.t.x0, 0, -1
         self.states: list[int] = []
         self.best, self.best_loss = 0, np.inf
 
-    def _step(self, i: int, p: np.ndarray) -> float:
-        """Exit ``i``'s row ``p [1, C]`` added to the query's state; ``1.0`` where the policy
-        stops after it (always at the last exit), else ``0.0``."""
+    def _step(self, i: int, row: list[float], p: np.ndarray) -> float:
+        """Exit ``i``'s row (``p [1, C]``, as the list ``row``) added to the query's state;
+        ``1.0`` where the policy stops after it (always at the last exit), else ``0.0``."""
         t = self.t
-        row = p.tolist()[0]
         mp = max(row)
         pred = row.index(mp)
         if t.cap:
@@ -507,25 +545,32 @@ class ChainRunOne(_OneQueryRun):
         return self.best
 
 
-class HistoryRun:
+class HistoryRun(InTurn):
     """The running state of a rule that has only the stateless ``step(i, probs [B, i+1, C])``
     (:class:`StateFnRule`, a user's rule): the softmax rows of the
     exits seen so far in a buffer ``[n, L, C]`` allocated once per batch; :meth:`advance`
-    writes exit ``i``'s rows and calls ``step`` on the view of exits ``0..i``."""
+    writes exit ``i``'s rows (checked, the exits in turn) and calls ``step`` on the view of
+    exits ``0..i``."""
 
     def __init__(self, rule: Any, n: int) -> None:
-        self.rule, self.n = rule, int(n)
+        self.rule, self.n_exits = rule, int(rule.n_exits)
+        self.n = self.rows = check_batch(n, self.n_exits, MAX_RUN_CELLS)
         self.hist: np.ndarray | None = None
 
     def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``rule.step(i, …)`` on the exits seen so far, exit ``i``'s rows ``p [B, C]`` added."""
+        i = self._in_turn(i)
+        check_exit_rows(i, p, self.rows, None if self.hist is None else self.hist.shape[2])
+        self.next_exit = i + 1
         if self.hist is None:
-            self.hist = np.empty((len(p), int(self.rule.n_exits), p.shape[1]), dtype=np.float32)
+            self.hist = np.empty((len(p), self.n_exits, p.shape[1]), dtype=np.float32)
         self.hist[:, i] = p
         return self.rule.step(i, self.hist[:, : i + 1])
 
     def keep(self, mask: np.ndarray) -> None:
-        """Keep the rows where ``mask`` is true."""
+        """Keep the rows where ``mask [B]`` (bool) is true."""
+        check_mask(mask, self.rows)
+        self.rows = int(mask.sum())
         if self.hist is not None:
             self.hist = self.hist[mask]
 
@@ -549,6 +594,7 @@ class ForcedRule:
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]`` False: never stops before the last exit."""
+        check_stop_states(i, x, self.n_exits)
         return np.zeros(len(x), dtype=bool)
 
     def begin(self, n: int) -> Any:
@@ -574,6 +620,7 @@ class StopRowsRule:
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]``: at exit 0 the rows after the first ``k``, at exit 1 every row."""
+        i = check_stop_states(i, x, self.n_exits)
         stop = np.full(len(x), i >= 1)
         if i == 0:
             stop[self.k:] = True
@@ -665,30 +712,50 @@ class MaxProbRule:
     def step(self, i: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(max-probability of exit i, i)`` for the rows of ``probs [B, i+1, C]`` (float32, as
         in the trace; compared with the float64 threshold exactly)."""
-        return probs[:, i].max(axis=1), _filled(self._exit, i, len(probs))
+        i = check_exit(i, self.n_exits, "step")
+        check_exit_probs(i, probs, None)
+        return probs[:, i].max(axis=1), exit_column(self._exit, i, len(probs), MAX_RUN_CELLS)
 
     def stops(self, i: int, x: np.ndarray) -> np.ndarray:
         """``[B]`` bool: ``x ≥`` exit ``i``'s threshold, compared in float64 (a Python float
         would be rounded to the float32 of ``x`` first, and decide otherwise than one query at
         a time and the trace's simulation do)."""
-        return x >= self.thresholds[i]
+        return x >= self.thresholds[check_stop_states(i, x, self.n_exits)]
 
-    def begin(self, n: int) -> "MaxProbRule":
-        """The rule's running state on a batch: none (its state reads exit ``i`` only), so
-        the rule itself, whose :meth:`advance` is the step on exit ``i``'s rows."""
-        return self
+    def begin(self, n: int) -> "MaxProbRun":
+        """The rule's running state on a batch of ``n`` rows (:class:`MaxProbRun`: its state
+        reads exit ``i`` only, and the run keeps the exits in turn)."""
+        return MaxProbRun(self, check_batch(n, self.n_exits, MAX_RUN_CELLS))
+
+
+class MaxProbRun(InTurn):
+    """The running state of a :class:`MaxProbRule` on a batch: nothing but the exits in turn,
+    the rows still running and the classes of the first exit's rows (which every exit must
+    give)."""
+
+    def __init__(self, rule: MaxProbRule, n: int) -> None:
+        self.rule, self.n_exits, self.rows = rule, rule.n_exits, n
+        self.n_classes: int | None = None
 
     def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(max-probability of exit i, i)`` from exit ``i``'s softmax rows ``p [B, C]``."""
-        return p.max(axis=1), _filled(self._exit, i, len(p))
+        i = self._in_turn(i)
+        check_exit_rows(i, p, self.rows, self.n_classes)
+        self.n_classes, self.next_exit = p.shape[1], i + 1
+        return p.max(axis=1), exit_column(self.rule._exit, i, self.rows, MAX_RUN_CELLS)
 
     def advance_one(self, i: int, p: np.ndarray) -> tuple[float, int]:
         """:meth:`advance` on one query (``p [1, C]``) as Python scalars: the max-probability
         (the float32 value, exactly) and ``i``; no numpy call beyond reading the row."""
-        return max(p.tolist()[0]), i
+        i = self._in_turn(i, "advance_one")
+        row = exit_row(i, p, self.n_classes)
+        self.n_classes, self.next_exit = len(row), i + 1
+        return max(row), i
 
     def keep(self, mask: np.ndarray) -> None:
-        """Nothing to forget when rows stop."""
+        """Nothing to forget when rows stop but how many are left (``mask [B]`` bool)."""
+        check_mask(mask, self.rows)
+        self.rows = int(mask.sum())
 
 
 def max_prob_rule(n_exits: int, tau: float) -> MaxProbRule:
@@ -727,18 +794,17 @@ class PathwiseRule(_StopOrGoOn):
     def begin(self, n: int) -> "PathwiseRun | PathwiseRunOne":
         """The running state of the rule on a batch of ``n`` examples, before exit 0 (one query
         of the max-probability state: :class:`PathwiseRunOne`, on Python numbers)."""
-        if int(n) == 1 and self.features.feature == "max_prob":
-            return PathwiseRunOne(self)
-        return PathwiseRun(self, int(n))
+        n = self._rows(n)
+        return PathwiseRunOne(self) if n == 1 and self.features.feature == "max_prob" else PathwiseRun(self, n)
 
 
-class PathwiseRun:
+class PathwiseRun(InTurn):
     """The running state of a :class:`PathwiseRule` on one batch: an
     :class:`~ttamer.earlyexit.online.ExitHistory` of what its state and answer need."""
 
     def __init__(self, rule: PathwiseRule, n: int) -> None:
-        self.rule = rule
-        self.h = ExitHistory(n, rule.n_exits, None, rule.keeps)
+        self.rule, self.n_exits = rule, rule.n_exits
+        self.h = ExitHistory(n, rule.n_exits, rule.n_classes, rule.keeps)
 
     def keep(self, mask: np.ndarray) -> None:
         """Keep the rows where ``mask [B]`` (bool) is true; the others stopped."""
@@ -748,8 +814,10 @@ class PathwiseRun:
         """``(x_i, a_i)``, both ``[B]``: ``1.0`` where the rule stops after exit ``i`` (every row
         at the last exit), else ``0.0``, and the exit answering there, from exit ``i``'s
         float32 softmax rows ``p [B, C]``; called for ``i = 0, 1, …`` in turn."""
+        i = self._in_turn(i)
         rule, h = self.rule, self.h
         h.add(i, p)
+        self.next_exit = i + 1
         if i == rule.n_exits - 1:
             stop = np.ones(len(p), dtype=bool)
         else:  # exit i's rule, λ ℓ_i(x) ≤ C_i(x), on the standardised state
@@ -785,18 +853,17 @@ class PathwiseRunOne(_OneQueryRun):
     on the log-odds of the kept maxima)."""
 
     def __init__(self, rule: PathwiseRule) -> None:
-        self.rule = rule
+        super().__init__(rule)
         if rule.posterior is not None:
             self.mp = np.zeros((1, rule.n_exits))
             self.pred = np.zeros((1, rule.n_exits), dtype=np.int64)
             self.total: np.ndarray | None = None
             self.counts: np.ndarray | None = None
 
-    def _step(self, i: int, p: np.ndarray) -> float:
-        """Exit ``i``'s row ``p [1, C]`` read (and kept, for the posterior answer); ``1.0``
-        where the rule stops after it, else ``0.0``."""
+    def _step(self, i: int, row: list[float], p: np.ndarray) -> float:
+        """Exit ``i``'s row (``p [1, C]``, as the list ``row``) read (and kept, for the
+        posterior answer); ``1.0`` where the rule stops after it, else ``0.0``."""
         rule = self.rule
-        row = p.tolist()[0]
         top = max(row)
         stop = i == rule.n_exits - 1 or self._stops(i, min(max(top, 1e-6), 1 - 1e-6))
         if rule.posterior is not None:
@@ -840,11 +907,3 @@ def pathwise_rule(tamer: Any) -> PathwiseRule:
     """A fitted :class:`~ttamer.earlyexit.pathwise.PathwiseTamer` as a rule the runtime
     evaluates exit by exit (:class:`PathwiseRule`); the served decisions are ``tamer.decide``'s."""
     return PathwiseRule(tamer)
-
-
-def _filled(cache: list[np.ndarray], i: int, B: int) -> np.ndarray:
-    """``[B]`` int64 filled with ``i``: ``cache[i]`` (read-only), grown when too short."""
-    if len(cache[i]) < B:
-        cache[i] = np.full(B, i, dtype=np.int64)
-        cache[i].flags.writeable = False
-    return cache[i][:B]

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import check_bool, check_int, check_numbers, check_real
+from ..core.validate import check_bool, check_count, check_int, check_numbers, check_real, check_seed
 from .heuristics import MAX_SWEEP_CELLS
 from .metrics import MAX_SWEEP_POINTS, frontier_auc, pareto_frontier
 from .thresholds import evenly
@@ -17,12 +17,25 @@ from .traces import ExitDecisions, Trace
 MIN_CV_EXAMPLES = 20
 #: Cross-validation scores are computed on at most this many calibration examples.
 MAX_CV_EXAMPLES = 5000
+#: Most values of a :func:`lam_grid` (as many as :class:`~ttamer.earlyexit.tamer.ThresholdTamer`'s
+#: ``n_lams`` allows).
+MAX_LAM_GRID = 10_000
 
 
 def lam_grid(n: int = 60, lo: float = 1e-2, hi: float = 1e4) -> np.ndarray:
     """``λ`` values with ``λ/(1−λ)`` log-spaced in ``[lo, hi]`` (plus nothing else): with costs
     as fractions of the full model and losses as error rates, the interesting trade-offs
-    sit at ratios between about 0.01 and 10⁴."""
+    sit at ratios between about 0.01 and 10⁴.
+
+    Raises
+    ------
+    TTamerError
+        For an ``n`` that is not an integer in ``1..MAX_LAM_GRID``, a ``lo`` that is not a
+        finite number ``> 0``, or a ``hi`` that is not a finite number ``>= lo``.
+    """
+    n = check_count(n, "n", maximum=MAX_LAM_GRID)
+    lo = check_real(lo, "lo", low=0.0, low_open=True)
+    hi = check_real(hi, "hi", low=lo)
     r = np.logspace(np.log10(lo), np.log10(hi), n)
     return r / (1.0 + r)
 
@@ -116,7 +129,15 @@ def choose_by_cv(trace: Trace, candidates: list, score: Callable, folds: int, op
 
 
 def cv_folds_of(n: int, folds: int, seed: int) -> np.ndarray:
-    """``[n]`` fold index of each example (a seeded permutation, balanced)."""
+    """``[n]`` fold index of each example (a seeded permutation, balanced).
+
+    Raises
+    ------
+    TTamerError
+        For an ``n`` or ``folds`` that is not an integer ``>= 1`` (``>= 2`` for ``folds``), or
+        a ``seed`` that :func:`~ttamer.core.validate.check_seed` refuses.
+    """
+    n, folds, seed = check_count(n, "n"), check_count(folds, "folds", minimum=2), check_seed(seed)
     return np.random.default_rng(seed).permutation(n) % folds
 
 

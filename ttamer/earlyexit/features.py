@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import TraceError, TTamerError
-from ..core.validate import check_choice, check_int
-from .base import AUTO, FEATURES as _FEATURE_VOCABULARY, MAX_EXITS, vocabulary_subset
+from ..core.validate import check_choice, check_int, short_repr
+from .base import AUTO, FEATURES as _FEATURE_VOCABULARY, MAX_EXITS, check_trace, vocabulary_subset
 from .baselines import agreement_run_length
 from .logistic import _logistic_models, _posterior_models, _predict, posterior_answers
 from .online import log_odds
@@ -84,6 +84,12 @@ class StateSpec:
     @property
     def agreement_cap(self) -> int:
         return int(self.agreement)
+
+    @property
+    def states_per_exit(self) -> int:
+        """Most states of an exit under a concrete spec: ``K × entropy bins × prospect bins ×
+        (agreement cap + 1)`` (fewer where quantile edges coincide)."""
+        return int(self.K) * max(self.entropy_bins, 1) * max(self.prospect_bins, 1) * (self.agreement_cap + 1)
 
     def describe(self) -> str:
         parts = [f"{self.K} {self.feature} bins"]
@@ -173,9 +179,24 @@ class StateEncoder:
     @classmethod
     def fit(cls, spec: StateSpec, trace: Trace, loss: str = "label", target: str = "label") -> "StateEncoder":
         """Fit on ``trace``: the learned feature predicts that exit ``i`` is right in the
-        sense of ``loss``; the prospect, that the final exit is right against ``target``."""
-        if not spec.is_concrete:
-            raise TTamerError(f"StateEncoder.fit needs a concrete StateSpec (no 'auto'), got {spec}")
+        sense of ``loss``; the prospect, that the final exit is right against ``target``.
+
+        Raises
+        ------
+        TTamerError
+            For a ``spec`` that is not a concrete :class:`StateSpec` or gives more than
+            :data:`MAX_STATES` states per exit (checked before fitting), a ``trace`` that
+            :func:`~ttamer.earlyexit.base.check_trace` refuses, or a ``loss`` or ``target``
+            not in :data:`LOSSES`.
+        """
+        if not isinstance(spec, StateSpec) or not spec.is_concrete:
+            raise TTamerError(f"StateEncoder.fit needs a concrete StateSpec (no 'auto'), got {short_repr(spec, 200)}")
+        if spec.states_per_exit > MAX_STATES:
+            raise TTamerError(f"StateEncoder.fit: {spec.describe()} give up to {spec.states_per_exit:,} states per "
+                              f"exit, above MAX_STATES={MAX_STATES:,}; use fewer bins")
+        check_trace(trace, "StateEncoder.fit")
+        check_choice("loss", loss, LOSSES)
+        check_choice("target", target, LOSSES)
         enc = cls(spec, {}, {}, trace.n_classes)
         if spec.feature == "posterior":
             enc.models["posterior"] = _posterior_models(trace, exit_losses(trace, loss))
@@ -252,6 +273,16 @@ class StateEncoder:
         return self.spec.feature != "entropy"
 
     def transform(self, trace: Trace) -> np.ndarray:
+        """``[N, L]`` int64 states of ``trace``'s examples at every exit.
+
+        Raises
+        ------
+        TTamerError
+            For a ``trace`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, or
+            (:class:`~ttamer.core.errors.TraceError`) one of another number of exits than the
+            trace it was fitted on.
+        """
+        check_trace(trace, "StateEncoder.transform")
         if trace.n_exits != self.n_exits:
             raise TraceError(f"trace has {trace.n_exits} exits; the encoder was fitted on {self.n_exits}")
         s = np.zeros((trace.n_examples, self.n_exits), dtype=np.int64)

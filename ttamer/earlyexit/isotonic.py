@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from ..core.errors import TTamerError
+from ..core.validate import check_numbers
 
-def isotonic(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted least-squares non-increasing fit of ``y`` (pool-adjacent-violators)."""
+
+def isotonic(y: Any, w: Any) -> np.ndarray:
+    """Weighted least-squares non-increasing fit of ``y`` (pool-adjacent-violators).
+
+    Raises
+    ------
+    TTamerError
+        For ``y`` and ``w`` that are not non-empty 1-D arrays of finite numbers of the same
+        length, ``w`` all ``> 0``.
+    """
+    y = check_numbers(y, "y")
+    w = check_numbers(w, "w", low=0.0)
+    if len(w) != len(y):
+        raise TTamerError(f"w has {len(w):,} values, y {len(y):,}: one weight per value")
+    if not w.all():
+        raise TTamerError(f"w[{int(np.argmin(w))}] is 0; every weight must be > 0")
+    return _pool_adjacent_violators(y, w)
+
+
+def _pool_adjacent_violators(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`isotonic` of checked arrays."""
     vals: list[float] = []
     wts: list[float] = []
     sizes: list[int] = []
@@ -35,7 +58,6 @@ def monotone_losses(ell: np.ndarray, weight: np.ndarray, layout: tuple[int, int,
     for a in range(A):
         for r in range(R):
             col, cw = e[a, :, r], wt[a, :, r]
-            out[a, :, r] = isotonic(col, cw) if decreasing else isotonic(col[::-1], cw[::-1])[::-1]
+            out[a, :, r] = (_pool_adjacent_violators(col, cw) if decreasing
+                            else _pool_adjacent_violators(col[::-1], cw[::-1])[::-1])
     return out.reshape(-1)
-
-

@@ -8,10 +8,13 @@ learned confidence feature (``_logistic_models``, ``_predict``) and the posterio
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
+from ..core.errors import TTamerError
+from ..core.validate import check_count, check_int, check_numbers, check_real, short_repr
+from .base import check_trace
 from .online import hypothesis_features, log_odds
 from .thresholds import evenly
 from .traces import Trace
@@ -20,11 +23,32 @@ from .traces import Trace
 #: of a few coefficients moves by far less than its sampling error, and the Newton steps cost
 #: time in proportion to the rows.
 LOGISTIC_MAX_EXAMPLES = 20_000
+#: Most Newton steps :func:`fit_logistic` may be asked for (it stops earlier once a step is
+#: negligible; a few tens are the most it takes on separable data with a ridge).
+MAX_NEWTON_STEPS = 1000
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2, iters: int = 30) -> np.ndarray:
+def fit_logistic(x: Any, y: Any, ridge: float = 1e-2, iters: int = 30) -> np.ndarray:
     """Ridge-penalised logistic regression by Newton's method: ``w`` minimising
-    ``−Σ [y log σ(xw) + (1−y) log(1−σ(xw))] + ridge·n·|w_{1:}|²/2`` (bias unpenalised)."""
+    ``−Σ [y log σ(xw) + (1−y) log(1−σ(xw))] + ridge·n·|w_{1:}|²/2`` (bias unpenalised), in
+    at most ``iters`` steps.
+
+    Raises
+    ------
+    TTamerError
+        For an ``x`` that is not a non-empty 2-D array ``[n, F]`` of finite numbers, a ``y``
+        that is not a 1-D array of ``n`` numbers in [0, 1], a ``ridge`` that is not a finite
+        number ``>= 0``, or an ``iters`` that is not an integer in ``1..MAX_NEWTON_STEPS``.
+    """
+    x = check_numbers(x, "x", ndim=2)
+    y = check_numbers(y, "y", low=0.0, high=1.0)
+    if len(y) != len(x):
+        raise TTamerError(f"y has {len(y):,} values, x {len(x):,} rows: one target per row")
+    return _newton(x, y, check_real(ridge, "ridge", low=0.0), check_count(iters, "iters", maximum=MAX_NEWTON_STEPS))
+
+
+def _newton(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2, iters: int = 30) -> np.ndarray:
+    """:func:`fit_logistic` of checked arrays."""
     n, f = x.shape
     w = np.zeros(f)
     pen = np.full(f, ridge * n)
@@ -44,8 +68,14 @@ def feature_scale(x: np.ndarray) -> np.ndarray:
     """``[F]`` the scale of each column of the features ``x [n, F]`` (column 0 the bias, scale 1):
     its standard deviation, or ``+inf`` for a column constant over the examples (e.g. a uniform
     softmax's log-odds, or the earlier exits' features at exit 0), which then drops out of the
-    model instead of being blown up into a singular Newton step."""
-    sd = x.std(axis=0)
+    model instead of being blown up into a singular Newton step.
+
+    Raises
+    ------
+    TTamerError
+        For an ``x`` that is not a non-empty 2-D array of finite numbers.
+    """
+    sd = check_numbers(x, "x", ndim=2).std(axis=0)
     scale = np.where(sd > 1e-9, sd, np.inf)
     scale[0] = 1.0
     return scale
@@ -58,7 +88,7 @@ def _logistic_models(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.
         keep = evenly(len(x), LOGISTIC_MAX_EXAMPLES)
         x, target = x[keep], target[keep]
     scale = feature_scale(x.reshape(-1, x.shape[2]))
-    w = np.stack([fit_logistic(x[:, i] / scale, target[:, i]) for i in range(x.shape[1])])
+    w = np.stack([_newton(x[:, i] / scale, target[:, i]) for i in range(x.shape[1])])
     return w, scale
 
 
@@ -72,7 +102,16 @@ def pair_features(trace: Trace, i: int) -> np.ndarray:
     "exit ``j ≤ i``'s prediction is right": a bias, exit ``j``'s max-probability log-odds,
     exit ``i``'s, the share of exits ``0..i`` predicting exit ``j``'s class, the log-odds of
     the running ensemble ``p̄_i(ĉ_j) = mean_{k≤i} p_k(ĉ_j)`` of that class, and whether
-    ``j = i``."""
+    ``j = i``.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, or an ``i``
+        that is not one of its exits.
+    """
+    check_trace(trace, "pair_features")
+    i = check_int(i, "i (an exit)", minimum=0, maximum=trace.n_exits - 1)
     ens = trace.probs[:, : i + 1].astype(np.float64).mean(axis=1)  # [N, C]
     return _pair_features(log_odds(trace.max_prob[:, : i + 1]), trace.predictions[:, : i + 1], ens)
 
@@ -107,14 +146,25 @@ def _posterior_models(trace: Trace, wrong: np.ndarray) -> list[tuple[np.ndarray,
         x = feats.reshape(-1, 6)
         y = 1.0 - wrong[:, : i + 1].reshape(-1)
         scale = feature_scale(x)
-        out.append((fit_logistic(x / scale, y), scale))
+        out.append((_newton(x / scale, y), scale))
     return out
 
 
 def posterior_answers(trace: Trace, models: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """``(q [N, L], a [N, L])``: after exit ``i``, the exit ``a_i ≤ i`` whose prediction is
     most probably right given exits ``0..i`` (the *posterior answer*) and that probability
-    ``q_i = max_{j≤i} P̂(exit j right | history 0..i)``."""
+    ``q_i = max_{j≤i} P̂(exit j right | history 0..i)``.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, or ``models``
+        that are not a list of one model per exit of ``trace``.
+    """
+    check_trace(trace, "posterior_answers")
+    if not isinstance(models, (list, tuple)) or len(models) != trace.n_exits:
+        raise TTamerError(f"posterior_answers: models must be a list of {trace.n_exits} fitted (weights, scale) "
+                          f"pairs, one per exit of the trace, got {short_repr(models)}")
     n, L = trace.n_examples, trace.n_exits
     q, a = np.zeros((n, L)), np.zeros((n, L), dtype=np.int64)
     for i, ((w, scale), feats) in enumerate(zip(models, pair_feature_stream(trace))):

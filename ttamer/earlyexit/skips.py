@@ -66,11 +66,11 @@ import numpy as np
 from .cascade import build_tree_instance, run_tree_policy
 from .crossval import check_lams, lam_grid
 from .features import MAX_K
-from ..core.errors import TTamerError
+from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
 from ..solvers.solve import solve
 from .traces import ExitDecisions, Trace
-from ..core.validate import check_bool, check_choice, check_int, check_lam, check_real
+from ..core.validate import check_bool, check_choice, check_int, check_lam, check_real, short_repr
 from .metrics import MAX_SWEEP_POINTS
 from .base import ANSWER_RULES, FEATURES as _FEATURE_VOCABULARY, BaseTamer, check_trace, vocabulary_subset
 from .metrics import check_numbers, cost_at_accuracy, frontier_auc, pareto_frontier, pareto_indices
@@ -500,10 +500,22 @@ def _where_rows(use: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def scaled_costs(trace: Trace, costs: np.ndarray, scale: float | None) -> tuple[float, np.ndarray]:
-    """``(scale, costs / scale)``: ``scale`` by default the last model's mean cost on ``trace``;
-    a :class:`~ttamer.core.errors.TTamerError` where that mean is 0 or the quotient overflows a
-    float64 (both: pass ``scale=``)."""
-    sc = float(trace.mean_cost[-1]) if scale is None else float(scale)
+    """``(scale, costs / scale)``: ``scale`` by default the last model's mean cost on ``trace``.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, ``costs`` that
+        are not finite numbers ``>= 0`` of the shape ``[L]`` or ``[N, L]`` of ``trace``, a
+        ``scale`` that is not ``None`` or a finite number ``> 0``, a default scale of 0 or a
+        quotient that overflows a float64 (both: pass ``scale=``).
+    """
+    check_trace(trace, "scaled_costs")
+    costs = check_numbers(costs, "costs", ndim=None, low=0.0)
+    if costs.shape not in ((trace.n_exits,), (trace.n_examples, trace.n_exits)):
+        raise TTamerError(f"costs has shape {costs.shape}; expected ({trace.n_exits},) or "
+                          f"({trace.n_examples}, {trace.n_exits}), one per model (and example) of the trace")
+    sc = float(trace.mean_cost[-1]) if scale is None else check_real(scale, "scale", low=0.0, low_open=True)
     if not sc > 0:
         raise TTamerError(f"scale: the last model {trace.exit_names[-1]!r} has mean cost 0; pass scale=")
     with np.errstate(over="ignore"):
@@ -629,15 +641,19 @@ def exact_skip_decisions(calibration: Trace, test: Trace, lams: Sequence[float],
     Raises
     ------
     TTamerError
-        For ``lams`` that :func:`~ttamer.earlyexit.crossval.check_lams` refuses, or the errors of
-        :func:`skip_chain_instance` and :func:`check_chain`.
+        For ``lams`` that :func:`~ttamer.earlyexit.crossval.check_lams` refuses, the errors of
+        :func:`skip_chain_instance` and :func:`check_chain`, or (:class:`~ttamer.core.errors.TraceError`)
+        a ``test`` trace whose models are not the calibration trace's.
     """
     lams = check_lams(lams)
+    check_chain(test, "test")
     inst, edges, sc = skip_chain_instance(calibration, K, smoothing, scale)
+    if list(test.exit_names) != list(calibration.exit_names):
+        raise TraceError(f"test: the trace's {test.n_exits} models {short_repr(test.exit_names, 120)} differ from "
+                         f"the calibration trace's {calibration.n_exits} {short_repr(calibration.exit_names, 120)}")
     if not skips:
         inst = Instance.chain(inst.losses, inst.transitions[0][0], inst.transitions[1:], inst.costs,
                               names=[nd.name for nd in inst.nodes], name=inst.name)
-    check_chain(test, "test")
     mp = test.max_prob
     st = np.stack([np.zeros(len(mp), dtype=np.int64)] + [bin_of(mp[:, v], e) for v, e in enumerate(edges)], axis=1)
     cm = np.concatenate([np.zeros((len(mp), 1)), test.cost_matrix], axis=1)

@@ -25,16 +25,17 @@ calibration accuracy reaches the target, which meets it on new examples about ha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any, Callable
 
 import numpy as np
 
 from ..core.errors import TraceError, TTamerError
-from ..core.validate import check_count, check_numbers, check_real, escape_text, short_repr
+from ..core.validate import check_count, check_integers, check_numbers, check_real, escape_text, short_repr
 from .base import check_trace
-from .heuristics import HEURISTIC_RULES, sweep
+from .heuristics import HEURISTIC_RULES, MAX_SWEEP_CELLS, sweep
 from .states import StateModel, exit_wrong
 from .thresholds import common_threshold_curve, rule_points, shifted_thresholds
 from .tamer import SIMPLEST, ThresholdTamer
@@ -78,12 +79,38 @@ def check_confidence(confidence: Any, name: str = "SLO confidence") -> float:
 
 
 def check_points(points: Any, name: str) -> OperatingPoints:
-    """``points`` if it is an :class:`OperatingPoints`, else a
-    :class:`~ttamer.core.errors.TTamerError` naming ``name``."""
+    """``points`` with its arrays as float arrays, if it is an :class:`OperatingPoints` on
+    ``n >= 1`` examples whose ``cost`` (``>= 0``), ``in_sample``, ``accuracy`` and
+    ``disagreement`` (in [0, 1]) are finite 1-D arrays of one value per rule and whose
+    ``apply`` is callable.
+
+    Raises
+    ------
+    TTamerError
+        Naming ``name`` and the field at fault, for anything else.
+    """
     if not isinstance(points, OperatingPoints):
         raise TTamerError(f"{name} must be OperatingPoints (heuristic_points, static_points, tamer_points), "
                           f"got {type(points).__name__}")
-    return points
+    check_count(points.n, f"{name}.n")
+    cost = check_numbers(points.cost, f"{name}.cost", low=0.0)
+    rates = {field: check_numbers(getattr(points, field), f"{name}.{field}", low=0.0, high=1.0)
+             for field in ("in_sample", "accuracy", "disagreement")}
+    for field, arr in rates.items():
+        if len(arr) != len(cost):
+            raise TTamerError(f"{name}.{field} has {len(arr):,} values, {name}.cost {len(cost):,}: one per rule")
+    if not callable(points.apply):
+        raise TTamerError(f"{name}.apply must be a function (trace, rules) -> ExitDecisions, "
+                          f"got {type(points.apply).__name__}")
+    return replace(points, cost=cost, **rates)
+
+
+def _check_rules(trace: Any, ps: Any, n_rules: int) -> np.ndarray:
+    """``ps`` as ``int64`` indices ``0..n_rules-1`` of a menu's rules, at most
+    ``MAX_SWEEP_CELLS / N`` of them on a ``trace`` of ``N`` examples (the decisions hold
+    ``len(ps) × N`` entries), after checking ``trace``."""
+    check_trace(trace, "OperatingPoints.apply")
+    return check_integers(ps, "ps (rules of the menu)", 0, n_rules - 1, max(1, MAX_SWEEP_CELLS // trace.n_examples))
 
 
 def meets_target(points: OperatingPoints, full_accuracy: float, drop: float, confidence: float,
@@ -107,11 +134,12 @@ def meets_target(points: OperatingPoints, full_accuracy: float, drop: float, con
     Raises
     ------
     TTamerError
-        For ``points`` that are not :class:`OperatingPoints`, a ``full_accuracy`` or ``drop``
+        For ``points`` that :func:`check_points` refuses, a ``full_accuracy`` or ``drop``
         not in [0, 1], a ``confidence`` :func:`check_confidence` refuses, or an ``n_test`` that
         is not an integer ``>= 1``.
     """
-    n = check_points(points, "points").n
+    points = check_points(points, "points")
+    n = points.n
     full_accuracy = check_real(full_accuracy, "full_accuracy", low=0.0, high=1.0)
     drop = check_real(drop, "drop", low=0.0, high=1.0)
     confidence = check_confidence(confidence)
@@ -127,12 +155,21 @@ def out_of_fold_accuracy(tamer: ThresholdTamer, budgets: np.ndarray) -> np.ndarr
     """``[P]`` accuracy at the calibration cost ``budgets`` on the held-out folds of the
     fitted tamer's cross-validation: per fold, the fold's most accurate rule within the budget,
     averaged over folds. ``None`` for a one-threshold common rule (nothing fitted beyond the
-    threshold itself, judged in-sample like a heuristic) or without cross-validation."""
+    threshold itself, judged in-sample like a heuristic) or without cross-validation.
+
+    Raises
+    ------
+    TTamerError
+        For a ``tamer`` that is not a fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer`,
+        or ``budgets`` that are not a non-empty 1-D array of finite numbers ``>= 0``, or more
+        of them than :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` divided by the
+        number of held-out curves (one lookup per budget and curve).
+    """
     if not isinstance(tamer, ThresholdTamer):
         raise TTamerError(f"out_of_fold_accuracy reads a fitted ThresholdTamer, got {type(tamer).__name__}")
     tamer.check_fitted()
-    budgets = check_numbers(budgets, "budgets", low=0.0)
-    curves = getattr(tamer, "cv_curves_", {}).get(tamer.candidate_.key)
+    curves = getattr(tamer, "cv_curves_", {}).get(tamer.candidate_.key) or []
+    budgets = check_numbers(budgets, "budgets", low=0.0, max_len=MAX_SWEEP_CELLS // max(len(curves), 1))
     if not curves or tamer.candidate_.thresholds == "common":
         return None
     per_fold = []
@@ -160,7 +197,7 @@ def _menu(cal: Trace, target: str, cost: np.ndarray, loss: np.ndarray, differs: 
     n_rules = len(cost)
 
     def run(trace: Trace, ps: np.ndarray) -> ExitDecisions:
-        ps = np.asarray(ps, dtype=np.int64)
+        ps = _check_rules(trace, ps, n_rules + 1)
         dec = apply(trace, np.minimum(ps, n_rules - 1))
         is_full = (ps == n_rules)[:, None]
         last = np.where(is_full, trace.n_exits - 1, dec.last)
@@ -181,16 +218,40 @@ def _threshold_menu(cal: Trace, x: np.ndarray, answers: np.ndarray, target: str,
     return _menu(cal, target, mean_cost, mean_loss, mean_differs, lambda tr, ps: apply(tr, taus[ps]))
 
 
+def check_heuristic(name: Any) -> str:
+    """``name`` if it names a heuristic of :data:`~ttamer.earlyexit.heuristics.HEURISTIC_RULES`,
+    else a :class:`~ttamer.core.errors.TTamerError` listing them."""
+    if not isinstance(name, str) or name not in HEURISTIC_RULES:
+        raise TTamerError(f"unknown heuristic {short_repr(name)}; choose from {sorted(HEURISTIC_RULES)}")
+    return name
+
+
 def heuristic_points(cal: Trace, name: str, target: str = "label") -> OperatingPoints:
-    """Heuristic ``name`` at every distinct threshold of its state on ``cal``."""
-    if name not in HEURISTIC_RULES:
-        raise TTamerError(f"unknown heuristic {name!r}; choose from {sorted(HEURISTIC_RULES)}")
+    """Heuristic ``name`` at every distinct threshold of its state on ``cal``.
+
+    Raises
+    ------
+    TTamerError
+        For a ``cal`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, or a ``name``
+        that :func:`check_heuristic` refuses; a ``target`` other than ``"label"`` or
+        ``"final"`` (:class:`~ttamer.core.errors.TraceError`).
+    """
+    check_trace(cal, "heuristic_points")
+    check_heuristic(name)
     x, answers = StateModel.fit(cal, *HEURISTIC_RULES[name]).transform(cal)
     return _threshold_menu(cal, x, answers, target, lambda tr, taus: sweep(tr, name, taus))
 
 
 def static_points(cal: Trace, target: str = "label") -> OperatingPoints:
-    """Every exit of the chain, always stopping there."""
+    """Every exit of the chain, always stopping there.
+
+    Raises
+    ------
+    TTamerError
+        For a ``cal`` that :func:`~ttamer.earlyexit.base.check_trace` refuses; a ``target``
+        other than ``"label"`` or ``"final"`` (:class:`~ttamer.core.errors.TraceError`).
+    """
+    check_trace(cal, "static_points")
     L = cal.n_exits
     loss, differs = _losses(cal, np.broadcast_to(np.arange(L), (cal.n_examples, L)), target)
 
@@ -211,14 +272,13 @@ def united(a: OperatingPoints, b: OperatingPoints) -> OperatingPoints:
     TTamerError
         Unless ``a`` and ``b`` are :class:`OperatingPoints` on as many calibration examples.
     """
-    check_points(a, "a")
-    check_points(b, "b")
+    a, b = check_points(a, "a"), check_points(b, "b")
     if a.n != b.n:
         raise TTamerError(f"menus on {a.n} and {b.n} calibration examples cannot be united")
     P = len(a.cost) - 1
 
     def run(trace: Trace, ps: np.ndarray) -> ExitDecisions:
-        ps = np.asarray(ps, dtype=np.int64)
+        ps = _check_rules(trace, ps, P + len(b.cost))
         da, db = a.apply(trace, np.minimum(ps, P)), b.apply(trace, np.maximum(ps - P, 0))
         first = (ps < P)[:, None]
         return ExitDecisions.from_last(trace, np.where(first, da.answer, db.answer), np.where(first, da.last, db.last))
@@ -241,11 +301,15 @@ def tamer_points(tamer: ThresholdTamer, cal: Trace) -> OperatingPoints:
     ------
     TTamerError
         For a ``tamer`` that is not a fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer`,
-        or a ``cal`` trace unlike the one it was fitted on.
+        or a ``cal`` trace other than the one it was fitted on (its out-of-fold accuracies
+        belong to that trace's folds).
     """
     if not isinstance(tamer, ThresholdTamer):
         raise TTamerError(f"tamer must be a fitted ThresholdTamer, got {type(tamer).__name__}")
     cal = tamer.check_input(cal)
+    if cal.fingerprint() != tamer._fit_fingerprint:
+        raise TTamerError("tamer_points: the calibration trace is not the one the tamer was fitted on (same "
+                          "shape, other numbers), whose folds its out-of-fold accuracies come from; give it that trace")
     x, answers = tamer.state_model_.transform(cal)
     if tamer.candidate_.thresholds == "per_exit":
         taus = tamer.sweep_taus_
@@ -262,6 +326,25 @@ def tamer_points(tamer: ThresholdTamer, cal: Trace) -> OperatingPoints:
     if tamer.policy == "auto" and tamer.candidate_ != SIMPLEST and SIMPLEST in tamer.candidates():
         menu = united(menu, heuristic_points(cal, "max-prob", tamer.target))
     return menu
+
+
+def _check_strategy_names(tamers: dict[Any, Any], heuristics: Any) -> None:
+    """Refuse ``heuristics`` that are not a tuple or list of distinct heuristics, and a tamer
+    name that is not a string or is a heuristic's or ``"static"``: every strategy has a row
+    of its own in :func:`slo_block`'s table."""
+    if not isinstance(heuristics, (tuple, list)):
+        raise TTamerError(f"heuristics must be a tuple of names of {sorted(HEURISTIC_RULES)}, "
+                          f"got {short_repr(heuristics)}")
+    names = [check_heuristic(h) for h in heuristics]
+    repeated = sorted(h for h, k in Counter(names).items() if k > 1)
+    if repeated:
+        raise TTamerError(f"heuristics lists {repeated} more than once")
+    for name in tamers:
+        if not isinstance(name, str):
+            raise TTamerError(f"tamers: a tamer's name must be a string, got {short_repr(name)}")
+        if name in names or name == "static":
+            raise TTamerError(f"tamers: the name {short_repr(name)} is also a strategy's of the table (heuristics "
+                              f"{names} and 'static'); each strategy has a row of its own: rename the tamer")
 
 
 def _score(dec: ExitDecisions, test: Trace, target: str, test_target: float) -> dict[str, Any]:
@@ -283,9 +366,11 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
     ------
     TTamerError
         For traces that are not :class:`~ttamer.earlyexit.traces.Trace`, ``tamers`` that is
-        not a dict of names to fitted :class:`~ttamer.earlyexit.tamer.ThresholdTamer`,
-        ``heuristics`` that is not a tuple or list of names of :data:`~ttamer.earlyexit.heuristics.HEURISTIC_RULES`, or a
-        ``confidence`` :func:`check_confidence` refuses.
+        not a dict of names to :class:`~ttamer.earlyexit.tamer.ThresholdTamer` fitted on
+        ``calibration`` (:func:`tamer_points`), ``heuristics`` that is not a tuple or list of
+        distinct names of :data:`~ttamer.earlyexit.heuristics.HEURISTIC_RULES`, a tamer's name
+        that is not a string or is a heuristic's or ``"static"`` (one row would replace the
+        other), or a ``confidence`` :func:`check_confidence` refuses.
     """
     confidence = check_confidence(confidence)
     check_trace(calibration, "slo_block")
@@ -300,9 +385,7 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
         if isinstance(t, ThresholdTamer) and t.target != target:
             raise TTamerError(f"tamers[{escape_text(repr(name), 40)}] judges answers against target {t.target!r}, "
                               f"the service-level targets against {target!r}: they must be the same")
-    if not isinstance(heuristics, (tuple, list)):
-        raise TTamerError(f"heuristics must be a tuple of names of {sorted(HEURISTIC_RULES)}, "
-                          f"got {short_repr(heuristics)}")
+    _check_strategy_names(tamers, heuristics)
     menus = {name: tamer_points(t, calibration) for name, t in tamers.items()}
     menus |= {h: heuristic_points(calibration, h, target) for h in heuristics}
     menus["static"] = static_points(calibration, target)

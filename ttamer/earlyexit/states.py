@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ANSWER_RULES, vocabulary_subset
+from .base import ANSWER_RULES, check_trace, vocabulary_subset
 from ..core.validate import check_choice
 from .baselines import agreement_run_length
 from .features import history_features
@@ -101,7 +101,16 @@ class StateModel:
 
     @classmethod
     def fit(cls, trace: Trace, state: str, answer: str, target: str = "label") -> "StateModel":
-        """Fit the logistic models the state and the answer rule need on ``trace``."""
+        """Fit the logistic models the state and the answer rule need on ``trace``.
+
+        Raises
+        ------
+        TTamerError
+            For a ``trace`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, an unknown
+            ``state`` or ``answer``, or a paired state without its answer rule; a ``target``
+            other than ``"label"`` or ``"final"`` (:class:`~ttamer.core.errors.TraceError`).
+        """
+        check_trace(trace, "StateModel.fit")
         check_choice("state", state, STATES)
         check_choice("answer", answer, ANSWERS)
         for paired in PAIRED:
@@ -117,7 +126,16 @@ class StateModel:
 
     def transform(self, trace: Trace) -> tuple[np.ndarray, np.ndarray]:
         """``(x, answers)``, both ``[N, L]``: the state of every exit and the exit answering
-        when the rule stops there."""
+        when the rule stops there.
+
+        Raises
+        ------
+        TTamerError
+            For a ``trace`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, or
+            (:class:`~ttamer.core.errors.TraceError`) one of other exits or classes than the
+            trace it was fitted on.
+        """
+        check_trace(trace, "StateModel.transform")
         if (trace.n_exits, trace.n_classes) != (self.n_exits, self.n_classes):
             raise TraceError(f"trace has {trace.n_exits} exits and {trace.n_classes} classes; the rule was "
                              f"fitted on {self.n_exits} exits and {self.n_classes} classes")

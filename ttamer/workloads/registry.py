@@ -14,12 +14,13 @@ import importlib
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
 from ..core.errors import TraceError, TTamerError
 from ..earlyexit.traces import Trace, load_trace, save_trace
-from ..core.validate import escape_text
+from ..core.validate import check_choice, escape_text, short_repr
 from .common import WorkloadResult, cache_dir, check_workload_seed, trace_key
 
 #: workload name -> (module, generator function)
@@ -27,6 +28,10 @@ WORKLOADS: dict[str, tuple[str, str]] = {
     "nlp": ("ttamer.workloads.nlp", "generate_nlp_trace"),
     "vision": ("ttamer.workloads.vision", "generate_vision_trace"),
 }
+#: The devices a workload runs on (:func:`~ttamer.serving.adapters.resolve_device`), as named in a cache key.
+DEVICES = ("cpu", "cuda")
+#: The fields of a cache key (:func:`cache_key`).
+KEY_FIELDS = ("workload", "profile", "seed", "device", "sizes")
 
 
 def _module(workload: str):
@@ -63,9 +68,24 @@ def check_run(workload: str, profile: str = "offline", *, seed: Any = 0,
     mod.check_sizes(mod.profile_config(profile, **sizes), name)
 
 
+def _check_seed_device(seed: Any, device: Any) -> int:
+    """``seed`` (:func:`~ttamer.workloads.common.check_workload_seed`), after checking that
+    ``device`` is one of :data:`DEVICES`: both name a cached trace."""
+    check_choice("device", device, DEVICES)
+    return check_workload_seed(seed)
+
+
 def trace_path(workload: str, profile: str = "offline", *, seed: int = 0, device: str = "cpu",
                cache: str | os.PathLike | None = None, **sizes: Any) -> Path:
-    """Where the cached trace of these settings lives (it may not exist yet)."""
+    """Where the cached trace of these settings lives (it may not exist yet).
+
+    Raises
+    ------
+    TTamerError
+        For a ``seed`` that is not an integer in ``0..MAX_SEED``, a ``device`` not in
+        :data:`DEVICES`, or an unknown workload, profile or size.
+    """
+    seed = _check_seed_device(seed, device)
     return cache_dir(cache) / trace_key(workload, profile, seed, device,
                                         resolved_sizes(workload, profile, **sizes))
 
@@ -108,17 +128,36 @@ def get_trace(workload: str, profile: str = "offline", *, seed: int = 0, device:
 
 def cache_key(workload: str, profile: str = "offline", *, seed: int = 0, device: str = "cpu",
               **sizes: Any) -> dict[str, Any]:
-    """What a cached trace must record in ``meta["cache_key"]`` to be served for these settings."""
+    """What a cached trace must record in ``meta["cache_key"]`` to be served for these settings.
+
+    Raises
+    ------
+    TTamerError
+        As :func:`trace_path`.
+    """
+    seed = _check_seed_device(seed, device)
     resolved = resolved_sizes(workload, profile, **sizes)
-    return json.loads(json.dumps({"workload": workload, "profile": profile, "seed": int(seed),
-                                  "device": str(device), "sizes": resolved}, default=str))
+    return json.loads(json.dumps({"workload": workload, "profile": profile, "seed": seed,
+                                  "device": device, "sizes": resolved}, default=str))
 
 
 def provenance_problem(meta: dict, key: dict[str, Any]) -> str | None:
     """Why a trace with this ``meta`` is not the cached trace of ``key`` (None if it is).
 
     Files written before keys were recorded are accepted when their own ``workload``,
-    ``profile``, ``seed`` and ``sizes`` fields match."""
+    ``profile``, ``seed`` and ``sizes`` fields match.
+
+    Raises
+    ------
+    TTamerError
+        For a ``meta`` that is not a dict, or a ``key`` that is not a dict of the fields
+        :data:`KEY_FIELDS` (:func:`cache_key`'s).
+    """
+    if not isinstance(meta, Mapping):
+        raise TTamerError(f"provenance_problem: meta must be a trace's meta (a dict), got {short_repr(meta)}")
+    if not isinstance(key, Mapping) or any(f not in key for f in KEY_FIELDS):
+        raise TTamerError(f"provenance_problem: key must be a dict of the fields {list(KEY_FIELDS)} (cache_key's), "
+                          f"got {short_repr(key)}")
     recorded = meta.get("cache_key")
     if recorded is not None:
         if recorded != key:

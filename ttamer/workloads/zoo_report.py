@@ -21,6 +21,7 @@ import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_real, check_seed, short_repr
+from ..earlyexit.base import check_trace
 from ..earlyexit.results import EvaluationResult, StrategyResult
 from ..core.parallel import map_processes
 from ..earlyexit.metrics import cost_at_accuracy
@@ -33,6 +34,16 @@ from .report import tidy_table
 OVERTHINK_MARGIN = 0.01
 #: Most random subsets per share of :func:`subset_size_table` (each is fitted and swept).
 MAX_SUBSET_REPEATS = 10_000
+#: Most split seeds of one call (each split of each trace is a full evaluation).
+MAX_SPLITS = 100
+#: The strategies the tables read of every run.
+RUN_STRATEGIES = ("ttamer", "no-recall") + tuple(HEURISTICS)
+#: What the tables read of a run (:func:`summarise`): key -> the strategies it must map (none:
+#: the key alone). Every run of :func:`evaluate_zoo` holds them.
+RUN_NEEDS: dict[str, tuple[str, ...]] = {"policy": (), "frontier": RUN_STRATEGIES, "auc": RUN_STRATEGIES,
+                                         "cost_at_full": RUN_STRATEGIES, "slo": (), "full_accuracy": ()}
+#: What the tables that read the areas alone need of a run.
+AUC_NEEDS: dict[str, tuple[str, ...]] = {"auc": ("ttamer",) + tuple(HEURISTICS)}
 
 
 def _check_traces(traces: Any, who: str) -> dict[str, Trace]:
@@ -50,6 +61,8 @@ def _check_seeds(seeds: Any, who: str) -> list[int]:
     split twice)."""
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)):
         raise TTamerError(f"{who}: seeds must be a sequence of split seeds, e.g. [0, 1, 2], got {short_repr(seeds)}")
+    if len(seeds) > MAX_SPLITS:
+        raise TTamerError(f"{who}: {len(seeds):,} split seeds; at most {MAX_SPLITS} (MAX_SPLITS) are allowed")
     got = [check_seed(s, "split seed") for s in seeds]
     if not got:
         raise TTamerError(f"{who}: needs at least one split seed")
@@ -59,9 +72,22 @@ def _check_seeds(seeds: Any, who: str) -> list[int]:
     return got
 
 
-def _check_runs(zoo: Any, who: str, traces: Mapping[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """``zoo``: :func:`evaluate_zoo` runs -- a non-empty dict of name → non-empty list, every
-    name also in ``traces`` where given."""
+def _run_problem(run: Any, needs: Mapping[str, tuple[str, ...]]) -> str | None:
+    """What a run lacks of ``needs`` (:data:`RUN_NEEDS`), or ``None``."""
+    if not isinstance(run, Mapping):
+        return f"is {short_repr(run)}, not a dict"
+    for key, strategies in needs.items():
+        if key not in run:
+            return f"has no {key!r}"
+        if strategies and (not isinstance(run[key], Mapping) or any(s not in run[key] for s in strategies)):
+            return f"must map {key!r} to a dict of the strategies {list(strategies)}"
+    return None
+
+
+def _check_runs(zoo: Any, who: str, traces: Mapping[str, Any] | None = None,
+                needs: Mapping[str, tuple[str, ...]] = RUN_NEEDS) -> dict[str, list[dict[str, Any]]]:
+    """``zoo``: :func:`evaluate_zoo` runs -- a non-empty dict of name → non-empty list of runs
+    holding what ``needs`` lists (:data:`RUN_NEEDS`), every name also in ``traces`` where given."""
     if not isinstance(zoo, Mapping) or not zoo:
         raise TTamerError(f"{who}: needs the evaluate_zoo runs of at least one trace, got {short_repr(zoo)}")
     for name, runs in zoo.items():
@@ -69,6 +95,10 @@ def _check_runs(zoo: Any, who: str, traces: Mapping[str, Any] | None = None) -> 
             raise TTamerError(f"{who}: the runs of trace {short_repr(name)} must be a non-empty list (evaluate_zoo's)")
         if traces is not None and name not in traces:
             raise TTamerError(f"{who}: trace {short_repr(name)} has runs but is not among the traces given")
+        for k, run in enumerate(runs):
+            problem = _run_problem(run, needs)
+            if problem is not None:
+                raise TTamerError(f"{who}: run {k} of trace {short_repr(name)} {problem} (evaluate_zoo's runs)")
     return dict(zoo)
 
 
@@ -78,7 +108,7 @@ def _check_strategies(strategies: Any, zoo: Mapping[str, list[dict[str, Any]]], 
         raise TTamerError(f"{who}: strategies must be a non-empty sequence of names, e.g. ('ttamer', 'max-prob'), "
                           f"got {short_repr(strategies)}")
     known = next(iter(zoo.values()))[0]["auc"]
-    unknown = [s for s in strategies if s not in known]
+    unknown = [s for s in strategies if not isinstance(s, str) or s not in known]
     if unknown:
         raise TTamerError(f"{who}: unknown strategies {unknown}; the runs hold {sorted(known)}")
     return list(strategies)
@@ -161,7 +191,7 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
     exit, beats running every exit."""
     import pandas as pd
 
-    zoo = _check_runs(zoo, "gain_table", traces)
+    zoo, traces = _check_runs(zoo, "gain_table", traces), _check_traces(traces, "gain_table")
     rows = {}
     for name, runs in zoo.items():
         tr = traces[name]
@@ -210,7 +240,7 @@ def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]
     bounds are NaN and "beyond noise" is False."""
     import pandas as pd
 
-    zoo = _check_runs(zoo, "heldout_table", traces)
+    zoo, traces = _check_runs(zoo, "heldout_table", traces), _check_traces(traces, "heldout_table")
     rows = {}
     for name, runs in zoo.items():
         area = {h: 100 * float(np.mean([r["auc"]["ttamer"] - r["auc"][h] for r in runs])) for h in HEURISTICS}
@@ -263,10 +293,21 @@ def calibration_areas(traces: dict[str, Trace], seeds: Sequence[int], calibratio
     return {name: areas[k * len(seeds):(k + 1) * len(seeds)] for k, name in enumerate(traces)}
 
 
-def _check_paired(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, list[dict[str, float]]], name: str) -> None:
-    if list(zoo) != list(cal) or any(len(zoo[t]) != len(cal[t]) for t in zoo):
+def _check_paired(zoo: Any, cal: Any, name: str, needs: Mapping[str, tuple[str, ...]]
+                  ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, float]]]]:
+    """``(zoo, cal)``: runs (:func:`_check_runs` with ``needs``) and :func:`calibration_areas`
+    of the same traces and splits, every split's areas holding every heuristic's."""
+    zoo = _check_runs(zoo, name, needs=needs)
+    if not isinstance(cal, Mapping) or list(zoo) != list(cal) or \
+            any(not isinstance(cal[t], list) or len(zoo[t]) != len(cal[t]) for t in zoo):
         raise TTamerError(f"{name}: the runs and the calibration areas must hold the same traces and splits "
                           f"(evaluate_zoo and calibration_areas with the same seeds)")
+    for trace, areas in cal.items():
+        for k, a in enumerate(areas):
+            if not isinstance(a, Mapping) or any(h not in a for h in HEURISTIC_RULES):
+                raise TTamerError(f"{name}: calibration areas {k} of trace {short_repr(trace)} must map each of "
+                                  f"{list(HEURISTIC_RULES)} to its area (calibration_areas')")
+    return zoo, dict(cal)
 
 
 def heuristic_choice_table(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, list[dict[str, float]]]):
@@ -280,7 +321,7 @@ def heuristic_choice_table(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, 
     the test examples when choosing."""
     import pandas as pd
 
-    _check_paired(zoo, cal, "heuristic_choice_table")
+    zoo, cal = _check_paired(zoo, cal, "heuristic_choice_table", AUC_NEEDS)
     h = list(HEURISTICS)
     rows = {}
     for name, runs in zoo.items():
@@ -304,10 +345,10 @@ def split_half_correlation(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, 
     the Pearson correlation of all centred pairs is returned. Where a metric is a mean over
     examples and the halves are equal, :math:`d^{\mathrm{cal}}_s + d^{\mathrm{test}}_s` is
     twice the whole trace's difference for every split, so the correlation is :math:`-1`."""
-    _check_paired(zoo, cal, "split_half_correlation")
-    if reference not in HEURISTIC_RULES:
+    zoo, cal = _check_paired(zoo, cal, "split_half_correlation", {"auc": tuple(HEURISTIC_RULES)})
+    if not isinstance(reference, str) or reference not in HEURISTIC_RULES:
         raise TTamerError(f"split_half_correlation: reference must be one of {list(HEURISTIC_RULES)}, "
-                          f"got {reference!r}")
+                          f"got {short_repr(reference)}")
     xs, ys = [], []
     for name, runs in zoo.items():
         for h in HEURISTIC_RULES:
@@ -338,10 +379,11 @@ def slo_table(zoo: dict[str, list[dict[str, Any]]], strategies: Sequence[str] = 
     runs = [r for rs in zoo.values() for r in rs if where is None or where(r)]
     if not runs:
         raise TTamerError("slo_table: no run of the zoo is selected")
+    targets = _check_slo(runs, strategies)
     rows = {}
     for s in strategies:
         row = {}
-        for t in runs[0]["slo"]:
+        for t in targets:
             picked = [r["slo"][t]["strategies"][s] for r in runs]
             row[(t, "met (%)")] = 100 * np.mean([x["met"] for x in picked])
             row[(t, "cost (%)")] = 100 * np.mean([x["cost"] for x in picked])
@@ -351,9 +393,43 @@ def slo_table(zoo: dict[str, list[dict[str, Any]]], strategies: Sequence[str] = 
     return tidy_table(df, 1)
 
 
+def _check_slo(runs: list[dict[str, Any]], strategies: list[str]) -> list[str]:
+    """The targets of the first run's ``"slo"``, after checking that every run's is a
+    :func:`~ttamer.earlyexit.slo.slo_block` of those targets, each scoring ``strategies``."""
+    first = runs[0]["slo"]
+    targets = list(first) if isinstance(first, Mapping) else []
+    for r in runs:
+        slo = r["slo"]
+        if not (targets and isinstance(slo, Mapping) and list(slo) == targets and all(
+                isinstance(slo[t], Mapping) and isinstance(slo[t].get("strategies"), Mapping)
+                and all(s in slo[t]["strategies"] for s in strategies) for t in targets)):
+            raise TTamerError(f"slo_table: every run's 'slo' must be slo_block's, of the same targets "
+                              f"{short_repr(targets, 120)}, each scoring {strategies}")
+    return targets
+
+
 def slo_dominated(slo, strategy: str = "ttamer", others: Sequence[str] = HEURISTICS) -> dict[str, list[str]]:
     """Per target of an :func:`slo_table`: the strategies of ``others`` that ``strategy`` meets
-    the target at least as often as, at a mean cost no higher."""
+    the target at least as often as, at a mean cost no higher.
+
+    Raises
+    ------
+    TTamerError
+        For an ``slo`` that is not an :func:`slo_table`, or a ``strategy`` or ``others`` (a
+        sequence of names) that are not its rows.
+    """
+    import pandas as pd
+
+    if not isinstance(slo, pd.DataFrame) or slo.columns.nlevels != 2 or not all(
+            (t, c) in slo.columns for t in slo.columns.get_level_values(0) for c in ("met (%)", "cost (%)")):
+        raise TTamerError(f"slo_dominated: slo must be an slo_table, got {type(slo).__name__}")
+    if isinstance(others, (str, bytes)) or not isinstance(others, (Sequence, np.ndarray)):
+        raise TTamerError(f"slo_dominated: others must be a sequence of strategy names, got {short_repr(others)}")
+    rows = list(slo.index)
+    missing = [s for s in (strategy, *others) if s not in rows]
+    if missing:
+        raise TTamerError(f"slo_dominated: {short_repr(missing, 120)} are not rows of the slo_table, whose rows "
+                          f"are {short_repr(rows, 200)}")
     out = {}
     for t in slo.columns.get_level_values(0).unique():
         met, cost = slo[(t, "met (%)")], slo[(t, "cost (%)")]
@@ -366,6 +442,9 @@ def protocol_table(zoo_label: dict[str, list[dict[str, Any]]], zoo_final: dict[s
     judged against the true label and against the full model's prediction (the paper's
     protocol)."""
     import pandas as pd
+
+    zoo_label = _check_runs(zoo_label, "protocol_table", needs=AUC_NEEDS)
+    zoo_final = _check_runs(zoo_final, "protocol_table", needs=AUC_NEEDS)
 
     def mean_gain(runs: list[dict[str, Any]]) -> float:
         return 100 * float(np.mean([r["auc"]["ttamer"] - r["auc"][_best_heuristic(r)] for r in runs]))
@@ -477,13 +556,21 @@ COST_PROFILES: dict[str, Callable[[int], np.ndarray]] = {
 
 def _check_profile(profile: Any, who: str) -> None:
     if not isinstance(profile, str) or profile not in COST_PROFILES:
-        raise TTamerError(f"{who}: profile must be one of {list(COST_PROFILES)}, got {profile!r}")
+        raise TTamerError(f"{who}: profile must be one of {list(COST_PROFILES)}, got {short_repr(profile)}")
 
 
 def recosted(trace: Trace, profile: str) -> Trace:
     """``trace`` with its exits' costs replaced: each exit's measured mean cost times its
     weight in :data:`COST_PROFILES` ``[profile]``, rescaled so that the full model costs what it
-    did; the predictions are the trace's own. ``meta["cost_measure"]`` says so."""
+    did; the predictions are the trace's own. ``meta["cost_measure"]`` says so.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, or a
+        ``profile`` not in :data:`COST_PROFILES`.
+    """
+    check_trace(trace, "recosted")
     _check_profile(profile, "recosted")
     cost = trace.mean_cost * COST_PROFILES[profile](trace.n_exits)
     cost *= trace.mean_cost.sum() / cost.sum()

@@ -67,9 +67,9 @@ def test_slo_block_refuses_non_string_names_and_repeated_heuristics(cal, test_tr
 
 def test_slo_block_refuses_a_tamer_fitted_on_another_calibration_trace(test_trace, tamer):
     other = synthetic_trace(300, 4, 3, seed=5)
-    with pytest.raises(TTamerError, match="not the one the tamer was fitted on"):
+    with pytest.raises(TTamerError, match="tamer_points: the trace is not the one this estimator was fitted on"):
         slo.slo_block(other, test_trace, {"t": tamer})
-    with pytest.raises(TTamerError, match="not the one the tamer was fitted on"):
+    with pytest.raises(TTamerError, match="tamer_points: the trace is not the one this estimator was fitted on"):
         slo.tamer_points(tamer, other)
 
 

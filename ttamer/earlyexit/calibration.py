@@ -241,14 +241,15 @@ class EarlyExitTamer(BaseTamer):
             rules = rules[:1]
         out = []
         for k, ag, feat, sm, loss, mono, rule in itertools.product(ks, ags, feats, sms, losses, monos, rules):
-            states = int(k) * max(s.entropy_bins, 1) * max(s.prospect_bins, 1) * (ag + 1)
+            spec = replace(s, K=int(k), agreement=int(ag), feature=feat)
+            states = spec.states_per_exit
             if s.K == AUTO and n_train / states < MIN_PER_STATE and k != min(ks):
                 continue
             if states > MAX_STATES:
                 raise TTamerError(f"K={k}, entropy_bins={s.entropy_bins}, prospect_bins={s.prospect_bins} and "
                                   f"agreement={ag} give {states:,} states per exit, above MAX_STATES={MAX_STATES:,}; "
                                   f"use fewer bins")
-            out.append(Candidate(replace(s, K=int(k), agreement=int(ag), feature=feat), sm, loss, mono, rule))
+            out.append(Candidate(spec, sm, loss, mono, rule))
         return out
 
     def fit(self, trace: Trace) -> "EarlyExitTamer":

@@ -306,10 +306,7 @@ def tamer_points(tamer: ThresholdTamer, cal: Trace) -> OperatingPoints:
     """
     if not isinstance(tamer, ThresholdTamer):
         raise TTamerError(f"tamer must be a fitted ThresholdTamer, got {type(tamer).__name__}")
-    cal = tamer.check_input(cal)
-    if cal.fingerprint() != tamer._fit_fingerprint:
-        raise TTamerError("tamer_points: the calibration trace is not the one the tamer was fitted on (same "
-                          "shape, other numbers), whose folds its out-of-fold accuracies come from; give it that trace")
+    cal = tamer.check_fitted_on(cal, "tamer_points")  # its out-of-fold accuracies come from that trace's folds
     x, answers = tamer.state_model_.transform(cal)
     if tamer.candidate_.thresholds == "per_exit":
         taus = tamer.sweep_taus_

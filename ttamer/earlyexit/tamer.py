@@ -496,13 +496,7 @@ class ThresholdTamer(BaseTamer):
         """The no-recall estimator fitted on the same calibration ``trace``, reusing this fit's
         cross-validation: the no-recall classes are a subset of the candidates, so their
         held-out scores are already known (same folds, same choice rule)."""
-        self.check_input(trace)
-        if trace.n_examples != len(self._fit_data[0]):
-            raise TTamerError(f"without_recall: the trace has {trace.n_examples} examples, the one this estimator "
-                              f"was fitted on {len(self._fit_data[0])}; give it the same calibration trace")
-        if trace.fingerprint() != self._fit_fingerprint:
-            raise TTamerError("without_recall: the trace is not the one this estimator was fitted on (same size, "
-                              "other numbers); give it the same calibration trace")
+        self.check_fitted_on(trace, "without_recall")
         params = dict(self.get_params(), recall=False)
         if not hasattr(self, "cv_fold_scores_"):
             policy = self.policy if self.policy == "auto" else self.candidate_.without_recall().key
@@ -517,6 +511,19 @@ class ThresholdTamer(BaseTamer):
         other.cv_fold_scores_, other.cv_folds_ = scores, self.cv_folds_
         other.cv_curves_ = {cands[k].key: self.cv_curves_[cands[k].key] for k in keep}
         return other
+
+    def check_fitted_on(self, trace: Trace, who: str) -> Trace:
+        """``trace`` if it is the calibration trace this estimator was fitted on (same examples,
+        same numbers: what reads the fit's folds or calibration states needs); else a
+        :class:`~ttamer.core.errors.TTamerError` naming ``who``."""
+        self.check_input(trace)
+        if trace.n_examples != len(self._fit_data[0]):
+            raise TTamerError(f"{who}: the trace has {trace.n_examples} examples, the one this estimator was fitted "
+                              f"on {len(self._fit_data[0])}; give it the same calibration trace")
+        if trace.fingerprint() != self._fit_fingerprint:
+            raise TTamerError(f"{who}: the trace is not the one this estimator was fitted on (same size, other "
+                              "numbers); give it the same calibration trace")
+        return trace
 
     # ------------------------------------------------------------------ deciding
     def set_lam(self, lam: float) -> "ThresholdTamer":

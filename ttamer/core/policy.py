@@ -72,7 +72,7 @@ class Policy:
         numpy.ndarray
             ``(B,)`` integers: per history, a node ``0..n-1`` not consulted yet, or ``-1``
             (stop). Without a fallback, a history with no node consulted may not stop.
-            :func:`rollout` checks every answer (:func:`next_nodes`).
+            :func:`~ttamer.core.policy.rollout` checks every answer (:func:`~ttamer.core.policy.next_nodes`).
         """
         raise NotImplementedError(f"{escape_text(type(self).__name__, 60)} does not define decide(states, last); "
                                   "Policy is a base class: subclass it and define decide")

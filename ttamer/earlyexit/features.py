@@ -87,7 +87,7 @@ class StateSpec:
 
     @property
     def states_per_exit(self) -> int:
-        """Most states of an exit under a concrete spec: ``K × entropy bins × prospect bins ×
+        """The most states an exit has under a concrete spec, ``K × entropy bins × prospect bins ×
         (agreement cap + 1)`` (fewer where quantile edges coincide)."""
         return int(self.K) * max(self.entropy_bins, 1) * max(self.prospect_bins, 1) * (self.agreement_cap + 1)
 
@@ -187,7 +187,7 @@ class StateEncoder:
             For a ``spec`` that is not a concrete :class:`StateSpec` or gives more than
             :data:`MAX_STATES` states per exit (checked before fitting), a ``trace`` that
             :func:`~ttamer.earlyexit.base.check_trace` refuses, or a ``loss`` or ``target``
-            not in :data:`LOSSES`.
+            not in ``("label", "final")``.
         """
         if not isinstance(spec, StateSpec) or not spec.is_concrete:
             raise TTamerError(f"StateEncoder.fit needs a concrete StateSpec (no 'auto'), got {short_repr(spec, 200)}")

@@ -19,8 +19,8 @@ from ..core.errors import TTamerError
 from ..core.validate import check_choice, check_numbers, check_real
 
 _EPS = 1e-12
-#: How far a point's cost may lie below 0, and its accuracy outside [0, 1]: means taken
-#: under resampling weights that sum to 1 up to rounding, or as sums of differences along a
+#: How far a point's cost may lie below 0, and its accuracy outside [0, 1], by rounding. Means
+#: taken under resampling weights that sum to 1 up to rounding, or as sums of differences along a
 #: sweep (:func:`~ttamer.earlyexit.thresholds.common_threshold_curve`), pass those bounds by a
 #: few units in the last place.
 ROUNDING = 1e-12

@@ -235,7 +235,7 @@ def check_mask(mask: Any, rows: int) -> None:
 
 class InTurn:
     """What a running state that takes the exits ``0, 1, …, n_exits−1`` in turn shares:
-    :meth:`_in_turn` refuses an exit out of turn (the state holds exits ``0..next_exit−1``);
+    ``_in_turn`` refuses an exit out of turn (the state holds exits ``0..next_exit−1``);
     the run moves ``next_exit`` on to ``i + 1`` once exit ``i``'s rows are taken, so that rows
     refused leave it as it was."""
 

@@ -91,6 +91,22 @@ def _bad_rows(P, rows):
 
 # ------------------------------------------------------------------ 1. rows that are no softmax rows
 @pytest.mark.parametrize("name", NAMES)
+def test_the_runtime_begins_its_runs_without_the_row_check_and_decides_alike(rules, data, name):
+    """The serving runtime's rows are a softmax by construction, checked once after the run:
+    its runs (``check_rows=False``) skip the per-exit check and decide as the checked ones."""
+    rule, _ = rules[name]
+    _, P = data
+    for rows in (2, 1):
+        checked, trusted = begin_run(rule, rows), begin_run(rule, rows, check_rows=False)
+        assert checked.check_rows and not trusted.check_rows
+        call, call_trusted = (checked.advance, trusted.advance) if rows > 1 else (_one(checked), _one(trusted))
+        for i in range(L):
+            np.testing.assert_equal(call(i, P[:rows, i]), call_trusted(i, P[:rows, i]))
+    if name != "state_fn":  # a stateless step(i, probs) checks its own argument
+        begin_run(rule, 2, check_rows=False).advance(0, 3 * P[:2, 0])  # taken as given: the caller vouches
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_rows_that_are_no_softmax_rows_are_refused(rules, data, name):
     rule, _ = rules[name]
     _, P = data

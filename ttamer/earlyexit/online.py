@@ -243,6 +243,11 @@ class InTurn:
     next_exit = 0
     #: The exits of the rule.
     n_exits = 0
+    #: Whether the rows given to ``advance`` / ``advance_one`` are checked to be softmax rows
+    #: (:func:`check_exit_rows`, :func:`exit_row`). The serving runtime makes its rows by a
+    #: softmax and checks them for finiteness once after the run, so it begins its runs
+    #: without the check (``begin_run(rule, n, check_rows=False)``), out of the timed steps.
+    check_rows = True
 
     def _in_turn(self, i: Any, who: str = "advance") -> int:
         """``i`` as an int if it is the exit that comes next, else a
@@ -316,12 +321,13 @@ class ExitHistory:
                 setattr(self, k, v[mask])
         self.rows = self.rows[: int(mask.sum())]
 
-    def add(self, i: int, p: np.ndarray) -> None:
+    def add(self, i: int, p: np.ndarray, check: bool = True) -> None:
         """Take exit ``i``'s float32 softmax rows ``p [B, C]``: its max-probability
         ``mp`` (float64), log-odds ``lo_i`` and prediction ``pred_i`` (where
-        kept), and the buffers, counts, sum and run updated; rows that are not softmax rows
-        of the batch's classes are refused (:func:`check_exit_rows`)."""
-        check_exit_rows(i, p, len(self.rows), self.n_classes)
+        kept), and the buffers, counts, sum and run updated; with ``check``, rows that are not
+        softmax rows of the batch's classes are refused (:func:`check_exit_rows`)."""
+        if check:
+            check_exit_rows(i, p, len(self.rows), self.n_classes)
         if self.n_classes is None:
             self._per_class(len(self.rows), p.shape[1])
         self.p = p
@@ -425,11 +431,11 @@ class EncoderRun:
         if self.exit_of is not None:
             self.exit_of = self.exit_of[mask]
 
-    def advance(self, i: int, p: np.ndarray) -> np.ndarray:
-        """``[B]`` int64: exit ``i``'s states from its float32 softmax rows ``p [B, C]``;
-        called for ``i = 0, 1, …`` in turn."""
+    def advance(self, i: int, p: np.ndarray, check: bool = True) -> np.ndarray:
+        """``[B]`` int64: exit ``i``'s states from its float32 softmax rows ``p [B, C]``
+        (checked with ``check``: :meth:`ExitHistory.add`); called for ``i = 0, 1, …`` in turn."""
         h = self.h
-        h.add(i, p)
+        h.add(i, p, check)
         f = h.history(i) if self.history else None
         s = None
         for axis in self.axes:

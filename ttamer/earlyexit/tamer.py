@@ -751,7 +751,7 @@ class RuleRun(InTurn):
         i = self._in_turn(i)
         rule, h = self.rule, self.h
         state, answer = rule.state_model.state, rule.state_model.answer
-        h.add(i, p)
+        h.add(i, p, self.check_rows)
         self.next_exit = i + 1
         post = None
         if state == "max_prob":
@@ -794,7 +794,7 @@ class RuleRun(InTurn):
         any other state is :meth:`advance`'s."""
         if self.scalar:
             i = self._in_turn(i, "advance_one")
-            x = max(exit_row(i, p, self.rule.n_classes))
+            x = max(exit_row(i, p, self.rule.n_classes) if self.check_rows else p.tolist()[0])
             self.next_exit = i + 1
             return x, i
         x, a = self.advance(i, p)
@@ -841,6 +841,6 @@ class PosteriorRunOne(RuleRun):
     def _add(self, i: int, p: np.ndarray, who: str) -> int:
         """Exit ``i``'s row ``p [1, C]``, checked, added to the query's hypotheses; ``i``."""
         i = self._in_turn(i, who)
-        self.one.add_row(exit_row(i, p, self.rule.n_classes, who))
+        self.one.add_row(exit_row(i, p, self.rule.n_classes, who) if self.check_rows else p.tolist()[0])
         self.next_exit = i + 1
         return i

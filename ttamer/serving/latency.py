@@ -110,7 +110,7 @@ def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, rows: Sequen
     def per_call(b: int, j: int) -> np.ndarray:  # variant j: rule j // K on ks[j % K] rows
         rule = rules[j // len(ks)]
         p = trace.probs[b * bs : b * bs + min(bs, int(ks[j % len(ks)]))]
-        run, t, kept = begin_run(rule, len(p)), np.empty(L), np.ones(len(p), dtype=bool)
+        run, t, kept = begin_run(rule, len(p), check_rows=False), np.empty(L), np.ones(len(p), dtype=bool)
         for i in range(L):
             t0 = clock()
             x, _ = run.advance(i, p[:, i])

@@ -413,7 +413,7 @@ class ChainRun(InTurn):
         float32 softmax rows ``p [B, C]``; called for ``i = 0, 1, …`` in turn."""
         i = self._in_turn(i)
         rule, steps = self.rule, self.rule.steps
-        s = self.enc.advance(i, p)
+        s = self.enc.advance(i, p, self.check_rows)
         self.next_exit = i + 1
         self.states[:, i] = s
         self.x = np.minimum(self.x, steps.scaled[i, s])
@@ -465,7 +465,7 @@ class _OneQueryRun(InTurn):
         """``(i, row)``: exit ``i`` (the one that comes next) and its softmax row ``p [1, C]``
         checked, as Python floats; the first row fixes the classes where the rule does not."""
         i = self._in_turn(i, who)
-        row = exit_row(i, p, self.n_classes, who)
+        row = exit_row(i, p, self.n_classes, who) if self.check_rows else p.tolist()[0]
         self.n_classes, self.next_exit = len(row), i + 1
         return i, row
 
@@ -560,7 +560,8 @@ class HistoryRun(InTurn):
     def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``rule.step(i, …)`` on the exits seen so far, exit ``i``'s rows ``p [B, C]`` added."""
         i = self._in_turn(i)
-        check_exit_rows(i, p, self.rows, None if self.hist is None else self.hist.shape[2])
+        if self.check_rows:
+            check_exit_rows(i, p, self.rows, None if self.hist is None else self.hist.shape[2])
         self.next_exit = i + 1
         if self.hist is None:
             self.hist = np.empty((len(p), self.n_exits, p.shape[1]), dtype=np.float32)
@@ -654,11 +655,16 @@ def forced_rules(rules: Any, n_exits: int, who: str) -> list[Any]:
     return [r if given is None else ForcedRule(r) for given, r in zip(rules, runtime_rules(rules, n_exits, who))]
 
 
-def begin_run(rule: Any, n: int) -> Any:
+def begin_run(rule: Any, n: int, check_rows: bool = True) -> Any:
     """The running state of ``rule`` on a batch of ``n`` examples: ``rule.begin(n)`` where the
     rule keeps its own (incremental) state, else a :class:`HistoryRun`. Either has
-    ``advance(i, p [B, C]) -> (x_i, a_i)`` and ``keep(mask)``."""
-    return rule.begin(n) if callable(getattr(rule, "begin", None)) else HistoryRun(rule, n)
+    ``advance(i, p [B, C]) -> (x_i, a_i)`` and ``keep(mask)``. With ``check_rows=False`` the
+    run takes its rows unchecked (:attr:`~ttamer.earlyexit.online.InTurn.check_rows`: the
+    serving runtime's, made by a softmax and checked once after the run)."""
+    run = rule.begin(n) if callable(getattr(rule, "begin", None)) else HistoryRun(rule, n)
+    if not check_rows and isinstance(run, InTurn):
+        run.check_rows = False
+    return run
 
 
 def is_runtime_rule(rule: Any) -> bool:
@@ -740,7 +746,8 @@ class MaxProbRun(InTurn):
     def advance(self, i: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(max-probability of exit i, i)`` from exit ``i``'s softmax rows ``p [B, C]``."""
         i = self._in_turn(i)
-        check_exit_rows(i, p, self.rows, self.n_classes)
+        if self.check_rows:
+            check_exit_rows(i, p, self.rows, self.n_classes)
         self.n_classes, self.next_exit = p.shape[1], i + 1
         return p.max(axis=1), exit_column(self.rule._exit, i, self.rows, MAX_RUN_CELLS)
 
@@ -748,7 +755,7 @@ class MaxProbRun(InTurn):
         """:meth:`advance` on one query (``p [1, C]``) as Python scalars: the max-probability
         (the float32 value, exactly) and ``i``; no numpy call beyond reading the row."""
         i = self._in_turn(i, "advance_one")
-        row = exit_row(i, p, self.n_classes)
+        row = exit_row(i, p, self.n_classes) if self.check_rows else p.tolist()[0]
         self.n_classes, self.next_exit = len(row), i + 1
         return max(row), i
 
@@ -816,7 +823,7 @@ class PathwiseRun(InTurn):
         float32 softmax rows ``p [B, C]``; called for ``i = 0, 1, …`` in turn."""
         i = self._in_turn(i)
         rule, h = self.rule, self.h
-        h.add(i, p)
+        h.add(i, p, self.check_rows)
         self.next_exit = i + 1
         if i == rule.n_exits - 1:
             stop = np.ones(len(p), dtype=bool)

@@ -68,7 +68,7 @@ def test_an_empty_batch_is_still_an_empty_rollout(pol):
                                     r"integer state in 0\.\.1"),
     (lambda r: np.full(len(r), -5), r"reveal returned state -5 for node 0 \('exit1'\)"),
     (lambda r: np.full(len(r), 0.7), r"reveal must return an integer array of shape \(3,\).*dtype float64"),
-    (lambda r: np.zeros(1, dtype=np.int64), r"reveal must return an integer array of shape \(3,\).*shape \(1,\)"),
+    (lambda r: np.zeros(1, dtype=np.int64), r"reveal must return an integer array of shape \(3,\).*shape \[1\], dtype int64"),
     (lambda r: None, r"reveal must return an integer array.*got None"),
 ])
 def test_bad_states_from_reveal_are_refused_naming_the_node(pol, states, match):
@@ -83,7 +83,7 @@ def test_bad_states_from_reveal_are_refused_naming_the_node(pol, states, match):
     (0, r"Fixed\.decide returned node 0 \('exit1'\) for history #0, which has consulted it already"),
     (0.5, r"Fixed\.decide must return an integer array of shape \(10,\).*dtype float64"),
     (lambda b: None, r"Fixed\.decide must return an integer array.*got None"),
-    (lambda b: np.zeros((b, 2), dtype=np.int64), r"Fixed\.decide must return.*shape \(10, 2\)"),
+    (lambda b: np.zeros((b, 2), dtype=np.int64), r"Fixed\.decide must return.*shape \[10, 2\], dtype int64"),
 ])
 def test_a_decide_breaking_its_contract_is_named(inst, out, match):
     with pytest.raises(SolverError, match=match):
@@ -117,7 +117,7 @@ def test_the_base_class_says_decide_is_missing(inst):
     (np.full((5, 3), 7), r"states_all\[0, 0\] is 7, not a state of node 0 \('exit1'\): its states are 0\.\.1"),
     (np.full((5, 3), -3), r"states_all\[0, 0\] is -3"),
     (np.full((5, 3), 0.9), r"states_all must be a 2-D integer array.*dtype float64"),
-    (np.zeros((5, 2), dtype=np.int64), r"one column per node \(3\).*shape \(5, 2\)"),
+    (np.zeros((5, 2), dtype=np.int64), r"one column per node \(3\).*shape \[5, 2\], dtype int64"),
     ("abc", r"states_all must be a 2-D integer array.*got 'abc'"),
 ])
 def test_rollout_known_checks_its_states(pol, states_all, match):

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import SolverError, TTamerError
 from .instance import Instance, check_instance
-from .validate import check_bool, check_count, check_lam, escape_text, magnitude, short_repr
+from .validate import check_bool, check_count, check_lam, describe_value, escape_text, magnitude, short_repr
 
 STOP = -1
 #: Largest ``batch x nodes`` of one :func:`rollout`, checked before its tables (``states`` and
@@ -159,13 +159,6 @@ def _as_array(values: Any) -> np.ndarray | None:
         return None
 
 
-def _described(values: Any) -> str:
-    """``values`` in a message: an array by its dtype and shape, anything else by a short repr."""
-    if isinstance(values, np.ndarray):
-        return f"an array of dtype {values.dtype} and shape {values.shape}"
-    return short_repr(values)
-
-
 def check_known_states(states_all: Any, instance: Instance, name: str = "states_all") -> np.ndarray:
     """``states_all`` as an ``int64`` array ``(B, n)`` of states known in advance, ``states_all[b, v]``
     in ``0..K_v-1`` (one vectorised pass).
@@ -179,7 +172,7 @@ def check_known_states(states_all: Any, instance: Instance, name: str = "states_
     arr = _as_array(states_all)
     if arr is None or arr.dtype.kind not in "iu" or arr.ndim != 2 or arr.shape[1] != instance.n:
         raise TTamerError(f"{name} must be a 2-D integer array with one column per node ({instance.n}): the state "
-                          f"each node reveals for each history; got {_described(states_all)}")
+                          f"each node reveals for each history; got {describe_value(states_all)}")
     bad = (arr < 0) | (arr >= instance.n_states)
     if bad.any():
         b, v = (int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
@@ -206,7 +199,7 @@ def next_nodes(policy: Policy, states: np.ndarray, last: np.ndarray) -> np.ndarr
     allowed = f"a node 0..{inst.n - 1} not consulted yet, or -1 to stop"
     if out is None or out.dtype.kind not in "iu" or out.shape != last.shape:
         raise SolverError(f"{who} must return an integer array of shape ({len(last)},), per history {allowed}; "
-                          f"got {_described(raw)}")
+                          f"got {describe_value(raw)}")
     bad = (out < STOP) | (out >= inst.n)
     if bad.any():
         b = int(np.argmax(bad))
@@ -228,7 +221,7 @@ def _revealed(values: Any, rows: np.ndarray, nodes: np.ndarray, instance: Instan
     arr = _as_array(values)
     if arr is None or arr.dtype.kind not in "iu" or arr.shape != nodes.shape:
         raise TTamerError(f"reveal must return an integer array of shape ({len(nodes)},), one state per row it is "
-                          f"given, in 0..K_v-1 for the node v consulted; got {_described(values)}")
+                          f"given, in 0..K_v-1 for the node v consulted; got {describe_value(values)}")
     k = instance.n_states[nodes]
     bad = (arr < 0) | (arr >= k)
     if bad.any():

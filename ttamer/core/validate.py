@@ -49,6 +49,14 @@ def short_repr(value: Any, limit: int = 60) -> str:
     return _short(value, limit)
 
 
+def describe_value(value: Any) -> str:
+    """What ``value`` is, for a message: an array by its shape and dtype, anything else by its
+    short ``repr``."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {list(value.shape)}, dtype {value.dtype}"
+    return short_repr(value)
+
+
 def check_real(value: Any, name: str, *, low: float | None = None, high: float | None = None,
                low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a finite float within the given bounds, or a :class:`~ttamer.core.errors.TTamerError` naming

@@ -20,13 +20,14 @@ and keeps the rules on the frontier of that complete sweep. The service-level pr
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import check_int
+from ..core.validate import check_int, check_numbers, short_repr
 from .base import check_trace
 from .metrics import MAX_SWEEP_POINTS
-from ..core.validate import check_numbers
 from .traces import ExitDecisions, Trace
 from .states import StateModel, exit_wrong
 from .thresholds import common_threshold_curve, first_stop, frontier_taus
@@ -39,10 +40,16 @@ HEURISTIC_RULES = {"max-prob": ("max_prob", "last"), "max-prob-sdn": ("max_prob"
 MAX_SWEEP_CELLS = 20_000_000
 
 
+def check_heuristic(name: Any) -> str:
+    """``name`` if it names a heuristic of :data:`HEURISTIC_RULES`, else a
+    :class:`~ttamer.core.errors.TTamerError` listing them."""
+    if not isinstance(name, str) or name not in HEURISTIC_RULES:
+        raise TTamerError(f"unknown heuristic {short_repr(name)}; choose from {sorted(HEURISTIC_RULES)}")
+    return name
+
+
 def _state(trace: Trace, name: str) -> tuple[np.ndarray, np.ndarray]:
-    if name not in HEURISTIC_RULES:
-        raise TTamerError(f"unknown heuristic {name!r}; choose from {sorted(HEURISTIC_RULES)}")
-    return StateModel.fit(trace, *HEURISTIC_RULES[name]).transform(trace)
+    return StateModel.fit(trace, *HEURISTIC_RULES[check_heuristic(name)]).transform(trace)
 
 
 def threshold_curve(trace: Trace, name: str, target: str = "label") -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import check_int, short_repr
+from ..core.validate import check_int, describe_value, short_repr
 from .traces import PROB_SUM_TOL
 
 #: Relative error granted to Python's ``math.log``, ``math.log1p`` and ``math.exp`` against
@@ -77,13 +77,6 @@ FEW_PROBABILITIES = 32
 _min, _max, _add = np.minimum.reduce, np.maximum.reduce, np.add.reduce
 
 
-def describe(value: Any) -> str:
-    """What ``value`` is, for a message: an array's shape and dtype, else its short ``repr``."""
-    if isinstance(value, np.ndarray):
-        return f"an array of shape {list(value.shape)}, dtype {value.dtype}"
-    return short_repr(value)
-
-
 def check_exit_rows(i: int, p: Any, rows: int, n_classes: int | None, who: str = "advance") -> None:
     """Refuse exit ``i``'s softmax rows ``p`` unless they are a floating-point array ``[rows,
     n_classes]`` (any ``C ≥ 1`` classes for ``n_classes=None``) of probabilities: finite, ``≥ 0``,
@@ -123,7 +116,7 @@ def check_exit_probs(i: int, probs: Any, n_classes: int | None, who: str = "step
     C = probs.shape[2] if n_classes is None and isinstance(probs, np.ndarray) and probs.ndim == 3 else n_classes
     if not (isinstance(probs, np.ndarray) and probs.shape[1:] == (i + 1, C) and C and probs.dtype.kind == "f"):
         raise TTamerError(f"{who}({i}): probs must be [B, {i + 1}, {n_classes or 'C'}] (a numpy array of floats: "
-                          f"the softmax rows of exits 0..{i}), got {describe(probs)}")
+                          f"the softmax rows of exits 0..{i}), got {describe_value(probs)}")
     flat = probs.reshape(-1, C)
     if len(flat) and not _probabilities(flat):
         r, what = _bad_row(flat)
@@ -137,7 +130,7 @@ def _check_shape(i: int, p: Any, rows: int, n_classes: int | None, who: str) -> 
     if isinstance(p, np.ndarray) and p.ndim == 2 and p.shape[0] == rows and p.shape[1] and n_classes is None \
             and p.dtype.kind == "f":
         return
-    got = describe(p) if isinstance(p, np.ndarray) else type(p).__name__
+    got = describe_value(p) if isinstance(p, np.ndarray) else type(p).__name__
     raise TTamerError(f"{who}({i}): p must be [{rows}, {n_classes or 'C'}] (exit {i}'s softmax rows, "
                       f"a numpy array of floats), got {got}")
 
@@ -200,7 +193,7 @@ def check_stop_states(i: Any, x: Any, n_exits: int) -> int:
     i = check_exit(i, n_exits, "stops")
     if not (isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype.kind in "fiu"):
         raise TTamerError(f"stops({i}): x must be a 1-D numpy array of numbers (the states advance returned, one "
-                          f"per row), got {describe(x)}")
+                          f"per row), got {describe_value(x)}")
     return i
 
 
@@ -230,7 +223,7 @@ def check_mask(mask: Any, rows: int) -> None:
     still running (an integer array would index rows, a short one drop them silently)."""
     if not (isinstance(mask, np.ndarray) and mask.shape == (rows,) and mask.dtype.kind == "b"):
         raise TTamerError(f"keep: mask must be a boolean numpy array [{rows}] (one flag per row still running, True "
-                          f"keeps it), got {describe(mask)}")
+                          f"keeps it), got {describe_value(mask)}")
 
 
 class InTurn:

@@ -35,7 +35,7 @@ import numpy as np
 from ..core.errors import TraceError, TTamerError
 from ..core.validate import check_count, check_integers, check_numbers, check_real, escape_text, short_repr
 from .base import check_trace
-from .heuristics import HEURISTIC_RULES, MAX_SWEEP_CELLS, sweep
+from .heuristics import HEURISTIC_RULES, MAX_SWEEP_CELLS, check_heuristic, sweep
 from .states import StateModel, exit_wrong
 from .thresholds import common_threshold_curve, rule_points, shifted_thresholds
 from .tamer import SIMPLEST, ThresholdTamer
@@ -218,14 +218,6 @@ def _threshold_menu(cal: Trace, x: np.ndarray, answers: np.ndarray, target: str,
     return _menu(cal, target, mean_cost, mean_loss, mean_differs, lambda tr, ps: apply(tr, taus[ps]))
 
 
-def check_heuristic(name: Any) -> str:
-    """``name`` if it names a heuristic of :data:`~ttamer.earlyexit.heuristics.HEURISTIC_RULES`,
-    else a :class:`~ttamer.core.errors.TTamerError` listing them."""
-    if not isinstance(name, str) or name not in HEURISTIC_RULES:
-        raise TTamerError(f"unknown heuristic {short_repr(name)}; choose from {sorted(HEURISTIC_RULES)}")
-    return name
-
-
 def heuristic_points(cal: Trace, name: str, target: str = "label") -> OperatingPoints:
     """Heuristic ``name`` at every distinct threshold of its state on ``cal``.
 
@@ -233,8 +225,8 @@ def heuristic_points(cal: Trace, name: str, target: str = "label") -> OperatingP
     ------
     TTamerError
         For a ``cal`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, or a ``name``
-        that :func:`check_heuristic` refuses; a ``target`` other than ``"label"`` or
-        ``"final"`` (:class:`~ttamer.core.errors.TraceError`).
+        that :func:`~ttamer.earlyexit.heuristics.check_heuristic` refuses; a ``target`` other
+        than ``"label"`` or ``"final"`` (:class:`~ttamer.core.errors.TraceError`).
     """
     check_trace(cal, "heuristic_points")
     check_heuristic(name)

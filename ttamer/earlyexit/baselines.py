@@ -33,7 +33,7 @@ from ..core.errors import TTamerError
 from ..core.validate import check_int
 from .base import check_trace
 from .metrics import MAX_SWEEP_POINTS
-from ..core.validate import check_integers, check_numbers
+from ..core.validate import check_integers, check_numbers, describe_value
 from .traces import ExitDecisions, Trace, target_labels
 
 #: What the max-probability rule answers with when it runs to the last exit, the last exit or,
@@ -120,6 +120,9 @@ def entropy_threshold(trace: Trace, thresholds: Sequence[float] | None = None) -
 def agreement_run_length(pred: np.ndarray) -> np.ndarray:
     """``[N, L]``: number of consecutive exits just before ``i`` with exit ``i``'s prediction
     (PABEE's patience counter). Loop over exits only."""
+    if not (isinstance(pred, np.ndarray) and pred.ndim == 2 and pred.dtype.kind in "iu"):
+        raise TTamerError(f"agreement_run_length: pred must be an integer array [N, L] (each exit's predicted "
+                          f"class), got {describe_value(pred)}")
     n, L = pred.shape
     run = np.zeros((n, L), dtype=np.int64)
     for i in range(1, L):

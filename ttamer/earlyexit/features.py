@@ -121,6 +121,7 @@ def confidence_feature(trace: Trace, feature: str) -> np.ndarray:
 def agreement_run(pred: np.ndarray, cap: int) -> np.ndarray:
     """``[N, L]``: number of consecutive exits just before ``i`` predicting what exit ``i``
     predicts (PABEE's patience counter), capped at ``cap`` (0 at exit 0)."""
+    cap = check_int(cap, "agreement_run: cap", minimum=0)
     return np.minimum(agreement_run_length(pred), cap)
 
 
@@ -263,6 +264,7 @@ class StateEncoder:
     def layout(self, i: int) -> tuple[int, int, int]:
         """Exit ``i``'s states as ``(agreement levels, feature bins, other axes)``: state
         ``s = a·(F·R) + f·R + r``."""
+        i = check_int(i, "StateEncoder.layout: exit", minimum=0, maximum=self.n_exits - 1)
         f = len(self.edges["feature"][i]) + 1
         a = 1 if i == 0 else self.spec.agreement_cap + 1
         return a, f, int(self.base_states[i]) // f

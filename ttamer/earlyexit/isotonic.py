@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import check_numbers
+from ..core.validate import check_numbers, describe_value, short_repr
 
 
 def isotonic(y: Any, w: Any) -> np.ndarray:
@@ -46,13 +46,27 @@ def _pool_adjacent_violators(y: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.repeat(vals, sizes)
 
 
+def _checked_layout(layout: Any, ell: Any, weight: Any) -> tuple[int, int, int]:
+    """``layout`` as ``(A, F, R)`` of positive integers whose product is the length of the
+    1-D float arrays ``ell`` and ``weight``, else a :class:`~ttamer.core.errors.TTamerError`."""
+    ok = isinstance(layout, tuple) and len(layout) == 3 and all(isinstance(k, (int, np.integer)) and k >= 1
+                                                                  for k in layout)
+    size = int(np.prod(layout)) if ok else -1
+    for name, arr in (("ell", ell), ("weight", weight)):
+        if not (isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.dtype.kind == "f" and len(arr) == size):
+            raise TTamerError(f"monotone_losses: layout must be (A, F, R), positive integers, and {name} a 1-D float "
+                              f"array of A*F*R values; got layout {short_repr(layout)} and {name} "
+                              f"{describe_value(arr)}")
+    return int(layout[0]), int(layout[1]), int(layout[2])
+
+
 def monotone_losses(ell: np.ndarray, weight: np.ndarray, layout: tuple[int, int, int],
                     decreasing: bool) -> np.ndarray:
     """Make ``ℓ`` monotone along the confidence-bin axis: ``ell`` viewed as ``[A, F, R]``
     (agreement level, feature bin, other axes) is fitted by weighted isotonic regression along
     ``F`` for every ``(a, r)``, non-increasing (``decreasing``: more confidence, fewer
     errors) or non-decreasing (entropy)."""
-    A, F, R = layout
+    A, F, R = _checked_layout(layout, ell, weight)
     e, wt = ell.reshape(A, F, R), weight.reshape(A, F, R)
     out = np.empty_like(e)
     for a in range(A):

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .base import ANSWER_RULES, check_trace, vocabulary_subset
-from ..core.validate import check_choice
+from ..core.validate import check_choice, describe_value
 from .baselines import agreement_run_length
 from .features import history_features
 from .logistic import _logistic_models, _posterior_models, _predict, posterior_answers
@@ -63,6 +63,11 @@ def exit_wrong(trace: Trace, target: str) -> np.ndarray:
 
 def running_argmax(values: np.ndarray) -> np.ndarray:
     """``[N, L]``: index ``j ≤ i`` of the largest ``values[:, j]`` (first on ties)."""
+    if not (isinstance(values, np.ndarray) and values.ndim == 2 and values.shape[1] and values.dtype.kind in "iuf"):
+        raise TTamerError(f"running_argmax: values must be an array [N, L] of numbers (L >= 1), got "
+                          f"{describe_value(values)}")
+    if values.dtype.kind == "f" and np.isnan(values).any():
+        raise TTamerError("running_argmax: values must not hold nan (no largest value to keep)")
     n, L = values.shape
     out = np.zeros((n, L), dtype=np.int64)
     best = values[:, 0].copy()

@@ -41,7 +41,7 @@ import sys
 import time
 import tracemalloc
 import warnings
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
@@ -49,6 +49,8 @@ import scipy.sparse as sp
 
 from .core.errors import TTamerError
 from .core.instance import Instance
+from .core.safeio import atomic_write, check_target
+from .core.validate import check_choice, check_count, check_numbers, check_seed, short_repr
 from .solvers.exhaustive import MAX_STATES, state_space_bound
 from .solvers.index import compute_indices
 from .solvers.solve import solve
@@ -58,7 +60,15 @@ LAM = 0.7
 #: The two regimes of random instances, as keyword arguments of
 #: :func:`~ttamer.theory.synthetic.random_instance` (module docstring).
 REGIMES = {"typical": {}, "dense": {"depth_decay": 1.0, "cost_scale": 0.01}}
+#: The tree shapes of :func:`shaped` (:func:`shape_parents`).
 SHAPES = ("chain", "balanced", "star", "random")
+#: The devices the serving section runs on (``--device``), checked before torch is imported.
+DEVICES = ("cpu", "cuda")
+#: Most numbers (examples x exits x classes) of a :func:`synthetic_trace`, checked before any
+#: allocation: its probabilities take 4 bytes per number (1 GiB at this limit).
+MAX_TRACE_CELLS = 2**28
+#: Most classes of a :func:`synthetic_trace` (it draws a ``classes x classes`` identity).
+MAX_TRACE_CLASSES = 1000
 
 #: The sizes of each profile -- ``smoke`` (the test suite), ``quick`` (CI, the book) and ``full``.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -108,9 +118,32 @@ def best_of(fn: Callable[[], Any], repeats: int = 3, budget: float = 30.0, min_r
 
 
 def fit_exponent(x: Any, t: Any) -> float:
-    """Slope of ``log t`` against ``log x`` by least squares (the fitted power ``t ∝ x^b``)."""
-    lx, lt = np.log(np.asarray(x, float)), np.log(np.asarray(t, float))
+    """Slope of ``log t`` against ``log x`` by least squares (the fitted power ``t ∝ x^b``).
+
+    Raises
+    ------
+    TTamerError
+        ``x`` (sizes) or ``t`` (times) is not a 1-D array of finite positive numbers, their
+        lengths differ, or ``x`` holds fewer than two distinct sizes.
+    """
+    x = _positive(x, "x (sizes)")
+    t = _positive(t, "t (times)")
+    if len(x) != len(t):
+        raise TTamerError(f"fit_exponent: x (sizes) and t (times) must have the same length, got {len(x)} and {len(t)}")
+    if len(np.unique(x)) < 2:
+        raise TTamerError(f"fit_exponent needs at least two distinct sizes x to fit a slope, got "
+                          f"{short_repr(x.tolist())}")
+    lx, lt = np.log(x), np.log(t)
     return float(np.polyfit(lx, lt, 1)[0])
+
+
+def _positive(values: Any, name: str) -> np.ndarray:
+    """``values`` as a 1-D float array of finite numbers ``> 0``, else a :class:`~ttamer.core.errors.TTamerError`."""
+    arr = check_numbers(values, name, low=0.0)
+    if (arr <= 0).any():
+        i = int(np.argmax(arr <= 0))
+        raise TTamerError(f"{name}[{i}] must be > 0 (the fit is in log-log), got {arr[i]:g}")
+    return arr
 
 
 def peak_memory(fn: Callable[[], Any]) -> float:
@@ -128,27 +161,37 @@ def peak_memory(fn: Callable[[], Any]) -> float:
 # ---------------------------------------------------------------------------------------------
 def chain(n: int, k: int, regime: str = "typical", seed: int = 0) -> Instance:
     """A random chain of ``n`` exits with ``k`` states each (see :data:`REGIMES`)."""
+    check_choice("regime", regime, tuple(REGIMES))
     return random_instance(seed, "chain", n=n, k=k, **REGIMES[regime])
 
 
 def shape_parents(shape: str, n: int, rng: np.random.Generator) -> list[int | None]:
     """Parents of a chain, a balanced binary tree, a star (one root, ``n − 1`` leaves) or a
     random recursive tree (parent uniform among earlier nodes)."""
+    check_choice("shape", shape, SHAPES)
+    n = check_count(n, "n (nodes)")
     if shape == "chain":
         return [None] + list(range(n - 1))
     if shape == "balanced":
         return [None] + [(v - 1) // 2 for v in range(1, n)]
     if shape == "star":
         return [None] + [0] * (n - 1)
-    if shape == "random":
-        return [None] + [int(rng.integers(0, v)) for v in range(1, n)]
-    raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+    return [None] + [int(rng.integers(0, v)) for v in range(1, n)]  # random
 
 
 def shaped(shape: str, n: int, k: int, seed: int = 0, correlation: float = 0.5, depth_decay: float = 0.8,
            cost_scale: float = 0.1) -> Instance:
     """A random tree of the given shape, drawn like ``random_instance`` (losses decreasing
-    with depth, correlated transitions, costs ``cost_scale · U(0.5, 1.5)``)."""
+    with depth, correlated transitions, costs ``cost_scale · U(0.5, 1.5)``).
+
+    Raises
+    ------
+    TTamerError
+        ``shape`` is not one of :data:`SHAPES`, or ``n`` (nodes) or ``k`` (states per node)
+        is not an integer ``>= 1``.
+    """
+    check_choice("shape", shape, SHAPES)
+    n, k = check_count(n, "n (nodes)"), check_count(k, "k (states per node)")
     rng = np.random.default_rng(seed)
     parents = shape_parents(shape, n, rng)
     depth = np.zeros(n, dtype=int)
@@ -340,7 +383,9 @@ def targets(p: dict[str, Any], compare_rows: list[dict] | None = None, throughpu
     is a reference only: there the surrogates hold ``Θ(n²K²)`` numbers against the one-pass
     floor's ``Θ(nK²)``, so its ratio to the floor grows like ``nK`` and is expected to exceed
     the reference. Rows already measured by :func:`compare_solvers` /
-    :func:`strategy_throughput` are reused."""
+    :func:`strategy_throughput` are reused. ``p`` is a profile of :data:`PROFILES` (its
+    ``target_chain`` and ``target_forest`` are used)."""
+    _check_profile_sizes(p, ("target_chain", "target_forest"), "targets")
     out = []
     row = next((r for r in compare_rows or [] if (r["n"], r["K"]) == (20, 8) and "lp_s" in r), None)
     if row is None:
@@ -374,15 +419,42 @@ def targets(p: dict[str, Any], compare_rows: list[dict] | None = None, throughpu
     return out
 
 
+def _check_profile_sizes(p: Any, keys: tuple[str, ...], where: str) -> None:
+    """Raise :class:`~ttamer.core.errors.TTamerError` unless ``p`` is a mapping holding ``keys`` (a profile)."""
+    if not isinstance(p, Mapping):
+        raise TTamerError(f"{where}: p must be a profile of sizes (a dict such as PROFILES['quick']), got "
+                          f"{short_repr(p)}")
+    missing = [k for k in keys if k not in p]
+    if missing:
+        raise TTamerError(f"{where}: the profile p lacks {missing}; a profile of PROFILES holds them "
+                          f"(e.g. PROFILES['quick'])")
+
+
 # ---------------------------------------------------------------------------------------------
 # Early-exit strategies: throughput on synthetic traces
 # ---------------------------------------------------------------------------------------------
 def synthetic_trace(n: int, exits: int, classes: int, seed: int = 0):
     """A trace whose exits grow more confident and more accurate with depth (Dirichlet
-    softmax outputs around the label), costs ``1`` per exit."""
+    softmax outputs around the label), costs ``1`` per exit.
+
+    At most :data:`MAX_TRACE_CELLS` numbers ``n · exits · classes`` and
+    :data:`MAX_TRACE_CLASSES` classes, checked before anything is allocated.
+
+    Raises
+    ------
+    TTamerError
+        ``n``, ``exits`` (``>= 1``) or ``classes`` (``>= 2``) is not such an integer, the
+        trace would exceed those limits, or ``seed`` is not a seed.
+    """
     from .earlyexit.traces import Trace
 
-    rng = np.random.default_rng(seed)
+    n, exits = check_count(n, "n (examples)"), check_count(exits, "exits")
+    classes = check_count(classes, "classes", minimum=2, maximum=MAX_TRACE_CLASSES)
+    cells = n * exits * classes
+    if cells > MAX_TRACE_CELLS:
+        raise TTamerError(f"synthetic_trace: n x exits x classes = {cells:,} numbers, above MAX_TRACE_CELLS = "
+                          f"{MAX_TRACE_CELLS:,}; ask for fewer examples, exits or classes")
+    rng = np.random.default_rng(check_seed(seed))
     labels = rng.integers(0, classes, size=n)
     probs = np.empty((n, exits, classes), dtype=np.float32)
     for i in range(exits):
@@ -538,6 +610,7 @@ def serving_overhead(n: int, width: int, repeats: int = 3, batch_size: int = 32,
     network, replayed as one CUDA graph: :mod:`ttamer.serving.graphs`); ``same_decisions`` is
     the share of queries where such a run stopped at the exit and answered with the exit of
     its eager run."""
+    check_choice("device", device, DEVICES)
     import torch
 
     from .earlyexit.baselines import max_prob_threshold
@@ -713,7 +786,19 @@ def fitted(rows: list[dict], x: str, group: str, floor: float = 1e-4) -> dict[st
 
 def run_all(profile: str = "quick", device: str = "cpu", only: str | None = None) -> dict[str, Any]:
     """Every section at the sizes of ``profile`` (``smoke``, ``quick`` or ``full``); the
-    serving runtime on ``device``; ``only="serving"`` runs that section alone."""
+    serving runtime on ``device`` (one of :data:`DEVICES`); ``only="serving"`` runs that
+    section alone (``None``: every section).
+
+    Raises
+    ------
+    TTamerError
+        ``profile``, ``device`` or ``only`` is not one of the values above (checked before
+        anything runs).
+    """
+    check_choice("profile", profile, tuple(PROFILES))
+    check_choice("device", device, DEVICES)
+    if only is not None:
+        check_choice("only", only, ("serving",), note=" or None (every section)")
     p = PROFILES[profile]
     r = p["repeats"]
     res: dict[str, Any] = {"profile": profile, "lam": LAM, "numpy": np.__version__,
@@ -797,12 +882,18 @@ def main(argv: list[str] | None = None) -> int:
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="CI-size instances (about a minute)")
     g.add_argument("--smoke", action="store_true", help="tiny instances (the test suite)")
-    ap.add_argument("--json", type=Path, help="also write the results as JSON")
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+    ap.add_argument("--json", metavar="PATH",
+                    help="also write the results as JSON (atomically; the path is checked before the run)")
+    ap.add_argument("--device", choices=DEVICES, default="cpu",
                     help="where the serving runtime runs and is timed (default cpu)")
     ap.add_argument("--only", choices=("serving",), help="run one section alone")
     args = ap.parse_args(argv)
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if args.json is not None:  # before anything runs: a bad path must not cost a whole run
+        try:
+            check_target(args.json, "--json")
+        except TTamerError as e:
+            ap.error(str(e))
     if args.device == "cuda":
         from .serving.adapters import resolve_device
         try:
@@ -811,8 +902,12 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(str(e))
     res = run_all(profile, args.device, args.only)
     print(report(res))
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=float))
+    if args.json is not None:  # atomic: a failed write leaves any old file as it was
+        try:
+            atomic_write(args.json, json.dumps(res, indent=1, default=float), "--json")
+        except TTamerError as e:
+            print(f"{ap.prog}: error: {e}", file=sys.stderr)
+            return 1
     return 0
 
 

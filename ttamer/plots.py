@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from .core.errors import TTamerError
-from .core.validate import check_numbers, escape_text
-from .core.instance import Instance
+from .core.validate import check_numbers, escape_text, short_repr
+from .core.instance import Instance, check_instance
 from .core.policy import IndexPolicy, LastStatePolicy, Policy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,12 +27,38 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_STATES_SHOWN = 6
 
 
+def check_axes(ax: Any) -> None:
+    """Raise :class:`~ttamer.core.errors.TTamerError` unless ``ax`` is ``None`` (a new figure)
+    or a matplotlib ``Axes`` to draw on."""
+    if ax is None:
+        return
+    from matplotlib.axes import Axes
+
+    if not isinstance(ax, Axes):
+        raise TTamerError(f"ax must be a matplotlib Axes or None (a new figure), got {short_repr(ax)}")
+
+
+def policy_of(solution: Any) -> Policy:
+    """The policy ``solution`` describes: ``solution`` itself if it is a
+    :class:`~ttamer.core.policy.Policy`, else its ``policy`` attribute (that of a
+    :class:`~ttamer.core.solution.SolveResult`); a :class:`~ttamer.core.errors.TTamerError`
+    saying what is needed for anything else (``None``, an instance, a dict)."""
+    if isinstance(solution, Policy):
+        return solution
+    policy = None if isinstance(solution, Mapping) else getattr(solution, "policy", None)
+    if not isinstance(policy, Policy):
+        hint = " (solve the instance first: ttamer.solve(instance, lam))" if isinstance(solution, Instance) else ""
+        raise TTamerError(f"solution must be a solved result (a SolveResult, or anything with a policy attribute "
+                          f"holding a ttamer Policy) or a Policy{hint}, got {escape_text(type(solution).__name__, 60)}")
+    return policy
+
+
 # ----------------------------------------------------------------------------- layout
 def tree_layout(instance: Instance) -> tuple[np.ndarray, np.ndarray]:
     """Positions ``(x, y)`` of the nodes: ``y = -depth`` (roots at ``-1``; the start node is at
     ``(x_start, 0)``, see :func:`start_position`), leaves spread one unit apart in depth-first
     order and every parent centred over its children."""
-    n = instance.n
+    n = check_instance(instance).n
     depth = np.zeros(n, dtype=int)
     for v in instance.order:  # topological: a parent comes before its children
         p = instance.parent[v]
@@ -78,6 +104,9 @@ def policy_annotations(policy: Policy) -> tuple[dict[int, str], str]:
       so far (exact for the first node consulted), and the note says so.
     * any other policy: no per-node text.
     """
+    if not isinstance(policy, Policy):
+        raise TTamerError(f"policy must be a ttamer Policy (a solved result's .policy), got "
+                          f"{escape_text(type(policy).__name__, 60)}")
     inst = policy.instance
     notes: dict[int, str] = {}
     start = ""
@@ -145,13 +174,21 @@ def plot_policy(solution: Any, ax: "Axes | None" = None, show_losses: bool = Tru
     :class:`~ttamer.core.policy.Policy`. Layers are depths (the virtual start node on top), edges
     carry their cost ``c_v`` and skips ``i -> j`` are dashed arcs with their own cost. Nodes
     are labelled ``name`` and ``K_v`` (and, with ``show_losses``, ``ℓ_v``); the policy is
-    written in brown beside each node (see :func:`policy_annotations`). Returns the axes.
+    written in brown beside each node (see :func:`policy_annotations`). ``ax`` is a matplotlib
+    ``Axes`` to draw on, or ``None`` for a new figure. Returns the axes.
+
+    Raises
+    ------
+    TTamerError
+        ``solution`` is neither a solved result nor a policy (``None``, an instance, a dict),
+        or ``ax`` is not a matplotlib ``Axes``.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch
     from matplotlib.path import Path as MplPath
 
-    policy: Policy = solution if isinstance(solution, Policy) else solution.policy
+    policy = policy_of(solution)
+    check_axes(ax)
     inst = policy.instance
     x, y = tree_layout(inst)
     sx, sy = start_position(inst, x)
@@ -217,27 +254,27 @@ def plot_frontier(
     accuracy or a loss); each curve is drawn in order of increasing cost. ``bands[name]``,
     optional, is an array ``(m, 2)`` of ``(low, high)`` for the same points, in the same
     order as the points given (for example bootstrap bands), drawn as a shaded area.
-    Returns the axes.
+    ``ax`` is a matplotlib ``Axes`` to draw on, or ``None`` for a new figure. Returns the axes.
+
+    Raises
+    ------
+    TTamerError
+        ``points_by_strategy`` or ``bands`` is not a mapping (a dict ``{name: array}``), an
+        array is not ``(m, 2)`` finite numbers, a band names an unknown strategy or has
+        another shape than its points, or ``ax`` is not a matplotlib ``Axes``. Everything is
+        checked before a figure is made.
     """
     import matplotlib.pyplot as plt
 
+    curves = _frontier_curves(points_by_strategy, bands)
+    check_axes(ax)
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.4))
-    bands = {} if bands is None else bands
-    unknown = set(bands) - set(points_by_strategy)
-    if unknown:
-        raise TTamerError(f"bands given for unknown strategies {sorted(unknown)}")
-    for name, pts in points_by_strategy.items():
-        pts = check_numbers(pts, f"points of strategy {escape_text(repr(name), 60)}", ndim=2)
-        if pts.shape[1] != 2:
-            raise TTamerError(f"points of strategy {name!r}: expected shape (m, 2), got {pts.shape}")
+    for name, pts, band in curves:
         order = np.argsort(pts[:, 0], kind="stable")
         (line,) = ax.plot(pts[order, 0], pts[order, 1], marker="o" if markers else None,
                           markersize=3, linewidth=1.5, label=name)
-        if name in bands:
-            band = check_numbers(bands[name], f"bands of strategy {escape_text(repr(name), 60)}", ndim=2)
-            if band.shape != pts.shape:
-                raise TTamerError(f"bands of strategy {name!r}: expected shape {pts.shape}, got {band.shape}")
+        if band is not None:
             ax.fill_between(pts[order, 0], band[order, 0], band[order, 1], color=line.get_color(),
                             alpha=0.2, linewidth=0)
     ax.set_xlabel(xlabel)
@@ -245,6 +282,34 @@ def plot_frontier(
     if title:
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    if points_by_strategy:
+    if curves:
         ax.legend(fontsize=8)
     return ax
+
+
+def _frontier_curves(points_by_strategy: Any, bands: Any) -> list[tuple[Any, np.ndarray, np.ndarray | None]]:
+    """``(name, points, band or None)`` per strategy of :func:`plot_frontier`, all checked."""
+    form = "a mapping (dict) from strategy name to an (m, 2) array of (cost, y) points"
+    if not isinstance(points_by_strategy, Mapping):
+        raise TTamerError(f"points_by_strategy must be {form}, e.g. {{'ttamer': points}}, got "
+                          f"{escape_text(type(points_by_strategy).__name__, 60)}")
+    if bands is not None and not isinstance(bands, Mapping):
+        raise TTamerError(f"bands must be None or a mapping (dict) from strategy name to an (m, 2) array of "
+                          f"(low, high), got {escape_text(type(bands).__name__, 60)}")
+    bands = {} if bands is None else bands
+    unknown = [k for k in bands if k not in points_by_strategy]
+    if unknown:
+        raise TTamerError(f"bands given for unknown strategies {short_repr(unknown, 200)}")
+    curves = []
+    for name, pts in points_by_strategy.items():
+        shown = escape_text(repr(name), 60)
+        pts = check_numbers(pts, f"points of strategy {shown}", ndim=2)
+        if pts.shape[1] != 2:
+            raise TTamerError(f"points of strategy {shown}: expected shape (m, 2), got {pts.shape}")
+        band = None
+        if name in bands:
+            band = check_numbers(bands[name], f"bands of strategy {shown}", ndim=2)
+            if band.shape != pts.shape:
+                raise TTamerError(f"bands of strategy {shown}: expected shape {pts.shape}, got {band.shape}")
+        curves.append((name, pts, band))
+    return curves

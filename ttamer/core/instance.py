@@ -762,5 +762,14 @@ def save_instance(instance: Instance, path: str | Path) -> None:
         The instance to write.
     path : str or pathlib.Path
         The file, written atomically (the old file survives any failure).
+
+    Raises
+    ------
+    TTamerError
+        ``instance`` is not an :class:`Instance`; the message says so when the two arguments
+        were given the other way round (``save_instance(instance, path)``: the instance first).
     """
-    instance.save(path)
+    if isinstance(path, Instance) and not isinstance(instance, Instance):
+        raise TTamerError(f"save_instance takes the instance first, then the path: save_instance(instance, path); "
+                          f"got a {escape_text(type(instance).__name__, 60)} then an Instance")
+    check_instance(instance).save(path)

@@ -9,12 +9,16 @@ whose steps sit at the loss values, so the candidates are the distinct losses.
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 import numpy as np
 
 from ..core.errors import TTamerError
 from ..core.instance import Instance, check_instance
 from ..core.policy import STOP, Policy
 from ..core.simulate import ExactEvaluation, evaluate_exactly
+from ..core.validate import short_repr
 
 
 class ThresholdPolicy(Policy):
@@ -23,15 +27,19 @@ class ThresholdPolicy(Policy):
     ``tau = -inf`` runs to the last exit; ``tau = +inf`` stops at the first. With
     ``recall=True`` the same stopping rule answers with the best exit consulted.
     Skips, if any, are not used.
+
+    Raises
+    ------
+    TTamerError
+        ``instance`` is not a chain, or ``tau`` (the loss threshold, third argument) is not a
+        number (``±inf`` allowed, ``nan``, strings and booleans refused).
     """
 
     def __init__(self, instance: Instance, lam: float, tau: float, recall: bool = False) -> None:
         if not check_instance(instance).is_chain:
             raise TTamerError(f"ThresholdPolicy needs a chain; got {instance!r}")
-        if np.isnan(tau):
-            raise TTamerError("tau must be a number, got nan")
         super().__init__(instance, lam, recall)
-        self.tau = float(tau)
+        self.tau = check_tau(tau)
         order = instance.order
         self._next = np.full(instance.n, STOP, dtype=np.int64)
         self._next[order[:-1]] = order[1:]
@@ -47,6 +55,23 @@ class ThresholdPolicy(Policy):
     def describe(self) -> str:
         kind = "recall" if self.recall else "no recall"
         return f"threshold rule ({kind}): stop at the first exit with loss <= {self.tau:.4g}, λ={self.lam:g}"
+
+
+def check_tau(tau: Any) -> float:
+    """The loss threshold ``tau`` of :class:`ThresholdPolicy` as a float: any real number or
+    ``±inf``; a :class:`~ttamer.core.errors.TTamerError` naming ``tau`` for ``nan``, a
+    string, a flag or anything else."""
+    if isinstance(tau, (bool, np.bool_)) or not isinstance(tau, numbers.Real):
+        raise TTamerError(f"tau (the loss threshold of ThresholdPolicy) must be a number (-inf and inf "
+                          f"allowed), got {short_repr(tau)}")
+    try:
+        out = float(tau)
+    except (OverflowError, ValueError):
+        raise TTamerError(f"tau (the loss threshold of ThresholdPolicy) is out of range, "
+                          f"got {short_repr(tau)}") from None
+    if out != out:
+        raise TTamerError("tau (the loss threshold of ThresholdPolicy) must be a number, got nan")
+    return out
 
 
 def threshold_candidates(instance: Instance) -> np.ndarray:

@@ -62,7 +62,8 @@ from ..core.errors import SolverError, TTamerError
 from ..core.instance import Instance, check_instance
 from ..core.policy import STOP, ExhaustivePolicy, LastStatePolicy, Policy
 from ..core.solution import SolveResult
-from ..core.validate import check_bool, check_count, check_lam, check_numbers, check_real, magnitude_log10
+from ..core.validate import (check_bool, check_count, check_integers, check_lam, check_numbers, check_real,
+                              magnitude_log10, short_repr)
 
 #: Default limit on the number of information states of the exhaustive space.
 MAX_STATES = 50_000
@@ -610,6 +611,14 @@ def _check_lam(lam: float) -> float:
         raise SolverError(str(exc)) from None
 
 
+def _check_tol(tol: Any) -> float:
+    """A tolerance: a finite number ``>= 0``, else a :class:`~ttamer.core.errors.SolverError` naming ``tol``."""
+    try:
+        return check_real(tol, "tol", low=0.0)
+    except TTamerError as exc:
+        raise SolverError(str(exc)) from None
+
+
 @dataclass
 class LPValues:
     """The primal LP's solution: ``V`` on every state, the greedy action per state."""
@@ -671,7 +680,14 @@ def action_values(mdp: FiniteMDP, lam: float, V: np.ndarray) -> np.ndarray:
 
 
 def optimal_rows(mdp: FiniteMDP, lam: float, V: np.ndarray, tol: float = TIE_TOL) -> np.ndarray:
-    """Mask of the rows whose action is optimal: ``Q(row) ≤ min_a Q(x, a) + tol``."""
+    """Mask of the rows whose action is optimal: ``Q(row) ≤ min_a Q(x, a) + tol``.
+
+    Raises
+    ------
+    SolverError
+        ``tol`` is not a finite number ``>= 0``, or ``mdp``, ``lam`` or ``V`` is not valid.
+    """
+    tol = _check_tol(tol)
     q = action_values(mdp, lam, V)
     best = np.full(mdp.n_states, np.inf)
     np.minimum.at(best, mdp.row_state, q)
@@ -716,13 +732,50 @@ def greedy_actions(mdp: FiniteMDP, lam: float, V: np.ndarray, tol: float = TIE_T
     return action
 
 
+def check_actions(mdp: FiniteMDP, action: Any) -> np.ndarray:
+    """``action`` as an ``int64`` array of one action per state of ``mdp``, each an action of
+    its state (a row of the MDP: ``-1`` to stop where stopping is allowed, or an available node).
+
+    Raises
+    ------
+    SolverError
+        ``action`` is not a 1-D integer array of length ``mdp.n_states``, or one of its
+        entries is not an action of its state (the entry, the state and its actions are named).
+    """
+    check_mdp(mdp)
+    n = mdp.instance.n
+    what = "action (one per state of the MDP)"
+    try:
+        act = check_integers(action, what, -1, n - 1, max_len=mdp.n_states)
+    except TTamerError as exc:
+        raise SolverError(f"{exc} (-1: stop, v: consult node v)") from None
+    if len(act) != mdp.n_states:
+        raise SolverError(f"action must hold one action per state of the MDP ({mdp.n_states:,}), got {len(act):,}")
+    allowed = mdp.row_state.astype(np.int64) * (n + 1) + (mdp.row_action + 1)
+    bad = ~np.isin(np.arange(mdp.n_states, dtype=np.int64) * (n + 1) + (act + 1), allowed)
+    if bad.any():
+        x = int(np.argmax(bad))
+        names = ", ".join(mdp.action_name(int(a)) for a in mdp.row_action[mdp.row_state == x])
+        raise SolverError(f"action[{x}] = {int(act[x])} ({mdp.action_name(int(act[x]))}) is not an action of "
+                          f"state {x} ({short_repr(mdp.label(x), 120)}); its actions are: {names}")
+    return act
+
+
 def policy_from_actions(mdp: FiniteMDP, lam: float, action: np.ndarray) -> Policy:
     """A :class:`~ttamer.core.policy.Policy` that plays ``action[x]`` in state ``x``.
 
     Exhaustive space: an :class:`~ttamer.core.policy.ExhaustivePolicy` keyed by ``(states tuple, last or -1)``.
     Chain space: a :class:`~ttamer.core.policy.LastStatePolicy` with ``table[v][s, m]`` and levels ``λ X``
     (``+∞`` appended without a fallback).
+
+    Raises
+    ------
+    SolverError
+        ``lam`` is not in ``[0, 1]``, or ``action`` is not one action of its state per state
+        of ``mdp`` (:func:`check_actions`).
     """
+    lam = _check_lam(lam)
+    action = check_actions(mdp, action)
     inst = mdp.instance
     if mdp.space == "exhaustive":
         acts = {(tuple(int(s) for s in k[:-1]), int(k[-1])): int(a) for k, a in zip(mdp.keys, action)}
@@ -847,12 +900,15 @@ class BudgetedLP:
         return primal_lp(self.mdp, 0.0, self.solver).value
 
     def solve(self, budget: float, tol: float = 1e-9) -> BudgetResult:
+        """The least expected loss with expected cost ``≤ budget``; states of occupation mass
+        ``≤ tol`` (a finite number ``>= 0``) are left out of the policy's table."""
         import cvxpy as cp
 
         try:  # a number, never a string or a flag converted
             budget = check_real(budget, "budget", low=0.0)
         except TTamerError as exc:
             raise SolverError(str(exc)) from None
+        tol = _check_tol(tol)
         self.B.value = budget
         t0 = time.perf_counter()
         try:

@@ -21,6 +21,7 @@ otherwise ``[a, b]`` is an edge of the frontier.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -70,13 +71,28 @@ def strategy_point(instance: Instance, lam: float, recall: bool = True, method: 
     return FrontierPoint(sol.lam, cost, loss, sol.policy)
 
 
+#: Most ``λ`` values one :func:`index_sweep` solves (each is a solve and an exact evaluation),
+#: checked before the first solve.
+MAX_SWEEP_LAMS = 2000
+
+
 def index_sweep(instance: Instance, lams: Sequence[float], recall: bool = True,
                 method: str = "auto") -> list[FrontierPoint]:
     """``(cost, loss)`` of the exact strategy for each ``λ`` in ``lams`` (recall: the index
-    strategy on forests, the ``(i, s, X)`` DP on chains with skips)."""
+    strategy on forests, the ``(i, s, X)`` DP on chains with skips).
+
+    Raises
+    ------
+    TTamerError
+        ``lams`` is not a non-empty sequence of numbers in ``[0, 1]`` of at most
+        :data:`MAX_SWEEP_LAMS` values (checked before any solve).
+    """
     if isinstance(lams, (str, bytes, dict)) or not hasattr(lams, "__iter__"):
         raise TTamerError(f"lams must be a sequence of numbers in [0, 1], got {short_repr(lams)}")
-    return [strategy_point(instance, lam, recall, method) for lam in lams]
+    if not isinstance(lams, (list, tuple, np.ndarray)):  # an iterator, a set: one value past the limit is enough
+        lams = list(itertools.islice(lams, MAX_SWEEP_LAMS + 1))
+    lams = check_numbers(lams, "lams", low=0.0, high=1.0, max_len=MAX_SWEEP_LAMS)
+    return [strategy_point(instance, float(lam), recall, method) for lam in lams]
 
 
 def _check_points(points: Sequence[FrontierPoint]) -> None:

@@ -1,4 +1,6 @@
-"""What every ``ttamer`` subcommand shares: streams that print anything, and the one error line."""
+"""What every ``ttamer`` subcommand shares: streams that print anything, the one error line,
+output that names standard output when it cannot be written, and progress bars only where
+standard error is open."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import argparse
 import os
 import re
 import sys
+
+from ..core.errors import TTamerError
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
@@ -33,6 +37,63 @@ def silence_stdout() -> None:
     except (OSError, ValueError):
         return
     os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+
+
+class StdoutError(TTamerError):
+    """Standard output could not be written (a full disk, ``ENOSPC``; an I/O error)."""
+
+
+def emit(text: str) -> None:
+    """Print ``text`` and a newline on standard output (``ttamer``'s entry point flushes it at
+    the end, so that a write failing there is reported too).
+
+    Raises
+    ------
+    BrokenPipeError
+        The reader stopped reading (``| head``), as ``print`` does.
+    StdoutError
+        Any other failed write; its message says that standard output failed.
+    """
+    if sys.stdout is None:
+        raise StdoutError("standard output is closed; nothing could be printed")
+    try:
+        sys.stdout.write(text + "\n")
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise stdout_error(exc) from None
+
+
+def stdout_error(exc: OSError) -> StdoutError:
+    """``exc``, a failed write to standard output, as a :class:`StdoutError` whose message says so."""
+    return StdoutError(f"cannot write to standard output: {exc.strerror or exc}")
+
+
+def print_error(line: str) -> None:
+    """Write one line to standard error; nothing when standard error is closed (``sys.stderr``
+    is ``None``) or cannot be written."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        print(line, file=stream, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def show_progress(requested: bool | None) -> bool:
+    """Whether to draw progress bars (on standard error): never when standard error is closed;
+    ``requested`` (``--progress`` / ``--no-progress``) otherwise, and where it is ``None``
+    when standard error is a terminal."""
+    stream = sys.stderr
+    if stream is None:
+        return False
+    if requested is not None:
+        return bool(requested)
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def error_line(command: str, exc: BaseException) -> str:

@@ -21,7 +21,7 @@ from ..core.validate import (MIN_SPLIT_EXAMPLES, check_count, check_fraction, ch
                              escape_text)
 from ..earlyexit.results import EvaluationResult
 from ..earlyexit.tamer import CV_MAX_EXAMPLES, MIN_FOLD_EXAMPLES
-from .common import integer, number
+from .common import emit, error_line, integer, number, print_error, show_progress
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "for traces too large for this machine's memory, which are refused before any work)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars on stderr (default: when stderr is a terminal)")
+                   help="progress bars on stderr (default: when stderr is a terminal; never when it is closed)")
     p.set_defaults(run=run)
     return p
 
@@ -135,23 +135,21 @@ def run(args: argparse.Namespace) -> int:
                                     target=args.target, n_boot=args.bootstrap, frontier_kind=args.frontier,
                                     estimation=args.estimation, slo_confidence=args.slo_confidence,
                                     thresholds=thresholds,
-                                    progress=sys.stderr.isatty() if args.progress is None else args.progress)
+                                    progress=show_progress(args.progress))
         except TTamerError as exc:  # what the trace's content cannot give (e.g. one exit): name the file
             kind = TraceError if isinstance(exc, TraceError) else TTamerError
             raise kind(f"trace file {show_path(args.path)}: {exc}") from None
     except (TTamerError, OSError) as exc:
-        from .common import error_line
-
-        print(error_line("evaluate", exc), file=sys.stderr)
+        print_error(error_line("evaluate", exc))
         return 2
     sample = {"examples": trace.n_examples, "of": n_file, "seed": seed}
     if args.json:
         report = result.to_dict() | ({"sample": sample} if trace.n_examples < n_file else {})
-        print(json.dumps(report, indent=1, allow_nan=False))
+        emit(json.dumps(report, indent=1, allow_nan=False))
     else:
         note = (f"a seeded sample (seed {seed}) of {trace.n_examples:,} of the file's {n_file:,} examples\n"
                 if trace.n_examples < n_file else "")
-        print(escape_lines(note + format_table(result)))  # model, dataset, exit names come from the file
+        emit(escape_lines(note + format_table(result)))  # model, dataset, exit names come from the file
     return 0
 
 

@@ -14,7 +14,7 @@ import sys
 from typing import Any, NoReturn, Sequence
 
 from ..core.errors import TTamerError
-from .common import error_line, number, safe_streams, silence_stdout
+from .common import emit, error_line, number, print_error, safe_streams, silence_stdout, stdout_error
 
 
 #: ``ttamer solve`` prints at most this many lines of the policy, each cut to this many characters.
@@ -50,17 +50,17 @@ def _run_solve(args: argparse.Namespace) -> int:
                "method": sol.method, "policy": sol.policy.describe()}
         if sol.sigma is not None:
             out["indices"] = {inst.nodes[v].name: s.tolist() for v, s in enumerate(sol.sigma)}
-        print(json.dumps(out, indent=2))  # ASCII: json escapes control and non-ASCII characters
+        emit(json.dumps(out, indent=2))  # ASCII: json escapes control and non-ASCII characters
     else:
         kind = "recall" if sol.recall else "no recall"
-        print(f"{escape_text(inst.name or args.path)}: λ={sol.lam:g}, {kind}, method={sol.method}")
-        print(f"optimal expected trade-off: {sol.value:.10g}")
+        emit(f"{escape_text(inst.name or args.path)}: λ={sol.lam:g}, {kind}, method={sol.method}")
+        emit(f"optimal expected trade-off: {sol.value:.10g}")
         # a policy of a large instance is long: the terminal gets its head, --json all of it
         text = sol.policy.describe()
-        print(escape_lines(text, POLICY_LINE_CHARS, POLICY_LINES))
+        emit(escape_lines(text, POLICY_LINE_CHARS, POLICY_LINES))
         lines = text.split("\n")
         if len(lines) > POLICY_LINES or max(map(len, lines)) > POLICY_LINE_CHARS:
-            print("(cut short: --json prints the whole policy)")
+            emit("(cut short: --json prints the whole policy)")
     return 0
 
 
@@ -80,6 +80,30 @@ class OneLineParser(argparse.ArgumentParser):
 
         self.exit(2, f"{escape_text(self.prog)}: error: {escape_text(' '.join(message.split()), 2000)} "
                      f"(see {escape_text(self.prog)} --help)\n")
+
+    def print_help(self, file: Any = None) -> None:
+        """Print the help on standard output (or ``file``); where standard output is closed or
+        cannot be written (a full disk), exit with status 2 and one error line, as the
+        subcommands do; where the reader stopped reading (``| head``), quietly with 141."""
+        if file is not None:
+            super().print_help(file)
+            return
+        if sys.stdout is None:
+            self._fail("standard output is closed; nothing could be printed")
+        try:
+            sys.stdout.write(self.format_help())
+            sys.stdout.flush()
+        except BrokenPipeError:
+            silence_stdout()
+            sys.exit(141)
+        except OSError as exc:
+            self._fail(str(stdout_error(exc)))
+
+    def _fail(self, message: str) -> NoReturn:
+        from ..core.validate import escape_text
+
+        print_error(f"{escape_text(self.prog)}: error: {message}")
+        sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,12 +125,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ttamer ARGS`` (``argv``, default the command line's) and return its exit status:
     0, 2 with one error line on stderr, 130 when interrupted -- at any point, even while the
     modules of the subcommands load (this module and ``ttamer`` itself import no numerical
-    library), so that no traceback ever reaches the user."""
+    library), so that no traceback ever reaches the user. With standard error closed nothing
+    is written there (and no progress bars are drawn); the exit status tells the outcome."""
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("ttamer: interrupted", file=sys.stderr)
+        print_error("ttamer: interrupted")
         return 130
+
+
+#: What the input file of a subcommand is called in its messages.
+_INPUT_KIND = {"solve": "instance file", "evaluate": "trace file"}
+
+
+def _unreadable_input(args: argparse.Namespace) -> str | None:
+    """Why the subcommand's input file cannot be read (it is missing, unreadable, a folder or not
+    a regular file), or ``None``: checked without reading it, so that this error, not the
+    closed standard output, is reported where both hold."""
+    import os
+    import stat
+
+    from ..core.safeio import show_path
+
+    kind, path = _INPUT_KIND.get(args.command), getattr(args, "path", None)
+    if kind is None or not isinstance(path, str):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"cannot read {kind} {show_path(path)}: {exc.strerror or exc}"
+    except ValueError:  # a NUL character in the name
+        return f"cannot read {kind} {show_path(path)}: the name contains a NUL character"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{kind} {show_path(path)} is a folder, not a file"
+    if not os.access(path, os.R_OK):
+        return f"cannot read {kind} {show_path(path)}: Permission denied"
+    return None
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -114,35 +168,41 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if sys.stdout is None:  # started with standard output closed: the result would be lost
-        print(f"ttamer {args.command}: error: standard output is closed; nothing could be printed",
-              file=sys.stderr or sys.__stderr__)
+        problem = _unreadable_input(args) or "standard output is closed; nothing could be printed"
+        print_error(error_line(args.command, problem))
         return 2
     try:
-        return int(args.run(args) or 0)
+        status = int(args.run(args) or 0)
+        try:
+            sys.stdout.flush()  # a write buffered until now fails here, not silently at exit
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise stdout_error(exc) from None
+        return status
     except TTamerError as exc:
-        print(error_line(args.command, exc), file=sys.stderr)
+        print_error(error_line(args.command, exc))
         return 2
     except BrokenPipeError:  # the reader stopped reading (e.g. `| head`): stop quietly, as Unix tools do
         silence_stdout()
         return 141
     except OSError as exc:
-        print(error_line(args.command, exc), file=sys.stderr)
+        print_error(error_line(args.command, exc))
         return 2
     except KeyboardInterrupt:
-        print(f"ttamer {args.command}: interrupted", file=sys.stderr)
+        print_error(f"ttamer {args.command}: interrupted")
         return 130
     except MemoryError:
         hint = "; evaluate a sample of its examples with --max-examples N" if args.command == "evaluate" else ""
-        print(error_line(args.command, f"out of memory: the input is too large for the memory this process may "
-                                       f"use{hint}"), file=sys.stderr)
+        print_error(error_line(args.command, f"out of memory: the input is too large for the memory this process may "
+                                             f"use{hint}"))
         return 2
     except RecursionError:
-        print(error_line(args.command, "out of resources (RecursionError): the input is too deeply nested"),
-              file=sys.stderr)
+        print_error(error_line(args.command, "out of resources (RecursionError): the input is too deeply nested"))
         return 2
     except Exception as exc:  # noqa: BLE001 - last resort: one line, never a traceback
-        print(error_line(args.command, f"unexpected {type(exc).__name__}: {exc} "
-                                       f"(please report this as a bug)"), file=sys.stderr)
+        print_error(error_line(args.command, f"unexpected {type(exc).__name__}: {exc} "
+                                             f"(please report this as a bug)"))
         return 2
 
 

@@ -9,7 +9,9 @@ never overwrites a good trace. Prints the per-exit accuracy and cost, and the fi
 Everything is checked before the run starts: the seed (an integer in ``[0, 2**63 - 1]``), the
 sizes (never beyond the data or the workload's limits, never clamped) and ``--out``, which must
 be a new file in an existing folder or an existing writable regular file (not a folder,
-link, device or read-only file).
+link, device or read-only file), and none of the run's inputs -- its data set, the encoder's
+package, the caches it reads -- nor a file in the package's folders of shipped traces (other
+than, for ``zoo``, the trace's own file), also through links, hard links and bind mounts.
 
 ``ttamer traces zoo NAME --out PATH`` regenerates one trace of the shipped zoo
 (:mod:`ttamer.workloads.zoo`; ``--out`` defaults to ``NAME.npz`` in the current folder, with
@@ -24,12 +26,11 @@ import argparse
 import contextlib
 import json
 import logging
-import sys
 from typing import Iterator
 
 from ..core.errors import TTamerError
 from ..core.validate import escape_text
-from .common import integer
+from .common import emit, error_line, integer, print_error, show_progress
 
 _SIZES = {
     "nlp": [("--n-head", "n_head", "examples that train the exit heads"),
@@ -56,8 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="offline: local weights/data on a CPU (default); full: hub models, for a GPU")
         w.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
         w.add_argument("--out", default=None, help="trace file to write: a new file in an existing folder or "
-                                                   "a writable regular file (default: the trace cache, "
-                                                   "$TTAMER_CACHE or ~/.cache/ttamer/traces)")
+                                                   "a writable regular file, none of the run's inputs (default: "
+                                                   "the trace cache, $TTAMER_CACHE or ~/.cache/ttamer/traces)")
         w.add_argument("--seed", type=integer, default=0, help="seed, 0 to 2**63 - 1 (default 0)")
         w.add_argument("--no-progress", action="store_true",
                        help="no progress bars (none from transformers or datasets either)")
@@ -95,11 +96,11 @@ def _list_zoo(args: argparse.Namespace) -> int:
         raise TTamerError(f"--list only lists the zoo; it takes no {', '.join(given)}")
     rows = zoo.zoo_table()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        emit(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        print(f"{row['name']:<32} {row['modality']:<6} {row['kind']:<12} "
-              f"{'shipped' if row['shipped'] else 'MISSING':<8} {row['description']}")
+        emit(f"{row['name']:<32} {row['modality']:<6} {row['kind']:<12} "
+             f"{'shipped' if row['shipped'] else 'MISSING':<8} {row['description']}")
     return 0
 
 
@@ -126,25 +127,25 @@ def run_zoo(args: argparse.Namespace) -> int:
         names = zoo.zoo_names() if args.all else [zoo.zoo_entry(args.name).name]
         for name in names:
             out, what = (zoo.zoo_entry(name).path, "shipped file") if args.all else (args.out, "--out")
-            tr, path = zoo.write_zoo_trace(name, out, seed=seed, progress=not args.no_progress, what=what,
-                                           n_trace=args.n_trace)
+            tr, path = zoo.write_zoo_trace(name, out, seed=seed, progress=show_progress(not args.no_progress),
+                                           what=what, n_trace=args.n_trace)
             summaries.append({"name": name, "path": str(path), "trace": repr(tr),
                               "exit_names": tr.exit_names, "exit_accuracy": tr.accuracy().tolist(),
                               "cost": tr.mean_cost.tolist(), "cost_unit": tr.meta.get("cost_unit", "unit"),
                               "seconds": tr.meta.get("generation_seconds_total")})
             if not args.json:
-                print(escape_text(repr(tr)))
+                emit(escape_text(repr(tr)))
                 for n, acc, c in zip(tr.exit_names, tr.accuracy(), tr.mean_cost):
-                    print(f"  {escape_text(n, 40):>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} "
-                          f"{escape_text(tr.meta.get('cost_unit', 'unit'), 40)}")
-                print(f"wrote {escape_text(str(path))} ({summaries[-1]['seconds']} s)")
+                    emit(f"  {escape_text(n, 40):>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} "
+                         f"{escape_text(tr.meta.get('cost_unit', 'unit'), 40)}")
+                emit(f"wrote {escape_text(str(path))} ({summaries[-1]['seconds']} s)")
+    except BrokenPipeError:
+        raise
     except (TTamerError, OSError) as exc:
-        from .common import error_line
-
-        print(error_line("traces zoo", exc), file=sys.stderr)
+        print_error(error_line("traces zoo", exc))
         return 2
     if args.json:
-        print(json.dumps(summaries if args.all else summaries[0], indent=2))
+        emit(json.dumps(summaries if args.all else summaries[0], indent=2))
     return 0
 
 
@@ -173,10 +174,9 @@ def hub_retries_quiet() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ttamer traces``; bad input → message on stderr, exit status 2."""
-    from ..core.safeio import check_target
     from ..earlyexit.traces import save_trace
     from ..workloads import CACHE_ENV, generate, trace_path
-    from ..workloads.registry import check_run
+    from ..workloads.registry import check_run, check_run_output
 
     flags = {dest: flag for flag, dest, _ in _SIZES[args.workload]}
     flags["seed"] = "--seed"
@@ -189,19 +189,22 @@ def run(args: argparse.Namespace) -> int:
         # everything that can be refused is refused here, before the (long) run
         check_run(args.workload, args.profile, seed=args.seed, label=label, **sizes)
         if args.out is not None:
-            out = check_target(args.out, "--out")
+            target, what = args.out, "--out"
         else:
-            out = check_target(trace_path(args.workload, args.profile, seed=args.seed, device=args.device,
-                                          **sizes), f"trace file in the trace cache (${CACHE_ENV})")
+            target = trace_path(args.workload, args.profile, seed=args.seed, device=args.device, **sizes)
+            what = f"trace file in the trace cache (${CACHE_ENV})"
+        # never one of the run's inputs (its data, the encoder, the caches) nor a shipped trace
+        out = check_run_output(args.workload, target, what, args.profile, seed=args.seed, device=args.device,
+                               **sizes)
         with hub_retries_quiet():
             result = generate(args.workload, args.profile, seed=args.seed, device=args.device,
-                              progress=not args.no_progress, label=label, **sizes)
+                              progress=show_progress(not args.no_progress), label=label, **sizes)
         save_trace(out, result.trace)
+    except BrokenPipeError:
+        raise
     except (TTamerError, OSError) as exc:
-        from .common import error_line
-
         hint = HUB_HINT if isinstance(exc, ConnectionError) else ""
-        print(error_line("traces", f"{exc}{hint}"), file=sys.stderr)
+        print_error(error_line("traces", f"{exc}{hint}"))
         return 2
     tr = result.trace
     summary = {"path": str(out), "trace": repr(tr), "exit_names": tr.exit_names,
@@ -209,12 +212,12 @@ def run(args: argparse.Namespace) -> int:
                "cost_unit": tr.meta.get("cost_unit", "unit"), "alt_costs": tr.meta.get("alt_costs"),
                "seconds": result.seconds}
     if args.json:
-        print(json.dumps(summary, indent=2))
+        emit(json.dumps(summary, indent=2))
     else:
-        print(escape_text(repr(tr)))
+        emit(escape_text(repr(tr)))
         unit = escape_text(summary["cost_unit"], 40)
         for name, acc, c in zip(tr.exit_names, summary["exit_accuracy"], summary["cost"]):
-            print(f"  {escape_text(name, 40):>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} {unit}")
-        print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
-        print(f"wrote {escape_text(str(out))}")
+            emit(f"  {escape_text(name, 40):>10}: accuracy {100 * acc:5.1f}%   cost {c:.4g} {unit}")
+        emit("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+        emit(f"wrote {escape_text(str(out))}")
     return 0

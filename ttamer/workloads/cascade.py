@@ -46,11 +46,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
+from ..core.validate import check_bool, check_choice, check_int, short_repr
 from ..serving.adapters import quiet
 from ..earlyexit.traces import Trace, load_trace, save_trace
 from . import nlp
-from .common import (all_threads, cache_dir, environment_meta, profile_settings, start_run, trace_key,
-                     train_linear_heads)
+from .common import (all_threads, cache_dir, check_size, check_workload_seed, environment_meta, profile_settings,
+                     start_run, trace_key, train_linear_heads)
 
 #: The profile table, the text profile of :mod:`ttamer.workloads.nlp` it reads and the sizes.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -67,12 +68,41 @@ TIMED_BATCHES = 12
 _TOKEN = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
 
 
+#: Most encoder stages of the cascade, the children of its root. Each stage is a separate
+#: model, traced and timed on every trace sentence.
+MAX_STAGES = 64
+
+
+def check_stages(stages: Any, name: str = "stages") -> tuple[int, ...]:
+    """The encoder stages: a non-empty list or tuple of at most :data:`MAX_STAGES` layer counts,
+    each an integer ``>= 1`` (not a string, a float or a bool; nothing converted)."""
+    if not isinstance(stages, (list, tuple)) or not stages:
+        raise TTamerError(f"{name} must be a non-empty list or tuple of layer counts (integers >= 1), "
+                          f"got {short_repr(stages)}")
+    if len(stages) > MAX_STAGES:
+        raise TTamerError(f"{name} has {len(stages):,} stages; at most {MAX_STAGES} (MAX_STAGES) are allowed")
+    return tuple(check_int(k, f"{name}[{i}]", minimum=1) for i, k in enumerate(stages))
+
+
 def profile_config(profile: str, **sizes: Any) -> dict[str, Any]:
-    """The profile's settings with the given sizes (``None`` = default)."""
+    """The profile's settings with the given sizes (``None`` = default), checked before anything
+    is loaded: the stages (:func:`check_stages`), ``n_head`` and ``n_trace`` within the text
+    profile's sentences (:func:`~ttamer.workloads.nlp.check_examples`), ``max_length`` and
+    ``batch_size`` as the text workload's (:data:`~ttamer.workloads.nlp.MAX_LENGTH`,
+    :data:`~ttamer.workloads.nlp.MAX_BATCH_TOKENS`).
+
+    Raises
+    ------
+    TTamerError
+        For an unknown profile or size name, or a size refused, naming it.
+    """
     cfg = profile_settings("cascade", PROFILES, SIZE_KEYS, profile, sizes)
-    cfg["stages"] = tuple(int(k) for k in cfg["stages"])
-    if not cfg["stages"] or min(cfg["stages"]) < 1:
-        raise TTamerError(f"stages must be layer counts >= 1, got {cfg['stages']}")
+    cfg["stages"] = check_stages(cfg["stages"])
+    tcfg = {**nlp.profile_config(cfg["text_profile"]), "n_head": cfg["n_head"], "n_trace": cfg["n_trace"]}
+    nlp.check_examples(tcfg)
+    length = check_size(cfg["max_length"], "max_length", nlp.MAX_LENGTH, "MAX_LENGTH: the encoder's position embeddings")
+    check_size(cfg["batch_size"], "batch_size", max(1, nlp.MAX_BATCH_TOKENS // length),
+               f"MAX_BATCH_TOKENS = {nlp.MAX_BATCH_TOKENS:,} tokens per batch at max_length {length}")
     return cfg
 
 
@@ -263,7 +293,16 @@ def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "
                      n_head: int | None = None, n_trace: int | None = None, max_length: int | None = None,
                      batch_size: int | None = None, stages: Sequence[int] | None = None,
                      cache: str | os.PathLike | None = None, progress: bool = True) -> CascadeWorkload:
-    """Train the cascade's models on the head sentences and trace them on disjoint ones."""
+    """Train the cascade's models on the head sentences and trace them on disjoint ones.
+
+    The seed, device, sizes, stages and ``progress`` are checked before anything is loaded
+    (:func:`cascade_trace_path`, :func:`profile_config`).
+    """
+    from .registry import DEVICES
+
+    check_choice("device", device, DEVICES)
+    seed = check_workload_seed(seed)
+    progress = check_bool(progress, "progress")
     cfg = profile_config(profile, n_head=n_head, n_trace=n_trace, max_length=max_length,
                          batch_size=batch_size, stages=stages)
     tcfg = nlp.profile_config(cfg["text_profile"], n_head=cfg["n_head"], n_trace=cfg["n_trace"],
@@ -324,14 +363,35 @@ def generate_cascade(profile: str = "offline", *, seed: int = 0, device: str = "
 
 def cascade_trace_path(profile: str = "offline", *, seed: int = 0, device: str = "cpu",
                        cache: str | os.PathLike | None = None, **sizes: Any):
+    """Where the cached cascade trace of these settings lives (it may not exist yet).
+
+    Raises
+    ------
+    TTamerError
+        For a ``seed`` that is not an integer in ``0..MAX_SEED``
+        (:func:`~ttamer.workloads.common.check_workload_seed`), a ``device`` not in
+        :data:`~ttamer.workloads.registry.DEVICES`, or an unknown profile or a size refused
+        (:func:`profile_config`).
+    """
+    from .registry import DEVICES
+
+    check_choice("device", device, DEVICES)
+    seed = check_workload_seed(seed)
     return cache_dir(cache) / trace_key("cascade", profile, seed, device, sizes_of(profile_config(profile, **sizes)))
 
 
 def get_cascade_trace(profile: str = "offline", *, seed: int = 0, device: str = "cpu",
                       cache: str | os.PathLike | None = None, regenerate: bool = False,
                       progress: bool = True, **sizes: Any) -> Trace:
-    """The cascade trace from the cache (``$TTAMER_CACHE``), generated and cached if absent."""
+    """The cascade trace from the cache (``$TTAMER_CACHE``), generated and cached if absent.
+
+    Every setting is checked before the cache is read (:func:`cascade_trace_path`;
+    ``regenerate`` and ``progress`` must be True or False).
+    """
+    regenerate = check_bool(regenerate, "regenerate")
+    progress = check_bool(progress, "progress")
     path = cascade_trace_path(profile, seed=seed, device=device, cache=cache, **sizes)
+    seed = check_workload_seed(seed)
     if path.exists() and not regenerate:
         return load_trace(path)
     work = generate_cascade(profile, seed=seed, device=device, cache=cache, progress=progress, **sizes)

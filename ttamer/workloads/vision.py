@@ -20,6 +20,7 @@ batches after warm-up; ``meta["alt_costs"]`` holds ``layers`` (blocks) and ``mma
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import time
 from pathlib import Path
@@ -102,24 +103,75 @@ def check_sizes(cfg: dict[str, Any], label: Callable[[str], str] | None = None) 
     check_timed_batches(int(cfg["n_test"]), int(cfg["batch_size"]), name("n_test"), name("batch_size"))
 
 
+def run_inputs(cfg: dict[str, Any], **_: Any) -> list[tuple[str, Path]]:
+    """What a run of settings ``cfg`` reads, as ``(description, file or folder)``: Debian's
+    Fashion-MNIST folder (offline) or the Hugging Face caches (full); an output must be none of
+    them (:func:`~ttamer.workloads.registry.check_run_output`)."""
+    from .common import hub_caches
+
+    if cfg["source"] == "fashion_mnist":
+        return [("Debian's Fashion-MNIST folder", FASHION_MNIST_DIR)]
+    return hub_caches()
+
+
 # --------------------------------------------------------------------------- data
+#: Largest idx file read (:func:`read_idx`), in bytes, decompressed (Fashion-MNIST's train
+#: images take 47 MB); checked while reading, so that a corrupt or hostile file never fills memory.
+MAX_IDX_BYTES = 2**30
+#: Most dimensions of an idx file (:func:`read_idx`; MNIST's have 1 or 3).
+MAX_IDX_DIMS = 8
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """A (gzipped) idx file — the MNIST format: magic ``0x0000 08 <ndim>``, big-endian int32
-    dimensions, then unsigned bytes — as a uint8 array."""
+    dimensions, then unsigned bytes — as a uint8 array.
+
+    Raises
+    ------
+    TTamerError
+        Naming the file: missing, unreadable, not gzip data (or corrupt) where it ends in
+        ``.gz``, larger than :data:`MAX_IDX_BYTES`, a bad magic, more than :data:`MAX_IDX_DIMS`
+        dimensions, or dimensions that do not match its data.
+    """
+    from ..core.safeio import read_file, show_path
+
     path = Path(path)
+    shown = show_path(path)
     if not path.exists():
         raise TTamerError(f"idx file {str(path)!r} does not exist (install Debian's dataset-fashion-mnist)")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    raw = read_file(path, "idx file", MAX_IDX_BYTES)
+    if path.suffix == ".gz":
+        raw = _gunzip(raw, shown)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise TTamerError(f"idx file {str(path)!r}: bad magic {raw[:4]!r} (expected 00 00 08 <ndim>)")
     ndim = raw[3]
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise TTamerError(f"idx file {shown}: {ndim} dimensions; an idx file here has 1 to {MAX_IDX_DIMS} "
+                          f"(MAX_IDX_DIMS)")
+    if len(raw) < 4 + 4 * ndim:
+        raise TTamerError(f"idx file {shown}: {len(raw)} bytes, too short for the header of {ndim} dimensions")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
+    if min(dims) < 0 or data.size != math.prod(dims):
         raise TTamerError(f"idx file {str(path)!r}: {data.size} bytes of data for dimensions {dims}")
     return data.reshape(dims)
+
+
+def _gunzip(data: bytes, shown: str) -> bytes:
+    """``data`` decompressed (gzip), at most :data:`MAX_IDX_BYTES`; an error naming the file
+    ``shown`` for anything that is not gzip data or is corrupt."""
+    import io
+    import zlib
+
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as fh:
+            out = fh.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise TTamerError(f"idx file {shown} is not a valid gzip file ({exc}); expected a gzipped idx file "
+                          f"(Debian's dataset-fashion-mnist)") from None
+    if len(out) > MAX_IDX_BYTES:
+        raise TTamerError(f"idx file {shown} decompresses to more than {MAX_IDX_BYTES:,} bytes (MAX_IDX_BYTES)")
+    return out
 
 
 def load_split(cfg: dict[str, Any], split: str):
@@ -255,11 +307,33 @@ def exit_outputs(blocks: Any, heads: Any, x: Any, probe: "BlockProbe | None" = N
             probe.mark()
     return outs
 
+#: Most input channels of :func:`build_model` (images have 1 or 3).
+MAX_IN_CHANNELS = 64
+#: Most classes of :func:`build_model` (every exit head has ``channels × pool² × n_classes`` weights).
+MAX_CLASSES = 1000
+#: Largest ``pool`` of :func:`build_model`: the side of an exit head's average pooling.
+MAX_POOL = 4
+
+
 def build_model(arch: str, in_ch: int, n_classes: int, width: int, pool: int | None = None):
-    """A ``MultiExit`` network (an ``nn.Module``): ``forward(x)`` returns the logits of every exit."""
+    """A ``MultiExit`` network (an ``nn.Module``): ``forward(x)`` returns the logits of every exit.
+
+    The sizes are checked before torch allocates anything, so that the weights stay bounded:
+    ``in_ch`` in ``1..MAX_IN_CHANNELS``, ``n_classes`` in ``2..MAX_CLASSES``, ``width`` in
+    ``1..MAX_WIDTH`` and ``pool`` (default 2 for ``small_cnn``, else 1) in ``1..MAX_POOL``; each
+    an integer (nothing converted).
+
+    Raises
+    ------
+    TTamerError
+        Naming the size at fault, or for an unknown ``arch``.
+    """
     nn = _nn()
+    in_ch = check_size(in_ch, "in_ch", MAX_IN_CHANNELS, "MAX_IN_CHANNELS")
+    n_classes = check_size(n_classes, "n_classes", MAX_CLASSES, "MAX_CLASSES", minimum=2)
+    width = check_size(width, "width", MAX_WIDTH, "MAX_WIDTH: the last block has 8 x width channels")
+    pool = (2 if arch == "small_cnn" else 1) if pool is None else check_size(pool, "pool", MAX_POOL, "MAX_POOL")
     blocks, ch, names = build_blocks(arch, in_ch, width)
-    pool = (2 if arch == "small_cnn" else 1) if pool is None else pool
 
     class MultiExit(nn.Module):
         def __init__(self) -> None:

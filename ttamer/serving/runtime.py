@@ -50,9 +50,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..core.errors import TTamerError
+from ..core.errors import TraceError, TTamerError
 from ..core.policy import Policy, rollout
-from ..core.validate import check_bool, check_int, check_integers
+from ..core.validate import check_bool, check_count, check_int, check_integers, describe_value, short_repr
 from ..earlyexit.calibration import EarlyExitTamer
 from ..earlyexit.pathwise import PathwiseTamer
 from ..earlyexit.tamer import ThresholdTamer
@@ -62,7 +62,7 @@ from .adapters import (MultiExitModel, _n_rows, _softmax_np, _torch, check_eval,
                        take)
 from .graphs import GraphCache
 from .rules import (AnswerFn, ChainPolicyRule, ExitMap, StateFn, StateFnRule, StopStatePolicy,
-                    StopRowsRule, begin_run, checked_states,
+                    StopRowsRule, begin_run, check_runtime_rule, checked_states,
                     forced_rules, is_runtime_rule,
                     max_prob_rule, pathwise_rule, tamer_answer_fns, tamer_state_fn)
 
@@ -99,9 +99,23 @@ class ServeResult(ExitDecisions):
         return self.cost
 
     def accuracy(self, labels: np.ndarray) -> float:
-        """Share of the inputs whose predicted class is ``labels`` (one class index per input,
-        checked as a recording run checks them: :func:`~ttamer.earlyexit.traces.check_labels`)."""
-        return float(np.mean(self.prediction == check_labels(labels, len(self.prediction))))
+        """Share of the inputs whose predicted class is ``labels`` (one class index per input in
+        ``0..C−1``, ``C`` the classes the exits gave; checked as a recording run and its trace
+        check them: :func:`~ttamer.earlyexit.traces.check_labels`, then the classes).
+
+        Raises
+        ------
+        TraceError
+            Naming ``'labels'`` and the first example whose label is not a class index of
+            the run."""
+        y = check_labels(labels, len(self.prediction))
+        C = self.probs.shape[2]
+        bad = y >= C
+        if bad.any():  # as a Trace refuses them (Trace.build)
+            i = int(np.argmax(bad))
+            raise TraceError(f"key 'labels': example {i} has label {int(y[i])}, outside 0..{C - 1} "
+                             f"(C = {C} classes)")
+        return float(np.mean(self.prediction == y))
 
     @property
     def mean_latency_ms(self) -> float:
@@ -147,6 +161,60 @@ def checked_exits(values: Any, consulted: np.ndarray, name: str, fallback: bool 
     return arr
 
 
+#: Who a rule's answers are named after in the errors of :func:`rule_answers` and
+#: :func:`checked_exits`: the exits ``a_i`` its ``step`` (or running state's ``advance``) returns.
+RULE_ANSWERS = "the rule (its answers a_i, from step or advance)"
+
+
+def rule_answers(a: Any, rows: int, i: int) -> np.ndarray:
+    """``a_i``, the exits a rule evaluated exit by exit answers with for the ``rows`` rows that
+    stop after exit ``i``, checked to be one integer per row (attribute reads on an array:
+    called only where rows stop). Their range -- an exit each row consulted -- is checked once
+    the batch is done (:func:`checked_exits`). A :class:`~ttamer.core.errors.TTamerError`
+    naming the rule and exit ``i`` otherwise."""
+    arr = a if isinstance(a, np.ndarray) else _array_or_none(a)
+    if arr is None or arr.shape != (rows,) or arr.dtype.kind not in "iu":
+        raise TTamerError(f"{RULE_ANSWERS} must give one integer exit per row after exit {i} ({rows} rows), "
+                          f"got {describe_value(a)}")
+    return arr
+
+
+def _array_or_none(values: Any) -> np.ndarray | None:
+    """``values`` as an array, or ``None`` where NumPy cannot make one (ragged lists)."""
+    try:
+        return np.asarray(values)
+    except (ValueError, TypeError):
+        return None
+
+
+def rule_answer_one(a: Any, last: int, L: int) -> int:
+    """The exit a rule answers with on one query that stopped after exit ``last`` (of ``L``):
+    an integer (Python or NumPy) in ``0..last``, read with two comparisons; else the error of
+    :func:`rule_answers` or :func:`checked_exits`, naming the rule."""
+    if (a.__class__ is int or isinstance(a, np.integer)) and 0 <= a <= last:
+        return int(a)
+    arr = rule_answers([a], 1, last)
+    return int(checked_exits(arr, np.arange(L)[None, :] <= last, RULE_ANSWERS)[0])
+
+
+#: Most timing rounds (``repeats``) and warm-up batches (``warmup``) of one measurement
+#: (:meth:`EarlyExitServer.cost_profile <ttamer.serving.runtime.EarlyExitServer.cost_profile>`,
+#: ``rows_cost``, ``state_cost``, ``gather_cost`` and ``run_all``;
+#: :func:`~ttamer.serving.latency.compare_latency` and :func:`~ttamer.serving.latency.state_cost`):
+#: every round serves the inputs again, so the count bounds the time before it starts.
+MAX_REPEATS = 1000
+
+
+def check_repeats(value: Any, name: str = "repeats", minimum: int = 1) -> int:
+    """A count of timing rounds or warm-up batches: an int in ``minimum..MAX_REPEATS``
+    (floats, bools and strings refused, not converted)."""
+    out = check_count(value, name, minimum=minimum)
+    if out > MAX_REPEATS:
+        raise TTamerError(f"{name} must be <= {MAX_REPEATS} (MAX_REPEATS: every round serves the inputs "
+                          f"again), got {short_repr(out)}")
+    return out
+
+
 #: Trace ``meta`` fields :meth:`EarlyExitServer.run_all` records from its own measurement
 #: (its ``meta`` argument may not set them).
 RECORDED_META = ("cost_unit", "cost_measure", "device", "batch_size", "cost_profiles", "batch_cost")
@@ -175,18 +243,20 @@ def batches(inputs: Any, n: int, bs: int, run: Callable[[Any, int], Any],
     """``run(batch, rows)`` on the consecutive batches of ``bs`` of the ``n`` inputs.
 
     An error of the model on the first batch -- a torch error on shapes or dtypes it does not
-    take, or a part returning what the next one cannot take -- becomes a
+    take, a part returning what the next one cannot take, or any other exception a part of the
+    user's model raises (a ``KeyError`` of a head, say) -- becomes a
     :class:`~ttamer.core.errors.TTamerError`: the part that fails, as ``locate(batch)`` finds it
     by running the model's parts one by one, else (a ``RuntimeError``) the inputs' shape and
-    dtype. Anything else, or an error after the first batch, is raised as it is.
+    dtype. Running out of memory, an error no part of the model raises on its own, or an error
+    after the first batch, is raised as it is (as are ``KeyboardInterrupt`` and ``SystemExit``).
     """
     out: list = []
     oom = getattr(_torch(), "OutOfMemoryError", ())
     try:
         for s in range(0, n, bs):
             out.append(run(input_slice(inputs, s, s + bs), min(bs, n - s)))
-    except (RuntimeError, TypeError, ValueError) as exc:
-        if out or isinstance(exc, (oom, TTamerError)):  # the model ran before, or already named
+    except Exception as exc:  # the user's code: named where a part of the model raised it
+        if out or isinstance(exc, (oom, MemoryError, TTamerError)):  # the model ran before, or already named
             raise
         found = locate(input_slice(inputs, 0, bs)) if locate is not None else None
         if found is not None:
@@ -230,8 +300,8 @@ class _Runtime:
         ``None``: :func:`batches` then reports the inputs' form."""
         return None
 
-    # subclasses: start a batch, compute node outputs for rows
-    def _begin(self, inputs: Any) -> None:
+    # subclasses: start a batch of n inputs, compute node outputs for rows
+    def _begin(self, inputs: Any, n: int) -> None:
         raise NotImplementedError
 
     def _prune(self, rows: np.ndarray) -> None:
@@ -259,7 +329,7 @@ class _Runtime:
         alive = np.arange(n)
         parts = {"prepare": 0.0, "network": 0.0, "states": 0.0}
         with torch.inference_mode():
-            self._begin(inputs)
+            self._begin(inputs, n)
             self._sync()
             parts["prepare"] = clock() - t0
 
@@ -380,8 +450,7 @@ class EarlyExitServer(_Runtime):
             if state_fn is not None or answer_fn is not None:
                 raise TTamerError("a threshold rule computes its own states and answers: pass no state_fn "
                                   "or answer_fn with it")
-            if int(policy.n_exits) != self.n_nodes:
-                raise TTamerError(f"the rule has {policy.n_exits} exits but the model has {self.n_nodes}")
+            check_runtime_rule(policy, self.n_nodes, "EarlyExitServer", "the model")
             if exit_map is not None and not callable(exit_map):
                 raise TTamerError(f"exit_map must be callable (probs, node) -> exit, got {exit_map!r}")
             self.rule, self.policy, self.state_fn, self.answer_fn = policy, None, None, None
@@ -478,9 +547,16 @@ class EarlyExitServer(_Runtime):
         return None
 
     # groups of rows sharing a hidden state at one depth (-1 = before block 0)
-    def _begin(self, inputs: Any) -> None:
+    def _begin(self, inputs: Any, n: int) -> None:
         h, ctx = self.model.prepare(inputs, self.device)
-        n = _n_rows(h)
+        try:
+            rows = _n_rows(h)
+        except TTamerError as exc:
+            raise TTamerError(f"the model's prepare returned hidden states whose rows cannot be counted ({exc}); "
+                              "it must return torch tensors, one row per input") from None
+        if rows != n:  # the rows of the groups are the inputs'
+            raise TTamerError(f"the model's prepare returned hidden states of {rows} rows for a batch of {n} inputs; "
+                              "it must return one row per input")
         self._groups = [(np.arange(n), -1, h, ctx)]
 
     def _prune(self, rows: np.ndarray) -> None:
@@ -589,7 +665,7 @@ class EarlyExitServer(_Runtime):
                 alive[i] = live if compact else n
                 if stop is None or stop.all():
                     states[rows, i] = 1
-                    last[rows], answer[rows] = i, a
+                    last[rows], answer[rows] = i, rule_answers(a, live, i)
                     stop_time[rows] = marks[i] = clock() - t0
                     parts["policy"] += marks[i] - (t3 - t0)
                     break
@@ -597,7 +673,7 @@ class EarlyExitServer(_Runtime):
                 if stop.any():
                     running = np.arange(n) if isinstance(rows, slice) else rows
                     r = running[stop]
-                    last[r], answer[r] = i, np.asarray(a)[stop]
+                    last[r], answer[r] = i, rule_answers(a, live, i)[stop]
                     stop_time[r] = clock() - t0
                     keep = ~stop
                     rows = running[keep]
@@ -608,8 +684,9 @@ class EarlyExitServer(_Runtime):
                         h, ctx = take(h, idx), take(ctx, idx)
                 marks[i] = clock() - t0
                 parts["policy"] += marks[i] - (t3 - t0)
+            ran = np.arange(L)[None, :] <= last[:, None]
+            answer = checked_exits(answer, ran, RULE_ANSWERS)  # once, after the run's timed steps
             if self.exit_map is not None:
-                ran = np.arange(L)[None, :] <= last[:, None]
                 answer = checked_exits(self.exit_map(probs, answer), ran, "exit_map")
         pred = probs[np.arange(n), answer].argmax(axis=1)
         return {"answer": answer, "prediction": pred, "states": states, "last": last, "latency": stop_time,
@@ -651,10 +728,9 @@ class EarlyExitServer(_Runtime):
                 elif one is not None:  # scalars; the rule stops where x ≥ its threshold
                     x, a = one(i, p)
                     stop = i == L - 1 or x >= thr[i]
-                else:
+                else:  # a_i read once the query stops
                     x, a = run.advance(i, p)
                     stop = i == L - 1 or bool(rule.stops(i, x)[0])
-                    a = a[0]
                 t3 = clock()
                 net += t2 - t1
                 st += t3 - t2
@@ -664,7 +740,9 @@ class EarlyExitServer(_Runtime):
                     break
             t4 = clock()  # the decision is taken; what follows writes the results
             tpl = self._one_templates(p.shape[1])
-            answer = np.array([int(a)], dtype=np.int64)
+            if decide is None and one is None:  # the running state's arrays a_i [1]
+                a = rule_answers(a, 1, i)[0]
+            answer = np.array([rule_answer_one(a, i, L)], dtype=np.int64)
             probs = np.concatenate(seen + [tpl["nan"][: L - 1 - i]])[None]
             if self.exit_map is not None:
                 answer = checked_exits(self.exit_map(probs, answer), np.arange(L)[None, :] <= i, "exit_map")
@@ -711,9 +789,10 @@ class EarlyExitServer(_Runtime):
         on to the last one: :class:`~ttamer.serving.rules.ForcedRule`) instead of the
         max-probability rule's -- what a rule whose state costs more per exit pays. A list of
         rules (``None`` for the max-probability rule) gives ``[R, L]``, the rules taking turns
-        on every batch, so that a slow spell of the machine hits them alike."""
+        on every batch, so that a slow spell of the machine hits them alike.
+        ``repeats`` and ``warmup`` are at most :data:`MAX_REPEATS`."""
         n, bs = check_inputs(inputs), check_batch_size(batch_size)
-        repeats, warmup = check_int(repeats, "repeats", minimum=1), check_int(warmup, "warmup", minimum=0)
+        repeats, warmup = check_repeats(repeats), check_repeats(warmup, "warmup", minimum=0)
         self._check_model()
         many = isinstance(rule, (list, tuple))
         if many and not rule:
@@ -747,10 +826,11 @@ class EarlyExitServer(_Runtime):
         least 4 batches): the rows a served batch still runs once others have stopped, padded as their
         batch was, and ``"gather_ms": [per k]``, what a stop that leaves ``k`` rows running costs
         beyond that (:meth:`gather_cost`). A block's time is far from proportional to its rows;
-        :func:`~ttamer.serving.latency.served_cost` prices batched serving with this table."""
+        :func:`~ttamer.serving.latency.served_cost` prices batched serving with this table.
+        ``warmup`` is at most :data:`MAX_REPEATS`."""
         batch_size = check_batch_size(batch_size)
         profile_examples = check_int(profile_examples, "profile_examples", minimum=0)
-        warmup = check_int(warmup, "warmup", minimum=0)
+        warmup = check_repeats(warmup, "warmup", minimum=0)
         if meta is not None and not isinstance(meta, dict):
             raise TTamerError(f"meta must be a dict of trace meta fields, got {type(meta).__name__}")
         measured = sorted(set(meta or {}) & set(RECORDED_META))
@@ -814,10 +894,10 @@ class EarlyExitServer(_Runtime):
         runtime forced to the last exit. On every batch the row counts take turns (the order
         rotated from batch to batch), ``repeats`` times, and each keeps its median, so that a
         slow spell of the machine hits them alike; then the mean over the batches after the
-        first (a warm-up)."""
+        first (a warm-up). ``repeats`` is at most :data:`MAX_REPEATS`."""
         n, bs = check_inputs(inputs), check_batch_size(batch_size)
         ks = check_integers(rows, "rows", 1, bs, 1 << 16).tolist()
-        repeats = check_int(repeats, "repeats", minimum=1)
+        repeats = check_repeats(repeats)
         self._check_model()
         self._first_batch(inputs, n, bs)
         forced = max_prob_rule(self.n_nodes, np.inf)
@@ -843,10 +923,10 @@ class EarlyExitServer(_Runtime):
         rule's), measured where the served rule runs: after a block, the state's code finds
         the caches that the block left, and on a network whose exits take little time per row
         (a small model, a GPU) it costs several times what the same calls cost replayed on a
-        trace."""
+        trace. ``repeats`` is at most :data:`MAX_REPEATS`."""
         n, bs = check_inputs(inputs), check_batch_size(batch_size)
         ks = check_state_rows(rows, bs).tolist()
-        repeats = check_int(repeats, "repeats", minimum=1)
+        repeats = check_repeats(repeats)
         self._check_model()
         forced = forced_rules(rules, self.n_nodes, "state_cost")
         self._first_batch(inputs, n, bs)
@@ -869,10 +949,10 @@ class EarlyExitServer(_Runtime):
         dropped), against exit 1 alone on ``k`` rows prepared together (which :meth:`rows_cost`
         times); on every batch with the row counts and the two variants taking turns,
         ``repeats`` times, medians per batch, then the mean over the batches after the first
-        (a warm-up)."""
+        (a warm-up). ``repeats`` is at most :data:`MAX_REPEATS`."""
         n, bs = check_inputs(inputs), check_batch_size(batch_size)
         rows = check_integers(rows, "rows", 1, None, 1 << 16)
-        repeats = check_int(repeats, "repeats", minimum=1)
+        repeats = check_repeats(repeats)
         self._check_model()
         if self.n_nodes < 2:
             raise TTamerError("gather_cost times the exit after a stop: the model needs at least 2 exits")
@@ -957,22 +1037,49 @@ class CascadeServer(_Runtime):
     """Serve a forest of separate models with a fitted policy over them.
 
     ``models[v](inputs, device) -> logits [B, C]`` runs model ``v`` on a batch of raw inputs
-    (a list or an array); ``policy`` is solved on the cascade instance (same node order).
+    (a list -- where the inputs are a list or a tuple -- or an array / tensor, indexed by rows);
+    ``policy`` is solved on the cascade instance (same node order).
+
+    Raises
+    ------
+    TTamerError
+        If ``models`` is not a non-empty list of callables, or as the policy and ``state_fn``
+        are checked (one node per model).
     """
 
     def __init__(self, models: Sequence[Callable], policy: Policy, state_fn: StateFn, device: Any = "cpu") -> None:
+        what = "models must be a non-empty list of callables (inputs, device) -> logits, one per node of the policy"
+        if isinstance(models, (str, bytes)) or not hasattr(models, "__len__") or not hasattr(models, "__iter__"):
+            raise TTamerError(f"{what}, got {short_repr(models)}")
         if len(models) == 0 or not all(callable(m) for m in models):
-            raise TTamerError("models must be a non-empty list of callables (inputs, device) -> logits")
+            raise TTamerError(f"{what}, got {short_repr(list(models))}")
         self.models = list(models)
         self.n_nodes = len(self.models)
         super().__init__(policy, state_fn, device)
 
-    def _begin(self, inputs: Any) -> None:
+    def _begin(self, inputs: Any, n: int) -> None:
         self._inputs = inputs
 
+    @staticmethod
+    def _subset(x: Any, rows: np.ndarray) -> Any:
+        """The inputs of ``rows``: a list of them where ``x`` is a list or a tuple, else ``x[rows]``."""
+        return [x[int(i)] for i in rows] if isinstance(x, (list, tuple)) else x[rows]
+
     def _logits(self, rows: np.ndarray, node: int) -> Any:
-        x = self._inputs
-        sub = [x[int(i)] for i in rows] if isinstance(x, list) else x[rows]
-        return self.models[node](sub, self.device)
+        return self.models[node](self._subset(self._inputs, rows), self.device)
+
+    def _locate(self, batch: Any) -> TTamerError | None:
+        """Run every model on ``batch`` (as the runtime gives it to them) and return the error
+        naming the first that fails and what it was given
+        (:func:`~ttamer.serving.adapters.part_error`); ``None`` if none does, or if it raises a
+        torch ``RuntimeError`` (the inputs' form, which :func:`batches` names)."""
+        sub = self._subset(batch, np.arange(len(batch)))
+        with _torch().inference_mode():
+            for v, model in enumerate(self.models):
+                try:
+                    model(sub, self.device)
+                except Exception as exc:  # the user's code: any failure is named, not hidden
+                    return None if isinstance(exc, RuntimeError) else part_error(f"model {v}", sub, exc)
+        return None
 
 

@@ -25,6 +25,7 @@ with arrays ``[P, N]`` (``P`` parameter values, in ``params``):
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -61,6 +62,10 @@ def default_thresholds(values: np.ndarray, n: int = 100) -> np.ndarray:
     """A sweep of about ``n`` thresholds: quantiles of ``values`` (all exits pooled) plus the
     extremes, so that the sweep runs from "always exit 0" to "never stop early".
 
+    The extremes are one below the smallest value and one above the largest, or the next
+    float beyond them where adding 1 changes nothing (values beyond ``2**53``; ``±inf``
+    beyond ``±1.8e308``).
+
     Raises
     ------
     TTamerError
@@ -69,9 +74,16 @@ def default_thresholds(values: np.ndarray, n: int = 100) -> np.ndarray:
     """
     values = check_numbers(values, "values", ndim=None)
     n = check_int(n, "n", minimum=4, maximum=MAX_SWEEP_POINTS)
-    q = np.quantile(values.ravel(), np.linspace(0.0, 1.0, n - 2))
     lo, hi = float(values.min()), float(values.max())
-    return np.unique(np.concatenate([[lo - 1.0], q, [hi + 1.0]]))
+    x, levels = values.ravel(), np.linspace(0.0, 1.0, n - 2)
+    # hi - lo beyond float64 (values near ±1e308): the quantiles of the halved values, doubled
+    # back (exact: halving and doubling a float of that size are)
+    q = np.quantile(x, levels) if np.isfinite(hi - lo) else 2.0 * np.quantile(0.5 * x, levels)
+    below, above = lo - 1.0, hi + 1.0
+    # where 1 is lost to rounding, the next float beyond the extreme (an infinite threshold at ±max)
+    below = below if below < lo else math.nextafter(lo, -math.inf)
+    above = above if above > hi else math.nextafter(hi, math.inf)
+    return np.unique(np.concatenate([[below], q, [above]]))
 
 
 def _threshold_sweep(trace: Trace, score: np.ndarray, thresholds: np.ndarray, below: bool) -> np.ndarray:

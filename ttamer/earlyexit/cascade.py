@@ -45,15 +45,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from .crossval import check_lams, lam_grid
-from .features import MAX_K, StateEncoder, StateSpec
+from .evaluation import BOOTSTRAP_CHUNK_CELLS
+from .features import MAX_K, MAX_STATES, StateEncoder, StateSpec
 from ..core.errors import TraceError, TTamerError
 from ..core.instance import Instance
+from ..core.policy import check_known_states
 from ..core.solution import SolveResult
 from ..solvers.solve import solve
 from .heuristics import MAX_SWEEP_CELLS
-from .metrics import accuracy_at, check_numbers, cost_at_accuracy, frontier_auc, pareto_frontier, pareto_indices
+from .metrics import (MAX_SWEEP_POINTS, accuracy_at, check_numbers, cost_at_accuracy, frontier_auc, pareto_frontier,
+                      pareto_indices)
 from .traces import ExitDecisions, Trace
-from ..core.validate import check_bool, check_choice, check_int, check_lam, check_real, short_repr
+from ..core.validate import (check_bool, check_choice, check_count, check_int, check_integers, check_lam, check_real,
+                             check_seed, describe_value, short_repr)
 from .base import ANSWER_RULES, FEATURES, BaseTamer, check_trace, vocabulary_subset
 
 #: The answer rules of :func:`threshold_cascade` (a subset of :data:`ttamer.earlyexit.base.ANSWER_RULES`).
@@ -87,17 +91,34 @@ def build_tree_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequen
                         parents: np.ndarray, costs: np.ndarray, smoothing: float,
                         names: Sequence[str] | None = None, name: str = "") -> Instance:
     """The forest instance from calibration ``states [N, n]``, 0/1 ``losses [N, n]`` and edge
-    ``costs [n]`` (module docstring for the smoothing). Loops over models only."""
-    if not (np.isfinite(smoothing) and smoothing > 0):
-        raise TTamerError(f"smoothing must be > 0 (it defines empty bins), got {smoothing!r}")
+    ``costs [n]`` (module docstring for the smoothing). Loops over models only.
+
+    Raises
+    ------
+    TTamerError
+        Before any counting, for ``states`` that are not a non-empty integer array ``[N, n]``
+        with ``0 <= states[:, v] < n_states[v]``, ``losses`` that are not finite numbers of
+        the same shape, ``n_states`` that are not ``n`` integers in ``1..MAX_STATES``
+        (:data:`~ttamer.earlyexit.features.MAX_STATES`), ``parents`` that are not ``n``
+        integers in ``-1..n-1``, or a ``smoothing`` that is not a finite number ``> 0``; and
+        the errors of :meth:`~ttamer.core.instance.Instance.tree` (costs, names, the forest).
+    """
+    a = check_real(smoothing, "build_tree_instance: smoothing (it defines empty bins)", low=0.0, low_open=True)
+    if not (isinstance(states, np.ndarray) and states.ndim == 2 and states.size and states.dtype.kind in "iu"):
+        raise TTamerError(f"build_tree_instance: states must be a non-empty integer array [N, n] (a state per "
+                          f"example and model), got {describe_value(states)}")
     n, m = states.shape
+    losses = check_numbers(losses, "build_tree_instance: losses", ndim=2)
     if losses.shape != (n, m):
         raise TTamerError(f"losses has shape {losses.shape}, expected {(n, m)} like states")
-    K = [int(k) for k in n_states]
+    K = check_integers(n_states, "build_tree_instance: n_states", 1, MAX_STATES, m).tolist()
+    parents = check_integers(parents, "build_tree_instance: parents", -1, m - 1, m)
+    for what, got in (("n_states", len(K)), ("parents", len(parents))):
+        if got != m:
+            raise TTamerError(f"build_tree_instance: {what} has {got} values; states have {m} models (one each)")
     for v in range(m):
         if states[:, v].min() < 0 or states[:, v].max() >= K[v]:
             raise TTamerError(f"states of model {v}: values outside 0..{K[v] - 1}")
-    a = float(smoothing)
     ell, mats = [], []
     for v in range(m):
         cnt = np.bincount(states[:, v], minlength=K[v]).astype(float)
@@ -118,7 +139,23 @@ def build_tree_instance(states: np.ndarray, losses: np.ndarray, n_states: Sequen
 def run_tree_policy(solution: SolveResult, states: np.ndarray, cost: np.ndarray, name: str = "") -> ExitDecisions:
     """Run ``solution.policy`` on examples with known ``states [N, n]`` and per-example edge
     costs ``cost [N, n]`` through :meth:`~ttamer.core.policy.Policy.rollout_known`; the
-    rollout's history becomes the decisions record (``consulted``: the models it ran)."""
+    rollout's history becomes the decisions record (``consulted``: the models it ran).
+
+    Raises
+    ------
+    TTamerError
+        For a ``solution`` that is not a :class:`~ttamer.core.solution.SolveResult`, a
+        ``cost`` that is not an array of finite numbers ``>= 0`` of the shape of ``states``
+        or ``states`` that :func:`~ttamer.core.policy.check_known_states` refuses (all
+        checked before the rollout).
+    """
+    if not isinstance(solution, SolveResult):
+        raise TTamerError(f"run_tree_policy: solution must be a SolveResult (of solve), got {short_repr(solution)}")
+    states = check_known_states(states, solution.policy.instance, "run_tree_policy: states")
+    cost = check_numbers(cost, "run_tree_policy: cost", ndim=2, low=0.0)
+    if cost.shape != states.shape:
+        raise TTamerError(f"run_tree_policy: cost has shape {cost.shape}; it must be [N, n] like states "
+                          f"{states.shape} (an edge cost per example and model)")
     policy = solution.policy
     ro = policy.rollout_known(states)
     answer = policy.answer(ro.states, ro.last)
@@ -126,6 +163,29 @@ def run_tree_policy(solution: SolveResult, states: np.ndarray, cost: np.ndarray,
         raise TTamerError("the policy answered with the fallback; cascade instances have none")
     consulted = ro.states >= 0
     return ExitDecisions(answer, ro.last, (cost * consulted).sum(axis=1), None, name, consulted)
+
+
+def check_same_models(trace: Trace, names: Sequence[str], parents: Any, n_classes: int, where: str,
+                      fitted: str = "fitted") -> None:
+    """Refuse a ``trace`` whose models (``names`` in order, with ``parents``) or number of
+    classes differ from those a rule was calibrated on: its states and answers would be read
+    off the wrong models or classes. ``where`` prefixes the message; ``fitted`` says what
+    the rule was calibrated on (``"fitted"``: a fitted estimator's; ``"calibration"``: the
+    calibration trace's).
+
+    Raises
+    ------
+    TraceError
+        Saying which differ, the models first.
+    """
+    theirs = "the fitted ones:" if fitted == "fitted" else f"the {fitted} trace's"
+    if list(trace.exit_names) != list(names) or not np.array_equal(trace.parents, parents):
+        raise TraceError(f"{where}the trace's {trace.n_exits} models {short_repr(trace.exit_names, 120)} / parents "
+                         f"{short_repr(trace.parents.tolist(), 120)} differ from {theirs} {len(names)} models "
+                         f"{short_repr(list(names), 120)} / parents {short_repr(np.asarray(parents).tolist(), 120)}")
+    if trace.n_classes != n_classes:
+        raise TraceError(f"{where}the trace has {trace.n_classes} classes; "
+                         f"{'the fitted ones have' if fitted == 'fitted' else f'the {fitted} trace has'} {n_classes}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,11 +279,7 @@ class CascadeTamer(BaseTamer):
         if not isinstance(trace, Trace):
             raise TTamerError(f"expected a Trace, got {type(trace).__name__}")
         trace.validate()
-        if not np.array_equal(trace.parents, self.parents_) or trace.exit_names != self.names_:
-            raise TraceError(f"the trace's models {trace.exit_names} / parents {trace.parents.tolist()} differ "
-                             f"from the fitted ones {self.names_} / {self.parents_.tolist()}")
-        if trace.n_classes != self.n_classes_:
-            raise TraceError(f"trace has {trace.n_classes} classes; CascadeTamer was fitted on {self.n_classes_}")
+        check_same_models(trace, self.names_, self.parents_, self.n_classes_, "CascadeTamer: ")
 
     def states(self, trace: Trace) -> np.ndarray:
         """``[N, n]`` states of ``trace``'s examples under the fitted encoder."""
@@ -366,7 +422,19 @@ def tuned_threshold_cascade(calibration: Trace, test: Trace, sequence: Sequence[
     """:func:`threshold_cascade` with its threshold vectors chosen on the calibration examples:
     the grid (quantiles of the *calibration* confidences) is swept there, and only the
     vectors on the calibration Pareto frontier are run on ``test`` -- the multi-parameter
-    heuristic is tuned on the same data as T-Tamer, not on the test examples."""
+    heuristic is tuned on the same data as T-Tamer, not on the test examples.
+
+    Raises
+    ------
+    TTamerError
+        The errors of :func:`threshold_cascade`, or (:class:`~ttamer.core.errors.TraceError`,
+        before any sweep) a ``test`` trace whose models, parents or classes are not the
+        calibration trace's (:func:`check_same_models`).
+    """
+    check_trace(calibration, "tuned_threshold_cascade: calibration").validate()
+    check_trace(test, "tuned_threshold_cascade: test").validate()
+    check_same_models(test, calibration.exit_names, calibration.parents, calibration.n_classes,
+                      "tuned_threshold_cascade: test: ", "calibration")
     sweep = threshold_cascade(calibration, sequence, answer=answer, grid=grid)
     cost, acc = sweep.points(calibration)
     th = sweep.thresholds[pareto_indices(cost, acc)]  # type: ignore[attr-defined]
@@ -463,11 +531,16 @@ def frontier_metrics(decisions: dict[str, ExitDecisions], test: Trace, scale: fl
     Raises
     ------
     TTamerError
-        For a ``test`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, or a ``scale``
-        that is not a finite number ``> 0``.
+        For ``decisions`` that are not a dict of :class:`~ttamer.earlyexit.traces.ExitDecisions`,
+        a ``test`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, a ``scale`` that is
+        not a finite number ``> 0``, a ``reference`` that is not one of its models, or
+        ``cost_fractions`` that are not a non-empty 1-D array of at most
+        ``MAX_SWEEP_POINTS`` finite numbers ``>= 0`` (fractions of the reference path's cost).
     """
+    check_decisions(decisions, "frontier_metrics")
     scale = check_real(scale, "scale", low=0.0, low_open=True)
     ref = check_trace(test, "frontier_metrics").reference(reference)
+    fractions = check_numbers(cost_fractions, "frontier_metrics: cost_fractions", low=0.0, max_len=MAX_SWEEP_POINTS)
     ref_acc = float(test.correct[:, ref].mean())
     pts = {k: d.points(test, scale) for k, d in decisions.items()}
     fronts = {k: pareto_frontier(c, a) for k, (c, a) in pts.items()}
@@ -481,16 +554,63 @@ def frontier_metrics(decisions: dict[str, ExitDecisions], test: Trace, scale: fl
         out[k] = {"cost": c, "accuracy": a, "frontier": f, "range": (lo, hi),
                   "auc": frontier_auc(f, lo, hi) if decisions[k].is_sweep else None,
                   "cost_at_reference_accuracy": cost_ref,
-                  "accuracy_at_cost": {float(x): float(y) for x, y in zip(cost_fractions, accuracy_at(f, np.asarray(cost_fractions)))}}
+                  "accuracy_at_cost": {float(x): float(y) for x, y in zip(fractions, accuracy_at(f, fractions))}}
     return out
+
+
+def check_decisions(decisions: Any, who: str) -> dict[str, ExitDecisions]:
+    """``decisions`` if it is a dict of :class:`~ttamer.earlyexit.traces.ExitDecisions` (one per
+    strategy, by name); a :class:`~ttamer.core.errors.TTamerError` naming ``who`` otherwise."""
+    if not isinstance(decisions, dict):
+        raise TTamerError(f"{who}: decisions must be a dict of ExitDecisions by strategy name, got "
+                          f"{type(decisions).__name__}")
+    for k, d in decisions.items():
+        if not isinstance(d, ExitDecisions):
+            raise TTamerError(f"{who}: decisions[{short_repr(k)}] must be an ExitDecisions, got {type(d).__name__}")
+    return decisions
+
+
+#: Most bootstrap replicates of :func:`bootstrap_auc` and
+#: :func:`~ttamer.earlyexit.skips.bootstrap_metrics`: each replicate's frontiers are computed in
+#: turn, so their time grows with the replicates.
+MAX_BOOTSTRAP_REPLICATES = 100_000
+
+
+def check_resampling(n_boot: Any, n: int, seed: Any, who: str) -> tuple[int, int]:
+    """``(n_boot, seed)`` of a bootstrap that draws its ``[n_boot, n]`` resampling weights at
+    once: ``n_boot`` a count of at most :data:`MAX_BOOTSTRAP_REPLICATES` replicates whose
+    weights are at most :data:`~ttamer.earlyexit.evaluation.BOOTSTRAP_CHUNK_CELLS` numbers,
+    ``seed`` a seed; a :class:`~ttamer.core.errors.TTamerError` naming ``who`` and the
+    argument otherwise (before anything is drawn)."""
+    n_boot = check_count(n_boot, f"{who}: n_boot", minimum=0)
+    most = min(MAX_BOOTSTRAP_REPLICATES, BOOTSTRAP_CHUNK_CELLS // max(n, 1))
+    if n_boot > most:
+        raise TTamerError(f"{who}: n_boot {n_boot:,} replicates of {n:,} test examples are above the "
+                          f"{most:,} allowed (MAX_BOOTSTRAP_REPLICATES={MAX_BOOTSTRAP_REPLICATES:,}, and "
+                          f"BOOTSTRAP_CHUNK_CELLS={BOOTSTRAP_CHUNK_CELLS:,} resampling weights of the examples)")
+    return n_boot, check_seed(seed, f"{who}: seed")
 
 
 def bootstrap_auc(decisions: dict[str, ExitDecisions], test: Trace, scale: float,
                   lo: float, hi: float = 1.0, n_boot: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
     """``[n_boot]`` normalised areas under each sweep's frontier over ``[lo, hi]`` when the test
     examples are resampled with replacement (the same resample for every strategy, so
-    differences are paired); policies and thresholds held fixed."""
-    n = test.n_examples
+    differences are paired); policies and thresholds held fixed.
+
+    Raises
+    ------
+    TTamerError
+        Before any resampling, for ``decisions`` that are not a dict of
+        :class:`~ttamer.earlyexit.traces.ExitDecisions`, a ``test`` that is not a
+        :class:`~ttamer.earlyexit.traces.Trace`, a ``scale`` that is not a finite number
+        ``> 0``, ``lo``/``hi`` that are not finite numbers with ``lo < hi``, or an ``n_boot``
+        or ``seed`` that :func:`check_resampling` refuses.
+    """
+    check_decisions(decisions, "bootstrap_auc")
+    n = check_trace(test, "bootstrap_auc").n_examples
+    scale = check_real(scale, "bootstrap_auc: scale", low=0.0, low_open=True)
+    check_range(lo, hi, "bootstrap_auc")
+    n_boot, seed = check_resampling(n_boot, n, seed, "bootstrap_auc")
     W = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n  # [B, N]
     out = {}
     for k, d in decisions.items():
@@ -500,3 +620,13 @@ def bootstrap_auc(decisions: dict[str, ExitDecisions], test: Trace, scale: float
         cost = W @ (d.cost / scale).T
         out[k] = np.array([frontier_auc(pareto_frontier(cost[b], acc[b]), lo, hi) for b in range(n_boot)])
     return out
+
+
+def check_range(lo: Any, hi: Any, who: str) -> tuple[float, float]:
+    """``(lo, hi)`` as floats if they are finite numbers with ``lo < hi`` and ``hi − lo`` a
+    finite float64 (the cost range of an area under a frontier); a
+    :class:`~ttamer.core.errors.TTamerError` naming ``who`` otherwise."""
+    lo, hi = check_real(lo, f"{who}: lo"), check_real(hi, f"{who}: hi")
+    if not (hi > lo and np.isfinite(hi - lo)):
+        raise TTamerError(f"{who}: need lo < hi with hi - lo a finite float64, got [{lo:g}, {hi:g}]")
+    return lo, hi

@@ -7,9 +7,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import check_bool, check_count, check_int, check_numbers, check_real, check_seed
+from ..core.validate import check_bool, check_count, check_int, check_numbers, check_real, check_seed, short_repr
 from .heuristics import MAX_SWEEP_CELLS
 from .metrics import MAX_SWEEP_POINTS, frontier_auc, pareto_frontier
+from .base import check_trace
 from .thresholds import evenly
 from .traces import ExitDecisions, Trace
 
@@ -17,6 +18,9 @@ from .traces import ExitDecisions, Trace
 MIN_CV_EXAMPLES = 20
 #: Cross-validation scores are computed on at most this many calibration examples.
 MAX_CV_EXAMPLES = 5000
+#: Most examples :func:`cv_folds_of` assigns to folds (its permutation holds 8 bytes each):
+#: more than a trace of :data:`~ttamer.earlyexit.traces.MAX_TRACE_BYTES` holds.
+MAX_FOLD_EXAMPLES = 2**27
 #: Most values of a :func:`lam_grid` (as many as :class:`~ttamer.earlyexit.tamer.ThresholdTamer`'s
 #: ``n_lams`` allows).
 MAX_LAM_GRID = 10_000
@@ -76,7 +80,19 @@ def refined_sweep(run: Callable[[list[float]], list[ExitDecisions]], trace: Trac
     costs are read, never labels. The sweep holds at most
     :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` decisions: on ``N`` examples, at most
     ``MAX_SWEEP_CELLS / N`` values (``lams`` thinned evenly to them, ends kept).
+
+    Raises
+    ------
+    TTamerError
+        Before any call of ``run``, for a ``run`` that is not callable, a ``trace`` that is
+        not a :class:`~ttamer.earlyexit.traces.Trace`, ``lams`` that :func:`check_lams`
+        refuses, or options that :func:`check_sweep_options` refuses.
     """
+    if not callable(run):
+        raise TTamerError(f"refined_sweep: run must be a function of the λ values, got {type(run).__name__}")
+    check_trace(trace, "refined_sweep")
+    lams = check_lams(lams)
+    check_sweep_options(refine, max_gap, max_points)
     scale = trace.full_cost.mean()
     max_points = min(int(max_points), max(2, MAX_SWEEP_CELLS // trace.n_examples))
     first = list(dict.fromkeys(float(lam) for lam in lams))
@@ -112,7 +128,18 @@ def choose_by_cv(trace: Trace, candidates: list, score: Callable, folds: int, op
     candidate)`` (ties: the first listed); no scoring (and an empty list) when there is only
     one. Raises if ``trace`` is too small for ``folds``-fold cross-validation, naming the
     ``options`` to give explicitly instead. On a trace of more than :data:`MAX_CV_EXAMPLES`
-    examples the scores are computed on a seeded sample of that many."""
+    examples the scores are computed on a seeded sample of that many.
+
+    Raises
+    ------
+    TTamerError
+        Also for ``candidates`` that are not a non-empty list or tuple, or ``folds`` that is
+        not an integer ``>= 2``.
+    """
+    if not isinstance(candidates, (list, tuple)) or not candidates:
+        raise TTamerError(f"choose_by_cv: candidates must be a non-empty list of the options to choose from, got "
+                          f"{short_repr(candidates)}")
+    folds = check_count(folds, "choose_by_cv: folds", minimum=2)
     if len(candidates) == 1:
         return candidates[0], []
     if trace.n_examples < MIN_CV_EXAMPLES * folds:
@@ -134,10 +161,11 @@ def cv_folds_of(n: int, folds: int, seed: int) -> np.ndarray:
     Raises
     ------
     TTamerError
-        For an ``n`` or ``folds`` that is not an integer ``>= 1`` (``>= 2`` for ``folds``), or
-        a ``seed`` that :func:`~ttamer.core.validate.check_seed` refuses.
+        For an ``n`` that is not an integer in ``1..MAX_FOLD_EXAMPLES``, ``folds`` that is not
+        an integer ``>= 2``, or a ``seed`` that :func:`~ttamer.core.validate.check_seed` refuses.
     """
-    n, folds, seed = check_count(n, "n"), check_count(folds, "folds", minimum=2), check_seed(seed)
+    n = check_count(n, "n", maximum=MAX_FOLD_EXAMPLES)
+    folds, seed = check_count(folds, "folds", minimum=2), check_seed(seed)
     return np.random.default_rng(seed).permutation(n) % folds
 
 

@@ -50,7 +50,7 @@ from .base import check_trace
 from .calibration import EarlyExitTamer
 from ..core.errors import TTamerError
 from ..core.validate import (MIN_SPLIT_EXAMPLES, check_bool, check_count, check_int, check_numbers, check_real,
-                             check_seed, escape_text, short_repr)
+                             check_seed, describe_value, escape_text, short_repr)
 from ..core.parallel import available_memory, map_processes
 from .pathwise import PathwiseTamer
 from .results import Band, EvaluationResult, FullModelSummary, SplitSummary, StrategyResult, TraceSummary
@@ -215,7 +215,14 @@ def bootstrap_curves(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_
     strategies with the same seed see the same resamples: a paired bootstrap); per replicate
     the sweep points are ``(W·cost/N, W·correct/N)``. ``nan`` where a replicate's frontier is
     undefined. Policies are held fixed.
+
+    Raises
+    ------
+    TTamerError
+        For a ``kind`` not in :data:`~ttamer.earlyexit.metrics.KINDS`, and the errors of
+        :func:`bootstrap_weights`.
     """
+    kind = check_kind(kind)
     P, n = correct.shape
     W = bootstrap_weights(n, n_boot, seed) if counts is None else counts
     acc_b = weighted_sums(W, correct.astype(np.float32)).astype(float) / n  # [B, P]; integer sums, exact
@@ -261,14 +268,33 @@ def _quantiles(x: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
 def bootstrap_band(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
                    seed: int = 0, level: float = 0.95, kind: str = "pareto") -> tuple[np.ndarray, np.ndarray]:
     """Pointwise ``level`` band (lower, upper) of ``acc(c)`` on ``grid`` (see
-    :func:`bootstrap_curves`); ``nan`` where undefined."""
+    :func:`bootstrap_curves`); ``nan`` where undefined.
+
+    Raises
+    ------
+    TTamerError
+        For a ``level`` that is not a number strictly between 0 and 1 (checked before any
+        resampling), and the errors of :func:`bootstrap_curves`.
+    """
+    level = check_real(level, "bootstrap_band: level (of the band)", low=0.0, high=1.0, low_open=True, high_open=True)
     alpha = (1.0 - level) / 2
     lower, upper = _quantiles(bootstrap_curves(correct, cost, grid, n_boot, seed, kind), (alpha, 1 - alpha))
     return lower, upper
 
 
 def grid_auc(curves: np.ndarray) -> np.ndarray:
-    """Normalised area under curves sampled on a uniform grid (trapezoid; ``nan`` counts 0)."""
+    """Normalised area under curves sampled on a uniform grid (trapezoid; ``nan`` counts 0).
+
+    Raises
+    ------
+    TTamerError
+        For ``curves`` that are not a numeric array ``[..., G]`` of at least 2 grid points
+        (a trapezoid needs two).
+    """
+    if not (isinstance(curves, np.ndarray) and curves.ndim >= 1 and curves.shape[-1] >= 2
+            and curves.dtype.kind in "iuf"):
+        raise TTamerError(f"grid_auc: curves must be a numeric array [..., G] sampled on at least 2 grid points, "
+                          f"got {describe_value(curves)}")
     c = np.nan_to_num(curves, nan=0.0)
     return ((c[..., 1:] + c[..., :-1]) / 2).mean(axis=-1)
 
@@ -426,8 +452,15 @@ def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] |
     heuristic is swept completely on ``test`` (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static``
     every exit; ``oracle`` the hindsight bound (:data:`~ttamer.earlyexit.baselines.ORACLE_POINTS`
     points, fewer where they would hold more than
-    :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` decisions)."""
-    lams = None if lams is None else np.asarray(lams, dtype=float)
+    :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` decisions).
+
+    Raises
+    ------
+    TTamerError
+        For ``lams`` that are not ``None`` or what :func:`~ttamer.earlyexit.crossval.check_lams`
+        accepts (checked before any sweep).
+    """
+    lams = None if lams is None else check_lams(lams)
 
     def tamer_sweep(t: Any) -> Callable[[], ExitDecisions]:
         if isinstance(t, ThresholdTamer):
@@ -451,7 +484,8 @@ def check_sweep_and_band(lams: Any, band_points: Any, cost_range: Any,
     """The options of :func:`evaluate_trace` that shape its sweeps and bands, checked before any
     work: ``lams`` (``None`` or a grid of ``λ``, :func:`~ttamer.earlyexit.crossval.check_lams`),
     ``band_points`` (an integer in ``2..MAX_BAND_POINTS``), ``cost_range`` (``None`` or two
-    finite numbers ``lo < hi``) and ``frontier_kind``. Returns ``(lams, cost_range)`` as arrays
+    finite numbers ``0 <= lo < hi``: costs are fractions of the full model's) and
+    ``frontier_kind``. Returns ``(lams, cost_range)`` as arrays
     and floats; a :class:`~ttamer.core.errors.TTamerError` naming the option otherwise."""
     lams = None if lams is None else check_lams(lams)
     check_int(band_points, "band_points", minimum=2, maximum=MAX_BAND_POINTS)
@@ -459,9 +493,9 @@ def check_sweep_and_band(lams: Any, band_points: Any, cost_range: Any,
     if cost_range is None:
         return lams, None
     rng = check_numbers(cost_range, "cost_range")
-    if len(rng) != 2 or not rng[0] < rng[1] or not math.isfinite(float(rng[1]) - float(rng[0])):
-        raise TTamerError(f"cost_range must be two numbers (lo, hi) with lo < hi and hi - lo a finite float64, "
-                          f"got {short_repr(cost_range)}")
+    if len(rng) != 2 or not 0.0 <= rng[0] < rng[1] or not math.isfinite(float(rng[1]) - float(rng[0])):
+        raise TTamerError(f"cost_range must be two numbers (lo, hi) with 0 <= lo < hi (costs are fractions of the "
+                          f"full model's, never negative) and hi - lo a finite float64, got {short_repr(cost_range)}")
     return lams, (float(rng[0]), float(rng[1]))
 
 
@@ -508,7 +542,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     band_points : int, default 41
         Points of the cost grid of the bands (2 to :data:`MAX_BAND_POINTS`).
     cost_range : tuple of float, optional
-        :math:`(c_{\mathrm{lo}}, c_{\mathrm{hi}})`, two finite numbers, ``lo < hi``; by default
+        :math:`(c_{\mathrm{lo}}, c_{\mathrm{hi}})`, two finite numbers, ``0 <= lo < hi``; by default
         from the largest of the strategies' cheapest costs to 1 (the full model).
     frontier_kind : {"pareto", "hull"}
         ``"pareto"``: the staircase of the deterministic sweep points; ``"hull"``: their
@@ -752,6 +786,9 @@ def _ablation_row(trace: Trace, cfg: dict[str, Any], seed: int, n_boot: int, tar
 #: Most numbers ``N·K`` (examples × states of an exit) of the one-hot tables of
 #: :func:`markov_violation`.
 MARKOV_MAX_CELLS = 2**26
+#: Most states ``K`` (largest state + 1) of an exit in :func:`markov_violation`, which
+#: estimates the transition to each state of an exit in turn: its time grows with ``K``.
+MARKOV_MAX_STATES = 4096
 
 
 def _chain_data(states: Any, wrong: Any, who: str) -> tuple[np.ndarray, np.ndarray]:
@@ -783,10 +820,23 @@ def markov_violation(trace: Trace, states: np.ndarray, wrong: np.ndarray, smooth
 
     Frequencies are smoothed by ``smoothing`` pseudo-counts toward the coarser estimate, so
     that tiny cells do not inflate the gaps; still, finite samples make every gap positive
-    (compare with a Markov synthetic trace)."""
+    (compare with a Markov synthetic trace).
+
+    Raises
+    ------
+    TTamerError
+        Before any work, for ``states`` and ``wrong`` that are not arrays ``[N, L]`` of state
+        indices ``>= 0`` and losses in [0, 1], above :data:`MARKOV_MAX_CELLS` one-hot numbers
+        or :data:`MARKOV_MAX_STATES` states of an exit, or a ``smoothing`` that is not a
+        finite number ``>= 0``.
+    """
     states, wrong = _chain_data(states, wrong, "markov_violation")
     n, L = states.shape
     K = states.max(axis=0) + 1
+    if K.max() > MARKOV_MAX_STATES:
+        v = int(np.argmax(K))
+        raise TTamerError(f"markov_violation: exit {v} has states up to {int(K[v]) - 1:,}; at most "
+                          f"MARKOV_MAX_STATES = {MARKOV_MAX_STATES:,} states per exit are compared; use coarser states")
     a = check_real(smoothing, "markov_violation: smoothing", low=0.0)
     out = []
 
@@ -807,7 +857,8 @@ def markov_violation(trace: Trace, states: np.ndarray, wrong: np.ndarray, smooth
         row["loss_gap_prev"] = float(np.abs(cond_mean(si * K[i - 1] + sp, wrong[:, i], base_i) - base_i).mean())
         if i >= 2:
             spp = states[:, i - 2]
-            onehot = np.eye(K[i])[si]  # [N, K_i]
+            onehot = np.zeros((n, K[i]))  # [N, K_i]
+            onehot[np.arange(n), si] = 1.0
             p1 = np.stack([cond_mean(sp, onehot[:, t], np.full(n, onehot[:, t].mean())) for t in range(K[i])], 1)
             pair = spp * K[i - 1] + sp
             p2 = np.stack([cond_mean(pair, onehot[:, t], p1[:, t]) for t in range(K[i])], 1)

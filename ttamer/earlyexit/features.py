@@ -237,7 +237,14 @@ class StateEncoder:
 
     def answers(self, trace: Trace) -> np.ndarray:
         """``[N, L]``: the exit whose prediction node ``i`` answers with -- ``i`` itself, or for
-        ``feature="posterior"`` the posterior answer ``a_i`` (:func:`~ttamer.earlyexit.logistic.posterior_answers`)."""
+        ``feature="posterior"`` the posterior answer ``a_i`` (:func:`~ttamer.earlyexit.logistic.posterior_answers`).
+
+        Raises
+        ------
+        TTamerError
+            As :meth:`transform`: for a ``trace`` unlike the one it was fitted on.
+        """
+        self.check_like_fitted(trace, "StateEncoder.answers")
         if self.spec.feature == "posterior":
             return posterior_answers(trace, self.models["posterior"])[1]
         return np.broadcast_to(np.arange(trace.n_exits), (trace.n_examples, trace.n_exits)).copy()
@@ -274,6 +281,19 @@ class StateEncoder:
         """Whether errors fall as the binned feature grows (not so for entropy)."""
         return self.spec.feature != "entropy"
 
+    def check_like_fitted(self, trace: Trace, who: str) -> None:
+        """Refuse a ``trace`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, or
+        (:class:`~ttamer.core.errors.TraceError`) one of another number of exits, or of classes
+        (where ``n_classes`` is recorded), than the trace it was fitted on: its features
+        (the learned and posterior models, the normalised entropy) are read per exit and class.
+        O(1) past :func:`~ttamer.earlyexit.base.check_trace`."""
+        check_trace(trace, who)
+        if trace.n_exits != self.n_exits:
+            raise TraceError(f"trace has {trace.n_exits} exits; the encoder was fitted on {self.n_exits}")
+        if self.n_classes is not None and trace.n_classes != self.n_classes:
+            raise TraceError(f"{who}: the trace has {trace.n_classes} classes; the encoder was fitted on "
+                             f"{self.n_classes}")
+
     def transform(self, trace: Trace) -> np.ndarray:
         """``[N, L]`` int64 states of ``trace``'s examples at every exit.
 
@@ -281,12 +301,10 @@ class StateEncoder:
         ------
         TTamerError
             For a ``trace`` that :func:`~ttamer.earlyexit.base.check_trace` refuses, or
-            (:class:`~ttamer.core.errors.TraceError`) one of another number of exits than the
-            trace it was fitted on.
+            (:class:`~ttamer.core.errors.TraceError`) one of another number of exits or
+            classes than the trace it was fitted on (:meth:`check_like_fitted`).
         """
-        check_trace(trace, "StateEncoder.transform")
-        if trace.n_exits != self.n_exits:
-            raise TraceError(f"trace has {trace.n_exits} exits; the encoder was fitted on {self.n_exits}")
+        self.check_like_fitted(trace, "StateEncoder.transform")
         s = np.zeros((trace.n_examples, self.n_exits), dtype=np.int64)
         for name, (v, _) in self.axis_values(trace).items():
             e = self.edges[name]

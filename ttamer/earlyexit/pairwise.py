@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from .base import ANSWER_RULES as _ANSWER_VOCABULARY, vocabulary_subset
+from ..core.errors import TTamerError
+from ..core.validate import check_int, check_integers, check_numbers, check_real, describe_value, short_repr
+from .base import ANSWER_RULES as _ANSWER_VOCABULARY, MAX_EXITS, vocabulary_subset
+from .features import MAX_STATES
 from .thresholds import evenly
 
 #: The answer rules of the binned chain (a subset of :data:`ttamer.earlyexit.base.ANSWER_RULES`).
@@ -21,6 +24,9 @@ ANSWER_RULES = vocabulary_subset(_ANSWER_VOCABULARY, "index", "pairwise")
 #: Folds of the cross-validated log-loss test that decides, per pair of exits, whether the
 #: pairwise answer rule uses that pair's table (:meth:`PairwiseAnswer.fit`).
 PAIRWISE_FOLDS = 5
+#: Most folds :meth:`PairwiseAnswer.fit` accepts: each fold counts every table again, so the
+#: time of the test grows with the folds.
+PAIRWISE_MAX_FOLDS = 100
 #: Most calibration examples, evenly spaced, that the pairwise tables are counted on. The test
 #: of every pair of exits costs time in proportion to examples × pairs (the square of the
 #: exits); a table of ``K_v × K_j`` smoothed cells is well estimated long before this many.
@@ -84,6 +90,32 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).sum())
 
 
+def _check_calibration(states: Any, wrong: Any, losses: Any, n_states: Any) -> None:
+    """Check the calibration arrays of :meth:`PairwiseAnswer.fit` (its Raises section); they are
+    used as given."""
+    who = "PairwiseAnswer.fit"
+    if not (isinstance(states, np.ndarray) and states.ndim == 2 and states.dtype.kind in "iu"
+            and len(states) >= 2 and 1 <= states.shape[1] <= MAX_EXITS):
+        raise TTamerError(f"{who}: states must be an integer array [N, L] of at least 2 examples and 1 to "
+                          f"{MAX_EXITS} exits (MAX_EXITS), got {describe_value(states)}")
+    n, L = states.shape
+    wrong = check_numbers(wrong, f"{who}: wrong", ndim=2, low=0.0, high=1.0)
+    if wrong.shape != (n, L):
+        raise TTamerError(f"{who}: wrong has shape {wrong.shape}; it must be {(n, L)} like states")
+    k = check_integers(n_states, f"{who}: n_states", 1, MAX_STATES, MAX_EXITS)
+    if not isinstance(losses, (list, tuple, np.ndarray)) or len(losses) != L or len(k) != L:
+        raise TTamerError(f"{who}: losses (a list) and n_states must have one entry per exit ({L}), got "
+                          f"{short_repr(losses)} and {len(k)} values")
+    for v, x in enumerate(losses):
+        if len(check_numbers(x, f"{who}: losses[{v}]", max_len=int(k[v]))) != k[v]:
+            raise TTamerError(f"{who}: losses[{v}] has {len(x)} values; exit {v} has {int(k[v])} states (n_states)")
+    bad = (states < 0) | (states >= k[None, :])
+    if bad.any():
+        b, v = (int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+        raise TTamerError(f"{who}: states[{b}, {v}] is {int(states[b, v])}, outside exit {v}'s states "
+                          f"0..{int(k[v]) - 1}")
+
+
 @dataclass
 class PairwiseAnswer:
     """The *pairwise* recall answer rule. T-Tamer's rule (``"index"``) answers with the
@@ -113,7 +145,24 @@ class PairwiseAnswer:
         its table only if it predicts ``wrong_v`` better than ``ℓ_v(s_v)`` alone in
         ``folds``-fold cross-validation (log-loss); otherwise ``r_v = ℓ_v(s_v)`` there, so
         pairs where later evidence is noise fall back to the index rule. On more than
-        :data:`PAIRWISE_MAX_EXAMPLES` examples, that many evenly spaced ones are counted."""
+        :data:`PAIRWISE_MAX_EXAMPLES` examples, that many evenly spaced ones are counted.
+
+        Raises
+        ------
+        TTamerError
+            Before any counting, for ``states`` that are not an integer array ``[N, L]`` of
+            at least 2 examples and 1 to :data:`~ttamer.earlyexit.base.MAX_EXITS` exits with
+            ``0 <= states[:, v] < n_states[v]``, ``wrong`` that is not numbers in [0, 1] of
+            the same shape, ``n_states`` that are not ``L`` integers in ``1..MAX_STATES``
+            (:data:`~ttamer.earlyexit.features.MAX_STATES`), ``losses`` that are not ``L``
+            arrays of ``n_states[v]`` finite numbers, a ``smoothing`` that is not a finite
+            number ``> 0``, or ``folds`` that is not an integer in
+            ``2..PAIRWISE_MAX_FOLDS``.
+        """
+        smoothing = check_real(smoothing, "PairwiseAnswer.fit: smoothing", low=0.0, low_open=True)
+        _check_calibration(states, wrong, losses, n_states)
+        folds = check_int(folds, "PairwiseAnswer.fit: folds (cross-validation folds)", minimum=2,
+                          maximum=PAIRWISE_MAX_FOLDS)
         if len(states) > PAIRWISE_MAX_EXAMPLES:
             keep = evenly(len(states), PAIRWISE_MAX_EXAMPLES)
             states, wrong = states[keep], wrong[keep]
@@ -139,7 +188,16 @@ class PairwiseAnswer:
     def answer(self, states: np.ndarray, last: np.ndarray) -> np.ndarray:
         """``[N]`` node to answer with, for ``states [N, L]`` (−1 = not consulted) and the
         last consulted node ``last [N]``: every ``r_v`` read off the tables at once
-        (:meth:`flat_tables`)."""
+        (:meth:`flat_tables`).
+
+        Raises
+        ------
+        TTamerError
+            For ``states`` that are not an integer array ``[N, L]`` of states ``-1..K_v−1``,
+            or a ``last`` that is not an integer array ``[N]`` of exits ``0..L−1`` (one
+            vectorised pass).
+        """
+        self._check_histories(states, last)
         n, L = states.shape
         flat, offset, width = self._flat
         s_last = states[np.arange(n), last]
@@ -153,19 +211,64 @@ class PairwiseAnswer:
         return L - 1 - np.argmin(r[:, ::-1], axis=1)
 
     @cached_property
-    def _flat_lists(self) -> tuple[list[float], list[list[int]], list[list[int]]]:
-        """:meth:`flat_tables` as Python lists (for :meth:`answer_one`)."""
+    def _n_states(self) -> np.ndarray:
+        """``K_v`` per exit (the lengths of ``losses``)."""
+        return np.array([len(x) for x in self.losses], dtype=np.int64)
+
+    def _check_histories(self, states: Any, last: Any) -> None:
+        """Refuse histories :meth:`answer` cannot read: ``states`` not an integer array
+        ``[N, L]`` of ``-1`` (not consulted) or states ``0..K_v−1``, ``last`` not an integer
+        array ``[N]`` of exits ``0..L−1``."""
+        k = self._n_states
+        L = len(k)
+        if not (isinstance(states, np.ndarray) and states.ndim == 2 and states.shape[1] == L
+                and states.dtype.kind in "iu"):
+            raise TTamerError(f"PairwiseAnswer.answer: states must be an integer array [N, {L}] (a state per "
+                              f"history and exit, -1 where not consulted), got {describe_value(states)}")
+        if not (isinstance(last, np.ndarray) and last.shape == (len(states),) and last.dtype.kind in "iu"):
+            raise TTamerError(f"PairwiseAnswer.answer: last must be an integer array [{len(states)}] (the last "
+                              f"exit consulted per history), got {describe_value(last)}")
+        if last.size and (last.min() < 0 or last.max() >= L):
+            b = int(np.argmax((last < 0) | (last >= L)))
+            raise TTamerError(f"PairwiseAnswer.answer: last[{b}] is {int(last[b])}, not an exit 0..{L - 1}")
+        bad = (states < -1) | (states >= k[None, :])
+        if bad.any():
+            b, v = (int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+            raise TTamerError(f"PairwiseAnswer.answer: states[{b}, {v}] is {int(states[b, v])}, not a state of "
+                              f"exit {v}: its states are 0..{int(k[v]) - 1} (-1: not consulted)")
+
+    @cached_property
+    def _flat_lists(self) -> tuple[list[float], list[list[int]], list[list[int]], list[int]]:
+        """:meth:`flat_tables` as Python lists, and ``K_v`` per exit (for :meth:`answer_one`)."""
         flat, offset, width = self._flat
-        return flat.tolist(), offset.tolist(), width.tolist()
+        return flat.tolist(), offset.tolist(), width.tolist(), self._n_states.tolist()
 
     def answer_one(self, states: Sequence[int], last: int) -> int:
         """:meth:`answer` for one history on a chain, on Python scalars: the node of least
         ``r_v`` among ``v = 0..last`` (ties: the later one), ``states[v]`` the state of exit
-        ``v`` (every exit up to ``last`` consulted)."""
-        flat, offset, width = self._flat_lists
+        ``v`` (every exit up to ``last`` consulted).
+
+        Raises
+        ------
+        TTamerError
+            For a ``last`` that is not an integer exit ``0..L−1``, or ``states`` that do not
+            hold an integer state ``0..K_v−1`` for every exit ``v <= last`` (checked as the
+            exits are read: no pass over the states of its own).
+        """
+        flat, offset, width, k = self._flat_lists
+        if not ((type(last) is int or isinstance(last, np.integer)) and 0 <= last < len(k)):
+            raise TTamerError(f"PairwiseAnswer.answer_one: last must be an integer exit 0..{len(k) - 1}, got "
+                              f"{short_repr(last)}")
+        if len(states) <= last:
+            raise TTamerError(f"PairwiseAnswer.answer_one: states has {len(states)} values; exits 0..{last} were "
+                              f"consulted (one state each)")
         s_last, best, best_r = states[last], last, np.inf
         for v in range(last + 1):
-            r = flat[offset[v][last] + states[v] * width[v][last] + (0 if v == last else s_last)]
+            s = states[v]
+            if not ((type(s) is int or isinstance(s, np.integer)) and 0 <= s < k[v]):
+                raise TTamerError(f"PairwiseAnswer.answer_one: states[{v}] is {short_repr(s)}, not a state of exit "
+                                  f"{v}: its states are 0..{k[v] - 1}")
+            r = flat[offset[v][last] + s * width[v][last] + (0 if v == last else s_last)]
             if r <= best_r:
                 best, best_r = v, r
         return best

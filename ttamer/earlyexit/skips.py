@@ -63,17 +63,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .cascade import build_tree_instance, run_tree_policy
+from .cascade import (build_tree_instance, check_decisions, check_range, check_resampling, check_same_models,
+                      run_tree_policy)
 from .crossval import check_lams, lam_grid
 from .features import MAX_K
-from ..core.errors import TraceError, TTamerError
+from ..core.errors import TTamerError
 from ..core.instance import Instance
 from ..solvers.solve import solve
 from .traces import ExitDecisions, Trace
-from ..core.validate import check_bool, check_choice, check_int, check_lam, check_real, short_repr
+from ..core.validate import check_bool, check_choice, check_int, check_lam, check_real
 from .metrics import MAX_SWEEP_POINTS
 from .base import ANSWER_RULES, FEATURES as _FEATURE_VOCABULARY, BaseTamer, check_trace, vocabulary_subset
-from .metrics import check_numbers, cost_at_accuracy, frontier_auc, pareto_frontier, pareto_indices
+from .metrics import ROUNDING, check_numbers, cost_at_accuracy, frontier_auc, pareto_frontier, pareto_indices
 from .thresholds import first_stop, frontier_taus
 
 #: The states of the skip rule (a subset of :data:`ttamer.earlyexit.base.FEATURES`).
@@ -112,6 +113,19 @@ def check_chain(trace: Any, where: str = "trace", min_examples: int = 2) -> Trac
     if trace.n_examples < min_examples:
         raise TTamerError(f"{where}: need at least {min_examples} examples, got {trace.n_examples}")
     return trace
+
+
+def chain_parents(n: int) -> np.ndarray:
+    """The parents ``[-1, 0, …, n−2]`` of a chain of ``n`` models."""
+    return np.arange(-1, n - 1)
+
+
+def check_matching(calibration: Trace, test: Trace, who: str) -> None:
+    """Refuse (:class:`~ttamer.core.errors.TraceError`) a ``test`` chain whose models or classes
+    are not those of the ``calibration`` chain (:func:`~ttamer.earlyexit.cascade.check_same_models`):
+    a rule tuned on one set of models is run only on the same models."""
+    check_same_models(test, calibration.exit_names, calibration.parents, calibration.n_classes, f"{who}: test: ",
+                      "calibration")
 
 
 def masks(n: int) -> list[int]:
@@ -417,11 +431,7 @@ class SkipTamer(BaseTamer):
         """Rows of the fitted sweep at ``lams`` (all for ``None``), after checking ``trace``."""
         self.check_fitted()
         check_chain(trace, "decide", min_examples=1)
-        if list(trace.exit_names) != self.names_:
-            raise TTamerError(f"decide: the trace's models {trace.exit_names} differ from the fitted ones {self.names_}")
-        if trace.n_classes != self.n_classes_:
-            raise TTamerError(f"decide: the trace has {trace.n_classes} classes; the rule was fitted on "
-                              f"{self.n_classes_}")
+        check_same_models(trace, self.names_, chain_parents(len(self.names_)), self.n_classes_, "decide: ")
         if lams is None:
             return np.arange(len(self.lams_))
         want = check_lams(lams)
@@ -533,10 +543,14 @@ def tradeoff(decisions: ExitDecisions, trace: Trace, lams: Any, scale: float) ->
     Raises
     ------
     TTamerError
-        For a ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, ``lams`` that
-        are not numbers in [0, 1], one per row of ``decisions`` (one for a single decision
-        set), or a ``scale`` that is not a finite number ``> 0``.
+        For ``decisions`` that are not an :class:`~ttamer.earlyexit.traces.ExitDecisions`, a
+        ``trace`` that is not a :class:`~ttamer.earlyexit.traces.Trace`, ``lams`` that are not
+        numbers in [0, 1], one per row of ``decisions`` (one for a single decision set), or a
+        ``scale`` that is not a finite number ``> 0``.
     """
+    if not isinstance(decisions, ExitDecisions):
+        raise TTamerError(f"tradeoff: decisions must be an ExitDecisions (a strategy's decisions), got "
+                          f"{type(decisions).__name__}")
     check_trace(trace, "tradeoff")
     scale = check_real(scale, "scale", low=0.0, low_open=True)
     rows = len(decisions.answer) if decisions.is_sweep else 1
@@ -578,12 +592,14 @@ def sequential_threshold(calibration: Trace, test: Trace | None = None, max_poin
     Raises
     ------
     TTamerError
-        For traces :func:`check_chain` refuses, or a ``max_points`` that is not an integer in
-        ``2..MAX_SWEEP_POINTS``.
+        For traces :func:`check_chain` refuses, a ``max_points`` that is not an integer in
+        ``2..MAX_SWEEP_POINTS``, or (:class:`~ttamer.core.errors.TraceError`) a ``test``
+        trace whose models or classes are not the calibration trace's.
     """
     max_points = check_int(max_points, "max_points", minimum=2, maximum=MAX_SWEEP_POINTS)
     check_chain(calibration, "calibration")
     test = calibration if test is None else check_chain(test, "test")
+    check_matching(calibration, test, "sequential_threshold")
     loss = (~calibration.correct).astype(float)
     taus = frontier_taus(calibration.max_prob, loss, np.cumsum(calibration.cost_matrix, axis=1),
                          max_points=max_points)
@@ -642,15 +658,16 @@ def exact_skip_decisions(calibration: Trace, test: Trace, lams: Sequence[float],
     ------
     TTamerError
         For ``lams`` that :func:`~ttamer.earlyexit.crossval.check_lams` refuses, the errors of
-        :func:`skip_chain_instance` and :func:`check_chain`, or (:class:`~ttamer.core.errors.TraceError`)
-        a ``test`` trace whose models are not the calibration trace's.
+        :func:`skip_chain_instance` and :func:`check_chain`, ``recall`` or ``skips`` that are
+        not ``True``/``False``, or (:class:`~ttamer.core.errors.TraceError`, before any
+        solving) a ``test`` trace whose models or classes are not the calibration trace's.
     """
     lams = check_lams(lams)
+    recall, skips = check_bool(recall, "recall"), check_bool(skips, "skips")
+    check_chain(calibration, "calibration")
     check_chain(test, "test")
+    check_matching(calibration, test, "exact_skip_decisions")
     inst, edges, sc = skip_chain_instance(calibration, K, smoothing, scale)
-    if list(test.exit_names) != list(calibration.exit_names):
-        raise TraceError(f"test: the trace's {test.n_exits} models {short_repr(test.exit_names, 120)} differ from "
-                         f"the calibration trace's {calibration.n_exits} {short_repr(calibration.exit_names, 120)}")
     if not skips:
         inst = Instance.chain(inst.losses, inst.transitions[0][0], inst.transitions[1:], inst.costs,
                               names=[nd.name for nd in inst.nodes], name=inst.name)
@@ -679,8 +696,27 @@ def bootstrap_metrics(decisions: dict[str, ExitDecisions], test: Trace, scale: f
     ``gaps`` (``"cost_at_ref"``, ``[len(gaps), n_boot + 1]``, ``nan`` if never), on the test
     examples (index 0) and on ``n_boot`` resamples of them with replacement (indices
     ``1..n_boot``; the same resamples for every strategy, so differences are paired). Single
-    points (fixed routes) count as one-point frontiers."""
-    N = test.n_examples
+    points (fixed routes) count as one-point frontiers.
+
+    Raises
+    ------
+    TTamerError
+        Before any resampling, for ``decisions`` that are not a dict of
+        :class:`~ttamer.earlyexit.traces.ExitDecisions`, a ``test`` that is not a
+        :class:`~ttamer.earlyexit.traces.Trace`, a ``scale`` that is not a finite number
+        ``> 0``, ``lo``/``hi`` that are not finite numbers with ``lo < hi``, a ``reference``
+        that is not a model of ``test`` (a name, or a position, negative from the end),
+        ``gaps`` that are not a 1-D array of at most ``MAX_SWEEP_POINTS`` finite numbers, or
+        an ``n_boot`` or ``seed`` that :func:`~ttamer.earlyexit.cascade.check_resampling`
+        refuses.
+    """
+    check_decisions(decisions, "bootstrap_metrics")
+    N = check_trace(test, "bootstrap_metrics").n_examples
+    scale = check_real(scale, "bootstrap_metrics: scale", low=0.0, low_open=True)
+    check_range(lo, hi, "bootstrap_metrics")
+    reference = model_position(test, reference, "bootstrap_metrics: reference")
+    gaps = check_numbers(gaps, "bootstrap_metrics: gaps", max_len=MAX_SWEEP_POINTS, empty=True)
+    n_boot, seed = check_resampling(n_boot, N, seed, "bootstrap_metrics")
     W = np.random.default_rng(seed).multinomial(N, np.full(N, 1.0 / N), size=n_boot) / N
     W = np.vstack([np.full((1, N), 1.0 / N), W])  # [B + 1, N]
     ref = test.correct[:, reference].astype(float)
@@ -695,11 +731,23 @@ def bootstrap_metrics(decisions: dict[str, ExitDecisions], test: Trace, scale: f
         for b in range(len(W)):  # loop over resamples only
             f = pareto_frontier(cst[b], acc[b])
             auc[b] = frontier_auc(f, lo, hi)
-            for g, gap in enumerate(gaps):
-                v = cost_at_accuracy(f, ref_acc[b] - gap)
+            for g, gap in enumerate(gaps):  # a level above 1 is never reached; below 0, any point meets it
+                level = ref_acc[b] - gap
+                v = None if level > 1.0 + ROUNDING else cost_at_accuracy(f, max(level, 0.0))
                 car[g, b] = np.nan if v is None else v
         out[k] = {"auc": auc, "cost_at_ref": car}
     return out
+
+
+def model_position(trace: Trace, model: Any, name: str) -> int:
+    """Position ``0..n−1`` of ``model``: a name of ``trace``'s models, or a position
+    ``-n..n−1`` (negative from the end: ``-1`` is the last model); a
+    :class:`~ttamer.core.errors.TTamerError` naming ``name`` otherwise."""
+    if isinstance(model, str):
+        return trace.node_id(model)
+    n = trace.n_exits
+    return check_int(model, f"{name} (a model name, or a position, negative from the end)", minimum=-n,
+                     maximum=n - 1) % n
 
 
 def best_route(routes: dict[str, ExitDecisions], trace: Trace, scale: float) -> dict[str, ExitDecisions]:

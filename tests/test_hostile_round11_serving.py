@@ -214,3 +214,13 @@ def test_concat_results_generator():
         concat_results(parts[0])
     with pytest.raises(TTamerError, match="concat_results joins a list of ServeResult"):
         concat_results(None)
+
+
+
+@pytest.mark.parametrize("rows", [[1.5], [0], [9], ["1"]])
+def test_run_all_says_the_range_of_profile_rows(rows):
+    """A profile row count that is not an integer in 1..batch_size is refused with that range
+    (the message used to give int64's least value as the bound)."""
+    server = EarlyExitServer(_model(), max_prob_rule(L, 0.5))
+    with pytest.raises(TTamerError, match=r"profile_rows \(row counts up to batch_size\) must be .*integers in 1\.\.8"):
+        server.run_all(X, np.zeros(len(X), dtype=np.int64), batch_size=8, profile_rows=rows)

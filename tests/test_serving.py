@@ -531,7 +531,7 @@ def test_batched_cost_priced_per_rows_still_running(setup):
         served_cost(bad, half, 8)
     with pytest.raises(TTamerError, match="last must be .* integers in 0..3"):
         served_cost(tr, np.full(40, L), 8)
-    with pytest.raises(TTamerError, match="profile_rows must be row counts in 1..batch_size"):
+    with pytest.raises(TTamerError, match=r"profile_rows \(row counts up to batch_size\) must be a non-empty 1-D array of integers in 1..4, got 8"):
         rec.run_all(x[:16], y[:16], batch_size=4, profile_rows=[1, 8])
     # k rows of a batch prepared whole: the table's entries, one row count per line
     tab = rec.rows_cost(x[:16], 8, [1, 4, 8], repeats=1)

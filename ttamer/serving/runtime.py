@@ -838,10 +838,8 @@ class EarlyExitServer(_Runtime):
             raise TTamerError(f"meta may not set {measured}: run_all records them from what it measures "
                               f"({', '.join(RECORDED_META)})")
         rows_grid = [] if isinstance(profile_rows, (list, tuple)) and not profile_rows else sorted(set(
-            check_integers(profile_rows, "profile_rows", np.iinfo(np.int64).min, None, batch_size).tolist()))
-        if rows_grid and (rows_grid[0] < 1 or rows_grid[-1] > batch_size):
-            raise TTamerError(f"profile_rows must be row counts in 1..batch_size ({batch_size}), "
-                              f"got {list(profile_rows)!r}")
+            check_integers(profile_rows, "profile_rows (row counts up to batch_size)", 1, batch_size,
+                           batch_size).tolist()))
         n = check_inputs(inputs)
         labels = check_labels(labels, n)  # before the model runs on every input
         self._check_model()

@@ -31,6 +31,7 @@ from ttamer.core.errors import TTamerError
 from ttamer.earlyexit.traces import save_trace, synthetic_trace
 from ttamer.workloads import cascade, common, nlp, skipchain, vision, zoo
 from ttamer.workloads.common import WorkloadResult
+from test_traces_cli_safety import refused  # the one-error-line check of the traces CLI
 
 VISION = ["traces", "vision", "--n-train", "64", "--n-test", "64", "--epochs", "1", "--batch-size", "16",
           "--no-progress"]
@@ -85,16 +86,6 @@ def shipped(monkeypatch, tmp_path):
                  data / "zoo" / "heldout" / "digits-cnn-s2.npz", data / "cascades" / "chain.npz"):
         path.write_bytes(b"shipped " + path.name.encode())
     return data
-
-
-def refused(capsys, argv, *needles):
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "unexpected" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 # --------------------------------------------------------------------------- --out vs the run's inputs

@@ -606,11 +606,7 @@ def bootstrap_auc(decisions: dict[str, ExitDecisions], test: Trace, scale: float
         ``> 0``, ``lo``/``hi`` that are not finite numbers with ``lo < hi``, or an ``n_boot``
         or ``seed`` that :func:`check_resampling` refuses.
     """
-    check_decisions(decisions, "bootstrap_auc")
-    n = check_trace(test, "bootstrap_auc").n_examples
-    scale = check_real(scale, "bootstrap_auc: scale", low=0.0, low_open=True)
-    check_range(lo, hi, "bootstrap_auc")
-    n_boot, seed = check_resampling(n_boot, n, seed, "bootstrap_auc")
+    n, scale, n_boot, seed = check_bootstrap_inputs(decisions, test, scale, lo, hi, n_boot, seed, "bootstrap_auc")
     W = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n  # [B, N]
     out = {}
     for k, d in decisions.items():
@@ -620,6 +616,21 @@ def bootstrap_auc(decisions: dict[str, ExitDecisions], test: Trace, scale: float
         cost = W @ (d.cost / scale).T
         out[k] = np.array([frontier_auc(pareto_frontier(cost[b], acc[b]), lo, hi) for b in range(n_boot)])
     return out
+
+
+def check_bootstrap_inputs(decisions: Any, test: Any, scale: Any, lo: Any, hi: Any, n_boot: Any, seed: Any,
+                           who: str) -> tuple[int, float, int, int]:
+    """``(N, scale, n_boot, seed)`` of a paired bootstrap of the ``decisions`` on the ``N``
+    examples of ``test``: ``decisions`` checked by :func:`check_decisions`, ``test`` a trace,
+    ``scale`` a finite number ``> 0``, ``[lo, hi]`` by :func:`check_range` and ``n_boot`` and
+    ``seed`` by :func:`check_resampling`; a :class:`~ttamer.core.errors.TTamerError` naming
+    ``who`` otherwise."""
+    check_decisions(decisions, who)
+    n = check_trace(test, who).n_examples
+    scale = check_real(scale, f"{who}: scale", low=0.0, low_open=True)
+    check_range(lo, hi, who)
+    n_boot, seed = check_resampling(n_boot, n, seed, who)
+    return n, scale, n_boot, seed
 
 
 def check_range(lo: Any, hi: Any, who: str) -> tuple[float, float]:

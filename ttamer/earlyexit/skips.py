@@ -63,7 +63,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .cascade import (build_tree_instance, check_decisions, check_range, check_resampling, check_same_models,
+from .cascade import (build_tree_instance, check_bootstrap_inputs, check_same_models,
                       run_tree_policy)
 from .crossval import check_lams, lam_grid
 from .features import MAX_K
@@ -710,13 +710,9 @@ def bootstrap_metrics(decisions: dict[str, ExitDecisions], test: Trace, scale: f
         an ``n_boot`` or ``seed`` that :func:`~ttamer.earlyexit.cascade.check_resampling`
         refuses.
     """
-    check_decisions(decisions, "bootstrap_metrics")
-    N = check_trace(test, "bootstrap_metrics").n_examples
-    scale = check_real(scale, "bootstrap_metrics: scale", low=0.0, low_open=True)
-    check_range(lo, hi, "bootstrap_metrics")
+    N, scale, n_boot, seed = check_bootstrap_inputs(decisions, test, scale, lo, hi, n_boot, seed, "bootstrap_metrics")
     reference = model_position(test, reference, "bootstrap_metrics: reference")
     gaps = check_numbers(gaps, "bootstrap_metrics: gaps", max_len=MAX_SWEEP_POINTS, empty=True)
-    n_boot, seed = check_resampling(n_boot, N, seed, "bootstrap_metrics")
     W = np.random.default_rng(seed).multinomial(N, np.full(N, 1.0 / N), size=n_boot) / N
     W = np.vstack([np.full((1, N), 1.0 / N), W])  # [B + 1, N]
     ref = test.correct[:, reference].astype(float)

@@ -312,3 +312,21 @@ def test_choose_by_cv_and_cv_folds_of_refuse_empty_and_huge():
         CV.choose_by_cv(chain(), [], lambda t, c: 0.0, 2, "K")
     with pytest.raises(TTamerError, match="n must be <= 134217728"):
         CV.cv_folds_of(10**12, 2, 0)
+
+
+@pytest.mark.parametrize("parents", [np.array([-1, 0]), np.array([-1, 0, 3]), np.array([-2, 0, 0]),
+                                     [-1, 0, 0], np.array([-1.0, 0.0, 0.0])])
+def test_tree_states_refuse_parents_that_are_not_the_models(fitted_cascade, parents):
+    tt, tam = fitted_cascade
+    for call, who in ((lambda: CA.tree_states(tam.encoder_, tt, parents, True), "tree_states"),
+                      (lambda: CA.tree_n_states(tam.encoder_, parents, True), "tree_n_states")):
+        with pytest.raises(TTamerError, match=rf"{who}: parents must be an integer array \[3\]"):
+            call()
+    assert CA.tree_states(tam.encoder_, tt, tam.parents_, True).shape == (tt.n_examples, 3)
+
+
+@pytest.mark.parametrize("available", ["1", -1, 1.5, True])
+def test_check_evaluation_memory_refuses_what_is_not_a_byte_count(available):
+    with pytest.raises(TTamerError, match=r"available \(bytes of free memory\)"):
+        EV.check_evaluation_memory(chain(), available)
+    assert EV.check_evaluation_memory(chain(), 2**40) > 0

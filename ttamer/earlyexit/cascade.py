@@ -68,10 +68,29 @@ TREE_FEATURES = vocabulary_subset(FEATURES, "max_prob", "entropy", "margin")
 
 
 # ---------------------------------------------------------------------------------------------
+def check_tree_parents(parents: Any, n_models: int, who: str) -> np.ndarray:
+    """``parents``, the parent of each of the ``n_models`` models (``-1`` for a root), if it is
+    an integer array ``[n_models]`` of values in ``-1..n_models−1``; else a
+    :class:`~ttamer.core.errors.TTamerError` naming ``who``."""
+    if not (isinstance(parents, np.ndarray) and parents.shape == (n_models,) and parents.dtype.kind in "iu"
+            and (n_models == 0 or (parents.min() >= -1 and parents.max() < n_models))):
+        raise TTamerError(f"{who}: parents must be an integer array [{n_models}] of parent models in "
+                          f"-1..{n_models - 1} (-1: a root), got {describe_value(parents)}")
+    return parents
+
+
 def tree_states(encoder: StateEncoder, trace: Trace, parents: np.ndarray, agreement: bool) -> np.ndarray:
     """``[N, n]`` states: confidence bins of every model (the fitted ``encoder``), and with
     ``agreement`` the flag "prediction equals the parent's" on non-roots (``s + K_v·flag``);
-    ``parents`` are the trace's (passed in, so that serving does not re-read them per query)."""
+    ``parents`` are the trace's (passed in, so that serving does not re-read them per query).
+
+    Raises
+    ------
+    TTamerError
+        For ``parents`` that :func:`check_tree_parents` refuses, or a ``trace`` the encoder
+        refuses.
+    """
+    check_tree_parents(parents, encoder.n_exits, "tree_states")
     s = encoder.transform(trace)
     if agreement:
         pred = trace.predictions
@@ -82,7 +101,9 @@ def tree_states(encoder: StateEncoder, trace: Trace, parents: np.ndarray, agreem
 
 
 def tree_n_states(encoder: StateEncoder, parents: np.ndarray, agreement: bool) -> np.ndarray:
-    """``K_v`` per model (agreement doubles the non-roots)."""
+    """``K_v`` per model (agreement doubles the non-roots); ``parents`` checked by
+    :func:`check_tree_parents`."""
+    check_tree_parents(parents, encoder.n_exits, "tree_n_states")
     k = encoder.base_states.copy()
     return np.where((parents >= 0) & agreement, 2 * k, k)
 

@@ -146,10 +146,12 @@ def check_evaluation_memory(trace: Trace, available: int | None = None) -> int:
     ``available`` bytes (default :func:`~ttamer.core.parallel.available_memory`; no check
     where the system does not tell it) against :func:`evaluation_bytes`; an evaluation
     estimated below :data:`EVALUATE_FREE_BYTES` always runs. Returns the estimate; the error
-    says how many examples would fit."""
+    says how many examples would fit; ``available``, where given, must be an integer ``>= 0``."""
     need = evaluation_bytes(trace.n_examples, trace.n_exits, trace.n_classes)
     if available is None:
         available = available_memory()
+    else:
+        available = check_int(available, "available (bytes of free memory)", minimum=0)
     if available is None or need <= max(available, EVALUATE_FREE_BYTES):
         return need
     fits = _most_examples(available, trace.n_exits, trace.n_classes)

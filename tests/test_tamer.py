@@ -256,9 +256,10 @@ def test_slo_block(fitted, split):
             if tau == np.inf:
                 stop[:] = cal.n_exits - 1
             d = (cal.predictions[np.arange(len(stop)), stop] == cal.labels).astype(float) - full_cal
-            bound = d.mean() - z * d.std(ddof=1) * np.sqrt(1 / len(d) + 1 / test.n_examples)
+            s = np.r_[d, 1.0, -1.0].std(ddof=1)  # two pseudo-examples, one disagreement each way
+            bound = d.mean() - z * s * np.sqrt(1 / len(d) + 1 / test.n_examples)
             cost = cal.cumulative_cost[np.arange(len(stop)), stop].mean()
-            if bound >= -TARGETS[name] - 1e-12 and cost < best_cost - 1e-12:
+            if (tau == np.inf or bound >= -TARGETS[name] - 1e-12) and cost < best_cost - 1e-12:
                 best_cost, best_tau = cost, tau
         d = heuristics.sweep(test, "max-prob", [best_tau])[0]
         assert np.isclose(b["strategies"]["max-prob"]["cost"], d.cost.mean() / test.full_cost.mean())
@@ -439,3 +440,17 @@ def test_slo_refuses_what_is_not_a_menu_or_a_tamer(fitted, split):
             slo_block(cal, test, tamers)
     with pytest.raises(TTamerError, match="heuristics must be a tuple"):
         slo_block(cal, test, {"ttamer": fitted}, heuristics="max-prob")
+
+
+def test_meets_target_does_not_trust_a_point_never_seen_to_differ():
+    """A cheaper point that agreed with the full model in correctness on every calibration
+    example has a paired standard deviation of zero; it must not qualify at the full model's
+    accuracy as if certain to agree on new examples (it did at any confidence). The full model
+    itself, the last point, always qualifies; a point clearly better than the full model does."""
+    n = 400
+    pts = slo_mod.OperatingPoints(cost=np.array([0.3, 0.5, 1.0]), in_sample=np.array([0.8, 0.9, 0.8]),
+                                  accuracy=np.array([0.8, 0.9, 0.8]), disagreement=np.array([0.0, 0.1, 0.0]),
+                                  n=n, apply=lambda trace, ps: None)
+    ok = slo_mod.meets_target(pts, 0.8, 0.0, 0.9, n)
+    assert ok.tolist() == [False, True, True]
+    assert slo_mod.meets_target(pts, 0.8, 0.0, 0.5, n).tolist() == [True, True, True]  # z = 0: the naive rule

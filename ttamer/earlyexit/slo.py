@@ -120,8 +120,10 @@ def meets_target(points: OperatingPoints, full_accuracy: float, drop: float, con
     With the paired differences :math:`d_{p,n} = 1[\text{rule } p \text{ right on } n] -
     1[\text{full model right on } n]` on the :math:`N` calibration examples, their mean
     :math:`\bar d_p` (the judged accuracy minus the full model's) and standard deviation
-    :math:`s_p` (from the in-sample differences: :math:`d^2` is 1 exactly where the two
-    differ in correctness), point :math:`p` qualifies when
+    :math:`s_p` -- that of the in-sample differences with two pseudo-examples added, one
+    :math:`d = +1` and one :math:`d = -1` (:math:`d^2` is 1 exactly where the two differ in
+    correctness), so that a rule never seen to differ from the full model is not taken as
+    certain to agree with it on new examples (:math:`s_p > 0`) -- point :math:`p` qualifies when
 
     .. math::
 
@@ -129,7 +131,8 @@ def meets_target(points: OperatingPoints, full_accuracy: float, drop: float, con
 
     :math:`\delta` the target's drop, :math:`N'` the examples it will be judged on and
     :math:`z_c` the standard normal quantile of the confidence :math:`c`: a one-sided
-    prediction bound on the difference that the test examples will show.
+    prediction bound on the difference that the test examples will show. The last point, the
+    full model itself, always qualifies (its difference is zero on any examples).
 
     Raises
     ------
@@ -144,11 +147,15 @@ def meets_target(points: OperatingPoints, full_accuracy: float, drop: float, con
     drop = check_real(drop, "drop", low=0.0, high=1.0)
     confidence = check_confidence(confidence)
     n_test = check_count(n_test, "n_test")
-    mean_in = points.in_sample - full_accuracy
-    var = np.maximum(points.disagreement - mean_in**2, 0.0) * n / max(n - 1, 1)
+    # the in-sample differences and the two pseudo-examples d = +1, d = -1: N + 2 values
+    mean = (n * (points.in_sample - full_accuracy)) / (n + 2)
+    second = (n * points.disagreement + 2.0) / (n + 2)
+    var = np.maximum(second - mean**2, 0.0) * (n + 2) / (n + 1)
     z = NormalDist().inv_cdf(confidence)
     bound = points.accuracy - full_accuracy - z * np.sqrt(var) * np.sqrt(1.0 / n + 1.0 / n_test)
-    return bound >= -drop - 1e-12
+    ok = bound >= -drop - 1e-12
+    ok[-1] = True  # the full model
+    return ok
 
 
 def out_of_fold_accuracy(tamer: ThresholdTamer, budgets: np.ndarray) -> np.ndarray | None:

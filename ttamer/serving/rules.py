@@ -575,8 +575,7 @@ class HistoryRun(InTurn):
     exits ``0..i``."""
 
     def __init__(self, rule: Any, n: int) -> None:
-        L = getattr(rule, "n_exits", None)
-        self.rule, self.n_exits = rule, L if L.__class__ is int else check_int(L, "the rule's n_exits", minimum=1)
+        self.rule, self.n_exits = rule, check_int(getattr(rule, "n_exits", None), "the rule's n_exits", minimum=1)
         self.n = self.rows = check_batch(n, self.n_exits, MAX_RUN_CELLS)
         self.hist: np.ndarray | None = None
 

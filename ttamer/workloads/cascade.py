@@ -391,7 +391,6 @@ def get_cascade_trace(profile: str = "offline", *, seed: int = 0, device: str = 
     regenerate = check_bool(regenerate, "regenerate")
     progress = check_bool(progress, "progress")
     path = cascade_trace_path(profile, seed=seed, device=device, cache=cache, **sizes)
-    seed = check_workload_seed(seed)
     if path.exists() and not regenerate:
         return load_trace(path)
     work = generate_cascade(profile, seed=seed, device=device, cache=cache, progress=progress, **sizes)

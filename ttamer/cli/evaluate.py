@@ -87,16 +87,18 @@ def format_table(result: EvaluationResult) -> str:
         "",
     ]
     head = ["strategy", "AUC", "cost@full", "cost@-0.5pt", "cost@-1pt", "acc@25%", "acc@50%", "acc@75%",
-            "oracle share", "AUC - ttamer (95% paired)"]
+            "oracle share", "AUC - ttamer (95% paired)", "cost@full - ttamer (95% paired)"]
     rows = [head]
     for name, m in result.strategies.items():
         acc = m.accuracy_at_cost
         d = m.auc_minus_ttamer_ci
         diff = "—" if d is None or name == "ttamer" else f"[{d[0]:+.4f}, {d[2]:+.4f}]"
+        c = m.cost_at_full_minus_ttamer_ci
+        cdiff = "—" if c is None or name == "ttamer" else f"[{c[0]:+.4f}, {c[2]:+.4f}]"
         rows.append([name, _fmt(m.auc), _fmt(m.cost_at_full_accuracy),
                      _fmt(m.cost_at_full_accuracy_minus_half_pt), _fmt(m.cost_at_full_accuracy_minus_1pt),
                      _fmt(acc["0.25"], True), _fmt(acc["0.5"], True), _fmt(acc["0.75"], True),
-                     _fmt(m.oracle_gain_share, True), diff])
+                     _fmt(m.oracle_gain_share, True), diff, cdiff])
     widths = [max(len(r[j]) for r in rows) for j in range(len(head))]
     for k, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))

@@ -26,7 +26,10 @@ interpolates linearly between its vertices. Metrics, per strategy:
 * ``auc_ci`` -- 95 % bootstrap interval of the AUC (trapezoid on the band's grid), and
   ``auc_minus_ttamer_ci`` -- (2.5 %, 50 %, 97.5 %) quantiles of this strategy's AUC minus
   T-Tamer's over the *same* resamples (paired): an interval above 0 means the strategy beats
-  T-Tamer beyond test-set noise.
+  T-Tamer beyond test-set noise; ``cost_at_full_minus_ttamer_ci`` -- the same quantiles of this
+  strategy's cost at the full model's accuracy minus T-Tamer's, the full model's accuracy read
+  on each resample (an interval below 0 means the strategy is cheaper beyond test-set noise;
+  a bound is infinite where, on that share of the resamples, only one of the two reaches it).
 
 For the research question of the early-exit chapters (does T-Tamer's frontier dominate every heuristic?):
 :func:`domination_summary` (per heuristic: AUC gap with its paired interval, cost gap at the
@@ -207,6 +210,39 @@ def weighted_sums(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.cumsum(sp.csr_matrix(diffs) @ counts.T.astype(float), axis=0).T
 
 
+def resampled_points(correct: np.ndarray, cost: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(cost_b, acc_b)``, each ``[B, P]``: a sweep's points on ``B`` resamples of its
+    examples -- ``cost_b = W·cost/N`` and ``acc_b = W·correct/N`` for the resampling counts
+    ``W = counts [B, N]`` (:func:`bootstrap_weights`) and the sweep's per-example outcomes
+    ``correct [P, N]`` (bool) and ``cost [P, N]`` (fractions of the full cost)."""
+    n = correct.shape[1]
+    acc_b = weighted_sums(counts, correct.astype(np.float32)).astype(float) / n  # integer sums, exact
+    return weighted_sums(counts, np.asarray(cost, dtype=float)) / n, acc_b
+
+
+def curves_of(cost_b: np.ndarray, acc_b: np.ndarray, grid: np.ndarray, kind: str = "pareto") -> np.ndarray:
+    """``[B, G]``: ``acc_b(c)`` on ``grid`` of each replicate's points (:func:`resampled_points`);
+    ``nan`` where a replicate's frontier is undefined."""
+    if kind == "hull":  # a loop over replicates (not examples): the envelope of each
+        return np.stack([accuracy_at(hull_frontier(cb, ab), grid, "hull") for cb, ab in zip(cost_b, acc_b)])
+    ok = cost_b[:, :, None] <= np.asarray(grid)[None, None, :] + _EPS  # [B, P, G]
+    best = np.where(ok, acc_b[:, :, None], -np.inf).max(axis=1)  # [B, G]
+    best[np.isinf(best)] = np.nan
+    return best
+
+
+def costs_at(cost_b: np.ndarray, acc_b: np.ndarray, level_b: np.ndarray, kind: str = "pareto") -> np.ndarray:
+    """``[B]``: each replicate's least cost whose ``acc(c) ≥ level_b`` (:func:`~ttamer.earlyexit.metrics.cost_at_accuracy`
+    on the replicate's frontier; ``inf`` where it is never reached), for the replicates'
+    points :func:`resampled_points` and their levels ``level_b [B]``."""
+    if kind == "hull":  # a loop over replicates (not examples)
+        found = (cost_at_accuracy(hull_frontier(cb, ab), float(np.clip(lv, 0.0, 1.0)), "hull")
+                 for cb, ab, lv in zip(cost_b, acc_b, level_b))
+        return np.array([np.inf if c is None else c for c in found], dtype=float)
+    ok = acc_b >= np.asarray(level_b)[:, None] - _EPS
+    return np.where(ok, cost_b, np.inf).min(axis=1)
+
+
 def bootstrap_curves(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
                      seed: int = 0, kind: str = "pareto", counts: np.ndarray | None = None) -> np.ndarray:
     """``[B, G]``: ``acc_b(c)`` on ``grid`` for ``n_boot`` resamplings of the examples.
@@ -225,36 +261,52 @@ def bootstrap_curves(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_
         :func:`bootstrap_weights`.
     """
     kind = check_kind(kind)
-    P, n = correct.shape
-    W = bootstrap_weights(n, n_boot, seed) if counts is None else counts
-    acc_b = weighted_sums(W, correct.astype(np.float32)).astype(float) / n  # [B, P]; integer sums, exact
-    cost_b = weighted_sums(W, np.asarray(cost, dtype=float)) / n  # [B, P]
-    if kind == "hull":  # a loop over replicates (not examples): the envelope of each
-        return np.stack([accuracy_at(hull_frontier(cb, ab), grid, "hull") for cb, ab in zip(cost_b, acc_b)])
-    ok = cost_b[:, :, None] <= np.asarray(grid)[None, None, :] + _EPS  # [B, P, G]
-    best = np.where(ok, acc_b[:, :, None], -np.inf).max(axis=1)  # [B, G]
-    best[np.isinf(best)] = np.nan
-    return best
+    W = bootstrap_weights(correct.shape[1], n_boot, seed) if counts is None else counts
+    return curves_of(*resampled_points(correct, cost, W), grid, kind)
 
 
-def paired_bootstrap_curves(pts: dict[str, dict[str, np.ndarray]], grid: np.ndarray, n_boot: int, seed: int,
-                            kind: str = "pareto") -> dict[str, np.ndarray]:
-    """:func:`bootstrap_curves` ``[B, G]`` of every strategy of ``pts`` (its ``correct`` and
-    ``cost_ex``, :func:`sweep_points`) on the same resamples, drawn from ``seed`` in chunks of
-    replicates (:data:`BOOTSTRAP_CHUNK_CELLS`): the counts of one chunk are drawn, every
-    strategy is resampled by them, and the next chunk continues the same random stream -- the
-    replicates of one draw of all ``n_boot``, in a bounded memory."""
-    n = len(next(iter(pts.values()))["correct"][0])
+def paired_bootstrap(pts: dict[str, dict[str, np.ndarray]], full_correct: np.ndarray, grid: np.ndarray,
+                     n_boot: int, seed: int, kind: str = "pareto") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    r"""Every strategy of ``pts`` (its ``correct`` and ``cost_ex``, :func:`sweep_points`) on the
+    same resamples of the test examples, drawn from ``seed`` in chunks of replicates
+    (:data:`BOOTSTRAP_CHUNK_CELLS`: the counts of one chunk are drawn, every strategy is
+    resampled by them, and the next chunk continues the same random stream -- the replicates
+    of one draw of all ``n_boot``, in a bounded memory). Returns two dicts by strategy: the
+    curves ``[B, G]`` of :func:`bootstrap_curves`, and ``[B]`` the cost at the full model's
+    accuracy of each replicate (:func:`costs_at`), the full model's accuracy
+    :math:`ar y_b = W_b \cdot y / N` read on the same replicate from ``full_correct [N]``
+    (whether the full model is right on each test example), so that both sides of the
+    comparison move together."""
+    n = len(full_correct)
     rng = np.random.default_rng(seed)
     points = max(len(p["correct"]) for p in pts.values())  # a replicate's frontier is [points, grid]
     step = max(1, min(BOOTSTRAP_CHUNK_CELLS // n, BOOTSTRAP_CHUNK_CELLS // (points * len(grid))))
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in pts}
+    curves: dict[str, list[np.ndarray]] = {name: [] for name in pts}
+    costs: dict[str, list[np.ndarray]] = {name: [] for name in pts}
     for start in range(0, n_boot, step):  # a loop over chunks of replicates
         counts = bootstrap_weights(n, min(step, n_boot - start), rng)
+        level = weighted_sums(counts, np.asarray(full_correct, dtype=np.float32)[None]).astype(float)[:, 0] / n
         for name, p in pts.items():
-            parts[name].append(bootstrap_curves(p["correct"], p["cost_ex"], grid, len(counts), kind=kind,
-                                                counts=counts))
-    return {name: np.concatenate(c) for name, c in parts.items()}
+            cost_b, acc_b = resampled_points(p["correct"], p["cost_ex"], counts)
+            curves[name].append(curves_of(cost_b, acc_b, grid, kind))
+            costs[name].append(costs_at(cost_b, acc_b, level, kind))
+    return ({name: np.concatenate(c) for name, c in curves.items()},
+            {name: np.concatenate(c) for name, c in costs.items()})
+
+
+def paired_quantiles(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float] | None:
+    """The 2.5, 50 and 97.5 % quantiles of the paired bootstrap differences ``a − b`` of two
+    strategies' costs at an accuracy level (``[B]`` each, ``inf`` where a replicate never
+    reaches it: :func:`costs_at`), over the replicates where at least one of them reaches it
+    (the difference is ``±inf`` where only one does). Each quantile is an order statistic
+    (numpy's ``inverted_cdf``), so that the infinite differences count without being
+    interpolated. ``None`` if no replicate is left."""
+    with np.errstate(invalid="ignore"):  # inf − inf: neither reaches the level, left out
+        diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    diff = diff[~np.isnan(diff)]
+    if not len(diff):
+        return None
+    return tuple(float(np.quantile(diff, q, method="inverted_cdf")) for q in (0.025, 0.5, 0.975))
 
 
 def _quantiles(x: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
@@ -451,7 +503,9 @@ def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] |
     its budgets, or, for its one-threshold class, every threshold like a heuristic:
     :meth:`~ttamer.earlyexit.tamer.ThresholdTamer.frontier_sweep`), each followed by the full
     model (every exit, answering with the last), an operating point of every strategy. Each
-    heuristic is swept completely on ``test`` (:func:`~ttamer.earlyexit.heuristics.complete_sweep`); ``static``
+    heuristic is swept completely on ``test`` (:func:`~ttamer.earlyexit.heuristics.complete_sweep`,
+    which keeps the rules on the test frontier), then the full model too, so that a bootstrap
+    resample of the test examples finds it there as it finds T-Tamer's; ``static``
     every exit; ``oracle`` the hindsight bound (:data:`~ttamer.earlyexit.baselines.ORACLE_POINTS`
     points, fewer where they would hold more than
     :data:`~ttamer.earlyexit.heuristics.MAX_SWEEP_CELLS` decisions).
@@ -470,7 +524,10 @@ def strategy_sweeps(test: Trace, tamers: dict[str, Any], lams: Sequence[float] |
         return lambda: with_full_model(test, t.decide_sweep(test, lams), np.inf)
 
     out = {name: tamer_sweep(t) for name, t in tamers.items()}
-    out |= {name: partial(heuristics.complete_sweep, test, name, target) for name in heuristics.HEURISTIC_RULES}
+    def heuristic_sweep(name: str) -> Callable[[], ExitDecisions]:
+        return lambda: with_full_model(test, heuristics.complete_sweep(test, name, target), np.inf)
+
+    out |= {name: heuristic_sweep(name) for name in heuristics.HEURISTIC_RULES}
     oracle_points = max(2, min(baselines.ORACLE_POINTS, heuristics.MAX_SWEEP_CELLS // test.n_examples))
     out |= {"static": partial(baselines.static_exit, test),
             "oracle": partial(baselines.oracle_frontier, test, target, oracle_points)}
@@ -560,7 +617,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     with_chain : bool, default True
         Also fit the paper's estimation as ``"ttamer-chain"`` (the slowest fit).
     keep_replicates : bool, default False
-        Keep each strategy's bootstrap AUC replicates (``auc_replicates``, the same resamples
+        Keep each strategy's bootstrap replicates of its AUC and of its cost at the full
+        model's accuracy (``auc_replicates``, ``cost_at_full_replicates``; the same resamples
         for every strategy).
     slo_confidence : float, default 0.9
         The confidence with which every strategy's operating point of the service-level
@@ -610,7 +668,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
         pts[name] = sweep_points(d, test, target, per_example=n_boot > 0) | {"params": d.params}
         del d
     fronts = {name: frontier(p["cost"], p["accuracy"], frontier_kind) for name, p in pts.items()}
-    full_acc = float(baselines.full_model(test).correct(test, target).mean())
+    full_correct = baselines.full_model(test).correct(test, target)[0]  # a sweep of one point
+    full_acc = float(full_correct.mean())
     if cost_range is None:
         lo = max(float(f[0, 0]) for f in fronts.values())
         cost_range = (min(lo, 1.0 - 1e-9), 1.0)
@@ -618,7 +677,8 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     oracle_saving = None if oracle_cost is None else 1.0 - oracle_cost
     grid = np.linspace(cost_range[0], cost_range[1], band_points)
     strategies: dict[str, StrategyResult] = {}
-    curves = paired_bootstrap_curves(pts, grid, n_boot, seed + 1, frontier_kind) if n_boot > 0 else {}
+    curves, cost_b = (paired_bootstrap(pts, full_correct, grid, n_boot, seed + 1, frontier_kind) if n_boot > 0
+                      else ({}, {}))
     for name in tqdm(pts, desc="strategies", disable=not progress, leave=False):
         params = np.asarray(pts[name]["params"], dtype=float)
         points = np.column_stack([np.where(np.isfinite(params), params, np.nan), pts[name]["cost"],
@@ -629,14 +689,16 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
             lower, upper = _quantiles(curves[name], (0.025, 0.975))
             m.band = Band(grid.copy(), np.asarray(lower, dtype=float), np.asarray(upper, dtype=float))
         strategies[name] = m
-    if n_boot > 0:  # paired bootstrap (same resamples for every strategy) of AUC differences
+    if n_boot > 0:  # paired bootstrap (same resamples for every strategy) of AUC and cost differences
         auc_b = {name: grid_auc(c) for name, c in curves.items()}
         for name, m in strategies.items():
             m.auc_ci = tuple(float(np.quantile(auc_b[name], q)) for q in (0.025, 0.975))
             diff = auc_b[name] - auc_b["ttamer"]
             m.auc_minus_ttamer_ci = tuple(float(np.quantile(diff, q)) for q in (0.025, 0.5, 0.975))
+            m.cost_at_full_minus_ttamer_ci = paired_quantiles(cost_b[name], cost_b["ttamer"])
             if keep_replicates:
                 m.auc_replicates = np.array(auc_b[name], dtype=float)
+                m.cost_at_full_replicates = np.array(cost_b[name], dtype=float)
     elapsed = time.perf_counter() - t0
     exit_accuracy = (test.correct.mean(axis=0) if target == "label"
                      else (test.predictions == target_labels(test, target)[:, None]).mean(axis=0))

@@ -160,8 +160,15 @@ class StrategyResult:
     auc_minus_ttamer_ci : tuple of float, optional
         2.5, 50 and 97.5 % quantiles of this strategy's AUC minus T-Tamer's over the same
         resamples (paired).
+    cost_at_full_minus_ttamer_ci : tuple of float, optional
+        2.5, 50 and 97.5 % quantiles of this strategy's cost at the full model's accuracy minus
+        T-Tamer's over the same resamples (paired; the full model's accuracy is read on each);
+        ``±inf`` (``None`` in JSON) where only one of the two reaches it on that share of them.
     auc_replicates : numpy.ndarray, optional
         The bootstrap AUC replicates (``keep_replicates=True``).
+    cost_at_full_replicates : numpy.ndarray, optional
+        The bootstrap replicates of the cost at the full model's accuracy (``keep_replicates=True``;
+        ``inf``, ``None`` in JSON, where a resample's frontier never reaches it).
     """
 
     auc: float
@@ -176,7 +183,9 @@ class StrategyResult:
     band: Band | None = None
     auc_ci: tuple[float, float] | None = None
     auc_minus_ttamer_ci: tuple[float, float, float] | None = None
+    cost_at_full_minus_ttamer_ci: tuple[float, float, float] | None = None
     auc_replicates: np.ndarray | None = None
+    cost_at_full_replicates: np.ndarray | None = None
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, Any], frontier: np.ndarray, points: np.ndarray) -> "StrategyResult":
@@ -206,8 +215,13 @@ class StrategyResult:
             out["auc_ci"] = [float(x) for x in self.auc_ci]
         if self.auc_minus_ttamer_ci is not None:
             out["auc_minus_ttamer_ci"] = [float(x) for x in self.auc_minus_ttamer_ci]
+        if self.cost_at_full_minus_ttamer_ci is not None:
+            out["cost_at_full_minus_ttamer_ci"] = [float(x) if np.isfinite(x) else None
+                                                   for x in self.cost_at_full_minus_ttamer_ci]
         if self.auc_replicates is not None:
             out["auc_replicates"] = np.asarray(self.auc_replicates).tolist()
+        if self.cost_at_full_replicates is not None:
+            out["cost_at_full_replicates"] = [float(x) if np.isfinite(x) else None for x in self.cost_at_full_replicates]
         return out
 
 

@@ -3,7 +3,7 @@
 :func:`evaluate_zoo` runs :func:`ttamer.earlyexit.evaluation.evaluate_trace` on each trace and
 split (the default estimation, no options per trace) and keeps a small summary per run;
 :func:`gain_table`, :func:`heuristic_choice_table` (with :func:`calibration_areas` and
-:func:`split_half_correlation`), :func:`slo_table` (with :func:`slo_dominated`)
+:func:`split_half_correlation`), :func:`never_worse_table` (with :func:`interval_widths`), :func:`slo_table` (with :func:`slo_dominated`)
 and :func:`protocol_table` turn those summaries into the tables of the book's chapter *Across
 workloads*; :func:`class_table` fits each policy class of T-Tamer's menu alone, and
 :func:`subset_size_table` compares two rules on subsets of growing size, and
@@ -128,6 +128,9 @@ def summarise(result: EvaluationResult) -> dict[str, Any]:
            "slo": result.slo, "full_accuracy": float(result.full_model.accuracy)}
     if st["ttamer"].auc_replicates is not None:
         out["replicates"] = {k: np.asarray(m.auc_replicates) for k, m in st.items()}
+    if st["ttamer"].auc_minus_ttamer_ci is not None:  # with the bootstrap: each strategy minus T-Tamer, paired
+        out["auc_ci"] = {k: m.auc_minus_ttamer_ci for k, m in st.items()}
+        out["cost_ci"] = {k: m.cost_at_full_minus_ttamer_ci for k, m in st.items()}
     return out
 
 
@@ -263,6 +266,72 @@ def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]
             "policies": " ".join(sorted({r["policy"] for r in runs})),
         }
     return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 3)
+
+
+def _never_worse_split(run: dict[str, Any], h: str) -> tuple[bool, bool]:
+    """Whether, on one split, T-Tamer's area is at least heuristic ``h``'s or ``h``'s lead is
+    within the paired bootstrap's noise (the 95 % interval of ``h`` minus T-Tamer reaches 0),
+    and the same for the cost at the full model's accuracy (``h``'s minus T-Tamer's interval
+    reaches 0 from below). Without the intervals only the point values count."""
+    area_ok = run["auc"]["ttamer"] >= run["auc"][h] - 1e-12
+    cost_ok = run["cost_at_full"]["ttamer"] <= run["cost_at_full"][h] + 1e-12
+    auc_ci, cost_ci = run.get("auc_ci", {}).get(h), run.get("cost_ci", {}).get(h)
+    return (area_ok or (auc_ci is not None and auc_ci[0] <= 0.0),
+            cost_ok or (cost_ci is not None and cost_ci[2] >= 0.0))
+
+
+def never_worse_table(zoo: dict[str, list[dict[str, Any]]]):
+    """Whether T-Tamer is never worse than any heuristic, trace by trace (the book's chapter
+    *Across workloads*): on every split, T-Tamer's frontier area is at least each heuristic's
+    or within the paired-bootstrap noise of that split (``evaluate_zoo`` with ``n_boot > 0``;
+    without it only the point values count), and so is its cost at the full model's accuracy;
+    and over the splits, its mean area is at least each heuristic's and its mean cost at the
+    full model's accuracy at most each heuristic's.
+
+    Per trace, for the area and for the cost at the full model's accuracy: on how many splits
+    T-Tamer passes against every heuristic, the heuristics that beat it beyond the noise on
+    some split ("beyond noise"), the smallest mean gain over the heuristics (T-Tamer's mean
+    area minus the heuristic's, and the heuristic's mean cost minus T-Tamer's, pt) and the
+    heuristic it falls below on the mean ("mean below", empty if none); then whether
+    everything holds."""
+    import pandas as pd
+
+    zoo = _check_runs(zoo, "never_worse_table")
+    rows = {}
+    for name, runs in zoo.items():
+        ok = [[_never_worse_split(r, h) for h in HEURISTICS] for r in runs]  # [split][heuristic] (area, cost)
+        area = {h: float(np.mean([r["auc"]["ttamer"] - r["auc"][h] for r in runs])) for h in HEURISTICS}
+        cost = {h: float(np.mean([r["cost_at_full"][h] for r in runs]))
+                - float(np.mean([r["cost_at_full"]["ttamer"] for r in runs])) for h in HEURISTICS}
+        row = {}
+        for j, (label, gains) in enumerate((("area", area), ("cost@full", cost))):
+            worst = min(gains, key=gains.get)
+            row |= {f"{label}: splits ok": f"{sum(all(x[j] for x in split) for split in ok)}/{len(runs)}",
+                    f"{label} beyond noise": " ".join(h for k, h in enumerate(HEURISTICS)
+                                                      if not all(split[k][j] for split in ok)),
+                    f"{label}, mean gain (pt)": 100 * gains[worst],
+                    f"{label}, mean below": worst if gains[worst] < -1e-12 else ""}
+        row["holds"] = not any(row[c] for c in ("area beyond noise", "cost@full beyond noise", "area, mean below",
+                                                "cost@full, mean below"))
+        rows[name] = row
+    return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 2)
+
+
+def interval_widths(zoo: dict[str, list[dict[str, Any]]], strategy: str = "max-prob") -> dict[str, float]:
+    """The median width (pt) of the 95 % paired-bootstrap intervals of ``strategy`` minus
+    T-Tamer, over the runs where the two differ (a zero width: the same rule on that split):
+    ``"area"`` and ``"cost@full"`` (the cost at the full model's accuracy; infinite widths,
+    where on that share of the resamples only one of the two reaches it, count as the widest).
+    NaN without the intervals (``evaluate_zoo`` with ``n_boot=0``) or where they never differ."""
+    zoo = _check_runs(zoo, "interval_widths")
+    _check_strategies([strategy], zoo, "interval_widths")
+    out = {}
+    for label, key in (("area", "auc_ci"), ("cost@full", "cost_ci")):
+        widths = [r[key][strategy][2] - r[key][strategy][0] for runs in zoo.values() for r in runs
+                  if key in r and r[key][strategy] is not None]
+        widths = [w for w in widths if w > 0]
+        out[label] = 100 * float(np.median(widths)) if widths else np.nan
+    return out
 
 
 def _heuristic_area(trace: Trace, name: str) -> float:

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         check_fraction(args.calibration_fraction, "--calibration-fraction", n=trace.n_examples,
                        min_each=MIN_SPLIT_EXAMPLES)
         check_bootstrap(args.bootstrap, trace.n_examples - round(args.calibration_fraction * trace.n_examples),
-                        "--bootstrap")
+                        "--bootstrap", kind=args.frontier)
         args.seed = seed
         try:
             result = evaluate_trace(trace, seed=args.seed, calibration_fraction=args.calibration_fraction,

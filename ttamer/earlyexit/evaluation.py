@@ -85,24 +85,36 @@ MAX_BOOTSTRAP_DRAWS = 2_000_000_000
 #: of the cost grid x strategies; 8 bytes each) before any work starts: every strategy's
 #: replicated curves are held at once for the paired intervals.
 MAX_BOOTSTRAP_CURVE_CELLS = 40_000_000
+#: :func:`evaluate_trace` refuses, for hull frontiers, more bootstrap envelopes than this
+#: (replicates x strategies) before any work starts: each is built point by point in Python,
+#: about a millisecond on a sweep of a few thousand rules.
+MAX_BOOTSTRAP_HULLS = 100_000
 
 
-def check_bootstrap(n_boot: Any, n_test: int, name: str = "n_boot", band_points: int = 41) -> int:
+def check_bootstrap(n_boot: Any, n_test: int, name: str = "n_boot", band_points: int = 41, kind: str = "pareto",
+                    n_strategies: int = len(STRATEGIES)) -> int:
     """``n_boot`` as a count of replicates whose ``n_boot x n_test`` resampled examples are at
-    most :data:`MAX_BOOTSTRAP_DRAWS` and whose curves on ``band_points`` costs, for every
-    strategy of :data:`STRATEGIES`, hold at most :data:`MAX_BOOTSTRAP_CURVE_CELLS` numbers (the
-    error names the option ``name``)."""
+    most :data:`MAX_BOOTSTRAP_DRAWS`, whose curves on ``band_points`` costs, for
+    ``n_strategies`` strategies (every one of :data:`STRATEGIES` by default), hold at most
+    :data:`MAX_BOOTSTRAP_CURVE_CELLS` numbers, and, for ``kind="hull"`` frontiers (one envelope
+    built per replicate and strategy), whose envelopes are at most
+    :data:`MAX_BOOTSTRAP_HULLS` (the error names the option ``name``)."""
     n_boot = check_count(n_boot, name, minimum=0)
     if n_boot * n_test > MAX_BOOTSTRAP_DRAWS:
         raise TTamerError(f"{name} {n_boot:,} replicates of {n_test:,} test examples resample {n_boot * n_test:,} "
                           f"examples, above MAX_BOOTSTRAP_DRAWS={MAX_BOOTSTRAP_DRAWS:,}; use at most "
                           f"{MAX_BOOTSTRAP_DRAWS // max(n_test, 1):,} replicates")
-    per_replicate = int(band_points) * len(STRATEGIES)
+    per_replicate = int(band_points) * int(n_strategies)
     if n_boot * per_replicate > MAX_BOOTSTRAP_CURVE_CELLS:
         raise TTamerError(f"{name} {n_boot:,} replicates of curves on {int(band_points)} costs for "
-                          f"{len(STRATEGIES)} strategies hold {n_boot * per_replicate:,} numbers, above "
+                          f"{int(n_strategies)} strategies hold {n_boot * per_replicate:,} numbers, above "
                           f"MAX_BOOTSTRAP_CURVE_CELLS={MAX_BOOTSTRAP_CURVE_CELLS:,}; use at most "
                           f"{MAX_BOOTSTRAP_CURVE_CELLS // per_replicate:,} replicates (or fewer band points)")
+    if kind == "hull" and n_boot * int(n_strategies) > MAX_BOOTSTRAP_HULLS:
+        raise TTamerError(f"{name} {n_boot:,} replicates of hull frontiers for {int(n_strategies)} strategies build "
+                          f"{n_boot * int(n_strategies):,} envelopes, above MAX_BOOTSTRAP_HULLS="
+                          f"{MAX_BOOTSTRAP_HULLS:,}; use at most {MAX_BOOTSTRAP_HULLS // int(n_strategies):,} "
+                          "replicates (or Pareto frontiers)")
     return n_boot
 
 
@@ -210,37 +222,36 @@ def weighted_sums(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.cumsum(sp.csr_matrix(diffs) @ counts.T.astype(float), axis=0).T
 
 
-def resampled_points(correct: np.ndarray, cost: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _resampled_points(correct: np.ndarray, cost: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(cost_b, acc_b)``, each ``[B, P]``: a sweep's points on ``B`` resamples of its
     examples -- ``cost_b = W·cost/N`` and ``acc_b = W·correct/N`` for the resampling counts
-    ``W = counts [B, N]`` (:func:`bootstrap_weights`) and the sweep's per-example outcomes
-    ``correct [P, N]`` (bool) and ``cost [P, N]`` (fractions of the full cost)."""
+    ``W = counts [B, N]`` and the sweep's per-example outcomes ``correct [P, N]`` (bool) and
+    ``cost [P, N]`` (fractions of the full cost)."""
     n = correct.shape[1]
     acc_b = weighted_sums(counts, correct.astype(np.float32)).astype(float) / n  # integer sums, exact
     return weighted_sums(counts, np.asarray(cost, dtype=float)) / n, acc_b
 
 
-def curves_of(cost_b: np.ndarray, acc_b: np.ndarray, grid: np.ndarray, kind: str = "pareto") -> np.ndarray:
-    """``[B, G]``: ``acc_b(c)`` on ``grid`` of each replicate's points (:func:`resampled_points`);
-    ``nan`` where a replicate's frontier is undefined."""
-    if kind == "hull":  # a loop over replicates (not examples): the envelope of each
-        return np.stack([accuracy_at(hull_frontier(cb, ab), grid, "hull") for cb, ab in zip(cost_b, acc_b)])
+def _replicate_metrics(cost_b: np.ndarray, acc_b: np.ndarray, grid: np.ndarray, level_b: np.ndarray | None,
+                       kind: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(curves [B, G], costs [B])`` of the replicates' points: ``acc_b(c)`` on ``grid``
+    (``nan`` where a replicate's frontier is undefined) and, for levels ``level_b [B]``, the least
+    cost whose ``acc_b(c) ≥ level_b`` (``inf`` where it is never reached; ``None`` without
+    levels). A hull frontier is built once per replicate for both."""
+    if kind == "hull":  # a loop over replicates (not examples): the envelope of each, once
+        hulls = [hull_frontier(cb, ab) for cb, ab in zip(cost_b, acc_b)]
+        curves = np.stack([accuracy_at(h, grid, "hull") for h in hulls])
+        if level_b is None:
+            return curves, None
+        found = (cost_at_accuracy(h, float(lv), "hull") for h, lv in zip(hulls, level_b))
+        return curves, np.array([np.inf if c is None else c for c in found], dtype=float)
     ok = cost_b[:, :, None] <= np.asarray(grid)[None, None, :] + _EPS  # [B, P, G]
-    best = np.where(ok, acc_b[:, :, None], -np.inf).max(axis=1)  # [B, G]
-    best[np.isinf(best)] = np.nan
-    return best
-
-
-def costs_at(cost_b: np.ndarray, acc_b: np.ndarray, level_b: np.ndarray, kind: str = "pareto") -> np.ndarray:
-    """``[B]``: each replicate's least cost whose ``acc(c) ≥ level_b`` (:func:`~ttamer.earlyexit.metrics.cost_at_accuracy`
-    on the replicate's frontier; ``inf`` where it is never reached), for the replicates'
-    points :func:`resampled_points` and their levels ``level_b [B]``."""
-    if kind == "hull":  # a loop over replicates (not examples)
-        found = (cost_at_accuracy(hull_frontier(cb, ab), float(np.clip(lv, 0.0, 1.0)), "hull")
-                 for cb, ab, lv in zip(cost_b, acc_b, level_b))
-        return np.array([np.inf if c is None else c for c in found], dtype=float)
-    ok = acc_b >= np.asarray(level_b)[:, None] - _EPS
-    return np.where(ok, cost_b, np.inf).min(axis=1)
+    curves = np.where(ok, acc_b[:, :, None], -np.inf).max(axis=1)  # [B, G]
+    curves[np.isinf(curves)] = np.nan
+    if level_b is None:
+        return curves, None
+    reached = acc_b >= np.asarray(level_b)[:, None] - _EPS
+    return curves, np.where(reached, cost_b, np.inf).min(axis=1)
 
 
 def bootstrap_curves(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_boot: int = 200,
@@ -262,7 +273,45 @@ def bootstrap_curves(correct: np.ndarray, cost: np.ndarray, grid: np.ndarray, n_
     """
     kind = check_kind(kind)
     W = bootstrap_weights(correct.shape[1], n_boot, seed) if counts is None else counts
-    return curves_of(*resampled_points(correct, cost, W), grid, kind)
+    return _replicate_metrics(*_resampled_points(correct, cost, W), grid, None, kind)[0]
+
+
+def check_paired_inputs(pts: Any, full_correct: Any, grid: Any) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray,
+                                                                          np.ndarray]:
+    """``(pts, full_correct, grid)`` of :func:`paired_bootstrap` as arrays, if ``pts`` is a
+    non-empty dict of strategy name -> ``{"correct": bool [P, N], "cost_ex": [P, N]}`` (``P ≥ 1``
+    rules, costs finite and ``≥ 0``), ``full_correct`` a bool array ``[N]`` (the same ``N ≥ 1``
+    test examples) and ``grid`` a non-empty 1-D array of finite costs.
+
+    Raises
+    ------
+    TTamerError
+        Naming the strategy and the field at fault, for anything else.
+    """
+    if not (isinstance(full_correct, np.ndarray) and full_correct.dtype == bool and full_correct.ndim == 1
+            and len(full_correct)):
+        raise TTamerError(f"full_correct must be a non-empty 1-D bool array (whether the full model is right on "
+                          f"each test example), got {describe_value(full_correct)}")
+    n = len(full_correct)
+    if not isinstance(pts, dict) or not pts:
+        raise TTamerError(f"pts must be a non-empty dict of strategy name -> sweep_points(...), got {short_repr(pts)}")
+    out = {}
+    for name, p in pts.items():
+        who = f"pts[{short_repr(name)}]"
+        if not isinstance(p, dict) or "correct" not in p or "cost_ex" not in p:
+            raise TTamerError(f"{who} must be a dict with 'correct' and 'cost_ex' (sweep_points(..., "
+                              f"per_example=True)), got {short_repr(p)}")
+        correct = p["correct"]
+        if not (isinstance(correct, np.ndarray) and correct.dtype == bool and correct.ndim == 2
+                and correct.shape[0] >= 1 and correct.shape[1] == n):
+            raise TTamerError(f"{who}['correct'] must be a bool array [rules, {n:,}] (one column per test example "
+                              f"of full_correct), got {describe_value(correct)}")
+        cost = check_numbers(p["cost_ex"], f"{who}['cost_ex']", ndim=2, low=0.0)
+        if cost.shape != correct.shape:
+            raise TTamerError(f"{who}['cost_ex'] has shape {cost.shape}, its 'correct' {correct.shape}: one cost "
+                              "per rule and test example")
+        out[name] = {"correct": correct, "cost_ex": cost}
+    return out, full_correct, check_numbers(grid, "grid")
 
 
 def paired_bootstrap(pts: dict[str, dict[str, np.ndarray]], full_correct: np.ndarray, grid: np.ndarray,
@@ -271,41 +320,70 @@ def paired_bootstrap(pts: dict[str, dict[str, np.ndarray]], full_correct: np.nda
     same resamples of the test examples, drawn from ``seed`` in chunks of replicates
     (:data:`BOOTSTRAP_CHUNK_CELLS`: the counts of one chunk are drawn, every strategy is
     resampled by them, and the next chunk continues the same random stream -- the replicates
-    of one draw of all ``n_boot``, in a bounded memory). Returns two dicts by strategy: the
-    curves ``[B, G]`` of :func:`bootstrap_curves`, and ``[B]`` the cost at the full model's
-    accuracy of each replicate (:func:`costs_at`), the full model's accuracy
-    :math:`ar y_b = W_b \cdot y / N` read on the same replicate from ``full_correct [N]``
-    (whether the full model is right on each test example), so that both sides of the
-    comparison move together."""
+    of one draw of all ``n_boot``, in a bounded memory).
+
+    Returns two dicts by strategy: the curves ``[B, G]`` of :func:`bootstrap_curves`, and
+    ``[B]`` the cost at the full model's accuracy of each replicate
+    (:func:`~ttamer.earlyexit.metrics.cost_at_accuracy` on the replicate's frontier, ``inf``
+    where it is never reached), the full model's accuracy :math:`\bar y_b = W_b \cdot y / N`
+    read on the same replicate from ``full_correct [N]`` (whether the full model is right on
+    each test example), so that both sides of the comparison move together.
+
+    Raises
+    ------
+    TTamerError
+        For inputs :func:`check_paired_inputs` refuses, an ``n_boot`` that is not a count
+        :func:`check_bootstrap` allows for these strategies and this ``grid`` (at least 1), a
+        ``seed`` that is not a seed, or a ``kind`` not in :data:`~ttamer.earlyexit.metrics.KINDS`
+        -- all before anything is drawn.
+    """
+    pts, full_correct, grid = check_paired_inputs(pts, full_correct, grid)
     n = len(full_correct)
-    rng = np.random.default_rng(seed)
+    kind = check_kind(kind)
+    n_boot = check_bootstrap(n_boot, n, band_points=len(grid), kind=kind, n_strategies=len(pts))
+    if n_boot < 1:
+        raise TTamerError("n_boot must be at least 1 replicate, got 0")
+    rng = np.random.default_rng(check_seed(seed))
     points = max(len(p["correct"]) for p in pts.values())  # a replicate's frontier is [points, grid]
     step = max(1, min(BOOTSTRAP_CHUNK_CELLS // n, BOOTSTRAP_CHUNK_CELLS // (points * len(grid))))
     curves: dict[str, list[np.ndarray]] = {name: [] for name in pts}
     costs: dict[str, list[np.ndarray]] = {name: [] for name in pts}
     for start in range(0, n_boot, step):  # a loop over chunks of replicates
         counts = bootstrap_weights(n, min(step, n_boot - start), rng)
-        level = weighted_sums(counts, np.asarray(full_correct, dtype=np.float32)[None]).astype(float)[:, 0] / n
+        level = weighted_sums(counts, full_correct.astype(np.float32)[None]).astype(float)[:, 0] / n
         for name, p in pts.items():
-            cost_b, acc_b = resampled_points(p["correct"], p["cost_ex"], counts)
-            curves[name].append(curves_of(cost_b, acc_b, grid, kind))
-            costs[name].append(costs_at(cost_b, acc_b, level, kind))
+            c, k = _replicate_metrics(*_resampled_points(p["correct"], p["cost_ex"], counts), grid, level, kind)
+            curves[name].append(c)
+            costs[name].append(k)
     return ({name: np.concatenate(c) for name, c in curves.items()},
             {name: np.concatenate(c) for name, c in costs.items()})
 
 
 def paired_quantiles(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float] | None:
     """The 2.5, 50 and 97.5 % quantiles of the paired bootstrap differences ``a − b`` of two
-    strategies' costs at an accuracy level (``[B]`` each, ``inf`` where a replicate never
-    reaches it: :func:`costs_at`), over the replicates where at least one of them reaches it
-    (the difference is ``±inf`` where only one does). Each quantile is an order statistic
-    (numpy's ``inverted_cdf``), so that the infinite differences count without being
-    interpolated. ``None`` if no replicate is left."""
+    strategies' costs at an accuracy level (``[B]`` each, the replicates of :func:`paired_bootstrap`:
+    ``inf`` where a replicate never reaches it), over the replicates where at least one of them
+    reaches it (the difference is ``±inf`` where only one does). Each quantile is an order
+    statistic (numpy's ``inverted_cdf``), so that the infinite differences count without being
+    interpolated; a difference within ``1e-12`` of zero (the same rule, summed in another order)
+    counts as zero. ``None`` if no replicate is left.
+
+    Raises
+    ------
+    TTamerError
+        For ``a`` or ``b`` that is not a non-empty 1-D array of numbers ``≥ 0`` or ``inf`` (no
+        ``nan``), or for two of different lengths.
+    """
+    a = check_numbers(a, "a (costs of the replicates)", low=0.0, infinite=True)
+    b = check_numbers(b, "b (costs of the replicates)", low=0.0, infinite=True)
+    if len(a) != len(b):
+        raise TTamerError(f"a has {len(a):,} replicates, b {len(b):,}: paired differences need the same resamples")
     with np.errstate(invalid="ignore"):  # inf − inf: neither reaches the level, left out
-        diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+        diff = a - b
     diff = diff[~np.isnan(diff)]
     if not len(diff):
         return None
+    diff[np.abs(diff) < _EPS] = 0.0
     return tuple(float(np.quantile(diff, q, method="inverted_cdf")) for q in (0.025, 0.5, 0.975))
 
 
@@ -658,7 +736,7 @@ def evaluate_trace(trace: Trace, seed: int = 0, calibration_fraction: float = 0.
     lams, cost_range = check_sweep_and_band(lams, band_points, cost_range, frontier_kind)
     check_evaluation_memory(trace)
     cal, test = trace.split(calibration_fraction, seed)
-    n_boot = check_bootstrap(n_boot, test.n_examples, band_points=band_points)
+    n_boot = check_bootstrap(n_boot, test.n_examples, band_points=band_points, kind=frontier_kind)
     if progress:
         thresholds = dict(thresholds or {}, progress=True)
     tamers, info = fit_tamers(cal, target, estimation, thresholds, pathwise, tamer, with_chain)

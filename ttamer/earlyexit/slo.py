@@ -33,7 +33,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.errors import TraceError, TTamerError
-from ..core.validate import check_count, check_integers, check_numbers, check_real, escape_text, short_repr
+from ..core.validate import (check_count, check_integers, check_numbers, check_real, describe_value, escape_text,
+                              short_repr)
 from .base import check_trace
 from .heuristics import HEURISTIC_RULES, MAX_SWEEP_CELLS, check_heuristic, sweep
 from .states import StateModel, exit_wrong
@@ -45,6 +46,9 @@ from .traces import ExitDecisions, Trace
 TARGETS = {"full": 0.0, "full-0.5pt": 0.005, "full-1pt": 0.01}
 #: Default one-sided confidence with which an operating point must meet a target.
 CONFIDENCE = 0.9
+#: Rounding tolerance of :func:`check_points` on a menu's rates and costs: they are sums of
+#: 0/1 losses (or of costs) divided by the number of examples, exact up to a few rounding errors.
+MENU_TOLERANCE = 1e-9
 
 
 @dataclass
@@ -54,7 +58,9 @@ class OperatingPoints:
     ``accuracy[p]`` (in-sample, or out of fold for fitted rules) and ``disagreement[p]``, the
     share of examples on which it and the full model differ in correctness (the mean of
     :math:`d^2` in :func:`meets_target`); ``apply(trace, ps)`` runs the rules ``ps`` on other
-    examples (decisions ``[len(ps), N]``). The last rule is the full model."""
+    examples (decisions ``[len(ps), N]``, on a trace of the model the menu was built on). The
+    last rule is the full model: cost 1, no disagreement, judged at its in-sample accuracy
+    (:func:`check_points`)."""
 
     cost: np.ndarray
     in_sample: np.ndarray
@@ -79,10 +85,16 @@ def check_confidence(confidence: Any, name: str = "SLO confidence") -> float:
 
 
 def check_points(points: Any, name: str) -> OperatingPoints:
-    """``points`` with its arrays as float arrays, if it is an :class:`OperatingPoints` on
-    ``n >= 1`` examples whose ``cost`` (``>= 0``), ``in_sample``, ``accuracy`` and
-    ``disagreement`` (in [0, 1]) are finite 1-D arrays of one value per rule and whose
-    ``apply`` is callable.
+    r"""``points`` with its arrays as float arrays, if it is a valid :class:`OperatingPoints`.
+
+    A valid menu is on ``n >= 1`` examples; its ``cost`` (``>= 0``), ``in_sample``,
+    ``accuracy`` and ``disagreement`` (in [0, 1]) are finite 1-D arrays of one value per rule,
+    for at least 2 rules (a strategy's rules, then the full model); its last rule is the full model:
+    ``cost[-1] = 1``, ``disagreement[-1] = 0`` and ``accuracy[-1] = in_sample[-1]`` (the full
+    model is judged in-sample); every rule's ``disagreement`` is possible against the full
+    model: with :math:`a` its in-sample accuracy and :math:`f` the full model's, the share of
+    examples on which the two differ in correctness lies in :math:`[|a - f|,
+    \min(a + f, 2 - a - f)]` (to :data:`MENU_TOLERANCE`); its ``apply`` is callable.
 
     Raises
     ------
@@ -102,7 +114,57 @@ def check_points(points: Any, name: str) -> OperatingPoints:
     if not callable(points.apply):
         raise TTamerError(f"{name}.apply must be a function (trace, rules) -> ExitDecisions, "
                           f"got {type(points.apply).__name__}")
+    _check_full_model_last(cost, rates, name)
+    _check_disagreement(rates["in_sample"], rates["disagreement"], name)
     return replace(points, cost=cost, **rates)
+
+
+def _check_full_model_last(cost: np.ndarray, rates: dict[str, np.ndarray], name: str) -> None:
+    """Refuse a menu of fewer than 2 rules or whose last rule is not the full model."""
+    if len(cost) < 2:
+        raise TTamerError(f"{name}.cost has {len(cost)} value: a menu holds a strategy's rules followed by the "
+                          "full model, at least 2 rules")
+    if abs(cost[-1] - 1.0) > MENU_TOLERANCE:
+        raise TTamerError(f"{name}.cost[-1] must be 1 (the last rule is the full model, at the full model's "
+                          f"cost), got {float(cost[-1])!r}")
+    if rates["disagreement"][-1] > MENU_TOLERANCE:
+        raise TTamerError(f"{name}.disagreement[-1] must be 0 (the last rule is the full model, which never "
+                          f"differs from itself), got {float(rates['disagreement'][-1])!r}")
+    if abs(rates["accuracy"][-1] - rates["in_sample"][-1]) > MENU_TOLERANCE:
+        raise TTamerError(f"{name}.accuracy[-1] must equal {name}.in_sample[-1] (the last rule is the full model, "
+                          f"judged in-sample), got {float(rates['accuracy'][-1])!r} and "
+                          f"{float(rates['in_sample'][-1])!r}")
+
+
+def _check_disagreement(in_sample: np.ndarray, disagreement: np.ndarray, name: str) -> None:
+    """Refuse a disagreement no rule can have with the full model (the last rule)."""
+    f = in_sample[-1]
+    low, high = np.abs(in_sample - f), np.minimum(in_sample + f, 2.0 - in_sample - f)
+    bad = (disagreement < low - MENU_TOLERANCE) | (disagreement > high + MENU_TOLERANCE)
+    if bad.any():
+        p = int(np.argmax(bad))
+        raise TTamerError(f"{name}.disagreement[{p}] = {float(disagreement[p])!r} is impossible: a rule of "
+                          f"in-sample accuracy {float(in_sample[p])!r} and the full model, of {float(f)!r} "
+                          f"({name}.in_sample[-1]), differ in correctness on a share of examples in "
+                          f"[{low[p]:.6g}, {high[p]:.6g}]")
+
+
+def _check_decisions(dec: Any, trace: Trace, n_rules: int, who: str) -> ExitDecisions:
+    """``dec`` if it is :class:`~ttamer.earlyexit.traces.ExitDecisions` of ``n_rules`` rules on
+    ``trace``: ``answer`` and ``last`` integer exits of ``trace``, of shape ``[n_rules, N]``;
+    a :class:`~ttamer.core.errors.TTamerError` naming ``who`` otherwise."""
+    if not isinstance(dec, ExitDecisions):
+        raise TTamerError(f"{who} must return ExitDecisions, got {describe_value(dec)}")
+    shape = (n_rules, trace.n_examples)
+    for field in ("answer", "last"):
+        arr = getattr(dec, field)
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iu" or arr.shape != shape:
+            raise TTamerError(f"{who} returned decisions whose {field} is {describe_value(arr)}: expected integer "
+                              f"exits of shape {list(shape)}, one row per rule asked for, one column per example")
+        if arr.size and (arr.min() < 0 or arr.max() >= trace.n_exits):
+            raise TTamerError(f"{who} returned decisions whose {field} holds exits outside 0..{trace.n_exits - 1} "
+                              "(the trace's exits)")
+    return dec
 
 
 def _check_rules(trace: Any, ps: Any, n_rules: int) -> np.ndarray:
@@ -133,13 +195,16 @@ def meets_target(points: OperatingPoints, full_accuracy: float, drop: float, con
     :math:`z_c` the standard normal quantile of the confidence :math:`c`: a one-sided
     prediction bound on the difference that the test examples will show. The last point, the
     full model itself, always qualifies (its difference is zero on any examples).
+    ``full_accuracy`` is the full model's accuracy on the calibration examples, the last
+    point's ``in_sample`` (to within half an example).
 
     Raises
     ------
     TTamerError
         For ``points`` that :func:`check_points` refuses, a ``full_accuracy`` or ``drop``
-        not in [0, 1], a ``confidence`` :func:`check_confidence` refuses, or an ``n_test`` that
-        is not an integer ``>= 1``.
+        not in [0, 1], a ``confidence`` :func:`check_confidence` refuses, an ``n_test`` that
+        is not an integer ``>= 1``, or a ``full_accuracy`` more than half an example away from
+        the last point's ``in_sample``.
     """
     points = check_points(points, "points")
     n = points.n
@@ -147,6 +212,10 @@ def meets_target(points: OperatingPoints, full_accuracy: float, drop: float, con
     drop = check_real(drop, "drop", low=0.0, high=1.0)
     confidence = check_confidence(confidence)
     n_test = check_count(n_test, "n_test")
+    if abs(full_accuracy - points.in_sample[-1]) > 0.5 / n:
+        raise TTamerError(f"full_accuracy {full_accuracy!r} is not the accuracy of the last point of points, the "
+                          f"full model, on its {n:,} calibration examples ({float(points.in_sample[-1])!r}): the "
+                          "paired differences are taken against that model")
     # the in-sample differences and the two pseudo-examples d = +1, d = -1: N + 2 values
     mean = (n * (points.in_sample - full_accuracy)) / (n + 2)
     second = (n * points.disagreement + 2.0) / (n + 2)
@@ -202,10 +271,15 @@ def _menu(cal: Trace, target: str, cost: np.ndarray, loss: np.ndarray, differs: 
     full_loss = exit_wrong(cal, target)[:, -1]
     acc = np.r_[1.0 - loss, 1.0 - full_loss.mean()]
     n_rules = len(cost)
+    built_on = (cal.n_exits, cal.n_classes)
 
     def run(trace: Trace, ps: np.ndarray) -> ExitDecisions:
         ps = _check_rules(trace, ps, n_rules + 1)
-        dec = apply(trace, np.minimum(ps, n_rules - 1))
+        if (trace.n_exits, trace.n_classes) != built_on:
+            raise TraceError(f"OperatingPoints.apply: the trace has {trace.n_exits} exits and {trace.n_classes} "
+                             f"classes, the menu was built on a calibration trace of {built_on[0]} exits and "
+                             f"{built_on[1]} classes: they must come from the same model")
+        dec = _check_decisions(apply(trace, np.minimum(ps, n_rules - 1)), trace, len(ps), "the menu's rules")
         is_full = (ps == n_rules)[:, None]
         last = np.where(is_full, trace.n_exits - 1, dec.last)
         return ExitDecisions.from_last(trace, np.where(is_full, trace.n_exits - 1, dec.answer), last)
@@ -278,7 +352,8 @@ def united(a: OperatingPoints, b: OperatingPoints) -> OperatingPoints:
 
     def run(trace: Trace, ps: np.ndarray) -> ExitDecisions:
         ps = _check_rules(trace, ps, P + len(b.cost))
-        da, db = a.apply(trace, np.minimum(ps, P)), b.apply(trace, np.maximum(ps - P, 0))
+        da = _check_decisions(a.apply(trace, np.minimum(ps, P)), trace, len(ps), "a.apply")
+        db = _check_decisions(b.apply(trace, np.maximum(ps - P, 0)), trace, len(ps), "b.apply")
         first = (ps < P)[:, None]
         return ExitDecisions.from_last(trace, np.where(first, da.answer, db.answer), np.where(first, da.last, db.last))
 
@@ -393,7 +468,8 @@ def slo_block(calibration: Trace, test: Trace, tamers: dict[str, ThresholdTamer]
         for drop in TARGETS.values():
             ok = meets_target(menu, full_cal, drop, confidence, test.n_examples)
             ps.append(int(np.flatnonzero(ok)[np.argmin(menu.cost[ok])]))  # the full model always qualifies
-        picked[name] = menu.apply(test, np.array(ps))
+        who = f"the menu of {escape_text(repr(name), 40)}"
+        picked[name] = _check_decisions(menu.apply(test, np.array(ps)), test, len(ps), who)
     out: dict[str, Any] = {}
     for k, (tname, drop) in enumerate(TARGETS.items()):
         rows = {name: _score(dec[k], test, target, test_full - drop) for name, dec in picked.items()}

@@ -11,8 +11,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ttamer.earlyexit import baselines
-from ttamer.earlyexit.evaluation import (HEURISTICS, bootstrap_weights, costs_at, evaluate_trace, paired_bootstrap,
-                                         paired_quantiles, resampled_points, strategy_sweeps, sweep_points)
+from ttamer.core.errors import TTamerError
+from ttamer.earlyexit import evaluation
+from ttamer.earlyexit.evaluation import (HEURISTICS, _replicate_metrics, _resampled_points, bootstrap_weights,
+                                         evaluate_trace, paired_bootstrap, paired_quantiles, strategy_sweeps,
+                                         sweep_points)
 from ttamer.earlyexit.metrics import cost_at_accuracy, frontier, hull_frontier
 from ttamer.earlyexit.tamer import ThresholdTamer
 from ttamer.earlyexit.traces import synthetic_trace
@@ -21,19 +24,21 @@ from ttamer.workloads.zoo_report import interval_widths, never_worse_table
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 10_000), st.sampled_from(["pareto", "hull"]))
-def test_costs_at_is_cost_at_accuracy_of_each_replicate(seed, kind):
+def test_replicate_costs_are_cost_at_accuracy_of_each_replicate(seed, kind):
     rng = np.random.default_rng(seed)
     B, P, n = 6, 5, 30
     correct = rng.random((P, n)) < rng.random((P, 1))
     cost = np.sort(rng.random((P, n)), axis=0)
     counts = bootstrap_weights(n, B, seed)
-    cost_b, acc_b = resampled_points(correct, cost, counts)
+    cost_b, acc_b = _resampled_points(correct, cost, counts)
     level = rng.choice(acc_b.ravel(), B)  # levels some point reaches exactly, and others
     level[::2] = rng.random(B)[::2]
-    got = costs_at(cost_b, acc_b, level, kind)
+    curves, got = _replicate_metrics(cost_b, acc_b, np.linspace(0, 1, 5), level, kind)
+    assert np.array_equal(curves, _replicate_metrics(cost_b, acc_b, np.linspace(0, 1, 5), None, kind)[0],
+                          equal_nan=True)
     for b in range(B):
         front = hull_frontier(cost_b[b], acc_b[b]) if kind == "hull" else frontier(cost_b[b], acc_b[b], "pareto")
-        want = cost_at_accuracy(front, float(np.clip(level[b], 0, 1)), kind)
+        want = cost_at_accuracy(front, float(level[b]), kind)
         if want is None:
             assert got[b] == np.inf
         else:
@@ -86,7 +91,7 @@ def test_evaluate_reports_the_paired_cost_interval():
 
 def test_paired_quantiles_count_one_sided_misses_and_drop_double_ones():
     a = np.array([0.5, np.inf, np.inf, 0.2] + [0.4] * 36)
-    b = np.array([0.4, 0.3, np.inf, 0.2] + [0.4] * 36)
+    b = np.array([0.4, 0.3, np.inf, 0.2] + [0.4 + 1e-16] * 36)  # the same rule, summed in another order
     lo, mid, hi = paired_quantiles(a, b)  # 39 replicates: the one where neither reaches is left out
     assert (lo, mid, hi) == (0.0, 0.0, np.inf)
     assert paired_quantiles(np.full(3, np.inf), np.full(3, np.inf)) is None
@@ -94,14 +99,14 @@ def test_paired_quantiles_count_one_sided_misses_and_drop_double_ones():
 
 def _run(tt_auc, h_auc, tt_cost, h_cost, auc_lo=None, cost_hi=None):
     """A hand-made summary of one split: every heuristic as given (``auc_lo`` the 2.5 % bound of
-    heuristic − T-Tamer's area, ``cost_hi`` the 97.5 % bound of its cost minus T-Tamer's)."""
+    heuristic − T-Tamer's area, ``cost_hi`` the 97.5 % bound of its cost minus T-Tamer's; without
+    them, no interval: ``None``, as every run of a trace holds the intervals or none does)."""
     names = ("ttamer", "no-recall") + tuple(HEURISTICS)
     run = {"policy": "common:max_prob:last", "frontier": {k: np.zeros((1, 2)) for k in names}, "slo": {},
            "full_accuracy": 0.8, "auc": {k: h_auc for k in names}, "cost_at_full": {k: h_cost for k in names}}
     run["auc"]["ttamer"], run["cost_at_full"]["ttamer"] = tt_auc, tt_cost
-    if auc_lo is not None:
-        run["auc_ci"] = {k: (auc_lo, 0.0, 1.0) for k in names}
-        run["cost_ci"] = {k: (-1.0, 0.0, cost_hi) for k in names}
+    run["auc_ci"] = {k: None if auc_lo is None else (auc_lo, 0.0, 1.0) for k in names}
+    run["cost_ci"] = {k: None if auc_lo is None else (-1.0, 0.0, cost_hi) for k in names}
     return run
 
 
@@ -135,3 +140,50 @@ def test_interval_widths_are_the_median_widths_in_pt():
     same = [_run(0.8, 0.7, 0.5, 0.6, auc_lo=1.0, cost_hi=-1.0)]  # zero widths: the same rule, left out
     assert interval_widths({"a": runs[:2] + same})["area"] == pytest.approx(100 * 1.02)
     assert all(np.isnan(v) for v in interval_widths({"a": [_run(0.8, 0.7, 0.5, 0.6)]}).values())
+
+
+def _paired_inputs():
+    trace = synthetic_trace(n=120, n_exits=3, n_classes=2, seed=1)
+    pts = {name: sweep_points(sweep(), trace) for name, sweep in strategy_sweeps(trace, {}).items()}
+    return pts, baselines.full_model(trace).correct(trace)[0]
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda p, f, g: ({}, f, g), "pts must be a non-empty dict"),
+    (lambda p, f, g: ({"x": {"correct": p["static"]["correct"]}}, f, g), r"pts\['x'\] must be a dict with 'correct'"),
+    (lambda p, f, g: (p, f[:-1], g), r"\['correct'\] must be a bool array \[rules, 119\]"),
+    (lambda p, f, g: (p, f.astype(int), g), "full_correct must be a non-empty 1-D bool array"),
+    (lambda p, f, g: ({"s": dict(p["static"], cost_ex=p["static"]["cost_ex"] * np.nan)}, f, g), r"cost_ex'\]\[0\]\[0\] must be a finite"),
+    (lambda p, f, g: ({"s": dict(p["static"], cost_ex=p["static"]["cost_ex"][:, :5])}, f, g), "one cost per rule"),
+    (lambda p, f, g: (p, f, []), "grid must be a non-empty"),
+])
+def test_paired_bootstrap_checks_its_inputs_first(change, match):
+    pts, full = _paired_inputs()
+    with pytest.raises(TTamerError, match=match):
+        paired_bootstrap(*change(pts, full, np.linspace(0.3, 1, 4)), 5, 0)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(n_boot=0), "at least 1 replicate"), (dict(n_boot=-1), "n_boot"),
+                                       (dict(seed=-1), "seed"), (dict(kind="convex"), "frontier kind"),
+                                       (dict(n_boot=10**12), "MAX_BOOTSTRAP_DRAWS")])
+def test_paired_bootstrap_checks_its_options_before_drawing(kw, match):
+    pts, full = _paired_inputs()
+    args = dict(n_boot=5, seed=0, kind="pareto") | kw
+    with pytest.raises(TTamerError, match=match):
+        paired_bootstrap(pts, full, np.linspace(0.3, 1, 4), **args)
+
+
+def test_hull_bootstraps_are_bounded_before_work(monkeypatch):
+    monkeypatch.setattr(evaluation, "MAX_BOOTSTRAP_HULLS", 9 * 10)
+    trace = synthetic_trace(n=200, n_exits=3, n_classes=3, seed=1)
+    with pytest.raises(TTamerError, match=r"11 replicates of hull frontiers .* at most 10 replicates"):
+        evaluate_trace(trace, n_boot=11, frontier_kind="hull", with_chain=False)
+    assert evaluate_trace(trace, n_boot=11, with_chain=False).strategies["ttamer"].band is not None  # Pareto: no bound
+
+
+@pytest.mark.parametrize("a, b, match", [(None, np.ones(2), "a .costs"), (np.ones(2), [np.nan, 1.0], r"b .*\[0\]"),
+                                         (np.ones(2), np.ones(3), "the same resamples"),
+                                         (-np.ones(2), np.ones(2), "a .costs")])
+def test_paired_quantiles_checks_its_replicates(a, b, match):
+    with pytest.raises(TTamerError, match=match):
+        paired_quantiles(a, b)

@@ -274,8 +274,9 @@ def test_protocol_table_checks_its_runs(label, final, match):
         R.protocol_table(label, final)
 
 
-def test_protocol_table_of_good_runs(runs):
-    table = R.protocol_table(runs, runs)
+def test_protocol_table_of_good_runs(zoo_trace, runs):
+    final = R.evaluate_zoo({"t": zoo_trace}, [0], target="final", n_boot=0)
+    table = R.protocol_table(runs, final)
     assert list(table.index) == ["t"]
 
 
@@ -306,10 +307,12 @@ def test_recosted_checks_its_trace():
 
 
 def test_the_number_of_splits_is_bounded_before_any_work(zoo_trace):
-    seeds = list(range(R.MAX_SPLITS + 1))
+    from ttamer.workloads.zoo_runs import MAX_SPLITS
+
+    seeds = list(range(MAX_SPLITS + 1))
     for call in (lambda: R.evaluate_zoo({"t": zoo_trace}, seeds), lambda: R.calibration_areas({"t": zoo_trace}, seeds),
                  lambda: R.split_gain_table(zoo_trace, seeds)):
-        with pytest.raises(TTamerError, match=f"{R.MAX_SPLITS + 1:,} split seeds; at most {R.MAX_SPLITS}"):
+        with pytest.raises(TTamerError, match=f"{MAX_SPLITS + 1:,} split seeds; at most {MAX_SPLITS}"):
             call()
 
 

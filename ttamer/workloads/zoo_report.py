@@ -1,6 +1,7 @@
 """T-Tamer against the heuristics on every trace of the zoo, over several splits.
 
-:func:`evaluate_zoo` runs :func:`ttamer.earlyexit.evaluation.evaluate_trace` on each trace and
+:func:`~ttamer.workloads.zoo_runs.evaluate_zoo` (of :mod:`ttamer.workloads.zoo_runs`, and
+importable from here) runs :func:`ttamer.earlyexit.evaluation.evaluate_trace` on each trace and
 split (the default estimation, no options per trace) and keeps a small summary per run;
 :func:`gain_table`, :func:`heuristic_choice_table` (with :func:`calibration_areas` and
 :func:`split_half_correlation`), :func:`never_worse_table` (with :func:`interval_widths`), :func:`slo_table` (with :func:`slo_dominated`)
@@ -11,6 +12,11 @@ workloads*; :func:`class_table` fits each policy class of T-Tamer's menu alone, 
 gains carry a 95 % interval from a paired bootstrap over test examples, averaged over splits:
 replicate ``b`` of every split resamples that split's test examples, the same resample for
 every strategy, and the interval is that of the mean over splits of (T-Tamer − heuristic).
+
+Every table checks the values of the runs it reads (a :class:`~ttamer.core.errors.TTamerError`
+names the trace, the run, the key and the strategy), and a table that pairs runs with traces,
+with calibration areas or with other runs checks that they record the same splits of the same
+traces (:data:`~ttamer.workloads.zoo_runs.PAIR_KEYS`).
 """
 
 from __future__ import annotations
@@ -20,144 +26,32 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..core.errors import TTamerError
-from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_real, check_seed, short_repr
+from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_fraction, check_real, check_seed, short_repr
 from ..earlyexit.base import check_trace
-from ..earlyexit.results import EvaluationResult, StrategyResult
 from ..core.parallel import map_processes
 from ..earlyexit.metrics import cost_at_accuracy
-from ..earlyexit.evaluation import HEURISTICS, evaluate_trace
+from ..earlyexit.evaluation import HEURISTICS
 from ..earlyexit.heuristics import HEURISTIC_RULES
 from ..earlyexit.traces import Trace
+from .zoo_runs import (AUC_NEEDS, PAIR_KEYS, check_fraction_on, check_runs, check_seeds, check_share,
+                       check_split_record, check_strategies, check_traces, evaluate_zoo, require_split_record,
+                       require_target, require_traces, summarise)
 from .report import tidy_table
+
+#: The module's public names (:func:`~ttamer.workloads.zoo_runs.evaluate_zoo` and :func:`~ttamer.workloads.zoo_runs.summarise` come from
+#: :mod:`ttamer.workloads.zoo_runs`).
+__all__ = ["COST_PROFILES", "MAX_SUBSET_REPEATS", "MAX_SUBSET_SHARES", "OVERTHINK_MARGIN", "SplitAreas",
+           "calibration_areas", "class_table", "cost_at_level_table", "cost_profile_table", "evaluate_zoo",
+           "gain_table", "heldout_table", "heuristic_choice_table", "interval_widths", "never_worse_table",
+           "overthinks", "protocol_table", "recosted", "resolution_table", "slo_dominated", "slo_table",
+           "split_gain_table", "split_half_correlation", "subset_size_table", "summarise"]
 
 #: A trace "overthinks" when some earlier exit beats the last by more than this (accuracy).
 OVERTHINK_MARGIN = 0.01
 #: Most random subsets per share of :func:`subset_size_table` (each is fitted and swept).
 MAX_SUBSET_REPEATS = 10_000
-#: Most split seeds of one call (each split of each trace is a full evaluation).
-MAX_SPLITS = 100
-#: The strategies the tables read of every run.
-RUN_STRATEGIES = ("ttamer", "no-recall") + tuple(HEURISTICS)
-#: What the tables read of a run (:func:`summarise`): key -> the strategies it must map (none:
-#: the key alone). Every run of :func:`evaluate_zoo` holds them.
-RUN_NEEDS: dict[str, tuple[str, ...]] = {"policy": (), "frontier": RUN_STRATEGIES, "auc": RUN_STRATEGIES,
-                                         "cost_at_full": RUN_STRATEGIES, "slo": (), "full_accuracy": ()}
-#: What the tables that read the areas alone need of a run.
-AUC_NEEDS: dict[str, tuple[str, ...]] = {"auc": ("ttamer",) + tuple(HEURISTICS)}
-
-
-def _check_traces(traces: Any, who: str) -> dict[str, Trace]:
-    """``traces``: a non-empty dict of name → :class:`~ttamer.earlyexit.traces.Trace`."""
-    if not isinstance(traces, Mapping) or not traces:
-        raise TTamerError(f"{who}: traces must be a non-empty dict of name -> Trace, got {short_repr(traces)}")
-    for name, tr in traces.items():
-        if not isinstance(tr, Trace):
-            raise TTamerError(f"{who}: traces[{short_repr(name)}] must be a ttamer Trace, got {type(tr).__name__}")
-    return dict(traces)
-
-
-def _check_seeds(seeds: Any, who: str) -> list[int]:
-    """``seeds``: a non-empty sequence of distinct split seeds (repeating one would count its
-    split twice)."""
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)):
-        raise TTamerError(f"{who}: seeds must be a sequence of split seeds, e.g. [0, 1, 2], got {short_repr(seeds)}")
-    if len(seeds) > MAX_SPLITS:
-        raise TTamerError(f"{who}: {len(seeds):,} split seeds; at most {MAX_SPLITS} (MAX_SPLITS) are allowed")
-    got = [check_seed(s, "split seed") for s in seeds]
-    if not got:
-        raise TTamerError(f"{who}: needs at least one split seed")
-    repeated = sorted({s for s in got if got.count(s) > 1})
-    if repeated:
-        raise TTamerError(f"{who}: the split seeds must differ; repeated: {repeated}")
-    return got
-
-
-def _run_problem(run: Any, needs: Mapping[str, tuple[str, ...]]) -> str | None:
-    """What a run lacks of ``needs`` (:data:`RUN_NEEDS`), or ``None``."""
-    if not isinstance(run, Mapping):
-        return f"is {short_repr(run)}, not a dict"
-    for key, strategies in needs.items():
-        if key not in run:
-            return f"has no {key!r}"
-        if strategies and (not isinstance(run[key], Mapping) or any(s not in run[key] for s in strategies)):
-            return f"must map {key!r} to a dict of the strategies {list(strategies)}"
-    return None
-
-
-def _check_runs(zoo: Any, who: str, traces: Mapping[str, Any] | None = None,
-                needs: Mapping[str, tuple[str, ...]] = RUN_NEEDS) -> dict[str, list[dict[str, Any]]]:
-    """``zoo``: :func:`evaluate_zoo` runs -- a non-empty dict of name → non-empty list of runs
-    holding what ``needs`` lists (:data:`RUN_NEEDS`), every name also in ``traces`` where given."""
-    if not isinstance(zoo, Mapping) or not zoo:
-        raise TTamerError(f"{who}: needs the evaluate_zoo runs of at least one trace, got {short_repr(zoo)}")
-    for name, runs in zoo.items():
-        if not isinstance(runs, list) or not runs:
-            raise TTamerError(f"{who}: the runs of trace {short_repr(name)} must be a non-empty list (evaluate_zoo's)")
-        if traces is not None and name not in traces:
-            raise TTamerError(f"{who}: trace {short_repr(name)} has runs but is not among the traces given")
-        for k, run in enumerate(runs):
-            problem = _run_problem(run, needs)
-            if problem is not None:
-                raise TTamerError(f"{who}: run {k} of trace {short_repr(name)} {problem} (evaluate_zoo's runs)")
-    return dict(zoo)
-
-
-def _check_strategies(strategies: Any, zoo: Mapping[str, list[dict[str, Any]]], who: str) -> list[str]:
-    """``strategies``: names of strategies every run holds (a sequence, not one string)."""
-    if isinstance(strategies, (str, bytes)) or not isinstance(strategies, (Sequence, np.ndarray)) or not len(strategies):
-        raise TTamerError(f"{who}: strategies must be a non-empty sequence of names, e.g. ('ttamer', 'max-prob'), "
-                          f"got {short_repr(strategies)}")
-    known = next(iter(zoo.values()))[0]["auc"]
-    unknown = [s for s in strategies if not isinstance(s, str) or s not in known]
-    if unknown:
-        raise TTamerError(f"{who}: unknown strategies {unknown}; the runs hold {sorted(known)}")
-    return list(strategies)
-
-
-def _cost(m: StrategyResult) -> float:
-    c = m.cost_at_full_accuracy
-    return np.inf if c is None else float(c)
-
-
-def summarise(result: EvaluationResult) -> dict[str, Any]:
-    """The numbers of one :func:`~ttamer.earlyexit.evaluation.evaluate_trace` result the tables need."""
-    st = result.strategies
-    out = {"policy": result.ttamer_fit.get("policy", result.ttamer_fit["description"]),
-           "frontier": {k: np.asarray(m.frontier) for k, m in st.items()},
-           "auc": {k: m.auc for k, m in st.items()}, "cost_at_full": {k: _cost(m) for k, m in st.items()},
-           "slo": result.slo, "full_accuracy": float(result.full_model.accuracy)}
-    if st["ttamer"].auc_replicates is not None:
-        out["replicates"] = {k: np.asarray(m.auc_replicates) for k, m in st.items()}
-    if st["ttamer"].auc_minus_ttamer_ci is not None:  # with the bootstrap: each strategy minus T-Tamer, paired
-        out["auc_ci"] = {k: m.auc_minus_ttamer_ci for k, m in st.items()}
-        out["cost_ci"] = {k: m.cost_at_full_minus_ttamer_ci for k, m in st.items()}
-    return out
-
-
-def _evaluate_one(trace: Trace, seed: int, target: str, n_boot: int, calibration_fraction: float
-                  ) -> dict[str, Any]:
-    """:func:`summarise` of one split of one trace (a module-level function: worker processes
-    import it)."""
-    r = evaluate_trace(trace, seed=seed, calibration_fraction=calibration_fraction, target=target,
-                       n_boot=n_boot, with_chain=False, keep_replicates=n_boot > 0)
-    return summarise(r)
-
-
-def evaluate_zoo(traces: dict[str, Trace], seeds: Sequence[int], target: str = "label", n_boot: int = 100,
-                 calibration_fraction: float = 0.5, progress: bool = False,
-                 n_jobs: int = 1) -> dict[str, list[dict[str, Any]]]:
-    """Per trace name, one :func:`summarise` per split seed (T-Tamer with its defaults; the
-    paper's chain estimation is left out for speed). ``n_jobs > 1`` runs the (trace, split)
-    evaluations in that many worker processes; every run is seeded, so the result is the same."""
-    traces, seeds = _check_traces(traces, "evaluate_zoo"), _check_seeds(seeds, "evaluate_zoo")
-    runs = [(name, s) for name in traces for s in seeds]
-    args = [(traces[name], s, target, n_boot, calibration_fraction) for name, s in runs]
-    results = map_processes(_evaluate_one, args, n_jobs, progress, "traces x splits")
-    out: dict[str, list[dict[str, Any]]] = {}
-    for (name, _), res in zip(runs, results):
-        out.setdefault(name, []).append(res)
-    return out
-
+#: Most shares of the examples of one :func:`subset_size_table` (each is ``repeats`` fits and sweeps).
+MAX_SUBSET_SHARES = 100
 
 def _best_heuristic(run: dict[str, Any], heuristics: Iterable[str] = HEURISTICS) -> str:
     return max(heuristics, key=lambda h: run["auc"][h])
@@ -194,7 +88,8 @@ def gain_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]):
     exit, beats running every exit."""
     import pandas as pd
 
-    zoo, traces = _check_runs(zoo, "gain_table", traces), _check_traces(traces, "gain_table")
+    zoo, traces = check_runs(zoo, "gain_table", traces), check_traces(traces, "gain_table")
+    require_traces(zoo, traces, "gain_table")
     rows = {}
     for name, runs in zoo.items():
         tr = traces[name]
@@ -236,14 +131,15 @@ def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]
     the splits where both reach it); SDN's fallback's mean area minus the max-probability
     rule's (pt), whether the trace overthinks, and the policy classes chosen.
 
-    With the runs' bootstrap replicates (:func:`evaluate_zoo` with ``n_boot > 0``), "95% low"
+    With the runs' bootstrap replicates (:func:`~ttamer.workloads.zoo_runs.evaluate_zoo` with ``n_boot > 0``), "95% low"
     and "95% high" bound the area difference with the heuristic of the first column (the
     paired bootstrap of the gain table's intervals, pt), and "beyond noise" is whether T-Tamer falls
     short of it by more than that noise (the interval lies below zero); without replicates the
     bounds are NaN and "beyond noise" is False."""
     import pandas as pd
 
-    zoo, traces = _check_runs(zoo, "heldout_table", traces), _check_traces(traces, "heldout_table")
+    zoo, traces = check_runs(zoo, "heldout_table", traces), check_traces(traces, "heldout_table")
+    require_traces(zoo, traces, "heldout_table")
     rows = {}
     for name, runs in zoo.items():
         area = {h: 100 * float(np.mean([r["auc"]["ttamer"] - r["auc"][h] for r in runs])) for h in HEURISTICS}
@@ -280,13 +176,29 @@ def _never_worse_split(run: dict[str, Any], h: str) -> tuple[bool, bool]:
             cost_ok or (cost_ci is not None and cost_ci[2] >= 0.0))
 
 
+def _mean_cost_gain(heuristic: list[float], ttamer: list[float]) -> float:
+    """A heuristic's mean cost at the full model's accuracy over the splits minus T-Tamer's. A
+    split where neither reaches that accuracy is a tie, left out (0 if every split is); one where
+    only one does counts its cost as infinite, so the gain is ``±inf``; and where each misses it on
+    a split where the other reaches it, ``-inf``: T-Tamer is not never worse on the mean."""
+    h, t = np.asarray(heuristic, dtype=float), np.asarray(ttamer, dtype=float)
+    if np.isfinite(h).all() and np.isfinite(t).all():
+        return float(np.mean(h)) - float(np.mean(t))
+    keep = ~(np.isinf(h) & np.isinf(t))
+    if not keep.any():
+        return 0.0
+    mh, mt = float(np.mean(h[keep])), float(np.mean(t[keep]))
+    return -np.inf if np.isinf(mh) and np.isinf(mt) else mh - mt
+
+
 def never_worse_table(zoo: dict[str, list[dict[str, Any]]]):
     """Whether T-Tamer is never worse than any heuristic, trace by trace (the book's chapter
     *Across workloads*): on every split, T-Tamer's frontier area is at least each heuristic's
     or within the paired-bootstrap noise of that split (``evaluate_zoo`` with ``n_boot > 0``;
     without it only the point values count), and so is its cost at the full model's accuracy;
     and over the splits, its mean area is at least each heuristic's and its mean cost at the
-    full model's accuracy at most each heuristic's.
+    full model's accuracy at most each heuristic's (a split where neither reaches that accuracy
+    is a tie, left out of the means; one where only T-Tamer misses it puts it below on the mean).
 
     Per trace, for the area and for the cost at the full model's accuracy: on how many splits
     T-Tamer passes against every heuristic, the heuristics that beat it beyond the noise on
@@ -296,13 +208,13 @@ def never_worse_table(zoo: dict[str, list[dict[str, Any]]]):
     everything holds."""
     import pandas as pd
 
-    zoo = _check_runs(zoo, "never_worse_table")
+    zoo = check_runs(zoo, "never_worse_table")
     rows = {}
     for name, runs in zoo.items():
         ok = [[_never_worse_split(r, h) for h in HEURISTICS] for r in runs]  # [split][heuristic] (area, cost)
         area = {h: float(np.mean([r["auc"]["ttamer"] - r["auc"][h] for r in runs])) for h in HEURISTICS}
-        cost = {h: float(np.mean([r["cost_at_full"][h] for r in runs]))
-                - float(np.mean([r["cost_at_full"]["ttamer"] for r in runs])) for h in HEURISTICS}
+        cost = {h: _mean_cost_gain([r["cost_at_full"][h] for r in runs], [r["cost_at_full"]["ttamer"] for r in runs])
+                for h in HEURISTICS}
         row = {}
         for j, (label, gains) in enumerate((("area", area), ("cost@full", cost))):
             worst = min(gains, key=gains.get)
@@ -323,13 +235,13 @@ def interval_widths(zoo: dict[str, list[dict[str, Any]]], strategy: str = "max-p
     ``"area"`` and ``"cost@full"`` (the cost at the full model's accuracy; infinite widths,
     where on that share of the resamples only one of the two reaches it, count as the widest).
     NaN without the intervals (``evaluate_zoo`` with ``n_boot=0``) or where they never differ."""
-    zoo = _check_runs(zoo, "interval_widths")
-    _check_strategies([strategy], zoo, "interval_widths")
+    zoo = check_runs(zoo, "interval_widths")
+    check_strategies([strategy], zoo, "interval_widths", ("auc", "auc_ci", "cost_ci"))
     out = {}
     for label, key in (("area", "auc_ci"), ("cost@full", "cost_ci")):
-        widths = [r[key][strategy][2] - r[key][strategy][0] for runs in zoo.values() for r in runs
+        bounds = [(float(r[key][strategy][0]), float(r[key][strategy][2])) for runs in zoo.values() for r in runs
                   if key in r and r[key][strategy] is not None]
-        widths = [w for w in widths if w > 0]
+        widths = [hi - lo for lo, hi in bounds if hi > lo]  # lo == hi (even both inf): the same rule
         out[label] = 100 * float(np.median(widths)) if widths else np.nan
     return out
 
@@ -350,32 +262,101 @@ def _calibration_areas_one(trace: Trace, seed: int, calibration_fraction: float)
     return {h: _heuristic_area(cal, h) for h in HEURISTIC_RULES}
 
 
+class SplitAreas(dict):
+    """The areas of :func:`calibration_areas` on one split of one trace: a dict of heuristic
+    name → area, that also records which split it is.
+
+    Attributes
+    ----------
+    meta : dict
+        The split's ``seed``, ``calibration_fraction``, the trace's ``fingerprint``
+        (:meth:`~ttamer.earlyexit.traces.Trace.fingerprint`) and the ``target`` the areas judge
+        answers against (``"label"``): the keys :data:`~ttamer.workloads.zoo_runs.PAIR_KEYS` of a run of
+        :func:`~ttamer.workloads.zoo_runs.evaluate_zoo`, which :func:`heuristic_choice_table` and
+        :func:`split_half_correlation` compare. A dict of the same areas compares equal.
+    """
+
+    def __init__(self, areas: Mapping[str, float], meta: Mapping[str, Any]) -> None:
+        super().__init__(areas)
+        self.meta = dict(meta)
+
+
 def calibration_areas(traces: dict[str, Trace], seeds: Sequence[int], calibration_fraction: float = 0.5,
-                      n_jobs: int = 1) -> dict[str, list[dict[str, float]]]:
+                      n_jobs: int = 1) -> dict[str, list[SplitAreas]]:
     """Per trace and split (in ``seeds`` order), the area of every one-threshold heuristic of
     :data:`~ttamer.earlyexit.heuristics.HEURISTIC_RULES` swept completely on the calibration
-    examples of that split: what an engineer who picks a heuristic on those examples sees."""
-    traces, seeds = _check_traces(traces, "calibration_areas"), _check_seeds(seeds, "calibration_areas")
+    examples of that split: what an engineer who picks a heuristic on those examples sees. Each
+    split's areas (:class:`SplitAreas`, read as ``areas[trace][split][heuristic]``) record the
+    split they come from.
+
+    Raises
+    ------
+    TTamerError
+        Before any work: for ``traces`` or ``seeds`` that are not a non-empty dict of traces and
+        distinct split seeds, or a ``calibration_fraction`` that leaves fewer than
+        :data:`~ttamer.core.validate.MIN_SPLIT_EXAMPLES` examples on a side of some trace (the
+        error names it).
+    """
+    traces, seeds = check_traces(traces, "calibration_areas"), check_seeds(seeds, "calibration_areas")
+    calibration_fraction = check_fraction_on(traces, calibration_fraction, "calibration_areas")
     runs = [(name, s) for name in traces for s in seeds]
     areas = map_processes(_calibration_areas_one, [(traces[name], s, calibration_fraction) for name, s in runs],
                           n_jobs, False, "traces x splits")
-    return {name: areas[k * len(seeds):(k + 1) * len(seeds)] for k, name in enumerate(traces)}
+    prints = {name: tr.fingerprint() for name, tr in traces.items()}
+    return {name: [SplitAreas(a, {"seed": s, "target": "label", "calibration_fraction": calibration_fraction,
+                                  "fingerprint": prints[name]})
+                   for s, a in zip(seeds, areas[k * len(seeds):(k + 1) * len(seeds)])]
+            for k, name in enumerate(traces)}
 
 
-def _check_paired(zoo: Any, cal: Any, name: str, needs: Mapping[str, tuple[str, ...]]
+def _check_pair(run: dict[str, Any], areas: Any, where: str, required: bool) -> None:
+    """Run ``run`` and calibration areas ``areas`` record the same split of the same trace, the
+    run judged against the label (as the areas); with ``required`` False, a run and areas that
+    record neither are taken as paired (made by hand)."""
+    meta = getattr(areas, "meta", None)
+    has_run, has_areas = all(k in run for k in PAIR_KEYS), meta is not None
+    if not required and not has_run and not has_areas:
+        return
+    if not has_run:
+        missing = next(k for k in PAIR_KEYS if k not in run)
+        raise TTamerError(f"{where}: the run has no {missing!r}, so which split of which trace it is cannot be "
+                          f"checked against the calibration areas; pass the runs of evaluate_zoo, which record "
+                          f"{list(PAIR_KEYS)}")
+    if not isinstance(meta, Mapping) or any(k not in meta for k in PAIR_KEYS):
+        raise TTamerError(f"{where}: the calibration areas do not record their split ({list(PAIR_KEYS)} in their "
+                          f"meta); pass calibration_areas' own result")
+    check_split_record(meta, f"{where}: the calibration areas' meta")
+    if run["target"] != "label":
+        raise TTamerError(f"{where}: the run judges answers against target {run['target']!r}, the calibration "
+                          f"areas against the label; pass the runs of evaluate_zoo(..., target='label')")
+    for key in ("fingerprint", "seed", "calibration_fraction"):
+        if run[key] != meta[key]:
+            what = "of another trace" if key == "fingerprint" else f"{key} {run[key]!r}, the areas' {meta[key]!r}"
+            raise TTamerError(f"{where}: the run and the calibration areas are not of the same split ({what}); "
+                              f"evaluate_zoo and calibration_areas must see the same traces, seeds and calibration "
+                              f"fraction")
+
+
+def _check_paired(zoo: Any, cal: Any, name: str, needs: Mapping[str, tuple[str, ...]], required: bool = True
                   ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, float]]]]:
-    """``(zoo, cal)``: runs (:func:`_check_runs` with ``needs``) and :func:`calibration_areas`
-    of the same traces and splits, every split's areas holding every heuristic's."""
-    zoo = _check_runs(zoo, name, needs=needs)
+    """``(zoo, cal)``: runs (:func:`~ttamer.workloads.zoo_runs.check_runs` with ``needs``) and :func:`calibration_areas`
+    of the same traces and splits, every split's areas holding every heuristic's, each a finite
+    area in [0, 1]; each run and its split's areas recording the same split of the same trace
+    (the run judged against the label); with ``required`` False, runs and areas that record
+    neither are taken as paired."""
+    zoo = check_runs(zoo, name, needs=needs)
     if not isinstance(cal, Mapping) or list(zoo) != list(cal) or \
             any(not isinstance(cal[t], list) or len(zoo[t]) != len(cal[t]) for t in zoo):
         raise TTamerError(f"{name}: the runs and the calibration areas must hold the same traces and splits "
                           f"(evaluate_zoo and calibration_areas with the same seeds)")
     for trace, areas in cal.items():
         for k, a in enumerate(areas):
+            where = f"{name}: calibration areas {k} of trace {short_repr(trace)}"
             if not isinstance(a, Mapping) or any(h not in a for h in HEURISTIC_RULES):
-                raise TTamerError(f"{name}: calibration areas {k} of trace {short_repr(trace)} must map each of "
-                                  f"{list(HEURISTIC_RULES)} to its area (calibration_areas')")
+                raise TTamerError(f"{where} must map each of {list(HEURISTIC_RULES)} to its area (calibration_areas')")
+            for h in HEURISTIC_RULES:
+                check_share(a[h], f"{where}: cal[{short_repr(trace)}][{k}][{h!r}]")
+            _check_pair(zoo[trace][k], a, f"{name}: run {k} of trace {short_repr(trace)}", required)
     return zoo, dict(cal)
 
 
@@ -385,9 +366,17 @@ def heuristic_choice_table(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, 
 
     Per trace, for both rules: the smallest over the heuristics (static exits included) of the
     rule's mean test area minus that heuristic's, over the splits, in pt; then the heuristics
-    the plain rule picked. ``zoo`` holds the :func:`evaluate_zoo` runs (target ``"label"``)
+    the plain rule picked. ``zoo`` holds the :func:`~ttamer.workloads.zoo_runs.evaluate_zoo` runs (target ``"label"``)
     and ``cal`` the :func:`calibration_areas` of the same traces and splits; neither rule sees
-    the test examples when choosing."""
+    the test examples when choosing.
+
+    Raises
+    ------
+    TTamerError
+        For runs or areas that are not :func:`~ttamer.workloads.zoo_runs.evaluate_zoo`'s and :func:`calibration_areas`'
+        (every value checked), or that do not record the same split of the same trace, run by
+        run (:data:`~ttamer.workloads.zoo_runs.PAIR_KEYS`), or runs judged against another target than the label.
+    """
     import pandas as pd
 
     zoo, cal = _check_paired(zoo, cal, "heuristic_choice_table", AUC_NEEDS)
@@ -413,8 +402,14 @@ def split_half_correlation(zoo: dict[str, list[dict[str, Any]]], cal: dict[str, 
     splits (what is common to the trace is removed; pairs that never differ are left out), and
     the Pearson correlation of all centred pairs is returned. Where a metric is a mean over
     examples and the halves are equal, :math:`d^{\mathrm{cal}}_s + d^{\mathrm{test}}_s` is
-    twice the whole trace's difference for every split, so the correlation is :math:`-1`."""
-    zoo, cal = _check_paired(zoo, cal, "split_half_correlation", {"auc": tuple(HEURISTIC_RULES)})
+    twice the whole trace's difference for every split, so the correlation is :math:`-1`.
+
+    ``zoo`` holds :func:`~ttamer.workloads.zoo_runs.evaluate_zoo` runs (target ``"label"``) and ``cal`` the
+    :func:`calibration_areas` of the same traces and splits, each run and its split's areas
+    recording the same split of the same trace (:data:`~ttamer.workloads.zoo_runs.PAIR_KEYS`; runs and areas made by hand
+    that record neither, such as ``{"auc": {...}}``, are taken as paired), every area a finite
+    number in [0, 1]; a :class:`~ttamer.core.errors.TTamerError` otherwise."""
+    zoo, cal = _check_paired(zoo, cal, "split_half_correlation", {"auc": tuple(HEURISTIC_RULES)}, required=False)
     if not isinstance(reference, str) or reference not in HEURISTIC_RULES:
         raise TTamerError(f"split_half_correlation: reference must be one of {list(HEURISTIC_RULES)}, "
                           f"got {short_repr(reference)}")
@@ -440,12 +435,23 @@ def slo_table(zoo: dict[str, list[dict[str, Any]]], strategies: Sequence[str] = 
     """Per accuracy target and strategy, over every trace and split of the zoo (or the runs
     for which ``where(run)`` holds): the share of runs in which the target held on the test
     examples and the mean test cost (% of the full model), each strategy having chosen its
-    operating point on calibration examples only (:func:`~ttamer.earlyexit.slo.slo_block`)."""
+    operating point on calibration examples only (:func:`~ttamer.earlyexit.slo.slo_block`).
+
+    Raises
+    ------
+    TTamerError
+        For runs that are not :func:`~ttamer.workloads.zoo_runs.evaluate_zoo`'s (every value checked), ``strategies`` that
+        are not distinct names of strategies of every run, a ``where`` that is not ``None`` or
+        a callable returning ``True`` or ``False`` for each run, or no run selected.
+    """
     import pandas as pd
 
-    zoo = _check_runs(zoo, "slo_table")
-    strategies = _check_strategies(strategies, zoo, "slo_table")
-    runs = [r for rs in zoo.values() for r in rs if where is None or where(r)]
+    zoo = check_runs(zoo, "slo_table")
+    strategies = check_strategies(strategies, zoo, "slo_table")
+    if where is not None and not callable(where):
+        raise TTamerError(f"slo_table: where must be None or a function of a run returning True or False, "
+                          f"got {short_repr(where)}")
+    runs = [r for rs in zoo.values() for r in rs if where is None or _selected(where, r)]
     if not runs:
         raise TTamerError("slo_table: no run of the zoo is selected")
     targets = _check_slo(runs, strategies)
@@ -460,6 +466,14 @@ def slo_table(zoo: dict[str, list[dict[str, Any]]], strategies: Sequence[str] = 
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
     return tidy_table(df, 1)
+
+
+def _selected(where: Callable[[dict[str, Any]], Any], run: dict[str, Any]) -> bool:
+    """``where(run)``, which must be ``True`` or ``False`` (not any object taken for true)."""
+    got = where(run)
+    if not isinstance(got, (bool, np.bool_)):
+        raise TTamerError(f"slo_table: where must return True or False for each run, got {short_repr(got)}")
+    return bool(got)
 
 
 def _check_slo(runs: list[dict[str, Any]], strategies: list[str]) -> list[str]:
@@ -484,14 +498,27 @@ def slo_dominated(slo, strategy: str = "ttamer", others: Sequence[str] = HEURIST
     Raises
     ------
     TTamerError
-        For an ``slo`` that is not an :func:`slo_table`, or a ``strategy`` or ``others`` (a
-        sequence of names) that are not its rows.
+        For an ``slo`` that is not an :func:`slo_table` (two-level columns, rows of distinct
+        names, finite numbers in every ``"met (%)"`` and ``"cost (%)"`` column), or a
+        ``strategy`` or ``others`` (a sequence of names) that are not its rows.
     """
     import pandas as pd
 
     if not isinstance(slo, pd.DataFrame) or slo.columns.nlevels != 2 or not all(
             (t, c) in slo.columns for t in slo.columns.get_level_values(0) for c in ("met (%)", "cost (%)")):
         raise TTamerError(f"slo_dominated: slo must be an slo_table, got {type(slo).__name__}")
+    for axis, labels in (("rows", slo.index), ("columns", slo.columns)):
+        if not labels.is_unique:
+            raise TTamerError(f"slo_dominated: the {axis} of the slo_table must differ; repeated: "
+                              f"{short_repr(list(labels[labels.duplicated()].unique()), 120)}")
+    for t in slo.columns.get_level_values(0).unique():
+        for c in ("met (%)", "cost (%)"):
+            col = slo[(t, c)]
+            values = col.to_numpy(dtype=float) if pd.api.types.is_numeric_dtype(col) and \
+                not pd.api.types.is_bool_dtype(col) else None
+            if values is None or not np.isfinite(values).all():
+                raise TTamerError(f"slo_dominated: column {short_repr((t, c))} of the slo_table must hold finite "
+                                  f"numbers, got {short_repr(col.tolist(), 120)}")
     if isinstance(others, (str, bytes)) or not isinstance(others, (Sequence, np.ndarray)):
         raise TTamerError(f"slo_dominated: others must be a sequence of strategy names, got {short_repr(others)}")
     rows = list(slo.index)
@@ -509,11 +536,37 @@ def slo_dominated(slo, strategy: str = "ttamer", others: Sequence[str] = HEURIST
 def protocol_table(zoo_label: dict[str, list[dict[str, Any]]], zoo_final: dict[str, list[dict[str, Any]]]):
     """Mean AUC gain (pt) of T-Tamer over the best heuristic of each split, with accuracy
     judged against the true label and against the full model's prediction (the paper's
-    protocol)."""
+    protocol): ``zoo_label`` and ``zoo_final`` are the :func:`~ttamer.workloads.zoo_runs.evaluate_zoo` runs with target
+    ``"label"`` and ``"final"`` of the same traces, at the same calibration fraction (each may
+    hold its own number of splits).
+
+    Raises
+    ------
+    TTamerError
+        For runs that are not :func:`~ttamer.workloads.zoo_runs.evaluate_zoo`'s (every value checked, each run recording
+        its split, :data:`~ttamer.workloads.zoo_runs.PAIR_KEYS`), zoos of other targets (or swapped), a trace in one zoo
+        only, or a trace whose runs come from another trace or calibration fraction in the other.
+    """
     import pandas as pd
 
-    zoo_label = _check_runs(zoo_label, "protocol_table", needs=AUC_NEEDS)
-    zoo_final = _check_runs(zoo_final, "protocol_table", needs=AUC_NEEDS)
+    zoo_label = check_runs(zoo_label, "protocol_table: zoo_label", needs=AUC_NEEDS)
+    zoo_final = check_runs(zoo_final, "protocol_table: zoo_final", needs=AUC_NEEDS)
+    for arg, zoo, target in (("zoo_label", zoo_label, "label"), ("zoo_final", zoo_final, "final")):
+        require_split_record(zoo, "protocol_table", arg)
+        require_target(zoo, target, "protocol_table", arg)
+    only = {arg: [t for t in a if t not in b] for arg, a, b in (("zoo_label", zoo_label, zoo_final),
+                                                               ("zoo_final", zoo_final, zoo_label))}
+    if any(only.values()):
+        raise TTamerError(f"protocol_table: the two zoos must hold the same traces; only in zoo_label: "
+                          f"{short_repr(only['zoo_label'], 120)}, only in zoo_final: "
+                          f"{short_repr(only['zoo_final'], 120)}")
+    for name in zoo_label:
+        for key in ("fingerprint", "calibration_fraction"):
+            a, b = zoo_label[name][0][key], zoo_final[name][0][key]
+            if a != b:
+                what = "another trace" if key == "fingerprint" else f"calibration fraction {a!r} and {b!r}"
+                raise TTamerError(f"protocol_table: the runs of trace {short_repr(name)} in zoo_label and zoo_final "
+                                  f"come from {what}; evaluate both zoos on the same traces and calibration fraction")
 
     def mean_gain(runs: list[dict[str, Any]]) -> float:
         return 100 * float(np.mean([r["auc"]["ttamer"] - r["auc"][_best_heuristic(r)] for r in runs]))
@@ -526,11 +579,20 @@ def cost_at_level_table(zoo: dict[str, list[dict[str, Any]]], level: float,
                         strategies: Sequence[str] = ("ttamer", "max-prob")):
     """Per trace, the mean over splits of each strategy's least cost (% of the full model) at
     which its frontier reaches accuracy ``level`` (the paper reports latency at 95 %
-    agreement with the backbone); ``nan`` where a split never reaches it."""
+    agreement with the backbone); ``nan`` where a split never reaches it.
+
+    Raises
+    ------
+    TTamerError
+        For runs that are not :func:`~ttamer.workloads.zoo_runs.evaluate_zoo`'s (every value checked), a ``level`` that is
+        not a number in [0, 1], or ``strategies`` that are not distinct names of strategies of
+        every run's frontiers.
+    """
     import pandas as pd
 
-    zoo = _check_runs(zoo, "cost_at_level_table")
-    strategies = _check_strategies(strategies, zoo, "cost_at_level_table")
+    level = check_real(level, "cost_at_level_table: level", low=0.0, high=1.0)
+    zoo = check_runs(zoo, "cost_at_level_table")
+    strategies = check_strategies(strategies, zoo, "cost_at_level_table", ("auc", "frontier"))
     rows = {}
     for name, runs in zoo.items():
         row = {}
@@ -553,7 +615,8 @@ def resolution_table(traces: dict[str, Trace], seeds: Sequence[int], calibration
     from ..earlyexit.crossval import heldout_auc
     from ..earlyexit.tamer import ThresholdTamer
 
-    traces, seeds = _check_traces(traces, "resolution_table"), _check_seeds(seeds, "resolution_table")
+    traces, seeds = check_traces(traces, "resolution_table"), check_seeds(seeds, "resolution_table")
+    calibration_fraction = check_fraction_on(traces, calibration_fraction, "resolution_table")
     rows = {}
     for name, tr in traces.items():
         gaps = []
@@ -586,16 +649,36 @@ def class_table(traces: dict[str, Trace], seeds: Sequence[int], zoo: dict[str, l
     the test-area gain (pt; every class swept at the resolution of the test examples, as in
     :func:`gain_table`), then its mean and extremes over the traces and on how many traces it
     is at least the max-probability rule's. The default's gains are read from ``zoo``, the
-    :func:`evaluate_zoo` runs (target ``"label"``) on the same ``seeds`` and
-    ``calibration_fraction``."""
+    :func:`~ttamer.workloads.zoo_runs.evaluate_zoo` runs (target ``"label"``) on the same ``seeds`` and
+    ``calibration_fraction``.
+
+    Raises
+    ------
+    TTamerError
+        Before any work: for ``traces`` or ``seeds`` that are not a non-empty dict of traces and
+        distinct split seeds, a ``calibration_fraction`` that leaves fewer than
+        :data:`~ttamer.core.validate.MIN_SPLIT_EXAMPLES` examples on a side of some trace, or a
+        ``zoo`` that is not the :func:`~ttamer.workloads.zoo_runs.evaluate_zoo` runs (target ``"label"``) of these traces,
+        one per seed in this order, at this calibration fraction (its runs record their split,
+        :data:`~ttamer.workloads.zoo_runs.PAIR_KEYS`).
+    """
     import pandas as pd
 
     from ..earlyexit.tamer import CANDIDATES
 
-    traces, seeds = _check_traces(traces, "class_table"), _check_seeds(seeds, "class_table")
-    zoo = _check_runs(zoo, "class_table", traces)
+    traces, seeds = check_traces(traces, "class_table"), check_seeds(seeds, "class_table")
+    calibration_fraction = check_fraction_on(traces, calibration_fraction, "class_table")
+    zoo = check_runs(zoo, "class_table", traces)
     if list(zoo) != list(traces) or any(len(zoo[name]) != len(seeds) for name in traces):
         raise TTamerError("class_table: zoo must hold the evaluate_zoo runs of these traces, one per seed")
+    require_traces(zoo, traces, "class_table")
+    require_target(zoo, "label", "class_table")
+    for name, runs in zoo.items():
+        got = [r["seed"] for r in runs]
+        if got != seeds or runs[0]["calibration_fraction"] != calibration_fraction:
+            raise TTamerError(f"class_table: the runs of trace {short_repr(name)} are of the split seeds {got} at "
+                              f"calibration fraction {runs[0]['calibration_fraction']:g}; the table fits the seeds "
+                              f"{seeds} at {calibration_fraction:g}: evaluate_zoo must use the same")
     runs = [(name, s) for name in traces for s in seeds]
     gains = map_processes(_class_gains_one, [(traces[name], s, calibration_fraction) for name, s in runs], n_jobs,
                           False, "traces x splits")
@@ -681,7 +764,9 @@ def split_gain_table(trace: Trace, seeds: Sequence[int], calibration_fraction: f
 
     if not isinstance(trace, Trace):
         raise TTamerError(f"split_gain_table: trace must be a ttamer Trace, got {type(trace).__name__}")
-    seeds = _check_seeds(seeds, "split_gain_table")
+    seeds = check_seeds(seeds, "split_gain_table")
+    calibration_fraction = check_fraction(calibration_fraction, "split_gain_table: calibration_fraction",
+                                          n=trace.n_examples)
     got = map_processes(_default_areas_one, [(trace, s, calibration_fraction, True) for s in seeds], n_jobs,
                         False, "splits")
     rows = {f"split {s}": {"class chosen": key,
@@ -704,8 +789,9 @@ def cost_profile_table(traces: dict[str, Trace], profile: str, seeds: Sequence[i
     T-Tamer's fitted classes price each exit's cost."""
     import pandas as pd
 
-    traces, seeds = _check_traces(traces, "cost_profile_table"), _check_seeds(seeds, "cost_profile_table")
+    traces, seeds = check_traces(traces, "cost_profile_table"), check_seeds(seeds, "cost_profile_table")
     _check_profile(profile, "cost_profile_table")
+    calibration_fraction = check_fraction_on(traces, calibration_fraction, "cost_profile_table")
     runs = [(name, s) for name in traces for s in seeds]
     got = map_processes(_recosted_areas_one, [(traces[name], profile, s, calibration_fraction) for name, s in runs],
                         n_jobs, False, "traces x splits")
@@ -729,11 +815,47 @@ def _subset_gaps_one(trace: Trace, policy: str, fractions: Sequence[float], repe
     rule, rng = ThresholdTamer(policy=policy).fit(trace), np.random.default_rng(list(seed))
     row = {}
     for frac in fractions:
-        m = min(trace.n_examples, max(MIN_SPLIT_EXAMPLES, round(frac * trace.n_examples)))
+        m = _subset_size(frac, trace.n_examples)
         subsets = (trace,) if m == trace.n_examples else (trace.sample(m, rng) for _ in range(repeats))
         gaps = [heldout_auc(rule.frontier_sweep(s), s, "label") - _heuristic_area(s, "max-prob") for s in subsets]
         row[_share_column(frac)] = 100 * float(np.mean(gaps))
     return row
+
+
+def _subset_size(frac: float, n: int) -> int:
+    """Examples of a subset holding share ``frac`` of ``n`` (checked by :func:`_check_shares`)."""
+    return min(n, max(MIN_SPLIT_EXAMPLES, round(frac * n)))
+
+
+def _check_shares(fractions: Any, traces: Mapping[str, Trace]) -> list[float]:
+    """``fractions``: a sequence of at most :data:`MAX_SUBSET_SHARES` shares in (0, 1], each giving
+    on every trace a subset of at least ``MIN_SPLIT_EXAMPLES`` examples (or the whole trace), no
+    two the same size, their columns' labels distinct."""
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, (Sequence, np.ndarray)):
+        raise TTamerError(f"subset_size_table: fractions must be a sequence of shares of the examples, e.g. "
+                          f"(0.1, 0.5, 1.0), got {short_repr(fractions)}")
+    if len(fractions) > MAX_SUBSET_SHARES:
+        raise TTamerError(f"subset_size_table: {len(fractions):,} fractions; at most {MAX_SUBSET_SHARES} "
+                          f"(MAX_SUBSET_SHARES) are allowed")
+    shares = [check_real(frac, "subset_size_table: fraction", low=0.0, high=1.0, low_open=True) for frac in fractions]
+    columns = [_share_column(f) for f in shares]
+    if not columns or len(set(columns)) < len(columns):
+        raise TTamerError(f"subset_size_table: fractions must be one or more shares that differ (as printed, to 6 "
+                          f"digits); got {shares}")
+    for name, tr in traces.items():
+        n, sizes = tr.n_examples, {}
+        for f in shares:
+            m = round(f * n)
+            if m < min(MIN_SPLIT_EXAMPLES, n):
+                raise TTamerError(f"subset_size_table: the share {f:g} of trace {short_repr(name)}'s {n} examples is "
+                                  f"{m} examples; a subset holds at least {MIN_SPLIT_EXAMPLES} (MIN_SPLIT_EXAMPLES) "
+                                  f"or the whole trace")
+            if m in sizes:
+                raise TTamerError(f"subset_size_table: the shares {sizes[m]:g} and {f:g} of trace {short_repr(name)}'s "
+                                  f"{n} examples are both subsets of {m} examples; use shares that differ by at least "
+                                  f"one example on every trace")
+            sizes[m] = f
+    return shares
 
 
 def _share_column(frac: float) -> str:
@@ -751,7 +873,18 @@ def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:c
     and how much depends on the rule; the table shows how that moves the comparison from
     subsets of a cross-validation fold's size to those of a test set's. ``policy`` must need no
     fitting (its state and answer read the exits' outputs alone), so that no subset sees
-    another's examples."""
+    another's examples.
+
+    Raises
+    ------
+    TTamerError
+        Before any work: for a ``policy`` of another kind, ``traces`` that are not a non-empty
+        dict of traces, ``repeats`` not in ``1..MAX_SUBSET_REPEATS``, or ``fractions`` that are
+        not a sequence of at most :data:`MAX_SUBSET_SHARES` shares in (0, 1], distinct as
+        printed, each giving every trace a subset of at least
+        :data:`~ttamer.core.validate.MIN_SPLIT_EXAMPLES` examples (or the whole trace) and no
+        two the same number of examples on a trace (the error names the trace and the share).
+    """
     import pandas as pd
 
     from ..earlyexit.states import fits_models
@@ -764,14 +897,10 @@ def subset_size_table(traces: dict[str, Trace], policy: str = "common:max_prob:c
     if fits_models(cand.state, cand.answer):
         raise TTamerError(f"subset_size_table: policy {policy!r} fits a model of its state or answer; "
                           f"use one that reads the exits' outputs alone")
-    traces = _check_traces(traces, "subset_size_table")
+    traces = check_traces(traces, "subset_size_table")
     repeats = check_count(repeats, "repeats", minimum=1, maximum=MAX_SUBSET_REPEATS)
     seed = check_seed(seed)
-    shares = [check_real(frac, "fraction", low=0.0, high=1.0, low_open=True) for frac in fractions]
-    columns = [_share_column(f) for f in shares]
-    if not columns or len(set(columns)) < len(columns):
-        raise TTamerError(f"subset_size_table: fractions must be one or more shares that differ (as printed, to 6 "
-                          f"digits); got {shares}")
+    shares = _check_shares(fractions, traces)
     rows = map_processes(_subset_gaps_one, [(tr, policy, shares, repeats, (seed, k))
                                             for k, tr in enumerate(traces.values())], n_jobs, False, "traces")
     rows = dict(zip(traces, rows))

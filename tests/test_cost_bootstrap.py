@@ -187,3 +187,29 @@ def test_hull_bootstraps_are_bounded_before_work(monkeypatch):
 def test_paired_quantiles_checks_its_replicates(a, b, match):
     with pytest.raises(TTamerError, match=match):
         paired_quantiles(a, b)
+
+
+def test_domination_summary_and_the_cli_line_read_the_noise_of_the_split():
+    from dataclasses import replace
+
+    from ttamer.cli.evaluate import format_table
+    from ttamer.earlyexit.evaluation import domination_summary
+
+    r = evaluate_trace(synthetic_trace(n=300, n_exits=4, n_classes=3, seed=7), n_boot=40, with_chain=False)
+    for h, d in domination_summary(r).items():
+        lo, _, hi = r.strategies[h].cost_at_full_minus_ttamer_ci
+        assert d["cost_gap_ci"] == [lo, hi]
+        assert d["never_worse"]["area"] == (d["auc_gap"] >= -1e-12 or d["auc_gap_ci"][1] >= 0)
+        assert d["never_worse"]["cost"] == (d["cost_gap"] >= -1e-12 or hi >= 0)
+    tt = r.strategies["ttamer"]
+    ahead = replace(r.strategies["max-prob"], auc=tt.auc + 0.05, auc_minus_ttamer_ci=(0.01, 0.05, 0.09),
+                    cost_at_full_accuracy=tt.cost_at_full_accuracy - 0.2,
+                    cost_at_full_minus_ttamer_ci=(-0.3, -0.2, -0.1))
+    beaten = replace(r, strategies=dict(r.strategies, **{"max-prob": ahead}))
+    assert domination_summary(beaten)["max-prob"]["never_worse"] == {"area": False, "cost": False}
+    line = format_table(beaten).splitlines()[-1]
+    assert line.startswith("T-Tamer never worse than every heuristic on this split (at least as good, or behind")
+    assert "area no, behind max-prob" in line and "cost at the full model's accuracy no, behind max-prob" in line
+    within = replace(ahead, auc_minus_ttamer_ci=(-0.01, 0.05, 0.09), cost_at_full_minus_ttamer_ci=(-0.3, -0.2, 0.0))
+    assert domination_summary(replace(r, strategies=dict(r.strategies, **{"max-prob": within})))["max-prob"][
+        "never_worse"] == {"area": True, "cost": True}

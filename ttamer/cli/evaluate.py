@@ -104,7 +104,22 @@ def format_table(result: EvaluationResult) -> str:
         lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + ["", _never_worse_line(result)])
+
+
+def _never_worse_line(result: EvaluationResult) -> str:
+    """One line: the heuristics T-Tamer falls behind on this split beyond the paired-bootstrap
+    noise, in area and in cost at the full model's accuracy (``domination_summary``)."""
+    from ..earlyexit.evaluation import domination_summary
+
+    dom = domination_summary(result)
+    how = ("at least as good, or behind by less than the 95 % paired-bootstrap noise"
+           if result.strategies["ttamer"].auc_minus_ttamer_ci is not None else "point values: no bootstrap")
+    parts = []
+    for key, what in (("area", "area"), ("cost", "cost at the full model's accuracy")):
+        behind = [h for h, d in dom.items() if not d["never_worse"][key]]
+        parts.append(f"{what} {'no, behind ' + ', '.join(behind) if behind else 'yes'}")
+    return f"T-Tamer never worse than every heuristic on this split ({how}): " + "; ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:

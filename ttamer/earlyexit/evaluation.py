@@ -842,7 +842,13 @@ def domination_summary(result: EvaluationResult, heuristics: Sequence[str] = HEU
     ``auc_gap`` = T-Tamer's AUC minus the heuristic's; ``auc_gap_ci`` its paired 95 %
     bootstrap interval (``None`` without bootstrap); ``cost_gap`` = heuristic's cost at the
     full model's accuracy minus T-Tamer's (``None`` where either never reaches it; ``+inf``
-    where only T-Tamer does); ``frontier`` = :func:`dominates` pointwise (no tolerance)."""
+    where only T-Tamer does) and ``cost_gap_ci`` its paired 95 % interval (``±inf`` bounds where
+    only one side reaches it on that share of the resamples); ``frontier`` = :func:`dominates`
+    pointwise (no tolerance); ``never_worse`` = for ``"area"`` and ``"cost"``, whether T-Tamer
+    is at least as good on this split or behind by less than the paired-bootstrap noise (the
+    interval of its advantage reaches 0; without bootstrap, the point values alone) -- the
+    per-split half of the book's *never worse* (chapter *Early exit on real models*, section
+    *Metrics*)."""
     heuristics = check_strategies(result, heuristics, "domination_summary")
     check_strategies(result, "ttamer", "domination_summary")
     st = result.strategies
@@ -850,12 +856,16 @@ def domination_summary(result: EvaluationResult, heuristics: Sequence[str] = HEU
     out: dict[str, Any] = {}
     for h in heuristics:
         m = st[h]
-        ci = m.auc_minus_ttamer_ci
+        ci, cci = m.auc_minus_ttamer_ci, m.cost_at_full_minus_ttamer_ci
         ch, ct = m.cost_at_full_accuracy, tt.cost_at_full_accuracy
         cost_gap = (None if ct is None else (np.inf if ch is None else ch - ct))
+        cheaper = ch is None if ct is None else (ch is None or ct <= ch + _EPS)
         out[h] = {"auc_gap": tt.auc - m.auc,
                   "auc_gap_ci": None if ci is None else [-ci[2], -ci[0]],
-                  "cost_gap": cost_gap, "frontier": dominates(result, "ttamer", h)}
+                  "cost_gap": cost_gap, "cost_gap_ci": None if cci is None else [cci[0], cci[2]],
+                  "frontier": dominates(result, "ttamer", h),
+                  "never_worse": {"area": bool(tt.auc >= m.auc - _EPS or (ci is not None and ci[0] <= 0.0)),
+                                  "cost": bool(cheaper or (cci is not None and cci[2] >= 0.0))}}
     return out
 
 

@@ -25,13 +25,11 @@ import sys
 import numpy as np
 import pytest
 
-import ttamer.workloads as workloads
 from ttamer.cli import main
 from ttamer.core.errors import TTamerError
 from ttamer.earlyexit.traces import save_trace, synthetic_trace
 from ttamer.workloads import cascade, common, nlp, skipchain, vision, zoo
-from ttamer.workloads.common import WorkloadResult
-from test_traces_cli_safety import refused  # the one-error-line check of the traces CLI
+from test_traces_cli_safety import fake_builders, refused  # the traces CLI's fakes and one-error-line check
 
 VISION = ["traces", "vision", "--n-train", "64", "--n-test", "64", "--epochs", "1", "--batch-size", "16",
           "--no-progress"]
@@ -45,19 +43,8 @@ FMNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10
 def calls(monkeypatch, tmp_path):
     """The workloads and the zoo's builder replaced by fakes recording their calls."""
     made: list[tuple] = []
-
-    def fake_generate(workload, profile="offline", **kw):
-        made.append((workload, kw.get("progress")))
-        return WorkloadResult(synthetic_trace(40, 3, 3, seed=1), "a", np.arange(2), "b", np.arange(40), {})
-
-    def fake_build(name, seed=0, progress=True, n_trace=None):
-        made.append((name, seed, progress))
-        return synthetic_trace(30, 2, 2, seed=2)
-
-    monkeypatch.setattr(workloads, "generate", fake_generate)
-    monkeypatch.setattr(zoo, "build_zoo_trace", fake_build)
-    monkeypatch.setenv(common.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+    fake_builders(monkeypatch, tmp_path, lambda workload, kw: made.append((workload, kw.get("progress"))),
+                  lambda name, seed, progress, n_trace: made.append((name, seed, progress)))
     return made
 
 

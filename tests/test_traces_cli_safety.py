@@ -31,24 +31,34 @@ NLP = ["traces", "nlp", "--n-head", "40", "--n-trace", "40", "--batch-size", "8"
 DEAD_PID = 999_999_999  # above any pid_max: no such process
 
 
-@pytest.fixture
-def calls(monkeypatch, tmp_path):
-    """Replace the workloads (and the zoo's builder) by fakes that record their calls."""
-    made: list[tuple] = []
+def fake_builders(monkeypatch, tmp_path, on_generate, on_build, timings=None) -> None:
+    """Replace the workloads and the zoo's builder by fakes that report each call to
+    ``on_generate(workload, kw)`` / ``on_build(name, seed, progress, n_trace)``, with the trace
+    cache and the working folder under ``tmp_path``."""
     trace = synthetic_trace(40, 3, 3, seed=1)
 
     def fake_generate(workload, profile="offline", **kw):
-        made.append((workload, kw))
-        return WorkloadResult(trace, "a", np.arange(2), "b", np.arange(40), {"load": 0.0})
+        on_generate(workload, kw)
+        return WorkloadResult(trace, "a", np.arange(2), "b", np.arange(40), dict(timings or {}))
 
     def fake_build(name, seed=0, progress=True, n_trace=None):
-        made.append((name, seed) if n_trace is None else (name, seed, n_trace))
+        on_build(name, seed, progress, n_trace)
         return synthetic_trace(30, 2, 2, seed=2)
 
     monkeypatch.setattr(workloads, "generate", fake_generate)
     monkeypatch.setattr(zoo, "build_zoo_trace", fake_build)
     monkeypatch.setenv(common.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def calls(monkeypatch, tmp_path):
+    """Replace the workloads (and the zoo's builder) by fakes that record their calls."""
+    made: list[tuple] = []
+    fake_builders(monkeypatch, tmp_path, lambda workload, kw: made.append((workload, kw)),
+                  lambda name, seed, progress, n_trace: made.append((name, seed) if n_trace is None
+                                                                    else (name, seed, n_trace)),
+                  {"load": 0.0})
     return made
 
 

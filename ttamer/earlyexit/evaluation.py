@@ -837,6 +837,19 @@ def dominates(result: EvaluationResult, a: str = "ttamer", b: str = "max-prob", 
 HEURISTICS = ("max-prob", "max-prob-sdn", "entropy", "patience", "static")
 
 
+def never_worse_split(auc: tuple[float, float], auc_ci: Sequence[float] | None, cost: tuple[float, float],
+                      cost_ci: Sequence[float] | None) -> dict[str, bool]:
+    """Whether T-Tamer is never worse than a heuristic on one split, for ``"area"`` and
+    ``"cost"``: at least as good, or behind by less than the paired-bootstrap noise.
+    ``auc`` and ``cost`` are ``(T-Tamer's, the heuristic's)`` area and cost at the full model's
+    accuracy (``inf`` where never reached); ``auc_ci`` is the (2.5, 50, 97.5 %) interval of the
+    heuristic's area minus T-Tamer's and ``cost_ci`` that of its cost minus T-Tamer's
+    (``None``: no bootstrap, the point values alone)."""
+    area = auc[0] >= auc[1] - _EPS or (auc_ci is not None and auc_ci[0] <= 0.0)
+    cheaper = cost[0] <= cost[1] + _EPS or (cost_ci is not None and cost_ci[2] >= 0.0)
+    return {"area": bool(area), "cost": bool(cheaper)}
+
+
 def domination_summary(result: EvaluationResult, heuristics: Sequence[str] = HEURISTICS) -> dict[str, Any]:
     """Whether T-Tamer dominates each heuristic in ``result`` (of :func:`evaluate_trace`):
     ``auc_gap`` = T-Tamer's AUC minus the heuristic's; ``auc_gap_ci`` its paired 95 %
@@ -844,11 +857,8 @@ def domination_summary(result: EvaluationResult, heuristics: Sequence[str] = HEU
     full model's accuracy minus T-Tamer's (``None`` where either never reaches it; ``+inf``
     where only T-Tamer does) and ``cost_gap_ci`` its paired 95 % interval (``±inf`` bounds where
     only one side reaches it on that share of the resamples); ``frontier`` = :func:`dominates`
-    pointwise (no tolerance); ``never_worse`` = for ``"area"`` and ``"cost"``, whether T-Tamer
-    is at least as good on this split or behind by less than the paired-bootstrap noise (the
-    interval of its advantage reaches 0; without bootstrap, the point values alone) -- the
-    per-split half of the book's *never worse* (chapter *Early exit on real models*, section
-    *Metrics*)."""
+    pointwise (no tolerance); ``never_worse`` = :func:`never_worse_split` -- the per-split half
+    of the book's *never worse* (chapter *Early exit on real models*, section *Metrics*)."""
     heuristics = check_strategies(result, heuristics, "domination_summary")
     check_strategies(result, "ttamer", "domination_summary")
     st = result.strategies
@@ -859,13 +869,12 @@ def domination_summary(result: EvaluationResult, heuristics: Sequence[str] = HEU
         ci, cci = m.auc_minus_ttamer_ci, m.cost_at_full_minus_ttamer_ci
         ch, ct = m.cost_at_full_accuracy, tt.cost_at_full_accuracy
         cost_gap = (None if ct is None else (np.inf if ch is None else ch - ct))
-        cheaper = ch is None if ct is None else (ch is None or ct <= ch + _EPS)
         out[h] = {"auc_gap": tt.auc - m.auc,
                   "auc_gap_ci": None if ci is None else [-ci[2], -ci[0]],
                   "cost_gap": cost_gap, "cost_gap_ci": None if cci is None else [cci[0], cci[2]],
                   "frontier": dominates(result, "ttamer", h),
-                  "never_worse": {"area": bool(tt.auc >= m.auc - _EPS or (ci is not None and ci[0] <= 0.0)),
-                                  "cost": bool(cheaper or (cci is not None and cci[2] >= 0.0))}}
+                  "never_worse": never_worse_split((tt.auc, m.auc), ci, (np.inf if ct is None else ct,
+                                                                          np.inf if ch is None else ch), cci)}
     return out
 
 

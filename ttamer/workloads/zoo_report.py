@@ -30,7 +30,7 @@ from ..core.validate import MIN_SPLIT_EXAMPLES, check_count, check_fraction, che
 from ..earlyexit.base import check_trace
 from ..core.parallel import map_processes
 from ..earlyexit.metrics import cost_at_accuracy
-from ..earlyexit.evaluation import HEURISTICS
+from ..earlyexit.evaluation import HEURISTICS, never_worse_split
 from ..earlyexit.heuristics import HEURISTIC_RULES
 from ..earlyexit.traces import Trace
 from .zoo_runs import (AUC_NEEDS, PAIR_KEYS, check_fraction_on, check_runs, check_seeds, check_share,
@@ -164,18 +164,6 @@ def heldout_table(zoo: dict[str, list[dict[str, Any]]], traces: dict[str, Trace]
     return tidy_table(pd.DataFrame.from_dict(rows, orient="index"), 3)
 
 
-def _never_worse_split(run: dict[str, Any], h: str) -> tuple[bool, bool]:
-    """Whether, on one split, T-Tamer's area is at least heuristic ``h``'s or ``h``'s lead is
-    within the paired bootstrap's noise (the 95 % interval of ``h`` minus T-Tamer reaches 0),
-    and the same for the cost at the full model's accuracy (``h``'s minus T-Tamer's interval
-    reaches 0 from below). Without the intervals only the point values count."""
-    area_ok = run["auc"]["ttamer"] >= run["auc"][h] - 1e-12
-    cost_ok = run["cost_at_full"]["ttamer"] <= run["cost_at_full"][h] + 1e-12
-    auc_ci, cost_ci = run.get("auc_ci", {}).get(h), run.get("cost_ci", {}).get(h)
-    return (area_ok or (auc_ci is not None and auc_ci[0] <= 0.0),
-            cost_ok or (cost_ci is not None and cost_ci[2] >= 0.0))
-
-
 def _mean_cost_gain(heuristic: list[float], ttamer: list[float]) -> float:
     """A heuristic's mean cost at the full model's accuracy over the splits minus T-Tamer's. A
     split where neither reaches that accuracy is a tie, left out (0 if every split is); one where
@@ -211,16 +199,18 @@ def never_worse_table(zoo: dict[str, list[dict[str, Any]]]):
     zoo = check_runs(zoo, "never_worse_table")
     rows = {}
     for name, runs in zoo.items():
-        ok = [[_never_worse_split(r, h) for h in HEURISTICS] for r in runs]  # [split][heuristic] (area, cost)
+        ok = [[never_worse_split((r["auc"]["ttamer"], r["auc"][h]), r.get("auc_ci", {}).get(h),
+                                 (r["cost_at_full"]["ttamer"], r["cost_at_full"][h]), r.get("cost_ci", {}).get(h))
+               for h in HEURISTICS] for r in runs]  # [split][heuristic] -> {"area": ..., "cost": ...}
         area = {h: float(np.mean([r["auc"]["ttamer"] - r["auc"][h] for r in runs])) for h in HEURISTICS}
         cost = {h: _mean_cost_gain([r["cost_at_full"][h] for r in runs], [r["cost_at_full"]["ttamer"] for r in runs])
                 for h in HEURISTICS}
         row = {}
-        for j, (label, gains) in enumerate((("area", area), ("cost@full", cost))):
+        for label, key, gains in (("area", "area", area), ("cost@full", "cost", cost)):
             worst = min(gains, key=gains.get)
-            row |= {f"{label}: splits ok": f"{sum(all(x[j] for x in split) for split in ok)}/{len(runs)}",
+            row |= {f"{label}: splits ok": f"{sum(all(x[key] for x in split) for split in ok)}/{len(runs)}",
                     f"{label} beyond noise": " ".join(h for k, h in enumerate(HEURISTICS)
-                                                      if not all(split[k][j] for split in ok)),
+                                                      if not all(split[k][key] for split in ok)),
                     f"{label}, mean gain (pt)": 100 * gains[worst],
                     f"{label}, mean below": worst if gains[worst] < -1e-12 else ""}
         row["holds"] = not any(row[c] for c in ("area beyond noise", "cost@full beyond noise", "area, mean below",

@@ -621,11 +621,7 @@ def bootstrap_auc(decisions: dict[str, ExitDecisions], test: Trace, scale: float
     Raises
     ------
     TTamerError
-        Before any resampling, for ``decisions`` that are not a dict of
-        :class:`~ttamer.earlyexit.traces.ExitDecisions`, a ``test`` that is not a
-        :class:`~ttamer.earlyexit.traces.Trace`, a ``scale`` that is not a finite number
-        ``> 0``, ``lo``/``hi`` that are not finite numbers with ``lo < hi``, or an ``n_boot``
-        or ``seed`` that :func:`check_resampling` refuses.
+        Before any resampling, for inputs that :func:`check_bootstrap_inputs` refuses.
     """
     n, scale, n_boot, seed = check_bootstrap_inputs(decisions, test, scale, lo, hi, n_boot, seed, "bootstrap_auc")
     W = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n  # [B, N]

@@ -701,14 +701,10 @@ def bootstrap_metrics(decisions: dict[str, ExitDecisions], test: Trace, scale: f
     Raises
     ------
     TTamerError
-        Before any resampling, for ``decisions`` that are not a dict of
-        :class:`~ttamer.earlyexit.traces.ExitDecisions`, a ``test`` that is not a
-        :class:`~ttamer.earlyexit.traces.Trace`, a ``scale`` that is not a finite number
-        ``> 0``, ``lo``/``hi`` that are not finite numbers with ``lo < hi``, a ``reference``
-        that is not a model of ``test`` (a name, or a position, negative from the end),
-        ``gaps`` that are not a 1-D array of at most ``MAX_SWEEP_POINTS`` finite numbers, or
-        an ``n_boot`` or ``seed`` that :func:`~ttamer.earlyexit.cascade.check_resampling`
-        refuses.
+        Before any resampling, for inputs that
+        :func:`~ttamer.earlyexit.cascade.check_bootstrap_inputs` refuses, a ``reference`` that
+        is not a model of ``test`` (a name, or a position, negative from the end), or ``gaps``
+        that are not a 1-D array of at most ``MAX_SWEEP_POINTS`` finite numbers.
     """
     N, scale, n_boot, seed = check_bootstrap_inputs(decisions, test, scale, lo, hi, n_boot, seed, "bootstrap_metrics")
     reference = model_position(test, reference, "bootstrap_metrics: reference")
